@@ -1,0 +1,27 @@
+// The `scone` command line: each subcommand family registers itself on the CLI11 app and
+// leaves the action to run in `action`; only main() turns the action's Status into a message
+// and an exit code.
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+#include "common/status.h"
+
+namespace scone::cli {
+
+using Action = std::function<Status()>;
+
+void RegisterVolumeCommands(CLI::App& app, Action& action);
+
+// Exit codes: 0 success, 1 failure (message on stderr), 2 usage error (CLI11's), 3 a check
+// found damage (verify).
+inline constexpr int kExitFailure = 1;
+inline constexpr int kExitDamaged = 3;
+
+// A failure whose report was already printed (verify's damage lines): main() only sets the exit code.
+Status ReportedDamage(std::string summary);
+bool IsReportedDamage(const Status& status);
+
+}  // namespace scone::cli

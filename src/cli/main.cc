@@ -1,0 +1,41 @@
+// scone: build and run secure containers. Subcommands are registered per family (one file
+// each); this file only parses, runs the chosen action and maps its Status to an exit code.
+#include <cstdio>
+
+#include "cli/command.h"
+
+namespace scone::cli {
+
+Status ReportedDamage(std::string summary) {
+  return Status(Code::kDataCorrupted, "damage reported: " + std::move(summary), -1);
+}
+
+bool IsReportedDamage(const Status& status) {
+  return status.code() == Code::kDataCorrupted && status.sys_errno() == -1;
+}
+
+}  // namespace scone::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"scone: build and run secure containers whose files, traffic, console and "
+               "secrets stay confidential even when root on the host is hostile"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("scone ") + SCONE_VERSION);
+  scone::cli::Action action;
+  scone::cli::RegisterVolumeCommands(app, action);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  if (!action) return 0;
+  scone::Status status = action();
+  std::fflush(stdout);  // reports before the summary on stderr
+  if (status.ok()) return 0;
+  if (scone::cli::IsReportedDamage(status)) {
+    std::fprintf(stderr, "scone: %s\n", status.message().c_str());
+    return scone::cli::kExitDamaged;
+  }
+  std::fprintf(stderr, "scone: %s\n", status.message().c_str());
+  return scone::cli::kExitFailure;
+}

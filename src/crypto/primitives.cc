@@ -1,0 +1,227 @@
+#include "crypto/primitives.h"
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/kdf.h>
+#include <openssl/rand.h>
+
+#include <pthread.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+namespace scone::crypto {
+namespace {
+
+const EVP_CIPHER* AesGcmCipher() {
+  static const EVP_CIPHER* cipher = EVP_CIPHER_fetch(nullptr, "AES-256-GCM", nullptr);
+  return cipher;
+}
+
+const EVP_MD* Sha256Md() {
+  static const EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+  return md;
+}
+
+[[noreturn]] void CryptoFatal(const char* what);
+
+std::atomic<uint64_t> next_key_id{1};
+std::atomic<uint64_t> fork_generation{0};
+
+// Per-thread cipher contexts holding the key schedule of the key used last. A context is never
+// shared between threads; the cache entry is keyed by the Aes256Gcm's unique id, never reused.
+struct ThreadContexts {
+  EVP_CIPHER_CTX* enc = EVP_CIPHER_CTX_new();
+  EVP_CIPHER_CTX* dec = EVP_CIPHER_CTX_new();
+  uint64_t enc_key_id = 0;
+  uint64_t dec_key_id = 0;
+  ~ThreadContexts() {
+    EVP_CIPHER_CTX_free(enc);  // frees (and cleanses) the key schedule
+    EVP_CIPHER_CTX_free(dec);
+  }
+};
+
+ThreadContexts& Contexts() {
+  thread_local ThreadContexts contexts;
+  return contexts;
+}
+
+// Per-thread batch of random bytes for nonces; invalidated in forked children.
+struct NoncePool {
+  static constexpr size_t kNonces = 256;
+  uint8_t bytes[kNonces * kNonceSize];
+  size_t next = kNonces;
+  uint64_t generation = UINT64_MAX;
+};
+
+void BumpForkGeneration() { fork_generation.fetch_add(1, std::memory_order_relaxed); }
+
+void CryptoFatal(const char* what) {
+  // A failing primitive (not a failing verification) means OpenSSL itself is broken.
+  fprintf(stderr, "scone: fatal: OpenSSL %s failed\n", what);
+  abort();
+}
+
+}  // namespace
+
+void RandomBytes(MutableByteSpan out) {
+  if (out.empty()) return;
+  if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1) CryptoFatal("RAND_bytes");
+}
+
+void FreshNonce(uint8_t* out) {
+  static const bool registered = [] { return pthread_atfork(nullptr, nullptr, BumpForkGeneration) == 0; }();
+  (void)registered;
+  thread_local NoncePool pool;
+  uint64_t generation = fork_generation.load(std::memory_order_relaxed);
+  if (pool.next == NoncePool::kNonces || pool.generation != generation) {
+    RandomBytes(pool.bytes);
+    pool.next = 0;
+    pool.generation = generation;
+  }
+  std::memcpy(out, pool.bytes + pool.next * kNonceSize, kNonceSize);
+  OPENSSL_cleanse(pool.bytes + pool.next * kNonceSize, kNonceSize);
+  ++pool.next;
+}
+
+SecretBytes RandomKey() {
+  SecretBytes key(kKeySize);
+  RandomBytes(key.mutable_span());
+  return key;
+}
+
+bool ConstantTimeEquals(ByteSpan a, ByteSpan b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+Hash Sha256(std::initializer_list<ByteSpan> parts) {
+  Hash out;
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (ctx == nullptr || EVP_DigestInit_ex2(ctx, Sha256Md(), nullptr) != 1) CryptoFatal("SHA-256");
+  for (ByteSpan p : parts) EVP_DigestUpdate(ctx, p.data(), p.size());
+  unsigned int n = 0;
+  if (EVP_DigestFinal_ex(ctx, out.data(), &n) != 1) CryptoFatal("SHA-256");
+  EVP_MD_CTX_free(ctx);
+  return out;
+}
+
+Hash HmacSha256(const SecretBytes& key, std::initializer_list<ByteSpan> parts) {
+  Hash out;
+  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  EVP_MAC_CTX* ctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
+      OSSL_PARAM_construct_end()};
+  if (ctx == nullptr || EVP_MAC_init(ctx, key.data(), key.size(), params) != 1) CryptoFatal("HMAC");
+  for (ByteSpan p : parts) EVP_MAC_update(ctx, p.data(), p.size());
+  size_t n = 0;
+  if (EVP_MAC_final(ctx, out.data(), &n, out.size()) != 1) CryptoFatal("HMAC");
+  EVP_MAC_CTX_free(ctx);
+  EVP_MAC_free(mac);
+  return out;
+}
+
+SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view info,
+                 size_t out_size) {
+  SecretBytes out(out_size);
+  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  EVP_KDF_CTX* ctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
+  uint8_t empty_salt = 0;
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(input_key.data()),
+                                        input_key.size()),
+      OSSL_PARAM_construct_octet_string(
+          OSSL_KDF_PARAM_SALT, salt.empty() ? &empty_salt : const_cast<uint8_t*>(salt.data()),
+          salt.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(info.data()),
+                                        info.size()),
+      OSSL_PARAM_construct_end()};
+  if (ctx == nullptr || EVP_KDF_derive(ctx, out.data(), out.size(), params) != 1) {
+    CryptoFatal("HKDF");
+  }
+  EVP_KDF_CTX_free(ctx);
+  EVP_KDF_free(kdf);
+  return out;
+}
+
+Aes256Gcm::Aes256Gcm(SecretBytes key)
+    : key_(std::move(key)), id_(next_key_id.fetch_add(1, std::memory_order_relaxed)) {
+  if (key_.size() != kKeySize) CryptoFatal("AES-256-GCM key size");
+}
+
+// Wipes this thread's key schedule of the key. Other threads' contexts keep theirs until they
+// next use another key or exit; they never hand it out, since ids are never reused.
+Aes256Gcm::~Aes256Gcm() {
+  ThreadContexts& contexts = Contexts();
+  if (contexts.enc_key_id == id_) {
+    EVP_CIPHER_CTX_reset(contexts.enc);
+    contexts.enc_key_id = 0;
+  }
+  if (contexts.dec_key_id == id_) {
+    EVP_CIPHER_CTX_reset(contexts.dec);
+    contexts.dec_key_id = 0;
+  }
+}
+
+Status Aes256Gcm::Seal(ByteSpan nonce, std::initializer_list<ByteSpan> aad, ByteSpan plaintext,
+                       uint8_t* out, uint8_t* tag) const {
+  if (nonce.size() != kNonceSize) return InvalidArgument("AES-GCM nonce must be 12 bytes");
+  ThreadContexts& contexts = Contexts();
+  EVP_CIPHER_CTX* ctx = contexts.enc;
+  int n = 0;
+  bool same_key = contexts.enc_key_id == id_;
+  if (EVP_EncryptInit_ex2(ctx, same_key ? nullptr : AesGcmCipher(), same_key ? nullptr : key_.data(),
+                          nonce.data(), nullptr) != 1) {
+    CryptoFatal("AES-GCM init");
+  }
+  contexts.enc_key_id = id_;
+  for (ByteSpan a : aad) {
+    if (!a.empty() && EVP_EncryptUpdate(ctx, nullptr, &n, a.data(), static_cast<int>(a.size())) != 1) {
+      CryptoFatal("AES-GCM aad");
+    }
+  }
+  if (!plaintext.empty() &&
+      EVP_EncryptUpdate(ctx, out, &n, plaintext.data(), static_cast<int>(plaintext.size())) != 1) {
+    CryptoFatal("AES-GCM encrypt");
+  }
+  if (EVP_EncryptFinal_ex(ctx, out + plaintext.size(), &n) != 1 ||
+      EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagSize, tag) != 1) {
+    CryptoFatal("AES-GCM final");
+  }
+  return Status::Ok();
+}
+
+Status Aes256Gcm::Open(ByteSpan nonce, std::initializer_list<ByteSpan> aad, ByteSpan ciphertext,
+                       uint8_t* out, const uint8_t* tag) const {
+  if (nonce.size() != kNonceSize) return InvalidArgument("AES-GCM nonce must be 12 bytes");
+  ThreadContexts& contexts = Contexts();
+  EVP_CIPHER_CTX* ctx = contexts.dec;
+  int n = 0;
+  bool same_key = contexts.dec_key_id == id_;
+  if (EVP_DecryptInit_ex2(ctx, same_key ? nullptr : AesGcmCipher(), same_key ? nullptr : key_.data(),
+                          nonce.data(), nullptr) != 1) {
+    CryptoFatal("AES-GCM init");
+  }
+  contexts.dec_key_id = id_;
+  for (ByteSpan a : aad) {
+    if (!a.empty() && EVP_DecryptUpdate(ctx, nullptr, &n, a.data(), static_cast<int>(a.size())) != 1) {
+      CryptoFatal("AES-GCM aad");
+    }
+  }
+  if (!ciphertext.empty() &&
+      EVP_DecryptUpdate(ctx, out, &n, ciphertext.data(), static_cast<int>(ciphertext.size())) != 1) {
+    CryptoFatal("AES-GCM decrypt");
+  }
+  EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagSize, const_cast<uint8_t*>(tag));
+  if (EVP_DecryptFinal_ex(ctx, out + ciphertext.size(), &n) != 1) {
+    if (!ciphertext.empty()) OPENSSL_cleanse(out, ciphertext.size());
+    return DataCorrupted("decryption failed");
+  }
+  return Status::Ok();
+}
+
+}  // namespace scone::crypto

@@ -1,0 +1,94 @@
+#include "crypto/primitives.h"
+
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+namespace scone::crypto {
+namespace {
+
+// RFC 5869 test case 1.
+TEST(HkdfTest, MatchesRfc5869) {
+  Bytes ikm(22, 0x0b);
+  Bytes salt = *FromHex("000102030405060708090a0b0c");
+  Bytes info = *FromHex("f0f1f2f3f4f5f6f7f8f9");
+  SecretBytes key(ikm);
+  SecretBytes okm =
+      Hkdf(key, salt, std::string_view(reinterpret_cast<char*>(info.data()), info.size()), 42);
+  EXPECT_EQ(ToHex(okm.span()),
+            "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
+}
+
+TEST(Sha256Test, MatchesKnownDigest) {
+  EXPECT_EQ(ToHex(Sha256({AsBytes("ab"), AsBytes("c")})),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+TEST(AesGcmTest, SealOpenAndTamper) {
+  Aes256Gcm aead(RandomKey());
+  uint8_t nonce[kNonceSize];
+  FreshNonce(nonce);
+  std::string text = "attack at dawn, bring the keys";
+  Bytes ct(text.size()), pt(text.size());
+  uint8_t tag[kTagSize];
+  ASSERT_TRUE(aead.Seal(ByteSpan(nonce, kNonceSize), {AsBytes("aad")}, AsBytes(text), ct.data(), tag).ok());
+  EXPECT_NE(std::string(ct.begin(), ct.end()), text);
+  ASSERT_TRUE(aead.Open(ByteSpan(nonce, kNonceSize), {AsBytes("aad")}, ct, pt.data(), tag).ok());
+  EXPECT_EQ(std::string(pt.begin(), pt.end()), text);
+
+  ct[3] ^= 1;
+  Status s = aead.Open(ByteSpan(nonce, kNonceSize), {AsBytes("aad")}, ct, pt.data(), tag);
+  EXPECT_EQ(s.code(), Code::kDataCorrupted);
+  EXPECT_EQ(s.message(), "decryption failed");
+  EXPECT_EQ(std::string(pt.begin(), pt.end()), std::string(text.size(), '\0'));  // wiped
+  ct[3] ^= 1;
+  EXPECT_FALSE(aead.Open(ByteSpan(nonce, kNonceSize), {AsBytes("aaD")}, ct, pt.data(), tag).ok());
+}
+
+TEST(AesGcmTest, InterleavedKeysOnOneThreadStayApart) {
+  Aes256Gcm a(RandomKey()), b(RandomKey());
+  uint8_t nonce[kNonceSize] = {};
+  uint8_t ct_a[16], ct_b[16], tag_a[16], tag_b[16], out[16];
+  Bytes msg(16, 7);
+  ASSERT_TRUE(a.Seal(ByteSpan(nonce, 12), {}, msg, ct_a, tag_a).ok());
+  ASSERT_TRUE(b.Seal(ByteSpan(nonce, 12), {}, msg, ct_b, tag_b).ok());
+  EXPECT_NE(ToHex(ByteSpan(ct_a, 16)), ToHex(ByteSpan(ct_b, 16)));
+  EXPECT_TRUE(a.Open(ByteSpan(nonce, 12), {}, ByteSpan(ct_a, 16), out, tag_a).ok());
+  EXPECT_FALSE(a.Open(ByteSpan(nonce, 12), {}, ByteSpan(ct_b, 16), out, tag_b).ok());
+  EXPECT_TRUE(b.Open(ByteSpan(nonce, 12), {}, ByteSpan(ct_b, 16), out, tag_b).ok());
+}
+
+TEST(NonceTest, ForkedChildDrawsDifferentNonces) {
+  uint8_t warm[kNonceSize];
+  FreshNonce(warm);  // fill this thread's batch before forking
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    uint8_t n[kNonceSize];
+    FreshNonce(n);
+    ssize_t w = write(fds[1], n, sizeof(n));
+    _exit(w == sizeof(n) ? 0 : 1);
+  }
+  uint8_t mine[kNonceSize], child[kNonceSize];
+  FreshNonce(mine);
+  ASSERT_EQ(read(fds[0], child, sizeof(child)), static_cast<ssize_t>(sizeof(child)));
+  int status;
+  waitpid(pid, &status, 0);
+  EXPECT_NE(ToHex(ByteSpan(mine, kNonceSize)), ToHex(ByteSpan(child, kNonceSize)));
+  close(fds[0]);
+  close(fds[1]);
+}
+
+TEST(SecretBytesTest, MovesAndComparesWithoutCopying) {
+  SecretBytes a = RandomKey();
+  SecretBytes b = a.Clone();
+  EXPECT_TRUE(a.Equals(b));
+  SecretBytes c = std::move(b);
+  EXPECT_TRUE(b.empty());
+  EXPECT_TRUE(a.Equals(c));
+  static_assert(!std::is_copy_constructible_v<SecretBytes>);
+}
+
+}  // namespace
+}  // namespace scone::crypto

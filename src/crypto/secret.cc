@@ -1,0 +1,65 @@
+#include "crypto/secret.h"
+
+#include <openssl/crypto.h>
+
+#include <cstring>
+#include <mutex>
+
+namespace scone {
+namespace {
+
+// 64 KiB of locked memory is enough for every key a process holds (a few hundred at most).
+void InitSecureHeapOnce() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (CRYPTO_secure_malloc_initialized() == 0) CRYPTO_secure_malloc_init(64 * 1024, 32);
+  });
+}
+
+}  // namespace
+
+SecretBytes::SecretBytes(size_t size) {
+  if (size == 0) return;
+  InitSecureHeapOnce();
+  data_ = static_cast<uint8_t*>(OPENSSL_secure_zalloc(size));
+  if (data_ == nullptr) abort();  // out of memory for a key: nothing sensible to continue with
+  size_ = size;
+}
+
+SecretBytes::SecretBytes(std::span<const uint8_t> bytes) : SecretBytes(bytes.size()) {
+  if (!bytes.empty()) std::memcpy(data_, bytes.data(), bytes.size());
+}
+
+SecretBytes::~SecretBytes() { Release(); }
+
+SecretBytes::SecretBytes(SecretBytes&& other) noexcept : data_(other.data_), size_(other.size_) {
+  other.data_ = nullptr;
+  other.size_ = 0;
+}
+
+SecretBytes& SecretBytes::operator=(SecretBytes&& other) noexcept {
+  if (this != &other) {
+    Release();
+    data_ = other.data_;
+    size_ = other.size_;
+    other.data_ = nullptr;
+    other.size_ = 0;
+  }
+  return *this;
+}
+
+void SecretBytes::Release() {
+  if (data_ != nullptr) OPENSSL_secure_clear_free(data_, size_);
+  data_ = nullptr;
+  size_ = 0;
+}
+
+bool SecretBytes::Equals(const SecretBytes& other) const {
+  return size_ == other.size_ && CRYPTO_memcmp(data_, other.data_, size_) == 0;
+}
+
+void Wipe(void* data, size_t size) {
+  if (size != 0) OPENSSL_cleanse(data, size);
+}
+
+}  // namespace scone

@@ -1,0 +1,91 @@
+// The on-disk format of protected files: constants and layout arithmetic, nothing else.
+//
+// A protected file is a sequence of 4 KiB plaintext chunks. Each chunk is sealed on its own with
+// AES-256-GCM under the file's key, with a fresh random nonce per write; the AAD binds the file's
+// identity and the chunk's index, so a chunk moved to another position or another file fails
+// to decrypt. The (nonce, tag) pairs of 146 consecutive chunks form one 4 KiB metadata page; the
+// hashes of all pages form a Merkle tree whose root, with the plaintext size, is the file's root
+// (kept in the volume state, never only in the file).
+//
+// encrypted file:      [header 64 B][page 0][146 slots][page 1][146 slots]...   (one file)
+// authenticated file:  the plaintext itself, byte for byte (the kernel can map it), and its
+//                      pages in a side file `.scone/meta/<file id>`.
+//
+// A page entry of all zeros is a hole: the chunk reads as zeros and has no slot content.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+
+#include "crypto/primitives.h"
+
+namespace scone::fs {
+
+inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr size_t kChunkSize = 4096;
+inline constexpr size_t kPageSize = 4096;
+inline constexpr size_t kEntrySize = crypto::kNonceSize + crypto::kTagSize;  // 28
+inline constexpr size_t kEntriesPerPage = kPageSize / kEntrySize;           // 146
+inline constexpr size_t kFileIdSize = 16;
+inline constexpr size_t kHeaderSize = 64;
+inline constexpr char kFileMagic[8] = {'S', 'C', 'O', 'N', 'E', 'P', 'F', '1'};
+// Name of the volume's own directory; hidden from programs and never a protected path.
+inline constexpr char kMetaDirName[] = ".scone";
+
+enum class Region : uint8_t { kEncrypted = 1, kAuthenticated = 2, kNotProtected = 3 };
+const char* RegionName(Region r);
+
+using FileId = std::array<uint8_t, kFileIdSize>;
+using Root = std::array<uint8_t, crypto::kHashSize>;
+
+struct ChunkEntry {
+  std::array<uint8_t, crypto::kNonceSize> nonce{};
+  std::array<uint8_t, crypto::kTagSize> tag{};
+  bool IsHole() const;
+};
+
+inline uint64_t ChunkCount(uint64_t size) { return (size + kChunkSize - 1) / kChunkSize; }
+inline uint64_t PageCount(uint64_t chunks) {
+  return (chunks + kEntriesPerPage - 1) / kEntriesPerPage;
+}
+
+// Where chunks and pages live for one region kind.
+class Layout {
+ public:
+  explicit Layout(Region region) : interleaved_(region == Region::kEncrypted) {}
+
+  // Offset of chunk i's slot in the data file.
+  uint64_t SlotOffset(uint64_t chunk) const {
+    if (!interleaved_) return chunk * kChunkSize;
+    uint64_t group = chunk / kEntriesPerPage;
+    uint64_t slot = chunk % kEntriesPerPage;
+    return kHeaderSize + group * kGroupSize + kPageSize + slot * kChunkSize;
+  }
+  // Offset of page p in the file that holds pages (the data file if interleaved, else the side
+  // file).
+  uint64_t PageOffset(uint64_t page) const {
+    return interleaved_ ? kHeaderSize + page * kGroupSize : page * kPageSize;
+  }
+  // Length of the data file for a plaintext of `size` bytes.
+  uint64_t DataFileSize(uint64_t size) const {
+    if (!interleaved_) return size;
+    uint64_t chunks = ChunkCount(size);
+    return chunks == 0 ? kHeaderSize : SlotOffset(chunks - 1) + kChunkSize;
+  }
+  // Length of the side file (0 when pages are interleaved).
+  uint64_t SideFileSize(uint64_t size) const {
+    return interleaved_ ? 0 : PageCount(ChunkCount(size)) * kPageSize;
+  }
+  bool interleaved() const { return interleaved_; }
+  // Chunks whose slots are adjacent on disk starting at `chunk` (the rest of its group).
+  uint64_t ContiguousSlots(uint64_t chunk) const {
+    return interleaved_ ? kEntriesPerPage - chunk % kEntriesPerPage : UINT64_MAX;
+  }
+
+ private:
+  static constexpr uint64_t kGroupSize = kPageSize + kEntriesPerPage * kChunkSize;
+  bool interleaved_;
+};
+
+}  // namespace scone::fs

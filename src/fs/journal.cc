@@ -1,0 +1,152 @@
+#include "fs/journal.h"
+
+#include <fcntl.h>
+
+namespace scone::fs {
+namespace {
+
+constexpr size_t kFrameHeaderSize = 4 + 8 + crypto::kNonceSize;
+constexpr size_t kMaxBodySize = 1u << 30;
+constexpr size_t kMaxPathSize = 4096;
+
+Bytes FrameHeader(uint32_t body_size, uint64_t seq, const uint8_t* nonce) {
+  ByteWriter w;
+  w.U32(body_size);
+  w.U64(seq);
+  w.Raw(ByteSpan(nonce, crypto::kNonceSize));
+  return w.Take();
+}
+
+}  // namespace
+
+Bytes JournalRecord::Encode() const {
+  ByteWriter w;
+  w.U8(static_cast<uint8_t>(kind));
+  w.Str(path);
+  w.Str(to);
+  entry.Encode(w);
+  w.U64(inplace_chunks.size());
+  for (uint64_t c : inplace_chunks) w.U64(c);
+  w.U64(slots.size());
+  for (const auto& [index, image] : slots) {
+    w.U64(index);
+    w.Blob(image);
+  }
+  w.U64(pages.size());
+  for (const auto& [index, image] : pages) {
+    w.U64(index);
+    w.Blob(image);
+  }
+  return w.Take();
+}
+
+bool JournalRecord::Decode(ByteSpan body, JournalRecord* out) {
+  ByteReader r(body);
+  uint8_t kind;
+  uint64_t count;
+  if (!r.U8(&kind) || kind < 1 || kind > 4) return false;
+  out->kind = static_cast<Kind>(kind);
+  if (!r.Str(&out->path, kMaxPathSize) || !r.Str(&out->to, kMaxPathSize) ||
+      !FileEntry::Decode(r, &out->entry) || !r.U64(&count) || count > r.remaining() / 8) {
+    return false;
+  }
+  out->inplace_chunks.resize(count);
+  for (uint64_t& c : out->inplace_chunks) {
+    if (!r.U64(&c)) return false;
+  }
+  for (auto* list : {&out->slots, &out->pages}) {
+    if (!r.U64(&count) || count > r.remaining() / 12) return false;
+    list->resize(count);
+    for (auto& [index, image] : *list) {
+      if (!r.U64(&index) || !r.Blob(&image, kChunkSize) || image.size() != kChunkSize) return false;
+    }
+  }
+  return r.done();
+}
+
+Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, SecretBytes key,
+                                               const std::array<uint8_t, 16>& volume_id) {
+  SCONE_ASSIGN_OR_RETURN(os::File file, os::File::Open(path, O_RDWR | O_CREAT, 0600));
+  SCONE_ASSIGN_OR_RETURN(uint64_t size, file.Size());
+  std::unique_ptr<Journal> journal(new Journal(std::move(file), std::move(key), volume_id));
+  journal->size_ = size;
+  return journal;
+}
+
+Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq) {
+  std::vector<JournalRecord> records;
+  uint64_t offset = 0;
+  uint64_t seq = first_seq;
+  while (offset < size_) {
+    uint8_t header[kFrameHeaderSize];
+    SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset, header));
+    if (n < sizeof(header)) break;  // torn header: the append never completed
+    ByteReader r(ByteSpan(header, sizeof(header)));
+    uint32_t body_size;
+    uint64_t record_seq;
+    r.U32(&body_size);
+    r.U64(&record_seq);
+    if (body_size > kMaxBodySize || offset + sizeof(header) + body_size + crypto::kTagSize > size_) {
+      break;  // torn (or damaged) tail; a damaged length cannot pass authentication either
+    }
+    Bytes body(body_size);
+    uint8_t tag[crypto::kTagSize];
+    SCONE_ASSIGN_OR_RETURN(size_t got, file_.ReadAt(offset + sizeof(header), body));
+    SCONE_ASSIGN_OR_RETURN(size_t got_tag,
+                           file_.ReadAt(offset + sizeof(header) + body_size, tag));
+    if (got != body_size || got_tag != sizeof(tag)) break;
+    Status verified = mac_.Open(ByteSpan(header + 12, crypto::kNonceSize),
+                                {volume_id_, ByteSpan(header, 12), body}, {}, nullptr, tag);
+    uint64_t next = offset + sizeof(header) + body_size + sizeof(tag);
+    if (!verified.ok()) {
+      if (next < size_) {
+        return DataCorrupted(file_.path() + ": record " + std::to_string(seq) +
+                             " at offset " + std::to_string(offset) +
+                             " fails authentication and is not the last one (journal damaged)");
+      }
+      break;  // the last record is torn: it never committed
+    }
+    if (record_seq != seq) {
+      if (record_seq < first_seq && records.empty()) {
+        offset = next;  // a record from before the last checkpoint; already applied
+        continue;
+      }
+      return DataCorrupted(file_.path() + ": record at offset " + std::to_string(offset) +
+                           " has sequence " + std::to_string(record_seq) + ", expected " +
+                           std::to_string(seq));
+    }
+    JournalRecord record;
+    if (!JournalRecord::Decode(body, &record)) {
+      return DataCorrupted(file_.path() + ": record " + std::to_string(seq) + " is malformed");
+    }
+    records.push_back(std::move(record));
+    ++seq;
+    offset = next;
+  }
+  return records;
+}
+
+Status Journal::Append(uint64_t seq, const JournalRecord& record) {
+  Bytes body = record.Encode();
+  uint8_t nonce[crypto::kNonceSize];
+  crypto::FreshNonce(nonce);
+  Bytes frame = FrameHeader(static_cast<uint32_t>(body.size()), seq, nonce);
+  uint8_t tag[crypto::kTagSize];
+  SCONE_RETURN_IF_ERROR(mac_.Seal(ByteSpan(nonce, sizeof(nonce)),
+                                  {volume_id_, ByteSpan(frame.data(), 12), body}, {}, nullptr, tag));
+  frame.insert(frame.end(), body.begin(), body.end());
+  frame.insert(frame.end(), tag, tag + sizeof(tag));
+  SCONE_RETURN_IF_ERROR(file_.WriteAt(size_, frame));
+  SCONE_RETURN_IF_ERROR(file_.DataSync());
+  size_ += frame.size();
+  return Status::Ok();
+}
+
+Status Journal::Reset() {
+  SCONE_RETURN_IF_ERROR(file_.Truncate(0));
+  SCONE_RETURN_IF_ERROR(file_.DataSync());
+  size_ = 0;
+  return Status::Ok();
+}
+
+}  // namespace scone::fs

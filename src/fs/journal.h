@@ -1,0 +1,70 @@
+// The volume's write-ahead journal: the single commit point for every change to a volume.
+//
+// A change (a file's new chunks and pages, a create, rename or unlink) is durable once its
+// record is appended and the journal is fdatasync'ed; it is then applied in place. On open, the
+// records after the last checkpoint are replayed, which is idempotent. A record that is torn (a
+// crash in the middle of its append) fails authentication and ends the replay: it was never
+// committed.
+//
+// Record framing: u32 body size | u64 sequence | nonce | body | GMAC tag. The tag (AES-GCM with
+// the body as AAD) binds the volume id, the sequence number and the body, so records cannot be
+// reordered, moved between volumes or altered. Bodies are not encrypted: they hold ciphertext
+// chunks, page tags and paths, all of which are on disk in the clear anyway.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "common/bytes.h"
+#include "crypto/primitives.h"
+#include "fs/volume_state.h"
+#include "os/file.h"
+
+namespace scone::fs {
+
+struct JournalRecord {
+  enum class Kind : uint8_t { kCommit = 1, kCreate = 2, kRename = 3, kUnlink = 4 };
+  Kind kind = Kind::kCommit;
+  std::string path;  // rename: the source
+  std::string to;    // rename: the destination
+  FileEntry entry;   // commit, create: the file's new entry
+  // commit: chunks written in place before the record (their slots must not be overwritten by
+  // older images from earlier records on replay).
+  std::vector<uint64_t> inplace_chunks;
+  std::vector<std::pair<uint64_t, Bytes>> slots;  // commit: chunk index -> slot image
+  std::vector<std::pair<uint64_t, Bytes>> pages;  // commit: page index -> page image
+
+  Bytes Encode() const;
+  static bool Decode(ByteSpan body, JournalRecord* out);
+};
+
+class Journal {
+ public:
+  // Opens (creating if absent) the journal file. `key` authenticates records.
+  static Result<std::unique_ptr<Journal>> Open(const std::string& path, SecretBytes key,
+                                               const std::array<uint8_t, 16>& volume_id);
+
+  // Reads records with sequence numbers first_seq, first_seq+1, ... until the end or the first
+  // record that is torn. A bad record followed by valid data is reported as damage, not
+  // treated as a torn tail.
+  Result<std::vector<JournalRecord>> ReadFrom(uint64_t first_seq);
+
+  // Appends a record with sequence number `seq` and makes it durable.
+  Status Append(uint64_t seq, const JournalRecord& record);
+  // Drops every record (after a checkpoint made them redundant) and makes that durable.
+  Status Reset();
+  uint64_t size() const { return size_; }
+
+ private:
+  Journal(os::File file, SecretBytes key, const std::array<uint8_t, 16>& volume_id)
+      : file_(std::move(file)), mac_(std::move(key)), volume_id_(volume_id) {}
+
+  os::File file_;
+  crypto::Aes256Gcm mac_;
+  std::array<uint8_t, 16> volume_id_;
+  uint64_t size_ = 0;
+};
+
+}  // namespace scone::fs

@@ -1,0 +1,569 @@
+#include "fs/protected_file.h"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "fs/volume.h"
+
+namespace scone::fs {
+namespace {
+
+constexpr char kRootLabel[] = "scone-file-root-v1";
+constexpr uint8_t kLeafPrefix = 0x00;
+// Dirty chunks kept in memory before sealing is forced: 4 MiB per file.
+constexpr size_t kMaxCachedChunks = 1024;
+// Chunks read with one pread for large reads.
+constexpr size_t kReadBatchChunks = 64;
+
+struct ChunkAad {
+  uint8_t bytes[kFileIdSize + 8];
+  ChunkAad(const FileId& id, uint64_t chunk) {
+    std::memcpy(bytes, id.data(), kFileIdSize);
+    for (int i = 0; i < 8; ++i) bytes[kFileIdSize + i] = static_cast<uint8_t>(chunk >> (8 * i));
+  }
+  ByteSpan span() const { return {bytes, sizeof(bytes)}; }
+};
+
+crypto::Hash LeafHash(uint64_t page, ByteSpan image) {
+  uint8_t prefix[9] = {kLeafPrefix};
+  for (int i = 0; i < 8; ++i) prefix[1 + i] = static_cast<uint8_t>(page >> (8 * i));
+  return crypto::Sha256({ByteSpan(prefix, sizeof(prefix)), image});
+}
+
+Bytes& ThreadScratch(size_t size) {
+  thread_local Bytes scratch;
+  if (scratch.size() < size) scratch.resize(size);
+  return scratch;
+}
+
+}  // namespace
+
+ProtectedFile::ProtectedFile(std::shared_ptr<Volume> volume, std::string path,
+                             const FileEntry& entry, FileKeys keys)
+    : volume_(std::move(volume)),
+      id_(entry.file_id),
+      region_(entry.region),
+      layout_(entry.region),
+      keys_(std::move(keys)),
+      path_(std::move(path)),
+      size_(entry.size) {}
+
+ProtectedFile::~ProtectedFile() = default;
+
+std::string ProtectedFile::path() const {
+  std::lock_guard lock(path_mu_);
+  return path_;
+}
+
+void ProtectedFile::SetPath(std::string path) {
+  std::lock_guard lock(path_mu_);
+  path_ = std::move(path);
+}
+
+void ProtectedFile::MarkUnlinked() { unlinked_ = true; }
+
+uint64_t ProtectedFile::size() const {
+  std::shared_lock lock(mu_);
+  return size_;
+}
+
+std::string ProtectedFile::SideFilePath(const std::string& dir, const FileId& id) {
+  return dir + "/" + kMetaDirName + "/meta/" + ToHex(id);
+}
+
+Root ProtectedFile::ComputeRoot(const SecretBytes& root_key, uint64_t size,
+                                const crypto::Hash& tree_root) {
+  ByteWriter w;
+  w.U64(size);
+  return crypto::HmacSha256(root_key, {AsBytes(kRootLabel), w.bytes(), tree_root});
+}
+
+// Header: magic(8) | u32 version | u8 region | 3 zero | file id(16) | HMAC(root key, first 32).
+Bytes ProtectedFile::EncodeHeader(const FileId& id, Region region, const SecretBytes& root_key) {
+  ByteWriter w;
+  w.Raw(ByteSpan(reinterpret_cast<const uint8_t*>(kFileMagic), sizeof(kFileMagic)));
+  w.U32(kFormatVersion);
+  w.U8(static_cast<uint8_t>(region));
+  w.Raw(std::array<uint8_t, 3>{});
+  w.Raw(id);
+  crypto::Hash mac = crypto::HmacSha256(root_key, {w.bytes()});
+  w.Raw(mac);
+  return w.Take();
+}
+
+Result<FileEntry> ProtectedFile::CreateOnDisk(const std::string& dir, const std::string& path,
+                                              Region region, const FileId& id,
+                                              const FileKeys& keys) {
+  std::string full = dir + "/" + path;
+  SCONE_ASSIGN_OR_RETURN(os::File data, os::File::Open(full, O_RDWR | O_CREAT | O_TRUNC, 0600));
+  if (region == Region::kEncrypted) {
+    SCONE_RETURN_IF_ERROR(data.WriteAt(0, EncodeHeader(id, region, keys.root)));
+  } else {
+    SCONE_ASSIGN_OR_RETURN(os::File side, os::File::Open(SideFilePath(dir, id),
+                                                         O_RDWR | O_CREAT | O_TRUNC, 0600));
+  }
+  FileEntry entry;
+  entry.file_id = id;
+  entry.region = region;
+  entry.size = 0;
+  entry.root = ComputeRoot(keys.root, 0, crypto::Hash{});
+  return entry;
+}
+
+Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volume> volume,
+                                                           const std::string& dir,
+                                                           const std::string& path,
+                                                           const FileEntry& entry, FileKeys keys) {
+  std::shared_ptr<ProtectedFile> file(
+      new ProtectedFile(std::move(volume), path, entry, std::move(keys)));
+  std::string full = dir + "/" + path;
+  // O_NOFOLLOW: a protected file replaced by a symbolic link is damage, not a redirection.
+  auto data = os::File::Open(full, O_RDWR | O_NOFOLLOW);
+  if (!data.ok()) {
+    if (data.status().code() == Code::kNotFound) {
+      return DataCorrupted(full + ": missing (the volume's metadata lists it)");
+    }
+    if (data.status().sys_errno() == ELOOP) {
+      return DataCorrupted(full + ": replaced by a symbolic link");
+    }
+    return data.status();
+  }
+  file->data_ = std::move(data).value();
+  SCONE_ASSIGN_OR_RETURN(file->physical_size_, file->data_.Size());
+
+  if (entry.region == Region::kEncrypted) {
+    uint8_t header[kHeaderSize];
+    SCONE_ASSIGN_OR_RETURN(size_t n, file->data_.ReadAt(0, header));
+    if (n < kHeaderSize || std::memcmp(header, kFileMagic, sizeof(kFileMagic)) != 0) {
+      return DataCorrupted(full + ": not a protected file (header missing or damaged)");
+    }
+    if (std::memcmp(header + 16, entry.file_id.data(), kFileIdSize) != 0) {
+      return DataCorrupted(full + ": holds a different protected file (swapped or replaced)");
+    }
+    Bytes expected = EncodeHeader(entry.file_id, entry.region, file->keys_.root);
+    if (!crypto::ConstantTimeEquals(ByteSpan(header, kHeaderSize), expected)) {
+      return DataCorrupted(full + ": header fails authentication (damaged or modified)");
+    }
+  } else {
+    auto side = os::File::Open(SideFilePath(dir, entry.file_id), O_RDWR);
+    if (!side.ok()) {
+      return DataCorrupted(full + ": its chunk table " + SideFilePath(dir, entry.file_id) +
+                           " is missing or unreadable");
+    }
+    file->side_ = std::move(side).value();
+  }
+
+  uint64_t expected_size = file->layout_.DataFileSize(entry.size);
+  if (file->physical_size_ < expected_size) {
+    return DataCorrupted(full + ": truncated (" + std::to_string(file->physical_size_) +
+                         " bytes on disk, " + std::to_string(expected_size) + " expected)");
+  }
+  if (file->physical_size_ > expected_size) {
+    return DataCorrupted(full + ": extended (" + std::to_string(file->physical_size_) +
+                         " bytes on disk, " + std::to_string(expected_size) + " expected)");
+  }
+  SCONE_RETURN_IF_ERROR(file->LoadPages());
+  Root root = ComputeRoot(file->keys_.root, entry.size, file->tree_.Root());
+  if (!crypto::ConstantTimeEquals(root, entry.root)) {
+    return DataCorrupted(full +
+                         ": chunk table does not match the volume's metadata (file rolled back, "
+                         "replaced, or its tags modified)");
+  }
+  file->durable_.assign(file->entries_.size(), 0);
+  for (size_t i = 0; i < file->entries_.size(); ++i) {
+    file->durable_[i] = file->entries_[i].IsHole() ? 0 : 1;
+  }
+  return file;
+}
+
+Status ProtectedFile::LoadPages() {
+  uint64_t chunks = ChunkCount(size_);
+  uint64_t pages = PageCount(chunks);
+  entries_.assign(chunks, ChunkEntry{});
+  tree_.Resize(pages);
+  const os::File& page_file = layout_.interleaved() ? data_ : side_;
+  if (!layout_.interleaved()) {
+    SCONE_ASSIGN_OR_RETURN(uint64_t side_size, side_.Size());
+    if (side_size != layout_.SideFileSize(size_)) {
+      return DataCorrupted(page_file.path() + ": chunk table has " + std::to_string(side_size) +
+                           " bytes, " + std::to_string(layout_.SideFileSize(size_)) + " expected");
+    }
+  }
+  uint8_t image[kPageSize];
+  for (uint64_t p = 0; p < pages; ++p) {
+    SCONE_ASSIGN_OR_RETURN(size_t n, page_file.ReadAt(layout_.PageOffset(p), image));
+    if (n != kPageSize) return DataCorrupted(page_file.path() + ": chunk table page " +
+                                             std::to_string(p) + " truncated");
+    uint64_t first = p * kEntriesPerPage;
+    uint64_t last = std::min<uint64_t>(first + kEntriesPerPage, chunks);
+    for (uint64_t c = first; c < last; ++c) {
+      const uint8_t* e = image + (c - first) * kEntrySize;
+      std::memcpy(entries_[c].nonce.data(), e, crypto::kNonceSize);
+      std::memcpy(entries_[c].tag.data(), e + crypto::kNonceSize, crypto::kTagSize);
+    }
+    tree_.SetLeaf(p, LeafHash(p, ByteSpan(image, kPageSize)));
+  }
+  return Status::Ok();
+}
+
+Bytes ProtectedFile::PageImage(uint64_t page) const {
+  Bytes image(kPageSize, 0);
+  uint64_t first = page * kEntriesPerPage;
+  uint64_t last = std::min<uint64_t>(first + kEntriesPerPage, entries_.size());
+  for (uint64_t c = first; c < last; ++c) {
+    uint8_t* e = image.data() + (c - first) * kEntrySize;
+    std::memcpy(e, entries_[c].nonce.data(), crypto::kNonceSize);
+    std::memcpy(e + crypto::kNonceSize, entries_[c].tag.data(), crypto::kTagSize);
+  }
+  return image;
+}
+
+Status ProtectedFile::ChunkError(uint64_t chunk, const char* what) const {
+  return DataCorrupted(volume_->dir() + "/" + path() + ": chunk " + std::to_string(chunk) + " " +
+                       what);
+}
+
+// Seals `plain` (kChunkSize bytes) as chunk `chunk`: updates its entry and fills the slot image.
+Status ProtectedFile::SealChunk(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image) {
+  ChunkEntry& entry = entries_[chunk];
+  crypto::FreshNonce(entry.nonce.data());
+  ChunkAad aad(id_, chunk);
+  if (region_ == Region::kEncrypted) {
+    SCONE_RETURN_IF_ERROR(keys_.chunk->Seal(entry.nonce, {aad.span()}, ByteSpan(plain, kChunkSize),
+                                            slot_image, entry.tag.data()));
+  } else {
+    SCONE_RETURN_IF_ERROR(keys_.chunk->Seal(entry.nonce, {aad.span(), ByteSpan(plain, kChunkSize)},
+                                            {}, nullptr, entry.tag.data()));
+    if (slot_image != plain) std::memcpy(slot_image, plain, kChunkSize);
+  }
+  dirty_pages_.insert(chunk / kEntriesPerPage);
+  return Status::Ok();
+}
+
+// Authenticates a slot image (image_size bytes from disk, zero-padded here) into plain.
+Status ProtectedFile::OpenChunk(uint64_t chunk, const uint8_t* slot_image, size_t image_size,
+                                uint8_t* plain) {
+  const ChunkEntry& entry = entries_[chunk];
+  ChunkAad aad(id_, chunk);
+  if (region_ == Region::kEncrypted) {
+    if (image_size != kChunkSize) return ChunkError(chunk, "is truncated on disk");
+    if (!keys_.chunk->Open(entry.nonce, {aad.span()}, ByteSpan(slot_image, kChunkSize), plain,
+                           entry.tag.data())
+             .ok()) {
+      return ChunkError(chunk, "fails authentication (modified, swapped or damaged)");
+    }
+    return Status::Ok();
+  }
+  if (plain != slot_image) std::memcpy(plain, slot_image, image_size);
+  std::memset(plain + image_size, 0, kChunkSize - image_size);
+  if (!keys_.chunk->Open(entry.nonce, {aad.span(), ByteSpan(plain, kChunkSize)}, {}, nullptr,
+                         entry.tag.data())
+           .ok()) {
+    std::memset(plain, 0, kChunkSize);
+    return ChunkError(chunk, "fails authentication (modified, swapped or damaged)");
+  }
+  return Status::Ok();
+}
+
+// Reads and authenticates one chunk from disk. Returns false for a hole (out is zeroed).
+Result<bool> ProtectedFile::ChunkFromDisk(uint64_t chunk, uint8_t* out) {
+  if (entries_[chunk].IsHole()) {
+    std::memset(out, 0, kChunkSize);
+    return false;
+  }
+  uint8_t image[kChunkSize];
+  SCONE_ASSIGN_OR_RETURN(size_t n, data_.ReadAt(layout_.SlotOffset(chunk), image));
+  SCONE_RETURN_IF_ERROR(OpenChunk(chunk, image, n, out));
+  return true;
+}
+
+Status ProtectedFile::ReadChunkPlain(uint64_t chunk, uint8_t* out) {
+  auto cached = cache_.find(chunk);
+  if (cached != cache_.end()) {
+    std::memcpy(out, cached->second.data(), kChunkSize);
+    return Status::Ok();
+  }
+  return ChunkFromDisk(chunk, out).status();
+}
+
+Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
+  std::shared_lock lock(mu_);
+  if (offset >= size_ || out.empty()) return size_t{0};
+  size_t total = static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - offset));
+  uint64_t end = offset + total;
+  uint64_t chunk = offset / kChunkSize;
+  uint8_t bounce[kChunkSize];
+  while (chunk * kChunkSize < end) {
+    uint64_t chunk_start = chunk * kChunkSize;
+    uint64_t from = std::max(offset, chunk_start);
+    uint64_t to = std::min(end, chunk_start + kChunkSize);
+    uint8_t* dest = out.data() + (from - offset);
+    // Cached or hole chunks: no I/O.
+    if (cache_.count(chunk) != 0 || entries_[chunk].IsHole()) {
+      SCONE_RETURN_IF_ERROR(ReadChunkPlain(chunk, bounce));
+      std::memcpy(dest, bounce + (from - chunk_start), to - from);
+      ++chunk;
+      continue;
+    }
+    // A run of on-disk chunks with adjacent slots: one pread, then authenticate each.
+    uint64_t run = 1;
+    uint64_t max_run = std::min<uint64_t>(kReadBatchChunks, layout_.ContiguousSlots(chunk));
+    while (run < max_run && (chunk + run) * kChunkSize < end && cache_.count(chunk + run) == 0 &&
+           !entries_[chunk + run].IsHole()) {
+      ++run;
+    }
+    Bytes& scratch = ThreadScratch(run * kChunkSize);
+    SCONE_ASSIGN_OR_RETURN(size_t got,
+                           data_.ReadAt(layout_.SlotOffset(chunk),
+                                        MutableByteSpan(scratch.data(), run * kChunkSize)));
+    for (uint64_t i = 0; i < run; ++i, ++chunk) {
+      chunk_start = chunk * kChunkSize;
+      from = std::max(offset, chunk_start);
+      to = std::min(end, chunk_start + kChunkSize);
+      dest = out.data() + (from - offset);
+      size_t image_size = got > i * kChunkSize ? std::min<size_t>(got - i * kChunkSize, kChunkSize) : 0;
+      bool whole = from == chunk_start && to == chunk_start + kChunkSize;
+      uint8_t* plain = whole ? dest : bounce;
+      SCONE_RETURN_IF_ERROR(OpenChunk(chunk, scratch.data() + i * kChunkSize, image_size, plain));
+      if (!whole) std::memcpy(dest, bounce + (from - chunk_start), to - from);
+    }
+  }
+  return total;
+}
+
+Status ProtectedFile::WriteSlot(uint64_t chunk, const uint8_t* image) {
+  size_t len = kChunkSize;
+  if (region_ == Region::kAuthenticated) {
+    // The data file of an authenticated file is the plaintext, exactly size_ bytes long.
+    uint64_t start = chunk * kChunkSize;
+    len = static_cast<size_t>(std::min<uint64_t>(kChunkSize, size_ - std::min(size_, start)));
+  }
+  if (len == 0) return Status::Ok();
+  SCONE_RETURN_IF_ERROR(data_.WriteAt(layout_.SlotOffset(chunk), ByteSpan(image, len)));
+  physical_size_ = std::max<uint64_t>(physical_size_, layout_.SlotOffset(chunk) + len);
+  return Status::Ok();
+}
+
+// Returns the cached plaintext of `chunk`, loading it first if needed.
+Status ProtectedFile::CachedChunkForUpdate(uint64_t chunk, uint8_t** plain) {
+  auto it = cache_.find(chunk);
+  if (it == cache_.end()) {
+    Bytes buffer(kChunkSize);
+    SCONE_RETURN_IF_ERROR(ChunkFromDisk(chunk, buffer.data()).status());
+    it = cache_.emplace(chunk, std::move(buffer)).first;
+  }
+  *plain = it->second.data();
+  return Status::Ok();
+}
+
+// Keeps the cache bounded: seals chunks the durable state does not reference and writes them in
+// place; if overwrites of durable chunks still fill it, commits.
+Status ProtectedFile::EvictCache() {
+  if (cache_.size() <= kMaxCachedChunks) return Status::Ok();
+  uint8_t image[kChunkSize];
+  for (auto it = cache_.begin(); it != cache_.end();) {
+    uint64_t chunk = it->first;
+    if (chunk < durable_.size() && durable_[chunk]) {
+      ++it;
+      continue;
+    }
+    SCONE_RETURN_IF_ERROR(SealChunk(chunk, it->second.data(), image));
+    SCONE_RETURN_IF_ERROR(WriteSlot(chunk, image));
+    inplace_.push_back(chunk);
+    data_unsynced_ = true;
+    it = cache_.erase(it);
+  }
+  if (cache_.size() > kMaxCachedChunks / 2) return CommitLocked();
+  return Status::Ok();
+}
+
+Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data) {
+  std::unique_lock lock(mu_);
+  if (data.empty()) return size_t{0};
+  uint64_t end = offset + data.size();
+  if (end < offset) return InvalidArgument("write past the largest file offset");
+  if (end > size_) {
+    entries_.resize(ChunkCount(end));
+    size_ = end;
+  }
+  changed_ = true;
+  uint64_t chunk = offset / kChunkSize;
+  while (chunk * kChunkSize < end) {
+    uint64_t chunk_start = chunk * kChunkSize;
+    uint64_t from = std::max(offset, chunk_start);
+    uint64_t to = std::min(end, chunk_start + kChunkSize);
+    const uint8_t* src = data.data() + (from - offset);
+    bool whole = from == chunk_start && (to == chunk_start + kChunkSize || to == size_);
+    bool durable = chunk < durable_.size() && durable_[chunk];
+    if (whole && !durable && cache_.count(chunk) == 0) {
+      // New data: seal a run of whole chunks and write them with one pwrite.
+      uint64_t run = 1;
+      uint64_t max_run = std::min<uint64_t>(kReadBatchChunks, layout_.ContiguousSlots(chunk));
+      while (run < max_run && (chunk + run + 1) * kChunkSize <= end &&
+             !(chunk + run < durable_.size() && durable_[chunk + run]) &&
+             cache_.count(chunk + run) == 0) {
+        ++run;
+      }
+      Bytes& scratch = ThreadScratch(run * kChunkSize);
+      for (uint64_t i = 0; i < run; ++i) {
+        const uint8_t* plain = data.data() + ((chunk + i) * kChunkSize - offset);
+        uint8_t padded[kChunkSize];
+        uint64_t avail = end - (chunk + i) * kChunkSize;
+        if (avail < kChunkSize) {  // the file's last chunk, written to the end of the file
+          std::memcpy(padded, plain, avail);
+          std::memset(padded + avail, 0, kChunkSize - avail);
+          plain = padded;
+        }
+        SCONE_RETURN_IF_ERROR(SealChunk(chunk + i, plain, scratch.data() + i * kChunkSize));
+        inplace_.push_back(chunk + i);
+      }
+      if (region_ == Region::kAuthenticated) {
+        for (uint64_t i = 0; i < run; ++i) {
+          SCONE_RETURN_IF_ERROR(WriteSlot(chunk + i, scratch.data() + i * kChunkSize));
+        }
+      } else {
+        SCONE_RETURN_IF_ERROR(
+            data_.WriteAt(layout_.SlotOffset(chunk), ByteSpan(scratch.data(), run * kChunkSize)));
+        physical_size_ =
+            std::max<uint64_t>(physical_size_, layout_.SlotOffset(chunk) + run * kChunkSize);
+      }
+      data_unsynced_ = true;
+      chunk += run;
+      continue;
+    }
+    uint8_t* plain;
+    if (whole && cache_.count(chunk) == 0) {
+      Bytes buffer(kChunkSize, 0);
+      plain = cache_.emplace(chunk, std::move(buffer)).first->second.data();
+    } else {
+      SCONE_RETURN_IF_ERROR(CachedChunkForUpdate(chunk, &plain));
+    }
+    std::memcpy(plain + (from - chunk_start), src, to - from);
+    ++chunk;
+  }
+  SCONE_RETURN_IF_ERROR(EvictCache());
+  return data.size();
+}
+
+Status ProtectedFile::Truncate(uint64_t new_size) {
+  std::unique_lock lock(mu_);
+  if (new_size == size_) return Status::Ok();
+  changed_ = true;
+  uint64_t chunks = ChunkCount(new_size);
+  if (new_size < size_) {
+    cache_.erase(cache_.lower_bound(chunks), cache_.end());
+    uint64_t tail = new_size % kChunkSize;
+    if (tail != 0 && !(entries_[chunks - 1].IsHole() && cache_.count(chunks - 1) == 0)) {
+      // Bytes past the end of the last chunk must read as zeros if the file grows again.
+      uint8_t* plain;
+      SCONE_RETURN_IF_ERROR(CachedChunkForUpdate(chunks - 1, &plain));
+      std::memset(plain + tail, 0, kChunkSize - tail);
+    }
+  }
+  entries_.resize(chunks);
+  size_ = new_size;
+  if (chunks > 0) dirty_pages_.insert((chunks - 1) / kEntriesPerPage);
+  return Status::Ok();
+}
+
+Status ProtectedFile::Sync() {
+  std::unique_lock lock(mu_);
+  return CommitLocked();
+}
+
+Status ProtectedFile::CommitLocked() {
+  if (!changed_ && cache_.empty()) return Status::Ok();
+  JournalRecord record;
+  record.kind = JournalRecord::Kind::kCommit;
+  // 1. Seal buffered chunks: new ones go in place now, overwrites of durable ones into the
+  //    journal record.
+  for (auto& [chunk, plain] : cache_) {
+    Bytes image(kChunkSize);
+    SCONE_RETURN_IF_ERROR(SealChunk(chunk, plain.data(), image.data()));
+    if (chunk < durable_.size() && durable_[chunk]) {
+      record.slots.emplace_back(chunk, std::move(image));
+    } else {
+      SCONE_RETURN_IF_ERROR(WriteSlot(chunk, image.data()));
+      inplace_.push_back(chunk);
+      data_unsynced_ = true;
+    }
+  }
+  cache_.clear();
+  // 2. New chunk table pages and root. Pages the file grew into are new leaves, even if empty.
+  uint64_t pages = PageCount(entries_.size());
+  for (uint64_t p = tree_.leaf_count(); p < pages; ++p) dirty_pages_.insert(p);
+  tree_.Resize(pages);
+  for (uint64_t p : dirty_pages_) {
+    if (p >= pages) continue;
+    Bytes image = PageImage(p);
+    tree_.SetLeaf(p, LeafHash(p, image));
+    record.pages.emplace_back(p, std::move(image));
+  }
+  record.entry.file_id = id_;
+  record.entry.region = region_;
+  record.entry.size = size_;
+  record.entry.root = ComputeRoot(keys_.root, size_, tree_.Root());
+  record.inplace_chunks = std::move(inplace_);
+  inplace_.clear();
+  // 3. In-place data must be durable before the record that refers to it.
+  if (data_unsynced_) {
+    SCONE_RETURN_IF_ERROR(data_.DataSync());
+    data_unsynced_ = false;
+  }
+  // 4. The record commits; then it is applied in place (under the volume's lock, so a
+  //    checkpoint never separates the two).
+  if (unlinked_) {
+    SCONE_RETURN_IF_ERROR(ApplyInPlace(record));  // the orphaned inode only; nothing to commit
+  } else {
+    SCONE_RETURN_IF_ERROR(
+        volume_->CommitFile(id_, record, [&] { return ApplyInPlace(record); }));
+  }
+  durable_.resize(entries_.size(), 0);
+  for (const auto& [chunk, image] : record.slots) durable_[chunk] = 1;
+  for (uint64_t chunk : record.inplace_chunks) {
+    if (chunk < durable_.size()) durable_[chunk] = 1;
+  }
+  dirty_pages_.clear();
+  changed_ = false;
+  return Status::Ok();
+}
+
+Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {
+  for (const auto& [chunk, image] : record.slots) {
+    SCONE_RETURN_IF_ERROR(WriteSlot(chunk, image.data()));
+  }
+  const os::File& page_file = layout_.interleaved() ? data_ : side_;
+  for (const auto& [page, image] : record.pages) {
+    SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout_.PageOffset(page), image));
+  }
+  uint64_t data_size = layout_.DataFileSize(record.entry.size);
+  if (physical_size_ != data_size) {
+    SCONE_RETURN_IF_ERROR(data_.Truncate(data_size));
+    physical_size_ = data_size;
+  }
+  if (!layout_.interleaved()) {
+    SCONE_RETURN_IF_ERROR(side_.Truncate(layout_.SideFileSize(record.entry.size)));
+  }
+  return Status::Ok();
+}
+
+std::vector<std::string> ProtectedFile::VerifyAllChunks(size_t limit) {
+  std::shared_lock lock(mu_);
+  std::vector<std::string> problems;
+  uint8_t plain[kChunkSize];
+  for (uint64_t chunk = 0; chunk < entries_.size() && problems.size() < limit; ++chunk) {
+    if (cache_.count(chunk) != 0) continue;
+    auto result = ChunkFromDisk(chunk, plain);
+    if (!result.ok()) {
+      problems.push_back("chunk " + std::to_string(chunk) + " " +
+                         (result.status().code() == Code::kDataCorrupted
+                              ? std::string("modified, swapped or damaged")
+                              : result.status().message()));
+    }
+  }
+  return problems;
+}
+
+}  // namespace scone::fs

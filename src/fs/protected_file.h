@@ -1,0 +1,123 @@
+// One open protected file: random-access reads and writes of plaintext, verified and sealed
+// chunk by chunk (see format.h).
+//
+// Each operation costs O(1) chunk seals or opens per 4 KiB touched plus O(1) metadata updates;
+// committing (Sync) costs O(changed pages * log pages) hashes. Reads never return plaintext that
+// did not authenticate: a failed chunk makes the whole read fail with kDataCorrupted.
+//
+// Writes are buffered: a partial or overwriting write keeps the chunk's plaintext in memory
+// until the next commit; a whole chunk that the durable state does not reference (new data,
+// appends) is sealed and written in place at once. Overwrites of durable chunks go through the
+// volume's journal at commit, so a crash at any moment leaves the last committed state intact.
+//
+// Thread-safety: all methods may be called concurrently; reads run in parallel, writes, truncates
+// and commits are exclusive. Objects come from Volume::OpenFile and share the Volume's lifetime.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "common/bytes.h"
+#include "crypto/primitives.h"
+#include "fs/format.h"
+#include "fs/journal.h"
+#include "fs/merkle_tree.h"
+#include "fs/volume_state.h"
+#include "os/file.h"
+
+namespace scone::fs {
+
+class Volume;
+
+// The keys of one file, derived from the volume key and the file's identity.
+struct FileKeys {
+  std::unique_ptr<crypto::Aes256Gcm> chunk;  // seals chunks (encrypted) or MACs them (authenticated)
+  SecretBytes root;                          // HMAC key of the file root and header
+};
+
+class ProtectedFile {
+ public:
+  ~ProtectedFile();
+
+  // Reads up to out.size() bytes at offset; fewer only at end of file.
+  Result<size_t> Read(uint64_t offset, MutableByteSpan out);
+  // Writes all of data at offset, extending the file (gaps read as zeros).
+  Result<size_t> Write(uint64_t offset, ByteSpan data);
+  Status Truncate(uint64_t size);
+  // Commits: every write so far is durable and part of the volume's state (its tag moves).
+  Status Sync();
+
+  uint64_t size() const;
+  Region region() const { return region_; }
+  const FileId& id() const { return id_; }
+  std::string path() const;
+
+  // Reads and authenticates every chunk; returns a message per damaged chunk (at most `limit`).
+  std::vector<std::string> VerifyAllChunks(size_t limit);
+
+ private:
+  friend class Volume;
+  ProtectedFile(std::shared_ptr<Volume> volume, std::string path, const FileEntry& entry,
+                FileKeys keys);
+
+  // Opens an existing file and checks it against `entry` (identity, size, root).
+  static Result<std::shared_ptr<ProtectedFile>> Open(std::shared_ptr<Volume> volume,
+                                                     const std::string& dir,
+                                                     const std::string& path,
+                                                     const FileEntry& entry, FileKeys keys);
+  // Writes the on-disk form of a new empty file; returns its entry.
+  static Result<FileEntry> CreateOnDisk(const std::string& dir, const std::string& path,
+                                        Region region, const FileId& id, const FileKeys& keys);
+  static Root ComputeRoot(const SecretBytes& root_key, uint64_t size, const crypto::Hash& tree_root);
+  static Bytes EncodeHeader(const FileId& id, Region region, const SecretBytes& root_key);
+  static std::string SideFilePath(const std::string& dir, const FileId& id);
+
+  void SetPath(std::string path);
+  // Unlinked while open: keeps working in memory and on the orphaned inode, commits nothing.
+  void MarkUnlinked();
+
+  Status LoadPages();
+  Result<bool> ChunkFromDisk(uint64_t chunk, uint8_t* out);  // false: hole
+  Status ReadChunkPlain(uint64_t chunk, uint8_t* out);
+  Status SealChunk(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image);
+  Status OpenChunk(uint64_t chunk, const uint8_t* slot_image, size_t image_size, uint8_t* plain);
+  Status WriteSlot(uint64_t chunk, const uint8_t* image);
+  Status CachedChunkForUpdate(uint64_t chunk, uint8_t** plain);
+  Status EvictCache();
+  Status CommitLocked();
+  Status ApplyInPlace(const JournalRecord& record);
+  Bytes PageImage(uint64_t page) const;
+  Status ChunkError(uint64_t chunk, const char* what) const;
+
+  const std::shared_ptr<Volume> volume_;  // outlives every file it opened
+  const FileId id_;
+  const Region region_;
+  const Layout layout_;
+  FileKeys keys_;
+  os::File data_;
+  os::File side_;  // authenticated files only
+
+  mutable std::mutex path_mu_;
+  std::string path_;
+
+  mutable std::shared_mutex mu_;
+  uint64_t size_ = 0;
+  uint64_t physical_size_ = 0;         // current length of the data file
+  std::vector<ChunkEntry> entries_;    // ChunkCount(size_) entries
+  std::vector<uint8_t> durable_;       // 1: the durable state references this chunk's slot
+  MerkleTree tree_;
+  std::set<uint64_t> dirty_pages_;
+  std::map<uint64_t, Bytes> cache_;    // chunk -> plaintext not yet sealed
+  std::vector<uint64_t> inplace_;      // chunks written in place since the last commit
+  bool data_unsynced_ = false;
+  bool changed_ = false;
+  std::atomic<bool> unlinked_{false};
+};
+
+}  // namespace scone::fs

@@ -1,0 +1,30 @@
+// Copying whole directory trees into and out of a volume (used by `scone volume import/export`
+// and, later, by image builds). Regular files in protected regions are written through the
+// file system shield; not-protected files, directories and symbolic links are copied as they are.
+#pragma once
+
+#include <string>
+
+#include "fs/volume.h"
+
+namespace scone::fs {
+
+struct CopyStats {
+  uint64_t protected_files = 0;
+  uint64_t plain_files = 0;
+  uint64_t bytes = 0;
+};
+
+// Copies the tree at `plain_dir` into `volume` (paths relative to both roots). Fails on the
+// first file it cannot copy, naming it; a file that already exists in the volume is an error.
+Result<CopyStats> ImportTree(const std::string& plain_dir, Volume& volume);
+
+// Writes the plaintext of every file in `volume` under `plain_dir` (created; must be empty or
+// absent). Every chunk is authenticated on the way; the first damaged file stops the export with
+// an error naming it.
+Result<CopyStats> ExportTree(Volume& volume, const std::string& plain_dir);
+
+// Streams the plaintext of one protected file to `fd`.
+Status CopyFileToFd(Volume& volume, const std::string& path, int fd);
+
+}  // namespace scone::fs

@@ -1,0 +1,687 @@
+#include "fs/volume.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cstring>
+#include <filesystem>
+
+#include "fs/volume_path.h"
+#include "os/syscalls.h"
+
+namespace scone::fs {
+namespace {
+
+constexpr char kVolumeMagic[8] = {'S', 'C', 'O', 'N', 'E', 'V', 'O', 'L'};
+constexpr size_t kMaxBaseSize = 256u << 20;
+// A checkpoint folds the journal into the base state once it grows past this.
+constexpr uint64_t kCheckpointJournalSize = 32u << 20;
+constexpr size_t kVerifyChunkProblemsPerFile = 8;
+
+struct BaseHeader {
+  std::array<uint8_t, 16> volume_id{};
+  crypto::Hash key_check{};
+};
+
+}  // namespace
+
+Volume::Volume(std::string dir, SecretBytes key) : dir_(std::move(dir)), key_(std::move(key)) {}
+
+Volume::~Volume() {
+  if (!closed_) (void)Close();
+}
+
+std::string Volume::MetaPath(std::string_view name) const {
+  return dir_ + "/" + kMetaDirName + (name.empty() ? "" : "/" + std::string(name));
+}
+
+SecretBytes Volume::DeriveKey(std::string_view purpose) const {
+  return crypto::Hkdf(key_, state_.volume_id, purpose);
+}
+
+FileKeys Volume::DeriveFileKeys(const FileId& id) const {
+  Bytes salt(state_.volume_id.begin(), state_.volume_id.end());
+  salt.insert(salt.end(), id.begin(), id.end());
+  FileKeys keys;
+  keys.chunk = std::make_unique<crypto::Aes256Gcm>(crypto::Hkdf(key_, salt, "scone fs v1 chunk"));
+  keys.root = crypto::Hkdf(key_, salt, "scone fs v1 root");
+  return keys;
+}
+
+Region Volume::RegionOf(std::string_view path) const {
+  auto normalized = NormalizeVolumePath(path);
+  if (!normalized.ok()) return Region::kNotProtected;
+  return state_.rules.RegionOf(*normalized);  // rules never change after creation
+}
+
+// ---- base state file --------------------------------------------------------------------
+// magic(8) | u32 version | volume id(16) | key check(32) | nonce(12) | u32 size | ct | tag(16)
+// Body: u64 applied_seq | u8 clean | VolumeState. The key check lets a wrong key be named as
+// such instead of as damage.
+
+Status Volume::WriteBase(bool clean) {
+  ByteWriter body;
+  body.U64(applied_seq_);
+  body.U8(clean ? 1 : 0);
+  state_.Encode(body);
+
+  ByteWriter head;
+  head.Raw(ByteSpan(reinterpret_cast<const uint8_t*>(kVolumeMagic), sizeof(kVolumeMagic)));
+  head.U32(kFormatVersion);
+  head.Raw(state_.volume_id);
+  head.Raw(crypto::HmacSha256(DeriveKey("scone fs v1 key check"), {AsBytes("key-check")}));
+  uint8_t nonce[crypto::kNonceSize];
+  crypto::FreshNonce(nonce);
+  head.Raw(ByteSpan(nonce, sizeof(nonce)));
+  head.U32(static_cast<uint32_t>(body.bytes().size()));
+  Bytes out = head.Take();
+  size_t aad_size = out.size();
+  out.resize(aad_size + body.bytes().size() + crypto::kTagSize);
+  crypto::Aes256Gcm aead(state_key_.Clone());
+  SCONE_RETURN_IF_ERROR(aead.Seal(ByteSpan(nonce, sizeof(nonce)), {ByteSpan(out.data(), aad_size)},
+                                  body.bytes(), out.data() + aad_size,
+                                  out.data() + aad_size + body.bytes().size()));
+  return os::WriteFileAtomically(MetaPath("volume"), out);
+}
+
+Status Volume::LoadBase(bool* was_clean) {
+  std::string path = MetaPath("volume");
+  auto data = os::ReadWholeFile(path, kMaxBaseSize);
+  if (!data.ok()) {
+    if (data.status().code() == Code::kNotFound) {
+      return NotFound(dir_ + " is not a SCONE volume (" + path + " is missing)");
+    }
+    return data.status();
+  }
+  ByteReader r(*data);
+  uint8_t magic[8];
+  uint32_t version, size;
+  crypto::Hash key_check;
+  uint8_t nonce[crypto::kNonceSize];
+  if (!r.Raw(magic) || std::memcmp(magic, kVolumeMagic, 8) != 0) {
+    return DataCorrupted(path + ": not a SCONE volume metadata file (bad magic)");
+  }
+  if (!r.U32(&version) || version != kFormatVersion) {
+    return Unsupported(path + ": volume format version " + std::to_string(version) +
+                       " is not supported (expected " + std::to_string(kFormatVersion) + ")");
+  }
+  if (!r.Raw(state_.volume_id) || !r.Raw(key_check) || !r.Raw(nonce) || !r.U32(&size) ||
+      r.remaining() != size + crypto::kTagSize) {
+    return DataCorrupted(path + ": volume metadata is truncated or damaged");
+  }
+  SecretBytes check_key = DeriveKey("scone fs v1 key check");
+  if (!crypto::ConstantTimeEquals(crypto::HmacSha256(check_key, {AsBytes("key-check")}),
+                                  key_check)) {
+    return PermissionDenied("wrong key for volume " + dir_);
+  }
+  state_key_ = DeriveKey("scone fs v1 state");
+  tag_key_ = DeriveKey("scone fs v1 tag");
+  size_t aad_size = data->size() - size - crypto::kTagSize;
+  Bytes body(size);
+  crypto::Aes256Gcm aead(state_key_.Clone());
+  if (!aead.Open(ByteSpan(nonce, sizeof(nonce)), {ByteSpan(data->data(), aad_size)},
+                 ByteSpan(data->data() + aad_size, size), body.data(),
+                 data->data() + aad_size + size)
+           .ok()) {
+    return DataCorrupted(path + ": volume metadata fails authentication (damaged or modified)");
+  }
+  ByteReader br(body);
+  uint8_t clean;
+  std::array<uint8_t, 16> id = state_.volume_id;
+  if (!br.U64(&applied_seq_) || !br.U8(&clean) || !VolumeState::Decode(br, &state_) ||
+      !br.done() || state_.volume_id != id) {
+    return DataCorrupted(path + ": volume metadata is malformed");
+  }
+  path_by_id_.clear();
+  for (const auto& [p, entry] : state_.files) path_by_id_[entry.file_id] = p;
+  *was_clean = clean != 0;
+  return Status::Ok();
+}
+
+// ---- create / open / close -------------------------------------------------------------
+
+static Status LockVolume(const std::string& lock_path, os::File* out) {
+  SCONE_ASSIGN_OR_RETURN(os::File lock, os::File::Open(lock_path, O_RDWR | O_CREAT, 0600));
+  if (os::Sys().flock(lock.fd(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return Status(Code::kIoError, "volume is in use by another process", EBUSY);
+    return IoError("lock " + lock_path, errno);
+  }
+  *out = std::move(lock);
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<Volume>> Volume::Create(const std::string& dir, const SecretBytes& key,
+                                               RegionRules rules) {
+  if (key.size() != crypto::kKeySize) return InvalidArgument("a volume key has 32 bytes");
+  std::shared_ptr<Volume> v(new Volume(dir, key.Clone()));
+  SCONE_RETURN_IF_ERROR(os::MakeDirectories(dir));
+  SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(v->MetaPath("")));
+  if (exists) return AlreadyExists(dir + " is already a SCONE volume");
+  SCONE_RETURN_IF_ERROR(os::MakeDirectories(v->MetaPath("meta")));
+  SCONE_RETURN_IF_ERROR(LockVolume(v->MetaPath("lock"), &v->lock_file_).Annotate("volume " + dir));
+  crypto::RandomBytes(v->state_.volume_id);
+  v->state_.rules = std::move(rules);
+  v->state_key_ = v->DeriveKey("scone fs v1 state");
+  v->tag_key_ = v->DeriveKey("scone fs v1 tag");
+  SCONE_ASSIGN_OR_RETURN(v->journal_, Journal::Open(v->MetaPath("journal"),
+                                                    v->DeriveKey("scone fs v1 journal"),
+                                                    v->state_.volume_id));
+  SCONE_RETURN_IF_ERROR(v->WriteBase(/*clean=*/false));
+  v->closed_ = false;
+  return v;
+}
+
+Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const SecretBytes& key,
+                                             const OpenOptions& options) {
+  if (key.size() != crypto::kKeySize) return InvalidArgument("a volume key has 32 bytes");
+  std::shared_ptr<Volume> v(new Volume(dir, key.Clone()));
+  SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(v->MetaPath("volume")));
+  if (!exists) return NotFound(dir + " is not a SCONE volume (no " + v->MetaPath("volume") + ")");
+  SCONE_RETURN_IF_ERROR(LockVolume(v->MetaPath("lock"), &v->lock_file_).Annotate("volume " + dir));
+  bool was_clean = false;
+  SCONE_RETURN_IF_ERROR(v->LoadBase(&was_clean));
+  SCONE_ASSIGN_OR_RETURN(v->journal_, Journal::Open(v->MetaPath("journal"),
+                                                    v->DeriveKey("scone fs v1 journal"),
+                                                    v->state_.volume_id));
+  SCONE_ASSIGN_OR_RETURN(std::vector<JournalRecord> records,
+                         v->journal_->ReadFrom(v->applied_seq_ + 1));
+  v->next_seq_ = v->applied_seq_ + 1;
+  if (!was_clean || !records.empty()) {
+    SCONE_RETURN_IF_ERROR(v->Recover(std::move(records)).Annotate("recovering volume " + dir));
+  } else {
+    SCONE_RETURN_IF_ERROR(v->WriteBase(/*clean=*/false));
+  }
+  if (options.expected_tag && !crypto::ConstantTimeEquals(v->Tag(), *options.expected_tag)) {
+    return RolledBack("volume " + dir +
+                      ": its state does not match the trusted tag (rolled back to an older copy, "
+                      "replaced, or modified)");
+  }
+  v->closed_ = false;
+  return v;
+}
+
+Status Volume::Close() {
+  std::vector<std::shared_ptr<ProtectedFile>> files;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return Status::Ok();
+    for (auto& [id, weak] : open_files_) {
+      if (auto f = weak.lock()) files.push_back(std::move(f));
+    }
+  }
+  Status first;
+  for (auto& f : files) {
+    Status s = f->Sync();
+    if (first.ok() && !s.ok()) first = s;
+  }
+  std::lock_guard lock(mu_);
+  Status s = Checkpoint(/*clean=*/true);
+  if (first.ok()) first = s;
+  closed_ = true;
+  (void)lock_file_.Close();
+  return first;
+}
+
+// ---- journal, commits and recovery ------------------------------------------------------
+
+Status Volume::AppendLocked(JournalRecord& record) {
+  SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record));
+  ++next_seq_;
+  return Status::Ok();
+}
+
+void Volume::ApplyToState(const JournalRecord& record) {
+  using Kind = JournalRecord::Kind;
+  auto drop = [&](const std::string& path) {
+    auto it = state_.files.find(path);
+    if (it == state_.files.end()) return;
+    path_by_id_.erase(it->second.file_id);
+    state_.files.erase(it);
+  };
+  switch (record.kind) {
+    case Kind::kCreate:
+      drop(record.path);
+      state_.files[record.path] = record.entry;
+      path_by_id_[record.entry.file_id] = record.path;
+      break;
+    case Kind::kCommit: {
+      auto it = path_by_id_.find(record.entry.file_id);
+      if (it != path_by_id_.end()) state_.files[it->second] = record.entry;
+      break;
+    }
+    case Kind::kUnlink:
+      drop(record.path);
+      break;
+    case Kind::kRename: {
+      std::vector<std::pair<std::string, FileEntry>> moved;
+      for (auto it = state_.files.begin(); it != state_.files.end();) {
+        if (PathHasPrefix(it->first, record.path)) {
+          moved.emplace_back(record.to + it->first.substr(record.path.size()), it->second);
+          it = state_.files.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      for (auto& [path, entry] : moved) {
+        drop(path);
+        state_.files[path] = entry;
+        path_by_id_[entry.file_id] = path;
+      }
+      break;
+    }
+  }
+}
+
+Status Volume::CommitFile(const FileId& id, JournalRecord& record,
+                          const std::function<Status()>& apply) {
+  std::lock_guard lock(mu_);
+  auto it = path_by_id_.find(id);
+  if (it == path_by_id_.end()) return apply();  // unlinked meanwhile: nothing to commit
+  record.path = it->second;
+  SCONE_RETURN_IF_ERROR(AppendLocked(record));
+  touched_.insert(id);
+  Status applied = apply();
+  ApplyToState(record);
+  // A failed in-place apply is repaired by the journal at the next open; report it all the same.
+  SCONE_RETURN_IF_ERROR(applied);
+  if (journal_->size() > kCheckpointJournalSize) return Checkpoint(/*clean=*/false);
+  return Status::Ok();
+}
+
+Status Volume::Checkpoint(bool clean) {
+  // Everything applied in place since the last checkpoint must be durable before the journal
+  // that could redo it is dropped.
+  for (const FileId& id : touched_) {
+    auto it = path_by_id_.find(id);
+    if (it == path_by_id_.end()) continue;
+    for (const std::string& p : {dir_ + "/" + it->second, ProtectedFile::SideFilePath(dir_, id)}) {
+      auto f = os::File::Open(p, O_RDONLY | O_NOFOLLOW);
+      if (f.ok()) SCONE_RETURN_IF_ERROR(f->Sync());
+    }
+  }
+  applied_seq_ = next_seq_ - 1;
+  SCONE_RETURN_IF_ERROR(WriteBase(clean));
+  SCONE_RETURN_IF_ERROR(journal_->Reset());
+  touched_.clear();
+  return Status::Ok();
+}
+
+Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
+                                 const std::vector<const JournalRecord*>& commits) {
+  const FileEntry& entry = state_.files.at(path);
+  Layout layout(entry.region);
+  auto data = os::File::Open(dir_ + "/" + path, O_RDWR | O_NOFOLLOW);
+  if (!data.ok()) return Status::Ok();  // reported when the file is opened or verified
+  os::File side;
+  if (!layout.interleaved()) {
+    auto s = os::File::Open(ProtectedFile::SideFilePath(dir_, id), O_RDWR | O_CREAT, 0600);
+    if (!s.ok()) return s.status();
+    side = std::move(s).value();
+  }
+  // The newest image of each chunk and page wins; a chunk written in place by a later commit
+  // must not be overwritten by an older image.
+  std::map<uint64_t, const Bytes*> slots, pages;
+  for (const JournalRecord* r : commits) {
+    for (const auto& [chunk, image] : r->slots) slots[chunk] = &image;
+    for (uint64_t chunk : r->inplace_chunks) slots.erase(chunk);
+    for (const auto& [page, image] : r->pages) pages[page] = &image;
+  }
+  uint64_t chunks = ChunkCount(entry.size);
+  for (const auto& [chunk, image] : slots) {
+    if (chunk >= chunks) continue;
+    size_t len = kChunkSize;
+    if (!layout.interleaved()) len = std::min<uint64_t>(kChunkSize, entry.size - chunk * kChunkSize);
+    SCONE_RETURN_IF_ERROR(data->WriteAt(layout.SlotOffset(chunk), ByteSpan(image->data(), len)));
+  }
+  const os::File& page_file = layout.interleaved() ? *data : side;
+  for (const auto& [page, image] : pages) {
+    if (page >= PageCount(chunks)) continue;
+    SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout.PageOffset(page), *image));
+  }
+  SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));
+  if (!layout.interleaved()) SCONE_RETURN_IF_ERROR(side.Truncate(layout.SideFileSize(entry.size)));
+  return Status::Ok();
+}
+
+Status Volume::Recover(std::vector<JournalRecord> records) {
+  using Kind = JournalRecord::Kind;
+  std::map<FileId, std::vector<const JournalRecord*>> commits;
+  for (const JournalRecord& r : records) {
+    ApplyToState(r);
+    if (r.kind == Kind::kCommit) commits[r.entry.file_id].push_back(&r);
+    ++next_seq_;
+  }
+  // Namespace changes are carried out right after their record, before the next one is
+  // written: only the last record can be missing on disk.
+  if (!records.empty()) {
+    const JournalRecord& last = records.back();
+    std::string from = dir_ + "/" + last.path;
+    SCONE_ASSIGN_OR_RETURN(bool from_exists, os::Exists(from));
+    if (last.kind == Kind::kRename && from_exists) {
+      std::string to = dir_ + "/" + last.to;
+      if (os::Sys().rename(from.c_str(), to.c_str()) != 0) return IoError("rename " + from, errno);
+    } else if (last.kind == Kind::kUnlink && from_exists) {
+      if (os::Sys().unlink(from.c_str()) != 0) return IoError("unlink " + from, errno);
+    } else if (last.kind == Kind::kCreate && path_by_id_.count(last.entry.file_id) != 0) {
+      // The crash may have cut the file's creation short: write it anew (it holds no data yet).
+      SCONE_RETURN_IF_ERROR(ProtectedFile::CreateOnDisk(dir_, last.path, last.entry.region,
+                                                        last.entry.file_id,
+                                                        DeriveFileKeys(last.entry.file_id))
+                                .status());
+    }
+  }
+  for (const auto& [id, list] : commits) {
+    auto it = path_by_id_.find(id);
+    if (it == path_by_id_.end()) continue;
+    SCONE_RETURN_IF_ERROR(ReplayDataForFile(id, it->second, list));
+    touched_.insert(id);
+  }
+  // Files created just before the crash, and bytes appended in place after the last commit.
+  for (const auto& [path, entry] : state_.files) {
+    std::string full = dir_ + "/" + path;
+    SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(full));
+    if (!exists) {
+      if (entry.size == 0) {
+        auto created = ProtectedFile::CreateOnDisk(dir_, path, entry.region, entry.file_id,
+                                                   DeriveFileKeys(entry.file_id));
+        if (created.ok()) touched_.insert(entry.file_id);
+      }
+      continue;
+    }
+    Layout layout(entry.region);
+    auto data = os::File::Open(full, O_RDWR | O_NOFOLLOW);
+    if (!data.ok()) continue;
+    SCONE_ASSIGN_OR_RETURN(uint64_t physical, data->Size());
+    if (physical > layout.DataFileSize(entry.size)) {
+      SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));
+      touched_.insert(entry.file_id);
+    }
+    if (!layout.interleaved()) {
+      auto side = os::File::Open(ProtectedFile::SideFilePath(dir_, entry.file_id), O_RDWR);
+      if (side.ok()) {
+        SCONE_ASSIGN_OR_RETURN(uint64_t side_size, side->Size());
+        if (side_size > layout.SideFileSize(entry.size)) {
+          SCONE_RETURN_IF_ERROR(side->Truncate(layout.SideFileSize(entry.size)));
+        }
+      }
+    }
+  }
+  // Chunk tables of authenticated files that no longer exist.
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(MetaPath("meta"), ec)) {
+    auto id = FromHex(e.path().filename().string());
+    FileId fid{};
+    if (id.ok() && id->size() == kFileIdSize) std::copy(id->begin(), id->end(), fid.begin());
+    if (!id.ok() || id->size() != kFileIdSize || path_by_id_.count(fid) == 0) {
+      os::Sys().unlink(e.path().c_str());
+    }
+  }
+  return Checkpoint(/*clean=*/false);
+}
+
+// ---- namespace operations ---------------------------------------------------------------
+
+Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_path,
+                                                        const OpenFileOptions& options) {
+  SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
+  Region region = state_.rules.RegionOf(path);
+  if (region == Region::kNotProtected) {
+    return Unsupported(dir_ + "/" + path + " is in a not-protected region");
+  }
+  std::shared_ptr<ProtectedFile> file;
+  {
+    std::lock_guard lock(mu_);
+    if (closed_) return Internal("volume " + dir_ + " is closed");
+    auto it = state_.files.find(path);
+    if (it != state_.files.end()) {
+      if (options.create && options.exclusive) return AlreadyExists(dir_ + "/" + path + " exists");
+      auto open = open_files_.find(it->second.file_id);
+      if (open != open_files_.end()) file = open->second.lock();
+      if (!file) {
+        SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
+                                                         it->second,
+                                                         DeriveFileKeys(it->second.file_id)));
+        open_files_[it->second.file_id] = file;
+      }
+    } else {
+      if (!options.create) return NotFound(dir_ + "/" + path + ": no such protected file");
+      std::string full = dir_ + "/" + path;
+      SCONE_ASSIGN_OR_RETURN(bool on_disk, os::Exists(full));
+      if (on_disk) {
+        return DataCorrupted(full + ": exists on disk but not in the volume's metadata (added "
+                             "behind the volume's back)");
+      }
+      std::string parent = full.substr(0, full.rfind('/'));
+      SCONE_ASSIGN_OR_RETURN(bool parent_exists, os::Exists(parent));
+      if (!parent_exists) return NotFound(parent + ": no such directory");
+      FileId id;
+      crypto::RandomBytes(id);
+      FileKeys keys = DeriveFileKeys(id);
+      JournalRecord record;
+      record.kind = JournalRecord::Kind::kCreate;
+      record.path = path;
+      record.entry.file_id = id;
+      record.entry.region = region;
+      record.entry.root = ProtectedFile::ComputeRoot(keys.root, 0, crypto::Hash{});
+      SCONE_RETURN_IF_ERROR(AppendLocked(record));
+      SCONE_ASSIGN_OR_RETURN(FileEntry entry,
+                             ProtectedFile::CreateOnDisk(dir_, path, region, id, keys));
+      (void)entry;
+      ApplyToState(record);
+      touched_.insert(id);
+      SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
+                                                       record.entry, std::move(keys)));
+      open_files_[id] = file;
+    }
+    std::erase_if(open_files_, [](const auto& kv) { return kv.second.expired(); });
+  }
+  if (options.truncate) SCONE_RETURN_IF_ERROR(file->Truncate(0));
+  return file;
+}
+
+Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
+  SCONE_ASSIGN_OR_RETURN(std::string from, NormalizeVolumePath(raw_from));
+  SCONE_ASSIGN_OR_RETURN(std::string to, NormalizeVolumePath(raw_to));
+  std::lock_guard lock(mu_);
+  if (from == to) return Status::Ok();
+  if (PathHasPrefix(to, from)) return InvalidArgument("cannot move " + from + " into itself");
+  // A protected file keeps its format; moving it into another region would leave it encrypted
+  // in an authenticated region, or plaintext in an encrypted one.
+  bool any = false;
+  for (const auto& [path, entry] : state_.files) {
+    if (!PathHasPrefix(path, from)) continue;
+    any = true;
+    std::string dest = to + path.substr(from.size());
+    if (state_.rules.RegionOf(dest) != entry.region) {
+      return Status(Code::kUnsupported,
+                    "cannot rename " + path + " to " + dest + ": it crosses region boundaries",
+                    EXDEV);
+    }
+  }
+  std::string full_from = dir_ + "/" + from, full_to = dir_ + "/" + to;
+  if (!any) {
+    if (state_.rules.RegionOf(from) != state_.rules.RegionOf(to)) {
+      return Status(Code::kUnsupported, "rename " + from + " crosses region boundaries", EXDEV);
+    }
+    if (os::Sys().rename(full_from.c_str(), full_to.c_str()) != 0) {
+      return IoError("rename " + full_from, errno);
+    }
+    return Status::Ok();
+  }
+  std::optional<FileEntry> replaced;
+  if (auto it = state_.files.find(to); it != state_.files.end()) replaced = it->second;
+  JournalRecord record;
+  record.kind = JournalRecord::Kind::kRename;
+  record.path = from;
+  record.to = to;
+  SCONE_RETURN_IF_ERROR(AppendLocked(record));
+  if (os::Sys().rename(full_from.c_str(), full_to.c_str()) != 0) {
+    Status failed = IoError("rename " + full_from, errno);
+    // Undo in the journal so that state and disk agree.
+    JournalRecord undo = record;
+    std::swap(undo.path, undo.to);
+    SCONE_RETURN_IF_ERROR(AppendLocked(undo));
+    return failed;
+  }
+  ApplyToState(record);
+  if (replaced) {
+    if (auto open = open_files_.find(replaced->file_id); open != open_files_.end()) {
+      if (auto f = open->second.lock()) f->MarkUnlinked();
+    }
+    if (replaced->region == Region::kAuthenticated) {
+      os::Sys().unlink(ProtectedFile::SideFilePath(dir_, replaced->file_id).c_str());
+    }
+  }
+  for (auto& [id, weak] : open_files_) {
+    auto f = weak.lock();
+    auto p = path_by_id_.find(id);
+    if (f && p != path_by_id_.end()) f->SetPath(p->second);
+  }
+  return Status::Ok();
+}
+
+Status Volume::Unlink(std::string_view raw_path) {
+  SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
+  std::lock_guard lock(mu_);
+  auto it = state_.files.find(path);
+  if (it == state_.files.end()) return NotFound(dir_ + "/" + path + ": no such protected file");
+  FileEntry entry = it->second;
+  JournalRecord record;
+  record.kind = JournalRecord::Kind::kUnlink;
+  record.path = path;
+  SCONE_RETURN_IF_ERROR(AppendLocked(record));
+  std::string full = dir_ + "/" + path;
+  if (os::Sys().unlink(full.c_str()) != 0 && errno != ENOENT) {
+    // Leave state and disk consistent: the file stays, its entry is restored.
+    Status failed = IoError("unlink " + full, errno);
+    JournalRecord undo;
+    undo.kind = JournalRecord::Kind::kCreate;
+    undo.path = path;
+    undo.entry = entry;
+    SCONE_RETURN_IF_ERROR(AppendLocked(undo));
+    return failed;
+  }
+  ApplyToState(record);
+  if (entry.region == Region::kAuthenticated) {
+    os::Sys().unlink(ProtectedFile::SideFilePath(dir_, entry.file_id).c_str());
+  }
+  if (auto open = open_files_.find(entry.file_id); open != open_files_.end()) {
+    if (auto f = open->second.lock()) f->MarkUnlinked();
+  }
+  return Status::Ok();
+}
+
+Result<FileEntry> Volume::Lookup(std::string_view raw_path) const {
+  SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
+  std::lock_guard lock(mu_);
+  auto it = state_.files.find(path);
+  if (it == state_.files.end()) return NotFound(dir_ + "/" + path + ": no such protected file");
+  return it->second;
+}
+
+Result<uint64_t> Volume::FileSize(std::string_view raw_path) {
+  SCONE_ASSIGN_OR_RETURN(FileEntry entry, Lookup(raw_path));
+  std::shared_ptr<ProtectedFile> open;
+  {
+    std::lock_guard lock(mu_);
+    if (auto it = open_files_.find(entry.file_id); it != open_files_.end()) open = it->second.lock();
+  }
+  return open ? open->size() : entry.size;
+}
+
+std::vector<std::pair<std::string, FileEntry>> Volume::Files() const {
+  std::lock_guard lock(mu_);
+  return {state_.files.begin(), state_.files.end()};
+}
+
+VolumeTag Volume::Tag() const {
+  std::lock_guard lock(mu_);
+  return state_.Tag(tag_key_);
+}
+
+std::vector<VolumeProblem> Volume::Verify() {
+  std::vector<VolumeProblem> problems;
+  for (const auto& [path, entry] : Files()) {
+    auto file = OpenFile(path, {});
+    if (!file.ok()) {
+      std::string message = file.status().message();
+      std::string prefix = dir_ + "/" + path + ": ";
+      if (message.rfind(prefix, 0) == 0) message = message.substr(prefix.size());
+      problems.push_back({path, message});
+      continue;
+    }
+    for (std::string& what : (*file)->VerifyAllChunks(kVerifyChunkProblemsPerFile)) {
+      problems.push_back({path, std::move(what)});
+    }
+  }
+  // Files on disk that the volume does not know.
+  std::error_code ec;
+  std::filesystem::recursive_directory_iterator it(dir_, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::string rel = std::filesystem::relative(it->path(), dir_, ec).string();
+    if (rel == kMetaDirName) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (!it->is_regular_file(ec) || it->is_symlink(ec)) continue;
+    if (RegionOf(rel) == Region::kNotProtected) continue;
+    auto known = Lookup(rel);
+    if (!known.ok()) {
+      problems.push_back({rel, "unknown file: not in the volume's metadata (added behind the "
+                               "volume's back)"});
+    }
+  }
+  if (ec) problems.push_back({"", "cannot list " + dir_ + ": " + ec.message()});
+  std::sort(problems.begin(), problems.end(),
+            [](const VolumeProblem& a, const VolumeProblem& b) { return a.path < b.path; });
+  return problems;
+}
+
+// ---- key files ---------------------------------------------------------------------------
+
+Result<SecretBytes> ReadKeyFile(const std::string& path) {
+  struct stat st;
+  if (os::Sys().lstat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return NotFound("key file " + path + " does not exist");
+    return IoError("stat key file " + path, errno);
+  }
+  if ((st.st_mode & 077) != 0) {
+    return PermissionDenied("key file " + path + " is accessible by other users (mode " +
+                            std::to_string((st.st_mode >> 6) & 7) +
+                            std::to_string((st.st_mode >> 3) & 7) + std::to_string(st.st_mode & 7) +
+                            "); run: chmod 600 " + path);
+  }
+  SCONE_ASSIGN_OR_RETURN(Bytes text, os::ReadWholeFile(path, 256));
+  std::string_view hex(reinterpret_cast<const char*>(text.data()), text.size());
+  while (!hex.empty() && (hex.back() == '\n' || hex.back() == '\r' || hex.back() == ' ')) {
+    hex.remove_suffix(1);
+  }
+  auto bytes = FromHex(hex);
+  Wipe(text);
+  if (!bytes.ok() || bytes->size() != crypto::kKeySize) {
+    if (bytes.ok()) Wipe(*bytes);
+    return InvalidArgument("key file " + path + " does not hold a volume key (64 hex digits)");
+  }
+  SecretBytes key(*bytes);
+  Wipe(*bytes);
+  return key;
+}
+
+Result<SecretBytes> CreateKeyFile(const std::string& path) {
+  SecretBytes key = crypto::RandomKey();
+  std::string hex = ToHex(key.span()) + "\n";
+  auto file = os::File::Open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+  if (!file.ok()) {
+    Wipe(hex);
+    return file.status().Annotate("creating key file");
+  }
+  Status s = file->WriteAt(0, AsBytes(hex));
+  Wipe(hex);
+  SCONE_RETURN_IF_ERROR(s);
+  SCONE_RETURN_IF_ERROR(file->Sync());
+  return key;
+}
+
+}  // namespace scone::fs

@@ -1,0 +1,161 @@
+#include "os/file.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+#include "os/syscalls.h"
+
+namespace scone::os {
+
+File::~File() {
+  if (fd_ >= 0) Sys().close(fd_);
+}
+
+File::File(File&& other) noexcept : fd_(other.fd_), path_(std::move(other.path_)) {
+  other.fd_ = -1;
+}
+
+File& File::operator=(File&& other) noexcept {
+  if (this != &other) {
+    if (fd_ >= 0) Sys().close(fd_);
+    fd_ = other.fd_;
+    path_ = std::move(other.path_);
+    other.fd_ = -1;
+  }
+  return *this;
+}
+
+Result<File> File::Open(const std::string& path, int flags, mode_t mode) {
+  int fd;
+  do {
+    fd = Sys().open(path.c_str(), flags | O_CLOEXEC, mode);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    int e = errno;
+    if (e == ENOENT) return Status(Code::kNotFound, "open " + path + ": no such file", e);
+    return IoError("open " + path, e);
+  }
+  return File(fd, path);
+}
+
+Result<size_t> File::ReadAt(uint64_t offset, MutableByteSpan out) const {
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = Sys().pread(fd_, out.data() + done, out.size() - done,
+                            static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return IoError("read " + path_, errno);
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return done;
+}
+
+Status File::WriteAt(uint64_t offset, ByteSpan data) const {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = Sys().pwrite(fd_, data.data() + done, data.size() - done,
+                             static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return IoError("write " + path_, errno);
+    }
+    if (n == 0) return IoError("write " + path_, EIO);
+    done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status File::Truncate(uint64_t size) const {
+  int r;
+  do {
+    r = Sys().ftruncate(fd_, static_cast<off_t>(size));
+  } while (r < 0 && errno == EINTR);
+  return r == 0 ? Status::Ok() : IoError("truncate " + path_, errno);
+}
+
+Status File::Sync() const {
+  return Sys().fsync(fd_) == 0 ? Status::Ok() : IoError("fsync " + path_, errno);
+}
+
+Status File::DataSync() const {
+  return Sys().fdatasync(fd_) == 0 ? Status::Ok() : IoError("fdatasync " + path_, errno);
+}
+
+Result<uint64_t> File::Size() const {
+  struct stat st;
+  if (Sys().fstat(fd_, &st) != 0) return IoError("stat " + path_, errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Status File::Close() {
+  if (fd_ < 0) return Status::Ok();
+  int r = Sys().close(fd_);
+  fd_ = -1;
+  return r == 0 ? Status::Ok() : IoError("close " + path_, errno);
+}
+
+Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size) {
+  SCONE_ASSIGN_OR_RETURN(File f, File::Open(path, O_RDONLY));
+  SCONE_ASSIGN_OR_RETURN(uint64_t size, f.Size());
+  if (size > max_size) {
+    return DataCorrupted(path + ": " + std::to_string(size) + " bytes, more than the " +
+                         std::to_string(max_size) + " allowed");
+  }
+  Bytes data(size);
+  SCONE_ASSIGN_OR_RETURN(size_t n, f.ReadAt(0, data));
+  data.resize(n);
+  return data;
+}
+
+static std::string DirName(const std::string& path) {
+  size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+Status SyncDirectory(const std::string& dir) {
+  SCONE_ASSIGN_OR_RETURN(File d, File::Open(dir, O_RDONLY | O_DIRECTORY));
+  return d.Sync();
+}
+
+Status WriteFileAtomically(const std::string& path, ByteSpan data, mode_t mode) {
+  std::string tmp = path + ".tmp";
+  {
+    SCONE_ASSIGN_OR_RETURN(File f, File::Open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode));
+    SCONE_RETURN_IF_ERROR(f.WriteAt(0, data));
+    SCONE_RETURN_IF_ERROR(f.Sync());
+    SCONE_RETURN_IF_ERROR(f.Close());
+  }
+  if (Sys().rename(tmp.c_str(), path.c_str()) != 0) return IoError("rename " + tmp, errno);
+  return SyncDirectory(DirName(path));
+}
+
+Result<bool> Exists(const std::string& path) {
+  struct stat st;
+  if (Sys().lstat(path.c_str(), &st) == 0) return true;
+  if (errno == ENOENT) return false;
+  return IoError("stat " + path, errno);
+}
+
+Status MakeDirectories(const std::string& path, mode_t mode) {
+  if (path.empty()) return Status::Ok();
+  std::string partial;
+  size_t pos = 0;
+  while (pos != std::string::npos) {
+    pos = path.find('/', pos + 1);
+    partial = path.substr(0, pos);
+    if (partial.empty()) continue;
+    if (Sys().mkdir(partial.c_str(), mode) != 0 && errno != EEXIST) {
+      return IoError("mkdir " + partial, errno);
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace scone::os

@@ -1,0 +1,52 @@
+// A file descriptor owned by libscone, with the loops every caller needs (EINTR, short reads and
+// writes) done once. Errors name the file.
+#pragma once
+
+#include <string>
+
+#include "common/bytes.h"
+#include "common/status.h"
+
+namespace scone::os {
+
+class File {
+ public:
+  File() = default;
+  File(int fd, std::string path) : fd_(fd), path_(std::move(path)) {}
+  ~File();
+  File(File&& other) noexcept;
+  File& operator=(File&& other) noexcept;
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+
+  // open(2) with O_CLOEXEC added.
+  static Result<File> Open(const std::string& path, int flags, mode_t mode = 0600);
+
+  bool valid() const { return fd_ >= 0; }
+  int fd() const { return fd_; }
+  const std::string& path() const { return path_; }
+
+  // Reads up to out.size() bytes at offset; fewer only at end of file. Returns the count.
+  Result<size_t> ReadAt(uint64_t offset, MutableByteSpan out) const;
+  // Writes all of data at offset.
+  Status WriteAt(uint64_t offset, ByteSpan data) const;
+  Status Truncate(uint64_t size) const;
+  Status Sync() const;      // fsync
+  Status DataSync() const;  // fdatasync
+  Result<uint64_t> Size() const;
+  Status Close();
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+};
+
+// Whole-file helpers for small metadata files.
+Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size);
+// Writes data to path atomically: temporary file, fsync, rename, fsync of the directory.
+Status WriteFileAtomically(const std::string& path, ByteSpan data, mode_t mode = 0600);
+Status SyncDirectory(const std::string& dir);
+Result<bool> Exists(const std::string& path);
+Status MakeDirectories(const std::string& path, mode_t mode = 0700);
+
+}  // namespace scone::os

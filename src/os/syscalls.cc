@@ -1,0 +1,39 @@
+#include "os/syscalls.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+namespace scone::os {
+namespace {
+
+Syscalls& Table() {
+  static Syscalls table = LibcSyscalls();
+  return table;
+}
+
+}  // namespace
+
+Syscalls LibcSyscalls() {
+  Syscalls s;
+  s.open = ::open;
+  s.close = ::close;
+  s.pread = ::pread;
+  s.pwrite = ::pwrite;
+  s.fsync = ::fsync;
+  s.fdatasync = ::fdatasync;
+  s.ftruncate = ::ftruncate;
+  s.fstat = ::fstat;
+  s.lstat = ::lstat;
+  s.rename = ::rename;
+  s.unlink = ::unlink;
+  s.mkdir = ::mkdir;
+  s.flock = ::flock;
+  return s;
+}
+
+const Syscalls& Sys() { return Table(); }
+void InstallSyscalls(const Syscalls& table) { Table() = table; }
+
+}  // namespace scone::os

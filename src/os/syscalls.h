@@ -1,0 +1,37 @@
+// The one seam between libscone and the operating system.
+//
+// Every file-system call libscone makes goes through this table. Programs linking libscone get
+// the C library's functions; the runtime, which interposes those same functions, installs the
+// next definitions (dlsym(RTLD_NEXT)) so its own I/O never recurses into the shield; tests
+// install wrappers to inject faults (short reads, EINTR, ENOSPC, EIO).
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+namespace scone::os {
+
+struct Syscalls {
+  int (*open)(const char* path, int flags, ...);
+  int (*close)(int fd);
+  ssize_t (*pread)(int fd, void* buf, size_t count, off_t offset);
+  ssize_t (*pwrite)(int fd, const void* buf, size_t count, off_t offset);
+  int (*fsync)(int fd);
+  int (*fdatasync)(int fd);
+  int (*ftruncate)(int fd, off_t length);
+  int (*fstat)(int fd, struct stat* st);
+  int (*lstat)(const char* path, struct stat* st);
+  int (*rename)(const char* from, const char* to);
+  int (*unlink)(const char* path);
+  int (*mkdir)(const char* path, mode_t mode);
+  int (*flock)(int fd, int operation);
+};
+
+// The table in use. Thread-safety: read freely; replace only while no other thread uses libscone
+// (at start-up, or in a test's set-up).
+const Syscalls& Sys();
+void InstallSyscalls(const Syscalls& table);
+// The C library's own functions.
+Syscalls LibcSyscalls();
+
+}  // namespace scone::os

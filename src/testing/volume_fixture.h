@@ -1,0 +1,66 @@
+// Helpers for volume tests: a fresh volume in a temporary directory and whole-file I/O.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "crypto/primitives.h"
+#include "fs/volume.h"
+#include "testing/temp_dir.h"
+
+namespace scone::testing {
+
+class VolumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    key_ = crypto::RandomKey();
+    dir_ = tmp_ / "vol";
+  }
+
+  std::shared_ptr<fs::Volume> CreateVolume(fs::RegionRules rules = {}) {
+    auto v = fs::Volume::Create(dir_, key_, std::move(rules));
+    EXPECT_TRUE(v.ok()) << v.status().message();
+    return v.ok() ? *v : nullptr;
+  }
+  Result<std::shared_ptr<fs::Volume>> OpenVolume(
+      const fs::Volume::OpenOptions& options = fs::Volume::OpenOptions{}) {
+    return fs::Volume::Open(dir_, key_, options);
+  }
+
+  static void WriteFile(fs::Volume& v, const std::string& path, const std::string& data,
+                        bool sync = true) {
+    auto f = v.OpenFile(path, {.create = true, .truncate = true});
+    ASSERT_TRUE(f.ok()) << f.status().message();
+    auto n = (*f)->Write(0, AsBytes(data));
+    ASSERT_TRUE(n.ok()) << n.status().message();
+    if (sync) ASSERT_TRUE((*f)->Sync().ok());
+  }
+
+  static Result<std::string> ReadFile(fs::Volume& v, const std::string& path) {
+    SCONE_ASSIGN_OR_RETURN(auto f, v.OpenFile(path, {}));
+    std::string out(f->size(), '\0');
+    SCONE_ASSIGN_OR_RETURN(size_t n,
+                           f->Read(0, MutableByteSpan(reinterpret_cast<uint8_t*>(out.data()), out.size())));
+    out.resize(n);
+    return out;
+  }
+
+  // Raw bytes of a file on disk.
+  static std::string RawFile(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  static void WriteRaw(const std::string& path, const std::string& data) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << data;
+  }
+
+  TempDir tmp_;
+  std::string dir_;
+  SecretBytes key_;
+};
+
+}  // namespace scone::testing
