@@ -3,6 +3,7 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "fs/volume.h"
@@ -50,7 +51,15 @@ ProtectedFile::ProtectedFile(std::shared_ptr<Volume> volume, std::string path,
       path_(std::move(path)),
       size_(entry.size) {}
 
-ProtectedFile::~ProtectedFile() = default;
+ProtectedFile::~ProtectedFile() {
+  Status s = Close();
+  if (!s.ok()) fprintf(stderr, "scone: closing %s: %s\n", path().c_str(), s.message().c_str());
+}
+
+Status ProtectedFile::Close() {
+  std::unique_lock lock(mu_);
+  return CommitLocked();
+}
 
 std::string ProtectedFile::path() const {
   std::lock_guard lock(path_mu_);

@@ -52,6 +52,9 @@ class ProtectedFile {
   Status Truncate(uint64_t size);
   // Commits: every write so far is durable and part of the volume's state (its tag moves).
   Status Sync();
+  // Commits like Sync; called by the destructor when the last reference goes (errors there can
+  // only be logged, so callers that care close explicitly).
+  Status Close();
 
   uint64_t size() const;
   Region region() const { return region_; }

@@ -277,6 +277,7 @@ void Volume::ApplyToState(const JournalRecord& record) {
 Status Volume::CommitFile(const FileId& id, JournalRecord& record,
                           const std::function<Status()>& apply) {
   std::lock_guard lock(mu_);
+  if (closed_) return Internal("volume " + dir_ + " was closed before this file's last commit");
   auto it = path_by_id_.find(id);
   if (it == path_by_id_.end()) return apply();  // unlinked meanwhile: nothing to commit
   record.path = it->second;
@@ -484,6 +485,8 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
 Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
   SCONE_ASSIGN_OR_RETURN(std::string from, NormalizeVolumePath(raw_from));
   SCONE_ASSIGN_OR_RETURN(std::string to, NormalizeVolumePath(raw_to));
+  // Files referenced here must not be destroyed (and commit) while the volume's lock is held.
+  std::vector<std::shared_ptr<ProtectedFile>> keep;
   std::lock_guard lock(mu_);
   if (from == to) return Status::Ok();
   if (PathHasPrefix(to, from)) return InvalidArgument("cannot move " + from + " into itself");
@@ -528,7 +531,10 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
   ApplyToState(record);
   if (replaced) {
     if (auto open = open_files_.find(replaced->file_id); open != open_files_.end()) {
-      if (auto f = open->second.lock()) f->MarkUnlinked();
+      if (auto f = open->second.lock()) {
+        f->MarkUnlinked();
+        keep.push_back(std::move(f));
+      }
     }
     if (replaced->region == Region::kAuthenticated) {
       os::Sys().unlink(ProtectedFile::SideFilePath(dir_, replaced->file_id).c_str());
@@ -538,12 +544,14 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
     auto f = weak.lock();
     auto p = path_by_id_.find(id);
     if (f && p != path_by_id_.end()) f->SetPath(p->second);
+    if (f) keep.push_back(std::move(f));
   }
   return Status::Ok();
 }
 
 Status Volume::Unlink(std::string_view raw_path) {
   SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
+  std::shared_ptr<ProtectedFile> keep;  // destroyed after the lock is released
   std::lock_guard lock(mu_);
   auto it = state_.files.find(path);
   if (it == state_.files.end()) return NotFound(dir_ + "/" + path + ": no such protected file");
@@ -568,7 +576,7 @@ Status Volume::Unlink(std::string_view raw_path) {
     os::Sys().unlink(ProtectedFile::SideFilePath(dir_, entry.file_id).c_str());
   }
   if (auto open = open_files_.find(entry.file_id); open != open_files_.end()) {
-    if (auto f = open->second.lock()) f->MarkUnlinked();
+    if ((keep = open->second.lock())) keep->MarkUnlinked();
   }
   return Status::Ok();
 }
@@ -587,7 +595,7 @@ Result<uint64_t> Volume::FileSize(std::string_view raw_path) {
   {
     std::lock_guard lock(mu_);
     if (auto it = open_files_.find(entry.file_id); it != open_files_.end()) open = it->second.lock();
-  }
+  }  // `open` outlives the lock
   return open ? open->size() : entry.size;
 }
 
