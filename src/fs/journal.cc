@@ -73,6 +73,21 @@ Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, SecretBy
   return journal;
 }
 
+// A tail of zeros is what a file system may leave of an append cut short (size updated, data
+// not): torn, not damaged.
+Result<bool> Journal::IsZeroFrom(uint64_t offset) const {
+  uint8_t buffer[4096];
+  while (offset < size_) {
+    SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset, buffer));
+    if (n == 0) break;
+    for (size_t i = 0; i < n; ++i) {
+      if (buffer[i] != 0) return false;
+    }
+    offset += n;
+  }
+  return true;
+}
+
 Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq) {
   std::vector<JournalRecord> records;
   uint64_t offset = 0;
@@ -99,7 +114,8 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq) {
                                 {volume_id_, ByteSpan(header, 12), body}, {}, nullptr, tag);
     uint64_t next = offset + sizeof(header) + body_size + sizeof(tag);
     if (!verified.ok()) {
-      if (next < size_) {
+      SCONE_ASSIGN_OR_RETURN(bool zero_tail, IsZeroFrom(offset));
+      if (next < size_ && !zero_tail) {
         return DataCorrupted(file_.path() + ": record " + std::to_string(seq) +
                              " at offset " + std::to_string(offset) +
                              " fails authentication and is not the last one (journal damaged)");

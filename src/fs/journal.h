@@ -61,6 +61,8 @@ class Journal {
   Journal(os::File file, SecretBytes key, const std::array<uint8_t, 16>& volume_id)
       : file_(std::move(file)), mac_(std::move(key)), volume_id_(volume_id) {}
 
+  Result<bool> IsZeroFrom(uint64_t offset) const;
+
   os::File file_;
   crypto::Aes256Gcm mac_;
   std::array<uint8_t, 16> volume_id_;

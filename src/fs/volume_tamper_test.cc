@@ -13,7 +13,9 @@
 namespace scone::fs {
 namespace {
 
+using testing::RawFile;
 using testing::VolumeTest;
+using testing::WriteRaw;
 
 std::string Data(size_t size, char seed) {
   std::string s(size, '\0');

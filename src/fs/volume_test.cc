@@ -11,7 +11,9 @@
 namespace scone::fs {
 namespace {
 
+using testing::RawFile;
 using testing::VolumeTest;
+using testing::WriteRaw;
 
 std::string Pattern(size_t size, uint32_t seed) {
   std::string s(size, '\0');

@@ -13,6 +13,16 @@
 
 namespace scone::testing {
 
+// Raw bytes of a file on disk, as root on the host sees them.
+inline std::string RawFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+inline void WriteRaw(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+}
+
 class VolumeTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -46,16 +56,6 @@ class VolumeTest : public ::testing::Test {
                            f->Read(0, MutableByteSpan(reinterpret_cast<uint8_t*>(out.data()), out.size())));
     out.resize(n);
     return out;
-  }
-
-  // Raw bytes of a file on disk.
-  static std::string RawFile(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  }
-  static void WriteRaw(const std::string& path, const std::string& data) {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << data;
   }
 
   TempDir tmp_;
