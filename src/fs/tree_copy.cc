@@ -51,8 +51,9 @@ Status ImportFile(const std::string& from, const std::string& rel, mode_t mode, 
 
 }  // namespace
 
-Result<CopyStats> ImportTree(const std::string& plain_dir, Volume& volume) {
+Result<CopyStats> ImportTree(const std::string& plain_dir_arg, Volume& volume) {
   CopyStats stats;
+  const std::string plain_dir = stdfs::path(plain_dir_arg).lexically_normal().string();
   std::error_code ec;
   if (!stdfs::is_directory(plain_dir, ec)) return NotFound(plain_dir + ": not a directory");
   std::vector<stdfs::path> entries;
@@ -63,7 +64,7 @@ Result<CopyStats> ImportTree(const std::string& plain_dir, Volume& volume) {
   if (ec) return IoError("listing " + plain_dir, ec.value());
   std::sort(entries.begin(), entries.end());  // parents before children
   for (const stdfs::path& p : entries) {
-    std::string rel = stdfs::relative(p, plain_dir).string();
+    std::string rel = p.lexically_relative(plain_dir).string();
     auto normalized = NormalizeVolumePath(rel);
     if (!normalized.ok()) {
       return InvalidArgument(p.string() + ": cannot be imported (" +
@@ -133,7 +134,7 @@ Result<CopyStats> ExportTree(Volume& volume, const std::string& plain_dir) {
   if (ec) return IoError("listing " + volume.dir(), ec.value());
   std::sort(entries.begin(), entries.end());
   for (const stdfs::path& p : entries) {
-    std::string rel = stdfs::relative(p, volume.dir()).string();
+    std::string rel = p.lexically_relative(volume.dir()).string();
     std::string dest = plain_dir + "/" + rel;
     struct stat st;
     if (lstat(p.c_str(), &st) != 0) return IoError("stat " + p.string(), errno);

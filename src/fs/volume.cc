@@ -27,7 +27,14 @@ struct BaseHeader {
 
 }  // namespace
 
-Volume::Volume(std::string dir, SecretBytes key) : dir_(std::move(dir)), key_(std::move(key)) {}
+// "vol/" and "vol" name the same volume; messages and relative paths need one spelling.
+static std::string WithoutTrailingSlashes(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  return dir;
+}
+
+Volume::Volume(std::string dir, SecretBytes key)
+    : dir_(WithoutTrailingSlashes(std::move(dir))), key_(std::move(key)) {}
 
 Volume::~Volume() {
   if (!closed_) (void)Close();
@@ -628,7 +635,7 @@ std::vector<VolumeProblem> Volume::Verify() {
   std::error_code ec;
   std::filesystem::recursive_directory_iterator it(dir_, ec), end;
   for (; !ec && it != end; it.increment(ec)) {
-    std::string rel = std::filesystem::relative(it->path(), dir_, ec).string();
+    std::string rel = it->path().lexically_relative(dir_).string();
     if (rel == kMetaDirName) {
       it.disable_recursion_pending();
       continue;
