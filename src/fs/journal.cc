@@ -19,7 +19,7 @@ Bytes FrameHeader(uint32_t body_size, uint64_t seq, const uint8_t* nonce) {
 
 }  // namespace
 
-Bytes JournalRecord::Encode() const {
+Bytes JournalRecord::EncodeHead() const {
   ByteWriter w;
   w.U8(static_cast<uint8_t>(kind));
   w.Str(path);
@@ -27,16 +27,14 @@ Bytes JournalRecord::Encode() const {
   entry.Encode(w);
   w.U64(inplace_chunks.size());
   for (uint64_t c : inplace_chunks) w.U64(c);
-  w.U64(slots.size());
-  for (const auto& [index, image] : slots) {
+  w.U64(entries.size());
+  for (const auto& [index, e] : entries) {
     w.U64(index);
-    w.Blob(image);
+    w.Raw(e.nonce);
+    w.Raw(e.tag);
   }
-  w.U64(pages.size());
-  for (const auto& [index, image] : pages) {
-    w.U64(index);
-    w.Blob(image);
-  }
+  w.U64(slot_chunks.size());
+  for (uint64_t c : slot_chunks) w.U64(c);
   return w.Take();
 }
 
@@ -54,14 +52,19 @@ bool JournalRecord::Decode(ByteSpan body, JournalRecord* out) {
   for (uint64_t& c : out->inplace_chunks) {
     if (!r.U64(&c)) return false;
   }
-  for (auto* list : {&out->slots, &out->pages}) {
-    if (!r.U64(&count) || count > r.remaining() / 12) return false;
-    list->resize(count);
-    for (auto& [index, image] : *list) {
-      if (!r.U64(&index) || !r.Blob(&image, kChunkSize) || image.size() != kChunkSize) return false;
-    }
+  if (!r.U64(&count) || count > r.remaining() / (8 + kEntrySize)) return false;
+  out->entries.resize(count);
+  for (auto& [index, e] : out->entries) {
+    if (!r.U64(&index) || !r.Raw(e.nonce) || !r.Raw(e.tag)) return false;
   }
-  return r.done();
+  if (!r.U64(&count) || count > r.remaining() / 8) return false;
+  out->slot_chunks.resize(count);
+  for (uint64_t& c : out->slot_chunks) {
+    if (!r.U64(&c)) return false;
+  }
+  if (r.remaining() != count * kChunkSize) return false;
+  out->slot_data.resize(r.remaining());
+  return r.Raw(out->slot_data);
 }
 
 Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, SecretBytes key,
@@ -143,18 +146,20 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq) {
 }
 
 Status Journal::Append(uint64_t seq, const JournalRecord& record) {
-  Bytes body = record.Encode();
+  Bytes head = record.EncodeHead();
+  size_t body_size = head.size() + record.slot_data.size();
+  if (body_size > kMaxBodySize) return Internal("journal record too large");
   uint8_t nonce[crypto::kNonceSize];
   crypto::FreshNonce(nonce);
-  Bytes frame = FrameHeader(static_cast<uint32_t>(body.size()), seq, nonce);
+  Bytes frame = FrameHeader(static_cast<uint32_t>(body_size), seq, nonce);
   uint8_t tag[crypto::kTagSize];
   SCONE_RETURN_IF_ERROR(mac_.Seal(ByteSpan(nonce, sizeof(nonce)),
-                                  {volume_id_, ByteSpan(frame.data(), 12), body}, {}, nullptr, tag));
-  frame.insert(frame.end(), body.begin(), body.end());
-  frame.insert(frame.end(), tag, tag + sizeof(tag));
-  SCONE_RETURN_IF_ERROR(file_.WriteAt(size_, frame));
+                                  {volume_id_, ByteSpan(frame.data(), 12), head, record.slot_data},
+                                  {}, nullptr, tag));
+  SCONE_RETURN_IF_ERROR(file_.WriteVectorAt(
+      size_, {frame, head, record.slot_data, ByteSpan(tag, sizeof(tag))}));
   SCONE_RETURN_IF_ERROR(file_.DataSync());
-  size_ += frame.size();
+  size_ += frame.size() + body_size + sizeof(tag);
   return Status::Ok();
 }
 

@@ -33,10 +33,16 @@ struct JournalRecord {
   // commit: chunks written in place before the record (their slots must not be overwritten by
   // older images from earlier records on replay).
   std::vector<uint64_t> inplace_chunks;
-  std::vector<std::pair<uint64_t, Bytes>> slots;  // commit: chunk index -> slot image
-  std::vector<std::pair<uint64_t, Bytes>> pages;  // commit: page index -> page image
+  // commit: chunk table entries that changed (sealed chunks, and holes left by truncation).
+  std::vector<std::pair<uint64_t, ChunkEntry>> entries;
+  // commit: new images of chunks whose old images the durable state still referenced;
+  // image i is slot_data[i * kChunkSize ...].
+  std::vector<uint64_t> slot_chunks;
+  Bytes slot_data;
 
-  Bytes Encode() const;
+  ByteSpan SlotImage(size_t i) const { return {slot_data.data() + i * kChunkSize, kChunkSize}; }
+  // Everything but slot_data, which follows it in the journal unchanged (no copy).
+  Bytes EncodeHead() const;
   static bool Decode(ByteSpan body, JournalRecord* out);
 };
 

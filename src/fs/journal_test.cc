@@ -16,8 +16,11 @@ JournalRecord Commit(uint64_t chunk, char fill) {
   r.path = "some/file";
   r.entry.size = 12345;
   r.inplace_chunks = {7, 8};
-  r.slots.emplace_back(chunk, Bytes(kChunkSize, static_cast<uint8_t>(fill)));
-  r.pages.emplace_back(0, Bytes(kPageSize, 1));
+  r.slot_chunks.push_back(chunk);
+  r.slot_data.assign(kChunkSize, static_cast<uint8_t>(fill));
+  ChunkEntry e;
+  e.nonce[0] = 1;
+  r.entries.emplace_back(chunk, e);
   return r;
 }
 
@@ -39,8 +42,9 @@ TEST_F(JournalTest, RecordsRoundTripInOrder) {
   for (uint64_t seq = 5; seq < 8; ++seq) ASSERT_TRUE(j->Append(seq, Commit(seq, 'a' + seq)).ok());
   auto records = *OpenJournal()->ReadFrom(5);
   ASSERT_EQ(records.size(), 3u);
-  EXPECT_EQ(records[2].slots[0].first, 7u);
-  EXPECT_EQ(records[2].slots[0].second[0], 'a' + 7);
+  EXPECT_EQ(records[2].slot_chunks[0], 7u);
+  EXPECT_EQ(records[2].SlotImage(0)[0], 'a' + 7);
+  EXPECT_EQ(records[2].entries[0].second.nonce[0], 1);
   EXPECT_EQ(records[0].inplace_chunks, (std::vector<uint64_t>{7, 8}));
   EXPECT_EQ(records[0].path, "some/file");
 }
@@ -94,7 +98,9 @@ TEST_F(JournalTest, ReorderedSequenceIsRejected) {
 }
 
 TEST(JournalRecordTest, MalformedBodiesAreRejectedNotCrashing) {
-  Bytes good = Commit(3, 'q').Encode();
+  JournalRecord record = Commit(3, 'q');
+  Bytes good = record.EncodeHead();
+  good.insert(good.end(), record.slot_data.begin(), record.slot_data.end());
   JournalRecord out;
   ASSERT_TRUE(JournalRecord::Decode(good, &out));
   for (size_t n = 0; n < good.size(); n += 7) {

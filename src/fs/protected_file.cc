@@ -3,6 +3,7 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <utility>
 #include <cstdio>
 #include <cstring>
 
@@ -180,6 +181,7 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
                          ": chunk table does not match the volume's metadata (file rolled back, "
                          "replaced, or its tags modified)");
   }
+  file->min_chunks_since_commit_ = file->entries_.size();
   file->durable_.assign(file->entries_.size(), 0);
   for (size_t i = 0; i < file->entries_.size(); ++i) {
     file->durable_[i] = file->entries_[i].IsHole() ? 0 : 1;
@@ -248,6 +250,7 @@ Status ProtectedFile::SealChunk(uint64_t chunk, const uint8_t* plain, uint8_t* s
     if (slot_image != plain) std::memcpy(slot_image, plain, kChunkSize);
   }
   dirty_pages_.insert(chunk / kEntriesPerPage);
+  changed_entries_.push_back(chunk);
   return Status::Ok();
 }
 
@@ -473,6 +476,7 @@ Status ProtectedFile::Truncate(uint64_t new_size) {
   }
   entries_.resize(chunks);
   size_ = new_size;
+  min_chunks_since_commit_ = std::min(min_chunks_since_commit_, chunks);
   if (chunks > 0) dirty_pages_.insert((chunks - 1) / kEntriesPerPage);
   return Status::Ok();
 }
@@ -488,27 +492,46 @@ Status ProtectedFile::CommitLocked() {
   record.kind = JournalRecord::Kind::kCommit;
   // 1. Seal buffered chunks: new ones go in place now, overwrites of durable ones into the
   //    journal record.
-  for (auto& [chunk, plain] : cache_) {
-    Bytes image(kChunkSize);
-    SCONE_RETURN_IF_ERROR(SealChunk(chunk, plain.data(), image.data()));
+  std::vector<std::pair<uint64_t, const uint8_t*>> inplace_now;
+  Bytes inplace_images(kChunkSize * cache_.size());
+  size_t journaled = 0;
+  for (const auto& [chunk, plain] : cache_) {
+    if (chunk < durable_.size() && durable_[chunk]) ++journaled;
+  }
+  record.slot_data.resize(journaled * kChunkSize);
+  size_t next_inplace = 0;
+  for (const auto& [chunk, plain] : cache_) {
     if (chunk < durable_.size() && durable_[chunk]) {
-      record.slots.emplace_back(chunk, std::move(image));
+      uint8_t* image = record.slot_data.data() + record.slot_chunks.size() * kChunkSize;
+      SCONE_RETURN_IF_ERROR(SealChunk(chunk, plain.data(), image));
+      record.slot_chunks.push_back(chunk);
     } else {
-      SCONE_RETURN_IF_ERROR(WriteSlot(chunk, image.data()));
+      uint8_t* image = inplace_images.data() + next_inplace++ * kChunkSize;
+      SCONE_RETURN_IF_ERROR(SealChunk(chunk, plain.data(), image));
+      inplace_now.emplace_back(chunk, image);
       inplace_.push_back(chunk);
-      data_unsynced_ = true;
     }
   }
   cache_.clear();
-  // 2. New chunk table pages and root. Pages the file grew into are new leaves, even if empty.
-  uint64_t pages = PageCount(entries_.size());
+  if (!inplace_now.empty()) {
+    SCONE_RETURN_IF_ERROR(WriteSlots(inplace_now));
+    data_unsynced_ = true;
+  }
+  // 2. Changed chunk table entries: sealed chunks, and every entry truncation cleared.
+  uint64_t chunks = entries_.size();
+  std::sort(changed_entries_.begin(), changed_entries_.end());
+  changed_entries_.erase(std::unique(changed_entries_.begin(), changed_entries_.end()),
+                         changed_entries_.end());
+  for (uint64_t c : changed_entries_) {
+    if (c < std::min(chunks, min_chunks_since_commit_)) record.entries.emplace_back(c, entries_[c]);
+  }
+  for (uint64_t c = min_chunks_since_commit_; c < chunks; ++c) record.entries.emplace_back(c, entries_[c]);
+  // 3. New Merkle leaves and root. Pages the file grew into are new leaves, even if empty.
+  uint64_t pages = PageCount(chunks);
   for (uint64_t p = tree_.leaf_count(); p < pages; ++p) dirty_pages_.insert(p);
   tree_.Resize(pages);
   for (uint64_t p : dirty_pages_) {
-    if (p >= pages) continue;
-    Bytes image = PageImage(p);
-    tree_.SetLeaf(p, LeafHash(p, image));
-    record.pages.emplace_back(p, std::move(image));
+    if (p < pages) tree_.SetLeaf(p, LeafHash(p, PageImage(p)));
   }
   record.entry.file_id = id_;
   record.entry.region = region_;
@@ -516,12 +539,12 @@ Status ProtectedFile::CommitLocked() {
   record.entry.root = ComputeRoot(keys_.root, size_, tree_.Root());
   record.inplace_chunks = std::move(inplace_);
   inplace_.clear();
-  // 3. In-place data must be durable before the record that refers to it.
+  // 4. In-place data must be durable before the record that refers to it.
   if (data_unsynced_) {
     SCONE_RETURN_IF_ERROR(data_.DataSync());
     data_unsynced_ = false;
   }
-  // 4. The record commits; then it is applied in place (under the volume's lock, so a
+  // 5. The record commits; then it is applied in place (under the volume's lock, so a
   //    checkpoint never separates the two).
   if (unlinked_) {
     SCONE_RETURN_IF_ERROR(ApplyInPlace(record));  // the orphaned inode only; nothing to commit
@@ -529,23 +552,57 @@ Status ProtectedFile::CommitLocked() {
     SCONE_RETURN_IF_ERROR(
         volume_->CommitFile(id_, record, [&] { return ApplyInPlace(record); }));
   }
-  durable_.resize(entries_.size(), 0);
-  for (const auto& [chunk, image] : record.slots) durable_[chunk] = 1;
+  durable_.resize(chunks, 0);
+  for (uint64_t chunk : record.slot_chunks) durable_[chunk] = 1;
   for (uint64_t chunk : record.inplace_chunks) {
-    if (chunk < durable_.size()) durable_[chunk] = 1;
+    if (chunk < chunks) durable_[chunk] = 1;
   }
   dirty_pages_.clear();
+  changed_entries_.clear();
+  min_chunks_since_commit_ = chunks;
   changed_ = false;
   return Status::Ok();
 }
 
-Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {
-  for (const auto& [chunk, image] : record.slots) {
-    SCONE_RETURN_IF_ERROR(WriteSlot(chunk, image.data()));
+Status ProtectedFile::WriteSlots(const std::vector<std::pair<uint64_t, const uint8_t*>>& slots) {
+  if (region_ == Region::kAuthenticated) {
+    for (const auto& [chunk, image] : slots) SCONE_RETURN_IF_ERROR(WriteSlot(chunk, image));
+    return Status::Ok();
   }
+  // Encrypted slots are whole chunks: runs of adjacent slots become one pwritev.
+  std::vector<ByteSpan> run;
+  uint64_t run_start = 0, expected_next = 0;
+  auto flush = [&]() -> Status {
+    if (run.empty()) return Status::Ok();
+    SCONE_RETURN_IF_ERROR(data_.WriteVectorAt(run_start, run));
+    physical_size_ = std::max<uint64_t>(physical_size_, run_start + run.size() * kChunkSize);
+    run.clear();
+    return Status::Ok();
+  };
+  std::vector<std::pair<uint64_t, const uint8_t*>> sorted = slots;
+  std::sort(sorted.begin(), sorted.end());
+  for (const auto& [chunk, image] : sorted) {
+    uint64_t offset = layout_.SlotOffset(chunk);
+    if (!run.empty() && offset != expected_next) SCONE_RETURN_IF_ERROR(flush());
+    if (run.empty()) run_start = offset;
+    run.emplace_back(image, kChunkSize);
+    expected_next = offset + kChunkSize;
+  }
+  return flush();
+}
+
+Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {
+  std::vector<std::pair<uint64_t, const uint8_t*>> slots;
+  for (size_t i = 0; i < record.slot_chunks.size(); ++i) {
+    slots.emplace_back(record.slot_chunks[i], record.SlotImage(i).data());
+  }
+  SCONE_RETURN_IF_ERROR(WriteSlots(slots));
+  // Chunk table pages come from memory, which holds exactly the committed entries.
   const os::File& page_file = layout_.interleaved() ? data_ : side_;
-  for (const auto& [page, image] : record.pages) {
-    SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout_.PageOffset(page), image));
+  uint64_t pages = PageCount(entries_.size());
+  for (uint64_t page : dirty_pages_) {
+    if (page >= pages) continue;
+    SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout_.PageOffset(page), PageImage(page)));
   }
   uint64_t data_size = layout_.DataFileSize(record.entry.size);
   if (physical_size_ != data_size) {

@@ -95,6 +95,8 @@ class ProtectedFile {
   Status EvictCache();
   Status CommitLocked();
   Status ApplyInPlace(const JournalRecord& record);
+  // Writes slot images, coalescing adjacent slots into one system call.
+  Status WriteSlots(const std::vector<std::pair<uint64_t, const uint8_t*>>& slots);
   Bytes PageImage(uint64_t page) const;
   Status ChunkError(uint64_t chunk, const char* what) const;
 
@@ -116,6 +118,8 @@ class ProtectedFile {
   std::vector<uint8_t> durable_;       // 1: the durable state references this chunk's slot
   MerkleTree tree_;
   std::set<uint64_t> dirty_pages_;
+  std::vector<uint64_t> changed_entries_;  // chunks sealed since the last commit (may repeat)
+  uint64_t min_chunks_since_commit_ = 0;   // entries at or past this were cleared by truncation
   std::map<uint64_t, Bytes> cache_;    // chunk -> plaintext not yet sealed
   std::vector<uint64_t> inplace_;      // chunks written in place since the last commit
   bool data_unsynced_ = false;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "fs/volume_path.h"
 #include "os/syscalls.h"
@@ -328,25 +329,45 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     if (!s.ok()) return s.status();
     side = std::move(s).value();
   }
-  // The newest image of each chunk and page wins; a chunk written in place by a later commit
+  // The newest image and entry of each chunk win; a chunk written in place by a later commit
   // must not be overwritten by an older image.
-  std::map<uint64_t, const Bytes*> slots, pages;
+  std::map<uint64_t, const uint8_t*> slots;
+  std::map<uint64_t, ChunkEntry> entries;
   for (const JournalRecord* r : commits) {
-    for (const auto& [chunk, image] : r->slots) slots[chunk] = &image;
+    for (size_t i = 0; i < r->slot_chunks.size(); ++i) slots[r->slot_chunks[i]] = r->SlotImage(i).data();
     for (uint64_t chunk : r->inplace_chunks) slots.erase(chunk);
-    for (const auto& [page, image] : r->pages) pages[page] = &image;
+    for (const auto& [chunk, e] : r->entries) entries[chunk] = e;
   }
   uint64_t chunks = ChunkCount(entry.size);
   for (const auto& [chunk, image] : slots) {
     if (chunk >= chunks) continue;
     size_t len = kChunkSize;
     if (!layout.interleaved()) len = std::min<uint64_t>(kChunkSize, entry.size - chunk * kChunkSize);
-    SCONE_RETURN_IF_ERROR(data->WriteAt(layout.SlotOffset(chunk), ByteSpan(image->data(), len)));
+    SCONE_RETURN_IF_ERROR(data->WriteAt(layout.SlotOffset(chunk), ByteSpan(image, len)));
   }
+  // Patch the chunk table pages. Entries no record changed are read back from disk: a page torn
+  // by the crash differs from its last image only in entries the journal holds.
   const os::File& page_file = layout.interleaved() ? *data : side;
-  for (const auto& [page, image] : pages) {
-    if (page >= PageCount(chunks)) continue;
-    SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout.PageOffset(page), *image));
+  std::set<uint64_t> pages;
+  for (const auto& [chunk, e] : entries) {
+    if (chunk < chunks) pages.insert(chunk / kEntriesPerPage);
+  }
+  if (chunks > 0) pages.insert((chunks - 1) / kEntriesPerPage);  // entries past the end: zero
+  for (uint64_t page : pages) {
+    uint8_t image[kPageSize] = {};
+    SCONE_RETURN_IF_ERROR(page_file.ReadAt(layout.PageOffset(page), image).status());
+    uint64_t first = page * kEntriesPerPage;
+    for (uint64_t c = first; c < first + kEntriesPerPage; ++c) {
+      uint8_t* slot = image + (c - first) * kEntrySize;
+      if (c >= chunks) {
+        std::memset(slot, 0, kEntrySize);
+      } else if (auto it = entries.find(c); it != entries.end()) {
+        std::memcpy(slot, it->second.nonce.data(), crypto::kNonceSize);
+        std::memcpy(slot + crypto::kNonceSize, it->second.tag.data(), crypto::kTagSize);
+      }
+    }
+    std::memset(image + kEntriesPerPage * kEntrySize, 0, kPageSize - kEntriesPerPage * kEntrySize);
+    SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout.PageOffset(page), ByteSpan(image, kPageSize)));
   }
   SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));
   if (!layout.interleaved()) SCONE_RETURN_IF_ERROR(side.Truncate(layout.SideFileSize(entry.size)));

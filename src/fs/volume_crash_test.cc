@@ -95,6 +95,15 @@ ssize_t InjectPwrite(int fd, const void* buf, size_t n, off_t off) {
   if (injector->mode == CrashMode::kAfterCall) injector->real.pwrite(fd, buf, n, off);
   Die();
 }
+ssize_t InjectPwritev(int fd, const struct iovec* iov, int count, off_t off) {
+  if (!CrashNow()) return injector->real.pwritev(fd, iov, count, off);
+  if (injector->mode == CrashMode::kTornWrite) injector->real.pwritev(fd, iov, count / 2, off);
+  if (injector->mode == CrashMode::kTornWrite && count == 1) {
+    injector->real.pwrite(fd, iov[0].iov_base, iov[0].iov_len / 2, off);
+  }
+  if (injector->mode == CrashMode::kAfterCall) injector->real.pwritev(fd, iov, count, off);
+  Die();
+}
 template <auto Member, typename... Args>
 int InjectCall(Args... args) {
   bool crash = CrashNow();
@@ -108,6 +117,7 @@ void InstallInjector(CrashMode mode, long target) {
   injector = new Injector{os::LibcSyscalls(), mode, target};
   os::Syscalls s = injector->real;
   s.pwrite = InjectPwrite;
+  s.pwritev = InjectPwritev;
   s.fsync = InjectCall<&os::Syscalls::fsync, int>;
   s.fdatasync = InjectCall<&os::Syscalls::fdatasync, int>;
   s.ftruncate = InjectCall<&os::Syscalls::ftruncate, int, off_t>;

@@ -3,7 +3,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <sys/uio.h>
+
+#include <algorithm>
 #include <cerrno>
+#include <vector>
 
 #include "os/syscalls.h"
 
@@ -66,6 +70,43 @@ Status File::WriteAt(uint64_t offset, ByteSpan data) const {
     }
     if (n == 0) return IoError("write " + path_, EIO);
     done += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+Status File::WriteVectorAt(uint64_t offset, std::span<const ByteSpan> pieces) const {
+  constexpr size_t kMaxIov = 512;  // well under IOV_MAX
+  std::vector<struct iovec> iov;
+  iov.reserve(std::min(pieces.size(), kMaxIov));
+  size_t i = 0;
+  while (i < pieces.size()) {
+    iov.clear();
+    uint64_t batch = 0;
+    for (; i < pieces.size() && iov.size() < kMaxIov; ++i) {
+      if (pieces[i].empty()) continue;
+      iov.push_back({const_cast<uint8_t*>(pieces[i].data()), pieces[i].size()});
+      batch += pieces[i].size();
+    }
+    size_t first = 0;
+    uint64_t done = 0;
+    while (first < iov.size()) {
+      ssize_t n = Sys().pwritev(fd_, iov.data() + first, static_cast<int>(iov.size() - first),
+                                static_cast<off_t>(offset + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return IoError("write " + path_, errno);
+      }
+      if (n == 0) return IoError("write " + path_, EIO);
+      done += static_cast<uint64_t>(n);
+      // Skip what was written; a short write may end inside a piece.
+      size_t left = static_cast<size_t>(n);
+      while (first < iov.size() && left >= iov[first].iov_len) left -= iov[first++].iov_len;
+      if (first < iov.size() && left > 0) {
+        iov[first].iov_base = static_cast<uint8_t*>(iov[first].iov_base) + left;
+        iov[first].iov_len -= left;
+      }
+    }
+    offset += batch;
   }
   return Status::Ok();
 }

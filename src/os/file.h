@@ -2,6 +2,8 @@
 // writes) done once. Errors name the file.
 #pragma once
 
+#include <initializer_list>
+#include <span>
 #include <string>
 
 #include "common/bytes.h"
@@ -30,6 +32,11 @@ class File {
   Result<size_t> ReadAt(uint64_t offset, MutableByteSpan out) const;
   // Writes all of data at offset.
   Status WriteAt(uint64_t offset, ByteSpan data) const;
+  // Writes the pieces back to back starting at offset, with as few system calls as possible.
+  Status WriteVectorAt(uint64_t offset, std::span<const ByteSpan> pieces) const;
+  Status WriteVectorAt(uint64_t offset, std::initializer_list<ByteSpan> pieces) const {
+    return WriteVectorAt(offset, std::span<const ByteSpan>(pieces.begin(), pieces.size()));
+  }
   Status Truncate(uint64_t size) const;
   Status Sync() const;      // fsync
   Status DataSync() const;  // fdatasync

@@ -21,6 +21,7 @@ Syscalls LibcSyscalls() {
   s.close = ::close;
   s.pread = ::pread;
   s.pwrite = ::pwrite;
+  s.pwritev = ::pwritev;
   s.fsync = ::fsync;
   s.fdatasync = ::fdatasync;
   s.ftruncate = ::ftruncate;

@@ -8,6 +8,7 @@
 
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 
 namespace scone::os {
 
@@ -16,6 +17,7 @@ struct Syscalls {
   int (*close)(int fd);
   ssize_t (*pread)(int fd, void* buf, size_t count, off_t offset);
   ssize_t (*pwrite)(int fd, const void* buf, size_t count, off_t offset);
+  ssize_t (*pwritev)(int fd, const struct iovec* iov, int iovcnt, off_t offset);
   int (*fsync)(int fd);
   int (*fdatasync)(int fd);
   int (*ftruncate)(int fd, off_t length);
