@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "common/parallel.h"
 #include "fs/volume.h"
 
 namespace scone::fs {
@@ -16,8 +17,10 @@ constexpr char kRootLabel[] = "scone-file-root-v1";
 constexpr uint8_t kLeafPrefix = 0x00;
 // Dirty chunks kept in memory before sealing is forced: 4 MiB per file.
 constexpr size_t kMaxCachedChunks = 1024;
-// Chunks read with one pread for large reads.
-constexpr size_t kReadBatchChunks = 64;
+// Chunks read or written with one system call for large requests.
+constexpr size_t kReadBatchChunks = 256;
+// Requests of at least this many chunks have their crypto split over two cores.
+constexpr size_t kParallelChunks = 32;
 
 struct ChunkAad {
   uint8_t bytes[kFileIdSize + 8];
@@ -238,6 +241,31 @@ Status ProtectedFile::ChunkError(uint64_t chunk, const char* what) const {
 
 // Seals `plain` (kChunkSize bytes) as chunk `chunk`: updates its entry and fills the slot image.
 Status ProtectedFile::SealChunk(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image) {
+  SCONE_RETURN_IF_ERROR(SealInto(chunk, plain, slot_image));
+  NoteSealed(chunk);
+  return Status::Ok();
+}
+
+void ProtectedFile::NoteSealed(uint64_t chunk) {
+  dirty_pages_.insert(chunk / kEntriesPerPage);
+  changed_entries_.push_back(chunk);
+}
+
+Status ProtectedFile::SealMany(const std::vector<uint64_t>& chunks,
+                               const std::vector<const uint8_t*>& plains,
+                               const std::vector<uint8_t*>& images) {
+  std::vector<Status> results(chunks.size());
+  ParallelFor(chunks.size(), kParallelChunks, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) results[i] = SealInto(chunks[i], plains[i], images[i]);
+  });
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    SCONE_RETURN_IF_ERROR(results[i]);
+    NoteSealed(chunks[i]);
+  }
+  return Status::Ok();
+}
+
+Status ProtectedFile::SealInto(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image) {
   ChunkEntry& entry = entries_[chunk];
   crypto::FreshNonce(entry.nonce.data());
   ChunkAad aad(id_, chunk);
@@ -249,8 +277,6 @@ Status ProtectedFile::SealChunk(uint64_t chunk, const uint8_t* plain, uint8_t* s
                                             {}, nullptr, entry.tag.data()));
     if (slot_image != plain) std::memcpy(slot_image, plain, kChunkSize);
   }
-  dirty_pages_.insert(chunk / kEntriesPerPage);
-  changed_entries_.push_back(chunk);
   return Status::Ok();
 }
 
@@ -313,34 +339,49 @@ Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
     uint64_t to = std::min(end, chunk_start + kChunkSize);
     uint8_t* dest = out.data() + (from - offset);
     // Cached or hole chunks: no I/O.
-    if (cache_.count(chunk) != 0 || entries_[chunk].IsHole()) {
+    if ((!cache_.empty() && cache_.count(chunk) != 0) || entries_[chunk].IsHole()) {
       SCONE_RETURN_IF_ERROR(ReadChunkPlain(chunk, bounce));
       std::memcpy(dest, bounce + (from - chunk_start), to - from);
       ++chunk;
       continue;
     }
-    // A run of on-disk chunks with adjacent slots: one pread, then authenticate each.
+    // A run of on-disk chunks: one pread of their physical range (with any chunk table page
+    // between them), then authenticate each, on two cores when the run is long.
     uint64_t run = 1;
-    uint64_t max_run = std::min<uint64_t>(kReadBatchChunks, layout_.ContiguousSlots(chunk));
-    while (run < max_run && (chunk + run) * kChunkSize < end && cache_.count(chunk + run) == 0 &&
-           !entries_[chunk + run].IsHole()) {
+    while (run < kReadBatchChunks && (chunk + run) * kChunkSize < end &&
+           (cache_.empty() || cache_.count(chunk + run) == 0) && !entries_[chunk + run].IsHole()) {
       ++run;
     }
-    Bytes& scratch = ThreadScratch(run * kChunkSize);
-    SCONE_ASSIGN_OR_RETURN(size_t got,
-                           data_.ReadAt(layout_.SlotOffset(chunk),
-                                        MutableByteSpan(scratch.data(), run * kChunkSize)));
-    for (uint64_t i = 0; i < run; ++i, ++chunk) {
-      chunk_start = chunk * kChunkSize;
-      from = std::max(offset, chunk_start);
-      to = std::min(end, chunk_start + kChunkSize);
-      dest = out.data() + (from - offset);
-      size_t image_size = got > i * kChunkSize ? std::min<size_t>(got - i * kChunkSize, kChunkSize) : 0;
-      bool whole = from == chunk_start && to == chunk_start + kChunkSize;
-      uint8_t* plain = whole ? dest : bounce;
-      SCONE_RETURN_IF_ERROR(OpenChunk(chunk, scratch.data() + i * kChunkSize, image_size, plain));
-      if (!whole) std::memcpy(dest, bounce + (from - chunk_start), to - from);
+    const uint64_t first = chunk;
+    const uint64_t base = layout_.SlotOffset(first);
+    const uint64_t span = layout_.SlotOffset(first + run - 1) + kChunkSize - base;
+    Bytes& scratch = ThreadScratch(span);
+    SCONE_ASSIGN_OR_RETURN(size_t got, data_.ReadAt(base, MutableByteSpan(scratch.data(), span)));
+    const uint8_t* images = scratch.data();
+    auto open_one = [&](size_t i, uint8_t* part) -> Status {
+      uint64_t c = first + i;
+      uint64_t c_start = c * kChunkSize;
+      uint64_t c_from = std::max(offset, c_start);
+      uint64_t c_to = std::min(end, c_start + kChunkSize);
+      uint8_t* c_dest = out.data() + (c_from - offset);
+      size_t at = layout_.SlotOffset(c) - base;
+      size_t image_size = got > at ? std::min<size_t>(got - at, kChunkSize) : 0;
+      bool whole = c_from == c_start && c_to == c_start + kChunkSize;
+      SCONE_RETURN_IF_ERROR(OpenChunk(c, images + at, image_size, whole ? c_dest : part));
+      if (!whole) std::memcpy(c_dest, part + (c_from - c_start), c_to - c_from);
+      return Status::Ok();
+    };
+    if (run < kParallelChunks) {
+      for (size_t i = 0; i < run; ++i) SCONE_RETURN_IF_ERROR(open_one(i, bounce));
+    } else {
+      std::vector<Status> results(run);
+      ParallelFor(run, kParallelChunks, [&](size_t begin, size_t stop) {
+        uint8_t part[kChunkSize];
+        for (size_t i = begin; i < stop; ++i) results[i] = open_one(i, part);
+      });
+      for (const Status& r : results) SCONE_RETURN_IF_ERROR(r);
     }
+    chunk += run;
   }
   return total;
 }
@@ -410,37 +451,35 @@ Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data) {
     bool whole = from == chunk_start && (to == chunk_start + kChunkSize || to == size_);
     bool durable = chunk < durable_.size() && durable_[chunk];
     if (whole && !durable && cache_.count(chunk) == 0) {
-      // New data: seal a run of whole chunks and write them with one pwrite.
+      // New data: seal a run of whole chunks (on two cores when long) and write adjacent slots
+      // with one system call.
       uint64_t run = 1;
-      uint64_t max_run = std::min<uint64_t>(kReadBatchChunks, layout_.ContiguousSlots(chunk));
-      while (run < max_run && (chunk + run + 1) * kChunkSize <= end &&
+      while (run < kReadBatchChunks && (chunk + run + 1) * kChunkSize <= end &&
              !(chunk + run < durable_.size() && durable_[chunk + run]) &&
-             cache_.count(chunk + run) == 0) {
+             (cache_.empty() || cache_.count(chunk + run) == 0)) {
         ++run;
       }
       Bytes& scratch = ThreadScratch(run * kChunkSize);
+      uint8_t padded[kChunkSize];
+      std::vector<uint64_t> chunks(run);
+      std::vector<const uint8_t*> plains(run);
+      std::vector<uint8_t*> images(run);
+      std::vector<std::pair<uint64_t, const uint8_t*>> slots(run);
       for (uint64_t i = 0; i < run; ++i) {
-        const uint8_t* plain = data.data() + ((chunk + i) * kChunkSize - offset);
-        uint8_t padded[kChunkSize];
+        chunks[i] = chunk + i;
+        plains[i] = data.data() + ((chunk + i) * kChunkSize - offset);
+        images[i] = scratch.data() + i * kChunkSize;
+        slots[i] = {chunk + i, images[i]};
         uint64_t avail = end - (chunk + i) * kChunkSize;
         if (avail < kChunkSize) {  // the file's last chunk, written to the end of the file
-          std::memcpy(padded, plain, avail);
+          std::memcpy(padded, plains[i], avail);
           std::memset(padded + avail, 0, kChunkSize - avail);
-          plain = padded;
+          plains[i] = padded;
         }
-        SCONE_RETURN_IF_ERROR(SealChunk(chunk + i, plain, scratch.data() + i * kChunkSize));
         inplace_.push_back(chunk + i);
       }
-      if (region_ == Region::kAuthenticated) {
-        for (uint64_t i = 0; i < run; ++i) {
-          SCONE_RETURN_IF_ERROR(WriteSlot(chunk + i, scratch.data() + i * kChunkSize));
-        }
-      } else {
-        SCONE_RETURN_IF_ERROR(
-            data_.WriteAt(layout_.SlotOffset(chunk), ByteSpan(scratch.data(), run * kChunkSize)));
-        physical_size_ =
-            std::max<uint64_t>(physical_size_, layout_.SlotOffset(chunk) + run * kChunkSize);
-      }
+      SCONE_RETURN_IF_ERROR(SealMany(chunks, plains, images));
+      SCONE_RETURN_IF_ERROR(WriteSlots(slots));
       data_unsynced_ = true;
       chunk += run;
       continue;
@@ -500,18 +539,24 @@ Status ProtectedFile::CommitLocked() {
   }
   record.slot_data.resize(journaled * kChunkSize);
   size_t next_inplace = 0;
+  std::vector<uint64_t> sealed;
+  std::vector<const uint8_t*> plains;
+  std::vector<uint8_t*> images;
   for (const auto& [chunk, plain] : cache_) {
+    uint8_t* image;
     if (chunk < durable_.size() && durable_[chunk]) {
-      uint8_t* image = record.slot_data.data() + record.slot_chunks.size() * kChunkSize;
-      SCONE_RETURN_IF_ERROR(SealChunk(chunk, plain.data(), image));
+      image = record.slot_data.data() + record.slot_chunks.size() * kChunkSize;
       record.slot_chunks.push_back(chunk);
     } else {
-      uint8_t* image = inplace_images.data() + next_inplace++ * kChunkSize;
-      SCONE_RETURN_IF_ERROR(SealChunk(chunk, plain.data(), image));
+      image = inplace_images.data() + next_inplace++ * kChunkSize;
       inplace_now.emplace_back(chunk, image);
       inplace_.push_back(chunk);
     }
+    sealed.push_back(chunk);
+    plains.push_back(plain.data());
+    images.push_back(image);
   }
+  SCONE_RETURN_IF_ERROR(SealMany(sealed, plains, images));
   cache_.clear();
   if (!inplace_now.empty()) {
     SCONE_RETURN_IF_ERROR(WriteSlots(inplace_now));

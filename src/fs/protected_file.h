@@ -89,6 +89,13 @@ class ProtectedFile {
   Result<bool> ChunkFromDisk(uint64_t chunk, uint8_t* out);  // false: hole
   Status ReadChunkPlain(uint64_t chunk, uint8_t* out);
   Status SealChunk(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image);
+  // The crypto half of SealChunk: touches only entries_[chunk], so distinct chunks may be sealed
+  // concurrently. NoteSealed does the bookkeeping afterwards, on one thread.
+  Status SealInto(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image);
+  void NoteSealed(uint64_t chunk);
+  // Seals chunks[i] from plains[i] into images[i], on two cores when there are many.
+  Status SealMany(const std::vector<uint64_t>& chunks, const std::vector<const uint8_t*>& plains,
+                  const std::vector<uint8_t*>& images);
   Status OpenChunk(uint64_t chunk, const uint8_t* slot_image, size_t image_size, uint8_t* plain);
   Status WriteSlot(uint64_t chunk, const uint8_t* image);
   Status CachedChunkForUpdate(uint64_t chunk, uint8_t** plain);

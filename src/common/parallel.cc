@@ -1,0 +1,135 @@
+#include "common/parallel.h"
+
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace scone {
+namespace {
+
+// A job is handed over through `state_`: kIdle -> kQueued (caller) -> kDone (helper) -> kIdle
+// (caller). Both sides spin briefly before sleeping, because a streaming reader or writer hands
+// over a job every few dozen microseconds and a futex wake-up costs about as much.
+class Helper {
+ public:
+  bool TrySubmit(const std::function<void(size_t, size_t)>* fn, size_t begin, size_t end) {
+    std::unique_lock lock(mu_, std::try_to_lock);
+    if (!lock.owns_lock() || !EnsureStarted()) return false;
+    int idle = kIdle;
+    if (!state_.compare_exchange_strong(idle, kClaimed)) return false;
+    job_ = fn;
+    begin_ = begin;
+    end_ = end;
+    state_.store(kQueued, std::memory_order_release);
+    cv_.notify_one();
+    return true;
+  }
+
+  void Wait() {
+    for (int i = 0; i < kSpins && state_.load(std::memory_order_acquire) != kDone; ++i) Pause();
+    if (state_.load(std::memory_order_acquire) != kDone) {
+      std::unique_lock lock(mu_);
+      done_cv_.wait(lock, [&] { return state_.load(std::memory_order_acquire) == kDone; });
+    }
+    state_.store(kIdle, std::memory_order_release);
+  }
+
+  // In a forked child the thread is gone and the mutex may be held by a thread that no longer
+  // exists: start from scratch.
+  void ResetAfterFork() {
+    new (&mu_) std::mutex();
+    new (&cv_) std::condition_variable();
+    new (&done_cv_) std::condition_variable();
+    started_ = false;
+    state_.store(kIdle);
+  }
+
+ private:
+  enum { kIdle, kClaimed, kQueued, kDone };
+  static constexpr int kSpins = 20000;  // a few tens of microseconds
+
+  static void Pause() { __builtin_ia32_pause(); }
+
+  bool EnsureStarted() {
+    if (started_) return true;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t thread;
+    int r = pthread_create(&thread, nullptr, &Helper::Main, this);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (r != 0) return false;
+    pthread_detach(thread);
+    started_ = true;
+    return true;
+  }
+
+  static void* Main(void* self) {
+    static_cast<Helper*>(self)->Loop();
+    return nullptr;
+  }
+
+  void Loop() {
+    for (;;) {
+      for (int i = 0; i < kSpins && state_.load(std::memory_order_acquire) != kQueued; ++i) Pause();
+      if (state_.load(std::memory_order_acquire) != kQueued) {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return state_.load(std::memory_order_acquire) == kQueued; });
+      }
+      (*job_)(begin_, end_);
+      {
+        std::lock_guard lock(mu_);
+        state_.store(kDone, std::memory_order_release);
+      }
+      done_cv_.notify_one();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  bool started_ = false;
+  std::atomic<int> state_{kIdle};
+  const std::function<void(size_t, size_t)>* job_ = nullptr;
+  size_t begin_ = 0, end_ = 0;
+};
+
+Helper& TheHelper() {
+  // Never destroyed: the detached thread may outlive static destruction.
+  static Helper* helper = [] {
+    auto* h = new Helper();
+    pthread_atfork(nullptr, nullptr, [] { TheHelper().ResetAfterFork(); });
+    return h;
+  }();
+  return *helper;
+}
+
+bool MoreThanOneCore() {
+  static const bool multi = sysconf(_SC_NPROCESSORS_ONLN) > 1;
+  return multi;
+}
+
+}  // namespace
+
+void ParallelFor(size_t count, size_t min_parallel_count,
+                 const std::function<void(size_t, size_t)>& fn) {
+  if (count == 0) return;
+  if (count < min_parallel_count || !MoreThanOneCore()) {
+    fn(0, count);
+    return;
+  }
+  size_t half = count / 2;
+  Helper& helper = TheHelper();
+  if (!helper.TrySubmit(&fn, half, count)) {
+    fn(0, count);
+    return;
+  }
+  fn(0, half);
+  helper.Wait();
+}
+
+}  // namespace scone

@@ -1,0 +1,22 @@
+// Splits independent work (sealing or opening many chunks) between the calling thread and one
+// helper thread, so a large read or write uses a second core for its crypto.
+//
+// The helper is started on first use, with every signal blocked (signals stay with the
+// program's own threads when this runs inside an unmodified program), and started again in a
+// forked child, where it does not exist. Small jobs run inline.
+//
+// Thread-safety: any thread may call ParallelFor; jobs from different callers are serialized on
+// the helper, and a caller whose job cannot be handed over runs all of it itself.
+#pragma once
+
+#include <cstddef>
+#include <functional>
+
+namespace scone {
+
+// Calls fn(begin, end) over [0, count) in at most two parts. Returns when all parts are done.
+// fn must be safe to run concurrently on disjoint ranges.
+void ParallelFor(size_t count, size_t min_parallel_count,
+                 const std::function<void(size_t, size_t)>& fn);
+
+}  // namespace scone
