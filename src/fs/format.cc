@@ -1,6 +1,6 @@
 #include "fs/format.h"
 
-#include <algorithm>
+#include <cstring>
 
 namespace scone::fs {
 
@@ -17,8 +17,14 @@ const char* RegionName(Region r) {
 }
 
 bool ChunkEntry::IsHole() const {
-  return std::all_of(nonce.begin(), nonce.end(), [](uint8_t b) { return b == 0; }) &&
-         std::all_of(tag.begin(), tag.end(), [](uint8_t b) { return b == 0; });
+  // Called on every read: word loads instead of a byte loop.
+  uint64_t n0, t0, t1;
+  uint32_t n1;
+  std::memcpy(&n0, nonce.data(), 8);
+  std::memcpy(&n1, nonce.data() + 8, 4);
+  std::memcpy(&t0, tag.data(), 8);
+  std::memcpy(&t1, tag.data() + 8, 8);
+  return (n0 | n1 | t0 | t1) == 0;
 }
 
 }  // namespace scone::fs
