@@ -1,0 +1,70 @@
+#include "fuzz/parsers.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "fs/journal.h"
+#include "fs/region_rules.h"
+#include "fs/volume_path.h"
+#include "fs/volume_state.h"
+
+namespace scone::fuzz {
+
+void JournalRecordParser(const uint8_t* data, size_t size) {
+  fs::JournalRecord record;
+  if (fs::JournalRecord::Decode(ByteSpan(data, size), &record)) {
+    // Whatever decodes must re-encode to the same bytes.
+    Bytes again = record.EncodeHead();
+    again.insert(again.end(), record.slot_data.begin(), record.slot_data.end());
+    if (again != Bytes(data, data + size)) abort();
+  }
+}
+
+void VolumeStateParser(const uint8_t* data, size_t size) {
+  ByteReader r(ByteSpan(data, size));
+  fs::VolumeState state;
+  if (fs::VolumeState::Decode(r, &state)) {
+    for (const auto& [path, entry] : state.files) (void)fs::NormalizeVolumePath(path);
+  }
+}
+
+void PathAndRuleParser(const uint8_t* data, size_t size) {
+  std::string text(reinterpret_cast<const char*>(data), size);
+  auto path = fs::NormalizeVolumePath(text);
+  if (path.ok()) {
+    // A normalized path never leaves the volume: no empty, "." or ".." component, no leading '/'.
+    std::string p = "/" + *path + "/";
+    if (p.find("//") != std::string::npos || p.find("/./") != std::string::npos ||
+        p.find("/../") != std::string::npos) {
+      abort();
+    }
+  }
+  auto rule = fs::RegionRules::ParseRule(text);
+  if (rule.ok()) {
+    fs::RegionRules rules;
+    (void)rules.Add(*rule);
+    (void)rules.RegionOf(text);
+  }
+  (void)FromHex(text);
+}
+
+// A journal file's bytes, read back as after a crash.
+void JournalFileParser(const uint8_t* data, size_t size) {
+  char path[] = "/tmp/scone-fuzz-journal-XXXXXX";
+  int fd = mkstemp(path);
+  if (fd < 0) return;
+  if (write(fd, data, size) != static_cast<ssize_t>(size)) {
+    close(fd);
+    unlink(path);
+    return;
+  }
+  close(fd);
+  static const SecretBytes key(Bytes(32, 7));
+  auto journal = fs::Journal::Open(path, key.Clone(), std::array<uint8_t, 16>{});
+  if (journal.ok()) (void)(*journal)->ReadFrom(1);
+  unlink(path);
+}
+
+}  // namespace scone::fuzz

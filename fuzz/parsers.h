@@ -1,0 +1,16 @@
+// The parsers of untrusted bytes, as fuzz entry points: each must reject or accept any input
+// without crashing, reading out of bounds or looping. Shared by the libFuzzer targets (clang,
+// -DSCONE_FUZZ=ON) and by the deterministic mutation test that runs in every CI build.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace scone::fuzz {
+
+void JournalRecordParser(const uint8_t* data, size_t size);
+void VolumeStateParser(const uint8_t* data, size_t size);
+void PathAndRuleParser(const uint8_t* data, size_t size);
+void JournalFileParser(const uint8_t* data, size_t size);
+
+}  // namespace scone::fuzz

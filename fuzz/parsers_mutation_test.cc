@@ -1,0 +1,98 @@
+// Runs the fuzz entry points on thousands of deterministic mutations of valid inputs, in every
+// build (the libFuzzer targets need clang; this needs nothing).
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "fs/journal.h"
+#include "fs/volume_state.h"
+#include "fuzz/parsers.h"
+
+namespace scone::fuzz {
+namespace {
+
+Bytes Mutate(const Bytes& seed, std::mt19937_64& rng) {
+  Bytes out = seed;
+  int edits = 1 + static_cast<int>(rng() % 4);
+  for (int e = 0; e < edits; ++e) {
+    switch (rng() % 4) {
+      case 0:
+        if (!out.empty()) out[rng() % out.size()] ^= static_cast<uint8_t>(1u << (rng() % 8));
+        break;
+      case 1:
+        if (!out.empty()) out[rng() % out.size()] = static_cast<uint8_t>(rng());
+        break;
+      case 2:
+        out.resize(rng() % (out.size() + 1));
+        break;
+      default:
+        out.insert(out.begin() + static_cast<long>(rng() % (out.size() + 1)),
+                   static_cast<uint8_t>(rng()));
+    }
+  }
+  return out;
+}
+
+Bytes ValidRecord() {
+  fs::JournalRecord r;
+  r.path = "dir/file";
+  r.entry.size = 5000;
+  r.inplace_chunks = {1, 2};
+  r.entries.emplace_back(1, fs::ChunkEntry{});
+  r.slot_chunks = {0};
+  r.slot_data.assign(fs::kChunkSize, 9);
+  Bytes b = r.EncodeHead();
+  b.insert(b.end(), r.slot_data.begin(), r.slot_data.end());
+  return b;
+}
+
+Bytes ValidState() {
+  fs::VolumeState s;
+  s.files["a/b"] = fs::FileEntry{};
+  s.files["c"] = fs::FileEntry{};
+  (void)s.rules.Add(*fs::RegionRules::ParseRule("lib=authenticated"));
+  ByteWriter w;
+  s.Encode(w);
+  return w.Take();
+}
+
+TEST(ParserMutationTest, JournalRecords) {
+  std::mt19937_64 rng(1);
+  Bytes seed = ValidRecord();
+  for (int i = 0; i < 20000; ++i) {
+    Bytes input = Mutate(seed, rng);
+    JournalRecordParser(input.data(), input.size());
+  }
+}
+
+TEST(ParserMutationTest, VolumeStates) {
+  std::mt19937_64 rng(2);
+  Bytes seed = ValidState();
+  for (int i = 0; i < 20000; ++i) {
+    Bytes input = Mutate(seed, rng);
+    VolumeStateParser(input.data(), input.size());
+  }
+}
+
+TEST(ParserMutationTest, PathsAndRules) {
+  std::mt19937_64 rng(3);
+  for (const char* text : {"lib/../x=authenticated", "a//b/./c", "/=not-protected", "00ff"}) {
+    Bytes seed(text, text + strlen(text));
+    for (int i = 0; i < 5000; ++i) {
+      Bytes input = Mutate(seed, rng);
+      PathAndRuleParser(input.data(), input.size());
+    }
+  }
+}
+
+TEST(ParserMutationTest, JournalFiles) {
+  std::mt19937_64 rng(4);
+  Bytes seed = ValidRecord();
+  for (int i = 0; i < 300; ++i) {
+    Bytes input = Mutate(seed, rng);
+    JournalFileParser(input.data(), input.size());
+  }
+}
+
+}  // namespace
+}  // namespace scone::fuzz
