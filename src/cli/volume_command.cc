@@ -52,6 +52,14 @@ Result<std::shared_ptr<fs::Volume>> OpenVolume(const VolumeArgs& a) {
   return fs::Volume::Open(a.dir, key, options);
 }
 
+void PrintCopyStats(const char* verb, const fs::CopyStats& stats, const char* preposition,
+                    const std::string& where) {
+  std::printf("%s %llu protected and %llu not-protected files (%llu bytes) %s %s\n", verb,
+              static_cast<unsigned long long>(stats.protected_files),
+              static_cast<unsigned long long>(stats.plain_files),
+              static_cast<unsigned long long>(stats.bytes), preposition, where.c_str());
+}
+
 Status Create(const VolumeArgs& a) {
   SCONE_ASSIGN_OR_RETURN(fs::RegionRules rules, ParseRegions(a.regions));
   SCONE_ASSIGN_OR_RETURN(SecretBytes key, LoadKey(a.key_file, true));
@@ -73,10 +81,7 @@ Status Import(const VolumeArgs& a) {
   if (!volume.ok()) return volume.status();
   SCONE_ASSIGN_OR_RETURN(fs::CopyStats stats, fs::ImportTree(a.plain_dir, **volume));
   SCONE_RETURN_IF_ERROR((*volume)->Close());
-  std::printf("imported %llu protected and %llu not-protected files (%llu bytes) into %s\n",
-              static_cast<unsigned long long>(stats.protected_files),
-              static_cast<unsigned long long>(stats.plain_files),
-              static_cast<unsigned long long>(stats.bytes), a.dir.c_str());
+  PrintCopyStats("imported", stats, "into", a.dir);
   return Status::Ok();
 }
 
@@ -84,10 +89,7 @@ Status Export(const VolumeArgs& a) {
   SCONE_ASSIGN_OR_RETURN(auto volume, OpenVolume(a));
   SCONE_ASSIGN_OR_RETURN(fs::CopyStats stats, fs::ExportTree(*volume, a.plain_dir));
   SCONE_RETURN_IF_ERROR(volume->Close());
-  std::printf("exported %llu protected and %llu not-protected files (%llu bytes) to %s\n",
-              static_cast<unsigned long long>(stats.protected_files),
-              static_cast<unsigned long long>(stats.plain_files),
-              static_cast<unsigned long long>(stats.bytes), a.plain_dir.c_str());
+  PrintCopyStats("exported", stats, "to", a.plain_dir);
   return Status::Ok();
 }
 

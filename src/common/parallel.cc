@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <mutex>
 #include <thread>
 
@@ -39,6 +40,19 @@ class Helper {
     state_.store(kIdle, std::memory_order_release);
   }
 
+  // At exit: the helper leaves its loop and is joined, so its thread-local state (cipher
+  // contexts holding key schedules) is destroyed, and nothing restarts it.
+  void Stop() {
+    {
+      std::lock_guard lock(mu_);
+      stopped_ = true;
+      if (!started_) return;
+      cv_.notify_all();
+    }
+    pthread_join(thread_, nullptr);
+    started_ = false;
+  }
+
   // In a forked child the thread is gone and the mutex may be held by a thread that no longer
   // exists: start from scratch.
   void ResetAfterFork() {
@@ -46,6 +60,7 @@ class Helper {
     new (&cv_) std::condition_variable();
     new (&done_cv_) std::condition_variable();
     started_ = false;
+    stopped_ = false;
     state_.store(kIdle);
   }
 
@@ -57,14 +72,13 @@ class Helper {
 
   bool EnsureStarted() {
     if (started_) return true;
+    if (stopped_) return false;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    pthread_t thread;
-    int r = pthread_create(&thread, nullptr, &Helper::Main, this);
+    int r = pthread_create(&thread_, nullptr, &Helper::Main, this);
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
     if (r != 0) return false;
-    pthread_detach(thread);
     started_ = true;
     return true;
   }
@@ -79,7 +93,8 @@ class Helper {
       for (int i = 0; i < kSpins && state_.load(std::memory_order_acquire) != kQueued; ++i) Pause();
       if (state_.load(std::memory_order_acquire) != kQueued) {
         std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return state_.load(std::memory_order_acquire) == kQueued; });
+        cv_.wait(lock, [&] { return stopped_ || state_.load(std::memory_order_acquire) == kQueued; });
+        if (stopped_ && state_.load(std::memory_order_acquire) != kQueued) return;
       }
       (*job_)(begin_, end_);
       {
@@ -93,16 +108,19 @@ class Helper {
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   bool started_ = false;
+  bool stopped_ = false;
+  pthread_t thread_{};
   std::atomic<int> state_{kIdle};
   const std::function<void(size_t, size_t)>* job_ = nullptr;
   size_t begin_ = 0, end_ = 0;
 };
 
 Helper& TheHelper() {
-  // Never destroyed: the detached thread may outlive static destruction.
+  // Never destroyed (only stopped at exit): static destructors may still call ParallelFor.
   static Helper* helper = [] {
     auto* h = new Helper();
     pthread_atfork(nullptr, nullptr, [] { TheHelper().ResetAfterFork(); });
+    atexit([] { TheHelper().Stop(); });
     return h;
   }();
   return *helper;

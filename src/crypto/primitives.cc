@@ -167,28 +167,37 @@ Aes256Gcm::~Aes256Gcm() {
   }
 }
 
-Status Aes256Gcm::Seal(ByteSpan nonce, std::initializer_list<ByteSpan> aad, ByteSpan plaintext,
-                       uint8_t* out, uint8_t* tag) const {
-  if (nonce.size() != kNonceSize) return InvalidArgument("AES-GCM nonce must be 12 bytes");
+// Sets up this thread's context for one message under this key: nonce, then AAD.
+static EVP_CIPHER_CTX* BeginMessage(bool encrypt, uint64_t key_id, const SecretBytes& key,
+                                    ByteSpan nonce, std::initializer_list<ByteSpan> aad) {
   ThreadContexts& contexts = Contexts();
-  EVP_CIPHER_CTX* ctx = contexts.enc;
-  int n = 0;
-  bool same_key = contexts.enc_key_id == id_;
-  if (EVP_EncryptInit_ex2(ctx, same_key ? nullptr : AesGcmCipher(), same_key ? nullptr : key_.data(),
-                          nonce.data(), nullptr) != 1) {
+  EVP_CIPHER_CTX* ctx = encrypt ? contexts.enc : contexts.dec;
+  uint64_t& current = encrypt ? contexts.enc_key_id : contexts.dec_key_id;
+  bool same_key = current == key_id;  // keep the key schedule: set only the nonce
+  if (EVP_CipherInit_ex2(ctx, same_key ? nullptr : AesGcmCipher(), same_key ? nullptr : key.data(),
+                         nonce.data(), encrypt ? 1 : 0, nullptr) != 1) {
     CryptoFatal("AES-GCM init");
   }
-  contexts.enc_key_id = id_;
+  current = key_id;
+  int n = 0;
   for (ByteSpan a : aad) {
-    if (!a.empty() && EVP_EncryptUpdate(ctx, nullptr, &n, a.data(), static_cast<int>(a.size())) != 1) {
+    if (!a.empty() && EVP_CipherUpdate(ctx, nullptr, &n, a.data(), static_cast<int>(a.size())) != 1) {
       CryptoFatal("AES-GCM aad");
     }
   }
+  return ctx;
+}
+
+Status Aes256Gcm::Seal(ByteSpan nonce, std::initializer_list<ByteSpan> aad, ByteSpan plaintext,
+                       uint8_t* out, uint8_t* tag) const {
+  if (nonce.size() != kNonceSize) return InvalidArgument("AES-GCM nonce must be 12 bytes");
+  EVP_CIPHER_CTX* ctx = BeginMessage(true, id_, key_, nonce, aad);
+  int n = 0;
   if (!plaintext.empty() &&
-      EVP_EncryptUpdate(ctx, out, &n, plaintext.data(), static_cast<int>(plaintext.size())) != 1) {
+      EVP_CipherUpdate(ctx, out, &n, plaintext.data(), static_cast<int>(plaintext.size())) != 1) {
     CryptoFatal("AES-GCM encrypt");
   }
-  if (EVP_EncryptFinal_ex(ctx, out + plaintext.size(), &n) != 1 ||
+  if (EVP_CipherFinal_ex(ctx, out + plaintext.size(), &n) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagSize, tag) != 1) {
     CryptoFatal("AES-GCM final");
   }
@@ -198,26 +207,14 @@ Status Aes256Gcm::Seal(ByteSpan nonce, std::initializer_list<ByteSpan> aad, Byte
 Status Aes256Gcm::Open(ByteSpan nonce, std::initializer_list<ByteSpan> aad, ByteSpan ciphertext,
                        uint8_t* out, const uint8_t* tag) const {
   if (nonce.size() != kNonceSize) return InvalidArgument("AES-GCM nonce must be 12 bytes");
-  ThreadContexts& contexts = Contexts();
-  EVP_CIPHER_CTX* ctx = contexts.dec;
+  EVP_CIPHER_CTX* ctx = BeginMessage(false, id_, key_, nonce, aad);
   int n = 0;
-  bool same_key = contexts.dec_key_id == id_;
-  if (EVP_DecryptInit_ex2(ctx, same_key ? nullptr : AesGcmCipher(), same_key ? nullptr : key_.data(),
-                          nonce.data(), nullptr) != 1) {
-    CryptoFatal("AES-GCM init");
-  }
-  contexts.dec_key_id = id_;
-  for (ByteSpan a : aad) {
-    if (!a.empty() && EVP_DecryptUpdate(ctx, nullptr, &n, a.data(), static_cast<int>(a.size())) != 1) {
-      CryptoFatal("AES-GCM aad");
-    }
-  }
   if (!ciphertext.empty() &&
-      EVP_DecryptUpdate(ctx, out, &n, ciphertext.data(), static_cast<int>(ciphertext.size())) != 1) {
+      EVP_CipherUpdate(ctx, out, &n, ciphertext.data(), static_cast<int>(ciphertext.size())) != 1) {
     CryptoFatal("AES-GCM decrypt");
   }
   EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagSize, const_cast<uint8_t*>(tag));
-  if (EVP_DecryptFinal_ex(ctx, out + ciphertext.size(), &n) != 1) {
+  if (EVP_CipherFinal_ex(ctx, out + ciphertext.size(), &n) != 1) {
     if (!ciphertext.empty()) OPENSSL_cleanse(out, ciphertext.size());
     return DataCorrupted("decryption failed");
   }

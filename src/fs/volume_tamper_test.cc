@@ -17,11 +17,7 @@ using testing::RawFile;
 using testing::VolumeTest;
 using testing::WriteRaw;
 
-std::string Data(size_t size, char seed) {
-  std::string s(size, '\0');
-  for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>(seed + i * 7 + (i >> 9));
-  return s;
-}
+std::string Data(size_t size, char seed) { return testing::TestPattern(size, seed); }
 
 void FlipByte(const std::string& path, uint64_t offset) {
   int fd = open(path.c_str(), O_RDWR);

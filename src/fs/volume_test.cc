@@ -15,11 +15,7 @@ using testing::RawFile;
 using testing::VolumeTest;
 using testing::WriteRaw;
 
-std::string Pattern(size_t size, uint32_t seed) {
-  std::string s(size, '\0');
-  for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>((i * 2654435761u + seed) >> 13);
-  return s;
-}
+std::string Pattern(size_t size, uint32_t seed) { return testing::TestPattern(size, seed); }
 
 TEST_F(VolumeTest, WritesReadBackAcrossReopen) {
   auto v = CreateVolume();

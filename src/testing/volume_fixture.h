@@ -23,6 +23,13 @@ inline void WriteRaw(const std::string& path, const std::string& data) {
   out << data;
 }
 
+// Deterministic test content: every byte depends on its position and the seed.
+inline std::string TestPattern(size_t size, uint32_t seed) {
+  std::string s(size, '\0');
+  for (size_t i = 0; i < size; ++i) s[i] = static_cast<char>((i * 2654435761u + seed) >> 13 ^ (i >> 9));
+  return s;
+}
+
 class VolumeTest : public ::testing::Test {
  protected:
   void SetUp() override {
