@@ -91,9 +91,14 @@ Result<bool> Journal::IsZeroFrom(uint64_t offset) const {
   return true;
 }
 
-Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq) {
+Status Journal::Refresh() {
+  SCONE_ASSIGN_OR_RETURN(size_, file_.Size());
+  return Status::Ok();
+}
+
+Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_t* start) {
   std::vector<JournalRecord> records;
-  uint64_t offset = 0;
+  uint64_t& offset = *start;
   uint64_t seq = first_seq;
   while (offset < size_) {
     uint8_t header[kFrameHeaderSize];
@@ -160,6 +165,14 @@ Status Journal::Append(uint64_t seq, const JournalRecord& record) {
       size_, {frame, head, record.slot_data, ByteSpan(tag, sizeof(tag))}));
   SCONE_RETURN_IF_ERROR(file_.DataSync());
   size_ += frame.size() + body_size + sizeof(tag);
+  return Status::Ok();
+}
+
+Status Journal::TruncateTo(uint64_t offset) {
+  if (offset >= size_) return Status::Ok();
+  SCONE_RETURN_IF_ERROR(file_.Truncate(offset));
+  SCONE_RETURN_IF_ERROR(file_.DataSync());
+  size_ = offset;
   return Status::Ok();
 }
 

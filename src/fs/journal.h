@@ -52,15 +52,24 @@ class Journal {
   static Result<std::unique_ptr<Journal>> Open(const std::string& path, SecretBytes key,
                                                const std::array<uint8_t, 16>& volume_id);
 
-  // Reads records with sequence numbers first_seq, first_seq+1, ... until the end or the first
-  // record that is torn. A bad record followed by valid data is reported as damage, not
-  // treated as a torn tail.
-  Result<std::vector<JournalRecord>> ReadFrom(uint64_t first_seq);
+  // Reads records with sequence numbers first_seq, first_seq+1, ... from byte `*offset` until
+  // the end or the first record that is torn, and leaves `*offset` after the last good one. A
+  // bad record followed by valid data is reported as damage, not treated as a torn tail.
+  Result<std::vector<JournalRecord>> ReadFrom(uint64_t first_seq, uint64_t* offset);
+  Result<std::vector<JournalRecord>> ReadFrom(uint64_t first_seq) {
+    uint64_t offset = 0;
+    return ReadFrom(first_seq, &offset);
+  }
+  // Re-reads the journal's length (other processes append to it).
+  Status Refresh();
 
   // Appends a record with sequence number `seq` and makes it durable.
   Status Append(uint64_t seq, const JournalRecord& record);
   // Drops every record (after a checkpoint made them redundant) and makes that durable.
   Status Reset();
+  // Cuts a torn tail left by a process that died in the middle of an append.
+  // REQUIRES: the writer lock; `offset` is the end of the last good record.
+  Status TruncateTo(uint64_t offset);
   uint64_t size() const { return size_; }
 
  private:

@@ -185,6 +185,7 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
                          "replaced, or its tags modified)");
   }
   file->min_chunks_since_commit_ = file->entries_.size();
+  file->committed_root_ = entry.root;
   file->durable_.assign(file->entries_.size(), 0);
   for (size_t i = 0; i < file->entries_.size(); ++i) {
     file->durable_[i] = file->entries_[i].IsHole() ? 0 : 1;
@@ -327,6 +328,26 @@ Status ProtectedFile::ReadChunkPlain(uint64_t chunk, uint8_t* out) {
 }
 
 Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
+  auto result = ReadOnce(offset, out);
+  if (result.ok() || result.status().code() != Code::kDataCorrupted) return result;
+  return RefreshIfChangedByOthers() ? ReadOnce(offset, out) : result;
+}
+
+Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data) {
+  auto result = WriteOnce(offset, data);
+  if (result.ok() || result.status().code() != Code::kDataCorrupted) return result;
+  return RefreshIfChangedByOthers() ? WriteOnce(offset, data) : result;
+}
+
+bool ProtectedFile::RefreshIfChangedByOthers() {
+  if (unlinked_) return false;
+  auto current = volume_->CurrentEntry(id_);
+  std::unique_lock lock(mu_);
+  if (!current.ok() || current->root == committed_root_) return false;
+  return ReloadChangedByOthers(*current).ok();
+}
+
+Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
   std::shared_lock lock(mu_);
   if (offset >= size_ || out.empty()) return size_t{0};
   size_t total = static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - offset));
@@ -432,7 +453,7 @@ Status ProtectedFile::EvictCache() {
   return Status::Ok();
 }
 
-Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data) {
+Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
   std::unique_lock lock(mu_);
   if (data.empty()) return size_t{0};
   uint64_t end = offset + data.size();
@@ -529,6 +550,74 @@ Status ProtectedFile::CommitLocked() {
   if (!changed_ && cache_.empty()) return Status::Ok();
   JournalRecord record;
   record.kind = JournalRecord::Kind::kCommit;
+  if (unlinked_) {
+    SCONE_RETURN_IF_ERROR(BuildRecord(&record));
+    SCONE_RETURN_IF_ERROR(ApplyInPlace(record));  // the orphaned inode only; nothing to commit
+  } else {
+    // Built under the volume's locks: another process may have committed this file since we
+    // loaded it, and then our table is reloaded first.
+    SCONE_RETURN_IF_ERROR(volume_->CommitFile(
+        id_, record,
+        [&](const FileEntry* current) -> Status {
+          if (current != nullptr && current->root != committed_root_) {
+            SCONE_RETURN_IF_ERROR(ReloadChangedByOthers(*current));
+          }
+          return BuildRecord(&record);
+        },
+        [&] { return ApplyInPlace(record); }));
+  }
+  uint64_t chunks = entries_.size();
+  durable_.resize(chunks, 0);
+  for (uint64_t chunk : record.slot_chunks) durable_[chunk] = 1;
+  for (uint64_t chunk : record.inplace_chunks) {
+    if (chunk < chunks) durable_[chunk] = 1;
+  }
+  dirty_pages_.clear();
+  changed_entries_.clear();
+  min_chunks_since_commit_ = chunks;
+  committed_root_ = record.entry.root;
+  changed_ = false;
+  return Status::Ok();
+}
+
+// Another process committed this file: take its chunk table, then lay our own uncommitted
+// changes (cached chunks, chunks sealed in place, our size) over it. Last writer wins per chunk.
+Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
+  std::vector<ChunkEntry> ours = std::move(entries_);
+  uint64_t our_size = size_;
+  size_ = current.size;
+  SCONE_ASSIGN_OR_RETURN(physical_size_, data_.Size());
+  tree_ = MerkleTree();
+  SCONE_RETURN_IF_ERROR(LoadPages());
+  Root root = ComputeRoot(keys_.root, current.size, tree_.Root());
+  if (!crypto::ConstantTimeEquals(root, current.root)) {
+    return DataCorrupted(volume_->dir() + "/" + path() +
+                         ": chunk table does not match the volume's metadata after another "
+                         "process's commit");
+  }
+  durable_.assign(entries_.size(), 0);
+  for (size_t i = 0; i < entries_.size(); ++i) durable_[i] = entries_[i].IsHole() ? 0 : 1;
+  size_ = our_size;
+  entries_.resize(ChunkCount(our_size));
+  for (uint64_t c : changed_entries_) {
+    if (c < entries_.size() && c < ours.size()) entries_[c] = ours[c];
+  }
+  committed_root_ = current.root;
+  bool local_changes = !cache_.empty() || !changed_entries_.empty() || our_size != current.size;
+  if (local_changes) {
+    for (uint64_t p = 0; p < PageCount(entries_.size()); ++p) dirty_pages_.insert(p);
+    min_chunks_since_commit_ = 0;  // journal every entry: the table on disk is the other's
+    changed_ = true;
+  } else {
+    dirty_pages_.clear();
+    min_chunks_since_commit_ = entries_.size();
+    changed_ = false;
+  }
+  return Status::Ok();
+}
+
+Status ProtectedFile::BuildRecord(JournalRecord* out) {
+  JournalRecord& record = *out;
   // 1. Seal buffered chunks: new ones go in place now, overwrites of durable ones into the
   //    journal record.
   std::vector<std::pair<uint64_t, const uint8_t*>> inplace_now;
@@ -589,23 +678,6 @@ Status ProtectedFile::CommitLocked() {
     SCONE_RETURN_IF_ERROR(data_.DataSync());
     data_unsynced_ = false;
   }
-  // 5. The record commits; then it is applied in place (under the volume's lock, so a
-  //    checkpoint never separates the two).
-  if (unlinked_) {
-    SCONE_RETURN_IF_ERROR(ApplyInPlace(record));  // the orphaned inode only; nothing to commit
-  } else {
-    SCONE_RETURN_IF_ERROR(
-        volume_->CommitFile(id_, record, [&] { return ApplyInPlace(record); }));
-  }
-  durable_.resize(chunks, 0);
-  for (uint64_t chunk : record.slot_chunks) durable_[chunk] = 1;
-  for (uint64_t chunk : record.inplace_chunks) {
-    if (chunk < chunks) durable_[chunk] = 1;
-  }
-  dirty_pages_.clear();
-  changed_entries_.clear();
-  min_chunks_since_commit_ = chunks;
-  changed_ = false;
   return Status::Ok();
 }
 

@@ -101,6 +101,14 @@ class ProtectedFile {
   Status CachedChunkForUpdate(uint64_t chunk, uint8_t** plain);
   Status EvictCache();
   Status CommitLocked();
+  // Seals what is buffered and fills the commit record. REQUIRES: mu_ held exclusively.
+  Status BuildRecord(JournalRecord* record);
+  Status ReloadChangedByOthers(const FileEntry& current);
+  // After an authentication failure: if another process committed this file since we loaded
+  // it, reload (exclusive lock) and return true so the caller retries once.
+  bool RefreshIfChangedByOthers();
+  Result<size_t> ReadOnce(uint64_t offset, MutableByteSpan out);
+  Result<size_t> WriteOnce(uint64_t offset, ByteSpan data);
   Status ApplyInPlace(const JournalRecord& record);
   // Writes slot images, coalescing adjacent slots into one system call.
   Status WriteSlots(const std::vector<std::pair<uint64_t, const uint8_t*>>& slots);
@@ -129,6 +137,7 @@ class ProtectedFile {
   uint64_t min_chunks_since_commit_ = 0;   // entries at or past this were cleared by truncation
   std::map<uint64_t, Bytes> cache_;    // chunk -> plaintext not yet sealed
   std::vector<uint64_t> inplace_;      // chunks written in place since the last commit
+  Root committed_root_{};              // the root our table reflects
   bool data_unsynced_ = false;
   bool changed_ = false;
   std::atomic<bool> unlinked_{false};

@@ -65,13 +65,13 @@ Region Volume::RegionOf(std::string_view path) const {
 }
 
 // ---- base state file --------------------------------------------------------------------
-// magic(8) | u32 version | volume id(16) | key check(32) | nonce(12) | u32 size | ct | tag(16)
-// Body: u64 applied_seq | u8 clean | VolumeState. The key check lets a wrong key be named as
-// such instead of as damage.
+// magic(8) | u32 version | volume id(16) | key check(32) | u64 applied seq | nonce(12) |
+// u32 size | ct | tag(16). Body: u8 clean | VolumeState. The header is authenticated as AAD;
+// the key check lets a wrong key be named as such instead of as damage, and the applied
+// sequence lets other processes see a checkpoint without decrypting.
 
 Status Volume::WriteBase(bool clean) {
   ByteWriter body;
-  body.U64(applied_seq_);
   body.U8(clean ? 1 : 0);
   state_.Encode(body);
 
@@ -80,6 +80,7 @@ Status Volume::WriteBase(bool clean) {
   head.U32(kFormatVersion);
   head.Raw(state_.volume_id);
   head.Raw(crypto::HmacSha256(DeriveKey("scone fs v1 key check"), {AsBytes("key-check")}));
+  head.U64(applied_seq_);
   uint8_t nonce[crypto::kNonceSize];
   crypto::FreshNonce(nonce);
   head.Raw(ByteSpan(nonce, sizeof(nonce)));
@@ -115,8 +116,9 @@ Status Volume::LoadBase(bool* was_clean) {
     return Unsupported(path + ": volume format version " + std::to_string(version) +
                        " is not supported (expected " + std::to_string(kFormatVersion) + ")");
   }
-  if (!r.Raw(state_.volume_id) || !r.Raw(key_check) || !r.Raw(nonce) || !r.U32(&size) ||
-      r.remaining() != size + crypto::kTagSize) {
+  uint64_t applied_seq;
+  if (!r.Raw(state_.volume_id) || !r.Raw(key_check) || !r.U64(&applied_seq) || !r.Raw(nonce) ||
+      !r.U32(&size) || r.remaining() != size + crypto::kTagSize) {
     return DataCorrupted(path + ": volume metadata is truncated or damaged");
   }
   SecretBytes check_key = DeriveKey("scone fs v1 key check");
@@ -138,27 +140,89 @@ Status Volume::LoadBase(bool* was_clean) {
   ByteReader br(body);
   uint8_t clean;
   std::array<uint8_t, 16> id = state_.volume_id;
-  if (!br.U64(&applied_seq_) || !br.U8(&clean) || !VolumeState::Decode(br, &state_) ||
-      !br.done() || state_.volume_id != id) {
+  if (!br.U8(&clean) || !VolumeState::Decode(br, &state_) || !br.done() ||
+      state_.volume_id != id) {
     return DataCorrupted(path + ": volume metadata is malformed");
   }
+  applied_seq_ = applied_seq;
   path_by_id_.clear();
   for (const auto& [p, entry] : state_.files) path_by_id_[entry.file_id] = p;
   *was_clean = clean != 0;
   return Status::Ok();
 }
 
-// ---- create / open / close -------------------------------------------------------------
+Result<uint64_t> Volume::PeekBaseSeq() const {
+  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(MetaPath("volume"), O_RDONLY));
+  uint8_t head[8 + 4 + 16 + 32 + 8];
+  SCONE_ASSIGN_OR_RETURN(size_t n, f.ReadAt(0, head));
+  if (n != sizeof(head)) return DataCorrupted(MetaPath("volume") + ": truncated");
+  ByteReader r(ByteSpan(head + sizeof(head) - 8, 8));
+  uint64_t seq = 0;
+  r.U64(&seq);
+  return seq;
+}
 
-static Status LockVolume(const std::string& lock_path, os::File* out) {
-  SCONE_ASSIGN_OR_RETURN(os::File lock, os::File::Open(lock_path, O_RDWR | O_CREAT, 0600));
-  if (os::Sys().flock(lock.fd(), LOCK_EX | LOCK_NB) != 0) {
-    if (errno == EWOULDBLOCK) return Status(Code::kIoError, "volume is in use by another process", EBUSY);
-    return IoError("lock " + lock_path, errno);
+// ---- keeping up with other processes ----------------------------------------------------
+
+Status Volume::CatchUpLocked(KeepAlive* keep) {
+  SCONE_ASSIGN_OR_RETURN(uint64_t base_seq, PeekBaseSeq());
+  if (base_seq != applied_seq_) {
+    // Another process checkpointed: its state file holds everything up to base_seq.
+    bool clean;
+    SCONE_RETURN_IF_ERROR(LoadBase(&clean));
+    journal_seen_ = 0;
+    next_seq_ = applied_seq_ + 1;
+    touched_.clear();
   }
-  *out = std::move(lock);
+  SCONE_RETURN_IF_ERROR(journal_->Refresh());
+  SCONE_ASSIGN_OR_RETURN(std::vector<JournalRecord> records,
+                         journal_->ReadFrom(next_seq_, &journal_seen_));
+  for (const JournalRecord& r : records) ApplyOthersRecord(r);
+  // Bytes past the last good record are a torn append of a process that died: nobody else
+  // is appending now (we hold the writer lock).
+  SCONE_RETURN_IF_ERROR(journal_->TruncateTo(journal_seen_));
+  if (!records.empty()) {
+    for (auto& [id, weak] : open_files_) {
+      auto f = weak.lock();
+      if (!f) continue;
+      auto p = path_by_id_.find(id);
+      if (p == path_by_id_.end()) {
+        f->MarkUnlinked();
+      } else {
+        f->SetPath(p->second);
+      }
+      keep->push_back(std::move(f));
+    }
+  }
   return Status::Ok();
 }
+
+void Volume::ApplyOthersRecord(const JournalRecord& record) {
+  ApplyToState(record);
+  if (record.kind == JournalRecord::Kind::kCommit) touched_.insert(record.entry.file_id);
+  ++next_seq_;
+}
+
+// Holds the cross-process writer lock for a scope, after catching up. REQUIRES: mu_.
+class Volume::WriterSection {
+ public:
+  WriterSection(Volume& v, KeepAlive* keep) : v_(v), keep_(keep) {}
+  ~WriterSection() {
+    if (locked_) v_.lock_->UnlockWriter();
+  }
+  Status Begin(bool catch_up = true) {
+    SCONE_RETURN_IF_ERROR(v_.lock_->LockWriter());
+    locked_ = true;
+    return catch_up ? v_.CatchUpLocked(keep_) : Status::Ok();
+  }
+
+ private:
+  Volume& v_;
+  KeepAlive* keep_;
+  bool locked_ = false;
+};
+
+// ---- create / open / close -------------------------------------------------------------
 
 Result<std::shared_ptr<Volume>> Volume::Create(const std::string& dir, const SecretBytes& key,
                                                RegionRules rules) {
@@ -168,7 +232,11 @@ Result<std::shared_ptr<Volume>> Volume::Create(const std::string& dir, const Sec
   SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(v->MetaPath("")));
   if (exists) return AlreadyExists(dir + " is already a SCONE volume");
   SCONE_RETURN_IF_ERROR(os::MakeDirectories(v->MetaPath("meta")));
-  SCONE_RETURN_IF_ERROR(LockVolume(v->MetaPath("lock"), &v->lock_file_).Annotate("volume " + dir));
+  bool alone;
+  SCONE_ASSIGN_OR_RETURN(VolumeLock lock, VolumeLock::Acquire(v->MetaPath("lock"), &alone));
+  v->lock_.emplace(std::move(lock));
+  WriterSection writer(*v, nullptr);
+  SCONE_RETURN_IF_ERROR(writer.Begin(/*catch_up=*/false));
   crypto::RandomBytes(v->state_.volume_id);
   v->state_.rules = std::move(rules);
   v->state_key_ = v->DeriveKey("scone fs v1 state");
@@ -177,6 +245,7 @@ Result<std::shared_ptr<Volume>> Volume::Create(const std::string& dir, const Sec
                                                     v->DeriveKey("scone fs v1 journal"),
                                                     v->state_.volume_id));
   SCONE_RETURN_IF_ERROR(v->WriteBase(/*clean=*/false));
+  if (alone) SCONE_RETURN_IF_ERROR(v->lock_->Share());
   v->closed_ = false;
   return v;
 }
@@ -187,20 +256,29 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
   std::shared_ptr<Volume> v(new Volume(dir, key.Clone()));
   SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(v->MetaPath("volume")));
   if (!exists) return NotFound(dir + " is not a SCONE volume (no " + v->MetaPath("volume") + ")");
-  SCONE_RETURN_IF_ERROR(LockVolume(v->MetaPath("lock"), &v->lock_file_).Annotate("volume " + dir));
+  bool alone;
+  SCONE_ASSIGN_OR_RETURN(VolumeLock lock, VolumeLock::Acquire(v->MetaPath("lock"), &alone));
+  v->lock_.emplace(std::move(lock));
+  WriterSection writer(*v, nullptr);
+  SCONE_RETURN_IF_ERROR(writer.Begin(/*catch_up=*/false));
   bool was_clean = false;
   SCONE_RETURN_IF_ERROR(v->LoadBase(&was_clean));
   SCONE_ASSIGN_OR_RETURN(v->journal_, Journal::Open(v->MetaPath("journal"),
                                                     v->DeriveKey("scone fs v1 journal"),
                                                     v->state_.volume_id));
   SCONE_ASSIGN_OR_RETURN(std::vector<JournalRecord> records,
-                         v->journal_->ReadFrom(v->applied_seq_ + 1));
+                         v->journal_->ReadFrom(v->applied_seq_ + 1, &v->journal_seen_));
   v->next_seq_ = v->applied_seq_ + 1;
-  if (!was_clean || !records.empty()) {
+  if (!alone) {
+    // Others have it open and keep it consistent: only catch up with them.
+    for (const JournalRecord& r : records) v->ApplyOthersRecord(r);
+    SCONE_RETURN_IF_ERROR(v->journal_->TruncateTo(v->journal_seen_));
+  } else if (!was_clean || !records.empty()) {
     SCONE_RETURN_IF_ERROR(v->Recover(std::move(records)).Annotate("recovering volume " + dir));
   } else {
     SCONE_RETURN_IF_ERROR(v->WriteBase(/*clean=*/false));
   }
+  if (alone) SCONE_RETURN_IF_ERROR(v->lock_->Share());
   if (options.expected_tag && !crypto::ConstantTimeEquals(v->Tag(), *options.expected_tag)) {
     return RolledBack("volume " + dir +
                       ": its state does not match the trusted tag (rolled back to an older copy, "
@@ -224,12 +302,28 @@ Status Volume::Close() {
     Status s = f->Sync();
     if (first.ok() && !s.ok()) first = s;
   }
+  KeepAlive keep;
   std::lock_guard lock(mu_);
-  Status s = Checkpoint(/*clean=*/true);
-  if (first.ok()) first = s;
+  {
+    WriterSection writer(*this, &keep);
+    Status s = writer.Begin();
+    // The last process to close marks the volume clean.
+    if (s.ok()) s = Checkpoint(/*clean=*/lock_->TryAlone());
+    if (first.ok()) first = s;
+  }
   closed_ = true;
-  (void)lock_file_.Close();
+  lock_->Release();
   return first;
+}
+
+void Volume::BeforeFork() { mu_.lock(); }
+
+void Volume::AfterForkInParent() { mu_.unlock(); }
+
+Status Volume::AfterForkInChild() {
+  mu_.unlock();
+  if (closed_) return Status::Ok();
+  return lock_->ReopenInChild().Annotate("volume " + dir_ + " in a forked process");
 }
 
 // ---- journal, commits and recovery ------------------------------------------------------
@@ -283,11 +377,19 @@ void Volume::ApplyToState(const JournalRecord& record) {
 }
 
 Status Volume::CommitFile(const FileId& id, JournalRecord& record,
+                          const std::function<Status(const FileEntry* current)>& build,
                           const std::function<Status()>& apply) {
+  KeepAlive keep;
   std::lock_guard lock(mu_);
   if (closed_) return Internal("volume " + dir_ + " was closed before this file's last commit");
+  WriterSection writer(*this, &keep);
+  SCONE_RETURN_IF_ERROR(writer.Begin());
   auto it = path_by_id_.find(id);
-  if (it == path_by_id_.end()) return apply();  // unlinked meanwhile: nothing to commit
+  if (it == path_by_id_.end()) {  // unlinked meanwhile: nothing to commit
+    SCONE_RETURN_IF_ERROR(build(nullptr));
+    return apply();
+  }
+  SCONE_RETURN_IF_ERROR(build(&state_.files.at(it->second)));
   record.path = it->second;
   SCONE_RETURN_IF_ERROR(AppendLocked(record));
   touched_.insert(id);
@@ -313,6 +415,7 @@ Status Volume::Checkpoint(bool clean) {
   applied_seq_ = next_seq_ - 1;
   SCONE_RETURN_IF_ERROR(WriteBase(clean));
   SCONE_RETURN_IF_ERROR(journal_->Reset());
+  journal_seen_ = 0;
   touched_.clear();
   return Status::Ok();
 }
@@ -460,9 +563,12 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
     return Unsupported(dir_ + "/" + path + " is in a not-protected region");
   }
   std::shared_ptr<ProtectedFile> file;
+  KeepAlive keep;
   {
     std::lock_guard lock(mu_);
     if (closed_) return Internal("volume " + dir_ + " is closed");
+    WriterSection writer(*this, &keep);
+    SCONE_RETURN_IF_ERROR(writer.Begin());
     auto it = state_.files.find(path);
     if (it != state_.files.end()) {
       if (options.create && options.exclusive) return AlreadyExists(dir_ + "/" + path + " exists");
@@ -514,8 +620,10 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
   SCONE_ASSIGN_OR_RETURN(std::string from, NormalizeVolumePath(raw_from));
   SCONE_ASSIGN_OR_RETURN(std::string to, NormalizeVolumePath(raw_to));
   // Files referenced here must not be destroyed (and commit) while the volume's lock is held.
-  std::vector<std::shared_ptr<ProtectedFile>> keep;
+  KeepAlive keep;
   std::lock_guard lock(mu_);
+  WriterSection writer(*this, &keep);
+  SCONE_RETURN_IF_ERROR(writer.Begin());
   if (from == to) return Status::Ok();
   if (PathHasPrefix(to, from)) return InvalidArgument("cannot move " + from + " into itself");
   // A protected file keeps its format; moving it into another region would leave it encrypted
@@ -579,8 +687,10 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
 
 Status Volume::Unlink(std::string_view raw_path) {
   SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
-  std::shared_ptr<ProtectedFile> keep;  // destroyed after the lock is released
+  KeepAlive keep;
   std::lock_guard lock(mu_);
+  WriterSection writer(*this, &keep);
+  SCONE_RETURN_IF_ERROR(writer.Begin());
   auto it = state_.files.find(path);
   if (it == state_.files.end()) return NotFound(dir_ + "/" + path + ": no such protected file");
   FileEntry entry = it->second;
@@ -604,17 +714,34 @@ Status Volume::Unlink(std::string_view raw_path) {
     os::Sys().unlink(ProtectedFile::SideFilePath(dir_, entry.file_id).c_str());
   }
   if (auto open = open_files_.find(entry.file_id); open != open_files_.end()) {
-    if ((keep = open->second.lock())) keep->MarkUnlinked();
+    if (auto f = open->second.lock()) {
+      f->MarkUnlinked();
+      keep.push_back(std::move(f));
+    }
   }
   return Status::Ok();
 }
 
-Result<FileEntry> Volume::Lookup(std::string_view raw_path) const {
+Result<FileEntry> Volume::Lookup(std::string_view raw_path) {
   SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
+  KeepAlive keep;
   std::lock_guard lock(mu_);
+  WriterSection writer(*this, &keep);
+  SCONE_RETURN_IF_ERROR(writer.Begin());
   auto it = state_.files.find(path);
   if (it == state_.files.end()) return NotFound(dir_ + "/" + path + ": no such protected file");
   return it->second;
+}
+
+Result<FileEntry> Volume::CurrentEntry(const FileId& id) {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (closed_) return Internal("volume " + dir_ + " is closed");
+  WriterSection writer(*this, &keep);
+  SCONE_RETURN_IF_ERROR(writer.Begin());
+  auto it = path_by_id_.find(id);
+  if (it == path_by_id_.end()) return NotFound("file was unlinked");
+  return state_.files.at(it->second);
 }
 
 Result<uint64_t> Volume::FileSize(std::string_view raw_path) {
@@ -627,13 +754,21 @@ Result<uint64_t> Volume::FileSize(std::string_view raw_path) {
   return open ? open->size() : entry.size;
 }
 
-std::vector<std::pair<std::string, FileEntry>> Volume::Files() const {
+std::vector<std::pair<std::string, FileEntry>> Volume::Files() {
+  KeepAlive keep;
   std::lock_guard lock(mu_);
+  WriterSection writer(*this, &keep);
+  (void)writer.Begin();  // on failure: the state as this process knows it
   return {state_.files.begin(), state_.files.end()};
 }
 
-VolumeTag Volume::Tag() const {
+VolumeTag Volume::Tag() {
+  KeepAlive keep;
   std::lock_guard lock(mu_);
+  if (!closed_) {
+    WriterSection writer(*this, &keep);
+    (void)writer.Begin();
+  }
   return state_.Tag(tag_key_);
 }
 

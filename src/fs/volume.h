@@ -8,7 +8,12 @@
 // every file is still checked against the state, so a single file rolled back or swapped is
 // detected on open.
 //
-// One process opens a volume at a time (an exclusive lock on `.scone/lock`).
+// Several processes may have a volume open at once (a program, its forked children, programs it
+// executes): every change is appended to the shared journal under a cross-process writer lock,
+// after catching up with what the others appended (fs/volume_lock.h). A file open in two
+// processes sees the other's committed changes when it commits or is opened again
+// (close-to-open consistency, as on NFS); two processes writing the same chunks of one file
+// concurrently get last-writer-wins per chunk.
 //
 // Thread-safety: all methods may be called concurrently.
 #pragma once
@@ -27,6 +32,7 @@
 #include "fs/journal.h"
 #include "fs/protected_file.h"
 #include "fs/region_rules.h"
+#include "fs/volume_lock.h"
 #include "fs/volume_state.h"
 #include "os/file.h"
 
@@ -72,21 +78,29 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status Rename(std::string_view from, std::string_view to);
   Status Unlink(std::string_view path);
   // The entry of a protected file, kNotFound if the volume has none at `path`.
-  Result<FileEntry> Lookup(std::string_view path) const;
+  Result<FileEntry> Lookup(std::string_view path);
   // The plaintext size of a protected file, whether or not it is open with unsynced writes.
   Result<uint64_t> FileSize(std::string_view path);
   // Protected files in path order.
-  std::vector<std::pair<std::string, FileEntry>> Files() const;
+  std::vector<std::pair<std::string, FileEntry>> Files();
   const RegionRules& rules() const { return state_.rules; }
 
-  VolumeTag Tag() const;
+  VolumeTag Tag();
 
   // Checks every protected file (header, size, chunk table, every chunk) and looks for files
   // the volume does not know or misses. Returns one problem per damaged file.
   std::vector<VolumeProblem> Verify();
 
-  // Commits every open file, checkpoints the journal and marks the volume closed.
+  // Commits every open file, checkpoints the journal and, if no other process has the volume
+  // open, marks it closed cleanly.
   Status Close();
+
+  // Fork support, for the runtime's pthread_atfork handlers: Before holds the volume's lock
+  // across fork; the parent releases it; the child releases it and takes its own cross-process
+  // lock (the inherited one is shared with the parent).
+  void BeforeFork();
+  void AfterForkInParent();
+  Status AfterForkInChild();
 
  private:
   friend class ProtectedFile;
@@ -98,6 +112,16 @@ class Volume : public std::enable_shared_from_this<Volume> {
   FileKeys DeriveFileKeys(const FileId& id) const;
 
   Status LoadBase(bool* was_clean);
+  // Files touched under mu_ are kept alive here, in a vector declared before the lock, so that
+  // the last reference (whose release commits the file) never goes while mu_ is held.
+  using KeepAlive = std::vector<std::shared_ptr<ProtectedFile>>;
+  class WriterSection;
+  // Applies what other processes appended to the journal (or a checkpoint they made) to the
+  // in-memory state. REQUIRES: mu_ and the writer lock.
+  Status CatchUpLocked(KeepAlive* keep);
+  void ApplyOthersRecord(const JournalRecord& record);
+  // Reads the checkpoint sequence from the state file's authenticated-later header.
+  Result<uint64_t> PeekBaseSeq() const;
   Status WriteBase(bool clean);
   Status Recover(std::vector<JournalRecord> records);
   Status ReplayDataForFile(const FileId& id, const std::string& path,
@@ -106,9 +130,15 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status AppendLocked(JournalRecord& record);
   void ApplyToState(const JournalRecord& record);
 
-  // Called by ProtectedFile::Sync with the file's lock held: appends the record, applies it with
-  // `apply`, and updates the state, all under the volume's lock.
-  Status CommitFile(const FileId& id, JournalRecord& record, const std::function<Status()>& apply);
+  // The committed entry of the file with this identity, after catching up with other processes.
+  Result<FileEntry> CurrentEntry(const FileId& id);
+  // Called by ProtectedFile with the file's lock held. Under the volume's locks, after catching
+  // up with other processes: `build` fills the record, given the file's current entry (nullptr
+  // if it was unlinked: then nothing is journaled); the record is appended, applied with
+  // `apply`, and folded into the state.
+  Status CommitFile(const FileId& id, JournalRecord& record,
+                    const std::function<Status(const FileEntry* current)>& build,
+                    const std::function<Status()>& apply);
 
   std::string MetaPath(std::string_view name) const;
 
@@ -121,11 +151,12 @@ class Volume : public std::enable_shared_from_this<Volume> {
   VolumeState state_;
   std::map<FileId, std::string> path_by_id_;
   std::unique_ptr<Journal> journal_;
+  uint64_t journal_seen_ = 0;  // end of the last record folded into state_
   uint64_t next_seq_ = 1;
   uint64_t applied_seq_ = 0;  // last record folded into the base state file
   std::set<FileId> touched_;  // files with in-place writes not yet fsync'ed by a checkpoint
   std::map<FileId, std::weak_ptr<ProtectedFile>> open_files_;
-  os::File lock_file_;
+  std::optional<VolumeLock> lock_;
   bool closed_ = true;  // until Create or Open succeeds; then until Close
 };
 

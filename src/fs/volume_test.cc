@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <thread>
 
@@ -174,12 +176,73 @@ TEST_F(VolumeTest, NotAVolumeIsNamedAsSuch) {
   EXPECT_NE(v.status().message().find("is not a SCONE volume"), std::string::npos);
 }
 
-TEST_F(VolumeTest, OneProcessAtATime) {
+TEST_F(VolumeTest, TwoOpensShareTheVolumeThroughTheJournal) {
+  // Two opens in one process behave like two processes: each has its own cross-process lock.
+  auto a = CreateVolume();
+  auto b = *OpenVolume();
+  WriteFile(*a, "from-a", "written by a");
+  EXPECT_EQ(*ReadFile(*b, "from-a"), "written by a");
+  WriteFile(*b, "from-b", "written by b");
+  ASSERT_TRUE(b->Rename("from-a", "renamed").ok());
+  EXPECT_EQ(*ReadFile(*a, "from-b"), "written by b");
+  EXPECT_EQ(*ReadFile(*a, "renamed"), "written by a");
+  EXPECT_EQ(a->Lookup("from-a").status().code(), Code::kNotFound);
+  EXPECT_EQ(a->Tag(), b->Tag());
+  // A file open in both: each commit builds on the other's.
+  auto fa = *a->OpenFile("shared", {.create = true});
+  ASSERT_TRUE(fa->Write(0, AsBytes("aaaa")).ok());
+  ASSERT_TRUE(fa->Sync().ok());
+  auto fb = *b->OpenFile("shared", {});
+  ASSERT_TRUE(fb->Write(4, AsBytes("bbbb")).ok());
+  ASSERT_TRUE(fb->Sync().ok());
+  ASSERT_TRUE(fa->Write(8, AsBytes("cccc")).ok());
+  ASSERT_TRUE(fa->Sync().ok());
+  fa.reset();
+  fb.reset();
+  ASSERT_TRUE(a->Close().ok());
+  EXPECT_EQ(*ReadFile(*b, "shared"), "aaaabbbbcccc");
+  ASSERT_TRUE(b->Close().ok());
+  auto again = *OpenVolume();
+  EXPECT_EQ(*ReadFile(*again, "shared"), "aaaabbbbcccc");
+  EXPECT_TRUE(again->Verify().empty());
+}
+
+TEST_F(VolumeTest, CheckpointByOneProcessIsSeenByTheOther) {
+  auto a = CreateVolume();
+  auto b = *OpenVolume();
+  WriteFile(*a, "one", "1");
+  ASSERT_TRUE(a->Close().ok());  // checkpoints: b must reload the state file
+  WriteFile(*b, "two", "2");
+  EXPECT_EQ(*ReadFile(*b, "one"), "1");
+  ASSERT_TRUE(b->Close().ok());
+  auto again = *OpenVolume();
+  EXPECT_EQ(again->Files().size(), 2u);
+}
+
+TEST_F(VolumeTest, ForkedChildWritesAndParentSeesIt) {
   auto v = CreateVolume();
-  auto second = OpenVolume();
-  ASSERT_FALSE(second.ok());
-  EXPECT_EQ(second.status().ToErrno(), EBUSY);
-  EXPECT_NE(second.status().message().find("in use"), std::string::npos);
+  WriteFile(*v, "before", "parent");
+  v->BeforeFork();
+  pid_t pid = fork();
+  if (pid == 0) {
+    bool ok = v->AfterForkInChild().ok();
+    auto f = v->OpenFile("child.txt", {.create = true});
+    ok = ok && f.ok() && (*f)->Write(0, AsBytes("from the child")).ok() && (*f)->Sync().ok();
+    ok = ok && ReadFile(*v, "before").ok();
+    f = Internal("closed");
+    ok = ok && v->Close().ok();
+    _exit(ok ? 0 : 1);
+  }
+  v->AfterForkInParent();
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  EXPECT_EQ(*ReadFile(*v, "child.txt"), "from the child");
+  WriteFile(*v, "after", "parent again");
+  ASSERT_TRUE(v->Close().ok());
+  auto again = *OpenVolume();
+  EXPECT_EQ(again->Files().size(), 3u);
+  EXPECT_TRUE(again->Verify().empty());
 }
 
 TEST_F(VolumeTest, SpaceOverheadBelowOnePercentForLargeFiles) {

@@ -31,6 +31,7 @@ Syscalls LibcSyscalls() {
   s.unlink = ::unlink;
   s.mkdir = ::mkdir;
   s.flock = ::flock;
+  s.fcntl = ::fcntl;
   return s;
 }
 

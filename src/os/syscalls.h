@@ -27,6 +27,7 @@ struct Syscalls {
   int (*unlink)(const char* path);
   int (*mkdir)(const char* path, mode_t mode);
   int (*flock)(int fd, int operation);
+  int (*fcntl)(int fd, int cmd, ...);
 };
 
 // The table in use. Thread-safety: read freely; replace only while no other thread uses libscone

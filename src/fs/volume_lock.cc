@@ -1,0 +1,51 @@
+#include "fs/volume_lock.h"
+
+#include <fcntl.h>
+
+#include <cerrno>
+
+#include "os/syscalls.h"
+
+namespace scone::fs {
+
+Status VolumeLock::Set(short type, off_t byte, bool wait) {
+  struct flock fl = {};
+  fl.l_type = type;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = byte;
+  fl.l_len = 1;
+  for (;;) {
+    if (os::Sys().fcntl(file_.fd(), wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return Status::Ok();
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EACCES) {
+      return Status(Code::kIoError, "volume lock is held by another process", EBUSY);
+    }
+    return IoError("lock " + file_.path(), errno);
+  }
+}
+
+Result<VolumeLock> VolumeLock::Acquire(const std::string& path, bool* alone) {
+  SCONE_ASSIGN_OR_RETURN(os::File file, os::File::Open(path, O_RDWR | O_CREAT, 0600));
+  VolumeLock lock(std::move(file));
+  *alone = lock.Set(F_WRLCK, 1, /*wait=*/false).ok();
+  if (!*alone) SCONE_RETURN_IF_ERROR(lock.Set(F_RDLCK, 1, /*wait=*/true));
+  return lock;
+}
+
+Status VolumeLock::LockWriter() { return Set(F_WRLCK, 0, /*wait=*/true); }
+
+void VolumeLock::UnlockWriter() { (void)Set(F_UNLCK, 0, /*wait=*/false); }
+
+bool VolumeLock::TryAlone() { return Set(F_WRLCK, 1, /*wait=*/false).ok(); }
+
+Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
+
+Status VolumeLock::ReopenInChild() {
+  std::string path = file_.path();
+  // The inherited descriptor shares the parent's locks; drop it without unlocking them.
+  SCONE_ASSIGN_OR_RETURN(os::File fresh, os::File::Open(path, O_RDWR, 0600));
+  file_ = std::move(fresh);
+  return Set(F_RDLCK, 1, /*wait=*/true);
+}
+
+}  // namespace scone::fs

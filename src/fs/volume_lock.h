@@ -1,0 +1,40 @@
+// Cross-process locks of one volume, on `.scone/lock`, as open-file-description locks (they
+// belong to this open of the file, so threads of one process share them and a forked child
+// that reopens the file gets its own):
+//   byte 0, the writer lock: held exclusively around every journal append and checkpoint;
+//   byte 1, the use lock: held shared while the volume is open; an exclusive hold means no
+//           other process has the volume open (so recovery or a clean close may happen).
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+#include "os/file.h"
+
+namespace scone::fs {
+
+class VolumeLock {
+ public:
+  // Opens the lock file and takes the use lock: exclusive if no other process uses the
+  // volume (`*alone` true), else shared.
+  static Result<VolumeLock> Acquire(const std::string& path, bool* alone);
+
+  // Blocks until this process is the only writer.
+  Status LockWriter();
+  void UnlockWriter();
+  // True when no other process holds the use lock; upgrades ours to exclusive if so.
+  bool TryAlone();
+  // Downgrades an exclusive use lock to shared.
+  Status Share();
+  // In a forked child: a new open of the file, with its own (shared) use lock.
+  Status ReopenInChild();
+  void Release() { (void)file_.Close(); }
+
+ private:
+  explicit VolumeLock(os::File file) : file_(std::move(file)) {}
+  Status Set(short type, off_t byte, bool wait);
+
+  os::File file_;
+};
+
+}  // namespace scone::fs
