@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
@@ -32,8 +33,7 @@ class Helper {
   }
 
   void Wait() {
-    for (int i = 0; i < kSpins && state_.load(std::memory_order_acquire) != kDone; ++i) Pause();
-    if (state_.load(std::memory_order_acquire) != kDone) {
+    if (!SpinUntil(state_, kDone)) {
       std::unique_lock lock(mu_);
       done_cv_.wait(lock, [&] { return state_.load(std::memory_order_acquire) == kDone; });
     }
@@ -66,9 +66,18 @@ class Helper {
 
  private:
   enum { kIdle, kClaimed, kQueued, kDone };
-  static constexpr int kSpins = 20000;  // a few tens of microseconds
-
-  static void Pause() { __builtin_ia32_pause(); }
+  // Spin for at most ~100 µs: long enough to bridge back-to-back jobs, short enough not to take
+  // the core (or its hyperthread sibling) from the work the caller does between jobs.
+  static bool SpinUntil(const std::atomic<int>& state, int want) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(100);
+    for (;;) {
+      for (int i = 0; i < 64; ++i) {
+        if (state.load(std::memory_order_acquire) == want) return true;
+        __builtin_ia32_pause();
+      }
+      if (std::chrono::steady_clock::now() > deadline) return false;
+    }
+  }
 
   bool EnsureStarted() {
     if (started_) return true;
@@ -90,8 +99,7 @@ class Helper {
 
   void Loop() {
     for (;;) {
-      for (int i = 0; i < kSpins && state_.load(std::memory_order_acquire) != kQueued; ++i) Pause();
-      if (state_.load(std::memory_order_acquire) != kQueued) {
+      if (!SpinUntil(state_, kQueued)) {
         std::unique_lock lock(mu_);
         cv_.wait(lock, [&] { return stopped_ || state_.load(std::memory_order_acquire) == kQueued; });
         if (stopped_ && state_.load(std::memory_order_acquire) != kQueued) return;
