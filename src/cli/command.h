@@ -14,6 +14,7 @@ namespace scone::cli {
 using Action = std::function<Status()>;
 
 void RegisterVolumeCommands(CLI::App& app, Action& action);
+void RegisterRunCommand(CLI::App& app, Action& action);
 
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error (CLI11's), 3 a check
 // found damage (verify).

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("scone ") + SCONE_VERSION);
   scone::cli::Action action;
   scone::cli::RegisterVolumeCommands(app, action);
+  scone::cli::RegisterRunCommand(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -11,6 +11,8 @@
 #include <mutex>
 #include <thread>
 
+extern "C" int __cxa_atexit(void (*fn)(void*), void* arg, void* dso_handle);
+
 namespace scone {
 namespace {
 
@@ -128,7 +130,9 @@ Helper& TheHelper() {
   static Helper* helper = [] {
     auto* h = new Helper();
     pthread_atfork(nullptr, nullptr, [] { TheHelper().ResetAfterFork(); });
-    atexit([] { TheHelper().Stop(); });
+    // Registered without a DSO handle: it runs in exit() itself (before OpenSSL's clean-up,
+    // registered earlier), also when this code lives in a preloaded library.
+    __cxa_atexit([](void*) { TheHelper().Stop(); }, nullptr, nullptr);
     return h;
   }();
   return *helper;

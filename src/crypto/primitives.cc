@@ -33,20 +33,34 @@ std::atomic<uint64_t> fork_generation{0};
 
 // Per-thread cipher contexts holding the key schedule of the key used last. A context is never
 // shared between threads; the cache entry is keyed by the Aes256Gcm's unique id, never reused.
+// Trivially destructible, so it stays usable after the thread's destructors ran (exit() runs
+// them before its own handlers); a separate guard frees the contexts and they are made again
+// if used after that.
 struct ThreadContexts {
-  EVP_CIPHER_CTX* enc = EVP_CIPHER_CTX_new();
-  EVP_CIPHER_CTX* dec = EVP_CIPHER_CTX_new();
-  uint64_t enc_key_id = 0;
-  uint64_t dec_key_id = 0;
-  ~ThreadContexts() {
-    EVP_CIPHER_CTX_free(enc);  // frees (and cleanses) the key schedule
-    EVP_CIPHER_CTX_free(dec);
+  EVP_CIPHER_CTX* enc;
+  EVP_CIPHER_CTX* dec;
+  uint64_t enc_key_id;
+  uint64_t dec_key_id;
+};
+thread_local ThreadContexts thread_contexts = {};
+
+struct ThreadContextsGuard {
+  ~ThreadContextsGuard() {
+    EVP_CIPHER_CTX_free(thread_contexts.enc);  // frees (and cleanses) the key schedules
+    EVP_CIPHER_CTX_free(thread_contexts.dec);
+    thread_contexts = {};
   }
 };
 
 ThreadContexts& Contexts() {
-  thread_local ThreadContexts contexts;
-  return contexts;
+  if (thread_contexts.enc == nullptr) {
+    thread_local ThreadContextsGuard guard;
+    (void)guard;
+    thread_contexts.enc = EVP_CIPHER_CTX_new();
+    thread_contexts.dec = EVP_CIPHER_CTX_new();
+    thread_contexts.enc_key_id = thread_contexts.dec_key_id = 0;
+  }
+  return thread_contexts;
 }
 
 // Per-thread batch of random bytes for nonces; invalidated in forked children.

@@ -37,10 +37,26 @@ crypto::Hash LeafHash(uint64_t page, ByteSpan image) {
   return crypto::Sha256({ByteSpan(prefix, sizeof(prefix)), image});
 }
 
+// Per-thread buffer for batched reads and writes, reached through a trivially destructible
+// pointer: exit() destroys thread-local objects before the code that closes volumes runs, and
+// a buffer made again after that is simply freed with the process.
+thread_local Bytes* thread_scratch = nullptr;
+
+struct ThreadScratchOwner {
+  ~ThreadScratchOwner() {
+    delete thread_scratch;
+    thread_scratch = nullptr;
+  }
+};
+
 Bytes& ThreadScratch(size_t size) {
-  thread_local Bytes scratch;
-  if (scratch.size() < size) scratch.resize(size);
-  return scratch;
+  if (thread_scratch == nullptr) {
+    thread_local ThreadScratchOwner owner;
+    (void)owner;
+    thread_scratch = new Bytes();
+  }
+  if (thread_scratch->size() < size) thread_scratch->resize(size);
+  return *thread_scratch;
 }
 
 }  // namespace

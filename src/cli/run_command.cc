@@ -1,0 +1,149 @@
+// `scone run`: runs an unmodified, dynamically linked program with the SCONE runtime loaded,
+// shielding the volumes given on the command line.
+#include <elf.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+
+#include "cli/command.h"
+#include "fs/volume.h"
+#include "os/file.h"
+#include "runtime/config.h"
+
+namespace scone::cli {
+namespace {
+
+struct RunArgs {
+  std::vector<std::string> volumes;  // DIR:KEY_FILE[:TAG]
+  std::vector<std::string> command;
+};
+
+Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
+  size_t first = spec.find(':');
+  if (first == std::string::npos) {
+    return InvalidArgument("--volume " + spec + ": expected DIR:KEY_FILE[:TAG]");
+  }
+  size_t second = spec.find(':', first + 1);
+  std::string dir = spec.substr(0, first);
+  std::string key_file = spec.substr(first + 1, second == std::string::npos ? std::string::npos
+                                                                             : second - first - 1);
+  runtime::VolumeConfig v;
+  char real[PATH_MAX];
+  if (realpath(dir.c_str(), real) == nullptr) {
+    return NotFound("--volume " + spec + ": " + dir + " does not exist");
+  }
+  v.dir = real;
+  SCONE_ASSIGN_OR_RETURN(bool is_volume, os::Exists(v.dir + "/" + fs::kMetaDirName + "/volume"));
+  if (!is_volume) return NotFound("--volume " + spec + ": " + dir + " is not a SCONE volume");
+  SCONE_ASSIGN_OR_RETURN(v.key, fs::ReadKeyFile(key_file));
+  if (second != std::string::npos) {
+    auto tag = FromHex(spec.substr(second + 1));
+    if (!tag.ok() || tag->size() != crypto::kHashSize) {
+      return InvalidArgument("--volume " + spec + ": TAG must be 64 hex digits");
+    }
+    v.expected_tag.emplace();
+    std::copy(tag->begin(), tag->end(), v.expected_tag->begin());
+  }
+  return v;
+}
+
+// The program as execvp will find it.
+Result<std::string> FindProgram(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  size_t pos = 0;
+  while (pos <= dirs.size()) {
+    size_t colon = dirs.find(':', pos);
+    if (colon == std::string::npos) colon = dirs.size();
+    std::string candidate = dirs.substr(pos, colon - pos) + "/" + name;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+    pos = colon + 1;
+  }
+  return NotFound(name + ": command not found");
+}
+
+// A statically linked program has no PT_INTERP: the dynamic loader never runs, so the runtime
+// cannot be loaded into it.
+Status CheckDynamicallyLinked(const std::string& program) {
+  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(program, O_RDONLY));
+  Elf64_Ehdr eh;
+  SCONE_ASSIGN_OR_RETURN(size_t n, f.ReadAt(0, MutableByteSpan(reinterpret_cast<uint8_t*>(&eh), sizeof(eh))));
+  if (n >= 2 && std::memcmp(&eh, "#!", 2) == 0) return Status::Ok();  // a script: its interpreter runs
+  if (n < sizeof(eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh.e_ident[EI_CLASS] != ELFCLASS64) {
+    return InvalidArgument(program + " is not a 64-bit ELF program");
+  }
+  for (int i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph;
+    SCONE_ASSIGN_OR_RETURN(size_t m, f.ReadAt(eh.e_phoff + uint64_t(i) * eh.e_phentsize,
+                                              MutableByteSpan(reinterpret_cast<uint8_t*>(&ph), sizeof(ph))));
+    if (m == sizeof(ph) && ph.p_type == PT_INTERP) return Status::Ok();
+  }
+  return Unsupported(program +
+                     " is statically linked: the SCONE runtime cannot be loaded into it (build it "
+                     "dynamically linked, or with the SCONE toolchain)");
+}
+
+Result<std::string> RuntimeLibrary() {
+  if (const char* env = getenv("SCONE_RUNTIME_LIBRARY")) return std::string(env);
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return Internal("cannot find the scone executable");
+  exe[n] = '\0';
+  std::filesystem::path dir = std::filesystem::path(exe).parent_path();
+  for (const auto& candidate : {dir / "libscone-runtime.so", dir / "../lib/scone/libscone-runtime.so"}) {
+    if (access(candidate.c_str(), R_OK) == 0) return std::filesystem::canonical(candidate).string();
+  }
+  return NotFound("libscone-runtime.so not found next to " + std::string(exe));
+}
+
+Status Run(const RunArgs& a) {
+  if (a.command.empty()) return InvalidArgument("no program given (scone run [OPTIONS] -- PROGRAM ARGS...)");
+  runtime::RuntimeConfig config;
+  for (const std::string& spec : a.volumes) {
+    SCONE_ASSIGN_OR_RETURN(runtime::VolumeConfig v, ParseVolume(spec));
+    config.volumes.push_back(std::move(v));
+  }
+  SCONE_ASSIGN_OR_RETURN(std::string program, FindProgram(a.command[0]));
+  SCONE_RETURN_IF_ERROR(CheckDynamicallyLinked(program));
+  SCONE_ASSIGN_OR_RETURN(std::string library, RuntimeLibrary());
+  SCONE_ASSIGN_OR_RETURN(int fd, runtime::WriteConfigFd(config));
+  setenv(runtime::kConfigFdEnv, std::to_string(fd).c_str(), 1);
+  const char* preload = getenv("LD_PRELOAD");
+  std::string value = library + (preload && *preload ? ":" + std::string(preload) : "");
+  setenv("LD_PRELOAD", value.c_str(), 1);
+  std::vector<char*> argv;
+  for (const std::string& s : a.command) argv.push_back(const_cast<char*>(s.c_str()));
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  execv(program.c_str(), argv.data());
+  return IoError("exec " + program, errno);
+}
+
+}  // namespace
+
+void RegisterRunCommand(CLI::App& app, Action& action) {
+  auto args = std::make_shared<RunArgs>();
+  CLI::App* run = app.add_subcommand(
+      "run", "Run an unmodified program with the SCONE runtime: files under each --volume are "
+             "encrypted and verified transparently");
+  run->add_option("--volume,-v", args->volumes,
+                  "DIR:KEY_FILE[:TAG] a volume to shield (repeatable); with TAG the program "
+                  "starts only if the volume's state is the one TAG names");
+  // Everything from the program's name on belongs to the program, options included.
+  run->prefix_command();
+  run->footer("PROGRAM [ARGS...] follow the options (after an optional --).");
+  run->callback([&action, args, run] {
+    args->command = run->remaining();
+    if (!args->command.empty() && args->command.front() == "--") args->command.erase(args->command.begin());
+    action = [args] { return Run(*args); };
+  });
+}
+
+}  // namespace scone::cli

@@ -1,0 +1,130 @@
+#include "runtime/config.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstring>
+
+namespace scone::runtime {
+namespace {
+
+constexpr char kMagic[] = "scone-runtime-config-v1";
+constexpr size_t kMaxConfigSize = 16u << 20;
+
+}  // namespace
+
+SecretBytes RuntimeConfig::Encode() const {
+  ByteWriter w;
+  w.Str(kMagic);
+  w.U32(static_cast<uint32_t>(volumes.size()));
+  for (const VolumeConfig& v : volumes) {
+    w.Str(v.dir);
+    w.Blob(v.key.span());
+    w.U8(v.expected_tag ? 1 : 0);
+    if (v.expected_tag) w.Raw(*v.expected_tag);
+  }
+  w.U32(static_cast<uint32_t>(fds.size()));
+  for (const InheritedFd& f : fds) {
+    w.U32(static_cast<uint32_t>(f.fd));
+    w.Str(f.volume_dir);
+    w.Str(f.path);
+    w.U32(static_cast<uint32_t>(f.flags));
+    w.U64(f.offset);
+  }
+  Bytes bytes = w.Take();
+  SecretBytes out(bytes);
+  Wipe(bytes);
+  return out;
+}
+
+Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
+  ByteReader r(blob);
+  RuntimeConfig config;
+  std::string magic;
+  uint32_t count;
+  if (!r.Str(&magic, 64) || magic != kMagic || !r.U32(&count) || count > 256) {
+    return InvalidArgument("runtime configuration is malformed");
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    VolumeConfig v;
+    ByteSpan key;
+    uint32_t key_size;
+    uint8_t has_tag;
+    if (!r.Str(&v.dir, 4096) || !r.U32(&key_size) || key_size != crypto::kKeySize ||
+        !r.View(key_size, &key) || !r.U8(&has_tag)) {
+      return InvalidArgument("runtime configuration is malformed (volume " + std::to_string(i) + ")");
+    }
+    v.key = SecretBytes(key);
+    if (has_tag) {
+      v.expected_tag.emplace();
+      if (!r.Raw(*v.expected_tag)) return InvalidArgument("runtime configuration is malformed");
+    }
+    config.volumes.push_back(std::move(v));
+  }
+  if (!r.U32(&count) || count > 65536) return InvalidArgument("runtime configuration is malformed");
+  for (uint32_t i = 0; i < count; ++i) {
+    InheritedFd f;
+    uint32_t fd, flags;
+    if (!r.U32(&fd) || !r.Str(&f.volume_dir, 4096) || !r.Str(&f.path, 4096) || !r.U32(&flags) ||
+        !r.U64(&f.offset)) {
+      return InvalidArgument("runtime configuration is malformed (descriptor " + std::to_string(i) + ")");
+    }
+    f.fd = static_cast<int>(fd);
+    f.flags = static_cast<int>(flags);
+    config.fds.push_back(std::move(f));
+  }
+  return config;
+}
+
+Result<int> WriteConfigFd(const RuntimeConfig& config) {
+  SecretBytes blob = config.Encode();
+  size_t size = sizeof(uint64_t) + blob.size();
+  size_t mapped = (size + 4095) & ~size_t{4095};
+  // memfd_secret pages are mapped only in processes that map the descriptor; the kernel's
+  // direct map does not show them. Fallback: a sealed memfd.
+  int fd = static_cast<int>(syscall(SYS_memfd_secret, 0));
+  bool secret = fd >= 0;
+  if (!secret) fd = memfd_create("scone-runtime", MFD_ALLOW_SEALING);
+  if (fd < 0) return IoError("memfd for the runtime configuration", errno);
+  if (ftruncate(fd, static_cast<off_t>(mapped)) != 0) {
+    int e = errno;
+    close(fd);
+    return IoError("sizing the runtime configuration", e);
+  }
+  void* p = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    int e = errno;
+    close(fd);
+    return IoError("mapping the runtime configuration", e);
+  }
+  uint64_t n = blob.size();
+  std::memcpy(p, &n, sizeof(n));
+  std::memcpy(static_cast<uint8_t*>(p) + sizeof(n), blob.data(), blob.size());
+  munmap(p, mapped);
+  if (!secret) fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+  return fd;
+}
+
+Result<RuntimeConfig> ReadConfigFd(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return IoError("runtime configuration descriptor", errno);
+  size_t size = static_cast<size_t>(st.st_size);
+  if (size < sizeof(uint64_t) || size > kMaxConfigSize) {
+    return InvalidArgument("runtime configuration descriptor has a bad size");
+  }
+  void* p = mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) return IoError("mapping the runtime configuration", errno);
+  uint64_t n;
+  std::memcpy(&n, p, sizeof(n));
+  Result<RuntimeConfig> config = InvalidArgument("runtime configuration is truncated");
+  if (n <= size - sizeof(n)) {
+    config = RuntimeConfig::Decode(ByteSpan(static_cast<uint8_t*>(p) + sizeof(n), n));
+  }
+  munmap(p, size);
+  return config;
+}
+
+}  // namespace scone::runtime

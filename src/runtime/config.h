@@ -1,0 +1,51 @@
+// What `scone run` hands to the runtime in a program: the volumes to shield, with their keys and
+// expected tags, and (across exec) the shielded descriptors the program keeps.
+//
+// The blob travels in a memfd_secret descriptor where the kernel offers it (its pages are
+// removed from the kernel's direct map), else in a sealed anonymous memfd; never in the
+// environment, the arguments or a file. Only the descriptor's number is in the environment
+// (SCONE_RUNTIME_FD).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/bytes.h"
+#include "common/status.h"
+#include "crypto/secret.h"
+#include "fs/volume_state.h"
+
+namespace scone::runtime {
+
+inline constexpr char kConfigFdEnv[] = "SCONE_RUNTIME_FD";
+
+struct VolumeConfig {
+  std::string dir;  // absolute, symbolic links resolved
+  SecretBytes key;
+  std::optional<fs::VolumeTag> expected_tag;
+};
+
+// A shielded descriptor inherited across exec.
+struct InheritedFd {
+  int fd = -1;
+  std::string volume_dir;
+  std::string path;  // inside the volume
+  int flags = 0;
+  uint64_t offset = 0;
+};
+
+struct RuntimeConfig {
+  std::vector<VolumeConfig> volumes;
+  std::vector<InheritedFd> fds;
+
+  SecretBytes Encode() const;
+  static Result<RuntimeConfig> Decode(ByteSpan blob);
+};
+
+// Writes the config into a new secret descriptor (not close-on-exec) and returns it.
+Result<int> WriteConfigFd(const RuntimeConfig& config);
+// Reads the config from the descriptor.
+Result<RuntimeConfig> ReadConfigFd(int fd);
+
+}  // namespace scone::runtime

@@ -1,0 +1,316 @@
+#include "runtime/runtime.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <dlfcn.h>
+#include <openssl/crypto.h>
+
+#include <cstring>
+
+#include "fs/volume_path.h"
+#include "os/syscalls.h"
+#include "runtime/real_libc.h"
+
+extern "C" int __cxa_atexit(void (*fn)(void*), void* arg, void* dso_handle);
+
+namespace scone::runtime {
+namespace {
+
+enum State { kUninitialized, kInitializing, kReady, kInactive };
+std::atomic<int> state{kUninitialized};
+thread_local bool initializing_here = false;
+Runtime* the_runtime = nullptr;
+
+// "/a/b/../c/./d" -> "/a/c/d" (absolute paths only).
+std::string Lexical(const std::string& path) {
+  std::vector<std::string_view> parts;
+  std::string_view p(path);
+  size_t pos = 0;
+  while (pos <= p.size()) {
+    size_t slash = p.find('/', pos);
+    if (slash == std::string_view::npos) slash = p.size();
+    std::string_view part = p.substr(pos, slash - pos);
+    pos = slash + 1;
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.push_back(part);
+  }
+  std::string out;
+  for (std::string_view part : parts) {
+    out.push_back('/');
+    out.append(part);
+  }
+  return out.empty() ? "/" : out;
+}
+
+std::string FdPath(int fd) {
+  char link[64], target[PATH_MAX];
+  snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+  ssize_t n = readlink(link, target, sizeof(target) - 1);
+  if (n <= 0) return "";
+  return std::string(target, static_cast<size_t>(n));
+}
+
+os::Syscalls RealSyscalls() {
+  const RealLibc& r = Real();
+  os::Syscalls s = os::LibcSyscalls();
+  s.open = r.open;
+  s.close = r.close;
+  s.pread = r.pread;
+  s.pwrite = r.pwrite;
+  s.pwritev = r.pwritev;
+  s.fsync = r.fsync;
+  s.fdatasync = r.fdatasync;
+  s.ftruncate = r.ftruncate;
+  s.fstat = r.fstat;
+  s.lstat = r.lstat;
+  s.rename = r.rename;
+  s.unlink = r.unlink;
+  s.mkdir = r.mkdir;
+  s.flock = r.flock;
+  s.fcntl = r.fcntl;
+  return s;
+}
+
+void PrepareFork() {
+  if (the_runtime == nullptr) return;
+  for (auto& v : the_runtime->volumes()) v->volume->BeforeFork();
+}
+void ParentAfterFork() {
+  if (the_runtime == nullptr) return;
+  for (auto& v : the_runtime->volumes()) v->volume->AfterForkInParent();
+}
+void ChildAfterFork() {
+  if (the_runtime == nullptr) return;
+  for (auto& v : the_runtime->volumes()) {
+    Status s = v->volume->AfterForkInChild();
+    if (!s.ok()) Log(s.message());
+  }
+}
+
+}  // namespace
+
+void CloseVolumesAtExit() {
+  static std::atomic<bool> done{false};
+  if (the_runtime == nullptr || done.exchange(true)) return;
+  // Commit what open descriptors wrote, then close the volumes (checkpoint, clean mark).
+  for (auto& [fd, d] : the_runtime->AllFds()) the_runtime->Take(fd);
+  for (auto& v : the_runtime->volumes()) {
+    Status s = v->volume->Close();
+    if (!s.ok()) Log(s.message());
+  }
+}
+
+namespace {
+}  // namespace
+
+void Log(const std::string& message) {
+  std::string line = "scone: " + message + "\n";
+  (void)!Real().write(2, line.data(), line.size());
+}
+
+int Fail(const Status& status) {
+  if (status.code() == Code::kDataCorrupted || status.code() == Code::kRolledBack ||
+      status.code() == Code::kInternal || status.code() == Code::kPermissionDenied) {
+    Log(status.message());
+  }
+  errno = status.ToErrno();
+  return -1;
+}
+
+Runtime* Shield() {
+  int s = state.load(std::memory_order_acquire);
+  if (s == kReady) return the_runtime;
+  if (s == kInactive || initializing_here) return nullptr;
+  static std::once_flag once;
+  std::call_once(once, [] {
+    initializing_here = true;
+    state.store(kInitializing);
+    auto* rt = new Runtime();  // lives until exit: interposed calls may come from destructors
+    Status st = rt->Init();
+    initializing_here = false;
+    if (!st.ok()) {
+      Log(st.message());
+      _exit(126);  // a program must not run unshielded on volumes it was told to protect
+    }
+    if (!rt->HasVolumes()) {
+      state.store(kInactive, std::memory_order_release);
+      return;
+    }
+    the_runtime = rt;
+    state.store(kReady, std::memory_order_release);
+  });
+  return state.load(std::memory_order_acquire) == kReady ? the_runtime : nullptr;
+}
+
+Status Runtime::Init() {
+  os::InstallSyscalls(RealSyscalls());
+  // OpenSSL registers its own clean-up at exit when first initialized; doing that now puts it
+  // before ours in exit()'s last-in-first-out order, so the volumes close while OpenSSL works.
+  OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, nullptr);
+  const char* fd_text = getenv(kConfigFdEnv);
+  if (fd_text == nullptr) return Status::Ok();  // loaded without `scone run`: stay out of the way
+  int config_fd = atoi(fd_text);
+  SCONE_ASSIGN_OR_RETURN(RuntimeConfig config, ReadConfigFd(config_fd));
+  // Key hygiene: no core dumps, no ptrace by other users' processes, no /proc/PID/mem.
+  prctl(PR_SET_DUMPABLE, 0);
+  for (VolumeConfig& vc : config.volumes) {
+    fs::Volume::OpenOptions options;
+    options.expected_tag = vc.expected_tag;
+    auto volume = fs::Volume::Open(vc.dir, vc.key, options);
+    if (!volume.ok()) return volume.status();
+    auto mounted = std::make_unique<MountedVolume>();
+    mounted->root = vc.dir;
+    mounted->volume = std::move(volume).value();
+    volumes_.push_back(std::move(mounted));
+  }
+  // Descriptors a parent process handed over across exec.
+  for (const InheritedFd& f : config.fds) {
+    MountedVolume* mv = VolumeByRoot(f.volume_dir);
+    if (mv == nullptr || Real().fcntl(f.fd, F_GETFD) < 0) continue;
+    auto file = mv->volume->OpenFile(f.path, {});
+    if (!file.ok()) continue;
+    auto d = std::make_shared<OpenDescription>();
+    d->file = std::move(file).value();
+    d->volume = mv;
+    d->path = f.path;
+    d->flags = f.flags;
+    d->offset = f.offset;
+    Set(f.fd, std::move(d));
+  }
+  pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
+  return Status::Ok();
+}
+
+MountedVolume* Runtime::VolumeByRoot(const std::string& root) {
+  for (auto& v : volumes_) {
+    if (v->root == root) return v.get();
+  }
+  return nullptr;
+}
+
+Target Runtime::Resolve(int dirfd, const char* path, bool follow_last) const {
+  Target t;
+  if (path == nullptr || path[0] == '\0') return t;
+  std::string abs;
+  if (path[0] == '/') {
+    abs = path;
+  } else {
+    std::string base;
+    if (dirfd == AT_FDCWD) {
+      char cwd[PATH_MAX];
+      if (getcwd(cwd, sizeof(cwd)) == nullptr) return t;
+      base = cwd;
+    } else {
+      base = FdPath(dirfd);
+      if (base.empty()) return t;
+    }
+    abs = base + "/" + path;
+  }
+  abs = Lexical(abs);
+  // Resolve symbolic links as the kernel will: the directory part always, the last component
+  // when the call follows it.
+  for (int hops = 0; hops < 40; ++hops) {
+    if (abs == "/") break;
+    size_t slash = abs.rfind('/');
+    std::string dir = slash == 0 ? "/" : abs.substr(0, slash);
+    std::string name = abs.substr(slash + 1);
+    char real_dir[PATH_MAX];
+    if (realpath(dir.c_str(), real_dir) != nullptr) dir = real_dir;
+    abs = (dir == "/" ? "" : dir) + "/" + name;
+    if (!follow_last) break;
+    char target[PATH_MAX];
+    ssize_t n = readlink(abs.c_str(), target, sizeof(target) - 1);
+    if (n <= 0) break;
+    target[n] = '\0';
+    abs = Lexical(target[0] == '/' ? std::string(target) : dir + "/" + target);
+  }
+  t.absolute = abs;
+  for (const auto& v : volumes_) {
+    if (!fs::PathHasPrefix(abs, v->root)) continue;
+    t.volume = v.get();
+    t.path = abs.size() > v->root.size() ? abs.substr(v->root.size() + 1) : "";
+    t.metadata = fs::PathHasPrefix(t.path, fs::kMetaDirName);
+    t.region = t.path.empty() || t.metadata ? fs::Region::kNotProtected
+                                            : v->volume->RegionOf(t.path);
+    break;
+  }
+  return t;
+}
+
+void Runtime::Set(int fd, std::shared_ptr<OpenDescription> d) {
+  if (fd < 0 || fd >= kMaxFds) return;
+  std::lock_guard lock(table_mu_);
+  slots_[fd].store(d.get(), std::memory_order_release);
+  owners_[fd] = std::move(d);
+}
+
+std::shared_ptr<OpenDescription> Runtime::Take(int fd) {
+  if (fd < 0 || fd >= kMaxFds || slots_[fd].load(std::memory_order_acquire) == nullptr) {
+    return nullptr;
+  }
+  std::lock_guard lock(table_mu_);
+  slots_[fd].store(nullptr, std::memory_order_release);
+  auto it = owners_.find(fd);
+  if (it == owners_.end()) return nullptr;
+  auto d = std::move(it->second);
+  owners_.erase(it);
+  return d;
+}
+
+std::vector<std::pair<int, std::shared_ptr<OpenDescription>>> Runtime::AllFds() const {
+  std::lock_guard lock(table_mu_);
+  return {owners_.begin(), owners_.end()};
+}
+
+}  // namespace scone::runtime
+
+// ---- start-up ---------------------------------------------------------------------------
+// glibc calls __libc_start_main before main: the runtime initializes there (attestation will
+// happen here, and the command line and environment will be replaced by the ones CAS gives).
+
+using MainFn = int (*)(int, char**, char**);
+using StartMainFn = int (*)(MainFn, int, char**, void (*)(), void (*)(), void (*)(), void*);
+
+namespace {
+
+MainFn program_main = nullptr;
+
+// Runs in place of the program's main. The volumes close when main returns or the program
+// calls exit(): exit() itself first destroys thread-local objects and later tears OpenSSL down,
+// so its handlers are too late for work that needs both.
+int SconeMain(int argc, char** argv, char** envp) {
+  int status = program_main(argc, argv, envp);
+  scone::runtime::CloseVolumesAtExit();
+  return status;
+}
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) void exit(int status) {
+  static auto real = reinterpret_cast<void (*)(int)>(dlsym(RTLD_NEXT, "exit"));
+  scone::runtime::CloseVolumesAtExit();
+  real(status);
+  __builtin_unreachable();
+}
+
+extern "C" __attribute__((visibility("default"))) int __libc_start_main(
+    MainFn main_fn, int argc, char** argv, void (*init)(), void (*fini)(), void (*rtld_fini)(),
+    void* stack_end) {
+  static auto real = reinterpret_cast<StartMainFn>(dlsym(RTLD_NEXT, "__libc_start_main"));
+  scone::runtime::Shield();
+  program_main = main_fn;
+  return real(SconeMain, argc, argv, init, fini, rtld_fini, stack_end);
+}
+
+// Other libraries' constructors may run first; the runtime also initializes lazily on the first
+// interposed call.
+__attribute__((constructor)) static void SconeRuntimeConstructor() { scone::runtime::Shield(); }

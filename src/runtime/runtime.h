@@ -1,0 +1,93 @@
+// The runtime inside an unmodified program: the volumes it shields, the table of shielded file
+// descriptors, and the mapping from the program's paths to volume paths.
+//
+// Every interposed C library function asks Shield() first; nullptr (no runtime configured, or
+// the runtime's own start-up in progress on this thread) means "call the real function".
+// Calls on descriptors no shield covers cost one atomic load in the table, no lock.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "common/status.h"
+#include "fs/volume.h"
+#include "runtime/config.h"
+
+namespace scone::runtime {
+
+struct MountedVolume {
+  std::string root;  // absolute, symbolic links resolved
+  std::shared_ptr<fs::Volume> volume;
+};
+
+// An open file description of a protected file, shared by dup'ed descriptors.
+struct OpenDescription {
+  std::shared_ptr<fs::ProtectedFile> file;
+  MountedVolume* volume = nullptr;
+  std::string path;  // inside the volume
+  int flags = 0;     // O_ACCMODE | O_APPEND | ...
+  std::mutex mu;     // guards offset
+  uint64_t offset = 0;
+  std::atomic<bool> written{false};
+};
+
+// Where a program's path lands.
+struct Target {
+  MountedVolume* volume = nullptr;  // nullptr: outside every volume
+  std::string path;                 // inside the volume ("" for the volume root)
+  std::string absolute;             // the resolved absolute path
+  bool metadata = false;            // inside the volume's own .scone directory
+  fs::Region region = fs::Region::kNotProtected;
+};
+
+class Runtime {
+ public:
+  static constexpr int kMaxFds = 1 << 16;
+
+  // Resolves a path as the kernel would (cwd or dirfd, "..", symbolic links).
+  Target Resolve(int dirfd, const char* path, bool follow_last) const;
+  bool HasVolumes() const { return !volumes_.empty(); }
+  MountedVolume* VolumeByRoot(const std::string& root);
+
+  std::shared_ptr<OpenDescription> Get(int fd) const {
+    if (fd < 0 || fd >= kMaxFds || slots_[fd].load(std::memory_order_acquire) == nullptr) {
+      return nullptr;
+    }
+    std::lock_guard lock(table_mu_);
+    auto it = owners_.find(fd);
+    return it == owners_.end() ? nullptr : it->second;
+  }
+  void Set(int fd, std::shared_ptr<OpenDescription> d);
+  // Removes fd from the table; returns its description (the last reference commits the file).
+  std::shared_ptr<OpenDescription> Take(int fd);
+  std::vector<std::pair<int, std::shared_ptr<OpenDescription>>> AllFds() const;
+
+  std::vector<std::unique_ptr<MountedVolume>>& volumes() { return volumes_; }
+
+  // Called once, before main (or on the first interposed call, whichever comes first).
+  Status Init();
+
+ private:
+  std::vector<std::unique_ptr<MountedVolume>> volumes_;
+  mutable std::mutex table_mu_;
+  std::unordered_map<int, std::shared_ptr<OpenDescription>> owners_;
+  std::unique_ptr<std::atomic<OpenDescription*>[]> slots_ =
+      std::make_unique<std::atomic<OpenDescription*>[]>(kMaxFds);
+};
+
+// The runtime, or nullptr when calls must go straight to the C library.
+Runtime* Shield();
+
+// Reports a failure to the program: a `scone:` line on stderr for integrity failures, errno
+// set, -1 returned.
+int Fail(const Status& status);
+void Log(const std::string& message);
+// Commits open descriptors and closes the volumes (checkpoint, clean mark); run by exit().
+void CloseVolumesAtExit();
+
+}  // namespace scone::runtime
