@@ -115,6 +115,11 @@ Status Run(const RunArgs& a) {
   SCONE_ASSIGN_OR_RETURN(std::string library, RuntimeLibrary());
   SCONE_ASSIGN_OR_RETURN(int fd, runtime::WriteConfigFd(config));
   setenv(runtime::kConfigFdEnv, std::to_string(fd).c_str(), 1);
+  // Only paths, no keys: lets the runtime tell early calls outside every volume apart without
+  // starting up (see runtime.h, ShieldFor).
+  std::string roots;
+  for (const auto& v : config.volumes) roots += (roots.empty() ? "" : ":") + v.dir;
+  setenv("SCONE_VOLUME_ROOTS", roots.c_str(), 1);
   const char* preload = getenv("LD_PRELOAD");
   std::string value = library + (preload && *preload ? ":" + std::string(preload) : "");
   setenv("LD_PRELOAD", value.c_str(), 1);

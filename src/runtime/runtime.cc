@@ -151,6 +151,33 @@ Runtime* Shield() {
   return state.load(std::memory_order_acquire) == kReady ? the_runtime : nullptr;
 }
 
+Runtime* ShieldIfReady() {
+  return state.load(std::memory_order_acquire) == kReady ? the_runtime : nullptr;
+}
+
+// Lexical check against SCONE_VOLUME_ROOTS, without allocating. Conservative: anything it
+// cannot rule out starts the runtime.
+static bool MayBeInVolume(int dirfd, const char* path) {
+  if (path == nullptr || path[0] != '/' || dirfd != AT_FDCWD) return true;
+  const char* roots = getenv(kVolumeRootsEnv);
+  if (roots == nullptr) return true;
+  while (*roots) {
+    const char* end = strchr(roots, ':');
+    size_t n = end ? static_cast<size_t>(end - roots) : strlen(roots);
+    if (n > 0 && strncmp(path, roots, n) == 0 && (path[n] == '\0' || path[n] == '/')) return true;
+    if (end == nullptr) break;
+    roots = end + 1;
+  }
+  return false;
+}
+
+Runtime* ShieldFor(int dirfd, const char* path) {
+  int s = state.load(std::memory_order_acquire);
+  if (s == kReady) return the_runtime;
+  if (s == kInactive || initializing_here) return nullptr;
+  return MayBeInVolume(dirfd, path) ? Shield() : nullptr;
+}
+
 Status Runtime::Init() {
   os::InstallSyscalls(RealSyscalls());
   // OpenSSL registers its own clean-up at exit when first initialized; doing that now puts it
@@ -167,6 +194,7 @@ Status Runtime::Init() {
     options.expected_tag = vc.expected_tag;
     auto volume = fs::Volume::Open(vc.dir, vc.key, options);
     if (!volume.ok()) return volume.status();
+    keys_.push_back(vc.key.Clone());
     auto mounted = std::make_unique<MountedVolume>();
     mounted->root = vc.dir;
     mounted->volume = std::move(volume).value();
@@ -188,6 +216,32 @@ Status Runtime::Init() {
   }
   pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
   return Status::Ok();
+}
+
+RuntimeConfig Runtime::ConfigForExec() {
+  RuntimeConfig config;
+  for (size_t i = 0; i < volumes_.size(); ++i) {
+    VolumeConfig vc;
+    vc.dir = volumes_[i]->root;
+    vc.key = keys_[i].Clone();
+    config.volumes.push_back(std::move(vc));
+  }
+  for (auto& [fd, d] : AllFds()) {
+    int fd_flags = Real().fcntl(fd, F_GETFD);
+    if (fd_flags < 0 || (fd_flags & FD_CLOEXEC)) continue;
+    if (d->written) (void)d->file->Sync();
+    InheritedFd f;
+    f.fd = fd;
+    f.volume_dir = d->volume->root;
+    f.path = d->path;
+    f.flags = d->flags;
+    {
+      std::lock_guard lock(d->mu);
+      f.offset = d->offset;
+    }
+    config.fds.push_back(std::move(f));
+  }
+  return config;
 }
 
 MountedVolume* Runtime::VolumeByRoot(const std::string& root) {

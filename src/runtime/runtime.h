@@ -69,19 +69,35 @@ class Runtime {
 
   std::vector<std::unique_ptr<MountedVolume>>& volumes() { return volumes_; }
 
+  // The configuration for a program this one executes: the volumes (without expected tags:
+  // their state has moved on under this process) and the shielded descriptors that survive
+  // exec, whose files are committed first.
+  RuntimeConfig ConfigForExec();
+
   // Called once, before main (or on the first interposed call, whichever comes first).
   Status Init();
 
  private:
   std::vector<std::unique_ptr<MountedVolume>> volumes_;
+  std::vector<SecretBytes> keys_;  // volumes_[i]'s key, for programs this one executes
   mutable std::mutex table_mu_;
   std::unordered_map<int, std::shared_ptr<OpenDescription>> owners_;
   std::unique_ptr<std::atomic<OpenDescription*>[]> slots_ =
       std::make_unique<std::atomic<OpenDescription*>[]>(kMaxFds);
 };
 
-// The runtime, or nullptr when calls must go straight to the C library.
+inline constexpr char kVolumeRootsEnv[] = "SCONE_VOLUME_ROOTS";
+
+// The runtime, or nullptr when calls must go straight to the C library. Starts the runtime if
+// it has not started (the constructor, __libc_start_main and exec call this).
 Runtime* Shield();
+// The runtime if it has started; never starts it. For calls on descriptors: none is shielded
+// before start-up.
+Runtime* ShieldIfReady();
+// For calls on paths: starts the runtime only if the path may lie in a volume. Allocators and
+// other libraries' constructors call open and mmap before the runtime starts, sometimes while
+// holding their own locks; starting it then (it allocates) would deadlock them.
+Runtime* ShieldFor(int dirfd, const char* path);
 
 // Reports a failure to the program: a `scone:` line on stderr for integrity failures, errno
 // set, -1 returned.

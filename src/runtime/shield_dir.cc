@@ -49,14 +49,14 @@ using namespace scone::runtime;  // NOLINT
 
 SCONE_EXPORT DIR* opendir(const char* path) {
   DIR* dir = Real().opendir(path);
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldFor(AT_FDCWD, path);
   if (dir != nullptr && rt != nullptr) Remember(dir, rt->Resolve(AT_FDCWD, path, true));
   return dir;
 }
 
 SCONE_EXPORT DIR* fdopendir(int fd) {
   DIR* dir = Real().fdopendir(fd);
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   if (dir != nullptr && rt != nullptr) Remember(dir, rt->Resolve(fd, ".", true));
   return dir;
 }

@@ -45,7 +45,9 @@ int OpenProtected(Runtime& rt, const Target& t, int flags) {
   options.truncate = (flags & O_TRUNC) && Writable(flags);
   auto file = t.volume->volume->OpenFile(t.path, options);
   if (!file.ok()) return Fail(file.status());
-  int fd = Real().open(t.absolute.c_str(), O_RDONLY | O_NOFOLLOW | (flags & O_CLOEXEC));
+  // The descriptor's access mode mirrors the program's, so that advisory locks (a write lock
+  // needs a writable descriptor) behave as without the shield; data never goes through it.
+  int fd = Real().open(t.absolute.c_str(), (flags & O_ACCMODE) | O_NOFOLLOW | (flags & O_CLOEXEC));
   if (fd < 0) return -1;
   auto d = std::make_shared<OpenDescription>();
   d->file = std::move(file).value();
@@ -59,7 +61,7 @@ int OpenProtected(Runtime& rt, const Target& t, int flags) {
 
 // -2: not ours, call the real function.
 int ShieldedOpen(int dirfd, const char* path, int flags) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldFor(dirfd, path);
   if (rt == nullptr) return -2;
   Target t = rt->Resolve(dirfd, path, !(flags & O_NOFOLLOW));
   if (t.volume == nullptr) return -2;
@@ -154,7 +156,7 @@ void PatchStat(OpenDescription& d, struct stat* st) {
 
 // stat of a path: the plaintext size of protected files.
 int PatchPathStat(int dirfd, const char* path, int at_flags, struct stat* st) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldFor(dirfd, path);
   if (rt == nullptr) return 0;
   Target t = rt->Resolve(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW));
   if (t.volume == nullptr) return 0;
@@ -201,7 +203,8 @@ int DoFtruncate(OpenDescription& d, off_t length) {
 int DoRename(int olddirfd, const char* oldpath, int newdirfd, const char* newpath,
              unsigned int flags, bool* handled) {
   *handled = false;
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldFor(olddirfd, oldpath);
+  if (rt == nullptr) rt = ShieldFor(newdirfd, newpath);
   if (rt == nullptr) return 0;
   Target from = rt->Resolve(olddirfd, oldpath, false);
   Target to = rt->Resolve(newdirfd, newpath, false);
@@ -235,7 +238,7 @@ int DoRename(int olddirfd, const char* oldpath, int newdirfd, const char* newpat
 
 int DoUnlink(int dirfd, const char* path, int flags, bool* handled) {
   *handled = false;
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldFor(dirfd, path);
   if (rt == nullptr || (flags & AT_REMOVEDIR)) return 0;
   Target t = rt->Resolve(dirfd, path, false);
   if (t.volume == nullptr) return 0;
@@ -320,7 +323,7 @@ SCONE_EXPORT int creat64(const char* path, mode_t mode) {
 }
 
 SCONE_EXPORT int close(int fd) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   int committed = rt ? CommitOnLastClose(rt->Take(fd)) : 0;
   int r = Real().close(fd);
   return committed != 0 ? committed : r;
@@ -329,19 +332,19 @@ SCONE_EXPORT int close(int fd) {
 // ---- data -------------------------------------------------------------------------------
 
 SCONE_EXPORT ssize_t read(int fd, void* buf, size_t count) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   return d ? ReadCurrent(*d, buf, count) : Real().read(fd, buf, count);
 }
 
 SCONE_EXPORT ssize_t write(int fd, const void* buf, size_t count) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   return d ? WriteCurrent(*d, buf, count) : Real().write(fd, buf, count);
 }
 
 SCONE_EXPORT ssize_t pread(int fd, void* buf, size_t count, off_t offset) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().pread(fd, buf, count, offset);
   if (offset < 0) return errno = EINVAL, -1;
@@ -352,7 +355,7 @@ SCONE_EXPORT ssize_t pread64(int fd, void* buf, size_t count, off_t offset) {
 }
 
 SCONE_EXPORT ssize_t pwrite(int fd, const void* buf, size_t count, off_t offset) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().pwrite(fd, buf, count, offset);
   if (offset < 0) return errno = EINVAL, -1;
@@ -365,19 +368,19 @@ SCONE_EXPORT ssize_t pwrite64(int fd, const void* buf, size_t count, off_t offse
 }
 
 SCONE_EXPORT ssize_t readv(int fd, const struct iovec* iov, int count) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   return d ? ReadVector(*d, iov, count, nullptr) : Real().readv(fd, iov, count);
 }
 
 SCONE_EXPORT ssize_t writev(int fd, const struct iovec* iov, int count) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   return d ? WriteVector(*d, iov, count, nullptr) : Real().writev(fd, iov, count);
 }
 
 SCONE_EXPORT ssize_t preadv(int fd, const struct iovec* iov, int count, off_t offset) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().preadv(fd, iov, count, offset);
   uint64_t at = static_cast<uint64_t>(offset);
@@ -388,7 +391,7 @@ SCONE_EXPORT ssize_t preadv64(int fd, const struct iovec* iov, int count, off_t 
 }
 
 SCONE_EXPORT ssize_t pwritev(int fd, const struct iovec* iov, int count, off_t offset) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().pwritev(fd, iov, count, offset);
   uint64_t at = static_cast<uint64_t>(offset);
@@ -399,7 +402,7 @@ SCONE_EXPORT ssize_t pwritev64(int fd, const struct iovec* iov, int count, off_t
 }
 
 SCONE_EXPORT ssize_t preadv2(int fd, const struct iovec* iov, int count, off_t offset, int flags) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().preadv2(fd, iov, count, offset, flags);
   if (offset == -1) return ReadVector(*d, iov, count, nullptr);
@@ -413,7 +416,7 @@ SCONE_EXPORT ssize_t preadv64v2(int fd, const struct iovec* iov, int count, off_
 
 SCONE_EXPORT ssize_t pwritev2(int fd, const struct iovec* iov, int count, off_t offset,
                               int flags) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().pwritev2(fd, iov, count, offset, flags);
   if (offset == -1) return WriteVector(*d, iov, count, nullptr);
@@ -426,7 +429,7 @@ SCONE_EXPORT ssize_t pwritev64v2(int fd, const struct iovec* iov, int count, off
 }
 
 SCONE_EXPORT off_t lseek(int fd, off_t offset, int whence) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().lseek(fd, offset, whence);
   std::lock_guard lock(d->mu);
@@ -464,7 +467,7 @@ SCONE_EXPORT off_t lseek64(int fd, off_t offset, int whence) { return lseek(fd, 
 
 SCONE_EXPORT int fstat(int fd, struct stat* st) {
   int r = Real().fstat(fd, st);
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   if (r == 0 && rt) {
     if (auto d = rt->Get(fd)) PatchStat(*d, st);
   }
@@ -494,7 +497,7 @@ SCONE_EXPORT int fstatat(int dirfd, const char* path, struct stat* st, int flags
   int r = Real().fstatat(dirfd, path, st, flags);
   if (r != 0) return r;
   if ((flags & AT_EMPTY_PATH) && (path == nullptr || path[0] == '\0')) {
-    Runtime* rt = Shield();
+    Runtime* rt = ShieldIfReady();
     if (auto d = rt ? rt->Get(dirfd) : nullptr) PatchStat(*d, st);
     return 0;
   }
@@ -511,7 +514,7 @@ SCONE_EXPORT int statx(int dirfd, const char* path, int flags, unsigned int mask
                        struct statx* stx) {
   int r = Real().statx(dirfd, path, flags, mask, stx);
   if (r != 0) return r;
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   if (rt == nullptr || !S_ISREG(stx->stx_mode)) return r;
   uint64_t size;
   if ((flags & AT_EMPTY_PATH) && (path == nullptr || path[0] == '\0')) {
@@ -531,7 +534,7 @@ SCONE_EXPORT int statx(int dirfd, const char* path, int flags, unsigned int mask
 }
 
 SCONE_EXPORT int ftruncate(int fd, off_t length) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   return d ? DoFtruncate(*d, length) : Real().ftruncate(fd, length);
 }
@@ -539,7 +542,7 @@ SCONE_EXPORT int ftruncate64(int fd, off_t length) { return ftruncate(fd, length
 
 SCONE_EXPORT int truncate(const char* path, off_t length) {
   int fd = open(path, O_WRONLY);
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = (fd >= 0 && rt) ? rt->Get(fd) : nullptr;
   if (!d) {
     if (fd >= 0) close(fd);
@@ -555,7 +558,7 @@ SCONE_EXPORT int truncate(const char* path, off_t length) {
 SCONE_EXPORT int truncate64(const char* path, off_t length) { return truncate(path, length); }
 
 SCONE_EXPORT int fsync(int fd) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().fsync(fd);
   Status s = d->file->Sync();
@@ -563,7 +566,7 @@ SCONE_EXPORT int fsync(int fd) {
 }
 
 SCONE_EXPORT int fdatasync(int fd) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().fdatasync(fd);
   Status s = d->file->Sync();
@@ -571,7 +574,7 @@ SCONE_EXPORT int fdatasync(int fd) {
 }
 
 SCONE_EXPORT int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().sync_file_range(fd, offset, nbytes, flags);
   Status s = d->file->Sync();
@@ -579,7 +582,7 @@ SCONE_EXPORT int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned in
 }
 
 SCONE_EXPORT int fallocate(int fd, int mode, off_t offset, off_t len) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().fallocate(fd, mode, offset, len);
   if (mode & FALLOC_FL_KEEP_SIZE) return 0;
@@ -594,7 +597,7 @@ SCONE_EXPORT int fallocate64(int fd, int mode, off_t offset, off_t len) {
 }
 
 SCONE_EXPORT int posix_fallocate(int fd, off_t offset, off_t len) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().posix_fallocate(fd, offset, len);
   int saved = errno;
@@ -610,17 +613,17 @@ SCONE_EXPORT int posix_fallocate64(int fd, off_t offset, off_t len) {
 
 SCONE_EXPORT int dup(int oldfd) {
   int fd = Real().dup(oldfd);
-  return fd >= 0 ? DupInto(Shield(), oldfd, fd) : fd;
+  return fd >= 0 ? DupInto(ShieldIfReady(), oldfd, fd) : fd;
 }
 
 SCONE_EXPORT int dup2(int oldfd, int newfd) {
   int fd = Real().dup2(oldfd, newfd);
-  return fd >= 0 ? DupInto(Shield(), oldfd, fd) : fd;
+  return fd >= 0 ? DupInto(ShieldIfReady(), oldfd, fd) : fd;
 }
 
 SCONE_EXPORT int dup3(int oldfd, int newfd, int flags) {
   int fd = Real().dup3(oldfd, newfd, flags);
-  return fd >= 0 ? DupInto(Shield(), oldfd, fd) : fd;
+  return fd >= 0 ? DupInto(ShieldIfReady(), oldfd, fd) : fd;
 }
 
 SCONE_EXPORT int fcntl(int fd, int cmd, ...) {
@@ -628,7 +631,7 @@ SCONE_EXPORT int fcntl(int fd, int cmd, ...) {
   va_start(ap, cmd);
   long arg = va_arg(ap, long);  // every fcntl argument fits (int or pointer)
   va_end(ap);
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (d && cmd == F_GETFL) {
     int kernel = Real().fcntl(fd, F_GETFL);
@@ -712,7 +715,7 @@ ssize_t CopyThrough(int in_fd, off_t* in_off, int out_fd, off_t* out_off, size_t
 }
 
 bool AnyShielded(int a, int b) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   return rt && (rt->Get(a) || rt->Get(b));
 }
 

@@ -14,8 +14,10 @@
 using namespace scone::runtime;  // NOLINT
 
 SCONE_EXPORT void* mmap(void* addr, size_t length, int prot, int flags, int fd, off_t offset) {
-  Runtime* rt = Shield();
-  auto d = (rt && !(flags & MAP_ANONYMOUS)) ? rt->Get(fd) : nullptr;
+  // Anonymous mappings (every allocator's) never touch the shield, not even its start-up.
+  if ((flags & MAP_ANONYMOUS) || fd < 0) return Real().mmap(addr, length, prot, flags, fd, offset);
+  Runtime* rt = ShieldIfReady();
+  auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().mmap(addr, length, prot, flags, fd, offset);
   if ((flags & MAP_SHARED) && (prot & PROT_WRITE)) {
     Log("shared writable mapping of protected file " + d->path + " refused");

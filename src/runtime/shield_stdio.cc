@@ -72,7 +72,7 @@ FILE* StreamFor(int fd, const char* mode) {
 }
 
 bool IsProtectedPath(const char* path) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldFor(AT_FDCWD, path);
   if (rt == nullptr) return false;
   Target t = rt->Resolve(AT_FDCWD, path, true);
   return t.volume != nullptr && (t.metadata || t.region != fs::Region::kNotProtected);
@@ -86,7 +86,7 @@ FILE* OpenStream(const char* path, const char* mode) {
   }
   int fd = ::open(path, flags, 0666);
   if (fd < 0) return nullptr;
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   if (rt == nullptr || !rt->Get(fd)) {  // a directory or other object the kernel serves
     ::close(fd);
     return Real().fopen(path, mode);
@@ -106,7 +106,7 @@ SCONE_EXPORT FILE* fopen(const char* path, const char* mode) {
 SCONE_EXPORT FILE* fopen64(const char* path, const char* mode) { return fopen(path, mode); }
 
 SCONE_EXPORT FILE* fdopen(int fd, const char* mode) {
-  Runtime* rt = Shield();
+  Runtime* rt = ShieldIfReady();
   if (rt != nullptr && rt->Get(fd)) return StreamFor(fd, mode);
   return Real().fdopen(fd, mode);
 }

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# Unmodified Debian programs under `scone run` on a fresh encrypted volume.
+# usage: runtime_test.sh SCONE CASE
+# After each case: no plaintext marker in any file under the volume, `scone volume verify`
+# passes, and a flipped byte makes the program's read fail with EIO and a `scone:` line.
+set -euo pipefail
+scone="$1"
+case_name="$2"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+PY=/usr/bin/python3
+MARKER="SCONE-PLAINTEXT-MARKER-$$"
+
+fail() { echo "FAIL ($case_name): $*" >&2; exit 1; }
+run() { "$scone" run --volume "$work/vol:$work/key" -- "$@"; }
+"$scone" volume create vol --key-file key >/dev/null 2>&1
+
+# The checks every case ends with.
+check_volume() {
+  if grep -r -a -l -- "$MARKER" vol; then fail "plaintext marker found on disk"; fi
+  "$scone" volume verify vol --key-file key >/dev/null || fail "verify failed after the program"
+}
+# Flip one byte of a protected file's ciphertext; the program's read must fail with EIO.
+check_tamper() {  # check_tamper FILE-IN-VOLUME
+  local f="vol/$1" off=5000
+  local b; b=$(xxd -p -s "$off" -l 1 "$f")
+  printf "%02x" $((0x$b ^ 1)) | xxd -r -p | dd of="$f" bs=1 seek="$off" conv=notrunc status=none
+  set +e
+  run cat "$f" >out 2>err
+  local rc=$?
+  set -e
+  [[ $rc != 0 ]] || fail "reading a tampered file succeeded"
+  grep -q "Input/output error" err || { cat err; fail "no EIO for a tampered file"; }
+  grep -q "^scone: .*$1: chunk [0-9]* fails authentication" err || { cat err; fail "no scone: log line naming the file"; }
+}
+
+case "$case_name" in
+coreutils)
+  mkdir plain && for i in $(seq 1 3000); do echo "$MARKER line $i"; done > plain/data.txt
+  run cp plain/data.txt vol/copy.txt
+  run cmp plain/data.txt vol/copy.txt || fail "cmp differs"
+  [[ "$(run cat vol/copy.txt | sha256sum)" == "$(sha256sum < plain/data.txt)" ]] || fail "cat differs"
+  [[ "$(run sha256sum vol/copy.txt | cut -d' ' -f1)" == "$(sha256sum plain/data.txt | cut -d' ' -f1)" ]] \
+    || fail "sha256sum differs"
+  [[ "$(run stat -c %s vol/copy.txt)" == "$(stat -c %s plain/data.txt)" ]] || fail "stat size is not the plaintext size"
+  run ls -a vol > listing
+  ! grep -q "^.scone$" listing || fail ".scone is listed"
+  grep -q "^copy.txt$" listing || fail "copy.txt is not listed"
+  mkdir -p src/dir && cp plain/data.txt src/dir/a.txt && echo "$MARKER small" > src/b.txt
+  tar -C src -cf tree.tar .
+  mkdir vol/tree
+  run tar -C vol/tree -xf tree.tar
+  run cmp src/dir/a.txt vol/tree/dir/a.txt || fail "tar -x content differs"
+  run cmp src/b.txt vol/tree/b.txt || fail "tar -x content differs"
+  echo "$MARKER appended" | run tee -a vol/copy.txt >/dev/null
+  [[ "$(run tail -n1 vol/copy.txt)" == "$MARKER appended" ]] || fail "append through tee"
+  run mv vol/tree/b.txt vol/moved.txt
+  run cmp src/b.txt vol/moved.txt || fail "mv inside the volume"
+  run rm vol/moved.txt
+  [[ ! -e vol/moved.txt ]] || fail "rm"
+  check_volume
+  check_tamper copy.txt
+  ;;
+
+sqlite3)
+  {
+    echo "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"
+    for batch in $(seq 0 9); do
+      echo "BEGIN;"
+      for i in $(seq 1 1000); do echo "INSERT INTO t(v) VALUES('$MARKER-$batch-$i');"; done
+      echo "COMMIT;"
+    done
+  } > inserts.sql
+  run sqlite3 vol/db.sqlite < inserts.sql
+  [[ "$(run sqlite3 vol/db.sqlite 'PRAGMA integrity_check;')" == "ok" ]] || fail "integrity_check"
+  [[ "$(run sqlite3 vol/db.sqlite 'SELECT count(*) FROM t;')" == "10000" ]] || fail "count after reopen"
+  check_volume
+  set +e
+  sqlite3 vol/db.sqlite 'SELECT count(*) FROM t;' >/dev/null 2>&1 && fail "the host's sqlite3 read the encrypted database"
+  set -e
+  check_tamper db.sqlite
+  ;;
+
+python3)
+  mkdir vol/pkg
+  cat > prog.py <<PYEOF
+import json, os, sys
+sys.path.insert(0, "vol")
+with open("vol/data.json", "w") as f:
+    json.dump({"marker": "$MARKER", "n": list(range(1000))}, f)
+with open("vol/data.json") as f:
+    assert json.load(f)["n"][999] == 999
+with open("vol/log.txt", "w") as f:
+    f.write("first $MARKER\n")
+with open("vol/log.txt", "a") as f:
+    f.write("second\n")
+with open("vol/log.txt", "r+b") as f:
+    f.seek(6)
+    f.write(b"XXXXX")
+    f.seek(0)
+    assert f.read().startswith(b"first XXXXX-PLAINTEXT"), "seek and overwrite"
+with open("vol/pkg/shielded_module.py", "w") as f:
+    f.write("VALUE = '$MARKER module'\n")
+import importlib
+sys.path.insert(0, "vol/pkg")
+import shielded_module
+assert shielded_module.VALUE.endswith("module")
+names = sorted(os.listdir("vol"))
+assert ".scone" not in names, names
+assert names == ["data.json", "log.txt", "pkg"], names
+assert os.path.getsize("vol/log.txt") == len("first $MARKER\n") + len("second\n")
+print("python ok")
+PYEOF
+  [[ "$(run $PY -B prog.py)" == "python ok" ]] || fail "python program"
+  check_volume
+  check_tamper data.json
+  ;;
+
+fork-exec)
+  cat > prog.py <<PYEOF
+import os, subprocess
+pid = os.fork()
+if pid == 0:
+    with open("vol/child.txt", "w") as f:
+        f.write("written by the child $MARKER\n" * 500)
+    os._exit(0)
+os.waitpid(pid, 0)
+with open("vol/child.txt") as f:
+    assert f.read().startswith("written by the child"), "parent reads the child's file"
+with open("vol/parent.txt", "w") as f:
+    f.write("written by the parent $MARKER\n" * 500)
+out = subprocess.run(["cat", "vol/parent.txt", "vol/child.txt"], capture_output=True, check=True).stdout
+assert out.count(b"written by the") == 1000, "exec'd cat reads both files"
+subprocess.run(["cp", "vol/parent.txt", "vol/copied-by-exec.txt"], check=True)
+print("fork-exec ok")
+PYEOF
+  [[ "$(run $PY -B prog.py)" == "fork-exec ok" ]] || fail "fork/exec program"
+  run cmp vol/parent.txt vol/copied-by-exec.txt || fail "file written by an exec'd program"
+  check_volume
+  check_tamper child.txt
+  ;;
+
+redis)
+  sock="$work/redis.sock"
+  start_redis() {
+    run redis-server --port 0 --unixsocket "$sock" --dir "$work/vol" --dbfilename dump.rdb \
+      --appendonly yes --appendfsync always --save "" --daemonize no --logfile "$work/redis.log" &
+    redis_pid=$!
+    for _ in $(seq 1 200); do  # wait for the socket to answer (bounded)
+      [[ "$(redis-cli -s "$sock" ping 2>/dev/null)" == "PONG" ]] && return 0
+      kill -0 "$redis_pid" 2>/dev/null || { cat "$work/redis.log"; fail "redis-server exited"; }
+      sleep 0.05
+    done
+    fail "redis-server did not answer"
+  }
+  start_redis
+  for i in $(seq 1 1000); do echo "SET key:$i $MARKER-value-$i"; done | redis-cli -s "$sock" >/dev/null
+  [[ "$(redis-cli -s "$sock" SAVE)" == "OK" ]] || fail "SAVE"
+  for i in $(seq 1001 1500); do echo "SET key:$i $MARKER-value-$i"; done | redis-cli -s "$sock" >/dev/null
+  redis-cli -s "$sock" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+  wait "$redis_pid" || true
+  [[ -f vol/dump.rdb ]] || fail "no RDB file"
+  start_redis
+  [[ "$(redis-cli -s "$sock" DBSIZE)" == "1500" ]] || { cat "$work/redis.log"; fail "keys lost across restart"; }
+  [[ "$(redis-cli -s "$sock" GET key:1234)" == "$MARKER-value-1234" ]] || fail "value lost"
+  redis-cli -s "$sock" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+  wait "$redis_pid" || true
+  check_volume
+  check_tamper dump.rdb
+  ;;
+
+tag-and-refusals)
+  echo "$MARKER" > plain.txt
+  run cp plain.txt vol/f.txt
+  tag="$("$scone" volume tag vol --key-file key)"
+  cp -a vol vol.old
+  echo "more" | run tee -a vol/f.txt >/dev/null
+  newtag="$("$scone" volume tag vol --key-file key)"
+  [[ "$tag" != "$newtag" ]] || fail "tag did not move"
+  "$scone" run --volume "$work/vol:$work/key:$newtag" -- cat vol/f.txt >/dev/null || fail "current tag refused"
+  rm -rf vol && mv vol.old vol
+  set +e
+  "$scone" run --volume "$work/vol:$work/key:$newtag" -- cat vol/f.txt >out 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] || fail "rolled-back volume accepted"
+  grep -q "^scone: .*does not match the trusted tag" err || { cat err; fail "no clear message"; }
+  [[ ! -s out ]] || fail "the program ran on a rolled-back volume"
+  printf 'int main(void){return 0;}\n' > s.c && gcc -static -o static-prog s.c
+  set +e
+  "$scone" run --volume "$work/vol:$work/key" -- ./static-prog 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] || fail "a static program was run"
+  grep -q "statically linked" err || { cat err; fail "no clear message for a static program"; }
+  head -c 32 /dev/urandom | xxd -p -c 64 > wrong && chmod 600 wrong
+  set +e
+  "$scone" run --volume "$work/vol:$work/wrong" -- true 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] && grep -q "wrong key" err || { cat err; fail "wrong key"; }
+  ;;
+
+*)
+  fail "unknown case"
+  ;;
+esac
+echo "ok: $case_name"
