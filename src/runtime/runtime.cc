@@ -107,6 +107,9 @@ void CloseVolumesAtExit() {
     Status s = v->volume->Close();
     if (!s.ok()) Log(s.message());
   }
+  // From here on calls go straight to the C library; the keys are wiped.
+  state.store(kInactive, std::memory_order_release);
+  the_runtime->WipeKeys();
 }
 
 namespace {
@@ -216,6 +219,11 @@ Status Runtime::Init() {
   }
   pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
   return Status::Ok();
+}
+
+void Runtime::WipeKeys() {
+  keys_.clear();
+  for (auto& v : volumes_) v->volume.reset();  // the Volume's key goes with its last reference
 }
 
 RuntimeConfig Runtime::ConfigForExec() {

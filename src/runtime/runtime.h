@@ -73,6 +73,8 @@ class Runtime {
   // their state has moved on under this process) and the shielded descriptors that survive
   // exec, whose files are committed first.
   RuntimeConfig ConfigForExec();
+  // At exit, after the volumes closed.
+  void WipeKeys();
 
   // Called once, before main (or on the first interposed call, whichever comes first).
   Status Init();

@@ -44,7 +44,16 @@ int OpenProtected(Runtime& rt, const Target& t, int flags) {
   options.exclusive = (flags & O_CREAT) && (flags & O_EXCL);
   options.truncate = (flags & O_TRUNC) && Writable(flags);
   auto file = t.volume->volume->OpenFile(t.path, options);
-  if (!file.ok()) return Fail(file.status());
+  if (!file.ok()) {
+    struct stat st;
+    if (file.status().code() == Code::kNotFound && Real().lstat(t.absolute.c_str(), &st) == 0) {
+      // On disk but not in the volume's metadata: planted, or its metadata was lost.
+      return Fail(DataCorrupted(t.absolute +
+                                ": unknown file: not in the volume's metadata (added behind the "
+                                "volume's back, or its metadata is missing)"));
+    }
+    return Fail(file.status());
+  }
   // The descriptor's access mode mirrors the program's, so that advisory locks (a write lock
   // needs a writable descriptor) behave as without the shield; data never goes through it.
   int fd = Real().open(t.absolute.c_str(), (flags & O_ACCMODE) | O_NOFOLLOW | (flags & O_CLOEXEC));

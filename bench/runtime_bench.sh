@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# The runtime on real programs, measured in one run: fio (psync) natively, under `scone run` on
+# an encrypted volume, and on a gocryptfs mount (the FUSE peer), on tmpfs and on disk; sqlite3
+# inserts and redis-benchmark (SET/GET, AOF everysec) natively and under the runtime.
+# Prints ratios; never passes or fails on a time.
+# usage: bench/runtime_bench.sh SCONE [SIZE_MIB]
+set -euo pipefail
+scone="$(realpath "$1")"
+size_mib="${2:-256}"
+PY=/usr/bin/python3
+work_shm="$(mktemp -d /dev/shm/scone-bench-XXXXXX)"
+work_disk="$(mktemp -d /var/tmp/scone-bench-XXXXXX)"
+mounts=()
+cleanup() {
+  for m in "${mounts[@]}"; do fusermount3 -u "$m" 2>/dev/null || fusermount -u "$m" 2>/dev/null || true; done
+  rm -rf "$work_shm" "$work_disk"
+}
+trap cleanup EXIT
+
+# fio_mbps DIR RW BS [RUNNER...]: bandwidth in MB/s of one psync job on a file in DIR.
+fio_mbps() {
+  local dir="$1" rw="$2" bs="$3"
+  shift 3
+  "$@" fio --name=job --directory="$dir" --filename=fio.dat --ioengine=psync --rw="$rw" --bs="$bs" \
+    --size="${size_mib}m" --runtime=8 --time_based=0 --end_fsync=1 --output-format=json \
+    --randrepeat=1 --norandommap 2>/dev/null |
+    $PY -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f" % ((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/1e6))'
+}
+
+declare -A result
+run_fs_suite() {  # run_fs_suite LABEL BASE_DIR
+  local label="$1" base="$2"
+  mkdir -p "$base/native" "$base/gocryptfs.cipher" "$base/gocryptfs"
+  "$scone" volume create "$base/vol" --key-file "$base/vol.key" >/dev/null 2>&1
+  echo "scone-bench-password" > "$base/pw"
+  gocryptfs -q -init -passfile "$base/pw" "$base/gocryptfs.cipher" >/dev/null 2>&1
+  gocryptfs -q -nosyslog -passfile "$base/pw" "$base/gocryptfs.cipher" "$base/gocryptfs" && mounts+=("$base/gocryptfs")
+  for w in "write 1m" "read 1m" "randwrite 4k" "randread 4k"; do
+    set -- $w
+    result["$label/$1/native"]=$(fio_mbps "$base/native" "$1" "$2")
+    result["$label/$1/scone"]=$(fio_mbps "$base/vol" "$1" "$2" "$scone" run --volume "$base/vol:$base/vol.key" --)
+    result["$label/$1/gocryptfs"]=$(fio_mbps "$base/gocryptfs" "$1" "$2")
+    rm -f "$base/native/fio.dat" "$base/gocryptfs/fio.dat"
+    "$scone" run --volume "$base/vol:$base/vol.key" -- rm -f "$base/vol/fio.dat"
+  done
+}
+
+run_fs_suite tmpfs "$work_shm"
+run_fs_suite disk "$work_disk"
+
+ratio() { $PY -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b if b else 0))" "$1" "$2"; }
+
+echo "scone runtime benchmark (fio psync, ${size_mib} MiB file; best single run each)"
+printf "%-6s %-10s %10s %10s %10s %14s %16s\n" fs workload native scone gocryptfs scone/native scone/gocryptfs
+for fs in tmpfs disk; do
+  for w in write read randwrite randread; do
+    n=${result[$fs/$w/native]} s=${result[$fs/$w/scone]} g=${result[$fs/$w/gocryptfs]}
+    printf "%-6s %-10s %7s MB/s %7s MB/s %7s MB/s %14s %16s\n" "$fs" "$w" "$n" "$s" "$g" "$(ratio "$s" "$n")" "$(ratio "$s" "$g")"
+  done
+done
+
+# sqlite3: 20,000 inserts in 200 transactions.
+{
+  echo "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"
+  for b in $(seq 1 200); do
+    echo "BEGIN;"
+    for i in $(seq 1 100); do echo "INSERT INTO t(v) VALUES('row-$b-$i-abcdefghijklmnopqrstuvwxyz');"; done
+    echo "COMMIT;"
+  done
+} > "$work_disk/inserts.sql"
+seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); $PY -c "print($e-$s)"; }
+mkdir -p "$work_disk/sq"
+"$scone" volume create "$work_disk/sqvol" --key-file "$work_disk/sq.key" >/dev/null 2>&1
+t_native=$(seconds sh -c "sqlite3 '$work_disk/sq/db' < '$work_disk/inserts.sql'")
+t_scone=$(seconds sh -c "'$scone' run --volume '$work_disk/sqvol:$work_disk/sq.key' -- sqlite3 '$work_disk/sqvol/db' < '$work_disk/inserts.sql'")
+echo
+echo "sqlite3 20,000 inserts in 200 transactions (disk): native ${t_native}s, scone ${t_scone}s," \
+  "scone/native throughput $(ratio "$t_native" "$t_scone")"
+
+# redis-benchmark: SET and GET with AOF everysec.
+redis_rps() {  # redis_rps DIR [RUNNER...] -> "set get" requests per second
+  local dir="$1"
+  shift
+  local sock="$dir/redis.sock"
+  "$@" redis-server --port 0 --unixsocket "$sock" --dir "$dir" --appendonly yes --appendfsync everysec \
+    --save "" --daemonize no --logfile "$dir/redis.log" &
+  local pid=$!
+  for _ in $(seq 1 200); do [[ "$(redis-cli -s "$sock" ping 2>/dev/null)" == PONG ]] && break; sleep 0.05; done
+  redis-benchmark -s "$sock" -t set,get -n 200000 -c 20 -d 64 --csv 2>/dev/null |
+    $PY -c 'import csv,sys; r={row[0]:row[1] for row in csv.reader(sys.stdin)}; print(r.get("SET","0"), r.get("GET","0"))'
+  redis-cli -s "$sock" shutdown nosave >/dev/null 2>&1 || true
+  wait "$pid" || true
+}
+mkdir -p "$work_disk/rn"
+"$scone" volume create "$work_disk/rvol" --key-file "$work_disk/r.key" >/dev/null 2>&1
+read -r n_set n_get <<<"$(redis_rps "$work_disk/rn")"
+read -r s_set s_get <<<"$(redis_rps "$work_disk/rvol" "$scone" run --volume "$work_disk/rvol:$work_disk/r.key" --)"
+echo "redis-benchmark AOF everysec (disk): SET native $n_set/s scone $s_set/s ratio $(ratio "$s_set" "$n_set");" \
+  "GET native $n_get/s scone $s_get/s ratio $(ratio "$s_get" "$n_get")"
