@@ -19,6 +19,8 @@ constexpr uint8_t kLeafPrefix = 0x00;
 constexpr size_t kMaxCachedChunks = 1024;
 // Chunks read or written with one system call for large requests.
 constexpr size_t kReadBatchChunks = 256;
+// Commits of at most this many buffered chunks journal them all (see BuildRecord).
+constexpr size_t kSmallCommitChunks = 16;
 // Requests of at least this many chunks have their crypto split over two cores.
 constexpr size_t kParallelChunks = 32;
 
@@ -487,15 +489,18 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
     const uint8_t* src = data.data() + (from - offset);
     bool whole = from == chunk_start && (to == chunk_start + kChunkSize || to == size_);
     bool durable = chunk < durable_.size() && durable_[chunk];
+    uint64_t run = 0;
     if (whole && !durable && cache_.count(chunk) == 0) {
-      // New data: seal a run of whole chunks (on two cores when long) and write adjacent slots
-      // with one system call.
-      uint64_t run = 1;
+      run = 1;
       while (run < kReadBatchChunks && (chunk + run + 1) * kChunkSize <= end &&
              !(chunk + run < durable_.size() && durable_[chunk + run]) &&
              (cache_.empty() || cache_.count(chunk + run) == 0)) {
         ++run;
       }
+    }
+    // New data in long runs: seal (on two cores) and write adjacent slots with one system call.
+    // Short runs are buffered like other writes, so that a small commit needs one fdatasync.
+    if (run > kSmallCommitChunks) {
       Bytes& scratch = ThreadScratch(run * kChunkSize);
       uint8_t padded[kChunkSize];
       std::vector<uint64_t> chunks(run);
@@ -638,9 +643,15 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
   //    journal record.
   std::vector<std::pair<uint64_t, const uint8_t*>> inplace_now;
   Bytes inplace_images(kChunkSize * cache_.size());
+  // A small commit with no data written in place yet goes to the journal whole: one
+  // fdatasync (the journal's) instead of two (data, then journal).
+  const bool journal_all = !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
+  auto journaled_chunk = [&](uint64_t chunk) {
+    return journal_all || (chunk < durable_.size() && durable_[chunk]);
+  };
   size_t journaled = 0;
   for (const auto& [chunk, plain] : cache_) {
-    if (chunk < durable_.size() && durable_[chunk]) ++journaled;
+    if (journaled_chunk(chunk)) ++journaled;
   }
   record.slot_data.resize(journaled * kChunkSize);
   size_t next_inplace = 0;
@@ -649,7 +660,7 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
   std::vector<uint8_t*> images;
   for (const auto& [chunk, plain] : cache_) {
     uint8_t* image;
-    if (chunk < durable_.size() && durable_[chunk]) {
+    if (journaled_chunk(chunk)) {
       image = record.slot_data.data() + record.slot_chunks.size() * kChunkSize;
       record.slot_chunks.push_back(chunk);
     } else {

@@ -165,7 +165,15 @@ Result<uint64_t> Volume::PeekBaseSeq() const {
 // ---- keeping up with other processes ----------------------------------------------------
 
 Status Volume::CatchUpLocked(KeepAlive* keep) {
-  SCONE_ASSIGN_OR_RETURN(uint64_t base_seq, PeekBaseSeq());
+  // Another process checkpointed if the hint moved, or if the journal shrank under us (a
+  // checkpointer that died before writing the hint).
+  SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
+  SCONE_RETURN_IF_ERROR(journal_->Refresh());
+  bool reset = journal_->size() < journal_seen_;
+  uint64_t base_seq = applied_seq_;
+  if (hint != applied_seq_ || reset) {
+    SCONE_ASSIGN_OR_RETURN(base_seq, PeekBaseSeq());
+  }
   if (base_seq != applied_seq_) {
     // Another process checkpointed: its state file holds everything up to base_seq.
     bool clean;
@@ -174,7 +182,6 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
     next_seq_ = applied_seq_ + 1;
     touched_.clear();
   }
-  SCONE_RETURN_IF_ERROR(journal_->Refresh());
   SCONE_ASSIGN_OR_RETURN(std::vector<JournalRecord> records,
                          journal_->ReadFrom(next_seq_, &journal_seen_));
   for (const JournalRecord& r : records) ApplyOthersRecord(r);
@@ -415,6 +422,7 @@ Status Volume::Checkpoint(bool clean) {
   applied_seq_ = next_seq_ - 1;
   SCONE_RETURN_IF_ERROR(WriteBase(clean));
   SCONE_RETURN_IF_ERROR(journal_->Reset());
+  SCONE_RETURN_IF_ERROR(lock_->WriteCheckpointHint(applied_seq_));
   journal_seen_ = 0;
   touched_.clear();
   return Status::Ok();

@@ -40,6 +40,20 @@ bool VolumeLock::TryAlone() { return Set(F_WRLCK, 1, /*wait=*/false).ok(); }
 
 Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
+Result<uint64_t> VolumeLock::ReadCheckpointHint() const {
+  uint8_t bytes[8] = {};
+  SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(8, bytes));
+  uint64_t seq = 0;
+  for (size_t i = 0; i < n; ++i) seq |= static_cast<uint64_t>(bytes[i]) << (8 * i);
+  return seq;
+}
+
+Status VolumeLock::WriteCheckpointHint(uint64_t seq) const {
+  uint8_t bytes[8];
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(seq >> (8 * i));
+  return file_.WriteAt(8, ByteSpan(bytes, sizeof(bytes)));
+}
+
 Status VolumeLock::ReopenInChild() {
   std::string path = file_.path();
   // The inherited descriptor shares the parent's locks; drop it without unlocking them.

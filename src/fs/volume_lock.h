@@ -30,6 +30,11 @@ class VolumeLock {
   Status ReopenInChild();
   void Release() { (void)file_.Close(); }
 
+  // A hint for other processes, kept in the lock file (which is never replaced): the sequence
+  // number of the last checkpoint. Read and written under the writer lock.
+  Result<uint64_t> ReadCheckpointHint() const;
+  Status WriteCheckpointHint(uint64_t seq) const;
+
  private:
   explicit VolumeLock(os::File file) : file_(std::move(file)) {}
   Status Set(short type, off_t byte, bool wait);
