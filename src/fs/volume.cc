@@ -204,6 +204,16 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   return Status::Ok();
 }
 
+Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
+  SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
+  SCONE_RETURN_IF_ERROR(journal_->Refresh());
+  if (hint == applied_seq_ && journal_->size() == journal_seen_) return Status::Ok();
+  SCONE_RETURN_IF_ERROR(lock_->LockWriter());
+  Status s = CatchUpLocked(keep);
+  lock_->UnlockWriter();
+  return s;
+}
+
 void Volume::ApplyOthersRecord(const JournalRecord& record) {
   ApplyToState(record);
   if (record.kind == JournalRecord::Kind::kCommit) touched_.insert(record.entry.file_id);
@@ -734,8 +744,8 @@ Result<FileEntry> Volume::Lookup(std::string_view raw_path) {
   SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
   KeepAlive keep;
   std::lock_guard lock(mu_);
-  WriterSection writer(*this, &keep);
-  SCONE_RETURN_IF_ERROR(writer.Begin());
+  if (closed_) return Internal("volume " + dir_ + " is closed");
+  SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
   auto it = state_.files.find(path);
   if (it == state_.files.end()) return NotFound(dir_ + "/" + path + ": no such protected file");
   return it->second;
@@ -765,18 +775,14 @@ Result<uint64_t> Volume::FileSize(std::string_view raw_path) {
 std::vector<std::pair<std::string, FileEntry>> Volume::Files() {
   KeepAlive keep;
   std::lock_guard lock(mu_);
-  WriterSection writer(*this, &keep);
-  (void)writer.Begin();  // on failure: the state as this process knows it
+  if (!closed_) (void)CatchUpIfChangedLocked(&keep);  // on failure: the state as we know it
   return {state_.files.begin(), state_.files.end()};
 }
 
 VolumeTag Volume::Tag() {
   KeepAlive keep;
   std::lock_guard lock(mu_);
-  if (!closed_) {
-    WriterSection writer(*this, &keep);
-    (void)writer.Begin();
-  }
+  if (!closed_) (void)CatchUpIfChangedLocked(&keep);
   return state_.Tag(tag_key_);
 }
 

@@ -120,6 +120,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // in-memory state. REQUIRES: mu_ and the writer lock.
   Status CatchUpLocked(KeepAlive* keep);
   void ApplyOthersRecord(const JournalRecord& record);
+  // For lookups: catches up only if the journal or the checkpoint hint moved since we last
+  // looked (two reads, no lock in the common case). REQUIRES: mu_.
+  Status CatchUpIfChangedLocked(KeepAlive* keep);
   // Reads the checkpoint sequence from the state file's authenticated-later header.
   Result<uint64_t> PeekBaseSeq() const;
   Status WriteBase(bool clean);
