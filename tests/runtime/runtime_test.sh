@@ -109,6 +109,46 @@ assert shielded_module.VALUE.endswith("module")
 names = sorted(os.listdir("vol"))
 assert ".scone" not in names, names
 assert names == ["data.json", "log.txt", "pkg"], names
+# Every way of naming a file: relative after chdir, "..", a directory descriptor.
+os.chdir("vol/pkg")
+with open("../log.txt", "rb") as f:
+    assert f.read(5) == b"first"
+dfd = os.open("..", os.O_RDONLY | os.O_DIRECTORY)
+fd = os.open("data.json", os.O_RDONLY, dir_fd=dfd)
+assert os.read(fd, 10) == b'{"marker":'
+os.close(fd)
+os.close(dfd)
+os.chdir("../..")
+# Mappings: private read-only ones see plaintext; shared writable ones are refused.
+import mmap, errno
+with open("vol/log.txt", "rb") as f:
+    m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+    assert m[:5] == b"first"
+    m.close()
+with open("vol/log.txt", "r+b") as f:
+    try:
+        mmap.mmap(f.fileno(), 0)
+        raise AssertionError("shared writable mapping of a protected file was allowed")
+    except OSError as e:
+        assert e.errno == errno.ENODEV, e
+# truncate, fallocate, sendfile, dup2.
+with open("vol/t.bin", "wb") as f:
+    f.write(b"x" * 10000)
+os.truncate("vol/t.bin", 100)
+assert os.path.getsize("vol/t.bin") == 100
+fd = os.open("vol/t.bin", os.O_RDWR)
+os.posix_fallocate(fd, 0, 5000)
+assert os.fstat(fd).st_size == 5000
+out = os.open("vol/sent.bin", os.O_WRONLY | os.O_CREAT, 0o600)
+assert os.sendfile(out, fd, 0, 5000) == 5000
+os.close(out)
+os.dup2(fd, 50)
+assert os.pread(50, 4, 0) == b"xxxx"
+os.close(50)
+os.close(fd)
+assert open("vol/sent.bin", "rb").read() == b"x" * 100 + b"\0" * 4900
+for name in ("t.bin", "sent.bin"):
+    os.unlink("vol/" + name)
 assert os.path.getsize("vol/log.txt") == len("first $MARKER\n") + len("second\n")
 print("python ok")
 PYEOF
@@ -137,6 +177,9 @@ print("fork-exec ok")
 PYEOF
   [[ "$(run $PY -B prog.py)" == "fork-exec ok" ]] || fail "fork/exec program"
   run cmp vol/parent.txt vol/copied-by-exec.txt || fail "file written by an exec'd program"
+  # Shielded descriptors handed to an exec'd program: the shell opens, cat inherits.
+  run sh -c 'cat < vol/parent.txt > vol/via-shell.txt' || fail "shell redirection"
+  run cmp vol/parent.txt vol/via-shell.txt || fail "descriptors inherited across exec"
   check_volume
   check_tamper child.txt
   ;;
