@@ -120,3 +120,8 @@ SCONE_EXPORT int posix_spawnp(pid_t* pid, const char* file,
   if (!Build(envp, &env)) return real(pid, file, actions, attr, argv, envp);
   return real(pid, file, actions, attr, argv, env.envp());
 }
+
+// vfork children share the parent's memory until they exec, and the runtime's exec work (a new
+// configuration descriptor, committing descriptors) allocates and changes shared state: a
+// vfork child must not do that. vfork becomes fork, which POSIX allows.
+SCONE_EXPORT pid_t vfork(void) { return fork(); }

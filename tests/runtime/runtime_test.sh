@@ -180,6 +180,20 @@ PYEOF
   # Shielded descriptors handed to an exec'd program: the shell opens, cat inherits.
   run sh -c 'cat < vol/parent.txt > vol/via-shell.txt' || fail "shell redirection"
   run cmp vol/parent.txt vol/via-shell.txt || fail "descriptors inherited across exec"
+  # vfork + exec (the runtime turns vfork into fork: a vfork child shares the parent's memory).
+  cat > vf.c <<'CEOF'
+#include <sys/wait.h>
+#include <unistd.h>
+int main(int argc, char** argv) {
+  pid_t p = vfork();
+  if (p == 0) { execl("/bin/cat", "cat", argv[1], (char*)0); _exit(127); }
+  int st;
+  waitpid(p, &st, 0);
+  return WEXITSTATUS(st);
+}
+CEOF
+  gcc -o vf vf.c
+  [[ "$(run ./vf vol/child.txt | head -1)" == "written by the child $MARKER" ]] || fail "vfork + exec"
   check_volume
   check_tamper child.txt
   ;;
