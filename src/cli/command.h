@@ -4,6 +4,8 @@
 #pragma once
 
 #include <functional>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -15,11 +17,16 @@ using Action = std::function<Status()>;
 
 void RegisterVolumeCommands(CLI::App& app, Action& action);
 void RegisterRunCommand(CLI::App& app, Action& action);
+void RegisterMeasureCommand(CLI::App& app, Action& action);
 
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error (CLI11's), 3 a check
 // found damage (verify).
 inline constexpr int kExitFailure = 1;
 inline constexpr int kExitDamaged = 3;
+
+// Arguments after a `--` that follows `scone run`: the program's command line, kept away from
+// the option parser (CLI11 would try to match them).
+std::vector<std::string>& TrailingArguments();
 
 // A failure whose report was already printed (verify's damage lines): main() only sets the exit code.
 Status ReportedDamage(std::string summary);

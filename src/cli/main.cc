@@ -1,6 +1,7 @@
 // scone: build and run secure containers. Subcommands are registered per family (one file
 // each); this file only parses, runs the chosen action and maps its Status to an exit code.
 #include <cstdio>
+#include <string>
 
 #include "cli/command.h"
 
@@ -8,6 +9,11 @@ namespace scone::cli {
 
 Status ReportedDamage(std::string summary) {
   return Status(Code::kDataCorrupted, "damage reported: " + std::move(summary), -1);
+}
+
+std::vector<std::string>& TrailingArguments() {
+  static std::vector<std::string> args;
+  return args;
 }
 
 bool IsReportedDamage(const Status& status) {
@@ -24,6 +30,16 @@ int main(int argc, char** argv) {
   scone::cli::Action action;
   scone::cli::RegisterVolumeCommands(app, action);
   scone::cli::RegisterRunCommand(app, action);
+  scone::cli::RegisterMeasureCommand(app, action);
+  // `scone run [OPTIONS] -- PROGRAM ARGS...`: the program's arguments never reach the parser.
+  if (argc > 1 && std::string(argv[1]) == "run") {
+    for (int i = 2; i < argc; ++i) {
+      if (std::string(argv[i]) != "--") continue;
+      for (int j = i + 1; j < argc; ++j) scone::cli::TrailingArguments().push_back(argv[j]);
+      argc = i;
+      break;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

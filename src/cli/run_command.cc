@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "cli/command.h"
+#include "cli/runtime_library.h"
 #include "fs/volume.h"
 #include "os/file.h"
 #include "runtime/config.h"
@@ -21,6 +22,7 @@ namespace {
 struct RunArgs {
   std::vector<std::string> volumes;  // DIR:KEY_FILE[:TAG]
   std::vector<std::string> command;
+  bool print_measurement = false;
 };
 
 Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
@@ -90,22 +92,10 @@ Status CheckDynamicallyLinked(const std::string& program) {
                      "dynamically linked, or with the SCONE toolchain)");
 }
 
-Result<std::string> RuntimeLibrary() {
-  if (const char* env = getenv("SCONE_RUNTIME_LIBRARY")) return std::string(env);
-  char exe[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-  if (n <= 0) return Internal("cannot find the scone executable");
-  exe[n] = '\0';
-  std::filesystem::path dir = std::filesystem::path(exe).parent_path();
-  for (const auto& candidate : {dir / "libscone-runtime.so", dir / "../lib/scone/libscone-runtime.so"}) {
-    if (access(candidate.c_str(), R_OK) == 0) return std::filesystem::canonical(candidate).string();
-  }
-  return NotFound("libscone-runtime.so not found next to " + std::string(exe));
-}
-
 Status Run(const RunArgs& a) {
   if (a.command.empty()) return InvalidArgument("no program given (scone run [OPTIONS] -- PROGRAM ARGS...)");
   runtime::RuntimeConfig config;
+  config.print_measurement = a.print_measurement;
   for (const std::string& spec : a.volumes) {
     SCONE_ASSIGN_OR_RETURN(runtime::VolumeConfig v, ParseVolume(spec));
     config.volumes.push_back(std::move(v));
@@ -141,12 +131,15 @@ void RegisterRunCommand(CLI::App& app, Action& action) {
   run->add_option("--volume,-v", args->volumes,
                   "DIR:KEY_FILE[:TAG] a volume to shield (repeatable); with TAG the program "
                   "starts only if the volume's state is the one TAG names");
+  run->add_flag("--print-measurement", args->print_measurement,
+                "Print PROGRAM's measurement as the runtime computes it at start-up, and exit");
   // Everything from the program's name on belongs to the program, options included.
   run->prefix_command();
   run->footer("PROGRAM [ARGS...] follow the options (after an optional --).");
   run->callback([&action, args, run] {
     args->command = run->remaining();
     if (!args->command.empty() && args->command.front() == "--") args->command.erase(args->command.begin());
+    for (const std::string& a : TrailingArguments()) args->command.push_back(a);
     action = [args] { return Run(*args); };
   });
 }

@@ -34,6 +34,7 @@ SecretBytes RuntimeConfig::Encode() const {
     w.U32(static_cast<uint32_t>(f.flags));
     w.U64(f.offset);
   }
+  w.U8(print_measurement ? 1 : 0);
   Bytes bytes = w.Take();
   SecretBytes out(bytes);
   Wipe(bytes);
@@ -76,6 +77,9 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
     f.flags = static_cast<int>(flags);
     config.fds.push_back(std::move(f));
   }
+  uint8_t print = 0;
+  if (!r.U8(&print) || !r.done()) return InvalidArgument("runtime configuration is malformed");
+  config.print_measurement = print != 0;
   return config;
 }
 

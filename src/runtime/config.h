@@ -38,6 +38,9 @@ struct InheritedFd {
 struct RuntimeConfig {
   std::vector<VolumeConfig> volumes;
   std::vector<InheritedFd> fds;
+  // Print the program's measurement as the runtime computes it at start-up, then exit
+  // (`scone run --print-measurement`): how `scone measure` is checked against the runtime.
+  bool print_measurement = false;
 
   SecretBytes Encode() const;
   static Result<RuntimeConfig> Decode(ByteSpan blob);

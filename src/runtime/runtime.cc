@@ -12,6 +12,7 @@
 
 #include <cstring>
 
+#include "attest/measurement.h"
 #include "fs/volume_path.h"
 #include "os/syscalls.h"
 #include "runtime/real_libc.h"
@@ -190,6 +191,16 @@ Status Runtime::Init() {
   if (fd_text == nullptr) return Status::Ok();  // loaded without `scone run`: stay out of the way
   int config_fd = atoi(fd_text);
   SCONE_ASSIGN_OR_RETURN(RuntimeConfig config, ReadConfigFd(config_fd));
+  if (config.print_measurement) {
+    Dl_info self;
+    if (dladdr(reinterpret_cast<void*>(&Shield), &self) == 0 || self.dli_fname == nullptr) {
+      return Internal("cannot find the runtime library's own path");
+    }
+    SCONE_ASSIGN_OR_RETURN(attest::ImageDescription d, attest::DescribeThisProcess(self.dli_fname));
+    std::string text = d.Canonical() + ToHex(d.Measurement()) + "\n";
+    (void)!Real().write(1, text.data(), text.size());
+    _exit(0);
+  }
   // Key hygiene: no core dumps, no ptrace by other users' processes, no /proc/PID/mem.
   prctl(PR_SET_DUMPABLE, 0);
   for (VolumeConfig& vc : config.volumes) {

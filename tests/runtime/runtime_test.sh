@@ -259,6 +259,31 @@ tag-and-refusals)
   [[ $rc != 0 ]] && grep -q "wrong key" err || { cat err; fail "wrong key"; }
   ;;
 
+measurement)
+  # `scone measure` equals what the runtime computes at start-up, for several programs.
+  for prog in sqlite3 "$PY" redis-server cat; do
+    m="$("$scone" measure "$prog" | tail -n1)"
+    [[ "$m" =~ ^[0-9a-f]{64}$ ]] || fail "measure $prog: last line is not 64 hex digits"
+    r="$("$scone" run --print-measurement -- "$prog" | tail -n1)"
+    [[ "$m" == "$r" ]] || fail "measure and runtime disagree for $prog"
+  done
+  # A modified executable, and a modified library found through LD_LIBRARY_PATH, change it.
+  cp /bin/cat mycat
+  before="$("$scone" measure ./mycat | tail -n1)"
+  printf 'appended' >> mycat  # still a valid program, one byte different
+  after="$("$scone" measure ./mycat | tail -n1)"
+  [[ "$before" != "$after" ]] || fail "a modified executable has the same measurement"
+  mkdir libs && cp /lib/x86_64-linux-gnu/libz.so.1 libs/ && printf '\x01' >> libs/libz.so.1
+  plain_m="$("$scone" measure sqlite3 | tail -n1)"
+  lib_m="$(LD_LIBRARY_PATH="$work/libs" "$scone" measure sqlite3 | tail -n1)"
+  lib_r="$(LD_LIBRARY_PATH="$work/libs" "$scone" run --print-measurement -- sqlite3 | tail -n1)"
+  [[ "$plain_m" != "$lib_m" ]] || fail "a modified library has the same measurement"
+  [[ "$lib_m" == "$lib_r" ]] || fail "measure and runtime disagree with a modified library"
+  printf 'int main(void){return 0;}\n' > s.c && gcc -static -o static-prog s.c
+  if "$scone" measure ./static-prog 2>err; then fail "a static program was measured"; fi
+  grep -q "not a dynamically linked" err || { cat err; fail "no clear message"; }
+  ;;
+
 *)
   fail "unknown case"
   ;;

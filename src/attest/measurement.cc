@@ -1,0 +1,227 @@
+#include "attest/measurement.h"
+
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <tuple>
+
+#include <openssl/evp.h>
+
+#include "os/file.h"
+
+namespace scone::attest {
+namespace {
+
+const char* KindName(MeasuredFile::Kind k) {
+  switch (k) {
+    case MeasuredFile::Kind::kRuntime:
+      return "runtime";
+    case MeasuredFile::Kind::kExecutable:
+      return "executable";
+    case MeasuredFile::Kind::kInterpreter:
+      return "interpreter";
+    case MeasuredFile::Kind::kLibrary:
+      return "library";
+  }
+  return "?";
+}
+
+std::string BaseName(const std::string& path) {
+  size_t slash = path.rfind('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+std::string RealPath(const std::string& path) {
+  char buf[PATH_MAX];
+  return realpath(path.c_str(), buf) ? std::string(buf) : path;
+}
+
+// PT_INTERP of an ELF program, or "" (static program, script).
+std::string Interpreter(const std::string& program) {
+  auto f = os::File::Open(program, O_RDONLY);
+  if (!f.ok()) return "";
+  Elf64_Ehdr eh;
+  auto n = f->ReadAt(0, MutableByteSpan(reinterpret_cast<uint8_t*>(&eh), sizeof(eh)));
+  if (!n.ok() || *n != sizeof(eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0) return "";
+  for (int i = 0; i < eh.e_phnum; ++i) {
+    Elf64_Phdr ph;
+    auto m = f->ReadAt(eh.e_phoff + uint64_t(i) * eh.e_phentsize,
+                       MutableByteSpan(reinterpret_cast<uint8_t*>(&ph), sizeof(ph)));
+    if (!m.ok() || *m != sizeof(ph) || ph.p_type != PT_INTERP || ph.p_filesz > PATH_MAX) continue;
+    std::string interp(ph.p_filesz, '\0');
+    auto k = f->ReadAt(ph.p_offset, MutableByteSpan(reinterpret_cast<uint8_t*>(interp.data()), interp.size()));
+    if (!k.ok()) return "";
+    interp.resize(strnlen(interp.c_str(), interp.size()));
+    return interp;
+  }
+  return "";
+}
+
+Status AddFile(ImageDescription* d, MeasuredFile::Kind kind, const std::string& name,
+               const std::string& path) {
+  SCONE_ASSIGN_OR_RETURN(crypto::Hash h, HashFile(path));
+  d->files.push_back({kind, name, h});
+  return Status::Ok();
+}
+
+}  // namespace
+
+std::vector<std::string> RuntimeSettings() {
+  return {"fs-shield=v1", "chunk-size=4096"};
+}
+
+std::string ImageDescription::Canonical() const {
+  std::vector<MeasuredFile> sorted = files;
+  std::sort(sorted.begin(), sorted.end(), [](const MeasuredFile& a, const MeasuredFile& b) {
+    return std::tie(a.kind, a.name) < std::tie(b.kind, b.name);
+  });
+  std::string out = std::string(kMeasurementFormat) + "\n";
+  out += "runtime-version " + runtime_version + "\n";
+  for (const std::string& s : settings) out += "setting " + s + "\n";
+  for (const MeasuredFile& f : sorted) {
+    out += std::string(KindName(f.kind)) + " " + f.name + " " + ToHex(f.hash) + "\n";
+  }
+  return out;
+}
+
+crypto::Hash ImageDescription::Measurement() const {
+  std::string text = Canonical();
+  return crypto::Sha256({AsBytes(text)});
+}
+
+Result<crypto::Hash> HashFile(const std::string& path) {
+  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(path, O_RDONLY));
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex2(ctx, EVP_sha256(), nullptr);
+  Bytes buffer(1 << 20);
+  for (uint64_t offset = 0;;) {
+    auto n = f.ReadAt(offset, buffer);
+    if (!n.ok()) {
+      EVP_MD_CTX_free(ctx);
+      return n.status();
+    }
+    if (*n == 0) break;
+    EVP_DigestUpdate(ctx, buffer.data(), *n);
+    offset += *n;
+  }
+  crypto::Hash h;
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, h.data(), &len);
+  EVP_MD_CTX_free(ctx);
+  return h;
+}
+
+Result<ImageDescription> DescribeFromLoader(const std::string& program,
+                                            const std::string& runtime_library) {
+  std::string interp = Interpreter(program);
+  if (interp.empty()) {
+    return Unsupported(program + " is not a dynamically linked ELF program: it cannot be measured "
+                                 "for the runtime");
+  }
+  int fds[2];
+  if (pipe(fds) != 0) return IoError("pipe", errno);
+  pid_t pid = fork();
+  if (pid < 0) return IoError("fork", errno);
+  if (pid == 0) {
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    setenv("LD_PRELOAD", runtime_library.c_str(), 1);
+    unsetenv("SCONE_RUNTIME_FD");
+    execl(interp.c_str(), interp.c_str(), "--list", program.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string trace;
+  char buf[4096];
+  for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) break;
+    trace.append(buf, static_cast<size_t>(n));
+  }
+  close(fds[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return InvalidArgument("the dynamic loader cannot load " + program + ":\n" + trace);
+  }
+  ImageDescription d;
+  d.runtime_version = SCONE_VERSION_STRING;
+  d.settings = RuntimeSettings();
+  SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kExecutable, "main", program));
+  std::string runtime_real = RealPath(runtime_library);
+  std::string interp_real = RealPath(interp);
+  size_t pos = 0;
+  while (pos < trace.size()) {
+    size_t eol = trace.find('\n', pos);
+    if (eol == std::string::npos) eol = trace.size();
+    std::string line = trace.substr(pos, eol - pos);
+    pos = eol + 1;
+    line.erase(0, line.find_first_not_of(" \t"));
+    if (line.empty()) continue;
+    std::string path;
+    size_t arrow = line.find(" => ");
+    if (arrow != std::string::npos) {
+      path = line.substr(arrow + 4);
+      if (path.rfind("not found", 0) == 0) {
+        return NotFound(program + ": library " + line.substr(0, arrow) + " not found");
+      }
+    } else {
+      path = line;
+    }
+    path = path.substr(0, path.find(" ("));
+    if (path.find('/') == std::string::npos) continue;  // the vDSO: no file
+    std::string real = RealPath(path);
+    if (real == runtime_real) {
+      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kRuntime, "libscone-runtime.so", real));
+    } else if (real == interp_real) {
+      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kInterpreter, "ld.so", real));
+    } else {
+      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kLibrary, BaseName(path), real));
+    }
+  }
+  return d;
+}
+
+Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library) {
+  struct Mapped {
+    std::vector<std::string> paths;
+  } mapped;
+  dl_iterate_phdr(
+      [](struct dl_phdr_info* info, size_t, void* data) {
+        static_cast<Mapped*>(data)->paths.push_back(info->dlpi_name ? info->dlpi_name : "");
+        return 0;
+      },
+      &mapped);
+  ImageDescription d;
+  d.runtime_version = SCONE_VERSION_STRING;
+  d.settings = RuntimeSettings();
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+  if (n <= 0) return Internal("cannot read /proc/self/exe");
+  exe[n] = '\0';
+  SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kExecutable, "main", exe));
+  std::string interp_real = RealPath(Interpreter(exe));
+  std::string runtime_real = RealPath(runtime_library);
+  for (const std::string& path : mapped.paths) {
+    if (path.empty() || path.find('/') == std::string::npos) continue;  // main program, vDSO
+    std::string real = RealPath(path);
+    if (real == runtime_real) {
+      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kRuntime, "libscone-runtime.so", real));
+    } else if (real == interp_real) {
+      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kInterpreter, "ld.so", real));
+    } else {
+      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kLibrary, BaseName(path), real));
+    }
+  }
+  return d;
+}
+
+}  // namespace scone::attest

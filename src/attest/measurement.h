@@ -1,0 +1,48 @@
+// Measurement: the MRENCLAVE analogue. SHA-256 over a canonical, versioned description of
+// everything that decides a program's behaviour under the runtime: the runtime (its version,
+// its library, its settings), the executable, the dynamic loader, and every shared library the
+// loader maps at start-up (named by file name, so the value is the same on every host that has
+// the same files). `scone measure` computes it from the loader's trace without running the
+// program; the runtime computes it from what is mapped (dl_iterate_phdr). Both must agree.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "crypto/primitives.h"
+
+namespace scone::attest {
+
+inline constexpr char kMeasurementFormat[] = "scone-measurement-v1";
+
+struct MeasuredFile {
+  enum class Kind { kRuntime, kExecutable, kInterpreter, kLibrary };
+  Kind kind;
+  std::string name;  // file name (libraries), or a fixed label
+  crypto::Hash hash;
+};
+
+struct ImageDescription {
+  std::string runtime_version;
+  std::vector<std::string> settings;  // "key=value", part of the measurement
+  std::vector<MeasuredFile> files;
+
+  // The canonical text: one line per item, libraries sorted by name.
+  std::string Canonical() const;
+  crypto::Hash Measurement() const;
+};
+
+Result<crypto::Hash> HashFile(const std::string& path);
+
+// From the dynamic loader's trace of `program` with `runtime_library` preloaded (`ld.so --list`;
+// the program does not run).
+Result<ImageDescription> DescribeFromLoader(const std::string& program,
+                                            const std::string& runtime_library);
+// From the objects mapped in this process (the runtime at start-up).
+Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library);
+
+// Settings of the runtime that are part of every measurement.
+std::vector<std::string> RuntimeSettings();
+
+}  // namespace scone::attest

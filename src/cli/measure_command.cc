@@ -1,0 +1,48 @@
+// `scone measure PROGRAM`: the measurement (MRENCLAVE analogue) the runtime will compute for
+// PROGRAM at start-up, from the dynamic loader's trace; the description first, the 64-digit
+// value alone on the last line.
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "attest/measurement.h"
+#include "cli/command.h"
+#include "cli/runtime_library.h"
+
+namespace scone::cli {
+namespace {
+
+Status Measure(const std::string& program_name) {
+  std::string program = program_name;
+  if (program.find('/') == std::string::npos) {
+    // As execvp would find it.
+    const char* path = getenv("PATH");
+    std::string dirs = path ? path : "/usr/bin:/bin";
+    for (size_t pos = 0; pos <= dirs.size();) {
+      size_t colon = dirs.find(':', pos);
+      if (colon == std::string::npos) colon = dirs.size();
+      std::string candidate = dirs.substr(pos, colon - pos) + "/" + program_name;
+      if (access(candidate.c_str(), X_OK) == 0) {
+        program = candidate;
+        break;
+      }
+      pos = colon + 1;
+    }
+  }
+  SCONE_ASSIGN_OR_RETURN(std::string runtime, RuntimeLibrary());
+  SCONE_ASSIGN_OR_RETURN(attest::ImageDescription d, attest::DescribeFromLoader(program, runtime));
+  std::printf("%s%s\n", d.Canonical().c_str(), ToHex(d.Measurement()).c_str());
+  return Status::Ok();
+}
+
+}  // namespace
+
+void RegisterMeasureCommand(CLI::App& app, Action& action) {
+  auto program = std::make_shared<std::string>();
+  CLI::App* measure = app.add_subcommand(
+      "measure", "Print PROGRAM's measurement (MRENCLAVE analogue) as the runtime computes it");
+  measure->add_option("PROGRAM", *program, "A dynamically linked program")->required();
+  measure->callback([&action, program] { action = [program] { return Measure(*program); }; });
+}
+
+}  // namespace scone::cli
