@@ -279,6 +279,15 @@ measurement)
   lib_r="$(LD_LIBRARY_PATH="$work/libs" "$scone" run --print-measurement -- sqlite3 | tail -n1)"
   [[ "$plain_m" != "$lib_m" ]] || fail "a modified library has the same measurement"
   [[ "$lib_m" == "$lib_r" ]] || fail "measure and runtime disagree with a modified library"
+  # Signing: the signed measurement is the program's; the signer key is 0600; one key, one MRSIGNER.
+  "$scone" sign /bin/cat --key signer.pem --product-id 3 --svn 7 -o cat.sig > signed 2>/dev/null
+  [[ "$(stat -c %a signer.pem)" == 600 ]] || fail "signer key mode"
+  grep -q "^mrenclave $("$scone" measure /bin/cat | tail -n1)$" signed || fail "signed measurement"
+  "$scone" sign /bin/ls --key signer.pem -o ls.sig > signed2
+  [[ "$(grep mrsigner signed)" == "$(grep mrsigner signed2)" ]] || fail "one key, two MRSIGNERs"
+  echo "not a key" > bad.pem
+  if "$scone" sign /bin/cat --key bad.pem -o x.sig 2>err; then fail "signed with a bad key"; fi
+  grep -q "does not hold an Ed25519 private key" err || { cat err; fail "no clear message for a bad key"; }
   printf 'int main(void){return 0;}\n' > s.c && gcc -static -o static-prog s.c
   if "$scone" measure ./static-prog 2>err; then fail "a static program was measured"; fi
   grep -q "not a dynamically linked" err || { cat err; fail "no clear message"; }
