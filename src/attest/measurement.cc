@@ -71,6 +71,18 @@ Status AddFile(ImageDescription* d, MeasuredFile::Kind kind, const std::string& 
   return Status::Ok();
 }
 
+// A mapped object, named the same way whether it comes from the loader's trace or from
+// dl_iterate_phdr: the runtime and the loader by role, libraries by file name.
+Status AddMapped(ImageDescription* d, const std::string& path, const std::string& runtime_real,
+                 const std::string& interp_real) {
+  std::string real = RealPath(path);
+  if (real == runtime_real) {
+    return AddFile(d, MeasuredFile::Kind::kRuntime, "libscone-runtime.so", real);
+  }
+  if (real == interp_real) return AddFile(d, MeasuredFile::Kind::kInterpreter, "ld.so", real);
+  return AddFile(d, MeasuredFile::Kind::kLibrary, BaseName(path), real);
+}
+
 }  // namespace
 
 std::vector<std::string> RuntimeSettings() {
@@ -178,14 +190,7 @@ Result<ImageDescription> DescribeFromLoader(const std::string& program,
     }
     path = path.substr(0, path.find(" ("));
     if (path.find('/') == std::string::npos) continue;  // the vDSO: no file
-    std::string real = RealPath(path);
-    if (real == runtime_real) {
-      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kRuntime, "libscone-runtime.so", real));
-    } else if (real == interp_real) {
-      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kInterpreter, "ld.so", real));
-    } else {
-      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kLibrary, BaseName(path), real));
-    }
+    SCONE_RETURN_IF_ERROR(AddMapped(&d, path, runtime_real, interp_real));
   }
   return d;
 }
@@ -212,14 +217,7 @@ Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library)
   std::string runtime_real = RealPath(runtime_library);
   for (const std::string& path : mapped.paths) {
     if (path.empty() || path.find('/') == std::string::npos) continue;  // main program, vDSO
-    std::string real = RealPath(path);
-    if (real == runtime_real) {
-      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kRuntime, "libscone-runtime.so", real));
-    } else if (real == interp_real) {
-      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kInterpreter, "ld.so", real));
-    } else {
-      SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kLibrary, BaseName(path), real));
-    }
+    SCONE_RETURN_IF_ERROR(AddMapped(&d, path, runtime_real, interp_real));
   }
   return d;
 }

@@ -268,6 +268,20 @@ int DoUnlink(int dirfd, const char* path, int flags, bool* handled) {
   return s.ok() ? 0 : Fail(s);
 }
 
+// The shape of every descriptor call: the shield's version for shielded descriptors, the C
+// library's for the rest (one atomic load on that path).
+template <typename Shielded, typename Passthrough>
+auto OnFd(int fd, Shielded shielded, Passthrough passthrough) {
+  Runtime* rt = ShieldIfReady();
+  auto d = rt ? rt->Get(fd) : nullptr;
+  return d ? shielded(*d) : passthrough();
+}
+
+int SyncShielded(OpenDescription& d) {
+  Status s = d.file->Sync();
+  return s.ok() ? 0 : Fail(s);
+}
+
 // Copies through the shield with read/write (sendfile, copy_file_range, splice).
 ssize_t CopyThrough(int in_fd, off_t* in_off, int out_fd, off_t* out_off, size_t count);
 
@@ -341,15 +355,13 @@ SCONE_EXPORT int close(int fd) {
 // ---- data -------------------------------------------------------------------------------
 
 SCONE_EXPORT ssize_t read(int fd, void* buf, size_t count) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  return d ? ReadCurrent(*d, buf, count) : Real().read(fd, buf, count);
+  return OnFd(fd, [&](OpenDescription& d) { return ReadCurrent(d, buf, count); },
+              [&] { return Real().read(fd, buf, count); });
 }
 
 SCONE_EXPORT ssize_t write(int fd, const void* buf, size_t count) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  return d ? WriteCurrent(*d, buf, count) : Real().write(fd, buf, count);
+  return OnFd(fd, [&](OpenDescription& d) { return WriteCurrent(d, buf, count); },
+              [&] { return Real().write(fd, buf, count); });
 }
 
 SCONE_EXPORT ssize_t pread(int fd, void* buf, size_t count, off_t offset) {
@@ -377,46 +389,37 @@ SCONE_EXPORT ssize_t pwrite64(int fd, const void* buf, size_t count, off_t offse
 }
 
 SCONE_EXPORT ssize_t readv(int fd, const struct iovec* iov, int count) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  return d ? ReadVector(*d, iov, count, nullptr) : Real().readv(fd, iov, count);
+  return OnFd(fd, [&](OpenDescription& d) { return ReadVector(d, iov, count, nullptr); },
+              [&] { return Real().readv(fd, iov, count); });
 }
 
 SCONE_EXPORT ssize_t writev(int fd, const struct iovec* iov, int count) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  return d ? WriteVector(*d, iov, count, nullptr) : Real().writev(fd, iov, count);
+  return OnFd(fd, [&](OpenDescription& d) { return WriteVector(d, iov, count, nullptr); },
+              [&] { return Real().writev(fd, iov, count); });
 }
 
 SCONE_EXPORT ssize_t preadv(int fd, const struct iovec* iov, int count, off_t offset) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  if (!d) return Real().preadv(fd, iov, count, offset);
   uint64_t at = static_cast<uint64_t>(offset);
-  return ReadVector(*d, iov, count, &at);
+  return OnFd(fd, [&](OpenDescription& d) { return ReadVector(d, iov, count, &at); },
+              [&] { return Real().preadv(fd, iov, count, offset); });
 }
 SCONE_EXPORT ssize_t preadv64(int fd, const struct iovec* iov, int count, off_t offset) {
   return preadv(fd, iov, count, offset);
 }
 
 SCONE_EXPORT ssize_t pwritev(int fd, const struct iovec* iov, int count, off_t offset) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  if (!d) return Real().pwritev(fd, iov, count, offset);
   uint64_t at = static_cast<uint64_t>(offset);
-  return WriteVector(*d, iov, count, &at);
+  return OnFd(fd, [&](OpenDescription& d) { return WriteVector(d, iov, count, &at); },
+              [&] { return Real().pwritev(fd, iov, count, offset); });
 }
 SCONE_EXPORT ssize_t pwritev64(int fd, const struct iovec* iov, int count, off_t offset) {
   return pwritev(fd, iov, count, offset);
 }
 
 SCONE_EXPORT ssize_t preadv2(int fd, const struct iovec* iov, int count, off_t offset, int flags) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  if (!d) return Real().preadv2(fd, iov, count, offset, flags);
-  if (offset == -1) return ReadVector(*d, iov, count, nullptr);
   uint64_t at = static_cast<uint64_t>(offset);
-  return ReadVector(*d, iov, count, &at);
+  return OnFd(fd, [&](OpenDescription& d) { return ReadVector(d, iov, count, offset == -1 ? nullptr : &at); },
+              [&] { return Real().preadv2(fd, iov, count, offset, flags); });
 }
 SCONE_EXPORT ssize_t preadv64v2(int fd, const struct iovec* iov, int count, off_t offset,
                                 int flags) {
@@ -425,12 +428,9 @@ SCONE_EXPORT ssize_t preadv64v2(int fd, const struct iovec* iov, int count, off_
 
 SCONE_EXPORT ssize_t pwritev2(int fd, const struct iovec* iov, int count, off_t offset,
                               int flags) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  if (!d) return Real().pwritev2(fd, iov, count, offset, flags);
-  if (offset == -1) return WriteVector(*d, iov, count, nullptr);
   uint64_t at = static_cast<uint64_t>(offset);
-  return WriteVector(*d, iov, count, &at);
+  return OnFd(fd, [&](OpenDescription& d) { return WriteVector(d, iov, count, offset == -1 ? nullptr : &at); },
+              [&] { return Real().pwritev2(fd, iov, count, offset, flags); });
 }
 SCONE_EXPORT ssize_t pwritev64v2(int fd, const struct iovec* iov, int count, off_t offset,
                                  int flags) {
@@ -543,9 +543,8 @@ SCONE_EXPORT int statx(int dirfd, const char* path, int flags, unsigned int mask
 }
 
 SCONE_EXPORT int ftruncate(int fd, off_t length) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  return d ? DoFtruncate(*d, length) : Real().ftruncate(fd, length);
+  return OnFd(fd, [&](OpenDescription& d) { return DoFtruncate(d, length); },
+              [&] { return Real().ftruncate(fd, length); });
 }
 SCONE_EXPORT int ftruncate64(int fd, off_t length) { return ftruncate(fd, length); }
 
@@ -567,27 +566,15 @@ SCONE_EXPORT int truncate(const char* path, off_t length) {
 SCONE_EXPORT int truncate64(const char* path, off_t length) { return truncate(path, length); }
 
 SCONE_EXPORT int fsync(int fd) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  if (!d) return Real().fsync(fd);
-  Status s = d->file->Sync();
-  return s.ok() ? 0 : Fail(s);
+  return OnFd(fd, SyncShielded, [&] { return Real().fsync(fd); });
 }
 
 SCONE_EXPORT int fdatasync(int fd) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  if (!d) return Real().fdatasync(fd);
-  Status s = d->file->Sync();
-  return s.ok() ? 0 : Fail(s);
+  return OnFd(fd, SyncShielded, [&] { return Real().fdatasync(fd); });
 }
 
 SCONE_EXPORT int sync_file_range(int fd, off_t offset, off_t nbytes, unsigned int flags) {
-  Runtime* rt = ShieldIfReady();
-  auto d = rt ? rt->Get(fd) : nullptr;
-  if (!d) return Real().sync_file_range(fd, offset, nbytes, flags);
-  Status s = d->file->Sync();
-  return s.ok() ? 0 : Fail(s);
+  return OnFd(fd, SyncShielded, [&] { return Real().sync_file_range(fd, offset, nbytes, flags); });
 }
 
 SCONE_EXPORT int fallocate(int fd, int mode, off_t offset, off_t len) {
