@@ -9,6 +9,7 @@
 #include "fs/region_rules.h"
 #include "fs/volume_path.h"
 #include "fs/volume_state.h"
+#include "policy/session.h"
 
 namespace scone::fuzz {
 
@@ -65,6 +66,11 @@ void JournalFileParser(const uint8_t* data, size_t size) {
   auto journal = fs::Journal::Open(path, key.Clone(), std::array<uint8_t, 16>{});
   if (journal.ok()) (void)(*journal)->ReadFrom(1);
   unlink(path);
+}
+
+void SessionParser(const uint8_t* data, size_t size) {
+  auto session = policy::Session::Parse(std::string_view(reinterpret_cast<const char*>(data), size));
+  if (session.ok() && session->name.empty()) abort();  // a parsed session always has a name
 }
 
 }  // namespace scone::fuzz

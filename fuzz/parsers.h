@@ -12,5 +12,6 @@ void JournalRecordParser(const uint8_t* data, size_t size);
 void VolumeStateParser(const uint8_t* data, size_t size);
 void PathAndRuleParser(const uint8_t* data, size_t size);
 void JournalFileParser(const uint8_t* data, size_t size);
+void SessionParser(const uint8_t* data, size_t size);
 
 }  // namespace scone::fuzz

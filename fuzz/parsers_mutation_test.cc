@@ -85,6 +85,19 @@ TEST(ParserMutationTest, PathsAndRules) {
   }
 }
 
+TEST(ParserMutationTest, Sessions) {
+  std::mt19937_64 rng(5);
+  const char* seed_text =
+      "name: s\nversion: \"0.3\"\nservices:\n  - name: a\n    mrenclaves: "
+      "[0000000000000000000000000000000000000000000000000000000000000001]\n    command: x "
+      "$$SCONE::k$$\nsecrets:\n  - name: k\n    kind: ascii\n    size: 8\n";
+  Bytes seed(seed_text, seed_text + strlen(seed_text));
+  for (int i = 0; i < 3000; ++i) {
+    Bytes input = Mutate(seed, rng);
+    SessionParser(input.data(), input.size());
+  }
+}
+
 TEST(ParserMutationTest, JournalFiles) {
   std::mt19937_64 rng(4);
   Bytes seed = ValidRecord();

@@ -4,5 +4,6 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   scone::fuzz::VolumeStateParser(data, size);
   scone::fuzz::PathAndRuleParser(data, size);
+  scone::fuzz::SessionParser(data, size);
   return 0;
 }
