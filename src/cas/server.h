@@ -1,0 +1,47 @@
+// `scone cas serve`: the configuration and attestation service's HTTPS API (TLS 1.3, mutual
+// TLS: every client presents a certificate, which is its identity).
+//
+//   POST /session          create a session, or update one (needs its current hash as
+//                          `predecessor` and the caller in `access_policy.update`)
+//   GET  /session/NAME     the session as submitted (caller in `access_policy.read`)
+//   GET  /session          names of the sessions the caller may read
+//
+// Errors are JSON {"error": reason} with a 4xx status; CAS keeps serving whatever it receives.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "cas/store.h"
+#include "common/status.h"
+
+namespace httplib {
+class SSLServer;
+}
+
+namespace scone::cas {
+
+class Server {
+ public:
+  // State (database, master key, TLS identity) lives in `state_dir`.
+  static Result<std::unique_ptr<Server>> Create(const std::string& state_dir);
+  ~Server();
+
+  // Binds; port 0 picks a free one. Returns the port.
+  Result<int> Bind(const std::string& host, int port);
+  // Serves until Stop().
+  void Run();
+  void Stop();
+
+ private:
+  Server() = default;
+  void Routes();
+
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<httplib::SSLServer> http_;
+};
+
+// Maps a Status to an HTTP status for CAS responses (the one place that does).
+int HttpStatusOf(const Status& status);
+
+}  // namespace scone::cas

@@ -1,0 +1,98 @@
+#include "crypto/tls_identity.h"
+
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <functional>
+
+#include "crypto/primitives.h"
+#include "os/file.h"
+
+namespace scone::crypto {
+namespace {
+
+Status WritePem(const std::string& path, mode_t mode, const std::function<int(FILE*)>& write) {
+  int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return IoError("create " + path, errno);
+  FILE* f = fdopen(fd, "w");
+  if (f == nullptr) {
+    close(fd);
+    return IoError("fdopen " + path, errno);
+  }
+  int ok = write(f);
+  fclose(f);
+  return ok == 1 ? Status::Ok() : Internal("writing " + path + " failed");
+}
+
+}  // namespace
+
+Status EnsureTlsIdentity(const TlsIdentityFiles& files, const std::string& common_name) {
+  SCONE_ASSIGN_OR_RETURN(bool key_exists, os::Exists(files.key_path));
+  SCONE_ASSIGN_OR_RETURN(bool cert_exists, os::Exists(files.cert_path));
+  if (key_exists && cert_exists) return Status::Ok();
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  X509* cert = X509_new();
+  if (key == nullptr || cert == nullptr) return Internal("TLS key generation failed");
+  uint8_t serial[16];
+  RandomBytes(serial);
+  serial[0] &= 0x7f;
+  BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
+  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert));
+  BN_free(bn);
+  X509_set_version(cert, 2);
+  X509_gmtime_adj(X509_getm_notBefore(cert), -60);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 10L * 365 * 24 * 3600);
+  X509_set_pubkey(cert, key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
+  X509_set_issuer_name(cert, name);
+  X509V3_CTX v3;
+  X509V3_set_ctx_nodb(&v3);
+  X509V3_set_ctx(&v3, cert, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* san = X509V3_EXT_conf_nid(nullptr, &v3, NID_subject_alt_name,
+                                            ("DNS:" + common_name + ",DNS:localhost,IP:127.0.0.1").c_str());
+  if (san) {
+    X509_add_ext(cert, san, -1);
+    X509_EXTENSION_free(san);
+  }
+  bool signed_ok = X509_sign(cert, key, EVP_sha256()) > 0;
+  Status s = signed_ok ? Status::Ok() : Internal("certificate signing failed");
+  if (s.ok()) {
+    s = WritePem(files.key_path, 0600, [&](FILE* f) {
+      return PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+    });
+  }
+  if (s.ok()) s = WritePem(files.cert_path, 0644, [&](FILE* f) { return PEM_write_X509(f, cert); });
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return s;
+}
+
+std::string PublicKeyFingerprint(const void* x509) {
+  X509* cert = const_cast<X509*>(static_cast<const X509*>(x509));
+  unsigned char* der = nullptr;
+  int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+  if (len <= 0) return "";
+  Hash h = Sha256({ByteSpan(der, static_cast<size_t>(len))});
+  OPENSSL_free(der);
+  return ToHex(h);
+}
+
+Result<std::string> PublicKeyFingerprintOfFile(const std::string& cert_path) {
+  FILE* f = fopen(cert_path.c_str(), "r");
+  if (f == nullptr) return IoError("open " + cert_path, errno);
+  X509* cert = PEM_read_X509(f, nullptr, nullptr, nullptr);
+  fclose(f);
+  if (cert == nullptr) return InvalidArgument(cert_path + " is not a PEM certificate");
+  std::string fp = PublicKeyFingerprint(cert);
+  X509_free(cert);
+  return fp;
+}
+
+}  // namespace scone::crypto

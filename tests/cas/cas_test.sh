@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# CAS over real HTTPS with mutual TLS: curl with client certificates made by openssl.
+# usage: cas_test.sh SCONE
+set -euo pipefail
+scone="$1"
+work="$(mktemp -d)"
+cas_pid=""
+cleanup() { [[ -n "$cas_pid" ]] && kill "$cas_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+cd "$work"
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+start_cas() {
+  : > out.txt
+  "$scone" cas serve --state state --listen 127.0.0.1:0 > out.txt 2> err.txt &
+  cas_pid=$!
+  for _ in $(seq 1 100); do  # bounded wait for the listening line
+    grep -q "listening on" out.txt && break
+    kill -0 "$cas_pid" 2>/dev/null || { cat err.txt; fail "CAS exited"; }
+    sleep 0.05
+  done
+  port=$(sed -n 's/.*127\.0\.0\.1:\([0-9]*\) .*/\1/p' out.txt)
+  [[ -n "$port" ]] || fail "no port"
+}
+stop_cas() { kill "$cas_pid"; wait "$cas_pid" || true; cas_pid=""; }
+# request USER METHOD PATH [DATA_FILE] -> body in body.txt, prints the HTTP status
+request() {
+  local user="$1" method="$2" path="$3" data="${4:-}"
+  local args=(-sS --cacert state/cas.crt --resolve "scone-cas:$port:127.0.0.1" -o body.txt -w "%{http_code}"
+              --cert "$user.crt" --key "$user.key" -X "$method")
+  [[ -n "$data" ]] && args+=(--data-binary "@$data")
+  curl "${args[@]}" "https://scone-cas:$port$path"
+}
+expect() {  # expect STATUS USER METHOD PATH [DATA] [BODY_SUBSTRING]
+  local want="$1"; shift
+  local got; got=$(request "$1" "$2" "$3" "${4:-}")
+  [[ "$got" == "$want" ]] || { cat body.txt; fail "$2 $3 as $1: HTTP $got, expected $want"; }
+  if [[ -n "${5:-}" ]]; then grep -q -- "$5" body.txt || { cat body.txt; fail "$2 $3: body lacks '$5'"; }; fi
+}
+
+for u in alice bob; do
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$u" \
+    -keyout "$u.key" -out "$u.crt" -days 30 2>/dev/null
+done
+SECRET="GIVEN-SECRET-VALUE-$$"
+cat > v1.yml <<YEOF
+name: shop
+version: "0.3"
+services:
+  - name: api
+    mrenclaves: [0000000000000000000000000000000000000000000000000000000000000001]
+    environment:
+      PW: \$\$SCONE::pw\$\$
+secrets:
+  - name: pw
+    kind: ascii
+    value: "$SECRET"
+YEOF
+
+start_cas
+expect 201 alice POST /session v1.yml '"hash"'
+hash=$(sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p' body.txt)
+expect 200 alice GET /session/shop "" "$SECRET"
+expect 403 bob GET /session/shop "" "not allowed to read"
+expect 200 bob GET /session "" '"sessions":\[\]'
+expect 200 alice GET /session "" '"sessions":\["shop"\]'
+expect 409 alice POST /session v1.yml "predecessor must be"      # update without predecessor
+{ cat v1.yml; echo "predecessor: $hash"; } > v2.yml
+expect 403 bob POST /session v2.yml "not allowed to update"
+expect 200 alice POST /session v2.yml '"hash"'
+expect 409 alice POST /session v2.yml "predecessor must be"      # the same predecessor twice
+expect 404 alice GET /session/none "" "no session"
+# Bad requests: 4xx with a reason, and CAS keeps serving.
+printf 'name: x\nversion: "0.3"\ncolour: blue\n' > bad1.yml
+expect 400 alice POST /session bad1.yml "line 3: unknown key 'colour'"
+printf 'name: [unclosed\n' > bad2.yml
+expect 400 alice POST /session bad2.yml "malformed YAML"
+head -c $((2 * 1024 * 1024)) /dev/zero | tr '\0' 'a' > big.yml
+expect 413 alice POST /session big.yml
+printf '\x16\x03\x01garbage' | timeout 5 bash -c "cat > /dev/tcp/127.0.0.1/$port" || true
+if curl -sS --cacert state/cas.crt --resolve "scone-cas:$port:127.0.0.1" "https://scone-cas:$port/session" \
+     -o /dev/null 2>/dev/null; then
+  fail "a client without a certificate was served"
+fi
+expect 200 alice GET /session/shop "" "$SECRET"
+# No secret in plaintext at rest: database, write-ahead log, audit log.
+if grep -r -a -q -- "$SECRET" state; then fail "secret in plaintext under the state directory"; fi
+# Restarted, CAS keeps sessions and access rules.
+stop_cas
+start_cas
+expect 200 alice GET /session/shop "" "predecessor: $hash"
+expect 403 bob GET /session/shop
+stop_cas
+echo "ok: cas"
