@@ -1,9 +1,12 @@
 // scone: build and run secure containers. Subcommands are registered per family (one file
 // each); this file only parses, runs the chosen action and maps its Status to an exit code.
+#include <openssl/crypto.h>
+
 #include <cstdio>
 #include <string>
 
 #include "cli/command.h"
+#include "common/parallel.h"
 
 namespace scone::cli {
 
@@ -50,6 +53,10 @@ int main(int argc, char** argv) {
   }
   if (!action) return 0;
   scone::Status status = action();
+  // OpenSSL's state is freed here, deterministically, not by exit handlers whose order depends
+  // on which libraries are loaded; nothing uses OpenSSL after this point.
+  scone::StopParallelHelper();
+  OPENSSL_cleanup();
   std::fflush(stdout);  // reports before the summary on stderr
   if (status.ok()) return 0;
   if (scone::cli::IsReportedDamage(status)) {

@@ -145,6 +145,8 @@ bool MoreThanOneCore() {
 
 }  // namespace
 
+void StopParallelHelper() { TheHelper().Stop(); }
+
 void ParallelFor(size_t count, size_t min_parallel_count,
                  const std::function<void(size_t, size_t)>& fn) {
   if (count == 0) return;

@@ -19,4 +19,8 @@ namespace scone {
 void ParallelFor(size_t count, size_t min_parallel_count,
                  const std::function<void(size_t, size_t)>& fn);
 
+// Stops the helper thread now (it is otherwise stopped at exit): for programs that tear their
+// libraries down before exit.
+void StopParallelHelper();
+
 }  // namespace scone

@@ -170,12 +170,13 @@ Aes256Gcm::Aes256Gcm(SecretBytes key)
 // Wipes this thread's key schedule of the key. Other threads' contexts keep theirs until they
 // next use another key or exit; they never hand it out, since ids are never reused.
 Aes256Gcm::~Aes256Gcm() {
-  ThreadContexts& contexts = Contexts();
-  if (contexts.enc_key_id == id_) {
+  // No Contexts() here: that would make contexts again after the thread's were freed.
+  ThreadContexts& contexts = thread_contexts;
+  if (contexts.enc != nullptr && contexts.enc_key_id == id_) {
     EVP_CIPHER_CTX_reset(contexts.enc);
     contexts.enc_key_id = 0;
   }
-  if (contexts.dec_key_id == id_) {
+  if (contexts.dec != nullptr && contexts.dec_key_id == id_) {
     EVP_CIPHER_CTX_reset(contexts.dec);
     contexts.dec_key_id = 0;
   }
