@@ -6,6 +6,7 @@
 
 #include "cas/server.h"
 #include "cli/command.h"
+#include "cli/local_cas.h"
 
 namespace scone::cli {
 namespace {
@@ -25,6 +26,7 @@ Status Serve(const CasArgs& a) {
   SCONE_ASSIGN_OR_RETURN(auto server, cas::Server::Create(a.state_dir));
   SCONE_ASSIGN_OR_RETURN(int bound, server->Bind(host, port));
   running = server.get();
+  signal(SIGPIPE, SIG_IGN);
   signal(SIGTERM, [](int) { if (running) running->Stop(); });
   signal(SIGINT, [](int) { if (running) running->Stop(); });
   std::printf("scone cas: listening on https://%s:%d (state %s)\n", host.c_str(), bound,
@@ -45,6 +47,16 @@ void RegisterCasCommands(CLI::App& app, Action& action) {
   serve->add_option("--state", args->state_dir, "State directory (database, keys)")->required();
   serve->add_option("--listen", args->listen, "HOST:PORT (port 0: any free port)");
   serve->callback([&action, args] { action = [args] { return Serve(*args); }; });
+  CLI::App* start = cas->add_subcommand("start", "Start this user's local CAS (if not running)");
+  start->callback([&action] {
+    action = [] {
+      SCONE_ASSIGN_OR_RETURN(std::string address, StartLocalCas());
+      std::printf("local CAS at %s\n", address.c_str());
+      return Status::Ok();
+    };
+  });
+  CLI::App* stop = cas->add_subcommand("stop", "Stop this user's local CAS");
+  stop->callback([&action] { action = [] { return StopLocalCas(); }; });
 }
 
 }  // namespace scone::cli

@@ -1,0 +1,50 @@
+#include "cas/client.h"
+
+#include <httplib.h>
+
+namespace scone::cas {
+
+Client::Client(const CasEndpoint& e)
+    : http_(std::make_unique<httplib::SSLClient>(e.host, e.port, e.client_cert, e.client_key)),
+      where_("https://" + e.host + ":" + std::to_string(e.port)) {
+  http_->set_ca_cert_path(e.cas_cert.c_str());
+  http_->enable_server_certificate_verification(true);
+  http_->set_connection_timeout(5, 0);
+  http_->set_read_timeout(30, 0);
+}
+
+Client::~Client() = default;
+
+static Result<CasReply> ToReply(const httplib::Result& r, const std::string& where) {
+  if (!r) {
+    return Status(Code::kIoError, "cannot reach CAS at " + where + ": " + httplib::to_string(r.error()),
+                  ECONNREFUSED);
+  }
+  return CasReply{r->status, r->body};
+}
+
+Result<CasReply> Client::Post(const std::string& path, const std::string& body,
+                              const std::string& content_type) {
+  return ToReply(http_->Post(path.c_str(), body, content_type.c_str()), where_);
+}
+
+Result<CasReply> Client::Get(const std::string& path) {
+  return ToReply(http_->Get(path.c_str()), where_);
+}
+
+Status ParseCasUrl(const std::string& url, CasEndpoint* out) {
+  constexpr std::string_view kScheme = "https://";
+  if (url.rfind(kScheme, 0) != 0) return InvalidArgument("CAS address '" + url + "' is not https://HOST:PORT");
+  std::string rest = url.substr(kScheme.size());
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  size_t colon = rest.rfind(':');
+  if (colon == std::string::npos) return InvalidArgument("CAS address '" + url + "' has no port");
+  out->host = rest.substr(0, colon);
+  out->port = std::atoi(rest.c_str() + colon + 1);
+  if (out->host.empty() || out->port <= 0 || out->port > 65535) {
+    return InvalidArgument("CAS address '" + url + "' is not https://HOST:PORT");
+  }
+  return Status::Ok();
+}
+
+}  // namespace scone::cas

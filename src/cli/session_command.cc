@@ -1,0 +1,103 @@
+// `scone session create|update|show|list`: sessions on CAS, as this user (client identity under
+// the state directory). Without --cas, the local CAS is used (started if needed).
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/command.h"
+#include "cli/local_cas.h"
+#include "os/file.h"
+#include "policy/session.h"
+
+namespace scone::cli {
+namespace {
+
+struct SessionArgs {
+  std::string file;
+  std::string name;
+  std::string cas;
+  std::string cas_cert;
+};
+
+// A CAS error reply as a Status whose message is CAS's reason.
+Status FromReply(const cas::CasReply& r) {
+  std::string reason = r.body;
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (!j.is_discarded() && j.contains("error")) reason = j["error"].get<std::string>();
+  Code code = r.status == 403 ? Code::kPermissionDenied
+              : r.status == 404 ? Code::kNotFound
+              : r.status == 409 ? Code::kRolledBack
+                                : Code::kInvalidArgument;
+  return Status(code, "CAS refused (HTTP " + std::to_string(r.status) + "): " + reason);
+}
+
+Status Submit(const SessionArgs& a, bool update) {
+  SCONE_ASSIGN_OR_RETURN(Bytes text, os::ReadWholeFile(a.file, 1 << 20));
+  std::string body(text.begin(), text.end());
+  // Checked here too, for a message that names the file.
+  auto parsed = policy::Session::Parse(body);
+  if (!parsed.ok()) return parsed.status().Annotate(a.file);
+  if (update && !parsed->predecessor) {
+    return InvalidArgument(a.file + ": an update names the current session's hash as predecessor "
+                           "(printed by scone session show " + parsed->name + ")");
+  }
+  SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
+  cas::Client client(e);
+  SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Post("/session", body, "application/yaml"));
+  if (r.status != 200 && r.status != 201) return FromReply(r);
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  std::printf("%s session %s: hash %s\n", r.status == 201 ? "created" : "updated",
+              parsed->name.c_str(), j.is_discarded() ? "?" : j.value("hash", "?").c_str());
+  return Status::Ok();
+}
+
+Status Show(const SessionArgs& a) {
+  SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
+  cas::Client client(e);
+  SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Get("/session/" + a.name));
+  if (r.status != 200) return FromReply(r);
+  std::fwrite(r.body.data(), 1, r.body.size(), stdout);
+  std::fprintf(stderr, "scone: session %s hash %s\n", a.name.c_str(),
+               ToHex(policy::Session::HashOf(r.body)).c_str());
+  return Status::Ok();
+}
+
+Status List(const SessionArgs& a) {
+  SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
+  cas::Client client(e);
+  SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Get("/session"));
+  if (r.status != 200) return FromReply(r);
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (j.is_discarded() || !j.contains("sessions")) return Internal("CAS sent an unreadable list");
+  for (const auto& n : j["sessions"]) std::printf("%s\n", n.get<std::string>().c_str());
+  return Status::Ok();
+}
+
+}  // namespace
+
+void RegisterSessionCommands(CLI::App& app, Action& action) {
+  auto args = std::make_shared<SessionArgs>();
+  CLI::App* session = app.add_subcommand("session", "Sessions (policies) on CAS");
+  session->require_subcommand(1);
+  auto cas_options = [args](CLI::App* cmd) {
+    cmd->add_option("--cas", args->cas, "CAS address https://HOST:PORT (default: the local CAS)");
+    cmd->add_option("--cas-cert", args->cas_cert, "Certificate CAS must present (with --cas)");
+  };
+  CLI::App* create = session->add_subcommand("create", "Create a session from a YAML file");
+  create->add_option("FILE", args->file, "Session file")->required();
+  cas_options(create);
+  create->callback([&action, args] { action = [args] { return Submit(*args, false); }; });
+  CLI::App* update = session->add_subcommand("update", "Replace a session (FILE names its predecessor)");
+  update->add_option("FILE", args->file, "Session file")->required();
+  cas_options(update);
+  update->callback([&action, args] { action = [args] { return Submit(*args, true); }; });
+  CLI::App* show = session->add_subcommand("show", "Print a session as stored (its hash on stderr)");
+  show->add_option("NAME", args->name, "Session name")->required();
+  cas_options(show);
+  show->callback([&action, args] { action = [args] { return Show(*args); }; });
+  CLI::App* list = session->add_subcommand("list", "Names of the sessions you may read");
+  cas_options(list);
+  list->callback([&action, args] { action = [args] { return List(*args); }; });
+}
+
+}  // namespace scone::cli

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# `scone session ...` against the embedded default: the first command starts a local CAS under
+# the user's state directory; identities are per user (state directory).
+# usage: session_cli_test.sh SCONE
+set -euo pipefail
+scone="$1"
+work="$(mktemp -d)"
+cd "$work"
+export XDG_STATE_HOME="$work/alice-state"
+cleanup() { XDG_STATE_HOME="$work/alice-state" "$scone" cas stop >/dev/null 2>&1 || true; rm -rf "$work"; }
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+cat > s1.yml <<'YEOF'
+name: demo
+version: "0.3"
+services:
+  - name: app
+    mrenclaves: [0000000000000000000000000000000000000000000000000000000000000001]
+secrets:
+  - name: token
+    kind: ascii
+    value: "TOKEN-FOR-DEMO"
+YEOF
+"$scone" session create s1.yml > out || fail "create"
+grep -q "^created session demo: hash [0-9a-f]\{64\}$" out || { cat out; fail "create output"; }
+[[ -f "$XDG_STATE_HOME/scone/client.crt" && -f "$XDG_STATE_HOME/scone/cas/address" ]] || fail "state files"
+[[ "$(stat -c %a "$XDG_STATE_HOME/scone/client.key")" == 600 ]] || fail "client key mode"
+[[ "$("$scone" session list)" == "demo" ]] || fail "list"
+"$scone" session show demo > shown 2> hash.txt
+cmp s1.yml shown || fail "show differs from what was created"
+hash=$(awk '{print $NF}' hash.txt)
+if "$scone" session create s1.yml 2>err; then fail "created twice"; fi
+grep -q "HTTP 409" err || { cat err; fail "no 409 for a second create"; }
+{ cat s1.yml; echo "predecessor: $hash"; } > s2.yml
+"$scone" session update s2.yml | grep -q "^updated session demo" || fail "update"
+if "$scone" session update s2.yml 2>err; then fail "stale predecessor accepted"; fi
+# Another user (another state directory, another identity) cannot read or update it.
+addr=$(cat "$XDG_STATE_HOME/scone/cas/address")
+cert="$XDG_STATE_HOME/scone/cas/cas.crt"
+if XDG_STATE_HOME="$work/bob-state" "$scone" session show demo --cas "$addr" --cas-cert "$cert" 2>err; then
+  fail "another user read the session"
+fi
+grep -q "HTTP 403" err || { cat err; fail "no 403 for another user"; }
+# CAS restarted keeps everything.
+"$scone" cas stop
+[[ ! -f "$XDG_STATE_HOME/scone/cas/address" ]] || fail "cas stop left its address"
+"$scone" session show demo 2>/dev/null | grep -q "predecessor: $hash" || fail "session lost across restart"
+if grep -r -a -q "TOKEN-FOR-DEMO" "$XDG_STATE_HOME/scone/cas"; then fail "secret in plaintext in the CAS state"; fi
+echo "ok: session cli"
