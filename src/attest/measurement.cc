@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 #include <tuple>
 
 #include <openssl/evp.h>
@@ -71,6 +72,43 @@ Status AddFile(ImageDescription* d, MeasuredFile::Kind kind, const std::string& 
   return Status::Ok();
 }
 
+// DT_SONAME of a shared object, or "" (read from the section headers: .dynamic and the string
+// table it links to). Libraries are named by it: the loader may open a symbolic link
+// (libexpat.so.1) while /proc/PID/maps shows the file it points to (libexpat.so.1.8.10).
+std::string Soname(const std::string& path) {
+  auto f = os::File::Open(path, O_RDONLY);
+  if (!f.ok()) return "";
+  auto read = [&](uint64_t off, void* out, size_t n) {
+    auto r = f->ReadAt(off, MutableByteSpan(static_cast<uint8_t*>(out), n));
+    return r.ok() && *r == n;
+  };
+  Elf64_Ehdr eh;
+  if (!read(0, &eh, sizeof(eh)) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
+      eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shnum > 4096) {
+    return "";
+  }
+  for (int i = 0; i < eh.e_shnum; ++i) {
+    Elf64_Shdr dyn;
+    if (!read(eh.e_shoff + uint64_t(i) * sizeof(Elf64_Shdr), &dyn, sizeof(dyn)) ||
+        dyn.sh_type != SHT_DYNAMIC || dyn.sh_link >= eh.e_shnum) {
+      continue;
+    }
+    Elf64_Shdr str;
+    if (!read(eh.e_shoff + uint64_t(dyn.sh_link) * sizeof(Elf64_Shdr), &str, sizeof(str))) return "";
+    for (uint64_t off = 0; off + sizeof(Elf64_Dyn) <= dyn.sh_size && off < (1u << 20); off += sizeof(Elf64_Dyn)) {
+      Elf64_Dyn d;
+      if (!read(dyn.sh_offset + off, &d, sizeof(d)) || d.d_tag == DT_NULL) break;
+      if (d.d_tag != DT_SONAME || d.d_un.d_val >= str.sh_size) continue;
+      char name[256] = {};
+      if (!read(str.sh_offset + d.d_un.d_val, name, std::min<uint64_t>(sizeof(name) - 1, str.sh_size - d.d_un.d_val))) {
+        return "";
+      }
+      return std::string(name, strnlen(name, sizeof(name) - 1));
+    }
+  }
+  return "";
+}
+
 // A mapped object, named the same way whether it comes from the loader's trace or from
 // dl_iterate_phdr: the runtime and the loader by role, libraries by file name.
 Status AddMapped(ImageDescription* d, const std::string& path, const std::string& runtime_real,
@@ -80,7 +118,8 @@ Status AddMapped(ImageDescription* d, const std::string& path, const std::string
     return AddFile(d, MeasuredFile::Kind::kRuntime, "libscone-runtime.so", real);
   }
   if (real == interp_real) return AddFile(d, MeasuredFile::Kind::kInterpreter, "ld.so", real);
-  return AddFile(d, MeasuredFile::Kind::kLibrary, BaseName(path), real);
+  std::string soname = Soname(real);
+  return AddFile(d, MeasuredFile::Kind::kLibrary, soname.empty() ? BaseName(path) : soname, real);
 }
 
 }  // namespace
@@ -217,6 +256,45 @@ Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library)
   std::string runtime_real = RealPath(runtime_library);
   for (const std::string& path : mapped.paths) {
     if (path.empty() || path.find('/') == std::string::npos) continue;  // main program, vDSO
+    SCONE_RETURN_IF_ERROR(AddMapped(&d, path, runtime_real, interp_real));
+  }
+  return d;
+}
+
+Result<ImageDescription> DescribeProcess(pid_t pid, const std::string& runtime_library) {
+  std::string proc = "/proc/" + std::to_string(pid);
+  char exe[PATH_MAX];
+  ssize_t n = readlink((proc + "/exe").c_str(), exe, sizeof(exe) - 1);
+  if (n <= 0) return PermissionDenied("cannot inspect process " + std::to_string(pid));
+  exe[n] = '\0';
+  SCONE_ASSIGN_OR_RETURN(Bytes maps, os::ReadWholeFile(proc + "/maps", 16u << 20));
+  ImageDescription d;
+  d.runtime_version = SCONE_VERSION_STRING;
+  d.settings = RuntimeSettings();
+  // Hash what the process executes, through its own view of the files (/proc/PID/map_files
+  // would need CAP_SYS_ADMIN; the paths are the same mount namespace here).
+  SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kExecutable, "main", exe));
+  std::string exe_real = RealPath(exe);
+  std::string interp_real = RealPath(Interpreter(exe));
+  std::string runtime_real = RealPath(runtime_library);
+  std::set<std::string> seen;
+  std::string text(maps.begin(), maps.end());
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    // address perms offset dev inode path
+    char perms[8] = {};
+    if (sscanf(line.c_str(), "%*s %7s", perms) != 1 || perms[2] != 'x') continue;
+    size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;  // [vdso], anonymous
+    std::string path = line.substr(slash);
+    if (path.size() > 10 && path.compare(path.size() - 10, 10, " (deleted)") == 0) {
+      return DataCorrupted("process " + std::to_string(pid) + " executes a deleted file " + path);
+    }
+    if (RealPath(path) == exe_real || !seen.insert(path).second) continue;
     SCONE_RETURN_IF_ERROR(AddMapped(&d, path, runtime_real, interp_real));
   }
   return d;

@@ -6,6 +6,8 @@
 // program; the runtime computes it from what is mapped (dl_iterate_phdr). Both must agree.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -41,6 +43,9 @@ Result<ImageDescription> DescribeFromLoader(const std::string& program,
                                             const std::string& runtime_library);
 // From the objects mapped in this process (the runtime at start-up).
 Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library);
+// From outside: another process's executable and the files it maps executable
+// (/proc/PID/maps). What the sim platform (LAS) measures, independently of what the process says.
+Result<ImageDescription> DescribeProcess(pid_t pid, const std::string& runtime_library);
 
 // Settings of the runtime that are part of every measurement.
 std::vector<std::string> RuntimeSettings();

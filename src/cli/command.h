@@ -21,6 +21,7 @@ void RegisterMeasureCommand(CLI::App& app, Action& action);
 void RegisterSignCommand(CLI::App& app, Action& action);
 void RegisterCasCommands(CLI::App& app, Action& action);
 void RegisterSessionCommands(CLI::App& app, Action& action);
+void RegisterAttestCommands(CLI::App& app, Action& action);
 
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error (CLI11's), 3 a check
 // found damage (verify).

@@ -23,6 +23,8 @@ struct RunArgs {
   std::vector<std::string> volumes;  // DIR:KEY_FILE[:TAG]
   std::vector<std::string> command;
   bool print_measurement = false;
+  std::string las_socket;
+  bool print_evidence = false;
 };
 
 Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
@@ -96,6 +98,9 @@ Status Run(const RunArgs& a) {
   if (a.command.empty()) return InvalidArgument("no program given (scone run [OPTIONS] -- PROGRAM ARGS...)");
   runtime::RuntimeConfig config;
   config.print_measurement = a.print_measurement;
+  config.las_socket = a.las_socket;
+  config.print_evidence = a.print_evidence;
+  if (a.print_evidence && a.las_socket.empty()) return InvalidArgument("--print-evidence needs --las");
   for (const std::string& spec : a.volumes) {
     SCONE_ASSIGN_OR_RETURN(runtime::VolumeConfig v, ParseVolume(spec));
     config.volumes.push_back(std::move(v));
@@ -133,6 +138,9 @@ void RegisterRunCommand(CLI::App& app, Action& action) {
                   "starts only if the volume's state is the one TAG names");
   run->add_flag("--print-measurement", args->print_measurement,
                 "Print PROGRAM's measurement as the runtime computes it at start-up, and exit");
+  run->add_option("--las", args->las_socket, "Local attestation service (unix socket)");
+  run->add_flag("--print-evidence", args->print_evidence,
+                "Get evidence about PROGRAM from LAS at start-up, print it (hex), and exit");
   // Everything from the program's name on belongs to the program, options included.
   run->prefix_command();
   run->footer("PROGRAM [ARGS...] follow the options (after an optional --).");

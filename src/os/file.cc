@@ -142,14 +142,17 @@ Status File::Close() {
 
 Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size) {
   SCONE_ASSIGN_OR_RETURN(File f, File::Open(path, O_RDONLY));
-  SCONE_ASSIGN_OR_RETURN(uint64_t size, f.Size());
-  if (size > max_size) {
-    return DataCorrupted(path + ": " + std::to_string(size) + " bytes, more than the " +
-                         std::to_string(max_size) + " allowed");
+  // Read to the end rather than trusting the size: /proc files report 0.
+  Bytes data;
+  uint8_t buffer[16384];
+  for (;;) {
+    SCONE_ASSIGN_OR_RETURN(size_t n, f.ReadAt(data.size(), buffer));
+    if (n == 0) break;
+    if (data.size() + n > max_size) {
+      return DataCorrupted(path + ": more than the " + std::to_string(max_size) + " bytes allowed");
+    }
+    data.insert(data.end(), buffer, buffer + n);
   }
-  Bytes data(size);
-  SCONE_ASSIGN_OR_RETURN(size_t n, f.ReadAt(0, data));
-  data.resize(n);
   return data;
 }
 

@@ -35,6 +35,8 @@ SecretBytes RuntimeConfig::Encode() const {
     w.U64(f.offset);
   }
   w.U8(print_measurement ? 1 : 0);
+  w.Str(las_socket);
+  w.U8(print_evidence ? 1 : 0);
   Bytes bytes = w.Take();
   SecretBytes out(bytes);
   Wipe(bytes);
@@ -77,9 +79,12 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
     f.flags = static_cast<int>(flags);
     config.fds.push_back(std::move(f));
   }
-  uint8_t print = 0;
-  if (!r.U8(&print) || !r.done()) return InvalidArgument("runtime configuration is malformed");
+  uint8_t print = 0, evidence = 0;
+  if (!r.U8(&print) || !r.Str(&config.las_socket, 4096) || !r.U8(&evidence) || !r.done()) {
+    return InvalidArgument("runtime configuration is malformed");
+  }
   config.print_measurement = print != 0;
+  config.print_evidence = evidence != 0;
   return config;
 }
 

@@ -41,6 +41,10 @@ struct RuntimeConfig {
   // Print the program's measurement as the runtime computes it at start-up, then exit
   // (`scone run --print-measurement`): how `scone measure` is checked against the runtime.
   bool print_measurement = false;
+  // LAS socket, and: get evidence about this process from it, print it (hex) and exit
+  // (`scone run --las PATH --print-evidence`), until CAS consumes evidence at start-up.
+  std::string las_socket;
+  bool print_evidence = false;
 
   SecretBytes Encode() const;
   static Result<RuntimeConfig> Decode(ByteSpan blob);

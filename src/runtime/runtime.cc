@@ -12,6 +12,7 @@
 
 #include <cstring>
 
+#include "attest/las.h"
 #include "attest/measurement.h"
 #include "fs/volume_path.h"
 #include "os/syscalls.h"
@@ -198,6 +199,15 @@ Status Runtime::Init() {
     }
     SCONE_ASSIGN_OR_RETURN(attest::ImageDescription d, attest::DescribeThisProcess(self.dli_fname));
     std::string text = d.Canonical() + ToHex(d.Measurement()) + "\n";
+    (void)!Real().write(1, text.data(), text.size());
+    _exit(0);
+  }
+  if (config.print_evidence) {
+    attest::ReportData data{};
+    crypto::Hash h = crypto::Sha256({AsBytes("scone-print-evidence")});
+    std::copy(h.begin(), h.end(), data.begin());
+    SCONE_ASSIGN_OR_RETURN(attest::Evidence e, attest::RequestEvidence(config.las_socket, data, std::nullopt));
+    std::string text = ToHex(e.Encode()) + "\n";
     (void)!Real().write(1, text.data(), text.size());
     _exit(0);
   }
