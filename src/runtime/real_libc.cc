@@ -65,6 +65,7 @@ RealLibc ResolveAll() {
   SCONE_RESOLVE(fopen);
   SCONE_RESOLVE(fdopen);
   SCONE_RESOLVE(freopen);
+  SCONE_RESOLVE(fclose);
   SCONE_RESOLVE(opendir);
   SCONE_RESOLVE(fdopendir);
   SCONE_RESOLVE(closedir);

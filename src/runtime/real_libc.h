@@ -56,6 +56,7 @@ struct RealLibc {
   FILE* (*fopen)(const char*, const char*);
   FILE* (*fdopen)(int, const char*);
   FILE* (*freopen)(const char*, const char*, FILE*);
+  int (*fclose)(FILE*);
   DIR* (*opendir)(const char*);
   DIR* (*fdopendir)(int);
   int (*closedir)(DIR*);

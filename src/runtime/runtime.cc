@@ -103,6 +103,7 @@ void ChildAfterFork() {
 void CloseVolumesAtExit() {
   static std::atomic<bool> done{false};
   if (the_runtime == nullptr || done.exchange(true)) return;
+  WriteBackReopenedStreams();
   // Commit what open descriptors wrote, then close the volumes (checkpoint, clean mark).
   for (auto& [fd, d] : the_runtime->AllFds()) the_runtime->Take(fd);
   for (auto& v : the_runtime->volumes()) {

@@ -105,6 +105,8 @@ Runtime* ShieldFor(int dirfd, const char* path);
 // set, -1 returned.
 int Fail(const Status& status);
 void Log(const std::string& message);
+// Writes back streams that freopen put on a protected file (shield_stdio.cc).
+void WriteBackReopenedStreams();
 // Commits open descriptors and closes the volumes (checkpoint, clean mark); run by exit().
 void CloseVolumesAtExit();
 

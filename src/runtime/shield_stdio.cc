@@ -6,7 +6,12 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <mutex>
+#include <unordered_map>
+#include <vector>
 
 #include "runtime/real_libc.h"
 #include "runtime/runtime.h"
@@ -94,7 +99,103 @@ FILE* OpenStream(const char* path, const char* mode) {
   return StreamFor(fd, mode);
 }
 
+// freopen of a protected path. An existing stream (stdin, stdout) cannot become a cookie stream
+// in place, so it is reopened on an anonymous in-memory file (memfd) holding the plaintext;
+// a writable one is written back through the shield when it is closed, and at exit.
+struct Reopened {
+  int shielded_fd;
+  int memfd;
+};
+std::mutex reopened_mu;
+std::unordered_map<FILE*, Reopened>& ReopenedStreams() {
+  static auto* streams = new std::unordered_map<FILE*, Reopened>();  // never destroyed
+  return *streams;
+}
+
+int WriteBack(FILE* stream, const Reopened& r) {
+  fflush(stream);
+  std::vector<uint8_t> buffer(1 << 16);
+  if (::ftruncate(r.shielded_fd, 0) != 0) return -1;
+  for (off_t at = 0;;) {
+    ssize_t n = Real().pread(r.memfd, buffer.data(), buffer.size(), at);
+    if (n < 0) return -1;
+    if (n == 0) break;
+    if (::pwrite(r.shielded_fd, buffer.data(), static_cast<size_t>(n), at) != n) return -1;
+    at += n;
+  }
+  return ::fsync(r.shielded_fd);
+}
+
+FILE* ReopenProtected(const char* path, const char* mode, FILE* stream) {
+  int flags = FlagsOf(mode);
+  if (flags < 0) {
+    errno = EINVAL;
+    return nullptr;
+  }
+  // Read access too: the current plaintext goes into memory first.
+  int open_flags = (flags & ~(O_APPEND | O_ACCMODE)) |
+                   ((flags & O_ACCMODE) == O_RDONLY ? O_RDONLY : O_RDWR);
+  int fd = ::open(path, open_flags, 0666);
+  if (fd < 0) return nullptr;
+  int memfd = memfd_create("scone-freopen", MFD_CLOEXEC);
+  if (memfd < 0) {
+    ::close(fd);
+    return nullptr;
+  }
+  // Plaintext into memory: all of it unless the mode truncates.
+  if (!(flags & O_TRUNC)) {
+    std::vector<uint8_t> buffer(1 << 16);
+    for (off_t at = 0;;) {
+      ssize_t n = ::pread(fd, buffer.data(), buffer.size(), at);
+      if (n < 0) {
+        int saved = errno;
+        ::close(fd);
+        Real().close(memfd);
+        errno = saved;
+        return nullptr;
+      }
+      if (n == 0) break;
+      (void)!Real().pwrite(memfd, buffer.data(), static_cast<size_t>(n), at);
+      at += n;
+    }
+  }
+  std::string memfd_path = "/proc/self/fd/" + std::to_string(memfd);
+  std::string real_mode;
+  for (const char* m = mode; *m; ++m) {
+    if (*m != 'x') real_mode.push_back(*m == 'w' ? 'r' : *m);  // 'w' would truncate: the memfd holds it
+  }
+  if ((flags & O_ACCMODE) != O_RDONLY && real_mode.find('+') == std::string::npos &&
+      real_mode[0] == 'r') {
+    real_mode = "r+";
+  }
+  FILE* f = Real().freopen(memfd_path.c_str(), real_mode.c_str(), stream);
+  if (f == nullptr) {
+    int saved = errno;
+    ::close(fd);
+    Real().close(memfd);
+    errno = saved;
+    return nullptr;
+  }
+  if ((flags & O_ACCMODE) == O_RDONLY) {
+    ::close(fd);
+    Real().close(memfd);
+    return f;
+  }
+  if (flags & O_APPEND) fseek(f, 0, SEEK_END);
+  std::lock_guard lock(reopened_mu);
+  ReopenedStreams()[f] = {fd, memfd};
+  return f;
+}
+
 }  // namespace
+
+void WriteBackReopenedStreams() {
+  std::lock_guard lock(reopened_mu);
+  for (auto& [stream, r] : ReopenedStreams()) {
+    if (WriteBack(stream, r) != 0) Log("writing back a reopened protected stream failed");
+  }
+}
+
 }  // namespace scone::runtime
 
 using namespace scone::runtime;  // NOLINT
@@ -112,14 +213,27 @@ SCONE_EXPORT FILE* fdopen(int fd, const char* mode) {
 }
 
 SCONE_EXPORT FILE* freopen(const char* path, const char* mode, FILE* stream) {
-  if (path != nullptr && IsProtectedPath(path)) {
-    // A stream cannot be turned into a cookie stream in place.
-    Log(std::string("freopen of protected file ") + path + " is not supported");
-    errno = ENOTSUP;
-    return nullptr;
-  }
+  if (path != nullptr && IsProtectedPath(path)) return ReopenProtected(path, mode, stream);
   return Real().freopen(path, mode, stream);
 }
+SCONE_EXPORT int fclose(FILE* stream) {
+  Reopened r{-1, -1};
+  {
+    std::lock_guard lock(reopened_mu);
+    auto it = ReopenedStreams().find(stream);
+    if (it != ReopenedStreams().end()) {
+      r = it->second;
+      ReopenedStreams().erase(it);
+    }
+  }
+  if (r.shielded_fd < 0) return Real().fclose(stream);
+  int wrote = WriteBack(stream, r);
+  int closed = Real().fclose(stream);
+  int close_fd = ::close(r.shielded_fd);
+  Real().close(r.memfd);
+  return wrote != 0 || closed != 0 || close_fd != 0 ? EOF : 0;
+}
+
 SCONE_EXPORT FILE* freopen64(const char* path, const char* mode, FILE* stream) {
   return freopen(path, mode, stream);
 }

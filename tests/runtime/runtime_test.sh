@@ -259,6 +259,33 @@ tag-and-refusals)
   [[ $rc != 0 ]] && grep -q "wrong key" err || { cat err; fail "wrong key"; }
   ;;
 
+freopen)
+  # freopen of protected files onto stdin, stdout (written back at exit) and stderr (append).
+  cat > fr.c <<'CEOF'
+#include <stdio.h>
+int main(int argc, char** argv) {
+  if (!freopen(argv[1], "r", stdin)) { perror("freopen r"); return 1; }
+  char line[256];
+  if (!fgets(line, sizeof(line), stdin)) { perror("fgets"); return 1; }
+  if (!freopen(argv[2], "w", stdout)) { perror("freopen w"); return 1; }
+  printf("copied: %s", line);
+  if (!freopen(argv[3], "a", stderr)) { perror("freopen a"); return 1; }
+  fprintf(stderr, "appended\n");
+  fclose(stderr);
+  return 0;
+}
+CEOF
+  gcc -o fr fr.c
+  echo "first line $MARKER" > in.txt
+  run cp in.txt vol/in.txt
+  run sh -c 'echo start > vol/log.txt'
+  run ./fr vol/in.txt vol/out.txt vol/log.txt || fail "freopen program"
+  [[ "$(run cat vol/out.txt)" == "copied: first line $MARKER" ]] || fail "stdout reopened on a protected file"
+  [[ "$(run cat vol/log.txt)" == $'start\nappended' ]] || fail "stderr appended to a protected file"
+  check_volume
+  check_tamper out.txt
+  ;;
+
 measurement)
   # `scone measure` equals what the runtime computes at start-up, for several programs.
   for prog in sqlite3 "$PY" redis-server cat; do
