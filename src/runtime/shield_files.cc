@@ -293,41 +293,30 @@ using scone::Status;
 
 // ---- open -------------------------------------------------------------------------------
 
-SCONE_EXPORT int open(const char* path, int flags, ...) {
-  va_list ap;
-  va_start(ap, flags);
-  mode_t mode = ModeArg(flags, ap);
-  va_end(ap);
-  int fd = ShieldedOpen(AT_FDCWD, path, flags);
-  return fd == -2 ? Real().open(path, flags, mode) : fd;
-}
-
-SCONE_EXPORT int open64(const char* path, int flags, ...) {
-  va_list ap;
-  va_start(ap, flags);
-  mode_t mode = ModeArg(flags, ap);
-  va_end(ap);
-  int fd = ShieldedOpen(AT_FDCWD, path, flags);
-  return fd == -2 ? Real().open64(path, flags, mode) : fd;
-}
-
-SCONE_EXPORT int openat(int dirfd, const char* path, int flags, ...) {
-  va_list ap;
-  va_start(ap, flags);
-  mode_t mode = ModeArg(flags, ap);
-  va_end(ap);
-  int fd = ShieldedOpen(dirfd, path, flags);
-  return fd == -2 ? Real().openat(dirfd, path, flags, mode) : fd;
-}
-
-SCONE_EXPORT int openat64(int dirfd, const char* path, int flags, ...) {
-  va_list ap;
-  va_start(ap, flags);
-  mode_t mode = ModeArg(flags, ap);
-  va_end(ap);
-  int fd = ShieldedOpen(dirfd, path, flags);
-  return fd == -2 ? Real().openat64(dirfd, path, flags, mode) : fd;
-}
+// The four open entry points differ only in name and in having a directory descriptor; the
+// mode argument exists only with O_CREAT or O_TMPFILE.
+#define SCONE_OPEN(name)                                      \
+  SCONE_EXPORT int name(const char* path, int flags, ...) {   \
+    va_list ap;                                               \
+    va_start(ap, flags);                                      \
+    mode_t mode = ModeArg(flags, ap);                         \
+    va_end(ap);                                               \
+    int fd = ShieldedOpen(AT_FDCWD, path, flags);             \
+    return fd == -2 ? Real().name(path, flags, mode) : fd;    \
+  }
+#define SCONE_OPENAT(name)                                                \
+  SCONE_EXPORT int name(int dirfd, const char* path, int flags, ...) {    \
+    va_list ap;                                                           \
+    va_start(ap, flags);                                                  \
+    mode_t mode = ModeArg(flags, ap);                                     \
+    va_end(ap);                                                           \
+    int fd = ShieldedOpen(dirfd, path, flags);                            \
+    return fd == -2 ? Real().name(dirfd, path, flags, mode) : fd;         \
+  }
+SCONE_OPEN(open)
+SCONE_OPEN(open64)
+SCONE_OPENAT(openat)
+SCONE_OPENAT(openat64)
 
 // Fortified variants (_FORTIFY_SOURCE): same semantics, mode-less.
 SCONE_EXPORT int __open_2(const char* path, int flags) { return open(path, flags); }

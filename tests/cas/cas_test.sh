@@ -2,23 +2,19 @@
 # CAS over real HTTPS with mutual TLS: curl with client certificates made by openssl.
 # usage: cas_test.sh SCONE
 set -euo pipefail
+source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 scone="$1"
 work="$(mktemp -d)"
 cas_pid=""
 cleanup() { [[ -n "$cas_pid" ]] && kill "$cas_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 cd "$work"
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 start_cas() {
   : > out.txt
   "$scone" cas serve --state state --listen 127.0.0.1:0 > out.txt 2> err.txt &
   cas_pid=$!
-  for _ in $(seq 1 100); do  # bounded wait for the listening line
-    grep -q "listening on" out.txt && break
-    kill -0 "$cas_pid" 2>/dev/null || { cat err.txt; fail "CAS exited"; }
-    sleep 0.05
-  done
+  wait_for_line out.txt "listening on" "$cas_pid"
   port=$(sed -n 's/.*127\.0\.0\.1:\([0-9]*\) .*/\1/p' out.txt)
   [[ -n "$port" ]] || fail "no port"
 }

@@ -3,17 +3,17 @@
 # verifies against `scone measure` of the same program, and against nothing else.
 # usage: las_test.sh SCONE
 set -euo pipefail
+source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 scone="$1"
 work="$(mktemp -d)"
 las_pid=""
 cleanup() { [[ -n "$las_pid" ]] && kill "$las_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 cd "$work"
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 "$scone" las serve --state state --socket "$work/las.sock" > out.txt 2> err.txt &
 las_pid=$!
-for _ in $(seq 1 100); do grep -q "listening on" out.txt && break; sleep 0.05; done  # bounded
+wait_for_line out.txt "listening on" "$las_pid"
 key=$(sed -n 's/.*platform key \([0-9a-f]\{64\}\).*/\1/p' out.txt)
 [[ -n "$key" ]] || { cat out.txt err.txt; fail "LAS did not start"; }
 [[ "$("$scone" las platform-key --state state)" == "$key" ]] || fail "platform-key differs"

@@ -3,13 +3,13 @@
 # the user's state directory; identities are per user (state directory).
 # usage: session_cli_test.sh SCONE
 set -euo pipefail
+source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 scone="$1"
 work="$(mktemp -d)"
 cd "$work"
 export XDG_STATE_HOME="$work/alice-state"
 cleanup() { XDG_STATE_HOME="$work/alice-state" "$scone" cas stop >/dev/null 2>&1 || true; rm -rf "$work"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
 
 cat > s1.yml <<'YEOF'
 name: demo

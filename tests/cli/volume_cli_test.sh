@@ -2,13 +2,13 @@
 # CLI tests of `scone volume`: usage: volume_cli_test.sh SCONE CASE
 # Each case runs in a fresh temporary directory and fails with a message naming what went wrong.
 set -euo pipefail
+source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 scone="$1"
 case_name="$2"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
-fail() { echo "FAIL ($case_name): $*" >&2; exit 1; }
 # expect_exit CODE CMD...: runs CMD, keeps stdout/stderr in out/err, checks the exit code.
 expect_exit() {
   local want="$1"; shift

@@ -4,15 +4,15 @@
 # After each case: no plaintext marker in any file under the volume, `scone volume verify`
 # passes, and a flipped byte makes the program's read fail with EIO and a `scone:` line.
 set -euo pipefail
+source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 scone="$1"
 case_name="$2"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+trap 'if [[ -n "${redis_pid:-}" ]]; then kill -9 "$redis_pid" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
 cd "$work"
 PY=/usr/bin/python3
 MARKER="SCONE-PLAINTEXT-MARKER-$$"
 
-fail() { echo "FAIL ($case_name): $*" >&2; exit 1; }
 run() { "$scone" run --volume "$work/vol:$work/key" -- "$@"; }
 "$scone" volume create vol --key-file key >/dev/null 2>&1
 
@@ -201,28 +201,28 @@ CEOF
 redis)
   sock="$work/redis.sock"
   start_redis() {
+    : > "$work/redis.log"
     run redis-server --port 0 --unixsocket "$sock" --dir "$work/vol" --dbfilename dump.rdb \
       --appendonly yes --appendfsync always --save "" --daemonize no --logfile "$work/redis.log" &
     redis_pid=$!
-    for _ in $(seq 1 200); do  # wait for the socket to answer (bounded)
-      [[ "$(redis-cli -s "$sock" ping 2>/dev/null)" == "PONG" ]] && return 0
-      kill -0 "$redis_pid" 2>/dev/null || { cat "$work/redis.log"; fail "redis-server exited"; }
-      sleep 0.05
-    done
-    fail "redis-server did not answer"
+    wait_for_line "$work/redis.log" "ready to accept connections" "$redis_pid"
+  }
+  stop_redis() {  # SHUTDOWN, then a bounded wait for the exit
+    redis-cli -s "$sock" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+    for _ in $(seq 1 200); do kill -0 "$redis_pid" 2>/dev/null || break; sleep 0.05; done
+    kill -9 "$redis_pid" 2>/dev/null || true
+    wait "$redis_pid" 2>/dev/null || true
   }
   start_redis
   for i in $(seq 1 1000); do echo "SET key:$i $MARKER-value-$i"; done | redis-cli -s "$sock" >/dev/null
   [[ "$(redis-cli -s "$sock" SAVE)" == "OK" ]] || fail "SAVE"
   for i in $(seq 1001 1500); do echo "SET key:$i $MARKER-value-$i"; done | redis-cli -s "$sock" >/dev/null
-  redis-cli -s "$sock" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
-  wait "$redis_pid" || true
+  stop_redis
   [[ -f vol/dump.rdb ]] || fail "no RDB file"
   start_redis
   [[ "$(redis-cli -s "$sock" DBSIZE)" == "1500" ]] || { cat "$work/redis.log"; fail "keys lost across restart"; }
   [[ "$(redis-cli -s "$sock" GET key:1234)" == "$MARKER-value-1234" ]] || fail "value lost"
-  redis-cli -s "$sock" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
-  wait "$redis_pid" || true
+  stop_redis
   check_volume
   check_tamper dump.rdb
   ;;
