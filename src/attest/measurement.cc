@@ -44,8 +44,9 @@ std::string RealPath(const std::string& path) {
   return realpath(path.c_str(), buf) ? std::string(buf) : path;
 }
 
-// PT_INTERP of an ELF program, or "" (static program, script).
-std::string Interpreter(const std::string& program) {
+}  // namespace
+
+std::string ProgramInterpreter(const std::string& program) {
   auto f = os::File::Open(program, O_RDONLY);
   if (!f.ok()) return "";
   Elf64_Ehdr eh;
@@ -64,6 +65,8 @@ std::string Interpreter(const std::string& program) {
   }
   return "";
 }
+
+namespace {
 
 Status AddFile(ImageDescription* d, MeasuredFile::Kind kind, const std::string& name,
                const std::string& path) {
@@ -171,7 +174,7 @@ Result<crypto::Hash> HashFile(const std::string& path) {
 
 Result<ImageDescription> DescribeFromLoader(const std::string& program,
                                             const std::string& runtime_library) {
-  std::string interp = Interpreter(program);
+  std::string interp = ProgramInterpreter(program);
   if (interp.empty()) {
     return Unsupported(program + " is not a dynamically linked ELF program: it cannot be measured "
                                  "for the runtime");
@@ -252,7 +255,7 @@ Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library)
   if (n <= 0) return Internal("cannot read /proc/self/exe");
   exe[n] = '\0';
   SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kExecutable, "main", exe));
-  std::string interp_real = RealPath(Interpreter(exe));
+  std::string interp_real = RealPath(ProgramInterpreter(exe));
   std::string runtime_real = RealPath(runtime_library);
   for (const std::string& path : mapped.paths) {
     if (path.empty() || path.find('/') == std::string::npos) continue;  // main program, vDSO
@@ -275,7 +278,7 @@ Result<ImageDescription> DescribeProcess(pid_t pid, const std::string& runtime_l
   // would need CAP_SYS_ADMIN; the paths are the same mount namespace here).
   SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kExecutable, "main", exe));
   std::string exe_real = RealPath(exe);
-  std::string interp_real = RealPath(Interpreter(exe));
+  std::string interp_real = RealPath(ProgramInterpreter(exe));
   std::string runtime_real = RealPath(runtime_library);
   std::set<std::string> seen;
   std::string text(maps.begin(), maps.end());

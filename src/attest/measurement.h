@@ -47,6 +47,10 @@ Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library)
 // (/proc/PID/maps). What the sim platform (LAS) measures, independently of what the process says.
 Result<ImageDescription> DescribeProcess(pid_t pid, const std::string& runtime_library);
 
+// PT_INTERP of an ELF program (its dynamic loader), or "" for a statically linked program, a
+// script or an unreadable file.
+std::string ProgramInterpreter(const std::string& program);
+
 // Settings of the runtime that are part of every measurement.
 std::vector<std::string> RuntimeSettings();
 

@@ -13,22 +13,7 @@ namespace scone::cli {
 namespace {
 
 Status Measure(const std::string& program_name) {
-  std::string program = program_name;
-  if (program.find('/') == std::string::npos) {
-    // As execvp would find it.
-    const char* path = getenv("PATH");
-    std::string dirs = path ? path : "/usr/bin:/bin";
-    for (size_t pos = 0; pos <= dirs.size();) {
-      size_t colon = dirs.find(':', pos);
-      if (colon == std::string::npos) colon = dirs.size();
-      std::string candidate = dirs.substr(pos, colon - pos) + "/" + program_name;
-      if (access(candidate.c_str(), X_OK) == 0) {
-        program = candidate;
-        break;
-      }
-      pos = colon + 1;
-    }
-  }
+  SCONE_ASSIGN_OR_RETURN(std::string program, FindProgram(program_name));
   SCONE_ASSIGN_OR_RETURN(std::string runtime, RuntimeLibrary());
   SCONE_ASSIGN_OR_RETURN(attest::ImageDescription d, attest::DescribeFromLoader(program, runtime));
   std::printf("%s%s\n", d.Canonical().c_str(), ToHex(d.Measurement()).c_str());

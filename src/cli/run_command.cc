@@ -11,6 +11,7 @@
 #include <filesystem>
 
 #include "cli/command.h"
+#include "attest/measurement.h"
 #include "cli/runtime_library.h"
 #include "fs/volume.h"
 #include "os/file.h"
@@ -56,22 +57,6 @@ Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
   return v;
 }
 
-// The program as execvp will find it.
-Result<std::string> FindProgram(const std::string& name) {
-  if (name.find('/') != std::string::npos) return name;
-  const char* path = getenv("PATH");
-  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
-  size_t pos = 0;
-  while (pos <= dirs.size()) {
-    size_t colon = dirs.find(':', pos);
-    if (colon == std::string::npos) colon = dirs.size();
-    std::string candidate = dirs.substr(pos, colon - pos) + "/" + name;
-    if (access(candidate.c_str(), X_OK) == 0) return candidate;
-    pos = colon + 1;
-  }
-  return NotFound(name + ": command not found");
-}
-
 // A statically linked program has no PT_INTERP: the dynamic loader never runs, so the runtime
 // cannot be loaded into it.
 Status CheckDynamicallyLinked(const std::string& program) {
@@ -83,12 +68,7 @@ Status CheckDynamicallyLinked(const std::string& program) {
       eh.e_ident[EI_CLASS] != ELFCLASS64) {
     return InvalidArgument(program + " is not a 64-bit ELF program");
   }
-  for (int i = 0; i < eh.e_phnum; ++i) {
-    Elf64_Phdr ph;
-    SCONE_ASSIGN_OR_RETURN(size_t m, f.ReadAt(eh.e_phoff + uint64_t(i) * eh.e_phentsize,
-                                              MutableByteSpan(reinterpret_cast<uint8_t*>(&ph), sizeof(ph))));
-    if (m == sizeof(ph) && ph.p_type == PT_INTERP) return Status::Ok();
-  }
+  if (!attest::ProgramInterpreter(program).empty()) return Status::Ok();
   return Unsupported(program +
                      " is statically linked: the SCONE runtime cannot be loaded into it (build it "
                      "dynamically linked, or with the SCONE toolchain)");

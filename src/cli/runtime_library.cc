@@ -21,4 +21,18 @@ Result<std::string> RuntimeLibrary() {
   return NotFound("libscone-runtime.so not found next to " + std::string(exe));
 }
 
+Result<std::string> FindProgram(const std::string& name) {
+  if (name.find('/') != std::string::npos) return name;
+  const char* path = getenv("PATH");
+  std::string dirs = path ? path : "/usr/local/bin:/usr/bin:/bin";
+  for (size_t pos = 0; pos <= dirs.size();) {
+    size_t colon = dirs.find(':', pos);
+    if (colon == std::string::npos) colon = dirs.size();
+    std::string candidate = dirs.substr(pos, colon - pos) + "/" + name;
+    if (access(candidate.c_str(), X_OK) == 0) return candidate;
+    pos = colon + 1;
+  }
+  return NotFound(name + ": command not found");
+}
+
 }  // namespace scone::cli

@@ -1,5 +1,5 @@
-// Where libscone-runtime.so is: $SCONE_RUNTIME_LIBRARY, else next to the scone executable, else
-// in ../lib/scone/ relative to it.
+// Where things are: libscone-runtime.so ($SCONE_RUNTIME_LIBRARY, else next to the scone
+// executable, else in ../lib/scone/ relative to it), and programs named on the command line.
 #pragma once
 
 #include <string>
@@ -9,5 +9,8 @@
 namespace scone::cli {
 
 Result<std::string> RuntimeLibrary();
+// The program as execvp will find it: a name with a '/' as it is, else the first executable
+// match on $PATH.
+Result<std::string> FindProgram(const std::string& name);
 
 }  // namespace scone::cli

@@ -78,10 +78,6 @@ class Layout {
     return interleaved_ ? 0 : PageCount(ChunkCount(size)) * kPageSize;
   }
   bool interleaved() const { return interleaved_; }
-  // Chunks whose slots are adjacent on disk starting at `chunk` (the rest of its group).
-  uint64_t ContiguousSlots(uint64_t chunk) const {
-    return interleaved_ ? kEntriesPerPage - chunk % kEntriesPerPage : UINT64_MAX;
-  }
 
  private:
   static constexpr uint64_t kGroupSize = kPageSize + kEntriesPerPage * kChunkSize;

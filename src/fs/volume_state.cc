@@ -55,11 +55,4 @@ VolumeTag VolumeState::Tag(const SecretBytes& tag_key) const {
   return crypto::HmacSha256(tag_key, {w.bytes()});
 }
 
-const std::string* VolumeState::PathOf(const FileId& id) const {
-  for (const auto& [path, entry] : files) {
-    if (entry.file_id == id) return &path;
-  }
-  return nullptr;
-}
-
 }  // namespace scone::fs

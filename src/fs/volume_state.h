@@ -37,8 +37,6 @@ struct VolumeState {
   // HMAC over the canonical encoding (files in path order).
   VolumeTag Tag(const SecretBytes& tag_key) const;
 
-  // The path of the file with this identity, or nullptr.
-  const std::string* PathOf(const FileId& id) const;
 };
 
 }  // namespace scone::fs
