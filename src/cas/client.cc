@@ -2,6 +2,8 @@
 
 #include <httplib.h>
 
+#include <nlohmann/json.hpp>
+
 namespace scone::cas {
 
 Client::Client(const CasEndpoint& e)
@@ -30,6 +32,19 @@ Result<CasReply> Client::Post(const std::string& path, const std::string& body,
 
 Result<CasReply> Client::Get(const std::string& path) {
   return ToReply(http_->Get(path.c_str()), where_);
+}
+
+Status ErrorFromReply(const CasReply& r) {
+  std::string reason = r.body;
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (!j.is_discarded() && j.is_object() && j.contains("error") && j["error"].is_string()) {
+    reason = j["error"].get<std::string>();
+  }
+  Code code = r.status == 403 ? Code::kPermissionDenied
+              : r.status == 404 ? Code::kNotFound
+              : r.status == 409 ? Code::kRolledBack
+                                : Code::kInvalidArgument;
+  return Status(code, "CAS refused (HTTP " + std::to_string(r.status) + "): " + reason);
 }
 
 Status ParseCasUrl(const std::string& url, CasEndpoint* out) {

@@ -40,6 +40,9 @@ class Client {
   std::string where_;
 };
 
+// A CAS error reply as a Status whose message is CAS's reason.
+Status ErrorFromReply(const CasReply& reply);
+
 // "https://HOST:PORT" -> host, port.
 Status ParseCasUrl(const std::string& url, CasEndpoint* out);
 

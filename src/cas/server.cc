@@ -3,8 +3,11 @@
 #include <httplib.h>
 #include <openssl/ssl.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
+#include "cas/secrets.h"
 #include "crypto/tls_identity.h"
 #include "policy/session.h"
 
@@ -63,10 +66,14 @@ int HttpStatusOf(const Status& status) {
 
 Server::~Server() = default;
 
-Result<std::unique_ptr<Server>> Server::Create(const std::string& state_dir) {
+Result<std::unique_ptr<Server>> Server::Create(const std::string& state_dir,
+                                               const std::vector<std::string>& admins) {
   std::unique_ptr<Server> s(new Server());
+  s->admins_ = admins;
   SCONE_ASSIGN_OR_RETURN(s->store_, Store::Open(state_dir));
   crypto::TlsIdentityFiles tls{state_dir + "/cas.key", state_dir + "/cas.crt"};
+  s->cert_path_ = tls.cert_path;
+  s->key_path_ = tls.key_path;
   SCONE_RETURN_IF_ERROR(crypto::EnsureTlsIdentity(tls, "scone-cas"));
   s->http_ = std::make_unique<httplib::SSLServer>([tls](SSL_CTX& ctx) {
     SSL_CTX_set_min_proto_version(&ctx, TLS1_3_VERSION);
@@ -114,6 +121,10 @@ void Server::Routes() {
       return Reply(res, InvalidArgument("session " + session->name +
                                         " does not exist: a new session has no predecessor"));
     }
+    if (Status generated = GenerateSecrets(*store, *session); !generated.ok()) {
+      store->Audit(caller, "create-or-update", session->name, "secrets: " + generated.message());
+      return Reply(res, generated.Annotate("session " + session->name));
+    }
     Status put = store->Put(next, replaces);
     store->Audit(caller, replaces ? "update" : "create", session->name, put.ok() ? "ok" : put.message());
     if (!put.ok()) return Reply(res, put);
@@ -146,6 +157,32 @@ void Server::Routes() {
       if (parsed.ok() && Allowed(parsed->read_access, s.creator, caller)) names.push_back(s.name);
     }
     res.set_content(nlohmann::json{{"sessions", names}}.dump() + "\n", "application/json");
+  });
+  http_->Post("/platform", [this, store](const httplib::Request& req, httplib::Response& res) {
+    std::string caller = ClientIdentity(req);
+    if (std::find(admins_.begin(), admins_.end(), caller) == admins_.end()) {
+      store->Audit(caller, "trust-platform", "", "denied");
+      return Reply(res, PermissionDenied("only CAS administrators may change the trusted platforms"));
+    }
+    auto body = nlohmann::json::parse(req.body, nullptr, false);
+    std::string hex = body.is_object() && body.contains("key") && body["key"].is_string() ? body["key"].get<std::string>() : "";
+    auto bytes = FromHex(hex);
+    crypto::PublicKey key{};
+    if (!bytes.ok() || bytes->size() != key.size()) {
+      return Reply(res, InvalidArgument("body must be {\"key\": \"<64 hex digits>\"}"));
+    }
+    std::copy(bytes->begin(), bytes->end(), key.begin());
+    Status s = store->TrustPlatform(key, caller);
+    store->Audit(caller, "trust-platform", hex, s.ok() ? "ok" : s.message());
+    if (!s.ok()) return Reply(res, s);
+    res.set_content(nlohmann::json{{"trusted", hex}}.dump() + "\n", "application/json");
+  });
+  http_->Get("/platform", [store](const httplib::Request&, httplib::Response& res) {
+    auto keys = store->TrustedPlatforms();
+    if (!keys.ok()) return Reply(res, keys.status());
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& k : *keys) list.push_back(ToHex(k));
+    res.set_content(nlohmann::json{{"platforms", list}}.dump() + "\n", "application/json");
   });
   http_->set_error_handler([](const httplib::Request&, httplib::Response& res) {
     if (res.body.empty()) {

@@ -5,12 +5,15 @@
 //                          `predecessor` and the caller in `access_policy.update`)
 //   GET  /session/NAME     the session as submitted (caller in `access_policy.read`)
 //   GET  /session          names of the sessions the caller may read
+//   POST /platform         {"key": HEX}: trust a platform key (CAS administrators only)
+//   GET  /platform         the trusted platform keys
 //
 // Errors are JSON {"error": reason} with a 4xx status; CAS keeps serving whatever it receives.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cas/store.h"
 #include "common/status.h"
@@ -23,8 +26,10 @@ namespace scone::cas {
 
 class Server {
  public:
-  // State (database, master key, TLS identity) lives in `state_dir`.
-  static Result<std::unique_ptr<Server>> Create(const std::string& state_dir);
+  // State (database, master key, TLS identity) lives in `state_dir`. `admins` are the client
+  // identities (public key fingerprints) that may change what CAS trusts.
+  static Result<std::unique_ptr<Server>> Create(const std::string& state_dir,
+                                                const std::vector<std::string>& admins);
   ~Server();
 
   // Binds; port 0 picks a free one. Returns the port.
@@ -33,11 +38,17 @@ class Server {
   void Run();
   void Stop();
 
+  Store* store() { return store_.get(); }
+  const std::string& cert_path() const { return cert_path_; }
+  const std::string& key_path() const { return key_path_; }
+
  private:
   Server() = default;
   void Routes();
 
   std::unique_ptr<Store> store_;
+  std::vector<std::string> admins_;
+  std::string cert_path_, key_path_;
   std::unique_ptr<httplib::SSLServer> http_;
 };
 

@@ -3,6 +3,7 @@
 #include <sqlite3.h>
 
 #include <chrono>
+#include <cstring>
 
 #include "fs/volume.h"
 #include "os/file.h"
@@ -62,6 +63,11 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& state_dir) {
       "  creator TEXT NOT NULL, nonce BLOB NOT NULL, sealed BLOB NOT NULL, tag BLOB NOT NULL);"
       "CREATE TABLE IF NOT EXISTS audit(id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER,"
       "  actor TEXT, action TEXT, object TEXT, result TEXT);"
+      "CREATE TABLE IF NOT EXISTS secrets(session TEXT NOT NULL, name TEXT NOT NULL,"
+      "  sealed BLOB NOT NULL, PRIMARY KEY(session, name));"
+      "CREATE TABLE IF NOT EXISTS volumes(session TEXT NOT NULL, name TEXT NOT NULL,"
+      "  sealed_key BLOB NOT NULL, tag BLOB, generation INTEGER, PRIMARY KEY(session, name));"
+      "CREATE TABLE IF NOT EXISTS platforms(key TEXT PRIMARY KEY, added_by TEXT, time INTEGER);"
       "CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit"
       "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
       "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
@@ -175,6 +181,172 @@ void Store::Audit(const std::string& actor, const std::string& action, const std
   sqlite3_bind_text(st.stmt, 4, object.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(st.stmt, 5, result.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_step(st.stmt);
+}
+
+Bytes Store::Seal(std::string_view aad, ByteSpan plaintext) const {
+  Bytes out(crypto::kNonceSize + plaintext.size() + crypto::kTagSize);
+  crypto::FreshNonce(out.data());
+  Status s = sealer_.Seal(ByteSpan(out.data(), crypto::kNonceSize), {AsBytes(aad)}, plaintext,
+                          out.data() + crypto::kNonceSize,
+                          out.data() + crypto::kNonceSize + plaintext.size());
+  if (!s.ok()) return {};
+  return out;
+}
+
+Result<SecretBytes> Store::Unseal(std::string_view aad, ByteSpan sealed) const {
+  if (sealed.size() < crypto::kNonceSize + crypto::kTagSize) {
+    return DataCorrupted("CAS store: sealed value for " + std::string(aad) + " is truncated");
+  }
+  SecretBytes out(sealed.size() - crypto::kNonceSize - crypto::kTagSize);
+  if (!sealer_.Open(sealed.first(crypto::kNonceSize), {AsBytes(aad)},
+                    sealed.subspan(crypto::kNonceSize, out.size()), out.data(),
+                    sealed.data() + crypto::kNonceSize + out.size())
+           .ok()) {
+    return DataCorrupted("CAS store: sealed value for " + std::string(aad) + " fails authentication");
+  }
+  return out;
+}
+
+Result<std::optional<Bytes>> Store::GetBlob(const char* sql, const std::string& a, const std::string& b) {
+  std::lock_guard lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, sql, -1, &st.stmt, nullptr) != SQLITE_OK) return SqlError(db_, "prepare");
+  sqlite3_bind_text(st.stmt, 1, a.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st.stmt, 2, b.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(st.stmt);
+  if (rc == SQLITE_DONE) return std::optional<Bytes>();
+  if (rc != SQLITE_ROW) return SqlError(db_, "read");
+  const auto* p = static_cast<const uint8_t*>(sqlite3_column_blob(st.stmt, 0));
+  return std::optional<Bytes>(Bytes(p, p + sqlite3_column_bytes(st.stmt, 0)));
+}
+
+static std::string SecretAad(const std::string& session, const std::string& name) {
+  return "secret/" + session + "/" + name;
+}
+static std::string VolumeAad(const std::string& session, const std::string& name) {
+  return "volume/" + session + "/" + name;
+}
+
+Result<std::optional<SecretBytes>> Store::GetSecret(const std::string& session, const std::string& name) {
+  SCONE_ASSIGN_OR_RETURN(auto blob, GetBlob("SELECT sealed FROM secrets WHERE session=?1 AND name=?2",
+                                            session, name));
+  if (!blob) return std::optional<SecretBytes>();
+  SCONE_ASSIGN_OR_RETURN(SecretBytes value, Unseal(SecretAad(session, name), *blob));
+  return std::optional<SecretBytes>(std::move(value));
+}
+
+Status Store::PutSecret(const std::string& session, const std::string& name, const SecretBytes& value) {
+  Bytes sealed = Seal(SecretAad(session, name), value.span());
+  std::lock_guard lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "INSERT OR REPLACE INTO secrets(session, name, sealed) VALUES(?,?,?)", -1,
+                         &st.stmt, nullptr) != SQLITE_OK) {
+    return SqlError(db_, "prepare");
+  }
+  sqlite3_bind_text(st.stmt, 1, session.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st.stmt, 2, name.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_blob(st.stmt, 3, sealed.data(), static_cast<int>(sealed.size()), SQLITE_TRANSIENT);
+  return sqlite3_step(st.stmt) == SQLITE_DONE ? Status::Ok() : SqlError(db_, "write secret");
+}
+
+Result<SecretBytes> Store::VolumeKey(const std::string& session, const std::string& volume) {
+  SCONE_ASSIGN_OR_RETURN(auto blob, GetBlob("SELECT sealed_key FROM volumes WHERE session=?1 AND name=?2",
+                                            session, volume));
+  if (blob) return Unseal(VolumeAad(session, volume), *blob);
+  SecretBytes key = crypto::RandomKey();
+  Bytes sealed = Seal(VolumeAad(session, volume), key.span());
+  {
+    std::lock_guard lock(mu_);
+    Statement st;
+    if (sqlite3_prepare_v2(db_, "INSERT OR IGNORE INTO volumes(session, name, sealed_key) VALUES(?,?,?)",
+                           -1, &st.stmt, nullptr) != SQLITE_OK) {
+      return SqlError(db_, "prepare");
+    }
+    sqlite3_bind_text(st.stmt, 1, session.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st.stmt, 2, volume.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_blob(st.stmt, 3, sealed.data(), static_cast<int>(sealed.size()), SQLITE_TRANSIENT);
+    if (sqlite3_step(st.stmt) != SQLITE_DONE) return SqlError(db_, "write volume key");
+  }
+  // Two first uses at once: both read back the one that was inserted.
+  SCONE_ASSIGN_OR_RETURN(blob, GetBlob("SELECT sealed_key FROM volumes WHERE session=?1 AND name=?2",
+                                       session, volume));
+  if (!blob) return Internal("CAS store: volume key vanished");
+  return Unseal(VolumeAad(session, volume), *blob);
+}
+
+Result<std::optional<VolumeMark>> Store::GetVolumeMark(const std::string& session, const std::string& volume) {
+  std::lock_guard lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "SELECT tag, generation FROM volumes WHERE session=? AND name=?", -1,
+                         &st.stmt, nullptr) != SQLITE_OK) {
+    return SqlError(db_, "prepare");
+  }
+  sqlite3_bind_text(st.stmt, 1, session.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st.stmt, 2, volume.c_str(), -1, SQLITE_TRANSIENT);
+  if (sqlite3_step(st.stmt) != SQLITE_ROW || sqlite3_column_type(st.stmt, 0) == SQLITE_NULL) {
+    return std::optional<VolumeMark>();
+  }
+  VolumeMark m;
+  if (sqlite3_column_bytes(st.stmt, 0) != static_cast<int>(m.tag.size())) {
+    return DataCorrupted("CAS store: the tag of volume " + volume + " is damaged");
+  }
+  std::memcpy(m.tag.data(), sqlite3_column_blob(st.stmt, 0), m.tag.size());
+  m.generation = static_cast<uint64_t>(sqlite3_column_int64(st.stmt, 1));
+  return std::optional<VolumeMark>(m);
+}
+
+Status Store::PutVolumeMark(const std::string& session, const std::string& volume, const VolumeMark& mark) {
+  SCONE_ASSIGN_OR_RETURN(auto current, GetVolumeMark(session, volume));
+  if (current && (mark.generation < current->generation ||
+                  (mark.generation == current->generation && mark.tag != current->tag))) {
+    return RolledBack("volume " + volume + ": reported state is older than the one CAS knows");
+  }
+  std::lock_guard lock(mu_);
+  Statement st;
+  // Compare-and-set on the generation: concurrent reports keep the newest.
+  if (sqlite3_prepare_v2(db_, "UPDATE volumes SET tag=?3, generation=?4 WHERE session=?1 AND name=?2 "
+                              "AND (generation IS NULL OR generation <= ?4)",
+                         -1, &st.stmt, nullptr) != SQLITE_OK) {
+    return SqlError(db_, "prepare");
+  }
+  sqlite3_bind_text(st.stmt, 1, session.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st.stmt, 2, volume.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_blob(st.stmt, 3, mark.tag.data(), static_cast<int>(mark.tag.size()), SQLITE_TRANSIENT);
+  sqlite3_bind_int64(st.stmt, 4, static_cast<sqlite3_int64>(mark.generation));
+  if (sqlite3_step(st.stmt) != SQLITE_DONE) return SqlError(db_, "write volume tag");
+  return Status::Ok();
+}
+
+Status Store::TrustPlatform(const crypto::PublicKey& key, const std::string& by) {
+  std::lock_guard lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "INSERT OR IGNORE INTO platforms(key, added_by, time) VALUES(?,?,?)", -1,
+                         &st.stmt, nullptr) != SQLITE_OK) {
+    return SqlError(db_, "prepare");
+  }
+  std::string hex = ToHex(key);
+  sqlite3_bind_text(st.stmt, 1, hex.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(st.stmt, 2, by.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(st.stmt, 3, std::chrono::duration_cast<std::chrono::seconds>(
+                                     std::chrono::system_clock::now().time_since_epoch()).count());
+  return sqlite3_step(st.stmt) == SQLITE_DONE ? Status::Ok() : SqlError(db_, "write platform");
+}
+
+Result<std::vector<crypto::PublicKey>> Store::TrustedPlatforms() {
+  std::lock_guard lock(mu_);
+  Statement st;
+  if (sqlite3_prepare_v2(db_, "SELECT key FROM platforms", -1, &st.stmt, nullptr) != SQLITE_OK) {
+    return SqlError(db_, "prepare");
+  }
+  std::vector<crypto::PublicKey> out;
+  while (sqlite3_step(st.stmt) == SQLITE_ROW) {
+    auto bytes = FromHex(reinterpret_cast<const char*>(sqlite3_column_text(st.stmt, 0)));
+    crypto::PublicKey k{};
+    if (!bytes.ok() || bytes->size() != k.size()) continue;
+    std::copy(bytes->begin(), bytes->end(), k.begin());
+    out.push_back(k);
+  }
+  return out;
 }
 
 }  // namespace scone::cas

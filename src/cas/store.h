@@ -11,8 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "cas/protocol.h"
 #include "common/status.h"
 #include "crypto/primitives.h"
+#include "crypto/signing.h"
 
 struct sqlite3;
 
@@ -39,9 +41,27 @@ class Store {
   void Audit(const std::string& actor, const std::string& action, const std::string& object,
              const std::string& result);
 
+  // Secret values CAS generated for a session, each sealed and bound to (session, name).
+  Result<std::optional<SecretBytes>> GetSecret(const std::string& session, const std::string& name);
+  Status PutSecret(const std::string& session, const std::string& name, const SecretBytes& value);
+
+  // A volume's key, created on first use; and the mark its service last reported.
+  Result<SecretBytes> VolumeKey(const std::string& session, const std::string& volume);
+  Result<std::optional<VolumeMark>> GetVolumeMark(const std::string& session, const std::string& volume);
+  // Records a newer mark; an older generation (or the same with another tag) is kRolledBack.
+  Status PutVolumeMark(const std::string& session, const std::string& volume, const VolumeMark& mark);
+
+  // Platform keys whose evidence CAS accepts.
+  Status TrustPlatform(const crypto::PublicKey& key, const std::string& by);
+  Result<std::vector<crypto::PublicKey>> TrustedPlatforms();
+
  private:
   Store(sqlite3* db, SecretBytes master_key);
   Status Exec(const char* sql);
+  // nonce | ciphertext | tag under the master key, bound to `aad`.
+  Bytes Seal(std::string_view aad, ByteSpan plaintext) const;
+  Result<SecretBytes> Unseal(std::string_view aad, ByteSpan sealed) const;
+  Result<std::optional<Bytes>> GetBlob(const char* sql, const std::string& a, const std::string& b);
 
   std::mutex mu_;
   sqlite3* db_;

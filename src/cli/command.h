@@ -23,6 +23,12 @@ void RegisterCasCommands(CLI::App& app, Action& action);
 void RegisterSessionCommands(CLI::App& app, Action& action);
 void RegisterAttestCommands(CLI::App& app, Action& action);
 
+// --cas and --cas-cert, for commands that talk to CAS (default: the local CAS).
+inline void AddCasOptions(CLI::App* cmd, std::string* cas, std::string* cas_cert) {
+  cmd->add_option("--cas", *cas, "CAS address https://HOST:PORT (default: the local CAS)");
+  cmd->add_option("--cas-cert", *cas_cert, "Certificate CAS must present (with --cas)");
+}
+
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error (CLI11's), 3 a check
 // found damage (verify).
 inline constexpr int kExitFailure = 1;

@@ -11,6 +11,9 @@
 #include <fstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
+#include "attest/sim/sim_platform.h"
 #include "crypto/tls_identity.h"
 #include "os/file.h"
 
@@ -18,6 +21,9 @@ namespace scone::cli {
 namespace {
 
 std::string CasDir() { return StateDir() + "/cas"; }
+std::string LasDir() { return StateDir() + "/las"; }
+std::string ClientCert() { return StateDir() + "/client.crt"; }
+std::string ClientKey() { return StateDir() + "/client.key"; }
 
 std::string ReadSmallFile(const std::string& path) {
   std::ifstream in(path);
@@ -26,13 +32,123 @@ std::string ReadSmallFile(const std::string& path) {
   return s;
 }
 
-// The pid of the running local CAS, or 0.
-pid_t RunningPid() {
-  std::string text = ReadSmallFile(CasDir() + "/cas.pid");
+// The pid of a running local service whose pid file is `dir`/pid, or 0.
+pid_t RunningPid(const std::string& dir) {
+  std::string text = ReadSmallFile(dir + "/pid");
   pid_t pid = static_cast<pid_t>(std::atoi(text.c_str()));
   if (pid <= 0 || kill(pid, 0) != 0) return 0;
   std::string cmdline = ReadSmallFile("/proc/" + std::to_string(pid) + "/cmdline");
   return cmdline.find("scone") != std::string::npos || cmdline.empty() ? pid : 0;
+}
+
+// Starts `scone ARGS...` in the background (its own session, log in `dir`/log) and returns the
+// first line it prints once it serves (bounded wait).
+Result<std::string> StartDaemon(const std::string& dir, const std::vector<std::string>& args) {
+  int fds[2];
+  if (pipe(fds) != 0) return IoError("pipe", errno);
+  pid_t pid = fork();
+  if (pid < 0) return IoError("fork", errno);
+  if (pid == 0) {
+    setsid();
+    dup2(fds[1], 1);
+    close(fds[0]);
+    close(fds[1]);
+    std::string log = dir + "/log";
+    int err = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (err >= 0) dup2(err, 2);
+    std::vector<char*> argv = {const_cast<char*>("scone")};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv("/proc/self/exe", argv.data());
+    _exit(127);
+  }
+  close(fds[1]);
+  std::string line;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    struct pollfd p = {fds[0], POLLIN, 0};
+    if (poll(&p, 1, 200) <= 0) continue;
+    char buf[512];
+    ssize_t n = read(fds[0], buf, sizeof(buf));
+    if (n <= 0) break;
+    line.append(buf, static_cast<size_t>(n));
+  }
+  close(fds[0]);
+  if (line.find('\n') == std::string::npos) {
+    kill(pid, SIGTERM);
+    return Internal("scone " + args[0] + " did not start; see " + dir + "/log");
+  }
+  SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(dir + "/pid", AsBytes(std::to_string(pid) + "\n"), 0600));
+  return line;
+}
+
+Status StopDaemon(const std::string& dir) {
+  pid_t pid = RunningPid(dir);
+  unlink((dir + "/pid").c_str());
+  if (pid == 0) return Status::Ok();
+  kill(pid, SIGTERM);
+  for (int i = 0; i < 200 && kill(pid, 0) == 0; ++i) {
+    waitpid(pid, nullptr, WNOHANG);
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));  // bounded wait for the exit
+  }
+  return kill(pid, 0) == 0 ? Internal("local service (pid " + std::to_string(pid) + ") did not stop")
+                           : Status::Ok();
+}
+
+// The word after `key` in `line` ("... listening on https://H:P ..." -> "https://H:P").
+std::string WordAfter(const std::string& line, const std::string& key) {
+  size_t at = line.find(key);
+  if (at == std::string::npos) return "";
+  at += key.size();
+  size_t end = line.find_first_of(" \n,", at);
+  return line.substr(at, end == std::string::npos ? std::string::npos : end - at);
+}
+
+Status EnsureClientIdentity() {
+  SCONE_RETURN_IF_ERROR(os::MakeDirectories(StateDir(), 0700));
+  return crypto::EnsureTlsIdentity({ClientKey(), ClientCert()}, "scone-client");
+}
+
+Status StartLocalLas(LocalServices* out) {
+  SCONE_RETURN_IF_ERROR(os::MakeDirectories(LasDir(), 0700));
+  out->las_socket = LasDir() + "/las.sock";
+  if (RunningPid(LasDir()) != 0) return Status::Ok();
+  return StartDaemon(LasDir(), {"las", "serve", "--state", LasDir(), "--socket", out->las_socket}).status();
+}
+
+Status StartLocalCas(LocalServices* out) {
+  SCONE_RETURN_IF_ERROR(os::MakeDirectories(CasDir(), 0700));
+  out->cas_cert = CasDir() + "/cas.crt";
+  if (RunningPid(CasDir()) != 0) {
+    out->cas_address = ReadSmallFile(CasDir() + "/address");
+    out->attestation_address = ReadSmallFile(CasDir() + "/attestation");
+    if (!out->cas_address.empty() && !out->attestation_address.empty()) return Status::Ok();
+  }
+  SCONE_ASSIGN_OR_RETURN(std::string admin, crypto::PublicKeyFingerprintOfFile(ClientCert()));
+  SCONE_ASSIGN_OR_RETURN(std::string line,
+                         StartDaemon(CasDir(), {"cas", "serve", "--state", CasDir(), "--listen", "127.0.0.1:0",
+                                                "--attestation-listen", "127.0.0.1:0", "--admin", admin}));
+  out->cas_address = WordAfter(line, "listening on ");
+  out->attestation_address = WordAfter(line, "attestation on ");
+  if (out->cas_address.empty() || out->attestation_address.empty()) {
+    return Internal("the local CAS printed no addresses; see " + CasDir() + "/log");
+  }
+  SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(CasDir() + "/address", AsBytes(out->cas_address + "\n"), 0600));
+  return os::WriteFileAtomically(CasDir() + "/attestation", AsBytes(out->attestation_address + "\n"), 0600);
+}
+
+// The local CAS trusts the local LAS's platform: both are this user's, on this host.
+Status TrustLocalPlatform(const LocalServices& s) {
+  SCONE_ASSIGN_OR_RETURN(auto platform, attest::sim::SimPlatform::OpenOrCreate(LasDir() + "/platform.key"));
+  cas::CasEndpoint e;
+  e.cas_cert = s.cas_cert;
+  e.client_cert = ClientCert();
+  e.client_key = ClientKey();
+  SCONE_RETURN_IF_ERROR(cas::ParseCasUrl(s.cas_address, &e));
+  cas::Client client(e);
+  nlohmann::json body = {{"key", ToHex(platform.platform_key())}};
+  SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Post("/platform", body.dump(), "application/json"));
+  return r.status == 200 ? Status::Ok() : cas::ErrorFromReply(r);
 }
 
 }  // namespace
@@ -43,79 +159,36 @@ std::string StateDir() {
   return std::string(home && *home ? home : "/root") + "/.local/state/scone";
 }
 
-Result<std::string> StartLocalCas() {
-  SCONE_RETURN_IF_ERROR(os::MakeDirectories(CasDir(), 0700));
-  if (RunningPid() != 0) {
-    std::string address = ReadSmallFile(CasDir() + "/address");
-    if (!address.empty()) return address;
-  }
-  int fds[2];
-  if (pipe(fds) != 0) return IoError("pipe", errno);
-  pid_t pid = fork();
-  if (pid < 0) return IoError("fork", errno);
-  if (pid == 0) {
-    setsid();
-    dup2(fds[1], 1);
-    close(fds[0]);
-    close(fds[1]);
-    std::string log = CasDir() + "/cas.log";
-    int err = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
-    if (err >= 0) dup2(err, 2);
-    std::string dir = CasDir();
-    execl("/proc/self/exe", "scone", "cas", "serve", "--state", dir.c_str(), "--listen",
-          "127.0.0.1:0", static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(fds[1]);
-  // The server prints one line once it listens; wait for it (bounded).
-  std::string line;
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
-  while (line.find('\n') == std::string::npos && std::chrono::steady_clock::now() < deadline) {
-    struct pollfd p = {fds[0], POLLIN, 0};
-    if (poll(&p, 1, 200) <= 0) continue;
-    char buf[256];
-    ssize_t n = read(fds[0], buf, sizeof(buf));
-    if (n <= 0) break;
-    line.append(buf, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  size_t at = line.find("https://");
-  if (at == std::string::npos) {
-    kill(pid, SIGTERM);
-    return Internal("the local CAS did not start; see " + CasDir() + "/cas.log");
-  }
-  std::string address = line.substr(at, line.find(' ', at) - at);
-  SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(CasDir() + "/address", AsBytes(address + "\n"), 0600));
-  SCONE_RETURN_IF_ERROR(
-      os::WriteFileAtomically(CasDir() + "/cas.pid", AsBytes(std::to_string(pid) + "\n"), 0600));
-  return address;
+Result<LocalServices> StartLocalServices() {
+  SCONE_RETURN_IF_ERROR(EnsureClientIdentity());
+  LocalServices s;
+  // LAS first: it creates the platform key the CAS is told to trust.
+  SCONE_RETURN_IF_ERROR(StartLocalLas(&s));
+  bool cas_was_running = RunningPid(CasDir()) != 0;
+  SCONE_RETURN_IF_ERROR(StartLocalCas(&s));
+  if (!cas_was_running) SCONE_RETURN_IF_ERROR(TrustLocalPlatform(s));
+  return s;
 }
 
-Status StopLocalCas() {
-  pid_t pid = RunningPid();
-  if (pid == 0) return Status::Ok();
-  kill(pid, SIGTERM);
-  for (int i = 0; i < 200 && kill(pid, 0) == 0; ++i) {
-    waitpid(pid, nullptr, WNOHANG);
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));  // bounded wait for the exit
-  }
+Status StopLocalServices() {
+  Status cas = StopDaemon(CasDir());
+  Status las = StopDaemon(LasDir());
   unlink((CasDir() + "/address").c_str());
-  unlink((CasDir() + "/cas.pid").c_str());
-  return kill(pid, 0) == 0 ? Internal("the local CAS (pid " + std::to_string(pid) + ") did not stop")
-                           : Status::Ok();
+  unlink((CasDir() + "/attestation").c_str());
+  return cas.ok() ? las : cas;
 }
 
 Result<cas::CasEndpoint> ResolveCas(const std::string& url, const std::string& cas_cert) {
+  SCONE_RETURN_IF_ERROR(EnsureClientIdentity());
   cas::CasEndpoint e;
-  SCONE_RETURN_IF_ERROR(os::MakeDirectories(StateDir(), 0700));
-  e.client_cert = StateDir() + "/client.crt";
-  e.client_key = StateDir() + "/client.key";
-  SCONE_RETURN_IF_ERROR(crypto::EnsureTlsIdentity({e.client_key, e.client_cert}, "scone-client"));
+  e.client_cert = ClientCert();
+  e.client_key = ClientKey();
   std::string address = url;
   e.cas_cert = cas_cert;
   if (address.empty()) {
-    SCONE_ASSIGN_OR_RETURN(address, StartLocalCas());
-    e.cas_cert = CasDir() + "/cas.crt";
+    SCONE_ASSIGN_OR_RETURN(LocalServices s, StartLocalServices());
+    address = s.cas_address;
+    e.cas_cert = s.cas_cert;
   } else if (cas_cert.empty()) {
     return InvalidArgument("--cas needs --cas-cert (the certificate CAS must present)");
   }

@@ -1,6 +1,7 @@
-// The embedded default: a CAS of this user's own, under the user's state directory
+// The embedded default: a CAS and a LAS of this user's own, under the user's state directory
 // ($XDG_STATE_HOME/scone, else ~/.local/state/scone), started on first use and reused after;
-// and this user's client identity (the certificate that makes them a session's CREATOR).
+// and this user's client identity (the certificate that makes them a session's CREATOR and the
+// local CAS's administrator). The local CAS trusts the local LAS's (sim) platform key.
 #pragma once
 
 #include <string>
@@ -16,9 +17,16 @@ std::string StateDir();
 // (started if it is not running). Creates the client identity on first use.
 Result<cas::CasEndpoint> ResolveCas(const std::string& url, const std::string& cas_cert);
 
-// Starts the local CAS if needed; returns its address.
-Result<std::string> StartLocalCas();
-// Stops the local CAS; OK if none runs.
-Status StopLocalCas();
+struct LocalServices {
+  std::string cas_address;          // https://127.0.0.1:PORT (REST API)
+  std::string attestation_address;  // 127.0.0.1:PORT (the runtime's port)
+  std::string cas_cert;             // CAS's certificate (PEM file)
+  std::string las_socket;
+};
+
+// Starts the local CAS and LAS if needed (and makes the CAS trust the LAS); returns where they are.
+Result<LocalServices> StartLocalServices();
+// Stops them; OK if none runs.
+Status StopLocalServices();
 
 }  // namespace scone::cli

@@ -19,18 +19,6 @@ struct SessionArgs {
   std::string cas_cert;
 };
 
-// A CAS error reply as a Status whose message is CAS's reason.
-Status FromReply(const cas::CasReply& r) {
-  std::string reason = r.body;
-  auto j = nlohmann::json::parse(r.body, nullptr, false);
-  if (!j.is_discarded() && j.contains("error")) reason = j["error"].get<std::string>();
-  Code code = r.status == 403 ? Code::kPermissionDenied
-              : r.status == 404 ? Code::kNotFound
-              : r.status == 409 ? Code::kRolledBack
-                                : Code::kInvalidArgument;
-  return Status(code, "CAS refused (HTTP " + std::to_string(r.status) + "): " + reason);
-}
-
 Status Submit(const SessionArgs& a, bool update) {
   SCONE_ASSIGN_OR_RETURN(Bytes text, os::ReadWholeFile(a.file, 1 << 20));
   std::string body(text.begin(), text.end());
@@ -44,7 +32,7 @@ Status Submit(const SessionArgs& a, bool update) {
   SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
   cas::Client client(e);
   SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Post("/session", body, "application/yaml"));
-  if (r.status != 200 && r.status != 201) return FromReply(r);
+  if (r.status != 200 && r.status != 201) return cas::ErrorFromReply(r);
   auto j = nlohmann::json::parse(r.body, nullptr, false);
   std::printf("%s session %s: hash %s\n", r.status == 201 ? "created" : "updated",
               parsed->name.c_str(), j.is_discarded() ? "?" : j.value("hash", "?").c_str());
@@ -55,7 +43,7 @@ Status Show(const SessionArgs& a) {
   SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
   cas::Client client(e);
   SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Get("/session/" + a.name));
-  if (r.status != 200) return FromReply(r);
+  if (r.status != 200) return cas::ErrorFromReply(r);
   std::fwrite(r.body.data(), 1, r.body.size(), stdout);
   std::fprintf(stderr, "scone: session %s hash %s\n", a.name.c_str(),
                ToHex(policy::Session::HashOf(r.body)).c_str());
@@ -66,7 +54,7 @@ Status List(const SessionArgs& a) {
   SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
   cas::Client client(e);
   SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Get("/session"));
-  if (r.status != 200) return FromReply(r);
+  if (r.status != 200) return cas::ErrorFromReply(r);
   auto j = nlohmann::json::parse(r.body, nullptr, false);
   if (j.is_discarded() || !j.contains("sessions")) return Internal("CAS sent an unreadable list");
   for (const auto& n : j["sessions"]) std::printf("%s\n", n.get<std::string>().c_str());
@@ -79,10 +67,7 @@ void RegisterSessionCommands(CLI::App& app, Action& action) {
   auto args = std::make_shared<SessionArgs>();
   CLI::App* session = app.add_subcommand("session", "Sessions (policies) on CAS");
   session->require_subcommand(1);
-  auto cas_options = [args](CLI::App* cmd) {
-    cmd->add_option("--cas", args->cas, "CAS address https://HOST:PORT (default: the local CAS)");
-    cmd->add_option("--cas-cert", args->cas_cert, "Certificate CAS must present (with --cas)");
-  };
+  auto cas_options = [args](CLI::App* cmd) { AddCasOptions(cmd, &args->cas, &args->cas_cert); };
   CLI::App* create = session->add_subcommand("create", "Create a session from a YAML file");
   create->add_option("FILE", args->file, "Session file")->required();
   cas_options(create);

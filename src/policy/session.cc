@@ -271,7 +271,7 @@ Status CheckReferences(const Session& s) {
     for (const auto& [k, v] : svc.environment) texts.push_back(v);
     for (const std::string& t : texts) {
       for (const std::string& ref : ReferencedSecrets(t)) {
-        if (!s.FindSecret(ref)) {
+        if (!s.ResolveReference(ref)) {
           return missing(svc.line, "service '" + svc.name + "' refers to unknown secret '" + ref + "'");
         }
       }
@@ -290,7 +290,7 @@ Status CheckReferences(const Session& s) {
     }
     for (const InjectionFile& f : img.injection_files) {
       for (const std::string& ref : ReferencedSecrets(f.content)) {
-        if (!s.FindSecret(ref)) {
+        if (!s.ResolveReference(ref)) {
           return missing(img.line, "injection file " + f.path + " refers to unknown secret '" + ref + "'");
         }
       }
@@ -381,6 +381,21 @@ const Secret* Session::FindSecret(std::string_view name) const {
     if (s.name == name) return &s;
   }
   return nullptr;
+}
+
+std::optional<Session::SecretPart> Session::ResolveReference(std::string_view ref) const {
+  if (const Secret* s = FindSecret(ref)) return SecretPart{s, ""};
+  size_t dot = ref.rfind('.');
+  if (dot == std::string_view::npos) return std::nullopt;
+  const Secret* s = FindSecret(ref.substr(0, dot));
+  std::string part(ref.substr(dot + 1));
+  if (s == nullptr) return std::nullopt;
+  bool x509 = s->kind == Secret::Kind::kX509 || s->kind == Secret::Kind::kX509Ca;
+  if ((x509 && (part == "crt" || part == "key" || part == "chain")) ||
+      (s->kind == Secret::Kind::kPrivateKey && part == "key")) {
+    return SecretPart{s, part};
+  }
+  return std::nullopt;
 }
 
 const Service* Session::FindService(std::string_view name) const {

@@ -81,6 +81,13 @@ struct Session {
   static crypto::Hash HashOf(std::string_view text);
 
   const Secret* FindSecret(std::string_view name) const;
+  // What $$SCONE::ref$$ names: a secret, or a part of an x509 secret ("NAME.crt", "NAME.key",
+  // "NAME.chain"; a private key's "NAME.key"). nullopt if nothing.
+  struct SecretPart {
+    const Secret* secret = nullptr;
+    std::string part;  // "" for the secret's value (a certificate for x509 kinds)
+  };
+  std::optional<SecretPart> ResolveReference(std::string_view ref) const;
   const Service* FindService(std::string_view name) const;
 };
 

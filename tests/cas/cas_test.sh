@@ -12,10 +12,10 @@ cd "$work"
 
 start_cas() {
   : > out.txt
-  "$scone" cas serve --state state --listen 127.0.0.1:0 > out.txt 2> err.txt &
+  "$scone" cas serve --state state --listen 127.0.0.1:0 --attestation-listen 127.0.0.1:0 > out.txt 2> err.txt &
   cas_pid=$!
   wait_for_line out.txt "listening on" "$cas_pid"
-  port=$(sed -n 's/.*127\.0\.0\.1:\([0-9]*\) .*/\1/p' out.txt)
+  port=$(sed -n 's/.*https:\/\/127\.0\.0\.1:\([0-9]*\),.*/\1/p' out.txt)
   [[ -n "$port" ]] || fail "no port"
 }
 stop_cas() { kill "$cas_pid"; wait "$cas_pid" || true; cas_pid=""; }

@@ -1,0 +1,71 @@
+// CAS's attestation port (cas/protocol.h): hands out nonces, checks RA-TLS evidence against the
+// session's policy and the trusted platforms, releases service configurations, and takes the
+// volume tags services report.
+//
+// A fixed pool of workers accepts connections on one listening socket; each connection carries
+// one request and has a deadline, so a slow or broken client ties up one worker for at most
+// that long and never stops CAS serving.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "attest/ra_tls.h"
+#include "cas/protocol.h"
+#include "cas/store.h"
+
+typedef struct ssl_ctx_st SSL_CTX;
+
+namespace scone::cas {
+
+// Nonces CAS handed out and not yet used: each is good for one attestation, for a minute.
+class NonceBook {
+ public:
+  attest::Nonce Issue();
+  // True once per issued nonce, within its lifetime.
+  bool Consume(const attest::Nonce& nonce);
+
+ private:
+  static constexpr size_t kMaxOutstanding = 1 << 16;
+  std::mutex mu_;
+  std::map<attest::Nonce, std::chrono::steady_clock::time_point> outstanding_;
+};
+
+class AttestationServer {
+ public:
+  // `store` outlives the server; the TLS identity is CAS's.
+  static Result<std::unique_ptr<AttestationServer>> Create(Store* store, const std::string& cert_path,
+                                                           const std::string& key_path);
+  ~AttestationServer();
+
+  Result<int> Bind(const std::string& host, int port);
+  // Starts the workers; returns at once.
+  void Start(int workers);
+  void Stop();
+
+ private:
+  AttestationServer() = default;
+  void Work();
+  void Serve(int fd);
+  Bytes Handle(SSL* ssl, const Request& request, const std::string& peer);
+  Bytes Configure(X509* peer_cert, const std::string& config_id, const std::string& peer);
+  Bytes Report(X509* peer_cert, const Request& request, const std::string& peer);
+
+  Store* store_ = nullptr;
+  SSL_CTX* ctx_ = nullptr;
+  int listener_ = -1;
+  std::atomic<bool> stopping_{false};
+  std::vector<std::thread> workers_;
+  NonceBook nonces_;
+  // Keys that attested, by SPKI hash: the config id they were given, so reports from them count.
+  std::mutex attested_mu_;
+  std::map<crypto::Hash, std::string> attested_;
+};
+
+}  // namespace scone::cas

@@ -1,0 +1,89 @@
+// CAS's attestation port: the protocol between the runtime in a service and CAS (SCONE's CAS has
+// a port of its own for enclaves, apart from the REST API people use). TLS 1.3; each message is
+// a frame: u32 size (little-endian) | body, bodies encoded with ByteWriter. One request per
+// connection:
+//
+//   kNonce    (any client certificate)  -> a fresh nonce, good for one attestation
+//   kConfig   config id "session/service", from a client certificate that carries evidence
+//             bound to its key and that nonce (attest/ra_tls.h)  -> the ServiceConfig
+//   kReport   config id + the volumes' new tags, from a certificate CAS configured before
+//             -> ok
+//
+// Replies: u8 ok | payload, or u8 0 | reason (for people; never a secret).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "attest/ra_tls.h"
+#include "common/bytes.h"
+#include "crypto/secret.h"
+#include "fs/volume_state.h"
+
+typedef struct ssl_st SSL;
+
+namespace scone::cas {
+
+inline constexpr size_t kMaxFrame = 1 << 20;
+inline constexpr int kDefaultAttestationPort = 18765;  // SCONE's enclave port
+
+enum class RequestKind : uint8_t { kNonce = 1, kConfig = 2, kReport = 3 };
+
+// A volume's state as a service last reported it: its tag and its commit sequence number, which
+// only grows. CAS refuses an older sequence (a rolled-back copy) or the same sequence with
+// another tag (a replaced volume); a newer sequence is a crash after a commit not yet reported.
+struct VolumeMark {
+  fs::VolumeTag tag{};
+  uint64_t generation = 0;
+};
+
+struct VolumeGrant {
+  std::string name;
+  std::string path;  // where the service sees it
+  SecretBytes key;
+  std::optional<VolumeMark> expected;  // none: never used, may be created
+};
+
+struct InjectedFile {
+  std::string path;
+  SecretBytes content;
+};
+
+// What CAS releases to an attested service.
+struct ServiceConfig {
+  std::vector<std::string> argv;
+  std::vector<std::string> environment;  // NAME=value
+  std::string pwd;
+  std::vector<VolumeGrant> volumes;
+  std::vector<InjectedFile> injected_files;
+
+  SecretBytes Encode() const;
+  static Result<ServiceConfig> Decode(ByteSpan bytes);
+};
+
+struct VolumeReport {
+  std::string name;
+  VolumeMark mark;
+};
+
+struct Request {
+  RequestKind kind = RequestKind::kNonce;
+  std::string config_id;
+  std::vector<VolumeReport> reports;
+
+  Bytes Encode() const;
+  static Result<Request> Decode(ByteSpan bytes);
+};
+
+// Frames over a TLS connection.
+Status SendFrame(SSL* ssl, ByteSpan body);
+Result<Bytes> ReceiveFrame(SSL* ssl, size_t max_size);
+
+// Replies.
+Bytes OkReply(ByteSpan payload);
+Bytes ErrorReply(const std::string& reason);
+// The payload of an ok reply, or the reason as a kPermissionDenied status.
+Result<Bytes> ParseReply(ByteSpan reply);
+
+}  // namespace scone::cas

@@ -1,0 +1,93 @@
+#include "cas/release.h"
+
+#include "cas/secrets.h"
+
+namespace scone::cas {
+namespace {
+
+Result<SecretBytes> SubstituteSecrets(Store& store, const policy::Session& session, std::string_view text) {
+  SCONE_ASSIGN_OR_RETURN(std::string out, policy::Substitute(text, [&](std::string_view ref) -> Result<std::string> {
+    SCONE_ASSIGN_OR_RETURN(SecretBytes value, SecretText(store, session, ref));
+    return std::string(value.span().begin(), value.span().end());
+  }));
+  SecretBytes secret(AsBytes(out));
+  Wipe(out);
+  return secret;
+}
+
+std::string Text(const SecretBytes& s) { return std::string(s.span().begin(), s.span().end()); }
+
+// SCONE's `command` is split at white space (no shell quoting).
+std::vector<std::string> SplitCommand(const std::string& command) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos < command.size()) {
+    size_t start = command.find_first_not_of(" \t\n", pos);
+    if (start == std::string::npos) break;
+    size_t end = command.find_first_of(" \t\n", start);
+    if (end == std::string::npos) end = command.size();
+    out.push_back(command.substr(start, end - start));
+    pos = end;
+  }
+  return out;
+}
+
+}  // namespace
+
+attest::AttestationPolicy PolicyFor(const policy::Session& session, const policy::Service& service) {
+  attest::AttestationPolicy p;
+  p.mrenclaves = service.mrenclaves;
+  p.mrsigner = service.mrsigner;
+  p.product_id = service.isvprodid;
+  p.min_svn = service.isvsvn;
+  p.tolerate = session.tolerate;
+  return p;
+}
+
+Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session,
+                                    const policy::Service& service) {
+  ServiceConfig c;
+  SCONE_ASSIGN_OR_RETURN(SecretBytes command, SubstituteSecrets(store, session, service.command));
+  std::string command_text = Text(command);
+  c.argv = SplitCommand(command_text);
+  Wipe(command_text);
+  for (const auto& [name, value] : service.environment) {
+    SCONE_ASSIGN_OR_RETURN(SecretBytes v, SubstituteSecrets(store, session, value));
+    c.environment.push_back(name + "=" + Text(v));
+  }
+  c.pwd = service.pwd;
+  if (service.image_name.empty()) return c;
+  const policy::Image* image = nullptr;
+  for (const policy::Image& i : session.images) {
+    if (i.name == service.image_name) image = &i;
+  }
+  if (image == nullptr) return NotFound("image " + service.image_name + " is not in session " + session.name);
+  for (const policy::VolumeRef& v : image->volumes) {
+    VolumeGrant g;
+    g.name = v.name;
+    g.path = v.path;
+    SCONE_ASSIGN_OR_RETURN(g.key, store.VolumeKey(session.name, v.name));
+    SCONE_ASSIGN_OR_RETURN(g.expected, store.GetVolumeMark(session.name, v.name));
+    c.volumes.push_back(std::move(g));
+  }
+  for (const policy::InjectionFile& f : image->injection_files) {
+    InjectedFile out;
+    out.path = f.path;
+    SCONE_ASSIGN_OR_RETURN(out.content, SubstituteSecrets(store, session, f.content));
+    c.injected_files.push_back(std::move(out));
+  }
+  return c;
+}
+
+Status SplitConfigId(const std::string& id, std::string* session, std::string* service) {
+  size_t slash = id.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == id.size() ||
+      id.find('/', slash + 1) != std::string::npos) {
+    return InvalidArgument("config id '" + id + "' is not SESSION/SERVICE");
+  }
+  *session = id.substr(0, slash);
+  *service = id.substr(slash + 1);
+  return Status::Ok();
+}
+
+}  // namespace scone::cas

@@ -1,0 +1,21 @@
+// What CAS releases to a service that attested: its policy (what evidence it accepts) and its
+// configuration (command line, environment, working directory, volume keys with the marks last
+// reported, injected files), with every $$SCONE::name$$ replaced by the secret's value.
+#pragma once
+
+#include "attest/evidence.h"
+#include "cas/protocol.h"
+#include "cas/store.h"
+#include "policy/session.h"
+
+namespace scone::cas {
+
+attest::AttestationPolicy PolicyFor(const policy::Session& session, const policy::Service& service);
+
+Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session,
+                                    const policy::Service& service);
+
+// "session/service" -> its parts; an error names what is wrong.
+Status SplitConfigId(const std::string& id, std::string* session, std::string* service);
+
+}  // namespace scone::cas

@@ -1,0 +1,34 @@
+// X.509 material CAS generates for sessions: EC P-256 private keys and certificates, either
+// self-signed (a session's CA) or issued by such a CA, as PEM. Private keys are returned as
+// SecretBytes and never written anywhere by this code.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "crypto/secret.h"
+
+namespace scone::crypto {
+
+// A new P-256 private key, PEM (PKCS#8).
+Result<SecretBytes> GeneratePrivateKeyPem();
+
+struct CertificateRequest {
+  std::string common_name;
+  std::vector<std::string> dns;  // subject alternative names
+  bool is_ca = false;
+  int valid_days = 365;
+};
+
+struct Issuer {
+  std::string cert_pem;
+  const SecretBytes* key_pem = nullptr;
+};
+
+// Certifies the public half of `subject_key_pem`; signed by `issuer`, or self-signed without one.
+Result<std::string> IssueCertificate(const SecretBytes& subject_key_pem, const CertificateRequest& request,
+                                     const std::optional<Issuer>& issuer);
+
+}  // namespace scone::crypto
