@@ -12,7 +12,9 @@
 
 #include "cli/command.h"
 #include "attest/measurement.h"
+#include "cli/local_cas.h"
 #include "cli/runtime_library.h"
+#include "crypto/tls_identity.h"
 #include "fs/volume.h"
 #include "os/file.h"
 #include "runtime/config.h"
@@ -26,7 +28,13 @@ struct RunArgs {
   bool print_measurement = false;
   std::string las_socket;
   bool print_evidence = false;
+  std::string config_id;
+  std::string cas_addr;
+  std::string cas_cert;
+  std::string sigstruct;
 };
+
+Status Exec(const std::string& program, const std::string& library, const std::vector<std::string>& command);
 
 Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
   size_t first = spec.find(':');
@@ -74,8 +82,40 @@ Status CheckDynamicallyLinked(const std::string& program) {
                      "dynamically linked, or with the SCONE toolchain)");
 }
 
+// CAS mode: the runtime attests before main and takes its configuration from CAS. Only
+// addresses and CAS's key hash go into the environment; nothing secret.
+Status SetCasEnvironment(const RunArgs& a) {
+  std::string cas_addr = a.cas_addr, las = a.las_socket, cas_cert = a.cas_cert;
+  if (cas_addr.empty()) {
+    SCONE_ASSIGN_OR_RETURN(LocalServices local, StartLocalServices());
+    cas_addr = local.attestation_address;
+    cas_cert = local.cas_cert;
+    if (las.empty()) las = local.las_socket;
+  } else if (cas_cert.empty()) {
+    return InvalidArgument("--cas-addr needs --cas-cert (the certificate CAS must present)");
+  }
+  if (las.empty()) return InvalidArgument("--cas-addr needs --las (the local attestation service's socket)");
+  SCONE_ASSIGN_OR_RETURN(std::string key_hash, crypto::PublicKeyFingerprintOfFile(cas_cert));
+  setenv("SCONE_CONFIG_ID", a.config_id.c_str(), 1);
+  setenv("SCONE_CAS_ADDR", cas_addr.c_str(), 1);
+  setenv("SCONE_LAS_ADDR", las.c_str(), 1);
+  setenv("SCONE_CAS_KEY_HASH", key_hash.c_str(), 1);
+  if (!a.sigstruct.empty()) setenv("SCONE_SIGSTRUCT", a.sigstruct.c_str(), 1);
+  unsetenv(runtime::kConfigFdEnv);
+  setenv(runtime::kVolumeRootsEnv, "", 1);  // none known before attestation
+  return Status::Ok();
+}
+
 Status Run(const RunArgs& a) {
   if (a.command.empty()) return InvalidArgument("no program given (scone run [OPTIONS] -- PROGRAM ARGS...)");
+  if (!a.config_id.empty()) {
+    if (!a.volumes.empty()) return InvalidArgument("--volume and --config-id: with CAS, volumes come from the session");
+    SCONE_ASSIGN_OR_RETURN(std::string program, FindProgram(a.command[0]));
+    SCONE_RETURN_IF_ERROR(CheckDynamicallyLinked(program));
+    SCONE_ASSIGN_OR_RETURN(std::string library, RuntimeLibrary());
+    SCONE_RETURN_IF_ERROR(SetCasEnvironment(a));
+    return Exec(program, library, a.command);
+  }
   runtime::RuntimeConfig config;
   config.print_measurement = a.print_measurement;
   config.las_socket = a.las_socket;
@@ -94,12 +134,17 @@ Status Run(const RunArgs& a) {
   // starting up (see runtime.h, ShieldFor).
   std::string roots;
   for (const auto& v : config.volumes) roots += (roots.empty() ? "" : ":") + v.dir;
-  setenv("SCONE_VOLUME_ROOTS", roots.c_str(), 1);
+  setenv(runtime::kVolumeRootsEnv, roots.c_str(), 1);
+  return Exec(program, library, a.command);
+}
+
+// Runs PROGRAM with the runtime preloaded (the program's own preloads after it).
+Status Exec(const std::string& program, const std::string& library, const std::vector<std::string>& command) {
   const char* preload = getenv("LD_PRELOAD");
   std::string value = library + (preload && *preload ? ":" + std::string(preload) : "");
   setenv("LD_PRELOAD", value.c_str(), 1);
   std::vector<char*> argv;
-  for (const std::string& s : a.command) argv.push_back(const_cast<char*>(s.c_str()));
+  for (const std::string& s : command) argv.push_back(const_cast<char*>(s.c_str()));
   argv.push_back(nullptr);
   std::fflush(stdout);
   execv(program.c_str(), argv.data());
@@ -121,6 +166,12 @@ void RegisterRunCommand(CLI::App& app, Action& action) {
   run->add_option("--las", args->las_socket, "Local attestation service (unix socket)");
   run->add_flag("--print-evidence", args->print_evidence,
                 "Get evidence about PROGRAM from LAS at start-up, print it (hex), and exit");
+  run->add_option("--config-id", args->config_id,
+                  "SESSION/SERVICE: attest to CAS at start-up and run with the command line, "
+                  "environment, volumes and files the session gives (default CAS: the local one)");
+  run->add_option("--cas-addr", args->cas_addr, "CAS attestation address HOST[:PORT] (with --config-id)");
+  run->add_option("--cas-cert", args->cas_cert, "Certificate CAS must present (with --cas-addr)");
+  run->add_option("--sigstruct", args->sigstruct, "Signature from scone sign (default: PROGRAM.sig if present)");
   // Everything from the program's name on belongs to the program, options included.
   run->prefix_command();
   run->footer("PROGRAM [ARGS...] follow the options (after an optional --).");

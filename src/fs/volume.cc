@@ -786,6 +786,13 @@ VolumeTag Volume::Tag() {
   return state_.Tag(tag_key_);
 }
 
+uint64_t Volume::Generation() {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (!closed_) (void)CatchUpIfChangedLocked(&keep);
+  return next_seq_ - 1;
+}
+
 std::vector<VolumeProblem> Volume::Verify() {
   std::vector<VolumeProblem> problems;
   for (const auto& [path, entry] : Files()) {

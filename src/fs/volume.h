@@ -86,6 +86,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   const RegionRules& rules() const { return state_.rules; }
 
   VolumeTag Tag();
+  // The sequence number of the last committed change: it only grows, so an older copy of the
+  // volume has a smaller one (authenticated with the state).
+  uint64_t Generation();
 
   // Checks every protected file (header, size, chunk table, every chunk) and looks for files
   // the volume does not know or misses. Returns one problem per damaged file.

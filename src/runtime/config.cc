@@ -34,6 +34,11 @@ SecretBytes RuntimeConfig::Encode() const {
     w.U32(static_cast<uint32_t>(f.flags));
     w.U64(f.offset);
   }
+  w.U32(static_cast<uint32_t>(injected_files.size()));
+  for (const InjectedFileConfig& f : injected_files) {
+    w.Str(f.path);
+    w.Blob(f.content.span());
+  }
   w.U8(print_measurement ? 1 : 0);
   w.Str(las_socket);
   w.U8(print_evidence ? 1 : 0);
@@ -78,6 +83,17 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
     f.fd = static_cast<int>(fd);
     f.flags = static_cast<int>(flags);
     config.fds.push_back(std::move(f));
+  }
+  if (!r.U32(&count) || count > 4096) return InvalidArgument("runtime configuration is malformed");
+  for (uint32_t i = 0; i < count; ++i) {
+    InjectedFileConfig f;
+    uint32_t size;
+    ByteSpan content;
+    if (!r.Str(&f.path, 4096) || !r.U32(&size) || !r.View(size, &content)) {
+      return InvalidArgument("runtime configuration is malformed (injected file " + std::to_string(i) + ")");
+    }
+    f.content = SecretBytes(content);
+    config.injected_files.push_back(std::move(f));
   }
   uint8_t print = 0, evidence = 0;
   if (!r.U8(&print) || !r.Str(&config.las_socket, 4096) || !r.U8(&evidence) || !r.done()) {

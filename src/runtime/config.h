@@ -19,6 +19,9 @@
 namespace scone::runtime {
 
 inline constexpr char kConfigFdEnv[] = "SCONE_RUNTIME_FD";
+// The volumes' directories (no keys): lets the runtime tell early calls outside every volume
+// apart without starting up (runtime.h, ShieldFor).
+inline constexpr char kVolumeRootsEnv[] = "SCONE_VOLUME_ROOTS";
 
 struct VolumeConfig {
   std::string dir;  // absolute, symbolic links resolved
@@ -35,9 +38,16 @@ struct InheritedFd {
   uint64_t offset = 0;
 };
 
+// A file CAS injected: served from memory at `path`, never written to disk.
+struct InjectedFileConfig {
+  std::string path;  // absolute
+  SecretBytes content;
+};
+
 struct RuntimeConfig {
   std::vector<VolumeConfig> volumes;
   std::vector<InheritedFd> fds;
+  std::vector<InjectedFileConfig> injected_files;
   // Print the program's measurement as the runtime computes it at start-up, then exit
   // (`scone run --print-measurement`): how `scone measure` is checked against the runtime.
   bool print_measurement = false;

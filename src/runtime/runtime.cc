@@ -15,9 +15,11 @@
 #include "attest/las.h"
 #include "attest/measurement.h"
 #include "fs/volume_path.h"
+#include "os/file.h"
 #include "os/syscalls.h"
 #include "runtime/real_libc.h"
 
+extern "C" char** environ;
 extern "C" int __cxa_atexit(void (*fn)(void*), void* arg, void* dso_handle);
 
 namespace scone::runtime {
@@ -110,6 +112,7 @@ void CloseVolumesAtExit() {
     Status s = v->volume->Close();
     if (!s.ok()) Log(s.message());
   }
+  the_runtime->ReportVolumesToCas();
   // From here on calls go straight to the C library; the keys are wiped.
   state.store(kInactive, std::memory_order_release);
   the_runtime->WipeKeys();
@@ -147,7 +150,7 @@ Runtime* Shield() {
       Log(st.message());
       _exit(126);  // a program must not run unshielded on volumes it was told to protect
     }
-    if (!rt->HasVolumes()) {
+    if (!rt->Active()) {
       state.store(kInactive, std::memory_order_release);
       return;
     }
@@ -189,8 +192,13 @@ Status Runtime::Init() {
   // OpenSSL registers its own clean-up at exit when first initialized; doing that now puts it
   // before ours in exit()'s last-in-first-out order, so the volumes close while OpenSSL works.
   OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, nullptr);
+  if (const char* preload = getenv("LD_PRELOAD")) preload_ = preload;
   const char* fd_text = getenv(kConfigFdEnv);
-  if (fd_text == nullptr) return Status::Ok();  // loaded without `scone run`: stay out of the way
+  if (fd_text == nullptr) {
+    // Configured by CAS after attestation, or loaded without `scone run`: stay out of the way.
+    SCONE_ASSIGN_OR_RETURN(auto settings, CasSettingsFromEnvironment());
+    return settings ? InitFromCas(*settings) : Status::Ok();
+  }
   int config_fd = atoi(fd_text);
   SCONE_ASSIGN_OR_RETURN(RuntimeConfig config, ReadConfigFd(config_fd));
   if (config.print_measurement) {
@@ -219,12 +227,9 @@ Status Runtime::Init() {
     options.expected_tag = vc.expected_tag;
     auto volume = fs::Volume::Open(vc.dir, vc.key, options);
     if (!volume.ok()) return volume.status();
-    keys_.push_back(vc.key.Clone());
-    auto mounted = std::make_unique<MountedVolume>();
-    mounted->root = vc.dir;
-    mounted->volume = std::move(volume).value();
-    volumes_.push_back(std::move(mounted));
+    SCONE_RETURN_IF_ERROR(Mount(vc.dir, std::move(volume).value(), vc.key, ""));
   }
+  for (InjectedFileConfig& f : config.injected_files) injected_[f.path] = std::move(f.content);
   // Descriptors a parent process handed over across exec.
   for (const InheritedFd& f : config.fds) {
     MountedVolume* mv = VolumeByRoot(f.volume_dir);
@@ -243,6 +248,85 @@ Status Runtime::Init() {
   return Status::Ok();
 }
 
+Status Runtime::Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, const SecretBytes& key,
+                      const std::string& cas_name) {
+  keys_.push_back(key.Clone());
+  auto mounted = std::make_unique<MountedVolume>();
+  mounted->root = dir;
+  mounted->volume = std::move(volume);
+  mounted->cas_name = cas_name;
+  volumes_.push_back(std::move(mounted));
+  return Status::Ok();
+}
+
+// A volume CAS granted: created on first use; else its state must be the one CAS last heard
+// of, or newer (a crash after a commit not yet reported).
+Status Runtime::MountGranted(cas::VolumeGrant& g) {
+  if (g.path.empty() || g.path[0] != '/') {
+    return InvalidArgument("volume " + g.name + ": path '" + g.path + "' is not absolute");
+  }
+  SCONE_RETURN_IF_ERROR(os::MakeDirectories(g.path, 0700));
+  char real[PATH_MAX];
+  if (realpath(g.path.c_str(), real) == nullptr) return IoError("volume " + g.name + ": " + g.path, errno);
+  std::string dir = real;
+  SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(dir + "/" + fs::kMetaDirName + "/volume"));
+  if (!exists) {
+    if (g.expected) {
+      return RolledBack("volume " + g.name + " at " + dir + " is missing, but CAS knows its state (generation " +
+                        std::to_string(g.expected->generation) + ")");
+    }
+    SCONE_ASSIGN_OR_RETURN(auto created, fs::Volume::Create(dir, g.key, fs::RegionRules()));
+    return Mount(dir, std::move(created), g.key, g.name);
+  }
+  SCONE_ASSIGN_OR_RETURN(auto volume, fs::Volume::Open(dir, g.key));
+  if (g.expected) {
+    uint64_t generation = volume->Generation();
+    if (generation < g.expected->generation) {
+      return RolledBack("volume " + g.name + " at " + dir + " is older than the state CAS knows (generation " +
+                        std::to_string(generation) + " < " + std::to_string(g.expected->generation) +
+                        "): rolled back to an older copy");
+    }
+    if (generation == g.expected->generation && !crypto::ConstantTimeEquals(volume->Tag(), g.expected->tag)) {
+      return RolledBack("volume " + g.name + " at " + dir + " does not match the state CAS knows (replaced)");
+    }
+  }
+  return Mount(dir, std::move(volume), g.key, g.name);
+}
+
+Status Runtime::InitFromCas(const CasSettings& settings) {
+  prctl(PR_SET_DUMPABLE, 0);
+  cas::ServiceConfig config;
+  auto connection = CasConnection::Attest(settings, &config);
+  if (!connection.ok()) return connection.status().Annotate("attestation for " + settings.config_id);
+  cas_ = std::make_unique<CasConnection>(std::move(connection).value());
+  for (cas::VolumeGrant& g : config.volumes) SCONE_RETURN_IF_ERROR(MountGranted(g));
+  for (cas::InjectedFile& f : config.injected_files) {
+    if (f.path.empty() || f.path[0] != '/') return InvalidArgument("injected file '" + f.path + "' is not absolute");
+    injected_[Resolve(AT_FDCWD, f.path.c_str(), true).absolute] = std::move(f.content);
+  }
+  if (!config.pwd.empty() && chdir(config.pwd.c_str()) != 0) {
+    return IoError("working directory " + config.pwd + " from CAS", errno);
+  }
+  cas_argv_ = std::move(config.argv);
+  cas_env_ = std::move(config.environment);
+  bool has_path = false;
+  for (const std::string& e : cas_env_) has_path = has_path || e.rfind("PATH=", 0) == 0;
+  if (!has_path) cas_env_.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  return Status::Ok();
+}
+
+void Runtime::ReportVolumesToCas() {
+  if (!cas_) return;
+  std::vector<cas::VolumeReport> reports;
+  for (auto& v : volumes_) {
+    if (v->cas_name.empty() || v->volume == nullptr) continue;
+    reports.push_back({v->cas_name, {v->volume->Tag(), v->volume->Generation()}});
+  }
+  if (reports.empty()) return;
+  Status s = cas_->Report(reports);
+  if (!s.ok()) Log("could not report the volumes' state to CAS: " + s.message());
+}
+
 void Runtime::WipeKeys() {
   keys_.clear();
   for (auto& v : volumes_) v->volume.reset();  // the Volume's key goes with its last reference
@@ -250,6 +334,7 @@ void Runtime::WipeKeys() {
 
 RuntimeConfig Runtime::ConfigForExec() {
   RuntimeConfig config;
+  for (const auto& [path, content] : injected_) config.injected_files.push_back({path, content.Clone()});
   for (size_t i = 0; i < volumes_.size(); ++i) {
     VolumeConfig vc;
     vc.dir = volumes_[i]->root;
@@ -377,6 +462,23 @@ int SconeMain(int argc, char** argv, char** envp) {
   return status;
 }
 
+// The command line and environment CAS gave replace the host's before the program's own
+// initializers run. They live in the runtime's memory, not on the stack the host wrote (what
+// /proc/PID/cmdline and /proc/PID/environ show).
+void ReplaceCommandLine(const scone::runtime::Runtime& rt, int* argc, char*** argv) {
+  auto pointers = [](const std::vector<std::string>& strings) {
+    auto* out = new char*[strings.size() + 1];  // lives until exit
+    for (size_t i = 0; i < strings.size(); ++i) out[i] = const_cast<char*>(strings[i].c_str());
+    out[strings.size()] = nullptr;
+    return out;
+  };
+  if (const auto* args = rt.cas_argv()) {
+    *argc = static_cast<int>(args->size());
+    *argv = pointers(*args);
+  }
+  if (const auto* env = rt.cas_environment()) environ = pointers(*env);
+}
+
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) void exit(int status) {
@@ -390,8 +492,9 @@ extern "C" __attribute__((visibility("default"))) int __libc_start_main(
     MainFn main_fn, int argc, char** argv, void (*init)(), void (*fini)(), void (*rtld_fini)(),
     void* stack_end) {
   static auto real = reinterpret_cast<StartMainFn>(dlsym(RTLD_NEXT, "__libc_start_main"));
-  scone::runtime::Shield();
+  scone::runtime::Runtime* rt = scone::runtime::Shield();
   program_main = main_fn;
+  if (rt != nullptr) ReplaceCommandLine(*rt, &argc, &argv);
   return real(SconeMain, argc, argv, init, fini, rtld_fini, stack_end);
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -16,6 +17,7 @@
 
 #include "common/status.h"
 #include "fs/volume.h"
+#include "runtime/attestation.h"
 #include "runtime/config.h"
 
 namespace scone::runtime {
@@ -23,6 +25,7 @@ namespace scone::runtime {
 struct MountedVolume {
   std::string root;  // absolute, symbolic links resolved
   std::shared_ptr<fs::Volume> volume;
+  std::string cas_name;  // the session's name for it, when CAS granted it
 };
 
 // An open file description of a protected file, shared by dup'ed descriptors.
@@ -51,7 +54,21 @@ class Runtime {
 
   // Resolves a path as the kernel would (cwd or dirfd, "..", symbolic links).
   Target Resolve(int dirfd, const char* path, bool follow_last) const;
-  bool HasVolumes() const { return !volumes_.empty(); }
+  // Something to shield: volumes or injected files.
+  bool Active() const { return !volumes_.empty() || !injected_.empty() || cas_ != nullptr; }
+  bool HasInjectedFiles() const { return !injected_.empty(); }
+  // The content of the file CAS injected at this absolute path, or nullptr.
+  const SecretBytes* Injected(const std::string& absolute) const {
+    auto it = injected_.find(absolute);
+    return it == injected_.end() ? nullptr : &it->second;
+  }
+  // The command line and environment CAS gave, to replace the host's before main.
+  const std::vector<std::string>* cas_argv() const { return cas_argv_.empty() ? nullptr : &cas_argv_; }
+  const std::vector<std::string>* cas_environment() const { return cas_ ? &cas_env_ : nullptr; }
+  // LD_PRELOAD as the runtime was loaded with, for programs this one executes.
+  const std::string& preload() const { return preload_; }
+  // Tells CAS the volumes' new states (at exit).
+  void ReportVolumesToCas();
   MountedVolume* VolumeByRoot(const std::string& root);
 
   std::shared_ptr<OpenDescription> Get(int fd) const {
@@ -80,7 +97,16 @@ class Runtime {
   Status Init();
 
  private:
+  Status InitFromCas(const CasSettings& settings);
+  Status MountGranted(cas::VolumeGrant& grant);
+  Status Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, const SecretBytes& key,
+               const std::string& cas_name);
+
   std::vector<std::unique_ptr<MountedVolume>> volumes_;
+  std::map<std::string, SecretBytes> injected_;
+  std::unique_ptr<CasConnection> cas_;
+  std::vector<std::string> cas_argv_, cas_env_;
+  std::string preload_;
   std::vector<SecretBytes> keys_;  // volumes_[i]'s key, for programs this one executes
   mutable std::mutex table_mu_;
   std::unordered_map<int, std::shared_ptr<OpenDescription>> owners_;
@@ -88,7 +114,6 @@ class Runtime {
       std::make_unique<std::atomic<OpenDescription*>[]>(kMaxFds);
 };
 
-inline constexpr char kVolumeRootsEnv[] = "SCONE_VOLUME_ROOTS";
 
 // The runtime, or nullptr when calls must go straight to the C library. Starts the runtime if
 // it has not started (the constructor, __libc_start_main and exec call this).

@@ -43,8 +43,8 @@ bool Build(char* const envp[], ExecEnvironment* out) {
     return false;
   }
   out->config_fd = *fd;
-  const char* preload = getenv("LD_PRELOAD");
-  std::string ours = preload ? preload : "";
+  // As the runtime was loaded: the environment may have been replaced by CAS's since.
+  const std::string& ours = rt->preload();
   bool has_preload = false;
   for (char* const* e = envp; e && *e; ++e) {
     if (strncmp(*e, "SCONE_RUNTIME_FD=", 17) == 0 || strncmp(*e, "SCONE_VOLUME_ROOTS=", 19) == 0) {

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -68,11 +69,61 @@ int OpenProtected(Runtime& rt, const Target& t, int flags) {
   return fd;
 }
 
+// A file CAS injected: a fresh in-memory file with its content, opened with the program's access
+// mode (through /proc/self/fd, so that it has its own offset and a read-only descriptor stays
+// read-only). Writes stay in memory.
+int OpenInjected(const SecretBytes& content, int flags) {
+  if (flags & O_DIRECTORY) {
+    errno = ENOTDIR;
+    return -1;
+  }
+  if ((flags & O_CREAT) && (flags & O_EXCL)) {
+    errno = EEXIST;
+    return -1;
+  }
+  int mem = memfd_create("scone-injected", MFD_CLOEXEC);
+  if (mem < 0) return -1;
+  bool truncate = (flags & O_TRUNC) && Writable(flags);
+  if (!truncate && !content.empty() &&
+      Real().pwrite(mem, content.data(), content.size(), 0) != static_cast<ssize_t>(content.size())) {
+    Real().close(mem);
+    errno = EIO;
+    return -1;
+  }
+  char self[64];
+  snprintf(self, sizeof(self), "/proc/self/fd/%d", mem);
+  int fd = Real().open(self, flags & (O_ACCMODE | O_APPEND | O_CLOEXEC | O_NONBLOCK), 0);
+  int saved = errno;
+  Real().close(mem);
+  errno = saved;
+  return fd;
+}
+
+// stat of a file CAS injected; false if the path names none.
+bool StatInjected(int dirfd, const char* path, int at_flags, struct stat* st) {
+  Runtime* rt = ShieldIfReady();
+  if (rt == nullptr || !rt->HasInjectedFiles() || path == nullptr) return false;
+  const SecretBytes* content = rt->Injected(rt->Resolve(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW)).absolute);
+  if (content == nullptr) return false;
+  std::memset(st, 0, sizeof(*st));
+  st->st_mode = S_IFREG | 0600;
+  st->st_nlink = 1;
+  st->st_uid = getuid();
+  st->st_gid = getgid();
+  st->st_size = static_cast<off_t>(content->size());
+  st->st_blksize = 4096;
+  st->st_blocks = static_cast<blkcnt_t>((content->size() + 511) / 512);
+  return true;
+}
+
 // -2: not ours, call the real function.
 int ShieldedOpen(int dirfd, const char* path, int flags) {
   Runtime* rt = ShieldFor(dirfd, path);
   if (rt == nullptr) return -2;
   Target t = rt->Resolve(dirfd, path, !(flags & O_NOFOLLOW));
+  if (rt->HasInjectedFiles()) {
+    if (const SecretBytes* content = rt->Injected(t.absolute)) return OpenInjected(*content, flags);
+  }
   if (t.volume == nullptr) return -2;
   if (t.metadata) {
     errno = ENOENT;  // the volume's own metadata is not part of the program's tree
@@ -476,6 +527,7 @@ SCONE_EXPORT int fstat64(int fd, struct stat64* st) {
 }
 
 SCONE_EXPORT int stat(const char* path, struct stat* st) {
+  if (StatInjected(AT_FDCWD, path, 0, st)) return 0;
   int r = Real().stat(path, st);
   return r == 0 ? PatchPathStat(AT_FDCWD, path, 0, st) : r;
 }
@@ -484,6 +536,7 @@ SCONE_EXPORT int stat64(const char* path, struct stat64* st) {
 }
 
 SCONE_EXPORT int lstat(const char* path, struct stat* st) {
+  if (StatInjected(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, st)) return 0;
   int r = Real().lstat(path, st);
   return r == 0 ? PatchPathStat(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, st) : r;
 }
@@ -492,6 +545,7 @@ SCONE_EXPORT int lstat64(const char* path, struct stat64* st) {
 }
 
 SCONE_EXPORT int fstatat(int dirfd, const char* path, struct stat* st, int flags) {
+  if (path != nullptr && path[0] != '\0' && StatInjected(dirfd, path, flags, st)) return 0;
   int r = Real().fstatat(dirfd, path, st, flags);
   if (r != 0) return r;
   if ((flags & AT_EMPTY_PATH) && (path == nullptr || path[0] == '\0')) {
@@ -510,6 +564,19 @@ SCONE_EXPORT int newfstatat(int dirfd, const char* path, struct stat* st, int fl
 
 SCONE_EXPORT int statx(int dirfd, const char* path, int flags, unsigned int mask,
                        struct statx* stx) {
+  struct stat injected;
+  if (path != nullptr && path[0] != '\0' && StatInjected(dirfd, path, flags, &injected)) {
+    std::memset(stx, 0, sizeof(*stx));
+    stx->stx_mask = STATX_BASIC_STATS;
+    stx->stx_mode = static_cast<uint16_t>(injected.st_mode);
+    stx->stx_nlink = 1;
+    stx->stx_uid = injected.st_uid;
+    stx->stx_gid = injected.st_gid;
+    stx->stx_size = static_cast<uint64_t>(injected.st_size);
+    stx->stx_blksize = 4096;
+    stx->stx_blocks = static_cast<uint64_t>(injected.st_blocks);
+    return 0;
+  }
   int r = Real().statx(dirfd, path, flags, mask, stx);
   if (r != 0) return r;
   Runtime* rt = ShieldIfReady();
