@@ -32,11 +32,21 @@ std::string ReadSmallFile(const std::string& path) {
   return s;
 }
 
+// Alive and not a zombie (an exited daemon whose reparenting init has not reaped it yet).
+bool Alive(pid_t pid) {
+  if (kill(pid, 0) != 0) return false;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat;
+  std::getline(in, stat);
+  size_t paren = stat.rfind(')');
+  return paren == std::string::npos || paren + 2 >= stat.size() || stat[paren + 2] != 'Z';
+}
+
 // The pid of a running local service whose pid file is `dir`/pid, or 0.
 pid_t RunningPid(const std::string& dir) {
   std::string text = ReadSmallFile(dir + "/pid");
   pid_t pid = static_cast<pid_t>(std::atoi(text.c_str()));
-  if (pid <= 0 || kill(pid, 0) != 0) return 0;
+  if (pid <= 0 || !Alive(pid)) return 0;
   std::string cmdline = ReadSmallFile("/proc/" + std::to_string(pid) + "/cmdline");
   return cmdline.find("scone") != std::string::npos || cmdline.empty() ? pid : 0;
 }
@@ -87,11 +97,10 @@ Status StopDaemon(const std::string& dir) {
   unlink((dir + "/pid").c_str());
   if (pid == 0) return Status::Ok();
   kill(pid, SIGTERM);
-  for (int i = 0; i < 200 && kill(pid, 0) == 0; ++i) {
-    waitpid(pid, nullptr, WNOHANG);
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));  // bounded wait for the exit
+  for (int i = 0; i < 400 && Alive(pid); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // bounded wait for the exit
   }
-  return kill(pid, 0) == 0 ? Internal("local service (pid " + std::to_string(pid) + ") did not stop")
+  return Alive(pid) ? Internal("local service (pid " + std::to_string(pid) + ") did not stop")
                            : Status::Ok();
 }
 

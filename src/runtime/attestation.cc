@@ -1,102 +1,21 @@
 #include "runtime/attestation.h"
 
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
 
 #include "attest/las.h"
+#include "cas/attestation_client.h"
 #include "os/file.h"
-#include "runtime/real_libc.h"
 
 namespace scone::runtime {
 namespace {
 
-constexpr int kTimeoutSeconds = 30;
+cas::AttestationEndpoint Endpoint(const CasSettings& s) { return {s.host, s.port, s.cas_key_hash}; }
 
 std::string Env(const char* name) {
   const char* v = getenv(name);
   return v ? v : "";
-}
-
-// The certificate is checked by its key after the handshake: CAS is pinned, not CA-issued.
-int AcceptForPinning(int, X509_STORE_CTX*) { return 1; }
-
-Result<int> ConnectTcp(const std::string& host, int port) {
-  addrinfo hints = {};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found);
-  if (rc != 0) return NotFound("CAS host " + host + ": " + gai_strerror(rc));
-  int last_errno = ECONNREFUSED;
-  for (addrinfo* a = found; a; a = a->ai_next) {
-    int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) continue;
-    struct timeval tv = {kTimeoutSeconds, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-      freeaddrinfo(found);
-      return fd;
-    }
-    last_errno = errno;
-    Real().close(fd);
-  }
-  freeaddrinfo(found);
-  return IoError("connect to CAS at " + host + ":" + std::to_string(port), last_errno);
-}
-
-std::string TlsError() {
-  unsigned long e = ERR_get_error();
-  char buf[256] = "unknown TLS error";
-  if (e != 0) ERR_error_string_n(e, buf, sizeof(buf));
-  ERR_clear_error();
-  return buf;
-}
-
-// One request on a fresh TLS 1.3 connection, as `credential`; CAS must hold the pinned key.
-Result<Bytes> Exchange(const CasSettings& s, const attest::TlsCredential& credential, const cas::Request& request) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
-  if (ctx == nullptr) return Internal("SSL_CTX_new failed");
-  SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, AcceptForPinning);
-  Result<Bytes> result = Internal("unreachable");
-  auto fd = ConnectTcp(s.host, s.port);
-  SSL* ssl = nullptr;
-  if (!fd.ok()) {
-    result = fd.status();
-  } else if ((ssl = SSL_new(ctx)) == nullptr || SSL_use_certificate(ssl, credential.certificate()) != 1 ||
-             SSL_use_PrivateKey(ssl, credential.key()) != 1 || SSL_set_fd(ssl, *fd) != 1) {
-    result = Internal("TLS set-up failed: " + TlsError());
-  } else if (SSL_connect(ssl) != 1) {
-    result = PermissionDenied("TLS handshake with CAS at " + s.host + " failed: " + TlsError());
-  } else {
-    X509* peer = SSL_get0_peer_certificate(ssl);
-    if (peer == nullptr || attest::PublicKeyHash(peer) != s.cas_key_hash) {
-      result = PermissionDenied("the server at " + s.host + ":" + std::to_string(s.port) +
-                                " is not the CAS whose key SCONE_CAS_KEY_HASH names");
-    } else if (Status sent = cas::SendFrame(ssl, request.Encode()); !sent.ok()) {
-      result = sent;
-    } else if (auto reply = cas::ReceiveFrame(ssl, cas::kMaxFrame); !reply.ok()) {
-      result = reply.status().Annotate("CAS at " + s.host);
-    } else {
-      result = cas::ParseReply(*reply);
-      Wipe(*reply);
-    }
-    SSL_shutdown(ssl);
-  }
-  SSL_free(ssl);
-  SSL_CTX_free(ctx);
-  if (fd.ok()) Real().close(*fd);
-  return result;
 }
 
 Result<std::optional<attest::SigStruct>> LoadSigStruct(const std::string& path, bool required) {
@@ -140,7 +59,7 @@ Result<CasConnection> CasConnection::Attest(const CasSettings& settings, cas::Se
   SCONE_ASSIGN_OR_RETURN(attest::TlsCredential credential, attest::TlsCredential::Generate("scone-runtime"));
   cas::Request nonce_request;
   nonce_request.kind = cas::RequestKind::kNonce;
-  SCONE_ASSIGN_OR_RETURN(Bytes nonce_bytes, Exchange(settings, credential, nonce_request));
+  SCONE_ASSIGN_OR_RETURN(Bytes nonce_bytes, cas::Exchange(Endpoint(settings), credential, nonce_request));
   attest::Nonce nonce;
   if (nonce_bytes.size() != nonce.size()) return InvalidArgument("CAS sent a malformed nonce");
   std::copy(nonce_bytes.begin(), nonce_bytes.end(), nonce.begin());
@@ -161,7 +80,7 @@ Result<CasConnection> CasConnection::Attest(const CasSettings& settings, cas::Se
   cas::Request config_request;
   config_request.kind = cas::RequestKind::kConfig;
   config_request.config_id = settings.config_id;
-  SCONE_ASSIGN_OR_RETURN(Bytes blob, Exchange(settings, credential, config_request));
+  SCONE_ASSIGN_OR_RETURN(Bytes blob, cas::Exchange(Endpoint(settings), credential, config_request));
   auto decoded = cas::ServiceConfig::Decode(blob);
   Wipe(blob);
   if (!decoded.ok()) return decoded.status();
@@ -174,7 +93,7 @@ Status CasConnection::Report(const std::vector<cas::VolumeReport>& reports) cons
   request.kind = cas::RequestKind::kReport;
   request.config_id = settings_.config_id;
   request.reports = reports;
-  return Exchange(settings_, credential_, request).status();
+  return cas::Exchange(Endpoint(settings_), credential_, request).status();
 }
 
 }  // namespace scone::runtime

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Services that get their configuration only through CAS: real processes (python3 under the
+# runtime), the user's local CAS and LAS (real TLS, real unix socket), sim evidence.
+# usage: attestation_test.sh SCONE CASE
+set -euo pipefail
+source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
+scone="$1"
+case_name="$2"
+work="$(mktemp -d)"
+export XDG_STATE_HOME="$work/state"
+trap '"$scone" cas stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+cd "$work"
+PY=/usr/bin/python3
+cas_dir="$XDG_STATE_HOME/scone/cas"
+
+# The service prints what it got; the host passes other arguments, which must not reach it.
+cat > app.py <<'EOF'
+import os, sys
+print("argv", " ".join(sys.argv[1:]))
+print("env", os.environ.get("GREETING"), "host-env", os.environ.get("HOST_ONLY", "absent"))
+print("cwd", os.getcwd())
+print("config", open("/etc/scone-test/app.ini").read().strip())
+with open(sys.argv[0].replace("app.py", "data/counter.txt"), "a") as f:
+    f.write("run\n")
+print("runs", open(sys.argv[0].replace("app.py", "data/counter.txt")).read().count("run"))
+# The host sees the command line and environment it passed, never CAS's.
+for proc in ("/proc/self/cmdline", "/proc/self/environ"):
+    if os.environ["TOKEN_CHECK"].encode() in open(proc, "rb").read():
+        print("LEAK in", proc)
+EOF
+
+# session FILE SERVICE_POLICY_LINES [TOLERATE]: a session for app.py under python3.
+session() {
+  local file="$1" policy="$2" tolerate="${3:-[sim, debug-mode]}"
+  cat > "$file" <<EOF
+name: ${SESSION_NAME:-svc}
+version: "0.3"
+${PREDECESSOR:+predecessor: $PREDECESSOR}
+security:
+  attestation:
+    tolerate: $tolerate
+volumes:
+  - name: data
+services:
+  - name: app
+$policy
+    command: python3 $work/app.py --token \$\$SCONE::token\$\$
+    environment:
+      GREETING: hello-\$\$SCONE::token\$\$
+      TOKEN_CHECK: \$\$SCONE::token\$\$
+    pwd: $work/pwd
+    image_name: app
+images:
+  - name: app
+    volumes:
+      - name: data
+        path: $work/data
+    injection_files:
+      - path: /etc/scone-test/app.ini
+        content: |
+          password=\$\$SCONE::token\$\$
+          cert_lines=\$\$SCONE::api_cert.crt\$\$
+secrets:
+  - name: token
+    kind: ascii
+    size: 24
+  - name: api_ca
+    kind: x509-ca
+  - name: api_cert
+    kind: x509
+    issuer: api_ca
+    dns: [api.example]
+EOF
+}
+measure() { "$scone" measure "$1" | tail -1; }
+run_app() { HOST_ONLY=1 "$scone" run --config-id "${SESSION_NAME:-svc}/app" "$@" -- "${PROGRAM:-$PY}" host-arg; }
+expect_refused() {  # expect_refused PATTERN [run_app args...]
+  local pattern="$1"; shift
+  set +e
+  run_app "$@" > out.txt 2> err.txt
+  local rc=$?
+  set -e
+  [[ $rc != 0 ]] || { cat out.txt; fail "the service started; expected refusal ($pattern)"; }
+  [[ ! -s out.txt ]] || { cat out.txt; fail "the refused service ran"; }
+  grep -q -- "$pattern" err.txt || { cat err.txt; fail "refusal does not say '$pattern'"; }
+}
+mkdir -p pwd
+
+case "$case_name" in
+config-through-cas)
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  run_app > out.txt 2> err.txt || { cat err.txt; fail "the service did not run"; }
+  token=$(sed -n 's/^argv --token \(.*\)$/\1/p' out.txt)
+  [[ ${#token} == 24 ]] || { cat out.txt; fail "no generated 24-character token in the arguments"; }
+  grep -q "^env hello-$token host-env absent$" out.txt || { cat out.txt; fail "environment not CAS's"; }
+  grep -q "^cwd $work/pwd$" out.txt || { cat out.txt; fail "working directory not CAS's"; }
+  grep -q "^config password=$token$" out.txt || { cat out.txt; fail "injected file missing or wrong"; }
+  grep -q "^runs 1$" out.txt || { cat out.txt; fail "volume not usable"; }
+  if grep -q LEAK out.txt; then cat out.txt; fail "CAS's configuration visible to the host"; fi
+  [[ ! -e /etc/scone-test ]] || fail "the injected file was written to disk"
+  # The certificate CAS issued chains to the session's CA and names the DNS name.
+  run_app > out2.txt 2>/dev/null
+  grep -q "^runs 2$" out2.txt || fail "second run did not see the first run's data"
+  [[ "$(sed -n 's/^argv --token //p' out2.txt)" == "$token" ]] || fail "generated secret changed between runs"
+  # Secrets never in plaintext on disk: volume, CAS database (+WAL), audit, logs.
+  if grep -r -a -l -- "$token" data "$XDG_STATE_HOME" 2>/dev/null; then fail "secret in plaintext on disk"; fi
+  sqlite3 "$cas_dir/cas.db" "select action, result from audit" | grep -q "^attest|ok: sim" || fail "no attest audit record"
+  ;;
+injected-certificate)
+  cat > cert_app.py <<'EOF'
+import ssl, sys, subprocess
+text = open("/etc/scone-test/app.ini").read()
+pem = text[text.index("-----BEGIN"):]
+open(sys.argv[1], "w").write(pem)
+EOF
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  sed -i "s|command: python3 $work/app.py.*|command: python3 $work/cert_app.py $work/cert.pem|" s.yml
+  "$scone" session create s.yml >/dev/null
+  run_app 2> err.txt || { cat err.txt; fail "service failed"; }
+  openssl x509 -in cert.pem -noout -ext subjectAltName | grep -q "DNS:api.example" || fail "certificate lacks the DNS name"
+  openssl x509 -in cert.pem -noout -issuer | grep -q "api_ca" || fail "certificate not issued by the session CA"
+  ;;
+modified-executable)
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  cp "$PY" ./python3 && printf 'x' >> ./python3
+  PROGRAM=$work/python3 expect_refused "is not one the policy names"
+  # A modified library: the same program, loading a changed copy of one of its libraries.
+  mkdir lib && cp "$(ldd "$PY" | awk '/libexpat/ {print $3}')" lib/ && printf 'x' >> lib/libexpat.so.1
+  LD_LIBRARY_PATH=$work/lib expect_refused "is not one the policy names"
+  run_app > /dev/null 2>&1 || fail "the unmodified program was refused"
+  ;;
+signer)
+  cp "$PY" ./python3
+  "$scone" sign ./python3 --key signer.pem --product-id 7 --svn 2 > sig.txt 2>/dev/null
+  mrsigner=$(awk '/^mrsigner/ {print $2}' sig.txt)
+  session s.yml "    mrsigner: $mrsigner
+    isvprodid: 7
+    isvsvn: 2"
+  "$scone" session create s.yml >/dev/null
+  PROGRAM=$work/python3 run_app > out.txt 2> err.txt || { cat err.txt; fail "signed program refused"; }
+  # Too low a security version: the session now asks for 3.
+  hash=$("$scone" session show svc 2>&1 >/dev/null | awk '{print $NF}')
+  PREDECESSOR=$hash session s2.yml "    mrsigner: $mrsigner
+    isvprodid: 7
+    isvsvn: 3"
+  "$scone" session update s2.yml >/dev/null
+  PROGRAM=$work/python3 expect_refused "security version 2 is below 3"
+  # Another signer's signature over the same program.
+  "$scone" sign ./python3 --key other.pem --product-id 7 --svn 9 -o other.sig > /dev/null 2>&1
+  PROGRAM=$work/python3 expect_refused "signer does not match" --sigstruct other.sig
+  ;;
+sim-not-tolerated)
+  session s.yml "    mrenclaves: [$(measure $PY)]" "[debug-mode]"
+  "$scone" session create s.yml >/dev/null
+  expect_refused "does not tolerate"
+  ;;
+untrusted-platform)
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  # A LAS with another platform key, which this CAS was never told to trust.
+  "$scone" las serve --state other-las --socket "$work/other.sock" > las.out 2>&1 &
+  las_pid=$!
+  wait_for_line las.out "listening on" "$las_pid"
+  addr=$(cat "$cas_dir/attestation")
+  set +e
+  HOST_ONLY=1 "$scone" run --config-id svc/app --cas-addr "$addr" --cas-cert "$cas_dir/cas.crt" \
+    --las "$work/other.sock" -- "$PY" > out.txt 2> err.txt
+  rc=$?
+  set -e
+  kill "$las_pid"; wait "$las_pid" || true
+  [[ $rc != 0 && ! -s out.txt ]] || fail "evidence from an untrusted platform was accepted"
+  grep -q "platform that is not trusted" err.txt || { cat err.txt; fail "no reason given"; }
+  # Trusting it (as the CAS's administrator) makes the same run pass.
+  "$scone" cas platform trust "$("$scone" las platform-key --state other-las)" > /dev/null
+  "$scone" cas platform list | grep -q "$("$scone" las platform-key --state other-las)" || fail "platform not listed"
+  ;;
+wrong-cas)
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  # A server with another key at CAS's address: the runtime refuses to talk to it.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=evil" \
+    -keyout evil.key -out evil.crt -days 1 2>/dev/null
+  addr=$(cat "$cas_dir/attestation")
+  set +e
+  HOST_ONLY=1 "$scone" run --config-id svc/app --cas-addr "$addr" --cas-cert evil.crt \
+    --las "$XDG_STATE_HOME/scone/las/las.sock" -- "$PY" > out.txt 2> err.txt
+  rc=$?
+  set -e
+  [[ $rc != 0 && ! -s out.txt ]] || fail "the runtime trusted a CAS with another key"
+  grep -q "is not the CAS whose key" err.txt || { cat err.txt; fail "no reason given"; }
+  ;;
+rollback-across-restarts)
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  run_app > /dev/null 2>&1 || fail "first run"
+  cp -a data data.old
+  run_app > out.txt 2>/dev/null && grep -q "^runs 2$" out.txt || fail "second run"
+  token=$(sed -n 's/^argv --token //p' out.txt)
+  # CAS restarted: sessions, secrets and volume states survive.
+  "$scone" cas stop
+  run_app > out.txt 2> err.txt || { cat err.txt; fail "run after CAS restart"; }
+  grep -q "^runs 3$" out.txt || fail "volume lost across CAS restart"
+  [[ "$(sed -n 's/^argv --token //p' out.txt)" == "$token" ]] || fail "secret changed across CAS restart"
+  # The volume rolled back to an older copy: refused at the next start.
+  rm -rf data && cp -a data.old data
+  expect_refused "rolled back to an older copy"
+  # Deleted: refused too (CAS knows it existed).
+  rm -rf data
+  expect_refused "is missing"
+  ;;
+crash-survived)
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  run_app > /dev/null 2>&1 || fail "first run"
+  # Killed after a commit it never reported: the newer state is accepted at the next start.
+  cat > crash.py <<EOF
+import os
+with open("$work/data/counter.txt", "a") as f:
+    f.write("run\n")
+os.kill(os.getpid(), 9)
+EOF
+  sed "s|command: python3 $work/app.py|command: python3 $work/crash.py|" s.yml > crash.yml
+  sed -i "s/^name: svc/name: svc/" crash.yml
+  hash=$("$scone" session show svc 2>&1 >/dev/null | awk '{print $NF}')
+  sed -i "s/^version: \"0.3\"/version: \"0.3\"\npredecessor: $hash/" crash.yml
+  "$scone" session update crash.yml >/dev/null
+  set +e; run_app > /dev/null 2>&1; set -e
+  sed -i "s|command: python3 $work/crash.py|command: python3 $work/app.py|; s/^predecessor: .*/predecessor: $("$scone" session show svc 2>&1 >/dev/null | awk '{print $NF}')/" crash.yml
+  "$scone" session update crash.yml >/dev/null
+  run_app > out.txt 2> err.txt || { cat err.txt; fail "the state after a crash was refused"; }
+  grep -q "^runs 3$" out.txt || { cat out.txt; fail "the write before the crash was lost"; }
+  ;;
+*) fail "unknown case $case_name" ;;
+esac
+echo "ok: $case_name"
