@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <thread>
+#include <vector>
 
 #include "attest/measurement.h"
 
@@ -149,30 +151,40 @@ Status ServeLas(const std::string& socket_path, const Platform& platform,
     return IoError("listen on " + socket_path, e);
   }
   chmod(socket_path.c_str(), 0666);  // any local program may ask; LAS measures it itself
-  while (!*stop) {
-    int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR) continue;
-      break;
+  // A few workers accept on the one socket: requests are independent, and one slow client
+  // (bounded by the receive timeout) does not hold up the others.
+  auto work = [&] {
+    while (!*stop) {
+      int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) {
+        if (errno != EINTR) break;
+        if (*stop) shutdown(listener, SHUT_RDWR);  // wakes the other workers
+        continue;
+      }
+      struct timeval tv = {5, 0};
+      setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+      ByteWriter w;
+      w.Str(kResponseLabel);
+      auto request = ReceiveMessage(fd);
+      Result<Report> report = request.ok() ? ReportForPeer(fd, *request, runtime_library)
+                                           : Result<Report>(request.status());
+      Result<Evidence> evidence = report.ok() ? platform.Attest(*report) : Result<Evidence>(report.status());
+      if (evidence.ok()) {
+        w.U8(1);
+        w.Blob(evidence->Encode());
+      } else {
+        w.U8(0);
+        w.Str(evidence.status().message());
+      }
+      (void)SendMessage(fd, w.bytes());
+      close(fd);
     }
-    struct timeval tv = {5, 0};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    ByteWriter w;
-    w.Str(kResponseLabel);
-    auto request = ReceiveMessage(fd);
-    Result<Report> report = request.ok() ? ReportForPeer(fd, *request, runtime_library)
-                                         : Result<Report>(request.status());
-    Result<Evidence> evidence = report.ok() ? platform.Attest(*report) : Result<Evidence>(report.status());
-    if (evidence.ok()) {
-      w.U8(1);
-      w.Blob(evidence->Encode());
-    } else {
-      w.U8(0);
-      w.Str(evidence.status().message());
-    }
-    (void)SendMessage(fd, w.bytes());
-    close(fd);
-  }
+    shutdown(listener, SHUT_RDWR);
+  };
+  std::vector<std::thread> workers;
+  for (int i = 0; i < 3; ++i) workers.emplace_back(work);
+  work();
+  for (std::thread& t : workers) t.join();
   close(listener);
   unlink(socket_path.c_str());
   return Status::Ok();

@@ -5,11 +5,16 @@
 #include <link.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <optional>
 #include <set>
 #include <tuple>
 
@@ -150,8 +155,46 @@ crypto::Hash ImageDescription::Measurement() const {
   return crypto::Sha256({AsBytes(text)});
 }
 
+namespace {
+
+// A file's identity and every time it changed: a different file, or the same one written
+// since, never has the same key (the change time cannot be set by a program).
+using FileVersion = std::tuple<dev_t, ino_t, off_t, int64_t, int64_t, int64_t, int64_t>;
+
+// Hashes of files already measured. LAS measures the same executables and libraries for
+// every process it attests; hashing them again each time would dominate attestation latency.
+class HashCache {
+ public:
+  std::optional<crypto::Hash> Find(const FileVersion& v) {
+    std::lock_guard lock(mu_);
+    auto it = hashes_.find(v);
+    return it == hashes_.end() ? std::nullopt : std::optional<crypto::Hash>(it->second);
+  }
+  void Put(const FileVersion& v, const crypto::Hash& h) {
+    std::lock_guard lock(mu_);
+    if (hashes_.size() >= 4096) hashes_.clear();
+    hashes_[v] = h;
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<FileVersion, crypto::Hash> hashes_;
+};
+
+HashCache& Cache() {
+  static auto* cache = new HashCache();  // used until exit, never destroyed
+  return *cache;
+}
+
+}  // namespace
+
 Result<crypto::Hash> HashFile(const std::string& path) {
   SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(path, O_RDONLY));
+  struct stat st;
+  if (fstat(f.fd(), &st) != 0) return IoError("stat " + path, errno);
+  FileVersion version{st.st_dev, st.st_ino, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+                      st.st_ctim.tv_sec, st.st_ctim.tv_nsec};
+  if (auto known = Cache().Find(version)) return *known;
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_DigestInit_ex2(ctx, EVP_sha256(), nullptr);
   Bytes buffer(1 << 20);
@@ -169,6 +212,12 @@ Result<crypto::Hash> HashFile(const std::string& path) {
   unsigned int len = 0;
   EVP_DigestFinal_ex(ctx, h.data(), &len);
   EVP_MD_CTX_free(ctx);
+  // A file changed less than two seconds ago could change again within the same timestamp
+  // tick (file times are coarse) and look unchanged: such a file is not cached (as git does
+  // for "racy" index entries).
+  struct timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  if (now.tv_sec - st.st_ctim.tv_sec > 2) Cache().Put(version, h);
   return h;
 }
 

@@ -43,6 +43,20 @@ Result<int> ConnectTcp(const std::string& host, int port) {
   return IoError("connect to CAS at " + host + ":" + std::to_string(port), last_errno);
 }
 
+// One context for every exchange (making one is costly in OpenSSL 3); each connection sets its
+// own certificate and key.
+SSL_CTX* ClientContext() {
+  static SSL_CTX* ctx = [] {
+    SSL_CTX* c = SSL_CTX_new(TLS_client_method());
+    if (c != nullptr) {
+      SSL_CTX_set_min_proto_version(c, TLS1_3_VERSION);
+      SSL_CTX_set_verify(c, SSL_VERIFY_PEER, AcceptForPinning);
+    }
+    return c;
+  }();
+  return ctx;
+}
+
 std::string TlsError() {
   unsigned long e = ERR_get_error();
   char buf[256] = "unknown TLS error";
@@ -55,10 +69,8 @@ std::string TlsError() {
 }  // namespace
 
 Result<Bytes> Exchange(const AttestationEndpoint& s, const attest::TlsCredential& credential, const Request& request) {
-  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL_CTX* ctx = ClientContext();
   if (ctx == nullptr) return Internal("SSL_CTX_new failed");
-  SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, AcceptForPinning);
   Result<Bytes> result = Internal("unreachable");
   auto fd = ConnectTcp(s.host, s.port);
   SSL* ssl = nullptr;
@@ -85,7 +97,6 @@ Result<Bytes> Exchange(const AttestationEndpoint& s, const attest::TlsCredential
     SSL_shutdown(ssl);
   }
   SSL_free(ssl);
-  SSL_CTX_free(ctx);
   if (fd.ok()) close(*fd);
   return result;
 }

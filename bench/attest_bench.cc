@@ -1,0 +1,190 @@
+// Attestation benchmark, measured in one run (never a test):
+//   1. attestation + configuration round trips against a real CAS attestation port and a real
+//      LAS (unix socket), as the runtime does them: fresh key, nonce, evidence, RA-TLS config
+//      request; with 1 and 64 concurrent clients: p50, p99, attestations per second;
+//   2. start-up time of /bin/true natively, under the runtime without CAS, and under the
+//      runtime attesting to CAS (the whole path a service takes before main).
+// usage: scone_attest_bench RUNTIME_LIBRARY
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+#include <vector>
+
+#include "attest/las.h"
+#include "attest/measurement.h"
+#include "attest/sim/sim_platform.h"
+#include "cas/attestation_client.h"
+#include "cas/attestation_server.h"
+#include "crypto/tls_identity.h"
+#include "testing/temp_dir.h"
+
+extern char** environ;
+
+namespace scone {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Ms(Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
+
+template <typename T>
+T Must(Result<T> r, const char* what) {
+  if (!r.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, r.status().message().c_str());
+    std::exit(1);
+  }
+  return std::move(r).value();
+}
+
+struct Bench {
+  cas::AttestationEndpoint cas;
+  std::string las_socket;
+};
+
+// One attestation as the runtime does it.
+Status AttestOnce(const Bench& b) {
+  SCONE_ASSIGN_OR_RETURN(attest::TlsCredential c, attest::TlsCredential::Generate("bench"));
+  cas::Request nonce_request;
+  nonce_request.kind = cas::RequestKind::kNonce;
+  SCONE_ASSIGN_OR_RETURN(Bytes nonce_bytes, cas::Exchange(b.cas, c, nonce_request));
+  attest::Nonce nonce;
+  std::copy(nonce_bytes.begin(), nonce_bytes.end(), nonce.begin());
+  SCONE_ASSIGN_OR_RETURN(attest::Evidence e, attest::RequestEvidence(b.las_socket,
+                                                                     attest::BindReportData(c.key_hash(), nonce),
+                                                                     std::nullopt));
+  SCONE_RETURN_IF_ERROR(c.AttachEvidence(e));
+  cas::Request config_request;
+  config_request.kind = cas::RequestKind::kConfig;
+  config_request.config_id = "bench/self";
+  SCONE_ASSIGN_OR_RETURN(Bytes config, cas::Exchange(b.cas, c, config_request));
+  return cas::ServiceConfig::Decode(config).status();
+}
+
+void RunClients(const Bench& b, int clients, int per_client) {
+  std::vector<std::vector<double>> latencies(clients);
+  std::atomic<int> failures{0};
+  std::string first_error;
+  std::mutex error_mu;
+  auto start = Clock::now();
+  std::vector<std::thread> threads;
+  for (int t = 0; t < clients; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < per_client; ++i) {
+        auto t0 = Clock::now();
+        Status s = AttestOnce(b);
+        latencies[t].push_back(Ms(Clock::now() - t0));
+        if (!s.ok()) {
+          ++failures;
+          std::lock_guard lock(error_mu);
+          if (first_error.empty()) first_error = s.message();
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  double seconds = Ms(Clock::now() - start) / 1000;
+  std::vector<double> all;
+  for (auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
+  std::sort(all.begin(), all.end());
+  auto pct = [&](double p) { return all[std::min(all.size() - 1, static_cast<size_t>(p * all.size()))]; };
+  std::printf("attestation, %2d concurrent client(s): %5zu round trips, p50 %.2f ms, p99 %.2f ms, "
+              "%.0f attestations/s%s\n",
+              clients, all.size(), pct(0.50), pct(0.99), all.size() / seconds,
+              failures ? (" (" + std::to_string(failures.load()) + " failed: " + first_error + ")").c_str() : "");
+}
+
+// Median wall time of running `argv` with `env` (n runs).
+double StartupMs(const std::vector<std::string>& argv, const std::vector<std::string>& env, int n) {
+  std::vector<double> times;
+  for (int i = 0; i < n; ++i) {
+    std::vector<char*> a, e;
+    for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+    a.push_back(nullptr);
+    for (char** p = environ; *p; ++p) e.push_back(*p);
+    for (auto& s : env) e.push_back(const_cast<char*>(s.c_str()));
+    e.push_back(nullptr);
+    auto t0 = Clock::now();
+    pid_t pid;
+    if (posix_spawn(&pid, a[0], nullptr, nullptr, a.data(), e.data()) != 0) return -1;
+    int status = 0;
+    waitpid(pid, &status, 0);
+    times.push_back(Ms(Clock::now() - t0));
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) return -1;
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s RUNTIME_LIBRARY\n", argv[0]);
+    return 2;
+  }
+  std::string runtime = argv[1];
+  testing::TempDir dir;
+  crypto::TlsIdentityFiles tls{dir / "cas.key", dir / "cas.crt"};
+  if (!crypto::EnsureTlsIdentity(tls, "scone-cas").ok()) return 1;
+  auto store = Must(cas::Store::Open(dir.path()), "store");
+  auto server = Must(cas::AttestationServer::Create(store.get(), tls.cert_path, tls.key_path), "server");
+  int port = Must(server->Bind("127.0.0.1", 0), "bind");
+  server->Start(16);
+  attest::sim::SimPlatform platform{crypto::SigningKey::Generate()};
+  if (!store->TrustPlatform(platform.platform_key(), "bench").ok()) return 1;
+
+  Bench b;
+  b.cas.host = "127.0.0.1";
+  b.cas.port = port;
+  auto pin = Must(FromHex(Must(crypto::PublicKeyFingerprintOfFile(tls.cert_path), "pin")), "pin");
+  std::copy(pin.begin(), pin.end(), b.cas.cas_key_hash.begin());
+  b.las_socket = dir / "las.sock";
+  volatile bool stop = false;
+  std::thread las([&] { (void)attest::ServeLas(b.las_socket, platform, runtime, &stop); });
+  for (int i = 0; i < 200 && access(b.las_socket.c_str(), F_OK) != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));  // until LAS listens (bounded)
+  }
+
+  // The session names this process (as LAS measures it) and /bin/true under the runtime.
+  attest::ImageDescription self = Must(attest::DescribeProcess(getpid(), runtime), "measure self");
+  attest::ImageDescription true_image = Must(attest::DescribeFromLoader("/bin/true", runtime), "measure /bin/true");
+  std::string session = "name: bench\nversion: \"0.3\"\nsecurity:\n  attestation:\n    tolerate: [sim]\n"
+                        "services:\n  - name: self\n    mrenclaves: [" + ToHex(self.Measurement()) + "]\n"
+                        "    command: bench --flag value\n"
+                        "  - name: true\n    mrenclaves: [" + ToHex(true_image.Measurement()) + "]\n"
+                        "    command: /bin/true\n";
+  if (!store->Put({"bench", "h", "bench", session}, std::nullopt).ok()) return 1;
+
+  std::printf("CAS attestation port and LAS on this machine (%u cores), sim platform:\n",
+              std::thread::hardware_concurrency());
+  (void)AttestOnce(b);  // warm the measurement cache
+  RunClients(b, 1, 300);
+  RunClients(b, 64, 20);
+
+  std::vector<std::string> cas_env = {
+      "SCONE_CONFIG_ID=bench/true", "SCONE_CAS_ADDR=127.0.0.1:" + std::to_string(port),
+      "SCONE_LAS_ADDR=" + b.las_socket, "SCONE_CAS_KEY_HASH=" + ToHex(b.cas.cas_key_hash),
+      "LD_PRELOAD=" + runtime};
+  double native = StartupMs({"/bin/true"}, {}, 51);
+  double preloaded = StartupMs({"/bin/true"}, {"LD_PRELOAD=" + runtime}, 51);
+  double attested = StartupMs({"/bin/true"}, cas_env, 51);
+  std::printf("start-up of /bin/true (median of 51): native %.2f ms, runtime without CAS %.2f ms, "
+              "runtime attesting to CAS %.2f ms\n", native, preloaded, attested);
+  std::printf("start-up overhead of attestation: %.2f ms (shielded/native %.1fx)\n", attested - native,
+              attested / native);
+  stop = true;
+  server->Stop();
+  // LAS's accept loop ends at the next connection.
+  (void)attest::RequestEvidence(b.las_socket, attest::ReportData{}, std::nullopt);
+  las.join();
+  return 0;
+}
+
+}  // namespace
+}  // namespace scone
+
+int main(int argc, char** argv) { return scone::Main(argc, argv); }
