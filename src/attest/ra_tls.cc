@@ -1,6 +1,8 @@
 #include "attest/ra_tls.h"
 
+#include <openssl/bio.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -106,6 +108,42 @@ Status TlsCredential::AttachEvidence(const Evidence& evidence) {
   X509_free(impl_->cert);
   impl_->cert = cert;
   return Status::Ok();
+}
+
+Result<SecretBytes> TlsCredential::ExportKey() const {
+  BIO* bio = BIO_new(BIO_s_secmem());
+  if (bio == nullptr || PEM_write_bio_PrivateKey(bio, impl_->key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+    BIO_free(bio);
+    return Internal("cannot export the TLS key");
+  }
+  char* data = nullptr;
+  long size = BIO_get_mem_data(bio, &data);
+  SecretBytes out(std::span<const uint8_t>(reinterpret_cast<uint8_t*>(data), static_cast<size_t>(size)));
+  BIO_free(bio);
+  return out;
+}
+
+Bytes TlsCredential::CertificateDer() const {
+  unsigned char* der = nullptr;
+  int len = i2d_X509(impl_->cert, &der);
+  if (len <= 0) return {};
+  Bytes out(der, der + len);
+  OPENSSL_free(der);
+  return out;
+}
+
+Result<TlsCredential> TlsCredential::Import(const SecretBytes& key_pem, ByteSpan cert_der) {
+  auto impl = std::make_unique<Impl>();
+  BIO* bio = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
+  impl->key = bio ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr) : nullptr;
+  BIO_free(bio);
+  const unsigned char* p = cert_der.data();
+  impl->cert = d2i_X509(nullptr, &p, static_cast<long>(cert_der.size()));
+  if (impl->key == nullptr || impl->cert == nullptr || X509_check_private_key(impl->cert, impl->key) != 1) {
+    return InvalidArgument("handed-over TLS identity is malformed");
+  }
+  impl->key_hash = PublicKeyHash(impl->cert);
+  return TlsCredential(std::move(impl));
 }
 
 Result<Evidence> EvidenceFromCertificate(X509* cert) {

@@ -39,6 +39,12 @@ class TlsCredential {
   // Re-issues the certificate with `evidence` in the RA-TLS extension.
   Status AttachEvidence(const Evidence& evidence);
 
+  // For handing an attested identity to a program this one executes (in the runtime's secret
+  // descriptor): the key as PEM, the certificate as DER, and back.
+  Result<SecretBytes> ExportKey() const;
+  Bytes CertificateDer() const;
+  static Result<TlsCredential> Import(const SecretBytes& key_pem, ByteSpan cert_der);
+
  private:
   struct Impl;
   explicit TlsCredential(std::unique_ptr<Impl> impl);

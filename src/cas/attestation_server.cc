@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "cas/release.h"
 #include "cas/secrets.h"
 
@@ -205,6 +207,22 @@ Bytes AttestationServer::Configure(X509* cert, const std::string& config_id, con
   return OkReply(encoded.span());
 }
 
+// The names of the volumes the service's image mounts.
+Result<std::vector<std::string>> AttestationServer::VolumesOf(const std::string& session_name,
+                                                              const std::string& service_name) {
+  SCONE_ASSIGN_OR_RETURN(auto stored, store_->Get(session_name));
+  if (!stored) return NotFound("no session " + session_name);
+  SCONE_ASSIGN_OR_RETURN(policy::Session session, policy::Session::Parse(stored->text));
+  const policy::Service* service = session.FindService(service_name);
+  std::vector<std::string> names;
+  if (service == nullptr) return names;
+  for (const policy::Image& image : session.images) {
+    if (image.name != service->image_name) continue;
+    for (const policy::VolumeRef& v : image.volumes) names.push_back(v.name);
+  }
+  return names;
+}
+
 Bytes AttestationServer::Report(X509* cert, const Request& request, const std::string& peer) {
   std::string actor = "service@" + peer;
   crypto::Hash key_hash = attest::PublicKeyHash(cert);
@@ -218,7 +236,13 @@ Bytes AttestationServer::Report(X509* cert, const Request& request, const std::s
   }
   std::string session_name, service_name;
   if (!SplitConfigId(request.config_id, &session_name, &service_name).ok()) return ErrorReply("bad config id");
+  auto mounted = VolumesOf(session_name, service_name);
+  if (!mounted.ok()) return ErrorReply(mounted.status().message());
   for (const VolumeReport& v : request.reports) {
+    if (std::find(mounted->begin(), mounted->end(), v.name) == mounted->end()) {
+      store_->Audit(actor, "report-tag", request.config_id + "/" + v.name, "refused: not a volume of the service");
+      return ErrorReply("volume " + v.name + " is not one of " + request.config_id + "'s volumes");
+    }
     Status s = store_->PutVolumeMark(session_name, v.name, v.mark);
     store_->Audit(actor, "report-tag", request.config_id + "/" + v.name,
                   s.ok() ? "ok: generation " + std::to_string(v.mark.generation) : s.message());

@@ -56,6 +56,7 @@ class AttestationServer {
   Bytes Handle(SSL* ssl, const Request& request, const std::string& peer);
   Bytes Configure(X509* peer_cert, const std::string& config_id, const std::string& peer);
   Bytes Report(X509* peer_cert, const Request& request, const std::string& peer);
+  Result<std::vector<std::string>> VolumesOf(const std::string& session, const std::string& service);
 
   Store* store_ = nullptr;
   SSL_CTX* ctx_ = nullptr;

@@ -163,6 +163,9 @@ TEST_F(AttestationServerTest, VolumeReportsComeOnlyFromAttestedKeysAndOnlyMoveFo
   Attested(&next);
   ASSERT_TRUE(next.volumes[0].expected.has_value());
   EXPECT_EQ(next.volumes[0].expected->generation, 5u);
+  // A volume that is not the service's.
+  report.reports = {{"other", {crypto::Sha256({AsBytes("state 9")}), 9}}};
+  EXPECT_FALSE(Exchange(endpoint_, c, report).ok());
   // Same generation, another tag: a replaced volume.
   report.reports = {{"data", {crypto::Sha256({AsBytes("forged")}), 5}}};
   EXPECT_FALSE(Exchange(endpoint_, c, report).ok());

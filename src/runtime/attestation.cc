@@ -88,6 +88,27 @@ Result<CasConnection> CasConnection::Attest(const CasSettings& settings, cas::Se
   return CasConnection(settings, std::move(credential));
 }
 
+Result<CasHandover> CasConnection::Handover() const {
+  CasHandover h;
+  h.config_id = settings_.config_id;
+  h.host = settings_.host;
+  h.port = settings_.port;
+  h.cas_key_hash = settings_.cas_key_hash;
+  SCONE_ASSIGN_OR_RETURN(h.key_pem, credential_.ExportKey());
+  h.cert_der = credential_.CertificateDer();
+  return h;
+}
+
+Result<CasConnection> CasConnection::FromHandover(const CasHandover& h) {
+  CasSettings s;
+  s.config_id = h.config_id;
+  s.host = h.host;
+  s.port = h.port;
+  s.cas_key_hash = h.cas_key_hash;
+  SCONE_ASSIGN_OR_RETURN(attest::TlsCredential credential, attest::TlsCredential::Import(h.key_pem, h.cert_der));
+  return CasConnection(std::move(s), std::move(credential));
+}
+
 Status CasConnection::Report(const std::vector<cas::VolumeReport>& reports) const {
   cas::Request request;
   request.kind = cas::RequestKind::kReport;

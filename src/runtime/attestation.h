@@ -21,6 +21,7 @@
 
 #include "attest/ra_tls.h"
 #include "cas/protocol.h"
+#include "runtime/config.h"
 
 namespace scone::runtime {
 
@@ -42,6 +43,10 @@ class CasConnection {
   static Result<CasConnection> Attest(const CasSettings& settings, cas::ServiceConfig* config);
   // Reports the volumes' states under the attested key.
   Status Report(const std::vector<cas::VolumeReport>& reports) const;
+
+  // The attested identity, for a program this one executes; and the connection it rebuilds.
+  Result<CasHandover> Handover() const;
+  static Result<CasConnection> FromHandover(const CasHandover& handover);
 
  private:
   CasConnection(CasSettings settings, attest::TlsCredential credential)

@@ -25,6 +25,7 @@ SecretBytes RuntimeConfig::Encode() const {
     w.Blob(v.key.span());
     w.U8(v.expected_tag ? 1 : 0);
     if (v.expected_tag) w.Raw(*v.expected_tag);
+    w.Str(v.cas_name);
   }
   w.U32(static_cast<uint32_t>(fds.size()));
   for (const InheritedFd& f : fds) {
@@ -38,6 +39,15 @@ SecretBytes RuntimeConfig::Encode() const {
   for (const InjectedFileConfig& f : injected_files) {
     w.Str(f.path);
     w.Blob(f.content.span());
+  }
+  w.U8(cas ? 1 : 0);
+  if (cas) {
+    w.Str(cas->config_id);
+    w.Str(cas->host);
+    w.U32(static_cast<uint32_t>(cas->port));
+    w.Raw(cas->cas_key_hash);
+    w.Blob(cas->key_pem.span());
+    w.Blob(cas->cert_der);
   }
   w.U8(print_measurement ? 1 : 0);
   w.Str(las_socket);
@@ -70,6 +80,7 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
       v.expected_tag.emplace();
       if (!r.Raw(*v.expected_tag)) return InvalidArgument("runtime configuration is malformed");
     }
+    if (!r.Str(&v.cas_name, 256)) return InvalidArgument("runtime configuration is malformed");
     config.volumes.push_back(std::move(v));
   }
   if (!r.U32(&count) || count > 65536) return InvalidArgument("runtime configuration is malformed");
@@ -94,6 +105,21 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
     }
     f.content = SecretBytes(content);
     config.injected_files.push_back(std::move(f));
+  }
+  uint8_t has_cas = 0;
+  if (!r.U8(&has_cas) || has_cas > 1) return InvalidArgument("runtime configuration is malformed");
+  if (has_cas) {
+    CasHandover h;
+    uint32_t port, key_size;
+    ByteSpan key;
+    if (!r.Str(&h.config_id, 512) || !r.Str(&h.host, 512) || !r.U32(&port) || port > 65535 ||
+        !r.Raw(h.cas_key_hash) || !r.U32(&key_size) || key_size > 16384 || !r.View(key_size, &key) ||
+        !r.Blob(&h.cert_der, 65536)) {
+      return InvalidArgument("runtime configuration is malformed (CAS identity)");
+    }
+    h.port = static_cast<int>(port);
+    h.key_pem = SecretBytes(key);
+    config.cas = std::move(h);
   }
   uint8_t print = 0, evidence = 0;
   if (!r.U8(&print) || !r.Str(&config.las_socket, 4096) || !r.U8(&evidence) || !r.done()) {

@@ -27,6 +27,18 @@ struct VolumeConfig {
   std::string dir;  // absolute, symbolic links resolved
   SecretBytes key;
   std::optional<fs::VolumeTag> expected_tag;
+  std::string cas_name;  // the session's name for it, when CAS granted it
+};
+
+// The attested identity a CAS-configured program hands to the program it executes, so that the
+// new program reports the volumes' states to CAS too.
+struct CasHandover {
+  std::string config_id;
+  std::string host;
+  int port = 0;
+  crypto::Hash cas_key_hash{};
+  SecretBytes key_pem;  // the attested TLS key
+  Bytes cert_der;       // its certificate, with the evidence
 };
 
 // A shielded descriptor inherited across exec.
@@ -48,6 +60,7 @@ struct RuntimeConfig {
   std::vector<VolumeConfig> volumes;
   std::vector<InheritedFd> fds;
   std::vector<InjectedFileConfig> injected_files;
+  std::optional<CasHandover> cas;
   // Print the program's measurement as the runtime computes it at start-up, then exit
   // (`scone run --print-measurement`): how `scone measure` is checked against the runtime.
   bool print_measurement = false;

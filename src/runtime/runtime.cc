@@ -227,7 +227,11 @@ Status Runtime::Init() {
     options.expected_tag = vc.expected_tag;
     auto volume = fs::Volume::Open(vc.dir, vc.key, options);
     if (!volume.ok()) return volume.status();
-    SCONE_RETURN_IF_ERROR(Mount(vc.dir, std::move(volume).value(), vc.key, ""));
+    SCONE_RETURN_IF_ERROR(Mount(vc.dir, std::move(volume).value(), vc.key, vc.cas_name));
+  }
+  if (config.cas) {
+    SCONE_ASSIGN_OR_RETURN(CasConnection connection, CasConnection::FromHandover(*config.cas));
+    cas_ = std::make_unique<CasConnection>(std::move(connection));
   }
   for (InjectedFileConfig& f : config.injected_files) injected_[f.path] = std::move(f.content);
   // Descriptors a parent process handed over across exec.
@@ -339,7 +343,16 @@ RuntimeConfig Runtime::ConfigForExec() {
     VolumeConfig vc;
     vc.dir = volumes_[i]->root;
     vc.key = keys_[i].Clone();
+    vc.cas_name = volumes_[i]->cas_name;
     config.volumes.push_back(std::move(vc));
+  }
+  if (cas_) {
+    auto handover = cas_->Handover();
+    if (handover.ok()) {
+      config.cas = std::move(handover).value();
+    } else {
+      Log("the executed program will not report volume states to CAS: " + handover.status().message());
+    }
   }
   for (auto& [fd, d] : AllFds()) {
     int fd_flags = Real().fcntl(fd, F_GETFD);

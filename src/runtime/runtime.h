@@ -64,7 +64,7 @@ class Runtime {
   }
   // The command line and environment CAS gave, to replace the host's before main.
   const std::vector<std::string>* cas_argv() const { return cas_argv_.empty() ? nullptr : &cas_argv_; }
-  const std::vector<std::string>* cas_environment() const { return cas_ ? &cas_env_ : nullptr; }
+  const std::vector<std::string>* cas_environment() const { return cas_env_.empty() ? nullptr : &cas_env_; }
   // LD_PRELOAD as the runtime was loaded with, for programs this one executes.
   const std::string& preload() const { return preload_; }
   // Tells CAS the volumes' new states (at exit).

@@ -210,6 +210,20 @@ rollback-across-restarts)
   rm -rf data
   expect_refused "is missing"
   ;;
+exec-keeps-reporting)
+  # An entrypoint script that execs the real program, as container images do: the program it
+  # executes keeps the volume and reports its state, so a rollback is still caught.
+  printf '#!/bin/sh\nexec %s %s/app.py "$@"\n' "$PY" "$work" > start.sh
+  session s.yml "    mrenclaves: [$(measure /bin/sh)]"
+  sed -i "s|command: python3 $work/app.py|command: /bin/sh $work/start.sh|" s.yml
+  "$scone" session create s.yml >/dev/null
+  PROGRAM=/bin/sh run_app > out.txt 2> err.txt || { cat err.txt; fail "first run"; }
+  grep -q "^runs 1$" out.txt || { cat out.txt; fail "the executed program lost the volume"; }
+  cp -a data data.old
+  PROGRAM=/bin/sh run_app > out.txt 2>&1 && grep -q "^runs 2$" out.txt || { cat out.txt; fail "second run"; }
+  rm -rf data && cp -a data.old data
+  PROGRAM=/bin/sh expect_refused "rolled back to an older copy"
+  ;;
 crash-survived)
   session s.yml "    mrenclaves: [$(measure $PY)]"
   "$scone" session create s.yml >/dev/null
