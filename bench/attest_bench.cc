@@ -47,14 +47,10 @@ struct Bench {
   std::string las_socket;
 };
 
-// One attestation as the runtime does it.
+// One attestation as the runtime does it (runtime/attestation.cc).
 Status AttestOnce(const Bench& b) {
+  SCONE_ASSIGN_OR_RETURN(attest::Nonce nonce, cas::FetchNonce(b.cas));
   SCONE_ASSIGN_OR_RETURN(attest::TlsCredential c, attest::TlsCredential::Generate("bench"));
-  cas::Request nonce_request;
-  nonce_request.kind = cas::RequestKind::kNonce;
-  SCONE_ASSIGN_OR_RETURN(Bytes nonce_bytes, cas::Exchange(b.cas, c, nonce_request));
-  attest::Nonce nonce;
-  std::copy(nonce_bytes.begin(), nonce_bytes.end(), nonce.begin());
   SCONE_ASSIGN_OR_RETURN(attest::Evidence e, attest::RequestEvidence(b.las_socket,
                                                                      attest::BindReportData(c.key_hash(), nonce),
                                                                      std::nullopt));

@@ -93,13 +93,23 @@ Result<TlsCredential> TlsCredential::Generate(const std::string& common_name) {
   impl->common_name = common_name;
   impl->key = EVP_EC_gen("P-256");
   if (impl->key == nullptr) return Internal("TLS key generation failed");
-  SCONE_ASSIGN_OR_RETURN(impl->cert, SelfSignedCertificate(impl->key, common_name, nullptr));
-  impl->key_hash = PublicKeyHash(impl->cert);
+  unsigned char* der = nullptr;
+  int len = i2d_PUBKEY(impl->key, &der);
+  if (len <= 0) return Internal("cannot encode the TLS public key");
+  impl->key_hash = crypto::Sha256({ByteSpan(der, static_cast<size_t>(len))});
+  OPENSSL_free(der);
   return TlsCredential(std::move(impl));
 }
 
 EVP_PKEY* TlsCredential::key() const { return impl_->key; }
-X509* TlsCredential::certificate() const { return impl_->cert; }
+X509* TlsCredential::certificate() const {
+  // Made on first use: the runtime only ever presents the one that carries evidence.
+  if (impl_->cert == nullptr) {
+    auto cert = SelfSignedCertificate(impl_->key, impl_->common_name, nullptr);
+    if (cert.ok()) impl_->cert = *cert;
+  }
+  return impl_->cert;
+}
 const crypto::Hash& TlsCredential::key_hash() const { return impl_->key_hash; }
 
 Status TlsCredential::AttachEvidence(const Evidence& evidence) {

@@ -27,7 +27,7 @@ crypto::Hash PublicKeyHash(X509* cert);
 // A key pair and its self-signed certificate, held in memory only.
 class TlsCredential {
  public:
-  // A fresh P-256 key with a certificate that carries no evidence yet.
+  // A fresh P-256 key; until AttachEvidence, its certificate (made on first use) carries none.
   static Result<TlsCredential> Generate(const std::string& common_name);
   TlsCredential(TlsCredential&&) noexcept;
   TlsCredential& operator=(TlsCredential&&) noexcept;

@@ -68,6 +68,24 @@ std::string TlsError() {
 // One request on a fresh TLS 1.3 connection, as `credential`; CAS must hold the pinned key.
 }  // namespace
 
+Result<attest::Nonce> FetchNonce(const AttestationEndpoint& cas) {
+  SCONE_ASSIGN_OR_RETURN(int fd, ConnectTcp(cas.host, cas.port));
+  attest::Nonce nonce;
+  size_t got = 0;
+  Status status = Status::Ok();
+  if (send(fd, kNonceRequest, kNonceRequestSize, MSG_NOSIGNAL) != static_cast<ssize_t>(kNonceRequestSize)) {
+    status = IoError("nonce request to CAS at " + cas.host, errno);
+  }
+  while (status.ok() && got < nonce.size()) {
+    ssize_t n = recv(fd, nonce.data() + got, nonce.size() - got, 0);
+    if (n <= 0) status = IoError("nonce from CAS at " + cas.host + " (truncated)", n < 0 ? errno : ECONNRESET);
+    else got += static_cast<size_t>(n);
+  }
+  close(fd);
+  if (!status.ok()) return status;
+  return nonce;
+}
+
 Result<Bytes> Exchange(const AttestationEndpoint& s, const attest::TlsCredential& credential, const Request& request) {
   SSL_CTX* ctx = ClientContext();
   if (ctx == nullptr) return Internal("SSL_CTX_new failed");

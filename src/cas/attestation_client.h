@@ -16,6 +16,9 @@ struct AttestationEndpoint {
   crypto::Hash cas_key_hash{};
 };
 
+// A fresh nonce from CAS (asked for in the clear; see cas/protocol.h).
+Result<attest::Nonce> FetchNonce(const AttestationEndpoint& cas);
+
 // Sends `request`; returns the payload of CAS's ok reply, or its reason as an error.
 Result<Bytes> Exchange(const AttestationEndpoint& cas, const attest::TlsCredential& credential,
                        const Request& request);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "cas/release.h"
 #include "cas/secrets.h"
@@ -129,6 +130,9 @@ void AttestationServer::Serve(int fd) {
   inet_ntop(AF_INET, &peer_addr.sin_addr, ip, sizeof(ip));
   std::string peer = std::string(ip) + ":" + std::to_string(ntohs(peer_addr.sin_port));
 
+  char first = 0;
+  if (recv(fd, &first, 1, MSG_PEEK) != 1) return;
+  if (first == kNonceRequest[0]) return ServeNonce(fd);
   SSL* ssl = SSL_new(ctx_);
   if (ssl == nullptr) return;
   SSL_set_fd(ssl, fd);
@@ -150,11 +154,20 @@ void AttestationServer::Serve(int fd) {
   ERR_clear_error();
 }
 
-Bytes AttestationServer::Handle(SSL* ssl, const Request& request, const std::string& peer) {
-  if (request.kind == RequestKind::kNonce) {
-    attest::Nonce n = nonces_.Issue();
-    return OkReply(n);
+void AttestationServer::ServeNonce(int fd) {
+  char request[kNonceRequestSize];
+  size_t got = 0;
+  while (got < sizeof(request)) {
+    ssize_t n = recv(fd, request + got, sizeof(request) - got, 0);
+    if (n <= 0) return;
+    got += static_cast<size_t>(n);
   }
+  if (std::memcmp(request, kNonceRequest, sizeof(request)) != 0) return;
+  attest::Nonce nonce = nonces_.Issue();
+  (void)!send(fd, nonce.data(), nonce.size(), MSG_NOSIGNAL);
+}
+
+Bytes AttestationServer::Handle(SSL* ssl, const Request& request, const std::string& peer) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (cert == nullptr) return ErrorReply("no client certificate");
   if (request.kind == RequestKind::kConfig) return Configure(cert, request.config_id, peer);
@@ -183,18 +196,15 @@ Bytes AttestationServer::Configure(X509* cert, const std::string& config_id, con
     return refuse(PermissionDenied("evidence names a nonce CAS did not issue, or one already used or expired "
                                    "(replayed evidence?)"));
   }
-  auto stored = store_->Get(session_name);
-  if (!stored.ok()) return refuse(stored.status());
-  if (!*stored) return refuse(NotFound("no session " + session_name));
-  auto session = policy::Session::Parse((*stored)->text);
+  auto session = ParsedSession(session_name);
   if (!session.ok()) return refuse(session.status());
-  const policy::Service* service = session->FindService(service_name);
+  const policy::Service* service = (*session)->FindService(service_name);
   if (service == nullptr) return refuse(NotFound("session " + session_name + " has no service " + service_name));
   auto platforms = store_->TrustedPlatforms();
   if (!platforms.ok()) return refuse(platforms.status());
-  Status verified = attest::VerifyEvidence(*evidence, *platforms, data, PolicyFor(*session, *service));
+  Status verified = attest::VerifyEvidence(*evidence, *platforms, data, PolicyFor(**session, *service));
   if (!verified.ok()) return refuse(verified);
-  auto config = ReleaseConfig(*store_, *session, *service);
+  auto config = ReleaseConfig(*store_, **session, *service);
   if (!config.ok()) return refuse(config.status());
   {
     std::lock_guard lock(attested_mu_);
@@ -207,16 +217,30 @@ Bytes AttestationServer::Configure(X509* cert, const std::string& config_id, con
   return OkReply(encoded.span());
 }
 
+Result<std::shared_ptr<const policy::Session>> AttestationServer::ParsedSession(const std::string& name) {
+  SCONE_ASSIGN_OR_RETURN(auto stored, store_->Get(name));
+  if (!stored) return NotFound("no session " + name);
+  {
+    std::lock_guard lock(sessions_mu_);
+    auto it = sessions_.find(stored->hash);
+    if (it != sessions_.end()) return it->second;
+  }
+  SCONE_ASSIGN_OR_RETURN(policy::Session parsed, policy::Session::Parse(stored->text));
+  auto shared = std::make_shared<const policy::Session>(std::move(parsed));
+  std::lock_guard lock(sessions_mu_);
+  if (sessions_.size() >= 1024) sessions_.clear();
+  sessions_[stored->hash] = shared;
+  return shared;
+}
+
 // The names of the volumes the service's image mounts.
 Result<std::vector<std::string>> AttestationServer::VolumesOf(const std::string& session_name,
                                                               const std::string& service_name) {
-  SCONE_ASSIGN_OR_RETURN(auto stored, store_->Get(session_name));
-  if (!stored) return NotFound("no session " + session_name);
-  SCONE_ASSIGN_OR_RETURN(policy::Session session, policy::Session::Parse(stored->text));
-  const policy::Service* service = session.FindService(service_name);
+  SCONE_ASSIGN_OR_RETURN(auto session, ParsedSession(session_name));
+  const policy::Service* service = session->FindService(service_name);
   std::vector<std::string> names;
   if (service == nullptr) return names;
-  for (const policy::Image& image : session.images) {
+  for (const policy::Image& image : session->images) {
     if (image.name != service->image_name) continue;
     for (const policy::VolumeRef& v : image.volumes) names.push_back(v.name);
   }

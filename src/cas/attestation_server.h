@@ -19,6 +19,7 @@
 #include "attest/ra_tls.h"
 #include "cas/protocol.h"
 #include "cas/store.h"
+#include "policy/session.h"
 
 typedef struct ssl_ctx_st SSL_CTX;
 
@@ -53,6 +54,9 @@ class AttestationServer {
   AttestationServer() = default;
   void Work();
   void Serve(int fd);
+  void ServeNonce(int fd);
+  // A session parsed once per version (keyed by its hash): parsing dominates otherwise.
+  Result<std::shared_ptr<const policy::Session>> ParsedSession(const std::string& name);
   Bytes Handle(SSL* ssl, const Request& request, const std::string& peer);
   Bytes Configure(X509* peer_cert, const std::string& config_id, const std::string& peer);
   Bytes Report(X509* peer_cert, const Request& request, const std::string& peer);
@@ -67,6 +71,8 @@ class AttestationServer {
   // Keys that attested, by SPKI hash: the config id they were given, so reports from them count.
   std::mutex attested_mu_;
   std::map<crypto::Hash, std::string> attested_;
+  std::mutex sessions_mu_;
+  std::map<std::string, std::shared_ptr<const policy::Session>> sessions_;
 };
 
 }  // namespace scone::cas

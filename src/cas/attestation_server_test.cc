@@ -51,12 +51,7 @@ class AttestationServerTest : public ::testing::Test {
     return Exchange(endpoint_, c, r);
   }
 
-  attest::Nonce FreshNonce(const attest::TlsCredential& c) {
-    Bytes b = Ask(c, RequestKind::kNonce).value();
-    attest::Nonce n;
-    std::copy(b.begin(), b.end(), n.begin());
-    return n;
-  }
+  attest::Nonce FreshNonce(const attest::TlsCredential&) { return FetchNonce(endpoint_).value(); }
 
   // Evidence about kProgram from `platform`, bound to `key_hash` and `nonce`.
   attest::Evidence EvidenceFor(const attest::Platform& platform, const crypto::Hash& key_hash,
@@ -201,6 +196,24 @@ std::string RawExchange(int port, const std::string& bytes, bool close_early) {
   return out;
 }
 
+// Sends `bytes` over plain TCP, half-closes, and returns what came back.
+std::string RawTcp(int port, const std::string& bytes) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr = {};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "connect failed";
+  (void)!write(fd, bytes.data(), bytes.size());
+  shutdown(fd, SHUT_WR);
+  std::string out;
+  char buf[256];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) out.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return out;
+}
+
 TEST_F(AttestationServerTest, MalformedOversizedAndTruncatedRequestsGetReasonsAndCasKeepsServing) {
   std::string garbage = std::string("\x05\x00\x00\x00", 4) + "hello";
   std::string reply = RawExchange(endpoint_.port, garbage, false);
@@ -210,6 +223,10 @@ TEST_F(AttestationServerTest, MalformedOversizedAndTruncatedRequestsGetReasonsAn
   EXPECT_NE(RawExchange(endpoint_.port, oversized, false).find("too large"), std::string::npos);
   std::string truncated = std::string("\x00\x01\x00\x00", 4) + "short";
   RawExchange(endpoint_.port, truncated, true);
+  // A nonce request that is not one: no nonce comes back.
+  EXPECT_EQ(RawTcp(endpoint_.port, "scone-nonce-v0\n"), "");
+  EXPECT_EQ(RawTcp(endpoint_.port, "s"), "");
+  EXPECT_EQ(RawTcp(endpoint_.port, kNonceRequest).size(), 32u);
   // Plain TCP garbage, no TLS at all.
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr = {};

@@ -130,7 +130,7 @@ Result<Request> Request::Decode(ByteSpan bytes) {
   uint8_t kind;
   uint32_t n;
   if (!r.Str(&label, 64) || label != kRequestLabel || !r.U8(&kind) ||
-      kind < static_cast<uint8_t>(RequestKind::kNonce) || kind > static_cast<uint8_t>(RequestKind::kReport) ||
+      kind < static_cast<uint8_t>(RequestKind::kConfig) || kind > static_cast<uint8_t>(RequestKind::kReport) ||
       !r.Str(&q.config_id, 512) || !r.U32(&n) || n > kMaxItems) {
     return InvalidArgument("malformed request");
   }

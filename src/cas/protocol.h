@@ -1,14 +1,18 @@
 // CAS's attestation port: the protocol between the runtime in a service and CAS (SCONE's CAS has
-// a port of its own for enclaves, apart from the REST API people use). TLS 1.3; each message is
-// a frame: u32 size (little-endian) | body, bodies encoded with ByteWriter. One request per
-// connection:
+// a port of its own for enclaves, apart from the REST API people use). One request per
+// connection.
 //
-//   kNonce    (any client certificate)  -> a fresh nonce, good for one attestation
+// A nonce is asked for in the clear: the connection starts with kNonceRequest and CAS answers
+// with 32 random bytes, good for one attestation within a minute. A nonce is no secret (it ends
+// up in the evidence) and needs no authenticity: one that did not come from CAS is refused when
+// it comes back, so a TLS handshake would buy nothing here.
+//
+// Everything else is TLS 1.3 (a connection starting with a TLS record); each message is a frame:
+// u32 size (little-endian) | body, bodies encoded with ByteWriter:
 //   kConfig   config id "session/service", from a client certificate that carries evidence
-//             bound to its key and that nonce (attest/ra_tls.h)  -> the ServiceConfig
-//   kReport   config id + the volumes' new tags, from a certificate CAS configured before
-//             -> ok
-//
+//             bound to its key and a nonce (attest/ra_tls.h)  -> the ServiceConfig
+//   kReport   config id + the volumes' new states, from a key that attested for that config
+//             id  -> ok
 // Replies: u8 ok | payload, or u8 0 | reason (for people; never a secret).
 #pragma once
 
@@ -28,7 +32,10 @@ namespace scone::cas {
 inline constexpr size_t kMaxFrame = 1 << 20;
 inline constexpr int kDefaultAttestationPort = 18765;  // SCONE's enclave port
 
-enum class RequestKind : uint8_t { kNonce = 1, kConfig = 2, kReport = 3 };
+inline constexpr char kNonceRequest[] = "scone-nonce-v1\n";  // without the terminating NUL
+inline constexpr size_t kNonceRequestSize = sizeof(kNonceRequest) - 1;
+
+enum class RequestKind : uint8_t { kConfig = 2, kReport = 3 };
 
 // A volume's state as a service last reported it: its tag and its commit sequence number, which
 // only grows. CAS refuses an older sequence (a rolled-back copy) or the same sequence with
@@ -68,7 +75,7 @@ struct VolumeReport {
 };
 
 struct Request {
-  RequestKind kind = RequestKind::kNonce;
+  RequestKind kind = RequestKind::kConfig;
   std::string config_id;
   std::vector<VolumeReport> reports;
 

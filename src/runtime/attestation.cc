@@ -56,13 +56,8 @@ Result<std::optional<CasSettings>> CasSettingsFromEnvironment() {
 }
 
 Result<CasConnection> CasConnection::Attest(const CasSettings& settings, cas::ServiceConfig* config) {
+  SCONE_ASSIGN_OR_RETURN(attest::Nonce nonce, cas::FetchNonce(Endpoint(settings)));
   SCONE_ASSIGN_OR_RETURN(attest::TlsCredential credential, attest::TlsCredential::Generate("scone-runtime"));
-  cas::Request nonce_request;
-  nonce_request.kind = cas::RequestKind::kNonce;
-  SCONE_ASSIGN_OR_RETURN(Bytes nonce_bytes, cas::Exchange(Endpoint(settings), credential, nonce_request));
-  attest::Nonce nonce;
-  if (nonce_bytes.size() != nonce.size()) return InvalidArgument("CAS sent a malformed nonce");
-  std::copy(nonce_bytes.begin(), nonce_bytes.end(), nonce.begin());
 
   std::string sig_path = settings.sigstruct_path;
   bool sig_required = !sig_path.empty();
