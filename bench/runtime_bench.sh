@@ -5,6 +5,7 @@
 # Prints ratios; never passes or fails on a time.
 # usage: bench/runtime_bench.sh SCONE [SIZE_MIB]
 set -euo pipefail
+source "$(cd "$(dirname "$0")/.." && pwd)/tests/lib.sh"
 scone="$(realpath "$1")"
 size_mib="${2:-256}"
 PY=/usr/bin/python3
@@ -85,7 +86,7 @@ redis_rps() {  # redis_rps DIR [RUNNER...] -> "set get" requests per second
   "$@" redis-server --port 0 --unixsocket "$sock" --dir "$dir" --appendonly yes --appendfsync everysec \
     --save "" --daemonize no --logfile "$dir/redis.log" &
   local pid=$!
-  for _ in $(seq 1 200); do [[ "$(redis-cli -s "$sock" ping 2>/dev/null)" == PONG ]] && break; sleep 0.05; done
+  wait_for_line "$dir/redis.log" "ready to accept connections" "$pid"
   redis-benchmark -s "$sock" -t set,get -n 200000 -c 20 -d 64 --csv 2>/dev/null |
     $PY -c 'import csv,sys; r={row[0]:row[1] for row in csv.reader(sys.stdin)}; print(r.get("SET","0"), r.get("GET","0"))'
   redis-cli -s "$sock" shutdown nosave >/dev/null 2>&1 || true

@@ -174,8 +174,8 @@ Bytes OkReply(ByteSpan payload) {
 }
 
 Bytes ErrorReply(const std::string& reason) {
-  Bytes out{0};
-  out.insert(out.end(), reason.begin(), reason.end());
+  Bytes out(reason.size() + 1, 0);
+  std::copy(reason.begin(), reason.end(), out.begin() + 1);
   return out;
 }
 

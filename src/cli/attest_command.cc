@@ -1,7 +1,5 @@
 // `scone las serve|platform-key` (the sim platform's local attestation service) and
 // `scone attest verify` (checks evidence against a platform key and a policy).
-#include <signal.h>
-
 #include <cstdio>
 
 #include "attest/evidence.h"
@@ -37,11 +35,7 @@ Result<attest::sim::SimPlatform> Platform(const std::string& state_dir) {
 Status Serve(const LasArgs& a) {
   SCONE_ASSIGN_OR_RETURN(auto platform, Platform(a.state_dir));
   SCONE_ASSIGN_OR_RETURN(std::string runtime, RuntimeLibrary());
-  signal(SIGPIPE, SIG_IGN);
-  struct sigaction sa = {};
-  sa.sa_handler = [](int) { las_stop = true; };
-  sigaction(SIGTERM, &sa, nullptr);  // no SA_RESTART: accept() returns and the loop ends
-  sigaction(SIGINT, &sa, nullptr);
+  OnTerminationSignals([](int) { las_stop = true; });
   std::printf("scone las: listening on %s; sim platform key %s (mode sim: no hardware protection)\n",
               a.socket.c_str(), ToHex(platform.platform_key()).c_str());
   std::fflush(stdout);

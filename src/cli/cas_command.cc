@@ -1,7 +1,5 @@
 // `scone cas serve|start|stop|platform`: CAS in the foreground (until SIGINT or SIGTERM), this
 // user's local CAS (with its LAS), and the platforms a CAS trusts.
-#include <signal.h>
-
 #include <cstdio>
 #include <thread>
 
@@ -49,9 +47,7 @@ Status Serve(const CasArgs& a) {
   SCONE_ASSIGN_OR_RETURN(int bound, server->Bind(host, port));
   SCONE_ASSIGN_OR_RETURN(int attestation_bound, attestation->Bind(attestation_host, attestation_port));
   running = server.get();
-  signal(SIGPIPE, SIG_IGN);
-  signal(SIGTERM, [](int) { if (running) running->Stop(); });
-  signal(SIGINT, [](int) { if (running) running->Stop(); });
+  OnTerminationSignals([](int) { if (running) running->Stop(); });
   attestation->Start(a.workers);
   std::printf("scone cas: listening on https://%s:%d, attestation on %s:%d (state %s)\n", host.c_str(),
               bound, attestation_host.c_str(), attestation_bound, a.state_dir.c_str());

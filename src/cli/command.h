@@ -3,6 +3,8 @@
 // and an exit code.
 #pragma once
 
+#include <signal.h>
+
 #include <functional>
 #include <string>
 #include <vector>
@@ -27,6 +29,16 @@ void RegisterAttestCommands(CLI::App& app, Action& action);
 inline void AddCasOptions(CLI::App* cmd, std::string* cas, std::string* cas_cert) {
   cmd->add_option("--cas", *cas, "CAS address https://HOST:PORT (default: the local CAS)");
   cmd->add_option("--cas-cert", *cas_cert, "Certificate CAS must present (with --cas)");
+}
+
+// For servers in the foreground: SIGPIPE ignored, `handler` on SIGTERM and SIGINT (without
+// SA_RESTART, so a blocking accept() returns and the serving loop can end).
+inline void OnTerminationSignals(void (*handler)(int)) {
+  signal(SIGPIPE, SIG_IGN);
+  struct sigaction sa = {};
+  sa.sa_handler = handler;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
 }
 
 // Exit codes: 0 success, 1 failure (message on stderr), 2 usage error (CLI11's), 3 a check

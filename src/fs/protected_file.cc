@@ -642,7 +642,6 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
   // 1. Seal buffered chunks: new ones go in place now, overwrites of durable ones into the
   //    journal record.
   std::vector<std::pair<uint64_t, const uint8_t*>> inplace_now;
-  Bytes inplace_images(kChunkSize * cache_.size());
   // A small commit with no data written in place yet goes to the journal whole: one
   // fdatasync (the journal's) instead of two (data, then journal).
   const bool journal_all = !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
@@ -654,6 +653,7 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
     if (journaled_chunk(chunk)) ++journaled;
   }
   record.slot_data.resize(journaled * kChunkSize);
+  Bytes inplace_images(kChunkSize * (cache_.size() - journaled));
   size_t next_inplace = 0;
   std::vector<uint64_t> sealed;
   std::vector<const uint8_t*> plains;

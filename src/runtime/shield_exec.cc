@@ -97,29 +97,18 @@ SCONE_EXPORT int execvp(const char* file, char* const argv[]) {
   return execvpe(file, argv, environ);
 }
 
-SCONE_EXPORT int posix_spawn(pid_t* pid, const char* path,
-                             const posix_spawn_file_actions_t* actions,
-                             const posix_spawnattr_t* attr, char* const argv[],
-                             char* const envp[]) {
-  using Fn = int (*)(pid_t*, const char*, const posix_spawn_file_actions_t*,
-                     const posix_spawnattr_t*, char* const[], char* const[]);
-  static auto real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "posix_spawn"));
-  ExecEnvironment env;
-  if (!Build(envp, &env)) return real(pid, path, actions, attr, argv, envp);
-  return real(pid, path, actions, attr, argv, env.envp());
-}
-
-SCONE_EXPORT int posix_spawnp(pid_t* pid, const char* file,
-                              const posix_spawn_file_actions_t* actions,
-                              const posix_spawnattr_t* attr, char* const argv[],
-                              char* const envp[]) {
-  using Fn = int (*)(pid_t*, const char*, const posix_spawn_file_actions_t*,
-                     const posix_spawnattr_t*, char* const[], char* const[]);
-  static auto real = reinterpret_cast<Fn>(dlsym(RTLD_NEXT, "posix_spawnp"));
-  ExecEnvironment env;
-  if (!Build(envp, &env)) return real(pid, file, actions, attr, argv, envp);
-  return real(pid, file, actions, attr, argv, env.envp());
-}
+// posix_spawn and posix_spawnp differ only in name and in searching PATH.
+using SpawnFn = int (*)(pid_t*, const char*, const posix_spawn_file_actions_t*, const posix_spawnattr_t*,
+                        char* const[], char* const[]);
+#define SCONE_SPAWN(name)                                                                                \
+  SCONE_EXPORT int name(pid_t* pid, const char* file, const posix_spawn_file_actions_t* actions,         \
+                        const posix_spawnattr_t* attr, char* const argv[], char* const envp[]) {         \
+    static auto real = reinterpret_cast<SpawnFn>(dlsym(RTLD_NEXT, #name));                               \
+    ExecEnvironment env;                                                                                 \
+    return real(pid, file, actions, attr, argv, Build(envp, &env) ? env.envp() : envp);                  \
+  }
+SCONE_SPAWN(posix_spawn)
+SCONE_SPAWN(posix_spawnp)
 
 // vfork children share the parent's memory until they exec, and the runtime's exec work (a new
 // configuration descriptor, committing descriptors) allocates and changes shared state: a

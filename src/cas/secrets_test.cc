@@ -1,0 +1,172 @@
+// Secrets CAS generates and releases: every kind, stability, certificate chains, import/export.
+#include "cas/secrets.h"
+
+#include <gtest/gtest.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "testing/temp_dir.h"
+
+namespace scone::cas {
+namespace {
+
+std::string Text(const SecretBytes& s) { return std::string(s.span().begin(), s.span().end()); }
+
+X509* ReadCert(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  X509* cert = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  return cert;
+}
+
+EVP_PKEY* ReadKey(const std::string& pem) {
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  EVP_PKEY* key = PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  return key;
+}
+
+class SecretsTest : public ::testing::Test {
+ protected:
+  policy::Session Session(const std::string& text) {
+    auto s = policy::Session::Parse(text);
+    EXPECT_TRUE(s.ok()) << s.status().message();
+    EXPECT_TRUE(GenerateSecrets(*store_, *s).ok());
+    EXPECT_TRUE(store_->Put({s->name, ToHex(policy::Session::HashOf(text)), "me", text}, std::nullopt).ok());
+    return std::move(s).value();
+  }
+  std::string Value(const policy::Session& s, const std::string& ref) {
+    auto v = SecretText(*store_, s, ref);
+    EXPECT_TRUE(v.ok()) << ref << ": " << v.status().message();
+    return v.ok() ? Text(*v) : "";
+  }
+
+  testing::TempDir dir_;
+  std::unique_ptr<Store> store_ = std::move(Store::Open(dir_.path()).value());
+};
+
+constexpr char kShop[] = R"(name: shop
+version: "0.3"
+secrets:
+  - name: token
+    kind: ascii
+    size: 40
+  - name: blob
+    kind: binary
+    size: 16
+  - name: given
+    kind: ascii
+    value: "as-given"
+  - name: server_key
+    kind: private-key
+  - name: ca
+    kind: x509-ca
+  - name: server
+    kind: x509
+    private_key: server_key
+    issuer: ca
+    dns: [api.shop.example, shop.example]
+  - name: shared
+    kind: ascii
+    size: 12
+    export:
+      - session: partner
+)";
+
+TEST_F(SecretsTest, GeneratesEveryKindOnceAndKeepsThem) {
+  policy::Session s = Session(kShop);
+  std::string token = Value(s, "token");
+  EXPECT_EQ(token.size(), 40u);
+  for (char c : token) EXPECT_TRUE(isalnum(static_cast<unsigned char>(c))) << token;
+  std::string blob = Value(s, "blob");
+  EXPECT_EQ(blob.size(), 32u);  // 16 bytes, in hex
+  EXPECT_TRUE(FromHex(blob).ok());
+  EXPECT_EQ(Value(s, "given"), "as-given");
+  EXPECT_NE(Value(s, "server_key").find("BEGIN PRIVATE KEY"), std::string::npos);
+  // Generating again (an update) keeps the values.
+  ASSERT_TRUE(GenerateSecrets(*store_, s).ok());
+  EXPECT_EQ(Value(s, "token"), token);
+  // Two sessions never share generated values.
+  std::string other = kShop;
+  other.replace(other.find("name: shop"), 10, "name: mall");
+  policy::Session m = Session(other);
+  EXPECT_NE(Value(m, "token"), token);
+}
+
+TEST_F(SecretsTest, CertificatesChainToTheSessionCaAndMatchTheirKeys) {
+  policy::Session s = Session(kShop);
+  X509* ca = ReadCert(Value(s, "ca.crt"));
+  X509* server = ReadCert(Value(s, "server"));
+  EVP_PKEY* server_key = ReadKey(Value(s, "server.key"));
+  ASSERT_TRUE(ca && server && server_key);
+  EXPECT_EQ(Value(s, "server.key"), Value(s, "server_key"));  // the named key is the one certified
+  EXPECT_EQ(X509_check_private_key(server, server_key), 1);
+  X509_STORE* trust = X509_STORE_new();
+  X509_STORE_add_cert(trust, ca);
+  X509_STORE_CTX* ctx = X509_STORE_CTX_new();
+  X509_STORE_CTX_init(ctx, trust, server, nullptr);
+  EXPECT_EQ(X509_verify_cert(ctx), 1) << X509_verify_cert_error_string(X509_STORE_CTX_get_error(ctx));
+  EXPECT_EQ(X509_check_host(server, "api.shop.example", 0, 0, nullptr), 1);
+  EXPECT_NE(X509_check_host(server, "evil.example", 0, 0, nullptr), 1);
+  EXPECT_EQ(X509_check_ca(ca), 1);
+  EXPECT_EQ(X509_check_ca(server), 0);
+  std::string chain = Value(s, "server.chain");
+  EXPECT_EQ(chain, Value(s, "server.crt") + Value(s, "ca.crt"));
+  X509_STORE_CTX_free(ctx);
+  X509_STORE_free(trust);
+  EVP_PKEY_free(server_key);
+  X509_free(server);
+  X509_free(ca);
+}
+
+TEST_F(SecretsTest, ImportOnlyWhatTheOtherSessionExportsToThisOne) {
+  policy::Session shop = Session(kShop);
+  policy::Session partner = Session(R"(name: partner
+version: "0.3"
+secrets:
+  - name: shared
+    import:
+      session: shop
+  - name: stolen
+    import:
+      session: shop
+      secret: token
+)");
+  EXPECT_EQ(Value(partner, "shared"), Value(shop, "shared"));
+  auto stolen = SecretText(*store_, partner, "stolen");
+  ASSERT_FALSE(stolen.ok());
+  EXPECT_EQ(stolen.status().code(), Code::kPermissionDenied);
+  // A third session that the export does not name gets nothing either.
+  policy::Session outsider = Session(R"(name: outsider
+version: "0.3"
+secrets:
+  - name: shared
+    import:
+      session: shop
+)");
+  EXPECT_FALSE(SecretText(*store_, outsider, "shared").ok());
+}
+
+TEST_F(SecretsTest, SecretsAreSealedInTheDatabase) {
+  policy::Session s = Session(kShop);
+  std::string token = Value(s, "token");
+  std::string key_line = Value(s, "server_key").substr(30, 40);
+  for (const char* file : {"cas.db", "cas.db-wal"}) {
+    std::FILE* f = std::fopen((dir_ / file).c_str(), "rb");
+    if (f == nullptr) continue;
+    std::string raw;
+    char buf[65536];
+    size_t n;
+    while ((n = std::fread(buf, 1, sizeof(buf), f)) > 0) raw.append(buf, n);
+    std::fclose(f);
+    EXPECT_EQ(raw.find(token), std::string::npos) << file;
+    EXPECT_EQ(raw.find(key_line), std::string::npos) << file;
+    EXPECT_EQ(raw.find("as-given"), std::string::npos) << file;  // given values: in the sealed session
+  }
+}
+
+}  // namespace
+}  // namespace scone::cas
