@@ -150,7 +150,7 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
   return records;
 }
 
-Status Journal::Append(uint64_t seq, const JournalRecord& record) {
+Status Journal::Append(uint64_t seq, const JournalRecord& record, bool durable) {
   Bytes head = record.EncodeHead();
   size_t body_size = head.size() + record.slot_data.size();
   if (body_size > kMaxBodySize) return Internal("journal record too large");
@@ -163,7 +163,7 @@ Status Journal::Append(uint64_t seq, const JournalRecord& record) {
                                   {}, nullptr, tag));
   SCONE_RETURN_IF_ERROR(file_.WriteVectorAt(
       size_, {frame, head, record.slot_data, ByteSpan(tag, sizeof(tag))}));
-  SCONE_RETURN_IF_ERROR(file_.DataSync());
+  if (durable) SCONE_RETURN_IF_ERROR(file_.DataSync());
   size_ += frame.size() + body_size + sizeof(tag);
   return Status::Ok();
 }

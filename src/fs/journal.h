@@ -63,8 +63,9 @@ class Journal {
   // Re-reads the journal's length (other processes append to it).
   Status Refresh();
 
-  // Appends a record with sequence number `seq` and makes it durable.
-  Status Append(uint64_t seq, const JournalRecord& record);
+  // Appends a record with sequence number `seq`; with `durable`, makes it (and every record
+  // before it) durable before returning.
+  Status Append(uint64_t seq, const JournalRecord& record, bool durable = true);
   // Drops every record (after a checkpoint made them redundant) and makes that durable.
   Status Reset();
   // Cuts a torn tail left by a process that died in the middle of an append.

@@ -294,6 +294,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
     SCONE_RETURN_IF_ERROR(v->Recover(std::move(records)).Annotate("recovering volume " + dir));
   } else {
     SCONE_RETURN_IF_ERROR(v->WriteBase(/*clean=*/false));
+    SCONE_RETURN_IF_ERROR(v->SettleTrash());  // a close cut short after its checkpoint
   }
   if (alone) SCONE_RETURN_IF_ERROR(v->lock_->Share());
   if (options.expected_tag && !crypto::ConstantTimeEquals(v->Tag(), *options.expected_tag)) {
@@ -345,9 +346,86 @@ Status Volume::AfterForkInChild() {
 
 // ---- journal, commits and recovery ------------------------------------------------------
 
-Status Volume::AppendLocked(JournalRecord& record) {
-  SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record));
+Status Volume::AppendLocked(JournalRecord& record, bool durable) {
+  SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, durable));
   ++next_seq_;
+  if (durable) EmptyTrashLocked();
+  return Status::Ok();
+}
+
+std::string Volume::TrashPath(const FileId& id) const { return MetaPath("trash/" + ToHex(id)); }
+
+void Volume::EmptyTrashLocked() {
+  for (const FileId& id : trash_) os::Sys().unlink(TrashPath(id).c_str());
+  trash_.clear();
+}
+
+// Creates and unlinks of encrypted files are journaled lazily (durable with the next commit, as
+// a file system makes them durable with the next fsync), and carried out on disk at once. After
+// a crash the disk can hold a change whose record was lost; this puts the disk back to the
+// state the journal describes:
+//   - a file the state lists but that is missing, and waits in the trash: its unlink was lost,
+//     it comes back;
+//   - a file in the trash the state does not list: its unlink is durable, it goes;
+//   - an encrypted file the state does not list, holding no more than a header this volume's
+//     key authenticates (or a torn prefix of one): its create was lost, it goes.
+// Anything else unknown stays, and is reported as planted.
+Status Volume::UndoLostNamespaceChanges() {
+  SCONE_RETURN_IF_ERROR(SettleTrash());
+  return DropLostCreates();
+}
+
+Status Volume::SettleTrash() {
+  for (const auto& [path, entry] : state_.files) {
+    std::string full = dir_ + "/" + path;
+    SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(full));
+    if (exists) continue;
+    SCONE_ASSIGN_OR_RETURN(bool trashed, os::Exists(TrashPath(entry.file_id)));
+    if (!trashed) continue;
+    SCONE_RETURN_IF_ERROR(os::MakeDirectories(full.substr(0, full.rfind('/'))));
+    if (os::Sys().rename(TrashPath(entry.file_id).c_str(), full.c_str()) != 0) {
+      return IoError("restore " + full, errno);
+    }
+  }
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(MetaPath("trash"), ec)) {
+    auto id = FromHex(e.path().filename().string());
+    FileId fid{};
+    if (id.ok() && id->size() == kFileIdSize) std::copy(id->begin(), id->end(), fid.begin());
+    if (!id.ok() || id->size() != kFileIdSize || path_by_id_.count(fid) == 0) {
+      os::Sys().unlink(e.path().c_str());
+    }
+  }
+  return Status::Ok();
+}
+
+Status Volume::DropLostCreates() {
+  std::error_code ec;
+  std::filesystem::recursive_directory_iterator it(dir_, ec), end;
+  std::vector<std::string> lost;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::string rel = it->path().lexically_relative(dir_).string();
+    if (rel == kMetaDirName) {
+      it.disable_recursion_pending();
+      continue;
+    }
+    if (!it->is_regular_file(ec) || it->is_symlink(ec) || state_.files.count(rel) != 0) continue;
+    if (state_.rules.RegionOf(rel) != Region::kEncrypted) continue;
+    auto head = os::ReadWholeFile(it->path().string(), kHeaderSize);
+    if (!head.ok()) continue;
+    bool created_here = false;
+    if (head->size() == kHeaderSize) {
+      FileId id;
+      std::copy(head->begin() + 16, head->begin() + 16 + kFileIdSize, id.begin());
+      created_here = path_by_id_.count(id) == 0 &&
+                     ProtectedFile::EncodeHeader(id, Region::kEncrypted, DeriveFileKeys(id).root) == *head;
+    } else {
+      size_t n = std::min(head->size(), sizeof(kFileMagic));
+      created_here = std::memcmp(head->data(), kFileMagic, n) == 0;
+    }
+    if (created_here) lost.push_back(it->path().string());
+  }
+  for (const std::string& f : lost) os::Sys().unlink(f.c_str());
   return Status::Ok();
 }
 
@@ -435,6 +513,7 @@ Status Volume::Checkpoint(bool clean) {
   SCONE_RETURN_IF_ERROR(lock_->WriteCheckpointHint(applied_seq_));
   journal_seen_ = 0;
   touched_.clear();
+  EmptyTrashLocked();
   return Status::Ok();
 }
 
@@ -522,6 +601,7 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
                                 .status());
     }
   }
+  SCONE_RETURN_IF_ERROR(UndoLostNamespaceChanges());
   for (const auto& [id, list] : commits) {
     auto it = path_by_id_.find(id);
     if (it == path_by_id_.end()) continue;
@@ -618,7 +698,9 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       record.entry.file_id = id;
       record.entry.region = region;
       record.entry.root = ProtectedFile::ComputeRoot(keys.root, 0, crypto::Hash{});
-      SCONE_RETURN_IF_ERROR(AppendLocked(record));
+      // Encrypted files are created lazily durable (see UndoLostNamespaceChanges); an
+      // authenticated one has no header that would let recovery recognize it.
+      SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/region != Region::kEncrypted));
       SCONE_ASSIGN_OR_RETURN(FileEntry entry,
                              ProtectedFile::CreateOnDisk(dir_, path, region, id, keys));
       (void)entry;
@@ -715,9 +797,16 @@ Status Volume::Unlink(std::string_view raw_path) {
   JournalRecord record;
   record.kind = JournalRecord::Kind::kUnlink;
   record.path = path;
-  SCONE_RETURN_IF_ERROR(AppendLocked(record));
+  // An encrypted file is unlinked lazily durable: it waits in the trash until its record is
+  // durable, so that recovery can bring it back if the record is lost.
+  const bool lazy = entry.region == Region::kEncrypted;
+  if (lazy) SCONE_RETURN_IF_ERROR(os::MakeDirectories(MetaPath("trash")));
+  SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/!lazy));
   std::string full = dir_ + "/" + path;
-  if (os::Sys().unlink(full.c_str()) != 0 && errno != ENOENT) {
+  int removed = lazy ? os::Sys().rename(full.c_str(), TrashPath(entry.file_id).c_str())
+                     : os::Sys().unlink(full.c_str());
+  if (removed == 0 && lazy) trash_.push_back(entry.file_id);
+  if (removed != 0 && errno != ENOENT) {
     // Leave state and disk consistent: the file stays, its entry is restored.
     Status failed = IoError("unlink " + full, errno);
     JournalRecord undo;

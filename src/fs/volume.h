@@ -133,7 +133,16 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status ReplayDataForFile(const FileId& id, const std::string& path,
                            const std::vector<const JournalRecord*>& commits);
   Status Checkpoint(bool clean);
-  Status AppendLocked(JournalRecord& record);
+  // Appends a record. A lazy one becomes durable with the next durable one (the journal is
+  // appended in order); after a durable one, files unlinked lazily are deleted for good.
+  Status AppendLocked(JournalRecord& record, bool durable = true);
+  // Where a lazily unlinked file waits until its unlink record is durable.
+  std::string TrashPath(const FileId& id) const;
+  void EmptyTrashLocked();
+  // Recovery: files whose create or unlink record did not reach the disk before a crash.
+  Status UndoLostNamespaceChanges();
+  Status SettleTrash();
+  Status DropLostCreates();
   void ApplyToState(const JournalRecord& record);
 
   // The committed entry of the file with this identity, after catching up with other processes.
@@ -161,6 +170,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   uint64_t next_seq_ = 1;
   uint64_t applied_seq_ = 0;  // last record folded into the base state file
   std::set<FileId> touched_;  // files with in-place writes not yet fsync'ed by a checkpoint
+  std::vector<FileId> trash_;  // unlinked lazily: deleted once their record is durable
   std::map<FileId, std::weak_ptr<ProtectedFile>> open_files_;
   std::optional<VolumeLock> lock_;
   bool closed_ = true;  // until Create or Open succeeds; then until Close

@@ -53,7 +53,9 @@ class VolumeTest : public ::testing::Test {
     ASSERT_TRUE(f.ok()) << f.status().message();
     auto n = (*f)->Write(0, AsBytes(data));
     ASSERT_TRUE(n.ok()) << n.status().message();
-    if (sync) ASSERT_TRUE((*f)->Sync().ok());
+    if (sync) {
+      ASSERT_TRUE((*f)->Sync().ok());
+    }
   }
 
   static Result<std::string> ReadFile(fs::Volume& v, const std::string& path) {
