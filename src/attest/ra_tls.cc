@@ -7,6 +7,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "crypto/certificates.h"
+
 namespace scone::attest {
 namespace {
 
@@ -21,22 +23,9 @@ ASN1_OBJECT* EvidenceObject() {
 
 Result<X509*> SelfSignedCertificate(EVP_PKEY* key, const std::string& common_name,
                                     const Bytes* evidence) {
-  X509* cert = X509_new();
-  if (cert == nullptr) return Internal("X509_new failed");
-  uint8_t serial[16];
-  crypto::RandomBytes(serial);
-  serial[0] &= 0x7f;
-  BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
-  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert));
-  BN_free(bn);
-  X509_set_version(cert, 2);
-  X509_gmtime_adj(X509_getm_notBefore(cert), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert), 24L * 3600);
-  X509_set_pubkey(cert, key);
-  X509_NAME* name = X509_get_subject_name(cert);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
-  X509_set_issuer_name(cert, name);
+  X509* cert = crypto::NewCertificate(key, common_name, 24L * 3600);
+  if (cert == nullptr) return Internal("cannot make the RA-TLS certificate");
+  X509_set_issuer_name(cert, X509_get_subject_name(cert));
   bool ok = true;
   if (evidence != nullptr) {
     ASN1_OCTET_STRING* data = ASN1_OCTET_STRING_new();

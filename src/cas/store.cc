@@ -25,7 +25,10 @@ Status SqlError(sqlite3* db, const std::string& what) {
 
 Store::Store(sqlite3* db, SecretBytes master_key) : db_(db), sealer_(std::move(master_key)) {}
 
-Store::~Store() { sqlite3_close(db_); }
+Store::~Store() {
+  audit_.reset();  // writes what is pending
+  sqlite3_close(db_);
+}
 
 Status Store::Exec(const char* sql) {
   char* err = nullptr;
@@ -72,6 +75,8 @@ Result<std::unique_ptr<Store>> Store::Open(const std::string& state_dir) {
       "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"
       "CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit"
       "  BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;"));
+  sqlite3_busy_timeout(db, 10000);  // the audit log writes on a connection of its own
+  SCONE_ASSIGN_OR_RETURN(store->audit_, AuditLog::Open(db_path));
   return store;
 }
 
@@ -167,21 +172,10 @@ Result<std::vector<StoredSession>> Store::List() {
 
 void Store::Audit(const std::string& actor, const std::string& action, const std::string& object,
                   const std::string& result) {
-  std::lock_guard lock(mu_);
-  Statement st;
-  if (sqlite3_prepare_v2(db_, "INSERT INTO audit(time, actor, action, object, result) VALUES(?,?,?,?,?)",
-                         -1, &st.stmt, nullptr) != SQLITE_OK) {
-    return;
-  }
-  auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                 std::chrono::system_clock::now().time_since_epoch()).count();
-  sqlite3_bind_int64(st.stmt, 1, now);
-  sqlite3_bind_text(st.stmt, 2, actor.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st.stmt, 3, action.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st.stmt, 4, object.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_bind_text(st.stmt, 5, result.c_str(), -1, SQLITE_TRANSIENT);
-  sqlite3_step(st.stmt);
+  audit_->Record(actor, action, object, result);
 }
+
+void Store::FlushAudit() { audit_->Flush(); }
 
 Bytes Store::Seal(std::string_view aad, ByteSpan plaintext) const {
   Bytes out(crypto::kNonceSize + plaintext.size() + crypto::kTagSize);

@@ -1,6 +1,7 @@
 // CAS's store: sessions in SQLite (WAL), each session's text sealed with AES-256-GCM under the
-// CAS master key (a session holds given secret values), plus an append-only audit log of who
-// created, read and updated what (no secret in it).
+// CAS master key (a session holds given secret values), generated secrets, volume keys and
+// states, trusted platforms, plus an append-only audit log of who created, read, updated and
+// attested what (no secret in it; cas/audit_log.h).
 //
 // Thread-safety: all methods may be called concurrently (one connection, serialized).
 #pragma once
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "cas/audit_log.h"
 #include "cas/protocol.h"
 #include "common/status.h"
 #include "crypto/primitives.h"
@@ -38,8 +40,11 @@ class Store {
   // transaction: a concurrent update makes this fail with kRolledBack).
   Status Put(const StoredSession& session, const std::optional<std::string>& replaces);
   Result<std::vector<StoredSession>> List();
+  // Records an action in the audit log (durable a few milliseconds later; cas/audit_log.h).
   void Audit(const std::string& actor, const std::string& action, const std::string& object,
              const std::string& result);
+  // Returns once every audit record made so far is durable.
+  void FlushAudit();
 
   // Secret values CAS generated for a session, each sealed and bound to (session, name).
   Result<std::optional<SecretBytes>> GetSecret(const std::string& session, const std::string& name);
@@ -65,6 +70,7 @@ class Store {
 
   std::mutex mu_;
   sqlite3* db_;
+  std::unique_ptr<AuditLog> audit_;
   crypto::Aes256Gcm sealer_;
 };
 

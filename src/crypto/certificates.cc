@@ -48,6 +48,24 @@ bool AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
 
 }  // namespace
 
+X509* NewCertificate(EVP_PKEY* key, const std::string& common_name, long valid_seconds) {
+  X509* cert = X509_new();
+  if (cert == nullptr) return nullptr;
+  uint8_t serial[16];
+  RandomBytes(serial);
+  serial[0] &= 0x7f;  // a positive serial
+  BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
+  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert));
+  BN_free(bn);
+  X509_set_version(cert, 2);
+  X509_gmtime_adj(X509_getm_notBefore(cert), -60);
+  X509_gmtime_adj(X509_getm_notAfter(cert), valid_seconds);
+  X509_set_pubkey(cert, key);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_UTF8,
+                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
+  return cert;
+}
+
 Result<SecretBytes> GeneratePrivateKeyPem() {
   Owned<EVP_PKEY> key(EVP_EC_gen("P-256"));
   Owned<BIO> bio(BIO_new(BIO_s_secmem()));
@@ -68,20 +86,8 @@ Result<std::string> IssueCertificate(const SecretBytes& subject_key_pem, const C
     SCONE_ASSIGN_OR_RETURN(issuer_cert, ReadCert(issuer->cert_pem));
     SCONE_ASSIGN_OR_RETURN(issuer_key, ReadKey(*issuer->key_pem));
   }
-  Owned<X509> cert(X509_new());
-  uint8_t serial[16];
-  RandomBytes(serial);
-  serial[0] &= 0x7f;
-  BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
-  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert.get()));
-  BN_free(bn);
-  X509_set_version(cert.get(), 2);
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 24L * 3600 * request.valid_days);
-  X509_set_pubkey(cert.get(), subject_key.get());
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8,
-                             reinterpret_cast<const unsigned char*>(request.common_name.c_str()), -1, -1, 0);
+  Owned<X509> cert(NewCertificate(subject_key.get(), request.common_name, 24L * 3600 * request.valid_days));
+  if (!cert) return Internal("cannot make a certificate");
   X509* signer_cert = issuer ? issuer_cert.get() : cert.get();
   X509_set_issuer_name(cert.get(), X509_get_subject_name(signer_cert));
   bool ok = AddExtension(cert.get(), signer_cert, NID_basic_constraints,

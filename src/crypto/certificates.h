@@ -10,7 +10,15 @@
 #include "common/status.h"
 #include "crypto/secret.h"
 
+typedef struct evp_pkey_st EVP_PKEY;
+typedef struct x509_st X509;
+
 namespace scone::crypto {
+
+// A new X.509 v3 certificate for `key`: a random serial, valid from a minute ago for
+// `valid_seconds`, subject CN `common_name`. The caller sets the issuer, adds extensions and
+// signs it. nullptr if OpenSSL fails.
+X509* NewCertificate(EVP_PKEY* key, const std::string& common_name, long valid_seconds);
 
 // A new P-256 private key, PEM (PKCS#8).
 Result<SecretBytes> GeneratePrivateKeyPem();

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <functional>
 
+#include "crypto/certificates.h"
 #include "crypto/primitives.h"
 #include "os/file.h"
 
@@ -36,22 +37,12 @@ Status EnsureTlsIdentity(const TlsIdentityFiles& files, const std::string& commo
   SCONE_ASSIGN_OR_RETURN(bool cert_exists, os::Exists(files.cert_path));
   if (key_exists && cert_exists) return Status::Ok();
   EVP_PKEY* key = EVP_EC_gen("P-256");
-  X509* cert = X509_new();
-  if (key == nullptr || cert == nullptr) return Internal("TLS key generation failed");
-  uint8_t serial[16];
-  RandomBytes(serial);
-  serial[0] &= 0x7f;
-  BIGNUM* bn = BN_bin2bn(serial, sizeof(serial), nullptr);
-  BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(cert));
-  BN_free(bn);
-  X509_set_version(cert, 2);
-  X509_gmtime_adj(X509_getm_notBefore(cert), -60);
-  X509_gmtime_adj(X509_getm_notAfter(cert), 10L * 365 * 24 * 3600);
-  X509_set_pubkey(cert, key);
-  X509_NAME* name = X509_get_subject_name(cert);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                             reinterpret_cast<const unsigned char*>(common_name.c_str()), -1, -1, 0);
-  X509_set_issuer_name(cert, name);
+  X509* cert = key ? NewCertificate(key, common_name, 10L * 365 * 24 * 3600) : nullptr;
+  if (key == nullptr || cert == nullptr) {
+    EVP_PKEY_free(key);
+    return Internal("TLS key generation failed");
+  }
+  X509_set_issuer_name(cert, X509_get_subject_name(cert));
   X509V3_CTX v3;
   X509V3_set_ctx_nodb(&v3);
   X509V3_set_ctx(&v3, cert, cert, nullptr, nullptr, 0);

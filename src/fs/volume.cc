@@ -387,8 +387,13 @@ Status Volume::SettleTrash() {
       return IoError("restore " + full, errno);
     }
   }
+  RemoveEntriesOfUnknownFiles(MetaPath("trash"));
+  return Status::Ok();
+}
+
+void Volume::RemoveEntriesOfUnknownFiles(const std::string& meta_dir) {
   std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(MetaPath("trash"), ec)) {
+  for (const auto& e : std::filesystem::directory_iterator(meta_dir, ec)) {
     auto id = FromHex(e.path().filename().string());
     FileId fid{};
     if (id.ok() && id->size() == kFileIdSize) std::copy(id->begin(), id->end(), fid.begin());
@@ -396,7 +401,6 @@ Status Volume::SettleTrash() {
       os::Sys().unlink(e.path().c_str());
     }
   }
-  return Status::Ok();
 }
 
 Status Volume::DropLostCreates() {
@@ -639,15 +643,7 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
     }
   }
   // Chunk tables of authenticated files that no longer exist.
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(MetaPath("meta"), ec)) {
-    auto id = FromHex(e.path().filename().string());
-    FileId fid{};
-    if (id.ok() && id->size() == kFileIdSize) std::copy(id->begin(), id->end(), fid.begin());
-    if (!id.ok() || id->size() != kFileIdSize || path_by_id_.count(fid) == 0) {
-      os::Sys().unlink(e.path().c_str());
-    }
-  }
+  RemoveEntriesOfUnknownFiles(MetaPath("meta"));
   return Checkpoint(/*clean=*/false);
 }
 

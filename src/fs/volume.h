@@ -143,6 +143,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status UndoLostNamespaceChanges();
   Status SettleTrash();
   Status DropLostCreates();
+  // Removes the entries of `meta_dir` (named by file id) of files the state does not list.
+  void RemoveEntriesOfUnknownFiles(const std::string& meta_dir);
   void ApplyToState(const JournalRecord& record);
 
   // The committed entry of the file with this identity, after catching up with other processes.

@@ -105,7 +105,9 @@ config-through-cas)
   [[ "$(sed -n 's/^argv --token //p' out2.txt)" == "$token" ]] || fail "generated secret changed between runs"
   # Secrets never in plaintext on disk: volume, CAS database (+WAL), audit, logs.
   if grep -r -a -l -- "$token" data "$XDG_STATE_HOME" 2>/dev/null; then fail "secret in plaintext on disk"; fi
+  "$scone" cas stop  # CAS writes its last audit records as it stops
   sqlite3 "$cas_dir/cas.db" "select action, result from audit" | grep -q "^attest|ok: sim" || fail "no attest audit record"
+  if grep -r -a -l -- "$token" "$XDG_STATE_HOME" 2>/dev/null; then fail "secret in plaintext in CAS's state"; fi
   ;;
 injected-certificate)
   cat > cert_app.py <<'EOF'
