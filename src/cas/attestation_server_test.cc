@@ -53,6 +53,20 @@ class AttestationServerTest : public ::testing::Test {
 
   attest::Nonce FreshNonce(const attest::TlsCredential&) { return FetchNonce(endpoint_).value(); }
 
+  // A fresh key with evidence about kProgram from `platform`, bound to it and a fresh nonce.
+  attest::TlsCredential WithEvidence(const attest::Platform& platform) {
+    attest::TlsCredential c = NewCredential();
+    EXPECT_TRUE(c.AttachEvidence(EvidenceFor(platform, c.key_hash(), FreshNonce(c))).ok());
+    return c;
+  }
+
+  // The configuration request is refused, for a reason that says `why`.
+  void ExpectRefused(const attest::TlsCredential& c, const std::string& why, const std::string& id = "shop/api") {
+    auto reply = Ask(c, RequestKind::kConfig, id);
+    ASSERT_FALSE(reply.ok()) << id;
+    EXPECT_NE(reply.status().message().find(why), std::string::npos) << reply.status().message();
+  }
+
   // Evidence about kProgram from `platform`, bound to `key_hash` and `nonce`.
   attest::Evidence EvidenceFor(const attest::Platform& platform, const crypto::Hash& key_hash,
                                const attest::Nonce& nonce) {
@@ -93,51 +107,37 @@ TEST_F(AttestationServerTest, ReleasesTheConfigurationToAnAttestedService) {
 TEST_F(AttestationServerTest, EvidenceReplayedOnASecondConnectionIsRefused) {
   ServiceConfig config;
   attest::TlsCredential c = Attested(&config);
-  auto again = Ask(c, RequestKind::kConfig);
-  ASSERT_FALSE(again.ok());
-  EXPECT_NE(again.status().message().find("already used"), std::string::npos) << again.status().message();
+  ExpectRefused(c, "already used");
 }
 
 TEST_F(AttestationServerTest, EvidenceBoundToAnotherKeyIsRefused) {
   attest::TlsCredential victim = NewCredential(), thief = NewCredential();
   attest::Nonce n = FreshNonce(victim);
   ASSERT_TRUE(thief.AttachEvidence(EvidenceFor(platform_, victim.key_hash(), n)).ok());
-  auto reply = Ask(thief, RequestKind::kConfig);
-  ASSERT_FALSE(reply.ok());
-  EXPECT_NE(reply.status().message().find("another key"), std::string::npos) << reply.status().message();
+  ExpectRefused(thief, "another key");
 }
 
 TEST_F(AttestationServerTest, NonceCasNeverIssuedIsRefused) {
   attest::TlsCredential c = NewCredential();
   attest::Nonce made_up{};
   ASSERT_TRUE(c.AttachEvidence(EvidenceFor(platform_, c.key_hash(), made_up)).ok());
-  EXPECT_FALSE(Ask(c, RequestKind::kConfig).ok());
+  ExpectRefused(c, "did not issue");
 }
 
 TEST_F(AttestationServerTest, UntrustedPlatformIsRefused) {
   attest::sim::SimPlatform rogue{crypto::SigningKey::Generate()};
-  attest::TlsCredential c = NewCredential();
-  attest::Nonce n = FreshNonce(c);
-  ASSERT_TRUE(c.AttachEvidence(EvidenceFor(rogue, c.key_hash(), n)).ok());
-  auto reply = Ask(c, RequestKind::kConfig);
-  ASSERT_FALSE(reply.ok());
-  EXPECT_NE(reply.status().message().find("not trusted"), std::string::npos) << reply.status().message();
+  ExpectRefused(WithEvidence(rogue), "not trusted");
 }
 
 TEST_F(AttestationServerTest, CertificateWithoutEvidenceIsRefused) {
-  attest::TlsCredential c = NewCredential();
-  auto reply = Ask(c, RequestKind::kConfig);
-  ASSERT_FALSE(reply.ok());
-  EXPECT_NE(reply.status().message().find("no attestation evidence"), std::string::npos);
+  ExpectRefused(NewCredential(), "no attestation evidence");
 }
 
 TEST_F(AttestationServerTest, UnknownSessionOrServiceIsRefused) {
-  for (const char* id : {"nosuch/api", "shop/nosuch", "no-slash", "a/b/c"}) {
-    attest::TlsCredential c = NewCredential();
-    attest::Nonce n = FreshNonce(c);
-    ASSERT_TRUE(c.AttachEvidence(EvidenceFor(platform_, c.key_hash(), n)).ok());
-    EXPECT_FALSE(Ask(c, RequestKind::kConfig, id).ok()) << id;
-  }
+  ExpectRefused(WithEvidence(platform_), "no session nosuch", "nosuch/api");
+  ExpectRefused(WithEvidence(platform_), "has no service nosuch", "shop/nosuch");
+  ExpectRefused(WithEvidence(platform_), "is not SESSION/SERVICE", "no-slash");
+  ExpectRefused(WithEvidence(platform_), "is not SESSION/SERVICE", "a/b/c");
 }
 
 TEST_F(AttestationServerTest, VolumeReportsComeOnlyFromAttestedKeysAndOnlyMoveForward) {
