@@ -84,9 +84,9 @@ redis_rps() {  # redis_rps DIR [RUNNER...] -> "set get" requests per second
   shift
   local sock="$dir/redis.sock"
   "$@" redis-server --port 0 --unixsocket "$sock" --dir "$dir" --appendonly yes --appendfsync everysec \
-    --save "" --daemonize no --logfile "$dir/redis.log" &
+    --save "" --daemonize no --logfile "$dir-redis.log" &
   local pid=$!
-  wait_for_line "$dir/redis.log" "ready to accept connections" "$pid"
+  wait_for_line "$dir-redis.log" "ready to accept connections" "$pid"  # outside the volume: readable
   redis-benchmark -s "$sock" -t set,get -n 200000 -c 20 -d 64 --csv 2>/dev/null |
     $PY -c 'import csv,sys; r={row[0]:row[1] for row in csv.reader(sys.stdin)}; print(r.get("SET","0"), r.get("GET","0"))'
   redis-cli -s "$sock" shutdown nosave >/dev/null 2>&1 || true
