@@ -83,6 +83,7 @@ redis_rps() {  # redis_rps DIR [RUNNER...] -> "set get" requests per second
   local dir="$1"
   shift
   local sock="$dir/redis.sock"
+  : > "$dir-redis.log"
   "$@" redis-server --port 0 --unixsocket "$sock" --dir "$dir" --appendonly yes --appendfsync everysec \
     --save "" --daemonize no --logfile "$dir-redis.log" &
   local pid=$!
