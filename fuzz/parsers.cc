@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -9,7 +10,10 @@
 #include "fs/region_rules.h"
 #include "fs/volume_path.h"
 #include "fs/volume_state.h"
+#include "attest/evidence.h"
+#include "cas/protocol.h"
 #include "policy/session.h"
+#include "runtime/config.h"
 
 namespace scone::fuzz {
 
@@ -71,6 +75,30 @@ void JournalFileParser(const uint8_t* data, size_t size) {
 void SessionParser(const uint8_t* data, size_t size) {
   auto session = policy::Session::Parse(std::string_view(reinterpret_cast<const char*>(data), size));
   if (session.ok() && session->name.empty()) abort();  // a parsed session always has a name
+}
+
+void CasRequestParser(const uint8_t* data, size_t size) {
+  auto request = cas::Request::Decode(ByteSpan(data, size));
+  if (request.ok() && request->Encode() != Bytes(data, data + size)) abort();
+}
+
+void ServiceConfigParser(const uint8_t* data, size_t size) {
+  auto config = cas::ServiceConfig::Decode(ByteSpan(data, size));
+  if (!config.ok()) return;
+  SecretBytes again = config->Encode();
+  if (!std::equal(again.span().begin(), again.span().end(), data, data + size) || again.size() != size) abort();
+}
+
+void EvidenceParser(const uint8_t* data, size_t size) {
+  auto evidence = attest::Evidence::Decode(ByteSpan(data, size));
+  if (evidence.ok() && evidence->Encode() != Bytes(data, data + size)) abort();
+}
+
+void RuntimeConfigParser(const uint8_t* data, size_t size) {
+  auto config = runtime::RuntimeConfig::Decode(ByteSpan(data, size));
+  if (!config.ok()) return;
+  SecretBytes again = config->Encode();
+  if (again.size() != size || !std::equal(again.span().begin(), again.span().end(), data)) abort();
 }
 
 }  // namespace scone::fuzz

@@ -13,5 +13,11 @@ void VolumeStateParser(const uint8_t* data, size_t size);
 void PathAndRuleParser(const uint8_t* data, size_t size);
 void JournalFileParser(const uint8_t* data, size_t size);
 void SessionParser(const uint8_t* data, size_t size);
+// What a runtime sends CAS's attestation port, and what CAS answers (cas/protocol.h).
+void CasRequestParser(const uint8_t* data, size_t size);
+void ServiceConfigParser(const uint8_t* data, size_t size);
+// Evidence as it arrives in an RA-TLS certificate, and the runtime's configuration blob.
+void EvidenceParser(const uint8_t* data, size_t size);
+void RuntimeConfigParser(const uint8_t* data, size_t size);
 
 }  // namespace scone::fuzz

@@ -4,7 +4,10 @@
 
 #include <random>
 
+#include "attest/sim/sim_platform.h"
+#include "cas/protocol.h"
 #include "fs/journal.h"
+#include "runtime/config.h"
 #include "fs/volume_state.h"
 #include "fuzz/parsers.h"
 
@@ -105,6 +108,69 @@ TEST(ParserMutationTest, JournalFiles) {
     Bytes input = Mutate(seed, rng);
     JournalFileParser(input.data(), input.size());
   }
+}
+
+// Runs `parser` on `count` mutations of `seed`.
+void Mutations(void (*parser)(const uint8_t*, size_t), const Bytes& seed, uint64_t rng_seed, int count) {
+  std::mt19937_64 rng(rng_seed);
+  parser(seed.data(), seed.size());
+  for (int i = 0; i < count; ++i) {
+    Bytes input = Mutate(seed, rng);
+    parser(input.data(), input.size());
+  }
+}
+
+TEST(ParserMutationTest, CasRequests) {
+  cas::Request r;
+  r.kind = cas::RequestKind::kReport;
+  r.config_id = "shop/api";
+  r.reports = {{"data", {crypto::Hash{1}, 7}}, {"logs", {crypto::Hash{2}, 9}}};
+  Mutations(CasRequestParser, r.Encode(), 6, 20000);
+}
+
+TEST(ParserMutationTest, ServiceConfigs) {
+  cas::ServiceConfig c;
+  c.argv = {"python3", "/app/main.py", "--token", "x"};
+  c.environment = {"A=1", "PATH=/usr/bin"};
+  c.pwd = "/app";
+  cas::VolumeGrant g;
+  g.name = "data";
+  g.path = "/data";
+  g.key = SecretBytes(Bytes(32, 3));
+  g.expected = cas::VolumeMark{crypto::Hash{5}, 11};
+  c.volumes.push_back(std::move(g));
+  c.injected_files.push_back({"/etc/app.conf", SecretBytes(AsBytes("password=x\n"))});
+  SecretBytes encoded = c.Encode();
+  Mutations(ServiceConfigParser, Bytes(encoded.span().begin(), encoded.span().end()), 7, 20000);
+}
+
+TEST(ParserMutationTest, Evidence) {
+  attest::sim::SimPlatform platform{crypto::SigningKey::Generate()};
+  attest::Report report;
+  report.measurement = crypto::Hash{9};
+  report.mode = "sim";
+  Mutations(EvidenceParser, platform.Attest(report)->Encode(), 8, 20000);
+}
+
+TEST(ParserMutationTest, RuntimeConfigs) {
+  runtime::RuntimeConfig c;
+  runtime::VolumeConfig v;
+  v.dir = "/data";
+  v.key = SecretBytes(Bytes(32, 4));
+  v.expected_tag = crypto::Hash{6};
+  v.cas_name = "data";
+  c.volumes.push_back(std::move(v));
+  c.fds.push_back({5, "/data", "a/b", 2, 4096});
+  c.injected_files.push_back({"/etc/x", SecretBytes(AsBytes("y"))});
+  runtime::CasHandover h;
+  h.config_id = "s/a";
+  h.host = "127.0.0.1";
+  h.port = 18765;
+  h.key_pem = SecretBytes(AsBytes("-----BEGIN PRIVATE KEY-----"));
+  h.cert_der = Bytes(40, 1);
+  c.cas = std::move(h);
+  SecretBytes encoded = c.Encode();
+  Mutations(RuntimeConfigParser, Bytes(encoded.span().begin(), encoded.span().end()), 9, 20000);
 }
 
 }  // namespace

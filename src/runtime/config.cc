@@ -72,7 +72,7 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
     uint32_t key_size;
     uint8_t has_tag;
     if (!r.Str(&v.dir, 4096) || !r.U32(&key_size) || key_size != crypto::kKeySize ||
-        !r.View(key_size, &key) || !r.U8(&has_tag)) {
+        !r.View(key_size, &key) || !r.U8(&has_tag) || has_tag > 1) {
       return InvalidArgument("runtime configuration is malformed (volume " + std::to_string(i) + ")");
     }
     v.key = SecretBytes(key);
@@ -122,7 +122,8 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
     config.cas = std::move(h);
   }
   uint8_t print = 0, evidence = 0;
-  if (!r.U8(&print) || !r.Str(&config.las_socket, 4096) || !r.U8(&evidence) || !r.done()) {
+  if (!r.U8(&print) || print > 1 || !r.Str(&config.las_socket, 4096) || !r.U8(&evidence) || evidence > 1 ||
+      !r.done()) {
     return InvalidArgument("runtime configuration is malformed");
   }
   config.print_measurement = print != 0;
