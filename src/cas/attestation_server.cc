@@ -190,12 +190,6 @@ Bytes AttestationServer::Configure(X509* cert, const std::string& config_id, con
   if (!std::equal(key_hash.begin(), key_hash.end(), data.begin())) {
     return refuse(PermissionDenied("evidence is bound to another key than this connection's"));
   }
-  attest::Nonce nonce;
-  std::copy(data.begin() + key_hash.size(), data.end(), nonce.begin());
-  if (!nonces_.Consume(nonce)) {
-    return refuse(PermissionDenied("evidence names a nonce CAS did not issue, or one already used or expired "
-                                   "(replayed evidence?)"));
-  }
   auto session = ParsedSession(session_name);
   if (!session.ok()) return refuse(session.status());
   const policy::Service* service = (*session)->FindService(service_name);
@@ -204,6 +198,13 @@ Bytes AttestationServer::Configure(X509* cert, const std::string& config_id, con
   if (!platforms.ok()) return refuse(platforms.status());
   Status verified = attest::VerifyEvidence(*evidence, *platforms, data, PolicyFor(**session, *service));
   if (!verified.ok()) return refuse(verified);
+  // Only evidence a trusted platform signed may use up a nonce (nonces travel in the clear).
+  attest::Nonce nonce;
+  std::copy(data.begin() + key_hash.size(), data.end(), nonce.begin());
+  if (!nonces_.Consume(nonce)) {
+    return refuse(PermissionDenied("evidence names a nonce CAS did not issue, or one already used or expired "
+                                   "(replayed evidence?)"));
+  }
   auto config = ReleaseConfig(*store_, **session, *service);
   if (!config.ok()) return refuse(config.status());
   {
