@@ -86,14 +86,17 @@ os::Syscalls RealSyscalls() {
 
 void PrepareFork() {
   if (the_runtime == nullptr) return;
+  if (auto* r = the_runtime->reporter()) r->BeforeFork();
   for (auto& v : the_runtime->volumes()) v->volume->BeforeFork();
 }
 void ParentAfterFork() {
   if (the_runtime == nullptr) return;
   for (auto& v : the_runtime->volumes()) v->volume->AfterForkInParent();
+  if (auto* r = the_runtime->reporter()) r->AfterForkInParent();
 }
 void ChildAfterFork() {
   if (the_runtime == nullptr) return;
+  if (auto* r = the_runtime->reporter()) r->AfterForkInChild();
   for (auto& v : the_runtime->volumes()) {
     Status s = v->volume->AfterForkInChild();
     if (!s.ok()) Log(s.message());
@@ -106,6 +109,7 @@ void CloseVolumesAtExit() {
   static std::atomic<bool> done{false};
   if (the_runtime == nullptr || done.exchange(true)) return;
   WriteBackReopenedStreams();
+  if (auto* r = the_runtime->reporter()) r->Stop();  // the last report is the one below
   // Commit what open descriptors wrote, then close the volumes (checkpoint, clean mark).
   for (auto& [fd, d] : the_runtime->AllFds()) the_runtime->Take(fd);
   for (auto& v : the_runtime->volumes()) {
@@ -232,6 +236,7 @@ Status Runtime::Init() {
   if (config.cas) {
     SCONE_ASSIGN_OR_RETURN(CasConnection connection, CasConnection::FromHandover(*config.cas));
     cas_ = std::make_unique<CasConnection>(std::move(connection));
+    reporter_ = std::make_unique<VolumeReporter>([this] { ReportVolumesToCas(); });
   }
   for (InjectedFileConfig& f : config.injected_files) injected_[f.path] = std::move(f.content);
   // Descriptors a parent process handed over across exec.
@@ -303,6 +308,7 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
   auto connection = CasConnection::Attest(settings, &config);
   if (!connection.ok()) return connection.status().Annotate("attestation for " + settings.config_id);
   cas_ = std::make_unique<CasConnection>(std::move(connection).value());
+  reporter_ = std::make_unique<VolumeReporter>([this] { ReportVolumesToCas(); });
   for (cas::VolumeGrant& g : config.volumes) SCONE_RETURN_IF_ERROR(MountGranted(g));
   for (cas::InjectedFile& f : config.injected_files) {
     if (f.path.empty() || f.path[0] != '/') return InvalidArgument("injected file '" + f.path + "' is not absolute");
@@ -328,7 +334,8 @@ void Runtime::ReportVolumesToCas() {
   }
   if (reports.empty()) return;
   Status s = cas_->Report(reports);
-  if (!s.ok()) Log("could not report the volumes' state to CAS: " + s.message());
+  static std::atomic<bool> logged{false};  // once: reports after syncs may fail again and again
+  if (!s.ok() && !logged.exchange(true)) Log("could not report the volumes' state to CAS: " + s.message());
 }
 
 void Runtime::WipeKeys() {

@@ -19,6 +19,7 @@
 #include "fs/volume.h"
 #include "runtime/attestation.h"
 #include "runtime/config.h"
+#include "runtime/volume_reporter.h"
 
 namespace scone::runtime {
 
@@ -67,8 +68,13 @@ class Runtime {
   const std::vector<std::string>* cas_environment() const { return cas_env_.empty() ? nullptr : &cas_env_; }
   // LD_PRELOAD as the runtime was loaded with, for programs this one executes.
   const std::string& preload() const { return preload_; }
-  // Tells CAS the volumes' new states (at exit).
+  // Tells CAS the volumes' new states (at exit; after syncs through the reporter).
   void ReportVolumesToCas();
+  // A shielded file was synced: CAS hears of the new state soon (runtime/volume_reporter.h).
+  void Synced() {
+    if (reporter_) reporter_->Synced();
+  }
+  VolumeReporter* reporter() { return reporter_.get(); }
   MountedVolume* VolumeByRoot(const std::string& root);
 
   std::shared_ptr<OpenDescription> Get(int fd) const {
@@ -105,6 +111,7 @@ class Runtime {
   std::vector<std::unique_ptr<MountedVolume>> volumes_;
   std::map<std::string, SecretBytes> injected_;
   std::unique_ptr<CasConnection> cas_;
+  std::unique_ptr<VolumeReporter> reporter_;
   std::vector<std::string> cas_argv_, cas_env_;
   std::string preload_;
   std::vector<SecretBytes> keys_;  // volumes_[i]'s key, for programs this one executes

@@ -330,7 +330,9 @@ auto OnFd(int fd, Shielded shielded, Passthrough passthrough) {
 
 int SyncShielded(OpenDescription& d) {
   Status s = d.file->Sync();
-  return s.ok() ? 0 : Fail(s);
+  if (!s.ok()) return Fail(s);
+  if (Runtime* rt = ShieldIfReady()) rt->Synced();
+  return 0;
 }
 
 // Copies through the shield with read/write (sendfile, copy_file_range, splice).

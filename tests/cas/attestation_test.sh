@@ -8,7 +8,8 @@ scone="$1"
 case_name="$2"
 work="$(mktemp -d)"
 export XDG_STATE_HOME="$work/state"
-trap '"$scone" cas stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+svc_pid=""
+trap '[[ -n "$svc_pid" ]] && kill -9 "$svc_pid" 2>/dev/null; "$scone" cas stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 cd "$work"
 PY=/usr/bin/python3
 cas_dir="$XDG_STATE_HOME/scone/cas"
@@ -225,6 +226,39 @@ exec-keeps-reporting)
   PROGRAM=/bin/sh run_app > out.txt 2>&1 && grep -q "^runs 2$" out.txt || { cat out.txt; fail "second run"; }
   rm -rf data && cp -a data.old data
   PROGRAM=/bin/sh expect_refused "rolled back to an older copy"
+  ;;
+sync-reported)
+  # The state after an fsync reaches CAS while the service runs: a crash that skips the report
+  # at exit does not reopen the door to a rollback.
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  cat > sync_app.py <<EOF
+import os, time
+with open("$work/data/counter.txt", "a") as f:
+    f.write("run\n")
+    f.flush()
+    os.fsync(f.fileno())
+time.sleep(600)  # killed by the test once CAS knows the synced state
+EOF
+  sed -i "s|command: python3 $work/app.py|command: python3 $work/sync_app.py|" s.yml
+  "$scone" session create s.yml >/dev/null
+  generation() { sqlite3 "$cas_dir/cas.db" "select ifnull(max(generation), 0) from volumes where name='data'"; }
+  # wait_for_generation N: until CAS knows a generation above N (bounded: 10 s).
+  wait_for_generation() {
+    for _ in $(seq 1 200); do (( $(generation) > $1 )) && return 0; sleep 0.05; done
+    fail "no state above generation $1 reported to CAS after fsync"
+  }
+  run_app > /dev/null 2>&1 &
+  svc_pid=$!
+  wait_for_generation 0
+  first=$(generation)
+  kill -9 "$svc_pid"; wait "$svc_pid" 2>/dev/null || true; svc_pid=""
+  cp -a data data.old
+  run_app > /dev/null 2>&1 &
+  svc_pid=$!
+  wait_for_generation "$first"
+  kill -9 "$svc_pid"; wait "$svc_pid" 2>/dev/null || true; svc_pid=""
+  rm -rf data && cp -a data.old data
+  expect_refused "rolled back to an older copy"
   ;;
 crash-survived)
   session s.yml "    mrenclaves: [$(measure $PY)]"
