@@ -166,14 +166,22 @@ TEST_F(AttestationServerTest, VolumeReportsComeOnlyFromAttestedKeysAndOnlyMoveFo
   EXPECT_FALSE(Exchange(endpoint_, c, report).ok());
 }
 
-// Sends raw bytes on a TLS connection to the port; returns what came back (may be empty).
-std::string RawExchange(int port, const std::string& bytes, bool close_early) {
+// A TCP connection to the port on the loopback address, or -1.
+int ConnectLoopback(int port) {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr = {};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "connect failed";
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) return fd;
+  close(fd);
+  return -1;
+}
+
+// Sends raw bytes on a TLS connection to the port; returns what came back (may be empty).
+std::string RawExchange(int port, const std::string& bytes, bool close_early) {
+  int fd = ConnectLoopback(port);
+  if (fd < 0) return "connect failed";
   attest::TlsCredential c = std::move(attest::TlsCredential::Generate("raw").value());
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   SSL* ssl = SSL_new(ctx);
@@ -198,12 +206,8 @@ std::string RawExchange(int port, const std::string& bytes, bool close_early) {
 
 // Sends `bytes` over plain TCP, half-closes, and returns what came back.
 std::string RawTcp(int port, const std::string& bytes) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return "connect failed";
+  int fd = ConnectLoopback(port);
+  if (fd < 0) return "connect failed";
   (void)!write(fd, bytes.data(), bytes.size());
   shutdown(fd, SHUT_WR);
   std::string out;
@@ -228,12 +232,8 @@ TEST_F(AttestationServerTest, MalformedOversizedAndTruncatedRequestsGetReasonsAn
   EXPECT_EQ(RawTcp(endpoint_.port, "s"), "");
   EXPECT_EQ(RawTcp(endpoint_.port, kNonceRequest).size(), 32u);
   // Plain TCP garbage, no TLS at all.
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr = {};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(endpoint_.port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  int fd = ConnectLoopback(endpoint_.port);
+  ASSERT_GE(fd, 0);
   ASSERT_EQ(write(fd, "GET / HTTP/1.0\r\n\r\n", 18), 18);
   close(fd);
   ServiceConfig config;
