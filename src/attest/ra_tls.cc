@@ -1,8 +1,6 @@
 #include "attest/ra_tls.h"
 
-#include <openssl/bio.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <openssl/objects.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
@@ -50,15 +48,6 @@ ReportData BindReportData(const crypto::Hash& key_hash, const Nonce& nonce) {
   std::copy(key_hash.begin(), key_hash.end(), data.begin());
   std::copy(nonce.begin(), nonce.end(), data.begin() + key_hash.size());
   return data;
-}
-
-crypto::Hash PublicKeyHash(X509* cert) {
-  unsigned char* der = nullptr;
-  int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
-  if (len <= 0) return crypto::Hash{};
-  crypto::Hash h = crypto::Sha256({ByteSpan(der, static_cast<size_t>(len))});
-  OPENSSL_free(der);
-  return h;
 }
 
 struct TlsCredential::Impl {
@@ -109,18 +98,7 @@ Status TlsCredential::AttachEvidence(const Evidence& evidence) {
   return Status::Ok();
 }
 
-Result<SecretBytes> TlsCredential::ExportKey() const {
-  BIO* bio = BIO_new(BIO_s_secmem());
-  if (bio == nullptr || PEM_write_bio_PrivateKey(bio, impl_->key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
-    BIO_free(bio);
-    return Internal("cannot export the TLS key");
-  }
-  char* data = nullptr;
-  long size = BIO_get_mem_data(bio, &data);
-  SecretBytes out(std::span<const uint8_t>(reinterpret_cast<uint8_t*>(data), static_cast<size_t>(size)));
-  BIO_free(bio);
-  return out;
-}
+Result<SecretBytes> TlsCredential::ExportKey() const { return crypto::PrivateKeyPem(impl_->key); }
 
 Bytes TlsCredential::CertificateDer() const {
   unsigned char* der = nullptr;
@@ -133,15 +111,14 @@ Bytes TlsCredential::CertificateDer() const {
 
 Result<TlsCredential> TlsCredential::Import(const SecretBytes& key_pem, ByteSpan cert_der) {
   auto impl = std::make_unique<Impl>();
-  BIO* bio = BIO_new_mem_buf(key_pem.data(), static_cast<int>(key_pem.size()));
-  impl->key = bio ? PEM_read_bio_PrivateKey(bio, nullptr, nullptr, nullptr) : nullptr;
-  BIO_free(bio);
+  auto key = crypto::ReadPrivateKeyPem(key_pem);
+  impl->key = key.ok() ? *key : nullptr;
   const unsigned char* p = cert_der.data();
   impl->cert = d2i_X509(nullptr, &p, static_cast<long>(cert_der.size()));
   if (impl->key == nullptr || impl->cert == nullptr || X509_check_private_key(impl->cert, impl->key) != 1) {
     return InvalidArgument("handed-over TLS identity is malformed");
   }
-  impl->key_hash = PublicKeyHash(impl->cert);
+  impl->key_hash = crypto::PublicKeyHash(impl->cert);
   return TlsCredential(std::move(impl));
 }
 

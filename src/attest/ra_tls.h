@@ -21,8 +21,6 @@ using Nonce = std::array<uint8_t, 32>;
 
 // The report data that binds evidence to a key (its SPKI hash) and a nonce.
 ReportData BindReportData(const crypto::Hash& key_hash, const Nonce& nonce);
-// SHA-256 of a certificate's DER SubjectPublicKeyInfo.
-crypto::Hash PublicKeyHash(X509* cert);
 
 // A key pair and its self-signed certificate, held in memory only.
 class TlsCredential {

@@ -8,6 +8,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "crypto/certificates.h"
+
 namespace scone::cas {
 namespace {
 
@@ -65,7 +67,6 @@ std::string TlsError() {
   return buf;
 }
 
-// One request on a fresh TLS 1.3 connection, as `credential`; CAS must hold the pinned key.
 }  // namespace
 
 Result<attest::Nonce> FetchNonce(const AttestationEndpoint& cas) {
@@ -101,7 +102,7 @@ Result<Bytes> Exchange(const AttestationEndpoint& s, const attest::TlsCredential
     result = PermissionDenied("TLS handshake with CAS at " + s.host + " failed: " + TlsError());
   } else {
     X509* peer = SSL_get0_peer_certificate(ssl);
-    if (peer == nullptr || attest::PublicKeyHash(peer) != s.cas_key_hash) {
+    if (peer == nullptr || crypto::PublicKeyHash(peer) != s.cas_key_hash) {
       result = PermissionDenied("the server at " + s.host + ":" + std::to_string(s.port) +
                                 " is not the CAS whose key the client pins");
     } else if (Status sent = SendFrame(ssl, request.Encode()); !sent.ok()) {
@@ -118,6 +119,5 @@ Result<Bytes> Exchange(const AttestationEndpoint& s, const attest::TlsCredential
   if (fd.ok()) close(*fd);
   return result;
 }
-
 
 }  // namespace scone::cas

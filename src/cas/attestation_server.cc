@@ -13,6 +13,7 @@
 
 #include "cas/release.h"
 #include "cas/secrets.h"
+#include "crypto/certificates.h"
 
 namespace scone::cas {
 namespace {
@@ -185,7 +186,7 @@ Bytes AttestationServer::Configure(X509* cert, const std::string& config_id, con
   auto evidence = attest::EvidenceFromCertificate(cert);
   if (!evidence.ok()) return refuse(evidence.status());
   // The report data must name this connection's key and a nonce CAS issued and nobody used.
-  crypto::Hash key_hash = attest::PublicKeyHash(cert);
+  crypto::Hash key_hash = crypto::PublicKeyHash(cert);
   const attest::ReportData& data = evidence->report.report_data;
   if (!std::equal(key_hash.begin(), key_hash.end(), data.begin())) {
     return refuse(PermissionDenied("evidence is bound to another key than this connection's"));
@@ -250,7 +251,7 @@ Result<std::vector<std::string>> AttestationServer::VolumesOf(const std::string&
 
 Bytes AttestationServer::Report(X509* cert, const Request& request, const std::string& peer) {
   std::string actor = "service@" + peer;
-  crypto::Hash key_hash = attest::PublicKeyHash(cert);
+  crypto::Hash key_hash = crypto::PublicKeyHash(cert);
   {
     std::lock_guard lock(attested_mu_);
     auto it = attested_.find(key_hash);

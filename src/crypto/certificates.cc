@@ -22,10 +22,8 @@ template <typename T>
 using Owned = std::unique_ptr<T, Freer>;
 
 Result<Owned<EVP_PKEY>> ReadKey(const SecretBytes& pem) {
-  Owned<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
-  Owned<EVP_PKEY> key(PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr));
-  if (!key) return InvalidArgument("not a PEM private key");
-  return key;
+  SCONE_ASSIGN_OR_RETURN(EVP_PKEY* key, ReadPrivateKeyPem(pem));
+  return Owned<EVP_PKEY>(key);
 }
 
 Result<Owned<X509>> ReadCert(const std::string& pem) {
@@ -48,6 +46,32 @@ bool AddExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
 
 }  // namespace
 
+Hash PublicKeyHash(X509* cert) {
+  unsigned char* der = nullptr;
+  int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
+  if (len <= 0) return Hash{};
+  Hash h = Sha256({ByteSpan(der, static_cast<size_t>(len))});
+  OPENSSL_free(der);
+  return h;
+}
+
+Result<SecretBytes> PrivateKeyPem(EVP_PKEY* key) {
+  Owned<BIO> bio(BIO_new(BIO_s_secmem()));
+  if (!bio || PEM_write_bio_PrivateKey(bio.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1) {
+    return Internal("cannot encode a private key");
+  }
+  char* data = nullptr;
+  long size = BIO_get_mem_data(bio.get(), &data);
+  return SecretBytes(std::span<const uint8_t>(reinterpret_cast<uint8_t*>(data), static_cast<size_t>(size)));
+}
+
+Result<EVP_PKEY*> ReadPrivateKeyPem(const SecretBytes& pem) {
+  Owned<BIO> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
+  EVP_PKEY* key = bio ? PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr) : nullptr;
+  if (key == nullptr) return InvalidArgument("not a PEM private key");
+  return key;
+}
+
 X509* NewCertificate(EVP_PKEY* key, const std::string& common_name, long valid_seconds) {
   X509* cert = X509_new();
   if (cert == nullptr) return nullptr;
@@ -68,13 +92,8 @@ X509* NewCertificate(EVP_PKEY* key, const std::string& common_name, long valid_s
 
 Result<SecretBytes> GeneratePrivateKeyPem() {
   Owned<EVP_PKEY> key(EVP_EC_gen("P-256"));
-  Owned<BIO> bio(BIO_new(BIO_s_secmem()));
-  if (!key || !bio || PEM_write_bio_PrivateKey(bio.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1) {
-    return Internal("private key generation failed");
-  }
-  char* data = nullptr;
-  long size = BIO_get_mem_data(bio.get(), &data);
-  return SecretBytes(std::span<const uint8_t>(reinterpret_cast<uint8_t*>(data), static_cast<size_t>(size)));
+  if (!key) return Internal("private key generation failed");
+  return PrivateKeyPem(key.get());
 }
 
 Result<std::string> IssueCertificate(const SecretBytes& subject_key_pem, const CertificateRequest& request,

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "crypto/primitives.h"
 #include "crypto/secret.h"
 
 typedef struct evp_pkey_st EVP_PKEY;
@@ -19,6 +20,14 @@ namespace scone::crypto {
 // `valid_seconds`, subject CN `common_name`. The caller sets the issuer, adds extensions and
 // signs it. nullptr if OpenSSL fails.
 X509* NewCertificate(EVP_PKEY* key, const std::string& common_name, long valid_seconds);
+
+// SHA-256 of a certificate's DER SubjectPublicKeyInfo: the identity of its key (all zero if
+// OpenSSL cannot encode it).
+Hash PublicKeyHash(X509* cert);
+
+// A private key as PEM (PKCS#8) in secret memory, and back (the caller frees the key).
+Result<SecretBytes> PrivateKeyPem(EVP_PKEY* key);
+Result<EVP_PKEY*> ReadPrivateKeyPem(const SecretBytes& pem);
 
 // A new P-256 private key, PEM (PKCS#8).
 Result<SecretBytes> GeneratePrivateKeyPem();

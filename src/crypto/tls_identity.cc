@@ -66,13 +66,8 @@ Status EnsureTlsIdentity(const TlsIdentityFiles& files, const std::string& commo
 }
 
 std::string PublicKeyFingerprint(const void* x509) {
-  X509* cert = const_cast<X509*>(static_cast<const X509*>(x509));
-  unsigned char* der = nullptr;
-  int len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der);
-  if (len <= 0) return "";
-  Hash h = Sha256({ByteSpan(der, static_cast<size_t>(len))});
-  OPENSSL_free(der);
-  return ToHex(h);
+  Hash h = PublicKeyHash(const_cast<X509*>(static_cast<const X509*>(x509)));
+  return h == Hash{} ? "" : ToHex(h);
 }
 
 Result<std::string> PublicKeyFingerprintOfFile(const std::string& cert_path) {
