@@ -188,8 +188,8 @@ int Main(int argc, char** argv) {
   b.cas.host = "127.0.0.1";
   b.cas.port = port;
   b.cas_pid = cas_pid;
-  auto pin = Must(FromHex(Must(crypto::PublicKeyFingerprintOfFile(tls.cert_path), "pin")), "pin");
-  std::copy(pin.begin(), pin.end(), b.cas.cas_key_hash.begin());
+  b.cas.cas_key_hash =
+      Must(FromHexArray<crypto::kHashSize>(Must(crypto::PublicKeyFingerprintOfFile(tls.cert_path), "pin")), "pin");
   b.las_socket = dir / "las.sock";
   volatile bool stop = false;
   std::thread las([&] { (void)attest::ServeLas(b.las_socket, platform, runtime, &stop); });

@@ -30,8 +30,8 @@ class AttestationServerTest : public ::testing::Test {
     server_->Start(2);
     endpoint_.host = "127.0.0.1";
     endpoint_.port = *port;
-    auto pin = FromHex(crypto::PublicKeyFingerprintOfFile(tls.cert_path).value()).value();
-    std::copy(pin.begin(), pin.end(), endpoint_.cas_key_hash.begin());
+    endpoint_.cas_key_hash =
+        FromHexArray<crypto::kHashSize>(crypto::PublicKeyFingerprintOfFile(tls.cert_path).value()).value();
     ASSERT_TRUE(store_->TrustPlatform(platform_.platform_key(), "test").ok());
     std::string session = "name: shop\nversion: \"0.3\"\nsecurity:\n  attestation:\n    tolerate: [sim]\n"
                           "volumes:\n  - name: data\n"

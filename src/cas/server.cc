@@ -166,13 +166,9 @@ void Server::Routes() {
     }
     auto body = nlohmann::json::parse(req.body, nullptr, false);
     std::string hex = body.is_object() && body.contains("key") && body["key"].is_string() ? body["key"].get<std::string>() : "";
-    auto bytes = FromHex(hex);
-    crypto::PublicKey key{};
-    if (!bytes.ok() || bytes->size() != key.size()) {
-      return Reply(res, InvalidArgument("body must be {\"key\": \"<64 hex digits>\"}"));
-    }
-    std::copy(bytes->begin(), bytes->end(), key.begin());
-    Status s = store->TrustPlatform(key, caller);
+    auto key = FromHexArray<crypto::PublicKey{}.size()>(hex);
+    if (!key.ok()) return Reply(res, InvalidArgument("body must be {\"key\": \"<64 hex digits>\"}"));
+    Status s = store->TrustPlatform(*key, caller);
     store->Audit(caller, "trust-platform", hex, s.ok() ? "ok" : s.message());
     if (!s.ok()) return Reply(res, s);
     res.set_content(nlohmann::json{{"trusted", hex}}.dump() + "\n", "application/json");

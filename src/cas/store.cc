@@ -334,11 +334,8 @@ Result<std::vector<crypto::PublicKey>> Store::TrustedPlatforms() {
   }
   std::vector<crypto::PublicKey> out;
   while (sqlite3_step(st.stmt) == SQLITE_ROW) {
-    auto bytes = FromHex(reinterpret_cast<const char*>(sqlite3_column_text(st.stmt, 0)));
-    crypto::PublicKey k{};
-    if (!bytes.ok() || bytes->size() != k.size()) continue;
-    std::copy(bytes->begin(), bytes->end(), k.begin());
-    out.push_back(k);
+    auto key = FromHexArray<crypto::PublicKey{}.size()>(reinterpret_cast<const char*>(sqlite3_column_text(st.stmt, 0)));
+    if (key.ok()) out.push_back(*key);
   }
   return out;
 }

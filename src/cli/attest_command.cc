@@ -50,13 +50,9 @@ Status PrintKey(const LasArgs& a) {
 
 template <typename T>
 Result<T> FixedHex(const std::string& text, const char* what) {
-  auto bytes = FromHex(text);
-  T out{};
-  if (!bytes.ok() || bytes->size() != out.size()) {
-    return InvalidArgument(std::string(what) + " must be " + std::to_string(out.size() * 2) + " hex digits");
-  }
-  std::copy(bytes->begin(), bytes->end(), out.begin());
-  return out;
+  auto out = FromHexArray<T{}.size()>(text);
+  if (!out.ok()) return InvalidArgument(std::string(what) + " must be " + std::to_string(T{}.size() * 2) + " hex digits");
+  return *out;
 }
 
 Status Verify(const VerifyArgs& a) {

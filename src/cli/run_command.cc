@@ -55,12 +55,9 @@ Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
   if (!is_volume) return NotFound("--volume " + spec + ": " + dir + " is not a SCONE volume");
   SCONE_ASSIGN_OR_RETURN(v.key, fs::ReadKeyFile(key_file));
   if (second != std::string::npos) {
-    auto tag = FromHex(spec.substr(second + 1));
-    if (!tag.ok() || tag->size() != crypto::kHashSize) {
-      return InvalidArgument("--volume " + spec + ": TAG must be 64 hex digits");
-    }
-    v.expected_tag.emplace();
-    std::copy(tag->begin(), tag->end(), v.expected_tag->begin());
+    auto tag = FromHexArray<crypto::kHashSize>(spec.substr(second + 1));
+    if (!tag.ok()) return InvalidArgument("--volume " + spec + ": TAG must be 64 hex digits");
+    v.expected_tag = *tag;
   }
   return v;
 }

@@ -42,12 +42,9 @@ Result<std::shared_ptr<fs::Volume>> OpenVolume(const VolumeArgs& a) {
   SCONE_ASSIGN_OR_RETURN(SecretBytes key, LoadKey(a.key_file, false));
   fs::Volume::OpenOptions options;
   if (!a.tag.empty()) {
-    auto tag = FromHex(a.tag);
-    if (!tag.ok() || tag->size() != crypto::kHashSize) {
-      return InvalidArgument("--tag must be 64 hex digits (as printed by `scone volume tag`)");
-    }
-    options.expected_tag.emplace();
-    std::copy(tag->begin(), tag->end(), options.expected_tag->begin());
+    auto tag = FromHexArray<crypto::kHashSize>(a.tag);
+    if (!tag.ok()) return InvalidArgument("--tag must be 64 hex digits (as printed by `scone volume tag`)");
+    options.expected_tag = *tag;
   }
   return fs::Volume::Open(a.dir, key, options);
 }

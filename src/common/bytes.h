@@ -4,6 +4,8 @@
 // caller turns that into a "truncated" error naming the object it was parsing.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -21,6 +23,17 @@ using MutableByteSpan = std::span<uint8_t>;
 std::string ToHex(ByteSpan bytes);
 // Lowercase or uppercase hex, even length; anything else is an error.
 Result<Bytes> FromHex(std::string_view hex);
+// Exactly N bytes as hex (2N digits); anything else is an error.
+template <size_t N>
+Result<std::array<uint8_t, N>> FromHexArray(std::string_view hex) {
+  auto bytes = FromHex(hex);
+  if (!bytes.ok() || bytes->size() != N) {
+    return Status(Code::kInvalidArgument, "expected " + std::to_string(2 * N) + " hex digits");
+  }
+  std::array<uint8_t, N> out;
+  std::copy(bytes->begin(), bytes->end(), out.begin());
+  return out;
+}
 
 inline ByteSpan AsBytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};

@@ -51,5 +51,15 @@ TEST(ByteReaderTest, BlobLengthIsBounded) {
   EXPECT_FALSE(r2.Blob(&out, 10));
 }
 
+TEST(HexTest, FixedSizeArrays) {
+  auto two = FromHexArray<2>("0aFF");
+  ASSERT_TRUE(two.ok());
+  EXPECT_EQ((*two)[0], 0x0a);
+  EXPECT_EQ((*two)[1], 0xff);
+  EXPECT_FALSE(FromHexArray<2>("0a").ok());
+  EXPECT_FALSE(FromHexArray<2>("0a0b0c").ok());
+  EXPECT_FALSE(FromHexArray<2>("0g0b").ok());
+}
+
 }  // namespace
 }  // namespace scone

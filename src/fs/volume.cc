@@ -394,10 +394,8 @@ Status Volume::SettleTrash() {
 void Volume::RemoveEntriesOfUnknownFiles(const std::string& meta_dir) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(meta_dir, ec)) {
-    auto id = FromHex(e.path().filename().string());
-    FileId fid{};
-    if (id.ok() && id->size() == kFileIdSize) std::copy(id->begin(), id->end(), fid.begin());
-    if (!id.ok() || id->size() != kFileIdSize || path_by_id_.count(fid) == 0) {
+    auto id = FromHexArray<kFileIdSize>(e.path().filename().string());
+    if (!id.ok() || path_by_id_.count(*id) == 0) {
       os::Sys().unlink(e.path().c_str());
     }
   }

@@ -58,11 +58,9 @@ Result<uint64_t> Number(const YAML::Node& node, const std::string& what, uint64_
 
 Result<crypto::Hash> HashValue(const YAML::Node& node, const std::string& what) {
   SCONE_ASSIGN_OR_RETURN(std::string s, String(node, what));
-  auto bytes = FromHex(s);
-  if (!bytes.ok() || bytes->size() != crypto::kHashSize) return At(node, what + " must be 64 hex digits");
-  crypto::Hash h;
-  std::copy(bytes->begin(), bytes->end(), h.begin());
-  return h;
+  auto h = FromHexArray<crypto::kHashSize>(s);
+  if (!h.ok()) return At(node, what + " must be 64 hex digits");
+  return *h;
 }
 
 bool ValidName(const std::string& s) {

@@ -45,12 +45,12 @@ Result<std::optional<CasSettings>> CasSettingsFromEnvironment() {
   s.las_socket = Env("SCONE_LAS_ADDR");
   if (s.las_socket.rfind("unix:", 0) == 0) s.las_socket = s.las_socket.substr(5);
   if (s.las_socket.empty()) return InvalidArgument("SCONE_LAS_ADDR (LAS's unix socket) is not set");
-  auto pin = FromHex(Env("SCONE_CAS_KEY_HASH"));
-  if (!pin.ok() || pin->size() != s.cas_key_hash.size()) {
+  auto pin = FromHexArray<crypto::kHashSize>(Env("SCONE_CAS_KEY_HASH"));
+  if (!pin.ok()) {
     return InvalidArgument("SCONE_CAS_KEY_HASH must name CAS's public key (64 hex digits): the runtime "
                            "trusts no CAS it cannot recognize");
   }
-  std::copy(pin->begin(), pin->end(), s.cas_key_hash.begin());
+  s.cas_key_hash = *pin;
   s.sigstruct_path = Env("SCONE_SIGSTRUCT");
   return std::optional<CasSettings>(std::move(s));
 }
