@@ -241,11 +241,9 @@ Result<std::vector<std::string>> AttestationServer::VolumesOf(const std::string&
   SCONE_ASSIGN_OR_RETURN(auto session, ParsedSession(session_name));
   const policy::Service* service = session->FindService(service_name);
   std::vector<std::string> names;
-  if (service == nullptr) return names;
-  for (const policy::Image& image : session->images) {
-    if (image.name != service->image_name) continue;
-    for (const policy::VolumeRef& v : image.volumes) names.push_back(v.name);
-  }
+  const policy::Image* image = service ? session->FindImage(service->image_name) : nullptr;
+  if (image == nullptr) return names;
+  for (const policy::VolumeRef& v : image->volumes) names.push_back(v.name);
   return names;
 }
 

@@ -5,17 +5,17 @@
 namespace scone::cas {
 namespace {
 
+std::string Text(const SecretBytes& s) { return std::string(s.span().begin(), s.span().end()); }
+
 Result<SecretBytes> SubstituteSecrets(Store& store, const policy::Session& session, std::string_view text) {
   SCONE_ASSIGN_OR_RETURN(std::string out, policy::Substitute(text, [&](std::string_view ref) -> Result<std::string> {
     SCONE_ASSIGN_OR_RETURN(SecretBytes value, SecretText(store, session, ref));
-    return std::string(value.span().begin(), value.span().end());
+    return Text(value);
   }));
   SecretBytes secret(AsBytes(out));
   Wipe(out);
   return secret;
 }
-
-std::string Text(const SecretBytes& s) { return std::string(s.span().begin(), s.span().end()); }
 
 // SCONE's `command` is split at white space (no shell quoting).
 std::vector<std::string> SplitCommand(const std::string& command) {
@@ -57,10 +57,7 @@ Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session
   }
   c.pwd = service.pwd;
   if (service.image_name.empty()) return c;
-  const policy::Image* image = nullptr;
-  for (const policy::Image& i : session.images) {
-    if (i.name == service.image_name) image = &i;
-  }
+  const policy::Image* image = session.FindImage(service.image_name);
   if (image == nullptr) return NotFound("image " + service.image_name + " is not in session " + session.name);
   for (const policy::VolumeRef& v : image->volumes) {
     VolumeGrant g;

@@ -125,13 +125,14 @@ Status StartLocalLas(LocalServices* out) {
   return StartDaemon(LasDir(), {"las", "serve", "--state", LasDir(), "--socket", out->las_socket}).status();
 }
 
-Status StartLocalCas(LocalServices* out) {
+// Starts the local CAS unless it runs; true if this call started it.
+Result<bool> StartLocalCas(LocalServices* out) {
   SCONE_RETURN_IF_ERROR(os::MakeDirectories(CasDir(), 0700));
   out->cas_cert = CasDir() + "/cas.crt";
   if (RunningPid(CasDir()) != 0) {
     out->cas_address = ReadSmallFile(CasDir() + "/address");
     out->attestation_address = ReadSmallFile(CasDir() + "/attestation");
-    if (!out->cas_address.empty() && !out->attestation_address.empty()) return Status::Ok();
+    if (!out->cas_address.empty() && !out->attestation_address.empty()) return false;
   }
   SCONE_ASSIGN_OR_RETURN(std::string admin, crypto::PublicKeyFingerprintOfFile(ClientCert()));
   SCONE_ASSIGN_OR_RETURN(std::string line,
@@ -143,7 +144,9 @@ Status StartLocalCas(LocalServices* out) {
     return Internal("the local CAS printed no addresses; see " + CasDir() + "/log");
   }
   SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(CasDir() + "/address", AsBytes(out->cas_address + "\n"), 0600));
-  return os::WriteFileAtomically(CasDir() + "/attestation", AsBytes(out->attestation_address + "\n"), 0600);
+  SCONE_RETURN_IF_ERROR(
+      os::WriteFileAtomically(CasDir() + "/attestation", AsBytes(out->attestation_address + "\n"), 0600));
+  return true;
 }
 
 // The local CAS trusts the local LAS's platform: both are this user's, on this host.
@@ -173,9 +176,8 @@ Result<LocalServices> StartLocalServices() {
   LocalServices s;
   // LAS first: it creates the platform key the CAS is told to trust.
   SCONE_RETURN_IF_ERROR(StartLocalLas(&s));
-  bool cas_was_running = RunningPid(CasDir()) != 0;
-  SCONE_RETURN_IF_ERROR(StartLocalCas(&s));
-  if (!cas_was_running) SCONE_RETURN_IF_ERROR(TrustLocalPlatform(s));
+  SCONE_ASSIGN_OR_RETURN(bool started, StartLocalCas(&s));
+  if (started) SCONE_RETURN_IF_ERROR(TrustLocalPlatform(s));
   return s;
 }
 

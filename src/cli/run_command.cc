@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 
 #include "cli/command.h"
 #include "attest/measurement.h"
@@ -33,8 +34,6 @@ struct RunArgs {
   std::string cas_cert;
   std::string sigstruct;
 };
-
-Status Exec(const std::string& program, const std::string& library, const std::vector<std::string>& command);
 
 Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
   size_t first = spec.find(':');
@@ -103,15 +102,29 @@ Status SetCasEnvironment(const RunArgs& a) {
   return Status::Ok();
 }
 
+// Checks PROGRAM, lets `prepare` set the runtime's environment, and runs PROGRAM with the
+// runtime preloaded (the program's own preloads after it).
+Status Launch(const std::vector<std::string>& command, const std::function<Status()>& prepare) {
+  SCONE_ASSIGN_OR_RETURN(std::string program, FindProgram(command[0]));
+  SCONE_RETURN_IF_ERROR(CheckDynamicallyLinked(program));
+  SCONE_ASSIGN_OR_RETURN(std::string library, RuntimeLibrary());
+  SCONE_RETURN_IF_ERROR(prepare());
+  const char* preload = getenv("LD_PRELOAD");
+  std::string value = library + (preload && *preload ? ":" + std::string(preload) : "");
+  setenv("LD_PRELOAD", value.c_str(), 1);
+  std::vector<char*> argv;
+  for (const std::string& s : command) argv.push_back(const_cast<char*>(s.c_str()));
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  execv(program.c_str(), argv.data());
+  return IoError("exec " + program, errno);
+}
+
 Status Run(const RunArgs& a) {
   if (a.command.empty()) return InvalidArgument("no program given (scone run [OPTIONS] -- PROGRAM ARGS...)");
   if (!a.config_id.empty()) {
     if (!a.volumes.empty()) return InvalidArgument("--volume and --config-id: with CAS, volumes come from the session");
-    SCONE_ASSIGN_OR_RETURN(std::string program, FindProgram(a.command[0]));
-    SCONE_RETURN_IF_ERROR(CheckDynamicallyLinked(program));
-    SCONE_ASSIGN_OR_RETURN(std::string library, RuntimeLibrary());
-    SCONE_RETURN_IF_ERROR(SetCasEnvironment(a));
-    return Exec(program, library, a.command);
+    return Launch(a.command, [&] { return SetCasEnvironment(a); });
   }
   runtime::RuntimeConfig config;
   config.print_measurement = a.print_measurement;
@@ -122,30 +135,16 @@ Status Run(const RunArgs& a) {
     SCONE_ASSIGN_OR_RETURN(runtime::VolumeConfig v, ParseVolume(spec));
     config.volumes.push_back(std::move(v));
   }
-  SCONE_ASSIGN_OR_RETURN(std::string program, FindProgram(a.command[0]));
-  SCONE_RETURN_IF_ERROR(CheckDynamicallyLinked(program));
-  SCONE_ASSIGN_OR_RETURN(std::string library, RuntimeLibrary());
-  SCONE_ASSIGN_OR_RETURN(int fd, runtime::WriteConfigFd(config));
-  setenv(runtime::kConfigFdEnv, std::to_string(fd).c_str(), 1);
-  // Only paths, no keys: lets the runtime tell early calls outside every volume apart without
-  // starting up (see runtime.h, ShieldFor).
-  std::string roots;
-  for (const auto& v : config.volumes) roots += (roots.empty() ? "" : ":") + v.dir;
-  setenv(runtime::kVolumeRootsEnv, roots.c_str(), 1);
-  return Exec(program, library, a.command);
-}
-
-// Runs PROGRAM with the runtime preloaded (the program's own preloads after it).
-Status Exec(const std::string& program, const std::string& library, const std::vector<std::string>& command) {
-  const char* preload = getenv("LD_PRELOAD");
-  std::string value = library + (preload && *preload ? ":" + std::string(preload) : "");
-  setenv("LD_PRELOAD", value.c_str(), 1);
-  std::vector<char*> argv;
-  for (const std::string& s : command) argv.push_back(const_cast<char*>(s.c_str()));
-  argv.push_back(nullptr);
-  std::fflush(stdout);
-  execv(program.c_str(), argv.data());
-  return IoError("exec " + program, errno);
+  return Launch(a.command, [&]() -> Status {
+    SCONE_ASSIGN_OR_RETURN(int fd, runtime::WriteConfigFd(config));
+    setenv(runtime::kConfigFdEnv, std::to_string(fd).c_str(), 1);
+    // Only paths, no keys: lets the runtime tell early calls outside every volume apart without
+    // starting up (see runtime.h, ShieldFor).
+    std::string roots;
+    for (const auto& v : config.volumes) roots += (roots.empty() ? "" : ":") + v.dir;
+    setenv(runtime::kVolumeRootsEnv, roots.c_str(), 1);
+    return Status::Ok();
+  });
 }
 
 }  // namespace

@@ -275,9 +275,7 @@ Status CheckReferences(const Session& s) {
       }
     }
     if (!svc.image_name.empty()) {
-      bool found = false;
-      for (const Image& img : s.images) found = found || img.name == svc.image_name;
-      if (!found) return missing(svc.line, "service '" + svc.name + "' names unknown image '" + svc.image_name + "'");
+      if (!s.FindImage(svc.image_name)) return missing(svc.line, "service '" + svc.name + "' names unknown image '" + svc.image_name + "'");
     }
   }
   for (const Image& img : s.images) {
@@ -394,6 +392,13 @@ std::optional<Session::SecretPart> Session::ResolveReference(std::string_view re
     return SecretPart{s, part};
   }
   return std::nullopt;
+}
+
+const Image* Session::FindImage(std::string_view name) const {
+  for (const Image& i : images) {
+    if (i.name == name) return &i;
+  }
+  return nullptr;
 }
 
 const Service* Session::FindService(std::string_view name) const {

@@ -89,6 +89,7 @@ struct Session {
   };
   std::optional<SecretPart> ResolveReference(std::string_view ref) const;
   const Service* FindService(std::string_view name) const;
+  const Image* FindImage(std::string_view name) const;
 };
 
 // Replaces every $$SCONE::name$$ in `text` with the value `lookup` gives; an unknown name is an

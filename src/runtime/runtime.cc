@@ -231,12 +231,11 @@ Status Runtime::Init() {
     options.expected_tag = vc.expected_tag;
     auto volume = fs::Volume::Open(vc.dir, vc.key, options);
     if (!volume.ok()) return volume.status();
-    SCONE_RETURN_IF_ERROR(Mount(vc.dir, std::move(volume).value(), vc.key, vc.cas_name));
+    Mount(vc.dir, std::move(volume).value(), vc.key, vc.cas_name);
   }
   if (config.cas) {
     SCONE_ASSIGN_OR_RETURN(CasConnection connection, CasConnection::FromHandover(*config.cas));
-    cas_ = std::make_unique<CasConnection>(std::move(connection));
-    reporter_ = std::make_unique<VolumeReporter>([this] { ReportVolumesToCas(); });
+    AdoptCas(std::move(connection));
   }
   for (InjectedFileConfig& f : config.injected_files) injected_[f.path] = std::move(f.content);
   // Descriptors a parent process handed over across exec.
@@ -257,15 +256,19 @@ Status Runtime::Init() {
   return Status::Ok();
 }
 
-Status Runtime::Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, const SecretBytes& key,
-                      const std::string& cas_name) {
+void Runtime::Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, const SecretBytes& key,
+                    const std::string& cas_name) {
   keys_.push_back(key.Clone());
   auto mounted = std::make_unique<MountedVolume>();
   mounted->root = dir;
   mounted->volume = std::move(volume);
   mounted->cas_name = cas_name;
   volumes_.push_back(std::move(mounted));
-  return Status::Ok();
+}
+
+void Runtime::AdoptCas(CasConnection connection) {
+  cas_ = std::make_unique<CasConnection>(std::move(connection));
+  reporter_ = std::make_unique<VolumeReporter>([this] { ReportVolumesToCas(); });
 }
 
 // A volume CAS granted: created on first use; else its state must be the one CAS last heard
@@ -285,7 +288,8 @@ Status Runtime::MountGranted(cas::VolumeGrant& g) {
                         std::to_string(g.expected->generation) + ")");
     }
     SCONE_ASSIGN_OR_RETURN(auto created, fs::Volume::Create(dir, g.key, fs::RegionRules()));
-    return Mount(dir, std::move(created), g.key, g.name);
+    Mount(dir, std::move(created), g.key, g.name);
+    return Status::Ok();
   }
   SCONE_ASSIGN_OR_RETURN(auto volume, fs::Volume::Open(dir, g.key));
   if (g.expected) {
@@ -299,7 +303,8 @@ Status Runtime::MountGranted(cas::VolumeGrant& g) {
       return RolledBack("volume " + g.name + " at " + dir + " does not match the state CAS knows (replaced)");
     }
   }
-  return Mount(dir, std::move(volume), g.key, g.name);
+  Mount(dir, std::move(volume), g.key, g.name);
+  return Status::Ok();
 }
 
 Status Runtime::InitFromCas(const CasSettings& settings) {
@@ -307,8 +312,7 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
   cas::ServiceConfig config;
   auto connection = CasConnection::Attest(settings, &config);
   if (!connection.ok()) return connection.status().Annotate("attestation for " + settings.config_id);
-  cas_ = std::make_unique<CasConnection>(std::move(connection).value());
-  reporter_ = std::make_unique<VolumeReporter>([this] { ReportVolumesToCas(); });
+  AdoptCas(std::move(connection).value());
   for (cas::VolumeGrant& g : config.volumes) SCONE_RETURN_IF_ERROR(MountGranted(g));
   for (cas::InjectedFile& f : config.injected_files) {
     if (f.path.empty() || f.path[0] != '/') return InvalidArgument("injected file '" + f.path + "' is not absolute");

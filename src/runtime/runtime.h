@@ -105,8 +105,10 @@ class Runtime {
  private:
   Status InitFromCas(const CasSettings& settings);
   Status MountGranted(cas::VolumeGrant& grant);
-  Status Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, const SecretBytes& key,
-               const std::string& cas_name);
+  void Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, const SecretBytes& key,
+             const std::string& cas_name);
+  // The attested identity, and the reporter that tells CAS of synced volume states with it.
+  void AdoptCas(CasConnection connection);
 
   std::vector<std::unique_ptr<MountedVolume>> volumes_;
   std::map<std::string, SecretBytes> injected_;
@@ -120,7 +122,6 @@ class Runtime {
   std::unique_ptr<std::atomic<OpenDescription*>[]> slots_ =
       std::make_unique<std::atomic<OpenDescription*>[]>(kMaxFds);
 };
-
 
 // The runtime, or nullptr when calls must go straight to the C library. Starts the runtime if
 // it has not started (the constructor, __libc_start_main and exec call this).
