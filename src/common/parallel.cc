@@ -4,10 +4,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
+#include <memory>
 #include <mutex>
 #include <thread>
 
@@ -162,6 +164,46 @@ void ParallelFor(size_t count, size_t min_parallel_count,
   }
   fn(0, half);
   helper.Wait();
+}
+
+}  // namespace scone
+
+namespace scone {
+
+void ParallelPipeline(size_t count, size_t block, const std::function<void(size_t, size_t)>& work,
+                      const std::function<void(size_t, size_t)>& consume) {
+  if (count == 0) return;
+  const size_t blocks = (count + block - 1) / block;
+  auto range_end = [&](size_t b) { return std::min(count, (b + 1) * block); };
+  std::atomic<size_t> next{0};
+  std::unique_ptr<std::atomic<bool>[]> done(new std::atomic<bool>[blocks]);
+  for (size_t b = 0; b < blocks; ++b) done[b].store(false, std::memory_order_relaxed);
+  // Claims and works on blocks until none is left; returns false if there was none to claim.
+  auto work_one = [&]() {
+    size_t b = next.fetch_add(1, std::memory_order_relaxed);
+    if (b >= blocks) return false;
+    work(b * block, range_end(b));
+    done[b].store(true, std::memory_order_release);
+    return true;
+  };
+  const std::function<void(size_t, size_t)> helper_job = [&](size_t, size_t) {
+    while (work_one()) {
+    }
+  };
+  Helper& helper = TheHelper();
+  const bool helped = blocks > 1 && MoreThanOneCore() && helper.TrySubmit(&helper_job, 0, 0);
+  size_t consumed = 0;
+  while (consumed < blocks) {
+    size_t ready = consumed;
+    while (ready < blocks && done[ready].load(std::memory_order_acquire)) ++ready;
+    if (ready > consumed) {
+      consume(consumed * block, range_end(ready - 1));
+      consumed = ready;
+    } else if (!work_one()) {
+      __builtin_ia32_pause();  // the helper is finishing the next block in order
+    }
+  }
+  if (helped) helper.Wait();
 }
 
 }  // namespace scone

@@ -19,6 +19,13 @@ namespace scone {
 void ParallelFor(size_t count, size_t min_parallel_count,
                  const std::function<void(size_t, size_t)>& fn);
 
+// Calls work(begin, end) over [0, count) in blocks of `block` items, on the calling thread and
+// the helper, and consume(begin, end) on the calling thread over runs of finished blocks, in
+// order, while later blocks are still being worked on (sealing overlaps writing). Returns when
+// everything is consumed. work must be safe to run concurrently on disjoint ranges.
+void ParallelPipeline(size_t count, size_t block, const std::function<void(size_t, size_t)>& work,
+                      const std::function<void(size_t, size_t)>& consume);
+
 // Stops the helper thread now (it is otherwise stopped at exit): for programs that tear their
 // libraries down before exit.
 void StopParallelHelper();

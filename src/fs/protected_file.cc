@@ -23,6 +23,8 @@ constexpr size_t kReadBatchChunks = 256;
 constexpr size_t kSmallCommitChunks = 16;
 // Requests of at least this many chunks have their crypto split over two cores.
 constexpr size_t kParallelChunks = 32;
+// Chunks sealed per block when sealing and writing overlap (see ParallelPipeline).
+constexpr size_t kPipelineChunks = 32;
 
 struct ChunkAad {
   uint8_t bytes[kFileIdSize + 8];
@@ -442,30 +444,80 @@ Status ProtectedFile::WriteSlot(uint64_t chunk, const uint8_t* image) {
 Status ProtectedFile::CachedChunkForUpdate(uint64_t chunk, uint8_t** plain) {
   auto it = cache_.find(chunk);
   if (it == cache_.end()) {
-    Bytes buffer(kChunkSize);
-    SCONE_RETURN_IF_ERROR(ChunkFromDisk(chunk, buffer.data()).status());
+    Bytes buffer = TakeBuffer();
+    Status loaded = ChunkFromDisk(chunk, buffer.data()).status();
+    if (!loaded.ok()) {
+      RecycleBuffer(std::move(buffer));
+      return loaded;
+    }
     it = cache_.emplace(chunk, std::move(buffer)).first;
   }
   *plain = it->second.data();
   return Status::Ok();
 }
 
+Bytes ProtectedFile::TakeBuffer() {
+  if (spare_buffers_.empty()) return Bytes(kChunkSize);
+  Bytes buffer = std::move(spare_buffers_.back());
+  spare_buffers_.pop_back();
+  return buffer;
+}
+
+void ProtectedFile::RecycleBuffer(Bytes buffer) {
+  if (spare_buffers_.size() < kMaxCachedChunks) spare_buffers_.push_back(std::move(buffer));
+}
+
+void ProtectedFile::DropCached(std::map<uint64_t, Bytes>::iterator first,
+                               std::map<uint64_t, Bytes>::iterator last) {
+  for (auto it = first; it != last; ++it) RecycleBuffer(std::move(it->second));
+  cache_.erase(first, last);
+}
+
+// Seals chunks[i] from plains[i] and writes them in place, writing each block of slots while the
+// next is sealed. REQUIRES: mu_ held exclusively; none of the chunks is durable.
+Status ProtectedFile::SealAndWriteInPlace(const std::vector<uint64_t>& chunks,
+                                          const std::vector<const uint8_t*>& plains) {
+  Bytes& scratch = ThreadScratch(chunks.size() * kChunkSize);
+  std::vector<std::pair<uint64_t, const uint8_t*>> slots(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) slots[i] = {chunks[i], scratch.data() + i * kChunkSize};
+  std::vector<Status> sealed(chunks.size());
+  Status written;
+  ParallelPipeline(
+      chunks.size(), kPipelineChunks,
+      [&](size_t begin, size_t stop) {
+        for (size_t i = begin; i < stop; ++i) {
+          sealed[i] = SealInto(chunks[i], plains[i], scratch.data() + i * kChunkSize);
+        }
+      },
+      [&](size_t begin, size_t stop) {
+        for (size_t i = begin; i < stop && written.ok(); ++i) written = sealed[i];
+        if (written.ok()) written = WriteSlots({slots.data() + begin, stop - begin});
+      });
+  for (uint64_t c : chunks) {
+    NoteSealed(c);
+    inplace_.push_back(c);
+  }
+  data_unsynced_ = true;
+  return written;
+}
+
 // Keeps the cache bounded: seals chunks the durable state does not reference and writes them in
 // place; if overwrites of durable chunks still fill it, commits.
 Status ProtectedFile::EvictCache() {
   if (cache_.size() <= kMaxCachedChunks) return Status::Ok();
-  uint8_t image[kChunkSize];
-  for (auto it = cache_.begin(); it != cache_.end();) {
-    uint64_t chunk = it->first;
-    if (chunk < durable_.size() && durable_[chunk]) {
-      ++it;
-      continue;
+  std::vector<uint64_t> chunks;
+  std::vector<const uint8_t*> plains;
+  for (const auto& [chunk, plain] : cache_) {
+    if (chunk < durable_.size() && durable_[chunk]) continue;
+    chunks.push_back(chunk);
+    plains.push_back(plain.data());
+  }
+  if (!chunks.empty()) {
+    SCONE_RETURN_IF_ERROR(SealAndWriteInPlace(chunks, plains));
+    for (uint64_t c : chunks) {
+      auto it = cache_.find(c);
+      DropCached(it, std::next(it));
     }
-    SCONE_RETURN_IF_ERROR(SealChunk(chunk, it->second.data(), image));
-    SCONE_RETURN_IF_ERROR(WriteSlot(chunk, image));
-    inplace_.push_back(chunk);
-    data_unsynced_ = true;
-    it = cache_.erase(it);
   }
   if (cache_.size() > kMaxCachedChunks / 2) return CommitLocked();
   return Status::Ok();
@@ -501,34 +553,28 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
     // New data in long runs: seal (on two cores) and write adjacent slots with one system call.
     // Short runs are buffered like other writes, so that a small commit needs one fdatasync.
     if (run > kSmallCommitChunks) {
-      Bytes& scratch = ThreadScratch(run * kChunkSize);
       uint8_t padded[kChunkSize];
       std::vector<uint64_t> chunks(run);
       std::vector<const uint8_t*> plains(run);
-      std::vector<uint8_t*> images(run);
-      std::vector<std::pair<uint64_t, const uint8_t*>> slots(run);
       for (uint64_t i = 0; i < run; ++i) {
         chunks[i] = chunk + i;
         plains[i] = data.data() + ((chunk + i) * kChunkSize - offset);
-        images[i] = scratch.data() + i * kChunkSize;
-        slots[i] = {chunk + i, images[i]};
         uint64_t avail = end - (chunk + i) * kChunkSize;
         if (avail < kChunkSize) {  // the file's last chunk, written to the end of the file
           std::memcpy(padded, plains[i], avail);
           std::memset(padded + avail, 0, kChunkSize - avail);
           plains[i] = padded;
         }
-        inplace_.push_back(chunk + i);
       }
-      SCONE_RETURN_IF_ERROR(SealMany(chunks, plains, images));
-      SCONE_RETURN_IF_ERROR(WriteSlots(slots));
-      data_unsynced_ = true;
+      SCONE_RETURN_IF_ERROR(SealAndWriteInPlace(chunks, plains));
       chunk += run;
       continue;
     }
     uint8_t* plain;
     if (whole && cache_.count(chunk) == 0) {
-      Bytes buffer(kChunkSize, 0);
+      Bytes buffer = TakeBuffer();
+      // A whole chunk ending at the end of the file: what lies past the end reads as zeros.
+      if (to - from < kChunkSize) std::memset(buffer.data() + (to - from), 0, kChunkSize - (to - from));
       plain = cache_.emplace(chunk, std::move(buffer)).first->second.data();
     } else {
       SCONE_RETURN_IF_ERROR(CachedChunkForUpdate(chunk, &plain));
@@ -540,13 +586,27 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
   return data.size();
 }
 
+Status ProtectedFile::Reserve(uint64_t size) {
+  std::shared_lock lock(mu_);
+  uint64_t data_size = layout_.DataFileSize(size);
+  uint64_t side_size = layout_.SideFileSize(size);
+  for (auto [file, want] : {std::pair{&data_, data_size}, std::pair{&side_, side_size}}) {
+    if (!file->valid() || want == 0) continue;
+    if (::fallocate(file->fd(), FALLOC_FL_KEEP_SIZE, 0, static_cast<off_t>(want)) != 0 &&
+        errno != EOPNOTSUPP) {
+      return IoError("reserving space for " + file->path(), errno);
+    }
+  }
+  return Status::Ok();
+}
+
 Status ProtectedFile::Truncate(uint64_t new_size) {
   std::unique_lock lock(mu_);
   if (new_size == size_) return Status::Ok();
   changed_ = true;
   uint64_t chunks = ChunkCount(new_size);
   if (new_size < size_) {
-    cache_.erase(cache_.lower_bound(chunks), cache_.end());
+    DropCached(cache_.lower_bound(chunks), cache_.end());
     uint64_t tail = new_size % kChunkSize;
     if (tail != 0 && !(entries_[chunks - 1].IsHole() && cache_.count(chunks - 1) == 0)) {
       // Bytes past the end of the last chunk must read as zeros if the file grows again.
@@ -673,7 +733,7 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
     images.push_back(image);
   }
   SCONE_RETURN_IF_ERROR(SealMany(sealed, plains, images));
-  cache_.clear();
+  DropCached(cache_.begin(), cache_.end());
   if (!inplace_now.empty()) {
     SCONE_RETURN_IF_ERROR(WriteSlots(inplace_now));
     data_unsynced_ = true;
@@ -708,7 +768,7 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
   return Status::Ok();
 }
 
-Status ProtectedFile::WriteSlots(const std::vector<std::pair<uint64_t, const uint8_t*>>& slots) {
+Status ProtectedFile::WriteSlots(std::span<const std::pair<uint64_t, const uint8_t*>> slots) {
   if (region_ == Region::kAuthenticated) {
     for (const auto& [chunk, image] : slots) SCONE_RETURN_IF_ERROR(WriteSlot(chunk, image));
     return Status::Ok();
@@ -723,7 +783,7 @@ Status ProtectedFile::WriteSlots(const std::vector<std::pair<uint64_t, const uin
     run.clear();
     return Status::Ok();
   };
-  std::vector<std::pair<uint64_t, const uint8_t*>> sorted = slots;
+  std::vector<std::pair<uint64_t, const uint8_t*>> sorted(slots.begin(), slots.end());
   std::sort(sorted.begin(), sorted.end());
   for (const auto& [chunk, image] : sorted) {
     uint64_t offset = layout_.SlotOffset(chunk);

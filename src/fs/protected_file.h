@@ -20,6 +20,7 @@
 #include <mutex>
 #include <set>
 #include <shared_mutex>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -50,6 +51,10 @@ class ProtectedFile {
   // Writes all of data at offset, extending the file (gaps read as zeros).
   Result<size_t> Write(uint64_t offset, ByteSpan data);
   Status Truncate(uint64_t size);
+  // Reserves disk space for a plaintext of `size` bytes, as fallocate(2) does, without changing
+  // the file's size or content: later writes up to there do not fail for lack of space. A file
+  // system without fallocate reserves nothing (not an error).
+  Status Reserve(uint64_t size);
   // Commits: every write so far is durable and part of the volume's state (its tag moves).
   Status Sync();
   // Commits like Sync; called by the destructor when the last reference goes (errors there can
@@ -99,6 +104,12 @@ class ProtectedFile {
   Status OpenChunk(uint64_t chunk, const uint8_t* slot_image, size_t image_size, uint8_t* plain);
   Status WriteSlot(uint64_t chunk, const uint8_t* image);
   Status CachedChunkForUpdate(uint64_t chunk, uint8_t** plain);
+  // Chunk buffers for cache_ come from and go back to a free list (no allocation per write).
+  Bytes TakeBuffer();
+  void RecycleBuffer(Bytes buffer);
+  void DropCached(std::map<uint64_t, Bytes>::iterator first, std::map<uint64_t, Bytes>::iterator last);
+  Status SealAndWriteInPlace(const std::vector<uint64_t>& chunks,
+                             const std::vector<const uint8_t*>& plains);
   Status EvictCache();
   Status CommitLocked();
   // Seals what is buffered and fills the commit record. REQUIRES: mu_ held exclusively.
@@ -111,7 +122,7 @@ class ProtectedFile {
   Result<size_t> WriteOnce(uint64_t offset, ByteSpan data);
   Status ApplyInPlace(const JournalRecord& record);
   // Writes slot images, coalescing adjacent slots into one system call.
-  Status WriteSlots(const std::vector<std::pair<uint64_t, const uint8_t*>>& slots);
+  Status WriteSlots(std::span<const std::pair<uint64_t, const uint8_t*>> slots);
   Bytes PageImage(uint64_t page) const;
   Status ChunkError(uint64_t chunk, const char* what) const;
 
@@ -136,6 +147,7 @@ class ProtectedFile {
   std::vector<uint64_t> changed_entries_;  // chunks sealed since the last commit (may repeat)
   uint64_t min_chunks_since_commit_ = 0;   // entries at or past this were cleared by truncation
   std::map<uint64_t, Bytes> cache_;    // chunk -> plaintext not yet sealed
+  std::vector<Bytes> spare_buffers_;   // kChunkSize buffers for cache_
   std::vector<uint64_t> inplace_;      // chunks written in place since the last commit
   Root committed_root_{};              // the root our table reflects
   bool data_unsynced_ = false;

@@ -639,11 +639,15 @@ SCONE_EXPORT int fallocate(int fd, int mode, off_t offset, off_t len) {
   Runtime* rt = ShieldIfReady();
   auto d = rt ? rt->Get(fd) : nullptr;
   if (!d) return Real().fallocate(fd, mode, offset, len);
-  if (mode & FALLOC_FL_KEEP_SIZE) return 0;
-  if (mode != 0) return errno = EOPNOTSUPP, -1;
+  if ((mode & ~FALLOC_FL_KEEP_SIZE) != 0) return errno = EOPNOTSUPP, -1;
   if (offset < 0 || len <= 0) return errno = EINVAL, -1;
+  if (!Writable(d->flags)) return errno = EBADF, -1;
+  // Space for the ciphertext is reserved as the program asked for the plaintext, so that its
+  // later writes do not fail for lack of space (and do not pay for allocation as they go).
   uint64_t end = static_cast<uint64_t>(offset + len);
-  if (end <= d->file->size()) return 0;
+  Status reserved = d->file->Reserve(end);
+  if (!reserved.ok()) return Fail(reserved);
+  if ((mode & FALLOC_FL_KEEP_SIZE) || end <= d->file->size()) return 0;
   return DoFtruncate(*d, static_cast<off_t>(end));
 }
 SCONE_EXPORT int fallocate64(int fd, int mode, off_t offset, off_t len) {
