@@ -3,13 +3,17 @@
 // A protected file is a sequence of 4 KiB plaintext chunks. Each chunk is sealed on its own with
 // AES-256-GCM under the file's key, with a fresh random nonce per write; the AAD binds the file's
 // identity and the chunk's index, so a chunk moved to another position or another file fails
-// to decrypt. The (nonce, tag) pairs of 146 consecutive chunks form one 4 KiB metadata page; the
+// to decrypt. The (nonce, tag) pairs of 144 consecutive chunks form one 4 KiB metadata page; the
 // hashes of all pages form a Merkle tree whose root, with the plaintext size, is the file's root
 // (kept in the volume state, never only in the file).
 //
-// encrypted file:      [header 64 B][page 0][146 slots][page 1][146 slots]...   (one file)
+// encrypted file:      [page 0][144 slots][page 1][144 slots]...   (one file)
 // authenticated file:  the plaintext itself, byte for byte (the kernel can map it), and its
 //                      pages in a side file `.scone/meta/<file id>`.
+//
+// A page starts with 64 reserved bytes, then its entries. Page 0 of an encrypted file holds the
+// file's header there (an empty file is only its header); every other page holds zeros. Slots
+// and pages are thus aligned to 4 KiB: a chunk is one page of the kernel's page cache, not two.
 //
 // A page entry of all zeros is a hole: the chunk reads as zeros and has no slot content.
 #pragma once
@@ -22,13 +26,14 @@
 
 namespace scone::fs {
 
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;
 inline constexpr size_t kChunkSize = 4096;
 inline constexpr size_t kPageSize = 4096;
 inline constexpr size_t kEntrySize = crypto::kNonceSize + crypto::kTagSize;  // 28
-inline constexpr size_t kEntriesPerPage = kPageSize / kEntrySize;           // 146
+inline constexpr size_t kPageReserved = 64;  // the file header in page 0, zeros elsewhere
+inline constexpr size_t kEntriesPerPage = (kPageSize - kPageReserved) / kEntrySize;  // 144
 inline constexpr size_t kFileIdSize = 16;
-inline constexpr size_t kHeaderSize = 64;
+inline constexpr size_t kHeaderSize = kPageReserved;
 inline constexpr char kFileMagic[8] = {'S', 'C', 'O', 'N', 'E', 'P', 'F', '1'};
 // Name of the volume's own directory; hidden from programs and never a protected path.
 inline constexpr char kMetaDirName[] = ".scone";
@@ -45,6 +50,11 @@ struct ChunkEntry {
   bool IsHole() const;
 };
 
+// Where chunk `chunk`'s entry lies in its page.
+inline size_t EntryOffsetInPage(uint64_t chunk) {
+  return kPageReserved + (chunk % kEntriesPerPage) * kEntrySize;
+}
+
 inline uint64_t ChunkCount(uint64_t size) { return (size + kChunkSize - 1) / kChunkSize; }
 inline uint64_t PageCount(uint64_t chunks) {
   return (chunks + kEntriesPerPage - 1) / kEntriesPerPage;
@@ -60,12 +70,12 @@ class Layout {
     if (!interleaved_) return chunk * kChunkSize;
     uint64_t group = chunk / kEntriesPerPage;
     uint64_t slot = chunk % kEntriesPerPage;
-    return kHeaderSize + group * kGroupSize + kPageSize + slot * kChunkSize;
+    return group * kGroupSize + kPageSize + slot * kChunkSize;
   }
   // Offset of page p in the file that holds pages (the data file if interleaved, else the side
   // file).
   uint64_t PageOffset(uint64_t page) const {
-    return interleaved_ ? kHeaderSize + page * kGroupSize : page * kPageSize;
+    return interleaved_ ? page * kGroupSize : page * kPageSize;
   }
   // Length of the data file for a plaintext of `size` bytes.
   uint64_t DataFileSize(uint64_t size) const {

@@ -72,6 +72,7 @@ ProtectedFile::ProtectedFile(std::shared_ptr<Volume> volume, std::string path,
       region_(entry.region),
       layout_(entry.region),
       keys_(std::move(keys)),
+      header_(region_ == Region::kEncrypted ? EncodeHeader(id_, region_, keys_.root) : Bytes()),
       path_(std::move(path)),
       size_(entry.size) {}
 
@@ -175,8 +176,7 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
     if (std::memcmp(header + 16, entry.file_id.data(), kFileIdSize) != 0) {
       return DataCorrupted(full + ": holds a different protected file (swapped or replaced)");
     }
-    Bytes expected = EncodeHeader(entry.file_id, entry.region, file->keys_.root);
-    if (!crypto::ConstantTimeEquals(ByteSpan(header, kHeaderSize), expected)) {
+    if (!crypto::ConstantTimeEquals(ByteSpan(header, kHeaderSize), file->header_)) {
       return DataCorrupted(full + ": header fails authentication (damaged or modified)");
     }
   } else {
@@ -234,7 +234,7 @@ Status ProtectedFile::LoadPages() {
     uint64_t first = p * kEntriesPerPage;
     uint64_t last = std::min<uint64_t>(first + kEntriesPerPage, chunks);
     for (uint64_t c = first; c < last; ++c) {
-      const uint8_t* e = image + (c - first) * kEntrySize;
+      const uint8_t* e = image + EntryOffsetInPage(c);
       std::memcpy(entries_[c].nonce.data(), e, crypto::kNonceSize);
       std::memcpy(entries_[c].tag.data(), e + crypto::kNonceSize, crypto::kTagSize);
     }
@@ -245,10 +245,11 @@ Status ProtectedFile::LoadPages() {
 
 Bytes ProtectedFile::PageImage(uint64_t page) const {
   Bytes image(kPageSize, 0);
+  if (page == 0 && layout_.interleaved()) std::memcpy(image.data(), header_.data(), kHeaderSize);
   uint64_t first = page * kEntriesPerPage;
   uint64_t last = std::min<uint64_t>(first + kEntriesPerPage, entries_.size());
   for (uint64_t c = first; c < last; ++c) {
-    uint8_t* e = image.data() + (c - first) * kEntrySize;
+    uint8_t* e = image.data() + EntryOffsetInPage(c);
     std::memcpy(e, entries_[c].nonce.data(), crypto::kNonceSize);
     std::memcpy(e + crypto::kNonceSize, entries_[c].tag.data(), crypto::kTagSize);
   }

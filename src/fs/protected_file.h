@@ -131,6 +131,7 @@ class ProtectedFile {
   const Region region_;
   const Layout layout_;
   FileKeys keys_;
+  const Bytes header_;  // encrypted files: the header, which page 0's image starts with
   os::File data_;
   os::File side_;  // authenticated files only
 

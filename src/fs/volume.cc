@@ -558,9 +558,12 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
   for (uint64_t page : pages) {
     uint8_t image[kPageSize] = {};
     SCONE_RETURN_IF_ERROR(page_file.ReadAt(layout.PageOffset(page), image).status());
+    // The reserved bytes stay as on disk in page 0 of an encrypted file (its header, checked
+    // when the file is opened) and are zeros in every other page.
+    if (page != 0 || !layout.interleaved()) std::memset(image, 0, kPageReserved);
     uint64_t first = page * kEntriesPerPage;
     for (uint64_t c = first; c < first + kEntriesPerPage; ++c) {
-      uint8_t* slot = image + (c - first) * kEntrySize;
+      uint8_t* slot = image + EntryOffsetInPage(c);
       if (c >= chunks) {
         std::memset(slot, 0, kEntrySize);
       } else if (auto it = entries.find(c); it != entries.end()) {
@@ -568,7 +571,7 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
         std::memcpy(slot + crypto::kNonceSize, it->second.tag.data(), crypto::kTagSize);
       }
     }
-    std::memset(image + kEntriesPerPage * kEntrySize, 0, kPageSize - kEntriesPerPage * kEntrySize);
+    static_assert(kPageReserved + kEntriesPerPage * kEntrySize == kPageSize);
     SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout.PageOffset(page), ByteSpan(image, kPageSize)));
   }
   SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));

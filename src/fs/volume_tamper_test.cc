@@ -45,7 +45,7 @@ TEST_F(TamperTest, EveryFlippedBitOfAnEncryptedFileIsDetected) {
   WriteFile(*v, "f", Data(3 * kChunkSize + 100, 'a'));
   std::string raw = dir_ + "/f";
   uint64_t size = FileSize(raw);
-  ASSERT_EQ(size, kHeaderSize + kPageSize + 4 * kChunkSize);
+  ASSERT_EQ(size, kPageSize + 4 * kChunkSize);
   for (uint64_t i = 0; i < size; ++i) {
     FlipByte(raw, i);
     Status s = OpenAndReadAll(*v, "f");
@@ -116,9 +116,10 @@ TEST_F(TamperTest, SwappedChunksAreDetected) {
   with_tags.replace(layout.SlotOffset(1), kChunkSize, slot(a, 2));
   with_tags.replace(layout.SlotOffset(2), kChunkSize, slot(a, 1));
   size_t page = layout.PageOffset(0);
-  std::string e1 = a.substr(page + 1 * kEntrySize, kEntrySize), e2 = a.substr(page + 2 * kEntrySize, kEntrySize);
-  with_tags.replace(page + 1 * kEntrySize, kEntrySize, e2);
-  with_tags.replace(page + 2 * kEntrySize, kEntrySize, e1);
+  size_t at1 = page + EntryOffsetInPage(1), at2 = page + EntryOffsetInPage(2);
+  std::string e1 = a.substr(at1, kEntrySize), e2 = a.substr(at2, kEntrySize);
+  with_tags.replace(at1, kEntrySize, e2);
+  with_tags.replace(at2, kEntrySize, e1);
   WriteRaw(dir_ + "/a", with_tags);
   EXPECT_EQ(OpenAndReadAll(*v, "a").code(), Code::kDataCorrupted);
 
