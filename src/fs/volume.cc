@@ -1,6 +1,7 @@
 #include "fs/volume.h"
 
 #include <fcntl.h>
+#include <unistd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 
@@ -347,8 +348,11 @@ Status Volume::AfterForkInChild() {
 // ---- journal, commits and recovery ------------------------------------------------------
 
 Status Volume::AppendLocked(JournalRecord& record, bool durable) {
+  const bool caught_up = journal_->size() == journal_seen_;
   SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, durable));
   ++next_seq_;
+  // Our own record is in state_ already: catching up later need not read it back.
+  if (caught_up) journal_seen_ = journal_->size();
   if (durable) EmptyTrashLocked();
   return Status::Ok();
 }
@@ -797,11 +801,22 @@ Status Volume::Unlink(std::string_view raw_path) {
   // An encrypted file is unlinked lazily durable: it waits in the trash until its record is
   // durable, so that recovery can bring it back if the record is lost.
   const bool lazy = entry.region == Region::kEncrypted;
-  if (lazy) SCONE_RETURN_IF_ERROR(os::MakeDirectories(MetaPath("trash")));
+  if (lazy && !trash_ready_) {
+    SCONE_RETURN_IF_ERROR(os::MakeDirectories(MetaPath("trash")));
+    trash_ready_ = true;
+  }
   SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/!lazy));
   std::string full = dir_ + "/" + path;
-  int removed = lazy ? os::Sys().rename(full.c_str(), TrashPath(entry.file_id).c_str())
-                     : os::Sys().unlink(full.c_str());
+  auto remove = [&] {
+    return lazy ? os::Sys().rename(full.c_str(), TrashPath(entry.file_id).c_str())
+                : os::Sys().unlink(full.c_str());
+  };
+  int removed = remove();
+  if (removed != 0 && errno == ENOENT && lazy && access(full.c_str(), F_OK) == 0) {
+    // The trash directory itself went missing behind our back: make it again.
+    SCONE_RETURN_IF_ERROR(os::MakeDirectories(MetaPath("trash")));
+    removed = remove();
+  }
   if (removed == 0 && lazy) trash_.push_back(entry.file_id);
   if (removed != 0 && errno != ENOENT) {
     // Leave state and disk consistent: the file stays, its entry is restored.

@@ -169,6 +169,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   std::map<FileId, std::string> path_by_id_;
   std::unique_ptr<Journal> journal_;
   uint64_t journal_seen_ = 0;  // end of the last record folded into state_
+  bool trash_ready_ = false;   // .scone/trash exists
   uint64_t next_seq_ = 1;
   uint64_t applied_seq_ = 0;  // last record folded into the base state file
   std::set<FileId> touched_;  // files with in-place writes not yet fsync'ed by a checkpoint

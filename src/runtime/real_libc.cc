@@ -69,6 +69,8 @@ RealLibc ResolveAll() {
   SCONE_RESOLVE(opendir);
   SCONE_RESOLVE(fdopendir);
   SCONE_RESOLVE(closedir);
+  SCONE_RESOLVE(chdir);
+  SCONE_RESOLVE(fchdir);
   SCONE_RESOLVE(readdir);
   SCONE_RESOLVE(readdir64);
   SCONE_RESOLVE(mkdir);

@@ -60,6 +60,8 @@ struct RealLibc {
   DIR* (*opendir)(const char*);
   DIR* (*fdopendir)(int);
   int (*closedir)(DIR*);
+  int (*chdir)(const char*);
+  int (*fchdir)(int);
   struct dirent* (*readdir)(DIR*);
   struct dirent64* (*readdir64)(DIR*);
   int (*mkdir)(const char*, mode_t);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <dlfcn.h>
@@ -17,6 +18,7 @@
 #include "fs/volume_path.h"
 #include "os/file.h"
 #include "os/syscalls.h"
+#include "runtime/lexical_path.h"
 #include "runtime/real_libc.h"
 
 extern "C" char** environ;
@@ -158,6 +160,7 @@ Runtime* Shield() {
       state.store(kInactive, std::memory_order_release);
       return;
     }
+    rt->WorkingDirectoryChanged();
     the_runtime = rt;
     state.store(kReady, std::memory_order_release);
   });
@@ -261,6 +264,11 @@ void Runtime::Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, 
   keys_.push_back(key.Clone());
   auto mounted = std::make_unique<MountedVolume>();
   mounted->root = dir;
+  struct stat st;
+  if (Real().stat(dir.c_str(), &st) == 0) {
+    mounted->device = st.st_dev;
+    mounted->inode = st.st_ino;
+  }
   mounted->volume = std::move(volume);
   mounted->cas_name = cas_name;
   volumes_.push_back(std::move(mounted));
@@ -316,7 +324,14 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
   for (cas::VolumeGrant& g : config.volumes) SCONE_RETURN_IF_ERROR(MountGranted(g));
   for (cas::InjectedFile& f : config.injected_files) {
     if (f.path.empty() || f.path[0] != '/') return InvalidArgument("injected file '" + f.path + "' is not absolute");
-    injected_[Resolve(AT_FDCWD, f.path.c_str(), true).absolute] = std::move(f.content);
+    // Found by its lexical path (the fast lookup) and by where links lead (the long one).
+    char lexical[PATH_MAX];
+    if (LexicalAbsolute("/", f.path, lexical, sizeof(lexical)) == 0) {
+      return InvalidArgument("injected file '" + f.path + "': path too long");
+    }
+    std::string resolved = Resolve(AT_FDCWD, f.path.c_str(), true).absolute;
+    if (resolved != lexical) injected_[resolved] = f.content.Clone();
+    injected_[lexical] = std::move(f.content);
   }
   if (!config.pwd.empty() && chdir(config.pwd.c_str()) != 0) {
     return IoError("working directory " + config.pwd + " from CAS", errno);
@@ -408,23 +423,26 @@ Target Runtime::Resolve(int dirfd, const char* path, bool follow_last) const {
     }
     abs = base + "/" + path;
   }
-  abs = Lexical(abs);
-  // Resolve symbolic links as the kernel will: the directory part always, the last component
-  // when the call follows it.
+  // Resolve symbolic links as the kernel will, before "..": the directory part always, the
+  // last component when the call follows it. What does not exist yet is taken lexically.
   for (int hops = 0; hops < 40; ++hops) {
-    if (abs == "/") break;
+    while (abs.size() > 1 && abs.back() == '/') abs.pop_back();
     size_t slash = abs.rfind('/');
-    std::string dir = slash == 0 ? "/" : abs.substr(0, slash);
     std::string name = abs.substr(slash + 1);
-    char real_dir[PATH_MAX];
-    if (realpath(dir.c_str(), real_dir) != nullptr) dir = real_dir;
+    char real[PATH_MAX];
+    if (name.empty() || name == "." || name == "..") {
+      abs = realpath(abs.c_str(), real) != nullptr ? std::string(real) : Lexical(abs);
+      break;
+    }
+    std::string dir = slash == 0 ? "/" : abs.substr(0, slash);
+    dir = realpath(dir.c_str(), real) != nullptr ? std::string(real) : Lexical(dir);
     abs = (dir == "/" ? "" : dir) + "/" + name;
     if (!follow_last) break;
     char target[PATH_MAX];
     ssize_t n = readlink(abs.c_str(), target, sizeof(target) - 1);
     if (n <= 0) break;
     target[n] = '\0';
-    abs = Lexical(target[0] == '/' ? std::string(target) : dir + "/" + target);
+    abs = target[0] == '/' ? std::string(target) : dir + "/" + target;
   }
   t.absolute = abs;
   for (const auto& v : volumes_) {
@@ -437,6 +455,112 @@ Target Runtime::Resolve(int dirfd, const char* path, bool follow_last) const {
     break;
   }
   return t;
+}
+
+namespace {
+
+// Whether the part of `lexical` below a volume's root (`inside` points into it) involves no
+// symbolic link: each directory below the root is asked, and the last component when the
+// call follows it (one readlink each; the root itself was resolved when it was mounted).
+bool NoLinkBelowRoot(char* lexical, char* inside, bool follow_last) {
+  char target[1];
+  for (char* slash = strchr(inside, '/'); slash != nullptr; slash = strchr(slash + 1, '/')) {
+    *slash = '\0';
+    bool link = readlink(lexical, target, sizeof(target)) >= 0;
+    *slash = '/';
+    if (link) return false;
+  }
+  return !(follow_last && *inside != '\0' && readlink(lexical, target, sizeof(target)) >= 0);
+}
+
+}  // namespace
+
+Target Runtime::Locate(int dirfd, const char* path, bool follow_last) const {
+  char lexical[PATH_MAX];
+  MountedVolume* volume;
+  const char* inside;
+  if (LexicalLookup(dirfd, path, lexical, &volume, &inside) && volume != nullptr) {
+    // A file the volume holds is reached without links (the volume's table has none).
+    bool known = *inside != '\0' && volume->volume->FileSize(inside).ok();
+    if (known || NoLinkBelowRoot(lexical, const_cast<char*>(inside), follow_last)) {
+      Target t;
+      t.volume = volume;
+      t.path = inside;
+      t.absolute = lexical;
+      t.metadata = fs::PathHasPrefix(t.path, fs::kMetaDirName);
+      t.region = t.path.empty() || t.metadata ? fs::Region::kNotProtected
+                                              : volume->volume->RegionOf(t.path);
+      t.known_file = known;
+      return t;
+    }
+  }
+  return Resolve(dirfd, path, follow_last);
+}
+
+bool Runtime::LexicalLookup(int dirfd, const char* path, char* buf, MountedVolume** volume,
+                            const char** inside) const {
+  if (path == nullptr || path[0] == '\0') return false;
+  // ".." after a symbolic link leaves the link's target, not the link: the long way.
+  for (const char* dots = strstr(path, ".."); dots != nullptr; dots = strstr(dots + 2, "..")) {
+    if ((dots == path || dots[-1] == '/') && (dots[2] == '\0' || dots[2] == '/')) return false;
+  }
+  size_t len;
+  if (path[0] == '/') {
+    len = LexicalAbsolute("/", path, buf, PATH_MAX);
+  } else {
+    if (dirfd != AT_FDCWD) return false;
+    char cwd[PATH_MAX];
+    for (;;) {  // seqlock read: retry if chdir ran meanwhile
+      uint32_t before = cwd_seq_.load(std::memory_order_acquire);
+      if (before & 1) continue;
+      std::memcpy(cwd, cwd_, sizeof(cwd));
+      std::atomic_thread_fence(std::memory_order_acquire);
+      if (cwd_seq_.load(std::memory_order_relaxed) == before) break;
+    }
+    if (cwd[0] != '/') return false;  // not known
+    len = LexicalAbsolute(cwd, path, buf, PATH_MAX);
+  }
+  if (len == 0) return false;
+  *volume = nullptr;
+  *inside = nullptr;
+  for (const auto& v : volumes_) {
+    const std::string& root = v->root;
+    if (len < root.size() || std::memcmp(buf, root.data(), root.size()) != 0) continue;
+    if (len == root.size()) {
+      *inside = buf + len;  // the root itself: ""
+    } else if (buf[root.size()] == '/' || root == "/") {
+      *inside = buf + root.size() + (root == "/" ? 0 : 1);
+    } else {
+      continue;
+    }
+    *volume = v.get();
+    break;
+  }
+  return true;
+}
+
+bool Runtime::OnVolumeDevice(dev_t dev) const {
+  for (const auto& v : volumes_) {
+    if (v->device == dev) return true;
+  }
+  return false;
+}
+
+bool Runtime::IsVolumeRootDirectory(dev_t dev, ino_t ino) const {
+  for (const auto& v : volumes_) {
+    if (v->device == dev && v->inode == ino) return true;
+  }
+  return false;
+}
+
+void Runtime::WorkingDirectoryChanged() {
+  char now[PATH_MAX];
+  if (getcwd(now, sizeof(now)) == nullptr) now[0] = '\0';  // unknown: paths take the long way
+  std::lock_guard lock(cwd_write_mu_);
+  cwd_seq_.fetch_add(1, std::memory_order_acq_rel);  // odd: being written
+  std::atomic_thread_fence(std::memory_order_release);
+  std::memcpy(cwd_, now, sizeof(now));
+  cwd_seq_.fetch_add(1, std::memory_order_release);
 }
 
 void Runtime::Set(int fd, std::shared_ptr<OpenDescription> d) {

@@ -6,12 +6,16 @@
 // Calls on descriptors no shield covers cost one atomic load in the table, no lock.
 #pragma once
 
+#include <limits.h>
+#include <sys/types.h>
+
 #include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <vector>
 
@@ -25,6 +29,8 @@ namespace scone::runtime {
 
 struct MountedVolume {
   std::string root;  // absolute, symbolic links resolved
+  dev_t device = 0;  // the root directory's identity
+  ino_t inode = 0;
   std::shared_ptr<fs::Volume> volume;
   std::string cas_name;  // the session's name for it, when CAS granted it
 };
@@ -47,6 +53,7 @@ struct Target {
   std::string absolute;             // the resolved absolute path
   bool metadata = false;            // inside the volume's own .scone directory
   fs::Region region = fs::Region::kNotProtected;
+  bool known_file = false;          // a protected file the volume holds
 };
 
 class Runtime {
@@ -55,11 +62,26 @@ class Runtime {
 
   // Resolves a path as the kernel would (cwd or dirfd, "..", symbolic links).
   Target Resolve(int dirfd, const char* path, bool follow_last) const;
+  // Resolve, the short way for a path lexically inside a volume: none for a file the volume
+  // holds (its table has no symbolic links), else one readlink per component below the root.
+  Target Locate(int dirfd, const char* path, bool follow_last) const;
+  // The lexical absolute form of `path` (lexical_path.h) into buf (PATH_MAX bytes), the volume it
+  // names lexically (nullptr: none) and the path inside that volume. False when it cannot be
+  // judged so (relative to a directory descriptor, "..", too long). Exact when no symbolic link
+  // is involved; the callers make sure of that. No system call, no allocation, no lock.
+  bool LexicalLookup(int dirfd, const char* path, char* buf, MountedVolume** volume,
+                     const char** inside) const;
+  // Whether a file on device `dev` may lie in a volume (its file system holds one).
+  bool OnVolumeDevice(dev_t dev) const;
+  // Whether the directory (dev, ino) is a volume's root.
+  bool IsVolumeRootDirectory(dev_t dev, ino_t ino) const;
+  // The working directory changed (chdir, fchdir): relative paths are judged against the new one.
+  void WorkingDirectoryChanged();
   // Something to shield: volumes or injected files.
   bool Active() const { return !volumes_.empty() || !injected_.empty() || cas_ != nullptr; }
   bool HasInjectedFiles() const { return !injected_.empty(); }
   // The content of the file CAS injected at this absolute path, or nullptr.
-  const SecretBytes* Injected(const std::string& absolute) const {
+  const SecretBytes* Injected(std::string_view absolute) const {
     auto it = injected_.find(absolute);
     return it == injected_.end() ? nullptr : &it->second;
   }
@@ -111,12 +133,16 @@ class Runtime {
   void AdoptCas(CasConnection connection);
 
   std::vector<std::unique_ptr<MountedVolume>> volumes_;
-  std::map<std::string, SecretBytes> injected_;
+  std::map<std::string, SecretBytes, std::less<>> injected_;  // by absolute path
   std::unique_ptr<CasConnection> cas_;
   std::unique_ptr<VolumeReporter> reporter_;
   std::vector<std::string> cas_argv_, cas_env_;
   std::string preload_;
   std::vector<SecretBytes> keys_;  // volumes_[i]'s key, for programs this one executes
+  // The working directory as a seqlock: chdir is rare, path calls read it without waiting.
+  mutable std::atomic<uint32_t> cwd_seq_{0};
+  std::mutex cwd_write_mu_;
+  char cwd_[PATH_MAX] = {};
   mutable std::mutex table_mu_;
   std::unordered_map<int, std::shared_ptr<OpenDescription>> owners_;
   std::unique_ptr<std::atomic<OpenDescription*>[]> slots_ =
@@ -133,6 +159,11 @@ Runtime* ShieldIfReady();
 // other libraries' constructors call open and mmap before the runtime starts, sometimes while
 // holding their own locks; starting it then (it allocates) would deadlock them.
 Runtime* ShieldFor(int dirfd, const char* path);
+
+// open(2) through the shields: the shielded or injected file's descriptor, the real one for a
+// path lexically outside every volume (opened refusing symbolic links), -1 with errno on
+// failure, or -2 when the caller must call the real function.
+int ShieldedOpen(int dirfd, const char* path, int flags, mode_t mode);
 
 // Reports a failure to the program: a `scone:` line on stderr for integrity failures, errno
 // set, -1 returned.

@@ -1,7 +1,12 @@
-// Directory listings: the volume's own `.scone` directory is hidden from the program.
+// Directory listings: the volume's own `.scone` directory is hidden from the program. And the
+// working directory, which the runtime keeps.
 #include <dirent.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
 
 #include <mutex>
 #include <unordered_set>
@@ -14,7 +19,10 @@
 namespace scone::runtime {
 namespace {
 
+// Streams open on a volume's root, whose listing hides `.scone`. Counted, so that readdir on
+// any other directory takes no lock while none is open.
 std::mutex roots_mu;
+std::atomic<int> open_roots{0};
 
 // Function-local: the runtime starts from a constructor that may run before this file's
 // static initializers. Never destroyed: readdir may run during exit.
@@ -23,15 +31,27 @@ std::unordered_set<DIR*>& VolumeRoots() {
   return *roots;
 }
 
-void Remember(DIR* dir, const Target& t) {
-  if (dir == nullptr || t.volume == nullptr || !t.path.empty()) return;
+// The directory's identity tells whether it is a volume's root, however it was named.
+void Remember(const Runtime* rt, DIR* dir) {
+  struct stat st;
+  if (dir == nullptr || rt == nullptr || Real().fstat(dirfd(dir), &st) != 0 ||
+      !rt->IsVolumeRootDirectory(st.st_dev, st.st_ino)) {
+    return;
+  }
   std::lock_guard lock(roots_mu);
-  VolumeRoots().insert(dir);
+  if (VolumeRoots().insert(dir).second) open_roots.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool IsVolumeRoot(DIR* dir) {
+  if (open_roots.load(std::memory_order_relaxed) == 0) return false;
   std::lock_guard lock(roots_mu);
   return VolumeRoots().count(dir) != 0;
+}
+
+void Forget(DIR* dir) {
+  if (open_roots.load(std::memory_order_relaxed) == 0) return;
+  std::lock_guard lock(roots_mu);
+  if (VolumeRoots().erase(dir) != 0) open_roots.fetch_sub(1, std::memory_order_relaxed);
 }
 
 template <typename Entry, typename Next>
@@ -49,23 +69,18 @@ using namespace scone::runtime;  // NOLINT
 
 SCONE_EXPORT DIR* opendir(const char* path) {
   DIR* dir = Real().opendir(path);
-  Runtime* rt = ShieldFor(AT_FDCWD, path);
-  if (dir != nullptr && rt != nullptr) Remember(dir, rt->Resolve(AT_FDCWD, path, true));
+  Remember(ShieldIfReady(), dir);
   return dir;
 }
 
 SCONE_EXPORT DIR* fdopendir(int fd) {
   DIR* dir = Real().fdopendir(fd);
-  Runtime* rt = ShieldIfReady();
-  if (dir != nullptr && rt != nullptr) Remember(dir, rt->Resolve(fd, ".", true));
+  Remember(ShieldIfReady(), dir);
   return dir;
 }
 
 SCONE_EXPORT int closedir(DIR* dir) {
-  {
-    std::lock_guard lock(roots_mu);
-    VolumeRoots().erase(dir);
-  }
+  Forget(dir);
   return Real().closedir(dir);
 }
 
@@ -75,4 +90,18 @@ SCONE_EXPORT struct dirent* readdir(DIR* dir) {
 
 SCONE_EXPORT struct dirent64* readdir64(DIR* dir) {
   return ReadHiding<struct dirent64>(dir, Real().readdir64);
+}
+
+// The working directory: kept by the runtime so that relative paths are judged without asking
+// the kernel (Runtime::LexicalLookup).
+SCONE_EXPORT int chdir(const char* path) {
+  int r = Real().chdir(path);
+  if (Runtime* rt = ShieldIfReady(); r == 0 && rt != nullptr) rt->WorkingDirectoryChanged();
+  return r;
+}
+
+SCONE_EXPORT int fchdir(int fd) {
+  int r = Real().fchdir(fd);
+  if (Runtime* rt = ShieldIfReady(); r == 0 && rt != nullptr) rt->WorkingDirectoryChanged();
+  return r;
 }

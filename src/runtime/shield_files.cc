@@ -9,6 +9,9 @@
 #include <stdarg.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -32,14 +35,14 @@ bool IsDirectory(const std::string& abs) {
   return Real().stat(abs.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-// open/openat for a path inside a protected region.
-int OpenProtected(Runtime& rt, const Target& t, int flags) {
+// open/openat for a path inside a protected region. `known`: the volume holds it as a file.
+int OpenProtected(Runtime& rt, const Target& t, int flags, bool known) {
   if (flags & (O_PATH | O_DIRECTORY)) return -2;  // not data access: the kernel's business
   if ((flags & O_TMPFILE) == O_TMPFILE) {
     errno = EOPNOTSUPP;
     return -1;
   }
-  if (IsDirectory(t.absolute)) return -2;
+  if (!known && IsDirectory(t.absolute)) return -2;
   fs::OpenFileOptions options;
   options.create = flags & O_CREAT;
   options.exclusive = (flags & O_CREAT) && (flags & O_EXCL);
@@ -103,7 +106,13 @@ int OpenInjected(const SecretBytes& content, int flags) {
 bool StatInjected(int dirfd, const char* path, int at_flags, struct stat* st) {
   Runtime* rt = ShieldIfReady();
   if (rt == nullptr || !rt->HasInjectedFiles() || path == nullptr) return false;
-  const SecretBytes* content = rt->Injected(rt->Resolve(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW)).absolute);
+  char lexical[PATH_MAX];
+  MountedVolume* volume;
+  const char* inside;
+  const SecretBytes* content =
+      rt->LexicalLookup(dirfd, path, lexical, &volume, &inside)
+          ? rt->Injected(lexical)
+          : rt->Injected(rt->Resolve(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW)).absolute);
   if (content == nullptr) return false;
   std::memset(st, 0, sizeof(*st));
   st->st_mode = S_IFREG | 0600;
@@ -116,21 +125,14 @@ bool StatInjected(int dirfd, const char* path, int at_flags, struct stat* st) {
   return true;
 }
 
-// -2: not ours, call the real function.
-int ShieldedOpen(int dirfd, const char* path, int flags) {
-  Runtime* rt = ShieldFor(dirfd, path);
-  if (rt == nullptr) return -2;
-  Target t = rt->Resolve(dirfd, path, !(flags & O_NOFOLLOW));
-  if (rt->HasInjectedFiles()) {
-    if (const SecretBytes* content = rt->Injected(t.absolute)) return OpenInjected(*content, flags);
-  }
-  if (t.volume == nullptr) return -2;
-  if (t.metadata) {
-    errno = ENOENT;  // the volume's own metadata is not part of the program's tree
-    return -1;
-  }
-  if (t.region == fs::Region::kNotProtected) return -2;
-  return OpenProtected(*rt, t, flags);
+// open(2) refusing symbolic links anywhere in the path: where it succeeds (or fails for another
+// reason), the lexical form of the path was exactly where the kernel looked.
+int OpenWithoutLinks(int dirfd, const char* path, int flags, mode_t mode) {
+  struct open_how how = {};
+  how.flags = static_cast<uint64_t>(flags);
+  how.mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? mode : 0;
+  how.resolve = RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(syscall(SYS_openat2, dirfd, path, &how, sizeof(how)));
 }
 
 mode_t ModeArg(int flags, va_list ap) {
@@ -214,11 +216,28 @@ void PatchStat(OpenDescription& d, struct stat* st) {
   st->st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
 }
 
+// Whether a path the kernel found on `st`'s device, lexically outside every volume, is outside
+// them for certain: on a file system no volume is on, or reached without a symbolic link.
+bool CertainlyOutside(const Runtime& rt, int dirfd, const char* path, int at_flags,
+                      const struct stat& st) {
+  if (!rt.OnVolumeDevice(st.st_dev)) return true;
+  int fd = OpenWithoutLinks(dirfd, path, O_PATH | O_CLOEXEC | (at_flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0), 0);
+  if (fd < 0) return false;
+  Real().close(fd);
+  return true;
+}
+
 // stat of a path: the plaintext size of protected files.
 int PatchPathStat(int dirfd, const char* path, int at_flags, struct stat* st) {
   Runtime* rt = ShieldFor(dirfd, path);
   if (rt == nullptr) return 0;
-  Target t = rt->Resolve(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW));
+  char lexical[PATH_MAX];
+  MountedVolume* volume;
+  const char* inside;
+  if (rt->LexicalLookup(dirfd, path, lexical, &volume, &inside)) {
+    if (volume == nullptr && CertainlyOutside(*rt, dirfd, path, at_flags, *st)) return 0;
+  }
+  Target t = rt->Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW));
   if (t.volume == nullptr) return 0;
   if (t.metadata) {
     errno = ENOENT;
@@ -266,8 +285,8 @@ int DoRename(int olddirfd, const char* oldpath, int newdirfd, const char* newpat
   Runtime* rt = ShieldFor(olddirfd, oldpath);
   if (rt == nullptr) rt = ShieldFor(newdirfd, newpath);
   if (rt == nullptr) return 0;
-  Target from = rt->Resolve(olddirfd, oldpath, false);
-  Target to = rt->Resolve(newdirfd, newpath, false);
+  Target from = rt->Locate(olddirfd, oldpath, false);
+  Target to = rt->Locate(newdirfd, newpath, false);
   if (from.volume == nullptr && to.volume == nullptr) return 0;
   *handled = true;
   if (from.metadata || to.metadata) {
@@ -300,7 +319,7 @@ int DoUnlink(int dirfd, const char* path, int flags, bool* handled) {
   *handled = false;
   Runtime* rt = ShieldFor(dirfd, path);
   if (rt == nullptr || (flags & AT_REMOVEDIR)) return 0;
-  Target t = rt->Resolve(dirfd, path, false);
+  Target t = rt->Locate(dirfd, path, false);
   if (t.volume == nullptr) return 0;
   *handled = true;
   if (t.metadata) {
@@ -339,6 +358,43 @@ int SyncShielded(OpenDescription& d) {
 ssize_t CopyThrough(int in_fd, off_t* in_off, int out_fd, off_t* out_off, size_t count);
 
 }  // namespace
+
+int ShieldedOpen(int dirfd, const char* path, int flags, mode_t mode) {
+  Runtime* rt = ShieldFor(dirfd, path);
+  if (rt == nullptr) return -2;
+  char lexical[PATH_MAX];
+  MountedVolume* volume;
+  const char* inside;
+  if (rt->LexicalLookup(dirfd, path, lexical, &volume, &inside)) {
+    if (rt->HasInjectedFiles()) {
+      if (const SecretBytes* content = rt->Injected(lexical)) return OpenInjected(*content, flags);
+    }
+    if (volume == nullptr) {
+      // Lexically outside every volume: the kernel opens it unless a link is on the way (which
+      // might lead into a volume); only then the long way.
+      int saved = errno;
+      int fd = OpenWithoutLinks(dirfd, path, flags, mode);
+      if (fd >= 0) return fd;
+      if (errno != ELOOP && errno != ENOSYS && errno != EINVAL && errno != E2BIG &&
+          errno != EPERM) {
+        return -1;
+      }
+      errno = saved;
+    }
+  }
+  Target t = rt->Locate(dirfd, path, !(flags & O_NOFOLLOW));
+  if (rt->HasInjectedFiles()) {
+    if (const SecretBytes* content = rt->Injected(t.absolute)) return OpenInjected(*content, flags);
+  }
+  if (t.volume == nullptr) return -2;
+  if (t.metadata) {
+    errno = ENOENT;  // the volume's own metadata is not part of the program's tree
+    return -1;
+  }
+  if (t.region == fs::Region::kNotProtected) return -2;
+  return OpenProtected(*rt, t, flags, t.known_file);
+}
+
 }  // namespace scone::runtime
 
 using namespace scone::runtime;  // NOLINT: the exported C functions below
@@ -354,7 +410,7 @@ using scone::Status;
     va_start(ap, flags);                                      \
     mode_t mode = ModeArg(flags, ap);                         \
     va_end(ap);                                               \
-    int fd = ShieldedOpen(AT_FDCWD, path, flags);             \
+    int fd = ShieldedOpen(AT_FDCWD, path, flags, mode);       \
     return fd == -2 ? Real().name(path, flags, mode) : fd;    \
   }
 #define SCONE_OPENAT(name)                                                \
@@ -363,7 +419,7 @@ using scone::Status;
     va_start(ap, flags);                                                  \
     mode_t mode = ModeArg(flags, ap);                                     \
     va_end(ap);                                                           \
-    int fd = ShieldedOpen(dirfd, path, flags);                            \
+    int fd = ShieldedOpen(dirfd, path, flags, mode);                      \
     return fd == -2 ? Real().name(dirfd, path, flags, mode) : fd;         \
   }
 SCONE_OPEN(open)
@@ -591,6 +647,7 @@ SCONE_EXPORT int statx(int dirfd, const char* path, int flags, unsigned int mask
   } else {
     struct stat st = {};
     st.st_mode = S_IFREG;
+    st.st_dev = makedev(stx->stx_dev_major, stx->stx_dev_minor);
     st.st_size = static_cast<off_t>(stx->stx_size);
     if (PatchPathStat(dirfd, path, flags, &st) != 0) return -1;
     size = static_cast<uint64_t>(st.st_size);

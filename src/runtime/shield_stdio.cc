@@ -45,58 +45,111 @@ int FlagsOf(const char* mode) {
   return flags;
 }
 
+// A shielded stream's cookie: the descriptor it reads and writes, which freopen may replace.
+// The registry maps each such stream to its cookie; the cookie's close removes it, so a FILE*
+// reused later for another stream is never taken for one of ours.
+struct StreamCookie {
+  int fd;
+  FILE* stream;
+};
+std::mutex cookies_mu;
+std::unordered_map<FILE*, StreamCookie*>& Cookies() {
+  static auto* cookies = new std::unordered_map<FILE*, StreamCookie*>();  // never destroyed
+  return *cookies;
+}
+
+StreamCookie* CookieOf(FILE* stream) {
+  std::lock_guard lock(cookies_mu);
+  auto it = Cookies().find(stream);
+  return it == Cookies().end() ? nullptr : it->second;
+}
+
 ssize_t CookieRead(void* cookie, char* buf, size_t size) {
-  return ::read(static_cast<int>(reinterpret_cast<intptr_t>(cookie)), buf, size);
+  return ::read(static_cast<StreamCookie*>(cookie)->fd, buf, size);
 }
 
 ssize_t CookieWrite(void* cookie, const char* buf, size_t size) {
-  ssize_t n = ::write(static_cast<int>(reinterpret_cast<intptr_t>(cookie)), buf, size);
+  ssize_t n = ::write(static_cast<StreamCookie*>(cookie)->fd, buf, size);
   return n < 0 ? 0 : n;  // fopencookie: 0 reports an error
 }
 
 int CookieSeek(void* cookie, off64_t* offset, int whence) {
-  off_t r = ::lseek(static_cast<int>(reinterpret_cast<intptr_t>(cookie)), *offset, whence);
+  off_t r = ::lseek(static_cast<StreamCookie*>(cookie)->fd, *offset, whence);
   if (r < 0) return -1;
   *offset = r;
   return 0;
 }
 
-int CookieClose(void* cookie) { return ::close(static_cast<int>(reinterpret_cast<intptr_t>(cookie))); }
+int CookieClose(void* cookie) {
+  auto* c = static_cast<StreamCookie*>(cookie);
+  {
+    std::lock_guard lock(cookies_mu);
+    Cookies().erase(c->stream);
+  }
+  int r = ::close(c->fd);
+  delete c;
+  return r;
+}
 
 FILE* StreamFor(int fd, const char* mode) {
   cookie_io_functions_t io = {CookieRead, CookieWrite, CookieSeek, CookieClose};
-  FILE* f = fopencookie(reinterpret_cast<void*>(static_cast<intptr_t>(fd)), mode, io);
+  auto* cookie = new StreamCookie{fd, nullptr};
+  FILE* f = fopencookie(cookie, mode, io);
   if (f == nullptr) {
     int saved = errno;
     ::close(fd);
+    delete cookie;
     errno = saved;
     return nullptr;
   }
   f->_fileno = fd;  // glibc's cookie streams never use it for I/O
+  cookie->stream = f;
+  std::lock_guard lock(cookies_mu);
+  Cookies()[f] = cookie;
   return f;
+}
+
+// freopen of one of our streams: the same FILE (the program keeps using its pointer) on a new
+// descriptor, protected or not; the cookie simply points at it. glibc's own freopen cannot
+// reopen a cookie stream.
+FILE* ReopenCookieStream(StreamCookie* cookie, const char* path, const char* mode, FILE* stream) {
+  int flags = FlagsOf(mode);
+  fflush(stream);
+  int fd;
+  if (path == nullptr) {  // same file, new mode: the kernel's own rule is "as by open of the file"
+    char self[64];
+    snprintf(self, sizeof(self), "/proc/self/fd/%d", cookie->fd);
+    fd = flags < 0 ? -1 : ::open(self, flags, 0666);
+  } else {
+    fd = flags < 0 ? -1 : ::open(path, flags, 0666);
+  }
+  if (flags < 0) errno = EINVAL;
+  if (fd < 0) {  // as glibc: a failed freopen closes the stream
+    int saved = errno;
+    fclose(stream);
+    errno = saved;
+    return nullptr;
+  }
+  int old = cookie->fd;
+  cookie->fd = fd;
+  stream->_fileno = fd;
+  (void)::close(old);  // commits the old file if this was its last descriptor
+  // Read and write permissions of the stream follow the new mode (glibc's _IO_NO_READS and
+  // _IO_NO_WRITES, stable since libio).
+  constexpr int kNoReads = 0x0004, kNoWrites = 0x0008;
+  stream->_flags &= ~(kNoReads | kNoWrites);
+  if ((flags & O_ACCMODE) == O_RDONLY) stream->_flags |= kNoWrites;
+  if ((flags & O_ACCMODE) == O_WRONLY) stream->_flags |= kNoReads;
+  clearerr(stream);
+  fseeko(stream, 0, (flags & O_APPEND) ? SEEK_END : SEEK_SET);
+  return stream;
 }
 
 bool IsProtectedPath(const char* path) {
   Runtime* rt = ShieldFor(AT_FDCWD, path);
   if (rt == nullptr) return false;
-  Target t = rt->Resolve(AT_FDCWD, path, true);
+  Target t = rt->Locate(AT_FDCWD, path, true);
   return t.volume != nullptr && (t.metadata || t.region != fs::Region::kNotProtected);
-}
-
-FILE* OpenStream(const char* path, const char* mode) {
-  int flags = FlagsOf(mode);
-  if (flags < 0) {
-    errno = EINVAL;
-    return nullptr;
-  }
-  int fd = ::open(path, flags, 0666);
-  if (fd < 0) return nullptr;
-  Runtime* rt = ShieldIfReady();
-  if (rt == nullptr || !rt->Get(fd)) {  // a directory or other object the kernel serves
-    ::close(fd);
-    return Real().fopen(path, mode);
-  }
-  return StreamFor(fd, mode);
 }
 
 // freopen of a protected path. An existing stream (stdin, stdout) cannot become a cookie stream
@@ -201,7 +254,21 @@ void WriteBackReopenedStreams() {
 using namespace scone::runtime;  // NOLINT
 
 SCONE_EXPORT FILE* fopen(const char* path, const char* mode) {
-  return IsProtectedPath(path) ? OpenStream(path, mode) : Real().fopen(path, mode);
+  int flags = mode == nullptr ? -1 : FlagsOf(mode);
+  if (flags < 0 || ShieldFor(AT_FDCWD, path) == nullptr) return Real().fopen(path, mode);
+  // One open decides: a shielded descriptor becomes a cookie stream, any other a plain stream.
+  int fd = ShieldedOpen(AT_FDCWD, path, flags, 0666);
+  if (fd == -2) return Real().fopen(path, mode);
+  if (fd < 0) return nullptr;
+  Runtime* rt = ShieldIfReady();
+  if (rt != nullptr && rt->Get(fd)) return StreamFor(fd, mode);
+  FILE* f = Real().fdopen(fd, mode);
+  if (f == nullptr) {
+    int saved = errno;
+    Real().close(fd);
+    errno = saved;
+  }
+  return f;
 }
 
 SCONE_EXPORT FILE* fopen64(const char* path, const char* mode) { return fopen(path, mode); }
@@ -213,6 +280,7 @@ SCONE_EXPORT FILE* fdopen(int fd, const char* mode) {
 }
 
 SCONE_EXPORT FILE* freopen(const char* path, const char* mode, FILE* stream) {
+  if (StreamCookie* cookie = CookieOf(stream)) return ReopenCookieStream(cookie, path, mode, stream);
   if (path != nullptr && IsProtectedPath(path)) return ReopenProtected(path, mode, stream);
   return Real().freopen(path, mode, stream);
 }

@@ -59,6 +59,19 @@ coreutils)
   run cmp src/b.txt vol/moved.txt || fail "mv inside the volume"
   run rm vol/moved.txt
   [[ ! -e vol/moved.txt ]] || fail "rm"
+  # Paths that reach the volume through symbolic links outside it, ".." after a link, and
+  # relative paths after cd: all land in the volume, as the kernel would resolve them.
+  ln -s vol/tree linkdir
+  ln -s "$work/vol/copy.txt" linkfile
+  echo "$MARKER through a link" | run tee linkdir/linked.txt >/dev/null
+  [[ "$(run cat vol/tree/linked.txt)" == "$MARKER through a link" ]] || fail "write through a linked directory"
+  [[ "$(run cat linkfile | sha256sum)" == "$(run cat vol/copy.txt | sha256sum)" ]] || fail "read through a linked file"
+  [[ "$(run cat linkdir/../copy.txt | sha256sum)" == "$(run cat vol/copy.txt | sha256sum)" ]] || fail '".." after a link'
+  [[ "$(run stat -L -c %s linkfile)" == "$(run stat -c %s vol/copy.txt)" ]] || fail "stat through a link: not the plaintext size"
+  [[ "$(run sh -c 'cd vol/tree && cat linked.txt && cd .. && cat tree/linked.txt')" == "$MARKER through a link"$'\n'"$MARKER through a link" ]] ||
+    fail "relative paths after cd"
+  run "$PY" -c 'import os; os.chdir("vol"); open("rel.txt", "w").write("'"$MARKER"' relative\n")'
+  [[ "$(run cat vol/rel.txt)" == "$MARKER relative" ]] || fail "relative path after chdir in python"
   check_volume
   check_tamper copy.txt
   ;;
@@ -272,15 +285,31 @@ int main(int argc, char** argv) {
   if (!freopen(argv[3], "a", stderr)) { perror("freopen a"); return 1; }
   fprintf(stderr, "appended\n");
   fclose(stderr);
+  /* A stream fopen made on a protected file (a cookie stream) reopened onto another protected
+     file, onto a plain file outside the volume, and with a new mode on the same file. */
+  FILE* f = fopen(argv[1], "r");
+  if (!f || !fgets(line, sizeof(line), f)) { perror("fopen protected"); return 1; }
+  if (freopen(argv[4], "w", f) != f) { perror("freopen cookie to protected"); return 1; }
+  fprintf(f, "via cookie %s", line);
+  if (freopen(argv[5], "r", f) != f || !fgets(line, sizeof(line), f)) { perror("freopen cookie to plain"); return 1; }
+  printf("plain: %s", line);
+  if (freopen(argv[4], "a", f) != f) { perror("freopen cookie append"); return 1; }
+  fprintf(f, "more\n");
+  if (freopen(NULL, "r", f) != f || !fgets(line, sizeof(line), f)) { perror("freopen mode"); return 1; }
+  printf("again: %s", line);
+  fclose(f);
   return 0;
 }
 CEOF
   gcc -o fr fr.c
   echo "first line $MARKER" > in.txt
+  echo "outside the volume" > plain.txt
   run cp in.txt vol/in.txt
   run sh -c 'echo start > vol/log.txt'
-  run ./fr vol/in.txt vol/out.txt vol/log.txt || fail "freopen program"
-  [[ "$(run cat vol/out.txt)" == "copied: first line $MARKER" ]] || fail "stdout reopened on a protected file"
+  run ./fr vol/in.txt vol/out.txt vol/log.txt vol/cookie.txt "$work/plain.txt" || fail "freopen program"
+  [[ "$(run cat vol/out.txt)" == "copied: first line $MARKER"$'\nplain: outside the volume\nagain: via cookie first line '"$MARKER" ]] ||
+    fail "stdout reopened on a protected file, or a cookie stream reopened: $(run cat vol/out.txt)"
+  [[ "$(run cat vol/cookie.txt)" == "via cookie first line $MARKER"$'\nmore' ]] || fail "cookie stream reopened onto a protected file"
   [[ "$(run cat vol/log.txt)" == $'start\nappended' ]] || fail "stderr appended to a protected file"
   check_volume
   check_tamper out.txt
