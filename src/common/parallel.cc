@@ -207,3 +207,36 @@ void ParallelPipeline(size_t count, size_t block, const std::function<void(size_
 }
 
 }  // namespace scone
+
+namespace scone {
+
+void ParallelAfterInOrder(size_t count, size_t block,
+                          const std::function<void(size_t, size_t)>& produce,
+                          const std::function<void(size_t, size_t)>& work) {
+  if (count == 0) return;
+  const size_t blocks = (count + block - 1) / block;
+  auto range_end = [&](size_t b) { return std::min(count, (b + 1) * block); };
+  std::atomic<size_t> produced{0};  // blocks produce() is done with
+  std::atomic<size_t> next{0};      // next block to claim for work()
+  const std::function<void(size_t, size_t)> helper_job = [&](size_t, size_t) {
+    for (;;) {
+      size_t b = next.fetch_add(1, std::memory_order_relaxed);
+      if (b >= blocks) return;
+      while (produced.load(std::memory_order_acquire) <= b) __builtin_ia32_pause();
+      work(b * block, range_end(b));
+    }
+  };
+  Helper& helper = TheHelper();
+  const bool helped = blocks > 1 && MoreThanOneCore() && helper.TrySubmit(&helper_job, 0, 0);
+  for (size_t b = 0; b < blocks; ++b) {
+    produce(b * block, range_end(b));
+    produced.store(b + 1, std::memory_order_release);
+  }
+  for (size_t b = next.fetch_add(1, std::memory_order_relaxed); b < blocks;
+       b = next.fetch_add(1, std::memory_order_relaxed)) {
+    work(b * block, range_end(b));
+  }
+  if (helped) helper.Wait();
+}
+
+}  // namespace scone

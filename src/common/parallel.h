@@ -26,6 +26,13 @@ void ParallelFor(size_t count, size_t min_parallel_count,
 void ParallelPipeline(size_t count, size_t block, const std::function<void(size_t, size_t)>& work,
                       const std::function<void(size_t, size_t)>& consume);
 
+// The reverse: produce(begin, end) over blocks in order on the calling thread (reading them),
+// and work(begin, end) on each produced block, by the helper as soon as it is produced and by
+// the calling thread once it has produced them all (reading overlaps opening).
+void ParallelAfterInOrder(size_t count, size_t block,
+                          const std::function<void(size_t, size_t)>& produce,
+                          const std::function<void(size_t, size_t)>& work);
+
 // Stops the helper thread now (it is otherwise stopped at exit): for programs that tear their
 // libraries down before exit.
 void StopParallelHelper();

@@ -25,6 +25,8 @@ constexpr size_t kSmallCommitChunks = 16;
 constexpr size_t kParallelChunks = 32;
 // Chunks sealed per block when sealing and writing overlap (see ParallelPipeline).
 constexpr size_t kPipelineChunks = 32;
+// Chunks read per block when reading overlaps opening (see ParallelAfterInOrder).
+constexpr size_t kReadPipelineChunks = 16;
 
 struct ChunkAad {
   uint8_t bytes[kFileIdSize + 8];
@@ -387,8 +389,9 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
       ++chunk;
       continue;
     }
-    // A run of on-disk chunks: one pread of their physical range (with any chunk table page
-    // between them), then authenticate each, on two cores when the run is long.
+    // A run of on-disk chunks: preads of their physical range (with any chunk table page between
+    // them), then authenticate each; a long run is read block by block while the blocks already
+    // read are authenticated, on two cores.
     uint64_t run = 1;
     while (run < kReadBatchChunks && (chunk + run) * kChunkSize < end &&
            (cache_.empty() || cache_.count(chunk + run) == 0) && !entries_[chunk + run].IsHole()) {
@@ -398,31 +401,47 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
     const uint64_t base = layout_.SlotOffset(first);
     const uint64_t span = layout_.SlotOffset(first + run - 1) + kChunkSize - base;
     Bytes& scratch = ThreadScratch(span);
-    SCONE_ASSIGN_OR_RETURN(size_t got, data_.ReadAt(base, MutableByteSpan(scratch.data(), span)));
-    const uint8_t* images = scratch.data();
-    auto open_one = [&](size_t i, uint8_t* part) -> Status {
-      uint64_t c = first + i;
-      uint64_t c_start = c * kChunkSize;
-      uint64_t c_from = std::max(offset, c_start);
-      uint64_t c_to = std::min(end, c_start + kChunkSize);
-      uint8_t* c_dest = out.data() + (c_from - offset);
-      size_t at = layout_.SlotOffset(c) - base;
-      size_t image_size = got > at ? std::min<size_t>(got - at, kChunkSize) : 0;
-      bool whole = c_from == c_start && c_to == c_start + kChunkSize;
-      SCONE_RETURN_IF_ERROR(OpenChunk(c, images + at, image_size, whole ? c_dest : part));
-      if (!whole) std::memcpy(c_dest, part + (c_from - c_start), c_to - c_from);
-      return Status::Ok();
+    uint8_t* images = scratch.data();
+    std::vector<size_t> image_sizes(run);
+    std::vector<Status> results(run);
+    // Reads slots [begin, end) of the run with one pread (with any chunk table page between).
+    auto read_slots = [&](size_t begin, size_t stop) {
+      const size_t from = layout_.SlotOffset(first + begin) - base;
+      const size_t to = layout_.SlotOffset(first + stop - 1) + kChunkSize - base;
+      auto got = data_.ReadAt(base + from, MutableByteSpan(images + from, to - from));
+      for (size_t i = begin; i < stop; ++i) {
+        if (!got.ok()) {
+          results[i] = got.status();
+          continue;
+        }
+        size_t at = layout_.SlotOffset(first + i) - base;
+        size_t end_read = from + *got;
+        image_sizes[i] = end_read > at ? std::min<size_t>(end_read - at, kChunkSize) : 0;
+      }
+    };
+    auto open_slots = [&](size_t begin, size_t stop) {
+      uint8_t part[kChunkSize];
+      for (size_t i = begin; i < stop; ++i) {
+        if (!results[i].ok()) continue;
+        uint64_t c = first + i;
+        uint64_t c_start = c * kChunkSize;
+        uint64_t c_from = std::max(offset, c_start);
+        uint64_t c_to = std::min(end, c_start + kChunkSize);
+        uint8_t* c_dest = out.data() + (c_from - offset);
+        bool whole = c_from == c_start && c_to == c_start + kChunkSize;
+        const uint8_t* image = images + (layout_.SlotOffset(c) - base);
+        results[i] = OpenChunk(c, image, image_sizes[i], whole ? c_dest : part);
+        if (results[i].ok() && !whole) std::memcpy(c_dest, part + (c_from - c_start), c_to - c_from);
+      }
     };
     if (run < kParallelChunks) {
-      for (size_t i = 0; i < run; ++i) SCONE_RETURN_IF_ERROR(open_one(i, bounce));
+      read_slots(0, run);
+      open_slots(0, run);
     } else {
-      std::vector<Status> results(run);
-      ParallelFor(run, kParallelChunks, [&](size_t begin, size_t stop) {
-        uint8_t part[kChunkSize];
-        for (size_t i = begin; i < stop; ++i) results[i] = open_one(i, part);
-      });
-      for (const Status& r : results) SCONE_RETURN_IF_ERROR(r);
+      // Blocks are opened (on two cores) while the next ones are read.
+      ParallelAfterInOrder(run, kReadPipelineChunks, read_slots, open_slots);
     }
+    for (const Status& r : results) SCONE_RETURN_IF_ERROR(r);
     chunk += run;
   }
   return total;
