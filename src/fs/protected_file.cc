@@ -402,27 +402,24 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
     const uint64_t span = layout_.SlotOffset(first + run - 1) + kChunkSize - base;
     Bytes& scratch = ThreadScratch(span);
     uint8_t* images = scratch.data();
-    std::vector<size_t> image_sizes(run);
-    std::vector<Status> results(run);
-    // Reads slots [begin, end) of the run with one pread (with any chunk table page between).
-    auto read_slots = [&](size_t begin, size_t stop) {
+    // Bytes read of each slot: on the stack for the short runs of random access.
+    size_t short_sizes[kParallelChunks];
+    std::vector<size_t> long_sizes(run >= kParallelChunks ? run : 0);
+    size_t* image_sizes = run < kParallelChunks ? short_sizes : long_sizes.data();
+    // Reads slots [begin, stop) of the run with one pread (with any chunk table page between).
+    auto read_slots = [&](size_t begin, size_t stop) -> Status {
       const size_t from = layout_.SlotOffset(first + begin) - base;
       const size_t to = layout_.SlotOffset(first + stop - 1) + kChunkSize - base;
-      auto got = data_.ReadAt(base + from, MutableByteSpan(images + from, to - from));
+      SCONE_ASSIGN_OR_RETURN(size_t got, data_.ReadAt(base + from, MutableByteSpan(images + from, to - from)));
       for (size_t i = begin; i < stop; ++i) {
-        if (!got.ok()) {
-          results[i] = got.status();
-          continue;
-        }
         size_t at = layout_.SlotOffset(first + i) - base;
-        size_t end_read = from + *got;
-        image_sizes[i] = end_read > at ? std::min<size_t>(end_read - at, kChunkSize) : 0;
+        image_sizes[i] = from + got > at ? std::min<size_t>(from + got - at, kChunkSize) : 0;
       }
+      return Status::Ok();
     };
-    auto open_slots = [&](size_t begin, size_t stop) {
+    auto open_slots = [&](size_t begin, size_t stop) -> Status {
       uint8_t part[kChunkSize];
       for (size_t i = begin; i < stop; ++i) {
-        if (!results[i].ok()) continue;
         uint64_t c = first + i;
         uint64_t c_start = c * kChunkSize;
         uint64_t c_from = std::max(offset, c_start);
@@ -430,18 +427,28 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
         uint8_t* c_dest = out.data() + (c_from - offset);
         bool whole = c_from == c_start && c_to == c_start + kChunkSize;
         const uint8_t* image = images + (layout_.SlotOffset(c) - base);
-        results[i] = OpenChunk(c, image, image_sizes[i], whole ? c_dest : part);
-        if (results[i].ok() && !whole) std::memcpy(c_dest, part + (c_from - c_start), c_to - c_from);
+        SCONE_RETURN_IF_ERROR(OpenChunk(c, image, image_sizes[i], whole ? c_dest : part));
+        if (!whole) std::memcpy(c_dest, part + (c_from - c_start), c_to - c_from);
       }
+      return Status::Ok();
     };
     if (run < kParallelChunks) {
-      read_slots(0, run);
-      open_slots(0, run);
+      SCONE_RETURN_IF_ERROR(read_slots(0, run));
+      SCONE_RETURN_IF_ERROR(open_slots(0, run));
     } else {
       // Blocks are opened (on two cores) while the next ones are read.
-      ParallelAfterInOrder(run, kReadPipelineChunks, read_slots, open_slots);
+      std::vector<Status> read_results(run), open_results(run);
+      ParallelAfterInOrder(
+          run, kReadPipelineChunks,
+          [&](size_t begin, size_t stop) { read_results[begin] = read_slots(begin, stop); },
+          [&](size_t begin, size_t stop) {
+            if (read_results[begin].ok()) open_results[begin] = open_slots(begin, stop);
+          });
+      for (size_t i = 0; i < run; ++i) {
+        SCONE_RETURN_IF_ERROR(read_results[i]);
+        SCONE_RETURN_IF_ERROR(open_results[i]);
+      }
     }
-    for (const Status& r : results) SCONE_RETURN_IF_ERROR(r);
     chunk += run;
   }
   return total;
