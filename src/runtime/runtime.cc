@@ -34,27 +34,9 @@ Runtime* the_runtime = nullptr;
 
 // "/a/b/../c/./d" -> "/a/c/d" (absolute paths only).
 std::string Lexical(const std::string& path) {
-  std::vector<std::string_view> parts;
-  std::string_view p(path);
-  size_t pos = 0;
-  while (pos <= p.size()) {
-    size_t slash = p.find('/', pos);
-    if (slash == std::string_view::npos) slash = p.size();
-    std::string_view part = p.substr(pos, slash - pos);
-    pos = slash + 1;
-    if (part.empty() || part == ".") continue;
-    if (part == "..") {
-      if (!parts.empty()) parts.pop_back();
-      continue;
-    }
-    parts.push_back(part);
-  }
-  std::string out;
-  for (std::string_view part : parts) {
-    out.push_back('/');
-    out.append(part);
-  }
-  return out.empty() ? "/" : out;
+  char out[PATH_MAX];
+  size_t n = LexicalAbsolute("/", path, out, sizeof(out));
+  return n == 0 ? path : std::string(out, n);
 }
 
 std::string FdPath(int fd) {
