@@ -28,6 +28,11 @@ fio_mbps() {
     $PY -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f" % ((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/1e6))'
 }
 
+# This VM's speed moves by tens of percent from one second to the next: every measurement is
+# taken in alternating rounds and the median round of each side is compared.
+rounds=3
+median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
+
 declare -A result
 run_fs_suite() {  # run_fs_suite LABEL BASE_DIR
   local label="$1" base="$2"
@@ -38,11 +43,17 @@ run_fs_suite() {  # run_fs_suite LABEL BASE_DIR
   gocryptfs -q -nosyslog -passfile "$base/pw" "$base/gocryptfs.cipher" "$base/gocryptfs" && mounts+=("$base/gocryptfs")
   for w in "write 1m" "read 1m" "randwrite 4k" "randread 4k"; do
     set -- $w
-    result["$label/$1/native"]=$(fio_mbps "$base/native" "$1" "$2")
-    result["$label/$1/scone"]=$(fio_mbps "$base/vol" "$1" "$2" "$scone" run --volume "$base/vol:$base/vol.key" --)
-    result["$label/$1/gocryptfs"]=$(fio_mbps "$base/gocryptfs" "$1" "$2")
-    rm -f "$base/native/fio.dat" "$base/gocryptfs/fio.dat"
-    "$scone" run --volume "$base/vol:$base/vol.key" -- rm -f "$base/vol/fio.dat"
+    local natives=() scones=() peers=()
+    for r in $(seq 1 $rounds); do  # alternating rounds; the median of each is reported
+      natives+=("$(fio_mbps "$base/native" "$1" "$2")")
+      scones+=("$(fio_mbps "$base/vol" "$1" "$2" "$scone" run --volume "$base/vol:$base/vol.key" --)")
+      peers+=("$(fio_mbps "$base/gocryptfs" "$1" "$2")")
+      rm -f "$base/native/fio.dat" "$base/gocryptfs/fio.dat"
+      "$scone" run --volume "$base/vol:$base/vol.key" -- rm -f "$base/vol/fio.dat"
+    done
+    result["$label/$1/native"]=$(median "${natives[@]}")
+    result["$label/$1/scone"]=$(median "${scones[@]}")
+    result["$label/$1/gocryptfs"]=$(median "${peers[@]}")
   done
 }
 
@@ -51,7 +62,7 @@ run_fs_suite disk "$work_disk"
 
 ratio() { $PY -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b if b else 0))" "$1" "$2"; }
 
-echo "scone runtime benchmark (fio psync, ${size_mib} MiB file; best single run each)"
+echo "scone runtime benchmark (fio psync, ${size_mib} MiB file; median of $rounds alternating rounds)"
 printf "%-6s %-10s %10s %10s %10s %14s %16s\n" fs workload native scone gocryptfs scone/native scone/gocryptfs
 for fs in tmpfs disk; do
   for w in write read randwrite randread; do
@@ -70,11 +81,8 @@ done
   done
 } > "$work_disk/inserts.sql"
 seconds() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); $PY -c "print($e-$s)"; }
-median() { printf '%s\n' "$@" | sort -g | sed -n "$(( ($# + 1) / 2 ))p"; }
 # Rounds alternate native and shielded, each on a fresh database, so that a slow moment of the
-# machine (or the disk still flushing the previous round) does not land on one side only; the
-# median round of each side is compared.
-rounds=3
+# machine (or the disk still flushing the previous round) does not land on one side only.
 t_natives=() t_scones=()
 for r in $(seq 1 $rounds); do
   rm -rf "$work_disk/sq" "$work_disk/sqvol" "$work_disk/sq.key"
