@@ -338,6 +338,13 @@ int DoUnlink(int dirfd, const char* path, int flags, bool* handled) {
   return s.ok() ? 0 : Fail(s);
 }
 
+// A rename may have moved the working directory (or a directory above it): the runtime's copy
+// of its name follows, so that relative paths keep being judged where the kernel resolves them.
+int AfterRename(int r) {
+  if (Runtime* rt = ShieldIfReady(); r == 0 && rt != nullptr) rt->WorkingDirectoryChanged();
+  return r;
+}
+
 // The shape of every descriptor call: the shield's version for shielded descriptors, the C
 // library's for the rest (one atomic load on that path).
 template <typename Shielded, typename Passthrough>
@@ -774,20 +781,20 @@ SCONE_EXPORT int fcntl64(int fd, int cmd, ...) {
 SCONE_EXPORT int rename(const char* oldpath, const char* newpath) {
   bool handled;
   int r = DoRename(AT_FDCWD, oldpath, AT_FDCWD, newpath, 0, &handled);
-  return handled ? r : Real().rename(oldpath, newpath);
+  return AfterRename(handled ? r : Real().rename(oldpath, newpath));
 }
 
 SCONE_EXPORT int renameat(int olddirfd, const char* oldpath, int newdirfd, const char* newpath) {
   bool handled;
   int r = DoRename(olddirfd, oldpath, newdirfd, newpath, 0, &handled);
-  return handled ? r : Real().renameat(olddirfd, oldpath, newdirfd, newpath);
+  return AfterRename(handled ? r : Real().renameat(olddirfd, oldpath, newdirfd, newpath));
 }
 
 SCONE_EXPORT int renameat2(int olddirfd, const char* oldpath, int newdirfd, const char* newpath,
                            unsigned int flags) {
   bool handled;
   int r = DoRename(olddirfd, oldpath, newdirfd, newpath, flags, &handled);
-  return handled ? r : Real().renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
+  return AfterRename(handled ? r : Real().renameat2(olddirfd, oldpath, newdirfd, newpath, flags));
 }
 
 SCONE_EXPORT int unlink(const char* path) {

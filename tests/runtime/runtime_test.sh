@@ -72,6 +72,10 @@ coreutils)
     fail "relative paths after cd"
   run "$PY" -c 'import os; os.chdir("vol"); open("rel.txt", "w").write("'"$MARKER"' relative\n")'
   [[ "$(run cat vol/rel.txt)" == "$MARKER relative" ]] || fail "relative path after chdir in python"
+  # The working directory renamed under the program: relative paths follow it.
+  run "$PY" -c 'import os; os.makedirs("vol/a"); os.chdir("vol/a"); os.rename("../a", "../b"); open("x.txt", "w").write("'"$MARKER"' moved\n")' ||
+    fail "writing in a renamed working directory"
+  [[ "$(run cat vol/b/x.txt)" == "$MARKER moved" ]] || fail "relative path after the working directory was renamed"
   check_volume
   check_tamper copy.txt
   ;;
