@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <random>
 #include <string>
+#include <vector>
 
 namespace scone::runtime {
 namespace {
@@ -30,6 +32,57 @@ TEST(LexicalPathTest, RefusesWhatDoesNotFit) {
   EXPECT_EQ(Lex("/", "/abc", 5), "/abc");
   EXPECT_EQ(Lex("/", "/", 2), "/");
   EXPECT_EQ(Lex("/", "/a", 1), "<too long>");
+}
+
+// The same rules, written the obvious way (components in a vector), as the reference.
+std::string Reference(const std::string& base, const std::string& path) {
+  std::vector<std::string> parts;
+  auto add = [&](const std::string& p) {
+    size_t pos = 0;
+    while (pos <= p.size()) {
+      size_t slash = p.find('/', pos);
+      if (slash == std::string::npos) slash = p.size();
+      std::string part = p.substr(pos, slash - pos);
+      pos = slash + 1;
+      if (part.empty() || part == ".") continue;
+      if (part == "..") {
+        if (!parts.empty()) parts.pop_back();
+        continue;
+      }
+      parts.push_back(part);
+    }
+  };
+  if (path.empty() || path[0] != '/') add(base);
+  add(path);
+  std::string out;
+  for (const std::string& part : parts) out += "/" + part;
+  return out.empty() ? "/" : out;
+}
+
+TEST(LexicalPathTest, RandomPathsMatchTheReferenceAndNeverOverflow) {
+  std::mt19937 rng(7);
+  const char* pieces[] = {"a", "bc", ".", "..", "", "...", ".x", "/", "//", "d/"};
+  for (int round = 0; round < 20000; ++round) {
+    std::string base = "/", path;
+    for (int i = rng() % 4; i > 0; --i) base += std::string(pieces[rng() % 10]) + "/";
+    base = Reference("/", base);  // callers pass an absolute, normal directory
+    if (rng() % 2) path = "/";
+    for (int i = rng() % 8; i > 0; --i) path += std::string(pieces[rng() % 10]) + (rng() % 2 ? "/" : "");
+    std::string want = Reference(base, path);
+    // Exactly enough room, one byte too little, and plenty: the result or a clean refusal
+    // (also allowed when only a form on the way to the result is too long), never a wrong
+    // answer, never a byte past the buffer.
+    for (size_t size : {want.size() + 1, want.size(), size_t{4096}}) {
+      std::vector<char> out(size + 8, '#');
+      size_t n = LexicalAbsolute(base, path, out.data(), size);
+      for (size_t i = size; i < out.size(); ++i) ASSERT_EQ(out[i], '#') << "wrote past the buffer";
+      if (size == 4096) ASSERT_NE(n, 0u) << base << " + " << path;
+      if (size <= want.size()) ASSERT_EQ(n, 0u) << base << " + " << path << " does not fit in " << size;
+      if (n == 0) continue;
+      ASSERT_EQ(std::string(out.data(), n), want) << base << " + " << path;
+      ASSERT_EQ(out[n], '\0');
+    }
+  }
 }
 
 }  // namespace
