@@ -458,17 +458,21 @@ bool NoLinkBelowRoot(char* lexical, char* inside, bool follow_last) {
 }  // namespace
 
 Target Runtime::Locate(int dirfd, const char* path, bool follow_last) const {
-  char lexical[PATH_MAX];
-  MountedVolume* volume;
-  const char* inside;
-  if (LexicalLookup(dirfd, path, lexical, &volume, &inside) && volume != nullptr) {
+  LexicalPath lexical;
+  return Locate(dirfd, path, follow_last, LexicalLookup(dirfd, path, &lexical) ? &lexical : nullptr);
+}
+
+Target Runtime::Locate(int dirfd, const char* path, bool follow_last, LexicalPath* lexical) const {
+  if (lexical != nullptr && lexical->volume != nullptr) {
+    MountedVolume* volume = lexical->volume;
+    const char* inside = lexical->inside;
     // A file the volume holds is reached without links (the volume's table has none).
     bool known = *inside != '\0' && volume->volume->FileSize(inside).ok();
-    if (known || NoLinkBelowRoot(lexical, const_cast<char*>(inside), follow_last)) {
+    if (known || NoLinkBelowRoot(lexical->absolute, const_cast<char*>(inside), follow_last)) {
       Target t;
       t.volume = volume;
       t.path = inside;
-      t.absolute = lexical;
+      t.absolute = lexical->absolute;
       t.metadata = fs::PathHasPrefix(t.path, fs::kMetaDirName);
       t.region = t.path.empty() || t.metadata ? fs::Region::kNotProtected
                                               : volume->volume->RegionOf(t.path);
@@ -479,8 +483,8 @@ Target Runtime::Locate(int dirfd, const char* path, bool follow_last) const {
   return Resolve(dirfd, path, follow_last);
 }
 
-bool Runtime::LexicalLookup(int dirfd, const char* path, char* buf, MountedVolume** volume,
-                            const char** inside) const {
+bool Runtime::LexicalLookup(int dirfd, const char* path, LexicalPath* out) const {
+  char* buf = out->absolute;
   if (path == nullptr || path[0] == '\0') return false;
   // ".." after a symbolic link leaves the link's target, not the link: the long way.
   for (const char* dots = strstr(path, ".."); dots != nullptr; dots = strstr(dots + 2, "..")) {
@@ -503,19 +507,19 @@ bool Runtime::LexicalLookup(int dirfd, const char* path, char* buf, MountedVolum
     len = LexicalAbsolute(cwd, path, buf, PATH_MAX);
   }
   if (len == 0) return false;
-  *volume = nullptr;
-  *inside = nullptr;
+  out->volume = nullptr;
+  out->inside = nullptr;
   for (const auto& v : volumes_) {
     const std::string& root = v->root;
     if (len < root.size() || std::memcmp(buf, root.data(), root.size()) != 0) continue;
     if (len == root.size()) {
-      *inside = buf + len;  // the root itself: ""
+      out->inside = buf + len;  // the root itself: ""
     } else if (buf[root.size()] == '/' || root == "/") {
-      *inside = buf + root.size() + (root == "/" ? 0 : 1);
+      out->inside = buf + root.size() + (root == "/" ? 0 : 1);
     } else {
       continue;
     }
-    *volume = v.get();
+    out->volume = v.get();
     break;
   }
   return true;

@@ -56,6 +56,14 @@ struct Target {
   bool known_file = false;          // a protected file the volume holds
 };
 
+// A path as the program wrote it, made absolute and normal without the kernel, and the volume
+// its name lies in (see Runtime::LexicalLookup).
+struct LexicalPath {
+  char absolute[PATH_MAX];
+  MountedVolume* volume = nullptr;  // nullptr: outside every volume by name
+  const char* inside = nullptr;     // the path inside `volume` (points into `absolute`)
+};
+
 class Runtime {
  public:
   static constexpr int kMaxFds = 1 << 16;
@@ -65,12 +73,12 @@ class Runtime {
   // Resolve, the short way for a path lexically inside a volume: none for a file the volume
   // holds (its table has no symbolic links), else one readlink per component below the root.
   Target Locate(int dirfd, const char* path, bool follow_last) const;
-  // The lexical absolute form of `path` (lexical_path.h) into buf (PATH_MAX bytes), the volume it
-  // names lexically (nullptr: none) and the path inside that volume. False when it cannot be
-  // judged so (relative to a directory descriptor, "..", too long). Exact when no symbolic link
-  // is involved; the callers make sure of that. No system call, no allocation, no lock.
-  bool LexicalLookup(int dirfd, const char* path, char* buf, MountedVolume** volume,
-                     const char** inside) const;
+  // The same for a path the caller has judged already (nullptr: it could not be judged).
+  Target Locate(int dirfd, const char* path, bool follow_last, LexicalPath* lexical) const;
+  // Judges `path` lexically (lexical_path.h): false when it cannot be judged so (relative to a
+  // directory descriptor, "..", too long). Exact when no symbolic link is involved; the callers
+  // make sure of that. No system call, no allocation, no lock.
+  bool LexicalLookup(int dirfd, const char* path, LexicalPath* out) const;
   // Whether a file on device `dev` may lie in a volume (its file system holds one).
   bool OnVolumeDevice(dev_t dev) const;
   // Whether the directory (dev, ino) is a volume's root.

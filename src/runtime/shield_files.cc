@@ -106,12 +106,10 @@ int OpenInjected(const SecretBytes& content, int flags) {
 bool StatInjected(int dirfd, const char* path, int at_flags, struct stat* st) {
   Runtime* rt = ShieldIfReady();
   if (rt == nullptr || !rt->HasInjectedFiles() || path == nullptr) return false;
-  char lexical[PATH_MAX];
-  MountedVolume* volume;
-  const char* inside;
+  LexicalPath lexical;
   const SecretBytes* content =
-      rt->LexicalLookup(dirfd, path, lexical, &volume, &inside)
-          ? rt->Injected(lexical)
+      rt->LexicalLookup(dirfd, path, &lexical)
+          ? rt->Injected(lexical.absolute)
           : rt->Injected(rt->Resolve(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW)).absolute);
   if (content == nullptr) return false;
   std::memset(st, 0, sizeof(*st));
@@ -231,13 +229,12 @@ bool CertainlyOutside(const Runtime& rt, int dirfd, const char* path, int at_fla
 int PatchPathStat(int dirfd, const char* path, int at_flags, struct stat* st) {
   Runtime* rt = ShieldFor(dirfd, path);
   if (rt == nullptr) return 0;
-  char lexical[PATH_MAX];
-  MountedVolume* volume;
-  const char* inside;
-  if (rt->LexicalLookup(dirfd, path, lexical, &volume, &inside)) {
-    if (volume == nullptr && CertainlyOutside(*rt, dirfd, path, at_flags, *st)) return 0;
+  LexicalPath lexical;
+  const bool judged = rt->LexicalLookup(dirfd, path, &lexical);
+  if (judged && lexical.volume == nullptr && CertainlyOutside(*rt, dirfd, path, at_flags, *st)) {
+    return 0;
   }
-  Target t = rt->Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW));
+  Target t = rt->Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW), judged ? &lexical : nullptr);
   if (t.volume == nullptr) return 0;
   if (t.metadata) {
     errno = ENOENT;
@@ -369,14 +366,13 @@ ssize_t CopyThrough(int in_fd, off_t* in_off, int out_fd, off_t* out_off, size_t
 int ShieldedOpen(int dirfd, const char* path, int flags, mode_t mode) {
   Runtime* rt = ShieldFor(dirfd, path);
   if (rt == nullptr) return -2;
-  char lexical[PATH_MAX];
-  MountedVolume* volume;
-  const char* inside;
-  if (rt->LexicalLookup(dirfd, path, lexical, &volume, &inside)) {
+  LexicalPath lexical;
+  const bool judged = rt->LexicalLookup(dirfd, path, &lexical);
+  if (judged) {
     if (rt->HasInjectedFiles()) {
-      if (const SecretBytes* content = rt->Injected(lexical)) return OpenInjected(*content, flags);
+      if (const SecretBytes* content = rt->Injected(lexical.absolute)) return OpenInjected(*content, flags);
     }
-    if (volume == nullptr) {
+    if (lexical.volume == nullptr) {
       // Lexically outside every volume: the kernel opens it unless a link is on the way (which
       // might lead into a volume); only then the long way.
       int saved = errno;
@@ -389,7 +385,7 @@ int ShieldedOpen(int dirfd, const char* path, int flags, mode_t mode) {
       errno = saved;
     }
   }
-  Target t = rt->Locate(dirfd, path, !(flags & O_NOFOLLOW));
+  Target t = rt->Locate(dirfd, path, !(flags & O_NOFOLLOW), judged ? &lexical : nullptr);
   if (rt->HasInjectedFiles()) {
     if (const SecretBytes* content = rt->Injected(t.absolute)) return OpenInjected(*content, flags);
   }
