@@ -208,10 +208,6 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
   }
   file->min_chunks_since_commit_ = file->entries_.size();
   file->committed_root_ = entry.root;
-  file->durable_.assign(file->entries_.size(), 0);
-  for (size_t i = 0; i < file->entries_.size(); ++i) {
-    file->durable_[i] = file->entries_[i].IsHole() ? 0 : 1;
-  }
   return file;
 }
 
@@ -242,6 +238,9 @@ Status ProtectedFile::LoadPages() {
     }
     tree_.SetLeaf(p, LeafHash(p, ByteSpan(image, kPageSize)));
   }
+  // Every chunk the table on disk gives a slot is referenced by the durable state.
+  durable_.assign(entries_.size(), 0);
+  for (size_t i = 0; i < entries_.size(); ++i) durable_[i] = entries_[i].IsHole() ? 0 : 1;
   return Status::Ok();
 }
 
@@ -532,19 +531,18 @@ Status ProtectedFile::SealAndWriteInPlace(const std::vector<uint64_t>& chunks,
 // place; if overwrites of durable chunks still fill it, commits.
 Status ProtectedFile::EvictCache() {
   if (cache_.size() <= kMaxCachedChunks) return Status::Ok();
+  std::vector<std::map<uint64_t, Bytes>::iterator> evicted;
   std::vector<uint64_t> chunks;
   std::vector<const uint8_t*> plains;
-  for (const auto& [chunk, plain] : cache_) {
-    if (chunk < durable_.size() && durable_[chunk]) continue;
-    chunks.push_back(chunk);
-    plains.push_back(plain.data());
+  for (auto it = cache_.begin(); it != cache_.end(); ++it) {
+    if (IsDurable(it->first)) continue;
+    evicted.push_back(it);
+    chunks.push_back(it->first);
+    plains.push_back(it->second.data());
   }
   if (!chunks.empty()) {
     SCONE_RETURN_IF_ERROR(SealAndWriteInPlace(chunks, plains));
-    for (uint64_t c : chunks) {
-      auto it = cache_.find(c);
-      DropCached(it, std::next(it));
-    }
+    for (auto it : evicted) DropCached(it, std::next(it));
   }
   if (cache_.size() > kMaxCachedChunks / 2) return CommitLocked();
   return Status::Ok();
@@ -567,12 +565,12 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
     uint64_t to = std::min(end, chunk_start + kChunkSize);
     const uint8_t* src = data.data() + (from - offset);
     bool whole = from == chunk_start && (to == chunk_start + kChunkSize || to == size_);
-    bool durable = chunk < durable_.size() && durable_[chunk];
+    bool durable = IsDurable(chunk);
     uint64_t run = 0;
     if (whole && !durable && cache_.count(chunk) == 0) {
       run = 1;
       while (run < kReadBatchChunks && (chunk + run + 1) * kChunkSize <= end &&
-             !(chunk + run < durable_.size() && durable_[chunk + run]) &&
+             !IsDurable(chunk + run) &&
              (cache_.empty() || cache_.count(chunk + run) == 0)) {
         ++run;
       }
@@ -703,8 +701,6 @@ Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
                          ": chunk table does not match the volume's metadata after another "
                          "process's commit");
   }
-  durable_.assign(entries_.size(), 0);
-  for (size_t i = 0; i < entries_.size(); ++i) durable_[i] = entries_[i].IsHole() ? 0 : 1;
   size_ = our_size;
   entries_.resize(ChunkCount(our_size));
   for (uint64_t c : changed_entries_) {
@@ -733,7 +729,7 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
   // fdatasync (the journal's) instead of two (data, then journal).
   const bool journal_all = !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
   auto journaled_chunk = [&](uint64_t chunk) {
-    return journal_all || (chunk < durable_.size() && durable_[chunk]);
+    return journal_all || IsDurable(chunk);
   };
   size_t journaled = 0;
   for (const auto& [chunk, plain] : cache_) {

@@ -103,6 +103,8 @@ class ProtectedFile {
                   const std::vector<uint8_t*>& images);
   Status OpenChunk(uint64_t chunk, const uint8_t* slot_image, size_t image_size, uint8_t* plain);
   Status WriteSlot(uint64_t chunk, const uint8_t* image);
+  // Whether the durable state references this chunk's slot (an overwrite must be journaled).
+  bool IsDurable(uint64_t chunk) const { return chunk < durable_.size() && durable_[chunk]; }
   Status CachedChunkForUpdate(uint64_t chunk, uint8_t** plain);
   // Chunk buffers for cache_ come from and go back to a free list (no allocation per write).
   Bytes TakeBuffer();
