@@ -82,11 +82,19 @@ void CasRequestParser(const uint8_t* data, size_t size) {
   if (request.ok() && request->Encode() != Bytes(data, data + size)) abort();
 }
 
-void ServiceConfigParser(const uint8_t* data, size_t size) {
-  auto config = cas::ServiceConfig::Decode(ByteSpan(data, size));
+namespace {
+// Secret-bearing configurations: whatever decodes encodes back to exactly the same bytes.
+template <typename Config>
+void SecretRoundTrip(const uint8_t* data, size_t size) {
+  auto config = Config::Decode(ByteSpan(data, size));
   if (!config.ok()) return;
   SecretBytes again = config->Encode();
-  if (!std::equal(again.span().begin(), again.span().end(), data, data + size) || again.size() != size) abort();
+  if (again.size() != size || !std::equal(again.span().begin(), again.span().end(), data)) abort();
+}
+}  // namespace
+
+void ServiceConfigParser(const uint8_t* data, size_t size) {
+  SecretRoundTrip<cas::ServiceConfig>(data, size);
 }
 
 void EvidenceParser(const uint8_t* data, size_t size) {
@@ -95,10 +103,7 @@ void EvidenceParser(const uint8_t* data, size_t size) {
 }
 
 void RuntimeConfigParser(const uint8_t* data, size_t size) {
-  auto config = runtime::RuntimeConfig::Decode(ByteSpan(data, size));
-  if (!config.ok()) return;
-  SecretBytes again = config->Encode();
-  if (again.size() != size || !std::equal(again.span().begin(), again.span().end(), data)) abort();
+  SecretRoundTrip<runtime::RuntimeConfig>(data, size);
 }
 
 }  // namespace scone::fuzz
