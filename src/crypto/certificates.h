@@ -18,8 +18,13 @@ namespace scone::crypto {
 
 // A new X.509 v3 certificate for `key`: a random serial, valid from a minute ago for
 // `valid_seconds`, subject CN `common_name`. The caller sets the issuer, adds extensions and
-// signs it. nullptr if OpenSSL fails.
+// signs it. nullptr if OpenSSL fails or `common_name` is longer than 64 characters.
 X509* NewCertificate(EVP_PKEY* key, const std::string& common_name, long valid_seconds);
+
+// Adds a subject alternative name extension with `dns` names and `ips` (textual IPv4/IPv6),
+// each built as its own GeneralName (never parsed from a configuration string). False if
+// OpenSSL fails or an IP address does not parse.
+bool AddSubjectAltNames(X509* cert, const std::vector<std::string>& dns, const std::vector<std::string>& ips);
 
 // SHA-256 of a certificate's DER SubjectPublicKeyInfo: the identity of its key (all zero if
 // OpenSSL cannot encode it).

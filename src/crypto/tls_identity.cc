@@ -26,8 +26,8 @@ Status WritePem(const std::string& path, mode_t mode, const std::function<int(FI
     return IoError("fdopen " + path, errno);
   }
   int ok = write(f);
-  fclose(f);
-  return ok == 1 ? Status::Ok() : Internal("writing " + path + " failed");
+  bool closed = fclose(f) == 0;
+  return ok == 1 && closed ? Status::Ok() : Internal("writing " + path + " failed");
 }
 
 }  // namespace
@@ -40,19 +40,12 @@ Status EnsureTlsIdentity(const TlsIdentityFiles& files, const std::string& commo
   X509* cert = key ? NewCertificate(key, common_name, 10L * 365 * 24 * 3600) : nullptr;
   if (key == nullptr || cert == nullptr) {
     EVP_PKEY_free(key);
+    X509_free(cert);
     return Internal("TLS key generation failed");
   }
-  X509_set_issuer_name(cert, X509_get_subject_name(cert));
-  X509V3_CTX v3;
-  X509V3_set_ctx_nodb(&v3);
-  X509V3_set_ctx(&v3, cert, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* san = X509V3_EXT_conf_nid(nullptr, &v3, NID_subject_alt_name,
-                                            ("DNS:" + common_name + ",DNS:localhost,IP:127.0.0.1").c_str());
-  if (san) {
-    X509_add_ext(cert, san, -1);
-    X509_EXTENSION_free(san);
-  }
-  bool signed_ok = X509_sign(cert, key, EVP_sha256()) > 0;
+  bool signed_ok = X509_set_issuer_name(cert, X509_get_subject_name(cert)) == 1 &&
+                   AddSubjectAltNames(cert, {common_name, "localhost"}, {"127.0.0.1"}) &&
+                   X509_sign(cert, key, EVP_sha256()) > 0;
   Status s = signed_ok ? Status::Ok() : Internal("certificate signing failed");
   if (s.ok()) {
     s = WritePem(files.key_path, 0600, [&](FILE* f) {

@@ -6,11 +6,14 @@
 #include <cctype>
 #include <set>
 
+#include "crypto/secret.h"
+
 namespace scone::policy {
 namespace {
 
 constexpr size_t kMaxSessionSize = 1 << 20;
 constexpr size_t kMaxSecretSize = 1 << 16;
+constexpr size_t kMaxCommonName = 64;  // ub-common-name (RFC 5280)
 
 // Errors carry the line (1-based) of the node they are about.
 Status At(const YAML::Node& node, const std::string& what) {
@@ -64,16 +67,38 @@ Result<crypto::Hash> HashValue(const YAML::Node& node, const std::string& what) 
 }
 
 bool ValidName(const std::string& s) {
-  if (s.empty() || s.size() > 128) return false;
+  // "." and ".." would name a directory wherever a name becomes a path component.
+  if (s.empty() || s.size() > 128 || s == "." || s == "..") return false;
   for (char c : s) {
     if (!(isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) return false;
   }
   return true;
 }
 
+// A host name for a certificate's subject alternative names: labels of letters, digits and '-',
+// a wildcard only as the whole first label. Anything else (a comma, a space, "DNS:") is refused.
+bool ValidDnsName(const std::string& s) {
+  if (s.empty() || s.size() > 253) return false;
+  size_t start = s.rfind("*.", 0) == 0 ? 2 : 0;
+  size_t label = 0;
+  for (size_t i = start; i <= s.size(); ++i) {
+    if (i == s.size() || s[i] == '.') {
+      if (label == 0 || label > 63) return false;
+      label = 0;
+      continue;
+    }
+    char c = s[i];
+    if (!(isalnum(static_cast<unsigned char>(c)) || c == '-')) return false;
+    ++label;
+  }
+  return true;
+}
+
 Result<std::string> Name(const YAML::Node& node, const std::string& what) {
   SCONE_ASSIGN_OR_RETURN(std::string s, String(node, what));
-  if (!ValidName(s)) return At(node, what + " '" + s + "' may hold only letters, digits, '-', '_' and '.'");
+  if (!ValidName(s)) {
+    return At(node, what + " '" + s + "' may hold only letters, digits, '-', '_' and '.' (and is not '.' or '..')");
+  }
   return s;
 }
 
@@ -111,6 +136,12 @@ Result<Secret> ParseSecret(const YAML::Node& n) {
   }
   if (n["dns"]) {
     SCONE_ASSIGN_OR_RETURN(s.dns, Strings(n["dns"], "dns"));
+    for (const std::string& d : s.dns) {
+      if (!ValidDnsName(d)) {
+        return At(n["dns"], "dns name '" + d + "' is not a host name (letters, digits, '-' and '.', "
+                            "at most 253 characters, an optional leading '*.')");
+      }
+    }
   }
   if (n["import"]) {
     const YAML::Node& imp = n["import"];
@@ -143,6 +174,11 @@ Result<Secret> ParseSecret(const YAML::Node& n) {
   }
   if (!x509 && (!s.private_key.empty() || !s.issuer.empty() || !s.dns.empty())) {
     return At(n, "secret '" + s.name + "': private_key, issuer and dns apply to x509 secrets only");
+  }
+  if (x509 && s.CommonName().size() > kMaxCommonName) {
+    return At(n, "secret '" + s.name + "': the certificate's common name '" + s.CommonName() + "' is " +
+                     std::to_string(s.CommonName().size()) + " characters, more than X.509's " +
+                     std::to_string(kMaxCommonName) + " (name the secret shorter or put a shorter name first in dns)");
   }
   return s;
 }
@@ -184,6 +220,11 @@ Result<Service> ParseService(const YAML::Node& n) {
     const YAML::Node& env = n["environment"];
     if (!env.IsMap()) return At(env, "environment must be a mapping");
     for (const auto& kv : env) {
+      const std::string& key = kv.first.Scalar();
+      if (key.empty() || key.find('=') != std::string::npos || key.find('\0') != std::string::npos) {
+        return At(kv.first, "environment variable name '" + key + "' must be non-empty and hold no '=' "
+                            "(it would change another variable)");
+      }
       SCONE_ASSIGN_OR_RETURN(std::string value, String(kv.second, "environment value"));
       s.environment[kv.first.Scalar()] = std::move(value);
     }
@@ -421,20 +462,37 @@ Result<std::string> Substitute(std::string_view text,
                                const std::function<Result<std::string>(std::string_view)>& lookup) {
   static constexpr std::string_view kOpen = "$$SCONE::";
   static constexpr std::string_view kClose = "$$";
-  std::string out;
-  size_t pos = 0;
+  // Values are secrets: the result is built once at its final size (no reallocation leaves a
+  // copy behind) and every value looked up is wiped once copied.
+  struct Piece {
+    std::string_view literal;
+    std::string value;
+  };
+  std::vector<Piece> pieces;
+  auto wipe_all = [&] {
+    for (Piece& p : pieces) Wipe(p.value);
+  };
+  size_t total = 0, pos = 0;
   while (pos < text.size()) {
     size_t start = text.find(kOpen, pos);
     if (start == std::string_view::npos) break;
     size_t end = text.find(kClose, start + kOpen.size());
     if (end == std::string_view::npos) break;
     std::string_view name = text.substr(start + kOpen.size(), end - start - kOpen.size());
-    out.append(text.substr(pos, start - pos));
-    SCONE_ASSIGN_OR_RETURN(std::string value, lookup(name));
-    out.append(value);
+    Result<std::string> value = lookup(name);
+    if (!value.ok()) {
+      wipe_all();
+      return value.status();
+    }
+    pieces.push_back({text.substr(pos, start - pos), std::move(value).value()});
+    total += pieces.back().literal.size() + pieces.back().value.size();
     pos = end + kClose.size();
   }
+  std::string out;
+  out.reserve(total + text.size() - pos);
+  for (const Piece& p : pieces) out.append(p.literal).append(p.value);
   out.append(text.substr(pos));
+  wipe_all();
   return out;
 }
 

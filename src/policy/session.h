@@ -29,6 +29,10 @@ struct Secret {
   std::string import_secret;                  // ...under this name there
   std::vector<std::string> export_to;         // sessions allowed to import it
   int line = 0;
+
+  // x509: the subject's common name (the first dns name, else the secret's name).
+  const std::string& CommonName() const { return dns.empty() ? name : dns.front(); }
+  bool IsCertificate() const { return kind == Kind::kX509 || kind == Kind::kX509Ca; }
 };
 
 struct VolumeRef {

@@ -99,6 +99,18 @@ TEST(SessionTest, RejectsBadSessionsWithLineAndReason) {
       {"name: shop", "name: \"shop/../x\"", "may hold only"},
       {"        content: '{\"key\": \"$$SCONE::token$$\"}'", "        content: '$$SCONE::missing$$'", "unknown secret 'missing'"},
       {"      - path: /app/config.json", "      - path: relative.json", "absolute"},
+      // An environment key with '=' would set another variable ("A=B: x" sets A to "B=x").
+      {"      DB_PASSWORD: $$SCONE::db_password$$", "      PATH=/tmp/evil:x: y", "must be non-empty and hold no '='"},
+      {"name: shop", "name: ..", "is not '.' or '..'"},
+      {"name: shop", "name: .", "is not '.' or '..'"},
+      {"  - name: token", "  - name: ..", "is not '.' or '..'"},
+      // A comma would have added another subject alternative name; a space, a scheme: refused.
+      {"    dns: [api.shop]", "    dns: [\"api.shop,DNS:evil.example\"]", "is not a host name"},
+      {"    dns: [api.shop]", "    dns: [\"api shop\"]", "is not a host name"},
+      {"    dns: [api.shop]", "    dns: [a.b..c]", "is not a host name"},
+      // X.509 allows 64 characters in a common name: more is refused, never silently dropped.
+      {"    dns: [api.shop]", "    dns: [a123456789012345678901234567890123456789012345678901234567890.shop]",
+       "more than X.509's 64"},
   };
   for (const BadCase& c : cases) {
     std::string text = kValid;
@@ -112,6 +124,15 @@ TEST(SessionTest, RejectsBadSessionsWithLineAndReason) {
         << "message: " << s.status().message() << "\nexpected: " << c.expected;
     EXPECT_EQ(s.status().message().rfind("line ", 0), 0u) << s.status().message();
   }
+}
+
+TEST(SessionTest, AcceptsWildcardAndLongNamesWithinLimits) {
+  std::string text = kValid;
+  text.replace(text.find("    dns: [api.shop]"), 19, "    dns: [\"*.shop.example\", api-1.shop, " +
+                                                     std::string(63, 'a') + ".example]");
+  auto s = Session::Parse(text);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->FindSecret("tls_cert")->CommonName(), "*.shop.example");
 }
 
 TEST(SessionTest, MalformedYamlNamesTheLine) {
