@@ -15,6 +15,7 @@ namespace {
 struct LasArgs {
   std::string state_dir;
   std::string socket;
+  std::vector<uid_t> allowed_uids;
 };
 
 struct VerifyArgs {
@@ -39,7 +40,7 @@ Status Serve(const LasArgs& a) {
   std::printf("scone las: listening on %s; sim platform key %s (mode sim: no hardware protection)\n",
               a.socket.c_str(), ToHex(platform.platform_key()).c_str());
   std::fflush(stdout);
-  return attest::ServeLas(a.socket, platform, runtime, &las_stop);
+  return attest::ServeLas(a.socket, platform, runtime, &las_stop, {a.allowed_uids});
 }
 
 Status PrintKey(const LasArgs& a) {
@@ -88,6 +89,8 @@ void RegisterAttestCommands(CLI::App& app, Action& action) {
   CLI::App* serve = las->add_subcommand("serve", "Serve attestation requests on a unix socket");
   serve->add_option("--state", las_args->state_dir, "State directory (platform key)")->required();
   serve->add_option("--socket", las_args->socket, "Unix socket path")->required();
+  serve->add_option("--allow-uid", las_args->allowed_uids,
+                    "Another user whose processes may ask (repeatable; default: LAS's own user and root, socket 0600)");
   serve->callback([&action, las_args] { action = [las_args] { return Serve(*las_args); }; });
   CLI::App* key = las->add_subcommand("platform-key", "Print the platform's public key (hex)");
   key->add_option("--state", las_args->state_dir, "State directory (platform key)")->required();

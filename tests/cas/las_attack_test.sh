@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Borrowed evidence, as an attacker would try it with real processes: a program connects to LAS,
+# forks, and makes LAS measure a genuine program (/bin/sleep under the runtime, which the session
+# names) while it keeps the evidence for a key of its own (tests/cas/las_attacker.cc).
+# usage: las_attack_test.sh SCONE ATTACKER CASE
+set -euo pipefail
+source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
+scone="$1"
+attacker="$2"
+case_name="$3"
+work="$(mktemp -d)"
+export XDG_STATE_HOME="$work/state"
+las_pid=""
+cleanup() {
+  [[ -n "$las_pid" ]] && kill -CONT "$las_pid" 2>/dev/null
+  "$scone" cas stop >/dev/null 2>&1 || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+runtime="$(dirname "$scone")/libscone-runtime.so"
+cas_dir="$XDG_STATE_HOME/scone/cas"
+las_dir="$XDG_STATE_HOME/scone/las"
+
+cat > s.yml <<YEOF
+name: victim
+version: "0.3"
+security:
+  attestation:
+    tolerate: [sim]
+services:
+  - name: app
+    mrenclaves: [$("$scone" measure /bin/sleep | tail -1)]
+    command: sleep 1 \$\$SCONE::token\$\$
+secrets:
+  - name: token
+    kind: ascii
+    size: 32
+YEOF
+"$scone" session create s.yml >/dev/null
+args=("$las_dir/las.sock" "$(cat "$cas_dir/attestation")" "$cas_dir/cas.crt" victim/app "$runtime" /bin/sleep 3)
+# attack MODE: the attacker's verdict line.
+attack() { timeout 60 "$attacker" "$1" "${args[@]}" | grep -m1 -E "^(STOLEN|LAS REFUSED|CAS REFUSED|ERROR)"; }
+
+case "$case_name" in
+honest-control)
+  # Asking for itself works (LAS serves it), and CAS refuses the attacker's own program.
+  out=$(attack honest)
+  [[ "$out" == "CAS REFUSED: "*"is not one the policy names"* ]] || fail "control: $out"
+  ;;
+child-sends)
+  # The child writes on the connection its parent opened; the parent runs the genuine program.
+  out=$(attack child-sends)
+  [[ "$out" != STOLEN* ]] || fail "the child obtained the service's configuration: $out"
+  [[ "$out" == "LAS REFUSED: "*"not by process"*"that connected"* ]] || fail "no refusal naming the sender: $out"
+  ;;
+exec-after-send)
+  # The parent asks, then execs the genuine program; LAS is held (SIGSTOP) until the exec has
+  # happened, so it measures the genuine program: the kind of delay an attacker would arrange.
+  las_pid=$(cat "$las_dir/pid")
+  kill -STOP "$las_pid"
+  "$attacker" exec-after-send "${args[@]}" > verdict.txt &
+  attacker_pid=$!
+  for _ in $(seq 1 200); do
+    grep -q libscone-runtime "/proc/$attacker_pid/maps" 2>/dev/null && break
+    sleep 0.05
+  done
+  grep -q libscone-runtime "/proc/$attacker_pid/maps" || fail "the attacker never ran the genuine program"
+  kill -CONT "$las_pid"
+  las_pid=""
+  wait "$attacker_pid" || true
+  for _ in $(seq 1 200); do [[ -s verdict.txt ]] && break; sleep 0.05; done
+  out=$(grep -m1 -E "^(STOLEN|LAS REFUSED|CAS REFUSED|ERROR)" verdict.txt || true)
+  [[ "$out" != STOLEN* ]] || fail "the child obtained the service's configuration: $out"
+  [[ "$out" == "LAS REFUSED: "*"executed another program"* ]] || fail "no refusal naming the exec: $out"
+  ;;
+socket-mode)
+  # Only LAS's own user (and root) reach it; another user's process is refused by the kernel.
+  [[ "$(stat -c %a "$las_dir/las.sock")" == 600 ]] || fail "LAS socket mode $(stat -c %a "$las_dir/las.sock")"
+  chmod 711 "$work" "$XDG_STATE_HOME" "$XDG_STATE_HOME/scone" "$las_dir"
+  if setpriv --reuid=65534 --regid=65534 --clear-groups "$scone" run --las "$las_dir/las.sock" \
+       --print-evidence -- /bin/true > out.txt 2> err.txt; then
+    fail "a process of another user obtained evidence"
+  fi
+  grep -q "Permission denied" err.txt || { cat err.txt; fail "no permission error for another user"; }
+  ;;
+*) fail "unknown case $case_name" ;;
+esac
+echo "ok: $case_name"
