@@ -26,6 +26,7 @@
 #include "cas/attestation_client.h"
 #include "cas/attestation_server.h"
 #include "crypto/tls_identity.h"
+#include "os/file.h"
 #include "testing/temp_dir.h"
 
 extern char** environ;
@@ -153,7 +154,8 @@ int Main(int argc, char** argv) {
   testing::TempDir dir;
   crypto::TlsIdentityFiles tls{dir / "cas.key", dir / "cas.crt"};
   if (!crypto::EnsureTlsIdentity(tls, "scone-cas").ok()) return 1;
-  attest::sim::SimPlatform platform{crypto::SigningKey::Generate()};
+  if (!os::MakeDirectories(dir / "las").ok()) return 1;
+  attest::sim::SimPlatform platform = Must(attest::sim::SimPlatform::OpenOrCreate(dir / "las/platform.key"), "platform");
   // The session names this process (as LAS measures it) and /bin/true under the runtime.
   attest::ImageDescription self = Must(attest::DescribeProcess(getpid(), runtime), "measure self");
   attest::ImageDescription true_image = Must(attest::DescribeFromLoader("/bin/true", runtime), "measure /bin/true");
@@ -163,9 +165,9 @@ int Main(int argc, char** argv) {
                         "  - name: true\n    mrenclaves: [" + ToHex(true_image.Measurement()) + "]\n"
                         "    command: /bin/true\n";
   {
-    auto store = Must(cas::Store::Open(dir.path()), "store");
+    auto store = Must(cas::Store::Open(dir.path(), cas::PlatformAnchor(&platform)), "store");
     if (!store->TrustPlatform(platform.platform_key(), "bench").ok()) return 1;
-    if (!store->Put({"bench", "h", "bench", session}, std::nullopt).ok()) return 1;
+    if (!store->Put({"bench", "h", "bench", session}, std::nullopt, {}).ok()) return 1;
   }
   // CAS in a process of its own, so that its CPU time can be told apart from the clients' and
   // LAS's (which run on the service's host in a deployment).
@@ -173,7 +175,7 @@ int Main(int argc, char** argv) {
   if (pipe(ready) != 0) return 1;
   pid_t cas_pid = fork();
   if (cas_pid == 0) {
-    auto store = Must(cas::Store::Open(dir.path()), "store");
+    auto store = Must(cas::Store::Open(dir.path(), cas::PlatformAnchor(&platform)), "store");
     auto server = Must(cas::AttestationServer::Create(store.get(), tls.cert_path, tls.key_path), "server");
     int bound = Must(server->Bind("127.0.0.1", 0), "bind");
     server->Start(16);

@@ -458,6 +458,7 @@ Status ServeLas(const std::string& socket_path, const Platform& platform, const 
     close(listener);
     return IoError("listen on " + socket_path, e);
   }
+  if (options.on_listening) options.on_listening();
   // A few workers accept on the one socket: requests are independent, and a slow client
   // (bounded by the connection's deadline) holds up one worker at most.
   auto work = [&] {

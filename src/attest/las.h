@@ -26,6 +26,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -54,6 +55,8 @@ Result<uint64_t> RequestCounter(const std::string& socket_path, const std::strin
 struct LasOptions {
   // Users besides LAS's own and root whose processes may ask. Empty: the socket is 0600.
   std::vector<uid_t> allowed_uids;
+  // Called once the socket accepts connections.
+  std::function<void()> on_listening;
 };
 
 // Serves requests until `stop` becomes true (checked between connections). `runtime_library`

@@ -20,7 +20,7 @@ namespace {
 
 constexpr auto kNonceLifetime = std::chrono::seconds(60);
 constexpr size_t kMaxAttested = 1 << 16;
-constexpr int kConnectionDeadlineSeconds = 10;
+constexpr int kConnectionDeadlineSeconds = 10;  // per receive; the guard bounds the whole connection
 
 // Any client certificate is accepted at the TLS layer: what it proves (evidence bound to its
 // key) is checked per request; TLS proves the client holds the key.
@@ -58,9 +58,11 @@ AttestationServer::~AttestationServer() {
 }
 
 Result<std::unique_ptr<AttestationServer>> AttestationServer::Create(Store* store, const std::string& cert_path,
-                                                                     const std::string& key_path) {
+                                                                     const std::string& key_path,
+                                                                     ConnectionGuard::Limits limits) {
   std::unique_ptr<AttestationServer> s(new AttestationServer());
   s->store_ = store;
+  s->guard_ = std::make_unique<ConnectionGuard>(limits);
   s->ctx_ = SSL_CTX_new(TLS_server_method());
   if (s->ctx_ == nullptr) return Internal("SSL_CTX_new failed");
   SSL_CTX_set_min_proto_version(s->ctx_, TLS1_3_VERSION);
@@ -94,31 +96,51 @@ Result<int> AttestationServer::Bind(const std::string& host, int port) {
 }
 
 void AttestationServer::Start(int workers) {
-  for (int i = 0; i < workers; ++i) workers_.emplace_back([this] { Work(); });
+  pool_ = std::make_unique<ElasticPool>(static_cast<size_t>(workers), 1024);
+  acceptor_ = std::thread([this] { Accept(); });
 }
 
 void AttestationServer::Stop() {
   if (stopping_.exchange(true)) return;
-  if (listener_ >= 0) shutdown(listener_, SHUT_RDWR);  // wakes the workers in accept()
-  for (std::thread& t : workers_) t.join();
-  workers_.clear();
+  if (listener_ >= 0) shutdown(listener_, SHUT_RDWR);  // wakes the acceptor
+  if (acceptor_.joinable()) acceptor_.join();
+  guard_->ShutdownAll();  // connections in progress end now
+  pool_.reset();          // joins their threads
   if (listener_ >= 0) close(listener_);
   listener_ = -1;
 }
 
-void AttestationServer::Work() {
+void AttestationServer::Accept() {
   while (!stopping_.load()) {
     int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) continue;
       return;
     }
-    Serve(fd);
-    close(fd);
+    std::string address = ConnectionGuard::PeerAddress(fd);
+    std::string refusal;
+    if (!guard_->Admit(fd, address, &refusal)) {
+      close(fd);
+      // One audit record per address and ten seconds: a flood must not flood the log.
+      auto now = std::chrono::steady_clock::now();
+      std::lock_guard lock(refused_mu_);
+      auto& last = refused_[address];
+      if (last + std::chrono::seconds(10) <= now) {
+        last = now;
+        store_->Audit("service@" + address, "connect", "", "refused: " + refusal);
+      }
+      if (refused_.size() > 4096) refused_.clear();
+      continue;
+    }
+    pool_->Run([this, fd, address] {
+      Serve(fd, address);
+      guard_->Release(fd);
+      close(fd);
+    });
   }
 }
 
-void AttestationServer::Serve(int fd) {
+void AttestationServer::Serve(int fd, const std::string& address) {
   struct timeval deadline = {kConnectionDeadlineSeconds, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &deadline, sizeof(deadline));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &deadline, sizeof(deadline));
@@ -127,9 +149,7 @@ void AttestationServer::Serve(int fd) {
   sockaddr_in peer_addr = {};
   socklen_t len = sizeof(peer_addr);
   getpeername(fd, reinterpret_cast<sockaddr*>(&peer_addr), &len);
-  char ip[INET_ADDRSTRLEN] = "?";
-  inet_ntop(AF_INET, &peer_addr.sin_addr, ip, sizeof(ip));
-  std::string peer = std::string(ip) + ":" + std::to_string(ntohs(peer_addr.sin_port));
+  std::string peer = address + ":" + std::to_string(ntohs(peer_addr.sin_port));
 
   char first = 0;
   if (recv(fd, &first, 1, MSG_PEEK) != 1) return;
@@ -171,6 +191,8 @@ void AttestationServer::ServeNonce(int fd) {
 Bytes AttestationServer::Handle(SSL* ssl, const Request& request, const std::string& peer) {
   X509* cert = SSL_get0_peer_certificate(ssl);
   if (cert == nullptr) return ErrorReply("no client certificate");
+  // Nothing is released or changed without its audit record.
+  if (Status audit = store_->AuditHealth(); !audit.ok()) return ErrorReply("CAS refuses for now: " + audit.message());
   if (request.kind == RequestKind::kConfig) return Configure(cert, request.config_id, peer);
   return Report(cert, request, peer);
 }

@@ -2,9 +2,10 @@
 // session's policy and the trusted platforms, releases service configurations, and takes the
 // volume tags services report.
 //
-// A fixed pool of workers accepts connections on one listening socket; each connection carries
-// one request and has a deadline, so a slow or broken client ties up one worker for at most
-// that long and never stops CAS serving.
+// One thread accepts; each connection is admitted by a ConnectionGuard (a cap per client address,
+// a deadline for the whole connection, handshake included) and served on a thread of an elastic
+// pool, so slow or broken clients hold their own threads for at most the deadline and never
+// stop CAS serving others. Each connection carries one request.
 #pragma once
 
 #include <atomic>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "attest/ra_tls.h"
+#include "cas/connection_guard.h"
 #include "cas/protocol.h"
 #include "cas/store.h"
 #include "policy/session.h"
@@ -42,18 +44,19 @@ class AttestationServer {
  public:
   // `store` outlives the server; the TLS identity is CAS's.
   static Result<std::unique_ptr<AttestationServer>> Create(Store* store, const std::string& cert_path,
-                                                           const std::string& key_path);
+                                                           const std::string& key_path,
+                                                           ConnectionGuard::Limits limits = {});
   ~AttestationServer();
 
   Result<int> Bind(const std::string& host, int port);
-  // Starts the workers; returns at once.
+  // Starts accepting, with `workers` threads kept ready; returns at once.
   void Start(int workers);
   void Stop();
 
  private:
   AttestationServer() = default;
-  void Work();
-  void Serve(int fd);
+  void Accept();
+  void Serve(int fd, const std::string& address);
   void ServeNonce(int fd);
   // A session parsed once per version (keyed by its hash): parsing dominates otherwise.
   Result<std::shared_ptr<const policy::Session>> ParsedSession(const std::string& name);
@@ -66,7 +69,11 @@ class AttestationServer {
   SSL_CTX* ctx_ = nullptr;
   int listener_ = -1;
   std::atomic<bool> stopping_{false};
-  std::vector<std::thread> workers_;
+  std::thread acceptor_;
+  std::unique_ptr<ConnectionGuard> guard_;
+  std::unique_ptr<ElasticPool> pool_;
+  std::mutex refused_mu_;
+  std::map<std::string, std::chrono::steady_clock::time_point> refused_;  // last audited, per address
   NonceBook nonces_;
   // Keys that attested, by SPKI hash: the config id they were given, so reports from them count.
   std::mutex attested_mu_;

@@ -11,6 +11,7 @@
 #include "attest/sim/sim_platform.h"
 #include "cas/attestation_client.h"
 #include "crypto/tls_identity.h"
+#include "os/file.h"
 #include "testing/temp_dir.h"
 
 namespace scone::cas {
@@ -23,7 +24,9 @@ class AttestationServerTest : public ::testing::Test {
   void SetUp() override {
     crypto::TlsIdentityFiles tls{dir_ / "cas.key", dir_ / "cas.crt"};
     ASSERT_TRUE(crypto::EnsureTlsIdentity(tls, "scone-cas").ok());
-    store_ = std::move(Store::Open(dir_.path()).value());
+    ASSERT_TRUE(os::MakeDirectories(dir_ / "las").ok());
+    las_ = std::make_unique<attest::sim::SimPlatform>(attest::sim::SimPlatform::OpenOrCreate(dir_ / "las/platform.key").value());
+    store_ = std::move(Store::Open(dir_.path(), PlatformAnchor(las_.get())).value());
     server_ = std::move(AttestationServer::Create(store_.get(), tls.cert_path, tls.key_path).value());
     auto port = server_->Bind("127.0.0.1", 0);
     ASSERT_TRUE(port.ok());
@@ -39,7 +42,7 @@ class AttestationServerTest : public ::testing::Test {
                           "    command: server --key $$SCONE::k$$\n    image_name: img\n"
                           "images:\n  - name: img\n    volumes:\n      - name: data\n        path: /srv/data\n"
                           "secrets:\n  - name: k\n    kind: ascii\n    value: given-secret\n";
-    ASSERT_TRUE(store_->Put({"shop", "h", "creator", session}, std::nullopt).ok());
+    ASSERT_TRUE(store_->Put({"shop", "h", "creator", session}, std::nullopt, {}).ok());
   }
 
   attest::TlsCredential NewCredential() { return std::move(attest::TlsCredential::Generate("test").value()); }
@@ -88,6 +91,7 @@ class AttestationServerTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
+  std::unique_ptr<attest::sim::SimPlatform> las_;  // the anchor of the store
   std::unique_ptr<Store> store_;
   std::unique_ptr<AttestationServer> server_;
   AttestationEndpoint endpoint_;

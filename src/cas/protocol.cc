@@ -40,6 +40,12 @@ bool ReadSecret(ByteReader& r, SecretBytes* out, size_t max) {
 
 }  // namespace
 
+ServiceConfig::~ServiceConfig() {
+  for (std::string& a : argv) Wipe(a);
+  for (std::string& e : environment) Wipe(e);
+  Wipe(pwd);
+}
+
 SecretBytes ServiceConfig::Encode() const {
   ByteWriter w;
   w.Str(kConfigLabel);

@@ -57,8 +57,13 @@ struct InjectedFile {
   SecretBytes content;
 };
 
-// What CAS releases to an attested service.
+// What CAS releases to an attested service. Its text is wiped when it is destroyed.
 struct ServiceConfig {
+  ServiceConfig() = default;
+  ServiceConfig(ServiceConfig&&) = default;
+  ServiceConfig& operator=(ServiceConfig&&) = default;
+  ~ServiceConfig();
+
   std::vector<std::string> argv;
   std::vector<std::string> environment;  // NAME=value
   std::string pwd;

@@ -51,9 +51,13 @@ Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session
   std::string command_text = Text(command);
   c.argv = SplitCommand(command_text);
   Wipe(command_text);
+  c.environment.reserve(service.environment.size());  // no reallocation leaves copies behind
   for (const auto& [name, value] : service.environment) {
     SCONE_ASSIGN_OR_RETURN(SecretBytes v, SubstituteSecrets(store, session, value));
-    c.environment.push_back(name + "=" + Text(v));
+    std::string entry;  // built in place: no temporary copy of the value is left behind
+    entry.reserve(name.size() + 1 + v.size());
+    entry.append(name).append("=").append(reinterpret_cast<const char*>(v.data()), v.size());
+    c.environment.push_back(std::move(entry));
   }
   c.pwd = service.pwd;
   if (service.image_name.empty()) return c;

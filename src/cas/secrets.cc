@@ -1,5 +1,7 @@
 #include "cas/secrets.h"
 
+#include <set>
+
 #include "crypto/certificates.h"
 
 namespace scone::cas {
@@ -12,7 +14,7 @@ std::string KeyEntry(const std::string& name) { return name + ".key"; }
 Result<SecretBytes> Stored(Store& store, const std::string& session, const std::string& entry) {
   SCONE_ASSIGN_OR_RETURN(auto value, store.GetSecret(session, entry));
   if (!value) return NotFound("secret " + entry + " of session " + session + " has no value yet");
-  return std::move(*value);
+  return std::move(value->value);
 }
 
 // Random text from an alphabet that survives command lines, environments and config files.
@@ -35,63 +37,121 @@ SecretBytes RandomAscii(size_t size) {
   return out;
 }
 
-// The private key a certificate secret certifies: the named private-key secret, or its own.
-Result<SecretBytes> SubjectKey(Store& store, const std::string& session, const Secret& s) {
-  if (!s.private_key.empty()) return Stored(store, session, s.private_key);
-  SCONE_ASSIGN_OR_RETURN(auto own, store.GetSecret(session, KeyEntry(s.name)));
-  if (own) return std::move(*own);
-  SCONE_ASSIGN_OR_RETURN(SecretBytes key, crypto::GeneratePrivateKeyPem());
-  SCONE_RETURN_IF_ERROR(store.PutSecret(session, KeyEntry(s.name), key));
-  return key;
-}
+// Works out a session's generated secrets, dependencies first (a certificate's key and CA
+// before it), keeping a stored value only if it was made from the same parameters and none
+// of its dependencies is made anew.
+class Planner {
+ public:
+  Planner(Store& store, const policy::Session& session, bool keep_current)
+      : store_(store), session_(session), keep_(keep_current) {}
 
-Status Generate(Store& store, const policy::Session& session, const Secret& s) {
-  const std::string& name = session.name;
-  SCONE_ASSIGN_OR_RETURN(auto existing, store.GetSecret(name, s.name));
-  if (existing) return Status::Ok();  // generated before: updates keep secrets stable
-  switch (s.kind) {
-    case Secret::Kind::kAscii:
-      return store.PutSecret(name, s.name, RandomAscii(s.size.value_or(32)));
-    case Secret::Kind::kBinary: {
+  Status Plan(const Secret& s) {
+    if (planned_.count(s.name)) return Status::Ok();
+    if (s.value || s.import_session) {
+      return InvalidArgument("secret " + s.name + " is given or imported: it cannot key or issue a certificate");
+    }
+    if (!visiting_.insert(s.name).second) return InvalidArgument("secret " + s.name + ": its issuers form a cycle");
+    Status planned = s.IsCertificate() ? PlanCertificate(s) : PlanSimple(s);
+    visiting_.erase(s.name);
+    return planned.Annotate("secret " + s.name);
+  }
+
+  SecretSet Take() { return std::move(out_); }
+
+ private:
+  static std::string Size(const Secret& s) { return std::to_string(s.size.value_or(32)); }
+
+  // The stored value of `entry` if it was made as `spec` (and its dependencies are kept).
+  Result<bool> Keep(const std::string& entry, const std::string& spec, bool dependencies_kept) {
+    if (!keep_ || !dependencies_kept) return false;
+    SCONE_ASSIGN_OR_RETURN(auto current, store_.GetSecret(session_.name, entry));
+    if (!current || current->spec != spec) return false;
+    out_[entry] = std::move(*current);
+    return true;
+  }
+
+  void Made(const std::string& entry, std::string spec, SecretBytes value) {
+    out_[entry] = StoredSecret{std::move(spec), std::move(value)};
+    fresh_.insert(entry);
+  }
+
+  Status PlanSimple(const Secret& s) {
+    std::string spec;
+    switch (s.kind) {
+      case Secret::Kind::kAscii: spec = "ascii size=" + Size(s); break;
+      case Secret::Kind::kBinary: spec = "binary size=" + Size(s); break;
+      default: spec = "private-key P-256"; break;
+    }
+    planned_.insert(s.name);
+    SCONE_ASSIGN_OR_RETURN(bool kept, Keep(s.name, spec, true));
+    if (kept) return Status::Ok();
+    if (s.kind == Secret::Kind::kAscii) {
+      Made(s.name, spec, RandomAscii(s.size.value_or(32)));
+    } else if (s.kind == Secret::Kind::kBinary) {
       SecretBytes value(s.size.value_or(32));
       crypto::RandomBytes(value.mutable_span());
-      return store.PutSecret(name, s.name, value);
-    }
-    case Secret::Kind::kPrivateKey: {
+      Made(s.name, spec, std::move(value));
+    } else {
       SCONE_ASSIGN_OR_RETURN(SecretBytes key, crypto::GeneratePrivateKeyPem());
-      return store.PutSecret(name, s.name, key);
+      Made(s.name, spec, std::move(key));
     }
-    case Secret::Kind::kX509Ca:
-    case Secret::Kind::kX509: {
-      SCONE_ASSIGN_OR_RETURN(SecretBytes key, SubjectKey(store, name, s));
-      crypto::CertificateRequest request;
-      request.common_name = s.dns.empty() ? s.name : s.dns.front();
-      request.dns = s.dns;
-      request.is_ca = s.kind == Secret::Kind::kX509Ca;
-      std::optional<crypto::Issuer> issuer;
-      SecretBytes issuer_key;
-      if (!s.issuer.empty()) {
-        SCONE_ASSIGN_OR_RETURN(SecretBytes ca_cert, Stored(store, name, s.issuer));
-        const Secret* ca = session.FindSecret(s.issuer);
-        SCONE_ASSIGN_OR_RETURN(issuer_key, Stored(store, name, ca->private_key.empty() ? KeyEntry(ca->name)
-                                                                                         : ca->private_key));
-        issuer = crypto::Issuer{std::string(ca_cert.span().begin(), ca_cert.span().end()), &issuer_key};
-      }
-      SCONE_ASSIGN_OR_RETURN(std::string cert, crypto::IssueCertificate(key, request, issuer));
-      return store.PutSecret(name, s.name, SecretBytes(AsBytes(cert)));
-    }
+    return Status::Ok();
   }
-  return Internal("unknown secret kind");
-}
 
-int GenerationOrder(Secret::Kind k) {
-  switch (k) {
-    case Secret::Kind::kPrivateKey: return 0;  // before the certificates that certify them
-    case Secret::Kind::kX509Ca: return 1;      // before the certificates they issue
-    case Secret::Kind::kX509: return 2;
-    default: return 0;
+  // The entry holding the private key a certificate secret certifies, planned.
+  Result<std::string> PlanKey(const Secret& s) {
+    if (!s.private_key.empty()) {
+      const Secret* key = session_.FindSecret(s.private_key);
+      if (key == nullptr) return NotFound("private key " + s.private_key + " is not in the session");
+      SCONE_RETURN_IF_ERROR(Plan(*key));
+      return s.private_key;
+    }
+    std::string entry = KeyEntry(s.name);
+    SCONE_ASSIGN_OR_RETURN(bool kept, Keep(entry, "private-key P-256", true));
+    if (!kept) {
+      SCONE_ASSIGN_OR_RETURN(SecretBytes key, crypto::GeneratePrivateKeyPem());
+      Made(entry, "private-key P-256", std::move(key));
+    }
+    return entry;
   }
-}
+
+  Status PlanCertificate(const Secret& s) {
+    SCONE_ASSIGN_OR_RETURN(std::string key_entry, PlanKey(s));
+    std::string issuer_key_entry;
+    if (!s.issuer.empty()) {
+      const Secret* ca = session_.FindSecret(s.issuer);
+      if (ca == nullptr) return NotFound("issuer " + s.issuer + " is not in the session");
+      SCONE_RETURN_IF_ERROR(Plan(*ca));
+      issuer_key_entry = ca->private_key.empty() ? KeyEntry(ca->name) : ca->private_key;
+    }
+    std::string spec = std::string(s.kind == Secret::Kind::kX509Ca ? "x509-ca" : "x509") + " cn=" + s.CommonName() +
+                       " key=" + key_entry + " issuer=" + s.issuer + " dns=";
+    for (const std::string& d : s.dns) spec += d + " ";
+    bool dependencies_kept = !fresh_.count(key_entry) && (s.issuer.empty() || !fresh_.count(s.issuer));
+    planned_.insert(s.name);
+    SCONE_ASSIGN_OR_RETURN(bool kept, Keep(s.name, spec, dependencies_kept));
+    if (kept) return Status::Ok();
+    crypto::CertificateRequest request;
+    request.common_name = s.CommonName();
+    request.dns = s.dns;
+    request.is_ca = s.kind == Secret::Kind::kX509Ca;
+    std::optional<crypto::Issuer> issuer;
+    if (!s.issuer.empty()) {
+      const StoredSecret& ca_cert = out_.at(s.issuer);
+      const StoredSecret& ca_key = out_.at(issuer_key_entry);
+      issuer = crypto::Issuer{std::string(ca_cert.value.span().begin(), ca_cert.value.span().end()), &ca_key.value};
+    }
+    SCONE_ASSIGN_OR_RETURN(std::string cert, crypto::IssueCertificate(out_.at(key_entry).value, request, issuer));
+    Made(s.name, spec, SecretBytes(AsBytes(cert)));
+    return Status::Ok();
+  }
+
+  Store& store_;
+  const policy::Session& session_;
+  bool keep_;
+  SecretSet out_;
+  std::set<std::string> planned_, visiting_, fresh_;
+};
 
 Result<SecretBytes> ImportedValue(Store& store, const policy::Session& session, const Secret& s,
                                   const std::string& part) {
@@ -109,14 +169,13 @@ Result<SecretBytes> ImportedValue(Store& store, const policy::Session& session, 
 
 }  // namespace
 
-Status GenerateSecrets(Store& store, const policy::Session& session) {
-  for (int order = 0; order <= 2; ++order) {
-    for (const Secret& s : session.secrets) {
-      if (s.value || s.import_session || GenerationOrder(s.kind) != order) continue;
-      SCONE_RETURN_IF_ERROR(Generate(store, session, s).Annotate("secret " + s.name));
-    }
+Result<SecretSet> PlanSecrets(Store& store, const policy::Session& session, bool keep_current) {
+  Planner planner(store, session, keep_current);
+  for (const Secret& s : session.secrets) {
+    if (s.value || s.import_session) continue;
+    SCONE_RETURN_IF_ERROR(planner.Plan(s));
   }
-  return Status::Ok();
+  return planner.Take();
 }
 
 Result<SecretBytes> SecretText(Store& store, const policy::Session& session, std::string_view ref) {

@@ -1,6 +1,9 @@
 // A session's secrets as CAS holds them. Generated secrets (`size`, keys, certificates) are
-// made once, when the session is created or an update adds them, and kept sealed in the store,
-// so every attested instance of a service sees the same values and a CAS restart keeps them.
+// made when the session is created, or when an update adds them or changes what they are made
+// from (kind, size, names, key, issuer: a certificate whose key or CA is made anew is made
+// anew too), and stored in the same transaction as the session, sealed, so every attested
+// instance of a service sees the same values, a CAS restart keeps them, and a request that
+// fails leaves none.
 // Given secrets (`value`) live in the sealed session text. Imported secrets are read from the
 // exporting session at release time, only if that session still exports them to this one.
 #pragma once
@@ -12,8 +15,9 @@
 
 namespace scone::cas {
 
-// Generates and stores the values this session declares and the store does not hold yet.
-Status GenerateSecrets(Store& store, const policy::Session& session);
+// The generated values `session` declares: with `keep_current`, those the store holds for it
+// with unchanged parameters, and the others made anew. Writes nothing (Store::Put does).
+Result<SecretSet> PlanSecrets(Store& store, const policy::Session& session, bool keep_current);
 
 // The text $$SCONE::ref$$ stands for: ascii values as they are, binary values in hex, keys and
 // certificates as PEM ("NAME.crt", "NAME.key", "NAME.chain" pick a part of an x509 secret).

@@ -8,6 +8,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "attest/sim/sim_platform.h"
+#include "os/file.h"
 #include "testing/temp_dir.h"
 
 namespace scone::cas {
@@ -31,11 +33,13 @@ EVP_PKEY* ReadKey(const std::string& pem) {
 
 class SecretsTest : public ::testing::Test {
  protected:
-  policy::Session Session(const std::string& text) {
+  // Creates the session (or, with `replaces`, updates it) with its generated secrets.
+  policy::Session Session(const std::string& text, const std::optional<std::string>& replaces = std::nullopt) {
     auto s = policy::Session::Parse(text);
     EXPECT_TRUE(s.ok()) << s.status().message();
-    EXPECT_TRUE(GenerateSecrets(*store_, *s).ok());
-    EXPECT_TRUE(store_->Put({s->name, ToHex(policy::Session::HashOf(text)), "me", text}, std::nullopt).ok());
+    auto secrets = PlanSecrets(*store_, *s, replaces.has_value());
+    EXPECT_TRUE(secrets.ok()) << secrets.status().message();
+    EXPECT_TRUE(store_->Put({s->name, ToHex(policy::Session::HashOf(text)), "me", text}, replaces, *secrets).ok());
     return std::move(s).value();
   }
   std::string Value(const policy::Session& s, const std::string& ref) {
@@ -45,7 +49,11 @@ class SecretsTest : public ::testing::Test {
   }
 
   testing::TempDir dir_;
-  std::unique_ptr<Store> store_ = std::move(Store::Open(dir_.path()).value());
+  attest::sim::SimPlatform platform_ = [this] {
+    EXPECT_TRUE(os::MakeDirectories(dir_ / "las").ok());
+    return attest::sim::SimPlatform::OpenOrCreate(dir_ / "las/platform.key").value();
+  }();
+  std::unique_ptr<Store> store_ = std::move(Store::Open(dir_.path(), PlatformAnchor(&platform_)).value());
 };
 
 constexpr char kShop[] = R"(name: shop
@@ -86,14 +94,50 @@ TEST_F(SecretsTest, GeneratesEveryKindOnceAndKeepsThem) {
   EXPECT_TRUE(FromHex(blob).ok());
   EXPECT_EQ(Value(s, "given"), "as-given");
   EXPECT_NE(Value(s, "server_key").find("BEGIN PRIVATE KEY"), std::string::npos);
-  // Generating again (an update) keeps the values.
-  ASSERT_TRUE(GenerateSecrets(*store_, s).ok());
+  // An update that changes nothing about them keeps the values.
+  std::string update = std::string(kShop) + "predecessor: " + ToHex(policy::Session::HashOf(kShop)) + "\n";
+  s = Session(update, ToHex(policy::Session::HashOf(kShop)));
   EXPECT_EQ(Value(s, "token"), token);
   // Two sessions never share generated values.
   std::string other = kShop;
   other.replace(other.find("name: shop"), 10, "name: mall");
   policy::Session m = Session(other);
   EXPECT_NE(Value(m, "token"), token);
+}
+
+// An update that changes how a secret is made makes it anew (never a 40-character token kept
+// where 12 are asked for); a certificate whose names or CA change is issued anew.
+TEST_F(SecretsTest, AnUpdateRemakesWhatItChangesAndKeepsTheRest) {
+  policy::Session s = Session(kShop);
+  std::string token = Value(s, "token"), blob = Value(s, "blob"), server = Value(s, "server");
+  std::string ca = Value(s, "ca"), server_key = Value(s, "server_key");
+  std::string text = kShop;
+  auto edit = [](std::string& t, const std::string& from, const std::string& to) { t.replace(t.find(from), from.size(), to); };
+  edit(text, "    size: 40", "    size: 12");
+  edit(text, "dns: [api.shop.example, shop.example]", "dns: [api.shop.example]");
+  text += "predecessor: " + ToHex(policy::Session::HashOf(kShop)) + "\n";
+  s = Session(text, ToHex(policy::Session::HashOf(kShop)));
+  EXPECT_EQ(Value(s, "token").size(), 12u);
+  EXPECT_EQ(Value(s, "blob"), blob);
+  EXPECT_EQ(Value(s, "ca"), ca);
+  EXPECT_EQ(Value(s, "server_key"), server_key);
+  EXPECT_NE(Value(s, "server"), server);
+  X509* cert = ReadCert(Value(s, "server"));
+  ASSERT_NE(cert, nullptr);
+  EXPECT_NE(X509_check_host(cert, "shop.example", 0, 0, nullptr), 1);
+  X509_free(cert);
+  // The kind changes: binary becomes ascii of the same size, made anew.
+  std::string third = text;
+  edit(third, "    kind: binary", "    kind: ascii");
+  third.replace(third.find("predecessor: "), 77, "predecessor: " + ToHex(policy::Session::HashOf(text)));
+  s = Session(third, ToHex(policy::Session::HashOf(text)));
+  EXPECT_EQ(Value(s, "blob").size(), 16u);
+  // A removed secret is gone from the store.
+  std::string fourth = third;
+  fourth.erase(fourth.find("  - name: blob\n"), std::string("  - name: blob\n    kind: ascii\n    size: 16\n").size());
+  fourth.replace(fourth.find("predecessor: "), 77, "predecessor: " + ToHex(policy::Session::HashOf(third)));
+  s = Session(fourth, ToHex(policy::Session::HashOf(third)));
+  EXPECT_FALSE(store_->GetSecret("shop", "blob").value().has_value());
 }
 
 TEST_F(SecretsTest, CertificatesChainToTheSessionCaAndMatchTheirKeys) {

@@ -37,10 +37,14 @@ Status Serve(const LasArgs& a) {
   SCONE_ASSIGN_OR_RETURN(auto platform, Platform(a.state_dir));
   SCONE_ASSIGN_OR_RETURN(std::string runtime, RuntimeLibrary());
   OnTerminationSignals([](int) { las_stop = true; });
-  std::printf("scone las: listening on %s; sim platform key %s (mode sim: no hardware protection)\n",
-              a.socket.c_str(), ToHex(platform.platform_key()).c_str());
-  std::fflush(stdout);
-  return attest::ServeLas(a.socket, platform, runtime, &las_stop, {a.allowed_uids});
+  attest::LasOptions options;
+  options.allowed_uids = a.allowed_uids;
+  options.on_listening = [&] {
+    std::printf("scone las: listening on %s; sim platform key %s (mode sim: no hardware protection)\n",
+                a.socket.c_str(), ToHex(platform.platform_key()).c_str());
+    std::fflush(stdout);
+  };
+  return attest::ServeLas(a.socket, platform, runtime, &las_stop, options);
 }
 
 Status PrintKey(const LasArgs& a) {

@@ -1,5 +1,8 @@
-// `scone cas serve|start|stop|platform`: CAS in the foreground (until SIGINT or SIGTERM), this
-// user's local CAS (with its LAS), and the platforms a CAS trusts.
+// `scone cas serve|start|stop|recover|platform`: CAS in the foreground (until SIGINT or SIGTERM),
+// this user's local CAS (with its LAS), the operator's recovery of a refused database, and the
+// platforms a CAS trusts.
+#include <unistd.h>
+
 #include <cstdio>
 #include <thread>
 
@@ -22,7 +25,18 @@ struct CasArgs {
   std::string platform_key;
   std::string cas;
   std::string cas_cert;
+  std::string las;
+  std::string reason;
+  int per_address = 32;
 };
+
+// The LAS whose platform seals CAS's master key and keeps its state counter: --las, else this
+// user's local LAS (started if needed).
+Result<std::shared_ptr<cas::Anchor>> AnchorFor(const std::string& las) {
+  if (!las.empty()) return cas::LasAnchor(las);
+  SCONE_ASSIGN_OR_RETURN(std::string socket, StartLocalLas());
+  return cas::LasAnchor(socket);
+}
 
 cas::Server* running = nullptr;
 
@@ -41,9 +55,21 @@ Status Serve(const CasArgs& a) {
   SCONE_RETURN_IF_ERROR(SplitHostPort(a.listen, "--listen", &host, &port));
   SCONE_RETURN_IF_ERROR(SplitHostPort(a.attestation_listen, "--attestation-listen", &attestation_host,
                                       &attestation_port));
-  SCONE_ASSIGN_OR_RETURN(auto server, cas::Server::Create(a.state_dir, a.admins));
+  SCONE_ASSIGN_OR_RETURN(auto anchor, AnchorFor(a.las));
+  cas::ConnectionGuard::Limits limits;
+  limits.per_address = a.per_address;
+  auto created = cas::Server::Create(a.state_dir, a.admins, anchor, limits);
+  if (!created.ok()) {
+    if (created.status().code() != Code::kRolledBack && created.status().code() != Code::kDataCorrupted) {
+      return created.status();
+    }
+    return Status(created.status().code(),
+                  created.status().message() + "\nCAS will not serve from it. Once you know why, run: scone cas recover "
+                  "--state " + a.state_dir + (a.las.empty() ? "" : " --las " + a.las) + " --reason TEXT");
+  }
+  auto server = std::move(created).value();
   SCONE_ASSIGN_OR_RETURN(auto attestation, cas::AttestationServer::Create(server->store(), server->cert_path(),
-                                                                          server->key_path()));
+                                                                          server->key_path(), limits));
   SCONE_ASSIGN_OR_RETURN(int bound, server->Bind(host, port));
   SCONE_ASSIGN_OR_RETURN(int attestation_bound, attestation->Bind(attestation_host, attestation_port));
   running = server.get();
@@ -55,6 +81,17 @@ Status Serve(const CasArgs& a) {
   server->Run();
   attestation->Stop();
   running = nullptr;
+  return Status::Ok();
+}
+
+Status Recover(const CasArgs& a) {
+  if (a.reason.empty()) return InvalidArgument("--reason: say why the database is to be trusted as it is");
+  SCONE_ASSIGN_OR_RETURN(auto anchor, AnchorFor(a.las));
+  const char* user = getenv("USER");
+  std::string operator_id = "operator uid " + std::to_string(getuid()) + (user ? " (" + std::string(user) + ")" : "");
+  SCONE_ASSIGN_OR_RETURN(std::vector<std::string> findings, cas::Store::Recover(a.state_dir, anchor, operator_id, a.reason));
+  for (const std::string& f : findings) std::printf("%s\n", f.c_str());
+  std::printf("recovered %s (recorded in its audit log)\n", a.state_dir.c_str());
   return Status::Ok();
 }
 
@@ -92,7 +129,10 @@ void RegisterCasCommands(CLI::App& app, Action& action) {
                     "IPv4:PORT of the port services attest on (port 0: any free port)");
   serve->add_option("--admin", args->admins,
                     "Client identity (public key fingerprint, hex) that may change the trusted platforms");
-  serve->add_option("--workers", args->workers, "Attestation workers")->check(CLI::Range(1, 256));
+  serve->add_option("--workers", args->workers, "Attestation workers kept ready")->check(CLI::Range(1, 256));
+  serve->add_option("--las", args->las, "LAS socket whose platform seals the state (default: this user's local LAS)");
+  serve->add_option("--max-connections-per-address", args->per_address,
+                    "Connections one client address may hold on each port")->check(CLI::Range(1, 1024));
   serve->callback([&action, args] { action = [args] { return Serve(*args); }; });
   CLI::App* start = cas->add_subcommand("start", "Start this user's local CAS and LAS (if not running)");
   start->callback([&action] {
@@ -103,6 +143,12 @@ void RegisterCasCommands(CLI::App& app, Action& action) {
       return Status::Ok();
     };
   });
+  CLI::App* recover = cas->add_subcommand(
+      "recover", "Accept a CAS database that CAS refused (rolled back or edited), after you found why (audited)");
+  recover->add_option("--state", args->state_dir, "State directory (database, keys)")->required();
+  recover->add_option("--las", args->las, "LAS socket whose platform seals the state (default: this user's local LAS)");
+  recover->add_option("--reason", args->reason, "Why the database may be trusted (goes to the audit log)")->required();
+  recover->callback([&action, args] { action = [args] { return Recover(*args); }; });
   CLI::App* stop = cas->add_subcommand("stop", "Stop this user's local CAS and LAS");
   stop->callback([&action] { action = [] { return StopLocalServices(); }; });
 

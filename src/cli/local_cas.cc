@@ -118,12 +118,7 @@ Status EnsureClientIdentity() {
   return crypto::EnsureTlsIdentity({ClientKey(), ClientCert()}, "scone-client");
 }
 
-Status StartLocalLas(LocalServices* out) {
-  SCONE_RETURN_IF_ERROR(os::MakeDirectories(LasDir(), 0700));
-  out->las_socket = LasDir() + "/las.sock";
-  if (RunningPid(LasDir()) != 0) return Status::Ok();
-  return StartDaemon(LasDir(), {"las", "serve", "--state", LasDir(), "--socket", out->las_socket}).status();
-}
+std::string LasSocket() { return LasDir() + "/las.sock"; }
 
 // Starts the local CAS unless it runs; true if this call started it.
 Result<bool> StartLocalCas(LocalServices* out) {
@@ -137,7 +132,8 @@ Result<bool> StartLocalCas(LocalServices* out) {
   SCONE_ASSIGN_OR_RETURN(std::string admin, crypto::PublicKeyFingerprintOfFile(ClientCert()));
   SCONE_ASSIGN_OR_RETURN(std::string line,
                          StartDaemon(CasDir(), {"cas", "serve", "--state", CasDir(), "--listen", "127.0.0.1:0",
-                                                "--attestation-listen", "127.0.0.1:0", "--admin", admin}));
+                                                "--attestation-listen", "127.0.0.1:0", "--admin", admin, "--las",
+                                                out->las_socket}));
   out->cas_address = WordAfter(line, "listening on ");
   out->attestation_address = WordAfter(line, "attestation on ");
   if (out->cas_address.empty() || out->attestation_address.empty()) {
@@ -174,11 +170,19 @@ std::string StateDir() {
 Result<LocalServices> StartLocalServices() {
   SCONE_RETURN_IF_ERROR(EnsureClientIdentity());
   LocalServices s;
-  // LAS first: it creates the platform key the CAS is told to trust.
-  SCONE_RETURN_IF_ERROR(StartLocalLas(&s));
+  // LAS first: it creates the platform key the CAS is told to trust, and seals CAS's state.
+  SCONE_ASSIGN_OR_RETURN(s.las_socket, StartLocalLas());
   SCONE_ASSIGN_OR_RETURN(bool started, StartLocalCas(&s));
   if (started) SCONE_RETURN_IF_ERROR(TrustLocalPlatform(s));
   return s;
+}
+
+Result<std::string> StartLocalLas() {
+  SCONE_RETURN_IF_ERROR(os::MakeDirectories(LasDir(), 0700));
+  if (RunningPid(LasDir()) == 0) {
+    SCONE_RETURN_IF_ERROR(StartDaemon(LasDir(), {"las", "serve", "--state", LasDir(), "--socket", LasSocket()}).status());
+  }
+  return LasSocket();
 }
 
 Status StopLocalServices() {

@@ -26,6 +26,8 @@ struct LocalServices {
 
 // Starts the local CAS and LAS if needed (and makes the CAS trust the LAS); returns where they are.
 Result<LocalServices> StartLocalServices();
+// Starts this user's local LAS if needed; returns its socket.
+Result<std::string> StartLocalLas();
 // Stops them; OK if none runs.
 Status StopLocalServices();
 

@@ -6,13 +6,25 @@ source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 scone="$1"
 work="$(mktemp -d)"
 cas_pid=""
-cleanup() { [[ -n "$cas_pid" ]] && kill "$cas_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+las_pid=""
+cleanup() {
+  [[ -n "$cas_pid" ]] && kill "$cas_pid" 2>/dev/null
+  [[ -n "$las_pid" ]] && kill "$las_pid" 2>/dev/null
+  wait 2>/dev/null
+  rm -rf "$work"
+}
 trap cleanup EXIT
 cd "$work"
 
+# The platform (LAS) that seals CAS's master key and keeps its state counter.
+"$scone" las serve --state las --socket "$work/las.sock" > las.txt 2>&1 &
+las_pid=$!
+wait_for_line las.txt "listening on" "$las_pid"
+
 start_cas() {
   : > out.txt
-  "$scone" cas serve --state state --listen 127.0.0.1:0 --attestation-listen 127.0.0.1:0 > out.txt 2> err.txt &
+  "$scone" cas serve --state state --las "$work/las.sock" --listen 127.0.0.1:0 --attestation-listen 127.0.0.1:0 \
+    > out.txt 2> err.txt &
   cas_pid=$!
   wait_for_line out.txt "listening on" "$cas_pid"
   port=$(sed -n 's/.*https:\/\/127\.0\.0\.1:\([0-9]*\),.*/\1/p' out.txt)

@@ -1,0 +1,138 @@
+#include "cas/connection_guard.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+namespace scone::cas {
+
+ConnectionGuard::ConnectionGuard(Limits limits) : limits_(limits), watchdog_([this] { Watch(); }) {}
+
+ConnectionGuard::~ConnectionGuard() {
+  ShutdownAll();
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  changed_.notify_all();
+  watchdog_.join();
+}
+
+std::string ConnectionGuard::PeerAddress(int fd) {
+  sockaddr_storage addr = {};
+  socklen_t len = sizeof(addr);
+  char ip[INET6_ADDRSTRLEN] = "?";
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    if (addr.ss_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(&addr)->sin_addr, ip, sizeof(ip));
+    } else if (addr.ss_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_addr, ip, sizeof(ip));
+    }
+  }
+  return ip;
+}
+
+bool ConnectionGuard::Admit(int fd, const std::string& address, std::string* refusal) {
+  std::lock_guard lock(mu_);
+  if (admitted_.size() >= limits_.max_connections) {
+    *refusal = "CAS holds " + std::to_string(admitted_.size()) + " connections, its limit";
+    return false;
+  }
+  int& count = per_address_[address];
+  if (count >= limits_.per_address) {
+    *refusal = address + " holds " + std::to_string(count) + " connections, the limit per address";
+    return false;
+  }
+  ++count;
+  bool first = admitted_.empty();
+  admitted_[fd] = Entry{address, std::chrono::steady_clock::now() + limits_.deadline};
+  if (first) changed_.notify_all();
+  return true;
+}
+
+void ConnectionGuard::Release(int fd) {
+  std::lock_guard lock(mu_);
+  auto it = admitted_.find(fd);
+  if (it == admitted_.end()) return;
+  if (--per_address_[it->second.address] == 0) per_address_.erase(it->second.address);
+  admitted_.erase(it);
+}
+
+void ConnectionGuard::ShutdownAll() {
+  std::lock_guard lock(mu_);
+  for (auto& [fd, entry] : admitted_) {
+    shutdown(fd, SHUT_RDWR);
+    entry.expired = true;
+  }
+}
+
+void ConnectionGuard::Watch() {
+  std::unique_lock lock(mu_);
+  while (!stop_) {
+    auto now = std::chrono::steady_clock::now();
+    auto next = now + std::chrono::seconds(1);
+    for (auto& [fd, entry] : admitted_) {
+      if (entry.expired) continue;
+      if (entry.deadline <= now) {
+        // The owner still holds the descriptor (it calls Release before closing, under mu_),
+        // so this number names this connection.
+        shutdown(fd, SHUT_RDWR);
+        entry.expired = true;
+      } else {
+        next = std::min(next, entry.deadline);
+      }
+    }
+    changed_.wait_until(lock, next);
+  }
+}
+
+ElasticPool::ElasticPool(size_t keep_threads, size_t max_threads) : keep_(keep_threads), max_(max_threads) {}
+
+ElasticPool::~ElasticPool() {
+  std::unique_lock lock(mu_);
+  stop_ = true;
+  ready_.notify_all();
+  idle_changed_.wait(lock, [&] { return threads_ == 0; });
+}
+
+void ElasticPool::Run(std::function<void()> job) {
+  std::lock_guard lock(mu_);
+  jobs_.push_back(std::move(job));
+  ++running_;
+  if (jobs_.size() > idle_ && threads_ < max_) {
+    ++threads_;
+    std::thread([this] { Work(); }).detach();
+  } else {
+    ready_.notify_one();
+  }
+}
+
+void ElasticPool::Drain() {
+  std::unique_lock lock(mu_);
+  idle_changed_.wait(lock, [&] { return running_ == 0; });
+}
+
+void ElasticPool::Work() {
+  std::unique_lock lock(mu_);
+  while (true) {
+    if (jobs_.empty()) {
+      ++idle_;
+      bool woken = ready_.wait_for(lock, std::chrono::seconds(30), [&] { return stop_ || !jobs_.empty(); });
+      --idle_;
+      if (jobs_.empty() && (stop_ || (!woken && threads_ > keep_))) break;
+      if (jobs_.empty()) continue;
+    }
+    std::function<void()> job = std::move(jobs_.front());
+    jobs_.pop_front();
+    lock.unlock();
+    job();
+    job = nullptr;
+    lock.lock();
+    if (--running_ == 0) idle_changed_.notify_all();
+  }
+  --threads_;
+  // Notifies after this thread is done with the pool, so the destructor may then free it.
+  std::notify_all_at_thread_exit(idle_changed_, std::move(lock));
+}
+
+}  // namespace scone::cas
