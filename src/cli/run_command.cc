@@ -139,7 +139,7 @@ Status Run(const RunArgs& a) {
     SCONE_ASSIGN_OR_RETURN(int fd, runtime::WriteConfigFd(config));
     setenv(runtime::kConfigFdEnv, std::to_string(fd).c_str(), 1);
     // Only paths, no keys: lets the runtime tell early calls outside every volume apart without
-    // starting up (see runtime.h, ShieldFor).
+    // starting up (see runtime/files/early_start.cc).
     std::string roots;
     for (const auto& v : config.volumes) roots += (roots.empty() ? "" : ":") + v.dir;
     setenv(runtime::kVolumeRootsEnv, roots.c_str(), 1);

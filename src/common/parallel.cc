@@ -18,6 +18,9 @@ extern "C" int __cxa_atexit(void (*fn)(void*), void* arg, void* dso_handle);
 namespace scone {
 namespace {
 
+std::atomic<void (*)()> helper_start_hook{nullptr};
+
+
 // A job is handed over through `state_`: kIdle -> kQueued (caller) -> kDone (helper) -> kIdle
 // (caller). Both sides spin briefly before sleeping, because a streaming reader or writer hands
 // over a job every few dozen microseconds and a futex wake-up costs about as much.
@@ -97,6 +100,7 @@ class Helper {
   }
 
   static void* Main(void* self) {
+    if (void (*hook)() = helper_start_hook.load()) hook();
     static_cast<Helper*>(self)->Loop();
     return nullptr;
   }
@@ -148,6 +152,8 @@ bool MoreThanOneCore() {
 }  // namespace
 
 void StopParallelHelper() { TheHelper().Stop(); }
+
+void SetHelperThreadStartHook(void (*hook)()) { helper_start_hook.store(hook); }
 
 void ParallelFor(size_t count, size_t min_parallel_count,
                  const std::function<void(size_t, size_t)>& fn) {

@@ -37,4 +37,7 @@ void ParallelAfterInOrder(size_t count, size_t block,
 // libraries down before exit.
 void StopParallelHelper();
 
+// Called first thing on the helper thread (the runtime marks its own threads with it).
+void SetHelperThreadStartHook(void (*hook)());
+
 }  // namespace scone

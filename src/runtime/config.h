@@ -20,7 +20,7 @@ namespace scone::runtime {
 
 inline constexpr char kConfigFdEnv[] = "SCONE_RUNTIME_FD";
 // The volumes' directories (no keys): lets the runtime tell early calls outside every volume
-// apart without starting up (runtime.h, ShieldFor).
+// apart without starting up (files/early_start.cc).
 inline constexpr char kVolumeRootsEnv[] = "SCONE_VOLUME_ROOTS";
 
 struct VolumeConfig {

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <dlfcn.h>
@@ -14,15 +15,16 @@
 #include <cstring>
 
 #include "attest/las.h"
+#include "common/parallel.h"
 #include "attest/measurement.h"
 #include "fs/volume_path.h"
 #include "os/file.h"
-#include "os/syscalls.h"
 #include "runtime/lexical_path.h"
-#include "runtime/real_libc.h"
+#include "runtime/entry/entry.h"
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/files/protected_fd.h"
 
 extern "C" char** environ;
-extern "C" int __cxa_atexit(void (*fn)(void*), void* arg, void* dso_handle);
 
 namespace scone::runtime {
 namespace {
@@ -47,39 +49,24 @@ std::string FdPath(int fd) {
   return std::string(target, static_cast<size_t>(n));
 }
 
-os::Syscalls RealSyscalls() {
-  const RealLibc& r = Real();
-  os::Syscalls s = os::LibcSyscalls();
-  s.open = r.open;
-  s.close = r.close;
-  s.pread = r.pread;
-  s.pwrite = r.pwrite;
-  s.pwritev = r.pwritev;
-  s.fsync = r.fsync;
-  s.fdatasync = r.fdatasync;
-  s.ftruncate = r.ftruncate;
-  s.fstat = r.fstat;
-  s.lstat = r.lstat;
-  s.rename = r.rename;
-  s.unlink = r.unlink;
-  s.mkdir = r.mkdir;
-  s.flock = r.flock;
-  s.fcntl = r.fcntl;
-  return s;
-}
-
+// Fork through the C library (pthread_atfork): no lock of the runtime may be held by another
+// thread across fork, and the child takes its own cross-process volume locks.
 void PrepareFork() {
   if (the_runtime == nullptr) return;
   if (auto* r = the_runtime->reporter()) r->BeforeFork();
   for (auto& v : the_runtime->volumes()) v->volume->BeforeFork();
+  the_runtime->fds().BeforeFork();
 }
 void ParentAfterFork() {
   if (the_runtime == nullptr) return;
+  the_runtime->fds().AfterFork();
   for (auto& v : the_runtime->volumes()) v->volume->AfterForkInParent();
   if (auto* r = the_runtime->reporter()) r->AfterForkInParent();
 }
 void ChildAfterFork() {
   if (the_runtime == nullptr) return;
+  RuntimeSection section;
+  the_runtime->fds().AfterFork();
   if (auto* r = the_runtime->reporter()) r->AfterForkInChild();
   for (auto& v : the_runtime->volumes()) {
     Status s = v->volume->AfterForkInChild();
@@ -87,40 +74,47 @@ void ChildAfterFork() {
   }
 }
 
+// The runtime library's own file, for the programs this one executes.
+std::string OwnLibraryPath() {
+  Dl_info self;
+  if (dladdr(reinterpret_cast<void*>(&OwnLibraryPath), &self) == 0 || self.dli_fname == nullptr) return "";
+  char real[PATH_MAX];
+  return realpath(self.dli_fname, real) != nullptr ? std::string(real) : std::string(self.dli_fname);
+}
+
 }  // namespace
 
 void CloseVolumesAtExit() {
   static std::atomic<bool> done{false};
   if (the_runtime == nullptr || done.exchange(true)) return;
-  WriteBackReopenedStreams();
+  RuntimeSection section;
   if (auto* r = the_runtime->reporter()) r->Stop();  // the last report is the one below
-  // Commit what open descriptors wrote, then close the volumes (checkpoint, clean mark).
-  for (auto& [fd, d] : the_runtime->AllFds()) the_runtime->Take(fd);
+  // Commit what open descriptors wrote, then close the volumes (checkpoint, clean mark). The
+  // descriptors stay shielded: whatever a thread still does with them fails from now on.
+  for (auto& [fd, d] : the_runtime->fds().All()) (void)d->LastClose();
+  the_runtime->CloseVolumes();
   for (auto& v : the_runtime->volumes()) {
     Status s = v->volume->Close();
     if (!s.ok()) Log(s.message());
   }
   the_runtime->ReportVolumesToCas();
-  // From here on calls go straight to the C library; the keys are wiped.
-  state.store(kInactive, std::memory_order_release);
   the_runtime->WipeKeys();
 }
 
 namespace {
+
+// Runs after every exit handler registered later (the program's, its libraries' static
+// destructors): stdio streams are flushed through the shield, then the volumes close.
+void CloseAtExit() {
+  fflush(nullptr);
+  CloseVolumesAtExit();
+}
+
 }  // namespace
 
 void Log(const std::string& message) {
   std::string line = "scone: " + message + "\n";
-  (void)!Real().write(2, line.data(), line.size());
-}
-
-int Fail(const Status& status) {
-  if (status.code() == Code::kDataCorrupted || status.code() == Code::kRolledBack ||
-      status.code() == Code::kInternal || status.code() == Code::kPermissionDenied) {
-    Log(status.message());
-  }
-  errno = status.ToErrno();
-  return -1;
+  (void)RawSyscall(SYS_write, 2, Arg(line.data()), static_cast<long>(line.size()));
 }
 
 Runtime* Shield() {
@@ -131,20 +125,24 @@ Runtime* Shield() {
   std::call_once(once, [] {
     initializing_here = true;
     state.store(kInitializing);
-    auto* rt = new Runtime();  // lives until exit: interposed calls may come from destructors
-    Status st = rt->Init();
+    auto* rt = new Runtime();  // lives until exit: system calls may come from destructors
+    Status st;
+    {
+      RuntimeSection section;
+      st = rt->Init();
+      if (st.ok() && rt->Active()) {
+        rt->WorkingDirectoryChanged();
+        the_runtime = rt;
+        atexit(CloseAtExit);  // before the program registers any: it runs after theirs
+        if (!InstallEntry()) st = Unsupported("the runtime cannot enter this program's system calls");
+      }
+    }
     initializing_here = false;
     if (!st.ok()) {
       Log(st.message());
       _exit(126);  // a program must not run unshielded on volumes it was told to protect
     }
-    if (!rt->Active()) {
-      state.store(kInactive, std::memory_order_release);
-      return;
-    }
-    rt->WorkingDirectoryChanged();
-    the_runtime = rt;
-    state.store(kReady, std::memory_order_release);
+    state.store(rt->Active() ? kReady : kInactive, std::memory_order_release);
   });
   return state.load(std::memory_order_acquire) == kReady ? the_runtime : nullptr;
 }
@@ -153,51 +151,36 @@ Runtime* ShieldIfReady() {
   return state.load(std::memory_order_acquire) == kReady ? the_runtime : nullptr;
 }
 
-// Lexical check against SCONE_VOLUME_ROOTS, without allocating. Conservative: anything it
-// cannot rule out starts the runtime.
-static bool MayBeInVolume(int dirfd, const char* path) {
-  if (path == nullptr || path[0] != '/' || dirfd != AT_FDCWD) return true;
-  const char* roots = getenv(kVolumeRootsEnv);
-  if (roots == nullptr) return true;
-  while (*roots) {
-    const char* end = strchr(roots, ':');
-    size_t n = end ? static_cast<size_t>(end - roots) : strlen(roots);
-    if (n > 0 && strncmp(path, roots, n) == 0 && (path[n] == '\0' || path[n] == '/')) return true;
-    if (end == nullptr) break;
-    roots = end + 1;
-  }
-  return false;
-}
-
-Runtime* ShieldFor(int dirfd, const char* path) {
-  int s = state.load(std::memory_order_acquire);
-  if (s == kReady) return the_runtime;
-  if (s == kInactive || initializing_here) return nullptr;
-  return MayBeInVolume(dirfd, path) ? Shield() : nullptr;
-}
-
 Status Runtime::Init() {
-  os::InstallSyscalls(RealSyscalls());
-  // OpenSSL registers its own clean-up at exit when first initialized; doing that now puts it
-  // before ours in exit()'s last-in-first-out order, so the volumes close while OpenSSL works.
-  OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, nullptr);
-  if (const char* preload = getenv("LD_PRELOAD")) preload_ = preload;
+  // OpenSSL would register its own clean-up at exit when first initialized; the volumes close
+  // after every exit handler (CloseAtExit), so OpenSSL must stay usable to the end.
+  OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, nullptr);
+  library_path_ = OwnLibraryPath();
+  SetHelperThreadStartHook(BecomeRuntimeThread);
+  if (!fds_.ok()) return Internal("cannot reserve the descriptor table");
   const char* fd_text = getenv(kConfigFdEnv);
-  if (fd_text == nullptr) {
-    // Configured by CAS after attestation, or loaded without `scone run`: stay out of the way.
-    SCONE_ASSIGN_OR_RETURN(auto settings, CasSettingsFromEnvironment());
-    return settings ? InitFromCas(*settings) : Status::Ok();
+  int config_fd = fd_text != nullptr ? atoi(fd_text) : -1;
+  unsetenv(kConfigFdEnv);
+  // SCONE_CONFIG_ID means attestation, always: a configuration handed in by whoever started the
+  // program (a descriptor) is not a substitute for it.
+  SCONE_ASSIGN_OR_RETURN(auto settings, CasSettingsFromEnvironment());
+  if (settings) {
+    if (config_fd >= 0) RawSyscall(SYS_close, config_fd);
+    return InitFromCas(*settings);
   }
-  int config_fd = atoi(fd_text);
-  SCONE_ASSIGN_OR_RETURN(RuntimeConfig config, ReadConfigFd(config_fd));
+  if (config_fd < 0) return Status::Ok();  // loaded without `scone run`: stay out of the way
+  return InitFromConfigFd(config_fd);
+}
+
+Status Runtime::InitFromConfigFd(int config_fd) {
+  auto read = ReadConfigFd(config_fd);
+  RawSyscall(SYS_close, config_fd);  // keys reach no one else through it
+  if (!read.ok()) return read.status();
+  RuntimeConfig config = std::move(read).value();
   if (config.print_measurement) {
-    Dl_info self;
-    if (dladdr(reinterpret_cast<void*>(&Shield), &self) == 0 || self.dli_fname == nullptr) {
-      return Internal("cannot find the runtime library's own path");
-    }
-    SCONE_ASSIGN_OR_RETURN(attest::ImageDescription d, attest::DescribeThisProcess(self.dli_fname));
+    SCONE_ASSIGN_OR_RETURN(attest::ImageDescription d, attest::DescribeThisProcess(library_path_));
     std::string text = d.Canonical() + ToHex(d.Measurement()) + "\n";
-    (void)!Real().write(1, text.data(), text.size());
+    (void)RawSyscall(SYS_write, 1, Arg(text.data()), static_cast<long>(text.size()));
     _exit(0);
   }
   if (config.print_evidence) {
@@ -206,7 +189,7 @@ Status Runtime::Init() {
     std::copy(h.begin(), h.end(), data.begin());
     SCONE_ASSIGN_OR_RETURN(attest::Evidence e, attest::RequestEvidence(config.las_socket, data, std::nullopt));
     std::string text = ToHex(e.Encode()) + "\n";
-    (void)!Real().write(1, text.data(), text.size());
+    (void)RawSyscall(SYS_write, 1, Arg(text.data()), static_cast<long>(text.size()));
     _exit(0);
   }
   // Key hygiene: no core dumps, no ptrace by other users' processes, no /proc/PID/mem.
@@ -226,16 +209,14 @@ Status Runtime::Init() {
   // Descriptors a parent process handed over across exec.
   for (const InheritedFd& f : config.fds) {
     MountedVolume* mv = VolumeByRoot(f.volume_dir);
-    if (mv == nullptr || Real().fcntl(f.fd, F_GETFD) < 0) continue;
+    if (mv == nullptr || RawSyscall(SYS_fcntl, f.fd, F_GETFD) < 0) continue;
     auto file = mv->volume->OpenFile(f.path, {});
-    if (!file.ok()) continue;
-    auto d = std::make_shared<OpenDescription>();
-    d->file = std::move(file).value();
-    d->volume = mv;
-    d->path = f.path;
-    d->flags = f.flags;
-    d->offset = f.offset;
-    Set(f.fd, std::move(d));
+    if (!file.ok()) {
+      Log("inherited descriptor " + std::to_string(f.fd) + " (" + f.path + "): " + file.status().message());
+      RawSyscall(SYS_close, f.fd);  // never left to the program as ciphertext
+      continue;
+    }
+    fds_.Set(f.fd, std::make_shared<ProtectedFd>(std::move(file).value(), mv, f.path, f.flags, f.offset));
   }
   pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
   return Status::Ok();
@@ -247,7 +228,7 @@ void Runtime::Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, 
   auto mounted = std::make_unique<MountedVolume>();
   mounted->root = dir;
   struct stat st;
-  if (Real().stat(dir.c_str(), &st) == 0) {
+  if (stat(dir.c_str(), &st) == 0) {
     mounted->device = st.st_dev;
     mounted->inode = st.st_ino;
   }
@@ -362,20 +343,11 @@ RuntimeConfig Runtime::ConfigForExec() {
       Log("the executed program will not report volume states to CAS: " + handover.status().message());
     }
   }
-  for (auto& [fd, d] : AllFds()) {
-    int fd_flags = Real().fcntl(fd, F_GETFD);
+  for (auto& [fd, d] : fds_.All()) {
+    long fd_flags = RawSyscall(SYS_fcntl, fd, F_GETFD);
     if (fd_flags < 0 || (fd_flags & FD_CLOEXEC)) continue;
-    if (d->written) (void)d->file->Sync();
     InheritedFd f;
-    f.fd = fd;
-    f.volume_dir = d->volume->root;
-    f.path = d->path;
-    f.flags = d->flags;
-    {
-      std::lock_guard lock(d->mu);
-      f.offset = d->offset;
-    }
-    config.fds.push_back(std::move(f));
+    if (d->Describe(fd, &f)) config.fds.push_back(std::move(f));
   }
   return config;
 }
@@ -549,52 +521,16 @@ void Runtime::WorkingDirectoryChanged() {
   cwd_seq_.fetch_add(1, std::memory_order_release);
 }
 
-void Runtime::Set(int fd, std::shared_ptr<OpenDescription> d) {
-  if (fd < 0 || fd >= kMaxFds) return;
-  std::lock_guard lock(table_mu_);
-  slots_[fd].store(d.get(), std::memory_order_release);
-  owners_[fd] = std::move(d);
-}
-
-std::shared_ptr<OpenDescription> Runtime::Take(int fd) {
-  if (fd < 0 || fd >= kMaxFds || slots_[fd].load(std::memory_order_acquire) == nullptr) {
-    return nullptr;
-  }
-  std::lock_guard lock(table_mu_);
-  slots_[fd].store(nullptr, std::memory_order_release);
-  auto it = owners_.find(fd);
-  if (it == owners_.end()) return nullptr;
-  auto d = std::move(it->second);
-  owners_.erase(it);
-  return d;
-}
-
-std::vector<std::pair<int, std::shared_ptr<OpenDescription>>> Runtime::AllFds() const {
-  std::lock_guard lock(table_mu_);
-  return {owners_.begin(), owners_.end()};
-}
-
 }  // namespace scone::runtime
 
 // ---- start-up ---------------------------------------------------------------------------
-// glibc calls __libc_start_main before main: the runtime initializes there (attestation will
-// happen here, and the command line and environment will be replaced by the ones CAS gives).
+// glibc calls __libc_start_main before main: the runtime has started by then (its constructor),
+// and the command line and environment CAS gave replace the host's.
 
 using MainFn = int (*)(int, char**, char**);
 using StartMainFn = int (*)(MainFn, int, char**, void (*)(), void (*)(), void (*)(), void*);
 
 namespace {
-
-MainFn program_main = nullptr;
-
-// Runs in place of the program's main. The volumes close when main returns or the program
-// calls exit(): exit() itself first destroys thread-local objects and later tears OpenSSL down,
-// so its handlers are too late for work that needs both.
-int SconeMain(int argc, char** argv, char** envp) {
-  int status = program_main(argc, argv, envp);
-  scone::runtime::CloseVolumesAtExit();
-  return status;
-}
 
 // The command line and environment CAS gave replace the host's before the program's own
 // initializers run. They live in the runtime's memory, not on the stack the host wrote (what
@@ -615,23 +551,15 @@ void ReplaceCommandLine(const scone::runtime::Runtime& rt, int* argc, char*** ar
 
 }  // namespace
 
-extern "C" __attribute__((visibility("default"))) void exit(int status) {
-  static auto real = reinterpret_cast<void (*)(int)>(dlsym(RTLD_NEXT, "exit"));
-  scone::runtime::CloseVolumesAtExit();
-  real(status);
-  __builtin_unreachable();
-}
-
 extern "C" __attribute__((visibility("default"))) int __libc_start_main(
     MainFn main_fn, int argc, char** argv, void (*init)(), void (*fini)(), void (*rtld_fini)(),
     void* stack_end) {
   static auto real = reinterpret_cast<StartMainFn>(dlsym(RTLD_NEXT, "__libc_start_main"));
   scone::runtime::Runtime* rt = scone::runtime::Shield();
-  program_main = main_fn;
   if (rt != nullptr) ReplaceCommandLine(*rt, &argc, &argv);
-  return real(SconeMain, argc, argv, init, fini, rtld_fini, stack_end);
+  return real(main_fn, argc, argv, init, fini, rtld_fini, stack_end);
 }
 
-// Other libraries' constructors may run first; the runtime also initializes lazily on the first
-// interposed call.
+// Other libraries' constructors may run first; the early-open shims (files/early_start.cc)
+// start the runtime for them when their path may lie in a volume.
 __attribute__((constructor)) static void SconeRuntimeConstructor() { scone::runtime::Shield(); }

@@ -1,5 +1,7 @@
 #include "runtime/volume_reporter.h"
 
+#include "runtime/entry/entry.h"
+
 namespace scone::runtime {
 
 void VolumeReporter::Synced() {
@@ -28,6 +30,7 @@ void VolumeReporter::AfterForkInChild() {
 }
 
 void VolumeReporter::Run() {
+  BecomeRuntimeThread();
   std::unique_lock lock(mu_);
   while (true) {
     wake_.wait(lock, [&] { return pending_ || stopping_; });

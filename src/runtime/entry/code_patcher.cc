@@ -1,0 +1,478 @@
+#include "runtime/entry/code_patcher.h"
+
+#include <Zydis/Zydis.h>
+#include <dlfcn.h>
+#include <elf.h>
+#include <link.h>
+#include <linux/membarrier.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <vector>
+
+#include "runtime/entry/function_index.h"
+#include "runtime/entry/raw_syscall.h"
+
+extern "C" {
+extern char scone_trampolines_begin[];
+extern char scone_trampolines_end[];
+void scone_syscall_stub();
+void scone_child_stub();
+}
+
+namespace scone::runtime {
+namespace {
+
+constexpr size_t kJumpSize = 5;  // jmp rel32
+constexpr uint8_t kInt3 = 0xcc;
+
+// ---- the objects that may be patched ----------------------------------------------------
+
+struct PatchableObject {
+  uintptr_t text_begin;
+  uintptr_t text_end;
+  FunctionIndex functions;
+};
+constexpr int kMaxObjects = 64;
+PatchableObject objects[kMaxObjects];
+int object_count = 0;
+CodeRange own_range{0, 0};
+bool own_range_only = false;  // LearnObject: find the runtime's own range, nothing else
+
+const PatchableObject* ObjectOf(uintptr_t address) {
+  for (int i = 0; i < object_count; ++i) {
+    if (address >= objects[i].text_begin && address < objects[i].text_end) return &objects[i];
+  }
+  return nullptr;
+}
+
+int LearnObject(struct dl_phdr_info* info, size_t, void*) {
+  uintptr_t text_begin = 0, text_end = 0, eh_frame_hdr = 0;
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X)) {
+      text_begin = info->dlpi_addr + ph.p_vaddr;
+      text_end = text_begin + ph.p_memsz;
+    }
+    if (ph.p_type == PT_GNU_EH_FRAME) eh_frame_hdr = info->dlpi_addr + ph.p_vaddr;
+  }
+  if (text_begin == 0) return 0;
+  auto self = reinterpret_cast<uintptr_t>(&scone_syscall_stub);
+  if (self >= text_begin && self < text_end) {
+    own_range = {text_begin, text_end};
+    return 0;
+  }
+  if (own_range_only) return 0;
+  const char* name = info->dlpi_name;
+  if (name != nullptr && std::strstr(name, "linux-vdso") != nullptr) return 0;
+  if (object_count < kMaxObjects) objects[object_count++] = {text_begin, text_end, FunctionIndex(eh_frame_hdr)};
+  return 0;
+}
+
+// ---- decoding ---------------------------------------------------------------------------
+
+struct Instruction {
+  uintptr_t address;
+  uint8_t length;
+  bool is_syscall;
+  bool relocatable;  // may run at another address unchanged
+  bool is_branch;
+  uintptr_t branch_target;  // for direct relative branches, else 0
+};
+
+const ZydisDecoder& Decoder() {
+  static const ZydisDecoder decoder = [] {
+    ZydisDecoder d;
+    ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    return d;
+  }();
+  return decoder;
+}
+
+bool Decode(uintptr_t address, uintptr_t limit, Instruction* out) {
+  ZydisDecodedInstruction insn;
+  if (address >= limit ||
+      !ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&Decoder(), nullptr, reinterpret_cast<const void*>(address),
+                                                  limit - address, &insn))) {
+    return false;
+  }
+  out->address = address;
+  out->length = insn.length;
+  out->is_syscall = insn.mnemonic == ZYDIS_MNEMONIC_SYSCALL;
+  ZydisInstructionCategory c = insn.meta.category;
+  out->is_branch = c == ZYDIS_CATEGORY_CALL || c == ZYDIS_CATEGORY_COND_BR || c == ZYDIS_CATEGORY_UNCOND_BR ||
+                   c == ZYDIS_CATEGORY_RET || c == ZYDIS_CATEGORY_SYSCALL || c == ZYDIS_CATEGORY_INTERRUPT ||
+                   c == ZYDIS_CATEGORY_SYSTEM;
+  bool relative = (insn.attributes & ZYDIS_ATTRIB_IS_RELATIVE) != 0;
+  out->relocatable = !relative && !out->is_branch;
+  out->branch_target = 0;
+  if (relative && (c == ZYDIS_CATEGORY_CALL || c == ZYDIS_CATEGORY_COND_BR || c == ZYDIS_CATEGORY_UNCOND_BR) &&
+      insn.raw.imm[0].is_relative) {
+    out->branch_target = address + insn.length + static_cast<intptr_t>(insn.raw.imm[0].value.s);
+  }
+  return true;
+}
+
+// ---- writing code -----------------------------------------------------------------------
+
+std::atomic_flag patch_lock = ATOMIC_FLAG_INIT;
+struct PatchLock {
+  PatchLock() {
+    while (patch_lock.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
+  }
+  ~PatchLock() { patch_lock.clear(std::memory_order_release); }
+};
+
+bool sync_core_available = false;
+
+// Makes every core running this process's threads execute a serializing instruction, so none
+// runs a stale copy of code just written.
+void SyncCores() {
+  if (sync_core_available) RawSyscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0);
+}
+
+bool SetWritable(uintptr_t at, size_t n, bool writable) {
+  uintptr_t first = at & ~uintptr_t{4095};
+  uintptr_t last = (at + n + 4095) & ~uintptr_t{4095};
+  int prot = PROT_READ | PROT_EXEC | (writable ? PROT_WRITE : 0);
+  return RawSyscall(SYS_mprotect, static_cast<long>(first), static_cast<long>(last - first), prot) == 0;
+}
+
+void Store16(uintptr_t at, const uint8_t* bytes) {
+  uint16_t v;
+  std::memcpy(&v, bytes, 2);
+  // One store instruction: atomic for other cores when it does not cross a cache line.
+  __asm__ volatile("movw %1, %0" : "=m"(*reinterpret_cast<volatile uint16_t*>(at)) : "r"(v) : "memory");
+}
+
+// Replaces n bytes of code at `at` while other threads may run it: a thread reaching `at`
+// meanwhile finds a jump to itself and waits. REQUIRES: the patch lock.
+bool WriteLiveCode(uintptr_t at, const uint8_t* bytes, size_t n) {
+  if ((at & 63) == 63) return false;  // the two-byte jump would cross a cache line
+  if (!SetWritable(at, n, true)) return false;
+  if ((at & ~uintptr_t{7}) == ((at + n - 1) & ~uintptr_t{7})) {
+    // Within one aligned 8-byte word: one atomic store.
+    auto* word = reinterpret_cast<uint64_t*>(at & ~uintptr_t{7});
+    uint64_t v = __atomic_load_n(word, __ATOMIC_RELAXED);
+    std::memcpy(reinterpret_cast<uint8_t*>(&v) + (at & 7), bytes, n);
+    __atomic_store_n(word, v, __ATOMIC_RELEASE);
+  } else {
+    static const uint8_t kSpin[2] = {0xeb, 0xfe};  // jmp .
+    Store16(at, kSpin);
+    SyncCores();
+    std::memcpy(reinterpret_cast<void*>(at + 2), bytes + 2, n - 2);
+    SyncCores();
+    Store16(at, bytes);
+  }
+  SyncCores();
+  SetWritable(at, n, false);
+  return true;
+}
+
+// ---- trampolines ------------------------------------------------------------------------
+
+uintptr_t trampoline_next = 0;
+
+class CodeBuffer {
+ public:
+  void Bytes(std::initializer_list<uint8_t> b) {
+    for (uint8_t x : b) Byte(x);
+  }
+  void Byte(uint8_t b) {
+    if (size_ < sizeof(buf_)) buf_[size_] = b;
+    ++size_;
+  }
+  void Copy(uintptr_t from, size_t n) {
+    for (size_t i = 0; i < n; ++i) Byte(reinterpret_cast<const uint8_t*>(from)[i]);
+  }
+  // A rel32 operand for an instruction ending right after it, reaching `target` from code that
+  // will live at `base`.
+  bool Rel32(uintptr_t base, uintptr_t target) {
+    intptr_t rel = static_cast<intptr_t>(target) - static_cast<intptr_t>(base + size_ + 4);
+    if (rel != static_cast<int32_t>(rel)) return false;
+    auto r = static_cast<int32_t>(rel);
+    for (int i = 0; i < 4; ++i) Byte(static_cast<uint8_t>(r >> (8 * i)));
+    return true;
+  }
+  void PatchRel8(size_t at, size_t target) { buf_[at] = static_cast<uint8_t>(target - (at + 1)); }
+  size_t size() const { return size_; }
+  const uint8_t* data() const { return buf_; }
+  bool overflowed() const { return size_ > sizeof(buf_); }
+
+ private:
+  uint8_t buf_[256];
+  size_t size_ = 0;
+};
+
+// Emits the trampoline for a window: `pre` (the instructions before the syscall), the call
+// through the entry, `post`, and a jump to `resume`. Returns its address (0 if it cannot be
+// placed); *after_pre is where the call through the entry begins. REQUIRES: the patch lock.
+uintptr_t EmitTrampoline(uintptr_t pre, size_t pre_size, uintptr_t post, size_t post_size, uintptr_t resume,
+                         uintptr_t* after_pre) {
+  if (trampoline_next == 0) trampoline_next = reinterpret_cast<uintptr_t>(scone_trampolines_begin);
+  const uintptr_t base = trampoline_next;
+  const auto stub = reinterpret_cast<uintptr_t>(&scone_syscall_stub);
+  const auto child_stub = reinterpret_cast<uintptr_t>(&scone_child_stub);
+  CodeBuffer c;
+  bool ok = true;
+  c.Copy(pre, pre_size);
+  *after_pre = base + c.size();
+  c.Bytes({0x48, 0x8d, 0x64, 0x24, 0x80});  // lea -0x80(%rsp),%rsp  (the red zone)
+  c.Byte(0xe8);                             // call scone_syscall_stub
+  ok &= c.Rel32(base, stub);
+  c.Bytes({0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00});  // lea 0x80(%rsp),%rsp
+  c.Bytes({0x4d, 0x85, 0xdb});                                // test %r11,%r11
+  c.Bytes({0x74, 0x00});                                      // je done
+  size_t je_done = c.size() - 1;
+  c.Bytes({0x49, 0x83, 0xfb, 0x02});  // cmp $2,%r11
+  c.Bytes({0x74, 0x00});              // je switch
+  size_t je_switch = c.size() - 1;
+  c.Bytes({0x0f, 0x05});              // syscall (native, at the program's stack pointer)
+  c.Bytes({0x48, 0x85, 0xc0});        // test %rax,%rax
+  c.Bytes({0x75, 0x00});              // jne done
+  size_t jne_done = c.size() - 1;
+  c.Bytes({0x48, 0x8d, 0x64, 0x24, 0x80});  // child: lea -0x80(%rsp),%rsp
+  c.Byte(0xe8);                             // call scone_child_stub
+  ok &= c.Rel32(base, child_stub);
+  c.Bytes({0x48, 0x8d, 0xa4, 0x24, 0x80, 0x00, 0x00, 0x00});  // lea 0x80(%rsp),%rsp
+  c.Bytes({0xeb, 0x00});                                      // jmp done
+  size_t jmp_done = c.size() - 1;
+  size_t switch_at = c.size();
+  c.Bytes({0x48, 0x89, 0xcc});  // mov %rcx,%rsp
+  c.Bytes({0x31, 0xc0});        // xor %eax,%eax
+  size_t done = c.size();
+  c.Copy(post, post_size);
+  c.Byte(0xe9);  // jmp resume
+  ok &= c.Rel32(base, resume);
+  if (!ok || c.overflowed()) return 0;
+  c.PatchRel8(je_done, done);
+  c.PatchRel8(je_switch, switch_at);
+  c.PatchRel8(jne_done, done);
+  c.PatchRel8(jmp_done, done);
+  size_t total = (c.size() + 15) & ~size_t{15};
+  if (base + total > reinterpret_cast<uintptr_t>(scone_trampolines_end)) return 0;
+  if (!SetWritable(base, c.size(), true)) return 0;
+  std::memcpy(reinterpret_cast<void*>(base), c.data(), c.size());
+  SetWritable(base, c.size(), false);
+  trampoline_next = base + total;
+  return base;
+}
+
+// The bytes that replace a window: a jump to the trampoline, then int3 to its end.
+bool JumpBytes(uintptr_t window, size_t window_size, uintptr_t trampoline, uint8_t* out) {
+  intptr_t rel = static_cast<intptr_t>(trampoline) - static_cast<intptr_t>(window + kJumpSize);
+  if (rel != static_cast<int32_t>(rel)) return false;
+  auto r = static_cast<int32_t>(rel);
+  out[0] = 0xe9;
+  std::memcpy(out + 1, &r, 4);
+  std::memset(out + kJumpSize, kInt3, window_size - kJumpSize);
+  return true;
+}
+
+// ---- sites refused, remembered so the handler does not decode them again ----------------
+
+constexpr int kRefusedSlots = 1024;
+uintptr_t refused[kRefusedSlots];
+std::atomic<int> stat_start_up{0}, stat_later{0}, stat_refused{0};
+
+bool IsRefused(uintptr_t site) {
+  for (int i = 0, h = static_cast<int>((site >> 1) % kRefusedSlots); i < kRefusedSlots; ++i) {
+    uintptr_t v = refused[(h + i) % kRefusedSlots];
+    if (v == site) return true;
+    if (v == 0) return false;
+  }
+  return false;
+}
+
+void Refuse(uintptr_t site) {
+  stat_refused.fetch_add(1, std::memory_order_relaxed);
+  for (int i = 0, h = static_cast<int>((site >> 1) % kRefusedSlots); i < kRefusedSlots; ++i) {
+    uintptr_t& v = refused[(h + i) % kRefusedSlots];
+    if (v == 0 || v == site) {
+      v = site;
+      return;
+    }
+  }
+}
+
+// ---- start-up: whole functions ----------------------------------------------------------
+
+// Busy system-call wrappers of the C library, patched before the program runs. Others are
+// patched when first caught, if the instruction before their `syscall` can be moved alone.
+constexpr const char* kBusyWrappers[] = {
+    "read", "__read_nocancel", "write", "__write_nocancel", "pread64", "__pread64_nocancel", "pwrite64",
+    "readv", "writev", "preadv", "pwritev", "preadv2", "pwritev2", "open", "open64", "openat", "openat64",
+    "__open_nocancel", "__open64_nocancel", "close", "__close_nocancel", "lseek", "lseek64", "fstat",
+    "fstat64", "stat", "lstat", "fstatat", "fstatat64", "statx", "fcntl", "fcntl64", "dup", "dup2", "dup3",
+    "ioctl", "mmap", "mmap64", "munmap", "mprotect", "madvise", "mremap", "getdents64", "fsync", "fdatasync",
+    "ftruncate", "ftruncate64", "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "rmdir",
+    "access", "faccessat", "readlink", "getcwd", "chdir", "fchdir", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+    "epoll_ctl", "poll", "ppoll", "select", "pselect", "accept", "accept4", "recv", "recvfrom", "recvmsg",
+    "recvmmsg", "send", "sendto", "sendmsg", "connect", "socket", "setsockopt", "getsockopt", "shutdown",
+    "sendfile", "sendfile64", "splice", "copy_file_range", "posix_fallocate", "posix_fallocate64",
+    "fallocate", "fallocate64", "nanosleep", "clock_nanosleep", "sched_yield", "sigprocmask",
+    "pthread_sigmask", "sigaction", "getpid", "gettid", "pthread_mutex_trylock", "pthread_cond_wait",
+    "pthread_cond_timedwait", "pthread_cond_clockwait", "pthread_cond_signal", "pthread_cond_broadcast",
+    "pthread_rwlock_rdlock", "pthread_rwlock_wrlock", "pthread_rwlock_unlock", "pthread_rwlock_tryrdlock",
+    "pthread_barrier_wait", "clone", "vfork", "_Fork", "execve", "_exit", "getrandom", "tcsetattr",
+    "tcgetattr", "isatty", "pipe2", "eventfd", "timerfd_settime", "uname", "sysinfo", "umask", "getuid",
+    "geteuid", "kill", "raise", "tgkill",
+};
+
+// Chooses the window for the `syscall` at insns[i]: at least five bytes of whole relocatable
+// instructions around it, none but the first a branch target. Returns false if none fits.
+bool ChooseWindow(const std::vector<Instruction>& insns, size_t i, const std::vector<uintptr_t>& targets,
+                  size_t* first, size_t* last) {
+  auto is_target = [&](uintptr_t a) { return std::binary_search(targets.begin(), targets.end(), a); };
+  size_t best_size = SIZE_MAX;
+  for (size_t before = 0; before <= 3 && before <= i; ++before) {
+    for (size_t after = 0; after <= 3 && i + after < insns.size(); ++after) {
+      size_t j = i - before, k = i + after, size = 0;
+      bool ok = true;
+      for (size_t m = j; m <= k && ok; ++m) {
+        if (m != i && !insns[m].relocatable) ok = false;
+        if (m != j && is_target(insns[m].address)) ok = false;
+        size += insns[m].length;
+      }
+      if (ok && size >= kJumpSize && size < best_size) {
+        best_size = size;
+        *first = j;
+        *last = k;
+      }
+    }
+  }
+  return best_size != SIZE_MAX;
+}
+
+int PatchFunction(uintptr_t begin, uintptr_t end) {
+  std::vector<Instruction> insns;
+  for (uintptr_t at = begin; at < end;) {
+    Instruction insn;
+    if (!Decode(at, end, &insn)) return 0;  // not code we understand: leave it to the net
+    insns.push_back(insn);
+    at += insn.length;
+  }
+  std::vector<uintptr_t> targets;
+  for (const Instruction& insn : insns) {
+    if (insn.branch_target != 0) targets.push_back(insn.branch_target);
+  }
+  std::sort(targets.begin(), targets.end());
+  int patched = 0;
+  for (size_t i = 0; i < insns.size(); ++i) {
+    if (!insns[i].is_syscall) continue;
+    size_t first, last;
+    if (!ChooseWindow(insns, i, targets, &first, &last)) continue;
+    uintptr_t window = insns[first].address;
+    uintptr_t window_end = insns[last].address + insns[last].length;
+    uintptr_t syscall_at = insns[i].address;
+    uintptr_t after_pre;
+    uintptr_t trampoline = EmitTrampoline(window, syscall_at - window, syscall_at + 2, window_end - syscall_at - 2,
+                                          window_end, &after_pre);
+    uint8_t bytes[32];
+    if (trampoline == 0 || window_end - window > sizeof(bytes) ||
+        !JumpBytes(window, window_end - window, trampoline, bytes) || !SetWritable(window, window_end - window, true)) {
+      continue;
+    }
+    std::memcpy(reinterpret_cast<void*>(window), bytes, window_end - window);
+    SetWritable(window, window_end - window, false);
+    ++patched;
+  }
+  return patched;
+}
+
+}  // namespace
+
+int CodePatcher::PatchAtStartUp() {
+  PatchLock lock;
+  object_count = 0;
+  dl_iterate_phdr(LearnObject, nullptr);
+  sync_core_available =
+      RawSyscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) == 0;
+  void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+  if (libc == nullptr) return 0;
+  int patched = 0;
+  std::vector<uintptr_t> done;
+  for (const char* name : kBusyWrappers) {
+    void* fn = dlsym(libc, name);
+    Dl_info info;
+    ElfW(Sym)* sym = nullptr;
+    if (fn == nullptr || dladdr1(fn, &info, reinterpret_cast<void**>(&sym), RTLD_DL_SYMENT) == 0 ||
+        sym == nullptr || sym->st_size == 0) {
+      continue;
+    }
+    auto begin = reinterpret_cast<uintptr_t>(fn);
+    if (std::find(done.begin(), done.end(), begin) != done.end()) continue;  // an alias
+    done.push_back(begin);
+    const PatchableObject* object = ObjectOf(begin);
+    if (object == nullptr || begin + sym->st_size > object->text_end) continue;
+    patched += PatchFunction(begin, begin + sym->st_size);
+  }
+  dlclose(libc);
+  stat_start_up.store(patched, std::memory_order_relaxed);
+  return patched;
+}
+
+uintptr_t CodePatcher::PatchTrapped(uintptr_t site) {
+  PatchLock lock;
+  if (IsRefused(site)) return 0;
+  const PatchableObject* object = ObjectOf(site);
+  FunctionRange fn;
+  if (object == nullptr) {
+    Refuse(site);
+    return 0;
+  }
+  if (!object->functions.Find(site, &fn)) {
+    // glibc's clone wrappers end their unwind entry right before the `syscall` (the child's
+    // stack is not the one it describes): the site is the first byte after a function's range.
+    if (!object->functions.Find(site - 1, &fn) || fn.end != site) {
+      Refuse(site);
+      return 0;
+    }
+    fn.end = site + 2;
+  }
+  // Decode from the function's first instruction to the site: the instruction before it.
+  Instruction prev{}, insn{};
+  uintptr_t at = fn.begin;
+  bool have_prev = false;
+  while (at < site) {
+    if (!Decode(at, fn.end, &insn)) break;
+    prev = insn;
+    have_prev = true;
+    at += insn.length;
+  }
+  Instruction here;
+  if (at != site || !have_prev || !Decode(site, fn.end, &here) || !here.is_syscall || !prev.relocatable ||
+      prev.length < kJumpSize) {
+    Refuse(site);
+    return 0;
+  }
+  uintptr_t after_pre;
+  uintptr_t trampoline = EmitTrampoline(prev.address, prev.length, 0, 0, site + 2, &after_pre);
+  uint8_t bytes[16];
+  if (trampoline == 0 || prev.length > sizeof(bytes) || !JumpBytes(prev.address, prev.length, trampoline, bytes) ||
+      !WriteLiveCode(prev.address, bytes, prev.length)) {
+    Refuse(site);
+    return 0;
+  }
+  stat_later.fetch_add(1, std::memory_order_relaxed);
+  return after_pre;
+}
+
+CodePatcher::Stats CodePatcher::GetStats() {
+  return {stat_start_up.load(), stat_later.load(), stat_refused.load()};
+}
+
+CodeRange RuntimeCodeRange() {
+  if (own_range.begin == 0) {
+    PatchLock lock;
+    own_range_only = true;
+    dl_iterate_phdr(LearnObject, nullptr);
+    own_range_only = false;
+  }
+  return own_range;
+}
+
+}  // namespace scone::runtime

@@ -1,0 +1,300 @@
+#include "runtime/entry/dispatch.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/files/file_calls.h"
+#include "runtime/process/process_calls.h"
+#include "runtime/process/signal_calls.h"
+#include "runtime/runtime.h"
+
+namespace scone::runtime {
+namespace {
+
+DispatchResult Done(long value) { return {value, Action::kDone}; }
+DispatchResult Native() { return {0, Action::kNative}; }
+
+long Raw(const SyscallFrame& f) {
+  return RawSyscall6(f.nr, f.args[0], f.args[1], f.args[2], f.args[3], f.args[4], f.args[5]);
+}
+
+// The shield's answer, or the program's call unchanged where the shield has none.
+DispatchResult Served(const SyscallFrame& f, long result) { return Done(result == kNotMine ? Raw(f) : result); }
+
+template <typename T>
+T* Ptr(long v) {
+  return reinterpret_cast<T*>(v);
+}
+const char* Str(long v) { return reinterpret_cast<const char*>(v); }
+int Fd(long v) { return static_cast<int>(v); }
+
+bool CloneFamily(long nr) { return nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork; }
+
+// rt_sigreturn restores the signal mask from the frame at the stack pointer: never one that
+// blocks SIGSYS.
+void UnblockSigsysInFrame(long stack_pointer) {
+  constexpr size_t kSigmaskInUcontext = 296;  // struct ucontext: flags, link, stack, mcontext
+  auto* mask = reinterpret_cast<uint64_t*>(stack_pointer + kSigmaskInUcontext);
+  *mask &= ~(uint64_t{1} << (SIGSYS - 1));
+}
+
+// close_range: the shielded descriptors in the range commit and leave the table first.
+long CloseRange(Runtime& rt, const SyscallFrame& f) {
+  auto first = static_cast<unsigned>(f.args[0]);
+  auto last = static_cast<unsigned>(f.args[1]);
+  if (!(f.args[2] & CLOSE_RANGE_CLOEXEC)) {
+    for (auto& [fd, d] : rt.fds().All()) {
+      if (static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last) (void)files::Close(rt, fd);
+    }
+  }
+  return Raw(f);
+}
+
+// Where a path call keeps its paths: {path argument, its directory argument or -1}.
+struct PathArgs {
+  int path[2];
+  int dir[2];
+};
+bool PathArguments(long nr, PathArgs* out) {
+  switch (nr) {
+    case SYS_open:
+    case SYS_creat:
+    case SYS_stat:
+    case SYS_lstat:
+    case SYS_access:
+    case SYS_truncate:
+    case SYS_unlink:
+    case SYS_chdir:
+    case SYS_execve:
+      *out = {{0, -1}, {-1, -1}};
+      return true;
+    case SYS_rename:
+    case SYS_link:
+      *out = {{0, 1}, {-1, -1}};
+      return true;
+    case SYS_openat:
+    case SYS_openat2:
+    case SYS_newfstatat:
+    case SYS_statx:
+    case SYS_faccessat:
+    case SYS_faccessat2:
+    case SYS_unlinkat:
+    case SYS_execveat:
+      *out = {{1, -1}, {0, -1}};
+      return true;
+    case SYS_renameat:
+    case SYS_renameat2:
+    case SYS_linkat:
+      *out = {{1, 3}, {0, 2}};
+      return true;
+    default:
+      return false;
+  }
+}
+
+// After the volumes closed at exit: what would have been shielded fails (EIO), never reaches the
+// kernel unshielded; the rest is the kernel's.
+DispatchResult DispatchAfterClose(Runtime& rt, const SyscallFrame& f) {
+  const long* a = f.args;
+  if (f.nr == SYS_close) {
+    (void)rt.fds().Take(Fd(a[0]));
+    return Done(Raw(f));
+  }
+  if (f.nr == SYS_execve || f.nr == SYS_execveat) {
+    Log("exec refused: the process is exiting and its volumes are closed");
+    return Done(-EACCES);
+  }
+  PathArgs p;
+  if (PathArguments(f.nr, &p)) {
+    for (int i = 0; i < 2 && p.path[i] >= 0; ++i) {
+      const char* path = Str(a[p.path[i]]);
+      if (path == nullptr || path[0] == '\0') continue;
+      int dirfd = p.dir[i] >= 0 ? Fd(a[p.dir[i]]) : AT_FDCWD;
+      LexicalPath lexical;
+      if (!rt.LexicalLookup(dirfd, path, &lexical) || lexical.volume != nullptr) return Done(-EIO);
+    }
+    return Done(Raw(f));
+  }
+  // A descriptor call: the first argument names the descriptor, except for a few.
+  int fd = Fd(a[0]);
+  if (f.nr == SYS_mmap) fd = (a[3] & MAP_ANONYMOUS) ? -1 : Fd(a[4]);
+  if (f.nr == SYS_sendfile && rt.fds().Has(Fd(a[1]))) return Done(-EIO);
+  if ((f.nr == SYS_copy_file_range || f.nr == SYS_splice) && rt.fds().Has(Fd(a[2]))) return Done(-EIO);
+  if ((f.nr == SYS_dup2 || f.nr == SYS_dup3) && rt.fds().Has(Fd(a[1]))) return Done(-EIO);
+  return Done(rt.fds().Has(fd) ? -EIO : Raw(f));
+}
+
+// Calls on descriptors and paths: the file system shield's.
+DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
+  if (rt.closed()) return DispatchAfterClose(rt, f);
+  const long* a = f.args;
+  FdTable& fds = rt.fds();
+  switch (f.nr) {
+    case SYS_read:
+      return Done(fds.Has(Fd(a[0])) ? files::Read(rt, Fd(a[0]), Ptr<void>(a[1]), a[2]) : Raw(f));
+    case SYS_write:
+      return Done(fds.Has(Fd(a[0])) ? files::Write(rt, Fd(a[0]), Ptr<const void>(a[1]), a[2]) : Raw(f));
+    case SYS_pread64:
+      return Done(fds.Has(Fd(a[0])) ? files::ReadAt(rt, Fd(a[0]), Ptr<void>(a[1]), a[2], a[3]) : Raw(f));
+    case SYS_pwrite64:
+      return Done(fds.Has(Fd(a[0])) ? files::WriteAt(rt, Fd(a[0]), Ptr<const void>(a[1]), a[2], a[3]) : Raw(f));
+    case SYS_readv:
+      return Done(fds.Has(Fd(a[0])) ? files::ReadVector(rt, Fd(a[0]), Ptr<const iovec>(a[1]), Fd(a[2]), -1) : Raw(f));
+    case SYS_writev:
+      return Done(fds.Has(Fd(a[0])) ? files::WriteVector(rt, Fd(a[0]), Ptr<const iovec>(a[1]), Fd(a[2]), -1) : Raw(f));
+    case SYS_preadv:
+    case SYS_preadv2:  // (fd, iov, count, pos_l, pos_h[, flags]); pos_l is the whole offset here
+      return Done(fds.Has(Fd(a[0])) ? files::ReadVector(rt, Fd(a[0]), Ptr<const iovec>(a[1]), Fd(a[2]),
+                                                         f.nr == SYS_preadv && a[3] == -1 ? -2 : a[3])
+                                     : Raw(f));
+    case SYS_pwritev:
+    case SYS_pwritev2:
+      return Done(fds.Has(Fd(a[0])) ? files::WriteVector(rt, Fd(a[0]), Ptr<const iovec>(a[1]), Fd(a[2]),
+                                                          f.nr == SYS_pwritev && a[3] == -1 ? -2 : a[3])
+                                     : Raw(f));
+    case SYS_lseek:
+      return Done(fds.Has(Fd(a[0])) ? files::Seek(rt, Fd(a[0]), a[1], Fd(a[2])) : Raw(f));
+    case SYS_fstat:
+      return Done(fds.Has(Fd(a[0])) ? files::FileStat(rt, Fd(a[0]), Ptr<struct stat>(a[1])) : Raw(f));
+    case SYS_ftruncate:
+      return Done(fds.Has(Fd(a[0])) ? files::FileTruncate(rt, Fd(a[0]), a[1]) : Raw(f));
+    case SYS_fallocate:
+      return Done(fds.Has(Fd(a[0])) ? files::Allocate(rt, Fd(a[0]), Fd(a[1]), a[2], a[3]) : Raw(f));
+    case SYS_fsync:
+    case SYS_fdatasync:
+    case SYS_sync_file_range:
+      return Done(fds.Has(Fd(a[0])) ? files::Sync(rt, Fd(a[0])) : Raw(f));
+    case SYS_close:
+      return Done(fds.Has(Fd(a[0])) ? files::Close(rt, Fd(a[0])) : Raw(f));
+    case SYS_close_range:
+      return Done(CloseRange(rt, f));
+    case SYS_dup:
+      return Done(fds.Has(Fd(a[0])) ? files::Dup(rt, f.nr, Fd(a[0]), -1, 0) : Raw(f));
+    case SYS_dup2:
+    case SYS_dup3:
+      return Done(fds.Has(Fd(a[0])) || fds.Has(Fd(a[1])) ? files::Dup(rt, f.nr, Fd(a[0]), Fd(a[1]), Fd(a[2])) : Raw(f));
+    case SYS_fcntl:
+      return Done(fds.Has(Fd(a[0])) ? files::Fcntl(rt, Fd(a[0]), Fd(a[1]), a[2]) : Raw(f));
+    case SYS_mmap:
+      if ((a[3] & MAP_ANONYMOUS) || !fds.Has(Fd(a[4]))) return Done(Raw(f));
+      return Done(files::Map(rt, Ptr<void>(a[0]), a[1], Fd(a[2]), Fd(a[3]), Fd(a[4]), a[5]));
+    case SYS_sendfile:  // (out, in, offset*, count)
+      if (!fds.Has(Fd(a[0])) && !fds.Has(Fd(a[1]))) return Done(Raw(f));
+      return Done(files::Copy(rt, Fd(a[1]), Ptr<long>(a[2]), Fd(a[0]), nullptr, a[3]));
+    case SYS_copy_file_range:  // (in, in_offset*, out, out_offset*, count, flags)
+    case SYS_splice:
+      if (!fds.Has(Fd(a[0])) && !fds.Has(Fd(a[2]))) return Done(Raw(f));
+      return Done(files::Copy(rt, Fd(a[0]), Ptr<long>(a[1]), Fd(a[2]), Ptr<long>(a[3]), a[4]));
+    case SYS_getdents64:
+      return Done(files::GetDents64(rt, Fd(a[0]), Ptr<void>(a[1]), a[2]));
+    case SYS_chdir:
+    case SYS_fchdir:
+      return Done(files::ChangeDirectory(rt, f.nr, a[0]));
+    case SYS_open:
+      return Served(f, files::OpenAt(rt, AT_FDCWD, Str(a[0]), Fd(a[1]), static_cast<mode_t>(a[2])));
+    case SYS_creat:
+      return Served(f, files::OpenAt(rt, AT_FDCWD, Str(a[0]), O_CREAT | O_WRONLY | O_TRUNC, static_cast<mode_t>(a[1])));
+    case SYS_openat:
+      return Served(f, files::OpenAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), static_cast<mode_t>(a[3])));
+    case SYS_openat2:
+      return Served(f, files::OpenAt2(rt, Fd(a[0]), Str(a[1]), Ptr<const open_how>(a[2]), a[3]));
+    case SYS_stat:
+      return Done(files::StatAt(rt, AT_FDCWD, Str(a[0]), Ptr<struct stat>(a[1]), 0));
+    case SYS_lstat:
+      return Done(files::StatAt(rt, AT_FDCWD, Str(a[0]), Ptr<struct stat>(a[1]), AT_SYMLINK_NOFOLLOW));
+    case SYS_newfstatat:
+      return Done(files::StatAt(rt, Fd(a[0]), Str(a[1]), Ptr<struct stat>(a[2]), Fd(a[3])));
+    case SYS_statx:
+      return Done(files::Statx(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), static_cast<unsigned>(a[3]), Ptr<struct statx>(a[4])));
+    case SYS_access:
+      return Served(f, files::Access(rt, AT_FDCWD, Str(a[0]), Fd(a[1]), 0));
+    case SYS_faccessat:
+      return Served(f, files::Access(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), 0));
+    case SYS_faccessat2:
+      return Served(f, files::Access(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), Fd(a[3])));
+    case SYS_truncate:
+      return Served(f, files::Truncate(rt, Str(a[0]), a[1]));
+    case SYS_rename:
+      return Served(f, files::RenameAt(rt, AT_FDCWD, Str(a[0]), AT_FDCWD, Str(a[1]), 0));
+    case SYS_renameat:
+      return Served(f, files::RenameAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), Str(a[3]), 0));
+    case SYS_renameat2:
+      return Served(f, files::RenameAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), Str(a[3]), static_cast<unsigned>(a[4])));
+    case SYS_unlink:
+      return Served(f, files::UnlinkAt(rt, AT_FDCWD, Str(a[0]), 0));
+    case SYS_unlinkat:
+      return Served(f, files::UnlinkAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2])));
+    case SYS_link:
+      return Served(f, files::LinkAt(rt, AT_FDCWD, Str(a[0]), AT_FDCWD, Str(a[1]), 0));
+    case SYS_linkat:
+      return Served(f, files::LinkAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), Str(a[3]), Fd(a[4])));
+    case SYS_execve:
+      return Done(process::Exec(rt, f.nr, AT_FDCWD, Str(a[0]), Ptr<char* const>(a[1]), Ptr<char* const>(a[2]), 0));
+    case SYS_execveat:
+      return Done(process::Exec(rt, f.nr, Fd(a[0]), Str(a[1]), Ptr<char* const>(a[2]), Ptr<char* const>(a[3]), Fd(a[4])));
+    case SYS_io_setup:
+    case SYS_io_uring_setup:
+      // Asynchronous I/O would reach the kernel without the shield: programs fall back to
+      // system calls (MariaDB without native AIO, liburing users to their synchronous path).
+      return Done(rt.HasVolumes() ? -ENOSYS : Raw(f));
+    default:
+      return Done(Raw(f));
+  }
+}
+
+}  // namespace
+
+DispatchResult Dispatch(SyscallFrame& f) {
+  // Made at the program's own stack pointer, whoever makes them.
+  if (f.nr == SYS_rt_sigreturn) {
+    UnblockSigsysInFrame(f.stack_pointer);
+    return Native();
+  }
+  if (ThisThread().depth > 0) return CloneFamily(f.nr) ? Native() : Done(Raw(f));
+  const long* a = f.args;
+  DispatchResult r;
+  switch (f.nr) {
+    case SYS_clone:
+    case SYS_clone3:
+    case SYS_fork:
+    case SYS_vfork:
+      return process::Clone(f);
+    case SYS_rt_sigaction:
+      r = Done(process::SigAction(Fd(a[0]), Ptr<const process::KernelSigaction>(a[1]),
+                                  Ptr<process::KernelSigaction>(a[2]), a[3]));
+      break;
+    case SYS_rt_sigprocmask:
+      r = Done(process::SigProcMask(Fd(a[0]), Ptr<const uint64_t>(a[1]), Ptr<uint64_t>(a[2]), a[3]));
+      break;
+    case SYS_rt_sigsuspend:
+    case SYS_ppoll:
+    case SYS_pselect6:
+    case SYS_epoll_pwait:
+    case SYS_epoll_pwait2:
+      r = Done(process::WithMask(f.nr, a));
+      break;
+    case SYS_prctl:
+      r = Done(process::Prctl(a[0], a[1], a[2], a[3], a[4]));
+      break;
+    case SYS_exit_group:
+      // _exit skips the exit handlers that close the volumes: what the descriptors wrote is
+      // committed now, as the kernel would keep it.
+      CloseVolumesAtExit();
+      [[fallthrough]];
+    case SYS_exit:
+      process::BeforeExit(a[0]);
+      return Done(Raw(f));
+    default: {
+      Runtime* rt = ShieldIfReady();
+      r = rt != nullptr ? DispatchFiles(*rt, f) : Done(Raw(f));
+    }
+  }
+  process::NoteResult(r.value);
+  return r;
+}
+
+}  // namespace scone::runtime

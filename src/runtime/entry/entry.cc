@@ -1,0 +1,84 @@
+#include "runtime/entry/entry.h"
+
+#include <signal.h>
+#include <sys/syscall.h>
+
+#include <atomic>
+
+#include "runtime/entry/code_patcher.h"
+#include "runtime/entry/dispatch.h"
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/entry/sud.h"
+#include "runtime/runtime.h"
+
+namespace scone::runtime {
+namespace {
+
+__attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, {}, nullptr};
+std::atomic<bool> installed{false};
+
+}  // namespace
+
+EntryThread& ThisThread() { return this_thread; }
+
+RuntimeSection::RuntimeSection() {
+  EntryThread& t = this_thread;
+  if (t.depth++ == 0 && !t.runtime_thread) {
+    sigset_t all;
+    sigfillset(&all);
+    RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&all), Arg(&t.saved_mask), sizeof(uint64_t));
+    t.selector = kSelectorAllow;
+  }
+}
+
+RuntimeSection::~RuntimeSection() {
+  EntryThread& t = this_thread;
+  if (--t.depth == 0 && !t.runtime_thread) {
+    if (installed.load(std::memory_order_relaxed)) t.selector = kSelectorBlock;
+    RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&t.saved_mask), 0, sizeof(uint64_t));
+  }
+}
+
+bool InstallEntry() {
+  if (installed.load()) return true;
+  if (!InstallSigsysHandler()) {
+    Log("cannot install the SIGSYS handler that carries the runtime's entry");
+    return false;
+  }
+  CodePatcher::PatchAtStartUp();
+  if (!EnableDispatchForThisThread()) {
+    Log("the kernel lacks Syscall User Dispatch (Linux 5.11 or later): the runtime cannot see every "
+        "system call of this program");
+    return false;
+  }
+  installed.store(true);
+  return true;
+}
+
+bool EntryInstalled() { return installed.load(std::memory_order_relaxed); }
+
+void EnterNewThread() {
+  if (!installed.load(std::memory_order_relaxed)) return;
+  EntryThread& t = this_thread;
+  // A new thread starts with the TLS image (a fork child with a copy of its parent's state).
+  if (!t.runtime_thread) t.handler_mask = nullptr;
+  EnableDispatchForThisThread();
+}
+
+void BecomeRuntimeThread() {
+  EntryThread& t = this_thread;
+  t.runtime_thread = true;
+  t.depth = 1;
+  t.selector = kSelectorAllow;
+}
+
+}  // namespace scone::runtime
+
+// Called by scone_syscall_stub (stubs.cc) for every call a trampoline makes.
+extern "C" __attribute__((visibility("hidden"))) scone::runtime::DispatchResult scone_dispatch_from_trampoline(
+    scone::runtime::SyscallFrame* f) {
+  return scone::runtime::Dispatch(*f);
+}
+
+// Called by scone_child_stub in the child of every clone a trampoline made natively.
+extern "C" __attribute__((visibility("hidden"))) void scone_enter_new_thread() { scone::runtime::EnterNewThread(); }

@@ -1,0 +1,88 @@
+// The runtime's entry: every system call of the process reaches Dispatch (dispatch.h) here.
+//
+// Two ways lead in, and the program cannot tell them apart:
+//   - patched code: at start-up, and later on first use, the `syscall` instructions of the C
+//     library (and the dynamic loader) are redirected to trampolines that call the dispatcher
+//     (code_patcher.h). A call costs a jump, a register save and a function call.
+//   - Syscall User Dispatch, the net (sud.h): the kernel turns every other system call made
+//     outside the runtime's own code into a SIGSYS whose handler dispatches it (a few
+//     microseconds). A site caught this way is patched for next time when that is safe.
+//
+// Both hand the dispatcher a SyscallFrame and act on its DispatchResult. The runtime's own
+// calls (its code, and the C library and OpenSSL running on its behalf, see RuntimeSection)
+// go straight to the kernel.
+#pragma once
+
+#include <signal.h>
+
+#include <cstdint>
+
+namespace scone::runtime {
+
+// A system call as the program made it. The dispatcher may change the arguments (and the
+// number) before asking for the call to be made natively.
+struct SyscallFrame {
+  long nr;
+  long args[6];
+  long new_stack;      // kChildOnStack: where the child's stack pointer goes
+  long stack_pointer;  // the program's stack pointer at the call (rt_sigreturn's frame)
+  long unused;
+};
+
+enum class Action : long {
+  kDone = 0,          // value is the result (>= 0 or -errno)
+  kNative = 1,        // make the call (frame.nr, frame.args) at the program's own stack
+                      // pointer: rt_sigreturn, and clones whose child starts on that stack
+  kChildOnStack = 2,  // a child made by the dispatcher (fork for vfork): result 0, stack
+                      // pointer frame.new_stack
+};
+
+struct DispatchResult {
+  long value;
+  Action action;
+};
+
+// Per-thread state of the entry. Initial-exec TLS: the runtime is loaded at start-up, and the
+// entry must not call into the dynamic loader.
+struct EntryThread {
+  // Syscall User Dispatch's selector for this thread: kBlock sends the thread's system calls
+  // to the SIGSYS handler, kAllow lets them through (while the runtime works).
+  volatile char selector;
+  // >0 while the runtime works on this thread: its own calls go straight to the kernel.
+  int depth;
+  // Set for the runtime's own threads (the crypto helper, the CAS reporter): always depth > 0.
+  bool runtime_thread;
+  sigset_t saved_mask;  // the program's signal mask while a RuntimeSection blocks all
+  // In the SIGSYS handler: the program's signal mask (the handler runs with all blocked).
+  const sigset_t* handler_mask;
+};
+EntryThread& ThisThread();
+
+inline constexpr char kSelectorAllow = 0;  // SYSCALL_DISPATCH_FILTER_ALLOW
+inline constexpr char kSelectorBlock = 1;  // SYSCALL_DISPATCH_FILTER_BLOCK
+
+// The runtime at work on this thread: signals are blocked (a program's signal handler must never
+// run while the runtime holds its locks, nor with its system calls let through), system calls
+// go straight to the kernel. Nests; costs two system calls at the outermost level.
+class RuntimeSection {
+ public:
+  RuntimeSection();
+  ~RuntimeSection();
+  RuntimeSection(const RuntimeSection&) = delete;
+  RuntimeSection& operator=(const RuntimeSection&) = delete;
+};
+
+// Installs the entry for the whole process (SIGSYS handler, patches of the C library, Syscall
+// User Dispatch on this thread). Called once by the runtime's start-up, while single-threaded
+// when possible. Returns false (and logs why) when the kernel lacks Syscall User Dispatch.
+bool InstallEntry();
+// Whether the entry is installed (system calls reach Dispatch).
+bool EntryInstalled();
+
+// A new thread or process begins: called by the child of every clone the entry sees, on the
+// child's own stack, before it runs any of the program's code. Enables the entry for it.
+void EnterNewThread();
+// Marks the calling thread as one of the runtime's own (see EntryThread::runtime_thread).
+void BecomeRuntimeThread();
+
+}  // namespace scone::runtime

@@ -1,0 +1,92 @@
+// The descriptors the shields serve: one table for every shield (files today; sockets and the
+// console next), indexed by descriptor number.
+//
+// A shielded descriptor is a real kernel descriptor too (opened by the shield, with the number
+// the kernel chose), so numbering, close-on-exec, dup, poll and locks stay the kernel's; what
+// the program reads and writes goes through the ShieldedFd instead. Descriptors made by dup
+// share one ShieldedFd (one open file description).
+//
+// Cost: a lookup of a descriptor no shield covers is one atomic load, no lock; lookups of
+// shielded ones take a shared reference under a mutex. Thread-safety: all methods may be called
+// concurrently.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+namespace scone::runtime {
+
+struct InheritedFd;
+
+// An open file description a shield serves. Every call follows the kernel's convention: a
+// result >= 0, or -errno. The defaults are the kernel's answers for an object that does not
+// support the call.
+class ShieldedFd {
+ public:
+  virtual ~ShieldedFd() = default;
+
+  // At the description's offset (advancing it), or at an explicit one.
+  virtual long Read(void* buf, size_t count) = 0;
+  virtual long Write(const void* buf, size_t count) = 0;
+  virtual long ReadAt(void* buf, size_t count, uint64_t offset) = 0;
+  virtual long WriteAt(const void* buf, size_t count, uint64_t offset) = 0;
+  virtual long Seek(int64_t offset, int whence) = 0;
+  // Corrects what the kernel reported about the descriptor (the plaintext size).
+  virtual void PatchStat(struct stat* st) = 0;
+  virtual uint64_t PlaintextSize() = 0;
+  virtual long Truncate(int64_t length) = 0;
+  virtual long Allocate(int mode, int64_t offset, int64_t length) = 0;
+  virtual long Sync() = 0;
+  // mmap of the descriptor.
+  virtual long Map(void* addr, size_t length, int prot, int flags, int64_t offset) = 0;
+  // The status flags the program sees (O_ACCMODE, O_APPEND, ...), given the kernel's.
+  virtual int StatusFlags(int kernel_flags) = 0;
+  // F_SETFL: returns the flags to hand to the kernel.
+  virtual int SetStatusFlags(int flags) = 0;
+  // The last descriptor referring to it is being closed: commit (an error is the close's).
+  virtual long LastClose() = 0;
+  // Describes the descriptor for a program this one executes; false if it cannot follow.
+  virtual bool Describe(int fd, InheritedFd* out) = 0;
+};
+
+class FdTable {
+ public:
+  // Descriptors at or above this are never shielded: opening a protected object there fails
+  // with EMFILE. The slots are reserved address space; only the pages in use take memory.
+  static constexpr int kMaxFds = 1 << 20;
+
+  FdTable();
+  ~FdTable();
+  bool ok() const { return slots_ != nullptr; }
+  FdTable(const FdTable&) = delete;
+  FdTable& operator=(const FdTable&) = delete;
+
+  // Whether `fd` is shielded: one atomic load.
+  bool Has(int fd) const {
+    return fd >= 0 && fd < kMaxFds && slots_[fd].load(std::memory_order_acquire) != nullptr;
+  }
+  std::shared_ptr<ShieldedFd> Get(int fd) const;
+  void Set(int fd, std::shared_ptr<ShieldedFd> d);
+  // Removes fd; returns its description (nullptr if it was not shielded).
+  std::shared_ptr<ShieldedFd> Take(int fd);
+  std::vector<std::pair<int, std::shared_ptr<ShieldedFd>>> All() const;
+
+  // Fork: the lock must not be held by another thread across fork.
+  void BeforeFork() { mu_.lock(); }
+  void AfterFork() { mu_.unlock(); }
+
+ private:
+  mutable std::mutex mu_;
+  std::unordered_map<int, std::shared_ptr<ShieldedFd>> owners_;
+  std::atomic<ShieldedFd*>* slots_;
+};
+
+}  // namespace scone::runtime

@@ -1,0 +1,632 @@
+#include "runtime/files/file_calls.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "fs/volume_path.h"
+#include "runtime/entry/entry.h"
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/files/protected_fd.h"
+#include "runtime/runtime.h"
+
+namespace scone::runtime::files {
+namespace {
+
+bool Writable(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
+
+long RawOpenAt2(int dirfd, const char* path, int flags, mode_t mode, uint64_t resolve) {
+  struct open_how how = {};
+  how.flags = static_cast<uint64_t>(flags);
+  how.mode = (flags & O_CREAT) || (flags & O_TMPFILE) == O_TMPFILE ? mode : 0;
+  how.resolve = resolve;
+  return RawSyscall(SYS_openat2, dirfd, Arg(path), Arg(&how), sizeof(how));
+}
+
+// open(2) refusing symbolic links anywhere in the path: where it succeeds (or fails for another
+// reason), the lexical form of the path was exactly where the kernel looked.
+long OpenWithoutLinks(int dirfd, const char* path, int flags, mode_t mode) {
+  return RawOpenAt2(dirfd, path, flags, mode, RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS);
+}
+
+// Whether a failure of OpenWithoutLinks means "a link on the way" (or no openat2): then the long
+// way decides.
+bool LinkOnTheWay(long r) { return r == -ELOOP || r == -ENOSYS || r == -EINVAL || r == -E2BIG || r == -EPERM; }
+
+long RawLstat(const char* path, struct stat* st) {
+  return RawSyscall(SYS_newfstatat, AT_FDCWD, Arg(path), Arg(st), AT_SYMLINK_NOFOLLOW);
+}
+
+const char* TypeName(mode_t mode) {
+  if (S_ISDIR(mode)) return "a directory";
+  if (S_ISFIFO(mode)) return "a FIFO";
+  if (S_ISSOCK(mode)) return "a socket";
+  if (S_ISLNK(mode)) return "a symbolic link";
+  if (S_ISCHR(mode) || S_ISBLK(mode)) return "a device";
+  return "something else";
+}
+
+// A file CAS injected: a fresh in-memory file with its content, opened with the program's
+// access mode (through /proc/self/fd, so that it has its own offset and a read-only descriptor
+// stays read-only). Writes stay in memory.
+long OpenInjected(const SecretBytes& content, int flags) {
+  if (flags & O_DIRECTORY) return -ENOTDIR;
+  if ((flags & O_CREAT) && (flags & O_EXCL)) return -EEXIST;
+  long mem = RawSyscall(SYS_memfd_create, Arg("scone-injected"), MFD_CLOEXEC);
+  if (mem < 0) return mem;
+  bool truncate = (flags & O_TRUNC) && Writable(flags);
+  if (!truncate && !content.empty() &&
+      RawSyscall(SYS_pwrite64, mem, Arg(content.data()), static_cast<long>(content.size()), 0) !=
+          static_cast<long>(content.size())) {
+    RawSyscall(SYS_close, mem);
+    return -EIO;
+  }
+  char self[64];
+  snprintf(self, sizeof(self), "/proc/self/fd/%ld", mem);
+  long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(self), flags & (O_ACCMODE | O_APPEND | O_CLOEXEC | O_NONBLOCK), 0);
+  RawSyscall(SYS_close, mem);
+  return fd;
+}
+
+void FillInjectedStat(const SecretBytes& content, struct stat* st) {
+  std::memset(st, 0, sizeof(*st));
+  st->st_mode = S_IFREG | 0600;
+  st->st_nlink = 1;
+  st->st_uid = static_cast<uid_t>(RawSyscall(SYS_getuid));
+  st->st_gid = static_cast<gid_t>(RawSyscall(SYS_getgid));
+  st->st_size = static_cast<off_t>(content.size());
+  st->st_blksize = 4096;
+  st->st_blocks = static_cast<blkcnt_t>((content.size() + 511) / 512);
+}
+
+// The content CAS injected at this path, or nullptr. REQUIRES: a RuntimeSection (the long way
+// resolves links with the C library).
+const SecretBytes* InjectedAt(Runtime& rt, int dirfd, const char* path, bool follow_last) {
+  if (!rt.HasInjectedFiles() || path == nullptr || path[0] == '\0') return nullptr;
+  LexicalPath lexical;
+  if (rt.LexicalLookup(dirfd, path, &lexical)) {
+    if (const SecretBytes* c = rt.Injected(lexical.absolute)) return c;
+  }
+  return rt.Injected(rt.Resolve(dirfd, path, follow_last).absolute);
+}
+
+// open of a path inside a protected region. REQUIRES: a RuntimeSection.
+long OpenProtected(Runtime& rt, const Target& t, int flags) {
+  struct stat st;
+  bool exists = RawLstat(t.absolute.c_str(), &st) == 0;
+  bool known = t.known_file || t.volume->volume->FileSize(t.path).ok();
+  if (exists && known && !S_ISREG(st.st_mode)) {
+    return FailWith(DataCorrupted(t.absolute + ": a protected file of the volume was replaced by " +
+                                  TypeName(st.st_mode)));
+  }
+  if (flags & O_PATH) {
+    if (!known) return kNotMine;
+    long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(t.absolute.c_str()), flags | O_NOFOLLOW, 0);
+    if (fd < 0 || fd >= FdTable::kMaxFds) {
+      if (fd >= 0) RawSyscall(SYS_close, fd);
+      return fd < 0 ? fd : -EMFILE;
+    }
+    rt.fds().Set(static_cast<int>(fd), std::make_shared<PathOnlyFd>(t.volume, t.path));
+    return fd;
+  }
+  // Directories, FIFOs, sockets and devices are the kernel's business, as are O_DIRECTORY opens.
+  if ((exists && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) || (flags & O_DIRECTORY)) return kNotMine;
+  fs::OpenFileOptions options;
+  options.create = flags & O_CREAT;
+  options.exclusive = (flags & O_CREAT) && (flags & O_EXCL);
+  options.truncate = (flags & O_TRUNC) && Writable(flags);
+  auto file = t.volume->volume->OpenFile(t.path, options);
+  if (!file.ok()) {
+    if (file.status().code() == Code::kNotFound && exists) {
+      // On disk but not in the volume's metadata: planted, or its metadata was lost.
+      return FailWith(DataCorrupted(t.absolute +
+                                    ": unknown file: not in the volume's metadata (added behind the "
+                                    "volume's back, or its metadata is missing)"));
+    }
+    return FailWith(file.status());
+  }
+  // The descriptor's access mode mirrors the program's, so that advisory locks (a write lock
+  // needs a writable descriptor) behave as without the shield; data never goes through it.
+  long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(t.absolute.c_str()),
+                       (flags & O_ACCMODE) | O_NOFOLLOW | (flags & O_CLOEXEC), 0);
+  if (fd < 0) return fd;
+  if (fd >= FdTable::kMaxFds) {
+    RawSyscall(SYS_close, fd);
+    return -EMFILE;
+  }
+  auto d = std::make_shared<ProtectedFd>(std::move(file).value(), t.volume, t.path,
+                                         flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC));
+  if (options.truncate) d->MarkWritten();
+  rt.fds().Set(static_cast<int>(fd), std::move(d));
+  return fd;
+}
+
+// Whether a path the kernel found on `st`'s device, lexically outside every volume, is outside
+// them for certain: on a file system no volume is on, or reached without a symbolic link.
+bool CertainlyOutside(const Runtime& rt, int dirfd, const char* path, int at_flags, const struct stat& st) {
+  if (!rt.OnVolumeDevice(st.st_dev)) return true;
+  long fd = OpenWithoutLinks(dirfd, path, O_PATH | O_CLOEXEC | (at_flags & AT_SYMLINK_NOFOLLOW ? O_NOFOLLOW : 0), 0);
+  if (fd < 0) return false;
+  RawSyscall(SYS_close, fd);
+  return true;
+}
+
+// Whether a name whose last component the call does not follow (rename, unlink, link) lies
+// outside every volume for certain: lexically outside, and its directory reached without a
+// symbolic link (so its lexical name is where it is).
+bool NameCertainlyOutside(Runtime& rt, int dirfd, const char* path) {
+  LexicalPath lexical;
+  if (!rt.LexicalLookup(dirfd, path, &lexical) || lexical.volume != nullptr) return false;
+  char* slash = std::strrchr(lexical.absolute, '/');
+  if (slash == nullptr) return false;
+  char saved = slash[slash == lexical.absolute ? 1 : 0];
+  slash[slash == lexical.absolute ? 1 : 0] = '\0';
+  long fd = OpenWithoutLinks(AT_FDCWD, lexical.absolute, O_PATH | O_CLOEXEC | O_DIRECTORY, 0);
+  slash[slash == lexical.absolute ? 1 : 0] = saved;
+  if (fd < 0) return false;
+  RawSyscall(SYS_close, fd);
+  return true;
+}
+
+// stat of a path the kernel answered: the plaintext size of protected files.
+long PatchPathStat(Runtime& rt, int dirfd, const char* path, int at_flags, struct stat* st) {
+  LexicalPath lexical;
+  const bool judged = rt.LexicalLookup(dirfd, path, &lexical);
+  if (judged && lexical.volume == nullptr && CertainlyOutside(rt, dirfd, path, at_flags, *st)) return 0;
+  RuntimeSection section;
+  Target t = rt.Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW), judged ? &lexical : nullptr);
+  if (t.volume == nullptr) return 0;
+  if (t.metadata) return -ENOENT;
+  if (t.region == fs::Region::kNotProtected || !S_ISREG(st->st_mode)) return 0;
+  auto size = t.volume->volume->FileSize(t.path);
+  if (!size.ok()) return 0;  // not a protected file the volume knows: reported when opened
+  st->st_size = static_cast<off_t>(*size);
+  st->st_blocks = static_cast<blkcnt_t>((*size + 511) / 512);
+  return 0;
+}
+
+std::shared_ptr<ShieldedFd> Shielded(Runtime& rt, int fd) { return rt.fds().Get(fd); }
+
+// Reads or writes through the shield if the descriptor is shielded, else through the kernel.
+long FdRead(Runtime& rt, int fd, void* buf, size_t count, long* offset) {
+  if (auto d = Shielded(rt, fd)) return offset ? d->ReadAt(buf, count, static_cast<uint64_t>(*offset)) : d->Read(buf, count);
+  return offset ? RawSyscall(SYS_pread64, fd, Arg(buf), static_cast<long>(count), *offset)
+                : RawSyscall(SYS_read, fd, Arg(buf), static_cast<long>(count));
+}
+
+long FdWrite(Runtime& rt, int fd, const void* buf, size_t count, long* offset) {
+  if (auto d = Shielded(rt, fd)) {
+    return offset ? d->WriteAt(buf, count, static_cast<uint64_t>(*offset)) : d->Write(buf, count);
+  }
+  return offset ? RawSyscall(SYS_pwrite64, fd, Arg(buf), static_cast<long>(count), *offset)
+                : RawSyscall(SYS_write, fd, Arg(buf), static_cast<long>(count));
+}
+
+size_t IovTotal(const struct iovec* iov, int count) {
+  size_t total = 0;
+  for (int i = 0; i < count; ++i) total += iov[i].iov_len;
+  return total;
+}
+
+// Commits the description `newfd` referred to if this was its last descriptor (dup2 over it).
+void ReleaseReplaced(std::shared_ptr<ShieldedFd> replaced) {
+  if (replaced != nullptr && replaced.use_count() == 1) (void)replaced->LastClose();
+}
+
+}  // namespace
+
+// ---- paths ------------------------------------------------------------------------------
+
+long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode) {
+  if (path == nullptr) return kNotMine;
+  LexicalPath lexical;
+  const bool judged = rt.LexicalLookup(dirfd, path, &lexical);
+  if (judged) {
+    if (const SecretBytes* content = rt.HasInjectedFiles() ? rt.Injected(lexical.absolute) : nullptr) {
+      RuntimeSection section;
+      return OpenInjected(*content, flags);
+    }
+    if (lexical.volume == nullptr) {
+      // Lexically outside every volume: the kernel opens it unless a link is on the way (which
+      // might lead into a volume); only then the long way.
+      long fd = OpenWithoutLinks(dirfd, path, flags, mode);
+      if (!LinkOnTheWay(fd)) return fd;
+    }
+  }
+  RuntimeSection section;
+  if (const SecretBytes* content = InjectedAt(rt, dirfd, path, !(flags & O_NOFOLLOW))) {
+    return OpenInjected(*content, flags);
+  }
+  Target t = rt.Locate(dirfd, path, !(flags & O_NOFOLLOW), judged ? &lexical : nullptr);
+  if (t.volume == nullptr) return kNotMine;
+  if (t.metadata) return -ENOENT;  // the volume's own metadata is not part of the program's tree
+  if ((flags & O_TMPFILE) == O_TMPFILE) {
+    // A nameless file in a protected directory cannot be protected (the volume names its files):
+    // programs fall back to a named temporary file.
+    std::string inside = t.path.empty() ? std::string("tmpfile") : t.path + "/tmpfile";
+    return t.volume->volume->RegionOf(inside) == fs::Region::kNotProtected ? kNotMine : -EOPNOTSUPP;
+  }
+  if (t.region == fs::Region::kNotProtected || t.path.empty()) return kNotMine;
+  return OpenProtected(rt, t, flags);
+}
+
+long OpenAt2(Runtime& rt, int dirfd, const char* path, const struct open_how* how, size_t size) {
+  if (how == nullptr || size < sizeof(struct open_how)) return kNotMine;  // the kernel's EINVAL
+  if (how->resolve != 0) {
+    // Resolution constraints the shield does not apply: served only outside every volume.
+    RuntimeSection section;
+    Target t = rt.Resolve(dirfd, path, !(how->flags & O_NOFOLLOW));
+    if (t.volume == nullptr && !InjectedAt(rt, dirfd, path, true)) return kNotMine;
+    return -EXDEV;
+  }
+  return OpenAt(rt, dirfd, path, static_cast<int>(how->flags), static_cast<mode_t>(how->mode));
+}
+
+long StatAt(Runtime& rt, int dirfd, const char* path, struct stat* st, int at_flags) {
+  if ((at_flags & AT_EMPTY_PATH) && path != nullptr && path[0] == '\0') {
+    long r = RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(st), at_flags);
+    if (r == 0 && rt.fds().Has(dirfd)) {
+      RuntimeSection section;
+      if (auto d = Shielded(rt, dirfd)) d->PatchStat(st);
+    }
+    return r;
+  }
+  if (rt.HasInjectedFiles() && path != nullptr) {
+    // Injected files shadow the disk: found by name first, by where links lead if the disk
+    // has nothing there.
+    LexicalPath lexical;
+    const SecretBytes* content = rt.LexicalLookup(dirfd, path, &lexical) ? rt.Injected(lexical.absolute) : nullptr;
+    if (content == nullptr &&
+        RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(st), at_flags) == -ENOENT) {
+      RuntimeSection section;
+      content = InjectedAt(rt, dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW));
+    }
+    if (content != nullptr) {
+      FillInjectedStat(*content, st);
+      return 0;
+    }
+  }
+  long r = RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(st), at_flags);
+  if (r != 0 || path == nullptr) return r;
+  return PatchPathStat(rt, dirfd, path, at_flags, st);
+}
+
+long Statx(Runtime& rt, int dirfd, const char* path, int at_flags, unsigned mask, struct statx* stx) {
+  const bool on_fd = (at_flags & AT_EMPTY_PATH) && path != nullptr && path[0] == '\0';
+  if (!on_fd && rt.HasInjectedFiles()) {
+    RuntimeSection section;
+    if (const SecretBytes* content = InjectedAt(rt, dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW))) {
+      struct stat st;
+      FillInjectedStat(*content, &st);
+      std::memset(stx, 0, sizeof(*stx));
+      stx->stx_mask = STATX_BASIC_STATS;
+      stx->stx_mode = static_cast<uint16_t>(st.st_mode);
+      stx->stx_nlink = 1;
+      stx->stx_uid = st.st_uid;
+      stx->stx_gid = st.st_gid;
+      stx->stx_size = static_cast<uint64_t>(st.st_size);
+      stx->stx_blksize = 4096;
+      stx->stx_blocks = static_cast<uint64_t>(st.st_blocks);
+      return 0;
+    }
+  }
+  long r = RawSyscall(SYS_statx, dirfd, Arg(path), at_flags, mask, Arg(stx));
+  if (r != 0 || path == nullptr || !S_ISREG(stx->stx_mode)) return r;
+  uint64_t size;
+  if (on_fd) {
+    if (!rt.fds().Has(dirfd)) return 0;
+    RuntimeSection section;
+    auto d = Shielded(rt, dirfd);
+    if (d == nullptr) return 0;
+    size = d->PlaintextSize();
+  } else {
+    struct stat st = {};
+    st.st_mode = S_IFREG;
+    st.st_dev = makedev(stx->stx_dev_major, stx->stx_dev_minor);
+    st.st_size = static_cast<off_t>(stx->stx_size);
+    long p = PatchPathStat(rt, dirfd, path, at_flags, &st);
+    if (p != 0) return p;
+    size = static_cast<uint64_t>(st.st_size);
+  }
+  stx->stx_size = size;
+  stx->stx_blocks = (size + 511) / 512;
+  return 0;
+}
+
+long Access(Runtime& rt, int dirfd, const char* path, int mode, int at_flags) {
+  if (!rt.HasInjectedFiles()) return kNotMine;
+  RuntimeSection section;
+  if (InjectedAt(rt, dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW)) == nullptr) return kNotMine;
+  return (mode & X_OK) ? -EACCES : 0;  // injected files are readable and writable, never executable
+}
+
+long Truncate(Runtime& rt, const char* path, long length) {
+  LexicalPath lexical;
+  if (rt.LexicalLookup(AT_FDCWD, path, &lexical) && lexical.volume == nullptr && !rt.HasInjectedFiles()) {
+    struct stat st;
+    if (RawSyscall(SYS_newfstatat, AT_FDCWD, Arg(path), Arg(&st), 0) == 0 &&
+        CertainlyOutside(rt, AT_FDCWD, path, 0, st)) {
+      return kNotMine;
+    }
+  }
+  long fd = OpenAt(rt, AT_FDCWD, path, O_WRONLY | O_CLOEXEC, 0);
+  if (fd == kNotMine) return kNotMine;
+  if (fd < 0) return fd;
+  long r = rt.fds().Has(static_cast<int>(fd)) ? FileTruncate(rt, static_cast<int>(fd), length)
+                                               : RawSyscall(SYS_ftruncate, fd, length);
+  long closed = rt.fds().Has(static_cast<int>(fd)) ? Close(rt, static_cast<int>(fd)) : RawSyscall(SYS_close, fd);
+  return r != 0 ? r : closed;
+}
+
+long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const char* newpath, unsigned flags) {
+  if (oldpath == nullptr || newpath == nullptr) return kNotMine;
+  if (NameCertainlyOutside(rt, olddirfd, oldpath) && NameCertainlyOutside(rt, newdirfd, newpath)) return kNotMine;
+  RuntimeSection section;
+  Target from = rt.Locate(olddirfd, oldpath, false);
+  Target to = rt.Locate(newdirfd, newpath, false);
+  if (from.volume == nullptr && to.volume == nullptr) return kNotMine;
+  if (from.metadata || to.metadata) return -EACCES;
+  if (from.volume != to.volume) {
+    // As between file systems: programs copy instead.
+    return from.Protected() || to.Protected() ? -EXDEV : kNotMine;
+  }
+  if (flags & RENAME_EXCHANGE) return -EINVAL;
+  struct stat st;
+  if ((flags & RENAME_NOREPLACE) && RawLstat(to.absolute.c_str(), &st) == 0) return -EEXIST;
+  Status s = from.volume->volume->Rename(from.path, to.path);
+  if (s.ok()) rt.WorkingDirectoryChanged();  // the working directory may have moved
+  return s.ok() ? 0 : FailWith(s);
+}
+
+long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags) {
+  if (path == nullptr || (flags & AT_REMOVEDIR) || NameCertainlyOutside(rt, dirfd, path)) return kNotMine;
+  RuntimeSection section;
+  Target t = rt.Locate(dirfd, path, false);
+  if (t.volume == nullptr) return kNotMine;
+  if (t.metadata) return -ENOENT;
+  if (t.region == fs::Region::kNotProtected) return kNotMine;
+  Status s = t.volume->volume->Unlink(t.path);
+  if (s.code() == Code::kNotFound) return kNotMine;  // a link or a file the volume does not know
+  return s.ok() ? 0 : FailWith(s);
+}
+
+long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags) {
+  if (oldpath == nullptr || newpath == nullptr) return kNotMine;
+  const bool follow = flags & AT_SYMLINK_FOLLOW;
+  if (!follow && NameCertainlyOutside(rt, olddirfd, oldpath) && NameCertainlyOutside(rt, newdirfd, newpath)) {
+    return kNotMine;
+  }
+  RuntimeSection section;
+  Target from = (flags & AT_EMPTY_PATH) && oldpath[0] == '\0'
+                    ? rt.Resolve(AT_FDCWD, ("/proc/self/fd/" + std::to_string(olddirfd)).c_str(), true)
+                    : rt.Locate(olddirfd, oldpath, follow);
+  Target to = rt.Locate(newdirfd, newpath, false);
+  if (from.metadata || to.metadata) return -EACCES;
+  if (from.Protected() || to.Protected()) {
+    // A second name for a protected file is not one the volume can keep (its state names each
+    // file once): within a volume the file system "does not support" it, across, as between
+    // file systems.
+    return from.volume == to.volume ? -EPERM : -EXDEV;
+  }
+  return kNotMine;
+}
+
+long ChangeDirectory(Runtime& rt, long nr, long arg) {
+  long r = RawSyscall(nr, arg);
+  if (r == 0) {
+    RuntimeSection section;
+    rt.WorkingDirectoryChanged();
+  }
+  return r;
+}
+
+long GetDents64(Runtime& rt, int fd, void* buf, size_t size) {
+  for (;;) {
+    long n = RawSyscall(SYS_getdents64, fd, Arg(buf), static_cast<long>(size));
+    if (n <= 0 || !rt.HasVolumes()) return n;
+    // Only a listing that holds a `.scone` is looked at twice.
+    auto* base = static_cast<char*>(buf);
+    bool has_meta = false;
+    for (long at = 0; at < n;) {
+      auto* e = reinterpret_cast<struct dirent64*>(base + at);
+      if (std::strcmp(e->d_name, fs::kMetaDirName) == 0) has_meta = true;
+      at += e->d_reclen;
+    }
+    struct stat st;
+    if (!has_meta || RawSyscall(SYS_fstat, fd, Arg(&st)) != 0 || !rt.IsVolumeRootDirectory(st.st_dev, st.st_ino)) {
+      return n;
+    }
+    long out = 0;
+    for (long at = 0; at < n;) {
+      auto* e = reinterpret_cast<struct dirent64*>(base + at);
+      unsigned short len = e->d_reclen;
+      if (std::strcmp(e->d_name, fs::kMetaDirName) != 0) {
+        if (out != at) std::memmove(base + out, base + at, len);
+        out += len;
+      }
+      at += len;
+    }
+    if (out > 0) return out;  // else the batch held only `.scone`: read on
+  }
+}
+
+// ---- shielded descriptors ------------------------------------------------------------------
+
+long Close(Runtime& rt, int fd) {
+  long committed = 0;
+  {
+    RuntimeSection section;
+    auto d = rt.fds().Take(fd);
+    if (d != nullptr && d.use_count() == 1) committed = d->LastClose();
+  }
+  long r = RawSyscall(SYS_close, fd);
+  return committed != 0 ? committed : r;
+}
+
+long Read(Runtime& rt, int fd, void* buf, size_t count) {
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  return d ? d->Read(buf, count) : RawSyscall(SYS_read, fd, Arg(buf), static_cast<long>(count));
+}
+
+long Write(Runtime& rt, int fd, const void* buf, size_t count) {
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  return d ? d->Write(buf, count) : RawSyscall(SYS_write, fd, Arg(buf), static_cast<long>(count));
+}
+
+long ReadAt(Runtime& rt, int fd, void* buf, size_t count, long offset) {
+  if (offset < 0) return -EINVAL;
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  return d ? d->ReadAt(buf, count, static_cast<uint64_t>(offset))
+           : RawSyscall(SYS_pread64, fd, Arg(buf), static_cast<long>(count), offset);
+}
+
+long WriteAt(Runtime& rt, int fd, const void* buf, size_t count, long offset) {
+  if (offset < 0) return -EINVAL;
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  return d ? d->WriteAt(buf, count, static_cast<uint64_t>(offset))
+           : RawSyscall(SYS_pwrite64, fd, Arg(buf), static_cast<long>(count), offset);
+}
+
+// Scatter/gather through one bounce buffer: one shield call per vector.
+long ReadVector(Runtime& rt, int fd, const struct iovec* iov, int count, long offset) {
+  if (count < 0 || count > IOV_MAX) return -EINVAL;
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  if (d == nullptr) return -EBADF;
+  std::vector<uint8_t> buffer(IovTotal(iov, count));
+  long n = offset == -1 ? d->Read(buffer.data(), buffer.size())
+                        : offset < 0 ? -EINVAL : d->ReadAt(buffer.data(), buffer.size(), static_cast<uint64_t>(offset));
+  if (n <= 0) return n;
+  size_t done = 0;
+  for (int i = 0; i < count && done < static_cast<size_t>(n); ++i) {
+    size_t part = std::min(iov[i].iov_len, static_cast<size_t>(n) - done);
+    std::memcpy(iov[i].iov_base, buffer.data() + done, part);
+    done += part;
+  }
+  return n;
+}
+
+long WriteVector(Runtime& rt, int fd, const struct iovec* iov, int count, long offset) {
+  if (count < 0 || count > IOV_MAX) return -EINVAL;
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  if (d == nullptr) return -EBADF;
+  std::vector<uint8_t> buffer;
+  buffer.reserve(IovTotal(iov, count));
+  for (int i = 0; i < count; ++i) {
+    auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
+    buffer.insert(buffer.end(), p, p + iov[i].iov_len);
+  }
+  if (offset == -1) return d->Write(buffer.data(), buffer.size());
+  if (offset < 0) return -EINVAL;
+  return d->WriteAt(buffer.data(), buffer.size(), static_cast<uint64_t>(offset));
+}
+
+long Seek(Runtime& rt, int fd, long offset, int whence) {
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  return d ? d->Seek(offset, whence) : RawSyscall(SYS_lseek, fd, offset, whence);
+}
+
+long FileStat(Runtime& rt, int fd, struct stat* st) {
+  long r = RawSyscall(SYS_fstat, fd, Arg(st));
+  if (r != 0) return r;
+  RuntimeSection section;
+  if (auto d = Shielded(rt, fd)) d->PatchStat(st);
+  return 0;
+}
+
+long FileTruncate(Runtime& rt, int fd, long length) {
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  return d ? d->Truncate(length) : RawSyscall(SYS_ftruncate, fd, length);
+}
+
+long Allocate(Runtime& rt, int fd, int mode, long offset, long length) {
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  return d ? d->Allocate(mode, offset, length) : RawSyscall(SYS_fallocate, fd, mode, offset, length);
+}
+
+long Sync(Runtime& rt, int fd) {
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  return d ? d->Sync() : RawSyscall(SYS_fsync, fd);
+}
+
+long Map(Runtime& rt, void* addr, size_t length, int prot, int flags, int fd, long offset) {
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  return d ? d->Map(addr, length, prot, flags, offset)
+           : RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), prot, flags, fd, offset);
+}
+
+long Dup(Runtime& rt, long nr, int oldfd, int newfd, int flags) {
+  long r = nr == SYS_dup ? RawSyscall(SYS_dup, oldfd) : RawSyscall(nr, oldfd, newfd, flags);
+  if (r < 0) return r;
+  if (nr != SYS_dup && r == oldfd) return r;  // dup2(fd, fd)
+  if (!rt.fds().Has(oldfd) && !rt.fds().Has(static_cast<int>(r))) return r;
+  RuntimeSection section;
+  std::shared_ptr<ShieldedFd> replaced = rt.fds().Take(static_cast<int>(r));
+  if (auto d = Shielded(rt, oldfd)) rt.fds().Set(static_cast<int>(r), d);
+  ReleaseReplaced(std::move(replaced));
+  return r;
+}
+
+long Fcntl(Runtime& rt, int fd, int cmd, long arg) {
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  if (d != nullptr && cmd == F_GETFL) {
+    long kernel = RawSyscall(SYS_fcntl, fd, F_GETFL);
+    return kernel < 0 ? kernel : d->StatusFlags(static_cast<int>(kernel));
+  }
+  if (d != nullptr && cmd == F_SETFL) return RawSyscall(SYS_fcntl, fd, F_SETFL, d->SetStatusFlags(static_cast<int>(arg)));
+  long r = RawSyscall(SYS_fcntl, fd, cmd, arg);
+  if (d != nullptr && r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
+    if (r >= FdTable::kMaxFds) {
+      RawSyscall(SYS_close, r);
+      return -EMFILE;
+    }
+    rt.fds().Set(static_cast<int>(r), d);
+  }
+  return r;
+}
+
+long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset, size_t count) {
+  RuntimeSection section;
+  std::vector<uint8_t> buffer(std::min<size_t>(count, 1 << 20));
+  size_t done = 0;
+  while (done < count) {
+    size_t want = std::min(buffer.size(), count - done);
+    long n = FdRead(rt, in_fd, buffer.data(), want, in_offset);
+    if (n < 0) return done > 0 ? static_cast<long>(done) : n;
+    if (n == 0) break;
+    size_t written = 0;
+    while (written < static_cast<size_t>(n)) {
+      long at = out_offset ? *out_offset + static_cast<long>(written) : 0;
+      long w = FdWrite(rt, out_fd, buffer.data() + written, static_cast<size_t>(n) - written, out_offset ? &at : nullptr);
+      if (w <= 0) {
+        size_t total = done + written;
+        return total > 0 ? static_cast<long>(total) : (w < 0 ? w : -EIO);
+      }
+      written += static_cast<size_t>(w);
+    }
+    if (in_offset) *in_offset += n;
+    if (out_offset) *out_offset += n;
+    done += static_cast<size_t>(n);
+  }
+  return static_cast<long>(done);
+}
+
+}  // namespace scone::runtime::files

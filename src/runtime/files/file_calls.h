@@ -1,0 +1,64 @@
+// The file system shield at the system-call layer: the kernel's calls on paths and descriptors,
+// with the kernel's arguments and results (a value >= 0, or -errno).
+//
+// Each function serves what lies in a volume (or CAS injected) and returns kNotMine for the
+// rest, so that the dispatcher makes the program's call unchanged. Descriptor calls are only
+// called for shielded descriptors; the dispatcher checks the table first (one atomic load).
+#pragma once
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <climits>
+
+namespace scone::runtime {
+
+class Runtime;
+
+// Not the shield's: the kernel serves it as the program asked.
+inline constexpr long kNotMine = LONG_MIN;
+
+namespace files {
+
+// Paths.
+long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode);
+long OpenAt2(Runtime& rt, int dirfd, const char* path, const struct open_how* how, size_t size);
+// stat, lstat and newfstatat (AT_EMPTY_PATH on a shielded descriptor included).
+long StatAt(Runtime& rt, int dirfd, const char* path, struct stat* st, int at_flags);
+long Statx(Runtime& rt, int dirfd, const char* path, int at_flags, unsigned mask, struct statx* stx);
+long Access(Runtime& rt, int dirfd, const char* path, int mode, int at_flags);
+long Truncate(Runtime& rt, const char* path, long length);
+long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const char* newpath, unsigned flags);
+long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags);
+long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags);
+// chdir and fchdir: the call, then the runtime's copy of the working directory.
+long ChangeDirectory(Runtime& rt, long nr, long arg);
+// getdents64: a volume's root lists no `.scone`.
+long GetDents64(Runtime& rt, int fd, void* buf, size_t size);
+
+// Shielded descriptors.
+long Close(Runtime& rt, int fd);
+long Read(Runtime& rt, int fd, void* buf, size_t count);
+long Write(Runtime& rt, int fd, const void* buf, size_t count);
+long ReadAt(Runtime& rt, int fd, void* buf, size_t count, long offset);
+long WriteAt(Runtime& rt, int fd, const void* buf, size_t count, long offset);
+// readv, writev, preadv(2), pwritev(2); offset -1: the descriptor's own.
+long ReadVector(Runtime& rt, int fd, const struct iovec* iov, int count, long offset);
+long WriteVector(Runtime& rt, int fd, const struct iovec* iov, int count, long offset);
+long Seek(Runtime& rt, int fd, long offset, int whence);
+long FileStat(Runtime& rt, int fd, struct stat* st);
+long FileTruncate(Runtime& rt, int fd, long length);
+long Allocate(Runtime& rt, int fd, int mode, long offset, long length);
+long Sync(Runtime& rt, int fd);
+long Map(Runtime& rt, void* addr, size_t length, int prot, int flags, int fd, long offset);
+// dup, dup2, dup3 and fcntl's F_DUPFD: the kernel's call, then the table follows.
+long Dup(Runtime& rt, long nr, int oldfd, int newfd, int flags);
+long Fcntl(Runtime& rt, int fd, int cmd, long arg);
+// sendfile, copy_file_range and splice with a shielded end: copied through the shield.
+long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset, size_t count);
+
+}  // namespace files
+}  // namespace scone::runtime

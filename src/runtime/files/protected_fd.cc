@@ -1,0 +1,219 @@
+#include "runtime/files/protected_fd.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+
+#include "runtime/config.h"
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/runtime.h"
+
+namespace scone::runtime {
+namespace {
+
+bool Writable(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
+bool Readable(int flags) { return (flags & O_ACCMODE) != O_WRONLY; }
+
+}  // namespace
+
+long FailWith(const Status& status) {
+  Code c = status.code();
+  if (c == Code::kDataCorrupted || c == Code::kRolledBack || c == Code::kInternal ||
+      c == Code::kPermissionDenied) {
+    Log(status.message());
+  }
+  return -status.ToErrno();
+}
+
+ProtectedFd::ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume* volume, std::string path,
+                         int flags, uint64_t offset)
+    : file_(std::move(file)), volume_(volume), path_(std::move(path)), flags_(flags), offset_(offset) {}
+
+long ProtectedFd::ReadLocked(void* buf, size_t count, uint64_t offset) {
+  if (!Readable(flags_.load(std::memory_order_relaxed))) return -EBADF;
+  auto n = file_->Read(offset, MutableByteSpan(static_cast<uint8_t*>(buf), count));
+  if (!n.ok()) return FailWith(n.status());
+  return static_cast<long>(*n);
+}
+
+long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset) {
+  if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
+  auto n = file_->Write(offset, ByteSpan(static_cast<const uint8_t*>(buf), count));
+  if (!n.ok()) return FailWith(n.status());
+  written_ = true;
+  return static_cast<long>(*n);
+}
+
+long ProtectedFd::Read(void* buf, size_t count) {
+  std::lock_guard lock(offset_mu_);
+  long n = ReadLocked(buf, count, offset_);
+  if (n > 0) offset_ += static_cast<uint64_t>(n);
+  return n;
+}
+
+long ProtectedFd::Write(const void* buf, size_t count) {
+  std::lock_guard lock(offset_mu_);
+  if (flags_.load(std::memory_order_relaxed) & O_APPEND) offset_ = file_->size();
+  long n = WriteLocked(buf, count, offset_);
+  if (n > 0) offset_ += static_cast<uint64_t>(n);
+  return n;
+}
+
+long ProtectedFd::ReadAt(void* buf, size_t count, uint64_t offset) { return ReadLocked(buf, count, offset); }
+
+long ProtectedFd::WriteAt(const void* buf, size_t count, uint64_t offset) {
+  // Linux appends with O_APPEND whatever the offset says.
+  if (flags_.load(std::memory_order_relaxed) & O_APPEND) offset = file_->size();
+  return WriteLocked(buf, count, offset);
+}
+
+long ProtectedFd::Seek(int64_t offset, int whence) {
+  std::lock_guard lock(offset_mu_);
+  auto size = static_cast<int64_t>(file_->size());
+  int64_t base;
+  switch (whence) {
+    case SEEK_SET:
+      base = 0;
+      break;
+    case SEEK_CUR:
+      base = static_cast<int64_t>(offset_);
+      break;
+    case SEEK_END:
+      base = size;
+      break;
+    case SEEK_DATA:  // holes are not reported: all data
+      if (offset < 0 || offset >= size) return -ENXIO;
+      offset_ = static_cast<uint64_t>(offset);
+      return offset;
+    case SEEK_HOLE:
+      if (offset < 0 || offset >= size) return -ENXIO;
+      offset_ = static_cast<uint64_t>(size);
+      return size;
+    default:
+      return -EINVAL;
+  }
+  int64_t target;
+  if (__builtin_add_overflow(base, offset, &target) || target < 0) return -EINVAL;
+  offset_ = static_cast<uint64_t>(target);
+  return target;
+}
+
+void ProtectedFd::PatchStat(struct stat* st) {
+  uint64_t size = file_->size();
+  st->st_size = static_cast<off_t>(size);
+  st->st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
+}
+
+long ProtectedFd::Truncate(int64_t length) {
+  if (length < 0) return -EINVAL;
+  if (!Writable(flags_.load(std::memory_order_relaxed))) return -EINVAL;
+  Status s = file_->Truncate(static_cast<uint64_t>(length));
+  if (!s.ok()) return FailWith(s);
+  written_ = true;
+  return 0;
+}
+
+long ProtectedFd::Allocate(int mode, int64_t offset, int64_t length) {
+  if ((mode & ~FALLOC_FL_KEEP_SIZE) != 0) return -EOPNOTSUPP;
+  if (offset < 0 || length <= 0) return -EINVAL;
+  if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
+  int64_t end;
+  if (__builtin_add_overflow(offset, length, &end)) return -EFBIG;
+  // Space for the ciphertext is reserved as the program asked for the plaintext, so that its
+  // later writes do not fail for lack of space (and do not pay for allocation as they go).
+  Status reserved = file_->Reserve(static_cast<uint64_t>(end));
+  if (!reserved.ok()) return FailWith(reserved);
+  if ((mode & FALLOC_FL_KEEP_SIZE) || static_cast<uint64_t>(end) <= file_->size()) return 0;
+  return Truncate(end);
+}
+
+long ProtectedFd::Sync() {
+  Status s = file_->Sync();
+  if (!s.ok()) return FailWith(s);
+  if (Runtime* rt = ShieldIfReady()) rt->Synced();
+  return 0;
+}
+
+long ProtectedFd::Map(void* addr, size_t length, int prot, int flags, int64_t offset) {
+  // The page cache holds ciphertext: a mapping is emulated with anonymous memory holding the
+  // plaintext. A shared writable one would need writing back through the shield.
+  if ((flags & MAP_SHARED) && (prot & PROT_WRITE)) {
+    Log("shared writable mapping of protected file " + path_ + " refused");
+    return -ENODEV;
+  }
+  if (offset < 0 || length == 0 || (offset & 4095) != 0) return -EINVAL;
+  int anon_flags = MAP_PRIVATE | MAP_ANONYMOUS | (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE));
+  long p = RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), PROT_READ | PROT_WRITE, anon_flags, -1, 0);
+  if (p < 0 && p > -4096) return p;
+  uint64_t size = file_->size();
+  if (static_cast<uint64_t>(offset) < size) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(length, size - static_cast<uint64_t>(offset)));
+    auto n = file_->Read(static_cast<uint64_t>(offset), MutableByteSpan(reinterpret_cast<uint8_t*>(p), want));
+    if (!n.ok()) {
+      RawSyscall(SYS_munmap, p, static_cast<long>(length));
+      return FailWith(n.status());
+    }
+  }
+  if (prot != (PROT_READ | PROT_WRITE)) {
+    long r = RawSyscall(SYS_mprotect, p, static_cast<long>(length), prot);
+    if (r != 0) {
+      RawSyscall(SYS_munmap, p, static_cast<long>(length));
+      return r;
+    }
+  }
+  return p;
+}
+
+int ProtectedFd::StatusFlags(int kernel_flags) {
+  return (kernel_flags & ~(O_ACCMODE | O_APPEND)) | (flags_.load() & (O_ACCMODE | O_APPEND));
+}
+
+int ProtectedFd::SetStatusFlags(int flags) {
+  int old = flags_.load();
+  flags_.store((old & ~(O_APPEND | O_NONBLOCK)) | (flags & (O_APPEND | O_NONBLOCK)));
+  return flags & ~O_APPEND;  // the kernel's descriptor never appends: the shield places writes
+}
+
+long ProtectedFd::LastClose() {
+  if (!written_) return 0;
+  Status s = file_->Sync();
+  return s.ok() ? 0 : FailWith(s);
+}
+
+bool ProtectedFd::Describe(int fd, InheritedFd* out) {
+  if (written_) (void)file_->Sync();
+  out->fd = fd;
+  out->volume_dir = volume_->root;
+  out->path = path_;
+  out->flags = flags_.load();
+  std::lock_guard lock(offset_mu_);
+  out->offset = offset_;
+  return true;
+}
+
+void PathOnlyFd::PatchStat(struct stat* st) {
+  if (!S_ISREG(st->st_mode)) return;
+  uint64_t size = PlaintextSize();
+  st->st_size = static_cast<off_t>(size);
+  st->st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
+}
+
+uint64_t PathOnlyFd::PlaintextSize() {
+  auto size = volume_->volume->FileSize(path_);
+  return size.ok() ? *size : 0;
+}
+
+bool PathOnlyFd::Describe(int fd, InheritedFd* out) {
+  out->fd = fd;
+  out->volume_dir = volume_->root;
+  out->path = path_;
+  out->flags = O_PATH;
+  out->offset = 0;
+  return true;
+}
+
+}  // namespace scone::runtime

@@ -1,0 +1,92 @@
+// An open protected file, as the file system shield serves it to a program: the kernel
+// descriptor stays on the ciphertext (opened with the program's access mode, so locks behave),
+// the data goes through fs::ProtectedFile.
+//
+// Thread-safety: all methods may be called concurrently; the offset has its own lock, the file
+// serializes its own writes.
+#pragma once
+
+#include <errno.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "fs/protected_file.h"
+#include "runtime/fd_table.h"
+
+namespace scone::runtime {
+
+struct MountedVolume;
+
+class ProtectedFd final : public ShieldedFd {
+ public:
+  // `flags`: the program's open flags (access mode, O_APPEND, O_NONBLOCK...).
+  ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume* volume, std::string path, int flags,
+              uint64_t offset = 0);
+
+  long Read(void* buf, size_t count) override;
+  long Write(const void* buf, size_t count) override;
+  long ReadAt(void* buf, size_t count, uint64_t offset) override;
+  long WriteAt(const void* buf, size_t count, uint64_t offset) override;
+  long Seek(int64_t offset, int whence) override;
+  void PatchStat(struct stat* st) override;
+  uint64_t PlaintextSize() override { return file_->size(); }
+  long Truncate(int64_t length) override;
+  long Allocate(int mode, int64_t offset, int64_t length) override;
+  long Sync() override;
+  long Map(void* addr, size_t length, int prot, int flags, int64_t offset) override;
+  int StatusFlags(int kernel_flags) override;
+  int SetStatusFlags(int flags) override;
+  long LastClose() override;
+  bool Describe(int fd, InheritedFd* out) override;
+
+  // The file was truncated by the open itself (O_TRUNC): it has changes to commit.
+  void MarkWritten() { written_ = true; }
+
+ private:
+  long ReadLocked(void* buf, size_t count, uint64_t offset);
+  long WriteLocked(const void* buf, size_t count, uint64_t offset);
+
+  const std::shared_ptr<fs::ProtectedFile> file_;
+  MountedVolume* const volume_;
+  const std::string path_;  // inside the volume
+  std::atomic<int> flags_;
+  std::mutex offset_mu_;
+  uint64_t offset_;
+  std::atomic<bool> written_{false};
+};
+
+// A protected file opened with O_PATH: no data access (as the kernel's O_PATH descriptors),
+// but fstat and statx report its plaintext size.
+class PathOnlyFd final : public ShieldedFd {
+ public:
+  PathOnlyFd(MountedVolume* volume, std::string path) : volume_(volume), path_(std::move(path)) {}
+
+  long Read(void*, size_t) override { return -EBADF; }
+  long Write(const void*, size_t) override { return -EBADF; }
+  long ReadAt(void*, size_t, uint64_t) override { return -EBADF; }
+  long WriteAt(const void*, size_t, uint64_t) override { return -EBADF; }
+  long Seek(int64_t, int) override { return -EBADF; }
+  void PatchStat(struct stat* st) override;
+  uint64_t PlaintextSize() override;
+  long Truncate(int64_t) override { return -EBADF; }
+  long Allocate(int, int64_t, int64_t) override { return -EBADF; }
+  long Sync() override { return -EBADF; }
+  long Map(void*, size_t, int, int, int64_t) override { return -EBADF; }
+  int StatusFlags(int kernel_flags) override { return kernel_flags; }
+  int SetStatusFlags(int flags) override { return flags; }
+  long LastClose() override { return 0; }
+  bool Describe(int fd, InheritedFd* out) override;
+
+ private:
+  MountedVolume* const volume_;
+  const std::string path_;
+};
+
+// The kernel's convention for a shield's failure: -errno, and a `scone:` line on stderr for
+// integrity failures (tampering, rollback) and broken invariants.
+long FailWith(const Status& status);
+
+}  // namespace scone::runtime

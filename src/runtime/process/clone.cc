@@ -1,0 +1,129 @@
+// clone, clone3, fork and vfork; exit of a child made for vfork; prctl.
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/process/process_calls.h"
+#include "runtime/runtime.h"
+
+namespace scone::runtime::process {
+namespace {
+
+// In a child made for vfork: the pipe on which it tells its waiting parent how it ended
+// (nothing if it executed a program: the pipe closes on exec), and its last failure.
+int vfork_report_fd = -1;
+int vfork_last_error = 0;
+
+// The flags a child that shares memory until exec may carry and still be made by fork.
+constexpr unsigned long kForkableFlags = CLONE_VM | CLONE_VFORK | CSIGNAL;
+
+// glibc's posix_spawn exits its child with this status when a step before the program failed.
+constexpr long kSpawnFailureStatus = 127;
+
+std::atomic<bool> logged_unforkable{false};
+
+// A child that would share the parent's memory until it executes, made by fork instead (glibc's
+// fork, whose handlers leave the child's allocator and the runtime's locks usable). The parent
+// waits until the child executed a program or exited, as vfork's parent does; with
+// `report_failure`, a child that ended before its program ran fails the call with its error.
+DispatchResult ForkForVfork(SyscallFrame& f, long child_stack, bool wait_for_exec, bool report_failure) {
+  RuntimeSection section;
+  int pipe_fds[2] = {-1, -1};
+  if (wait_for_exec) {
+    long r = RawSyscall(SYS_pipe2, Arg(pipe_fds), O_CLOEXEC);
+    if (r < 0) return {r, Action::kDone};
+  }
+  pid_t pid = fork();
+  if (pid == 0) {
+    EnterNewThread();
+    if (wait_for_exec) {
+      RawSyscall(SYS_close, pipe_fds[0]);
+      vfork_report_fd = pipe_fds[1];
+      vfork_last_error = 0;
+    }
+    if (child_stack != 0) {
+      f.new_stack = child_stack;
+      return {0, Action::kChildOnStack};
+    }
+    return {0, Action::kDone};
+  }
+  long result = pid < 0 ? -errno : pid;
+  if (wait_for_exec) {
+    RawSyscall(SYS_close, pipe_fds[1]);
+    int error = 0;
+    long n;
+    do {
+      n = pid > 0 ? RawSyscall(SYS_read, pipe_fds[0], Arg(&error), sizeof(error)) : 0;
+    } while (n == -EINTR);
+    RawSyscall(SYS_close, pipe_fds[0]);
+    if (n == sizeof(error) && error > 0 && report_failure) {
+      RawSyscall(SYS_wait4, pid, 0, 0, 0);
+      result = -error;
+    }
+  }
+  return {result, Action::kDone};
+}
+
+// The child's stack pointer, and flags, of a clone or clone3.
+bool CloneRequest(const SyscallFrame& f, unsigned long* flags, long* child_stack) {
+  if (f.nr == SYS_clone) {
+    *flags = static_cast<unsigned long>(f.args[0]);
+    *child_stack = f.args[1];
+    return true;
+  }
+  const auto* args = reinterpret_cast<const struct clone_args*>(f.args[0]);
+  if (args == nullptr || static_cast<size_t>(f.args[1]) < CLONE_ARGS_SIZE_VER0) return false;
+  struct clone_args copy = {};
+  std::memcpy(&copy, args, CLONE_ARGS_SIZE_VER0);
+  *flags = static_cast<unsigned long>(copy.flags) | static_cast<unsigned long>(copy.exit_signal);
+  *child_stack = copy.stack != 0 ? static_cast<long>(copy.stack + copy.stack_size) : 0;
+  return true;
+}
+
+}  // namespace
+
+DispatchResult Clone(SyscallFrame& f) {
+  if (f.nr == SYS_fork) return {0, Action::kNative};
+  if (f.nr == SYS_vfork) return ForkForVfork(f, 0, true, false);
+  unsigned long flags;
+  long child_stack;
+  if (!CloneRequest(f, &flags, &child_stack)) return {0, Action::kNative};  // the kernel's EINVAL
+  if (!(flags & CLONE_VM) || (flags & CLONE_THREAD)) return {0, Action::kNative};
+  if ((flags & ~kForkableFlags) != 0) {
+    if (!logged_unforkable.exchange(true)) {
+      Log("a clone that shares memory with a child process (flags " + std::to_string(flags) +
+          ") is made as asked: the child's calls are shielded, but it must not change the shields' state");
+    }
+    return {0, Action::kNative};
+  }
+  return ForkForVfork(f, child_stack, (flags & CLONE_VFORK) != 0, true);
+}
+
+void BeforeExit(long status) {
+  if (vfork_report_fd < 0) return;
+  int error = (status & 0xff) == kSpawnFailureStatus ? vfork_last_error : 0;
+  if (error > 0) RawSyscall(SYS_write, vfork_report_fd, Arg(&error), sizeof(error));
+  RawSyscall(SYS_close, vfork_report_fd);
+  vfork_report_fd = -1;
+}
+
+void NoteResult(long result) {
+  if (vfork_report_fd >= 0 && result < 0 && result > -4096) vfork_last_error = static_cast<int>(-result);
+}
+
+long Prctl(long option, long a2, long a3, long a4, long a5) {
+  constexpr long kSetSyscallUserDispatch = 59;  // PR_SET_SYSCALL_USER_DISPATCH
+  if (option == kSetSyscallUserDispatch) return -EPERM;
+  if (option == PR_SET_DUMPABLE && a2 != 0 && ShieldIfReady() != nullptr) return 0;
+  return RawSyscall(SYS_prctl, option, a2, a3, a4, a5);
+}
+
+}  // namespace scone::runtime::process

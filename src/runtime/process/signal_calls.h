@@ -1,0 +1,32 @@
+// Signals, as far as the entry needs them: SIGSYS carries the entry's net (sud.h), so the
+// program never blocks it (a blocked SIGSYS from Syscall User Dispatch kills the process) and
+// never replaces the runtime's handler. The program's own SIGSYS disposition is kept here and
+// honoured for SIGSYS that is not the entry's (seccomp's, kill's).
+#pragma once
+
+#include <signal.h>
+
+#include <cstdint>
+
+namespace scone::runtime::process {
+
+// The kernel's struct sigaction (rt_sigaction's argument).
+struct KernelSigaction {
+  void* handler;
+  unsigned long flags;
+  void* restorer;
+  uint64_t mask;
+};
+
+// rt_sigaction.
+long SigAction(int sig, const KernelSigaction* act, KernelSigaction* old, unsigned long size);
+// rt_sigprocmask.
+long SigProcMask(int how, const uint64_t* set, uint64_t* old, unsigned long size);
+// The calls that take a mask for their duration (rt_sigsuspend, ppoll, pselect6, epoll_pwait,
+// epoll_pwait2): the call with SIGSYS taken out of the mask.
+long WithMask(long nr, const long args[6]);
+
+// The program's SIGSYS disposition, for the entry's handler.
+const KernelSigaction& ProgramSigsys();
+
+}  // namespace scone::runtime::process
