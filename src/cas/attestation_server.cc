@@ -136,6 +136,7 @@ void AttestationServer::Accept() {
       Serve(fd, address);
       guard_->Release(fd);
       close(fd);
+      WipeStackBelow();  // what serving left on this thread's stack may be a service's secrets
     });
   }
 }

@@ -108,6 +108,21 @@ TEST_F(AttestationServerTest, ReleasesTheConfigurationToAnAttestedService) {
   EXPECT_FALSE(config.volumes[0].expected.has_value());
 }
 
+// Nothing is released while its audit record cannot be written (a full disk); once it can,
+// the service is served again.
+TEST_F(AttestationServerTest, NothingIsReleasedWhileTheAuditLogCannotBeWritten) {
+  store_->SetAuditPageLimit(1);
+  for (int i = 0; i < 8; ++i) store_->Audit("test", "filler", "", std::string(4000, 'x'));
+  store_->FlushAudit();
+  ASSERT_FALSE(store_->AuditHealth().ok());
+  ExpectRefused(WithEvidence(platform_), "the audit log cannot be written");
+  store_->SetAuditPageLimit(0);
+  store_->FlushAudit();
+  ServiceConfig config;
+  Attested(&config);
+  EXPECT_EQ(config.argv.size(), 3u);
+}
+
 TEST_F(AttestationServerTest, EvidenceReplayedOnASecondConnectionIsRefused) {
   ServiceConfig config;
   attest::TlsCredential c = Attested(&config);

@@ -51,8 +51,8 @@ void AuditLog::Record(const std::string& actor, const std::string& action, const
 
 void AuditLog::Flush() {
   std::unique_lock lock(mu_);
-  uint64_t target = queued_;
-  written_.wait(lock, [&] { return durable_ >= target || stop_ || !failure_.ok(); });
+  uint64_t target = queued_, attempts = attempts_;
+  written_.wait(lock, [&] { return durable_ >= target || stop_ || (!failure_.ok() && attempts_ > attempts); });
 }
 
 Status AuditLog::Health() {
@@ -86,6 +86,7 @@ void AuditLog::Write() {
     lock.unlock();
     Status written = WriteBatch(batch);
     lock.lock();
+    ++attempts_;
     if (reports_loss) batch.pop_back();
     if (written.ok()) {
       if (!failure_.ok()) std::fprintf(stderr, "scone cas: the audit log is written again\n");

@@ -35,7 +35,8 @@ class AuditLog {
 
   void Record(const std::string& actor, const std::string& action, const std::string& object,
               const std::string& result);
-  // Returns once every record made before the call is durable, or the log is failing.
+  // Returns once every record made before the call is durable, or a write tried after the
+  // call failed.
   void Flush();
   // OK while records are written; else why not (and how many wait or were lost).
   Status Health();
@@ -56,7 +57,7 @@ class AuditLog {
   std::mutex mu_;
   std::condition_variable wake_, written_;
   std::vector<Row> pending_;
-  uint64_t queued_ = 0, durable_ = 0, lost_ = 0;
+  uint64_t queued_ = 0, durable_ = 0, lost_ = 0, attempts_ = 0;
   Status failure_;  // of the last write
   bool stop_ = false;
   std::thread writer_;

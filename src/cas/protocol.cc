@@ -47,7 +47,17 @@ ServiceConfig::~ServiceConfig() {
 }
 
 SecretBytes ServiceConfig::Encode() const {
+  // The size first (label, the four counts, pwd; then each item): the buffer is never
+  // reallocated, so no unwiped copy is left.
+  size_t size = 4 + sizeof(kConfigLabel) + 4 * 4 + 4 + pwd.size();
+  for (const auto& a : argv) size += 4 + a.size();
+  for (const auto& e : environment) size += 4 + e.size();
+  for (const VolumeGrant& v : volumes) {
+    size += 12 + v.name.size() + v.path.size() + v.key.size() + 1 + (v.expected ? v.expected->tag.size() + 8 : 0);
+  }
+  for (const InjectedFile& f : injected_files) size += 8 + f.path.size() + f.content.size();
   ByteWriter w;
+  w.Reserve(size);
   w.Str(kConfigLabel);
   w.U32(static_cast<uint32_t>(argv.size()));
   for (const auto& a : argv) w.Str(a);

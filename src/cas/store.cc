@@ -627,6 +627,8 @@ void Store::FlushAudit() { audit_->Flush(); }
 
 Status Store::AuditHealth() { return audit_->Health(); }
 
+void Store::SetAuditPageLimit(int pages) { audit_->SetPageLimit(pages); }
+
 Bytes Store::Seal(std::string_view aad, ByteSpan plaintext) const {
   Bytes out(crypto::kNonceSize + plaintext.size() + crypto::kTagSize);
   crypto::FreshNonce(out.data());

@@ -85,6 +85,8 @@ class Store {
   void FlushAudit();
   // OK while audit records are being written; the reason otherwise (disk full...).
   Status AuditHealth();
+  // Caps the audit log's writes at `pages` database pages (0: no cap): a full disk, for tests.
+  void SetAuditPageLimit(int pages);
 
   Result<std::optional<StoredSecret>> GetSecret(const std::string& session, const std::string& name);
 

@@ -75,7 +75,11 @@ TEST_F(StoreTest, KeepsEverythingAcrossRestarts) {
   EXPECT_EQ((*store)->Get("shop").value()->text, kSession);
   EXPECT_EQ((*store)->TrustedPlatforms().value().size(), 1u);
   EXPECT_EQ((*store)->GetVolumeMark("shop", "data").value()->generation, 3u);
-  EXPECT_EQ((*store)->List().value().front().readers, std::vector<std::string>{"CREATOR"});
+  // Listing reads names, creators and readers: nothing is unsealed (or parsed) for it.
+  auto listed = (*store)->List().value();
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_EQ(listed.front().readers, std::vector<std::string>{"CREATOR"});
+  EXPECT_TRUE(listed.front().text.empty());
 }
 
 TEST_F(StoreTest, AnInsertedPlatformRowIsRefusedAndRecoveryDropsIt) {
@@ -178,6 +182,34 @@ TEST_F(StoreTest, AFailedPutLeavesNothing) {
   ASSERT_TRUE(token.has_value());
   EXPECT_EQ(std::string(token->value.span().begin(), token->value.span().end()), "abcd");
   EXPECT_EQ(store->Get("shop").value()->creator, "alice");
+}
+
+// A full disk: audit records are kept and retried, never dropped, and CAS refuses requests
+// (Health) until they are written.
+TEST_F(StoreTest, AuditRecordsSurviveAFullDisk) {
+  auto store = Open().value();
+  store->Audit("test", "before", "", "ok");
+  store->FlushAudit();
+  ASSERT_TRUE(store->AuditHealth().ok());
+  store->SetAuditPageLimit(1);  // no page more than the database has now
+  for (int i = 0; i < 20; ++i) store->Audit("test", "while-full", std::to_string(i), std::string(4000, 'x'));
+  store->FlushAudit();
+  Status health = store->AuditHealth();
+  ASSERT_FALSE(health.ok()) << "20 records of 4 KB fit in a full database";
+  EXPECT_NE(health.message().find("the audit log cannot be written"), std::string::npos) << health.message();
+  EXPECT_NE(health.message().find("20 records waiting"), std::string::npos) << health.message();
+  store->SetAuditPageLimit(0);  // space again
+  store->FlushAudit();
+  EXPECT_TRUE(store->AuditHealth().ok()) << store->AuditHealth().message();
+  store.reset();
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "cas/cas.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db, "SELECT count(*) FROM audit WHERE action='while-full'", -1, &st, nullptr), SQLITE_OK);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 20);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
 }
 
 }  // namespace

@@ -51,6 +51,9 @@ class ByteWriter {
     Raw(b);
   }
   void Str(std::string_view s) { Blob(AsBytes(s)); }
+  // Reserves room for `size` bytes: a writer of secrets that reserves its exact size never
+  // reallocates, so no copy of them is left behind in freed memory.
+  void Reserve(size_t size) { out_.reserve(size); }
 
   const Bytes& bytes() const { return out_; }
   Bytes Take() { return std::move(out_); }

@@ -62,4 +62,12 @@ void Wipe(void* data, size_t size) {
   if (size != 0) OPENSSL_cleanse(data, size);
 }
 
+__attribute__((noinline)) void WipeStackBelow(size_t size) {
+  constexpr size_t kChunk = 4096;
+  uint8_t buf[kChunk];
+  Wipe(buf, sizeof(buf));
+  if (size > kChunk) WipeStackBelow(size - kChunk);
+  __asm__ __volatile__("" : : "r"(buf) : "memory");  // keeps the frame: no tail call
+}
+
 }  // namespace scone

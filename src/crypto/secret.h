@@ -47,4 +47,8 @@ void Wipe(void* data, size_t size);
 inline void Wipe(std::vector<uint8_t>& bytes) { Wipe(bytes.data(), bytes.size()); }
 inline void Wipe(std::string& text) { Wipe(text.data(), text.size()); }
 
+// Wipes `size` bytes of the calling thread's stack below the caller's frame: what deeper calls
+// (ours and OpenSSL's) left there after handling secrets. Call it from a shallow frame.
+void WipeStackBelow(size_t size = 64 * 1024);
+
 }  // namespace scone

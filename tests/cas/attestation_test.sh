@@ -282,6 +282,136 @@ EOF
   run_app > out.txt 2> err.txt || { cat err.txt; fail "the state after a crash was refused"; }
   grep -q "^runs 3$" out.txt || { cat out.txt; fail "the write before the crash was lost"; }
   ;;
+seeded-secret)
+  # Another client's create that fails after its secrets would have been made must leave none
+  # behind: once, it fixed the token of the session created next under that name (1 character).
+  "$scone" session list > /dev/null  # starts the local CAS
+  cat > seed.yml <<EOF
+name: svc
+version: "0.3"
+services:
+  - name: app
+    mrenclaves: [$(measure $PY)]
+secrets:
+  - name: token
+    kind: ascii
+    size: 1
+  - name: bad_ca
+    kind: x509-ca
+    value: "not a certificate"
+  - name: bad
+    kind: x509
+    issuer: bad_ca
+EOF
+  if XDG_STATE_HOME="$work/mallory" "$scone" session create seed.yml --cas "$(cat "$cas_dir/address")" \
+       --cas-cert "$cas_dir/cas.crt" 2> err.txt; then
+    fail "the seeding session was created"
+  fi
+  grep -q "HTTP 400" err.txt || { cat err.txt; fail "no 400 for the seeding session"; }
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml > /dev/null
+  run_app > out.txt 2> err.txt || { cat err.txt; fail "the service did not run"; }
+  token=$(sed -n 's/^argv --token \(.*\)$/\1/p' out.txt)
+  [[ ${#token} == 24 ]] || fail "the token is '${token}' (${#token} characters), not 24: seeded by a failed create"
+  ;;
+slow-connections)
+  # 80 connections on each port, each from its own address, dribbling a byte every half second
+  # (a TLS ClientHello on the REST port, a nonce request on the attestation port): an honest
+  # attestation and an API call go through meanwhile, long before any deadline frees a thread.
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml > /dev/null
+  rest_port=$(sed 's/.*://' "$cas_dir/address")
+  attestation_port=$(sed 's/.*://' "$cas_dir/attestation")
+  python3 "$(dirname "$0")/hostile_client.py" slow 127.0.0.1 "$rest_port" "$attestation_port" 80 > slow.txt 2>&1 &
+  svc_pid=$!
+  wait_for_line slow.txt "^ready" "$svc_pid"
+  start=$(date +%s%N)
+  run_app > out.txt 2> err.txt || { cat err.txt; fail "the service did not run during the slow connections"; }
+  attested_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  start=$(date +%s%N)
+  "$scone" session list | grep -q "^svc$" || fail "the API call failed during the slow connections"
+  listed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  kill "$svc_pid"; wait "$svc_pid" 2>/dev/null || true; svc_pid=""
+  echo "attestation ${attested_ms} ms, API call ${listed_ms} ms with 160 slow connections open"
+  (( attested_ms < 5000 && listed_ms < 5000 )) || fail "slow connections delayed honest requests"
+  grep -q "^runs 1$" out.txt || fail "the service did not get its volume"
+  ;;
+restored-database)
+  # An older copy of CAS's database, put back while CAS is stopped, would undo the rollback
+  # protection of volumes: CAS refuses it until an operator recovers it, on the record.
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  run_app > /dev/null 2>&1 || fail "first run"
+  "$scone" cas stop
+  mkdir old && cp -a "$cas_dir"/cas.db* old/
+  run_app > /dev/null 2>&1 || fail "second run"
+  "$scone" cas stop
+  rm -f "$cas_dir"/cas.db* && cp -a old/cas.db* "$cas_dir"/
+  if "$scone" cas start > /dev/null 2>&1; then fail "CAS served a rolled-back database"; fi
+  grep -q "older than it should be" "$cas_dir/log" || { cat "$cas_dir/log"; fail "no reason in CAS's log"; }
+  grep -q "scone cas recover" "$cas_dir/log" || fail "the refusal does not name the recovery"
+  "$scone" cas recover --state "$cas_dir" --las "$XDG_STATE_HOME/scone/las/las.sock" \
+    --reason "restored from backup after disk loss" > rec.txt || fail "recovery failed"
+  grep -q "older than it should be" rec.txt || { cat rec.txt; fail "recovery did not report the rollback"; }
+  "$scone" cas start > /dev/null || fail "CAS did not start after recovery"
+  "$scone" cas stop
+  sqlite3 "$cas_dir/cas.db" "select actor, result from audit where action='recover'" | grep -q "restored from backup" \
+    || fail "no audit record of the recovery"
+  ;;
+inserted-platform)
+  # A row added to `platforms` would make CAS trust an attacker's platform key.
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  "$scone" las serve --state other-las --socket "$work/other.sock" > las.out 2>&1 &
+  las_pid=$!
+  wait_for_line las.out "listening on" "$las_pid"
+  rogue=$("$scone" las platform-key --state other-las)
+  "$scone" cas stop
+  sqlite3 "$cas_dir/cas.db" "insert into platforms(key, added_by, time) values('$rogue', 'root', 0)"
+  if "$scone" cas start > /dev/null 2>&1; then fail "CAS served a database with an inserted platform"; fi
+  grep -q "platforms row '$rogue' has no MAC" "$cas_dir/log" || { cat "$cas_dir/log"; fail "no reason in CAS's log"; }
+  # A MAC copied from a genuine row does not make it genuine.
+  sqlite3 "$cas_dir/cas.db" "update platforms set mac=(select mac from platforms where key!='$rogue') where key='$rogue'"
+  if "$scone" cas start > /dev/null 2>&1; then fail "CAS served a database with a forged platform row"; fi
+  "$scone" cas recover --state "$cas_dir" --las "$XDG_STATE_HOME/scone/las/las.sock" --reason "rogue row" > rec.txt
+  grep -q "dropped platforms row '$rogue'" rec.txt || { cat rec.txt; fail "recovery kept the rogue row"; }
+  "$scone" cas start > /dev/null
+  set +e
+  HOST_ONLY=1 "$scone" run --config-id svc/app --cas-addr "$(cat "$cas_dir/attestation")" --cas-cert "$cas_dir/cas.crt" \
+    --las "$work/other.sock" -- "$PY" > out.txt 2> err.txt
+  rc=$?
+  set -e
+  kill "$las_pid"; wait "$las_pid" || true
+  [[ $rc != 0 && ! -s out.txt ]] || fail "evidence from the rogue platform was accepted"
+  grep -q "platform that is not trusted" err.txt || { cat err.txt; fail "no reason given"; }
+  ;;
+released-secrets-wiped)
+  # After CAS released a service's secrets, no copy of them stays in CAS's memory.
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  run_app > out.txt 2> err.txt || { cat err.txt; fail "the service did not run"; }
+  token=$(sed -n 's/^argv --token \(.*\)$/\1/p' out.txt)
+  [[ ${#token} == 24 ]] || fail "no token"
+  cat > scan.py <<'PYEOF'
+import sys
+pid, needle = sys.argv[1], sys.argv[2].encode()
+found = 0
+with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+    for line in maps:
+        fields = line.split()
+        if "r" not in fields[1] or (len(fields) > 5 and fields[5].startswith("/")):
+            continue  # mapped files hold code and constants, not what CAS computed
+        start, end = (int(x, 16) for x in fields[0].split("-"))
+        try:
+            mem.seek(start)
+            found += mem.read(end - start).count(needle)
+        except (OSError, ValueError, OverflowError):
+            pass
+print(found)
+PYEOF
+  found=$(python3 scan.py "$(cat "$cas_dir/pid")" "$token")
+  [[ "$found" == 0 ]] || fail "the released token is still in CAS's memory ($found copies)"
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "ok: $case_name"

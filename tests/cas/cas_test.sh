@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # CAS over real HTTPS with mutual TLS: curl with client certificates made by openssl.
-# usage: cas_test.sh SCONE
+# usage: cas_test.sh SCONE [CASE]   (CASE: sessions, the default, or one hostile client's case)
 set -euo pipefail
 source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 scone="$1"
+case_name="${2:-sessions}"
+hostile="$(cd "$(dirname "$0")" && pwd)/hostile_client.py"
 work="$(mktemp -d)"
 cas_pid=""
 las_pid=""
@@ -50,6 +52,60 @@ for u in alice bob; do
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$u" \
     -keyout "$u.key" -out "$u.crt" -days 30 2>/dev/null
 done
+# peak_rss_kib: the most memory CAS has held (VmHWM, KiB).
+peak_rss_kib() { awk '/^VmHWM/ {print $2}' "/proc/$cas_pid/status"; }
+audited() {  # audited PATTERN: CAS wrote an audit record matching PATTERN (checked once it stopped)
+  sqlite3 state/cas.db "select action || '|' || result from audit" | grep -q -- "$1" || fail "no audit record '$1'"
+}
+
+case "$case_name" in
+sessions) ;;
+san-injection)
+  # A DNS name with a comma once added a SAN entry of the submitter's choosing.
+  start_cas
+  cat > san.yml <<'YEOF'
+name: web
+version: "0.3"
+secrets:
+  - name: cert
+    kind: x509
+    dns: ["web.example,DNS:bank.example"]
+YEOF
+  expect 400 alice POST /session san.yml "is not a host name"
+  long="$(printf 'a%.0s' $(seq 1 40)).$(printf 'b%.0s' $(seq 1 30))"  # 71 characters, labels under 64
+  printf 'name: web\nversion: "0.3"\nsecrets:\n  - name: cert\n    kind: x509\n    dns: [%s.example]\n' "$long" > cn.yml
+  expect 400 alice POST /session cn.yml "more than X.509's 64"
+  expect 404 alice GET /session/web "" "no session"
+  stop_cas
+  audited "rejected: line 6: dns name"
+  echo "ok: $case_name"; exit 0 ;;
+large-bodies)
+  start_cas
+  before=$(peak_rss_kib)
+  # 300 MiB, chunked: read only up to the limit, then refused.
+  got=$(python3 "$hostile" body 127.0.0.1 "$port" state/cas.crt alice.crt alice.key chunked 300)
+  [[ "$got" == 413 ]] || fail "300 MiB chunked body: $got"
+  grown=$(( $(peak_rss_kib) - before ))
+  (( grown < 64 * 1024 )) || fail "CAS grew by $grown KiB for a 300 MiB chunked body"
+  # 300 MiB with a Content-Length, and endless headers: the connection's byte budget ends them.
+  got=$(python3 "$hostile" body 127.0.0.1 "$port" state/cas.crt alice.crt alice.key length 300)
+  [[ "$got" == 413 || "$got" == closed ]] || fail "300 MiB body: $got"
+  got=$(python3 "$hostile" headers 127.0.0.1 "$port" state/cas.crt alice.crt alice.key 200000)
+  [[ "$got" == 4* || "$got" == closed ]] || fail "200000 header lines: $got"
+  grown=$(( $(peak_rss_kib) - before ))
+  (( grown < 64 * 1024 )) || fail "CAS grew by $grown KiB for large bodies and headers"
+  # CAS keeps serving, and a small chunked body is read as usual.
+  printf 'name: small\nversion: "0.3"\n' > small.yml
+  got=$(curl -sS --cacert state/cas.crt --resolve "scone-cas:$port:127.0.0.1" -o body.txt -w "%{http_code}" \
+          --cert alice.crt --key alice.key -H "Transfer-Encoding: chunked" --data-binary @small.yml \
+          "https://scone-cas:$port/session")
+  [[ "$got" == 201 ]] || { cat body.txt; fail "small chunked body: HTTP $got"; }
+  stop_cas
+  audited "rejected: request body over 1048576 bytes"
+  echo "ok: $case_name"; exit 0 ;;
+*) fail "unknown case $case_name" ;;
+esac
+
 SECRET="GIVEN-SECRET-VALUE-$$"
 cat > v1.yml <<YEOF
 name: shop
