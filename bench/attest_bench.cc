@@ -4,10 +4,16 @@
 //      evidence, RA-TLS config request; with 1 and 64 concurrent clients: p50, p99,
 //      attestations per second, and CAS's CPU time per attestation (its capacity when the
 //      clients and LAS do not share its cores, as in a deployment);
-//   2. start-up time of /bin/true natively, under the runtime without CAS, and under the
+//   2. the same with 64 clients while 80 slow connections (each from its own loopback address,
+//      dribbling a nonce request one byte every half second) are open on the attestation port:
+//      attestations per second, and the ratio to the run without them;
+//   3. start-up time of /bin/true natively, under the runtime without CAS, and under the
 //      runtime attesting to CAS (the whole path a service takes before main).
 // usage: scone_attest_bench RUNTIME_LIBRARY
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -15,6 +21,8 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdio>
 #include <cstring>
 #include <thread>
@@ -85,7 +93,8 @@ Status AttestOnce(const Bench& b) {
   return cas::ServiceConfig::Decode(config).status();
 }
 
-void RunClients(const Bench& b, int clients, int per_client) {
+// Returns attestations per second.
+double RunClients(const Bench& b, int clients, int per_client) {
   std::vector<std::vector<double>> latencies(clients);
   std::atomic<int> failures{0};
   std::string first_error;
@@ -121,7 +130,53 @@ void RunClients(const Bench& b, int clients, int per_client) {
               clients, all.size(), pct(0.50), pct(0.99), all.size() / seconds, cas_ms,
               cas_ms > 0 ? 1000.0 * cores / cas_ms : 0.0, cores,
               failures ? (" (" + std::to_string(failures.load()) + " failed: " + first_error + ")").c_str() : "");
+  return all.size() / seconds;
 }
+
+// Connections that never finish their nonce request: each from its own loopback address, one
+// more byte every half second until `stop`.
+class SlowConnections {
+ public:
+  SlowConnections(int port, int count) {
+    for (int i = 0; i < count; ++i) {
+      int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_in from = {}, to = {};
+      from.sin_family = to.sin_family = AF_INET;
+      from.sin_addr.s_addr = htonl(0x7f000002 + i);  // 127.0.0.2, 127.0.0.3, ...
+      to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      to.sin_port = htons(static_cast<uint16_t>(port));
+      if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)) != 0 ||
+          connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+        if (fd >= 0) close(fd);
+        continue;
+      }
+      fds_.push_back(fd);
+    }
+    dribbler_ = std::thread([this] {
+      for (size_t sent = 0; !stop_.load(); ++sent) {
+        for (int fd : fds_) {
+          if (sent + 1 < cas::kNonceRequestSize) (void)!send(fd, cas::kNonceRequest + sent, 1, MSG_NOSIGNAL);
+        }
+        std::unique_lock lock(mu_);
+        wake_.wait_for(lock, std::chrono::milliseconds(500), [&] { return stop_.load(); });
+      }
+    });
+  }
+  ~SlowConnections() {
+    stop_ = true;
+    wake_.notify_all();
+    dribbler_.join();
+    for (int fd : fds_) close(fd);
+  }
+  size_t open() const { return fds_.size(); }
+
+ private:
+  std::vector<int> fds_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable wake_;
+  std::thread dribbler_;
+};
 
 // Median wall time of running `argv` with `env` (n runs).
 double StartupMs(const std::vector<std::string>& argv, const std::vector<std::string>& env, int n) {
@@ -203,7 +258,13 @@ int Main(int argc, char** argv) {
               std::thread::hardware_concurrency());
   (void)AttestOnce(b);  // warm the measurement cache
   RunClients(b, 1, 300);
-  RunClients(b, 64, 20);
+  double plain = RunClients(b, 64, 20);
+  {
+    SlowConnections slow(port, 80);
+    std::printf("with %zu slow connections open on the attestation port:\n", slow.open());
+    double with_slow = RunClients(b, 64, 20);
+    std::printf("attestations/s with slow connections / without: %.2f\n", with_slow / plain);
+  }
 
   std::vector<std::string> cas_env = {
       "SCONE_CONFIG_ID=bench/true", "SCONE_CAS_ADDR=127.0.0.1:" + std::to_string(port),

@@ -272,6 +272,15 @@ Result<Report> EvidenceReport(const Peer& peer, ByteReader& r, const Incoming& i
   if (!r.done()) return InvalidArgument("malformed LAS request");
   if (in.fds.size() != 1) return PermissionDenied("an evidence request carries exactly one descriptor");
   pid_t pid = peer.connected.pid;
+  // LAS measures files by the paths the process names: in another mount namespace (another
+  // container) those paths would name LAS's files, not the process's.
+  char own_ns[64] = {}, their_ns[64] = {};
+  std::string their_link = "/proc/" + std::to_string(pid) + "/ns/mnt";
+  if (readlink("/proc/self/ns/mnt", own_ns, sizeof(own_ns) - 1) <= 0 ||
+      readlink(their_link.c_str(), their_ns, sizeof(their_ns) - 1) <= 0 || std::strcmp(own_ns, their_ns) != 0) {
+    return PermissionDenied("process " + std::to_string(pid) +
+                            " runs in another mount namespace than LAS: LAS cannot measure its files");
+  }
   // A tracer can change the process's memory after LAS measured its files.
   std::string tracer = StatusField(pid, "TracerPid");
   if (tracer != "0") {
@@ -352,18 +361,20 @@ void ServeConnection(int fd, const Platform& platform, const std::string& runtim
   Wipe(reply);
 }
 
+Result<sockaddr_un> UnixAddress(const std::string& path) {
+  sockaddr_un addr = {};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return InvalidArgument("LAS socket path too long: " + path);
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  return addr;
+}
+
 }  // namespace
 
 Result<int> ConnectLas(const std::string& path) {
+  SCONE_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path));
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return IoError("socket", errno);
-  sockaddr_un addr = {};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) {
-    close(fd);
-    return InvalidArgument("LAS socket path too long: " + path);
-  }
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     int e = errno;
     close(fd);
@@ -436,15 +447,9 @@ Result<uint64_t> RequestCounter(const std::string& socket_path, const std::strin
 
 Status ServeLas(const std::string& socket_path, const Platform& platform, const std::string& runtime_library,
                 const volatile bool* stop, const LasOptions& options) {
+  SCONE_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(socket_path));
   int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (listener < 0) return IoError("socket", errno);
-  sockaddr_un addr = {};
-  addr.sun_family = AF_UNIX;
-  if (socket_path.size() >= sizeof(addr.sun_path)) {
-    close(listener);
-    return InvalidArgument("LAS socket path too long");
-  }
-  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
   unlink(socket_path.c_str());
   // Created 0600 (no window in which others could connect); opened to other users only if
   // some are allowed, each request then checked against the list.

@@ -527,6 +527,21 @@ uint64_t Store::counter() {
   return counter_;
 }
 
+// A session row without its text: name, hash, creator, readers.
+StoredSession Store::SessionSummary(const Row& row) {
+  StoredSession s;
+  s.name = row.key[0];
+  s.hash = AsText(row.values[0]);
+  s.creator = AsText(row.values[1]);
+  auto readers = nlohmann::json::parse(AsText(row.values[2]), nullptr, false);
+  if (readers.is_array()) {
+    for (const auto& r : readers) {
+      if (r.is_string()) s.readers.push_back(r.get<std::string>());
+    }
+  }
+  return s;
+}
+
 Result<std::optional<StoredSession>> Store::Get(const std::string& name) {
   std::lock_guard lock(mu_);
   SCONE_ASSIGN_OR_RETURN(std::vector<Row> rows, ReadRows("sessions", "name=?", {name}));
@@ -538,16 +553,7 @@ Result<std::optional<StoredSession>> Store::Get(const std::string& name) {
   }
   const Row& row = rows.front();
   SCONE_RETURN_IF_ERROR(CheckRow(row));
-  StoredSession s;
-  s.name = name;
-  s.hash = AsText(row.values[0]);
-  s.creator = AsText(row.values[1]);
-  auto readers = nlohmann::json::parse(AsText(row.values[2]), nullptr, false);
-  if (readers.is_array()) {
-    for (const auto& r : readers) {
-      if (r.is_string()) s.readers.push_back(r.get<std::string>());
-    }
-  }
+  StoredSession s = SessionSummary(row);
   const Bytes& nonce = *row.values[3];
   const Bytes& sealed = *row.values[4];
   const Bytes& tag = *row.values[5];
@@ -603,17 +609,7 @@ Result<std::vector<StoredSession>> Store::List() {
   std::vector<StoredSession> out;
   for (const Row& row : rows) {
     if (!CheckRow(row).ok()) continue;  // refused wherever it is read by name
-    StoredSession s;
-    s.name = row.key[0];
-    s.hash = AsText(row.values[0]);
-    s.creator = AsText(row.values[1]);
-    auto readers = nlohmann::json::parse(AsText(row.values[2]), nullptr, false);
-    if (readers.is_array()) {
-      for (const auto& r : readers) {
-        if (r.is_string()) s.readers.push_back(r.get<std::string>());
-      }
-    }
-    out.push_back(std::move(s));
+    out.push_back(SessionSummary(row));
   }
   return out;
 }

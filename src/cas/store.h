@@ -113,6 +113,7 @@ class Store {
   Bytes Seal(std::string_view aad, ByteSpan plaintext) const;
   Result<SecretBytes> Unseal(std::string_view aad, ByteSpan sealed) const;
   crypto::Hash RowMac(const Row& row) const;
+  static StoredSession SessionSummary(const Row& row);
   crypto::Hash Digest(const std::map<std::string, crypto::Hash>& macs) const;
   crypto::Hash MetaMac(uint64_t counter, const crypto::Hash& digest) const;
   Result<std::vector<Row>> ReadRows(const char* table, const std::string& where, const std::vector<std::string>& args);

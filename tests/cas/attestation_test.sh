@@ -86,6 +86,23 @@ expect_refused() {  # expect_refused PATTERN [run_app args...]
   grep -q -- "$pattern" err.txt || { cat err.txt; fail "refusal does not say '$pattern'"; }
 }
 mkdir -p pwd
+# start_other_las: a LAS with a platform key of its own at $work/other.sock (pid in las_pid).
+start_other_las() {
+  "$scone" las serve --state other-las --socket "$work/other.sock" > las.out 2>&1 &
+  las_pid=$!
+  wait_for_line las.out "listening on" "$las_pid"
+}
+# run_on_other_las: the service attests with the other LAS's evidence; exit status in rc.
+run_on_other_las() {
+  set +e
+  HOST_ONLY=1 "$scone" run --config-id svc/app --cas-addr "$(cat "$cas_dir/attestation")" \
+    --cas-cert "$cas_dir/cas.crt" --las "$work/other.sock" -- "$PY" > out.txt 2> err.txt
+  rc=$?
+  set -e
+  kill "$las_pid"; wait "$las_pid" || true
+  [[ $rc != 0 && ! -s out.txt ]] || fail "evidence from an untrusted platform was accepted"
+  grep -q "platform that is not trusted" err.txt || { cat err.txt; fail "no reason given"; }
+}
 
 case "$case_name" in
 config-through-cas)
@@ -163,18 +180,8 @@ untrusted-platform)
   session s.yml "    mrenclaves: [$(measure $PY)]"
   "$scone" session create s.yml >/dev/null
   # A LAS with another platform key, which this CAS was never told to trust.
-  "$scone" las serve --state other-las --socket "$work/other.sock" > las.out 2>&1 &
-  las_pid=$!
-  wait_for_line las.out "listening on" "$las_pid"
-  addr=$(cat "$cas_dir/attestation")
-  set +e
-  HOST_ONLY=1 "$scone" run --config-id svc/app --cas-addr "$addr" --cas-cert "$cas_dir/cas.crt" \
-    --las "$work/other.sock" -- "$PY" > out.txt 2> err.txt
-  rc=$?
-  set -e
-  kill "$las_pid"; wait "$las_pid" || true
-  [[ $rc != 0 && ! -s out.txt ]] || fail "evidence from an untrusted platform was accepted"
-  grep -q "platform that is not trusted" err.txt || { cat err.txt; fail "no reason given"; }
+  start_other_las
+  run_on_other_las
   # Trusting it (as the CAS's administrator) makes the same run pass.
   "$scone" cas platform trust "$("$scone" las platform-key --state other-las)" > /dev/null
   "$scone" cas platform list | grep -q "$("$scone" las platform-key --state other-las)" || fail "platform not listed"
@@ -362,9 +369,7 @@ inserted-platform)
   # A row added to `platforms` would make CAS trust an attacker's platform key.
   session s.yml "    mrenclaves: [$(measure $PY)]"
   "$scone" session create s.yml >/dev/null
-  "$scone" las serve --state other-las --socket "$work/other.sock" > las.out 2>&1 &
-  las_pid=$!
-  wait_for_line las.out "listening on" "$las_pid"
+  start_other_las
   rogue=$("$scone" las platform-key --state other-las)
   "$scone" cas stop
   sqlite3 "$cas_dir/cas.db" "insert into platforms(key, added_by, time) values('$rogue', 'root', 0)"
@@ -376,14 +381,7 @@ inserted-platform)
   "$scone" cas recover --state "$cas_dir" --las "$XDG_STATE_HOME/scone/las/las.sock" --reason "rogue row" > rec.txt
   grep -q "dropped platforms row '$rogue'" rec.txt || { cat rec.txt; fail "recovery kept the rogue row"; }
   "$scone" cas start > /dev/null
-  set +e
-  HOST_ONLY=1 "$scone" run --config-id svc/app --cas-addr "$(cat "$cas_dir/attestation")" --cas-cert "$cas_dir/cas.crt" \
-    --las "$work/other.sock" -- "$PY" > out.txt 2> err.txt
-  rc=$?
-  set -e
-  kill "$las_pid"; wait "$las_pid" || true
-  [[ $rc != 0 && ! -s out.txt ]] || fail "evidence from the rogue platform was accepted"
-  grep -q "platform that is not trusted" err.txt || { cat err.txt; fail "no reason given"; }
+  run_on_other_las
   ;;
 released-secrets-wiped)
   # After CAS released a service's secrets, no copy of them stays in CAS's memory.

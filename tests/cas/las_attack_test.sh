@@ -85,6 +85,15 @@ socket-mode)
   fi
   grep -q "Permission denied" err.txt || { cat err.txt; fail "no permission error for another user"; }
   ;;
+other-mount-namespace)
+  # In another mount namespace (another container) the paths a process names are not LAS's
+  # files: LAS would hash its own /bin/true for whatever the process runs there. Refused.
+  if unshare --mount "$scone" run --las "$las_dir/las.sock" --print-evidence -- /bin/true > out.txt 2> err.txt; then
+    fail "a process in another mount namespace obtained evidence"
+  fi
+  grep -q "another mount namespace" err.txt || { cat err.txt; fail "no reason for the refusal"; }
+  "$scone" run --las "$las_dir/las.sock" --print-evidence -- /bin/true > /dev/null || fail "LAS refused its own namespace"
+  ;;
 *) fail "unknown case $case_name" ;;
 esac
 echo "ok: $case_name"
