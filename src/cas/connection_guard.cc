@@ -2,6 +2,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 
 namespace scone::cas {
@@ -113,6 +115,12 @@ void ElasticPool::Drain() {
 }
 
 void ElasticPool::Work() {
+  // A peer that went away must make a write fail (EPIPE), not kill the process: SIGPIPE is
+  // blocked on these threads (a thread-directed signal then stays pending, harmlessly).
+  sigset_t pipe;
+  sigemptyset(&pipe);
+  sigaddset(&pipe, SIGPIPE);
+  pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
   std::unique_lock lock(mu_);
   while (true) {
     if (jobs_.empty()) {

@@ -27,7 +27,7 @@ struct CasArgs {
   std::string cas_cert;
   std::string las;
   std::string reason;
-  int per_address = 32;
+  int per_address = 64;
 };
 
 // The LAS whose platform seals CAS's master key and keeps its state counter: --las, else this
