@@ -29,6 +29,8 @@ int Status::ToErrno() const {
       return sys_errno_ != 0 ? sys_errno_ : EIO;
     case Code::kInternal:
       return EIO;
+    case Code::kTooLarge:
+      return EFBIG;
   }
   return EIO;
 }

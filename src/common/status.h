@@ -23,6 +23,7 @@ enum class Code {
   kUnsupported,       // valid request we do not serve
   kIoError,           // the OS call failed (errno kept)
   kInternal,          // a broken invariant of our own
+  kTooLarge,          // a size or offset past what the object can hold (EFBIG)
 };
 
 class [[nodiscard]] Status {
@@ -62,6 +63,7 @@ inline Status DataCorrupted(std::string m) { return {Code::kDataCorrupted, std::
 inline Status RolledBack(std::string m) { return {Code::kRolledBack, std::move(m)}; }
 inline Status Unsupported(std::string m) { return {Code::kUnsupported, std::move(m)}; }
 inline Status Internal(std::string m) { return {Code::kInternal, std::move(m)}; }
+inline Status TooLarge(std::string m) { return {Code::kTooLarge, std::move(m), EFBIG}; }
 // An OS call failed: the message names the call and the object; errno is kept for callers.
 Status IoError(const std::string& what, int sys_errno);
 

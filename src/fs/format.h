@@ -4,8 +4,8 @@
 // AES-256-GCM under the file's key, with a fresh random nonce per write; the AAD binds the file's
 // identity and the chunk's index, so a chunk moved to another position or another file fails
 // to decrypt. The (nonce, tag) pairs of 144 consecutive chunks form one 4 KiB metadata page; the
-// hashes of all pages form a Merkle tree whose root, with the plaintext size, is the file's root
-// (kept in the volume state, never only in the file).
+// hashes of all pages form a sparse Merkle tree (merkle_tree.h) whose root, with the plaintext
+// size, is the file's root (kept in the volume state, never only in the file).
 //
 // encrypted file:      [page 0][144 slots][page 1][144 slots]...   (one file)
 // authenticated file:  the plaintext itself, byte for byte (the kernel can map it), and its
@@ -15,7 +15,12 @@
 // file's header there (an empty file is only its header); every other page holds zeros. Slots
 // and pages are thus aligned to 4 KiB: a chunk is one page of the kernel's page cache, not two.
 //
-// A page entry of all zeros is a hole: the chunk reads as zeros and has no slot content.
+// A page entry of all zeros is a hole: the chunk reads as zeros and has no slot content. A page
+// of all zeros (on disk: also a page inside a hole of the file) is a hole page; its Merkle leaf
+// is a constant, so files are sparse on disk and in memory.
+//
+// Format 3 (this one) defines hole pages and the sparse tree; format 2 hashed every page with its
+// index under a tree of a different shape, so its roots do not verify here and it is refused.
 #pragma once
 
 #include <array>
@@ -26,7 +31,11 @@
 
 namespace scone::fs {
 
-inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kFormatVersion = 3;
+// Largest plaintext size of a protected file: ext4's file size limit. The data file of an
+// encrypted file is larger (one page per 144 chunks), so on ext4 the real ceiling is a little
+// lower (the host refuses the data file first; that is EFBIG too).
+inline constexpr uint64_t kMaxFileSize = uint64_t{16} << 40;
 inline constexpr size_t kChunkSize = 4096;
 inline constexpr size_t kPageSize = 4096;
 inline constexpr size_t kEntrySize = crypto::kNonceSize + crypto::kTagSize;  // 28
@@ -76,6 +85,11 @@ class Layout {
   // file).
   uint64_t PageOffset(uint64_t page) const {
     return interleaved_ ? page * kGroupSize : page * kPageSize;
+  }
+  // The first page that ends after `offset` in the file that holds pages.
+  uint64_t PageAtOrAfter(uint64_t offset) const {
+    if (!interleaved_) return offset / kPageSize;
+    return offset / kGroupSize + (offset % kGroupSize < kPageSize ? 0 : 1);
   }
   // Length of the data file for a plaintext of `size` bytes.
   uint64_t DataFileSize(uint64_t size) const {

@@ -1,54 +1,99 @@
 #include "fs/merkle_tree.h"
 
-#include <algorithm>
+#include <array>
+#include <bit>
 
 namespace scone::fs {
+namespace {
 
-void MerkleTree::Resize(size_t leaves) {
-  size_t old = leaf_count();
-  if (old == leaves) return;
-  // Resize every level in place. The only nodes whose value changes are above new leaves and on
-  // the path of the last leaf (old or new), where a lone child may gain or lose its sibling.
-  size_t n = leaves;
-  size_t level = 0;
-  do {
-    if (level == levels_.size()) levels_.emplace_back();
-    levels_[level].resize(n, crypto::Hash{});
-    ++level;
-    n = (n + 1) / 2;
-  } while (levels_[level - 1].size() > 1);
-  levels_.resize(level);
-  std::erase_if(dirty_leaves_, [&](size_t i) { return i >= leaves; });
-  if (leaves == 0) return;
-  for (size_t i = old; i < leaves; ++i) dirty_leaves_.insert(i);
-  dirty_leaves_.insert(std::min(old, leaves) == 0 ? 0 : std::min(old, leaves) - 1);
+constexpr uint8_t kPair = 0x01;
+constexpr unsigned kMaxDepth = 64;
+
+crypto::Hash Parent(const crypto::Hash& left, const crypto::Hash& right) {
+  return crypto::Sha256({ByteSpan(&kPair, 1), left, right});
 }
 
-void MerkleTree::SetLeaf(size_t index, const crypto::Hash& hash) {
-  levels_[0][index] = hash;
+// hole[l]: the hash of a subtree of 2^l hole leaves.
+const std::array<crypto::Hash, kMaxDepth + 1>& HoleNodes() {
+  static const auto holes = [] {
+    std::array<crypto::Hash, kMaxDepth + 1> h{};
+    for (unsigned l = 1; l <= kMaxDepth; ++l) h[l] = Parent(h[l - 1], h[l - 1]);
+    return h;
+  }();
+  return holes;
+}
+
+unsigned DepthFor(uint64_t leaves) { return leaves <= 1 ? 0 : std::bit_width(leaves - 1); }
+
+}  // namespace
+
+const crypto::Hash& MerkleTree::HoleLeaf() { return HoleNodes()[0]; }
+
+const crypto::Hash& MerkleTree::Node(unsigned level, uint64_t index) const {
+  const auto& nodes = levels_[level];
+  auto it = nodes.find(index);
+  return it == nodes.end() ? HoleNodes()[level] : it->second;
+}
+
+void MerkleTree::Store(unsigned level, uint64_t index, const crypto::Hash& hash) {
+  if (hash == HoleNodes()[level]) {
+    levels_[level].erase(index);
+  } else {
+    levels_[level][index] = hash;
+  }
+}
+
+size_t MerkleTree::stored_nodes() const {
+  size_t n = 0;
+  for (const auto& level : levels_) n += level.size();
+  return n;
+}
+
+bool MerkleTree::IsHoleLeaf(uint64_t index) const {
+  return levels_.empty() || levels_[0].count(index) == 0;
+}
+
+void MerkleTree::Resize(uint64_t leaves) {
+  if (leaves == leaves_) return;
+  if (leaves == 0) {
+    *this = MerkleTree();
+    return;
+  }
+  const unsigned old_depth = levels_.empty() ? 0 : static_cast<unsigned>(levels_.size() - 1);
+  const unsigned depth = DepthFor(leaves);
+  if (leaves < leaves_) {
+    // Nodes that cover only leaves past the new end become holes; the one node per level that
+    // straddles the end lies on the path of the new last leaf.
+    for (unsigned l = 0; l < levels_.size(); ++l) {
+      uint64_t first_gone = ((leaves - 1) >> l) + 1;
+      auto& nodes = levels_[l];
+      nodes.erase(nodes.lower_bound(first_gone), nodes.end());
+    }
+    dirty_leaves_.erase(dirty_leaves_.lower_bound(leaves), dirty_leaves_.end());
+    dirty_leaves_.insert(leaves - 1);
+  }
+  levels_.resize(depth + 1);
+  // A new level above the old root: only index 0 can differ from a hole, on the path of leaf 0.
+  if (depth > old_depth || leaves_ == 0) dirty_leaves_.insert(0);
+  leaves_ = leaves;
+}
+
+void MerkleTree::SetLeaf(uint64_t index, const crypto::Hash& hash) {
+  Store(0, index, hash);
   dirty_leaves_.insert(index);
 }
 
 crypto::Hash MerkleTree::Root() {
-  if (leaf_count() == 0) return crypto::Hash{};
-  std::set<size_t> dirty = std::move(dirty_leaves_);
+  if (leaves_ == 0) return crypto::Hash{};
+  std::set<uint64_t> dirty = std::move(dirty_leaves_);
   dirty_leaves_.clear();
-  static constexpr uint8_t kPair = 0x01, kSingle = 0x02;
-  for (size_t level = 1; level < levels_.size(); ++level) {
-    std::set<size_t> parents;
-    for (size_t child : dirty) parents.insert(child / 2);
-    const auto& below = levels_[level - 1];
-    for (size_t p : parents) {
-      size_t left = 2 * p;
-      if (left + 1 < below.size()) {
-        levels_[level][p] = crypto::Sha256({ByteSpan(&kPair, 1), below[left], below[left + 1]});
-      } else {
-        levels_[level][p] = crypto::Sha256({ByteSpan(&kSingle, 1), below[left]});
-      }
-    }
+  for (unsigned level = 1; level < levels_.size(); ++level) {
+    std::set<uint64_t> parents;
+    for (uint64_t child : dirty) parents.insert(child / 2);
+    for (uint64_t p : parents) Store(level, p, Parent(Node(level - 1, 2 * p), Node(level - 1, 2 * p + 1)));
     dirty = std::move(parents);
   }
-  return levels_.back()[0];
+  return Node(static_cast<unsigned>(levels_.size() - 1), 0);
 }
 
 }  // namespace scone::fs

@@ -1,12 +1,20 @@
-// A binary Merkle tree over page hashes, kept in memory only: it is rebuilt from the pages when a
-// file is opened and updated along one path per changed page, so committing a change costs
-// O(changed pages * log pages) hashes however large the file is.
+// A sparse binary Merkle tree over page hashes, kept in memory only: it is rebuilt from the pages
+// that hold data when a file is opened and updated along one path per changed page, so
+// committing a change costs O(changed pages * log pages) hashes however large the file is.
 //
-// Node hash: SHA-256(0x01 || left || right), or SHA-256(0x02 || only_child) for the last node of
-// an odd level. The root of an empty tree is all zeros. Not thread-safe: the owning file's lock
-// protects it.
+// Shape: 2^depth leaves, the smallest power of two >= leaf_count() (depth 0 for one leaf). Every
+// leaf past leaf_count(), and every page that holds no entries, is the hole leaf (all zeros, which
+// no SHA-256 output is). Node hash: SHA-256(0x01 || left || right). A subtree of holes thus has a
+// constant hash per level (precomputed), and only leaves and nodes that differ from it are
+// stored: memory grows with the pages that hold data, not with the file's logical size. The tree
+// does not bind leaf_count() (trailing holes change nothing); the file root binds the size.
+// The root of an empty tree is all zeros.
+//
+// Not thread-safe: the owning file's lock protects it.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <set>
 #include <vector>
 
@@ -16,17 +24,28 @@ namespace scone::fs {
 
 class MerkleTree {
  public:
-  size_t leaf_count() const { return levels_.empty() ? 0 : levels_[0].size(); }
+  // The leaf of a page that holds no entries.
+  static const crypto::Hash& HoleLeaf();
 
-  // Grows (new leaves are zero until set) or shrinks the tree.
-  void Resize(size_t leaves);
-  void SetLeaf(size_t index, const crypto::Hash& hash);
+  uint64_t leaf_count() const { return leaves_; }
+  // Grows (new leaves are holes) or shrinks the tree (leaves past the new end are dropped).
+  void Resize(uint64_t leaves);
+  // REQUIRES: index < leaf_count().
+  void SetLeaf(uint64_t index, const crypto::Hash& hash);
+  // Whether leaf `index` is the hole leaf (any index; past the end: true).
+  bool IsHoleLeaf(uint64_t index) const;
   // Recomputes the nodes above changed leaves and returns the root.
   crypto::Hash Root();
+  // Leaves and inner nodes held in memory (all others are holes).
+  size_t stored_nodes() const;
 
  private:
-  std::vector<std::vector<crypto::Hash>> levels_;  // levels_[0]: leaves; back(): the root
-  std::set<size_t> dirty_leaves_;
+  const crypto::Hash& Node(unsigned level, uint64_t index) const;
+  void Store(unsigned level, uint64_t index, const crypto::Hash& hash);
+
+  uint64_t leaves_ = 0;
+  std::vector<std::map<uint64_t, crypto::Hash>> levels_;  // [0]: leaves; [depth]: the root
+  std::set<uint64_t> dirty_leaves_;
 };
 
 }  // namespace scone::fs

@@ -1,6 +1,7 @@
 #include "fs/protected_file.h"
 
 #include <fcntl.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <utility>
@@ -8,6 +9,7 @@
 #include <cstring>
 
 #include "common/parallel.h"
+#include "fs/data_ranges.h"
 #include "fs/volume.h"
 
 namespace scone::fs {
@@ -27,6 +29,11 @@ constexpr size_t kParallelChunks = 32;
 constexpr size_t kPipelineChunks = 32;
 // Chunks read per block when reading overlaps opening (see ParallelAfterInOrder).
 constexpr size_t kReadPipelineChunks = 16;
+// Chunks sealed between commits before one is forced: keeps a commit's record (36 bytes per
+// entry) far below the journal's record limit however much is written without an fsync.
+constexpr size_t kMaxChangedEntries = size_t{1} << 20;
+
+const ChunkEntry kHoleEntry{};
 
 struct ChunkAad {
   uint8_t bytes[kFileIdSize + 8];
@@ -41,6 +48,11 @@ crypto::Hash LeafHash(uint64_t page, ByteSpan image) {
   uint8_t prefix[9] = {kLeafPrefix};
   for (int i = 0; i < 8; ++i) prefix[1 + i] = static_cast<uint8_t>(page >> (8 * i));
   return crypto::Sha256({ByteSpan(prefix, sizeof(prefix)), image});
+}
+
+bool IsAllZero(ByteSpan bytes) {
+  return bytes.empty() ||
+         (bytes[0] == 0 && std::memcmp(bytes.data(), bytes.data() + 1, bytes.size() - 1) == 0);
 }
 
 // Per-thread buffer for batched reads and writes, reached through a trivially destructible
@@ -66,6 +78,52 @@ Bytes& ThreadScratch(size_t size) {
 }
 
 }  // namespace
+
+// Entry lookups for walks over consecutive chunks: one map lookup per page, not per chunk.
+class ProtectedFile::TableCursor {
+ public:
+  explicit TableCursor(const Table& table) : table_(table) {}
+  const ChunkEntry& operator()(uint64_t chunk) {
+    uint64_t page = chunk / kEntriesPerPage;
+    if (page != page_) {
+      auto it = table_.find(page);
+      entries_ = it == table_.end() ? nullptr : it->second.data();
+      page_ = page;
+    }
+    return entries_ == nullptr ? kHoleEntry : entries_[chunk % kEntriesPerPage];
+  }
+
+ private:
+  const Table& table_;
+  uint64_t page_ = UINT64_MAX;
+  const ChunkEntry* entries_ = nullptr;
+};
+
+const ChunkEntry& ProtectedFile::EntryOf(uint64_t chunk) const {
+  auto it = table_.find(chunk / kEntriesPerPage);
+  return it == table_.end() ? kHoleEntry : it->second[chunk % kEntriesPerPage];
+}
+
+ChunkEntry& ProtectedFile::MutableEntry(uint64_t chunk) {
+  return table_[chunk / kEntriesPerPage][chunk % kEntriesPerPage];
+}
+
+void ProtectedFile::ClearEntriesFrom(uint64_t chunks) {
+  auto it = table_.lower_bound(chunks / kEntriesPerPage);
+  if (it != table_.end() && it->first == chunks / kEntriesPerPage) {
+    const size_t kept = chunks % kEntriesPerPage;
+    std::fill(it->second.begin() + kept, it->second.end(), ChunkEntry{});
+    bool any = std::any_of(it->second.begin(), it->second.begin() + kept,
+                           [](const ChunkEntry& e) { return !e.IsHole(); });
+    it = any ? std::next(it) : table_.erase(it);
+  }
+  table_.erase(it, table_.end());
+}
+
+bool ProtectedFile::IsDurable(uint64_t chunk) const {
+  auto it = durable_.find(chunk / kEntriesPerPage);
+  return it != durable_.end() && it->second.test(chunk % kEntriesPerPage);
+}
 
 ProtectedFile::ProtectedFile(std::shared_ptr<Volume> volume, std::string path,
                              const FileEntry& entry, FileKeys keys)
@@ -168,6 +226,7 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
   }
   file->data_ = std::move(data).value();
   SCONE_ASSIGN_OR_RETURN(file->physical_size_, file->data_.Size());
+  file->room_ = file->physical_size_;
 
   if (entry.region == Region::kEncrypted) {
     uint8_t header[kHeaderSize];
@@ -206,53 +265,74 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
                          ": chunk table does not match the volume's metadata (file rolled back, "
                          "replaced, or its tags modified)");
   }
-  file->min_chunks_since_commit_ = file->entries_.size();
+  file->min_chunks_since_commit_ = ChunkCount(entry.size);
   file->committed_root_ = entry.root;
   return file;
 }
 
+// Reads the pages that hold data (a file grown by truncation, or written far apart, is mostly
+// holes): the cost grows with the data, not with the size.
 Status ProtectedFile::LoadPages() {
-  uint64_t chunks = ChunkCount(size_);
-  uint64_t pages = PageCount(chunks);
-  entries_.assign(chunks, ChunkEntry{});
+  const uint64_t chunks = ChunkCount(size_);
+  const uint64_t pages = PageCount(chunks);
+  table_.clear();
+  durable_.clear();
+  tree_ = MerkleTree();
   tree_.Resize(pages);
   const os::File& page_file = layout_.interleaved() ? data_ : side_;
+  uint64_t page_file_size = physical_size_;
   if (!layout_.interleaved()) {
-    SCONE_ASSIGN_OR_RETURN(uint64_t side_size, side_.Size());
-    if (side_size != layout_.SideFileSize(size_)) {
-      return DataCorrupted(page_file.path() + ": chunk table has " + std::to_string(side_size) +
+    SCONE_ASSIGN_OR_RETURN(page_file_size, side_.Size());
+    if (page_file_size != layout_.SideFileSize(size_)) {
+      return DataCorrupted(page_file.path() + ": chunk table has " + std::to_string(page_file_size) +
                            " bytes, " + std::to_string(layout_.SideFileSize(size_)) + " expected");
     }
   }
   uint8_t image[kPageSize];
-  for (uint64_t p = 0; p < pages; ++p) {
-    SCONE_ASSIGN_OR_RETURN(size_t n, page_file.ReadAt(layout_.PageOffset(p), image));
-    if (n != kPageSize) return DataCorrupted(page_file.path() + ": chunk table page " +
-                                             std::to_string(p) + " truncated");
-    uint64_t first = p * kEntriesPerPage;
-    uint64_t last = std::min<uint64_t>(first + kEntriesPerPage, chunks);
-    for (uint64_t c = first; c < last; ++c) {
-      const uint8_t* e = image + EntryOffsetInPage(c);
-      std::memcpy(entries_[c].nonce.data(), e, crypto::kNonceSize);
-      std::memcpy(entries_[c].tag.data(), e + crypto::kNonceSize, crypto::kTagSize);
+  uint64_t next = 0;  // pages below were read
+  return ForEachDataRange(page_file, page_file_size, [&](uint64_t begin, uint64_t end) -> Status {
+    for (uint64_t p = std::max(next, layout_.PageAtOrAfter(begin));
+         p < pages && layout_.PageOffset(p) < end; ++p) {
+      next = p + 1;
+      SCONE_ASSIGN_OR_RETURN(size_t n, page_file.ReadAt(layout_.PageOffset(p), image));
+      if (n != kPageSize) {
+        return DataCorrupted(page_file.path() + ": chunk table page " + std::to_string(p) +
+                             " truncated");
+      }
+      crypto::Hash leaf = PageLeaf(p, ByteSpan(image, kPageSize));
+      if (leaf == MerkleTree::HoleLeaf()) continue;
+      tree_.SetLeaf(p, leaf);
+      // Every chunk the table on disk gives a slot is referenced by the durable state.
+      TablePage entries{};
+      std::bitset<kEntriesPerPage> durable;
+      for (uint64_t c = p * kEntriesPerPage; c < std::min(chunks, (p + 1) * kEntriesPerPage); ++c) {
+        ChunkEntry& e = entries[c % kEntriesPerPage];
+        const uint8_t* at = image + EntryOffsetInPage(c);
+        std::memcpy(e.nonce.data(), at, crypto::kNonceSize);
+        std::memcpy(e.tag.data(), at + crypto::kNonceSize, crypto::kTagSize);
+        durable[c % kEntriesPerPage] = !e.IsHole();
+      }
+      if (durable.none()) continue;  // page 0's header alone
+      table_.emplace(p, entries);
+      durable_.emplace(p, durable);
     }
-    tree_.SetLeaf(p, LeafHash(p, ByteSpan(image, kPageSize)));
-  }
-  // Every chunk the table on disk gives a slot is referenced by the durable state.
-  durable_.assign(entries_.size(), 0);
-  for (size_t i = 0; i < entries_.size(); ++i) durable_[i] = entries_[i].IsHole() ? 0 : 1;
-  return Status::Ok();
+    return Status::Ok();
+  });
+}
+
+crypto::Hash ProtectedFile::PageLeaf(uint64_t page, ByteSpan image) {
+  return IsAllZero(image) ? MerkleTree::HoleLeaf() : LeafHash(page, image);
 }
 
 Bytes ProtectedFile::PageImage(uint64_t page) const {
   Bytes image(kPageSize, 0);
   if (page == 0 && layout_.interleaved()) std::memcpy(image.data(), header_.data(), kHeaderSize);
-  uint64_t first = page * kEntriesPerPage;
-  uint64_t last = std::min<uint64_t>(first + kEntriesPerPage, entries_.size());
-  for (uint64_t c = first; c < last; ++c) {
-    uint8_t* e = image.data() + EntryOffsetInPage(c);
-    std::memcpy(e, entries_[c].nonce.data(), crypto::kNonceSize);
-    std::memcpy(e + crypto::kNonceSize, entries_[c].tag.data(), crypto::kTagSize);
+  auto it = table_.find(page);
+  if (it == table_.end()) return image;
+  for (size_t i = 0; i < kEntriesPerPage; ++i) {
+    uint8_t* e = image.data() + kPageReserved + i * kEntrySize;
+    std::memcpy(e, it->second[i].nonce.data(), crypto::kNonceSize);
+    std::memcpy(e + crypto::kNonceSize, it->second[i].tag.data(), crypto::kTagSize);
   }
   return image;
 }
@@ -260,13 +340,6 @@ Bytes ProtectedFile::PageImage(uint64_t page) const {
 Status ProtectedFile::ChunkError(uint64_t chunk, const char* what) const {
   return DataCorrupted(volume_->dir() + "/" + path() + ": chunk " + std::to_string(chunk) + " " +
                        what);
-}
-
-// Seals `plain` (kChunkSize bytes) as chunk `chunk`: updates its entry and fills the slot image.
-Status ProtectedFile::SealChunk(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image) {
-  SCONE_RETURN_IF_ERROR(SealInto(chunk, plain, slot_image));
-  NoteSealed(chunk);
-  return Status::Ok();
 }
 
 void ProtectedFile::NoteSealed(uint64_t chunk) {
@@ -278,8 +351,12 @@ Status ProtectedFile::SealMany(const std::vector<uint64_t>& chunks,
                                const std::vector<const uint8_t*>& plains,
                                const std::vector<uint8_t*>& images) {
   std::vector<Status> results(chunks.size());
+  std::vector<ChunkEntry*> entries(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) entries[i] = &MutableEntry(chunks[i]);
   ParallelFor(chunks.size(), kParallelChunks, [&](size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) results[i] = SealInto(chunks[i], plains[i], images[i]);
+    for (size_t i = begin; i < end; ++i) {
+      results[i] = SealInto(chunks[i], *entries[i], plains[i], images[i]);
+    }
   });
   for (size_t i = 0; i < chunks.size(); ++i) {
     SCONE_RETURN_IF_ERROR(results[i]);
@@ -288,8 +365,9 @@ Status ProtectedFile::SealMany(const std::vector<uint64_t>& chunks,
   return Status::Ok();
 }
 
-Status ProtectedFile::SealInto(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image) {
-  ChunkEntry& entry = entries_[chunk];
+// Seals `plain` (kChunkSize bytes) as chunk `chunk`: updates its entry and fills the slot image.
+Status ProtectedFile::SealInto(uint64_t chunk, ChunkEntry& entry, const uint8_t* plain,
+                               uint8_t* slot_image) {
   crypto::FreshNonce(entry.nonce.data());
   ChunkAad aad(id_, chunk);
   if (region_ == Region::kEncrypted) {
@@ -304,9 +382,8 @@ Status ProtectedFile::SealInto(uint64_t chunk, const uint8_t* plain, uint8_t* sl
 }
 
 // Authenticates a slot image (image_size bytes from disk, zero-padded here) into plain.
-Status ProtectedFile::OpenChunk(uint64_t chunk, const uint8_t* slot_image, size_t image_size,
-                                uint8_t* plain) {
-  const ChunkEntry& entry = entries_[chunk];
+Status ProtectedFile::OpenChunk(uint64_t chunk, const ChunkEntry& entry, const uint8_t* slot_image,
+                                size_t image_size, uint8_t* plain) {
   ChunkAad aad(id_, chunk);
   if (region_ == Region::kEncrypted) {
     if (image_size != kChunkSize) return ChunkError(chunk, "is truncated on disk");
@@ -330,13 +407,14 @@ Status ProtectedFile::OpenChunk(uint64_t chunk, const uint8_t* slot_image, size_
 
 // Reads and authenticates one chunk from disk. Returns false for a hole (out is zeroed).
 Result<bool> ProtectedFile::ChunkFromDisk(uint64_t chunk, uint8_t* out) {
-  if (entries_[chunk].IsHole()) {
+  const ChunkEntry& entry = EntryOf(chunk);
+  if (entry.IsHole()) {
     std::memset(out, 0, kChunkSize);
     return false;
   }
   uint8_t image[kChunkSize];
   SCONE_ASSIGN_OR_RETURN(size_t n, data_.ReadAt(layout_.SlotOffset(chunk), image));
-  SCONE_RETURN_IF_ERROR(OpenChunk(chunk, image, n, out));
+  SCONE_RETURN_IF_ERROR(OpenChunk(chunk, entry, image, n, out));
   return true;
 }
 
@@ -376,13 +454,14 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
   uint64_t end = offset + total;
   uint64_t chunk = offset / kChunkSize;
   uint8_t bounce[kChunkSize];
+  TableCursor entry(table_);
   while (chunk * kChunkSize < end) {
     uint64_t chunk_start = chunk * kChunkSize;
     uint64_t from = std::max(offset, chunk_start);
     uint64_t to = std::min(end, chunk_start + kChunkSize);
     uint8_t* dest = out.data() + (from - offset);
     // Cached or hole chunks: no I/O.
-    if ((!cache_.empty() && cache_.count(chunk) != 0) || entries_[chunk].IsHole()) {
+    if ((!cache_.empty() && cache_.count(chunk) != 0) || entry(chunk).IsHole()) {
       SCONE_RETURN_IF_ERROR(ReadChunkPlain(chunk, bounce));
       std::memcpy(dest, bounce + (from - chunk_start), to - from);
       ++chunk;
@@ -393,7 +472,7 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
     // read are authenticated, on two cores.
     uint64_t run = 1;
     while (run < kReadBatchChunks && (chunk + run) * kChunkSize < end &&
-           (cache_.empty() || cache_.count(chunk + run) == 0) && !entries_[chunk + run].IsHole()) {
+           (cache_.empty() || cache_.count(chunk + run) == 0) && !entry(chunk + run).IsHole()) {
       ++run;
     }
     const uint64_t first = chunk;
@@ -418,6 +497,7 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
     };
     auto open_slots = [&](size_t begin, size_t stop) -> Status {
       uint8_t part[kChunkSize];
+      TableCursor slot_entry(table_);  // one per thread
       for (size_t i = begin; i < stop; ++i) {
         uint64_t c = first + i;
         uint64_t c_start = c * kChunkSize;
@@ -426,7 +506,8 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
         uint8_t* c_dest = out.data() + (c_from - offset);
         bool whole = c_from == c_start && c_to == c_start + kChunkSize;
         const uint8_t* image = images + (layout_.SlotOffset(c) - base);
-        SCONE_RETURN_IF_ERROR(OpenChunk(c, image, image_sizes[i], whole ? c_dest : part));
+        SCONE_RETURN_IF_ERROR(
+            OpenChunk(c, slot_entry(c), image, image_sizes[i], whole ? c_dest : part));
         if (!whole) std::memcpy(c_dest, part + (c_from - c_start), c_to - c_from);
       }
       return Status::Ok();
@@ -507,12 +588,14 @@ Status ProtectedFile::SealAndWriteInPlace(const std::vector<uint64_t>& chunks,
   std::vector<std::pair<uint64_t, const uint8_t*>> slots(chunks.size());
   for (size_t i = 0; i < chunks.size(); ++i) slots[i] = {chunks[i], scratch.data() + i * kChunkSize};
   std::vector<Status> sealed(chunks.size());
+  std::vector<ChunkEntry*> entries(chunks.size());
+  for (size_t i = 0; i < chunks.size(); ++i) entries[i] = &MutableEntry(chunks[i]);
   Status written;
   ParallelPipeline(
       chunks.size(), kPipelineChunks,
       [&](size_t begin, size_t stop) {
         for (size_t i = begin; i < stop; ++i) {
-          sealed[i] = SealInto(chunks[i], plains[i], scratch.data() + i * kChunkSize);
+          sealed[i] = SealInto(chunks[i], *entries[i], plains[i], scratch.data() + i * kChunkSize);
         }
       },
       [&](size_t begin, size_t stop) {
@@ -552,9 +635,12 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
   std::unique_lock lock(mu_);
   if (data.empty()) return size_t{0};
   uint64_t end = offset + data.size();
-  if (end < offset) return InvalidArgument("write past the largest file offset");
+  if (end < offset || end > kMaxFileSize) {
+    return TooBig("a write of " + std::to_string(data.size()) + " bytes at offset " +
+                  std::to_string(offset));
+  }
   if (end > size_) {
-    entries_.resize(ChunkCount(end));
+    SCONE_RETURN_IF_ERROR(EnsureRoomFor(end));
     size_ = end;
   }
   changed_ = true;
@@ -608,10 +694,12 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
     ++chunk;
   }
   SCONE_RETURN_IF_ERROR(EvictCache());
+  if (changed_entries_.size() >= kMaxChangedEntries) SCONE_RETURN_IF_ERROR(CommitLocked());
   return data.size();
 }
 
 Status ProtectedFile::Reserve(uint64_t size) {
+  if (size > kMaxFileSize) return TooBig("a reservation of " + std::to_string(size) + " bytes");
   std::shared_lock lock(mu_);
   uint64_t data_size = layout_.DataFileSize(size);
   uint64_t side_size = layout_.SideFileSize(size);
@@ -626,25 +714,60 @@ Status ProtectedFile::Reserve(uint64_t size) {
 }
 
 Status ProtectedFile::Truncate(uint64_t new_size) {
+  if (new_size > kMaxFileSize) return TooBig("a size of " + std::to_string(new_size) + " bytes");
   std::unique_lock lock(mu_);
   if (new_size == size_) return Status::Ok();
+  // Growing costs nothing but the size: the new chunks are holes, their pages hole pages.
+  if (new_size > size_) SCONE_RETURN_IF_ERROR(EnsureRoomFor(new_size));
   changed_ = true;
   uint64_t chunks = ChunkCount(new_size);
   if (new_size < size_) {
     DropCached(cache_.lower_bound(chunks), cache_.end());
     uint64_t tail = new_size % kChunkSize;
-    if (tail != 0 && !(entries_[chunks - 1].IsHole() && cache_.count(chunks - 1) == 0)) {
+    if (tail != 0 && !(EntryOf(chunks - 1).IsHole() && cache_.count(chunks - 1) == 0)) {
       // Bytes past the end of the last chunk must read as zeros if the file grows again.
       uint8_t* plain;
       SCONE_RETURN_IF_ERROR(CachedChunkForUpdate(chunks - 1, &plain));
       std::memset(plain + tail, 0, kChunkSize - tail);
     }
+    ClearEntriesFrom(chunks);
   }
-  entries_.resize(chunks);
   size_ = new_size;
+  // The commit rewrites the committed pages at or past this point (see BuildRecord).
   min_chunks_since_commit_ = std::min(min_chunks_since_commit_, chunks);
-  if (chunks > 0) dirty_pages_.insert((chunks - 1) / kEntriesPerPage);
   return Status::Ok();
+}
+
+Status ProtectedFile::TooBig(const std::string& what) const {
+  return TooLarge(volume_->dir() + "/" + path() + ": " + what +
+                  " goes past the largest size of a protected file (16 TiB)");
+}
+
+Status ProtectedFile::EnsureRoomFor(uint64_t size) {
+  const uint64_t need = layout_.DataFileSize(size);
+  room_ = std::max(room_, physical_size_);
+  if (need <= room_) return Status::Ok();
+  // Probe past the need, so that a file growing by appends asks once per doubling; never past
+  // RLIMIT_FSIZE, where the kernel would signal SIGXFSZ for a size the program did not ask for.
+  uint64_t probe = std::max(need, std::min(2 * room_, layout_.DataFileSize(kMaxFileSize)));
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    probe = std::max<uint64_t>(need, std::min<uint64_t>(probe, limit.rlim_cur));
+  }
+  Status grown = data_.Truncate(probe);
+  if (!grown.ok() && grown.sys_errno() == EFBIG && probe > need) {
+    probe = need;
+    grown = data_.Truncate(probe);
+  }
+  if (!grown.ok()) {
+    if (grown.sys_errno() != EFBIG) return grown;
+    return TooLarge(volume_->dir() + "/" + path() + ": the host file system refuses a data file of " +
+                    std::to_string(need) + " bytes (for " + std::to_string(size) +
+                    " bytes of plaintext)");
+  }
+  room_ = probe;
+  // Back to its length: data and commits lengthen the file, and a crash leaves nothing behind.
+  return data_.Truncate(physical_size_);
 }
 
 Status ProtectedFile::Sync() {
@@ -672,12 +795,21 @@ Status ProtectedFile::CommitLocked() {
         },
         [&] { return ApplyInPlace(record); }));
   }
-  uint64_t chunks = entries_.size();
-  durable_.resize(chunks, 0);
-  for (uint64_t chunk : record.slot_chunks) durable_[chunk] = 1;
-  for (uint64_t chunk : record.inplace_chunks) {
-    if (chunk < chunks) durable_[chunk] = 1;
+  // The committed state is now the table in memory: its non-hole entries are the durable ones.
+  // Every page whose entries changed is in dirty_pages_ (see BuildRecord).
+  const uint64_t chunks = ChunkCount(size_);
+  for (uint64_t page : dirty_pages_) {
+    std::bitset<kEntriesPerPage> bits;
+    if (auto it = table_.find(page); it != table_.end()) {
+      for (size_t i = 0; i < kEntriesPerPage; ++i) bits[i] = !it->second[i].IsHole();
+    }
+    if (bits.any()) {
+      durable_[page] = bits;
+    } else {
+      durable_.erase(page);
+    }
   }
+  durable_.erase(durable_.lower_bound(PageCount(chunks)), durable_.end());
   dirty_pages_.clear();
   changed_entries_.clear();
   min_chunks_since_commit_ = chunks;
@@ -689,11 +821,11 @@ Status ProtectedFile::CommitLocked() {
 // Another process committed this file: take its chunk table, then lay our own uncommitted
 // changes (cached chunks, chunks sealed in place, our size) over it. Last writer wins per chunk.
 Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
-  std::vector<ChunkEntry> ours = std::move(entries_);
+  Table ours = std::move(table_);
   uint64_t our_size = size_;
   size_ = current.size;
   SCONE_ASSIGN_OR_RETURN(physical_size_, data_.Size());
-  tree_ = MerkleTree();
+  room_ = std::max(room_, physical_size_);
   SCONE_RETURN_IF_ERROR(LoadPages());
   Root root = ComputeRoot(keys_.root, current.size, tree_.Root());
   if (!crypto::ConstantTimeEquals(root, current.root)) {
@@ -702,19 +834,28 @@ Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
                          "process's commit");
   }
   size_ = our_size;
-  entries_.resize(ChunkCount(our_size));
+  const uint64_t chunks = ChunkCount(our_size);
+  ClearEntriesFrom(chunks);
+  TableCursor our_entry(ours);
   for (uint64_t c : changed_entries_) {
-    if (c < entries_.size() && c < ours.size()) entries_[c] = ours[c];
+    if (c >= chunks) continue;
+    const ChunkEntry& e = our_entry(c);
+    if (!e.IsHole()) {
+      MutableEntry(c) = e;
+    } else if (auto it = table_.find(c / kEntriesPerPage); it != table_.end()) {
+      it->second[c % kEntriesPerPage] = ChunkEntry{};
+    }
   }
   committed_root_ = current.root;
   bool local_changes = !cache_.empty() || !changed_entries_.empty() || our_size != current.size;
   if (local_changes) {
-    for (uint64_t p = 0; p < PageCount(entries_.size()); ++p) dirty_pages_.insert(p);
-    min_chunks_since_commit_ = 0;  // journal every entry: the table on disk is the other's
+    // dirty_pages_ holds the pages of our sealed chunks; with 0 here, the commit rewrites and
+    // journals every page the other's table fills too (the table on disk is the other's).
+    min_chunks_since_commit_ = 0;
     changed_ = true;
   } else {
     dirty_pages_.clear();
-    min_chunks_since_commit_ = entries_.size();
+    min_chunks_since_commit_ = chunks;
     changed_ = false;
   }
   return Status::Ok();
@@ -722,6 +863,9 @@ Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
 
 Status ProtectedFile::BuildRecord(JournalRecord* out) {
   JournalRecord& record = *out;
+  // 0. Before anything is consumed: the host must take the data file's length (normally
+  //    checked by the write or truncate already), or the record could never be applied.
+  SCONE_RETURN_IF_ERROR(EnsureRoomFor(size_));
   // 1. Seal buffered chunks: new ones go in place now, overwrites of durable ones into the
   //    journal record.
   std::vector<std::pair<uint64_t, const uint8_t*>> inplace_now;
@@ -761,21 +905,45 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
     SCONE_RETURN_IF_ERROR(WriteSlots(inplace_now));
     data_unsynced_ = true;
   }
-  // 2. Changed chunk table entries: sealed chunks, and every entry truncation cleared.
-  uint64_t chunks = entries_.size();
+  // 2. Changed chunk table entries: sealed chunks, and committed entries at or past the point
+  //    truncation cut (cleared, or sealed anew): with a file that shrank and grew again, their
+  //    pages on disk still hold the old entries. Entries past the end need nothing (replay and
+  //    the file's length drop them), nor do the hole chunks a file grows into.
+  const uint64_t chunks = ChunkCount(size_);
+  for (auto it = durable_.lower_bound(min_chunks_since_commit_ / kEntriesPerPage);
+       it != durable_.end() && it->first * kEntriesPerPage < chunks; ++it) {
+    for (size_t i = 0; i < kEntriesPerPage; ++i) {
+      uint64_t c = it->first * kEntriesPerPage + i;
+      if (!it->second.test(i) || c < min_chunks_since_commit_) continue;
+      changed_entries_.push_back(c);
+      dirty_pages_.insert(it->first);
+    }
+  }
   std::sort(changed_entries_.begin(), changed_entries_.end());
   changed_entries_.erase(std::unique(changed_entries_.begin(), changed_entries_.end()),
                          changed_entries_.end());
+  TableCursor entry(table_);
   for (uint64_t c : changed_entries_) {
-    if (c < std::min(chunks, min_chunks_since_commit_)) record.entries.emplace_back(c, entries_[c]);
+    if (c < chunks) record.entries.emplace_back(c, entry(c));
   }
-  for (uint64_t c = min_chunks_since_commit_; c < chunks; ++c) record.entries.emplace_back(c, entries_[c]);
-  // 3. New Merkle leaves and root. Pages the file grew into are new leaves, even if empty.
-  uint64_t pages = PageCount(chunks);
-  for (uint64_t p = tree_.leaf_count(); p < pages; ++p) dirty_pages_.insert(p);
+  // 3. New Merkle leaves and root: the pages whose entries changed. Pages the file grew into
+  //    are hole pages, which the tree holds without being told; but an encrypted file's page 0
+  //    holds its header, so a file growing from empty gets that page.
+  const uint64_t pages = PageCount(chunks);
+  if (tree_.leaf_count() == 0 && pages > 0) dirty_pages_.insert(0);
   tree_.Resize(pages);
-  for (uint64_t p : dirty_pages_) {
-    if (p < pages) tree_.SetLeaf(p, LeafHash(p, PageImage(p)));
+  for (auto it = dirty_pages_.begin(); it != dirty_pages_.end();) {
+    if (*it >= pages) {
+      ++it;
+      continue;
+    }
+    crypto::Hash leaf = PageLeaf(*it, PageImage(*it));
+    if (leaf == MerkleTree::HoleLeaf() && tree_.IsHoleLeaf(*it)) {
+      it = dirty_pages_.erase(it);  // a hole page before and after: nothing to write
+      continue;
+    }
+    tree_.SetLeaf(*it, leaf);
+    ++it;
   }
   record.entry.file_id = id_;
   record.entry.region = region_;
@@ -826,7 +994,7 @@ Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {
   SCONE_RETURN_IF_ERROR(WriteSlots(slots));
   // Chunk table pages come from memory, which holds exactly the committed entries.
   const os::File& page_file = layout_.interleaved() ? data_ : side_;
-  uint64_t pages = PageCount(entries_.size());
+  uint64_t pages = PageCount(ChunkCount(size_));
   for (uint64_t page : dirty_pages_) {
     if (page >= pages) continue;
     SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout_.PageOffset(page), PageImage(page)));
@@ -846,17 +1014,47 @@ std::vector<std::string> ProtectedFile::VerifyAllChunks(size_t limit) {
   std::shared_lock lock(mu_);
   std::vector<std::string> problems;
   uint8_t plain[kChunkSize];
-  for (uint64_t chunk = 0; chunk < entries_.size() && problems.size() < limit; ++chunk) {
-    if (cache_.count(chunk) != 0) continue;
-    auto result = ChunkFromDisk(chunk, plain);
-    if (!result.ok()) {
-      problems.push_back("chunk " + std::to_string(chunk) + " " +
-                         (result.status().code() == Code::kDataCorrupted
-                              ? std::string("modified, swapped or damaged")
-                              : result.status().message()));
+  for (auto page = table_.begin(); page != table_.end() && problems.size() < limit; ++page) {
+    for (size_t i = 0; i < kEntriesPerPage && problems.size() < limit; ++i) {
+      uint64_t chunk = page->first * kEntriesPerPage + i;
+      if (page->second[i].IsHole() || cache_.count(chunk) != 0) continue;
+      auto result = ChunkFromDisk(chunk, plain);
+      if (!result.ok()) {
+        problems.push_back("chunk " + std::to_string(chunk) + " " +
+                           (result.status().code() == Code::kDataCorrupted
+                                ? std::string("modified, swapped or damaged")
+                                : result.status().message()));
+      }
     }
   }
   return problems;
+}
+
+uint64_t ProtectedFile::SeekData(uint64_t offset) const {
+  std::shared_lock lock(mu_);
+  if (offset >= size_) return size_;
+  const uint64_t first = offset / kChunkSize;
+  uint64_t found = UINT64_MAX;
+  if (auto cached = cache_.lower_bound(first); cached != cache_.end()) found = cached->first;
+  for (auto page = table_.lower_bound(first / kEntriesPerPage);
+       page != table_.end() && page->first * kEntriesPerPage < found; ++page) {
+    for (size_t i = 0; i < kEntriesPerPage; ++i) {
+      uint64_t chunk = page->first * kEntriesPerPage + i;
+      if (chunk >= found) break;
+      if (chunk >= first && !page->second[i].IsHole()) found = chunk;
+    }
+  }
+  if (found == UINT64_MAX) return size_;
+  return std::min(size_, std::max(offset, found * kChunkSize));
+}
+
+uint64_t ProtectedFile::SeekHole(uint64_t offset) const {
+  std::shared_lock lock(mu_);
+  TableCursor entry(table_);
+  for (uint64_t chunk = offset / kChunkSize; chunk * kChunkSize < size_; ++chunk) {
+    if (entry(chunk).IsHole() && cache_.count(chunk) == 0) return std::max(offset, chunk * kChunkSize);
+  }
+  return size_;
 }
 
 }  // namespace scone::fs

@@ -1,9 +1,11 @@
 // One open protected file: random-access reads and writes of plaintext, verified and sealed
 // chunk by chunk (see format.h).
 //
-// Each operation costs O(1) chunk seals or opens per 4 KiB touched plus O(1) metadata updates;
-// committing (Sync) costs O(changed pages * log pages) hashes. Reads never return plaintext that
-// did not authenticate: a failed chunk makes the whole read fail with kDataCorrupted.
+// Each operation costs O(1) chunk seals or opens per 4 KiB touched plus O(log pages) metadata
+// lookups; committing (Sync) costs O(changed pages * log pages) hashes. Reads never return
+// plaintext that did not authenticate: a failed chunk makes the whole read fail with
+// kDataCorrupted. Files are sparse: memory, commits and opening grow with the pages that hold
+// data, not with the logical size (up to kMaxFileSize; past it, kTooLarge, which is EFBIG).
 //
 // Writes are buffered: a partial or overwriting write keeps the chunk's plaintext in memory
 // until the next commit; a whole chunk that the durable state does not reference (new data,
@@ -15,6 +17,7 @@
 #pragma once
 
 #include <atomic>
+#include <bitset>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -66,8 +69,15 @@ class ProtectedFile {
   const FileId& id() const { return id_; }
   std::string path() const;
 
-  // Reads and authenticates every chunk; returns a message per damaged chunk (at most `limit`).
+  // Reads and authenticates every chunk that holds data (holes are skipped); returns a message
+  // per damaged chunk (at most `limit`).
   std::vector<std::string> VerifyAllChunks(size_t limit);
+
+  // Like lseek's SEEK_DATA and SEEK_HOLE, at chunk granularity: the first offset >= `offset` in
+  // a chunk that holds data (written, even with zeros) or in a hole; size() when there is none.
+  // Costs O(log pages) plus the chunks skipped over.
+  uint64_t SeekData(uint64_t offset) const;
+  uint64_t SeekHole(uint64_t offset) const;
 
  private:
   friend class Volume;
@@ -90,21 +100,43 @@ class ProtectedFile {
   // Unlinked while open: keeps working in memory and on the orphaned inode, commits nothing.
   void MarkUnlinked();
 
+  // The chunk table: the entries of the pages that hold any, by page. A page absent is a hole
+  // page (all its chunks read as zeros); a page whose entries all become holes is dropped.
+  using TablePage = std::array<ChunkEntry, kEntriesPerPage>;
+  using Table = std::map<uint64_t, TablePage>;
+  // Chunks whose slot the durable state references, by page (pages with none are absent).
+  using DurableBits = std::map<uint64_t, std::bitset<kEntriesPerPage>>;
+  class TableCursor;
+
+  const ChunkEntry& EntryOf(uint64_t chunk) const;
+  // The entry to seal into, its page made present. Not safe concurrently with other calls.
+  ChunkEntry& MutableEntry(uint64_t chunk);
+  // Clears every entry at or past `chunks` (truncation).
+  void ClearEntriesFrom(uint64_t chunks);
+
   Status LoadPages();
   Result<bool> ChunkFromDisk(uint64_t chunk, uint8_t* out);  // false: hole
   Status ReadChunkPlain(uint64_t chunk, uint8_t* out);
-  Status SealChunk(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image);
-  // The crypto half of SealChunk: touches only entries_[chunk], so distinct chunks may be sealed
-  // concurrently. NoteSealed does the bookkeeping afterwards, on one thread.
-  Status SealInto(uint64_t chunk, const uint8_t* plain, uint8_t* slot_image);
+  // The crypto half of sealing: touches only `entry`, so distinct chunks may be sealed
+  // concurrently (entries from MutableEntry, taken beforehand on one thread). NoteSealed does
+  // the bookkeeping afterwards, on one thread.
+  Status SealInto(uint64_t chunk, ChunkEntry& entry, const uint8_t* plain, uint8_t* slot_image);
   void NoteSealed(uint64_t chunk);
   // Seals chunks[i] from plains[i] into images[i], on two cores when there are many.
   Status SealMany(const std::vector<uint64_t>& chunks, const std::vector<const uint8_t*>& plains,
                   const std::vector<uint8_t*>& images);
-  Status OpenChunk(uint64_t chunk, const uint8_t* slot_image, size_t image_size, uint8_t* plain);
+  Status OpenChunk(uint64_t chunk, const ChunkEntry& entry, const uint8_t* slot_image,
+                   size_t image_size, uint8_t* plain);
   Status WriteSlot(uint64_t chunk, const uint8_t* image);
   // Whether the durable state references this chunk's slot (an overwrite must be journaled).
-  bool IsDurable(uint64_t chunk) const { return chunk < durable_.size() && durable_[chunk]; }
+  bool IsDurable(uint64_t chunk) const;
+  // Makes sure the host file system takes a data file for a plaintext of `size` bytes, before
+  // anything refers to it: a refusal (EFBIG) fails the write or truncate that asked, never a
+  // commit whose record is already in the journal. Costs a system call only when the file
+  // grows past the largest size checked so far (then two: extend, and back).
+  Status EnsureRoomFor(uint64_t size);
+  // kTooLarge naming the file and `what` went past kMaxFileSize.
+  Status TooBig(const std::string& what) const;
   Status CachedChunkForUpdate(uint64_t chunk, uint8_t** plain);
   // Chunk buffers for cache_ come from and go back to a free list (no allocation per write).
   Bytes TakeBuffer();
@@ -126,6 +158,8 @@ class ProtectedFile {
   // Writes slot images, coalescing adjacent slots into one system call.
   Status WriteSlots(std::span<const std::pair<uint64_t, const uint8_t*>> slots);
   Bytes PageImage(uint64_t page) const;
+  // The Merkle leaf of a page image: the hole leaf for an all-zero image (a hole page).
+  static crypto::Hash PageLeaf(uint64_t page, ByteSpan image);
   Status ChunkError(uint64_t chunk, const char* what) const;
 
   const std::shared_ptr<Volume> volume_;  // outlives every file it opened
@@ -143,10 +177,11 @@ class ProtectedFile {
   mutable std::shared_mutex mu_;
   uint64_t size_ = 0;
   uint64_t physical_size_ = 0;         // current length of the data file
-  std::vector<ChunkEntry> entries_;    // ChunkCount(size_) entries
-  std::vector<uint8_t> durable_;       // 1: the durable state references this chunk's slot
-  MerkleTree tree_;
-  std::set<uint64_t> dirty_pages_;
+  uint64_t room_ = 0;                  // a data file length the host file system has taken
+  Table table_;                        // entries of chunks below ChunkCount(size_)
+  DurableBits durable_;                // exactly the committed non-hole entries
+  MerkleTree tree_;                    // over the committed pages
+  std::set<uint64_t> dirty_pages_;     // pages with entries sealed since the last commit
   std::vector<uint64_t> changed_entries_;  // chunks sealed since the last commit (may repeat)
   uint64_t min_chunks_since_commit_ = 0;   // entries at or past this were cleared by truncation
   std::map<uint64_t, Bytes> cache_;    // chunk -> plaintext not yet sealed

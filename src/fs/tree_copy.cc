@@ -4,8 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <functional>
 
+#include "fs/data_ranges.h"
 #include "fs/volume_path.h"
 #include "os/file.h"
 
@@ -15,38 +18,103 @@ namespace {
 namespace stdfs = std::filesystem;
 constexpr size_t kCopyBlock = 1 << 20;
 
+// Calls fn(offset, bytes) for the data of [begin, end) of `in`, in blocks of `buffer`'s size.
+Status CopyRange(const os::File& in, uint64_t begin, uint64_t end, Bytes& buffer,
+                 const std::function<Status(uint64_t, ByteSpan)>& fn) {
+  for (uint64_t offset = begin; offset < end;) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), end - offset));
+    SCONE_ASSIGN_OR_RETURN(size_t n, in.ReadAt(offset, MutableByteSpan(buffer.data(), want)));
+    if (n == 0) break;  // the file shrank meanwhile
+    SCONE_RETURN_IF_ERROR(fn(offset, ByteSpan(buffer.data(), n)));
+    offset += n;
+  }
+  return Status::Ok();
+}
+
+// Copies a plain file; holes stay holes (only the data ranges are read and written).
 Status CopyPlainFile(const std::string& from, const std::string& to, mode_t mode,
                      uint64_t* bytes) {
   SCONE_ASSIGN_OR_RETURN(os::File in, os::File::Open(from, O_RDONLY));
   SCONE_ASSIGN_OR_RETURN(os::File out, os::File::Open(to, O_WRONLY | O_CREAT | O_TRUNC, mode));
+  SCONE_ASSIGN_OR_RETURN(uint64_t size, in.Size());
   Bytes buffer(kCopyBlock);
-  for (uint64_t offset = 0;;) {
-    SCONE_ASSIGN_OR_RETURN(size_t n, in.ReadAt(offset, buffer));
-    if (n == 0) break;
-    SCONE_RETURN_IF_ERROR(out.WriteAt(offset, ByteSpan(buffer.data(), n)));
-    offset += n;
-    *bytes += n;
-  }
+  SCONE_RETURN_IF_ERROR(ForEachDataRange(in, size, [&](uint64_t begin, uint64_t end) {
+    return CopyRange(in, begin, end, buffer, [&](uint64_t offset, ByteSpan data) {
+      return out.WriteAt(offset, data);
+    });
+  }));
+  SCONE_RETURN_IF_ERROR(out.Truncate(size));
+  *bytes += size;
   return out.Sync();
 }
 
+// Imports a plain file; its holes become holes of the protected file (no chunk, no ciphertext).
 Status ImportFile(const std::string& from, const std::string& rel, mode_t mode, Volume& volume,
                   uint64_t* bytes) {
   SCONE_ASSIGN_OR_RETURN(os::File in, os::File::Open(from, O_RDONLY));
+  SCONE_ASSIGN_OR_RETURN(uint64_t size, in.Size());
   SCONE_ASSIGN_OR_RETURN(auto file, volume.OpenFile(rel, {.create = true, .exclusive = true}));
   Bytes buffer(kCopyBlock);
-  for (uint64_t offset = 0;;) {
-    SCONE_ASSIGN_OR_RETURN(size_t n, in.ReadAt(offset, buffer));
-    if (n == 0) break;
-    SCONE_RETURN_IF_ERROR(file->Write(offset, ByteSpan(buffer.data(), n)).status());
-    offset += n;
-    *bytes += n;
-  }
+  Status copied = ForEachDataRange(in, size, [&](uint64_t begin, uint64_t end) {
+    return CopyRange(in, begin, end, buffer, [&](uint64_t offset, ByteSpan data) {
+      return file->Write(offset, data).status();
+    });
+  });
   Wipe(buffer);
+  SCONE_RETURN_IF_ERROR(copied);
+  SCONE_RETURN_IF_ERROR(file->Truncate(size));
+  *bytes += size;
   SCONE_RETURN_IF_ERROR(file->Sync());
   // The mode is not protected (root can change it); keeping it lets programs run as before.
   chmod((volume.dir() + "/" + rel).c_str(), mode & 07777);
   return Status::Ok();
+}
+
+// Calls fn(offset, plaintext) for the data of a protected file, in blocks of `buffer`'s size,
+// skipping its holes; every block is authenticated on the way.
+Status ForEachProtectedBlock(ProtectedFile& file, Bytes& buffer,
+                             const std::function<Status(uint64_t, ByteSpan)>& fn) {
+  const uint64_t size = file.size();
+  for (uint64_t begin = file.SeekData(0); begin < size;) {
+    const uint64_t end = file.SeekHole(begin);
+    for (uint64_t offset = begin; offset < end;) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), end - offset));
+      SCONE_ASSIGN_OR_RETURN(size_t n, file.Read(offset, MutableByteSpan(buffer.data(), want)));
+      if (n == 0) return Status::Ok();
+      SCONE_RETURN_IF_ERROR(fn(offset, ByteSpan(buffer.data(), n)));
+      offset += n;
+    }
+    begin = file.SeekData(end);
+  }
+  return Status::Ok();
+}
+
+Status WriteAllToFd(int fd, ByteSpan data) {
+  for (size_t done = 0; done < data.size();) {
+    ssize_t w = write(fd, data.data() + done, data.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) return IoError("write", errno);
+    done += static_cast<size_t>(w);
+  }
+  return Status::Ok();
+}
+
+// Writes the plaintext of a protected file into a new plain file; its holes stay holes.
+Status ExportFile(Volume& volume, const std::string& path, const std::string& dest, mode_t mode) {
+  SCONE_ASSIGN_OR_RETURN(auto file, volume.OpenFile(path, {}));
+  SCONE_ASSIGN_OR_RETURN(os::File out, os::File::Open(dest, O_WRONLY | O_CREAT | O_TRUNC, mode));
+  Bytes buffer(kCopyBlock);
+  Status copied = ForEachProtectedBlock(*file, buffer, [&](uint64_t offset, ByteSpan data) {
+    return out.WriteAt(offset, data);
+  });
+  Wipe(buffer);
+  if (copied.ok()) copied = out.Truncate(file->size());
+  if (copied.ok()) copied = out.Sync();
+  if (!copied.ok()) {
+    (void)out.Close();
+    unlink(dest.c_str());  // never leave a partial file that looks complete
+  }
+  return copied;
 }
 
 }  // namespace
@@ -98,20 +166,27 @@ Result<CopyStats> ImportTree(const std::string& plain_dir_arg, Volume& volume) {
 
 Status CopyFileToFd(Volume& volume, const std::string& path, int fd) {
   SCONE_ASSIGN_OR_RETURN(auto file, volume.OpenFile(path, {}));
-  Bytes buffer(kCopyBlock);
-  for (uint64_t offset = 0;;) {
-    SCONE_ASSIGN_OR_RETURN(size_t n, file->Read(offset, buffer));
-    if (n == 0) break;
-    for (size_t done = 0; done < n;) {
-      ssize_t w = write(fd, buffer.data() + done, n - done);
-      if (w < 0 && errno == EINTR) continue;
-      if (w <= 0) return IoError("write", errno);
-      done += static_cast<size_t>(w);
+  // A stream has no holes: they are written as zeros, from a buffer nothing is decrypted into.
+  const Bytes zeros(kCopyBlock, 0);
+  uint64_t written = 0;
+  auto zeros_until = [&](uint64_t offset) -> Status {
+    while (written < offset) {
+      size_t n = static_cast<size_t>(std::min<uint64_t>(zeros.size(), offset - written));
+      SCONE_RETURN_IF_ERROR(WriteAllToFd(fd, ByteSpan(zeros.data(), n)));
+      written += n;
     }
-    offset += n;
-  }
+    return Status::Ok();
+  };
+  Bytes buffer(kCopyBlock);
+  Status copied = ForEachProtectedBlock(*file, buffer, [&](uint64_t offset, ByteSpan data) {
+    SCONE_RETURN_IF_ERROR(zeros_until(offset));
+    SCONE_RETURN_IF_ERROR(WriteAllToFd(fd, data));
+    written += data.size();
+    return Status::Ok();
+  });
   Wipe(buffer);
-  return Status::Ok();
+  SCONE_RETURN_IF_ERROR(copied);
+  return zeros_until(file->size());
 }
 
 Result<CopyStats> ExportTree(Volume& volume, const std::string& plain_dir) {
@@ -158,14 +233,7 @@ Result<CopyStats> ExportTree(Volume& volume, const std::string& plain_dir) {
     SCONE_RETURN_IF_ERROR(os::MakeDirectories(dest.substr(0, dest.rfind('/')), 0755));
     struct stat st;
     mode_t mode = lstat((volume.dir() + "/" + path).c_str(), &st) == 0 ? st.st_mode & 07777 : 0600;
-    SCONE_ASSIGN_OR_RETURN(os::File out, os::File::Open(dest, O_WRONLY | O_CREAT | O_TRUNC, mode));
-    Status copied = CopyFileToFd(volume, path, out.fd());
-    if (!copied.ok()) {
-      (void)out.Close();
-      unlink(dest.c_str());  // never leave a partial file that looks complete
-      return copied.Annotate("exporting " + path);
-    }
-    SCONE_RETURN_IF_ERROR(out.Sync());
+    SCONE_RETURN_IF_ERROR(ExportFile(volume, path, dest, mode).Annotate("exporting " + path));
     stats.bytes += entry.size;
     ++stats.protected_files;
   }

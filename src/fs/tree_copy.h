@@ -17,14 +17,15 @@ struct CopyStats {
 
 // Copies the tree at `plain_dir` into `volume` (paths relative to both roots). Fails on the
 // first file it cannot copy, naming it; a file that already exists in the volume is an error.
+// Holes of sparse files stay holes (SEEK_DATA): only their data is read, sealed and written.
 Result<CopyStats> ImportTree(const std::string& plain_dir, Volume& volume);
 
 // Writes the plaintext of every file in `volume` under `plain_dir` (created; must be empty or
 // absent). Every chunk is authenticated on the way; the first damaged file stops the export with
-// an error naming it.
+// an error naming it. Holes are skipped, not written: sparse files come out sparse.
 Result<CopyStats> ExportTree(Volume& volume, const std::string& plain_dir);
 
-// Streams the plaintext of one protected file to `fd`.
+// Streams the plaintext of one protected file to `fd` (holes as zeros: a stream has none).
 Status CopyFileToFd(Volume& volume, const std::string& path, int fd);
 
 }  // namespace scone::fs

@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <set>
 
+#include "fs/data_ranges.h"
 #include "fs/volume_path.h"
 #include "os/syscalls.h"
 
@@ -536,30 +537,47 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     side = std::move(s).value();
   }
   // The newest image and entry of each chunk win; a chunk written in place by a later commit
-  // must not be overwritten by an older image.
+  // must not be overwritten by an older image. A commit that shrank the file ends every entry
+  // past its end: a file that grows again is holes there (records do not list them), so
+  // entries at or past the smallest end (`cut`) that no later record names are holes.
   std::map<uint64_t, const uint8_t*> slots;
   std::map<uint64_t, ChunkEntry> entries;
+  uint64_t cut = UINT64_MAX;
   for (const JournalRecord* r : commits) {
     for (size_t i = 0; i < r->slot_chunks.size(); ++i) slots[r->slot_chunks[i]] = r->SlotImage(i).data();
     for (uint64_t chunk : r->inplace_chunks) slots.erase(chunk);
     for (const auto& [chunk, e] : r->entries) entries[chunk] = e;
+    const uint64_t end = ChunkCount(r->entry.size);
+    slots.erase(slots.lower_bound(end), slots.end());
+    entries.erase(entries.lower_bound(end), entries.end());
+    cut = std::min(cut, end);
   }
   uint64_t chunks = ChunkCount(entry.size);
   for (const auto& [chunk, image] : slots) {
-    if (chunk >= chunks) continue;
     size_t len = kChunkSize;
     if (!layout.interleaved()) len = std::min<uint64_t>(kChunkSize, entry.size - chunk * kChunkSize);
     SCONE_RETURN_IF_ERROR(data->WriteAt(layout.SlotOffset(chunk), ByteSpan(image, len)));
   }
-  // Patch the chunk table pages. Entries no record changed are read back from disk: a page torn
-  // by the crash differs from its last image only in entries the journal holds.
+  // Patch the chunk table pages: those the records name, the last one (entries past the end
+  // are zero), and those past the cut that hold anything on disk. Entries no record changed are
+  // read back from disk below the cut: a page torn by the crash differs from its last image only
+  // in entries the journal holds.
   const os::File& page_file = layout.interleaved() ? *data : side;
-  std::set<uint64_t> pages;
-  for (const auto& [chunk, e] : entries) {
-    if (chunk < chunks) pages.insert(chunk / kEntriesPerPage);
+  const uint64_t pages = PageCount(chunks);
+  std::set<uint64_t> patched;
+  for (const auto& [chunk, e] : entries) patched.insert(chunk / kEntriesPerPage);
+  if (chunks > 0) patched.insert(pages - 1);
+  if (cut < chunks) {
+    SCONE_ASSIGN_OR_RETURN(uint64_t page_file_size, page_file.Size());
+    SCONE_RETURN_IF_ERROR(ForEachDataRange(page_file, page_file_size, [&](uint64_t begin, uint64_t end) {
+      for (uint64_t p = std::max(cut / kEntriesPerPage, layout.PageAtOrAfter(begin));
+           p < pages && layout.PageOffset(p) < end; ++p) {
+        patched.insert(p);
+      }
+      return Status::Ok();
+    }));
   }
-  if (chunks > 0) pages.insert((chunks - 1) / kEntriesPerPage);  // entries past the end: zero
-  for (uint64_t page : pages) {
+  for (uint64_t page : patched) {
     uint8_t image[kPageSize] = {};
     SCONE_RETURN_IF_ERROR(page_file.ReadAt(layout.PageOffset(page), image).status());
     // The reserved bytes stay as on disk in page 0 of an encrypted file (its header, checked
@@ -568,11 +586,12 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     uint64_t first = page * kEntriesPerPage;
     for (uint64_t c = first; c < first + kEntriesPerPage; ++c) {
       uint8_t* slot = image + EntryOffsetInPage(c);
-      if (c >= chunks) {
-        std::memset(slot, 0, kEntrySize);
-      } else if (auto it = entries.find(c); it != entries.end()) {
+      auto it = entries.find(c);
+      if (it != entries.end()) {
         std::memcpy(slot, it->second.nonce.data(), crypto::kNonceSize);
         std::memcpy(slot + crypto::kNonceSize, it->second.tag.data(), crypto::kTagSize);
+      } else if (c >= chunks || c >= cut) {
+        std::memset(slot, 0, kEntrySize);
       }
     }
     static_assert(kPageReserved + kEntriesPerPage * kEntrySize == kPageSize);

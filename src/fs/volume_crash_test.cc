@@ -1,12 +1,15 @@
 // A writer process is SIGKILLed at random points while it writes, truncates, syncs and
 // atomically replaces files. Afterwards the volume must open, and every file must hold exactly
 // the state after some operation at or after its last completed fsync: nothing fsync'ed is lost,
-// and no operation is half applied.
+// and no operation is half applied. The same for sparse files: writes terabytes apart, and
+// truncations that shrink and grow them across terabytes.
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <map>
 #include <random>
+#include <set>
 
 #include "fs/volume.h"
 #include "os/syscalls.h"
@@ -127,8 +130,8 @@ void InstallInjector(CrashMode mode, long target) {
 }
 
 // Runs in the child: performs the ops, reporting after each one (op index, synced file or -1).
-[[noreturn]] void Writer(const std::string& dir, const SecretBytes& key, uint64_t seed, int out,
-                         CrashMode mode, long crash_at) {
+[[noreturn]] void Writer(const std::string& dir, const SecretBytes& key, const std::vector<Op>& ops,
+                         int out, CrashMode mode, long crash_at) {
   if (mode != CrashMode::kAsyncKill) InstallInjector(mode, crash_at);
   auto report = [&](int32_t index, int32_t synced_file) {
     int32_t msg[2] = {index, synced_file};
@@ -138,8 +141,7 @@ void InstallInjector(CrashMode mode, long target) {
   if (!v.ok()) _exit(3);
   std::vector<std::shared_ptr<ProtectedFile>> files;
   for (int i = 0; i < 2; ++i) files.push_back(*(*v)->OpenFile(Name(i), {}));
-  std::vector<Op> ops = MakeOps(seed);
-  for (int i = 0; i < kOps; ++i) {
+  for (int i = 0; i < static_cast<int>(ops.size()); ++i) {
     const Op& op = ops[i];
     int synced = -1;
     bool ok = true;
@@ -163,54 +165,78 @@ void InstallInjector(CrashMode mode, long target) {
   _exit(0);
 }
 
-class VolumeCrashTest : public testing::VolumeTest, public ::testing::WithParamInterface<int> {};
+struct CrashOutcome {
+  int last_done = -1;                      // the last op the writer reported done
+  std::vector<int> last_sync{-1, -1, -1};  // per file: the op of its last completed fsync
+};
+
+class VolumeCrashTest : public testing::VolumeTest, public ::testing::WithParamInterface<int> {
+ protected:
+  // Creates the volume with empty files, runs `ops` in a writer process and kills it: after a
+  // random number of completed ops (kAsyncKill) or by injection at mutating call `crash_at`.
+  void RunAndKill(const std::vector<Op>& ops, CrashMode mode, long crash_at, std::mt19937_64& rng,
+                  CrashOutcome* out) {
+    {
+      auto v = CreateVolume();
+      for (int i = 0; i < kFiles; ++i) WriteFile(*v, Name(i), "");
+      ASSERT_TRUE(v->Close().ok());
+    }
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      close(fds[0]);
+      Writer(dir_, key_, ops, fds[1], mode, crash_at);
+    }
+    close(fds[1]);
+    // Kill after a random number of completed operations: the writer is somewhere in the next.
+    // (With crash injection the writer kills itself; the parent only listens.)
+    const int count = static_cast<int>(ops.size());
+    int kill_after = mode == CrashMode::kAsyncKill ? 1 + static_cast<int>(rng() % (count - 20)) : count;
+    int32_t msg[2];
+    for (int seen = 0; seen < kill_after && read(fds[0], msg, sizeof(msg)) == sizeof(msg); ++seen) {
+      out->last_done = msg[0];
+      if (msg[1] >= 0) out->last_sync[msg[1]] = msg[0];
+    }
+    kill(pid, SIGKILL);
+    // Reports already in the pipe were written before the kill: they count too.
+    while (read(fds[0], msg, sizeof(msg)) == sizeof(msg)) {
+      out->last_done = msg[0];
+      if (msg[1] >= 0) out->last_sync[msg[1]] = msg[0];
+    }
+    close(fds[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0))
+        << "writer failed with exit " << WEXITSTATUS(status);
+  }
+
+  // Round `round` (its kind of crash is round % 4): the writer of `ops` is killed after a random
+  // number of ops, or by injection at a random one of its first `calls` mutating calls; then
+  // the volume is opened again (nullptr and a failure if it does not open).
+  std::shared_ptr<Volume> CrashAndReopen(int round, uint64_t seed, const std::vector<Op>& ops,
+                                         long calls, CrashOutcome* out) {
+    std::mt19937_64 rng(seed * 7919);
+    const auto mode = static_cast<CrashMode>(round % 4);
+    const long crash_at = 1 + static_cast<long>(rng() % calls);
+    RunAndKill(ops, mode, crash_at, rng, out);
+    if (HasFatalFailure()) return nullptr;
+    auto v = OpenVolume();
+    EXPECT_TRUE(v.ok()) << "volume does not open after the crash: " << v.status().message();
+    return v.ok() ? *v : nullptr;
+  }
+};
 
 TEST_P(VolumeCrashTest, EveryFsyncedByteSurvivesSigkill) {
-  const int round = GetParam();
-  const uint64_t seed = 1000 + round;
-  std::mt19937_64 rng(seed * 7919);
-  const auto mode = static_cast<CrashMode>(round % 4);
-  const long crash_at = 1 + static_cast<long>(rng() % 1500);
-  {
-    auto v = CreateVolume();
-    for (int i = 0; i < kFiles; ++i) WriteFile(*v, Name(i), "");
-    ASSERT_TRUE(v->Close().ok());
-  }
-  int fds[2];
-  ASSERT_EQ(pipe(fds), 0);
-  pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    close(fds[0]);
-    Writer(dir_, key_, seed, fds[1], mode, crash_at);
-  }
-  close(fds[1]);
-  // Kill after a random number of completed operations: the writer is somewhere in the next.
-  // (With crash injection the writer kills itself; the parent only listens.)
-  int kill_after = mode == CrashMode::kAsyncKill ? 1 + static_cast<int>(rng() % (kOps - 20)) : kOps;
-  int last_done = -1;
-  std::vector<int> last_sync(kFiles, -1);
-  int32_t msg[2];
-  for (int seen = 0; seen < kill_after && read(fds[0], msg, sizeof(msg)) == sizeof(msg); ++seen) {
-    last_done = msg[0];
-    if (msg[1] >= 0) last_sync[msg[1]] = msg[0];
-  }
-  kill(pid, SIGKILL);
-  // Reports already in the pipe were written before the kill: they count too.
-  while (read(fds[0], msg, sizeof(msg)) == sizeof(msg)) {
-    last_done = msg[0];
-    if (msg[1] >= 0) last_sync[msg[1]] = msg[0];
-  }
-  close(fds[0]);
-  int status;
-  waitpid(pid, &status, 0);
-  ASSERT_TRUE(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0))
-      << "writer failed with exit " << WEXITSTATUS(status);
-
-  auto v = OpenVolume();
-  ASSERT_TRUE(v.ok()) << "volume does not open after the crash: " << v.status().message();
-  // Model states after each op, starting from empty files.
+  const uint64_t seed = 1000 + GetParam();
   std::vector<Op> ops = MakeOps(seed);
+  CrashOutcome outcome;
+  auto v = CrashAndReopen(GetParam(), seed, ops, 1500, &outcome);
+  ASSERT_TRUE(v);
+  const int last_done = outcome.last_done;
+  const std::vector<int>& last_sync = outcome.last_sync;
+  // Model states after each op, starting from empty files.
   std::vector<std::vector<std::string>> states;  // states[j + 1]: after op j
   states.push_back(std::vector<std::string>(kFiles));
   for (int j = 0; j <= std::min(last_done + 1, kOps - 1); ++j) {
@@ -218,7 +244,7 @@ TEST_P(VolumeCrashTest, EveryFsyncedByteSurvivesSigkill) {
     ApplyToModel(ops[j], states.back());
   }
   for (int f = 0; f < kFiles; ++f) {
-    auto content = ReadFile(**v, Name(f));
+    auto content = ReadFile(*v, Name(f));
     ASSERT_TRUE(content.ok()) << content.status().message();
     bool matched = false;
     for (int j = last_sync[f]; j <= last_done + 1 && j < kOps && !matched; ++j) {
@@ -228,12 +254,136 @@ TEST_P(VolumeCrashTest, EveryFsyncedByteSurvivesSigkill) {
                          << "its last fsync (op " << last_sync[f] << ") to op " << last_done + 1
                          << "; killed after op " << last_done;
   }
-  auto problems = (*v)->Verify();
+  auto problems = v->Verify();
   for (const auto& p : problems) ADD_FAILURE() << p.path << ": " << p.what;
 }
 
 // Rounds cycle through: asynchronous SIGKILL, crash before / after a mutating call, torn write.
 INSTANTIATE_TEST_SUITE_P(Rounds, VolumeCrashTest, ::testing::Range(0, 40));
+
+// ---- sparse files ---------------------------------------------------------------------------
+
+constexpr uint64_t kTiB = uint64_t{1} << 40;
+constexpr int kSparseOps = 150;
+
+// Writes cluster in eight regions 512 GiB apart, so that they overlap; truncations reach 8 TiB
+// and come back, so that committed pages are cut and grown over again.
+std::vector<Op> MakeSparseOps(uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<Op> ops;
+  for (int i = 0; i < kSparseOps; ++i) {
+    Op op{Op::kWrite, static_cast<int>(rng() % 2), 0, 0, static_cast<uint32_t>(rng())};
+    int r = static_cast<int>(rng() % 100);
+    if (r < 60) {
+      op.offset = (rng() % 8) * (kTiB / 2) + (rng() % 300) * kChunkSize + rng() % kChunkSize;
+      op.length = rng() % 3 == 0 ? rng() % 100 + 1 : rng() % (5 * kChunkSize) + 1;
+    } else if (r < 75) {
+      op.kind = Op::kTruncate;
+      op.length = rng() % 2 == 0 ? rng() % (8 * kTiB) : (rng() % 8) * (kTiB / 2) + rng() % (1 << 20);
+    } else {
+      op.kind = Op::kSync;
+    }
+    ops.push_back(op);
+  }
+  return ops;
+}
+
+// A sparse file's content: its size and the chunks ever written (zeros elsewhere).
+struct SparseModel {
+  uint64_t size = 0;
+  std::map<uint64_t, std::string> chunks;
+
+  void Apply(const Op& op) {
+    if (op.kind == Op::kWrite) {
+      std::string data = OpData(op);
+      size = std::max(size, op.offset + op.length);
+      for (uint64_t done = 0; done < op.length;) {
+        uint64_t at = op.offset + done;
+        std::string& chunk = Chunk(at / kChunkSize);
+        uint64_t n = std::min<uint64_t>(op.length - done, kChunkSize - at % kChunkSize);
+        chunk.replace(at % kChunkSize, n, data, done, n);
+        done += n;
+      }
+    } else if (op.kind == Op::kTruncate) {
+      if (op.length < size) {
+        chunks.erase(chunks.lower_bound(ChunkCount(op.length)), chunks.end());
+        if (op.length % kChunkSize != 0 && chunks.count(op.length / kChunkSize) != 0) {
+          std::string& tail = chunks[op.length / kChunkSize];
+          std::fill(tail.begin() + op.length % kChunkSize, tail.end(), '\0');
+        }
+      }
+      size = op.length;
+    }
+  }
+  std::string& Chunk(uint64_t index) {
+    auto [it, added] = chunks.try_emplace(index);
+    if (added) it->second.assign(kChunkSize, '\0');
+    return it->second;
+  }
+  // The bytes of chunk `index` that lie before the end of the file.
+  std::string Read(uint64_t index) const {
+    if (index * kChunkSize >= size) return "";
+    auto it = chunks.find(index);
+    std::string chunk = it == chunks.end() ? std::string(kChunkSize, '\0') : it->second;
+    chunk.resize(std::min<uint64_t>(kChunkSize, size - index * kChunkSize));
+    return chunk;
+  }
+};
+
+class SparseVolumeCrashTest : public VolumeCrashTest {};
+
+TEST_P(SparseVolumeCrashTest, EveryFsyncedByteSurvivesSigkill) {
+  const uint64_t seed = 5000 + GetParam();
+  std::vector<Op> ops = MakeSparseOps(seed);
+  CrashOutcome outcome;
+  auto v = CrashAndReopen(GetParam(), seed, ops, 250, &outcome);
+  ASSERT_TRUE(v);
+  const int last = std::min(outcome.last_done + 1, kSparseOps - 1);
+  for (int f = 0; f < 2; ++f) {
+    // Where the states can differ: every chunk a write touched, every truncation's last chunk,
+    // and one chunk in the middle of nowhere.
+    std::set<uint64_t> probes = {kTiB / kChunkSize + 7};
+    for (int j = 0; j <= last; ++j) {
+      const Op& op = ops[j];
+      if (op.file != f || op.kind == Op::kSync) continue;
+      if (op.kind == Op::kWrite) {
+        for (uint64_t c = op.offset / kChunkSize; c * kChunkSize < op.offset + op.length; ++c) probes.insert(c);
+      } else if (op.length > 0) {
+        probes.insert((op.length - 1) / kChunkSize);
+      }
+    }
+    auto file = v->OpenFile(Name(f), {});
+    ASSERT_TRUE(file.ok()) << file.status().message();
+    const uint64_t size = (*file)->size();
+    std::map<uint64_t, std::string> seen;
+    for (uint64_t c : probes) {
+      std::string chunk(kChunkSize, '\0');
+      auto n = (*file)->Read(c * kChunkSize, MutableByteSpan(reinterpret_cast<uint8_t*>(chunk.data()), kChunkSize));
+      ASSERT_TRUE(n.ok()) << Name(f) << " chunk " << c << ": " << n.status().message();
+      chunk.resize(*n);
+      seen[c] = std::move(chunk);
+    }
+    auto matches = [&](const SparseModel& model) {
+      if (model.size != size) return false;
+      for (const auto& [c, content] : seen) {
+        if (model.Read(c) != content) return false;
+      }
+      return true;
+    };
+    SparseModel model;  // empty: the state before the first op
+    bool matched = outcome.last_sync[f] < 0 && matches(model);
+    for (int j = 0; j <= last && !matched; ++j) {
+      if (ops[j].file == f) model.Apply(ops[j]);
+      matched = j >= outcome.last_sync[f] && matches(model);
+    }
+    EXPECT_TRUE(matched) << Name(f) << " (" << size << " bytes) matches no state from its last "
+                         << "fsync (op " << outcome.last_sync[f] << ") to op " << last
+                         << "; killed after op " << outcome.last_done;
+  }
+  for (const auto& p : v->Verify()) ADD_FAILURE() << p.path << ": " << p.what;
+}
+
+INSTANTIATE_TEST_SUITE_P(Rounds, SparseVolumeCrashTest, ::testing::Range(0, 24));
 
 }  // namespace
 }  // namespace scone::fs
