@@ -206,6 +206,7 @@ int Main(int argc, char** argv) {
     return 2;
   }
   std::string runtime = argv[1];
+  ReserveSecureHeap(4 << 20);  // as scone cas serve does: many threads, each with its generators
   testing::TempDir dir;
   crypto::TlsIdentityFiles tls{dir / "cas.key", dir / "cas.crt"};
   if (!crypto::EnsureTlsIdentity(tls, "scone-cas").ok()) return 1;

@@ -26,7 +26,7 @@ namespace scone::cas {
 class ConnectionGuard {
  public:
   struct Limits {
-    int per_address = 64;
+    int per_address = 128;
     std::chrono::milliseconds deadline{10000};
     size_t max_connections = 1024;
   };

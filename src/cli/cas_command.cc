@@ -27,7 +27,7 @@ struct CasArgs {
   std::string cas_cert;
   std::string las;
   std::string reason;
-  int per_address = 64;
+  int per_address = 128;
 };
 
 // The LAS whose platform seals CAS's master key and keeps its state counter: --las, else this
@@ -50,6 +50,8 @@ Status SplitHostPort(const std::string& text, const char* option, std::string* h
 }
 
 Status Serve(const CasArgs& a) {
+  // Up to two thousand connection threads, each with its random generators in the secure heap.
+  ReserveSecureHeap(4 << 20);
   std::string host, attestation_host;
   int port, attestation_port;
   SCONE_RETURN_IF_ERROR(SplitHostPort(a.listen, "--listen", &host, &port));

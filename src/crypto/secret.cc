@@ -8,15 +8,23 @@
 namespace scone {
 namespace {
 
-// 64 KiB of locked memory is enough for every key a process holds (a few hundred at most).
+// 64 KiB of locked memory is enough for every key a process holds (a few hundred at most);
+// servers reserve more (ReserveSecureHeap).
+size_t secure_heap_size = 64 * 1024;
+
 void InitSecureHeapOnce() {
   static std::once_flag once;
   std::call_once(once, [] {
-    if (CRYPTO_secure_malloc_initialized() == 0) CRYPTO_secure_malloc_init(64 * 1024, 32);
+    if (CRYPTO_secure_malloc_initialized() == 0) CRYPTO_secure_malloc_init(secure_heap_size, 32);
   });
 }
 
 }  // namespace
+
+void ReserveSecureHeap(size_t size) {
+  secure_heap_size = size;
+  InitSecureHeapOnce();
+}
 
 SecretBytes::SecretBytes(size_t size) {
   if (size == 0) return;

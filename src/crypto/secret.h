@@ -42,6 +42,11 @@ class SecretBytes {
   size_t size_ = 0;
 };
 
+// Sets up OpenSSL's secure heap with `size` bytes, if nothing has used it yet (else it keeps its
+// size). Once set up, OpenSSL allocates every thread's random generators there too (512 bytes a
+// thread) and fails when it is full: a server with many threads reserves room for them first.
+void ReserveSecureHeap(size_t size);
+
 // Wipes a buffer that held key material or plaintext, in a way the compiler cannot elide.
 void Wipe(void* data, size_t size);
 inline void Wipe(std::vector<uint8_t>& bytes) { Wipe(bytes.data(), bytes.size()); }
