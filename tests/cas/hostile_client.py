@@ -11,7 +11,11 @@
       sending a TLS ClientHello one byte at a time (REST) or a nonce request one byte at a time
       (attestation port), one byte every 0.5 s; prints "ready" once all are connected and have
       sent their first byte, then dribbles until killed (bounded: 120 s).
+  hostile_client.py handshakes HOST PORT CA CERT KEY COUNT
+      completes COUNT TLS handshakes at once (from 127.0.0.2... in turn) and holds them all
+      open together; prints how many completed.
 """
+import threading
 import socket
 import ssl
 import sys
@@ -102,6 +106,42 @@ def slow(host, rest_port, attestation_port, count):
                     pass
 
 
+def handshakes(host, port, ca, cert, key, count):
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.check_hostname = False
+    ctx.load_cert_chain(cert, key)
+    held, done, lock = [], [0], threading.Lock()
+    barrier = threading.Barrier(int(count) + 1, timeout=60)
+
+    def one(i):
+        try:
+            raw = socket.socket()
+            raw.bind((f"127.0.0.{2 + i % 200}", 0))
+            raw.settimeout(30)
+            raw.connect((host, int(port)))
+            conn = ctx.wrap_socket(raw, server_hostname="scone-cas")
+            with lock:
+                held.append(conn)
+                done[0] += 1
+        except (OSError, ssl.SSLError):
+            pass
+        try:
+            barrier.wait()  # all open at once, then all close
+        except threading.BrokenBarrierError:
+            pass
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(int(count))]
+    for t in threads:
+        t.start()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    print(done[0], flush=True)
+    for t in threads:
+        t.join()
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "body":
@@ -110,5 +150,7 @@ if __name__ == "__main__":
         headers(*sys.argv[2:8])
     elif mode == "slow":
         slow(*sys.argv[2:6])
+    elif mode == "handshakes":
+        handshakes(*sys.argv[2:8])
     else:
         sys.exit("unknown mode " + mode)
