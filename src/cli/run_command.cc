@@ -50,6 +50,7 @@ Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
     return NotFound("--volume " + spec + ": " + dir + " does not exist");
   }
   v.dir = real;
+  v.open_at_start = true;  // a wrong key or a damaged volume stops the program before it runs
   SCONE_ASSIGN_OR_RETURN(bool is_volume, os::Exists(v.dir + "/" + fs::kMetaDirName + "/volume"));
   if (!is_volume) return NotFound("--volume " + spec + ": " + dir + " is not a SCONE volume");
   SCONE_ASSIGN_OR_RETURN(v.key, fs::ReadKeyFile(key_file));
@@ -82,16 +83,27 @@ Status CheckDynamicallyLinked(const std::string& program) {
 // addresses and CAS's key hash go into the environment; nothing secret.
 Status SetCasEnvironment(const RunArgs& a) {
   std::string cas_addr = a.cas_addr, las = a.las_socket, cas_cert = a.cas_cert;
+  std::string key_hash;
   if (cas_addr.empty()) {
     SCONE_ASSIGN_OR_RETURN(LocalServices local, StartLocalServices());
     cas_addr = local.attestation_address;
     cas_cert = local.cas_cert;
     if (las.empty()) las = local.las_socket;
   } else if (cas_cert.empty()) {
-    return InvalidArgument("--cas-addr needs --cas-cert (the certificate CAS must present)");
+    // SCONE's variables: a CAS named by SCONE_CAS_ADDR is recognized by SCONE_CAS_KEY_HASH.
+    const char* pinned = getenv("SCONE_CAS_KEY_HASH");
+    if (pinned == nullptr || *pinned == '\0') {
+      return InvalidArgument("CAS at " + cas_addr +
+                             ": give the certificate it must present (--cas-cert) or SCONE_CAS_KEY_HASH");
+    }
+    key_hash = pinned;
   }
-  if (las.empty()) return InvalidArgument("--cas-addr needs --las (the local attestation service's socket)");
-  SCONE_ASSIGN_OR_RETURN(std::string key_hash, crypto::PublicKeyFingerprintOfFile(cas_cert));
+  if (las.empty()) {
+    return InvalidArgument("CAS at " + cas_addr + ": give the local attestation service's socket (--las or SCONE_LAS_ADDR)");
+  }
+  if (key_hash.empty()) {
+    SCONE_ASSIGN_OR_RETURN(key_hash, crypto::PublicKeyFingerprintOfFile(cas_cert));
+  }
   setenv("SCONE_CONFIG_ID", a.config_id.c_str(), 1);
   setenv("SCONE_CAS_ADDR", cas_addr.c_str(), 1);
   setenv("SCONE_LAS_ADDR", las.c_str(), 1);
@@ -120,12 +132,34 @@ Status Launch(const std::vector<std::string>& command, const std::function<Statu
   return IoError("exec " + program, errno);
 }
 
-Status Run(const RunArgs& a) {
+// SCONE's own variables work as the matching options, so that compose files and entrypoints
+// written for SCONE work unchanged: SCONE_CONFIG_ID means attestation, never a silent run
+// without it.
+RunArgs WithSconeEnvironment(RunArgs a) {
+  auto from_env = [](std::string* option, const char* name) {
+    const char* v = getenv(name);
+    if (option->empty() && v != nullptr) *option = v;
+  };
+  if (a.print_measurement || a.print_evidence) return a;  // the program does not run
+  from_env(&a.config_id, "SCONE_CONFIG_ID");
+  if (a.config_id.empty()) return a;
+  from_env(&a.cas_addr, "SCONE_CAS_ADDR");
+  from_env(&a.las_socket, "SCONE_LAS_ADDR");
+  if (a.las_socket.rfind("unix:", 0) == 0) a.las_socket = a.las_socket.substr(5);
+  return a;
+}
+
+Status Run(const RunArgs& given) {
+  const RunArgs a = WithSconeEnvironment(given);
   if (a.command.empty()) return InvalidArgument("no program given (scone run [OPTIONS] -- PROGRAM ARGS...)");
   if (!a.config_id.empty()) {
-    if (!a.volumes.empty()) return InvalidArgument("--volume and --config-id: with CAS, volumes come from the session");
+    if (!a.volumes.empty()) {
+      return InvalidArgument("--volume and " + std::string(given.config_id.empty() ? "SCONE_CONFIG_ID" : "--config-id") +
+                             ": with CAS, volumes come from the session");
+    }
     return Launch(a.command, [&] { return SetCasEnvironment(a); });
   }
+  unsetenv("SCONE_CONFIG_ID");  // --print-measurement and --print-evidence: no attestation
   runtime::RuntimeConfig config;
   config.print_measurement = a.print_measurement;
   config.las_socket = a.las_socket;
@@ -159,13 +193,15 @@ void RegisterRunCommand(CLI::App& app, Action& action) {
                   "starts only if the volume's state is the one TAG names");
   run->add_flag("--print-measurement", args->print_measurement,
                 "Print PROGRAM's measurement as the runtime computes it at start-up, and exit");
-  run->add_option("--las", args->las_socket, "Local attestation service (unix socket)");
+  run->add_option("--las", args->las_socket, "Local attestation service (unix socket; default: $SCONE_LAS_ADDR)");
   run->add_flag("--print-evidence", args->print_evidence,
                 "Get evidence about PROGRAM from LAS at start-up, print it (hex), and exit");
   run->add_option("--config-id", args->config_id,
                   "SESSION/SERVICE: attest to CAS at start-up and run with the command line, "
-                  "environment, volumes and files the session gives (default CAS: the local one)");
-  run->add_option("--cas-addr", args->cas_addr, "CAS attestation address HOST[:PORT] (with --config-id)");
+                  "environment, volumes and files the session gives (default CAS: the local one; "
+                  "default: $SCONE_CONFIG_ID)");
+  run->add_option("--cas-addr", args->cas_addr,
+                  "CAS attestation address HOST[:PORT] (with --config-id; default: $SCONE_CAS_ADDR)");
   run->add_option("--cas-cert", args->cas_cert, "Certificate CAS must present (with --cas-addr)");
   run->add_option("--sigstruct", args->sigstruct, "Signature from scone sign (default: PROGRAM.sig if present)");
   // Everything from the program's name on belongs to the program, options included.

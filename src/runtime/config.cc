@@ -11,7 +11,7 @@
 namespace scone::runtime {
 namespace {
 
-constexpr char kMagic[] = "scone-runtime-config-v1";
+constexpr char kMagic[] = "scone-runtime-config-v2";
 constexpr size_t kMaxConfigSize = 16u << 20;
 
 }  // namespace
@@ -26,6 +26,7 @@ SecretBytes RuntimeConfig::Encode() const {
     w.U8(v.expected_tag ? 1 : 0);
     if (v.expected_tag) w.Raw(*v.expected_tag);
     w.Str(v.cas_name);
+    w.U8(v.open_at_start ? 1 : 0);
   }
   w.U32(static_cast<uint32_t>(fds.size()));
   for (const InheritedFd& f : fds) {
@@ -80,7 +81,11 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
       v.expected_tag.emplace();
       if (!r.Raw(*v.expected_tag)) return InvalidArgument("runtime configuration is malformed");
     }
-    if (!r.Str(&v.cas_name, 256)) return InvalidArgument("runtime configuration is malformed");
+    uint8_t open_at_start;
+    if (!r.Str(&v.cas_name, 256) || !r.U8(&open_at_start) || open_at_start > 1) {
+      return InvalidArgument("runtime configuration is malformed");
+    }
+    v.open_at_start = open_at_start == 1;
     config.volumes.push_back(std::move(v));
   }
   if (!r.U32(&count) || count > 65536) return InvalidArgument("runtime configuration is malformed");

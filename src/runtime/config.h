@@ -28,6 +28,9 @@ struct VolumeConfig {
   SecretBytes key;
   std::optional<fs::VolumeTag> expected_tag;
   std::string cas_name;  // the session's name for it, when CAS granted it
+  // Open (and so check the key) before the program runs, as `scone run` asks; else the runtime
+  // opens it when the program first touches it.
+  bool open_at_start = false;
 };
 
 // The attested identity a CAS-configured program hands to the program it executes, so that the

@@ -33,12 +33,17 @@ class ShieldedFd {
  public:
   virtual ~ShieldedFd() = default;
 
-  // At the description's offset (advancing it), or at an explicit one.
-  virtual long Read(void* buf, size_t count) = 0;
-  virtual long Write(const void* buf, size_t count) = 0;
+  // At the description's offset (advancing it), or at an explicit one. `fd` is the descriptor
+  // the call came through (any of the description's).
+  virtual long Read(int fd, void* buf, size_t count) = 0;
+  virtual long Write(int fd, const void* buf, size_t count) = 0;
   virtual long ReadAt(void* buf, size_t count, uint64_t offset) = 0;
   virtual long WriteAt(const void* buf, size_t count, uint64_t offset) = 0;
-  virtual long Seek(int64_t offset, int whence) = 0;
+  virtual long Seek(int fd, int64_t offset, int whence) = 0;
+  // The description is about to be shared with another process (fork, or a program this one
+  // executes keeps the descriptor): from now on its offset is the kernel's, which the kernel
+  // shares between the processes as it does for every open file description.
+  virtual void ShareWithOtherProcesses(int fd) = 0;
   // Corrects what the kernel reported about the descriptor (the plaintext size).
   virtual void PatchStat(struct stat* st) = 0;
   virtual uint64_t PlaintextSize() = 0;
@@ -53,6 +58,9 @@ class ShieldedFd {
   virtual int SetStatusFlags(int flags) = 0;
   // The last descriptor referring to it is being closed: commit (an error is the close's).
   virtual long LastClose() = 0;
+  // In a child forked from a process with several threads: what the parent wrote is the
+  // parent's to commit (its threads may have held the file's locks at fork time).
+  virtual void ForgetParentWrites() = 0;
   // Describes the descriptor for a program this one executes; false if it cannot follow.
   virtual bool Describe(int fd, InheritedFd* out) = 0;
 };

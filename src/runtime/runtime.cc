@@ -20,7 +20,9 @@
 #include "fs/volume_path.h"
 #include "os/file.h"
 #include "runtime/lexical_path.h"
+#include "runtime/entry/code_patcher.h"
 #include "runtime/entry/entry.h"
+#include "runtime/entry/sud.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/protected_fd.h"
 
@@ -49,28 +51,54 @@ std::string FdPath(int fd) {
   return std::string(target, static_cast<size_t>(n));
 }
 
+// A child forked from a process with several threads has only the thread that forked: objects
+// another thread was working on (a file's lock) may stay locked forever in the child. It
+// commits only what it writes itself, and leaves closing the volumes to the parent.
+bool forking_with_threads = false;
+bool fork_child_of_threads = false;
+
 // Fork through the C library (pthread_atfork): no lock of the runtime may be held by another
 // thread across fork, and the child takes its own cross-process volume locks.
 void PrepareFork() {
   if (the_runtime == nullptr) return;
+  static const char* single_threaded =
+      static_cast<const char*>(dlsym(RTLD_DEFAULT, "__libc_single_threaded"));
+  forking_with_threads = single_threaded == nullptr || *single_threaded == 0;
+  {
+    RuntimeSection section;
+    for (auto& [fd, d] : the_runtime->fds().All()) d->ShareWithOtherProcesses(fd);
+  }
   if (auto* r = the_runtime->reporter()) r->BeforeFork();
-  for (auto& v : the_runtime->volumes()) v->volume->BeforeFork();
+  for (auto& v : the_runtime->volumes()) {
+    v->BeforeFork();
+    if (fs::Volume* volume = v->IfOpen()) volume->BeforeFork();
+  }
   the_runtime->fds().BeforeFork();
 }
 void ParentAfterFork() {
   if (the_runtime == nullptr) return;
   the_runtime->fds().AfterFork();
-  for (auto& v : the_runtime->volumes()) v->volume->AfterForkInParent();
+  for (auto& v : the_runtime->volumes()) {
+    if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInParent();
+    v->AfterFork();
+  }
   if (auto* r = the_runtime->reporter()) r->AfterForkInParent();
 }
 void ChildAfterFork() {
   if (the_runtime == nullptr) return;
   RuntimeSection section;
   the_runtime->fds().AfterFork();
+  if (forking_with_threads) {
+    fork_child_of_threads = true;
+    for (auto& [fd, d] : the_runtime->fds().All()) d->ForgetParentWrites();
+  }
   if (auto* r = the_runtime->reporter()) r->AfterForkInChild();
   for (auto& v : the_runtime->volumes()) {
-    Status s = v->volume->AfterForkInChild();
-    if (!s.ok()) Log(s.message());
+    if (fs::Volume* volume = v->IfOpen()) {
+      Status s = volume->AfterForkInChild();
+      if (!s.ok()) Log(s.message());
+    }
+    v->AfterFork();
   }
 }
 
@@ -88,14 +116,17 @@ void CloseVolumesAtExit() {
   static std::atomic<bool> done{false};
   if (the_runtime == nullptr || done.exchange(true)) return;
   RuntimeSection section;
-  if (auto* r = the_runtime->reporter()) r->Stop();  // the last report is the one below
   // Commit what open descriptors wrote, then close the volumes (checkpoint, clean mark). The
   // descriptors stay shielded: whatever a thread still does with them fails from now on.
   for (auto& [fd, d] : the_runtime->fds().All()) (void)d->LastClose();
   the_runtime->CloseVolumes();
+  if (fork_child_of_threads) return;  // the parent closes them
+  if (auto* r = the_runtime->reporter()) r->Stop();  // the last report is the one below
   for (auto& v : the_runtime->volumes()) {
-    Status s = v->volume->Close();
-    if (!s.ok()) Log(s.message());
+    if (fs::Volume* volume = v->IfOpen()) {
+      Status s = volume->Close();
+      if (!s.ok()) Log(s.message());
+    }
   }
   the_runtime->ReportVolumesToCas();
   the_runtime->WipeKeys();
@@ -108,6 +139,20 @@ namespace {
 void CloseAtExit() {
   fflush(nullptr);
   CloseVolumesAtExit();
+  if (getenv("SCONE_ENTRY_STATS") != nullptr) {
+    CodePatcher::Stats p = CodePatcher::GetStats();
+    Log("entry: " + std::to_string(p.patched_at_start_up) + " sites patched at start-up, " +
+        std::to_string(p.patched_later) + " when first caught, " + std::to_string(p.refused) +
+        " left to the SIGSYS handler; " + std::to_string(GetSudStats().trapped) + " calls caught by it");
+    for (const auto& [site, calls] : p.busiest_refused) {
+      Dl_info info;
+      if (site == 0 || dladdr(reinterpret_cast<void*>(site), &info) == 0) continue;
+      Log("entry: " + std::to_string(calls) + " calls through the handler at " +
+          (info.dli_sname ? info.dli_sname : "?") + "+" +
+          std::to_string(site - reinterpret_cast<uintptr_t>(info.dli_saddr ? info.dli_saddr : info.dli_fbase)) +
+          " in " + (info.dli_fname ? info.dli_fname : "?"));
+    }
+  }
 }
 
 }  // namespace
@@ -152,9 +197,10 @@ Runtime* ShieldIfReady() {
 }
 
 Status Runtime::Init() {
-  // OpenSSL would register its own clean-up at exit when first initialized; the volumes close
-  // after every exit handler (CloseAtExit), so OpenSSL must stay usable to the end.
-  OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, nullptr);
+  // The runtime's own OpenSSL (linked in, hidden): no configuration file (the host's could load
+  // an engine into the process), and no clean-up at exit, since the volumes close after every
+  // exit handler (CloseAtExit) and need it to the end.
+  OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, nullptr);
   library_path_ = OwnLibraryPath();
   SetHelperThreadStartHook(BecomeRuntimeThread);
   if (!fds_.ok()) return Internal("cannot reserve the descriptor table");
@@ -195,11 +241,15 @@ Status Runtime::InitFromConfigFd(int config_fd) {
   // Key hygiene: no core dumps, no ptrace by other users' processes, no /proc/PID/mem.
   prctl(PR_SET_DUMPABLE, 0);
   for (VolumeConfig& vc : config.volumes) {
-    fs::Volume::OpenOptions options;
-    options.expected_tag = vc.expected_tag;
-    auto volume = fs::Volume::Open(vc.dir, vc.key, options);
-    if (!volume.ok()) return volume.status();
-    Mount(vc.dir, std::move(volume).value(), vc.key, vc.cas_name);
+    // Checked before the program runs where `scone run` asks for it (a wrong key, a state
+    // that is not the one TAG names); programs this one executes open them when they touch them.
+    std::shared_ptr<fs::Volume> opened;
+    if (vc.open_at_start || vc.expected_tag) {
+      fs::Volume::OpenOptions options;
+      options.expected_tag = vc.expected_tag;
+      SCONE_ASSIGN_OR_RETURN(opened, fs::Volume::Open(vc.dir, vc.key, options));
+    }
+    Mount(vc.dir, vc.key, vc.cas_name, std::move(opened));
   }
   if (config.cas) {
     SCONE_ASSIGN_OR_RETURN(CasConnection connection, CasConnection::FromHandover(*config.cas));
@@ -210,21 +260,26 @@ Status Runtime::InitFromConfigFd(int config_fd) {
   for (const InheritedFd& f : config.fds) {
     MountedVolume* mv = VolumeByRoot(f.volume_dir);
     if (mv == nullptr || RawSyscall(SYS_fcntl, f.fd, F_GETFD) < 0) continue;
-    auto file = mv->volume->OpenFile(f.path, {});
+    if (f.flags & O_PATH) {
+      fds_.Set(f.fd, std::make_shared<PathOnlyFd>(mv, f.path));
+      continue;
+    }
+    fs::Volume* volume = mv->Get();
+    auto file = volume != nullptr ? volume->OpenFile(f.path, {})
+                                  : Result<std::shared_ptr<fs::ProtectedFile>>(Internal("volume unavailable"));
     if (!file.ok()) {
       Log("inherited descriptor " + std::to_string(f.fd) + " (" + f.path + "): " + file.status().message());
       RawSyscall(SYS_close, f.fd);  // never left to the program as ciphertext
       continue;
     }
-    fds_.Set(f.fd, std::make_shared<ProtectedFd>(std::move(file).value(), mv, f.path, f.flags, f.offset));
+    fds_.Set(f.fd, std::make_shared<ProtectedFd>(std::move(file).value(), mv, f.path, f.flags, /*shared=*/true));
   }
   pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
   return Status::Ok();
 }
 
-void Runtime::Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, const SecretBytes& key,
-                    const std::string& cas_name) {
-  keys_.push_back(key.Clone());
+MountedVolume* Runtime::Mount(const std::string& dir, const SecretBytes& key, const std::string& cas_name,
+                              std::shared_ptr<fs::Volume> volume) {
   auto mounted = std::make_unique<MountedVolume>();
   mounted->root = dir;
   struct stat st;
@@ -232,9 +287,41 @@ void Runtime::Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, 
     mounted->device = st.st_dev;
     mounted->inode = st.st_ino;
   }
-  mounted->volume = std::move(volume);
+  mounted->key = key.Clone();
   mounted->cas_name = cas_name;
+  if (volume) mounted->Adopt(std::move(volume));
   volumes_.push_back(std::move(mounted));
+  return volumes_.back().get();
+}
+
+fs::Volume* MountedVolume::Get() {
+  if (fs::Volume* v = IfOpen()) return v;
+  std::lock_guard lock(open_mu_);
+  if (fs::Volume* v = IfOpen()) return v;
+  if (failed_) return nullptr;
+  auto opened = fs::Volume::Open(root, key);
+  if (!opened.ok()) {
+    failed_ = true;
+    Log(opened.status().message());
+    return nullptr;
+  }
+  volume_ = std::move(opened).value();
+  opened_.store(volume_.get(), std::memory_order_release);
+  return volume_.get();
+}
+
+void MountedVolume::Adopt(std::shared_ptr<fs::Volume> volume) {
+  std::lock_guard lock(open_mu_);
+  volume_ = std::move(volume);
+  opened_.store(volume_.get(), std::memory_order_release);
+}
+
+void MountedVolume::Drop() {
+  std::lock_guard lock(open_mu_);
+  failed_ = true;  // nothing opens it again
+  opened_.store(nullptr, std::memory_order_release);
+  volume_.reset();
+  key = SecretBytes();
 }
 
 void Runtime::AdoptCas(CasConnection connection) {
@@ -259,7 +346,7 @@ Status Runtime::MountGranted(cas::VolumeGrant& g) {
                         std::to_string(g.expected->generation) + ")");
     }
     SCONE_ASSIGN_OR_RETURN(auto created, fs::Volume::Create(dir, g.key, fs::RegionRules()));
-    Mount(dir, std::move(created), g.key, g.name);
+    Mount(dir, g.key, g.name, std::move(created));
     return Status::Ok();
   }
   SCONE_ASSIGN_OR_RETURN(auto volume, fs::Volume::Open(dir, g.key));
@@ -274,7 +361,7 @@ Status Runtime::MountGranted(cas::VolumeGrant& g) {
       return RolledBack("volume " + g.name + " at " + dir + " does not match the state CAS knows (replaced)");
     }
   }
-  Mount(dir, std::move(volume), g.key, g.name);
+  Mount(dir, g.key, g.name, std::move(volume));
   return Status::Ok();
 }
 
@@ -311,8 +398,9 @@ void Runtime::ReportVolumesToCas() {
   if (!cas_) return;
   std::vector<cas::VolumeReport> reports;
   for (auto& v : volumes_) {
-    if (v->cas_name.empty() || v->volume == nullptr) continue;
-    reports.push_back({v->cas_name, {v->volume->Tag(), v->volume->Generation()}});
+    fs::Volume* volume = v->IfOpen();
+    if (v->cas_name.empty() || volume == nullptr) continue;  // unchanged by this process
+    reports.push_back({v->cas_name, {volume->Tag(), volume->Generation()}});
   }
   if (reports.empty()) return;
   Status s = cas_->Report(reports);
@@ -321,18 +409,17 @@ void Runtime::ReportVolumesToCas() {
 }
 
 void Runtime::WipeKeys() {
-  keys_.clear();
-  for (auto& v : volumes_) v->volume.reset();  // the Volume's key goes with its last reference
+  for (auto& v : volumes_) v->Drop();
 }
 
 RuntimeConfig Runtime::ConfigForExec() {
   RuntimeConfig config;
   for (const auto& [path, content] : injected_) config.injected_files.push_back({path, content.Clone()});
-  for (size_t i = 0; i < volumes_.size(); ++i) {
+  for (const auto& v : volumes_) {
     VolumeConfig vc;
-    vc.dir = volumes_[i]->root;
-    vc.key = keys_[i].Clone();
-    vc.cas_name = volumes_[i]->cas_name;
+    vc.dir = v->root;
+    vc.key = v->key.Clone();
+    vc.cas_name = v->cas_name;
     config.volumes.push_back(std::move(vc));
   }
   if (cas_) {
@@ -404,8 +491,11 @@ Target Runtime::Resolve(int dirfd, const char* path, bool follow_last) const {
     t.volume = v.get();
     t.path = abs.size() > v->root.size() ? abs.substr(v->root.size() + 1) : "";
     t.metadata = fs::PathHasPrefix(t.path, fs::kMetaDirName);
-    t.region = t.path.empty() || t.metadata ? fs::Region::kNotProtected
-                                            : v->volume->RegionOf(t.path);
+    if (!t.path.empty() && !t.metadata) {
+      fs::Volume* volume = v->Get();
+      t.unavailable = volume == nullptr;
+      if (volume != nullptr) t.region = volume->RegionOf(t.path);
+    }
     break;
   }
   return t;
@@ -436,18 +526,19 @@ Target Runtime::Locate(int dirfd, const char* path, bool follow_last) const {
 
 Target Runtime::Locate(int dirfd, const char* path, bool follow_last, LexicalPath* lexical) const {
   if (lexical != nullptr && lexical->volume != nullptr) {
-    MountedVolume* volume = lexical->volume;
+    MountedVolume* mounted = lexical->volume;
     const char* inside = lexical->inside;
+    fs::Volume* volume = *inside != '\0' ? mounted->Get() : nullptr;
     // A file the volume holds is reached without links (the volume's table has none).
-    bool known = *inside != '\0' && volume->volume->FileSize(inside).ok();
+    bool known = volume != nullptr && volume->FileSize(inside).ok();
     if (known || NoLinkBelowRoot(lexical->absolute, const_cast<char*>(inside), follow_last)) {
       Target t;
-      t.volume = volume;
+      t.volume = mounted;
       t.path = inside;
       t.absolute = lexical->absolute;
       t.metadata = fs::PathHasPrefix(t.path, fs::kMetaDirName);
-      t.region = t.path.empty() || t.metadata ? fs::Region::kNotProtected
-                                              : volume->volume->RegionOf(t.path);
+      t.unavailable = *inside != '\0' && volume == nullptr;
+      if (volume != nullptr && !t.metadata) t.region = volume->RegionOf(t.path);
       t.known_file = known;
       return t;
     }
@@ -463,10 +554,14 @@ bool Runtime::LexicalLookup(int dirfd, const char* path, LexicalPath* out) const
     if ((dots == path || dots[-1] == '/') && (dots[2] == '\0' || dots[2] == '/')) return false;
   }
   size_t len;
+  out->one_name = path[0] != '/' && std::strchr(path, '/') == nullptr;
   if (path[0] == '/') {
     len = LexicalAbsolute("/", path, buf, PATH_MAX);
+  } else if (dirfd != AT_FDCWD) {
+    char base[DirectoryTable::kMaxPath];
+    if (dirs_.Get(dirfd, base, sizeof(base)) == 0) return false;
+    len = LexicalAbsolute(base, path, buf, PATH_MAX);
   } else {
-    if (dirfd != AT_FDCWD) return false;
     char cwd[PATH_MAX];
     for (;;) {  // seqlock read: retry if chdir ran meanwhile
       uint32_t before = cwd_seq_.load(std::memory_order_acquire);
@@ -514,10 +609,15 @@ bool Runtime::IsVolumeRootDirectory(dev_t dev, ino_t ino) const {
 void Runtime::WorkingDirectoryChanged() {
   char now[PATH_MAX];
   if (getcwd(now, sizeof(now)) == nullptr) now[0] = '\0';  // unknown: paths take the long way
+  WorkingDirectoryIs(now);
+}
+
+void Runtime::WorkingDirectoryIs(const char* absolute) {
   std::lock_guard lock(cwd_write_mu_);
   cwd_seq_.fetch_add(1, std::memory_order_acq_rel);  // odd: being written
   std::atomic_thread_fence(std::memory_order_release);
-  std::memcpy(cwd_, now, sizeof(now));
+  std::strncpy(cwd_, absolute, sizeof(cwd_) - 1);
+  cwd_[sizeof(cwd_) - 1] = '\0';
   cwd_seq_.fetch_add(1, std::memory_order_release);
 }
 

@@ -21,17 +21,40 @@
 #include "fs/volume.h"
 #include "runtime/attestation.h"
 #include "runtime/config.h"
+#include "runtime/dir_table.h"
 #include "runtime/fd_table.h"
 #include "runtime/volume_reporter.h"
 
 namespace scone::runtime {
 
+// A volume the runtime shields. It is opened when the process first touches it: a process
+// that never does (most of a shell script's commands) reads no state and writes no checkpoint.
 struct MountedVolume {
   std::string root;  // absolute, symbolic links resolved
   dev_t device = 0;  // the root directory's identity
   ino_t inode = 0;
-  std::shared_ptr<fs::Volume> volume;
   std::string cas_name;  // the session's name for it, when CAS granted it
+
+  // The volume, opened on first use; nullptr (logged once) if it cannot be opened, then every
+  // call that touches it fails with EIO. REQUIRES: a RuntimeSection.
+  fs::Volume* Get();
+  // The volume if this process has opened it, else nullptr; never opens it.
+  fs::Volume* IfOpen() const { return opened_.load(std::memory_order_acquire); }
+  // Opened by the caller (at start-up, to check its state before the program runs).
+  void Adopt(std::shared_ptr<fs::Volume> volume);
+  // Fork: no other thread may be opening it across fork.
+  void BeforeFork() { open_mu_.lock(); }
+  void AfterFork() { open_mu_.unlock(); }
+  // At exit, after it closed: the key goes with the last reference.
+  void Drop();
+
+  SecretBytes key;
+
+ private:
+  std::mutex open_mu_;
+  std::shared_ptr<fs::Volume> volume_;
+  std::atomic<fs::Volume*> opened_{nullptr};
+  bool failed_ = false;
 };
 
 // Where a program's path lands.
@@ -42,8 +65,9 @@ struct Target {
   bool metadata = false;            // inside the volume's own .scone directory
   fs::Region region = fs::Region::kNotProtected;
   bool known_file = false;          // a protected file the volume holds
+  bool unavailable = false;         // in a volume that cannot be opened: calls fail with EIO
 
-  bool Protected() const { return volume != nullptr && region != fs::Region::kNotProtected; }
+  bool Protected() const { return volume != nullptr && (unavailable || region != fs::Region::kNotProtected); }
 };
 
 // A path as the program wrote it, made absolute and normal without the kernel, and the volume
@@ -52,6 +76,10 @@ struct LexicalPath {
   char absolute[PATH_MAX];
   MountedVolume* volume = nullptr;  // nullptr: outside every volume by name
   const char* inside = nullptr;     // the path inside `volume` (points into `absolute`)
+  // One name in a directory whose path is known exactly (the working directory, a recorded
+  // directory descriptor): where a call does not follow that name, `absolute` is exactly where
+  // the kernel looks.
+  bool one_name = false;
 };
 
 class Runtime {
@@ -64,7 +92,7 @@ class Runtime {
   // The same for a path the caller has judged already (nullptr: it could not be judged).
   Target Locate(int dirfd, const char* path, bool follow_last, LexicalPath* lexical) const;
   // Judges `path` lexically (lexical_path.h): false when it cannot be judged so (relative to a
-  // directory descriptor, "..", too long). Exact when no symbolic link is involved; the callers
+  // directory descriptor whose path is not recorded in dirs(), "..", too long). Exact when no symbolic link is involved; the callers
   // make sure of that. No system call, no allocation, no lock.
   bool LexicalLookup(int dirfd, const char* path, LexicalPath* out) const;
   // Whether a file on device `dev` may lie in a volume (its file system holds one).
@@ -73,6 +101,8 @@ class Runtime {
   bool IsVolumeRootDirectory(dev_t dev, ino_t ino) const;
   // The working directory changed (chdir, fchdir): relative paths are judged against the new one.
   void WorkingDirectoryChanged();
+  // The same, when the runtime knows the new one's absolute path.
+  void WorkingDirectoryIs(const char* absolute);
   // Something to shield: volumes, injected files, or an attested identity.
   bool Active() const { return !volumes_.empty() || !injected_.empty() || cas_ != nullptr; }
   bool HasVolumes() const { return !volumes_.empty(); }
@@ -97,6 +127,7 @@ class Runtime {
   MountedVolume* VolumeByRoot(const std::string& root);
 
   FdTable& fds() { return fds_; }
+  DirectoryTable& dirs() { return dirs_; }
   std::vector<std::unique_ptr<MountedVolume>>& volumes() { return volumes_; }
 
   // The configuration for a program this one executes: the volumes (without expected tags:
@@ -117,12 +148,14 @@ class Runtime {
   Status InitFromConfigFd(int config_fd);
   Status InitFromCas(const CasSettings& settings);
   Status MountGranted(cas::VolumeGrant& grant);
-  void Mount(const std::string& dir, std::shared_ptr<fs::Volume> volume, const SecretBytes& key,
-             const std::string& cas_name);
+  // A volume, opened now (`volume`) or on first use (nullptr).
+  MountedVolume* Mount(const std::string& dir, const SecretBytes& key, const std::string& cas_name,
+                       std::shared_ptr<fs::Volume> volume);
   // The attested identity, and the reporter that tells CAS of synced volume states with it.
   void AdoptCas(CasConnection connection);
 
   FdTable fds_;
+  DirectoryTable dirs_;
   std::atomic<bool> closed_{false};
   std::vector<std::unique_ptr<MountedVolume>> volumes_;
   std::map<std::string, SecretBytes, std::less<>> injected_;  // by absolute path
@@ -130,7 +163,6 @@ class Runtime {
   std::unique_ptr<VolumeReporter> reporter_;
   std::vector<std::string> cas_argv_, cas_env_;
   std::string library_path_;
-  std::vector<SecretBytes> keys_;  // volumes_[i]'s key, for programs this one executes
   // The working directory as a seqlock: chdir is rare, path calls read it without waiting.
   mutable std::atomic<uint32_t> cwd_seq_{0};
   std::mutex cwd_write_mu_;

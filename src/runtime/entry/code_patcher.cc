@@ -127,6 +127,10 @@ struct PatchLock {
 };
 
 bool sync_core_available = false;
+// glibc's own flag: true until the process first creates a thread.
+const char* single_threaded = nullptr;
+
+bool SingleThreaded() { return single_threaded != nullptr && *single_threaded != 0; }
 
 // Makes every core running this process's threads execute a serializing instruction, so none
 // runs a stale copy of code just written.
@@ -151,9 +155,12 @@ void Store16(uintptr_t at, const uint8_t* bytes) {
 // Replaces n bytes of code at `at` while other threads may run it: a thread reaching `at`
 // meanwhile finds a jump to itself and waits. REQUIRES: the patch lock.
 bool WriteLiveCode(uintptr_t at, const uint8_t* bytes, size_t n) {
-  if ((at & 63) == 63) return false;  // the two-byte jump would cross a cache line
+  if (!SingleThreaded() && (at & 63) == 63) return false;  // the two-byte jump would cross a cache line
   if (!SetWritable(at, n, true)) return false;
-  if ((at & ~uintptr_t{7}) == ((at + n - 1) & ~uintptr_t{7})) {
+  if (SingleThreaded()) {
+    // The one thread is the one patching (in its SIGSYS handler): nothing runs this code now.
+    std::memcpy(reinterpret_cast<void*>(at), bytes, n);
+  } else if ((at & ~uintptr_t{7}) == ((at + n - 1) & ~uintptr_t{7})) {
     // Within one aligned 8-byte word: one atomic store.
     auto* word = reinterpret_cast<uint64_t*>(at & ~uintptr_t{7});
     uint64_t v = __atomic_load_n(word, __ATOMIC_RELAXED);
@@ -167,7 +174,7 @@ bool WriteLiveCode(uintptr_t at, const uint8_t* bytes, size_t n) {
     SyncCores();
     Store16(at, bytes);
   }
-  SyncCores();
+  if (!SingleThreaded()) SyncCores();
   SetWritable(at, n, false);
   return true;
 }
@@ -175,6 +182,9 @@ bool WriteLiveCode(uintptr_t at, const uint8_t* bytes, size_t n) {
 // ---- trampolines ------------------------------------------------------------------------
 
 uintptr_t trampoline_next = 0;
+// At start-up the C library's text and the trampoline area are made writable once for all
+// sites, not once per site.
+bool bulk_writable = false;
 
 class CodeBuffer {
  public:
@@ -254,9 +264,9 @@ uintptr_t EmitTrampoline(uintptr_t pre, size_t pre_size, uintptr_t post, size_t 
   c.PatchRel8(jmp_done, done);
   size_t total = (c.size() + 15) & ~size_t{15};
   if (base + total > reinterpret_cast<uintptr_t>(scone_trampolines_end)) return 0;
-  if (!SetWritable(base, c.size(), true)) return 0;
+  if (!bulk_writable && !SetWritable(base, c.size(), true)) return 0;
   std::memcpy(reinterpret_cast<void*>(base), c.data(), c.size());
-  SetWritable(base, c.size(), false);
+  if (!bulk_writable) SetWritable(base, c.size(), false);
   trampoline_next = base + total;
   return base;
 }
@@ -275,51 +285,50 @@ bool JumpBytes(uintptr_t window, size_t window_size, uintptr_t trampoline, uint8
 // ---- sites refused, remembered so the handler does not decode them again ----------------
 
 constexpr int kRefusedSlots = 1024;
-uintptr_t refused[kRefusedSlots];
+struct RefusedSite {
+  uintptr_t site;
+  long calls;  // caught by the handler since it was refused
+};
+RefusedSite refused[kRefusedSlots];
 std::atomic<int> stat_start_up{0}, stat_later{0}, stat_refused{0};
 
-bool IsRefused(uintptr_t site) {
+// REQUIRES: the patch lock.
+RefusedSite* FindRefused(uintptr_t site, bool insert) {
   for (int i = 0, h = static_cast<int>((site >> 1) % kRefusedSlots); i < kRefusedSlots; ++i) {
-    uintptr_t v = refused[(h + i) % kRefusedSlots];
-    if (v == site) return true;
-    if (v == 0) return false;
+    RefusedSite& r = refused[(h + i) % kRefusedSlots];
+    if (r.site == site) return &r;
+    if (r.site == 0) {
+      if (!insert) return nullptr;
+      r.site = site;
+      return &r;
+    }
   }
-  return false;
+  return nullptr;
+}
+
+bool IsRefused(uintptr_t site) {
+  RefusedSite* r = FindRefused(site, false);
+  if (r != nullptr) ++r->calls;
+  return r != nullptr;
 }
 
 void Refuse(uintptr_t site) {
   stat_refused.fetch_add(1, std::memory_order_relaxed);
-  for (int i = 0, h = static_cast<int>((site >> 1) % kRefusedSlots); i < kRefusedSlots; ++i) {
-    uintptr_t& v = refused[(h + i) % kRefusedSlots];
-    if (v == 0 || v == site) {
-      v = site;
-      return;
-    }
-  }
+  if (RefusedSite* r = FindRefused(site, true)) r->calls = 1;
 }
 
 // ---- start-up: whole functions ----------------------------------------------------------
 
-// Busy system-call wrappers of the C library, patched before the program runs. Others are
-// patched when first caught, if the instruction before their `syscall` can be moved alone.
-constexpr const char* kBusyWrappers[] = {
-    "read", "__read_nocancel", "write", "__write_nocancel", "pread64", "__pread64_nocancel", "pwrite64",
-    "readv", "writev", "preadv", "pwritev", "preadv2", "pwritev2", "open", "open64", "openat", "openat64",
-    "__open_nocancel", "__open64_nocancel", "close", "__close_nocancel", "lseek", "lseek64", "fstat",
-    "fstat64", "stat", "lstat", "fstatat", "fstatat64", "statx", "fcntl", "fcntl64", "dup", "dup2", "dup3",
-    "ioctl", "mmap", "mmap64", "munmap", "mprotect", "madvise", "mremap", "getdents64", "fsync", "fdatasync",
-    "ftruncate", "ftruncate64", "unlink", "unlinkat", "rename", "renameat", "renameat2", "mkdir", "rmdir",
-    "access", "faccessat", "readlink", "getcwd", "chdir", "fchdir", "epoll_wait", "epoll_pwait", "epoll_pwait2",
-    "epoll_ctl", "poll", "ppoll", "select", "pselect", "accept", "accept4", "recv", "recvfrom", "recvmsg",
-    "recvmmsg", "send", "sendto", "sendmsg", "connect", "socket", "setsockopt", "getsockopt", "shutdown",
-    "sendfile", "sendfile64", "splice", "copy_file_range", "posix_fallocate", "posix_fallocate64",
-    "fallocate", "fallocate64", "nanosleep", "clock_nanosleep", "sched_yield", "sigprocmask",
-    "pthread_sigmask", "sigaction", "getpid", "gettid", "pthread_mutex_trylock", "pthread_cond_wait",
-    "pthread_cond_timedwait", "pthread_cond_clockwait", "pthread_cond_signal", "pthread_cond_broadcast",
-    "pthread_rwlock_rdlock", "pthread_rwlock_wrlock", "pthread_rwlock_unlock", "pthread_rwlock_tryrdlock",
-    "pthread_barrier_wait", "clone", "vfork", "_Fork", "execve", "_exit", "getrandom", "tcsetattr",
-    "tcgetattr", "isatty", "pipe2", "eventfd", "timerfd_settime", "uname", "sysinfo", "umask", "getuid",
-    "geteuid", "kill", "raise", "tgkill",
+// The C library's wrappers whose `syscall` no single instruction before it can stand in for
+// (read(2)'s number is set by a two-byte `xor`; futex calls by register moves), so only a
+// whole-function analysis, before other threads run, can patch them. Every other site is
+// patched when first caught (PatchTrapped): a process pays only for the calls it makes.
+constexpr const char* kWrappersPatchedAtStartUp[] = {
+    "read", "__read_nocancel", "pthread_mutex_trylock", "pthread_cond_wait", "pthread_cond_timedwait",
+    "pthread_cond_clockwait", "pthread_cond_signal", "pthread_cond_broadcast", "pthread_rwlock_rdlock",
+    "pthread_rwlock_wrlock", "pthread_rwlock_unlock", "pthread_rwlock_tryrdlock", "pthread_rwlock_timedrdlock",
+    "pthread_rwlock_clockrdlock", "pthread_barrier_wait", "epoll_pwait", "epoll_pwait2", "sendto", "splice",
+    "copy_file_range", "pselect", "recvmmsg", "posix_fallocate", "posix_fallocate64", "tcsetattr",
 };
 
 // Chooses the window for the `syscall` at insns[i]: at least five bytes of whole relocatable
@@ -373,11 +382,10 @@ int PatchFunction(uintptr_t begin, uintptr_t end) {
                                           window_end, &after_pre);
     uint8_t bytes[32];
     if (trampoline == 0 || window_end - window > sizeof(bytes) ||
-        !JumpBytes(window, window_end - window, trampoline, bytes) || !SetWritable(window, window_end - window, true)) {
+        !JumpBytes(window, window_end - window, trampoline, bytes)) {
       continue;
     }
     std::memcpy(reinterpret_cast<void*>(window), bytes, window_end - window);
-    SetWritable(window, window_end - window, false);
     ++patched;
   }
   return patched;
@@ -393,23 +401,36 @@ int CodePatcher::PatchAtStartUp() {
       RawSyscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED_SYNC_CORE, 0, 0) == 0;
   void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
   if (libc == nullptr) return 0;
+  single_threaded = static_cast<const char*>(dlsym(libc, "__libc_single_threaded"));
+  const PatchableObject* libc_text = ObjectOf(reinterpret_cast<uintptr_t>(dlsym(libc, "read")));
+  const auto trampolines = reinterpret_cast<uintptr_t>(scone_trampolines_begin);
+  const size_t trampolines_size = scone_trampolines_end - scone_trampolines_begin;
+  if (libc_text == nullptr ||
+      !SetWritable(libc_text->text_begin, libc_text->text_end - libc_text->text_begin, true)) {
+    dlclose(libc);
+    return 0;
+  }
+  if (!SetWritable(trampolines, trampolines_size, true)) {
+    SetWritable(libc_text->text_begin, libc_text->text_end - libc_text->text_begin, false);
+    dlclose(libc);
+    return 0;
+  }
+  bulk_writable = true;
   int patched = 0;
   std::vector<uintptr_t> done;
-  for (const char* name : kBusyWrappers) {
-    void* fn = dlsym(libc, name);
-    Dl_info info;
-    ElfW(Sym)* sym = nullptr;
-    if (fn == nullptr || dladdr1(fn, &info, reinterpret_cast<void**>(&sym), RTLD_DL_SYMENT) == 0 ||
-        sym == nullptr || sym->st_size == 0) {
-      continue;
-    }
-    auto begin = reinterpret_cast<uintptr_t>(fn);
+  for (const char* name : kWrappersPatchedAtStartUp) {
+    // The function's extent from the unwind table (a binary search; dladdr1 would walk the
+    // whole symbol table for each).
+    auto begin = reinterpret_cast<uintptr_t>(dlsym(libc, name));
+    FunctionRange fn;
+    if (begin == 0 || !libc_text->functions.Find(begin, &fn) || fn.begin != begin) continue;
     if (std::find(done.begin(), done.end(), begin) != done.end()) continue;  // an alias
     done.push_back(begin);
-    const PatchableObject* object = ObjectOf(begin);
-    if (object == nullptr || begin + sym->st_size > object->text_end) continue;
-    patched += PatchFunction(begin, begin + sym->st_size);
+    patched += PatchFunction(fn.begin, fn.end);
   }
+  bulk_writable = false;
+  SetWritable(trampolines, trampolines_size, false);
+  SetWritable(libc_text->text_begin, libc_text->text_end - libc_text->text_begin, false);
   dlclose(libc);
   stat_start_up.store(patched, std::memory_order_relaxed);
   return patched;
@@ -462,7 +483,16 @@ uintptr_t CodePatcher::PatchTrapped(uintptr_t site) {
 }
 
 CodePatcher::Stats CodePatcher::GetStats() {
-  return {stat_start_up.load(), stat_later.load(), stat_refused.load()};
+  Stats stats = {stat_start_up.load(), stat_later.load(), stat_refused.load(), {}};
+  PatchLock lock;
+  for (const RefusedSite& r : refused) {
+    if (r.site == 0) continue;
+    // Keep the busiest few.
+    auto* slot = std::min_element(std::begin(stats.busiest_refused), std::end(stats.busiest_refused),
+                                  [](const auto& a, const auto& b) { return a.second < b.second; });
+    if (r.calls > slot->second) *slot = {r.site, r.calls};
+  }
+  return stats;
 }
 
 CodeRange RuntimeCodeRange() {

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 namespace scone::runtime {
 
@@ -42,6 +43,7 @@ class CodePatcher {
     int patched_at_start_up;
     int patched_later;
     int refused;
+    std::pair<uintptr_t, long> busiest_refused[4];  // (site, calls the handler made for it)
   };
   static Stats GetStats();
 };

@@ -47,6 +47,7 @@ long CloseRange(Runtime& rt, const SyscallFrame& f) {
   auto first = static_cast<unsigned>(f.args[0]);
   auto last = static_cast<unsigned>(f.args[1]);
   if (!(f.args[2] & CLOSE_RANGE_CLOEXEC)) {
+    for (unsigned fd = first; fd <= last && fd < DirectoryTable::kMaxFds; ++fd) rt.dirs().Forget(static_cast<int>(fd));
     for (auto& [fd, d] : rt.fds().All()) {
       if (static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last) (void)files::Close(rt, fd);
     }
@@ -169,16 +170,22 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_sync_file_range:
       return Done(fds.Has(Fd(a[0])) ? files::Sync(rt, Fd(a[0])) : Raw(f));
     case SYS_close:
+      rt.dirs().Forget(Fd(a[0]));
       return Done(fds.Has(Fd(a[0])) ? files::Close(rt, Fd(a[0])) : Raw(f));
     case SYS_close_range:
       return Done(CloseRange(rt, f));
     case SYS_dup:
-      return Done(fds.Has(Fd(a[0])) ? files::Dup(rt, f.nr, Fd(a[0]), -1, 0) : Raw(f));
     case SYS_dup2:
     case SYS_dup3:
-      return Done(fds.Has(Fd(a[0])) || fds.Has(Fd(a[1])) ? files::Dup(rt, f.nr, Fd(a[0]), Fd(a[1]), Fd(a[2])) : Raw(f));
+      return Done(files::Dup(rt, f.nr, Fd(a[0]), Fd(a[1]), Fd(a[2])));
     case SYS_fcntl:
-      return Done(fds.Has(Fd(a[0])) ? files::Fcntl(rt, Fd(a[0]), Fd(a[1]), a[2]) : Raw(f));
+      if (fds.Has(Fd(a[0]))) return Done(files::Fcntl(rt, Fd(a[0]), Fd(a[1]), a[2]));
+      if (a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC) {
+        long r = Raw(f);
+        if (r >= 0) rt.dirs().Copy(Fd(a[0]), Fd(r));
+        return Done(r);
+      }
+      return Done(Raw(f));
     case SYS_mmap:
       if ((a[3] & MAP_ANONYMOUS) || !fds.Has(Fd(a[4]))) return Done(Raw(f));
       return Done(files::Map(rt, Ptr<void>(a[0]), a[1], Fd(a[2]), Fd(a[3]), Fd(a[4]), a[5]));
@@ -219,11 +226,16 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_truncate:
       return Served(f, files::Truncate(rt, Str(a[0]), a[1]));
     case SYS_rename:
-      return Served(f, files::RenameAt(rt, AT_FDCWD, Str(a[0]), AT_FDCWD, Str(a[1]), 0));
     case SYS_renameat:
-      return Served(f, files::RenameAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), Str(a[3]), 0));
-    case SYS_renameat2:
-      return Served(f, files::RenameAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), Str(a[3]), static_cast<unsigned>(a[4])));
+    case SYS_renameat2: {
+      const bool at = f.nr != SYS_rename;
+      int newdirfd = at ? Fd(a[2]) : AT_FDCWD;
+      const char* newpath = Str(at ? a[3] : a[1]);
+      DispatchResult r = Served(f, files::RenameAt(rt, at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]), newdirfd, newpath,
+                                                   f.nr == SYS_renameat2 ? static_cast<unsigned>(a[4]) : 0));
+      if (r.value == 0) files::AfterRename(rt, newdirfd, newpath);
+      return r;
+    }
     case SYS_unlink:
       return Served(f, files::UnlinkAt(rt, AT_FDCWD, Str(a[0]), 0));
     case SYS_unlinkat:

@@ -99,9 +99,11 @@ const SecretBytes* InjectedAt(Runtime& rt, int dirfd, const char* path, bool fol
 
 // open of a path inside a protected region. REQUIRES: a RuntimeSection.
 long OpenProtected(Runtime& rt, const Target& t, int flags) {
+  fs::Volume* volume = t.volume->Get();
+  if (volume == nullptr) return -EIO;
   struct stat st;
   bool exists = RawLstat(t.absolute.c_str(), &st) == 0;
-  bool known = t.known_file || t.volume->volume->FileSize(t.path).ok();
+  bool known = t.known_file || volume->FileSize(t.path).ok();
   if (exists && known && !S_ISREG(st.st_mode)) {
     return FailWith(DataCorrupted(t.absolute + ": a protected file of the volume was replaced by " +
                                   TypeName(st.st_mode)));
@@ -122,7 +124,7 @@ long OpenProtected(Runtime& rt, const Target& t, int flags) {
   options.create = flags & O_CREAT;
   options.exclusive = (flags & O_CREAT) && (flags & O_EXCL);
   options.truncate = (flags & O_TRUNC) && Writable(flags);
-  auto file = t.volume->volume->OpenFile(t.path, options);
+  auto file = volume->OpenFile(t.path, options);
   if (!file.ok()) {
     if (file.status().code() == Code::kNotFound && exists) {
       // On disk but not in the volume's metadata: planted, or its metadata was lost.
@@ -179,13 +181,17 @@ bool NameCertainlyOutside(Runtime& rt, int dirfd, const char* path) {
 long PatchPathStat(Runtime& rt, int dirfd, const char* path, int at_flags, struct stat* st) {
   LexicalPath lexical;
   const bool judged = rt.LexicalLookup(dirfd, path, &lexical);
-  if (judged && lexical.volume == nullptr && CertainlyOutside(rt, dirfd, path, at_flags, *st)) return 0;
+  if (judged && lexical.volume == nullptr &&
+      ((lexical.one_name && (at_flags & AT_SYMLINK_NOFOLLOW)) || CertainlyOutside(rt, dirfd, path, at_flags, *st))) {
+    return 0;
+  }
   RuntimeSection section;
   Target t = rt.Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW), judged ? &lexical : nullptr);
   if (t.volume == nullptr) return 0;
   if (t.metadata) return -ENOENT;
+  if (t.unavailable) return -EIO;
   if (t.region == fs::Region::kNotProtected || !S_ISREG(st->st_mode)) return 0;
-  auto size = t.volume->volume->FileSize(t.path);
+  auto size = t.volume->Get()->FileSize(t.path);
   if (!size.ok()) return 0;  // not a protected file the volume knows: reported when opened
   st->st_size = static_cast<off_t>(*size);
   st->st_blocks = static_cast<blkcnt_t>((*size + 511) / 512);
@@ -196,14 +202,14 @@ std::shared_ptr<ShieldedFd> Shielded(Runtime& rt, int fd) { return rt.fds().Get(
 
 // Reads or writes through the shield if the descriptor is shielded, else through the kernel.
 long FdRead(Runtime& rt, int fd, void* buf, size_t count, long* offset) {
-  if (auto d = Shielded(rt, fd)) return offset ? d->ReadAt(buf, count, static_cast<uint64_t>(*offset)) : d->Read(buf, count);
+  if (auto d = Shielded(rt, fd)) return offset ? d->ReadAt(buf, count, static_cast<uint64_t>(*offset)) : d->Read(fd, buf, count);
   return offset ? RawSyscall(SYS_pread64, fd, Arg(buf), static_cast<long>(count), *offset)
                 : RawSyscall(SYS_read, fd, Arg(buf), static_cast<long>(count));
 }
 
 long FdWrite(Runtime& rt, int fd, const void* buf, size_t count, long* offset) {
   if (auto d = Shielded(rt, fd)) {
-    return offset ? d->WriteAt(buf, count, static_cast<uint64_t>(*offset)) : d->Write(buf, count);
+    return offset ? d->WriteAt(buf, count, static_cast<uint64_t>(*offset)) : d->Write(fd, buf, count);
   }
   return offset ? RawSyscall(SYS_pwrite64, fd, Arg(buf), static_cast<long>(count), *offset)
                 : RawSyscall(SYS_write, fd, Arg(buf), static_cast<long>(count));
@@ -224,6 +230,18 @@ void ReleaseReplaced(std::shared_ptr<ShieldedFd> replaced) {
 
 // ---- paths ------------------------------------------------------------------------------
 
+namespace {
+
+// A directory the shield does not serve, opened by the kernel; its path recorded for the calls
+// relative to it.
+long OpenDirectory(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode, const std::string& absolute) {
+  long fd = RawSyscall(SYS_openat, dirfd, Arg(path), flags, mode);
+  if (fd >= 0) rt.dirs().Set(static_cast<int>(fd), absolute.data(), absolute.size());
+  return fd;
+}
+
+}  // namespace
+
 long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode) {
   if (path == nullptr) return kNotMine;
   LexicalPath lexical;
@@ -237,6 +255,7 @@ long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode) {
       // Lexically outside every volume: the kernel opens it unless a link is on the way (which
       // might lead into a volume); only then the long way.
       long fd = OpenWithoutLinks(dirfd, path, flags, mode);
+      if (fd >= 0 && (flags & O_DIRECTORY)) rt.dirs().Set(static_cast<int>(fd), lexical.absolute, std::strlen(lexical.absolute));
       if (!LinkOnTheWay(fd)) return fd;
     }
   }
@@ -245,15 +264,21 @@ long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode) {
     return OpenInjected(*content, flags);
   }
   Target t = rt.Locate(dirfd, path, !(flags & O_NOFOLLOW), judged ? &lexical : nullptr);
-  if (t.volume == nullptr) return kNotMine;
   if (t.metadata) return -ENOENT;  // the volume's own metadata is not part of the program's tree
-  if ((flags & O_TMPFILE) == O_TMPFILE) {
+  if (t.volume != nullptr && (flags & O_TMPFILE) == O_TMPFILE) {
     // A nameless file in a protected directory cannot be protected (the volume names its files):
     // programs fall back to a named temporary file.
     std::string inside = t.path.empty() ? std::string("tmpfile") : t.path + "/tmpfile";
-    return t.volume->volume->RegionOf(inside) == fs::Region::kNotProtected ? kNotMine : -EOPNOTSUPP;
+    fs::Volume* volume = t.volume->Get();
+    if (volume == nullptr) return -EIO;
+    return volume->RegionOf(inside) == fs::Region::kNotProtected ? kNotMine : -EOPNOTSUPP;
   }
-  if (t.region == fs::Region::kNotProtected || t.path.empty()) return kNotMine;
+  if (t.unavailable) return -EIO;
+  if (t.volume == nullptr || t.region == fs::Region::kNotProtected || t.path.empty()) {
+    return (flags & O_DIRECTORY) && !t.absolute.empty() ? OpenDirectory(rt, dirfd, path, flags, mode, t.absolute)
+                                                        : kNotMine;
+  }
+  if (flags & O_DIRECTORY) return OpenDirectory(rt, dirfd, path, flags, mode, t.absolute);
   return OpenProtected(rt, t, flags);
 }
 
@@ -373,6 +398,7 @@ long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, cons
   Target to = rt.Locate(newdirfd, newpath, false);
   if (from.volume == nullptr && to.volume == nullptr) return kNotMine;
   if (from.metadata || to.metadata) return -EACCES;
+  if (from.unavailable || to.unavailable) return -EIO;
   if (from.volume != to.volume) {
     // As between file systems: programs copy instead.
     return from.Protected() || to.Protected() ? -EXDEV : kNotMine;
@@ -380,9 +406,19 @@ long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, cons
   if (flags & RENAME_EXCHANGE) return -EINVAL;
   struct stat st;
   if ((flags & RENAME_NOREPLACE) && RawLstat(to.absolute.c_str(), &st) == 0) return -EEXIST;
-  Status s = from.volume->volume->Rename(from.path, to.path);
-  if (s.ok()) rt.WorkingDirectoryChanged();  // the working directory may have moved
+  Status s = from.volume->Get()->Rename(from.path, to.path);
   return s.ok() ? 0 : FailWith(s);
+}
+
+void AfterRename(Runtime& rt, int newdirfd, const char* newpath) {
+  struct stat st;
+  if (RawSyscall(SYS_newfstatat, newdirfd, Arg(newpath), Arg(&st), AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) {
+    return;
+  }
+  // A directory moved: recorded paths under it, the working directory among them, may be stale.
+  rt.dirs().ForgetAll();
+  RuntimeSection section;
+  rt.WorkingDirectoryChanged();
 }
 
 long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags) {
@@ -391,8 +427,9 @@ long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags) {
   Target t = rt.Locate(dirfd, path, false);
   if (t.volume == nullptr) return kNotMine;
   if (t.metadata) return -ENOENT;
+  if (t.unavailable) return -EIO;
   if (t.region == fs::Region::kNotProtected) return kNotMine;
-  Status s = t.volume->volume->Unlink(t.path);
+  Status s = t.volume->Get()->Unlink(t.path);
   if (s.code() == Code::kNotFound) return kNotMine;  // a link or a file the volume does not know
   return s.ok() ? 0 : FailWith(s);
 }
@@ -420,6 +457,13 @@ long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const 
 
 long ChangeDirectory(Runtime& rt, long nr, long arg) {
   long r = RawSyscall(nr, arg);
+  if (r == 0 && nr == SYS_fchdir) {
+    char path[DirectoryTable::kMaxPath];
+    if (size_t n = rt.dirs().Get(static_cast<int>(arg), path, sizeof(path)); n != 0) {
+      rt.WorkingDirectoryIs(path);
+      return r;
+    }
+  }
   if (r == 0) {
     RuntimeSection section;
     rt.WorkingDirectoryChanged();
@@ -473,13 +517,13 @@ long Close(Runtime& rt, int fd) {
 long Read(Runtime& rt, int fd, void* buf, size_t count) {
   RuntimeSection section;
   auto d = Shielded(rt, fd);
-  return d ? d->Read(buf, count) : RawSyscall(SYS_read, fd, Arg(buf), static_cast<long>(count));
+  return d ? d->Read(fd, buf, count) : RawSyscall(SYS_read, fd, Arg(buf), static_cast<long>(count));
 }
 
 long Write(Runtime& rt, int fd, const void* buf, size_t count) {
   RuntimeSection section;
   auto d = Shielded(rt, fd);
-  return d ? d->Write(buf, count) : RawSyscall(SYS_write, fd, Arg(buf), static_cast<long>(count));
+  return d ? d->Write(fd, buf, count) : RawSyscall(SYS_write, fd, Arg(buf), static_cast<long>(count));
 }
 
 long ReadAt(Runtime& rt, int fd, void* buf, size_t count, long offset) {
@@ -505,7 +549,7 @@ long ReadVector(Runtime& rt, int fd, const struct iovec* iov, int count, long of
   auto d = Shielded(rt, fd);
   if (d == nullptr) return -EBADF;
   std::vector<uint8_t> buffer(IovTotal(iov, count));
-  long n = offset == -1 ? d->Read(buffer.data(), buffer.size())
+  long n = offset == -1 ? d->Read(fd, buffer.data(), buffer.size())
                         : offset < 0 ? -EINVAL : d->ReadAt(buffer.data(), buffer.size(), static_cast<uint64_t>(offset));
   if (n <= 0) return n;
   size_t done = 0;
@@ -528,7 +572,7 @@ long WriteVector(Runtime& rt, int fd, const struct iovec* iov, int count, long o
     auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
     buffer.insert(buffer.end(), p, p + iov[i].iov_len);
   }
-  if (offset == -1) return d->Write(buffer.data(), buffer.size());
+  if (offset == -1) return d->Write(fd, buffer.data(), buffer.size());
   if (offset < 0) return -EINVAL;
   return d->WriteAt(buffer.data(), buffer.size(), static_cast<uint64_t>(offset));
 }
@@ -536,7 +580,7 @@ long WriteVector(Runtime& rt, int fd, const struct iovec* iov, int count, long o
 long Seek(Runtime& rt, int fd, long offset, int whence) {
   RuntimeSection section;
   auto d = Shielded(rt, fd);
-  return d ? d->Seek(offset, whence) : RawSyscall(SYS_lseek, fd, offset, whence);
+  return d ? d->Seek(fd, offset, whence) : RawSyscall(SYS_lseek, fd, offset, whence);
 }
 
 long FileStat(Runtime& rt, int fd, struct stat* st) {
@@ -576,6 +620,7 @@ long Dup(Runtime& rt, long nr, int oldfd, int newfd, int flags) {
   long r = nr == SYS_dup ? RawSyscall(SYS_dup, oldfd) : RawSyscall(nr, oldfd, newfd, flags);
   if (r < 0) return r;
   if (nr != SYS_dup && r == oldfd) return r;  // dup2(fd, fd)
+  rt.dirs().Copy(oldfd, static_cast<int>(r));
   if (!rt.fds().Has(oldfd) && !rt.fds().Has(static_cast<int>(r))) return r;
   RuntimeSection section;
   std::shared_ptr<ShieldedFd> replaced = rt.fds().Take(static_cast<int>(r));

@@ -32,6 +32,8 @@ long Statx(Runtime& rt, int dirfd, const char* path, int at_flags, unsigned mask
 long Access(Runtime& rt, int dirfd, const char* path, int mode, int at_flags);
 long Truncate(Runtime& rt, const char* path, long length);
 long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const char* newpath, unsigned flags);
+// After a successful rename: a directory moved, so recorded directory paths may be stale.
+void AfterRename(Runtime& rt, int newdirfd, const char* newpath);
 long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags);
 long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags);
 // chdir and fchdir: the call, then the runtime's copy of the working directory.
@@ -54,7 +56,7 @@ long FileTruncate(Runtime& rt, int fd, long length);
 long Allocate(Runtime& rt, int fd, int mode, long offset, long length);
 long Sync(Runtime& rt, int fd);
 long Map(Runtime& rt, void* addr, size_t length, int prot, int flags, int fd, long offset);
-// dup, dup2, dup3 and fcntl's F_DUPFD: the kernel's call, then the table follows.
+// dup, dup2, dup3 and fcntl's F_DUPFD: the kernel's call, then the tables follow.
 long Dup(Runtime& rt, long nr, int oldfd, int newfd, int flags);
 long Fcntl(Runtime& rt, int fd, int cmd, long arg);
 // sendfile, copy_file_range and splice with a shielded end: copied through the shield.

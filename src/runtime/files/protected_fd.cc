@@ -30,8 +30,27 @@ long FailWith(const Status& status) {
 }
 
 ProtectedFd::ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume* volume, std::string path,
-                         int flags, uint64_t offset)
-    : file_(std::move(file)), volume_(volume), path_(std::move(path)), flags_(flags), offset_(offset) {}
+                         int flags, bool shared)
+    : file_(std::move(file)), volume_(volume), path_(std::move(path)), flags_(flags), shared_(shared) {}
+
+long ProtectedFd::CurrentOffset(int fd) {
+  return shared_ ? RawSyscall(SYS_lseek, fd, 0, SEEK_CUR) : static_cast<long>(offset_);
+}
+
+long ProtectedFd::SetOffset(int fd, uint64_t offset) {
+  if (!shared_) {
+    offset_ = offset;
+    return 0;
+  }
+  long r = RawSyscall(SYS_lseek, fd, static_cast<long>(offset), SEEK_SET);
+  return r < 0 ? r : 0;
+}
+
+void ProtectedFd::ShareWithOtherProcesses(int fd) {
+  std::lock_guard lock(offset_mu_);
+  if (shared_) return;
+  if (RawSyscall(SYS_lseek, fd, static_cast<long>(offset_), SEEK_SET) >= 0) shared_ = true;
+}
 
 long ProtectedFd::ReadLocked(void* buf, size_t count, uint64_t offset) {
   if (!Readable(flags_.load(std::memory_order_relaxed))) return -EBADF;
@@ -48,18 +67,22 @@ long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset) {
   return static_cast<long>(*n);
 }
 
-long ProtectedFd::Read(void* buf, size_t count) {
+long ProtectedFd::Read(int fd, void* buf, size_t count) {
   std::lock_guard lock(offset_mu_);
-  long n = ReadLocked(buf, count, offset_);
-  if (n > 0) offset_ += static_cast<uint64_t>(n);
+  long offset = CurrentOffset(fd);
+  if (offset < 0) return offset;
+  long n = ReadLocked(buf, count, static_cast<uint64_t>(offset));
+  if (n > 0) SetOffset(fd, static_cast<uint64_t>(offset + n));
   return n;
 }
 
-long ProtectedFd::Write(const void* buf, size_t count) {
+long ProtectedFd::Write(int fd, const void* buf, size_t count) {
   std::lock_guard lock(offset_mu_);
-  if (flags_.load(std::memory_order_relaxed) & O_APPEND) offset_ = file_->size();
-  long n = WriteLocked(buf, count, offset_);
-  if (n > 0) offset_ += static_cast<uint64_t>(n);
+  long offset = (flags_.load(std::memory_order_relaxed) & O_APPEND) ? static_cast<long>(file_->size())
+                                                                     : CurrentOffset(fd);
+  if (offset < 0) return offset;
+  long n = WriteLocked(buf, count, static_cast<uint64_t>(offset));
+  if (n > 0) SetOffset(fd, static_cast<uint64_t>(offset + n));
   return n;
 }
 
@@ -71,7 +94,7 @@ long ProtectedFd::WriteAt(const void* buf, size_t count, uint64_t offset) {
   return WriteLocked(buf, count, offset);
 }
 
-long ProtectedFd::Seek(int64_t offset, int whence) {
+long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
   std::lock_guard lock(offset_mu_);
   auto size = static_cast<int64_t>(file_->size());
   int64_t base;
@@ -80,26 +103,28 @@ long ProtectedFd::Seek(int64_t offset, int whence) {
       base = 0;
       break;
     case SEEK_CUR:
-      base = static_cast<int64_t>(offset_);
+      base = CurrentOffset(fd);
+      if (base < 0) return base;
       break;
     case SEEK_END:
       base = size;
       break;
     case SEEK_DATA:  // holes are not reported: all data
       if (offset < 0 || offset >= size) return -ENXIO;
-      offset_ = static_cast<uint64_t>(offset);
-      return offset;
+      base = 0;
+      break;
     case SEEK_HOLE:
       if (offset < 0 || offset >= size) return -ENXIO;
-      offset_ = static_cast<uint64_t>(size);
-      return size;
+      base = 0;
+      offset = size;
+      break;
     default:
       return -EINVAL;
   }
   int64_t target;
   if (__builtin_add_overflow(base, offset, &target) || target < 0) return -EINVAL;
-  offset_ = static_cast<uint64_t>(target);
-  return target;
+  long r = SetOffset(fd, static_cast<uint64_t>(target));
+  return r < 0 ? r : target;
 }
 
 void ProtectedFd::PatchStat(struct stat* st) {
@@ -186,12 +211,12 @@ long ProtectedFd::LastClose() {
 
 bool ProtectedFd::Describe(int fd, InheritedFd* out) {
   if (written_) (void)file_->Sync();
+  ShareWithOtherProcesses(fd);
   out->fd = fd;
   out->volume_dir = volume_->root;
   out->path = path_;
   out->flags = flags_.load();
-  std::lock_guard lock(offset_mu_);
-  out->offset = offset_;
+  out->offset = 0;  // the kernel's: shared
   return true;
 }
 
@@ -203,7 +228,8 @@ void PathOnlyFd::PatchStat(struct stat* st) {
 }
 
 uint64_t PathOnlyFd::PlaintextSize() {
-  auto size = volume_->volume->FileSize(path_);
+  fs::Volume* volume = volume_->Get();
+  auto size = volume != nullptr ? volume->FileSize(path_) : Result<uint64_t>(NotFound(path_));
   return size.ok() ? *size : 0;
 }
 

@@ -1,6 +1,8 @@
 // An open protected file, as the file system shield serves it to a program: the kernel
 // descriptor stays on the ciphertext (opened with the program's access mode, so locks behave),
-// the data goes through fs::ProtectedFile.
+// the data goes through fs::ProtectedFile. Once the description is shared with another process
+// (fork, exec), its offset is kept in that descriptor's own file position, which the kernel
+// shares: a shell and the programs it starts write one after another into the same file.
 //
 // Thread-safety: all methods may be called concurrently; the offset has its own lock, the file
 // serializes its own writes.
@@ -22,15 +24,17 @@ struct MountedVolume;
 
 class ProtectedFd final : public ShieldedFd {
  public:
-  // `flags`: the program's open flags (access mode, O_APPEND, O_NONBLOCK...).
+  // `flags`: the program's open flags (access mode, O_APPEND, O_NONBLOCK...). An inherited
+  // description (`shared`) keeps its offset in the kernel's.
   ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume* volume, std::string path, int flags,
-              uint64_t offset = 0);
+              bool shared = false);
 
-  long Read(void* buf, size_t count) override;
-  long Write(const void* buf, size_t count) override;
+  long Read(int fd, void* buf, size_t count) override;
+  long Write(int fd, const void* buf, size_t count) override;
   long ReadAt(void* buf, size_t count, uint64_t offset) override;
   long WriteAt(const void* buf, size_t count, uint64_t offset) override;
-  long Seek(int64_t offset, int whence) override;
+  long Seek(int fd, int64_t offset, int whence) override;
+  void ShareWithOtherProcesses(int fd) override;
   void PatchStat(struct stat* st) override;
   uint64_t PlaintextSize() override { return file_->size(); }
   long Truncate(int64_t length) override;
@@ -40,6 +44,7 @@ class ProtectedFd final : public ShieldedFd {
   int StatusFlags(int kernel_flags) override;
   int SetStatusFlags(int flags) override;
   long LastClose() override;
+  void ForgetParentWrites() override { written_ = false; }
   bool Describe(int fd, InheritedFd* out) override;
 
   // The file was truncated by the open itself (O_TRUNC): it has changes to commit.
@@ -48,13 +53,18 @@ class ProtectedFd final : public ShieldedFd {
  private:
   long ReadLocked(void* buf, size_t count, uint64_t offset);
   long WriteLocked(const void* buf, size_t count, uint64_t offset);
+  // The offset: private until the description is shared, then the kernel's descriptor's.
+  // REQUIRES: offset_mu_.
+  long CurrentOffset(int fd);
+  long SetOffset(int fd, uint64_t offset);
 
   const std::shared_ptr<fs::ProtectedFile> file_;
   MountedVolume* const volume_;
   const std::string path_;  // inside the volume
   std::atomic<int> flags_;
   std::mutex offset_mu_;
-  uint64_t offset_;
+  uint64_t offset_ = 0;
+  bool shared_;  // the offset lives in the kernel (guarded by offset_mu_)
   std::atomic<bool> written_{false};
 };
 
@@ -64,11 +74,12 @@ class PathOnlyFd final : public ShieldedFd {
  public:
   PathOnlyFd(MountedVolume* volume, std::string path) : volume_(volume), path_(std::move(path)) {}
 
-  long Read(void*, size_t) override { return -EBADF; }
-  long Write(const void*, size_t) override { return -EBADF; }
+  long Read(int, void*, size_t) override { return -EBADF; }
+  long Write(int, const void*, size_t) override { return -EBADF; }
   long ReadAt(void*, size_t, uint64_t) override { return -EBADF; }
   long WriteAt(const void*, size_t, uint64_t) override { return -EBADF; }
-  long Seek(int64_t, int) override { return -EBADF; }
+  long Seek(int, int64_t, int) override { return -EBADF; }
+  void ShareWithOtherProcesses(int) override {}
   void PatchStat(struct stat* st) override;
   uint64_t PlaintextSize() override;
   long Truncate(int64_t) override { return -EBADF; }
@@ -78,6 +89,7 @@ class PathOnlyFd final : public ShieldedFd {
   int StatusFlags(int kernel_flags) override { return kernel_flags; }
   int SetStatusFlags(int flags) override { return flags; }
   long LastClose() override { return 0; }
+  void ForgetParentWrites() override {}
   bool Describe(int fd, InheritedFd* out) override;
 
  private:

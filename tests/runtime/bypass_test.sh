@@ -1,0 +1,313 @@
+#!/usr/bin/env bash
+# Every path by which a shielded program's data could reach the kernel without the shield, tried
+# with the programs users run as they run them. Each case writes a plaintext marker through one
+# such path, checks what the program reads back, and ends with no marker anywhere on the
+# volume's disk and `scone volume verify` passing.
+# usage: bypass_test.sh SCONE CASE
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/../lib.sh"
+scone="$(realpath "$1")"
+case_name="$2"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+PY=/usr/bin/python3
+MARKER="SCONE-BYPASS-MARKER-$$"
+source "$here/volume_lib.sh"
+
+# expect_refused LOG PROGRAM: the runtime refused to start PROGRAM and said so.
+expect_refused() {
+  grep -q "^scone: exec refused: .*$2" "$1" || { cat "$1"; fail "no scone: line refusing $2"; }
+}
+
+case "$case_name" in
+redirections)
+  # A shell's redirections: stdio writing through glibc's internal write, files the shell opens.
+  run bash -c "echo '$MARKER bash' > vol/a.txt; echo '$MARKER append' >> vol/a.txt"
+  run sh -c "printf '%s\n' '$MARKER dash' > vol/b.txt; ls / > vol/ls.txt"
+  [[ "$(run cat vol/a.txt)" == "$MARKER bash"$'\n'"$MARKER append" ]] || fail "bash redirection"
+  [[ "$(run sh -c 'sed -n p < vol/b.txt')" == "$MARKER dash" ]] || fail "reading through < gave ciphertext"
+  run sort -o vol/sorted.txt vol/ls.txt
+  [[ "$(run cat vol/sorted.txt)" == "$(ls / | sort)" ]] || fail "sort -o"
+  echo "$MARKER tee" | run tee vol/tee.txt >/dev/null
+  [[ "$(run cat vol/tee.txt)" == "$MARKER tee" ]] || fail "tee"
+  check_volume
+  ;;
+
+inherited-stdio)
+  # Descriptors a shell opens on the volume and hands to the programs it starts, stdio on them.
+  run sh -c "exec > vol/out.txt 2> vol/err.txt; echo '$MARKER echo'; cat /etc/hostname; $PY -c 'import sys; print(\"$MARKER py\"); sys.stderr.write(\"$MARKER err\\n\")'"
+  [[ "$(run cat vol/out.txt)" == "$MARKER echo"$'\n'"$(cat /etc/hostname)"$'\n'"$MARKER py" ]] || fail "stdout of a shell and its children"
+  [[ "$(run cat vol/err.txt)" == "$MARKER err" ]] || fail "stderr of a child"
+  run sh -c "cat < vol/out.txt | wc -l > vol/count.txt"
+  [[ "$(run cat vol/count.txt)" == "3" ]] || fail "a pipeline reading and writing the volume"
+  check_volume
+  ;;
+
+glibc-files)
+  # Files glibc creates for the program: mkstemp (sed -i, perl -i, mktemp, tempfile), then
+  # renamed over the protected file.
+  for i in $(seq 1 50); do echo "$MARKER line $i"; done > plain.txt
+  run cp plain.txt vol/f.txt
+  run sed -i "s/line/LINE/" vol/f.txt
+  [[ "$(run head -n1 vol/f.txt)" == "$MARKER LINE 1" ]] || fail "sed -i"
+  run perl -i -pe 's/LINE/perl/' vol/f.txt
+  [[ "$(run tail -n1 vol/f.txt)" == "$MARKER perl 50" ]] || fail "perl -i"
+  tmp="$(run mktemp -p "$work/vol")"
+  run sh -c "echo '$MARKER mktemp' > '$tmp'"
+  [[ "$(run cat "$tmp")" == "$MARKER mktemp" ]] || fail "mktemp"
+  run "$PY" -c "
+import tempfile
+with tempfile.NamedTemporaryFile('w', dir='vol', delete=False) as f:
+    f.write('$MARKER tempfile')
+print(open(f.name).read())" | grep -q "$MARKER tempfile" || fail "python tempfile"
+  check_volume
+  ;;
+
+spawn-actions)
+  # posix_spawn file actions run in the child before the program: open, dup2, close.
+  cat > spawn.py <<PYEOF
+import os, subprocess
+pid = os.posix_spawn("/bin/sh", ["sh", "-c", "echo $MARKER spawn-open"], os.environ,
+                     file_actions=[(os.POSIX_SPAWN_OPEN, 1, "vol/open.txt", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)])
+assert os.waitpid(pid, 0)[1] == 0
+fd = os.open("vol/dup.txt", os.O_WRONLY | os.O_CREAT, 0o600)
+pid = os.posix_spawnp("echo", ["echo", "$MARKER spawn-dup2"], os.environ,
+                      file_actions=[(os.POSIX_SPAWN_DUP2, fd, 1), (os.POSIX_SPAWN_CLOSE, fd)])
+assert os.waitpid(pid, 0)[1] == 0
+os.close(fd)
+with open("vol/sub.txt", "w") as out:
+    subprocess.run(["echo", "$MARKER subprocess"], stdout=out, check=True, close_fds=True)
+try:
+    os.posix_spawn("/nonexistent/program", ["x"], os.environ)
+    raise AssertionError("spawning a missing program succeeded")
+except FileNotFoundError:
+    pass
+print(open("vol/open.txt").read() + open("vol/dup.txt").read() + open("vol/sub.txt").read(), end="")
+PYEOF
+  out="$(run "$PY" -B spawn.py)"
+  [[ "$out" == "$MARKER spawn-open"$'\n'"$MARKER spawn-dup2"$'\n'"$MARKER subprocess" ]] || fail "spawned output: $out"
+  check_volume
+  ;;
+
+tmpfile-and-links)
+  echo "$MARKER plain" > outside.txt
+  run sh -c "echo '$MARKER inside' > vol/in.txt"
+  cat > links.py <<'PYEOF'
+import errno, os
+def refused(what, fn, code):
+    try:
+        fn()
+    except OSError as e:
+        assert e.errno == code, (what, e)
+        return
+    raise AssertionError(what + " succeeded")
+refused("O_TMPFILE in the volume", lambda: os.open("vol", os.O_TMPFILE | os.O_WRONLY), errno.EOPNOTSUPP)
+refused("link out of the volume", lambda: os.link("vol/in.txt", "out-link.txt"), errno.EXDEV)
+refused("link into the volume", lambda: os.link("outside.txt", "vol/in-link.txt"), errno.EXDEV)
+refused("a second name inside the volume", lambda: os.link("vol/in.txt", "vol/twice.txt"), errno.EPERM)
+fd = os.open(".", os.O_TMPFILE | os.O_WRONLY)
+os.write(fd, b"nameless")
+refused("an O_TMPFILE file linked into the volume",
+        lambda: os.link("/proc/self/fd/%d" % fd, "vol/materialized.txt", follow_symlinks=True), errno.EXDEV)
+refused("rename into the volume", lambda: os.rename("outside.txt", "vol/renamed.txt"), errno.EXDEV)
+print(open("vol/in.txt").read(), end="")
+PYEOF
+  [[ "$(run "$PY" -B links.py)" == "$MARKER inside" ]] || fail "links"
+  [[ ! -e out-link.txt && ! -e vol/in-link.txt && ! -e vol/materialized.txt ]] || fail "a link was made"
+  check_volume
+  ;;
+
+static-children)
+  # Static programs cannot be entered: refused, from a shell, from Python (vfork), and by scone run.
+  run sh -c "echo '$MARKER' > vol/s.txt"
+  set +e
+  run sh -c "/bin/busybox cat vol/s.txt; echo rc=\$?" >out 2>err
+  set -e
+  grep -q "rc=126" out || { cat out err; fail "the shell ran a static program"; }
+  expect_refused err /bin/busybox
+  run sh -c "/bin/busybox sh -c 'echo $MARKER-static > vol/w.txt'" 2>err || true
+  [[ ! -e vol/w.txt ]] || fail "a static program wrote into the volume"
+  run "$PY" -c "
+import subprocess
+try:
+    subprocess.run(['/bin/busybox', 'cat', 'vol/s.txt'])
+    raise SystemExit('ran')
+except PermissionError:
+    print('refused')" 2>err | grep -q refused || fail "python started a static program"
+  set +e
+  "$scone" run --volume "$work/vol:$work/key" -- /bin/busybox cat vol/s.txt >out 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] && grep -q "statically linked" err || fail "scone run started a static program"
+  # A set-user-ID program of another user starts without LD_PRELOAD: refused as well.
+  cp /bin/cat ./suid-cat && chown nobody ./suid-cat && chmod 4755 ./suid-cat
+  set +e
+  run sh -c "./suid-cat vol/s.txt" >out 2>err
+  set -e
+  grep -q "$MARKER" out && fail "a set-user-ID program read the volume"
+  expect_refused err suid-cat
+  check_volume
+  ;;
+
+exec-chains)
+  # bash -> sh -> python -> cat, with the preload removed or the environment emptied on the way.
+  run bash -c "sh -c \"$PY -c 'import subprocess; subprocess.run([\\\"sh\\\", \\\"-c\\\", \\\"echo $MARKER chain > vol/chain.txt\\\"])'\""
+  [[ "$(run cat vol/chain.txt)" == "$MARKER chain" ]] || fail "exec chain"
+  run sh -c "env -u LD_PRELOAD sh -c 'echo $MARKER nopreload > vol/np.txt'"
+  [[ "$(run cat vol/np.txt)" == "$MARKER nopreload" ]] || fail "LD_PRELOAD removed"
+  run sh -c "env -i /bin/sh -c 'echo $MARKER emptyenv > vol/ee.txt'"
+  [[ "$(run cat vol/ee.txt)" == "$MARKER emptyenv" ]] || fail "empty environment"
+  check_volume
+  ;;
+
+raw-syscalls)
+  # System calls that bypass every C library function: syscall(), an inline `syscall`
+  # instruction in the program, and one in code generated at run time (as JITs make).
+  cat > raw.c <<'CEOF'
+#include <fcntl.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+static long inline_syscall(long nr, long a, long b, long c) {
+  long r;
+  __asm__ volatile("syscall" : "=a"(r) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+  return r;
+}
+int main(int argc, char** argv) {
+  const char* m = argv[1];
+  int fd = (int)syscall(SYS_openat, AT_FDCWD, "vol/raw1.txt", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || syscall(SYS_write, fd, m, strlen(m)) != (long)strlen(m) || syscall(SYS_close, fd) != 0) return 1;
+  fd = (int)inline_syscall(SYS_open, (long)"vol/raw2.txt", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || inline_syscall(SYS_write, fd, (long)m, (long)strlen(m)) != (long)strlen(m)) return 2;
+  inline_syscall(SYS_close, fd, 0, 0);
+  /* mov %rdi,%rax; mov %rsi,%rdi; mov %rdx,%rsi; mov %rcx,%rdx; syscall; ret */
+  static const unsigned char code[] = {0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6,
+                                       0x48, 0x89, 0xca, 0x0f, 0x05, 0xc3};
+  void* page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  memcpy(page, code, sizeof(code));
+  mprotect(page, 4096, PROT_READ | PROT_EXEC);
+  long (*jit)(long, long, long, long) = (long (*)(long, long, long, long))page;
+  fd = (int)jit(SYS_open, (long)"vol/raw3.txt", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  if (fd < 0 || jit(SYS_write, fd, (long)m, (long)strlen(m)) != (long)strlen(m)) return 3;
+  jit(SYS_close, fd, 0, 0);
+  char buf[256] = {0};
+  fd = (int)jit(SYS_open, (long)"vol/raw1.txt", O_RDONLY, 0);
+  long n = jit(SYS_read, fd, (long)buf, sizeof(buf) - 1);
+  return n == (long)strlen(m) && memcmp(buf, m, n) == 0 ? 0 : 4;
+}
+CEOF
+  gcc -O1 -o raw raw.c
+  run ./raw "$MARKER raw" || fail "raw system calls (exit $?)"
+  for f in raw1 raw2 raw3; do [[ "$(run cat vol/$f.txt)" == "$MARKER raw" ]] || fail "$f"; done
+  check_volume
+  ;;
+
+threads-fork)
+  # Threads writing protected files while the main thread forks children that write too.
+  cat > tf.py <<PYEOF
+import os, threading
+def writer(k):
+    with open("vol/thread-%d.txt" % k, "w") as f:
+        for i in range(2000):
+            f.write("$MARKER thread %d line %d\n" % (k, i))
+threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+for t in threads: t.start()
+children = []
+for c in range(20):
+    pid = os.fork()
+    if pid == 0:
+        with open("vol/child-%d.txt" % c, "w") as f:
+            f.write("$MARKER child %d\n" % c)
+        os._exit(0)
+    children.append(pid)
+for pid in children:
+    assert os.waitpid(pid, 0)[1] == 0
+for t in threads: t.join()
+for k in range(4):
+    lines = open("vol/thread-%d.txt" % k).read().splitlines()
+    assert len(lines) == 2000 and lines[-1] == "$MARKER thread %d line 1999" % k, k
+for c in range(20):
+    assert open("vol/child-%d.txt" % c).read() == "$MARKER child %d\n" % c, c
+print("ok")
+PYEOF
+  [[ "$(run "$PY" -B tf.py)" == "ok" ]] || fail "threads and fork"
+  check_volume
+  ;;
+
+keys-in-children)
+  # The configuration descriptor (volume keys) is closed once read: no program, shielded or
+  # not, holds it; no key in any environment.
+  run sh -c "ls -l /proc/self/fd/ > vol/fds.txt; cat /proc/self/environ | tr '\\0' '\\n' > vol/env.txt; env > vol/env2.txt"
+  run cat vol/fds.txt | grep -E "memfd|secretmem" && fail "a descriptor of the configuration stayed open"
+  run grep -q "^SCONE_RUNTIME_FD=" vol/env2.txt && fail "SCONE_RUNTIME_FD left in the program's environment"
+  key_hex="$(tr -d '\n' < key)"
+  run cat vol/env.txt vol/env2.txt | grep -q -i "$key_hex" && fail "the volume key is in an environment"
+  run "$PY" -c "
+import os
+for f in os.listdir('/proc/self/fd'):
+    try: print(os.readlink('/proc/self/fd/' + f))
+    except OSError: pass" > fds
+  grep -E "memfd|secretmem" fds && fail "python holds the configuration descriptor"
+  echo "$MARKER" > m && run cp m vol/m.txt
+  check_volume
+  ;;
+
+odd-calls)
+  run sh -c "printf '%s' '$MARKER 12345' > vol/sized.txt"
+  cat > odd.py <<PYEOF
+import errno, os, stat, threading
+size = len("$MARKER 12345")
+fd = os.open("vol/sized.txt", os.O_PATH)
+assert os.fstat(fd).st_size == size, os.fstat(fd).st_size
+assert os.stat("vol/sized.txt").st_size == size
+os.close(fd)
+os.mkfifo("vol/fifo")
+def feed():
+    with open("vol/fifo", "w") as f:
+        f.write("$MARKER through a fifo\n")
+t = threading.Thread(target=feed); t.start()
+assert open("vol/fifo").read() == "$MARKER through a fifo\n"
+t.join()
+print("ok")
+PYEOF
+  [[ "$(run "$PY" -B odd.py)" == "ok" ]] || fail "O_PATH and FIFO"
+  run cp vol/sized.txt vol/victim.txt
+  rm vol/victim.txt && mkfifo vol/victim.txt
+  set +e
+  run cat vol/victim.txt >out 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] && grep -q "Input/output error" err && grep -q "^scone: .*victim.txt: .*replaced by a FIFO" err ||
+    { cat err; fail "a protected file replaced by a FIFO"; }
+  rm vol/victim.txt && mkdir vol/victim.txt
+  set +e
+  run cat vol/victim.txt/x >out 2>err
+  run "$PY" -c "open('vol/victim.txt').read()" >out 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] && grep -q "replaced by a directory" err || { cat err; fail "a protected file replaced by a directory"; }
+  rmdir vol/victim.txt
+  ;;
+
+async-io)
+  # io_uring and Linux AIO would move data without system calls the shield sees: refused, and
+  # programs use their synchronous path.
+  cat > aio.py <<'PYEOF'
+import ctypes, errno, os
+libc = ctypes.CDLL(None, use_errno=True)
+params = ctypes.create_string_buffer(120)
+assert libc.syscall(425, 8, params) == -1 and ctypes.get_errno() == errno.ENOSYS, "io_uring_setup"
+ctx = ctypes.c_ulong(0)
+assert libc.syscall(206, 8, ctypes.byref(ctx)) == -1 and ctypes.get_errno() == errno.ENOSYS, "io_setup"
+print("refused")
+PYEOF
+  [[ "$(run "$PY" -B aio.py)" == "refused" ]] || fail "asynchronous I/O was not refused"
+  ;;
+
+*)
+  fail "unknown case $case_name"
+  ;;
+esac
