@@ -1,9 +1,10 @@
 // What one client can hold of CAS: both ports (the REST API and the attestation port) admit a
 // connection only while its address holds fewer than a cap, and give it a deadline for the whole
-// connection, TLS handshake included; at the deadline its socket is shut down, which ends any
-// read or write blocked on it. Each admitted connection runs on a thread of an elastic pool
-// (threads made on demand up to a cap, idle ones kept a while), so connections that dribble
-// bytes hold their own threads and never the one an honest request needs.
+// connection, TLS handshake included; at the deadline (a quarter of it late at most) its socket
+// is shut down, which ends any read or write blocked on it. Each admitted connection runs on a
+// thread of an elastic pool (threads made on demand up to a cap, idle ones kept a while), so
+// connections that dribble bytes hold their own threads and never the one an honest request
+// needs.
 //
 // cpp-httplib bounds neither a chunked body before it is whole, nor a connection's total time,
 // nor connections per address; its server admits connections through this guard (from OpenSSL's
