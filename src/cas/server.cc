@@ -248,12 +248,15 @@ void Server::Routes() {
     std::string caller = ClientIdentity(req);
     std::string name = req.matches[1];
     if (Status audit = store->AuditHealth(); !audit.ok()) return Reply(res, audit);
+    auto refuse = [&](const Status& why) {
+      store->Audit(caller, "read", name, "refused: " + why.message());
+      Reply(res, why);
+    };
     auto current = store->Get(name);
-    if (!current.ok()) return Reply(res, current.status());
-    if (!*current) return Reply(res, NotFound("no session " + name));
+    if (!current.ok()) return refuse(current.status());
+    if (!*current) return refuse(NotFound("no session " + name));
     if (!Allowed((*current)->readers, (*current)->creator, caller)) {
-      store->Audit(caller, "read", name, "denied");
-      return Reply(res, PermissionDenied("not allowed to read session " + name));
+      return refuse(PermissionDenied("not allowed to read session " + name));
     }
     store->Audit(caller, "read", name, "ok");
     res.set_content((*current)->text, "application/yaml");
@@ -261,7 +264,10 @@ void Server::Routes() {
   http_->Get("/session", [store](const httplib::Request& req, httplib::Response& res) {
     std::string caller = ClientIdentity(req);
     auto all = store->List();  // names, creators and readers: nothing is unsealed or parsed
-    if (!all.ok()) return Reply(res, all.status());
+    if (!all.ok()) {
+      store->Audit(caller, "list", "", "refused: " + all.status().message());
+      return Reply(res, all.status());
+    }
     nlohmann::json names = nlohmann::json::array();
     for (const StoredSession& s : *all) {
       if (Allowed(s.readers, s.creator, caller)) names.push_back(s.name);
@@ -290,9 +296,12 @@ void Server::Routes() {
     if (!s.ok()) return Reply(res, s);
     res.set_content(nlohmann::json{{"trusted", hex}}.dump() + "\n", "application/json");
   });
-  http_->Get("/platform", [store](const httplib::Request&, httplib::Response& res) {
+  http_->Get("/platform", [store](const httplib::Request& req, httplib::Response& res) {
     auto keys = store->TrustedPlatforms();
-    if (!keys.ok()) return Reply(res, keys.status());
+    if (!keys.ok()) {
+      store->Audit(ClientIdentity(req), "list-platforms", "", "refused: " + keys.status().message());
+      return Reply(res, keys.status());
+    }
     nlohmann::json list = nlohmann::json::array();
     for (const auto& k : *keys) list.push_back(ToHex(k));
     res.set_content(nlohmann::json{{"platforms", list}}.dump() + "\n", "application/json");
