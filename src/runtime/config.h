@@ -71,6 +71,8 @@ struct RuntimeConfig {
   // (`scone run --las PATH --print-evidence`), until CAS consumes evidence at start-up.
   std::string las_socket;
   bool print_evidence = false;
+  // The entry's patches of the program that executes this one (CodePatcher::Plan).
+  Bytes entry_plan;
 
   SecretBytes Encode() const;
   static Result<RuntimeConfig> Decode(ByteSpan blob);

@@ -179,7 +179,8 @@ Runtime* Shield() {
         rt->WorkingDirectoryChanged();
         the_runtime = rt;
         atexit(CloseAtExit);  // before the program registers any: it runs after theirs
-        if (!InstallEntry()) st = Unsupported("the runtime cannot enter this program's system calls");
+        if (!InstallEntry(rt->entry_plan())) st = Unsupported("the runtime cannot enter this program's system calls");
+        rt->DropEntryPlan();
       }
     }
     initializing_here = false;
@@ -256,6 +257,7 @@ Status Runtime::InitFromConfigFd(int config_fd) {
     AdoptCas(std::move(connection));
   }
   for (InjectedFileConfig& f : config.injected_files) injected_[f.path] = std::move(f.content);
+  entry_plan_ = std::move(config.entry_plan);
   // Descriptors a parent process handed over across exec.
   for (const InheritedFd& f : config.fds) {
     MountedVolume* mv = VolumeByRoot(f.volume_dir);
@@ -414,6 +416,7 @@ void Runtime::WipeKeys() {
 
 RuntimeConfig Runtime::ConfigForExec() {
   RuntimeConfig config;
+  config.entry_plan = CodePatcher::Plan();
   for (const auto& [path, content] : injected_) config.injected_files.push_back({path, content.Clone()});
   for (const auto& v : volumes_) {
     VolumeConfig vc;

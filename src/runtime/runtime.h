@@ -143,6 +143,9 @@ class Runtime {
 
   // Called once, before main.
   Status Init();
+  // The entry's patches of the program that executed this one, until the entry is installed.
+  ByteSpan entry_plan() const { return entry_plan_; }
+  void DropEntryPlan() { entry_plan_ = Bytes(); }
 
  private:
   Status InitFromConfigFd(int config_fd);
@@ -163,6 +166,7 @@ class Runtime {
   std::unique_ptr<VolumeReporter> reporter_;
   std::vector<std::string> cas_argv_, cas_env_;
   std::string library_path_;
+  Bytes entry_plan_;
   // The working directory as a seqlock: chdir is rare, path calls read it without waiting.
   mutable std::atomic<uint32_t> cwd_seq_{0};
   std::mutex cwd_write_mu_;

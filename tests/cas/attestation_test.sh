@@ -186,6 +186,32 @@ untrusted-platform)
   "$scone" cas platform trust "$("$scone" las platform-key --state other-las)" > /dev/null
   "$scone" cas platform list | grep -q "$("$scone" las platform-key --state other-las)" || fail "platform not listed"
   ;;
+scone-environment)
+  # SCONE's own variables work as scone run's options: SCONE_CONFIG_ID means attestation, and a
+  # service whose attestation fails never runs (not even with the host's arguments).
+  session s.yml "    mrenclaves: [$(measure $PY)]"
+  "$scone" session create s.yml >/dev/null
+  SCONE_CONFIG_ID=svc/app HOST_ONLY=1 "$scone" run -- "$PY" host-arg > out.txt 2> err.txt ||
+    { cat err.txt; fail "SCONE_CONFIG_ID did not run the service"; }
+  grep -q "^argv --token " out.txt || { cat out.txt; fail "the service did not get CAS's arguments"; }
+  grep -q "host-arg" out.txt && fail "the host's arguments reached the service"
+  addr=$(cat "$cas_dir/attestation")
+  key_hash=$(openssl x509 -in "$cas_dir/cas.crt" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1)
+  SCONE_CONFIG_ID=svc/app SCONE_CAS_ADDR="$addr" SCONE_LAS_ADDR="unix:$XDG_STATE_HOME/scone/las/las.sock" \
+    SCONE_CAS_KEY_HASH="$key_hash" "$scone" run -- "$PY" host-arg > out.txt 2> err.txt ||
+    { cat err.txt; fail "SCONE_CAS_ADDR and SCONE_LAS_ADDR were not used"; }
+  grep -q "^argv --token " out.txt || { cat out.txt; fail "no attested run through SCONE_CAS_ADDR"; }
+  set +e
+  SCONE_CONFIG_ID=svc/no-such-service "$scone" run -- "$PY" -c 'print("RAN UNATTESTED")' > out.txt 2> err.txt
+  rc=$?
+  SCONE_CONFIG_ID=svc/app "$scone" run --volume "$work/data:$work/none" -- "$PY" -c 'print("RAN")' > out2.txt 2> err2.txt
+  rc2=$?
+  set -e
+  [[ $rc != 0 && ! -s out.txt ]] || { cat out.txt; fail "a service whose attestation failed ran"; }
+  grep -q "attestation for svc/no-such-service" err.txt || { cat err.txt; fail "no reason given"; }
+  [[ $rc2 == 2 || $rc2 == 1 ]] && [[ ! -s out2.txt ]] && grep -q "SCONE_CONFIG_ID" err2.txt ||
+    { cat err2.txt; fail "--volume with SCONE_CONFIG_ID was not refused"; }
+  ;;
 wrong-cas)
   session s.yml "    mrenclaves: [$(measure $PY)]"
   "$scone" session create s.yml >/dev/null

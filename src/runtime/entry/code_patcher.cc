@@ -5,14 +5,18 @@
 #include <elf.h>
 #include <link.h>
 #include <linux/membarrier.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <span>
 #include <vector>
 
+#include "common/bytes.h"
 #include "runtime/entry/function_index.h"
 #include "runtime/entry/raw_syscall.h"
 
@@ -35,6 +39,8 @@ struct PatchableObject {
   uintptr_t text_begin;
   uintptr_t text_end;
   FunctionIndex functions;
+  uint64_t device;  // the file it was loaded from, for plans handed to programs this one executes
+  uint64_t inode;
 };
 constexpr int kMaxObjects = 64;
 PatchableObject objects[kMaxObjects];
@@ -68,7 +74,12 @@ int LearnObject(struct dl_phdr_info* info, size_t, void*) {
   if (own_range_only) return 0;
   const char* name = info->dlpi_name;
   if (name != nullptr && std::strstr(name, "linux-vdso") != nullptr) return 0;
-  if (object_count < kMaxObjects) objects[object_count++] = {text_begin, text_end, FunctionIndex(eh_frame_hdr)};
+  struct stat st = {};
+  const char* file = name != nullptr && name[0] != '\0' ? name : "/proc/self/exe";
+  if (RawSyscall(SYS_newfstatat, AT_FDCWD, Arg(file), Arg(&st), 0) != 0) st = {};
+  if (object_count < kMaxObjects) {
+    objects[object_count++] = {text_begin, text_end, FunctionIndex(eh_frame_hdr), st.st_dev, st.st_ino};
+  }
   return 0;
 }
 
@@ -282,6 +293,55 @@ bool JumpBytes(uintptr_t window, size_t window_size, uintptr_t trampoline, uint8
   return true;
 }
 
+// ---- patches applied, for the programs this one executes ------------------------------------
+
+// A patch as a program this one executes applies it again without decoding: the window's place
+// in its object's text, where the `syscall` is in it (at `window_size`: right after it, kept),
+// and the bytes it replaced (the new program's copy must hold the same).
+struct AppliedPatch {
+  uint16_t object;
+  uint8_t window_size;
+  uint8_t syscall_offset;
+  uint32_t window_offset;
+  uint8_t original[24];
+};
+constexpr int kMaxApplied = 2048;
+AppliedPatch applied[kMaxApplied];
+int applied_count = 0;
+
+// REQUIRES: the patch lock.
+void RecordPatch(const PatchableObject* object, uintptr_t window, size_t window_size, size_t syscall_offset,
+                 const uint8_t* original) {
+  if (applied_count == kMaxApplied || window_size > sizeof(AppliedPatch::original)) return;
+  AppliedPatch& p = applied[applied_count++];
+  p.object = static_cast<uint16_t>(object - objects);
+  p.window_size = static_cast<uint8_t>(window_size);
+  p.syscall_offset = static_cast<uint8_t>(syscall_offset);
+  p.window_offset = static_cast<uint32_t>(window - object->text_begin);
+  std::memcpy(p.original, original, window_size);
+}
+
+// Patches a window whose instructions are known: those before the `syscall` run first in the
+// trampoline, then the call, then those after it (the window may end at the `syscall`, which
+// then stays). REQUIRES: the patch lock; nothing runs the window's code (start-up).
+bool PatchKnownWindow(const PatchableObject* object, uintptr_t window, size_t window_size, size_t syscall_offset) {
+  const uintptr_t syscall_at = window + syscall_offset;
+  const bool covers_syscall = syscall_offset < window_size;
+  const uintptr_t window_end = window + window_size;
+  uintptr_t after_pre;
+  uintptr_t trampoline = EmitTrampoline(window, syscall_offset, syscall_at + 2,
+                                        covers_syscall ? window_end - syscall_at - 2 : 0,
+                                        covers_syscall ? window_end : syscall_at + 2, &after_pre);
+  uint8_t original[32], bytes[32];
+  if (trampoline == 0 || window_size > sizeof(bytes) || !JumpBytes(window, window_size, trampoline, bytes)) {
+    return false;
+  }
+  std::memcpy(original, reinterpret_cast<const void*>(window), window_size);
+  std::memcpy(reinterpret_cast<void*>(window), bytes, window_size);
+  RecordPatch(object, window, window_size, syscall_offset, original);
+  return true;
+}
+
 // ---- sites refused, remembered so the handler does not decode them again ----------------
 
 constexpr int kRefusedSlots = 1024;
@@ -356,7 +416,7 @@ bool ChooseWindow(const std::vector<Instruction>& insns, size_t i, const std::ve
   return best_size != SIZE_MAX;
 }
 
-int PatchFunction(uintptr_t begin, uintptr_t end) {
+int PatchFunction(const PatchableObject* object, uintptr_t begin, uintptr_t end) {
   std::vector<Instruction> insns;
   for (uintptr_t at = begin; at < end;) {
     Instruction insn;
@@ -376,24 +436,68 @@ int PatchFunction(uintptr_t begin, uintptr_t end) {
     if (!ChooseWindow(insns, i, targets, &first, &last)) continue;
     uintptr_t window = insns[first].address;
     uintptr_t window_end = insns[last].address + insns[last].length;
-    uintptr_t syscall_at = insns[i].address;
-    uintptr_t after_pre;
-    uintptr_t trampoline = EmitTrampoline(window, syscall_at - window, syscall_at + 2, window_end - syscall_at - 2,
-                                          window_end, &after_pre);
-    uint8_t bytes[32];
-    if (trampoline == 0 || window_end - window > sizeof(bytes) ||
-        !JumpBytes(window, window_end - window, trampoline, bytes)) {
-      continue;
-    }
-    std::memcpy(reinterpret_cast<void*>(window), bytes, window_end - window);
-    ++patched;
+    if (PatchKnownWindow(object, window, window_end - window, insns[i].address - window)) ++patched;
   }
   return patched;
 }
 
 }  // namespace
 
-int CodePatcher::PatchAtStartUp() {
+Bytes CodePatcher::Plan() {
+  PatchLock lock;
+  ByteWriter w;
+  w.U32(static_cast<uint32_t>(applied_count));
+  for (int i = 0; i < applied_count; ++i) {
+    const AppliedPatch& p = applied[i];
+    w.U64(objects[p.object].device);
+    w.U64(objects[p.object].inode);
+    w.U32(p.window_offset);
+    w.U8(p.window_size);
+    w.U8(p.syscall_offset);
+    w.Raw(ByteSpan(p.original, p.window_size));
+  }
+  return w.Take();
+}
+
+namespace {
+
+// Applies a plan where this process's objects are the same files and hold the same bytes.
+// Returns the number of sites patched. REQUIRES: the patch lock; start-up.
+int ApplyPlan(ByteSpan plan) {
+  ByteReader r(plan);
+  uint32_t count;
+  if (!r.U32(&count) || count > kMaxApplied) return 0;
+  int patched = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    uint64_t device, inode;
+    uint32_t offset;
+    uint8_t size, syscall_offset, original[sizeof(AppliedPatch::original)];
+    if (!r.U64(&device) || !r.U64(&inode) || !r.U32(&offset) || !r.U8(&size) || !r.U8(&syscall_offset) ||
+        size < kJumpSize || size > sizeof(original) || syscall_offset > size ||
+        !r.Raw(MutableByteSpan(original, size))) {
+      return patched;  // malformed: the rest is decoded as usual
+    }
+    const PatchableObject* object = nullptr;
+    for (int k = 0; k < object_count && object == nullptr; ++k) {
+      if (objects[k].device == device && objects[k].inode == inode) object = &objects[k];
+    }
+    if (object == nullptr || offset + uint64_t{size} + 2 > object->text_end - object->text_begin) continue;
+    const uintptr_t window = object->text_begin + offset;
+    // The same bytes, and a `syscall` where the plan says.
+    const auto* live = reinterpret_cast<const uint8_t*>(window);
+    if (std::memcmp(live, original, size) != 0 || live[syscall_offset] != 0x0f || live[syscall_offset + 1] != 0x05) {
+      continue;
+    }
+    if (!SetWritable(window, size, true)) continue;
+    if (PatchKnownWindow(object, window, size, syscall_offset)) ++patched;
+    SetWritable(window, size, false);
+  }
+  return patched;
+}
+
+}  // namespace
+
+int CodePatcher::PatchAtStartUp(ByteSpan plan) {
   PatchLock lock;
   object_count = 0;
   dl_iterate_phdr(LearnObject, nullptr);
@@ -416,9 +520,10 @@ int CodePatcher::PatchAtStartUp() {
     return 0;
   }
   bulk_writable = true;
-  int patched = 0;
+  // A plan from the program that executed this one saves decoding what it decoded already.
+  int patched = ApplyPlan(plan);
   std::vector<uintptr_t> done;
-  for (const char* name : kWrappersPatchedAtStartUp) {
+  for (const char* name : patched > 0 ? std::span<const char* const>() : std::span(kWrappersPatchedAtStartUp)) {
     // The function's extent from the unwind table (a binary search; dladdr1 would walk the
     // whole symbol table for each).
     auto begin = reinterpret_cast<uintptr_t>(dlsym(libc, name));
@@ -426,7 +531,7 @@ int CodePatcher::PatchAtStartUp() {
     if (begin == 0 || !libc_text->functions.Find(begin, &fn) || fn.begin != begin) continue;
     if (std::find(done.begin(), done.end(), begin) != done.end()) continue;  // an alias
     done.push_back(begin);
-    patched += PatchFunction(fn.begin, fn.end);
+    patched += PatchFunction(libc_text, fn.begin, fn.end);
   }
   bulk_writable = false;
   SetWritable(trampolines, trampolines_size, false);
@@ -473,11 +578,14 @@ uintptr_t CodePatcher::PatchTrapped(uintptr_t site) {
   uintptr_t after_pre;
   uintptr_t trampoline = EmitTrampoline(prev.address, prev.length, 0, 0, site + 2, &after_pre);
   uint8_t bytes[16];
+  uint8_t original[16];
+  std::memcpy(original, reinterpret_cast<const void*>(prev.address), prev.length);
   if (trampoline == 0 || prev.length > sizeof(bytes) || !JumpBytes(prev.address, prev.length, trampoline, bytes) ||
       !WriteLiveCode(prev.address, bytes, prev.length)) {
     Refuse(site);
     return 0;
   }
+  RecordPatch(object, prev.address, prev.length, prev.length, original);
   stat_later.fetch_add(1, std::memory_order_relaxed);
   return after_pre;
 }

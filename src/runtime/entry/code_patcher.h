@@ -24,15 +24,22 @@
 #pragma once
 
 #include <cstdint>
+
+#include "common/bytes.h"
 #include <utility>
 
 namespace scone::runtime {
 
 class CodePatcher {
  public:
-  // Learns the objects that may be patched and patches the list of busy wrappers. Returns the
-  // number of sites patched. REQUIRES: no other thread runs the program's code.
-  static int PatchAtStartUp();
+  // Learns the objects that may be patched and patches the wrappers that need a whole-function
+  // analysis, or applies `plan` (from Plan() in the program that executed this one) where this
+  // process's objects are the same files holding the same bytes. Returns the number of sites
+  // patched. REQUIRES: no other thread runs the program's code.
+  static int PatchAtStartUp(ByteSpan plan);
+  // The patches applied so far, for a program this one executes: applying them is a copy per
+  // site, where finding them took decoding and a trapped call each.
+  static Bytes Plan();
   // For a `syscall` instruction at `site` caught by Syscall User Dispatch, with the
   // instructions before it already run: patches the site if it is safe, and returns the
   // address where the thread resumes to make the call through the trampoline (after the copy

@@ -39,13 +39,13 @@ RuntimeSection::~RuntimeSection() {
   }
 }
 
-bool InstallEntry() {
+bool InstallEntry(ByteSpan plan) {
   if (installed.load()) return true;
   if (!InstallSigsysHandler()) {
     Log("cannot install the SIGSYS handler that carries the runtime's entry");
     return false;
   }
-  CodePatcher::PatchAtStartUp();
+  CodePatcher::PatchAtStartUp(plan);
   if (!EnableDispatchForThisThread()) {
     Log("the kernel lacks Syscall User Dispatch (Linux 5.11 or later): the runtime cannot see every "
         "system call of this program");

@@ -17,6 +17,8 @@
 
 #include <cstdint>
 
+#include "common/bytes.h"
+
 namespace scone::runtime {
 
 // A system call as the program made it. The dispatcher may change the arguments (and the
@@ -73,9 +75,10 @@ class RuntimeSection {
 };
 
 // Installs the entry for the whole process (SIGSYS handler, patches of the C library, Syscall
-// User Dispatch on this thread). Called once by the runtime's start-up, while single-threaded
-// when possible. Returns false (and logs why) when the kernel lacks Syscall User Dispatch.
-bool InstallEntry();
+// User Dispatch on this thread), applying `plan` (CodePatcher::Plan of the program that executed
+// this one) where it fits. Called once by the runtime's start-up, while single-threaded when
+// possible. Returns false (and logs why) when the kernel lacks Syscall User Dispatch.
+bool InstallEntry(ByteSpan plan);
 // Whether the entry is installed (system calls reach Dispatch).
 bool EntryInstalled();
 
