@@ -11,6 +11,7 @@
 #include "fs/volume_path.h"
 #include "fs/volume_state.h"
 #include "attest/evidence.h"
+#include "attest/las.h"
 #include "cas/protocol.h"
 #include "policy/session.h"
 #include "runtime/config.h"
@@ -100,6 +101,16 @@ void ServiceConfigParser(const uint8_t* data, size_t size) {
 void EvidenceParser(const uint8_t* data, size_t size) {
   auto evidence = attest::Evidence::Decode(ByteSpan(data, size));
   if (evidence.ok() && evidence->Encode() != Bytes(data, data + size)) abort();
+}
+
+void LasRequestParser(const uint8_t* data, size_t size) {
+  auto request = attest::ParseLasRequest(ByteSpan(data, size));
+  if (request.ok() && attest::EncodeLasRequest(*request) != Bytes(data, data + size)) abort();
+}
+
+void LasReplyParser(const uint8_t* data, size_t size) {
+  auto payload = attest::ParseLasReply(ByteSpan(data, size));
+  if (payload.ok() && attest::EncodeLasReply(*payload) != Bytes(data, data + size)) abort();
 }
 
 void RuntimeConfigParser(const uint8_t* data, size_t size) {

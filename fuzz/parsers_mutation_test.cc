@@ -4,6 +4,7 @@
 
 #include <random>
 
+#include "attest/las.h"
 #include "attest/sim/sim_platform.h"
 #include "cas/protocol.h"
 #include "fs/journal.h"
@@ -118,6 +119,19 @@ void Mutations(void (*parser)(const uint8_t*, size_t), const Bytes& seed, uint64
     Bytes input = Mutate(seed, rng);
     parser(input.data(), input.size());
   }
+}
+
+TEST(ParserMutationTest, LasRequestsAndReplies) {
+  attest::LasRequest evidence;
+  evidence.report_data[0] = 1;
+  Mutations(LasRequestParser, attest::EncodeLasRequest(evidence), 10, 20000);
+  attest::LasRequest counter;
+  counter.kind = attest::LasRequest::kCounter;
+  counter.name = "scone-cas/0011";
+  counter.at_least = 7;
+  Mutations(LasRequestParser, attest::EncodeLasRequest(counter), 11, 20000);
+  Mutations(LasReplyParser, attest::EncodeLasReply(Bytes(80, 3)), 12, 20000);
+  Mutations(LasReplyParser, attest::EncodeLasReply(PermissionDenied("refused")), 13, 20000);
 }
 
 TEST(ParserMutationTest, CasRequests) {

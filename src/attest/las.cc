@@ -165,15 +165,7 @@ Result<Bytes> Ask(const std::string& socket_path, const Bytes& request) {
   Result<Bytes> reply = sent.ok() ? ReceiveMessage(fd) : Result<Bytes>(sent);
   close(fd);
   if (!reply.ok()) return reply.status();
-  ByteReader r(*reply);
-  std::string label;
-  uint8_t ok;
-  Bytes payload;
-  if (!r.Str(&label, 64) || label != kResponseLabel || !r.U8(&ok) || !r.Blob(&payload, kMaxMessage)) {
-    return InvalidArgument("malformed LAS response");
-  }
-  if (!ok) return PermissionDenied("LAS refused: " + std::string(payload.begin(), payload.end()));
-  return payload;
+  return ParseLasReply(*reply);
 }
 
 Result<Bytes> ReadAll(int fd, size_t max_size) {
@@ -257,19 +249,10 @@ Status CheckSender(const Peer& peer, const Incoming& in, const LasOptions& optio
   return Status::Ok();
 }
 
-Result<Report> EvidenceReport(const Peer& peer, ByteReader& r, const Incoming& in,
+Result<Report> EvidenceReport(const Peer& peer, const LasRequest& request, const Incoming& in,
                               const std::string& runtime_library) {
-  ReportData data;
-  uint8_t has_sig;
-  if (!r.Raw(data) || !r.U8(&has_sig) || has_sig > 1) return InvalidArgument("malformed LAS request");
-  std::optional<SigStruct> sig;
-  if (has_sig) {
-    Bytes sig_bytes;
-    if (!r.Blob(&sig_bytes, 4096)) return InvalidArgument("malformed LAS request");
-    SCONE_ASSIGN_OR_RETURN(SigStruct s, SigStruct::Decode(sig_bytes));
-    sig = s;
-  }
-  if (!r.done()) return InvalidArgument("malformed LAS request");
+  const ReportData& data = request.report_data;
+  const std::optional<SigStruct>& sig = request.sigstruct;
   if (in.fds.size() != 1) return PermissionDenied("an evidence request carries exactly one descriptor");
   pid_t pid = peer.connected.pid;
   // LAS measures files by the paths the process names: in another mount namespace (another
@@ -307,33 +290,25 @@ Result<Report> EvidenceReport(const Peer& peer, ByteReader& r, const Incoming& i
 Result<Bytes> Answer(const Peer& peer, const Incoming& in, const Platform& platform,
                      const std::string& runtime_library, const LasOptions& options) {
   SCONE_RETURN_IF_ERROR(CheckSender(peer, in, options));
-  ByteReader r(in.body);
-  std::string label;
-  uint8_t kind;
-  if (!r.Str(&label, 64) || label != kRequestLabel || !r.U8(&kind)) return InvalidArgument("malformed LAS request");
-  switch (static_cast<Kind>(kind)) {
-    case Kind::kEvidence: {
-      SCONE_ASSIGN_OR_RETURN(Report report, EvidenceReport(peer, r, in, runtime_library));
+  SCONE_ASSIGN_OR_RETURN(LasRequest request, ParseLasRequest(in.body));
+  switch (request.kind) {
+    case LasRequest::kEvidence: {
+      SCONE_ASSIGN_OR_RETURN(Report report, EvidenceReport(peer, request, in, runtime_library));
       SCONE_ASSIGN_OR_RETURN(Evidence e, platform.Attest(report));
       return e.Encode();
     }
-    case Kind::kSealingKey: {
-      std::string name;
-      if (!r.Str(&name, 256) || !r.done()) return InvalidArgument("malformed LAS request");
-      SCONE_ASSIGN_OR_RETURN(SecretBytes key, platform.SealingKey(peer.connected.uid, name));
+    case LasRequest::kSealingKey: {
+      SCONE_ASSIGN_OR_RETURN(SecretBytes key, platform.SealingKey(peer.connected.uid, request.name));
       return Bytes(key.span().begin(), key.span().end());  // wiped by the caller after sending
     }
-    case Kind::kCounter: {
-      std::string name;
-      uint64_t at_least;
-      if (!r.Str(&name, 256) || !r.U64(&at_least) || !r.done()) return InvalidArgument("malformed LAS request");
-      SCONE_ASSIGN_OR_RETURN(uint64_t value, platform.AdvanceCounter(peer.connected.uid, name, at_least));
+    case LasRequest::kCounter: {
+      SCONE_ASSIGN_OR_RETURN(uint64_t value, platform.AdvanceCounter(peer.connected.uid, request.name, request.at_least));
       ByteWriter w;
       w.U64(value);
       return w.bytes();
     }
   }
-  return InvalidArgument("unknown LAS request kind " + std::to_string(kind));
+  return Internal("unhandled LAS request kind");
 }
 
 void ServeConnection(int fd, const Platform& platform, const std::string& runtime_library,
@@ -346,17 +321,8 @@ void ServeConnection(int fd, const Platform& platform, const std::string& runtim
                         : IoError("SO_PEERCRED", errno);
   Result<Bytes> payload = received.ok() ? Answer(peer, in, platform, runtime_library, options)
                                         : Result<Bytes>(received);
-  ByteWriter w;
-  w.Str(kResponseLabel);
-  if (payload.ok()) {
-    w.U8(1);
-    w.Blob(*payload);
-    Wipe(*payload);
-  } else {
-    w.U8(0);
-    w.Str(payload.status().message());
-  }
-  Bytes reply = w.bytes();
+  Bytes reply = EncodeLasReply(payload);
+  if (payload.ok()) Wipe(*payload);
   (void)SendMessage(fd, reply);
   Wipe(reply);
 }
@@ -371,6 +337,89 @@ Result<sockaddr_un> UnixAddress(const std::string& path) {
 
 }  // namespace
 
+Bytes EncodeLasRequest(const LasRequest& request) {
+  ByteWriter w;
+  w.Str(kRequestLabel);
+  switch (request.kind) {
+    case LasRequest::kEvidence:
+      w.U8(static_cast<uint8_t>(Kind::kEvidence));
+      w.Raw(request.report_data);
+      w.U8(request.sigstruct ? 1 : 0);
+      if (request.sigstruct) w.Blob(request.sigstruct->Encode());
+      break;
+    case LasRequest::kSealingKey:
+      w.U8(static_cast<uint8_t>(Kind::kSealingKey));
+      w.Str(request.name);
+      break;
+    case LasRequest::kCounter:
+      w.U8(static_cast<uint8_t>(Kind::kCounter));
+      w.Str(request.name);
+      w.U64(request.at_least);
+      break;
+  }
+  return w.Take();
+}
+
+Bytes EncodeLasReply(const Result<Bytes>& payload) {
+  ByteWriter w;
+  w.Str(kResponseLabel);
+  if (payload.ok()) {
+    w.U8(1);
+    w.Blob(*payload);
+  } else {
+    w.U8(0);
+    w.Str(payload.status().message());
+  }
+  return w.Take();
+}
+
+Result<LasRequest> ParseLasRequest(ByteSpan body) {
+  ByteReader r(body);
+  std::string label;
+  uint8_t kind;
+  LasRequest out;
+  if (!r.Str(&label, 64) || label != kRequestLabel || !r.U8(&kind)) return InvalidArgument("malformed LAS request");
+  switch (static_cast<Kind>(kind)) {
+    case Kind::kEvidence: {
+      out.kind = LasRequest::kEvidence;
+      uint8_t has_sig;
+      if (!r.Raw(out.report_data) || !r.U8(&has_sig) || has_sig > 1) return InvalidArgument("malformed LAS request");
+      if (has_sig) {
+        Bytes sig_bytes;
+        if (!r.Blob(&sig_bytes, 4096)) return InvalidArgument("malformed LAS request");
+        SCONE_ASSIGN_OR_RETURN(SigStruct s, SigStruct::Decode(sig_bytes));
+        out.sigstruct = s;
+      }
+      break;
+    }
+    case Kind::kSealingKey:
+      out.kind = LasRequest::kSealingKey;
+      if (!r.Str(&out.name, 256)) return InvalidArgument("malformed LAS request");
+      break;
+    case Kind::kCounter:
+      out.kind = LasRequest::kCounter;
+      if (!r.Str(&out.name, 256) || !r.U64(&out.at_least)) return InvalidArgument("malformed LAS request");
+      break;
+    default:
+      return InvalidArgument("unknown LAS request kind " + std::to_string(kind));
+  }
+  if (!r.done()) return InvalidArgument("malformed LAS request");
+  return out;
+}
+
+Result<Bytes> ParseLasReply(ByteSpan body) {
+  ByteReader r(body);
+  std::string label;
+  uint8_t ok;
+  Bytes payload;
+  if (!r.Str(&label, 64) || label != kResponseLabel || !r.U8(&ok) || ok > 1 || !r.Blob(&payload, kMaxMessage) ||
+      !r.done()) {
+    return InvalidArgument("malformed LAS response");
+  }
+  if (!ok) return PermissionDenied("LAS refused: " + std::string(payload.begin(), payload.end()));
+  return payload;
+}
+
 Result<int> ConnectLas(const std::string& path) {
   SCONE_ASSIGN_OR_RETURN(sockaddr_un addr, UnixAddress(path));
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -384,30 +433,20 @@ Result<int> ConnectLas(const std::string& path) {
 }
 
 Status SendEvidenceRequest(int fd, const ReportData& report_data, const std::optional<SigStruct>& sigstruct) {
-  ByteWriter w;
-  w.Str(kRequestLabel);
-  w.U8(static_cast<uint8_t>(Kind::kEvidence));
-  w.Raw(report_data);
-  w.U8(sigstruct ? 1 : 0);
-  if (sigstruct) w.Blob(sigstruct->Encode());
+  LasRequest request;
+  request.report_data = report_data;
+  request.sigstruct = sigstruct;
   // Opened before sending: it names this address space, which LAS checks still exists.
   int environ_fd = os::Sys().open("/proc/self/environ", O_RDONLY | O_CLOEXEC);
   if (environ_fd < 0) return IoError("open /proc/self/environ", errno);
-  Status sent = SendAsMe(fd, w.bytes(), environ_fd);
+  Status sent = SendAsMe(fd, EncodeLasRequest(request), environ_fd);
   os::Sys().close(environ_fd);
   return sent;
 }
 
 Result<Evidence> ReceiveEvidence(int fd) {
   SCONE_ASSIGN_OR_RETURN(Bytes reply, ReceiveMessage(fd));
-  ByteReader r(reply);
-  std::string label;
-  uint8_t ok;
-  Bytes payload;
-  if (!r.Str(&label, 64) || label != kResponseLabel || !r.U8(&ok) || !r.Blob(&payload, kMaxMessage)) {
-    return InvalidArgument("malformed LAS response");
-  }
-  if (!ok) return PermissionDenied("LAS refused: " + std::string(payload.begin(), payload.end()));
+  SCONE_ASSIGN_OR_RETURN(Bytes payload, ParseLasReply(reply));
   return Evidence::Decode(payload);
 }
 
@@ -421,11 +460,10 @@ Result<Evidence> RequestEvidence(const std::string& socket_path, const ReportDat
 }
 
 Result<SecretBytes> RequestSealingKey(const std::string& socket_path, const std::string& label) {
-  ByteWriter w;
-  w.Str(kRequestLabel);
-  w.U8(static_cast<uint8_t>(Kind::kSealingKey));
-  w.Str(label);
-  SCONE_ASSIGN_OR_RETURN(Bytes key, Ask(socket_path, w.bytes()));
+  LasRequest request;
+  request.kind = LasRequest::kSealingKey;
+  request.name = label;
+  SCONE_ASSIGN_OR_RETURN(Bytes key, Ask(socket_path, EncodeLasRequest(request)));
   SecretBytes out(key);
   Wipe(key);
   if (out.size() != crypto::kKeySize) return InvalidArgument("LAS sent a sealing key of the wrong size");
@@ -433,12 +471,11 @@ Result<SecretBytes> RequestSealingKey(const std::string& socket_path, const std:
 }
 
 Result<uint64_t> RequestCounter(const std::string& socket_path, const std::string& name, uint64_t at_least) {
-  ByteWriter w;
-  w.Str(kRequestLabel);
-  w.U8(static_cast<uint8_t>(Kind::kCounter));
-  w.Str(name);
-  w.U64(at_least);
-  SCONE_ASSIGN_OR_RETURN(Bytes reply, Ask(socket_path, w.bytes()));
+  LasRequest request;
+  request.kind = LasRequest::kCounter;
+  request.name = name;
+  request.at_least = at_least;
+  SCONE_ASSIGN_OR_RETURN(Bytes reply, Ask(socket_path, EncodeLasRequest(request)));
   ByteReader r(reply);
   uint64_t value;
   if (!r.U64(&value) || !r.done()) return InvalidArgument("malformed LAS counter reply");

@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "attest/evidence.h"
+#include "attest/sigstruct.h"
 #include "attest/platform.h"
 
 namespace scone::attest {
@@ -51,6 +52,21 @@ Result<SecretBytes> RequestSealingKey(const std::string& socket_path, const std:
 // Advances the calling user's counter `name` to at least `at_least`; returns its value
 // (Platform::AdvanceCounter). `at_least` 0 reads it.
 Result<uint64_t> RequestCounter(const std::string& socket_path, const std::string& name, uint64_t at_least);
+
+// A request and a reply as they arrive (untrusted bytes; parsed here, fuzzed in fuzz/).
+struct LasRequest {
+  enum Kind { kEvidence, kSealingKey, kCounter } kind = kEvidence;
+  ReportData report_data{};              // kEvidence
+  std::optional<SigStruct> sigstruct;    // kEvidence
+  std::string name;                      // kSealingKey: its label; kCounter: its name
+  uint64_t at_least = 0;                 // kCounter
+};
+Bytes EncodeLasRequest(const LasRequest& request);
+Result<LasRequest> ParseLasRequest(ByteSpan body);
+// A reply: the payload, or the refusal's message.
+Bytes EncodeLasReply(const Result<Bytes>& payload);
+// The payload of an ok reply, or LAS's refusal as kPermissionDenied.
+Result<Bytes> ParseLasReply(ByteSpan body);
 
 struct LasOptions {
   // Users besides LAS's own and root whose processes may ask. Empty: the socket is 0600.
