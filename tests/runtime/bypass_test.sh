@@ -307,6 +307,38 @@ PYEOF
   [[ "$(run "$PY" -B aio.py)" == "refused" ]] || fail "asynchronous I/O was not refused"
   ;;
 
+large-files)
+  # Sizes up to 16 TiB with memory that follows the data written, not the logical size;
+  # beyond, EFBIG; nothing aborts the program.
+  run truncate -s 8T vol/big
+  [[ "$(run stat -c %s vol/big)" == "8796093022208" ]] || fail "truncate -s 8T"
+  cat > big.py <<PYEOF
+import errno, os, resource
+fd = os.open("vol/big", os.O_RDWR)
+os.pwrite(fd, b"$MARKER at 1 TiB", 1 << 40)
+os.pwrite(fd, b"$MARKER near the end", (8 << 40) - 100)
+assert os.pread(fd, 4096, (4 << 40)) == bytes(4096), "a hole reads as zeros"
+assert os.pread(fd, 64, 1 << 40).startswith(b"$MARKER at 1 TiB")
+try:
+    os.ftruncate(fd, 17 << 40)
+    raise AssertionError("17 TiB accepted")
+except OSError as e:
+    assert e.errno == errno.EFBIG, e
+try:
+    os.pwrite(fd, b"x", 16 << 40)
+    raise AssertionError("a write past 16 TiB accepted")
+except OSError as e:
+    assert e.errno == errno.EFBIG, e
+os.fsync(fd)
+os.close(fd)
+assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 200 * 1024, "memory grew with the logical size"
+print("ok")
+PYEOF
+  [[ "$(run "$PY" -B big.py)" == "ok" ]] || fail "large file"
+  [[ "$(run tail -c 120 vol/big | tr -d '\0')" == "$MARKER near the end" ]] || fail "data near the end"
+  check_volume
+  ;;
+
 *)
   fail "unknown case $case_name"
   ;;

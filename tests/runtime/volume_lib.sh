@@ -5,9 +5,36 @@
 run() { "$scone" run --volume "$work/vol:$work/key" -- "$@"; }
 "$scone" volume create vol --key-file key >/dev/null 2>&1
 
-# No plaintext marker in any file under the volume, and the volume verifies.
+# No plaintext marker in any file under the volume (only the data of sparse files is read), and
+# the volume verifies.
 check_volume() {
-  if grep -r -a -l -- "$MARKER" vol; then fail "plaintext marker found on disk"; fi
+  /usr/bin/python3 - "$MARKER" vol <<'PYEOF' || fail "plaintext marker found on disk"
+import os, sys
+marker, found = sys.argv[1].encode(), []
+for root, _, names in os.walk(sys.argv[2]):
+    for name in names:
+        path = os.path.join(root, name)
+        if not os.path.isfile(path) or os.path.islink(path):
+            continue
+        with open(path, "rb") as f:
+            fd, at, end = f.fileno(), 0, os.fstat(f.fileno()).st_size
+            while at < end:
+                try:
+                    at = os.lseek(fd, at, os.SEEK_DATA)
+                except OSError:
+                    break
+                stop = os.lseek(fd, at, os.SEEK_HOLE)
+                while at < stop:
+                    # Overlapping windows so a marker across a boundary is found too.
+                    if marker in os.pread(fd, min(1 << 20, stop - at) + len(marker), at):
+                        found.append(path)
+                        break
+                    at += 1 << 20
+                at = stop
+if found:
+    print("\n".join(sorted(set(found))))
+    sys.exit(1)
+PYEOF
   "$scone" volume verify vol --key-file key >/dev/null || fail "verify failed after the program"
 }
 # Flip one byte of a protected file's ciphertext; the program's read must fail with EIO.
