@@ -340,7 +340,7 @@ EOF
        --cas-cert "$cas_dir/cas.crt" 2> err.txt; then
     fail "the seeding session was created"
   fi
-  grep -q "HTTP 400" err.txt || { cat err.txt; fail "no 400 for the seeding session"; }
+  grep -q "HTTP 4" err.txt || { cat err.txt; fail "no 4xx for the seeding session"; }
   session s.yml "    mrenclaves: [$(measure $PY)]"
   "$scone" session create s.yml > /dev/null
   run_app > out.txt 2> err.txt || { cat err.txt; fail "the service did not run"; }
