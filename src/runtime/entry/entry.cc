@@ -9,12 +9,13 @@
 #include "runtime/entry/dispatch.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/entry/sud.h"
+#include "runtime/process/signal_calls.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime {
 namespace {
 
-__attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, {}, nullptr};
+__attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, 0, nullptr};
 std::atomic<bool> installed{false};
 
 }  // namespace
@@ -23,19 +24,16 @@ EntryThread& ThisThread() { return this_thread; }
 
 RuntimeSection::RuntimeSection() {
   EntryThread& t = this_thread;
-  if (t.depth++ == 0 && !t.runtime_thread) {
-    sigset_t all;
-    sigfillset(&all);
-    RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&all), Arg(&t.saved_mask), sizeof(uint64_t));
-    t.selector = kSelectorAllow;
-  }
+  if (t.depth++ == 0 && !t.runtime_thread) t.selector = kSelectorAllow;
 }
 
 RuntimeSection::~RuntimeSection() {
   EntryThread& t = this_thread;
   if (--t.depth == 0 && !t.runtime_thread) {
     if (installed.load(std::memory_order_relaxed)) t.selector = kSelectorBlock;
-    RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&t.saved_mask), 0, sizeof(uint64_t));
+    // Signals held back meanwhile are pending and blocked: unblocking them delivers them now.
+    uint64_t deferred = __atomic_exchange_n(&t.deferred, 0, __ATOMIC_ACQ_REL);
+    if (deferred != 0) RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&deferred), 0, sizeof(uint64_t));
   }
 }
 
@@ -45,6 +43,7 @@ bool InstallEntry(ByteSpan plan) {
     Log("cannot install the SIGSYS handler that carries the runtime's entry");
     return false;
   }
+  process::WrapInstalledHandlers();
   CodePatcher::PatchAtStartUp(plan);
   if (!EnableDispatchForThisThread()) {
     Log("the kernel lacks Syscall User Dispatch (Linux 5.11 or later): the runtime cannot see every "
@@ -60,7 +59,8 @@ bool EntryInstalled() { return installed.load(std::memory_order_relaxed); }
 void EnterNewThread() {
   if (!installed.load(std::memory_order_relaxed)) return;
   EntryThread& t = this_thread;
-  // A new thread starts with the TLS image (a fork child with a copy of its parent's state).
+  // A new thread starts with the TLS image, a fork child with a copy of its parent's state (but
+  // not its pending signals: what the parent held back is the parent's).
   if (!t.runtime_thread) t.handler_mask = nullptr;
   EnableDispatchForThisThread();
 }
@@ -70,6 +70,10 @@ void BecomeRuntimeThread() {
   t.runtime_thread = true;
   t.depth = 1;
   t.selector = kSelectorAllow;
+  // Signals are the program's: never delivered to the runtime's threads.
+  sigset_t all;
+  sigfillset(&all);
+  RawSyscall(SYS_rt_sigprocmask, SIG_BLOCK, Arg(&all), 0, sizeof(uint64_t));
 }
 
 }  // namespace scone::runtime

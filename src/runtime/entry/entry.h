@@ -54,7 +54,9 @@ struct EntryThread {
   int depth;
   // Set for the runtime's own threads (the crypto helper, the CAS reporter): always depth > 0.
   bool runtime_thread;
-  sigset_t saved_mask;  // the program's signal mask while a RuntimeSection blocks all
+  // Signals that arrived while the runtime worked, held back (blocked and pending) until its
+  // section ends (process/signal_calls.h).
+  uint64_t deferred;
   // In the SIGSYS handler: the program's signal mask (the handler runs with all blocked).
   const sigset_t* handler_mask;
 };
@@ -63,9 +65,11 @@ EntryThread& ThisThread();
 inline constexpr char kSelectorAllow = 0;  // SYSCALL_DISPATCH_FILTER_ALLOW
 inline constexpr char kSelectorBlock = 1;  // SYSCALL_DISPATCH_FILTER_BLOCK
 
-// The runtime at work on this thread: signals are blocked (a program's signal handler must never
-// run while the runtime holds its locks, nor with its system calls let through), system calls
-// go straight to the kernel. Nests; costs two system calls at the outermost level.
+// The runtime at work on this thread: its system calls go straight to the kernel, and no program
+// signal handler runs until it is done (one must never run while the runtime holds its locks,
+// nor with its system calls let through): a signal arriving meanwhile is held back and
+// delivered when the outermost section ends (process/signal_calls.h). Nests; costs nothing
+// beyond two stores unless a signal arrives.
 class RuntimeSection {
  public:
   RuntimeSection();

@@ -167,32 +167,36 @@ std::vector<std::string> ExecEnvironment(const Runtime& rt, char* const envp[], 
 }  // namespace
 
 long Exec(Runtime& rt, long nr, int dirfd, const char* path, char* const argv[], char* const envp[], int flags) {
-  RuntimeSection section;
-  Verdict v = Inspect(dirfd, path, flags, 0);
-  if (v.error != 0) {
-    if (!v.reason.empty()) Log("exec refused: " + v.reason);
-    return v.error;
+  int config_fd;
+  std::vector<std::string> env;
+  {
+    RuntimeSection section;
+    Verdict v = Inspect(dirfd, path, flags, 0);
+    if (v.error != 0) {
+      if (!v.reason.empty()) Log("exec refused: " + v.reason);
+      return v.error;
+    }
+    auto fd = WriteConfigFd(rt.ConfigForExec());
+    if (!fd.ok()) {
+      Log("exec of " + std::string(path) + " refused: cannot hand it the runtime's configuration: " +
+          fd.status().message());
+      return -EACCES;
+    }
+    config_fd = *fd;
+    env = ExecEnvironment(rt, envp, config_fd);
   }
-  auto config_fd = WriteConfigFd(rt.ConfigForExec());
-  if (!config_fd.ok()) {
-    Log("exec of " + std::string(path) + " refused: cannot hand it the runtime's configuration: " +
-        config_fd.status().message());
-    return -EACCES;
-  }
-  std::vector<std::string> env = ExecEnvironment(rt, envp, *config_fd);
+  // Outside the runtime's section (signals it held back have been delivered): the new program
+  // starts with the program's own signal mask.
   std::vector<char*> pointers;
   for (std::string& s : env) pointers.push_back(s.data());
   pointers.push_back(nullptr);
-  // The new program starts with the program's signal mask, not the runtime's.
-  EntryThread& t = ThisThread();
-  const sigset_t* program_mask = t.handler_mask != nullptr ? t.handler_mask : &t.saved_mask;
-  RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(program_mask), 0, sizeof(uint64_t));
+  const sigset_t* handler_mask = ThisThread().handler_mask;  // in the SIGSYS handler: all are blocked
+  sigset_t during;
+  if (handler_mask != nullptr) RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(handler_mask), Arg(&during), sizeof(uint64_t));
   long r = nr == SYS_execveat ? RawSyscall(SYS_execveat, dirfd, Arg(path), Arg(argv), Arg(pointers.data()), flags)
                               : RawSyscall(SYS_execve, Arg(path), Arg(argv), Arg(pointers.data()));
-  sigset_t all;
-  sigfillset(&all);
-  RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&all), 0, sizeof(uint64_t));
-  RawSyscall(SYS_close, *config_fd);
+  if (handler_mask != nullptr) RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&during), 0, sizeof(uint64_t));
+  RawSyscall(SYS_close, config_fd);
   return r;
 }
 

@@ -1,7 +1,17 @@
-// Signals, as far as the entry needs them: SIGSYS carries the entry's net (sud.h), so the
-// program never blocks it (a blocked SIGSYS from Syscall User Dispatch kills the process) and
-// never replaces the runtime's handler. The program's own SIGSYS disposition is kept here and
-// honoured for SIGSYS that is not the entry's (seccomp's, kill's).
+// Signals, as far as the entry needs them.
+//
+// SIGSYS carries the entry's net (sud.h), so the program never blocks it (a blocked SIGSYS from
+// Syscall User Dispatch kills the process) and never replaces the runtime's handler. The
+// program's own SIGSYS disposition is kept here and honoured for SIGSYS that is not the entry's
+// (seccomp's, kill's).
+//
+// Every handler the program installs is wrapped: a signal that arrives while the runtime works
+// on the thread (a RuntimeSection, holding its locks, its own calls let through) is held back:
+// the wrapper blocks it in the interrupted context and raises it again with its siginfo, so the
+// kernel keeps it pending (and queues real-time signals as it always does), and the section's end
+// unblocks it. The program's handler then runs as if the signal had come a moment later. Faults
+// (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP from the kernel) cannot wait and run at once. The
+// program sees its own actions in rt_sigaction, never the wrapper.
 #pragma once
 
 #include <signal.h>
@@ -28,5 +38,8 @@ long WithMask(long nr, const long args[6]);
 
 // The program's SIGSYS disposition, for the entry's handler.
 const KernelSigaction& ProgramSigsys();
+
+// Wraps the handlers installed before the entry was (by libraries' constructors).
+void WrapInstalledHandlers();
 
 }  // namespace scone::runtime::process
