@@ -21,6 +21,14 @@ static_assert(offsetof(scone::runtime::SyscallFrame, stack_pointer) == 64, "the 
   "movaps %xmm9, 144(%rsp)\n movaps %xmm10, 160(%rsp)\n movaps %xmm11, 176(%rsp)\n"           \
   "movaps %xmm12, 192(%rsp)\n movaps %xmm13, 208(%rsp)\n movaps %xmm14, 224(%rsp)\n"          \
   "movaps %xmm15, 240(%rsp)\n"
+// The registers a system call takes its number and arguments in, kept in the frame after the
+// vector registers (the SyscallFrame layout from offset 256).
+#define SCONE_SAVE_ARGUMENTS                                                                  \
+  "mov %rax, 256(%rsp)\n mov %rdi, 264(%rsp)\n mov %rsi, 272(%rsp)\n mov %rdx, 280(%rsp)\n"   \
+  "mov %r10, 288(%rsp)\n mov %r8, 296(%rsp)\n mov %r9, 304(%rsp)\n"
+#define SCONE_RESTORE_ARGUMENTS                                                               \
+  "mov 264(%rsp), %rdi\n mov 272(%rsp), %rsi\n mov 280(%rsp), %rdx\n mov 288(%rsp), %r10\n"   \
+  "mov 296(%rsp), %r8\n mov 304(%rsp), %r9\n"
 #define SCONE_RESTORE_XMM                                                                     \
   "movaps 0(%rsp), %xmm0\n movaps 16(%rsp), %xmm1\n movaps 32(%rsp), %xmm2\n"                 \
   "movaps 48(%rsp), %xmm3\n movaps 64(%rsp), %xmm4\n movaps 80(%rsp), %xmm5\n"                \
@@ -50,14 +58,7 @@ scone_syscall_stub:
   .cfi_def_cfa_register %rbp
   and $-16, %rsp
   sub $336, %rsp
-)" SCONE_SAVE_XMM R"(
-  mov %rax, 256(%rsp)
-  mov %rdi, 264(%rsp)
-  mov %rsi, 272(%rsp)
-  mov %rdx, 280(%rsp)
-  mov %r10, 288(%rsp)
-  mov %r8, 296(%rsp)
-  mov %r9, 304(%rsp)
+)" SCONE_SAVE_XMM SCONE_SAVE_ARGUMENTS R"(
   movq $0, 312(%rsp)
   lea 144(%rbp), %rcx
   mov %rcx, 320(%rsp)
@@ -68,12 +69,7 @@ scone_syscall_stub:
   jne 1f
   mov 256(%rsp), %rax
 1:
-  mov 264(%rsp), %rdi
-  mov 272(%rsp), %rsi
-  mov 280(%rsp), %rdx
-  mov 288(%rsp), %r10
-  mov 296(%rsp), %r8
-  mov 304(%rsp), %r9
+)" SCONE_RESTORE_ARGUMENTS R"(
   mov 312(%rsp), %rcx
 )" SCONE_RESTORE_XMM R"(
   mov %rbp, %rsp
@@ -92,24 +88,12 @@ scone_child_stub:
   mov %rsp, %rbp
   and $-16, %rsp
   sub $336, %rsp
-)" SCONE_SAVE_XMM R"(
-  mov %rax, 256(%rsp)
-  mov %rdi, 264(%rsp)
-  mov %rsi, 272(%rsp)
-  mov %rdx, 280(%rsp)
-  mov %r10, 288(%rsp)
-  mov %r8, 296(%rsp)
-  mov %r9, 304(%rsp)
+)" SCONE_SAVE_XMM SCONE_SAVE_ARGUMENTS R"(
   mov %rcx, 312(%rsp)
   mov %r11, 320(%rsp)
   call scone_enter_new_thread
   mov 256(%rsp), %rax
-  mov 264(%rsp), %rdi
-  mov 272(%rsp), %rsi
-  mov 280(%rsp), %rdx
-  mov 288(%rsp), %r10
-  mov 296(%rsp), %r8
-  mov 304(%rsp), %r9
+)" SCONE_RESTORE_ARGUMENTS R"(
   mov 312(%rsp), %rcx
   mov 320(%rsp), %r11
 )" SCONE_RESTORE_XMM R"(
