@@ -39,7 +39,7 @@ void MerkleTree::Store(unsigned level, uint64_t index, const crypto::Hash& hash)
   if (hash == HoleNodes()[level]) {
     levels_[level].erase(index);
   } else {
-    levels_[level][index] = hash;
+    levels_[level].insert_or_assign(index, hash);
   }
 }
 
@@ -65,9 +65,8 @@ void MerkleTree::Resize(uint64_t leaves) {
     // Nodes that cover only leaves past the new end become holes; the one node per level that
     // straddles the end lies on the path of the new last leaf.
     for (unsigned l = 0; l < levels_.size(); ++l) {
-      uint64_t first_gone = ((leaves - 1) >> l) + 1;
-      auto& nodes = levels_[l];
-      nodes.erase(nodes.lower_bound(first_gone), nodes.end());
+      const uint64_t first_gone = ((leaves - 1) >> l) + 1;
+      std::erase_if(levels_[l], [&](const auto& node) { return node.first >= first_gone; });
     }
     dirty_leaves_.erase(dirty_leaves_.lower_bound(leaves), dirty_leaves_.end());
     dirty_leaves_.insert(leaves - 1);

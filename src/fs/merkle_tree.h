@@ -14,8 +14,8 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <set>
+#include <unordered_map>
 #include <vector>
 
 #include "crypto/primitives.h"
@@ -44,7 +44,8 @@ class MerkleTree {
   void Store(unsigned level, uint64_t index, const crypto::Hash& hash);
 
   uint64_t leaves_ = 0;
-  std::vector<std::map<uint64_t, crypto::Hash>> levels_;  // [0]: leaves; [depth]: the root
+  // [0]: leaves; [depth]: the root. Hashed, not ordered: lookups are what commits do most.
+  std::vector<std::unordered_map<uint64_t, crypto::Hash>> levels_;
   std::set<uint64_t> dirty_leaves_;
 };
 

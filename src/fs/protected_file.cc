@@ -79,51 +79,24 @@ Bytes& ThreadScratch(size_t size) {
 
 }  // namespace
 
-// Entry lookups for walks over consecutive chunks: one map lookup per page, not per chunk.
+// Entry lookups for walks over consecutive chunks: one lookup per page, not per chunk.
 class ProtectedFile::TableCursor {
  public:
-  explicit TableCursor(const Table& table) : table_(table) {}
+  explicit TableCursor(const ChunkTable& table) : table_(table) {}
   const ChunkEntry& operator()(uint64_t chunk) {
     uint64_t page = chunk / kEntriesPerPage;
     if (page != page_) {
-      auto it = table_.find(page);
-      entries_ = it == table_.end() ? nullptr : it->second.data();
       page_ = page;
+      entries_ = table_.Find(page);
     }
-    return entries_ == nullptr ? kHoleEntry : entries_[chunk % kEntriesPerPage];
+    return entries_ == nullptr ? kHoleEntry : entries_->entries[chunk % kEntriesPerPage];
   }
 
  private:
-  const Table& table_;
+  const ChunkTable& table_;
   uint64_t page_ = UINT64_MAX;
-  const ChunkEntry* entries_ = nullptr;
+  const ChunkTable::Page* entries_ = nullptr;
 };
-
-const ChunkEntry& ProtectedFile::EntryOf(uint64_t chunk) const {
-  auto it = table_.find(chunk / kEntriesPerPage);
-  return it == table_.end() ? kHoleEntry : it->second[chunk % kEntriesPerPage];
-}
-
-ChunkEntry& ProtectedFile::MutableEntry(uint64_t chunk) {
-  return table_[chunk / kEntriesPerPage][chunk % kEntriesPerPage];
-}
-
-void ProtectedFile::ClearEntriesFrom(uint64_t chunks) {
-  auto it = table_.lower_bound(chunks / kEntriesPerPage);
-  if (it != table_.end() && it->first == chunks / kEntriesPerPage) {
-    const size_t kept = chunks % kEntriesPerPage;
-    std::fill(it->second.begin() + kept, it->second.end(), ChunkEntry{});
-    bool any = std::any_of(it->second.begin(), it->second.begin() + kept,
-                           [](const ChunkEntry& e) { return !e.IsHole(); });
-    it = any ? std::next(it) : table_.erase(it);
-  }
-  table_.erase(it, table_.end());
-}
-
-bool ProtectedFile::IsDurable(uint64_t chunk) const {
-  auto it = durable_.find(chunk / kEntriesPerPage);
-  return it != durable_.end() && it->second.test(chunk % kEntriesPerPage);
-}
 
 ProtectedFile::ProtectedFile(std::shared_ptr<Volume> volume, std::string path,
                              const FileEntry& entry, FileKeys keys)
@@ -275,8 +248,7 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
 Status ProtectedFile::LoadPages() {
   const uint64_t chunks = ChunkCount(size_);
   const uint64_t pages = PageCount(chunks);
-  table_.clear();
-  durable_.clear();
+  table_.Clear();
   tree_ = MerkleTree();
   tree_.Resize(pages);
   const os::File& page_file = layout_.interleaved() ? data_ : side_;
@@ -303,18 +275,15 @@ Status ProtectedFile::LoadPages() {
       if (leaf == MerkleTree::HoleLeaf()) continue;
       tree_.SetLeaf(p, leaf);
       // Every chunk the table on disk gives a slot is referenced by the durable state.
-      TablePage entries{};
-      std::bitset<kEntriesPerPage> durable;
+      auto page = std::make_unique<ChunkTable::Page>();
       for (uint64_t c = p * kEntriesPerPage; c < std::min(chunks, (p + 1) * kEntriesPerPage); ++c) {
-        ChunkEntry& e = entries[c % kEntriesPerPage];
+        ChunkEntry& e = page->entries[c % kEntriesPerPage];
         const uint8_t* at = image + EntryOffsetInPage(c);
         std::memcpy(e.nonce.data(), at, crypto::kNonceSize);
         std::memcpy(e.tag.data(), at + crypto::kNonceSize, crypto::kTagSize);
-        durable[c % kEntriesPerPage] = !e.IsHole();
+        page->durable[c % kEntriesPerPage] = !e.IsHole();
       }
-      if (durable.none()) continue;  // page 0's header alone
-      table_.emplace(p, entries);
-      durable_.emplace(p, durable);
+      if (page->durable.any()) table_.Add(p, std::move(page));  // not page 0's header alone
     }
     return Status::Ok();
   });
@@ -327,12 +296,12 @@ crypto::Hash ProtectedFile::PageLeaf(uint64_t page, ByteSpan image) {
 Bytes ProtectedFile::PageImage(uint64_t page) const {
   Bytes image(kPageSize, 0);
   if (page == 0 && layout_.interleaved()) std::memcpy(image.data(), header_.data(), kHeaderSize);
-  auto it = table_.find(page);
-  if (it == table_.end()) return image;
+  const ChunkTable::Page* entries = table_.Find(page);
+  if (entries == nullptr) return image;
   for (size_t i = 0; i < kEntriesPerPage; ++i) {
     uint8_t* e = image.data() + kPageReserved + i * kEntrySize;
-    std::memcpy(e, it->second[i].nonce.data(), crypto::kNonceSize);
-    std::memcpy(e + crypto::kNonceSize, it->second[i].tag.data(), crypto::kTagSize);
+    std::memcpy(e, entries->entries[i].nonce.data(), crypto::kNonceSize);
+    std::memcpy(e + crypto::kNonceSize, entries->entries[i].tag.data(), crypto::kTagSize);
   }
   return image;
 }
@@ -352,7 +321,7 @@ Status ProtectedFile::SealMany(const std::vector<uint64_t>& chunks,
                                const std::vector<uint8_t*>& images) {
   std::vector<Status> results(chunks.size());
   std::vector<ChunkEntry*> entries(chunks.size());
-  for (size_t i = 0; i < chunks.size(); ++i) entries[i] = &MutableEntry(chunks[i]);
+  for (size_t i = 0; i < chunks.size(); ++i) entries[i] = &table_.MutableEntry(chunks[i]);
   ParallelFor(chunks.size(), kParallelChunks, [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
       results[i] = SealInto(chunks[i], *entries[i], plains[i], images[i]);
@@ -407,7 +376,7 @@ Status ProtectedFile::OpenChunk(uint64_t chunk, const ChunkEntry& entry, const u
 
 // Reads and authenticates one chunk from disk. Returns false for a hole (out is zeroed).
 Result<bool> ProtectedFile::ChunkFromDisk(uint64_t chunk, uint8_t* out) {
-  const ChunkEntry& entry = EntryOf(chunk);
+  const ChunkEntry& entry = table_.Entry(chunk);
   if (entry.IsHole()) {
     std::memset(out, 0, kChunkSize);
     return false;
@@ -495,9 +464,9 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
       }
       return Status::Ok();
     };
-    auto open_slots = [&](size_t begin, size_t stop) -> Status {
+    // `slot_entry`: a cursor of the calling thread (they are not shared between threads).
+    auto open_slots = [&](size_t begin, size_t stop, TableCursor& slot_entry) -> Status {
       uint8_t part[kChunkSize];
-      TableCursor slot_entry(table_);  // one per thread
       for (size_t i = begin; i < stop; ++i) {
         uint64_t c = first + i;
         uint64_t c_start = c * kChunkSize;
@@ -514,7 +483,7 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
     };
     if (run < kParallelChunks) {
       SCONE_RETURN_IF_ERROR(read_slots(0, run));
-      SCONE_RETURN_IF_ERROR(open_slots(0, run));
+      SCONE_RETURN_IF_ERROR(open_slots(0, run, entry));
     } else {
       // Blocks are opened (on two cores) while the next ones are read.
       std::vector<Status> read_results(run), open_results(run);
@@ -522,7 +491,8 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
           run, kReadPipelineChunks,
           [&](size_t begin, size_t stop) { read_results[begin] = read_slots(begin, stop); },
           [&](size_t begin, size_t stop) {
-            if (read_results[begin].ok()) open_results[begin] = open_slots(begin, stop);
+            TableCursor slot_entry(table_);
+            if (read_results[begin].ok()) open_results[begin] = open_slots(begin, stop, slot_entry);
           });
       for (size_t i = 0; i < run; ++i) {
         SCONE_RETURN_IF_ERROR(read_results[i]);
@@ -589,7 +559,7 @@ Status ProtectedFile::SealAndWriteInPlace(const std::vector<uint64_t>& chunks,
   for (size_t i = 0; i < chunks.size(); ++i) slots[i] = {chunks[i], scratch.data() + i * kChunkSize};
   std::vector<Status> sealed(chunks.size());
   std::vector<ChunkEntry*> entries(chunks.size());
-  for (size_t i = 0; i < chunks.size(); ++i) entries[i] = &MutableEntry(chunks[i]);
+  for (size_t i = 0; i < chunks.size(); ++i) entries[i] = &table_.MutableEntry(chunks[i]);
   Status written;
   ParallelPipeline(
       chunks.size(), kPipelineChunks,
@@ -724,13 +694,13 @@ Status ProtectedFile::Truncate(uint64_t new_size) {
   if (new_size < size_) {
     DropCached(cache_.lower_bound(chunks), cache_.end());
     uint64_t tail = new_size % kChunkSize;
-    if (tail != 0 && !(EntryOf(chunks - 1).IsHole() && cache_.count(chunks - 1) == 0)) {
+    if (tail != 0 && !(table_.Entry(chunks - 1).IsHole() && cache_.count(chunks - 1) == 0)) {
       // Bytes past the end of the last chunk must read as zeros if the file grows again.
       uint8_t* plain;
       SCONE_RETURN_IF_ERROR(CachedChunkForUpdate(chunks - 1, &plain));
       std::memset(plain + tail, 0, kChunkSize - tail);
     }
-    ClearEntriesFrom(chunks);
+    table_.ClearEntriesFrom(chunks);
   }
   size_ = new_size;
   // The commit rewrites the committed pages at or past this point (see BuildRecord).
@@ -796,20 +766,14 @@ Status ProtectedFile::CommitLocked() {
         [&] { return ApplyInPlace(record); }));
   }
   // The committed state is now the table in memory: its non-hole entries are the durable ones.
-  // Every page whose entries changed is in dirty_pages_ (see BuildRecord).
+  // Every entry that changed below the end is in changed_entries_ (see BuildRecord); past the
+  // end, none is durable.
   const uint64_t chunks = ChunkCount(size_);
-  for (uint64_t page : dirty_pages_) {
-    std::bitset<kEntriesPerPage> bits;
-    if (auto it = table_.find(page); it != table_.end()) {
-      for (size_t i = 0; i < kEntriesPerPage; ++i) bits[i] = !it->second[i].IsHole();
-    }
-    if (bits.any()) {
-      durable_[page] = bits;
-    } else {
-      durable_.erase(page);
-    }
+  for (uint64_t c : changed_entries_) {
+    if (c >= chunks) break;  // sorted
+    table_.SetDurable(c, !table_.Entry(c).IsHole());
   }
-  durable_.erase(durable_.lower_bound(PageCount(chunks)), durable_.end());
+  table_.ClearDurableFrom(chunks);
   dirty_pages_.clear();
   changed_entries_.clear();
   min_chunks_since_commit_ = chunks;
@@ -821,7 +785,7 @@ Status ProtectedFile::CommitLocked() {
 // Another process committed this file: take its chunk table, then lay our own uncommitted
 // changes (cached chunks, chunks sealed in place, our size) over it. Last writer wins per chunk.
 Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
-  Table ours = std::move(table_);
+  ChunkTable ours = std::move(table_);
   uint64_t our_size = size_;
   size_ = current.size;
   SCONE_ASSIGN_OR_RETURN(physical_size_, data_.Size());
@@ -835,15 +799,14 @@ Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
   }
   size_ = our_size;
   const uint64_t chunks = ChunkCount(our_size);
-  ClearEntriesFrom(chunks);
-  TableCursor our_entry(ours);
+  table_.ClearEntriesFrom(chunks);
   for (uint64_t c : changed_entries_) {
     if (c >= chunks) continue;
-    const ChunkEntry& e = our_entry(c);
+    const ChunkEntry& e = ours.Entry(c);
     if (!e.IsHole()) {
-      MutableEntry(c) = e;
-    } else if (auto it = table_.find(c / kEntriesPerPage); it != table_.end()) {
-      it->second[c % kEntriesPerPage] = ChunkEntry{};
+      table_.MutableEntry(c) = e;
+    } else {
+      table_.ClearEntry(c);
     }
   }
   committed_root_ = current.root;
@@ -910,11 +873,11 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
   //    pages on disk still hold the old entries. Entries past the end need nothing (replay and
   //    the file's length drop them), nor do the hole chunks a file grows into.
   const uint64_t chunks = ChunkCount(size_);
-  for (auto it = durable_.lower_bound(min_chunks_since_commit_ / kEntriesPerPage);
-       it != durable_.end() && it->first * kEntriesPerPage < chunks; ++it) {
+  for (auto it = table_.lower_bound(min_chunks_since_commit_ / kEntriesPerPage);
+       it != table_.end() && it->first * kEntriesPerPage < chunks; ++it) {
     for (size_t i = 0; i < kEntriesPerPage; ++i) {
       uint64_t c = it->first * kEntriesPerPage + i;
-      if (!it->second.test(i) || c < min_chunks_since_commit_) continue;
+      if (!it->second->durable.test(i) || c < min_chunks_since_commit_) continue;
       changed_entries_.push_back(c);
       dirty_pages_.insert(it->first);
     }
@@ -1017,7 +980,7 @@ std::vector<std::string> ProtectedFile::VerifyAllChunks(size_t limit) {
   for (auto page = table_.begin(); page != table_.end() && problems.size() < limit; ++page) {
     for (size_t i = 0; i < kEntriesPerPage && problems.size() < limit; ++i) {
       uint64_t chunk = page->first * kEntriesPerPage + i;
-      if (page->second[i].IsHole() || cache_.count(chunk) != 0) continue;
+      if (page->second->entries[i].IsHole() || cache_.count(chunk) != 0) continue;
       auto result = ChunkFromDisk(chunk, plain);
       if (!result.ok()) {
         problems.push_back("chunk " + std::to_string(chunk) + " " +
@@ -1041,7 +1004,7 @@ uint64_t ProtectedFile::SeekData(uint64_t offset) const {
     for (size_t i = 0; i < kEntriesPerPage; ++i) {
       uint64_t chunk = page->first * kEntriesPerPage + i;
       if (chunk >= found) break;
-      if (chunk >= first && !page->second[i].IsHole()) found = chunk;
+      if (chunk >= first && !page->second->entries[i].IsHole()) found = chunk;
     }
   }
   if (found == UINT64_MAX) return size_;

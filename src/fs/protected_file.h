@@ -1,7 +1,7 @@
 // One open protected file: random-access reads and writes of plaintext, verified and sealed
 // chunk by chunk (see format.h).
 //
-// Each operation costs O(1) chunk seals or opens per 4 KiB touched plus O(log pages) metadata
+// Each operation costs O(1) chunk seals or opens per 4 KiB touched plus O(1) (hashed) metadata
 // lookups; committing (Sync) costs O(changed pages * log pages) hashes. Reads never return
 // plaintext that did not authenticate: a failed chunk makes the whole read fail with
 // kDataCorrupted. Files are sparse: memory, commits and opening grow with the pages that hold
@@ -17,7 +17,6 @@
 #pragma once
 
 #include <atomic>
-#include <bitset>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,6 +28,7 @@
 
 #include "common/bytes.h"
 #include "crypto/primitives.h"
+#include "fs/chunk_table.h"
 #include "fs/format.h"
 #include "fs/journal.h"
 #include "fs/merkle_tree.h"
@@ -100,26 +100,14 @@ class ProtectedFile {
   // Unlinked while open: keeps working in memory and on the orphaned inode, commits nothing.
   void MarkUnlinked();
 
-  // The chunk table: the entries of the pages that hold any, by page. A page absent is a hole
-  // page (all its chunks read as zeros); a page whose entries all become holes is dropped.
-  using TablePage = std::array<ChunkEntry, kEntriesPerPage>;
-  using Table = std::map<uint64_t, TablePage>;
-  // Chunks whose slot the durable state references, by page (pages with none are absent).
-  using DurableBits = std::map<uint64_t, std::bitset<kEntriesPerPage>>;
   class TableCursor;
-
-  const ChunkEntry& EntryOf(uint64_t chunk) const;
-  // The entry to seal into, its page made present. Not safe concurrently with other calls.
-  ChunkEntry& MutableEntry(uint64_t chunk);
-  // Clears every entry at or past `chunks` (truncation).
-  void ClearEntriesFrom(uint64_t chunks);
 
   Status LoadPages();
   Result<bool> ChunkFromDisk(uint64_t chunk, uint8_t* out);  // false: hole
   Status ReadChunkPlain(uint64_t chunk, uint8_t* out);
   // The crypto half of sealing: touches only `entry`, so distinct chunks may be sealed
-  // concurrently (entries from MutableEntry, taken beforehand on one thread). NoteSealed does
-  // the bookkeeping afterwards, on one thread.
+  // concurrently (entries from table_.MutableEntry, taken beforehand on one thread). NoteSealed
+  // does the bookkeeping afterwards, on one thread.
   Status SealInto(uint64_t chunk, ChunkEntry& entry, const uint8_t* plain, uint8_t* slot_image);
   void NoteSealed(uint64_t chunk);
   // Seals chunks[i] from plains[i] into images[i], on two cores when there are many.
@@ -129,7 +117,7 @@ class ProtectedFile {
                    size_t image_size, uint8_t* plain);
   Status WriteSlot(uint64_t chunk, const uint8_t* image);
   // Whether the durable state references this chunk's slot (an overwrite must be journaled).
-  bool IsDurable(uint64_t chunk) const;
+  bool IsDurable(uint64_t chunk) const { return table_.IsDurable(chunk); }
   // Makes sure the host file system takes a data file for a plaintext of `size` bytes, before
   // anything refers to it: a refusal (EFBIG) fails the write or truncate that asked, never a
   // commit whose record is already in the journal. Costs a system call only when the file
@@ -178,8 +166,8 @@ class ProtectedFile {
   uint64_t size_ = 0;
   uint64_t physical_size_ = 0;         // current length of the data file
   uint64_t room_ = 0;                  // a data file length the host file system has taken
-  Table table_;                        // entries of chunks below ChunkCount(size_)
-  DurableBits durable_;                // exactly the committed non-hole entries
+  ChunkTable table_;                   // entries below ChunkCount(size_); durable bits: exactly
+                                       // the committed non-hole entries
   MerkleTree tree_;                    // over the committed pages
   std::set<uint64_t> dirty_pages_;     // pages with entries sealed since the last commit
   std::vector<uint64_t> changed_entries_;  // chunks sealed since the last commit (may repeat)
