@@ -499,6 +499,7 @@ int ApplyPlan(ByteSpan plan) {
 
 int CodePatcher::PatchAtStartUp(ByteSpan plan) {
   PatchLock lock;
+  (void)Decoder();  // made now: the SIGSYS handler decodes later, and must not initialize it
   object_count = 0;
   dl_iterate_phdr(LearnObject, nullptr);
   sync_core_available =
