@@ -240,6 +240,7 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
   }
   file->min_chunks_since_commit_ = ChunkCount(entry.size);
   file->committed_root_ = entry.root;
+  file->committed_size_ = entry.size;
   return file;
 }
 
@@ -406,6 +407,19 @@ Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data) {
   auto result = WriteOnce(offset, data);
   if (result.ok() || result.status().code() != Code::kDataCorrupted) return result;
   return RefreshIfChangedByOthers() ? WriteOnce(offset, data) : result;
+}
+
+Status ProtectedFile::Refresh() {
+  if (unlinked_) return Status::Ok();
+  auto current = volume_->LatestEntry(id_);
+  if (!current.ok()) return current.status().code() == Code::kNotFound ? Status::Ok() : current.status();
+  {
+    std::shared_lock lock(mu_);
+    if (current->root == committed_root_) return Status::Ok();
+  }
+  std::unique_lock lock(mu_);
+  if (current->root == committed_root_) return Status::Ok();
+  return ReloadChangedByOthers(*current);
 }
 
 bool ProtectedFile::RefreshIfChangedByOthers() {
@@ -778,6 +792,7 @@ Status ProtectedFile::CommitLocked() {
   changed_entries_.clear();
   min_chunks_since_commit_ = chunks;
   committed_root_ = record.entry.root;
+  committed_size_ = record.entry.size;
   changed_ = false;
   return Status::Ok();
 }
@@ -786,7 +801,8 @@ Status ProtectedFile::CommitLocked() {
 // changes (cached chunks, chunks sealed in place, our size) over it. Last writer wins per chunk.
 Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
   ChunkTable ours = std::move(table_);
-  uint64_t our_size = size_;
+  // Our size only wins where we changed it since our last commit; else the other's is newer.
+  uint64_t our_size = size_ != committed_size_ ? size_ : current.size;
   size_ = current.size;
   SCONE_ASSIGN_OR_RETURN(physical_size_, data_.Size());
   room_ = std::max(room_, physical_size_);
@@ -810,6 +826,7 @@ Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
     }
   }
   committed_root_ = current.root;
+  committed_size_ = current.size;
   bool local_changes = !cache_.empty() || !changed_entries_.empty() || our_size != current.size;
   if (local_changes) {
     // dirty_pages_ holds the pages of our sealed chunks; with 0 here, the commit rewrites and

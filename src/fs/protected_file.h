@@ -78,6 +78,11 @@ class ProtectedFile {
   // Costs O(log pages) plus the chunks skipped over.
   uint64_t SeekData(uint64_t offset) const;
   uint64_t SeekHole(uint64_t offset) const;
+  // Catches up with what another process committed to this file since this object last loaded
+  // or committed it (a shell and the programs it starts write one file in turn), keeping this
+  // object's own uncommitted changes on top. Costs two reads of the volume's metadata when
+  // nothing changed.
+  Status Refresh();
 
  private:
   friend class Volume;
@@ -176,6 +181,7 @@ class ProtectedFile {
   std::vector<Bytes> spare_buffers_;   // kChunkSize buffers for cache_
   std::vector<uint64_t> inplace_;      // chunks written in place since the last commit
   Root committed_root_{};              // the root our table reflects
+  uint64_t committed_size_ = 0;        // the size that root covers: size_ differs after a local resize
   bool data_unsynced_ = false;
   bool changed_ = false;
   std::atomic<bool> unlinked_{false};

@@ -871,6 +871,16 @@ Result<FileEntry> Volume::Lookup(std::string_view raw_path) {
   return it->second;
 }
 
+Result<FileEntry> Volume::LatestEntry(const FileId& id) {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (closed_) return Internal("volume " + dir_ + " is closed");
+  SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
+  auto it = path_by_id_.find(id);
+  if (it == path_by_id_.end()) return NotFound("file was unlinked");
+  return state_.files.at(it->second);
+}
+
 Result<FileEntry> Volume::CurrentEntry(const FileId& id) {
   KeepAlive keep;
   std::lock_guard lock(mu_);

@@ -149,6 +149,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
 
   // The committed entry of the file with this identity, after catching up with other processes.
   Result<FileEntry> CurrentEntry(const FileId& id);
+  // The same, without the writer lock when nothing changed since this process last looked (two
+  // reads of the metadata): for a file open in several processes, before each use.
+  Result<FileEntry> LatestEntry(const FileId& id);
   // Called by ProtectedFile with the file's lock held. Under the volume's locks, after catching
   // up with other processes: `build` fills the record, given the file's current entry (nullptr
   // if it was unlinked: then nothing is journaled); the record is appended, applied with

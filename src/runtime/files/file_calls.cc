@@ -193,8 +193,7 @@ long PatchPathStat(Runtime& rt, int dirfd, const char* path, int at_flags, struc
   if (t.region == fs::Region::kNotProtected || !S_ISREG(st->st_mode)) return 0;
   auto size = t.volume->Get()->FileSize(t.path);
   if (!size.ok()) return 0;  // not a protected file the volume knows: reported when opened
-  st->st_size = static_cast<off_t>(*size);
-  st->st_blocks = static_cast<blkcnt_t>((*size + 511) / 512);
+  st->st_size = static_cast<off_t>(*size);  // st_blocks: the ciphertext's, what the disk holds
   return 0;
 }
 
@@ -361,7 +360,6 @@ long Statx(Runtime& rt, int dirfd, const char* path, int at_flags, unsigned mask
     size = static_cast<uint64_t>(st.st_size);
   }
   stx->stx_size = size;
-  stx->stx_blocks = (size + 511) / 512;
   return 0;
 }
 

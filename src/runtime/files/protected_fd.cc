@@ -33,6 +33,12 @@ ProtectedFd::ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume*
                          int flags, bool shared)
     : file_(std::move(file)), volume_(volume), path_(std::move(path)), flags_(flags), shared_(shared) {}
 
+long ProtectedFd::CatchUp() {
+  if (!shared_.load(std::memory_order_relaxed)) return 0;
+  Status s = file_->Refresh();
+  return s.ok() ? 0 : FailWith(s);
+}
+
 long ProtectedFd::CurrentOffset(int fd) {
   return shared_ ? RawSyscall(SYS_lseek, fd, 0, SEEK_CUR) : static_cast<long>(offset_);
 }
@@ -47,6 +53,9 @@ long ProtectedFd::SetOffset(int fd, uint64_t offset) {
 }
 
 void ProtectedFd::ShareWithOtherProcesses(int fd) {
+  // What this process wrote is committed first: the other process starts from it, and this one
+  // then has nothing of its own to lay over what the other commits later.
+  if (written_) (void)file_->Sync();
   std::lock_guard lock(offset_mu_);
   if (shared_) return;
   if (RawSyscall(SYS_lseek, fd, static_cast<long>(offset_), SEEK_SET) >= 0) shared_ = true;
@@ -68,6 +77,7 @@ long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset) {
 }
 
 long ProtectedFd::Read(int fd, void* buf, size_t count) {
+  if (long r = CatchUp(); r < 0) return r;
   std::lock_guard lock(offset_mu_);
   long offset = CurrentOffset(fd);
   if (offset < 0) return offset;
@@ -77,6 +87,7 @@ long ProtectedFd::Read(int fd, void* buf, size_t count) {
 }
 
 long ProtectedFd::Write(int fd, const void* buf, size_t count) {
+  if (long r = CatchUp(); r < 0) return r;
   std::lock_guard lock(offset_mu_);
   long offset = (flags_.load(std::memory_order_relaxed) & O_APPEND) ? static_cast<long>(file_->size())
                                                                      : CurrentOffset(fd);
@@ -86,15 +97,22 @@ long ProtectedFd::Write(int fd, const void* buf, size_t count) {
   return n;
 }
 
-long ProtectedFd::ReadAt(void* buf, size_t count, uint64_t offset) { return ReadLocked(buf, count, offset); }
+long ProtectedFd::ReadAt(void* buf, size_t count, uint64_t offset) {
+  if (long r = CatchUp(); r < 0) return r;
+  return ReadLocked(buf, count, offset);
+}
 
 long ProtectedFd::WriteAt(const void* buf, size_t count, uint64_t offset) {
+  if (long r = CatchUp(); r < 0) return r;
   // Linux appends with O_APPEND whatever the offset says.
   if (flags_.load(std::memory_order_relaxed) & O_APPEND) offset = file_->size();
   return WriteLocked(buf, count, offset);
 }
 
 long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
+  if (whence != SEEK_SET && whence != SEEK_CUR) {
+    if (long r = CatchUp(); r < 0) return r;
+  }
   std::lock_guard lock(offset_mu_);
   auto size = static_cast<int64_t>(file_->size());
   int64_t base;
@@ -109,14 +127,16 @@ long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
     case SEEK_END:
       base = size;
       break;
-    case SEEK_DATA:  // holes are not reported: all data
+    case SEEK_DATA:  // at chunk granularity, as a file system reports at block granularity
       if (offset < 0 || offset >= size) return -ENXIO;
       base = 0;
+      offset = static_cast<int64_t>(file_->SeekData(static_cast<uint64_t>(offset)));
+      if (offset >= size) return -ENXIO;
       break;
     case SEEK_HOLE:
       if (offset < 0 || offset >= size) return -ENXIO;
       base = 0;
-      offset = size;
+      offset = static_cast<int64_t>(file_->SeekHole(static_cast<uint64_t>(offset)));
       break;
     default:
       return -EINVAL;
@@ -128,13 +148,15 @@ long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
 }
 
 void ProtectedFd::PatchStat(struct stat* st) {
-  uint64_t size = file_->size();
-  st->st_size = static_cast<off_t>(size);
-  st->st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
+  (void)CatchUp();
+  // st_blocks stays the kernel's: the ciphertext's allocation is what the file takes on disk
+  // (a sparse file stays sparse).
+  st->st_size = static_cast<off_t>(file_->size());
 }
 
 long ProtectedFd::Truncate(int64_t length) {
   if (length < 0) return -EINVAL;
+  if (long r = CatchUp(); r < 0) return r;
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EINVAL;
   Status s = file_->Truncate(static_cast<uint64_t>(length));
   if (!s.ok()) return FailWith(s);
@@ -210,7 +232,6 @@ long ProtectedFd::LastClose() {
 }
 
 bool ProtectedFd::Describe(int fd, InheritedFd* out) {
-  if (written_) (void)file_->Sync();
   ShareWithOtherProcesses(fd);
   out->fd = fd;
   out->volume_dir = volume_->root;
@@ -221,10 +242,7 @@ bool ProtectedFd::Describe(int fd, InheritedFd* out) {
 }
 
 void PathOnlyFd::PatchStat(struct stat* st) {
-  if (!S_ISREG(st->st_mode)) return;
-  uint64_t size = PlaintextSize();
-  st->st_size = static_cast<off_t>(size);
-  st->st_blocks = static_cast<blkcnt_t>((size + 511) / 512);
+  if (S_ISREG(st->st_mode)) st->st_size = static_cast<off_t>(PlaintextSize());
 }
 
 uint64_t PathOnlyFd::PlaintextSize() {

@@ -57,6 +57,8 @@ class ProtectedFd final : public ShieldedFd {
   // REQUIRES: offset_mu_.
   long CurrentOffset(int fd);
   long SetOffset(int fd, uint64_t offset);
+  // A description shared with other processes sees what they committed before each use.
+  long CatchUp();
 
   const std::shared_ptr<fs::ProtectedFile> file_;
   MountedVolume* const volume_;
@@ -64,7 +66,7 @@ class ProtectedFd final : public ShieldedFd {
   std::atomic<int> flags_;
   std::mutex offset_mu_;
   uint64_t offset_ = 0;
-  bool shared_;  // the offset lives in the kernel (guarded by offset_mu_)
+  std::atomic<bool> shared_;  // the offset lives in the kernel (set under offset_mu_)
   std::atomic<bool> written_{false};
 };
 
