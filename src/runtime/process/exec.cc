@@ -101,7 +101,10 @@ Verdict Inspect(int dirfd, const char* path, int at_flags, int depth) {
       return Refuse(name + " cannot be read, so the runtime cannot tell whether it can enter it");
     }
   }
-  if (fd < 0) return {};  // the kernel fails the same way
+  if (fd == -ENOENT || fd == -ENOTDIR || fd == -ELOOP || fd == -ENAMETOOLONG) {
+    return {fd, ""};  // as the kernel will say (a PATH search tries many): no configuration made
+  }
+  if (fd < 0) return {};  // the kernel decides
   auto close_fd = [&] {
     if (!on_fd) RawSyscall(SYS_close, fd);
   };
