@@ -134,25 +134,35 @@ void CloseVolumesAtExit() {
 
 namespace {
 
+// SCONE_ENTRY_STATS: how the entry served this process (for tuning): to stderr, or appended to
+// the file it names (programs such as find close stderr at exit).
+void ReportEntryStats(const char* to) {
+  CodePatcher::Stats p = CodePatcher::GetStats();
+  std::string text = "scone: entry: " + std::string(program_invocation_short_name) + ": " +
+                     std::to_string(p.patched_at_start_up) + " sites patched at start-up, " +
+                     std::to_string(p.patched_later) + " when first caught, " + std::to_string(p.refused) +
+                     " left to the SIGSYS handler; " + std::to_string(GetSudStats().trapped) +
+                     " calls caught by it\n";
+  for (const auto& [site, calls] : p.busiest_refused) {
+    Dl_info info;
+    if (site == 0 || dladdr(reinterpret_cast<void*>(site), &info) == 0) continue;
+    text += "scone: entry: " + std::to_string(calls) + " calls through the handler at " +
+            (info.dli_sname ? info.dli_sname : "?") + "+" +
+            std::to_string(site - reinterpret_cast<uintptr_t>(info.dli_saddr ? info.dli_saddr : info.dli_fbase)) +
+            " in " + (info.dli_fname ? info.dli_fname : "?") + "\n";
+  }
+  long fd = to[0] == '/' ? RawSyscall(SYS_openat, AT_FDCWD, Arg(to), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600) : 2;
+  if (fd < 0) return;
+  (void)RawSyscall(SYS_write, fd, Arg(text.data()), static_cast<long>(text.size()));
+  if (fd != 2) RawSyscall(SYS_close, fd);
+}
+
 // Runs after every exit handler registered later (the program's, its libraries' static
 // destructors): stdio streams are flushed through the shield, then the volumes close.
 void CloseAtExit() {
   fflush(nullptr);
   CloseVolumesAtExit();
-  if (getenv("SCONE_ENTRY_STATS") != nullptr) {
-    CodePatcher::Stats p = CodePatcher::GetStats();
-    Log("entry: " + std::to_string(p.patched_at_start_up) + " sites patched at start-up, " +
-        std::to_string(p.patched_later) + " when first caught, " + std::to_string(p.refused) +
-        " left to the SIGSYS handler; " + std::to_string(GetSudStats().trapped) + " calls caught by it");
-    for (const auto& [site, calls] : p.busiest_refused) {
-      Dl_info info;
-      if (site == 0 || dladdr(reinterpret_cast<void*>(site), &info) == 0) continue;
-      Log("entry: " + std::to_string(calls) + " calls through the handler at " +
-          (info.dli_sname ? info.dli_sname : "?") + "+" +
-          std::to_string(site - reinterpret_cast<uintptr_t>(info.dli_saddr ? info.dli_saddr : info.dli_fbase)) +
-          " in " + (info.dli_fname ? info.dli_fname : "?"));
-    }
-  }
+  if (const char* to = getenv("SCONE_ENTRY_STATS")) ReportEntryStats(to);
 }
 
 }  // namespace

@@ -43,7 +43,10 @@ struct PatchableObject {
   uint64_t inode;
 };
 constexpr int kMaxObjects = 64;
-PatchableObject objects[kMaxObjects];
+// Constant-initialized, as every global here: the runtime may start (from the early-open shims,
+// for another library's constructor) before this library's own dynamic initializers run, which
+// would then wipe what it set up.
+constinit PatchableObject objects[kMaxObjects] = {};
 int object_count = 0;
 CodeRange own_range{0, 0};
 bool own_range_only = false;  // LearnObject: find the runtime's own range, nothing else
@@ -306,7 +309,7 @@ struct AppliedPatch {
   uint8_t original[24];
 };
 constexpr int kMaxApplied = 2048;
-AppliedPatch applied[kMaxApplied];
+constinit AppliedPatch applied[kMaxApplied] = {};
 int applied_count = 0;
 
 // REQUIRES: the patch lock.
@@ -349,7 +352,7 @@ struct RefusedSite {
   uintptr_t site;
   long calls;  // caught by the handler since it was refused
 };
-RefusedSite refused[kRefusedSlots];
+constinit RefusedSite refused[kRefusedSlots] = {};
 std::atomic<int> stat_start_up{0}, stat_later{0}, stat_refused{0};
 
 // REQUIRES: the patch lock.

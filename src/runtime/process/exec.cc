@@ -143,7 +143,7 @@ Verdict Inspect(int dirfd, const char* path, int at_flags, int depth) {
 
 // The environment for the new program: the runtime preloaded first, the configuration
 // descriptor named, the host's own variables of those names dropped.
-std::vector<std::string> ExecEnvironment(const Runtime& rt, char* const envp[], int config_fd) {
+std::vector<std::string> ExecEnvironment(Runtime& rt, char* const envp[], int config_fd) {
   std::vector<std::string> env;
   bool has_preload = false;
   for (char* const* e = envp; e != nullptr && *e != nullptr; ++e) {
@@ -164,6 +164,11 @@ std::vector<std::string> ExecEnvironment(const Runtime& rt, char* const envp[], 
   }
   if (!has_preload) env.push_back("LD_PRELOAD=" + rt.library_path());
   env.push_back(std::string(kConfigFdEnv) + "=" + std::to_string(config_fd));
+  // Paths only: the early-open shims tell other libraries' calls outside every volume apart
+  // without starting the runtime before its time.
+  std::string roots;
+  for (const auto& v : rt.volumes()) roots += (roots.empty() ? "" : ":") + v->root;
+  env.push_back(std::string(kVolumeRootsEnv) + "=" + roots);
   return env;
 }
 

@@ -27,7 +27,8 @@ struct ProgramAction {
   bool wrapped;
   KernelSigaction action;
 };
-ProgramAction program_actions[kMaxSignal + 1];
+// Constant-initialized: the runtime may start before this library's dynamic initializers run.
+constinit ProgramAction program_actions[kMaxSignal + 1] = {};
 
 bool IsHandler(const void* handler) {
   auto h = reinterpret_cast<uintptr_t>(handler);
