@@ -465,8 +465,11 @@ Bytes CodePatcher::Plan() {
 namespace {
 
 // Applies a plan where this process's objects are the same files and hold the same bytes.
-// Returns the number of sites patched. REQUIRES: the patch lock; start-up.
-int ApplyPlan(ByteSpan plan) {
+// Returns the number of sites patched. REQUIRES: the patch lock; start-up; `bulk_object`'s text
+// writable already.
+int ApplyPlan(ByteSpan plan, const PatchableObject* bulk_object) {
+  bool writable[kMaxObjects] = {};
+  if (bulk_object != nullptr) writable[bulk_object - objects] = true;  // the caller restores it
   ByteReader r(plan);
   uint32_t count;
   if (!r.U32(&count) || count > kMaxApplied) return 0;
@@ -491,9 +494,16 @@ int ApplyPlan(ByteSpan plan) {
     if (std::memcmp(live, original, size) != 0 || live[syscall_offset] != 0x0f || live[syscall_offset + 1] != 0x05) {
       continue;
     }
-    if (!SetWritable(window, size, true)) continue;
+    // Each object's text is made writable once for all its sites (the C library's already is).
+    const auto index = static_cast<size_t>(object - objects);
+    if (!writable[index]) {
+      if (!SetWritable(object->text_begin, object->text_end - object->text_begin, true)) continue;
+      writable[index] = true;
+    }
     if (PatchKnownWindow(object, window, size, syscall_offset)) ++patched;
-    SetWritable(window, size, false);
+  }
+  for (int k = 0; k < object_count; ++k) {
+    if (writable[k] && &objects[k] != bulk_object) SetWritable(objects[k].text_begin, objects[k].text_end - objects[k].text_begin, false);
   }
   return patched;
 }
@@ -525,7 +535,7 @@ int CodePatcher::PatchAtStartUp(ByteSpan plan) {
   }
   bulk_writable = true;
   // A plan from the program that executed this one saves decoding what it decoded already.
-  int patched = ApplyPlan(plan);
+  int patched = ApplyPlan(plan, libc_text);
   std::vector<uintptr_t> done;
   for (const char* name : patched > 0 ? std::span<const char* const>() : std::span(kWrappersPatchedAtStartUp)) {
     // The function's extent from the unwind table (a binary search; dladdr1 would walk the
