@@ -1,9 +1,9 @@
 // `scone run`: runs an unmodified, dynamically linked program with the SCONE runtime loaded,
 // shielding the volumes given on the command line.
-#include <elf.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -12,13 +12,13 @@
 #include <functional>
 
 #include "cli/command.h"
-#include "attest/measurement.h"
 #include "cli/local_cas.h"
 #include "cli/runtime_library.h"
 #include "crypto/tls_identity.h"
 #include "fs/volume.h"
 #include "os/file.h"
 #include "runtime/config.h"
+#include "runtime/process/program_inspection.h"
 
 namespace scone::cli {
 namespace {
@@ -62,23 +62,6 @@ Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
   return v;
 }
 
-// A statically linked program has no PT_INTERP: the dynamic loader never runs, so the runtime
-// cannot be loaded into it.
-Status CheckDynamicallyLinked(const std::string& program) {
-  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(program, O_RDONLY));
-  Elf64_Ehdr eh;
-  SCONE_ASSIGN_OR_RETURN(size_t n, f.ReadAt(0, MutableByteSpan(reinterpret_cast<uint8_t*>(&eh), sizeof(eh))));
-  if (n >= 2 && std::memcmp(&eh, "#!", 2) == 0) return Status::Ok();  // a script: its interpreter runs
-  if (n < sizeof(eh) || std::memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 ||
-      eh.e_ident[EI_CLASS] != ELFCLASS64) {
-    return InvalidArgument(program + " is not a 64-bit ELF program");
-  }
-  if (!attest::ProgramInterpreter(program).empty()) return Status::Ok();
-  return Unsupported(program +
-                     " is statically linked: the SCONE runtime cannot be loaded into it (build it "
-                     "dynamically linked, or with the SCONE toolchain)");
-}
-
 // CAS mode: the runtime attests before main and takes its configuration from CAS. Only
 // addresses and CAS's key hash go into the environment; nothing secret.
 Status SetCasEnvironment(const RunArgs& a) {
@@ -118,7 +101,13 @@ Status SetCasEnvironment(const RunArgs& a) {
 // runtime preloaded (the program's own preloads after it).
 Status Launch(const std::vector<std::string>& command, const std::function<Status()>& prepare) {
   SCONE_ASSIGN_OR_RETURN(std::string program, FindProgram(command[0]));
-  SCONE_RETURN_IF_ERROR(CheckDynamicallyLinked(program));
+  // Inspected as the runtime inspects what a shielded program executes, and executed through
+  // the same descriptor.
+  runtime::process::Launch launch = runtime::process::InspectProgram(AT_FDCWD, program.c_str(), 0);
+  if (launch.error != 0) {
+    if (!launch.reason.empty()) return Unsupported(launch.reason);
+    return IoError("exec " + program, static_cast<int>(-launch.error));
+  }
   SCONE_ASSIGN_OR_RETURN(std::string library, RuntimeLibrary());
   SCONE_RETURN_IF_ERROR(prepare());
   const char* preload = getenv("LD_PRELOAD");
@@ -127,8 +116,9 @@ Status Launch(const std::vector<std::string>& command, const std::function<Statu
   std::vector<char*> argv;
   for (const std::string& s : command) argv.push_back(const_cast<char*>(s.c_str()));
   argv.push_back(nullptr);
+  std::vector<char*> launch_argv = runtime::process::LaunchArguments(launch, argv.data());
   std::fflush(stdout);
-  execv(program.c_str(), argv.data());
+  syscall(SYS_execveat, static_cast<int>(launch.fd), "", launch_argv.data(), environ, AT_EMPTY_PATH);
   return IoError("exec " + program, errno);
 }
 
@@ -164,6 +154,7 @@ Status Run(const RunArgs& given) {
   config.print_measurement = a.print_measurement;
   config.las_socket = a.las_socket;
   config.print_evidence = a.print_evidence;
+  config.program_name = std::filesystem::path(a.command[0]).filename();
   if (a.print_evidence && a.las_socket.empty()) return InvalidArgument("--print-evidence needs --las");
   for (const std::string& spec : a.volumes) {
     SCONE_ASSIGN_OR_RETURN(runtime::VolumeConfig v, ParseVolume(spec));

@@ -54,6 +54,7 @@ SecretBytes RuntimeConfig::Encode() const {
   w.Str(las_socket);
   w.U8(print_evidence ? 1 : 0);
   w.Blob(entry_plan);
+  w.Str(program_name);
   Bytes bytes = w.Take();
   SecretBytes out(bytes);
   Wipe(bytes);
@@ -129,7 +130,7 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
   }
   uint8_t print = 0, evidence = 0;
   if (!r.U8(&print) || print > 1 || !r.Str(&config.las_socket, 4096) || !r.U8(&evidence) || evidence > 1 ||
-      !r.Blob(&config.entry_plan, 1 << 20) || !r.done()) {
+      !r.Blob(&config.entry_plan, 1 << 20) || !r.Str(&config.program_name, 4096) || !r.done()) {
     return InvalidArgument("runtime configuration is malformed");
   }
   config.print_measurement = print != 0;

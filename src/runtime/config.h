@@ -73,6 +73,9 @@ struct RuntimeConfig {
   bool print_evidence = false;
   // The entry's patches of the program that executes this one (CodePatcher::Plan).
   Bytes entry_plan;
+  // The name the program was executed by (the path's last component): the program is executed
+  // through a descriptor, so the kernel may name it otherwise in /proc/PID/comm.
+  std::string program_name;
 
   SecretBytes Encode() const;
   static Result<RuntimeConfig> Decode(ByteSpan blob);

@@ -25,6 +25,7 @@
 #include "runtime/entry/sud.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/protected_fd.h"
+#include "runtime/process/process_calls.h"
 
 extern "C" char** environ;
 
@@ -213,6 +214,7 @@ Status Runtime::Init() {
   // exit handler (CloseAtExit) and need it to the end.
   OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, nullptr);
   library_path_ = OwnLibraryPath();
+  process::NameProgram("");
   SetHelperThreadStartHook(BecomeRuntimeThread);
   if (!fds_.ok()) return Internal("cannot reserve the descriptor table");
   const char* fd_text = getenv(kConfigFdEnv);
@@ -234,6 +236,7 @@ Status Runtime::InitFromConfigFd(int config_fd) {
   RawSyscall(SYS_close, config_fd);  // keys reach no one else through it
   if (!read.ok()) return read.status();
   RuntimeConfig config = std::move(read).value();
+  process::NameProgram(config.program_name);
   if (config.print_measurement) {
     SCONE_ASSIGN_OR_RETURN(attest::ImageDescription d, attest::DescribeThisProcess(library_path_));
     std::string text = d.Canonical() + ToHex(d.Measurement()) + "\n";

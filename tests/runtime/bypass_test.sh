@@ -151,6 +151,31 @@ except PermissionError:
   check_volume
   ;;
 
+exec-swap)
+  # What the runtime inspected is what runs: a link on the program's path swapped to a static
+  # program between inspection and exec (the race won every time: the swap happens while the
+  # runtime's open of the program is held) still runs the inspected program, which gets no
+  # configuration descriptor it could read keys from.
+  cp /bin/dash ./genuine-sh
+  mkdir sw && ln -s "$work/genuine-sh" sw/sh
+  mkfifo ready
+  "$PY" "$here/tools/swap_on_open.py" "$work/genuine-sh" "$work/sw/sh" /bin/busybox ready &
+  watcher=$!
+  read -r _ < ready
+  run sh -c "$work/sw/sh -c 'echo \"\${SCONE_RUNTIME_FD:-none} \$(readlink /proc/\$\$/exe)\" > $work/seen; echo $MARKER > vol/swap.txt'" 2>err || true
+  kill "$watcher"; wait "$watcher" 2>/dev/null || true
+  [[ "$(readlink sw/sh)" == /bin/busybox ]] || fail "the link was not swapped: the test did not race"
+  [[ "$(cat seen)" == "none $work/genuine-sh" ]] || { cat seen err; fail "a program other than the inspected one ran, or saw the configuration descriptor"; }
+  [[ "$(run cat vol/swap.txt)" == "$MARKER" ]] || fail "the inspected program did not write through the shield"
+  # Executed through a descriptor, still named as executed (ps, pgrep and pidof read it).
+  ln -s /bin/cat ./mycat
+  [[ "$(run sh -c './mycat /proc/self/comm')" == mycat ]] || fail "/proc/PID/comm of an executed program"
+  # Scripts: the interpreter runs with the arguments the kernel would give it.
+  printf '#!/bin/sh -e\necho "$0|$1|$2"\n' > script.sh && chmod +x script.sh
+  [[ "$(run sh -c "./script.sh a 'b c'")" == "./script.sh|a|b c" ]] || fail "script arguments"
+  check_volume
+  ;;
+
 exec-chains)
   # bash -> sh -> python -> cat, with the preload removed or the environment emptied on the way.
   run bash -c "sh -c \"$PY -c 'import subprocess; subprocess.run([\\\"sh\\\", \\\"-c\\\", \\\"echo $MARKER chain > vol/chain.txt\\\"])'\""
