@@ -302,6 +302,14 @@ MountedVolume* Runtime::Mount(const std::string& dir, const SecretBytes& key, co
     mounted->device = st.st_dev;
     mounted->inode = st.st_ino;
   }
+  // The root and every directory above it: moved, the volume's paths would no longer be where
+  // the runtime looks for them (what a program then wrote there would bypass the shield).
+  for (std::string d = dir; !d.empty();) {
+    if (stat(d.c_str(), &st) == 0) anchored_dirs_.push_back({st.st_dev, st.st_ino});
+    if (d == "/") break;
+    size_t slash = d.rfind('/');
+    d = slash == 0 ? "/" : d.substr(0, slash);
+  }
   mounted->key = key.Clone();
   mounted->cas_name = cas_name;
   if (volume) mounted->Adopt(std::move(volume));
@@ -618,6 +626,13 @@ bool Runtime::OnVolumeDevice(dev_t dev) const {
 bool Runtime::IsVolumeRootDirectory(dev_t dev, ino_t ino) const {
   for (const auto& v : volumes_) {
     if (v->device == dev && v->inode == ino) return true;
+  }
+  return false;
+}
+
+bool Runtime::HoldsVolume(dev_t dev, ino_t ino) const {
+  for (const auto& [d, i] : anchored_dirs_) {
+    if (d == dev && i == ino) return true;
   }
   return false;
 }

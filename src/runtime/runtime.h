@@ -99,6 +99,9 @@ class Runtime {
   bool OnVolumeDevice(dev_t dev) const;
   // Whether the directory (dev, ino) is a volume's root.
   bool IsVolumeRootDirectory(dev_t dev, ino_t ino) const;
+  // Whether the directory (dev, ino) is a volume's root or lies above one: it stays where it is
+  // (renamed, EBUSY, as a mount point).
+  bool HoldsVolume(dev_t dev, ino_t ino) const;
   // The working directory changed (chdir, fchdir): relative paths are judged against the new one.
   void WorkingDirectoryChanged();
   // The same, when the runtime knows the new one's absolute path.
@@ -161,6 +164,7 @@ class Runtime {
   DirectoryTable dirs_;
   std::atomic<bool> closed_{false};
   std::vector<std::unique_ptr<MountedVolume>> volumes_;
+  std::vector<std::pair<dev_t, ino_t>> anchored_dirs_;  // volume roots and their ancestors
   std::map<std::string, SecretBytes, std::less<>> injected_;  // by absolute path
   std::unique_ptr<CasConnection> cas_;
   std::unique_ptr<VolumeReporter> reporter_;

@@ -176,6 +176,38 @@ exec-swap)
   check_volume
   ;;
 
+volume-moves)
+  # A volume's root and the directories above it stay where the runtime looks for them: moved,
+  # what a program wrote under the new name would land in plaintext inside the volume.
+  run sh -c "echo '$MARKER' > vol/a.txt"
+  run "$PY" -c "
+import errno, os
+for src, dst in (('$work/vol', '$work/vol2'), ('$work', '$work-moved')):
+    try:
+        os.rename(src, dst)
+        raise SystemExit('renamed ' + src)
+    except OSError as e:
+        assert e.errno == errno.EBUSY, (src, e)
+os.mkdir('$work/empty')
+try:
+    os.rename('$work/empty', '$work/vol')  # over the root: not empty, as natively
+    raise SystemExit('replaced the volume')
+except OSError as e:
+    assert e.errno in (errno.ENOTEMPTY, errno.EEXIST), e
+os.rmdir('$work/empty')
+print('refused')" | grep -qx refused || fail "a volume's directory was moved"
+  set +e
+  run sh -c "cd '$work' && mv vol vol2" 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 && -d vol && ! -e vol2 ]] || fail "mv moved the volume"
+  grep -q "busy" err || { cat err; fail "mv did not say why"; }
+  # Directories inside the volume still move, and their files stay readable.
+  run sh -c "mkdir vol/d && echo '$MARKER d' > vol/d/f && mv vol/d vol/e && cat vol/e/f" | grep -qx "$MARKER d" || fail "a directory inside the volume"
+  [[ "$(run cat vol/a.txt)" == "$MARKER" ]] || fail "read after the refused moves"
+  check_volume
+  ;;
+
 exec-chains)
   # bash -> sh -> python -> cat, with the preload removed or the environment emptied on the way.
   run bash -c "sh -c \"$PY -c 'import subprocess; subprocess.run([\\\"sh\\\", \\\"-c\\\", \\\"echo $MARKER chain > vol/chain.txt\\\"])'\""

@@ -388,8 +388,19 @@ long Truncate(Runtime& rt, const char* path, long length) {
   return r != 0 ? r : closed;
 }
 
+// Whether the directory at `path` (not followed) holds a volume: its root or a directory above.
+bool HoldsVolume(const Runtime& rt, int dirfd, const char* path) {
+  struct stat st;
+  return RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(&st), AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode) &&
+         rt.HoldsVolume(st.st_dev, st.st_ino);
+}
+
 long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const char* newpath, unsigned flags) {
   if (oldpath == nullptr || newpath == nullptr) return kNotMine;
+  if (rt.HasVolumes() && (HoldsVolume(rt, olddirfd, oldpath) ||
+                          ((flags & RENAME_EXCHANGE) && HoldsVolume(rt, newdirfd, newpath)))) {
+    return -EBUSY;
+  }
   if (NameCertainlyOutside(rt, olddirfd, oldpath) && NameCertainlyOutside(rt, newdirfd, newpath)) return kNotMine;
   RuntimeSection section;
   Target from = rt.Locate(olddirfd, oldpath, false);
