@@ -2,6 +2,8 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
+
 namespace scone::runtime {
 
 FdTable::FdTable() {
@@ -47,6 +49,33 @@ std::shared_ptr<ShieldedFd> FdTable::Take(int fd) {
 std::vector<std::pair<int, std::shared_ptr<ShieldedFd>>> FdTable::All() const {
   std::lock_guard lock(mu_);
   return {owners_.begin(), owners_.end()};
+}
+
+void FdTable::MarkOwn(int fd) {
+  std::lock_guard lock(mu_);
+  own_.insert(fd);
+  lowest_own_.store(*own_.begin(), std::memory_order_release);
+}
+
+void FdTable::UnmarkOwn(int fd) {
+  std::lock_guard lock(mu_);
+  own_.erase(fd);
+  lowest_own_.store(own_.empty() ? INT_MAX : *own_.begin(), std::memory_order_release);
+}
+
+bool FdTable::IsOwnSlow(int fd) const {
+  std::lock_guard lock(mu_);
+  return own_.count(fd) != 0;
+}
+
+std::vector<int> FdTable::OwnIn(unsigned first, unsigned last) const {
+  std::lock_guard lock(mu_);
+  std::vector<int> out;
+  for (auto it = own_.lower_bound(static_cast<int>(std::min<unsigned>(first, INT_MAX)));
+       it != own_.end() && static_cast<unsigned>(*it) <= last; ++it) {
+    out.push_back(*it);
+  }
+  return out;
 }
 
 }  // namespace scone::runtime

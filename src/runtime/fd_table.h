@@ -17,7 +17,9 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <climits>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -87,13 +89,29 @@ class FdTable {
   std::shared_ptr<ShieldedFd> Take(int fd);
   std::vector<std::pair<int, std::shared_ptr<ShieldedFd>>> All() const;
 
+  // The runtime's own descriptors (a volume's lock and journal, the ciphertext files behind
+  // protected descriptors): the program does not see them. They live above its descriptor
+  // limit where they can, and close, close_range and dup2 leave them alone.
+  void MarkOwn(int fd);
+  void UnmarkOwn(int fd);
+  // One atomic load for a descriptor below the lowest of them.
+  bool IsOwn(int fd) const {
+    return fd >= lowest_own_.load(std::memory_order_acquire) && IsOwnSlow(fd);
+  }
+  // The runtime's own descriptors in [first, last], ascending.
+  std::vector<int> OwnIn(unsigned first, unsigned last) const;
+
   // Fork: the lock must not be held by another thread across fork.
   void BeforeFork() { mu_.lock(); }
   void AfterFork() { mu_.unlock(); }
 
  private:
+  bool IsOwnSlow(int fd) const;
+
   mutable std::mutex mu_;
   std::unordered_map<int, std::shared_ptr<ShieldedFd>> owners_;
+  std::set<int> own_;  // under mu_
+  std::atomic<int> lowest_own_{INT_MAX};
   std::atomic<ShieldedFd*>* slots_;
 };
 

@@ -208,6 +208,30 @@ print('refused')" | grep -qx refused || fail "a volume's directory was moved"
   check_volume
   ;;
 
+descriptor-numbers)
+  # The runtime's own descriptors (a volume's lock and journal, the ciphertext behind protected
+  # descriptors) are out of the program's way: numbers as natively, and closing or replacing
+  # "every other descriptor" leaves the volume working.
+  run bash -c "cd vol; exec 3>x3; echo '$MARKER 3' >&3; exec 3>&-; cat x3; echo '$MARKER after' > f2; cat f2" >out
+  [[ "$(cat out)" == "$MARKER 3"$'\n'"$MARKER after" ]] || fail "exec 3> in a shell"
+  run "$PY" -c "
+import os
+a = os.open('vol/n.txt', os.O_CREAT | os.O_WRONLY, 0o644)
+b = os.open('/dev/null', os.O_RDONLY)
+assert (a, b) == (3, 4), (a, b)  # as natively: the lowest numbers
+os.write(a, b'$MARKER n\n')
+os.closerange(5, 1 << 20)        # what daemons and subprocess do
+os.write(a, b'$MARKER n2\n')
+os.close(a)
+print(open('vol/n.txt').read(), end='')" >out
+  [[ "$(cat out)" == "$MARKER n"$'\n'"$MARKER n2" ]] || fail "closerange"
+  mkdir outside
+  run bash -c "cd vol; echo a > f0; for fd in 4 5 6 7 8 9; do eval \"exec \$fd> $work/outside/out\$fd\"; done; echo '$MARKER' > f1; mv f1 f1b; cat f1b" >out
+  [[ "$(cat out)" == "$MARKER" ]] || fail "a file renamed after the shell took descriptors 4-9"
+  if grep -rq . outside; then fail "the runtime wrote into a descriptor the program opened"; fi
+  check_volume
+  ;;
+
 exec-chains)
   # bash -> sh -> python -> cat, with the preload removed or the environment emptied on the way.
   run bash -c "sh -c \"$PY -c 'import subprocess; subprocess.run([\\\"sh\\\", \\\"-c\\\", \\\"echo $MARKER chain > vol/chain.txt\\\"])'\""

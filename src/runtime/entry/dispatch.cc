@@ -43,16 +43,27 @@ void UnblockSigsysInFrame(long stack_pointer) {
 }
 
 // close_range: the shielded descriptors in the range commit and leave the table first.
+// The runtime's own descriptors in the range stay open: the kernel's call is made on the gaps
+// between them.
 long CloseRange(Runtime& rt, const SyscallFrame& f) {
   auto first = static_cast<unsigned>(f.args[0]);
   auto last = static_cast<unsigned>(f.args[1]);
+  if (first > last) return -EINVAL;
   if (!(f.args[2] & CLOSE_RANGE_CLOEXEC)) {
     for (unsigned fd = first; fd <= last && fd < DirectoryTable::kMaxFds; ++fd) rt.dirs().Forget(static_cast<int>(fd));
     for (auto& [fd, d] : rt.fds().All()) {
       if (static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last) (void)files::Close(rt, fd);
     }
   }
-  return Raw(f);
+  for (int own : rt.fds().OwnIn(first, last)) {
+    if (static_cast<unsigned>(own) > first) {
+      long r = RawSyscall(SYS_close_range, first, own - 1, f.args[2]);
+      if (r < 0) return r;
+    }
+    first = static_cast<unsigned>(own) + 1;
+    if (first == 0) return 0;  // wrapped past the largest number
+  }
+  return first <= last ? RawSyscall(SYS_close_range, first, last, f.args[2]) : 0;
 }
 
 // Where a path call keeps its paths: {path argument, its directory argument or -1}.
@@ -170,6 +181,7 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_sync_file_range:
       return Done(fds.Has(Fd(a[0])) ? files::Sync(rt, Fd(a[0])) : Raw(f));
     case SYS_close:
+      if (fds.IsOwn(Fd(a[0]))) return Done(-EBADF);  // not the program's
       rt.dirs().Forget(Fd(a[0]));
       return Done(fds.Has(Fd(a[0])) ? files::Close(rt, Fd(a[0])) : Raw(f));
     case SYS_close_range:
@@ -177,8 +189,10 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_dup:
     case SYS_dup2:
     case SYS_dup3:
+      if (fds.IsOwn(Fd(a[0])) || (f.nr != SYS_dup && fds.IsOwn(Fd(a[1])))) return Done(-EBADF);
       return Done(files::Dup(rt, f.nr, Fd(a[0]), Fd(a[1]), Fd(a[2])));
     case SYS_fcntl:
+      if (fds.IsOwn(Fd(a[0]))) return Done(-EBADF);
       if (fds.Has(Fd(a[0]))) return Done(files::Fcntl(rt, Fd(a[0]), Fd(a[1]), a[2]));
       if (a[1] == F_DUPFD || a[1] == F_DUPFD_CLOEXEC) {
         long r = Raw(f);

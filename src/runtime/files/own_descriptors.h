@@ -1,0 +1,24 @@
+// The runtime's own descriptors: the files the file-system shield opens for itself (a volume's
+// lock and journal, the ciphertext files behind protected descriptors). A program must neither
+// see them nor reach them: natively its first open returns 3, `exec 3>f` and dup2 may replace
+// any number it has not opened, and close_range(3, ~0) closes everything it has.
+//
+// So they live above the program's descriptor limit (RLIMIT_NOFILE), where its own descriptors
+// never are and dup2 cannot reach (the runtime widens its limit for the moment of the move).
+// Where the limit cannot be widened, they go to the top of the first thousand, out of the way
+// of the low numbers programs pick. Either way close, close_range and dup2 leave them alone
+// (entry/dispatch.cc), as if they were not there.
+#pragma once
+
+namespace scone::runtime {
+
+class FdTable;
+
+namespace files {
+
+// Routes the shield's opens and closes (os::Syscalls) through the placement above, recording
+// the descriptors in `table`. At start-up, before the shield opens anything.
+void InstallOwnDescriptors(FdTable& table);
+
+}  // namespace files
+}  // namespace scone::runtime
