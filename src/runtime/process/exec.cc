@@ -53,6 +53,31 @@ std::vector<std::string> ExecEnvironment(Runtime& rt, char* const envp[], int co
   return env;
 }
 
+// A program file's first bytes as the program reads them: through the shield for a protected
+// file (a script in a volume is run by its interpreter, which reads it through the shield).
+// REQUIRES: a RuntimeSection.
+long ReadHeader(Runtime& rt, int dirfd, const char* path, int at_flags, long fd, char* buf, size_t size,
+                bool* shielded) {
+  if (path[0] == '\0') {
+    if (auto d = rt.fds().Get(dirfd)) {
+      *shielded = true;
+      return d->ReadAt(buf, size, 0);
+    }
+  } else if (rt.HasVolumes()) {
+    Target t = rt.Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW));
+    if (t.Protected()) {
+      *shielded = true;
+      fs::Volume* volume = t.unavailable ? nullptr : t.volume->Get();
+      if (volume == nullptr) return -EIO;
+      auto file = volume->OpenFile(t.path, fs::OpenFileOptions{});
+      if (!file.ok()) return -EIO;
+      auto n = (*file)->Read(0, MutableByteSpan(reinterpret_cast<uint8_t*>(buf), size));
+      return n.ok() ? static_cast<long>(*n) : -EIO;
+    }
+  }
+  return RawSyscall(SYS_pread64, fd, Arg(buf), static_cast<long>(size), 0);
+}
+
 }  // namespace
 
 void NameProgram(const std::string& name) {
@@ -79,7 +104,10 @@ long Exec(Runtime& rt, long nr, int dirfd, const char* path, char* const argv[],
   Launch launch;
   {
     RuntimeSection section;
-    launch = InspectProgram(dirfd, path, flags);
+    launch = InspectProgram(dirfd, path, flags,
+                            [&rt](int d, const char* p, int at, long fd, char* buf, size_t size, bool* shielded) {
+                              return ReadHeader(rt, d, p, at, fd, buf, size, shielded);
+                            });
     if (launch.error != 0) {
       if (!launch.reason.empty()) Log("exec refused: " + launch.reason);
       return launch.error;

@@ -31,7 +31,7 @@ bool IsGlibcLoader(const std::string& interpreter) {
   return name == "ld-linux-x86-64.so.2";
 }
 
-Launch Inspect(int dirfd, const char* path, int at_flags, int depth);
+Launch Inspect(int dirfd, const char* path, int at_flags, int depth, const HeaderReader& reader);
 
 Launch InspectElf(long fd, const Elf64_Ehdr& eh, const std::string& name) {
   if (eh.e_ident[EI_CLASS] != ELFCLASS64 || eh.e_machine != EM_X86_64) {
@@ -77,7 +77,8 @@ long MayExecute(long fd) {
 
 // "#!interpreter [argument]": the interpreter runs, with the arguments the kernel's
 // binfmt_script would give it (the script's name as the call named it).
-Launch InspectScript(const char* header, long size, const std::string& name, const std::string& script_name, int depth) {
+Launch InspectScript(const char* header, long size, const std::string& name, const std::string& script_name, int depth,
+                     const HeaderReader& reader) {
   std::string line(header + 2, static_cast<size_t>(size - 2));
   const size_t newline = line.find('\n');
   if (newline == std::string::npos && size == kHeaderSize) return {-ENOEXEC, ""};  // as the kernel: too long
@@ -94,7 +95,7 @@ Launch InspectScript(const char* header, long size, const std::string& name, con
   size_t arg_end = line.size();
   while (arg_end > arg_begin && blank(line[arg_end - 1])) --arg_end;
   if (depth >= kMaxInterpreterDepth) return {-ELOOP, ""};
-  Launch l = Inspect(AT_FDCWD, interpreter.c_str(), 0, depth + 1);
+  Launch l = Inspect(AT_FDCWD, interpreter.c_str(), 0, depth + 1, reader);
   if (l.error == -EACCES) l.reason = name + ": its interpreter " + l.reason;
   if (l.error != 0) return l;
   // A chain of scripts: the outer interpreter's arguments come first, as the kernel builds them.
@@ -104,7 +105,7 @@ Launch InspectScript(const char* header, long size, const std::string& name, con
   return l;
 }
 
-Launch Inspect(int dirfd, const char* path, int at_flags, int depth) {
+Launch Inspect(int dirfd, const char* path, int at_flags, int depth, const HeaderReader& reader) {
   const bool on_fd = (at_flags & AT_EMPTY_PATH) && path != nullptr && path[0] == '\0';
   const std::string name = on_fd ? "descriptor " + std::to_string(dirfd) : std::string(path ? path : "");
   // The name binfmt_script passes to an interpreter: the path, or /dev/fd/N[/path] for execveat.
@@ -144,16 +145,22 @@ Launch Inspect(int dirfd, const char* path, int at_flags, int depth) {
                          "so the loader would not load the runtime into it");
   }
   char header[kHeaderSize];
-  long n = RawSyscall(SYS_pread64, fd, Arg(header), sizeof(header), 0);
+  bool shielded = false;
+  long n = reader ? reader(dirfd, on_fd ? "" : path, at_flags, fd, header, sizeof(header), &shielded)
+                  : RawSyscall(SYS_pread64, fd, Arg(header), sizeof(header), 0);
   if (n >= 2 && header[0] == '#' && header[1] == '!') {
     if (on_fd && (RawSyscall(SYS_fcntl, dirfd, F_GETFD) & FD_CLOEXEC)) {
       return {-ENOENT, ""};  // as the kernel: the interpreter could not open /dev/fd/N
     }
-    return InspectScript(header, n, name, script_name, depth);
+    return InspectScript(header, n, name, script_name, depth, reader);
   }
   if (n >= static_cast<long>(sizeof(Elf64_Ehdr)) && std::memcmp(header, ELFMAG, SELFMAG) == 0) {
     Elf64_Ehdr eh;
     std::memcpy(&eh, header, sizeof(eh));
+    if (shielded) {
+      return Refuse(name + " is a protected file: the kernel would load its ciphertext (programs run from "
+                           "outside the volume; scripts inside it work)");
+    }
     Launch verdict = InspectElf(fd, eh, name);
     if (verdict.error != 0) return verdict;
     return launch;
@@ -163,7 +170,9 @@ Launch Inspect(int dirfd, const char* path, int at_flags, int depth) {
 
 }  // namespace
 
-Launch InspectProgram(int dirfd, const char* path, int at_flags) { return Inspect(dirfd, path, at_flags, 0); }
+Launch InspectProgram(int dirfd, const char* path, int at_flags, const HeaderReader& reader) {
+  return Inspect(dirfd, path, at_flags, 0, reader);
+}
 
 std::vector<char*> LaunchArguments(Launch& launch, char* const argv[]) {
   std::vector<char*> out;

@@ -6,6 +6,7 @@
 // Used by execve/execveat in the runtime and by `scone run`.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -40,8 +41,15 @@ struct Launch {
 };
 
 
+// Reads the first bytes of a program file `fd` (opened from dirfd/path, or "" for a
+// descriptor) as the program would read them: bytes read or -errno; *shielded when they came
+// through a shield (a protected file: a script there is run by its interpreter, which reads it
+// through the shield too). Empty: the kernel's bytes.
+using HeaderReader = std::function<long(int dirfd, const char* path, int at_flags, long fd, char* buf, size_t size,
+                                        bool* shielded)>;
+
 // Opens and inspects what execve(path) / execveat(dirfd, path, at_flags) would run.
-Launch InspectProgram(int dirfd, const char* path, int at_flags);
+Launch InspectProgram(int dirfd, const char* path, int at_flags, const HeaderReader& reader = {});
 
 // The argument vector that executes `launch` through its descriptor (execveat(launch.fd, "",
 // ..., AT_EMPTY_PATH)): a script's interpreter arguments in place of argv[0].
