@@ -24,7 +24,7 @@
 #include "runtime/entry/entry.h"
 #include "runtime/entry/sud.h"
 #include "runtime/entry/raw_syscall.h"
-#include "runtime/files/own_descriptors.h"
+#include "runtime/files/shield_syscalls.h"
 #include "runtime/files/protected_fd.h"
 #include "runtime/process/process_calls.h"
 
@@ -218,7 +218,7 @@ Status Runtime::Init() {
   process::NameProgram("");
   SetHelperThreadStartHook(BecomeRuntimeThread);
   if (!fds_.ok()) return Internal("cannot reserve the descriptor table");
-  files::InstallOwnDescriptors(fds_);
+  files::InstallShieldSyscalls(fds_);
   const char* fd_text = getenv(kConfigFdEnv);
   int config_fd = fd_text != nullptr ? atoi(fd_text) : -1;
   unsetenv(kConfigFdEnv);

@@ -6,6 +6,8 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
+#include <vector>
+
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/file_calls.h"
 #include "runtime/process/process_calls.h"
@@ -51,9 +53,12 @@ long CloseRange(Runtime& rt, const SyscallFrame& f) {
   if (first > last) return -EINVAL;
   if (!(f.args[2] & CLOSE_RANGE_CLOEXEC)) {
     for (unsigned fd = first; fd <= last && fd < DirectoryTable::kMaxFds; ++fd) rt.dirs().Forget(static_cast<int>(fd));
+    std::vector<int> shielded;
     for (auto& [fd, d] : rt.fds().All()) {
-      if (static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last) (void)files::Close(rt, fd);
+      if (static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last) shielded.push_back(fd);
     }
+    // Closed once the list's references are gone, so that the last close commits, in the runtime.
+    for (int fd : shielded) (void)files::Close(rt, fd);
   }
   for (int own : rt.fds().OwnIn(first, last)) {
     if (static_cast<unsigned>(own) > first) {

@@ -1,3 +1,7 @@
+// The file-system shield's way to the kernel (os::Syscalls): the runtime's own system calls,
+// which never pass through the entry, whichever code path (a destructor, an exit handler) makes
+// them.
+//
 // The runtime's own descriptors: the files the file-system shield opens for itself (a volume's
 // lock and journal, the ciphertext files behind protected descriptors). A program must neither
 // see them nor reach them: natively its first open returns 3, `exec 3>f` and dup2 may replace
@@ -16,9 +20,9 @@ class FdTable;
 
 namespace files {
 
-// Routes the shield's opens and closes (os::Syscalls) through the placement above, recording
-// the descriptors in `table`. At start-up, before the shield opens anything.
-void InstallOwnDescriptors(FdTable& table);
+// Installs these calls, recording the runtime's descriptors in `table`. At start-up, before
+// the shield opens anything.
+void InstallShieldSyscalls(FdTable& table);
 
 }  // namespace files
 }  // namespace scone::runtime

@@ -1,0 +1,124 @@
+#include "runtime/files/shield_syscalls.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+
+#include "os/syscalls.h"
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/fd_table.h"
+
+namespace scone::runtime::files {
+namespace {
+
+constexpr rlim_t kRoom = 1 << 16;  // how far above the limit the runtime's descriptors may go
+
+FdTable* own_table = nullptr;
+
+// Moves `fd` out of the program's reach; returns its new number (or `fd` if it cannot move).
+long PlaceOutOfReach(long fd) {
+  struct rlimit limit;
+  if (RawSyscall(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, Arg(&limit)) != 0) return fd;
+  rlim_t target = limit.rlim_cur;
+  bool widened = false;
+  if (limit.rlim_cur < limit.rlim_max && limit.rlim_cur < static_cast<rlim_t>(FdTable::kMaxFds)) {
+    struct rlimit wider = {std::min(limit.rlim_max, limit.rlim_cur + kRoom), limit.rlim_max};
+    widened = RawSyscall(SYS_prlimit64, 0, RLIMIT_NOFILE, Arg(&wider), 0) == 0;
+  }
+  // Not widened (the hard limit is reached, as in containers that set both to 2^20): the top
+  // quarter of the first thousand; higher would make the kernel's table for the process large.
+  if (!widened) target = std::min<rlim_t>(limit.rlim_cur, 1024) * 3 / 4;
+  long moved = fd >= static_cast<long>(target) ? -1 : RawSyscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, static_cast<long>(target));
+  if (widened) RawSyscall(SYS_prlimit64, 0, RLIMIT_NOFILE, Arg(&limit), 0);
+  if (moved < 0) return fd;
+  RawSyscall(SYS_close, fd);
+  return moved;
+}
+
+// The C library's convention, from the kernel's.
+long Result(long r) {
+  if (r < 0) {
+    errno = static_cast<int>(-r);
+    return -1;
+  }
+  return r;
+}
+
+int OwnOpen(const char* path, int flags, ...) {
+  mode_t mode = 0;
+  if (flags & (O_CREAT | O_TMPFILE)) {
+    va_list ap;
+    va_start(ap, flags);
+    mode = va_arg(ap, mode_t);
+    va_end(ap);
+  }
+  long fd = Result(RawSyscall(SYS_openat, AT_FDCWD, Arg(path), flags, mode));
+  if (fd < 0) return -1;
+  fd = PlaceOutOfReach(fd);
+  own_table->MarkOwn(static_cast<int>(fd));
+  return static_cast<int>(fd);
+}
+
+int OwnClose(int fd) {
+  own_table->UnmarkOwn(fd);
+  return static_cast<int>(Result(RawSyscall(SYS_close, fd)));
+}
+
+ssize_t Pread(int fd, void* buf, size_t n, off_t at) { return Result(RawSyscall(SYS_pread64, fd, Arg(buf), Arg(n), at)); }
+ssize_t Pwrite(int fd, const void* buf, size_t n, off_t at) {
+  return Result(RawSyscall(SYS_pwrite64, fd, Arg(buf), Arg(n), at));
+}
+ssize_t Pwritev(int fd, const struct iovec* iov, int count, off_t at) {
+  return Result(RawSyscall(SYS_pwritev, fd, Arg(iov), count, at, 0));
+}
+int Fsync(int fd) { return static_cast<int>(Result(RawSyscall(SYS_fsync, fd))); }
+int Fdatasync(int fd) { return static_cast<int>(Result(RawSyscall(SYS_fdatasync, fd))); }
+int Ftruncate(int fd, off_t length) { return static_cast<int>(Result(RawSyscall(SYS_ftruncate, fd, length))); }
+int Fstat(int fd, struct stat* st) { return static_cast<int>(Result(RawSyscall(SYS_fstat, fd, Arg(st)))); }
+int Lstat(const char* path, struct stat* st) {
+  return static_cast<int>(Result(RawSyscall(SYS_newfstatat, AT_FDCWD, Arg(path), Arg(st), AT_SYMLINK_NOFOLLOW)));
+}
+int Rename(const char* from, const char* to) {
+  return static_cast<int>(Result(RawSyscall(SYS_renameat, AT_FDCWD, Arg(from), AT_FDCWD, Arg(to))));
+}
+int Unlink(const char* path) { return static_cast<int>(Result(RawSyscall(SYS_unlinkat, AT_FDCWD, Arg(path), 0))); }
+int Mkdir(const char* path, mode_t mode) { return static_cast<int>(Result(RawSyscall(SYS_mkdirat, AT_FDCWD, Arg(path), mode))); }
+int Flock(int fd, int operation) { return static_cast<int>(Result(RawSyscall(SYS_flock, fd, operation))); }
+int Fcntl(int fd, int cmd, ...) {
+  va_list ap;
+  va_start(ap, cmd);
+  long arg = va_arg(ap, long);  // every command the shield uses takes one argument or none
+  va_end(ap);
+  return static_cast<int>(Result(RawSyscall(SYS_fcntl, fd, cmd, arg)));
+}
+
+}  // namespace
+
+void InstallShieldSyscalls(FdTable& table) {
+  own_table = &table;
+  os::Syscalls calls;
+  calls.open = OwnOpen;
+  calls.close = OwnClose;
+  calls.pread = Pread;
+  calls.pwrite = Pwrite;
+  calls.pwritev = Pwritev;
+  calls.fsync = Fsync;
+  calls.fdatasync = Fdatasync;
+  calls.ftruncate = Ftruncate;
+  calls.fstat = Fstat;
+  calls.lstat = Lstat;
+  calls.rename = Rename;
+  calls.unlink = Unlink;
+  calls.mkdir = Mkdir;
+  calls.flock = Flock;
+  calls.fcntl = Fcntl;
+  os::InstallSyscalls(calls);
+}
+
+}  // namespace scone::runtime::files
