@@ -179,6 +179,8 @@ bool NameCertainlyOutside(Runtime& rt, int dirfd, const char* path) {
 
 // stat of a path the kernel answered: the plaintext size of protected files.
 long PatchPathStat(Runtime& rt, int dirfd, const char* path, int at_flags, struct stat* st) {
+  // Not on a file system any volume lies on: not a protected file, whatever the path.
+  if (!rt.OnVolumeDevice(st->st_dev)) return 0;
   LexicalPath lexical;
   const bool judged = rt.LexicalLookup(dirfd, path, &lexical);
   if (judged && lexical.volume == nullptr &&
