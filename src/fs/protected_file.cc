@@ -418,6 +418,10 @@ Status ProtectedFile::Refresh() {
     if (current->root == committed_root_) return Status::Ok();
   }
   std::unique_lock lock(mu_);
+  // Asked again under our lock: a commit of another thread of this process may have come in
+  // between, and reloading an entry older than our own would not match the disk.
+  current = volume_->LatestEntry(id_);
+  if (!current.ok()) return current.status().code() == Code::kNotFound ? Status::Ok() : current.status();
   if (current->root == committed_root_) return Status::Ok();
   return ReloadChangedByOthers(*current);
 }
@@ -738,6 +742,9 @@ Status ProtectedFile::EnsureRoomFor(uint64_t size) {
   if (getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
     probe = std::max<uint64_t>(need, std::min<uint64_t>(probe, limit.rlim_cur));
   }
+  // The length to go back to is the disk's, not physical_size_: another process may have
+  // committed a longer file since this object last looked, and cutting it off destroys it.
+  SCONE_ASSIGN_OR_RETURN(uint64_t length, data_.Size());
   Status grown = data_.Truncate(probe);
   if (!grown.ok() && grown.sys_errno() == EFBIG && probe > need) {
     probe = need;
@@ -751,7 +758,7 @@ Status ProtectedFile::EnsureRoomFor(uint64_t size) {
   }
   room_ = probe;
   // Back to its length: data and commits lengthen the file, and a crash leaves nothing behind.
-  return data_.Truncate(physical_size_);
+  return data_.Truncate(length);
 }
 
 Status ProtectedFile::Sync() {

@@ -681,6 +681,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
     return Unsupported(dir_ + "/" + path + " is in a not-protected region");
   }
   std::shared_ptr<ProtectedFile> file;
+  bool already_open = false;
   KeepAlive keep;
   {
     std::lock_guard lock(mu_);
@@ -692,6 +693,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       if (options.create && options.exclusive) return AlreadyExists(dir_ + "/" + path + " exists");
       auto open = open_files_.find(it->second.file_id);
       if (open != open_files_.end()) file = open->second.lock();
+      already_open = file != nullptr;
       if (!file) {
         SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
                                                          it->second,
@@ -732,6 +734,9 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
     }
     std::erase_if(open_files_, [](const auto& kv) { return kv.second.expired(); });
   }
+  // Close-to-open: an open sees what other processes committed while this process held the
+  // file open elsewhere (its descriptors may not have been used since).
+  if (already_open) SCONE_RETURN_IF_ERROR(file->Refresh());
   if (options.truncate) SCONE_RETURN_IF_ERROR(file->Truncate(0));
   return file;
 }

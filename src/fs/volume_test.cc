@@ -207,6 +207,39 @@ TEST_F(VolumeTest, TwoOpensShareTheVolumeThroughTheJournal) {
   EXPECT_TRUE(again->Verify().empty());
 }
 
+TEST_F(VolumeTest, AnOpenSeesWhatAnotherProcessCommittedWhileThisOneHeldTheFile) {
+  // A shell holds `exec 7>>log` while a program it started appends and exits; the shell's own
+  // `>> log` then opens the file it already holds.
+  auto a = CreateVolume();
+  auto b = *OpenVolume();
+  auto held = *a->OpenFile("log", {.create = true});
+  auto other = *b->OpenFile("log", {});
+  ASSERT_TRUE(other->Write(0, AsBytes("first\n")).ok());
+  ASSERT_TRUE(other->Sync().ok());
+  auto again = *a->OpenFile("log", {});
+  ASSERT_EQ(again->size(), 6u);
+  ASSERT_TRUE(again->Write(again->size(), AsBytes("second\n")).ok());
+  ASSERT_TRUE(again->Sync().ok());
+  EXPECT_EQ(*ReadFile(*b, "log"), "first\nsecond\n");
+  EXPECT_TRUE(b->Verify().empty());
+}
+
+TEST_F(VolumeTest, AStaleOpenFileNeverCutsOffAnothersCommit) {
+  // Growing a file probes the host with a longer data file and sets it back: back to the length
+  // on disk, not to the one this object last saw.
+  auto a = CreateVolume();
+  auto b = *OpenVolume();
+  auto stale = *a->OpenFile("f", {.create = true});
+  auto other = *b->OpenFile("f", {});
+  ASSERT_TRUE(other->Write(0, AsBytes(Pattern(3 * kChunkSize, 7))).ok());
+  ASSERT_TRUE(other->Sync().ok());
+  ASSERT_TRUE(stale->Write(0, AsBytes("x")).ok());
+  Status synced = stale->Sync();
+  EXPECT_TRUE(synced.ok()) << synced.message();
+  EXPECT_TRUE(ReadFile(*b, "f").ok());
+  EXPECT_TRUE(b->Verify().empty());
+}
+
 TEST_F(VolumeTest, CheckpointByOneProcessIsSeenByTheOther) {
   auto a = CreateVolume();
   auto b = *OpenVolume();

@@ -458,7 +458,13 @@ RuntimeConfig Runtime::ConfigForExec() {
   }
   for (auto& [fd, d] : fds_.All()) {
     long fd_flags = RawSyscall(SYS_fcntl, fd, F_GETFD);
-    if (fd_flags < 0 || (fd_flags & FD_CLOEXEC)) continue;
+    if (fd_flags < 0) continue;
+    if (fd_flags & FD_CLOEXEC) {
+      // The exec closes it, and this process's memory goes with it: what it wrote is
+      // committed now, as a close would.
+      (void)d->LastClose();
+      continue;
+    }
     InheritedFd f;
     if (d->Describe(fd, &f)) config.fds.push_back(std::move(f));
   }

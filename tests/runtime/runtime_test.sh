@@ -393,6 +393,51 @@ CEOF
   done
   ;;
 
+shared-appends)
+  # One process writes a file, then another: through a descriptor a shell shares with the
+  # programs it starts (which commit before and after exec) and through fresh opens of the same
+  # file. Nothing is lost, nothing destroyed.
+  run bash -c "cd vol; exec 7>>log; /bin/echo '$MARKER a' >&7; echo '$MARKER b' >> log" || fail "appending after a child"
+  [[ "$(run cat vol/log)" == "$MARKER a"$'\n'"$MARKER b" ]] || fail "appends after a child's: $(run cat vol/log 2>&1)"
+  "$scone" volume verify vol --key-file key >/dev/null || fail "the volume does not verify after the appends"
+  # A script that sends its output to a log and appends to it by name, with programs in between.
+  run bash -c "cd vol; exec >>out 2>&1; echo '$MARKER 1'; ls -d /etc; echo '$MARKER 2' >> out; $PY -c 'print(\"$MARKER 3\")'
+               /bin/echo '$MARKER 4'; ls /nonexistent-$$; echo '$MARKER 5' >> out; cat /etc/hostname; echo '$MARKER 6'" || true
+  expected="$MARKER 1"$'\n'"/etc"$'\n'"$MARKER 2"$'\n'"$MARKER 3"$'\n'"$MARKER 4"$'\n'
+  expected+="$(ls /nonexistent-$$ 2>&1 || true)"$'\n'"$MARKER 5"$'\n'"$(cat /etc/hostname)"$'\n'"$MARKER 6"
+  [[ "$(run cat vol/out)" == "$expected" ]] || fail "a script's log: $(run cat vol/out 2>&1)"
+  # O_APPEND from two descriptors of one process; children appending by name and through an
+  # inherited descriptor while the parent keeps its own open; a descriptor the exec closes.
+  cat > appends.py <<PYEOF
+import os, subprocess, sys
+a = os.open("vol/ap", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+b = os.open("vol/ap", os.O_WRONLY | os.O_APPEND)
+os.write(a, b"$MARKER a1\n")
+os.write(b, b"$MARKER b1\n")
+subprocess.run(["sh", "-c", "echo '$MARKER child1' >> vol/ap"], check=True)
+os.write(a, b"$MARKER a2\n")
+subprocess.run(["sh", "-c", "echo '$MARKER child2' >&%d" % b], check=True, pass_fds=[b])
+os.write(b, b"$MARKER b2\n")
+os.close(a)
+subprocess.run(["sh", "-c", "echo '$MARKER child3' >> vol/ap"], check=True)
+os.write(b, b"$MARKER b3\n")
+os.close(b)
+pid = os.fork()
+if pid == 0:
+    fd = os.open("vol/ap", os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC)
+    os.write(fd, b"$MARKER exec\n")
+    os.execv("/bin/true", ["true"])
+assert os.waitpid(pid, 0)[1] == 0
+sys.stdout.write(open("vol/ap").read())
+PYEOF
+  expected=""
+  for w in a1 b1 child1 a2 child2 b2 child3 b3 exec; do expected+="$MARKER $w"$'\n'; done
+  [[ "$(run "$PY" -B appends.py)"$'\n' == "$expected" ]] || fail "appends from several descriptors and processes"
+  [[ "$(run cat vol/ap)"$'\n' == "$expected" ]] || fail "appends read back"
+  check_volume
+  check_tamper log
+  ;;
+
 measurement)
   # `scone measure` equals what the runtime computes at start-up, for several programs.
   for prog in sqlite3 "$PY" redis-server cat; do
