@@ -438,6 +438,45 @@ PYEOF
   check_tamper log
   ;;
 
+follow)
+  # A file another process appended to and closed is longer for a program that held it open
+  # all along (and never shared it): fstat, statx and lseek(SEEK_END) on its descriptor, and
+  # the read after. The programs take turns through FIFOs outside the volume.
+  cat > reader.py <<'PYEOF'
+import ctypes, os, struct, sys
+fd = os.open("vol/log", os.O_RDONLY)
+first = os.read(fd, 4096)
+with open("ready", "w") as ready:
+    ready.write("ready\n")
+with open("go") as go:
+    go.read()
+statx = ctypes.create_string_buffer(256)
+AT_EMPTY_PATH, STATX_SIZE = 0x1000, 0x200
+assert ctypes.CDLL(None).statx(fd, b"", AT_EMPTY_PATH, STATX_SIZE, statx) == 0
+sizes = (os.fstat(fd).st_size, struct.unpack_from("<Q", statx.raw, 40)[0], os.lseek(fd, 0, os.SEEK_END))
+os.lseek(fd, len(first), os.SEEK_SET)
+print(*sizes)
+sys.stdout.write((first + os.read(fd, 4096)).decode())
+PYEOF
+  mkfifo ready go
+  run bash -c "echo '$MARKER one' > vol/log; $PY -B reader.py > reader.out & echo started; read -r _ < ready
+               sh -c \"echo '$MARKER two' >> vol/log\"; echo go > go; wait \$!" >/dev/null || fail "reader"
+  size=$(( 2 * ${#MARKER} + 10 ))
+  [[ "$(cat reader.out)" == "$size $size $size"$'\n'"$MARKER one"$'\n'"$MARKER two" ]] ||
+    fail "the reader did not see the other process's append: $(cat reader.out)"
+  # tail -f sees lines another process appended and closed, with inotify and by polling. Each
+  # read waits for tail's output (bounded, so that a tail that never prints fails the test).
+  for how in "" "---disable-inotify -s 0.1"; do
+    out="$(run bash -c "cd vol; echo '$MARKER one' > tlog; coproc tail $how -n +1 -f tlog
+                        read -r -t 30 -u \${COPROC[0]} first; echo '$MARKER two' >> tlog; $PY -c 'open(\"tlog\", \"a\").write(\"$MARKER three\\n\")'
+                        read -r -t 30 -u \${COPROC[0]} second; read -r -t 30 -u \${COPROC[0]} third; kill \$COPROC_PID
+                        echo \"\$first|\$second|\$third\"")"
+    [[ "$out" == "$MARKER one|$MARKER two|$MARKER three" ]] || fail "tail -f $how showed: $out"
+  done
+  check_volume
+  check_tamper tlog
+  ;;
+
 measurement)
   # `scone measure` equals what the runtime computes at start-up, for several programs.
   for prog in sqlite3 "$PY" redis-server cat; do

@@ -35,6 +35,10 @@ ProtectedFd::ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume*
 
 long ProtectedFd::CatchUp() {
   if (!shared_.load(std::memory_order_relaxed)) return 0;
+  return CatchUpAlways();
+}
+
+long ProtectedFd::CatchUpAlways() {
   Status s = file_->Refresh();
   return s.ok() ? 0 : FailWith(s);
 }
@@ -81,16 +85,17 @@ long ProtectedFd::Read(int fd, void* buf, size_t count) {
   std::lock_guard lock(offset_mu_);
   long offset = CurrentOffset(fd);
   if (offset < 0) return offset;
+  if (long r = CatchUpAtEnd(static_cast<uint64_t>(offset), count); r < 0) return r;
   long n = ReadLocked(buf, count, static_cast<uint64_t>(offset));
   if (n > 0) SetOffset(fd, static_cast<uint64_t>(offset + n));
   return n;
 }
 
 long ProtectedFd::Write(int fd, const void* buf, size_t count) {
-  if (long r = CatchUp(); r < 0) return r;
+  const bool append = flags_.load(std::memory_order_relaxed) & O_APPEND;
+  if (long r = append ? CatchUpAlways() : CatchUp(); r < 0) return r;
   std::lock_guard lock(offset_mu_);
-  long offset = (flags_.load(std::memory_order_relaxed) & O_APPEND) ? static_cast<long>(file_->size())
-                                                                     : CurrentOffset(fd);
+  long offset = append ? static_cast<long>(file_->size()) : CurrentOffset(fd);
   if (offset < 0) return offset;
   long n = WriteLocked(buf, count, static_cast<uint64_t>(offset));
   if (n > 0) SetOffset(fd, static_cast<uint64_t>(offset + n));
@@ -99,19 +104,28 @@ long ProtectedFd::Write(int fd, const void* buf, size_t count) {
 
 long ProtectedFd::ReadAt(void* buf, size_t count, uint64_t offset) {
   if (long r = CatchUp(); r < 0) return r;
+  if (long r = CatchUpAtEnd(offset, count); r < 0) return r;
   return ReadLocked(buf, count, offset);
 }
 
 long ProtectedFd::WriteAt(const void* buf, size_t count, uint64_t offset) {
-  if (long r = CatchUp(); r < 0) return r;
   // Linux appends with O_APPEND whatever the offset says.
-  if (flags_.load(std::memory_order_relaxed) & O_APPEND) offset = file_->size();
+  const bool append = flags_.load(std::memory_order_relaxed) & O_APPEND;
+  if (long r = append ? CatchUpAlways() : CatchUp(); r < 0) return r;
+  if (append) offset = file_->size();
   return WriteLocked(buf, count, offset);
+}
+
+long ProtectedFd::CatchUpAtEnd(uint64_t offset, size_t count) {
+  if (shared_.load(std::memory_order_relaxed)) return 0;  // caught up already
+  uint64_t end;
+  if (__builtin_add_overflow(offset, count, &end) || end >= file_->size()) return CatchUpAlways();
+  return 0;
 }
 
 long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
   if (whence != SEEK_SET && whence != SEEK_CUR) {
-    if (long r = CatchUp(); r < 0) return r;
+    if (long r = CatchUpAlways(); r < 0) return r;
   }
   std::lock_guard lock(offset_mu_);
   auto size = static_cast<int64_t>(file_->size());
@@ -148,10 +162,15 @@ long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
 }
 
 void ProtectedFd::PatchStat(struct stat* st) {
-  (void)CatchUp();
+  (void)CatchUpAlways();
   // st_blocks stays the kernel's: the ciphertext's allocation is what the file takes on disk
   // (a sparse file stays sparse).
   st->st_size = static_cast<off_t>(file_->size());
+}
+
+uint64_t ProtectedFd::PlaintextSize() {
+  (void)CatchUpAlways();
+  return file_->size();
 }
 
 long ProtectedFd::Truncate(int64_t length) {

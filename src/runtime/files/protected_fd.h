@@ -36,7 +36,7 @@ class ProtectedFd final : public ShieldedFd {
   long Seek(int fd, int64_t offset, int whence) override;
   void ShareWithOtherProcesses(int fd) override;
   void PatchStat(struct stat* st) override;
-  uint64_t PlaintextSize() override { return file_->size(); }
+  uint64_t PlaintextSize() override;
   long Truncate(int64_t length) override;
   long Allocate(int mode, int64_t offset, int64_t length) override;
   long Sync() override;
@@ -59,6 +59,12 @@ class ProtectedFd final : public ShieldedFd {
   long SetOffset(int fd, uint64_t offset);
   // A description shared with other processes sees what they committed before each use.
   long CatchUp();
+  // Any description sees it where the answer depends on where the file ends (appends, reads
+  // that reach the end, fstat, SEEK_END): a file another process appended to and closed is
+  // longer (tail -f, logs). A description used by this process alone pays nothing else.
+  long CatchUpAlways();
+  // A read of [offset, offset + count) that reaches the end of the file.
+  long CatchUpAtEnd(uint64_t offset, size_t count);
 
   const std::shared_ptr<fs::ProtectedFile> file_;
   MountedVolume* const volume_;
