@@ -162,9 +162,9 @@ Bytes ProtectedFile::EncodeHeader(const FileId& id, Region region, const SecretB
 
 Result<FileEntry> ProtectedFile::CreateOnDisk(const std::string& dir, const std::string& path,
                                               Region region, const FileId& id,
-                                              const FileKeys& keys) {
+                                              const FileKeys& keys, mode_t mode) {
   std::string full = dir + "/" + path;
-  SCONE_ASSIGN_OR_RETURN(os::File data, os::File::Open(full, O_RDWR | O_CREAT | O_TRUNC, 0600));
+  SCONE_ASSIGN_OR_RETURN(os::File data, os::File::Open(full, O_RDWR | O_CREAT | O_TRUNC, mode & 07777));
   if (region == Region::kEncrypted) {
     SCONE_RETURN_IF_ERROR(data.WriteAt(0, EncodeHeader(id, region, keys.root)));
   } else {

@@ -16,6 +16,8 @@
 // and commits are exclusive. Objects come from Volume::OpenFile and share the Volume's lifetime.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <map>
 #include <memory>
@@ -94,9 +96,11 @@ class ProtectedFile {
                                                      const std::string& dir,
                                                      const std::string& path,
                                                      const FileEntry& entry, FileKeys keys);
-  // Writes the on-disk form of a new empty file; returns its entry.
+  // Writes the on-disk form of a new empty file (with `mode`, which the umask restricts);
+  // returns its entry.
   static Result<FileEntry> CreateOnDisk(const std::string& dir, const std::string& path,
-                                        Region region, const FileId& id, const FileKeys& keys);
+                                        Region region, const FileId& id, const FileKeys& keys,
+                                        mode_t mode = 0600);
   static Root ComputeRoot(const SecretBytes& root_key, uint64_t size, const crypto::Hash& tree_root);
   static Bytes EncodeHeader(const FileId& id, Region region, const SecretBytes& root_key);
   static std::string SideFilePath(const std::string& dir, const FileId& id);

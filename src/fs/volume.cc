@@ -674,7 +674,9 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
 // ---- namespace operations ---------------------------------------------------------------
 
 Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_path,
-                                                        const OpenFileOptions& options) {
+                                                        const OpenFileOptions& options,
+                                                        bool* created) {
+  if (created != nullptr) *created = false;
   SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
   Region region = state_.rules.RegionOf(path);
   if (region == Region::kNotProtected) {
@@ -724,13 +726,14 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       // authenticated one has no header that would let recovery recognize it.
       SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/region != Region::kEncrypted));
       SCONE_ASSIGN_OR_RETURN(FileEntry entry,
-                             ProtectedFile::CreateOnDisk(dir_, path, region, id, keys));
+                             ProtectedFile::CreateOnDisk(dir_, path, region, id, keys, options.mode));
       (void)entry;
       ApplyToState(record);
       touched_.insert(id);
       SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
                                                        record.entry, std::move(keys)));
       open_files_[id] = file;
+      if (created != nullptr) *created = true;
     }
     std::erase_if(open_files_, [](const auto& kv) { return kv.second.expired(); });
   }

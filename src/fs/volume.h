@@ -18,6 +18,8 @@
 // Thread-safety: all methods may be called concurrently.
 #pragma once
 
+#include <sys/types.h>
+
 #include <functional>
 #include <map>
 #include <memory>
@@ -42,6 +44,8 @@ struct OpenFileOptions {
   bool create = false;     // create the file if it does not exist
   bool exclusive = false;  // with create: fail if it exists
   bool truncate = false;   // truncate to zero length
+  // with create: the new file's permissions, restricted by the process's umask as open(2)'s
+  mode_t mode = 0600;
 };
 
 struct VolumeProblem {
@@ -71,9 +75,11 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Region of a volume-relative path (normalized or not; invalid paths are kNotProtected).
   Region RegionOf(std::string_view path) const;
 
-  // Opens a protected file. REQUIRES: the path's region is protected.
+  // Opens a protected file. REQUIRES: the path's region is protected. `created`, if given, tells
+  // whether this call created the file.
   Result<std::shared_ptr<ProtectedFile>> OpenFile(std::string_view path,
-                                                  const OpenFileOptions& options);
+                                                  const OpenFileOptions& options,
+                                                  bool* created = nullptr);
   // Renames a file or a directory (and every file under it) inside the volume.
   Status Rename(std::string_view from, std::string_view to);
   Status Unlink(std::string_view path);

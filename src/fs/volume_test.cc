@@ -240,6 +240,27 @@ TEST_F(VolumeTest, AStaleOpenFileNeverCutsOffAnothersCommit) {
   EXPECT_TRUE(b->Verify().empty());
 }
 
+TEST_F(VolumeTest, NewFilesGetTheirModeLessTheUmask) {
+  auto v = CreateVolume();
+  mode_t old = umask(022);
+  bool created = false;
+  auto f = v->OpenFile("wide", {.create = true, .mode = 0777}, &created);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  EXPECT_TRUE(created);
+  ASSERT_TRUE(v->OpenFile("narrow", {.create = true, .mode = 0640}).ok());
+  ASSERT_TRUE(v->OpenFile("default", {.create = true}).ok());
+  ASSERT_TRUE(v->OpenFile("wide", {.create = true, .mode = 0600}, &created).ok());
+  EXPECT_FALSE(created);  // it existed: its mode stays
+  umask(old);
+  auto mode = [&](const char* name) {
+    struct stat st;
+    return stat((dir_ + "/" + name).c_str(), &st) == 0 ? st.st_mode & 07777 : 01000000;
+  };
+  EXPECT_EQ(mode("wide"), 0755u);
+  EXPECT_EQ(mode("narrow"), 0640u);
+  EXPECT_EQ(mode("default"), 0600u);
+}
+
 TEST_F(VolumeTest, CheckpointByOneProcessIsSeenByTheOther) {
   auto a = CreateVolume();
   auto b = *OpenVolume();

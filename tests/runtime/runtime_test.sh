@@ -477,6 +477,30 @@ PYEOF
   check_tamper tlog
   ;;
 
+modes)
+  # New protected files get the mode the program asked for less the umask, chmod and fchmod
+  # change it, stat shows it: the same script in a plain directory and in the volume lists the
+  # same modes.
+  cat > modes.sh <<SHEOF
+cd "\$1"
+umask 022; echo '$MARKER' > t644; touch e644
+umask 077; echo x > t600
+umask 027; $PY -c 'import os; [os.close(os.open(n, os.O_CREAT | os.O_WRONLY, m)) for n, m in (("p755", 0o755), ("p444", 0o444), ("p200", 0o200), ("p6755", 0o6755))]'
+umask 022; cp /etc/hostname c; cp -p /etc/hostname cp; install -m 0750 /etc/hostname i750; mkdir d; mkdir -m 700 d700
+echo data > ch; chmod 604 ch; chmod u+x,g+w ch
+$PY -c 'import os; fd = os.open("fch", os.O_CREAT | os.O_WRONLY, 0o600); os.write(fd, b"x"); os.fchmod(fd, 0o640); print(oct(os.fstat(fd).st_mode & 0o7777)); os.close(fd)'
+$PY -c 'import os; fd = os.open("t644", os.O_RDONLY); print(oct(os.fstat(fd).st_mode & 0o7777), os.read(fd, 100).decode().strip())'
+stat -c '%n %a %s' *
+SHEOF
+  mkdir plain
+  bash modes.sh plain > native.txt
+  run bash modes.sh vol > shielded.txt || fail "the script failed in the volume"
+  diff native.txt shielded.txt || fail "modes differ from the kernel's"
+  grep -q "^t644 644 " shielded.txt && grep -q "^p755 750 " shielded.txt || fail "the script did not run: $(cat shielded.txt)"
+  check_volume
+  check_tamper t644
+  ;;
+
 measurement)
   # `scone measure` equals what the runtime computes at start-up, for several programs.
   for prog in sqlite3 "$PY" redis-server cat; do

@@ -97,8 +97,20 @@ const SecretBytes* InjectedAt(Runtime& rt, int dirfd, const char* path, bool fol
   return rt.Injected(rt.Resolve(dirfd, path, follow_last).absolute);
 }
 
+// A file the shield just created with `mode | 0600` (so that the volume and the program's
+// descriptor could open it) gets the permissions the kernel would have given it: `mode`, less the
+// umask, which the kernel applied to the rest.
+long FinishCreatedMode(int fd, mode_t mode) {
+  constexpr mode_t kOwnerReadWrite = S_IRUSR | S_IWUSR;
+  if ((mode & kOwnerReadWrite) == kOwnerReadWrite) return 0;
+  struct stat st;
+  long r = RawSyscall(SYS_fstat, fd, Arg(&st));
+  if (r != 0) return r;
+  return RawSyscall(SYS_fchmod, fd, (st.st_mode & 07777) & ~(kOwnerReadWrite & ~mode));
+}
+
 // open of a path inside a protected region. REQUIRES: a RuntimeSection.
-long OpenProtected(Runtime& rt, const Target& t, int flags) {
+long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode) {
   fs::Volume* volume = t.volume->Get();
   if (volume == nullptr) return -EIO;
   struct stat st;
@@ -124,7 +136,9 @@ long OpenProtected(Runtime& rt, const Target& t, int flags) {
   options.create = flags & O_CREAT;
   options.exclusive = (flags & O_CREAT) && (flags & O_EXCL);
   options.truncate = (flags & O_TRUNC) && Writable(flags);
-  auto file = volume->OpenFile(t.path, options);
+  options.mode = (mode & 07777) | S_IRUSR | S_IWUSR;  // the kernel applies the umask
+  bool created = false;
+  auto file = volume->OpenFile(t.path, options, &created);
   if (!file.ok()) {
     if (file.status().code() == Code::kNotFound && exists) {
       // On disk but not in the volume's metadata: planted, or its metadata was lost.
@@ -142,6 +156,12 @@ long OpenProtected(Runtime& rt, const Target& t, int flags) {
   if (fd >= FdTable::kMaxFds) {
     RawSyscall(SYS_close, fd);
     return -EMFILE;
+  }
+  if (created) {
+    if (long r = FinishCreatedMode(static_cast<int>(fd), mode); r != 0) {
+      RawSyscall(SYS_close, fd);
+      return r;
+    }
   }
   auto d = std::make_shared<ProtectedFd>(std::move(file).value(), t.volume, t.path,
                                          flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC));
@@ -280,7 +300,7 @@ long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode) {
                                                         : kNotMine;
   }
   if (flags & O_DIRECTORY) return OpenDirectory(rt, dirfd, path, flags, mode, t.absolute);
-  return OpenProtected(rt, t, flags);
+  return OpenProtected(rt, t, flags, mode);
 }
 
 long OpenAt2(Runtime& rt, int dirfd, const char* path, const struct open_how* how, size_t size) {
