@@ -632,6 +632,7 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
     size_ = end;
   }
   changed_ = true;
+  times_kept_ = false;  // a write moves the mtime
   uint64_t chunk = offset / kChunkSize;
   while (chunk * kChunkSize < end) {
     uint64_t chunk_start = chunk * kChunkSize;
@@ -708,6 +709,7 @@ Status ProtectedFile::Truncate(uint64_t new_size) {
   // Growing costs nothing but the size: the new chunks are holes, their pages hole pages.
   if (new_size > size_) SCONE_RETURN_IF_ERROR(EnsureRoomFor(new_size));
   changed_ = true;
+  times_kept_ = false;
   uint64_t chunks = ChunkCount(new_size);
   if (new_size < size_) {
     DropCached(cache_.lower_bound(chunks), cache_.end());
@@ -801,6 +803,23 @@ Status ProtectedFile::CommitLocked() {
   committed_root_ = record.entry.root;
   committed_size_ = record.entry.size;
   changed_ = false;
+  if (times_kept_) {
+    // The commit wrote the data file: the times the program set since its last write go back.
+    times_kept_ = false;
+    SCONE_RETURN_IF_ERROR(data_.SetTimes(kept_times_));
+  }
+  return Status::Ok();
+}
+
+Status ProtectedFile::KeepTimes(bool atime, bool mtime) {
+  std::unique_lock lock(mu_);
+  if (!changed_ && cache_.empty()) return Status::Ok();  // no commit pending: they stay as set
+  // As the kernel set them (UTIME_NOW resolved), on top of times kept earlier.
+  SCONE_ASSIGN_OR_RETURN(auto times, data_.Times());
+  if (!times_kept_) kept_times_ = {{{0, UTIME_OMIT}, {0, UTIME_OMIT}}};
+  if (atime) kept_times_[0] = times[0];
+  if (mtime) kept_times_[1] = times[1];
+  times_kept_ = atime || mtime || times_kept_;
   return Status::Ok();
 }
 

@@ -16,8 +16,10 @@
 // and commits are exclusive. Objects come from Volume::OpenFile and share the Volume's lifetime.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
+#include <array>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -80,6 +82,10 @@ class ProtectedFile {
   // Costs O(log pages) plus the chunks skipped over.
   uint64_t SeekData(uint64_t offset) const;
   uint64_t SeekHole(uint64_t offset) const;
+  // The program set the file's times (utimensat): `atime` and `mtime` say which. They are kept
+  // over the next commit, which writes the data file (and so would move its mtime back to now),
+  // unless a write or a truncation comes first and moves the mtime, as on any file.
+  Status KeepTimes(bool atime, bool mtime);
   // Catches up with what another process committed to this file since this object last loaded
   // or committed it (a shell and the programs it starts write one file in turn), keeping this
   // object's own uncommitted changes on top. Costs two reads of the volume's metadata when
@@ -188,6 +194,9 @@ class ProtectedFile {
   uint64_t committed_size_ = 0;        // the size that root covers: size_ differs after a local resize
   bool data_unsynced_ = false;
   bool changed_ = false;
+  // Times the program set while changes were pending; UTIME_OMIT where it set none.
+  std::array<struct timespec, 2> kept_times_{{{0, UTIME_OMIT}, {0, UTIME_OMIT}}};
+  bool times_kept_ = false;
   std::atomic<bool> unlinked_{false};
 };
 

@@ -910,6 +910,16 @@ Result<uint64_t> Volume::FileSize(std::string_view raw_path) {
   return open ? open->size() : entry.size;
 }
 
+std::shared_ptr<ProtectedFile> Volume::OpenedFile(std::string_view raw_path) {
+  auto path = NormalizeVolumePath(raw_path);
+  if (!path.ok()) return nullptr;
+  std::lock_guard lock(mu_);
+  auto entry = state_.files.find(*path);
+  if (entry == state_.files.end()) return nullptr;
+  auto open = open_files_.find(entry->second.file_id);
+  return open != open_files_.end() ? open->second.lock() : nullptr;
+}
+
 std::vector<std::pair<std::string, FileEntry>> Volume::Files() {
   KeepAlive keep;
   std::lock_guard lock(mu_);

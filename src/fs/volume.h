@@ -87,6 +87,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Result<FileEntry> Lookup(std::string_view path);
   // The plaintext size of a protected file, whether or not it is open with unsynced writes.
   Result<uint64_t> FileSize(std::string_view path);
+  // The protected file at `path` if this process has it open, else nullptr.
+  std::shared_ptr<ProtectedFile> OpenedFile(std::string_view path);
   // Protected files in path order.
   std::vector<std::pair<std::string, FileEntry>> Files();
   const RegionRules& rules() const { return state_.rules; }

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -259,6 +260,28 @@ TEST_F(VolumeTest, NewFilesGetTheirModeLessTheUmask) {
   EXPECT_EQ(mode("wide"), 0755u);
   EXPECT_EQ(mode("narrow"), 0640u);
   EXPECT_EQ(mode("default"), 0600u);
+}
+
+TEST_F(VolumeTest, TimesSetBeforeTheCommitOutlastIt) {
+  auto v = CreateVolume();
+  std::string path = dir_ + "/f";
+  const struct timespec then[2] = {{1577934245, 0}, {1577934245, 0}};
+  auto mtime = [&] {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0 ? st.st_mtim.tv_sec : -1;
+  };
+  auto f = *v->OpenFile("f", {.create = true});
+  ASSERT_TRUE(f->Write(0, AsBytes(Pattern(kChunkSize + 10, 3))).ok());
+  ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), then, 0), 0);  // as the program's futimens
+  ASSERT_TRUE(f->KeepTimes(true, true).ok());
+  ASSERT_TRUE(f->Sync().ok());
+  EXPECT_EQ(mtime(), 1577934245);
+  // A write after them moves the mtime at the commit, as on any file.
+  ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), then, 0), 0);
+  ASSERT_TRUE(f->KeepTimes(false, true).ok());
+  ASSERT_TRUE(f->Write(3, AsBytes("x")).ok());
+  ASSERT_TRUE(f->Sync().ok());
+  EXPECT_GT(mtime(), 1577934245);
 }
 
 TEST_F(VolumeTest, CheckpointByOneProcessIsSeenByTheOther) {

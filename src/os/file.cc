@@ -133,6 +133,16 @@ Result<uint64_t> File::Size() const {
   return static_cast<uint64_t>(st.st_size);
 }
 
+Result<std::array<struct timespec, 2>> File::Times() const {
+  struct stat st;
+  if (Sys().fstat(fd_, &st) != 0) return IoError("stat " + path_, errno);
+  return std::array<struct timespec, 2>{st.st_atim, st.st_mtim};
+}
+
+Status File::SetTimes(const std::array<struct timespec, 2>& times) const {
+  return Sys().futimens(fd_, times.data()) == 0 ? Status::Ok() : IoError("setting the times of " + path_, errno);
+}
+
 Status File::Close() {
   if (fd_ < 0) return Status::Ok();
   int r = Sys().close(fd_);

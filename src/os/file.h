@@ -2,6 +2,9 @@
 // writes) done once. Errors name the file.
 #pragma once
 
+#include <time.h>
+
+#include <array>
 #include <initializer_list>
 #include <span>
 #include <string>
@@ -41,6 +44,10 @@ class File {
   Status Sync() const;      // fsync
   Status DataSync() const;  // fdatasync
   Result<uint64_t> Size() const;
+  // The access and modification times, as futimens(2) takes them.
+  Result<std::array<struct timespec, 2>> Times() const;
+  // futimens(2): a time of UTIME_OMIT is left as it is.
+  Status SetTimes(const std::array<struct timespec, 2>& times) const;
   Status Close();
 
  private:

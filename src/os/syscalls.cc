@@ -26,6 +26,7 @@ Syscalls LibcSyscalls() {
   s.fdatasync = ::fdatasync;
   s.ftruncate = ::ftruncate;
   s.fstat = ::fstat;
+  s.futimens = ::futimens;
   s.lstat = ::lstat;
   s.rename = ::rename;
   s.unlink = ::unlink;

@@ -22,6 +22,7 @@ struct Syscalls {
   int (*fdatasync)(int fd);
   int (*ftruncate)(int fd, off_t length);
   int (*fstat)(int fd, struct stat* st);
+  int (*futimens)(int fd, const struct timespec times[2]);
   int (*lstat)(const char* path, struct stat* st);
   int (*rename)(const char* from, const char* to);
   int (*unlink)(const char* path);

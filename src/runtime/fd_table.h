@@ -52,6 +52,9 @@ class ShieldedFd {
   virtual long Truncate(int64_t length) = 0;
   virtual long Allocate(int mode, int64_t offset, int64_t length) = 0;
   virtual long Sync() = 0;
+  // The program set the file's times through the kernel (utimensat): they must outlast what
+  // the shield still writes to the file.
+  virtual long KeepTimes(bool atime, bool mtime) = 0;
   // mmap of the descriptor.
   virtual long Map(void* addr, size_t length, int prot, int flags, int64_t offset) = 0;
   // The status flags the program sees (O_ACCMODE, O_APPEND, ...), given the kernel's.

@@ -501,6 +501,48 @@ SHEOF
   check_tamper t644
   ;;
 
+times)
+  # Times a program sets before close survive the commit at close (cp -p, cp -a, tar x,
+  # os.utime on a descriptor or by name while the file is open); a write after them moves the
+  # mtime again. The same script in a plain directory and in the volume shows the same times.
+  echo "$MARKER source" > source.txt
+  touch -d '2020-01-02 03:04:05' source.txt
+  mkdir tree && cp -p source.txt tree/ && tar -cf tree.tar -C tree .
+  cat > times.sh <<SHEOF
+cd "\$1"
+cp -p ../source.txt p.txt; cp -a ../source.txt a.txt; mkdir x; tar -C x -xf ../tree.tar
+$PY - <<'PYEOF'
+import os
+then = 1577934245  # 2020-01-02 03:04:05 UTC
+fd = os.open("fd.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"$MARKER fd")
+os.utime(fd, (then, then))
+os.close(fd)
+with open("name.txt", "w") as f:
+    f.write("$MARKER name")
+    f.flush()
+    os.utime("name.txt", (then, then))
+fd = os.open("later.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"$MARKER later")
+os.utime(fd, (then, then))
+os.write(fd, b" written after")
+os.close(fd)
+print("a write after utime moves the mtime:", os.stat("later.txt").st_mtime > then)
+PYEOF
+echo "$MARKER closed" > closed.txt; touch -m -d '2021-02-03 04:05:06' closed.txt
+TZ=UTC stat -c '%n %y' p.txt a.txt x/source.txt fd.txt name.txt closed.txt
+SHEOF
+  mkdir plain
+  bash times.sh plain > native.txt
+  run bash times.sh vol > shielded.txt || fail "the script failed in the volume"
+  diff native.txt shielded.txt || fail "times differ from the kernel's"
+  grep -q "^fd.txt 2020-01-02 03:04:05" shielded.txt && grep -q "moves the mtime: True" shielded.txt ||
+    fail "the script did not run: $(cat shielded.txt)"
+  [[ "$(run cat vol/later.txt)" == "$MARKER later written after" ]] || fail "content after the times were kept"
+  check_volume
+  check_tamper p.txt
+  ;;
+
 measurement)
   # `scone measure` equals what the runtime computes at start-up, for several programs.
   for prog in sqlite3 "$PY" redis-server cat; do

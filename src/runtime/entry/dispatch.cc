@@ -263,6 +263,8 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       return Served(f, files::LinkAt(rt, AT_FDCWD, Str(a[0]), AT_FDCWD, Str(a[1]), 0));
     case SYS_linkat:
       return Served(f, files::LinkAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), Str(a[3]), Fd(a[4])));
+    case SYS_utimensat:
+      return Done(files::SetTimes(rt, Fd(a[0]), Str(a[1]), Ptr<const struct timespec>(a[2]), Fd(a[3])));
     case SYS_execve:
       return Done(process::Exec(rt, f.nr, AT_FDCWD, Str(a[0]), Ptr<char* const>(a[1]), Ptr<char* const>(a[2]), 0));
     case SYS_execveat:

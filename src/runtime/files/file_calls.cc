@@ -486,6 +486,37 @@ long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const 
   return kNotMine;
 }
 
+long SetTimes(Runtime& rt, int dirfd, const char* path, const struct timespec* times, int at_flags) {
+  long r = RawSyscall(SYS_utimensat, dirfd, Arg(path), Arg(times), at_flags);
+  if (r != 0 || !rt.HasVolumes()) return r;
+  const bool atime = times == nullptr || times[0].tv_nsec != UTIME_OMIT;
+  const bool mtime = times == nullptr || times[1].tv_nsec != UTIME_OMIT;
+  if (path == nullptr || (path[0] == '\0' && (at_flags & AT_EMPTY_PATH))) {
+    if (!rt.fds().Has(dirfd)) return 0;
+    RuntimeSection section;
+    auto d = Shielded(rt, dirfd);
+    return d != nullptr ? d->KeepTimes(atime, mtime) : 0;
+  }
+  // By name: only a file this process holds open can have writes still to commit.
+  LexicalPath lexical;
+  const bool judged = rt.LexicalLookup(dirfd, path, &lexical);
+  if (judged && lexical.volume == nullptr) {
+    struct stat st;
+    if (RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(&st), at_flags & AT_SYMLINK_NOFOLLOW) != 0 ||
+        CertainlyOutside(rt, dirfd, path, at_flags, st)) {
+      return 0;
+    }
+  }
+  RuntimeSection section;
+  Target t = rt.Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW), judged ? &lexical : nullptr);
+  if (!t.Protected() || t.unavailable) return 0;
+  fs::Volume* volume = t.volume->IfOpen();
+  auto file = volume != nullptr ? volume->OpenedFile(t.path) : nullptr;
+  if (file == nullptr) return 0;
+  Status s = file->KeepTimes(atime, mtime);
+  return s.ok() ? 0 : FailWith(s);
+}
+
 long ChangeDirectory(Runtime& rt, long nr, long arg) {
   long r = RawSyscall(nr, arg);
   if (r == 0 && nr == SYS_fchdir) {

@@ -36,6 +36,9 @@ long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, cons
 void AfterRename(Runtime& rt, int newdirfd, const char* newpath);
 long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags);
 long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const char* newpath, int flags);
+// utimensat (futimens: a null path): the kernel's call, then a protected file with writes still
+// to commit keeps the times.
+long SetTimes(Runtime& rt, int dirfd, const char* path, const struct timespec* times, int at_flags);
 // chdir and fchdir: the call, then the runtime's copy of the working directory.
 long ChangeDirectory(Runtime& rt, long nr, long arg);
 // getdents64: a volume's root lists no `.scone`.

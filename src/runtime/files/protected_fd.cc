@@ -204,6 +204,11 @@ long ProtectedFd::Sync() {
   return 0;
 }
 
+long ProtectedFd::KeepTimes(bool atime, bool mtime) {
+  Status s = file_->KeepTimes(atime, mtime);
+  return s.ok() ? 0 : FailWith(s);
+}
+
 long ProtectedFd::Map(void* addr, size_t length, int prot, int flags, int64_t offset) {
   // The page cache holds ciphertext: a mapping is emulated with anonymous memory holding the
   // plaintext. A shared writable one would need writing back through the shield.
@@ -268,6 +273,15 @@ uint64_t PathOnlyFd::PlaintextSize() {
   fs::Volume* volume = volume_->Get();
   auto size = volume != nullptr ? volume->FileSize(path_) : Result<uint64_t>(NotFound(path_));
   return size.ok() ? *size : 0;
+}
+
+long PathOnlyFd::KeepTimes(bool atime, bool mtime) {
+  // The file may be open for writing through another descriptor of this process.
+  fs::Volume* volume = volume_->IfOpen();
+  auto file = volume != nullptr ? volume->OpenedFile(path_) : nullptr;
+  if (file == nullptr) return 0;
+  Status s = file->KeepTimes(atime, mtime);
+  return s.ok() ? 0 : FailWith(s);
 }
 
 bool PathOnlyFd::Describe(int fd, InheritedFd* out) {

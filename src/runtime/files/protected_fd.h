@@ -40,6 +40,7 @@ class ProtectedFd final : public ShieldedFd {
   long Truncate(int64_t length) override;
   long Allocate(int mode, int64_t offset, int64_t length) override;
   long Sync() override;
+  long KeepTimes(bool atime, bool mtime) override;
   long Map(void* addr, size_t length, int prot, int flags, int64_t offset) override;
   int StatusFlags(int kernel_flags) override;
   int SetStatusFlags(int flags) override;
@@ -93,6 +94,7 @@ class PathOnlyFd final : public ShieldedFd {
   long Truncate(int64_t) override { return -EBADF; }
   long Allocate(int, int64_t, int64_t) override { return -EBADF; }
   long Sync() override { return -EBADF; }
+  long KeepTimes(bool atime, bool mtime) override;
   long Map(void*, size_t, int, int, int64_t) override { return -EBADF; }
   int StatusFlags(int kernel_flags) override { return kernel_flags; }
   int SetStatusFlags(int flags) override { return flags; }
