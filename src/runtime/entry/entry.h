@@ -57,8 +57,9 @@ struct EntryThread {
   // Signals that arrived while the runtime worked, held back (blocked and pending) until its
   // section ends (process/signal_calls.h).
   uint64_t deferred;
-  // In the SIGSYS handler: the program's signal mask (the handler runs with all blocked).
-  const sigset_t* handler_mask;
+  // In the SIGSYS handler: the program's signal mask, in the handler's frame (the handler runs
+  // with all blocked; its return restores this one).
+  sigset_t* handler_mask;
 };
 EntryThread& ThisThread();
 

@@ -159,8 +159,43 @@ void WrapInstalledHandlers() {
   }
 }
 
+namespace {
+
+// rt_sigprocmask caught by the SIGSYS handler (a site that cannot be patched, such as the one in
+// pthread_create): the kernel's mask is the handler's, all blocked, and its return restores the
+// mask of the handler's frame. That one is the program's: the call reads and changes it there.
+long SigProcMaskInHandler(uint64_t* program_mask, int how, const uint64_t* set, uint64_t* old) {
+  constexpr uint64_t kUnblockable = (uint64_t{1} << (SIGKILL - 1)) | (uint64_t{1} << (SIGSTOP - 1)) | kSigsysBit;
+  const uint64_t before = *program_mask;
+  if (set != nullptr) {
+    uint64_t after;
+    switch (how) {
+      case SIG_BLOCK:
+        after = before | *set;
+        break;
+      case SIG_UNBLOCK:
+        after = before & ~*set;
+        break;
+      case SIG_SETMASK:
+        after = *set;
+        break;
+      default:
+        return -EINVAL;
+    }
+    *program_mask = after & ~kUnblockable;
+  }
+  if (old != nullptr) *old = before;
+  return 0;
+}
+
+}  // namespace
+
 long SigProcMask(int how, const uint64_t* set, uint64_t* old, unsigned long size) {
-  if (set == nullptr || how == SIG_UNBLOCK || size != sizeof(uint64_t) || !(*set & kSigsysBit)) {
+  if (size != sizeof(uint64_t)) return -EINVAL;
+  if (sigset_t* in_handler = ThisThread().handler_mask) {
+    return SigProcMaskInHandler(reinterpret_cast<uint64_t*>(in_handler), how, set, old);
+  }
+  if (set == nullptr || how == SIG_UNBLOCK || !(*set & kSigsysBit)) {
     return RawSyscall(SYS_rt_sigprocmask, how, Arg(set), Arg(old), static_cast<long>(size));
   }
   uint64_t copy = *set & ~kSigsysBit;
