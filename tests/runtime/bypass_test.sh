@@ -450,6 +450,166 @@ CEOF
   if grep -r -a -l "MARKER-TICK" vol; then fail "a handler's write reached the disk in plaintext"; fi
   ;;
 
+fork-signal-masks)
+  # Children of a program that has threads start with the program's own signal mask, whichever
+  # way they are made (fork from the main thread or another, vfork, posix_spawn, Python's
+  # subprocess and multiprocessing), also after exec, and SIGTERM ends them. The mask is read
+  # from /proc/PID/status once the child told it runs (a pipe); every run is bounded.
+  cat > masks.c <<'CEOF'
+#define _GNU_SOURCE
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char** environ;
+static char* cat_argv[] = {"cat", NULL};
+static void die(const char* what) { perror(what); exit(1); }
+// The SigBlk field of /proc/PID/status.
+static void blocked_of(pid_t pid, char* out) {
+  char path[64], line[256];
+  snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+  FILE* f = fopen(path, "r");
+  if (f == NULL) die("status");
+  strcpy(out, "?");
+  while (fgets(line, sizeof line, f))
+    if (sscanf(line, "SigBlk: %63s", out) == 1) break;
+  fclose(f);
+}
+// Once the child wrote a byte on `ready`: its mask, then SIGTERM, and how it ended.
+static void report(const char* how, pid_t pid, int ready) {
+  char byte, mask[64];
+  if (pid <= 0 || read(ready, &byte, 1) != 1) die(how);
+  blocked_of(pid, mask);
+  kill(pid, SIGTERM);
+  int status;
+  if (waitpid(pid, &status, 0) != pid) die("waitpid");
+  printf("%s: %s %s\n", how, mask, WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM ? "SIGTERM" : "survived");
+  close(ready);
+}
+// A child that stays in the program: says it runs, then waits for a signal.
+static void fork_and_report(const char* how) {
+  int p[2];
+  if (pipe(p) != 0) die("pipe");
+  pid_t pid = fork();
+  if (pid == 0) {
+    close(p[0]);
+    if (write(p[1], "x", 1) != 1) _exit(2);
+    for (;;) pause();
+  }
+  close(p[1]);
+  report(how, pid, p[0]);
+}
+// A child that executes cat: it runs once it echoed a byte.
+static void exec_and_report(const char* how) {
+  int in[2], out[2];
+  if (pipe(in) != 0 || pipe(out) != 0) die("pipe");
+  pid_t pid = -1;
+  if (strcmp(how, "posix_spawn") == 0) {
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+    if (posix_spawn(&pid, "/bin/cat", &fa, NULL, cat_argv, environ) != 0) die(how);
+  } else {
+    pid = strcmp(how, "vfork+exec") == 0 ? vfork() : fork();
+    if (pid == 0) {
+      dup2(in[0], 0);
+      dup2(out[1], 1);
+      execve("/bin/cat", cat_argv, environ);
+      _exit(127);
+    }
+  }
+  close(in[0]);
+  close(out[1]);
+  if (write(in[1], "x", 1) != 1) die("write");
+  report(how, pid, out[0]);
+  close(in[1]);
+}
+static void* forking_thread(void* arg) {
+  fork_and_report("fork in a thread");
+  return arg;
+}
+static void* idle_thread(void* arg) {
+  char byte;
+  return read(*(int*)arg, &byte, 1) < 0 ? arg : NULL;
+}
+int main(void) {
+  sigset_t usr2;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  sigprocmask(SIG_BLOCK, &usr2, NULL);  // the program's own mask, which every child keeps
+  int idle[2];
+  pthread_t t;
+  if (pipe(idle) != 0 || pthread_create(&t, NULL, idle_thread, &idle[0]) != 0) die("thread");
+  char mask[64];
+  blocked_of(getpid(), mask);
+  printf("main: %s\n", mask);
+  fflush(stdout);
+  fork_and_report("fork");
+  pthread_t f;
+  if (pthread_create(&f, NULL, forking_thread, NULL) != 0 || pthread_join(f, NULL) != 0) die("thread");
+  exec_and_report("fork+exec");
+  exec_and_report("vfork+exec");
+  exec_and_report("posix_spawn");
+  close(idle[1]);
+  return pthread_join(t, NULL);
+}
+CEOF
+  gcc -O1 -o masks masks.c -lpthread
+  expected="main: 0000000000000800
+fork: 0000000000000800 SIGTERM
+fork in a thread: 0000000000000800 SIGTERM
+fork+exec: 0000000000000800 SIGTERM
+vfork+exec: 0000000000000800 SIGTERM
+posix_spawn: 0000000000000800 SIGTERM"
+  [[ "$(timeout -s KILL 60 ./masks)" == "$expected" ]] || fail "the program itself does not behave as this test expects"
+  got="$(run_for 60 ./masks)" || fail "the program failed or hung (exit $?): $got"
+  [[ "$got" == "$expected" ]] || fail "children's signal masks: $got"
+  # Python: a subprocess started after a thread ends on terminate(); a forkserver pool's workers
+  # have nothing blocked and the pool's exit (which terminates them) returns.
+  cat > popen.py <<PYEOF
+import os, subprocess, threading
+def blocked(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return [l.split()[1] for l in f if l.startswith("SigBlk:")][0]
+r, w = os.pipe()
+t = threading.Thread(target=os.read, args=(r, 1))
+t.start()
+p = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+p.stdin.write(b"$MARKER\n")
+p.stdin.flush()
+assert p.stdout.readline() == b"$MARKER\n"
+print("popen:", blocked(p.pid), end=" ")
+p.terminate()
+print(p.wait())
+os.write(w, b"x")
+t.join()
+PYEOF
+  [[ "$(run_for 60 "$PY" -B popen.py)" == "popen: 0000000000000000 -15" ]] || fail "subprocess.Popen(...).terminate() after a thread"
+  cat > pool.py <<PYEOF
+import multiprocessing, threading
+def blocked(_):
+    with open("/proc/self/status") as f:
+        return [l.split()[1] for l in f if l.startswith("SigBlk:")][0]
+if __name__ == "__main__":
+    ev = threading.Event()
+    t = threading.Thread(target=ev.wait)
+    t.start()
+    with multiprocessing.get_context("forkserver").Pool(2) as pool:
+        print(sorted(set(pool.map(blocked, range(8)))))
+    ev.set()
+    t.join()
+    print("pool closed")
+PYEOF
+  got="$(run_for 120 "$PY" -B pool.py)" || fail "a forkserver pool hung or failed (exit $?): $got"
+  [[ "$got" == "['0000000000000000']"$'\n'"pool closed" ]] || fail "forkserver pool: $got"
+  check_volume
+  ;;
+
 large-files)
   # Sizes up to 16 TiB with memory that follows the data written, not the logical size;
   # beyond, EFBIG; nothing aborts the program.

@@ -3,6 +3,13 @@
 # REQUIRES: scone, work, MARKER set; the caller cd'ed into $work.
 
 run() { "$scone" run --volume "$work/vol:$work/key" -- "$@"; }
+# run_for SECS PROGRAM...: `run`, killed with every process it started (timeout signals its
+# whole process group) if it has not ended after SECS: a hang fails the test, never blocks it.
+run_for() {
+  local secs="$1"
+  shift
+  timeout -s KILL "$secs" "$scone" run --volume "$work/vol:$work/key" -- "$@"
+}
 "$scone" volume create vol --key-file key >/dev/null 2>&1
 
 # No plaintext marker in any file under the volume (only the data of sparse files is read), and

@@ -133,11 +133,18 @@ bool Decode(uintptr_t address, uintptr_t limit, Instruction* out) {
 // ---- writing code -----------------------------------------------------------------------
 
 std::atomic_flag patch_lock = ATOMIC_FLAG_INIT;
+// How often this thread holds the lock: a fork holds it around the patcher's own use.
+__attribute__((tls_model("initial-exec"))) thread_local int patch_lock_depth = 0;
+void LockPatching() {
+  if (patch_lock_depth++ > 0) return;
+  while (patch_lock.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
+}
+void UnlockPatching() {
+  if (--patch_lock_depth == 0) patch_lock.clear(std::memory_order_release);
+}
 struct PatchLock {
-  PatchLock() {
-    while (patch_lock.test_and_set(std::memory_order_acquire)) __builtin_ia32_pause();
-  }
-  ~PatchLock() { patch_lock.clear(std::memory_order_release); }
+  PatchLock() { LockPatching(); }
+  ~PatchLock() { UnlockPatching(); }
 };
 
 bool sync_core_available = false;
@@ -603,6 +610,10 @@ uintptr_t CodePatcher::PatchTrapped(uintptr_t site) {
   stat_later.fetch_add(1, std::memory_order_relaxed);
   return after_pre;
 }
+
+void CodePatcher::BeforeFork() { LockPatching(); }
+
+void CodePatcher::AfterFork() { UnlockPatching(); }
 
 CodePatcher::Stats CodePatcher::GetStats() {
   Stats stats = {stat_start_up.load(), stat_later.load(), stat_refused.load(), {}};

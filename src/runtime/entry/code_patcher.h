@@ -20,7 +20,7 @@
 //     itself first), and every core is made to see the new code (membarrier).
 //
 // Everything here works without allocating, so PatchTrapped may run in a signal handler.
-// Thread-safety: patching is serialized by one lock.
+// Thread-safety: patching is serialized by one lock, which a thread may take again.
 #pragma once
 
 #include <cstdint>
@@ -45,6 +45,13 @@ class CodePatcher {
   // address where the thread resumes to make the call through the trampoline (after the copy
   // of the instruction it already ran), or 0 when the site stays with the SIGSYS handler.
   static uintptr_t PatchTrapped(uintptr_t site);
+
+  // A fork waits for a patch being written by another thread and holds off the next one (the
+  // child has only the forking thread: a patch half-written, or the patcher's lock held, would
+  // stay so in it). AfterFork, in both processes, lets patching go on. The forking thread may
+  // still patch meanwhile.
+  static void BeforeFork();
+  static void AfterFork();
 
   struct Stats {
     int patched_at_start_up;

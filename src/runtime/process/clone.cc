@@ -10,8 +10,10 @@
 #include <atomic>
 #include <cstring>
 
+#include "runtime/entry/code_patcher.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/process_calls.h"
+#include "runtime/process/signal_calls.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime::process {
@@ -30,6 +32,33 @@ constexpr long kSpawnFailureStatus = 127;
 
 std::atomic<bool> logged_unforkable{false};
 
+// The runtime's own locks that a fork must not copy while another thread holds them (the child
+// has only the forking thread): held across the fork, released in both processes.
+class ForkGuard {
+ public:
+  ForkGuard() {
+    CodePatcher::BeforeFork();
+    BeforeFork();
+  }
+  ~ForkGuard() {
+    AfterFork();
+    CodePatcher::AfterFork();
+  }
+  ForkGuard(const ForkGuard&) = delete;
+  ForkGuard& operator=(const ForkGuard&) = delete;
+};
+
+// A child that copies the parent's memory and goes on from the caller's stack (fork, and clone
+// without CLONE_VM or a stack of its own): made here, under the ForkGuard, in a section (a
+// program's handler must not run while the guard holds the locks it may need).
+DispatchResult ForkHere(const SyscallFrame& f) {
+  RuntimeSection section;
+  ForkGuard guard;
+  long r = RawSyscall6(f.nr, f.args[0], f.args[1], f.args[2], f.args[3], f.args[4], f.args[5]);
+  if (r == 0) EnterNewThread();
+  return {r, Action::kDone};
+}
+
 // A child that would share the parent's memory until it executes, made by fork instead (glibc's
 // fork, whose handlers leave the child's allocator and the runtime's locks usable). The parent
 // waits until the child executed a program or exited, as vfork's parent does; with
@@ -41,7 +70,11 @@ DispatchResult ForkForVfork(SyscallFrame& f, long child_stack, bool wait_for_exe
     long r = RawSyscall(SYS_pipe2, Arg(pipe_fds), O_CLOEXEC);
     if (r < 0) return {r, Action::kDone};
   }
-  pid_t pid = fork();
+  pid_t pid;
+  {
+    ForkGuard guard;
+    pid = fork();
+  }
   if (pid == 0) {
     EnterNewThread();
     if (wait_for_exec) {
@@ -91,11 +124,12 @@ bool CloneRequest(const SyscallFrame& f, unsigned long* flags, long* child_stack
 }  // namespace
 
 DispatchResult Clone(SyscallFrame& f) {
-  if (f.nr == SYS_fork) return {0, Action::kNative};
+  if (f.nr == SYS_fork) return ForkHere(f);
   if (f.nr == SYS_vfork) return ForkForVfork(f, 0, true, false);
   unsigned long flags;
   long child_stack;
   if (!CloneRequest(f, &flags, &child_stack)) return {0, Action::kNative};  // the kernel's EINVAL
+  if (!(flags & CLONE_VM) && child_stack == 0) return ForkHere(f);
   if (!(flags & CLONE_VM) || (flags & CLONE_THREAD)) return {0, Action::kNative};
   if ((flags & ~kForkableFlags) != 0) {
     if (!logged_unforkable.exchange(true)) {

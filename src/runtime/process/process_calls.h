@@ -21,11 +21,13 @@ long Exec(Runtime& rt, long nr, int dirfd, const char* path, char* const argv[],
 // replaced by the file's name.
 void NameProgram(const std::string& name);
 
-// clone, clone3, fork and vfork. Threads and forks are made natively (kNative), so the child
-// starts on its own stack; a child meant to share the parent's memory until it executes
-// (vfork, posix_spawn's clone) is made by fork instead, because the shields' state must never
-// change under the parent's feet. The parent still waits until that child has executed a
-// program or exited, and a spawn that failed before its program ran fails as glibc reports it.
+// clone, clone3, fork and vfork. Threads are made natively (kNative), so the child starts on
+// its own stack; a fork is made by the dispatcher, with the runtime's own locks held across it
+// (the child has only the forking thread). A child meant to share the parent's memory until it
+// executes (vfork, posix_spawn's clone) is made by fork instead, because the shields' state
+// must never change under the parent's feet. The parent still waits until that child has
+// executed a program or exited, and a spawn that failed before its program ran fails as glibc
+// reports it.
 DispatchResult Clone(SyscallFrame& f);
 
 // exit_group and exit: a child made for vfork tells its parent how it ended.

@@ -190,6 +190,10 @@ long SigProcMaskInHandler(uint64_t* program_mask, int how, const uint64_t* set, 
 
 }  // namespace
 
+void BeforeFork() { actions_mu.lock(); }
+
+void AfterFork() { actions_mu.unlock(); }
+
 long SigProcMask(int how, const uint64_t* set, uint64_t* old, unsigned long size) {
   if (size != sizeof(uint64_t)) return -EINVAL;
   if (sigset_t* in_handler = ThisThread().handler_mask) {

@@ -42,4 +42,9 @@ const KernelSigaction& ProgramSigsys();
 // Wraps the handlers installed before the entry was (by libraries' constructors).
 void WrapInstalledHandlers();
 
+// Fork support: no action is half-changed, nor its lock held, in a child (which has only the
+// forking thread). AfterFork runs in both processes.
+void BeforeFork();
+void AfterFork();
+
 }  // namespace scone::runtime::process
