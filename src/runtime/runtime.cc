@@ -216,6 +216,7 @@ Status Runtime::Init() {
   OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, nullptr);
   library_path_ = OwnLibraryPath();
   process::NameProgram("");
+  process::NoteOwnFiles();
   SetHelperThreadStartHook(BecomeRuntimeThread);
   if (!fds_.ok()) return Internal("cannot reserve the descriptor table");
   files::InstallShieldSyscalls(fds_);

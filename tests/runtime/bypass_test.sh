@@ -242,6 +242,48 @@ print(open(sys.argv[1] + "/n.txt").read(), end="")'
   check_volume
   ;;
 
+loader-conditions)
+  # A program the runtime inspected still runs unshielded if the loader will not load the runtime:
+  # secure mode (real and effective ids differ), a chroot or mount namespace without the runtime
+  # library, another file mounted over the loader's name. Each is refused; nothing lands in
+  # plaintext and no configuration descriptor reaches the program.
+  set +e
+  run perl -e '$( = 65534; system("sh", "-c", "echo '"$MARKER"' > vol/secure.txt"); exit($? >> 8)' 2>err
+  set -e
+  [[ ! -e vol/secure.txt ]] || fail "a program started in secure mode wrote into the volume"
+  expect_refused err "secure mode"
+  run "$PY" -c "
+import os
+os.setreuid(65534, 0)
+try:
+    os.execv('/bin/true', ['true'])
+except PermissionError:
+    print('refused')" 2>err | grep -qx refused || fail "exec after setreuid"
+  root="$work/root"
+  mkdir -p "$root/lib64" "$root/lib/x86_64-linux-gnu" "$root/bin"
+  cp /lib64/ld-linux-x86-64.so.2 "$root/lib64/"
+  cp /lib/x86_64-linux-gnu/libc.so.6 "$root/lib/x86_64-linux-gnu/"
+  cp /bin/cat "$root/bin/"
+  mkdir -p "$root/vol"  # the volume's files reached from inside the chroot would be ciphertext
+  set +e
+  run chroot "$root" /bin/cat /proc/self/environ >out 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] && ! grep -q SCONE_RUNTIME_FD out || fail "a program in a chroot without the runtime ran"
+  expect_refused err "loader"
+  cp /lib64/ld-linux-x86-64.so.2 ./other-loader
+  set +e
+  run unshare -m --propagation private sh -c "mount --bind '$work/other-loader' /lib64/ld-linux-x86-64.so.2 && exec /bin/cat /proc/self/environ" >out 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] && ! grep -q SCONE_RUNTIME_FD out || fail "a program ran with another file mounted over its loader"
+  expect_refused err "loader"
+  # Executing an O_PATH descriptor (glibc's fexecve, systemd) works as natively.
+  [[ "$(run "$PY" -c "import os; os.execve(os.open('/bin/echo', os.O_PATH), ['echo', '$MARKER'], {})")" == "$MARKER" ]] ||
+    fail "exec of an O_PATH descriptor"
+  check_volume
+  ;;
+
 exec-chains)
   # bash -> sh -> python -> cat, with the preload removed or the environment emptied on the way.
   run bash -c "sh -c \"$PY -c 'import subprocess; subprocess.run([\\\"sh\\\", \\\"-c\\\", \\\"echo $MARKER chain > vol/chain.txt\\\"])'\""

@@ -5,11 +5,13 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/auxv.h>
+#include <sys/sysmacros.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -78,7 +80,80 @@ long ReadHeader(Runtime& rt, int dirfd, const char* path, int at_flags, long fd,
   return RawSyscall(SYS_pread64, fd, Arg(buf), static_cast<long>(size), 0);
 }
 
+// A file by identity: names can be mounted over, or missing in a chroot.
+struct FileIdentity {
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool operator==(const FileIdentity&) const = default;
+};
+
+// The file mapped at `address` in this process (/proc/self/maps names device and inode).
+FileIdentity MappedFileAt(uintptr_t address) {
+  FileIdentity id;
+  FILE* maps = std::fopen("/proc/self/maps", "re");
+  if (maps == nullptr) return id;
+  char line[4096];
+  while (std::fgets(line, sizeof(line), maps) != nullptr) {
+    unsigned long begin, end, inode;
+    unsigned major, minor;
+    if (std::sscanf(line, "%lx-%lx %*s %*x %x:%x %lu", &begin, &end, &major, &minor, &inode) == 5 &&
+        address >= begin && address < end) {
+      id = {makedev(major, minor), static_cast<ino_t>(inode)};
+      break;
+    }
+  }
+  std::fclose(maps);
+  return id;
+}
+
+// The loader and the runtime library this process runs with, found once, at start-up (before
+// the program could chroot away from /proc).
+struct OwnFiles {
+  FileIdentity loader;
+  FileIdentity library;
+};
+const OwnFiles& Own() {
+  static const OwnFiles own = {MappedFileAt(getauxval(AT_BASE)), MappedFileAt(reinterpret_cast<uintptr_t>(&MappedFileAt))};
+  return own;
+}
+
+// Whether `path`, looked up as the new program's loader will look it up, is `expected` and
+// usable by the identity it will run with.
+bool SameFileUsable(const std::string& path, const FileIdentity& expected, int access_mode) {
+  struct stat st;
+  if (RawSyscall(SYS_newfstatat, AT_FDCWD, Arg(path.c_str()), Arg(&st), 0) != 0) return false;
+  if (expected.ino != 0 && !(FileIdentity{st.st_dev, st.st_ino} == expected)) return false;
+  return RawSyscall(SYS_faccessat2, AT_FDCWD, Arg(path.c_str()), access_mode, AT_EACCESS) == 0;
+}
+
+// What the runtime needs to enter the program it is about to start: the loader must load the
+// runtime (not in secure mode, where it ignores LD_PRELOAD), the loader must be the one this
+// process runs with, and the runtime library must be there (a chroot or another mount namespace
+// may lack it or hold another file under its name). Else the program would run unshielded with
+// the configuration descriptor. Empty if all holds, else the reason.
+std::string CannotEnter(Runtime& rt, const Launch& launch, const std::string& name) {
+  uid_t ruid, euid, suid;
+  gid_t rgid, egid, sgid;
+  RawSyscall(SYS_getresuid, Arg(&ruid), Arg(&euid), Arg(&suid));
+  RawSyscall(SYS_getresgid, Arg(&rgid), Arg(&egid), Arg(&sgid));
+  if (ruid != euid || rgid != egid) {
+    return name + ": this process's real and effective user or group differ, so the loader would start " +
+           "the program in secure mode, without the runtime";
+  }
+  if (!SameFileUsable(launch.loader, Own().loader, X_OK)) {
+    return name + ": its loader " + launch.loader + " is not the one this process runs with (another file " +
+           "under that name here, or none)";
+  }
+  if (!SameFileUsable(rt.library_path(), Own().library, R_OK)) {
+    return name + ": the runtime library " + rt.library_path() + " is not reachable from here (another root or " +
+           "mount namespace, or not readable by the program's user)";
+  }
+  return "";
+}
+
 }  // namespace
+
+void NoteOwnFiles() { (void)Own(); }
 
 void NameProgram(const std::string& name) {
   const char* execfn = reinterpret_cast<const char*>(getauxval(AT_EXECFN));
@@ -111,6 +186,10 @@ long Exec(Runtime& rt, long nr, int dirfd, const char* path, char* const argv[],
     if (launch.error != 0) {
       if (!launch.reason.empty()) Log("exec refused: " + launch.reason);
       return launch.error;
+    }
+    if (std::string why = CannotEnter(rt, launch, path != nullptr && path[0] != '\0' ? path : "the program"); !why.empty()) {
+      Log("exec refused: " + why);
+      return -EACCES;
     }
     RuntimeConfig config = rt.ConfigForExec();
     if (!(flags & AT_EMPTY_PATH) || path == nullptr || path[0] != '\0') {

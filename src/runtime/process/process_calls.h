@@ -20,6 +20,9 @@ long Exec(Runtime& rt, long nr, int dirfd, const char* path, char* const argv[],
 // was executed by, as without the runtime (ps, pgrep, pidof); without a name, a number is
 // replaced by the file's name.
 void NameProgram(const std::string& name);
+// Notes, at start-up, which loader and runtime library this process runs with: a program it
+// starts must get the same ones (by identity), or it would run without the runtime.
+void NoteOwnFiles();
 
 // clone, clone3, fork and vfork. Threads are made natively (kNative), so the child starts on
 // its own stack; a fork is made by the dispatcher, with the runtime's own locks held across it

@@ -58,7 +58,9 @@ Launch InspectElf(long fd, const Elf64_Ehdr& eh, const std::string& name) {
       return Refuse(name + " is started by " + interpreter +
                     ", not glibc's dynamic loader: the runtime cannot enter it");
     }
-    return {};
+    Launch ok;
+    ok.loader = interpreter;
+    return ok;
   }
   return Refuse(name +
                 " is statically linked: the runtime cannot enter it (it would run unshielded; build it "
@@ -105,6 +107,15 @@ Launch InspectScript(const char* header, long size, const std::string& name, con
   return l;
 }
 
+// A descriptor the program executes may be O_PATH or write-only: a new open of its file reads it
+// (and the kernel still answers ETXTBSY for a file open for writing).
+long ReopenForReading(int fd) {
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  long r = RawSyscall(SYS_openat, AT_FDCWD, Arg(proc.c_str()), O_RDONLY | O_CLOEXEC, 0);
+  if (r == -ENOENT && RawSyscall(SYS_fcntl, fd, F_GETFD) >= 0) return RawSyscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 0);  // no /proc
+  return r;
+}
+
 Launch Inspect(int dirfd, const char* path, int at_flags, int depth, const HeaderReader& reader) {
   const bool on_fd = (at_flags & AT_EMPTY_PATH) && path != nullptr && path[0] == '\0';
   const std::string name = on_fd ? "descriptor " + std::to_string(dirfd) : std::string(path ? path : "");
@@ -116,7 +127,7 @@ Launch Inspect(int dirfd, const char* path, int at_flags, int depth, const Heade
     script_name = "/dev/fd/" + std::to_string(dirfd) + "/" + path;
   }
   Launch launch;
-  launch.fd = on_fd ? RawSyscall(SYS_fcntl, dirfd, F_DUPFD_CLOEXEC, 0)
+  launch.fd = on_fd ? ReopenForReading(dirfd)
                     : RawSyscall(SYS_openat, dirfd, Arg(path),
                                  O_RDONLY | O_CLOEXEC | ((at_flags & AT_SYMLINK_NOFOLLOW) ? O_NOFOLLOW : 0), 0);
   const long fd = launch.fd;
@@ -163,6 +174,7 @@ Launch Inspect(int dirfd, const char* path, int at_flags, int depth, const Heade
     }
     Launch verdict = InspectElf(fd, eh, name);
     if (verdict.error != 0) return verdict;
+    launch.loader = std::move(verdict.loader);
     return launch;
   }
   return {-ENOEXEC, ""};  // no format the runtime knows (a binfmt_misc handler would run unshielded)

@@ -24,10 +24,13 @@ struct Launch {
   std::string reason;
   long fd = -1;  // owned: the program file that runs
   std::vector<std::string> script_args;  // interpreter [argument] script, as binfmt_script makes them
+  std::string loader;  // the program's PT_INTERP: glibc's loader by name (its identity is the caller's to check)
 
   Launch() = default;
   Launch(long e, std::string r) : error(e), reason(std::move(r)) {}
-  Launch(Launch&& o) noexcept : error(o.error), reason(std::move(o.reason)), fd(o.fd), script_args(std::move(o.script_args)) {
+  Launch(Launch&& o) noexcept
+      : error(o.error), reason(std::move(o.reason)), fd(o.fd), script_args(std::move(o.script_args)),
+        loader(std::move(o.loader)) {
     o.fd = -1;
   }
   Launch& operator=(Launch&& o) noexcept {
@@ -35,6 +38,7 @@ struct Launch {
     std::swap(reason, o.reason);
     std::swap(fd, o.fd);
     std::swap(script_args, o.script_args);
+    std::swap(loader, o.loader);
     return *this;
   }
   ~Launch();
