@@ -1,3 +1,4 @@
+#include <openssl/crypto.h>
 #include "crypto/primitives.h"
 
 #include <gtest/gtest.h>
@@ -78,6 +79,25 @@ TEST(NonceTest, ForkedChildDrawsDifferentNonces) {
   EXPECT_NE(ToHex(ByteSpan(mine, kNonceSize)), ToHex(ByteSpan(child, kNonceSize)));
   close(fds[0]);
   close(fds[1]);
+}
+
+// A process may hold more keys than the locked heap has room for (a server with thousands of
+// protected files open): the keys beyond it live in ordinary memory, never an abort.
+TEST(SecretBytesTest, MoreKeysThanTheLockedHeapHolds) {
+  std::vector<SecretBytes> keys;
+  int beyond = 0;  // keys that did not fit in the locked heap
+  for (int i = 0; i < 300000 && beyond < 100; ++i) {
+    std::vector<uint8_t> bytes(64, static_cast<uint8_t>(i));
+    keys.emplace_back(std::span<const uint8_t>(bytes));
+    if (!CRYPTO_secure_allocated(keys.back().data())) ++beyond;
+  }
+  EXPECT_EQ(beyond, 100);
+  for (size_t i = 0; i < keys.size(); i += 997) {
+    std::vector<uint8_t> bytes(64, static_cast<uint8_t>(i));
+    EXPECT_TRUE(keys[i].Equals(SecretBytes(std::span<const uint8_t>(bytes)))) << i;
+  }
+  keys.clear();
+  EXPECT_TRUE(CRYPTO_secure_allocated(SecretBytes(32).data()) || !CRYPTO_secure_malloc_initialized());
 }
 
 TEST(SecretBytesTest, MovesAndComparesWithoutCopying) {

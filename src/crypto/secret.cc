@@ -1,6 +1,7 @@
 #include "crypto/secret.h"
 
 #include <openssl/crypto.h>
+#include <sys/mman.h>
 
 #include <cstring>
 #include <mutex>
@@ -30,7 +31,14 @@ SecretBytes::SecretBytes(size_t size) {
   if (size == 0) return;
   InitSecureHeapOnce();
   data_ = static_cast<uint8_t*>(OPENSSL_secure_zalloc(size));
-  if (data_ == nullptr) abort();  // out of memory for a key: nothing sensible to continue with
+  if (data_ == nullptr) {
+    // The locked heap is full (a process holding thousands of files open, each with its key):
+    // ordinary memory, locked where the limit allows. Processes holding keys are not dumpable,
+    // so it does not reach a core file either.
+    data_ = static_cast<uint8_t*>(OPENSSL_zalloc(size));
+    if (data_ == nullptr) abort();  // out of memory for a key: nothing sensible to continue with
+    (void)mlock(data_, size);
+  }
   size_ = size;
 }
 
@@ -57,7 +65,13 @@ SecretBytes& SecretBytes::operator=(SecretBytes&& other) noexcept {
 }
 
 void SecretBytes::Release() {
-  if (data_ != nullptr) OPENSSL_secure_clear_free(data_, size_);
+  if (data_ != nullptr && CRYPTO_secure_allocated(data_)) {
+    OPENSSL_secure_clear_free(data_, size_);
+  } else if (data_ != nullptr) {
+    OPENSSL_cleanse(data_, size_);
+    (void)munlock(data_, size_);
+    OPENSSL_free(data_);
+  }
   data_ = nullptr;
   size_ = 0;
 }
