@@ -27,6 +27,8 @@ SecretBytes RuntimeConfig::Encode() const {
     if (v.expected_tag) w.Raw(*v.expected_tag);
     w.Str(v.cas_name);
     w.U8(v.open_at_start ? 1 : 0);
+    w.U64(v.root_device);
+    w.U64(v.root_inode);
   }
   w.U32(static_cast<uint32_t>(fds.size()));
   for (const InheritedFd& f : fds) {
@@ -84,7 +86,8 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
       if (!r.Raw(*v.expected_tag)) return InvalidArgument("runtime configuration is malformed");
     }
     uint8_t open_at_start;
-    if (!r.Str(&v.cas_name, 256) || !r.U8(&open_at_start) || open_at_start > 1) {
+    if (!r.Str(&v.cas_name, 256) || !r.U8(&open_at_start) || open_at_start > 1 || !r.U64(&v.root_device) ||
+        !r.U64(&v.root_inode)) {
       return InvalidArgument("runtime configuration is malformed");
     }
     v.open_at_start = open_at_start == 1;

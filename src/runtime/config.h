@@ -31,6 +31,11 @@ struct VolumeConfig {
   // Open (and so check the key) before the program runs, as `scone run` asks; else the runtime
   // opens it when the program first touches it.
   bool open_at_start = false;
+  // The root directory's identity where the process handing the volume over knew it (0: not
+  // known): a program that finds another directory there, or none, refuses to start, because
+  // under a new name the volume's files would no longer be judged protected.
+  uint64_t root_device = 0;
+  uint64_t root_inode = 0;
 };
 
 // The attested identity a CAS-configured program hands to the program it executes, so that the

@@ -86,6 +86,16 @@ void ParentAfterFork() {
   }
   if (auto* r = the_runtime->reporter()) r->AfterForkInParent();
 }
+// A volume's directory moved or replaced while in use (by a process outside the runtime): under
+// its new name its files would be judged unprotected, so a process refuses to run with it.
+Status CheckVolumeStillThere(const std::string& root, uint64_t device, uint64_t inode) {
+  if (inode == 0) return Status::Ok();
+  struct stat st;
+  if (stat(root.c_str(), &st) == 0 && st.st_dev == device && st.st_ino == inode) return Status::Ok();
+  return DataCorrupted("volume " + root + ": its directory was moved or replaced while the volume was in use; "
+                       "refusing to run (what the program wrote under the new name would bypass the shield)");
+}
+
 void ChildAfterFork() {
   if (the_runtime == nullptr) return;
   RuntimeSection section;
@@ -96,6 +106,10 @@ void ChildAfterFork() {
   }
   if (auto* r = the_runtime->reporter()) r->AfterForkInChild();
   for (auto& v : the_runtime->volumes()) {
+    if (Status moved = CheckVolumeStillThere(v->root, v->device, v->inode); !moved.ok()) {
+      Log(moved.message());
+      _exit(126);  // the parent, which still judges paths by the old name, carries on
+    }
     if (fs::Volume* volume = v->IfOpen()) {
       Status s = volume->AfterForkInChild();
       if (!s.ok()) Log(s.message());
@@ -258,6 +272,7 @@ Status Runtime::InitFromConfigFd(int config_fd) {
   // Key hygiene: no core dumps, no ptrace by other users' processes, no /proc/PID/mem.
   prctl(PR_SET_DUMPABLE, 0);
   for (VolumeConfig& vc : config.volumes) {
+    SCONE_RETURN_IF_ERROR(CheckVolumeStillThere(vc.dir, vc.root_device, vc.root_inode));
     // Checked before the program runs where `scone run` asks for it (a wrong key, a state
     // that is not the one TAG names); programs this one executes open them when they touch them.
     std::shared_ptr<fs::Volume> opened;
@@ -445,6 +460,8 @@ RuntimeConfig Runtime::ConfigForExec() {
   for (const auto& v : volumes_) {
     VolumeConfig vc;
     vc.dir = v->root;
+    vc.root_device = v->device;
+    vc.root_inode = v->inode;
     vc.key = v->key.Clone();
     vc.cas_name = v->cas_name;
     config.volumes.push_back(std::move(vc));

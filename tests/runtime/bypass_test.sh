@@ -211,6 +211,18 @@ print('refused')" | grep -qx refused || fail "a volume's directory was moved"
   # Directories inside the volume still move, and their files stay readable.
   run sh -c "mkdir vol/d && echo '$MARKER d' > vol/d/f && mv vol/d vol/e && cat vol/e/f" | grep -qx "$MARKER d" || fail "a directory inside the volume"
   [[ "$(run cat vol/a.txt)" == "$MARKER" ]] || fail "read after the refused moves"
+  # Moved from outside while a shielded shell works in it: the programs the shell starts refuse to
+  # run (under the new name they would judge the volume's files unprotected); nothing in plaintext.
+  mkfifo in-use moved
+  run bash -c "mkdir -p vol/sub; echo '$MARKER' > vol/sub/a; cd vol/sub; echo > '$work/in-use'; read < '$work/moved';
+    echo '$MARKER tee' | tee -a a >/dev/null; sh -c 'echo $MARKER new > newfile'; cat a" >out 2>err &
+  shell=$!
+  read -r < in-use
+  mv vol vol-moved
+  echo > moved
+  wait "$shell" || true
+  grep -q "directory was moved or replaced" err || { cat err; fail "no scone: line for the moved volume"; }
+  mv vol-moved vol
   check_volume
   ;;
 
