@@ -543,6 +543,56 @@ SHEOF
   check_tamper p.txt
   ;;
 
+sqlite-wal)
+  # WAL needs the -shm file mapped shared and writable, which protected files do not offer yet:
+  # PRAGMA journal_mode=WAL fails, and the database keeps its rollback journal and its data and
+  # opens again (it used to switch, and every later open failed with a disk I/O error). The
+  # sqlite3 CLI and Python's sqlite3, on a database with data and on a new one.
+  run sqlite3 vol/w.db "create table t(v); insert into t values('$MARKER 1')"
+  set +e
+  run sqlite3 vol/w.db 'pragma journal_mode=wal' >out 2>err
+  rc=$?
+  set -e
+  [[ $rc != 0 ]] || fail "the switch to WAL was reported as done: $(cat out err)"
+  grep -q "^scone: SQLite's WAL mode refused for w.db" err || { cat err; fail "no scone: line saying why"; }
+  [[ "$(run sqlite3 vol/w.db 'pragma journal_mode; pragma integrity_check; select v from t')" == \
+     "delete"$'\n'"ok"$'\n'"$MARKER 1" ]] || fail "the database after the refused switch"
+  [[ ! -e vol/w.db-wal && ! -e vol/w.db-shm ]] || fail "WAL files were left behind"
+  cat > wal.py <<PYEOF
+import sqlite3
+def switch(con):
+    try:
+        return con.execute("pragma journal_mode=wal").fetchone()[0]
+    except sqlite3.OperationalError as e:
+        return "refused (%s)" % e
+def show(path):
+    con = sqlite3.connect(path)
+    with open(path, "rb") as f:
+        versions = f.read(20)[18:20].hex()
+    print(path, con.execute("pragma journal_mode").fetchone()[0], versions,
+          [v for (v,) in con.execute("select v from t")])
+    con.close()
+con = sqlite3.connect("vol/w.db")
+print(switch(con))
+con.execute("insert into t values('$MARKER 2')")
+con.commit()
+con.close()
+show("vol/w.db")
+con = sqlite3.connect("vol/new.db")
+print(switch(con))
+con.execute("create table t(v)")
+con.execute("insert into t values('$MARKER new')")
+con.commit()
+con.close()
+show("vol/new.db")
+PYEOF
+  expected="refused (disk I/O error)"$'\n'"vol/w.db delete 0101 ['$MARKER 1', '$MARKER 2']"$'\n'
+  expected+="refused (disk I/O error)"$'\n'"vol/new.db delete 0101 ['$MARKER new']"
+  [[ "$(run "$PY" -B wal.py 2>err)" == "$expected" ]] || { cat err; fail "python's sqlite3 and WAL: $(run "$PY" -B wal.py 2>&1)"; }
+  check_volume
+  check_tamper w.db
+  ;;
+
 measurement)
   # `scone measure` equals what the runtime computes at start-up, for several programs.
   for prog in sqlite3 "$PY" redis-server cat; do

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "runtime/config.h"
 #include "runtime/entry/raw_syscall.h"
@@ -17,6 +18,20 @@ namespace {
 
 bool Writable(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
 bool Readable(int flags) { return (flags & O_ACCMODE) != O_WRONLY; }
+
+// An SQLite database's first 20 bytes: its magic, and bytes 18 and 19 (file format write and
+// read versions: 1 for a rollback journal, 2 for WAL).
+constexpr char kSqliteMagic[16] = "SQLite format 3";
+bool SqliteHeader(const uint8_t* bytes, size_t size) {
+  return size >= 20 && std::memcmp(bytes, kSqliteMagic, sizeof(kSqliteMagic)) == 0;
+}
+bool SqliteWal(const uint8_t* bytes) { return bytes[18] == 2 || bytes[19] == 2; }
+
+// The page size a database header declares (bytes 16-17, big-endian; 1 means 65536).
+size_t SqlitePageSize(const uint8_t* bytes) {
+  size_t size = (size_t{bytes[16]} << 8) | bytes[17];
+  return size == 1 ? 65536 : size;
+}
 
 }  // namespace
 
@@ -72,8 +87,29 @@ long ProtectedFd::ReadLocked(void* buf, size_t count, uint64_t offset) {
   return static_cast<long>(*n);
 }
 
+bool ProtectedFd::SwitchesSqliteToWal(const uint8_t* data, size_t count, uint64_t offset) {
+  if (offset != 0 || !SqliteHeader(data, count) || !SqliteWal(data) || count != SqlitePageSize(data)) {
+    return false;
+  }
+  // SQLite itself writes page 1 alone: into an empty file (a new database), or over a database
+  // that uses a rollback journal. A copy of a whole database starts like neither.
+  uint8_t now[20];
+  auto n = file_->Read(0, MutableByteSpan(now, sizeof(now)));
+  if (!n.ok()) return false;
+  return *n == 0 || (SqliteHeader(now, *n) && !SqliteWal(now));
+}
+
 long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset) {
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
+  if (SwitchesSqliteToWal(static_cast<const uint8_t*>(buf), count, offset)) {
+    // WAL needs the database's -shm file mapped shared and writable, which a protected file
+    // cannot be yet: once on disk, every later open of the database would fail. Refusing the
+    // write that switches makes SQLite roll the switch back from its rollback journal, which
+    // the database keeps.
+    Log("SQLite's WAL mode refused for " + path_ +
+        " (it needs shared writable mappings of protected files): the database keeps its rollback journal");
+    return -EOPNOTSUPP;
+  }
   auto n = file_->Write(offset, ByteSpan(static_cast<const uint8_t*>(buf), count));
   if (!n.ok()) return FailWith(n.status());
   written_ = true;
