@@ -227,10 +227,9 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
     return DataCorrupted(full + ": truncated (" + std::to_string(file->physical_size_) +
                          " bytes on disk, " + std::to_string(expected_size) + " expected)");
   }
-  if (file->physical_size_ > expected_size) {
-    return DataCorrupted(full + ": extended (" + std::to_string(file->physical_size_) +
-                         " bytes on disk, " + std::to_string(expected_size) + " expected)");
-  }
+  // Longer than the state needs: chunks a writer sealed in place and has not committed (it
+  // still writes, in another process, or it was killed). The state references none of them;
+  // the next commit of the file cuts them off, as recovery does.
   SCONE_RETURN_IF_ERROR(file->LoadPages());
   Root root = ComputeRoot(file->keys_.root, entry.size, file->tree_.Root());
   if (!crypto::ConstantTimeEquals(root, entry.root)) {
