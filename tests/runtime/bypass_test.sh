@@ -173,6 +173,21 @@ exec-swap)
   # Scripts: the interpreter runs with the arguments the kernel would give it.
   printf '#!/bin/sh -e\necho "$0|$1|$2"\n' > script.sh && chmod +x script.sh
   [[ "$(run sh -c "./script.sh a 'b c'")" == "./script.sh|a|b c" ]] || fail "script arguments"
+  # Chains of scripts as deep as the kernel allows (five); the set-user-ID bit of a script is
+  # ignored, as the kernel ignores it.
+  printf '#!/bin/sh\necho "chain $*"\n' > s0
+  for i in 1 2 3 4 5; do printf '#!%s\n' "$work/s$((i - 1))" > "s$i"; done
+  chmod +x s0 s1 s2 s3 s4 s5
+  [[ "$(run sh -c './s4 x' | cut -d' ' -f1,5-)" == "chain ./s4 x" ]] || fail "a chain of five scripts"
+  run "$PY" -c "
+import errno, subprocess
+try:
+    subprocess.run(['./s5'])
+except OSError as e:
+    assert e.errno == errno.ELOOP, e
+    print('ELOOP')" | grep -qx ELOOP || fail "a chain of six scripts"
+  cp s0 suid-script && chmod 4755 suid-script && chown nobody suid-script
+  [[ "$(run sh -c './suid-script ok')" == "chain ok" ]] || fail "a set-user-ID script"
   # A script inside the volume (its content protected) runs: the interpreter reads it through
   # the shield; the kernel never sees its plaintext.
   run sh -c "printf '#!/bin/sh\necho \"$MARKER script \$1\"\n' > vol/s.sh && chmod 755 vol/s.sh"

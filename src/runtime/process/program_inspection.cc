@@ -21,7 +21,7 @@ Launch::~Launch() {
 
 namespace {
 
-constexpr int kMaxInterpreterDepth = 4;  // as the kernel's binfmt_script allows
+constexpr int kMaxInterpreterDepth = 5;  // scripts in a chain, as the kernel allows (its exec_binprm)
 constexpr long kHeaderSize = 256;       // the kernel's BINPRM_BUF_SIZE
 
 Launch Refuse(std::string reason) { return {-EACCES, std::move(reason)}; }
@@ -98,7 +98,7 @@ Launch InspectScript(const char* header, long size, const std::string& name, con
   while (arg_end > arg_begin && blank(line[arg_end - 1])) --arg_end;
   if (depth >= kMaxInterpreterDepth) return {-ELOOP, ""};
   Launch l = Inspect(AT_FDCWD, interpreter.c_str(), 0, depth + 1, reader);
-  if (l.error == -EACCES) l.reason = name + ": its interpreter " + l.reason;
+  if (l.error == -EACCES && !l.reason.empty()) l.reason = name + ": its interpreter " + l.reason;
   if (l.error != 0) return l;
   // A chain of scripts: the outer interpreter's arguments come first, as the kernel builds them.
   if (l.script_args.empty()) l.script_args.push_back(interpreter);
@@ -144,17 +144,6 @@ Launch Inspect(int dirfd, const char* path, int at_flags, int depth, const Heade
   if (RawSyscall(SYS_fstat, fd, Arg(&st)) != 0) return {-EACCES, ""};
   if (S_ISDIR(st.st_mode) || !S_ISREG(st.st_mode)) return {-EACCES, ""};  // as the kernel answers
   if (long r = MayExecute(fd); r != 0) return {r, ""};
-  // A set-user-ID or set-group-ID program that changes the identity starts in secure mode, in
-  // which the loader ignores LD_PRELOAD: it would run without the runtime.
-  const bool setuid = (st.st_mode & S_ISUID) && st.st_uid != static_cast<uid_t>(RawSyscall(SYS_geteuid));
-  const bool setgid = (st.st_mode & S_ISGID) && (st.st_mode & S_IXGRP) &&
-                      st.st_gid != static_cast<gid_t>(RawSyscall(SYS_getegid));
-  const bool caps = RawSyscall(SYS_geteuid) != 0 &&
-                    RawSyscall(SYS_fgetxattr, fd, Arg("security.capability"), 0, 0) > 0;
-  if (setuid || setgid || caps) {
-    return Refuse(name + " changes identity when it starts (set-user-ID, set-group-ID or file capabilities), "
-                         "so the loader would not load the runtime into it");
-  }
   char header[kHeaderSize];
   bool shielded = false;
   long n = reader ? reader(dirfd, on_fd ? "" : path, at_flags, fd, header, sizeof(header), &shielded)
@@ -171,6 +160,18 @@ Launch Inspect(int dirfd, const char* path, int at_flags, int depth, const Heade
     if (shielded) {
       return Refuse(name + " is a protected file: the kernel would load its ciphertext (programs run from "
                            "outside the volume; scripts inside it work)");
+    }
+    // A set-user-ID or set-group-ID program that changes the identity starts in secure mode, in
+    // which the loader ignores LD_PRELOAD: it would run without the runtime. (The kernel ignores
+    // these bits on scripts.)
+    const bool setuid = (st.st_mode & S_ISUID) && st.st_uid != static_cast<uid_t>(RawSyscall(SYS_geteuid));
+    const bool setgid = (st.st_mode & S_ISGID) && (st.st_mode & S_IXGRP) &&
+                        st.st_gid != static_cast<gid_t>(RawSyscall(SYS_getegid));
+    const bool caps = RawSyscall(SYS_geteuid) != 0 &&
+                      RawSyscall(SYS_fgetxattr, fd, Arg("security.capability"), 0, 0) > 0;
+    if (setuid || setgid || caps) {
+      return Refuse(name + " changes identity when it starts (set-user-ID, set-group-ID or file capabilities), "
+                           "so the loader would not load the runtime into it");
     }
     Launch verdict = InspectElf(fd, eh, name);
     if (verdict.error != 0) return verdict;
