@@ -907,7 +907,10 @@ Result<uint64_t> Volume::FileSize(std::string_view raw_path) {
     std::lock_guard lock(mu_);
     if (auto it = open_files_.find(entry.file_id); it != open_files_.end()) open = it->second.lock();
   }  // `open` outlives the lock
-  return open ? open->size() : entry.size;
+  if (!open) return entry.size;
+  // Its own writes not committed yet count; what other processes committed meanwhile too.
+  SCONE_RETURN_IF_ERROR(open->Refresh());
+  return open->size();
 }
 
 std::shared_ptr<ProtectedFile> Volume::OpenedFile(std::string_view raw_path) {

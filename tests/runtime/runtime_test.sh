@@ -440,30 +440,35 @@ PYEOF
 
 follow)
   # A file another process appended to and closed is longer for a program that held it open
-  # all along (and never shared it): fstat, statx and lseek(SEEK_END) on its descriptor, and
-  # the read after. The programs take turns through FIFOs outside the volume.
-  cat > reader.py <<'PYEOF'
-import ctypes, os, struct, sys
+  # all along (and never shared it). Each round, another program appends a line, then the
+  # reader asks one way: read at its end, stat by name, fstat, statx and lseek(SEEK_END) on its
+  # descriptor. The programs take turns through FIFOs outside the volume.
+  cat > reader.py <<PYEOF
+import ctypes, os, struct
 fd = os.open("vol/log", os.O_RDONLY)
-first = os.read(fd, 4096)
-with open("ready", "w") as ready:
-    ready.write("ready\n")
-with open("go") as go:
-    go.read()
-statx = ctypes.create_string_buffer(256)
-AT_EMPTY_PATH, STATX_SIZE = 0x1000, 0x200
-assert ctypes.CDLL(None).statx(fd, b"", AT_EMPTY_PATH, STATX_SIZE, statx) == 0
-sizes = (os.fstat(fd).st_size, struct.unpack_from("<Q", statx.raw, 40)[0], os.lseek(fd, 0, os.SEEK_END))
-os.lseek(fd, len(first), os.SEEK_SET)
-print(*sizes)
-sys.stdout.write((first + os.read(fd, 4096)).decode())
+size = len(os.read(fd, 4096))
+def statx(fd):
+    buf = ctypes.create_string_buffer(256)
+    AT_EMPTY_PATH, STATX_SIZE = 0x1000, 0x200
+    assert ctypes.CDLL(None).statx(fd, b"", AT_EMPTY_PATH, STATX_SIZE, buf) == 0
+    return struct.unpack_from("<Q", buf.raw, 40)[0]
+asks = [("read", lambda: os.read(fd, 4096).decode() == line), ("stat", lambda: os.stat("vol/log").st_size == size),
+        ("fstat", lambda: os.fstat(fd).st_size == size), ("statx", lambda: statx(fd) == size),
+        ("lseek", lambda: os.lseek(fd, 0, os.SEEK_END) == size)]
+for i, (how, ask) in enumerate(asks):
+    with open("ready", "w") as ready:
+        ready.write("ready\n")
+    with open("go") as go:
+        go.read()
+    line = "$MARKER %d\n" % i
+    size += len(line)
+    print(how, ask())
 PYEOF
   mkfifo ready go
-  run bash -c "echo '$MARKER one' > vol/log; $PY -B reader.py > reader.out & echo started; read -r _ < ready
-               sh -c \"echo '$MARKER two' >> vol/log\"; echo go > go; wait \$!" >/dev/null || fail "reader"
-  size=$(( 2 * ${#MARKER} + 10 ))
-  [[ "$(cat reader.out)" == "$size $size $size"$'\n'"$MARKER one"$'\n'"$MARKER two" ]] ||
-    fail "the reader did not see the other process's append: $(cat reader.out)"
+  run bash -c "echo '$MARKER start' > vol/log; $PY -B reader.py > reader.out & for i in 0 1 2 3 4; do
+               read -r _ < ready; sh -c \"echo '$MARKER \$i' >> vol/log\"; echo go > go; done; wait \$!" || fail "reader"
+  [[ "$(cat reader.out)" == $'read True\nstat True\nfstat True\nstatx True\nlseek True' ]] ||
+    fail "the reader did not see the other program's appends: $(cat reader.out)"
   # tail -f sees lines another process appended and closed, with inotify and by polling. Each
   # read waits for tail's output (bounded, so that a tail that never prints fails the test).
   for how in "" "---disable-inotify -s 0.1"; do
