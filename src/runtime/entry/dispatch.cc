@@ -266,9 +266,9 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_utimensat:
       return Done(files::SetTimes(rt, Fd(a[0]), Str(a[1]), Ptr<const struct timespec>(a[2]), Fd(a[3])));
     case SYS_execve:
-      return Done(process::Exec(rt, f.nr, AT_FDCWD, Str(a[0]), Ptr<char* const>(a[1]), Ptr<char* const>(a[2]), 0));
+      return Done(process::Exec(rt, AT_FDCWD, Str(a[0]), Ptr<char* const>(a[1]), Ptr<char* const>(a[2]), 0));
     case SYS_execveat:
-      return Done(process::Exec(rt, f.nr, Fd(a[0]), Str(a[1]), Ptr<char* const>(a[2]), Ptr<char* const>(a[3]), Fd(a[4])));
+      return Done(process::Exec(rt, Fd(a[0]), Str(a[1]), Ptr<char* const>(a[2]), Ptr<char* const>(a[3]), Fd(a[4])));
     case SYS_io_setup:
     case SYS_io_uring_setup:
       // Asynchronous I/O would reach the kernel without the shield: programs fall back to

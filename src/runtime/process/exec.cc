@@ -172,8 +172,7 @@ void NameProgram(const std::string& name) {
   RawSyscall(SYS_prctl, PR_SET_NAME, Arg(slash != nullptr ? slash + 1 : exe));  // truncated to 15 by the kernel
 }
 
-long Exec(Runtime& rt, long nr, int dirfd, const char* path, char* const argv[], char* const envp[], int flags) {
-  (void)nr;
+long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* const envp[], int flags) {
   int config_fd;
   std::vector<std::string> env;
   Launch launch;

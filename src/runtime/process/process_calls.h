@@ -14,7 +14,7 @@ namespace process {
 // execve and execveat: only programs the runtime can enter are started (dynamically linked
 // against glibc's loader, not setuid to someone else: else EACCES and a `scone:` line naming
 // the program); they get the runtime preloaded and a fresh configuration descriptor.
-long Exec(Runtime& rt, long nr, int dirfd, const char* path, char* const argv[], char* const envp[], int flags);
+long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* const envp[], int flags);
 // Programs are executed through a descriptor, which the kernel names after the file (6.14 and
 // later) or the descriptor's number ("3"): /proc/PID/comm is set to `name`, the name the program
 // was executed by, as without the runtime (ps, pgrep, pidof); without a name, a number is
