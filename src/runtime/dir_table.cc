@@ -4,6 +4,8 @@
 
 #include <cstring>
 
+#include "runtime/entry/entry.h"
+
 namespace scone::runtime {
 
 DirectoryTable::DirectoryTable() {
@@ -42,6 +44,7 @@ void DirectoryTable::Set(int fd, const char* absolute, size_t length) {
     Forget(fd);
     return;
   }
+  RuntimeSection section;  // no handler that needs the table interrupts its lock's holder
   std::lock_guard lock(write_mu_);
   Slot& s = slots_[fd];
   s.seq.fetch_add(1, std::memory_order_acq_rel);
@@ -63,6 +66,7 @@ void DirectoryTable::Copy(int from, int to) {
 }
 
 void DirectoryTable::Clear(int fd) {
+  RuntimeSection section;  // no handler that needs the table interrupts its lock's holder
   std::lock_guard lock(write_mu_);
   Slot& s = slots_[fd];
   s.seq.fetch_add(1, std::memory_order_acq_rel);

@@ -27,6 +27,7 @@
 #include "runtime/files/shield_syscalls.h"
 #include "runtime/files/protected_fd.h"
 #include "runtime/process/process_calls.h"
+#include "runtime/process/signal_calls.h"
 
 extern "C" char** environ;
 
@@ -118,6 +119,19 @@ void ChildAfterFork() {
   }
 }
 
+// A process with a volume open commits before a signal ends it (process/termination.h). Once
+// the entry is installed: the runtime's handlers must not be taken for the program's.
+void CommitBeforeSignalsEndIt() {
+  if (EntryInstalled()) process::CommitBeforeEndingBySignals();
+}
+
+bool AnyVolumeOpen(Runtime& rt) {
+  for (auto& v : rt.volumes()) {
+    if (v->IfOpen() != nullptr) return true;
+  }
+  return false;
+}
+
 // The runtime library's own file, for the programs this one executes.
 std::string OwnLibraryPath() {
   Dl_info self;
@@ -129,9 +143,15 @@ std::string OwnLibraryPath() {
 }  // namespace
 
 void CloseVolumesAtExit() {
-  static std::atomic<bool> done{false};
-  if (the_runtime == nullptr || done.exchange(true)) return;
+  if (the_runtime == nullptr) return;
   RuntimeSection section;
+  // Once, and a second caller (exit on one thread, a signal ending the process on another)
+  // returns when it is done, not while the first still commits.
+  static std::mutex mu;
+  static bool done = false;
+  std::lock_guard lock(mu);
+  if (done) return;
+  done = true;
   // Commit what open descriptors wrote, then close the volumes (checkpoint, clean mark). The
   // descriptors stay shielded: whatever a thread still does with them fails from now on.
   for (auto& [fd, d] : the_runtime->fds().All()) (void)d->LastClose();
@@ -207,6 +227,7 @@ Runtime* Shield() {
         atexit(CloseAtExit);  // before the program registers any: it runs after theirs
         if (!InstallEntry(rt->entry_plan())) st = Unsupported("the runtime cannot enter this program's system calls");
         rt->DropEntryPlan();
+        if (st.ok() && AnyVolumeOpen(*rt)) CommitBeforeSignalsEndIt();
       }
     }
     initializing_here = false;
@@ -337,18 +358,21 @@ MountedVolume* Runtime::Mount(const std::string& dir, const SecretBytes& key, co
 
 fs::Volume* MountedVolume::Get() {
   if (fs::Volume* v = IfOpen()) return v;
-  std::lock_guard lock(open_mu_);
-  if (fs::Volume* v = IfOpen()) return v;
-  if (failed_) return nullptr;
-  auto opened = fs::Volume::Open(root, key);
-  if (!opened.ok()) {
-    failed_ = true;
-    Log(opened.status().message());
-    return nullptr;
+  {
+    std::lock_guard lock(open_mu_);
+    if (fs::Volume* v = IfOpen()) return v;
+    if (failed_) return nullptr;
+    auto opened = fs::Volume::Open(root, key);
+    if (!opened.ok()) {
+      failed_ = true;
+      Log(opened.status().message());
+      return nullptr;
+    }
+    volume_ = std::move(opened).value();
+    opened_.store(volume_.get(), std::memory_order_release);
   }
-  volume_ = std::move(opened).value();
-  opened_.store(volume_.get(), std::memory_order_release);
-  return volume_.get();
+  CommitBeforeSignalsEndIt();
+  return IfOpen();
 }
 
 void MountedVolume::Adopt(std::shared_ptr<fs::Volume> volume) {

@@ -679,6 +679,162 @@ PYEOF
   check_volume
   ;;
 
+killed-by-signals)
+  # A program a signal ends (the signal's default action) keeps what it wrote, as natively: the
+  # next program reads it, the parent sees the signal, nothing reaches the disk in plaintext and
+  # the volume verifies. Programs say they run on a pipe; every wait is bounded.
+  mkfifo ready
+  exec {ready_fd}<>ready
+  # start PROGRAM...: PROGRAM under scone run in the background, its stdout on `ready`; its
+  # process id in $pid.
+  start() {
+    "$scone" run --volume "$work/vol:$work/key" -- "$@" >ready &
+    pid=$!
+  }
+  # first_line: the line the program started by `start` printed first.
+  first_line() { read -r -t 60 -u "$ready_fd" line || fail "no line from the program"; echo "$line"; }
+  # ends_by SIG: the program started by `start` ends by SIG once sent SIG (killed if it does not
+  # end within 60 s: then the status is 137).
+  ends_by() {
+    kill -"$1" "$pid"
+    { timeout 60 tail --pid="$pid" -s 0.05 -f /dev/null || kill -9 "$pid"; } 2>/dev/null &
+    local rc=0
+    wait "$pid" || rc=$?
+    [[ $rc == $((128 + $(kill -l "$1"))) ]] || fail "the program ended with status $rc, not by SIG$1"
+  }
+  # sleeping: until the program started by `start` waits in the kernel (bounded).
+  sleeping() {
+    local deadline=$((SECONDS + 60)) key value
+    while ((SECONDS < deadline)); do
+      while read -r key value _; do
+        [[ "$key" == State: && "$value" == S ]] && return 0
+      done <"/proc/$pid/status"
+    done
+    fail "the program never waited"
+  }
+
+  # python3 ends itself: what it wrote is there.
+  rc=0
+  run "$PY" -c "import os, signal; fd = os.open('vol/self.txt', os.O_CREAT | os.O_WRONLY, 0o644); os.write(fd, b'$MARKER self\n'); os.kill(os.getpid(), signal.SIGTERM)" || rc=$?
+  [[ $rc == 143 ]] || fail "python3 killing itself with SIGTERM: status $rc"
+  [[ "$(run cat vol/self.txt)" == "$MARKER self" ]] || fail "what python3 wrote before SIGTERM"
+
+  # timeout ends yes with SIGTERM: a later program of the same shell reads whole lines, and
+  # appends. With SIGKILL nothing could be committed: the next opener still reads and appends.
+  out="$(run bash -c "cd vol; timeout 0.3 yes $MARKER > y; echo \$?; wc -c < y; tail -n 1 y; echo more >> y")" ||
+    fail "the shell after yes was killed: $out"
+  mapfile -t got <<<"$out"
+  [[ "${got[0]}" == 124 && "${got[1]}" -gt 0 && $((got[1] % (${#MARKER} + 1))) == 0 && "${got[2]}" == "$MARKER" ]] ||
+    fail "yes ended by timeout's SIGTERM: $out"
+  [[ "$(run tail -n 1 vol/y)" == more && "$(run sh -c 'wc -c < vol/y')" == $((got[1] + 5)) ]] || fail "appending after yes"
+  out="$(run bash -c "cd vol; timeout -s KILL 0.3 yes $MARKER > k; echo \$?; wc -c < k; echo more >> k; tail -n 1 k" 2>err)" ||
+    fail "the shell after yes was killed with SIGKILL: $out"
+  mapfile -t got <<<"$out"
+  [[ "${got[0]}" == 137 && "${got[1]}" =~ ^[0-9]+$ && "${got[2]}" == more ]] || fail "after SIGKILL: $out"
+  ! grep -q "Input/output error" err || fail "after SIGKILL: $(cat err)"
+
+  # tail -f ends by SIGTERM or SIGHUP once it has written the log and waits for more.
+  for i in $(seq 1 100); do printf '%s tail line %03d\n' "$MARKER" "$i"; done >log
+  for sig in TERM HUP; do
+    start sh -c "exec tail -n +1 -f log > vol/tail-$sig.txt"
+    sleeping
+    ends_by "$sig"
+    run cmp log "vol/tail-$sig.txt" || fail "what tail -f wrote before SIG$sig"
+  done
+
+  # Threads appending to one file while the main thread waits: whole lines, and the first one.
+  cat > threads.c <<'CEOF'
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static int fd;
+static void* writer(void* arg) {
+  char line[32];
+  for (;;) {
+    int n = snprintf(line, sizeof line, "thread %ld\n", (long)arg);
+    if (write(fd, line, n) != n) abort();
+  }
+  return NULL;
+}
+int main(void) {
+  fd = open("vol/threads.txt", O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, 0600);
+  if (fd < 0 || write(fd, "main\n", 5) != 5) return 1;
+  pthread_t t[4];
+  for (long i = 0; i < 4; ++i) pthread_create(&t[i], NULL, writer, (void*)i);
+  printf("running\n");
+  fflush(stdout);
+  return pthread_join(t[0], NULL);
+}
+CEOF
+  gcc -O1 -o threads threads.c -lpthread
+  start ./threads
+  [[ "$(first_line)" == running ]] || fail "the threaded program did not start"
+  ends_by TERM
+  [[ "$(run head -n 1 vol/threads.txt)" == main ]] || fail "the main thread's line"
+  [[ "$(run grep -cv '^thread [0-3]$' vol/threads.txt)" == 1 ]] || fail "lines cut or lost while threads wrote"
+
+  # What the program set stays what it sees (SIG_IGN, handlers, SIG_DFL with flags, old actions),
+  # before and after it opened a protected file, and in a program it executes.
+  cat > dispositions.c <<'CEOF'
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void on(int sig) { (void)sig; }
+static void show(const char* when) {
+  for (int sig = 1; sig < 65; ++sig) {
+    struct sigaction old;
+    if (sig == SIGKILL || sig == SIGSTOP || sigaction(sig, NULL, &old) != 0) continue;
+    unsigned long mask;
+    memcpy(&mask, &old.sa_mask, sizeof mask);
+    printf("%s %d %s %x %lx\n", when, sig,
+           old.sa_handler == SIG_DFL ? "DFL" : old.sa_handler == SIG_IGN ? "IGN" : "handler", old.sa_flags, mask);
+  }
+}
+int main(int argc, char** argv) {
+  if (argc > 2) {
+    show(argv[2]);
+    return 0;
+  }
+  show("started");
+  int fd = open(argv[1], O_WRONLY | O_CREAT, 0600);
+  show("opened");
+  struct sigaction a;
+  memset(&a, 0, sizeof a);
+  a.sa_handler = SIG_IGN;
+  sigaction(SIGHUP, &a, NULL);
+  a.sa_handler = on;
+  a.sa_flags = SA_RESTART;
+  sigaddset(&a.sa_mask, SIGINT);
+  sigaction(SIGUSR1, &a, NULL);
+  a.sa_handler = SIG_DFL;
+  a.sa_flags = SA_NODEFER;
+  sigaction(SIGTERM, &a, NULL);
+  struct sigaction b = a;
+  b.sa_handler = on;
+  sigaction(SIGALRM, &b, &b);  // the same object for the new and the old action
+  printf("old SIGALRM %s %x\n", b.sa_handler == SIG_DFL ? "DFL" : "other", b.sa_flags);
+  show("set");
+  fflush(stdout);
+  pid_t child = fork();
+  if (child == 0) {
+    execl("/proc/self/exe", "dispositions", argv[1], "executed", (char*)NULL);
+    _exit(127);
+  }
+  return fd < 0 || waitpid(child, NULL, 0) != child;
+}
+CEOF
+  gcc -O1 -o dispositions dispositions.c
+  native="$(./dispositions plain.txt)" || fail "dispositions natively"
+  [[ "$(run ./dispositions vol/dispositions.txt)" == "$native" ]] || fail "the program's signal actions differ from native"
+
+  check_volume
+  ;;
+
 large-files)
   # Sizes up to 16 TiB with memory that follows the data written, not the logical size;
   # beyond, EFBIG; nothing aborts the program.

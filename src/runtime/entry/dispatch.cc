@@ -12,6 +12,7 @@
 #include "runtime/files/file_calls.h"
 #include "runtime/process/process_calls.h"
 #include "runtime/process/signal_calls.h"
+#include "runtime/process/termination.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime {
@@ -33,6 +34,20 @@ T* Ptr(long v) {
 }
 const char* Str(long v) { return reinterpret_cast<const char*>(v); }
 int Fd(long v) { return static_cast<int>(v); }
+
+// The program's call the thread is in, while the dispatcher serves it: whether a signal that
+// ends the process may commit there depends on it (process/termination.h).
+class CallInProgress {
+ public:
+  CallInProgress(EntryThread& t, long nr) : t_(t), outer_(t.call) { t.call = nr; }
+  ~CallInProgress() { t_.call = outer_; }
+  CallInProgress(const CallInProgress&) = delete;
+  CallInProgress& operator=(const CallInProgress&) = delete;
+
+ private:
+  EntryThread& t_;
+  const long outer_;
+};
 
 bool CloneFamily(long nr) { return nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork; }
 
@@ -287,7 +302,11 @@ DispatchResult Dispatch(SyscallFrame& f) {
     UnblockSigsysInFrame(f.stack_pointer);
     return Native();
   }
-  if (ThisThread().depth > 0) return CloneFamily(f.nr) ? Native() : Done(Raw(f));
+  EntryThread& t = ThisThread();
+  if (t.depth > 0) return CloneFamily(f.nr) ? Native() : Done(Raw(f));
+  CallInProgress in_call(t, f.nr);
+  // A signal ending the process waits for a safe point: this call may be one.
+  if (process::TerminationHeld()) process::AtSystemCall(f.nr);
   const long* a = f.args;
   DispatchResult r;
   switch (f.nr) {
@@ -317,6 +336,7 @@ DispatchResult Dispatch(SyscallFrame& f) {
       // _exit skips the exit handlers that close the volumes: what the descriptors wrote is
       // committed now, as the kernel would keep it.
       CloseVolumesAtExit();
+      process::EndIfTerminating();  // a signal was ending it: the parent sees that signal
       [[fallthrough]];
     case SYS_exit:
       process::BeforeExit(a[0]);

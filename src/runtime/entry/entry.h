@@ -60,6 +60,13 @@ struct EntryThread {
   // In the SIGSYS handler: the program's signal mask, in the handler's frame (the handler runs
   // with all blocked; its return restores this one).
   sigset_t* handler_mask;
+  // The program's system call the dispatcher serves at depth 0, or -1 (process/termination.h
+  // asks whether the thread is at a safe point).
+  long call;
+  // Program handlers running over a context that was not a safe point (process/termination.h).
+  int unsafe_handlers;
+  // Born while a signal ends the process (a helper its commit starts): never stopped.
+  bool born_ending;
 };
 EntryThread& ThisThread();
 

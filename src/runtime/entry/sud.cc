@@ -15,6 +15,7 @@
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/signal_calls.h"
+#include "runtime/process/termination.h"
 #include "runtime/runtime.h"
 
 extern "C" void scone_signal_restorer();
@@ -100,7 +101,7 @@ void HandleSigsys(int sig, siginfo_t* si, void* context) {
   const char selector = t.selector;
   t.selector = kSelectorAllow;
   if (si->si_code != kSysUserDispatch) {
-    ForwardToProgram(sig, si, context);
+    if (!process::OnTick(si, uc)) ForwardToProgram(sig, si, context);
     t.selector = selector;
     return;
   }
@@ -138,7 +139,9 @@ void HandleSigsys(int sig, siginfo_t* si, void* context) {
 bool InstallSigsysHandler() {
   process::KernelSigaction sa = {};
   sa.handler = reinterpret_cast<void*>(&HandleSigsys);
-  sa.flags = SA_SIGINFO | kSaRestorer;
+  // SA_RESTART: the SIGSYS that is not the entry's (the ticks of termination.h's timer) must not
+  // cut the runtime's own waits short.
+  sa.flags = SA_SIGINFO | SA_RESTART | kSaRestorer;
   sa.restorer = reinterpret_cast<void*>(&scone_signal_restorer);
   sa.mask = ~uint64_t{0};  // nothing of the program runs while the handler works
   return RawSyscall(SYS_rt_sigaction, SIGSYS, Arg(&sa), 0, sizeof(uint64_t)) == 0;

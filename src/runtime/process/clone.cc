@@ -14,6 +14,7 @@
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/process_calls.h"
 #include "runtime/process/signal_calls.h"
+#include "runtime/process/termination.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime::process {
@@ -55,7 +56,10 @@ DispatchResult ForkHere(const SyscallFrame& f) {
   RuntimeSection section;
   ForkGuard guard;
   long r = RawSyscall6(f.nr, f.args[0], f.args[1], f.args[2], f.args[3], f.args[4], f.args[5]);
-  if (r == 0) EnterNewThread();
+  if (r == 0) {
+    EnterNewThread();
+    ForgetHeldTermination();
+  }
   return {r, Action::kDone};
 }
 
@@ -77,6 +81,7 @@ DispatchResult ForkForVfork(SyscallFrame& f, long child_stack, bool wait_for_exe
   }
   if (pid == 0) {
     EnterNewThread();
+    ForgetHeldTermination();
     if (wait_for_exec) {
       RawSyscall(SYS_close, pipe_fds[0]);
       vfork_report_fd = pipe_fds[1];

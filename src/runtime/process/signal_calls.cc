@@ -10,6 +10,7 @@
 
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/process/termination.h"
 
 namespace scone::runtime::process {
 namespace {
@@ -18,13 +19,18 @@ constexpr uint64_t kSigsysBit = uint64_t{1} << (SIGSYS - 1);
 constexpr int kMaxSignal = 64;
 constexpr unsigned long kSaRestorer = 0x04000000;  // SA_RESTORER
 
-std::mutex actions_mu;  // writers; the wrapper reads under each action's sequence
+// Writers, in a RuntimeSection (a handler that takes it must not interrupt its holder); the
+// wrapper reads under each action's sequence.
+std::mutex actions_mu;
 KernelSigaction program_sigsys = {};  // SIG_DFL
+// Signals whose SIG_DFL ends the process commit first (termination.h), from the first volume on.
+std::atomic<bool> committing{false};
 
-// The program's action for each signal whose handler is wrapped.
+// The program's action for each signal whose kernel action is the runtime's: its handler
+// wrapped, or its SIG_DFL committing first.
 struct ProgramAction {
   std::atomic<uint32_t> seq;  // odd while being written
-  bool wrapped;
+  bool substituted;
   KernelSigaction action;
 };
 // Constant-initialized: the runtime may start before this library's dynamic initializers run.
@@ -35,25 +41,36 @@ bool IsHandler(const void* handler) {
   return h != reinterpret_cast<uintptr_t>(SIG_DFL) && h != reinterpret_cast<uintptr_t>(SIG_IGN);
 }
 
+void WrappedHandler(int sig, siginfo_t* si, void* context);
+
+// Whether the kernel's handler is one the runtime put in the program's place.
+bool IsSubstitute(const void* handler) {
+  return handler == reinterpret_cast<void*>(&WrappedHandler) || IsTerminationHandler(handler);
+}
+
+bool CommitsFirst(int sig, const KernelSigaction& program) {
+  return program.handler == SIG_DFL && committing.load(std::memory_order_acquire) && CommitsBeforeEnding(sig);
+}
+
 // A consistent copy of the program's action (signal handlers read it: no lock).
 bool ReadAction(int sig, KernelSigaction* out) {
   ProgramAction& a = program_actions[sig];
   for (;;) {
     uint32_t before = a.seq.load(std::memory_order_acquire);
     if (before & 1) continue;
-    bool wrapped = a.wrapped;
+    bool substituted = a.substituted;
     *out = a.action;
     std::atomic_thread_fence(std::memory_order_acquire);
-    if (a.seq.load(std::memory_order_relaxed) == before) return wrapped;
+    if (a.seq.load(std::memory_order_relaxed) == before) return substituted;
   }
 }
 
 // REQUIRES: actions_mu.
-void WriteAction(int sig, bool wrapped, const KernelSigaction& action) {
+void WriteAction(int sig, bool substituted, const KernelSigaction& action) {
   ProgramAction& a = program_actions[sig];
   a.seq.fetch_add(1, std::memory_order_acq_rel);
   std::atomic_thread_fence(std::memory_order_release);
-  a.wrapped = wrapped;
+  a.substituted = substituted;
   a.action = action;
   a.seq.fetch_add(1, std::memory_order_release);
 }
@@ -63,25 +80,32 @@ bool IsFault(int sig, const siginfo_t* si) {
   return (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP) && si->si_code > 0;
 }
 
+// The kernel reset the disposition to SIG_DFL as it delivered (SA_RESETHAND): so does the
+// program's view, and SIG_DFL commits first again.
+void ResetAsDelivered(int sig) {
+  RuntimeSection section;
+  std::lock_guard lock(actions_mu);
+  const KernelSigaction dfl = {};
+  if (!CommitsFirst(sig, dfl)) {
+    WriteAction(sig, false, dfl);
+    return;
+  }
+  const KernelSigaction k = TerminationAction();
+  WriteAction(sig, RawSyscall(SYS_rt_sigaction, sig, Arg(&k), 0, sizeof(uint64_t)) == 0, dfl);
+}
+
 void WrappedHandler(int sig, siginfo_t* si, void* context) {
   EntryThread& t = ThisThread();
   if (t.depth > 0 && !IsFault(sig, si)) {
-    // The runtime is at work here: blocked in the interrupted context, pending again, and
-    // delivered when its section ends.
-    auto* uc = static_cast<ucontext_t*>(context);
-    sigaddset(&uc->uc_sigmask, sig);
-    __atomic_fetch_or(&t.deferred, uint64_t{1} << (sig - 1), __ATOMIC_ACQ_REL);
-    RawSyscall(SYS_rt_tgsigqueueinfo, RawSyscall(SYS_getpid), RawSyscall(SYS_gettid), sig, Arg(si));
+    HoldBack(t, sig, si, context);
     return;
   }
   KernelSigaction action;
   ReadAction(sig, &action);
-  if (action.flags & SA_RESETHAND) {
-    // The kernel reset the disposition as it delivered: so does the program's view.
-    std::lock_guard lock(actions_mu);
-    WriteAction(sig, false, KernelSigaction{});
-  }
+  if (action.flags & SA_RESETHAND) ResetAsDelivered(sig);
   if (!IsHandler(action.handler)) return;  // changed meanwhile
+  // Whether a signal that ends the process may commit while this handler runs.
+  ProgramHandlerScope scope(context);
   // A fault inside the runtime: the program's handler runs as the program's code, shielded.
   const int depth = t.depth;
   const char selector = t.selector;
@@ -98,9 +122,10 @@ void WrappedHandler(int sig, siginfo_t* si, void* context) {
   t.selector = selector;
 }
 
-// The kernel's action for the program's: the wrapper in place of a handler, never a mask with
-// SIGSYS.
-KernelSigaction KernelActionFor(const KernelSigaction& program) {
+// The kernel's action for the program's: the wrapper in place of a handler, the runtime's
+// handler in place of a SIG_DFL that commits first, never a mask with SIGSYS.
+KernelSigaction KernelActionFor(int sig, const KernelSigaction& program) {
+  if (CommitsFirst(sig, program)) return TerminationAction();
   KernelSigaction k = program;
   k.mask &= ~kSigsysBit;
   if (IsHandler(program.handler)) {
@@ -114,8 +139,16 @@ KernelSigaction KernelActionFor(const KernelSigaction& program) {
 
 const KernelSigaction& ProgramSigsys() { return program_sigsys; }
 
+void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context) {
+  auto* uc = static_cast<ucontext_t*>(context);
+  sigaddset(&uc->uc_sigmask, sig);
+  __atomic_fetch_or(&t.deferred, uint64_t{1} << (sig - 1), __ATOMIC_ACQ_REL);
+  RawSyscall(SYS_rt_tgsigqueueinfo, RawSyscall(SYS_getpid), RawSyscall(SYS_gettid), sig, Arg(si));
+}
+
 long SigAction(int sig, const KernelSigaction* act, KernelSigaction* old, unsigned long size) {
   if (size != sizeof(uint64_t)) return -EINVAL;
+  RuntimeSection section;  // no handler runs while actions_mu is held
   if (sig == SIGSYS) {
     std::lock_guard lock(actions_mu);
     if (old != nullptr) *old = program_sigsys;
@@ -127,21 +160,40 @@ long SigAction(int sig, const KernelSigaction* act, KernelSigaction* old, unsign
   }
   std::lock_guard lock(actions_mu);
   KernelSigaction previous_program;
-  const bool was_wrapped = ReadAction(sig, &previous_program);
+  const bool was_substituted = ReadAction(sig, &previous_program);
   KernelSigaction kernel_old;
   long r;
   if (act != nullptr) {
-    KernelSigaction k = KernelActionFor(*act);
+    const KernelSigaction program = *act;  // `act` and `old` may be the same
+    KernelSigaction k = KernelActionFor(sig, program);
     r = RawSyscall(SYS_rt_sigaction, sig, Arg(&k), Arg(&kernel_old), static_cast<long>(size));
-    if (r == 0) WriteAction(sig, IsHandler(act->handler), *act);
+    if (r == 0) WriteAction(sig, IsSubstitute(k.handler), program);
   } else {
     r = RawSyscall(SYS_rt_sigaction, sig, 0, Arg(&kernel_old), static_cast<long>(size));
   }
   if (r == 0 && old != nullptr) {
-    const bool kernel_has_wrapper = kernel_old.handler == reinterpret_cast<void*>(&WrappedHandler);
-    *old = was_wrapped && kernel_has_wrapper ? previous_program : kernel_old;
+    *old = was_substituted && IsSubstitute(kernel_old.handler) ? previous_program : kernel_old;
   }
   return r;
+}
+
+void CommitBeforeEndingBySignals() {
+  if (committing.load(std::memory_order_acquire)) return;
+  RuntimeSection section;
+  LearnUnsafeCode();  // before actions_mu: it takes the dynamic loader's lock
+  std::lock_guard lock(actions_mu);
+  if (committing.load(std::memory_order_relaxed)) return;
+  committing.store(true, std::memory_order_release);
+  const KernelSigaction ours = TerminationAction();
+  for (int sig = 1; sig <= kMaxSignal; ++sig) {
+    if (!CommitsBeforeEnding(sig)) continue;
+    // Only where the kernel has SIG_DFL: what the program set, inherited or wrapped stays.
+    KernelSigaction current;
+    if (RawSyscall(SYS_rt_sigaction, sig, 0, Arg(&current), sizeof(uint64_t)) != 0 || current.handler != SIG_DFL) {
+      continue;
+    }
+    if (RawSyscall(SYS_rt_sigaction, sig, Arg(&ours), 0, sizeof(uint64_t)) == 0) WriteAction(sig, true, current);
+  }
 }
 
 void WrapInstalledHandlers() {
@@ -150,10 +202,10 @@ void WrapInstalledHandlers() {
     if (sig == SIGSYS || sig == SIGKILL || sig == SIGSTOP) continue;
     KernelSigaction current;
     if (RawSyscall(SYS_rt_sigaction, sig, 0, Arg(&current), sizeof(uint64_t)) != 0 || !IsHandler(current.handler) ||
-        current.handler == reinterpret_cast<void*>(&WrappedHandler)) {
+        IsSubstitute(current.handler)) {
       continue;
     }
-    KernelSigaction k = KernelActionFor(current);
+    KernelSigaction k = KernelActionFor(sig, current);
     if (!(current.flags & kSaRestorer)) continue;  // the C library always sets one; keep it
     if (RawSyscall(SYS_rt_sigaction, sig, Arg(&k), 0, sizeof(uint64_t)) == 0) WriteAction(sig, true, current);
   }

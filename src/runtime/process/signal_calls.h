@@ -10,13 +10,18 @@
 // the wrapper blocks it in the interrupted context and raises it again with its siginfo, so the
 // kernel keeps it pending (and queues real-time signals as it always does), and the section's end
 // unblocks it. The program's handler then runs as if the signal had come a moment later. Faults
-// (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP from the kernel) cannot wait and run at once. The
-// program sees its own actions in rt_sigaction, never the wrapper.
+// (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP from the kernel) cannot wait and run at once.
+//
+// Once the process has a volume open, a SIG_DFL that ends the process has the runtime's handler
+// in the kernel, which commits first (termination.h). The program sees its own actions in
+// rt_sigaction, never the wrapper nor that handler.
 #pragma once
 
 #include <signal.h>
 
 #include <cstdint>
+
+#include "runtime/entry/entry.h"
 
 namespace scone::runtime::process {
 
@@ -38,6 +43,14 @@ long WithMask(long nr, const long args[6]);
 
 // The program's SIGSYS disposition, for the entry's handler.
 const KernelSigaction& ProgramSigsys();
+
+// A signal that arrived while the runtime works on thread `t` (depth > 0): blocked in the
+// interrupted context, pending again with its siginfo, delivered when the section ends.
+void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context);
+
+// From now on, SIG_DFL of a signal that ends the process commits first (termination.h): the
+// process has a volume open. Idempotent; the first call costs two rt_sigaction per signal.
+void CommitBeforeEndingBySignals();
 
 // Wraps the handlers installed before the entry was (by libraries' constructors).
 void WrapInstalledHandlers();

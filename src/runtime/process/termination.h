@@ -1,0 +1,77 @@
+// A signal that ends the process commits what it wrote first, as exit does.
+//
+// While the process has a volume open, every signal whose default action ends the process
+// (SIGTERM, SIGHUP, SIGINT, SIGQUIT, SIGPIPE, SIGALRM, SIGUSR1/2, SIGXCPU, the real-time ones...)
+// and whose disposition is SIG_DFL has the runtime's handler in the kernel instead
+// (signal_calls.h keeps the program's view: it sees SIG_DFL). The handler commits the open
+// protected files and closes the volumes (CloseVolumesAtExit), then restores SIG_DFL and raises
+// the signal again with its siginfo, so the process ends as it would have: the parent's
+// WIFSIGNALED and WTERMSIG are native. Exec resets the disposition to SIG_DFL as the kernel
+// always does.
+//
+// Committing needs the C library's allocator, whose locks the interrupted thread may hold, and
+// the runtime's locks. So the commit runs only at a safe point: not in a runtime section (the
+// signal is held back until it ends, as for every handler), not inside the C library or the
+// dynamic loader (or the object that defines malloc), not in a memory-management call or a
+// fork, and not in a program handler that interrupted one of those. Elsewhere the signal is
+// held: the process ends at its next system call that is a safe point, or at the first tick of
+// a timer (SIGSYS every 10 ms) that finds a thread at one. A process that reaches none within
+// two seconds ends by the signal without committing (what a crash leaves: the last commit).
+//
+// Not caught: SIGKILL and SIGSTOP (impossible), SIGSYS (the entry's), the faults (SIGSEGV,
+// SIGBUS, SIGILL, SIGFPE, SIGTRAP: the program's state may be broken) and SIGABRT (abort():
+// the allocator may be what aborted, holding its locks).
+#pragma once
+
+#include <signal.h>
+#include <ucontext.h>
+
+#include <atomic>
+
+#include "runtime/process/signal_calls.h"
+
+namespace scone::runtime::process {
+
+// Whether the runtime commits before `sig` ends the process (its default action ends it and the
+// runtime may catch it).
+bool CommitsBeforeEnding(int sig);
+// The kernel's action standing for the program's SIG_DFL of such a signal.
+KernelSigaction TerminationAction();
+bool IsTerminationHandler(const void* handler);
+// Learns where a thread may hold the C library's locks (see above), once; before the first
+// TerminationAction is installed. Takes the dynamic loader's lock.
+void LearnUnsafeCode();
+
+namespace internal {
+extern std::atomic<int> held_state;  // see termination.cc
+}
+// Whether a signal is ending the process (held until a safe point, or committing).
+inline bool TerminationHeld() { return internal::held_state.load(std::memory_order_relaxed) != 0; }
+// Whether a thread is committing before the process ends.
+bool Ending();
+// Dispatch, at depth 0, before the program's call `nr`, when TerminationHeld(): ends the process
+// here if the call is a safe point; if another thread is ending it already, the thread makes no
+// more calls.
+void AtSystemCall(long nr);
+// A SIGSYS that is not the entry's: the tick of the timer that looks for a safe point (true,
+// and the process may end here), or not (false).
+bool OnTick(const siginfo_t* si, ucontext_t* uc);
+// In a forked child: a signal the parent held is the parent's.
+void ForgetHeldTermination();
+// At exit_group, after the volumes closed: a process a signal is ending ends by that signal.
+void EndIfTerminating();
+
+// A program handler runs over `context`: while it does, whether the context it interrupted is a
+// safe point is the question (it may have interrupted the allocator).
+class ProgramHandlerScope {
+ public:
+  explicit ProgramHandlerScope(const void* context);
+  ~ProgramHandlerScope();
+  ProgramHandlerScope(const ProgramHandlerScope&) = delete;
+  ProgramHandlerScope& operator=(const ProgramHandlerScope&) = delete;
+
+ private:
+  bool unsafe_;
+};
+
+}  // namespace scone::runtime::process
