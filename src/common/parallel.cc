@@ -19,6 +19,7 @@ namespace scone {
 namespace {
 
 std::atomic<void (*)()> helper_start_hook{nullptr};
+std::atomic<bool> no_more_helpers{false};
 
 
 // A job is handed over through `state_`: kIdle -> kQueued (caller) -> kDone (helper) -> kIdle
@@ -88,7 +89,7 @@ class Helper {
 
   bool EnsureStarted() {
     if (started_) return true;
-    if (stopped_) return false;
+    if (stopped_ || no_more_helpers.load(std::memory_order_relaxed)) return false;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -154,6 +155,8 @@ bool MoreThanOneCore() {
 void StopParallelHelper() { TheHelper().Stop(); }
 
 void SetHelperThreadStartHook(void (*hook)()) { helper_start_hook.store(hook); }
+
+void StartNoMoreHelpers() { no_more_helpers.store(true, std::memory_order_relaxed); }
 
 void ParallelFor(size_t count, size_t min_parallel_count,
                  const std::function<void(size_t, size_t)>& fn) {

@@ -40,4 +40,8 @@ void StopParallelHelper();
 // Called first thing on the helper thread (the runtime marks its own threads with it).
 void SetHelperThreadStartHook(void (*hook)());
 
+// From now on no helper thread is started (one that runs goes on serving): a process that a
+// signal ends commits without starting a thread while its other threads stop.
+void StartNoMoreHelpers();
+
 }  // namespace scone

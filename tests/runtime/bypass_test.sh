@@ -685,10 +685,10 @@ killed-by-signals)
   # the volume verifies. Programs say they run on a pipe; every wait is bounded.
   mkfifo ready
   exec {ready_fd}<>ready
-  # start PROGRAM...: PROGRAM under scone run in the background, its stdout on `ready`; its
-  # process id in $pid.
+  # start PROGRAM...: PROGRAM under scone run in the background, its stdout on `ready`, its
+  # stderr in program.err; its process id in $pid.
   start() {
-    "$scone" run --volume "$work/vol:$work/key" -- "$@" >ready &
+    "$scone" run --volume "$work/vol:$work/key" -- "$@" >ready 2>program.err &
     pid=$!
   }
   # first_line: the line the program started by `start` printed first.
@@ -701,6 +701,7 @@ killed-by-signals)
     local rc=0
     wait "$pid" || rc=$?
     [[ $rc == $((128 + $(kill -l "$1"))) ]] || fail "the program ended with status $rc, not by SIG$1"
+    [[ ! -s program.err ]] || fail "the program said: $(cat program.err)"
   }
   # sleeping: until the program started by `start` waits in the kernel (bounded).
   sleeping() {

@@ -36,11 +36,18 @@ const char* Str(long v) { return reinterpret_cast<const char*>(v); }
 int Fd(long v) { return static_cast<int>(v); }
 
 // The program's call the thread is in, while the dispatcher serves it: whether a signal that
-// ends the process may commit there depends on it (process/termination.h).
+// ends the process may commit there depends on it, and the call's start and end may be the safe
+// point such a signal waits for (process/termination.h).
 class CallInProgress {
  public:
-  CallInProgress(EntryThread& t, long nr) : t_(t), outer_(t.call) { t.call = nr; }
-  ~CallInProgress() { t_.call = outer_; }
+  CallInProgress(EntryThread& t, long nr) : t_(t), outer_(t.call) {
+    t.call = nr;
+    if (process::TerminationHeld()) process::AtSystemCall(nr);
+  }
+  ~CallInProgress() {
+    if (process::TerminationHeld()) process::AtSystemCall(t_.call);
+    t_.call = outer_;
+  }
   CallInProgress(const CallInProgress&) = delete;
   CallInProgress& operator=(const CallInProgress&) = delete;
 
@@ -305,8 +312,6 @@ DispatchResult Dispatch(SyscallFrame& f) {
   EntryThread& t = ThisThread();
   if (t.depth > 0) return CloneFamily(f.nr) ? Native() : Done(Raw(f));
   CallInProgress in_call(t, f.nr);
-  // A signal ending the process waits for a safe point: this call may be one.
-  if (process::TerminationHeld()) process::AtSystemCall(f.nr);
   const long* a = f.args;
   DispatchResult r;
   switch (f.nr) {

@@ -10,13 +10,12 @@
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/entry/sud.h"
 #include "runtime/process/signal_calls.h"
-#include "runtime/process/termination.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime {
 namespace {
 
-__attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, 0, nullptr, -1, 0, false};
+__attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, 0, nullptr, -1, 0};
 std::atomic<bool> installed{false};
 
 }  // namespace
@@ -63,7 +62,6 @@ void EnterNewThread() {
   // A new thread starts with the TLS image, a fork child with a copy of its parent's state (but
   // not its pending signals: what the parent held back is the parent's).
   if (!t.runtime_thread) t.handler_mask = nullptr;
-  t.born_ending = process::Ending();
   EnableDispatchForThisThread();
 }
 

@@ -65,8 +65,6 @@ struct EntryThread {
   long call;
   // Program handlers running over a context that was not a safe point (process/termination.h).
   int unsafe_handlers;
-  // Born while a signal ends the process (a helper its commit starts): never stopped.
-  bool born_ending;
 };
 EntryThread& ThisThread();
 

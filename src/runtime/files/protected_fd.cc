@@ -37,6 +37,10 @@ size_t SqlitePageSize(const uint8_t* bytes) {
 
 long FailWith(const Status& status) {
   Code c = status.code();
+  // Once the volumes closed (exit, or a signal ending the process), a call another thread still
+  // makes fails because they did: nothing to report.
+  const Runtime* rt = ShieldIfReady();
+  if (rt != nullptr && rt->closed()) return -status.ToErrno();
   if (c == Code::kDataCorrupted || c == Code::kRolledBack || c == Code::kInternal ||
       c == Code::kPermissionDenied) {
     Log(status.message());

@@ -7,6 +7,7 @@
 
 #include <mutex>
 
+#include "common/parallel.h"
 #include "runtime/entry/code_patcher.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
@@ -132,6 +133,7 @@ void End() {
   int expected = kHeld;
   if (!held_state.compare_exchange_strong(expected, kEnding, std::memory_order_acq_rel)) return;
   RuntimeSection section;  // kept to the end: no program handler runs after the signal
+  StartNoMoreHelpers();     // the other threads stop at their next call: a new one would too
   CloseVolumesAtExit();
   EndBySignal();
 }
@@ -231,14 +233,11 @@ void LearnUnsafeCode() {
   }
 }
 
-bool Ending() { return held_state.load(std::memory_order_acquire) == kEnding; }
-
 void AtSystemCall(long nr) {
   const int state = held_state.load(std::memory_order_acquire);
-  const EntryThread& t = ThisThread();
-  if (state < kHeld || t.unsafe_handlers > 0 || UnsafeCall(nr)) return;
+  if (state < kHeld || ThisThread().unsafe_handlers > 0 || UnsafeCall(nr)) return;
   if (state == kHeld) End();
-  if (!t.born_ending) Park();
+  Park();
 }
 
 bool OnTick(const siginfo_t* si, ucontext_t* uc) {

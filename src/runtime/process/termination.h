@@ -47,11 +47,10 @@ extern std::atomic<int> held_state;  // see termination.cc
 }
 // Whether a signal is ending the process (held until a safe point, or committing).
 inline bool TerminationHeld() { return internal::held_state.load(std::memory_order_relaxed) != 0; }
-// Whether a thread is committing before the process ends.
-bool Ending();
-// Dispatch, at depth 0, before the program's call `nr`, when TerminationHeld(): ends the process
-// here if the call is a safe point; if another thread is ending it already, the thread makes no
-// more calls.
+// Dispatch, at depth 0, before and after the program's call `nr`, when TerminationHeld(): ends
+// the process here if the call is a safe point; if another thread is ending it already, the
+// thread goes no further (natively it would be gone; once the volumes closed, its calls on
+// protected files would fail).
 void AtSystemCall(long nr);
 // A SIGSYS that is not the entry's: the tick of the timer that looks for a safe point (true,
 // and the process may end here), or not (false).
