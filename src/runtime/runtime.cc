@@ -251,7 +251,7 @@ Status Runtime::Init() {
   OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, nullptr);
   library_path_ = OwnLibraryPath();
   process::NameProgram("");
-  process::NoteOwnFiles();
+  process::NoteOwnFiles(library_path_);
   SetHelperThreadStartHook(BecomeRuntimeThread);
   if (!fds_.ok()) return Internal("cannot reserve the descriptor table");
   files::InstallShieldSyscalls(fds_);

@@ -1,17 +1,16 @@
 // execve and execveat from a shielded program: the program is inspected first
 // (program_inspection.h) and executed through the descriptor that was inspected; only a program
 // the runtime will enter gets the configuration, through a fresh descriptor.
+#include <elf.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/auxv.h>
-#include <sys/sysmacros.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -87,35 +86,35 @@ struct FileIdentity {
   bool operator==(const FileIdentity&) const = default;
 };
 
-// The file mapped at `address` in this process (/proc/self/maps names device and inode).
-FileIdentity MappedFileAt(uintptr_t address) {
-  FileIdentity id;
-  FILE* maps = std::fopen("/proc/self/maps", "re");
-  if (maps == nullptr) return id;
-  char line[4096];
-  while (std::fgets(line, sizeof(line), maps) != nullptr) {
-    unsigned long begin, end, inode;
-    unsigned major, minor;
-    if (std::sscanf(line, "%lx-%lx %*s %*x %x:%x %lu", &begin, &end, &major, &minor, &inode) == 5 &&
-        address >= begin && address < end) {
-      id = {makedev(major, minor), static_cast<ino_t>(inode)};
-      break;
-    }
-  }
-  std::fclose(maps);
-  return id;
+FileIdentity IdentityOf(const char* path) {
+  struct stat st;
+  if (path == nullptr || RawSyscall(SYS_newfstatat, AT_FDCWD, Arg(path), Arg(&st), 0) != 0) return {};
+  return {st.st_dev, st.st_ino};
 }
 
-// The loader and the runtime library this process runs with, found once, at start-up (before
-// the program could chroot away from /proc).
+// The loader this process's program names (its PT_INTERP, read from the program headers in
+// memory), or nullptr.
+const char* OwnLoaderName() {
+  const auto* phdr = reinterpret_cast<const Elf64_Phdr*>(getauxval(AT_PHDR));
+  const size_t count = getauxval(AT_PHNUM);
+  if (phdr == nullptr) return nullptr;
+  uintptr_t base = 0;
+  for (size_t i = 0; i < count; ++i) {
+    if (phdr[i].p_type == PT_PHDR) base = reinterpret_cast<uintptr_t>(phdr) - phdr[i].p_vaddr;
+  }
+  for (size_t i = 0; i < count; ++i) {
+    if (phdr[i].p_type == PT_INTERP) return reinterpret_cast<const char*>(base + phdr[i].p_vaddr);
+  }
+  return nullptr;
+}
+
+// The loader and the runtime library this process runs with, by identity, found at start-up
+// (before the program could chroot or mount over them): one stat each.
 struct OwnFiles {
   FileIdentity loader;
   FileIdentity library;
 };
-const OwnFiles& Own() {
-  static const OwnFiles own = {MappedFileAt(getauxval(AT_BASE)), MappedFileAt(reinterpret_cast<uintptr_t>(&MappedFileAt))};
-  return own;
-}
+OwnFiles own_files;
 
 // Whether `path`, looked up as the new program's loader will look it up, is `expected` and
 // usable by the identity it will run with.
@@ -140,11 +139,11 @@ std::string CannotEnter(Runtime& rt, const Launch& launch, const std::string& na
     return name + ": this process's real and effective user or group differ, so the loader would start " +
            "the program in secure mode, without the runtime";
   }
-  if (!SameFileUsable(launch.loader, Own().loader, X_OK)) {
+  if (!SameFileUsable(launch.loader, own_files.loader, X_OK)) {
     return name + ": its loader " + launch.loader + " is not the one this process runs with (another file " +
            "under that name here, or none)";
   }
-  if (!SameFileUsable(rt.library_path(), Own().library, R_OK)) {
+  if (!SameFileUsable(rt.library_path(), own_files.library, R_OK)) {
     return name + ": the runtime library " + rt.library_path() + " is not reachable from here (another root or " +
            "mount namespace, or not readable by the program's user)";
   }
@@ -153,7 +152,9 @@ std::string CannotEnter(Runtime& rt, const Launch& launch, const std::string& na
 
 }  // namespace
 
-void NoteOwnFiles() { (void)Own(); }
+void NoteOwnFiles(const std::string& library_path) {
+  own_files = {IdentityOf(OwnLoaderName()), IdentityOf(library_path.c_str())};
+}
 
 void NameProgram(const std::string& name) {
   const char* execfn = reinterpret_cast<const char*>(getauxval(AT_EXECFN));

@@ -3,6 +3,8 @@
 // carries the entry's net, stays the runtime's.
 #pragma once
 
+#include <string>
+
 #include "runtime/entry/entry.h"
 
 namespace scone::runtime {
@@ -22,7 +24,7 @@ long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* co
 void NameProgram(const std::string& name);
 // Notes, at start-up, which loader and runtime library this process runs with: a program it
 // starts must get the same ones (by identity), or it would run without the runtime.
-void NoteOwnFiles();
+void NoteOwnFiles(const std::string& library_path);
 
 // clone, clone3, fork and vfork. Threads are made natively (kNative), so the child starts on
 // its own stack; a fork is made by the dispatcher, with the runtime's own locks held across it
