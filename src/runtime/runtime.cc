@@ -250,8 +250,6 @@ Status Runtime::Init() {
   // exit handler (CloseAtExit) and need it to the end.
   OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, nullptr);
   library_path_ = OwnLibraryPath();
-  process::NameProgram("");
-  process::NoteOwnFiles(library_path_);
   SetHelperThreadStartHook(BecomeRuntimeThread);
   if (!fds_.ok()) return Internal("cannot reserve the descriptor table");
   files::InstallShieldSyscalls(fds_);
@@ -263,9 +261,12 @@ Status Runtime::Init() {
   SCONE_ASSIGN_OR_RETURN(auto settings, CasSettingsFromEnvironment());
   if (settings) {
     if (config_fd >= 0) RawSyscall(SYS_close, config_fd);
+    process::NameProgram("");  // no name handed over: the file's, where the kernel gave a number
+    process::NoteOwnFiles(library_path_);
     return InitFromCas(*settings);
   }
   if (config_fd < 0) return Status::Ok();  // loaded without `scone run`: stay out of the way
+  process::NoteOwnFiles(library_path_);
   return InitFromConfigFd(config_fd);
 }
 
