@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -139,6 +140,41 @@ RunArgs WithSconeEnvironment(RunArgs a) {
   return a;
 }
 
+// Descriptors the caller opened on files inside a volume (a shell's `< vol/f`, `>> vol/log`):
+// the runtime serves them through the shield, as it does those a shielded parent hands over;
+// left alone, the program would read ciphertext as data and write plaintext into the volume.
+void HandOverInheritedVolumeFds(runtime::RuntimeConfig& config) {
+  std::error_code ec;
+  std::vector<int> fds;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    char* end = nullptr;
+    long fd = std::strtol(e.path().filename().c_str(), &end, 10);
+    if (end != nullptr && *end == '\0') fds.push_back(static_cast<int>(fd));
+  }
+  for (int fd : fds) {
+    int flags = fcntl(fd, F_GETFL);
+    struct stat st;
+    if (flags < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    char link[64], target[PATH_MAX];
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, target, sizeof(target) - 1);
+    if (n <= 0) continue;
+    std::string path(target, static_cast<size_t>(n));
+    for (const runtime::VolumeConfig& v : config.volumes) {
+      if (path.size() <= v.dir.size() + 1 || path.compare(0, v.dir.size(), v.dir) != 0 || path[v.dir.size()] != '/') {
+        continue;
+      }
+      runtime::InheritedFd f;
+      f.fd = fd;
+      f.volume_dir = v.dir;
+      f.path = path.substr(v.dir.size() + 1);
+      f.flags = flags;
+      config.fds.push_back(std::move(f));
+      break;
+    }
+  }
+}
+
 Status Run(const RunArgs& given) {
   const RunArgs a = WithSconeEnvironment(given);
   if (a.command.empty()) return InvalidArgument("no program given (scone run [OPTIONS] -- PROGRAM ARGS...)");
@@ -160,6 +196,7 @@ Status Run(const RunArgs& given) {
     SCONE_ASSIGN_OR_RETURN(runtime::VolumeConfig v, ParseVolume(spec));
     config.volumes.push_back(std::move(v));
   }
+  HandOverInheritedVolumeFds(config);
   return Launch(a.command, [&]() -> Status {
     SCONE_ASSIGN_OR_RETURN(int fd, runtime::WriteConfigFd(config));
     setenv(runtime::kConfigFdEnv, std::to_string(fd).c_str(), 1);

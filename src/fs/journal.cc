@@ -8,6 +8,7 @@ namespace {
 constexpr size_t kFrameHeaderSize = 4 + 8 + crypto::kNonceSize;
 constexpr size_t kMaxBodySize = 1u << 30;
 constexpr size_t kMaxPathSize = 4096;
+constexpr uint8_t kLazyBit = 0x80;
 
 Bytes FrameHeader(uint32_t body_size, uint64_t seq, const uint8_t* nonce) {
   ByteWriter w;
@@ -21,7 +22,7 @@ Bytes FrameHeader(uint32_t body_size, uint64_t seq, const uint8_t* nonce) {
 
 Bytes JournalRecord::EncodeHead() const {
   ByteWriter w;
-  w.U8(static_cast<uint8_t>(kind));
+  w.U8(static_cast<uint8_t>(kind) | (lazy ? kLazyBit : 0));
   w.Str(path);
   w.Str(to);
   entry.Encode(w);
@@ -42,7 +43,10 @@ bool JournalRecord::Decode(ByteSpan body, JournalRecord* out) {
   ByteReader r(body);
   uint8_t kind;
   uint64_t count;
-  if (!r.U8(&kind) || kind < 1 || kind > 4) return false;
+  if (!r.U8(&kind)) return false;
+  out->lazy = (kind & kLazyBit) != 0;
+  kind &= ~kLazyBit;
+  if (kind < 1 || kind > 5) return false;
   out->kind = static_cast<Kind>(kind);
   if (!r.Str(&out->path, kMaxPathSize) || !r.Str(&out->to, kMaxPathSize) ||
       !FileEntry::Decode(r, &out->entry) || !r.U64(&count) || count > r.remaining() / 8) {
@@ -91,6 +95,36 @@ Result<bool> Journal::IsZeroFrom(uint64_t offset) const {
   return true;
 }
 
+// Looks for an authentic durable record with a sequence number after `seq` at any offset from
+// `from` on (a bad record's length cannot be trusted to find the next one). Only the crash
+// path pays for this scan: a cheap filter on the sequence field comes before authentication.
+Result<bool> Journal::DurableRecordAfter(uint64_t from, uint64_t seq) const {
+  if (from >= size_) return false;
+  Bytes tail(size_ - from);
+  SCONE_ASSIGN_OR_RETURN(size_t got, file_.ReadAt(from, tail));
+  tail.resize(got);
+  constexpr uint64_t kSeqWindow = uint64_t{1} << 24;
+  for (size_t at = 0; at + kFrameHeaderSize + crypto::kTagSize <= tail.size(); ++at) {
+    ByteReader r(ByteSpan(tail.data() + at, kFrameHeaderSize));
+    uint32_t body_size;
+    uint64_t record_seq;
+    r.U32(&body_size);
+    r.U64(&record_seq);
+    if (record_seq <= seq || record_seq - seq > kSeqWindow || body_size == 0) continue;
+    if (at + kFrameHeaderSize + uint64_t{body_size} + crypto::kTagSize > tail.size()) continue;
+    const uint8_t* header = tail.data() + at;
+    ByteSpan body(header + kFrameHeaderSize, body_size);
+    if (!mac_.Open(ByteSpan(header + 12, crypto::kNonceSize), {volume_id_, ByteSpan(header, 12), body},
+                   {}, nullptr, header + kFrameHeaderSize + body_size)
+             .ok()) {
+      continue;
+    }
+    JournalRecord record;
+    if (JournalRecord::Decode(body, &record) && !record.lazy) return true;
+  }
+  return false;
+}
+
 Status Journal::Refresh() {
   SCONE_ASSIGN_OR_RETURN(size_, file_.Size());
   return Status::Ok();
@@ -123,7 +157,10 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     uint64_t next = offset + sizeof(header) + body_size + sizeof(tag);
     if (!verified.ok()) {
       SCONE_ASSIGN_OR_RETURN(bool zero_tail, IsZeroFrom(offset));
-      if (next < size_ && !zero_tail) {
+      // Lazy records are appended without a sync, so a crash may keep a later one and lose
+      // an earlier one: only a durable record after the bad one proves damage.
+      SCONE_ASSIGN_OR_RETURN(bool durable_after, DurableRecordAfter(offset + 1, seq));
+      if (next < size_ && !zero_tail && durable_after) {
         return DataCorrupted(file_.path() + ": record " + std::to_string(seq) +
                              " at offset " + std::to_string(offset) +
                              " fails authentication and is not the last one (journal damaged)");
@@ -143,6 +180,7 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     if (!JournalRecord::Decode(body, &record)) {
       return DataCorrupted(file_.path() + ": record " + std::to_string(seq) + " is malformed");
     }
+    record.seq = seq;
     records.push_back(std::move(record));
     ++seq;
     offset = next;

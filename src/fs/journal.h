@@ -25,8 +25,14 @@
 namespace scone::fs {
 
 struct JournalRecord {
-  enum class Kind : uint8_t { kCommit = 1, kCreate = 2, kRename = 3, kUnlink = 4 };
+  // kSync: no change; appended durably, it makes every record before it durable.
+  enum class Kind : uint8_t { kCommit = 1, kCreate = 2, kRename = 3, kUnlink = 4, kSync = 5 };
   Kind kind = Kind::kCommit;
+  // Published but not yet durable: other processes apply it at once, recovery only if a durable
+  // record follows it (its in-place data was not synced before it was appended). Encoded as
+  // the high bit of the kind.
+  bool lazy = false;
+  uint64_t seq = 0;  // not encoded (the frame holds it): set when appended or read
   std::string path;  // rename: the source
   std::string to;    // rename: the destination
   FileEntry entry;   // commit, create: the file's new entry
@@ -78,6 +84,7 @@ class Journal {
       : file_(std::move(file)), mac_(std::move(key)), volume_id_(volume_id) {}
 
   Result<bool> IsZeroFrom(uint64_t offset) const;
+  Result<bool> DurableRecordAfter(uint64_t from, uint64_t seq) const;
 
   os::File file_;
   crypto::Aes256Gcm mac_;

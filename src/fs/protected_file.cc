@@ -116,7 +116,7 @@ ProtectedFile::~ProtectedFile() {
 
 Status ProtectedFile::Close() {
   std::unique_lock lock(mu_);
-  return CommitLocked();
+  return CommitLocked(/*durable=*/false);
 }
 
 std::string ProtectedFile::path() const {
@@ -182,7 +182,10 @@ Result<FileEntry> ProtectedFile::CreateOnDisk(const std::string& dir, const std:
 Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volume> volume,
                                                            const std::string& dir,
                                                            const std::string& path,
-                                                           const FileEntry& entry, FileKeys keys) {
+                                                           const FileEntry& latest, FileKeys keys,
+                                                           const FileWindow& window) {
+  // The disk holds the file as of its window's base; the window's records go on top.
+  const FileEntry& entry = window.base;
   std::shared_ptr<ProtectedFile> file(
       new ProtectedFile(std::move(volume), path, entry, std::move(keys)));
   std::string full = dir + "/" + path;
@@ -240,6 +243,11 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
   file->min_chunks_since_commit_ = ChunkCount(entry.size);
   file->committed_root_ = entry.root;
   file->committed_size_ = entry.size;
+  for (const auto& record : window.records) SCONE_RETURN_IF_ERROR(file->ApplyPublished(*record));
+  if (!crypto::ConstantTimeEquals(file->committed_root_, latest.root)) {
+    return DataCorrupted(full + ": the records other processes published do not lead to the "
+                         "volume's metadata");
+  }
   return file;
 }
 
@@ -381,6 +389,12 @@ Result<bool> ProtectedFile::ChunkFromDisk(uint64_t chunk, uint8_t* out) {
     std::memset(out, 0, kChunkSize);
     return false;
   }
+  if (!pending_.empty()) {
+    if (auto p = pending_.find(chunk); p != pending_.end()) {
+      SCONE_RETURN_IF_ERROR(OpenChunk(chunk, entry, p->second.data(), kChunkSize, out));
+      return true;
+    }
+  }
   uint8_t image[kChunkSize];
   SCONE_ASSIGN_OR_RETURN(size_t n, data_.ReadAt(layout_.SlotOffset(chunk), image));
   SCONE_RETURN_IF_ERROR(OpenChunk(chunk, entry, image, n, out));
@@ -397,15 +411,31 @@ Status ProtectedFile::ReadChunkPlain(uint64_t chunk, uint8_t* out) {
 }
 
 Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
+  // Shared: what other processes wrote is visible at once (POSIX), not only after an open.
+  if (volume_->Shared()) SCONE_RETURN_IF_ERROR(Refresh());
   auto result = ReadOnce(offset, out);
   if (result.ok() || result.status().code() != Code::kDataCorrupted) return result;
   return RefreshIfChangedByOthers() ? ReadOnce(offset, out) : result;
 }
 
-Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data) {
-  auto result = WriteOnce(offset, data);
+Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
+  if (volume_->Shared()) return WritePublished(offset, data, appended_at);
+  auto result = WriteOnce(offset, data, appended_at);
   if (result.ok() || result.status().code() != Code::kDataCorrupted) return result;
-  return RefreshIfChangedByOthers() ? WriteOnce(offset, data) : result;
+  return RefreshIfChangedByOthers() ? WriteOnce(offset, data, appended_at) : result;
+}
+
+// One transaction under the volume's writer lock: catch up with the others, write, publish. So
+// a write is visible to every process once it returns, an append lands at the end every
+// process sees, and writes of different bytes of one chunk by two processes both stay.
+Result<size_t> ProtectedFile::WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
+  if (data.empty()) return size_t{0};
+  std::unique_lock lock(mu_);
+  SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, [&]() -> Status {
+    if (appended_at != nullptr) offset = *appended_at = size_;
+    return StageWrite(offset, data);
+  }));
+  return data.size();
 }
 
 Status ProtectedFile::Refresh() {
@@ -417,20 +447,22 @@ Status ProtectedFile::Refresh() {
     if (current->root == committed_root_) return Status::Ok();
   }
   std::unique_lock lock(mu_);
-  // Asked again under our lock: a commit of another thread of this process may have come in
-  // between, and reloading an entry older than our own would not match the disk.
-  current = volume_->LatestEntry(id_);
-  if (!current.ok()) return current.status().code() == Code::kNotFound ? Status::Ok() : current.status();
-  if (current->root == committed_root_) return Status::Ok();
-  return ReloadChangedByOthers(*current);
+  return CatchUpUnderVolumeLocks();
 }
 
 bool ProtectedFile::RefreshIfChangedByOthers() {
   if (unlinked_) return false;
-  auto current = volume_->CurrentEntry(id_);
   std::unique_lock lock(mu_);
-  if (!current.ok() || current->root == committed_root_) return false;
-  return ReloadChangedByOthers(*current).ok();
+  const Root before = committed_root_;
+  return CatchUpUnderVolumeLocks().ok() && committed_root_ != before;
+}
+
+// Asked under the volume's locks: a commit of another thread of this process may have come in
+// since the caller looked, and the disk must not change while a reload reads it.
+Status ProtectedFile::CatchUpUnderVolumeLocks() {
+  return volume_->WithLatestEntry(id_, [&](const FileEntry* current) -> Status {
+    return current == nullptr ? Status::Ok() : CatchUpLocked(*current);
+  });
 }
 
 Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
@@ -447,7 +479,8 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
     uint64_t to = std::min(end, chunk_start + kChunkSize);
     uint8_t* dest = out.data() + (from - offset);
     // Cached or hole chunks: no I/O.
-    if ((!cache_.empty() && cache_.count(chunk) != 0) || entry(chunk).IsHole()) {
+    if ((!cache_.empty() && cache_.count(chunk) != 0) || entry(chunk).IsHole() ||
+        (!pending_.empty() && pending_.count(chunk) != 0)) {
       SCONE_RETURN_IF_ERROR(ReadChunkPlain(chunk, bounce));
       std::memcpy(dest, bounce + (from - chunk_start), to - from);
       ++chunk;
@@ -458,7 +491,8 @@ Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
     // read are authenticated, on two cores.
     uint64_t run = 1;
     while (run < kReadBatchChunks && (chunk + run) * kChunkSize < end &&
-           (cache_.empty() || cache_.count(chunk + run) == 0) && !entry(chunk + run).IsHole()) {
+           (cache_.empty() || cache_.count(chunk + run) == 0) && !entry(chunk + run).IsHole() &&
+           (pending_.empty() || pending_.count(chunk + run) == 0)) {
       ++run;
     }
     const uint64_t first = chunk;
@@ -614,13 +648,21 @@ Status ProtectedFile::EvictCache() {
     SCONE_RETURN_IF_ERROR(SealAndWriteInPlace(chunks, plains));
     for (auto it : evicted) DropCached(it, std::next(it));
   }
-  if (cache_.size() > kMaxCachedChunks / 2) return CommitLocked();
+  if (cache_.size() > kMaxCachedChunks / 2) return CommitLocked(/*durable=*/false);
   return Status::Ok();
 }
 
-Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
+Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
   std::unique_lock lock(mu_);
   if (data.empty()) return size_t{0};
+  if (appended_at != nullptr) offset = *appended_at = size_;
+  SCONE_RETURN_IF_ERROR(StageWrite(offset, data));
+  SCONE_RETURN_IF_ERROR(EvictCache());
+  if (changed_entries_.size() >= kMaxChangedEntries) SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));
+  return data.size();
+}
+
+Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {
   uint64_t end = offset + data.size();
   if (end < offset || end > kMaxFileSize) {
     return TooBig("a write of " + std::to_string(data.size()) + " bytes at offset " +
@@ -681,9 +723,7 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data) {
     std::memcpy(plain + (from - chunk_start), src, to - from);
     ++chunk;
   }
-  SCONE_RETURN_IF_ERROR(EvictCache());
-  if (changed_entries_.size() >= kMaxChangedEntries) SCONE_RETURN_IF_ERROR(CommitLocked());
-  return data.size();
+  return Status::Ok();
 }
 
 Status ProtectedFile::Reserve(uint64_t size) {
@@ -704,6 +744,13 @@ Status ProtectedFile::Reserve(uint64_t size) {
 Status ProtectedFile::Truncate(uint64_t new_size) {
   if (new_size > kMaxFileSize) return TooBig("a size of " + std::to_string(new_size) + " bytes");
   std::unique_lock lock(mu_);
+  if (volume_->Shared()) {
+    return CommitLocked(/*durable=*/false, [&] { return TruncateLocked(new_size); });
+  }
+  return TruncateLocked(new_size);
+}
+
+Status ProtectedFile::TruncateLocked(uint64_t new_size) {
   if (new_size == size_) return Status::Ok();
   // Growing costs nothing but the size: the new chunks are holes, their pages hole pages.
   if (new_size > size_) SCONE_RETURN_IF_ERROR(EnsureRoomFor(new_size));
@@ -764,38 +811,63 @@ Status ProtectedFile::EnsureRoomFor(uint64_t size) {
 
 Status ProtectedFile::Sync() {
   std::unique_lock lock(mu_);
-  return CommitLocked();
+  return CommitLocked(/*durable=*/true);
 }
 
-Status ProtectedFile::CommitLocked() {
-  if (!changed_ && cache_.empty()) return Status::Ok();
+Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& stage) {
+  if (!stage && !changed_ && cache_.empty()) {
+    if (!durable || unlinked_) return Status::Ok();
+    // fsync with every change published already: what this process or another published
+    // becomes durable (nothing to do for a process alone whose records are durable).
+    if (volume_->DurableSeq() >= last_seq_ && !volume_->Shared()) return Status::Ok();
+    return volume_->MakeDurable();
+  }
   JournalRecord record;
   record.kind = JournalRecord::Kind::kCommit;
   if (unlinked_) {
-    SCONE_RETURN_IF_ERROR(BuildRecord(&record));
+    if (stage) SCONE_RETURN_IF_ERROR(stage());
+    SCONE_RETURN_IF_ERROR(BuildRecord(&record, /*durable=*/true));
     SCONE_RETURN_IF_ERROR(ApplyInPlace(record));  // the orphaned inode only; nothing to commit
   } else {
-    // Built under the volume's locks: another process may have committed this file since we
-    // loaded it, and then our table is reloaded first.
+    // Built under the volume's locks: another process may have published this file since we
+    // loaded it, and then we catch up first.
     SCONE_RETURN_IF_ERROR(volume_->CommitFile(
         id_, record,
         [&](const FileEntry* current) -> Status {
-          if (current != nullptr && current->root != committed_root_) {
-            SCONE_RETURN_IF_ERROR(ReloadChangedByOthers(*current));
-          }
-          return BuildRecord(&record);
+          if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
+          if (stage) SCONE_RETURN_IF_ERROR(stage());
+          return BuildRecord(&record, durable);
         },
         [&] { return ApplyInPlace(record); }));
   }
+  if (record.lazy) {
+    // Overwrites of published chunks wait in the journal until a durable record: reads take
+    // them from here meanwhile.
+    for (size_t i = 0; i < record.slot_chunks.size(); ++i) {
+      ByteSpan image = record.SlotImage(i);
+      pending_[record.slot_chunks[i]] = Bytes(image.begin(), image.end());
+    }
+    if (!record.slot_chunks.empty()) {
+      pending_seq_ = record.seq;
+      // Nothing reached the data file, yet its content changed: its mtime moves, as a write's.
+      if (!times_kept_) SCONE_RETURN_IF_ERROR(data_.SetTimes({{{0, UTIME_OMIT}, {0, UTIME_NOW}}}));
+    }
+  } else {
+    pending_.clear();  // the window, ours included, is in place now
+  }
+  if (record.seq != 0) last_seq_ = record.seq;
   // The committed state is now the table in memory: its non-hole entries are the durable ones.
   // Every entry that changed below the end is in changed_entries_ (see BuildRecord); past the
   // end, none is durable.
+  // After a lazy commit, a chunk the durable state still references stays marked too: it must
+  // not be overwritten in place before the record that drops it is durable.
   const uint64_t chunks = ChunkCount(size_);
   for (uint64_t c : changed_entries_) {
     if (c >= chunks) break;  // sorted
-    table_.SetDurable(c, !table_.Entry(c).IsHole());
+    const bool referenced = !table_.Entry(c).IsHole();
+    if (referenced || !record.lazy) table_.SetDurable(c, referenced);
   }
-  table_.ClearDurableFrom(chunks);
+  if (!record.lazy) table_.ClearDurableFrom(chunks);
   dirty_pages_.clear();
   changed_entries_.clear();
   min_chunks_since_commit_ = chunks;
@@ -822,21 +894,100 @@ Status ProtectedFile::KeepTimes(bool atime, bool mtime) {
   return Status::Ok();
 }
 
-// Another process committed this file: take its chunk table, then lay our own uncommitted
-// changes (cached chunks, chunks sealed in place, our size) over it. Last writer wins per chunk.
-Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
+Status ProtectedFile::CatchUpLocked(const FileEntry& current) {
+  auto published = volume_->TakePublishedLocked(id_);
+  if (!pending_.empty() && volume_->DurableSeq() >= pending_seq_) pending_.clear();
+  if (current.root == committed_root_) return Status::Ok();
+  const bool local_changes = changed_ || !cache_.empty() || !changed_entries_.empty();
+  if (!local_changes) {
+    // The common case: apply what the others published, record by record.
+    Status applied;
+    for (const auto& record : published) {
+      if (record->seq <= last_seq_) continue;
+      applied = ApplyPublished(*record);
+      if (!applied.ok()) break;
+    }
+    if (applied.ok() && current.root == committed_root_) return Status::Ok();
+  }
+  return ReloadChangedByOthers(current, volume_->WindowOfLocked(id_, current));
+}
+
+// Applies a commit record another process (or this one, before this object existed) published:
+// its entries, its size, its images still waiting in the journal; the root must come out as
+// the record says. REQUIRES: mu_ held exclusively, no local changes.
+Status ProtectedFile::ApplyPublished(const JournalRecord& record) {
+  const uint64_t chunks = ChunkCount(record.entry.size);
+  std::set<uint64_t> pages;
+  if (chunks < ChunkCount(size_)) {
+    for (auto it = table_.lower_bound(chunks / kEntriesPerPage); it != table_.end(); ++it) {
+      pages.insert(it->first);
+    }
+    table_.ClearEntriesFrom(chunks);
+    pending_.erase(pending_.lower_bound(chunks), pending_.end());
+  }
+  for (const auto& [chunk, e] : record.entries) {
+    if (chunk >= chunks) continue;
+    if (e.IsHole()) {
+      table_.ClearEntry(chunk);
+    } else {
+      table_.MutableEntry(chunk) = e;
+    }
+    if (!e.IsHole() || !record.lazy) table_.SetDurable(chunk, !e.IsHole());
+    pages.insert(chunk / kEntriesPerPage);
+    pending_.erase(chunk);
+  }
+  if (record.lazy) {
+    for (size_t i = 0; i < record.slot_chunks.size(); ++i) {
+      if (record.slot_chunks[i] >= chunks) continue;
+      ByteSpan image = record.SlotImage(i);
+      pending_[record.slot_chunks[i]] = Bytes(image.begin(), image.end());
+      pending_seq_ = record.seq;
+    }
+  }
+  if (!record.lazy) table_.ClearDurableFrom(chunks);
+  const uint64_t page_count = PageCount(chunks);
+  if (tree_.leaf_count() == 0 && page_count > 0) pages.insert(0);
+  tree_.Resize(page_count);
+  for (uint64_t page : pages) {
+    if (page < page_count) tree_.SetLeaf(page, PageLeaf(page, PageImage(page)));
+  }
+  Root root = ComputeRoot(keys_.root, record.entry.size, tree_.Root());
+  if (!crypto::ConstantTimeEquals(root, record.entry.root)) {
+    return DataCorrupted(volume_->dir() + "/" + path() + ": a commit another process published (" +
+                         std::to_string(record.seq) + ") does not match this file's chunk table");
+  }
+  size_ = committed_size_ = record.entry.size;
+  committed_root_ = record.entry.root;
+  min_chunks_since_commit_ = chunks;
+  if (record.seq != 0) last_seq_ = record.seq;
+  return Status::Ok();
+}
+
+// Another process published this file: load its chunk table from disk and the window, then lay
+// our own unpublished changes (cached chunks, chunks sealed in place, our size) over it. Last
+// writer wins per chunk.
+Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current, const FileWindow& window) {
   ChunkTable ours = std::move(table_);
   // Our size only wins where we changed it since our last commit; else the other's is newer.
   uint64_t our_size = size_ != committed_size_ ? size_ : current.size;
-  size_ = current.size;
+  const bool had_local_changes = !cache_.empty() || !changed_entries_.empty() || our_size != current.size;
+  size_ = window.base.size;
   SCONE_ASSIGN_OR_RETURN(physical_size_, data_.Size());
   room_ = std::max(room_, physical_size_);
   SCONE_RETURN_IF_ERROR(LoadPages());
-  Root root = ComputeRoot(keys_.root, current.size, tree_.Root());
-  if (!crypto::ConstantTimeEquals(root, current.root)) {
+  Root root = ComputeRoot(keys_.root, window.base.size, tree_.Root());
+  if (!crypto::ConstantTimeEquals(root, window.base.root)) {
     return DataCorrupted(volume_->dir() + "/" + path() +
                          ": chunk table does not match the volume's metadata after another "
                          "process's commit");
+  }
+  committed_size_ = size_;
+  committed_root_ = window.base.root;
+  pending_.clear();
+  for (const auto& record : window.records) SCONE_RETURN_IF_ERROR(ApplyPublished(*record));
+  if (!crypto::ConstantTimeEquals(committed_root_, current.root)) {
+    return DataCorrupted(volume_->dir() + "/" + path() +
+                         ": the records other processes published do not lead to the volume's metadata");
   }
   size_ = our_size;
   const uint64_t chunks = ChunkCount(our_size);
@@ -852,8 +1003,7 @@ Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
   }
   committed_root_ = current.root;
   committed_size_ = current.size;
-  bool local_changes = !cache_.empty() || !changed_entries_.empty() || our_size != current.size;
-  if (local_changes) {
+  if (had_local_changes) {
     // dirty_pages_ holds the pages of our sealed chunks; with 0 here, the commit rewrites and
     // journals every page the other's table fills too (the table on disk is the other's).
     min_chunks_since_commit_ = 0;
@@ -866,8 +1016,14 @@ Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current) {
   return Status::Ok();
 }
 
-Status ProtectedFile::BuildRecord(JournalRecord* out) {
+Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable) {
   JournalRecord& record = *out;
+  // An authenticated file's data file is its plaintext, exactly as long as the file: only an
+  // in-place apply keeps it so, and that waits for a durable record.
+  if (region_ == Region::kAuthenticated) durable = true;
+  // A lazy record is published, not synced: its overwrites wait in the journal (see
+  // Volume's window), its new chunks go in place now and are synced before a durable record.
+  record.lazy = !durable;
   // 0. Before anything is consumed: the host must take the data file's length (normally
   //    checked by the write or truncate already), or the record could never be applied.
   SCONE_RETURN_IF_ERROR(EnsureRoomFor(size_));
@@ -876,7 +1032,7 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
   std::vector<std::pair<uint64_t, const uint8_t*>> inplace_now;
   // A small commit with no data written in place yet goes to the journal whole: one
   // fdatasync (the journal's) instead of two (data, then journal).
-  const bool journal_all = !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
+  const bool journal_all = durable && !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
   auto journaled_chunk = [&](uint64_t chunk) {
     return journal_all || IsDurable(chunk);
   };
@@ -956,8 +1112,9 @@ Status ProtectedFile::BuildRecord(JournalRecord* out) {
   record.entry.root = ComputeRoot(keys_.root, size_, tree_.Root());
   record.inplace_chunks = std::move(inplace_);
   inplace_.clear();
-  // 4. In-place data must be durable before the record that refers to it.
-  if (data_unsynced_) {
+  // 4. In-place data must be durable before the record that refers to it (for a lazy one, before
+  //    the durable record that follows it: the volume syncs it then).
+  if (durable && data_unsynced_) {
     SCONE_RETURN_IF_ERROR(data_.DataSync());
     data_unsynced_ = false;
   }

@@ -21,6 +21,7 @@
 
 #include <array>
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -49,23 +50,33 @@ struct FileKeys {
   SecretBytes root;                          // HMAC key of the file root and header
 };
 
+// A file's part of its volume's window (fs/volume.h): the lazy commit records, in order, that
+// are published but not yet in place, and the entry the disk holds beneath them.
+struct FileWindow {
+  FileEntry base;
+  std::vector<std::shared_ptr<const JournalRecord>> records;
+};
+
 class ProtectedFile {
  public:
   ~ProtectedFile();
 
   // Reads up to out.size() bytes at offset; fewer only at end of file.
   Result<size_t> Read(uint64_t offset, MutableByteSpan out);
-  // Writes all of data at offset, extending the file (gaps read as zeros).
-  Result<size_t> Write(uint64_t offset, ByteSpan data);
+  // Writes all of data at offset, extending the file (gaps read as zeros). With `appended_at`,
+  // appends instead (O_APPEND: at the end every process sees, atomically) and says where.
+  Result<size_t> Write(uint64_t offset, ByteSpan data, uint64_t* appended_at = nullptr);
   Status Truncate(uint64_t size);
   // Reserves disk space for a plaintext of `size` bytes, as fallocate(2) does, without changing
   // the file's size or content: later writes up to there do not fail for lack of space. A file
   // system without fallocate reserves nothing (not an error).
   Status Reserve(uint64_t size);
-  // Commits: every write so far is durable and part of the volume's state (its tag moves).
+  // Commits: every write so far (and everything published to the volume before) is durable and
+  // part of the volume's state (its tag moves).
   Status Sync();
-  // Commits like Sync; called by the destructor when the last reference goes (errors there can
-  // only be logged, so callers that care close explicitly).
+  // Publishes every write so far to the other processes (durable with the next Sync of any
+  // file, as close(2) promises no durability); called by the destructor when the last
+  // reference goes (errors there can only be logged, so callers that care close explicitly).
   Status Close();
 
   uint64_t size() const;
@@ -98,10 +109,12 @@ class ProtectedFile {
                 FileKeys keys);
 
   // Opens an existing file and checks it against `entry` (identity, size, root).
+  // `window`: the records published but not yet in place (`window.base` is what the disk holds).
   static Result<std::shared_ptr<ProtectedFile>> Open(std::shared_ptr<Volume> volume,
                                                      const std::string& dir,
                                                      const std::string& path,
-                                                     const FileEntry& entry, FileKeys keys);
+                                                     const FileEntry& latest, FileKeys keys,
+                                                     const FileWindow& window);
   // Writes the on-disk form of a new empty file (with `mode`, which the umask restricts);
   // returns its entry.
   static Result<FileEntry> CreateOnDisk(const std::string& dir, const std::string& path,
@@ -148,15 +161,26 @@ class ProtectedFile {
   Status SealAndWriteInPlace(const std::vector<uint64_t>& chunks,
                              const std::vector<const uint8_t*>& plains);
   Status EvictCache();
-  Status CommitLocked();
+  // Commits (durable) or publishes (lazy) what this object changed; `stage`, if given, makes a
+  // change first, under the volume's locks after catching up (a write by a process that
+  // shares the volume). REQUIRES: mu_ held exclusively.
+  Status CommitLocked(bool durable, const std::function<Status()>& stage = nullptr);
+  Status TruncateLocked(uint64_t new_size);
+  Status StageWrite(uint64_t offset, ByteSpan data);
+  Result<size_t> WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at);
+  // Catches up with what other processes published: record by record, or by reloading.
+  // REQUIRES: mu_ held exclusively, the volume's locks.
+  Status CatchUpLocked(const FileEntry& current);
+  Status CatchUpUnderVolumeLocks();
+  Status ApplyPublished(const JournalRecord& record);
   // Seals what is buffered and fills the commit record. REQUIRES: mu_ held exclusively.
-  Status BuildRecord(JournalRecord* record);
-  Status ReloadChangedByOthers(const FileEntry& current);
+  Status BuildRecord(JournalRecord* record, bool durable);
+  Status ReloadChangedByOthers(const FileEntry& current, const FileWindow& window);
   // After an authentication failure: if another process committed this file since we loaded
   // it, reload (exclusive lock) and return true so the caller retries once.
   bool RefreshIfChangedByOthers();
   Result<size_t> ReadOnce(uint64_t offset, MutableByteSpan out);
-  Result<size_t> WriteOnce(uint64_t offset, ByteSpan data);
+  Result<size_t> WriteOnce(uint64_t offset, ByteSpan data, uint64_t* appended_at);
   Status ApplyInPlace(const JournalRecord& record);
   // Writes slot images, coalescing adjacent slots into one system call.
   Status WriteSlots(std::span<const std::pair<uint64_t, const uint8_t*>> slots);
@@ -198,6 +222,12 @@ class ProtectedFile {
   std::array<struct timespec, 2> kept_times_{{{0, UTIME_OMIT}, {0, UTIME_OMIT}}};
   bool times_kept_ = false;
   std::atomic<bool> unlinked_{false};
+  // Sealed images of chunks whose newest version waits in the journal (a lazy record's
+  // overwrite), until the record is durable and applied in place.
+  std::map<uint64_t, Bytes> pending_;
+  uint64_t pending_seq_ = 0;  // the newest record that added one
+  uint64_t last_seq_ = 0;     // the newest record this table reflects
+
 };
 
 }  // namespace scone::fs

@@ -22,11 +22,22 @@ constexpr size_t kMaxBaseSize = 256u << 20;
 // A checkpoint folds the journal into the base state once it grows past this.
 constexpr uint64_t kCheckpointJournalSize = 32u << 20;
 constexpr size_t kVerifyChunkProblemsPerFile = 8;
+// The window is made durable once its records hold this much (every process keeps it in memory).
+constexpr size_t kMaxWindowBytes = 16u << 20;
 
 struct BaseHeader {
   std::array<uint8_t, 16> volume_id{};
   crypto::Hash key_check{};
 };
+
+// The first `size` bytes of a file (fewer if it is shorter).
+Result<Bytes> ReadHead(const std::string& path, size_t size) {
+  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(path, O_RDONLY | O_NOFOLLOW));
+  Bytes head(size);
+  SCONE_ASSIGN_OR_RETURN(size_t n, f.ReadAt(0, head));
+  head.resize(n);
+  return head;
+}
 
 }  // namespace
 
@@ -183,10 +194,13 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
     journal_seen_ = 0;
     next_seq_ = applied_seq_ + 1;
     touched_.clear();
+    // Its checkpoint applied every record in place: open files reload from disk.
+    WindowDurableLocked(applied_seq_);
+    published_.clear();
   }
   SCONE_ASSIGN_OR_RETURN(std::vector<JournalRecord> records,
                          journal_->ReadFrom(next_seq_, &journal_seen_));
-  for (const JournalRecord& r : records) ApplyOthersRecord(r);
+  for (JournalRecord& r : records) ApplyOthersRecord(std::move(r));
   // Bytes past the last good record are a torn append of a process that died: nobody else
   // is appending now (we hold the writer lock).
   SCONE_RETURN_IF_ERROR(journal_->TruncateTo(journal_seen_));
@@ -216,9 +230,17 @@ Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
   return s;
 }
 
-void Volume::ApplyOthersRecord(const JournalRecord& record) {
-  ApplyToState(record);
-  if (record.kind == JournalRecord::Kind::kCommit) touched_.insert(record.entry.file_id);
+void Volume::ApplyOthersRecord(JournalRecord record) {
+  auto shared = std::make_shared<const JournalRecord>(std::move(record));
+  const JournalRecord& r = *shared;
+  if (!r.lazy) WindowDurableLocked(r.seq);  // its writer applied the window in place first
+  if (r.kind == JournalRecord::Kind::kCommit) {
+    if (r.lazy) AddToWindowLocked(shared);
+    auto open = open_files_.find(r.entry.file_id);
+    if (open != open_files_.end() && !open->second.expired()) published_[r.entry.file_id].push_back(shared);
+    touched_.insert(r.entry.file_id);
+  }
+  ApplyToState(r);
   ++next_seq_;
 }
 
@@ -232,7 +254,14 @@ class Volume::WriterSection {
   Status Begin(bool catch_up = true) {
     SCONE_RETURN_IF_ERROR(v_.lock_->LockWriter());
     locked_ = true;
-    return catch_up ? v_.CatchUpLocked(keep_) : Status::Ok();
+    if (!catch_up) return Status::Ok();
+    SCONE_RETURN_IF_ERROR(v_.CatchUpLocked(keep_));
+    // A process alone learns here, at every open and commit, that another one joined.
+    if (!v_.shared_.load(std::memory_order_relaxed)) {
+      auto users = v_.lock_->ReadUsersHint();
+      if (!users.ok() || *users != v_.users_seen_) v_.shared_ = true;
+    }
+    return Status::Ok();
   }
 
  private:
@@ -288,10 +317,14 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
   SCONE_ASSIGN_OR_RETURN(std::vector<JournalRecord> records,
                          v->journal_->ReadFrom(v->applied_seq_ + 1, &v->journal_seen_));
   v->next_seq_ = v->applied_seq_ + 1;
+  v->durable_seq_ = v->applied_seq_;
   if (!alone) {
-    // Others have it open and keep it consistent: only catch up with them.
-    for (const JournalRecord& r : records) v->ApplyOthersRecord(r);
+    // Others have it open and keep it consistent: only catch up with them, and let them know
+    // that they are no longer alone.
+    for (JournalRecord& r : records) v->ApplyOthersRecord(std::move(r));
     SCONE_RETURN_IF_ERROR(v->journal_->TruncateTo(v->journal_seen_));
+    SCONE_RETURN_IF_ERROR(v->lock_->BumpUsersHint());
+    v->shared_ = true;
   } else if (!was_clean || !records.empty()) {
     SCONE_RETURN_IF_ERROR(v->Recover(std::move(records)).Annotate("recovering volume " + dir));
   } else {
@@ -299,6 +332,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
     SCONE_RETURN_IF_ERROR(v->SettleTrash());  // a close cut short after its checkpoint
   }
   if (alone) SCONE_RETURN_IF_ERROR(v->lock_->Share());
+  SCONE_ASSIGN_OR_RETURN(v->users_seen_, v->lock_->ReadUsersHint());
   if (options.expected_tag && !crypto::ConstantTimeEquals(v->Tag(), *options.expected_tag)) {
     return RolledBack("volume " + dir +
                       ": its state does not match the trusted tag (rolled back to an older copy, "
@@ -336,11 +370,24 @@ Status Volume::Close() {
   return first;
 }
 
+Status Volume::MakeDurable() {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (closed_) return Status::Ok();
+  WriterSection writer(*this, &keep);
+  SCONE_RETURN_IF_ERROR(writer.Begin());
+  return MakeWindowDurableLocked();
+}
+
 void Volume::BeforeFork() { mu_.lock(); }
 
-void Volume::AfterForkInParent() { mu_.unlock(); }
+void Volume::AfterForkInParent() {
+  shared_ = true;
+  mu_.unlock();
+}
 
 Status Volume::AfterForkInChild() {
+  shared_ = true;
   mu_.unlock();
   if (closed_) return Status::Ok();
   return lock_->ReopenInChild().Annotate("volume " + dir_ + " in a forked process");
@@ -349,12 +396,21 @@ Status Volume::AfterForkInChild() {
 // ---- journal, commits and recovery ------------------------------------------------------
 
 Status Volume::AppendLocked(JournalRecord& record, bool durable) {
+  record.lazy = !durable;
+  // What the window wrote in place must be on disk before a record that makes it durable.
+  if (durable) SCONE_RETURN_IF_ERROR(SyncWindowDataLocked());
   const bool caught_up = journal_->size() == journal_seen_;
   SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, durable));
-  ++next_seq_;
+  record.seq = next_seq_++;
   // Our own record is in state_ already: catching up later need not read it back.
   if (caught_up) journal_seen_ = journal_->size();
-  if (durable) EmptyTrashLocked();
+  if (durable) {
+    Status applied = ApplyWindowLocked();
+    WindowDurableLocked(record.seq);
+    EmptyTrashLocked();
+    // A failed apply is repaired from the journal at the next open; report it all the same.
+    SCONE_RETURN_IF_ERROR(applied);
+  }
   return Status::Ok();
 }
 
@@ -418,8 +474,11 @@ Status Volume::DropLostCreates() {
     }
     if (!it->is_regular_file(ec) || it->is_symlink(ec) || state_.files.count(rel) != 0) continue;
     if (state_.rules.RegionOf(rel) != Region::kEncrypted) continue;
-    auto head = os::ReadWholeFile(it->path().string(), kHeaderSize);
+    auto head = ReadHead(it->path().string(), kHeaderSize);
     if (!head.ok()) continue;
+    // A header this volume's key authenticates, for an id the state does not know: created
+    // here, its create record lost (whatever it holds was sealed by this volume, and no durable
+    // record refers to it).
     bool created_here = false;
     if (head->size() == kHeaderSize) {
       FileId id;
@@ -458,6 +517,8 @@ void Volume::ApplyToState(const JournalRecord& record) {
     case Kind::kUnlink:
       drop(record.path);
       break;
+    case Kind::kSync:
+      break;
     case Kind::kRename: {
       std::vector<std::pair<std::string, FileEntry>> moved;
       for (auto it = state_.files.begin(); it != state_.files.end();) {
@@ -493,43 +554,42 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record,
   }
   SCONE_RETURN_IF_ERROR(build(&state_.files.at(it->second)));
   record.path = it->second;
-  SCONE_RETURN_IF_ERROR(AppendLocked(record));
+  SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/!record.lazy));
   touched_.insert(id);
-  Status applied = apply();
+  Status applied = record.lazy ? Status::Ok() : apply();
+  if (record.lazy) AddToWindowLocked(std::make_shared<const JournalRecord>(record));
   ApplyToState(record);
   // A failed in-place apply is repaired by the journal at the next open; report it all the same.
   SCONE_RETURN_IF_ERROR(applied);
   if (journal_->size() > kCheckpointJournalSize) return Checkpoint(/*clean=*/false);
+  if (window_bytes_ > kMaxWindowBytes) return MakeWindowDurableLocked();
   return Status::Ok();
 }
 
 Status Volume::Checkpoint(bool clean) {
+  // The base state holds the window's changes: they go in place first.
+  SCONE_RETURN_IF_ERROR(ApplyWindowLocked());
   // Everything applied in place since the last checkpoint must be durable before the journal
   // that could redo it is dropped.
-  for (const FileId& id : touched_) {
-    auto it = path_by_id_.find(id);
-    if (it == path_by_id_.end()) continue;
-    for (const std::string& p : {dir_ + "/" + it->second, ProtectedFile::SideFilePath(dir_, id)}) {
-      auto f = os::File::Open(p, O_RDONLY | O_NOFOLLOW);
-      if (f.ok()) SCONE_RETURN_IF_ERROR(f->Sync());
-    }
-  }
+  SCONE_RETURN_IF_ERROR(SyncFilesLocked(touched_));
   applied_seq_ = next_seq_ - 1;
   SCONE_RETURN_IF_ERROR(WriteBase(clean));
   SCONE_RETURN_IF_ERROR(journal_->Reset());
   SCONE_RETURN_IF_ERROR(lock_->WriteCheckpointHint(applied_seq_));
   journal_seen_ = 0;
   touched_.clear();
+  WindowDurableLocked(applied_seq_);
   EmptyTrashLocked();
   return Status::Ok();
 }
 
 Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
-                                 const std::vector<const JournalRecord*>& commits) {
+                                 const std::vector<const JournalRecord*>& commits, bool trim) {
   const FileEntry& entry = state_.files.at(path);
   Layout layout(entry.region);
   auto data = os::File::Open(dir_ + "/" + path, O_RDWR | O_NOFOLLOW);
   if (!data.ok()) return Status::Ok();  // reported when the file is opened or verified
+  const auto times = data->Times();
   os::File side;
   if (!layout.interleaved()) {
     auto s = os::File::Open(ProtectedFile::SideFilePath(dir_, id), O_RDWR | O_CREAT, 0600);
@@ -597,13 +657,55 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     static_assert(kPageReserved + kEntriesPerPage * kEntrySize == kPageSize);
     SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout.PageOffset(page), ByteSpan(image, kPageSize)));
   }
+  if (!trim) {
+    SCONE_RETURN_IF_ERROR(DropPagesPastTheEnd(layout, *data, side, entry.size));
+    // Writing the window in place is the volume's business, not a change of the program's:
+    // the file keeps the times its last write or utimensat gave it.
+    return times.ok() ? data->SetTimes(*times) : Status::Ok();
+  }
   SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));
   if (!layout.interleaved()) SCONE_RETURN_IF_ERROR(side.Truncate(layout.SideFileSize(entry.size)));
   return Status::Ok();
 }
 
+// Applying the window. The data file keeps any length past the end (a writer of this process
+// may have sealed chunks there that it will commit), but no chunk table page past the end may
+// stay: the file could grow over it again, and a page no commit rewrites would no longer be a
+// hole page. The side file holds pages only: it gets its exact length.
+Status Volume::DropPagesPastTheEnd(const Layout& layout, const os::File& data, const os::File& side,
+                                   uint64_t size) {
+  if (!layout.interleaved()) return side.Truncate(layout.SideFileSize(size));
+  SCONE_ASSIGN_OR_RETURN(uint64_t data_size, data.Size());
+  if (data_size < layout.DataFileSize(size)) return data.Truncate(layout.DataFileSize(size));
+  const uint64_t pages = PageCount(ChunkCount(size));
+  std::vector<uint64_t> stale;
+  SCONE_RETURN_IF_ERROR(ForEachDataRange(data, data_size, [&](uint64_t begin, uint64_t end) {
+    for (uint64_t p = std::max(pages, layout.PageAtOrAfter(begin)); layout.PageOffset(p) < end; ++p) {
+      stale.push_back(p);
+    }
+    return Status::Ok();
+  }));
+  static const uint8_t kZeroPage[kPageSize] = {};
+  for (uint64_t p : stale) {
+    // Page 0 keeps the file's header in its reserved bytes.
+    const size_t skip = p == 0 ? kPageReserved : 0;
+    SCONE_RETURN_IF_ERROR(data.WriteAt(layout.PageOffset(p) + skip, ByteSpan(kZeroPage, kPageSize - skip)));
+  }
+  return Status::Ok();
+}
+
 Status Volume::Recover(std::vector<JournalRecord> records) {
   using Kind = JournalRecord::Kind;
+  // Lazy commits no durable record follows may lack the in-place data they refer to (it was
+  // not synced before them): they never happened.
+  // Lazy creates and unlinks stay (they refer to no data; a lost one is undone below).
+  size_t durable_end = records.size();
+  while (durable_end > 0 && records[durable_end - 1].lazy) --durable_end;
+  const bool tail_dropped = std::any_of(records.begin() + static_cast<ptrdiff_t>(durable_end), records.end(),
+                                        [](const JournalRecord& r) { return r.kind == Kind::kCommit; });
+  records.erase(std::remove_if(records.begin() + static_cast<ptrdiff_t>(durable_end), records.end(),
+                               [](const JournalRecord& r) { return r.kind == Kind::kCommit; }),
+                records.end());
   std::map<FileId, std::vector<const JournalRecord*>> commits;
   for (const JournalRecord& r : records) {
     ApplyToState(r);
@@ -611,8 +713,8 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
     ++next_seq_;
   }
   // Namespace changes are carried out right after their record, before the next one is
-  // written: only the last record can be missing on disk.
-  if (!records.empty()) {
+  // written: only the last record can be missing on disk (none, if records followed it).
+  if (!records.empty() && !tail_dropped) {
     const JournalRecord& last = records.back();
     std::string from = dir_ + "/" + last.path;
     SCONE_ASSIGN_OR_RETURN(bool from_exists, os::Exists(from));
@@ -633,7 +735,7 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
   for (const auto& [id, list] : commits) {
     auto it = path_by_id_.find(id);
     if (it == path_by_id_.end()) continue;
-    SCONE_RETURN_IF_ERROR(ReplayDataForFile(id, it->second, list));
+    SCONE_RETURN_IF_ERROR(ReplayDataForFile(id, it->second, list, /*trim=*/true));
     touched_.insert(id);
   }
   // Files created just before the crash, and bytes appended in place after the last commit.
@@ -699,7 +801,8 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       if (!file) {
         SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
                                                          it->second,
-                                                         DeriveFileKeys(it->second.file_id)));
+                                                         DeriveFileKeys(it->second.file_id),
+                                                         WindowOfLocked(it->second.file_id, it->second)));
         open_files_[it->second.file_id] = file;
       }
     } else {
@@ -731,7 +834,8 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       ApplyToState(record);
       touched_.insert(id);
       SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
-                                                       record.entry, std::move(keys)));
+                                                       record.entry, std::move(keys),
+                                                       FileWindow{record.entry, {}}));
       open_files_[id] = file;
       if (created != nullptr) *created = true;
     }
@@ -887,6 +991,16 @@ Result<FileEntry> Volume::LatestEntry(const FileId& id) {
   auto it = path_by_id_.find(id);
   if (it == path_by_id_.end()) return NotFound("file was unlinked");
   return state_.files.at(it->second);
+}
+
+Status Volume::WithLatestEntry(const FileId& id, const std::function<Status(const FileEntry*)>& fn) {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (closed_) return Internal("volume " + dir_ + " is closed");
+  WriterSection writer(*this, &keep);
+  SCONE_RETURN_IF_ERROR(writer.Begin());
+  auto it = path_by_id_.find(id);
+  return fn(it == path_by_id_.end() ? nullptr : &state_.files.at(it->second));
 }
 
 Result<FileEntry> Volume::CurrentEntry(const FileId& id) {

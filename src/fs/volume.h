@@ -20,6 +20,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -106,6 +107,19 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // open, marks it closed cleanly.
   Status Close();
 
+  // Whether other processes may use the volume now: then every write is published to them at
+  // once (a short transaction under the volume's writer lock) and every read first catches up
+  // with what they published. A process alone with its volume buffers and commits at fsync and
+  // close. A forked child makes both processes sharers at once; a process that opens the volume
+  // while another has it open bumps a counter in the lock file, which a process alone reads at
+  // most every few milliseconds.
+  bool Shared();
+  // Records up to this sequence number are durable (journal synced) and applied in place.
+  uint64_t DurableSeq() const { return durable_seq_.load(std::memory_order_acquire); }
+  // Makes every record published so far durable (fsync of a file whose changes are all
+  // published already).
+  Status MakeDurable();
+
   // Fork support, for the runtime's pthread_atfork handlers: Before holds the volume's lock
   // across fork; the parent releases it; the child releases it and takes its own cross-process
   // lock (the inherited one is shared with the parent).
@@ -130,16 +144,20 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Applies what other processes appended to the journal (or a checkpoint they made) to the
   // in-memory state. REQUIRES: mu_ and the writer lock.
   Status CatchUpLocked(KeepAlive* keep);
-  void ApplyOthersRecord(const JournalRecord& record);
+  void ApplyOthersRecord(JournalRecord record);
   // For lookups: catches up only if the journal or the checkpoint hint moved since we last
   // looked (two reads, no lock in the common case). REQUIRES: mu_.
   Status CatchUpIfChangedLocked(KeepAlive* keep);
   // Reads the checkpoint sequence from the state file's authenticated-later header.
   Result<uint64_t> PeekBaseSeq() const;
   Status WriteBase(bool clean);
+  Status DropPagesPastTheEnd(const Layout& layout, const os::File& data, const os::File& side,
+                             uint64_t size);
   Status Recover(std::vector<JournalRecord> records);
+  // Writes the newest images and chunk table entries of `commits` (a file's records in order)
+  // in place; with `trim`, cuts the data file to the state's length (recovery).
   Status ReplayDataForFile(const FileId& id, const std::string& path,
-                           const std::vector<const JournalRecord*>& commits);
+                           const std::vector<const JournalRecord*>& commits, bool trim);
   Status Checkpoint(bool clean);
   // Appends a record. A lazy one becomes durable with the next durable one (the journal is
   // appended in order); after a durable one, files unlinked lazily are deleted for good.
@@ -160,6 +178,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // The same, without the writer lock when nothing changed since this process last looked (two
   // reads of the metadata): for a file open in several processes, before each use.
   Result<FileEntry> LatestEntry(const FileId& id);
+  // Runs `fn` with the file's current entry (nullptr if it was unlinked) under the volume's
+  // locks, after catching up with other processes. Called with the file's lock held.
+  Status WithLatestEntry(const FileId& id, const std::function<Status(const FileEntry*)>& fn);
   // Called by ProtectedFile with the file's lock held. Under the volume's locks, after catching
   // up with other processes: `build` fills the record, given the file's current entry (nullptr
   // if it was unlinked: then nothing is journaled); the record is appended, applied with
@@ -169,6 +190,31 @@ class Volume : public std::enable_shared_from_this<Volume> {
                     const std::function<Status()>& apply);
 
   std::string MetaPath(std::string_view name) const;
+
+  // ---- the window: what was published since the last durable record (volume_window.cc) ----
+  // A lazy commit is appended without a sync and is not applied in place (its new chunks are
+  // written in place, where no durable record looks); every process keeps it in memory until a
+  // durable record follows, whose writer first syncs the window's in-place data, then appends,
+  // then applies the window in place. Recovery drops lazy records no durable one follows.
+  // REQUIRES: mu_. A file's window (its base is `current` when it has none).
+  FileWindow WindowOfLocked(const FileId& id, const FileEntry& current) const;
+  // A lazy commit record (ours or another's) joins the window. REQUIRES: mu_, before the record
+  // is folded into state_.
+  void AddToWindowLocked(const std::shared_ptr<const JournalRecord>& record);
+  // A durable record was appended (by us or another process): the window is on disk now.
+  void WindowDurableLocked(uint64_t seq);
+  // fsyncs the data (and side) files of `ids`; many at once with one syncfs.
+  Status SyncFilesLocked(const std::set<FileId>& ids);
+  // Syncs the data files the window's records wrote in place. REQUIRES: mu_, writer lock.
+  Status SyncWindowDataLocked();
+  // Writes the window's images and chunk table entries in place. REQUIRES: mu_, writer lock.
+  Status ApplyWindowLocked();
+  // Appends a durable kSync record if the window holds anything. REQUIRES: mu_, writer lock.
+  Status MakeWindowDurableLocked();
+  // Others' commit records of files this process has open, for their next catch-up.
+  std::vector<std::shared_ptr<const JournalRecord>> TakePublishedLocked(const FileId& id);
+  std::vector<std::shared_ptr<const JournalRecord>> TakePublished(const FileId& id);
+  FileWindow WindowOf(const FileId& id, const FileEntry& current);
 
   const std::string dir_;
   const SecretBytes key_;
@@ -188,6 +234,16 @@ class Volume : public std::enable_shared_from_this<Volume> {
   std::map<FileId, std::weak_ptr<ProtectedFile>> open_files_;
   std::optional<VolumeLock> lock_;
   bool closed_ = true;  // until Create or Open succeeds; then until Close
+
+  std::vector<std::shared_ptr<const JournalRecord>> window_;
+  size_t window_bytes_ = 0;
+  std::map<FileId, FileEntry> window_base_;
+  std::set<FileId> window_data_;  // files with in-place data of window records, not synced yet
+  std::map<FileId, std::vector<std::shared_ptr<const JournalRecord>>> published_;
+  std::atomic<uint64_t> durable_seq_{0};
+  std::atomic<bool> shared_{false};
+  std::atomic<int64_t> next_share_poll_{0};
+  uint64_t users_seen_ = 0;  // the lock file's count of processes that joined, when last read
 };
 
 // Volume key files: 64 hex digits and a newline, mode 0600.

@@ -40,18 +40,33 @@ bool VolumeLock::TryAlone() { return Set(F_WRLCK, 1, /*wait=*/false).ok(); }
 
 Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
-Result<uint64_t> VolumeLock::ReadCheckpointHint() const {
+// The lock file's hints: bytes 8-15 the checkpoint sequence, 16-23 the users count.
+constexpr off_t kCheckpointHintAt = 8;
+constexpr off_t kUsersHintAt = 16;
+
+Result<uint64_t> VolumeLock::ReadHint(off_t at) const {
   uint8_t bytes[8] = {};
-  SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(8, bytes));
-  uint64_t seq = 0;
-  for (size_t i = 0; i < n; ++i) seq |= static_cast<uint64_t>(bytes[i]) << (8 * i);
-  return seq;
+  SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(at, bytes));
+  uint64_t value = 0;
+  for (size_t i = 0; i < n; ++i) value |= static_cast<uint64_t>(bytes[i]) << (8 * i);
+  return value;
 }
 
-Status VolumeLock::WriteCheckpointHint(uint64_t seq) const {
+Status VolumeLock::WriteHint(off_t at, uint64_t value) const {
   uint8_t bytes[8];
-  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(seq >> (8 * i));
-  return file_.WriteAt(8, ByteSpan(bytes, sizeof(bytes)));
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(value >> (8 * i));
+  return file_.WriteAt(at, ByteSpan(bytes, sizeof(bytes)));
+}
+
+Result<uint64_t> VolumeLock::ReadCheckpointHint() const { return ReadHint(kCheckpointHintAt); }
+
+Status VolumeLock::WriteCheckpointHint(uint64_t seq) const { return WriteHint(kCheckpointHintAt, seq); }
+
+Result<uint64_t> VolumeLock::ReadUsersHint() const { return ReadHint(kUsersHintAt); }
+
+Status VolumeLock::BumpUsersHint() const {
+  SCONE_ASSIGN_OR_RETURN(uint64_t users, ReadHint(kUsersHintAt));
+  return WriteHint(kUsersHintAt, users + 1);
 }
 
 Status VolumeLock::ReopenInChild() {

@@ -34,10 +34,16 @@ class VolumeLock {
   // number of the last checkpoint. Read and written under the writer lock.
   Result<uint64_t> ReadCheckpointHint() const;
   Status WriteCheckpointHint(uint64_t seq) const;
+  // A count of processes that opened the volume while others had it open: a process alone
+  // watches it to learn that it no longer is. Bumped under the writer lock.
+  Result<uint64_t> ReadUsersHint() const;
+  Status BumpUsersHint() const;
 
  private:
   explicit VolumeLock(os::File file) : file_(std::move(file)) {}
   Status Set(short type, off_t byte, bool wait);
+  Result<uint64_t> ReadHint(off_t at) const;
+  Status WriteHint(off_t at, uint64_t value) const;
 
   os::File file_;
 };

@@ -113,8 +113,14 @@ TEST_P(VolumeModelTest, MatchesModel) {
     if (f.ok()) ASSERT_EQ((*f)->size(), m.size());
   }
   ASSERT_TRUE(v->Close().ok());
-  auto final_volume = *OpenVolume();
-  for (int i = 0; i < kFiles; ++i) ASSERT_TRUE(*ReadFile(*final_volume, name(i)) == model[i]);
+  auto reopened = OpenVolume();
+  ASSERT_TRUE(reopened.ok()) << reopened.status().message();
+  auto final_volume = *reopened;
+  for (int i = 0; i < kFiles; ++i) {
+    auto content = ReadFile(*final_volume, name(i));
+    ASSERT_TRUE(content.ok()) << content.status().message();
+    ASSERT_TRUE(*content == model[i]) << name(i) << " differs at the end";
+  }
   EXPECT_TRUE(final_volume->Verify().empty());
 }
 

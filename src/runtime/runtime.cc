@@ -322,6 +322,12 @@ Status Runtime::InitFromConfigFd(int config_fd) {
     fs::Volume* volume = mv->Get();
     auto file = volume != nullptr ? volume->OpenFile(f.path, {})
                                   : Result<std::shared_ptr<fs::ProtectedFile>>(Internal("volume unavailable"));
+    if (!file.ok() && file.status().code() == Code::kNotFound && AdoptableNewFile(f)) {
+      // `scone run PROGRAM > vol/new`: the caller's shell made an empty plain file; it becomes
+      // a protected one (the program's descriptor keeps the empty inode for its numbering).
+      std::string full = mv->root + "/" + f.path;
+      if (RawSyscall(SYS_unlink, Arg(full.c_str())) == 0) file = volume->OpenFile(f.path, {.create = true});
+    }
     if (!file.ok()) {
       Log("inherited descriptor " + std::to_string(f.fd) + " (" + f.path + "): " + file.status().message());
       RawSyscall(SYS_close, f.fd);  // never left to the program as ciphertext
@@ -331,6 +337,13 @@ Status Runtime::InitFromConfigFd(int config_fd) {
   }
   pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
   return Status::Ok();
+}
+
+// An empty regular file the program may write, which the volume does not know.
+bool Runtime::AdoptableNewFile(const InheritedFd& f) {
+  struct stat st;
+  if ((f.flags & O_ACCMODE) == O_RDONLY || RawSyscall(SYS_fstat, f.fd, Arg(&st)) != 0) return false;
+  return S_ISREG(st.st_mode) && st.st_size == 0 && st.st_nlink == 1;
 }
 
 MountedVolume* Runtime::Mount(const std::string& dir, const SecretBytes& key, const std::string& cas_name,

@@ -154,6 +154,8 @@ class Runtime {
   Status InitFromConfigFd(int config_fd);
   Status InitFromCas(const CasSettings& settings);
   Status MountGranted(cas::VolumeGrant& grant);
+  // A descriptor the caller opened on an empty file in a volume, which it may write.
+  static bool AdoptableNewFile(const InheritedFd& f);
   // A volume, opened now (`volume`) or on first use (nullptr).
   MountedVolume* Mount(const std::string& dir, const SecretBytes& key, const std::string& cas_name,
                        std::shared_ptr<fs::Volume> volume);

@@ -103,7 +103,7 @@ bool ProtectedFd::SwitchesSqliteToWal(const uint8_t* data, size_t count, uint64_
   return *n == 0 || (SqliteHeader(now, *n) && !SqliteWal(now));
 }
 
-long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset) {
+long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at) {
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
   if (SwitchesSqliteToWal(static_cast<const uint8_t*>(buf), count, offset)) {
     // WAL needs the database's -shm file mapped shared and writable, which a protected file
@@ -114,7 +114,7 @@ long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset) {
         " (it needs shared writable mappings of protected files): the database keeps its rollback journal");
     return -EOPNOTSUPP;
   }
-  auto n = file_->Write(offset, ByteSpan(static_cast<const uint8_t*>(buf), count));
+  auto n = file_->Write(offset, ByteSpan(static_cast<const uint8_t*>(buf), count), appended_at);
   if (!n.ok()) return FailWith(n.status());
   written_ = true;
   return static_cast<long>(*n);
@@ -135,10 +135,13 @@ long ProtectedFd::Write(int fd, const void* buf, size_t count) {
   const bool append = flags_.load(std::memory_order_relaxed) & O_APPEND;
   if (long r = append ? CatchUpAlways() : CatchUp(); r < 0) return r;
   std::lock_guard lock(offset_mu_);
-  long offset = append ? static_cast<long>(file_->size()) : CurrentOffset(fd);
+  // An append lands where the file ends when it is written (the shield decides, atomically
+  // with the write, across threads and processes).
+  uint64_t at = 0;
+  long offset = append ? 0 : CurrentOffset(fd);
   if (offset < 0) return offset;
-  long n = WriteLocked(buf, count, static_cast<uint64_t>(offset));
-  if (n > 0) SetOffset(fd, static_cast<uint64_t>(offset + n));
+  long n = WriteLocked(buf, count, static_cast<uint64_t>(offset), append ? &at : nullptr);
+  if (n > 0) SetOffset(fd, (append ? at : static_cast<uint64_t>(offset)) + static_cast<uint64_t>(n));
   return n;
 }
 
@@ -152,8 +155,8 @@ long ProtectedFd::WriteAt(const void* buf, size_t count, uint64_t offset) {
   // Linux appends with O_APPEND whatever the offset says.
   const bool append = flags_.load(std::memory_order_relaxed) & O_APPEND;
   if (long r = append ? CatchUpAlways() : CatchUp(); r < 0) return r;
-  if (append) offset = file_->size();
-  return WriteLocked(buf, count, offset);
+  uint64_t at = 0;
+  return WriteLocked(buf, count, offset, append ? &at : nullptr);
 }
 
 long ProtectedFd::CatchUpAtEnd(uint64_t offset, size_t count) {

@@ -53,7 +53,8 @@ class ProtectedFd final : public ShieldedFd {
 
  private:
   long ReadLocked(void* buf, size_t count, uint64_t offset);
-  long WriteLocked(const void* buf, size_t count, uint64_t offset);
+  // With `appended_at`: an O_APPEND write (offset ignored); says where it landed.
+  long WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at = nullptr);
   // Whether this write is SQLite switching a database on this file to WAL.
   bool SwitchesSqliteToWal(const uint8_t* data, size_t count, uint64_t offset);
   // The offset: private until the description is shared, then the kernel's descriptor's.

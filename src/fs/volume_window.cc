@@ -1,0 +1,132 @@
+// The volume's window (see volume.h): records published to every process but not yet durable,
+// how they become durable, and how a process learns that others share the volume.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/volume.h"
+#include "os/syscalls.h"
+
+namespace scone::fs {
+namespace {
+
+// How often a process alone with its volume looks whether another one joined.
+constexpr int64_t kSharePollNs = 2'000'000;
+// Past this many files, one syncfs is cheaper than an fsync each.
+constexpr size_t kSyncEachFileLimit = 16;
+
+int64_t CoarseNowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
+}
+
+size_t RecordBytes(const JournalRecord& r) {
+  return r.slot_data.size() + r.entries.size() * kEntrySize + 128;
+}
+
+}  // namespace
+
+bool Volume::Shared() {
+  if (shared_.load(std::memory_order_relaxed)) return true;
+  int64_t now = CoarseNowNs();
+  int64_t next = next_share_poll_.load(std::memory_order_relaxed);
+  if (now < next || !next_share_poll_.compare_exchange_strong(next, now + kSharePollNs)) {
+    return shared_.load(std::memory_order_relaxed);
+  }
+  auto users = lock_->ReadUsersHint();
+  // Unreadable: assume company (slower, never wrong).
+  if (!users.ok() || *users != users_seen_) shared_ = true;
+  return shared_.load(std::memory_order_relaxed);
+}
+
+FileWindow Volume::WindowOfLocked(const FileId& id, const FileEntry& current) const {
+  FileWindow window;
+  auto base = window_base_.find(id);
+  window.base = base == window_base_.end() ? current : base->second;
+  if (base == window_base_.end()) return window;
+  for (const auto& r : window_) {
+    if (r->entry.file_id == id) window.records.push_back(r);
+  }
+  return window;
+}
+
+FileWindow Volume::WindowOf(const FileId& id, const FileEntry& current) {
+  std::lock_guard lock(mu_);
+  return WindowOfLocked(id, current);
+}
+
+void Volume::AddToWindowLocked(const std::shared_ptr<const JournalRecord>& record) {
+  const FileId& id = record->entry.file_id;
+  if (window_base_.count(id) == 0) {
+    auto path = path_by_id_.find(id);
+    if (path != path_by_id_.end()) window_base_[id] = state_.files.at(path->second);
+  }
+  if (!record->inplace_chunks.empty()) window_data_.insert(id);
+  window_bytes_ += RecordBytes(*record);
+  window_.push_back(record);
+}
+
+void Volume::WindowDurableLocked(uint64_t seq) {
+  window_.clear();
+  window_bytes_ = 0;
+  window_base_.clear();
+  window_data_.clear();
+  durable_seq_.store(seq, std::memory_order_release);
+}
+
+Status Volume::SyncFilesLocked(const std::set<FileId>& ids) {
+  if (ids.size() > kSyncEachFileLimit) {
+    auto dir = os::File::Open(dir_, O_RDONLY | O_DIRECTORY);
+    if (!dir.ok()) return dir.status();
+    if (syncfs(dir->fd()) != 0) return IoError("syncfs " + dir_, errno);
+    return Status::Ok();
+  }
+  for (const FileId& id : ids) {
+    auto it = path_by_id_.find(id);
+    if (it == path_by_id_.end()) continue;
+    for (const std::string& p : {dir_ + "/" + it->second, ProtectedFile::SideFilePath(dir_, id)}) {
+      auto f = os::File::Open(p, O_RDONLY | O_NOFOLLOW);
+      if (f.ok()) SCONE_RETURN_IF_ERROR(f->Sync());
+    }
+  }
+  return Status::Ok();
+}
+
+Status Volume::SyncWindowDataLocked() { return SyncFilesLocked(window_data_); }
+
+Status Volume::ApplyWindowLocked() {
+  if (window_.empty()) return Status::Ok();
+  std::map<FileId, std::vector<const JournalRecord*>> by_file;
+  for (const auto& r : window_) by_file[r->entry.file_id].push_back(r.get());
+  for (const auto& [id, records] : by_file) {
+    auto it = path_by_id_.find(id);
+    if (it == path_by_id_.end()) continue;  // unlinked since
+    SCONE_RETURN_IF_ERROR(ReplayDataForFile(id, it->second, records, /*trim=*/false));
+    touched_.insert(id);
+  }
+  return Status::Ok();
+}
+
+Status Volume::MakeWindowDurableLocked() {
+  if (next_seq_ - 1 <= durable_seq_.load(std::memory_order_relaxed)) return Status::Ok();
+  JournalRecord sync;
+  sync.kind = JournalRecord::Kind::kSync;
+  return AppendLocked(sync, /*durable=*/true);
+}
+
+std::vector<std::shared_ptr<const JournalRecord>> Volume::TakePublishedLocked(const FileId& id) {
+  auto it = published_.find(id);
+  if (it == published_.end()) return {};
+  std::vector<std::shared_ptr<const JournalRecord>> records = std::move(it->second);
+  published_.erase(it);
+  return records;
+}
+
+std::vector<std::shared_ptr<const JournalRecord>> Volume::TakePublished(const FileId& id) {
+  std::lock_guard lock(mu_);
+  return TakePublishedLocked(id);
+}
+
+}  // namespace scone::fs

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# POSIX semantics between processes on one volume (docs/file-system-shield.md, "Processes
+# sharing a volume"): a write is visible to every process at once, O_APPEND is atomic across
+# processes, writes of different bytes of one chunk all stay, and a crash keeps what was
+# synced. usage: sharing_test.sh SCONE CASE
+# After each case: no plaintext marker on disk and `scone volume verify` passes.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/../lib.sh"
+scone="$1"
+case_name="$2"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+PY=/usr/bin/python3
+MARKER="SCONE-PLAINTEXT-MARKER-$$"
+source "$here/volume_lib.sh"
+
+case "$case_name" in
+visibility)
+  # Another process reads what one wrote without a close or an fsync, through its own open
+  # and through an inherited descriptor; both write bytes of one chunk and both stay.
+  cat > vis.py <<PYEOF
+import os
+m = b"$MARKER"
+fd = os.open("vol/v.dat", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, m + b"A" * 9000)
+go, ack = os.pipe(), os.pipe()
+pid = os.fork()
+if pid == 0:
+    own = os.open("vol/v.dat", os.O_RDWR)
+    os.read(go[0], 1)
+    seen_own = os.pread(own, 20, 5000)
+    seen_inherited = os.pread(fd, 20, 5000)
+    os.pwrite(own, b"c" * 100, 200)
+    os.write(ack[1], b"x")
+    os.read(go[0], 1)
+    final = os.pread(own, 300, 0)
+    ok = (seen_own == b"B" * 20, seen_inherited == b"B" * 20, final[:len(m)] == m,
+          final[100:200] == b"p" * 100, final[200:300] == b"c" * 100)
+    os._exit(0 if all(ok) else 1 + ok.index(False))
+os.pwrite(fd, b"B" * 8000, 1000)
+os.write(go[1], b"x")
+os.read(ack[0], 1)
+os.pwrite(fd, b"p" * 100, 100)
+os.write(go[1], b"x")
+print(os.waitpid(pid, 0)[1] >> 8, os.pread(fd, 100, 200) == b"c" * 100)
+PYEOF
+  [[ "$(run "$PY" vis.py)" == "0 True" ]] || fail "a process does not see what another wrote (child's check failed: $(run "$PY" vis.py))"
+  [[ "$(run "$PY" -c "import os; print(os.pread(os.open('vol/v.dat', os.O_RDONLY), 10, 205))")" == "b'cccccccccc'" ]] \
+    || fail "the other process's bytes are lost after both exited"
+  check_volume
+  ;;
+appends)
+  # O_APPEND is atomic per write across processes: four writers with their own opens, four
+  # sharing one inherited descriptor, five shell subshells appending by name.
+  cat > app.py <<PYEOF
+import os
+def writers(path, shared):
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if shared else None
+    pids = []
+    for w in range(4):
+        pid = os.fork()
+        if pid == 0:
+            for i in range(100):
+                f = fd if shared else os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                os.write(f, b"$MARKER w%d line %d\n" % (w, i))
+                if not shared:
+                    os.close(f)
+            os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+writers("vol/own.log", False)
+writers("vol/inherited.log", True)
+for name in ("own", "inherited"):
+    lines = open("vol/%s.log" % name).read().splitlines()
+    print(name, len(lines), len(set(lines)))
+PYEOF
+  [[ "$(run "$PY" app.py)" == "own 400 400"$'\n'"inherited 400 400" ]] || fail "appends lost: $(run "$PY" app.py)"
+  run bash -c "cd vol; for w in 1 2 3 4 5; do (for i in \$(seq 50); do echo '$MARKER' \$w \$i >> sh.log; done) & done; wait"
+  [[ "$(run wc -l < vol/sh.log)" == 250 ]] || fail "shell appends lost: $(run wc -l < vol/sh.log) of 250"
+  check_volume
+  ;;
+same-chunk)
+  # Four processes rewrite their own ten bytes of one chunk, 200 times each, concurrently:
+  # no process's last write may be lost to another's.
+  cat > chunk.py <<PYEOF
+import os
+fd = os.open("vol/c.dat", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"$MARKER".ljust(4096, b"."))
+pids = []
+for w in range(4):
+    pid = os.fork()
+    if pid == 0:
+        own = os.open("vol/c.dat", os.O_RDWR)
+        for i in range(200):
+            os.pwrite(own, b"%d%09d" % (w, i), 100 + 10 * w)
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+print(os.pread(fd, 40, 100).decode())
+PYEOF
+  [[ "$(run "$PY" chunk.py)" == "0000000199100000019920000001993000000199" ]] || fail "a write of one chunk was lost: $(run "$PY" chunk.py)"
+  check_volume
+  ;;
+killed-while-shared)
+  # Two processes write at once, one syncs: after both are killed (SIGKILL), the volume opens,
+  # verifies, and holds every line synced.
+  cat > crash.py <<PYEOF
+import os, signal, sys
+done_r, done_w = os.pipe()
+a = os.open("vol/synced.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+b = os.open("vol/scratch.dat", os.O_RDWR | os.O_CREAT, 0o644)
+pid = os.fork()
+if pid == 0:
+    i = 0
+    while True:
+        os.pwrite(b, (b"$MARKER %d" % i).ljust(3000, b"-"), (i * 7919) % 200000)
+        i += 1
+for i in range(300):
+    os.write(a, b"$MARKER synced %d\n" % i)
+    if i % 10 == 9:
+        os.fsync(a)
+        os.write(done_w, b"%d\n" % i)
+os.kill(pid, signal.SIGKILL)
+os.kill(os.getpid(), signal.SIGKILL)
+PYEOF
+  run "$PY" crash.py > /dev/null 2>&1 || true
+  [[ "$(run wc -l < vol/synced.log)" -ge 300 ]] || fail "synced lines lost: $(run wc -l < vol/synced.log) of 300"
+  run head -n 300 vol/synced.log > synced
+  [[ "$(sed -n 300p synced)" == "$MARKER synced 299" ]] || fail "the synced log is not intact"
+  run cat vol/scratch.dat > /dev/null || fail "the file the killed process wrote cannot be read"
+  check_volume
+  ;;
+*)
+  fail "unknown case $case_name"
+  ;;
+esac
+echo "PASS (sharing $case_name)"
