@@ -340,8 +340,10 @@ void Volume::BeforeFork() { mu_.lock(); }
 
 void Volume::AfterForkInParent() { mu_.unlock(); }
 
-Status Volume::AfterForkInChild() {
-  mu_.unlock();
+void Volume::AfterForkInChild() { mu_.unlock(); }
+
+Status Volume::RejoinAfterFork() {
+  std::lock_guard lock(mu_);
   if (closed_) return Status::Ok();
   return lock_->ReopenInChild().Annotate("volume " + dir_ + " in a forked process");
 }
