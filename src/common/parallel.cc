@@ -62,8 +62,12 @@ class Helper {
   }
 
   // In a forked child the thread is gone and the mutex may be held by a thread that no longer
-  // exists: start from scratch.
+  // exists: start from scratch, once per process (a second reset could strand a helper the child
+  // started meanwhile).
   void ResetAfterFork() {
+    const pid_t pid = getpid();
+    if (reset_in_ == pid) return;
+    reset_in_ = pid;
     new (&mu_) std::mutex();
     new (&cv_) std::condition_variable();
     new (&done_cv_) std::condition_variable();
@@ -130,12 +134,16 @@ class Helper {
   std::atomic<int> state_{kIdle};
   const std::function<void(size_t, size_t)>* job_ = nullptr;
   size_t begin_ = 0, end_ = 0;
+  pid_t reset_in_ = 0;
 };
+
+Helper* helper_if_created = nullptr;
 
 Helper& TheHelper() {
   // Never destroyed (only stopped at exit): static destructors may still call ParallelFor.
   static Helper* helper = [] {
     auto* h = new Helper();
+    helper_if_created = h;
     pthread_atfork(nullptr, nullptr, [] { TheHelper().ResetAfterFork(); });
     // Registered without a DSO handle: it runs in exit() itself (before OpenSSL's clean-up,
     // registered earlier), also when this code lives in a preloaded library.
@@ -153,6 +161,10 @@ bool MoreThanOneCore() {
 }  // namespace
 
 void StopParallelHelper() { TheHelper().Stop(); }
+
+void ResetParallelHelperInChild() {
+  if (helper_if_created != nullptr) helper_if_created->ResetAfterFork();
+}
 
 void SetHelperThreadStartHook(void (*hook)()) { helper_start_hook.store(hook); }
 

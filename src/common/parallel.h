@@ -37,6 +37,11 @@ void ParallelAfterInOrder(size_t count, size_t block,
 // libraries down before exit.
 void StopParallelHelper();
 
+// In a forked child, before anything else uses it: the helper thread is gone (it is started again
+// when needed) and its lock may have been held by a thread that no longer exists. No allocation.
+// Also done by a pthread_atfork child handler; the first of the two in a child does it.
+void ResetParallelHelperInChild();
+
 // Called first thing on the helper thread (the runtime marks its own threads with it).
 void SetHelperThreadStartHook(void (*hook)());
 

@@ -386,9 +386,13 @@ void Volume::AfterForkInParent() {
   mu_.unlock();
 }
 
-Status Volume::AfterForkInChild() {
+void Volume::AfterForkInChild() {
   shared_ = true;
   mu_.unlock();
+}
+
+Status Volume::RejoinAfterFork() {
+  std::lock_guard lock(mu_);
   if (closed_) return Status::Ok();
   return lock_->ReopenInChild().Annotate("volume " + dir_ + " in a forked process");
 }

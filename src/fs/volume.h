@@ -120,12 +120,15 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // published already).
   Status MakeDurable();
 
-  // Fork support, for the runtime's pthread_atfork handlers: Before holds the volume's lock
-  // across fork; the parent releases it; the child releases it and takes its own cross-process
-  // lock (the inherited one is shared with the parent).
+  // Fork support, for the runtime (runtime/process/fork.h): BeforeFork holds the volume's lock
+  // across fork; the parent releases it; the child releases it right after the fork (without
+  // allocating: the C library may not have reset its allocator yet) and, before it uses the
+  // volume, takes its own cross-process lock (RejoinAfterFork: the inherited one is shared with
+  // the parent).
   void BeforeFork();
   void AfterForkInParent();
-  Status AfterForkInChild();
+  void AfterForkInChild();
+  Status RejoinAfterFork();
 
  private:
   friend class ProtectedFile;

@@ -302,7 +302,8 @@ TEST_F(VolumeTest, ForkedChildWritesAndParentSeesIt) {
   v->BeforeFork();
   pid_t pid = fork();
   if (pid == 0) {
-    bool ok = v->AfterForkInChild().ok();
+    v->AfterForkInChild();
+    bool ok = v->RejoinAfterFork().ok();
     auto f = v->OpenFile("child.txt", {.create = true});
     ok = ok && f.ok() && (*f)->Write(0, AsBytes("from the child")).ok() && (*f)->Sync().ok();
     ok = ok && ReadFile(*v, "before").ok();

@@ -26,6 +26,7 @@
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/shield_syscalls.h"
 #include "runtime/files/protected_fd.h"
+#include "runtime/process/fork.h"
 #include "runtime/process/process_calls.h"
 #include "runtime/process/signal_calls.h"
 
@@ -54,71 +55,6 @@ std::string FdPath(int fd) {
   return std::string(target, static_cast<size_t>(n));
 }
 
-// A child forked from a process with several threads has only the thread that forked: objects
-// another thread was working on (a file's lock) may stay locked forever in the child. It
-// commits only what it writes itself, and leaves closing the volumes to the parent.
-bool forking_with_threads = false;
-bool fork_child_of_threads = false;
-
-// Fork through the C library (pthread_atfork): no lock of the runtime may be held by another
-// thread across fork, and the child takes its own cross-process volume locks.
-void PrepareFork() {
-  if (the_runtime == nullptr) return;
-  static const char* single_threaded =
-      static_cast<const char*>(dlsym(RTLD_DEFAULT, "__libc_single_threaded"));
-  forking_with_threads = single_threaded == nullptr || *single_threaded == 0;
-  {
-    RuntimeSection section;
-    for (auto& [fd, d] : the_runtime->fds().All()) d->ShareWithOtherProcesses(fd);
-  }
-  if (auto* r = the_runtime->reporter()) r->BeforeFork();
-  for (auto& v : the_runtime->volumes()) {
-    v->BeforeFork();
-    if (fs::Volume* volume = v->IfOpen()) volume->BeforeFork();
-  }
-  the_runtime->fds().BeforeFork();
-}
-void ParentAfterFork() {
-  if (the_runtime == nullptr) return;
-  the_runtime->fds().AfterFork();
-  for (auto& v : the_runtime->volumes()) {
-    if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInParent();
-    v->AfterFork();
-  }
-  if (auto* r = the_runtime->reporter()) r->AfterForkInParent();
-}
-// A volume's directory moved or replaced while in use (by a process outside the runtime): under
-// its new name its files would be judged unprotected, so a process refuses to run with it.
-Status CheckVolumeStillThere(const std::string& root, uint64_t device, uint64_t inode) {
-  if (inode == 0) return Status::Ok();
-  struct stat st;
-  if (stat(root.c_str(), &st) == 0 && st.st_dev == device && st.st_ino == inode) return Status::Ok();
-  return DataCorrupted("volume " + root + ": its directory was moved or replaced while the volume was in use; "
-                       "refusing to run (what the program wrote under the new name would bypass the shield)");
-}
-
-void ChildAfterFork() {
-  if (the_runtime == nullptr) return;
-  RuntimeSection section;
-  the_runtime->fds().AfterFork();
-  if (forking_with_threads) {
-    fork_child_of_threads = true;
-    for (auto& [fd, d] : the_runtime->fds().All()) d->ForgetParentWrites();
-  }
-  if (auto* r = the_runtime->reporter()) r->AfterForkInChild();
-  for (auto& v : the_runtime->volumes()) {
-    if (Status moved = CheckVolumeStillThere(v->root, v->device, v->inode); !moved.ok()) {
-      Log(moved.message());
-      _exit(126);  // the parent, which still judges paths by the old name, carries on
-    }
-    if (fs::Volume* volume = v->IfOpen()) {
-      Status s = volume->AfterForkInChild();
-      if (!s.ok()) Log(s.message());
-    }
-    v->AfterFork();
-  }
-}
-
 // A process with a volume open commits before a signal ends it (process/termination.h). Once
 // the entry is installed: the runtime's handlers must not be taken for the program's.
 void CommitBeforeSignalsEndIt() {
@@ -142,9 +78,30 @@ std::string OwnLibraryPath() {
 
 }  // namespace
 
+// A volume's directory moved or replaced while in use (by a process outside the runtime): under
+// its new name its files would be judged unprotected, so a process refuses to run with it.
+Status CheckVolumeStillThere(const std::string& root, uint64_t device, uint64_t inode) {
+  if (inode == 0) return Status::Ok();
+  struct stat st;
+  if (stat(root.c_str(), &st) == 0 && st.st_dev == device && st.st_ino == inode) return Status::Ok();
+  return DataCorrupted("volume " + root + ": its directory was moved or replaced while the volume was in use; "
+                       "refusing to run (what the program wrote under the new name would bypass the shield)");
+}
+
 void CloseVolumesAtExit() {
   if (the_runtime == nullptr) return;
   RuntimeSection section;
+  // After a fault inside the runtime the thread that faulted may hold any of its locks (or the
+  // allocator's), its state may be half-changed: nothing is committed, as after a crash (the last
+  // commit stays), and nothing waits. Said without allocating.
+  if (process::FaultedInRuntime()) {
+    static constexpr char kLine[] =
+        "scone: a fault inside the runtime: what was written since the last commit is lost, as in a crash\n";
+    if (!the_runtime->closed()) (void)RawSyscall(SYS_write, 2, Arg(kLine), sizeof(kLine) - 1);
+    the_runtime->CloseVolumes();
+    return;
+  }
+  process::CompleteForkInChild();  // its own volume locks first
   // Once, and a second caller (exit on one thread, a signal ending the process on another)
   // returns when it is done, not while the first still commits.
   static std::mutex mu;
@@ -156,7 +113,7 @@ void CloseVolumesAtExit() {
   // descriptors stay shielded: whatever a thread still does with them fails from now on.
   for (auto& [fd, d] : the_runtime->fds().All()) (void)d->LastClose();
   the_runtime->CloseVolumes();
-  if (fork_child_of_threads) return;  // the parent closes them
+  if (process::ChildOfThreads()) return;  // the parent closes them
   if (auto* r = the_runtime->reporter()) r->Stop();  // the last report is the one below
   for (auto& v : the_runtime->volumes()) {
     if (fs::Volume* volume = v->IfOpen()) {
@@ -225,6 +182,7 @@ Runtime* Shield() {
         rt->WorkingDirectoryChanged();
         the_runtime = rt;
         atexit(CloseAtExit);  // before the program registers any: it runs after theirs
+        process::RegisterForkHandlers();  // likewise: its prepare handler runs after theirs
         if (!InstallEntry(rt->entry_plan())) st = Unsupported("the runtime cannot enter this program's system calls");
         rt->DropEntryPlan();
         if (st.ok() && AnyVolumeOpen(*rt)) CommitBeforeSignalsEndIt();
@@ -335,7 +293,6 @@ Status Runtime::InitFromConfigFd(int config_fd) {
     }
     fds_.Set(f.fd, std::make_shared<ProtectedFd>(std::move(file).value(), mv, f.path, f.flags, /*shared=*/true));
   }
-  pthread_atfork(PrepareFork, ParentAfterFork, ChildAfterFork);
   return Status::Ok();
 }
 

@@ -187,6 +187,9 @@ Runtime* ShieldIfReady();
 
 // Writes a `scone:` line on stderr (the runtime's only channel to the operator).
 void Log(const std::string& message);
+// Whether a volume's root is still the directory it was when mounted (device and inode; inode 0:
+// not known): else its files would be judged unprotected under its new name.
+Status CheckVolumeStillThere(const std::string& root, uint64_t device, uint64_t inode);
 // Commits open descriptors and closes the volumes (checkpoint, clean mark): after the exit
 // handlers, or at exit_group when the program skipped them (_exit).
 void CloseVolumesAtExit();

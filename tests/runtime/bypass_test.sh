@@ -836,6 +836,375 @@ CEOF
   check_volume
   ;;
 
+openssl-cleanup)
+  # The program tears its own OpenSSL down (OPENSSL_cleanup(), directly and as an exit handler)
+  # before the runtime closes its volumes at exit: the runtime's OpenSSL is its own, the writes
+  # are committed. Then real programs that use the system's OpenSSL and clean it up at exit:
+  # openssl, curl, python3's ssl.
+  cat > ossl.c <<'CEOF'
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+static const char* marker;
+static FILE* out;
+static void write_late(void) { fprintf(out, "%s exit handler\n", marker); }  // flushed by exit
+int main(int argc, char** argv) {
+  marker = argv[1];
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int n;
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  if (ctx == NULL || !EVP_Digest(marker, strlen(marker), md, &n, EVP_sha256(), NULL)) return 1;
+  SSL_CTX_free(ctx);
+  out = fopen(argv[2], "w");
+  if (out == NULL) return 1;
+  fprintf(out, "%s before cleanup\n", marker);
+  fflush(out);
+  OPENSSL_cleanup();
+  fprintf(out, "%s after cleanup\n", marker);
+  atexit(write_late);
+  atexit(OPENSSL_cleanup);  // runs first, as a library's clean-up at exit
+  exit(0);
+}
+CEOF
+  gcc -O1 -o ossl ossl.c -lssl -lcrypto
+  run_for 120 ./ossl "$MARKER" vol/ossl.txt || fail "the program failed or hung (exit $?)"
+  [[ "$(run cat vol/ossl.txt)" == "$MARKER before cleanup"$'\n'"$MARKER after cleanup"$'\n'"$MARKER exit handler" ]] ||
+    fail "what the program wrote after OPENSSL_cleanup() was not committed"
+  for i in $(seq 1 2000); do echo "$MARKER plain $i"; done > plain.txt
+  run_for 120 openssl enc -aes-256-cbc -pbkdf2 -pass pass:p -in plain.txt -out vol/enc.bin || fail "openssl enc"
+  run_for 120 openssl enc -d -aes-256-cbc -pbkdf2 -pass pass:p -in vol/enc.bin -out vol/dec.txt || fail "openssl enc -d"
+  run_for 120 openssl dgst -sha256 -out vol/dgst.txt plain.txt || fail "openssl dgst"
+  run_for 120 curl -s -o vol/curl.txt "file://$work/plain.txt" || fail "curl"
+  run_for 120 "$PY" -c "import ssl; ssl.create_default_context(); open('vol/py.txt', 'w').write(open('plain.txt').read())" ||
+    fail "python3 with ssl"
+  for f in dec.txt curl.txt py.txt; do
+    cmp -s plain.txt <(run cat "vol/$f") || fail "$f does not read back"
+  done
+  [[ "$(run cat vol/dgst.txt)" == *"$(sha256sum plain.txt | cut -d' ' -f1)" ]] || fail "openssl dgst -out"
+  check_volume
+  ;;
+
+exit-in-handler)
+  # exit() from a signal handler while the main thread writes protected files (large writes and
+  # stdio): the exit handlers run from the handler, and every write that returned before the
+  # signal is committed.
+  cat > exitsig.c <<'CEOF'
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#define BIG (1 << 20)
+static volatile sig_atomic_t lines_done, bigs_done;
+static int ready[2];
+static pthread_t main_thread;
+static void on_usr1(int sig) {
+  (void)sig;
+  char text[64];
+  int n = snprintf(text, sizeof text, "%d %d\n", (int)lines_done, (int)bigs_done);
+  if (write(1, text, n) != n) _exit(3);
+  exit(0);  // not async-signal-safe, and programs do it
+}
+static void* killer(void* arg) {
+  char byte;
+  if (read(ready[0], &byte, 1) != 1) _exit(4);
+  pthread_kill(main_thread, SIGUSR1);
+  return arg;
+}
+int main(int argc, char** argv) {
+  const char* marker = argv[1];
+  FILE* lines = fopen("vol/lines.txt", "w");
+  int big = open("vol/big.bin", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  char* block = malloc(BIG);
+  if (lines == NULL || big < 0 || block == NULL || pipe(ready) != 0) return 1;
+  main_thread = pthread_self();
+  signal(SIGUSR1, on_usr1);
+  pthread_t t;
+  if (pthread_create(&t, NULL, killer, NULL) != 0) return 1;
+  for (int i = 0;; ++i) {
+    fprintf(lines, "%s line %08d\n", marker, i);
+    lines_done = i + 1;
+    memset(block, 'a' + i % 26, BIG);
+    memcpy(block, marker, strlen(marker));
+    if (write(big, block, BIG) != BIG) return 2;
+    bigs_done = i + 1;
+    if (i == 20 && write(ready[1], "x", 1) != 1) return 1;  // the signal comes while writes go on
+  }
+}
+CEOF
+  gcc -O1 -o exitsig exitsig.c -lpthread
+  for round in 1 2 3; do
+    counts="$(run_for 120 ./exitsig "$MARKER")" || fail "round $round: the program failed or hung (exit $?)"
+    read -r lines bigs <<<"$counts"
+    cat > check.py <<PYEOF
+import os
+lines = open("vol/lines.txt").read().splitlines()
+assert lines == ["$MARKER line %08d" % i for i in range($lines)], "stdio lines: %d of $lines" % len(lines)
+size = os.path.getsize("vol/big.bin")
+assert size in ($bigs << 20, ($bigs + 1) << 20), "big.bin: %d bytes after $bigs writes" % size
+with open("vol/big.bin", "rb") as f:
+    for i in range(size >> 20):
+        block = f.read(1 << 20)
+        assert block.startswith(b"$MARKER") and block.endswith(bytes([97 + i % 26]) * 1000), i
+print("ok")
+PYEOF
+    [[ "$(run "$PY" -B check.py)" == "ok" ]] || fail "round $round: what was written before exit() is not there"
+  done
+  check_volume
+  ;;
+
+fork-in-crash-handler)
+  # A fatal-signal handler that forks, as crash reporters do (MariaDB's): the child writes a
+  # protected file and exits, the parent waits and ends by the signal. The fault comes from the
+  # program's code, alone or while another thread writes a large protected file; or from inside
+  # the runtime, which reads a write()'s buffer that runs into unmapped memory (natively a short
+  # write): the faulting thread holds the file's lock, so the handler's fork must take none of
+  # the runtime's locks (its child gets no volumes: EIO) and exit must commit nothing. `run_for`
+  # is the hang detector.
+  cat > crash.c <<'CEOF'
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static const char* marker;
+static int started[2];
+static void write_file(const char* path, const char* what) {
+  char text[256];
+  int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  int n = snprintf(text, sizeof text, "%s %s\n", marker, what);
+  if (fd < 0 || write(fd, text, n) != n || close(fd) != 0) _exit(5);
+}
+static void on_fatal(int sig) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    write_file("vol/crash-report.txt", "report");
+    _exit(0);
+  }
+  int status;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) _exit(6);
+  if (write(1, "reported\n", 9) != 9) _exit(7);
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+static void* big_writer(void* arg) {
+  int fd = open("vol/big.bin", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+  size_t size = 64 << 20;
+  char* data = malloc(size);
+  if (fd < 0 || data == NULL) _exit(8);
+  memset(data, 'b', size);
+  memcpy(data, marker, strlen(marker));
+  if (write(started[1], "x", 1) != 1) _exit(9);
+  for (;;) {
+    if (pwrite(fd, data, size, 0) != (ssize_t)size) _exit(10);
+  }
+  return arg;
+}
+int main(int argc, char** argv) {
+  marker = argv[1];
+  write_file("vol/before.txt", "before");
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_fatal;
+  sigaction(SIGSEGV, &sa, NULL);
+  sigaction(SIGBUS, &sa, NULL);
+  if (strcmp(argv[2], "thread") == 0) {
+    pthread_t t;
+    char byte;
+    if (pipe(started) != 0 || pthread_create(&t, NULL, big_writer, NULL) != 0 || read(started[0], &byte, 1) != 1) return 1;
+  }
+  if (strcmp(argv[2], "write") == 0) {
+    int fd = open("vol/faulting.txt", O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    char* two = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (fd < 0 || two == MAP_FAILED) return 1;
+    memset(two, 'w', 4096);
+    memcpy(two, marker, strlen(marker));
+    munmap(two + 4096, 4096);
+    ssize_t n = write(fd, two, 8192);
+    printf("write: %s\n", n == 4096 || n == -1 ? "short or EFAULT" : "wrong");
+    return 0;
+  }
+  *(volatile int*)16 = 1;
+  return 1;
+}
+CEOF
+  gcc -O1 -o crash crash.c -lpthread
+  for mode in program thread write; do
+    run rm -f vol/crash-report.txt
+    set +e
+    out="$(run_for 120 ./crash "$MARKER" "$mode" 2>err.txt)"
+    rc=$?
+    set -e
+    [[ $rc != 137 ]] || fail "$mode: hung (the crash handler's fork, or exit)"
+    if [[ $mode == write ]]; then
+      # As natively (a short write), or the handler ran over the runtime's fault: its child's
+      # protected write failed (exit 6), and nothing hung or aborted.
+      [[ ( $rc == 0 && "$out" == "write: short or EFAULT" ) || $rc == 6 ]] ||
+        { cat err.txt; fail "write from a faulting buffer: exit $rc, '$out'"; }
+      [[ $rc == 0 ]] || grep -q "^scone: this process was forked after a fault inside the runtime" err.txt ||
+        { cat err.txt; fail "no scone: line for the child without volumes"; }
+      continue
+    fi
+    [[ $rc == 139 && "$out" == "reported" ]] || fail "$mode: exit $rc, '$out' (expected SIGSEGV after the report)"
+    [[ "$(run cat vol/crash-report.txt)" == "$MARKER report" ]] || fail "$mode: the forked child's file"
+    [[ "$(run cat vol/before.txt)" == "$MARKER before" ]] || fail "$mode: a file committed before the crash"
+  done
+  check_volume
+  ;;
+
+fork-during-writes)
+  # fork while another thread is in long writes to a protected file: each child writes a file of
+  # its own and exits through exit() (its exit handlers commit, the writer's file inherited).
+  cat > forkwrite.c <<'CEOF'
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#define SIZE (32 << 20)
+static const char* marker;
+static int big_fd;
+static char* data;
+static volatile int stop;
+static int started[2];
+static void* writer(void* arg) {
+  int said = 0;
+  while (!stop) {
+    if (pwrite(big_fd, data, SIZE, 0) != SIZE) _exit(10);
+    if (!said && write(started[1], "x", 1) == 1) said = 1;
+  }
+  return arg;
+}
+int main(int argc, char** argv) {
+  marker = argv[1];
+  big_fd = open("vol/big.bin", O_RDWR | O_CREAT | O_TRUNC, 0600);
+  data = malloc(SIZE);
+  if (big_fd < 0 || data == NULL || pipe(started) != 0) return 1;
+  memset(data, 'b', SIZE);
+  memcpy(data, marker, strlen(marker));
+  pthread_t t;
+  char byte;
+  if (pthread_create(&t, NULL, writer, NULL) != 0 || read(started[0], &byte, 1) != 1) return 1;
+  for (int c = 0; c < 8; ++c) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      char path[64];
+      snprintf(path, sizeof path, "vol/child-%d.txt", c);
+      FILE* f = fopen(path, "w");
+      if (f == NULL) _exit(2);
+      fprintf(f, "%s child %d\n", marker, c);
+      exit(0);
+    }
+    int status;
+    if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) return 3;
+  }
+  stop = 1;
+  pthread_join(t, NULL);
+  puts("ok");
+  return 0;
+}
+CEOF
+  gcc -O1 -o forkwrite forkwrite.c -lpthread
+  out="$(run_for 300 ./forkwrite "$MARKER")" || fail "the program failed or hung (exit $?)"
+  [[ "$out" == "ok" ]] || fail "fork during writes: $out"
+  for c in 0 1 2 3 4 5 6 7; do
+    [[ "$(run cat "vol/child-$c.txt")" == "$MARKER child $c" ]] || fail "child $c's file"
+  done
+  [[ "$(run head -c ${#MARKER} vol/big.bin)" == "$MARKER" ]] || fail "the writer's file"
+  check_volume
+  ;;
+
+atfork-handlers)
+  # pthread_atfork handlers that write a protected file, in a program with threads that makes
+  # children by fork, vfork, posix_spawn, system and popen: whichever of its handlers run, they
+  # run shielded (never plaintext on disk) and what they wrote reads back.
+  cat > atfork.c <<'CEOF'
+#include <fcntl.h>
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char** environ;
+static const char* marker;
+static const char* step = "start";
+static void note(const char* event) {
+  char text[256];
+  int n = snprintf(text, sizeof text, "%s %s %s %d\n", marker, step, event, (int)getpid());
+  int fd = open("vol/atfork.log", O_WRONLY | O_APPEND | O_CREAT, 0600);
+  if (fd < 0 || write(fd, text, n) != n || close(fd) != 0) _exit(20);
+}
+static void prepare(void) { note("prepare"); }
+static void parent(void) { note("parent"); }
+static void child(void) { note("child"); }
+static void* idle(void* arg) {
+  char byte;
+  return read(*(int*)arg, &byte, 1) < 0 ? arg : NULL;
+}
+static void wait_ok(pid_t pid) {
+  int status;
+  if (pid <= 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fprintf(stderr, "%s: child failed\n", step);
+    exit(1);
+  }
+}
+int main(int argc, char** argv) {
+  marker = argv[1];
+  int stop[2];
+  pthread_t t;
+  if (pipe(stop) != 0 || pthread_create(&t, NULL, idle, &stop[0]) != 0) return 1;
+  pthread_atfork(prepare, parent, child);
+  note("registered");
+  char* true_argv[] = {"true", NULL};
+  step = "fork";
+  pid_t pid = fork();
+  if (pid == 0) _exit(0);
+  wait_ok(pid);
+  step = "vfork";
+  pid = vfork();
+  if (pid == 0) execve("/bin/true", true_argv, environ), _exit(127);
+  wait_ok(pid);
+  step = "posix_spawn";
+  if (posix_spawn(&pid, "/bin/true", NULL, NULL, true_argv, environ) != 0) return 1;
+  wait_ok(pid);
+  step = "system";
+  if (system("true") != 0) return 1;
+  step = "popen";
+  FILE* p = popen("true", "r");
+  if (p == NULL || pclose(p) != 0) return 1;
+  close(stop[1]);
+  pthread_join(t, NULL);
+  puts("done");
+  return 0;
+}
+CEOF
+  gcc -O1 -o atfork atfork.c -lpthread
+  [[ "$(run_for 120 ./atfork "$MARKER")" == "done" ]] || fail "the program failed or hung"
+  run cat vol/atfork.log > log.txt
+  # fork runs each handler once; every line the handlers wrote is whole.
+  [[ "$(grep -c "^$MARKER start registered " log.txt)" == 1 ]] || { cat log.txt; fail "the log does not read back"; }
+  for event in prepare parent child; do
+    [[ "$(grep -c "^$MARKER fork $event " log.txt)" == 1 ]] || { cat log.txt; fail "fork: $event handler"; }
+  done
+  if grep -v -E "^$MARKER (start|fork|vfork|posix_spawn|system|popen) (registered|prepare|parent|child) [0-9]+$" log.txt; then
+    fail "a handler's line is damaged"
+  fi
+  check_volume
+  ;;
+
 large-files)
   # Sizes up to 16 TiB with memory that follows the data written, not the logical size;
   # beyond, EFBIG; nothing aborts the program.

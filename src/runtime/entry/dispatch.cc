@@ -10,6 +10,7 @@
 
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/file_calls.h"
+#include "runtime/process/fork.h"
 #include "runtime/process/process_calls.h"
 #include "runtime/process/signal_calls.h"
 #include "runtime/process/termination.h"
@@ -169,6 +170,7 @@ DispatchResult DispatchAfterClose(Runtime& rt, const SyscallFrame& f) {
 
 // Calls on descriptors and paths: the file system shield's.
 DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
+  if (process::ForkChildPending() && !process::BeforeChildReset(f.nr, f.args[3])) process::CompleteForkInChild();
   if (rt.closed()) return DispatchAfterClose(rt, f);
   const long* a = f.args;
   FdTable& fds = rt.fds();

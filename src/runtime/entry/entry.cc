@@ -15,7 +15,7 @@
 namespace scone::runtime {
 namespace {
 
-__attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, 0, nullptr, -1, 0};
+__attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, 0, nullptr, -1, 0, false};
 std::atomic<bool> installed{false};
 
 }  // namespace

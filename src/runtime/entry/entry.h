@@ -65,6 +65,9 @@ struct EntryThread {
   long call;
   // Program handlers running over a context that was not a safe point (process/termination.h).
   int unsafe_handlers;
+  // From the runtime's preparation of a fork to the kernel's call: the thread holds the runtime's
+  // locks (process/fork.h), not a safe point either.
+  bool forking;
 };
 EntryThread& ThisThread();
 

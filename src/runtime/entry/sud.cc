@@ -116,9 +116,10 @@ void HandleSigsys(int sig, siginfo_t* si, void* context) {
   }
   SyscallFrame f = {g[REG_RAX], {g[REG_RDI], g[REG_RSI], g[REG_RDX], g[REG_R10], g[REG_R8], g[REG_R9]},
                     0, g[REG_RSP], 0};
+  sigset_t* const outer_mask = t.handler_mask;  // a handler nested in a dispatch (fork's handlers)
   t.handler_mask = &uc->uc_sigmask;
   DispatchResult r = Dispatch(f);
-  t.handler_mask = nullptr;
+  t.handler_mask = outer_mask;
   switch (r.action) {
     case Action::kDone:
       g[REG_RAX] = r.value;

@@ -12,6 +12,7 @@
 
 #include "runtime/entry/code_patcher.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/process/fork.h"
 #include "runtime/process/process_calls.h"
 #include "runtime/process/signal_calls.h"
 #include "runtime/process/termination.h"
@@ -33,55 +34,76 @@ constexpr long kSpawnFailureStatus = 127;
 
 std::atomic<bool> logged_unforkable{false};
 
-// The runtime's own locks that a fork must not copy while another thread holds them (the child
-// has only the forking thread): held across the fork, released in both processes.
-class ForkGuard {
+// The entry's own locks, which the C library's allocator locks come before (a thread patching a
+// site the allocator's mmap reached holds the patcher's lock): taken at the kernel's call itself.
+// After a fault inside the runtime, the faulting thread may hold them: not taken (fork.h).
+class EntryLocksHeld {
  public:
-  ForkGuard() {
+  EntryLocksHeld() : held_(!FaultedInRuntime()) {
+    if (!held_) return;
     CodePatcher::BeforeFork();
     BeforeFork();
   }
-  ~ForkGuard() {
+  ~EntryLocksHeld() {
+    if (!held_) return;
     AfterFork();
     CodePatcher::AfterFork();
   }
-  ForkGuard(const ForkGuard&) = delete;
-  ForkGuard& operator=(const ForkGuard&) = delete;
+  EntryLocksHeld(const EntryLocksHeld&) = delete;
+  EntryLocksHeld& operator=(const EntryLocksHeld&) = delete;
+
+ private:
+  const bool held_;
 };
 
 // A child that copies the parent's memory and goes on from the caller's stack (fork, and clone
-// without CLONE_VM or a stack of its own): made here, under the ForkGuard, in a section (a
-// program's handler must not run while the guard holds the locks it may need).
+// without CLONE_VM or a stack of its own): made here, in a section, with the runtime's locks held
+// (fork.h). glibc's fork() prepared already; a raw fork is prepared here. Both processes let go
+// of the locks before they return to any other code.
 DispatchResult ForkHere(const SyscallFrame& f) {
   RuntimeSection section;
-  ForkGuard guard;
-  long r = RawSyscall6(f.nr, f.args[0], f.args[1], f.args[2], f.args[3], f.args[4], f.args[5]);
+  PrepareFork();
+  long r;
+  {
+    EntryLocksHeld entry_locks;
+    r = RawSyscall6(f.nr, f.args[0], f.args[1], f.args[2], f.args[3], f.args[4], f.args[5]);
+  }
   if (r == 0) {
     EnterNewThread();
     ForgetHeldTermination();
+    AfterForkInChild();
+  } else {
+    AfterForkInParent();
   }
   return {r, Action::kDone};
 }
 
+// glibc's fork() called by the runtime as the program's own code (shielded: the dispatcher serves
+// this thread at depth 0): the program's pthread_atfork handlers run, and write, as in any fork
+// (an allocator's keep malloc usable in the child, where the runtime allocates), and its clone
+// comes back to the dispatcher (ForkHere).
+pid_t ForkAsProgram() {
+  EntryThread& t = ThisThread();
+  const char selector = t.selector;
+  t.selector = kSelectorBlock;  // the net catches the handlers' calls, also inside a SIGSYS handler
+  pid_t pid = fork();
+  t.selector = selector;
+  return pid;
+}
+
 // A child that would share the parent's memory until it executes, made by fork instead (glibc's
-// fork, whose handlers leave the child's allocator and the runtime's locks usable). The parent
-// waits until the child executed a program or exited, as vfork's parent does; with
-// `report_failure`, a child that ended before its program ran fails the call with its error.
+// fork, which leaves the child's allocator usable). The parent waits until the child executed a
+// program or exited, as vfork's parent does; with `report_failure`, a child that ended before its
+// program ran fails the call with its error.
 DispatchResult ForkForVfork(SyscallFrame& f, long child_stack, bool wait_for_exec, bool report_failure) {
-  RuntimeSection section;
   int pipe_fds[2] = {-1, -1};
   if (wait_for_exec) {
     long r = RawSyscall(SYS_pipe2, Arg(pipe_fds), O_CLOEXEC);
     if (r < 0) return {r, Action::kDone};
   }
-  pid_t pid;
-  {
-    ForkGuard guard;
-    pid = fork();
-  }
+  const pid_t pid = ForkAsProgram();
+  RuntimeSection section;
   if (pid == 0) {
-    EnterNewThread();
-    ForgetHeldTermination();
     if (wait_for_exec) {
       RawSyscall(SYS_close, pipe_fds[0]);
       vfork_report_fd = pipe_fds[1];

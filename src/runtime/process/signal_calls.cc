@@ -35,6 +35,7 @@ struct ProgramAction {
 };
 // Constant-initialized: the runtime may start before this library's dynamic initializers run.
 constinit ProgramAction program_actions[kMaxSignal + 1] = {};
+std::atomic<bool> faulted_in_runtime{false};
 
 bool IsHandler(const void* handler) {
   auto h = reinterpret_cast<uintptr_t>(handler);
@@ -110,6 +111,7 @@ void WrappedHandler(int sig, siginfo_t* si, void* context) {
   const int depth = t.depth;
   const char selector = t.selector;
   if (depth > 0) {
+    faulted_in_runtime.store(true, std::memory_order_release);
     t.depth = 0;
     t.selector = kSelectorBlock;
   }
@@ -138,6 +140,8 @@ KernelSigaction KernelActionFor(int sig, const KernelSigaction& program) {
 }  // namespace
 
 const KernelSigaction& ProgramSigsys() { return program_sigsys; }
+
+bool FaultedInRuntime() { return faulted_in_runtime.load(std::memory_order_acquire); }
 
 void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context) {
   auto* uc = static_cast<ucontext_t*>(context);

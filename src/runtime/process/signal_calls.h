@@ -55,6 +55,11 @@ void CommitBeforeEndingBySignals();
 // Wraps the handlers installed before the entry was (by libraries' constructors).
 void WrapInstalledHandlers();
 
+// Whether a fault (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP) ever hit the runtime's own work (a
+// crash handler then runs as the program's code): that thread may have held any of the runtime's
+// locks and left its state half-changed, so from then on nothing waits for them (fork.h, exit).
+bool FaultedInRuntime();
+
 // Fork support: no action is half-changed, nor its lock held, in a child (which has only the
 // forking thread). AfterFork runs in both processes.
 void BeforeFork();

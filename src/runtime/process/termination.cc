@@ -92,7 +92,7 @@ bool UnsafeCall(long nr) {
 
 // Whether the thread, interrupted in `uc`, holds neither the runtime's locks nor the C library's.
 bool AtSafePoint(const EntryThread& t, const ucontext_t* uc) {
-  if (t.depth > 0 || t.unsafe_handlers > 0) return false;
+  if (t.depth > 0 || t.unsafe_handlers > 0 || t.forking) return false;
   if (t.call >= 0 && UnsafeCall(t.call)) return false;
   const auto ip = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
   if (InUnsafeCode(ip)) return false;
@@ -235,7 +235,8 @@ void LearnUnsafeCode() {
 
 void AtSystemCall(long nr) {
   const int state = held_state.load(std::memory_order_acquire);
-  if (state < kHeld || ThisThread().unsafe_handlers > 0 || UnsafeCall(nr)) return;
+  const EntryThread& t = ThisThread();
+  if (state < kHeld || t.unsafe_handlers > 0 || t.forking || UnsafeCall(nr)) return;
   if (state == kHeld) End();
   Park();
 }

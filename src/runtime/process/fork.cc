@@ -1,0 +1,189 @@
+#include "runtime/process/fork.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "common/parallel.h"
+#include "runtime/entry/entry.h"
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/process/signal_calls.h"
+#include "runtime/runtime.h"
+
+namespace scone::runtime::process {
+namespace internal {
+bool child_pending = false;
+}  // namespace internal
+
+namespace {
+
+using internal::child_pending;
+
+enum Prepared : int {
+  kNotPrepared,
+  kHolding,  // the runtime's locks are held across the fork
+  kNothing,  // after a fault in the runtime: nothing taken, the child gets no volumes
+};
+
+// Per thread (a fork is prepared and done on one thread); initial-exec: no loader call.
+__attribute__((tls_model("initial-exec"))) thread_local int prepared = kNotPrepared;
+__attribute__((tls_model("initial-exec"))) thread_local uint64_t mask_before = 0;
+
+// A child forked from a process with several threads has only the thread that forked: files
+// another thread was writing may stay locked forever in it. It commits only what it writes
+// itself, and leaves closing the volumes to the parent (CloseVolumesAtExit).
+bool forking_with_threads = false;
+bool child_of_threads = false;
+bool child_without_volumes = false;
+
+constexpr uint64_t Bit(int sig) { return uint64_t{1} << (sig - 1); }
+
+// Every signal but SIGSYS (the entry's) and the faults (which cannot wait).
+void BlockSignals() {
+  const uint64_t block = ~(Bit(SIGSYS) | Bit(SIGSEGV) | Bit(SIGBUS) | Bit(SIGILL) | Bit(SIGFPE) | Bit(SIGTRAP));
+  RawSyscall(SYS_rt_sigprocmask, SIG_BLOCK, Arg(&block), Arg(&mask_before), sizeof(uint64_t));
+}
+
+void RestoreSignals() { RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&mask_before), 0, sizeof(uint64_t)); }
+
+bool SeveralThreads() {
+  static const char* single_threaded = static_cast<const char*>(dlsym(RTLD_DEFAULT, "__libc_single_threaded"));
+  return single_threaded == nullptr || *single_threaded == 0;
+}
+
+void PrepareHandler() { PrepareFork(); }
+void ParentHandler() {
+  if (ForkPrepared()) AfterForkInParent();
+}
+// After the C library's child reset, before the program's handlers (registered later).
+void ChildHandler() {
+  if (ForkPrepared()) AfterForkInChild();
+  CompleteForkInChild();
+}
+
+}  // namespace
+
+void PrepareFork() {
+  if (prepared != kNotPrepared) return;
+  // Signals first: one held back by a section would be let through at its end.
+  BlockSignals();
+  RuntimeSection section;
+  ThisThread().forking = true;
+  if (FaultedInRuntime()) {
+    prepared = kNothing;
+    return;
+  }
+  prepared = kHolding;
+  Runtime* rt = ShieldIfReady();
+  if (rt == nullptr) return;
+  CompleteForkInChild();  // a child forking before it used its volumes: its own locks first
+  forking_with_threads = SeveralThreads();
+  // What this process wrote is committed first: the child starts from it (before any lock is
+  // held: a commit takes the file's and the volume's).
+  for (auto& [fd, d] : rt->fds().All()) d->ShareWithOtherProcesses(fd);
+  if (auto* r = rt->reporter()) r->BeforeFork();
+  for (auto& v : rt->volumes()) {
+    v->BeforeFork();
+    if (fs::Volume* volume = v->IfOpen()) volume->BeforeFork();
+  }
+  rt->fds().BeforeFork();
+}
+
+bool ForkPrepared() { return prepared != kNotPrepared; }
+
+void AfterForkInParent() {
+  if (prepared == kHolding) {
+    if (Runtime* rt = ShieldIfReady()) {
+      rt->fds().AfterFork();
+      for (auto& v : rt->volumes()) {
+        if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInParent();
+        v->AfterFork();
+      }
+      if (auto* r = rt->reporter()) r->AfterForkInParent();
+    }
+  }
+  prepared = kNotPrepared;
+  ThisThread().forking = false;
+  RestoreSignals();
+}
+
+void AfterForkInChild() {
+  ResetParallelHelperInChild();
+  Runtime* rt = ShieldIfReady();
+  if (prepared == kHolding && rt != nullptr) {
+    rt->fds().AfterFork();
+    if (auto* r = rt->reporter()) r->AfterForkInChild();
+    for (auto& v : rt->volumes()) {
+      if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInChild();
+      v->AfterFork();
+    }
+  }
+  child_without_volumes = prepared == kNothing;
+  if (child_without_volumes && rt != nullptr) rt->CloseVolumes();  // every call on them fails with EIO
+  child_pending = rt != nullptr;
+  prepared = kNotPrepared;
+  ThisThread().forking = false;
+  RestoreSignals();
+}
+
+void CompleteForkInChild() {
+  if (!child_pending) return;
+  RuntimeSection section;
+  child_pending = false;
+  Runtime* rt = ShieldIfReady();
+  if (rt == nullptr) return;
+  if (child_without_volumes) {
+    Log("this process was forked after a fault inside the runtime: its volumes are unavailable");
+    return;
+  }
+  if (forking_with_threads) {
+    child_of_threads = true;
+    for (auto& [fd, d] : rt->fds().All()) d->ForgetParentWrites();
+  }
+  for (auto& v : rt->volumes()) {
+    if (Status moved = CheckVolumeStillThere(v->root, v->device, v->inode); !moved.ok()) {
+      Log(moved.message());
+      _exit(126);  // the parent, which still judges paths by the old name, carries on
+    }
+    if (fs::Volume* volume = v->IfOpen()) {
+      Status s = volume->RejoinAfterFork();
+      if (!s.ok()) Log(s.message());
+    }
+  }
+}
+
+bool ChildOfThreads() { return child_of_threads; }
+
+bool BeforeChildReset(long nr, long flags) {
+  switch (nr) {
+    case SYS_set_robust_list:
+    case SYS_rseq:
+    case SYS_futex:
+    case SYS_getpid:
+    case SYS_gettid:
+    case SYS_brk:
+    case SYS_munmap:
+    case SYS_mprotect:
+    case SYS_madvise:
+    case SYS_mremap:
+      return true;
+    case SYS_mmap:
+      return (flags & MAP_ANONYMOUS) != 0;
+    default:
+      return false;
+  }
+}
+
+void RegisterForkHandlers() {
+  static bool registered = false;
+  if (registered) return;
+  registered = true;
+  pthread_atfork(PrepareHandler, ParentHandler, ChildHandler);
+}
+
+}  // namespace scone::runtime::process
