@@ -42,7 +42,7 @@ bool JournalRecord::Decode(ByteSpan body, JournalRecord* out) {
   ByteReader r(body);
   uint8_t kind;
   uint64_t count;
-  if (!r.U8(&kind) || kind < 1 || kind > 4) return false;
+  if (!r.U8(&kind) || kind < 1 || kind > static_cast<uint8_t>(Kind::kLink)) return false;
   out->kind = static_cast<Kind>(kind);
   if (!r.Str(&out->path, kMaxPathSize) || !r.Str(&out->to, kMaxPathSize) ||
       !FileEntry::Decode(r, &out->entry) || !r.U64(&count) || count > r.remaining() / 8) {

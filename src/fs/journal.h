@@ -25,11 +25,12 @@
 namespace scone::fs {
 
 struct JournalRecord {
-  enum class Kind : uint8_t { kCommit = 1, kCreate = 2, kRename = 3, kUnlink = 4 };
+  // kLink gives the file at `path` a second name `to` (a hard link; both name one file id).
+  enum class Kind : uint8_t { kCommit = 1, kCreate = 2, kRename = 3, kUnlink = 4, kLink = 5 };
   Kind kind = Kind::kCommit;
-  std::string path;  // rename: the source
-  std::string to;    // rename: the destination
-  FileEntry entry;   // commit, create: the file's new entry
+  std::string path;  // rename, link: the source
+  std::string to;    // rename, link: the destination
+  FileEntry entry;   // commit, create: the file's new entry; link: the file's (its id)
   // commit: chunks written in place before the record (their slots must not be overwritten by
   // older images from earlier records on replay).
   std::vector<uint64_t> inplace_chunks;
