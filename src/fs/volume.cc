@@ -663,7 +663,8 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
     std::string full = dir_ + "/" + path;
     SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(full));
     if (!exists) {
-      if (entry.size == 0) {
+      // One data file per file id: its other names are linked to it below.
+      if (entry.size == 0 && path_by_id_.at(entry.file_id) == path) {
         auto created = ProtectedFile::CreateOnDisk(dir_, path, entry.region, entry.file_id,
                                                    DeriveFileKeys(entry.file_id));
         if (created.ok()) touched_.insert(entry.file_id);
@@ -688,6 +689,7 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
       }
     }
   }
+  SCONE_RETURN_IF_ERROR(RestoreLostNames());
   // Chunk tables of authenticated files that no longer exist.
   RemoveEntriesOfUnknownFiles(MetaPath("meta"));
   return Checkpoint(/*clean=*/false);

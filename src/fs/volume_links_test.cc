@@ -285,6 +285,23 @@ TEST_F(VolumeLinksTest, ReplayAfterACrash) {
   ExpectClean(**v);
 }
 
+// An empty file created and linked just before a crash, its data file gone: recovery writes it
+// anew once and links its other name to it.
+TEST_F(VolumeLinksTest, RecoveryRecreatesAnEmptyFileOnceForAllItsNames) {
+  ASSERT_TRUE(CreateVolume()->Close().ok());
+  CrashAfter([](Volume& v) {
+    ASSERT_TRUE(v.OpenFile("a", {.create = true}).ok());
+    ASSERT_TRUE(v.Link("a", "b").ok());
+  });
+  ASSERT_EQ(unlink((dir_ + "/a").c_str()), 0);
+  ASSERT_EQ(unlink((dir_ + "/b").c_str()), 0);
+  auto v = OpenVolume();
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ(*ReadFile(**v, "b"), "");
+  EXPECT_EQ(Stat("a").st_ino, Stat("b").st_ino);
+  ExpectClean(**v);
+}
+
 // ---- tampering ----------------------------------------------------------------------------
 
 TEST_F(VolumeLinksTest, TamperingThroughOneNameIsDetectedUnderBoth) {
