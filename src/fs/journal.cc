@@ -46,7 +46,7 @@ bool JournalRecord::Decode(ByteSpan body, JournalRecord* out) {
   if (!r.U8(&kind)) return false;
   out->lazy = (kind & kLazyBit) != 0;
   kind &= ~kLazyBit;
-  if (kind < 1 || kind > 5) return false;
+  if (kind < 1 || kind > static_cast<uint8_t>(Kind::kSync)) return false;
   out->kind = static_cast<Kind>(kind);
   if (!r.Str(&out->path, kMaxPathSize) || !r.Str(&out->to, kMaxPathSize) ||
       !FileEntry::Decode(r, &out->entry) || !r.U64(&count) || count > r.remaining() / 8) {

@@ -25,17 +25,18 @@
 namespace scone::fs {
 
 struct JournalRecord {
+  // kLink gives the file at `path` a second name `to` (a hard link; both name one file id).
   // kSync: no change; appended durably, it makes every record before it durable.
-  enum class Kind : uint8_t { kCommit = 1, kCreate = 2, kRename = 3, kUnlink = 4, kSync = 5 };
+  enum class Kind : uint8_t { kCommit = 1, kCreate = 2, kRename = 3, kUnlink = 4, kLink = 5, kSync = 6 };
   Kind kind = Kind::kCommit;
   // Published but not yet durable: other processes apply it at once, recovery only if a durable
   // record follows it (its in-place data was not synced before it was appended). Encoded as
   // the high bit of the kind.
   bool lazy = false;
   uint64_t seq = 0;  // not encoded (the frame holds it): set when appended or read
-  std::string path;  // rename: the source
-  std::string to;    // rename: the destination
-  FileEntry entry;   // commit, create: the file's new entry
+  std::string path;  // rename, link: the source
+  std::string to;    // rename, link: the destination
+  FileEntry entry;   // commit, create: the file's new entry; link: the file's (its id)
   // commit: chunks written in place before the record (their slots must not be overwritten by
   // older images from earlier records on replay).
   std::vector<uint64_t> inplace_chunks;

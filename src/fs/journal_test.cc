@@ -49,6 +49,21 @@ TEST_F(JournalTest, RecordsRoundTripInOrder) {
   EXPECT_EQ(records[0].path, "some/file");
 }
 
+TEST_F(JournalTest, LinkRecordsRoundTrip) {
+  JournalRecord link;
+  link.kind = JournalRecord::Kind::kLink;
+  link.path = "objects/ab/tmp_obj_x";
+  link.to = "objects/ab/cdef";
+  link.entry.file_id[0] = 9;
+  ASSERT_TRUE(OpenJournal()->Append(1, link).ok());
+  auto records = *OpenJournal()->ReadFrom(1);
+  ASSERT_EQ(records.size(), 1u);
+  EXPECT_EQ(records[0].kind, JournalRecord::Kind::kLink);
+  EXPECT_EQ(records[0].path, link.path);
+  EXPECT_EQ(records[0].to, link.to);
+  EXPECT_EQ(records[0].entry.file_id, link.entry.file_id);
+}
+
 TEST_F(JournalTest, TornTailIsDroppedAtEveryCutPoint) {
   auto j = OpenJournal();
   ASSERT_TRUE(j->Append(1, Commit(1, 'x')).ok());

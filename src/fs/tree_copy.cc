@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <utility>
 
 #include "fs/data_ranges.h"
 #include "fs/volume_path.h"
@@ -131,6 +133,8 @@ Result<CopyStats> ImportTree(const std::string& plain_dir_arg, Volume& volume) {
   }
   if (ec) return IoError("listing " + plain_dir, ec.value());
   std::sort(entries.begin(), entries.end());  // parents before children
+  // Hard links of the plain tree stay links: the first name imported, the others linked to it.
+  std::map<std::pair<dev_t, ino_t>, std::string> imported;
   for (const stdfs::path& p : entries) {
     std::string rel = p.lexically_relative(plain_dir).string();
     auto normalized = NormalizeVolumePath(rel);
@@ -153,8 +157,17 @@ Result<CopyStats> ImportTree(const std::string& plain_dir_arg, Volume& volume) {
         SCONE_RETURN_IF_ERROR(CopyPlainFile(p.string(), dest, st.st_mode & 07777, &stats.bytes));
         ++stats.plain_files;
       } else {
-        SCONE_RETURN_IF_ERROR(ImportFile(p.string(), *normalized, st.st_mode, volume, &stats.bytes)
-                                  .Annotate("importing " + p.string()));
+        auto first = st.st_nlink > 1 ? imported.find({st.st_dev, st.st_ino}) : imported.end();
+        // Across regions (another format) the second name is a copy.
+        if (first != imported.end() &&
+            volume.RegionOf(first->second) == volume.RegionOf(*normalized)) {
+          SCONE_RETURN_IF_ERROR(volume.Link(first->second, *normalized)
+                                    .Annotate("importing " + p.string()));
+        } else {
+          SCONE_RETURN_IF_ERROR(ImportFile(p.string(), *normalized, st.st_mode, volume, &stats.bytes)
+                                    .Annotate("importing " + p.string()));
+          if (st.st_nlink > 1) imported.emplace(std::make_pair(st.st_dev, st.st_ino), *normalized);
+        }
         ++stats.protected_files;
       }
     } else {
@@ -228,9 +241,17 @@ Result<CopyStats> ExportTree(Volume& volume, const std::string& plain_dir) {
                            "behind the volume's back)");
     }
   }
+  // Names of one protected file (hard links) come out as hard links of one plain file.
+  std::map<FileId, std::string> exported;
   for (const auto& [path, entry] : volume.Files()) {
     std::string dest = plain_dir + "/" + path;
     SCONE_RETURN_IF_ERROR(os::MakeDirectories(dest.substr(0, dest.rfind('/')), 0755));
+    if (auto first = exported.find(entry.file_id); first != exported.end()) {
+      if (link(first->second.c_str(), dest.c_str()) != 0) return IoError("link " + dest, errno);
+      ++stats.protected_files;
+      continue;
+    }
+    exported.emplace(entry.file_id, dest);
     struct stat st;
     mode_t mode = lstat((volume.dir() + "/" + path).c_str(), &st) == 0 ? st.st_mode & 07777 : 0600;
     SCONE_RETURN_IF_ERROR(ExportFile(volume, path, dest, mode).Annotate("exporting " + path));

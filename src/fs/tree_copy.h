@@ -18,11 +18,13 @@ struct CopyStats {
 // Copies the tree at `plain_dir` into `volume` (paths relative to both roots). Fails on the
 // first file it cannot copy, naming it; a file that already exists in the volume is an error.
 // Holes of sparse files stay holes (SEEK_DATA): only their data is read, sealed and written.
+// Hard links stay hard links (Volume::Link) where their names lie in one region.
 Result<CopyStats> ImportTree(const std::string& plain_dir, Volume& volume);
 
 // Writes the plaintext of every file in `volume` under `plain_dir` (created; must be empty or
 // absent). Every chunk is authenticated on the way; the first damaged file stops the export with
-// an error naming it. Holes are skipped, not written: sparse files come out sparse.
+// an error naming it. Holes are skipped, not written: sparse files come out sparse. The names of
+// one protected file (hard links) come out as hard links of one plain file.
 Result<CopyStats> ExportTree(Volume& volume, const std::string& plain_dir);
 
 // Streams the plaintext of one protected file to `fd` (holes as zeros: a stream has none).

@@ -90,7 +90,7 @@ Status Volume::WriteBase(bool clean) {
 
   ByteWriter head;
   head.Raw(ByteSpan(reinterpret_cast<const uint8_t*>(kVolumeMagic), sizeof(kVolumeMagic)));
-  head.U32(kFormatVersion);
+  head.U32(StateVersion());
   head.Raw(state_.volume_id);
   head.Raw(crypto::HmacSha256(DeriveKey("scone fs v1 key check"), {AsBytes("key-check")}));
   head.U64(applied_seq_);
@@ -125,9 +125,11 @@ Status Volume::LoadBase(bool* was_clean) {
   if (!r.Raw(magic) || std::memcmp(magic, kVolumeMagic, 8) != 0) {
     return DataCorrupted(path + ": not a SCONE volume metadata file (bad magic)");
   }
-  if (!r.U32(&version) || version != kFormatVersion) {
+  if (!r.U32(&version) ||
+      (version != kStateVersionSingleNames && version != kStateVersionWithLinks)) {
     return Unsupported(path + ": volume format version " + std::to_string(version) +
-                       " is not supported (expected " + std::to_string(kFormatVersion) + ")");
+                       " is not supported (expected " + std::to_string(kStateVersionSingleNames) +
+                       " or " + std::to_string(kStateVersionWithLinks) + ")");
   }
   uint64_t applied_seq;
   if (!r.Raw(state_.volume_id) || !r.Raw(key_check) || !r.U64(&applied_seq) || !r.Raw(nonce) ||
@@ -154,12 +156,14 @@ Status Volume::LoadBase(bool* was_clean) {
   uint8_t clean;
   std::array<uint8_t, 16> id = state_.volume_id;
   if (!br.U8(&clean) || !VolumeState::Decode(br, &state_) || !br.done() ||
-      state_.volume_id != id) {
+      state_.volume_id != id || !state_.NamesAgree() ||
+      (version == kStateVersionSingleNames && state_.HasLinks())) {
     return DataCorrupted(path + ": volume metadata is malformed");
   }
   applied_seq_ = applied_seq;
   path_by_id_.clear();
-  for (const auto& [p, entry] : state_.files) path_by_id_[entry.file_id] = p;
+  names_.Clear();
+  for (const auto& [p, entry] : state_.files) NameAdded(entry.file_id, p);
   *was_clean = clean != 0;
   return Status::Ok();
 }
@@ -452,6 +456,7 @@ Status Volume::SettleTrash() {
       return IoError("restore " + full, errno);
     }
   }
+  SCONE_RETURN_IF_ERROR(RestoreLostNames());
   RemoveEntriesOfUnknownFiles(MetaPath("trash"));
   return Status::Ok();
 }
@@ -504,23 +509,34 @@ void Volume::ApplyToState(const JournalRecord& record) {
   auto drop = [&](const std::string& path) {
     auto it = state_.files.find(path);
     if (it == state_.files.end()) return;
-    path_by_id_.erase(it->second.file_id);
+    NameRemoved(it->second.file_id, path);
     state_.files.erase(it);
+  };
+  auto add = [&](const std::string& path, const FileEntry& entry) {
+    drop(path);
+    state_.files[path] = entry;
+    NameAdded(entry.file_id, path);
   };
   switch (record.kind) {
     case Kind::kCreate:
-      drop(record.path);
-      state_.files[record.path] = record.entry;
-      path_by_id_[record.entry.file_id] = record.path;
+      add(record.path, record.entry);
       break;
-    case Kind::kCommit: {
-      auto it = path_by_id_.find(record.entry.file_id);
-      if (it != path_by_id_.end()) state_.files[it->second] = record.entry;
+    case Kind::kCommit:
+      // Every name of the file carries its entry.
+      for (const std::string& name : names_.Of(record.entry.file_id)) {
+        state_.files[name] = record.entry;
+      }
       break;
-    }
     case Kind::kUnlink:
       drop(record.path);
       break;
+    case Kind::kLink: {
+      auto it = state_.files.find(record.path);
+      if (it == state_.files.end() || it->second.file_id != record.entry.file_id) break;
+      const FileEntry entry = it->second;
+      add(record.to, entry);
+      break;
+    }
     case Kind::kSync:
       break;
     case Kind::kRename: {
@@ -528,16 +544,13 @@ void Volume::ApplyToState(const JournalRecord& record) {
       for (auto it = state_.files.begin(); it != state_.files.end();) {
         if (PathHasPrefix(it->first, record.path)) {
           moved.emplace_back(record.to + it->first.substr(record.path.size()), it->second);
+          NameRemoved(it->second.file_id, it->first);
           it = state_.files.erase(it);
         } else {
           ++it;
         }
       }
-      for (auto& [path, entry] : moved) {
-        drop(path);
-        state_.files[path] = entry;
-        path_by_id_[entry.file_id] = path;
-      }
+      for (auto& [path, entry] : moved) add(path, entry);
       break;
     }
   }
@@ -727,7 +740,16 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
       if (os::Sys().rename(from.c_str(), to.c_str()) != 0) return IoError("rename " + from, errno);
     } else if (last.kind == Kind::kUnlink && from_exists) {
       if (os::Sys().unlink(from.c_str()) != 0) return IoError("unlink " + from, errno);
-    } else if (last.kind == Kind::kCreate && path_by_id_.count(last.entry.file_id) != 0) {
+    } else if (last.kind == Kind::kLink && from_exists &&
+               state_.files.count(last.to) != 0) {
+      std::string to = dir_ + "/" + last.to;
+      SCONE_ASSIGN_OR_RETURN(bool to_exists, os::Exists(to));
+      if (!to_exists && os::Sys().link(from.c_str(), to.c_str()) != 0) {
+        return IoError("link " + from, errno);
+      }
+    } else if (last.kind == Kind::kCreate && path_by_id_.count(last.entry.file_id) != 0 &&
+               names_.CountOf(last.entry.file_id) == 1 && last.entry.size == 0) {
+      // (Not the undo of a failed unlink: that file holds data, or has other names.)
       // The crash may have cut the file's creation short: write it anew (it holds no data yet).
       SCONE_RETURN_IF_ERROR(ProtectedFile::CreateOnDisk(dir_, last.path, last.entry.region,
                                                         last.entry.file_id,
@@ -747,7 +769,8 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
     std::string full = dir_ + "/" + path;
     SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(full));
     if (!exists) {
-      if (entry.size == 0) {
+      // One data file per file id: its other names are linked to it below.
+      if (entry.size == 0 && path_by_id_.at(entry.file_id) == path) {
         auto created = ProtectedFile::CreateOnDisk(dir_, path, entry.region, entry.file_id,
                                                    DeriveFileKeys(entry.file_id));
         if (created.ok()) touched_.insert(entry.file_id);
@@ -772,6 +795,7 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
       }
     }
   }
+  SCONE_RETURN_IF_ERROR(RestoreLostNames());
   // Chunk tables of authenticated files that no longer exist.
   RemoveEntriesOfUnknownFiles(MetaPath("meta"));
   return Checkpoint(/*clean=*/false);
@@ -862,6 +886,10 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
   SCONE_RETURN_IF_ERROR(writer.Begin());
   if (from == to) return Status::Ok();
   if (PathHasPrefix(to, from)) return InvalidArgument("cannot move " + from + " into itself");
+  if (auto a = state_.files.find(from), b = state_.files.find(to);
+      a != state_.files.end() && b != state_.files.end() && a->second.file_id == b->second.file_id) {
+    return Status::Ok();  // two names of one file: rename(2) does nothing
+  }
   // A protected file keeps its format; moving it into another region would leave it encrypted
   // in an authenticated region, or plaintext in an encrypted one.
   bool any = false;
@@ -901,7 +929,8 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
     return failed;
   }
   ApplyToState(record);
-  if (replaced) {
+  // The replaced file is gone with its last name; with others left, it only lost this one.
+  if (replaced && names_.CountOf(replaced->file_id) == 0) {
     if (auto open = open_files_.find(replaced->file_id); open != open_files_.end()) {
       if (auto f = open->second.lock()) {
         f->MarkUnlinked();
@@ -934,25 +963,28 @@ Status Volume::Unlink(std::string_view raw_path) {
   record.kind = JournalRecord::Kind::kUnlink;
   record.path = path;
   // An encrypted file is unlinked lazily durable: it waits in the trash until its record is
-  // durable, so that recovery can bring it back if the record is lost.
+  // durable, so that recovery can bring it back if the record is lost. One of several names
+  // goes at once: recovery links it again from another (RestoreLostNames).
   const bool lazy = entry.region == Region::kEncrypted;
-  if (lazy && !trash_ready_) {
+  const bool last_name = names_.CountOf(entry.file_id) == 1;
+  const bool to_trash = lazy && last_name;
+  if (to_trash && !trash_ready_) {
     SCONE_RETURN_IF_ERROR(os::MakeDirectories(MetaPath("trash")));
     trash_ready_ = true;
   }
   SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/!lazy));
   std::string full = dir_ + "/" + path;
   auto remove = [&] {
-    return lazy ? os::Sys().rename(full.c_str(), TrashPath(entry.file_id).c_str())
-                : os::Sys().unlink(full.c_str());
+    return to_trash ? os::Sys().rename(full.c_str(), TrashPath(entry.file_id).c_str())
+                    : os::Sys().unlink(full.c_str());
   };
   int removed = remove();
-  if (removed != 0 && errno == ENOENT && lazy && access(full.c_str(), F_OK) == 0) {
+  if (removed != 0 && errno == ENOENT && to_trash && access(full.c_str(), F_OK) == 0) {
     // The trash directory itself went missing behind our back: make it again.
     SCONE_RETURN_IF_ERROR(os::MakeDirectories(MetaPath("trash")));
     removed = remove();
   }
-  if (removed == 0 && lazy) trash_.push_back(entry.file_id);
+  if (removed == 0 && to_trash) trash_.push_back(entry.file_id);
   if (removed != 0 && errno != ENOENT) {
     // Leave state and disk consistent: the file stays, its entry is restored.
     Status failed = IoError("unlink " + full, errno);
@@ -964,15 +996,63 @@ Status Volume::Unlink(std::string_view raw_path) {
     return failed;
   }
   ApplyToState(record);
-  if (entry.region == Region::kAuthenticated) {
+  if (last_name && entry.region == Region::kAuthenticated) {
     os::Sys().unlink(ProtectedFile::SideFilePath(dir_, entry.file_id).c_str());
   }
   if (auto open = open_files_.find(entry.file_id); open != open_files_.end()) {
     if (auto f = open->second.lock()) {
-      f->MarkUnlinked();
+      if (last_name) {
+        f->MarkUnlinked();
+      } else {
+        f->SetPath(path_by_id_.at(entry.file_id));
+      }
       keep.push_back(std::move(f));
     }
   }
+  return Status::Ok();
+}
+
+Status Volume::Link(std::string_view raw_from, std::string_view raw_to) {
+  SCONE_ASSIGN_OR_RETURN(std::string from, NormalizeVolumePath(raw_from));
+  SCONE_ASSIGN_OR_RETURN(std::string to, NormalizeVolumePath(raw_to));
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (closed_) return Internal("volume " + dir_ + " is closed");
+  WriterSection writer(*this, &keep);
+  SCONE_RETURN_IF_ERROR(writer.Begin());
+  auto it = state_.files.find(from);
+  if (it == state_.files.end()) return NotFound(dir_ + "/" + from + ": no such protected file");
+  const FileEntry entry = it->second;
+  const std::string full_from = dir_ + "/" + from, full_to = dir_ + "/" + to;
+  struct stat st;
+  if (state_.files.count(to) != 0 || os::Sys().lstat(full_to.c_str(), &st) == 0) {
+    return AlreadyExists(full_to + " exists");
+  }
+  const std::string parent = full_to.substr(0, full_to.rfind('/'));
+  SCONE_ASSIGN_OR_RETURN(bool parent_exists, os::Exists(parent));
+  if (!parent_exists) return IoError("link " + full_to, ENOENT);
+  // A name in another region would serve the file in another format (as for rename).
+  if (state_.rules.RegionOf(to) != entry.region) {
+    return Status(Code::kUnsupported,
+                  "cannot link " + from + " to " + to + ": it crosses region boundaries", EXDEV);
+  }
+  JournalRecord record;
+  record.kind = JournalRecord::Kind::kLink;
+  record.path = from;
+  record.to = to;
+  record.entry = entry;
+  // Durable before the link exists (as a rename): recovery makes a link whose record it finds.
+  SCONE_RETURN_IF_ERROR(AppendLocked(record));
+  if (os::Sys().link(full_from.c_str(), full_to.c_str()) != 0) {
+    Status failed = IoError("link " + full_from + " to " + full_to, errno);
+    // Undone in the journal, so that state and disk agree.
+    JournalRecord undo;
+    undo.kind = JournalRecord::Kind::kUnlink;
+    undo.path = to;
+    SCONE_RETURN_IF_ERROR(AppendLocked(undo));
+    return failed;
+  }
+  ApplyToState(record);
   return Status::Ok();
 }
 
@@ -1077,6 +1157,7 @@ std::vector<VolumeProblem> Volume::Verify() {
       problems.push_back({path, std::move(what)});
     }
   }
+  CheckLinks(&problems);
   // Files on disk that the volume does not know.
   std::error_code ec;
   std::filesystem::recursive_directory_iterator it(dir_, ec), end;

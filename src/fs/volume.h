@@ -32,6 +32,7 @@
 
 #include "common/status.h"
 #include "crypto/secret.h"
+#include "fs/file_names.h"
 #include "fs/journal.h"
 #include "fs/protected_file.h"
 #include "fs/region_rules.h"
@@ -83,7 +84,12 @@ class Volume : public std::enable_shared_from_this<Volume> {
                                                   bool* created = nullptr);
   // Renames a file or a directory (and every file under it) inside the volume.
   Status Rename(std::string_view from, std::string_view to);
+  // Removes one name of a file; its data goes with its last name.
   Status Unlink(std::string_view path);
+  // Gives the protected file at `from` a second name `to` (a hard link, made natively: both names
+  // are one data file, one file id, one entry). Fails with kAlreadyExists if `to` exists, with
+  // EXDEV if `to` lies in another region, with kNotFound if `from` is no protected file.
+  Status Link(std::string_view from, std::string_view to);
   // The entry of a protected file, kNotFound if the volume has none at `path`.
   Result<FileEntry> Lookup(std::string_view path);
   // The plaintext size of a protected file, whether or not it is open with unsynced writes.
@@ -175,6 +181,15 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Removes the entries of `meta_dir` (named by file id) of files the state does not list.
   void RemoveEntriesOfUnknownFiles(const std::string& meta_dir);
   void ApplyToState(const JournalRecord& record);
+  // Keep names_ and path_by_id_ (a file's first name in path order) in step with state_.files.
+  void NameAdded(const FileId& id, const std::string& path);
+  void NameRemoved(const FileId& id, const std::string& path);
+  // Recovery: a name the state lists that is missing on disk while another name of the same
+  // file is there (an unlink of one of several names whose record was lost) is linked again.
+  Status RestoreLostNames();
+  // Verify: names of one file that are not one data file (a link replaced behind our back).
+  void CheckLinks(std::vector<VolumeProblem>* problems);
+  uint32_t StateVersion() const;
 
   // The committed entry of the file with this identity, after catching up with other processes.
   Result<FileEntry> CurrentEntry(const FileId& id);
@@ -226,7 +241,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
 
   mutable std::mutex mu_;
   VolumeState state_;
-  std::map<FileId, std::string> path_by_id_;
+  std::map<FileId, std::string> path_by_id_;  // a file's first name (see names_)
+  FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;
   uint64_t journal_seen_ = 0;  // end of the last record folded into state_
   bool trash_ready_ = false;   // .scone/trash exists

@@ -1,7 +1,8 @@
 // A writer process is SIGKILLed at random points while it writes, truncates, syncs and
 // atomically replaces files. Afterwards the volume must open, and every file must hold exactly
 // the state after some operation at or after its last completed fsync: nothing fsync'ed is lost,
-// and no operation is half applied. The same for sparse files: writes terabytes apart, and
+// and no operation is half applied (a replacement is a rename, or a hard link renamed into place
+// whose first name is then unlinked). The same for sparse files: writes terabytes apart, and
 // truncations that shrink and grow them across terabytes.
 #include <signal.h>
 #include <sys/wait.h>
@@ -126,6 +127,7 @@ void InstallInjector(CrashMode mode, long target) {
   s.ftruncate = InjectCall<&os::Syscalls::ftruncate, int, off_t>;
   s.rename = InjectCall<&os::Syscalls::rename, const char*, const char*>;
   s.unlink = InjectCall<&os::Syscalls::unlink, const char*>;
+  s.link = InjectCall<&os::Syscalls::link, const char*, const char*>;
   os::InstallSyscalls(s);
 }
 
@@ -156,7 +158,13 @@ void InstallInjector(CrashMode mode, long target) {
       auto tmp = (*v)->OpenFile("file2.tmp", {.create = true, .truncate = true});
       ok = tmp.ok() && (*tmp)->Write(0, AsBytes(OpData(op))).ok() && (*tmp)->Sync().ok();
       tmp = Internal("closed");
-      ok = ok && (*v)->Rename("file2.tmp", Name(2)).ok();
+      if (op.data_seed % 2 == 0) {
+        ok = ok && (*v)->Rename("file2.tmp", Name(2)).ok();
+      } else {
+        // As git finalizes an object: a second name, moved into place; the first name goes.
+        ok = ok && (*v)->Link("file2.tmp", "file2.new").ok() &&
+             (*v)->Rename("file2.new", Name(2)).ok() && (*v)->Unlink("file2.tmp").ok();
+      }
       synced = 2;
     }
     if (!ok) _exit(4);

@@ -1,5 +1,7 @@
 #include "fs/volume_state.h"
 
+#include <set>
+
 namespace scone::fs {
 
 void FileEntry::Encode(ByteWriter& w) const {
@@ -53,6 +55,23 @@ VolumeTag VolumeState::Tag(const SecretBytes& tag_key) const {
   w.Raw(AsBytes(kLabel));
   Encode(w);
   return crypto::HmacSha256(tag_key, {w.bytes()});
+}
+
+bool VolumeState::HasLinks() const {
+  std::set<FileId> seen;
+  for (const auto& [path, entry] : files) {
+    if (!seen.insert(entry.file_id).second) return true;
+  }
+  return false;
+}
+
+bool VolumeState::NamesAgree() const {
+  std::map<FileId, const FileEntry*> first;
+  for (const auto& [path, entry] : files) {
+    auto [it, inserted] = first.emplace(entry.file_id, &entry);
+    if (!inserted && !(*it->second == entry)) return false;
+  }
+  return true;
 }
 
 }  // namespace scone::fs

@@ -26,10 +26,18 @@ struct FileEntry {
 
 using VolumeTag = crypto::Hash;
 
+// Version of the base state file (`.scone/volume`). 3: every file has one name. 4: some file has
+// several (hard links: paths with the same file id and entry), which releases before links
+// would mishandle (a commit would update one name only), so they refuse it by its version. A
+// state without links is written as 3, readable by them.
+inline constexpr uint32_t kStateVersionSingleNames = kFormatVersion;
+inline constexpr uint32_t kStateVersionWithLinks = 4;
+
 struct VolumeState {
   std::array<uint8_t, 16> volume_id{};
   RegionRules rules;
-  std::map<std::string, FileEntry> files;  // normalized path -> entry
+  // normalized path -> entry; the names of one file (hard links) share its file id and entry
+  std::map<std::string, FileEntry> files;
 
   void Encode(ByteWriter& w) const;
   static bool Decode(ByteReader& r, VolumeState* out);
@@ -37,6 +45,10 @@ struct VolumeState {
   // HMAC over the canonical encoding (files in path order).
   VolumeTag Tag(const SecretBytes& tag_key) const;
 
+  // Whether some file id has several names.
+  bool HasLinks() const;
+  // Whether every name of a file id carries the same entry (a state is malformed otherwise).
+  bool NamesAgree() const;
 };
 
 }  // namespace scone::fs

@@ -30,6 +30,7 @@ Syscalls LibcSyscalls() {
   s.lstat = ::lstat;
   s.rename = ::rename;
   s.unlink = ::unlink;
+  s.link = ::link;
   s.mkdir = ::mkdir;
   s.flock = ::flock;
   s.fcntl = ::fcntl;

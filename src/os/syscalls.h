@@ -26,6 +26,7 @@ struct Syscalls {
   int (*lstat)(const char* path, struct stat* st);
   int (*rename)(const char* from, const char* to);
   int (*unlink)(const char* path);
+  int (*link)(const char* from, const char* to);
   int (*mkdir)(const char* path, mode_t mode);
   int (*flock)(int fd, int operation);
   int (*fcntl)(int fd, int cmd, ...);

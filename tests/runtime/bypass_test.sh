@@ -106,16 +106,25 @@ def refused(what, fn, code):
 refused("O_TMPFILE in the volume", lambda: os.open("vol", os.O_TMPFILE | os.O_WRONLY), errno.EOPNOTSUPP)
 refused("link out of the volume", lambda: os.link("vol/in.txt", "out-link.txt"), errno.EXDEV)
 refused("link into the volume", lambda: os.link("outside.txt", "vol/in-link.txt"), errno.EXDEV)
-refused("a second name inside the volume", lambda: os.link("vol/in.txt", "vol/twice.txt"), errno.EPERM)
+os.link("vol/in.txt", "vol/twice.txt")  # a second name inside the volume: a hard link
+refused("a second name linked out of the volume", lambda: os.link("vol/twice.txt", "out-link.txt"), errno.EXDEV)
 fd = os.open(".", os.O_TMPFILE | os.O_WRONLY)
 os.write(fd, b"nameless")
+# A dir_fd makes Python call linkat(AT_SYMLINK_FOLLOW) (link(2) would not follow the magic link).
+here = os.open(".", os.O_RDONLY)
 refused("an O_TMPFILE file linked into the volume",
-        lambda: os.link("/proc/self/fd/%d" % fd, "vol/materialized.txt", follow_symlinks=True), errno.EXDEV)
+        lambda: os.link("/proc/self/fd/%d" % fd, "vol/materialized.txt", follow_symlinks=True,
+                        dst_dir_fd=here), errno.EXDEV)
+inside = os.open("vol/in.txt", os.O_RDONLY)
+refused("a protected file linked out through /proc/self/fd",
+        lambda: os.link("/proc/self/fd/%d" % inside, "out-link.txt", follow_symlinks=True,
+                        dst_dir_fd=here), errno.EXDEV)
 refused("rename into the volume", lambda: os.rename("outside.txt", "vol/renamed.txt"), errno.EXDEV)
 print(open("vol/in.txt").read(), end="")
 PYEOF
   [[ "$(run "$PY" -B links.py)" == "$MARKER inside" ]] || fail "links"
   [[ ! -e out-link.txt && ! -e vol/in-link.txt && ! -e vol/materialized.txt ]] || fail "a link was made"
+  [[ "$(stat -c %i vol/in.txt)" == "$(stat -c %i vol/twice.txt)" ]] || fail "the second name is not a link"
   check_volume
   ;;
 

@@ -632,6 +632,95 @@ measurement)
   grep -q "not a dynamically linked" err || { cat err; fail "no clear message"; }
   ;;
 
+hard-links)
+  # Hard links inside the volume are links of the ciphertext (one data file, one file id);
+  # into or out of the volume they fail with EXDEV, as between file systems.
+  echo "$MARKER one" > plain.txt
+  run cp plain.txt vol/a.txt
+  run ln vol/a.txt vol/b.txt || fail "ln inside the volume"
+  [[ "$(run stat -c %h vol/b.txt)" == 2 ]] || fail "stat -c %h is not 2"
+  [[ "$(stat -c %i vol/a.txt)" == "$(stat -c %i vol/b.txt)" ]] || fail "the names are not one data file"
+  echo "$MARKER two" | run tee -a vol/b.txt >/dev/null
+  [[ "$(run cat vol/a.txt)" == "$MARKER one"$'\n'"$MARKER two" ]] || fail "a write through one name is not read through the other"
+  # One open file through both names: written through one, read through the other before closing.
+  run "$PY" -c '
+import os
+a = os.open("vol/a.txt", os.O_RDWR)
+b = os.open("vol/b.txt", os.O_RDONLY)
+os.pwrite(a, b"'"$MARKER"' 3", 0)
+assert os.pread(b, 64, 0).startswith(b"'"$MARKER"' 3"), os.pread(b, 64, 0)
+# linkat(AT_SYMLINK_FOLLOW) through /proc/self/fd (a dir_fd makes Python call linkat, not link).
+fd, here = os.open("vol/a.txt", os.O_RDONLY), os.open(".", os.O_RDONLY)
+os.link("/proc/self/fd/%d" % fd, "vol/by-fd.txt", follow_symlinks=True, dst_dir_fd=here)
+try:
+    os.link("/proc/self/fd/%d" % fd, "by-fd-outside.txt", follow_symlinks=True, dst_dir_fd=here)
+    raise SystemExit("a protected file linked out of the volume through /proc/self/fd")
+except OSError as e:
+    assert e.errno == 18, e
+' || fail "python through both names"
+  [[ ! -e by-fd-outside.txt ]] || fail "ciphertext left the volume"
+  run mkdir vol/d
+  run ln vol/a.txt vol/d/c.txt
+  run mv vol/d vol/e
+  run rm vol/a.txt vol/by-fd.txt
+  [[ "$(run head -c ${#MARKER} vol/e/c.txt)" == "$MARKER" ]] || fail "the name left after rm"
+  [[ "$(run stat -c %h vol/b.txt)" == 2 ]] || fail "nlink after rm of two names"
+  # Out of and into the volume: EXDEV; ln -s and cp work as ever.
+  if run ln vol/b.txt out.txt 2>err; then fail "ln out of the volume"; fi
+  grep -q "Invalid cross-device link" err || { cat err; fail "no EXDEV out of the volume"; }
+  if run ln plain.txt vol/in.txt 2>err; then fail "ln into the volume"; fi
+  grep -q "Invalid cross-device link" err || { cat err; fail "no EXDEV into the volume"; }
+  ln -s "$work/vol/b.txt" sym
+  if run ln -L sym out2.txt 2>err; then fail "ln -L through a link out of the volume"; fi
+  [[ ! -e out.txt && ! -e out2.txt && ! -e vol/in.txt ]] || fail "a link was made across the boundary"
+  run cp vol/b.txt copied.txt && grep -q "$MARKER 3" copied.txt || fail "cp out of the volume"
+  # Export writes hard links as hard links; import keeps them.
+  "$scone" volume export vol exported --key-file key >/dev/null
+  [[ "$(stat -c %h exported/b.txt)" == 2 && "$(stat -c %i exported/b.txt)" == "$(stat -c %i exported/e/c.txt)" ]] ||
+    fail "export did not keep the hard link"
+  "$scone" volume create vol2 --key-file key2 >/dev/null 2>&1
+  "$scone" volume import exported vol2 --key-file key2 >/dev/null
+  [[ "$(stat -c %i vol2/b.txt)" == "$(stat -c %i vol2/e/c.txt)" ]] || fail "import did not keep the hard link"
+  "$scone" volume verify vol2 --key-file key2 >/dev/null || fail "the imported volume does not verify"
+  rm -rf exported vol2
+  check_volume
+  check_tamper b.txt
+  ;;
+
+git)
+  # git with its defaults: loose objects are written to a temporary name and linked to their
+  # own, `git clone` of a local path links the object store (inside the volume) or copies it
+  # (out of the volume, after EXDEV), `git gc` packs, prunes and removes gc.pid.
+  export HOME="$work" GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.com \
+    GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.com
+  run git init -q vol/repo
+  run sh -c "mkdir vol/repo/d && for i in \$(seq 1 40); do echo '$MARKER file' \$i > vol/repo/d/f\$i.txt; done"
+  (cd vol/repo && run git add . && run git commit -qm one) || fail "git add, commit"
+  [[ -z "$(find vol/repo/.git/objects -name 'tmp_obj_*')" ]] || fail "temporary objects left"
+  [[ "$(find vol/repo/.git/objects -type f -links 1 | wc -l)" -gt 40 ]] || fail "no loose objects"
+  run sh -c "echo '$MARKER changed' >> vol/repo/d/f1.txt"
+  (cd vol/repo && run git commit -qam two && run git gc -q && run git fsck --strict) || fail "git gc, fsck"
+  [[ ! -e vol/repo/.git/gc.pid ]] || fail "gc.pid left"
+  "$scone" volume verify vol --key-file key >/dev/null || fail "verify after git gc"
+  run git clone -q vol/repo vol/clone || fail "git clone inside the volume"
+  pack=$(ls vol/clone/.git/objects/pack/*.pack)
+  [[ "$(stat -c %h "$pack")" == 2 ]] || fail "git clone of a local repository did not link its objects"
+  run git clone -q --local vol/repo vol/clone2 || fail "git clone --local inside the volume"
+  (cd vol/clone && run git fsck --strict && run git log --oneline) >log || fail "git fsck in the clone"
+  [[ "$(wc -l < log)" == 2 ]] || fail "the clone's history"
+  # Out of the volume git's link fails with EXDEV and it copies (as across file systems).
+  run git clone -q vol/repo out-clone || fail "git clone out of the volume"
+  [[ "$(cat out-clone/d/f2.txt)" == "$MARKER file 2" ]] || fail "the clone out of the volume"
+  git -C out-clone fsck --strict || fail "the copied object store"
+  # The original goes; its clones keep the objects they share with it.
+  run rm -rf vol/repo vol/clone2
+  [[ "$(stat -c %h "$pack")" == 1 ]] || fail "nlink after the original went"
+  (cd vol/clone && run git fsck --strict && run git gc -q) || fail "git fsck, gc in the clone alone"
+  [[ "$(run cat vol/clone/d/f1.txt)" == "$MARKER file 1"$'\n'"$MARKER changed" ]] || fail "checked-out content"
+  check_volume
+  check_tamper clone/d/f3.txt
+  ;;
+
 *)
   fail "unknown case"
   ;;

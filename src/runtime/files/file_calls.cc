@@ -477,13 +477,25 @@ long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const 
                     : rt.Locate(olddirfd, oldpath, follow);
   Target to = rt.Locate(newdirfd, newpath, false);
   if (from.metadata || to.metadata) return -EACCES;
-  if (from.Protected() || to.Protected()) {
-    // A second name for a protected file is not one the volume can keep (its state names each
-    // file once): within a volume the file system "does not support" it, across, as between
-    // file systems.
-    return from.volume == to.volume ? -EPERM : -EXDEV;
+  if (!from.Protected() && !to.Protected()) return kNotMine;
+  // Into or out of a volume, or between its regions, the name would serve the file in another
+  // format (ciphertext as plaintext, or unprotected): as between file systems, programs copy.
+  if (from.volume != to.volume || from.region != to.region) return -EXDEV;
+  if (from.unavailable || to.unavailable) return -EIO;
+  if (from.path.empty()) return -EPERM;  // the volume's root: a directory
+  if (to.path.empty()) return -EEXIST;
+  Status s = from.volume->Get()->Link(from.path, to.path);
+  if (s.code() == Code::kNotFound) {
+    // Not a protected file: directories, symbolic links, FIFOs are the kernel's business; a
+    // regular file the volume does not know is reported as when it is opened.
+    struct stat st;
+    if (RawLstat(from.absolute.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      return FailWith(DataCorrupted(from.absolute + ": unknown file: not in the volume's metadata "
+                                                    "(added behind the volume's back)"));
+    }
+    return kNotMine;
   }
-  return kNotMine;
+  return s.ok() ? 0 : FailWith(s);
 }
 
 long SetTimes(Runtime& rt, int dirfd, const char* path, const struct timespec* times, int at_flags) {

@@ -91,6 +91,9 @@ int Rename(const char* from, const char* to) {
   return static_cast<int>(Result(RawSyscall(SYS_renameat, AT_FDCWD, Arg(from), AT_FDCWD, Arg(to))));
 }
 int Unlink(const char* path) { return static_cast<int>(Result(RawSyscall(SYS_unlinkat, AT_FDCWD, Arg(path), 0))); }
+int Link(const char* from, const char* to) {
+  return static_cast<int>(Result(RawSyscall(SYS_linkat, AT_FDCWD, Arg(from), AT_FDCWD, Arg(to), 0)));
+}
 int Mkdir(const char* path, mode_t mode) { return static_cast<int>(Result(RawSyscall(SYS_mkdirat, AT_FDCWD, Arg(path), mode))); }
 int Flock(int fd, int operation) { return static_cast<int>(Result(RawSyscall(SYS_flock, fd, operation))); }
 int Fcntl(int fd, int cmd, ...) {
@@ -119,6 +122,7 @@ void InstallShieldSyscalls(FdTable& table) {
   calls.lstat = Lstat;
   calls.rename = Rename;
   calls.unlink = Unlink;
+  calls.link = Link;
   calls.mkdir = Mkdir;
   calls.flock = Flock;
   calls.fcntl = Fcntl;
