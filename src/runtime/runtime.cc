@@ -307,18 +307,19 @@ MountedVolume* Runtime::Mount(const std::string& dir, const SecretBytes& key, co
                               std::shared_ptr<fs::Volume> volume) {
   auto mounted = std::make_unique<MountedVolume>();
   mounted->root = dir;
+  // The root and every directory above it: moved, the volume's paths would no longer be where
+  // the runtime looks for them (what a program then wrote there would bypass the shield).
   struct stat st;
   if (stat(dir.c_str(), &st) == 0) {
     mounted->device = st.st_dev;
     mounted->inode = st.st_ino;
+    anchored_dirs_.push_back({st.st_dev, st.st_ino});
   }
-  // The root and every directory above it: moved, the volume's paths would no longer be where
-  // the runtime looks for them (what a program then wrote there would bypass the shield).
-  for (std::string d = dir; !d.empty();) {
-    if (stat(d.c_str(), &st) == 0) anchored_dirs_.push_back({st.st_dev, st.st_ino});
-    if (d == "/") break;
+  for (std::string d = dir; d != "/";) {
     size_t slash = d.rfind('/');
+    if (slash == std::string::npos) break;
     d = slash == 0 ? "/" : d.substr(0, slash);
+    if (stat(d.c_str(), &st) == 0) anchored_dirs_.push_back({st.st_dev, st.st_ino});
   }
   mounted->key = key.Clone();
   mounted->cas_name = cas_name;

@@ -39,7 +39,13 @@ struct PatchableObject {
   uintptr_t text_begin;
   uintptr_t text_end;
   FunctionIndex functions;
-  uint64_t device;  // the file it was loaded from, for plans handed to programs this one executes
+  // The file it was loaded from (the loader's name for it, which lives as long as the object),
+  // for plans handed to and from programs this one executes. Asked for only when a plan needs
+  // it (Identify): a process that executes nothing, or whose plan names only the C library,
+  // makes no stat of the others (the main program's, through /proc, is the slowest).
+  const char* file;
+  bool identified;
+  uint64_t device;
   uint64_t inode;
 };
 constexpr int kMaxObjects = 64;
@@ -77,13 +83,34 @@ int LearnObject(struct dl_phdr_info* info, size_t, void*) {
   if (own_range_only) return 0;
   const char* name = info->dlpi_name;
   if (name != nullptr && std::strstr(name, "linux-vdso") != nullptr) return 0;
-  struct stat st = {};
   const char* file = name != nullptr && name[0] != '\0' ? name : "/proc/self/exe";
-  if (RawSyscall(SYS_newfstatat, AT_FDCWD, Arg(file), Arg(&st), 0) != 0) st = {};
   if (object_count < kMaxObjects) {
-    objects[object_count++] = {text_begin, text_end, FunctionIndex(eh_frame_hdr), st.st_dev, st.st_ino};
+    objects[object_count++] = {text_begin, text_end, FunctionIndex(eh_frame_hdr), file, false, 0, 0};
   }
   return 0;
+}
+
+// The object's file identity, asked for once. REQUIRES: the patch lock.
+const PatchableObject& Identify(PatchableObject& object) {
+  if (!object.identified) {
+    struct stat st = {};
+    if (RawSyscall(SYS_newfstatat, AT_FDCWD, Arg(object.file), Arg(&st), 0) != 0) st = {};
+    object.device = st.st_dev;
+    object.inode = st.st_ino;
+    object.identified = true;
+  }
+  return object;
+}
+
+// The object loaded from the file (device, inode), or nullptr. The main program (objects[0])
+// is asked last: plans name the C library's sites, and its stat goes through /proc.
+// REQUIRES: the patch lock.
+const PatchableObject* ObjectFromFile(uint64_t device, uint64_t inode) {
+  for (int i = 1; i <= object_count; ++i) {
+    const PatchableObject& o = Identify(objects[i % object_count]);
+    if (o.device == device && o.inode == inode) return &o;
+  }
+  return nullptr;
 }
 
 // ---- decoding ---------------------------------------------------------------------------
@@ -459,8 +486,9 @@ Bytes CodePatcher::Plan() {
   w.U32(static_cast<uint32_t>(applied_count));
   for (int i = 0; i < applied_count; ++i) {
     const AppliedPatch& p = applied[i];
-    w.U64(objects[p.object].device);
-    w.U64(objects[p.object].inode);
+    const PatchableObject& object = Identify(objects[p.object]);
+    w.U64(object.device);
+    w.U64(object.inode);
     w.U32(p.window_offset);
     w.U8(p.window_size);
     w.U8(p.syscall_offset);
@@ -490,10 +518,7 @@ int ApplyPlan(ByteSpan plan, const PatchableObject* bulk_object) {
         !r.Raw(MutableByteSpan(original, size))) {
       return patched;  // malformed: the rest is decoded as usual
     }
-    const PatchableObject* object = nullptr;
-    for (int k = 0; k < object_count && object == nullptr; ++k) {
-      if (objects[k].device == device && objects[k].inode == inode) object = &objects[k];
-    }
+    const PatchableObject* object = ObjectFromFile(device, inode);
     if (object == nullptr || offset + uint64_t{size} + 2 > object->text_end - object->text_begin) continue;
     const uintptr_t window = object->text_begin + offset;
     // The same bytes, and a `syscall` where the plan says.
