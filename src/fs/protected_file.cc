@@ -849,8 +849,10 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     }
     if (!record.slot_chunks.empty()) {
       pending_seq_ = record.seq;
-      // Nothing reached the data file, yet its content changed: its mtime moves, as a write's.
-      if (!times_kept_) SCONE_RETURN_IF_ERROR(data_.SetTimes({{{0, UTIME_OMIT}, {0, UTIME_NOW}}}));
+      // Nothing reached the data file, yet its content changed: its mtime moves, as a write's
+      // (best effort: a process that may write the file through its descriptor may still not
+      // own it, and the write has happened).
+      if (!times_kept_) (void)data_.SetTimes({{{0, UTIME_OMIT}, {0, UTIME_NOW}}});
     }
   } else {
     pending_.clear();  // the window, ours included, is in place now

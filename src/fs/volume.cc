@@ -584,8 +584,9 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record,
 }
 
 Status Volume::Checkpoint(bool clean) {
-  // The base state holds the window's changes: they go in place first.
-  SCONE_RETURN_IF_ERROR(ApplyWindowLocked());
+  // The base state holds the window's changes: they become durable and go in place first (in
+  // place before a durable record, a crash would leave pages no surviving record explains).
+  SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
   // Everything applied in place since the last checkpoint must be durable before the journal
   // that could redo it is dropped.
   SCONE_RETURN_IF_ERROR(SyncFilesLocked(touched_));
@@ -604,8 +605,21 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
                                  const std::vector<const JournalRecord*>& commits, bool trim) {
   const FileEntry& entry = state_.files.at(path);
   Layout layout(entry.region);
-  auto data = os::File::Open(dir_ + "/" + path, O_RDWR | O_NOFOLLOW);
-  if (!data.ok()) return Status::Ok();  // reported when the file is opened or verified
+  // Through this process's own descriptor where it has the file open: a process that changed
+  // its user since may no longer open the file by name.
+  std::shared_ptr<ProtectedFile> open;
+  if (auto it = open_files_.find(id); it != open_files_.end()) open = it->second.lock();
+  os::File opened;
+  const os::File* data = open != nullptr && open->data_.valid() ? &open->data_ : nullptr;
+  if (data == nullptr) {
+    auto by_name = os::File::Open(dir_ + "/" + path, O_RDWR | O_NOFOLLOW);
+    if (!by_name.ok()) {
+      if (trim) return Status::Ok();  // reported when the file is opened or verified
+      return by_name.status().Annotate("writing what other processes published in place");
+    }
+    opened = std::move(by_name).value();
+    data = &opened;
+  }
   const auto times = data->Times();
   os::File side;
   if (!layout.interleaved()) {

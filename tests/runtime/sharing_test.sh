@@ -134,6 +134,28 @@ PYEOF
   run cat vol/scratch.dat > /dev/null || fail "the file the killed process wrote cannot be read"
   check_volume
   ;;
+workers-of-another-user)
+  # A server's way: the master (root) opens its log, forks workers that change to another
+  # user, and they all append through the inherited descriptor. The workers can no longer open
+  # the volume's files by name; what they publish must still reach the disk intact.
+  cat > workers.py <<PYEOF
+import os
+fd = os.open("vol/access.log", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+pids = []
+for w in range(2):
+    pid = os.fork()
+    if pid == 0:
+        os.setgid(65534)
+        os.setuid(65534)
+        for i in range(300):
+            os.write(fd, b"$MARKER worker %d request %d\n" % (w, i))
+        os._exit(0)
+    pids.append(pid)
+print(sum(os.waitpid(pid, 0)[1] != 0 for pid in pids), len(open("vol/access.log").read().splitlines()))
+PYEOF
+  [[ "$(run "$PY" workers.py 2>/dev/null)" == "0 600" ]] || fail "workers of another user: $(run "$PY" workers.py 2>&1 | tail -3)"
+  check_volume
+  ;;
 *)
   fail "unknown case $case_name"
   ;;
