@@ -225,6 +225,7 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
 }
 
 Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
+  SCONE_RETURN_IF_ERROR(WakeLocked());
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
   SCONE_RETURN_IF_ERROR(journal_->Refresh());
   if (hint == applied_seq_ && journal_->size() == journal_seen_) return Status::Ok();
@@ -256,6 +257,7 @@ class Volume::WriterSection {
     if (locked_) v_.lock_->UnlockWriter();
   }
   Status Begin(bool catch_up = true) {
+    SCONE_RETURN_IF_ERROR(v_.WakeLocked());
     SCONE_RETURN_IF_ERROR(v_.lock_->LockWriter());
     locked_ = true;
     if (!catch_up) return Status::Ok();
@@ -386,12 +388,16 @@ Status Volume::MakeDurable() {
 void Volume::BeforeFork() { mu_.lock(); }
 
 void Volume::AfterForkInParent() {
-  shared_ = true;
+  if (!resting_) shared_ = true;
   mu_.unlock();
 }
 
+// A forked child (a server's worker, a database backend) shares the volume at once, whether or
+// not its parent rests: its siblings use the volume as it does. A program it executes opens
+// the volume anew, and has it alone if nobody else uses it.
 void Volume::AfterForkInChild() {
   shared_ = true;
+  resting_ = false;
   mu_.unlock();
 }
 
@@ -399,6 +405,41 @@ Status Volume::RejoinAfterFork() {
   std::lock_guard lock(mu_);
   if (closed_) return Status::Ok();
   return lock_->ReopenInChild().Annotate("volume " + dir_ + " in a forked process");
+}
+
+Status Volume::RestIfUnused() {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (closed_ || resting_) return Status::Ok();
+  for (const auto& [id, weak] : open_files_) {
+    if (!weak.expired()) return Status::Ok();
+  }
+  {
+    WriterSection writer(*this, &keep);
+    SCONE_RETURN_IF_ERROR(writer.Begin());
+    // Another process that takes the volume alone may recover it: nothing may be lazy.
+    SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
+  }
+  lock_->ReleaseUse();
+  resting_ = true;
+  shared_ = false;
+  return Status::Ok();
+}
+
+Status Volume::WakeLocked() {
+  if (!resting_) return Status::Ok();
+  bool alone = false;
+  SCONE_RETURN_IF_ERROR(lock_->TakeUse(&alone));
+  resting_ = false;
+  if (!alone) {
+    SCONE_RETURN_IF_ERROR(lock_->LockWriter());
+    Status bumped = lock_->BumpUsersHint();
+    lock_->UnlockWriter();
+    SCONE_RETURN_IF_ERROR(bumped);
+    shared_ = true;
+  }
+  SCONE_ASSIGN_OR_RETURN(users_seen_, lock_->ReadUsersHint());
+  return Status::Ok();
 }
 
 // ---- journal, commits and recovery ------------------------------------------------------

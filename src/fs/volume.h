@@ -131,6 +131,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // allocating: the C library may not have reset its allocator yet) and, before it uses the
   // volume, takes its own cross-process lock (RejoinAfterFork: the inherited one is shared with
   // the parent).
+  // Before a fork: a process with no file of the volume open makes what it published durable
+  // and lets go of the volume until it uses it again, so that a program its child executes (a
+  // shell's command) can have the volume alone, with buffered writes, while the parent waits.
+  Status RestIfUnused();
   void BeforeFork();
   void AfterForkInParent();
   void AfterForkInChild();
@@ -221,6 +225,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   void AddToWindowLocked(const std::shared_ptr<const JournalRecord>& record);
   // A durable record was appended (by us or another process): the window is on disk now.
   void WindowDurableLocked(uint64_t seq);
+  // A resting process takes the volume again. REQUIRES: mu_, not the writer lock.
+  Status WakeLocked();
   // fsyncs the data (and side) files of `ids`; many at once with one syncfs.
   Status SyncFilesLocked(const std::set<FileId>& ids);
   // Syncs the data files the window's records wrote in place. REQUIRES: mu_, writer lock.
@@ -261,6 +267,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   std::map<FileId, std::vector<std::shared_ptr<const JournalRecord>>> published_;
   std::atomic<uint64_t> durable_seq_{0};
   std::atomic<bool> shared_{false};
+  bool resting_ = false;  // no use lock held (RestIfUnused); WakeLocked takes it again
   std::atomic<int64_t> next_share_poll_{0};
   uint64_t users_seen_ = 0;  // the lock file's count of processes that joined, when last read
 };

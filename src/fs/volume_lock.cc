@@ -69,12 +69,19 @@ Status VolumeLock::BumpUsersHint() const {
   return WriteHint(kUsersHintAt, users + 1);
 }
 
-Status VolumeLock::ReopenInChild() {
+Status VolumeLock::ReopenInChild(bool take_use) {
   std::string path = file_.path();
   // The inherited descriptor shares the parent's locks; drop it without unlocking them.
   SCONE_ASSIGN_OR_RETURN(os::File fresh, os::File::Open(path, O_RDWR, 0600));
   file_ = std::move(fresh);
-  return Set(F_RDLCK, 1, /*wait=*/true);
+  return take_use ? Set(F_RDLCK, 1, /*wait=*/true) : Status::Ok();
+}
+
+void VolumeLock::ReleaseUse() { (void)Set(F_UNLCK, 1, /*wait=*/false); }
+
+Status VolumeLock::TakeUse(bool* alone) {
+  *alone = Set(F_WRLCK, 1, /*wait=*/false).ok();
+  return Set(F_RDLCK, 1, /*wait=*/true);  // an exclusive hold is downgraded at once
 }
 
 }  // namespace scone::fs

@@ -26,8 +26,12 @@ class VolumeLock {
   bool TryAlone();
   // Downgrades an exclusive use lock to shared.
   Status Share();
-  // In a forked child: a new open of the file, with its own (shared) use lock.
-  Status ReopenInChild();
+  // In a forked child: a new open of the file, with its own (shared) use lock if `take_use`.
+  Status ReopenInChild(bool take_use = true);
+  // A process that rests (no file of the volume open) lets go of its use lock, and takes it
+  // again (shared; `*alone` says whether it could have had it exclusively) when it wakes.
+  void ReleaseUse();
+  Status TakeUse(bool* alone);
   void Release() { (void)file_.Close(); }
 
   // A hint for other processes, kept in the lock file (which is never replaced): the sequence

@@ -86,6 +86,11 @@ void PrepareFork() {
   // What this process wrote is committed first: the child starts from it (before any lock is
   // held: a commit takes the file's and the volume's).
   for (auto& [fd, d] : rt->fds().All()) d->ShareWithOtherProcesses(fd);
+  for (auto& v : rt->volumes()) {
+    if (fs::Volume* volume = v->IfOpen()) {
+      if (Status s = volume->RestIfUnused(); !s.ok()) Log(s.message());
+    }
+  }
   if (auto* r = rt->reporter()) r->BeforeFork();
   for (auto& v : rt->volumes()) {
     v->BeforeFork();
