@@ -312,7 +312,11 @@ DispatchResult Dispatch(SyscallFrame& f) {
     return Native();
   }
   EntryThread& t = ThisThread();
-  if (t.depth > 0) return CloneFamily(f.nr) ? Native() : Done(Raw(f));
+  if (t.depth > 0) {
+    if (!CloneFamily(f.nr)) return Done(Raw(f));
+    PrepareRuntimeClone(f);  // a thread the runtime starts for itself is its own from the start
+    return Native();
+  }
   CallInProgress in_call(t, f.nr);
   const long* a = f.args;
   DispatchResult r;

@@ -1,5 +1,6 @@
 #include "runtime/entry/entry.h"
 
+#include <linux/sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 
@@ -18,9 +19,46 @@ namespace {
 __attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, 0, nullptr, -1, 0, false};
 std::atomic<bool> installed{false};
 
+// The thread pointer of the thread a clone makes, when it makes one with a TLS block of its own
+// (CLONE_SETTLS), else 0.
+uintptr_t NewThreadPointer(const SyscallFrame& f) {
+  unsigned long flags;
+  uint64_t tls;
+  if (f.nr == SYS_clone) {
+    flags = static_cast<unsigned long>(f.args[0]);
+    tls = static_cast<uint64_t>(f.args[4]);
+  } else if (f.nr == SYS_clone3) {
+    const auto* args = reinterpret_cast<const struct clone_args*>(f.args[0]);
+    if (args == nullptr || static_cast<size_t>(f.args[1]) < CLONE_ARGS_SIZE_VER0) return 0;
+    flags = args->flags;
+    tls = args->tls;
+  } else {
+    return 0;
+  }
+  constexpr unsigned long kThread = CLONE_VM | CLONE_THREAD | CLONE_SETTLS;
+  return (flags & kThread) == kThread ? static_cast<uintptr_t>(tls) : 0;
+}
+
+uintptr_t OwnThreadPointer() {
+  uintptr_t tp;
+  __asm__("mov %%fs:0, %0" : "=r"(tp));  // x86-64: the TCB's first word points to itself
+  return tp;
+}
+
 }  // namespace
 
 EntryThread& ThisThread() { return this_thread; }
+
+void PrepareRuntimeClone(const SyscallFrame& f) {
+  const uintptr_t child_tp = NewThreadPointer(f);
+  if (child_tp == 0 || this_thread.depth == 0) return;
+  // Initial-exec TLS lies at the same offset from every thread's thread pointer.
+  const uintptr_t offset = reinterpret_cast<uintptr_t>(&this_thread) - OwnThreadPointer();
+  auto* child = reinterpret_cast<EntryThread*>(child_tp + offset);
+  child->runtime_thread = true;
+  child->depth = 1;
+  child->selector = kSelectorAllow;
+}
 
 RuntimeSection::RuntimeSection() {
   EntryThread& t = this_thread;

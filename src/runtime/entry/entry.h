@@ -100,5 +100,13 @@ bool EntryInstalled();
 void EnterNewThread();
 // Marks the calling thread as one of the runtime's own (see EntryThread::runtime_thread).
 void BecomeRuntimeThread();
+// Before the kernel's call of a clone the runtime makes for itself (one made while it works on
+// the calling thread, depth > 0: pthread_create for the crypto helper or the CAS reporter): a
+// new thread is marked as one of the runtime's own in its TLS block, which the C library laid
+// out before the call, so EnterNewThread leaves its calls let through from its first
+// instruction. Otherwise the net would catch the C library's start-up calls on it (rseq,
+// set_robust_list), made with every signal blocked: a blocked SIGSYS from Syscall User Dispatch
+// is forced, and ends the process. Does nothing for other clones.
+void PrepareRuntimeClone(const SyscallFrame& f);
 
 }  // namespace scone::runtime
