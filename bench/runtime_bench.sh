@@ -18,11 +18,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# fio_mbps DIR RW BS [RUNNER...]: bandwidth in MB/s of one psync job on a file in DIR.
+# fio_mbps DIR RW BS [RUNNER...]: bandwidth in MB/s of one psync job on a file in DIR. The job
+# runs as a thread of fio's process (FIO_JOB=process: a forked process, which shares the volume
+# with fio's main process: every write is then published to it at once, see
+# docs/file-system-shield.md).
 fio_mbps() {
-  local dir="$1" rw="$2" bs="$3"
+  local dir="$1" rw="$2" bs="$3" thread=--thread
   shift 3
-  "$@" fio --name=job --directory="$dir" --filename=fio.dat --ioengine=psync --rw="$rw" --bs="$bs" \
+  [[ "${FIO_JOB:-thread}" == process ]] && thread=
+  "$@" fio --name=job $thread --directory="$dir" --filename=fio.dat --ioengine=psync --rw="$rw" --bs="$bs" \
     --size="${size_mib}m" --runtime=8 --time_based=0 --end_fsync=1 --output-format=json \
     --randrepeat=1 --norandommap 2>/dev/null |
     $PY -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f" % ((j["read"]["bw_bytes"]+j["write"]["bw_bytes"])/1e6))'
@@ -60,6 +64,23 @@ run_fs_suite() {  # run_fs_suite LABEL BASE_DIR
 run_fs_suite tmpfs "$work_shm"
 run_fs_suite disk "$work_disk"
 
+# The cost of sharing: the same job as a forked process (the volume shared with fio's main
+# process) against a thread (the volume alone), under the runtime, on tmpfs.
+shared_base="$work_shm/shared"
+mkdir -p "$shared_base"
+"$scone" volume create "$shared_base/vol" --key-file "$shared_base/vol.key" >/dev/null 2>&1
+declare -A sharing
+for w in "randwrite 4k" "randread 4k"; do
+  set -- $w
+  alone=() shared=()
+  for r in $(seq 1 $rounds); do
+    alone+=("$(fio_mbps "$shared_base/vol" "$1" "$2" "$scone" run --volume "$shared_base/vol:$shared_base/vol.key" --)")
+    shared+=("$(FIO_JOB=process fio_mbps "$shared_base/vol" "$1" "$2" "$scone" run --volume "$shared_base/vol:$shared_base/vol.key" --)")
+  done
+  sharing["$1/alone"]=$(median "${alone[@]}")
+  sharing["$1/shared"]=$(median "${shared[@]}")
+done
+
 ratio() { $PY -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print('%.2f' % (a/b if b else 0))" "$1" "$2"; }
 
 echo "scone runtime benchmark (fio psync, ${size_mib} MiB file; median of $rounds alternating rounds)"
@@ -69,6 +90,12 @@ for fs in tmpfs disk; do
     n=${result[$fs/$w/native]} s=${result[$fs/$w/scone]} g=${result[$fs/$w/gocryptfs]}
     printf "%-6s %-10s %7s MB/s %7s MB/s %7s MB/s %14s %16s\n" "$fs" "$w" "$n" "$s" "$g" "$(ratio "$s" "$n")" "$(ratio "$s" "$g")"
   done
+done
+
+for w in randwrite randread; do
+  a=${sharing[$w/alone]} sh=${sharing[$w/shared]}
+  printf "tmpfs  %-10s volume alone %7s MB/s, shared with another process %7s MB/s: shared/alone %s\n" \
+    "$w" "$a" "$sh" "$(ratio "$sh" "$a")"
 done
 
 # sqlite3: 20,000 inserts in 200 transactions.

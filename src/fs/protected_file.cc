@@ -658,7 +658,11 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data, uint64_t
   if (appended_at != nullptr) offset = *appended_at = size_;
   SCONE_RETURN_IF_ERROR(StageWrite(offset, data));
   SCONE_RETURN_IF_ERROR(EvictCache());
-  if (changed_entries_.size() >= kMaxChangedEntries) SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));
+  // Chunks sealed in place are published at once (lazily: no sync): a process that joins the
+  // volume later must find them referenced, or it would take their slots for its own data.
+  if (!inplace_.empty() || changed_entries_.size() >= kMaxChangedEntries) {
+    SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));
+  }
   return data.size();
 }
 
@@ -835,12 +839,17 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
         id_, record,
         [&](const FileEntry* current) -> Status {
           if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
-          if (stage) SCONE_RETURN_IF_ERROR(stage());
-          return BuildRecord(&record, durable);
+          ForgetDurableLazyChunks();
+          in_transaction_ = stage != nullptr;
+          Status built = stage ? stage() : Status::Ok();
+          if (built.ok()) built = BuildRecord(&record, durable);
+          in_transaction_ = false;
+          return built;
         },
         [&] { return ApplyInPlace(record); }));
   }
   if (record.lazy) {
+    NoteLazyInPlace(record);
     // Overwrites of published chunks wait in the journal until a durable record: reads take
     // them from here meanwhile.
     for (size_t i = 0; i < record.slot_chunks.size(); ++i) {
@@ -856,6 +865,7 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     }
   } else {
     pending_.clear();  // the window, ours included, is in place now
+    lazy_in_place_.clear();
   }
   if (record.seq != 0) last_seq_ = record.seq;
   // The committed state is now the table in memory: its non-hole entries are the durable ones.
@@ -914,6 +924,17 @@ Status ProtectedFile::CatchUpLocked(const FileEntry& current) {
   return ReloadChangedByOthers(current, volume_->WindowOfLocked(id_, current));
 }
 
+void ProtectedFile::ForgetDurableLazyChunks() {
+  if (!lazy_in_place_.empty() && volume_->DurableSeq() != lazy_in_place_since_) lazy_in_place_.clear();
+}
+
+void ProtectedFile::NoteLazyInPlace(const JournalRecord& record) {
+  ForgetDurableLazyChunks();
+  if (record.inplace_chunks.empty()) return;
+  if (lazy_in_place_.empty()) lazy_in_place_since_ = volume_->DurableSeq();
+  lazy_in_place_.insert(record.inplace_chunks.begin(), record.inplace_chunks.end());
+}
+
 // Applies a commit record another process (or this one, before this object existed) published:
 // its entries, its size, its images still waiting in the journal; the root must come out as
 // the record says. REQUIRES: mu_ held exclusively, no local changes.
@@ -938,7 +959,9 @@ Status ProtectedFile::ApplyPublished(const JournalRecord& record) {
     pages.insert(chunk / kEntriesPerPage);
     pending_.erase(chunk);
   }
+  if (!record.lazy) lazy_in_place_.clear();
   if (record.lazy) {
+    NoteLazyInPlace(record);
     for (size_t i = 0; i < record.slot_chunks.size(); ++i) {
       if (record.slot_chunks[i] >= chunks) continue;
       ByteSpan image = record.SlotImage(i);

@@ -145,7 +145,17 @@ class ProtectedFile {
                    size_t image_size, uint8_t* plain);
   Status WriteSlot(uint64_t chunk, const uint8_t* image);
   // Whether the durable state references this chunk's slot (an overwrite must be journaled).
-  bool IsDurable(uint64_t chunk) const { return table_.IsDurable(chunk); }
+  // Inside a transaction of a process that shares the volume (the writer lock held, no durable
+  // record can come between), a chunk only lazy records put in place since the last durable one
+  // is referenced by no durable state: it may be overwritten in place (a log's last chunk,
+  // appended to by every request, then costs no journal image).
+  bool IsDurable(uint64_t chunk) const {
+    if (!table_.IsDurable(chunk)) return false;
+    return !in_transaction_ || lazy_in_place_.empty() || lazy_in_place_.count(chunk) == 0;
+  }
+  // Keeps lazy_in_place_ to the chunks of the current window. REQUIRES: mu_ held exclusively.
+  void ForgetDurableLazyChunks();
+  void NoteLazyInPlace(const JournalRecord& record);
   // Makes sure the host file system takes a data file for a plaintext of `size` bytes, before
   // anything refers to it: a refusal (EFBIG) fails the write or truncate that asked, never a
   // commit whose record is already in the journal. Costs a system call only when the file
@@ -227,6 +237,10 @@ class ProtectedFile {
   std::map<uint64_t, Bytes> pending_;
   uint64_t pending_seq_ = 0;  // the newest record that added one
   uint64_t last_seq_ = 0;     // the newest record this table reflects
+  // Chunks lazy records put in place since the durable record `lazy_in_place_since_`.
+  std::set<uint64_t> lazy_in_place_;
+  uint64_t lazy_in_place_since_ = 0;
+  bool in_transaction_ = false;  // CommitLocked with a stage, under the volume's locks
 
 };
 

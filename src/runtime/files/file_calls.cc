@@ -139,6 +139,12 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode) {
   options.mode = (mode & 07777) | S_IRUSR | S_IWUSR;  // the kernel applies the umask
   bool created = false;
   auto file = volume->OpenFile(t.path, options, &created);
+  // What lstat saw may be stale: another process may have unlinked the file since, or created
+  // it after this one caught up with the volume. Asked again before anything is called planted.
+  for (int again = 0; again < 2 && !file.ok() && file.status().code() == Code::kNotFound && exists; ++again) {
+    exists = RawLstat(t.absolute.c_str(), &st) == 0;
+    if (exists) file = volume->OpenFile(t.path, options, &created);
+  }
   if (!file.ok()) {
     if (file.status().code() == Code::kNotFound && exists) {
       // On disk but not in the volume's metadata: planted, or its metadata was lost.
