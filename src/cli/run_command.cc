@@ -147,9 +147,10 @@ void HandOverInheritedVolumeFds(runtime::RuntimeConfig& config) {
   std::error_code ec;
   std::vector<int> fds;
   for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+    const std::string name = e.path().filename().string();
     char* end = nullptr;
-    long fd = std::strtol(e.path().filename().c_str(), &end, 10);
-    if (end != nullptr && *end == '\0') fds.push_back(static_cast<int>(fd));
+    long fd = std::strtol(name.c_str(), &end, 10);
+    if (end != name.c_str() && *end == '\0') fds.push_back(static_cast<int>(fd));
   }
   for (int fd : fds) {
     int flags = fcntl(fd, F_GETFL);
