@@ -425,6 +425,24 @@ Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data, uint64_t* ap
   return RefreshIfChangedByOthers() ? WriteOnce(offset, data, appended_at) : result;
 }
 
+Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedPosition& position) {
+  if (data.empty()) return size_t{0};
+  auto write_at_position = [&]() -> Status {
+    SCONE_ASSIGN_OR_RETURN(uint64_t offset, position.get());
+    SCONE_RETURN_IF_ERROR(StageWrite(offset, data));
+    return position.set(offset + data.size());
+  };
+  std::unique_lock lock(mu_);
+  if (volume_->Shared()) {
+    SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, write_at_position));
+  } else {
+    SCONE_RETURN_IF_ERROR(write_at_position());
+    SCONE_RETURN_IF_ERROR(EvictCache());
+    if (!inplace_.empty()) SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));
+  }
+  return data.size();
+}
+
 // One transaction under the volume's writer lock: catch up with the others, write, publish. So
 // a write is visible to every process once it returns, an append lands at the end every
 // process sees, and writes of different bytes of one chunk by two processes both stay.

@@ -57,6 +57,14 @@ struct FileWindow {
   std::vector<std::shared_ptr<const JournalRecord>> records;
 };
 
+// A file position several processes share (one open file description, inherited across fork):
+// read and moved inside the write's transaction, so that their writes do not overlap (as the
+// kernel locks a shared position for each write).
+struct SharedPosition {
+  std::function<Result<uint64_t>()> get;
+  std::function<Status(uint64_t)> set;
+};
+
 class ProtectedFile {
  public:
   ~ProtectedFile();
@@ -66,6 +74,8 @@ class ProtectedFile {
   // Writes all of data at offset, extending the file (gaps read as zeros). With `appended_at`,
   // appends instead (O_APPEND: at the end every process sees, atomically) and says where.
   Result<size_t> Write(uint64_t offset, ByteSpan data, uint64_t* appended_at = nullptr);
+  // Writes at a position shared with other processes, and moves it past what was written.
+  Result<size_t> WriteAtSharedPosition(ByteSpan data, const SharedPosition& position);
   Status Truncate(uint64_t size);
   // Reserves disk space for a plaintext of `size` bytes, as fallocate(2) does, without changing
   // the file's size or content: later writes up to there do not fail for lack of space. A file

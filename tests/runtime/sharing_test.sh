@@ -134,6 +134,31 @@ PYEOF
   run cat vol/scratch.dat > /dev/null || fail "the file the killed process wrote cannot be read"
   check_volume
   ;;
+shared-position)
+  # Four processes write through one description without O_APPEND (make -j > log, workers on a
+  # redirected stdout): the shared position moves with each write, nothing overlaps. Twice:
+  # the second time the file exists and the parent truncates it before forking.
+  cat > position.py <<PYEOF
+import os
+fd = os.open("vol/out", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+pids = []
+for w in range(4):
+    pid = os.fork()
+    if pid == 0:
+        for i in range(300):
+            os.write(fd, b"$MARKER worker %d line %04d\n" % (w, i))
+        os._exit(0)
+    pids.append(pid)
+for pid in pids:
+    os.waitpid(pid, 0)
+lines = open("vol/out").read().splitlines()
+print(len(lines), len(set(lines)))
+PYEOF
+  for round in 1 2; do
+    [[ "$(run "$PY" position.py)" == "1200 1200" ]] || fail "writes through a shared position overlap (round $round): $(run "$PY" position.py 2>&1 | tail -2)"
+  done
+  check_volume
+  ;;
 workers-of-another-user)
   # A server's way: the master (root) opens its log, forks workers that change to another
   # user, and they all append through the inherited descriptor. The workers can no longer open

@@ -78,7 +78,7 @@ long ProtectedFd::SetOffset(int fd, uint64_t offset) {
 void ProtectedFd::ShareWithOtherProcesses(int fd) {
   // What this process wrote is committed first: the other process starts from it, and this one
   // then has nothing of its own to lay over what the other commits later.
-  if (written_) (void)file_->Sync();
+  (void)file_->Close();  // publishes (lazily) whatever it changed, a truncation included
   std::lock_guard lock(offset_mu_);
   if (shared_) return;
   if (RawSyscall(SYS_lseek, fd, static_cast<long>(offset_), SEEK_SET) >= 0) shared_ = true;
@@ -135,6 +135,25 @@ long ProtectedFd::Write(int fd, const void* buf, size_t count) {
   const bool append = flags_.load(std::memory_order_relaxed) & O_APPEND;
   if (long r = append ? CatchUpAlways() : CatchUp(); r < 0) return r;
   std::lock_guard lock(offset_mu_);
+  if (!append && shared_) {
+    // The position lives in the kernel's description, which other processes move too: it is
+    // read and moved inside the write's transaction.
+    if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
+    fs::SharedPosition position{
+        [fd]() -> Result<uint64_t> {
+          long r = RawSyscall(SYS_lseek, fd, 0, SEEK_CUR);
+          if (r < 0) return IoError("lseek", static_cast<int>(-r));
+          return static_cast<uint64_t>(r);
+        },
+        [fd](uint64_t at) -> Status {
+          long r = RawSyscall(SYS_lseek, fd, static_cast<long>(at), SEEK_SET);
+          return r < 0 ? IoError("lseek", static_cast<int>(-r)) : Status::Ok();
+        }};
+    auto n = file_->WriteAtSharedPosition(ByteSpan(static_cast<const uint8_t*>(buf), count), position);
+    if (!n.ok()) return FailWith(n.status());
+    written_ = true;
+    return static_cast<long>(*n);
+  }
   // An append lands where the file ends when it is written (the shield decides, atomically
   // with the write, across threads and processes).
   uint64_t at = 0;
