@@ -95,6 +95,13 @@ Result<bool> Journal::IsZeroFrom(uint64_t offset) const {
   return true;
 }
 
+// A frame's tag binds the volume, the size and sequence (the header's first 12 bytes) and the body.
+bool Journal::Authentic(const uint8_t* header, ByteSpan body, const uint8_t* tag) const {
+  return mac_.Open(ByteSpan(header + 12, crypto::kNonceSize), {volume_id_, ByteSpan(header, 12), body}, {},
+                   nullptr, tag)
+      .ok();
+}
+
 // Looks for an authentic durable record with a sequence number after `seq` at any offset from
 // `from` on (a bad record's length cannot be trusted to find the next one). Only the crash
 // path pays for this scan: a cheap filter on the sequence field comes before authentication.
@@ -114,11 +121,7 @@ Result<bool> Journal::DurableRecordAfter(uint64_t from, uint64_t seq) const {
     if (at + kFrameHeaderSize + uint64_t{body_size} + crypto::kTagSize > tail.size()) continue;
     const uint8_t* header = tail.data() + at;
     ByteSpan body(header + kFrameHeaderSize, body_size);
-    if (!mac_.Open(ByteSpan(header + 12, crypto::kNonceSize), {volume_id_, ByteSpan(header, 12), body},
-                   {}, nullptr, header + kFrameHeaderSize + body_size)
-             .ok()) {
-      continue;
-    }
+    if (!Authentic(header, body, header + kFrameHeaderSize + body_size)) continue;
     JournalRecord record;
     if (JournalRecord::Decode(body, &record) && !record.lazy) return true;
   }
@@ -152,10 +155,8 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     SCONE_ASSIGN_OR_RETURN(size_t got_tag,
                            file_.ReadAt(offset + sizeof(header) + body_size, tag));
     if (got != body_size || got_tag != sizeof(tag)) break;
-    Status verified = mac_.Open(ByteSpan(header + 12, crypto::kNonceSize),
-                                {volume_id_, ByteSpan(header, 12), body}, {}, nullptr, tag);
     uint64_t next = offset + sizeof(header) + body_size + sizeof(tag);
-    if (!verified.ok()) {
+    if (!Authentic(header, body, tag)) {
       SCONE_ASSIGN_OR_RETURN(bool zero_tail, IsZeroFrom(offset));
       // Lazy records are appended without a sync, so a crash may keep a later one and lose
       // an earlier one: only a durable record after the bad one proves damage.

@@ -437,8 +437,7 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
     SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, write_at_position));
   } else {
     SCONE_RETURN_IF_ERROR(write_at_position());
-    SCONE_RETURN_IF_ERROR(EvictCache());
-    if (!inplace_.empty()) SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));
+    SCONE_RETURN_IF_ERROR(AfterWriteAlone());
   }
   return data.size();
 }
@@ -675,13 +674,19 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data, uint64_t
   if (data.empty()) return size_t{0};
   if (appended_at != nullptr) offset = *appended_at = size_;
   SCONE_RETURN_IF_ERROR(StageWrite(offset, data));
-  SCONE_RETURN_IF_ERROR(EvictCache());
-  // Chunks sealed in place are published at once (lazily: no sync): a process that joins the
-  // volume later must find them referenced, or it would take their slots for its own data.
-  if (!inplace_.empty() || changed_entries_.size() >= kMaxChangedEntries) {
-    SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));
-  }
+  SCONE_RETURN_IF_ERROR(AfterWriteAlone());
   return data.size();
+}
+
+// Keeps the buffer bounded; chunks sealed in place are published at once (lazily: no sync): a
+// process that joins the volume later must find them referenced, or it would take their slots
+// for its own data. REQUIRES: mu_ held exclusively.
+Status ProtectedFile::AfterWriteAlone() {
+  SCONE_RETURN_IF_ERROR(EvictCache());
+  if (!inplace_.empty() || changed_entries_.size() >= kMaxChangedEntries) {
+    return CommitLocked(/*durable=*/false);
+  }
+  return Status::Ok();
 }
 
 Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {

@@ -187,6 +187,7 @@ class ProtectedFile {
   Status CommitLocked(bool durable, const std::function<Status()>& stage = nullptr);
   Status TruncateLocked(uint64_t new_size);
   Status StageWrite(uint64_t offset, ByteSpan data);
+  Status AfterWriteAlone();
   Result<size_t> WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at);
   // Catches up with what other processes published: record by record, or by reloading.
   // REQUIRES: mu_ held exclusively, the volume's locks.

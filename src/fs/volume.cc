@@ -263,10 +263,7 @@ class Volume::WriterSection {
     if (!catch_up) return Status::Ok();
     SCONE_RETURN_IF_ERROR(v_.CatchUpLocked(keep_));
     // A process alone learns here, at every open and commit, that another one joined.
-    if (!v_.shared_.load(std::memory_order_relaxed)) {
-      auto users = v_.lock_->ReadUsersHint();
-      if (!users.ok() || *users != v_.users_seen_) v_.shared_ = true;
-    }
+    if (!v_.shared_.load(std::memory_order_relaxed)) v_.NoticeJoiners();
     return Status::Ok();
   }
 
@@ -1140,17 +1137,6 @@ Status Volume::WithLatestEntry(const FileId& id, const std::function<Status(cons
   SCONE_RETURN_IF_ERROR(writer.Begin());
   auto it = path_by_id_.find(id);
   return fn(it == path_by_id_.end() ? nullptr : &state_.files.at(it->second));
-}
-
-Result<FileEntry> Volume::CurrentEntry(const FileId& id) {
-  KeepAlive keep;
-  std::lock_guard lock(mu_);
-  if (closed_) return Internal("volume " + dir_ + " is closed");
-  WriterSection writer(*this, &keep);
-  SCONE_RETURN_IF_ERROR(writer.Begin());
-  auto it = path_by_id_.find(id);
-  if (it == path_by_id_.end()) return NotFound("file was unlinked");
-  return state_.files.at(it->second);
 }
 
 Result<uint64_t> Volume::FileSize(std::string_view raw_path) {

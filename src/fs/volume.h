@@ -195,8 +195,6 @@ class Volume : public std::enable_shared_from_this<Volume> {
   void CheckLinks(std::vector<VolumeProblem>* problems);
   uint32_t StateVersion() const;
 
-  // The committed entry of the file with this identity, after catching up with other processes.
-  Result<FileEntry> CurrentEntry(const FileId& id);
   // The same, without the writer lock when nothing changed since this process last looked (two
   // reads of the metadata): for a file open in several processes, before each use.
   Result<FileEntry> LatestEntry(const FileId& id);
@@ -225,6 +223,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   void AddToWindowLocked(const std::shared_ptr<const JournalRecord>& record);
   // A durable record was appended (by us or another process): the window is on disk now.
   void WindowDurableLocked(uint64_t seq);
+  // A process alone reads the lock file's count of joiners: changed, it shares from now on.
+  void NoticeJoiners();
   // A resting process takes the volume again. REQUIRES: mu_, not the writer lock.
   Status WakeLocked();
   // fsyncs the data (and side) files of `ids`; many at once with one syncfs.

@@ -35,10 +35,14 @@ bool Volume::Shared() {
   if (now < next || !next_share_poll_.compare_exchange_strong(next, now + kSharePollNs)) {
     return shared_.load(std::memory_order_relaxed);
   }
+  NoticeJoiners();
+  return shared_.load(std::memory_order_relaxed);
+}
+
+void Volume::NoticeJoiners() {
   auto users = lock_->ReadUsersHint();
   // Unreadable: assume company (slower, never wrong).
   if (!users.ok() || *users != users_seen_) shared_ = true;
-  return shared_.load(std::memory_order_relaxed);
 }
 
 FileWindow Volume::WindowOfLocked(const FileId& id, const FileEntry& current) const {
@@ -50,11 +54,6 @@ FileWindow Volume::WindowOfLocked(const FileId& id, const FileEntry& current) co
     if (r->entry.file_id == id) window.records.push_back(r);
   }
   return window;
-}
-
-FileWindow Volume::WindowOf(const FileId& id, const FileEntry& current) {
-  std::lock_guard lock(mu_);
-  return WindowOfLocked(id, current);
 }
 
 void Volume::AddToWindowLocked(const std::shared_ptr<const JournalRecord>& record) {
@@ -122,11 +121,6 @@ std::vector<std::shared_ptr<const JournalRecord>> Volume::TakePublishedLocked(co
   std::vector<std::shared_ptr<const JournalRecord>> records = std::move(it->second);
   published_.erase(it);
   return records;
-}
-
-std::vector<std::shared_ptr<const JournalRecord>> Volume::TakePublished(const FileId& id) {
-  std::lock_guard lock(mu_);
-  return TakePublishedLocked(id);
 }
 
 }  // namespace scone::fs

@@ -52,11 +52,6 @@ ProtectedFd::ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume*
                          int flags, bool shared)
     : file_(std::move(file)), volume_(volume), path_(std::move(path)), flags_(flags), shared_(shared) {}
 
-long ProtectedFd::CatchUp() {
-  if (!shared_.load(std::memory_order_relaxed)) return 0;
-  return CatchUpAlways();
-}
-
 long ProtectedFd::CatchUpAlways() {
   Status s = file_->Refresh();
   return s.ok() ? 0 : FailWith(s);
@@ -103,9 +98,11 @@ bool ProtectedFd::SwitchesSqliteToWal(const uint8_t* data, size_t count, uint64_
   return *n == 0 || (SqliteHeader(now, *n) && !SqliteWal(now));
 }
 
-long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at) {
+long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at,
+                              const fs::SharedPosition* position) {
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
-  if (SwitchesSqliteToWal(static_cast<const uint8_t*>(buf), count, offset)) {
+  // SQLite writes its header with pwrite, never through a shared position.
+  if (position == nullptr && SwitchesSqliteToWal(static_cast<const uint8_t*>(buf), count, offset)) {
     // WAL needs the database's -shm file mapped shared and writable, which a protected file
     // cannot be yet: once on disk, every later open of the database would fail. Refusing the
     // write that switches makes SQLite roll the switch back from its rollback journal, which
@@ -114,14 +111,15 @@ long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset, ui
         " (it needs shared writable mappings of protected files): the database keeps its rollback journal");
     return -EOPNOTSUPP;
   }
-  auto n = file_->Write(offset, ByteSpan(static_cast<const uint8_t*>(buf), count), appended_at);
+  ByteSpan data(static_cast<const uint8_t*>(buf), count);
+  auto n = position != nullptr ? file_->WriteAtSharedPosition(data, *position)
+                               : file_->Write(offset, data, appended_at);
   if (!n.ok()) return FailWith(n.status());
   written_ = true;
   return static_cast<long>(*n);
 }
 
 long ProtectedFd::Read(int fd, void* buf, size_t count) {
-  if (long r = CatchUp(); r < 0) return r;
   std::lock_guard lock(offset_mu_);
   long offset = CurrentOffset(fd);
   if (offset < 0) return offset;
@@ -133,12 +131,10 @@ long ProtectedFd::Read(int fd, void* buf, size_t count) {
 
 long ProtectedFd::Write(int fd, const void* buf, size_t count) {
   const bool append = flags_.load(std::memory_order_relaxed) & O_APPEND;
-  if (long r = append ? CatchUpAlways() : CatchUp(); r < 0) return r;
   std::lock_guard lock(offset_mu_);
   if (!append && shared_) {
     // The position lives in the kernel's description, which other processes move too: it is
     // read and moved inside the write's transaction.
-    if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
     fs::SharedPosition position{
         [fd]() -> Result<uint64_t> {
           long r = RawSyscall(SYS_lseek, fd, 0, SEEK_CUR);
@@ -149,10 +145,7 @@ long ProtectedFd::Write(int fd, const void* buf, size_t count) {
           long r = RawSyscall(SYS_lseek, fd, static_cast<long>(at), SEEK_SET);
           return r < 0 ? IoError("lseek", static_cast<int>(-r)) : Status::Ok();
         }};
-    auto n = file_->WriteAtSharedPosition(ByteSpan(static_cast<const uint8_t*>(buf), count), position);
-    if (!n.ok()) return FailWith(n.status());
-    written_ = true;
-    return static_cast<long>(*n);
+    return WriteLocked(buf, count, 0, nullptr, &position);
   }
   // An append lands where the file ends when it is written (the shield decides, atomically
   // with the write, across threads and processes).
@@ -165,7 +158,6 @@ long ProtectedFd::Write(int fd, const void* buf, size_t count) {
 }
 
 long ProtectedFd::ReadAt(void* buf, size_t count, uint64_t offset) {
-  if (long r = CatchUp(); r < 0) return r;
   if (long r = CatchUpAtEnd(offset, count); r < 0) return r;
   return ReadLocked(buf, count, offset);
 }
@@ -173,13 +165,14 @@ long ProtectedFd::ReadAt(void* buf, size_t count, uint64_t offset) {
 long ProtectedFd::WriteAt(const void* buf, size_t count, uint64_t offset) {
   // Linux appends with O_APPEND whatever the offset says.
   const bool append = flags_.load(std::memory_order_relaxed) & O_APPEND;
-  if (long r = append ? CatchUpAlways() : CatchUp(); r < 0) return r;
   uint64_t at = 0;
   return WriteLocked(buf, count, offset, append ? &at : nullptr);
 }
 
 long ProtectedFd::CatchUpAtEnd(uint64_t offset, size_t count) {
-  if (shared_.load(std::memory_order_relaxed)) return 0;  // caught up already
+  // A description shared with another process means a shared volume, where every read of the
+  // file catches up first.
+  if (shared_.load(std::memory_order_relaxed)) return 0;
   uint64_t end;
   if (__builtin_add_overflow(offset, count, &end) || end >= file_->size()) return CatchUpAlways();
   return 0;
@@ -237,7 +230,6 @@ uint64_t ProtectedFd::PlaintextSize() {
 
 long ProtectedFd::Truncate(int64_t length) {
   if (length < 0) return -EINVAL;
-  if (long r = CatchUp(); r < 0) return r;
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EINVAL;
   Status s = file_->Truncate(static_cast<uint64_t>(length));
   if (!s.ok()) return FailWith(s);

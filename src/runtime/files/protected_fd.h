@@ -54,15 +54,15 @@ class ProtectedFd final : public ShieldedFd {
  private:
   long ReadLocked(void* buf, size_t count, uint64_t offset);
   // With `appended_at`: an O_APPEND write (offset ignored); says where it landed.
-  long WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at = nullptr);
+  // With `position`: at a position other processes share (offset ignored).
+  long WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at = nullptr,
+                   const fs::SharedPosition* position = nullptr);
   // Whether this write is SQLite switching a database on this file to WAL.
   bool SwitchesSqliteToWal(const uint8_t* data, size_t count, uint64_t offset);
   // The offset: private until the description is shared, then the kernel's descriptor's.
   // REQUIRES: offset_mu_.
   long CurrentOffset(int fd);
   long SetOffset(int fd, uint64_t offset);
-  // A description shared with other processes sees what they committed before each use.
-  long CatchUp();
   // Any description sees it where the answer depends on where the file ends (appends, reads
   // that reach the end, fstat, SEEK_END): a file another process appended to and closed is
   // longer (tail -f, logs). A description used by this process alone pays nothing else.
