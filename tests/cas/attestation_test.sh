@@ -350,7 +350,8 @@ EOF
 slow-connections)
   # 80 connections on each port, each from its own address, dribbling a byte every half second
   # (a TLS ClientHello on the REST port, a nonce request on the attestation port): an honest
-  # attestation and an API call go through meanwhile, long before any deadline frees a thread.
+  # attestation and an API call go through meanwhile. They must not wait for the connection
+  # deadline to free a thread: when they are done, CAS still holds every slow connection.
   session s.yml "    mrenclaves: [$(measure $PY)]"
   "$scone" session create s.yml > /dev/null
   rest_port=$(sed 's/.*://' "$cas_dir/address")
@@ -360,13 +361,12 @@ slow-connections)
   wait_for_line slow.txt "^ready" "$svc_pid"
   start=$(date +%s%N)
   run_app > out.txt 2> err.txt || { cat err.txt; fail "the service did not run during the slow connections"; }
-  attested_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-  start=$(date +%s%N)
   "$scone" session list | grep -q "^svc$" || fail "the API call failed during the slow connections"
-  listed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-  kill "$svc_pid"; wait "$svc_pid" 2>/dev/null || true; svc_pid=""
-  echo "attestation ${attested_ms} ms, API call ${listed_ms} ms with 160 slow connections open"
-  (( attested_ms < 5000 && listed_ms < 5000 )) || fail "slow connections delayed honest requests"
+  elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  kill -USR1 "$svc_pid"
+  wait "$svc_pid" 2>/dev/null || true; svc_pid=""
+  grep -q "^open 160$" slow.txt || { cat slow.txt; fail "honest requests waited for slow connections to end"; }
+  echo "attestation and API call: ${elapsed_ms} ms, with 160 slow connections open throughout"
   grep -q "^runs 1$" out.txt || fail "the service did not get its volume"
   ;;
 restored-database)

@@ -10,11 +10,13 @@
       holds COUNT connections on each port, each from its own loopback address (127.0.0.2...),
       sending a TLS ClientHello one byte at a time (REST) or a nonce request one byte at a time
       (attestation port), one byte every 0.5 s; prints "ready" once all are connected and have
-      sent their first byte, then dribbles until killed (bounded: 120 s).
+      sent their first byte, then dribbles (bounded: 120 s). On SIGUSR1 it prints "open N", the
+      number of its connections CAS has not ended, and exits.
   hostile_client.py handshakes HOST PORT CA CERT KEY COUNT
       completes COUNT TLS handshakes at once (from 127.0.0.2... in turn) and holds them all
       open together; prints how many completed.
 """
+import signal
 import threading
 import socket
 import ssl
@@ -82,6 +84,15 @@ def client_hello():
     return outgoing.read()
 
 
+def still_open(s):
+    try:
+        return s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) != b""
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
 def slow(host, rest_port, attestation_port, count):
     hello = client_hello()
     conns = []
@@ -92,6 +103,11 @@ def slow(host, rest_port, attestation_port, count):
             s.connect((host, port))
             s.send(payload[:1])
             conns.append([s, payload, 1])
+    def report(*_):
+        print("open", sum(still_open(c[0]) for c in conns), flush=True)
+        sys.exit(0)
+
+    signal.signal(signal.SIGUSR1, report)
     print("ready", flush=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
