@@ -71,6 +71,18 @@ FileKeys Volume::DeriveFileKeys(const FileId& id) const {
   return keys;
 }
 
+SecretBytes Volume::SharingKey(const FileId& id) const {
+  Bytes salt(state_.volume_id.begin(), state_.volume_id.end());
+  salt.insert(salt.end(), id.begin(), id.end());
+  return crypto::Hkdf(key_, salt, "scone fs v1 shared image");
+}
+
+Status Volume::LockImages() { return lock_ ? lock_->LockImages() : Status::Ok(); }
+
+void Volume::UnlockImages() {
+  if (lock_) lock_->UnlockImages();
+}
+
 Region Volume::RegionOf(std::string_view path) const {
   auto normalized = NormalizeVolumePath(path);
   if (!normalized.ok()) return Region::kNotProtected;

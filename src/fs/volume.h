@@ -126,6 +126,13 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // published already).
   Status MakeDurable();
 
+  // Shared images of mapped files (runtime/files/shared_image.h): the key with which processes
+  // that share one prove to each other that they hold the volume's key, and a cross-process lock
+  // around looking for one and making one.
+  SecretBytes SharingKey(const FileId& id) const;
+  Status LockImages();
+  void UnlockImages();
+
   // Fork support, for the runtime (runtime/process/fork.h): BeforeFork holds the volume's lock
   // across fork; the parent releases it; the child releases it right after the fork (without
   // allocating: the C library may not have reset its allocator yet) and, before it uses the

@@ -36,6 +36,10 @@ Status VolumeLock::LockWriter() { return Set(F_WRLCK, 0, /*wait=*/true); }
 
 void VolumeLock::UnlockWriter() { (void)Set(F_UNLCK, 0, /*wait=*/false); }
 
+Status VolumeLock::LockImages() { return Set(F_WRLCK, 2, /*wait=*/true); }
+
+void VolumeLock::UnlockImages() { (void)Set(F_UNLCK, 2, /*wait=*/false); }
+
 bool VolumeLock::TryAlone() { return Set(F_WRLCK, 1, /*wait=*/false).ok(); }
 
 Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }

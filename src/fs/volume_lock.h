@@ -3,7 +3,9 @@
 // that reopens the file gets its own):
 //   byte 0, the writer lock: held exclusively around every journal append and checkpoint;
 //   byte 1, the use lock: held shared while the volume is open; an exclusive hold means no
-//           other process has the volume open (so recovery or a clean close may happen).
+//           other process has the volume open (so recovery or a clean close may happen);
+//   byte 2, the images lock: held exclusively while a process looks for another's shared image
+//           of a file, or makes one (runtime/files/image_broker.h).
 #pragma once
 
 #include <string>
@@ -22,6 +24,9 @@ class VolumeLock {
   // Blocks until this process is the only writer.
   Status LockWriter();
   void UnlockWriter();
+  // Blocks until this process alone looks for or makes a shared image.
+  Status LockImages();
+  void UnlockImages();
   // True when no other process holds the use lock; upgrades ours to exclusive if so.
   bool TryAlone();
   // Downgrades an exclusive use lock to shared.

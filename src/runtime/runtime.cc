@@ -24,6 +24,7 @@
 #include "runtime/entry/entry.h"
 #include "runtime/entry/sud.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/files/mapped_files.h"
 #include "runtime/files/shield_syscalls.h"
 #include "runtime/files/protected_fd.h"
 #include "runtime/process/fork.h"
@@ -111,6 +112,7 @@ void CloseVolumesAtExit() {
   done = true;
   // Commit what open descriptors wrote, then close the volumes (checkpoint, clean mark). The
   // descriptors stay shielded: whatever a thread still does with them fails from now on.
+  MappedFiles::Get().SealAll();  // what the program stored into shared mappings
   for (auto& [fd, d] : the_runtime->fds().All()) (void)d->LastClose();
   the_runtime->CloseVolumes();
   if (process::ChildOfThreads()) return;  // the parent closes them

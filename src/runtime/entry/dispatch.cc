@@ -10,6 +10,7 @@
 
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/file_calls.h"
+#include "runtime/files/mapped_files.h"
 #include "runtime/process/fork.h"
 #include "runtime/process/process_calls.h"
 #include "runtime/process/signal_calls.h"
@@ -232,6 +233,12 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_mmap:
       if ((a[3] & MAP_ANONYMOUS) || !fds.Has(Fd(a[4]))) return Done(Raw(f));
       return Done(files::Map(rt, Ptr<void>(a[0]), a[1], Fd(a[2]), Fd(a[3]), Fd(a[4]), a[5]));
+    case SYS_munmap:
+    case SYS_msync:
+    case SYS_mremap:
+    case SYS_mprotect:
+      // Memory calls: the shield's only where they touch a shared mapping of a protected file.
+      return Done(MappedFiles::Get().Tracks() ? files::MemoryCall(rt, f.nr, a) : Raw(f));
     case SYS_sendfile:  // (out, in, offset*, count)
       if (!fds.Has(Fd(a[0])) && !fds.Has(Fd(a[1]))) return Done(Raw(f));
       return Done(files::Copy(rt, Fd(a[1]), Ptr<long>(a[2]), Fd(a[0]), nullptr, a[3]));

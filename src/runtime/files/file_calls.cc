@@ -14,6 +14,7 @@
 #include "fs/volume_path.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/files/mapped_files.h"
 #include "runtime/files/protected_fd.h"
 #include "runtime/runtime.h"
 
@@ -694,6 +695,21 @@ long Map(Runtime& rt, void* addr, size_t length, int prot, int flags, int fd, lo
   auto d = Shielded(rt, fd);
   return d ? d->Map(addr, length, prot, flags, offset)
            : RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), prot, flags, fd, offset);
+}
+
+long MemoryCall(Runtime&, long nr, const long* a) {
+  RuntimeSection section;
+  MappedFiles& mapped = MappedFiles::Get();
+  switch (nr) {
+    case SYS_munmap:
+      return mapped.Unmap(a[0], a[1]);
+    case SYS_msync:
+      return mapped.Sync(a[0], a[1], static_cast<int>(a[2]));
+    case SYS_mremap:
+      return mapped.Remap(a[0], a[1], a[2], static_cast<int>(a[3]), a[4]);
+    default:
+      return mapped.Protect(a[0], a[1], static_cast<int>(a[2]));
+  }
 }
 
 long Dup(Runtime& rt, long nr, int oldfd, int newfd, int flags) {

@@ -59,6 +59,9 @@ long FileTruncate(Runtime& rt, int fd, long length);
 long Allocate(Runtime& rt, int fd, int mode, long offset, long length);
 long Sync(Runtime& rt, int fd);
 long Map(Runtime& rt, void* addr, size_t length, int prot, int flags, int fd, long offset);
+// munmap, msync, mremap, mprotect (`a`: the call's arguments) where the process maps a protected
+// file shared (runtime/files/mapped_files.h).
+long MemoryCall(Runtime& rt, long nr, const long* a);
 // dup, dup2, dup3 and fcntl's F_DUPFD: the kernel's call, then the tables follow.
 long Dup(Runtime& rt, long nr, int oldfd, int newfd, int flags);
 long Fcntl(Runtime& rt, int fd, int cmd, long arg);

@@ -11,6 +11,7 @@
 
 #include "runtime/config.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/files/mapped_files.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime {
@@ -18,20 +19,6 @@ namespace {
 
 bool Writable(int flags) { return (flags & O_ACCMODE) != O_RDONLY; }
 bool Readable(int flags) { return (flags & O_ACCMODE) != O_WRONLY; }
-
-// An SQLite database's first 20 bytes: its magic, and bytes 18 and 19 (file format write and
-// read versions: 1 for a rollback journal, 2 for WAL).
-constexpr char kSqliteMagic[16] = "SQLite format 3";
-bool SqliteHeader(const uint8_t* bytes, size_t size) {
-  return size >= 20 && std::memcmp(bytes, kSqliteMagic, sizeof(kSqliteMagic)) == 0;
-}
-bool SqliteWal(const uint8_t* bytes) { return bytes[18] == 2 || bytes[19] == 2; }
-
-// The page size a database header declares (bytes 16-17, big-endian; 1 means 65536).
-size_t SqlitePageSize(const uint8_t* bytes) {
-  size_t size = (size_t{bytes[16]} << 8) | bytes[17];
-  return size == 1 ? 65536 : size;
-}
 
 }  // namespace
 
@@ -52,7 +39,10 @@ ProtectedFd::ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume*
                          int flags, bool shared)
     : file_(std::move(file)), volume_(volume), path_(std::move(path)), flags_(flags), shared_(shared) {}
 
+std::shared_ptr<SharedImage> ProtectedFd::Image() const { return MappedFiles::Get().ImageOf(file_.get()); }
+
 long ProtectedFd::CatchUpAlways() {
+  if (Image()) return 0;  // the image is what every process that maps the file sees
   Status s = file_->Refresh();
   return s.ok() ? 0 : FailWith(s);
 }
@@ -81,39 +71,29 @@ void ProtectedFd::ShareWithOtherProcesses(int fd) {
 
 long ProtectedFd::ReadLocked(void* buf, size_t count, uint64_t offset) {
   if (!Readable(flags_.load(std::memory_order_relaxed))) return -EBADF;
-  auto n = file_->Read(offset, MutableByteSpan(static_cast<uint8_t*>(buf), count));
+  MutableByteSpan out(static_cast<uint8_t*>(buf), count);
+  auto image = Image();
+  auto n = image ? image->Read(offset, out) : file_->Read(offset, out);
   if (!n.ok()) return FailWith(n.status());
   return static_cast<long>(*n);
-}
-
-bool ProtectedFd::SwitchesSqliteToWal(const uint8_t* data, size_t count, uint64_t offset) {
-  if (offset != 0 || !SqliteHeader(data, count) || !SqliteWal(data) || count != SqlitePageSize(data)) {
-    return false;
-  }
-  // SQLite itself writes page 1 alone: into an empty file (a new database), or over a database
-  // that uses a rollback journal. A copy of a whole database starts like neither.
-  uint8_t now[20];
-  auto n = file_->Read(0, MutableByteSpan(now, sizeof(now)));
-  if (!n.ok()) return false;
-  return *n == 0 || (SqliteHeader(now, *n) && !SqliteWal(now));
 }
 
 long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at,
                               const fs::SharedPosition* position) {
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
-  // SQLite writes its header with pwrite, never through a shared position.
-  if (position == nullptr && SwitchesSqliteToWal(static_cast<const uint8_t*>(buf), count, offset)) {
-    // WAL needs the database's -shm file mapped shared and writable, which a protected file
-    // cannot be yet: once on disk, every later open of the database would fail. Refusing the
-    // write that switches makes SQLite roll the switch back from its rollback journal, which
-    // the database keeps.
-    Log("SQLite's WAL mode refused for " + path_ +
-        " (it needs shared writable mappings of protected files): the database keeps its rollback journal");
-    return -EOPNOTSUPP;
-  }
   ByteSpan data(static_cast<const uint8_t*>(buf), count);
-  auto n = position != nullptr ? file_->WriteAtSharedPosition(data, *position)
-                               : file_->Write(offset, data, appended_at);
+  Result<size_t> n = size_t{0};
+  if (auto image = Image()) {
+    // While this process maps the file, its writes go to the image the mappings show.
+    Result<uint64_t> at = position != nullptr ? position->get() : Result<uint64_t>(offset);
+    if (!at.ok()) return FailWith(at.status());
+    n = image->Write(*at, data, appended_at);
+    if (n.ok() && position != nullptr) {
+      if (Status moved = position->set(*at + *n); !moved.ok()) return FailWith(moved);
+    }
+  } else {
+    n = position != nullptr ? file_->WriteAtSharedPosition(data, *position) : file_->Write(offset, data, appended_at);
+  }
   if (!n.ok()) return FailWith(n.status());
   written_ = true;
   return static_cast<long>(*n);
@@ -172,7 +152,7 @@ long ProtectedFd::WriteAt(const void* buf, size_t count, uint64_t offset) {
 long ProtectedFd::CatchUpAtEnd(uint64_t offset, size_t count) {
   // A description shared with another process means a shared volume, where every read of the
   // file catches up first.
-  if (shared_.load(std::memory_order_relaxed)) return 0;
+  if (shared_.load(std::memory_order_relaxed) || Image()) return 0;
   uint64_t end;
   if (__builtin_add_overflow(offset, count, &end) || end >= file_->size()) return CatchUpAlways();
   return 0;
@@ -183,7 +163,8 @@ long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
     if (long r = CatchUpAlways(); r < 0) return r;
   }
   std::lock_guard lock(offset_mu_);
-  auto size = static_cast<int64_t>(file_->size());
+  auto image = Image();
+  auto size = static_cast<int64_t>(PlaintextSizeNow(image.get()));
   int64_t base;
   switch (whence) {
     case SEEK_SET:
@@ -199,13 +180,13 @@ long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
     case SEEK_DATA:  // at chunk granularity, as a file system reports at block granularity
       if (offset < 0 || offset >= size) return -ENXIO;
       base = 0;
-      offset = static_cast<int64_t>(file_->SeekData(static_cast<uint64_t>(offset)));
+      if (!image) offset = static_cast<int64_t>(file_->SeekData(static_cast<uint64_t>(offset)));
       if (offset >= size) return -ENXIO;
       break;
     case SEEK_HOLE:
       if (offset < 0 || offset >= size) return -ENXIO;
       base = 0;
-      offset = static_cast<int64_t>(file_->SeekHole(static_cast<uint64_t>(offset)));
+      offset = image ? size : static_cast<int64_t>(file_->SeekHole(static_cast<uint64_t>(offset)));
       break;
     default:
       return -EINVAL;
@@ -220,18 +201,25 @@ void ProtectedFd::PatchStat(struct stat* st) {
   (void)CatchUpAlways();
   // st_blocks stays the kernel's: the ciphertext's allocation is what the file takes on disk
   // (a sparse file stays sparse).
-  st->st_size = static_cast<off_t>(file_->size());
+  st->st_size = static_cast<off_t>(PlaintextSizeNow(Image().get()));
 }
 
 uint64_t ProtectedFd::PlaintextSize() {
   (void)CatchUpAlways();
-  return file_->size();
+  return PlaintextSizeNow(Image().get());
+}
+
+uint64_t ProtectedFd::PlaintextSizeNow(SharedImage* image) {
+  if (image == nullptr) return file_->size();
+  auto size = image->Size();
+  return size.ok() ? *size : file_->size();
 }
 
 long ProtectedFd::Truncate(int64_t length) {
   if (length < 0) return -EINVAL;
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EINVAL;
-  Status s = file_->Truncate(static_cast<uint64_t>(length));
+  auto image = Image();
+  Status s = image ? image->Truncate(static_cast<uint64_t>(length)) : file_->Truncate(static_cast<uint64_t>(length));
   if (!s.ok()) return FailWith(s);
   written_ = true;
   return 0;
@@ -247,12 +235,13 @@ long ProtectedFd::Allocate(int mode, int64_t offset, int64_t length) {
   // later writes do not fail for lack of space (and do not pay for allocation as they go).
   Status reserved = file_->Reserve(static_cast<uint64_t>(end));
   if (!reserved.ok()) return FailWith(reserved);
-  if ((mode & FALLOC_FL_KEEP_SIZE) || static_cast<uint64_t>(end) <= file_->size()) return 0;
+  if ((mode & FALLOC_FL_KEEP_SIZE) || static_cast<uint64_t>(end) <= PlaintextSizeNow(Image().get())) return 0;
   return Truncate(end);
 }
 
 long ProtectedFd::Sync() {
-  Status s = file_->Sync();
+  auto image = Image();
+  Status s = image ? image->Seal(/*durable=*/true) : file_->Sync();
   if (!s.ok()) return FailWith(s);
   if (Runtime* rt = ShieldIfReady()) rt->Synced();
   return 0;
@@ -264,12 +253,17 @@ long ProtectedFd::KeepTimes(bool atime, bool mtime) {
 }
 
 long ProtectedFd::Map(void* addr, size_t length, int prot, int flags, int64_t offset) {
-  // The page cache holds ciphertext: a mapping is emulated with anonymous memory holding the
-  // plaintext. A shared writable one would need writing back through the shield.
-  if ((flags & MAP_SHARED) && (prot & PROT_WRITE)) {
-    Log("shared writable mapping of protected file " + path_ + " refused");
-    return -ENODEV;
+  const int access = flags_.load(std::memory_order_relaxed);
+  if (!Readable(access)) return -EACCES;  // as the kernel answers for a descriptor opened O_WRONLY
+  if ((flags & MAP_TYPE) != MAP_PRIVATE) {
+    if ((prot & PROT_WRITE) && (!Writable(access) || (access & O_APPEND))) return -EACCES;
+    fs::Volume* volume = volume_->Get();
+    if (volume == nullptr) return -EIO;
+    return MappedFiles::Get().MapShared(*volume, file_, addr, length, prot, flags, offset);
   }
+  // A private mapping: a copy on write of the image where this process maps the file shared,
+  // else anonymous memory holding the plaintext (the page cache holds ciphertext).
+  if (auto image = Image()) return RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), prot, flags, image->fd(), offset);
   if (offset < 0 || length == 0 || (offset & 4095) != 0) return -EINVAL;
   int anon_flags = MAP_PRIVATE | MAP_ANONYMOUS | (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE));
   long p = RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), PROT_READ | PROT_WRITE, anon_flags, -1, 0);
@@ -305,7 +299,8 @@ int ProtectedFd::SetStatusFlags(int flags) {
 
 long ProtectedFd::LastClose() {
   if (!written_) return 0;
-  Status s = file_->Sync();
+  auto image = Image();
+  Status s = image ? image->Seal(/*durable=*/false) : file_->Sync();
   return s.ok() ? 0 : FailWith(s);
 }
 

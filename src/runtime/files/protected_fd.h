@@ -17,6 +17,7 @@
 
 #include "fs/protected_file.h"
 #include "runtime/fd_table.h"
+#include "runtime/files/shared_image.h"
 
 namespace scone::runtime {
 
@@ -57,8 +58,9 @@ class ProtectedFd final : public ShieldedFd {
   // With `position`: at a position other processes share (offset ignored).
   long WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at = nullptr,
                    const fs::SharedPosition* position = nullptr);
-  // Whether this write is SQLite switching a database on this file to WAL.
-  bool SwitchesSqliteToWal(const uint8_t* data, size_t count, uint64_t offset);
+  // The image the process's mappings of the file show, while it maps the file shared.
+  std::shared_ptr<SharedImage> Image() const;
+  uint64_t PlaintextSizeNow(SharedImage* image);
   // The offset: private until the description is shared, then the kernel's descriptor's.
   // REQUIRES: offset_mu_.
   long CurrentOffset(int fd);

@@ -106,6 +106,18 @@ int Fcntl(int fd, int cmd, ...) {
 
 }  // namespace
 
+int KeepOwn(int fd) {
+  fd = static_cast<int>(PlaceOutOfReach(fd));
+  own_table->MarkOwn(fd);
+  return fd;
+}
+
+void CloseOwn(int fd) {
+  if (fd < 0) return;
+  own_table->UnmarkOwn(fd);
+  RawSyscall(SYS_close, fd);
+}
+
 void InstallShieldSyscalls(FdTable& table) {
   own_table = &table;
   os::Syscalls calls = os::LibcSyscalls();  // a call added to the seam later works at least

@@ -24,5 +24,11 @@ namespace files {
 // the shield opens anything.
 void InstallShieldSyscalls(FdTable& table);
 
+// A descriptor the runtime made itself outside the seam (a shared image's memory, a socket):
+// moved out of the program's reach and marked as the runtime's. Returns its number.
+int KeepOwn(int fd);
+// Closes a descriptor KeepOwn kept.
+void CloseOwn(int fd);
+
 }  // namespace files
 }  // namespace scone::runtime

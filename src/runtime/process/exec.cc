@@ -18,6 +18,7 @@
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/process_calls.h"
 #include "runtime/process/program_inspection.h"
+#include "runtime/files/mapped_files.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime::process {
@@ -191,6 +192,7 @@ long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* co
       Log("exec refused: " + why);
       return -EACCES;
     }
+    MappedFiles::Get().SealAll();  // the mappings go with the program
     RuntimeConfig config = rt.ConfigForExec();
     if (!(flags & AT_EMPTY_PATH) || path == nullptr || path[0] != '\0') {
       const char* slash = std::strrchr(path, '/');

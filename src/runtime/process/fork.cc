@@ -13,6 +13,7 @@
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/signal_calls.h"
+#include "runtime/files/image_broker.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime::process {
@@ -92,6 +93,7 @@ void PrepareFork() {
     }
   }
   if (auto* r = rt->reporter()) r->BeforeFork();
+  ImageBroker::Get().BeforeFork();
   for (auto& v : rt->volumes()) {
     v->BeforeFork();
     if (fs::Volume* volume = v->IfOpen()) volume->BeforeFork();
@@ -110,6 +112,7 @@ void AfterForkInParent() {
         v->AfterFork();
       }
       if (auto* r = rt->reporter()) r->AfterForkInParent();
+      ImageBroker::Get().AfterForkInParent();
     }
   }
   prepared = kNotPrepared;
@@ -123,6 +126,7 @@ void AfterForkInChild() {
   if (prepared == kHolding && rt != nullptr) {
     rt->fds().AfterFork();
     if (auto* r = rt->reporter()) r->AfterForkInChild();
+    ImageBroker::Get().AfterForkInChild();
     for (auto& v : rt->volumes()) {
       if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInChild();
       v->AfterFork();
@@ -146,6 +150,7 @@ void CompleteForkInChild() {
     Log("this process was forked after a fault inside the runtime: its volumes are unavailable");
     return;
   }
+  ImageBroker::Get().CompleteForkInChild();  // serves the images its mappings show
   if (forking_with_threads) {
     child_of_threads = true;
     for (auto& [fd, d] : rt->fds().All()) d->ForgetParentWrites();

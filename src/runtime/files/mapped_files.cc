@@ -1,0 +1,201 @@
+#include "runtime/files/mapped_files.h"
+
+#include <errno.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+
+#include "runtime/config.h"
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/files/image_broker.h"
+#include "runtime/files/protected_fd.h"
+#include "runtime/runtime.h"
+
+namespace scone::runtime {
+namespace {
+
+constexpr uintptr_t kPage = 4096;
+uintptr_t PageEnd(uintptr_t start, uintptr_t length) { return start + ((length + kPage - 1) & ~(kPage - 1)); }
+bool Overlaps(uintptr_t a_start, uintptr_t a_end, uintptr_t b_start, uintptr_t b_end) {
+  return a_start < b_end && b_start < a_end;
+}
+
+}  // namespace
+
+MappedFiles& MappedFiles::Get() {
+  static MappedFiles* files = new MappedFiles();  // used until the last exit handler
+  return *files;
+}
+
+std::shared_ptr<SharedImage> MappedFiles::FindImage(const fs::ProtectedFile* file) {
+  std::lock_guard lock(mu_);
+  for (const Held& h : held_) {
+    if (h.file == file) return h.image;
+  }
+  return nullptr;
+}
+
+Result<std::shared_ptr<SharedImage>> MappedFiles::Bind(fs::Volume& volume,
+                                                       const std::shared_ptr<fs::ProtectedFile>& file) {
+  // REQUIRES: mu_ (one thread binds at a time; another process is kept out by the volume's
+  // images lock, so that two processes never make two images of one file).
+  for (const Held& h : held_) {
+    if (h.file == file.get()) return h.image;
+  }
+  SecretBytes key = volume.SharingKey(file->id());
+  SCONE_RETURN_IF_ERROR(volume.LockImages());
+  Result<std::shared_ptr<SharedImage>> image = [&]() -> Result<std::shared_ptr<SharedImage>> {
+    SCONE_ASSIGN_OR_RETURN(int memfd, ImageBroker::Get().Fetch(key));
+    if (memfd >= 0) return SharedImage::Adopt(file, memfd);
+    return SharedImage::Create(file);
+  }();
+  Result<uint64_t> served = image.ok() ? ImageBroker::Get().Serve(key, (*image)->fd()) : image.status();
+  volume.UnlockImages();
+  if (!served.ok()) return served.status();
+  held_.push_back(Held{file.get(), *image, *served});
+  images_held_.fetch_add(1, std::memory_order_release);
+  return image;
+}
+
+long MappedFiles::MapShared(fs::Volume& volume, const std::shared_ptr<fs::ProtectedFile>& file, void* addr,
+                            size_t length, int prot, int flags, int64_t offset) {
+  if (offset < 0 || (offset & (kPage - 1)) != 0 || length == 0) return -EINVAL;
+  std::vector<Held> released;
+  long p;
+  {
+    std::lock_guard lock(mu_);
+    auto image = Bind(volume, file);
+    if (!image.ok()) return FailWith(image.status());
+    p = RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), prot, flags, (*image)->fd(), offset);
+    if (p >= 0 || p <= -4096) {
+      const uintptr_t start = static_cast<uintptr_t>(p);
+      const uintptr_t end = PageEnd(start, length);
+      // MAP_FIXED over a mapping of ours replaced it (its stores are in its image already).
+      std::erase_if(mappings_, [&](const Mapping& m) { return Overlaps(m.start, m.end, start, end) && m.start >= start && m.end <= end; });
+      mappings_.push_back(Mapping{start, end, *image, (prot & PROT_WRITE) != 0});
+      if (prot & PROT_WRITE) (*image)->NoteWritableMapping();
+    }
+    released = TakeUnmappedLocked();
+  }
+  Release(std::move(released));
+  return p;
+}
+
+std::vector<MappedFiles::Held> MappedFiles::TakeUnmappedLocked() {
+  std::vector<Held> released;
+  std::erase_if(held_, [&](const Held& h) {
+    bool mapped = std::any_of(mappings_.begin(), mappings_.end(), [&](const Mapping& m) { return m.image == h.image; });
+    if (!mapped) released.push_back(h);
+    return !mapped;
+  });
+  return released;
+}
+
+void MappedFiles::Release(std::vector<Held> released) {
+  for (Held& h : released) {
+    // Sealed before the listener goes: a process that finds no holder makes its image from
+    // the protected file, which then holds what this one changed.
+    Status s = h.image->Seal(/*durable=*/false);
+    if (!s.ok()) Log("sealing the shared mapping of " + h.image->file()->path() + ": " + s.message());
+    ImageBroker::Get().Withdraw(h.served);
+    images_held_.fetch_sub(1, std::memory_order_release);
+  }
+}
+
+std::vector<std::shared_ptr<SharedImage>> MappedFiles::WritableImagesIn(uintptr_t start, uintptr_t end) {
+  std::lock_guard lock(mu_);
+  std::vector<std::shared_ptr<SharedImage>> images;
+  for (const Mapping& m : mappings_) {
+    if (m.writable && Overlaps(m.start, m.end, start, end) &&
+        std::find(images.begin(), images.end(), m.image) == images.end()) {
+      images.push_back(m.image);
+    }
+  }
+  return images;
+}
+
+long MappedFiles::Unmap(long addr, long length) {
+  const auto start = static_cast<uintptr_t>(addr);
+  const uintptr_t end = PageEnd(start, static_cast<uintptr_t>(length));
+  // What the program stored is sealed as the kernel writes a shared mapping back when it goes.
+  for (auto& image : WritableImagesIn(start, end)) {
+    Status s = image->Seal(/*durable=*/false);
+    if (!s.ok()) Log("sealing the shared mapping of " + image->file()->path() + ": " + s.message());
+  }
+  long r = RawSyscall(SYS_munmap, addr, length);
+  if (r != 0) return r;
+  std::vector<Held> released;
+  {
+    std::lock_guard lock(mu_);
+    std::vector<Mapping> kept;
+    for (Mapping& m : mappings_) {
+      if (!Overlaps(m.start, m.end, start, end)) {
+        kept.push_back(std::move(m));
+        continue;
+      }
+      if (m.start < start) kept.push_back(Mapping{m.start, start, m.image, m.writable});
+      if (m.end > end) kept.push_back(Mapping{end, m.end, m.image, m.writable});
+    }
+    mappings_ = std::move(kept);
+    released = TakeUnmappedLocked();
+  }
+  Release(std::move(released));
+  return 0;
+}
+
+long MappedFiles::Sync(long addr, long length, int flags) {
+  long r = RawSyscall(SYS_msync, addr, length, flags);
+  if (r != 0 || (flags & MS_INVALIDATE && !(flags & (MS_SYNC | MS_ASYNC)))) return r;
+  const auto start = static_cast<uintptr_t>(addr);
+  for (auto& image : WritableImagesIn(start, PageEnd(start, static_cast<uintptr_t>(length)))) {
+    Status s = image->Seal(/*durable=*/(flags & MS_SYNC) != 0);
+    if (!s.ok()) return FailWith(s);
+  }
+  return 0;
+}
+
+long MappedFiles::Remap(long old_addr, long old_size, long new_size, int flags, long new_addr) {
+  long r = RawSyscall(SYS_mremap, old_addr, old_size, new_size, flags, new_addr);
+  if (r < 0 && r > -4096) return r;
+  std::lock_guard lock(mu_);
+  const auto old_start = static_cast<uintptr_t>(old_addr);
+  for (Mapping& m : mappings_) {
+    if (m.start == old_start) {
+      m.start = static_cast<uintptr_t>(r);
+      m.end = PageEnd(m.start, static_cast<uintptr_t>(new_size));
+      break;
+    }
+  }
+  return r;
+}
+
+long MappedFiles::Protect(long addr, long length, int prot) {
+  long r = RawSyscall(SYS_mprotect, addr, length, prot);
+  if (r != 0 || !(prot & PROT_WRITE)) return r;
+  std::lock_guard lock(mu_);
+  const auto start = static_cast<uintptr_t>(addr);
+  const uintptr_t end = PageEnd(start, static_cast<uintptr_t>(length));
+  for (Mapping& m : mappings_) {
+    if (Overlaps(m.start, m.end, start, end)) {
+      m.writable = true;
+      m.image->NoteWritableMapping();
+    }
+  }
+  return r;
+}
+
+void MappedFiles::SealAll() {
+  if (!Tracks()) return;
+  std::vector<std::shared_ptr<SharedImage>> images;
+  {
+    std::lock_guard lock(mu_);
+    for (const Held& h : held_) images.push_back(h.image);
+  }
+  for (auto& image : images) {
+    Status s = image->Seal(/*durable=*/false);
+    if (!s.ok()) Log("sealing the shared mapping of " + image->file()->path() + ": " + s.message());
+  }
+}
+
+}  // namespace scone::runtime

@@ -1,0 +1,74 @@
+// A protected file's plaintext in memory that every process mapping the file shares: what makes
+// MAP_SHARED mappings of protected files work (SQLite's WAL index, LMDB).
+//
+// The kernel's page cache holds the ciphertext, so it cannot be mapped. Instead the plaintext is
+// loaded (authenticated chunk by chunk) into an anonymous memory file (memfd), which is mapped in
+// its place; processes that map the same file get the same memory file from one another
+// (image_broker.h), so a store by one is seen by the others at once, as through the page cache.
+// While a process holds an image, its reads and writes of the file go through it too (coherent
+// with the mappings, as the kernel's unified page cache is), and the image is sealed back into
+// the protected file at msync, fsync, munmap, the last close and exit: the chunks this process
+// wrote, or every chunk where one of its mappings is writable (compared with what is sealed, so
+// unchanged chunks cost a decryption, not a journal record).
+//
+// The memory file lives in RAM only (never on disk, in no file system namespace); under the
+// `sim` backend process memory is as exposed to root as it always is.
+//
+// Thread-safety: all methods may be called concurrently.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+
+#include "common/bytes.h"
+#include "common/status.h"
+#include "fs/protected_file.h"
+
+namespace scone::runtime {
+
+class SharedImage {
+ public:
+  // A new image, filled from the sealed file.
+  static Result<std::shared_ptr<SharedImage>> Create(std::shared_ptr<fs::ProtectedFile> file);
+  // The image another process handed over (its memory file, now this process's `memfd`).
+  static std::shared_ptr<SharedImage> Adopt(std::shared_ptr<fs::ProtectedFile> file, int memfd);
+  ~SharedImage();
+  SharedImage(const SharedImage&) = delete;
+  SharedImage& operator=(const SharedImage&) = delete;
+
+  int fd() const { return memfd_; }
+  const std::shared_ptr<fs::ProtectedFile>& file() const { return file_; }
+
+  Result<uint64_t> Size() const;
+  Result<size_t> Read(uint64_t offset, MutableByteSpan out);
+  // With `appended_at`: appends (atomically, across processes) and says where.
+  Result<size_t> Write(uint64_t offset, ByteSpan data, uint64_t* appended_at);
+  Status Truncate(uint64_t size);
+
+  // A writable shared mapping of this image exists in this process: seals compare every chunk.
+  void NoteWritableMapping() { writable_mapping_.store(true, std::memory_order_relaxed); }
+  // Seals into the protected file what changed: `durable` commits (fsync, msync), else
+  // publishes to the other processes (munmap, close, exit).
+  Status Seal(bool durable);
+
+ private:
+  SharedImage(std::shared_ptr<fs::ProtectedFile> file, int memfd) : file_(std::move(file)), memfd_(memfd) {}
+  Status Fill();
+  Result<int> AppendFd();
+  void NoteWritten(uint64_t offset, size_t count);
+  // Writes [first, last) chunks of the image into the file where they differ from it.
+  Status SealChunks(uint64_t first, uint64_t last, uint64_t size);
+
+  const std::shared_ptr<fs::ProtectedFile> file_;
+  const int memfd_;
+  int append_fd_ = -1;  // an O_APPEND open of the memory file, made on the first append
+  std::atomic<bool> writable_mapping_{false};
+  std::mutex mu_;  // dirty_, append_fd_, and one seal at a time
+  std::set<uint64_t> dirty_;  // chunks this process wrote through the image
+  bool resized_ = false;
+};
+
+}  // namespace scone::runtime

@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# Shared mappings of protected files (runtime/files/mapped_files.h): processes that map one file
+# see each other's stores at once, read and write stay coherent with the mappings, what msync
+# synced survives a SIGKILL, damage underneath a mapping is an error (never a wrong byte), and a
+# program without the volume's key gets no image, nor can it plant one.
+# usage: mapping_test.sh SCONE CASE
+# After each case: no plaintext marker on disk and `scone volume verify` passes (except where
+# the case damages the volume on purpose).
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/../lib.sh"
+scone="$1"
+case_name="$2"
+work="$(mktemp -d)"
+pids=()
+trap '((${#pids[@]} == 0)) || kill -9 "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+cd "$work"
+PY=/usr/bin/python3
+MARKER="SCONE-PLAINTEXT-MARKER-$$"
+source "$here/volume_lib.sh"
+
+# A file of three chunks of 'a' in the volume.
+run "$PY" -c "open('vol/m.dat', 'wb').write(b'a' * 12288)"
+mkfifo ready done
+
+# The python prelude every mapping program starts with: the file mapped shared and writable, and
+# the two pipes that order the processes (no sleeps).
+cat > prelude.py <<'PYEOF'
+import mmap, os, sys
+fd = os.open("vol/m.dat", os.O_RDWR)
+m = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+def signal(name): open(name, "w").write("x")
+def wait(name): open(name).read()
+PYEOF
+
+case "$case_name" in
+coherence)
+  # Two programs started apart map one file: each sees the other's stores at once (no msync),
+  # and a read or write through a descriptor is coherent with the mappings.
+  cat > a.py <<PYEOF
+exec(open("prelude.py").read())
+m[5000:5000 + len(b"$MARKER A")] = b"$MARKER A"
+signal("ready")
+wait("done")
+print(m[9000:9000 + len(b"$MARKER B")] == b"$MARKER B", m[100:110] == b"pwrite-by-", os.pread(fd, 10, 9000) == b"$MARKER"[:10])
+PYEOF
+  cat > b.py <<PYEOF
+exec(open("prelude.py").read())
+wait("ready")
+print(m[5000:5000 + len(b"$MARKER A")] == b"$MARKER A", os.pread(fd, len(b"$MARKER A"), 5000) == b"$MARKER A")
+m[9000:9000 + len(b"$MARKER B")] = b"$MARKER B"
+os.pwrite(fd, b"pwrite-by-B", 100)
+signal("done")
+PYEOF
+  run "$PY" a.py > a.out 2>&1 &
+  pids+=($!)
+  run_for 60 "$PY" b.py > b.out 2>&1 || { cat b.out; fail "the second program failed"; }
+  wait "${pids[0]}" || { cat a.out; fail "the first program failed"; }
+  [[ "$(cat b.out)" == "True True" ]] || fail "the second program does not see the first one's store: $(cat b.out)"
+  [[ "$(cat a.out)" == "True True True" ]] || fail "the first program does not see the second one's stores: $(cat a.out)"
+  # After both: the file holds both stores, read by a program that does not map it.
+  run "$PY" -c "
+d = open('vol/m.dat', 'rb').read()
+print(len(d), d[5000:5000 + len(b'$MARKER A')] == b'$MARKER A', d[9000:9000 + len(b'$MARKER B')] == b'$MARKER B', d[100:111] == b'pwrite-by-B', d[0:100] == b'a' * 100)
+" > after.out
+  [[ "$(cat after.out)" == "12288 True True True True" ]] || fail "the file after both programs: $(cat after.out)"
+  check_volume
+  ;;
+
+msync-and-kill)
+  # A program stores a counter into all three chunks and msyncs, over and over, reporting each
+  # synced value; SIGKILL at some point: every chunk then holds one whole value at least as
+  # new as the last one reported, and the volume verifies.
+  cat > counter.py <<PYEOF
+exec(open("prelude.py").read())
+out = open("progress", "w")
+for i in range(1, 1000000):
+    value = (b"$MARKER %08d " % i) * 100
+    for c in range(3):
+        m[c * 4096:c * 4096 + len(value)] = value
+    m.flush()  # msync(MS_SYNC)
+    out.write("%d\n" % i); out.flush()
+PYEOF
+  run "$PY" counter.py 2> counter.err &
+  pids+=($!)
+  for _ in $(seq 1 600); do [[ -s progress && "$(wc -l < progress)" -ge 20 ]] && break; kill -0 "${pids[0]}" || break; sleep 0.05; done
+  [[ "$(wc -l < progress)" -ge 20 ]] || { cat counter.err; fail "the program did not sync 20 times"; }
+  pkill -9 -f "counter.py" || true
+  wait "${pids[0]}" 2>/dev/null || true
+  last=$(tail -n 1 progress)
+  run "$PY" -c "
+import re
+d = open('vol/m.dat', 'rb').read()
+values = set()
+for c in range(3):
+    chunk = d[c * 4096:c * 4096 + 4096]
+    found = set(int(v) for v in re.findall(rb'$MARKER (\d{8}) ', chunk))
+    assert len(found) == 1, (c, found)
+    values |= found
+print(min(values) >= $last)
+" > after.out 2>&1 || { cat after.out; fail "the file after SIGKILL"; }
+  [[ "$(cat after.out)" == True ]] || fail "a value msync had synced is lost (last reported $last)"
+  check_volume
+  ;;
+
+root-truncates)
+  # Root cuts the ciphertext underneath a mapping: sealing it fails with EIO and a scone: line,
+  # and the damage stays evident (nothing sealed over it silently).
+  cat > a.py <<PYEOF
+exec(open("prelude.py").read())
+m[0:len(b"$MARKER")] = b"$MARKER"
+signal("ready")
+wait("done")
+m[4096:4096 + len(b"$MARKER")] = b"$MARKER"
+try:
+    m.flush()
+    print("synced")
+except OSError as e:
+    print("flush:", e.strerror)
+PYEOF
+  run "$PY" a.py > a.out 2> a.err &
+  pids+=($!)
+  cat ready >/dev/null
+  truncate -s 100 vol/m.dat
+  echo x > done
+  wait "${pids[0]}" || true
+  [[ "$(cat a.out)" == "flush: Input/output error" ]] || { cat a.err; fail "msync over a truncated file: $(cat a.out)"; }
+  grep -q "^scone: .*m.dat" a.err || { cat a.err; fail "no scone: line naming the file"; }
+  if run cat vol/m.dat > /dev/null 2>&1; then fail "the truncated file reads without an error"; fi
+  if "$scone" volume verify vol --key-file key > verify.out 2>&1; then fail "the damage is not evident to verify"; fi
+  grep -q "m.dat" verify.out || { cat verify.out; fail "verify does not name the file"; }
+  ;;
+
+impostor)
+  # A program without the key finds a holder's socket: it gets no image out of it. It listens
+  # under the same name prefix itself and hands out a planted memory file: a program of the
+  # volume takes nothing from it, and gets the real image from the real holder.
+  cat > holder.py <<PYEOF
+exec(open("prelude.py").read())
+m[0:len(b"$MARKER real")] = b"$MARKER real"
+signal("ready")
+wait("done")
+PYEOF
+  cat > impostor.py <<'PYEOF'
+import array, os, socket, sys
+names = sorted({l.split()[-1][1:] for l in open("/proc/net/unix") if " @scone-image-" in l})
+assert names, "no holder's socket listed"
+prefix = names[0][:names[0].rindex("-") + 1]
+# Ask the holder with a made-up proof.
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.settimeout(5)
+s.connect("\0" + names[0])
+s.send(b"scone-image-v1\0\0" + os.urandom(32))
+answer = s.recv(100)
+s.send(os.urandom(32))
+msg, fds, flags, _ = socket.recv_fds(s, 1, 1)
+print("holder answered", len(answer), "and gave", len(fds), "descriptors")
+# Plant: a memory file with other content, under the holder's name prefix.
+planted = os.memfd_create("planted")
+os.write(planted, b"PLANTED" * 2000)
+l = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+l.bind("\0" + prefix + "ffffffffffffffff")
+l.listen(8)
+print("listening", flush=True)
+c, _ = l.accept()
+c.recv(100)
+c.send(os.urandom(64))  # a nonce and a proof it cannot compute
+try:
+    socket.send_fds(c, [b"x"], [planted])
+except OSError:
+    pass
+print("asked")
+PYEOF
+  run "$PY" holder.py > holder.out 2>&1 &
+  pids+=($!)
+  cat ready >/dev/null
+  timeout 60 "$PY" impostor.py > impostor.out 2>&1 &
+  pids+=($!)
+  wait_for_line impostor.out "^listening" "${pids[1]}"
+  grep -q "^holder answered 64 and gave 0 descriptors$" impostor.out || { cat impostor.out; fail "the holder answered a program without the key"; }
+  run_for 60 "$PY" -c "
+import mmap, os
+fd = os.open('vol/m.dat', os.O_RDWR)
+m = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+print(m[0:len(b'$MARKER real')] == b'$MARKER real', b'PLANTED' in m[:])
+" > newcomer.out 2> newcomer.err || { cat newcomer.err; fail "the newcomer failed"; }
+  [[ "$(cat newcomer.out)" == "True False" ]] || fail "the newcomer did not get the holder's image: $(cat newcomer.out)"
+  echo x > done
+  wait "${pids[0]}" || fail "the holder failed"
+  kill "${pids[1]}" 2>/dev/null || true
+  check_volume
+  ;;
+
+fork-child-serves)
+  # A forked child keeps the parent's mapping after the parent exits, and serves its image: a
+  # program started later sees what the child stored after the parent had gone.
+  cat > parent.py <<PYEOF
+exec(open("prelude.py").read())
+m[0:len(b"$MARKER parent")] = b"$MARKER parent"
+if os.fork() == 0:
+    wait("ready")  # the parent has exited
+    m[4096:4096 + len(b"$MARKER child")] = b"$MARKER child"
+    signal("done")
+    wait("ready")  # the newcomer has looked
+    os._exit(0)
+PYEOF
+  run "$PY" parent.py > parent.out 2>&1 || { cat parent.out; fail "the parent failed"; }
+  echo x > ready
+  cat done > /dev/null
+  run_for 60 "$PY" -c "
+import mmap, os
+fd = os.open('vol/m.dat', os.O_RDWR)
+m = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ)
+print(m[0:len(b'$MARKER parent')] == b'$MARKER parent', m[4096:4096 + len(b'$MARKER child')] == b'$MARKER child')
+" > newcomer.out 2>&1 || { cat newcomer.out; fail "the newcomer failed"; }
+  echo x > ready
+  [[ "$(cat newcomer.out)" == "True True" ]] || fail "the newcomer does not see the child's store: $(cat newcomer.out)"
+  check_volume
+  ;;
+
+*)
+  fail "unknown case $case_name"
+  ;;
+esac
+echo "ok: $case_name"
