@@ -419,7 +419,7 @@ Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
 }
 
 Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
-  if (volume_->Shared()) return WritePublished(offset, data, appended_at);
+  if (!volume_->MayBuffer()) return WritePublished(offset, data, appended_at);
   auto result = WriteOnce(offset, data, appended_at);
   if (result.ok() || result.status().code() != Code::kDataCorrupted) return result;
   return RefreshIfChangedByOthers() ? WriteOnce(offset, data, appended_at) : result;
@@ -433,7 +433,7 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
     return position.set(offset + data.size());
   };
   std::unique_lock lock(mu_);
-  if (volume_->Shared()) {
+  if (!volume_->MayBuffer()) {
     SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, write_at_position));
   } else {
     SCONE_RETURN_IF_ERROR(write_at_position());
@@ -771,7 +771,7 @@ Status ProtectedFile::Reserve(uint64_t size) {
 Status ProtectedFile::Truncate(uint64_t new_size) {
   if (new_size > kMaxFileSize) return TooBig("a size of " + std::to_string(new_size) + " bytes");
   std::unique_lock lock(mu_);
-  if (volume_->Shared()) {
+  if (!volume_->MayBuffer()) {
     return CommitLocked(/*durable=*/false, [&] { return TruncateLocked(new_size); });
   }
   return TruncateLocked(new_size);
@@ -962,6 +962,10 @@ void ProtectedFile::NoteLazyInPlace(const JournalRecord& record) {
 // its entries, its size, its images still waiting in the journal; the root must come out as
 // the record says. REQUIRES: mu_ held exclusively, no local changes.
 Status ProtectedFile::ApplyPublished(const JournalRecord& record) {
+  // A lazy record that a durable one followed before we applied it is durable itself: its
+  // chunks are referenced by the durable state (never to be overwritten in place again), its
+  // images are in place.
+  const bool lazy = record.lazy && record.seq > volume_->DurableSeq();
   const uint64_t chunks = ChunkCount(record.entry.size);
   std::set<uint64_t> pages;
   if (chunks < ChunkCount(size_)) {
@@ -978,12 +982,12 @@ Status ProtectedFile::ApplyPublished(const JournalRecord& record) {
     } else {
       table_.MutableEntry(chunk) = e;
     }
-    if (!e.IsHole() || !record.lazy) table_.SetDurable(chunk, !e.IsHole());
+    if (!e.IsHole() || !lazy) table_.SetDurable(chunk, !e.IsHole());
     pages.insert(chunk / kEntriesPerPage);
     pending_.erase(chunk);
   }
-  if (!record.lazy) lazy_in_place_.clear();
-  if (record.lazy) {
+  if (!lazy) lazy_in_place_.clear();
+  if (lazy) {
     NoteLazyInPlace(record);
     for (size_t i = 0; i < record.slot_chunks.size(); ++i) {
       if (record.slot_chunks[i] >= chunks) continue;
@@ -992,7 +996,7 @@ Status ProtectedFile::ApplyPublished(const JournalRecord& record) {
       pending_seq_ = record.seq;
     }
   }
-  if (!record.lazy) table_.ClearDurableFrom(chunks);
+  if (!lazy) table_.ClearDurableFrom(chunks);
   const uint64_t page_count = PageCount(chunks);
   if (tree_.leaf_count() == 0 && page_count > 0) pages.insert(0);
   tree_.Resize(page_count);

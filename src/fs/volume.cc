@@ -1,5 +1,7 @@
 #include "fs/volume.h"
 
+#include <cstdio>
+
 #include <fcntl.h>
 #include <unistd.h>
 #include <sys/file.h>
@@ -265,8 +267,10 @@ void Volume::ApplyOthersRecord(JournalRecord record) {
 class Volume::WriterSection {
  public:
   WriterSection(Volume& v, KeepAlive* keep) : v_(v), keep_(keep) {}
-  ~WriterSection() {
+  ~WriterSection() { End(); }
+  void End() {
     if (locked_) v_.lock_->UnlockWriter();
+    locked_ = false;
   }
   Status Begin(bool catch_up = true) {
     SCONE_RETURN_IF_ERROR(v_.WakeLocked());
@@ -353,6 +357,8 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
                       ": its state does not match the trusted tag (rolled back to an older copy, "
                       "replaced, or modified)");
   }
+  writer.End();
+  if (!alone) v->WaitForHandOver();
   v->closed_ = false;
   return v;
 }
@@ -381,7 +387,9 @@ Status Volume::Close() {
     if (first.ok()) first = s;
   }
   closed_ = true;
-  lock_->Release();
+  holds_alone_ = false;
+  buffering_ = false;
+  lock_->Release();  // lets go of every lock of this process's
   return first;
 }
 
@@ -398,6 +406,9 @@ void Volume::BeforeFork() { mu_.lock(); }
 
 void Volume::AfterForkInParent() {
   if (!resting_) shared_ = true;
+  if (holds_alone_) lock_->LetGoAlone();  // what it buffered was published before the fork
+  holds_alone_ = false;
+  buffering_ = false;
   mu_.unlock();
 }
 
@@ -405,6 +416,9 @@ void Volume::AfterForkInParent() {
 // not its parent rests: its siblings use the volume as it does. A program it executes opens
 // the volume anew, and has it alone if nobody else uses it.
 void Volume::AfterForkInChild() {
+  holds_alone_ = false;  // the parent's lock (on the descriptor they share until the child reopens)
+  buffering_ = false;
+  watched_ = false;  // the parent's watcher
   shared_ = true;
   resting_ = false;
   mu_.unlock();
@@ -429,6 +443,9 @@ Status Volume::RestIfUnused() {
     // Another process that takes the volume alone may recover it: nothing may be lazy.
     SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
   }
+  if (holds_alone_) lock_->LetGoAlone();
+  holds_alone_ = false;
+  buffering_ = false;
   lock_->ReleaseUse();
   resting_ = true;
   shared_ = false;
@@ -446,9 +463,80 @@ Status Volume::WakeLocked() {
     lock_->UnlockWriter();
     SCONE_RETURN_IF_ERROR(bumped);
     shared_ = true;
+    WaitForHandOver();
   }
   SCONE_ASSIGN_OR_RETURN(users_seen_, lock_->ReadUsersHint());
   return Status::Ok();
+}
+
+namespace {
+void (*alone_hook)(const std::shared_ptr<Volume>&) = nullptr;
+// How long a process that joins waits for the one alone to hand over (then it goes on, saying
+// so: that process is stopped, or a tool without the runtime's watcher).
+constexpr int kHandOverLimitMs = 10'000;
+}  // namespace
+
+void Volume::SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume)) { alone_hook = hook; }
+
+bool Volume::MayBuffer() {
+  if (buffering_.load(std::memory_order_acquire)) return !Shared();  // the watcher, or the poll, may end it
+  if (Shared()) return false;
+  std::lock_guard lock(mu_);
+  if (shared_ || closed_ || resting_) return false;
+  if (!holds_alone_) {
+    // The alone lock first, then the joiners' count (a joiner bumps the count, then looks at the
+    // lock): either this process sees the joiner, or the joiner waits for the hand-over.
+    if (!lock_->HoldAlone().ok()) {
+      shared_ = true;
+      return false;
+    }
+    holds_alone_ = true;
+    auto users = lock_->ReadUsersHint();
+    if (!users.ok() || *users != users_seen_) {
+      lock_->LetGoAlone();
+      holds_alone_ = false;
+      shared_ = true;
+      return false;
+    }
+  }
+  if (!watched_ && alone_hook != nullptr) {
+    watched_ = true;
+    alone_hook(shared_from_this());
+  }
+  buffering_.store(true, std::memory_order_release);
+  return true;
+}
+
+void Volume::WaitForHandOver() {
+  if (!lock_->WaitForHandOver(kHandOverLimitMs)) {
+    std::fprintf(stderr, "scone: volume %s: the process that had it alone did not hand over within %d s: what it "
+                 "buffered appears to this process late\n", dir_.c_str(), kHandOverLimitMs / 1000);
+  }
+}
+
+Status Volume::HandOverIfJoined() {
+  std::vector<std::shared_ptr<ProtectedFile>> files;
+  {
+    std::lock_guard lock(mu_);
+    if (!holds_alone_ || closed_) return Status::Ok();
+    auto users = lock_->ReadUsersHint();
+    if (users.ok() && *users == users_seen_) return Status::Ok();  // the lock file changed for another reason
+    shared_ = true;
+    for (auto& [id, weak] : open_files_) {
+      if (auto f = weak.lock()) files.push_back(std::move(f));
+    }
+  }
+  // Published as the process's own calls would publish them, now that it shares.
+  Status first;
+  for (auto& f : files) {
+    Status s = f->Close();
+    if (first.ok() && !s.ok()) first = s;
+  }
+  std::lock_guard lock(mu_);
+  if (holds_alone_) lock_->LetGoAlone();
+  holds_alone_ = false;
+  buffering_ = false;
+  return first;
 }
 
 // ---- journal, commits and recovery ------------------------------------------------------

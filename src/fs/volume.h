@@ -120,6 +120,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // while another has it open bumps a counter in the lock file, which a process alone reads at
   // most every few milliseconds.
   bool Shared();
+  // Whether this process may buffer a change (it has the volume alone, and holds the alone lock
+  // from now on, so that a process that joins waits for the hand-over). One atomic load once
+  // it holds it. REQUIRES: no lock of the volume's (a file's own may be held).
+  bool MayBuffer();
   // Records up to this sequence number are durable (journal synced) and applied in place.
   uint64_t DurableSeq() const { return durable_seq_.load(std::memory_order_acquire); }
   // Makes every record published so far durable (fsync of a file whose changes are all
@@ -132,6 +136,15 @@ class Volume : public std::enable_shared_from_this<Volume> {
   SecretBytes SharingKey(const FileId& id) const;
   Status LockImages();
   void UnlockImages();
+
+  // The hand-over (fs/volume_lock.h, byte 3): a process that has the volume alone buffers
+  // writes; one that joins waits until it has published them. A watcher of the lock file (the
+  // runtime's: a joiner writes the lock file) calls HandOverIfJoined from a thread that holds
+  // none of the volume's locks; `SetAloneHook` names what starts that watcher, called whenever
+  // a process takes the volume alone (at open, and waking from rest).
+  Status HandOverIfJoined();
+  std::string LockPath() const { return MetaPath("lock"); }
+  static void SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume));
 
   // Fork support, for the runtime (runtime/process/fork.h): BeforeFork holds the volume's lock
   // across fork; the parent releases it; the child releases it right after the fork (without
@@ -234,6 +247,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   void NoticeJoiners();
   // A resting process takes the volume again. REQUIRES: mu_, not the writer lock.
   Status WakeLocked();
+  // A joiner, out of the writer lock: waits for the process alone to hand over.
+  void WaitForHandOver();
   // fsyncs the data (and side) files of `ids`; many at once with one syncfs.
   Status SyncFilesLocked(const std::set<FileId>& ids);
   // Syncs the data files the window's records wrote in place. REQUIRES: mu_, writer lock.
@@ -275,6 +290,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   std::atomic<uint64_t> durable_seq_{0};
   std::atomic<bool> shared_{false};
   bool resting_ = false;  // no use lock held (RestIfUnused); WakeLocked takes it again
+  bool holds_alone_ = false;  // the alone lock (under mu_)
+  std::atomic<bool> buffering_{false};  // holds_alone_ and not shared: MayBuffer's fast path
+  bool watched_ = false;  // the alone hook ran
   std::atomic<int64_t> next_share_poll_{0};
   uint64_t users_seen_ = 0;  // the lock file's count of processes that joined, when last read
 };

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 
+#include <time.h>
+
 #include <cerrno>
 
 #include "os/syscalls.h"
@@ -35,6 +37,26 @@ Result<VolumeLock> VolumeLock::Acquire(const std::string& path, bool* alone) {
 Status VolumeLock::LockWriter() { return Set(F_WRLCK, 0, /*wait=*/true); }
 
 void VolumeLock::UnlockWriter() { (void)Set(F_UNLCK, 0, /*wait=*/false); }
+
+Status VolumeLock::SetByte(off_t byte, bool exclusive, bool wait) {
+  return Set(exclusive ? F_WRLCK : F_RDLCK, byte, wait);
+}
+
+void VolumeLock::LetGoAlone() { (void)Set(F_UNLCK, kAloneByte, /*wait=*/false); }
+
+bool VolumeLock::WaitForHandOver(int limit_ms) {
+  // Polled, not blocking: a process alone that never hands over (stopped, or a tool without the
+  // runtime's watcher) must not hold the newcomer forever.
+  for (int waited_us = 0; waited_us < limit_ms * 1000; waited_us += 500) {
+    if (Set(F_RDLCK, kAloneByte, /*wait=*/false).ok()) {
+      (void)Set(F_UNLCK, kAloneByte, /*wait=*/false);
+      return true;
+    }
+    struct timespec pause = {0, 500'000};
+    nanosleep(&pause, nullptr);
+  }
+  return false;
+}
 
 Status VolumeLock::LockImages() { return Set(F_WRLCK, 2, /*wait=*/true); }
 

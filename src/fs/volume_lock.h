@@ -5,7 +5,10 @@
 //   byte 1, the use lock: held shared while the volume is open; an exclusive hold means no
 //           other process has the volume open (so recovery or a clean close may happen);
 //   byte 2, the images lock: held exclusively while a process looks for another's shared image
-//           of a file, or makes one (runtime/files/image_broker.h).
+//           of a file, or makes one (runtime/files/image_broker.h);
+//   byte 3, the alone lock: held exclusively by the process that has the volume alone (and so
+//           may buffer writes); a process that joins waits until it is let go, which the
+//           process alone does once it has published what it buffered (the hand-over).
 #pragma once
 
 #include <string>
@@ -27,6 +30,12 @@ class VolumeLock {
   // Blocks until this process alone looks for or makes a shared image.
   Status LockImages();
   void UnlockImages();
+  // The alone lock: taken by a process that opened the volume alone (no wait: nobody else can
+  // hold it), let go at the hand-over; a process that joined waits for that, up to `limit_ms`
+  // (false if it had to stop waiting).
+  Status HoldAlone() { return SetByte(kAloneByte, /*exclusive=*/true, /*wait=*/false); }
+  void LetGoAlone();
+  bool WaitForHandOver(int limit_ms);
   // True when no other process holds the use lock; upgrades ours to exclusive if so.
   bool TryAlone();
   // Downgrades an exclusive use lock to shared.
@@ -50,7 +59,9 @@ class VolumeLock {
 
  private:
   explicit VolumeLock(os::File file) : file_(std::move(file)) {}
+  static constexpr off_t kAloneByte = 3;
   Status Set(short type, off_t byte, bool wait);
+  Status SetByte(off_t byte, bool exclusive, bool wait);
   Result<uint64_t> ReadHint(off_t at) const;
   Status WriteHint(off_t at, uint64_t value) const;
 

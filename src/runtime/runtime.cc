@@ -24,6 +24,7 @@
 #include "runtime/entry/entry.h"
 #include "runtime/entry/sud.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/alone_watcher.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/files/shield_syscalls.h"
 #include "runtime/files/protected_fd.h"
@@ -213,6 +214,7 @@ Status Runtime::Init() {
   SetHelperThreadStartHook(BecomeRuntimeThread);
   if (!fds_.ok()) return Internal("cannot reserve the descriptor table");
   files::InstallShieldSyscalls(fds_);
+  AloneWatcher::Install();  // hand-overs to processes that join a volume this one has alone
   const char* fd_text = getenv(kConfigFdEnv);
   int config_fd = fd_text != nullptr ? atoi(fd_text) : -1;
   unsetenv(kConfigFdEnv);

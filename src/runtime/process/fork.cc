@@ -13,6 +13,7 @@
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/signal_calls.h"
+#include "runtime/alone_watcher.h"
 #include "runtime/files/image_broker.h"
 #include "runtime/runtime.h"
 
@@ -94,6 +95,7 @@ void PrepareFork() {
   }
   if (auto* r = rt->reporter()) r->BeforeFork();
   ImageBroker::Get().BeforeFork();
+  AloneWatcher::Get().BeforeFork();
   for (auto& v : rt->volumes()) {
     v->BeforeFork();
     if (fs::Volume* volume = v->IfOpen()) volume->BeforeFork();
@@ -113,6 +115,7 @@ void AfterForkInParent() {
       }
       if (auto* r = rt->reporter()) r->AfterForkInParent();
       ImageBroker::Get().AfterForkInParent();
+      AloneWatcher::Get().AfterForkInParent();
     }
   }
   prepared = kNotPrepared;
@@ -127,6 +130,7 @@ void AfterForkInChild() {
     rt->fds().AfterFork();
     if (auto* r = rt->reporter()) r->AfterForkInChild();
     ImageBroker::Get().AfterForkInChild();
+    AloneWatcher::Get().AfterForkInChild();
     for (auto& v : rt->volumes()) {
       if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInChild();
       v->AfterFork();

@@ -44,6 +44,10 @@ bool IsHandler(const void* handler) {
 
 void WrappedHandler(int sig, siginfo_t* si, void* context);
 
+// glibc's internal signals (SIGRTMIN - 2 and - 1 in its numbering: the kernel's 32 and 33).
+constexpr int kLibcCancel = 32;
+constexpr int kLibcSetXid = 33;
+
 // Whether the kernel's handler is one the runtime put in the program's place.
 bool IsSubstitute(const void* handler) {
   return handler == reinterpret_cast<void*>(&WrappedHandler) || IsTerminationHandler(handler);
@@ -97,6 +101,17 @@ void ResetAsDelivered(int sig) {
 
 void WrappedHandler(int sig, siginfo_t* si, void* context) {
   EntryThread& t = ThisThread();
+  if (t.runtime_thread && (sig == kLibcCancel || sig == kLibcSetXid)) {
+    // The C library's own signals reach every thread it made, the runtime's too: setgid() waits
+    // until each thread changed its credentials in the handler. A runtime thread has no later
+    // point to defer it to (held back, it would come again at once, forever).
+    KernelSigaction action;
+    ReadAction(sig, &action);
+    if (IsHandler(action.handler)) {
+      reinterpret_cast<void (*)(int, siginfo_t*, void*)>(action.handler)(sig, si, context);
+    }
+    return;
+  }
   if (t.depth > 0 && !IsFault(sig, si)) {
     HoldBack(t, sig, si, context);
     return;
