@@ -11,6 +11,7 @@
 #include "common/parallel.h"
 #include "fs/data_ranges.h"
 #include "fs/volume.h"
+#include "os/syscalls.h"
 
 namespace scone::fs {
 namespace {
@@ -408,6 +409,12 @@ Status ProtectedFile::ReadChunkPlain(uint64_t chunk, uint8_t* out) {
     return Status::Ok();
   }
   return ChunkFromDisk(chunk, out).status();
+}
+
+bool ProtectedFile::Gone() const {
+  if (unlinked_.load()) return true;
+  struct stat st;
+  return os::Sys().fstat(data_.fd(), &st) == 0 && st.st_nlink == 0;
 }
 
 Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {

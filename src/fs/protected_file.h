@@ -90,6 +90,8 @@ class ProtectedFile {
   Status Close();
 
   uint64_t size() const;
+  // Unlinked, by this process or another (its data file has no name left).
+  bool Gone() const;
   Region region() const { return region_; }
   const FileId& id() const { return id_; }
   std::string path() const;

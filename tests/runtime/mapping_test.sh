@@ -13,7 +13,10 @@ scone="$1"
 case_name="$2"
 work="$(mktemp -d)"
 pids=()
-trap '((${#pids[@]} == 0)) || kill -9 "${pids[@]}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# Background programs run under `run` (a shell function: its pid is a subshell's): their whole
+# trees go at the end.
+kill_trees() { local p; for p in "$@"; do kill_trees $(pgrep -P "$p" 2>/dev/null); kill -9 "$p" 2>/dev/null || true; done; }
+trap '((${#pids[@]} == 0)) || kill_trees "${pids[@]}"; rm -rf "$work"' EXIT
 cd "$work"
 PY=/usr/bin/python3
 MARKER="SCONE-PLAINTEXT-MARKER-$$"
@@ -145,12 +148,12 @@ PYEOF
 import array, os, socket, sys
 names = sorted({l.split()[-1][1:] for l in open("/proc/net/unix") if " @scone-image-" in l})
 assert names, "no holder's socket listed"
-prefix = names[0][:names[0].rindex("-") + 1]
+prefix = "-".join(names[0].split("-")[:3]) + "-"
 # Ask the holder with a made-up proof.
 s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 s.settimeout(5)
 s.connect("\0" + names[0])
-s.send(b"scone-image-v1\0\0" + os.urandom(32))
+s.send(b"scone-image-v2\0\0" + os.urandom(32))
 answer = s.recv(100)
 s.send(os.urandom(32))
 msg, fds, flags, _ = socket.recv_fds(s, 1, 1)
@@ -188,6 +191,83 @@ print(m[0:len(b'$MARKER real')] == b'$MARKER real', b'PLANTED' in m[:])
   echo x > done
   wait "${pids[0]}" || fail "the holder failed"
   kill "${pids[1]}" 2>/dev/null || true
+  check_volume
+  ;;
+
+relay)
+  # A program without the key sits between a process that maps the file and a holder: it binds
+  # the name a holder let go of (names verify by their MAC, so it replays one) and relays the
+  # messages both ways. The proofs bind each side's process id as the kernel reports it: the
+  # holder gives it nothing, the asker takes nothing from it and gets the real image elsewhere.
+  cat > h.py <<PYEOF
+import mmap, os, sys
+def names(): return {l.split()[-1][1:] for l in open("/proc/net/unix") if " @scone-image-" in l}
+before = names()
+fd = os.open("vol/m.dat", os.O_RDWR)
+m = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+if sys.argv[1] == "first":
+    m[0:len(b"$MARKER real")] = b"$MARKER real"
+    open("first-name", "w").write((names() - before).pop())
+    m.close()  # lets its name go (and exits)
+else:
+    open("second-ready", "w").write("x")
+    open("done-second").read()
+PYEOF
+  cat > relay.py <<'PYEOF'
+import os, socket
+name = open("first-name").read()
+prefix = "-".join(name.split("-")[:3]) + "-"
+others = sorted({l.split()[-1][1:] for l in open("/proc/net/unix") if " @" + prefix in l} - {name})
+l = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+l.bind("\0" + name)
+l.listen(8)
+l.settimeout(30)
+print("listening", flush=True)
+c, _ = l.accept()
+h = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+h.settimeout(5)
+h.connect("\0" + others[0])
+h.send(c.recv(100))
+c.send(h.recv(100))
+h.send(c.recv(100))
+try:
+    _, fds, _, _ = socket.recv_fds(h, 1, 4)
+except (OSError, socket.timeout):
+    fds = []
+planted = os.memfd_create("planted")
+os.write(planted, b"PLANTED" * 2000)
+try:
+    socket.send_fds(c, [b"x"], fds or [planted])
+except OSError:
+    pass
+print("relayed, holder gave", len(fds), "descriptors", flush=True)
+PYEOF
+  mkfifo second-ready done-second
+  # Holders' names are random and askers go in name order: the first program maps again (a
+  # fresh name) until its name comes before the holder's (each time with probability 1/2).
+  export LC_ALL=C  # byte order, as the runtime sorts
+  run "$PY" h.py second > second.out 2>&1 &
+  pids+=($!)
+  cat second-ready > /dev/null
+  for attempt in $(seq 1 20); do
+    run "$PY" h.py first > first.out 2>&1 || { cat first.out; fail "the first program failed"; }
+    prefix="$(cut -d- -f1-3 first-name)-"
+    [[ "$(cat first-name)" < "$(grep -o "$prefix[0-9a-f-]*" /proc/net/unix | sort | head -n1)" ]] && break
+  done
+  timeout 60 "$PY" relay.py > relay.out 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do grep -q "^listening" relay.out && break; kill -0 "${pids[-1]}" 2>/dev/null || { cat relay.out; fail "the relay did not start"; }; sleep 0.05; done
+  run_for 60 "$PY" -c "
+import mmap, os
+fd = os.open('vol/m.dat', os.O_RDWR)
+m = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ)
+print(m[0:len(b'$MARKER real')] == b'$MARKER real', b'PLANTED' in m[:])
+" > newcomer.out 2> newcomer.err || { cat newcomer.err; fail "the newcomer failed"; }
+  [[ "$(cat newcomer.out)" == "True False" ]] || fail "the newcomer did not get the holder's image: $(cat newcomer.out)"
+  wait "${pids[-1]}" || true
+  grep -q "^relayed, holder gave 0 descriptors$" relay.out || { cat relay.out first.out second.out newcomer.err; fail "the holder answered through a relay"; }
+  echo x > done-second
+  wait "${pids[0]}" || fail "the holder failed"
   check_volume
   ;;
 

@@ -1,11 +1,14 @@
 // How processes that map one protected file come to share its image (shared_image.h), without a
 // name in any file system: each process holding an image listens on an abstract unix socket
 // named after the file (a tag derived from the file's sharing key, so a name says nothing about
-// the file and differs per volume) plus a random suffix of its own. A process about to make an
-// image looks for such names in /proc/net/unix first and asks a holder; both prove that they
-// hold the volume's key (HMAC-SHA256 over both sides' nonces) before the holder passes its memory
-// file (SCM_RIGHTS). A program without the key gets nothing, and a process of the volume takes
-// nothing from one (a memory file planted by another program would be unauthenticated data).
+// the file and differs per volume), a random suffix and a MAC of the suffix (so only a holder of
+// the key makes a name that verifies). A process about to make an image looks for such names in
+// /proc/net/unix first and asks a holder; both prove that they hold the volume's key
+// (HMAC-SHA256 over both sides' nonces and both processes' ids as the kernel reports them, so a
+// program relaying the messages between the two proves nothing) before the holder passes its
+// memory file (SCM_RIGHTS). A program without the key gets nothing, and a process of the volume
+// takes nothing from one. A holder that does not answer within 10 s (stopped) makes the mapping
+// fail (EAGAIN and a scone: line) rather than a second image that would split the file's content.
 //
 // Abstract sockets belong to the network namespace: the processes of one container find one
 // another. A process that made or received an image serves it until it lets go of it; a forked
@@ -59,11 +62,14 @@ class ImageBroker {
     int parent_listener = -1;  // in a child, until it completes its fork
   };
   ImageBroker() = default;
+  struct Handshake;
   void EnsureThread();  // REQUIRES: mu_
   void Run();
-  void Answer(int listener);
+  // One step of a holder's handshake on connection `s`; false once it is over.
+  bool Step(int s, Handshake& h);
   static std::string NamePrefix(const SecretBytes& key);
-  static Result<int> Listen(const std::string& prefix);
+  // `now`: listen at once (else the caller listens later, in the process that will answer).
+  static Result<int> Listen(const std::string& prefix, const SecretBytes& key, bool now);
 
   std::mutex mu_;
   std::vector<Served> served_;

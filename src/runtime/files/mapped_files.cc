@@ -66,7 +66,10 @@ long MappedFiles::MapShared(fs::Volume& volume, const std::shared_ptr<fs::Protec
   {
     std::lock_guard lock(mu_);
     auto image = Bind(volume, file);
-    if (!image.ok()) return FailWith(image.status());
+    if (!image.ok()) {
+      Log("shared mapping of " + file->path() + " refused: " + image.status().message());
+      return -image.status().ToErrno();
+    }
     p = RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), prot, flags, (*image)->fd(), offset);
     if (p >= 0 || p <= -4096) {
       const uintptr_t start = static_cast<uintptr_t>(p);

@@ -168,6 +168,13 @@ Status SharedImage::SealChunks(uint64_t first, uint64_t last, uint64_t size) {
 
 Status SharedImage::Seal(bool durable) {
   std::lock_guard lock(mu_);
+  if (file_->Gone()) {
+    // Unlinked (SQLite's last connection removes the -shm file another process still maps):
+    // as the kernel drops an unlinked file's pages, there is nothing left to write back.
+    dirty_.clear();
+    resized_ = false;
+    return Status::Ok();
+  }
   SCONE_ASSIGN_OR_RETURN(uint64_t size, Size());
   const bool whole = writable_mapping_.load(std::memory_order_relaxed);
   if (!whole && dirty_.empty() && !resized_ && file_->size() == size) {
