@@ -209,6 +209,27 @@ PYEOF
     fail "records lost: $(run "$PY" -c "import os; print(os.stat('vol/log').st_size)")"
   check_volume
   ;;
+dsync-writes)
+  # A descriptor opened O_DSYNC or O_SYNC makes each write durable when it returns (LMDB writes
+  # its meta page so): what was written survives SIGKILL right after, alone or shared.
+  cat > dsync.py <<PYEOF
+import os, signal, sys
+flag = os.O_DSYNC if sys.argv[1] == "dsync" else os.O_SYNC
+fd = os.open("vol/" + sys.argv[1], os.O_RDWR | os.O_CREAT | flag, 0o644)
+os.write(fd, b"$MARKER durable " + sys.argv[1].encode())
+if len(sys.argv) > 2 and os.fork() == 0:  # shared: a child holds the volume too
+    os.kill(os.getpid(), signal.SIGSTOP)
+os.kill(os.getpid(), signal.SIGKILL)
+PYEOF
+  for mode in dsync sync; do
+    run "$PY" dsync.py "$mode" 2>/dev/null || true
+    [[ "$(run cat "vol/$mode")" == "$MARKER durable $mode" ]] || fail "an O_${mode^^} write was lost at SIGKILL"
+  done
+  run "$PY" dsync.py dsync shared 2>/dev/null || true
+  pkill -9 -f "dsync.py dsync shared" || true
+  [[ "$(run cat vol/dsync)" == "$MARKER durable dsync" ]] || fail "an O_DSYNC write in a shared volume was lost at SIGKILL"
+  check_volume
+  ;;
 *)
   fail "unknown case $case_name"
   ;;

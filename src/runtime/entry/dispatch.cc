@@ -231,7 +231,11 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       }
       return Done(Raw(f));
     case SYS_mmap:
-      if ((a[3] & MAP_ANONYMOUS) || !fds.Has(Fd(a[4]))) return Done(Raw(f));
+      if ((a[3] & MAP_ANONYMOUS) || !fds.Has(Fd(a[4]))) {
+        long r = Raw(f);
+        if ((a[3] & MAP_FIXED) && (r >= 0 || r <= -4096) && MappedFiles::Get().Tracks()) MappedFiles::Get().Replaced(a[0], a[1]);
+        return Done(r);
+      }
       return Done(files::Map(rt, Ptr<void>(a[0]), a[1], Fd(a[2]), Fd(a[3]), Fd(a[4]), a[5]));
     case SYS_munmap:
     case SYS_msync:

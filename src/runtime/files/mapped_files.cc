@@ -75,7 +75,7 @@ long MappedFiles::MapShared(fs::Volume& volume, const std::shared_ptr<fs::Protec
       const uintptr_t start = static_cast<uintptr_t>(p);
       const uintptr_t end = PageEnd(start, length);
       // MAP_FIXED over a mapping of ours replaced it (its stores are in its image already).
-      std::erase_if(mappings_, [&](const Mapping& m) { return Overlaps(m.start, m.end, start, end) && m.start >= start && m.end <= end; });
+      CutLocked(start, end);
       mappings_.push_back(Mapping{start, end, *image, (prot & PROT_WRITE) != 0});
       if (prot & PROT_WRITE) (*image)->NoteWritableMapping();
     }
@@ -131,16 +131,7 @@ long MappedFiles::Unmap(long addr, long length) {
   std::vector<Held> released;
   {
     std::lock_guard lock(mu_);
-    std::vector<Mapping> kept;
-    for (Mapping& m : mappings_) {
-      if (!Overlaps(m.start, m.end, start, end)) {
-        kept.push_back(std::move(m));
-        continue;
-      }
-      if (m.start < start) kept.push_back(Mapping{m.start, start, m.image, m.writable});
-      if (m.end > end) kept.push_back(Mapping{end, m.end, m.image, m.writable});
-    }
-    mappings_ = std::move(kept);
+    CutLocked(start, end);
     released = TakeUnmappedLocked();
   }
   Release(std::move(released));
@@ -162,15 +153,45 @@ long MappedFiles::Remap(long old_addr, long old_size, long new_size, int flags, 
   long r = RawSyscall(SYS_mremap, old_addr, old_size, new_size, flags, new_addr);
   if (r < 0 && r > -4096) return r;
   std::lock_guard lock(mu_);
+  // The kernel moves (or resizes) part of one mapping: what stays keeps its place.
   const auto old_start = static_cast<uintptr_t>(old_addr);
-  for (Mapping& m : mappings_) {
-    if (m.start == old_start) {
-      m.start = static_cast<uintptr_t>(r);
-      m.end = PageEnd(m.start, static_cast<uintptr_t>(new_size));
-      break;
-    }
+  const uintptr_t old_end = PageEnd(old_start, static_cast<uintptr_t>(old_size));
+  for (size_t i = 0; i < mappings_.size(); ++i) {
+    Mapping m = mappings_[i];
+    if (!(m.start <= old_start && old_start < m.end)) continue;
+    mappings_.erase(mappings_.begin() + static_cast<long>(i));
+    if (m.start < old_start) mappings_.push_back(Mapping{m.start, old_start, m.image, m.writable});
+    if (old_end < m.end && !(flags & MREMAP_DONTUNMAP)) mappings_.push_back(Mapping{old_end, m.end, m.image, m.writable});
+    if (flags & MREMAP_DONTUNMAP) mappings_.push_back(Mapping{old_start, old_end, m.image, m.writable});
+    const auto start = static_cast<uintptr_t>(r);
+    mappings_.push_back(Mapping{start, PageEnd(start, static_cast<uintptr_t>(new_size)), m.image, m.writable});
+    break;
   }
   return r;
+}
+
+void MappedFiles::Replaced(long addr, long length) {
+  // MAP_FIXED over a tracked range: the kernel unmapped it (the image holds its stores).
+  std::vector<Held> released;
+  {
+    std::lock_guard lock(mu_);
+    CutLocked(static_cast<uintptr_t>(addr), PageEnd(static_cast<uintptr_t>(addr), static_cast<uintptr_t>(length)));
+    released = TakeUnmappedLocked();
+  }
+  Release(std::move(released));
+}
+
+void MappedFiles::CutLocked(uintptr_t start, uintptr_t end) {
+  std::vector<Mapping> kept;
+  for (Mapping& m : mappings_) {
+    if (!Overlaps(m.start, m.end, start, end)) {
+      kept.push_back(std::move(m));
+      continue;
+    }
+    if (m.start < start) kept.push_back(Mapping{m.start, start, m.image, m.writable});
+    if (m.end > end) kept.push_back(Mapping{end, m.end, m.image, m.writable});
+  }
+  mappings_ = std::move(kept);
 }
 
 long MappedFiles::Protect(long addr, long length, int prot) {

@@ -43,6 +43,8 @@ class MappedFiles {
   long Sync(long addr, long length, int flags);
   long Remap(long old_addr, long old_size, long new_size, int flags, long new_addr);
   long Protect(long addr, long length, int prot);
+  // A MAP_FIXED mapping of anything else replaced [addr, addr + length).
+  void Replaced(long addr, long length);
 
   // Exit, exec: every image sealed (published to the other processes).
   void SealAll();
@@ -66,6 +68,8 @@ class MappedFiles {
   std::vector<Held> TakeUnmappedLocked();
   void Release(std::vector<Held> released);
   std::vector<std::shared_ptr<SharedImage>> WritableImagesIn(uintptr_t start, uintptr_t end);
+  // Forgets [start, end) of every mapping. REQUIRES: mu_.
+  void CutLocked(uintptr_t start, uintptr_t end);
 
   std::atomic<int> images_held_{0};
   std::mutex mu_;

@@ -96,6 +96,10 @@ long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset, ui
   }
   if (!n.ok()) return FailWith(n.status());
   written_ = true;
+  // O_DSYNC, O_SYNC: each write is durable when it returns (LMDB writes its meta page so).
+  if (flags_.load(std::memory_order_relaxed) & O_DSYNC) {
+    if (long r = Sync(); r < 0) return r;
+  }
   return static_cast<long>(*n);
 }
 
