@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Multi-process servers and many small files under the runtime, measured in one run: `tar -x`
-# of /usr/include, pgbench (scale 5, 4 clients) against PostgreSQL, and wrk against nginx (two
-# workers, a 1 KiB file, with an access log beside it and without), each natively and under
-# `scone run` on an encrypted volume, on disk.
+# of /usr/include, pgbench (scale 5, 4 clients) against PostgreSQL, wrk against nginx (two
+# workers, a 1 KiB file, with an access log beside it and without), and two SQLite writers on
+# one WAL database (shared mappings), each natively and under `scone run` on an encrypted
+# volume, on disk.
 # Rounds alternate native and shielded; the median round of each side is compared. Prints
 # throughput ratios (shielded/native: 1.00 is native speed); never passes or fails on a time.
 # A side that fails prints its first error lines and "n/a".
@@ -166,6 +167,35 @@ for log in on off; do
   [[ ${#s[@]} == 0 ]] || result[nginx-$log/scone]=$(printf %.0f "$(median "${s[@]}")")
 done
 
+# --- SQLite in WAL mode: two processes inserting side by side (the -shm file mapped shared) ---
+cat > wal.py <<'PYEOF'
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], timeout=60, isolation_level=None)
+for i in range(int(sys.argv[2])):
+    con.execute("insert into t values (?, ?)", (i, "x" * 100))
+PYEOF
+wal_txns=1000
+wal_run() {  # wal_run DIR [RUNNER...]: seconds for two writers of $wal_txns transactions each
+  local dir="$1"
+  shift
+  "$@" sqlite3 "$dir/w.db" "pragma journal_mode=wal; create table t(n, v);" >/dev/null &&
+    seconds_of "$@" sh -c "$PY $work/wal.py $dir/w.db $wal_txns & $PY $work/wal.py $dir/w.db $wal_txns; s=\$?; wait \$! && exit \$s"
+}
+t_native=() t_scone=()
+for r in $(seq 1 "$rounds"); do
+  rm -rf walp walv walv.key && mkdir walp
+  new_volume walv root
+  t_native+=("$(wal_run "$work/walp")")
+  if t="$(wal_run "$work/walv" "$scone" run --volume "$work/walv:$work/walv.key" --)"; then
+    t_scone+=("$t")
+  else
+    error[sqlite-wal]="shielded run failed"
+  fi
+done
+rm -rf walp walv walv.key
+result[sqlite-wal/native]=$($PY -c "print('%.0f' % (2 * $wal_txns / $(median "${t_native[@]}")))")
+[[ ${#t_scone[@]} == 0 ]] || result[sqlite-wal/scone]=$($PY -c "print('%.0f' % (2 * $wal_txns / $(median "${t_scone[@]}")))")
+
 echo "scone servers benchmark (disk: $work; median of $rounds alternating rounds; pgbench and wrk ${secs} s each)"
 printf "%-44s %14s %14s %16s\n" workload native shielded shielded/native
 row() {  # row LABEL KEY UNIT
@@ -177,3 +207,4 @@ row "tar -x /usr/include ($files files)" tar files/s
 row "pgbench -s 5 -c 4 -j 2 (TPC-B-like)" pgbench tps
 row "nginx 2 workers, wrk -c 16, 1 KiB file" nginx-on req/s
 row "  the same, access log off" nginx-off req/s
+row "SQLite WAL, 2 writers side by side" sqlite-wal txn/s
