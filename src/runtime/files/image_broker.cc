@@ -284,8 +284,9 @@ void ImageBroker::EnsureThread() {
 
 void ImageBroker::Run() {
   BecomeRuntimeThread();
-  int epoll = static_cast<int>(RawSyscall(SYS_epoll_create1, EPOLL_CLOEXEC));
-  if (epoll < 0) return;
+  long made = RawSyscall(SYS_epoll_create1, EPOLL_CLOEXEC);
+  if (made < 0) return;
+  const int epoll = files::KeepOwn(static_cast<int>(made));  // out of the program's reach
   std::set<int> watched;
   std::map<int, Handshake> handshakes;  // by connection
   auto drop = [&](int fd) {
