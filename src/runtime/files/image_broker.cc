@@ -14,7 +14,6 @@
 #include <set>
 
 #include "crypto/primitives.h"
-#include "os/file.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/shield_syscalls.h"
@@ -112,9 +111,17 @@ long Receive(int fd, MutableByteSpan out, int flags) {
 // Names of listening abstract sockets that start with `prefix` (from /proc/net/unix).
 std::vector<std::string> ListenersNamed(const std::string& prefix) {
   std::vector<std::string> names;
-  auto table = os::ReadWholeFile("/proc/net/unix", size_t{256} << 20);
-  if (!table.ok()) return names;
-  const std::string text(table->begin(), table->end());
+  long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg("/proc/net/unix"), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return names;
+  std::string text;
+  char buffer[16384];
+  for (;;) {
+    long n = RawSyscall(SYS_read, fd, Arg(buffer), sizeof(buffer));
+    if (n == -EINTR) continue;
+    if (n <= 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  RawSyscall(SYS_close, fd);
   const std::string needle = " @" + prefix;
   std::set<std::string> seen;
   for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {

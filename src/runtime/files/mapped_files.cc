@@ -21,12 +21,6 @@ bool Overlaps(uintptr_t a_start, uintptr_t a_end, uintptr_t b_start, uintptr_t b
   return a_start < b_end && b_start < a_end;
 }
 
-// Seals where nobody waits for the answer (munmap, exit): a failure can only be told.
-void SealOrLog(SharedImage& image) {
-  Status s = image.Seal(/*durable=*/false);
-  if (!s.ok()) Log("sealing the shared mapping of " + image.file()->path() + ": " + s.message());
-}
-
 }  // namespace
 
 MappedFiles& MappedFiles::Get() {
@@ -105,7 +99,8 @@ void MappedFiles::Release(std::vector<Held> released) {
   for (Held& h : released) {
     // Sealed before the listener goes: a process that finds no holder makes its image from
     // the protected file, which then holds what this one changed.
-    SealOrLog(*h.image);
+    Status s = h.image->Seal(/*durable=*/false);
+    if (!s.ok()) Log("sealing the shared mapping of " + h.image->file()->path() + ": " + s.message());
     ImageBroker::Get().Withdraw(h.served);
     images_held_.fetch_sub(1, std::memory_order_release);
   }
@@ -127,7 +122,10 @@ long MappedFiles::Unmap(long addr, long length) {
   const auto start = static_cast<uintptr_t>(addr);
   const uintptr_t end = PageEnd(start, static_cast<uintptr_t>(length));
   // What the program stored is sealed as the kernel writes a shared mapping back when it goes.
-  for (auto& image : WritableImagesIn(start, end)) SealOrLog(*image);
+  for (auto& image : WritableImagesIn(start, end)) {
+    Status s = image->Seal(/*durable=*/false);
+    if (!s.ok()) Log("sealing the shared mapping of " + image->file()->path() + ": " + s.message());
+  }
   long r = RawSyscall(SYS_munmap, addr, length);
   if (r != 0) return r;
   std::vector<Held> released;
@@ -218,7 +216,10 @@ void MappedFiles::SealAll() {
     std::lock_guard lock(mu_);
     for (const Held& h : held_) images.push_back(h.image);
   }
-  for (auto& image : images) SealOrLog(*image);
+  for (auto& image : images) {
+    Status s = image->Seal(/*durable=*/false);
+    if (!s.ok()) Log("sealing the shared mapping of " + image->file()->path() + ": " + s.message());
+  }
 }
 
 }  // namespace scone::runtime
