@@ -19,15 +19,29 @@ struct Locked {
 
 }  // namespace
 
+namespace {
+
+constexpr size_t kSlotsBytes = FdTable::kMaxFds * sizeof(std::atomic<ShieldedFd*>);
+constexpr size_t kOwnBytes = FdTable::kMaxFds / 8;
+
+}  // namespace
+
 FdTable::FdTable() {
-  void* p = mmap(nullptr, kMaxFds * sizeof(slots_[0]), PROT_READ | PROT_WRITE,
+  // Zero pages: every slot empty, no descriptor the runtime's. Without them the runtime refuses
+  // to start (ok()).
+  void* p = mmap(nullptr, kSlotsBytes + kOwnBytes, PROT_READ | PROT_WRITE,
                  MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  // Zero pages: every slot empty. Without them the runtime refuses to start (ok()).
-  slots_ = p == MAP_FAILED ? nullptr : static_cast<std::atomic<ShieldedFd*>*>(p);
+  if (p == MAP_FAILED) {
+    slots_ = nullptr;
+    own_ = nullptr;
+    return;
+  }
+  slots_ = static_cast<std::atomic<ShieldedFd*>*>(p);
+  own_ = reinterpret_cast<std::atomic<uint64_t>*>(static_cast<char*>(p) + kSlotsBytes);
 }
 
 FdTable::~FdTable() {
-  if (slots_ != nullptr) munmap(slots_, kMaxFds * sizeof(slots_[0]));
+  if (slots_ != nullptr) munmap(slots_, kSlotsBytes + kOwnBytes);
 }
 
 std::shared_ptr<ShieldedFd> FdTable::Get(int fd) const {
@@ -65,28 +79,31 @@ std::vector<std::pair<int, std::shared_ptr<ShieldedFd>>> FdTable::All() const {
 }
 
 void FdTable::MarkOwn(int fd) {
-  Locked lock(mu_);
-  own_.insert(fd);
-  lowest_own_.store(*own_.begin(), std::memory_order_release);
+  if (fd < 0 || fd >= kMaxFds) return;
+  own_[fd / 64].fetch_or(uint64_t{1} << (fd % 64), std::memory_order_acq_rel);
+  int highest = highest_own_.load(std::memory_order_relaxed);
+  while (fd > highest && !highest_own_.compare_exchange_weak(highest, fd, std::memory_order_acq_rel)) {
+  }
 }
 
 void FdTable::UnmarkOwn(int fd) {
-  Locked lock(mu_);
-  own_.erase(fd);
-  lowest_own_.store(own_.empty() ? INT_MAX : *own_.begin(), std::memory_order_release);
-}
-
-bool FdTable::IsOwnSlow(int fd) const {
-  Locked lock(mu_);
-  return own_.count(fd) != 0;
+  if (fd < 0 || fd >= kMaxFds) return;
+  own_[fd / 64].fetch_and(~(uint64_t{1} << (fd % 64)), std::memory_order_acq_rel);
 }
 
 std::vector<int> FdTable::OwnIn(unsigned first, unsigned last) const {
-  Locked lock(mu_);
   std::vector<int> out;
-  for (auto it = own_.lower_bound(static_cast<int>(std::min<unsigned>(first, INT_MAX)));
-       it != own_.end() && static_cast<unsigned>(*it) <= last; ++it) {
-    out.push_back(*it);
+  const int highest = highest_own_.load(std::memory_order_acquire);
+  if (highest < 0) return out;
+  last = std::min(last, static_cast<unsigned>(highest));
+  for (unsigned fd = first; fd <= last;) {
+    const uint64_t word = own_[fd / 64].load(std::memory_order_acquire) >> (fd % 64);
+    if (word == 0) {
+      fd = (fd / 64 + 1) * 64;  // the rest of this word is clear
+      continue;
+    }
+    if (word & 1) out.push_back(static_cast<int>(fd));
+    ++fd;
   }
   return out;
 }

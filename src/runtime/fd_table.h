@@ -19,7 +19,6 @@
 #include <memory>
 #include <climits>
 #include <mutex>
-#include <set>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -95,11 +94,15 @@ class FdTable {
   // The runtime's own descriptors (a volume's lock and journal, the ciphertext files behind
   // protected descriptors): the program does not see them. They live above its descriptor
   // limit where they can, and close, close_range and dup2 leave them alone.
+  // One bit each, set and cleared without a lock and without allocating: the runtime's threads
+  // mark and unmark while another thread forks (inside glibc's fork, with the allocator's locks
+  // held by the forking thread, a lock held across an allocation would never be let go).
   void MarkOwn(int fd);
   void UnmarkOwn(int fd);
-  // One atomic load for a descriptor below the lowest of them.
+  // One atomic load.
   bool IsOwn(int fd) const {
-    return fd >= lowest_own_.load(std::memory_order_acquire) && IsOwnSlow(fd);
+    return fd >= 0 && fd < kMaxFds &&
+           (own_[fd / 64].load(std::memory_order_acquire) >> (fd % 64) & 1) != 0;
   }
   // The runtime's own descriptors in [first, last], ascending.
   std::vector<int> OwnIn(unsigned first, unsigned last) const;
@@ -109,13 +112,11 @@ class FdTable {
   void AfterFork() { mu_.unlock(); }
 
  private:
-  bool IsOwnSlow(int fd) const;
-
   mutable std::mutex mu_;
   std::unordered_map<int, std::shared_ptr<ShieldedFd>> owners_;
-  std::set<int> own_;  // under mu_
-  std::atomic<int> lowest_own_{INT_MAX};
   std::atomic<ShieldedFd*>* slots_;
+  std::atomic<uint64_t>* own_;         // kMaxFds bits, in reserved pages like slots_
+  std::atomic<int> highest_own_{-1};   // never lowered: bounds OwnIn's scan
 };
 
 }  // namespace scone::runtime

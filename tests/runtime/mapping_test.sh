@@ -219,6 +219,7 @@ if sys.argv[1] == "first":
     open("first-name", "w").write((names() - before).pop())
     m.close()  # lets its name go (and exits)
 else:
+    open("second-name", "w").write((names() - before).pop())
     open("second-ready", "w").write("x")
     open("done-second").read()
 PYEOF
@@ -252,12 +253,20 @@ except OSError:
 print("relayed, holder gave", len(fds), "descriptors", flush=True)
 PYEOF
   mkfifo second-ready done-second
-  # Holders' names are random and askers go in name order: the first program maps again (a
-  # fresh name) until its name comes before the holder's (each time with probability 1/2).
+  # Holders' names are random and askers go in name order: the holder maps again until its name
+  # lies in the upper half, then the first program maps again (a fresh name) until its name comes
+  # before the holder's (each time with probability 1/2 at least).
   export LC_ALL=C  # byte order, as the runtime sorts
-  run "$PY" h.py second > second.out 2>&1 &
-  pids+=($!)
-  cat second-ready > /dev/null
+  for attempt in $(seq 1 20); do
+    run "$PY" h.py second > second.out 2>&1 &
+    pids+=($!)
+    cat second-ready > /dev/null
+    [[ "$(cut -d- -f4 second-name)" > 8 ]] && break
+    echo x > done-second
+    wait "${pids[-1]}" || fail "the holder failed"
+    unset 'pids[-1]'
+  done
+  holder=${pids[-1]}
   for attempt in $(seq 1 20); do
     run "$PY" h.py first > first.out 2>&1 || { cat first.out; fail "the first program failed"; }
     prefix="$(cut -d- -f1-3 first-name)-"
@@ -276,7 +285,7 @@ print(m[0:len(b'$MARKER real')] == b'$MARKER real', b'PLANTED' in m[:])
   wait "${pids[-1]}" || true
   grep -q "^relayed, holder gave 0 descriptors$" relay.out || { cat relay.out first.out second.out newcomer.err; fail "the holder answered through a relay"; }
   echo x > done-second
-  wait "${pids[0]}" || fail "the holder failed"
+  wait "$holder" || fail "the holder failed"
   check_volume
   ;;
 
@@ -304,6 +313,38 @@ print(m[0:len(b'$MARKER parent')] == b'$MARKER parent', m[4096:4096 + len(b'$MAR
 " > newcomer.out 2>&1 || { cat newcomer.out; fail "the newcomer failed"; }
   echo x > ready
   [[ "$(cat newcomer.out)" == "True True" ]] || fail "the newcomer does not see the child's store: $(cat newcomer.out)"
+  check_volume
+  ;;
+
+fork-at-first-map)
+  # A process's first shared mapping starts the runtime's thread that serves its image; a fork
+  # right after it must not wait forever for that thread (it once held the descriptor table's
+  # lock while glibc's fork held the allocator's). Many children race their first map with a fork.
+  run "$PY" -c "open('vol/n.dat', 'wb').write(b'n' * 8192)"
+  run_for 120 "$PY" -c "
+import mmap, os, signal
+for i in range(150):
+    child = os.fork()
+    if child == 0:
+        fd = os.open('vol/n.dat', os.O_RDWR)
+        m = mmap.mmap(fd, 8192, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        grandchild = os.fork()
+        if grandchild == 0:
+            os._exit(0)
+        os.waitpid(grandchild, 0)
+        os._exit(0 if m[0:1] == b'n' else 3)
+    def stuck(*_):  # a child stuck in its fork fails the case (and goes)
+        os.kill(child, signal.SIGKILL)
+        print('child', i, 'stuck', flush=True)
+        os._exit(4)
+    signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(20)
+    _, status = os.waitpid(child, 0)
+    signal.alarm(0)
+    assert status == 0, (i, status)
+print('forked', i + 1)
+" > forks.out 2>&1 || { cat forks.out; fail "a child that forked right after its first shared mapping did not finish"; }
+  grep -q "^forked 150$" forks.out || fail "not every child forked: $(cat forks.out)"
   check_volume
   ;;
 
