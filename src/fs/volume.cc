@@ -363,14 +363,20 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
   return v;
 }
 
+std::vector<std::shared_ptr<ProtectedFile>> Volume::OpenFilesLocked() const {
+  std::vector<std::shared_ptr<ProtectedFile>> files;
+  for (const auto& [id, weak] : open_files_) {
+    if (auto f = weak.lock()) files.push_back(std::move(f));
+  }
+  return files;
+}
+
 Status Volume::Close() {
   std::vector<std::shared_ptr<ProtectedFile>> files;
   {
     std::lock_guard lock(mu_);
     if (closed_) return Status::Ok();
-    for (auto& [id, weak] : open_files_) {
-      if (auto f = weak.lock()) files.push_back(std::move(f));
-    }
+    files = OpenFilesLocked();
   }
   Status first;
   for (auto& f : files) {
@@ -522,9 +528,7 @@ Status Volume::HandOverIfJoined() {
     auto users = lock_->ReadUsersHint();
     if (users.ok() && *users == users_seen_) return Status::Ok();  // the lock file changed for another reason
     shared_ = true;
-    for (auto& [id, weak] : open_files_) {
-      if (auto f = weak.lock()) files.push_back(std::move(f));
-    }
+    files = OpenFilesLocked();
   }
   // Published as the process's own calls would publish them, now that it shares.
   Status first;

@@ -247,6 +247,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   void NoticeJoiners();
   // A resting process takes the volume again. REQUIRES: mu_, not the writer lock.
   Status WakeLocked();
+  // The files open now (their last reference, which commits, must go without mu_ held).
+  // REQUIRES: mu_.
+  std::vector<std::shared_ptr<ProtectedFile>> OpenFilesLocked() const;
   // A joiner, out of the writer lock: waits for the process alone to hand over.
   void WaitForHandOver();
   // fsyncs the data (and side) files of `ids`; many at once with one syncfs.

@@ -16,6 +16,23 @@ PY=/usr/bin/python3
 MARKER="SCONE-BYPASS-MARKER-$$"
 source "$here/volume_lib.sh"
 
+# jit_syscall.h, for the C programs below: a `syscall` instruction in code generated at run
+# time (as JITs make), which no patch of loaded code reaches.
+cat > jit_syscall.h <<'CEOF'
+#include <string.h>
+#include <sys/mman.h>
+typedef long (*syscall_fn)(long, long, long, long);
+static syscall_fn make_syscall_jit(void) {
+  /* mov %rdi,%rax; mov %rsi,%rdi; mov %rdx,%rsi; mov %rcx,%rdx; syscall; ret */
+  static const unsigned char code[] = {0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6,
+                                       0x48, 0x89, 0xca, 0x0f, 0x05, 0xc3};
+  void* page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  memcpy(page, code, sizeof(code));
+  mprotect(page, 4096, PROT_READ | PROT_EXEC);
+  return (syscall_fn)page;
+}
+CEOF
+
 # expect_refused LOG PROGRAM: the runtime refused to start PROGRAM and said so.
 expect_refused() {
   grep -q "^scone: exec refused: .*$2" "$1" || { cat "$1"; fail "no scone: line refusing $2"; }
@@ -340,6 +357,7 @@ raw-syscalls)
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include "jit_syscall.h"
 static long inline_syscall(long nr, long a, long b, long c) {
   long r;
   __asm__ volatile("syscall" : "=a"(r) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
@@ -352,13 +370,7 @@ int main(int argc, char** argv) {
   fd = (int)inline_syscall(SYS_open, (long)"vol/raw2.txt", O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0 || inline_syscall(SYS_write, fd, (long)m, (long)strlen(m)) != (long)strlen(m)) return 2;
   inline_syscall(SYS_close, fd, 0, 0);
-  /* mov %rdi,%rax; mov %rsi,%rdi; mov %rdx,%rsi; mov %rcx,%rdx; syscall; ret */
-  static const unsigned char code[] = {0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6,
-                                       0x48, 0x89, 0xca, 0x0f, 0x05, 0xc3};
-  void* page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  memcpy(page, code, sizeof(code));
-  mprotect(page, 4096, PROT_READ | PROT_EXEC);
-  long (*jit)(long, long, long, long) = (long (*)(long, long, long, long))page;
+  syscall_fn jit = make_syscall_jit();
   fd = (int)jit(SYS_open, (long)"vol/raw3.txt", O_WRONLY | O_CREAT | O_TRUNC, 0600);
   if (fd < 0 || jit(SYS_write, fd, (long)m, (long)strlen(m)) != (long)strlen(m)) return 3;
   jit(SYS_close, fd, 0, 0);
@@ -1236,6 +1248,7 @@ threads-with-signals-blocked)
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "jit_syscall.h"
 extern char** environ;
 static const char* marker;
 static int spawn_and_wait(char** argv) {
@@ -1263,13 +1276,7 @@ static int large_write(const char* path) {
 }
 // A thread whose every call reaches the SIGSYS handler: a `syscall` in anonymous memory.
 static void* jit_thread(void* arg) {
-  /* mov %rdi,%rax; mov %rsi,%rdi; mov %rdx,%rsi; mov %rcx,%rdx; syscall; ret */
-  static const unsigned char code[] = {0x48, 0x89, 0xf8, 0x48, 0x89, 0xf7, 0x48, 0x89, 0xd6,
-                                       0x48, 0x89, 0xca, 0x0f, 0x05, 0xc3};
-  void* page = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  memcpy(page, code, sizeof(code));
-  mprotect(page, 4096, PROT_READ | PROT_EXEC);
-  long (*jit)(long, long, long, long) = (long (*)(long, long, long, long))page;
+  syscall_fn jit = make_syscall_jit();
   long fd = jit(SYS_open, (long)"vol/jit.txt", O_RDWR | O_CREAT | O_TRUNC, 0600);
   long n = (long)strlen(marker);
   char back[256] = {0};

@@ -21,6 +21,12 @@ bool Overlaps(uintptr_t a_start, uintptr_t a_end, uintptr_t b_start, uintptr_t b
   return a_start < b_end && b_start < a_end;
 }
 
+// Seals where nobody waits for the answer (munmap, exit): a failure can only be told.
+void SealOrLog(SharedImage& image) {
+  Status s = image.Seal(/*durable=*/false);
+  if (!s.ok()) Log("sealing the shared mapping of " + image.file()->path() + ": " + s.message());
+}
+
 }  // namespace
 
 MappedFiles& MappedFiles::Get() {
@@ -99,8 +105,7 @@ void MappedFiles::Release(std::vector<Held> released) {
   for (Held& h : released) {
     // Sealed before the listener goes: a process that finds no holder makes its image from
     // the protected file, which then holds what this one changed.
-    Status s = h.image->Seal(/*durable=*/false);
-    if (!s.ok()) Log("sealing the shared mapping of " + h.image->file()->path() + ": " + s.message());
+    SealOrLog(*h.image);
     ImageBroker::Get().Withdraw(h.served);
     images_held_.fetch_sub(1, std::memory_order_release);
   }
@@ -122,10 +127,7 @@ long MappedFiles::Unmap(long addr, long length) {
   const auto start = static_cast<uintptr_t>(addr);
   const uintptr_t end = PageEnd(start, static_cast<uintptr_t>(length));
   // What the program stored is sealed as the kernel writes a shared mapping back when it goes.
-  for (auto& image : WritableImagesIn(start, end)) {
-    Status s = image->Seal(/*durable=*/false);
-    if (!s.ok()) Log("sealing the shared mapping of " + image->file()->path() + ": " + s.message());
-  }
+  for (auto& image : WritableImagesIn(start, end)) SealOrLog(*image);
   long r = RawSyscall(SYS_munmap, addr, length);
   if (r != 0) return r;
   std::vector<Held> released;
@@ -216,10 +218,7 @@ void MappedFiles::SealAll() {
     std::lock_guard lock(mu_);
     for (const Held& h : held_) images.push_back(h.image);
   }
-  for (auto& image : images) {
-    Status s = image->Seal(/*durable=*/false);
-    if (!s.ok()) Log("sealing the shared mapping of " + image->file()->path() + ": " + s.message());
-  }
+  for (auto& image : images) SealOrLog(*image);
 }
 
 }  // namespace scone::runtime

@@ -202,15 +202,15 @@ long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
 }
 
 void ProtectedFd::PatchStat(struct stat* st) {
-  (void)CatchUpAlways();
   // st_blocks stays the kernel's: the ciphertext's allocation is what the file takes on disk
   // (a sparse file stays sparse).
-  st->st_size = static_cast<off_t>(PlaintextSizeNow(Image().get()));
+  st->st_size = static_cast<off_t>(PlaintextSize());
 }
 
 uint64_t ProtectedFd::PlaintextSize() {
+  if (auto image = Image()) return PlaintextSizeNow(image.get());
   (void)CatchUpAlways();
-  return PlaintextSizeNow(Image().get());
+  return file_->size();
 }
 
 uint64_t ProtectedFd::PlaintextSizeNow(SharedImage* image) {

@@ -21,32 +21,6 @@ constexpr uint64_t kSealBatch = 64;  // chunks compared per read of the image an
 
 Status Failed(const std::string& what, long r) { return IoError(what, static_cast<int>(-r)); }
 
-// pread/pwrite of the whole span (the memory file gives short counts only at its end).
-Result<size_t> ReadFully(int fd, uint64_t offset, MutableByteSpan out) {
-  size_t done = 0;
-  while (done < out.size()) {
-    long n = RawSyscall(SYS_pread64, fd, Arg(out.data() + done), static_cast<long>(out.size() - done),
-                        static_cast<long>(offset + done));
-    if (n == -EINTR) continue;
-    if (n < 0) return Failed("read of a shared image", n);
-    if (n == 0) break;
-    done += static_cast<size_t>(n);
-  }
-  return done;
-}
-
-Status WriteFully(int fd, uint64_t offset, ByteSpan data) {
-  size_t done = 0;
-  while (done < data.size()) {
-    long n = RawSyscall(SYS_pwrite64, fd, Arg(data.data() + done), static_cast<long>(data.size() - done),
-                        static_cast<long>(offset + done));
-    if (n == -EINTR) continue;
-    if (n < 0) return Failed("write of a shared image", n);
-    done += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 Result<std::shared_ptr<SharedImage>> SharedImage::Create(std::shared_ptr<fs::ProtectedFile> file) {
@@ -61,14 +35,9 @@ std::shared_ptr<SharedImage> SharedImage::Adopt(std::shared_ptr<fs::ProtectedFil
   return std::shared_ptr<SharedImage>(new SharedImage(std::move(file), memfd));
 }
 
-SharedImage::~SharedImage() {
-  files::CloseOwn(append_fd_);
-  files::CloseOwn(memfd_);
-}
-
 Status SharedImage::Fill() {
   const uint64_t size = file_->size();
-  if (long r = RawSyscall(SYS_ftruncate, memfd_, static_cast<long>(size)); r < 0) return Failed("ftruncate of a shared image", r);
+  SCONE_RETURN_IF_ERROR(memory_.Truncate(size));
   // Only the chunks that hold data: holes stay unallocated in the memory file too.
   std::vector<uint8_t> buffer(256 * kChunk);
   for (uint64_t at = file_->SeekData(0); at < size;) {
@@ -77,7 +46,7 @@ Status SharedImage::Fill() {
       size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), hole - at));
       SCONE_ASSIGN_OR_RETURN(size_t n, file_->Read(at, MutableByteSpan(buffer.data(), want)));
       if (n == 0) break;
-      SCONE_RETURN_IF_ERROR(WriteFully(memfd_, at, ByteSpan(buffer.data(), n)));
+      SCONE_RETURN_IF_ERROR(memory_.WriteAt(at, ByteSpan(buffer.data(), n)));
       at += n;
     }
     at = file_->SeekData(hole);
@@ -85,38 +54,31 @@ Status SharedImage::Fill() {
   return Status::Ok();
 }
 
-Result<uint64_t> SharedImage::Size() const {
-  struct stat st;
-  if (long r = RawSyscall(SYS_fstat, memfd_, Arg(&st)); r < 0) return Failed("fstat of a shared image", r);
-  return static_cast<uint64_t>(st.st_size);
-}
-
-Result<size_t> SharedImage::Read(uint64_t offset, MutableByteSpan out) { return ReadFully(memfd_, offset, out); }
+Result<size_t> SharedImage::Read(uint64_t offset, MutableByteSpan out) { return memory_.ReadAt(offset, out); }
 
 void SharedImage::NoteWritten(uint64_t offset, size_t count) {
   if (count == 0) return;
   for (uint64_t c = offset / kChunk; c <= (offset + count - 1) / kChunk; ++c) dirty_.insert(c);
 }
 
-Result<int> SharedImage::AppendFd() {
-  if (append_fd_ >= 0) return append_fd_;
+Result<const os::File*> SharedImage::Appending() {
   // A second open file description of the memory file, appending: the kernel places each write
   // at the end every process sees, atomically.
-  std::string path = "/proc/self/fd/" + std::to_string(memfd_);
-  long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(path.c_str()), O_RDWR | O_APPEND | O_CLOEXEC);
-  if (fd < 0) return Failed("open of " + path + " to append to a shared image", fd);
-  append_fd_ = files::KeepOwn(static_cast<int>(fd));
-  return append_fd_;
+  if (!appending_.valid()) {
+    SCONE_ASSIGN_OR_RETURN(appending_, os::File::Open("/proc/self/fd/" + std::to_string(fd()), O_RDWR | O_APPEND));
+  }
+  return &appending_;
 }
 
 Result<size_t> SharedImage::Write(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
   std::lock_guard lock(mu_);
   if (appended_at == nullptr) {
-    SCONE_RETURN_IF_ERROR(WriteFully(memfd_, offset, data));
+    SCONE_RETURN_IF_ERROR(memory_.WriteAt(offset, data));
     NoteWritten(offset, data.size());
     return data.size();
   }
-  SCONE_ASSIGN_OR_RETURN(int fd, AppendFd());
+  SCONE_ASSIGN_OR_RETURN(const os::File* appending, Appending());
+  const int fd = appending->fd();
   long n;
   do {
     n = RawSyscall(SYS_write, fd, Arg(data.data()), static_cast<long>(data.size()));
@@ -131,7 +93,7 @@ Result<size_t> SharedImage::Write(uint64_t offset, ByteSpan data, uint64_t* appe
 
 Status SharedImage::Truncate(uint64_t size) {
   std::lock_guard lock(mu_);
-  if (long r = RawSyscall(SYS_ftruncate, memfd_, static_cast<long>(size)); r < 0) return Failed("ftruncate of a shared image", r);
+  SCONE_RETURN_IF_ERROR(memory_.Truncate(size));
   resized_ = true;
   if (size % kChunk != 0) dirty_.insert(size / kChunk);  // the last chunk's tail is zeros now
   return Status::Ok();
@@ -143,7 +105,7 @@ Status SharedImage::SealChunks(uint64_t first, uint64_t last, uint64_t size) {
     const uint64_t end_chunk = std::min(last, batch + kSealBatch);
     const uint64_t begin = batch * kChunk;
     const size_t length = static_cast<size_t>(std::min(end_chunk * kChunk, size) - begin);
-    SCONE_ASSIGN_OR_RETURN(size_t got, ReadFully(memfd_, begin, MutableByteSpan(image.data(), length)));
+    SCONE_ASSIGN_OR_RETURN(size_t got, memory_.ReadAt(begin, MutableByteSpan(image.data(), length)));
     std::memset(image.data() + got, 0, length - got);  // shrunk meanwhile by another process
     SCONE_ASSIGN_OR_RETURN(size_t have, file_->Read(begin, MutableByteSpan(sealed.data(), length)));
     std::memset(sealed.data() + have, 0, length - have);

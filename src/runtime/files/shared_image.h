@@ -26,6 +26,7 @@
 #include "common/bytes.h"
 #include "common/status.h"
 #include "fs/protected_file.h"
+#include "os/file.h"
 
 namespace scone::runtime {
 
@@ -35,14 +36,13 @@ class SharedImage {
   static Result<std::shared_ptr<SharedImage>> Create(std::shared_ptr<fs::ProtectedFile> file);
   // The image another process handed over (its memory file, now this process's `memfd`).
   static std::shared_ptr<SharedImage> Adopt(std::shared_ptr<fs::ProtectedFile> file, int memfd);
-  ~SharedImage();
   SharedImage(const SharedImage&) = delete;
   SharedImage& operator=(const SharedImage&) = delete;
 
-  int fd() const { return memfd_; }
+  int fd() const { return memory_.fd(); }
   const std::shared_ptr<fs::ProtectedFile>& file() const { return file_; }
 
-  Result<uint64_t> Size() const;
+  Result<uint64_t> Size() const { return memory_.Size(); }
   Result<size_t> Read(uint64_t offset, MutableByteSpan out);
   // With `appended_at`: appends (atomically, across processes) and says where.
   Result<size_t> Write(uint64_t offset, ByteSpan data, uint64_t* appended_at);
@@ -55,18 +55,20 @@ class SharedImage {
   Status Seal(bool durable);
 
  private:
-  SharedImage(std::shared_ptr<fs::ProtectedFile> file, int memfd) : file_(std::move(file)), memfd_(memfd) {}
+  // `memfd`: one of the runtime's own descriptors (files::KeepOwn), closed with the image.
+  SharedImage(std::shared_ptr<fs::ProtectedFile> file, int memfd)
+      : file_(std::move(file)), memory_(memfd, "the shared image of " + file_->path()) {}
   Status Fill();
-  Result<int> AppendFd();
+  Result<const os::File*> Appending();
   void NoteWritten(uint64_t offset, size_t count);
   // Writes [first, last) chunks of the image into the file where they differ from it.
   Status SealChunks(uint64_t first, uint64_t last, uint64_t size);
 
   const std::shared_ptr<fs::ProtectedFile> file_;
-  const int memfd_;
-  int append_fd_ = -1;  // an O_APPEND open of the memory file, made on the first append
+  const os::File memory_;  // the memory file (through the shield's own system calls)
+  os::File appending_;  // an O_APPEND open of the memory file, made on the first append
   std::atomic<bool> writable_mapping_{false};
-  std::mutex mu_;  // dirty_, append_fd_, and one seal at a time
+  std::mutex mu_;  // dirty_, appending_, and one seal at a time
   std::set<uint64_t> dirty_;  // chunks this process wrote through the image
   bool resized_ = false;
 };
