@@ -79,10 +79,17 @@ SecretBytes Volume::SharingKey(const FileId& id) const {
   return crypto::Hkdf(key_, salt, "scone fs v1 shared image");
 }
 
-Status Volume::LockImages() { return lock_ ? lock_->LockImages() : Status::Ok(); }
+Status Volume::LockImages() {
+  // The lock file's lock is the process's (an OFD lock): the mutex keeps its threads apart.
+  images_mu_.lock();
+  Status s = lock_ ? lock_->LockImages() : Status::Ok();
+  if (!s.ok()) images_mu_.unlock();
+  return s;
+}
 
 void Volume::UnlockImages() {
   if (lock_) lock_->UnlockImages();
+  images_mu_.unlock();
 }
 
 Region Volume::RegionOf(std::string_view path) const {
@@ -408,7 +415,10 @@ Status Volume::MakeDurable() {
   return MakeWindowDurableLocked();
 }
 
-void Volume::BeforeFork() { mu_.lock(); }
+void Volume::BeforeFork() {
+  images_mu_.lock();
+  mu_.lock();
+}
 
 void Volume::AfterForkInParent() {
   if (!resting_) shared_ = true;
@@ -416,6 +426,7 @@ void Volume::AfterForkInParent() {
   holds_alone_ = false;
   buffering_ = false;
   mu_.unlock();
+  images_mu_.unlock();
 }
 
 // A forked child (a server's worker, a database backend) shares the volume at once, whether or
@@ -428,6 +439,7 @@ void Volume::AfterForkInChild() {
   shared_ = true;
   resting_ = false;
   mu_.unlock();
+  images_mu_.unlock();
 }
 
 Status Volume::RejoinAfterFork() {

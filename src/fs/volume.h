@@ -271,6 +271,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   SecretBytes tag_key_;
 
   mutable std::mutex mu_;
+  std::mutex images_mu_;  // LockImages within the process; taken before mu_
   VolumeState state_;
   std::map<FileId, std::string> path_by_id_;  // a file's first name (see names_)
   FileNames names_;                           // every name of every file

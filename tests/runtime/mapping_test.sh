@@ -316,6 +316,41 @@ print(m[0:len(b'$MARKER parent')] == b'$MARKER parent', m[4096:4096 + len(b'$MAR
   check_volume
   ;;
 
+writer-without-mapping)
+  # A program that writes the file without mapping it (pwrite into another chunk and into other
+  # bytes of the chunk the mapping stores to, an append) while another maps it writable: the
+  # mapping's seal keeps those writes (it wrote its stale copy over them), and the mapping sees
+  # them from the seal on.
+  cat > a.py <<PYEOF
+exec(open("prelude.py").read())
+m[0:len(b"$MARKER A")] = b"$MARKER A"
+signal("ready")
+wait("done")
+m.flush()
+print(os.fstat(fd).st_size, m[9000:9000 + len(b"$MARKER B")] == b"$MARKER B", m[200:210] == b"by-writer!", os.pread(fd, 10, 12288) == b"appended-1")
+PYEOF
+  run "$PY" a.py > a.out 2>&1 &
+  pids+=($!)
+  cat ready > /dev/null
+  run_for 60 "$PY" -c "
+import os
+fd = os.open('vol/m.dat', os.O_RDWR)
+os.pwrite(fd, b'$MARKER B', 9000)
+os.pwrite(fd, b'by-writer!', 200)
+os.close(fd)
+open('vol/m.dat', 'ab').write(b'appended-1')
+" || fail "the writer failed"
+  echo x > done
+  wait "${pids[-1]}" || { cat a.out; fail "the mapping program failed"; }
+  [[ "$(cat a.out)" == "12298 True True True" ]] || fail "the mapping does not see the other writes after msync: $(cat a.out)"
+  run_for 60 "$PY" -c "
+d = open('vol/m.dat', 'rb').read()
+print(len(d), d[0:len(b'$MARKER A')] == b'$MARKER A', d[9000:9000 + len(b'$MARKER B')] == b'$MARKER B', d[200:210] == b'by-writer!', d[12288:] == b'appended-1')
+" > after.out
+  [[ "$(cat after.out)" == "12298 True True True True" ]] || fail "a write of the program without a mapping was lost: $(cat after.out)"
+  check_volume
+  ;;
+
 fork-at-first-map)
   # A process's first shared mapping starts the runtime's thread that serves its image; a fork
   # right after it must not wait forever for that thread (it once held the descriptor table's

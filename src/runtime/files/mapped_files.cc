@@ -53,8 +53,8 @@ Result<std::shared_ptr<SharedImage>> MappedFiles::Bind(fs::Volume& volume,
   SCONE_RETURN_IF_ERROR(volume.LockImages());
   Result<std::shared_ptr<SharedImage>> image = [&]() -> Result<std::shared_ptr<SharedImage>> {
     SCONE_ASSIGN_OR_RETURN(int memfd, ImageBroker::Get().Fetch(key));
-    if (memfd >= 0) return SharedImage::Adopt(file, memfd);
-    return SharedImage::Create(file);
+    if (memfd >= 0) return SharedImage::Adopt(&volume, file, memfd);
+    return SharedImage::Create(&volume, file);
   }();
   Result<uint64_t> served = image.ok() ? ImageBroker::Get().Serve(key, (*image)->fd()) : image.status();
   volume.UnlockImages();

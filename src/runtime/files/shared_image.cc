@@ -23,21 +23,41 @@ Status Failed(const std::string& what, long r) { return IoError(what, static_cas
 
 }  // namespace
 
-Result<std::shared_ptr<SharedImage>> SharedImage::Create(std::shared_ptr<fs::ProtectedFile> file) {
+Result<int> SharedImage::MemoryFile(const std::string& path) {
   long fd = RawSyscall(SYS_memfd_create, Arg("scone-shared-image"), MFD_CLOEXEC);
-  if (fd < 0) return Failed("memfd_create for " + file->path(), fd);
-  std::shared_ptr<SharedImage> image(new SharedImage(std::move(file), files::KeepOwn(static_cast<int>(fd))));
-  SCONE_RETURN_IF_ERROR(image->Fill());
+  if (fd < 0) return Failed("memfd_create for " + path, fd);
+  return files::KeepOwn(static_cast<int>(fd));
+}
+
+Result<std::shared_ptr<SharedImage>> SharedImage::Create(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file) {
+  SCONE_ASSIGN_OR_RETURN(int memfd, MemoryFile(file->path()));
+  Result<int> basefd = MemoryFile(file->path());
+  if (!basefd.ok()) {
+    files::CloseOwn(memfd);
+    return basefd.status();
+  }
+  std::shared_ptr<SharedImage> image(new SharedImage(volume, std::move(file), memfd, *basefd));
+  SCONE_RETURN_IF_ERROR(image->Fill(image->memory_));
+  SCONE_RETURN_IF_ERROR(image->Fill(image->base_));
   return image;
 }
 
-std::shared_ptr<SharedImage> SharedImage::Adopt(std::shared_ptr<fs::ProtectedFile> file, int memfd) {
-  return std::shared_ptr<SharedImage>(new SharedImage(std::move(file), memfd));
+Result<std::shared_ptr<SharedImage>> SharedImage::Adopt(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
+                                                        int memfd) {
+  Result<int> basefd = MemoryFile(file->path());
+  if (!basefd.ok()) {
+    files::CloseOwn(memfd);
+    return basefd.status();
+  }
+  std::shared_ptr<SharedImage> image(new SharedImage(volume, std::move(file), memfd, *basefd));
+  // What the image holds beyond the file now are other mappers' stores, not yet sealed.
+  SCONE_RETURN_IF_ERROR(image->Fill(image->base_));
+  return image;
 }
 
-Status SharedImage::Fill() {
+Status SharedImage::Fill(const os::File& into) {
   const uint64_t size = file_->size();
-  SCONE_RETURN_IF_ERROR(memory_.Truncate(size));
+  SCONE_RETURN_IF_ERROR(into.Truncate(size));
   // Only the chunks that hold data: holes stay unallocated in the memory file too.
   std::vector<uint8_t> buffer(256 * kChunk);
   for (uint64_t at = file_->SeekData(0); at < size;) {
@@ -46,7 +66,7 @@ Status SharedImage::Fill() {
       size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), hole - at));
       SCONE_ASSIGN_OR_RETURN(size_t n, file_->Read(at, MutableByteSpan(buffer.data(), want)));
       if (n == 0) break;
-      SCONE_RETURN_IF_ERROR(memory_.WriteAt(at, ByteSpan(buffer.data(), n)));
+      SCONE_RETURN_IF_ERROR(into.WriteAt(at, ByteSpan(buffer.data(), n)));
       at += n;
     }
     at = file_->SeekData(hole);
@@ -99,31 +119,65 @@ Status SharedImage::Truncate(uint64_t size) {
   return Status::Ok();
 }
 
+namespace {
+
+// Reads [begin, begin + length) of a memory file or the protected file, zeros past its end.
+template <typename Source>
+Status ReadPadded(Source& source, uint64_t begin, uint8_t* out, size_t length) {
+  SCONE_ASSIGN_OR_RETURN(size_t got, source.Read(begin, MutableByteSpan(out, length)));
+  std::memset(out + got, 0, length - got);
+  return Status::Ok();
+}
+
+struct MemoryReader {
+  const os::File& file;
+  Result<size_t> Read(uint64_t at, MutableByteSpan out) { return file.ReadAt(at, out); }
+};
+
+// Writes the runs of `to` that differ from `from` (both `length` bytes at `begin`) with `write`.
+template <typename Write>
+Status WriteDifferences(const uint8_t* from, const uint8_t* to, size_t length, uint64_t begin, Write write) {
+  for (size_t at = 0; at < length;) {
+    if (from[at] == to[at]) {
+      ++at;
+      continue;
+    }
+    size_t end = at + 1;
+    // Runs a little apart are one write: fewer records (a chunk is sealed whole anyway).
+    for (size_t same = 0; end < length && same < 64; ++end) same = from[end] == to[end] ? same + 1 : 0;
+    while (end > at && from[end - 1] == to[end - 1]) --end;
+    SCONE_RETURN_IF_ERROR(write(begin + at, ByteSpan(to + at, end - at)));
+    at = end;
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status SharedImage::SealChunks(uint64_t first, uint64_t last, uint64_t size) {
-  std::vector<uint8_t> image(kSealBatch * kChunk), sealed(kSealBatch * kChunk);
+  const size_t batch_bytes = kSealBatch * kChunk;
+  std::vector<uint8_t> image(batch_bytes), base(batch_bytes), sealed(batch_bytes), merged(batch_bytes);
+  MemoryReader image_reader{memory_}, base_reader{base_};
   for (uint64_t batch = first; batch < last; batch += kSealBatch) {
     const uint64_t end_chunk = std::min(last, batch + kSealBatch);
     const uint64_t begin = batch * kChunk;
     const size_t length = static_cast<size_t>(std::min(end_chunk * kChunk, size) - begin);
-    SCONE_ASSIGN_OR_RETURN(size_t got, memory_.ReadAt(begin, MutableByteSpan(image.data(), length)));
-    std::memset(image.data() + got, 0, length - got);  // shrunk meanwhile by another process
-    SCONE_ASSIGN_OR_RETURN(size_t have, file_->Read(begin, MutableByteSpan(sealed.data(), length)));
-    std::memset(sealed.data() + have, 0, length - have);
-    // Runs of chunks that differ, one write each.
-    size_t run_start = length;
-    for (size_t at = 0;; at += kChunk) {
-      const bool past_end = at >= length;
-      const size_t end = std::min(at, length);
-      const bool differs = !past_end && std::memcmp(image.data() + at, sealed.data() + at,
-                                                    std::min<size_t>(kChunk, length - at)) != 0;
-      if (differs && run_start == length) run_start = at;
-      if (!differs && run_start != length) {
-        SCONE_RETURN_IF_ERROR(
-            file_->Write(begin + run_start, ByteSpan(image.data() + run_start, end - run_start)).status());
-        run_start = length;
+    SCONE_RETURN_IF_ERROR(ReadPadded(image_reader, begin, image.data(), length));  // shrunk meanwhile: zeros
+    SCONE_RETURN_IF_ERROR(ReadPadded(base_reader, begin, base.data(), length));
+    SCONE_RETURN_IF_ERROR(ReadPadded(*file_, begin, sealed.data(), length));
+    if (std::memcmp(image.data(), sealed.data(), length) == 0) {
+      if (std::memcmp(base.data(), image.data(), length) != 0) {
+        SCONE_RETURN_IF_ERROR(base_.WriteAt(begin, ByteSpan(image.data(), length)));
       }
-      if (past_end) break;
+      continue;
     }
+    for (size_t i = 0; i < length; ++i) merged[i] = image[i] == base[i] ? sealed[i] : image[i];
+    SCONE_RETURN_IF_ERROR(WriteDifferences(sealed.data(), merged.data(), length, begin,
+                                           [&](uint64_t at, ByteSpan data) { return file_->Write(at, data).status(); }));
+    // Only the bytes another process wrote: a store through a mapping meanwhile stays.
+    SCONE_RETURN_IF_ERROR(WriteDifferences(image.data(), merged.data(), length, begin,
+                                           [&](uint64_t at, ByteSpan data) { return memory_.WriteAt(at, data); }));
+    SCONE_RETURN_IF_ERROR(base_.WriteAt(begin, ByteSpan(merged.data(), length)));
   }
   return Status::Ok();
 }
@@ -137,12 +191,30 @@ Status SharedImage::Seal(bool durable) {
     resized_ = false;
     return Status::Ok();
   }
+  SCONE_RETURN_IF_ERROR(volume_->LockImages());
+  Status s = SealLocked(durable);
+  volume_->UnlockImages();
+  return s;
+}
+
+Status SharedImage::SealLocked(bool durable) {
+  SCONE_RETURN_IF_ERROR(file_->Refresh());  // what other processes published: its size too
   SCONE_ASSIGN_OR_RETURN(uint64_t size, Size());
+  SCONE_ASSIGN_OR_RETURN(uint64_t base_size, base_.Size());
   const bool whole = writable_mapping_.load(std::memory_order_relaxed);
   if (!whole && dirty_.empty() && !resized_ && file_->size() == size) {
     return durable ? file_->Sync() : Status::Ok();
   }
-  if (file_->size() != size) SCONE_RETURN_IF_ERROR(file_->Truncate(size));
+  if (file_->size() != size) {
+    if (size == base_size && !resized_) {
+      // Only another process changed the size (appended, truncated): the image follows.
+      size = file_->size();
+      SCONE_RETURN_IF_ERROR(memory_.Truncate(size));
+    } else {
+      SCONE_RETURN_IF_ERROR(file_->Truncate(size));
+    }
+  }
+  if (base_size != size) SCONE_RETURN_IF_ERROR(base_.Truncate(size));
   const uint64_t chunks = fs::ChunkCount(size);
   if (whole) {
     SCONE_RETURN_IF_ERROR(SealChunks(0, chunks, size));

@@ -8,8 +8,16 @@
 // While a process holds an image, its reads and writes of the file go through it too (coherent
 // with the mappings, as the kernel's unified page cache is), and the image is sealed back into
 // the protected file at msync, fsync, munmap, the last close and exit: the chunks this process
-// wrote, or every chunk where one of its mappings is writable (compared with what is sealed, so
-// unchanged chunks cost a decryption, not a journal record).
+// wrote, or every chunk where one of its mappings is writable.
+//
+// A process that writes the file without mapping it writes the protected file, not the image.
+// So a seal merges three ways, byte by byte, against the base (the file's content when this
+// process last agreed with it: at making or adopting the image, and after each seal): a byte the
+// image changed since the base goes into the file; a byte only the file changed goes into the
+// image (the mappings see it from then on); where both changed, the image's stays (a store
+// through a mapping and a write to the same byte raced). Without the base, a seal wrote the
+// image's stale bytes over the other process's write. Seals of one volume's images run one at a
+// time across processes (the volume's images lock), so that each merges against a settled file.
 //
 // The memory file lives in RAM only (never on disk, in no file system namespace); under the
 // `sim` backend process memory is as exposed to root as it always is.
@@ -26,16 +34,20 @@
 #include "common/bytes.h"
 #include "common/status.h"
 #include "fs/protected_file.h"
+#include "fs/volume.h"
 #include "os/file.h"
 
 namespace scone::runtime {
 
 class SharedImage {
  public:
-  // A new image, filled from the sealed file.
-  static Result<std::shared_ptr<SharedImage>> Create(std::shared_ptr<fs::ProtectedFile> file);
+  // A new image, filled from the sealed file. REQUIRES: the volume's images lock (`volume` is the
+  // file's; it outlives the image).
+  static Result<std::shared_ptr<SharedImage>> Create(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file);
   // The image another process handed over (its memory file, now this process's `memfd`).
-  static std::shared_ptr<SharedImage> Adopt(std::shared_ptr<fs::ProtectedFile> file, int memfd);
+  // REQUIRES: the volume's images lock.
+  static Result<std::shared_ptr<SharedImage>> Adopt(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
+                                                    int memfd);
   SharedImage(const SharedImage&) = delete;
   SharedImage& operator=(const SharedImage&) = delete;
 
@@ -55,17 +67,26 @@ class SharedImage {
   Status Seal(bool durable);
 
  private:
-  // `memfd`: one of the runtime's own descriptors (files::KeepOwn), closed with the image.
-  SharedImage(std::shared_ptr<fs::ProtectedFile> file, int memfd)
-      : file_(std::move(file)), memory_(memfd, "the shared image of " + file_->path()) {}
-  Status Fill();
+  // `memfd`, `basefd`: the runtime's own descriptors (files::KeepOwn), closed with the image.
+  SharedImage(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file, int memfd, int basefd)
+      : volume_(volume),
+        file_(std::move(file)),
+        memory_(memfd, "the shared image of " + file_->path()),
+        base_(basefd, "the base of the shared image of " + file_->path()) {}
+  static Result<int> MemoryFile(const std::string& path);
+  // Copies the sealed file's content into `into` (sized to it).
+  Status Fill(const os::File& into);
   Result<const os::File*> Appending();
   void NoteWritten(uint64_t offset, size_t count);
-  // Writes [first, last) chunks of the image into the file where they differ from it.
+  // Merges [first, last) chunks of the image, the base and the file (see above), writing what
+  // changed into the file and the image; the base becomes the result.
   Status SealChunks(uint64_t first, uint64_t last, uint64_t size);
+  Status SealLocked(bool durable);
 
+  fs::Volume* const volume_;
   const std::shared_ptr<fs::ProtectedFile> file_;
   const os::File memory_;  // the memory file (through the shield's own system calls)
+  const os::File base_;    // this process's base: a private memory file
   os::File appending_;  // an O_APPEND open of the memory file, made on the first append
   std::atomic<bool> writable_mapping_{false};
   std::mutex mu_;  // dirty_, appending_, and one seal at a time
