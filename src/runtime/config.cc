@@ -11,7 +11,7 @@
 namespace scone::runtime {
 namespace {
 
-constexpr char kMagic[] = "scone-runtime-config-v2";
+constexpr char kMagic[] = "scone-runtime-config-v3";
 constexpr size_t kMaxConfigSize = 16u << 20;
 
 }  // namespace
@@ -29,6 +29,11 @@ SecretBytes RuntimeConfig::Encode() const {
     w.U8(v.open_at_start ? 1 : 0);
     w.U64(v.root_device);
     w.U64(v.root_inode);
+  }
+  w.U32(static_cast<uint32_t>(network.size()));
+  for (const NetworkVariable& v : network) {
+    w.Str(v.name);
+    w.Blob(v.value.span());
   }
   w.U32(static_cast<uint32_t>(fds.size()));
   for (const InheritedFd& f : fds) {
@@ -92,6 +97,17 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
     }
     v.open_at_start = open_at_start == 1;
     config.volumes.push_back(std::move(v));
+  }
+  if (!r.U32(&count) || count > 4096) return InvalidArgument("runtime configuration is malformed");
+  for (uint32_t i = 0; i < count; ++i) {
+    NetworkVariable v;
+    uint32_t size;
+    ByteSpan value;
+    if (!r.Str(&v.name, 512) || !r.U32(&size) || size > (1u << 20) || !r.View(size, &value)) {
+      return InvalidArgument("runtime configuration is malformed (network variable " + std::to_string(i) + ")");
+    }
+    v.value = SecretBytes(value);
+    config.network.push_back(std::move(v));
   }
   if (!r.U32(&count) || count > 65536) return InvalidArgument("runtime configuration is malformed");
   for (uint32_t i = 0; i < count; ++i) {
