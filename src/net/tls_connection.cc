@@ -164,7 +164,9 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::Create(std::shared_ptr<Tls
 TlsConnection::~TlsConnection() { SSL_free(ssl_); }
 
 void TlsConnection::PutCiphertext(const uint8_t* data, size_t size) {
-  if (size > 0) BIO_write(in_, data, static_cast<int>(size));
+  if (size == 0) return;
+  received_ += size;
+  BIO_write(in_, data, static_cast<int>(size));
 }
 
 void TlsConnection::PutEndOfStream() {

@@ -88,6 +88,8 @@ class TlsConnection {
   long Write(const void* buf, size_t size);
   // Queues close_notify (once).
   void Shutdown();
+  // Whether the peer sent nothing at all before its end of stream (a port probe, a health check).
+  bool PeerSentNothing() const { return received_ == 0 && end_of_stream_; }
   // Whether the peer's close_notify (or end of stream) was seen.
   bool PeerClosed() const { return peer_closed_; }
   bool Failed() const { return failed_; }
@@ -108,6 +110,7 @@ class TlsConnection {
   BIO* out_;  // owned by ssl_
   bool peer_closed_ = false;
   bool end_of_stream_ = false;
+  uint64_t received_ = 0;
   bool failed_ = false;
   bool shutdown_sent_ = false;
   std::string failure_;

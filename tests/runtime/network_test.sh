@@ -264,6 +264,129 @@ PYEOF
   kill -0 "${pids[-1]}" || fail "the server died"
   ;;
 
+nonblocking-*)
+  # Non-blocking sockets on both sides with the readiness calls a selector makes (poll, select,
+  # epoll): an echo server that reads 100 bytes at a time (the rest of a record waits, decrypted,
+  # in the shield: it must still show as readable) and a client that connects without blocking
+  # (the handshake runs while it waits for POLLOUT, then POLLIN).
+  selector="${case_name#nonblocking-}"
+  port=$(free_port)
+  relay=$(free_port)
+  cat > echo_server.py <<'PYEOF'
+import selectors, socket, sys
+sel = {"poll": selectors.PollSelector, "select": selectors.SelectSelector, "epoll": selectors.EpollSelector}[sys.argv[1]]()
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", int(sys.argv[2])))
+listener.listen(16)
+listener.setblocking(False)
+sel.register(listener, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is listener:
+            try:
+                c, _ = listener.accept()
+            except (BlockingIOError, ConnectionAbortedError):
+                continue
+            c.setblocking(False)
+            sel.register(c, selectors.EVENT_READ, bytearray())
+            continue
+        c, buf = key.fileobj, key.data
+        try:
+            data = c.recv(100)
+        except BlockingIOError:
+            continue
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            sel.unregister(c)
+            c.close()
+            continue
+        buf += data
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            c.setblocking(True)
+            c.sendall(b"echo:" + line + b"\n")
+            c.setblocking(False)
+            buf[:] = rest
+PYEOF
+  cat > nb_client.py <<PYEOF
+import errno, select, socket, sys
+s = socket.socket()
+s.setblocking(False)
+r = s.connect_ex(("127.0.0.1", $relay))
+assert r in (0, errno.EINPROGRESS), r
+p = select.poll()
+p.register(s, select.POLLOUT)
+assert p.poll(10000), "connect never completed"
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+for i in range(3):
+    msg = ("$MARKER-%d-" % i * 200 + "\n").encode()
+    sent = 0
+    while sent < len(msg):
+        try:
+            sent += s.send(msg[sent:])
+        except BlockingIOError:
+            p.modify(s, select.POLLOUT)
+            assert p.poll(10000), "never writable"
+    got = b""
+    p.modify(s, select.POLLIN)
+    while not got.endswith(b"\n"):
+        assert p.poll(10000), "no reply: %d bytes so far" % len(got)
+        try:
+            data = s.recv(65536)
+        except BlockingIOError:
+            continue
+        assert data, "end of stream after %d bytes" % len(got)
+        got += data
+    assert got == b"echo:" + msg, (len(got), len(msg))
+s.close()
+print("client ok")
+PYEOF
+  server_env ECHO "$port" "$(cat ca.crt)" > server.env
+  env_from server.env "$scone" run -- "$PY" echo_server.py "$selector" "$port" > server.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  start_relay "$relay" "$port" wire.log
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_DESTINATION=TCP:localhost:$relay"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_IDENTITY=$(cat client.key client.crt)"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_SERVER_AUTH=$(cat ca.crt)"
+  } > client.env
+  env_from client.env timeout -s KILL 30 "$scone" run -- "$PY" nb_client.py > client.out 2>&1 ||
+    { cat client.out server.log; fail "non-blocking client"; }
+  grep -q "client ok" client.out || fail "client"
+  check_wire wire.log
+  ;;
+
+redis)
+  # redis-server (epoll), unmodified and without TLS in its configuration, behind a server rule:
+  # redis-cli --tls and redis-benchmark --tls (50 connections at once) through the relay;
+  # plaintext redis-cli is refused with a `scone:` line.
+  port=$(free_port)
+  relay=$(free_port)
+  server_env REDIS "$port" disabled > redis.env
+  env_from redis.env "$scone" run -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    > redis.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  start_relay "$relay" "$port" wire.log
+  cli() { timeout -s KILL 20 redis-cli --tls --cacert ca.crt -h localhost -p "$relay" "$@"; }
+  [[ "$(cli SET key "$MARKER-value")" == "OK" ]] || { cat redis.log; fail "SET over TLS"; }
+  [[ "$(cli GET key)" == "$MARKER-value" ]] || fail "GET over TLS"
+  for i in $(seq 1 200); do echo "SET key:$i $MARKER-$i"; done | cli > /dev/null || fail "pipelined SETs"
+  [[ "$(cli GET key:200)" == "$MARKER-200" ]] || fail "pipelined value"
+  timeout -s KILL 60 redis-benchmark --tls --cacert ca.crt -h localhost -p "$relay" -t set,get -n 5000 -c 50 -q \
+    > bench.out 2>&1 || { cat bench.out; fail "redis-benchmark --tls"; }
+  grep -q "GET: .* requests per second" bench.out || { cat bench.out; fail "redis-benchmark"; }
+  check_wire wire.log
+  [[ "$(timeout -s KILL 10 redis-cli -h 127.0.0.1 -p "$port" PING 2>&1)" != "PONG" ]] || fail "plaintext PING answered"
+  grep -q "scone: network shield: server rule REDIS: connection with 127.0.0.1:[0-9]* failed: handshake" redis.log ||
+    { cat redis.log; fail "no scone: line for plaintext"; }
+  [[ "$(cli GET key)" == "$MARKER-value" ]] || fail "the server stopped serving"
+  ;;
+
 bad-config)
   # A malformed rule: the program does not start, a `scone:` line names the variable.
   expect_refused() {

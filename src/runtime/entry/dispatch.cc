@@ -206,6 +206,23 @@ long ReadinessCall(Runtime& rt, const SyscallFrame& f) {
       if (tv != nullptr) *tv = {ts.tv_sec, ts.tv_nsec / 1000};
       return n;
     }
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait:
+    case SYS_epoll_pwait2: {
+      if (!sockets::EpollHoldsTls(Fd(a[0]))) return kNotMine;
+      struct timespec ts = {};
+      const struct timespec* timeout = &ts;
+      if (f.nr == SYS_epoll_pwait2) {
+        timeout = Ptr<const struct timespec>(a[3]);
+      } else if (a[3] < 0) {
+        timeout = nullptr;
+      } else {
+        ts = {a[3] / 1000, (a[3] % 1000) * 1000000};
+      }
+      bool masked = f.nr != SYS_epoll_wait;
+      return sockets::EpollWait(rt, Fd(a[0]), Ptr<struct epoll_event>(a[1]), Fd(a[2]), timeout,
+                                masked ? Ptr<const void>(a[4]) : nullptr, masked ? static_cast<size_t>(a[5]) : 0);
+    }
     case SYS_pselect6: {
       int nfds = Fd(a[0]);
       auto *r = Ptr<fd_set>(a[1]), *w = Ptr<fd_set>(a[2]), *e = Ptr<fd_set>(a[3]);
@@ -256,7 +273,17 @@ long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
       return fds.Has(Fd(a[0])) ? sockets::Shutdown(rt, Fd(a[0]), Fd(a[1])) : kNotMine;
     case SYS_poll:
     case SYS_select:
+    case SYS_epoll_wait:
       return ReadinessCall(rt, f);
+    case SYS_epoll_ctl:
+      return rt.network() ? sockets::EpollCtl(rt, Fd(a[0]), Fd(a[1]), Fd(a[2]), Ptr<struct epoll_event>(a[3])) : kNotMine;
+    case SYS_epoll_create:
+    case SYS_epoll_create1: {
+      if (!rt.network()) return kNotMine;
+      long r = Raw(f);
+      if (r >= 0) sockets::EpollCreated(static_cast<int>(r));
+      return r;
+    }
     default:
       return kNotMine;
   }
@@ -449,9 +476,18 @@ DispatchResult Dispatch(SyscallFrame& f) {
       }
       r = Done(process::WithMask(f.nr, a));
       break;
-    case SYS_rt_sigsuspend:
     case SYS_epoll_pwait:
     case SYS_epoll_pwait2:
+      if (Runtime* rt = ShieldIfReady(); rt != nullptr && !rt->closed()) {
+        long served = ReadinessCall(*rt, f);
+        if (served != kNotMine) {
+          r = Done(served);
+          break;
+        }
+      }
+      r = Done(process::WithMask(f.nr, a));
+      break;
+    case SYS_rt_sigsuspend:
       r = Done(process::WithMask(f.nr, a));
       break;
     case SYS_prctl:

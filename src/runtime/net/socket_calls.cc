@@ -8,7 +8,10 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "runtime/entry/entry.h"
@@ -293,8 +296,12 @@ long Poll(Runtime& rt, struct pollfd* fds, unsigned long count, const struct tim
       kernel[i].revents = 0;
       if (tls[i] == nullptr) continue;
       TlsSocketFd* s = tls[i]->AsTlsSocket();
+      // A handshake moves on here as far as it can (a client's first flight goes out once
+      // the kernel's connect completes), then the wait is for what it needs next.
+      if (!s->HandshakeDone()) s->AdvanceHandshake(fds[i].fd);
       s->FlushWithoutWaiting(fds[i].fd);
       kernel[i].events = s->KernelEvents(fds[i].events);
+      if (s->Broken()) ready_now = true;
       if (s->ShieldEvents(fds[i].events) != 0) ready_now = true;
     }
     struct timespec wait = {0, 0};
@@ -373,6 +380,225 @@ long Select(Runtime& rt, int nfds, fd_set* r, fd_set* w, fd_set* e, struct times
     }
   }
   return count;
+}
+
+}  // namespace scone::runtime::sockets
+
+// ---- epoll ------------------------------------------------------------------------------------
+// A TLS connection registered with an epoll instance is registered with the kernel under a data
+// word of the shield's (kTlsData | fd), so that its events can be told apart and translated; the
+// program's events and data are kept here. The kernel is asked for input while the handshake
+// runs, and for output while ciphertext waits to leave.
+namespace scone::runtime::sockets {
+namespace {
+
+constexpr uint64_t kTlsData = 0x5c0e7150ull << 32;  // high bits no user-space pointer has
+constexpr uint64_t kTlsDataMask = 0xffffffffull << 32;
+
+struct Registration {
+  std::weak_ptr<ShieldedFd> socket;
+  uint32_t events = 0;  // the program's
+  uint64_t data = 0;    // the program's
+  uint32_t kernel = 0;  // what the kernel was asked for
+};
+
+struct EpollTable {
+  std::mutex mu;
+  std::map<int, std::map<int, Registration>> by_epfd;
+  std::atomic<int> count{0};  // instances holding a registration: 0 makes every epoll call the kernel's
+};
+
+EpollTable& Epolls() {
+  static auto* table = new EpollTable();  // used until exit
+  return *table;
+}
+
+uint32_t KernelInterest(TlsSocketFd* s, uint32_t program) {
+  uint32_t wanted = program & (EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI);
+  uint32_t flags = program & (EPOLLET | EPOLLONESHOT | EPOLLEXCLUSIVE | EPOLLWAKEUP);
+  short k = s->KernelEvents(static_cast<short>(wanted & (EPOLLIN | EPOLLOUT | EPOLLPRI)));
+  if (!s->HandshakeDone()) k |= POLLIN;  // the peer's handshake messages
+  return static_cast<uint32_t>(static_cast<unsigned short>(k)) | (wanted & EPOLLRDHUP) | flags;
+}
+
+long KernelCtl(int epfd, int op, int fd, uint32_t events, uint64_t data) {
+  struct epoll_event e = {};
+  e.events = events;
+  e.data.u64 = data;
+  return RawSyscall(SYS_epoll_ctl, epfd, op, fd, Arg(&e));
+}
+
+}  // namespace
+
+void EpollCreated(int epfd) {
+  EpollTable& t = Epolls();
+  if (t.count.load(std::memory_order_acquire) == 0) return;
+  RuntimeSection section;
+  std::lock_guard lock(t.mu);
+  if (t.by_epfd.erase(epfd) > 0) t.count.fetch_sub(1);
+}
+
+bool EpollHoldsTls(int epfd) {
+  EpollTable& t = Epolls();
+  if (t.count.load(std::memory_order_acquire) == 0) return false;
+  RuntimeSection section;
+  std::lock_guard lock(t.mu);
+  return t.by_epfd.count(epfd) != 0;
+}
+
+long EpollCtl(Runtime& rt, int epfd, int op, int fd, struct epoll_event* event) {
+  EpollTable& t = Epolls();
+  auto d = Tls(rt, fd);
+  if (d == nullptr) {
+    if (op == EPOLL_CTL_DEL && t.count.load(std::memory_order_acquire) > 0) {
+      RuntimeSection section;
+      std::lock_guard lock(t.mu);
+      auto it = t.by_epfd.find(epfd);
+      if (it != t.by_epfd.end() && it->second.erase(fd) > 0 && it->second.empty()) {
+        t.by_epfd.erase(it);
+        t.count.fetch_sub(1);
+      }
+    }
+    return kNotMine;
+  }
+  TlsSocketFd* s = d->AsTlsSocket();
+  RuntimeSection section;
+  std::lock_guard lock(t.mu);
+  if (op == EPOLL_CTL_DEL) {
+    long r = RawSyscall(SYS_epoll_ctl, epfd, op, fd, Arg(event));
+    auto it = t.by_epfd.find(epfd);
+    if (it != t.by_epfd.end() && it->second.erase(fd) > 0 && it->second.empty()) {
+      t.by_epfd.erase(it);
+      t.count.fetch_sub(1);
+    }
+    return r;
+  }
+  if (event == nullptr) return -EFAULT;
+  uint32_t kernel = KernelInterest(s, event->events);
+  long r = KernelCtl(epfd, op, fd, kernel, kTlsData | static_cast<uint32_t>(fd));
+  if (r != 0) return r;
+  auto [it, added] = t.by_epfd.try_emplace(epfd);
+  if (added) t.count.fetch_add(1);
+  it->second[fd] = Registration{d, event->events, event->data.u64, kernel};
+  return 0;
+}
+
+long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const struct timespec* timeout,
+               const void* mask, size_t mask_size) {
+  if (max <= 0) return -EINVAL;
+  EpollTable& t = Epolls();
+  uint64_t mask_copy = 0;
+  const void* kernel_mask = mask;
+  if (mask != nullptr && mask_size == sizeof(uint64_t)) {
+    mask_copy = *static_cast<const uint64_t*>(mask) & ~kSigsysBit;
+    kernel_mask = &mask_copy;
+  }
+  const long deadline = timeout != nullptr ? NowNanoseconds() + timeout->tv_sec * 1000000000L + timeout->tv_nsec : -1;
+  std::vector<struct epoll_event> kernel(static_cast<size_t>(max));
+  for (;;) {
+    // The shield's own readiness first: plaintext it holds, failed connections; the kernel's
+    // interest follows each connection's state.
+    std::map<int, uint32_t> ready;  // fd -> events for the program
+    std::map<int, Registration> registered;
+    {
+      RuntimeSection section;
+      std::lock_guard lock(t.mu);
+      auto it = t.by_epfd.find(epfd);
+      if (it != t.by_epfd.end()) {
+        for (auto r = it->second.begin(); r != it->second.end();) {
+          auto d = r->second.socket.lock();
+          if (d == nullptr || rt.fds().Get(r->first) != d) {  // closed (the kernel dropped it too)
+            r = it->second.erase(r);
+            continue;
+          }
+          TlsSocketFd* s = d->AsTlsSocket();
+          if (!s->HandshakeDone()) s->AdvanceHandshake(r->first);
+          s->FlushWithoutWaiting(r->first);
+          uint32_t want = r->second.events;
+          uint32_t out = 0;
+          if (s->Broken()) out = (want & (EPOLLIN | EPOLLOUT)) | EPOLLERR;
+          if (s->HandshakeDone() && (want & EPOLLIN) && (s->ShieldEvents(POLLIN) & POLLIN)) out |= EPOLLIN;
+          if (out != 0) ready[r->first] = out;
+          uint32_t kernel_now = KernelInterest(s, want);
+          if (kernel_now != r->second.kernel) {
+            if (KernelCtl(epfd, EPOLL_CTL_MOD, r->first, kernel_now, kTlsData | static_cast<uint32_t>(r->first)) == 0) {
+              r->second.kernel = kernel_now;
+            }
+          }
+          ++r;
+        }
+        registered = it->second;
+        if (it->second.empty()) {
+          t.by_epfd.erase(it);
+          t.count.fetch_sub(1);
+        }
+      }
+    }
+    struct timespec wait = {0, 0};
+    const struct timespec* wait_for = &wait;
+    if (ready.empty()) {
+      if (deadline < 0) {
+        wait_for = nullptr;
+      } else {
+        long left = std::max(0L, deadline - NowNanoseconds());
+        wait = {left / 1000000000L, left % 1000000000L};
+      }
+    }
+    long n = RawSyscall6(SYS_epoll_pwait2, epfd, Arg(kernel.data()), max, Arg(wait_for), Arg(kernel_mask), mask_size);
+    if (n < 0 && ready.empty()) return n;
+    std::vector<struct epoll_event> out;
+    for (long i = 0; i < std::max(0L, n); ++i) {
+      const struct epoll_event& e = kernel[static_cast<size_t>(i)];
+      if ((e.data.u64 & kTlsDataMask) != kTlsData) {
+        out.push_back(e);
+        continue;
+      }
+      int fd = static_cast<int>(e.data.u64 & 0xffffffffu);
+      auto r = registered.find(fd);
+      if (r == registered.end()) continue;
+      auto d = r->second.socket.lock();
+      if (d == nullptr) continue;
+      TlsSocketFd* s = d->AsTlsSocket();
+      const uint32_t want = r->second.events;
+      const uint32_t always = EPOLLERR | EPOLLHUP;
+      if (!s->HandshakeDone() && (e.events & (EPOLLIN | EPOLLOUT))) s->AdvanceHandshake(fd);
+      uint32_t ev;
+      if (s->Broken()) {
+        ev = (want & (EPOLLIN | EPOLLOUT)) | EPOLLERR;
+      } else if (!s->HandshakeDone()) {
+        ev = e.events & always;  // in progress: neither data nor EOF yet
+      } else {
+        ev = e.events & (want | always);
+      }
+      ready[fd] |= ev;
+      if (ready[fd] == 0) ready.erase(fd);
+    }
+    for (auto& [fd, ev] : ready) {
+      if (static_cast<int>(out.size()) >= max) break;
+      struct epoll_event e = {};
+      e.events = ev;
+      e.data.u64 = registered.count(fd) ? registered[fd].data : 0;
+      out.push_back(e);
+    }
+    if (!out.empty()) {
+      // EPOLLONESHOT: a connection reported is disarmed until the program re-arms it (MOD).
+      bool oneshot = false;
+      for (auto& [fd, ev] : ready) oneshot = oneshot || (registered[fd].events & EPOLLONESHOT);
+      if (oneshot) {
+        RuntimeSection section;
+        std::lock_guard lock(t.mu);
+        auto it = t.by_epfd.find(epfd);
+        for (auto& [fd, ev] : ready) {
+          if (it == t.by_epfd.end() || !(registered[fd].events & EPOLLONESHOT)) continue;
+          auto r = it->second.find(fd);
+          if (r != it->second.end()) r->second.events &= ~(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI);
+        }
+      }
+      std::memcpy(events, out.data(), out.size() * sizeof(struct epoll_event));
+      return static_cast<long>(out.size());
+    }
+    if (deadline >= 0 && NowNanoseconds() >= deadline) return 0;
+  }
 }
 
 }  // namespace scone::runtime::sockets

@@ -4,12 +4,14 @@
 // connect() to a destination a client rule protects and accept() on a listening socket a server
 // rule protects make the new connection a TlsSocketFd in the descriptor table; reads and writes
 // on it (read, readv, recv*, write, writev, send*, sendfile) then carry plaintext for the program
-// and TLS records on the wire. Readiness (poll, ppoll, select, pselect6) counts plaintext the
-// shield holds as readable and never shows a handshake in progress as readable data or EOF.
+// and TLS records on the wire. Readiness (poll, ppoll, select, pselect6, epoll level and edge
+// triggered) counts plaintext the shield holds as readable and never shows a handshake in
+// progress as readable data or EOF.
 // Calls on other descriptors are made unchanged.
 #pragma once
 
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -43,6 +45,18 @@ long Poll(Runtime& rt, struct pollfd* fds, unsigned long count, const struct tim
 // pselect6 / select: `timeout` updated as Linux does.
 long Select(Runtime& rt, int nfds, fd_set* r, fd_set* w, fd_set* e, struct timespec* timeout, const void* mask,
             size_t mask_size);
+
+// epoll_ctl: a TLS connection's registration is the shield's (the kernel is asked for what the
+// connection needs: input during the handshake, output while ciphertext waits); kNotMine for
+// other descriptors.
+long EpollCtl(Runtime& rt, int epfd, int op, int fd, struct epoll_event* event);
+// Whether the epoll instance holds a TLS connection (else the kernel's call serves).
+bool EpollHoldsTls(int epfd);
+// A new epoll instance got this number: what a closed one there held is forgotten.
+void EpollCreated(int epfd);
+// epoll_wait, epoll_pwait, epoll_pwait2 (`timeout`: nullptr waits without end).
+long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const struct timespec* timeout,
+               const void* mask, size_t mask_size);
 
 }  // namespace sockets
 }  // namespace scone::runtime

@@ -40,7 +40,9 @@ long TlsSocketFd::Wait(int fd, short events) {
 }
 
 long TlsSocketFd::Failed(bool reading) {
-  if (!failure_logged_.exchange(true)) {
+  // A peer that connected and closed without a byte (a port probe, a health check) is no failure
+  // worth a line.
+  if (!failure_logged_.exchange(true) && !connection_->PeerSentNothing()) {
     Log("network shield: " + rule_ + ": connection " + (peer_.empty() ? "" : "with " + peer_ + " ") +
         "failed: " + connection_->failure());
   }
