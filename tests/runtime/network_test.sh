@@ -242,6 +242,14 @@ PYEOF
     fail "a destination no rule names was not refused under SCONE_NETWORK_SHIELD=protected: $out"
   out=$(SCONE_NETWORK_SHIELD=unprotected "$scone" run -- "$PY" connect.py 2>&1)
   [[ "$out" == "connected" ]] || fail "unprotected: $out"
+  out=$(SCONE_NETWORK_SHIELD=unprotected SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS=refuse "$scone" run -- "$PY" -c '
+import socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    print("udp allowed")
+except PermissionError:
+    print("udp refused")' 2>&1)
+  [[ "$out" == *"udp refused"* && "$out" == *"scone: network shield: a UDP socket refused"* ]] || fail "UDP: $out"
   # A server that another CA certified: the shielded client refuses it at connect.
   tport=$(free_port)
   server_env FAKE "$tport" disabled impostor.crt impostor.key > impostor.env
@@ -273,8 +281,19 @@ nonblocking-*)
   port=$(free_port)
   relay=$(free_port)
   cat > echo_server.py <<'PYEOF'
-import selectors, socket, sys
-sel = {"poll": selectors.PollSelector, "select": selectors.SelectSelector, "epoll": selectors.EpollSelector}[sys.argv[1]]()
+import select, selectors, socket, sys
+
+class EdgeTriggered(selectors.EpollSelector):
+    # Registers with EPOLLET: a reader must read until EAGAIN; one that stops early waits for
+    # the next edge.
+    def register(self, fileobj, events, data=None):
+        key = super().register(fileobj, events, data)
+        self._selector.modify(key.fd, select.EPOLLIN | select.EPOLLET)
+        return key
+
+sel = {"poll": selectors.PollSelector, "select": selectors.SelectSelector, "epoll": selectors.EpollSelector,
+       "epoll-et": EdgeTriggered}[sys.argv[1]]()
+edge = sys.argv[1] == "epoll-et"
 listener = socket.socket()
 listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 listener.bind(("127.0.0.1", int(sys.argv[2])))
@@ -292,10 +311,16 @@ while True:
             sel.register(c, selectors.EVENT_READ, bytearray())
             continue
         c, buf = key.fileobj, key.data
+        data = b""
         try:
-            data = c.recv(100)
+            while True:  # edge triggered: until EAGAIN, 100 bytes at a time
+                chunk = c.recv(100)
+                data += chunk
+                if not edge or not chunk:
+                    break
         except BlockingIOError:
-            continue
+            if not data:
+                continue
         except ConnectionResetError:
             data = b""
         if not data:
@@ -340,6 +365,19 @@ for i in range(3):
         assert data, "end of stream after %d bytes" % len(got)
         got += data
     assert got == b"echo:" + msg, (len(got), len(msg))
+# sendfile onto the protected socket (blocking): the file's plaintext goes through the shield.
+with open("sendfile.txt", "wb") as f:
+    f.write(("$MARKER-sendfile-" * 300 + "\n").encode())
+s.setblocking(True)
+with open("sendfile.txt", "rb") as f:
+    s.sendfile(f)
+expected = b"echo:" + open("sendfile.txt", "rb").read()
+got = b""
+while len(got) < len(expected):
+    data = s.recv(65536)
+    assert data, "end of stream after %d bytes" % len(got)
+    got += data
+assert got == expected, (len(got), len(expected))
 s.close()
 print("client ok")
 PYEOF

@@ -427,9 +427,10 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       return Done(process::Exec(rt, Fd(a[0]), Str(a[1]), Ptr<char* const>(a[2]), Ptr<char* const>(a[3]), Fd(a[4])));
     case SYS_io_setup:
     case SYS_io_uring_setup:
-      // Asynchronous I/O would reach the kernel without the shield: programs fall back to
-      // system calls (MariaDB without native AIO, liburing users to their synchronous path).
-      return Done(rt.HasVolumes() ? -ENOSYS : Raw(f));
+      // Asynchronous I/O would reach the kernel without the shields (a protected file's
+      // ciphertext, a TLS connection's socket): programs fall back to system calls (MariaDB
+      // without native AIO, liburing users to their synchronous path).
+      return Done(rt.HasVolumes() || rt.network() != nullptr ? -ENOSYS : Raw(f));
     default:
       return Served(f, DispatchSockets(rt, f));
   }
