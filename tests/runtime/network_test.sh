@@ -425,6 +425,58 @@ redis)
   [[ "$(cli GET key)" == "$MARKER-value" ]] || fail "the server stopped serving"
   ;;
 
+nginx)
+  # nginx, master and two workers as www-data (they accept on the socket the master opened),
+  # epoll and sendfile, no ssl in its configuration: curl --cacert with 4 keep-alive clients and
+  # a 1 MiB file through the relay; plaintext refused with a `scone:` line in its error log.
+  port=$(free_port)
+  relay=$(free_port)
+  mkdir -p tmp www
+  echo "$MARKER index" > www/index.html
+  head -c 1048576 /dev/urandom > www/big.bin
+  chmod -R a+rX "$work" && chown www-data: tmp
+  cat > nginx.conf <<NGINXEOF
+daemon off;
+master_process on;
+worker_processes 2;
+user www-data;
+pid $work/tmp/nginx.pid;
+error_log $work/tmp/error.log notice;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  client_body_temp_path $work/tmp/body;
+  proxy_temp_path $work/tmp/proxy;
+  fastcgi_temp_path $work/tmp/fastcgi;
+  uwsgi_temp_path $work/tmp/uwsgi;
+  scgi_temp_path $work/tmp/scgi;
+  types { text/html html; application/octet-stream bin; }
+  server { listen 127.0.0.1:$port; root $work/www; }
+}
+NGINXEOF
+  server_env WEB "$port" disabled > nginx.env
+  env_from nginx.env "$scone" run -- nginx -p "$work/tmp/" -e "$work/tmp/error.log" -c "$work/nginx.conf" > nginx.out 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  start_relay "$relay" "$port" wire.log
+  for c in 1 2 3 4; do
+    curl -sSf --cacert ca.crt "https://localhost:$relay/index.html?c=$c&n=[1-100]" > "body.$c" &
+  done
+  for c in 1 2 3 4; do wait -n || { cat tmp/error.log; fail "curl over TLS"; }; done
+  expected="$(for i in $(seq 1 100); do cat www/index.html; done)"
+  for c in 1 2 3 4; do [[ "$(cat "body.$c")" == "$expected" ]] || fail "client $c got wrong content"; done
+  curl -sSf --cacert ca.crt "https://localhost:$relay/big.bin" | cmp - www/big.bin || fail "big.bin (sendfile) served wrong"
+  check_wire wire.log
+  if curl -sS -m 5 "http://127.0.0.1:$port/index.html" > plain.out 2>&1; then fail "plaintext HTTP was served"; fi
+  for _ in $(seq 1 100); do grep -q "scone: network shield: server rule WEB" tmp/error.log && break; sleep 0.05; done
+  grep -q "scone: network shield: server rule WEB: connection with 127.0.0.1:[0-9]* failed: handshake" tmp/error.log ||
+    { cat tmp/error.log nginx.out; fail "no scone: line for plaintext"; }
+  [[ "$(pgrep -c -P "$(cat tmp/nginx.pid)")" == 2 ]] || fail "nginx lost a worker"
+  curl -sSf --cacert ca.crt "https://localhost:$port/index.html" > after || fail "the server stopped serving"
+  kill -QUIT "$(cat tmp/nginx.pid)"
+  ;;
+
 bad-config)
   # A malformed rule: the program does not start, a `scone:` line names the variable.
   expect_refused() {

@@ -125,7 +125,9 @@ long Connect(Runtime& rt, int fd, const struct sockaddr* addr, socklen_t size) {
     }
   }
   long r = RawSyscall(SYS_connect, fd, Arg(addr), size);
-  if (d.protection != net::Protection::kProtected || (r != 0 && r != -EINPROGRESS)) return r;
+  // A connect a signal interrupted goes on in the kernel: the socket is the shield's from now
+  // on too (the program's next call finds it connected, or connecting).
+  if (d.protection != net::Protection::kProtected || (r != 0 && r != -EINPROGRESS && r != -EINTR)) return r;
   std::shared_ptr<TlsSocketFd> socket;
   {
     RuntimeSection section;
