@@ -298,6 +298,7 @@ long Poll(Runtime& rt, struct pollfd* fds, unsigned long count, const struct tim
       kernel[i].revents = 0;
       if (tls[i] == nullptr) continue;
       TlsSocketFd* s = tls[i]->AsTlsSocket();
+      if (s->Quiet()) continue;  // the kernel's readiness is the connection's
       // A handshake moves on here as far as it can (a client's first flight goes out once
       // the kernel's connect completes), then the wait is for what it needs next.
       if (!s->HandshakeDone()) s->AdvanceHandshake(fds[i].fd);
@@ -331,6 +332,8 @@ long Poll(Runtime& rt, struct pollfd* fds, unsigned long count, const struct tim
           out = static_cast<short>((wanted & (POLLIN | POLLOUT)) | POLLERR);  // the call reports the error
         } else if (!s->HandshakeDone()) {
           out = static_cast<short>(k & always);  // in progress: neither data nor EOF yet
+        } else if (s->Quiet()) {
+          out = static_cast<short>(k & (wanted | always));
         } else {
           out = static_cast<short>((k & (wanted | always) & ~POLLIN) | s->ShieldEvents(wanted) | (k & wanted & POLLIN));
         }
@@ -402,6 +405,7 @@ struct Registration {
   uint32_t events = 0;  // the program's
   uint64_t data = 0;    // the program's
   uint32_t kernel = 0;  // what the kernel was asked for
+  bool settled = false;  // quiet when last looked at, and asked for exactly what a quiet one needs
 };
 
 struct EpollTable {
@@ -487,6 +491,7 @@ long EpollCtl(Runtime& rt, int epfd, int op, int fd, struct epoll_event* event) 
 
 long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const struct timespec* timeout,
                const void* mask, size_t mask_size) {
+  (void)rt;
   if (max <= 0) return -EINVAL;
   EpollTable& t = Epolls();
   uint64_t mask_copy = 0;
@@ -497,11 +502,12 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
   }
   const long deadline = timeout != nullptr ? NowNanoseconds() + timeout->tv_sec * 1000000000L + timeout->tv_nsec : -1;
   std::vector<struct epoll_event> kernel(static_cast<size_t>(max));
+  std::vector<struct epoll_event> out;
   for (;;) {
-    // The shield's own readiness first: plaintext it holds, failed connections; the kernel's
-    // interest follows each connection's state.
-    std::map<int, uint32_t> ready;  // fd -> events for the program
-    std::map<int, Registration> registered;
+    // The shield's own readiness first (decrypted data, failed connections), and the kernel's
+    // interest following each connection's state. A quiet connection (handshake done, nothing
+    // buffered or waiting to leave) whose interest is settled costs two atomic loads here.
+    std::map<int, std::pair<uint32_t, uint64_t>> ready;  // fd -> events, the program's data
     {
       RuntimeSection section;
       std::lock_guard lock(t.mu);
@@ -509,27 +515,30 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
       if (it != t.by_epfd.end()) {
         for (auto r = it->second.begin(); r != it->second.end();) {
           auto d = r->second.socket.lock();
-          if (d == nullptr || rt.fds().Get(r->first) != d) {  // closed (the kernel dropped it too)
+          if (d == nullptr) {  // closed: the kernel dropped it too
             r = it->second.erase(r);
             continue;
           }
           TlsSocketFd* s = d->AsTlsSocket();
+          Registration& reg = r->second;
+          if (s->Quiet() && reg.settled) {
+            ++r;
+            continue;
+          }
           if (!s->HandshakeDone()) s->AdvanceHandshake(r->first);
           s->FlushWithoutWaiting(r->first);
-          uint32_t want = r->second.events;
-          uint32_t out = 0;
-          if (s->Broken()) out = (want & (EPOLLIN | EPOLLOUT)) | EPOLLERR;
-          if (s->HandshakeDone() && (want & EPOLLIN) && (s->ShieldEvents(POLLIN) & POLLIN)) out |= EPOLLIN;
-          if (out != 0) ready[r->first] = out;
-          uint32_t kernel_now = KernelInterest(s, want);
-          if (kernel_now != r->second.kernel) {
-            if (KernelCtl(epfd, EPOLL_CTL_MOD, r->first, kernel_now, kTlsData | static_cast<uint32_t>(r->first)) == 0) {
-              r->second.kernel = kernel_now;
-            }
+          uint32_t out_events = 0;
+          if (s->Broken()) out_events = (reg.events & (EPOLLIN | EPOLLOUT)) | EPOLLERR;
+          if (s->HandshakeDone() && (reg.events & EPOLLIN) && (s->ShieldEvents(POLLIN) & POLLIN)) out_events |= EPOLLIN;
+          if (out_events != 0) ready[r->first] = {out_events, reg.data};
+          uint32_t kernel_now = KernelInterest(s, reg.events);
+          if (kernel_now != reg.kernel &&
+              KernelCtl(epfd, EPOLL_CTL_MOD, r->first, kernel_now, kTlsData | static_cast<uint32_t>(r->first)) == 0) {
+            reg.kernel = kernel_now;
           }
+          reg.settled = s->Quiet() && reg.kernel == kernel_now;
           ++r;
         }
-        registered = it->second;
         if (it->second.empty()) {
           t.by_epfd.erase(it);
           t.count.fetch_sub(1);
@@ -548,54 +557,56 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
     }
     long n = RawSyscall6(SYS_epoll_pwait2, epfd, Arg(kernel.data()), max, Arg(wait_for), Arg(kernel_mask), mask_size);
     if (n < 0 && ready.empty()) return n;
-    std::vector<struct epoll_event> out;
-    for (long i = 0; i < std::max(0L, n); ++i) {
-      const struct epoll_event& e = kernel[static_cast<size_t>(i)];
-      if ((e.data.u64 & kTlsDataMask) != kTlsData) {
-        out.push_back(e);
-        continue;
+    out.clear();
+    {
+      RuntimeSection section;
+      std::lock_guard lock(t.mu);
+      auto it = t.by_epfd.find(epfd);
+      for (long i = 0; i < std::max(0L, n); ++i) {
+        const struct epoll_event& e = kernel[static_cast<size_t>(i)];
+        if ((e.data.u64 & kTlsDataMask) != kTlsData) {
+          out.push_back(e);
+          continue;
+        }
+        int fd = static_cast<int>(e.data.u64 & 0xffffffffu);
+        if (it == t.by_epfd.end()) continue;
+        auto r = it->second.find(fd);
+        if (r == it->second.end()) continue;
+        auto d = r->second.socket.lock();
+        if (d == nullptr) continue;
+        TlsSocketFd* s = d->AsTlsSocket();
+        Registration& reg = r->second;
+        const uint32_t always = EPOLLERR | EPOLLHUP;
+        if (!s->HandshakeDone() && (e.events & (EPOLLIN | EPOLLOUT))) s->AdvanceHandshake(fd);
+        uint32_t ev;
+        if (s->Broken()) {
+          ev = (reg.events & (EPOLLIN | EPOLLOUT)) | EPOLLERR;
+        } else if (!s->HandshakeDone()) {
+          ev = e.events & always;  // in progress: neither data nor EOF yet
+        } else {
+          ev = e.events & (reg.events | always);
+        }
+        if (!s->Quiet()) reg.settled = false;  // its interest may have to follow at the next wait
+        if (ev == 0) continue;
+        auto [at, added] = ready.try_emplace(fd, ev, reg.data);
+        if (!added) at->second.first |= ev;
       }
-      int fd = static_cast<int>(e.data.u64 & 0xffffffffu);
-      auto r = registered.find(fd);
-      if (r == registered.end()) continue;
-      auto d = r->second.socket.lock();
-      if (d == nullptr) continue;
-      TlsSocketFd* s = d->AsTlsSocket();
-      const uint32_t want = r->second.events;
-      const uint32_t always = EPOLLERR | EPOLLHUP;
-      if (!s->HandshakeDone() && (e.events & (EPOLLIN | EPOLLOUT))) s->AdvanceHandshake(fd);
-      uint32_t ev;
-      if (s->Broken()) {
-        ev = (want & (EPOLLIN | EPOLLOUT)) | EPOLLERR;
-      } else if (!s->HandshakeDone()) {
-        ev = e.events & always;  // in progress: neither data nor EOF yet
-      } else {
-        ev = e.events & (want | always);
-      }
-      ready[fd] |= ev;
-      if (ready[fd] == 0) ready.erase(fd);
-    }
-    for (auto& [fd, ev] : ready) {
-      if (static_cast<int>(out.size()) >= max) break;
-      struct epoll_event e = {};
-      e.events = ev;
-      e.data.u64 = registered.count(fd) ? registered[fd].data : 0;
-      out.push_back(e);
-    }
-    if (!out.empty()) {
       // EPOLLONESHOT: a connection reported is disarmed until the program re-arms it (MOD).
-      bool oneshot = false;
-      for (auto& [fd, ev] : ready) oneshot = oneshot || (registered[fd].events & EPOLLONESHOT);
-      if (oneshot) {
-        RuntimeSection section;
-        std::lock_guard lock(t.mu);
-        auto it = t.by_epfd.find(epfd);
-        for (auto& [fd, ev] : ready) {
-          if (it == t.by_epfd.end() || !(registered[fd].events & EPOLLONESHOT)) continue;
-          auto r = it->second.find(fd);
-          if (r != it->second.end()) r->second.events &= ~(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI);
+      for (auto& [fd, ev] : ready) {
+        if (static_cast<int>(out.size()) >= max) break;
+        struct epoll_event e = {};
+        e.events = ev.first;
+        e.data.u64 = ev.second;
+        out.push_back(e);
+        if (it == t.by_epfd.end()) continue;
+        auto r = it->second.find(fd);
+        if (r != it->second.end() && (r->second.events & EPOLLONESHOT)) {
+          r->second.events &= ~(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI);
+          r->second.settled = false;
         }
       }
+    }
+    if (!out.empty()) {
       std::memcpy(events, out.data(), out.size() * sizeof(struct epoll_event));
       return static_cast<long>(out.size());
     }

@@ -61,6 +61,7 @@ long TlsSocketFd::Fill(int fd) {
   } else {
     connection_->PutCiphertext(buf, static_cast<size_t>(n));
   }
+  maybe_readable_.store(true, std::memory_order_release);
   return n;
 }
 
@@ -78,6 +79,7 @@ long TlsSocketFd::Flush(int fd, bool nosignal) {
     sent += static_cast<size_t>(r);
   }
   pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(sent));
+  output_waiting_.store(!pending_.empty(), std::memory_order_release);
   if (pending_.empty()) return 0;
   return r < 0 ? r : -EAGAIN;
 }
@@ -132,15 +134,18 @@ long TlsSocketFd::HandshakeStep(int fd, short* wait) {
 long TlsSocketFd::ReceiveStep(int fd, void* buf, size_t count, bool peek, short* wait) {
   for (;;) {
     long r;
+    bool output;
     {
       std::lock_guard s(ssl_mu_);
       r = peek ? connection_->Peek(buf, count) : connection_->Read(buf, count);
       if (connection_->HandshakeDone()) handshake_done_.store(true, std::memory_order_release);
+      output = connection_->PendingCiphertext() > 0;
+      if (r > 0) maybe_readable_.store(true, std::memory_order_release);  // more may be buffered
     }
     long f = 0;
     {
       std::lock_guard w(wr_mu_);
-      if (!pending_.empty() || connection_->PendingCiphertext() > 0) f = Flush(fd);
+      if (output || !pending_.empty()) f = Flush(fd);
     }
     if (r > 0) return r;
     if (r == net::TlsConnection::kClosed) return 0;
@@ -220,10 +225,11 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
     if (r < 0) return done > 0 ? static_cast<long>(done) : r;
     if (count == 0) return 0;
     done += static_cast<size_t>(r);
-    if (NonBlocking(fd, flags)) break;  // one step: the rest would have to wait
+    if (done < count && NonBlocking(fd, flags)) break;  // one step: the rest would have to wait
   }
-  // A blocking write returns once the kernel holds all its ciphertext.
-  if (!NonBlocking(fd, flags)) {
+  // A blocking write returns once the kernel holds all its ciphertext (asked only when some
+  // is still waiting: the common write costs no fcntl).
+  if (output_waiting_.load(std::memory_order_acquire) && !NonBlocking(fd, flags)) {
     long r = Run(fd, flags, [&](short* wait) -> long {
       std::lock_guard w(wr_mu_);
       long f = Flush(fd, nosignal);
@@ -256,7 +262,10 @@ short TlsSocketFd::ShieldEvents(short wanted) {
   RuntimeSection section;
   std::unique_lock s(ssl_mu_, std::try_to_lock);  // a reader at work: the kernel's answer stands
   if (!s.owns_lock()) return 0;
-  return connection_->HandshakeDone() && connection_->Readable() ? POLLIN : 0;
+  if (!connection_->HandshakeDone()) return 0;
+  if (connection_->Readable()) return POLLIN;
+  maybe_readable_.store(false, std::memory_order_release);
+  return 0;
 }
 
 short TlsSocketFd::KernelEvents(short wanted) {
@@ -271,7 +280,7 @@ short TlsSocketFd::KernelEvents(short wanted) {
 void TlsSocketFd::FlushWithoutWaiting(int fd) {
   RuntimeSection section;
   std::unique_lock w(wr_mu_, std::try_to_lock);
-  if (w.owns_lock() && (!pending_.empty() || connection_->PendingCiphertext() > 0)) (void)Flush(fd);
+  if (w.owns_lock()) (void)Flush(fd);
 }
 
 void TlsSocketFd::AdvanceHandshake(int fd) {

@@ -49,6 +49,12 @@ class TlsSocketFd final : public ShieldedFd {
   // Drives a handshake in progress as far as it goes without waiting (poll found input).
   void AdvanceHandshake(int fd);
   bool HandshakeDone() const { return handshake_done_.load(std::memory_order_acquire); }
+  // Nothing for a readiness call to do: the handshake is done, no ciphertext waits to leave,
+  // and no decrypted data or received record may be waiting (one atomic load each).
+  bool Quiet() const {
+    return HandshakeDone() && !Broken() && !output_waiting_.load(std::memory_order_acquire) &&
+           !maybe_readable_.load(std::memory_order_acquire);
+  }
   // The connection failed (said once in a `scone:` line).
   bool Broken() const { return failure_logged_.load(std::memory_order_acquire); }
 
@@ -112,6 +118,10 @@ class TlsSocketFd final : public ShieldedFd {
   std::atomic<bool> handshake_done_{false};
   std::atomic<bool> failure_logged_{false};
   std::atomic<bool> shared_{false};
+  std::atomic<bool> output_waiting_{false};  // pending_ is not empty
+  // Set when records arrived or a read returned data (more may be buffered); cleared by a
+  // readiness check that found nothing to read. Written under ssl_mu_.
+  std::atomic<bool> maybe_readable_{false};
 };
 
 }  // namespace scone::runtime::sockets
