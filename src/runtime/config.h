@@ -68,6 +68,10 @@ struct InjectedFileConfig {
 // One of the network shield's variables (net/network_rules.h). They travel here, not in the
 // environment: an _IDENTITY holds a private key, and the environment a process started with is
 // what the host reads in /proc/PID/environ.
+// The secure heap (crypto/secret.h) of a process the network shield serves TLS in: room for the
+// ephemeral keys of a few thousand handshakes in progress.
+inline constexpr size_t kNetworkSecureHeapSize = 4u << 20;
+
 struct NetworkVariable {
   std::string name;
   SecretBytes value;

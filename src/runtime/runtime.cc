@@ -416,6 +416,9 @@ Status Runtime::MountGranted(cas::VolumeGrant& g) {
 
 Status Runtime::InitFromCas(const CasSettings& settings) {
   prctl(PR_SET_DUMPABLE, 0);
+  // The session's environment may turn the network shield on, which needs room for handshakes'
+  // keys: the secure heap is sized before attestation puts the first key in it.
+  ReserveSecureHeapWithinLimit(kNetworkSecureHeapSize);
   cas::ServiceConfig config;
   auto connection = CasConnection::Attest(settings, &config);
   if (!connection.ok()) return connection.status().Annotate("attestation for " + settings.config_id);

@@ -477,6 +477,22 @@ NGINXEOF
   kill -QUIT "$(cat tmp/nginx.pid)"
   ;;
 
+many-connections)
+  # 2000 TLS connections at once to redis-server behind a server rule (every handshake in
+  # progress holds an ephemeral key in the runtime's secure heap: they must all fit).
+  ulimit -n 8192
+  port=$(free_port)
+  server_env REDIS "$port" disabled > redis.env
+  env_from redis.env "$scone" run -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --maxclients 5000 > redis.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  timeout -s KILL 240 redis-benchmark --tls --cacert ca.crt -h localhost -p "$port" -t get -n 6000 -c 2000 -q \
+    > bench.out 2>&1 || { tail -c 2000 bench.out; fail "redis-benchmark --tls with 2000 connections"; }
+  grep -q "GET: .* requests per second" bench.out || { tail -c 2000 bench.out; fail "redis-benchmark"; }
+  ! grep -q "scone:" redis.log || { grep -m 5 "scone:" redis.log; fail "connections failed"; }
+  ;;
+
 bad-config)
   # A malformed rule: the program does not start, a `scone:` line names the variable.
   expect_refused() {
