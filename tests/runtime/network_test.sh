@@ -68,11 +68,13 @@ start_http_server() {
   wait_for_port "$1" "$server_pid"
 }
 
-# env_from FILE PROGRAM...: PROGRAM with the variables of FILE (as server_env prints them) added.
+# env_from FILE PROGRAM...: PROGRAM with the variables of FILE (as server_env prints them) added,
+# in place of the caller (exec: `env_from ... &` leaves $! the program's own pid, which cleanup
+# kills).
 env_from() {
   local file="$1"
   shift
-  "$PY" - "$file" "$@" <<'PYEOF'
+  exec "$PY" - "$file" "$@" <<'PYEOF'
 import os, re, sys
 text = open(sys.argv[1]).read()
 env = dict(os.environ)
@@ -190,7 +192,7 @@ except urllib.error.HTTPError as e:
     assert e.code == 404
 print("client ok")
 PYEOF
-  env_from client.env timeout -s KILL 20 "$scone" run -- "$PY" client.py > client.out 2>&1 ||
+  (env_from client.env timeout -s KILL 20 "$scone" run -- "$PY" client.py) > client.out 2>&1 ||
     { cat client.out http.log; fail "shielded client"; }
   grep -q "client ok" client.out || fail "client"
   grep -q "GET /$MARKER-in-the-path" http.log || fail "the server did not get the client's request"
@@ -202,7 +204,7 @@ text = open(sys.argv[1]).read()
 text = re.sub(r"^SCONE_NETWORK_SHIELD_CLIENT_API_IDENTITY=.*?(?=^SCONE_NETWORK_SHIELD|\Z)", "", text, flags=re.M | re.S)
 open("anonymous.env", "w").write(text)
 PYEOF
-  if env_from anonymous.env timeout -s KILL 20 "$scone" run -- "$PY" client.py > anonymous.out 2>&1; then
+  if (env_from anonymous.env timeout -s KILL 20 "$scone" run -- "$PY" client.py) > anonymous.out 2>&1; then
     fail "a client without a certificate was served"
   fi
   grep -q "scone: network shield: server rule WEB: .*failed: handshake: .*certificate" http.log ||
@@ -392,7 +394,7 @@ PYEOF
     echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_IDENTITY=$(cat client.key client.crt)"
     echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_SERVER_AUTH=$(cat ca.crt)"
   } > client.env
-  env_from client.env timeout -s KILL 30 "$scone" run -- "$PY" nb_client.py > client.out 2>&1 ||
+  (env_from client.env timeout -s KILL 30 "$scone" run -- "$PY" nb_client.py) > client.out 2>&1 ||
     { cat client.out server.log; fail "non-blocking client"; }
   grep -q "client ok" client.out || fail "client"
   check_wire wire.log
@@ -474,7 +476,10 @@ NGINXEOF
     { cat tmp/error.log nginx.out; fail "no scone: line for plaintext"; }
   [[ "$(pgrep -c -P "$(cat tmp/nginx.pid)")" == 2 ]] || fail "nginx lost a worker"
   curl -sSf --cacert ca.crt "https://localhost:$port/index.html" > after || fail "the server stopped serving"
-  kill -QUIT "$(cat tmp/nginx.pid)"
+  master=$(cat tmp/nginx.pid)
+  pids+=($(pgrep -P "$master"))  # the workers too, should the graceful stop not end them
+  kill -QUIT "$master"
+  for _ in $(seq 1 200); do kill -0 "$master" 2>/dev/null || break; sleep 0.05; done
   ;;
 
 many-connections)
