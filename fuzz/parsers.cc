@@ -14,6 +14,7 @@
 #include "attest/las.h"
 #include "cas/protocol.h"
 #include "policy/session.h"
+#include "net/network_rules.h"
 #include "runtime/config.h"
 
 namespace scone::fuzz {
@@ -76,6 +77,37 @@ void JournalFileParser(const uint8_t* data, size_t size) {
 void SessionParser(const uint8_t* data, size_t size) {
   auto session = policy::Session::Parse(std::string_view(reinterpret_cast<const char*>(data), size));
   if (session.ok() && session->name.empty()) abort();  // a parsed session always has a name
+}
+
+void NetworkRulesParser(const uint8_t* data, size_t size) {
+  std::vector<std::pair<std::string, std::string>> variables;
+  std::string_view text(reinterpret_cast<const char*>(data), size);
+  while (!text.empty()) {
+    size_t end = text.find('\n');
+    std::string_view line = text.substr(0, end);
+    size_t eq = line.find('=');
+    if (eq != std::string_view::npos) {
+      // "\\n" in a value stands for a newline (PEM values span lines).
+      std::string value;
+      std::string_view v = line.substr(eq + 1);
+      for (size_t i = 0; i < v.size(); ++i) {
+        if (v[i] == '\\' && i + 1 < v.size() && v[i + 1] == 'n') {
+          value += '\n';
+          ++i;
+        } else {
+          value += v[i];
+        }
+      }
+      variables.emplace_back(std::string(line.substr(0, eq)), value);
+    }
+    if (end == std::string_view::npos) break;
+    text.remove_prefix(end + 1);
+  }
+  auto rules = net::NetworkRules::Parse(variables);
+  if (!rules.ok()) return;
+  for (const net::ServerRule& r : rules->servers) {
+    if (r.protection == net::Protection::kProtected && !r.identity) abort();  // without CAS: required
+  }
 }
 
 void CasRequestParser(const uint8_t* data, size_t size) {

@@ -19,6 +19,8 @@ void ServiceConfigParser(const uint8_t* data, size_t size);
 // Evidence as it arrives in an RA-TLS certificate, and the runtime's configuration blob.
 void EvidenceParser(const uint8_t* data, size_t size);
 void RuntimeConfigParser(const uint8_t* data, size_t size);
+// The network shield's variables (net/network_rules.h), as NAME=VALUE lines.
+void NetworkRulesParser(const uint8_t* data, size_t size);
 // What a process sends LAS, and what LAS answers (attest/las.h).
 void LasRequestParser(const uint8_t* data, size_t size);
 void LasReplyParser(const uint8_t* data, size_t size);

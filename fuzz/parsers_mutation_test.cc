@@ -102,6 +102,24 @@ TEST(ParserMutationTest, Sessions) {
   }
 }
 
+TEST(ParserMutationTest, NetworkRules) {
+  std::mt19937_64 rng(11);
+  const char* seed_text =
+      "SCONE_NETWORK_SHIELD=protected\n"
+      "SCONE_NETWORK_SHIELD_SERVER_WEB=unprotected\nSCONE_NETWORK_SHIELD_SERVER_WEB_PORT=TCP:8443\n"
+      "SCONE_NETWORK_SHIELD_SERVER_OLD=refuse\nSCONE_NETWORK_SHIELD_SERVER_OLD_PORT=unix:/run/old.sock\n"
+      "SCONE_NETWORK_SHIELD_CLIENT_DB=unprotected\nSCONE_NETWORK_SHIELD_CLIENT_DB_DESTINATION=TCP:[::1]:5432\n"
+      "SCONE_NETWORK_SHIELD_CLIENT_DB_DESTINATION_IP=10.0.0.1,::1\n"
+      "SCONE_NETWORK_SHIELD_CLIENT_DB_SERVER_DNS_NAME=db.test\n"
+      "SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS=refuse\n";
+  Bytes seed(seed_text, seed_text + strlen(seed_text));
+  NetworkRulesParser(seed.data(), seed.size());
+  for (int i = 0; i < 3000; ++i) {
+    Bytes input = Mutate(seed, rng);
+    NetworkRulesParser(input.data(), input.size());
+  }
+}
+
 TEST(ParserMutationTest, JournalFiles) {
   std::mt19937_64 rng(4);
   Bytes seed = ValidRecord();

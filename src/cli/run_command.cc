@@ -12,11 +12,14 @@
 #include <filesystem>
 #include <functional>
 
+extern "C" char** environ;
+
 #include "cli/command.h"
 #include "cli/local_cas.h"
 #include "cli/runtime_library.h"
 #include "crypto/tls_identity.h"
 #include "fs/volume.h"
+#include "net/network_rules.h"
 #include "os/file.h"
 #include "runtime/config.h"
 #include "runtime/process/program_inspection.h"
@@ -63,6 +66,29 @@ Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
   return v;
 }
 
+// The network shield's variables (SCONE_NETWORK_SHIELD*) in the environment, checked here (a
+// malformed rule stops the program before it starts, naming the variable) and removed from it:
+// an _IDENTITY holds a private key, and the environment a program starts with is what the host
+// reads in /proc/PID/environ. The runtime gets them through its configuration descriptor.
+Result<std::vector<runtime::NetworkVariable>> TakeNetworkVariables() {
+  std::vector<std::pair<std::string, std::string>> found;
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    const char* eq = std::strchr(*e, '=');
+    if (eq == nullptr) continue;
+    std::string name(*e, static_cast<size_t>(eq - *e));
+    if (net::IsShieldVariable(name)) found.emplace_back(std::move(name), std::string(eq + 1));
+  }
+  auto rules = net::NetworkRules::Parse(found);
+  std::vector<runtime::NetworkVariable> out;
+  for (auto& [name, value] : found) {
+    unsetenv(name.c_str());
+    out.push_back({name, SecretBytes(AsBytes(value))});
+    Wipe(value);
+  }
+  if (!rules.ok()) return rules.status();
+  return out;
+}
+
 // CAS mode: the runtime attests before main and takes its configuration from CAS. Only
 // addresses and CAS's key hash go into the environment; nothing secret.
 Status SetCasEnvironment(const RunArgs& a) {
@@ -87,6 +113,16 @@ Status SetCasEnvironment(const RunArgs& a) {
   }
   if (key_hash.empty()) {
     SCONE_ASSIGN_OR_RETURN(key_hash, crypto::PublicKeyFingerprintOfFile(cas_cert));
+  }
+  // With CAS the network shield's rules come from the session's environment only.
+  for (char** e = environ; e != nullptr && *e != nullptr;) {
+    const char* eq = std::strchr(*e, '=');
+    std::string name = eq != nullptr ? std::string(*e, static_cast<size_t>(eq - *e)) : std::string(*e);
+    if (net::IsShieldVariable(name)) {
+      unsetenv(name.c_str());  // environ shifts down: look at the same slot again
+    } else {
+      ++e;
+    }
   }
   setenv("SCONE_CONFIG_ID", a.config_id.c_str(), 1);
   setenv("SCONE_CAS_ADDR", cas_addr.c_str(), 1);
@@ -198,6 +234,7 @@ Status Run(const RunArgs& given) {
     config.volumes.push_back(std::move(v));
   }
   HandOverInheritedVolumeFds(config);
+  SCONE_ASSIGN_OR_RETURN(config.network, TakeNetworkVariables());
   return Launch(a.command, [&]() -> Status {
     SCONE_ASSIGN_OR_RETURN(int fd, runtime::WriteConfigFd(config));
     setenv(runtime::kConfigFdEnv, std::to_string(fd).c_str(), 1);

@@ -2,7 +2,9 @@
 
 #include <openssl/crypto.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -25,6 +27,16 @@ void InitSecureHeapOnce() {
 void ReserveSecureHeap(size_t size) {
   secure_heap_size = size;
   InitSecureHeapOnce();
+}
+
+void ReserveSecureHeapWithinLimit(size_t size) {
+  struct rlimit limit;
+  if (getrlimit(RLIMIT_MEMLOCK, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    size = std::min<size_t>(size, limit.rlim_cur / 2);
+  }
+  size_t power = 1;  // OpenSSL's secure heap is a power of two
+  while (power * 2 <= size) power *= 2;
+  ReserveSecureHeap(std::max(power, secure_heap_size));
 }
 
 SecretBytes::SecretBytes(size_t size) {

@@ -46,6 +46,10 @@ class SecretBytes {
 // size). Once set up, OpenSSL allocates every thread's random generators there too (512 bytes a
 // thread) and fails when it is full: a server with many threads reserves room for them first.
 void ReserveSecureHeap(size_t size);
+// The same, bounded by what the process may lock (half its RLIMIT_MEMLOCK; never below the
+// default): a larger heap than the limit allows would not be set up at all, and every key would
+// then live in ordinary memory.
+void ReserveSecureHeapWithinLimit(size_t size);
 
 // Wipes a buffer that held key material or plaintext, in a way the compiler cannot elide.
 void Wipe(void* data, size_t size);

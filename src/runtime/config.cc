@@ -11,7 +11,7 @@
 namespace scone::runtime {
 namespace {
 
-constexpr char kMagic[] = "scone-runtime-config-v2";
+constexpr char kMagic[] = "scone-runtime-config-v3";
 constexpr size_t kMaxConfigSize = 16u << 20;
 
 }  // namespace
@@ -19,6 +19,13 @@ constexpr size_t kMaxConfigSize = 16u << 20;
 SecretBytes RuntimeConfig::Encode() const {
   ByteWriter w;
   w.Str(kMagic);
+  // The network shield's variables first: a process that will serve TLS sizes its secure heap
+  // before the first key lands in it (Decode).
+  w.U32(static_cast<uint32_t>(network.size()));
+  for (const NetworkVariable& v : network) {
+    w.Str(v.name);
+    w.Blob(v.value.span());
+  }
   w.U32(static_cast<uint32_t>(volumes.size()));
   for (const VolumeConfig& v : volumes) {
     w.Str(v.dir);
@@ -68,9 +75,22 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
   RuntimeConfig config;
   std::string magic;
   uint32_t count;
-  if (!r.Str(&magic, 64) || magic != kMagic || !r.U32(&count) || count > 256) {
-    return InvalidArgument("runtime configuration is malformed");
+  if (!r.Str(&magic, 64) || magic != kMagic) return InvalidArgument("runtime configuration is malformed");
+  if (!r.U32(&count) || count > 4096) return InvalidArgument("runtime configuration is malformed");
+  // Every TLS handshake in progress holds its ephemeral key in the secure heap: a process that
+  // serves TLS needs more of it than one that holds volume keys only.
+  if (count > 0) ReserveSecureHeapWithinLimit(kNetworkSecureHeapSize);
+  for (uint32_t i = 0; i < count; ++i) {
+    NetworkVariable v;
+    uint32_t size;
+    ByteSpan value;
+    if (!r.Str(&v.name, 512) || !r.U32(&size) || size > (1u << 20) || !r.View(size, &value)) {
+      return InvalidArgument("runtime configuration is malformed (network variable " + std::to_string(i) + ")");
+    }
+    v.value = SecretBytes(value);
+    config.network.push_back(std::move(v));
   }
+  if (!r.U32(&count) || count > 256) return InvalidArgument("runtime configuration is malformed");
   for (uint32_t i = 0; i < count; ++i) {
     VolumeConfig v;
     ByteSpan key;

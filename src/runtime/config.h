@@ -1,5 +1,6 @@
 // What `scone run` hands to the runtime in a program: the volumes to shield, with their keys and
-// expected tags, and (across exec) the shielded descriptors the program keeps.
+// expected tags, the network shield's rules, and (across exec) the shielded descriptors the
+// program keeps.
 //
 // The blob travels in a memfd_secret descriptor where the kernel offers it (its pages are
 // removed from the kernel's direct map), else in a sealed anonymous memfd; never in the
@@ -64,8 +65,21 @@ struct InjectedFileConfig {
   SecretBytes content;
 };
 
+// One of the network shield's variables (net/network_rules.h). They travel here, not in the
+// environment: an _IDENTITY holds a private key, and the environment a process started with is
+// what the host reads in /proc/PID/environ.
+// The secure heap (crypto/secret.h) of a process the network shield serves TLS in: room for the
+// ephemeral keys of a few thousand handshakes in progress.
+inline constexpr size_t kNetworkSecureHeapSize = 4u << 20;
+
+struct NetworkVariable {
+  std::string name;
+  SecretBytes value;
+};
+
 struct RuntimeConfig {
   std::vector<VolumeConfig> volumes;
+  std::vector<NetworkVariable> network;
   std::vector<InheritedFd> fds;
   std::vector<InjectedFileConfig> injected_files;
   std::optional<CasHandover> cas;

@@ -1,4 +1,4 @@
-// The descriptors the shields serve: one table for every shield (files today; sockets and the
+// The descriptors the shields serve: one table for every shield (files, TLS connections; the
 // console next), indexed by descriptor number.
 //
 // A shielded descriptor is a real kernel descriptor too (opened by the shield, with the number
@@ -26,6 +26,9 @@
 namespace scone::runtime {
 
 struct InheritedFd;
+namespace sockets {
+class TlsSocketFd;
+}
 
 // An open file description a shield serves. Every call follows the kernel's convention: a
 // result >= 0, or -errno. The defaults are the kernel's answers for an object that does not
@@ -67,6 +70,8 @@ class ShieldedFd {
   virtual void ForgetParentWrites() = 0;
   // Describes the descriptor for a program this one executes; false if it cannot follow.
   virtual bool Describe(int fd, InheritedFd* out) = 0;
+  // The network shield's connection, or nullptr for a file.
+  virtual sockets::TlsSocketFd* AsTlsSocket() { return nullptr; }
 };
 
 class FdTable {

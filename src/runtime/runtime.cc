@@ -272,6 +272,7 @@ Status Runtime::InitFromConfigFd(int config_fd) {
     AdoptCas(std::move(connection));
   }
   for (InjectedFileConfig& f : config.injected_files) injected_[f.path] = std::move(f.content);
+  SCONE_RETURN_IF_ERROR(StartNetworkShield(std::move(config.network)));
   entry_plan_ = std::move(config.entry_plan);
   // Descriptors a parent process handed over across exec.
   for (const InheritedFd& f : config.fds) {
@@ -297,6 +298,13 @@ Status Runtime::InitFromConfigFd(int config_fd) {
     }
     fds_.Set(f.fd, std::make_shared<ProtectedFd>(std::move(file).value(), mv, f.path, f.flags, /*shared=*/true));
   }
+  return Status::Ok();
+}
+
+Status Runtime::StartNetworkShield(std::vector<NetworkVariable> variables) {
+  if (variables.empty()) return Status::Ok();
+  SCONE_ASSIGN_OR_RETURN(auto shield, sockets::NetworkShield::Create(std::move(variables)));
+  if (shield->Enabled()) network_ = std::move(shield);
   return Status::Ok();
 }
 
@@ -408,6 +416,9 @@ Status Runtime::MountGranted(cas::VolumeGrant& g) {
 
 Status Runtime::InitFromCas(const CasSettings& settings) {
   prctl(PR_SET_DUMPABLE, 0);
+  // The session's environment may turn the network shield on, which needs room for handshakes'
+  // keys: the secure heap is sized before attestation puts the first key in it.
+  ReserveSecureHeapWithinLimit(kNetworkSecureHeapSize);
   cas::ServiceConfig config;
   auto connection = CasConnection::Attest(settings, &config);
   if (!connection.ok()) return connection.status().Annotate("attestation for " + settings.config_id);
@@ -428,7 +439,20 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
     return IoError("working directory " + config.pwd + " from CAS", errno);
   }
   cas_argv_ = std::move(config.argv);
-  cas_env_ = std::move(config.environment);
+  // The network shield's variables come from the session's environment only, and stay out of
+  // the program's (an _IDENTITY holds a private key).
+  std::vector<NetworkVariable> network;
+  for (std::string& e : config.environment) {
+    size_t eq = e.find('=');
+    if (eq != std::string::npos && net::IsShieldVariable(e.substr(0, eq))) {
+      network.push_back({e.substr(0, eq), SecretBytes(AsBytes(std::string_view(e).substr(eq + 1)))});
+      Wipe(e);
+      e.clear();
+    } else if (!e.empty()) {
+      cas_env_.push_back(std::move(e));
+    }
+  }
+  SCONE_RETURN_IF_ERROR(StartNetworkShield(std::move(network)));
   bool has_path = false;
   for (const std::string& e : cas_env_) has_path = has_path || e.rfind("PATH=", 0) == 0;
   if (!has_path) cas_env_.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
@@ -457,6 +481,7 @@ RuntimeConfig Runtime::ConfigForExec() {
   RuntimeConfig config;
   config.entry_plan = CodePatcher::Plan();
   for (const auto& [path, content] : injected_) config.injected_files.push_back({path, content.Clone()});
+  if (network_) config.network = network_->Variables();
   for (const auto& v : volumes_) {
     VolumeConfig vc;
     vc.dir = v->root;

@@ -23,6 +23,7 @@
 #include "runtime/config.h"
 #include "runtime/dir_table.h"
 #include "runtime/fd_table.h"
+#include "runtime/net/network_shield.h"
 #include "runtime/volume_reporter.h"
 
 namespace scone::runtime {
@@ -107,7 +108,7 @@ class Runtime {
   // The same, when the runtime knows the new one's absolute path.
   void WorkingDirectoryIs(const char* absolute);
   // Something to shield: volumes, injected files, or an attested identity.
-  bool Active() const { return !volumes_.empty() || !injected_.empty() || cas_ != nullptr; }
+  bool Active() const { return !volumes_.empty() || !injected_.empty() || cas_ != nullptr || network_ != nullptr; }
   bool HasVolumes() const { return !volumes_.empty(); }
   bool HasInjectedFiles() const { return !injected_.empty(); }
   // The content of the file CAS injected at this absolute path, or nullptr.
@@ -129,6 +130,8 @@ class Runtime {
   VolumeReporter* reporter() { return reporter_.get(); }
   MountedVolume* VolumeByRoot(const std::string& root);
 
+  // The network shield, or nullptr when no variable turned it on.
+  sockets::NetworkShield* network() { return network_.get(); }
   FdTable& fds() { return fds_; }
   DirectoryTable& dirs() { return dirs_; }
   std::vector<std::unique_ptr<MountedVolume>>& volumes() { return volumes_; }
@@ -159,6 +162,8 @@ class Runtime {
   // A volume, opened now (`volume`) or on first use (nullptr).
   MountedVolume* Mount(const std::string& dir, const SecretBytes& key, const std::string& cas_name,
                        std::shared_ptr<fs::Volume> volume);
+  // The network shield from its variables (none: off).
+  Status StartNetworkShield(std::vector<NetworkVariable> variables);
   // The attested identity, and the reporter that tells CAS of synced volume states with it.
   void AdoptCas(CasConnection connection);
 
@@ -169,6 +174,7 @@ class Runtime {
   std::vector<std::pair<dev_t, ino_t>> anchored_dirs_;  // volume roots and their ancestors
   std::map<std::string, SecretBytes, std::less<>> injected_;  // by absolute path
   std::unique_ptr<CasConnection> cas_;
+  std::unique_ptr<sockets::NetworkShield> network_;
   std::unique_ptr<VolumeReporter> reporter_;
   std::vector<std::string> cas_argv_, cas_env_;
   std::string library_path_;

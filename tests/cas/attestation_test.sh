@@ -212,6 +212,62 @@ scone-environment)
   [[ $rc2 == 2 || $rc2 == 1 ]] && [[ ! -s out2.txt ]] && grep -q "SCONE_CONFIG_ID" err2.txt ||
     { cat err2.txt; fail "--volume with SCONE_CONFIG_ID was not refused"; }
   ;;
+network-shield)
+  # The network shield's rules from the session's environment only: the identity is a
+  # certificate the session's CA issued ($$SCONE::web.key$$ and .crt), the program's environment
+  # holds none of the variables, and the host's variables are ignored.
+  port=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p www && echo "served-through-cas" > www/index.html
+  cat > web.py <<PYEOF
+import os, runpy, sys
+leaked = [k for k in os.environ if k.startswith("SCONE_NETWORK_SHIELD")]
+open("$work/leaked.txt", "w").write(" ".join(leaked) or "none")
+open("$work/ca.crt", "w").write(os.environ["WEB_CA"])
+sys.argv = ["http.server", "-b", "127.0.0.1", "-d", "$work/www", "$port"]
+runpy.run_module("http.server", run_name="__main__")
+PYEOF
+  cat > s.yml <<EOF
+name: svc
+version: "0.3"
+security:
+  attestation:
+    tolerate: [sim, debug-mode]
+services:
+  - name: app
+    mrenclaves: [$(measure $PY)]
+    command: python3 $work/web.py
+    environment:
+      WEB_CA: \$\$SCONE::web_ca.crt\$\$
+      SCONE_NETWORK_SHIELD: protected
+      SCONE_NETWORK_SHIELD_SERVER_WEB: protected
+      SCONE_NETWORK_SHIELD_SERVER_WEB_PORT: TCP:$port
+      SCONE_NETWORK_SHIELD_SERVER_WEB_IDENTITY: \$\$SCONE::web.key\$\$\$\$SCONE::web.crt\$\$
+      SCONE_NETWORK_SHIELD_SERVER_WEB_CLIENT_AUTH: disabled
+    pwd: $work
+secrets:
+  - name: web_ca
+    kind: x509-ca
+  - name: web
+    kind: x509
+    issuer: web_ca
+    dns: [localhost]
+EOF
+  "$scone" session create s.yml >/dev/null
+  SCONE_NETWORK_SHIELD_SERVER_WEB=unprotected SCONE_NETWORK_SHIELD_SERVER_WEB_PORT="TCP:$port" \
+    "$scone" run --config-id svc/app -- "$PY" > web.out 2>&1 &
+  svc_pid=$!
+  for _ in $(seq 1 200); do
+    "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $port), timeout=1).close()" 2>/dev/null && break
+    kill -0 "$svc_pid" || break
+    sleep 0.05
+  done
+  [[ -s leaked.txt ]] || { cat web.out; fail "the service did not start"; }
+  [[ "$(cat leaked.txt)" == none ]] || fail "the program's environment holds $(cat leaked.txt)"
+  curl -sS --cacert ca.crt "https://localhost:$port/index.html" > body || { cat web.out; fail "curl over TLS"; }
+  [[ "$(cat body)" == "served-through-cas" ]] || fail "body"
+  if curl -sS -m 5 "http://127.0.0.1:$port/index.html" >/dev/null 2>&1; then fail "plaintext served: the host's rule was used"; fi
+  ! tr '\0' '\n' < "/proc/$svc_pid/environ" | grep -q "PRIVATE KEY" || fail "a private key in /proc/PID/environ"
+  ;;
 wrong-cas)
   session s.yml "    mrenclaves: [$(measure $PY)]"
   "$scone" session create s.yml >/dev/null

@@ -11,6 +11,8 @@
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/file_calls.h"
 #include "runtime/files/mapped_files.h"
+#include "runtime/net/socket_calls.h"
+#include "runtime/net/tls_socket.h"
 #include "runtime/process/fork.h"
 #include "runtime/process/process_calls.h"
 #include "runtime/process/signal_calls.h"
@@ -169,6 +171,124 @@ DispatchResult DispatchAfterClose(Runtime& rt, const SyscallFrame& f) {
   return Done(rt.fds().Has(fd) ? -EIO : Raw(f));
 }
 
+bool IsTlsSocket(Runtime& rt, int fd) {
+  if (!rt.fds().Has(fd)) return false;
+  auto d = rt.fds().Get(fd);
+  return d != nullptr && d->AsTlsSocket() != nullptr;
+}
+
+// poll, ppoll, select and pselect6 over a set holding a TLS connection: the network shield's
+// readiness; else kNotMine.
+long ReadinessCall(Runtime& rt, const SyscallFrame& f) {
+  const long* a = f.args;
+  if (rt.network() == nullptr) return kNotMine;
+  switch (f.nr) {
+    case SYS_poll: {
+      auto* fds = Ptr<struct pollfd>(a[0]);
+      if (!sockets::AnyTls(rt, fds, static_cast<unsigned long>(a[1]))) return kNotMine;
+      struct timespec ts = {a[2] / 1000, (a[2] % 1000) * 1000000};
+      return sockets::Poll(rt, fds, static_cast<unsigned long>(a[1]), a[2] < 0 ? nullptr : &ts, nullptr, 0);
+    }
+    case SYS_ppoll: {
+      auto* fds = Ptr<struct pollfd>(a[0]);
+      if (!sockets::AnyTls(rt, fds, static_cast<unsigned long>(a[1]))) return kNotMine;
+      return sockets::Poll(rt, fds, static_cast<unsigned long>(a[1]), Ptr<const struct timespec>(a[2]),
+                           Ptr<const void>(a[3]), static_cast<size_t>(a[4]));
+    }
+    case SYS_select: {
+      int nfds = Fd(a[0]);
+      auto *r = Ptr<fd_set>(a[1]), *w = Ptr<fd_set>(a[2]), *e = Ptr<fd_set>(a[3]);
+      if (!sockets::AnyTls(rt, nfds, r, w, e)) return kNotMine;
+      auto* tv = Ptr<struct timeval>(a[4]);
+      struct timespec ts = {};
+      if (tv != nullptr) ts = {tv->tv_sec, tv->tv_usec * 1000};
+      long n = sockets::Select(rt, nfds, r, w, e, tv != nullptr ? &ts : nullptr, nullptr, 0);
+      if (tv != nullptr) *tv = {ts.tv_sec, ts.tv_nsec / 1000};
+      return n;
+    }
+    case SYS_epoll_wait:
+    case SYS_epoll_pwait:
+    case SYS_epoll_pwait2: {
+      if (!sockets::EpollHoldsTls(Fd(a[0]))) return kNotMine;
+      struct timespec ts = {};
+      const struct timespec* timeout = &ts;
+      if (f.nr == SYS_epoll_pwait2) {
+        timeout = Ptr<const struct timespec>(a[3]);
+      } else if (a[3] < 0) {
+        timeout = nullptr;
+      } else {
+        ts = {a[3] / 1000, (a[3] % 1000) * 1000000};
+      }
+      bool masked = f.nr != SYS_epoll_wait;
+      return sockets::EpollWait(rt, Fd(a[0]), Ptr<struct epoll_event>(a[1]), Fd(a[2]), timeout,
+                                masked ? Ptr<const void>(a[4]) : nullptr, masked ? static_cast<size_t>(a[5]) : 0);
+    }
+    case SYS_pselect6: {
+      int nfds = Fd(a[0]);
+      auto *r = Ptr<fd_set>(a[1]), *w = Ptr<fd_set>(a[2]), *e = Ptr<fd_set>(a[3]);
+      if (!sockets::AnyTls(rt, nfds, r, w, e)) return kNotMine;
+      struct MaskArg {
+        const void* mask;
+        size_t size;
+      };
+      const auto* m = Ptr<const MaskArg>(a[5]);
+      return sockets::Select(rt, nfds, r, w, e, Ptr<struct timespec>(a[4]), m ? m->mask : nullptr, m ? m->size : 0);
+    }
+    default:
+      return kNotMine;
+  }
+}
+
+// Calls on sockets: the network shield's (only when it is on).
+long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
+  const long* a = f.args;
+  FdTable& fds = rt.fds();
+  switch (f.nr) {
+    case SYS_socket:
+      return rt.network() ? sockets::Socket(rt, Fd(a[0]), Fd(a[1]), Fd(a[2])) : kNotMine;
+    case SYS_connect:
+      return rt.network() ? sockets::Connect(rt, Fd(a[0]), Ptr<const struct sockaddr>(a[1]), static_cast<socklen_t>(a[2]))
+                          : kNotMine;
+    case SYS_accept:
+    case SYS_accept4:
+      return rt.network() ? sockets::Accept(rt, Fd(a[0]), Ptr<struct sockaddr>(a[1]), Ptr<socklen_t>(a[2]),
+                                            f.nr == SYS_accept4 ? Fd(a[3]) : 0)
+                          : kNotMine;
+    case SYS_recvfrom:
+      return fds.Has(Fd(a[0])) ? sockets::ReceiveFrom(rt, Fd(a[0]), Ptr<void>(a[1]), a[2], Fd(a[3]),
+                                                      Ptr<struct sockaddr>(a[4]), Ptr<socklen_t>(a[5]))
+                               : kNotMine;
+    case SYS_sendto:
+      return fds.Has(Fd(a[0])) ? sockets::SendTo(rt, Fd(a[0]), Ptr<const void>(a[1]), a[2], Fd(a[3]),
+                                                 Ptr<const struct sockaddr>(a[4]), static_cast<socklen_t>(a[5]))
+                               : kNotMine;
+    case SYS_recvmsg:
+      return fds.Has(Fd(a[0])) ? sockets::ReceiveMessage(rt, Fd(a[0]), Ptr<struct msghdr>(a[1]), Fd(a[2])) : kNotMine;
+    case SYS_sendmsg:
+      return fds.Has(Fd(a[0])) ? sockets::SendMessage(rt, Fd(a[0]), Ptr<const struct msghdr>(a[1]), Fd(a[2])) : kNotMine;
+    case SYS_recvmmsg:
+    case SYS_sendmmsg:
+      return fds.Has(Fd(a[0])) ? -EOPNOTSUPP : kNotMine;  // datagram batches: no TLS stream has them
+    case SYS_shutdown:
+      return fds.Has(Fd(a[0])) ? sockets::Shutdown(rt, Fd(a[0]), Fd(a[1])) : kNotMine;
+    case SYS_poll:
+    case SYS_select:
+    case SYS_epoll_wait:
+      return ReadinessCall(rt, f);
+    case SYS_epoll_ctl:
+      return rt.network() ? sockets::EpollCtl(rt, Fd(a[0]), Fd(a[1]), Fd(a[2]), Ptr<struct epoll_event>(a[3])) : kNotMine;
+    case SYS_epoll_create:
+    case SYS_epoll_create1: {
+      if (!rt.network()) return kNotMine;
+      long r = Raw(f);
+      if (r >= 0) sockets::EpollCreated(static_cast<int>(r));
+      return r;
+    }
+    default:
+      return kNotMine;
+  }
+}
+
 // Calls on descriptors and paths: the file system shield's.
 DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
   if (process::ForkChildPending() && !process::BeforeChildReset(f.nr, f.args[3])) process::CompleteForkInChild();
@@ -213,7 +333,8 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_close:
       if (fds.IsOwn(Fd(a[0]))) return Done(-EBADF);  // not the program's
       rt.dirs().Forget(Fd(a[0]));
-      return Done(fds.Has(Fd(a[0])) ? files::Close(rt, Fd(a[0])) : Raw(f));
+      if (!fds.Has(Fd(a[0]))) return Done(Raw(f));
+      return Done(IsTlsSocket(rt, Fd(a[0])) ? sockets::Close(rt, Fd(a[0])) : files::Close(rt, Fd(a[0])));
     case SYS_close_range:
       return Done(CloseRange(rt, f));
     case SYS_dup:
@@ -306,11 +427,12 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       return Done(process::Exec(rt, Fd(a[0]), Str(a[1]), Ptr<char* const>(a[2]), Ptr<char* const>(a[3]), Fd(a[4])));
     case SYS_io_setup:
     case SYS_io_uring_setup:
-      // Asynchronous I/O would reach the kernel without the shield: programs fall back to
-      // system calls (MariaDB without native AIO, liburing users to their synchronous path).
-      return Done(rt.HasVolumes() ? -ENOSYS : Raw(f));
+      // Asynchronous I/O would reach the kernel without the shields (a protected file's
+      // ciphertext, a TLS connection's socket): programs fall back to system calls (MariaDB
+      // without native AIO, liburing users to their synchronous path).
+      return Done(rt.HasVolumes() || rt.network() != nullptr ? -ENOSYS : Raw(f));
     default:
-      return Done(Raw(f));
+      return Served(f, DispatchSockets(rt, f));
   }
 }
 
@@ -344,11 +466,29 @@ DispatchResult Dispatch(SyscallFrame& f) {
     case SYS_rt_sigprocmask:
       r = Done(process::SigProcMask(Fd(a[0]), Ptr<const uint64_t>(a[1]), Ptr<uint64_t>(a[2]), a[3]));
       break;
-    case SYS_rt_sigsuspend:
     case SYS_ppoll:
     case SYS_pselect6:
+      if (Runtime* rt = ShieldIfReady(); rt != nullptr && !rt->closed()) {
+        long served = ReadinessCall(*rt, f);
+        if (served != kNotMine) {
+          r = Done(served);
+          break;
+        }
+      }
+      r = Done(process::WithMask(f.nr, a));
+      break;
     case SYS_epoll_pwait:
     case SYS_epoll_pwait2:
+      if (Runtime* rt = ShieldIfReady(); rt != nullptr && !rt->closed()) {
+        long served = ReadinessCall(*rt, f);
+        if (served != kNotMine) {
+          r = Done(served);
+          break;
+        }
+      }
+      r = Done(process::WithMask(f.nr, a));
+      break;
+    case SYS_rt_sigsuspend:
       r = Done(process::WithMask(f.nr, a));
       break;
     case SYS_prctl:

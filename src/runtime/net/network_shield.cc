@@ -1,0 +1,186 @@
+#include "runtime/net/network_shield.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/syscall.h>
+#include <sys/un.h>
+
+#include <cstring>
+
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/runtime.h"
+
+namespace scone::runtime::sockets {
+namespace {
+
+// An address as text, IPv4-mapped IPv6 addresses as IPv4; "" for other families.
+std::string AddressText(const struct sockaddr* addr, socklen_t size, uint16_t* port) {
+  char text[INET6_ADDRSTRLEN] = {};
+  if (addr->sa_family == AF_INET && size >= sizeof(sockaddr_in)) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(addr);
+    *port = ntohs(in->sin_port);
+    inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text));
+    return text;
+  }
+  if (addr->sa_family == AF_INET6 && size >= sizeof(sockaddr_in6)) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(addr);
+    *port = ntohs(in6->sin6_port);
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+      inet_ntop(AF_INET, in6->sin6_addr.s6_addr + 12, text, sizeof(text));
+    } else {
+      inet_ntop(AF_INET6, &in6->sin6_addr, text, sizeof(text));
+    }
+    return text;
+  }
+  return "";
+}
+
+// An IP literal in the form AddressText gives.
+std::string Normalized(const std::string& ip) {
+  unsigned char buf[16];
+  char text[INET6_ADDRSTRLEN] = {};
+  if (inet_pton(AF_INET, ip.c_str(), buf) == 1) return inet_ntop(AF_INET, buf, text, sizeof(text));
+  if (inet_pton(AF_INET6, ip.c_str(), buf) == 1) {
+    if (IN6_IS_ADDR_V4MAPPED(reinterpret_cast<in6_addr*>(buf))) return inet_ntop(AF_INET, buf + 12, text, sizeof(text));
+    return inet_ntop(AF_INET6, buf, text, sizeof(text));
+  }
+  return "";
+}
+
+std::string UnixPath(const struct sockaddr* addr, socklen_t size) {
+  if (addr->sa_family != AF_UNIX || size <= offsetof(sockaddr_un, sun_path)) return "";
+  const auto* un = reinterpret_cast<const sockaddr_un*>(addr);
+  size_t n = size - offsetof(sockaddr_un, sun_path);
+  if (n == 0 || un->sun_path[0] == '\0') return "";  // unnamed or abstract
+  return std::string(un->sun_path, strnlen(un->sun_path, n));
+}
+
+}  // namespace
+
+std::string Decision::What() const {
+  if (server != nullptr) return "server rule " + server->name;
+  if (client != nullptr) return "client rule " + client->name;
+  return "SCONE_NETWORK_SHIELD=protected (no rule names " + endpoint + ")";
+}
+
+Result<std::unique_ptr<NetworkShield>> NetworkShield::Create(std::vector<NetworkVariable> variables) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (const NetworkVariable& v : variables) {
+    pairs.emplace_back(v.name, std::string(reinterpret_cast<const char*>(v.value.data()), v.value.size()));
+  }
+  auto rules = net::NetworkRules::Parse(pairs);
+  for (auto& [name, value] : pairs) Wipe(value);
+  if (!rules.ok()) return rules.status();
+  std::unique_ptr<NetworkShield> shield(new NetworkShield(std::move(rules).value(), std::move(variables)));
+  for (const net::ClientRule& c : shield->rules_.clients) {
+    std::vector<std::string> addresses;
+    for (const std::string& ip : c.destination_ips) addresses.push_back(Normalized(ip));
+    if (!c.destination.unix_socket && addresses.empty()) {
+      std::string literal = Normalized(c.destination.host);
+      if (!literal.empty()) {
+        addresses.push_back(literal);
+      } else if (c.destination.host == "localhost") {
+        addresses = {"127.0.0.1", "::1"};
+      } else {
+        struct addrinfo hints = {};
+        hints.ai_socktype = SOCK_STREAM;
+        struct addrinfo* found = nullptr;
+        if (getaddrinfo(c.destination.host.c_str(), nullptr, &hints, &found) == 0) {
+          for (auto* a = found; a != nullptr; a = a->ai_next) {
+            uint16_t ignored;
+            std::string text = AddressText(a->ai_addr, a->ai_addrlen, &ignored);
+            if (!text.empty()) addresses.push_back(text);
+          }
+          freeaddrinfo(found);
+        }
+        if (addresses.empty()) {
+          Log("network shield: client rule " + c.name + ": " + c.destination.host +
+              " does not resolve; give SCONE_NETWORK_SHIELD_CLIENT_" + c.name + "_DESTINATION_IP");
+        }
+      }
+    }
+    shield->client_addresses_.push_back(std::move(addresses));
+  }
+  return shield;
+}
+
+std::vector<NetworkVariable> NetworkShield::Variables() const {
+  std::vector<NetworkVariable> out;
+  for (const NetworkVariable& v : variables_) out.push_back({v.name, v.value.Clone()});
+  return out;
+}
+
+Decision NetworkShield::ForConnect(const struct sockaddr* addr, socklen_t size) const {
+  Decision d;
+  if (addr == nullptr) return d;
+  std::string path = UnixPath(addr, size);
+  if (!path.empty()) {
+    d.endpoint = "unix:" + path;
+    if (const net::ClientRule* c = rules_.ClientForPath(path)) {
+      d.client = c;
+      d.protection = c->protection;
+    }
+    return d;  // unix sockets no rule names are the system's (nscd, syslog): never the default
+  }
+  uint16_t port = 0;
+  std::string ip = AddressText(addr, size, &port);
+  if (ip.empty()) return d;
+  d.endpoint = "TCP:" + (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
+  for (size_t i = 0; i < rules_.clients.size(); ++i) {
+    const net::ClientRule& c = rules_.clients[i];
+    if (c.destination.unix_socket || c.destination.port != port) continue;
+    for (const std::string& a : client_addresses_[i]) {
+      if (a == ip) {
+        d.client = &c;
+        d.protection = c.protection;
+        return d;
+      }
+    }
+  }
+  d.protection = rules_.Default();
+  return d;
+}
+
+Decision NetworkShield::ForAccept(int listen_fd) const {
+  Decision d;
+  struct sockaddr_storage local = {};
+  socklen_t size = sizeof(local);
+  if (RawSyscall(SYS_getsockname, listen_fd, Arg(&local), Arg(&size)) != 0) return d;
+  auto* addr = reinterpret_cast<const struct sockaddr*>(&local);
+  std::string path = UnixPath(addr, size);
+  if (!path.empty()) {
+    d.endpoint = "unix:" + path;
+    if (const net::ServerRule* s = rules_.ServerForPath(path)) {
+      d.server = s;
+      d.protection = s->protection;
+    }
+    return d;
+  }
+  uint16_t port = 0;
+  if (AddressText(addr, size, &port).empty()) return d;
+  d.endpoint = "TCP:" + std::to_string(port);
+  if (const net::ServerRule* s = rules_.ServerForPort(port)) {
+    d.server = s;
+    d.protection = s->protection;
+    return d;
+  }
+  d.protection = rules_.Default();
+  return d;
+}
+
+Result<std::shared_ptr<net::TlsContext>> NetworkShield::Context(const Decision& d) {
+  const void* key = d.server != nullptr ? static_cast<const void*>(d.server) : static_cast<const void*>(d.client);
+  if (key == nullptr) {
+    return PermissionDenied(d.What() + ": without CAS there is no default identity for it (name it in a rule)");
+  }
+  std::lock_guard lock(mu_);
+  auto it = contexts_.find(key);
+  if (it != contexts_.end()) return it->second;
+  auto made = d.server != nullptr ? net::TlsContext::ForServer(*d.server) : net::TlsContext::ForClient(*d.client);
+  if (!made.ok()) return made.status();
+  contexts_[key] = *made;
+  return made;
+}
+
+}  // namespace scone::runtime::sockets

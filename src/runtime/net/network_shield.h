@@ -1,0 +1,66 @@
+// The network shield in a process: the rules (net/network_rules.h) with their TLS contexts,
+// and the decision for each connection the program makes or accepts.
+//
+// A TCP destination is matched by address and port: the IPs of _DESTINATION_IP, the host when
+// it is an IP literal, else the host's addresses as resolved once at start-up ("localhost":
+// 127.0.0.1 and ::1). A listening socket is matched by its port (getsockname) or unix path.
+// Thread-safety: immutable after Create, but for the contexts, made on first use under a lock.
+#pragma once
+
+#include <sys/socket.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "net/network_rules.h"
+#include "net/tls_connection.h"
+#include "runtime/config.h"
+
+namespace scone::runtime::sockets {
+
+struct Decision {
+  net::Protection protection = net::Protection::kUnprotected;
+  const net::ServerRule* server = nullptr;  // the rule that decided, if any
+  const net::ClientRule* client = nullptr;
+  std::string endpoint;  // what the connection goes to or comes in on ("TCP:127.0.0.1:443")
+
+  // "server rule WEB", "client rule DB", or "SCONE_NETWORK_SHIELD=protected" (no rule).
+  std::string What() const;
+};
+
+class NetworkShield {
+ public:
+  // From the variables `scone run` handed over (or the session's environment).
+  static Result<std::unique_ptr<NetworkShield>> Create(std::vector<NetworkVariable> variables);
+
+  bool Enabled() const { return rules_.Enabled(); }
+  const net::NetworkRules& rules() const { return rules_; }
+  // For programs this one executes.
+  std::vector<NetworkVariable> Variables() const;
+
+  // An outgoing stream connection to `addr`.
+  Decision ForConnect(const struct sockaddr* addr, socklen_t size) const;
+  // A connection accepted on the listening socket `listen_fd` (its local address decides).
+  Decision ForAccept(int listen_fd) const;
+  // Whether UDP and raw sockets are refused.
+  bool RefusesUnsupported() const { return rules_.unsupported_protocols == net::Protection::kRefuse; }
+
+  // The TLS context of a protected decision (made once per rule).
+  Result<std::shared_ptr<net::TlsContext>> Context(const Decision& d);
+
+ private:
+  NetworkShield(net::NetworkRules rules, std::vector<NetworkVariable> variables)
+      : rules_(std::move(rules)), variables_(std::move(variables)) {}
+
+  net::NetworkRules rules_;
+  std::vector<NetworkVariable> variables_;
+  std::vector<std::vector<std::string>> client_addresses_;  // by client rule, normalized IP text
+  std::mutex mu_;
+  std::map<const void*, std::shared_ptr<net::TlsContext>> contexts_;  // by rule
+};
+
+}  // namespace scone::runtime::sockets

@@ -1,0 +1,317 @@
+#include "runtime/net/tls_socket.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
+#include "runtime/entry/entry.h"
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/runtime.h"
+
+namespace scone::runtime::sockets {
+namespace {
+
+// Ciphertext read from the kernel at a time: a little more than one full record.
+constexpr size_t kReceiveSize = 17 * 1024;
+// Plaintext encrypted per step: four full records.
+constexpr size_t kWriteSize = 64 * 1024;
+
+}  // namespace
+
+TlsSocketFd::TlsSocketFd(std::unique_ptr<net::TlsConnection> connection, std::string rule, std::string peer,
+                         bool server)
+    : connection_(std::move(connection)), rule_(std::move(rule)), peer_(std::move(peer)), server_(server) {}
+
+bool TlsSocketFd::NonBlocking(int fd, int flags) {
+  if (flags & MSG_DONTWAIT) return true;
+  long kernel = RawSyscall(SYS_fcntl, fd, F_GETFL);
+  return kernel >= 0 && (kernel & O_NONBLOCK);
+}
+
+long TlsSocketFd::Wait(int fd, short events) {
+  struct pollfd p = {fd, events, 0};
+  long r = RawSyscall(SYS_ppoll, Arg(&p), 1, 0, 0, sizeof(uint64_t));
+  return r < 0 ? r : 0;
+}
+
+long TlsSocketFd::Failed(bool reading) {
+  // A peer that connected and closed without a byte (a port probe, a health check) is no failure
+  // worth a line.
+  if (!failure_logged_.exchange(true) && !connection_->PeerSentNothing()) {
+    Log("network shield: " + rule_ + ": connection " + (peer_.empty() ? "" : "with " + peer_ + " ") +
+        "failed: " + connection_->failure());
+  }
+  // A client that failed a server's handshake is, to the server, one that went away: the end of
+  // the stream, which servers handle quietly. Everything else is a reset connection.
+  return reading && server_ && !HandshakeDone() ? 0 : -ECONNRESET;
+}
+
+long TlsSocketFd::Fill(int fd) {
+  uint8_t buf[kReceiveSize];
+  long n = RawSyscall6(SYS_recvfrom, fd, Arg(buf), sizeof(buf), MSG_DONTWAIT, 0, 0);
+  if (n < 0) return n;
+  std::lock_guard s(ssl_mu_);
+  if (n == 0) {
+    connection_->PutEndOfStream();
+  } else {
+    connection_->PutCiphertext(buf, static_cast<size_t>(n));
+  }
+  maybe_readable_.store(true, std::memory_order_release);
+  return n;
+}
+
+long TlsSocketFd::Flush(int fd, bool nosignal) {
+  {
+    std::lock_guard s(ssl_mu_);
+    connection_->TakeCiphertext(&pending_);
+  }
+  size_t sent = 0;
+  long r = 0;
+  while (sent < pending_.size()) {
+    r = RawSyscall6(SYS_sendto, fd, Arg(pending_.data() + sent), static_cast<long>(pending_.size() - sent),
+                   MSG_DONTWAIT | (nosignal ? MSG_NOSIGNAL : 0), 0, 0);
+    if (r < 0) break;
+    sent += static_cast<size_t>(r);
+  }
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(sent));
+  output_waiting_.store(!pending_.empty(), std::memory_order_release);
+  if (pending_.empty()) return 0;
+  return r < 0 ? r : -EAGAIN;
+}
+
+template <typename Step>
+long TlsSocketFd::Run(int fd, int flags, Step step) {
+  for (;;) {
+    short wait = 0;
+    {
+      RuntimeSection section;
+      long r = step(&wait);
+      if (r != kAgain) return r;
+      if (NonBlocking(fd, flags)) return -EAGAIN;
+      // A blocking call waits for the kernel here, in the section: a signal arriving meanwhile
+      // ends the wait (EINTR), and is delivered when the section ends.
+      long w = Wait(fd, wait);
+      if (w < 0) return w;
+    }
+  }
+}
+
+long TlsSocketFd::HandshakeStep(int fd, short* wait) {
+  for (;;) {
+    long h;
+    {
+      std::lock_guard s(ssl_mu_);
+      h = connection_->Handshake();
+    }
+    long f;
+    {
+      std::lock_guard w(wr_mu_);
+      f = Flush(fd);
+    }
+    if (f < 0 && f != -EAGAIN) return f;
+    if (h == net::TlsConnection::kFailed) return Failed();
+    if (h == 1) {
+      if (f == -EAGAIN) {  // the last flight must leave before the handshake counts as done
+        *wait = POLLOUT;
+        return kAgain;
+      }
+      handshake_done_.store(true, std::memory_order_release);
+      return 0;
+    }
+    long got = Fill(fd);
+    if (got >= 0) continue;
+    if (got != -EAGAIN) return got;
+    *wait = static_cast<short>(POLLIN | (f == -EAGAIN ? POLLOUT : 0));
+    return kAgain;
+  }
+}
+
+long TlsSocketFd::ReceiveStep(int fd, void* buf, size_t count, bool peek, short* wait) {
+  for (;;) {
+    long r;
+    bool output;
+    {
+      std::lock_guard s(ssl_mu_);
+      r = peek ? connection_->Peek(buf, count) : connection_->Read(buf, count);
+      if (connection_->HandshakeDone()) handshake_done_.store(true, std::memory_order_release);
+      output = connection_->PendingCiphertext() > 0;
+      if (r > 0) maybe_readable_.store(true, std::memory_order_release);  // more may be buffered
+    }
+    long f = 0;
+    {
+      std::lock_guard w(wr_mu_);
+      if (output || !pending_.empty()) f = Flush(fd);
+    }
+    if (r > 0) return r;
+    if (r == net::TlsConnection::kClosed) return 0;
+    if (r == net::TlsConnection::kFailed) return Failed(/*reading=*/true);
+    if (f < 0 && f != -EAGAIN) return f;
+    long got = Fill(fd);
+    if (got >= 0) continue;
+    if (got != -EAGAIN) return got;
+    *wait = static_cast<short>(POLLIN | (f == -EAGAIN ? POLLOUT : 0));
+    return kAgain;
+  }
+}
+
+long TlsSocketFd::Receive(int fd, void* buf, size_t count, int flags) {
+  if (count == 0 && HandshakeDone()) return 0;
+  auto* out = static_cast<uint8_t*>(buf);
+  size_t done = 0;
+  const bool peek = flags & MSG_PEEK;
+  const bool all = (flags & MSG_WAITALL) && !peek && !(flags & MSG_DONTWAIT);
+  do {
+    long r = Run(fd, flags, [&](short* wait) {
+      std::lock_guard rd(rd_mu_);
+      return ReceiveStep(fd, out + done, count - done, peek, wait);
+    });
+    if (r <= 0) return done > 0 ? static_cast<long>(done) : r;
+    done += static_cast<size_t>(r);
+  } while (all && done < count);
+  return static_cast<long>(done);
+}
+
+long TlsSocketFd::CompleteHandshake(int fd) {
+  return Run(fd, 0, [&](short* wait) {
+    std::lock_guard rd(rd_mu_);
+    return HandshakeStep(fd, wait);
+  });
+}
+
+long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
+  if (!HandshakeDone()) {
+    // The handshake needs the peer's messages: it takes the reader's lock, which a blocked
+    // reader holds until the handshake completes (it drives the handshake itself).
+    long r = Run(fd, flags, [&](short* wait) -> long {
+      for (;;) {
+        if (HandshakeDone()) return 0;
+        if (rd_mu_.try_lock()) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      std::lock_guard rd(rd_mu_, std::adopt_lock);
+      return HandshakeStep(fd, wait);
+    });
+    if (r < 0) return r;
+  }
+  const auto* in = static_cast<const uint8_t*>(buf);
+  const bool nosignal = flags & MSG_NOSIGNAL;
+  size_t done = 0;
+  while (done < count || count == 0) {
+    long r = Run(fd, flags, [&](short* wait) -> long {
+      std::lock_guard w(wr_mu_);
+      long f = Flush(fd, nosignal);  // what a non-blocking write left goes first
+      if (f == -EAGAIN) {
+        *wait = POLLOUT;
+        return kAgain;
+      }
+      if (f < 0) return f;
+      if (count == 0) return 0;
+      long n;
+      {
+        std::lock_guard s(ssl_mu_);
+        n = connection_->Write(in + done, std::min(count - done, kWriteSize));
+      }
+      if (n == net::TlsConnection::kFailed) return Failed();
+      if (n < 0) return -EIO;  // the handshake is done: a write never waits for input
+      f = Flush(fd, nosignal);
+      if (f < 0 && f != -EAGAIN) return f;
+      return n;  // what the kernel did not take yet goes at the next call (or poll)
+    });
+    if (r < 0) return done > 0 ? static_cast<long>(done) : r;
+    if (count == 0) return 0;
+    done += static_cast<size_t>(r);
+    if (done < count && NonBlocking(fd, flags)) break;  // one step: the rest would have to wait
+  }
+  // A blocking write returns once the kernel holds all its ciphertext (asked only when some
+  // is still waiting: the common write costs no fcntl).
+  if (output_waiting_.load(std::memory_order_acquire) && !NonBlocking(fd, flags)) {
+    long r = Run(fd, flags, [&](short* wait) -> long {
+      std::lock_guard w(wr_mu_);
+      long f = Flush(fd, nosignal);
+      if (f == -EAGAIN) {
+        *wait = POLLOUT;
+        return kAgain;
+      }
+      return f;
+    });
+    if (r < 0 && r != -EINTR) return done > 0 ? static_cast<long>(done) : r;
+  }
+  return static_cast<long>(done);
+}
+
+long TlsSocketFd::Shutdown(int fd, int how) {
+  if (how == SHUT_WR || how == SHUT_RDWR) {
+    RuntimeSection section;
+    std::lock_guard w(wr_mu_);
+    {
+      std::lock_guard s(ssl_mu_);
+      connection_->Shutdown();
+    }
+    (void)Flush(fd);
+  }
+  return RawSyscall(SYS_shutdown, fd, how);
+}
+
+short TlsSocketFd::ShieldEvents(short wanted) {
+  if (!(wanted & POLLIN)) return 0;
+  RuntimeSection section;
+  std::unique_lock s(ssl_mu_, std::try_to_lock);  // a reader at work: the kernel's answer stands
+  if (!s.owns_lock()) return 0;
+  if (!connection_->HandshakeDone()) return 0;
+  if (connection_->Readable()) return POLLIN;
+  maybe_readable_.store(false, std::memory_order_release);
+  return 0;
+}
+
+short TlsSocketFd::KernelEvents(short wanted) {
+  short events = wanted;
+  if (!HandshakeDone() && (wanted & (POLLIN | POLLOUT))) events = static_cast<short>((events & ~POLLOUT) | POLLIN);
+  RuntimeSection section;
+  std::unique_lock w(wr_mu_, std::try_to_lock);
+  if (w.owns_lock() && !pending_.empty()) events |= POLLOUT;
+  return events;
+}
+
+void TlsSocketFd::FlushWithoutWaiting(int fd) {
+  RuntimeSection section;
+  std::unique_lock w(wr_mu_, std::try_to_lock);
+  if (w.owns_lock()) (void)Flush(fd);
+}
+
+void TlsSocketFd::AdvanceHandshake(int fd) {
+  if (HandshakeDone()) return;
+  RuntimeSection section;
+  std::unique_lock rd(rd_mu_, std::try_to_lock);
+  if (!rd.owns_lock()) return;
+  short wait = 0;
+  (void)HandshakeStep(fd, &wait);
+}
+
+void TlsSocketFd::Closing(int fd) {
+  if (shared_.load()) return;  // another process may still use the connection
+  RuntimeSection section;
+  std::unique_lock w(wr_mu_, std::try_to_lock);  // a writer at work: the peer sees the end of stream
+  if (!w.owns_lock()) return;
+  {
+    std::lock_guard s(ssl_mu_);
+    connection_->Shutdown();
+  }
+  (void)Flush(fd);  // without waiting: a peer that does not read gets no close_notify
+}
+
+bool TlsSocketFd::Describe(int fd, InheritedFd*) {
+  long flags = RawSyscall(SYS_fcntl, fd, F_GETFD);
+  if (flags >= 0 && !(flags & FD_CLOEXEC)) {
+    RawSyscall(SYS_fcntl, fd, F_SETFD, flags | FD_CLOEXEC);
+    Log("network shield: descriptor " + std::to_string(fd) + " (" + rule_ +
+        "): a TLS connection cannot follow exec; the new program does not get it");
+  }
+  return false;
+}
+
+}  // namespace scone::runtime::sockets

@@ -1,0 +1,127 @@
+// A connection the network shield protects, as the program sees it: the kernel descriptor is
+// the real TCP (or unix stream) socket, carrying only TLS records; what the program reads and
+// writes goes through a net::TlsConnection. The kernel calls are made here, raw, with the
+// program's blocking mode: a blocking read waits in ppoll on the socket (a signal ends the wait
+// with EINTR), a non-blocking one returns EAGAIN. A handshake in progress is never an end of
+// stream: reads wait (or EAGAIN) until it completes or fails.
+//
+// Locks, always taken in this order, each inside a RuntimeSection: rd_mu_ (one reader takes
+// ciphertext from the kernel at a time), wr_mu_ (ciphertext leaves in order), ssl_mu_ (the SSL
+// object). A writer takes rd_mu_ only while the handshake is not done (it may need the peer's
+// messages). Thread-safety: all methods may be called concurrently.
+#pragma once
+
+#include <poll.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "net/tls_connection.h"
+#include "runtime/fd_table.h"
+
+namespace scone::runtime::sockets {
+
+class TlsSocketFd final : public ShieldedFd {
+ public:
+  // `rule`: what `scone:` lines name ("server rule WEB").
+  TlsSocketFd(std::unique_ptr<net::TlsConnection> connection, std::string rule, std::string peer, bool server);
+
+  // recv/read: MSG_DONTWAIT and MSG_PEEK honoured, MSG_WAITALL fills the buffer.
+  long Receive(int fd, void* buf, size_t count, int flags);
+  // send/write: MSG_DONTWAIT and MSG_NOSIGNAL honoured. A blocking socket takes everything.
+  long Send(int fd, const void* buf, size_t count, int flags);
+  // Runs the handshake to its end on a blocking socket (connect): 0, or -errno.
+  long CompleteHandshake(int fd);
+  // shutdown(2): SHUT_WR sends close_notify first.
+  long Shutdown(int fd, int how);
+
+  // Readiness, for poll/select/epoll: the events the shield adds to the kernel's (POLLIN for
+  // plaintext already decrypted or records already received), and the events to ask the kernel
+  // for in place of `wanted` (a handshake in progress waits for input, not output; ciphertext
+  // still to send asks for POLLOUT).
+  short ShieldEvents(short wanted);
+  short KernelEvents(short wanted);
+  // Sends ciphertext left over by a non-blocking write, without waiting.
+  void FlushWithoutWaiting(int fd);
+  // Drives a handshake in progress as far as it goes without waiting (poll found input).
+  void AdvanceHandshake(int fd);
+  bool HandshakeDone() const { return handshake_done_.load(std::memory_order_acquire); }
+  // Nothing for a readiness call to do: the handshake is done, no ciphertext waits to leave,
+  // and no decrypted data or received record may be waiting (one atomic load each).
+  bool Quiet() const {
+    return HandshakeDone() && !Broken() && !output_waiting_.load(std::memory_order_acquire) &&
+           !maybe_readable_.load(std::memory_order_acquire);
+  }
+  // The connection failed (said once in a `scone:` line).
+  bool Broken() const { return failure_logged_.load(std::memory_order_acquire); }
+
+  long Read(int fd, void* buf, size_t count) override { return Receive(fd, buf, count, 0); }
+  long Write(int fd, const void* buf, size_t count) override { return Send(fd, buf, count, 0); }
+  long ReadAt(void*, size_t, uint64_t) override { return -ESPIPE; }
+  long WriteAt(const void*, size_t, uint64_t) override { return -ESPIPE; }
+  long Seek(int, int64_t, int) override { return -ESPIPE; }
+  // After a fork both processes hold the connection: neither may end it for the other.
+  void ShareWithOtherProcesses(int) override { shared_.store(true); }
+  void PatchStat(struct stat*) override {}
+  uint64_t PlaintextSize() override { return 0; }
+  long Truncate(int64_t) override { return -EINVAL; }
+  long Allocate(int, int64_t, int64_t) override { return -ENODEV; }
+  long Sync() override { return -EINVAL; }
+  long KeepTimes(bool, bool) override { return 0; }
+  long Map(void*, size_t, int, int, int64_t) override { return -ENODEV; }
+  int StatusFlags(int kernel_flags) override { return kernel_flags; }
+  int SetStatusFlags(int flags) override { return flags; }
+  // The program closes the last descriptor `fd` of the connection: close_notify, if it can
+  // leave without waiting.
+  void Closing(int fd);
+  // At exit or close_range: the kernel ends the stream (the peer sees its end without close_notify).
+  long LastClose() override { return 0; }
+  TlsSocketFd* AsTlsSocket() override { return this; }
+  void ForgetParentWrites() override {}
+  // A TLS connection's state lives in this process's memory: it cannot follow exec. The
+  // descriptor is made close-on-exec (the new program must never write plaintext to it).
+  bool Describe(int fd, InheritedFd* out) override;
+
+ private:
+  static constexpr long kAgain = -100000;  // a step needs the kernel: wait for *wait events
+
+  // The step of a call made with the locks held; kAgain (and `wait`) when it must wait.
+  long ReceiveStep(int fd, void* buf, size_t count, bool peek, short* wait);
+  long HandshakeStep(int fd, short* wait);
+  // Ciphertext from the kernel into the connection, without waiting: > 0, 0 (end of stream),
+  // -EAGAIN. REQUIRES: rd_mu_.
+  long Fill(int fd);
+  // Moves the connection's output to pending_ and sends what the kernel takes without waiting:
+  // 0 when all is sent, -EAGAIN, or -errno. REQUIRES: wr_mu_.
+  long Flush(int fd, bool nosignal = true);
+  // Whether the program asked for non-blocking behaviour (MSG_DONTWAIT or O_NONBLOCK).
+  static bool NonBlocking(int fd, int flags);
+  // Waits for `events` on the kernel socket (ppoll, no timeout): 0, or -EINTR.
+  static long Wait(int fd, short events);
+  // The connection failed: says why once; the call gets ECONNRESET (a server's read of a
+  // connection whose handshake failed: the end of the stream).
+  long Failed(bool reading = false);
+  // Runs `step` (with the locks it takes, in a RuntimeSection) until it does not need to wait;
+  // waits in between unless non-blocking.
+  template <typename Step>
+  long Run(int fd, int flags, Step step);
+
+  const std::unique_ptr<net::TlsConnection> connection_;  // under ssl_mu_
+  const std::string rule_;
+  const std::string peer_;
+  const bool server_;
+  std::mutex rd_mu_, wr_mu_, ssl_mu_;
+  std::vector<uint8_t> pending_;  // ciphertext not yet taken by the kernel; under wr_mu_
+  std::atomic<bool> handshake_done_{false};
+  std::atomic<bool> failure_logged_{false};
+  std::atomic<bool> shared_{false};
+  std::atomic<bool> output_waiting_{false};  // pending_ is not empty
+  // Set when records arrived or a read returned data (more may be buffered); cleared by a
+  // readiness check that found nothing to read. Written under ssl_mu_.
+  std::atomic<bool> maybe_readable_{false};
+};
+
+}  // namespace scone::runtime::sockets

@@ -1,0 +1,528 @@
+#!/usr/bin/env bash
+# The network shield with unmodified programs under `scone run`: TLS 1.3 on the connections the
+# rules name, with no TLS in the programs' own configuration.
+# usage: network_test.sh SCONE CASE
+# Certificates are made with the openssl command; a relay in plain python between client and
+# server logs every byte that crosses the wire, and no plaintext marker may be among them.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/../lib.sh"
+scone="$1"
+case_name="$2"
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do { kill -9 "$p" && wait "$p"; } 2>/dev/null || true; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+cd "$work"
+PY=/usr/bin/python3
+MARKER="SCONE-NET-MARKER-$$"
+
+# A CA, a server certificate for localhost (and 127.0.0.1), a client certificate; another CA.
+make_certificates() {
+  local o="-nodes -days 2 -newkey ec -pkeyopt ec_paramgen_curve:P-256"
+  openssl req -x509 $o -keyout ca.key -out ca.crt -subj /CN=scone-test-ca 2>/dev/null
+  openssl req -x509 $o -keyout other-ca.key -out other-ca.crt -subj /CN=other-ca 2>/dev/null
+  openssl req $o -keyout server.key -out server.csr -subj /CN=localhost 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > server.ext
+  openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 \
+    -extfile server.ext 2>/dev/null
+  openssl req $o -keyout client.key -out client.csr -subj /CN=shielded-client 2>/dev/null
+  openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 2>/dev/null
+  # A server certificate for localhost from the other CA.
+  openssl req $o -keyout impostor.key -out impostor.csr -subj /CN=localhost 2>/dev/null
+  openssl x509 -req -in impostor.csr -CA other-ca.crt -CAkey other-ca.key -CAcreateserial -out impostor.crt \
+    -days 2 -extfile server.ext 2>/dev/null
+}
+
+free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# wait_for_port PORT PID: until something listens on PORT (bounded: 10 s), while PID lives.
+wait_for_port() {
+  for _ in $(seq 1 200); do
+    "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), timeout=1).close()" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || fail "process $2 exited before listening on $1"
+    sleep 0.05
+  done
+  fail "nothing listens on $1"
+}
+
+# server_rule NAME PORT CLIENT_AUTH [CERT KEY]: the environment of a protected server rule.
+server_env() {
+  local name="$1" port="$2" auth="$3" cert="${4:-server.crt}" key="${5:-server.key}"
+  echo "SCONE_NETWORK_SHIELD_SERVER_$name=protected"
+  echo "SCONE_NETWORK_SHIELD_SERVER_${name}_PORT=TCP:$port"
+  echo "SCONE_NETWORK_SHIELD_SERVER_${name}_IDENTITY=$(cat "$key" "$cert")"
+  echo "SCONE_NETWORK_SHIELD_SERVER_${name}_CLIENT_AUTH=$auth"
+}
+
+# start_http_server PORT ENV-FILE: python3's http.server over www/ under `scone run` with the
+# rules in ENV-FILE (NAME=VALUE lines, values may span lines); its log in http.log.
+start_http_server() {
+  mkdir -p www && echo "$MARKER file content" > www/index.html
+  env_from "$2" "$scone" run -- "$PY" -m http.server -d www -b 127.0.0.1 "$1" > http.log 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  wait_for_port "$1" "$server_pid"
+}
+
+# env_from FILE PROGRAM...: PROGRAM with the variables of FILE (as server_env prints them) added,
+# in place of the caller (exec: `env_from ... &` leaves $! the program's own pid, which cleanup
+# kills).
+env_from() {
+  local file="$1"
+  shift
+  exec "$PY" - "$file" "$@" <<'PYEOF'
+import os, re, sys
+text = open(sys.argv[1]).read()
+env = dict(os.environ)
+for m in re.finditer(r"^(SCONE_NETWORK_SHIELD\w*)=(.*?)(?=^SCONE_NETWORK_SHIELD|\Z)", text, re.M | re.S):
+    env[m.group(1)] = m.group(2).rstrip("\n")
+os.execvpe(sys.argv[2], sys.argv[2:], env)
+PYEOF
+}
+
+# start_relay LISTEN_PORT TARGET_PORT LOG: a plain TCP relay that appends every byte it passes
+# (both ways) to LOG.
+start_relay() {
+  "$PY" - "$1" "$2" "$3" <<'PYEOF' &
+import socket, sys, threading
+listen, target, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+lock = threading.Lock()
+def pump(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            with lock, open(log, "ab") as f:
+                f.write(data)
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", listen))
+s.listen(64)
+while True:
+    c, _ = s.accept()
+    u = socket.create_connection(("127.0.0.1", target))
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+PYEOF
+  relay_pid=$!
+  pids+=("$relay_pid")
+  wait_for_port "$1" "$relay_pid"
+}
+
+# No plaintext marker crossed the relay, and TLS records did (a handshake record: 0x16 0x03).
+check_wire() {
+  [[ -s "$1" ]] || fail "nothing crossed the relay"
+  "$PY" - "$1" "$MARKER" <<'PYEOF' || fail "plaintext on the wire"
+import sys
+data = open(sys.argv[1], "rb").read()
+assert sys.argv[2].encode() not in data, "marker found in %d bytes" % len(data)
+assert data.startswith(b"\x16\x03"), "not TLS: %r" % data[:16]
+PYEOF
+}
+
+make_certificates
+
+case "$case_name" in
+http-server)
+  # python3 -m http.server, unmodified, behind a server rule: curl verifies it with the CA and
+  # talks TLS 1.3; plaintext is refused with a `scone:` line naming the rule, and the server
+  # goes on serving.
+  port=$(free_port)
+  server_env WEB "$port" disabled > rules.env
+  start_http_server "$port" rules.env
+  curl -sS -v --cacert ca.crt "https://localhost:$port/index.html" > body 2> curl.log || { cat curl.log http.log; fail "curl over TLS"; }
+  [[ "$(cat body)" == "$MARKER file content" ]] || fail "body over TLS"
+  grep -q "SSL connection using TLSv1.3" curl.log || { cat curl.log; fail "not TLS 1.3"; }
+  grep -q "subject: CN=localhost" curl.log || fail "curl did not see the server's certificate"
+  grep -q "issuer: CN=scone-test-ca" curl.log || fail "curl did not see the CA"
+  if curl -sS -m 5 "http://127.0.0.1:$port/index.html" > plain.out 2>&1; then fail "plaintext HTTP was served"; fi
+  ! grep -q "$MARKER" plain.out || fail "plaintext reply carried the file"
+  grep -q "scone: network shield: server rule WEB: connection with 127.0.0.1:[0-9]* failed: handshake" http.log ||
+    { cat http.log; fail "no scone: line naming the rule"; }
+  ! grep -q "Traceback" http.log || { cat http.log; fail "the server saw more than the end of a stream"; }
+  # A client of another CA's trust does not accept the server.
+  if curl -sS -m 5 --cacert other-ca.crt "https://localhost:$port/index.html" >/dev/null 2>&1; then
+    fail "curl accepted a server its CA did not certify"
+  fi
+  curl -sS --cacert ca.crt "https://localhost:$port/index.html" > body2 || fail "the server stopped serving"
+  [[ "$(cat body2)" == "$MARKER file content" ]] || fail "body after the refusals"
+  # The host sees no key in the program's environment.
+  for p in $(pgrep -P "$server_pid" || true) "$server_pid"; do
+    ! tr '\0' '\n' < "/proc/$p/environ" | grep -q "PRIVATE KEY\|SCONE_NETWORK_SHIELD" ||
+      fail "the identity is in /proc/$p/environ"
+  done
+  ;;
+
+mutual-tls)
+  # A shielded python3 client (urllib, plain http://) and the shielded http.server, mutual TLS
+  # through a relay that logs the wire: the marker is in the file served and in the request's
+  # path, and never on the wire.
+  port=$(free_port)
+  relay=$(free_port)
+  server_env WEB "$port" "$(cat ca.crt)" > rules.env
+  start_http_server "$port" rules.env
+  start_relay "$relay" "$port" wire.log
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_API=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_API_DESTINATION=TCP:127.0.0.1:$relay"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_API_SERVER_DNS_NAME=localhost"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_API_IDENTITY=$(cat client.key client.crt)"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_API_SERVER_AUTH=$(cat ca.crt)"
+  } > client.env
+  cat > client.py <<PYEOF
+import urllib.request, urllib.error, sys
+body = urllib.request.urlopen("http://127.0.0.1:$relay/index.html").read()
+assert body == b"$MARKER file content\n", body
+try:
+    urllib.request.urlopen("http://127.0.0.1:$relay/$MARKER-in-the-path")
+except urllib.error.HTTPError as e:
+    assert e.code == 404
+print("client ok")
+PYEOF
+  (env_from client.env timeout -s KILL 20 "$scone" run -- "$PY" client.py) > client.out 2>&1 ||
+    { cat client.out http.log; fail "shielded client"; }
+  grep -q "client ok" client.out || fail "client"
+  grep -q "GET /$MARKER-in-the-path" http.log || fail "the server did not get the client's request"
+  check_wire wire.log
+  # Without its certificate the client is refused; the server names the rule and goes on.
+  "$PY" - client.env <<'PYEOF'
+import re, sys
+text = open(sys.argv[1]).read()
+text = re.sub(r"^SCONE_NETWORK_SHIELD_CLIENT_API_IDENTITY=.*?(?=^SCONE_NETWORK_SHIELD|\Z)", "", text, flags=re.M | re.S)
+open("anonymous.env", "w").write(text)
+PYEOF
+  if (env_from anonymous.env timeout -s KILL 20 "$scone" run -- "$PY" client.py) > anonymous.out 2>&1; then
+    fail "a client without a certificate was served"
+  fi
+  grep -q "scone: network shield: server rule WEB: .*failed: handshake: .*certificate" http.log ||
+    { cat http.log; fail "no scone: line for the client without a certificate"; }
+  if curl -sS -m 5 --cacert ca.crt "https://localhost:$port/index.html" >/dev/null 2>&1; then
+    fail "curl without a client certificate was served"
+  fi
+  curl -sS --cacert ca.crt --cert client.crt --key client.key "https://localhost:$port/index.html" > body ||
+    fail "curl with the client certificate"
+  [[ "$(cat body)" == "$MARKER file content" ]] || fail "body with the client certificate"
+  check_wire wire.log
+  ;;
+
+refusals)
+  # refuse rules, a server certified by another CA, and a destination no rule names under
+  # SCONE_NETWORK_SHIELD=protected: the program sees a refused connection, a `scone:` line names why.
+  port=$(free_port)
+  "$PY" -m http.server -b 127.0.0.1 "$port" > plain-http.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  cat > connect.py <<PYEOF
+import socket, sys
+try:
+    socket.create_connection(("127.0.0.1", $port)).close()
+except ConnectionRefusedError:
+    print("refused")
+    sys.exit(0)
+print("connected")
+PYEOF
+  out=$(SCONE_NETWORK_SHIELD_CLIENT_OLD=refuse SCONE_NETWORK_SHIELD_CLIENT_OLD_DESTINATION="TCP:127.0.0.1:$port" \
+        "$scone" run -- "$PY" connect.py 2>&1)
+  [[ "$out" == *"refused"* ]] || fail "a refuse client rule let the connection through: $out"
+  [[ "$out" == *"scone: network shield: connect to TCP:127.0.0.1:$port refused by client rule OLD"* ]] ||
+    fail "no scone: line naming the client rule: $out"
+  out=$(SCONE_NETWORK_SHIELD=protected "$scone" run -- "$PY" connect.py 2>&1)
+  [[ "$out" == *"refused"* && "$out" == *"scone: network shield: connect to TCP:127.0.0.1:$port refused"* ]] ||
+    fail "a destination no rule names was not refused under SCONE_NETWORK_SHIELD=protected: $out"
+  out=$(SCONE_NETWORK_SHIELD=unprotected "$scone" run -- "$PY" connect.py 2>&1)
+  [[ "$out" == "connected" ]] || fail "unprotected: $out"
+  out=$(SCONE_NETWORK_SHIELD=unprotected SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS=refuse "$scone" run -- "$PY" -c '
+import socket
+try:
+    socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    print("udp allowed")
+except PermissionError:
+    print("udp refused")' 2>&1)
+  [[ "$out" == *"udp refused"* && "$out" == *"scone: network shield: a UDP socket refused"* ]] || fail "UDP: $out"
+  # A server that another CA certified: the shielded client refuses it at connect.
+  tport=$(free_port)
+  server_env FAKE "$tport" disabled impostor.crt impostor.key > impostor.env
+  start_http_server "$tport" impostor.env
+  sed -i "s/$port/$tport/" connect.py
+  out=$(SCONE_NETWORK_SHIELD_CLIENT_API=protected SCONE_NETWORK_SHIELD_CLIENT_API_DESTINATION="TCP:localhost:$tport" \
+        SCONE_NETWORK_SHIELD_CLIENT_API_SERVER_AUTH="$(cat ca.crt)" "$scone" run -- "$PY" connect.py 2>&1)
+  [[ "$out" == *"refused"* ]] || fail "the client accepted another CA's server: $out"
+  [[ "$out" == *"scone: network shield: client rule API: connection with TCP:127.0.0.1:$tport failed: handshake: certificate verification failed"* ]] ||
+    fail "no scone: line naming the client rule and the certificate: $out"
+  # A server rule that refuses: the connection is closed, the server keeps accepting.
+  rport=$(free_port)
+  SCONE_NETWORK_SHIELD_SERVER_OLD=refuse SCONE_NETWORK_SHIELD_SERVER_OLD_PORT="TCP:$rport" \
+    "$scone" run -- "$PY" -m http.server -b 127.0.0.1 "$rport" > refuse.log 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do grep -q "Serving HTTP" refuse.log && break; sleep 0.05; done
+  if curl -sS -m 5 "http://127.0.0.1:$rport/" >/dev/null 2>&1; then fail "a refuse server rule served"; fi
+  if curl -sS -m 5 "http://127.0.0.1:$rport/" >/dev/null 2>&1; then fail "a refuse server rule served"; fi
+  [[ "$(grep -c "refused by server rule OLD" refuse.log)" == 2 ]] || { cat refuse.log; fail "no scone: line per refused connection"; }
+  kill -0 "${pids[-1]}" || fail "the server died"
+  ;;
+
+nonblocking-*)
+  # Non-blocking sockets on both sides with the readiness calls a selector makes (poll, select,
+  # epoll): an echo server that reads 100 bytes at a time (the rest of a record waits, decrypted,
+  # in the shield: it must still show as readable) and a client that connects without blocking
+  # (the handshake runs while it waits for POLLOUT, then POLLIN).
+  selector="${case_name#nonblocking-}"
+  port=$(free_port)
+  relay=$(free_port)
+  cat > echo_server.py <<'PYEOF'
+import select, selectors, socket, sys
+
+class EdgeTriggered(selectors.EpollSelector):
+    # Registers with EPOLLET: a reader must read until EAGAIN; one that stops early waits for
+    # the next edge.
+    def register(self, fileobj, events, data=None):
+        key = super().register(fileobj, events, data)
+        self._selector.modify(key.fd, select.EPOLLIN | select.EPOLLET)
+        return key
+
+sel = {"poll": selectors.PollSelector, "select": selectors.SelectSelector, "epoll": selectors.EpollSelector,
+       "epoll-et": EdgeTriggered}[sys.argv[1]]()
+edge = sys.argv[1] == "epoll-et"
+listener = socket.socket()
+listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+listener.bind(("127.0.0.1", int(sys.argv[2])))
+listener.listen(16)
+listener.setblocking(False)
+sel.register(listener, selectors.EVENT_READ)
+while True:
+    for key, _ in sel.select():
+        if key.fileobj is listener:
+            try:
+                c, _ = listener.accept()
+            except (BlockingIOError, ConnectionAbortedError):
+                continue
+            c.setblocking(False)
+            sel.register(c, selectors.EVENT_READ, bytearray())
+            continue
+        c, buf = key.fileobj, key.data
+        data = b""
+        try:
+            while True:  # edge triggered: until EAGAIN, 100 bytes at a time
+                chunk = c.recv(100)
+                data += chunk
+                if not edge or not chunk:
+                    break
+        except BlockingIOError:
+            if not data:
+                continue
+        except ConnectionResetError:
+            data = b""
+        if not data:
+            sel.unregister(c)
+            c.close()
+            continue
+        buf += data
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            c.setblocking(True)
+            c.sendall(b"echo:" + line + b"\n")
+            c.setblocking(False)
+            buf[:] = rest
+PYEOF
+  cat > nb_client.py <<PYEOF
+import errno, select, socket, sys
+s = socket.socket()
+s.setblocking(False)
+r = s.connect_ex(("127.0.0.1", $relay))
+assert r in (0, errno.EINPROGRESS), r
+p = select.poll()
+p.register(s, select.POLLOUT)
+assert p.poll(10000), "connect never completed"
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+for i in range(3):
+    msg = ("$MARKER-%d-" % i * 200 + "\n").encode()
+    sent = 0
+    while sent < len(msg):
+        try:
+            sent += s.send(msg[sent:])
+        except BlockingIOError:
+            p.modify(s, select.POLLOUT)
+            assert p.poll(10000), "never writable"
+    got = b""
+    p.modify(s, select.POLLIN)
+    while not got.endswith(b"\n"):
+        assert p.poll(10000), "no reply: %d bytes so far" % len(got)
+        try:
+            data = s.recv(65536)
+        except BlockingIOError:
+            continue
+        assert data, "end of stream after %d bytes" % len(got)
+        got += data
+    assert got == b"echo:" + msg, (len(got), len(msg))
+# sendfile onto the protected socket (blocking): the file's plaintext goes through the shield.
+with open("sendfile.txt", "wb") as f:
+    f.write(("$MARKER-sendfile-" * 300 + "\n").encode())
+s.setblocking(True)
+with open("sendfile.txt", "rb") as f:
+    s.sendfile(f)
+expected = b"echo:" + open("sendfile.txt", "rb").read()
+got = b""
+while len(got) < len(expected):
+    data = s.recv(65536)
+    assert data, "end of stream after %d bytes" % len(got)
+    got += data
+assert got == expected, (len(got), len(expected))
+s.close()
+print("client ok")
+PYEOF
+  server_env ECHO "$port" "$(cat ca.crt)" > server.env
+  env_from server.env "$scone" run -- "$PY" echo_server.py "$selector" "$port" > server.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  start_relay "$relay" "$port" wire.log
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_DESTINATION=TCP:localhost:$relay"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_IDENTITY=$(cat client.key client.crt)"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_SERVER_AUTH=$(cat ca.crt)"
+  } > client.env
+  (env_from client.env timeout -s KILL 30 "$scone" run -- "$PY" nb_client.py) > client.out 2>&1 ||
+    { cat client.out server.log; fail "non-blocking client"; }
+  grep -q "client ok" client.out || fail "client"
+  check_wire wire.log
+  ;;
+
+redis)
+  # redis-server (epoll), unmodified and without TLS in its configuration, behind a server rule:
+  # redis-cli --tls and redis-benchmark --tls (50 connections at once) through the relay;
+  # plaintext redis-cli is refused with a `scone:` line.
+  port=$(free_port)
+  relay=$(free_port)
+  server_env REDIS "$port" disabled > redis.env
+  env_from redis.env "$scone" run -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    > redis.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  start_relay "$relay" "$port" wire.log
+  cli() { timeout -s KILL 20 redis-cli --tls --cacert ca.crt -h localhost -p "$relay" "$@"; }
+  [[ "$(cli SET key "$MARKER-value")" == "OK" ]] || { cat redis.log; fail "SET over TLS"; }
+  [[ "$(cli GET key)" == "$MARKER-value" ]] || fail "GET over TLS"
+  for i in $(seq 1 200); do echo "SET key:$i $MARKER-$i"; done | cli > /dev/null || fail "pipelined SETs"
+  [[ "$(cli GET key:200)" == "$MARKER-200" ]] || fail "pipelined value"
+  timeout -s KILL 60 redis-benchmark --tls --cacert ca.crt -h localhost -p "$relay" -t set,get -n 5000 -c 50 -q \
+    > bench.out 2>&1 || { cat bench.out; fail "redis-benchmark --tls"; }
+  grep -q "GET: .* requests per second" bench.out || { cat bench.out; fail "redis-benchmark"; }
+  check_wire wire.log
+  [[ "$(timeout -s KILL 10 redis-cli -h 127.0.0.1 -p "$port" PING 2>&1)" != "PONG" ]] || fail "plaintext PING answered"
+  grep -q "scone: network shield: server rule REDIS: connection with 127.0.0.1:[0-9]* failed: handshake" redis.log ||
+    { cat redis.log; fail "no scone: line for plaintext"; }
+  [[ "$(cli GET key)" == "$MARKER-value" ]] || fail "the server stopped serving"
+  ;;
+
+nginx)
+  # nginx, master and two workers as www-data (they accept on the socket the master opened),
+  # epoll and sendfile, no ssl in its configuration: curl --cacert with 4 keep-alive clients and
+  # a 1 MiB file through the relay; plaintext refused with a `scone:` line in its error log.
+  port=$(free_port)
+  relay=$(free_port)
+  mkdir -p tmp www
+  echo "$MARKER index" > www/index.html
+  head -c 1048576 /dev/urandom > www/big.bin
+  chmod -R a+rX "$work" && chown www-data: tmp
+  cat > nginx.conf <<NGINXEOF
+daemon off;
+master_process on;
+worker_processes 2;
+user www-data;
+pid $work/tmp/nginx.pid;
+error_log $work/tmp/error.log notice;
+events { worker_connections 256; }
+http {
+  access_log off;
+  sendfile on;
+  client_body_temp_path $work/tmp/body;
+  proxy_temp_path $work/tmp/proxy;
+  fastcgi_temp_path $work/tmp/fastcgi;
+  uwsgi_temp_path $work/tmp/uwsgi;
+  scgi_temp_path $work/tmp/scgi;
+  types { text/html html; application/octet-stream bin; }
+  server { listen 127.0.0.1:$port; root $work/www; }
+}
+NGINXEOF
+  server_env WEB "$port" disabled > nginx.env
+  env_from nginx.env "$scone" run -- nginx -p "$work/tmp/" -e "$work/tmp/error.log" -c "$work/nginx.conf" > nginx.out 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  start_relay "$relay" "$port" wire.log
+  for c in 1 2 3 4; do
+    curl -sSf --cacert ca.crt "https://localhost:$relay/index.html?c=$c&n=[1-100]" > "body.$c" &
+  done
+  for c in 1 2 3 4; do wait -n || { cat tmp/error.log; fail "curl over TLS"; }; done
+  expected="$(for i in $(seq 1 100); do cat www/index.html; done)"
+  for c in 1 2 3 4; do [[ "$(cat "body.$c")" == "$expected" ]] || fail "client $c got wrong content"; done
+  curl -sSf --cacert ca.crt "https://localhost:$relay/big.bin" | cmp - www/big.bin || fail "big.bin (sendfile) served wrong"
+  check_wire wire.log
+  if curl -sS -m 5 "http://127.0.0.1:$port/index.html" > plain.out 2>&1; then fail "plaintext HTTP was served"; fi
+  for _ in $(seq 1 100); do grep -q "scone: network shield: server rule WEB" tmp/error.log && break; sleep 0.05; done
+  grep -q "scone: network shield: server rule WEB: connection with 127.0.0.1:[0-9]* failed: handshake" tmp/error.log ||
+    { cat tmp/error.log nginx.out; fail "no scone: line for plaintext"; }
+  [[ "$(pgrep -c -P "$(cat tmp/nginx.pid)")" == 2 ]] || fail "nginx lost a worker"
+  curl -sSf --cacert ca.crt "https://localhost:$port/index.html" > after || fail "the server stopped serving"
+  master=$(cat tmp/nginx.pid)
+  pids+=($(pgrep -P "$master"))  # the workers too, should the graceful stop not end them
+  kill -QUIT "$master"
+  for _ in $(seq 1 200); do kill -0 "$master" 2>/dev/null || break; sleep 0.05; done
+  ;;
+
+many-connections)
+  # 2000 TLS connections at once to redis-server behind a server rule (every handshake in
+  # progress holds an ephemeral key in the runtime's secure heap: they must all fit).
+  ulimit -n 8192
+  port=$(free_port)
+  server_env REDIS "$port" disabled > redis.env
+  env_from redis.env "$scone" run -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --maxclients 5000 > redis.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  timeout -s KILL 240 redis-benchmark --tls --cacert ca.crt -h localhost -p "$port" -t get -n 6000 -c 2000 -q \
+    > bench.out 2>&1 || { tail -c 2000 bench.out; fail "redis-benchmark --tls with 2000 connections"; }
+  grep -q "GET: .* requests per second" bench.out || { tail -c 2000 bench.out; fail "redis-benchmark"; }
+  ! grep -q "scone:" redis.log || { grep -m 5 "scone:" redis.log; fail "connections failed"; }
+  ;;
+
+bad-config)
+  # A malformed rule: the program does not start, a `scone:` line names the variable.
+  expect_refused() {
+    local variable="$1"
+    shift
+    if env "$@" "$scone" run -- /bin/echo started > out 2>&1; then fail "started with $*"; fi
+    ! grep -q started out || fail "the program ran with $*"
+    grep -q "^scone: $variable: " out || { cat out; fail "no scone: line naming $variable"; }
+  }
+  expect_refused SCONE_NETWORK_SHIELD SCONE_NETWORK_SHIELD=yes
+  expect_refused SCONE_NETWORK_SHIELD_SERVER_A_PORT SCONE_NETWORK_SHIELD_SERVER_A=unprotected SCONE_NETWORK_SHIELD_SERVER_A_PORT=TCP:eighty
+  expect_refused SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY SCONE_NETWORK_SHIELD_SERVER_A=protected \
+    SCONE_NETWORK_SHIELD_SERVER_A_PORT=TCP:1 SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH=disabled \
+    "SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY=$(cat server.key)"
+  expect_refused SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY SCONE_NETWORK_SHIELD_SERVER_A=protected \
+    SCONE_NETWORK_SHIELD_SERVER_A_PORT=TCP:1 SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH=disabled \
+    "SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY=$(cat client.key server.crt)"
+  expect_refused SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH SCONE_NETWORK_SHIELD_CLIENT_B=protected \
+    SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:localhost:1 SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH=notapem
+  expect_refused SCONE_NETWORK_SHIELD_UNKNOWN SCONE_NETWORK_SHIELD_UNKNOWN=1
+  ! grep -q "PRIVATE KEY\|BEGIN" out || fail "a key or certificate was echoed"
+  ;;
+
+*)
+  fail "unknown case $case_name"
+  ;;
+esac
+echo "PASS $case_name"
