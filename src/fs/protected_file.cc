@@ -359,6 +359,16 @@ Status ProtectedFile::SealInto(uint64_t chunk, ChunkEntry& entry, const uint8_t*
   return Status::Ok();
 }
 
+bool ProtectedFile::SlotAuthentic(const FileKeys& keys, const FileId& id, uint64_t chunk,
+                                  const ChunkEntry& entry, const uint8_t* image) {
+  ChunkAad aad(id, chunk);
+  uint8_t plain[kChunkSize];
+  const bool ok =
+      keys.chunk->Open(entry.nonce, {aad.span()}, ByteSpan(image, kChunkSize), plain, entry.tag.data()).ok();
+  std::memset(plain, 0, sizeof(plain));
+  return ok;
+}
+
 // Authenticates a slot image (image_size bytes from disk, zero-padded here) into plain.
 Status ProtectedFile::OpenChunk(uint64_t chunk, const ChunkEntry& entry, const uint8_t* slot_image,
                                 size_t image_size, uint8_t* plain) {

@@ -92,6 +92,8 @@ class ProtectedFile {
   uint64_t size() const;
   // Unlinked, by this process or another (its data file has no name left).
   bool Gone() const;
+  // Unlinked while open (by this process or, as it learned, another): its data goes with it.
+  bool unlinked() const { return unlinked_.load(std::memory_order_relaxed); }
   Region region() const { return region_; }
   const FileId& id() const { return id_; }
   std::string path() const;
@@ -135,6 +137,10 @@ class ProtectedFile {
   static Root ComputeRoot(const SecretBytes& root_key, uint64_t size, const crypto::Hash& tree_root);
   static Bytes EncodeHeader(const FileId& id, Region region, const SecretBytes& root_key);
   static std::string SideFilePath(const std::string& dir, const FileId& id);
+  // Whether `image` (kChunkSize bytes read from an encrypted file's slot) is chunk `chunk` of
+  // file `id` as `entry` seals it.
+  static bool SlotAuthentic(const FileKeys& keys, const FileId& id, uint64_t chunk,
+                            const ChunkEntry& entry, const uint8_t* image);
 
   void SetPath(std::string path);
   // Unlinked while open: keeps working in memory and on the orphaned inode, commits nothing.

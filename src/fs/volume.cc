@@ -196,6 +196,9 @@ Result<uint64_t> Volume::PeekBaseSeq() const {
 // ---- keeping up with other processes ----------------------------------------------------
 
 Status Volume::CatchUpLocked(KeepAlive* keep) {
+  // Exact under the writer lock: every change is counted by the process that made it, before
+  // it let go of the lock (or it died first: the journal's length below still tells).
+  const std::optional<uint64_t> changes = lock_->Changes();
   // Another process checkpointed if the hint moved, or if the journal shrank under us (a
   // checkpointer that died before writing the hint).
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
@@ -235,14 +238,25 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
       keep->push_back(std::move(f));
     }
   }
+  changes_seen_ = changes;
   return Status::Ok();
 }
 
+// The changes count is a hint (root may freeze it, as it may stop a process): trusted only to
+// say "nothing changed", which at worst delays what another process wrote, never admits a byte
+// that fails authentication. A writer killed between its append and the count's bump leaves a
+// record only the next writer section sees (its write never returned, so nobody is owed it).
 Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
   SCONE_RETURN_IF_ERROR(WakeLocked());
+  const std::optional<uint64_t> changes = lock_->Changes();
+  if (changes && changes == changes_seen_) return Status::Ok();
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
   SCONE_RETURN_IF_ERROR(journal_->Refresh());
-  if (hint == applied_seq_ && journal_->size() == journal_seen_) return Status::Ok();
+  if (hint == applied_seq_ && journal_->size() == journal_seen_) {
+    // Read before the journal's length: every change counted by then is in what we saw.
+    changes_seen_ = changes;
+    return Status::Ok();
+  }
   SCONE_RETURN_IF_ERROR(lock_->LockWriter());
   Status s = CatchUpLocked(keep);
   lock_->UnlockWriter();
@@ -402,6 +416,19 @@ Status Volume::MakeDurable() {
   return MakeWindowDurableLocked();
 }
 
+Status Volume::MakeDurableAndTag(VolumeTag* tag, uint64_t* generation) {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (!closed_) {
+    WriterSection writer(*this, &keep);
+    SCONE_RETURN_IF_ERROR(writer.Begin());
+    SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
+  }
+  *tag = state_.Tag(tag_key_);
+  *generation = next_seq_ - 1;
+  return Status::Ok();
+}
+
 void Volume::BeforeFork() { mu_.lock(); }
 
 void Volume::AfterForkInParent() {
@@ -550,12 +577,23 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
   record.seq = next_seq_++;
   // Our own record is in state_ already: catching up later need not read it back.
   if (caught_up) journal_seen_ = journal_->size();
+  SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked(caught_up));
   if (durable) {
     Status applied = ApplyWindowLocked();
     WindowDurableLocked(record.seq);
     EmptyTrashLocked();
     // A failed apply is repaired from the journal at the next open; report it all the same.
     SCONE_RETURN_IF_ERROR(applied);
+  }
+  return Status::Ok();
+}
+
+Status Volume::NoteJournalChangedLocked(bool caught_up) {
+  SCONE_ASSIGN_OR_RETURN(uint64_t before, lock_->BumpChanges());
+  if (caught_up && changes_seen_ == before) {
+    changes_seen_ = before + 1;
+  } else {
+    changes_seen_.reset();
   }
   return Status::Ok();
 }
@@ -732,6 +770,7 @@ Status Volume::Checkpoint(bool clean) {
   SCONE_RETURN_IF_ERROR(WriteBase(clean));
   SCONE_RETURN_IF_ERROR(journal_->Reset());
   SCONE_RETURN_IF_ERROR(lock_->WriteCheckpointHint(applied_seq_));
+  SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked(/*caught_up=*/true));
   journal_seen_ = 0;
   touched_.clear();
   WindowDurableLocked(applied_seq_);
@@ -829,8 +868,11 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
   if (!trim) {
     SCONE_RETURN_IF_ERROR(DropPagesPastTheEnd(layout, *data, side, entry.size));
     // Writing the window in place is the volume's business, not a change of the program's:
-    // the file keeps the times its last write or utimensat gave it.
-    return times.ok() ? data->SetTimes(*times) : Status::Ok();
+    // the file keeps the times its last write or utimensat gave it. Best effort: a process
+    // that may write the file without owning it (a worker that changed its user) may not set
+    // them, and the file's mtime then says when its data was put in place.
+    if (times.ok()) (void)data->SetTimes(*times);
+    return Status::Ok();
   }
   SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));
   if (!layout.interleaved()) SCONE_RETURN_IF_ERROR(side.Truncate(layout.SideFileSize(entry.size)));
@@ -866,14 +908,18 @@ Status Volume::DropPagesPastTheEnd(const Layout& layout, const os::File& data, c
 Status Volume::Recover(std::vector<JournalRecord> records) {
   using Kind = JournalRecord::Kind;
   // Lazy commits no durable record follows may lack the in-place data they refer to (it was
-  // not synced before them): they never happened.
+  // not synced before them: a power loss): then they never happened. After a process crash
+  // (SIGKILL, a fault) the data is in the page cache, and they stand, as a file system keeps
+  // what a killed process wrote: per file, all of them or none (LazyCommitsNotOnDisk).
   // Lazy creates and unlinks stay (they refer to no data; a lost one is undone below).
   size_t durable_end = records.size();
   while (durable_end > 0 && records[durable_end - 1].lazy) --durable_end;
-  const bool tail_dropped = std::any_of(records.begin() + static_cast<ptrdiff_t>(durable_end), records.end(),
-                                        [](const JournalRecord& r) { return r.kind == Kind::kCommit; });
+  const std::set<FileId> lost = LazyCommitsNotOnDisk(records, durable_end);
+  const bool tail_dropped = !lost.empty();
   records.erase(std::remove_if(records.begin() + static_cast<ptrdiff_t>(durable_end), records.end(),
-                               [](const JournalRecord& r) { return r.kind == Kind::kCommit; }),
+                               [&](const JournalRecord& r) {
+                                 return r.kind == Kind::kCommit && lost.count(r.entry.file_id) != 0;
+                               }),
                 records.end());
   std::map<FileId, std::vector<const JournalRecord*>> commits;
   for (const JournalRecord& r : records) {
@@ -965,6 +1011,23 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
     return Unsupported(dir_ + "/" + path + " is in a not-protected region");
   }
   std::shared_ptr<ProtectedFile> file;
+  // A file this process has open already (or keeps: runtime/recent_files.h), opened without
+  // truncation: no writer lock when nobody changed the volume since this process last looked.
+  if (!options.truncate && !(options.create && options.exclusive)) {
+    KeepAlive keep;
+    std::lock_guard lock(mu_);
+    if (closed_) return Internal("volume " + dir_ + " is closed");
+    SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
+    if (!shared_.load(std::memory_order_relaxed)) NoticeJoiners();
+    if (auto it = state_.files.find(path); it != state_.files.end()) {
+      if (auto open = open_files_.find(it->second.file_id); open != open_files_.end()) file = open->second.lock();
+    }
+  }
+  if (file != nullptr) {
+    // Close-to-open: what other processes published to it since this process last used it.
+    SCONE_RETURN_IF_ERROR(file->Refresh());
+    return file;
+  }
   bool already_open = false;
   KeepAlive keep;
   {

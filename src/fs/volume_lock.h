@@ -11,6 +11,9 @@
 //           process alone does once it has published what it buffered (the hand-over).
 #pragma once
 
+#include <cstdint>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -56,16 +59,30 @@ class VolumeLock {
   // watches it to learn that it no longer is. Bumped under the writer lock.
   Result<uint64_t> ReadUsersHint() const;
   Status BumpUsersHint() const;
+  // A count of changes to the journal (appends, checkpoints), bumped after each under the
+  // writer lock, so that a process learns that nothing changed since it last looked without a
+  // system call: the hints are read from the lock file mapped into memory (shared with every
+  // process that has it mapped). nullopt where the file could not be mapped (then every look
+  // asks the kernel, as before). A hint like the others: see Volume::CatchUpIfChangedLocked.
+  std::optional<uint64_t> Changes() const;
+  // Returns the count before. REQUIRES: the writer lock.
+  Result<uint64_t> BumpChanges() const;
 
  private:
+  struct Unmap {
+    void operator()(uint64_t* words) const;
+  };
   explicit VolumeLock(os::File file) : file_(std::move(file)) {}
   static constexpr off_t kAloneByte = 3;
   Status Set(short type, off_t byte, bool wait);
   Status SetByte(off_t byte, bool exclusive, bool wait);
+  // Maps the hints (best effort: nullptr where the file system cannot map).
+  void MapHints();
   Result<uint64_t> ReadHint(off_t at) const;
   Status WriteHint(off_t at, uint64_t value) const;
 
   os::File file_;
+  std::unique_ptr<uint64_t, Unmap> hints_;  // the lock file's first page; survives ReopenInChild
 };
 
 }  // namespace scone::fs

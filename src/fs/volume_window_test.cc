@@ -1,12 +1,74 @@
 // The window (fs/volume.h): lazy commits published but not yet in place, applied at durable
 // points without cutting the data file.
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <functional>
 #include <random>
 
 #include "fs/volume.h"
 #include "testing/volume_fixture.h"
 namespace scone::fs {
 namespace {
-class VolumeWindowTest : public testing::VolumeTest {};
+class VolumeWindowTest : public testing::VolumeTest {
+ protected:
+  // Runs `change` on the volume in a child that dies without closing it (a killed process).
+  void CrashAfter(const std::function<void(Volume&)>& change) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      auto v = OpenVolume();
+      if (!v.ok()) _exit(3);
+      change(**v);
+      _exit(::testing::Test::HasFailure() ? 4 : 0);  // no Close: as after a crash
+    }
+    int status;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  }
+};
+
+// What a killed process published lazily (close(2) without fsync) is in the page cache, as a
+// killed process's writes are on any file system: recovery keeps it.
+TEST_F(VolumeWindowTest, LazyCommitsOfAKilledProcessSurvive) {
+  {
+    auto v = CreateVolume();
+    WriteFile(*v, "a", "durable a");
+    ASSERT_TRUE(v->Close().ok());
+  }
+  CrashAfter([](Volume& v) {
+    WriteFile(v, "a", std::string(9000, 'A'), /*sync=*/false);  // closes: published lazily
+    WriteFile(v, "b", "new b", /*sync=*/false);
+  });
+  auto v = OpenVolume();
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ(*ReadFile(**v, "a"), std::string(9000, 'A'));
+  EXPECT_EQ(*ReadFile(**v, "b"), "new b");
+  EXPECT_TRUE((*v)->Verify().empty());
+}
+
+// After a power loss, a lazy commit's data may be missing: that file goes back to its last
+// durable state (its chunk fails authentication where the commit put it), the others keep
+// theirs.
+TEST_F(VolumeWindowTest, ALazyCommitWhoseDataIsNotOnDiskIsDropped) {
+  {
+    auto v = CreateVolume();
+    WriteFile(*v, "a", "durable a");
+    WriteFile(*v, "b", "durable b");
+    ASSERT_TRUE(v->Close().ok());
+  }
+  CrashAfter([](Volume& v) {
+    WriteFile(v, "a", "lazy a", /*sync=*/false);
+    WriteFile(v, "b", std::string(5000, 'b'), /*sync=*/false);  // chunk 1 is new: in place
+  });
+  // Chunk 1 of b never reached the disk.
+  const off_t slot1 = static_cast<off_t>(Layout(Region::kEncrypted).SlotOffset(1));
+  ASSERT_EQ(truncate((dir_ + "/b").c_str(), slot1), 0);
+  auto v = OpenVolume();
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ(*ReadFile(**v, "a"), "lazy a");
+  EXPECT_EQ(*ReadFile(**v, "b"), "durable b");
+  EXPECT_TRUE((*v)->Verify().empty());
+}
 
 // A shrink applied from the window leaves the data file's length (and so stale chunk table
 // pages past the end); a later write far past them must not find those pages again.

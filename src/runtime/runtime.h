@@ -23,6 +23,7 @@
 #include "runtime/config.h"
 #include "runtime/dir_table.h"
 #include "runtime/fd_table.h"
+#include "runtime/recent_files.h"
 #include "runtime/volume_reporter.h"
 
 namespace scone::runtime {
@@ -49,6 +50,8 @@ struct MountedVolume {
   void Drop();
 
   SecretBytes key;
+  // Files this process opened last, kept loaded (see recent_files.h).
+  RecentFiles recent;
 
  private:
   std::mutex open_mu_;
