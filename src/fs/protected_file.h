@@ -134,6 +134,16 @@ class ProtectedFile {
   static Result<FileEntry> CreateOnDisk(const std::string& dir, const std::string& path,
                                         Region region, const FileId& id, const FileKeys& keys,
                                         mode_t mode = 0600);
+  // The same, leaving the new files open in `data` (and `side`, authenticated files).
+  static Result<FileEntry> CreateOnDisk(const std::string& dir, const std::string& path,
+                                        Region region, const FileId& id, const FileKeys& keys,
+                                        mode_t mode, os::File* data, os::File* side);
+  // Creates a new empty file on disk and opens it (what CreateOnDisk and then Open give,
+  // without opening and reading back what was just written: a `tar -x` creates thousands).
+  static Result<std::shared_ptr<ProtectedFile>> Create(std::shared_ptr<Volume> volume,
+                                                       const std::string& dir, const std::string& path,
+                                                       Region region, const FileId& id, FileKeys keys,
+                                                       mode_t mode);
   static Root ComputeRoot(const SecretBytes& root_key, uint64_t size, const crypto::Hash& tree_root);
   static Bytes EncodeHeader(const FileId& id, Region region, const SecretBytes& root_key);
   static std::string SideFilePath(const std::string& dir, const FileId& id);

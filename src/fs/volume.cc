@@ -196,9 +196,6 @@ Result<uint64_t> Volume::PeekBaseSeq() const {
 // ---- keeping up with other processes ----------------------------------------------------
 
 Status Volume::CatchUpLocked(KeepAlive* keep) {
-  // Exact under the writer lock: every change is counted by the process that made it, before
-  // it let go of the lock (or it died first: the journal's length below still tells).
-  const std::optional<uint64_t> changes = lock_->Changes();
   // Another process checkpointed if the hint moved, or if the journal shrank under us (a
   // checkpointer that died before writing the hint).
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
@@ -238,25 +235,14 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
       keep->push_back(std::move(f));
     }
   }
-  changes_seen_ = changes;
   return Status::Ok();
 }
 
-// The changes count is a hint (root may freeze it, as it may stop a process): trusted only to
-// say "nothing changed", which at worst delays what another process wrote, never admits a byte
-// that fails authentication. A writer killed between its append and the count's bump leaves a
-// record only the next writer section sees (its write never returned, so nobody is owed it).
 Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
   SCONE_RETURN_IF_ERROR(WakeLocked());
-  const std::optional<uint64_t> changes = lock_->Changes();
-  if (changes && changes == changes_seen_) return Status::Ok();
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
   SCONE_RETURN_IF_ERROR(journal_->Refresh());
-  if (hint == applied_seq_ && journal_->size() == journal_seen_) {
-    // Read before the journal's length: every change counted by then is in what we saw.
-    changes_seen_ = changes;
-    return Status::Ok();
-  }
+  if (hint == applied_seq_ && journal_->size() == journal_seen_) return Status::Ok();
   SCONE_RETURN_IF_ERROR(lock_->LockWriter());
   Status s = CatchUpLocked(keep);
   lock_->UnlockWriter();
@@ -577,23 +563,12 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
   record.seq = next_seq_++;
   // Our own record is in state_ already: catching up later need not read it back.
   if (caught_up) journal_seen_ = journal_->size();
-  SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked(caught_up));
   if (durable) {
     Status applied = ApplyWindowLocked();
     WindowDurableLocked(record.seq);
     EmptyTrashLocked();
     // A failed apply is repaired from the journal at the next open; report it all the same.
     SCONE_RETURN_IF_ERROR(applied);
-  }
-  return Status::Ok();
-}
-
-Status Volume::NoteJournalChangedLocked(bool caught_up) {
-  SCONE_ASSIGN_OR_RETURN(uint64_t before, lock_->BumpChanges());
-  if (caught_up && changes_seen_ == before) {
-    changes_seen_ = before + 1;
-  } else {
-    changes_seen_.reset();
   }
   return Status::Ok();
 }
@@ -770,7 +745,6 @@ Status Volume::Checkpoint(bool clean) {
   SCONE_RETURN_IF_ERROR(WriteBase(clean));
   SCONE_RETURN_IF_ERROR(journal_->Reset());
   SCONE_RETURN_IF_ERROR(lock_->WriteCheckpointHint(applied_seq_));
-  SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked(/*caught_up=*/true));
   journal_seen_ = 0;
   touched_.clear();
   WindowDurableLocked(applied_seq_);
@@ -1012,7 +986,8 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
   }
   std::shared_ptr<ProtectedFile> file;
   // A file this process has open already (or keeps: runtime/recent_files.h), opened without
-  // truncation: no writer lock when nobody changed the volume since this process last looked.
+  // truncation: no writer lock when nobody changed the volume since this process last looked
+  // (the journal's length and the checkpoint hint, as for any lookup).
   if (!options.truncate && !(options.create && options.exclusive)) {
     KeepAlive keep;
     std::lock_guard lock(mu_);
@@ -1071,14 +1046,10 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       // Encrypted files are created lazily durable (see UndoLostNamespaceChanges); an
       // authenticated one has no header that would let recovery recognize it.
       SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/region != Region::kEncrypted));
-      SCONE_ASSIGN_OR_RETURN(FileEntry entry,
-                             ProtectedFile::CreateOnDisk(dir_, path, region, id, keys, options.mode));
-      (void)entry;
+      SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Create(shared_from_this(), dir_, path, region, id,
+                                                         std::move(keys), options.mode));
       ApplyToState(record);
       touched_.insert(id);
-      SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
-                                                       record.entry, std::move(keys),
-                                                       FileWindow{record.entry, {}}));
       open_files_[id] = file;
       if (created != nullptr) *created = true;
     }

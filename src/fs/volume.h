@@ -185,8 +185,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status CatchUpLocked(KeepAlive* keep);
   void ApplyOthersRecord(JournalRecord record);
   // For lookups: catches up only if the journal or the checkpoint hint moved since we last
-  // looked (no system call when the changes count in shared memory says nothing changed; two
-  // reads, no lock, when it cannot tell). REQUIRES: mu_.
+  // looked (an fstat and a load from the lock file's mapping, no lock, in the common case).
+  // REQUIRES: mu_.
   Status CatchUpIfChangedLocked(KeepAlive* keep);
   // Reads the checkpoint sequence from the state file's authenticated-later header.
   Result<uint64_t> PeekBaseSeq() const;
@@ -205,9 +205,6 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Appends a record. A lazy one becomes durable with the next durable one (the journal is
   // appended in order); after a durable one, files unlinked lazily are deleted for good.
   Status AppendLocked(JournalRecord& record, bool durable = true);
-  // Tells the other processes that the journal changed (after an append or a checkpoint);
-  // `caught_up`: state_ reflected every change before this one. REQUIRES: the writer lock.
-  Status NoteJournalChangedLocked(bool caught_up);
   // Where a lazily unlinked file waits until its unlink record is durable.
   std::string TrashPath(const FileId& id) const;
   void EmptyTrashLocked();
@@ -308,8 +305,6 @@ class Volume : public std::enable_shared_from_this<Volume> {
   bool watched_ = false;  // the alone hook ran
   std::atomic<int64_t> next_share_poll_{0};
   uint64_t users_seen_ = 0;  // the lock file's count of processes that joined, when last read
-  // The lock file's count of journal changes that state_ reflects (nullopt: not known).
-  std::optional<uint64_t> changes_seen_;
 };
 
 // Volume key files: 64 hex digits and a newline, mode 0600.

@@ -70,11 +70,10 @@ bool VolumeLock::TryAlone() { return Set(F_WRLCK, 1, /*wait=*/false).ok(); }
 Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
 // The lock file's hints, little-endian: bytes 8-15 the checkpoint sequence, 16-23 the users
-// count, 24-31 the changes count.
+// count.
 constexpr off_t kCheckpointHintAt = 8;
 constexpr off_t kUsersHintAt = 16;
-constexpr off_t kChangesHintAt = 24;
-constexpr off_t kHintsSize = 32;
+constexpr off_t kHintsSize = 24;
 constexpr size_t kMappedSize = 4096;
 static_assert(std::endian::native == std::endian::little, "the hints are little-endian");
 
@@ -124,17 +123,6 @@ Result<uint64_t> VolumeLock::ReadUsersHint() const { return ReadHint(kUsersHintA
 Status VolumeLock::BumpUsersHint() const {
   SCONE_ASSIGN_OR_RETURN(uint64_t users, ReadHint(kUsersHintAt));
   return WriteHint(kUsersHintAt, users + 1);
-}
-
-std::optional<uint64_t> VolumeLock::Changes() const {
-  if (!hints_) return std::nullopt;
-  return std::atomic_ref<uint64_t>(hints_.get()[kChangesHintAt / 8]).load(std::memory_order_acquire);
-}
-
-Result<uint64_t> VolumeLock::BumpChanges() const {
-  SCONE_ASSIGN_OR_RETURN(uint64_t changes, ReadHint(kChangesHintAt));
-  SCONE_RETURN_IF_ERROR(WriteHint(kChangesHintAt, changes + 1));
-  return changes;
 }
 
 Status VolumeLock::ReopenInChild(bool take_use) {

@@ -13,7 +13,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -59,14 +58,6 @@ class VolumeLock {
   // watches it to learn that it no longer is. Bumped under the writer lock.
   Result<uint64_t> ReadUsersHint() const;
   Status BumpUsersHint() const;
-  // A count of changes to the journal (appends, checkpoints), bumped after each under the
-  // writer lock, so that a process learns that nothing changed since it last looked without a
-  // system call: the hints are read from the lock file mapped into memory (shared with every
-  // process that has it mapped). nullopt where the file could not be mapped (then every look
-  // asks the kernel, as before). A hint like the others: see Volume::CatchUpIfChangedLocked.
-  std::optional<uint64_t> Changes() const;
-  // Returns the count before. REQUIRES: the writer lock.
-  Result<uint64_t> BumpChanges() const;
 
  private:
   struct Unmap {
@@ -76,7 +67,8 @@ class VolumeLock {
   static constexpr off_t kAloneByte = 3;
   Status Set(short type, off_t byte, bool wait);
   Status SetByte(off_t byte, bool exclusive, bool wait);
-  // Maps the hints (best effort: nullptr where the file system cannot map).
+  // Maps the hints, so that reading them costs no system call (best effort: where the file
+  // cannot be mapped, they are read with pread as before). They are written with pwrite.
   void MapHints();
   Result<uint64_t> ReadHint(off_t at) const;
   Status WriteHint(off_t at, uint64_t value) const;
