@@ -405,7 +405,9 @@ Status Volume::MakeDurable() {
 Status Volume::MakeDurableAndTag(VolumeTag* tag, uint64_t* generation) {
   KeepAlive keep;
   std::lock_guard lock(mu_);
-  if (!closed_) {
+  // Closed, or resting: everything it published was made durable then. A resting process is
+  // not woken for a report (it would join the process that has the volume alone).
+  if (!closed_ && !resting_) {
     WriterSection writer(*this, &keep);
     SCONE_RETURN_IF_ERROR(writer.Begin());
     SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
