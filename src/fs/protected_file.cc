@@ -1246,7 +1246,14 @@ Status ProtectedFile::WriteSlots(std::span<const std::pair<uint64_t, const uint8
     run.emplace_back(image, kChunkSize);
     expected_next = offset + kChunkSize;
   }
-  return flush();
+  SCONE_RETURN_IF_ERROR(flush());
+  // The slot now holds the chunk's newest image: an older one a lazy record of ours carried
+  // must no longer be read in its place (a chunk overwritten through the journal outside a
+  // transaction, then in place inside one).
+  if (!pending_.empty()) {
+    for (const auto& [chunk, image] : sorted) pending_.erase(chunk);
+  }
+  return Status::Ok();
 }
 
 Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {

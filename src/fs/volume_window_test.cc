@@ -3,8 +3,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <functional>
 #include <random>
+#include <thread>
 
 #include "fs/volume.h"
 #include "testing/volume_fixture.h"
@@ -68,6 +70,47 @@ TEST_F(VolumeWindowTest, ALazyCommitWhoseDataIsNotOnDiskIsDropped) {
   EXPECT_EQ(*ReadFile(**v, "a"), "lazy a");
   EXPECT_EQ(*ReadFile(**v, "b"), "durable b");
   EXPECT_TRUE((*v)->Verify().empty());
+}
+
+// A chunk a lazy commit put in place, then overwritten through the journal while the process
+// had the volume alone (closes publish lazily), then in place again inside a transaction once
+// it shares: the image that waited in the journal must not be read in place of the new one
+// (shell subshells appending to one log: "chunk 0 fails authentication").
+TEST_F(VolumeWindowTest, AChunkOverwrittenInPlaceAfterAJournaledImageReadsItsNewestVersion) {
+  auto a = CreateVolume();
+  auto f = *a->OpenFile("log", {.create = true});
+  const std::string x(33, 'x'), y(33, 'y'), z(33, 'z');
+  ASSERT_TRUE(f->Write(0, AsBytes(x)).ok());
+  ASSERT_TRUE(f->Close().ok());  // lazy: chunk 0 is new, in place
+  ASSERT_TRUE(f->Write(33, AsBytes(y)).ok());
+  ASSERT_TRUE(f->Close().ok());  // lazy: chunk 0 is published, its image waits in the journal
+  // Another process joins; this one hands over (the runtime's watcher does so in a program).
+  std::atomic<bool> joined{false};
+  std::thread watcher([&] {
+    while (!joined.load()) {
+      ASSERT_TRUE(a->HandOverIfJoined().ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  auto b = OpenVolume();
+  joined = true;
+  watcher.join();
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  ASSERT_TRUE(a->Shared());
+  // A transaction: chunk 0, put in place by a lazy record since the last durable one, is
+  // overwritten in place.
+  ASSERT_TRUE(f->Write(66, AsBytes(z)).ok());
+  auto mine = ReadFile(*a, "log");
+  ASSERT_TRUE(mine.ok()) << mine.status().message();
+  EXPECT_EQ(*mine, x + y + z);
+  ASSERT_TRUE(f->Write(99, AsBytes(x)).ok());
+  EXPECT_EQ(*ReadFile(**b, "log"), x + y + z + x);
+  f.reset();
+  ASSERT_TRUE(a->Close().ok());
+  ASSERT_TRUE((*b)->Close().ok());
+  auto again = *OpenVolume();
+  EXPECT_EQ(*ReadFile(*again, "log"), x + y + z + x);
+  EXPECT_TRUE(again->Verify().empty());
 }
 
 // A shrink applied from the window leaves the data file's length (and so stale chunk table
