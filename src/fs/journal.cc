@@ -133,29 +133,55 @@ Status Journal::Refresh() {
   return Status::Ok();
 }
 
+// The bytes of the journal from some offset on, read ahead in blocks: catching up with a few
+// small records (another process's appends) costs one pread, not three per record.
+class Journal::Reader {
+ public:
+  Reader(const os::File& file, uint64_t size) : file_(file), size_(size) {}
+  // [at, at + len) of the journal, or nullptr where the file ends first (a torn append).
+  Result<const uint8_t*> Get(uint64_t at, size_t len) {
+    if (at < start_ || at + len > start_ + buffer_.size()) {
+      if (at + len > size_) return nullptr;
+      buffer_.resize(std::max<uint64_t>(len, std::min<uint64_t>(kReadAhead, size_ - at)));
+      SCONE_ASSIGN_OR_RETURN(size_t got, file_.ReadAt(at, buffer_));
+      buffer_.resize(got);
+      start_ = at;
+      if (got < len) return nullptr;
+    }
+    return buffer_.data() + (at - start_);
+  }
+
+ private:
+  static constexpr uint64_t kReadAhead = 256u << 10;
+  const os::File& file_;
+  const uint64_t size_;
+  Bytes buffer_;
+  uint64_t start_ = 0;
+};
+
 Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_t* start) {
   std::vector<JournalRecord> records;
   uint64_t& offset = *start;
   uint64_t seq = first_seq;
+  Reader reader(file_, size_);
   while (offset < size_) {
-    uint8_t header[kFrameHeaderSize];
-    SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset, header));
-    if (n < sizeof(header)) break;  // torn header: the append never completed
-    ByteReader r(ByteSpan(header, sizeof(header)));
+    SCONE_ASSIGN_OR_RETURN(const uint8_t* header, reader.Get(offset, kFrameHeaderSize));
+    if (header == nullptr) break;  // torn header: the append never completed
+    ByteReader r(ByteSpan(header, kFrameHeaderSize));
     uint32_t body_size;
     uint64_t record_seq;
     r.U32(&body_size);
     r.U64(&record_seq);
-    if (body_size > kMaxBodySize || offset + sizeof(header) + body_size + crypto::kTagSize > size_) {
+    if (body_size > kMaxBodySize || offset + kFrameHeaderSize + body_size + crypto::kTagSize > size_) {
       break;  // torn (or damaged) tail; a damaged length cannot pass authentication either
     }
-    Bytes body(body_size);
-    uint8_t tag[crypto::kTagSize];
-    SCONE_ASSIGN_OR_RETURN(size_t got, file_.ReadAt(offset + sizeof(header), body));
-    SCONE_ASSIGN_OR_RETURN(size_t got_tag,
-                           file_.ReadAt(offset + sizeof(header) + body_size, tag));
-    if (got != body_size || got_tag != sizeof(tag)) break;
-    uint64_t next = offset + sizeof(header) + body_size + sizeof(tag);
+    SCONE_ASSIGN_OR_RETURN(const uint8_t* frame,
+                           reader.Get(offset, kFrameHeaderSize + body_size + crypto::kTagSize));
+    if (frame == nullptr) break;
+    header = frame;
+    ByteSpan body(frame + kFrameHeaderSize, body_size);
+    const uint8_t* tag = frame + kFrameHeaderSize + body_size;
+    uint64_t next = offset + kFrameHeaderSize + body_size + crypto::kTagSize;
     if (!Authentic(header, body, tag)) {
       SCONE_ASSIGN_OR_RETURN(bool zero_tail, IsZeroFrom(offset));
       // Lazy records are appended without a sync, so a crash may keep a later one and lose

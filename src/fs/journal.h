@@ -84,6 +84,7 @@ class Journal {
   Journal(os::File file, SecretBytes key, const std::array<uint8_t, 16>& volume_id)
       : file_(std::move(file)), mac_(std::move(key)), volume_id_(volume_id) {}
 
+  class Reader;
   Result<bool> IsZeroFrom(uint64_t offset) const;
   Result<bool> DurableRecordAfter(uint64_t from, uint64_t seq) const;
   bool Authentic(const uint8_t* header, ByteSpan body, const uint8_t* tag) const;

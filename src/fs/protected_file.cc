@@ -33,6 +33,8 @@ constexpr size_t kReadPipelineChunks = 16;
 // Chunks sealed between commits before one is forced: keeps a commit's record (36 bytes per
 // entry) far below the journal's record limit however much is written without an fsync.
 constexpr size_t kMaxChangedEntries = size_t{1} << 20;
+// Data files up to this length are not probed for room (see EnsureRoomFor).
+constexpr uint64_t kUnprobedSize = uint64_t{1} << 20;
 
 const ChunkEntry kHoleEntry{};
 
@@ -164,13 +166,21 @@ Bytes ProtectedFile::EncodeHeader(const FileId& id, Region region, const SecretB
 Result<FileEntry> ProtectedFile::CreateOnDisk(const std::string& dir, const std::string& path,
                                               Region region, const FileId& id,
                                               const FileKeys& keys, mode_t mode) {
+  os::File data, side;
+  return CreateOnDisk(dir, path, region, id, keys, mode, &data, &side);
+}
+
+Result<FileEntry> ProtectedFile::CreateOnDisk(const std::string& dir, const std::string& path,
+                                              Region region, const FileId& id,
+                                              const FileKeys& keys, mode_t mode, os::File* data,
+                                              os::File* side) {
   std::string full = dir + "/" + path;
-  SCONE_ASSIGN_OR_RETURN(os::File data, os::File::Open(full, O_RDWR | O_CREAT | O_TRUNC, mode & 07777));
+  // O_NOFOLLOW: a link planted at the name must not lead the new file elsewhere.
+  SCONE_ASSIGN_OR_RETURN(*data, os::File::Open(full, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, mode & 07777));
   if (region == Region::kEncrypted) {
-    SCONE_RETURN_IF_ERROR(data.WriteAt(0, EncodeHeader(id, region, keys.root)));
+    SCONE_RETURN_IF_ERROR(data->WriteAt(0, EncodeHeader(id, region, keys.root)));
   } else {
-    SCONE_ASSIGN_OR_RETURN(os::File side, os::File::Open(SideFilePath(dir, id),
-                                                         O_RDWR | O_CREAT | O_TRUNC, 0600));
+    SCONE_ASSIGN_OR_RETURN(*side, os::File::Open(SideFilePath(dir, id), O_RDWR | O_CREAT | O_TRUNC, 0600));
   }
   FileEntry entry;
   entry.file_id = id;
@@ -178,6 +188,23 @@ Result<FileEntry> ProtectedFile::CreateOnDisk(const std::string& dir, const std:
   entry.size = 0;
   entry.root = ComputeRoot(keys.root, 0, crypto::Hash{});
   return entry;
+}
+
+Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Create(std::shared_ptr<Volume> volume,
+                                                             const std::string& dir,
+                                                             const std::string& path, Region region,
+                                                             const FileId& id, FileKeys keys,
+                                                             mode_t mode) {
+  os::File data, side;
+  SCONE_ASSIGN_OR_RETURN(FileEntry entry, CreateOnDisk(dir, path, region, id, keys, mode, &data, &side));
+  std::shared_ptr<ProtectedFile> file(new ProtectedFile(std::move(volume), path, entry, std::move(keys)));
+  // As Open would find it, without reading back what was just written: an empty file.
+  file->data_ = std::move(data);
+  file->side_ = std::move(side);
+  file->physical_size_ = file->room_ = file->layout_.DataFileSize(0);
+  file->tree_.Resize(0);
+  file->committed_root_ = entry.root;
+  return file;
 }
 
 Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volume> volume,
@@ -357,6 +384,16 @@ Status ProtectedFile::SealInto(uint64_t chunk, ChunkEntry& entry, const uint8_t*
     if (slot_image != plain) std::memcpy(slot_image, plain, kChunkSize);
   }
   return Status::Ok();
+}
+
+bool ProtectedFile::SlotAuthentic(const FileKeys& keys, const FileId& id, uint64_t chunk,
+                                  const ChunkEntry& entry, const uint8_t* image) {
+  ChunkAad aad(id, chunk);
+  uint8_t plain[kChunkSize];
+  const bool ok =
+      keys.chunk->Open(entry.nonce, {aad.span()}, ByteSpan(image, kChunkSize), plain, entry.tag.data()).ok();
+  std::memset(plain, 0, sizeof(plain));
+  return ok;
 }
 
 // Authenticates a slot image (image_size bytes from disk, zero-padded here) into plain.
@@ -821,9 +858,14 @@ Status ProtectedFile::EnsureRoomFor(uint64_t size) {
   // RLIMIT_FSIZE, where the kernel would signal SIGXFSZ for a size the program did not ask for.
   uint64_t probe = std::max(need, std::min(2 * room_, layout_.DataFileSize(kMaxFileSize)));
   struct rlimit limit;
-  if (getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
-    probe = std::max<uint64_t>(need, std::min<uint64_t>(probe, limit.rlim_cur));
+  const bool limited = getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
+  // Every file system takes a small file: only the program's own limit can refuse it (two
+  // ftruncates per new file were most of what `tar -x` paid for this check).
+  if (need <= kUnprobedSize && (!limited || need <= limit.rlim_cur)) {
+    room_ = need;
+    return Status::Ok();
   }
+  if (limited) probe = std::max<uint64_t>(need, std::min<uint64_t>(probe, limit.rlim_cur));
   // The length to go back to is the disk's, not physical_size_: another process may have
   // committed a longer file since this object last looked, and cutting it off destroys it.
   SCONE_ASSIGN_OR_RETURN(uint64_t length, data_.Size());
@@ -1204,7 +1246,14 @@ Status ProtectedFile::WriteSlots(std::span<const std::pair<uint64_t, const uint8
     run.emplace_back(image, kChunkSize);
     expected_next = offset + kChunkSize;
   }
-  return flush();
+  SCONE_RETURN_IF_ERROR(flush());
+  // The slot now holds the chunk's newest image: an older one a lazy record of ours carried
+  // must no longer be read in its place (a chunk overwritten through the journal outside a
+  // transaction, then in place inside one).
+  if (!pending_.empty()) {
+    for (const auto& [chunk, image] : sorted) pending_.erase(chunk);
+  }
+  return Status::Ok();
 }
 
 Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {

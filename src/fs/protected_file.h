@@ -92,6 +92,8 @@ class ProtectedFile {
   uint64_t size() const;
   // Unlinked, by this process or another (its data file has no name left).
   bool Gone() const;
+  // Unlinked while open (by this process or, as it learned, another): its data goes with it.
+  bool unlinked() const { return unlinked_.load(std::memory_order_relaxed); }
   Region region() const { return region_; }
   const FileId& id() const { return id_; }
   std::string path() const;
@@ -132,9 +134,23 @@ class ProtectedFile {
   static Result<FileEntry> CreateOnDisk(const std::string& dir, const std::string& path,
                                         Region region, const FileId& id, const FileKeys& keys,
                                         mode_t mode = 0600);
+  // The same, leaving the new files open in `data` (and `side`, authenticated files).
+  static Result<FileEntry> CreateOnDisk(const std::string& dir, const std::string& path,
+                                        Region region, const FileId& id, const FileKeys& keys,
+                                        mode_t mode, os::File* data, os::File* side);
+  // Creates a new empty file on disk and opens it (what CreateOnDisk and then Open give,
+  // without opening and reading back what was just written: a `tar -x` creates thousands).
+  static Result<std::shared_ptr<ProtectedFile>> Create(std::shared_ptr<Volume> volume,
+                                                       const std::string& dir, const std::string& path,
+                                                       Region region, const FileId& id, FileKeys keys,
+                                                       mode_t mode);
   static Root ComputeRoot(const SecretBytes& root_key, uint64_t size, const crypto::Hash& tree_root);
   static Bytes EncodeHeader(const FileId& id, Region region, const SecretBytes& root_key);
   static std::string SideFilePath(const std::string& dir, const FileId& id);
+  // Whether `image` (kChunkSize bytes read from an encrypted file's slot) is chunk `chunk` of
+  // file `id` as `entry` seals it.
+  static bool SlotAuthentic(const FileKeys& keys, const FileId& id, uint64_t chunk,
+                            const ChunkEntry& entry, const uint8_t* image);
 
   void SetPath(std::string path);
   // Unlinked while open: keeps working in memory and on the orphaned inode, commits nothing.

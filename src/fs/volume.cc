@@ -415,6 +415,21 @@ Status Volume::MakeDurable() {
   return MakeWindowDurableLocked();
 }
 
+Status Volume::MakeDurableAndTag(VolumeTag* tag, uint64_t* generation) {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  // Closed, or resting: everything it published was made durable then. A resting process is
+  // not woken for a report (it would join the process that has the volume alone).
+  if (!closed_ && !resting_) {
+    WriterSection writer(*this, &keep);
+    SCONE_RETURN_IF_ERROR(writer.Begin());
+    SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
+  }
+  *tag = state_.Tag(tag_key_);
+  *generation = next_seq_ - 1;
+  return Status::Ok();
+}
+
 void Volume::BeforeFork() {
   images_mu_.lock();
   mu_.lock();
@@ -845,8 +860,11 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
   if (!trim) {
     SCONE_RETURN_IF_ERROR(DropPagesPastTheEnd(layout, *data, side, entry.size));
     // Writing the window in place is the volume's business, not a change of the program's:
-    // the file keeps the times its last write or utimensat gave it.
-    return times.ok() ? data->SetTimes(*times) : Status::Ok();
+    // the file keeps the times its last write or utimensat gave it. Best effort: a process
+    // that may write the file without owning it (a worker that changed its user) may not set
+    // them, and the file's mtime then says when its data was put in place.
+    if (times.ok()) (void)data->SetTimes(*times);
+    return Status::Ok();
   }
   SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));
   if (!layout.interleaved()) SCONE_RETURN_IF_ERROR(side.Truncate(layout.SideFileSize(entry.size)));
@@ -882,14 +900,18 @@ Status Volume::DropPagesPastTheEnd(const Layout& layout, const os::File& data, c
 Status Volume::Recover(std::vector<JournalRecord> records) {
   using Kind = JournalRecord::Kind;
   // Lazy commits no durable record follows may lack the in-place data they refer to (it was
-  // not synced before them): they never happened.
+  // not synced before them: a power loss): then they never happened. After a process crash
+  // (SIGKILL, a fault) the data is in the page cache, and they stand, as a file system keeps
+  // what a killed process wrote: per file, all of them or none (LazyCommitsNotOnDisk).
   // Lazy creates and unlinks stay (they refer to no data; a lost one is undone below).
   size_t durable_end = records.size();
   while (durable_end > 0 && records[durable_end - 1].lazy) --durable_end;
-  const bool tail_dropped = std::any_of(records.begin() + static_cast<ptrdiff_t>(durable_end), records.end(),
-                                        [](const JournalRecord& r) { return r.kind == Kind::kCommit; });
+  const std::set<FileId> lost = LazyCommitsNotOnDisk(records, durable_end);
+  const bool tail_dropped = !lost.empty();
   records.erase(std::remove_if(records.begin() + static_cast<ptrdiff_t>(durable_end), records.end(),
-                               [](const JournalRecord& r) { return r.kind == Kind::kCommit; }),
+                               [&](const JournalRecord& r) {
+                                 return r.kind == Kind::kCommit && lost.count(r.entry.file_id) != 0;
+                               }),
                 records.end());
   std::map<FileId, std::vector<const JournalRecord*>> commits;
   for (const JournalRecord& r : records) {
@@ -981,6 +1003,24 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
     return Unsupported(dir_ + "/" + path + " is in a not-protected region");
   }
   std::shared_ptr<ProtectedFile> file;
+  // A file this process has open already (or keeps: runtime/recent_files.h), opened without
+  // truncation: no writer lock when nobody changed the volume since this process last looked
+  // (the journal's length and the checkpoint hint, as for any lookup).
+  if (!options.truncate && !(options.create && options.exclusive)) {
+    KeepAlive keep;
+    std::lock_guard lock(mu_);
+    if (closed_) return Internal("volume " + dir_ + " is closed");
+    SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
+    if (!shared_.load(std::memory_order_relaxed)) NoticeJoiners();
+    if (auto it = state_.files.find(path); it != state_.files.end()) {
+      if (auto open = open_files_.find(it->second.file_id); open != open_files_.end()) file = open->second.lock();
+    }
+  }
+  if (file != nullptr) {
+    // Close-to-open: what other processes published to it since this process last used it.
+    SCONE_RETURN_IF_ERROR(file->Refresh());
+    return file;
+  }
   bool already_open = false;
   KeepAlive keep;
   {
@@ -1024,14 +1064,10 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       // Encrypted files are created lazily durable (see UndoLostNamespaceChanges); an
       // authenticated one has no header that would let recovery recognize it.
       SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/region != Region::kEncrypted));
-      SCONE_ASSIGN_OR_RETURN(FileEntry entry,
-                             ProtectedFile::CreateOnDisk(dir_, path, region, id, keys, options.mode));
-      (void)entry;
+      SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Create(shared_from_this(), dir_, path, region, id,
+                                                         std::move(keys), options.mode));
       ApplyToState(record);
       touched_.insert(id);
-      SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
-                                                       record.entry, std::move(keys),
-                                                       FileWindow{record.entry, {}}));
       open_files_[id] = file;
       if (created != nullptr) *created = true;
     }

@@ -92,6 +92,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status Link(std::string_view from, std::string_view to);
   // The entry of a protected file, kNotFound if the volume has none at `path`.
   Result<FileEntry> Lookup(std::string_view path);
+  // Whether the volume has a protected file at `path` (Lookup without copying the entry).
+  bool Knows(std::string_view path) { return Lookup(path).ok(); }
   // The plaintext size of a protected file, whether or not it is open with unsynced writes.
   Result<uint64_t> FileSize(std::string_view path);
   // The protected file at `path` if this process has it open, else nullptr.
@@ -129,6 +131,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Makes every record published so far durable (fsync of a file whose changes are all
   // published already).
   Status MakeDurable();
+  // Makes everything published durable and returns the tag and generation of that state, in
+  // one step: what is reported to CAS must survive a crash (lazy records after the last
+  // durable one would not).
+  Status MakeDurableAndTag(VolumeTag* tag, uint64_t* generation);
 
   // Shared images of mapped files (runtime/files/shared_image.h): the key with which processes
   // that share one prove to each other that they hold the volume's key, and a cross-process lock
@@ -179,7 +185,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status CatchUpLocked(KeepAlive* keep);
   void ApplyOthersRecord(JournalRecord record);
   // For lookups: catches up only if the journal or the checkpoint hint moved since we last
-  // looked (two reads, no lock in the common case). REQUIRES: mu_.
+  // looked (an fstat and a load from the lock file's mapping, no lock, in the common case).
+  // REQUIRES: mu_.
   Status CatchUpIfChangedLocked(KeepAlive* keep);
   // Reads the checkpoint sequence from the state file's authenticated-later header.
   Result<uint64_t> PeekBaseSeq() const;
@@ -187,6 +194,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status DropPagesPastTheEnd(const Layout& layout, const os::File& data, const os::File& side,
                              uint64_t size);
   Status Recover(std::vector<JournalRecord> records);
+  // Recovery: the files some chunk of which, as the lazy commits from `first` on put it in
+  // place, is not on disk (it fails authentication). REQUIRES: alone with the volume.
+  std::set<FileId> LazyCommitsNotOnDisk(const std::vector<JournalRecord>& records, size_t first) const;
   // Writes the newest images and chunk table entries of `commits` (a file's records in order)
   // in place; with `trim`, cuts the data file to the state's length (recovery).
   Status ReplayDataForFile(const FileId& id, const std::string& path,

@@ -1,9 +1,11 @@
 #include "fs/volume_lock.h"
 
 #include <fcntl.h>
-
+#include <sys/mman.h>
 #include <time.h>
 
+#include <atomic>
+#include <bit>
 #include <cerrno>
 
 #include "os/syscalls.h"
@@ -29,6 +31,7 @@ Status VolumeLock::Set(short type, off_t byte, bool wait) {
 Result<VolumeLock> VolumeLock::Acquire(const std::string& path, bool* alone) {
   SCONE_ASSIGN_OR_RETURN(os::File file, os::File::Open(path, O_RDWR | O_CREAT, 0600));
   VolumeLock lock(std::move(file));
+  lock.MapHints();
   *alone = lock.Set(F_WRLCK, 1, /*wait=*/false).ok();
   if (!*alone) SCONE_RETURN_IF_ERROR(lock.Set(F_RDLCK, 1, /*wait=*/true));
   return lock;
@@ -66,11 +69,34 @@ bool VolumeLock::TryAlone() { return Set(F_WRLCK, 1, /*wait=*/false).ok(); }
 
 Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
-// The lock file's hints: bytes 8-15 the checkpoint sequence, 16-23 the users count.
+// The lock file's hints, little-endian: bytes 8-15 the checkpoint sequence, 16-23 the users
+// count.
 constexpr off_t kCheckpointHintAt = 8;
 constexpr off_t kUsersHintAt = 16;
+constexpr off_t kHintsSize = 24;
+constexpr size_t kMappedSize = 4096;
+static_assert(std::endian::native == std::endian::little, "the hints are little-endian");
+
+void VolumeLock::Unmap::operator()(uint64_t* words) const { munmap(words, kMappedSize); }
+
+void VolumeLock::MapHints() {
+  // Never shrunk, so two processes growing it at once agree. A mapping only reads and writes
+  // the hints' bytes, which the file holds: no access past its end (SIGBUS) unless the file is
+  // cut behind the volume's back, which only stops the process (denial of service).
+  // Through an open file description of its own: a mapping keeps its description alive, and
+  // with it the description's locks, which must go when file_ is closed.
+  auto own = os::File::Open(file_.path(), O_RDWR);
+  if (!own.ok()) return;
+  auto size = own->Size();
+  if (!size.ok()) return;
+  if (*size < static_cast<uint64_t>(kHintsSize) && !own->Truncate(kHintsSize).ok()) return;
+  void* p = mmap(nullptr, kMappedSize, PROT_READ | PROT_WRITE, MAP_SHARED, own->fd(), 0);
+  if (p == MAP_FAILED) return;
+  hints_.reset(static_cast<uint64_t*>(p));
+}
 
 Result<uint64_t> VolumeLock::ReadHint(off_t at) const {
+  if (hints_) return std::atomic_ref<uint64_t>(hints_.get()[at / 8]).load(std::memory_order_acquire);
   uint8_t bytes[8] = {};
   SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(at, bytes));
   uint64_t value = 0;
@@ -78,6 +104,10 @@ Result<uint64_t> VolumeLock::ReadHint(off_t at) const {
   return value;
 }
 
+// Written with pwrite even where the hints are mapped (the mapping sees it: one page cache): a
+// store through a mapping raises no inotify event, and a process alone learns that another
+// joined from the IN_MODIFY of the users hint's write (runtime/alone_watcher.h). Writes are
+// rare (a checkpoint, a process joining); reads, on every lookup, are the ones made cheap.
 Status VolumeLock::WriteHint(off_t at, uint64_t value) const {
   uint8_t bytes[8];
   for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(value >> (8 * i));

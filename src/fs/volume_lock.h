@@ -11,6 +11,8 @@
 //           process alone does once it has published what it buffered (the hand-over).
 #pragma once
 
+#include <cstdint>
+#include <memory>
 #include <string>
 
 #include "common/status.h"
@@ -58,14 +60,21 @@ class VolumeLock {
   Status BumpUsersHint() const;
 
  private:
+  struct Unmap {
+    void operator()(uint64_t* words) const;
+  };
   explicit VolumeLock(os::File file) : file_(std::move(file)) {}
   static constexpr off_t kAloneByte = 3;
   Status Set(short type, off_t byte, bool wait);
   Status SetByte(off_t byte, bool exclusive, bool wait);
+  // Maps the hints, so that reading them costs no system call (best effort: where the file
+  // cannot be mapped, they are read with pread as before). They are written with pwrite.
+  void MapHints();
   Result<uint64_t> ReadHint(off_t at) const;
   Status WriteHint(off_t at, uint64_t value) const;
 
   os::File file_;
+  std::unique_ptr<uint64_t, Unmap> hints_;  // the lock file's first page; survives ReopenInChild
 };
 
 }  // namespace scone::fs

@@ -5,6 +5,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdio>
+#include <map>
+#include <set>
+
 #include "fs/volume.h"
 #include "os/syscalls.h"
 
@@ -113,6 +117,62 @@ Status Volume::MakeWindowDurableLocked() {
   JournalRecord sync;
   sync.kind = JournalRecord::Kind::kSync;
   return AppendLocked(sync, /*durable=*/true);
+}
+
+// All or none per file: a prefix would need each chunk checked against the version of that
+// prefix, which a later write may have overwritten in place (a transaction of a process that
+// shares the volume overwrites what only lazy records put in place, and it may die midway).
+// Only encrypted files publish lazily.
+std::set<FileId> Volume::LazyCommitsNotOnDisk(const std::vector<JournalRecord>& records, size_t first) const {
+  struct Newest {
+    ChunkEntry entry;
+    bool in_place = false;
+  };
+  struct File {
+    std::string path;
+    Region region = Region::kEncrypted;
+    std::map<uint64_t, Newest> chunks;
+    bool unlinked = false;  // since its last commit: in the trash if that was its last name
+  };
+  std::map<FileId, File> files;
+  for (size_t i = first; i < records.size(); ++i) {
+    const JournalRecord& r = records[i];
+    if (r.kind == JournalRecord::Kind::kUnlink) {
+      for (auto& [id, f] : files) f.unlinked = f.unlinked || f.path == r.path;
+    }
+    if (r.kind != JournalRecord::Kind::kCommit) continue;
+    File& f = files[r.entry.file_id];
+    f.path = r.path;
+    f.region = r.entry.region;
+    f.unlinked = false;
+    const uint64_t end = ChunkCount(r.entry.size);
+    f.chunks.erase(f.chunks.lower_bound(end), f.chunks.end());
+    const std::set<uint64_t> in_place(r.inplace_chunks.begin(), r.inplace_chunks.end());
+    for (const auto& [chunk, entry] : r.entries) {
+      if (chunk < end) f.chunks[chunk] = {entry, in_place.count(chunk) != 0};
+    }
+  }
+  std::set<FileId> lost;
+  uint8_t image[kChunkSize];
+  for (const auto& [id, f] : files) {
+    auto on_disk = [&]() -> bool {
+      if (f.region != Region::kEncrypted) return false;
+      auto data = os::File::Open(f.unlinked ? TrashPath(id) : dir_ + "/" + f.path, O_RDONLY | O_NOFOLLOW);
+      if (!data.ok()) return false;
+      const FileKeys keys = DeriveFileKeys(id);
+      const Layout layout(f.region);
+      for (const auto& [chunk, newest] : f.chunks) {
+        if (!newest.in_place || newest.entry.IsHole()) continue;
+        auto n = data->ReadAt(layout.SlotOffset(chunk), MutableByteSpan(image, kChunkSize));
+        if (!n.ok() || *n != kChunkSize || !ProtectedFile::SlotAuthentic(keys, id, chunk, newest.entry, image)) {
+          return false;
+        }
+      }
+      return true;
+    };
+    if (!on_disk()) lost.insert(id);
+  }
+  return lost;
 }
 
 std::vector<std::shared_ptr<const JournalRecord>> Volume::TakePublishedLocked(const FileId& id) {

@@ -366,6 +366,7 @@ void MountedVolume::Adopt(std::shared_ptr<fs::Volume> volume) {
 }
 
 void MountedVolume::Drop() {
+  recent.Clear();
   std::lock_guard lock(open_mu_);
   failed_ = true;  // nothing opens it again
   opened_.store(nullptr, std::memory_order_release);
@@ -465,7 +466,15 @@ void Runtime::ReportVolumesToCas() {
   for (auto& v : volumes_) {
     fs::Volume* volume = v->IfOpen();
     if (v->cas_name.empty() || volume == nullptr) continue;  // unchanged by this process
-    reports.push_back({v->cas_name, {volume->Tag(), volume->Generation()}});
+    // Closes publish lazily: only a durable state may be reported, or a crash would leave
+    // the volume older than what CAS heard of (and refused as rolled back).
+    cas::VolumeReport report{v->cas_name, {}};
+    Status durable = volume->MakeDurableAndTag(&report.mark.tag, &report.mark.generation);
+    if (!durable.ok()) {
+      Log("volume " + volume->dir() + ": not reported to CAS: " + durable.message());
+      continue;
+    }
+    reports.push_back(std::move(report));
   }
   if (reports.empty()) return;
   Status s = cas_->Report(reports);
@@ -605,7 +614,7 @@ Target Runtime::Locate(int dirfd, const char* path, bool follow_last, LexicalPat
     const char* inside = lexical->inside;
     fs::Volume* volume = *inside != '\0' ? mounted->Get() : nullptr;
     // A file the volume holds is reached without links (the volume's table has none).
-    bool known = volume != nullptr && volume->FileSize(inside).ok();
+    bool known = volume != nullptr && volume->Knows(inside);
     if (known || NoLinkBelowRoot(lexical->absolute, const_cast<char*>(inside), follow_last)) {
       Target t;
       t.volume = mounted;

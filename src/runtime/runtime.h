@@ -24,6 +24,7 @@
 #include "runtime/dir_table.h"
 #include "runtime/fd_table.h"
 #include "runtime/net/network_shield.h"
+#include "runtime/recent_files.h"
 #include "runtime/volume_reporter.h"
 
 namespace scone::runtime {
@@ -50,6 +51,8 @@ struct MountedVolume {
   void Drop();
 
   SecretBytes key;
+  // Files this process opened last, kept loaded (see recent_files.h).
+  RecentFiles recent;
 
  private:
   std::mutex open_mu_;

@@ -116,7 +116,7 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode) {
   if (volume == nullptr) return -EIO;
   struct stat st;
   bool exists = RawLstat(t.absolute.c_str(), &st) == 0;
-  bool known = t.known_file || volume->FileSize(t.path).ok();
+  bool known = t.known_file || volume->Knows(t.path);
   if (exists && known && !S_ISREG(st.st_mode)) {
     return FailWith(DataCorrupted(t.absolute + ": a protected file of the volume was replaced by " +
                                   TypeName(st.st_mode)));
@@ -170,6 +170,7 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode) {
       return r;
     }
   }
+  t.volume->recent.Note(*file);
   auto d = std::make_shared<ProtectedFd>(std::move(file).value(), t.volume, t.path,
                                          flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC));
   if (options.truncate) d->MarkWritten();
@@ -445,6 +446,7 @@ long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, cons
   struct stat st;
   if ((flags & RENAME_NOREPLACE) && RawLstat(to.absolute.c_str(), &st) == 0) return -EEXIST;
   Status s = from.volume->Get()->Rename(from.path, to.path);
+  if (s.ok()) from.volume->recent.ForgetUnlinked();  // a file it replaced
   return s.ok() ? 0 : FailWith(s);
 }
 
@@ -469,6 +471,7 @@ long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags) {
   if (t.region == fs::Region::kNotProtected) return kNotMine;
   Status s = t.volume->Get()->Unlink(t.path);
   if (s.code() == Code::kNotFound) return kNotMine;  // a link or a file the volume does not know
+  if (s.ok()) t.volume->recent.ForgetUnlinked();
   return s.ok() ? 0 : FailWith(s);
 }
 

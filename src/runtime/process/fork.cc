@@ -89,6 +89,8 @@ void PrepareFork() {
   // held: a commit takes the file's and the volume's).
   for (auto& [fd, d] : rt->fds().All()) d->ShareWithOtherProcesses(fd);
   for (auto& v : rt->volumes()) {
+    // Files kept only because they were opened last do not keep the volume from resting.
+    v->recent.Clear();
     if (fs::Volume* volume = v->IfOpen()) {
       if (Status s = volume->RestIfUnused(); !s.ok()) Log(s.message());
     }
