@@ -1,5 +1,5 @@
-// The descriptors the shields serve: one table for every shield (files today; sockets and the
-// console next), indexed by descriptor number.
+// The descriptors the shields serve: one table for every shield (files and the console today;
+// sockets next), indexed by descriptor number.
 //
 // A shielded descriptor is a real kernel descriptor too (opened by the shield, with the number
 // the kernel chose), so numbering, close-on-exec, dup, poll and locks stay the kernel's; what
@@ -68,6 +68,8 @@ class ShieldedFd {
   virtual void ForgetParentWrites() = 0;
   // Describes the descriptor for a program this one executes; false if it cannot follow.
   virtual bool Describe(int fd, InheritedFd* out) = 0;
+  // A descriptor of the console (runtime/console/console_shield.h), which follows exec its own way.
+  virtual bool IsConsole() const { return false; }
 };
 
 class FdTable {

@@ -165,6 +165,11 @@ void CloseAtExit() {
 
 void Log(const std::string& message) {
   std::string line = "scone: " + message + "\n";
+  // On a shielded console the runtime's lines are records too (they may name the program's files).
+  if (the_runtime != nullptr && the_runtime->console().Active() && !the_runtime->closed()) {
+    RuntimeSection section;
+    if (the_runtime->console().Log(line, the_runtime->fds())) return;
+  }
   (void)RawSyscall(SYS_write, 2, Arg(line.data()), static_cast<long>(line.size()));
 }
 
@@ -188,7 +193,8 @@ Runtime* Shield() {
         process::RegisterForkHandlers();  // likewise: its prepare handler runs after theirs
         if (!InstallEntry(rt->entry_plan())) st = Unsupported("the runtime cannot enter this program's system calls");
         rt->DropEntryPlan();
-        if (st.ok() && AnyVolumeOpen(*rt)) CommitBeforeSignalsEndIt();
+        // A signal that ends the process commits first: what volumes hold, the console's final records.
+        if (st.ok() && (AnyVolumeOpen(*rt) || rt->console().Active())) CommitBeforeSignalsEndIt();
       }
     }
     initializing_here = false;
@@ -272,6 +278,7 @@ Status Runtime::InitFromConfigFd(int config_fd) {
     AdoptCas(std::move(connection));
   }
   for (InjectedFileConfig& f : config.injected_files) injected_[f.path] = std::move(f.content);
+  if (config.console) SCONE_RETURN_IF_ERROR(console_.Start(std::move(*config.console), fds_));
   entry_plan_ = std::move(config.entry_plan);
   // Descriptors a parent process handed over across exec.
   for (const InheritedFd& f : config.fds) {
@@ -474,7 +481,9 @@ RuntimeConfig Runtime::ConfigForExec() {
       Log("the executed program will not report volume states to CAS: " + handover.status().message());
     }
   }
+  if (console_.Active()) config.console = console_.ForExec(fds_);
   for (auto& [fd, d] : fds_.All()) {
+    if (d->IsConsole()) continue;
     long fd_flags = RawSyscall(SYS_fcntl, fd, F_GETFD);
     if (fd_flags < 0) continue;
     if (fd_flags & FD_CLOEXEC) {

@@ -100,6 +100,7 @@ void PrepareFork() {
     v->BeforeFork();
     if (fs::Volume* volume = v->IfOpen()) volume->BeforeFork();
   }
+  rt->console().BeforeFork();
   rt->fds().BeforeFork();
 }
 
@@ -109,6 +110,7 @@ void AfterForkInParent() {
   if (prepared == kHolding) {
     if (Runtime* rt = ShieldIfReady()) {
       rt->fds().AfterFork();
+      rt->console().AfterForkInParent();
       for (auto& v : rt->volumes()) {
         if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInParent();
         v->AfterFork();
@@ -128,6 +130,7 @@ void AfterForkInChild() {
   Runtime* rt = ShieldIfReady();
   if (prepared == kHolding && rt != nullptr) {
     rt->fds().AfterFork();
+    rt->console().AfterForkInChild();
     if (auto* r = rt->reporter()) r->AfterForkInChild();
     ImageBroker::Get().AfterForkInChild();
     AloneWatcher::Get().AfterForkInChild();
