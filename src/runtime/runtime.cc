@@ -70,6 +70,21 @@ bool AnyVolumeOpen(Runtime& rt) {
   return false;
 }
 
+// Takes NAME=... out of the process's environment, in `environ` itself: the program's own
+// unsetenv may not be the C library's (bash exports one that works on its shell variables, which
+// do not exist yet before its main: the descriptor's number stayed in every child's environment,
+// and a child of a runtime with nothing to shield failed with "Bad file descriptor").
+void RemoveFromEnvironment(const char* name) {
+  if (environ == nullptr) return;
+  const size_t n = strlen(name);
+  char** out = environ;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') continue;
+    *out++ = *e;
+  }
+  *out = nullptr;
+}
+
 // The runtime library's own file, for the programs this one executes.
 std::string OwnLibraryPath() {
   Dl_info self;
@@ -223,7 +238,7 @@ Status Runtime::Init() {
   AloneWatcher::Install();  // hand-overs to processes that join a volume this one has alone
   const char* fd_text = getenv(kConfigFdEnv);
   int config_fd = fd_text != nullptr ? atoi(fd_text) : -1;
-  unsetenv(kConfigFdEnv);
+  RemoveFromEnvironment(kConfigFdEnv);
   // SCONE_CONFIG_ID means attestation, always: a configuration handed in by whoever started the
   // program (a descriptor) is not a substitute for it.
   SCONE_ASSIGN_OR_RETURN(auto settings, CasSettingsFromEnvironment());
