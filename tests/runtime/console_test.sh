@@ -118,11 +118,11 @@ PYEOF
   # The native reference through a pipe: on a file, natively, pwrite at 0 and the descriptor
   # opened by name write over other lines; shielded, every write is a record of the stream.
   $PY calls.py | cat > native.out
-  shielded $PY calls.py > sealed.out
+  shielded $PY calls.py > sealed.out 2>/dev/null
   no_marker sealed.out
   decrypt sealed.out 2>/dev/null > decrypted.out || fail "decrypt failed"
   cmp native.out decrypted.out || { diff native.out decrypted.out >&2; fail "file console differs from the native run"; }
-  shielded $PY calls.py | cat > sealed-pipe.out
+  shielded $PY calls.py 2>/dev/null | cat > sealed-pipe.out
   no_marker sealed-pipe.out
   decrypt sealed-pipe.out 2>/dev/null | cmp - native.out || fail "pipe console differs from the native run"
   ;;
@@ -146,14 +146,28 @@ wait
 SCRIPT
   { for p in 1 2 3 4; do for i in $(seq 1 500); do echo "$MARKER proc $p line $i"; done; done
     for p in 5 6 7 8; do $PY big.py $p "$MARKER"; done; } | sort > expected.sorted
-  shielded bash many.sh | cat > sealed.out
+  shielded bash many.sh 2>/dev/null | cat > sealed.out
   no_marker sealed.out
   mkdir split
   decrypt --split split sealed.out 2>decrypt.err || { cat decrypt.err >&2; fail "decrypt failed"; }
   cat split/* | sort | cmp - expected.sorted || fail "concurrent writers: a process's output differs from what it wrote"
   [[ "$(grep -l "proc 3 line" split/* | wc -l)" -eq 1 ]] || fail "one process's lines are not in one stream"
-  shielded bash many.sh > sealed-file.out
+  shielded bash many.sh > sealed-file.out 2>/dev/null
   decrypt sealed-file.out 2>/dev/null | sort | cmp - expected.sorted || fail "concurrent writers into one file"
+  # Threads of one process: their writes are records of one stream, in the order they land.
+  cat > threads.py <<'PYEOF'
+import os, sys, threading
+def run(t):
+    for i in range(2000):
+        os.write(1 + (i % 2), b"%s thread %d line %d\n" % (sys.argv[1].encode(), t, i))
+threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+PYEOF
+  $PY threads.py "$MARKER" 2>&1 | sort > threads.expected
+  shielded $PY threads.py "$MARKER" 2>&1 | cat > threads.out
+  no_marker threads.out
+  decrypt threads.out 2>/dev/null | sort | cmp - threads.expected || fail "threads writing stdout and stderr at once"
   ;;
 
 nonblocking)
@@ -179,7 +193,7 @@ while sent < len(data):
 with open("refusals", "w") as r:
     r.write(str(refused))
 PYEOF
-  shielded $PY nb.py "$MARKER" | { read -r _ < go; cat > sealed.out; }
+  shielded $PY nb.py "$MARKER" 2>/dev/null | { read -r _ < go; cat > sealed.out; }
   [[ "$(cat refusals)" -gt 0 ]] || fail "the writer never saw EAGAIN: the test did not test it"
   no_marker sealed.out
   decrypt sealed.out 2>/dev/null > decrypted.out || fail "decrypt failed"
