@@ -211,7 +211,10 @@ Status ConsoleShield::Start(ConsoleConfig config, FdTable& fds) {
   for (const ConsoleStreamConfig& c : config.streams) {
     std::vector<int> open;
     for (int fd : c.fds) {
-      if (fd >= 0 && fd < FdTable::kMaxFds && RawSyscall(SYS_fcntl, fd, F_GETFD) >= 0) open.push_back(fd);
+      // A descriptor on a protected file (`scone run ... > vol/out`) is the file shield's already.
+      if (fd >= 0 && fd < FdTable::kMaxFds && !fds.Has(fd) && RawSyscall(SYS_fcntl, fd, F_GETFD) >= 0) {
+        open.push_back(fd);
+      }
     }
     if (open.empty()) continue;  // not open (a run with its stdout closed): nothing to shield
     long own_fd = c.ended ? -1 : own(open.front());
