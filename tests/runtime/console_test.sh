@@ -80,7 +80,15 @@ programs)
   shielded bash script.sh 2>&1 | cat > piped.out
   no_marker piped.out
   decrypt piped.out 2>/dev/null | cmp - native.out || fail "piped output differs from the native run"
+  # The runtime's own lines are records too (they name the program's files).
+  shielded bash -c '/sbin/ldconfig -p; true' > refused.out 2>&1
+  ! grep -a -q "exec refused" refused.out || fail "the runtime's line in plaintext on the console"
+  decrypt refused.out 2>/dev/null | grep -q "scone: exec refused: /sbin/ldconfig" || fail "the runtime's line is not in the console"
   # Without the option the console is the program's, unchanged.
+  # The runtime's own lines are records too (they name the program's files).
+  shielded bash -c '/sbin/ldconfig -p; true' > refused.out 2>&1
+  ! grep -a -q "exec refused" refused.out || fail "the runtime's line in plaintext on the console"
+  decrypt refused.out 2>/dev/null | grep -q "scone: exec refused: /sbin/ldconfig" || fail "the runtime's line is not in the console"
   # Without the option the console is the program's, unchanged (bash's children too: bash's own
   # unsetenv left the runtime's descriptor number in their environment).
   "$scone" run -- bash script.sh 2>&1 | cat > plain.out
