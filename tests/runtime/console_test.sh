@@ -133,6 +133,16 @@ PYEOF
   shielded $PY calls.py 2>/dev/null | cat > sealed-pipe.out
   no_marker sealed-pipe.out
   decrypt sealed-pipe.out 2>/dev/null | cmp - native.out || fail "pipe console differs from the native run"
+  # A FIFO as the console: a descriptor opened on it by name writes through the stream; once the
+  # stream ended, such a descriptor fails (EIO), never plaintext.
+  mkfifo fifo
+  cat fifo > fifo.out &
+  reader=$!
+  shielded bash -c "echo '$MARKER a'; echo '$MARKER by name' >> fifo; exec >&-; echo '$MARKER after the end' > fifo" \
+    > fifo 2>/dev/null || true
+  wait "$reader"
+  no_marker fifo.out
+  [[ "$(decrypt fifo.out 2>/dev/null)" == "$MARKER a"$'\n'"$MARKER by name" ]] || fail "a FIFO console opened by name"
   ;;
 
 concurrent)

@@ -254,16 +254,22 @@ void ConsoleShield::AdoptIfConsole(long fd, FdTable& fds) {
   if (!any_stream_ || fd < 0 || fd >= FdTable::kMaxFds) return;
   struct stat st;
   if (RawSyscall(SYS_fstat, fd, Arg(&st)) != 0) return;
+  std::shared_ptr<ConsoleStream> ended;
+  auto all = fds.All();
   for (auto& stream : streams_) {
     if (!stream->Is(st.st_dev, st.st_ino)) continue;
     // The stream's one description in the table: it ends when its last descriptor closes.
-    for (auto& [other, d] : fds.All()) {
+    for (auto& [other, d] : all) {
       if (d->IsConsole() && static_cast<ConsoleFd*>(d.get())->stream() == stream.get()) {
         fds.Set(static_cast<int>(fd), d);
         return;
       }
     }
+    if (ended == nullptr) ended = stream;
   }
+  // Every stream on it ended (their descriptors all closed) and the program opens the console
+  // again by name (a FIFO's path): writes fail (EIO), never reach the console as plaintext.
+  if (ended != nullptr) fds.Set(static_cast<int>(fd), std::make_shared<ConsoleFd>(ended));
 }
 
 bool ConsoleShield::Log(const std::string& line, FdTable& fds) {
