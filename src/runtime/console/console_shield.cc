@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/syscall.h>
 
 #include <algorithm>
@@ -211,10 +212,13 @@ Status ConsoleShield::Start(ConsoleConfig config, FdTable& fds) {
   for (const ConsoleStreamConfig& c : config.streams) {
     std::vector<int> open;
     for (int fd : c.fds) {
-      // A descriptor on a protected file (`scone run ... > vol/out`) is the file shield's already.
-      if (fd >= 0 && fd < FdTable::kMaxFds && !fds.Has(fd) && RawSyscall(SYS_fcntl, fd, F_GETFD) >= 0) {
-        open.push_back(fd);
-      }
+      // A descriptor on a protected file (`scone run ... > vol/out`) is the file shield's already;
+      // /dev/null and its kin (memory devices) carry nothing to protect: left as they are, so that
+      // a daemon that closes its stdout and opens /dev/null again does not find it failing.
+      struct stat st;
+      if (fd < 0 || fd >= FdTable::kMaxFds || fds.Has(fd) || RawSyscall(SYS_fstat, fd, Arg(&st)) != 0) continue;
+      if (S_ISCHR(st.st_mode) && major(st.st_rdev) == 1) continue;
+      open.push_back(fd);
     }
     if (open.empty()) continue;  // not open (a run with its stdout closed): nothing to shield
     long own_fd = c.ended ? -1 : own(open.front());
