@@ -181,7 +181,7 @@ void CloseAtExit() {
 void Log(const std::string& message) {
   std::string line = "scone: " + message + "\n";
   // On a shielded console the runtime's lines are records too (they may name the program's files).
-  if (the_runtime != nullptr && the_runtime->console().Active() && !the_runtime->closed()) {
+  if (the_runtime != nullptr && the_runtime->console().Active()) {
     RuntimeSection section;
     if (the_runtime->console().Log(line, the_runtime->fds())) return;
   }

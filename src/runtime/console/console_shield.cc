@@ -280,7 +280,9 @@ bool ConsoleShield::Log(const std::string& line, FdTable& fds) {
   if (!fds.Has(2)) return false;
   auto d = fds.Get(2);
   if (d == nullptr || !d->IsConsole()) return false;
-  return static_cast<ConsoleFd*>(d.get())->stream()->Write(line.data(), line.size()) >= 0;
+  // Written, or lost with the stream (after its final record): never plaintext on the console.
+  (void)static_cast<ConsoleFd*>(d.get())->stream()->Write(line.data(), line.size());
+  return true;
 }
 
 void ConsoleShield::BeforeFork() {

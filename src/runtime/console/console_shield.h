@@ -126,8 +126,9 @@ class ConsoleShield {
   // A descriptor the program opened (by path) on a console's file, pipe or terminal
   // (/dev/stdout, /proc/self/fd/1, a FIFO's name): it writes through the console's stream.
   void AdoptIfConsole(long fd, FdTable& fds);
-  // The runtime's own message (Log), as a record on the stream of descriptor 2; false if
-  // descriptor 2 is not the console's.
+  // The runtime's own message (Log), as a record on the stream of descriptor 2 (dropped if that
+  // stream has ended, as at exit after the final records); false if descriptor 2 is not the
+  // console's.
   bool Log(const std::string& line, FdTable& fds);
 
   // Fork: the forking thread holds every live stream's lock across the kernel's call and
