@@ -13,6 +13,7 @@
 #include "attest/evidence.h"
 #include "attest/las.h"
 #include "cas/protocol.h"
+#include "console/reader.h"
 #include "policy/session.h"
 #include "net/network_rules.h"
 #include "runtime/config.h"
@@ -147,6 +148,19 @@ void LasReplyParser(const uint8_t* data, size_t size) {
 
 void RuntimeConfigParser(const uint8_t* data, size_t size) {
   SecretRoundTrip<runtime::RuntimeConfig>(data, size);
+}
+
+const SecretBytes& ConsoleFuzzKey() {
+  static const SecretBytes key(Bytes(crypto::kKeySize, 0x5c));
+  return key;
+}
+
+void ConsoleParser(const uint8_t* data, size_t size) {
+  console::Reader reader(ConsoleFuzzKey().Clone(), [](ByteSpan, int, console::Channel) { return Status::Ok(); });
+  size_t half = size / 2;
+  if (reader.Consume(ByteSpan(data, half)).ok() && reader.Consume(ByteSpan(data + half, size - half)).ok()) {
+    (void)reader.Finish();
+  }
 }
 
 }  // namespace scone::fuzz

@@ -6,6 +6,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "crypto/secret.h"
+
 namespace scone::fuzz {
 
 void JournalRecordParser(const uint8_t* data, size_t size);
@@ -24,5 +26,9 @@ void NetworkRulesParser(const uint8_t* data, size_t size);
 // What a process sends LAS, and what LAS answers (attest/las.h).
 void LasRequestParser(const uint8_t* data, size_t size);
 void LasReplyParser(const uint8_t* data, size_t size);
+// A shielded console's records, as `scone console decrypt` reads them (console/reader.h).
+void ConsoleParser(const uint8_t* data, size_t size);
+// The fixed key ConsoleParser reads with, so that seeds sealed with it authenticate.
+const SecretBytes& ConsoleFuzzKey();
 
 }  // namespace scone::fuzz

@@ -7,6 +7,7 @@
 #include "attest/las.h"
 #include "attest/sim/sim_platform.h"
 #include "cas/protocol.h"
+#include "console/record.h"
 #include "fs/journal.h"
 #include "runtime/config.h"
 #include "fs/volume_state.h"
@@ -201,8 +202,42 @@ TEST(ParserMutationTest, RuntimeConfigs) {
   h.key_pem = SecretBytes(AsBytes("-----BEGIN PRIVATE KEY-----"));
   h.cert_der = Bytes(40, 1);
   c.cas = std::move(h);
+  runtime::ConsoleConfig console;
+  console.key = SecretBytes(Bytes(32, 7));
+  runtime::ConsoleStreamConfig stream;
+  stream.id[0] = 1;
+  stream.next_sequence = 9;
+  stream.fds = {1, 10};
+  console.streams.push_back(stream);
+  c.console = std::move(console);
   SecretBytes encoded = c.Encode();
   Mutations(RuntimeConfigParser, Bytes(encoded.span().begin(), encoded.span().end()), 9, 20000);
+}
+
+TEST(ParserMutationTest, ConsoleRecords) {
+  // A parent's stream and a child's, as the runtime seals them.
+  auto id = console::NewStreamId(), child = console::NewStreamId();
+  auto parent_cipher = console::StreamCipher(ConsoleFuzzKey(), id);
+  auto child_cipher = console::StreamCipher(ConsoleFuzzKey(), child);
+  Bytes seed;
+  auto add = [&](const crypto::Aes256Gcm& c, const console::StreamId& s, uint64_t n, console::RecordType t,
+                 ByteSpan payload) {
+    size_t at = seed.size();
+    seed.resize(at + console::kOverhead + payload.size());
+    console::SealRecord(c, t, s, n, payload, seed.data() + at);
+  };
+  add(*parent_cipher, id, 0, console::RecordType::kStart, console::StartPayload({}, console::Channel::kStdout));
+  add(*parent_cipher, id, 1, console::RecordType::kData, AsBytes("hello\n"));
+  add(*parent_cipher, id, 2, console::RecordType::kFork, child);
+  add(*child_cipher, child, 0, console::RecordType::kStart, console::StartPayload(id, console::Channel::kStdout));
+  add(*child_cipher, child, 1, console::RecordType::kEnd, {});
+  add(*parent_cipher, id, 3, console::RecordType::kEnd, {});
+  ConsoleParser(seed.data(), seed.size());
+  std::mt19937_64 rng(11);
+  for (int i = 0; i < 3000; ++i) {
+    Bytes input = Mutate(seed, rng);
+    ConsoleParser(input.data(), input.size());
+  }
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ void RegisterSignCommand(CLI::App& app, Action& action);
 void RegisterCasCommands(CLI::App& app, Action& action);
 void RegisterSessionCommands(CLI::App& app, Action& action);
 void RegisterAttestCommands(CLI::App& app, Action& action);
+void RegisterConsoleCommands(CLI::App& app, Action& action);
 
 // --cas and --cas-cert, for commands that talk to CAS (default: the local CAS).
 inline void AddCasOptions(CLI::App* cmd, std::string* cas, std::string* cas_cert) {

@@ -37,6 +37,7 @@ struct RunArgs {
   std::string cas_addr;
   std::string cas_cert;
   std::string sigstruct;
+  std::string console_key_file;
 };
 
 Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
@@ -220,6 +221,10 @@ Status Run(const RunArgs& given) {
       return InvalidArgument("--volume and " + std::string(given.config_id.empty() ? "SCONE_CONFIG_ID" : "--config-id") +
                              ": with CAS, volumes come from the session");
     }
+    if (!a.console_key_file.empty()) {
+      return InvalidArgument("--console-key-file with CAS: the console shield is the session's (SCONE_CONSOLE_SHIELD), "
+                             "not built yet");
+    }
     return Launch(a.command, [&] { return SetCasEnvironment(a); });
   }
   unsetenv("SCONE_CONFIG_ID");  // --print-measurement and --print-evidence: no attestation
@@ -235,6 +240,17 @@ Status Run(const RunArgs& given) {
   }
   HandOverInheritedVolumeFds(config);
   SCONE_ASSIGN_OR_RETURN(config.network, TakeNetworkVariables());
+  if (!a.console_key_file.empty()) {
+    runtime::ConsoleConfig console;
+    auto key = fs::ReadKeyFile(a.console_key_file);
+    if (!key.ok() && key.status().code() == Code::kNotFound) {
+      return NotFound("--console-key-file " + a.console_key_file + " does not exist (create one: scone console keygen " +
+                      a.console_key_file + ")");
+    }
+    SCONE_ASSIGN_OR_RETURN(console.key, std::move(key));
+    console.first = true;
+    config.console = std::move(console);
+  }
   return Launch(a.command, [&]() -> Status {
     SCONE_ASSIGN_OR_RETURN(int fd, runtime::WriteConfigFd(config));
     setenv(runtime::kConfigFdEnv, std::to_string(fd).c_str(), 1);
@@ -269,6 +285,9 @@ void RegisterRunCommand(CLI::App& app, Action& action) {
   run->add_option("--cas-addr", args->cas_addr,
                   "CAS attestation address HOST[:PORT] (with --config-id; default: $SCONE_CAS_ADDR)");
   run->add_option("--cas-cert", args->cas_cert, "Certificate CAS must present (with --cas-addr)");
+  run->add_option("--console-key-file", args->console_key_file,
+                  "Write the program's stdout and stderr as authenticated, encrypted records under the key in "
+                  "this file (scone console keygen; read with scone console decrypt)");
   run->add_option("--sigstruct", args->sigstruct, "Signature from scone sign (default: PROGRAM.sig if present)");
   // Everything from the program's name on belongs to the program, options included.
   run->prefix_command();

@@ -59,6 +59,22 @@ SecretBytes RuntimeConfig::Encode() const {
     w.Blob(cas->key_pem.span());
     w.Blob(cas->cert_der);
   }
+  w.U8(console ? 1 : 0);
+  if (console) {
+    w.Blob(console->key.span());
+    w.U8(console->first ? 1 : 0);
+    w.U32(static_cast<uint32_t>(console->streams.size()));
+    for (const ConsoleStreamConfig& c : console->streams) {
+      w.Raw(c.id);
+      w.Raw(c.parent);
+      w.U8(c.channel);
+      w.U64(c.next_sequence);
+      w.U8(c.started ? 1 : 0);
+      w.U8(c.ended ? 1 : 0);
+      w.U32(static_cast<uint32_t>(c.fds.size()));
+      for (int fd : c.fds) w.U32(static_cast<uint32_t>(fd));
+    }
+  }
   w.U8(print_measurement ? 1 : 0);
   w.Str(las_socket);
   w.U8(print_evidence ? 1 : 0);
@@ -150,6 +166,39 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
     h.port = static_cast<int>(port);
     h.key_pem = SecretBytes(key);
     config.cas = std::move(h);
+  }
+  uint8_t has_console = 0;
+  if (!r.U8(&has_console) || has_console > 1) return InvalidArgument("runtime configuration is malformed");
+  if (has_console) {
+    ConsoleConfig c;
+    uint32_t key_size, streams;
+    uint8_t first;
+    ByteSpan key;
+    if (!r.U32(&key_size) || key_size != crypto::kKeySize || !r.View(key_size, &key) || !r.U8(&first) ||
+        first > 1 || !r.U32(&streams) || streams > 64) {
+      return InvalidArgument("runtime configuration is malformed (console)");
+    }
+    c.key = SecretBytes(key);
+    c.first = first == 1;
+    for (uint32_t i = 0; i < streams; ++i) {
+      ConsoleStreamConfig sc;
+      uint8_t started, ended;
+      uint32_t fds;
+      if (!r.Raw(sc.id) || !r.Raw(sc.parent) || !r.U8(&sc.channel) || sc.channel < 1 || sc.channel > 2 ||
+          !r.U64(&sc.next_sequence) || !r.U8(&started) || started > 1 || !r.U8(&ended) || ended > 1 ||
+          !r.U32(&fds) || fds > 65536) {
+        return InvalidArgument("runtime configuration is malformed (console stream)");
+      }
+      sc.started = started == 1;
+      sc.ended = ended == 1;
+      for (uint32_t j = 0; j < fds; ++j) {
+        uint32_t fd;
+        if (!r.U32(&fd)) return InvalidArgument("runtime configuration is malformed (console stream)");
+        sc.fds.push_back(static_cast<int>(fd));
+      }
+      c.streams.push_back(std::move(sc));
+    }
+    config.console = std::move(c);
   }
   uint8_t print = 0, evidence = 0;
   if (!r.U8(&print) || print > 1 || !r.Str(&config.las_socket, 4096) || !r.U8(&evidence) || evidence > 1 ||

@@ -8,6 +8,7 @@
 // (SCONE_RUNTIME_FD).
 #pragma once
 
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
@@ -59,6 +60,25 @@ struct InheritedFd {
   uint64_t offset = 0;
 };
 
+// The console shield (docs/console-shield.md): a stream of records on one description of the
+// console, carried on across exec by the program's descriptors `fds`.
+struct ConsoleStreamConfig {
+  std::array<uint8_t, 16> id{};
+  std::array<uint8_t, 16> parent{};  // zeros: the run's first process
+  uint8_t channel = 1;               // 1 stdout, 2 stderr
+  uint64_t next_sequence = 0;
+  bool started = false;  // its start record is written
+  bool ended = false;    // its final record is written: its descriptors fail (EIO)
+  std::vector<int> fds;
+};
+
+struct ConsoleConfig {
+  SecretBytes key;
+  // From `scone run`: the program's descriptors 1 and 2 start the run's first streams.
+  bool first = false;
+  std::vector<ConsoleStreamConfig> streams;
+};
+
 // A file CAS injected: served from memory at `path`, never written to disk.
 struct InjectedFileConfig {
   std::string path;  // absolute
@@ -83,6 +103,8 @@ struct RuntimeConfig {
   std::vector<InheritedFd> fds;
   std::vector<InjectedFileConfig> injected_files;
   std::optional<CasHandover> cas;
+  // Stdout and stderr as sealed records (absent: the console is the program's, unchanged).
+  std::optional<ConsoleConfig> console;
   // Print the program's measurement as the runtime computes it at start-up, then exit
   // (`scone run --print-measurement`): how `scone measure` is checked against the runtime.
   bool print_measurement = false;

@@ -1,5 +1,5 @@
-// The descriptors the shields serve: one table for every shield (files, TLS connections; the
-// console next), indexed by descriptor number.
+// The descriptors the shields serve: one table for every shield (files, TLS connections, the
+// console), indexed by descriptor number.
 //
 // A shielded descriptor is a real kernel descriptor too (opened by the shield, with the number
 // the kernel chose), so numbering, close-on-exec, dup, poll and locks stay the kernel's; what
@@ -72,6 +72,8 @@ class ShieldedFd {
   virtual bool Describe(int fd, InheritedFd* out) = 0;
   // The network shield's connection, or nullptr for a file.
   virtual sockets::TlsSocketFd* AsTlsSocket() { return nullptr; }
+  // A descriptor of the console (runtime/console/console_shield.h), which follows exec its own way.
+  virtual bool IsConsole() const { return false; }
 };
 
 class FdTable {

@@ -70,6 +70,21 @@ bool AnyVolumeOpen(Runtime& rt) {
   return false;
 }
 
+// Takes NAME=... out of the process's environment, in `environ` itself: the program's own
+// unsetenv may not be the C library's (bash exports one that works on its shell variables, which
+// do not exist yet before its main: the descriptor's number stayed in every child's environment,
+// and a child of a runtime with nothing to shield failed with "Bad file descriptor").
+void RemoveFromEnvironment(const char* name) {
+  if (environ == nullptr) return;
+  const size_t n = strlen(name);
+  char** out = environ;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (strncmp(*e, name, n) == 0 && (*e)[n] == '=') continue;
+    *out++ = *e;
+  }
+  *out = nullptr;
+}
+
 // The runtime library's own file, for the programs this one executes.
 std::string OwnLibraryPath() {
   Dl_info self;
@@ -165,6 +180,11 @@ void CloseAtExit() {
 
 void Log(const std::string& message) {
   std::string line = "scone: " + message + "\n";
+  // On a shielded console the runtime's lines are records too (they may name the program's files).
+  if (the_runtime != nullptr && the_runtime->console().Active()) {
+    RuntimeSection section;
+    if (the_runtime->console().Log(line, the_runtime->fds())) return;
+  }
   (void)RawSyscall(SYS_write, 2, Arg(line.data()), static_cast<long>(line.size()));
 }
 
@@ -188,7 +208,8 @@ Runtime* Shield() {
         process::RegisterForkHandlers();  // likewise: its prepare handler runs after theirs
         if (!InstallEntry(rt->entry_plan())) st = Unsupported("the runtime cannot enter this program's system calls");
         rt->DropEntryPlan();
-        if (st.ok() && AnyVolumeOpen(*rt)) CommitBeforeSignalsEndIt();
+        // A signal that ends the process commits first: what volumes hold, the console's final records.
+        if (st.ok() && (AnyVolumeOpen(*rt) || rt->console().Active())) CommitBeforeSignalsEndIt();
       }
     }
     initializing_here = false;
@@ -217,7 +238,7 @@ Status Runtime::Init() {
   AloneWatcher::Install();  // hand-overs to processes that join a volume this one has alone
   const char* fd_text = getenv(kConfigFdEnv);
   int config_fd = fd_text != nullptr ? atoi(fd_text) : -1;
-  unsetenv(kConfigFdEnv);
+  RemoveFromEnvironment(kConfigFdEnv);
   // SCONE_CONFIG_ID means attestation, always: a configuration handed in by whoever started the
   // program (a descriptor) is not a substitute for it.
   SCONE_ASSIGN_OR_RETURN(auto settings, CasSettingsFromEnvironment());
@@ -273,6 +294,7 @@ Status Runtime::InitFromConfigFd(int config_fd) {
   }
   for (InjectedFileConfig& f : config.injected_files) injected_[f.path] = std::move(f.content);
   SCONE_RETURN_IF_ERROR(StartNetworkShield(std::move(config.network)));
+  if (config.console) SCONE_RETURN_IF_ERROR(console_.Start(std::move(*config.console), fds_));
   entry_plan_ = std::move(config.entry_plan);
   // Descriptors a parent process handed over across exec.
   for (const InheritedFd& f : config.fds) {
@@ -508,7 +530,9 @@ RuntimeConfig Runtime::ConfigForExec() {
       Log("the executed program will not report volume states to CAS: " + handover.status().message());
     }
   }
+  if (console_.Active()) config.console = console_.ForExec(fds_);
   for (auto& [fd, d] : fds_.All()) {
+    if (d->IsConsole()) continue;
     long fd_flags = RawSyscall(SYS_fcntl, fd, F_GETFD);
     if (fd_flags < 0) continue;
     if (fd_flags & FD_CLOEXEC) {

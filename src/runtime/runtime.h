@@ -21,6 +21,7 @@
 #include "fs/volume.h"
 #include "runtime/attestation.h"
 #include "runtime/config.h"
+#include "runtime/console/console_shield.h"
 #include "runtime/dir_table.h"
 #include "runtime/fd_table.h"
 #include "runtime/net/network_shield.h"
@@ -111,7 +112,9 @@ class Runtime {
   // The same, when the runtime knows the new one's absolute path.
   void WorkingDirectoryIs(const char* absolute);
   // Something to shield: volumes, injected files, or an attested identity.
-  bool Active() const { return !volumes_.empty() || !injected_.empty() || cas_ != nullptr || network_ != nullptr; }
+  bool Active() const {
+    return !volumes_.empty() || !injected_.empty() || cas_ != nullptr || network_ != nullptr || console_.Active();
+  }
   bool HasVolumes() const { return !volumes_.empty(); }
   bool HasInjectedFiles() const { return !injected_.empty(); }
   // The content of the file CAS injected at this absolute path, or nullptr.
@@ -136,6 +139,7 @@ class Runtime {
   // The network shield, or nullptr when no variable turned it on.
   sockets::NetworkShield* network() { return network_.get(); }
   FdTable& fds() { return fds_; }
+  ConsoleShield& console() { return console_; }
   DirectoryTable& dirs() { return dirs_; }
   std::vector<std::unique_ptr<MountedVolume>>& volumes() { return volumes_; }
 
@@ -171,6 +175,7 @@ class Runtime {
   void AdoptCas(CasConnection connection);
 
   FdTable fds_;
+  ConsoleShield console_;
   DirectoryTable dirs_;
   std::atomic<bool> closed_{false};
   std::vector<std::unique_ptr<MountedVolume>> volumes_;

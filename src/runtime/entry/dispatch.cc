@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <linux/close_range.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 
 #include <vector>
@@ -95,6 +96,39 @@ long CloseRange(Runtime& rt, const SyscallFrame& f) {
     if (first == 0) return 0;  // wrapped past the largest number
   }
   return first <= last ? RawSyscall(SYS_close_range, first, last, f.args[2]) : 0;
+}
+
+// An open the kernel made: a descriptor of the console's file, pipe or terminal (/dev/stdout,
+// /proc/self/fd/2, a FIFO's name) writes through the console's stream.
+DispatchResult Opened(Runtime& rt, DispatchResult r) {
+  if (r.value >= 0 && rt.console().Active()) rt.console().AdoptIfConsole(r.value, rt.fds());
+  return r;
+}
+
+// Calls that move data onto a descriptor without write(2): on the console they are writes
+// (sendto, sendmsg) or refused (vmsplice would hand the kernel the program's pages, tee another
+// pipe's bytes).
+long ConsoleTransfer(Runtime& rt, long nr, const long* a) {
+  switch (nr) {
+    case SYS_sendto:
+      if (a[4] != 0) return -EISCONN;
+      return files::Write(rt, Fd(a[0]), Ptr<const void>(a[1]), a[2]);
+    case SYS_sendmsg: {
+      const auto* m = Ptr<const struct msghdr>(a[1]);
+      if (m->msg_name != nullptr || m->msg_controllen != 0) return -EOPNOTSUPP;
+      return files::WriteVector(rt, Fd(a[0]), m->msg_iov, static_cast<int>(m->msg_iovlen), -1);
+    }
+    case SYS_vmsplice:
+      return files::WriteVector(rt, Fd(a[0]), Ptr<const iovec>(a[1]), Fd(a[2]), -1);
+    default:  // tee, sendmmsg
+      return -EINVAL;
+  }
+}
+
+bool IsConsole(Runtime& rt, int fd) {
+  if (!rt.fds().Has(fd)) return false;
+  auto d = rt.fds().Get(fd);
+  return d != nullptr && d->IsConsole();
 }
 
 // Where a path call keeps its paths: {path argument, its directory argument or -1}.
@@ -377,13 +411,21 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_fchdir:
       return Done(files::ChangeDirectory(rt, f.nr, a[0]));
     case SYS_open:
-      return Served(f, files::OpenAt(rt, AT_FDCWD, Str(a[0]), Fd(a[1]), static_cast<mode_t>(a[2])));
+      return Opened(rt, Served(f, files::OpenAt(rt, AT_FDCWD, Str(a[0]), Fd(a[1]), static_cast<mode_t>(a[2]))));
     case SYS_creat:
-      return Served(f, files::OpenAt(rt, AT_FDCWD, Str(a[0]), O_CREAT | O_WRONLY | O_TRUNC, static_cast<mode_t>(a[1])));
+      return Opened(rt, Served(f, files::OpenAt(rt, AT_FDCWD, Str(a[0]), O_CREAT | O_WRONLY | O_TRUNC,
+                                                 static_cast<mode_t>(a[1]))));
     case SYS_openat:
-      return Served(f, files::OpenAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), static_cast<mode_t>(a[3])));
+      return Opened(rt, Served(f, files::OpenAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), static_cast<mode_t>(a[3]))));
     case SYS_openat2:
-      return Served(f, files::OpenAt2(rt, Fd(a[0]), Str(a[1]), Ptr<const open_how>(a[2]), a[3]));
+      return Opened(rt, Served(f, files::OpenAt2(rt, Fd(a[0]), Str(a[1]), Ptr<const open_how>(a[2]), a[3])));
+    case SYS_sendto:
+    case SYS_sendmsg:
+    case SYS_sendmmsg:
+    case SYS_vmsplice:
+      return Done(IsConsole(rt, Fd(a[0])) ? ConsoleTransfer(rt, f.nr, a) : Raw(f));
+    case SYS_tee:
+      return Done(IsConsole(rt, Fd(a[1])) ? ConsoleTransfer(rt, f.nr, a) : Raw(f));
     case SYS_stat:
       return Done(files::StatAt(rt, AT_FDCWD, Str(a[0]), Ptr<struct stat>(a[1]), 0));
     case SYS_lstat:
@@ -428,9 +470,9 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_io_setup:
     case SYS_io_uring_setup:
       // Asynchronous I/O would reach the kernel without the shields (a protected file's
-      // ciphertext, a TLS connection's socket): programs fall back to system calls (MariaDB
-      // without native AIO, liburing users to their synchronous path).
-      return Done(rt.HasVolumes() || rt.network() != nullptr ? -ENOSYS : Raw(f));
+      // ciphertext, a TLS connection's socket, the console): programs fall back to system calls
+      // (MariaDB without native AIO, liburing users to their synchronous path).
+      return Done(rt.HasVolumes() || rt.network() != nullptr || rt.console().Active() ? -ENOSYS : Raw(f));
     default:
       return Served(f, DispatchSockets(rt, f));
   }

@@ -769,6 +769,9 @@ long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset,
     if (in_offset) *in_offset += n;
     if (out_offset) *out_offset += n;
     done += static_cast<size_t>(n);
+    // A short read: the end of a file, or all a pipe holds now (splice returns with it natively,
+    // where another read would wait for a writer).
+    if (static_cast<size_t>(n) < want) break;
   }
   return static_cast<long>(done);
 }

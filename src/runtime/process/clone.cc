@@ -74,6 +74,8 @@ DispatchResult ForkHere(const SyscallFrame& f) {
     AfterForkInChild();
   } else {
     AfterForkInParent();
+    // The child's console streams, announced in the parent's (console_shield.h).
+    if (Runtime* rt = ShieldIfReady()) rt->console().AnnounceChild(r > 0);
   }
   return {r, Action::kDone};
 }

@@ -102,6 +102,7 @@ void PrepareFork() {
     v->BeforeFork();
     if (fs::Volume* volume = v->IfOpen()) volume->BeforeFork();
   }
+  rt->console().BeforeFork();
   rt->fds().BeforeFork();
 }
 
@@ -111,6 +112,7 @@ void AfterForkInParent() {
   if (prepared == kHolding) {
     if (Runtime* rt = ShieldIfReady()) {
       rt->fds().AfterFork();
+      rt->console().AfterForkInParent();
       for (auto& v : rt->volumes()) {
         if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInParent();
         v->AfterFork();
@@ -130,6 +132,7 @@ void AfterForkInChild() {
   Runtime* rt = ShieldIfReady();
   if (prepared == kHolding && rt != nullptr) {
     rt->fds().AfterFork();
+    rt->console().AfterForkInChild();
     if (auto* r = rt->reporter()) r->AfterForkInChild();
     ImageBroker::Get().AfterForkInChild();
     AloneWatcher::Get().AfterForkInChild();

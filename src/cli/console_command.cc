@@ -1,0 +1,111 @@
+// `scone console ...`: the console shield's key and reader (docs/console-shield.md).
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <map>
+
+#include "cli/command.h"
+#include "console/reader.h"
+#include "fs/volume.h"
+
+namespace scone::cli {
+namespace {
+
+struct ConsoleArgs {
+  std::string key_file;
+  std::string input;  // empty or "-": stdin
+  std::string split_dir;
+};
+
+Status Keygen(const ConsoleArgs& a) {
+  SCONE_ASSIGN_OR_RETURN(SecretBytes key, fs::CreateKeyFile(a.key_file));
+  std::fprintf(stderr, "scone: created console key file %s (mode 0600)\n", a.key_file.c_str());
+  return Status::Ok();
+}
+
+Status WriteAll(ByteSpan bytes, FILE* to) {
+  if (bytes.empty()) return Status::Ok();
+  if (std::fwrite(bytes.data(), 1, bytes.size(), to) != bytes.size()) return IoError("writing the plaintext", errno);
+  return Status::Ok();
+}
+
+// The plaintext goes out as each record is found authentic and in its place; damage stops the
+// reading (exit 3) with the record and stream named, and says that what was printed is incomplete.
+Status Decrypt(const ConsoleArgs& a) {
+  SCONE_ASSIGN_OR_RETURN(SecretBytes key, fs::ReadKeyFile(a.key_file));
+  const bool from_stdin = a.input.empty() || a.input == "-";
+  int fd = from_stdin ? 0 : open(a.input.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return IoError("open " + a.input, errno);
+  const std::string name = from_stdin ? "stdin" : a.input;
+  // --split: each stream (one process's stdout or stderr) into a file of its own.
+  std::map<int, FILE*> files;
+  auto sink = [&](ByteSpan plaintext, int stream, console::Channel channel) -> Status {
+    if (a.split_dir.empty()) return WriteAll(plaintext, stdout);
+    FILE*& f = files[stream];
+    if (f == nullptr) {
+      std::string path = a.split_dir + "/" + std::to_string(stream) + "." + console::ChannelName(channel);
+      f = std::fopen(path.c_str(), "wx");
+      if (f == nullptr) return IoError("create " + path, errno);
+    }
+    return WriteAll(plaintext, f);
+  };
+  console::Reader reader(std::move(key), sink);
+  std::vector<uint8_t> buffer(256 * 1024);
+  Status status;
+  for (;;) {
+    ssize_t n = read(fd, buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      status = IoError("read " + name, errno);
+      break;
+    }
+    if (n == 0) {
+      status = reader.Finish();
+      break;
+    }
+    status = reader.Consume(ByteSpan(buffer.data(), static_cast<size_t>(n)));
+    if (!status.ok()) break;
+  }
+  if (!from_stdin) close(fd);
+  std::fflush(stdout);
+  for (auto& [stream, f] : files) {
+    if (std::fclose(f) != 0 && status.ok()) status = IoError("writing stream " + std::to_string(stream), errno);
+  }
+  if (status.code() == Code::kDataCorrupted) {
+    return ReportedDamage("console " + name + ":\n" + status.message() +
+                          "\nscone: the output above is what authenticated before the damage: it is incomplete");
+  }
+  SCONE_RETURN_IF_ERROR(status);
+  std::fprintf(stderr, "scone: console %s intact: %llu records, %zu streams\n", name.c_str(),
+               static_cast<unsigned long long>(reader.records()), reader.streams());
+  return Status::Ok();
+}
+
+}  // namespace
+
+void RegisterConsoleCommands(CLI::App& app, Action& action) {
+  auto args = std::make_shared<ConsoleArgs>();
+  CLI::App* console = app.add_subcommand(
+      "console", "The console shield: stdout and stderr of `scone run --console-key-file` as sealed records");
+  console->require_subcommand(1);
+
+  CLI::App* keygen = console->add_subcommand("keygen", "Create a console key file (mode 0600; 64 hex digits, "
+                                                       "the format of volume key files)");
+  keygen->add_option("KEY_FILE", args->key_file, "The key file to create")->required();
+  keygen->callback([&action, args] { action = [args] { return Keygen(*args); }; });
+
+  CLI::App* decrypt = console->add_subcommand(
+      "decrypt", "Authenticate and decrypt a shielded console's output; exit 3 naming the record on any damage "
+                 "(modified, removed, reordered, duplicated or truncated records, a missing final record, "
+                 "a wrong key)");
+  decrypt->add_option("--key-file", args->key_file, "The console key file")->required();
+  decrypt->add_option("FILE", args->input, "The captured output (default: stdin)");
+  decrypt->add_option("--split", args->split_dir,
+                      "Write each stream (one process's stdout or stderr) to DIR/N.stdout or DIR/N.stderr, N in "
+                      "order of first appearance, instead of everything to stdout");
+  decrypt->callback([&action, args] { action = [args] { return Decrypt(*args); }; });
+}
+
+}  // namespace scone::cli

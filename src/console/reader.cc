@@ -1,0 +1,163 @@
+#include "console/reader.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace scone::console {
+
+Reader::Reader(SecretBytes key, Sink sink) : key_(std::move(key)), sink_(std::move(sink)) {}
+
+std::string Reader::Where(uint64_t offset) const {
+  return "record " + std::to_string(records_) + " (byte " + std::to_string(offset) + ")";
+}
+
+std::string Reader::Describe(const Stream& s) const {
+  return "stream " + std::to_string(s.number) + " (" + ChannelName(s.channel) + (s.root ? ", first process" : "") + ")";
+}
+
+Status Reader::Consume(ByteSpan bytes) {
+  if (failed_) return DataCorrupted("input already found damaged");
+  pending_.insert(pending_.end(), bytes.begin(), bytes.end());
+  size_t pos = 0;
+  Status status;
+  while (pending_.size() - pos >= kHeaderSize) {
+    ByteSpan rest(pending_.data() + pos, pending_.size() - pos);
+    RecordHeader h;
+    std::string why;
+    if (!ParseHeader(rest, &h, &why)) {
+      ++records_;
+      status = DataCorrupted(Where(offset_ + pos) + ": " + why);
+      break;
+    }
+    if (rest.size() < h.RecordSize()) break;
+    ++records_;
+    status = One(rest.first(h.RecordSize()), h);
+    if (!status.ok()) {
+      status = DataCorrupted(Where(offset_ + pos) + ": " + status.message());
+      break;
+    }
+    pos += h.RecordSize();
+  }
+  pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(pos));
+  offset_ += pos;
+  if (!status.ok()) failed_ = true;
+  return status;
+}
+
+Status Reader::One(ByteSpan record, const RecordHeader& h) {
+  auto it = streams_.find(h.stream);
+  bool fresh = it == streams_.end();
+  Stream created;
+  Stream* s;
+  if (fresh) {
+    created.number = static_cast<int>(streams_.size()) + 1;
+    created.cipher = StreamCipher(key_, h.stream);
+    s = &created;
+  } else {
+    s = &it->second;
+  }
+  plain_.resize(h.size);
+  if (!OpenRecord(*s->cipher, h, record, plain_.data()).ok()) {
+    return DataCorrupted(std::string("authentication failed: the record was modified") +
+                         (records_ == 1 ? ", or the key is not the one this console was written with" : "") +
+                         (fresh ? "" : " (" + Describe(*s) + ")"));
+  }
+  if (fresh) {
+    if (h.sequence != 0 || h.type != RecordType::kStart) {
+      return DataCorrupted("a stream whose first " + std::to_string(h.sequence) +
+                           " records are missing (removed, or the input starts in the middle)");
+    }
+    it = streams_.emplace(h.stream, std::move(created)).first;
+    s = &it->second;
+  }
+  if (s->ended) return DataCorrupted(Describe(*s) + " goes on after its final record (records appended or replayed)");
+  if (h.sequence != s->next) {
+    if (h.sequence < s->next) {
+      return DataCorrupted(Describe(*s) + ": its record #" + std::to_string(h.sequence) +
+                           " again, after #" + std::to_string(s->next - 1) + " (duplicated, replayed or reordered)");
+    }
+    return DataCorrupted(Describe(*s) + ": record #" + std::to_string(h.sequence) + " follows #" +
+                         std::to_string(s->next - 1) + ": " + std::to_string(h.sequence - s->next) +
+                         " record(s) missing here (removed or reordered)");
+  }
+  if ((h.sequence == 0) != (h.type == RecordType::kStart)) {
+    return DataCorrupted(Describe(*s) + ": record #" + std::to_string(h.sequence) + " has the wrong type");
+  }
+  s->next++;
+  s->last_record = records_;
+  switch (h.type) {
+    case RecordType::kStart: {
+      if (h.size != kStartPayloadSize || plain_[kStreamIdSize] < 1 || plain_[kStreamIdSize] > 2) {
+        return DataCorrupted("a stream's start record is malformed");
+      }
+      std::memcpy(s->parent.data(), plain_.data(), kStreamIdSize);
+      s->root = s->parent == StreamId{};
+      s->channel = static_cast<Channel>(plain_[kStreamIdSize]);
+      return Status::Ok();
+    }
+    case RecordType::kData:
+      return sink_(plain_, s->number, s->channel);
+    case RecordType::kFork: {
+      if (h.size != kStreamIdSize) return DataCorrupted(Describe(*s) + ": a child announcement is malformed");
+      StreamId child;
+      std::memcpy(child.data(), plain_.data(), kStreamIdSize);
+      s->children.push_back({child, records_});
+      return Status::Ok();
+    }
+    case RecordType::kEnd:
+      s->ended = true;
+      return Status::Ok();
+  }
+  return Status::Ok();
+}
+
+Status Reader::Finish() {
+  if (failed_) return DataCorrupted("input already found damaged");
+  std::vector<std::string> problems;
+  if (!pending_.empty()) {
+    ++records_;
+    RecordHeader h;
+    std::string why;
+    Bytes padded = pending_;
+    padded.resize(std::max(padded.size(), kHeaderSize));  // the header's fields that are there
+    if (!ParseHeader(padded, &h, &why)) {
+      problems.push_back(Where(offset_) + ": " + why);
+    } else {
+      problems.push_back(Where(offset_) + ": cut short (" + std::to_string(pending_.size()) +
+                         " bytes of a record at the end of the input): truncated");
+    }
+  }
+  if (records_ == 0) problems.push_back("no console records at all (empty input)");
+  // A parent names its children (kFork), a child its parent (kStart): both must be there.
+  for (const auto& [id, s] : streams_) {
+    for (const auto& [child, record] : s.children) {
+      if (!streams_.contains(child)) {
+        problems.push_back(Describe(s) + " announced a child process's stream (record " + std::to_string(record) +
+                           ", stream id " + ShortName(child) + "...) that is missing: removed");
+      }
+    }
+  }
+  for (const auto& [id, s] : streams_) {
+    if (!s.ended) {
+      problems.push_back(Describe(s) + " has no final record after its record #" + std::to_string(s.next - 1) +
+                         " (record " + std::to_string(s.last_record) +
+                         "): truncated (the process was killed, or the end was cut); its output above is incomplete");
+    }
+    if (s.root) continue;
+    auto p = streams_.find(s.parent);
+    bool announced = false;
+    if (p != streams_.end()) {
+      for (const auto& c : p->second.children) announced = announced || c.first == id;
+    }
+    if (!announced) {
+      problems.push_back(Describe(s) + " belongs to a child process whose parent's stream (id " + ShortName(s.parent) +
+                         "...) " + (p == streams_.end() ? "is missing: removed" : "never announced it: not of this run"));
+    }
+  }
+  if (problems.empty()) return Status::Ok();
+  std::string text;
+  for (size_t i = 0; i < problems.size(); ++i) text += (i ? "\n" : "") + problems[i];
+  return DataCorrupted(text);
+}
+
+}  // namespace scone::console

@@ -1,0 +1,69 @@
+// Reads a shielded console's records back (`scone console decrypt`): authenticates every record,
+// checks each stream's numbering, its start and its final record, and that every stream a
+// process announced for a child is there and every child stream was announced by its parent.
+//
+// Plaintext is handed to the sink as soon as its record is authentic and in its place in its
+// stream: what the sink got before an error is authentic, but may be incomplete (the error says
+// which stream lost what). Records of different streams (processes) may interleave in any order:
+// that order is the kernel's and is not authenticated.
+//
+// A pure core: bytes in through Consume, plaintext out through the sink, no I/O.
+// Thread-safety: none (one reader per input).
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/bytes.h"
+#include "common/status.h"
+#include "console/record.h"
+#include "crypto/secret.h"
+
+namespace scone::console {
+
+class Reader {
+ public:
+  // `stream`: numbered in order of first appearance, from 1.
+  using Sink = std::function<Status(ByteSpan plaintext, int stream, Channel channel)>;
+  Reader(SecretBytes key, Sink sink);
+
+  // The next bytes of the input. An error (kDataCorrupted) names the record (numbered from 1 in
+  // the input's order, with its byte offset) and its stream; nothing after it is read.
+  Status Consume(ByteSpan bytes);
+  // End of input: every stream must have ended, every announced child be there. The error lists
+  // each problem on a line of its own.
+  Status Finish();
+
+  uint64_t records() const { return records_; }
+  size_t streams() const { return streams_.size(); }
+
+ private:
+  struct Stream {
+    int number;  // in order of first appearance, from 1
+    std::unique_ptr<crypto::Aes256Gcm> cipher;
+    uint64_t next = 0;
+    bool ended = false;
+    bool root = false;
+    StreamId parent{};
+    Channel channel = Channel::kStdout;
+    uint64_t last_record = 0;  // the input's record number of its latest record
+    std::vector<std::pair<StreamId, uint64_t>> children;  // announced, with the announcing record
+  };
+  Status One(ByteSpan record, const RecordHeader& h);
+  std::string Where(uint64_t offset) const;
+  std::string Describe(const Stream& s) const;
+
+  SecretBytes key_;
+  Sink sink_;
+  Bytes pending_;  // an incomplete record's bytes
+  uint64_t offset_ = 0;  // of pending_'s first byte in the input
+  uint64_t records_ = 0;
+  std::map<StreamId, Stream> streams_;
+  Bytes plain_;
+  bool failed_ = false;
+};
+
+}  // namespace scone::console

@@ -1,0 +1,315 @@
+#include "runtime/console/console_shield.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/syscall.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "runtime/entry/raw_syscall.h"
+#include "runtime/files/shield_syscalls.h"
+
+namespace scone::runtime {
+namespace {
+
+using console::RecordType;
+
+// Records of a stream on a regular file may be large (a write(2) to a file is atomic against other
+// writers of its description); on a pipe, a FIFO, a socket or a terminal a record is at most
+// PIPE_BUF, which the kernel writes whole and never interleaves with another writer's.
+constexpr size_t kFileRecordSize = 64 * 1024;
+
+// The streams whose locks the forking thread holds, and the ids it chose for the child.
+constexpr int kMaxForkStreams = 8;
+__attribute__((tls_model("initial-exec"))) thread_local ConsoleStream* fork_streams[kMaxForkStreams];
+__attribute__((tls_model("initial-exec"))) thread_local console::StreamId fork_children[kMaxForkStreams];
+__attribute__((tls_model("initial-exec"))) thread_local int fork_count = 0;
+
+// Waits until `fd` takes more (a non-blocking console that is full).
+void WaitWritable(int fd) {
+  struct pollfd p = {fd, POLLOUT, 0};
+  (void)RawSyscall(SYS_poll, Arg(&p), 1, -1);
+}
+
+}  // namespace
+
+// ---- ConsoleStream -------------------------------------------------------------------------
+
+ConsoleStream::ConsoleStream(const SecretBytes& key, int own_fd, const ConsoleStreamConfig& state)
+    : key_(key),
+      own_fd_(own_fd),
+      id_(state.id),
+      parent_(state.parent),
+      channel_(static_cast<console::Channel>(state.channel)),
+      next_(state.next_sequence),
+      started_(state.started),
+      ended_(state.ended) {
+  struct stat st;
+  bool file = false;
+  if (RawSyscall(SYS_fstat, own_fd, Arg(&st)) == 0) {
+    dev_ = st.st_dev;
+    ino_ = st.st_ino;
+    file = S_ISREG(st.st_mode);
+  }
+  max_payload_ = (file ? kFileRecordSize : PIPE_BUF) - console::kOverhead;
+  record_.resize(max_payload_ + console::kOverhead);
+  cipher_ = console::StreamCipher(key_, id_);
+}
+
+long ConsoleStream::WriteRecord(RecordType type, ByteSpan payload, bool may_refuse) {
+  if (rekey_) {
+    cipher_ = console::StreamCipher(key_, id_);
+    rekey_ = false;
+  }
+  console::SealRecord(*cipher_, type, id_, next_, payload, record_.data());
+  const size_t size = console::kOverhead + payload.size();
+  size_t done = 0;
+  while (done < size) {
+    long r = RawSyscall(SYS_write, own_fd_, Arg(record_.data() + done), static_cast<long>(size - done));
+    if (r > 0) {
+      done += static_cast<size_t>(r);
+    } else if (r == -EINTR) {
+    } else if (r == -EAGAIN && done == 0 && may_refuse) {
+      return -EAGAIN;  // nothing of it went out: its number is still free
+    } else if (r == -EAGAIN) {
+      WaitWritable(own_fd_);  // a record begun is finished, or it would be cut in the middle
+    } else {
+      if (done > 0) next_++;  // a part of it is out there: the reader will say so
+      return r == 0 ? -EIO : r;
+    }
+  }
+  next_++;
+  return 0;
+}
+
+long ConsoleStream::StartIfNeeded(bool may_refuse) {
+  if (started_) return 0;
+  auto payload = console::StartPayload(parent_, channel_);
+  long r = WriteRecord(RecordType::kStart, payload, may_refuse);
+  if (r == 0) started_ = true;
+  return r;
+}
+
+long ConsoleStream::Write(const void* buf, size_t count) {
+  std::lock_guard lock(mu_);
+  if (ended_) return -EIO;  // never plaintext: the stream is over
+  if (count == 0) return 0;
+  if (long r = StartIfNeeded(true); r < 0) return r;
+  const auto* p = static_cast<const uint8_t*>(buf);
+  size_t done = 0;
+  while (done < count) {
+    size_t n = std::min(count - done, max_payload_);
+    long r = WriteRecord(RecordType::kData, ByteSpan(p + done, n), true);
+    if (r < 0) return done > 0 ? static_cast<long>(done) : r;
+    done += n;
+  }
+  return static_cast<long>(count);
+}
+
+void ConsoleStream::End() {
+  std::lock_guard lock(mu_);
+  if (ended_) return;
+  ended_ = true;
+  if (StartIfNeeded(false) == 0) (void)WriteRecord(RecordType::kEnd, {}, false);
+  files::CloseOwn(own_fd_);
+  own_fd_ = -1;
+}
+
+bool ConsoleStream::ended() {
+  std::lock_guard lock(mu_);
+  return ended_;
+}
+
+ConsoleStreamConfig ConsoleStream::Describe(std::vector<int> fds) {
+  std::lock_guard lock(mu_);
+  ConsoleStreamConfig c;
+  c.id = id_;
+  c.parent = parent_;
+  c.channel = static_cast<uint8_t>(channel_);
+  c.next_sequence = next_;
+  c.started = started_;
+  c.ended = ended_;
+  c.fds = std::move(fds);
+  return c;
+}
+
+void ConsoleStream::LockForFork(const console::StreamId& child) {
+  mu_.lock();
+  child_ = child;
+}
+
+void ConsoleStream::UnlockInParent() { mu_.unlock(); }
+
+// The child's own stream, on the same description: numbered from 0, keyed by its own id (the
+// cipher is made at its first record: the child's allocator may not be usable yet).
+void ConsoleStream::BecomeChild() {
+  parent_ = id_;
+  id_ = child_;
+  next_ = 0;
+  started_ = false;
+  rekey_ = true;
+  mu_.unlock();
+}
+
+void ConsoleStream::Announce(const console::StreamId& child) {
+  std::lock_guard lock(mu_);
+  if (ended_) return;
+  if (StartIfNeeded(false) == 0) (void)WriteRecord(RecordType::kFork, child, false);
+}
+
+// ---- ConsoleFd ------------------------------------------------------------------------------
+
+long ConsoleFd::Read(int fd, void* buf, size_t count) {
+  return RawSyscall(SYS_read, fd, Arg(buf), static_cast<long>(count));
+}
+
+long ConsoleFd::Write(int, const void* buf, size_t count) { return stream_->Write(buf, count); }
+
+long ConsoleFd::ReadAt(void* buf, size_t count, uint64_t offset) {
+  return RawSyscall(SYS_pread64, stream_->own_fd(), Arg(buf), static_cast<long>(count), static_cast<long>(offset));
+}
+
+long ConsoleFd::WriteAt(const void* buf, size_t count, uint64_t) { return stream_->Write(buf, count); }
+
+long ConsoleFd::Seek(int fd, int64_t offset, int whence) { return RawSyscall(SYS_lseek, fd, offset, whence); }
+
+long ConsoleFd::Truncate(int64_t length) { return RawSyscall(SYS_ftruncate, stream_->own_fd(), length); }
+
+long ConsoleFd::Allocate(int mode, int64_t offset, int64_t length) {
+  return RawSyscall(SYS_fallocate, stream_->own_fd(), mode, offset, length);
+}
+
+long ConsoleFd::Sync() { return RawSyscall(SYS_fsync, stream_->own_fd()); }
+
+long ConsoleFd::LastClose() {
+  stream_->End();
+  return 0;
+}
+
+// ---- ConsoleShield --------------------------------------------------------------------------
+
+Status ConsoleShield::Start(ConsoleConfig config, FdTable& fds) {
+  active_ = true;
+  key_ = std::move(config.key);
+  auto own = [](int fd) -> long {
+    long d = RawSyscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 0);
+    return d < 0 ? d : files::KeepOwn(static_cast<int>(d));
+  };
+  if (config.first) {
+    for (int fd : {1, 2}) {
+      ConsoleStreamConfig c;
+      c.id = console::NewStreamId();
+      c.channel = static_cast<uint8_t>(fd);
+      c.fds = {fd};
+      config.streams.push_back(std::move(c));
+    }
+  }
+  for (const ConsoleStreamConfig& c : config.streams) {
+    std::vector<int> open;
+    for (int fd : c.fds) {
+      // A descriptor on a protected file (`scone run ... > vol/out`) is the file shield's already;
+      // /dev/null and its kin (memory devices) carry nothing to protect: left as they are, so that
+      // a daemon that closes its stdout and opens /dev/null again does not find it failing.
+      struct stat st;
+      if (fd < 0 || fd >= FdTable::kMaxFds || fds.Has(fd) || RawSyscall(SYS_fstat, fd, Arg(&st)) != 0) continue;
+      if (S_ISCHR(st.st_mode) && major(st.st_rdev) == 1) continue;
+      open.push_back(fd);
+    }
+    if (open.empty()) continue;  // not open (a run with its stdout closed): nothing to shield
+    long own_fd = c.ended ? -1 : own(open.front());
+    if (own_fd < 0 && !c.ended) return IoError("console descriptor " + std::to_string(open.front()), static_cast<int>(-own_fd));
+    auto stream = std::make_shared<ConsoleStream>(key_, static_cast<int>(own_fd), c);
+    auto d = std::make_shared<ConsoleFd>(stream);
+    for (int fd : open) fds.Set(fd, d);
+    streams_.push_back(std::move(stream));
+    any_stream_ = true;
+  }
+  return Status::Ok();
+}
+
+ConsoleConfig ConsoleShield::ForExec(FdTable& fds) {
+  ConsoleConfig config;
+  config.key = key_.Clone();
+  auto all = fds.All();
+  for (auto& stream : streams_) {
+    std::vector<int> kept;
+    for (auto& [fd, d] : all) {
+      if (!d->IsConsole() || static_cast<ConsoleFd*>(d.get())->stream() != stream.get()) continue;
+      long flags = RawSyscall(SYS_fcntl, fd, F_GETFD);
+      if (flags >= 0 && !(flags & FD_CLOEXEC)) kept.push_back(fd);
+    }
+    if (kept.empty()) {
+      stream->End();  // every descriptor of it closes at exec
+      continue;
+    }
+    // An ended stream's descriptors stay dead in the new program (an exec that failed after its
+    // streams ended): never the console's plaintext.
+    config.streams.push_back(stream->Describe(std::move(kept)));
+  }
+  return config;
+}
+
+void ConsoleShield::AdoptIfConsole(long fd, FdTable& fds) {
+  if (!any_stream_ || fd < 0 || fd >= FdTable::kMaxFds) return;
+  struct stat st;
+  if (RawSyscall(SYS_fstat, fd, Arg(&st)) != 0) return;
+  std::shared_ptr<ConsoleStream> ended;
+  auto all = fds.All();
+  for (auto& stream : streams_) {
+    if (!stream->Is(st.st_dev, st.st_ino)) continue;
+    // The stream's one description in the table: it ends when its last descriptor closes.
+    for (auto& [other, d] : all) {
+      if (d->IsConsole() && static_cast<ConsoleFd*>(d.get())->stream() == stream.get()) {
+        fds.Set(static_cast<int>(fd), d);
+        return;
+      }
+    }
+    if (ended == nullptr) ended = stream;
+  }
+  // Every stream on it ended (their descriptors all closed) and the program opens the console
+  // again by name (a FIFO's path): writes fail (EIO), never reach the console as plaintext.
+  if (ended != nullptr) fds.Set(static_cast<int>(fd), std::make_shared<ConsoleFd>(ended));
+}
+
+bool ConsoleShield::Log(const std::string& line, FdTable& fds) {
+  if (!fds.Has(2)) return false;
+  auto d = fds.Get(2);
+  if (d == nullptr || !d->IsConsole()) return false;
+  // Written, or lost with the stream (after its final record): never plaintext on the console.
+  (void)static_cast<ConsoleFd*>(d.get())->stream()->Write(line.data(), line.size());
+  return true;
+}
+
+void ConsoleShield::BeforeFork() {
+  fork_count = 0;
+  for (auto& stream : streams_) {
+    if (fork_count == kMaxForkStreams) break;
+    if (stream->ended()) continue;
+    fork_children[fork_count] = console::NewStreamId();
+    stream->LockForFork(fork_children[fork_count]);
+    fork_streams[fork_count++] = stream.get();
+  }
+}
+
+void ConsoleShield::AfterForkInParent() {
+  for (int i = 0; i < fork_count; ++i) fork_streams[i]->UnlockInParent();
+}
+
+void ConsoleShield::AfterForkInChild() {
+  for (int i = 0; i < fork_count; ++i) fork_streams[i]->BecomeChild();
+  fork_count = 0;
+}
+
+void ConsoleShield::AnnounceChild(bool forked) {
+  if (forked) {
+    for (int i = 0; i < fork_count; ++i) fork_streams[i]->Announce(fork_children[i]);
+  }
+  fork_count = 0;
+}
+
+}  // namespace scone::runtime

@@ -1,0 +1,149 @@
+// The console shield inside a program (docs/console-shield.md): what the program writes on the
+// descriptors 1 and 2 it started with (and every dup of them, in this process and in the
+// processes it forks and the programs they execute) reaches the kernel only as sealed, numbered
+// records (console/record.h).
+//
+// One ConsoleStream per console description per process: its own numbering and key (HKDF of the
+// console key with the stream's random id). A forked child gets fresh streams, which the parent
+// announces in its own (a kFork record) and which name the parent's in their start record, so
+// a child's stream that is removed is evident. A program executed by the process carries its
+// streams on (the configuration hands the id and the next number over).
+//
+// Each record is one write(2) of its own descriptor (a dup of the console description, kept out
+// of the program's reach), at most PIPE_BUF bytes unless the console is a regular file: records
+// of processes writing into one pipe or file side by side never interleave inside a record.
+//
+// Cost: one AES-GCM pass and one write(2) per record (a program's write larger than a record
+// makes several). Thread-safety: a stream's writes are serialized by its lock, held across the
+// kernel's write so that records land in the order they are numbered.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "console/record.h"
+#include "runtime/config.h"
+#include "runtime/fd_table.h"
+
+namespace scone::runtime {
+
+class ConsoleStream {
+ public:
+  // `own_fd`: the stream's own descriptor of the console description (the runtime's).
+  // REQUIRES: `key` outlives the stream.
+  ConsoleStream(const SecretBytes& key, int own_fd, const ConsoleStreamConfig& state);
+
+  // The program's write: its bytes as kData records. Returns `count` as the program would see
+  // it natively, or how many bytes went out before the description would block (non-blocking
+  // console), or -errno when none did. A record once begun is always written whole.
+  long Write(const void* buf, size_t count);
+  // The final record (a start record first if the stream wrote none); then its descriptor
+  // closes. Idempotent.
+  void End();
+  bool ended();
+  // Whether the kernel's object (dev, ino) is this stream's console.
+  bool Is(dev_t dev, ino_t ino) const { return dev == dev_ && ino == ino_; }
+  int own_fd() const { return own_fd_; }
+  // For a program this process executes. `fds`: the program's descriptors that keep the stream.
+  ConsoleStreamConfig Describe(std::vector<int> fds);
+
+  // Fork (ConsoleShield's).
+  void LockForFork(const console::StreamId& child);
+  void UnlockInParent();
+  void BecomeChild();
+  void Announce(const console::StreamId& child);
+
+ private:
+  // Seals and writes one record. -EAGAIN (nothing written) only when `may_refuse`; else waits
+  // until the description takes it. REQUIRES: mu_.
+  long WriteRecord(console::RecordType type, ByteSpan payload, bool may_refuse);
+  // REQUIRES: mu_.
+  long StartIfNeeded(bool may_refuse);
+
+  std::mutex mu_;
+  const SecretBytes& key_;
+  int own_fd_;
+  dev_t dev_ = 0;
+  ino_t ino_ = 0;
+  console::StreamId id_;
+  console::StreamId parent_;
+  console::StreamId child_{};  // chosen for the child of a fork in progress
+  console::Channel channel_;
+  uint64_t next_;
+  bool started_;
+  bool ended_;
+  bool rekey_ = false;  // a forked child that has not made its own cipher yet
+  size_t max_payload_;
+  std::unique_ptr<crypto::Aes256Gcm> cipher_;
+  std::vector<uint8_t> record_;  // one record's room
+};
+
+// A descriptor of the console in the descriptor table.
+class ConsoleFd : public ShieldedFd {
+ public:
+  explicit ConsoleFd(std::shared_ptr<ConsoleStream> stream) : stream_(std::move(stream)) {}
+  ConsoleStream* stream() const { return stream_.get(); }
+  bool IsConsole() const override { return true; }
+
+  long Read(int fd, void* buf, size_t count) override;
+  long Write(int fd, const void* buf, size_t count) override;
+  long ReadAt(void* buf, size_t count, uint64_t offset) override;
+  // A record, appended as by write: a record cannot be placed at an offset.
+  long WriteAt(const void* buf, size_t count, uint64_t offset) override;
+  long Seek(int fd, int64_t offset, int whence) override;
+  void ShareWithOtherProcesses(int) override {}
+  void PatchStat(struct stat*) override {}
+  uint64_t PlaintextSize() override { return 0; }
+  long Truncate(int64_t length) override;
+  long Allocate(int mode, int64_t offset, int64_t length) override;
+  long Sync() override;
+  long KeepTimes(bool, bool) override { return 0; }
+  // A mapping would reach the console without records.
+  long Map(void*, size_t, int, int, int64_t) override { return -EACCES; }
+  int StatusFlags(int kernel_flags) override { return kernel_flags; }
+  int SetStatusFlags(int flags) override { return flags; }
+  long LastClose() override;
+  void ForgetParentWrites() override {}
+  bool Describe(int, InheritedFd*) override { return false; }  // ConsoleShield::ForExec
+
+ private:
+  std::shared_ptr<ConsoleStream> stream_;
+};
+
+class ConsoleShield {
+ public:
+  bool Active() const { return active_; }
+  // At start-up: the streams `config` names (from the program that executed this one), or, for
+  // the run's first process, one for each of the descriptors 1 and 2 that is open.
+  Status Start(ConsoleConfig config, FdTable& fds);
+  // For a program this one executes: the streams its descriptors keep. A stream whose every
+  // descriptor closes at exec ends now.
+  ConsoleConfig ForExec(FdTable& fds);
+  // A descriptor the program opened (by path) on a console's file, pipe or terminal
+  // (/dev/stdout, /proc/self/fd/1, a FIFO's name): it writes through the console's stream.
+  void AdoptIfConsole(long fd, FdTable& fds);
+  // The runtime's own message (Log), as a record on the stream of descriptor 2 (dropped if that
+  // stream has ended, as at exit after the final records); false if descriptor 2 is not the
+  // console's.
+  bool Log(const std::string& line, FdTable& fds);
+
+  // Fork: the forking thread holds every live stream's lock across the kernel's call and
+  // chooses the child's stream ids; the child takes them, the parent announces them.
+  void BeforeFork();
+  void AfterForkInParent();
+  void AfterForkInChild();
+  // In the parent once the fork returned (`forked`: it made a child). REQUIRES: a RuntimeSection.
+  void AnnounceChild(bool forked);
+
+ private:
+  bool active_ = false;
+  bool any_stream_ = false;
+  SecretBytes key_;
+  std::vector<std::shared_ptr<ConsoleStream>> streams_;  // never shrinks (the fork path keeps pointers)
+};
+
+}  // namespace scone::runtime

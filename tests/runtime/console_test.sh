@@ -1,0 +1,320 @@
+#!/usr/bin/env bash
+# The console shield: unmodified programs under `scone run --console-key-file K` write their
+# stdout and stderr only as sealed records; `scone console decrypt` gives back exactly what they
+# wrote natively, and names the record on any damage (docs/console-shield.md).
+# usage: console_test.sh SCONE CASE
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/../lib.sh"
+scone="$1"
+case_name="$2"
+work="$(mktemp -d)"
+trap 'if [[ -n "${victim:-}" ]]; then kill -9 "$victim" 2>/dev/null || true; fi; rm -rf "$work"' EXIT
+cd "$work"
+PY=/usr/bin/python3
+MARKER="SCONE-CONSOLE-MARKER-$$"
+RECORDS="$PY $here/tools/console_records.py"
+
+"$scone" console keygen key 2>/dev/null
+"$scone" console keygen other-key 2>/dev/null
+shielded() { "$scone" run --console-key-file key -- "$@"; }
+decrypt() { "$scone" console decrypt --key-file key "$@"; }
+
+# no_marker FILE...: the plaintext marker is nowhere in the captured console.
+no_marker() {
+  for f in "$@"; do
+    [[ -s "$f" ]] || fail "$f is empty: nothing was written"
+    ! grep -a -q "$MARKER" "$f" || fail "plaintext marker in the captured console $f"
+    ! grep -a -q "SCONE-CONSOLE" "$f" || fail "plaintext in the captured console $f"
+  done
+}
+
+# damaged EXPECTED-PATTERN FILE [KEY]: decrypt fails with exit 3 and a message matching the pattern.
+damaged() {
+  local pattern="$1" file="$2" key="${3:-key}" rc=0
+  "$scone" console decrypt --key-file "$key" "$file" > damaged.out 2> damaged.err || rc=$?
+  [[ $rc -eq 3 ]] || { cat damaged.err >&2; fail "decrypt of $file exited $rc, not 3 (damage: $pattern)"; }
+  grep -q -E -- "$pattern" damaged.err || { cat damaged.err >&2; fail "decrypt of $file does not say: $pattern"; }
+}
+
+# A shell script with children of every kind: builtins, coreutils, a pipeline, command
+# substitution, a subshell, exec, python3 on both streams, a child that redirects its stdout.
+cat > script.sh <<SCRIPT
+echo "$MARKER one from bash"
+printf '%s %d\n' "$MARKER printf" 42
+seq 1 5 | sed "s/^/$MARKER seq /"
+echo "$MARKER to stderr" >&2
+x=\$(echo "$MARKER substituted")
+echo "\$x"
+( echo "$MARKER from a subshell"; ls -d / )
+$PY -c 'import sys; print("$MARKER python out"); print("$MARKER python err", file=sys.stderr); sys.stdout.write("$MARKER no newline")'
+echo
+echo "$MARKER via /dev/stdout" >> /dev/stdout
+echo "$MARKER via /proc/self/fd/2" >> /proc/self/fd/2
+head -c 100000 /dev/zero | tr '\0' 'z' | fold -w 1000
+echo
+sh -c 'exec echo "$MARKER after exec"'
+echo "$MARKER last"
+SCRIPT
+
+case "$case_name" in
+programs)
+  # Both streams into one file, then each into its own: decrypt gives exactly the native output.
+  # The native reference through pipes: there a descriptor opened by name (/dev/stdout) writes at
+  # the end as the others do (on a file, natively, it has its own offset and the shell's writes go
+  # over its lines; shielded, it writes through the console's stream and nothing is lost).
+  bash script.sh 2>&1 | cat > native.out
+  shielded bash script.sh > sealed.out 2>&1
+  no_marker sealed.out
+  decrypt sealed.out > decrypted.out 2> decrypt.err || { cat decrypt.err >&2; fail "decrypt failed"; }
+  cmp native.out decrypted.out || { diff native.out decrypted.out | head >&2; fail "decrypted output differs from the native run"; }
+  grep -q "intact" decrypt.err || fail "decrypt does not say the console is intact"
+  ( bash script.sh | cat > native.stdout ) 2>&1 | cat > native.stderr
+  shielded bash script.sh > sealed.stdout 2> sealed.stderr
+  no_marker sealed.stdout sealed.stderr
+  decrypt sealed.stdout > dec.stdout 2>/dev/null || fail "decrypt of stdout failed"
+  decrypt < sealed.stderr > dec.stderr 2>/dev/null || fail "decrypt of stderr (from stdin) failed"
+  cmp native.stdout dec.stdout || fail "stdout differs from the native run"
+  cmp native.stderr dec.stderr || fail "stderr differs from the native run"
+  # Through a pipe (records of at most PIPE_BUF), as `docker logs` would capture it.
+  shielded bash script.sh 2>&1 | cat > piped.out
+  no_marker piped.out
+  decrypt piped.out 2>/dev/null | cmp - native.out || fail "piped output differs from the native run"
+  # The runtime's own lines are records too (they name the program's files).
+  shielded bash -c '/sbin/ldconfig -p; true' > refused.out 2>&1
+  ! grep -a -q "exec refused" refused.out || fail "the runtime's line in plaintext on the console"
+  decrypt refused.out 2>/dev/null | grep -q "scone: exec refused: /sbin/ldconfig" || fail "the runtime's line is not in the console"
+  # Without the option the console is the program's, unchanged.
+  # The runtime's own lines are records too (they name the program's files).
+  shielded bash -c '/sbin/ldconfig -p; true' > refused.out 2>&1
+  ! grep -a -q "exec refused" refused.out || fail "the runtime's line in plaintext on the console"
+  decrypt refused.out 2>/dev/null | grep -q "scone: exec refused: /sbin/ldconfig" || fail "the runtime's line is not in the console"
+  # Without the option the console is the program's, unchanged (bash's children too: bash's own
+  # unsetenv left the runtime's descriptor number in their environment).
+  "$scone" run -- bash script.sh 2>&1 | cat > plain.out
+  cmp native.out plain.out || fail "without --console-key-file the output changed"
+  ;;
+
+write-calls)
+  # Every way onto descriptor 1: write, writev, pwrite, sendfile, splice, copy_file_range,
+  # a dup, a descriptor opened by name, stdio; on a file and on a pipe.
+  echo "$MARKER from a file" > source.txt
+  cat > calls.py <<PYEOF
+import os, sys
+os.write(1, b"$MARKER write\n")
+os.writev(1, [b"$MARKER ", b"writev\n"])
+try:
+    os.pwrite(1, b"$MARKER pwrite\n", 0)
+except OSError:
+    os.write(1, b"$MARKER pwrite\n")  # a pipe: ESPIPE natively
+src = os.open("source.txt", os.O_RDONLY)
+os.sendfile(1, src, 0, 100)
+try:
+    os.copy_file_range(src, 1, 100, 0)
+except OSError:
+    os.write(1, b"$MARKER from a file\n")  # onto a pipe: EINVAL natively
+r, w = os.pipe()
+os.write(w, b"$MARKER spliced\n")
+os.splice(r, 1, 100)
+d = os.dup(1)
+os.write(d, b"$MARKER dup\n")
+f = open("/dev/stdout", "a")
+f.write("$MARKER opened by name\n")
+f.close()
+print("$MARKER stdio")
+PYEOF
+  # The native reference through a pipe: on a file, natively, pwrite at 0 and the descriptor
+  # opened by name write over other lines; shielded, every write is a record of the stream.
+  $PY calls.py | cat > native.out
+  shielded $PY calls.py > sealed.out 2>/dev/null
+  no_marker sealed.out
+  decrypt sealed.out 2>/dev/null > decrypted.out || fail "decrypt failed"
+  cmp native.out decrypted.out || { diff native.out decrypted.out >&2; fail "file console differs from the native run"; }
+  shielded $PY calls.py 2>/dev/null | cat > sealed-pipe.out
+  no_marker sealed-pipe.out
+  decrypt sealed-pipe.out 2>/dev/null | cmp - native.out || fail "pipe console differs from the native run"
+  # A FIFO as the console: a descriptor opened on it by name writes through the stream; once the
+  # stream ended, such a descriptor fails (EIO), never plaintext.
+  mkfifo fifo
+  cat fifo > fifo.out &
+  reader=$!
+  shielded bash -c "echo '$MARKER a'; echo '$MARKER by name' >> fifo; exec >&-; echo '$MARKER after the end' > fifo" \
+    > fifo 2>/dev/null || true
+  wait "$reader"
+  no_marker fifo.out
+  [[ "$(decrypt fifo.out 2>/dev/null)" == "$MARKER a"$'\n'"$MARKER by name" ]] || fail "a FIFO console opened by name"
+  ;;
+
+concurrent)
+  # Eight processes (shell loops, python with writes far larger than PIPE_BUF) writing into one
+  # pipe at once: every record lands whole (else decrypt fails), every stream is complete.
+  # Writes larger than PIPE_BUF interleave natively too: each process's output is compared whole.
+  cat > big.py <<'PYEOF'
+import os, sys
+p = sys.argv[1]
+for i in range(40):
+    os.write(1, b"".join(b"%s big %s write %d part %d\n" % (sys.argv[2].encode(), p.encode(), i, j) for j in range(800)))
+PYEOF
+  cat > many.sh <<SCRIPT
+for p in 1 2 3 4; do
+  ( for i in \$(seq 1 500); do echo "$MARKER proc \$p line \$i"; done ) &
+done
+for p in 5 6 7 8; do $PY big.py \$p "$MARKER" & done
+wait
+SCRIPT
+  { for p in 1 2 3 4; do for i in $(seq 1 500); do echo "$MARKER proc $p line $i"; done; done
+    for p in 5 6 7 8; do $PY big.py $p "$MARKER"; done; } | sort > expected.sorted
+  shielded bash many.sh 2>/dev/null | cat > sealed.out
+  no_marker sealed.out
+  mkdir split
+  decrypt --split split sealed.out 2>decrypt.err || { cat decrypt.err >&2; fail "decrypt failed"; }
+  cat split/* | sort | cmp - expected.sorted || fail "concurrent writers: a process's output differs from what it wrote"
+  [[ "$(grep -l "proc 3 line" split/* | wc -l)" -eq 1 ]] || fail "one process's lines are not in one stream"
+  shielded bash many.sh > sealed-file.out 2>/dev/null
+  decrypt sealed-file.out 2>/dev/null | sort | cmp - expected.sorted || fail "concurrent writers into one file"
+  # Threads of one process: their writes are records of one stream, in the order they land.
+  cat > threads.py <<'PYEOF'
+import os, sys, threading
+def run(t):
+    for i in range(2000):
+        os.write(1 + (i % 2), b"%s thread %d line %d\n" % (sys.argv[1].encode(), t, i))
+threads = [threading.Thread(target=run, args=(t,)) for t in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+PYEOF
+  $PY threads.py "$MARKER" 2>&1 | sort > threads.expected
+  shielded $PY threads.py "$MARKER" 2>&1 | cat > threads.out
+  no_marker threads.out
+  decrypt threads.out 2>/dev/null | sort | cmp - threads.expected || fail "threads writing stdout and stderr at once"
+  ;;
+
+nonblocking)
+  # A program that sets O_NONBLOCK on its stdout pipe, writes until EAGAIN, and goes on after
+  # partial writes: what it was told was written is exactly what decrypt gives back.
+  mkfifo go
+  cat > nb.py <<'PYEOF'
+import fcntl, os, select, sys
+fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_NONBLOCK)
+data = b"".join(b"%s line %06d\n" % (sys.argv[1].encode(), i) for i in range(40000))
+sent, refused, told = 0, 0, False
+while sent < len(data):
+    try:
+        n = os.write(1, data[sent:sent + 100000])
+        sent += n
+    except BlockingIOError:
+        refused += 1
+        if not told:
+            with open("go", "w") as g:  # the reader starts only once the pipe was full
+                g.write("go\n")
+            told = True
+        select.select([], [1], [])
+with open("refusals", "w") as r:
+    r.write(str(refused))
+PYEOF
+  shielded $PY nb.py "$MARKER" 2>/dev/null | { read -r _ < go; cat > sealed.out; }
+  [[ "$(cat refusals)" -gt 0 ]] || fail "the writer never saw EAGAIN: the test did not test it"
+  no_marker sealed.out
+  decrypt sealed.out 2>/dev/null > decrypted.out || fail "decrypt failed"
+  $PY -c 'import sys; sys.stdout.buffer.write(b"".join(b"%s line %06d\n" % (sys.argv[1].encode(), i) for i in range(40000)))' "$MARKER" > expected.out
+  cmp expected.out decrypted.out || fail "non-blocking writes: decrypted output differs from what the program wrote"
+  ;;
+
+tamper)
+  cat > lines.sh <<SCRIPT
+for i in 1 2 3 4 5 6 7 8; do echo "$MARKER line \$i"; done
+sh -c 'echo "$MARKER child"'
+echo "$MARKER after the child"
+SCRIPT
+  shielded bash lines.sh > sealed.out 2>/dev/null
+  decrypt sealed.out > good.out 2>/dev/null || fail "the untouched console does not decrypt"
+  $RECORDS sealed.out list > records
+  # The first stream's records: #0 its start, #1 "line 1", #2 "line 2"...
+  root="$(awk 'NR==1 {print $5}' records)"
+  line3="$(awk -v s="$root" '$5 == s && $6 == 3 {print $1}' records)"   # "line 3"
+  line5="$(awk -v s="$root" '$5 == s && $6 == 5 {print $1}' records)"
+  [[ -n "$line3" && -n "$line5" ]] || fail "records not as expected"
+  $RECORDS sealed.out flip "$line3" flipped.out
+  damaged "record $line3 .*authentication failed" flipped.out
+  grep -q "line 2" damaged.out || fail "what authenticated before the flipped record is not printed"
+  ! grep -q "line 3" damaged.out || fail "the flipped record was printed"
+  ! grep -q "line 4" damaged.out || fail "a record after the damage was printed"
+  $RECORDS sealed.out delete "$line3" deleted.out
+  damaged "record $line3 .*missing here" deleted.out
+  $RECORDS sealed.out swap "$line3" "$line5" swapped.out
+  damaged "record $line3 .*missing here" swapped.out
+  $RECORDS sealed.out dup "$line3" duplicated.out
+  damaged "record $((line3 + 1)) .*again" duplicated.out
+  $RECORDS sealed.out cut 7 cut.out
+  damaged "cut short.*truncated" cut.out
+  last="$(wc -l < records)"
+  $RECORDS sealed.out delete "$last" no-end.out
+  damaged "no final record" no-end.out
+  $RECORDS sealed.out delete 1 no-start.out
+  damaged "record 1 .*missing" no-start.out
+  # The child's stream removed whole: its parent announced it.
+  # Streams in order of first appearance: the first process's stdout and stderr (its stderr starts
+  # when it announces the child), then the child's.
+  child="$(awk '!seen[$5]++ {n++; if (n == 2) print $5}' records)"
+  [[ -n "$child" ]] || fail "no child stream"
+  $RECORDS sealed.out drop-stream "$child" no-child.out
+  damaged "announced a child process's stream .*missing: removed" no-child.out
+  damaged "record 1 .*authentication failed.*key" sealed.out other-key
+  : > empty.out
+  damaged "no console records" empty.out
+  printf '%s plain line\n' "$MARKER" > plain.out
+  damaged "record 1 .*not a console record" plain.out
+  # Records of another run under the same key, appended: a second first process is allowed
+  # (`>>` of two runs), but a copy of this run's records is not.
+  cat sealed.out sealed.out > twice.out
+  damaged "goes on after its final record" twice.out
+  ;;
+
+with-volume)
+  # stdout into a protected file is the file shield's (no records inside the volume's file),
+  # stderr the console's. (A child of bash here loses the file's content: a limit of the file
+  # shield's descriptors handed over by the caller's shell, docs/runtime.md; not the console's.)
+  "$scone" volume create vol --key-file vkey >/dev/null 2>&1
+  shielded_v() { "$scone" run --volume "vol:vkey" --console-key-file key -- "$@"; }
+  shielded_v bash -c "echo '$MARKER into the volume'; echo '$MARKER onto the console' >&2" >> vol/out.txt 2> err.out
+  [[ "$("$scone" volume cat vol out.txt --key-file vkey)" == "$MARKER into the volume" ]] || fail "the volume's file"
+  ! grep -a -q "$MARKER" vol/out.txt || fail "plaintext in the volume"
+  no_marker err.out
+  [[ "$(decrypt err.out 2>/dev/null)" == "$MARKER onto the console" ]] || fail "the console beside a volume"
+  # Children writing into the volume and onto the console.
+  shielded_v bash -c "sh -c 'echo \"$MARKER child\" > vol/child.txt; echo \"$MARKER child\"'; echo '$MARKER parent'" > out2.out 2>/dev/null
+  no_marker out2.out
+  [[ "$(decrypt out2.out 2>/dev/null)" == "$MARKER child"$'\n'"$MARKER parent" ]] || fail "children beside a volume"
+  [[ "$("$scone" volume cat vol child.txt --key-file vkey)" == "$MARKER child" ]] || fail "the child's file in the volume"
+  ;;
+
+killed)
+  # SIGKILL leaves no final record: decrypt prints what authenticated and says it is truncated.
+  mkfifo ready
+  # Started directly (not through a shell function, which would run in a subshell of its own).
+  waiter="import signal, sys; print(sys.argv[1], flush=True); open('ready', 'w').write('ready\\n'); signal.pause()"
+  "$scone" run --console-key-file key -- $PY -c "$waiter" "$MARKER before the kill" > sealed.out 2>&1 &
+  victim=$!
+  read -r _ < ready
+  kill -9 "$victim"
+  wait "$victim" || true
+  victim=
+  no_marker sealed.out
+  damaged "no final record.*truncated" sealed.out
+  grep -q "$MARKER before the kill" damaged.out || fail "the output before the kill is not printed"
+  # SIGTERM with its default action: the process ends by it, after its final records.
+  "$scone" run --console-key-file key -- $PY -c "$waiter" "$MARKER before the term" > term.out 2>&1 &
+  victim=$!
+  read -r _ < ready
+  kill -TERM "$victim"
+  rc=0; wait "$victim" || rc=$?
+  victim=
+  [[ $rc -eq 143 ]] || fail "SIGTERM: exit status $rc, not 143"
+  decrypt term.out > term.dec 2>/dev/null || fail "SIGTERM left the console without its final records"
+  grep -q "$MARKER before the term" term.dec || fail "output before SIGTERM is missing"
+  ;;
+
+*)
+  fail "unknown case $case_name"
+  ;;
+esac
+echo "PASS $case_name"
