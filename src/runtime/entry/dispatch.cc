@@ -423,7 +423,9 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_sendmsg:
     case SYS_sendmmsg:
     case SYS_vmsplice:
-      return Done(IsConsole(rt, Fd(a[0])) ? ConsoleTransfer(rt, f.nr, a) : Raw(f));
+      // The console's, else a TLS connection's (or the kernel's).
+      if (IsConsole(rt, Fd(a[0]))) return Done(ConsoleTransfer(rt, f.nr, a));
+      return Served(f, DispatchSockets(rt, f));
     case SYS_tee:
       return Done(IsConsole(rt, Fd(a[1])) ? ConsoleTransfer(rt, f.nr, a) : Raw(f));
     case SYS_stat:
