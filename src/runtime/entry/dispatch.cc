@@ -512,17 +512,9 @@ DispatchResult Dispatch(SyscallFrame& f) {
       break;
     case SYS_ppoll:
     case SYS_pselect6:
-      if (Runtime* rt = ShieldIfReady(); rt != nullptr && !rt->closed()) {
-        long served = ReadinessCall(*rt, f);
-        if (served != kNotMine) {
-          r = Done(served);
-          break;
-        }
-      }
-      r = Done(process::WithMask(f.nr, a));
-      break;
     case SYS_epoll_pwait:
     case SYS_epoll_pwait2:
+      // Readiness of TLS connections is the network shield's; the mask is the runtime's.
       if (Runtime* rt = ShieldIfReady(); rt != nullptr && !rt->closed()) {
         long served = ReadinessCall(*rt, f);
         if (served != kNotMine) {
