@@ -205,8 +205,8 @@ struct ImageBroker::Handshake {
   int listener;
   int64_t deadline_ns;
   bool answered = false;
-  uint8_t asker_nonce[kNonce];
-  uint8_t holder_nonce[kNonce];
+  uint8_t asker_nonce[kNonce] = {};
+  uint8_t holder_nonce[kNonce] = {};
 };
 
 ImageBroker& ImageBroker::Get() {
