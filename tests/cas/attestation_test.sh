@@ -407,23 +407,29 @@ slow-connections)
   # 80 connections on each port, each from its own address, dribbling a byte every half second
   # (a TLS ClientHello on the REST port, a nonce request on the attestation port): an honest
   # attestation and an API call go through meanwhile. They must not wait for the connection
-  # deadline to free a thread: when they are done, CAS still holds every slow connection.
+  # deadline (10 s) to free a thread: when they are done, CAS still holds every slow connection.
+  # If the deadline passed before they were done (a loaded machine: CAS then rightly ended some),
+  # the round tells nothing and runs again; three such rounds fail the case.
   session s.yml "    mrenclaves: [$(measure $PY)]"
   "$scone" session create s.yml > /dev/null
   rest_port=$(sed 's/.*://' "$cas_dir/address")
   attestation_port=$(sed 's/.*://' "$cas_dir/attestation")
-  python3 "$(dirname "$0")/hostile_client.py" slow 127.0.0.1 "$rest_port" "$attestation_port" 80 > slow.txt 2>&1 &
-  svc_pid=$!
-  wait_for_line slow.txt "^ready" "$svc_pid"
-  start=$(date +%s%N)
-  run_app > out.txt 2> err.txt || { cat err.txt; fail "the service did not run during the slow connections"; }
-  "$scone" session list | grep -q "^svc$" || fail "the API call failed during the slow connections"
-  elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
-  kill -USR1 "$svc_pid"
-  wait "$svc_pid" 2>/dev/null || true; svc_pid=""
-  grep -q "^open 160$" slow.txt || { cat slow.txt; fail "honest requests waited for slow connections to end"; }
-  echo "attestation and API call: ${elapsed_ms} ms, with 160 slow connections open throughout"
-  grep -q "^runs 1$" out.txt || fail "the service did not get its volume"
+  for round in 1 2 3; do
+    python3 "$(dirname "$0")/hostile_client.py" slow 127.0.0.1 "$rest_port" "$attestation_port" 80 > slow.txt 2>&1 &
+    svc_pid=$!
+    wait_for_line slow.txt "^ready" "$svc_pid"
+    run_app > out.txt 2> err.txt || { cat err.txt; fail "the service did not run during the slow connections"; }
+    "$scone" session list | grep -q "^svc$" || fail "the API call failed during the slow connections"
+    kill -USR1 "$svc_pid"
+    wait "$svc_pid" 2>/dev/null || true; svc_pid=""
+    grep -q "^open 160$" slow.txt && break
+    age=$(sed -n 's/^age //p' slow.txt)
+    ((age >= 10)) || { cat slow.txt; fail "CAS ended slow connections before their deadline"; }
+    ((round < 3)) || { cat slow.txt; fail "honest requests waited for slow connections to end (in three rounds)"; }
+    echo "round $round: the deadline passed before the honest requests were done; again"
+  done
+  echo "attestation and API call done with 160 slow connections open throughout (round $round)"
+  grep -q "^runs $round$" out.txt || { cat out.txt; fail "the service did not get its volume"; }
   ;;
 restored-database)
   # An older copy of CAS's database, put back while CAS is stopped, would undo the rollback

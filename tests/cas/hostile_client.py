@@ -11,7 +11,8 @@
       sending a TLS ClientHello one byte at a time (REST) or a nonce request one byte at a time
       (attestation port), one byte every 0.5 s; prints "ready" once all are connected and have
       sent their first byte, then dribbles (bounded: 120 s). On SIGUSR1 it prints "open N", the
-      number of its connections CAS has not ended, and exits.
+      number of its connections CAS has not ended, and "age S", the seconds since its first
+      connection was made, and exits.
   hostile_client.py handshakes HOST PORT CA CERT KEY COUNT
       completes COUNT TLS handshakes at once (from 127.0.0.2... in turn) and holds them all
       open together; prints how many completed.
@@ -96,6 +97,7 @@ def still_open(s):
 def slow(host, rest_port, attestation_port, count):
     hello = client_hello()
     conns = []
+    first = time.monotonic()
     for i in range(int(count)):
         for port, payload in ((int(rest_port), hello), (int(attestation_port), b"scone-nonce-v1\n")):
             s = socket.socket()
@@ -105,6 +107,7 @@ def slow(host, rest_port, attestation_port, count):
             conns.append([s, payload, 1])
     def report(*_):
         print("open", sum(still_open(c[0]) for c in conns), flush=True)
+        print("age", int(time.monotonic() - first), flush=True)
         sys.exit(0)
 
     signal.signal(signal.SIGUSR1, report)
