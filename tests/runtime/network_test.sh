@@ -218,6 +218,63 @@ PYEOF
   check_wire wire.log
   ;;
 
+fast-open-and-unspecified)
+  # Two ways past connect(2) a rule must still judge (hostile findings): TCP Fast Open
+  # (sendto and sendmsg with MSG_FASTOPEN connect as they send) and the unspecified address as a
+  # destination (0.0.0.0 and [::] reach the loopback). A refuse rule names 127.0.0.1:PORT and
+  # ::1:PORT, where plain sinks log whatever arrives: nothing may.
+  port=$(free_port)
+  cat > sink.py <<PYEOF
+import socket, sys, threading
+def serve(family, host):
+    s = socket.socket(family)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((host, $port))
+    s.listen(16)
+    while True:
+        c, _ = s.accept()
+        data = c.recv(4096)
+        with open("sink.log", "ab") as f:
+            f.write(data)
+        c.close()
+threading.Thread(target=serve, args=(socket.AF_INET6, "::1"), daemon=True).start()
+serve(socket.AF_INET, "127.0.0.1")
+PYEOF
+  "$PY" sink.py > sink.out 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  : > sink.log
+  cat > tries.py <<PYEOF
+import socket
+def attempt(name, f):
+    try:
+        f()
+        print(name, "sent")
+    except OSError as e:
+        print(name, e.errno)
+def fast_open_sendto():
+    s = socket.socket()
+    s.sendto(b"$MARKER tfo", socket.MSG_FASTOPEN, ("127.0.0.1", $port))
+def fast_open_sendmsg():
+    s = socket.socket()
+    s.sendmsg([b"$MARKER tfo-msg"], [], socket.MSG_FASTOPEN, ("127.0.0.1", $port))
+def any4():
+    socket.create_connection(("0.0.0.0", $port)).sendall(b"$MARKER any4")
+def any6():
+    s = socket.socket(socket.AF_INET6)
+    s.connect(("::", $port))
+    s.sendall(b"$MARKER any6")
+for name, f in [("sendto", fast_open_sendto), ("sendmsg", fast_open_sendmsg), ("any4", any4), ("any6", any6)]:
+    attempt(name, f)
+PYEOF
+  SCONE_NETWORK_SHIELD_CLIENT_SINK=refuse SCONE_NETWORK_SHIELD_CLIENT_SINK_DESTINATION="TCP:localhost:$port" \
+    "$scone" run -- "$PY" tries.py > tries.out 2> tries.err || { cat tries.err; fail "the program failed"; }
+  [[ "$(cat tries.out)" == $'sendto 111\nsendmsg 111\nany4 111\nany6 111' ]] ||
+    { cat tries.out tries.err; fail "a connection past the refuse rule: $(tr '\n' ' ' < tries.out)"; }
+  [[ "$(grep -c "refused by client rule SINK" tries.err)" == 4 ]] || { cat tries.err; fail "not four scone: lines naming the rule"; }
+  ! grep -q "$MARKER" sink.log || fail "plaintext reached the sink: $(cat sink.log)"
+  ;;
+
 refusals)
   # refuse rules, a server certified by another CA, and a destination no rule names under
   # SCONE_NETWORK_SHIELD=protected: the program sees a refused connection, a `scone:` line names why.

@@ -274,6 +274,9 @@ long ReadinessCall(Runtime& rt, const SyscallFrame& f) {
 }
 
 // Calls on sockets: the network shield's (only when it is on).
+// A send with MSG_FASTOPEN connects as it sends: with the network shield on, never past it.
+bool FastOpen(Runtime& rt, long flags) { return (flags & MSG_FASTOPEN) != 0 && rt.network() != nullptr; }
+
 long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
   const long* a = f.args;
   FdTable& fds = rt.fds();
@@ -293,16 +296,18 @@ long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
                                                       Ptr<struct sockaddr>(a[4]), Ptr<socklen_t>(a[5]))
                                : kNotMine;
     case SYS_sendto:
-      return fds.Has(Fd(a[0])) ? sockets::SendTo(rt, Fd(a[0]), Ptr<const void>(a[1]), a[2], Fd(a[3]),
+      // A TLS connection's, or TCP Fast Open's connect (MSG_FASTOPEN) that the rules must judge.
+      return fds.Has(Fd(a[0])) || FastOpen(rt, a[3]) ? sockets::SendTo(rt, Fd(a[0]), Ptr<const void>(a[1]), a[2], Fd(a[3]),
                                                  Ptr<const struct sockaddr>(a[4]), static_cast<socklen_t>(a[5]))
                                : kNotMine;
     case SYS_recvmsg:
       return fds.Has(Fd(a[0])) ? sockets::ReceiveMessage(rt, Fd(a[0]), Ptr<struct msghdr>(a[1]), Fd(a[2])) : kNotMine;
     case SYS_sendmsg:
-      return fds.Has(Fd(a[0])) ? sockets::SendMessage(rt, Fd(a[0]), Ptr<const struct msghdr>(a[1]), Fd(a[2])) : kNotMine;
+      return fds.Has(Fd(a[0])) || FastOpen(rt, a[2]) ? sockets::SendMessage(rt, Fd(a[0]), Ptr<const struct msghdr>(a[1]), Fd(a[2])) : kNotMine;
     case SYS_recvmmsg:
-    case SYS_sendmmsg:
       return fds.Has(Fd(a[0])) ? -EOPNOTSUPP : kNotMine;  // datagram batches: no TLS stream has them
+    case SYS_sendmmsg:
+      return fds.Has(Fd(a[0])) || FastOpen(rt, a[3]) ? -EOPNOTSUPP : kNotMine;
     case SYS_shutdown:
       return fds.Has(Fd(a[0])) ? sockets::Shutdown(rt, Fd(a[0]), Fd(a[1])) : kNotMine;
     case SYS_poll:

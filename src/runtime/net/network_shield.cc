@@ -126,6 +126,10 @@ Decision NetworkShield::ForConnect(const struct sockaddr* addr, socklen_t size) 
   uint16_t port = 0;
   std::string ip = AddressText(addr, size, &port);
   if (ip.empty()) return d;
+  // The unspecified address as a destination is the kernel's loopback (connect to 0.0.0.0 or
+  // [::] reaches 127.0.0.1 or ::1): judged as that, else it would pass every rule by.
+  if (ip == "0.0.0.0") ip = "127.0.0.1";
+  if (ip == "::") ip = "::1";
   d.endpoint = "TCP:" + (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
   for (size_t i = 0; i < rules_.clients.size(); ++i) {
     const net::ClientRule& c = rules_.clients[i];
