@@ -29,36 +29,35 @@ Result<int> SharedImage::MemoryFile(const std::string& path) {
   return files::KeepOwn(static_cast<int>(fd));
 }
 
-Result<std::shared_ptr<SharedImage>> SharedImage::Create(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file) {
-  SCONE_ASSIGN_OR_RETURN(int memfd, MemoryFile(file->path()));
+Result<std::shared_ptr<SharedImage>> SharedImage::WithBase(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
+                                                           int memfd) {
   Result<int> basefd = MemoryFile(file->path());
   if (!basefd.ok()) {
     files::CloseOwn(memfd);
     return basefd.status();
   }
-  std::shared_ptr<SharedImage> image(new SharedImage(volume, std::move(file), memfd, *basefd));
-  SCONE_RETURN_IF_ERROR(image->Fill(image->memory_));
-  SCONE_RETURN_IF_ERROR(image->Fill(image->base_));
+  return std::shared_ptr<SharedImage>(new SharedImage(volume, std::move(file), memfd, *basefd));
+}
+
+Result<std::shared_ptr<SharedImage>> SharedImage::Create(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file) {
+  SCONE_ASSIGN_OR_RETURN(int memfd, MemoryFile(file->path()));
+  SCONE_ASSIGN_OR_RETURN(std::shared_ptr<SharedImage> image, WithBase(volume, std::move(file), memfd));
+  SCONE_RETURN_IF_ERROR(image->Fill({&image->memory_, &image->base_}));  // one decryption for both
   return image;
 }
 
 Result<std::shared_ptr<SharedImage>> SharedImage::Adopt(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
                                                         int memfd) {
-  Result<int> basefd = MemoryFile(file->path());
-  if (!basefd.ok()) {
-    files::CloseOwn(memfd);
-    return basefd.status();
-  }
-  std::shared_ptr<SharedImage> image(new SharedImage(volume, std::move(file), memfd, *basefd));
+  SCONE_ASSIGN_OR_RETURN(std::shared_ptr<SharedImage> image, WithBase(volume, std::move(file), memfd));
   // What the image holds beyond the file now are other mappers' stores, not yet sealed.
-  SCONE_RETURN_IF_ERROR(image->Fill(image->base_));
+  SCONE_RETURN_IF_ERROR(image->Fill({&image->base_}));
   return image;
 }
 
-Status SharedImage::Fill(const os::File& into) {
+Status SharedImage::Fill(std::initializer_list<const os::File*> into) {
   const uint64_t size = file_->size();
-  SCONE_RETURN_IF_ERROR(into.Truncate(size));
-  // Only the chunks that hold data: holes stay unallocated in the memory file too.
+  for (const os::File* f : into) SCONE_RETURN_IF_ERROR(f->Truncate(size));
+  // Only the chunks that hold data: holes stay unallocated in the memory files too.
   std::vector<uint8_t> buffer(256 * kChunk);
   for (uint64_t at = file_->SeekData(0); at < size;) {
     const uint64_t hole = file_->SeekHole(at);
@@ -66,7 +65,7 @@ Status SharedImage::Fill(const os::File& into) {
       size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), hole - at));
       SCONE_ASSIGN_OR_RETURN(size_t n, file_->Read(at, MutableByteSpan(buffer.data(), want)));
       if (n == 0) break;
-      SCONE_RETURN_IF_ERROR(into.WriteAt(at, ByteSpan(buffer.data(), n)));
+      for (const os::File* f : into) SCONE_RETURN_IF_ERROR(f->WriteAt(at, ByteSpan(buffer.data(), n)));
       at += n;
     }
     at = file_->SeekData(hole);

@@ -27,6 +27,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -74,8 +75,11 @@ class SharedImage {
         memory_(memfd, "the shared image of " + file_->path()),
         base_(basefd, "the base of the shared image of " + file_->path()) {}
   static Result<int> MemoryFile(const std::string& path);
-  // Copies the sealed file's content into `into` (sized to it).
-  Status Fill(const os::File& into);
+  // The image of `memfd` with a new, empty base (`memfd` is closed if that fails).
+  static Result<std::shared_ptr<SharedImage>> WithBase(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
+                                                       int memfd);
+  // Copies the sealed file's content into each of `into` (sized to it).
+  Status Fill(std::initializer_list<const os::File*> into);
   Result<const os::File*> Appending();
   void NoteWritten(uint64_t offset, size_t count);
   // Merges [first, last) chunks of the image, the base and the file (see above), writing what

@@ -217,11 +217,11 @@ long ConnectForFastOpen(Runtime& rt, int fd, const struct sockaddr* to, socklen_
 }
 
 long SendTo(Runtime& rt, int fd, const void* buf, size_t count, int flags, const struct sockaddr* to, socklen_t size) {
-  if ((flags & MSG_FASTOPEN) && rt.network() != nullptr && Tls(rt, fd) == nullptr) {
+  auto d = Tls(rt, fd);
+  if (d == nullptr && (flags & MSG_FASTOPEN) && rt.network() != nullptr) {
     if (long r = ConnectForFastOpen(rt, fd, to, size); r != 0) return r;
     return SendTo(rt, fd, buf, count, flags & ~MSG_FASTOPEN, nullptr, 0);
   }
-  auto d = Tls(rt, fd);
   if (d == nullptr) return RawSyscall6(SYS_sendto, fd, Arg(buf), static_cast<long>(count), flags, Arg(to), size);
   if (flags & MSG_OOB) return -EOPNOTSUPP;
   return d->AsTlsSocket()->Send(fd, buf, count, flags);
@@ -247,7 +247,8 @@ long ReceiveMessage(Runtime& rt, int fd, struct msghdr* msg, int flags) {
 }
 
 long SendMessage(Runtime& rt, int fd, const struct msghdr* msg, int flags) {
-  if ((flags & MSG_FASTOPEN) && rt.network() != nullptr && Tls(rt, fd) == nullptr && msg != nullptr) {
+  auto d = Tls(rt, fd);
+  if (d == nullptr && (flags & MSG_FASTOPEN) && rt.network() != nullptr && msg != nullptr) {
     if (long r = ConnectForFastOpen(rt, fd, static_cast<const struct sockaddr*>(msg->msg_name), msg->msg_namelen);
         r != 0) {
       return r;
@@ -257,7 +258,6 @@ long SendMessage(Runtime& rt, int fd, const struct msghdr* msg, int flags) {
     connected.msg_namelen = 0;
     return SendMessage(rt, fd, &connected, flags & ~MSG_FASTOPEN);
   }
-  auto d = Tls(rt, fd);
   if (d == nullptr) return RawSyscall(SYS_sendmsg, fd, Arg(msg), flags);
   if ((flags & MSG_OOB) || msg->msg_controllen > 0) return -EOPNOTSUPP;  // descriptors cannot travel in TLS
   std::vector<uint8_t> buffer;
