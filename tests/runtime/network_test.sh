@@ -275,6 +275,207 @@ PYEOF
   ! grep -q "$MARKER" sink.log || fail "plaintext reached the sink: $(cat sink.log)"
   ;;
 
+fork-owner)
+  # After fork, parent and child hold one TLS state: if both sealed records with it, two records
+  # would share an AES-GCM nonce. The first process to use the connection after the fork owns it;
+  # the other gets EIO and a scone: line. The server is python3's ForkingTCPServer (the classic
+  # server that forks a child per connection and closes its own copy): every child serves.
+  port=$(free_port)
+  relay=$(free_port)
+  server_env ECHO "$port" "$(cat ca.crt)" > rules.env
+  cat > echo_server.py <<PYEOF
+import socketserver
+class Echo(socketserver.StreamRequestHandler):
+    def handle(self):
+        for line in self.rfile:
+            self.wfile.write(b"got " + line)
+socketserver.ForkingTCPServer.allow_reuse_address = True
+socketserver.ForkingTCPServer(("127.0.0.1", $port), Echo).serve_forever()
+PYEOF
+  env_from rules.env "$scone" run -- "$PY" echo_server.py > server.log 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  wait_for_port "$port" "$server_pid"
+  start_relay "$relay" "$port" wire.log
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_DESTINATION=TCP:127.0.0.1:$relay"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_SERVER_DNS_NAME=localhost"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_IDENTITY=$(cat client.key client.crt)"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_SERVER_AUTH=$(cat ca.crt)"
+  } > client.env
+  cat > client.py <<PYEOF
+import errno, os, socket
+def connect():
+    s = socket.create_connection(("127.0.0.1", $relay))
+    return s, s.makefile("rb")
+def talk(s, f, what):
+    s.sendall(what.encode() + b"\n")
+    reply = f.readline()
+    assert reply == b"got " + what.encode() + b"\n", reply
+def refused(call):
+    try:
+        call()
+    except OSError as e:
+        return e.errno == errno.EIO
+    return False
+
+# 1. The parent used the connection before the fork; the child uses it first after: the child
+#    owns it, the parent's write fails (it would have reused the child's nonces).
+s, f = connect()
+talk(s, f, "before-fork-$MARKER")
+pid = os.fork()
+if pid == 0:
+    talk(s, f, "child-$MARKER")
+    talk(s, f, "child-again-$MARKER")
+    os._exit(0)
+assert os.waitpid(pid, 0)[1] == 0, "child 1"
+assert refused(lambda: s.sendall(b"parent-$MARKER\n")), "the parent wrote after the child"
+assert refused(lambda: s.recv(10)), "the parent read after the child"
+s.close()
+
+# 2. The parent goes on first: the child is refused, the parent keeps talking.
+s, f = connect()
+talk(s, f, "second-$MARKER")
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.read(r, 1)  # until the parent has used the connection
+    os._exit(0 if refused(lambda: s.sendall(b"child-$MARKER\n")) else 3)
+talk(s, f, "parent-$MARKER")
+os.write(w, b"x")
+assert os.waitpid(pid, 0)[1] == 0, "the child wrote after the parent"
+talk(s, f, "parent-again-$MARKER")
+
+# 3. A child that never touches the connection (it runs a program): the parent is unaffected.
+pid = os.fork()
+if pid == 0:
+    os.execv("/bin/true", ["true"])
+os.waitpid(pid, 0)
+talk(s, f, "parent-after-exec-child-$MARKER")
+s.close()
+print("client ok")
+PYEOF
+  (env_from client.env timeout -s KILL 30 "$scone" run -- "$PY" client.py) > client.out 2>&1 ||
+    { cat client.out server.log; fail "forking client"; }
+  grep -q "client ok" client.out || { cat client.out; fail "client"; }
+  grep -q "scone: network shield: client rule ECHO: connection .*belongs to process [0-9]*, which used it after a fork" \
+    client.out || { cat client.out; fail "no scone: line for the process refused"; }
+  ! grep -qi "bad record\|decrypt\|failed" server.log || { cat server.log; fail "the server saw a broken record"; }
+  check_wire wire.log
+  ;;
+passed-descriptors)
+  # A shielded descriptor's state lives in its process: passed to another process (SCM_RIGHTS)
+  # it would be the bare socket or ciphertext file there. The sender is refused (EPERM and a
+  # scone: line). A connected socket that arrives from elsewhere (SCM_RIGHTS, pidfd_getfd) has
+  # no TLS state in the receiver: where a rule protects it, it is made unusable, so the marker
+  # the receiver writes never reaches the wire.
+  port=$(free_port)
+  server_env ECHO "$port" "$(cat ca.crt)" > rules.env
+  "$PY" -c "
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', $port)); s.listen(8)
+while True:
+    c, _ = s.accept()
+    data = b''
+    while (d := c.recv(65536)):
+        data += d
+    open('wire.log', 'ab').write(data + b'|')
+    c.close()
+" &
+  pids+=($!)
+  wait_for_port "$port" "$!"
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_DESTINATION=TCP:127.0.0.1:$port"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_SERVER_AUTH=disabled"
+  } > client.env
+  "$scone" volume create vol --key-file vkey >/dev/null
+  # 1. Sending: a shielded process passes its TLS connection, then a protected file.
+  cat > sender.py <<PYEOF
+import errno, os, socket
+a, b = socket.socketpair()
+def refused(fd):
+    try:
+        socket.send_fds(a, [b"x"], [fd])
+    except PermissionError:
+        return True
+    return False
+tls = socket.socket()
+tls.setblocking(False)
+try:
+    tls.connect(("127.0.0.1", $port))
+except BlockingIOError:
+    pass
+assert refused(tls.fileno()), "the TLS connection was passed"
+f = open("vol/secret", "w")
+f.write("$MARKER in a file")
+f.flush()
+assert refused(f.fileno()), "the protected file was passed"
+plain = open("/dev/null")
+assert socket.send_fds(a, [b"x"], [plain.fileno()]) == 1, "an ordinary descriptor"
+print("sender ok")
+PYEOF
+  (env_from client.env timeout -s KILL 20 "$scone" run --volume vol:vkey -- "$PY" sender.py) > sender.out 2>&1 ||
+    { cat sender.out; fail "sender"; }
+  grep -q "sender ok" sender.out || { cat sender.out; fail "sender"; }
+  grep -q "scone: descriptor [0-9]* is a TLS connection of the network shield: .*EPERM" sender.out ||
+    { cat sender.out; fail "no scone: line for the TLS connection passed"; }
+  grep -q "scone: descriptor [0-9]* is a protected file: .*EPERM" sender.out ||
+    { cat sender.out; fail "no scone: line for the protected file passed"; }
+  # 2. Receiving: an unshielded process (started here, outside the runtime) connects to the
+  #    protected destination and passes the socket to a shielded one (SCM_RIGHTS), which then
+  #    also takes it with pidfd_getfd.
+  "$PY" -c "
+import os, socket
+l = socket.socket(socket.AF_UNIX); l.bind('giver.sock'); l.listen(1)
+u, _ = l.accept()
+s = socket.create_connection(('127.0.0.1', $port))
+socket.send_fds(u, [b'%d %d' % (os.getpid(), s.fileno())], [s.fileno()])
+u.recv(1)   # until the receiver is done
+" &
+  giver=$!
+  pids+=("$giver")
+  for _ in $(seq 1 200); do [[ -S giver.sock ]] && break; sleep 0.05; done
+  cat > receiver.py <<PYEOF
+import ctypes, errno, os, socket
+u = socket.socket(socket.AF_UNIX)
+u.connect("giver.sock")
+msg, fds, _, _ = socket.recv_fds(u, 64, 1)
+their_pid, their_fd = map(int, msg.split())
+def unusable(fd):
+    try:
+        os.write(fd, b"$MARKER from the receiver\n")
+    except OSError as e:
+        return e.errno in (errno.ENOTCONN, errno.EINVAL, errno.EPIPE)
+    return False
+assert unusable(fds[0]), "a received connection carried plaintext"
+# pidfd_getfd (438): the same connection taken from the other process.
+libc = ctypes.CDLL(None, use_errno=True)
+taken = libc.syscall(438, os.pidfd_open(their_pid), their_fd, 0)
+if taken >= 0:
+    assert unusable(taken), "a connection taken with pidfd_getfd carried plaintext"
+    print("pidfd_getfd checked")
+else:
+    print("pidfd_getfd failed: errno", ctypes.get_errno())
+u.send(b"x")
+print("receiver ok")
+PYEOF
+  (env_from client.env timeout -s KILL 20 "$scone" run -- "$PY" receiver.py) > receiver.out 2>&1 ||
+    { cat receiver.out; fail "receiver"; }
+  grep -q "receiver ok" receiver.out || { cat receiver.out; fail "receiver"; }
+  grep -q "scone: network shield: descriptor [0-9]* received (SCM_RIGHTS) is a connection (TCP:127.0.0.1:$port) that client rule ECHO covers" \
+    receiver.out || { cat receiver.out; fail "no scone: line for the received connection"; }
+  grep -q "pidfd_getfd checked" receiver.out || { cat receiver.out; fail "pidfd_getfd"; }
+  grep -q "scone: network shield: descriptor [0-9]* taken with pidfd_getfd is a connection" receiver.out ||
+    { cat receiver.out; fail "no scone: line for the connection taken with pidfd_getfd"; }
+  wait "$giver"
+  # The listener records a connection once every copy of it is closed.
+  for _ in $(seq 1 200); do grep -q '|' wire.log 2>/dev/null && break; sleep 0.05; done
+  grep -q '|' wire.log || fail "the listener never saw the connection end"
+  ! grep -q "$MARKER" wire.log 2>/dev/null || fail "plaintext on the wire"
+  ;;
 refusals)
   # refuse rules, a server certified by another CA, and a destination no rule names under
   # SCONE_NETWORK_SHIELD=protected: the program sees a refused connection, a `scone:` line names why.

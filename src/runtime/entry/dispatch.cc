@@ -12,6 +12,7 @@
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/file_calls.h"
 #include "runtime/files/mapped_files.h"
+#include "runtime/net/passed_descriptors.h"
 #include "runtime/net/socket_calls.h"
 #include "runtime/net/tls_socket.h"
 #include "runtime/process/fork.h"
@@ -300,14 +301,34 @@ long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
       return fds.Has(Fd(a[0])) || FastOpen(rt, a[3]) ? sockets::SendTo(rt, Fd(a[0]), Ptr<const void>(a[1]), a[2], Fd(a[3]),
                                                  Ptr<const struct sockaddr>(a[4]), static_cast<socklen_t>(a[5]))
                                : kNotMine;
-    case SYS_recvmsg:
-      return fds.Has(Fd(a[0])) ? sockets::ReceiveMessage(rt, Fd(a[0]), Ptr<struct msghdr>(a[1]), Fd(a[2])) : kNotMine;
+    case SYS_recvmsg: {
+      if (fds.Has(Fd(a[0]))) return sockets::ReceiveMessage(rt, Fd(a[0]), Ptr<struct msghdr>(a[1]), Fd(a[2]));
+      if (!rt.network()) return kNotMine;
+      long r = Raw(f);
+      if (r >= 0) sockets::CheckReceivedDescriptors(rt, Ptr<const struct msghdr>(a[1]));
+      return r;
+    }
     case SYS_sendmsg:
+      if (long r = sockets::CheckPassedDescriptors(rt, Ptr<const struct msghdr>(a[1])); r < 0) return r;
       return fds.Has(Fd(a[0])) || FastOpen(rt, a[2]) ? sockets::SendMessage(rt, Fd(a[0]), Ptr<const struct msghdr>(a[1]), Fd(a[2])) : kNotMine;
-    case SYS_recvmmsg:
-      return fds.Has(Fd(a[0])) ? -EOPNOTSUPP : kNotMine;  // datagram batches: no TLS stream has them
+    case SYS_recvmmsg: {
+      if (fds.Has(Fd(a[0]))) return -EOPNOTSUPP;  // datagram batches: no TLS stream has them
+      if (!rt.network()) return kNotMine;
+      long r = Raw(f);
+      for (long i = 0; i < r; ++i) sockets::CheckReceivedDescriptors(rt, &Ptr<const struct mmsghdr>(a[1])[i].msg_hdr);
+      return r;
+    }
     case SYS_sendmmsg:
+      for (long i = 0; a[1] != 0 && i < static_cast<long>(static_cast<unsigned>(a[2])); ++i) {
+        if (long r = sockets::CheckPassedDescriptors(rt, &Ptr<const struct mmsghdr>(a[1])[i].msg_hdr); r < 0) return r;
+      }
       return fds.Has(Fd(a[0])) || FastOpen(rt, a[3]) ? -EOPNOTSUPP : kNotMine;
+    case SYS_pidfd_getfd: {
+      if (!rt.network()) return kNotMine;
+      long r = Raw(f);
+      if (r >= 0) sockets::CheckArrivedDescriptor(rt, static_cast<int>(r), "taken with pidfd_getfd");
+      return r;
+    }
     case SYS_shutdown:
       return fds.Has(Fd(a[0])) ? sockets::Shutdown(rt, Fd(a[0]), Fd(a[1])) : kNotMine;
     case SYS_poll:

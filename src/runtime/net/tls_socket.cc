@@ -11,6 +11,7 @@
 
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/process/fork.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime::sockets {
@@ -26,6 +27,69 @@ constexpr size_t kWriteSize = 64 * 1024;
 TlsSocketFd::TlsSocketFd(std::unique_ptr<net::TlsConnection> connection, std::string rule, std::string peer,
                          bool server)
     : connection_(std::move(connection)), rule_(std::move(rule)), peer_(std::move(peer)), server_(server) {}
+
+TlsSocketFd::~TlsSocketFd() { (void)LastClose(); }
+
+long TlsSocketFd::LastClose() {
+  OwnerSlot* slot = owner_.load(std::memory_order_acquire);
+  if (slot != nullptr && !released_.exchange(true)) ReleaseOwnerSlot(slot);
+  return 0;
+}
+
+bool TlsSocketFd::BeforeFork(uint64_t generation) {
+  if (prepared_generation_ == generation) return false;  // another descriptor of the connection
+  rd_mu_.lock();
+  wr_mu_.lock();
+  ssl_mu_.lock();
+  prepared_generation_ = generation;
+  OwnerSlot* slot = owner_.load(std::memory_order_acquire);
+  if (slot == nullptr && !released_.load()) {
+    slot = AllocateOwnerSlot();
+    if (slot == nullptr) {
+      // No shared page: nobody can tell the processes apart, so none of them may use it.
+      Log("network shield: " + rule_ + ": no memory to share the connection's owner with a child process; "
+          "no process may use the connection after the fork");
+      foreign_.store(true);
+      return true;
+    }
+    owner_.store(slot, std::memory_order_release);
+  }
+  if (slot != nullptr && !released_.load()) HoldOwnerSlot(slot);
+  return true;
+}
+
+void TlsSocketFd::AfterFork() {
+  ssl_mu_.unlock();
+  wr_mu_.unlock();
+  rd_mu_.unlock();
+}
+
+int32_t TlsSocketFd::Owner() const {
+  OwnerSlot* slot = owner_.load(std::memory_order_acquire);
+  return slot == nullptr ? 0 : slot->owner.load(std::memory_order_acquire);
+}
+
+bool TlsSocketFd::Owned() {
+  if (foreign_.load(std::memory_order_acquire)) return false;
+  OwnerSlot* slot = owner_.load(std::memory_order_acquire);
+  if (slot == nullptr) return true;
+  const uint64_t generation = process::ForkGeneration();
+  if (owned_generation_.load(std::memory_order_acquire) == generation && !released_.load()) return true;
+  const auto me = static_cast<int32_t>(RawSyscall(SYS_getpid));
+  int32_t owner = 0;
+  if (!released_.load() &&
+      (slot->owner.compare_exchange_strong(owner, me, std::memory_order_acq_rel) || owner == me)) {
+    owned_generation_.store(generation, std::memory_order_release);
+    return true;
+  }
+  if (!foreign_.exchange(true)) {
+    Log("network shield: " + rule_ + ": connection " + (peer_.empty() ? "" : "with " + peer_ + " ") +
+        (released_.load() ? "was let go by this process"
+                          : "belongs to process " + std::to_string(owner) + ", which used it after a fork") +
+        "; this process may not read or write it (one TLS state used by two processes would reuse its nonces)");
+  }
+  return false;
+}
 
 bool TlsSocketFd::NonBlocking(int fd, int flags) {
   if (flags & MSG_DONTWAIT) return true;
@@ -166,8 +230,9 @@ long TlsSocketFd::Receive(int fd, void* buf, size_t count, int flags) {
   const bool peek = flags & MSG_PEEK;
   const bool all = (flags & MSG_WAITALL) && !peek && !(flags & MSG_DONTWAIT);
   do {
-    long r = Run(fd, flags, [&](short* wait) {
+    long r = Run(fd, flags, [&](short* wait) -> long {
       std::lock_guard rd(rd_mu_);
+      if (!Owned()) return -EIO;
       return ReceiveStep(fd, out + done, count - done, peek, wait);
     });
     if (r <= 0) return done > 0 ? static_cast<long>(done) : r;
@@ -177,8 +242,9 @@ long TlsSocketFd::Receive(int fd, void* buf, size_t count, int flags) {
 }
 
 long TlsSocketFd::CompleteHandshake(int fd) {
-  return Run(fd, 0, [&](short* wait) {
+  return Run(fd, 0, [&](short* wait) -> long {
     std::lock_guard rd(rd_mu_);
+    if (!Owned()) return -EIO;
     return HandshakeStep(fd, wait);
   });
 }
@@ -194,6 +260,7 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
       std::lock_guard rd(rd_mu_, std::adopt_lock);
+      if (!Owned()) return -EIO;
       return HandshakeStep(fd, wait);
     });
     if (r < 0) return r;
@@ -204,6 +271,7 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
   while (done < count || count == 0) {
     long r = Run(fd, flags, [&](short* wait) -> long {
       std::lock_guard w(wr_mu_);
+      if (!Owned()) return -EIO;
       long f = Flush(fd, nosignal);  // what a non-blocking write left goes first
       if (f == -EAGAIN) {
         *wait = POLLOUT;
@@ -232,6 +300,7 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
   if (output_waiting_.load(std::memory_order_acquire) && !NonBlocking(fd, flags)) {
     long r = Run(fd, flags, [&](short* wait) -> long {
       std::lock_guard w(wr_mu_);
+      if (!Owned()) return -EIO;
       long f = Flush(fd, nosignal);
       if (f == -EAGAIN) {
         *wait = POLLOUT;
@@ -248,6 +317,7 @@ long TlsSocketFd::Shutdown(int fd, int how) {
   if (how == SHUT_WR || how == SHUT_RDWR) {
     RuntimeSection section;
     std::lock_guard w(wr_mu_);
+    if (!Owned()) return -EIO;  // the owner's peer must not see an end it did not make
     {
       std::lock_guard s(ssl_mu_);
       connection_->Shutdown();
@@ -262,6 +332,7 @@ short TlsSocketFd::ShieldEvents(short wanted) {
   RuntimeSection section;
   std::unique_lock s(ssl_mu_, std::try_to_lock);  // a reader at work: the kernel's answer stands
   if (!s.owns_lock()) return 0;
+  if (!Owned()) return static_cast<short>(wanted & (POLLIN | POLLOUT));  // the call then fails with EIO
   if (!connection_->HandshakeDone()) return 0;
   if (connection_->Readable()) return POLLIN;
   maybe_readable_.store(false, std::memory_order_release);
@@ -273,27 +344,32 @@ short TlsSocketFd::KernelEvents(short wanted) {
   if (!HandshakeDone() && (wanted & (POLLIN | POLLOUT))) events = static_cast<short>((events & ~POLLOUT) | POLLIN);
   RuntimeSection section;
   std::unique_lock w(wr_mu_, std::try_to_lock);
-  if (w.owns_lock() && !pending_.empty()) events |= POLLOUT;
+  if (w.owns_lock() && !pending_.empty() && Owned()) events |= POLLOUT;
   return events;
 }
 
 void TlsSocketFd::FlushWithoutWaiting(int fd) {
   RuntimeSection section;
   std::unique_lock w(wr_mu_, std::try_to_lock);
-  if (w.owns_lock()) (void)Flush(fd);
+  if (w.owns_lock() && Owned()) (void)Flush(fd);
 }
 
 void TlsSocketFd::AdvanceHandshake(int fd) {
   if (HandshakeDone()) return;
   RuntimeSection section;
   std::unique_lock rd(rd_mu_, std::try_to_lock);
-  if (!rd.owns_lock()) return;
+  if (!rd.owns_lock() || !Owned()) return;
   short wait = 0;
   (void)HandshakeStep(fd, &wait);
 }
 
 void TlsSocketFd::Closing(int fd) {
-  if (shared_.load()) return;  // another process may still use the connection
+  // A connection shared by fork ends with close_notify only from its owner: another process
+  // may still use it, and one that does not own it must not touch its TLS state.
+  if (owner_.load(std::memory_order_acquire) != nullptr &&
+      (foreign_.load() || Owner() != static_cast<int32_t>(RawSyscall(SYS_getpid)))) {
+    return;
+  }
   RuntimeSection section;
   std::unique_lock w(wr_mu_, std::try_to_lock);  // a writer at work: the peer sees the end of stream
   if (!w.owns_lock()) return;

@@ -21,6 +21,7 @@
 
 #include "net/tls_connection.h"
 #include "runtime/fd_table.h"
+#include "runtime/net/connection_owners.h"
 
 namespace scone::runtime::sockets {
 
@@ -28,6 +29,7 @@ class TlsSocketFd final : public ShieldedFd {
  public:
   // `rule`: what `scone:` lines name ("server rule WEB").
   TlsSocketFd(std::unique_ptr<net::TlsConnection> connection, std::string rule, std::string peer, bool server);
+  ~TlsSocketFd() override;
 
   // recv/read: MSG_DONTWAIT and MSG_PEEK honoured, MSG_WAITALL fills the buffer.
   long Receive(int fd, void* buf, size_t count, int flags);
@@ -63,8 +65,15 @@ class TlsSocketFd final : public ShieldedFd {
   long ReadAt(void*, size_t, uint64_t) override { return -ESPIPE; }
   long WriteAt(const void*, size_t, uint64_t) override { return -ESPIPE; }
   long Seek(int, int64_t, int) override { return -ESPIPE; }
-  // After a fork both processes hold the connection: neither may end it for the other.
-  void ShareWithOtherProcesses(int) override { shared_.store(true); }
+  // Fork (connection_owners.h). Before the kernel's call: the slot that decides which process
+  // owns the connection from now on, held for the child too, and the connection's locks taken,
+  // so a call in flight on another thread either ends before the fork or claims the connection
+  // after it. AfterFork lets go of the locks in each process. `generation`: the fork's
+  // (process::ForkGeneration), so that a connection with several descriptors is prepared once.
+  // Returns whether it took the locks (false: already prepared for this fork).
+  bool BeforeFork(uint64_t generation);
+  void AfterFork();
+  void ShareWithOtherProcesses(int) override {}
   void PatchStat(struct stat*) override {}
   uint64_t PlaintextSize() override { return 0; }
   long Truncate(int64_t) override { return -EINVAL; }
@@ -77,8 +86,10 @@ class TlsSocketFd final : public ShieldedFd {
   // The program closes the last descriptor `fd` of the connection: close_notify, if it can
   // leave without waiting.
   void Closing(int fd);
-  // At exit or close_range: the kernel ends the stream (the peer sees its end without close_notify).
-  long LastClose() override { return 0; }
+  // The last descriptor is closed, or the process exits or executes another program: this
+  // process lets go of its owner slot. (At exit or close_range the kernel ends the stream: the
+  // peer sees its end without close_notify.)
+  long LastClose() override;
   TlsSocketFd* AsTlsSocket() override { return this; }
   void ForgetParentWrites() override {}
   // A TLS connection's state lives in this process's memory: it cannot follow exec. The
@@ -104,6 +115,12 @@ class TlsSocketFd final : public ShieldedFd {
   // The connection failed: says why once; the call gets ECONNRESET (a server's read of a
   // connection whose handshake failed: the end of the stream).
   long Failed(bool reading = false);
+  // Whether this process may use the connection's TLS state: the connection was never shared by
+  // a fork, or this process owns it, claiming it if no process used it since. Says why once
+  // when not. REQUIRES: one of the connection's locks (a fork takes them all).
+  bool Owned();
+  // The process that owns a connection shared by fork; 0 if none yet or never shared.
+  int32_t Owner() const;
   // Runs `step` (with the locks it takes, in a RuntimeSection) until it does not need to wait;
   // waits in between unless non-blocking.
   template <typename Step>
@@ -117,7 +134,14 @@ class TlsSocketFd final : public ShieldedFd {
   std::vector<uint8_t> pending_;  // ciphertext not yet taken by the kernel; under wr_mu_
   std::atomic<bool> handshake_done_{false};
   std::atomic<bool> failure_logged_{false};
-  std::atomic<bool> shared_{false};
+  // Fork (connection_owners.h): the slot shared with the other processes holding the
+  // connection (nullptr until the first fork), the fork generation at which this process last
+  // found it owned the connection, and whether it learned that another process does.
+  std::atomic<OwnerSlot*> owner_{nullptr};
+  std::atomic<uint64_t> owned_generation_{0};
+  uint64_t prepared_generation_ = 0;  // written by the forking thread, under all three locks
+  std::atomic<bool> foreign_{false};
+  std::atomic<bool> released_{false};  // let go of the slot: the connection is no longer usable here
   std::atomic<bool> output_waiting_{false};  // pending_ is not empty
   // Set when records arrived or a read returned data (more may be buffered); cleared by a
   // readiness check that found nothing to read. Written under ssl_mu_.

@@ -7,7 +7,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
+#include <vector>
 
 #include "common/parallel.h"
 #include "runtime/entry/entry.h"
@@ -15,6 +18,7 @@
 #include "runtime/process/signal_calls.h"
 #include "runtime/alone_watcher.h"
 #include "runtime/files/image_broker.h"
+#include "runtime/net/tls_socket.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime::process {
@@ -42,6 +46,27 @@ __attribute__((tls_model("initial-exec"))) thread_local uint64_t mask_before = 0
 bool forking_with_threads = false;
 bool child_of_threads = false;
 bool child_without_volumes = false;
+
+std::atomic<uint64_t> fork_generation{0};
+// The TLS connections whose locks the forking thread holds across the kernel's call. Emptied in
+// the parent right after it, in a child once its allocator is usable (CompleteForkInChild).
+std::vector<std::shared_ptr<ShieldedFd>>& HeldConnections() {
+  static auto* held = new std::vector<std::shared_ptr<ShieldedFd>>();  // never destroyed
+  return *held;
+}
+
+void HoldConnections(Runtime& rt) {
+  const uint64_t generation = fork_generation.fetch_add(1, std::memory_order_acq_rel) + 1;
+  auto& held = HeldConnections();
+  held.clear();
+  for (auto& [fd, d] : rt.fds().All()) {
+    if (auto* s = d->AsTlsSocket(); s != nullptr && s->BeforeFork(generation)) held.push_back(d);
+  }
+}
+
+void LetGoOfConnections() {
+  for (auto& d : HeldConnections()) d->AsTlsSocket()->AfterFork();
+}
 
 constexpr uint64_t Bit(int sig) { return uint64_t{1} << (sig - 1); }
 
@@ -88,6 +113,7 @@ void PrepareFork() {
   // What this process wrote is committed first: the child starts from it (before any lock is
   // held: a commit takes the file's and the volume's).
   for (auto& [fd, d] : rt->fds().All()) d->ShareWithOtherProcesses(fd);
+  HoldConnections(*rt);
   for (auto& v : rt->volumes()) {
     // Files kept only because they were opened last do not keep the volume from resting.
     v->recent.Clear();
@@ -108,6 +134,8 @@ void PrepareFork() {
 
 bool ForkPrepared() { return prepared != kNotPrepared; }
 
+uint64_t ForkGeneration() { return fork_generation.load(std::memory_order_acquire); }
+
 void AfterForkInParent() {
   if (prepared == kHolding) {
     if (Runtime* rt = ShieldIfReady()) {
@@ -120,6 +148,8 @@ void AfterForkInParent() {
       if (auto* r = rt->reporter()) r->AfterForkInParent();
       ImageBroker::Get().AfterForkInParent();
       AloneWatcher::Get().AfterForkInParent();
+      LetGoOfConnections();
+      HeldConnections().clear();
     }
   }
   prepared = kNotPrepared;
@@ -136,6 +166,7 @@ void AfterForkInChild() {
     if (auto* r = rt->reporter()) r->AfterForkInChild();
     ImageBroker::Get().AfterForkInChild();
     AloneWatcher::Get().AfterForkInChild();
+    LetGoOfConnections();  // kept in the list: dropping a reference may free memory
     for (auto& v : rt->volumes()) {
       if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInChild();
       v->AfterFork();
@@ -159,6 +190,7 @@ void CompleteForkInChild() {
     Log("this process was forked after a fault inside the runtime: its volumes are unavailable");
     return;
   }
+  HeldConnections().clear();
   ImageBroker::Get().CompleteForkInChild();  // serves the images its mappings show
   if (forking_with_threads) {
     child_of_threads = true;

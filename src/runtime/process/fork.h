@@ -22,6 +22,8 @@
 // (EIO), as the process itself commits nothing more (FaultedInRuntime).
 #pragma once
 
+#include <cstdint>
+
 namespace scone::runtime::process {
 
 // Before the kernel's call (in the C library's prepare phase, or the dispatcher's). Idempotent
@@ -29,6 +31,9 @@ namespace scone::runtime::process {
 void PrepareFork();
 // Whether PrepareFork ran on this thread for a fork not done yet.
 bool ForkPrepared();
+// Counts the forks this process and its ancestors prepared: what a process learned about state
+// shared with other processes holds until it changes (one load).
+uint64_t ForkGeneration();
 // Right after the kernel's call, in each process: only releases and resets, no allocation (the
 // child's allocator may be unusable until the C library has reset it). REQUIRES: ForkPrepared.
 void AfterForkInParent();
