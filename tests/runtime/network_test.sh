@@ -221,8 +221,9 @@ PYEOF
 fast-open-and-unspecified)
   # Two ways past connect(2) a rule must still judge (hostile findings): TCP Fast Open
   # (sendto and sendmsg with MSG_FASTOPEN connect as they send) and the unspecified address as a
-  # destination (0.0.0.0 and [::] reach the loopback). A refuse rule names 127.0.0.1:PORT and
-  # ::1:PORT, where plain sinks log whatever arrives: nothing may.
+  # destination (0.0.0.0 and [::] reach the loopback), and the host's other addresses that reach
+  # a listener bound to the wildcard (127.0.0.2, an interface's address). A refuse rule names
+  # localhost:PORT (127.0.0.1 and ::1), where plain sinks log whatever arrives: nothing may.
   port=$(free_port)
   cat > sink.py <<PYEOF
 import socket, sys, threading
@@ -238,12 +239,15 @@ def serve(family, host):
             f.write(data)
         c.close()
 threading.Thread(target=serve, args=(socket.AF_INET6, "::1"), daemon=True).start()
-serve(socket.AF_INET, "127.0.0.1")
+serve(socket.AF_INET, "0.0.0.0")
 PYEOF
   "$PY" sink.py > sink.out 2>&1 &
   pids+=($!)
   wait_for_port "$port" "${pids[-1]}"
   : > sink.log
+  # An address of this host's that is not the loopback (the loopback again if there is none).
+  host_ip=$(ip -o -4 addr show scope global 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -1)
+  host_ip=${host_ip:-127.0.0.3}
   cat > tries.py <<PYEOF
 import socket
 def attempt(name, f):
@@ -264,14 +268,19 @@ def any6():
     s = socket.socket(socket.AF_INET6)
     s.connect(("::", $port))
     s.sendall(b"$MARKER any6")
-for name, f in [("sendto", fast_open_sendto), ("sendmsg", fast_open_sendmsg), ("any4", any4), ("any6", any6)]:
+def loopback2():
+    socket.create_connection(("127.0.0.2", $port)).sendall(b"$MARKER loopback2")
+def interface():
+    socket.create_connection(("$host_ip", $port)).sendall(b"$MARKER interface")
+for name, f in [("sendto", fast_open_sendto), ("sendmsg", fast_open_sendmsg), ("any4", any4), ("any6", any6),
+                ("loopback2", loopback2), ("interface", interface)]:
     attempt(name, f)
 PYEOF
   SCONE_NETWORK_SHIELD_CLIENT_SINK=refuse SCONE_NETWORK_SHIELD_CLIENT_SINK_DESTINATION="TCP:localhost:$port" \
     "$scone" run -- "$PY" tries.py > tries.out 2> tries.err || { cat tries.err; fail "the program failed"; }
-  [[ "$(cat tries.out)" == $'sendto 111\nsendmsg 111\nany4 111\nany6 111' ]] ||
+  [[ "$(cat tries.out)" == $'sendto 111\nsendmsg 111\nany4 111\nany6 111\nloopback2 111\ninterface 111' ]] ||
     { cat tries.out tries.err; fail "a connection past the refuse rule: $(tr '\n' ' ' < tries.out)"; }
-  [[ "$(grep -c "refused by client rule SINK" tries.err)" == 4 ]] || { cat tries.err; fail "not four scone: lines naming the rule"; }
+  [[ "$(grep -c "refused by client rule SINK" tries.err)" == 6 ]] || { cat tries.err; fail "not six scone: lines naming the rule"; }
   ! grep -q "$MARKER" sink.log || fail "plaintext reached the sink: $(cat sink.log)"
   ;;
 

@@ -1,6 +1,7 @@
 #include "runtime/net/network_shield.h"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/syscall.h>
@@ -56,6 +57,25 @@ std::string UnixPath(const struct sockaddr* addr, socklen_t size) {
   return std::string(un->sun_path, strnlen(un->sun_path, n));
 }
 
+// Whether `ip` (AddressText's form) is on the loopback: 127.0.0.0/8 or ::1.
+bool Loopback(const std::string& ip) { return ip == "::1" || ip.rfind("127.", 0) == 0; }
+
+// The addresses of this host's interfaces, in AddressText's form (read once, at start-up).
+std::vector<std::string> InterfaceAddresses() {
+  std::vector<std::string> out;
+  struct ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return out;
+  for (auto* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    uint16_t ignored;
+    socklen_t size = i->ifa_addr->sa_family == AF_INET6 ? sizeof(sockaddr_in6) : sizeof(sockaddr_in);
+    std::string text = AddressText(i->ifa_addr, size, &ignored);
+    if (!text.empty()) out.push_back(text);
+  }
+  freeifaddrs(list);
+  return out;
+}
+
 }  // namespace
 
 std::string Decision::What() const {
@@ -102,6 +122,7 @@ Result<std::unique_ptr<NetworkShield>> NetworkShield::Create(std::vector<Network
     }
     shield->client_addresses_.push_back(std::move(addresses));
   }
+  if (!shield->rules_.clients.empty()) shield->local_addresses_ = InterfaceAddresses();
   return shield;
 }
 
@@ -131,19 +152,34 @@ Decision NetworkShield::ForConnect(const struct sockaddr* addr, socklen_t size) 
   if (ip == "0.0.0.0") ip = "127.0.0.1";
   if (ip == "::") ip = "::1";
   d.endpoint = "TCP:" + (ip.find(':') != std::string::npos ? "[" + ip + "]" : ip) + ":" + std::to_string(port);
-  for (size_t i = 0; i < rules_.clients.size(); ++i) {
-    const net::ClientRule& c = rules_.clients[i];
-    if (c.destination.unix_socket || c.destination.port != port) continue;
-    for (const std::string& a : client_addresses_[i]) {
-      if (a == ip) {
-        d.client = &c;
-        d.protection = c.protection;
-        return d;
+  // A rule for the destination's address; else, when the destination is this host (the loopback
+  // or an interface's address, which reach the same listeners bound to the wildcard), a rule for
+  // any of this host's addresses on that port: 127.0.0.2 must not pass a rule for 127.0.0.1 by.
+  const bool local = IsLocal(ip);
+  for (bool exact : {true, false}) {
+    if (!exact && !local) break;
+    for (size_t i = 0; i < rules_.clients.size(); ++i) {
+      const net::ClientRule& c = rules_.clients[i];
+      if (c.destination.unix_socket || c.destination.port != port) continue;
+      for (const std::string& a : client_addresses_[i]) {
+        if (exact ? a == ip : IsLocal(a)) {
+          d.client = &c;
+          d.protection = c.protection;
+          return d;
+        }
       }
     }
   }
   d.protection = rules_.Default();
   return d;
+}
+
+bool NetworkShield::IsLocal(const std::string& ip) const {
+  if (Loopback(ip)) return true;
+  for (const std::string& a : local_addresses_) {
+    if (a == ip) return true;
+  }
+  return false;
 }
 
 Decision NetworkShield::ForAccept(int listen_fd) const {

@@ -56,8 +56,12 @@ class NetworkShield {
   NetworkShield(net::NetworkRules rules, std::vector<NetworkVariable> variables)
       : rules_(std::move(rules)), variables_(std::move(variables)) {}
 
+  // Whether `ip` is this host's: the loopback, or an interface's address at start-up.
+  bool IsLocal(const std::string& ip) const;
+
   net::NetworkRules rules_;
   std::vector<NetworkVariable> variables_;
+  std::vector<std::string> local_addresses_;  // this host's interfaces', read at start-up
   std::vector<std::vector<std::string>> client_addresses_;  // by client rule, normalized IP text
   std::mutex mu_;
   std::map<const void*, std::shared_ptr<net::TlsContext>> contexts_;  // by rule
