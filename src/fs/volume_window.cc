@@ -89,9 +89,20 @@ Status Volume::SyncFilesLocked(const std::set<FileId>& ids) {
   for (const FileId& id : ids) {
     auto it = path_by_id_.find(id);
     if (it == path_by_id_.end()) continue;
-    for (const std::string& p : {dir_ + "/" + it->second, ProtectedFile::SideFilePath(dir_, id)}) {
-      auto f = os::File::Open(p, O_RDONLY | O_NOFOLLOW);
-      if (f.ok()) SCONE_RETURN_IF_ERROR(f->Sync());
+    // The data file through this process's own descriptor where it has the file open: closing
+    // any other descriptor of it would drop every POSIX (fcntl) lock the program holds on the
+    // file, which the kernel ties to the process and the file, not to a descriptor (SQLite's
+    // locks: two writers of one WAL database then wrote at once and lost a transaction).
+    std::shared_ptr<ProtectedFile> open;
+    if (auto o = open_files_.find(id); o != open_files_.end()) open = o->second.lock();
+    if (open != nullptr && open->data_.valid()) {
+      SCONE_RETURN_IF_ERROR(open->data_.Sync());
+    } else if (auto f = os::File::Open(dir_ + "/" + it->second, O_RDONLY | O_NOFOLLOW); f.ok()) {
+      SCONE_RETURN_IF_ERROR(f->Sync());
+    }
+    // The side file is the runtime's alone: the program never locks it.
+    if (auto side = os::File::Open(ProtectedFile::SideFilePath(dir_, id), O_RDONLY | O_NOFOLLOW); side.ok()) {
+      SCONE_RETURN_IF_ERROR(side->Sync());
     }
   }
   return Status::Ok();

@@ -209,6 +209,49 @@ PYEOF
     fail "records lost: $(run "$PY" -c "import os; print(os.stat('vol/log').st_size)")"
   check_volume
   ;;
+locks-survive-sync)
+  # POSIX record locks (fcntl F_SETLK, SQLite's) belong to the process and the file: closing
+  # *any* descriptor of the file drops them all. The runtime must never open and close a
+  # protected file's ciphertext behind the program's back while it holds one (an fsync while
+  # the volume is shared had done so: two SQLite writers of one WAL database then wrote at once
+  # and lost a transaction). A holder writes and fsyncs under its lock; another process must
+  # still find the byte locked.
+  cat > locks.py <<PYEOF
+import fcntl, os, struct, subprocess, sys
+def try_lock(fd):
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 120, 1, 0))
+        return "locked"
+    except OSError as e:
+        return "busy"
+if sys.argv[1:] == ["other"]:
+    print(try_lock(os.open("vol/db-shm", os.O_RDWR)))
+    sys.exit(0)
+fd = os.open("vol/db-shm", os.O_RDWR | os.O_CREAT, 0o644)
+assert try_lock(fd) == "locked"
+other = subprocess.Popen([sys.executable, sys.argv[0], "other"], stdout=subprocess.PIPE, text=True)
+seen = []
+for i in range(20):   # the volume is shared while the other process lives
+    os.pwrite(fd, b"$MARKER %d " % i * 300, i * 5000)
+    os.fsync(fd)
+    os.fdatasync(fd)
+print(other.communicate()[0].strip())
+# The lock is still ours after all those syncs: another process asked now must find it busy.
+print(subprocess.run([sys.executable, sys.argv[0], "other"], capture_output=True, text=True).stdout.strip())
+PYEOF
+  out="$(run "$PY" locks.py)"
+  [[ "$out" == $'busy\nbusy' ]] || fail "a POSIX lock was dropped behind the program's back: $(echo $out)"
+  # SQLite's own proof: two writers of one WAL database, 200 transactions each, all kept.
+  for w in a b; do
+    { echo ".timeout 20000"; for i in $(seq 1 200); do echo "insert into t values('$MARKER $w $i');"; done; } > "w$w.sql"
+  done
+  run sqlite3 vol/w.db "pragma journal_mode=wal; create table t(v);" > /dev/null
+  run sh -c "sqlite3 vol/w.db < wa.sql & sqlite3 vol/w.db < wb.sql; s=\$?; wait \$! && exit \$s" ||
+    fail "two concurrent writers"
+  [[ "$(run sqlite3 vol/w.db 'select count(*) from t')" == 400 ]] ||
+    fail "two WAL writers lost transactions: $(run sqlite3 vol/w.db 'select count(*) from t') of 400"
+  check_volume
+  ;;
 dsync-writes)
   # A descriptor opened O_DSYNC or O_SYNC makes each write durable when it returns (LMDB writes
   # its meta page so): what was written survives SIGKILL right after, alone or shared.
