@@ -485,6 +485,91 @@ PYEOF
   grep -q '|' wire.log || fail "the listener never saw the connection end"
   ! grep -q "$MARKER" wire.log 2>/dev/null || fail "plaintext on the wire"
   ;;
+timeouts-and-restarts)
+  # A blocking call on a TLS connection waits in the shield, not in the kernel's recv: it must
+  # still honour SO_RCVTIMEO (EAGAIN when it passes) and a handler installed with SA_RESTART
+  # (the call goes on after the handler, where without SA_RESTART it fails with EINTR). The
+  # server replies only once the client's handler has run (it writes to a FIFO): no timing.
+  port=$(free_port)
+  server_env SLOW "$port" disabled > rules.env
+  mkfifo ran.fifo
+  cat > slow_server.py <<PYEOF
+import socket, sys
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("127.0.0.1", $port)); l.listen(4)
+while True:   # (wait_for_port's probe is a connection too)
+    c, _ = l.accept()
+    while (req := c.recv(100)):
+        if req.startswith(b"after-handler"):
+            open("ran.fifo", "rb").read(1)   # the client's handler has run
+            c.sendall(b"reply")
+PYEOF
+  env_from rules.env "$scone" run -- "$PY" slow_server.py > server.log 2>&1 &
+  server_pid=$!
+  pids+=("$server_pid")
+  wait_for_port "$port" "$server_pid"
+  cat > calls.c <<'CEOF'
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+static int fifo = -1;
+static void handler(int sig) { (void)sig; if (write(fifo, "x", 1) < 0) _exit(9); }
+static void arm(int restart) {
+  struct sigaction sa; memset(&sa, 0, sizeof(sa));
+  sa.sa_handler = handler; sa.sa_flags = restart ? SA_RESTART : 0;
+  sigaction(SIGALRM, &sa, NULL);
+  struct itimerval t = {{0, 0}, {0, 100000}};
+  setitimer(ITIMER_REAL, &t, NULL);
+}
+int main(int argc, char** argv) {
+  setvbuf(stdout, NULL, _IONBF, 0);
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[1]))};
+  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+  if (connect(s, (struct sockaddr*)&a, sizeof(a)) != 0) { perror("connect"); return 1; }
+  char buf[64];
+  // 1. SO_RCVTIMEO: nothing comes, the read gives up with EAGAIN.
+  struct timeval tv = {0, 200000};
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  long n = recv(s, buf, sizeof(buf), 0);
+  printf("timeout %s\n", n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) ? "EAGAIN" : "wrong");
+  tv.tv_usec = 0;
+  setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+  fifo = open("ran.fifo", O_RDWR);  /* O_RDWR: never waits for the reader */
+  // 2. SA_RESTART: the handler runs while the read waits; the read goes on and gets the reply.
+  send(s, "after-handler", 13, 0);
+  arm(1);
+  n = recv(s, buf, sizeof(buf), 0);
+  printf("restart %s\n", n == 5 && memcmp(buf, "reply", 5) == 0 ? "reply" : strerror(errno));
+  close(fifo);
+  // 3. Without SA_RESTART: the read fails with EINTR (the reply comes after).
+  fifo = open("ran.fifo", O_RDWR);  /* O_RDWR: never waits for the reader */
+  send(s, "after-handler", 13, 0);
+  arm(0);
+  n = recv(s, buf, sizeof(buf), 0);
+  printf("no-restart %s\n", n < 0 && errno == EINTR ? "EINTR" : "wrong");
+  n = recv(s, buf, sizeof(buf), 0);
+  printf("then %s\n", n == 5 ? "reply" : "wrong");
+  return 0;
+}
+CEOF
+  gcc -O1 -o calls calls.c
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_SLOW=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_SLOW_DESTINATION=TCP:127.0.0.1:$port"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_SLOW_SERVER_AUTH=disabled"
+  } > client.env
+  out="$(env_from client.env timeout -s KILL 10 "$scone" run -- ./calls "$port" 2>&1)" || true
+  [[ "$out" == $'timeout EAGAIN\nrestart reply\nno-restart EINTR\nthen reply' ]] ||
+    { cat server.log; echo "$out"; fail "blocking calls on a TLS connection: $(echo $out)"; }
+  ;;
 refusals)
   # refuse rules, a server certified by another CA, and a destination no rule names under
   # SCONE_NETWORK_SHIELD=protected: the program sees a refused connection, a `scone:` line names why.

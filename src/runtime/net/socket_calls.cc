@@ -141,8 +141,12 @@ long Connect(Runtime& rt, int fd, const struct sockaddr* addr, socklen_t size) {
   }
   if (r == 0 && !(RawSyscall(SYS_fcntl, fd, F_GETFL) & O_NONBLOCK)) {
     // A blocking connect returns once the server proved who it is.
+    // Interrupted, or past the socket's SO_SNDTIMEO: as the kernel's connect, the connection
+    // goes on (its handshake at the next call or readiness check).
     long h = socket->CompleteHandshake(fd);
-    if (h < 0) return h == -EINTR ? -EINTR : -ECONNREFUSED;
+    if (h == -EINTR) return -EINTR;
+    if (h == -EAGAIN) return -EINPROGRESS;
+    if (h < 0) return -ECONNREFUSED;
   }
   return r;
 }

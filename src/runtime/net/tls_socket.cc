@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/time.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -12,6 +14,7 @@
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/fork.h"
+#include "runtime/process/signal_calls.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime::sockets {
@@ -97,9 +100,28 @@ bool TlsSocketFd::NonBlocking(int fd, int flags) {
   return kernel >= 0 && (kernel & O_NONBLOCK);
 }
 
-long TlsSocketFd::Wait(int fd, short events) {
+int64_t TlsSocketFd::Deadline(int fd, int option) {
+  if (option == 0) return 0;
+  struct timeval tv = {};
+  socklen_t size = sizeof(tv);
+  if (RawSyscall(SYS_getsockopt, fd, SOL_SOCKET, option, Arg(&tv), Arg(&size)) != 0) return 0;
+  if (tv.tv_sec == 0 && tv.tv_usec == 0) return 0;
+  struct timespec now;
+  RawSyscall(SYS_clock_gettime, CLOCK_MONOTONIC, Arg(&now));
+  return (int64_t{now.tv_sec} + tv.tv_sec) * 1'000'000'000 + now.tv_nsec + int64_t{tv.tv_usec} * 1000;
+}
+
+long TlsSocketFd::Wait(int fd, short events, int64_t deadline) {
   struct pollfd p = {fd, events, 0};
-  long r = RawSyscall(SYS_ppoll, Arg(&p), 1, 0, 0, sizeof(uint64_t));
+  struct timespec left = {};
+  if (deadline > 0) {
+    struct timespec now;
+    RawSyscall(SYS_clock_gettime, CLOCK_MONOTONIC, Arg(&now));
+    const int64_t ns = std::max<int64_t>(0, deadline - (int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec));
+    left = {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  }
+  long r = RawSyscall(SYS_ppoll, Arg(&p), 1, deadline > 0 ? Arg(&left) : 0, 0, sizeof(uint64_t));
+  if (r == 0) return -EAGAIN;  // the socket's timeout (SO_RCVTIMEO, SO_SNDTIMEO) passed
   return r < 0 ? r : 0;
 }
 
@@ -149,19 +171,26 @@ long TlsSocketFd::Flush(int fd, bool nosignal) {
 }
 
 template <typename Step>
-long TlsSocketFd::Run(int fd, int flags, Step step) {
+long TlsSocketFd::Run(int fd, int flags, int timeout_option, Step step) {
+  int64_t deadline = -1;  // CLOCK_MONOTONIC ns; 0: none; -1: not read yet
   for (;;) {
     short wait = 0;
+    uint64_t held = 0;
     {
       RuntimeSection section;
       long r = step(&wait);
       if (r != kAgain) return r;
       if (NonBlocking(fd, flags)) return -EAGAIN;
+      if (deadline < 0) deadline = Deadline(fd, timeout_option);
       // A blocking call waits for the kernel here, in the section: a signal arriving meanwhile
       // ends the wait (EINTR), and is delivered when the section ends.
-      long w = Wait(fd, wait);
-      if (w < 0) return w;
+      long w = Wait(fd, wait, deadline);
+      if (w == -EINTR) held = __atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE);
+      if (w < 0 && (w != -EINTR || deadline != 0 || held == 0 || ThisThread().depth > 1)) return w;
     }
+    // Interrupted: the section's end ran the program's handlers. As the kernel does, a call
+    // without a timeout restarts after handlers installed with SA_RESTART, else fails with EINTR.
+    if (held != 0 && !process::RestartsAfter(held)) return -EINTR;
   }
 }
 
@@ -230,7 +259,7 @@ long TlsSocketFd::Receive(int fd, void* buf, size_t count, int flags) {
   const bool peek = flags & MSG_PEEK;
   const bool all = (flags & MSG_WAITALL) && !peek && !(flags & MSG_DONTWAIT);
   do {
-    long r = Run(fd, flags, [&](short* wait) -> long {
+    long r = Run(fd, flags, SO_RCVTIMEO, [&](short* wait) -> long {
       std::lock_guard rd(rd_mu_);
       if (!Owned()) return -EIO;
       return ReceiveStep(fd, out + done, count - done, peek, wait);
@@ -242,7 +271,7 @@ long TlsSocketFd::Receive(int fd, void* buf, size_t count, int flags) {
 }
 
 long TlsSocketFd::CompleteHandshake(int fd) {
-  return Run(fd, 0, [&](short* wait) -> long {
+  return Run(fd, 0, SO_SNDTIMEO, [&](short* wait) -> long {
     std::lock_guard rd(rd_mu_);
     if (!Owned()) return -EIO;
     return HandshakeStep(fd, wait);
@@ -253,7 +282,7 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
   if (!HandshakeDone()) {
     // The handshake needs the peer's messages: it takes the reader's lock, which a blocked
     // reader holds until the handshake completes (it drives the handshake itself).
-    long r = Run(fd, flags, [&](short* wait) -> long {
+    long r = Run(fd, flags, SO_SNDTIMEO, [&](short* wait) -> long {
       for (;;) {
         if (HandshakeDone()) return 0;
         if (rd_mu_.try_lock()) break;
@@ -269,7 +298,7 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
   const bool nosignal = flags & MSG_NOSIGNAL;
   size_t done = 0;
   while (done < count || count == 0) {
-    long r = Run(fd, flags, [&](short* wait) -> long {
+    long r = Run(fd, flags, SO_SNDTIMEO, [&](short* wait) -> long {
       std::lock_guard w(wr_mu_);
       if (!Owned()) return -EIO;
       long f = Flush(fd, nosignal);  // what a non-blocking write left goes first
@@ -298,7 +327,7 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
   // A blocking write returns once the kernel holds all its ciphertext (asked only when some
   // is still waiting: the common write costs no fcntl).
   if (output_waiting_.load(std::memory_order_acquire) && !NonBlocking(fd, flags)) {
-    long r = Run(fd, flags, [&](short* wait) -> long {
+    long r = Run(fd, flags, SO_SNDTIMEO, [&](short* wait) -> long {
       std::lock_guard w(wr_mu_);
       if (!Owned()) return -EIO;
       long f = Flush(fd, nosignal);

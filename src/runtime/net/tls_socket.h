@@ -110,8 +110,12 @@ class TlsSocketFd final : public ShieldedFd {
   long Flush(int fd, bool nosignal = true);
   // Whether the program asked for non-blocking behaviour (MSG_DONTWAIT or O_NONBLOCK).
   static bool NonBlocking(int fd, int flags);
-  // Waits for `events` on the kernel socket (ppoll, no timeout): 0, or -EINTR.
-  static long Wait(int fd, short events);
+  // When a blocking call on `fd` gives up: now plus the socket's `option` (SO_RCVTIMEO,
+  // SO_SNDTIMEO), as CLOCK_MONOTONIC ns; 0 without a timeout (or option 0).
+  static int64_t Deadline(int fd, int option);
+  // Waits for `events` on the kernel socket (ppoll) until `deadline` (0: none): 0, -EINTR, or
+  // -EAGAIN when the deadline passed.
+  static long Wait(int fd, short events, int64_t deadline);
   // The connection failed: says why once; the call gets ECONNRESET (a server's read of a
   // connection whose handshake failed: the end of the stream).
   long Failed(bool reading = false);
@@ -122,9 +126,10 @@ class TlsSocketFd final : public ShieldedFd {
   // The process that owns a connection shared by fork; 0 if none yet or never shared.
   int32_t Owner() const;
   // Runs `step` (with the locks it takes, in a RuntimeSection) until it does not need to wait;
-  // waits in between unless non-blocking.
+  // waits in between unless non-blocking, at most the socket's `timeout_option` (SO_RCVTIMEO,
+  // SO_SNDTIMEO, 0: none); a signal handler's SA_RESTART restarts the wait, as the kernel does.
   template <typename Step>
-  long Run(int fd, int flags, Step step);
+  long Run(int fd, int flags, int timeout_option, Step step);
 
   const std::unique_ptr<net::TlsConnection> connection_;  // under ssl_mu_
   const std::string rule_;

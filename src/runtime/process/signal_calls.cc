@@ -165,6 +165,17 @@ void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context) {
   RawSyscall(SYS_rt_tgsigqueueinfo, RawSyscall(SYS_getpid), RawSyscall(SYS_gettid), sig, Arg(si));
 }
 
+bool RestartsAfter(uint64_t held) {
+  if (held == 0) return false;
+  for (int sig = 1; sig <= kMaxSignal && sig <= 64; ++sig) {
+    if (!(held & (uint64_t{1} << (sig - 1)))) continue;
+    KernelSigaction action;
+    ReadAction(sig, &action);
+    if (!IsHandler(action.handler) || !(action.flags & SA_RESTART)) return false;
+  }
+  return true;
+}
+
 long SigAction(int sig, const KernelSigaction* act, KernelSigaction* old, unsigned long size) {
   if (size != sizeof(uint64_t)) return -EINVAL;
   RuntimeSection section;  // no handler runs while actions_mu is held

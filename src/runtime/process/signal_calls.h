@@ -48,6 +48,11 @@ const KernelSigaction& ProgramSigsys();
 // interrupted context, pending again with its siginfo, delivered when the section ends.
 void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context);
 
+// Whether a blocking call that the signals `held` (a mask of HoldBack's, delivered since)
+// interrupted restarts, as the kernel restarts it after handlers installed with SA_RESTART:
+// every one of them has a handler with SA_RESTART. False for an empty mask.
+bool RestartsAfter(uint64_t held);
+
 // From now on, SIG_DFL of a signal that ends the process commits first (termination.h): the
 // process has a volume open. Idempotent; the first call costs two rt_sigaction per signal.
 void CommitBeforeEndingBySignals();
