@@ -244,6 +244,11 @@ long TlsConnection::Peek(void* buf, size_t size) {
   return Fail(0, "read");
 }
 
+size_t TlsConnection::ReadableBytes() {
+  if (!Readable() || failed_) return 0;
+  return static_cast<size_t>(SSL_pending(ssl_));
+}
+
 bool TlsConnection::Readable() {
   if (failed_ || peer_closed_) return true;
   if (SSL_pending(ssl_) > 0) return true;

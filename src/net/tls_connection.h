@@ -84,6 +84,9 @@ class TlsConnection {
   // Whether a Read would return data or kClosed without more input: decrypted data buffered, or
   // complete records waiting in the input. Processes waiting records to find out.
   bool Readable();
+  // Plaintext a Read would return now without more input: the decrypted record's rest (at least
+  // 1 while Readable with data; records behind it are not counted).
+  size_t ReadableBytes();
   // Encrypts `size` bytes (all of them, > 0), or kWantInput (handshake not done), or kFailed.
   long Write(const void* buf, size_t size);
   // Queues close_notify (once).

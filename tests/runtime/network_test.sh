@@ -485,11 +485,12 @@ PYEOF
   grep -q '|' wire.log || fail "the listener never saw the connection end"
   ! grep -q "$MARKER" wire.log 2>/dev/null || fail "plaintext on the wire"
   ;;
-timeouts-and-restarts)
+blocking-calls)
   # A blocking call on a TLS connection waits in the shield, not in the kernel's recv: it must
   # still honour SO_RCVTIMEO (EAGAIN when it passes) and a handler installed with SA_RESTART
   # (the call goes on after the handler, where without SA_RESTART it fails with EINTR). The
   # server replies only once the client's handler has run (it writes to a FIFO): no timing.
+  # ioctl(FIONREAD) counts the plaintext a read returns (the kernel's count is ciphertext).
   port=$(free_port)
   server_env SLOW "$port" disabled > rules.env
   mkfifo ran.fifo
@@ -500,6 +501,8 @@ l.bind(("127.0.0.1", $port)); l.listen(4)
 while True:   # (wait_for_port's probe is a connection too)
     c, _ = l.accept()
     while (req := c.recv(100)):
+        if req.startswith(b"ping"):
+            c.sendall(b"pong-pong")
         if req.startswith(b"after-handler"):
             open("ran.fifo", "rb").read(1)   # the client's handler has run
             c.sendall(b"reply")
@@ -516,6 +519,8 @@ PYEOF
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -535,6 +540,16 @@ int main(int argc, char** argv) {
   inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
   if (connect(s, (struct sockaddr*)&a, sizeof(a)) != 0) { perror("connect"); return 1; }
   char buf[64];
+  // 0. FIONREAD: the plaintext waiting, not the ciphertext.
+  send(s, "ping", 4, 0);
+  struct pollfd p = {s, POLLIN, 0};
+  poll(&p, 1, -1);
+  int waiting = -1, rest = -1;
+  ioctl(s, FIONREAD, &waiting);
+  long got = recv(s, buf, 4, 0);
+  ioctl(s, FIONREAD, &rest);
+  printf("fionread %d %ld %d\n", waiting, got, rest);
+  recv(s, buf, sizeof(buf), 0);
   // 1. SO_RCVTIMEO: nothing comes, the read gives up with EAGAIN.
   struct timeval tv = {0, 200000};
   setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
@@ -567,7 +582,7 @@ CEOF
     echo "SCONE_NETWORK_SHIELD_CLIENT_SLOW_SERVER_AUTH=disabled"
   } > client.env
   out="$(env_from client.env timeout -s KILL 10 "$scone" run -- ./calls "$port" 2>&1)" || true
-  [[ "$out" == $'timeout EAGAIN\nrestart reply\nno-restart EINTR\nthen reply' ]] ||
+  [[ "$out" == $'fionread 9 4 5\ntimeout EAGAIN\nrestart reply\nno-restart EINTR\nthen reply' ]] ||
     { cat server.log; echo "$out"; fail "blocking calls on a TLS connection: $(echo $out)"; }
   ;;
 refusals)

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <linux/close_range.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -331,6 +332,10 @@ long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
     }
     case SYS_shutdown:
       return fds.Has(Fd(a[0])) ? sockets::Shutdown(rt, Fd(a[0]), Fd(a[1])) : kNotMine;
+    case SYS_ioctl:
+      return fds.Has(Fd(a[0])) && static_cast<unsigned long>(a[1]) == FIONREAD
+                 ? sockets::ReadableBytes(rt, Fd(a[0]), Ptr<int>(a[2]))
+                 : kNotMine;
     case SYS_poll:
     case SYS_select:
     case SYS_epoll_wait:

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
 
@@ -277,6 +278,15 @@ long Shutdown(Runtime& rt, int fd, int how) {
   auto d = Tls(rt, fd);
   if (d == nullptr) return RawSyscall(SYS_shutdown, fd, how);
   return d->AsTlsSocket()->Shutdown(fd, how);
+}
+
+long ReadableBytes(Runtime& rt, int fd, int* count) {
+  auto d = Tls(rt, fd);
+  if (d == nullptr) return RawSyscall(SYS_ioctl, fd, FIONREAD, Arg(count));
+  long n = d->AsTlsSocket()->ReadableBytes(fd);
+  if (n < 0) return n;
+  *count = static_cast<int>(std::min<long>(n, INT32_MAX));
+  return 0;
 }
 
 bool AnyTls(Runtime& rt, const struct pollfd* fds, unsigned long count) {

@@ -34,6 +34,8 @@ long SendTo(Runtime& rt, int fd, const void* buf, size_t count, int flags, const
 long ReceiveMessage(Runtime& rt, int fd, struct msghdr* msg, int flags);
 long SendMessage(Runtime& rt, int fd, const struct msghdr* msg, int flags);
 long Shutdown(Runtime& rt, int fd, int how);
+// ioctl(FIONREAD) on a shielded descriptor: a TLS connection's plaintext, else the kernel's answer.
+long ReadableBytes(Runtime& rt, int fd, int* count);
 
 // Whether any descriptor of the set is a TLS connection (else the kernel's call serves).
 bool AnyTls(Runtime& rt, const struct pollfd* fds, unsigned long count);

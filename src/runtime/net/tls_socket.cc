@@ -270,6 +270,17 @@ long TlsSocketFd::Receive(int fd, void* buf, size_t count, int flags) {
   return static_cast<long>(done);
 }
 
+long TlsSocketFd::ReadableBytes(int fd) {
+  RuntimeSection section;
+  std::lock_guard rd(rd_mu_);
+  if (!Owned()) return -EIO;
+  if (!HandshakeDone()) return 0;
+  while (Fill(fd) > 0) {
+  }
+  std::lock_guard s(ssl_mu_);
+  return static_cast<long>(connection_->ReadableBytes());
+}
+
 long TlsSocketFd::CompleteHandshake(int fd) {
   return Run(fd, 0, SO_SNDTIMEO, [&](short* wait) -> long {
     std::lock_guard rd(rd_mu_);

@@ -35,6 +35,10 @@ class TlsSocketFd final : public ShieldedFd {
   long Receive(int fd, void* buf, size_t count, int flags);
   // send/write: MSG_DONTWAIT and MSG_NOSIGNAL honoured. A blocking socket takes everything.
   long Send(int fd, const void* buf, size_t count, int flags);
+  // ioctl(FIONREAD): the plaintext a read returns now (the kernel's count is ciphertext): what
+  // the kernel holds is taken in first, without waiting. At least 1 when a read would return
+  // data; 0 during the handshake.
+  long ReadableBytes(int fd);
   // Runs the handshake to its end on a blocking socket (connect): 0, or -errno.
   long CompleteHandshake(int fd);
   // shutdown(2): SHUT_WR sends close_notify first.
