@@ -14,3 +14,26 @@ wait_for_line() {
   done
   fail "no '$pattern' in $file"
 }
+
+# start_capture FILE PORT...: tcpdump on the loopback, TCP on the PORTs, into FILE (pcap).
+# Returns once tcpdump says it is listening (its filter is then in place); its pid is in
+# capture_pid. stop_capture ends it with SIGINT (it writes what it buffered) and waits for it.
+# check_capture FILE MARKER: no MARKER in any TCP stream of FILE, every stream TLS, at least one.
+start_capture() {
+  local file="$1" filter="" p
+  shift
+  for p in "$@"; do filter+="${filter:+ or }tcp port $p"; done
+  command -v tcpdump >/dev/null || fail "tcpdump is not installed"
+  # --immediate-mode: each packet is handed over as it comes (else libpcap holds a block until a
+  # timeout, and packets still in it when tcpdump stops are lost).
+  tcpdump -i lo -n -U --immediate-mode -Z root -w "$file" "$filter" 2> "$file.log" &
+  capture_pid=$!
+  wait_for_line "$file.log" "listening on" "$capture_pid"
+}
+stop_capture() {
+  kill -INT "$capture_pid"
+  wait "$capture_pid" || fail "tcpdump: $(cat "$1.log" 2>/dev/null)"
+}
+check_capture() {
+  python3 "$(dirname "${BASH_SOURCE[0]}")/capture_check.py" "$1" "$2" || fail "capture $1"
+}
