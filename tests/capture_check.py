@@ -24,7 +24,9 @@ streams = {}  # (src, sport, dst, dport) -> {relative seq: payload}
 first_seq = {}
 pos = 24
 while pos + 16 <= len(data):
-    _, _, caplen, _ = struct.unpack(endian + "IIII", data[pos:pos + 16])
+    _, _, caplen, length = struct.unpack(endian + "IIII", data[pos:pos + 16])
+    if caplen != length:
+        sys.exit("a packet was cut to %d of its %d bytes: the capture does not hold all payload" % (caplen, length))
     frame = data[pos + 16:pos + 16 + caplen]
     pos += 16 + caplen
     ip = frame[link_header:]

@@ -10,7 +10,7 @@ work="$(mktemp -d)"
 export XDG_STATE_HOME="$work/state"
 svc_pid=""
 bg_pids=()  # more background processes of a case: services, relays, tcpdump
-trap 'for p in $svc_pid "${bg_pids[@]}"; do kill -9 "$p" 2>/dev/null; done; "$scone" cas stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+trap 'for p in $svc_pid "${bg_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; "$scone" cas stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 cd "$work"
 PY=/usr/bin/python3
 cas_dir="$XDG_STATE_HOME/scone/cas"

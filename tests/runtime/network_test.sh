@@ -481,12 +481,12 @@ redis)
   [[ "$(cli GET key)" == "$MARKER-value" ]] || fail "GET over TLS"
   for i in $(seq 1 200); do echo "SET key:$i $MARKER-$i"; done | cli > /dev/null || fail "pipelined SETs"
   [[ "$(cli GET key:200)" == "$MARKER-200" ]] || fail "pipelined value"
+  stop_capture wire.pcap  # what carried the marker (redis-benchmark's values do not)
+  check_capture wire.pcap "$MARKER"
   timeout -s KILL 60 redis-benchmark --tls --cacert ca.crt -h localhost -p "$relay" -t set,get -n 5000 -c 50 -q \
     > bench.out 2>&1 || { cat bench.out; fail "redis-benchmark --tls"; }
   grep -q "GET: .* requests per second" bench.out || { cat bench.out; fail "redis-benchmark"; }
   check_wire wire.log
-  stop_capture wire.pcap
-  check_capture wire.pcap "$MARKER"
   [[ "$(timeout -s KILL 10 redis-cli -h 127.0.0.1 -p "$port" PING 2>&1)" != "PONG" ]] || fail "plaintext PING answered"
   grep -q "scone: network shield: server rule REDIS: connection with 127.0.0.1:[0-9]* failed: handshake" redis.log ||
     { cat redis.log; fail "no scone: line for plaintext"; }
