@@ -287,16 +287,23 @@ network-shield-defaults)
   }
   port=$(free_port); relay=$(free_port); public=$(free_port)
   mkdir -p www && echo "$MARKER served" > www/index.html
+  # The client also runs itself as a child (exec: the identity travels in the runtime's secret
+  # configuration descriptor, not in the environment).
   cat > client.py <<PYEOF
-import os, sys, urllib.request, urllib.error
+import os, subprocess, sys, urllib.request, urllib.error
 leaked = [k for k, v in os.environ.items() if k.startswith("SCONE_NETWORK_SHIELD") or "PRIVATE KEY" in v]
 print("leaked", " ".join(leaked) or "none")
 body = urllib.request.urlopen("http://127.0.0.1:%s/index.html" % sys.argv[1], timeout=20).read()
 assert body == b"$MARKER served\n", body
+if sys.argv[2:] == ["child"]:
+    print("child ok")
+    sys.exit(0)
 try:
     urllib.request.urlopen("http://127.0.0.1:%s/$MARKER-in-the-path" % sys.argv[1], timeout=20)
 except urllib.error.HTTPError as e:
     assert e.code == 404
+child = subprocess.run([sys.executable, sys.argv[0], sys.argv[1], "child"], capture_output=True, text=True)
+assert "child ok" in child.stdout and "leaked none" in child.stdout, child.stdout + child.stderr
 print("client ok")
 PYEOF
   m=$(measure $PY)
