@@ -89,7 +89,8 @@ crypto::CertificateRequest ServiceCertificateRequest(const policy::Session& sess
         size_t first = value.find(':'), last = value.rfind(':');
         if (first == std::string::npos || last <= first) continue;
         std::string scheme = value.substr(0, first);
-        if (scheme != "TCP" && scheme != "tcp") continue;
+        for (char& c : scheme) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        if (scheme != "TCP") continue;
         std::string host = value.substr(first + 1, last - first - 1);
         if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
         AddName(host, &dns, &ips);
