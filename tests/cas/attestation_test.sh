@@ -431,7 +431,7 @@ PYEOF
     fail "a client of another session was served"
   fi
   ! grep -q "client ok" intruder.out || fail "a client of another session was served"
-  grep -q "scone: network shield: SCONE_NETWORK_SHIELD=protected (no rule names TCP:$port): connection with 127.0.0.1:[0-9]* failed: handshake: .*certificate" web.out ||
+  grep -q "scone: network shield: SCONE_NETWORK_SHIELD=protected (no rule names TCP:$port): connection with 127.0.0.1:[0-9]* failed: handshake: certificate verification failed" web.out ||
     { cat web.out intruder.out; fail "the web service did not refuse the other session's client"; }
   # With the defaults alone, another session's client refuses this session's server.
   net_session other2.yml other2 "      SCONE_NETWORK_SHIELD: protected"
