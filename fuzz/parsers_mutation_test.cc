@@ -173,6 +173,8 @@ TEST(ParserMutationTest, ServiceConfigs) {
   g.expected = cas::VolumeMark{crypto::Hash{5}, 11};
   c.volumes.push_back(std::move(g));
   c.injected_files.push_back({"/etc/app.conf", SecretBytes(AsBytes("password=x\n"))});
+  c.network_identity = SecretBytes(AsBytes("-----BEGIN PRIVATE KEY-----"));
+  c.session_ca = "-----BEGIN CERTIFICATE-----";
   SecretBytes encoded = c.Encode();
   Mutations(ServiceConfigParser, Bytes(encoded.span().begin(), encoded.span().end()), 7, 20000);
 }
@@ -210,6 +212,8 @@ TEST(ParserMutationTest, RuntimeConfigs) {
   stream.fds = {1, 10};
   console.streams.push_back(stream);
   c.console = std::move(console);
+  c.network.push_back({"SCONE_NETWORK_SHIELD", SecretBytes(AsBytes("protected"))});
+  c.network_defaults = runtime::NetworkDefaults{SecretBytes(AsBytes("-----BEGIN PRIVATE KEY-----")), "ca"};
   SecretBytes encoded = c.Encode();
   Mutations(RuntimeConfigParser, Bytes(encoded.span().begin(), encoded.span().end()), 9, 20000);
 }

@@ -14,3 +14,31 @@ wait_for_line() {
   done
   fail "no '$pattern' in $file"
 }
+
+# start_capture FILE PORT...: tcpdump on the loopback, TCP on the PORTs, into FILE (pcap).
+# Returns once tcpdump says it is listening (its filter is then in place); its pid is in
+# capture_pid. stop_capture FILE ends it with SIGINT (it writes what it buffered), waits for it
+# and fails if the kernel dropped packets.
+# check_capture FILE MARKER: no MARKER in any TCP stream of FILE, every stream TLS, at least one.
+start_capture() {
+  local file="$1" filter="" p
+  shift
+  for p in "$@"; do filter+="${filter:+ or }tcp port $p"; done
+  command -v tcpdump >/dev/null || fail "tcpdump is not installed"
+  # --immediate-mode: each packet is handed over as it comes (else libpcap holds a block until a
+  # timeout, and packets still in it when tcpdump stops are lost). Its ring has a slot of the
+  # snapshot length per packet: -s fits the loopback's largest packet (MTU 65536 + 14), -B 64 MiB
+  # makes about a thousand slots, so a burst loses nothing while tcpdump writes.
+  tcpdump -i lo -n -U --immediate-mode -s 65552 -B 65536 -Z root -w "$file" "$filter" 2> "$file.log" &
+  capture_pid=$!
+  wait_for_line "$file.log" "listening on" "$capture_pid"
+}
+stop_capture() {
+  kill -INT "$capture_pid"
+  wait "$capture_pid" || fail "tcpdump: $(cat "$1.log" 2>/dev/null)"
+  # A capture that lost packets proves nothing about them.
+  grep -q "^0 packets dropped by kernel" "$1.log" || fail "tcpdump lost packets: $(cat "$1.log")"
+}
+check_capture() {
+  python3 "$(dirname "${BASH_SOURCE[0]}")/capture_check.py" "$1" "$2" || fail "capture $1"
+}

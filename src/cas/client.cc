@@ -34,6 +34,13 @@ Result<CasReply> Client::Get(const std::string& path) {
   return ToReply(http_->Get(path.c_str()), where_);
 }
 
+Result<std::string> FetchSessionCa(Client& client, const std::string& session) {
+  SCONE_ASSIGN_OR_RETURN(CasReply r, client.Get("/session/" + session + "/ca"));
+  if (r.status != 200) return ErrorFromReply(r);
+  if (r.body.find("-----BEGIN CERTIFICATE-----") != 0) return Internal("CAS sent no certificate for session " + session);
+  return r.body;
+}
+
 Status ErrorFromReply(const CasReply& r) {
   std::string reason = r.body;
   auto j = nlohmann::json::parse(r.body, nullptr, false);

@@ -40,6 +40,10 @@ class Client {
   std::string where_;
 };
 
+// The certificate (PEM) of the CA that issues session `session`'s network identities: what a
+// client outside the session trusts to verify its services (`scone session ca`, `scone stack ca`).
+Result<std::string> FetchSessionCa(Client& client, const std::string& session);
+
 // A CAS error reply as a Status whose message is CAS's reason.
 Status ErrorFromReply(const CasReply& reply);
 

@@ -6,7 +6,7 @@ namespace scone::cas {
 namespace {
 
 constexpr char kRequestLabel[] = "scone-cas-request-v1";
-constexpr char kConfigLabel[] = "scone-service-config-v1";
+constexpr char kConfigLabel[] = "scone-service-config-v2";
 constexpr size_t kMaxString = 64 * 1024;
 constexpr uint32_t kMaxItems = 4096;
 
@@ -56,6 +56,7 @@ SecretBytes ServiceConfig::Encode() const {
     size += 12 + v.name.size() + v.path.size() + v.key.size() + 1 + (v.expected ? v.expected->tag.size() + 8 : 0);
   }
   for (const InjectedFile& f : injected_files) size += 8 + f.path.size() + f.content.size();
+  size += 8 + network_identity.size() + session_ca.size();
   ByteWriter w;
   w.Reserve(size);
   w.Str(kConfigLabel);
@@ -80,6 +81,8 @@ SecretBytes ServiceConfig::Encode() const {
     w.Str(f.path);
     w.Blob(f.content.span());
   }
+  w.Blob(network_identity.span());
+  w.Str(session_ca);
   Bytes plain = w.Take();
   SecretBytes out(plain);
   Wipe(plain);
@@ -121,7 +124,7 @@ Result<ServiceConfig> ServiceConfig::Decode(ByteSpan bytes) {
   for (InjectedFile& f : c.injected_files) {
     if (!r.Str(&f.path, kMaxString) || !ReadSecret(r, &f.content, kMaxFrame)) return bad();
   }
-  if (!r.done()) return bad();
+  if (!ReadSecret(r, &c.network_identity, kMaxString) || !r.Str(&c.session_ca, kMaxString) || !r.done()) return bad();
   return c;
 }
 

@@ -69,6 +69,10 @@ struct ServiceConfig {
   std::string pwd;
   std::vector<VolumeGrant> volumes;
   std::vector<InjectedFile> injected_files;
+  // For the network shield (cas/network_identity.h): the service's key and certificate (PEM),
+  // and the session CA's certificate; both empty for a service that does not use the shield.
+  SecretBytes network_identity;
+  std::string session_ca;
 
   SecretBytes Encode() const;
   static Result<ServiceConfig> Decode(ByteSpan bytes);

@@ -1,5 +1,6 @@
 #include "cas/release.h"
 
+#include "cas/network_identity.h"
 #include "cas/secrets.h"
 
 namespace scone::cas {
@@ -60,6 +61,11 @@ Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session
     c.environment.push_back(std::move(entry));
   }
   c.pwd = service.pwd;
+  SCONE_ASSIGN_OR_RETURN(auto network, ReleaseNetworkIdentity(store, session, service));
+  if (network) {
+    c.network_identity = std::move(network->identity);
+    c.session_ca = std::move(network->session_ca);
+  }
   if (service.image_name.empty()) return c;
   const policy::Image* image = session.FindImage(service.image_name);
   if (image == nullptr) return NotFound("image " + service.image_name + " is not in session " + session.name);

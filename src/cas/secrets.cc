@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "cas/network_identity.h"
 #include "crypto/certificates.h"
 
 namespace scone::cas {
@@ -54,6 +55,22 @@ class Planner {
     Status planned = s.IsCertificate() ? PlanCertificate(s) : PlanSimple(s);
     visiting_.erase(s.name);
     return planned.Annotate("secret " + s.name);
+  }
+
+  // The session CA (unless the session's own x509-ca is it) and the identities of the services
+  // that use the network shield (cas/network_identity.h). After the declared secrets.
+  Status PlanNetworkIdentities() {
+    SessionCa ca = SessionCaOf(session_);
+    if (ca.declared == nullptr) {
+      SCONE_RETURN_IF_ERROR(PlanIssued(ca.cert_entry, ca.key_entry, ImplicitCaRequest(session_), "", ""));
+    }
+    for (const policy::Service& service : session_.services) {
+      if (!UsesNetworkShield(service)) continue;
+      SCONE_RETURN_IF_ERROR(PlanIssued(ServiceCertEntry(service.name), ServiceKeyEntry(service.name),
+                                       ServiceCertificateRequest(session_, service), ca.cert_entry, ca.key_entry)
+                                .Annotate("service " + service.name + "'s network identity"));
+    }
+    return Status::Ok();
   }
 
   SecretSet Take() { return std::move(out_); }
@@ -146,6 +163,35 @@ class Planner {
     return Status::Ok();
   }
 
+  // A certificate with a key of its own, from `request`, signed by the issuer's entries (or
+  // self-signed without them); both kept while their parameters and the issuer stay.
+  Status PlanIssued(const std::string& cert_entry, const std::string& key_entry,
+                    const crypto::CertificateRequest& request, const std::string& issuer_cert_entry,
+                    const std::string& issuer_key_entry) {
+    SCONE_ASSIGN_OR_RETURN(bool key_kept, Keep(key_entry, "private-key P-256", true));
+    if (!key_kept) {
+      SCONE_ASSIGN_OR_RETURN(SecretBytes key, crypto::GeneratePrivateKeyPem());
+      Made(key_entry, "private-key P-256", std::move(key));
+    }
+    std::string spec = std::string(request.is_ca ? "x509-ca" : "x509") + " cn=" + request.common_name +
+                       " key=" + key_entry + " issuer=" + issuer_cert_entry + " dns=";
+    for (const std::string& d : request.dns) spec += d + " ";
+    spec += "ip=";
+    for (const std::string& ip : request.ips) spec += ip + " ";
+    bool dependencies_kept = !fresh_.count(key_entry) && (issuer_cert_entry.empty() || !fresh_.count(issuer_cert_entry));
+    SCONE_ASSIGN_OR_RETURN(bool kept, Keep(cert_entry, spec, dependencies_kept));
+    if (kept) return Status::Ok();
+    std::optional<crypto::Issuer> issuer;
+    if (!issuer_cert_entry.empty()) {
+      const StoredSecret& ca_cert = out_.at(issuer_cert_entry);
+      issuer = crypto::Issuer{std::string(ca_cert.value.span().begin(), ca_cert.value.span().end()),
+                              &out_.at(issuer_key_entry).value};
+    }
+    SCONE_ASSIGN_OR_RETURN(std::string cert, crypto::IssueCertificate(out_.at(key_entry).value, request, issuer));
+    Made(cert_entry, spec, SecretBytes(AsBytes(cert)));
+    return Status::Ok();
+  }
+
   Store& store_;
   const policy::Session& session_;
   bool keep_;
@@ -175,6 +221,7 @@ Result<SecretSet> PlanSecrets(Store& store, const policy::Session& session, bool
     if (s.value || s.import_session) continue;
     SCONE_RETURN_IF_ERROR(planner.Plan(s));
   }
+  SCONE_RETURN_IF_ERROR(planner.PlanNetworkIdentities());
   return planner.Take();
 }
 

@@ -4,6 +4,8 @@
 // anew too), and stored in the same transaction as the session, sealed, so every attested
 // instance of a service sees the same values, a CAS restart keeps them, and a request that
 // fails leaves none.
+// The network shield's session CA and service identities are generated secrets too, under
+// entry names no reference can name (cas/network_identity.h).
 // Given secrets (`value`) live in the sealed session text. Imported secrets are read from the
 // exporting session at release time, only if that session still exports them to this one.
 #pragma once

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cas/network_identity.h"
 #include "cas/secrets.h"
 #include "crypto/tls_identity.h"
 #include "policy/session.h"
@@ -260,6 +261,27 @@ void Server::Routes() {
     }
     store->Audit(caller, "read", name, "ok");
     res.set_content((*current)->text, "application/yaml");
+  });
+  http_->Get(R"(/session/([A-Za-z0-9._-]+)/ca)", [store](const httplib::Request& req, httplib::Response& res) {
+    std::string caller = ClientIdentity(req);
+    std::string name = req.matches[1];
+    if (Status audit = store->AuditHealth(); !audit.ok()) return Reply(res, audit);
+    auto refuse = [&](const Status& why) {
+      store->Audit(caller, "read-ca", name, "refused: " + why.message());
+      Reply(res, why);
+    };
+    auto current = store->Get(name);
+    if (!current.ok()) return refuse(current.status());
+    if (!*current) return refuse(NotFound("no session " + name));
+    if (!Allowed((*current)->readers, (*current)->creator, caller)) {
+      return refuse(PermissionDenied("not allowed to read session " + name));
+    }
+    auto session = policy::Session::Parse((*current)->text);
+    if (!session.ok()) return refuse(session.status());
+    auto ca = SessionCaCertificate(*store, *session);
+    if (!ca.ok()) return refuse(ca.status());
+    store->Audit(caller, "read-ca", name, "ok");
+    res.set_content(*ca, "application/x-pem-file");
   });
   http_->Get("/session", [store](const httplib::Request& req, httplib::Response& res) {
     std::string caller = ClientIdentity(req);

@@ -1,4 +1,4 @@
-// `scone session create|update|show|list`: sessions on CAS, as this user (client identity under
+// `scone session create|update|show|ca|list`: sessions on CAS, as this user (client identity under
 // the state directory). Without --cas, the local CAS is used (started if needed).
 #include <cstdio>
 
@@ -50,6 +50,15 @@ Status Show(const SessionArgs& a) {
   return Status::Ok();
 }
 
+// The session CA's certificate: what a client outside the session verifies its services with.
+Status PrintCa(const SessionArgs& a) {
+  SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
+  cas::Client client(e);
+  SCONE_ASSIGN_OR_RETURN(std::string pem, cas::FetchSessionCa(client, a.name));
+  std::fwrite(pem.data(), 1, pem.size(), stdout);
+  return Status::Ok();
+}
+
 Status List(const SessionArgs& a) {
   SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
   cas::Client client(e);
@@ -80,6 +89,10 @@ void RegisterSessionCommands(CLI::App& app, Action& action) {
   show->add_option("NAME", args->name, "Session name")->required();
   cas_options(show);
   show->callback([&action, args] { action = [args] { return Show(*args); }; });
+  CLI::App* ca = session->add_subcommand("ca", "Print the certificate (PEM) of the CA that certifies the session's services");
+  ca->add_option("NAME", args->name, "Session name")->required();
+  cas_options(ca);
+  ca->callback([&action, args] { action = [args] { return PrintCa(*args); }; });
   CLI::App* list = session->add_subcommand("list", "Names of the sessions you may read");
   cas_options(list);
   list->callback([&action, args] { action = [args] { return List(*args); }; });

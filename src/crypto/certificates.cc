@@ -199,7 +199,7 @@ Result<std::string> IssueCertificate(const SecretBytes& subject_key_pem, const C
                            : AddKeyUsage(cert.get(), {0, 4})) &&  // digitalSignature, keyAgreement
             AddKeyIdentifiers(cert.get(), issuer ? issuer_cert.get() : nullptr) &&
             (request.is_ca || AddExtendedKeyUsage(cert.get())) &&
-            (request.dns.empty() || AddSubjectAltNames(cert.get(), request.dns, {}));
+            ((request.dns.empty() && request.ips.empty()) || AddSubjectAltNames(cert.get(), request.dns, request.ips));
   EVP_PKEY* signing_key = issuer ? issuer_key.get() : subject_key.get();
   if (!ok || X509_sign(cert.get(), signing_key, EVP_sha256()) <= 0) {
     return Internal("cannot issue certificate for " + request.common_name);

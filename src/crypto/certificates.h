@@ -40,6 +40,7 @@ Result<SecretBytes> GeneratePrivateKeyPem();
 struct CertificateRequest {
   std::string common_name;
   std::vector<std::string> dns;  // subject alternative names
+  std::vector<std::string> ips;  // subject alternative names: IPv4/IPv6 addresses, as text
   bool is_ca = false;
   int valid_days = 365;
 };

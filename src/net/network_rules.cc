@@ -307,6 +307,38 @@ Result<NetworkRules> NetworkRules::Parse(const std::vector<std::pair<std::string
   return rules;
 }
 
+Status NetworkRules::UseSessionDefaults(const SecretBytes& identity, const std::string& session_ca) {
+  std::string identity_text(reinterpret_cast<const char*>(identity.data()), identity.size());
+  auto parsed_identity = ParseIdentity("the service's identity from CAS", identity_text);
+  Wipe(identity_text);
+  if (!parsed_identity.ok()) return parsed_identity.status();
+  bool disabled = false;
+  SCONE_ASSIGN_OR_RETURN(auto ca, ParseAuthority("the session CA from CAS", session_ca, &disabled));
+  if (!ca) return InvalidArgument("the session CA from CAS: no certificate");
+  auto own_identity = [&] { return Identity{parsed_identity->pem.Clone()}; };
+  for (ServerRule& r : servers) {
+    if (!r.identity) r.identity = own_identity();
+    if (!r.client_auth && !r.client_auth_disabled) r.client_auth = ca;
+  }
+  for (ClientRule& r : clients) {
+    if (!r.identity) r.identity = own_identity();
+    if (!r.server_auth && !r.server_auth_disabled) r.server_auth = ca;
+  }
+  if (mode == ShieldMode::kProtected) {
+    ServerRule server;
+    server.name = "(default)";
+    server.identity = own_identity();
+    server.client_auth = ca;
+    default_server = std::move(server);
+    ClientRule client;
+    client.name = "(default)";
+    client.identity = own_identity();
+    client.server_auth = ca;
+    default_client = std::move(client);
+  }
+  return Status::Ok();
+}
+
 const ServerRule* NetworkRules::ServerForPort(uint16_t port) const {
   for (const ServerRule& r : servers) {
     if (!r.port.unix_socket && r.port.port == port) return &r;

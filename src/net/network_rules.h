@@ -92,6 +92,10 @@ struct NetworkRules {
   Protection unsupported_protocols = Protection::kUnprotected;
   std::vector<ServerRule> servers;
   std::vector<ClientRule> clients;
+  // CAS mode: the rules for connections no rule names under SCONE_NETWORK_SHIELD=protected
+  // (UseSessionDefaults); without CAS there are none, and such connections are refused.
+  std::optional<ServerRule> default_server;
+  std::optional<ClientRule> default_client;
 
   // Whether any variable turned the shield on.
   bool Enabled() const { return mode != ShieldMode::kDisabled; }
@@ -104,6 +108,13 @@ struct NetworkRules {
   // Unknown SCONE_NETWORK_SHIELD* names, values and malformed PEM are errors.
   static Result<NetworkRules> Parse(const std::vector<std::pair<std::string, std::string>>& variables,
                                     const ParseOptions& options = {});
+
+  // CAS mode (cas/network_identity.h): the attested service's identity (PEM key + certificate)
+  // and its session CA's certificate fill what a rule leaves out (a missing _IDENTITY,
+  // _CLIENT_AUTH, _SERVER_AUTH; `disabled` stays disabled), and make default_server and
+  // default_client: mutual TLS, the peer certified by the session CA (a default client checks
+  // no name: no rule gives one). An error names what CAS sent that does not parse.
+  Status UseSessionDefaults(const SecretBytes& identity, const std::string& session_ca);
 
   // The server rule for a listening socket on TCP port `port` / unix socket `path`, or nullptr.
   const ServerRule* ServerForPort(uint16_t port) const;

@@ -75,8 +75,8 @@ bool ValidName(const std::string& s) {
   return true;
 }
 
-// A host name for a certificate's subject alternative names: labels of letters, digits and '-',
-// a wildcard only as the whole first label. Anything else (a comma, a space, "DNS:") is refused.
+}  // namespace
+
 bool ValidDnsName(const std::string& s) {
   if (s.empty() || s.size() > 253) return false;
   size_t start = s.rfind("*.", 0) == 0 ? 2 : 0;
@@ -93,6 +93,8 @@ bool ValidDnsName(const std::string& s) {
   }
   return true;
 }
+
+namespace {
 
 Result<std::string> Name(const YAML::Node& node, const std::string& what) {
   SCONE_ASSIGN_OR_RETURN(std::string s, String(node, what));

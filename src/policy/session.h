@@ -96,6 +96,10 @@ struct Session {
   const Image* FindImage(std::string_view name) const;
 };
 
+// A host name for a certificate's subject alternative names: labels of letters, digits and '-',
+// a wildcard only as the whole first label. Anything else (a comma, a space, "DNS:") is refused.
+bool ValidDnsName(const std::string& s);
+
 // Replaces every $$SCONE::name$$ in `text` with the value `lookup` gives; an unknown name is an
 // error naming it. `$$` not followed by `SCONE::` is kept as it is.
 Result<std::string> Substitute(std::string_view text,

@@ -11,7 +11,7 @@
 namespace scone::runtime {
 namespace {
 
-constexpr char kMagic[] = "scone-runtime-config-v3";
+constexpr char kMagic[] = "scone-runtime-config-v4";
 constexpr size_t kMaxConfigSize = 16u << 20;
 
 }  // namespace
@@ -25,6 +25,11 @@ SecretBytes RuntimeConfig::Encode() const {
   for (const NetworkVariable& v : network) {
     w.Str(v.name);
     w.Blob(v.value.span());
+  }
+  w.U8(network_defaults ? 1 : 0);
+  if (network_defaults) {
+    w.Blob(network_defaults->identity.span());
+    w.Str(network_defaults->session_ca);
   }
   w.U32(static_cast<uint32_t>(volumes.size()));
   for (const VolumeConfig& v : volumes) {
@@ -105,6 +110,18 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
     }
     v.value = SecretBytes(value);
     config.network.push_back(std::move(v));
+  }
+  uint8_t has_defaults = 0;
+  if (!r.U8(&has_defaults) || has_defaults > 1) return InvalidArgument("runtime configuration is malformed");
+  if (has_defaults) {
+    NetworkDefaults d;
+    uint32_t size;
+    ByteSpan identity;
+    if (!r.U32(&size) || size > (1u << 20) || !r.View(size, &identity) || !r.Str(&d.session_ca, 1u << 20)) {
+      return InvalidArgument("runtime configuration is malformed (network defaults)");
+    }
+    d.identity = SecretBytes(identity);
+    config.network_defaults = std::move(d);
   }
   if (!r.U32(&count) || count > 256) return InvalidArgument("runtime configuration is malformed");
   for (uint32_t i = 0; i < count; ++i) {

@@ -97,9 +97,17 @@ struct NetworkVariable {
   SecretBytes value;
 };
 
+// CAS mode: the service's TLS identity (PEM key + certificate) and its session CA's
+// certificate, which the network shield uses where a rule names none (cas/network_identity.h).
+struct NetworkDefaults {
+  SecretBytes identity;
+  std::string session_ca;
+};
+
 struct RuntimeConfig {
   std::vector<VolumeConfig> volumes;
   std::vector<NetworkVariable> network;
+  std::optional<NetworkDefaults> network_defaults;
   std::vector<InheritedFd> fds;
   std::vector<InjectedFileConfig> injected_files;
   std::optional<CasHandover> cas;

@@ -293,7 +293,7 @@ Status Runtime::InitFromConfigFd(int config_fd) {
     AdoptCas(std::move(connection));
   }
   for (InjectedFileConfig& f : config.injected_files) injected_[f.path] = std::move(f.content);
-  SCONE_RETURN_IF_ERROR(StartNetworkShield(std::move(config.network)));
+  SCONE_RETURN_IF_ERROR(StartNetworkShield(std::move(config.network), std::move(config.network_defaults)));
   if (config.console) SCONE_RETURN_IF_ERROR(console_.Start(std::move(*config.console), fds_));
   entry_plan_ = std::move(config.entry_plan);
   // Descriptors a parent process handed over across exec.
@@ -323,9 +323,9 @@ Status Runtime::InitFromConfigFd(int config_fd) {
   return Status::Ok();
 }
 
-Status Runtime::StartNetworkShield(std::vector<NetworkVariable> variables) {
+Status Runtime::StartNetworkShield(std::vector<NetworkVariable> variables, std::optional<NetworkDefaults> defaults) {
   if (variables.empty()) return Status::Ok();
-  SCONE_ASSIGN_OR_RETURN(auto shield, sockets::NetworkShield::Create(std::move(variables)));
+  SCONE_ASSIGN_OR_RETURN(auto shield, sockets::NetworkShield::Create(std::move(variables), std::move(defaults)));
   if (shield->Enabled()) network_ = std::move(shield);
   return Status::Ok();
 }
@@ -475,7 +475,12 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
       cas_env_.push_back(std::move(e));
     }
   }
-  SCONE_RETURN_IF_ERROR(StartNetworkShield(std::move(network)));
+  // Where the rules name no identity or CA: the service's own, which CAS issued.
+  std::optional<NetworkDefaults> defaults;
+  if (!config.network_identity.empty()) {
+    defaults = NetworkDefaults{std::move(config.network_identity), std::move(config.session_ca)};
+  }
+  SCONE_RETURN_IF_ERROR(StartNetworkShield(std::move(network), std::move(defaults)));
   bool has_path = false;
   for (const std::string& e : cas_env_) has_path = has_path || e.rfind("PATH=", 0) == 0;
   if (!has_path) cas_env_.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
@@ -512,7 +517,10 @@ RuntimeConfig Runtime::ConfigForExec() {
   RuntimeConfig config;
   config.entry_plan = CodePatcher::Plan();
   for (const auto& [path, content] : injected_) config.injected_files.push_back({path, content.Clone()});
-  if (network_) config.network = network_->Variables();
+  if (network_) {
+    config.network = network_->Variables();
+    config.network_defaults = network_->Defaults();
+  }
   for (const auto& v : volumes_) {
     VolumeConfig vc;
     vc.dir = v->root;

@@ -169,8 +169,9 @@ class Runtime {
   // A volume, opened now (`volume`) or on first use (nullptr).
   MountedVolume* Mount(const std::string& dir, const SecretBytes& key, const std::string& cas_name,
                        std::shared_ptr<fs::Volume> volume);
-  // The network shield from its variables (none: off).
-  Status StartNetworkShield(std::vector<NetworkVariable> variables);
+  // The network shield from its variables (none: off) and, in CAS mode, the identity and
+  // session CA that fill what they leave out.
+  Status StartNetworkShield(std::vector<NetworkVariable> variables, std::optional<NetworkDefaults> defaults);
   // The attested identity, and the reporter that tells CAS of synced volume states with it.
   void AdoptCas(CasConnection connection);
 

@@ -9,7 +9,8 @@ case_name="$2"
 work="$(mktemp -d)"
 export XDG_STATE_HOME="$work/state"
 svc_pid=""
-trap '[[ -n "$svc_pid" ]] && kill -9 "$svc_pid" 2>/dev/null; "$scone" cas stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
+bg_pids=()  # more background processes of a case: services, relays, tcpdump
+trap 'for p in $svc_pid "${bg_pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; "$scone" cas stop >/dev/null 2>&1 || true; rm -rf "$work"' EXIT
 cd "$work"
 PY=/usr/bin/python3
 cas_dir="$XDG_STATE_HOME/scone/cas"
@@ -267,6 +268,190 @@ EOF
   [[ "$(cat body)" == "served-through-cas" ]] || fail "body"
   if curl -sS -m 5 "http://127.0.0.1:$port/index.html" >/dev/null 2>&1; then fail "plaintext served: the host's rule was used"; fi
   ! tr '\0' '\n' < "/proc/$svc_pid/environ" | grep -q "PRIVATE KEY" || fail "a private key in /proc/PID/environ"
+  ;;
+network-shield-defaults)
+  # CAS defaults: two services of one session with SCONE_NETWORK_SHIELD=protected and nothing
+  # else (no identity, no CA) talk mutual TLS with certificates the session CA issued them:
+  # python3's http.server and a python3 urllib client, through a relay that logs the wire and
+  # under tcpdump. An outside curl verifies a service with the CA `scone session ca` prints; a
+  # client of another session, and a plaintext client, are refused.
+  MARKER="SCONE-CAS-NET-MARKER-$$"
+  free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  wait_for_port() {  # PORT PID
+    for _ in $(seq 1 200); do
+      "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $1), timeout=1).close()" 2>/dev/null && return 0
+      kill -0 "$2" 2>/dev/null || return 1
+      sleep 0.05
+    done
+    return 1
+  }
+  port=$(free_port); relay=$(free_port); public=$(free_port)
+  mkdir -p www && echo "$MARKER served" > www/index.html
+  # The client also runs itself as a child (exec: the identity travels in the runtime's secret
+  # configuration descriptor, not in the environment).
+  cat > client.py <<PYEOF
+import os, subprocess, sys, urllib.request, urllib.error
+leaked = [k for k, v in os.environ.items() if k.startswith("SCONE_NETWORK_SHIELD") or "PRIVATE KEY" in v]
+print("leaked", " ".join(leaked) or "none")
+body = urllib.request.urlopen("http://127.0.0.1:%s/index.html" % sys.argv[1], timeout=20).read()
+assert body == b"$MARKER served\n", body
+if sys.argv[2:] == ["child"]:
+    print("child ok")
+    sys.exit(0)
+try:
+    urllib.request.urlopen("http://127.0.0.1:%s/$MARKER-in-the-path" % sys.argv[1], timeout=20)
+except urllib.error.HTTPError as e:
+    assert e.code == 404
+child = subprocess.run([sys.executable, sys.argv[0], sys.argv[1], "child"], capture_output=True, text=True)
+assert "child ok" in child.stdout and "leaked none" in child.stdout, child.stdout + child.stderr
+print("client ok")
+PYEOF
+  m=$(measure $PY)
+  # net_session FILE NAME CLIENT_ENV: the session (web, client, public); CLIENT_ENV is the
+  # client's environment.
+  net_session() {
+    cat > "$1" <<EOF
+name: $2
+version: "0.3"
+security:
+  attestation:
+    tolerate: [sim, debug-mode]
+services:
+  - name: web
+    mrenclaves: [$m]
+    command: python3 -m http.server -b 127.0.0.1 -d $work/www $port
+    environment:
+      SCONE_NETWORK_SHIELD: protected
+    pwd: $work
+  - name: client
+    mrenclaves: [$m]
+    command: python3 $work/client.py $relay
+    environment:
+$3
+    pwd: $work
+  - name: public
+    mrenclaves: [$m]
+    command: python3 -m http.server -b 127.0.0.1 -d $work/www $public
+    environment:
+      SCONE_NETWORK_SHIELD_SERVER_PUBLIC: protected
+      SCONE_NETWORK_SHIELD_SERVER_PUBLIC_PORT: TCP:$public
+      SCONE_NETWORK_SHIELD_SERVER_PUBLIC_CLIENT_AUTH: disabled
+EOF
+  }
+  net_session net.yml net "      SCONE_NETWORK_SHIELD: protected"
+  "$scone" session create net.yml >/dev/null
+  "$scone" session ca net > ca.pem || fail "scone session ca"
+  openssl x509 -in ca.pem -noout -subject | grep -q "CN = SCONE session net" || { cat ca.pem; fail "not the session CA"; }
+  "$scone" run --config-id net/web -- "$PY" > web.out 2>&1 &
+  bg_pids+=($!)
+  wait_for_port "$port" "${bg_pids[-1]}" || { cat web.out; fail "the web service did not start"; }
+  "$scone" run --config-id net/public -- "$PY" > public.out 2>&1 &
+  bg_pids+=($!)
+  wait_for_port "$public" "${bg_pids[-1]}" || { cat public.out; fail "the public service did not start"; }
+  "$PY" - "$relay" "$port" relay.log <<'PYEOF' &
+import socket, sys, threading
+listen, target, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+lock = threading.Lock()
+def pump(a, b):
+    try:
+        while True:
+            data = a.recv(65536)
+            if not data:
+                break
+            with lock, open(log, "ab") as f:
+                f.write(data)
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            b.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", listen))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    u = socket.create_connection(("127.0.0.1", target))
+    threading.Thread(target=pump, args=(c, u), daemon=True).start()
+    threading.Thread(target=pump, args=(u, c), daemon=True).start()
+PYEOF
+  bg_pids+=($!)
+  wait_for_port "$relay" "${bg_pids[-1]}" || fail "the relay did not start"
+  : > relay.log
+  start_capture wire.pcap "$port" "$relay"
+  bg_pids+=("$capture_pid")
+  timeout -s KILL 30 "$scone" run --config-id net/client -- "$PY" > client.out 2>&1 ||
+    { cat client.out web.out; fail "the client service"; }
+  grep -q "^client ok$" client.out || { cat client.out; fail "client"; }
+  grep -q "^leaked none$" client.out || { cat client.out; fail "the client's environment holds the shield's variables"; }
+  grep -q "GET /$MARKER-in-the-path" web.out || { cat web.out; fail "the web service did not get the request"; }
+  stop_capture wire.pcap
+  check_capture wire.pcap "$MARKER"
+  "$PY" - relay.log "$MARKER" <<'PYEOF' || fail "plaintext through the relay"
+import sys
+data = open(sys.argv[1], "rb").read()
+assert data, "nothing crossed the relay"
+assert sys.argv[2].encode() not in data, "marker on the wire"
+assert data.startswith(b"\x16\x03"), "not TLS: %r" % data[:16]
+PYEOF
+  for p in "${bg_pids[0]}" "${bg_pids[1]}"; do
+    ! tr '\0' '\n' < "/proc/$p/environ" | grep -q "PRIVATE KEY\|SCONE_NETWORK_SHIELD" ||
+      fail "/proc/$p/environ holds the shield's configuration"
+  done
+  # An outside client: curl verifies the services with the session CA. The public rule names no
+  # identity and asks for no client certificate: curl gets the file. The web service asks for a
+  # certificate of the session CA: curl verifies the service, then is refused.
+  curl -sS -v --cacert ca.pem "https://localhost:$public/index.html" > body 2> curl.log ||
+    { cat curl.log public.out; fail "curl with the session CA"; }
+  [[ "$(cat body)" == "$MARKER served" ]] || fail "body through curl"
+  grep -q "subject: CN=public" curl.log && grep -q "issuer: CN=SCONE session net" curl.log ||
+    { cat curl.log; fail "curl did not see the service's certificate from the session CA"; }
+  if curl -sS -v --cacert ca.pem "https://localhost:$port/index.html" > body2 2> curl2.log; then
+    fail "the web service served a client without a certificate"
+  fi
+  grep -q "SSL certificate verify ok" curl2.log || { cat curl2.log; fail "curl did not verify the web service"; }
+  ! grep -q "$MARKER" body2 || fail "the web service served a client without a certificate"
+  # Another session's client: its own CA certified it. Told to trust this session's CA, it
+  # accepts the server; the server refuses it.
+  {
+    echo "      SCONE_NETWORK_SHIELD: protected"
+    echo "      SCONE_NETWORK_SHIELD_CLIENT_WEB: protected"
+    echo "      SCONE_NETWORK_SHIELD_CLIENT_WEB_DESTINATION: TCP:127.0.0.1:$relay"
+    echo "      SCONE_NETWORK_SHIELD_CLIENT_WEB_SERVER_AUTH: |"
+    sed 's/^/        /' ca.pem
+  } > intruder.env
+  net_session other.yml other "$(cat intruder.env)"
+  "$scone" session create other.yml >/dev/null
+  "$scone" session ca other > other-ca.pem
+  ! cmp -s ca.pem other-ca.pem || fail "two sessions share a CA"
+  if timeout -s KILL 30 "$scone" run --config-id other/client -- "$PY" > intruder.out 2>&1; then
+    fail "a client of another session was served"
+  fi
+  ! grep -q "client ok" intruder.out || fail "a client of another session was served"
+  grep -q "scone: network shield: SCONE_NETWORK_SHIELD=protected (no rule names TCP:$port): connection with 127.0.0.1:[0-9]* failed: handshake: certificate verification failed" web.out ||
+    { cat web.out intruder.out; fail "the web service did not refuse the other session's client"; }
+  # With the defaults alone, another session's client refuses this session's server.
+  net_session other2.yml other2 "      SCONE_NETWORK_SHIELD: protected"
+  "$scone" session create other2.yml >/dev/null
+  if timeout -s KILL 30 "$scone" run --config-id other2/client -- "$PY" > intruder2.out 2>&1; then
+    fail "a client of another session accepted this session's server"
+  fi
+  grep -q "scone: network shield: SCONE_NETWORK_SHIELD=protected (no rule names TCP:127.0.0.1:$relay): .*certificate verification failed" intruder2.out ||
+    { cat intruder2.out; fail "no scone: line for another session's server"; }
+  # Plaintext: refused with a scone: line; the service goes on serving.
+  if curl -sS -m 5 "http://127.0.0.1:$port/index.html" > plain.out 2>&1; then fail "plaintext HTTP was served"; fi
+  ! grep -q "$MARKER" plain.out || fail "a plaintext reply carried the file"
+  timeout -s KILL 30 "$scone" run --config-id net/client -- "$PY" > client2.out 2>&1 ||
+    { cat client2.out web.out; fail "the web service stopped serving"; }
+  grep -q "scone: network shield: SCONE_NETWORK_SHIELD=protected (no rule names TCP:$port): connection with 127.0.0.1:[0-9]* failed: handshake: .*http request" web.out ||
+    { cat web.out; fail "no scone: line for the plaintext client"; }
+  # The session CA stays across a restart of CAS.
+  "$scone" cas stop
+  "$scone" session ca net > ca2.pem
+  cmp -s ca.pem ca2.pem || fail "the session CA changed across a restart of CAS"
   ;;
 wrong-cas)
   session s.yml "    mrenclaves: [$(measure $PY)]"

@@ -42,9 +42,21 @@ if XDG_STATE_HOME="$work/bob-state" "$scone" session show demo --cas "$addr" --c
   fail "another user read the session"
 fi
 grep -q "HTTP 403" err || { cat err; fail "no 403 for another user"; }
+# The session CA's certificate: for the session's readers only.
+"$scone" session ca demo > ca.pem || fail "session ca"
+openssl x509 -in ca.pem -noout -subject | grep -q "CN = SCONE session demo" || { cat ca.pem; fail "session ca output"; }
+openssl x509 -in ca.pem -noout -ext basicConstraints | grep -q "CA:TRUE" || fail "the session CA is no CA"
+if XDG_STATE_HOME="$work/bob-state" "$scone" session ca demo --cas "$addr" --cas-cert "$cert" > bob-ca.pem 2>err; then
+  fail "another user read the session CA"
+fi
+grep -q "HTTP 403" err || { cat err; fail "no 403 for another user's session ca"; }
+[[ ! -s bob-ca.pem ]] || fail "another user got a certificate"
+if "$scone" session ca no-such-session 2>err; then fail "a CA for a session that does not exist"; fi
+grep -q "HTTP 404" err || { cat err; fail "no 404 for a session that does not exist"; }
 # CAS restarted keeps everything.
 "$scone" cas stop
 [[ ! -f "$XDG_STATE_HOME/scone/cas/address" ]] || fail "cas stop left its address"
 "$scone" session show demo 2>/dev/null | grep -q "predecessor: $hash" || fail "session lost across restart"
+"$scone" session ca demo | cmp - ca.pem || fail "the session CA changed across a restart"
 if grep -r -a -q "TOKEN-FOR-DEMO" "$XDG_STATE_HOME/scone/cas"; then fail "secret in plaintext in the CAS state"; fi
 echo "ok: session cli"

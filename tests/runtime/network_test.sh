@@ -143,8 +143,11 @@ http-server)
   port=$(free_port)
   server_env WEB "$port" disabled > rules.env
   start_http_server "$port" rules.env
+  start_capture wire.pcap "$port"
   curl -sS -v --cacert ca.crt "https://localhost:$port/index.html" > body 2> curl.log || { cat curl.log http.log; fail "curl over TLS"; }
   [[ "$(cat body)" == "$MARKER file content" ]] || fail "body over TLS"
+  stop_capture wire.pcap
+  check_capture wire.pcap "$MARKER"
   grep -q "SSL connection using TLSv1.3" curl.log || { cat curl.log; fail "not TLS 1.3"; }
   grep -q "subject: CN=localhost" curl.log || fail "curl did not see the server's certificate"
   grep -q "issuer: CN=scone-test-ca" curl.log || fail "curl did not see the CA"
@@ -175,6 +178,7 @@ mutual-tls)
   server_env WEB "$port" "$(cat ca.crt)" > rules.env
   start_http_server "$port" rules.env
   start_relay "$relay" "$port" wire.log
+  start_capture wire.pcap "$port" "$relay"
   {
     echo "SCONE_NETWORK_SHIELD_CLIENT_API=protected"
     echo "SCONE_NETWORK_SHIELD_CLIENT_API_DESTINATION=TCP:127.0.0.1:$relay"
@@ -197,6 +201,8 @@ PYEOF
   grep -q "client ok" client.out || fail "client"
   grep -q "GET /$MARKER-in-the-path" http.log || fail "the server did not get the client's request"
   check_wire wire.log
+  stop_capture wire.pcap
+  check_capture wire.pcap "$MARKER"
   # Without its certificate the client is refused; the server names the rule and goes on.
   "$PY" - client.env <<'PYEOF'
 import re, sys
@@ -779,11 +785,14 @@ redis)
   pids+=($!)
   wait_for_port "$port" "${pids[-1]}"
   start_relay "$relay" "$port" wire.log
+  start_capture wire.pcap "$port" "$relay"
   cli() { timeout -s KILL 20 redis-cli --tls --cacert ca.crt -h localhost -p "$relay" "$@"; }
   [[ "$(cli SET key "$MARKER-value")" == "OK" ]] || { cat redis.log; fail "SET over TLS"; }
   [[ "$(cli GET key)" == "$MARKER-value" ]] || fail "GET over TLS"
   for i in $(seq 1 200); do echo "SET key:$i $MARKER-$i"; done | cli > /dev/null || fail "pipelined SETs"
   [[ "$(cli GET key:200)" == "$MARKER-200" ]] || fail "pipelined value"
+  stop_capture wire.pcap  # what carried the marker (redis-benchmark's values do not)
+  check_capture wire.pcap "$MARKER"
   timeout -s KILL 60 redis-benchmark --tls --cacert ca.crt -h localhost -p "$relay" -t set,get -n 5000 -c 50 -q \
     > bench.out 2>&1 || { cat bench.out; fail "redis-benchmark --tls"; }
   grep -q "GET: .* requests per second" bench.out || { cat bench.out; fail "redis-benchmark"; }
@@ -829,6 +838,7 @@ NGINXEOF
   pids+=($!)
   wait_for_port "$port" "${pids[-1]}"
   start_relay "$relay" "$port" wire.log
+  start_capture wire.pcap "$port" "$relay"
   for c in 1 2 3 4; do
     curl -sSf --cacert ca.crt "https://localhost:$relay/index.html?c=$c&n=[1-100]" > "body.$c" &
   done
@@ -837,6 +847,8 @@ NGINXEOF
   for c in 1 2 3 4; do [[ "$(cat "body.$c")" == "$expected" ]] || fail "client $c got wrong content"; done
   curl -sSf --cacert ca.crt "https://localhost:$relay/big.bin" | cmp - www/big.bin || fail "big.bin (sendfile) served wrong"
   check_wire wire.log
+  stop_capture wire.pcap
+  check_capture wire.pcap "$MARKER"
   if curl -sS -m 5 "http://127.0.0.1:$port/index.html" > plain.out 2>&1; then fail "plaintext HTTP was served"; fi
   for _ in $(seq 1 100); do grep -q "scone: network shield: server rule WEB" tmp/error.log && break; sleep 0.05; done
   grep -q "scone: network shield: server rule WEB: connection with 127.0.0.1:[0-9]* failed: handshake" tmp/error.log ||
@@ -847,6 +859,81 @@ NGINXEOF
   pids+=($(pgrep -P "$master"))  # the workers too, should the graceful stop not end them
   kill -QUIT "$master"
   for _ in $(seq 1 200); do kill -0 "$master" 2>/dev/null || break; sleep 0.05; done
+  ;;
+
+memcached)
+  # memcached (libevent, epoll), unmodified and without TLS, behind a server rule; a shielded
+  # python3 client (a client rule, mutual TLS) speaks memcached's text protocol through the
+  # relay: set, get, a value larger than one TLS record, stats. The wire (relay log and tcpdump)
+  # carries no marker; a plaintext client is refused with a `scone:` line.
+  port=$(free_port)
+  relay=$(free_port)
+  server_env CACHE "$port" "$(cat ca.crt)" > memcached.env
+  env_from memcached.env "$scone" run -- memcached -u root -l 127.0.0.1 -p "$port" -U 0 -m 64 -v \
+    > memcached.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  start_relay "$relay" "$port" wire.log
+  start_capture wire.pcap "$port" "$relay"
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE_DESTINATION=TCP:127.0.0.1:$relay"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE_SERVER_DNS_NAME=localhost"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE_IDENTITY=$(cat client.key client.crt)"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE_SERVER_AUTH=$(cat ca.crt)"
+  } > client.env
+  cat > mc_client.py <<PYEOF
+import socket
+s = socket.create_connection(("127.0.0.1", $relay))
+f = s.makefile("rb")
+def command(line, data=None):
+    s.sendall(line.encode() + b"\r\n" + (data + b"\r\n" if data is not None else b""))
+def value(key):
+    command("get " + key)
+    header = f.readline().split()
+    if header == [b"END"]:
+        return None
+    assert header[0] == b"VALUE" and header[1] == key.encode(), header
+    data = f.read(int(header[3]) + 2)[:-2]
+    assert f.readline() == b"END\r\n"
+    return data
+small = b"$MARKER small value"
+big = b"$MARKER big " * 5000  # over 100 kB: many TLS records
+for key, data in (("small", small), ("big", big)):
+    command("set %s 0 0 %d" % (key, len(data)), data)
+    assert f.readline() == b"STORED\r\n"
+assert value("small") == small
+assert value("big") == big
+assert value("absent") is None
+command("stats")
+stats = {}
+while True:
+    line = f.readline()
+    if line == b"END\r\n":
+        break
+    _, name, v = line.decode().split()
+    stats[name] = v
+assert int(stats["cmd_set"]) >= 2 and int(stats["get_hits"]) >= 2, stats
+print("client ok", stats["curr_items"])
+PYEOF
+  (env_from client.env timeout -s KILL 20 "$scone" run -- "$PY" mc_client.py) > client.out 2>&1 ||
+    { cat client.out memcached.log; fail "shielded memcached client"; }
+  grep -q "client ok 2" client.out || { cat client.out; fail "client"; }
+  check_wire wire.log
+  stop_capture wire.pcap
+  check_capture wire.pcap "$MARKER"
+  # Plaintext on the protected port: no reply, a `scone:` line naming the rule.
+  reply=$("$PY" -c "
+import socket
+s = socket.create_connection(('127.0.0.1', $port), timeout=10)
+s.sendall(b'get small\r\n')
+print(s.recv(4096))" 2>&1)
+  [[ "$reply" == "b''" ]] || fail "plaintext client got: $reply"
+  for _ in $(seq 1 100); do grep -q "scone: network shield: server rule CACHE" memcached.log && break; sleep 0.05; done
+  grep -q "scone: network shield: server rule CACHE: connection with 127.0.0.1:[0-9]* failed: handshake" memcached.log ||
+    { cat memcached.log; fail "no scone: line for plaintext"; }
+  (env_from client.env timeout -s KILL 20 "$scone" run -- "$PY" mc_client.py) > client2.out 2>&1 ||
+    { cat client2.out memcached.log; fail "memcached stopped serving"; }
   ;;
 
 many-connections)

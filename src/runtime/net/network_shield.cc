@@ -79,20 +79,26 @@ std::vector<std::string> InterfaceAddresses() {
 }  // namespace
 
 std::string Decision::What() const {
+  if (by_default || (server == nullptr && client == nullptr)) {
+    return "SCONE_NETWORK_SHIELD=protected (no rule names " + endpoint + ")";
+  }
   if (server != nullptr) return "server rule " + server->name;
   if (client != nullptr) return "client rule " + client->name;
   return "SCONE_NETWORK_SHIELD=protected (no rule names " + endpoint + ")";
 }
 
-Result<std::unique_ptr<NetworkShield>> NetworkShield::Create(std::vector<NetworkVariable> variables) {
+Result<std::unique_ptr<NetworkShield>> NetworkShield::Create(std::vector<NetworkVariable> variables,
+                                                             std::optional<NetworkDefaults> defaults) {
   std::vector<std::pair<std::string, std::string>> pairs;
   for (const NetworkVariable& v : variables) {
     pairs.emplace_back(v.name, std::string(reinterpret_cast<const char*>(v.value.data()), v.value.size()));
   }
-  auto rules = net::NetworkRules::Parse(pairs);
+  auto rules = net::NetworkRules::Parse(pairs, {.session_ca = defaults.has_value()});
   for (auto& [name, value] : pairs) Wipe(value);
   if (!rules.ok()) return rules.status();
-  std::unique_ptr<NetworkShield> shield(new NetworkShield(std::move(rules).value(), std::move(variables)));
+  if (defaults) SCONE_RETURN_IF_ERROR(rules->UseSessionDefaults(defaults->identity, defaults->session_ca));
+  std::unique_ptr<NetworkShield> shield(
+      new NetworkShield(std::move(rules).value(), std::move(variables), std::move(defaults)));
   for (const net::ClientRule& c : shield->rules_.clients) {
     std::vector<std::string> addresses;
     for (const std::string& ip : c.destination_ips) addresses.push_back(Normalized(ip));
@@ -130,6 +136,11 @@ std::vector<NetworkVariable> NetworkShield::Variables() const {
   std::vector<NetworkVariable> out;
   for (const NetworkVariable& v : variables_) out.push_back({v.name, v.value.Clone()});
   return out;
+}
+
+std::optional<NetworkDefaults> NetworkShield::Defaults() const {
+  if (!defaults_) return std::nullopt;
+  return NetworkDefaults{defaults_->identity.Clone(), defaults_->session_ca};
 }
 
 Decision NetworkShield::ForConnect(const struct sockaddr* addr, socklen_t size) const {
@@ -171,6 +182,10 @@ Decision NetworkShield::ForConnect(const struct sockaddr* addr, socklen_t size) 
     }
   }
   d.protection = rules_.Default();
+  if (d.protection == net::Protection::kProtected && rules_.default_client) {
+    d.client = &*rules_.default_client;
+    d.by_default = true;
+  }
   return d;
 }
 
@@ -206,6 +221,10 @@ Decision NetworkShield::ForAccept(int listen_fd) const {
     return d;
   }
   d.protection = rules_.Default();
+  if (d.protection == net::Protection::kProtected && rules_.default_server) {
+    d.server = &*rules_.default_server;
+    d.by_default = true;
+  }
   return d;
 }
 

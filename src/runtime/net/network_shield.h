@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,7 @@ struct Decision {
   net::Protection protection = net::Protection::kUnprotected;
   const net::ServerRule* server = nullptr;  // the rule that decided, if any
   const net::ClientRule* client = nullptr;
+  bool by_default = false;  // SCONE_NETWORK_SHIELD=protected: the session's default rule (CAS mode)
   std::string endpoint;  // what the connection goes to or comes in on ("TCP:127.0.0.1:443")
 
   // "server rule WEB", "client rule DB", or "SCONE_NETWORK_SHIELD=protected" (no rule).
@@ -34,13 +36,16 @@ struct Decision {
 
 class NetworkShield {
  public:
-  // From the variables `scone run` handed over (or the session's environment).
-  static Result<std::unique_ptr<NetworkShield>> Create(std::vector<NetworkVariable> variables);
+  // From the variables `scone run` handed over (or the session's environment), and in CAS mode
+  // the service's identity and session CA, which fill what the rules leave out.
+  static Result<std::unique_ptr<NetworkShield>> Create(std::vector<NetworkVariable> variables,
+                                                       std::optional<NetworkDefaults> defaults = std::nullopt);
 
   bool Enabled() const { return rules_.Enabled(); }
   const net::NetworkRules& rules() const { return rules_; }
   // For programs this one executes.
   std::vector<NetworkVariable> Variables() const;
+  std::optional<NetworkDefaults> Defaults() const;
 
   // An outgoing stream connection to `addr`.
   Decision ForConnect(const struct sockaddr* addr, socklen_t size) const;
@@ -53,14 +58,16 @@ class NetworkShield {
   Result<std::shared_ptr<net::TlsContext>> Context(const Decision& d);
 
  private:
-  NetworkShield(net::NetworkRules rules, std::vector<NetworkVariable> variables)
-      : rules_(std::move(rules)), variables_(std::move(variables)) {}
+  NetworkShield(net::NetworkRules rules, std::vector<NetworkVariable> variables,
+                std::optional<NetworkDefaults> defaults)
+      : rules_(std::move(rules)), variables_(std::move(variables)), defaults_(std::move(defaults)) {}
 
   // Whether `ip` is this host's: the loopback, or an interface's address at start-up.
   bool IsLocal(const std::string& ip) const;
 
   net::NetworkRules rules_;
   std::vector<NetworkVariable> variables_;
+  std::optional<NetworkDefaults> defaults_;
   std::vector<std::string> local_addresses_;  // this host's interfaces', read at start-up
   std::vector<std::vector<std::string>> client_addresses_;  // by client rule, normalized IP text
   std::mutex mu_;
