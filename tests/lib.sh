@@ -42,3 +42,32 @@ stop_capture() {
 check_capture() {
   python3 "$(dirname "${BASH_SOURCE[0]}")/capture_check.py" "$1" "$2" || fail "capture $1"
 }
+
+# nginx_config DIR USER_LINE ACCESS_LOG LISTEN ROOT: an nginx.conf for the tests, on stdout: a
+# master and two workers in the foreground, the pid, the error log and every temporary path
+# under DIR/tmp (nginx's defaults lie in /var/lib/nginx, which a test must not touch).
+# USER_LINE: "user www-data;" or ""; ACCESS_LOG: "off" or "FILE [FORMAT]" (format withpid:
+# "$pid $request_uri $status $body_bytes_sent").
+nginx_config() {
+  cat <<NGINXEOF
+daemon off;
+master_process on;
+worker_processes 2;
+$2
+pid $1/tmp/nginx.pid;
+error_log $1/tmp/error.log notice;
+events { worker_connections 256; }
+http {
+  log_format withpid '\$pid \$request_uri \$status \$body_bytes_sent';
+  access_log $3;
+  sendfile on;
+  client_body_temp_path $1/tmp/body;
+  proxy_temp_path $1/tmp/proxy;
+  fastcgi_temp_path $1/tmp/fastcgi;
+  uwsgi_temp_path $1/tmp/uwsgi;
+  scgi_temp_path $1/tmp/scgi;
+  types { text/html html; application/octet-stream bin; }
+  server { listen $4; root $5; }
+}
+NGINXEOF
+}

@@ -813,26 +813,7 @@ nginx)
   echo "$MARKER index" > www/index.html
   head -c 1048576 /dev/urandom > www/big.bin
   chmod -R a+rX "$work" && chown www-data: tmp
-  cat > nginx.conf <<NGINXEOF
-daemon off;
-master_process on;
-worker_processes 2;
-user www-data;
-pid $work/tmp/nginx.pid;
-error_log $work/tmp/error.log notice;
-events { worker_connections 256; }
-http {
-  access_log off;
-  sendfile on;
-  client_body_temp_path $work/tmp/body;
-  proxy_temp_path $work/tmp/proxy;
-  fastcgi_temp_path $work/tmp/fastcgi;
-  uwsgi_temp_path $work/tmp/uwsgi;
-  scgi_temp_path $work/tmp/scgi;
-  types { text/html html; application/octet-stream bin; }
-  server { listen 127.0.0.1:$port; root $work/www; }
-}
-NGINXEOF
+  nginx_config "$work" "user www-data;" off "127.0.0.1:$port" "$work/www" > nginx.conf
   server_env WEB "$port" disabled > nginx.env
   env_from nginx.env "$scone" run -- nginx -p "$work/tmp/" -e "$work/tmp/error.log" -c "$work/nginx.conf" > nginx.out 2>&1 &
   pids+=($!)

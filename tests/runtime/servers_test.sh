@@ -201,27 +201,7 @@ nginx | nginx-one-user)
   else
     as_user=(runuser -u www-data --) user_line=""
   fi
-  cat > nginx.conf <<EOF
-daemon off;
-master_process on;
-worker_processes 2;
-$user_line
-pid $work/tmp/nginx.pid;
-error_log $work/tmp/error.log notice;
-events { worker_connections 256; }
-http {
-  log_format withpid '\$pid \$request_uri \$status \$body_bytes_sent';
-  access_log $work/vol/access.log withpid;
-  sendfile on;
-  client_body_temp_path $work/tmp/body;
-  proxy_temp_path $work/tmp/proxy;
-  fastcgi_temp_path $work/tmp/fastcgi;
-  uwsgi_temp_path $work/tmp/uwsgi;
-  scgi_temp_path $work/tmp/scgi;
-  types { text/html html; application/octet-stream bin; }
-  server { listen unix:$work/tmp/nginx.sock; root $work/vol/www; }
-}
-EOF
+  nginx_config "$work" "$user_line" "$work/vol/access.log withpid" "unix:$work/tmp/nginx.sock" "$work/vol/www" > nginx.conf
   log_file="$work/tmp/error.log"
   "${as_user[@]}" "$scone" run --volume "$work/vol:$work/key" -- nginx -p "$work/tmp/" -e "$log_file" -c "$work/nginx.conf" &
   nginx_wrapper=$!
