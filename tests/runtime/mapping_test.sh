@@ -316,6 +316,44 @@ print(m[0:len(b'$MARKER parent')] == b'$MARKER parent', m[4096:4096 + len(b'$MAR
   check_volume
   ;;
 
+adopter-after-writer)
+  # One process maps the file (read-only); another writes it without mapping it and syncs; a
+  # third then maps it writable and unmaps without storing a byte. The image the third adopts is
+  # older than the file: its seal took the image's stale bytes for stores and wrote them over
+  # the synced write (hostile finding). Now the adopter merges against the holder's base: the
+  # write stays, and both mappings see it, as the page cache shows it natively.
+  cat > holder.py <<PYEOF
+import mmap, os
+fd = os.open("vol/m.dat", os.O_RDONLY)
+m = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ)
+open("ready", "w").write("x")
+open("done").read()
+print(m[100:100 + len(b"$MARKER C")] == b"$MARKER C")
+PYEOF
+  run "$PY" holder.py > holder.out 2>&1 &
+  pids+=($!)
+  cat ready > /dev/null
+  run_for 60 "$PY" -c "
+import os
+fd = os.open('vol/m.dat', os.O_RDWR)
+os.pwrite(fd, b'$MARKER C', 100)
+os.fsync(fd)
+" || fail "the writer failed"
+  run_for 60 "$PY" -c "
+import mmap, os
+fd = os.open('vol/m.dat', os.O_RDWR)
+m = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+print(m[100:100 + len(b'$MARKER C')] == b'$MARKER C')
+m.close()
+" > adopter.out || fail "the adopter failed"
+  echo x > done
+  wait "${pids[-1]}" || { cat holder.out; fail "the holder failed"; }
+  [[ "$(cat adopter.out) $(cat holder.out)" == "True True" ]] ||
+    fail "a mapping does not show the synced write (adopter, holder): $(cat adopter.out) $(cat holder.out)"
+  [[ "$(run "$PY" -c "print(open('vol/m.dat', 'rb').read()[100:100 + len(b'$MARKER C')] == b'$MARKER C')")" == True ]] ||
+    fail "the synced write was lost: the adopter's seal wrote the image's stale bytes over it"
+  check_volume
+  ;;
 writer-without-mapping)
   # A program that writes the file without mapping it (pwrite into another chunk and into other
   # bytes of the chunk the mapping stores to, an append) while another maps it writable: the

@@ -133,14 +133,23 @@ std::vector<std::string> ListenersNamed(const std::string& prefix) {
   return names;
 }
 
-// Asks the holder listening at `name`; the memory file, or -1 if it did not give one.
-int Ask(const std::string& name, const SecretBytes& key) {
+// A memory file, nothing else (a holder hands over what memfd_create made): else closed, -1.
+int MemoryFileOnly(int fd) {
+  if (fd >= 0 && RawSyscall(SYS_fcntl, fd, F_GET_SEALS) < 0) {
+    RawSyscall(SYS_close, fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Asks the holder listening at `name`; its image and base (-1 where it gave none).
+ImageBroker::Fetched Ask(const std::string& name, const SecretBytes& key) {
+  ImageBroker::Fetched got;
   long fd = RawSyscall(SYS_socket, AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
+  if (fd < 0) return got;
   int s = static_cast<int>(fd);
   struct timeval tv = {kAskSeconds, 0};
   RawSyscall(SYS_setsockopt, s, SOL_SOCKET, SO_RCVTIMEO, Arg(&tv), sizeof(tv));
-  int memfd = -1;
   sockaddr_un addr;
   socklen_t len = AbstractAddress(name, &addr);
   uint8_t hello[sizeof(kHello) + kNonce];
@@ -156,7 +165,7 @@ int Ask(const std::string& name, const SecretBytes& key) {
       if (SendAll(s, ByteSpan(mine.data(), mine.size()))) {
         char byte;
         iovec iov = {&byte, 1};
-        alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+        alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))];
         msghdr msg = {};
         msg.msg_iov = &iov;
         msg.msg_iovlen = 1;
@@ -165,25 +174,29 @@ int Ask(const std::string& name, const SecretBytes& key) {
         if (RawSyscall(SYS_recvmsg, s, Arg(&msg), MSG_CMSG_CLOEXEC) == 1) {
           cmsghdr* c = CMSG_FIRSTHDR(&msg);
           if (c != nullptr && c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-            std::memcpy(&memfd, CMSG_DATA(c), sizeof(int));
+            const size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+            if (count >= 1) std::memcpy(&got.memfd, CMSG_DATA(c), sizeof(int));
+            if (count >= 2) std::memcpy(&got.basefd, CMSG_DATA(c) + sizeof(int), sizeof(int));
           }
         }
       }
     }
   }
   RawSyscall(SYS_close, s);
-  // A memory file, nothing else (a holder hands over what memfd_create made).
-  if (memfd >= 0 && RawSyscall(SYS_fcntl, memfd, F_GET_SEALS) < 0) {
-    RawSyscall(SYS_close, memfd);
-    memfd = -1;
+  got.memfd = MemoryFileOnly(got.memfd);
+  got.basefd = MemoryFileOnly(got.basefd);
+  if (got.memfd < 0 && got.basefd >= 0) {
+    RawSyscall(SYS_close, got.basefd);
+    got.basefd = -1;
   }
-  return memfd;
+  return got;
 }
 
-void SendDescriptor(int s, int memfd) {
+void SendDescriptors(int s, int memfd, int basefd) {
   char byte = 1;
   iovec iov = {&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  const int fds[2] = {memfd, basefd};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(fds))] = {};
   msghdr msg = {};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -192,8 +205,8 @@ void SendDescriptor(int s, int memfd) {
   cmsghdr* cm = CMSG_FIRSTHDR(&msg);
   cm->cmsg_level = SOL_SOCKET;
   cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &memfd, sizeof(int));
+  cm->cmsg_len = CMSG_LEN(sizeof(fds));
+  std::memcpy(CMSG_DATA(cm), fds, sizeof(fds));
   RawSyscall(SYS_sendmsg, s, Arg(&msg), MSG_NOSIGNAL | MSG_DONTWAIT);
 }
 
@@ -233,7 +246,7 @@ Result<int> ImageBroker::Listen(const std::string& prefix, const SecretBytes& ke
   return files::KeepOwn(static_cast<int>(fd));
 }
 
-Result<int> ImageBroker::Fetch(const SecretBytes& key) {
+Result<ImageBroker::Fetched> ImageBroker::Fetch(const SecretBytes& key) {
   const std::string prefix = NamePrefix(key);
   const int64_t give_up = NowNs() + kFetchLimitNs;
   for (;;) {
@@ -241,13 +254,17 @@ Result<int> ImageBroker::Fetch(const SecretBytes& key) {
     for (const std::string& name : ListenersNamed(prefix)) {
       if (!NameVerifies(name, prefix, key)) continue;  // not a holder's: never waited for
       holders = true;
-      int memfd = Ask(name, key);
-      if (memfd >= 0) return files::KeepOwn(memfd);
+      Fetched got = Ask(name, key);
+      if (got.memfd >= 0) {
+        got.memfd = files::KeepOwn(got.memfd);
+        if (got.basefd >= 0) got.basefd = files::KeepOwn(got.basefd);
+        return got;
+      }
     }
     // No holder: this process makes the image. A holder that does not answer (stopped, or
     // letting go right now) is asked again; a second image beside its own would split the
     // file's content between processes, so in the end the mapping fails instead.
-    if (!holders) return -1;
+    if (!holders) return Fetched{};
     if (NowNs() >= give_up) {
       return Status(Code::kIoError, "a process that maps this file shared does not hand over its image", EAGAIN);
     }
@@ -256,12 +273,12 @@ Result<int> ImageBroker::Fetch(const SecretBytes& key) {
   }
 }
 
-Result<uint64_t> ImageBroker::Serve(const SecretBytes& key, int memfd) {
+Result<uint64_t> ImageBroker::Serve(const SecretBytes& key, int memfd, int basefd) {
   std::string prefix = NamePrefix(key);
   SCONE_ASSIGN_OR_RETURN(int listener, Listen(prefix, key, /*now=*/true));
   std::lock_guard lock(mu_);
   uint64_t handle = next_handle_++;
-  served_.push_back(Served{handle, key.Clone(), prefix, memfd, listener});
+  served_.push_back(Served{handle, key.Clone(), prefix, memfd, basefd, listener});
   EnsureThread();
   uint64_t one = 1;
   RawSyscall(SYS_write, wake_fd_, Arg(&one), sizeof(one));
@@ -342,13 +359,14 @@ void ImageBroker::Run() {
 
 bool ImageBroker::Step(int s, Handshake& h) {
   SecretBytes key;
-  int memfd = -1;
+  int memfd = -1, basefd = -1;
   {
     std::lock_guard lock(mu_);
     for (const Served& served : served_) {
       if (served.listener == h.listener) {
         key = served.key.Clone();
         memfd = served.memfd;
+        basefd = served.basefd;
       }
     }
   }
@@ -373,7 +391,7 @@ bool ImageBroker::Step(int s, Handshake& h) {
   uint8_t theirs[crypto::kHashSize];
   if (Receive(s, MutableByteSpan(theirs, sizeof(theirs)), MSG_DONTWAIT) == static_cast<long>(sizeof(theirs)) &&
       ProofMatches(Proof(key, "asker", h.asker_nonce, h.holder_nonce, me, asker), theirs)) {
-    SendDescriptor(s, memfd);
+    SendDescriptors(s, memfd, basefd);
   }
   return false;  // done either way
 }

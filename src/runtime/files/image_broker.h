@@ -36,11 +36,16 @@ class ImageBroker {
  public:
   static ImageBroker& Get();
 
-  // A memory file another process holds for the file with this sharing key (now one of this
-  // process's descriptors), or -1 if no process answers for it.
-  Result<int> Fetch(const SecretBytes& key);
-  // Answers for `memfd` under `key` from now on, until Withdraw(handle).
-  Result<uint64_t> Serve(const SecretBytes& key, int memfd);
+  // What a holder hands over: its image (a memory file) and its base (the file's content when
+  // the holder last agreed with it: shared_image.h), both now this process's descriptors.
+  struct Fetched {
+    int memfd = -1;  // -1: no process answers for the file
+    int basefd = -1;
+  };
+  // The image another process holds for the file with this sharing key.
+  Result<Fetched> Fetch(const SecretBytes& key);
+  // Answers for `memfd` (and its base `basefd`) under `key` from now on, until Withdraw(handle).
+  Result<uint64_t> Serve(const SecretBytes& key, int memfd, int basefd);
   void Withdraw(uint64_t handle);
 
   // Fork (runtime/process/fork.cc): a listener for the child per image, made before; the parent
@@ -57,6 +62,7 @@ class ImageBroker {
     SecretBytes key;
     std::string name_prefix;  // "scone-image-<tag>-"
     int memfd;
+    int basefd;
     int listener;
     int child_listener = -1;   // made before a fork, for the child
     int parent_listener = -1;  // in a child, until it completes its fork

@@ -52,11 +52,12 @@ Result<std::shared_ptr<SharedImage>> MappedFiles::Bind(fs::Volume& volume,
   SecretBytes key = volume.SharingKey(file->id());
   SCONE_RETURN_IF_ERROR(volume.LockImages());
   Result<std::shared_ptr<SharedImage>> image = [&]() -> Result<std::shared_ptr<SharedImage>> {
-    SCONE_ASSIGN_OR_RETURN(int memfd, ImageBroker::Get().Fetch(key));
-    if (memfd >= 0) return SharedImage::Adopt(&volume, file, memfd);
+    SCONE_ASSIGN_OR_RETURN(ImageBroker::Fetched held, ImageBroker::Get().Fetch(key));
+    if (held.memfd >= 0) return SharedImage::Adopt(&volume, file, held.memfd, held.basefd);
     return SharedImage::Create(&volume, file);
   }();
-  Result<uint64_t> served = image.ok() ? ImageBroker::Get().Serve(key, (*image)->fd()) : image.status();
+  Result<uint64_t> served =
+      image.ok() ? ImageBroker::Get().Serve(key, (*image)->fd(), (*image)->base_fd()) : image.status();
   volume.UnlockImages();
   if (!served.ok()) return served.status();
   held_.push_back(Held{file.get(), *image, *served});

@@ -47,11 +47,39 @@ Result<std::shared_ptr<SharedImage>> SharedImage::Create(fs::Volume* volume, std
 }
 
 Result<std::shared_ptr<SharedImage>> SharedImage::Adopt(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
-                                                        int memfd) {
+                                                        int memfd, int holder_base) {
+  const os::File theirs(holder_base, "the base of a handed-over image");  // closed on return
   SCONE_ASSIGN_OR_RETURN(std::shared_ptr<SharedImage> image, WithBase(volume, std::move(file), memfd));
-  // What the image holds beyond the file now are other mappers' stores, not yet sealed.
-  SCONE_RETURN_IF_ERROR(image->Fill({&image->base_}));
+  if (!theirs.valid()) {
+    // A holder without a base: what the image holds beyond the file counts as stores.
+    SCONE_RETURN_IF_ERROR(image->Fill({&image->base_}));
+    return image;
+  }
+  SCONE_RETURN_IF_ERROR(CopyMemoryFile(theirs, image->base_));
+  std::lock_guard lock(image->mu_);
+  SCONE_RETURN_IF_ERROR(image->SealLocked(/*durable=*/false, /*whole=*/true));
   return image;
+}
+
+Status SharedImage::CopyMemoryFile(const os::File& from, const os::File& to) {
+  SCONE_ASSIGN_OR_RETURN(uint64_t size, from.Size());
+  SCONE_RETURN_IF_ERROR(to.Truncate(size));
+  std::vector<uint8_t> buffer(256 * kChunk);
+  for (uint64_t at = 0; at < size;) {
+    // Only the runs that hold data: holes stay unallocated.
+    long data = RawSyscall(SYS_lseek, from.fd(), static_cast<long>(at), SEEK_DATA);
+    if (data < 0) break;  // ENXIO: only a hole is left
+    long hole = RawSyscall(SYS_lseek, from.fd(), data, SEEK_HOLE);
+    if (hole < 0) hole = static_cast<long>(size);
+    for (at = static_cast<uint64_t>(data); at < static_cast<uint64_t>(hole);) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), static_cast<uint64_t>(hole) - at));
+      SCONE_ASSIGN_OR_RETURN(size_t n, from.ReadAt(at, MutableByteSpan(buffer.data(), want)));
+      if (n == 0) return Status::Ok();
+      SCONE_RETURN_IF_ERROR(to.WriteAt(at, ByteSpan(buffer.data(), n)));
+      at += n;
+    }
+  }
+  return Status::Ok();
 }
 
 Status SharedImage::Fill(std::initializer_list<const os::File*> into) {
@@ -191,16 +219,15 @@ Status SharedImage::Seal(bool durable) {
     return Status::Ok();
   }
   SCONE_RETURN_IF_ERROR(volume_->LockImages());
-  Status s = SealLocked(durable);
+  Status s = SealLocked(durable, writable_mapping_.load(std::memory_order_relaxed));
   volume_->UnlockImages();
   return s;
 }
 
-Status SharedImage::SealLocked(bool durable) {
+Status SharedImage::SealLocked(bool durable, bool whole) {
   SCONE_RETURN_IF_ERROR(file_->Refresh());  // what other processes published: its size too
   SCONE_ASSIGN_OR_RETURN(uint64_t size, Size());
   SCONE_ASSIGN_OR_RETURN(uint64_t base_size, base_.Size());
-  const bool whole = writable_mapping_.load(std::memory_order_relaxed);
   if (!whole && dirty_.empty() && !resized_ && file_->size() == size) {
     return durable ? file_->Sync() : Status::Ok();
   }

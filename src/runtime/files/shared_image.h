@@ -45,14 +45,20 @@ class SharedImage {
   // A new image, filled from the sealed file. REQUIRES: the volume's images lock (`volume` is the
   // file's; it outlives the image).
   static Result<std::shared_ptr<SharedImage>> Create(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file);
-  // The image another process handed over (its memory file, now this process's `memfd`).
-  // REQUIRES: the volume's images lock.
+  // The image another process handed over (its memory file, now this process's `memfd`), with
+  // that holder's base (`holder_base`, closed here; -1: none). The holder's base tells its
+  // mappers' stores from writes other processes made to the file without mapping it since
+  // (a base read from the file would take the image's stale bytes for stores, and the next seal
+  // would write them over those writes): this process's base starts as a copy of it, and the
+  // image is brought up to date with the file at once (a whole seal). REQUIRES: the volume's
+  // images lock.
   static Result<std::shared_ptr<SharedImage>> Adopt(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
-                                                    int memfd);
+                                                    int memfd, int holder_base);
   SharedImage(const SharedImage&) = delete;
   SharedImage& operator=(const SharedImage&) = delete;
 
   int fd() const { return memory_.fd(); }
+  int base_fd() const { return base_.fd(); }
   const std::shared_ptr<fs::ProtectedFile>& file() const { return file_; }
 
   Result<uint64_t> Size() const { return memory_.Size(); }
@@ -78,6 +84,8 @@ class SharedImage {
   // The image of `memfd` with a new, empty base (`memfd` is closed if that fails).
   static Result<std::shared_ptr<SharedImage>> WithBase(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
                                                        int memfd);
+  // `to` becomes a copy of the memory file `from` (its holes stay holes).
+  static Status CopyMemoryFile(const os::File& from, const os::File& to);
   // Copies the sealed file's content into each of `into` (sized to it).
   Status Fill(std::initializer_list<const os::File*> into);
   Result<const os::File*> Appending();
@@ -85,7 +93,9 @@ class SharedImage {
   // Merges [first, last) chunks of the image, the base and the file (see above), writing what
   // changed into the file and the image; the base becomes the result.
   Status SealChunks(uint64_t first, uint64_t last, uint64_t size);
-  Status SealLocked(bool durable);
+  // REQUIRES: mu_ and the volume's images lock. `whole`: every chunk compared (a writable
+  // mapping, or an image just adopted).
+  Status SealLocked(bool durable, bool whole);
 
   fs::Volume* const volume_;
   const std::shared_ptr<fs::ProtectedFile> file_;
