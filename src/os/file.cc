@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <sys/stat.h>
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -182,6 +183,13 @@ Status WriteFileAtomically(const std::string& path, ByteSpan data, mode_t mode) 
   std::string tmp = path + ".tmp";
   {
     SCONE_ASSIGN_OR_RETURN(File f, File::Open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode));
+    // The file it replaces keeps its owner and mode: root running `scone volume verify` on a
+    // volume of the postgres user must not leave it a file that user cannot read.
+    struct stat old;
+    if (Sys().lstat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
+      if (fchown(f.fd(), old.st_uid, old.st_gid) != 0 && errno != EPERM) return IoError("chown " + tmp, errno);
+      if (fchmod(f.fd(), old.st_mode & 07777) != 0) return IoError("chmod " + tmp, errno);
+    }
     SCONE_RETURN_IF_ERROR(f.WriteAt(0, data));
     SCONE_RETURN_IF_ERROR(f.Sync());
     SCONE_RETURN_IF_ERROR(f.Close());

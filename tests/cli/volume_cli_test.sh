@@ -154,6 +154,21 @@ bad-input)
   contains err "vol/.scone/volume"
   ;;
 
+verify-keeps-owner)
+  # root verifying a volume of another user (postgres' data directory) leaves every file of it
+  # that user's: the volume's state file, rewritten at close, kept root's owner and mode 600,
+  # and the owner's next `scone run` failed with "Permission denied".
+  chmod 755 "$work"
+  "$scone" volume create vol --key-file key >/dev/null 2>&1
+  chown -R nobody:nogroup vol && chown nobody key
+  runuser -u nobody -- "$scone" run --volume "$work/vol:$work/key" -- /bin/sh -c "echo data > $work/vol/f" ||
+    fail "the owner's first write"
+  expect_exit 0 "$scone" volume verify vol --key-file key
+  others="$(find vol ! -user nobody)"
+  [[ -z "$others" ]] || fail "files of the volume no longer the owner's after verify: $others"
+  [[ "$(runuser -u nobody -- "$scone" run --volume "$work/vol:$work/key" -- /bin/cat "$work/vol/f")" == data ]] ||
+    fail "the owner cannot use the volume after root verified it"
+  ;;
 key-never-printed)
   make_plain
   expect_exit 0 "$scone" volume import plain vol --key-file k

@@ -252,6 +252,42 @@ PYEOF
     fail "two WAL writers lost transactions: $(run sqlite3 vol/w.db 'select count(*) from t') of 400"
   check_volume
   ;;
+record-locks)
+  # fcntl/lockf ranges as the program means them: SEEK_CUR and SEEK_END are the plaintext
+  # position and size (the kernel resolved them against the ciphertext descriptor: position 0,
+  # the ciphertext's size, so a lockf(3) at offset 500 locked bytes 0-99 and another process
+  # was granted 500-599); F_GETLK reports plaintext offsets; truncate(2) by path keeps the
+  # caller's locks (the runtime's descriptor for it was closed, which dropped them).
+  cat > ranges.py <<PYEOF
+import fcntl, os, struct
+fd = os.open("vol/lf", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, b"$MARKER" + b"x" * 1000)
+size = os.fstat(fd).st_size
+os.lseek(fd, 500, 0)
+os.lockf(fd, os.F_TLOCK, 100)                      # SEEK_CUR: 500-599
+fcntl.fcntl(fd, fcntl.F_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, os.SEEK_END, -10, 10, 0))
+mine = sorted(tuple(l.split()[-2:]) for l in open("/proc/locks") if " %d " % os.getpid() in l)
+print(set(mine) == {("500", "599"), (str(size - 10), str(size - 1))})
+os.truncate("vol/lf", size)                        # by path: the locks stay
+print(sum(1 for l in open("/proc/locks") if " %d " % os.getpid() in l))
+pid = os.fork()
+if pid == 0:
+    c = os.open("vol/lf", os.O_RDWR)
+    def probe(start, n):
+        try:
+            fcntl.fcntl(c, fcntl.F_SETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, start, n, 0))
+            return "granted"
+        except OSError:
+            return "busy"
+    _, _, start, length, owner = struct.unpack("hhqqi", fcntl.fcntl(c, fcntl.F_GETLK, struct.pack("hhqqi", fcntl.F_WRLCK, 0, 0, 0, 0)))
+    print(probe(0, 100), probe(500, 100), probe(size - 5, 1), start, length, owner == os.getppid())
+    os._exit(0)
+os.waitpid(pid, 0)
+PYEOF
+  out="$(run "$PY" ranges.py)"
+  [[ "$out" == $'True\n2\ngranted busy busy 500 100 True' ]] || fail "record lock ranges: $(echo $out)"
+  check_volume
+  ;;
 dsync-writes)
   # A descriptor opened O_DSYNC or O_SYNC makes each write durable when it returns (LMDB writes
   # its meta page so): what was written survives SIGKILL right after, alone or shared.

@@ -111,7 +111,7 @@ long FinishCreatedMode(int fd, mode_t mode) {
 }
 
 // open of a path inside a protected region. REQUIRES: a RuntimeSection.
-long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode) {
+long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool for_runtime) {
   fs::Volume* volume = t.volume->Get();
   if (volume == nullptr) return -EIO;
   struct stat st;
@@ -158,7 +158,7 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode) {
   // The descriptor's access mode mirrors the program's, so that advisory locks (a write lock
   // needs a writable descriptor) behave as without the shield; data never goes through it.
   long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(t.absolute.c_str()),
-                       (flags & O_ACCMODE) | O_NOFOLLOW | (flags & O_CLOEXEC), 0);
+                       (for_runtime ? O_PATH : flags & O_ACCMODE) | O_NOFOLLOW | (flags & O_CLOEXEC), 0);
   if (fd < 0) return fd;
   if (fd >= FdTable::kMaxFds) {
     RawSyscall(SYS_close, fd);
@@ -271,7 +271,7 @@ long OpenDirectory(Runtime& rt, int dirfd, const char* path, int flags, mode_t m
 
 }  // namespace
 
-long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode) {
+long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode, bool for_runtime) {
   if (path == nullptr) return kNotMine;
   LexicalPath lexical;
   const bool judged = rt.LexicalLookup(dirfd, path, &lexical);
@@ -308,7 +308,7 @@ long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode) {
                                                         : kNotMine;
   }
   if (flags & O_DIRECTORY) return OpenDirectory(rt, dirfd, path, flags, mode, t.absolute);
-  return OpenProtected(rt, t, flags, mode);
+  return OpenProtected(rt, t, flags, mode, for_runtime);
 }
 
 long OpenAt2(Runtime& rt, int dirfd, const char* path, const struct open_how* how, size_t size) {
@@ -409,7 +409,10 @@ long Truncate(Runtime& rt, const char* path, long length) {
       return kNotMine;
     }
   }
-  long fd = OpenAt(rt, AT_FDCWD, path, O_WRONLY | O_CLOEXEC, 0);
+  // The kernel's descriptor is an O_PATH one (its close keeps the program's locks): the write
+  // permission truncate(2) needs is asked for apart.
+  if (long allowed = RawSyscall(SYS_faccessat2, AT_FDCWD, Arg(path), W_OK, AT_EACCESS); allowed != 0) return allowed;
+  long fd = OpenAt(rt, AT_FDCWD, path, O_WRONLY | O_CLOEXEC, 0, /*for_runtime=*/true);
   if (fd == kNotMine) return kNotMine;
   if (fd < 0) return fd;
   long r = rt.fds().Has(static_cast<int>(fd)) ? FileTruncate(rt, static_cast<int>(fd), length)
@@ -728,6 +731,13 @@ long Dup(Runtime& rt, long nr, int oldfd, int newfd, int flags) {
   return r;
 }
 
+namespace {
+bool IsRecordLock(int cmd) {
+  return cmd == F_SETLK || cmd == F_SETLKW || cmd == F_GETLK || cmd == F_OFD_SETLK || cmd == F_OFD_SETLKW ||
+         cmd == F_OFD_GETLK;
+}
+}  // namespace
+
 long Fcntl(Runtime& rt, int fd, int cmd, long arg) {
   RuntimeSection section;
   auto d = Shielded(rt, fd);
@@ -736,6 +746,22 @@ long Fcntl(Runtime& rt, int fd, int cmd, long arg) {
     return kernel < 0 ? kernel : d->StatusFlags(static_cast<int>(kernel));
   }
   if (d != nullptr && cmd == F_SETFL) return RawSyscall(SYS_fcntl, fd, F_SETFL, d->SetStatusFlags(static_cast<int>(arg)));
+  if (d != nullptr && d->AsTlsSocket() == nullptr && IsRecordLock(cmd) && arg != 0) {
+    // The kernel resolves SEEK_CUR and SEEK_END against its descriptor, the ciphertext's (its
+    // position stays 0, its size is the ciphertext's): the range is made absolute in plaintext
+    // first, so that every process of the volume locks the same bytes.
+    auto* program = reinterpret_cast<struct flock*>(arg);
+    struct flock lock = *program;
+    if (lock.l_whence == SEEK_CUR || lock.l_whence == SEEK_END) {
+      const int64_t from = lock.l_whence == SEEK_CUR ? d->Seek(fd, 0, SEEK_CUR) : static_cast<int64_t>(d->PlaintextSize());
+      if (from < 0) return from;
+      if (__builtin_add_overflow(static_cast<int64_t>(lock.l_start), from, &lock.l_start)) return -EOVERFLOW;
+      lock.l_whence = SEEK_SET;
+    }
+    long r = RawSyscall(SYS_fcntl, fd, cmd, Arg(&lock));
+    if (r == 0 && (cmd == F_GETLK || cmd == F_OFD_GETLK)) *program = lock;
+    return r;
+  }
   long r = RawSyscall(SYS_fcntl, fd, cmd, arg);
   if (d != nullptr && r >= 0 && (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)) {
     if (r >= FdTable::kMaxFds) {

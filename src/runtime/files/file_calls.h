@@ -24,7 +24,10 @@ inline constexpr long kNotMine = LONG_MIN;
 namespace files {
 
 // Paths.
-long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode);
+// `for_runtime`: an open the runtime makes for itself (truncate by path): the kernel's descriptor
+// of a protected file is an O_PATH one, whose close leaves the program's POSIX locks on the file
+// alone (closing any other descriptor of it drops them all).
+long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode, bool for_runtime = false);
 long OpenAt2(Runtime& rt, int dirfd, const char* path, const struct open_how* how, size_t size);
 // stat, lstat and newfstatat (AT_EMPTY_PATH on a shielded descriptor included).
 long StatAt(Runtime& rt, int dirfd, const char* path, struct stat* st, int at_flags);
