@@ -284,8 +284,13 @@ if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)
 PYEOF
+  # fstat of a file unlinked while open: no name left (its data waits in the volume's trash).
+  cat >> ranges.py <<PYEOF
+os.unlink("vol/lf")
+print(os.fstat(fd).st_nlink)
+PYEOF
   out="$(run "$PY" ranges.py)"
-  [[ "$out" == $'True\n2\ngranted busy busy 500 100 True' ]] || fail "record lock ranges: $(echo $out)"
+  [[ "$out" == $'True\n2\ngranted busy busy 500 100 True\n0' ]] || fail "record lock ranges, st_nlink: $(echo $out)"
   check_volume
   ;;
 dsync-writes)

@@ -205,6 +205,9 @@ void ProtectedFd::PatchStat(struct stat* st) {
   // st_blocks stays the kernel's: the ciphertext's allocation is what the file takes on disk
   // (a sparse file stays sparse).
   st->st_size = static_cast<off_t>(PlaintextSize());
+  // Unlinked while open, the data waits in the volume's trash under a name of the runtime's:
+  // the program sees no name left, as the kernel reports it (SQLite and log tailers check).
+  if (file_->unlinked()) st->st_nlink = 0;
 }
 
 uint64_t ProtectedFd::PlaintextSize() {
