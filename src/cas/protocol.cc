@@ -56,6 +56,7 @@ SecretBytes ServiceConfig::Encode() const {
     size += 12 + v.name.size() + v.path.size() + v.key.size() + 1 + (v.expected ? v.expected->tag.size() + 8 : 0);
   }
   for (const InjectedFile& f : injected_files) size += 8 + f.path.size() + f.content.size();
+  size += 4 + console_key.size();
   ByteWriter w;
   w.Reserve(size);
   w.Str(kConfigLabel);
@@ -80,6 +81,7 @@ SecretBytes ServiceConfig::Encode() const {
     w.Str(f.path);
     w.Blob(f.content.span());
   }
+  w.Blob(console_key.span());
   Bytes plain = w.Take();
   SecretBytes out(plain);
   Wipe(plain);
@@ -121,7 +123,10 @@ Result<ServiceConfig> ServiceConfig::Decode(ByteSpan bytes) {
   for (InjectedFile& f : c.injected_files) {
     if (!r.Str(&f.path, kMaxString) || !ReadSecret(r, &f.content, kMaxFrame)) return bad();
   }
-  if (!r.done()) return bad();
+  if (!ReadSecret(r, &c.console_key, crypto::kKeySize) || (!c.console_key.empty() && c.console_key.size() != crypto::kKeySize) ||
+      !r.done()) {
+    return bad();
+  }
   return c;
 }
 

@@ -69,6 +69,9 @@ struct ServiceConfig {
   std::string pwd;
   std::vector<VolumeGrant> volumes;
   std::vector<InjectedFile> injected_files;
+  // The console shield's key for this service (SCONE_CONSOLE_SHIELD=protected in its
+  // environment; docs/console-shield.md); empty: the console is the program's.
+  SecretBytes console_key;
 
   SecretBytes Encode() const;
   static Result<ServiceConfig> Decode(ByteSpan bytes);

@@ -34,6 +34,14 @@ std::vector<std::string> SplitCommand(const std::string& command) {
 
 }  // namespace
 
+Result<bool> ConsoleShieldWanted(const policy::Service& service) {
+  auto it = service.environment.find(kConsoleShieldVariable);
+  if (it == service.environment.end() || it->second == "disabled") return false;
+  if (it->second == "protected") return true;
+  return InvalidArgument(std::string(kConsoleShieldVariable) + "=" + it->second + " in service " + service.name +
+                         ": expected protected or disabled");
+}
+
 attest::AttestationPolicy PolicyFor(const policy::Session& session, const policy::Service& service) {
   attest::AttestationPolicy p;
   p.mrenclaves = service.mrenclaves;
@@ -60,6 +68,11 @@ Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session
     c.environment.push_back(std::move(entry));
   }
   c.pwd = service.pwd;
+  SCONE_ASSIGN_OR_RETURN(bool console, ConsoleShieldWanted(service));
+  if (console) {
+    SCONE_ASSIGN_OR_RETURN(auto key, store.ConsoleKey(session.name, service.name, /*create=*/true));
+    c.console_key = std::move(*key);
+  }
   if (service.image_name.empty()) return c;
   const policy::Image* image = session.FindImage(service.image_name);
   if (image == nullptr) return NotFound("image " + service.image_name + " is not in session " + session.name);
