@@ -226,7 +226,7 @@ Result<sqlite3*> Store::OpenDatabase(const std::string& db_path) {
       "  sealed_key BLOB NOT NULL, tag BLOB, generation INTEGER, PRIMARY KEY(session, name));"
       "CREATE TABLE IF NOT EXISTS platforms(key TEXT PRIMARY KEY, added_by TEXT, time INTEGER);"
       "CREATE TABLE IF NOT EXISTS console_keys(session TEXT NOT NULL, service TEXT NOT NULL,"
-      "  sealed_key BLOB NOT NULL, PRIMARY KEY(session, service));"
+      "  sealed_key BLOB NOT NULL, mac BLOB, PRIMARY KEY(session, service));"
       "CREATE TABLE IF NOT EXISTS state(id INTEGER PRIMARY KEY CHECK(id = 1), counter INTEGER NOT NULL,"
       "  digest BLOB NOT NULL, mac BLOB NOT NULL);"
       "CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit"

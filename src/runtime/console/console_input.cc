@@ -30,14 +30,20 @@ struct ConsoleInput::Shared {
   uint8_t plain[kMaxInputPayload];
 };
 
-std::shared_ptr<ConsoleInput> ConsoleInput::Create(const SecretBytes& key, int memfd) {
+Result<std::shared_ptr<ConsoleInput>> ConsoleInput::Create(const SecretBytes& key, int memfd) {
   const bool fresh = memfd < 0;
   if (fresh) {
-    memfd = static_cast<int>(RawSyscall(SYS_memfd_create, Arg("scone-console-stdin"), MFD_CLOEXEC));
-    if (memfd < 0 || RawSyscall(SYS_ftruncate, memfd, sizeof(Shared)) != 0) return nullptr;
+    long fd = RawSyscall(SYS_memfd_create, Arg("scone-console-stdin"), MFD_CLOEXEC);
+    if (fd < 0) return IoError("sealed stdin: memfd_create", static_cast<int>(-fd));
+    memfd = static_cast<int>(fd);
+    long r = RawSyscall(SYS_ftruncate, memfd, sizeof(Shared));
+    if (r != 0) return IoError("sealed stdin: ftruncate", static_cast<int>(-r));
+  } else {
+    (void)RawSyscall(SYS_fcntl, memfd, F_SETFD, FD_CLOEXEC);  // handed over across exec
   }
+  memfd = files::KeepOwn(memfd);
   long addr = RawSyscall6(SYS_mmap, 0, sizeof(Shared), PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-  if (addr < 0 && addr > -4096) return nullptr;
+  if (addr < 0 && addr > -4096) return IoError("sealed stdin: mmap", static_cast<int>(-addr));
   auto* shared = reinterpret_cast<Shared*>(addr);
   if (fresh) {
     pthread_mutexattr_t attr;
@@ -48,7 +54,6 @@ std::shared_ptr<ConsoleInput> ConsoleInput::Create(const SecretBytes& key, int m
     pthread_mutexattr_destroy(&attr);
     shared->state = Shared::kFresh;
   }
-  files::KeepOwn(memfd);
   return std::shared_ptr<ConsoleInput>(new ConsoleInput(key, memfd, shared));
 }
 

@@ -31,7 +31,7 @@ class ConsoleInput {
  public:
   // Maps the shared state in `memfd` (a new one: created and initialized here when -1).
   // REQUIRES: `key` outlives this object.
-  static std::shared_ptr<ConsoleInput> Create(const SecretBytes& key, int memfd);
+  static Result<std::shared_ptr<ConsoleInput>> Create(const SecretBytes& key, int memfd);
   ~ConsoleInput();
 
   // The program's read of descriptor `fd`: plaintext, 0 at the stream's clean end, -EIO on any

@@ -236,11 +236,8 @@ Status ConsoleShield::StartInput(const ConsoleConfig& config, FdTable& fds) {
     if (fds.Has(0) || RawSyscall(SYS_fstat, 0, Arg(&st)) != 0) {
       return InvalidArgument("sealed stdin (-i): descriptor 0 is not open");
     }
-  } else {
-    (void)RawSyscall(SYS_fcntl, config.input_memfd, F_SETFD, FD_CLOEXEC);
   }
-  input_ = ConsoleInput::Create(key_, config.input_memfd);
-  if (input_ == nullptr) return Internal("sealed stdin: cannot share the reader's state");
+  SCONE_ASSIGN_OR_RETURN(input_, ConsoleInput::Create(key_, config.input_memfd));
   auto d = std::make_shared<ConsoleInputFd>(input_);
   for (int fd : readers) {
     if (fd >= 0 && fd < FdTable::kMaxFds && !fds.Has(fd) && RawSyscall(SYS_fcntl, fd, F_GETFD) >= 0) fds.Set(fd, d);
