@@ -6,12 +6,14 @@
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <linux/falloc.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "runtime/entry/raw_syscall.h"
@@ -60,6 +62,7 @@ ConsoleStream::ConsoleStream(const SecretBytes& key, int own_fd, const ConsoleSt
     dev_ = st.st_dev;
     ino_ = st.st_ino;
     file = S_ISREG(st.st_mode);
+    pipe_ = S_ISFIFO(st.st_mode);
   }
   struct termios tty;
   text_ = !file && RawSyscall(SYS_ioctl, own_fd, TCGETS, Arg(&tty)) == 0;
@@ -68,17 +71,60 @@ ConsoleStream::ConsoleStream(const SecretBytes& key, int own_fd, const ConsoleSt
     max_payload_ = (PIPE_BUF - 1) / 4 * 3 - console::kOverhead;
     text_record_.resize(console::TextRecordSize(max_payload_ + console::kOverhead));
   } else {
-    max_payload_ = (file ? kFileRecordSize : PIPE_BUF) - console::kOverhead;
+    max_payload_ = (file || pipe_ ? kFileRecordSize : PIPE_BUF) - console::kOverhead;
   }
   record_.resize(max_payload_ + console::kOverhead);
   cipher_ = console::StreamCipher(key_, id_);
 }
+
+void ConsoleStream::OpenPipeLock() {
+  if (lock_fd_ == -1) {
+    // A description of the pipe of this stream's own: flock excludes every other description,
+    // so every other stream, in this process or another, of this run or another.
+    char path[64];
+    std::snprintf(path, sizeof(path), "/proc/self/fd/%d", own_fd_);
+    long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(path), O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+      lock_fd_ = kLockUnavailable;  // no /proc, or no reader: records of at most PIPE_BUF
+      max_payload_ = PIPE_BUF - console::kOverhead;
+      return;
+    }
+    lock_fd_ = files::KeepOwn(static_cast<int>(fd));
+  }
+}
+
+long ConsoleStream::LockPipe(bool may_refuse) {
+  OpenPipeLock();
+  if (lock_fd_ < 0) return 1;
+  long r = RawSyscall(SYS_flock, lock_fd_, LOCK_EX | LOCK_NB);
+  if (r == 0) return 0;
+  // Another writer is inside a record (perhaps waiting for a full pipe): a non-blocking console
+  // says EAGAIN, as the full pipe would; a blocking one waits its turn.
+  long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
+  if (may_refuse && flags >= 0 && (flags & O_NONBLOCK)) return -EAGAIN;
+  do {
+    r = RawSyscall(SYS_flock, lock_fd_, LOCK_EX);
+  } while (r == -EINTR);
+  return r == 0 ? 0 : 1;
+}
+
+void ConsoleStream::UnlockPipe() { (void)RawSyscall(SYS_flock, lock_fd_, LOCK_UN); }
 
 long ConsoleStream::WriteRecord(RecordType type, ByteSpan payload, bool may_refuse) {
   if (rekey_) {
     cipher_ = console::StreamCipher(key_, id_);
     rekey_ = false;
   }
+  // On a pipe, records up to 64 KiB: larger than PIPE_BUF, the kernel may interleave another
+  // writer's bytes when the pipe fills, so every record goes out under the pipe's lock.
+  const long lock = pipe_ ? LockPipe(may_refuse) : 1;
+  if (lock < 0) return lock;
+  long r = WriteSealed(type, payload, may_refuse);
+  if (lock == 0) UnlockPipe();
+  return r;
+}
+
+long ConsoleStream::WriteSealed(RecordType type, ByteSpan payload, bool may_refuse) {
   console::SealRecord(*cipher_, type, id_, next_, payload, record_.data());
   size_t size = console::kOverhead + payload.size();
   const uint8_t* out = record_.data();
@@ -117,11 +163,19 @@ long ConsoleStream::Write(const void* buf, size_t count) {
   std::lock_guard lock(mu_);
   if (ended_) return -EIO;  // never plaintext: the stream is over
   if (count == 0) return 0;
+  size_t limit = max_payload_;
+  if (pipe_) {
+    OpenPipeLock();  // (may find no lock: records then stay at most PIPE_BUF)
+    // A non-blocking pipe: records the kernel takes whole or refuses (EAGAIN), so that the
+    // program sees a full pipe as natively, never a record that waits half-written.
+    long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK)) limit = std::min(limit, PIPE_BUF - console::kOverhead);
+  }
   if (long r = StartIfNeeded(true); r < 0) return r;
   const auto* p = static_cast<const uint8_t*>(buf);
   size_t done = 0;
   while (done < count) {
-    size_t n = std::min(count - done, max_payload_);
+    size_t n = std::min(count - done, limit);
     long r = WriteRecord(RecordType::kData, ByteSpan(p + done, n), true);
     if (r < 0) return done > 0 ? static_cast<long>(done) : r;
     done += n;
@@ -136,6 +190,8 @@ void ConsoleStream::End() {
   if (StartIfNeeded(false) == 0) (void)WriteRecord(RecordType::kEnd, {}, false);
   files::CloseOwn(own_fd_);
   own_fd_ = -1;
+  if (lock_fd_ >= 0) files::CloseOwn(lock_fd_);
+  lock_fd_ = kLockUnavailable;
 }
 
 bool ConsoleStream::ended() {
@@ -169,6 +225,10 @@ void ConsoleStream::UnlockInParent() { mu_.unlock(); }
 // cipher is made at its first record: the child's allocator may not be usable yet).
 void ConsoleStream::BecomeChild() {
   siblings_.clear();  // a child's stream is announced by its parent
+  if (lock_fd_ >= 0) {
+    files::CloseOwn(lock_fd_);  // the parent's description: the child locks one of its own
+    lock_fd_ = -1;
+  }
   parent_ = id_;
   id_ = child_;
   next_ = 0;

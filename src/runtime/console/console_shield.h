@@ -62,6 +62,13 @@ class ConsoleStream {
   // Seals and writes one record. -EAGAIN (nothing written) only when `may_refuse`; else waits
   // until the description takes it. REQUIRES: mu_.
   long WriteRecord(console::RecordType type, ByteSpan payload, bool may_refuse);
+  long WriteSealed(console::RecordType type, ByteSpan payload, bool may_refuse);
+  // A pipe's lock (flock on a description of this process's own), held across a record's write.
+  // 0: locked; 1: no lock to be had (records then stay at most PIPE_BUF); -EAGAIN: another
+  // writer holds it and the console is non-blocking (only when `may_refuse`). REQUIRES: mu_.
+  long LockPipe(bool may_refuse);
+  void OpenPipeLock();
+  void UnlockPipe();
   // REQUIRES: mu_.
   long StartIfNeeded(bool may_refuse);
 
@@ -82,6 +89,9 @@ class ConsoleStream {
   bool rekey_ = false;  // a forked child that has not made its own cipher yet
   // A terminal: records as base64 lines (its line discipline would rewrite a binary record).
   bool text_ = false;
+  bool pipe_ = false;  // a pipe or FIFO: records up to 64 KiB, under the pipe's lock
+  static constexpr int kLockUnavailable = -2;
+  int lock_fd_ = -1;   // -1: not opened yet in this process
   size_t max_payload_;
   std::unique_ptr<crypto::Aes256Gcm> cipher_;
   std::vector<uint8_t> record_;  // one record's room
