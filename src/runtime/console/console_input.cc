@@ -146,7 +146,11 @@ long ConsoleInput::Read(int fd, void* buf, size_t count) {
   Shared& s = *shared_;
   if (count == 0) return 0;
   int locked = pthread_mutex_lock(&s.mu);
-  if (locked == EOWNERDEAD) pthread_mutex_consistent(&s.mu);  // its state is whole between reads
+  if (locked == EOWNERDEAD) {
+    pthread_mutex_consistent(&s.mu);  // a reader died holding it: the state is whole between reads
+  } else if (locked != 0) {
+    return -EIO;
+  }
   long result;
   for (;;) {
     if (s.plain_off < s.plain_len) {
