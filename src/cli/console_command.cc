@@ -25,6 +25,7 @@ struct ConsoleArgs {
   std::string cas_cert;
   std::string input;  // empty or "-": stdin
   std::string split_dir;
+  bool runs = false;  // decrypt: runs one after another in one input
 };
 
 Status Keygen(const ConsoleArgs& a) {
@@ -85,6 +86,13 @@ Status Decrypt(const ConsoleArgs& a) {
     return WriteAll(plaintext, f);
   };
   console::Reader reader(std::move(key), sink);
+  if (a.runs) {
+    reader.AcceptRunsInSequence([](size_t run, uint64_t record) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "scone: run %zu of this console begins at record %llu (the run before it is complete)\n", run,
+                   static_cast<unsigned long long>(record));
+    });
+  }
   std::vector<uint8_t> buffer(256 * 1024);
   Status status;
   for (;;) {
@@ -111,8 +119,9 @@ Status Decrypt(const ConsoleArgs& a) {
                           "\nscone: the output above is what authenticated before the damage: it is incomplete");
   }
   SCONE_RETURN_IF_ERROR(status);
-  std::fprintf(stderr, "scone: console %s intact: %llu records, %zu streams\n", name.c_str(),
-               static_cast<unsigned long long>(reader.records()), reader.streams());
+  std::fprintf(stderr, "scone: console %s intact: %llu records, %zu streams, %zu run%s\n", name.c_str(),
+               static_cast<unsigned long long>(reader.records()), reader.streams(), reader.runs(),
+               reader.runs() == 1 ? "" : "s");
   return Status::Ok();
 }
 
@@ -190,6 +199,9 @@ void RegisterConsoleCommands(CLI::App& app, Action& action) {
   decrypt->add_option("--split", args->split_dir,
                       "Write each stream (one process's stdout or stderr) to DIR/N.stdout or DIR/N.stderr, N in "
                       "order of first appearance, instead of everything to stdout");
+  decrypt->add_flag("--runs", args->runs,
+                    "Accept several runs one after another (a log appended at every restart): each may begin "
+                    "once the run before it is complete; every boundary is named on stderr");
   decrypt->callback([&action, args] { action = [args] { return Decrypt(*args); }; });
 
   CLI::App* encrypt = console->add_subcommand(

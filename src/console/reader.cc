@@ -141,10 +141,19 @@ Status Reader::One(ByteSpan record, const RecordHeader& h) {
       }
       // The first stream names the run; a stream of another (under the same key) is refused
       // before anything of it is printed.
-      if (!run_) run_ = info.run;
-      if (info.run != *run_) {
-        return DataCorrupted("a stream of another run (run " + ShortName(info.run) + "..., this console's is " +
-                             ShortName(*run_) + "...): runs appended into one file, or records mixed in");
+      if (runs_.empty()) runs_.push_back(info.run);
+      if (info.run != runs_.back()) {
+        std::string refused = "a stream of another run (run " + ShortName(info.run) + "..., this console's is " +
+                              ShortName(runs_.back()) + "...): ";
+        if (!runs_in_sequence_) return DataCorrupted(refused + "runs appended into one file, or records mixed in");
+        // One run after another: the next may begin once the one before is complete.
+        std::vector<std::string> open = RunProblems(runs_.back());
+        if (!open.empty()) return DataCorrupted(refused + "it begins before this run is complete: " + open.front());
+        for (const StreamId& earlier : runs_) {
+          if (earlier == info.run) return DataCorrupted(refused + "an earlier run of this input again");
+        }
+        runs_.push_back(info.run);
+        if (run_begins_) run_begins_(runs_.size(), records_);
       }
       s->root = info.parent == StreamId{};
       s->channel = info.channel;
@@ -167,6 +176,51 @@ Status Reader::One(ByteSpan record, const RecordHeader& h) {
   return Status::Ok();
 }
 
+// Whether every stream of `run` is complete: ended, its announced children and its sibling first
+// streams there, its parent's announcement of it there. One line per problem.
+std::vector<std::string> Reader::RunProblems(const StreamId& run) const {
+  std::vector<std::string> problems;
+  // A parent names its children (kFork), a child its parent (kStart): both must be there.
+  for (const auto& [id, s] : streams_) {
+    if (s.start.run != run) continue;
+    for (const auto& [child, record] : s.children) {
+      if (!streams_.contains(child)) {
+        problems.push_back(Describe(s) + " announced a child process's stream (record " + std::to_string(record) +
+                           ", stream id " + ShortName(child) + "...) that is missing: removed");
+      }
+    }
+  }
+  // The first streams of the run name each other where they share the file, pipe or terminal.
+  for (const auto& [id, s] : streams_) {
+    if (s.start.run != run) continue;
+    for (const StreamId& sibling : s.start.siblings) {
+      if (!streams_.contains(sibling)) {
+        problems.push_back(Describe(s) + " names another first stream of its run on this file (stream id " +
+                           ShortName(sibling) + "...) that is missing: removed");
+      }
+    }
+  }
+  for (const auto& [id, s] : streams_) {
+    if (s.start.run != run) continue;
+    if (!s.ended) {
+      problems.push_back(Describe(s) + " has no final record after its record #" + std::to_string(s.next - 1) +
+                         " (record " + std::to_string(s.last_record) +
+                         "): truncated (the process was killed, or the end was cut); its output above is incomplete");
+    }
+    if (s.root) continue;
+    auto p = streams_.find(s.start.parent);
+    bool announced = false;
+    if (p != streams_.end()) {
+      for (const auto& c : p->second.children) announced = announced || c.first == id;
+    }
+    if (!announced) {
+      problems.push_back(Describe(s) + " belongs to a child process whose parent's stream (id " + ShortName(s.start.parent) +
+                         "...) " + (p == streams_.end() ? "is missing: removed" : "never announced it: not of this run"));
+    }
+  }
+  return problems;
+}
+
 Status Reader::Finish() {
   if (failed_) return DataCorrupted("input already found damaged");
   std::vector<std::string> problems;
@@ -184,40 +238,8 @@ Status Reader::Finish() {
     }
   }
   if (records_ == 0) problems.push_back("no console records at all (empty input)");
-  // A parent names its children (kFork), a child its parent (kStart): both must be there.
-  for (const auto& [id, s] : streams_) {
-    for (const auto& [child, record] : s.children) {
-      if (!streams_.contains(child)) {
-        problems.push_back(Describe(s) + " announced a child process's stream (record " + std::to_string(record) +
-                           ", stream id " + ShortName(child) + "...) that is missing: removed");
-      }
-    }
-  }
-  // The first streams of the run name each other where they share the file, pipe or terminal.
-  for (const auto& [id, s] : streams_) {
-    for (const StreamId& sibling : s.start.siblings) {
-      if (!streams_.contains(sibling)) {
-        problems.push_back(Describe(s) + " names another first stream of its run on this file (stream id " +
-                           ShortName(sibling) + "...) that is missing: removed");
-      }
-    }
-  }
-  for (const auto& [id, s] : streams_) {
-    if (!s.ended) {
-      problems.push_back(Describe(s) + " has no final record after its record #" + std::to_string(s.next - 1) +
-                         " (record " + std::to_string(s.last_record) +
-                         "): truncated (the process was killed, or the end was cut); its output above is incomplete");
-    }
-    if (s.root) continue;
-    auto p = streams_.find(s.start.parent);
-    bool announced = false;
-    if (p != streams_.end()) {
-      for (const auto& c : p->second.children) announced = announced || c.first == id;
-    }
-    if (!announced) {
-      problems.push_back(Describe(s) + " belongs to a child process whose parent's stream (id " + ShortName(s.start.parent) +
-                         "...) " + (p == streams_.end() ? "is missing: removed" : "never announced it: not of this run"));
-    }
+  for (const StreamId& run : runs_) {
+    for (std::string& p : RunProblems(run)) problems.push_back(std::move(p));
   }
   if (problems.empty()) return Status::Ok();
   std::string text;

@@ -40,7 +40,16 @@ class Reader {
   // each problem on a line of its own.
   Status Finish();
 
+  // `scone console decrypt --runs`: further runs may follow, each beginning once the run before
+  // is complete (every stream ended and accounted for); `begins` hears of each (its number from
+  // 1, the input's record number). Without it, a stream of another run is damage.
+  void AcceptRunsInSequence(std::function<void(size_t run, uint64_t record)> begins) {
+    runs_in_sequence_ = true;
+    run_begins_ = std::move(begins);
+  }
+
   uint64_t records() const { return records_; }
+  size_t runs() const { return runs_.size(); }
   size_t streams() const { return streams_.size(); }
 
  private:
@@ -61,6 +70,7 @@ class Reader {
   bool TakeTextRecord(ByteSpan rest, size_t* line, RecordHeader* h, std::string* why);
   std::string Where(uint64_t offset) const;
   std::string Describe(const Stream& s) const;
+  std::vector<std::string> RunProblems(const StreamId& run) const;
 
   SecretBytes key_;
   Sink sink_;
@@ -70,7 +80,9 @@ class Reader {
   std::map<StreamId, Stream> streams_;
   Bytes plain_;
   Bytes text_record_;
-  std::optional<StreamId> run_;  // of the first stream
+  std::vector<StreamId> runs_;  // the input's runs, the current last
+  bool runs_in_sequence_ = false;
+  std::function<void(size_t, uint64_t)> run_begins_;
   bool failed_ = false;
 };
 

@@ -140,6 +140,38 @@ TEST_F(ReaderTest, AnotherRunIsNeverPrinted) {
   EXPECT_EQ(r.printed.find("OTHER"), std::string::npos);
 }
 
+// With runs in sequence (a log appended at every restart): a complete run may be followed by
+// another; one that begins before the run before it is complete is still refused.
+TEST_F(ReaderTest, RunsInSequence) {
+  Writer other(key_, {}, StreamId{2});
+  std::vector<Bytes> after = records_;
+  for (Bytes r : {other.Start(), other.Data("second run\n"), other.End()}) after.push_back(r);
+  std::vector<size_t> begun;
+  Bytes all;
+  for (const Bytes& r : after) all.insert(all.end(), r.begin(), r.end());
+  std::string printed;
+  Reader reader(key_.Clone(), [&](ByteSpan p, int, Channel) {
+    printed.append(reinterpret_cast<const char*>(p.data()), p.size());
+    return Status::Ok();
+  });
+  reader.AcceptRunsInSequence([&](size_t run, uint64_t) { begun.push_back(run); });
+  ASSERT_TRUE(reader.Consume(all).ok());
+  ASSERT_TRUE(reader.Finish().ok());
+  EXPECT_EQ(printed, "one\nchild\ntwo\nthree\nsecond run\n");
+  EXPECT_EQ(begun, std::vector<size_t>{2});
+  EXPECT_EQ(reader.runs(), 2u);
+  // The other run's stream before the first run's end: refused, nothing of it printed.
+  Writer third(key_, {}, StreamId{3});
+  std::vector<Bytes> early = records_;
+  early.insert(early.begin() + 3, {third.Start()});
+  Bytes bytes;
+  for (const Bytes& r : early) bytes.insert(bytes.end(), r.begin(), r.end());
+  Reader strict(key_.Clone(), [](ByteSpan, int, Channel) { return Status::Ok(); });
+  strict.AcceptRunsInSequence(nullptr);
+  Status st = strict.Consume(bytes);
+  EXPECT_NE(st.message().find("before this run is complete"), std::string::npos) << st.message();
+}
+
 // A terminal's records: base64 lines, whose "\n" the line discipline made "\r\n".
 TEST_F(ReaderTest, TextRecordsThroughATerminal) {
   std::vector<Bytes> text;

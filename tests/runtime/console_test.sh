@@ -349,6 +349,15 @@ another-run)
   [[ "$n2" -gt 2 ]] || fail "records not as expected"
   damaged "a stream of another run" spliced.out
   ! grep -q "second" damaged.out || fail "another run's output was printed (spliced)"
+  # A log appended at every restart: with --runs, run after run, each boundary named.
+  decrypt --runs appended.out > runs.dec 2> runs.err || { cat runs.err >&2; fail "--runs: two whole runs refused"; }
+  [[ "$(cat runs.dec)" == "$MARKER first run"$'\n'"$MARKER second run"$'\n'"$MARKER second child" ]] ||
+    fail "--runs: the runs' output"
+  grep -q "run 2 of this console begins at record" runs.err || fail "--runs: the boundary is not named"
+  grep -q "intact: .* 2 runs" runs.err || fail "--runs: the summary does not count the runs"
+  rc=0; decrypt --runs spliced.out > runs-spliced.out 2> runs-spliced.err || rc=$?
+  [[ $rc -eq 3 ]] && grep -q "before this run is complete" runs-spliced.err || fail "--runs: a run spliced into another"
+  ! grep -q "second" runs-spliced.out || fail "--runs: a spliced run's output was printed"
   ;;
 
 truncate)
