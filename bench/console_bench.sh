@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The console shield's cost, in one run: programs writing much to stdout, natively and under
 # `scone run --console-key-file` (every write sealed into records), stdout redirected to a file
-# (records of up to 64 KiB) or to a pipe (records of at most PIPE_BUF, 4 KiB):
+# (records of up to 64 KiB) or to a pipe (records of up to 64 KiB under the pipe's lock):
 #   - seq 1000000                       (stdio, 4 KiB writes, 6.9 MB)
 #   - python3 printing 200000 lines      (its buffered stdout, 8 KiB writes)
 #   - python3 printing 50000 lines, each flushed  (one small write, so one record, per line)
-#   - yes | head -c 1G                   (head's 128 KiB writes: throughput; the row)
+#   - yes | head -c 1G                   (head's 4 KiB writes: throughput; the row)
 # and the AES-256-GCM rate of one core (`openssl speed`), the limit of a sealed stream.
 # Prints ratios measured in one run; never passes or fails on a time.
 # usage: bench/console_bench.sh SCONE

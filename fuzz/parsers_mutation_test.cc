@@ -230,10 +230,10 @@ TEST(ParserMutationTest, ConsoleRecords) {
     seed.resize(at + console::kOverhead + payload.size());
     console::SealRecord(c, t, s, n, payload, seed.data() + at);
   };
-  add(*parent_cipher, id, 0, console::RecordType::kStart, console::StartPayload({}, console::Channel::kStdout));
+  add(*parent_cipher, id, 0, console::RecordType::kStart, console::StartPayload({{}, console::Channel::kStdout, {}, {}}));
   add(*parent_cipher, id, 1, console::RecordType::kData, AsBytes("hello\n"));
   add(*parent_cipher, id, 2, console::RecordType::kFork, child);
-  add(*child_cipher, child, 0, console::RecordType::kStart, console::StartPayload(id, console::Channel::kStdout));
+  add(*child_cipher, child, 0, console::RecordType::kStart, console::StartPayload({id, console::Channel::kStdout, {}, {}}));
   add(*child_cipher, child, 1, console::RecordType::kEnd, {});
   add(*parent_cipher, id, 3, console::RecordType::kEnd, {});
   ConsoleParser(seed.data(), seed.size());

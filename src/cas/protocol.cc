@@ -57,6 +57,7 @@ SecretBytes ServiceConfig::Encode() const {
   }
   for (const InjectedFile& f : injected_files) size += 8 + f.path.size() + f.content.size();
   size += 8 + network_identity.size() + session_ca.size();
+  size += 4 + console_key.size();
   ByteWriter w;
   w.Reserve(size);
   w.Str(kConfigLabel);
@@ -83,6 +84,7 @@ SecretBytes ServiceConfig::Encode() const {
   }
   w.Blob(network_identity.span());
   w.Str(session_ca);
+  w.Blob(console_key.span());
   Bytes plain = w.Take();
   SecretBytes out(plain);
   Wipe(plain);
@@ -124,7 +126,11 @@ Result<ServiceConfig> ServiceConfig::Decode(ByteSpan bytes) {
   for (InjectedFile& f : c.injected_files) {
     if (!r.Str(&f.path, kMaxString) || !ReadSecret(r, &f.content, kMaxFrame)) return bad();
   }
-  if (!ReadSecret(r, &c.network_identity, kMaxString) || !r.Str(&c.session_ca, kMaxString) || !r.done()) return bad();
+  if (!ReadSecret(r, &c.network_identity, kMaxString) || !r.Str(&c.session_ca, kMaxString) ||
+      !ReadSecret(r, &c.console_key, crypto::kKeySize) ||
+      (!c.console_key.empty() && c.console_key.size() != crypto::kKeySize) || !r.done()) {
+    return bad();
+  }
   return c;
 }
 

@@ -73,6 +73,9 @@ struct ServiceConfig {
   // and the session CA's certificate; both empty for a service that does not use the shield.
   SecretBytes network_identity;
   std::string session_ca;
+  // The console shield's key for this service (SCONE_CONSOLE_SHIELD=protected in its
+  // environment; docs/console-shield.md); empty: the console is the program's.
+  SecretBytes console_key;
 
   SecretBytes Encode() const;
   static Result<ServiceConfig> Decode(ByteSpan bytes);

@@ -35,6 +35,14 @@ std::vector<std::string> SplitCommand(const std::string& command) {
 
 }  // namespace
 
+Result<bool> ConsoleShieldWanted(const policy::Service& service) {
+  auto it = service.environment.find(kConsoleShieldVariable);
+  if (it == service.environment.end() || it->second == "disabled") return false;
+  if (it->second == "protected") return true;
+  return InvalidArgument(std::string(kConsoleShieldVariable) + "=" + it->second + " in service " + service.name +
+                         ": expected protected or disabled");
+}
+
 attest::AttestationPolicy PolicyFor(const policy::Session& session, const policy::Service& service) {
   attest::AttestationPolicy p;
   p.mrenclaves = service.mrenclaves;
@@ -65,6 +73,11 @@ Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session
   if (network) {
     c.network_identity = std::move(network->identity);
     c.session_ca = std::move(network->session_ca);
+  }
+  SCONE_ASSIGN_OR_RETURN(bool console, ConsoleShieldWanted(service));
+  if (console) {
+    SCONE_ASSIGN_OR_RETURN(auto key, store.ConsoleKey(session.name, service.name, /*create=*/true));
+    c.console_key = std::move(*key);
   }
   if (service.image_name.empty()) return c;
   const policy::Image* image = session.FindImage(service.image_name);

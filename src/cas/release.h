@@ -15,6 +15,11 @@ attest::AttestationPolicy PolicyFor(const policy::Session& session, const policy
 Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session,
                                     const policy::Service& service);
 
+// SCONE_CONSOLE_SHIELD in a service's environment: protected (CAS releases the service's
+// console key with its configuration), disabled or absent (the console is the program's).
+inline constexpr char kConsoleShieldVariable[] = "SCONE_CONSOLE_SHIELD";
+Result<bool> ConsoleShieldWanted(const policy::Service& service);
+
 // "session/service" -> its parts; an error names what is wrong.
 Status SplitConfigId(const std::string& id, std::string* session, std::string* service);
 

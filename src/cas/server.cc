@@ -283,6 +283,39 @@ void Server::Routes() {
     store->Audit(caller, "read-ca", name, "ok");
     res.set_content(*ca, "application/x-pem-file");
   });
+  // A service's console key, for the session's owner (who may update it: who could as well
+  // release the key to a service of their own): `scone console decrypt --session --service`.
+  http_->Get(R"(/session/([A-Za-z0-9._-]+)/console-key/([A-Za-z0-9._-]+))",
+             [store](const httplib::Request& req, httplib::Response& res) {
+    std::string caller = ClientIdentity(req);
+    std::string name = req.matches[1];
+    std::string service = req.matches[2];
+    std::string object = name + "/" + service;
+    if (Status audit = store->AuditHealth(); !audit.ok()) return Reply(res, audit);
+    auto refuse = [&](const Status& why) {
+      store->Audit(caller, "console-key", object, "refused: " + why.message());
+      Reply(res, why);
+    };
+    auto current = store->Get(name);
+    if (!current.ok()) return refuse(current.status());
+    if (!*current) return refuse(NotFound("no session " + name));
+    auto parsed = policy::Session::Parse((*current)->text);
+    if (!parsed.ok()) return refuse(parsed.status());
+    if (!Allowed(parsed->update_access, (*current)->creator, caller)) {
+      return refuse(PermissionDenied("not the owner of session " + name + ": its console keys are the owner's"));
+    }
+    if (parsed->FindService(service) == nullptr) return refuse(NotFound("no service " + service + " in session " + name));
+    auto key = store->ConsoleKey(name, service, /*create=*/false);
+    if (!key.ok()) return refuse(key.status());
+    if (!*key) {
+      return refuse(NotFound("service " + service + " of session " + name +
+                             " has no console key: it never ran with SCONE_CONSOLE_SHIELD=protected"));
+    }
+    store->Audit(caller, "console-key", object, "ok");
+    std::string hex = ToHex((*key)->span());
+    res.set_content(nlohmann::json{{"key", hex}}.dump() + "\n", "application/json");
+    Wipe(hex);
+  });
   http_->Get("/session", [store](const httplib::Request& req, httplib::Response& res) {
     std::string caller = ClientIdentity(req);
     auto all = store->List();  // names, creators and readers: nothing is unsealed or parsed

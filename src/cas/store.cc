@@ -46,10 +46,14 @@ const Table kSecrets{"secrets", {"session", "name"}, {{"spec", Type::kText}, {"s
 const Table kVolumes{"volumes", {"session", "name"},
                      {{"sealed_key", Type::kBlob}, {"tag", Type::kBlob}, {"generation", Type::kInt}}};
 const Table kPlatforms{"platforms", {"key"}, {{"added_by", Type::kText}, {"time", Type::kInt}}};
-const Table* const kTables[] = {&kSessions, &kSecrets, &kVolumes, &kPlatforms};
+const Table kConsoleKeys{"console_keys", {"session", "service"}, {{"sealed_key", Type::kBlob}}};
+const Table* const kTables[] = {&kSessions, &kSecrets, &kVolumes, &kPlatforms, &kConsoleKeys};
 
 std::string SecretAad(const std::string& session, const std::string& name) { return "secret/" + session + "/" + name; }
 std::string VolumeAad(const std::string& session, const std::string& name) { return "volume/" + session + "/" + name; }
+std::string ConsoleAad(const std::string& session, const std::string& service) {
+  return "console/" + session + "/" + service;
+}
 
 int64_t Now() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
@@ -221,6 +225,8 @@ Result<sqlite3*> Store::OpenDatabase(const std::string& db_path) {
       "CREATE TABLE IF NOT EXISTS volumes(session TEXT NOT NULL, name TEXT NOT NULL,"
       "  sealed_key BLOB NOT NULL, tag BLOB, generation INTEGER, PRIMARY KEY(session, name));"
       "CREATE TABLE IF NOT EXISTS platforms(key TEXT PRIMARY KEY, added_by TEXT, time INTEGER);"
+      "CREATE TABLE IF NOT EXISTS console_keys(session TEXT NOT NULL, service TEXT NOT NULL,"
+      "  sealed_key BLOB NOT NULL, mac BLOB, PRIMARY KEY(session, service));"
       "CREATE TABLE IF NOT EXISTS state(id INTEGER PRIMARY KEY CHECK(id = 1), counter INTEGER NOT NULL,"
       "  digest BLOB NOT NULL, mac BLOB NOT NULL);"
       "CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit"
@@ -675,6 +681,29 @@ Result<SecretBytes> Store::VolumeKey(const std::string& session, const std::stri
   row.values = {Seal(VolumeAad(session, volume), key.span()), std::nullopt, std::nullopt};
   SCONE_RETURN_IF_ERROR(Commit([&](Txn& txn) { return txn.Put(std::move(row)); }));
   return key;
+}
+
+Result<std::optional<SecretBytes>> Store::ConsoleKey(const std::string& session, const std::string& service,
+                                                     bool create) {
+  std::lock_guard lock(mu_);
+  SCONE_ASSIGN_OR_RETURN(std::vector<Row> rows,
+                         ReadRows("console_keys", "session=? AND service=?", {session, service}));
+  if (!rows.empty()) {
+    SCONE_RETURN_IF_ERROR(CheckRow(rows.front()));
+    SCONE_ASSIGN_OR_RETURN(SecretBytes key, Unseal(ConsoleAad(session, service), rows.front().values[0].value_or(Bytes{})));
+    return std::optional<SecretBytes>(std::move(key));
+  }
+  if (macs_.count("console_keys\x1f" + session + '\x1f' + service)) {
+    return DataCorrupted("CAS store: the console key of service " + service + " was deleted outside CAS");
+  }
+  if (!create) return std::optional<SecretBytes>();
+  SecretBytes key = crypto::RandomKey();
+  Row row;
+  row.table = &kConsoleKeys;
+  row.key = {session, service};
+  row.values = {Seal(ConsoleAad(session, service), key.span())};
+  SCONE_RETURN_IF_ERROR(Commit([&](Txn& txn) { return txn.Put(std::move(row)); }));
+  return std::optional<SecretBytes>(std::move(key));
 }
 
 Result<std::optional<VolumeMark>> Store::GetVolumeMark(const std::string& session, const std::string& volume) {

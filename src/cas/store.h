@@ -96,6 +96,10 @@ class Store {
   // Records a newer mark; an older generation (or the same with another tag) is kRolledBack.
   Status PutVolumeMark(const std::string& session, const std::string& volume, const VolumeMark& mark);
 
+  // A service's console key (docs/console-shield.md): made on first use when `create` (the
+  // service attests with SCONE_CONSOLE_SHIELD=protected); nullopt if there is none yet.
+  Result<std::optional<SecretBytes>> ConsoleKey(const std::string& session, const std::string& service, bool create);
+
   // Platform keys whose evidence CAS accepts.
   Status TrustPlatform(const crypto::PublicKey& key, const std::string& by);
   Result<std::vector<crypto::PublicKey>> TrustedPlatforms();

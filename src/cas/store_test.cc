@@ -156,6 +156,29 @@ TEST_F(StoreTest, ChangesWhileRunningAreRefusedWhereRead) {
   EXPECT_TRUE(store->TrustedPlatforms().value().empty());
 }
 
+// A service's console key: none until asked to create it, then the same across restarts;
+// another key copied over it in the database is refused.
+TEST_F(StoreTest, ConsoleKeysAreMadeOnceAndAuthenticated) {
+  SecretBytes first;
+  {
+    auto store = Open().value();
+    EXPECT_FALSE(store->ConsoleKey("shop", "app", /*create=*/false).value().has_value());
+    first = std::move(*store->ConsoleKey("shop", "app", /*create=*/true).value());
+    ASSERT_EQ(first.size(), crypto::kKeySize);
+    auto other = store->ConsoleKey("shop", "web", /*create=*/true).value();
+    EXPECT_FALSE(crypto::ConstantTimeEquals(first.span(), other->span()));
+  }
+  {
+    auto store = Open().value();
+    auto again = store->ConsoleKey("shop", "app", /*create=*/false).value();
+    ASSERT_TRUE(again.has_value());
+    EXPECT_TRUE(crypto::ConstantTimeEquals(first.span(), again->span()));
+  }
+  Tamper("UPDATE console_keys SET sealed_key=(SELECT sealed_key FROM console_keys WHERE service='web') "
+         "WHERE service='app'");
+  ExpectRefused(Code::kDataCorrupted, "console_keys");
+}
+
 TEST_F(StoreTest, TheMasterKeyIsSealedToThePlatform) {
   { ASSERT_TRUE(Open().ok()); }
   auto file = os::ReadWholeFile(dir_ / "cas/master.key", 4096).value();

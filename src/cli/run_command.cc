@@ -38,6 +38,7 @@ struct RunArgs {
   std::string cas_cert;
   std::string sigstruct;
   std::string console_key_file;
+  bool sealed_stdin = false;
 };
 
 Result<runtime::VolumeConfig> ParseVolume(const std::string& spec) {
@@ -115,11 +116,11 @@ Status SetCasEnvironment(const RunArgs& a) {
   if (key_hash.empty()) {
     SCONE_ASSIGN_OR_RETURN(key_hash, crypto::PublicKeyFingerprintOfFile(cas_cert));
   }
-  // With CAS the network shield's rules come from the session's environment only.
+  // With CAS the network and console shields' variables come from the session's environment only.
   for (char** e = environ; e != nullptr && *e != nullptr;) {
     const char* eq = std::strchr(*e, '=');
     std::string name = eq != nullptr ? std::string(*e, static_cast<size_t>(eq - *e)) : std::string(*e);
-    if (net::IsShieldVariable(name)) {
+    if (net::IsShieldVariable(name) || name == "SCONE_CONSOLE_SHIELD") {
       unsetenv(name.c_str());  // environ shifts down: look at the same slot again
     } else {
       ++e;
@@ -222,8 +223,8 @@ Status Run(const RunArgs& given) {
                              ": with CAS, volumes come from the session");
     }
     if (!a.console_key_file.empty()) {
-      return InvalidArgument("--console-key-file with CAS: the console shield is the session's (SCONE_CONSOLE_SHIELD), "
-                             "not built yet");
+      return InvalidArgument("--console-key-file with CAS: the console shield is the session's "
+                             "(SCONE_CONSOLE_SHIELD=protected in the service's environment; CAS holds the key)");
     }
     return Launch(a.command, [&] { return SetCasEnvironment(a); });
   }
@@ -240,6 +241,14 @@ Status Run(const RunArgs& given) {
   }
   HandOverInheritedVolumeFds(config);
   SCONE_ASSIGN_OR_RETURN(config.network, TakeNetworkVariables());
+  const char* console_switch = getenv("SCONE_CONSOLE_SHIELD");
+  if (console_switch != nullptr && std::strcmp(console_switch, "protected") == 0 && a.console_key_file.empty()) {
+    return InvalidArgument("SCONE_CONSOLE_SHIELD=protected without CAS: give the key (--console-key-file K; "
+                           "scone console keygen K)");
+  }
+  if (a.sealed_stdin && a.console_key_file.empty()) {
+    return InvalidArgument("-i (sealed stdin) needs the console's key: --console-key-file K");
+  }
   if (!a.console_key_file.empty()) {
     runtime::ConsoleConfig console;
     auto key = fs::ReadKeyFile(a.console_key_file);
@@ -249,6 +258,7 @@ Status Run(const RunArgs& given) {
     }
     SCONE_ASSIGN_OR_RETURN(console.key, std::move(key));
     console.first = true;
+    console.input = a.sealed_stdin;
     config.console = std::move(console);
   }
   return Launch(a.command, [&]() -> Status {
@@ -288,6 +298,9 @@ void RegisterRunCommand(CLI::App& app, Action& action) {
   run->add_option("--console-key-file", args->console_key_file,
                   "Write the program's stdout and stderr as authenticated, encrypted records under the key in "
                   "this file (scone console keygen; read with scone console decrypt)");
+  run->add_flag("-i,--sealed-stdin", args->sealed_stdin,
+                "With --console-key-file: the program's stdin is sealed input (scone console encrypt "
+                "--key-file K), authenticated before the program reads it");
   run->add_option("--sigstruct", args->sigstruct, "Signature from scone sign (default: PROGRAM.sig if present)");
   // Everything from the program's name on belongs to the program, options included.
   run->prefix_command();

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "crypto/primitives.h"
+
 namespace scone::console {
 
 Reader::Reader(SecretBytes key, Sink sink) : key_(std::move(key)), sink_(std::move(sink)) {}
@@ -15,15 +17,60 @@ std::string Reader::Describe(const Stream& s) const {
   return "stream " + std::to_string(s.number) + " (" + ChannelName(s.channel) + (s.root ? ", first process" : "") + ")";
 }
 
+bool Reader::TakeTextRecord(ByteSpan rest, size_t* line, RecordHeader* h, std::string* why) {
+  static const size_t kMaxLine = TextRecordSize(kOverhead + kMaxPayload) + 16;
+  const uint8_t* nl = static_cast<const uint8_t*>(std::memchr(rest.data(), '\n', std::min(rest.size(), kMaxLine)));
+  if (nl == nullptr) {
+    *line = 0;
+    if (rest.size() < kMaxLine) return true;
+    *why = "not a console record (a line too long)";
+    return false;
+  }
+  *line = static_cast<size_t>(nl - rest.data()) + 1;
+  size_t end = *line - 1;
+  while (end > 0 && rest[end - 1] == '\r') --end;  // a terminal's onlcr, or a capture's CRLF
+  std::string_view text(reinterpret_cast<const char*>(rest.data()), end);
+  text_record_.resize(text.size() / 4 * 3 + 3);
+  long n = crypto::Base64Decode(text, text_record_.data());
+  if (n < 0 || !ParseHeader(ByteSpan(text_record_.data(), static_cast<size_t>(n)), h, why)) {
+    if (why->empty() || n < 0) *why = "not a console record (a line that is no record)";
+    return false;
+  }
+  if (h->RecordSize() != static_cast<size_t>(n)) {
+    *why = "cut short or not a console record (a line of " + std::to_string(n) + " bytes)";
+    return false;
+  }
+  text_record_.resize(static_cast<size_t>(n));
+  return true;
+}
+
 Status Reader::Consume(ByteSpan bytes) {
   if (failed_) return DataCorrupted("input already found damaged");
   pending_.insert(pending_.end(), bytes.begin(), bytes.end());
   size_t pos = 0;
   Status status;
-  while (pending_.size() - pos >= kHeaderSize) {
+  while (pos < pending_.size()) {
     ByteSpan rest(pending_.data() + pos, pending_.size() - pos);
     RecordHeader h;
     std::string why;
+    if (BeginsTextRecord(rest[0])) {
+      size_t line = 0;
+      if (!TakeTextRecord(rest, &line, &h, &why)) {
+        ++records_;
+        status = DataCorrupted(Where(offset_ + pos) + ": " + why);
+        break;
+      }
+      if (line == 0) break;
+      ++records_;
+      status = One(text_record_, h);
+      if (!status.ok()) {
+        status = DataCorrupted(Where(offset_ + pos) + ": " + status.message());
+        break;
+      }
+      pos += line;
+      continue;
+    }
+    if (rest.size() < kHeaderSize) break;
     if (!ParseHeader(rest, &h, &why)) {
       ++records_;
       status = DataCorrupted(Where(offset_ + pos) + ": " + why);
@@ -87,12 +134,30 @@ Status Reader::One(ByteSpan record, const RecordHeader& h) {
   s->last_record = records_;
   switch (h.type) {
     case RecordType::kStart: {
-      if (h.size != kStartPayloadSize || plain_[kStreamIdSize] < 1 || plain_[kStreamIdSize] > 2) {
-        return DataCorrupted("a stream's start record is malformed");
+      StartInfo info;
+      if (!ParseStart(ByteSpan(plain_.data(), h.size), &info)) return DataCorrupted("a stream's start record is malformed");
+      if (info.channel == Channel::kStdin) {
+        return DataCorrupted("a stream of input (scone console encrypt), not a program's output");
       }
-      std::memcpy(s->parent.data(), plain_.data(), kStreamIdSize);
-      s->root = s->parent == StreamId{};
-      s->channel = static_cast<Channel>(plain_[kStreamIdSize]);
+      // The first stream names the run; a stream of another (under the same key) is refused
+      // before anything of it is printed.
+      if (runs_.empty()) runs_.push_back(info.run);
+      if (info.run != runs_.back()) {
+        std::string refused = "a stream of another run (run " + ShortName(info.run) + "..., this console's is " +
+                              ShortName(runs_.back()) + "...): ";
+        if (!runs_in_sequence_) return DataCorrupted(refused + "runs appended into one file, or records mixed in");
+        // One run after another: the next may begin once the one before is complete.
+        std::vector<std::string> open = RunProblems(runs_.back());
+        if (!open.empty()) return DataCorrupted(refused + "it begins before this run is complete: " + open.front());
+        for (const StreamId& earlier : runs_) {
+          if (earlier == info.run) return DataCorrupted(refused + "an earlier run of this input again");
+        }
+        runs_.push_back(info.run);
+        if (run_begins_) run_begins_(runs_.size(), records_);
+      }
+      s->root = info.parent == StreamId{};
+      s->channel = info.channel;
+      s->start = std::move(info);
       return Status::Ok();
     }
     case RecordType::kData:
@@ -111,6 +176,51 @@ Status Reader::One(ByteSpan record, const RecordHeader& h) {
   return Status::Ok();
 }
 
+// Whether every stream of `run` is complete: ended, its announced children and its sibling first
+// streams there, its parent's announcement of it there. One line per problem.
+std::vector<std::string> Reader::RunProblems(const StreamId& run) const {
+  std::vector<std::string> problems;
+  // A parent names its children (kFork), a child its parent (kStart): both must be there.
+  for (const auto& [id, s] : streams_) {
+    if (s.start.run != run) continue;
+    for (const auto& [child, record] : s.children) {
+      if (!streams_.contains(child)) {
+        problems.push_back(Describe(s) + " announced a child process's stream (record " + std::to_string(record) +
+                           ", stream id " + ShortName(child) + "...) that is missing: removed");
+      }
+    }
+  }
+  // The first streams of the run name each other where they share the file, pipe or terminal.
+  for (const auto& [id, s] : streams_) {
+    if (s.start.run != run) continue;
+    for (const StreamId& sibling : s.start.siblings) {
+      if (!streams_.contains(sibling)) {
+        problems.push_back(Describe(s) + " names another first stream of its run on this file (stream id " +
+                           ShortName(sibling) + "...) that is missing: removed");
+      }
+    }
+  }
+  for (const auto& [id, s] : streams_) {
+    if (s.start.run != run) continue;
+    if (!s.ended) {
+      problems.push_back(Describe(s) + " has no final record after its record #" + std::to_string(s.next - 1) +
+                         " (record " + std::to_string(s.last_record) +
+                         "): truncated (the process was killed, or the end was cut); its output above is incomplete");
+    }
+    if (s.root) continue;
+    auto p = streams_.find(s.start.parent);
+    bool announced = false;
+    if (p != streams_.end()) {
+      for (const auto& c : p->second.children) announced = announced || c.first == id;
+    }
+    if (!announced) {
+      problems.push_back(Describe(s) + " belongs to a child process whose parent's stream (id " + ShortName(s.start.parent) +
+                         "...) " + (p == streams_.end() ? "is missing: removed" : "never announced it: not of this run"));
+    }
+  }
+  return problems;
+}
+
 Status Reader::Finish() {
   if (failed_) return DataCorrupted("input already found damaged");
   std::vector<std::string> problems;
@@ -120,7 +230,7 @@ Status Reader::Finish() {
     std::string why;
     Bytes padded = pending_;
     padded.resize(std::max(padded.size(), kHeaderSize));  // the header's fields that are there
-    if (!ParseHeader(padded, &h, &why)) {
+    if (!BeginsTextRecord(pending_[0]) && !ParseHeader(padded, &h, &why)) {
       problems.push_back(Where(offset_) + ": " + why);
     } else {
       problems.push_back(Where(offset_) + ": cut short (" + std::to_string(pending_.size()) +
@@ -128,31 +238,8 @@ Status Reader::Finish() {
     }
   }
   if (records_ == 0) problems.push_back("no console records at all (empty input)");
-  // A parent names its children (kFork), a child its parent (kStart): both must be there.
-  for (const auto& [id, s] : streams_) {
-    for (const auto& [child, record] : s.children) {
-      if (!streams_.contains(child)) {
-        problems.push_back(Describe(s) + " announced a child process's stream (record " + std::to_string(record) +
-                           ", stream id " + ShortName(child) + "...) that is missing: removed");
-      }
-    }
-  }
-  for (const auto& [id, s] : streams_) {
-    if (!s.ended) {
-      problems.push_back(Describe(s) + " has no final record after its record #" + std::to_string(s.next - 1) +
-                         " (record " + std::to_string(s.last_record) +
-                         "): truncated (the process was killed, or the end was cut); its output above is incomplete");
-    }
-    if (s.root) continue;
-    auto p = streams_.find(s.parent);
-    bool announced = false;
-    if (p != streams_.end()) {
-      for (const auto& c : p->second.children) announced = announced || c.first == id;
-    }
-    if (!announced) {
-      problems.push_back(Describe(s) + " belongs to a child process whose parent's stream (id " + ShortName(s.parent) +
-                         "...) " + (p == streams_.end() ? "is missing: removed" : "never announced it: not of this run"));
-    }
+  for (const StreamId& run : runs_) {
+    for (std::string& p : RunProblems(run)) problems.push_back(std::move(p));
   }
   if (problems.empty()) return Status::Ok();
   std::string text;

@@ -3,9 +3,11 @@
 // process announced for a child is there and every child stream was announced by its parent.
 //
 // Plaintext is handed to the sink as soon as its record is authentic and in its place in its
-// stream: what the sink got before an error is authentic, but may be incomplete (the error says
-// which stream lost what). Records of different streams (processes) may interleave in any order:
-// that order is the kernel's and is not authenticated.
+// stream, and its stream belongs to the run the input's first stream started (every stream's
+// start record names its run): what the sink got before an error is authentic and of one run,
+// but may be incomplete (the error says which stream lost what). Records of different streams
+// (processes) may interleave in any order: that order is the kernel's and is not authenticated.
+// Records come binary or as base64 lines (a terminal's), in any mix.
 //
 // A pure core: bytes in through Consume, plaintext out through the sink, no I/O.
 // Thread-safety: none (one reader per input).
@@ -14,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,7 +40,16 @@ class Reader {
   // each problem on a line of its own.
   Status Finish();
 
+  // `scone console decrypt --runs`: further runs may follow, each beginning once the run before
+  // is complete (every stream ended and accounted for); `begins` hears of each (its number from
+  // 1, the input's record number). Without it, a stream of another run is damage.
+  void AcceptRunsInSequence(std::function<void(size_t run, uint64_t record)> begins) {
+    runs_in_sequence_ = true;
+    run_begins_ = std::move(begins);
+  }
+
   uint64_t records() const { return records_; }
+  size_t runs() const { return runs_.size(); }
   size_t streams() const { return streams_.size(); }
 
  private:
@@ -47,14 +59,18 @@ class Reader {
     uint64_t next = 0;
     bool ended = false;
     bool root = false;
-    StreamId parent{};
+    StartInfo start;
     Channel channel = Channel::kStdout;
     uint64_t last_record = 0;  // the input's record number of its latest record
     std::vector<std::pair<StreamId, uint64_t>> children;  // announced, with the announcing record
   };
   Status One(ByteSpan record, const RecordHeader& h);
+  // The text record at the start of `rest`: its line's size in *line (0: incomplete), decoded
+  // into text_record_. False (and why) if it is no record.
+  bool TakeTextRecord(ByteSpan rest, size_t* line, RecordHeader* h, std::string* why);
   std::string Where(uint64_t offset) const;
   std::string Describe(const Stream& s) const;
+  std::vector<std::string> RunProblems(const StreamId& run) const;
 
   SecretBytes key_;
   Sink sink_;
@@ -63,6 +79,10 @@ class Reader {
   uint64_t records_ = 0;
   std::map<StreamId, Stream> streams_;
   Bytes plain_;
+  Bytes text_record_;
+  std::vector<StreamId> runs_;  // the input's runs, the current last
+  bool runs_in_sequence_ = false;
+  std::function<void(size_t, uint64_t)> run_begins_;
   bool failed_ = false;
 };
 

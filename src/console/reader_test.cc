@@ -10,7 +10,7 @@ namespace {
 
 // A writer of one stream, as the runtime writes it.
 struct Writer {
-  Writer(const SecretBytes& key, StreamId parent_id = {}) : id(NewStreamId()), parent(parent_id) {
+  Writer(const SecretBytes& key, StreamId parent_id = {}, StreamId run_id = {1}) : id(NewStreamId()), parent(parent_id), run(run_id) {
     cipher = StreamCipher(key, id);
   }
   Bytes Record(RecordType type, ByteSpan payload) {
@@ -18,11 +18,13 @@ struct Writer {
     SealRecord(*cipher, type, id, next++, payload, out.data());
     return out;
   }
-  Bytes Start() { return Record(RecordType::kStart, StartPayload(parent, Channel::kStdout)); }
+  Bytes Start() { return Record(RecordType::kStart, StartPayload({parent, channel, run, siblings})); }
   Bytes Data(std::string_view text) { return Record(RecordType::kData, AsBytes(text)); }
   Bytes Fork(const StreamId& child) { return Record(RecordType::kFork, child); }
   Bytes End() { return Record(RecordType::kEnd, {}); }
-  StreamId id, parent;
+  StreamId id, parent, run;
+  Channel channel = Channel::kStdout;
+  std::vector<StreamId> siblings;
   uint64_t next = 0;
   std::unique_ptr<crypto::Aes256Gcm> cipher;
 };
@@ -112,6 +114,93 @@ TEST_F(ReaderTest, WrongKeyAndPlaintext) {
   EXPECT_EQ(r.printed, "");
   Result plain = Read(key_, {Bytes{'h', 'i', '\n'}});
   EXPECT_NE(plain.status.message().find("not a console record"), std::string::npos) << plain.status.message();
+}
+
+// Two first streams on one file (stdout and stderr opened apart): each names the other, so one
+// removed whole is evident.
+TEST_F(ReaderTest, RemovedSiblingFirstStream) {
+  Writer out(key_), err(key_);
+  err.channel = Channel::kStderr;
+  out.siblings = {err.id};
+  err.siblings = {out.id};
+  std::vector<Bytes> both = {out.Start(), out.Data("o\n"), err.Start(), err.Data("e\n"), out.End(), err.End()};
+  ASSERT_TRUE(Read(key_, both).status.ok());
+  std::vector<Bytes> only_out = {both[0], both[1], both[4]};
+  Result r = Read(key_, only_out);
+  EXPECT_NE(r.status.message().find("another first stream of its run"), std::string::npos) << r.status.message();
+}
+
+// Another run's stream under the same key: refused at its start record, nothing of it printed.
+TEST_F(ReaderTest, AnotherRunIsNeverPrinted) {
+  Writer other(key_, {}, StreamId{2});
+  std::vector<Bytes> mixed = records_;
+  mixed.insert(mixed.begin() + 2, {other.Start(), other.Data("OTHER\n"), other.End()});
+  Result r = Read(key_, mixed);
+  EXPECT_NE(r.status.message().find("another run"), std::string::npos) << r.status.message();
+  EXPECT_EQ(r.printed.find("OTHER"), std::string::npos);
+}
+
+// With runs in sequence (a log appended at every restart): a complete run may be followed by
+// another; one that begins before the run before it is complete is still refused.
+TEST_F(ReaderTest, RunsInSequence) {
+  Writer other(key_, {}, StreamId{2});
+  std::vector<Bytes> after = records_;
+  for (Bytes r : {other.Start(), other.Data("second run\n"), other.End()}) after.push_back(r);
+  std::vector<size_t> begun;
+  Bytes all;
+  for (const Bytes& r : after) all.insert(all.end(), r.begin(), r.end());
+  std::string printed;
+  Reader reader(key_.Clone(), [&](ByteSpan p, int, Channel) {
+    printed.append(reinterpret_cast<const char*>(p.data()), p.size());
+    return Status::Ok();
+  });
+  reader.AcceptRunsInSequence([&](size_t run, uint64_t) { begun.push_back(run); });
+  ASSERT_TRUE(reader.Consume(all).ok());
+  ASSERT_TRUE(reader.Finish().ok());
+  EXPECT_EQ(printed, "one\nchild\ntwo\nthree\nsecond run\n");
+  EXPECT_EQ(begun, std::vector<size_t>{2});
+  EXPECT_EQ(reader.runs(), 2u);
+  // The other run's stream before the first run's end: refused, nothing of it printed.
+  Writer third(key_, {}, StreamId{3});
+  std::vector<Bytes> early = records_;
+  early.insert(early.begin() + 3, {third.Start()});
+  Bytes bytes;
+  for (const Bytes& r : early) bytes.insert(bytes.end(), r.begin(), r.end());
+  Reader strict(key_.Clone(), [](ByteSpan, int, Channel) { return Status::Ok(); });
+  strict.AcceptRunsInSequence(nullptr);
+  Status st = strict.Consume(bytes);
+  EXPECT_NE(st.message().find("before this run is complete"), std::string::npos) << st.message();
+}
+
+// A terminal's records: base64 lines, whose "\n" the line discipline made "\r\n".
+TEST_F(ReaderTest, TextRecordsThroughATerminal) {
+  std::vector<Bytes> text;
+  for (size_t i = 0; i < records_.size(); ++i) {
+    std::string line(TextRecordSize(records_[i].size()), '\0');
+    line.resize(EncodeTextRecord(records_[i], line.data()) - 1);
+    line += i % 2 ? "\r\n" : "\n";
+    text.push_back(Bytes(line.begin(), line.end()));
+  }
+  Result r = Read(key_, text);
+  ASSERT_TRUE(r.status.ok()) << r.status.message();
+  EXPECT_EQ(r.printed, "one\nchild\ntwo\nthree\n");
+  text[5][10] = text[5][10] == 'A' ? 'B' : 'A';
+  Result flipped = Read(key_, text);
+  EXPECT_NE(flipped.status.message().find("record 6 "), std::string::npos) << flipped.status.message();
+  EXPECT_EQ(flipped.printed, "one\nchild\n");
+}
+
+TEST(Base64, RoundTripsEverySize) {
+  for (size_t n = 0; n < 10; ++n) {
+    Bytes in(n);
+    for (size_t i = 0; i < n; ++i) in[i] = static_cast<uint8_t>(0xf0 + i);
+    std::string text(crypto::Base64Size(n), '\0');
+    ASSERT_EQ(crypto::Base64Encode(in, text.data()), text.size());
+    Bytes out(text.size() / 4 * 3 + 3);
+    ASSERT_EQ(crypto::Base64Decode(text, out.data()), static_cast<long>(n)) << text;
+    out.resize(n);
+    EXPECT_EQ(out, in);
+  }
 }
 
 }  // namespace

@@ -28,7 +28,17 @@ uint64_t GetU64(const uint8_t* p) {
 
 }  // namespace
 
-const char* ChannelName(Channel c) { return c == Channel::kStdout ? "stdout" : "stderr"; }
+const char* ChannelName(Channel c) {
+  switch (c) {
+    case Channel::kStdin:
+      return "stdin";
+    case Channel::kStdout:
+      return "stdout";
+    case Channel::kStderr:
+      return "stderr";
+  }
+  return "?";
+}
 
 StreamId NewStreamId() {
   StreamId id;
@@ -87,11 +97,39 @@ Status OpenRecord(const crypto::Aes256Gcm& cipher, const RecordHeader& header, B
                      record.subspan(kHeaderSize, header.size), out, record.data() + kHeaderSize + header.size);
 }
 
-std::array<uint8_t, kStartPayloadSize> StartPayload(const StreamId& parent, Channel channel) {
-  std::array<uint8_t, kStartPayloadSize> p;
-  std::memcpy(p.data(), parent.data(), kStreamIdSize);
-  p[kStreamIdSize] = static_cast<uint8_t>(channel);
+Bytes StartPayload(const StartInfo& info) {
+  Bytes p;
+  p.reserve(2 * kStreamIdSize + 2 + info.siblings.size() * kStreamIdSize);
+  p.insert(p.end(), info.parent.begin(), info.parent.end());
+  p.push_back(static_cast<uint8_t>(info.channel));
+  p.insert(p.end(), info.run.begin(), info.run.end());
+  p.push_back(static_cast<uint8_t>(info.siblings.size()));
+  for (const StreamId& s : info.siblings) p.insert(p.end(), s.begin(), s.end());
   return p;
+}
+
+bool ParseStart(ByteSpan p, StartInfo* out) {
+  constexpr size_t kFixed = 2 * kStreamIdSize + 2;
+  if (p.size() < kFixed) return false;
+  const size_t count = p[2 * kStreamIdSize + 1];
+  if (count > kMaxSiblings || p.size() != kFixed + count * kStreamIdSize) return false;
+  if (p[kStreamIdSize] > static_cast<uint8_t>(Channel::kStderr)) return false;
+  std::memcpy(out->parent.data(), p.data(), kStreamIdSize);
+  out->channel = static_cast<Channel>(p[kStreamIdSize]);
+  std::memcpy(out->run.data(), p.data() + kStreamIdSize + 1, kStreamIdSize);
+  out->siblings.assign(count, StreamId{});
+  for (size_t i = 0; i < count; ++i) std::memcpy(out->siblings[i].data(), p.data() + kFixed + i * kStreamIdSize, kStreamIdSize);
+  return true;
+}
+
+size_t EncodeTextRecord(ByteSpan record, char* out) {
+  size_t n = crypto::Base64Encode(record, out);
+  out[n] = '\n';
+  return n + 1;
+}
+
+bool BeginsTextRecord(uint8_t c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
 }
 
 }  // namespace scone::console

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/bytes.h"
 #include "common/status.h"
@@ -29,26 +30,32 @@
 
 namespace scone::console {
 
-inline constexpr uint8_t kVersion = 1;
+// 2: the start record names the run and its sibling first streams; records may be base64 lines.
+inline constexpr uint8_t kVersion = 2;
 inline constexpr size_t kStreamIdSize = 16;
 using StreamId = std::array<uint8_t, kStreamIdSize>;
 
 enum class RecordType : uint8_t {
-  kStart = 1,  // payload: parent stream id (zeros: the run's first process), channel u8
+  kStart = 1,  // payload: StartInfo (StartPayload)
   kData = 2,   // payload: bytes the program wrote
   kFork = 3,   // payload: the stream id of a child process's stream on the same description
   kEnd = 4,    // empty: the stream ended cleanly (exit, or its last descriptor closed)
 };
 
-// Which of the program's standard descriptors the stream's description started as.
-enum class Channel : uint8_t { kStdout = 1, kStderr = 2 };
+// Which of the program's standard descriptors the stream's description started as (kStdin: an
+// input stream, `scone console encrypt`, that the program reads).
+enum class Channel : uint8_t { kStdin = 0, kStdout = 1, kStderr = 2 };
 const char* ChannelName(Channel c);
 
 inline constexpr size_t kHeaderSize = 1 + 1 + 4 + kStreamIdSize + 8 + crypto::kNonceSize;
 inline constexpr size_t kOverhead = kHeaderSize + crypto::kTagSize;
 // Payloads above this are malformed (a writer makes them far smaller).
 inline constexpr size_t kMaxPayload = 1 << 20;
-inline constexpr size_t kStartPayloadSize = kStreamIdSize + 1;
+// The largest payload of an input record (`scone console encrypt` writes at most this much per
+// record; the runtime reading sealed stdin takes no larger).
+inline constexpr size_t kMaxInputPayload = 16 * 1024;
+// A run has at most this many first streams (one per standard descriptor).
+inline constexpr size_t kMaxSiblings = 3;
 
 StreamId NewStreamId();
 std::string ShortName(const StreamId& id);  // the first 8 hex digits, for messages
@@ -75,7 +82,27 @@ bool ParseHeader(ByteSpan bytes, RecordHeader* out, std::string* why);
 // Fails with "decryption failed" only.
 Status OpenRecord(const crypto::Aes256Gcm& cipher, const RecordHeader& header, ByteSpan record, uint8_t* out);
 
-// kStart's payload.
-std::array<uint8_t, kStartPayloadSize> StartPayload(const StreamId& parent, Channel channel);
+// What a stream's start record says: parent stream id (zeros: the run's first process) | channel
+// u8 | run id | u8 count | the other first streams of the run on the same file, pipe or terminal.
+// The run id is random per run and carried by every stream of it, so a reader prints nothing of
+// another run's stream; `siblings` (first streams only) makes a removed first stream evident.
+struct StartInfo {
+  StreamId parent{};
+  Channel channel = Channel::kStdout;
+  StreamId run{};
+  std::vector<StreamId> siblings;
+};
+Bytes StartPayload(const StartInfo& info);
+// False if `payload` is no start record's.
+bool ParseStart(ByteSpan payload, StartInfo* out);
+
+// Records as text, for terminals (whose line discipline rewrites bytes: onlcr makes each 0x0a
+// "\r\n"): one line, the record in base64 then "\n". A reader takes either form, record by
+// record, and ignores carriage returns before the line's end.
+inline constexpr size_t TextRecordSize(size_t record_size) { return crypto::Base64Size(record_size) + 1; }
+// Writes the line for `record` into `out` (room for TextRecordSize); returns its size.
+size_t EncodeTextRecord(ByteSpan record, char* out);
+// Whether `c` may begin a text record (a binary record begins with kVersion).
+bool BeginsTextRecord(uint8_t c);
 
 }  // namespace scone::console

@@ -236,4 +236,35 @@ Status Aes256Gcm::Open(ByteSpan nonce, std::initializer_list<ByteSpan> aad, Byte
   return Status::Ok();
 }
 
+size_t Base64Encode(ByteSpan bytes, char* out) {
+  if (bytes.empty()) return 0;
+  // EVP_EncodeBlock writes a terminating NUL: the last group goes through a small buffer.
+  const size_t whole = bytes.size() / 3 * 3;
+  size_t n = 0;
+  if (whole > 0) {
+    n = static_cast<size_t>(EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out), bytes.data(), static_cast<int>(whole - 3)));
+    unsigned char last[5];
+    EVP_EncodeBlock(last, bytes.data() + whole - 3, 3);
+    std::memcpy(out + n, last, 4);
+    n += 4;
+  }
+  if (whole < bytes.size()) {
+    unsigned char last[5];
+    EVP_EncodeBlock(last, bytes.data() + whole, static_cast<int>(bytes.size() - whole));
+    std::memcpy(out + n, last, 4);
+    n += 4;
+  }
+  return n;
+}
+
+long Base64Decode(std::string_view text, uint8_t* out) {
+  if (text.size() % 4 != 0) return -1;
+  if (text.empty()) return 0;
+  int n = EVP_DecodeBlock(out, reinterpret_cast<const unsigned char*>(text.data()), static_cast<int>(text.size()));
+  if (n < 0) return -1;
+  // EVP_DecodeBlock counts the padding as zero bytes.
+  size_t pad = text.back() == '=' ? (text[text.size() - 2] == '=' ? 2 : 1) : 0;
+  return n - static_cast<long>(pad);
+}
+
 }  // namespace scone::crypto

@@ -40,6 +40,14 @@ Hash HmacSha256(const SecretBytes& key, std::initializer_list<ByteSpan> parts);
 SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view info,
                  size_t out_size = kKeySize);
 
+// Base64 (RFC 4648, with padding, no line breaks), OpenSSL's codec. Base64Size(n): the text's
+// size for n bytes. Base64Encode writes exactly that many characters (no NUL) and returns it.
+inline constexpr size_t Base64Size(size_t n) { return 4 * ((n + 2) / 3); }
+size_t Base64Encode(ByteSpan bytes, char* out);
+// Decodes `text` (a multiple of 4 characters) into `out` (room for text.size() / 4 * 3);
+// returns the decoded size, or -1 if it is not base64.
+long Base64Decode(std::string_view text, uint8_t* out);
+
 // AES-256-GCM with caller-chosen nonces. Each thread keeps cipher contexts with the key schedule
 // of the key it used last, so a run of chunks under one key costs only an IV set-up per chunk.
 class Aes256Gcm {

@@ -228,6 +228,10 @@ Result<Service> ParseService(const YAML::Node& n) {
                             "(it would change another variable)");
       }
       SCONE_ASSIGN_OR_RETURN(std::string value, String(kv.second, "environment value"));
+      // The console shield's switch (docs/console-shield.md): a typo must not leave it off.
+      if (key == "SCONE_CONSOLE_SHIELD" && value != "protected" && value != "disabled") {
+        return At(kv.second, "SCONE_CONSOLE_SHIELD must be protected or disabled, not '" + value + "'");
+      }
       s.environment[kv.first.Scalar()] = std::move(value);
     }
   }

@@ -68,11 +68,18 @@ SecretBytes RuntimeConfig::Encode() const {
   if (console) {
     w.Blob(console->key.span());
     w.U8(console->first ? 1 : 0);
+    w.U8(console->input ? 1 : 0);
+    w.U32(static_cast<uint32_t>(console->input_memfd + 1));
+    w.U32(static_cast<uint32_t>(console->input_fds.size()));
+    for (int fd : console->input_fds) w.U32(static_cast<uint32_t>(fd));
     w.U32(static_cast<uint32_t>(console->streams.size()));
     for (const ConsoleStreamConfig& c : console->streams) {
       w.Raw(c.id);
       w.Raw(c.parent);
       w.U8(c.channel);
+      w.Raw(c.run);
+      w.U8(static_cast<uint8_t>(c.siblings.size()));
+      for (const auto& sibling : c.siblings) w.Raw(sibling);
       w.U64(c.next_sequence);
       w.U8(c.started ? 1 : 0);
       w.U8(c.ended ? 1 : 0);
@@ -189,20 +196,37 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
   if (has_console) {
     ConsoleConfig c;
     uint32_t key_size, streams;
-    uint8_t first;
+    uint8_t first, input;
+    uint32_t memfd, input_fds;
     ByteSpan key;
     if (!r.U32(&key_size) || key_size != crypto::kKeySize || !r.View(key_size, &key) || !r.U8(&first) ||
-        first > 1 || !r.U32(&streams) || streams > 64) {
+        first > 1 || !r.U8(&input) || input > 1 || !r.U32(&memfd) || memfd > 65536 || !r.U32(&input_fds) ||
+        input_fds > 65536) {
       return InvalidArgument("runtime configuration is malformed (console)");
     }
+    c.input = input == 1;
+    c.input_memfd = static_cast<int>(memfd) - 1;
+    for (uint32_t j = 0; j < input_fds; ++j) {
+      uint32_t fd;
+      if (!r.U32(&fd)) return InvalidArgument("runtime configuration is malformed (console)");
+      c.input_fds.push_back(static_cast<int>(fd));
+    }
+    if (!r.U32(&streams) || streams > 64) return InvalidArgument("runtime configuration is malformed (console)");
     c.key = SecretBytes(key);
     c.first = first == 1;
     for (uint32_t i = 0; i < streams; ++i) {
       ConsoleStreamConfig sc;
-      uint8_t started, ended;
+      uint8_t started, ended, siblings;
       uint32_t fds;
       if (!r.Raw(sc.id) || !r.Raw(sc.parent) || !r.U8(&sc.channel) || sc.channel < 1 || sc.channel > 2 ||
-          !r.U64(&sc.next_sequence) || !r.U8(&started) || started > 1 || !r.U8(&ended) || ended > 1 ||
+          !r.Raw(sc.run) || !r.U8(&siblings) || siblings > 2) {
+        return InvalidArgument("runtime configuration is malformed (console stream)");
+      }
+      sc.siblings.resize(siblings);
+      for (auto& sibling : sc.siblings) {
+        if (!r.Raw(sibling)) return InvalidArgument("runtime configuration is malformed (console stream)");
+      }
+      if (!r.U64(&sc.next_sequence) || !r.U8(&started) || started > 1 || !r.U8(&ended) || ended > 1 ||
           !r.U32(&fds) || fds > 65536) {
         return InvalidArgument("runtime configuration is malformed (console stream)");
       }

@@ -66,6 +66,9 @@ struct ConsoleStreamConfig {
   std::array<uint8_t, 16> id{};
   std::array<uint8_t, 16> parent{};  // zeros: the run's first process
   uint8_t channel = 1;               // 1 stdout, 2 stderr
+  std::array<uint8_t, 16> run{};     // the run's id, the same in every stream of it
+  // A first stream's: the run's other first streams on the same file, pipe or terminal.
+  std::vector<std::array<uint8_t, 16>> siblings;
   uint64_t next_sequence = 0;
   bool started = false;  // its start record is written
   bool ended = false;    // its final record is written: its descriptors fail (EIO)
@@ -76,6 +79,11 @@ struct ConsoleConfig {
   SecretBytes key;
   // From `scone run`: the program's descriptors 1 and 2 start the run's first streams.
   bool first = false;
+  // `scone run -i`: descriptor 0 is sealed input (runtime/console/console_input.h).
+  bool input = false;
+  // Across exec: the shared reader state of sealed stdin, and the descriptors that read it.
+  int input_memfd = -1;
+  std::vector<int> input_fds;
   std::vector<ConsoleStreamConfig> streams;
 };
 

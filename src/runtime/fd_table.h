@@ -74,6 +74,8 @@ class ShieldedFd {
   virtual sockets::TlsSocketFd* AsTlsSocket() { return nullptr; }
   // A descriptor of the console (runtime/console/console_shield.h), which follows exec its own way.
   virtual bool IsConsole() const { return false; }
+  // Sealed stdin (runtime/console/console_input.h), which follows exec with the console.
+  virtual bool IsConsoleInput() const { return false; }
 };
 
 class FdTable {

@@ -465,9 +465,13 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
   // The network shield's variables come from the session's environment only, and stay out of
   // the program's (an _IDENTITY holds a private key).
   std::vector<NetworkVariable> network;
+  bool console_wanted = false;
   for (std::string& e : config.environment) {
     size_t eq = e.find('=');
-    if (eq != std::string::npos && net::IsShieldVariable(e.substr(0, eq))) {
+    if (e.rfind("SCONE_CONSOLE_SHIELD=", 0) == 0) {
+      console_wanted = e == "SCONE_CONSOLE_SHIELD=protected";
+      cas_env_.push_back(std::move(e));  // not secret; the program may look at it
+    } else if (eq != std::string::npos && net::IsShieldVariable(e.substr(0, eq))) {
       network.push_back({e.substr(0, eq), SecretBytes(AsBytes(std::string_view(e).substr(eq + 1)))});
       Wipe(e);
       e.clear();
@@ -481,6 +485,17 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
     defaults = NetworkDefaults{std::move(config.network_identity), std::move(config.session_ca)};
   }
   SCONE_RETURN_IF_ERROR(StartNetworkShield(std::move(network), std::move(defaults)));
+  // The console shield: CAS holds the key and releases it with the configuration, for the
+  // session's SCONE_CONSOLE_SHIELD=protected only (the host's value is not looked at).
+  if (console_wanted && config.console_key.size() != crypto::kKeySize) {
+    return PermissionDenied("SCONE_CONSOLE_SHIELD=protected but CAS released no console key");
+  }
+  if (!config.console_key.empty()) {
+    ConsoleConfig console;
+    console.key = std::move(config.console_key);
+    console.first = true;
+    SCONE_RETURN_IF_ERROR(console_.Start(std::move(console), fds_));
+  }
   bool has_path = false;
   for (const std::string& e : cas_env_) has_path = has_path || e.rfind("PATH=", 0) == 0;
   if (!has_path) cas_env_.push_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");

@@ -487,6 +487,71 @@ rollback-across-restarts)
   rm -rf data
   expect_refused "is missing"
   ;;
+console-shield)
+  # SCONE_CONSOLE_SHIELD=protected in the session: the service's stdout and stderr are sealed
+  # under a key CAS holds for this session and service; its owner decrypts them with
+  # `scone console decrypt --session --service`, another client is refused; the host's
+  # SCONE_CONSOLE_SHIELD is ignored (disabled in the session: the console is the program's).
+  marker="SCONE-CAS-CONSOLE-MARKER-$$"
+  cat > console_app.py <<PYEOF
+import os, sys
+print("$marker", os.environ.get("SCONE_CONSOLE_SHIELD"))
+print("$marker-err", file=sys.stderr)
+sys.stdout.flush()
+os.system("echo $marker-child")
+PYEOF
+  console_session() {  # console_session VALUE
+    cat > s.yml <<EOF
+name: svc
+version: "0.3"
+${PREDECESSOR:+predecessor: $PREDECESSOR}
+security:
+  attestation:
+    tolerate: [sim, debug-mode]
+services:
+  - name: app
+    mrenclaves: [$(measure $PY)]
+    command: python3 $work/console_app.py
+    environment:
+      SCONE_CONSOLE_SHIELD: $1
+    pwd: $work
+EOF
+  }
+  session_hash() { "$scone" session show svc 2>&1 >/dev/null | sed -n 's/.*hash //p'; }
+  console_session protected
+  "$scone" session create s.yml >/dev/null
+  SCONE_CONSOLE_SHIELD=disabled "$scone" run --config-id svc/app -- "$PY" > out.txt 2> err.txt ||
+    { cat err.txt; fail "the service did not run"; }
+  [[ -s out.txt && -s err.txt ]] || fail "nothing captured"
+  ! grep -a -q "$marker" out.txt err.txt || fail "the marker in plaintext on the captured console (the host's value used?)"
+  "$scone" console decrypt --session svc --service app out.txt > dec.out 2> dec.err ||
+    { cat dec.err; fail "the owner's decrypt failed"; }
+  grep -q "^$marker protected$" dec.out || { cat dec.out; fail "stdout not recovered"; }
+  grep -q "^$marker-child$" dec.out || { cat dec.out; fail "the child's stdout not recovered"; }
+  "$scone" console decrypt --session svc --service app err.txt 2>/dev/null | grep -q "^$marker-err$" ||
+    fail "stderr not recovered"
+  # Another client (another identity) is refused, and gets nothing.
+  if XDG_STATE_HOME="$work/mallory" "$scone" console decrypt --session svc --service app \
+       --cas "$(cat "$cas_dir/address")" --cas-cert "$cas_dir/cas.crt" out.txt > mallory.out 2> mallory.err; then
+    fail "another client decrypted the console"
+  fi
+  grep -q "HTTP 403" mallory.err || { cat mallory.err; fail "no 403 for another client"; }
+  ! grep -q "$marker" mallory.out || fail "another client got the plaintext"
+  # A damaged console is reported with the session's key too.
+  head -c -5 out.txt > cut.txt
+  rc=0; "$scone" console decrypt --session svc --service app cut.txt > /dev/null 2> cut.err || rc=$?
+  [[ $rc == 3 ]] && grep -q "cut short" cut.err || { cat cut.err; fail "a cut console not reported"; }
+  # Opt-out: disabled in the session, protected on the host: the console is the program's.
+  PREDECESSOR=$(session_hash) console_session disabled
+  "$scone" session update s.yml >/dev/null
+  SCONE_CONSOLE_SHIELD=protected "$scone" run --config-id svc/app -- "$PY" > plain.txt 2>/dev/null ||
+    fail "the opted-out service did not run"
+  grep -q "^$marker disabled$" plain.txt || { cat plain.txt; fail "the opted-out service's console is not its own"; }
+  # A value that is neither is refused when the session is made.
+  PREDECESSOR=$(session_hash) console_session yes
+  if "$scone" session update s.yml > /dev/null 2> bad.err; then fail "SCONE_CONSOLE_SHIELD=yes accepted"; fi
+  grep -q "SCONE_CONSOLE_SHIELD must be protected or disabled" bad.err || { cat bad.err; fail "no reason given"; }
+  ;;
 exec-keeps-reporting)
   # An entrypoint script that execs the real program, as container images do: the program it
   # executes keeps the volume and reports its state, so a rollback is still caught.

@@ -313,6 +313,165 @@ killed)
   grep -q "$MARKER before the term" term.dec || fail "output before SIGTERM is missing"
   ;;
 
+sibling-streams)
+  # stdout and stderr opened apart onto one file (`>> f 2>> f`): two first streams, each naming
+  # the other in its start record; every record of either removed is evident.
+  shielded bash -c "echo '$MARKER out'; echo '$MARKER err' >&2; echo '$MARKER out again'" >> both.out 2>> both.out
+  no_marker both.out
+  decrypt both.out > both.dec 2>/dev/null || fail "the untouched console does not decrypt"
+  [[ "$(sort both.dec)" == "$(printf '%s\n' "$MARKER err" "$MARKER out" "$MARKER out again")" ]] || fail "both streams' output"
+  $RECORDS both.out list > records
+  [[ "$(awk '{print $5}' records | sort -u | wc -l)" -eq 2 ]] || fail "not two first streams"
+  for s in $(awk '{print $5}' records | sort -u); do
+    $RECORDS both.out drop-stream "$s" dropped.out
+    damaged "names another first stream of its run on this file .*missing: removed" dropped.out
+  done
+  # Apart (`> out 2> err`), each file decrypts alone: they name no sibling.
+  shielded bash -c "echo '$MARKER out'; echo '$MARKER err' >&2" > apart.out 2> apart.err
+  decrypt apart.out > /dev/null 2>&1 || fail "stdout alone does not decrypt"
+  decrypt apart.err > /dev/null 2>&1 || fail "stderr alone does not decrypt"
+  ;;
+
+another-run)
+  # Two runs under one key appended into one file: decrypt refuses the second run's stream at its
+  # start record, before anything of it is printed.
+  shielded bash -c "echo '$MARKER first run'" > run1.out 2>&1
+  shielded bash -c "echo '$MARKER second run'; sh -c 'echo \"$MARKER second child\"'" > run2.out 2>&1
+  cat run1.out run2.out > appended.out
+  damaged "a stream of another run" appended.out
+  grep -q "first run" damaged.out || fail "the first run's authentic output is not printed"
+  ! grep -q "second" damaged.out || fail "another run's output was printed"
+  # Another run's records spliced into the middle of this one's.
+  $RECORDS run2.out list > records2
+  n2="$(wc -l < records2)"
+  { head -c "$(awk 'NR==2 {print $2}' <($RECORDS run1.out list))" run1.out; cat run2.out
+    tail -c +"$(( $(awk 'NR==2 {print $2}' <($RECORDS run1.out list)) + 1 ))" run1.out; } > spliced.out
+  [[ "$n2" -gt 2 ]] || fail "records not as expected"
+  damaged "a stream of another run" spliced.out
+  ! grep -q "second" damaged.out || fail "another run's output was printed (spliced)"
+  # A log appended at every restart: with --runs, run after run, each boundary named.
+  decrypt --runs appended.out > runs.dec 2> runs.err || { cat runs.err >&2; fail "--runs: two whole runs refused"; }
+  [[ "$(cat runs.dec)" == "$MARKER first run"$'\n'"$MARKER second run"$'\n'"$MARKER second child" ]] ||
+    fail "--runs: the runs' output"
+  grep -q "run 2 of this console begins at record" runs.err || fail "--runs: the boundary is not named"
+  grep -q "intact: .* 2 runs" runs.err || fail "--runs: the summary does not count the runs"
+  rc=0; decrypt --runs spliced.out > runs-spliced.out 2> runs-spliced.err || rc=$?
+  [[ $rc -eq 3 ]] && grep -q "before this run is complete" runs-spliced.err || fail "--runs: a run spliced into another"
+  ! grep -q "second" runs-spliced.out || fail "--runs: a spliced run's output was printed"
+  ;;
+
+truncate)
+  # Opens by name with O_TRUNC of the console's file (`> /dev/stdout`, the file's own path,
+  # creat), truncate(2) and ftruncate(2) of it: the records sealed so far stay; natively each
+  # would have cut the earlier output.
+  cat > trunc.py <<PYEOF
+import os, sys
+print("$MARKER one", flush=True)
+with open("/dev/stdout", "w") as f:
+    f.write("$MARKER two\n")
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_TRUNC)
+os.write(fd, b"$MARKER three\n")
+os.close(fd)
+for call in (lambda: os.truncate(sys.argv[1], 0), lambda: os.ftruncate(1, 0)):
+    try:
+        call()
+        print("$MARKER truncated", flush=True)
+    except OSError as e:
+        print("$MARKER refused", e.errno, flush=True)
+os.system("echo '$MARKER four' > /dev/stdout")
+print("$MARKER five", flush=True)
+PYEOF
+  shielded $PY trunc.py "$work/trunc.out" > trunc.out 2>&1
+  no_marker trunc.out
+  decrypt trunc.out > trunc.dec 2> trunc.err || { cat trunc.err >&2; fail "O_TRUNC destroyed the sealed records"; }
+  expected="$(printf '%s\n' "$MARKER one" "$MARKER two" "$MARKER three" "$MARKER refused 22" "$MARKER refused 22" \
+    "$MARKER four" "$MARKER five")"
+  [[ "$(cat trunc.dec)" == "$expected" ]] || { diff <(echo "$expected") trunc.dec >&2; fail "output lost or changed"; }
+  ;;
+
+terminal)
+  # A terminal as the console: records as base64 lines, which the line discipline (onlcr:
+  # "\n" -> "\r\n") does not break. `script` runs the program on a pty and copies what the
+  # terminal shows.
+  command -v script > /dev/null || apt-get install -y bsdutils > /dev/null 2>&1
+  printf 'echo "%s out"; echo "%s err" >&2; printf "a\\nb\\r\\nc\\n"; head -c 20000 /dev/zero | tr "\\0" x; echo\n' \
+    "$MARKER" "$MARKER" > tty.sh
+  script -qec "$scone run --console-key-file key -- bash tty.sh" /dev/null > tty.out
+  bash tty.sh > tty.native 2>&1
+  no_marker tty.out
+  grep -q $'\r$' tty.out || fail "the capture did not pass through a terminal's line discipline"
+  ! grep -a -q -v '^[A-Za-z0-9+/=]*'$'\r''$' tty.out || fail "something on the terminal is not a record line"
+  decrypt tty.out > tty.dec 2> tty.err || { cat tty.err >&2; fail "a terminal's records do not decrypt"; }
+  cmp tty.native tty.dec || { diff tty.native tty.dec | head >&2; fail "decrypted output differs from the native run"; }
+  # A character changed on a record line: named.
+  $PY -c 'import sys; l = open(sys.argv[1], "rb").read().split(b"\n"); c = l[1][20:21]; l[1] = l[1][:20] + (b"B" if c == b"A" else b"A") + l[1][21:]; sys.stdout.buffer.write(b"\n".join(l))' tty.out > tty-flipped.out
+  cmp -s tty.out tty-flipped.out && fail "the line was not changed"
+  damaged "record 2 .*(authentication failed|not a console record)" tty-flipped.out
+  ;;
+
+stdin)
+  # `scone run -i`: stdin is sealed input (scone console encrypt); the program and its children
+  # read the plaintext, each byte once; damage is EIO and a scone: line, never plaintext.
+  printf '%s line 1\n%s line 2\n%s line 3\n' "$MARKER" "$MARKER" "$MARKER" > input.txt
+  "$scone" console encrypt --key-file key input.txt > input.sealed
+  [[ -s input.sealed ]] || fail "no sealed input"
+  ! grep -a -q "$MARKER" input.sealed || fail "plaintext in the sealed input"
+  reader='read -r first; echo "parent: $first"; cat; read -r rest || echo "parent: eof"'
+  "$scone" run --console-key-file key -i -- bash -c "$reader" < input.sealed > read.out 2>&1 || fail "the reader failed"
+  no_marker read.out
+  decrypt read.out > read.dec 2>/dev/null || fail "decrypt failed"
+  expected="$(printf '%s\n' "parent: $MARKER line 1" "$MARKER line 2" "$MARKER line 3" "parent: eof")"
+  [[ "$(cat read.dec)" == "$expected" ]] || { diff <(echo "$expected") read.dec >&2; fail "stdin read by a shell and its child"; }
+  # Through a pipe, with a producer that writes as it goes.
+  { echo "$MARKER piped"; } | "$scone" console encrypt --key-file key |
+    "$scone" run --console-key-file key -i -- $PY -c 'import sys; print("got", sys.stdin.read().strip())' > piped.out 2>&1
+  [[ "$(decrypt piped.out 2>/dev/null)" == "got $MARKER piped" ]] || fail "sealed stdin through a pipe"
+  # Damage: the program reads what authenticated before it, then EIO; the reason on its stderr.
+  cat > reads.py <<'PYEOF'
+import os
+got = b""
+try:
+    while True:
+        b = os.read(0, 65536)
+        if not b:
+            print("EOF")
+            break
+        got += b
+except OSError as e:
+    print("errno", e.errno)
+print("got", len(got), sorted(set(got.decode(errors="replace"))))
+PYEOF
+  # Larger than an input record (16 KiB): records start, a..., b..., c..., end.
+  $PY -c 'import sys; sys.stdout.write("a" * 16384 + "b" * 16384 + "c" * 100)' > lines.txt
+  "$scone" console encrypt --key-file key lines.txt > lines.sealed
+  $RECORDS lines.sealed list > in.records
+  [[ "$(wc -l < in.records)" -eq 5 ]] || fail "input records not as expected"
+  # flip record 3, delete record 3, cut, plaintext, other key.
+  $RECORDS lines.sealed flip 3 in-flipped
+  $RECORDS lines.sealed delete 3 in-deleted
+  $RECORDS lines.sealed cut 5 in-cut
+  $RECORDS lines.sealed delete "$(wc -l < in.records)" in-no-end
+  printf '%s plaintext\n' "$MARKER" > in-plain
+  "$scone" console encrypt --key-file other-key input.txt > in-other-key
+  for input in in-flipped:"authentication failed" in-deleted:"missing before" in-cut:"cut short" \
+               in-no-end:"without its final record" in-plain:"not a console record" in-other-key:"authentication failed"; do
+    file="${input%%:*}" why="${input#*:}"
+    "$scone" run --console-key-file key -i -- $PY reads.py < "$file" > damaged-in.out 2>&1 || true
+    decrypt damaged-in.out > damaged-in.dec 2>/dev/null || fail "$file: the output does not decrypt"
+    grep -q "^errno 5$" damaged-in.dec || { cat damaged-in.dec >&2; fail "$file: the program did not get EIO"; }
+    grep -q "scone: console stdin: input record .*$why" damaged-in.dec || { cat damaged-in.dec >&2; fail "$file: no reason ($why)"; }
+    ! grep -q "EOF" damaged-in.dec || fail "$file: damaged input ended cleanly"
+    ! grep -q "plaintext" damaged-in.dec || fail "$file: unauthenticated input reached the program"
+  done
+  "$scone" run --console-key-file key -i -- $PY reads.py < in-flipped > flipped-read.out 2>/dev/null || true
+  grep -q "^got 16384 \\['a'\\]$" <(decrypt flipped-read.out 2>/dev/null) || fail "what authenticated before the damage was not read"
+  "$scone" run --console-key-file key -i -- $PY reads.py < lines.sealed > whole-read.out 2>/dev/null
+  [[ "$(decrypt whole-read.out 2>/dev/null)" == "EOF"$'\n'"got 32868 ['a', 'b', 'c']" ]] || fail "the whole input"
+  # -i needs the key.
+  rc=0; "$scone" run -i -- true < input.sealed 2> noconsole.err || rc=$?
+  [[ $rc -ne 0 ]] && grep -q "needs the console's key" noconsole.err || fail "-i without a key was not refused"
+  ;;
+
 *)
   fail "unknown case $case_name"
   ;;

@@ -6,9 +6,14 @@
 #include <poll.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/file.h>
 #include <sys/syscall.h>
+#include <sys/ioctl.h>
+#include <termios.h>
+#include <linux/falloc.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "runtime/entry/raw_syscall.h"
@@ -45,6 +50,8 @@ ConsoleStream::ConsoleStream(const SecretBytes& key, int own_fd, const ConsoleSt
       own_fd_(own_fd),
       id_(state.id),
       parent_(state.parent),
+      run_(state.run),
+      siblings_(state.siblings.begin(), state.siblings.end()),
       channel_(static_cast<console::Channel>(state.channel)),
       next_(state.next_sequence),
       started_(state.started),
@@ -55,22 +62,79 @@ ConsoleStream::ConsoleStream(const SecretBytes& key, int own_fd, const ConsoleSt
     dev_ = st.st_dev;
     ino_ = st.st_ino;
     file = S_ISREG(st.st_mode);
+    pipe_ = S_ISFIFO(st.st_mode);
   }
-  max_payload_ = (file ? kFileRecordSize : PIPE_BUF) - console::kOverhead;
+  struct termios tty;
+  text_ = !file && RawSyscall(SYS_ioctl, own_fd, TCGETS, Arg(&tty)) == 0;
+  if (text_) {
+    // The line at most PIPE_BUF, as a record on a pipe: base64 makes 3 bytes 4.
+    max_payload_ = (PIPE_BUF - 1) / 4 * 3 - console::kOverhead;
+    text_record_.resize(console::TextRecordSize(max_payload_ + console::kOverhead));
+  } else {
+    max_payload_ = (file || pipe_ ? kFileRecordSize : PIPE_BUF) - console::kOverhead;
+  }
   record_.resize(max_payload_ + console::kOverhead);
   cipher_ = console::StreamCipher(key_, id_);
 }
+
+void ConsoleStream::OpenPipeLock() {
+  if (lock_fd_ == -1) {
+    // A description of the pipe of this stream's own: flock excludes every other description,
+    // so every other stream, in this process or another, of this run or another.
+    char path[64];
+    std::snprintf(path, sizeof(path), "/proc/self/fd/%d", own_fd_);
+    long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(path), O_WRONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+      lock_fd_ = kLockUnavailable;  // no /proc, or no reader: records of at most PIPE_BUF
+      max_payload_ = PIPE_BUF - console::kOverhead;
+      return;
+    }
+    lock_fd_ = files::KeepOwn(static_cast<int>(fd));
+  }
+}
+
+long ConsoleStream::LockPipe(bool may_refuse) {
+  OpenPipeLock();
+  if (lock_fd_ < 0) return 1;
+  long r = RawSyscall(SYS_flock, lock_fd_, LOCK_EX | LOCK_NB);
+  if (r == 0) return 0;
+  // Another writer is inside a record (perhaps waiting for a full pipe): a non-blocking console
+  // says EAGAIN, as the full pipe would; a blocking one waits its turn.
+  long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
+  if (may_refuse && flags >= 0 && (flags & O_NONBLOCK)) return -EAGAIN;
+  do {
+    r = RawSyscall(SYS_flock, lock_fd_, LOCK_EX);
+  } while (r == -EINTR);
+  return r == 0 ? 0 : 1;
+}
+
+void ConsoleStream::UnlockPipe() { (void)RawSyscall(SYS_flock, lock_fd_, LOCK_UN); }
 
 long ConsoleStream::WriteRecord(RecordType type, ByteSpan payload, bool may_refuse) {
   if (rekey_) {
     cipher_ = console::StreamCipher(key_, id_);
     rekey_ = false;
   }
+  // On a pipe, records up to 64 KiB: larger than PIPE_BUF, the kernel may interleave another
+  // writer's bytes when the pipe fills, so every record goes out under the pipe's lock.
+  const long lock = pipe_ ? LockPipe(may_refuse) : 1;
+  if (lock < 0) return lock;
+  long r = WriteSealed(type, payload, may_refuse);
+  if (lock == 0) UnlockPipe();
+  return r;
+}
+
+long ConsoleStream::WriteSealed(RecordType type, ByteSpan payload, bool may_refuse) {
   console::SealRecord(*cipher_, type, id_, next_, payload, record_.data());
-  const size_t size = console::kOverhead + payload.size();
+  size_t size = console::kOverhead + payload.size();
+  const uint8_t* out = record_.data();
+  if (text_) {
+    size = console::EncodeTextRecord(ByteSpan(record_.data(), size), text_record_.data());
+    out = reinterpret_cast<const uint8_t*>(text_record_.data());
+  }
   size_t done = 0;
   while (done < size) {
-    long r = RawSyscall(SYS_write, own_fd_, Arg(record_.data() + done), static_cast<long>(size - done));
+    long r = RawSyscall(SYS_write, own_fd_, Arg(out + done), static_cast<long>(size - done));
     if (r > 0) {
       done += static_cast<size_t>(r);
     } else if (r == -EINTR) {
@@ -89,7 +153,7 @@ long ConsoleStream::WriteRecord(RecordType type, ByteSpan payload, bool may_refu
 
 long ConsoleStream::StartIfNeeded(bool may_refuse) {
   if (started_) return 0;
-  auto payload = console::StartPayload(parent_, channel_);
+  auto payload = console::StartPayload({parent_, channel_, run_, siblings_});
   long r = WriteRecord(RecordType::kStart, payload, may_refuse);
   if (r == 0) started_ = true;
   return r;
@@ -99,11 +163,19 @@ long ConsoleStream::Write(const void* buf, size_t count) {
   std::lock_guard lock(mu_);
   if (ended_) return -EIO;  // never plaintext: the stream is over
   if (count == 0) return 0;
+  size_t limit = max_payload_;
+  if (pipe_) {
+    OpenPipeLock();  // (may find no lock: records then stay at most PIPE_BUF)
+    // A non-blocking pipe: records the kernel takes whole or refuses (EAGAIN), so that the
+    // program sees a full pipe as natively, never a record that waits half-written.
+    long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK)) limit = std::min(limit, PIPE_BUF - console::kOverhead);
+  }
   if (long r = StartIfNeeded(true); r < 0) return r;
   const auto* p = static_cast<const uint8_t*>(buf);
   size_t done = 0;
   while (done < count) {
-    size_t n = std::min(count - done, max_payload_);
+    size_t n = std::min(count - done, limit);
     long r = WriteRecord(RecordType::kData, ByteSpan(p + done, n), true);
     if (r < 0) return done > 0 ? static_cast<long>(done) : r;
     done += n;
@@ -118,6 +190,8 @@ void ConsoleStream::End() {
   if (StartIfNeeded(false) == 0) (void)WriteRecord(RecordType::kEnd, {}, false);
   files::CloseOwn(own_fd_);
   own_fd_ = -1;
+  if (lock_fd_ >= 0) files::CloseOwn(lock_fd_);
+  lock_fd_ = kLockUnavailable;
 }
 
 bool ConsoleStream::ended() {
@@ -131,6 +205,8 @@ ConsoleStreamConfig ConsoleStream::Describe(std::vector<int> fds) {
   c.id = id_;
   c.parent = parent_;
   c.channel = static_cast<uint8_t>(channel_);
+  c.run = run_;
+  c.siblings.assign(siblings_.begin(), siblings_.end());
   c.next_sequence = next_;
   c.started = started_;
   c.ended = ended_;
@@ -148,6 +224,11 @@ void ConsoleStream::UnlockInParent() { mu_.unlock(); }
 // The child's own stream, on the same description: numbered from 0, keyed by its own id (the
 // cipher is made at its first record: the child's allocator may not be usable yet).
 void ConsoleStream::BecomeChild() {
+  siblings_.clear();  // a child's stream is announced by its parent
+  if (lock_fd_ >= 0) {
+    files::CloseOwn(lock_fd_);  // the parent's description: the child locks one of its own
+    lock_fd_ = -1;
+  }
   parent_ = id_;
   id_ = child_;
   next_ = 0;
@@ -178,9 +259,11 @@ long ConsoleFd::WriteAt(const void* buf, size_t count, uint64_t) { return stream
 
 long ConsoleFd::Seek(int fd, int64_t offset, int whence) { return RawSyscall(SYS_lseek, fd, offset, whence); }
 
-long ConsoleFd::Truncate(int64_t length) { return RawSyscall(SYS_ftruncate, stream_->own_fd(), length); }
+// Cutting the file would destroy records sealed already: the console is a stream, as a pipe.
+long ConsoleFd::Truncate(int64_t) { return -EINVAL; }
 
 long ConsoleFd::Allocate(int mode, int64_t offset, int64_t length) {
+  if (mode & ~FALLOC_FL_KEEP_SIZE) return -EOPNOTSUPP;  // punching, collapsing, zeroing records
   return RawSyscall(SYS_fallocate, stream_->own_fd(), mode, offset, length);
 }
 
@@ -193,6 +276,35 @@ long ConsoleFd::LastClose() {
 
 // ---- ConsoleShield --------------------------------------------------------------------------
 
+namespace {
+
+// A descriptor on a protected file (`scone run ... > vol/out`) is the file shield's already;
+// /dev/null and its kin (memory devices) carry nothing to protect: left as they are, so that a
+// daemon that closes its stdout and opens /dev/null again does not find it failing.
+bool Shieldable(int fd, FdTable& fds, struct stat* st) {
+  if (fd < 0 || fd >= FdTable::kMaxFds || fds.Has(fd) || RawSyscall(SYS_fstat, fd, Arg(st)) != 0) return false;
+  return !(S_ISCHR(st->st_mode) && major(st->st_rdev) == 1);
+}
+
+}  // namespace
+
+Status ConsoleShield::StartInput(const ConsoleConfig& config, FdTable& fds) {
+  std::vector<int> readers = config.first ? std::vector<int>{0} : config.input_fds;
+  if (config.first ? !config.input : config.input_memfd < 0) return Status::Ok();
+  if (config.first) {
+    struct stat st;
+    if (fds.Has(0) || RawSyscall(SYS_fstat, 0, Arg(&st)) != 0) {
+      return InvalidArgument("sealed stdin (-i): descriptor 0 is not open");
+    }
+  }
+  SCONE_ASSIGN_OR_RETURN(input_, ConsoleInput::Create(key_, config.input_memfd));
+  auto d = std::make_shared<ConsoleInputFd>(input_);
+  for (int fd : readers) {
+    if (fd >= 0 && fd < FdTable::kMaxFds && !fds.Has(fd) && RawSyscall(SYS_fcntl, fd, F_GETFD) >= 0) fds.Set(fd, d);
+  }
+  return Status::Ok();
+}
+
 Status ConsoleShield::Start(ConsoleConfig config, FdTable& fds) {
   active_ = true;
   key_ = std::move(config.key);
@@ -200,25 +312,32 @@ Status ConsoleShield::Start(ConsoleConfig config, FdTable& fds) {
     long d = RawSyscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, 0);
     return d < 0 ? d : files::KeepOwn(static_cast<int>(d));
   };
+  SCONE_RETURN_IF_ERROR(StartInput(config, fds));
   if (config.first) {
+    // The run's first streams; those on one file, pipe or terminal name each other (a reader
+    // of that console then misses none of them unnoticed).
+    const console::StreamId run = console::NewStreamId();
+    struct stat st[2];
+    bool shielded[2];
     for (int fd : {1, 2}) {
       ConsoleStreamConfig c;
       c.id = console::NewStreamId();
       c.channel = static_cast<uint8_t>(fd);
+      c.run = run;
       c.fds = {fd};
+      shielded[fd - 1] = Shieldable(fd, fds, &st[fd - 1]);
       config.streams.push_back(std::move(c));
+    }
+    if (shielded[0] && shielded[1] && st[0].st_dev == st[1].st_dev && st[0].st_ino == st[1].st_ino) {
+      config.streams[0].siblings = {config.streams[1].id};
+      config.streams[1].siblings = {config.streams[0].id};
     }
   }
   for (const ConsoleStreamConfig& c : config.streams) {
     std::vector<int> open;
     for (int fd : c.fds) {
-      // A descriptor on a protected file (`scone run ... > vol/out`) is the file shield's already;
-      // /dev/null and its kin (memory devices) carry nothing to protect: left as they are, so that
-      // a daemon that closes its stdout and opens /dev/null again does not find it failing.
       struct stat st;
-      if (fd < 0 || fd >= FdTable::kMaxFds || fds.Has(fd) || RawSyscall(SYS_fstat, fd, Arg(&st)) != 0) continue;
-      if (S_ISCHR(st.st_mode) && major(st.st_rdev) == 1) continue;
-      open.push_back(fd);
+      if (Shieldable(fd, fds, &st)) open.push_back(fd);
     }
     if (open.empty()) continue;  // not open (a run with its stdout closed): nothing to shield
     long own_fd = c.ended ? -1 : own(open.front());
@@ -236,6 +355,17 @@ ConsoleConfig ConsoleShield::ForExec(FdTable& fds) {
   ConsoleConfig config;
   config.key = key_.Clone();
   auto all = fds.All();
+  if (input_ != nullptr) {
+    for (auto& [fd, d] : all) {
+      if (!d->IsConsoleInput()) continue;
+      long flags = RawSyscall(SYS_fcntl, fd, F_GETFD);
+      if (flags >= 0 && !(flags & FD_CLOEXEC)) config.input_fds.push_back(fd);
+    }
+    // The shared state goes with them (the new program maps it again and keeps it from exec on).
+    if (!config.input_fds.empty() && RawSyscall(SYS_fcntl, input_->memfd(), F_SETFD, 0) == 0) {
+      config.input_memfd = input_->memfd();
+    }
+  }
   for (auto& stream : streams_) {
     std::vector<int> kept;
     for (auto& [fd, d] : all) {
@@ -252,6 +382,21 @@ ConsoleConfig ConsoleShield::ForExec(FdTable& fds) {
     config.streams.push_back(stream->Describe(std::move(kept)));
   }
   return config;
+}
+
+bool ConsoleShield::IsConsoleFile(int dirfd, const char* path) {
+  if (!any_stream_ || path == nullptr) return false;
+  struct stat st;
+  if (RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(&st), 0) != 0 || !S_ISREG(st.st_mode)) return false;
+  for (auto& stream : streams_) {
+    if (stream->Is(st.st_dev, st.st_ino)) return true;
+  }
+  return false;
+}
+
+int ConsoleShield::OpenFlags(int dirfd, const char* path, int flags) {
+  if (!(flags & O_TRUNC) || !IsConsoleFile(dirfd, path)) return flags;
+  return flags & ~O_TRUNC;
 }
 
 void ConsoleShield::AdoptIfConsole(long fd, FdTable& fds) {

@@ -27,6 +27,7 @@
 
 #include "console/record.h"
 #include "runtime/config.h"
+#include "runtime/console/console_input.h"
 #include "runtime/fd_table.h"
 
 namespace scone::runtime {
@@ -61,6 +62,13 @@ class ConsoleStream {
   // Seals and writes one record. -EAGAIN (nothing written) only when `may_refuse`; else waits
   // until the description takes it. REQUIRES: mu_.
   long WriteRecord(console::RecordType type, ByteSpan payload, bool may_refuse);
+  long WriteSealed(console::RecordType type, ByteSpan payload, bool may_refuse);
+  // A pipe's lock (flock on a description of this process's own), held across a record's write.
+  // 0: locked; 1: no lock to be had (records then stay at most PIPE_BUF); -EAGAIN: another
+  // writer holds it and the console is non-blocking (only when `may_refuse`). REQUIRES: mu_.
+  long LockPipe(bool may_refuse);
+  void OpenPipeLock();
+  void UnlockPipe();
   // REQUIRES: mu_.
   long StartIfNeeded(bool may_refuse);
 
@@ -71,15 +79,23 @@ class ConsoleStream {
   ino_t ino_ = 0;
   console::StreamId id_;
   console::StreamId parent_;
+  console::StreamId run_;
+  std::vector<console::StreamId> siblings_;  // a first stream's (console/record.h StartInfo)
   console::StreamId child_{};  // chosen for the child of a fork in progress
   console::Channel channel_;
   uint64_t next_;
   bool started_;
   bool ended_;
   bool rekey_ = false;  // a forked child that has not made its own cipher yet
+  // A terminal: records as base64 lines (its line discipline would rewrite a binary record).
+  bool text_ = false;
+  bool pipe_ = false;  // a pipe or FIFO: records up to 64 KiB, under the pipe's lock
+  static constexpr int kLockUnavailable = -2;
+  int lock_fd_ = -1;   // -1: not opened yet in this process
   size_t max_payload_;
   std::unique_ptr<crypto::Aes256Gcm> cipher_;
   std::vector<uint8_t> record_;  // one record's room
+  std::vector<char> text_record_;  // its line, on a terminal
 };
 
 // A descriptor of the console in the descriptor table.
@@ -120,9 +136,18 @@ class ConsoleShield {
   // At start-up: the streams `config` names (from the program that executed this one), or, for
   // the run's first process, one for each of the descriptors 1 and 2 that is open.
   Status Start(ConsoleConfig config, FdTable& fds);
+  // (Start's) Sealed stdin: `config.input` in the run's first process, else the reader state a
+  // program that executed this one handed over.
+  Status StartInput(const ConsoleConfig& config, FdTable& fds);
   // For a program this one executes: the streams its descriptors keep. A stream whose every
   // descriptor closes at exec ends now.
   ConsoleConfig ForExec(FdTable& fds);
+  // An open by path with O_TRUNC of the console's file (`> /dev/stdout`, the file's name): the
+  // flags without O_TRUNC, which would destroy the records sealed so far (it writes at the
+  // stream's end instead). Else `flags`. One stat per open with O_TRUNC while a stream lives.
+  int OpenFlags(int dirfd, const char* path, int flags);
+  // Whether `path` names a console's regular file (truncate(2) of it is refused).
+  bool IsConsoleFile(int dirfd, const char* path);
   // A descriptor the program opened (by path) on a console's file, pipe or terminal
   // (/dev/stdout, /proc/self/fd/1, a FIFO's name): it writes through the console's stream.
   void AdoptIfConsole(long fd, FdTable& fds);
@@ -144,6 +169,7 @@ class ConsoleShield {
   bool any_stream_ = false;
   SecretBytes key_;
   std::vector<std::shared_ptr<ConsoleStream>> streams_;  // never shrinks (the fork path keeps pointers)
+  std::shared_ptr<ConsoleInput> input_;  // sealed stdin, shared by every descriptor reading it
 };
 
 }  // namespace scone::runtime

@@ -107,6 +107,40 @@ DispatchResult Opened(Runtime& rt, DispatchResult r) {
   return r;
 }
 
+// open, creat, openat, openat2. With O_TRUNC on the console's file, without it: the records
+// sealed so far stay (ConsoleShield::OpenFlags); the kernel then makes the call so changed where
+// no shield serves the path.
+DispatchResult Open(Runtime& rt, const SyscallFrame& given) {
+  SyscallFrame f = given;
+  long* a = f.args;
+  open_how how{};
+  const bool console = rt.console().Active();
+  switch (f.nr) {
+    case SYS_creat:  // open(path, O_CREAT | O_WRONLY | O_TRUNC, mode)
+      f.nr = SYS_open;
+      a[2] = a[1];
+      a[1] = O_CREAT | O_WRONLY | O_TRUNC;
+      [[fallthrough]];
+    case SYS_open:
+      if (console && (a[1] & O_TRUNC)) a[1] = rt.console().OpenFlags(AT_FDCWD, Str(a[0]), Fd(a[1]));
+      return Opened(rt, Served(f, files::OpenAt(rt, AT_FDCWD, Str(a[0]), Fd(a[1]), static_cast<mode_t>(a[2]))));
+    case SYS_openat:
+      if (console && (a[2] & O_TRUNC)) a[2] = rt.console().OpenFlags(Fd(a[0]), Str(a[1]), Fd(a[2]));
+      return Opened(rt, Served(f, files::OpenAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), static_cast<mode_t>(a[3]))));
+    default: {  // SYS_openat2
+      const auto* given_how = Ptr<const open_how>(a[2]);
+      if (console && given_how != nullptr && a[3] >= static_cast<long>(sizeof(open_how)) &&
+          (given_how->flags & O_TRUNC) && rt.console().OpenFlags(Fd(a[0]), Str(a[1]), O_TRUNC) == 0) {
+        how = *given_how;
+        how.flags &= ~static_cast<uint64_t>(O_TRUNC);
+        a[2] = reinterpret_cast<long>(&how);
+        a[3] = sizeof(how);
+      }
+      return Opened(rt, Served(f, files::OpenAt2(rt, Fd(a[0]), Str(a[1]), Ptr<const open_how>(a[2]), a[3])));
+    }
+  }
+}
+
 // Calls that move data onto a descriptor without write(2): on the console they are writes
 // (sendto, sendmsg) or refused (vmsplice would hand the kernel the program's pages, tee another
 // pipe's bytes).
@@ -442,14 +476,10 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_fchdir:
       return Done(files::ChangeDirectory(rt, f.nr, a[0]));
     case SYS_open:
-      return Opened(rt, Served(f, files::OpenAt(rt, AT_FDCWD, Str(a[0]), Fd(a[1]), static_cast<mode_t>(a[2]))));
     case SYS_creat:
-      return Opened(rt, Served(f, files::OpenAt(rt, AT_FDCWD, Str(a[0]), O_CREAT | O_WRONLY | O_TRUNC,
-                                                 static_cast<mode_t>(a[1]))));
     case SYS_openat:
-      return Opened(rt, Served(f, files::OpenAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), static_cast<mode_t>(a[3]))));
     case SYS_openat2:
-      return Opened(rt, Served(f, files::OpenAt2(rt, Fd(a[0]), Str(a[1]), Ptr<const open_how>(a[2]), a[3])));
+      return Open(rt, f);
     case SYS_sendto:
     case SYS_sendmsg:
     case SYS_sendmmsg:
@@ -474,6 +504,7 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_faccessat2:
       return Served(f, files::Access(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), Fd(a[3])));
     case SYS_truncate:
+      if (rt.console().Active() && rt.console().IsConsoleFile(AT_FDCWD, Str(a[0]))) return Done(-EINVAL);
       return Served(f, files::Truncate(rt, Str(a[0]), a[1]));
     case SYS_rename:
     case SYS_renameat:
