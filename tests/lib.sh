@@ -71,3 +71,16 @@ http {
 }
 NGINXEOF
 }
+
+# free_port: a TCP port nothing listens on now, on 127.0.0.1.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+# port_listening PORT PID: status 0 once something listens on 127.0.0.1:PORT (bounded: 10 s),
+# 1 if PID exits first or time runs out.
+port_listening() {
+  for _ in $(seq 1 200); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), timeout=1).close()" 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || return 1
+    sleep 0.05
+  done
+  return 1
+}

@@ -276,15 +276,7 @@ network-shield-defaults)
   # under tcpdump. An outside curl verifies a service with the CA `scone session ca` prints; a
   # client of another session, and a plaintext client, are refused.
   MARKER="SCONE-CAS-NET-MARKER-$$"
-  free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-  wait_for_port() {  # PORT PID
-    for _ in $(seq 1 200); do
-      "$PY" -c "import socket; socket.create_connection(('127.0.0.1', $1), timeout=1).close()" 2>/dev/null && return 0
-      kill -0 "$2" 2>/dev/null || return 1
-      sleep 0.05
-    done
-    return 1
-  }
+  wait_for_port() { port_listening "$@"; }  # PORT PID: status 1 instead of failing
   port=$(free_port); relay=$(free_port); public=$(free_port)
   mkdir -p www && echo "$MARKER served" > www/index.html
   # The client also runs itself as a child (exec: the identity travels in the runtime's secret
@@ -348,36 +340,7 @@ EOF
   "$scone" run --config-id net/public -- "$PY" > public.out 2>&1 &
   bg_pids+=($!)
   wait_for_port "$public" "${bg_pids[-1]}" || { cat public.out; fail "the public service did not start"; }
-  "$PY" - "$relay" "$port" relay.log <<'PYEOF' &
-import socket, sys, threading
-listen, target, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-lock = threading.Lock()
-def pump(a, b):
-    try:
-        while True:
-            data = a.recv(65536)
-            if not data:
-                break
-            with lock, open(log, "ab") as f:
-                f.write(data)
-            b.sendall(data)
-    except OSError:
-        pass
-    finally:
-        try:
-            b.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", listen))
-s.listen(16)
-while True:
-    c, _ = s.accept()
-    u = socket.create_connection(("127.0.0.1", target))
-    threading.Thread(target=pump, args=(c, u), daemon=True).start()
-    threading.Thread(target=pump, args=(u, c), daemon=True).start()
-PYEOF
+  "$PY" "$(dirname "$0")/../relay.py" "$relay" "$port" relay.log &
   bg_pids+=($!)
   wait_for_port "$relay" "${bg_pids[-1]}" || fail "the relay did not start"
   : > relay.log

@@ -37,17 +37,9 @@ make_certificates() {
     -days 2 -extfile server.ext 2>/dev/null
 }
 
-free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-# wait_for_port PORT PID: until something listens on PORT (bounded: 10 s), while PID lives.
-wait_for_port() {
-  for _ in $(seq 1 200); do
-    "$PY" -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), timeout=1).close()" 2>/dev/null && return 0
-    kill -0 "$2" 2>/dev/null || fail "process $2 exited before listening on $1"
-    sleep 0.05
-  done
-  fail "nothing listens on $1"
-}
+# wait_for_port PORT PID: until something listens on PORT, while PID lives; fails the test if not.
+wait_for_port() { port_listening "$1" "$2" || fail "nothing listens on $1 (process $2: $(kill -0 "$2" 2>/dev/null && echo alive || echo exited))"; }
 
 # server_rule NAME PORT CLIENT_AUTH [CERT KEY]: the environment of a protected server rule.
 server_env() {
@@ -87,36 +79,7 @@ PYEOF
 # start_relay LISTEN_PORT TARGET_PORT LOG: a plain TCP relay that appends every byte it passes
 # (both ways) to LOG.
 start_relay() {
-  "$PY" - "$1" "$2" "$3" <<'PYEOF' &
-import socket, sys, threading
-listen, target, log = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-lock = threading.Lock()
-def pump(a, b):
-    try:
-        while True:
-            data = a.recv(65536)
-            if not data:
-                break
-            with lock, open(log, "ab") as f:
-                f.write(data)
-            b.sendall(data)
-    except OSError:
-        pass
-    finally:
-        try:
-            b.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", listen))
-s.listen(64)
-while True:
-    c, _ = s.accept()
-    u = socket.create_connection(("127.0.0.1", target))
-    threading.Thread(target=pump, args=(c, u), daemon=True).start()
-    threading.Thread(target=pump, args=(u, c), daemon=True).start()
-PYEOF
+  "$PY" "$here/../relay.py" "$1" "$2" "$3" &
   relay_pid=$!
   pids+=("$relay_pid")
   wait_for_port "$1" "$relay_pid"
