@@ -1,0 +1,38 @@
+// The Docker engine, through its own command-line client run as a subprocess with an argument
+// vector (no API client, no shell). The client is `$SCONE_DOCKER`, else `docker` on PATH.
+// Output of builds goes to our stderr unless quiet.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "image/image_config.h"
+
+namespace scone::image {
+
+class DockerClient {
+ public:
+  // `quiet`: the engine's progress output is discarded (scripts); errors still reach stderr.
+  explicit DockerClient(bool quiet);
+
+  bool ImageExists(const std::string& image) const;
+  Result<ImageConfig> Inspect(const std::string& image) const;
+  // docker build -t TAG CONTEXT (Dockerfile in CONTEXT).
+  Status Build(const std::string& context_dir, const std::string& tag) const;
+  // A root file system directory as a one-layer image: tar -C DIR -c . | docker import - TAG.
+  Status ImportRootfs(const std::string& rootfs_dir, const std::string& tag,
+                      const std::vector<std::string>& changes) const;
+  // Unpacks the image's file system into `dir` (a stopped container, exported, removed).
+  Status ExportRootfs(const std::string& image, const std::string& dir) const;
+
+  const std::string& program() const { return program_; }
+
+ private:
+  Result<std::string> Run(const std::vector<std::string>& args) const;
+
+  std::string program_;
+  bool quiet_;
+};
+
+}  // namespace scone::image
