@@ -15,20 +15,27 @@ namespace {
 
 constexpr char kDefaultPath[] = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+struct Found {
+  std::string host;    // the file on the host (links resolved inside the root)
+  std::string called;  // the path the container's runtime passes to execve
+};
+
 // What the kernel would execute for `name`: a path as it is (relative to the working
 // directory), else the first executable match on the image's PATH.
-Result<std::string> FindInImage(const std::string& root, const ImageConfig& config, const std::string& name) {
-  auto executable = [&](const std::string& in_image) -> Result<std::string> {
+Result<Found> FindInImage(const std::string& root, const ImageConfig& config, const std::string& name) {
+  auto executable = [&](const std::string& in_image) -> Result<Found> {
     SCONE_ASSIGN_OR_RETURN(std::string host, ResolveInRoot(root, in_image));
     struct stat st;
     if (stat(host.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || (st.st_mode & 0111) == 0) {
       return NotFound(in_image + " is not an executable file in the image");
     }
-    return host;
+    return Found{host, in_image};
   };
   if (name.find('/') != std::string::npos) {
     std::string dir = config.working_dir.empty() ? "/" : config.working_dir;
-    return executable(name[0] == '/' ? name : dir + "/" + name);
+    auto found = executable(name[0] == '/' ? name : dir + "/" + name);
+    if (found.ok()) found->called = name;
+    return found;
   }
   std::string dirs = config.EnvValue("PATH", kDefaultPath);
   for (size_t pos = 0; pos <= dirs.size();) {
@@ -93,15 +100,24 @@ Result<EntryProgram> CheckShieldable(const std::string& root, const ImageConfig&
     }
   }
   EntryProgram entry;
-  entry.command = command;
+  // What the program that attests gets as its command line: for a script, the kernel starts
+  // its interpreter with "INTERPRETER [ARG] SCRIPT ARGS...", and CAS's command replaces exactly that.
+  std::vector<std::string> argv = command;
   std::string name = command[0];
   for (int depth = 0;; ++depth) {
     if (depth > 4) return Unsupported(command[0] + ": more than 4 script interpreters in a row");
-    SCONE_ASSIGN_OR_RETURN(std::string host, FindInImage(root, config, name));
+    SCONE_ASSIGN_OR_RETURN(Found found, FindInImage(root, config, name));
+    std::string host = found.host;
     std::string in_image = PathInImage(root, host);
     std::vector<std::string> shebang = ShebangOf(host);
     if (!shebang.empty()) {
-      entry.scripts.push_back(in_image);
+      // The interpreter opens the script by the name it was called by: CAS serves it there.
+      std::string dir = config.working_dir.empty() ? "/" : config.working_dir;
+      entry.scripts.push_back(found.called[0] == '/' ? found.called : dir + "/" + found.called);
+      std::vector<std::string> next = shebang;
+      next.push_back(found.called);
+      next.insert(next.end(), argv.begin() + 1, argv.end());
+      argv = std::move(next);
       name = shebang[0];
       if (name.find('/') == std::string::npos) {
         return Unsupported(in_image + ": its interpreter '" + name + "' is not a path");
@@ -122,6 +138,13 @@ Result<EntryProgram> CheckShieldable(const std::string& root, const ImageConfig&
     if (!ResolveInRoot(root, interp).ok()) {
       return Unsupported(in_image + ": its loader " + interp + " is missing from the image");
     }
+    for (const std::string& word : argv) {
+      if (word.find_first_of(" \t\n") != std::string::npos) {
+        return Unsupported(entry.scripts.back() + ": its #! line passes '" + word +
+                           "', with white space, which CAS's command (split at white space) cannot");
+      }
+    }
+    entry.command = std::move(argv);
     entry.program = in_image;
     entry.interpreter = interp;
     return entry;

@@ -15,10 +15,12 @@
 namespace scone::image {
 
 struct EntryProgram {
-  std::vector<std::string> command;  // what the container runs (ENTRYPOINT + CMD, or --command)
+  std::vector<std::string> command;  // the entry program's command line, as the kernel gives it
+                                     // (a script's interpreter first): what CAS must hand back
   std::string program;               // the ELF program the kernel starts, as the image names it
   std::string interpreter;           // its PT_INTERP (glibc's loader)
-  std::vector<std::string> scripts;  // scripts on the way to it, as the image names them
+  std::vector<std::string> scripts;  // scripts on the way to it, by the absolute path they are
+                                     // opened by
 };
 
 inline constexpr char kGlibcLoader[] = "ld-linux-x86-64.so.2";

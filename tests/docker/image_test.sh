@@ -41,6 +41,16 @@ run_secure() {
   docker run --name "$name" --network host -v "$las_socket:/var/run/scone/las.sock" \
     -e SCONE_CAS_ADDR="$cas_addr" -e SCONE_CAS_KEY_HASH="$cas_key_hash" "$@" "$image"
 }
+# build_image TAG DOCKERFILE_TEXT [FILES...]: a build context of its own (never the case's
+# directory, which holds CAS's state).
+build_image() {
+  local image="$1" text="$2"; shift 2
+  local ctx
+  ctx="$(mktemp -d -p "$work" ctx.XXXXXX)"
+  (($#)) && cp -a "$@" "$ctx/"
+  printf '%s\n' "$text" > "$ctx/Dockerfile"
+  docker build -q -t "$image" "$ctx" > /dev/null
+}
 measurement_of() { grep -o '[0-9a-f]\{64\}' "$1" | head -1; }
 # volume_dir CONTAINER PATH: where the engine keeps the volume mounted at PATH.
 volume_dir() { docker inspect -f "{{range .Mounts}}{{if eq .Destination \"$2\"}}{{.Source}}{{end}}{{end}}" "$1"; }
@@ -219,8 +229,7 @@ EOF
   cid=$(docker create scone-curated/python)
   docker cp "$cid:/usr/bin/python3.11" python3.11 && docker rm "$cid" > /dev/null
   printf 'x' >> python3.11
-  printf 'FROM scone-curated/python\nCOPY python3.11 /usr/bin/python3.11\n' > Dockerfile
-  docker build -q -t "$tag-modified" . > /dev/null
+  build_image "$tag-modified" $'FROM scone-curated/python\nCOPY python3.11 /usr/bin/python3.11' python3.11
   set +e
   run_secure "$tag-bad" "$tag-modified" > bad.txt 2> bad_err.txt
   rc=$?
@@ -242,12 +251,11 @@ echo "entry-runs $1"
 exec python3 -c 'import os; open("/data/from-entry", "w").write(os.environ["GREETING"]); print("python-wrote")'
 EOF
   chmod +x entry.sh
-  printf 'FROM scone-native/python\nCOPY entry.sh /entry.sh\nENTRYPOINT ["/entry.sh"]\nCMD ["first"]\n' > Dockerfile
-  docker build -q -t "$tag-native" . > /dev/null
+  build_image "$tag-native" $'FROM scone-native/python\nCOPY entry.sh /entry.sh\nENTRYPOINT ["/entry.sh"]\nCMD ["first"]' entry.sh
   "$scone" image sconify --from "$tag-native" --to "$tag-secure" --fs-dir /data --service-name app --name entry \
     --env 'GREETING=hello-$$SCONE::greeting$$' --session-out s.yml --quiet
   grep -q "path: /entry.sh" s.yml || { cat s.yml; fail "the entry script is not an injected file of the session"; }
-  grep -q "command: /entry.sh first" s.yml || { cat s.yml; fail "the session's command is not the image's"; }
+  grep -q "command: /bin/sh /entry.sh first" s.yml || { cat s.yml; fail "the session's command is not the image's"; }
   grep -q "name: greeting" s.yml || { cat s.yml; fail "no placeholder for the referenced secret"; }
   "$scone" session create s.yml > /dev/null
   docker volume create "$tag-data" > /dev/null && volumes+=("$tag-data")
@@ -257,8 +265,7 @@ EOF
   if grep -r -a -q "hello-" "$host_dir"; then fail "what python wrote is plaintext on the host"; fi
   # The script rewritten in a layer on top: CAS's copy runs, not the layer's.
   printf '#!/bin/sh\necho TAMPERED\n' > evil.sh && chmod +x evil.sh
-  printf 'FROM %s\nCOPY evil.sh /entry.sh\n' "$tag-secure" > Dockerfile
-  docker build -q -t "$tag-tampered" . > /dev/null
+  build_image "$tag-tampered" "FROM $tag-secure"$'\nCOPY evil.sh /entry.sh' evil.sh
   run_secure "$tag-run2" "$tag-tampered" -v "$tag-data:/data" > out2.txt 2> err2.txt || { cat out2.txt err2.txt; fail "rerun failed"; }
   if grep -q TAMPERED out2.txt; then fail "the rewritten entry script ran"; fi
   grep -q "^entry-runs first$" out2.txt || { cat out2.txt err2.txt; fail "CAS's entry script did not run"; }
@@ -287,15 +294,17 @@ open("musl-true", "wb").write(data.replace(old, new + b"\0" * (len(old) - len(ne
 EOF
   chmod +x musl-true
   printf '#!/busybox sh\necho hi\n' > to-static.sh && chmod +x to-static.sh
-  cat > Dockerfile <<'EOF'
-FROM scone-base/debian:12
-COPY busybox musl-true to-static.sh /
-RUN mkdir -p /full && echo old > /full/file
-EOF
-  docker build -q -t "$tag-base" . > /dev/null
-  printf 'FROM %s\nENTRYPOINT ["/busybox", "sh"]\n' "$tag-base" > Dockerfile && docker build -q -t "$tag-static" . > /dev/null
-  printf 'FROM %s\nENTRYPOINT ["/musl-true"]\n' "$tag-base" > Dockerfile && docker build -q -t "$tag-musl" . > /dev/null
-  printf 'FROM %s\nCMD ["/bin/sh", "-c", "echo hi"]\n' "$tag-base" > Dockerfile && docker build -q -t "$tag-shell" . > /dev/null
+  # A small image of its own (sconify unpacks each image it checks): the programs above, and
+  # /bin/true with glibc for the control.
+  mkdir -p ctx/bin ctx/lib/x86_64-linux-gnu ctx/lib64 ctx/full
+  cp busybox musl-true to-static.sh ctx/ && echo old > ctx/full/file
+  cp /usr/bin/true ctx/bin/true
+  cp /lib/x86_64-linux-gnu/libc.so.6 ctx/lib/x86_64-linux-gnu/
+  cp -L /lib64/ld-linux-x86-64.so.2 ctx/lib64/
+  build_image "$tag-base" $'FROM scratch\nCOPY ctx/ /\nCMD ["/bin/true"]' ctx
+  build_image "$tag-static" "FROM $tag-base"$'\nENTRYPOINT ["/busybox", "sh"]'
+  build_image "$tag-musl" "FROM $tag-base"$'\nENTRYPOINT ["/musl-true"]'
+  build_image "$tag-shell" "FROM $tag-base"$'\nCMD ["/bin/sh", "-c", "echo hi"]'
   refused "$tag-static" "/busybox is statically linked"
   refused "$tag-musl" "/musl-true is not a glibc program: its loader is /lib/ld-musl-x86_64.so.1"
   refused "$tag-base" "/busybox is statically linked" --command /to-static.sh
@@ -306,7 +315,7 @@ EOF
   refused "$tag-does-not-exist" "does not exist"
   refused "$tag-base" "cannot go into an image's settings" --fs-dir '/da$ta'
   # The control: the same base with a glibc program is accepted.
-  "$scone" image sconify --from "$tag-base" --to "$tag-out" --command /bin/true --quiet > s.yml 2> err.txt \
+  "$scone" image sconify --from "$tag-base" --to "$tag-out" --quiet > s.yml 2> err.txt \
     || { cat err.txt; fail "a glibc program was refused"; }
   grep -q "command: /bin/true" s.yml || fail "no session printed"
   ;;
