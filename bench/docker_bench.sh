@@ -44,7 +44,9 @@ services:
     pwd: /
 YEOF
 "$scone" session create s.yml > /dev/null
-run_native() { docker run --rm --entrypoint python3 scone-native/python -c pass; }
+# The same engine options for both (host network: the local CAS listens on the loopback; a
+# volume at /data), so that only the runtime and attestation differ.
+run_native() { docker run --rm --network host -v /data --entrypoint python3 scone-native/python -c pass; }
 run_secure() {
   docker run --rm --network host -v "$XDG_STATE_HOME/scone/las/las.sock:/var/run/scone/las.sock" \
     -e SCONE_CAS_ADDR="$cas_addr" -e SCONE_CAS_KEY_HASH="$key_hash" -v /data scone-curated/python
@@ -57,5 +59,5 @@ for _ in $(seq 1 10); do  # alternating, so that load changes hit both alike
 done
 n=$(median < native.txt); s=$(median < secure.txt)
 echo "container start-up, docker run --rm ... python3 -c pass (median of 10):"
-printf '  native %.3f s, secure %.3f s: +%.0f ms, ratio %.2f\n' "$n" "$s" "$(echo "($s - $n) * 1000" | bc)" \
+printf '  native %.3f s, secure %.3f s: %+.0f ms, ratio %.2f\n' "$n" "$s" "$(echo "($s - $n) * 1000" | bc)" \
   "$(echo "$s / $n" | bc -l)"

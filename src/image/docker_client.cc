@@ -57,6 +57,17 @@ Status DockerClient::ImportRootfs(const std::string& rootfs_dir, const std::stri
   return RunPipeline({"tar", "--numeric-owner", "-C", rootfs_dir, "-c", "."}, import, options);
 }
 
+Result<std::string> DockerClient::RunCapture(const std::string& image, const std::vector<std::string>& argv,
+                                             const std::vector<std::string>& env,
+                                             const std::vector<std::string>& mounts) const {
+  std::vector<std::string> args = {"run", "--rm", "--network", "none", "--entrypoint", argv.at(0)};
+  for (const std::string& e : env) args.insert(args.end(), {"--env", e});
+  for (const std::string& m : mounts) args.insert(args.end(), {"--volume", m + ":ro"});
+  args.push_back(image);
+  args.insert(args.end(), argv.begin() + 1, argv.end());
+  return Run(args);
+}
+
 Status DockerClient::ExportRootfs(const std::string& image, const std::string& dir) const {
   // `docker create` needs a command only for images without one; it never runs.
   SCONE_ASSIGN_OR_RETURN(std::string created, Run({"create", "--entrypoint", "/", image}));

@@ -23,6 +23,11 @@ class DockerClient {
   // A root file system directory as a one-layer image: tar -C DIR -c . | docker import - TAG.
   Status ImportRootfs(const std::string& rootfs_dir, const std::string& tag,
                       const std::vector<std::string>& changes) const;
+  // Runs `argv` in a throw-away container of `image` (no network, entrypoint argv[0]) with
+  // `env` ("K=V") and read-only bind mounts ("HOST:CONTAINER"); returns its stdout. For running
+  // an image's own code (its loader), which must never run on the host.
+  Result<std::string> RunCapture(const std::string& image, const std::vector<std::string>& argv,
+                                 const std::vector<std::string>& env, const std::vector<std::string>& mounts) const;
   // Unpacks the image's file system into `dir` (a stopped container, exported, removed).
   Status ExportRootfs(const std::string& image, const std::string& dir) const;
 

@@ -1,57 +1,12 @@
 #include "image/image_measurement.h"
 
-#include <fcntl.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
-#include <cerrno>
-
 #include "image/root_path.h"
 
 namespace scone::image {
-namespace {
-
-// The loader's trace of `program` in `root`, with the runtime preloaded.
-Result<std::string> LoaderTrace(const std::string& root, const std::string& program, const std::string& interpreter,
-                                const std::string& runtime) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC) != 0) return IoError("pipe", errno);
-  std::string preload = "LD_PRELOAD=" + runtime;
-  pid_t pid = fork();
-  if (pid < 0) return IoError("fork", errno);
-  if (pid == 0) {
-    dup2(fds[1], 1);
-    if (chroot(root.c_str()) != 0 || chdir("/") != 0) _exit(126);
-    char* envp[] = {preload.data(), nullptr};
-    execle(interpreter.c_str(), interpreter.c_str(), "--list", program.c_str(), static_cast<char*>(nullptr), envp);
-    _exit(127);
-  }
-  close(fds[1]);
-  std::string trace;
-  char buf[4096];
-  for (ssize_t n; (n = read(fds[0], buf, sizeof(buf))) != 0;) {
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) break;
-    trace.append(buf, static_cast<size_t>(n));
-  }
-  close(fds[0]);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 126) {
-    return IoError("chroot " + root + " (sconify must run as root)", EPERM);
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    return InvalidArgument("the image's dynamic loader cannot load " + program + ":\n" + trace);
-  }
-  return trace;
-}
-
-}  // namespace
 
 Result<attest::ImageDescription> DescribeImageProgram(const std::string& root, const std::string& program,
-                                                      const std::string& interpreter, const std::string& runtime) {
-  SCONE_ASSIGN_OR_RETURN(std::string trace, LoaderTrace(root, program, interpreter, runtime));
+                                                      const std::string& interpreter, const std::string& runtime,
+                                                      const std::string& trace) {
   SCONE_ASSIGN_OR_RETURN(std::string program_file, ResolveInRoot(root, program));
   SCONE_ASSIGN_OR_RETURN(std::string interp_file, ResolveInRoot(root, interpreter));
   SCONE_ASSIGN_OR_RETURN(std::string runtime_file, ResolveInRoot(root, runtime));

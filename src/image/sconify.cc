@@ -202,8 +202,14 @@ Result<SconifyResult> Sconify(const DockerClient& docker, const SconifyOptions& 
   SCONE_ASSIGN_OR_RETURN(std::vector<std::string> deps, RuntimeDependencies(o.runtime_library));
   const std::string runtime_dir = fsys::path(kImageRuntimePath).parent_path().string();
   SCONE_RETURN_IF_ERROR(CopyRuntimeFiles(o.runtime_library, deps, root + runtime_dir));
+  // The image's loader lists what it maps, in a container of the image with the runtime's
+  // files mounted where the sconified image will have them.
+  auto trace = docker.RunCapture(o.from, {entry->interpreter, "--list", entry->program},
+                                 {std::string("LD_PRELOAD=") + kImageRuntimePath},
+                                 {root + runtime_dir + ":" + runtime_dir});
+  if (!trace.ok()) return trace.status().Annotate("the loader of " + o.from + " cannot load " + entry->program);
   SCONE_ASSIGN_OR_RETURN(attest::ImageDescription description,
-                         DescribeImageProgram(root, entry->program, entry->interpreter, kImageRuntimePath));
+                         DescribeImageProgram(root, entry->program, entry->interpreter, kImageRuntimePath, *trace));
   SconifyResult result;
   result.measurement = description.Measurement();
   result.config_id = session + "/" + service;
