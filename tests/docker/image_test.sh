@@ -271,6 +271,47 @@ EOF
   grep -q "^entry-runs first$" out2.txt || { cat out2.txt err2.txt; fail "CAS's entry script did not run"; }
   ;;
 
+redis)
+  # The curated redis, secure: serves after attestation; what it saves (RDB, AOF) is ciphertext
+  # on the volume's host side.
+  curated_ready "$scone" redis
+  start_cas
+  port=$((20000 + $$ % 20000))
+  cat > r.yml <<EOF
+name: redis
+version: "0.3"
+security:
+  attestation:
+    tolerate: [sim, debug-mode]
+volumes:
+  - name: data
+services:
+  - name: redis
+    mrenclaves: [$(docker image inspect -f '{{index .Config.Labels "scone.measurement"}}' scone-curated/redis)]
+    command: redis-server --dir /data --port $port --protected-mode no --appendonly yes
+    pwd: /
+    image_name: redis
+images:
+  - name: redis
+    volumes:
+      - name: data
+        path: /data
+EOF
+  "$scone" session create r.yml > /dev/null
+  docker volume create "$tag-data" > /dev/null && volumes+=("$tag-data")
+  run_secure "$tag-redis" scone-curated/redis -d -v "$tag-data:/data" > /dev/null
+  for _ in $(seq 1 200); do
+    redis-cli -p "$port" ping 2>/dev/null | grep -q PONG && break
+    [[ "$(docker inspect -f '{{.State.Running}}' "$tag-redis")" == true ]] || { docker logs "$tag-redis"; fail "redis exited"; }
+    sleep 0.05
+  done
+  redis-cli -p "$port" set k "$marker" | grep -q OK || { docker logs "$tag-redis"; fail "redis does not serve"; }
+  [[ "$(redis-cli -p "$port" get k)" == "$marker" ]] || fail "redis lost the value"
+  redis-cli -p "$port" save | grep -q OK || fail "SAVE failed"
+  host_dir="$(docker volume inspect -f '{{.Mountpoint}}' "$tag-data")"
+  [[ -s "$host_dir/dump.rdb" && -d "$host_dir/.scone" ]] || { ls -laR "$host_dir"; fail "no protected dump.rdb"; }
+  if grep -r -a -q -- "$marker" "$host_dir"; then fail "redis's data is plaintext on the host"; fi
+  ;;
 refused-images)
   # Images the runtime cannot enter are refused with the reason, and nothing is built.
   refused() {  # refused FROM PATTERN [sconify options...]
