@@ -1,6 +1,8 @@
 // `scone image ...`: the base image, curated images and sconify (docs/docker.md). The work is
 // in src/image; this file parses options and prints results (progress on stderr, results on
 // stdout).
+#include <sys/stat.h>
+
 #include <cstdio>
 
 #include "cli/command.h"
@@ -25,8 +27,11 @@ struct ImageArgs {
 
 // The session goes to FILE, else to stdout; the measurement and config id to stderr as a note.
 Status Report(const image::SconifyResult& r, const std::string& session_out, bool quiet) {
-  if (session_out.empty()) {
+  struct stat st;
+  if (session_out.empty() || session_out == "-") {
     std::fputs(r.session_yaml.c_str(), stdout);
+  } else if (stat(session_out.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    return InvalidArgument("--session-out " + session_out + " is not a regular file (give - for stdout)");
   } else {
     SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(session_out, AsBytes(r.session_yaml), 0644));
   }

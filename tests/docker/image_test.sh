@@ -119,7 +119,7 @@ curated-images)
   docker run --rm --entrypoint redis-server scone-native/redis --version | grep -q "Redis server v=7" || fail "native redis"
   docker run --rm --entrypoint cat scone-native/python /etc/debian_version | grep -q '^12\.' || fail "not Debian 12"
   # The example session: the curated image's measurement and its volume.
-  "$scone" image curated build python --quiet --session-out python.yml
+  curated_ready "$scone" python python.yml
   grep -q "mrenclaves: \[$(docker image inspect -f '{{index .Config.Labels "scone.measurement"}}' scone-curated/python)\]" python.yml \
     || { cat python.yml; fail "the example session does not name the image's measurement"; }
   grep -q "path: /data" python.yml || fail "the example session has no /data volume"
@@ -131,9 +131,8 @@ curated-images)
 python-volume)
   # A script in the curated python image writes to its --fs-dir volume: the host side of the
   # volume holds ciphertext only; a second container reads the data back through the shield.
-  curated_ready "$scone" python
+  curated_ready "$scone" python example.yml
   start_cas
-  "$scone" image curated build python --quiet --session-out example.yml
   cat > app.py <<EOF
 import os
 path = "/data/notes.txt"
@@ -178,9 +177,8 @@ EOF
 attest-secret)
   # The sconified image attests to CAS and gets its secret; the secret is nowhere the host
   # keeps images, containers or logs; a one-byte change of python3 never runs.
-  curated_ready "$scone" python
+  curated_ready "$scone" python example.yml
   start_cas
-  "$scone" image curated build python --quiet --session-out example.yml
   cat > app.py <<'EOF'
 import hashlib, os
 token = os.environ.get("API_TOKEN", "")

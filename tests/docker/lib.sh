@@ -58,14 +58,17 @@ docker_ready() {
   exec 9>&-
 }
 
-# curated_ready SCONE NAME: scone-native/NAME and scone-curated/NAME exist (built once, under the
-# lock; the example session goes to $work).
+# curated_ready SCONE NAME [SESSION_FILE]: scone-native/NAME and scone-curated/NAME exist (built
+# once, under the lock). With SESSION_FILE, the curated image is built again with this build's
+# runtime (the native one comes from the engine's cache) and its example session written there.
 curated_ready() {
-  local scone="$1" name="$2"
+  local scone="$1" name="$2" session="${3:-}"
   exec 9>"$DOCKER_LOCK"
   flock 9
-  if ! docker image inspect "scone-curated/$name" >/dev/null 2>&1; then
-    "$scone" image curated build "$name" --quiet || fail "cannot build the curated $name image"
+  if [[ -n "$session" ]]; then
+    "$scone" image curated build "$name" --quiet --session-out "$session" || fail "cannot build the curated $name image"
+  elif ! docker image inspect "scone-curated/$name" >/dev/null 2>&1; then
+    "$scone" image curated build "$name" --quiet --session-out "${work:-/tmp}/curated-$name.yml" || fail "cannot build the curated $name image"
   fi
   flock -u 9
   exec 9>&-
