@@ -25,6 +25,21 @@ bool DockerClient::ImageExists(const std::string& image) const {
   return r.ok() && r->exit_code == 0;
 }
 
+std::string DockerClient::ImageId(const std::string& image) const {
+  ProcessOptions options;
+  options.stderr_discard = true;
+  auto r = RunProcess({program_, "image", "inspect", "--format", "{{.Id}}", image}, options);
+  if (!r.ok() || r->exit_code != 0) return "";
+  return r->output.substr(0, r->output.find('\n'));
+}
+
+void DockerClient::RemoveIfUnused(const std::string& id) const {
+  ProcessOptions options;
+  options.stdout_mode = ProcessOptions::Output::kDiscard;
+  options.stderr_discard = true;
+  (void)RunProcess({program_, "image", "rm", id}, options);
+}
+
 Result<ImageConfig> DockerClient::Inspect(const std::string& image) const {
   ProcessOptions options;
   options.stderr_discard = true;

@@ -17,6 +17,10 @@ class DockerClient {
   explicit DockerClient(bool quiet);
 
   bool ImageExists(const std::string& image) const;
+  // The image's id, or "" if it does not exist.
+  std::string ImageId(const std::string& image) const;
+  // Removes an image by id if nothing uses it (errors ignored: a replaced image still in use stays).
+  void RemoveIfUnused(const std::string& id) const;
   Result<ImageConfig> Inspect(const std::string& image) const;
   // docker build -t TAG CONTEXT (Dockerfile in CONTEXT).
   Status Build(const std::string& context_dir, const std::string& tag) const;

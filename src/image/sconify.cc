@@ -246,7 +246,11 @@ Result<SconifyResult> Sconify(const DockerClient& docker, const SconifyOptions& 
   d.env.push_back({"LD_PRELOAD", kImageRuntimePath});
   std::string dockerfile = WriteDockerfile(d);
   SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(context + "/Dockerfile", AsBytes(dockerfile), 0644));
+  // The image --to named before is replaced; left untagged, each sconify would keep one more
+  // copy of the runtime's layer in the engine.
+  const std::string previous = docker.ImageId(o.to);
   SCONE_RETURN_IF_ERROR(docker.Build(context, o.to));
+  if (!previous.empty() && previous != docker.ImageId(o.to)) docker.RemoveIfUnused(previous);
   progress.Step("built " + o.to + " (measurement " + ToHex(result.measurement) + ")");
   return result;
 }
