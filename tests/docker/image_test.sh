@@ -220,7 +220,7 @@ with tarfile.open(sys.argv[1]) as t:
                 print(m.name)
 EOF
   grep -q '^opt/scone/lib/libscone-runtime.so$' added.txt || { cat added.txt; fail "the runtime was not added"; }
-  if grep -v -E '^(opt|opt/scone|opt/scone/lib|opt/scone/lib/libscone-runtime.so|opt/scone/lib/libZydis.so[.0-9]*)/?$' added.txt; then
+  if grep -v -E '^(opt|opt/scone|opt/scone/lib|opt/scone/lib/lib[A-Za-z0-9_-]+\.so[.0-9]*)/?$' added.txt; then
     fail "sconify added more than the runtime to the image"
   fi
   # python3 changed by one byte, in a layer on top: CAS refuses, python never starts.
@@ -338,7 +338,10 @@ EOF
   mkdir -p ctx/bin ctx/lib/x86_64-linux-gnu ctx/lib64 ctx/full
   cp busybox musl-true to-static.sh ctx/ && echo old > ctx/full/file
   cp /usr/bin/true ctx/bin/true
-  cp /lib/x86_64-linux-gnu/libc.so.6 ctx/lib/x86_64-linux-gnu/
+  # glibc's libraries (the runtime's build may need libm, libdl, ... besides libc).
+  for lib in libc.so.6 libm.so.6 libdl.so.2 libpthread.so.0 librt.so.1; do
+    cp /lib/x86_64-linux-gnu/$lib ctx/lib/x86_64-linux-gnu/
+  done
   cp -L /lib64/ld-linux-x86-64.so.2 ctx/lib64/
   build_image "$tag-base" $'FROM scratch\nCOPY ctx/ /\nCMD ["/bin/true"]' ctx
   build_image "$tag-static" "FROM $tag-base"$'\nENTRYPOINT ["/busybox", "sh"]'
