@@ -91,7 +91,7 @@ Status DockerClient::ExportRootfs(const std::string& image, const std::string& d
                                 {"tar", "--numeric-owner", "-C", dir, "-x"});
   ProcessOptions quiet;
   quiet.stdout_mode = ProcessOptions::Output::kDiscard;
-  (void)RunProcess({program_, "rm", "-f", container}, quiet);
+  (void)RunProcess({program_, "rm", "-f", "-v", container}, quiet);  // -v: its anonymous volumes
   return exported.Annotate("export of image " + image);
 }
 
