@@ -225,7 +225,7 @@ EOF
   fi
   # python3 changed by one byte, in a layer on top: CAS refuses, python never starts.
   cid=$(docker create scone-curated/python)
-  docker cp "$cid:/usr/bin/python3.11" python3.11 && docker rm "$cid" > /dev/null
+  docker cp "$cid:/usr/bin/python3.11" python3.11 && docker rm -v "$cid" > /dev/null
   printf 'x' >> python3.11
   build_image "$tag-modified" $'FROM scone-curated/python\nCOPY python3.11 /usr/bin/python3.11' python3.11
   set +e
