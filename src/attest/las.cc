@@ -214,7 +214,10 @@ Status CheckStillTheSender(pid_t pid, int environ_fd) {
   // namespace's /proc it cannot, and the comparison of contents below has to do.
   pid_t named = 0;
   char tail = 0;
-  if (std::sscanf(path.c_str(), "/proc/%d/environ%c", &named, &tail) == 1 && named != pid) {
+  struct stat own_proc, theirs;
+  bool in_our_proc = stat("/proc/self", &own_proc) == 0 && fstat(environ_fd, &theirs) == 0 &&
+                     own_proc.st_dev == theirs.st_dev;
+  if (in_our_proc && std::sscanf(path.c_str(), "/proc/%d/environ%c", &named, &tail) == 1 && named != pid) {
     return PermissionDenied("the request came with another process's environ (" + path + ")");
   }
   SCONE_ASSIGN_OR_RETURN(Bytes then, ReadAll(environ_fd, kMaxEnviron));
@@ -255,15 +258,6 @@ Result<Report> EvidenceReport(const Peer& peer, const LasRequest& request, const
   const std::optional<SigStruct>& sig = request.sigstruct;
   if (in.fds.size() != 1) return PermissionDenied("an evidence request carries exactly one descriptor");
   pid_t pid = peer.connected.pid;
-  // LAS measures files by the paths the process names: in another mount namespace (another
-  // container) those paths would name LAS's files, not the process's.
-  char own_ns[64] = {}, their_ns[64] = {};
-  std::string their_link = "/proc/" + std::to_string(pid) + "/ns/mnt";
-  if (readlink("/proc/self/ns/mnt", own_ns, sizeof(own_ns) - 1) <= 0 ||
-      readlink(their_link.c_str(), their_ns, sizeof(their_ns) - 1) <= 0 || std::strcmp(own_ns, their_ns) != 0) {
-    return PermissionDenied("process " + std::to_string(pid) +
-                            " runs in another mount namespace than LAS: LAS cannot measure its files");
-  }
   // A tracer can change the process's memory after LAS measured its files.
   std::string tracer = StatusField(pid, "TracerPid");
   if (tracer != "0") {

@@ -9,6 +9,8 @@
 #include <time.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <linux/openat2.h>
+#include <sys/syscall.h>
 
 #include <algorithm>
 #include <cstring>
@@ -122,15 +124,30 @@ std::string Soname(const std::string& path) {
 Status AddMapped(ImageDescription* d, const std::string& path, const std::string& runtime_real,
                  const std::string& interp_real) {
   std::string real = RealPath(path);
-  if (real == runtime_real) {
-    return AddFile(d, MeasuredFile::Kind::kRuntime, "libscone-runtime.so", real);
-  }
-  if (real == interp_real) return AddFile(d, MeasuredFile::Kind::kInterpreter, "ld.so", real);
-  std::string soname = Soname(real);
-  return AddFile(d, MeasuredFile::Kind::kLibrary, soname.empty() ? BaseName(path) : soname, real);
+  MeasuredFile::Kind kind = real == runtime_real  ? MeasuredFile::Kind::kRuntime
+                            : real == interp_real ? MeasuredFile::Kind::kInterpreter
+                                                  : MeasuredFile::Kind::kLibrary;
+  SCONE_ASSIGN_OR_RETURN(MeasuredFile f, MeasureMappedFile(kind, real, path));
+  d->files.push_back(std::move(f));
+  return Status::Ok();
 }
 
 }  // namespace
+
+Result<MeasuredFile> MeasureMappedFile(MeasuredFile::Kind kind, const std::string& read_path,
+                                       const std::string& shown_path) {
+  std::string name;
+  if (kind == MeasuredFile::Kind::kRuntime) {
+    name = "libscone-runtime.so";
+  } else if (kind == MeasuredFile::Kind::kInterpreter) {
+    name = "ld.so";
+  } else {
+    name = Soname(read_path);
+    if (name.empty()) name = BaseName(shown_path);
+  }
+  SCONE_ASSIGN_OR_RETURN(crypto::Hash h, HashFile(read_path));
+  return MeasuredFile{kind, std::move(name), h};
+}
 
 std::vector<std::string> RuntimeSettings() {
   return {"fs-shield=v1", "chunk-size=4096"};
@@ -313,7 +330,91 @@ Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library)
   return d;
 }
 
+namespace {
+
+bool SameMountNamespace(pid_t pid) {
+  char own[64] = {}, theirs[64] = {};
+  std::string link = "/proc/" + std::to_string(pid) + "/ns/mnt";
+  return readlink("/proc/self/ns/mnt", own, sizeof(own) - 1) > 0 &&
+         readlink(link.c_str(), theirs, sizeof(theirs) - 1) > 0 && std::strcmp(own, theirs) == 0;
+}
+
+// (device, inode) of what `path` opens, or (0, 0).
+std::pair<dev_t, ino_t> Identity(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return {0, 0};
+  return {st.st_dev, st.st_ino};
+}
+
+// `path` resolved inside the process's root (its links and ".." stay there), as (dev, inode).
+std::pair<dev_t, ino_t> IdentityInRootOf(pid_t pid, const std::string& path) {
+  std::string root = "/proc/" + std::to_string(pid) + "/root";
+  int root_fd = open(root.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) return {0, 0};
+  open_how how = {};
+  how.flags = O_PATH | O_CLOEXEC;
+  how.resolve = RESOLVE_IN_ROOT;
+  int fd = static_cast<int>(syscall(SYS_openat2, root_fd, path.c_str(), &how, sizeof(how)));
+  close(root_fd);
+  if (fd < 0) return {0, 0};
+  struct stat st;
+  int rc = fstat(fd, &st);
+  close(fd);
+  return rc == 0 ? std::make_pair(st.st_dev, st.st_ino) : std::make_pair(dev_t{0}, ino_t{0});
+}
+
+// A process in another mount namespace: the paths it names are not LAS's files, so every file
+// is read through the process's own view (/proc/PID/exe, /proc/PID/map_files/RANGE).
+Result<ImageDescription> DescribeForeignProcess(pid_t pid) {
+  std::string proc = "/proc/" + std::to_string(pid);
+  SCONE_ASSIGN_OR_RETURN(Bytes maps, os::ReadWholeFile(proc + "/maps", 16u << 20));
+  ImageDescription d;
+  d.runtime_version = SCONE_VERSION_STRING;
+  d.settings = RuntimeSettings();
+  const std::string exe = proc + "/exe";
+  SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kExecutable, "main", exe));
+  auto exe_id = Identity(exe);
+  auto interp_id = IdentityInRootOf(pid, ProgramInterpreter(exe));
+  std::set<std::pair<dev_t, ino_t>> seen = {exe_id};
+  std::string text(maps.begin(), maps.end());
+  for (size_t pos = 0; pos < text.size();) {
+    size_t eol = text.find('\n', pos);
+    if (eol == std::string::npos) eol = text.size();
+    std::string line = text.substr(pos, eol - pos);
+    pos = eol + 1;
+    char range[64] = {}, perms[8] = {};
+    if (sscanf(line.c_str(), "%63s %7s", range, perms) != 2 || perms[2] != 'x') continue;
+    size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;  // [vdso], anonymous
+    std::string shown = line.substr(slash);
+    if (shown.size() > 10 && shown.compare(shown.size() - 10, 10, " (deleted)") == 0) {
+      return DataCorrupted("process " + std::to_string(pid) + " executes a deleted file " + shown);
+    }
+    // map_files names ranges without the leading zeros /proc/PID/maps pads them with.
+    unsigned long start = 0, end = 0;
+    if (sscanf(range, "%lx-%lx", &start, &end) != 2) continue;
+    char name[64];
+    snprintf(name, sizeof(name), "%lx-%lx", start, end);
+    std::string mapped = proc + "/map_files/" + name;
+    auto id = Identity(mapped);
+    if (id.first == 0 && id.second == 0) {
+      return PermissionDenied("cannot read " + mapped + " (LAS needs CAP_SYS_ADMIN to measure a process of "
+                              "another mount namespace)");
+    }
+    if (!seen.insert(id).second) continue;
+    MeasuredFile::Kind kind = id == interp_id                                ? MeasuredFile::Kind::kInterpreter
+                              : BaseName(shown) == "libscone-runtime.so" ? MeasuredFile::Kind::kRuntime
+                                                                         : MeasuredFile::Kind::kLibrary;
+    SCONE_ASSIGN_OR_RETURN(MeasuredFile f, MeasureMappedFile(kind, mapped, shown));
+    d.files.push_back(std::move(f));
+  }
+  return d;
+}
+
+}  // namespace
+
 Result<ImageDescription> DescribeProcess(pid_t pid, const std::string& runtime_library) {
+  if (!SameMountNamespace(pid)) return DescribeForeignProcess(pid);
   std::string proc = "/proc/" + std::to_string(pid);
   char exe[PATH_MAX];
   ssize_t n = readlink((proc + "/exe").c_str(), exe, sizeof(exe) - 1);

@@ -45,7 +45,17 @@ Result<ImageDescription> DescribeFromLoader(const std::string& program,
 Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library);
 // From outside: another process's executable and the files it maps executable
 // (/proc/PID/maps). What the sim platform (LAS) measures, independently of what the process says.
+// A process in another mount namespace (a container) is measured through its own view of the
+// files: /proc/PID/exe and /proc/PID/map_files (which needs CAP_SYS_ADMIN), its loader resolved
+// in its root; its runtime is the mapped file named libscone-runtime.so.
 Result<ImageDescription> DescribeProcess(pid_t pid, const std::string& runtime_library);
+
+// A mapped object, named as every measurement names it: kRuntime and kInterpreter by role,
+// kLibrary by its SONAME (else the file name of `shown_path`). Its bytes are read from
+// `read_path` (which may differ from the path the process knows it by: an image's unpacked
+// files, /proc/PID/map_files).
+Result<MeasuredFile> MeasureMappedFile(MeasuredFile::Kind kind, const std::string& read_path,
+                                       const std::string& shown_path);
 
 // PT_INTERP of an ELF program (its dynamic loader), or "" for a statically linked program, a
 // script or an unreadable file.

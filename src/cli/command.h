@@ -25,6 +25,7 @@ void RegisterCasCommands(CLI::App& app, Action& action);
 void RegisterSessionCommands(CLI::App& app, Action& action);
 void RegisterAttestCommands(CLI::App& app, Action& action);
 void RegisterConsoleCommands(CLI::App& app, Action& action);
+void RegisterImageCommands(CLI::App& app, Action& action);
 
 // --cas and --cas-cert, for commands that talk to CAS (default: the local CAS).
 inline void AddCasOptions(CLI::App* cmd, std::string* cas, std::string* cas_cert) {

@@ -86,12 +86,19 @@ socket-mode)
   grep -q "Permission denied" err.txt || { cat err.txt; fail "no permission error for another user"; }
   ;;
 other-mount-namespace)
-  # In another mount namespace (another container) the paths a process names are not LAS's
-  # files: LAS would hash its own /bin/true for whatever the process runs there. Refused.
-  if unshare --mount "$scone" run --las "$las_dir/las.sock" --print-evidence -- /bin/true > out.txt 2> err.txt; then
-    fail "a process in another mount namespace obtained evidence"
+  # In another mount namespace (a container) the paths a process names are not LAS's files: LAS
+  # measures what that process maps, through /proc/PID/exe and /proc/PID/map_files. Here
+  # /bin/true is /bin/false's bytes in the namespace: the evidence must name false's measurement.
+  key=$("$scone" las platform-key --state "$las_dir")
+  if ! unshare --mount sh -c 'mount --bind /bin/false /bin/true && exec "$0" run --las "$1" --print-evidence -- /bin/true' \
+      "$scone" "$las_dir/las.sock" > ev.txt 2> err.txt; then
+    cat err.txt; fail "LAS refused a process of another mount namespace"
   fi
-  grep -q "another mount namespace" err.txt || { cat err.txt; fail "no reason for the refusal"; }
+  verify() { "$scone" attest verify --evidence "$(tail -1 ev.txt)" --platform-key "$key" --tolerate sim --mrenclave "$1"; }
+  verify "$("$scone" measure /bin/false | tail -1)" > /dev/null 2> err.txt || { cat err.txt; fail "not the measurement of what ran"; }
+  if verify "$("$scone" measure /bin/true | tail -1)" > /dev/null 2>&1; then
+    fail "LAS measured its own /bin/true, not the file the process runs"
+  fi
   "$scone" run --las "$las_dir/las.sock" --print-evidence -- /bin/true > /dev/null || fail "LAS refused its own namespace"
   ;;
 *) fail "unknown case $case_name" ;;

@@ -1,0 +1,47 @@
+// The Docker engine, through its own command-line client run as a subprocess with an argument
+// vector (no API client, no shell). The client is `$SCONE_DOCKER`, else `docker` on PATH.
+// Output of builds goes to our stderr unless quiet.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "image/image_config.h"
+
+namespace scone::image {
+
+class DockerClient {
+ public:
+  // `quiet`: the engine's progress output is discarded (scripts); errors still reach stderr.
+  explicit DockerClient(bool quiet);
+
+  bool ImageExists(const std::string& image) const;
+  // The image's id, or "" if it does not exist.
+  std::string ImageId(const std::string& image) const;
+  // Removes an image by id if nothing uses it (errors ignored: a replaced image still in use stays).
+  void RemoveIfUnused(const std::string& id) const;
+  Result<ImageConfig> Inspect(const std::string& image) const;
+  // docker build -t TAG CONTEXT (Dockerfile in CONTEXT).
+  Status Build(const std::string& context_dir, const std::string& tag) const;
+  // A root file system directory as a one-layer image: tar -C DIR -c . | docker import - TAG.
+  Status ImportRootfs(const std::string& rootfs_dir, const std::string& tag,
+                      const std::vector<std::string>& changes) const;
+  // Runs `argv` in a throw-away container of `image` (no network, entrypoint argv[0]) with
+  // `env` ("K=V") and read-only bind mounts ("HOST:CONTAINER"); returns its stdout. For running
+  // an image's own code (its loader), which must never run on the host.
+  Result<std::string> RunCapture(const std::string& image, const std::vector<std::string>& argv,
+                                 const std::vector<std::string>& env, const std::vector<std::string>& mounts) const;
+  // Unpacks the image's file system into `dir` (a stopped container, exported, removed).
+  Status ExportRootfs(const std::string& image, const std::string& dir) const;
+
+  const std::string& program() const { return program_; }
+
+ private:
+  Result<std::string> Run(const std::vector<std::string>& args) const;
+
+  std::string program_;
+  bool quiet_;
+};
+
+}  // namespace scone::image

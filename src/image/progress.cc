@@ -1,0 +1,14 @@
+#include "image/progress.h"
+
+#include <cstdio>
+
+namespace scone::image {
+
+void Progress::Step(const std::string& what) {
+  ++done_;
+  if (quiet_) return;
+  std::fprintf(stderr, "[%d/%d] %s\n", done_, steps_, what.c_str());
+  std::fflush(stderr);
+}
+
+}  // namespace scone::image
