@@ -25,6 +25,7 @@
 #include "runtime/entry/sud.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/alone_watcher.h"
+#include "runtime/net/passed_descriptors.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/files/shield_syscalls.h"
 #include "runtime/files/protected_fd.h"
@@ -326,7 +327,10 @@ Status Runtime::InitFromConfigFd(int config_fd) {
 Status Runtime::StartNetworkShield(std::vector<NetworkVariable> variables, std::optional<NetworkDefaults> defaults) {
   if (variables.empty()) return Status::Ok();
   SCONE_ASSIGN_OR_RETURN(auto shield, sockets::NetworkShield::Create(std::move(variables), std::move(defaults)));
-  if (shield->Enabled()) network_ = std::move(shield);
+  if (shield->Enabled()) {
+    network_ = std::move(shield);
+    sockets::CheckInheritedSockets(*this);  // connections the program inherited have no TLS state here
+  }
   return Status::Ok();
 }
 

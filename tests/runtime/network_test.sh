@@ -332,6 +332,34 @@ if pid == 0:
 os.waitpid(pid, 0)
 talk(s, f, "parent-after-exec-child-$MARKER")
 s.close()
+
+# 4. Threads of the parent write all along while it forks: every child is refused, none of its
+#    records goes out under the parent's nonces (a child had taken the parent's threads' claim
+#    for its own: hostile finding).
+import threading
+s, f = connect()
+talk(s, f, "threads-$MARKER")
+stop = threading.Event()
+def writer():
+    while not stop.is_set():
+        s.sendall(b"y" * 50 + b"\n")
+def drain():
+    while f.readline():
+        pass
+threads = [threading.Thread(target=writer, daemon=True) for _ in range(3)]
+threading.Thread(target=drain, daemon=True).start()
+for t in threads:
+    t.start()
+refusals = 0
+for i in range(20):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if refused(lambda: s.sendall(b"child-%d-$MARKER\n" % i)) else 3)
+    refusals += os.waitpid(pid, 0)[1] == 0
+stop.set()
+for t in threads:
+    t.join()
+assert refusals == 20, "%d of 20 children wrote on the parent's connection" % (20 - refusals)
 print("client ok")
 PYEOF
   (env_from client.env timeout -s KILL 30 "$scone" run -- "$PY" client.py) > client.out 2>&1 ||
@@ -448,6 +476,21 @@ PYEOF
   grep -q "pidfd_getfd checked" receiver.out || { cat receiver.out; fail "pidfd_getfd"; }
   grep -q "scone: network shield: descriptor [0-9]* taken with pidfd_getfd is a connection" receiver.out ||
     { cat receiver.out; fail "no scone: line for the connection taken with pidfd_getfd"; }
+  # 3. Inherited at start: an unshielded parent starts the shielded program with its connected
+  #    socket open (pass_fds); the runtime finds it at start.
+  cat > inheritor.py <<PYEOF
+import os, socket, subprocess, sys
+s = socket.create_connection(("127.0.0.1", $port))
+env = dict(os.environ)
+env.update(l.split("=", 1) for l in open("client.env").read().splitlines() if "=" in l)
+r = subprocess.run(["$scone", "run", "--", "$PY", "-c",
+    "import errno, os\ntry:\n    os.write(%d, b'$MARKER inherited')\n    print('wrote')\nexcept OSError as e:\n    print('refused', e.errno in (errno.ENOTCONN, errno.EINVAL, errno.EPIPE))" % s.fileno()],
+    pass_fds=[s.fileno()], env=env, capture_output=True, text=True)
+print(r.stdout.strip(), r.stderr.strip())
+PYEOF
+  "$PY" inheritor.py > inheritor.out 2>&1
+  grep -q "^refused True scone: network shield: descriptor [0-9]* inherited at start is a connection" inheritor.out ||
+    { cat inheritor.out; fail "a connection inherited at start carried plaintext"; }
   wait "$giver"
   # The listener records a connection once every copy of it is closed.
   for _ in $(seq 1 200); do grep -q '|' wire.log 2>/dev/null && break; sleep 0.05; done

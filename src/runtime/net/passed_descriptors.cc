@@ -1,10 +1,13 @@
 #include "runtime/net/passed_descriptors.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
@@ -74,6 +77,25 @@ void CheckReceivedDescriptors(Runtime& rt, const struct msghdr* msg) {
     CheckArrivedDescriptor(rt, fd, "received (SCM_RIGHTS)");
     return 0;
   });
+}
+
+void CheckInheritedSockets(Runtime& rt) {
+  if (rt.network() == nullptr) return;
+  long dir = RawSyscall(SYS_openat, AT_FDCWD, Arg("/proc/self/fd"), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir < 0) return;
+  std::vector<int> fds;
+  alignas(8) char buf[4096];
+  for (long n; (n = RawSyscall(SYS_getdents64, dir, Arg(buf), sizeof(buf))) > 0;) {
+    for (long at = 0; at < n;) {
+      const auto* e = reinterpret_cast<const struct dirent64*>(buf + at);
+      at += e->d_reclen;
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      const int fd = std::atoi(e->d_name);
+      if (fd != dir && !rt.fds().IsOwn(fd) && !rt.fds().Has(fd)) fds.push_back(fd);
+    }
+  }
+  RawSyscall(SYS_close, dir);
+  for (int fd : fds) CheckArrivedDescriptor(rt, fd, "inherited at start");
 }
 
 void CheckArrivedDescriptor(Runtime& rt, int fd, const char* how) {

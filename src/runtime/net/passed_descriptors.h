@@ -24,6 +24,9 @@ namespace sockets {
 long CheckPassedDescriptors(Runtime& rt, const struct msghdr* msg);
 // After a recvmsg that succeeded: the descriptors it brought, made safe.
 void CheckReceivedDescriptors(Runtime& rt, const struct msghdr* msg);
+// At start: every connected stream socket the program inherited (from a parent outside the
+// runtime, or one whose TLS state stayed behind at exec) is checked as one that arrived.
+void CheckInheritedSockets(Runtime& rt);
 // A descriptor that came from another process (`how`: "received", "taken with pidfd_getfd").
 void CheckArrivedDescriptor(Runtime& rt, int fd, const char* how);
 

@@ -158,6 +158,9 @@ void AfterForkInParent() {
 }
 
 void AfterForkInChild() {
+  // What the parent's threads learned about state shared with other processes (a TLS
+  // connection's owner) holds for the parent, not for this new process: it asks again.
+  fork_generation.fetch_add(1, std::memory_order_acq_rel);
   ResetParallelHelperInChild();
   Runtime* rt = ShieldIfReady();
   if (prepared == kHolding && rt != nullptr) {
