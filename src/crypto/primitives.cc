@@ -86,9 +86,15 @@ void RandomBytes(MutableByteSpan out) {
   if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1) CryptoFatal("RAND_bytes");
 }
 
-void FreshNonce(uint8_t* out) {
+void RegisterNonceForkHandler() {
   static const bool registered = [] { return pthread_atfork(nullptr, nullptr, BumpForkGeneration) == 0; }();
   (void)registered;
+}
+
+void NoteForkInChild() { BumpForkGeneration(); }
+
+void FreshNonce(uint8_t* out) {
+  RegisterNonceForkHandler();
   thread_local NoncePool pool;
   uint64_t generation = fork_generation.load(std::memory_order_relaxed);
   if (pool.next == NoncePool::kNonces || pool.generation != generation) {

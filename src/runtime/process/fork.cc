@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/parallel.h"
+#include "crypto/primitives.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/signal_calls.h"
@@ -161,6 +162,7 @@ void AfterForkInChild() {
   // What the parent's threads learned about state shared with other processes (a TLS
   // connection's owner) holds for the parent, not for this new process: it asks again.
   fork_generation.fetch_add(1, std::memory_order_acq_rel);
+  crypto::NoteForkInChild();  // a raw clone runs no pthread_atfork handler: nonce batches go here too
   ResetParallelHelperInChild();
   Runtime* rt = ShieldIfReady();
   if (prepared == kHolding && rt != nullptr) {
@@ -237,6 +239,7 @@ void RegisterForkHandlers() {
   static bool registered = false;
   if (registered) return;
   registered = true;
+  crypto::RegisterNonceForkHandler();  // now: registering it first inside a fork would deadlock
   pthread_atfork(PrepareHandler, ParentHandler, ChildHandler);
 }
 
