@@ -65,10 +65,16 @@ curated_ready() {
   local scone="$1" name="$2" session="${3:-}"
   exec 9>"$DOCKER_LOCK"
   flock 9
+  # The curated image carries the runtime it was built with: one from an older build may not
+  # speak this build's protocol with CAS, so the image is rebuilt when the runtime changed.
+  local stamp="/var/tmp/scone-test-curated-$name.runtime" runtime_sum
+  runtime_sum="$(sha256sum "$(dirname "$(realpath "$scone")")/libscone-runtime.so" | cut -d' ' -f1)"
   if [[ -n "$session" ]]; then
     "$scone" image curated build "$name" --quiet --session-out "$session" || fail "cannot build the curated $name image"
-  elif ! docker image inspect "scone-curated/$name" >/dev/null 2>&1; then
+    echo "$runtime_sum" > "$stamp"
+  elif ! docker image inspect "scone-curated/$name" >/dev/null 2>&1 || [[ "$(cat "$stamp" 2>/dev/null)" != "$runtime_sum" ]]; then
     "$scone" image curated build "$name" --quiet --session-out "${work:-/tmp}/curated-$name.yml" || fail "cannot build the curated $name image"
+    echo "$runtime_sum" > "$stamp"
   fi
   flock -u 9
   exec 9>&-
