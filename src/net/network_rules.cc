@@ -224,9 +224,15 @@ Result<NetworkRules> NetworkRules::Parse(const std::vector<std::pair<std::string
       return Bad(variable, "not one of the network shield's variables");
     }
   }
-  if (!mode_given && any_rule) rules.mode = ShieldMode::kUnprotected;  // rules alone turn the shield on
+  // Rules, or refusing UDP, turn the shield on alone; with the shield disabled they would be
+  // ignored, silently.
+  const bool refuses_unsupported = rules.unsupported_protocols == Protection::kRefuse;
+  if (!mode_given && (any_rule || refuses_unsupported)) rules.mode = ShieldMode::kUnprotected;
   if (rules.mode == ShieldMode::kDisabled && any_rule) {
     return Bad(kPrefix, "disabled, but rules are given (they would be ignored)");
+  }
+  if (rules.mode == ShieldMode::kDisabled && refuses_unsupported) {
+    return Bad(kPrefix, "disabled, but " + kUnsupported + "=refuse is given (it would be ignored)");
   }
 
   for (const auto& [name, attributes] : servers) {

@@ -42,6 +42,17 @@ TEST_F(NetworkRulesTest, NoVariablesLeaveTheShieldOff) {
   EXPECT_TRUE(r->servers.empty());
 }
 
+TEST_F(NetworkRulesTest, RefusingUnsupportedProtocolsAloneTurnsTheShieldOn) {
+  auto r = NetworkRules::Parse({{"SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS", "refuse"}});
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  EXPECT_TRUE(r->Enabled());
+  EXPECT_EQ(r->unsupported_protocols, Protection::kRefuse);
+  auto off = NetworkRules::Parse(
+      {{"SCONE_NETWORK_SHIELD", "disabled"}, {"SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS", "refuse"}});
+  ASSERT_FALSE(off.ok());
+  EXPECT_NE(off.status().message().find("would be ignored"), std::string::npos) << off.status().message();
+}
+
 TEST_F(NetworkRulesTest, ServerRuleWithEveryAttribute) {
   auto r = NetworkRules::Parse({{"SCONE_NETWORK_SHIELD", "protected"},
                                 {"SCONE_NETWORK_SHIELD_SERVER_WEB_PORT", "TCP:8443"},
