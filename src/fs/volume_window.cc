@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "common/clock.h"
 #include "fs/volume.h"
 #include "os/syscalls.h"
 
@@ -20,12 +21,6 @@ constexpr int64_t kSharePollNs = 2'000'000;
 // Past this many files, one syncfs is cheaper than an fsync each.
 constexpr size_t kSyncEachFileLimit = 16;
 
-int64_t CoarseNowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
-
 size_t RecordBytes(const JournalRecord& r) {
   return r.slot_data.size() + r.entries.size() * kEntrySize + 128;
 }
@@ -34,7 +29,7 @@ size_t RecordBytes(const JournalRecord& r) {
 
 bool Volume::Shared() {
   if (shared_.load(std::memory_order_relaxed)) return true;
-  int64_t now = CoarseNowNs();
+  int64_t now = MonotonicNs(CLOCK_MONOTONIC_COARSE);
   int64_t next = next_share_poll_.load(std::memory_order_relaxed);
   if (now < next || !next_share_poll_.compare_exchange_strong(next, now + kSharePollNs)) {
     return shared_.load(std::memory_order_relaxed);

@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 
+#include "common/clock.h"
 #include "crypto/primitives.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
@@ -29,12 +30,6 @@ constexpr int64_t kHandshakeNs = 2'000'000'000;    // a holder drops a connectio
 constexpr size_t kMaxHandshakes = 256;            // in progress at one holder
 
 Status Failed(const std::string& what, long r) { return IoError(what, static_cast<int>(-r)); }
-
-int64_t NowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec;
-}
 
 ByteSpan Text(const char* s) { return ByteSpan(reinterpret_cast<const uint8_t*>(s), std::strlen(s)); }
 
@@ -248,7 +243,7 @@ Result<int> ImageBroker::Listen(const std::string& prefix, const SecretBytes& ke
 
 Result<ImageBroker::Fetched> ImageBroker::Fetch(const SecretBytes& key) {
   const std::string prefix = NamePrefix(key);
-  const int64_t give_up = NowNs() + kFetchLimitNs;
+  const int64_t give_up = MonotonicNs() + kFetchLimitNs;
   for (;;) {
     bool holders = false;
     for (const std::string& name : ListenersNamed(prefix)) {
@@ -265,7 +260,7 @@ Result<ImageBroker::Fetched> ImageBroker::Fetch(const SecretBytes& key) {
     // letting go right now) is asked again; a second image beside its own would split the
     // file's content between processes, so in the end the mapping fails instead.
     if (!holders) return Fetched{};
-    if (NowNs() >= give_up) {
+    if (MonotonicNs() >= give_up) {
       return Status(Code::kIoError, "a process that maps this file shared does not hand over its image", EAGAIN);
     }
     struct timespec pause = {0, 20'000'000};
@@ -341,14 +336,14 @@ void ImageBroker::Run() {
           RawSyscall(SYS_close, c);
           continue;
         }
-        handshakes.emplace(static_cast<int>(c), Handshake{fd, NowNs() + kHandshakeNs});
+        handshakes.emplace(static_cast<int>(c), Handshake{fd, MonotonicNs() + kHandshakeNs});
         epoll_event ev = {};
         ev.events = EPOLLIN;
         ev.data.fd = static_cast<int>(c);
         RawSyscall(SYS_epoll_ctl, epoll, EPOLL_CTL_ADD, c, Arg(&ev));
       }
     }
-    const int64_t now = NowNs();
+    const int64_t now = MonotonicNs();
     std::vector<int> late;
     for (auto& [fd, h] : handshakes) {
       if (h.deadline_ns <= now) late.push_back(fd);

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <vector>
 
+#include "common/clock.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/file_calls.h"
@@ -305,16 +306,6 @@ bool AnyTls(Runtime& rt, int nfds, const fd_set* r, const fd_set* w, const fd_se
   return false;
 }
 
-namespace {
-
-long NowNanoseconds() {
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  return now.tv_sec * 1000000000L + now.tv_nsec;
-}
-
-}  // namespace
-
 long Poll(Runtime& rt, struct pollfd* fds, unsigned long count, const struct timespec* timeout, const void* mask,
           size_t mask_size) {
   uint64_t mask_copy = 0;
@@ -325,7 +316,7 @@ long Poll(Runtime& rt, struct pollfd* fds, unsigned long count, const struct tim
   }
   std::vector<std::shared_ptr<ShieldedFd>> tls(count);
   for (unsigned long i = 0; i < count; ++i) tls[i] = Tls(rt, fds[i].fd);
-  const long deadline = timeout != nullptr ? NowNanoseconds() + timeout->tv_sec * 1000000000L + timeout->tv_nsec : -1;
+  const long deadline = timeout != nullptr ? MonotonicNs() + timeout->tv_sec * 1000000000L + timeout->tv_nsec : -1;
   std::vector<struct pollfd> kernel(fds, fds + count);
   for (;;) {
     bool ready_now = false;
@@ -349,7 +340,7 @@ long Poll(Runtime& rt, struct pollfd* fds, unsigned long count, const struct tim
       if (deadline < 0) {
         wait_for = nullptr;
       } else {
-        long left = std::max(0L, deadline - NowNanoseconds());
+        long left = std::max(0L, deadline - MonotonicNs());
         wait = {left / 1000000000L, left % 1000000000L};
       }
     }
@@ -377,7 +368,7 @@ long Poll(Runtime& rt, struct pollfd* fds, unsigned long count, const struct tim
       fds[i].revents = out;
       if (out != 0) ++ready;
     }
-    if (ready > 0 || (deadline >= 0 && NowNanoseconds() >= deadline)) return ready;
+    if (ready > 0 || (deadline >= 0 && MonotonicNs() >= deadline)) return ready;
     if (r == 0 && ready_now) continue;  // shield-ready entries vanished meanwhile (another reader)
   }
 }
@@ -393,12 +384,12 @@ long Select(Runtime& rt, int nfds, fd_set* r, fd_set* w, fd_set* e, struct times
     if (e && FD_ISSET(fd, e)) events |= POLLPRI;
     if (events != 0) fds.push_back({fd, events, 0});
   }
-  long start = NowNanoseconds();
+  long start = MonotonicNs();
   long n = Poll(rt, fds.data(), fds.size(), timeout, mask, mask_size);
   if (n < 0) return n;
   if (timeout != nullptr) {  // Linux leaves the time not slept
     long given = timeout->tv_sec * 1000000000L + timeout->tv_nsec;
-    long left = std::max(0L, given - (NowNanoseconds() - start));
+    long left = std::max(0L, given - (MonotonicNs() - start));
     *timeout = {left / 1000000000L, left % 1000000000L};
   }
   if (r) FD_ZERO(r);
@@ -536,7 +527,7 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
     mask_copy = *static_cast<const uint64_t*>(mask) & ~kSigsysBit;
     kernel_mask = &mask_copy;
   }
-  const long deadline = timeout != nullptr ? NowNanoseconds() + timeout->tv_sec * 1000000000L + timeout->tv_nsec : -1;
+  const long deadline = timeout != nullptr ? MonotonicNs() + timeout->tv_sec * 1000000000L + timeout->tv_nsec : -1;
   std::vector<struct epoll_event> kernel(static_cast<size_t>(max));
   std::vector<struct epoll_event> out;
   for (;;) {
@@ -587,7 +578,7 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
       if (deadline < 0) {
         wait_for = nullptr;
       } else {
-        long left = std::max(0L, deadline - NowNanoseconds());
+        long left = std::max(0L, deadline - MonotonicNs());
         wait = {left / 1000000000L, left % 1000000000L};
       }
     }
@@ -646,7 +637,7 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
       std::memcpy(events, out.data(), out.size() * sizeof(struct epoll_event));
       return static_cast<long>(out.size());
     }
-    if (deadline >= 0 && NowNanoseconds() >= deadline) return 0;
+    if (deadline >= 0 && MonotonicNs() >= deadline) return 0;
   }
 }
 

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <thread>
 
+#include "common/clock.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/fork.h"
@@ -106,18 +107,14 @@ int64_t TlsSocketFd::Deadline(int fd, int option) {
   socklen_t size = sizeof(tv);
   if (RawSyscall(SYS_getsockopt, fd, SOL_SOCKET, option, Arg(&tv), Arg(&size)) != 0) return 0;
   if (tv.tv_sec == 0 && tv.tv_usec == 0) return 0;
-  struct timespec now;
-  RawSyscall(SYS_clock_gettime, CLOCK_MONOTONIC, Arg(&now));
-  return (int64_t{now.tv_sec} + tv.tv_sec) * 1'000'000'000 + now.tv_nsec + int64_t{tv.tv_usec} * 1000;
+  return MonotonicNs() + int64_t{tv.tv_sec} * 1'000'000'000 + int64_t{tv.tv_usec} * 1000;
 }
 
 long TlsSocketFd::Wait(int fd, short events, int64_t deadline) {
   struct pollfd p = {fd, events, 0};
   struct timespec left = {};
   if (deadline > 0) {
-    struct timespec now;
-    RawSyscall(SYS_clock_gettime, CLOCK_MONOTONIC, Arg(&now));
-    const int64_t ns = std::max<int64_t>(0, deadline - (int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec));
+    const int64_t ns = std::max<int64_t>(0, deadline - MonotonicNs());
     left = {static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
   }
   long r = RawSyscall(SYS_ppoll, Arg(&p), 1, deadline > 0 ? Arg(&left) : 0, 0, sizeof(uint64_t));
