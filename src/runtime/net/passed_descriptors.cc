@@ -42,19 +42,19 @@ std::string WhatShields(ShieldedFd& d) {
   return "a protected file";
 }
 
-bool ConnectedStream(int fd) {
+// Whether `fd` is a connected stream socket (not a listening one); its peer in `peer`, `size`.
+bool ConnectedStream(int fd, struct sockaddr_storage* peer, socklen_t* size) {
   int type = 0, listening = 0;
-  socklen_t size = sizeof(type);
-  if (RawSyscall(SYS_getsockopt, fd, SOL_SOCKET, SO_TYPE, Arg(&type), Arg(&size)) != 0 || type != SOCK_STREAM) {
+  socklen_t option_size = sizeof(type);
+  if (RawSyscall(SYS_getsockopt, fd, SOL_SOCKET, SO_TYPE, Arg(&type), Arg(&option_size)) != 0 || type != SOCK_STREAM) {
     return false;
   }
-  size = sizeof(listening);
-  if (RawSyscall(SYS_getsockopt, fd, SOL_SOCKET, SO_ACCEPTCONN, Arg(&listening), Arg(&size)) != 0 || listening) {
+  option_size = sizeof(listening);
+  if (RawSyscall(SYS_getsockopt, fd, SOL_SOCKET, SO_ACCEPTCONN, Arg(&listening), Arg(&option_size)) != 0 || listening) {
     return false;  // a listening socket: accept judges its connections
   }
-  struct sockaddr_storage peer = {};
-  size = sizeof(peer);
-  return RawSyscall(SYS_getpeername, fd, Arg(&peer), Arg(&size)) == 0;
+  *size = sizeof(*peer);
+  return RawSyscall(SYS_getpeername, fd, Arg(peer), Arg(size)) == 0;
 }
 
 }  // namespace
@@ -100,11 +100,10 @@ void CheckInheritedSockets(Runtime& rt) {
 
 void CheckArrivedDescriptor(Runtime& rt, int fd, const char* how) {
   NetworkShield* shield = rt.network();
-  if (shield == nullptr || !ConnectedStream(fd)) return;
-  RuntimeSection section;
   struct sockaddr_storage peer = {};
-  socklen_t size = sizeof(peer);
-  RawSyscall(SYS_getpeername, fd, Arg(&peer), Arg(&size));
+  socklen_t size = 0;
+  if (shield == nullptr || !ConnectedStream(fd, &peer, &size)) return;
+  RuntimeSection section;
   // Either end may be this process's: a connection accepted on a protected port, or one made to
   // a protected destination.
   Decision as_server = shield->ForAccept(fd);
