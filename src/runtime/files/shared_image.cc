@@ -21,6 +21,38 @@ constexpr uint64_t kSealBatch = 64;  // chunks compared per read of the image an
 
 Status Failed(const std::string& what, long r) { return IoError(what, static_cast<int>(-r)); }
 
+// A memory file as a source of data: its holes found with SEEK_DATA and SEEK_HOLE, up to `size`.
+struct MemoryReader {
+  const os::File& file;
+  uint64_t size = 0;
+  Result<size_t> Read(uint64_t at, MutableByteSpan out) { return file.ReadAt(at, out); }
+  uint64_t SeekData(uint64_t at) const { return Seek(at, SEEK_DATA); }
+  uint64_t SeekHole(uint64_t at) const { return Seek(at, SEEK_HOLE); }
+  uint64_t Seek(uint64_t at, int whence) const {
+    long r = RawSyscall(SYS_lseek, file.fd(), static_cast<long>(at), whence);
+    return r < 0 ? size : std::min(static_cast<uint64_t>(r), size);  // ENXIO: no data left
+  }
+};
+
+// Copies what `source` (the protected file, a memory file) holds below `size` into each of
+// `into`, run by run: holes stay unallocated in the copies too.
+template <typename Source>
+Status CopyDataRuns(Source& source, uint64_t size, std::initializer_list<const os::File*> into) {
+  std::vector<uint8_t> buffer(256 * kChunk);
+  for (uint64_t at = source.SeekData(0); at < size;) {
+    const uint64_t hole = source.SeekHole(at);
+    while (at < hole) {
+      size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), hole - at));
+      SCONE_ASSIGN_OR_RETURN(size_t n, source.Read(at, MutableByteSpan(buffer.data(), want)));
+      if (n == 0) break;
+      for (const os::File* f : into) SCONE_RETURN_IF_ERROR(f->WriteAt(at, ByteSpan(buffer.data(), n)));
+      at += n;
+    }
+    at = source.SeekData(hole);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Result<int> SharedImage::MemoryFile(const std::string& path) {
@@ -64,41 +96,14 @@ Result<std::shared_ptr<SharedImage>> SharedImage::Adopt(fs::Volume* volume, std:
 Status SharedImage::CopyMemoryFile(const os::File& from, const os::File& to) {
   SCONE_ASSIGN_OR_RETURN(uint64_t size, from.Size());
   SCONE_RETURN_IF_ERROR(to.Truncate(size));
-  std::vector<uint8_t> buffer(256 * kChunk);
-  for (uint64_t at = 0; at < size;) {
-    // Only the runs that hold data: holes stay unallocated.
-    long data = RawSyscall(SYS_lseek, from.fd(), static_cast<long>(at), SEEK_DATA);
-    if (data < 0) break;  // ENXIO: only a hole is left
-    long hole = RawSyscall(SYS_lseek, from.fd(), data, SEEK_HOLE);
-    if (hole < 0) hole = static_cast<long>(size);
-    for (at = static_cast<uint64_t>(data); at < static_cast<uint64_t>(hole);) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), static_cast<uint64_t>(hole) - at));
-      SCONE_ASSIGN_OR_RETURN(size_t n, from.ReadAt(at, MutableByteSpan(buffer.data(), want)));
-      if (n == 0) return Status::Ok();
-      SCONE_RETURN_IF_ERROR(to.WriteAt(at, ByteSpan(buffer.data(), n)));
-      at += n;
-    }
-  }
-  return Status::Ok();
+  MemoryReader source{from, size};
+  return CopyDataRuns(source, size, {&to});
 }
 
 Status SharedImage::Fill(std::initializer_list<const os::File*> into) {
   const uint64_t size = file_->size();
   for (const os::File* f : into) SCONE_RETURN_IF_ERROR(f->Truncate(size));
-  // Only the chunks that hold data: holes stay unallocated in the memory files too.
-  std::vector<uint8_t> buffer(256 * kChunk);
-  for (uint64_t at = file_->SeekData(0); at < size;) {
-    const uint64_t hole = file_->SeekHole(at);
-    while (at < hole) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), hole - at));
-      SCONE_ASSIGN_OR_RETURN(size_t n, file_->Read(at, MutableByteSpan(buffer.data(), want)));
-      if (n == 0) break;
-      for (const os::File* f : into) SCONE_RETURN_IF_ERROR(f->WriteAt(at, ByteSpan(buffer.data(), n)));
-      at += n;
-    }
-    at = file_->SeekData(hole);
-  }
-  return Status::Ok();
+  return CopyDataRuns(*file_, size, into);
 }
 
 Result<size_t> SharedImage::Read(uint64_t offset, MutableByteSpan out) { return memory_.ReadAt(offset, out); }
@@ -155,11 +160,6 @@ Status ReadPadded(Source& source, uint64_t begin, uint8_t* out, size_t length) {
   std::memset(out + got, 0, length - got);
   return Status::Ok();
 }
-
-struct MemoryReader {
-  const os::File& file;
-  Result<size_t> Read(uint64_t at, MutableByteSpan out) { return file.ReadAt(at, out); }
-};
 
 // Writes the runs of `to` that differ from `from` (both `length` bytes at `begin`) with `write`.
 template <typename Write>
