@@ -43,6 +43,27 @@ void Reply(httplib::Response& res, const Status& status) {
   res.set_content(nlohmann::json{{"error", status.message()}}.dump() + "\n", "application/json");
 }
 
+// A GET on the stored session the path names first (req.matches[1]), audited as `action` on
+// `object`: `serve(caller, stored)` checks the caller and sets the reply's content; the lookup's
+// failure or serve's is the reply, and every outcome is audited.
+template <typename Serve>
+void ServeStoredSession(Store* store, const httplib::Request& req, httplib::Response& res, const std::string& action,
+                        const std::string& object, Serve serve) {
+  const std::string caller = ClientIdentity(req);
+  const std::string name = req.matches[1];
+  if (Status audit = store->AuditHealth(); !audit.ok()) return Reply(res, audit);
+  Status served = [&]() -> Status {
+    SCONE_ASSIGN_OR_RETURN(auto current, store->Get(name));
+    if (!current) return NotFound("no session " + name);
+    return serve(caller, *current);
+  }();
+  if (!served.ok()) {
+    store->Audit(caller, action, object, "refused: " + served.message());
+    return Reply(res, served);
+  }
+  store->Audit(caller, action, object, "ok");
+}
+
 // Accepts any client certificate: it names the caller; authorization is the sessions' business.
 int AcceptAnyClientCertificate(int, X509_STORE_CTX*) { return 1; }
 
@@ -246,75 +267,50 @@ void Server::Routes() {
     res.set_content(nlohmann::json{{"name", next.name}, {"hash", next.hash}}.dump() + "\n", "application/json");
   });
   http_->Get(R"(/session/([A-Za-z0-9._-]+))", [store](const httplib::Request& req, httplib::Response& res) {
-    std::string caller = ClientIdentity(req);
-    std::string name = req.matches[1];
-    if (Status audit = store->AuditHealth(); !audit.ok()) return Reply(res, audit);
-    auto refuse = [&](const Status& why) {
-      store->Audit(caller, "read", name, "refused: " + why.message());
-      Reply(res, why);
-    };
-    auto current = store->Get(name);
-    if (!current.ok()) return refuse(current.status());
-    if (!*current) return refuse(NotFound("no session " + name));
-    if (!Allowed((*current)->readers, (*current)->creator, caller)) {
-      return refuse(PermissionDenied("not allowed to read session " + name));
-    }
-    store->Audit(caller, "read", name, "ok");
-    res.set_content((*current)->text, "application/yaml");
+    const std::string name = req.matches[1];
+    ServeStoredSession(store, req, res, "read", name, [&](const std::string& caller, const StoredSession& stored) {
+      if (!Allowed(stored.readers, stored.creator, caller)) {
+        return PermissionDenied("not allowed to read session " + name);
+      }
+      res.set_content(stored.text, "application/yaml");
+      return Status::Ok();
+    });
   });
   http_->Get(R"(/session/([A-Za-z0-9._-]+)/ca)", [store](const httplib::Request& req, httplib::Response& res) {
-    std::string caller = ClientIdentity(req);
-    std::string name = req.matches[1];
-    if (Status audit = store->AuditHealth(); !audit.ok()) return Reply(res, audit);
-    auto refuse = [&](const Status& why) {
-      store->Audit(caller, "read-ca", name, "refused: " + why.message());
-      Reply(res, why);
-    };
-    auto current = store->Get(name);
-    if (!current.ok()) return refuse(current.status());
-    if (!*current) return refuse(NotFound("no session " + name));
-    if (!Allowed((*current)->readers, (*current)->creator, caller)) {
-      return refuse(PermissionDenied("not allowed to read session " + name));
-    }
-    auto session = policy::Session::Parse((*current)->text);
-    if (!session.ok()) return refuse(session.status());
-    auto ca = SessionCaCertificate(*store, *session);
-    if (!ca.ok()) return refuse(ca.status());
-    store->Audit(caller, "read-ca", name, "ok");
-    res.set_content(*ca, "application/x-pem-file");
+    const std::string name = req.matches[1];
+    ServeStoredSession(store, req, res, "read-ca", name, [&](const std::string& caller, const StoredSession& stored) {
+      if (!Allowed(stored.readers, stored.creator, caller)) {
+        return PermissionDenied("not allowed to read session " + name);
+      }
+      SCONE_ASSIGN_OR_RETURN(policy::Session session, policy::Session::Parse(stored.text));
+      SCONE_ASSIGN_OR_RETURN(std::string ca, SessionCaCertificate(*store, session));
+      res.set_content(ca, "application/x-pem-file");
+      return Status::Ok();
+    });
   });
   // A service's console key, for the session's owner (who may update it: who could as well
   // release the key to a service of their own): `scone console decrypt --session --service`.
   http_->Get(R"(/session/([A-Za-z0-9._-]+)/console-key/([A-Za-z0-9._-]+))",
              [store](const httplib::Request& req, httplib::Response& res) {
-    std::string caller = ClientIdentity(req);
-    std::string name = req.matches[1];
-    std::string service = req.matches[2];
-    std::string object = name + "/" + service;
-    if (Status audit = store->AuditHealth(); !audit.ok()) return Reply(res, audit);
-    auto refuse = [&](const Status& why) {
-      store->Audit(caller, "console-key", object, "refused: " + why.message());
-      Reply(res, why);
-    };
-    auto current = store->Get(name);
-    if (!current.ok()) return refuse(current.status());
-    if (!*current) return refuse(NotFound("no session " + name));
-    auto parsed = policy::Session::Parse((*current)->text);
-    if (!parsed.ok()) return refuse(parsed.status());
-    if (!Allowed(parsed->update_access, (*current)->creator, caller)) {
-      return refuse(PermissionDenied("not the owner of session " + name + ": its console keys are the owner's"));
-    }
-    if (parsed->FindService(service) == nullptr) return refuse(NotFound("no service " + service + " in session " + name));
-    auto key = store->ConsoleKey(name, service, /*create=*/false);
-    if (!key.ok()) return refuse(key.status());
-    if (!*key) {
-      return refuse(NotFound("service " + service + " of session " + name +
-                             " has no console key: it never ran with SCONE_CONSOLE_SHIELD=protected"));
-    }
-    store->Audit(caller, "console-key", object, "ok");
-    std::string hex = ToHex((*key)->span());
-    res.set_content(nlohmann::json{{"key", hex}}.dump() + "\n", "application/json");
-    Wipe(hex);
+    const std::string name = req.matches[1];
+    const std::string service = req.matches[2];
+    ServeStoredSession(store, req, res, "console-key", name + "/" + service,
+                       [&](const std::string& caller, const StoredSession& stored) {
+      SCONE_ASSIGN_OR_RETURN(policy::Session parsed, policy::Session::Parse(stored.text));
+      if (!Allowed(parsed.update_access, stored.creator, caller)) {
+        return PermissionDenied("not the owner of session " + name + ": its console keys are the owner's");
+      }
+      if (parsed.FindService(service) == nullptr) return NotFound("no service " + service + " in session " + name);
+      SCONE_ASSIGN_OR_RETURN(auto key, store->ConsoleKey(name, service, /*create=*/false));
+      if (!key) {
+        return NotFound("service " + service + " of session " + name +
+                        " has no console key: it never ran with SCONE_CONSOLE_SHIELD=protected");
+      }
+      std::string hex = ToHex(key->span());
+      res.set_content(nlohmann::json{{"key", hex}}.dump() + "\n", "application/json");
+      Wipe(hex);
+      return Status::Ok();
+    });
   });
   http_->Get("/session", [store](const httplib::Request& req, httplib::Response& res) {
     std::string caller = ClientIdentity(req);
