@@ -278,29 +278,34 @@ Result<ImageDescription> DescribeFromLoader(const std::string& program,
   SCONE_RETURN_IF_ERROR(AddFile(&d, MeasuredFile::Kind::kExecutable, "main", program));
   std::string runtime_real = RealPath(runtime_library);
   std::string interp_real = RealPath(interp);
-  size_t pos = 0;
-  while (pos < trace.size()) {
+  SCONE_ASSIGN_OR_RETURN(std::vector<std::string> files, FilesInLoaderTrace(trace, program));
+  for (const std::string& path : files) SCONE_RETURN_IF_ERROR(AddMapped(&d, path, runtime_real, interp_real));
+  return d;
+}
+
+Result<std::vector<std::string>> FilesInLoaderTrace(const std::string& trace, const std::string& program,
+                                                    const std::string& where) {
+  std::vector<std::string> files;
+  for (size_t pos = 0; pos < trace.size();) {
     size_t eol = trace.find('\n', pos);
     if (eol == std::string::npos) eol = trace.size();
     std::string line = trace.substr(pos, eol - pos);
     pos = eol + 1;
     line.erase(0, line.find_first_not_of(" \t"));
     if (line.empty()) continue;
-    std::string path;
+    std::string path = line;
     size_t arrow = line.find(" => ");
     if (arrow != std::string::npos) {
       path = line.substr(arrow + 4);
       if (path.rfind("not found", 0) == 0) {
-        return NotFound(program + ": library " + line.substr(0, arrow) + " not found");
+        return NotFound(program + ": library " + line.substr(0, arrow) + " not found" + where);
       }
-    } else {
-      path = line;
     }
     path = path.substr(0, path.find(" ("));
     if (path.find('/') == std::string::npos) continue;  // the vDSO: no file
-    SCONE_RETURN_IF_ERROR(AddMapped(&d, path, runtime_real, interp_real));
+    files.push_back(std::move(path));
   }
-  return d;
+  return files;
 }
 
 Result<ImageDescription> DescribeThisProcess(const std::string& runtime_library) {

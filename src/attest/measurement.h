@@ -37,6 +37,11 @@ struct ImageDescription {
 
 Result<crypto::Hash> HashFile(const std::string& path);
 
+// The files the dynamic loader's trace of `program` (`ld.so --list` output) names, in its order,
+// the vDSO (no file) left out; kNotFound for a library the loader did not find ("PROGRAM:
+// library NAME not found" followed by `where`).
+Result<std::vector<std::string>> FilesInLoaderTrace(const std::string& trace, const std::string& program,
+                                                    const std::string& where = "");
 // From the dynamic loader's trace of `program` with `runtime_library` preloaded (`ld.so --list`;
 // the program does not run).
 Result<ImageDescription> DescribeFromLoader(const std::string& program,

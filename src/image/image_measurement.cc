@@ -15,23 +15,8 @@ Result<attest::ImageDescription> DescribeImageProgram(const std::string& root, c
   d.settings = attest::RuntimeSettings();
   SCONE_ASSIGN_OR_RETURN(crypto::Hash exe_hash, attest::HashFile(program_file));
   d.files.push_back({attest::MeasuredFile::Kind::kExecutable, "main", exe_hash});
-  for (size_t pos = 0; pos < trace.size();) {
-    size_t eol = trace.find('\n', pos);
-    if (eol == std::string::npos) eol = trace.size();
-    std::string line = trace.substr(pos, eol - pos);
-    pos = eol + 1;
-    line.erase(0, line.find_first_not_of(" \t"));
-    if (line.empty()) continue;
-    std::string path = line;
-    size_t arrow = line.find(" => ");
-    if (arrow != std::string::npos) {
-      path = line.substr(arrow + 4);
-      if (path.rfind("not found", 0) == 0) {
-        return NotFound(program + ": library " + line.substr(0, arrow) + " not found in the image");
-      }
-    }
-    path = path.substr(0, path.find(" ("));
-    if (path.find('/') == std::string::npos) continue;  // the vDSO: no file
+  SCONE_ASSIGN_OR_RETURN(std::vector<std::string> paths, attest::FilesInLoaderTrace(trace, program, " in the image"));
+  for (const std::string& path : paths) {
     SCONE_ASSIGN_OR_RETURN(std::string file, ResolveInRoot(root, path));
     if (file == program_file) continue;
     using Kind = attest::MeasuredFile::Kind;
