@@ -14,6 +14,7 @@
 #include "cas/secrets.h"
 #include "net/network_rules.h"
 #include "net/tls_connection.h"
+#include "testing/tls_pump.h"
 #include "os/file.h"
 #include "testing/temp_dir.h"
 
@@ -212,20 +213,6 @@ TEST_F(NetworkIdentityTest, TheSessionsOwnCaIsTheSessionCaWhenItDeclaresOne) {
   EXPECT_TRUE(ChainsTo(web.get(), ca));
 }
 
-// Moves ciphertext between the two until neither has anything to send.
-void Pump(net::TlsConnection& a, net::TlsConnection& b) {
-  for (int i = 0; i < 20; ++i) {
-    (void)a.Handshake();
-    (void)b.Handshake();
-    std::vector<uint8_t> ab, ba;
-    a.TakeCiphertext(&ab);
-    b.TakeCiphertext(&ba);
-    if (ab.empty() && ba.empty()) return;
-    b.PutCiphertext(ab.data(), ab.size());
-    a.PutCiphertext(ba.data(), ba.size());
-  }
-}
-
 // SCONE_NETWORK_SHIELD=protected and nothing else, with what CAS released to `service`.
 net::NetworkRules DefaultRules(const NetworkIdentity& released) {
   auto rules = net::NetworkRules::Parse({{"SCONE_NETWORK_SHIELD", "protected"}}, {.session_ca = true});
@@ -243,7 +230,7 @@ bool Handshake(const net::NetworkRules& client, const net::NetworkRules& server)
   EXPECT_TRUE(server_ctx.ok() && client_ctx.ok());
   auto s = net::TlsConnection::Create(*server_ctx).value();
   auto c = net::TlsConnection::Create(*client_ctx).value();
-  Pump(*c, *s);
+  testing::PumpTls(*c, *s);
   return c->HandshakeDone() && s->HandshakeDone() && !c->Failed() && !s->Failed() && !s->PeerSubject().empty();
 }
 

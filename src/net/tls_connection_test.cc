@@ -2,6 +2,7 @@
 // buffered plaintext, close_notify, and the refusals (no client certificate, another CA's
 // server, a wrong name, garbage).
 #include "net/tls_connection.h"
+#include "testing/tls_pump.h"
 
 #include <gtest/gtest.h>
 
@@ -45,20 +46,6 @@ class TlsConnectionTest : public ::testing::Test {
     return rule;
   }
 
-  // Moves ciphertext between the two until neither has anything to send.
-  static void Pump(TlsConnection& a, TlsConnection& b) {
-    for (int i = 0; i < 20; ++i) {
-      (void)a.Handshake();
-      (void)b.Handshake();
-      std::vector<uint8_t> ab, ba;
-      a.TakeCiphertext(&ab);
-      b.TakeCiphertext(&ba);
-      if (ab.empty() && ba.empty()) return;
-      b.PutCiphertext(ab.data(), ab.size());
-      a.PutCiphertext(ba.data(), ba.size());
-    }
-  }
-
   static testing::TestCa* ca_;
   static testing::TestCa* other_ca_;
 };
@@ -84,7 +71,7 @@ Pair Connect(const ServerRule& s, const ClientRule& c, const std::string& name =
 TEST_F(TlsConnectionTest, MutualTlsCarriesDataBothWays) {
   Pair p = Connect(Server(*ca_, true), Client(true));
   EXPECT_EQ(p.client->Handshake(), TlsConnection::kWantInput);
-  Pump(*p.client, *p.server);
+  scone::testing::PumpTls(*p.client, *p.server);
   ASSERT_TRUE(p.client->HandshakeDone()) << p.client->failure();
   ASSERT_TRUE(p.server->HandshakeDone()) << p.server->failure();
   EXPECT_NE(p.server->PeerSubject().find("client.test"), std::string::npos);
@@ -107,11 +94,11 @@ TEST_F(TlsConnectionTest, MutualTlsCarriesDataBothWays) {
 
 TEST_F(TlsConnectionTest, BufferedPlaintextCountsAsReadable) {
   Pair p = Connect(Server(*ca_, false), Client(false));
-  Pump(*p.client, *p.server);
+  scone::testing::PumpTls(*p.client, *p.server);
   ASSERT_TRUE(p.server->HandshakeDone());
   std::string data(1000, 'x');
   ASSERT_EQ(p.server->Write(data.data(), data.size()), 1000);
-  Pump(*p.server, *p.client);
+  scone::testing::PumpTls(*p.server, *p.client);
   char buf[100];
   EXPECT_EQ(p.client->Read(buf, sizeof(buf)), 100);
   EXPECT_TRUE(p.client->Readable());  // 900 bytes decrypted and buffered: the kernel has none
@@ -122,10 +109,10 @@ TEST_F(TlsConnectionTest, BufferedPlaintextCountsAsReadable) {
 
 TEST_F(TlsConnectionTest, CloseNotifyIsEndOfStream) {
   Pair p = Connect(Server(*ca_, false), Client(false));
-  Pump(*p.client, *p.server);
+  scone::testing::PumpTls(*p.client, *p.server);
   ASSERT_EQ(p.server->Write("bye", 3), 3);
   p.server->Shutdown();
-  Pump(*p.server, *p.client);
+  scone::testing::PumpTls(*p.server, *p.client);
   char buf[8];
   EXPECT_EQ(p.client->Read(buf, sizeof(buf)), 3);
   EXPECT_EQ(p.client->Read(buf, sizeof(buf)), TlsConnection::kClosed);
@@ -134,7 +121,7 @@ TEST_F(TlsConnectionTest, CloseNotifyIsEndOfStream) {
 
 TEST_F(TlsConnectionTest, EndOfStreamWithoutCloseNotifyIsEndOfStream) {
   Pair p = Connect(Server(*ca_, false), Client(false));
-  Pump(*p.client, *p.server);
+  scone::testing::PumpTls(*p.client, *p.server);
   p.client->PutEndOfStream();
   EXPECT_TRUE(p.client->Readable());
   char buf[8];
@@ -143,11 +130,11 @@ TEST_F(TlsConnectionTest, EndOfStreamWithoutCloseNotifyIsEndOfStream) {
 
 TEST_F(TlsConnectionTest, ClientWithoutCertificateIsRefusedWhenClientAuthIsOn) {
   Pair p = Connect(Server(*ca_, true), Client(false));
-  Pump(*p.client, *p.server);
+  scone::testing::PumpTls(*p.client, *p.server);
   char buf[8];
   // TLS 1.3: the client learns of the refusal at its first read.
   long r = p.client->Read(buf, sizeof(buf));
-  Pump(*p.client, *p.server);
+  scone::testing::PumpTls(*p.client, *p.server);
   r = p.client->Read(buf, sizeof(buf));
   EXPECT_EQ(r, TlsConnection::kFailed);
   EXPECT_TRUE(p.server->Failed());
@@ -156,14 +143,14 @@ TEST_F(TlsConnectionTest, ClientWithoutCertificateIsRefusedWhenClientAuthIsOn) {
 
 TEST_F(TlsConnectionTest, ServerOfAnotherCaIsRefused) {
   Pair p = Connect(Server(*other_ca_, false), Client(false));
-  Pump(*p.client, *p.server);
+  scone::testing::PumpTls(*p.client, *p.server);
   EXPECT_TRUE(p.client->Failed());
   EXPECT_NE(p.client->failure().find("certificate verification failed"), std::string::npos) << p.client->failure();
 }
 
 TEST_F(TlsConnectionTest, ServerWithAnotherNameIsRefused) {
   Pair p = Connect(Server(*ca_, false), Client(false), "elsewhere.test");
-  Pump(*p.client, *p.server);
+  scone::testing::PumpTls(*p.client, *p.server);
   EXPECT_TRUE(p.client->Failed());
   EXPECT_NE(p.client->failure().find("hostname mismatch"), std::string::npos) << p.client->failure();
 }
