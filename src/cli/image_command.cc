@@ -1,4 +1,4 @@
-// `scone image ...`: the base image, curated images and sconify (docs/docker.md). The work is
+// `scone image ...`: the base image, curated images and sconify; and `scone build` (docs/docker.md). The work is
 // in src/image; this file parses options and prints results (progress on stderr, results on
 // stdout).
 #include <sys/stat.h>
@@ -8,6 +8,7 @@
 #include "cli/command.h"
 #include "cli/runtime_library.h"
 #include "image/base_image.h"
+#include "image/build.h"
 #include "image/curated.h"
 #include "image/docker_client.h"
 #include "image/sconify.h"
@@ -23,6 +24,7 @@ struct ImageArgs {
   std::string session_out;
   std::string las_addr = image::kDefaultLasPath;
   image::SconifyOptions sconify;
+  image::BuildOptions build;  // scone build (its .sconify is taken from `sconify` above)
 };
 
 // The session goes to FILE, else to stdout; the measurement and config id to stderr as a note.
@@ -83,6 +85,25 @@ Status Sconify(ImageArgs a) {
   return Report(r, a.session_out, a.quiet);
 }
 
+Status Build(ImageArgs a) {
+  SCONE_ASSIGN_OR_RETURN(a.sconify.runtime_library, RuntimeLibrary());
+  a.sconify.las_addr = a.las_addr;
+  a.build.sconify = a.sconify;
+  image::DockerClient docker(a.quiet);
+  SCONE_ASSIGN_OR_RETURN(image::SconifyResult r, image::BuildAndSconify(docker, a.build, a.quiet));
+  return Report(r, a.session_out, a.quiet);
+}
+
+// sconify's own options, shared by `scone image sconify` and `scone build`.
+void AddSconifyOptions(CLI::App* cmd, image::SconifyOptions* o) {
+  cmd->add_option("--binary", o->binary, "The program that must run first (checked against the command)");
+  cmd->add_option("--fs-dir", o->fs_dirs, "A directory to encrypt (repeatable; must be empty in the image)");
+  cmd->add_option("--service-name", o->service_name, "The service's name in the session (default: the image's name)");
+  cmd->add_option("--name", o->session_name, "The session's name (default: the service name)");
+  cmd->add_option("--env", o->env, "KEY=VALUE for the session's environment (repeatable; $$SCONE::s$$ for secrets)");
+  cmd->add_option("--command", o->command, "The command to run instead of ENTRYPOINT and CMD");
+}
+
 void AddSettings(CLI::App* cmd, ImageArgs* a) {
   cmd->add_option("--cas", a->sconify.cas_addr,
                   "CAS's attestation address HOST[:PORT], put in the image (default: SCONE_CAS_ADDR at docker run)");
@@ -121,14 +142,23 @@ void RegisterImageCommands(CLI::App& app, Action& action) {
   image::SconifyOptions& o = args->sconify;
   sconify->add_option("--from", o.from, "The image to sconify")->required();
   sconify->add_option("--to", o.to, "The secure image to build")->required();
-  sconify->add_option("--binary", o.binary, "The program that must run first (checked against the command)");
-  sconify->add_option("--fs-dir", o.fs_dirs, "A directory to encrypt (repeatable; must be empty in the image)");
-  sconify->add_option("--service-name", o.service_name, "The service's name in the session (default: --to's name)");
-  sconify->add_option("--name", o.session_name, "The session's name (default: the service name)");
-  sconify->add_option("--env", o.env, "KEY=VALUE for the session's environment (repeatable; $$SCONE::s$$ for secrets)");
-  sconify->add_option("--command", o.command, "The command to run instead of ENTRYPOINT and CMD");
+  AddSconifyOptions(sconify, &o);
   AddSettings(sconify, args.get());
   sconify->callback([&action, args] { action = [args] { return Sconify(*args); }; });
+
+  // `scone build` is docker build + sconify: a top-level command, as `docker build` is.
+  CLI::App* docker_build = app.add_subcommand(
+      "build", "Build a secure image from a Dockerfile: docker build into IMAGE's -native tag, then sconify into IMAGE");
+  image::BuildOptions& b = args->build;
+  docker_build->add_option("CONTEXT", b.context_dir, "The build context (default: .)");
+  docker_build->add_option("-f,--file", b.dockerfile, "The Dockerfile (default: CONTEXT/Dockerfile)");
+  docker_build->add_option("-t,--tag", o.to, "The secure image to build")->required();
+  docker_build->add_option("--native-tag", b.native_tag, "The native image docker builds (default: IMAGE's name + -native)");
+  docker_build->add_option("--build-arg", b.build_args, "NAME=VALUE for docker build (repeatable; not for secrets: they stay in the image's history)");
+  docker_build->add_flag("--no-cache", b.no_cache, "Build without the engine's cache");
+  AddSconifyOptions(docker_build, &o);
+  AddSettings(docker_build, args.get());
+  docker_build->callback([&action, args] { action = [args] { return Build(*args); }; });
 }
 
 }  // namespace scone::cli

@@ -49,6 +49,10 @@ Result<ImageConfig> DockerClient::Inspect(const std::string& image) const {
 }
 
 Status DockerClient::Build(const std::string& context_dir, const std::string& tag) const {
+  return Build(BuildRequest{.context_dir = context_dir, .tag = tag});
+}
+
+Status DockerClient::Build(const BuildRequest& r) const {
   ProcessOptions options;
   options.stdout_mode = quiet_ ? ProcessOptions::Output::kDiscard : ProcessOptions::Output::kInherit;
   // Progress goes to stderr so that stdout stays for results.
@@ -58,7 +62,10 @@ Status DockerClient::Build(const std::string& context_dir, const std::string& ta
   }
   std::vector<std::string> argv = {program_, "build"};
   if (quiet_) argv.push_back("--quiet");
-  argv.insert(argv.end(), {"-t", tag, context_dir});
+  if (!r.dockerfile.empty()) argv.insert(argv.end(), {"-f", r.dockerfile});
+  for (const std::string& a : r.build_args) argv.insert(argv.end(), {"--build-arg", a});
+  if (r.no_cache) argv.push_back("--no-cache");
+  argv.insert(argv.end(), {"-t", r.tag, r.context_dir});
   return RunChecked(argv, options).status();
 }
 

@@ -24,6 +24,15 @@ class DockerClient {
   Result<ImageConfig> Inspect(const std::string& image) const;
   // docker build -t TAG CONTEXT (Dockerfile in CONTEXT).
   Status Build(const std::string& context_dir, const std::string& tag) const;
+  // docker build [-f DOCKERFILE] [--build-arg K=V]... [--no-cache] -t TAG CONTEXT.
+  struct BuildRequest {
+    std::string context_dir;
+    std::string dockerfile;                // "" : CONTEXT/Dockerfile
+    std::string tag;
+    std::vector<std::string> build_args;   // K=V
+    bool no_cache = false;
+  };
+  Status Build(const BuildRequest& request) const;
   // A root file system directory as a one-layer image: tar -C DIR -c . | docker import - TAG.
   Status ImportRootfs(const std::string& rootfs_dir, const std::string& tag,
                       const std::vector<std::string>& changes) const;

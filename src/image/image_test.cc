@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "image/apt_mirror.h"
+#include "image/build.h"
 #include "image/dockerfile.h"
 #include "image/image_config.h"
 #include "image/sconify.h"
@@ -109,6 +110,38 @@ TEST(SconifyTest, ServiceNameFromImage) {
   EXPECT_EQ(ServiceNameOf("scone-curated/python:3"), "python");
   EXPECT_EQ(ServiceNameOf("registry:5000/team/web@sha256:ab"), "web");
   EXPECT_EQ(ServiceNameOf("redis"), "redis");
+}
+
+TEST(BuildTest, NativeTagKeepsRegistryPortAndTag) {
+  EXPECT_EQ(NativeTagOf("myapp"), "myapp-native");
+  EXPECT_EQ(NativeTagOf("myapp:1.0"), "myapp-native:1.0");
+  EXPECT_EQ(NativeTagOf("registry:5000/team/web"), "registry:5000/team/web-native");
+  EXPECT_EQ(NativeTagOf("registry:5000/team/web:2"), "registry:5000/team/web-native:2");
+  EXPECT_EQ(NativeTagOf("web@sha256:ab"), "web-native@sha256:ab");
+}
+
+TEST(BuildTest, RefusesMissingDockerfileBeforeTheEngineRuns) {
+  // The client would fail if it ran: the checks come first.
+  setenv("SCONE_DOCKER", "/nonexistent/docker", 1);
+  DockerClient docker(true);
+  BuildOptions o;
+  o.context_dir = "/nonexistent-context";
+  o.sconify.to = "app";
+  auto r = BuildAndSconify(docker, o, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("build context /nonexistent-context is not a directory"), std::string::npos)
+      << r.status().message();
+  o.context_dir = "/";
+  o.dockerfile = "/nonexistent/Dockerfile";
+  r = BuildAndSconify(docker, o, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("-f: no such file: /nonexistent/Dockerfile"), std::string::npos)
+      << r.status().message();
+  o.dockerfile = "/etc/passwd";  // any regular file
+  o.native_tag = "app";
+  r = BuildAndSconify(docker, o, true);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("--native-tag must differ"), std::string::npos) << r.status().message();
 }
 
 }  // namespace

@@ -310,6 +310,44 @@ EOF
   [[ -s "$host_dir/dump.rdb" && -d "$host_dir/.scone" ]] || { ls -laR "$host_dir"; fail "no protected dump.rdb"; }
   if grep -r -a -q -- "$marker" "$host_dir"; then fail "redis's data is plaintext on the host"; fi
   ;;
+build)
+  # scone build: a Dockerfile built into IMAGE-native, then sconified into IMAGE; the container
+  # runs the image's own CMD shielded and attested, with a secret from CAS and an encrypted volume.
+  curated_ready "$scone" python
+  start_cas
+  mkdir ctx
+  cat > ctx/app.py <<EOF
+import hashlib, os
+print("greeting-sha", hashlib.sha256(os.environ["GREETING"].encode()).hexdigest(), flush=True)
+open("/data/out.txt", "w").write("$marker")
+print("wrote", open("/data/out.txt").read() == "$marker", flush=True)
+EOF
+  printf 'FROM scone-native/python\nCOPY app.py /app/app.py\nCMD ["python3", "/app/app.py"]\n' > ctx/Containerfile
+  # Bad input first: nothing is built.
+  if "$scone" build -t "$tag-app" --quiet ctx > out.txt 2> err.txt; then fail "built without a Dockerfile"; fi
+  grep -q "no Dockerfile in the build context: ctx/Dockerfile" err.txt || { cat err.txt; fail "unclear error"; }
+  if docker image inspect "$tag-app-native" > /dev/null 2>&1; then fail "an image was built although refused"; fi
+  "$scone" build -f ctx/Containerfile -t "$tag-app" --fs-dir /data --name build-test \
+    --env 'GREETING=$$SCONE::greeting$$' --session-out s.yml ctx > out.txt 2> err.txt \
+    || { cat out.txt err.txt; fail "scone build failed"; }
+  # Without --quiet the steps are named on stderr.
+  grep -q "building $tag-app-native from ctx/Containerfile" err.txt || { cat err.txt; fail "no progress line"; }
+  docker image inspect "$tag-app-native" > /dev/null || fail "the native image was not kept"
+  m="$(docker image inspect -f '{{index .Config.Labels "scone.measurement"}}' "$tag-app")"
+  grep -q "mrenclaves: \[$m\]" s.yml || { cat s.yml; fail "the session does not name the secure image's measurement"; }
+  grep -q "command: python3 /app/app.py" s.yml || { cat s.yml; fail "the session's command is not the Dockerfile's CMD"; }
+  grep -q "name: greeting" s.yml || { cat s.yml; fail "no placeholder for the secret"; }
+  "$scone" session create s.yml > /dev/null
+  docker volume create "$tag-data" > /dev/null && volumes+=("$tag-data")
+  run_secure "$tag-run" "$tag-app" -v "$tag-data:/data" > out.txt 2> err.txt \
+    || { cat out.txt err.txt; fail "the built secure image failed"; }
+  grep -q "^greeting-sha [0-9a-f]\{64\}$" out.txt && grep -q "^wrote True$" out.txt || { cat out.txt err.txt; fail "unexpected output"; }
+  # CAS generated the secret: not the empty string.
+  if grep -q "^greeting-sha $(printf '' | sha256sum | cut -d' ' -f1)$" out.txt; then fail "the secret was empty"; fi
+  host_dir="$(docker volume inspect -f '{{.Mountpoint}}' "$tag-data")"
+  [[ -d "$host_dir/.scone" ]] || fail "/data is not a SCONE volume"
+  if grep -r -a -q -- "$marker" "$host_dir"; then fail "plaintext on the volume's host side"; fi
+  ;;
 refused-images)
   # Images the runtime cannot enter are refused with the reason, and nothing is built.
   refused() {  # refused FROM PATTERN [sconify options...]
