@@ -5,6 +5,7 @@
 #include <map>
 
 #include "cli/command.h"
+#include "cli/progress_meter.h"
 #include "fs/tree_copy.h"
 #include "fs/volume.h"
 
@@ -18,6 +19,7 @@ struct VolumeArgs {
   std::string tag;
   std::string path;
   std::vector<std::string> regions;
+  bool quiet = false;
 };
 
 Result<fs::RegionRules> ParseRegions(const std::vector<std::string>& texts) {
@@ -76,7 +78,12 @@ Status Import(const VolumeArgs& a) {
     return InvalidArgument(a.dir + " is already a volume; its regions were fixed when it was created");
   }
   if (!volume.ok()) return volume.status();
-  SCONE_ASSIGN_OR_RETURN(fs::CopyStats stats, fs::ImportTree(a.plain_dir, **volume));
+  ProgressMeter meter("importing " + a.plain_dir, a.quiet);
+  auto show = [&meter](const fs::CopyStats& done, const fs::CopyStats& total) {
+    meter.Update(done.protected_files + done.plain_files, total.protected_files, done.bytes, total.bytes);
+  };
+  SCONE_ASSIGN_OR_RETURN(fs::CopyStats stats, fs::ImportTree(a.plain_dir, **volume, show));
+  meter.Done();
   SCONE_RETURN_IF_ERROR((*volume)->Close());
   PrintCopyStats("imported", stats, "into", a.dir);
   return Status::Ok();
@@ -171,6 +178,7 @@ void RegisterVolumeCommands(CLI::App& app, Action& action) {
   import->add_option("DIR", args->dir, "Volume directory")->required();
   key_option(import, true);
   region_option(import);
+  import->add_flag("--quiet,-q", args->quiet, "No progress line on a terminal");
   import->callback(set(Import));
 
   CLI::App* exp = volume->add_subcommand(

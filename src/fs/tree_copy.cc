@@ -121,8 +121,9 @@ Status ExportFile(Volume& volume, const std::string& path, const std::string& de
 
 }  // namespace
 
-Result<CopyStats> ImportTree(const std::string& plain_dir_arg, Volume& volume) {
+Result<CopyStats> ImportTree(const std::string& plain_dir_arg, Volume& volume, const CopyObserver& observer) {
   CopyStats stats;
+  CopyStats total;  // what the listing found, for the observer
   const std::string plain_dir = stdfs::path(plain_dir_arg).lexically_normal().string();
   std::error_code ec;
   if (!stdfs::is_directory(plain_dir, ec)) return NotFound(plain_dir + ": not a directory");
@@ -130,6 +131,11 @@ Result<CopyStats> ImportTree(const std::string& plain_dir_arg, Volume& volume) {
   for (auto it = stdfs::recursive_directory_iterator(plain_dir, ec);
        !ec && it != stdfs::recursive_directory_iterator(); it.increment(ec)) {
     entries.push_back(it->path());
+    std::error_code size_ec;
+    if (observer && it->is_regular_file(size_ec) && !it->is_symlink(size_ec)) {
+      ++total.protected_files;  // the whole is counted as files; which region each is in comes later
+      total.bytes += it->file_size(size_ec);
+    }
   }
   if (ec) return IoError("listing " + plain_dir, ec.value());
   std::sort(entries.begin(), entries.end());  // parents before children
@@ -170,6 +176,7 @@ Result<CopyStats> ImportTree(const std::string& plain_dir_arg, Volume& volume) {
         }
         ++stats.protected_files;
       }
+      if (observer) observer(stats, total);
     } else {
       return Unsupported(p.string() + ": special files (devices, sockets, pipes) cannot be imported");
     }

@@ -62,6 +62,21 @@ import-export-roundtrip)
   contains out "db/table.csv"
   ;;
 
+import-progress)
+  # On a terminal (script's pty) import shows how far it is; in a pipe and with --quiet, nothing.
+  command -v script > /dev/null || fail "script (util-linux) is missing"
+  mkdir plain
+  for i in $(seq 1 40); do head -c 50000 /dev/urandom > "plain/f$i"; done
+  head -c 32 /dev/urandom | xxd -p -c 64 > k && chmod 600 k
+  script -qec "'$scone' volume import plain v1 --key-file k" /dev/null > tty.txt
+  contains tty.txt "importing plain: 40/40 files, 1.9 MiB/1.9 MiB (100%)"
+  contains tty.txt "imported 40 protected"
+  expect_exit 0 "$scone" volume import plain v2 --key-file k
+  [[ ! -s err ]] || { cat err; fail "progress written to a stderr that is not a terminal"; }
+  script -qec "'$scone' volume import --quiet plain v3 --key-file k" /dev/null > quiet.txt
+  if grep -q "importing plain" quiet.txt; then fail "progress shown with --quiet"; fi
+  contains quiet.txt "imported 40 protected"
+  ;;
 tag)
   make_plain
   "$scone" volume create vol --key-file k >/dev/null 2>&1
