@@ -336,8 +336,17 @@ s.close()
 # 4. Threads of the parent write all along while it forks: every child is refused, none of its
 #    records goes out under the parent's nonces (a child had taken the parent's threads' claim
 #    for its own: hostile finding).
+#    The connection's owner is decided once, at its first fork: a first child that leaves it
+#    alone, then the parent's talk, make the parent its owner for good. (Had the threads started
+#    right away, the first child could use the connection before any of them: it would then own
+#    it, by the rule of part 1.) Every later child must be refused however the parent's threads
+#    and the child are scheduled.
 import threading
 s, f = connect()
+pid = os.fork()
+if pid == 0:
+    os._exit(0)
+os.waitpid(pid, 0)
 talk(s, f, "threads-$MARKER")
 stop = threading.Event()
 def writer():

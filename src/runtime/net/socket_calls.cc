@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstring>
 #include <map>
+#include <memory_resource>
 #include <mutex>
 #include <vector>
 
@@ -528,13 +529,34 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
     kernel_mask = &mask_copy;
   }
   const long deadline = timeout != nullptr ? MonotonicNs() + timeout->tv_sec * 1000000000L + timeout->tv_nsec : -1;
-  std::vector<struct epoll_event> kernel(static_cast<size_t>(max));
-  std::vector<struct epoll_event> out;
+  // The TLS connections to report: the shield's own readiness, then the kernel's events of
+  // connections, translated. On the stack unless many are ready at once: servers wait in a loop,
+  // and allocating (or zeroing a buffer of `max` events: redis asks for 10,000) per wait was the
+  // largest cost the shield added to a pipelined redis.
+  struct Ready {
+    int fd;
+    uint32_t events;
+    uint64_t data;  // the program's
+  };
+  alignas(Ready) std::byte stack[64 * sizeof(Ready)];
+  std::pmr::monotonic_buffer_resource arena(stack, sizeof stack);
+  std::pmr::vector<Ready> ready(&arena);
+  size_t from_shield = 0;  // ready[0, from_shield): found before the kernel was asked
+  // The kernel reports a descriptor once per wait: only the shield's own entries can repeat it.
+  auto add_ready = [&](int fd, uint32_t ev, uint64_t data) {
+    for (size_t i = 0; i < from_shield; ++i) {
+      if (ready[i].fd == fd) {
+        ready[i].events |= ev;
+        return;
+      }
+    }
+    ready.push_back({fd, ev, data});
+  };
   for (;;) {
+    ready.clear();
     // The shield's own readiness first (decrypted data, failed connections), and the kernel's
     // interest following each connection's state. A quiet connection (handshake done, nothing
     // buffered or waiting to leave) whose interest is settled costs two atomic loads here.
-    std::map<int, std::pair<uint32_t, uint64_t>> ready;  // fd -> events, the program's data
     {
       RuntimeSection section;
       std::lock_guard lock(t.mu);
@@ -557,7 +579,7 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
           uint32_t out_events = 0;
           if (s->Broken()) out_events = (reg.events & (EPOLLIN | EPOLLOUT)) | EPOLLERR;
           if (s->HandshakeDone() && (reg.events & EPOLLIN) && (s->ShieldEvents(POLLIN) & POLLIN)) out_events |= EPOLLIN;
-          if (out_events != 0) ready[r->first] = {out_events, reg.data};
+          if (out_events != 0) ready.push_back({r->first, out_events, reg.data});
           uint32_t kernel_now = KernelInterest(s, reg.events);
           if (kernel_now != reg.kernel &&
               KernelCtl(epfd, EPOLL_CTL_MOD, r->first, kernel_now, kTlsData | static_cast<uint32_t>(r->first)) == 0) {
@@ -572,27 +594,35 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
         }
       }
     }
-    struct timespec wait = {0, 0};
-    const struct timespec* wait_for = &wait;
-    if (ready.empty()) {
-      if (deadline < 0) {
-        wait_for = nullptr;
-      } else {
-        long left = std::max(0L, deadline - MonotonicNs());
-        wait = {left / 1000000000L, left % 1000000000L};
+    from_shield = ready.size();
+    // The kernel writes into the program's own array, leaving room for what is ready already
+    // (each kernel event yields at most one entry, so the translation below fits in place).
+    const int kernel_max = max - static_cast<int>(std::min<size_t>(ready.size(), static_cast<size_t>(max)));
+    long n = 0;
+    if (kernel_max > 0) {
+      struct timespec wait = {0, 0};
+      const struct timespec* wait_for = &wait;
+      if (ready.empty()) {
+        if (deadline < 0) {
+          wait_for = nullptr;
+        } else {
+          long left = std::max(0L, deadline - MonotonicNs());
+          wait = {left / 1000000000L, left % 1000000000L};
+        }
       }
+      n = RawSyscall6(SYS_epoll_pwait2, epfd, Arg(events), kernel_max, Arg(wait_for), Arg(kernel_mask), mask_size);
+      if (n < 0 && ready.empty()) return n;
+      n = std::max(0L, n);
     }
-    long n = RawSyscall6(SYS_epoll_pwait2, epfd, Arg(kernel.data()), max, Arg(wait_for), Arg(kernel_mask), mask_size);
-    if (n < 0 && ready.empty()) return n;
-    out.clear();
+    int out = 0;  // entries of `events` final so far: the kernel's for other descriptors
     {
       RuntimeSection section;
       std::lock_guard lock(t.mu);
       auto it = t.by_epfd.find(epfd);
-      for (long i = 0; i < std::max(0L, n); ++i) {
-        const struct epoll_event& e = kernel[static_cast<size_t>(i)];
+      for (long i = 0; i < n; ++i) {
+        const struct epoll_event e = events[i];
         if ((e.data.u64 & kTlsDataMask) != kTlsData) {
-          out.push_back(e);
+          events[out++] = e;
           continue;
         }
         int fd = static_cast<int>(e.data.u64 & 0xffffffffu);
@@ -614,29 +644,24 @@ long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const
           ev = e.events & (reg.events | always);
         }
         if (!s->Quiet()) reg.settled = false;  // its interest may have to follow at the next wait
-        if (ev == 0) continue;
-        auto [at, added] = ready.try_emplace(fd, ev, reg.data);
-        if (!added) at->second.first |= ev;
+        if (ev != 0) add_ready(fd, ev, reg.data);
       }
       // EPOLLONESHOT: a connection reported is disarmed until the program re-arms it (MOD).
-      for (auto& [fd, ev] : ready) {
-        if (static_cast<int>(out.size()) >= max) break;
+      for (const Ready& r : ready) {
+        if (out >= max) break;
         struct epoll_event e = {};
-        e.events = ev.first;
-        e.data.u64 = ev.second;
-        out.push_back(e);
+        e.events = r.events;
+        e.data.u64 = r.data;
+        events[out++] = e;
         if (it == t.by_epfd.end()) continue;
-        auto r = it->second.find(fd);
-        if (r != it->second.end() && (r->second.events & EPOLLONESHOT)) {
-          r->second.events &= ~(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI);
-          r->second.settled = false;
+        auto reg = it->second.find(r.fd);
+        if (reg != it->second.end() && (reg->second.events & EPOLLONESHOT)) {
+          reg->second.events &= ~(EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLPRI);
+          reg->second.settled = false;
         }
       }
     }
-    if (!out.empty()) {
-      std::memcpy(events, out.data(), out.size() * sizeof(struct epoll_event));
-      return static_cast<long>(out.size());
-    }
+    if (out > 0) return out;
     if (deadline >= 0 && MonotonicNs() >= deadline) return 0;
   }
 }

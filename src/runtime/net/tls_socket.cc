@@ -58,11 +58,19 @@ bool TlsSocketFd::BeforeFork(uint64_t generation) {
     }
     owner_.store(slot, std::memory_order_release);
   }
-  if (slot != nullptr && !released_.load()) HoldOwnerSlot(slot);
+  if (slot != nullptr && !released_.load()) {
+    HoldOwnerSlot(slot);
+    if (calls_in_flight_.load(std::memory_order_acquire) > 0) {
+      int32_t nobody = 0;
+      slot->owner.compare_exchange_strong(nobody, static_cast<int32_t>(RawSyscall(SYS_getpid)),
+                                          std::memory_order_acq_rel);
+    }
+  }
   return true;
 }
 
-void TlsSocketFd::AfterFork() {
+void TlsSocketFd::AfterFork(bool in_child) {
+  if (in_child) calls_in_flight_.store(0, std::memory_order_release);  // the parent's threads' calls
   ssl_mu_.unlock();
   wr_mu_.unlock();
   rd_mu_.unlock();
@@ -169,6 +177,12 @@ long TlsSocketFd::Flush(int fd, bool nosignal) {
 
 template <typename Step>
 long TlsSocketFd::Run(int fd, int flags, int timeout_option, Step step) {
+  // Counted for BeforeFork: a call begun before a fork claims the connection for this process.
+  struct InFlight {
+    std::atomic<int>& n;
+    explicit InFlight(std::atomic<int>& count) : n(count) { n.fetch_add(1, std::memory_order_acq_rel); }
+    ~InFlight() { n.fetch_sub(1, std::memory_order_acq_rel); }
+  } in_flight(calls_in_flight_);
   int64_t deadline = -1;  // CLOCK_MONOTONIC ns; 0: none; -1: not read yet
   for (;;) {
     short wait = 0;

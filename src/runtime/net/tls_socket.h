@@ -72,11 +72,14 @@ class TlsSocketFd final : public ShieldedFd {
   // Fork (connection_owners.h). Before the kernel's call: the slot that decides which process
   // owns the connection from now on, held for the child too, and the connection's locks taken,
   // so a call in flight on another thread either ends before the fork or claims the connection
-  // after it. AfterFork lets go of the locks in each process. `generation`: the fork's
+  // after it. A call that another thread began before the fork (waiting for a lock or for the
+  // kernel) is the parent's: the parent then owns the connection from the fork on, and the child
+  // gets EIO (the call came first, whichever process the scheduler runs first after the fork).
+  // AfterFork lets go of the locks in each process. `generation`: the fork's
   // (process::ForkGeneration), so that a connection with several descriptors is prepared once.
   // Returns whether it took the locks (false: already prepared for this fork).
   bool BeforeFork(uint64_t generation);
-  void AfterFork();
+  void AfterFork(bool in_child);
   void ShareWithOtherProcesses(int) override {}
   void PatchStat(struct stat*) override {}
   uint64_t PlaintextSize() override { return 0; }
@@ -150,6 +153,7 @@ class TlsSocketFd final : public ShieldedFd {
   std::atomic<uint64_t> owned_generation_{0};
   uint64_t prepared_generation_ = 0;  // written by the forking thread, under all three locks
   std::atomic<bool> foreign_{false};
+  std::atomic<int> calls_in_flight_{0};  // this process's threads inside Run (blocking calls)
   std::atomic<bool> released_{false};  // let go of the slot: the connection is no longer usable here
   std::atomic<bool> output_waiting_{false};  // pending_ is not empty
   // Set when records arrived or a read returned data (more may be buffered); cleared by a

@@ -65,8 +65,8 @@ void HoldConnections(Runtime& rt) {
   }
 }
 
-void LetGoOfConnections() {
-  for (auto& d : HeldConnections()) d->AsTlsSocket()->AfterFork();
+void LetGoOfConnections(bool in_child) {
+  for (auto& d : HeldConnections()) d->AsTlsSocket()->AfterFork(in_child);
 }
 
 constexpr uint64_t Bit(int sig) { return uint64_t{1} << (sig - 1); }
@@ -149,7 +149,7 @@ void AfterForkInParent() {
       if (auto* r = rt->reporter()) r->AfterForkInParent();
       ImageBroker::Get().AfterForkInParent();
       AloneWatcher::Get().AfterForkInParent();
-      LetGoOfConnections();
+      LetGoOfConnections(false);
       HeldConnections().clear();
     }
   }
@@ -171,7 +171,7 @@ void AfterForkInChild() {
     if (auto* r = rt->reporter()) r->AfterForkInChild();
     ImageBroker::Get().AfterForkInChild();
     AloneWatcher::Get().AfterForkInChild();
-    LetGoOfConnections();  // kept in the list: dropping a reference may free memory
+    LetGoOfConnections(true);  // kept in the list: dropping a reference may free memory
     for (auto& v : rt->volumes()) {
       if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInChild();
       v->AfterFork();
