@@ -34,6 +34,10 @@ Result<CasReply> Client::Get(const std::string& path) {
   return ToReply(http_->Get(path.c_str()), where_);
 }
 
+Result<CasReply> Client::Delete(const std::string& path) {
+  return ToReply(http_->Delete(path.c_str()), where_);
+}
+
 Result<std::string> FetchSessionCa(Client& client, const std::string& session) {
   SCONE_ASSIGN_OR_RETURN(CasReply r, client.Get("/session/" + session + "/ca"));
   if (r.status != 200) return ErrorFromReply(r);

@@ -34,6 +34,7 @@ class Client {
   Result<CasReply> Post(const std::string& path, const std::string& body,
                         const std::string& content_type);
   Result<CasReply> Get(const std::string& path);
+  Result<CasReply> Delete(const std::string& path);
 
  private:
   std::unique_ptr<httplib::SSLClient> http_;

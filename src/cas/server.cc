@@ -312,6 +312,35 @@ void Server::Routes() {
       return Status::Ok();
     });
   });
+  // Deleting a session (its owner's: who may update it) takes its secrets and its volumes' keys
+  // with it. Refused while another session imports one of its secrets: that session would
+  // stop working at its next release.
+  http_->Delete(R"(/session/([A-Za-z0-9._-]+))", [store](const httplib::Request& req, httplib::Response& res) {
+    const std::string name = req.matches[1];
+    ServeStoredSession(store, req, res, "delete", name, [&](const std::string& caller, const StoredSession& stored) {
+      SCONE_ASSIGN_OR_RETURN(policy::Session parsed, policy::Session::Parse(stored.text));
+      if (!Allowed(parsed.update_access, stored.creator, caller)) {
+        return PermissionDenied("not allowed to delete session " + name + " (only who may update it)");
+      }
+      SCONE_ASSIGN_OR_RETURN(std::vector<StoredSession> all, store->List());
+      for (const StoredSession& other : all) {
+        if (other.name == name) continue;
+        SCONE_ASSIGN_OR_RETURN(auto full, store->Get(other.name));
+        if (!full) continue;
+        auto other_parsed = policy::Session::Parse((*full).text);
+        if (!other_parsed.ok()) continue;
+        for (const auto& secret : other_parsed->secrets) {
+          if (secret.import_session == name) {
+            return AlreadyExists("session " + other.name + " imports secret " + secret.import_secret +
+                                      " of session " + name + ": delete or change it first");
+          }
+        }
+      }
+      SCONE_RETURN_IF_ERROR(store->Delete(name, stored.hash));
+      res.set_content(nlohmann::json{{"deleted", name}}.dump() + "\n", "application/json");
+      return Status::Ok();
+    });
+  });
   http_->Get("/session", [store](const httplib::Request& req, httplib::Response& res) {
     std::string caller = ClientIdentity(req);
     auto all = store->List();  // names, creators and readers: nothing is unsealed or parsed

@@ -609,6 +609,18 @@ Status Store::Put(const StoredSession& s, const std::optional<std::string>& repl
   });
 }
 
+Status Store::Delete(const std::string& name, const std::string& hash) {
+  std::lock_guard lock(mu_);
+  return Commit([&](Txn& txn) -> Status {
+    SCONE_ASSIGN_OR_RETURN(std::vector<Row> current, ReadRows("sessions", "name=?", {name}));
+    if (current.empty()) return NotFound("no session " + name);
+    SCONE_RETURN_IF_ERROR(CheckRow(current.front()));
+    if (AsText(current.front().values[0]) != hash) return RolledBack("session " + name + " changed concurrently");
+    for (const Table* t : {&kSessions, &kSecrets, &kVolumes, &kConsoleKeys}) SCONE_RETURN_IF_ERROR(txn.DeleteAll(*t, name));
+    return Status::Ok();
+  });
+}
+
 Result<std::vector<StoredSession>> Store::List() {
   std::lock_guard lock(mu_);
   SCONE_ASSIGN_OR_RETURN(std::vector<Row> rows, ReadRows("sessions", "1 ORDER BY name", {}));

@@ -76,6 +76,11 @@ class Store {
   // exactly `secrets` as its generated secrets, in one transaction: a concurrent update makes
   // this fail with kRolledBack and nothing is written.
   Status Put(const StoredSession& session, const std::optional<std::string>& replaces, const SecretSet& secrets);
+  // Deletes the session whose current hash is `hash` (compare-and-set: kRolledBack if it
+  // changed, kNotFound if there is none) with everything CAS keeps for it: its generated
+  // secrets, its volumes' keys and states, its services' console keys; in one transaction. What
+  // was encrypted under those keys can no longer be read by anyone.
+  Status Delete(const std::string& name, const std::string& hash);
   // Every session without its text (name, hash, creator, readers).
   Result<std::vector<StoredSession>> List();
   // Records an action in the audit log (durable a few milliseconds later; cas/audit_log.h).

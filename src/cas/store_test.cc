@@ -207,6 +207,40 @@ TEST_F(StoreTest, AFailedPutLeavesNothing) {
   EXPECT_EQ(store->Get("shop").value()->creator, "alice");
 }
 
+TEST_F(StoreTest, DeleteTakesEverythingOfTheSessionAndOnlyThat) {
+  SecretBytes old_key, other_key;
+  {
+    auto store = Open().value();
+    SecretSet secrets;
+    secrets["token"] = StoredSecret{"ascii size=4", SecretBytes(AsBytes(std::string("abcd")))};
+    ASSERT_TRUE(store->Put({"shop", "h1", "alice", kSession, {}}, std::nullopt, secrets).ok());
+    ASSERT_TRUE(store->Put({"other", "o1", "alice", kSession, {}}, std::nullopt, secrets).ok());
+    old_key = store->VolumeKey("shop", "data").value();
+    ASSERT_TRUE(store->PutVolumeMark("shop", "data", {{}, 3}).ok());
+    ASSERT_TRUE(store->ConsoleKey("shop", "app", /*create=*/true).ok());
+    other_key = store->VolumeKey("other", "data").value();
+    // Compare-and-set: a stale hash deletes nothing; a missing session is not found.
+    EXPECT_EQ(store->Delete("shop", "stale").code(), Code::kRolledBack);
+    EXPECT_TRUE(store->Get("shop").value().has_value());
+    EXPECT_EQ(store->Delete("nothere", "h").code(), Code::kNotFound);
+    ASSERT_TRUE(store->Delete("shop", "h1").ok());
+    EXPECT_FALSE(store->Get("shop").value().has_value());
+    EXPECT_FALSE(store->GetSecret("shop", "token").value().has_value());
+    EXPECT_FALSE(store->GetVolumeMark("shop", "data").value().has_value());
+    EXPECT_FALSE(store->ConsoleKey("shop", "app", /*create=*/false).value().has_value());
+  }
+  // The deletion is a commit like any other: the store still verifies at the next start, and
+  // the other session is untouched.
+  auto store = Open();
+  ASSERT_TRUE(store.ok()) << store.status().message();
+  EXPECT_TRUE((*store)->GetSecret("other", "token").value().has_value());
+  EXPECT_TRUE(crypto::ConstantTimeEquals(other_key.span(), (*store)->VolumeKey("other", "data").value().span()));
+  // The name is free again, and a new session of that name gets new volume keys, never the old.
+  ASSERT_TRUE((*store)->Put({"shop", "h2", "bob", kSession, {}}, std::nullopt, {}).ok());
+  auto new_key = (*store)->VolumeKey("shop", "data").value();
+  EXPECT_FALSE(crypto::ConstantTimeEquals(old_key.span(), new_key.span()));
+}
+
 // A full disk: audit records are kept and retried, never dropped, and CAS refuses requests
 // (Health) until they are written.
 TEST_F(StoreTest, AuditRecordsSurviveAFullDisk) {

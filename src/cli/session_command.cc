@@ -1,4 +1,4 @@
-// `scone session create|update|show|ca|list`: sessions on CAS, as this user (client identity under
+// `scone session create|update|show|ca|list|rm`: sessions on CAS, as this user (client identity under
 // the state directory). Without --cas, the local CAS is used (started if needed).
 #include <cstdio>
 
@@ -59,6 +59,16 @@ Status PrintCa(const SessionArgs& a) {
   return Status::Ok();
 }
 
+// Deletes the session with its secrets and volume keys: data encrypted under them is gone.
+Status Remove(const SessionArgs& a) {
+  SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
+  cas::Client client(e);
+  SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Delete("/session/" + a.name));
+  if (r.status != 200) return cas::ErrorFromReply(r);
+  std::printf("deleted session %s (its secrets and volume keys with it)\n", a.name.c_str());
+  return Status::Ok();
+}
+
 Status List(const SessionArgs& a) {
   SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
   cas::Client client(e);
@@ -96,6 +106,11 @@ void RegisterSessionCommands(CLI::App& app, Action& action) {
   CLI::App* list = session->add_subcommand("list", "Names of the sessions you may read");
   cas_options(list);
   list->callback([&action, args] { action = [args] { return List(*args); }; });
+  CLI::App* rm = session->add_subcommand(
+      "rm", "Delete a session with its secrets and volume keys (what was encrypted under them is lost)");
+  rm->add_option("NAME", args->name, "Session name")->required();
+  cas_options(rm);
+  rm->callback([&action, args] { action = [args] { return Remove(*args); }; });
 }
 
 }  // namespace scone::cli

@@ -59,4 +59,38 @@ grep -q "HTTP 404" err || { cat err; fail "no 404 for a session that does not ex
 "$scone" session show demo 2>/dev/null | grep -q "predecessor: $hash" || fail "session lost across restart"
 "$scone" session ca demo | cmp - ca.pem || fail "the session CA changed across a restart"
 if grep -r -a -q "TOKEN-FOR-DEMO" "$XDG_STATE_HOME/scone/cas"; then fail "secret in plaintext in the CAS state"; fi
+# Deleting: only the owner; an importing session holds it back; afterwards the name is free
+# and the session, its CA and its secrets are gone.
+addr=$(cat "$XDG_STATE_HOME/scone/cas/address")  # restarted above: another port
+if XDG_STATE_HOME="$work/bob-state" "$scone" session rm demo --cas "$addr" --cas-cert "$cert" 2>err; then
+  fail "another user deleted the session"
+fi
+grep -q "HTTP 403" err || { cat err; fail "no 403 for another user's rm"; }
+cat > importer.yml <<'YEOF'
+name: importer
+version: "0.3"
+services:
+  - name: app
+    mrenclaves: [0000000000000000000000000000000000000000000000000000000000000002]
+secrets:
+  - name: token
+    import:
+      session: demo
+      secret: token
+YEOF
+"$scone" session show demo > /dev/null 2> hash.txt
+{ cat s1.yml; echo "    export:"; echo "      - session: importer"; echo "predecessor: $(awk '{print $NF}' hash.txt)"; } > s3.yml
+"$scone" session update s3.yml > /dev/null || fail "update with an export"
+"$scone" session create importer.yml > /dev/null || fail "create the importing session"
+if "$scone" session rm demo 2>err; then fail "deleted a session another one imports from"; fi
+grep -q "session importer imports secret token of session demo" err || { cat err; fail "unclear refusal"; }
+"$scone" session show demo > /dev/null 2>&1 || fail "a refused rm deleted the session"
+"$scone" session rm importer | grep -q "^deleted session importer" || fail "rm importer"
+"$scone" session rm demo > out || fail "rm"
+grep -q "^deleted session demo (its secrets and volume keys with it)$" out || { cat out; fail "rm output"; }
+if "$scone" session show demo 2>err; then fail "a deleted session is shown"; fi
+grep -q "HTTP 404" err || { cat err; fail "no 404 after rm"; }
+if "$scone" session ca demo 2>/dev/null; then fail "a deleted session's CA"; fi
+"$scone" session create s1.yml | grep -q "^created session demo" || fail "the name is not free after rm"
+"$scone" session ca demo | cmp -s - ca.pem && fail "a new session of the same name got the old CA"
 echo "ok: session cli"
