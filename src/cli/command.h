@@ -26,6 +26,8 @@ void RegisterSessionCommands(CLI::App& app, Action& action);
 void RegisterAttestCommands(CLI::App& app, Action& action);
 void RegisterConsoleCommands(CLI::App& app, Action& action);
 void RegisterImageCommands(CLI::App& app, Action& action);
+// After RegisterCasCommands: adds `scone cas split`.
+void RegisterStackCommands(CLI::App& app, Action& action);
 
 // --cas and --cas-cert, for commands that talk to CAS (default: the local CAS).
 inline void AddCasOptions(CLI::App* cmd, std::string* cas, std::string* cas_cert) {

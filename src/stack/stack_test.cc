@@ -190,6 +190,7 @@ TEST(TranslateTest, ComposeFileHoldsNoSecretAndNoScone) {
   for (const char* absent : {"s3cr3t-given", "api_token", "not_scone", "console_shield", "app.py", "python3", "GREETING"}) {
     EXPECT_EQ(c.find(absent), std::string::npos) << absent << " in\n" << c;
   }
+  EXPECT_NE(c.find("version: \"3.8\""), std::string::npos) << c;  // a string for Docker, not a number
   YAML::Node n = YAML::Load(c);
   YAML::Node web = n["services"]["web"];
   EXPECT_EQ(web["image"].as<std::string>(), "scone-stack/shop-web");

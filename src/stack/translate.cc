@@ -78,6 +78,38 @@ Result<image::ServiceTemplate> SessionService(const StackFile& f, const StackSer
   return t;
 }
 
+// A string for Docker's Compose loader, which wants strings where a plain 3.8 or true would be a
+// number or a boolean: emitted double-quoted (EmitQuoting), as scalars quoted in the source are.
+YAML::Node Quoted(const std::string& value) {
+  YAML::Node n(value);
+  n.SetTag("!");
+  return n;
+}
+
+// yaml-cpp's emitter forgets how a scalar was written: scalars tagged "!" (quoted in the source,
+// or made with Quoted) are emitted double-quoted, so "3.8" and "true" stay strings.
+void EmitQuoting(YAML::Emitter& e, const YAML::Node& n) {
+  if (n.IsMap()) {
+    e << YAML::BeginMap;
+    for (const auto& kv : n) {
+      e << YAML::Key;
+      EmitQuoting(e, kv.first);
+      e << YAML::Value;
+      EmitQuoting(e, kv.second);
+    }
+    e << YAML::EndMap;
+  } else if (n.IsSequence()) {
+    e << YAML::BeginSeq;
+    for (const auto& item : n) EmitQuoting(e, item);
+    e << YAML::EndSeq;
+  } else if (n.IsScalar()) {
+    if (n.Tag() == "!") e << YAML::DoubleQuoted;
+    e << n.Scalar();
+  } else {
+    e << YAML::Null;
+  }
+}
+
 // Long port syntax, host mode where the engine has no routing mesh (and the user said nothing).
 YAML::Node PortsFor(const StackService& s, bool no_ipvs, const YAML::Node& written) {
   if (!no_ipvs) return written;
@@ -86,14 +118,14 @@ YAML::Node PortsFor(const StackService& s, bool no_ipvs, const YAML::Node& writt
     YAML::Node n;
     n["target"] = p.target;
     if (p.published != 0) n["published"] = p.published;
-    n["protocol"] = p.protocol;
-    n["mode"] = "host";
+    n["protocol"] = Quoted(p.protocol);
+    n["mode"] = Quoted("host");
     ports.push_back(n);
   }
   // Written ports that named their mode keep it.
   size_t i = 0;
   for (const auto& w : written) {
-    if (w.IsMap() && w["mode"]) ports[i]["mode"] = w["mode"].Scalar();
+    if (w.IsMap() && w["mode"]) ports[i]["mode"] = Quoted(w["mode"].Scalar());
     ++i;
   }
   return ports;
@@ -104,24 +136,24 @@ YAML::Node ComposeService(const StackService& s, const Deployment& d) {
   for (const char* key : kSconeServiceKeys) out.remove(key);
   if (s.secure) {
     for (const char* key : {"command", "environment", "configs", "working_dir"}) out.remove(key);
-    out["image"] = d.images.at(s.name).image;
+    out["image"] = Quoted(d.images.at(s.name).image);
     YAML::Node env;
-    env["SCONE_CONFIG_ID"] = d.stack + "/" + s.name;
-    env["SCONE_CAS_ADDR"] = d.cas_addr;
-    env["SCONE_LAS_ADDR"] = kServiceLasPath;
-    env["SCONE_CAS_KEY_HASH"] = d.cas_key_hash;
+    env["SCONE_CONFIG_ID"] = Quoted(d.stack + "/" + s.name);
+    env["SCONE_CAS_ADDR"] = Quoted(d.cas_addr);
+    env["SCONE_LAS_ADDR"] = Quoted(kServiceLasPath);
+    env["SCONE_CAS_KEY_HASH"] = Quoted(d.cas_key_hash);
     out["environment"] = env;
     YAML::Node las;
-    las["type"] = "bind";
-    las["source"] = d.las_socket;
-    las["target"] = kServiceLasPath;
+    las["type"] = Quoted("bind");
+    las["source"] = Quoted(d.las_socket);
+    las["target"] = Quoted(kServiceLasPath);
     YAML::Node volumes = out["volumes"] ? out["volumes"] : YAML::Node(YAML::NodeType::Sequence);
     volumes.push_back(las);
     out["volumes"] = volumes;
   }
   if (d.no_ipvs) {
     if (!out["deploy"]) out["deploy"] = YAML::Node(YAML::NodeType::Map);
-    if (!out["deploy"]["endpoint_mode"]) out["deploy"]["endpoint_mode"] = "dnsrr";
+    if (!out["deploy"]["endpoint_mode"]) out["deploy"]["endpoint_mode"] = Quoted("dnsrr");
   }
   if (s.node["ports"]) out["ports"] = PortsFor(s, d.no_ipvs, s.node["ports"]);
   return out;
@@ -129,7 +161,7 @@ YAML::Node ComposeService(const StackService& s, const Deployment& d) {
 
 Result<std::string> ComposeFile(const StackFile& f, const Deployment& d) {
   YAML::Node out;
-  out["version"] = "3.8";  // long port and volume syntax, endpoint_mode
+  out["version"] = Quoted("3.8");  // long port and volume syntax, endpoint_mode
   YAML::Node services(YAML::NodeType::Map);
   std::set<std::string> standard_configs;
   for (const StackService& s : f.services) {
@@ -148,7 +180,7 @@ Result<std::string> ComposeFile(const StackFile& f, const Deployment& d) {
     for (const StackConfig& c : f.configs) {
       if (!standard_configs.count(c.name)) continue;
       YAML::Node n = YAML::Clone(f.root["configs"][c.name]);
-      if (!c.file.empty() && c.file[0] != '/') n["file"] = d.stack_dir + "/" + c.file;
+      if (!c.file.empty() && c.file[0] != '/') n["file"] = Quoted(d.stack_dir + "/" + c.file);
       configs[c.name] = n;
     }
     out["configs"] = configs;
@@ -156,7 +188,7 @@ Result<std::string> ComposeFile(const StackFile& f, const Deployment& d) {
   YAML::Emitter e;
   e << YAML::Comment("Written by scone stack deploy from " + f.path + " (stack " + d.stack +
                      "). Secure services get their command, environment and secrets from CAS.");
-  e << out;
+  EmitQuoting(e, out);
   if (!e.good()) return Internal("cannot write the stack file: " + std::string(e.GetLastError()));
   return std::string(e.c_str()) + "\n";
 }
