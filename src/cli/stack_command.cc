@@ -9,12 +9,11 @@
 // stack's overlay networks reach the host.
 #include <unistd.h>
 
-#include <cstdio>
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "cas/client.h"
 #include "cli/command.h"
@@ -52,8 +51,11 @@ bool ShowProgress(const StackArgs& a) { return !a.quiet && isatty(2); }
 
 Status CheckStackName(const std::string& name) {
   bool ok = !name.empty() && name.size() <= 48 && std::isalnum(static_cast<unsigned char>(name[0]));
-  for (char c : name) ok = ok && (std::islower(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '_');
-  return ok ? Status::Ok() : InvalidArgument("stack name '" + name + "': lower-case letters, digits, '-' and '_'");
+  for (char c : name)
+    ok = ok && (std::islower(static_cast<unsigned char>(c)) ||
+                std::isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '_');
+  return ok ? Status::Ok()
+            : InvalidArgument("stack name '" + name + "': lower-case letters, digits, '-' and '_'");
 }
 
 // The stack file, parsed and checked, and the contents of the configs its secure services use.
@@ -67,7 +69,8 @@ Result<Loaded> Load(const StackArgs& a) {
   SCONE_RETURN_IF_ERROR(CheckStackName(a.name));
   SCONE_ASSIGN_OR_RETURN(Bytes text, os::ReadWholeFile(a.file, 1 << 20));
   Loaded l;
-  SCONE_ASSIGN_OR_RETURN(l.file, stack::ParseStackFile(std::string(text.begin(), text.end()), a.file));
+  SCONE_ASSIGN_OR_RETURN(l.file,
+                         stack::ParseStackFile(std::string(text.begin(), text.end()), a.file));
   l.dir = fsys::absolute(a.file).parent_path().string();
   for (const stack::StackService& s : l.file.services) {
     if (!s.secure) continue;
@@ -76,7 +79,8 @@ Result<Loaded> Load(const StackArgs& a) {
       std::string path = config->file[0] == '/' ? config->file : l.dir + "/" + config->file;
       auto content = os::ReadWholeFile(path, 1 << 20);
       if (!content.ok()) {
-        return content.status().Annotate(a.file + ":" + std::to_string(config->line) + ": config " + c.source);
+        return content.status().Annotate(a.file + ":" + std::to_string(config->line) + ": config " +
+                                         c.source);
       }
       l.configs[c.source] = std::string(content->begin(), content->end());
     }
@@ -103,7 +107,9 @@ Result<CasPlacement> PlaceCas(const StackArgs& a, const image::DockerClient& doc
     p.las_socket = s.las_socket;
     cas_cert = s.cas_cert;
   } else {
-    if (a.cas_addr.empty()) return InvalidArgument("--cas needs --cas-addr HOST:PORT (its attestation port, as containers reach it)");
+    if (a.cas_addr.empty())
+      return InvalidArgument(
+          "--cas needs --cas-addr HOST:PORT (its attestation port, as containers reach it)");
     p.container_address = a.cas_addr;
     SCONE_ASSIGN_OR_RETURN(p.las_socket, StartLocalLas());
   }
@@ -120,8 +126,9 @@ Result<std::string> RuntimeHash(const std::string& runtime) {
 // The images of the secure services, sconified or taken from the cache; `built` collects the
 // ones made now (a failed deploy removes them).
 Result<std::map<std::string, stack::ServiceImage>> SecureImages(const StackArgs& a, const Loaded& l,
-                                                                 const image::DockerClient& docker,
-                                                                 image::Progress& progress, std::vector<std::string>* built) {
+                                                                const image::DockerClient& docker,
+                                                                image::Progress& progress,
+                                                                std::vector<std::string>* built) {
   SCONE_ASSIGN_OR_RETURN(std::string runtime, RuntimeLibrary());
   SCONE_ASSIGN_OR_RETURN(std::string runtime_hash, RuntimeHash(runtime));
   std::map<std::string, stack::ServiceImage> images;
@@ -129,7 +136,8 @@ Result<std::map<std::string, stack::ServiceImage>> SecureImages(const StackArgs&
     if (!s.secure) continue;
     progress.Step("sconifying " + s.image + " for service " + s.name);
     auto image = stack::ImageForService(docker, a.name, s, runtime, runtime_hash, !ShowProgress(a));
-    if (!image.ok()) return image.status().Annotate(a.file + ":" + std::to_string(s.line) + ": service " + s.name);
+    if (!image.ok())
+      return image.status().Annotate(a.file + ":" + std::to_string(s.line) + ": service " + s.name);
     if (image->built) built->push_back(image->facts.image);
     images[s.name] = image->facts;
   }
@@ -199,12 +207,16 @@ Status Split(const StackArgs& a) {
   SCONE_RETURN_IF_ERROR(os::MakeDirectories(a.out_dir, 0700));
   const std::string compose = a.out_dir + "/" + a.name + "-stack.yml";
   const std::string session = a.out_dir + "/" + a.name + "-session.yml";
-  SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(compose, AsBytes(p.translation.compose_yaml), 0644));
+  SCONE_RETURN_IF_ERROR(
+      os::WriteFileAtomically(compose, AsBytes(p.translation.compose_yaml), 0644));
   // The session holds the values the stack file gave (value:): as private as the stack file.
   if (!p.translation.session_yaml.empty()) {
-    SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(session, AsBytes(p.translation.session_yaml), 0600));
+    SCONE_RETURN_IF_ERROR(
+        os::WriteFileAtomically(session, AsBytes(p.translation.session_yaml), 0600));
   }
-  std::printf("%s\n%s\n", compose.c_str(), p.translation.session_yaml.empty() ? "(no secure service: no session)" : session.c_str());
+  std::printf(
+      "%s\n%s\n", compose.c_str(),
+      p.translation.session_yaml.empty() ? "(no secure service: no session)" : session.c_str());
   return Status::Ok();
 }
 
@@ -217,8 +229,9 @@ void RollBackDocker(const image::DockerClient& docker, const std::string& stack,
   } else if (auto now = stack::StackServices(docker, stack); now.ok()) {
     for (const std::string& service : *now) {
       bool old = std::find(before.begin(), before.end(), service) != before.end();
-      (void)docker.Succeeds(old ? std::vector<std::string>{"service", "rollback", "--detach", service}
-                                : std::vector<std::string>{"service", "rm", service});
+      (void)docker.Succeeds(
+          old ? std::vector<std::string>{"service", "rollback", "--detach", service}
+              : std::vector<std::string>{"service", "rm", service});
     }
   }
   for (const std::string& image : built) docker.RemoveIfUnused(image);
@@ -231,7 +244,8 @@ Status Deploy(const StackArgs& a) {
   SCONE_ASSIGN_OR_RETURN(Prepared p, Prepare(a, std::move(loaded), docker, progress, true));
   SCONE_ASSIGN_OR_RETURN(image::TempDir work, image::TempDir::Create("scone-stack"));
   const std::string compose = work.path() + "/stack.yml";
-  SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(compose, AsBytes(p.translation.compose_yaml), 0600));
+  SCONE_RETURN_IF_ERROR(
+      os::WriteFileAtomically(compose, AsBytes(p.translation.compose_yaml), 0600));
   const bool existed = stack::StackExists(docker, a.name);
   std::vector<std::string> before;
   if (existed) {
@@ -250,23 +264,18 @@ Status Deploy(const StackArgs& a) {
     progress.Step("registering session " + a.name + " on CAS");
     cas::Client client(p.cas.endpoint);
     auto r = client.Post("/session", p.translation.session_yaml, "application/yaml");
-    Status posted = !r.ok() ? r.status() : (r->status == 200 || r->status == 201) ? Status::Ok() : cas::ErrorFromReply(*r);
+    Status posted = !r.ok()                                  ? r.status()
+                    : (r->status == 200 || r->status == 201) ? Status::Ok()
+                                                             : cas::ErrorFromReply(*r);
     if (!posted.ok()) {
       RollBackDocker(docker, a.name, existed, before, p.built);
       return posted.Annotate("session " + a.name + " (stack deploy rolled back)");
     }
     hash = ToHex(policy::Session::HashOf(p.translation.session_yaml));
   }
-  std::printf("deployed stack %s: %zu services (%zu secure)%s%s\n", a.name.c_str(), p.loaded.file.services.size(),
-              SecureCount(p.loaded.file), hash.empty() ? "" : ", session hash ", hash.c_str());
-  return Status::Ok();
-}
-
-Status PrintCa(const StackArgs& a) {
-  SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
-  cas::Client client(e);
-  SCONE_ASSIGN_OR_RETURN(std::string pem, cas::FetchSessionCa(client, a.name));
-  std::fwrite(pem.data(), 1, pem.size(), stdout);
+  std::printf("deployed stack %s: %zu services (%zu secure)%s%s\n", a.name.c_str(),
+              p.loaded.file.services.size(), SecureCount(p.loaded.file),
+              hash.empty() ? "" : ", session hash ", hash.c_str());
   return Status::Ok();
 }
 
@@ -274,24 +283,28 @@ Status Remove(const StackArgs& a) {
   SCONE_RETURN_IF_ERROR(CheckStackName(a.name));
   image::DockerClient docker(!ShowProgress(a));
   image::Progress progress(!ShowProgress(a), 2);
-  progress.Step("removing stack " + a.name + " and waiting until its services and networks are gone");
+  progress.Step("removing stack " + a.name +
+                " and waiting until its services and networks are gone");
   SCONE_RETURN_IF_ERROR(stack::RemoveStack(docker, a.name, kRemoveTimeoutSeconds));
   progress.Step("removing the images made for it");
-  SCONE_ASSIGN_OR_RETURN(std::string ids, docker.Run({"image", "ls", "-q", "--filter",
-                                                      std::string("label=") + stack::kStackLabel + "=" + a.name}));
+  SCONE_ASSIGN_OR_RETURN(std::string ids,
+                         docker.Run({"image", "ls", "-q", "--filter",
+                                     std::string("label=") + stack::kStackLabel + "=" + a.name}));
   std::vector<std::string> left;
   std::istringstream in(ids);
   for (std::string id; in >> id;) {
     if (!docker.Succeeds({"image", "rm", "-f", id})) left.push_back(id);
   }
-  if (!left.empty()) return Internal("stack " + a.name + ": image " + left.front() + " could not be removed");
+  if (!left.empty())
+    return Internal("stack " + a.name + ": image " + left.front() + " could not be removed");
   std::printf("removed stack %s\n", a.name.c_str());
   return Status::Ok();
 }
 
 void AddCommon(CLI::App* cmd, StackArgs* a) {
   AddCasOptions(cmd, &a->cas, &a->cas_cert);
-  cmd->add_option("--cas-addr", a->cas_addr, "With --cas: CAS's attestation port HOST:PORT as containers reach it");
+  cmd->add_option("--cas-addr", a->cas_addr,
+                  "With --cas: CAS's attestation port HOST:PORT as containers reach it");
   cmd->add_flag("--quiet,-q", a->quiet, "No progress output");
 }
 
@@ -299,29 +312,40 @@ void AddCommon(CLI::App* cmd, StackArgs* a) {
 
 void RegisterStackCommands(CLI::App& app, Action& action) {
   auto args = std::make_shared<StackArgs>();
-  CLI::App* st = app.add_subcommand("stack", "Stack files of secure and standard services on Docker Swarm");
+  CLI::App* st =
+      app.add_subcommand("stack", "Stack files of secure and standard services on Docker Swarm");
   st->require_subcommand(1);
-  CLI::App* deploy = st->add_subcommand(
-      "deploy", "Sconify the secure services' images, register the stack's session on CAS, docker stack deploy");
-  deploy->add_option("-c,--compose-file", args->file, "The stack file (Compose v3 with SCONE's extensions)")->required();
+  CLI::App* deploy = st->add_subcommand("deploy",
+                                        "Sconify the secure services' images, register the stack's "
+                                        "session on CAS, docker stack deploy");
+  deploy
+      ->add_option("-c,--compose-file", args->file,
+                   "The stack file (Compose v3 with SCONE's extensions)")
+      ->required();
   deploy->add_option("NAME", args->name, "The stack's name (and its session's)")->required();
   AddCommon(deploy, args.get());
   deploy->callback([&action, args] { action = [args] { return Deploy(*args); }; });
-  CLI::App* ca = st->add_subcommand("ca", "Print the certificate (PEM) of the CA that certifies the stack's services");
+  CLI::App* ca = st->add_subcommand(
+      "ca", "Print the certificate (PEM) of the CA that certifies the stack's services");
   ca->add_option("NAME", args->name, "The stack's name")->required();
   AddCasOptions(ca, &args->cas, &args->cas_cert);
-  ca->callback([&action, args] { action = [args] { return PrintCa(*args); }; });
-  CLI::App* rm = st->add_subcommand("rm", "docker stack rm, wait until it is gone, remove the images made for it");
+  ca->callback([&action, args] {
+    action = [args] { return PrintSessionCa(args->cas, args->cas_cert, args->name); };
+  });
+  CLI::App* rm = st->add_subcommand(
+      "rm", "docker stack rm, wait until it is gone, remove the images made for it");
   rm->add_option("NAME", args->name, "The stack's name")->required();
   rm->add_flag("--quiet,-q", args->quiet, "No progress output");
   rm->callback([&action, args] { action = [args] { return Remove(*args); }; });
 
   CLI::App* cas = app.get_subcommand("cas");
-  CLI::App* split = cas->add_subcommand(
-      "split", "Write the translated stack file and the stack's session without deploying (sconifies the images)");
+  CLI::App* split = cas->add_subcommand("split",
+                                        "Write the translated stack file and the stack's session "
+                                        "without deploying (sconifies the images)");
   split->add_option("FILE", args->file, "The stack file")->required();
   split->add_option("--stack", args->name, "The stack's name")->required();
-  split->add_option("--out", args->out_dir, "Directory for NAME-stack.yml and NAME-session.yml (default .)");
+  split->add_option("--out", args->out_dir,
+                    "Directory for NAME-stack.yml and NAME-session.yml (default .)");
   AddCommon(split, args.get());
   split->callback([&action, args] { action = [args] { return Split(*args); }; });
 }

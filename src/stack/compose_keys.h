@@ -3,16 +3,17 @@
 // starting with `x-` are Compose's own extension fields and always allowed.
 #pragma once
 
-#include <string>
-
 #include <yaml-cpp/yaml.h>
+
+#include <string>
 
 #include "common/status.h"
 
 namespace scone::stack {
 
 // SCONE's per-service keys (removed from the file given to Docker).
-inline constexpr const char* kSconeServiceKeys[] = {"not_scone", "file_shield", "network_shield", "console_shield"};
+inline constexpr const char* kSconeServiceKeys[] = {"not_scone", "file_shield", "network_shield",
+                                                    "console_shield"};
 
 // Checks `map`'s keys against Compose's for `where` ("top", "service", "deploy", "port", "volume",
 // "config-ref", "config"): recursively for the parts whose layout SCONE reads. Errors say

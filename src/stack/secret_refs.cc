@@ -15,9 +15,11 @@ Result<std::pair<std::string, size_t>> ReferenceAt(std::string_view text, size_t
     size_t end = text.find('}', j);
     std::string name(text.substr(j + 1, end == std::string_view::npos ? 0 : end - j - 1));
     if (end == std::string_view::npos || name.empty() || !NameStart(name[0]) ||
-        name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos) {
-      return InvalidArgument("'" + std::string(text.substr(i, end == std::string_view::npos ? 2 : end - i + 1)) +
-                             "' is not a reference ${name}; write $$ for a dollar sign");
+        name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+            std::string::npos) {
+      return InvalidArgument(
+          "'" + std::string(text.substr(i, end == std::string_view::npos ? 2 : end - i + 1)) +
+          "' is not a reference ${name}; write $$ for a dollar sign");
     }
     return std::make_pair(name, end + 1);
   }
@@ -45,7 +47,8 @@ Result<std::string> ToSessionValue(std::string_view text, const std::set<std::st
     }
     SCONE_ASSIGN_OR_RETURN(auto ref, ReferenceAt(text, i));
     if (!declared.count(ref.first)) {
-      return InvalidArgument("undefined secret '" + ref.first + "' (declare it under the top-level secrets:, "
+      return InvalidArgument("undefined secret '" + ref.first +
+                             "' (declare it under the top-level secrets:, "
                              "or write $$ for a dollar sign)");
     }
     out += "$$SCONE::" + ref.first + "$$";
@@ -54,7 +57,8 @@ Result<std::string> ToSessionValue(std::string_view text, const std::set<std::st
   return out;
 }
 
-std::vector<std::string> SecretsReferenced(std::string_view text, const std::set<std::string>& declared) {
+std::vector<std::string> SecretsReferenced(std::string_view text,
+                                           const std::set<std::string>& declared) {
   std::vector<std::string> out;
   for (size_t i = 0; i < text.size();) {
     if (text[i] != '$') {

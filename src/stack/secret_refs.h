@@ -22,7 +22,8 @@ Result<std::string> ToSessionValue(std::string_view text, const std::set<std::st
 
 // The names of `declared` that `text` refers to (`$$` skipped): a standard service must refer to
 // none, since Docker would carry the value in plaintext in its spec.
-std::vector<std::string> SecretsReferenced(std::string_view text, const std::set<std::string>& declared);
+std::vector<std::string> SecretsReferenced(std::string_view text,
+                                           const std::set<std::string>& declared);
 
 // `text` with every `$` doubled: Docker's stack deploy interpolates `$X`, so a value written by
 // SCONE for Docker is escaped.

@@ -13,7 +13,9 @@ constexpr size_t kMaxStackFileSize = 1 << 20;
 constexpr size_t kMaxSecretLength = 1 << 16;
 
 bool Identifier(const std::string& s) {
-  if (s.empty() || s.size() > 128 || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
+  if (s.empty() || s.size() > 128 ||
+      !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_'))
+    return false;
   for (char c : s) {
     if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
   }
@@ -35,8 +37,9 @@ Result<std::string> Scalar(const YAML::Node& n, const std::string& what) {
 }
 
 Result<int> Port(const YAML::Node& at, const std::string& text) {
-  if (text.empty() || text.size() > 5 || text.find_first_not_of("0123456789") != std::string::npos ||
-      std::stoi(text) < 1 || std::stoi(text) > 65535) {
+  if (text.empty() || text.size() > 5 ||
+      text.find_first_not_of("0123456789") != std::string::npos || std::stoi(text) < 1 ||
+      std::stoi(text) > 65535) {
     return At(at, "'" + text + "' is not a port number (a port range is not supported)");
   }
   return std::stoi(text);
@@ -50,27 +53,35 @@ Result<bool> ShieldSetting(const YAML::Node& n, const std::string& key) {
   return At(n, key + " must be protected or disabled, not '" + v + "'");
 }
 
-Result<StackSecret> ParseSecret(const std::string& name, const YAML::Node& n, const YAML::Node& key) {
+Result<StackSecret> ParseSecret(const std::string& name, const YAML::Node& n,
+                                const YAML::Node& key) {
   StackSecret s;
   s.name = name;
   s.line = key.Mark().line + 1;
-  if (!Identifier(name)) return At(key, "secret name '" + name + "' must be letters, digits and '_' (it is written $" + name + ")");
+  if (!Identifier(name))
+    return At(key, "secret name '" + name + "' must be letters, digits and '_' (it is written $" +
+                       name + ")");
   SCONE_RETURN_IF_ERROR(CheckComposeKeys(n, "secret", "secret " + name));
   if (n["file"] || n["external"] || n["driver"] || n["name"]) {
-    return At(key, "secret " + name + ": Docker secrets are not used: a secure stack's secrets go to CAS, which "
-                   "hands them to attested services only; declare kind: and length: (generated) or value: (given)");
+    return At(key, "secret " + name +
+                       ": Docker secrets are not used: a secure stack's secrets go to CAS, which "
+                       "hands them to attested services only; declare kind: and length: "
+                       "(generated) or value: (given)");
   }
-  if (!n["kind"]) return At(key, "secret " + name + " has no kind (ascii, binary, private-key, x509 or x509-ca)");
+  if (!n["kind"])
+    return At(key, "secret " + name + " has no kind (ascii, binary, private-key, x509 or x509-ca)");
   SCONE_ASSIGN_OR_RETURN(s.kind, Scalar(n["kind"], "kind"));
   static const std::set<std::string> kinds = {"ascii", "binary", "private-key", "x509", "x509-ca"};
   if (!kinds.count(s.kind)) {
-    return At(n["kind"], "secret " + name + ": unknown kind '" + s.kind + "' (ascii, binary, private-key, x509, x509-ca)");
+    return At(n["kind"], "secret " + name + ": unknown kind '" + s.kind +
+                             "' (ascii, binary, private-key, x509, x509-ca)");
   }
   if (n["length"]) {
     SCONE_ASSIGN_OR_RETURN(std::string l, Scalar(n["length"], "length"));
-    if (l.empty() || l.size() > 6 || l.find_first_not_of("0123456789") != std::string::npos || std::stoul(l) == 0 ||
-        std::stoul(l) > kMaxSecretLength) {
-      return At(n["length"], "secret " + name + ": length must be a number from 1 to " + std::to_string(kMaxSecretLength));
+    if (l.empty() || l.size() > 6 || l.find_first_not_of("0123456789") != std::string::npos ||
+        std::stoul(l) == 0 || std::stoul(l) > kMaxSecretLength) {
+      return At(n["length"], "secret " + name + ": length must be a number from 1 to " +
+                                 std::to_string(kMaxSecretLength));
     }
     s.length = std::stoul(l);
   }
@@ -78,7 +89,8 @@ Result<StackSecret> ParseSecret(const std::string& name, const YAML::Node& n, co
     SCONE_ASSIGN_OR_RETURN(std::string v, Scalar(n["value"], "value"));
     s.value = v;
   }
-  if (s.length && s.value) return At(key, "secret " + name + ": give length (CAS generates it) or value, not both");
+  if (s.length && s.value)
+    return At(key, "secret " + name + ": give length (CAS generates it) or value, not both");
   if ((s.kind == "ascii" || s.kind == "binary") && !s.length && !s.value) {
     return At(key, "secret " + name + ": give length: (CAS generates it) or value:");
   }
@@ -102,8 +114,10 @@ Result<std::vector<std::string>> CommandWords(const YAML::Node& n) {
   std::vector<std::string> words;
   auto add = [&](const YAML::Node& at, const std::string& text, bool split) -> Status {
     if (text.find_first_of("\"'\\") != std::string::npos) {
-      return At(at, "command: quotes and backslashes are not supported in a secure service's command (CAS splits it "
-                    "at white space): give an entry script");
+      return At(at,
+                "command: quotes and backslashes are not supported in a secure service's command "
+                "(CAS splits it "
+                "at white space): give an entry script");
     }
     size_t i = 0;
     while (i < text.size()) {
@@ -111,9 +125,11 @@ Result<std::vector<std::string>> CommandWords(const YAML::Node& n) {
       if (start == std::string::npos) break;
       size_t end = text.find_first_of(" \t\n", start);
       if (!split && (start != 0 || end != std::string::npos)) {
-        return At(at, "command: an argument with white space ('" + text + "') is not supported (CAS splits at white space)");
+        return At(at, "command: an argument with white space ('" + text +
+                          "') is not supported (CAS splits at white space)");
       }
-      words.push_back(text.substr(start, end == std::string::npos ? std::string::npos : end - start));
+      words.push_back(
+          text.substr(start, end == std::string::npos ? std::string::npos : end - start));
       i = end == std::string::npos ? text.size() : end;
     }
     return Status::Ok();
@@ -136,7 +152,8 @@ Result<std::vector<std::pair<std::string, std::string>>> Environment(const YAML:
   std::vector<std::pair<std::string, std::string>> env;
   if (n.IsMap()) {
     for (const auto& kv : n) {
-      if (!kv.second.IsScalar()) return At(kv.second, "environment " + kv.first.Scalar() + " must be a string");
+      if (!kv.second.IsScalar())
+        return At(kv.second, "environment " + kv.first.Scalar() + " must be a string");
       env.emplace_back(kv.first.Scalar(), kv.second.Scalar());
     }
   } else if (n.IsSequence()) {
@@ -144,8 +161,10 @@ Result<std::vector<std::pair<std::string, std::string>>> Environment(const YAML:
       SCONE_ASSIGN_OR_RETURN(std::string kv, Scalar(item, "each environment entry"));
       size_t eq = kv.find('=');
       if (eq == std::string::npos) {
-        return At(item, "environment " + kv + " has no value: a secure service never takes one from the deploying "
-                        "shell; write " + kv + "=VALUE");
+        return At(item, "environment " + kv +
+                            " has no value: a secure service never takes one from the deploying "
+                            "shell; write " +
+                            kv + "=VALUE");
       }
       env.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
     }
@@ -153,7 +172,8 @@ Result<std::vector<std::pair<std::string, std::string>>> Environment(const YAML:
     return At(n, "environment must be a mapping or a list");
   }
   for (const auto& [k, v] : env) {
-    if (k.empty() || k.find_first_of("= \t\n") != std::string::npos) return At(n, "environment: bad name '" + k + "'");
+    if (k.empty() || k.find_first_of("= \t\n") != std::string::npos)
+      return At(n, "environment: bad name '" + k + "'");
     if (k == "LD_PRELOAD" || k.rfind("SCONE_", 0) == 0) {
       if (k.rfind("SCONE_NETWORK_SHIELD", 0) != 0 && k != "SCONE_CONSOLE_SHIELD") {
         return At(n, "environment " + k + " is set by SCONE for a secure service");
@@ -187,16 +207,19 @@ Result<std::vector<PublishedPort>> Ports(const YAML::Node& n) {
         text = text.substr(0, slash);
       }
       size_t colon = text.rfind(':');
-      SCONE_ASSIGN_OR_RETURN(p.target, Port(item, text.substr(colon == std::string::npos ? 0 : colon + 1)));
+      SCONE_ASSIGN_OR_RETURN(p.target,
+                             Port(item, text.substr(colon == std::string::npos ? 0 : colon + 1)));
       if (colon != std::string::npos) {
         std::string published = text.substr(0, colon);
         if (published.find(':') != std::string::npos) {
-          return At(item, "port " + item.Scalar() + ": a host IP is not supported by docker stack deploy");
+          return At(item, "port " + item.Scalar() +
+                              ": a host IP is not supported by docker stack deploy");
         }
         SCONE_ASSIGN_OR_RETURN(p.published, Port(item, published));
       }
     }
-    if (p.protocol != "tcp" && p.protocol != "udp") return At(item, "port protocol must be tcp or udp");
+    if (p.protocol != "tcp" && p.protocol != "udp")
+      return At(item, "port protocol must be tcp or udp");
     out.push_back(p);
   }
   return out;
@@ -217,7 +240,8 @@ Result<std::vector<std::string>> VolumeTargets(const YAML::Node& n) {
       target = colon == std::string::npos ? text : text.substr(colon + 1);
       target = target.substr(0, target.find(':'));
     }
-    if (target.empty() || target[0] != '/' || target == "/") return At(item, "volume target '" + target + "' must be an absolute path other than /");
+    if (target.empty() || target[0] != '/' || target == "/")
+      return At(item, "volume target '" + target + "' must be an absolute path other than /");
     out.push_back(target);
   }
   return out;
@@ -240,14 +264,16 @@ Result<std::vector<ConfigRef>> ConfigRefs(const YAML::Node& n) {
       SCONE_ASSIGN_OR_RETURN(c.source, Scalar(item, "a config"));
     }
     if (c.target.empty()) c.target = "/" + c.source;  // Compose's default
-    if (c.target[0] != '/') return At(item, "config target '" + c.target + "' must be an absolute path");
+    if (c.target[0] != '/')
+      return At(item, "config target '" + c.target + "' must be an absolute path");
     out.push_back(c);
   }
   return out;
 }
 
 // Every string under `n` that refers to a secret: an error (`why` says where it would leak).
-Status NoSecretReference(const YAML::Node& n, const std::set<std::string>& declared, const std::string& why) {
+Status NoSecretReference(const YAML::Node& n, const std::set<std::string>& declared,
+                         const std::string& why) {
   if (n.IsScalar()) {
     auto refs = SecretsReferenced(n.Scalar(), declared);
     if (!refs.empty()) return At(n, "$" + refs.front() + ": " + why);
@@ -259,31 +285,37 @@ Status NoSecretReference(const YAML::Node& n, const std::set<std::string>& decla
   return Status::Ok();
 }
 
-Result<StackService> ParseService(const std::string& name, const YAML::Node& key, const YAML::Node& n,
-                                  const std::set<std::string>& secrets) {
+Result<StackService> ParseService(const std::string& name, const YAML::Node& key,
+                                  const YAML::Node& n, const std::set<std::string>& secrets) {
   StackService s;
   s.name = name;
   s.line = key.Mark().line + 1;
   s.node = n;
-  if (!ServiceName(name)) return At(key, "service name '" + name + "' must be letters, digits, '-' and '_'");
+  if (!ServiceName(name))
+    return At(key, "service name '" + name + "' must be letters, digits, '-' and '_'");
   SCONE_RETURN_IF_ERROR(CheckComposeKeys(n, "service", "service " + name));
   if (n["not_scone"]) {
     SCONE_ASSIGN_OR_RETURN(std::string v, Scalar(n["not_scone"], "not_scone"));
-    if (v != "true" && v != "false") return At(n["not_scone"], "not_scone must be \"true\" or \"false\"");
+    if (v != "true" && v != "false")
+      return At(n["not_scone"], "not_scone must be \"true\" or \"false\"");
     s.secure = v != "true";
   }
   for (const char* opt : {"file_shield", "network_shield", "console_shield"}) {
     if (!n[opt]) continue;
-    if (!s.secure) return At(n[opt], std::string(opt) + " is for secure services; " + name + " is not_scone");
+    if (!s.secure)
+      return At(n[opt], std::string(opt) + " is for secure services; " + name + " is not_scone");
     SCONE_ASSIGN_OR_RETURN(bool on, ShieldSetting(n[opt], opt));
-    (std::string(opt) == "file_shield" ? s.file_shield : std::string(opt) == "network_shield" ? s.network_shield
-                                                                                                : s.console_shield) = on;
+    (std::string(opt) == "file_shield"      ? s.file_shield
+     : std::string(opt) == "network_shield" ? s.network_shield
+                                            : s.console_shield) = on;
   }
   if (!n["image"]) return At(key, "service " + name + " has no image");
   SCONE_ASSIGN_OR_RETURN(s.image, Scalar(n["image"], "image"));
   if (n["secrets"]) {
-    return At(n["secrets"], "service " + name + ": Docker secrets are not used; refer to a stack secret as $name in "
-                            "command or environment (CAS gives it to the attested service only)");
+    return At(n["secrets"],
+              "service " + name +
+                  ": Docker secrets are not used; refer to a stack secret as $name in "
+                  "command or environment (CAS gives it to the attested service only)");
   }
   if (n["deploy"]) {
     SCONE_RETURN_IF_ERROR(CheckComposeKeys(n["deploy"], "deploy", "deploy of " + name));
@@ -298,23 +330,28 @@ Result<StackService> ParseService(const std::string& name, const YAML::Node& key
     SCONE_ASSIGN_OR_RETURN(s.configs, ConfigRefs(n["configs"]));
   }
   if (!s.secure) {
-    SCONE_RETURN_IF_ERROR(NoSecretReference(n, secrets, "service " + name + " is not_scone: Docker would hold the "
-                                            "secret in plaintext in its spec; only secure services get secrets"));
+    SCONE_RETURN_IF_ERROR(
+        NoSecretReference(n, secrets,
+                          "service " + name +
+                              " is not_scone: Docker would hold the "
+                              "secret in plaintext in its spec; only secure services get secrets"));
     return s;
   }
   for (const char* key_name : {"entrypoint", "env_file"}) {
     if (n[key_name]) {
       return At(n[key_name], std::string(key_name) + " is not supported for a secure service (" +
-                                 (std::string(key_name) == "entrypoint" ? "the image's program is the one measured"
-                                                                        : "its values would not go through CAS") +
+                                 (std::string(key_name) == "entrypoint"
+                                      ? "the image's program is the one measured"
+                                      : "its values would not go through CAS") +
                                  "); use command and environment");
     }
   }
   for (const auto& kv : n) {
     std::string k = kv.first.Scalar();
     if (k == "command" || k == "environment") continue;
-    SCONE_RETURN_IF_ERROR(NoSecretReference(kv.second, secrets, k + " goes to Docker, not to CAS: only command and "
-                                                                  "environment may refer to secrets"));
+    SCONE_RETURN_IF_ERROR(NoSecretReference(kv.second, secrets,
+                                            k + " goes to Docker, not to CAS: only command and "
+                                                "environment may refer to secrets"));
   }
   if (n["command"]) {
     s.command_line = n["command"].Mark().line + 1;
@@ -330,7 +367,8 @@ Result<StackService> ParseService(const std::string& name, const YAML::Node& key
     SCONE_ASSIGN_OR_RETURN(s.environment, Environment(n["environment"]));
     for (auto& [k, v] : s.environment) {
       auto value = ToSessionValue(v, secrets);
-      if (!value.ok()) return At(n["environment"], "environment " + k + ": " + value.status().message());
+      if (!value.ok())
+        return At(n["environment"], "environment " + k + ": " + value.status().message());
       v = *value;
     }
   }
@@ -342,18 +380,21 @@ Result<StackService> ParseService(const std::string& name, const YAML::Node& key
 
 Result<StackFile> Parse(std::string_view text) {
   StackFile f;
-  if (text.size() > kMaxStackFileSize) return InvalidArgument("line 1: the stack file is larger than 1 MiB");
+  if (text.size() > kMaxStackFileSize)
+    return InvalidArgument("line 1: the stack file is larger than 1 MiB");
   try {
     f.root = YAML::Load(std::string(text));
   } catch (const YAML::Exception& e) {
-    return InvalidArgument("line " + std::to_string(e.mark.line + 1) + ": malformed YAML: " + e.msg);
+    return InvalidArgument("line " + std::to_string(e.mark.line + 1) +
+                           ": malformed YAML: " + e.msg);
   }
   const YAML::Node& root = f.root;
   if (!root.IsMap()) return InvalidArgument("line 1: a stack file is a mapping with services:");
   SCONE_RETURN_IF_ERROR(CheckComposeKeys(root, "top", "the stack file"));
   if (root["version"]) {
     std::string v = root["version"].Scalar();
-    if (v.empty() || v[0] != '3') return At(root["version"], "version '" + v + "': docker stack deploy reads Compose 3.x");
+    if (v.empty() || v[0] != '3')
+      return At(root["version"], "version '" + v + "': docker stack deploy reads Compose 3.x");
   }
   std::set<std::string> names;
   if (root["secrets"]) {
@@ -368,7 +409,8 @@ Result<StackFile> Parse(std::string_view text) {
     if (!root["configs"].IsMap()) return At(root["configs"], "configs must be a mapping");
     for (const auto& kv : root["configs"]) {
       SCONE_RETURN_IF_ERROR(CheckComposeKeys(kv.second, "config", "config " + kv.first.Scalar()));
-      StackConfig c{kv.first.Scalar(), "", kv.second["external"].IsDefined(), kv.first.Mark().line + 1};
+      StackConfig c{kv.first.Scalar(), "", kv.second["external"].IsDefined(),
+                    kv.first.Mark().line + 1};
       if (kv.second["file"]) {
         SCONE_ASSIGN_OR_RETURN(c.file, Scalar(kv.second["file"], "file"));
       }
@@ -380,12 +422,16 @@ Result<StackFile> Parse(std::string_view text) {
     return At(root, "a stack file needs services: (a mapping of at least one)");
   }
   for (const auto& kv : root["services"]) {
-    SCONE_ASSIGN_OR_RETURN(StackService s, ParseService(kv.first.Scalar(), kv.first, kv.second, names));
+    SCONE_ASSIGN_OR_RETURN(StackService s,
+                           ParseService(kv.first.Scalar(), kv.first, kv.second, names));
     for (const ConfigRef& c : s.configs) {
       const StackConfig* config = f.FindConfig(c.source);
-      if (config == nullptr) return InvalidArgument("line " + std::to_string(c.line) + ": unknown config '" + c.source + "'");
+      if (config == nullptr)
+        return InvalidArgument("line " + std::to_string(c.line) + ": unknown config '" + c.source +
+                               "'");
       if (s.secure && config->external) {
-        return InvalidArgument("line " + std::to_string(c.line) + ": config " + c.source + " is external: a secure "
+        return InvalidArgument("line " + std::to_string(c.line) + ": config " + c.source +
+                               " is external: a secure "
                                "service's files come from CAS, give file:");
       }
     }
@@ -408,7 +454,8 @@ Result<StackFile> ParseStackFile(std::string_view text, const std::string& path)
   if (!f.ok()) {
     // "line N: what" -> "PATH:N: what"
     std::string m = f.status().message();
-    if (m.rfind("line ", 0) == 0) m = path + ":" + m.substr(5, m.find(':') - 5) + m.substr(m.find(':'));
+    if (m.rfind("line ", 0) == 0)
+      m = path + ":" + m.substr(5, m.find(':') - 5) + m.substr(m.find(':'));
     return Status(f.status().code(), m);
   }
   f->path = path;

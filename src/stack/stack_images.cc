@@ -25,9 +25,11 @@ Result<std::string> FromBase64(const std::string& text) {
 // The facts the session needs, from the session sconify wrote for the image.
 Result<ServiceImage> FactsFromSession(const std::string& image, const std::string& session_yaml) {
   auto session = policy::Session::Parse(session_yaml);
-  if (!session.ok()) return session.status().Annotate("image " + image + "'s label " + kServiceLabel);
+  if (!session.ok())
+    return session.status().Annotate("image " + image + "'s label " + kServiceLabel);
   if (session->services.size() != 1 || session->services[0].mrenclaves.size() != 1) {
-    return DataCorrupted("image " + image + "'s label " + kServiceLabel + " names no single service");
+    return DataCorrupted("image " + image + "'s label " + kServiceLabel +
+                         " names no single service");
   }
   const policy::Service& s = session->services[0];
   ServiceImage facts;
@@ -56,14 +58,16 @@ Result<StackImage> ImageForService(const image::DockerClient& docker, const std:
                                    const std::string& runtime_hash, bool quiet) {
   const std::string target = StackImageName(stack, service.name);
   const std::string source_id = docker.ImageId(service.image);
-  if (source_id.empty()) return NotFound("service " + service.name + ": image " + service.image + " does not exist");
+  if (source_id.empty())
+    return NotFound("service " + service.name + ": image " + service.image + " does not exist");
   if (docker.ImageExists(target)) {
     SCONE_ASSIGN_OR_RETURN(image::ImageConfig config, docker.Inspect(target));
     auto label = [&](const char* key) {
       auto it = config.labels.find(key);
       return it == config.labels.end() ? std::string() : it->second;
     };
-    if (label(kSourceLabel) == source_id && label(kRuntimeLabel) == runtime_hash && label(kStackLabel) == stack) {
+    if (label(kSourceLabel) == source_id && label(kRuntimeLabel) == runtime_hash &&
+        label(kStackLabel) == stack) {
       SCONE_ASSIGN_OR_RETURN(std::string yaml, FromBase64(label(kServiceLabel)));
       SCONE_ASSIGN_OR_RETURN(ServiceImage facts, FactsFromSession(target, yaml));
       return StackImage{facts, false};

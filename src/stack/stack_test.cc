@@ -61,11 +61,13 @@ TEST(SecretRefsTest, ReferencesBecomeSessionReferences) {
   EXPECT_EQ(*ToSessionValue("costs $$5 $$pw", declared), "costs $5 $pw");
   EXPECT_EQ(*ToSessionValue("plain", declared), "plain");
   EXPECT_FALSE(ToSessionValue("$HOME", declared).ok());
-  EXPECT_NE(ToSessionValue("$HOME", declared).status().message().find("undefined secret 'HOME'"), std::string::npos);
+  EXPECT_NE(ToSessionValue("$HOME", declared).status().message().find("undefined secret 'HOME'"),
+            std::string::npos);
   EXPECT_FALSE(ToSessionValue("a $", declared).ok());
   EXPECT_FALSE(ToSessionValue("${pw", declared).ok());
   EXPECT_FALSE(ToSessionValue("${}", declared).ok());
-  EXPECT_EQ(SecretsReferenced("x $pw $$t_1 ${t_1} $other", declared), (std::vector<std::string>{"pw", "t_1"}));
+  EXPECT_EQ(SecretsReferenced("x $pw $$t_1 ${t_1} $other", declared),
+            (std::vector<std::string>{"pw", "t_1"}));
   EXPECT_EQ(EscapeForCompose("a$b$$"), "a$$b$$$$");
 }
 
@@ -77,7 +79,8 @@ TEST(StackFileTest, ParsesServicesSecretsAndExtensions) {
   EXPECT_EQ(web.name, "web");
   EXPECT_TRUE(web.secure);
   EXPECT_EQ(*web.command, (std::vector<std::string>{"python3", "/app/app.py"}));
-  EXPECT_EQ(web.environment[0], (std::pair<std::string, std::string>{"TOKEN", "$$SCONE::api_token$$"}));
+  EXPECT_EQ(web.environment[0],
+            (std::pair<std::string, std::string>{"TOKEN", "$$SCONE::api_token$$"}));
   EXPECT_EQ(web.environment[1].second, "costs $5");
   ASSERT_EQ(web.ports.size(), 1u);
   EXPECT_EQ(web.ports[0].published, 18000);
@@ -100,37 +103,46 @@ TEST(StackFileTest, BadInputNamesFileAndLine) {
 
   std::string undefined = std::string(kStack);
   undefined.replace(undefined.find("$api_token"), 10, "$api_tokn");
-  EXPECT_NE(ErrorOf(undefined).find("stack.yml:7: environment TOKEN: undefined secret 'api_tokn'"), std::string::npos)
+  EXPECT_NE(ErrorOf(undefined).find("stack.yml:7: environment TOKEN: undefined secret 'api_tokn'"),
+            std::string::npos)
       << ErrorOf(undefined);
 
   std::string no_kind = std::string(kStack);
   no_kind.replace(no_kind.find("    kind: ascii\n    length: 24"), 15, "");
-  EXPECT_NE(ErrorOf(no_kind).find("stack.yml:24: secret api_token has no kind"), std::string::npos) << ErrorOf(no_kind);
+  EXPECT_NE(ErrorOf(no_kind).find("stack.yml:24: secret api_token has no kind"), std::string::npos)
+      << ErrorOf(no_kind);
 
   std::string standard = std::string(kStack);
   standard.replace(standard.find("sleep infinity"), 14, "echo $given");
-  EXPECT_NE(ErrorOf(standard).find("stack.yml:22: $given: service helper is not_scone"), std::string::npos)
+  EXPECT_NE(ErrorOf(standard).find("stack.yml:22: $given: service helper is not_scone"),
+            std::string::npos)
       << ErrorOf(standard);
 
   EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\nsecrets:\n  s:\n    file: ./s.txt\n")
                 .find("stack.yml:5: secret s: Docker secrets are not used"),
             std::string::npos);
-  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    secrets: [s]\n").find("stack.yml:4: service a: Docker secrets"),
+  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    secrets: [s]\n")
+                .find("stack.yml:4: service a: Docker secrets"),
             std::string::npos);
   EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    deploy:\n      replica: 2\n")
                 .find("stack.yml:5: unknown key 'replica' in deploy of a"),
             std::string::npos);
-  EXPECT_NE(ErrorOf("servics:\n  a: {}\n").find("stack.yml:1: unknown key 'servics'"), std::string::npos);
-  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    command: sh -c \"echo hi\"\n").find("stack.yml:4:"),
+  EXPECT_NE(ErrorOf("servics:\n  a: {}\n").find("stack.yml:1: unknown key 'servics'"),
             std::string::npos);
-  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    labels: {k: $s}\nsecrets: {s: {kind: ascii, length: 4}}\n")
+  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    command: sh -c \"echo hi\"\n")
+                .find("stack.yml:4:"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    labels: {k: $s}\nsecrets: {s: {kind: "
+                    "ascii, length: 4}}\n")
                 .find("stack.yml:4: $s: labels goes to Docker"),
             std::string::npos);
-  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    network_shield: off\n").find("stack.yml:4: network_shield must be"),
+  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    network_shield: off\n")
+                .find("stack.yml:4: network_shield must be"),
             std::string::npos);
-  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    not_scone: \"true\"\n    file_shield: disabled\n")
-                .find("stack.yml:5: file_shield is for secure services"),
-            std::string::npos);
+  EXPECT_NE(
+      ErrorOf("services:\n  a:\n    image: x\n    not_scone: \"true\"\n    file_shield: disabled\n")
+          .find("stack.yml:5: file_shield is for secure services"),
+      std::string::npos);
   EXPECT_NE(ErrorOf("services: [\n").find("stack.yml:"), std::string::npos);
 }
 
@@ -168,7 +180,8 @@ TEST(TranslateTest, SessionHoldsWhatSecureServicesAreGiven) {
   EXPECT_EQ(web->environment.at("PATH"), "/usr/bin:/bin");
   EXPECT_EQ(web->environment.at("SCONE_NETWORK_SHIELD"), "protected");
   EXPECT_EQ(web->environment.at("SCONE_NETWORK_SHIELD_SERVER_PUBLISHED_8000_PORT"), "TCP:8000");
-  EXPECT_EQ(web->environment.at("SCONE_NETWORK_SHIELD_SERVER_PUBLISHED_8000_CLIENT_AUTH"), "disabled");
+  EXPECT_EQ(web->environment.at("SCONE_NETWORK_SHIELD_SERVER_PUBLISHED_8000_CLIENT_AUTH"),
+            "disabled");
   EXPECT_EQ(web->environment.at("SCONE_CONSOLE_SHIELD"), "protected");
   const policy::Service* redis = s->FindService("redis");
   EXPECT_EQ(redis->command, "redis-server --dir /data");
@@ -187,10 +200,12 @@ TEST(TranslateTest, ComposeFileHoldsNoSecretAndNoScone) {
   auto t = Translate(*f, TestDeployment());
   ASSERT_TRUE(t.ok()) << t.status().message();
   const std::string& c = t->compose_yaml;
-  for (const char* absent : {"s3cr3t-given", "api_token", "not_scone", "console_shield", "app.py", "python3", "GREETING"}) {
+  for (const char* absent : {"s3cr3t-given", "api_token", "not_scone", "console_shield", "app.py",
+                             "python3", "GREETING"}) {
     EXPECT_EQ(c.find(absent), std::string::npos) << absent << " in\n" << c;
   }
-  EXPECT_NE(c.find("version: \"3.8\""), std::string::npos) << c;  // a string for Docker, not a number
+  EXPECT_NE(c.find("version: \"3.8\""), std::string::npos)
+      << c;  // a string for Docker, not a number
   YAML::Node n = YAML::Load(c);
   YAML::Node web = n["services"]["web"];
   EXPECT_EQ(web["image"].as<std::string>(), "scone-stack/shop-web");
@@ -225,7 +240,8 @@ TEST(TranslateTest, CommandMustStartTheMeasuredProgram) {
   Deployment d = TestDeployment();
   auto t = Translate(*f, d);
   ASSERT_FALSE(t.ok());
-  EXPECT_NE(t.status().message().find("stack.yml:4: service web: command starts redis-server"), std::string::npos)
+  EXPECT_NE(t.status().message().find("stack.yml:4: service web: command starts redis-server"),
+            std::string::npos)
       << t.status().message();
 }
 

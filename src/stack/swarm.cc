@@ -31,7 +31,8 @@ Result<std::string> Leftovers(const image::DockerClient& docker, const std::stri
            {"network", {"network", "ls", "-q", "--filter", filter}}}) {
     SCONE_ASSIGN_OR_RETURN(std::string out, docker.Run(args));
     size_t n = Lines(out).size();
-    if (n > 0) left += (left.empty() ? "" : ", ") + std::to_string(n) + " " + what + (n > 1 ? "s" : "");
+    if (n > 0)
+      left += (left.empty() ? "" : ", ") + std::to_string(n) + " " + what + (n > 1 ? "s" : "");
   }
   return left;
 }
@@ -39,17 +40,20 @@ Result<std::string> Leftovers(const image::DockerClient& docker, const std::stri
 }  // namespace
 
 Status CheckSwarm(const image::DockerClient& docker) {
-  auto state = docker.Run({"info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"});
+  auto state =
+      docker.Run({"info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"});
   if (!state.ok()) return state.status().Annotate("the Docker engine does not answer");
   if (Trim(*state) != "active true") {
-    return Unsupported("this Docker engine is not a swarm manager (" + Trim(*state) +
-                       "): run docker swarm init (e.g. --advertise-addr 127.0.0.1 for a single node)");
+    return Unsupported(
+        "this Docker engine is not a swarm manager (" + Trim(*state) +
+        "): run docker swarm init (e.g. --advertise-addr 127.0.0.1 for a single node)");
   }
   return Status::Ok();
 }
 
 Result<std::string> HostAddressForContainers(const image::DockerClient& docker) {
-  auto out = docker.Run({"network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}", "docker_gwbridge"});
+  auto out = docker.Run({"network", "inspect", "--format",
+                         "{{range .IPAM.Config}}{{.Gateway}} {{end}}", "docker_gwbridge"});
   if (!out.ok()) return out.status().Annotate("no docker_gwbridge network (is this a swarm node?)");
   std::istringstream in(*out);
   std::string gateway;
@@ -69,18 +73,24 @@ bool StackExists(const image::DockerClient& docker, const std::string& stack) {
   return false;
 }
 
-Result<std::vector<std::string>> StackServices(const image::DockerClient& docker, const std::string& stack) {
-  SCONE_ASSIGN_OR_RETURN(std::string out, docker.Run({"service", "ls", "--format", "{{.Name}}", "--filter",
-                                                      "label=com.docker.stack.namespace=" + stack}));
+Result<std::vector<std::string>> StackServices(const image::DockerClient& docker,
+                                               const std::string& stack) {
+  SCONE_ASSIGN_OR_RETURN(std::string out,
+                         docker.Run({"service", "ls", "--format", "{{.Name}}", "--filter",
+                                     "label=com.docker.stack.namespace=" + stack}));
   return Lines(out);
 }
 
-Status DeployStack(const image::DockerClient& docker, const std::string& compose_file, const std::string& stack) {
-  return docker.RunShowingProgress({"stack", "deploy", "--resolve-image", "never", "--compose-file", compose_file, stack});
+Status DeployStack(const image::DockerClient& docker, const std::string& compose_file,
+                   const std::string& stack) {
+  return docker.RunShowingProgress(
+      {"stack", "deploy", "--resolve-image", "never", "--compose-file", compose_file, stack});
 }
 
-Status RemoveStack(const image::DockerClient& docker, const std::string& stack, int timeout_seconds) {
-  if (StackExists(docker, stack)) SCONE_RETURN_IF_ERROR(docker.RunShowingProgress({"stack", "rm", stack}));
+Status RemoveStack(const image::DockerClient& docker, const std::string& stack,
+                   int timeout_seconds) {
+  // Always: a stack whose deploy failed may hold only a network, which `stack ls` does not list.
+  SCONE_RETURN_IF_ERROR(docker.RunShowingProgress({"stack", "rm", stack}));
   // The engine removes tasks and networks after `stack rm` returns: polled, bounded.
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
   std::string left;
@@ -90,7 +100,8 @@ Status RemoveStack(const image::DockerClient& docker, const std::string& stack, 
     if (std::chrono::steady_clock::now() > deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  return Internal("stack " + stack + " still has " + left + " after " + std::to_string(timeout_seconds) + " s");
+  return Internal("stack " + stack + " still has " + left + " after " +
+                  std::to_string(timeout_seconds) + " s");
 }
 
 }  // namespace scone::stack

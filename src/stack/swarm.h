@@ -20,12 +20,15 @@ Result<std::string> HostAddressForContainers(const image::DockerClient& docker);
 
 bool StackExists(const image::DockerClient& docker, const std::string& stack);
 // The stack's services by name (STACK_SERVICE).
-Result<std::vector<std::string>> StackServices(const image::DockerClient& docker, const std::string& stack);
+Result<std::vector<std::string>> StackServices(const image::DockerClient& docker,
+                                               const std::string& stack);
 
 // docker stack deploy, images used as they are in the local engine (no registry).
-Status DeployStack(const image::DockerClient& docker, const std::string& compose_file, const std::string& stack);
+Status DeployStack(const image::DockerClient& docker, const std::string& compose_file,
+                   const std::string& stack);
 
 // docker stack rm, then waits until no service, container or network of the stack is left.
-Status RemoveStack(const image::DockerClient& docker, const std::string& stack, int timeout_seconds);
+Status RemoveStack(const image::DockerClient& docker, const std::string& stack,
+                   int timeout_seconds);
 
 }  // namespace scone::stack

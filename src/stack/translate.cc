@@ -1,11 +1,10 @@
 #include "stack/translate.h"
 
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <filesystem>
 #include <set>
-
-#include <yaml-cpp/yaml.h>
 
 #include "image/sconify.h"
 #include "stack/compose_keys.h"
@@ -27,7 +26,8 @@ bool HasKey(const std::vector<std::pair<std::string, std::string>>& env, const s
 }
 
 // The session's view of one secure service.
-Result<image::ServiceTemplate> SessionService(const StackFile& f, const StackService& s, const Deployment& d) {
+Result<image::ServiceTemplate> SessionService(const StackFile& f, const StackService& s,
+                                              const Deployment& d) {
   auto found = d.images.find(s.name);
   if (found == d.images.end()) return Internal("no image facts for service " + s.name);
   const ServiceImage& img = found->second;
@@ -38,9 +38,10 @@ Result<image::ServiceTemplate> SessionService(const StackFile& f, const StackSer
   if (s.command) {
     // The image's program is what was measured; a command starting another one would be refused.
     if (img.command.empty() || BaseName(s.command->front()) != BaseName(img.command.front())) {
-      return Fail(f, s.command_line, "service " + s.name + ": command starts " + s.command->front() + " but image " +
-                                         s.image + " runs " + (img.command.empty() ? "nothing" : img.command.front()) +
-                                         ", the program that is measured; use an image whose command starts it");
+      return Fail(f, s.command_line,
+                  "service " + s.name + ": command starts " + s.command->front() + " but image " +
+                      s.image + " runs " + (img.command.empty() ? "nothing" : img.command.front()) +
+                      ", the program that is measured; use an image whose command starts it");
     }
     t.command = *s.command;
     t.command.front() = img.command.front();

@@ -32,9 +32,9 @@ struct ServiceImage {
 };
 
 struct Deployment {
-  std::string stack;                                    // the stack's (and session's) name
-  std::map<std::string, ServiceImage> images;           // by secure service
-  std::map<std::string, std::string> config_contents;   // configs that secure services use
+  std::string stack;                                   // the stack's (and session's) name
+  std::map<std::string, ServiceImage> images;          // by secure service
+  std::map<std::string, std::string> config_contents;  // configs that secure services use
   std::string stack_dir;     // absolute: relative config files of standard services are from here
   std::string cas_addr;      // HOST:PORT of CAS's attestation port, as containers reach it
   std::string cas_key_hash;  // SHA-256 of CAS's public key (hex)

@@ -136,6 +136,14 @@ stack)
     stack.yml > static.yml
   bad static "static.yml:3: service web: .*statically linked"
 
+  # A deploy that fails halfway (Docker refuses the helper's spec after the images were made):
+  # rolled back, nothing left on Docker's side and no session on CAS.
+  sed 's/^    command: sleep infinity/    command: sleep infinity\n    deploy:\n      mode: bogus/' stack.yml > half.yml
+  if "$scone" stack deploy --quiet -c half.yml "$stack" > out.txt 2> err.txt; then fail "half.yml was deployed"; fi
+  grep -q "rolled back" err.txt || { cat err.txt; fail "the failed deploy does not say it rolled back"; }
+  nothing_deployed "the failed deploy"
+  if "$scone" session show "$stack" > /dev/null 2>&1; then fail "the failed deploy left a session on CAS"; fi
+
   # The stack, deployed.
   "$scone" stack deploy -c stack.yml "$stack" > deploy.txt 2> deploy_err.txt || { cat deploy.txt deploy_err.txt; fail "deploy failed"; }
   grep -q "deployed stack $stack: 3 services (2 secure)" deploy.txt || { cat deploy.txt; fail "no deploy summary"; }
@@ -153,6 +161,14 @@ stack)
   get second.txt || fail "second request failed"
   n1=$(awk '{print $2}' first.txt); n2=$(awk '{print $2}' second.txt)
   [[ "$n2" == $((n1 + 1)) ]] || fail "visits did not increment through redis ($n1 then $n2)"
+  # Deployed again: the images are reused (same ids), the session updated in place.
+  ids() { docker image ls -q --no-trunc --filter "label=scone.stack=$stack" | sort; }
+  ids > ids-before.txt
+  "$scone" stack deploy --quiet -c stack.yml "$stack" > redeploy.txt || fail "the second deploy failed"
+  ids > ids-after.txt
+  [[ -s ids-before.txt ]] && cmp -s ids-before.txt ids-after.txt || fail "the second deploy did not reuse the images"
+  "$scone" session show "$stack" 2>&1 | grep -q "^predecessor: [0-9a-f]\{64\}" || fail "the session was not updated with a predecessor"
+  poll 120 get third.txt || fail "the web service does not serve after the second deploy"
   # Plain HTTP on the published port gets no page: the network shield serves TLS only.
   if curl -sS --max-time 5 "http://127.0.0.1:$port/" 2>/dev/null | grep -q visits; then fail "the web service answered plaintext"; fi
   # Without the session CA, curl cannot verify the service.
@@ -195,7 +211,7 @@ stack)
   docker service update --detach --no-resolve-image --image "scone-stack/$stack-modified" "${stack}_web" > /dev/null
   refused() { docker service ps --no-trunc --format '{{.Image}} {{.Error}}' "${stack}_web" | grep -q "modified.*exit (126)"; }
   poll 120 refused || { docker service ps --no-trunc "${stack}_web" >&2; fail "the modified image did not exit 126"; }
-  docker service logs "${stack}_web" 2>&1 | grep "scone:" | grep -q "is not one the policy names" \
+  docker service logs "${stack}_web" 2>&1 | grep -a "scone:" | grep -a -q "is not one the policy names" \
     || { docker service logs "${stack}_web" 2>&1 | tail >&2; fail "its log does not say why"; }
   if get modified.txt; then fail "the modified image served"; fi
 
