@@ -180,17 +180,15 @@ Result<Prepared> Prepare(const StackArgs& a, Loaded loaded, const image::DockerC
   d.cas_key_hash = p.cas.key_hash;
   d.las_socket = p.cas.las_socket;
   d.no_ipvs = !stack::HostHasIpvs();
-  auto images = SecureImages(a, p.loaded, docker, progress, &p.built);
-  if (!images.ok()) {
-    for (const std::string& image : p.built) docker.RemoveIfUnused(image);
-    return images.status();
-  }
-  d.images = *images;
-  if (ask_cas) {
-    cas::Client client(p.cas.endpoint);
-    SCONE_ASSIGN_OR_RETURN(d.predecessor, CurrentSession(client, a.name));
-  }
-  auto translation = stack::Translate(p.loaded.file, d);
+  // The images made here go again if anything after them fails.
+  auto translation = [&]() -> Result<stack::Translation> {
+    SCONE_ASSIGN_OR_RETURN(d.images, SecureImages(a, p.loaded, docker, progress, &p.built));
+    if (ask_cas) {
+      cas::Client client(p.cas.endpoint);
+      SCONE_ASSIGN_OR_RETURN(d.predecessor, CurrentSession(client, a.name));
+    }
+    return stack::Translate(p.loaded.file, d);
+  }();
   if (!translation.ok()) {
     for (const std::string& image : p.built) docker.RemoveIfUnused(image);
     return translation.status();

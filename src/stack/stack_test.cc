@@ -234,6 +234,34 @@ TEST(TranslateTest, ComposeFileHoldsNoSecretAndNoScone) {
   EXPECT_EQ(v["services"]["web"]["ports"][0].as<std::string>(), "18000:8000");
 }
 
+TEST(TranslateTest, KeepsWhatTheUserWrote) {
+  // A standard service's quoted strings stay strings for Docker; an explicit port mode and
+  // endpoint mode stand even without IPVS.
+  auto f = Parse(
+      "services:\n  h:\n    image: x\n    not_scone: \"true\"\n    labels: {flag: \"true\"}\n"
+      "    deploy: {endpoint_mode: vip}\n    ports:\n      - {target: 80, published: 8080, mode: ingress}\n");
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  auto t = Translate(*f, TestDeployment());
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  EXPECT_NE(t->compose_yaml.find("flag: \"true\""), std::string::npos) << t->compose_yaml;
+  YAML::Node n = YAML::Load(t->compose_yaml);
+  EXPECT_EQ(n["services"]["h"]["deploy"]["endpoint_mode"].as<std::string>(), "vip");
+  EXPECT_EQ(n["services"]["h"]["ports"][0]["mode"].as<std::string>(), "ingress");
+  EXPECT_TRUE(t->session_yaml.empty());  // no secure service, no session
+}
+
+TEST(StackFileTest, SecureServicesRefuseWhatWouldBypassCas) {
+  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    entrypoint: [/bin/sh]\n").find("stack.yml:4: entrypoint"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    env_file: a.env\n").find("stack.yml:4: env_file"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    configs: [c]\nconfigs:\n  c: {external: true}\n")
+                .find("stack.yml:4: config c is external"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf("services:\n  a:\n    image: x\n    environment: [K]\n").find("stack.yml:4: environment K"),
+            std::string::npos);
+}
+
 TEST(TranslateTest, CommandMustStartTheMeasuredProgram) {
   auto f = Parse("services:\n  web:\n    image: scone-native/python\n    command: redis-server\n");
   ASSERT_TRUE(f.ok());
