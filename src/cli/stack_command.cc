@@ -236,6 +236,10 @@ void RollBackDocker(const image::DockerClient& docker, const std::string& stack,
 }
 
 Status Deploy(const StackArgs& a) {
+  if (geteuid() != 0) {
+    return PermissionDenied("scone stack deploy runs as root: this host's LAS measures the containers' processes "
+                            "through /proc/PID/map_files, which needs CAP_SYS_ADMIN (docs/docker.md, Stacks)");
+  }
   SCONE_ASSIGN_OR_RETURN(Loaded loaded, Load(a));
   image::DockerClient docker(!ShowProgress(a));
   image::Progress progress(!ShowProgress(a), 3 + static_cast<int>(SecureCount(loaded.file)));
