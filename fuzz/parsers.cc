@@ -17,6 +17,8 @@
 #include "policy/session.h"
 #include "net/network_rules.h"
 #include "runtime/config.h"
+#include "stack/stack_file.h"
+#include "stack/translate.h"
 
 namespace scone::fuzz {
 
@@ -78,6 +80,22 @@ void JournalFileParser(const uint8_t* data, size_t size) {
 void SessionParser(const uint8_t* data, size_t size) {
   auto session = policy::Session::Parse(std::string_view(reinterpret_cast<const char*>(data), size));
   if (session.ok() && session->name.empty()) abort();  // a parsed session always has a name
+}
+
+void StackFileParser(const uint8_t* data, size_t size) {
+  auto file = stack::ParseStackFile(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz.yml");
+  if (!file.ok()) return;
+  stack::Deployment d;
+  d.stack = "fuzz";
+  for (const stack::StackService& s : file->services) {
+    if (s.secure) d.images[s.name] = {"img", {}, {"prog"}, {}, "/", {}};
+    for (const stack::ConfigRef& c : s.configs) d.config_contents[c.source] = "content";
+  }
+  auto t = stack::Translate(*file, d);
+  if (!t.ok()) return;
+  for (const stack::StackSecret& secret : file->secrets) {
+    if (secret.value && secret.value->size() >= 16 && t->compose_yaml.find(*secret.value) != std::string::npos) abort();
+  }
 }
 
 void NetworkRulesParser(const uint8_t* data, size_t size) {

@@ -28,6 +28,9 @@ void LasRequestParser(const uint8_t* data, size_t size);
 void LasReplyParser(const uint8_t* data, size_t size);
 // A shielded console's records, as `scone console decrypt` reads them (console/reader.h).
 void ConsoleParser(const uint8_t* data, size_t size);
+// A stack file (stack/stack_file.h), and when it parses, its translation (stack/translate.h):
+// no given secret's value may reach the Compose file for Docker.
+void StackFileParser(const uint8_t* data, size_t size);
 // The fixed key ConsoleParser reads with, so that seeds sealed with it authenticate.
 const SecretBytes& ConsoleFuzzKey();
 

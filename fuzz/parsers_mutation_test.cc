@@ -103,6 +103,21 @@ TEST(ParserMutationTest, Sessions) {
   }
 }
 
+TEST(ParserMutationTest, StackFiles) {
+  std::mt19937_64 rng(12);
+  const char* seed_text =
+      "version: \"3.8\"\nservices:\n  web:\n    image: py\n    command: prog /app.py\n    environment:\n"
+      "      T: $tok\n    ports: [\"18000:8000\"]\n    configs: [{source: app, target: /app.py}]\n"
+      "    volumes: [data:/data]\n  helper:\n    image: r\n    not_scone: \"true\"\n"
+      "secrets:\n  tok: {kind: ascii, value: given-secret-value-123}\nconfigs:\n  app: {file: app.py}\n"
+      "volumes:\n  data:\n";
+  Bytes seed(seed_text, seed_text + strlen(seed_text));
+  for (int i = 0; i < 3000; ++i) {
+    Bytes input = Mutate(seed, rng);
+    StackFileParser(input.data(), input.size());
+  }
+}
+
 TEST(ParserMutationTest, NetworkRules) {
   std::mt19937_64 rng(11);
   const char* seed_text =

@@ -77,42 +77,45 @@ Result<std::unique_ptr<AttestationServer>> AttestationServer::Create(Store* stor
 }
 
 Result<int> AttestationServer::Bind(const std::string& host, int port) {
-  listener_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (listener_ < 0) return IoError("socket", errno);
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (listener < 0) return IoError("socket", errno);
+  listeners_.push_back(listener);
   int one = 1;
-  setsockopt(listener_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   sockaddr_in addr = {};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
   if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) {
     return InvalidArgument("attestation address " + host + " is not an IPv4 address");
   }
-  if (bind(listener_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(listener_, 512) != 0) {
+  if (bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || listen(listener, 512) != 0) {
     return IoError("bind " + host + ":" + std::to_string(port), errno);
   }
   socklen_t len = sizeof(addr);
-  getsockname(listener_, reinterpret_cast<sockaddr*>(&addr), &len);
+  getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
   return static_cast<int>(ntohs(addr.sin_port));
 }
 
 void AttestationServer::Start(int workers) {
   pool_ = std::make_unique<ElasticPool>(static_cast<size_t>(workers), 1024);
-  acceptor_ = std::thread([this] { Accept(); });
+  for (int listener : listeners_) acceptors_.emplace_back([this, listener] { Accept(listener); });
 }
 
 void AttestationServer::Stop() {
   if (stopping_.exchange(true)) return;
-  if (listener_ >= 0) shutdown(listener_, SHUT_RDWR);  // wakes the acceptor
-  if (acceptor_.joinable()) acceptor_.join();
+  for (int listener : listeners_) shutdown(listener, SHUT_RDWR);  // wakes the acceptors
+  for (std::thread& t : acceptors_) {
+    if (t.joinable()) t.join();
+  }
   guard_->ShutdownAll();  // connections in progress end now
   pool_.reset();          // joins their threads
-  if (listener_ >= 0) close(listener_);
-  listener_ = -1;
+  for (int listener : listeners_) close(listener);
+  listeners_.clear();
 }
 
-void AttestationServer::Accept() {
+void AttestationServer::Accept(int listener) {
   while (!stopping_.load()) {
-    int fd = accept4(listener_, nullptr, nullptr, SOCK_CLOEXEC);
+    int fd = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) continue;
       return;

@@ -48,6 +48,8 @@ class AttestationServer {
                                                            ConnectionGuard::Limits limits = {});
   ~AttestationServer();
 
+  // May be called more than once (one listener per address, e.g. the loopback and the address
+  // containers reach the host at); each gets its own acceptor thread.
   Result<int> Bind(const std::string& host, int port);
   // Starts accepting, with `workers` threads kept ready; returns at once.
   void Start(int workers);
@@ -55,7 +57,7 @@ class AttestationServer {
 
  private:
   AttestationServer() = default;
-  void Accept();
+  void Accept(int listener);
   void Serve(int fd, const std::string& address);
   void ServeNonce(int fd);
   // A session parsed once per version (keyed by its hash): parsing dominates otherwise.
@@ -67,9 +69,9 @@ class AttestationServer {
 
   Store* store_ = nullptr;
   SSL_CTX* ctx_ = nullptr;
-  int listener_ = -1;
+  std::vector<int> listeners_;
   std::atomic<bool> stopping_{false};
-  std::thread acceptor_;
+  std::vector<std::thread> acceptors_;
   std::unique_ptr<ConnectionGuard> guard_;
   std::unique_ptr<ElasticPool> pool_;
   std::mutex refused_mu_;

@@ -20,6 +20,7 @@ struct CasArgs {
   std::string state_dir;
   std::string listen = "127.0.0.1:8081";
   std::string attestation_listen = "127.0.0.1:18765";
+  std::vector<std::string> attestation_also;
   std::vector<std::string> admins;
   int workers = 16;
   std::string platform_key;
@@ -74,6 +75,9 @@ Status Serve(const CasArgs& a) {
                                                                           server->key_path(), limits));
   SCONE_ASSIGN_OR_RETURN(int bound, server->Bind(host, port));
   SCONE_ASSIGN_OR_RETURN(int attestation_bound, attestation->Bind(attestation_host, attestation_port));
+  for (const std::string& also : a.attestation_also) {
+    SCONE_RETURN_IF_ERROR(attestation->Bind(also, attestation_bound).status());
+  }
   running = server.get();
   OnTerminationSignals([](int) { if (running) running->Stop(); });
   attestation->Start(a.workers);
@@ -129,6 +133,8 @@ void RegisterCasCommands(CLI::App& app, Action& action) {
   serve->add_option("--listen", args->listen, "HOST:PORT of the HTTPS API (port 0: any free port)");
   serve->add_option("--attestation-listen", args->attestation_listen,
                     "IPv4:PORT of the port services attest on (port 0: any free port)");
+  serve->add_option("--attestation-also", args->attestation_also,
+                    "Another IPv4 address for the attestation port, same port (e.g. where containers reach the host)");
   serve->add_option("--admin", args->admins,
                     "Client identity (public key fingerprint, hex) that may change the trusted platforms");
   serve->add_option("--workers", args->workers, "Attestation workers kept ready")->check(CLI::Range(1, 256));

@@ -26,6 +26,12 @@ void RegisterSessionCommands(CLI::App& app, Action& action);
 void RegisterAttestCommands(CLI::App& app, Action& action);
 void RegisterConsoleCommands(CLI::App& app, Action& action);
 void RegisterImageCommands(CLI::App& app, Action& action);
+// After RegisterCasCommands: adds `scone cas split`.
+void RegisterStackCommands(CLI::App& app, Action& action);
+
+// Prints the certificate (PEM) of the CA that certifies session `session`'s services: what a
+// client outside the session verifies them with (`scone session ca`, `scone stack ca`).
+Status PrintSessionCa(const std::string& cas, const std::string& cas_cert, const std::string& session);
 
 // --cas and --cas-cert, for commands that talk to CAS (default: the local CAS).
 inline void AddCasOptions(CLI::App* cmd, std::string* cas, std::string* cas_cert) {

@@ -120,20 +120,31 @@ Status EnsureClientIdentity() {
 
 std::string LasSocket() { return LasDir() + "/las.sock"; }
 
-// Starts the local CAS unless it runs; true if this call started it.
-Result<bool> StartLocalCas(LocalServices* out) {
+// The port of "HOST:PORT".
+std::string PortOf(const std::string& address) { return address.substr(address.rfind(':') + 1); }
+
+// Starts the local CAS unless it runs (listening for containers at `container_host` too); true if
+// this call started it.
+Result<bool> StartLocalCas(LocalServices* out, const std::string& container_host) {
   SCONE_RETURN_IF_ERROR(os::MakeDirectories(CasDir(), 0700));
   out->cas_cert = CasDir() + "/cas.crt";
+  const std::string also_file = CasDir() + "/attestation-also";
   if (RunningPid(CasDir()) != 0) {
     out->cas_address = ReadSmallFile(CasDir() + "/address");
     out->attestation_address = ReadSmallFile(CasDir() + "/attestation");
-    if (!out->cas_address.empty() && !out->attestation_address.empty()) return false;
+    bool reachable = container_host.empty() || ReadSmallFile(also_file) == container_host;
+    if (!out->cas_address.empty() && !out->attestation_address.empty() && reachable) {
+      if (!container_host.empty()) out->container_attestation_address = container_host + ":" + PortOf(out->attestation_address);
+      return false;
+    }
+    SCONE_RETURN_IF_ERROR(StopDaemon(CasDir()));
   }
+  unlink(also_file.c_str());
   SCONE_ASSIGN_OR_RETURN(std::string admin, crypto::PublicKeyFingerprintOfFile(ClientCert()));
-  SCONE_ASSIGN_OR_RETURN(std::string line,
-                         StartDaemon(CasDir(), {"cas", "serve", "--state", CasDir(), "--listen", "127.0.0.1:0",
-                                                "--attestation-listen", "127.0.0.1:0", "--admin", admin, "--las",
-                                                out->las_socket}));
+  std::vector<std::string> args = {"cas", "serve", "--state", CasDir(), "--listen", "127.0.0.1:0",
+                                   "--attestation-listen", "127.0.0.1:0", "--admin", admin, "--las", out->las_socket};
+  if (!container_host.empty()) args.insert(args.end(), {"--attestation-also", container_host});
+  SCONE_ASSIGN_OR_RETURN(std::string line, StartDaemon(CasDir(), args));
   out->cas_address = WordAfter(line, "listening on ");
   out->attestation_address = WordAfter(line, "attestation on ");
   if (out->cas_address.empty() || out->attestation_address.empty()) {
@@ -142,6 +153,10 @@ Result<bool> StartLocalCas(LocalServices* out) {
   SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(CasDir() + "/address", AsBytes(out->cas_address + "\n"), 0600));
   SCONE_RETURN_IF_ERROR(
       os::WriteFileAtomically(CasDir() + "/attestation", AsBytes(out->attestation_address + "\n"), 0600));
+  if (!container_host.empty()) {
+    SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(also_file, AsBytes(container_host + "\n"), 0600));
+    out->container_attestation_address = container_host + ":" + PortOf(out->attestation_address);
+  }
   return true;
 }
 
@@ -167,12 +182,12 @@ std::string StateDir() {
   return std::string(home && *home ? home : "/root") + "/.local/state/scone";
 }
 
-Result<LocalServices> StartLocalServices() {
+Result<LocalServices> StartLocalServices(const std::string& container_host) {
   SCONE_RETURN_IF_ERROR(EnsureClientIdentity());
   LocalServices s;
   // LAS first: it creates the platform key the CAS is told to trust, and seals CAS's state.
   SCONE_ASSIGN_OR_RETURN(s.las_socket, StartLocalLas());
-  SCONE_ASSIGN_OR_RETURN(bool started, StartLocalCas(&s));
+  SCONE_ASSIGN_OR_RETURN(bool started, StartLocalCas(&s, container_host));
   if (started) SCONE_RETURN_IF_ERROR(TrustLocalPlatform(s));
   return s;
 }
@@ -190,6 +205,7 @@ Status StopLocalServices() {
   Status las = StopDaemon(LasDir());
   unlink((CasDir() + "/address").c_str());
   unlink((CasDir() + "/attestation").c_str());
+  unlink((CasDir() + "/attestation-also").c_str());
   return cas.ok() ? las : cas;
 }
 

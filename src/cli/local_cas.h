@@ -22,10 +22,14 @@ struct LocalServices {
   std::string attestation_address;  // 127.0.0.1:PORT (the runtime's port)
   std::string cas_cert;             // CAS's certificate (PEM file)
   std::string las_socket;
+  std::string container_attestation_address;  // HOST:PORT, with a container host given
 };
 
 // Starts the local CAS and LAS if needed (and makes the CAS trust the LAS); returns where they are.
-Result<LocalServices> StartLocalServices();
+// With `container_host` (an IPv4 address of this host that containers reach, e.g. the Docker
+// gateway), CAS's attestation port listens there too (never its REST API); a local CAS running
+// without it is restarted (its state stays).
+Result<LocalServices> StartLocalServices(const std::string& container_host = "");
 // Starts this user's local LAS if needed; returns its socket.
 Result<std::string> StartLocalLas();
 // Stops them; OK if none runs.

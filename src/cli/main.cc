@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   scone::cli::RegisterAttestCommands(app, action);
   scone::cli::RegisterConsoleCommands(app, action);
   scone::cli::RegisterImageCommands(app, action);
+  scone::cli::RegisterStackCommands(app, action);
   // `scone run [OPTIONS] -- PROGRAM ARGS...`: the program's arguments never reach the parser.
   if (argc > 1 && std::string(argv[1]) == "run") {
     for (int i = 2; i < argc; ++i) {

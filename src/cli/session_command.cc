@@ -50,15 +50,6 @@ Status Show(const SessionArgs& a) {
   return Status::Ok();
 }
 
-// The session CA's certificate: what a client outside the session verifies its services with.
-Status PrintCa(const SessionArgs& a) {
-  SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
-  cas::Client client(e);
-  SCONE_ASSIGN_OR_RETURN(std::string pem, cas::FetchSessionCa(client, a.name));
-  std::fwrite(pem.data(), 1, pem.size(), stdout);
-  return Status::Ok();
-}
-
 // Deletes the session with its secrets and volume keys: data encrypted under them is gone.
 Status Remove(const SessionArgs& a) {
   SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(a.cas, a.cas_cert));
@@ -82,6 +73,14 @@ Status List(const SessionArgs& a) {
 
 }  // namespace
 
+Status PrintSessionCa(const std::string& cas, const std::string& cas_cert, const std::string& session) {
+  SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint e, ResolveCas(cas, cas_cert));
+  cas::Client client(e);
+  SCONE_ASSIGN_OR_RETURN(std::string pem, cas::FetchSessionCa(client, session));
+  std::fwrite(pem.data(), 1, pem.size(), stdout);
+  return Status::Ok();
+}
+
 void RegisterSessionCommands(CLI::App& app, Action& action) {
   auto args = std::make_shared<SessionArgs>();
   CLI::App* session = app.add_subcommand("session", "Sessions (policies) on CAS");
@@ -102,7 +101,7 @@ void RegisterSessionCommands(CLI::App& app, Action& action) {
   CLI::App* ca = session->add_subcommand("ca", "Print the certificate (PEM) of the CA that certifies the session's services");
   ca->add_option("NAME", args->name, "Session name")->required();
   cas_options(ca);
-  ca->callback([&action, args] { action = [args] { return PrintCa(*args); }; });
+  ca->callback([&action, args] { action = [args] { return PrintSessionCa(args->cas, args->cas_cert, args->name); }; });
   CLI::App* list = session->add_subcommand("list", "Names of the sessions you may read");
   cas_options(list);
   list->callback([&action, args] { action = [args] { return List(*args); }; });

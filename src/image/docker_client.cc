@@ -17,12 +17,27 @@ Result<std::string> DockerClient::Run(const std::vector<std::string>& args) cons
   return RunChecked(argv);
 }
 
-bool DockerClient::ImageExists(const std::string& image) const {
+bool DockerClient::Succeeds(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {program_};
+  argv.insert(argv.end(), args.begin(), args.end());
   ProcessOptions options;
   options.stdout_mode = ProcessOptions::Output::kDiscard;
   options.stderr_discard = true;
-  auto r = RunProcess({program_, "image", "inspect", "--format", "{{.Id}}", image}, options);
+  auto r = RunProcess(argv, options);
   return r.ok() && r->exit_code == 0;
+}
+
+Status DockerClient::RunShowingProgress(const std::vector<std::string>& args) const {
+  std::vector<std::string> argv = {program_};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ProcessOptions options;
+  options.stdout_mode = quiet_ ? ProcessOptions::Output::kDiscard : ProcessOptions::Output::kToFd;
+  options.stdout_fd = 2;  // stdout stays for results
+  return RunChecked(argv, options).status();
+}
+
+bool DockerClient::ImageExists(const std::string& image) const {
+  return Succeeds({"image", "inspect", "--format", "{{.Id}}", image});
 }
 
 std::string DockerClient::ImageId(const std::string& image) const {
@@ -33,12 +48,7 @@ std::string DockerClient::ImageId(const std::string& image) const {
   return r->output.substr(0, r->output.find('\n'));
 }
 
-void DockerClient::RemoveIfUnused(const std::string& id) const {
-  ProcessOptions options;
-  options.stdout_mode = ProcessOptions::Output::kDiscard;
-  options.stderr_discard = true;
-  (void)RunProcess({program_, "image", "rm", id}, options);
-}
+void DockerClient::RemoveIfUnused(const std::string& id) const { (void)Succeeds({"image", "rm", id}); }
 
 Result<ImageConfig> DockerClient::Inspect(const std::string& image) const {
   ProcessOptions options;
@@ -53,20 +63,13 @@ Status DockerClient::Build(const std::string& context_dir, const std::string& ta
 }
 
 Status DockerClient::Build(const BuildRequest& r) const {
-  ProcessOptions options;
-  options.stdout_mode = quiet_ ? ProcessOptions::Output::kDiscard : ProcessOptions::Output::kInherit;
-  // Progress goes to stderr so that stdout stays for results.
-  if (!quiet_) {
-    options.stdout_mode = ProcessOptions::Output::kToFd;
-    options.stdout_fd = 2;
-  }
-  std::vector<std::string> argv = {program_, "build"};
-  if (quiet_) argv.push_back("--quiet");
-  if (!r.dockerfile.empty()) argv.insert(argv.end(), {"-f", r.dockerfile});
-  for (const std::string& a : r.build_args) argv.insert(argv.end(), {"--build-arg", a});
-  if (r.no_cache) argv.push_back("--no-cache");
-  argv.insert(argv.end(), {"-t", r.tag, r.context_dir});
-  return RunChecked(argv, options).status();
+  std::vector<std::string> args = {"build"};
+  if (quiet_) args.push_back("--quiet");
+  if (!r.dockerfile.empty()) args.insert(args.end(), {"-f", r.dockerfile});
+  for (const std::string& a : r.build_args) args.insert(args.end(), {"--build-arg", a});
+  if (r.no_cache) args.push_back("--no-cache");
+  args.insert(args.end(), {"-t", r.tag, r.context_dir});
+  return RunShowingProgress(args);
 }
 
 Status DockerClient::ImportRootfs(const std::string& rootfs_dir, const std::string& tag,

@@ -44,10 +44,16 @@ class DockerClient {
   // Unpacks the image's file system into `dir` (a stopped container, exported, removed).
   Status ExportRootfs(const std::string& image, const std::string& dir) const;
 
+  // `docker ARGS...`: its stdout, or an error naming the command (its stderr passes through).
+  Result<std::string> Run(const std::vector<std::string>& args) const;
+  // `docker ARGS...` with its output discarded: whether it succeeded.
+  bool Succeeds(const std::vector<std::string>& args) const;
+  // `docker ARGS...` with its stdout on our stderr (progress), or discarded when quiet.
+  Status RunShowingProgress(const std::vector<std::string>& args) const;
+
   const std::string& program() const { return program_; }
 
  private:
-  Result<std::string> Run(const std::vector<std::string>& args) const;
 
   std::string program_;
   bool quiet_;

@@ -66,6 +66,12 @@ Result<ImageConfig> ParseInspect(std::string_view text, const std::string& image
     for (const auto& [path, _] : volumes->items()) c.volumes.push_back(path);
     std::sort(c.volumes.begin(), c.volumes.end());
   }
+  auto labels = config.find("Labels");
+  if (labels != config.end() && labels->is_object()) {
+    for (const auto& [key, value] : labels->items()) {
+      if (value.is_string()) c.labels[key] = value.get<std::string>();
+    }
+  }
   return c;
 }
 

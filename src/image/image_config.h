@@ -4,6 +4,7 @@
 // reply of another shape is an error naming the image).
 #pragma once
 
+#include <map>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +21,7 @@ struct ImageConfig {
   std::string working_dir;
   std::string user;
   std::vector<std::string> volumes;     // Config.Volumes' paths, sorted
+  std::map<std::string, std::string> labels;  // Config.Labels
 
   // ENTRYPOINT followed by CMD: what a container of the image runs by default.
   std::vector<std::string> Command() const;

@@ -74,8 +74,7 @@ TEST(DockerfileTest, ValuesAreQuoted) {
 }
 
 TEST(SessionTemplateTest, WritesAValidSessionWithPlaceholders) {
-  SessionTemplate t;
-  t.session_name = "shop";
+  ServiceTemplate t;
   t.service_name = "api";
   t.measurement[31] = 7;
   t.command = {"/bin/sh", "/entry.sh", "--token", "$$SCONE::token$$"};
@@ -83,7 +82,7 @@ TEST(SessionTemplateTest, WritesAValidSessionWithPlaceholders) {
   t.pwd = "/app";
   t.volumes = {{"data", "/data"}};
   t.injected = {{"/entry.sh", "#!/bin/sh\nexec \"$@\"\n"}};
-  auto text = WriteSession(t);
+  auto text = WriteSession({"shop", {t}});
   ASSERT_TRUE(text.ok()) << text.status().message();
   auto s = policy::Session::Parse(*text);
   ASSERT_TRUE(s.ok()) << s.status().message() << "\n" << *text;

@@ -49,20 +49,6 @@ std::vector<std::string> SplitWords(const std::string& text) {
   return words;
 }
 
-// "/var/lib/redis" -> "var_lib_redis": the volume's name in the session.
-std::string VolumeName(const std::string& path) {
-  std::string name;
-  for (char c : path) {
-    if (c == '/') {
-      if (!name.empty() && name.back() != '_') name += '_';
-    } else {
-      name += std::isalnum(static_cast<unsigned char>(c)) || c == '-' ? c : '_';
-    }
-  }
-  while (!name.empty() && name.back() == '_') name.pop_back();
-  return name.empty() ? "root" : name;
-}
-
 // Each --fs-dir: an absolute, normal path, not overlapping another, holding no file in the image
 // (existing files would stay plaintext beside the volume, or would have to be encrypted under a
 // key sconify must never see).
@@ -161,6 +147,19 @@ Status CheckOptions(const SconifyOptions& o) {
 
 }  // namespace
 
+std::string VolumeName(const std::string& path) {
+  std::string name;
+  for (char c : path) {
+    if (c == '/') {
+      if (!name.empty() && name.back() != '_') name += '_';
+    } else {
+      name += std::isalnum(static_cast<unsigned char>(c)) || c == '-' ? c : '_';
+    }
+  }
+  while (!name.empty() && name.back() == '_') name.pop_back();
+  return name.empty() ? "root" : name;
+}
+
 std::string ServiceNameOf(const std::string& image) {
   std::string name = image.substr(image.rfind('/') == std::string::npos ? 0 : image.rfind('/') + 1);
   name = name.substr(0, name.find_first_of(":@"));
@@ -214,8 +213,7 @@ Result<SconifyResult> Sconify(const DockerClient& docker, const SconifyOptions& 
   result.measurement = description.Measurement();
   result.config_id = session + "/" + service;
 
-  SessionTemplate t;
-  t.session_name = session;
+  ServiceTemplate t;
   t.service_name = service;
   t.measurement = result.measurement;
   t.command = entry->command;
@@ -227,7 +225,10 @@ Result<SconifyResult> Sconify(const DockerClient& docker, const SconifyOptions& 
     SCONE_ASSIGN_OR_RETURN(Bytes content, os::ReadWholeFile(host, 1 << 20));
     t.injected.push_back({script, std::string(content.begin(), content.end())});
   }
-  SCONE_ASSIGN_OR_RETURN(result.session_yaml, WriteSession(t));
+  SessionTemplate session_template;
+  session_template.session_name = session;
+  session_template.services = {t};
+  SCONE_ASSIGN_OR_RETURN(result.session_yaml, WriteSession(session_template));
 
   progress.Step("building " + o.to);
   SCONE_RETURN_IF_ERROR(CopyRuntimeFiles(o.runtime_library, deps, context + "/runtime"));
@@ -241,6 +242,12 @@ Result<SconifyResult> Sconify(const DockerClient& docker, const SconifyOptions& 
     d.entrypoint = command;
   }
   d.labels = {{"scone.measurement", ToHex(result.measurement)}, {"scone.config-id", result.config_id}};
+  d.labels.insert(d.labels.end(), o.labels.begin(), o.labels.end());
+  if (o.session_label) {
+    std::string encoded(crypto::Base64Size(result.session_yaml.size()), '\0');
+    encoded.resize(crypto::Base64Encode(AsBytes(result.session_yaml), encoded.data()));
+    d.labels.push_back({kSessionLabel, encoded});
+  }
   d.env = {{"SCONE_CONFIG_ID", result.config_id}, {"SCONE_LAS_ADDR", o.las_addr}, {"SCONE_VOLUME_ROOTS", ""}};
   if (!o.cas_addr.empty()) d.env.push_back({"SCONE_CAS_ADDR", o.cas_addr});
   d.env.push_back({"LD_PRELOAD", kImageRuntimePath});

@@ -33,6 +33,8 @@ struct SconifyOptions {
   std::vector<std::string> env;       // K=V for the session's environment (may hold $$SCONE::s$$)
   std::string command;                // replaces ENTRYPOINT and CMD (split at white space)
   std::string runtime_library;        // the host's libscone-runtime.so
+  std::vector<std::pair<std::string, std::string>> labels;  // more labels for --to (no secret)
+  bool session_label = false;  // the session written, base64, as label kSessionLabel (it holds no secret)
 };
 
 struct SconifyResult {
@@ -43,10 +45,14 @@ struct SconifyResult {
 
 inline constexpr char kImageRuntimePath[] = "/opt/scone/lib/libscone-runtime.so";
 inline constexpr char kDefaultLasPath[] = "/var/run/scone/las.sock";
+inline constexpr char kSessionLabel[] = "scone.session";
 
 Result<SconifyResult> Sconify(const DockerClient& docker, const SconifyOptions& options, bool quiet);
 
 // The repository's last component without tag: "scone-curated/python:3" -> "python".
 std::string ServiceNameOf(const std::string& image);
+
+// A volume's name in the session, from its path: "/var/lib/redis" -> "var_lib_redis".
+std::string VolumeName(const std::string& path);
 
 }  // namespace scone::image

@@ -1,11 +1,13 @@
-// The session a sconified image needs on CAS, written for the operator to review and post
-// (`scone session create FILE`): the service's measurement, command, environment and working
-// directory, its encrypted volumes, the entry scripts as injected files (so their content comes
-// from CAS, not from a layer the host can rewrite), and generated placeholders for every
-// $$SCONE::name$$ the command or environment refers to. Holds no secret value: CAS generates
-// them when the session is created. Checked with the session parser before it is returned.
+// The session secure images need on CAS, written for the operator to review and post
+// (`scone session create FILE`) or posted by `scone stack deploy`: per service its measurement,
+// command, environment and working directory, its encrypted volumes, the entry scripts as
+// injected files (so their content comes from CAS, not from a layer the host can rewrite); the
+// declared secrets, and a generated placeholder for every other $$SCONE::name$$ a command or
+// environment refers to. A secret's value is in it only where the author gave one. Checked with
+// the session parser before it is returned.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -24,8 +26,7 @@ struct SessionFile {
   std::string content;
 };
 
-struct SessionTemplate {
-  std::string session_name;
+struct ServiceTemplate {
   std::string service_name;
   crypto::Hash measurement{};
   std::vector<std::string> command;
@@ -33,6 +34,24 @@ struct SessionTemplate {
   std::string pwd;
   std::vector<SessionVolume> volumes;
   std::vector<SessionFile> injected;
+};
+
+struct SessionSecret {
+  std::string name;
+  std::string kind;  // ascii, binary, private-key, x509, x509-ca
+  std::optional<size_t> size;
+  std::optional<std::string> value;
+  std::string private_key;
+  std::string issuer;
+  std::vector<std::string> dns;
+};
+
+struct SessionTemplate {
+  std::string session_name;
+  std::vector<ServiceTemplate> services;
+  std::vector<SessionSecret> secrets;       // declared; undeclared references get placeholders
+  std::optional<crypto::Hash> predecessor;  // an update names the session it replaces
+  std::string written_by = "scone image sconify";
 };
 
 // The YAML text, validated by policy::Session::Parse.

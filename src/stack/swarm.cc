@@ -1,0 +1,107 @@
+#include "stack/swarm.h"
+
+#include <chrono>
+#include <sstream>
+#include <thread>
+
+namespace scone::stack {
+namespace {
+
+std::vector<std::string> Lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) out.push_back(line);
+  }
+  return out;
+}
+
+std::string Trim(const std::string& s) {
+  size_t end = s.find_last_not_of(" \n\t");
+  return end == std::string::npos ? "" : s.substr(0, end + 1);
+}
+
+// What of the stack is left: "2 services, 1 container", or "" when nothing.
+Result<std::string> Leftovers(const image::DockerClient& docker, const std::string& stack) {
+  const std::string filter = "label=com.docker.stack.namespace=" + stack;
+  std::string left;
+  for (const auto& [what, args] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"service", {"service", "ls", "-q", "--filter", filter}},
+           {"container", {"ps", "-a", "-q", "--filter", filter}},
+           {"network", {"network", "ls", "-q", "--filter", filter}}}) {
+    SCONE_ASSIGN_OR_RETURN(std::string out, docker.Run(args));
+    size_t n = Lines(out).size();
+    if (n > 0)
+      left += (left.empty() ? "" : ", ") + std::to_string(n) + " " + what + (n > 1 ? "s" : "");
+  }
+  return left;
+}
+
+}  // namespace
+
+Status CheckSwarm(const image::DockerClient& docker) {
+  auto state =
+      docker.Run({"info", "--format", "{{.Swarm.LocalNodeState}} {{.Swarm.ControlAvailable}}"});
+  if (!state.ok()) return state.status().Annotate("the Docker engine does not answer");
+  if (Trim(*state) != "active true") {
+    return Unsupported(
+        "this Docker engine is not a swarm manager (" + Trim(*state) +
+        "): run docker swarm init (e.g. --advertise-addr 127.0.0.1 for a single node)");
+  }
+  return Status::Ok();
+}
+
+Result<std::string> HostAddressForContainers(const image::DockerClient& docker) {
+  auto out = docker.Run({"network", "inspect", "--format",
+                         "{{range .IPAM.Config}}{{.Gateway}} {{end}}", "docker_gwbridge"});
+  if (!out.ok()) return out.status().Annotate("no docker_gwbridge network (is this a swarm node?)");
+  std::istringstream in(*out);
+  std::string gateway;
+  in >> gateway;
+  if (gateway.empty() || gateway.find(':') != std::string::npos) {
+    return Internal("docker_gwbridge has no IPv4 gateway ('" + Trim(*out) + "')");
+  }
+  return gateway;
+}
+
+bool StackExists(const image::DockerClient& docker, const std::string& stack) {
+  auto out = docker.Run({"stack", "ls", "--format", "{{.Name}}"});
+  if (!out.ok()) return false;
+  for (const std::string& name : Lines(*out)) {
+    if (name == stack) return true;
+  }
+  return false;
+}
+
+Result<std::vector<std::string>> StackServices(const image::DockerClient& docker,
+                                               const std::string& stack) {
+  SCONE_ASSIGN_OR_RETURN(std::string out,
+                         docker.Run({"service", "ls", "--format", "{{.Name}}", "--filter",
+                                     "label=com.docker.stack.namespace=" + stack}));
+  return Lines(out);
+}
+
+Status DeployStack(const image::DockerClient& docker, const std::string& compose_file,
+                   const std::string& stack) {
+  return docker.RunShowingProgress(
+      {"stack", "deploy", "--resolve-image", "never", "--compose-file", compose_file, stack});
+}
+
+Status RemoveStack(const image::DockerClient& docker, const std::string& stack,
+                   int timeout_seconds) {
+  // Always: a stack whose deploy failed may hold only a network, which `stack ls` does not list.
+  SCONE_RETURN_IF_ERROR(docker.RunShowingProgress({"stack", "rm", stack}));
+  // The engine removes tasks and networks after `stack rm` returns: polled, bounded.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
+  std::string left;
+  while (true) {
+    SCONE_ASSIGN_OR_RETURN(left, Leftovers(docker, stack));
+    if (left.empty()) return Status::Ok();
+    if (std::chrono::steady_clock::now() > deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return Internal("stack " + stack + " still has " + left + " after " +
+                  std::to_string(timeout_seconds) + " s");
+}
+
+}  // namespace scone::stack
