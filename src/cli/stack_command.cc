@@ -45,6 +45,7 @@ struct StackArgs {
   std::string cas_cert;
   std::string cas_addr;  // with --cas: CAS's attestation port as containers reach it
   bool quiet = false;
+  bool keep_data = false;  // rm: keep the stack's volumes and its session (their keys)
 };
 
 bool ShowProgress(const StackArgs& a) { return !a.quiet && isatty(2); }
@@ -281,25 +282,45 @@ Status Deploy(const StackArgs& a) {
   return Status::Ok();
 }
 
+// Removes every image (or volume) `kind` lists under `filter`; names the first that stays.
+Status RemoveListed(const image::DockerClient& docker, const std::string& kind, const std::string& filter,
+                    const std::string& stack) {
+  SCONE_ASSIGN_OR_RETURN(std::string ids, docker.Run({kind, "ls", "-q", "--filter", filter}));
+  std::istringstream in(ids);
+  for (std::string id; in >> id;) {
+    if (!docker.Succeeds({kind, "rm", "-f", id})) {
+      return Internal("stack " + stack + ": " + kind + " " + id + " could not be removed");
+    }
+  }
+  return Status::Ok();
+}
+
+// Undoes a deploy: services, networks, the images made for it, and (unless --keep-data) its
+// volumes and its session on CAS. The volumes go first: their data is encrypted under keys that
+// go with the session, so a volume that stays (in use) must leave the session too.
 Status Remove(const StackArgs& a) {
   SCONE_RETURN_IF_ERROR(CheckStackName(a.name));
   image::DockerClient docker(!ShowProgress(a));
-  image::Progress progress(!ShowProgress(a), 2);
+  image::Progress progress(!ShowProgress(a), a.keep_data ? 2 : 3);
   progress.Step("removing stack " + a.name +
                 " and waiting until its services and networks are gone");
   SCONE_RETURN_IF_ERROR(stack::RemoveStack(docker, a.name, kRemoveTimeoutSeconds));
   progress.Step("removing the images made for it");
-  SCONE_ASSIGN_OR_RETURN(std::string ids,
-                         docker.Run({"image", "ls", "-q", "--filter",
-                                     std::string("label=") + stack::kStackLabel + "=" + a.name}));
-  std::vector<std::string> left;
-  std::istringstream in(ids);
-  for (std::string id; in >> id;) {
-    if (!docker.Succeeds({"image", "rm", "-f", id})) left.push_back(id);
+  SCONE_RETURN_IF_ERROR(
+      RemoveListed(docker, "image", std::string("label=") + stack::kStackLabel + "=" + a.name, a.name));
+  if (!a.keep_data) {
+    progress.Step("removing its volumes and its session on CAS (with the volumes' keys)");
+    SCONE_RETURN_IF_ERROR(
+        RemoveListed(docker, "volume", "label=com.docker.stack.namespace=" + a.name, a.name));
+    SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint endpoint, ResolveCas(a.cas, a.cas_cert));
+    cas::Client client(endpoint);
+    SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Delete("/session/" + a.name));
+    if (r.status != 200 && r.status != 404) {
+      return cas::ErrorFromReply(r).Annotate("stack " + a.name + " removed from Docker, but its session");
+    }
   }
-  if (!left.empty())
-    return Internal("stack " + a.name + ": image " + left.front() + " could not be removed");
-  std::printf("removed stack %s\n", a.name.c_str());
+  std::printf("removed stack %s%s\n", a.name.c_str(),
+              a.keep_data ? " (its volumes and session kept)" : ", its volumes and its session");
   return Status::Ok();
 }
 
@@ -335,8 +356,12 @@ void RegisterStackCommands(CLI::App& app, Action& action) {
     action = [args] { return PrintSessionCa(args->cas, args->cas_cert, args->name); };
   });
   CLI::App* rm = st->add_subcommand(
-      "rm", "docker stack rm, wait until it is gone, remove the images made for it");
+      "rm", "docker stack rm, wait until it is gone, remove the images made for it, its volumes and its "
+            "session (their keys: the data is gone)");
   rm->add_option("NAME", args->name, "The stack's name")->required();
+  rm->add_flag("--keep-data", args->keep_data,
+               "Keep the stack's volumes and its session on CAS: a later deploy of NAME reads the data again");
+  AddCasOptions(rm, &args->cas, &args->cas_cert);
   rm->add_flag("--quiet,-q", args->quiet, "No progress output");
   rm->callback([&action, args] { action = [args] { return Remove(*args); }; });
 

@@ -215,9 +215,19 @@ stack)
     || { docker service logs "${stack}_web" 2>&1 | tail >&2; fail "its log does not say why"; }
   if get modified.txt; then fail "the modified image served"; fi
 
-  # scone stack rm: no service, container, network or image of the stack left.
+  # scone stack rm --keep-data: services and images go; the volume and the session (the
+  # volume's key) stay for a later deploy.
+  "$scone" stack rm "$stack" --keep-data --quiet > rm.txt || fail "scone stack rm --keep-data failed"
+  grep -q "its volumes and session kept" rm.txt || { cat rm.txt; fail "rm --keep-data output"; }
+  nothing_deployed "after scone stack rm --keep-data"
+  [[ -n "$(docker volume ls -q --filter "label=com.docker.stack.namespace=$stack")" ]] || fail "--keep-data removed the volume"
+  "$scone" session show "$stack" > /dev/null 2>&1 || fail "--keep-data removed the session"
+  # scone stack rm: no service, container, network, image, volume or session of the stack left.
   "$scone" stack rm "$stack" --quiet > rm.txt || fail "scone stack rm failed"
   nothing_deployed "after scone stack rm"
+  [[ -z "$(docker volume ls -q --filter "label=com.docker.stack.namespace=$stack")" ]] || fail "a volume of the stack is left"
+  if "$scone" session show "$stack" > /dev/null 2> show_err.txt; then fail "the stack's session is left on CAS"; fi
+  grep -q "HTTP 404" show_err.txt || { cat show_err.txt; fail "unexpected error for the removed session"; }
   ;;
 *) fail "unknown case $case_name" ;;
 esac
