@@ -472,6 +472,51 @@ PYEOF
   [[ $rc -ne 0 ]] && grep -q "needs the console's key" noconsole.err || fail "-i without a key was not refused"
   ;;
 
+fork-while-writing)
+  # The main thread forks children in a loop while another thread prints: the parent announces
+  # each child on its stream once glibc's fork let go of the allocator's locks (sealing the
+  # announcement inside the fork waited for them forever: a hang in every run).
+  cat > forks.py <<'PYEOF'
+import os, sys, threading
+marker, count = sys.argv[1], int(sys.argv[2])
+writing, stop = threading.Event(), threading.Event()
+def chatter():
+    i = 0
+    while not stop.is_set():
+        print(f"{marker} thread {i}", flush=True)
+        writing.set()
+        i += 1
+t = threading.Thread(target=chatter)
+t.start()
+writing.wait()
+for c in range(count):
+    pid = os.fork()
+    if pid == 0:
+        os.write(1, f"{marker} child {c}\n".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+stop.set()
+t.join()
+print(f"{marker} parent done", flush=True)
+PYEOF
+  forks=200
+  rc=0
+  timeout -k 5 90 "$scone" run --console-key-file key -- $PY forks.py "$MARKER" "$forks" > forks.out 2>&1 || rc=$?
+  [[ $rc -eq 0 ]] || fail "forking while a thread writes: exit status $rc (124 or 137: it hung)"
+  no_marker forks.out
+  # One file per stream: the first process's stdout is stream 1 (python's print may make two
+  # writes of a line, and a child's record may land between them).
+  mkdir split
+  decrypt --split split forks.out 2> forks.err || { cat forks.err >&2; fail "the console of a forking program does not decrypt"; }
+  # Every child's stream there, each announced by its parent (else decrypt fails): 2 + 2 per child.
+  grep -q "intact: .* $((2 + 2 * forks)) streams" forks.err || { cat forks.err >&2; fail "not one stream per child and channel"; }
+  for ((c = 0; c < forks; c++)); do echo "$MARKER child $c"; done | sort > children.expected
+  find split -type f ! -name 1.stdout -exec cat {} + | sort | cmp - children.expected ||
+    fail "a child's line is missing or changed"
+  grep -q "^$MARKER thread " split/1.stdout || fail "the writer thread's lines are missing"
+  [[ "$(tail -n 1 split/1.stdout)" == "$MARKER parent done" ]] || fail "the parent's last line is missing"
+  ;;
+
 *)
   fail "unknown case $case_name"
   ;;

@@ -49,11 +49,21 @@ bool child_of_threads = false;
 bool child_without_volumes = false;
 
 std::atomic<uint64_t> fork_generation{0};
-// The TLS connections whose locks the forking thread holds across the kernel's call. Emptied in
-// the parent right after it, in a child once its allocator is usable (CompleteForkInChild).
+
+// The TLS connections whose locks the forking thread holds across the kernel's call: per thread
+// (two threads may fork one after the other, the second preparing while the first lets go). Made
+// at the thread's first fork (PrepareFork may allocate) and kept (trivially destructible TLS: a
+// thread's destructors may run before a fork in an exit handler). Emptied only where dropping a
+// reference may free memory: in the parent once the fork is complete (CompleteForkInParent), in a
+// child once its allocator is usable (CompleteForkInChild).
+__attribute__((tls_model("initial-exec"))) thread_local std::vector<std::shared_ptr<ShieldedFd>>* held_connections =
+    nullptr;
+// Set in the parent by AfterForkInParent: CompleteForkInParent has work.
+__attribute__((tls_model("initial-exec"))) thread_local bool parent_pending = false;
+
 std::vector<std::shared_ptr<ShieldedFd>>& HeldConnections() {
-  static auto* held = new std::vector<std::shared_ptr<ShieldedFd>>();  // never destroyed
-  return *held;
+  if (held_connections == nullptr) held_connections = new std::vector<std::shared_ptr<ShieldedFd>>();
+  return *held_connections;
 }
 
 void HoldConnections(Runtime& rt) {
@@ -85,8 +95,10 @@ bool SeveralThreads() {
 }
 
 void PrepareHandler() { PrepareFork(); }
+// After glibc's fork let go of its allocator's locks, before the program's handlers.
 void ParentHandler() {
-  if (ForkPrepared()) AfterForkInParent();
+  if (ForkPrepared()) AfterForkInParent(false);  // the clone never reached the dispatcher
+  CompleteForkInParent();
 }
 // After the C library's child reset, before the program's handlers (registered later).
 void ChildHandler() {
@@ -98,6 +110,7 @@ void ChildHandler() {
 
 void PrepareFork() {
   if (prepared != kNotPrepared) return;
+  CompleteForkInParent();  // a fork before whose end nothing completed the last
   // Signals first: one held back by a section would be let through at its end.
   BlockSignals();
   RuntimeSection section;
@@ -137,11 +150,11 @@ bool ForkPrepared() { return prepared != kNotPrepared; }
 
 uint64_t ForkGeneration() { return fork_generation.load(std::memory_order_acquire); }
 
-void AfterForkInParent() {
+void AfterForkInParent(bool forked) {
   if (prepared == kHolding) {
     if (Runtime* rt = ShieldIfReady()) {
       rt->fds().AfterFork();
-      rt->console().AfterForkInParent();
+      rt->console().AfterForkInParent(forked);
       for (auto& v : rt->volumes()) {
         if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInParent();
         v->AfterFork();
@@ -149,8 +162,8 @@ void AfterForkInParent() {
       if (auto* r = rt->reporter()) r->AfterForkInParent();
       ImageBroker::Get().AfterForkInParent();
       AloneWatcher::Get().AfterForkInParent();
-      LetGoOfConnections();
-      HeldConnections().clear();
+      LetGoOfConnections();  // kept in the list: dropping a reference may free memory
+      parent_pending = true;
     }
   }
   prepared = kNotPrepared;
@@ -183,6 +196,14 @@ void AfterForkInChild() {
   prepared = kNotPrepared;
   ThisThread().forking = false;
   RestoreSignals();
+}
+
+void CompleteForkInParent() {
+  if (!parent_pending) return;
+  RuntimeSection section;
+  parent_pending = false;
+  HeldConnections().clear();
+  if (Runtime* rt = ShieldIfReady()) rt->console().AnnounceChildren();
 }
 
 void CompleteForkInChild() {
