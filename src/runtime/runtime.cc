@@ -16,6 +16,7 @@
 
 #include "attest/las.h"
 #include "common/parallel.h"
+#include "common/setting.h"
 #include "attest/measurement.h"
 #include "fs/volume_path.h"
 #include "os/file.h"
@@ -472,8 +473,9 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
   bool console_wanted = false;
   for (std::string& e : config.environment) {
     size_t eq = e.find('=');
-    if (e.rfind("SCONE_CONSOLE_SHIELD=", 0) == 0) {
-      console_wanted = e == "SCONE_CONSOLE_SHIELD=protected";
+    if (eq != std::string::npos && std::string_view(e).substr(0, eq) == kConsoleShieldVariable) {
+      // CAS checked it when the session was stored; a value it let through is still no reason to run open.
+      SCONE_ASSIGN_OR_RETURN(console_wanted, ParseConsoleShield(std::string_view(e).substr(eq + 1)));
       cas_env_.push_back(std::move(e));  // not secret; the program may look at it
     } else if (eq != std::string::npos && net::IsShieldVariable(e.substr(0, eq))) {
       network.push_back({e.substr(0, eq), SecretBytes(AsBytes(std::string_view(e).substr(eq + 1)))});

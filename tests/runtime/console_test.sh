@@ -472,6 +472,25 @@ PYEOF
   [[ $rc -ne 0 ]] && grep -q "needs the console's key" noconsole.err || fail "-i without a key was not refused"
   ;;
 
+switch-values)
+  # SCONE_CONSOLE_SHIELD without CAS: protected (with the key) or disabled, lowercase; anything
+  # else refuses to start (exit 1, a scone: line naming the variable), never runs unshielded.
+  for value in protcted Protected yes ""; do
+    rc=0
+    SCONE_CONSOLE_SHIELD="$value" "$scone" run --console-key-file key -- /bin/echo "$MARKER started" > switch.out 2> switch.err || rc=$?
+    [[ $rc -eq 1 ]] || fail "SCONE_CONSOLE_SHIELD='$value': exit status $rc, not 1"
+    ! grep -a -q "$MARKER" switch.out || fail "SCONE_CONSOLE_SHIELD='$value': the program ran"
+    grep -q "^scone: SCONE_CONSOLE_SHIELD: '$value' is not one of disabled, protected" switch.err ||
+      { cat switch.err >&2; fail "SCONE_CONSOLE_SHIELD='$value': no scone: line naming the variable"; }
+  done
+  grep -q "values are lowercase" <(SCONE_CONSOLE_SHIELD=Protected "$scone" run -- /bin/true 2>&1) || fail "no hint at the case"
+  SCONE_CONSOLE_SHIELD=protected "$scone" run --console-key-file key -- /bin/echo "$MARKER sealed" > sealed.out 2>&1
+  no_marker sealed.out
+  [[ "$(decrypt sealed.out 2>/dev/null)" == "$MARKER sealed" ]] || fail "SCONE_CONSOLE_SHIELD=protected with the key"
+  [[ "$(SCONE_CONSOLE_SHIELD=disabled "$scone" run -- /bin/echo "$MARKER open" 2>&1)" == "$MARKER open" ]] ||
+    fail "SCONE_CONSOLE_SHIELD=disabled"
+  ;;
+
 fork-while-writing)
   # The main thread forks children in a loop while another thread prints: the parent announces
   # each child on its stream once glibc's fork let go of the allocator's locks (sealing the

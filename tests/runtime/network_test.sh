@@ -960,6 +960,21 @@ bad-config)
     SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:localhost:1 SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH=notapem
   expect_refused SCONE_NETWORK_SHIELD_UNKNOWN SCONE_NETWORK_SHIELD_UNKNOWN=1
   ! grep -q "PRIVATE KEY\|BEGIN" out || fail "a key or certificate was echoed"
+  # Values are SCONE's lowercase words, exactly (docs/network-shield.md).
+  expect_refused SCONE_NETWORK_SHIELD SCONE_NETWORK_SHIELD=Protected
+  grep -q "values are lowercase" out || fail "no hint at the case"
+  # A CA followed by junk, a unix path with a newline.
+  expect_refused SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH SCONE_NETWORK_SHIELD_CLIENT_B=protected \
+    SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:localhost:1 "SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH=$(cat ca.crt)junk"
+  expect_refused SCONE_NETWORK_SHIELD_SERVER_A_PORT SCONE_NETWORK_SHIELD_SERVER_A=unprotected \
+    "SCONE_NETWORK_SHIELD_SERVER_A_PORT=unix:/tmp/a"$'\n'"b.sock"
+  # A destination that does not resolve could never match: refused (by the runtime, at start-up)
+  # unless its addresses are given.
+  unresolvable=(SCONE_NETWORK_SHIELD_CLIENT_B=unprotected SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:no-such-host.invalid:80)
+  expect_refused SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION "${unresolvable[@]}"
+  grep -q "does not resolve" out || fail "no reason for the unresolvable host"
+  [[ "$(env "${unresolvable[@]}" SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION_IP=192.0.2.1 "$scone" run -- /bin/echo started 2>&1)" == started ]] ||
+    fail "an unresolvable host with _DESTINATION_IP did not start"
   ;;
 
 *)
