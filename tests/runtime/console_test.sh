@@ -261,8 +261,14 @@ SCRIPT
   damaged "record 1 .*authentication failed.*key" sealed.out other-key
   : > empty.out
   damaged "no console records" empty.out
+  # Plaintext lines are no records: skipped and counted, never printed; with no record at all
+  # that is damage. Plaintext that could be a record line (base64 alone) is refused as one.
   printf '%s plain line\n' "$MARKER" > plain.out
-  damaged "record 1 .*not a console record" plain.out
+  damaged "no console records at all \(only 1 line" plain.out
+  grep -q "1 line(s) that are no console records skipped" damaged.err || fail "the skipped line is not counted"
+  ! grep -q "$MARKER" damaged.out || fail "a skipped line was printed"
+  printf 'SCONECONSOLEMARKER\n' > plain64.out
+  damaged "record 1 .*not a console record" plain64.out
   # Records of another run under the same key, appended: a second first process is allowed
   # (`>>` of two runs), but a copy of this run's records is not.
   cat sealed.out sealed.out > twice.out
@@ -470,6 +476,43 @@ PYEOF
   # -i needs the key.
   rc=0; "$scone" run -i -- true < input.sealed 2> noconsole.err || rc=$?
   [[ $rc -ne 0 ]] && grep -q "needs the console's key" noconsole.err || fail "-i without a key was not refused"
+  ;;
+
+script-capture)
+  # A terminal session captured by script(1) into a file: its header and footer lines, and blank
+  # lines added, are skipped (counted on stderr, never printed); the records decrypt as always,
+  # and a changed, removed or reordered record line is still named.
+  command -v script > /dev/null || apt-get install -y bsdutils > /dev/null 2>&1
+  printf 'echo "%s out"; echo "%s err" >&2; for i in 1 2 3 4 5; do echo "%s line $i"; done
+' "$MARKER" "$MARKER" "$MARKER" > tty.sh
+  bash tty.sh > tty.native 2>&1
+  script -q -c "$scone run --console-key-file key -- bash tty.sh" capture.txt > /dev/null
+  grep -q "^Script started on" capture.txt && grep -q "^Script done on" capture.txt || fail "script wrote no header and footer"
+  no_marker capture.txt
+  printf '
+
+' >> capture.txt
+  decrypt capture.txt > capture.dec 2> capture.err || { cat capture.err >&2; fail "a script capture does not decrypt"; }
+  cmp tty.native capture.dec || { diff tty.native capture.dec >&2; fail "decrypted capture differs from the native run"; }
+  grep -q "line(s) that are no console records skipped" capture.err || fail "the skipped lines are not counted"
+  [[ "$(grep -o '[0-9]* line(s) that are no' capture.err | cut -d' ' -f1)" -ge 4 ]] || fail "not every line that is no record counted"
+  # Record lines: those of the base64 alphabet alone (one line per record on a terminal).
+  mapfile -t lines < <(grep -n -a -E '^[A-Za-z0-9+/=]+'$'\r''$' capture.txt | cut -d: -f1)
+  # One process writes them in turn: stdout's start and "out", stderr's start and "err", then the
+  # five lines on stdout (records #2 to #6 of its stream), then the ends.
+  [[ ${#lines[@]} -eq 11 ]] || fail "records not as expected in the capture: ${#lines[@]} record lines"
+  third="${lines[4]}" fifth="${lines[6]}"
+  sed "${third}d" capture.txt > capture-removed.txt
+  damaged "record #3 follows #1: 1 record\(s\) missing here" capture-removed.txt
+  awk -v a="$third" -v b="$fifth" 'NR==FNR {l[FNR]=$0; next} FNR==a {print l[b]; next} FNR==b {print l[a]; next} {print}' \
+    capture.txt capture.txt > capture-swapped.txt
+  cmp -s capture.txt capture-swapped.txt && fail "the lines were not swapped"
+  damaged "record #4 follows #1: 2 record\(s\) missing here" capture-swapped.txt
+  $PY -c 'import sys; n = int(sys.argv[2]) - 1; l = open(sys.argv[1], "rb").read().split(b"\n"); c = l[n][30:31]; l[n] = l[n][:30] + (b"B" if c == b"A" else b"A") + l[n][31:]; sys.stdout.buffer.write(b"\n".join(l))' \
+    capture.txt "$third" > capture-flipped.txt
+  cmp -s capture.txt capture-flipped.txt && fail "the line was not changed"
+  damaged "authentication failed|not a console record" capture-flipped.txt
+  ! grep -q "Script started" damaged.out || fail "a capture's line was printed"
   ;;
 
 switch-values)
