@@ -75,8 +75,13 @@ void HoldConnections(Runtime& rt) {
   }
 }
 
+// Neither allocates (in a child the allocator may not be usable yet).
 void LetGoOfConnections() {
-  for (auto& d : HeldConnections()) d->AsTlsSocket()->AfterFork();
+  if (held_connections == nullptr) return;
+  for (auto& d : *held_connections) d->AsTlsSocket()->AfterFork();
+}
+void DropHeldConnections() {
+  if (held_connections != nullptr) held_connections->clear();
 }
 
 constexpr uint64_t Bit(int sig) { return uint64_t{1} << (sig - 1); }
@@ -202,7 +207,7 @@ void CompleteForkInParent() {
   if (!parent_pending) return;
   RuntimeSection section;
   parent_pending = false;
-  HeldConnections().clear();
+  DropHeldConnections();
   if (Runtime* rt = ShieldIfReady()) rt->console().AnnounceChildren();
 }
 
@@ -216,7 +221,7 @@ void CompleteForkInChild() {
     Log("this process was forked after a fault inside the runtime: its volumes are unavailable");
     return;
   }
-  HeldConnections().clear();
+  DropHeldConnections();
   ImageBroker::Get().CompleteForkInChild();  // serves the images its mappings show
   if (forking_with_threads) {
     child_of_threads = true;
