@@ -57,6 +57,7 @@ def incr():
 
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
     def do_GET(self):
         body = ("visits %d %d\n" % (incr(), len(os.environ["API_TOKEN"]))).encode()
         self.send_response(200)
@@ -126,7 +127,15 @@ t0=$(now)
 n_ready=$(up "http://127.0.0.1:$native_port/") || fail "the native stack does not answer"
 n_deploy=$(echo "$(now) - $t0" | bc)
 
-wrk_rps() { wrk -t 2 -c 16 -d "${secs}s" "$1" 2>&1 | awk '/^Requests\/sec:/ {print $2}'; }
+# wrk_rps URL: requests/s, or nothing (wrk's output then on stderr) if any request failed.
+wrk_rps() {
+  local out
+  out=$(wrk -t 2 -c 16 -d "${secs}s" "$1" 2>&1) || true
+  if grep -q -E "Socket errors|Non-2xx" <<< "$out" || ! grep -q "^Requests/sec:" <<< "$out"; then
+    echo "wrk $1:" >&2; echo "$out" >&2; return 0
+  fi
+  awk '/^Requests\/sec:/ {print $2}' <<< "$out"
+}
 : > s.txt; : > n.txt
 for _ in $(seq 1 "$rounds"); do  # alternating: load changes hit both alike
   wrk_rps "http://127.0.0.1:$native_port/" >> n.txt
@@ -134,8 +143,10 @@ for _ in $(seq 1 "$rounds"); do  # alternating: load changes hit both alike
 done
 n=$(median < n.txt); s=$(median < s.txt)
 [[ -n "$n" && -n "$s" ]] || fail "wrk measured nothing (native: $(cat n.txt), secure: $(cat s.txt))"
+((${#n} > 0)) && (($(wc -l < n.txt) == rounds && $(wc -l < s.txt) == rounds)) || fail "a wrk run failed (above)"
 echo "stack: python3 web (a redis INCR per request) + redis, wrk -t 2 -c 16 through the published port"
 printf '  deploy to first answer: native %.1f s, secure %.1f s (sconify of the images %s)\n' "$n_deploy" "$s_deploy" \
   "included on a first run, reused after"
 printf '  requests/s (median of %d, %d s each): native HTTP %.0f, secure HTTPS %.0f: ratio %.2f (target >= 0.7)\n' \
   "$rounds" "$secs" "$n" "$s" "$(echo "$s / $n" | bc -l)"
+echo "  each round: native $(tr '\n' ' ' < n.txt)| secure $(tr '\n' ' ' < s.txt)"

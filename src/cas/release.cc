@@ -2,6 +2,7 @@
 
 #include "cas/network_identity.h"
 #include "cas/secrets.h"
+#include "common/setting.h"
 
 namespace scone::cas {
 namespace {
@@ -37,10 +38,10 @@ std::vector<std::string> SplitCommand(const std::string& command) {
 
 Result<bool> ConsoleShieldWanted(const policy::Service& service) {
   auto it = service.environment.find(kConsoleShieldVariable);
-  if (it == service.environment.end() || it->second == "disabled") return false;
-  if (it->second == "protected") return true;
-  return InvalidArgument(std::string(kConsoleShieldVariable) + "=" + it->second + " in service " + service.name +
-                         ": expected protected or disabled");
+  if (it == service.environment.end()) return false;
+  auto wanted = ParseConsoleShield(it->second);
+  if (!wanted.ok()) return wanted.status().Annotate("service " + service.name);
+  return *wanted;
 }
 
 attest::AttestationPolicy PolicyFor(const policy::Session& session, const policy::Service& service) {

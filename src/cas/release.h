@@ -17,7 +17,6 @@ Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session
 
 // SCONE_CONSOLE_SHIELD in a service's environment: protected (CAS releases the service's
 // console key with its configuration), disabled or absent (the console is the program's).
-inline constexpr char kConsoleShieldVariable[] = "SCONE_CONSOLE_SHIELD";
 Result<bool> ConsoleShieldWanted(const policy::Service& service);
 
 // "session/service" -> its parts; an error names what is wrong.

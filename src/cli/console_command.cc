@@ -114,6 +114,11 @@ Status Decrypt(const ConsoleArgs& a) {
   for (auto& [stream, f] : files) {
     if (std::fclose(f) != 0 && status.ok()) status = IoError("writing stream " + std::to_string(stream), errno);
   }
+  if (reader.skipped_lines() > 0) {
+    // Counted, not shown: they are the host's (a capture's header, blank lines), never the program's.
+    std::fprintf(stderr, "scone: console %s: %llu line(s) that are no console records skipped (never printed)\n",
+                 name.c_str(), static_cast<unsigned long long>(reader.skipped_lines()));
+  }
   if (status.code() == Code::kDataCorrupted) {
     return ReportedDamage("console " + name + ":\n" + status.message() +
                           "\nscone: the output above is what authenticated before the damage: it is incomplete");

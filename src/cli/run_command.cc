@@ -17,6 +17,7 @@ extern "C" char** environ;
 #include "cli/command.h"
 #include "cli/local_cas.h"
 #include "cli/runtime_library.h"
+#include "common/setting.h"
 #include "crypto/tls_identity.h"
 #include "fs/volume.h"
 #include "net/network_rules.h"
@@ -120,7 +121,7 @@ Status SetCasEnvironment(const RunArgs& a) {
   for (char** e = environ; e != nullptr && *e != nullptr;) {
     const char* eq = std::strchr(*e, '=');
     std::string name = eq != nullptr ? std::string(*e, static_cast<size_t>(eq - *e)) : std::string(*e);
-    if (net::IsShieldVariable(name) || name == "SCONE_CONSOLE_SHIELD") {
+    if (net::IsShieldVariable(name) || name == kConsoleShieldVariable) {
       unsetenv(name.c_str());  // environ shifts down: look at the same slot again
     } else {
       ++e;
@@ -241,10 +242,13 @@ Status Run(const RunArgs& given) {
   }
   HandOverInheritedVolumeFds(config);
   SCONE_ASSIGN_OR_RETURN(config.network, TakeNetworkVariables());
-  const char* console_switch = getenv("SCONE_CONSOLE_SHIELD");
-  if (console_switch != nullptr && std::strcmp(console_switch, "protected") == 0 && a.console_key_file.empty()) {
-    return InvalidArgument("SCONE_CONSOLE_SHIELD=protected without CAS: give the key (--console-key-file K; "
-                           "scone console keygen K)");
+  if (const char* console_switch = getenv(kConsoleShieldVariable)) {
+    // A misspelled switch is refused, never read as "off".
+    SCONE_ASSIGN_OR_RETURN(bool wanted, ParseConsoleShield(console_switch));
+    if (wanted && a.console_key_file.empty()) {
+      return InvalidArgument("SCONE_CONSOLE_SHIELD=protected without CAS: give the key (--console-key-file K; "
+                             "scone console keygen K)");
+    }
   }
   if (a.sealed_stdin && a.console_key_file.empty()) {
     return InvalidArgument("-i (sealed stdin) needs the console's key: --console-key-file K");

@@ -44,6 +44,30 @@ bool Reader::TakeTextRecord(ByteSpan rest, size_t* line, RecordHeader* h, std::s
   return true;
 }
 
+Reader::LineKind Reader::NonRecordLine(ByteSpan rest, bool at_end, size_t* line) {
+  // As long as a text record may be (kMaxLine in TakeTextRecord), and a capture's lines are shorter.
+  static const size_t kMaxLine = TextRecordSize(kOverhead + kMaxPayload) + 16;
+  bool beyond_base64 = false;  // a character no record line holds
+  size_t end = 0;
+  for (; end < rest.size() && end < kMaxLine; ++end) {
+    const uint8_t c = rest[end];
+    if (c == '\n') break;
+    // Text: printable bytes (UTF-8 too), tabs, a terminal's carriage returns and escape sequences.
+    if (c < 0x20 && c != '\t' && c != '\r' && c != 0x1b) return LineKind::kOther;
+    if (c == 0x7f) return LineKind::kOther;
+    if (!BeginsTextRecord(c) && c != '=' && c != '\r') beyond_base64 = true;
+  }
+  if (end == kMaxLine) return LineKind::kOther;
+  const bool complete = end < rest.size() || (at_end && end > 0);
+  if (!complete) return beyond_base64 || rest.empty() ? LineKind::kMore : LineKind::kOther;
+  // A line of base64 characters alone may be a damaged record; an empty one is a capture's.
+  size_t content = end;
+  while (content > 0 && rest[content - 1] == '\r') --content;
+  if (!beyond_base64 && content > 0) return LineKind::kOther;
+  *line = end < rest.size() ? end + 1 : end;
+  return LineKind::kNoRecord;
+}
+
 Status Reader::Consume(ByteSpan bytes) {
   if (failed_) return DataCorrupted("input already found damaged");
   pending_.insert(pending_.end(), bytes.begin(), bytes.end());
@@ -53,6 +77,14 @@ Status Reader::Consume(ByteSpan bytes) {
     ByteSpan rest(pending_.data() + pos, pending_.size() - pos);
     RecordHeader h;
     std::string why;
+    size_t skipped = 0;
+    LineKind kind = NonRecordLine(rest, false, &skipped);
+    if (kind == LineKind::kMore) break;
+    if (kind == LineKind::kNoRecord) {
+      ++skipped_lines_;
+      pos += skipped;
+      continue;
+    }
     if (BeginsTextRecord(rest[0])) {
       size_t line = 0;
       if (!TakeTextRecord(rest, &line, &h, &why)) {
@@ -224,6 +256,11 @@ std::vector<std::string> Reader::RunProblems(const StreamId& run) const {
 Status Reader::Finish() {
   if (failed_) return DataCorrupted("input already found damaged");
   std::vector<std::string> problems;
+  size_t last_line = 0;
+  if (!pending_.empty() && NonRecordLine(pending_, true, &last_line) == LineKind::kNoRecord) {
+    ++skipped_lines_;  // a capture's last line without its '\n'
+    pending_.clear();
+  }
   if (!pending_.empty()) {
     ++records_;
     RecordHeader h;
@@ -237,7 +274,12 @@ Status Reader::Finish() {
                          " bytes of a record at the end of the input): truncated");
     }
   }
-  if (records_ == 0) problems.push_back("no console records at all (empty input)");
+  if (records_ == 0) {
+    problems.push_back("no console records at all (" +
+                       (skipped_lines_ == 0 ? std::string("empty input")
+                                            : "only " + std::to_string(skipped_lines_) + " line(s) that are no records") +
+                       ")");
+  }
   for (const StreamId& run : runs_) {
     for (std::string& p : RunProblems(run)) problems.push_back(std::move(p));
   }

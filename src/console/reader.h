@@ -9,6 +9,13 @@
 // (processes) may interleave in any order: that order is the kernel's and is not authenticated.
 // Records come binary or as base64 lines (a terminal's), in any mix.
 //
+// Lines that are no records are skipped and counted, never printed: a capture's own lines
+// (`script`'s header and footer, blank lines). Such a line holds text only and at least one
+// character base64 has not (a space, a colon...): a line of base64 characters alone, or bytes that
+// are no text, may be a damaged record and stay an error. Skipping hides nothing of the program's
+// output: every record still authenticates and numbers as before, so a record removed, changed
+// into such a line or moved is reported as before.
+//
 // A pure core: bytes in through Consume, plaintext out through the sink, no I/O.
 // Thread-safety: none (one reader per input).
 #pragma once
@@ -49,6 +56,8 @@ class Reader {
   }
 
   uint64_t records() const { return records_; }
+  // Lines that were no records (skipped, never printed).
+  uint64_t skipped_lines() const { return skipped_lines_; }
   size_t runs() const { return runs_.size(); }
   size_t streams() const { return streams_.size(); }
 
@@ -68,6 +77,10 @@ class Reader {
   // The text record at the start of `rest`: its line's size in *line (0: incomplete), decoded
   // into text_record_. False (and why) if it is no record.
   bool TakeTextRecord(ByteSpan rest, size_t* line, RecordHeader* h, std::string* why);
+  // Whether `rest` starts with a line that is no record (see above): its size with its '\n' in
+  // *line. kMore: it may be one, its end has not come yet (`at_end`: the input's end is its end).
+  enum class LineKind { kNoRecord, kOther, kMore };
+  static LineKind NonRecordLine(ByteSpan rest, bool at_end, size_t* line);
   std::string Where(uint64_t offset) const;
   std::string Describe(const Stream& s) const;
   std::vector<std::string> RunProblems(const StreamId& run) const;
@@ -77,6 +90,7 @@ class Reader {
   Bytes pending_;  // an incomplete record's bytes
   uint64_t offset_ = 0;  // of pending_'s first byte in the input
   uint64_t records_ = 0;
+  uint64_t skipped_lines_ = 0;
   std::map<StreamId, Stream> streams_;
   Bytes plain_;
   Bytes text_record_;

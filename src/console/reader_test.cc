@@ -116,6 +116,60 @@ TEST_F(ReaderTest, WrongKeyAndPlaintext) {
   EXPECT_NE(plain.status.message().find("not a console record"), std::string::npos) << plain.status.message();
 }
 
+// A capture's own lines (script's header and footer, blank lines) between records are skipped and
+// counted, never printed; the records around them are checked as always.
+TEST_F(ReaderTest, LinesThatAreNoRecordsAreSkippedNotPrinted) {
+  auto text = [](const Bytes& record) {
+    std::string line(TextRecordSize(record.size()), '\0');
+    line.resize(EncodeTextRecord(record, line.data()));
+    return Bytes(line.begin(), line.end());
+  };
+  auto line = [](std::string_view s) { return Bytes(s.begin(), s.end()); };
+  const Bytes header = line("Script started on 2026-12-03 18:00:00+00:00 [COMMAND=\"scone run\" <not executed on terminal>]\n");
+  const Bytes footer = line("\r\nScript done on 2026-12-03 18:00:01+00:00 [COMMAND_EXIT_CODE=\"0\"]");  // no '\n' at the end
+  std::vector<Bytes> captured = {header};
+  for (size_t i = 0; i < records_.size(); ++i) {
+    captured.push_back(i % 2 ? text(records_[i]) : records_[i]);  // binary and text records mixed
+    if (i == 3) captured.push_back(line("\n\r\n  \t\n"));
+    if (i == 5) captured.push_back(line("\x1b[?2004l\r a prompt $ \n"));
+  }
+  captured.push_back(footer);
+  for (size_t piece : {1, 7, 4096}) {
+    Bytes all;
+    for (const Bytes& b : captured) all.insert(all.end(), b.begin(), b.end());
+    std::string printed;
+    Reader reader(key_.Clone(), [&](ByteSpan p, int, Channel) {
+      printed.append(reinterpret_cast<const char*>(p.data()), p.size());
+      return Status::Ok();
+    });
+    Status status;
+    for (size_t at = 0; at < all.size() && status.ok(); at += piece) {
+      status = reader.Consume(ByteSpan(all).subspan(at, std::min(piece, all.size() - at)));
+    }
+    if (status.ok()) status = reader.Finish();
+    ASSERT_TRUE(status.ok()) << status.message();
+    EXPECT_EQ(printed, "one\nchild\ntwo\nthree\n");
+    EXPECT_EQ(reader.skipped_lines(), 7u);  // header, 3 blank, the prompt, the footer's 2
+    EXPECT_EQ(reader.records(), records_.size());
+  }
+  // Around skipped lines, a removed or changed record is still named.
+  std::vector<Bytes> removed = {header, records_[0], line("\n"), records_[1], records_[2], records_[3], records_[4]};
+  removed.insert(removed.end(), records_.begin() + 6, records_.end());  // parent's "two" removed
+  EXPECT_NE(Read(key_, removed).status.message().find("missing here"), std::string::npos);
+  auto flipped = records_;
+  flipped[5][kHeaderSize] ^= 1;
+  flipped.insert(flipped.begin(), header);
+  EXPECT_NE(Read(key_, flipped).status.message().find("authentication failed"), std::string::npos);
+  // A record's line turned into a line of base64 that is no record: an error, not skipped.
+  std::vector<Bytes> garbled = {header, line("QUJDRA==\r\n")};
+  Result r = Read(key_, garbled);
+  EXPECT_EQ(r.status.code(), Code::kDataCorrupted);
+  EXPECT_NE(r.status.message().find("record 1 (byte " + std::to_string(header.size()) + ")"), std::string::npos)
+      << r.status.message();
+  // Only lines: no record at all is still an error.
+  EXPECT_NE(Read(key_, {header}).status.message().find("no console records"), std::string::npos);
+}
+
 // Two first streams on one file (stdout and stderr opened apart): each names the other, so one
 // removed whole is evident.
 TEST_F(ReaderTest, RemovedSiblingFirstStream) {

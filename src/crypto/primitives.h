@@ -29,8 +29,8 @@ void RandomBytes(MutableByteSpan out);
 void FreshNonce(uint8_t* out);
 // Fork: the batch is discarded in a child through a pthread_atfork handler, registered at the
 // first FreshNonce. A program that forks while it may hand out its first nonce (the runtime:
-// its console shield seals a record in the parent while glibc's fork holds the lock that
-// registering takes) registers it beforehand; and a fork that glibc does not see (a raw clone)
+// its console shield seals a record in its pthread_atfork parent handler, while glibc holds the
+// lock that registering takes) registers it beforehand; and a fork that glibc does not see (a raw clone)
 // calls NoteForkInChild in the child itself.
 void RegisterNonceForkHandler();
 void NoteForkInChild();

@@ -12,6 +12,8 @@
 #include <map>
 #include <memory>
 
+#include "common/setting.h"
+
 namespace scone::net {
 namespace {
 
@@ -36,12 +38,12 @@ std::string Lower(std::string s) {
   return s;
 }
 
-Result<Protection> ParseProtection(const std::string& variable, const std::string& value, bool refuse_allowed = true) {
-  std::string v = Lower(value);
-  if (v == "protected") return Protection::kProtected;
-  if (v == "unprotected") return Protection::kUnprotected;
-  if (v == "refuse" && refuse_allowed) return Protection::kRefuse;
-  return Bad(variable, "'" + value + "' is not one of protected, unprotected" + (refuse_allowed ? ", refuse" : ""));
+// Values are SCONE's lowercase words, matched exactly (common/setting.h), in the enums' order.
+static_assert(static_cast<int>(Protection::kUnprotected) == 1 && static_cast<int>(Protection::kRefuse) == 2);
+static_assert(static_cast<int>(ShieldMode::kUnprotected) == 1 && static_cast<int>(ShieldMode::kProtected) == 2);
+Result<Protection> ParseProtection(const std::string& variable, const std::string& value) {
+  SCONE_ASSIGN_OR_RETURN(size_t i, ParseSetting(variable, value, {"protected", "unprotected", "refuse"}));
+  return static_cast<Protection>(i);
 }
 
 bool IsIpLiteral(const std::string& s) {
@@ -67,6 +69,10 @@ Result<Endpoint> ParseEndpoint(const std::string& variable, const std::string& v
   if (colon == std::string::npos) return Bad(variable, "'" + value + "' is not " + form);
   std::string rest = value.substr(colon + 1);
   if (scheme == "unix") {
+    // A newline or NUL would make the path another than it reads (a NUL ends it in the kernel).
+    if (std::any_of(rest.begin(), rest.end(), [](char c) { return std::iscntrl(static_cast<unsigned char>(c)); })) {
+      return Bad(variable, "unix socket path holds a control character (a newline, a NUL...)");
+    }
     if (rest.empty() || rest[0] != '/') return Bad(variable, "unix socket path '" + rest + "' is not absolute");
     if (rest.size() >= 108) return Bad(variable, "unix socket path is longer than a socket address holds");
     e.unix_socket = true;
@@ -97,6 +103,31 @@ using BioPtr = std::unique_ptr<BIO, BioDeleter>;
 
 BioPtr MemoryBio(const void* data, size_t size) { return BioPtr(BIO_new_mem_buf(data, static_cast<int>(size))); }
 
+// Whether the text is PEM blocks and nothing else but white space between them: OpenSSL's reader
+// skips text outside the blocks, so a value with junk around them (a truncated paste, two values
+// run together) would pass unnoticed. The error says where, never what (the value may hold a key).
+Status OnlyPemBlocks(const std::string& variable, std::string_view text) {
+  constexpr std::string_view kBegin = "-----BEGIN ", kEnd = "-----END ", kDashes = "-----";
+  auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+  size_t pos = 0;
+  int blocks = 0;
+  for (;;) {
+    while (pos < text.size() && space(text[pos])) ++pos;
+    if (pos == text.size()) return Status::Ok();
+    const std::string where = blocks == 0 ? "before the first PEM block" : "after PEM block " + std::to_string(blocks);
+    if (text.substr(pos, kBegin.size()) != kBegin) {
+      return Bad(variable, "text that is not PEM " + where + " (byte " + std::to_string(pos) + ")");
+    }
+    size_t end = text.find(kEnd, pos);
+    size_t close = end == std::string_view::npos ? end : text.find(kDashes, end + kEnd.size());
+    if (close == std::string_view::npos) {
+      return Bad(variable, "a PEM block " + where + " has no END line (byte " + std::to_string(pos) + ")");
+    }
+    pos = close + kDashes.size();
+    ++blocks;
+  }
+}
+
 // The certificates in a PEM text: how many, or an error naming the variable.
 Result<int> CountCertificates(const std::string& variable, const void* data, size_t size) {
   BioPtr bio = MemoryBio(data, size);
@@ -114,6 +145,7 @@ Result<int> CountCertificates(const std::string& variable, const void* data, siz
     return Bad(variable, "certificate " + std::to_string(count + 1) + " does not parse");
   }
   if (count == 0) return Bad(variable, "no PEM certificate in the value");
+  SCONE_RETURN_IF_ERROR(OnlyPemBlocks(variable, std::string_view(static_cast<const char*>(data), size)));
   return count;
 }
 
@@ -122,8 +154,10 @@ Result<Identity> ParseIdentity(const std::string& variable, const std::string& v
   EVP_PKEY* key = PEM_read_bio_PrivateKey(bio.get(), nullptr, nullptr, nullptr);
   ERR_clear_error();
   if (key == nullptr) return Bad(variable, "no PEM private key in the value (an identity is a key and its certificate)");
-  SCONE_ASSIGN_OR_RETURN(int count, CountCertificates(variable, value.data(), value.size()));
-  (void)count;
+  if (auto count = CountCertificates(variable, value.data(), value.size()); !count.ok()) {
+    EVP_PKEY_free(key);
+    return count.status();
+  }
   BioPtr certs = MemoryBio(value.data(), value.size());
   X509* first = PEM_read_bio_X509(certs.get(), nullptr, nullptr, nullptr);
   bool matches = first != nullptr && X509_check_private_key(first, key) == 1;
@@ -138,7 +172,8 @@ Result<Identity> ParseIdentity(const std::string& variable, const std::string& v
 
 // A CA or `disabled` (true in *disabled).
 Result<std::optional<Authority>> ParseAuthority(const std::string& variable, const std::string& value, bool* disabled) {
-  if (Lower(value) == "disabled") {
+  if (Lower(value) == "disabled") {  // "Disabled" too: an error, never read as a CA
+    SCONE_RETURN_IF_ERROR(ParseSetting(variable, value, {"disabled"}).status());
     *disabled = true;
     return std::optional<Authority>();
   }
@@ -195,16 +230,8 @@ Result<NetworkRules> NetworkRules::Parse(const std::vector<std::pair<std::string
   for (const auto& [variable, value] : variables) {
     if (!IsShieldVariable(variable)) continue;
     if (variable == kPrefix) {
-      std::string v = Lower(value);
-      if (v == "disabled") {
-        rules.mode = ShieldMode::kDisabled;
-      } else if (v == "unprotected") {
-        rules.mode = ShieldMode::kUnprotected;
-      } else if (v == "protected") {
-        rules.mode = ShieldMode::kProtected;
-      } else {
-        return Bad(variable, "'" + value + "' is not one of disabled, unprotected, protected");
-      }
+      SCONE_ASSIGN_OR_RETURN(size_t i, ParseSetting(variable, value, {"disabled", "unprotected", "protected"}));
+      rules.mode = static_cast<ShieldMode>(i);
       mode_given = true;
     } else if (variable == kUnsupported) {
       SCONE_ASSIGN_OR_RETURN(rules.unsupported_protocols, ParseProtection(variable, value));

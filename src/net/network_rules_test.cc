@@ -140,7 +140,7 @@ TEST_F(NetworkRulesTest, BadValuesNameTheVariable) {
     std::string what;
   };
   const std::vector<Case> cases = {
-      {{{"SCONE_NETWORK_SHIELD", "on"}}, "SCONE_NETWORK_SHIELD:", "'on' is not one of"},
+      {{{"SCONE_NETWORK_SHIELD", "on"}}, "SCONE_NETWORK_SHIELD:", "'on' is not one of disabled, unprotected, protected"},
       {{{"SCONE_NETWORK_SHIELD_SERVER_A", "maybe"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "TCP:1"}},
        "SCONE_NETWORK_SHIELD_SERVER_A:", "'maybe' is not one of"},
       {{{"SCONE_NETWORK_SHIELD_SERVER_A", "unprotected"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "TCP:http"}},
@@ -192,6 +192,75 @@ TEST_F(NetworkRulesTest, BadValuesNameTheVariable) {
     EXPECT_EQ(error.rfind(c.variable, 0), 0u) << "got: " << error;
     EXPECT_NE(error.find(c.what), std::string::npos) << "got: " << error;
   }
+}
+
+// SCONE's values are lowercase words, matched exactly, for every switch: another case is refused
+// (with a hint), never read as another value or as a CA.
+TEST_F(NetworkRulesTest, SwitchValuesAreLowercaseWordsMatchedExactly) {
+  std::string error = Error({{"SCONE_NETWORK_SHIELD", "Protected"}});
+  EXPECT_EQ(error, "SCONE_NETWORK_SHIELD: 'Protected' is not one of disabled, unprotected, protected "
+                   "(values are lowercase: 'protected')");
+  error = Error({{"SCONE_NETWORK_SHIELD_SERVER_A", "REFUSE"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "TCP:1"}});
+  EXPECT_EQ(error.rfind("SCONE_NETWORK_SHIELD_SERVER_A: 'REFUSE' is not one of", 0), 0u) << error;
+  error = Error({{"SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS", "Refuse"}});
+  EXPECT_EQ(error.rfind("SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS: 'Refuse' is not one of", 0), 0u) << error;
+  error = Error({{"SCONE_NETWORK_SHIELD_SERVER_A", "protected"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "TCP:1"},
+                 {"SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY", *identity_},
+                 {"SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH", "Disabled"}});
+  EXPECT_EQ(error, "SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH: 'Disabled' is not one of disabled "
+                   "(values are lowercase: 'disabled')");
+  error = Error({{"SCONE_NETWORK_SHIELD_CLIENT_C", "unprotected"},
+                 {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"},
+                 {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH", "DISABLED"}});
+  EXPECT_EQ(error.rfind("SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH: 'DISABLED' is not one of disabled", 0), 0u) << error;
+}
+
+// OpenSSL's PEM reader skips text outside the blocks: junk before, between or after them (a
+// truncated paste, two values run together) is refused, naming the variable, never echoed.
+TEST_F(NetworkRulesTest, PemWithJunkAroundItIsRefused) {
+  const std::string junk = "SECRET-JUNK";
+  auto server = [&](const std::string& identity, const std::string& client_auth) {
+    return Error({{"SCONE_NETWORK_SHIELD_SERVER_A", "protected"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "TCP:1"},
+                  {"SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY", identity},
+                  {"SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH", client_auth}});
+  };
+  EXPECT_EQ(server(*identity_, ca_->cert), "");
+  EXPECT_EQ(server(*identity_ + "\n\n", "\n" + ca_->cert + ca_->cert), "");  // white space, two CAs
+  struct Case {
+    std::string identity, client_auth, message;
+  };
+  const std::vector<Case> cases = {
+      {*identity_, ca_->cert + junk, "SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH: text that is not PEM after PEM block 1"},
+      {*identity_, junk + "\n" + ca_->cert, "SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH: text that is not PEM before the first"},
+      {*identity_ + junk, ca_->cert, "SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY: text that is not PEM after PEM block 2"},
+      {*identity_, ca_->cert + "-----BEGIN CERTIFICATE-----\nMIIB", "SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH: certificate 2 does not parse"},
+  };
+  for (const Case& c : cases) {
+    std::string error = server(c.identity, c.client_auth);
+    EXPECT_EQ(error.rfind(c.message, 0), 0u) << "got: " << error;
+    EXPECT_EQ(error.find(junk), std::string::npos) << "the value was echoed: " << error;
+  }
+  std::string client = Error({{"SCONE_NETWORK_SHIELD_CLIENT_C", "protected"},
+                              {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"},
+                              {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH", ca_->cert + junk}});
+  EXPECT_EQ(client.rfind("SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH: text that is not PEM", 0), 0u) << client;
+}
+
+// A unix socket path is used up to its first NUL: a newline or NUL in it names another socket
+// than the value reads.
+TEST_F(NetworkRulesTest, UnixPathsWithControlCharactersAreRefused) {
+  for (const std::string& path : {std::string("unix:/run/a\nb.sock"), std::string("unix:/run/a\0b.sock", 18),
+                                  std::string("unix:/run/a\tb.sock")}) {
+    std::string server = Error({{"SCONE_NETWORK_SHIELD_SERVER_A", "unprotected"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", path}});
+    EXPECT_EQ(server.rfind("SCONE_NETWORK_SHIELD_SERVER_A_PORT: unix socket path holds a control character", 0), 0u)
+        << server;
+    std::string client =
+        Error({{"SCONE_NETWORK_SHIELD_CLIENT_C", "unprotected"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", path}});
+    EXPECT_EQ(client.rfind("SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION: unix socket path holds a control character", 0), 0u)
+        << client;
+  }
+  EXPECT_EQ(Error({{"SCONE_NETWORK_SHIELD_SERVER_A", "unprotected"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "unix:/run/a b.sock"}}),
+            "");
 }
 
 TEST_F(NetworkRulesTest, AnIdentityWhoseKeyIsNotTheCertificatesIsRefused) {

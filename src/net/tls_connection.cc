@@ -158,7 +158,14 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::Create(std::shared_ptr<Tls
       }
     }
   }
-  return std::unique_ptr<TlsConnection>(new TlsConnection(std::move(context), ssl, in, out));
+  std::unique_ptr<TlsConnection> connection(new TlsConnection(std::move(context), ssl, in, out));
+  // The moment the handshake completes, also inside a read that then fails: after a failure
+  // OpenSSL's state is "in init" again, so a failure's name cannot be judged from it.
+  SSL_set_app_data(ssl, connection.get());
+  SSL_set_info_callback(ssl, [](const SSL* s, int where, int) {
+    if (where & SSL_CB_HANDSHAKE_DONE) static_cast<TlsConnection*>(SSL_get_app_data(s))->handshake_completed_ = true;
+  });
+  return connection;
 }
 
 TlsConnection::~TlsConnection() { SSL_free(ssl_); }
@@ -205,7 +212,7 @@ long TlsConnection::Fail(int ret, const char* during) {
   } else if (reason.empty()) {
     reason = error == SSL_ERROR_SYSCALL ? "the peer closed the connection" : "TLS error " + std::to_string(error);
   }
-  failure_ = std::string(SSL_is_init_finished(ssl_) ? during : "handshake") + ": " + reason;
+  failure_ = std::string(handshake_completed_ ? during : "handshake") + ": " + reason;
   return kFailed;
 }
 

@@ -115,6 +115,10 @@ class TlsConnection {
   bool end_of_stream_ = false;
   uint64_t received_ = 0;
   bool failed_ = false;
+  // Set by OpenSSL's info callback when the handshake completes: a later failure is named by the
+  // call that failed ("read", "write"), not "handshake" (OpenSSL is "in init" again after any
+  // fatal error, so its state cannot tell).
+  bool handshake_completed_ = false;
   bool shutdown_sent_ = false;
   std::string failure_;
 };

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <set>
 
+#include "common/setting.h"
 #include "crypto/secret.h"
 
 namespace scone::policy {
@@ -229,8 +230,8 @@ Result<Service> ParseService(const YAML::Node& n) {
       }
       SCONE_ASSIGN_OR_RETURN(std::string value, String(kv.second, "environment value"));
       // The console shield's switch (docs/console-shield.md): a typo must not leave it off.
-      if (key == "SCONE_CONSOLE_SHIELD" && value != "protected" && value != "disabled") {
-        return At(kv.second, "SCONE_CONSOLE_SHIELD must be protected or disabled, not '" + value + "'");
+      if (key == kConsoleShieldVariable) {
+        if (auto wanted = ParseConsoleShield(value); !wanted.ok()) return At(kv.second, wanted.status().message());
       }
       s.environment[kv.first.Scalar()] = std::move(value);
     }

@@ -16,6 +16,7 @@
 
 #include "attest/las.h"
 #include "common/parallel.h"
+#include "common/setting.h"
 #include "attest/measurement.h"
 #include "fs/volume_path.h"
 #include "os/file.h"
@@ -469,11 +470,11 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
   // The network shield's variables come from the session's environment only, and stay out of
   // the program's (an _IDENTITY holds a private key).
   std::vector<NetworkVariable> network;
-  bool console_wanted = false;
+  std::optional<std::string> console_value;
   for (std::string& e : config.environment) {
     size_t eq = e.find('=');
-    if (e.rfind("SCONE_CONSOLE_SHIELD=", 0) == 0) {
-      console_wanted = e == "SCONE_CONSOLE_SHIELD=protected";
+    if (eq != std::string::npos && std::string_view(e).substr(0, eq) == kConsoleShieldVariable) {
+      console_value = e.substr(eq + 1);
       cas_env_.push_back(std::move(e));  // not secret; the program may look at it
     } else if (eq != std::string::npos && net::IsShieldVariable(e.substr(0, eq))) {
       network.push_back({e.substr(0, eq), SecretBytes(AsBytes(std::string_view(e).substr(eq + 1)))});
@@ -482,6 +483,11 @@ Status Runtime::InitFromCas(const CasSettings& settings) {
     } else if (!e.empty()) {
       cas_env_.push_back(std::move(e));
     }
+  }
+  // CAS checked it when the session was stored; a value it let through is still no reason to run open.
+  bool console_wanted = false;
+  if (console_value) {
+    SCONE_ASSIGN_OR_RETURN(console_wanted, ParseConsoleShield(*console_value));
   }
   // Where the rules name no identity or CA: the service's own, which CAS issued.
   std::optional<NetworkDefaults> defaults;

@@ -513,7 +513,7 @@ EOF
   # A value that is neither is refused when the session is made.
   PREDECESSOR=$(session_hash) console_session yes
   if "$scone" session update s.yml > /dev/null 2> bad.err; then fail "SCONE_CONSOLE_SHIELD=yes accepted"; fi
-  grep -q "SCONE_CONSOLE_SHIELD must be protected or disabled" bad.err || { cat bad.err; fail "no reason given"; }
+  grep -q "SCONE_CONSOLE_SHIELD: 'yes' is not one of disabled, protected" bad.err || { cat bad.err; fail "no reason given"; }
   ;;
 exec-keeps-reporting)
   # An entrypoint script that execs the real program, as container images do: the program it

@@ -261,8 +261,14 @@ SCRIPT
   damaged "record 1 .*authentication failed.*key" sealed.out other-key
   : > empty.out
   damaged "no console records" empty.out
+  # Plaintext lines are no records: skipped and counted, never printed; with no record at all
+  # that is damage. Plaintext that could be a record line (base64 alone) is refused as one.
   printf '%s plain line\n' "$MARKER" > plain.out
-  damaged "record 1 .*not a console record" plain.out
+  damaged "no console records at all \(only 1 line" plain.out
+  grep -q "1 line(s) that are no console records skipped" damaged.err || fail "the skipped line is not counted"
+  ! grep -q "$MARKER" damaged.out || fail "a skipped line was printed"
+  printf 'SCONECONSOLEMARKER\n' > plain64.out
+  damaged "record 1 .*not a console record" plain64.out
   # Records of another run under the same key, appended: a second first process is allowed
   # (`>>` of two runs), but a copy of this run's records is not.
   cat sealed.out sealed.out > twice.out
@@ -470,6 +476,107 @@ PYEOF
   # -i needs the key.
   rc=0; "$scone" run -i -- true < input.sealed 2> noconsole.err || rc=$?
   [[ $rc -ne 0 ]] && grep -q "needs the console's key" noconsole.err || fail "-i without a key was not refused"
+  ;;
+
+script-capture)
+  # A terminal session captured by script(1) into a file: its header and footer lines, and blank
+  # lines added, are skipped (counted on stderr, never printed); the records decrypt as always,
+  # and a changed, removed or reordered record line is still named.
+  command -v script > /dev/null || apt-get install -y bsdutils > /dev/null 2>&1
+  printf 'echo "%s out"; echo "%s err" >&2; for i in 1 2 3 4 5; do echo "%s line $i"; done
+' "$MARKER" "$MARKER" "$MARKER" > tty.sh
+  bash tty.sh > tty.native 2>&1
+  script -q -c "$scone run --console-key-file key -- bash tty.sh" capture.txt > /dev/null
+  grep -q "^Script started on" capture.txt && grep -q "^Script done on" capture.txt || fail "script wrote no header and footer"
+  no_marker capture.txt
+  printf '
+
+' >> capture.txt
+  decrypt capture.txt > capture.dec 2> capture.err || { cat capture.err >&2; fail "a script capture does not decrypt"; }
+  cmp tty.native capture.dec || { diff tty.native capture.dec >&2; fail "decrypted capture differs from the native run"; }
+  grep -q "line(s) that are no console records skipped" capture.err || fail "the skipped lines are not counted"
+  [[ "$(grep -o '[0-9]* line(s) that are no' capture.err | cut -d' ' -f1)" -ge 4 ]] || fail "not every line that is no record counted"
+  # Record lines: those of the base64 alphabet alone (one line per record on a terminal).
+  mapfile -t lines < <(grep -n -a -E '^[A-Za-z0-9+/=]+'$'\r''$' capture.txt | cut -d: -f1)
+  # One process writes them in turn: stdout's start and "out", stderr's start and "err", then the
+  # five lines on stdout (records #2 to #6 of its stream), then the ends.
+  [[ ${#lines[@]} -eq 11 ]] || fail "records not as expected in the capture: ${#lines[@]} record lines"
+  third="${lines[4]}" fifth="${lines[6]}"
+  sed "${third}d" capture.txt > capture-removed.txt
+  damaged "record #3 follows #1: 1 record\(s\) missing here" capture-removed.txt
+  awk -v a="$third" -v b="$fifth" 'NR==FNR {l[FNR]=$0; next} FNR==a {print l[b]; next} FNR==b {print l[a]; next} {print}' \
+    capture.txt capture.txt > capture-swapped.txt
+  cmp -s capture.txt capture-swapped.txt && fail "the lines were not swapped"
+  damaged "record #4 follows #1: 2 record\(s\) missing here" capture-swapped.txt
+  $PY -c 'import sys; n = int(sys.argv[2]) - 1; l = open(sys.argv[1], "rb").read().split(b"\n"); c = l[n][30:31]; l[n] = l[n][:30] + (b"B" if c == b"A" else b"A") + l[n][31:]; sys.stdout.buffer.write(b"\n".join(l))' \
+    capture.txt "$third" > capture-flipped.txt
+  cmp -s capture.txt capture-flipped.txt && fail "the line was not changed"
+  damaged "authentication failed|not a console record" capture-flipped.txt
+  ! grep -q "Script started" damaged.out || fail "a capture's line was printed"
+  ;;
+
+switch-values)
+  # SCONE_CONSOLE_SHIELD without CAS: protected (with the key) or disabled, lowercase; anything
+  # else refuses to start (exit 1, a scone: line naming the variable), never runs unshielded.
+  for value in protcted Protected yes ""; do
+    rc=0
+    SCONE_CONSOLE_SHIELD="$value" "$scone" run --console-key-file key -- /bin/echo "$MARKER started" > switch.out 2> switch.err || rc=$?
+    [[ $rc -eq 1 ]] || fail "SCONE_CONSOLE_SHIELD='$value': exit status $rc, not 1"
+    ! grep -a -q "$MARKER" switch.out || fail "SCONE_CONSOLE_SHIELD='$value': the program ran"
+    grep -q "^scone: SCONE_CONSOLE_SHIELD: '$value' is not one of disabled, protected" switch.err ||
+      { cat switch.err >&2; fail "SCONE_CONSOLE_SHIELD='$value': no scone: line naming the variable"; }
+  done
+  grep -q "values are lowercase" <(SCONE_CONSOLE_SHIELD=Protected "$scone" run -- /bin/true 2>&1) || fail "no hint at the case"
+  SCONE_CONSOLE_SHIELD=protected "$scone" run --console-key-file key -- /bin/echo "$MARKER sealed" > sealed.out 2>&1
+  no_marker sealed.out
+  [[ "$(decrypt sealed.out 2>/dev/null)" == "$MARKER sealed" ]] || fail "SCONE_CONSOLE_SHIELD=protected with the key"
+  [[ "$(SCONE_CONSOLE_SHIELD=disabled "$scone" run -- /bin/echo "$MARKER open" 2>&1)" == "$MARKER open" ]] ||
+    fail "SCONE_CONSOLE_SHIELD=disabled"
+  ;;
+
+fork-while-writing)
+  # The main thread forks children in a loop while another thread prints: the parent announces
+  # each child on its stream once glibc's fork let go of the allocator's locks (sealing the
+  # announcement inside the fork waited for them forever: a hang in every run).
+  cat > forks.py <<'PYEOF'
+import os, sys, threading
+marker, count = sys.argv[1], int(sys.argv[2])
+writing, stop = threading.Event(), threading.Event()
+def chatter():
+    i = 0
+    while not stop.is_set():
+        print(f"{marker} thread {i}", flush=True)
+        writing.set()
+        i += 1
+t = threading.Thread(target=chatter)
+t.start()
+writing.wait()
+for c in range(count):
+    pid = os.fork()
+    if pid == 0:
+        os.write(1, f"{marker} child {c}\n".encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+stop.set()
+t.join()
+print(f"{marker} parent done", flush=True)
+PYEOF
+  forks=200
+  rc=0
+  timeout -k 5 90 "$scone" run --console-key-file key -- $PY forks.py "$MARKER" "$forks" > forks.out 2>&1 || rc=$?
+  [[ $rc -eq 0 ]] || fail "forking while a thread writes: exit status $rc (124 or 137: it hung)"
+  no_marker forks.out
+  # One file per stream: the first process's stdout is stream 1 (python's print may make two
+  # writes of a line, and a child's record may land between them).
+  mkdir split
+  decrypt --split split forks.out 2> forks.err || { cat forks.err >&2; fail "the console of a forking program does not decrypt"; }
+  # Every child's stream there, each announced by its parent (else decrypt fails): 2 + 2 per child.
+  grep -q "intact: .* $((2 + 2 * forks)) streams" forks.err || { cat forks.err >&2; fail "not one stream per child and channel"; }
+  for ((c = 0; c < forks; c++)); do echo "$MARKER child $c"; done | sort > children.expected
+  find split -type f ! -name 1.stdout -exec cat {} + | sort | cmp - children.expected ||
+    fail "a child's line is missing or changed"
+  grep -q "^$MARKER thread " split/1.stdout || fail "the writer thread's lines are missing"
+  [[ "$(tail -n 1 split/1.stdout)" == "$MARKER parent done" ]] || fail "the parent's last line is missing"
   ;;
 
 *)

@@ -948,6 +948,66 @@ many-connections)
   ! grep -q "scone:" redis.log || { grep -m 5 "scone:" redis.log; fail "connections failed"; }
   ;;
 
+failure-lines)
+  # A flood of bad clients (plaintext on a protected port, as a scanner or a misconfigured client
+  # sends): the server's `scone:` lines are rate-limited per rule, the rest counted and said with
+  # the rule's next line; a failure after the handshake is named by what failed ("read:"), not
+  # "handshake:".
+  port=$(free_port)
+  server_env WEB "$port" disabled > rules.env
+  start_http_server "$port" rules.env
+  cat > bad_clients.py <<'PYEOF'
+import os, re, socket, ssl, sys, time
+port, count = int(sys.argv[1]), int(sys.argv[2])
+def plaintext_client():
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        s.recv(100)  # until the server closes: its failure is logged by then
+# First (its line is not held back): a client that completes the handshake, then sends a record that does not decrypt.
+ctx = ssl.create_default_context(cafile="ca.crt")
+with socket.create_connection(("127.0.0.1", port)) as raw:
+    tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    with socket.socket(fileno=os.dup(tls.fileno())) as same:
+        same.sendall(b"\x17\x03\x03\x00\x15" + b"x" * 21)
+        try:
+            tls.recv(100)  # until the server gives up on the connection
+        except (ssl.SSLError, OSError):
+            pass
+start = time.monotonic()
+for _ in range(count):
+    plaintext_client()
+# A held-back count goes out with the rule's next line in a later second: more bad clients, one
+# at a time, until the server's log accounts for every failed handshake of the flood (bounded).
+def accounted():
+    log = open(sys.argv[3], errors="replace").read()
+    lines = len(re.findall(r"server rule WEB: connection with \S+ failed: handshake: ", log))
+    held = sum(int(n) for n in re.findall(r"server rule WEB: (\d+) more failed connection", log))
+    return lines + held
+extra = 0
+while accounted() < count + extra:
+    if time.monotonic() - start > 30:
+        sys.exit("the flood's failures are not accounted for within 30 s: %d of %d" % (accounted(), count + extra))
+    plaintext_client()
+    extra += 1
+print("done", extra, flush=True)
+PYEOF
+  flood=200
+  timeout 60 "$PY" bad_clients.py "$port" "$flood" http.log > clients.out 2>&1 || { cat clients.out; fail "the clients failed"; }
+  # The server logs the last failure once it read the client's bytes: poll its log, bounded.
+  for ((i = 0; i < 500; i++)); do grep -q "failed: read: " http.log && break; sleep 0.01; done
+  grep -q "scone: network shield: server rule WEB: connection with 127.0.0.1:[0-9]* failed: read: " http.log ||
+    { cat http.log; fail "a failure after the handshake is not named by the read"; }
+  lines=$(grep -c "scone: network shield: server rule WEB: connection with .* failed: handshake: " http.log || true)
+  [[ "$lines" -ge 1 ]] || { cat http.log; fail "no line for the failed handshakes"; }
+  grep -q "scone: network shield: server rule WEB: [0-9]* more failed connection(s) not logged" http.log ||
+    { cat http.log; fail "no count of the lines held back"; }
+  held=$(grep -o "server rule WEB: [0-9]* more failed" http.log | awk '{s += $4} END {print s + 0}')
+  # Every failed handshake is a line or counted (the clients waited for it), and far fewer lines
+  # than clients.
+  [[ "$lines" -lt $((flood / 2)) ]] || fail "$lines lines for $flood failed handshakes: not rate-limited"
+  [[ "$held" -gt $((flood / 2)) ]] || fail "only $held failed handshakes counted"
+  ;;
+
 bad-config)
   # A malformed rule: the program does not start, a `scone:` line names the variable.
   expect_refused() {
@@ -969,6 +1029,21 @@ bad-config)
     SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:localhost:1 SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH=notapem
   expect_refused SCONE_NETWORK_SHIELD_UNKNOWN SCONE_NETWORK_SHIELD_UNKNOWN=1
   ! grep -q "PRIVATE KEY\|BEGIN" out || fail "a key or certificate was echoed"
+  # Values are SCONE's lowercase words, exactly (docs/network-shield.md).
+  expect_refused SCONE_NETWORK_SHIELD SCONE_NETWORK_SHIELD=Protected
+  grep -q "values are lowercase" out || fail "no hint at the case"
+  # A CA followed by junk, a unix path with a newline.
+  expect_refused SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH SCONE_NETWORK_SHIELD_CLIENT_B=protected \
+    SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:localhost:1 "SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH=$(cat ca.crt)junk"
+  expect_refused SCONE_NETWORK_SHIELD_SERVER_A_PORT SCONE_NETWORK_SHIELD_SERVER_A=unprotected \
+    "SCONE_NETWORK_SHIELD_SERVER_A_PORT=unix:/tmp/a"$'\n'"b.sock"
+  # A destination that does not resolve could never match: refused (by the runtime, at start-up)
+  # unless its addresses are given.
+  unresolvable=(SCONE_NETWORK_SHIELD_CLIENT_B=unprotected SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:no-such-host.invalid:80)
+  expect_refused SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION "${unresolvable[@]}"
+  grep -q "does not resolve" out || fail "no reason for the unresolvable host"
+  [[ "$(env "${unresolvable[@]}" SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION_IP=192.0.2.1 "$scone" run -- /bin/echo started 2>&1)" == started ]] ||
+    fail "an unresolvable host with _DESTINATION_IP did not start"
   ;;
 
 *)

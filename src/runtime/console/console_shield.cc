@@ -29,10 +29,9 @@ using console::RecordType;
 // PIPE_BUF, which the kernel writes whole and never interleaves with another writer's.
 constexpr size_t kFileRecordSize = 64 * 1024;
 
-// The streams whose locks the forking thread holds, and the ids it chose for the child.
+// The streams whose locks the forking thread holds.
 constexpr int kMaxForkStreams = 8;
 __attribute__((tls_model("initial-exec"))) thread_local ConsoleStream* fork_streams[kMaxForkStreams];
-__attribute__((tls_model("initial-exec"))) thread_local console::StreamId fork_children[kMaxForkStreams];
 __attribute__((tls_model("initial-exec"))) thread_local int fork_count = 0;
 
 // Waits until `fd` takes more (a non-blocking console that is full).
@@ -159,9 +158,19 @@ long ConsoleStream::StartIfNeeded(bool may_refuse) {
   return r;
 }
 
+void ConsoleStream::WriteAnnouncements() {
+  if (unannounced_.empty()) return;
+  // Waits as a final record does: a child that is never announced reads as spliced in.
+  if (StartIfNeeded(false) == 0) {
+    for (const console::StreamId& child : unannounced_) (void)WriteRecord(RecordType::kFork, child, false);
+  }
+  unannounced_.clear();  // keeps its capacity: no memory is freed
+}
+
 long ConsoleStream::Write(const void* buf, size_t count) {
   std::lock_guard lock(mu_);
   if (ended_) return -EIO;  // never plaintext: the stream is over
+  WriteAnnouncements();
   if (count == 0) return 0;
   size_t limit = max_payload_;
   if (pipe_) {
@@ -187,6 +196,7 @@ void ConsoleStream::End() {
   std::lock_guard lock(mu_);
   if (ended_) return;
   ended_ = true;
+  WriteAnnouncements();
   if (StartIfNeeded(false) == 0) (void)WriteRecord(RecordType::kEnd, {}, false);
   files::CloseOwn(own_fd_);
   own_fd_ = -1;
@@ -201,6 +211,7 @@ bool ConsoleStream::ended() {
 
 ConsoleStreamConfig ConsoleStream::Describe(std::vector<int> fds) {
   std::lock_guard lock(mu_);
+  if (!ended_) WriteAnnouncements();  // the next program numbers on from here
   ConsoleStreamConfig c;
   c.id = id_;
   c.parent = parent_;
@@ -216,15 +227,20 @@ ConsoleStreamConfig ConsoleStream::Describe(std::vector<int> fds) {
 
 void ConsoleStream::LockForFork(const console::StreamId& child) {
   mu_.lock();
+  unannounced_.reserve(unannounced_.size() + 1);
   child_ = child;
 }
 
-void ConsoleStream::UnlockInParent() { mu_.unlock(); }
+void ConsoleStream::UnlockInParent(bool forked) {
+  if (forked) unannounced_.push_back(child_);  // within the capacity reserved: no allocation
+  mu_.unlock();
+}
 
 // The child's own stream, on the same description: numbered from 0, keyed by its own id (the
 // cipher is made at its first record: the child's allocator may not be usable yet).
 void ConsoleStream::BecomeChild() {
   siblings_.clear();  // a child's stream is announced by its parent
+  unannounced_.clear();  // the parent's children, the parent's to announce
   if (lock_fd_ >= 0) {
     files::CloseOwn(lock_fd_);  // the parent's description: the child locks one of its own
     lock_fd_ = -1;
@@ -237,10 +253,9 @@ void ConsoleStream::BecomeChild() {
   mu_.unlock();
 }
 
-void ConsoleStream::Announce(const console::StreamId& child) {
+void ConsoleStream::AnnounceChildren() {
   std::lock_guard lock(mu_);
-  if (ended_) return;
-  if (StartIfNeeded(false) == 0) (void)WriteRecord(RecordType::kFork, child, false);
+  if (!ended_) WriteAnnouncements();
 }
 
 // ---- ConsoleFd ------------------------------------------------------------------------------
@@ -435,14 +450,14 @@ void ConsoleShield::BeforeFork() {
   for (auto& stream : streams_) {
     if (fork_count == kMaxForkStreams) break;
     if (stream->ended()) continue;
-    fork_children[fork_count] = console::NewStreamId();
-    stream->LockForFork(fork_children[fork_count]);
+    stream->LockForFork(console::NewStreamId());
     fork_streams[fork_count++] = stream.get();
   }
 }
 
-void ConsoleShield::AfterForkInParent() {
-  for (int i = 0; i < fork_count; ++i) fork_streams[i]->UnlockInParent();
+void ConsoleShield::AfterForkInParent(bool forked) {
+  for (int i = 0; i < fork_count; ++i) fork_streams[i]->UnlockInParent(forked);
+  fork_count = 0;
 }
 
 void ConsoleShield::AfterForkInChild() {
@@ -450,11 +465,8 @@ void ConsoleShield::AfterForkInChild() {
   fork_count = 0;
 }
 
-void ConsoleShield::AnnounceChild(bool forked) {
-  if (forked) {
-    for (int i = 0; i < fork_count; ++i) fork_streams[i]->Announce(fork_children[i]);
-  }
-  fork_count = 0;
+void ConsoleShield::AnnounceChildren() {
+  for (auto& stream : streams_) stream->AnnounceChildren();
 }
 
 }  // namespace scone::runtime

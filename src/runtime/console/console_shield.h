@@ -52,11 +52,14 @@ class ConsoleStream {
   // For a program this process executes. `fds`: the program's descriptors that keep the stream.
   ConsoleStreamConfig Describe(std::vector<int> fds);
 
-  // Fork (ConsoleShield's).
+  // Fork (ConsoleShield's). LockForFork runs before the kernel's call, where allocating is safe:
+  // it makes room for the child's announcement, which UnlockInParent only notes (no allocation,
+  // no lock: glibc's fork may still hold the allocator's locks); AnnounceChildren writes it once
+  // the fork is complete, and every record of the stream writes what is still unannounced first.
   void LockForFork(const console::StreamId& child);
-  void UnlockInParent();
+  void UnlockInParent(bool forked);
   void BecomeChild();
-  void Announce(const console::StreamId& child);
+  void AnnounceChildren();
 
  private:
   // Seals and writes one record. -EAGAIN (nothing written) only when `may_refuse`; else waits
@@ -71,6 +74,8 @@ class ConsoleStream {
   void UnlockPipe();
   // REQUIRES: mu_.
   long StartIfNeeded(bool may_refuse);
+  // The kFork records of children forked since the last. REQUIRES: mu_.
+  void WriteAnnouncements();
 
   std::mutex mu_;
   const SecretBytes& key_;
@@ -82,6 +87,8 @@ class ConsoleStream {
   console::StreamId run_;
   std::vector<console::StreamId> siblings_;  // a first stream's (console/record.h StartInfo)
   console::StreamId child_{};  // chosen for the child of a fork in progress
+  // Children forked, not yet announced. Its capacity is reserved before each fork (LockForFork).
+  std::vector<console::StreamId> unannounced_;
   console::Channel channel_;
   uint64_t next_;
   bool started_;
@@ -158,11 +165,14 @@ class ConsoleShield {
 
   // Fork: the forking thread holds every live stream's lock across the kernel's call and
   // chooses the child's stream ids; the child takes them, the parent announces them.
+  // AfterForkInParent (`forked`: the kernel made a child) only notes the announcements: it runs
+  // where glibc's fork may still hold the allocator's locks, and sealing allocates.
   void BeforeFork();
-  void AfterForkInParent();
+  void AfterForkInParent(bool forked);
   void AfterForkInChild();
-  // In the parent once the fork returned (`forked`: it made a child). REQUIRES: a RuntimeSection.
-  void AnnounceChild(bool forked);
+  // In the parent once the fork is complete (the C library let go of its locks): writes the
+  // announcements. REQUIRES: a RuntimeSection.
+  void AnnounceChildren();
 
  private:
   bool active_ = false;

@@ -120,9 +120,12 @@ Result<std::unique_ptr<NetworkShield>> NetworkShield::Create(std::vector<Network
           }
           freeaddrinfo(found);
         }
+        // A rule that can never match is almost certainly a typo, and the connections it was
+        // meant for would fall to the default: refused, naming the variable.
         if (addresses.empty()) {
-          Log("network shield: client rule " + c.name + ": " + c.destination.host +
-              " does not resolve; give SCONE_NETWORK_SHIELD_CLIENT_" + c.name + "_DESTINATION_IP");
+          return InvalidArgument(std::string(net::kVariablePrefix) + "_CLIENT_" + c.name + "_DESTINATION: host '" +
+                                 c.destination.host + "' does not resolve (a rule that could never match); give its "
+                                 "addresses in " + net::kVariablePrefix + "_CLIENT_" + c.name + "_DESTINATION_IP");
         }
       }
     }

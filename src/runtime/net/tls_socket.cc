@@ -9,9 +9,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <mutex>
 #include <thread>
 
 #include "common/clock.h"
+#include "net/log_limit.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/fork.h"
@@ -133,13 +135,32 @@ long TlsSocketFd::Wait(int fd, short events, int64_t deadline) {
 long TlsSocketFd::Failed(bool reading) {
   // A peer that connected and closed without a byte (a port probe, a health check) is no failure
   // worth a line.
-  if (!failure_logged_.exchange(true) && !connection_->PeerSentNothing()) {
-    Log("network shield: " + rule_ + ": connection " + (peer_.empty() ? "" : "with " + peer_ + " ") +
-        "failed: " + connection_->failure());
-  }
+  if (!failure_logged_.exchange(true) && !connection_->PeerSentNothing()) LogFailure();
   // A client that failed a server's handshake is, to the server, one that went away: the end of
   // the stream, which servers handle quietly. Everything else is a reset connection.
   return reading && server_ && !HandshakeDone() ? 0 : -ECONNRESET;
+}
+
+namespace {
+// Lines about failed connections, per rule, in each second (net/log_limit.h): a scan or a flood
+// of bad clients would make one a connection.
+constexpr uint32_t kFailureLinesPerSecond = 10;
+}  // namespace
+
+void TlsSocketFd::LogFailure() {
+  static std::mutex mu;
+  static auto* limit = new net::LogLimit(kFailureLinesPerSecond);  // never destroyed: used until exit
+  uint64_t suppressed = 0;
+  {
+    std::lock_guard lock(mu);
+    if (!limit->Allow(rule_, MonotonicNs(), &suppressed)) return;
+  }
+  if (suppressed > 0) {
+    Log("network shield: " + rule_ + ": " + std::to_string(suppressed) + " more failed connection(s) not logged (at most " +
+        std::to_string(kFailureLinesPerSecond) + " lines a second per rule)");
+  }
+  Log("network shield: " + rule_ + ": connection " + (peer_.empty() ? "" : "with " + peer_ + " ") +
+      "failed: " + connection_->failure());
 }
 
 long TlsSocketFd::Fill(int fd) {

@@ -126,6 +126,8 @@ class TlsSocketFd final : public ShieldedFd {
   // The connection failed: says why once; the call gets ECONNRESET (a server's read of a
   // connection whose handshake failed: the end of the stream).
   long Failed(bool reading = false);
+  // The `scone:` line saying why, rate-limited per rule.
+  void LogFailure();
   // Whether this process may use the connection's TLS state: the connection was never shared by
   // a fork, or this process owns it, claiming it if no process used it since. Says why once
   // when not. REQUIRES: one of the connection's locks (a fork takes them all).

@@ -62,6 +62,9 @@ class EntryLocksHeld {
 // of the locks before they return to any other code.
 DispatchResult ForkHere(const SyscallFrame& f) {
   RuntimeSection section;
+  // Prepared by glibc's fork(), which holds its allocator's locks until this call returns to it
+  // and completes the fork in the runtime's parent handler; any other fork is complete here.
+  const bool by_the_c_library = ForkPrepared();
   PrepareFork();
   long r;
   {
@@ -73,9 +76,8 @@ DispatchResult ForkHere(const SyscallFrame& f) {
     ForgetHeldTermination();
     AfterForkInChild();
   } else {
-    AfterForkInParent();
-    // The child's console streams, announced in the parent's (console_shield.h).
-    if (Runtime* rt = ShieldIfReady()) rt->console().AnnounceChild(r > 0);
+    AfterForkInParent(r > 0);
+    if (!by_the_c_library) CompleteForkInParent();
   }
   return {r, Action::kDone};
 }

@@ -49,11 +49,21 @@ bool child_of_threads = false;
 bool child_without_volumes = false;
 
 std::atomic<uint64_t> fork_generation{0};
-// The TLS connections whose locks the forking thread holds across the kernel's call. Emptied in
-// the parent right after it, in a child once its allocator is usable (CompleteForkInChild).
+
+// The TLS connections whose locks the forking thread holds across the kernel's call: per thread
+// (two threads may fork one after the other, the second preparing while the first lets go). Made
+// at the thread's first fork (PrepareFork may allocate) and kept (trivially destructible TLS: a
+// thread's destructors may run before a fork in an exit handler). Emptied only where dropping a
+// reference may free memory: in the parent once the fork is complete (CompleteForkInParent), in a
+// child once its allocator is usable (CompleteForkInChild).
+__attribute__((tls_model("initial-exec"))) thread_local std::vector<std::shared_ptr<ShieldedFd>>* held_connections =
+    nullptr;
+// Set in the parent by AfterForkInParent: CompleteForkInParent has work.
+__attribute__((tls_model("initial-exec"))) thread_local bool parent_pending = false;
+
 std::vector<std::shared_ptr<ShieldedFd>>& HeldConnections() {
-  static auto* held = new std::vector<std::shared_ptr<ShieldedFd>>();  // never destroyed
-  return *held;
+  if (held_connections == nullptr) held_connections = new std::vector<std::shared_ptr<ShieldedFd>>();
+  return *held_connections;
 }
 
 void HoldConnections(Runtime& rt) {
@@ -65,8 +75,13 @@ void HoldConnections(Runtime& rt) {
   }
 }
 
+// Neither allocates (in a child the allocator may not be usable yet).
 void LetGoOfConnections(bool in_child) {
-  for (auto& d : HeldConnections()) d->AsTlsSocket()->AfterFork(in_child);
+  if (held_connections == nullptr) return;
+  for (auto& d : *held_connections) d->AsTlsSocket()->AfterFork(in_child);
+}
+void DropHeldConnections() {
+  if (held_connections != nullptr) held_connections->clear();
 }
 
 constexpr uint64_t Bit(int sig) { return uint64_t{1} << (sig - 1); }
@@ -85,8 +100,10 @@ bool SeveralThreads() {
 }
 
 void PrepareHandler() { PrepareFork(); }
+// After glibc's fork let go of its allocator's locks, before the program's handlers.
 void ParentHandler() {
-  if (ForkPrepared()) AfterForkInParent();
+  if (ForkPrepared()) AfterForkInParent(false);  // the clone never reached the dispatcher
+  CompleteForkInParent();
 }
 // After the C library's child reset, before the program's handlers (registered later).
 void ChildHandler() {
@@ -98,6 +115,7 @@ void ChildHandler() {
 
 void PrepareFork() {
   if (prepared != kNotPrepared) return;
+  CompleteForkInParent();  // a fork before whose end nothing completed the last
   // Signals first: one held back by a section would be let through at its end.
   BlockSignals();
   RuntimeSection section;
@@ -137,11 +155,11 @@ bool ForkPrepared() { return prepared != kNotPrepared; }
 
 uint64_t ForkGeneration() { return fork_generation.load(std::memory_order_acquire); }
 
-void AfterForkInParent() {
+void AfterForkInParent(bool forked) {
   if (prepared == kHolding) {
     if (Runtime* rt = ShieldIfReady()) {
       rt->fds().AfterFork();
-      rt->console().AfterForkInParent();
+      rt->console().AfterForkInParent(forked);
       for (auto& v : rt->volumes()) {
         if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInParent();
         v->AfterFork();
@@ -149,8 +167,8 @@ void AfterForkInParent() {
       if (auto* r = rt->reporter()) r->AfterForkInParent();
       ImageBroker::Get().AfterForkInParent();
       AloneWatcher::Get().AfterForkInParent();
-      LetGoOfConnections(false);
-      HeldConnections().clear();
+      LetGoOfConnections(false);  // kept in the list: dropping a reference may free memory
+      parent_pending = true;
     }
   }
   prepared = kNotPrepared;
@@ -185,6 +203,14 @@ void AfterForkInChild() {
   RestoreSignals();
 }
 
+void CompleteForkInParent() {
+  if (!parent_pending) return;
+  RuntimeSection section;
+  parent_pending = false;
+  DropHeldConnections();
+  if (Runtime* rt = ShieldIfReady()) rt->console().AnnounceChildren();
+}
+
 void CompleteForkInChild() {
   if (!child_pending) return;
   RuntimeSection section;
@@ -195,7 +221,7 @@ void CompleteForkInChild() {
     Log("this process was forked after a fault inside the runtime: its volumes are unavailable");
     return;
   }
-  HeldConnections().clear();
+  DropHeldConnections();
   ImageBroker::Get().CompleteForkInChild();  // serves the images its mappings show
   if (forking_with_threads) {
     child_of_threads = true;

@@ -34,10 +34,20 @@ bool ForkPrepared();
 // Counts the forks this process and its ancestors prepared: what a process learned about state
 // shared with other processes holds until it changes (one load).
 uint64_t ForkGeneration();
-// Right after the kernel's call, in each process: only releases and resets, no allocation (the
-// child's allocator may be unusable until the C library has reset it). REQUIRES: ForkPrepared.
-void AfterForkInParent();
+// Right after the kernel's call, in each process: only releases and resets, no allocation and no
+// lock another thread may hold (in the child, the allocator may be unusable until the C library
+// has reset it; in the parent, glibc's fork holds its allocator's locks until the call returns to
+// it, and a thread this one waits for may be waiting for them). `forked`: the kernel made a
+// child. REQUIRES: ForkPrepared.
+void AfterForkInParent(bool forked);
 void AfterForkInChild();
+// In the parent once the fork is complete, what may allocate or wait: the console's announcement
+// of the child, dropping the references to connections held across the call. Done by the
+// runtime's pthread_atfork parent handler (after glibc's fork let go of its locks), right after
+// the call for a fork the C library did not make, and at the thread's next fork. Cheap when there
+// is nothing to do. REQUIRES: not inside a fork's window (between the kernel's call and glibc's
+// unlocking).
+void CompleteForkInParent();
 
 // In a forked child, what needs the allocator: its own cross-process volume locks, forgetting
 // what the parent's threads wrote. Done by the runtime's pthread_atfork child handler (after the C
