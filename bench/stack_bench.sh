@@ -28,11 +28,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$work"
-docker_ready "$scone"
-for name in python redis; do
-  docker image inspect "scone-native/$name" > /dev/null 2>&1 || curated_ready "$scone" "$name"
-done
-[[ "$(docker info --format '{{.Swarm.LocalNodeState}}')" == active ]] || docker swarm init --advertise-addr 127.0.0.1 > /dev/null
+swarm_ready "$scone"
 now() { date +%s.%N; }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 

@@ -85,3 +85,16 @@ remove_containers() {
   local c
   for c in "$@"; do docker rm -f -v "$c" >/dev/null 2>&1 || true; done
 }
+
+# swarm_ready SCONE: the engine, the native python and redis images a stack uses, and a
+# single-node swarm (initialised here if this engine is in none).
+swarm_ready() {
+  local scone="$1" name
+  docker_ready "$scone"
+  for name in python redis; do
+    docker image inspect "scone-native/$name" > /dev/null 2>&1 || curated_ready "$scone" "$name"
+  done
+  if [[ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]]; then
+    docker swarm init --advertise-addr 127.0.0.1 > /dev/null
+  fi
+}

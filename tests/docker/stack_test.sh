@@ -24,13 +24,7 @@ cleanup() {
 }
 trap cleanup EXIT
 cd "$work"
-docker_ready "$scone"
-for name in python redis; do
-  docker image inspect "scone-native/$name" > /dev/null 2>&1 || curated_ready "$scone" "$name"
-done
-if [[ "$(docker info --format '{{.Swarm.LocalNodeState}}')" != active ]]; then
-  docker swarm init --advertise-addr 127.0.0.1 > /dev/null
-fi
+swarm_ready "$scone"
 
 # poll SECONDS COMMAND...: until COMMAND succeeds (bounded), else fails.
 poll() {
