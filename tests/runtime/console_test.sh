@@ -293,6 +293,36 @@ with-volume)
   [[ "$("$scone" volume cat vol child.txt --key-file vkey)" == "$MARKER child" ]] || fail "the child's file in the volume"
   ;;
 
+allocator-trim)
+  # Threads whose freed memory the C library gives back: it trims a thread's heap with its
+  # allocator locked, and opens, reads and closes /proc/sys/vm/overcommit_memory there. Those
+  # calls enter the runtime like any other; had the runtime allocated from the program's
+  # allocator while serving them, the thread would wait for itself forever (a hang in every run).
+  "$scone" volume create vol --key-file vkey >/dev/null 2>&1
+  cat > trim.py <<'PYEOF'
+import os, sys, threading
+marker, volume = sys.argv[1], sys.argv[2]
+def work(n):
+    for round in range(3):
+        blocks = [bytes(100000) for _ in range(200)]
+        del blocks
+        with open(f"{volume}/t{n}-{round}", "w") as f:
+            f.write(f"{marker} {n} {round}\n")
+    os.write(1, f"{marker} thread {n} trimmed\n".encode())  # one write: lines never interleave
+threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+PYEOF
+  rc=0
+  timeout -k 5 60 "$scone" run --volume "vol:vkey" --console-key-file key -- $PY trim.py "$MARKER" vol > trim.out 2>&1 || rc=$?
+  [[ $rc -eq 0 ]] || fail "threads trimming their heaps: exit status $rc (124 or 137: it hung)"
+  no_marker trim.out
+  [[ "$(decrypt trim.out 2>/dev/null | sort)" == "$(for n in 0 1 2 3; do echo "$MARKER thread $n trimmed"; done)" ]] ||
+    fail "a thread's line is missing"
+  ! grep -r -a -q "$MARKER" vol || fail "plaintext in the volume"
+  [[ "$("$scone" volume cat vol t3-2 --key-file vkey)" == "$MARKER 3 2" ]] || fail "a thread's file in the volume"
+  ;;
+
 killed)
   # SIGKILL leaves no final record: decrypt prints what authenticated and says it is truncated.
   mkfifo ready

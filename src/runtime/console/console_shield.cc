@@ -418,6 +418,10 @@ void ConsoleShield::AdoptIfConsole(long fd, FdTable& fds) {
   if (!any_stream_ || fd < 0 || fd >= FdTable::kMaxFds) return;
   struct stat st;
   if (RawSyscall(SYS_fstat, fd, Arg(&st)) != 0) return;
+  // Most opens are of other files: decided without the table.
+  bool console = false;
+  for (auto& stream : streams_) console = console || stream->Is(st.st_dev, st.st_ino);
+  if (!console) return;
   std::shared_ptr<ConsoleStream> ended;
   auto all = fds.All();
   for (auto& stream : streams_) {

@@ -12,6 +12,7 @@
 
 #include "runtime/entry/code_patcher.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/memory/private_heap.h"
 #include "runtime/process/fork.h"
 #include "runtime/process/process_calls.h"
 #include "runtime/process/signal_calls.h"
@@ -34,7 +35,7 @@ constexpr long kSpawnFailureStatus = 127;
 
 std::atomic<bool> logged_unforkable{false};
 
-// The entry's own locks, which the C library's allocator locks come before (a thread patching a
+// The entry's own locks and the runtime's heap, which the C library's allocator locks come before (a thread patching a
 // site the allocator's mmap reached holds the patcher's lock): taken at the kernel's call itself.
 // After a fault inside the runtime, the faulting thread may hold them: not taken (fork.h).
 class EntryLocksHeld {
@@ -43,9 +44,11 @@ class EntryLocksHeld {
     if (!held_) return;
     CodePatcher::BeforeFork();
     BeforeFork();
+    memory::BeforeFork();  // last: nothing else the thread takes waits for it
   }
   ~EntryLocksHeld() {
     if (!held_) return;
+    memory::AfterFork();
     AfterFork();
     CodePatcher::AfterFork();
   }

@@ -11,6 +11,7 @@
 #include "runtime/entry/code_patcher.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/memory/private_heap.h"
 #include "runtime/runtime.h"
 
 extern "C" void scone_signal_restorer();
@@ -92,7 +93,7 @@ bool UnsafeCall(long nr) {
 
 // Whether the thread, interrupted in `uc`, holds neither the runtime's locks nor the C library's.
 bool AtSafePoint(const EntryThread& t, const ucontext_t* uc) {
-  if (t.depth > 0 || t.unsafe_handlers > 0 || t.forking) return false;
+  if (t.depth > 0 || t.unsafe_handlers > 0 || t.forking || memory::InsideHeap()) return false;
   if (t.call >= 0 && UnsafeCall(t.call)) return false;
   const auto ip = static_cast<uintptr_t>(uc->uc_mcontext.gregs[REG_RIP]);
   if (InUnsafeCode(ip)) return false;
