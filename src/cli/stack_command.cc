@@ -48,8 +48,6 @@ struct StackArgs {
   bool keep_data = false;  // rm: keep the stack's volumes and its session (their keys)
 };
 
-bool ShowProgress(const StackArgs& a) { return !a.quiet && isatty(2); }
-
 Status CheckStackName(const std::string& name) {
   bool ok = !name.empty() && name.size() <= 48 && std::isalnum(static_cast<unsigned char>(name[0]));
   for (char c : name)
@@ -136,7 +134,7 @@ Result<std::map<std::string, stack::ServiceImage>> SecureImages(const StackArgs&
   for (const stack::StackService& s : l.file.services) {
     if (!s.secure) continue;
     progress.Step("sconifying " + s.image + " for service " + s.name);
-    auto image = stack::ImageForService(docker, a.name, s, runtime, runtime_hash, !ShowProgress(a));
+    auto image = stack::ImageForService(docker, a.name, s, runtime, runtime_hash, a.quiet);
     if (!image.ok())
       return image.status().Annotate(a.file + ":" + std::to_string(s.line) + ": service " + s.name);
     if (image->built) built->push_back(image->facts.image);
@@ -200,8 +198,8 @@ Result<Prepared> Prepare(const StackArgs& a, Loaded loaded, const image::DockerC
 
 Status Split(const StackArgs& a) {
   SCONE_ASSIGN_OR_RETURN(Loaded loaded, Load(a));
-  image::DockerClient docker(!ShowProgress(a));
-  image::Progress progress(!ShowProgress(a), 1 + static_cast<int>(SecureCount(loaded.file)));
+  image::DockerClient docker(a.quiet);
+  image::Progress progress(a.quiet, 1 + static_cast<int>(SecureCount(loaded.file)));
   SCONE_ASSIGN_OR_RETURN(Prepared p, Prepare(a, std::move(loaded), docker, progress, false));
   SCONE_RETURN_IF_ERROR(os::MakeDirectories(a.out_dir, 0700));
   const std::string compose = a.out_dir + "/" + a.name + "-stack.yml";
@@ -242,8 +240,8 @@ Status Deploy(const StackArgs& a) {
                             "through /proc/PID/map_files, which needs CAP_SYS_ADMIN (docs/docker.md, Stacks)");
   }
   SCONE_ASSIGN_OR_RETURN(Loaded loaded, Load(a));
-  image::DockerClient docker(!ShowProgress(a));
-  image::Progress progress(!ShowProgress(a), 3 + static_cast<int>(SecureCount(loaded.file)));
+  image::DockerClient docker(a.quiet);
+  image::Progress progress(a.quiet, 3 + static_cast<int>(SecureCount(loaded.file)));
   SCONE_ASSIGN_OR_RETURN(Prepared p, Prepare(a, std::move(loaded), docker, progress, true));
   SCONE_ASSIGN_OR_RETURN(image::TempDir work, image::TempDir::Create("scone-stack"));
   const std::string compose = work.path() + "/stack.yml";
@@ -300,8 +298,8 @@ Status RemoveListed(const image::DockerClient& docker, const std::string& kind, 
 // go with the session, so a volume that stays (in use) must leave the session too.
 Status Remove(const StackArgs& a) {
   SCONE_RETURN_IF_ERROR(CheckStackName(a.name));
-  image::DockerClient docker(!ShowProgress(a));
-  image::Progress progress(!ShowProgress(a), a.keep_data ? 2 : 3);
+  image::DockerClient docker(a.quiet);
+  image::Progress progress(a.quiet, a.keep_data ? 2 : 3);
   progress.Step("removing stack " + a.name +
                 " and waiting until its services and networks are gone");
   SCONE_RETURN_IF_ERROR(stack::RemoveStack(docker, a.name, kRemoveTimeoutSeconds));

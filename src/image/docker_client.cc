@@ -2,11 +2,12 @@
 
 #include <stdlib.h>
 
+#include "image/progress.h"
 #include "image/subprocess.h"
 
 namespace scone::image {
 
-DockerClient::DockerClient(bool quiet) : quiet_(quiet) {
+DockerClient::DockerClient(bool quiet) : quiet_(!Progress::ShowsProgress(quiet)) {
   const char* env = getenv("SCONE_DOCKER");
   program_ = env != nullptr && *env != '\0' ? env : "docker";
 }
@@ -59,7 +60,10 @@ Result<ImageConfig> DockerClient::Inspect(const std::string& image) const {
 }
 
 Status DockerClient::Build(const std::string& context_dir, const std::string& tag) const {
-  return Build(BuildRequest{.context_dir = context_dir, .tag = tag});
+  BuildRequest request;
+  request.context_dir = context_dir;
+  request.tag = tag;
+  return Build(request);
 }
 
 Status DockerClient::Build(const BuildRequest& r) const {

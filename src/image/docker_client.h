@@ -13,7 +13,8 @@ namespace scone::image {
 
 class DockerClient {
  public:
-  // `quiet`: the engine's progress output is discarded (scripts); errors still reach stderr.
+  // The engine's progress output reaches stderr as image::Progress's lines do (on a terminal,
+  // without `quiet`); errors always reach it.
   explicit DockerClient(bool quiet);
 
   bool ImageExists(const std::string& image) const;

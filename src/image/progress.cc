@@ -1,8 +1,12 @@
 #include "image/progress.h"
 
+#include <unistd.h>
+
 #include <cstdio>
 
 namespace scone::image {
+
+bool Progress::ShowsProgress(bool quiet) { return !quiet && isatty(STDERR_FILENO) == 1; }
 
 void Progress::Step(const std::string& what) {
   ++done_;

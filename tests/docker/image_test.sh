@@ -327,11 +327,11 @@ EOF
   if "$scone" build -t "$tag-app" --quiet ctx > out.txt 2> err.txt; then fail "built without a Dockerfile"; fi
   grep -q "no Dockerfile in the build context: ctx/Dockerfile" err.txt || { cat err.txt; fail "unclear error"; }
   if docker image inspect "$tag-app-native" > /dev/null 2>&1; then fail "an image was built although refused"; fi
-  "$scone" build -f ctx/Containerfile -t "$tag-app" --fs-dir /data --name build-test \
-    --env 'GREETING=$$SCONE::greeting$$' --session-out s.yml ctx > out.txt 2> err.txt \
-    || { cat out.txt err.txt; fail "scone build failed"; }
-  # Without --quiet the steps are named on stderr.
-  grep -q "building $tag-app-native from ctx/Containerfile" err.txt || { cat err.txt; fail "no progress line"; }
+  # On a terminal (script's pty) the steps are named; in scripts they are not.
+  build=("$scone" build -f ctx/Containerfile -t "$tag-app" --fs-dir /data --name build-test
+    --env 'GREETING=$$SCONE::greeting$$' --session-out s.yml ctx)
+  script -qec "$(printf '%q ' "${build[@]}")" /dev/null > tty.txt || { cat tty.txt; fail "scone build failed"; }
+  grep -q "building $tag-app-native from ctx/Containerfile" tty.txt || { cat tty.txt; fail "no progress line on a terminal"; }
   docker image inspect "$tag-app-native" > /dev/null || fail "the native image was not kept"
   m="$(docker image inspect -f '{{index .Config.Labels "scone.measurement"}}' "$tag-app")"
   grep -q "mrenclaves: \[$m\]" s.yml || { cat s.yml; fail "the session does not name the secure image's measurement"; }

@@ -141,6 +141,8 @@ stack)
   # The stack, deployed.
   "$scone" stack deploy -c stack.yml "$stack" > deploy.txt 2> deploy_err.txt || { cat deploy.txt deploy_err.txt; fail "deploy failed"; }
   grep -q "deployed stack $stack: 3 services (2 secure)" deploy.txt || { cat deploy.txt; fail "no deploy summary"; }
+  # In a script (stderr not a terminal): no progress lines.
+  ! grep -q '^\[[0-9]*/[0-9]*\] ' deploy_err.txt || { cat deploy_err.txt; fail "progress lines in a script"; }
   "$scone" stack ca "$stack" > ca.pem
   grep -q "BEGIN CERTIFICATE" ca.pem || fail "scone stack ca printed no certificate"
   get() { curl -sS --max-time 10 --cacert ca.pem "https://127.0.0.1:$port/" > "$1" 2> curl_err.txt; }
