@@ -76,6 +76,9 @@ EOF
 }
 measure() { "$scone" measure "$1" | tail -1; }
 run_app() { HOST_ONLY=1 "$scone" run --config-id "${SESSION_NAME:-svc}/app" "$@" -- "${PROGRAM:-$PY}" host-arg; }
+# The same in the background: exec, so that $! is the service itself (kill -9 of a subshell left
+# the service running after the test).
+run_app_in_background() { HOST_ONLY=1 exec "$scone" run --config-id "${SESSION_NAME:-svc}/app" -- "${PROGRAM:-$PY}" host-arg; }
 expect_refused() {  # expect_refused PATTERN [run_app args...]
   local pattern="$1"; shift
   set +e
@@ -549,13 +552,13 @@ EOF
     for _ in $(seq 1 200); do (( $(generation) > $1 )) && return 0; sleep 0.05; done
     fail "no state above generation $1 reported to CAS after fsync"
   }
-  run_app > /dev/null 2>&1 &
+  run_app_in_background > /dev/null 2>&1 &
   svc_pid=$!
   wait_for_generation 0
   first=$(generation)
   kill -9 "$svc_pid"; wait "$svc_pid" 2>/dev/null || true; svc_pid=""
   cp -a data data.old
-  run_app > /dev/null 2>&1 &
+  run_app_in_background > /dev/null 2>&1 &
   svc_pid=$!
   wait_for_generation "$first"
   kill -9 "$svc_pid"; wait "$svc_pid" 2>/dev/null || true; svc_pid=""
