@@ -3,7 +3,8 @@
 # GET, 50 clients, pipelining 1 and 16) and wrk against nginx (two workers; a 1 KiB and a 1 MiB
 # file), each four ways: plaintext, the program's own TLS (redis `tls-port`, nginx `ssl`),
 # stunnel in front of the plaintext program, and the program unmodified under `scone run` with a
-# server rule (TLS 1.3 in its process). Prints requests per second and the ratios shield/own TLS,
+# server rule (TLS 1.3 in its process); and a python3 client opening a new connection per PING
+# (plaintext, python's ssl, unmodified under a client rule). Prints requests per second and the ratios shield/own TLS,
 # shield/stunnel, shield/plaintext, and for the 1 MiB file the shield's bytes per second against
 # one core's AES-256-GCM rate (`openssl speed`). Never passes or fails on a time; a side that
 # fails prints its first error lines and "n/a".
@@ -113,6 +114,45 @@ for mode in plain own stunnel shield; do
   stop_all
 done
 
+# --- a new connection per request (the client's side too: connect, PING, close) ---
+# What a client that does not pool connections pays: the handshake, and the shield's client side
+# (python3 unmodified under `scone run` with a client rule) against python3's own ssl module.
+cat > connect_client.py <<'PYEOF'
+import socket, ssl, sys, time
+port, tls, seconds = int(sys.argv[1]), sys.argv[2] == "tls", float(sys.argv[3])
+context = ssl.create_default_context(cafile="ca.crt") if tls else None
+n, end = 0, time.monotonic() + seconds
+while time.monotonic() < end:
+    s = socket.create_connection(("127.0.0.1", port))
+    if tls:
+        s = context.wrap_socket(s, server_hostname="localhost")
+    s.sendall(b"PING\r\n")
+    if s.recv(64) != b"+PONG\r\n":
+        sys.exit("no PONG")
+    s.close()
+    n += 1
+print(n / seconds)
+PYEOF
+for mode in plain own shield; do
+  port=$(free_port)
+  redis_server "$mode" "$port" > "redis-connect-$mode.log" 2>&1 &
+  started+=($!)
+  v=""
+  if wait_for_port "$port" "$!"; then
+    case "$mode" in
+      plain) v=$(timeout -s KILL 60 "$PY" connect_client.py "$port" plain 3 2>&1) || true ;;
+      own) v=$(timeout -s KILL 60 "$PY" connect_client.py "$port" tls 3 2>&1) || true ;;
+      shield) v=$(SCONE_NETWORK_SHIELD_CLIENT_BENCH=protected SCONE_NETWORK_SHIELD_CLIENT_BENCH_DESTINATION="TCP:127.0.0.1:$port" \
+                    SCONE_NETWORK_SHIELD_CLIENT_BENCH_SERVER_DNS_NAME=localhost SCONE_NETWORK_SHIELD_CLIENT_BENCH_SERVER_AUTH="$(cat ca.crt)" \
+                    timeout -s KILL 60 "$scone" run -- "$PY" connect_client.py "$port" plain 3 2>&1) || true ;;
+    esac
+  fi
+  [[ "$v" =~ ^[0-9.]+$ ]] || { echo "new connections $mode: ${v:0:200}" >&2; v=n/a; }
+  rps[connect-$mode]=$v
+  rps[connect-stunnel]=n/a
+  stop_all
+done
+
 # --- nginx ---
 mkdir -p www tmp
 head -c 1024 /dev/urandom > www/1k.bin
@@ -187,6 +227,7 @@ for file in 1k 1m; do
   for mode in plain own stunnel shield; do rps[n$file-$mode]=${rps[nginx-$mode-$file]}; done
   row "nginx $file (wrk, 50 conns)" "n$file"
 done
+row "redis PING, new conn each" connect
 shield_bytes=$($PY -c "v='${rps[nginx-shield-1m]}'; print(float(v) * 1048576 if v != 'n/a' else 'n/a')")
 echo
 echo "nginx 1 MiB through the shield: $(ratio "$shield_bytes" "$aes_bytes") of one core's AES-256-GCM rate ($aes kB/s at 16 KiB)"

@@ -788,6 +788,49 @@ PYEOF
   check_wire wire.log
   ;;
 
+nodelay)
+  # Nagle and the handshake: a client's first small write must leave at once, as natively (it
+  # would wait for the acknowledgement of the handshake's last flight: 40 ms per connection).
+  # The shield lends TCP_NODELAY until the first exchange and then gives the program its own
+  # setting back; the program sees only its own. The kernel's setting is read from outside.
+  port=$(free_port)
+  server_env R "$port" disabled > redis.env
+  env_from redis.env "$scone" run -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    > redis.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_R=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_R_DESTINATION=TCP:127.0.0.1:$port"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_R_SERVER_DNS_NAME=localhost"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_R_SERVER_AUTH=$(cat ca.crt)"
+  } > client.env
+  cat > client.py <<'PYEOF'
+import socket, sys
+port = int(sys.argv[1])
+def stop(name, s):
+    print(name, s.fileno(), s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), flush=True)
+    sys.stdin.readline()
+def ping(s):
+    s.sendall(b"PING\r\n")
+    assert s.recv(64) == b"+PONG\r\n"
+a = socket.create_connection(("127.0.0.1", port))
+stop("default-connected", a)
+ping(a)
+stop("default-answered", a)
+b = socket.create_connection(("127.0.0.1", port))
+b.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+stop("set-connected", b)
+ping(b)
+stop("set-answered", b)
+PYEOF
+  (env_from client.env timeout -s KILL 30 "$PY" "$here/tools/kernel_nodelay.py" "$scone" run -- "$PY" client.py "$port") > views.txt 2> views.err ||
+    { cat views.txt views.err redis.log; fail "the client failed"; }
+  # NAME, the program's view, the kernel's.
+  printf '%s\n' "default-connected 0 1" "default-answered 0 0" "set-connected 1 1" "set-answered 1 1" |
+    cmp -s - views.txt || { cat views.txt views.err; fail "TCP_NODELAY not lent for the handshake alone, or the program's own setting not kept"; }
+  ;;
+
 redis)
   # redis-server (epoll), unmodified and without TLS in its configuration, behind a server rule:
   # redis-cli --tls and redis-benchmark --tls (50 connections at once) through the relay;

@@ -366,6 +366,11 @@ long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
     }
     case SYS_shutdown:
       return fds.Has(Fd(a[0])) ? sockets::Shutdown(rt, Fd(a[0]), Fd(a[1])) : kNotMine;
+    case SYS_setsockopt:
+    case SYS_getsockopt:
+      return fds.Has(Fd(a[0])) ? sockets::SocketOption(rt, f.nr, Fd(a[0]), Fd(a[1]), Fd(a[2]), Ptr<void>(a[3]),
+                                                       static_cast<socklen_t>(a[4]), Ptr<socklen_t>(a[4]))
+                               : kNotMine;
     case SYS_ioctl:
       return fds.Has(Fd(a[0])) && static_cast<unsigned long>(a[1]) == FIONREAD
                  ? sockets::ReadableBytes(rt, Fd(a[0]), Ptr<int>(a[2]))

@@ -1,6 +1,8 @@
 #include "runtime/net/socket_calls.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -63,6 +65,7 @@ Result<std::shared_ptr<TlsSocketFd>> Protect(Runtime& rt, NetworkShield& shield,
   SCONE_ASSIGN_OR_RETURN(auto context, shield.Context(d));
   SCONE_ASSIGN_OR_RETURN(auto connection, net::TlsConnection::Create(std::move(context), ServerName(d)));
   auto socket = std::make_shared<TlsSocketFd>(std::move(connection), d.What(), peer, d.server != nullptr);
+  if (d.server == nullptr) socket->LendNoDelay(fd);
   rt.fds().Set(fd, socket);
   return socket;
 }
@@ -280,6 +283,13 @@ long Shutdown(Runtime& rt, int fd, int how) {
   auto d = Tls(rt, fd);
   if (d == nullptr) return RawSyscall(SYS_shutdown, fd, how);
   return d->AsTlsSocket()->Shutdown(fd, how);
+}
+
+long SocketOption(Runtime& rt, long nr, int fd, int level, int name, void* value, socklen_t size_or_none, socklen_t* size) {
+  auto d = level == IPPROTO_TCP && name == TCP_NODELAY ? Tls(rt, fd) : nullptr;
+  if (d == nullptr) return kNotMine;
+  return nr == SYS_setsockopt ? d->AsTlsSocket()->SetNoDelay(fd, value, size_or_none)
+                              : d->AsTlsSocket()->GetNoDelay(fd, value, size);
 }
 
 long ReadableBytes(Runtime& rt, int fd, int* count) {

@@ -34,6 +34,9 @@ long SendTo(Runtime& rt, int fd, const void* buf, size_t count, int flags, const
 long ReceiveMessage(Runtime& rt, int fd, struct msghdr* msg, int flags);
 long SendMessage(Runtime& rt, int fd, const struct msghdr* msg, int flags);
 long Shutdown(Runtime& rt, int fd, int how);
+// setsockopt and getsockopt of TCP_NODELAY on a TLS connection (tls_socket.h: the shield lends
+// it during the handshake); kNotMine for every other option and descriptor.
+long SocketOption(Runtime& rt, long nr, int fd, int level, int name, void* value, socklen_t size_or_none, socklen_t* size);
 // ioctl(FIONREAD) on a shielded descriptor: a TLS connection's plaintext, else the kernel's answer.
 long ReadableBytes(Runtime& rt, int fd, int* count);
 

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -272,7 +274,10 @@ long TlsSocketFd::ReceiveStep(int fd, void* buf, size_t count, bool peek, short*
       std::lock_guard w(wr_mu_);
       if (output || !pending_.empty()) f = Flush(fd);
     }
-    if (r > 0) return r;
+    if (r > 0) {
+      ReturnNoDelay(fd);  // the peer answered: what this side sent is acknowledged
+      return r;
+    }
     if (r == net::TlsConnection::kClosed) return 0;
     if (r == net::TlsConnection::kFailed) return Failed(/*reading=*/true);
     if (f < 0 && f != -EAGAIN) return f;
@@ -360,6 +365,7 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
       if (n < 0) return -EIO;  // the handshake is done: a write never waits for input
       f = Flush(fd, nosignal);
       if (f < 0 && f != -EAGAIN) return f;
+      if (f == 0) ReturnNoDelay(fd);  // the first data left with the handshake's flight unacknowledged
       return n;  // what the kernel did not take yet goes at the next call (or poll)
     });
     if (r < 0) return done > 0 ? static_cast<long>(done) : r;
@@ -418,6 +424,39 @@ short TlsSocketFd::KernelEvents(short wanted) {
   std::unique_lock w(wr_mu_, std::try_to_lock);
   if (w.owns_lock() && !pending_.empty() && Owned()) events |= POLLOUT;
   return events;
+}
+
+void TlsSocketFd::LendNoDelay(int fd) {
+  int on = 0;
+  socklen_t size = sizeof(on);
+  if (RawSyscall(SYS_getsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&on), Arg(&size)) != 0 || on != 0) return;  // not TCP, or set
+  on = 1;
+  if (RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&on), sizeof(on)) == 0) {
+    nodelay_lent_.store(true, std::memory_order_release);
+  }
+}
+
+void TlsSocketFd::ReturnNoDelaySlow(int fd) {
+  std::lock_guard lock(nodelay_mu_);
+  if (!nodelay_lent_.exchange(false, std::memory_order_acq_rel)) return;
+  int off = 0;
+  (void)RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&off), sizeof(off));
+}
+
+long TlsSocketFd::SetNoDelay(int fd, const void* value, socklen_t size) {
+  std::lock_guard lock(nodelay_mu_);
+  long r = RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(value), size);
+  if (r == 0) nodelay_lent_.store(false, std::memory_order_release);
+  return r;
+}
+
+long TlsSocketFd::GetNoDelay(int fd, void* value, socklen_t* size) {
+  std::lock_guard lock(nodelay_mu_);
+  long r = RawSyscall(SYS_getsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(value), Arg(size));
+  if (r == 0 && nodelay_lent_.load(std::memory_order_acquire) && size != nullptr && *size >= sizeof(int)) {
+    *static_cast<int*>(value) = 0;  // the program's own setting
+  }
+  return r;
 }
 
 void TlsSocketFd::FlushWithoutWaiting(int fd) {

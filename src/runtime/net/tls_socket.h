@@ -52,6 +52,16 @@ class TlsSocketFd final : public ShieldedFd {
   short KernelEvents(short wanted);
   // Sends ciphertext left over by a non-blocking write, without waiting.
   void FlushWithoutWaiting(int fd);
+
+  // Nagle and the handshake: natively a client's first write leaves at once (nothing of the
+  // connection is in flight yet); here the handshake's last flight is, and a small first write
+  // would wait for its acknowledgement, which the peer delays (40 ms per new connection). So a
+  // client's connection runs with TCP_NODELAY from the handshake until its first data has left
+  // or arrived, and then gets the program's own setting back. The program's setsockopt of
+  // TCP_NODELAY meanwhile is its choice (kept); its getsockopt sees its own setting.
+  void LendNoDelay(int fd);
+  long SetNoDelay(int fd, const void* value, socklen_t size);
+  long GetNoDelay(int fd, void* value, socklen_t* size);
   // Drives a handshake in progress as far as it goes without waiting (poll found input).
   void AdvanceHandshake(int fd);
   bool HandshakeDone() const { return handshake_done_.load(std::memory_order_acquire); }
@@ -139,6 +149,11 @@ class TlsSocketFd final : public ShieldedFd {
   // SO_SNDTIMEO, 0: none); a signal handler's SA_RESTART restarts the wait, as the kernel does.
   template <typename Step>
   long Run(int fd, int flags, int timeout_option, Step step);
+  // The connection's first data left or arrived: the program's TCP_NODELAY back.
+  void ReturnNoDelay(int fd) {
+    if (nodelay_lent_.load(std::memory_order_acquire)) ReturnNoDelaySlow(fd);
+  }
+  void ReturnNoDelaySlow(int fd);
 
   const std::unique_ptr<net::TlsConnection> connection_;  // under ssl_mu_
   const std::string rule_;
@@ -158,6 +173,8 @@ class TlsSocketFd final : public ShieldedFd {
   std::atomic<int> calls_in_flight_{0};  // this process's threads inside Run (blocking calls)
   std::atomic<bool> released_{false};  // let go of the slot: the connection is no longer usable here
   std::atomic<bool> output_waiting_{false};  // pending_ is not empty
+  std::atomic<bool> nodelay_lent_{false};    // TCP_NODELAY set by the shield (LendNoDelay)
+  std::mutex nodelay_mu_;                    // the program's setsockopt against ReturnNoDelay
   // Set when records arrived or a read returned data (more may be buffered); cleared by a
   // readiness check that found nothing to read. Written under ssl_mu_.
   std::atomic<bool> maybe_readable_{false};
