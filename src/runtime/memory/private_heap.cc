@@ -60,7 +60,10 @@ struct Heap {
   FutexLock lock;
   KernelPages pages;
   std::pmr::unsynchronized_pool_resource pool{
-      std::pmr::pool_options{.max_blocks_per_chunk = 0, .largest_required_pool_block = size_t{1} << 20}, &pages};
+      // Blocks up to 4 MiB (the standard library's largest pool) are kept for reuse: a buffer
+      // the runtime takes per call (a sendfile's) costs no mapping and no page faults after
+      // the first; larger ones are mapped and unmapped each time.
+      std::pmr::pool_options{.max_blocks_per_chunk = 0, .largest_required_pool_block = size_t{4} << 20}, &pages};
 };
 alignas(Heap) unsigned char heap_storage[sizeof(Heap)];
 std::atomic<Heap*> the_heap{nullptr};
