@@ -60,12 +60,12 @@ void PrepareRuntimeClone(const SyscallFrame& f) {
   child->selector = kSelectorAllow;
 }
 
-RuntimeSection::RuntimeSection() {
+void EnterRuntimeSection() {
   EntryThread& t = this_thread;
   if (t.depth++ == 0 && !t.runtime_thread) t.selector = kSelectorAllow;
 }
 
-RuntimeSection::~RuntimeSection() {
+void LeaveRuntimeSection() {
   EntryThread& t = this_thread;
   if (--t.depth == 0 && !t.runtime_thread) {
     if (installed.load(std::memory_order_relaxed)) t.selector = kSelectorBlock;

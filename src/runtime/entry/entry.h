@@ -79,10 +79,15 @@ inline constexpr char kSelectorBlock = 1;  // SYSCALL_DISPATCH_FILTER_BLOCK
 // nor with its system calls let through): a signal arriving meanwhile is held back and
 // delivered when the outermost section ends (process/signal_calls.h). Nests; costs nothing
 // beyond two stores unless a signal arrives.
+// A section's two halves, for code that cannot name this header's types (the private heap,
+// memory/private_heap.cc, declares them weak: its unit tests link it alone).
+void EnterRuntimeSection();
+void LeaveRuntimeSection();
+
 class RuntimeSection {
  public:
-  RuntimeSection();
-  ~RuntimeSection();
+  RuntimeSection() { EnterRuntimeSection(); }
+  ~RuntimeSection() { LeaveRuntimeSection(); }
   RuntimeSection(const RuntimeSection&) = delete;
   RuntimeSection& operator=(const RuntimeSection&) = delete;
 };

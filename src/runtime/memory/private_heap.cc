@@ -12,6 +12,12 @@
 
 #include "runtime/entry/raw_syscall.h"
 
+namespace scone::runtime {
+// entry/entry.h; absent where the heap is linked alone (its unit tests).
+__attribute__((weak)) void EnterRuntimeSection();
+__attribute__((weak)) void LeaveRuntimeSection();
+}  // namespace scone::runtime
+
 namespace scone::runtime::memory {
 namespace {
 
@@ -84,9 +90,17 @@ Heap& GetHeap() {
 // The thread is inside the heap (termination.cc does not end the process there).
 __attribute__((tls_model("initial-exec"))) thread_local int inside = 0;
 
+// In a runtime section (entry.h): a program's signal handler, which may call into the runtime
+// and allocate, never runs while this thread holds the heap's lock.
 struct Inside {
-  Inside() { inside += 1; }
-  ~Inside() { inside -= 1; }
+  Inside() {
+    inside += 1;
+    if (&EnterRuntimeSection != nullptr) EnterRuntimeSection();
+  }
+  ~Inside() {
+    if (&LeaveRuntimeSection != nullptr) LeaveRuntimeSection();
+    inside -= 1;
+  }
 };
 
 void* Carve(size_t size, size_t alignment) {
