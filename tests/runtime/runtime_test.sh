@@ -394,8 +394,30 @@ CEOF
   EARLY_MARKER="$MARKER early" SCONE_ENTRY_STATS="$work/early.stats" \
     run sh -c "LD_PRELOAD=\"\$LD_PRELOAD:$work/early.so\" $PY -B busy.py" || fail "a library writing before the runtime's constructor"
   [[ "$(run cat vol/early.txt)" == "$MARKER early" ]] || fail "the early write"
+  # Threads that contend for locks and wake each other (python3's interpreter lock, a
+  # Condition): glibc waits and wakes in functions it does not export (__lll_lock_wait,
+  # __condvar_release_lock, __condvar_cancel_waiting), patched at start-up with their callers,
+  # and handed to a program a shell executes. Every contended wait through the net was a
+  # signal: thousands a second in a threaded web server.
+  cat > contended.py <<'PYEOF'
+import threading
+cond, box = threading.Condition(), [0]
+def worker(parity):
+    for _ in range(3000):
+        with cond:
+            while box[0] % 2 != parity:
+                cond.wait(timeout=5)
+            box[0] += 1
+            cond.notify_all()
+ts = [threading.Thread(target=worker, args=(p,)) for p in (0, 1, 0, 1)]
+for t in ts: t.start()
+for t in ts: t.join()
+assert box[0] == 12000, box[0]
+PYEOF
+  SCONE_ENTRY_STATS="$work/threads.stats" run sh -c "exec $PY -B contended.py" || fail "contended.py"
   check_volume
-  for check in "direct.stats python3" "child.stats python3" "child.stats find" "early.stats python3"; do
+  for check in "direct.stats python3" "child.stats python3" "child.stats find" "early.stats python3" \
+               "threads.stats python3"; do
     set -- $check
     n="$(caught "$1" "$2")"
     [[ -n "$n" ]] || { cat "$1"; fail "no entry statistics for $2 in $1"; }

@@ -428,6 +428,37 @@ constexpr const char* kWrappersPatchedAtStartUp[] = {
     "copy_file_range", "pselect", "recvmmsg", "posix_fallocate", "posix_fallocate64", "tcsetattr",
 };
 
+// Wrappers whose waits are in functions of their own the C library does not export: the
+// functions they call directly are patched too. pthread_mutex_lock waits in __lll_lock_wait,
+// a condition variable's waiters lock and leave in __condvar_release_lock and
+// __condvar_cancel_waiting (futex numbers set by register moves): every contended lock of a
+// threaded program (python3's interpreter lock) would otherwise be caught by the net, a signal
+// each time.
+// (A site caught later is patched only where its jump can be written in one aligned store,
+// since other threads may be running it; these often cannot.)
+constexpr const char* kCallersPatchedAtStartUp[] = {"pthread_mutex_lock",     "__lll_lock_wait_private",
+                                                     "pthread_cond_wait",      "pthread_cond_timedwait",
+                                                     "pthread_cond_clockwait", "pthread_cond_signal",
+                                                     "pthread_cond_broadcast"};
+
+// The functions `fn` calls or jumps to directly, within `object` (each a function's start).
+std::vector<FunctionRange> DirectCallees(const PatchableObject* object, const FunctionRange& fn) {
+  std::vector<FunctionRange> callees;
+  for (uintptr_t at = fn.begin; at < fn.end;) {
+    Instruction insn;
+    if (!Decode(at, fn.end, &insn)) break;
+    at += insn.length;
+    const uintptr_t target = insn.branch_target;
+    if (target == 0 || (target >= fn.begin && target < fn.end)) continue;  // not a call out
+    FunctionRange callee;
+    if (!object->functions.Find(target, &callee) || callee.begin != target) continue;
+    if (std::none_of(callees.begin(), callees.end(), [&](const FunctionRange& c) { return c.begin == target; })) {
+      callees.push_back(callee);
+    }
+  }
+  return callees;
+}
+
 // Chooses the window for the `syscall` at insns[i]: at least five bytes of whole relocatable
 // instructions around it, none but the first a branch target. Returns false if none fits.
 bool ChooseWindow(const std::vector<Instruction>& insns, size_t i, const std::vector<uintptr_t>& targets,
@@ -568,8 +599,9 @@ int CodePatcher::PatchAtStartUp(ByteSpan plan) {
   bulk_writable = true;
   // A plan from the program that executed this one saves decoding what it decoded already.
   int patched = ApplyPlan(plan, libc_text);
+  const bool from_plan = patched > 0;
   std::vector<uintptr_t> done;
-  for (const char* name : patched > 0 ? std::span<const char* const>() : std::span(kWrappersPatchedAtStartUp)) {
+  for (const char* name : from_plan ? std::span<const char* const>() : std::span(kWrappersPatchedAtStartUp)) {
     // The function's extent from the unwind table (a binary search; dladdr1 would walk the
     // whole symbol table for each).
     auto begin = reinterpret_cast<uintptr_t>(dlsym(libc, name));
@@ -578,6 +610,22 @@ int CodePatcher::PatchAtStartUp(ByteSpan plan) {
     if (std::find(done.begin(), done.end(), begin) != done.end()) continue;  // an alias
     done.push_back(begin);
     patched += PatchFunction(libc_text, fn.begin, fn.end);
+  }
+  for (const char* name : from_plan ? std::span<const char* const>() : std::span(kCallersPatchedAtStartUp)) {
+    auto begin = reinterpret_cast<uintptr_t>(dlsym(libc, name));
+    FunctionRange fn;
+    if (begin == 0 || !libc_text->functions.Find(begin, &fn) || fn.begin != begin) continue;
+    // Two calls deep: a waiter that gives up its place (__condvar_cancel_waiting) releases the
+    // condition variable's lock in a function of its own.
+    std::vector<FunctionRange> callees = DirectCallees(libc_text, fn);
+    for (size_t i = 0, first_level = callees.size(); i < first_level; ++i) {
+      for (const FunctionRange& next : DirectCallees(libc_text, callees[i])) callees.push_back(next);
+    }
+    for (const FunctionRange& callee : callees) {
+      if (std::find(done.begin(), done.end(), callee.begin) != done.end()) continue;
+      done.push_back(callee.begin);
+      patched += PatchFunction(libc_text, callee.begin, callee.end);
+    }
   }
   bulk_writable = false;
   SetWritable(trampolines, trampolines_size, false);
