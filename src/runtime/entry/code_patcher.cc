@@ -434,8 +434,6 @@ constexpr const char* kWrappersPatchedAtStartUp[] = {
 // __condvar_cancel_waiting (futex numbers set by register moves): every contended lock of a
 // threaded program (python3's interpreter lock) would otherwise be caught by the net, a signal
 // each time.
-// (A site caught later is patched only where its jump can be written in one aligned store,
-// since other threads may be running it; these often cannot.)
 constexpr const char* kCallersPatchedAtStartUp[] = {"pthread_mutex_lock",     "__lll_lock_wait_private",
                                                      "pthread_cond_wait",      "pthread_cond_timedwait",
                                                      "pthread_cond_clockwait", "pthread_cond_signal",
