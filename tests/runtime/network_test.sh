@@ -823,11 +823,20 @@ b.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 stop("set-connected", b)
 ping(b)
 stop("set-answered", b)
+# Nagle asked for explicitly: the setting it had, so still lent until the first exchange; a
+# one-byte getsockopt sees the program's own byte.
+c = socket.create_connection(("127.0.0.1", port))
+c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 0)
+assert c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1) == b"\0"
+stop("unset-connected", c)
+ping(c)
+stop("unset-answered", c)
 PYEOF
   (env_from client.env timeout -s KILL 30 "$PY" "$here/tools/kernel_nodelay.py" "$scone" run -- "$PY" client.py "$port") > views.txt 2> views.err ||
     { cat views.txt views.err redis.log; fail "the client failed"; }
   # NAME, the program's view, the kernel's.
-  printf '%s\n' "default-connected 0 1" "default-answered 0 0" "set-connected 1 1" "set-answered 1 1" |
+  printf '%s\n' "default-connected 0 1" "default-answered 0 0" "set-connected 1 1" "set-answered 1 1" \
+    "unset-connected 0 1" "unset-answered 0 0" |
     cmp -s - views.txt || { cat views.txt views.err; fail "TCP_NODELAY not lent for the handshake alone, or the program's own setting not kept"; }
   ;;
 

@@ -8,6 +8,9 @@
 #include <sys/socket.h>
 #include <sys/syscall.h>
 
+#include <atomic>
+#include <new>
+#include <string>
 #include <vector>
 
 #include "runtime/entry/raw_syscall.h"
@@ -547,9 +550,35 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
   }
 }
 
+// The runtime ran out of memory serving a call (its private heap got no pages from the kernel:
+// an address-space limit, strict overcommit): the call fails with ENOMEM, as the kernel's own
+// calls do, and the program goes on. Said once per process.
+DispatchResult OutOfMemory(long nr) {
+  static std::atomic<bool> said{false};
+  if (!said.exchange(true)) {
+    try {
+      Log("out of memory in the runtime serving system call " + std::to_string(nr) + ": it fails with ENOMEM");
+    } catch (...) {
+    }
+  }
+  return Done(-ENOMEM);
+}
+
+DispatchResult DispatchCall(SyscallFrame& f);
+
 }  // namespace
 
 DispatchResult Dispatch(SyscallFrame& f) {
+  try {
+    return DispatchCall(f);
+  } catch (const std::bad_alloc&) {
+    return OutOfMemory(f.nr);
+  }
+}
+
+namespace {
+
+DispatchResult DispatchCall(SyscallFrame& f) {
   // Made at the program's own stack pointer, whoever makes them.
   if (f.nr == SYS_rt_sigreturn) {
     UnblockSigsysInFrame(f.stack_pointer);
@@ -614,5 +643,7 @@ DispatchResult Dispatch(SyscallFrame& f) {
   process::NoteResult(r.value);
   return r;
 }
+
+}  // namespace
 
 }  // namespace scone::runtime

@@ -785,8 +785,9 @@ long Fcntl(Runtime& rt, int fd, int cmd, long arg) {
 
 long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset, size_t count) {
   RuntimeSection section;
-  // Not zeroed: every byte written is one just read (a web server sends a 1 MiB file per request).
-  const size_t buffer_size = std::min<size_t>(count, 1 << 20);
+  // Not zeroed: every byte written is one just read (a web server sends a file per request).
+  // Small enough for the private heap to keep for the next call (memory/private_heap.h).
+  const size_t buffer_size = std::min<size_t>(count, 128 << 10);
   auto buffer = std::make_unique_for_overwrite<uint8_t[]>(buffer_size);
   size_t done = 0;
   while (done < count) {

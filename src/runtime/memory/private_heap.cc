@@ -42,15 +42,43 @@ class FutexLock {
   std::atomic<int> state_{0};  // 0 free, 1 held, 2 held with waiters
 };
 
-// The pool's source: pages from the kernel.
+// Blocks up to this size are pooled (kept for reuse by their size class); larger ones are
+// mapped at allocation and unmapped when freed, so a rare large buffer holds no memory after.
+constexpr size_t kLargestPooled = size_t{256} << 10;
+
+// The pool's source: pages from the kernel. Its chunks for the small size classes are carved
+// from slabs (one mapping for many chunks); anything of a slab's size or more is a mapping of
+// its own, unmapped when the pool gives it back.
 class KernelPages final : public std::pmr::memory_resource {
-  void* do_allocate(size_t bytes, size_t) override {
+ public:
+  static constexpr size_t kSlab = size_t{2} << 20;
+
+ private:
+  static void* Map(size_t bytes) {
     long p = RawSyscall6(SYS_mmap, 0, static_cast<long>(bytes), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p < 0 && p > -4096) throw std::bad_alloc();
     return reinterpret_cast<void*>(p);
   }
-  void do_deallocate(void* p, size_t bytes, size_t) override { RawSyscall(SYS_munmap, Arg(p), static_cast<long>(bytes)); }
+  void* do_allocate(size_t bytes, size_t alignment) override {
+    if (bytes >= kSlab / 4) return Map(bytes);
+    alignment = alignment < 16 ? 16 : alignment;
+    uintptr_t at = (slab_next_ + alignment - 1) & ~(uintptr_t{alignment} - 1);
+    if (slab_next_ == 0 || at + bytes > slab_end_) {
+      const auto slab = reinterpret_cast<uintptr_t>(Map(kSlab));
+      slab_next_ = slab;
+      slab_end_ = slab + kSlab;
+      at = slab;
+    }
+    slab_next_ = at + bytes;
+    return reinterpret_cast<void*>(at);
+  }
+  void do_deallocate(void* p, size_t bytes, size_t) override {
+    // A slab's pieces stay (the pool gives back only its own bookkeeping's old arrays).
+    if (bytes >= kSlab / 4) RawSyscall(SYS_munmap, Arg(p), static_cast<long>(bytes));
+  }
   bool do_is_equal(const memory_resource& other) const noexcept override { return this == &other; }
+
+  uintptr_t slab_next_ = 0, slab_end_ = 0;  // under the heap's lock, as every pool call is
 };
 
 // Before every block: where it begins in the pool and how long it is there.
@@ -66,10 +94,10 @@ struct Heap {
   FutexLock lock;
   KernelPages pages;
   std::pmr::unsynchronized_pool_resource pool{
-      // Blocks up to 4 MiB (the standard library's largest pool) are kept for reuse: a buffer
-      // the runtime takes per call (a sendfile's) costs no mapping and no page faults after
-      // the first; larger ones are mapped and unmapped each time.
-      std::pmr::pool_options{.max_blocks_per_chunk = 0, .largest_required_pool_block = size_t{4} << 20}, &pages};
+      // A buffer the runtime takes per call (a sendfile's, a record's) costs no mapping and no
+      // page faults after the first; a size class grows by chunks of at most 32 blocks (8 MiB
+      // for the largest), so a process's memory follows its peak use, not a multiple of it.
+      std::pmr::pool_options{.max_blocks_per_chunk = 32, .largest_required_pool_block = kLargestPooled}, &pages};
 };
 alignas(Heap) unsigned char heap_storage[sizeof(Heap)];
 std::atomic<Heap*> the_heap{nullptr};

@@ -65,8 +65,9 @@ Result<std::shared_ptr<TlsSocketFd>> Protect(Runtime& rt, NetworkShield& shield,
   SCONE_ASSIGN_OR_RETURN(auto context, shield.Context(d));
   SCONE_ASSIGN_OR_RETURN(auto connection, net::TlsConnection::Create(std::move(context), ServerName(d)));
   auto socket = std::make_shared<TlsSocketFd>(std::move(connection), d.What(), peer, d.server != nullptr);
-  if (d.server == nullptr) socket->LendNoDelay(fd);
   rt.fds().Set(fd, socket);
+  // Once the table has it: another thread's setsockopt of TCP_NODELAY is then the shield's too.
+  if (d.server == nullptr) socket->LendNoDelay(fd);
   return socket;
 }
 

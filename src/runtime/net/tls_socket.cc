@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <mutex>
 #include <thread>
 
@@ -427,6 +428,7 @@ short TlsSocketFd::KernelEvents(short wanted) {
 }
 
 void TlsSocketFd::LendNoDelay(int fd) {
+  std::lock_guard lock(nodelay_mu_);
   int on = 0;
   socklen_t size = sizeof(on);
   if (RawSyscall(SYS_getsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&on), Arg(&size)) != 0 || on != 0) return;  // not TCP, or set
@@ -445,16 +447,26 @@ void TlsSocketFd::ReturnNoDelaySlow(int fd) {
 
 long TlsSocketFd::SetNoDelay(int fd, const void* value, socklen_t size) {
   std::lock_guard lock(nodelay_mu_);
+  // The kernel checks the value (its size, its address) and applies it.
   long r = RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(value), size);
-  if (r == 0) nodelay_lent_.store(false, std::memory_order_release);
+  if (r != 0 || !nodelay_lent_.load(std::memory_order_acquire)) return r;
+  int now = 0;
+  socklen_t now_size = sizeof(now);
+  if (RawSyscall(SYS_getsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&now), Arg(&now_size)) == 0 && now == 0) {
+    // The program asked for Nagle, the setting it had: lent on until its first data, as before.
+    int on = 1;
+    (void)RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&on), sizeof(on));
+  } else {
+    nodelay_lent_.store(false, std::memory_order_release);  // its own TCP_NODELAY from now on
+  }
   return r;
 }
 
 long TlsSocketFd::GetNoDelay(int fd, void* value, socklen_t* size) {
   std::lock_guard lock(nodelay_mu_);
   long r = RawSyscall(SYS_getsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(value), Arg(size));
-  if (r == 0 && nodelay_lent_.load(std::memory_order_acquire) && size != nullptr && *size >= sizeof(int)) {
-    *static_cast<int*>(value) = 0;  // the program's own setting
+  if (r == 0 && nodelay_lent_.load(std::memory_order_acquire)) {
+    std::memset(value, 0, *size);  // the program's own setting (the kernel wrote *size bytes of its own)
   }
   return r;
 }
