@@ -46,9 +46,10 @@ class FutexLock {
 // mapped at allocation and unmapped when freed, so a rare large buffer holds no memory after.
 constexpr size_t kLargestPooled = size_t{256} << 10;
 
-// The pool's source: pages from the kernel. Its chunks for the small size classes are carved
-// from slabs (one mapping for many chunks); anything of a slab's size or more is a mapping of
-// its own, unmapped when the pool gives it back.
+// The pool's source: pages from the kernel. Requests up to the largest pooled block (the small
+// size classes' chunks, the pool's own arrays) are carved from slabs, one mapping for many, and
+// never given back; larger ones (blocks too large to pool, the large classes' chunks) are
+// mappings of their own, unmapped when the pool gives them back.
 class KernelPages final : public std::pmr::memory_resource {
  public:
   static constexpr size_t kSlab = size_t{2} << 20;
@@ -60,7 +61,7 @@ class KernelPages final : public std::pmr::memory_resource {
     return reinterpret_cast<void*>(p);
   }
   void* do_allocate(size_t bytes, size_t alignment) override {
-    if (bytes >= kSlab / 4) return Map(bytes);
+    if (bytes > kLargestPooled) return Map(bytes);
     alignment = alignment < 16 ? 16 : alignment;
     uintptr_t at = (slab_next_ + alignment - 1) & ~(uintptr_t{alignment} - 1);
     if (slab_next_ == 0 || at + bytes > slab_end_) {
@@ -73,8 +74,8 @@ class KernelPages final : public std::pmr::memory_resource {
     return reinterpret_cast<void*>(at);
   }
   void do_deallocate(void* p, size_t bytes, size_t) override {
-    // A slab's pieces stay (the pool gives back only its own bookkeeping's old arrays).
-    if (bytes >= kSlab / 4) RawSyscall(SYS_munmap, Arg(p), static_cast<long>(bytes));
+    // A slab's pieces stay (of those the pool gives back only its own arrays, when they grow).
+    if (bytes > kLargestPooled) RawSyscall(SYS_munmap, Arg(p), static_cast<long>(bytes));
   }
   bool do_is_equal(const memory_resource& other) const noexcept override { return this == &other; }
 
