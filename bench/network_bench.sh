@@ -20,8 +20,7 @@ work="$(mktemp -d /var/tmp/scone-network-bench-XXXXXX)"
 chmod 755 "$work"
 started=()
 cleanup() {
-  local p
-  for p in "${started[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
+  stop_all
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -71,7 +70,8 @@ EOF
 }
 stop_all() {
   local p
-  for p in "${started[@]}"; do pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
+  # Stopped first: an nginx master whose worker dies starts another, which would outlive it.
+  for p in "${started[@]}"; do kill -STOP "$p" 2>/dev/null || true; pkill -9 -P "$p" 2>/dev/null || true; kill -9 "$p" 2>/dev/null || true; done
   for p in "${started[@]}"; do wait "$p" 2>/dev/null || true; done
   started=()
 }
