@@ -165,7 +165,8 @@ long ConsoleTransfer(Runtime& rt, long nr, const long* a) {
 }
 
 bool IsConsole(Runtime& rt, int fd) {
-  if (!rt.fds().Has(fd)) return false;
+  // A TLS connection's every send would otherwise take the table's lock twice.
+  if (!rt.console().Active() || !rt.fds().Has(fd)) return false;
   auto d = rt.fds().Get(fd);
   return d != nullptr && d->IsConsole();
 }
