@@ -60,6 +60,16 @@ start_http_server() {
   wait_for_port "$1" "$server_pid"
 }
 
+# start_shielded_redis PORT RULE: redis-server (no persistence) under `scone run` behind the
+# protected server rule RULE on PORT, client auth off; its log in redis.log.
+start_shielded_redis() {
+  server_env "$2" "$1" disabled > redis.env
+  env_from redis.env "$scone" run -- redis-server --port "$1" --bind 127.0.0.1 --save "" --appendonly no \
+    > redis.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$1" "${pids[-1]}"
+}
+
 # env_from FILE PROGRAM...: PROGRAM with the variables of FILE (as server_env prints them) added,
 # in place of the caller (exec: `env_from ... &` leaves $! the program's own pid, which cleanup
 # kills).
@@ -794,11 +804,7 @@ nodelay)
   # The shield lends TCP_NODELAY until the first exchange and then gives the program its own
   # setting back; the program sees only its own. The kernel's setting is read from outside.
   port=$(free_port)
-  server_env R "$port" disabled > redis.env
-  env_from redis.env "$scone" run -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-    > redis.log 2>&1 &
-  pids+=($!)
-  wait_for_port "$port" "${pids[-1]}"
+  start_shielded_redis "$port" R
   {
     echo "SCONE_NETWORK_SHIELD_CLIENT_R=protected"
     echo "SCONE_NETWORK_SHIELD_CLIENT_R_DESTINATION=TCP:127.0.0.1:$port"
@@ -846,11 +852,7 @@ redis)
   # plaintext redis-cli is refused with a `scone:` line.
   port=$(free_port)
   relay=$(free_port)
-  server_env REDIS "$port" disabled > redis.env
-  env_from redis.env "$scone" run -- redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
-    > redis.log 2>&1 &
-  pids+=($!)
-  wait_for_port "$port" "${pids[-1]}"
+  start_shielded_redis "$port" REDIS
   start_relay "$relay" "$port" wire.log
   start_capture wire.pcap "$port" "$relay"
   cli() { timeout -s KILL 20 redis-cli --tls --cacert ca.crt -h localhost -p "$relay" "$@"; }
