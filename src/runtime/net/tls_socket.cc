@@ -427,22 +427,30 @@ short TlsSocketFd::KernelEvents(short wanted) {
   return events;
 }
 
-void TlsSocketFd::LendNoDelay(int fd) {
-  std::lock_guard lock(nodelay_mu_);
+namespace {
+
+// The kernel's TCP_NODELAY of `fd`: 0 or 1, or -1 (not TCP).
+int KernelNoDelay(int fd) {
   int on = 0;
   socklen_t size = sizeof(on);
-  if (RawSyscall(SYS_getsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&on), Arg(&size)) != 0 || on != 0) return;  // not TCP, or set
-  on = 1;
-  if (RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&on), sizeof(on)) == 0) {
-    nodelay_lent_.store(true, std::memory_order_release);
-  }
+  return RawSyscall(SYS_getsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&on), Arg(&size)) == 0 ? on != 0 : -1;
+}
+
+bool SetKernelNoDelay(int fd, int on) {
+  return RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&on), sizeof(on)) == 0;
+}
+
+}  // namespace
+
+void TlsSocketFd::LendNoDelay(int fd) {
+  std::lock_guard lock(nodelay_mu_);
+  if (KernelNoDelay(fd) != 0) return;  // not TCP, or set
+  if (SetKernelNoDelay(fd, 1)) nodelay_lent_.store(true, std::memory_order_release);
 }
 
 void TlsSocketFd::ReturnNoDelaySlow(int fd) {
   std::lock_guard lock(nodelay_mu_);
-  if (!nodelay_lent_.exchange(false, std::memory_order_acq_rel)) return;
-  int off = 0;
-  (void)RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&off), sizeof(off));
+  if (nodelay_lent_.exchange(false, std::memory_order_acq_rel)) (void)SetKernelNoDelay(fd, 0);
 }
 
 long TlsSocketFd::SetNoDelay(int fd, const void* value, socklen_t size) {
@@ -450,12 +458,9 @@ long TlsSocketFd::SetNoDelay(int fd, const void* value, socklen_t size) {
   // The kernel checks the value (its size, its address) and applies it.
   long r = RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(value), size);
   if (r != 0 || !nodelay_lent_.load(std::memory_order_acquire)) return r;
-  int now = 0;
-  socklen_t now_size = sizeof(now);
-  if (RawSyscall(SYS_getsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&now), Arg(&now_size)) == 0 && now == 0) {
+  if (KernelNoDelay(fd) == 0) {
     // The program asked for Nagle, the setting it had: lent on until its first data, as before.
-    int on = 1;
-    (void)RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(&on), sizeof(on));
+    (void)SetKernelNoDelay(fd, 1);
   } else {
     nodelay_lent_.store(false, std::memory_order_release);  // its own TCP_NODELAY from now on
   }
