@@ -745,6 +745,58 @@ except OSError as e:
   check_tamper b.txt
   ;;
 
+sendfile-partial)
+  # sendfile from a protected file to a non-blocking socket whose buffer fills: each call copies
+  # what the socket took, and the file's position (offset NULL) or the caller's offset says
+  # exactly that much, as natively. Before the fix the position ran ahead of what was sent: the
+  # stream lost bytes and the sender spun at end of file.
+  cat > prog.py <<PYEOF
+import ctypes, hashlib, os, select, socket, sys, threading
+libc = ctypes.CDLL(None, use_errno=True)
+data = b"$MARKER " + os.urandom(3 << 20)
+with open("vol/big.bin", "wb") as f:
+    f.write(data)
+for mode in ("position", "offset"):
+    a, b = socket.socketpair()
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    a.setblocking(False)
+    got = bytearray()
+    def reader():
+        while chunk := b.recv(65536):
+            got.extend(chunk)
+    t = threading.Thread(target=reader)
+    t.start()
+    fd = os.open("vol/big.bin", os.O_RDONLY)
+    sent, offset, calls = 0, ctypes.c_long(0), 0
+    while sent < len(data):
+        select.select([], [a], [])
+        calls += 1
+        assert calls < 100000, "no progress at %d of %d" % (sent, len(data))
+        if mode == "position":
+            n = libc.sendfile(a.fileno(), fd, None, ctypes.c_size_t(1 << 20))
+        else:
+            n = libc.sendfile(a.fileno(), fd, ctypes.byref(offset), ctypes.c_size_t(1 << 20))
+        if n < 0:
+            assert ctypes.get_errno() == 11, os.strerror(ctypes.get_errno())
+            continue
+        assert n > 0, "end of file after %d of %d bytes" % (sent, len(data))
+        sent += n
+        if mode == "offset":
+            assert offset.value == sent, (offset.value, sent)
+            assert os.lseek(fd, 0, os.SEEK_CUR) == 0
+        else:
+            assert os.lseek(fd, 0, os.SEEK_CUR) == sent
+    a.shutdown(socket.SHUT_WR)
+    t.join()
+    os.close(fd)
+    a.close(); b.close()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(data).digest(), "%s: %d bytes received, %d sent" % (mode, len(got), len(data))
+print("sendfile ok")
+PYEOF
+  [[ "$(timeout -s KILL 120 "$scone" run --volume "$work/vol:$work/key" -- $PY -B prog.py)" == "sendfile ok" ]] || fail "partial sendfile"
+  check_volume
+  ;;
+
 git)
   # git with its defaults: loose objects are written to a temporary name and linked to their
   # own, `git clone` of a local path links the object store (inside the volume) or copies it

@@ -1,6 +1,7 @@
 #include "runtime/files/file_calls.h"
 
 #include <dirent.h>
+#include <poll.h>
 #include <errno.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -783,6 +784,26 @@ long Fcntl(Runtime& rt, int fd, int cmd, long arg) {
   return r;
 }
 
+namespace {
+// Moves the input's position back by `count` bytes it read but the copy did not write: false
+// when it has none (a pipe or a socket).
+bool GiveBack(Runtime& rt, int fd, size_t count) {
+  const long back = -static_cast<long>(count);
+  if (auto d = Shielded(rt, fd)) return d->Seek(fd, back, SEEK_CUR) >= 0;
+  return RawSyscall(SYS_lseek, fd, back, SEEK_CUR) >= 0;
+}
+
+// Waits until `fd` takes output: 0 or -errno (a signal's EINTR waits on: its handler runs when
+// the call returns).
+long WaitWritable(int fd) {
+  for (;;) {
+    struct pollfd p = {fd, POLLOUT, 0};
+    long r = RawSyscall(SYS_ppoll, Arg(&p), 1, 0, 0, 0);
+    if (r != -EINTR) return r < 0 ? r : 0;
+  }
+}
+}  // namespace
+
 long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset, size_t count) {
   RuntimeSection section;
   // Not zeroed: every byte written is one just read (a web server sends a file per request).
@@ -799,7 +820,17 @@ long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset,
     while (written < static_cast<size_t>(n)) {
       long at = out_offset ? *out_offset + static_cast<long>(written) : 0;
       long w = FdWrite(rt, out_fd, buffer.get() + written, static_cast<size_t>(n) - written, out_offset ? &at : nullptr);
+      if (w == -EAGAIN && !in_offset && !GiveBack(rt, in_fd, static_cast<size_t>(n) - written)) {
+        // Read from a pipe or socket: those bytes cannot go back, so they go out once the
+        // output takes them (natively splice never takes more than it delivers).
+        if (long r = WaitWritable(out_fd); r < 0) w = r;
+        else continue;
+      }
       if (w <= 0) {
+        // The call copied `written` bytes of this chunk: the offsets say so, as the kernel's would.
+        if (in_offset) *in_offset += static_cast<long>(written);
+        else if (written < static_cast<size_t>(n) && w != -EAGAIN) GiveBack(rt, in_fd, static_cast<size_t>(n) - written);
+        if (out_offset) *out_offset += static_cast<long>(written);
         size_t total = done + written;
         return total > 0 ? static_cast<long>(total) : (w < 0 ? w : -EIO);
       }
