@@ -52,9 +52,19 @@ Status CheckSwarm(const image::DockerClient& docker) {
 }
 
 Result<std::string> HostAddressForContainers(const image::DockerClient& docker) {
-  auto out = docker.Run({"network", "inspect", "--format",
-                         "{{range .IPAM.Config}}{{.Gateway}} {{end}}", "docker_gwbridge"});
-  if (!out.ok()) return out.status().Annotate("no docker_gwbridge network (is this a swarm node?)");
+  // The engine creates docker_gwbridge shortly after `docker swarm init` returns, not before:
+  // a deploy right after the init waits for it (bounded).
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  auto inspect = [&] {
+    return docker.Run({"network", "inspect", "--format", "{{range .IPAM.Config}}{{.Gateway}} {{end}}",
+                       "docker_gwbridge"});
+  };
+  auto out = inspect();
+  while (!out.ok() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(250));
+    out = inspect();
+  }
+  if (!out.ok()) return out.status().Annotate("no docker_gwbridge network after 30 s (is this a swarm node?)");
   std::istringstream in(*out);
   std::string gateway;
   in >> gateway;
