@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The network shield against what a user would run instead, in one run: redis-benchmark (SET and
 # GET, 50 clients, pipelining 1 and 16) and wrk against nginx (two workers; a 1 KiB and a 1 MiB
-# file), each four ways: plaintext, the program's own TLS (redis `tls-port`, nginx `ssl`),
-# stunnel in front of the plaintext program, and the program unmodified under `scone run` with a
-# server rule (TLS 1.3 in its process); and a python3 client opening a new connection per PING
-# (plaintext, python's ssl, unmodified under a client rule). Prints requests per second and the ratios shield/own TLS,
+# file; with Debian's default `tcp_nopush on` and with nginx's own default off), each four ways:
+# plaintext, the program's own TLS (redis `tls-port`, nginx `ssl`), stunnel in front of the
+# plaintext program, and the program unmodified under `scone run` with a server rule (TLS 1.3 in
+# its process); and a python3 client opening a new connection per PING (plaintext, python's ssl,
+# unmodified under a client rule). Prints requests per second and the ratios shield/own TLS,
 # shield/stunnel, shield/plaintext, and for the 1 MiB file the shield's bytes per second against
 # one core's AES-256-GCM rate (`openssl speed`). Never passes or fails on a time; a side that
 # fails prints its first error lines and "n/a".
@@ -158,7 +159,9 @@ mkdir -p www tmp
 head -c 1024 /dev/urandom > www/1k.bin
 head -c 1048576 /dev/urandom > www/1m.bin
 chmod -R a+rX www
-nginx_conf() {  # nginx_conf MODE PORT
+# NOPUSH: Debian's default nginx.conf has `tcp_nopush on` (TCP_CORK around a response's headers
+# and its sendfile); "off" is nginx's own default, the bench's row before.
+nginx_conf() {  # nginx_conf MODE PORT NOPUSH
   local listen="listen 127.0.0.1:$2;"
   [[ "$1" == own ]] && listen="listen 127.0.0.1:$2 ssl; ssl_certificate $work/server.crt; ssl_certificate_key $work/server.key; ssl_protocols TLSv1.3;"
   cat > "nginx-$1.conf" <<EOF
@@ -171,17 +174,19 @@ events { worker_connections 1024; }
 http {
   access_log off;
   sendfile on;
+  tcp_nopush $3;
   keepalive_requests 1000000;
   client_body_temp_path $work/tmp;
   server { $listen root $work/www; }
 }
 EOF
 }
+for nopush in on off; do
 for mode in plain own stunnel shield; do
   port=$(free_port)
   server_port=$port
   [[ "$mode" == stunnel ]] && server_port=$(free_port)
-  nginx_conf "$mode" "$server_port"
+  nginx_conf "$mode" "$server_port" "$nopush"
   if [[ "$mode" == shield ]]; then
     shield "$server_port" nginx -c "$work/nginx-$mode.conf" > "nginx-$mode.log" 2>&1 &
   else
@@ -192,18 +197,19 @@ for mode in plain own stunnel shield; do
   [[ "$mode" == plain ]] && scheme=http
   if ! wait_for_port "$server_port" "$!" || { [[ "$mode" == stunnel ]] && ! start_stunnel "$port" "$server_port"; }; then
     echo "nginx $mode did not start:" >&2; head -5 "nginx-$mode.log" "tmp/error-$mode.log" >&2 2>/dev/null || true
-    rps[nginx-$mode-1k]=n/a; rps[nginx-$mode-1m]=n/a
+    rps[nginx$nopush-$mode-1k]=n/a; rps[nginx$nopush-$mode-1m]=n/a
     stop_all
     continue
   fi
   for file in 1k 1m; do
     out=$(timeout -s KILL $((secs + 60)) wrk -t 2 -c 50 -d "${secs}s" "$scheme://localhost:$port/$file.bin" 2>&1) || true
     v=$(grep -o "^Requests/sec: *[0-9.]*" <<<"$out" | awk '{print $2}' || true)
-    rps[nginx-$mode-$file]=${v:-n/a}
+    rps[nginx$nopush-$mode-$file]=${v:-n/a}
     [[ -n "$v" && "$out" != *"Non-2xx"* && "$out" != *"Socket errors"* ]] ||
       { echo "wrk $mode $file:" >&2; grep -E "errors|Non-2xx" <<<"$out" >&2 || head -3 <<<"$out" >&2; }
   done
   stop_all
+done
 done
 
 # --- one core's AES-256-GCM rate, bytes per second ---
@@ -223,12 +229,14 @@ for p in 1 16; do
     row "redis $op -P $p (50 clients)" "r$op$p"
   done
 done
-for file in 1k 1m; do
-  for mode in plain own stunnel shield; do rps[n$file-$mode]=${rps[nginx-$mode-$file]}; done
-  row "nginx $file (wrk, 50 conns)" "n$file"
+for nopush in on off; do
+  for file in 1k 1m; do
+    for mode in plain own stunnel shield; do rps[n$file$nopush-$mode]=${rps[nginx$nopush-$mode-$file]}; done
+    row "nginx $file, tcp_nopush $nopush" "n$file$nopush"
+  done
 done
 row "redis PING, new conn each" connect
-shield_bytes=$($PY -c "v='${rps[nginx-shield-1m]}'; print(float(v) * 1048576 if v != 'n/a' else 'n/a')")
+shield_bytes=$($PY -c "v='${rps[nginxon-shield-1m]}'; print(float(v) * 1048576 if v != 'n/a' else 'n/a')")
 echo
 echo "nginx 1 MiB through the shield: $(ratio "$shield_bytes" "$aes_bytes") of one core's AES-256-GCM rate ($aes kB/s at 16 KiB)"
 echo "targets: shield >= 0.95x own TLS, >= 1.2x stunnel, >= 0.7x plaintext"

@@ -8,6 +8,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "net/ciphertext_sink.h"
+
 namespace scone::net {
 namespace {
 
@@ -133,16 +135,18 @@ TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
 Result<std::unique_ptr<TlsConnection>> TlsConnection::Create(std::shared_ptr<TlsContext> context,
                                                              const std::string& server_name) {
   SSL* ssl = SSL_new(context->ctx_);
+  if (ssl == nullptr) return Internal(context->description() + ": SSL_new failed: " + OpenSslReason());
+  std::unique_ptr<TlsConnection> connection(new TlsConnection(context, ssl));  // frees ssl
   BIO* in = BIO_new(BIO_s_mem());
-  BIO* out = BIO_new(BIO_s_mem());
-  if (ssl == nullptr || in == nullptr || out == nullptr) {
-    SSL_free(ssl);
+  BIO* out = NewCiphertextSink(&connection->ciphertext_);
+  if (in == nullptr || out == nullptr) {
     BIO_free(in);
     BIO_free(out);
-    return Internal(context->description() + ": SSL_new failed: " + OpenSslReason());
+    return Internal(context->description() + ": BIO_new failed: " + OpenSslReason());
   }
   BIO_set_mem_eof_return(in, -1);  // empty: "retry", until PutEndOfStream
   SSL_set_bio(ssl, in, out);
+  connection->in_ = in;
   if (context->server()) {
     SSL_set_accept_state(ssl);
   } else {
@@ -153,12 +157,10 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::Create(std::shared_ptr<Tls
       bool ok = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), server_name.c_str()) == 1
                       : SSL_set_tlsext_host_name(ssl, server_name.c_str()) == 1 && SSL_set1_host(ssl, server_name.c_str()) == 1;
       if (!ok) {
-        SSL_free(ssl);
         return InvalidArgument(context->description() + ": server name '" + server_name + "' not usable: " + OpenSslReason());
       }
     }
   }
-  std::unique_ptr<TlsConnection> connection(new TlsConnection(std::move(context), ssl, in, out));
   // The moment the handshake completes, also inside a read that then fails: after a failure
   // OpenSSL's state is "in init" again, so a failure's name cannot be judged from it.
   SSL_set_app_data(ssl, connection.get());
@@ -181,16 +183,17 @@ void TlsConnection::PutEndOfStream() {
   end_of_stream_ = true;
 }
 
-size_t TlsConnection::PendingCiphertext() const { return BIO_ctrl_pending(out_); }
+size_t TlsConnection::PendingCiphertext() const { return ciphertext_.size(); }
 
 size_t TlsConnection::TakeCiphertext(std::vector<uint8_t>* out) {
-  size_t n = BIO_ctrl_pending(out_);
-  if (n == 0) return 0;
-  size_t at = out->size();
-  out->resize(at + n);
-  int got = BIO_read(out_, out->data() + at, static_cast<int>(n));
-  out->resize(at + (got > 0 ? static_cast<size_t>(got) : 0));
-  return got > 0 ? static_cast<size_t>(got) : 0;
+  const size_t n = ciphertext_.size();
+  if (out->empty()) {
+    out->swap(ciphertext_);  // the common case: no copy; the caller's emptied buffer is reused here
+  } else {
+    out->insert(out->end(), ciphertext_.begin(), ciphertext_.end());
+  }
+  ciphertext_.clear();
+  return n;
 }
 
 long TlsConnection::Fail(int ret, const char* during) {

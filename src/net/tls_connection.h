@@ -1,4 +1,5 @@
-// One TLS 1.3 connection of the network shield: an OpenSSL SSL object between two memory BIOs.
+// One TLS 1.3 connection of the network shield: an OpenSSL SSL object between a memory BIO
+// (input) and a sink (output).
 // The caller moves ciphertext between the BIOs and the kernel socket (PutCiphertext, then
 // TakeCiphertext after every call), so the engine never makes a system call and never blocks:
 // a blocking program's wait is the caller's, outside any lock, interruptible by its signals.
@@ -8,7 +9,8 @@
 // (the program behind it speaks what it speaks; curl falls back to HTTP/1.1) and sends no
 // session tickets.
 //
-// Cost per call: OpenSSL's record processing (AES-GCM) plus one copy into and out of the BIOs.
+// Cost per call: OpenSSL's record processing (AES-GCM), one copy of the input into the read BIO,
+// one of the output into a vector that TakeCiphertext hands over by swapping.
 // Thread-safety: a TlsContext may be shared across threads; a TlsConnection must be used by one
 // thread at a time (the caller's lock).
 #pragma once
@@ -102,15 +104,16 @@ class TlsConnection {
   std::string PeerSubject() const;
 
  private:
-  TlsConnection(std::shared_ptr<TlsContext> context, SSL* ssl, BIO* in, BIO* out)
-      : context_(std::move(context)), ssl_(ssl), in_(in), out_(out) {}
+  TlsConnection(std::shared_ptr<TlsContext> context, SSL* ssl) : context_(std::move(context)), ssl_(ssl) {}
   // Classifies a failed SSL call.
   long Fail(int ret, const char* during);
 
   std::shared_ptr<TlsContext> context_;
   SSL* ssl_;
-  BIO* in_;   // owned by ssl_
-  BIO* out_;  // owned by ssl_
+  BIO* in_ = nullptr;  // owned by ssl_
+  // What OpenSSL wrote and the caller has not taken (the write BIO is a sink into it:
+  // net/ciphertext_sink.h).
+  std::vector<uint8_t> ciphertext_;
   bool peer_closed_ = false;
   bool end_of_stream_ = false;
   uint64_t received_ = 0;

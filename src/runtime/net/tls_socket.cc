@@ -30,6 +30,8 @@ namespace {
 constexpr size_t kReceiveSize = 17 * 1024;
 // Plaintext encrypted per step: four full records.
 constexpr size_t kWriteSize = 64 * 1024;
+// The output buffer a connection keeps between writes (a write's records fit; more was a burst).
+constexpr size_t kKeptOutputCapacity = 256 * 1024;
 
 }  // namespace
 
@@ -185,15 +187,22 @@ long TlsSocketFd::Flush(int fd, bool nosignal) {
     std::lock_guard s(ssl_mu_);
     connection_->TakeCiphertext(&pending_);
   }
-  size_t sent = 0;
   long r = 0;
-  while (sent < pending_.size()) {
-    r = RawSyscall6(SYS_sendto, fd, Arg(pending_.data() + sent), static_cast<long>(pending_.size() - sent),
-                   MSG_DONTWAIT | (nosignal ? MSG_NOSIGNAL : 0), 0, 0);
+  while (pending_sent_ < pending_.size()) {
+    r = RawSyscall6(SYS_sendto, fd, Arg(pending_.data() + pending_sent_), static_cast<long>(pending_.size() - pending_sent_),
+                    MSG_DONTWAIT | (nosignal ? MSG_NOSIGNAL : 0), 0, 0);
     if (r < 0) break;
-    sent += static_cast<size_t>(r);
+    pending_sent_ += static_cast<size_t>(r);
   }
-  pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(sent));
+  if (pending_sent_ == pending_.size()) {
+    pending_.clear();
+    pending_sent_ = 0;
+    if (pending_.capacity() > kKeptOutputCapacity) std::vector<uint8_t>().swap(pending_);  // a burst's buffer
+  } else if (pending_sent_ > pending_.size() / 2) {
+    // What the kernel took is dropped once it is most of the buffer: each byte moves at most once.
+    pending_.erase(pending_.begin(), pending_.begin() + static_cast<long>(pending_sent_));
+    pending_sent_ = 0;
+  }
   output_waiting_.store(!pending_.empty(), std::memory_order_release);
   if (pending_.empty()) return 0;
   return r < 0 ? r : -EAGAIN;

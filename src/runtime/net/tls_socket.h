@@ -160,7 +160,10 @@ class TlsSocketFd final : public ShieldedFd {
   const std::string peer_;
   const bool server_;
   std::mutex rd_mu_, wr_mu_, ssl_mu_;
-  std::vector<uint8_t> pending_;  // ciphertext not yet taken by the kernel; under wr_mu_
+  // Ciphertext not yet taken by the kernel: pending_ from pending_sent_ on (empty when all was
+  // taken); under wr_mu_.
+  std::vector<uint8_t> pending_;
+  size_t pending_sent_ = 0;
   std::atomic<bool> handshake_done_{false};
   std::atomic<bool> failure_logged_{false};
   // Fork (connection_owners.h): the slot shared with the other processes holding the
