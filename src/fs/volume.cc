@@ -228,7 +228,7 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   for (JournalRecord& r : records) ApplyOthersRecord(std::move(r));
   // Bytes past the last good record are a torn append of a process that died: nobody else
   // is appending now (we hold the writer lock).
-  SCONE_RETURN_IF_ERROR(journal_->TruncateTo(journal_seen_));
+  SCONE_RETURN_IF_ERROR(TrimJournalLocked());
   if (!records.empty()) {
     for (auto& [id, weak] : open_files_) {
       auto f = weak.lock();
@@ -248,12 +248,24 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
 Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
   SCONE_RETURN_IF_ERROR(WakeLocked());
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
-  SCONE_RETURN_IF_ERROR(journal_->Refresh());
+  // Every lookup asks: a server opening a file per request would pay a stat of the journal
+  // each time. The count of its changes, read before the size, spares that while it stands.
+  const std::optional<uint64_t> changes = lock_->JournalChanges();
+  if (!changes || *changes != journal_changes_seen_) {
+    SCONE_RETURN_IF_ERROR(journal_->Refresh());
+    if (changes) journal_changes_seen_ = *changes;
+  }
   if (hint == applied_seq_ && journal_->size() == journal_seen_) return Status::Ok();
   SCONE_RETURN_IF_ERROR(lock_->LockWriter());
   Status s = CatchUpLocked(keep);
   lock_->UnlockWriter();
   return s;
+}
+
+Status Volume::TrimJournalLocked() {
+  if (journal_->size() <= journal_seen_) return Status::Ok();
+  SCONE_RETURN_IF_ERROR(journal_->TruncateTo(journal_seen_));
+  return lock_->NoteJournalChanged();
 }
 
 void Volume::ApplyOthersRecord(JournalRecord record) {
@@ -348,7 +360,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
     // Others have it open and keep it consistent: only catch up with them, and let them know
     // that they are no longer alone.
     for (JournalRecord& r : records) v->ApplyOthersRecord(std::move(r));
-    SCONE_RETURN_IF_ERROR(v->journal_->TruncateTo(v->journal_seen_));
+    SCONE_RETURN_IF_ERROR(v->TrimJournalLocked());
     SCONE_RETURN_IF_ERROR(v->lock_->BumpUsersHint());
     v->shared_ = true;
   } else if (!was_clean || !records.empty()) {
@@ -578,6 +590,7 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
   if (durable) SCONE_RETURN_IF_ERROR(SyncWindowDataLocked());
   const bool caught_up = journal_->size() == journal_seen_;
   SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, durable));
+  SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
   record.seq = next_seq_++;
   // Our own record is in state_ already: catching up later need not read it back.
   if (caught_up) journal_seen_ = journal_->size();
@@ -762,6 +775,7 @@ Status Volume::Checkpoint(bool clean) {
   applied_seq_ = next_seq_ - 1;
   SCONE_RETURN_IF_ERROR(WriteBase(clean));
   SCONE_RETURN_IF_ERROR(journal_->Reset());
+  SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
   SCONE_RETURN_IF_ERROR(lock_->WriteCheckpointHint(applied_seq_));
   journal_seen_ = 0;
   touched_.clear();

@@ -188,6 +188,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // looked (an fstat and a load from the lock file's mapping, no lock, in the common case).
   // REQUIRES: mu_.
   Status CatchUpIfChangedLocked(KeepAlive* keep);
+  // Cuts a torn append (bytes past the last good record) off the journal. REQUIRES: the writer
+  // lock.
+  Status TrimJournalLocked();
   // Reads the checkpoint sequence from the state file's authenticated-later header.
   Result<uint64_t> PeekBaseSeq() const;
   Status WriteBase(bool clean);
@@ -287,6 +290,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;
   uint64_t journal_seen_ = 0;  // end of the last record folded into state_
+  // The lock file's count of journal changes when this process last read the journal's size
+  // (VolumeLock::JournalChanges): while it stands, the size is still the one read.
+  uint64_t journal_changes_seen_ = UINT64_MAX;
   bool trash_ready_ = false;   // .scone/trash exists
   uint64_t next_seq_ = 1;
   uint64_t applied_seq_ = 0;  // last record folded into the base state file

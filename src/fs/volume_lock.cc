@@ -70,10 +70,11 @@ bool VolumeLock::TryAlone() { return Set(F_WRLCK, 1, /*wait=*/false).ok(); }
 Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
 // The lock file's hints, little-endian: bytes 8-15 the checkpoint sequence, 16-23 the users
-// count.
+// count, 24-31 the journal's changes.
 constexpr off_t kCheckpointHintAt = 8;
 constexpr off_t kUsersHintAt = 16;
-constexpr off_t kHintsSize = 24;
+constexpr off_t kJournalChangesAt = 24;
+constexpr off_t kHintsSize = 32;
 constexpr size_t kMappedSize = 4096;
 static_assert(std::endian::native == std::endian::little, "the hints are little-endian");
 
@@ -123,6 +124,22 @@ Result<uint64_t> VolumeLock::ReadUsersHint() const { return ReadHint(kUsersHintA
 Status VolumeLock::BumpUsersHint() const {
   SCONE_ASSIGN_OR_RETURN(uint64_t users, ReadHint(kUsersHintAt));
   return WriteHint(kUsersHintAt, users + 1);
+}
+
+std::optional<uint64_t> VolumeLock::JournalChanges() const {
+  if (!hints_) return std::nullopt;
+  return std::atomic_ref<uint64_t>(hints_.get()[kJournalChangesAt / 8]).load(std::memory_order_acquire);
+}
+
+Status VolumeLock::NoteJournalChanged() const {
+  // Through the mapping where there is one: no inotify event for the processes alone to wake
+  // up to. A process without one writes the file, which the others' mappings see.
+  if (hints_) {
+    std::atomic_ref<uint64_t>(hints_.get()[kJournalChangesAt / 8]).fetch_add(1, std::memory_order_release);
+    return Status::Ok();
+  }
+  SCONE_ASSIGN_OR_RETURN(uint64_t changes, ReadHint(kJournalChangesAt));
+  return WriteHint(kJournalChangesAt, changes + 1);
 }
 
 Status VolumeLock::ReopenInChild(bool take_use) {

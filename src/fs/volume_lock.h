@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "common/status.h"
@@ -58,6 +59,12 @@ class VolumeLock {
   // watches it to learn that it no longer is. Bumped under the writer lock.
   Result<uint64_t> ReadUsersHint() const;
   Status BumpUsersHint() const;
+  // A count of the journal's changes (appends, resets, trims of a torn append), so that a
+  // process can tell without a system call that the journal is as it last saw it. Read only
+  // where the hints are mapped (nullopt elsewhere: ask the journal's size). Bumped under the
+  // writer lock, after the change.
+  std::optional<uint64_t> JournalChanges() const;
+  Status NoteJournalChanged() const;
 
  private:
   struct Unmap {
