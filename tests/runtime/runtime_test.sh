@@ -794,6 +794,35 @@ for mode in ("position", "offset"):
 print("sendfile ok")
 PYEOF
   [[ "$(timeout -s KILL 120 "$scone" run --volume "$work/vol:$work/key" -- $PY -B prog.py)" == "sendfile ok" ]] || fail "partial sendfile"
+  # A blocking sendfile into a socket nobody reads: a signal ends it with what it copied (its
+  # handler runs), and SIGTERM ends the process, as natively. Before, the copy waited in a
+  # kernel write with the signal held back, for ever.
+  cat > blocked.py <<'PYEOF'
+import os, signal, socket, sys
+handled = []
+signal.signal(signal.SIGALRM, lambda s, f: handled.append(s))
+a, b = socket.socketpair()
+fd = os.open("vol/big.bin", os.O_RDONLY)
+if sys.argv[1] == "alarm":
+    signal.alarm(1)
+    n = os.sendfile(a.fileno(), fd, None, 1 << 22)
+    assert handled and 0 < n < 1 << 22, (handled, n)
+    assert os.lseek(fd, 0, os.SEEK_CUR) == n
+    print("interrupted ok")
+else:
+    print("blocking", flush=True)
+    os.sendfile(a.fileno(), fd, None, 1 << 22)
+PYEOF
+  [[ "$(timeout -s KILL 30 "$scone" run --volume "$work/vol:$work/key" -- $PY -B blocked.py alarm)" == "interrupted ok" ]] \
+    || fail "a signal did not end a blocked sendfile"
+  "$scone" run --volume "$work/vol:$work/key" -- $PY -B blocked.py term > term.out &
+  pid=$!
+  for _ in $(seq 1 200); do grep -q blocking term.out && break; sleep 0.05; done
+  grep -q blocking term.out || fail "the blocking sendfile did not start"
+  kill -TERM "$pid"
+  status=0
+  timeout -s KILL 20 tail --pid="$pid" -f /dev/null || status=$?
+  ((status == 0)) || { kill -9 "$pid" 2>/dev/null; fail "SIGTERM did not end a process blocked in sendfile"; }
   check_volume
   ;;
 

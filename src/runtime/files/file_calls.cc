@@ -1,8 +1,8 @@
 #include "runtime/files/file_calls.h"
 
 #include <dirent.h>
-#include <poll.h>
 #include <errno.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
@@ -17,6 +17,7 @@
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/files/protected_fd.h"
+#include "runtime/process/signal_calls.h"
 #include "runtime/runtime.h"
 
 namespace scone::runtime::files {
@@ -802,14 +803,41 @@ long WaitWritable(int fd) {
     if (r != -EINTR) return r < 0 ? r : 0;
   }
 }
-}  // namespace
 
-long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset, size_t count) {
+// A copy's write to the kernel's socket `fd` (the copy runs in a RuntimeSection, where a signal
+// is held back): never a blocking write, which the kernel would restart after the signal and
+// which would then wait with the signal held, past SIGTERM. The wait is a ppoll, which a signal
+// ends (-EINTR). -ENOTSOCK: not a socket (the caller writes as for any descriptor).
+long WriteToSocket(int fd, const void* buf, size_t count) {
+  for (;;) {
+    long w = RawSyscall6(SYS_sendto, fd, Arg(buf), static_cast<long>(count), MSG_DONTWAIT, 0, 0);
+    if (w != -EAGAIN) return w;
+    long flags = RawSyscall(SYS_fcntl, fd, F_GETFL);
+    if (flags < 0 || (flags & O_NONBLOCK)) return -EAGAIN;
+    // A signal held back already (it came during the send) would not end the wait.
+    if (__atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE) != 0) return -EINTR;
+    struct pollfd p = {fd, POLLOUT, 0};
+    if (long r = RawSyscall(SYS_ppoll, Arg(&p), 1, 0, 0, 0); r < 0) return r;
+  }
+}
+
+// One sendfile/splice/copy_file_range, in a section: the bytes copied, or -errno; with -EINTR,
+// `*held` the signals that ended it.
+long CopyOnce(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset, size_t count, uint64_t* held) {
   RuntimeSection section;
   // Not zeroed: every byte written is one just read (a web server sends a file per request).
   // Small enough for the private heap to keep for the next call (memory/private_heap.h).
   const size_t buffer_size = std::min<size_t>(count, 128 << 10);
   auto buffer = std::make_unique_for_overwrite<uint8_t[]>(buffer_size);
+  bool maybe_socket = out_offset == nullptr && Shielded(rt, out_fd) == nullptr;
+  auto write_out = [&](const uint8_t* from, size_t size, long* at) {
+    if (maybe_socket) {
+      long w = WriteToSocket(out_fd, from, size);
+      if (w != -ENOTSOCK) return w;
+      maybe_socket = false;
+    }
+    return FdWrite(rt, out_fd, from, size, at);
+  };
   size_t done = 0;
   while (done < count) {
     size_t want = std::min(buffer_size, count - done);
@@ -819,8 +847,17 @@ long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset,
     size_t written = 0;
     while (written < static_cast<size_t>(n)) {
       long at = out_offset ? *out_offset + static_cast<long>(written) : 0;
-      long w = FdWrite(rt, out_fd, buffer.get() + written, static_cast<size_t>(n) - written, out_offset ? &at : nullptr);
-      if (w == -EAGAIN && !in_offset && !GiveBack(rt, in_fd, static_cast<size_t>(n) - written)) {
+      long w = write_out(buffer.get() + written, static_cast<size_t>(n) - written, out_offset ? &at : nullptr);
+      if (w > 0) {
+        written += static_cast<size_t>(w);
+        // A signal arrived (held back until the section ends): the call ends with what it
+        // copied, as the kernel's does.
+        if (written == static_cast<size_t>(n) || __atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE) == 0) continue;
+        w = -EINTR;
+      }
+      if (w == -EINTR) *held = __atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE);
+      const bool stopped = w == -EAGAIN || w == -EINTR;
+      if (stopped && !in_offset && !GiveBack(rt, in_fd, static_cast<size_t>(n) - written)) {
         // Read from a pipe or socket: those bytes cannot go back, so they go out once the
         // output takes them (natively splice never takes more than it delivers).
         if (long r = WaitWritable(out_fd); r < 0) w = r;
@@ -829,12 +866,11 @@ long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset,
       if (w <= 0) {
         // The call copied `written` bytes of this chunk: the offsets say so, as the kernel's would.
         if (in_offset) *in_offset += static_cast<long>(written);
-        else if (written < static_cast<size_t>(n) && w != -EAGAIN) GiveBack(rt, in_fd, static_cast<size_t>(n) - written);
+        else if (written < static_cast<size_t>(n) && !stopped) GiveBack(rt, in_fd, static_cast<size_t>(n) - written);
         if (out_offset) *out_offset += static_cast<long>(written);
         size_t total = done + written;
         return total > 0 ? static_cast<long>(total) : (w < 0 ? w : -EIO);
       }
-      written += static_cast<size_t>(w);
     }
     if (in_offset) *in_offset += n;
     if (out_offset) *out_offset += n;
@@ -842,8 +878,20 @@ long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset,
     // A short read: the end of a file, or all a pipe holds now (splice returns with it natively,
     // where another read would wait for a writer).
     if (static_cast<size_t>(n) < want) break;
+    if (__atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE) != 0) break;  // a signal: what was copied
   }
   return static_cast<long>(done);
+}
+}  // namespace
+
+long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset, size_t count) {
+  for (;;) {
+    uint64_t held = 0;
+    long r = CopyOnce(rt, in_fd, in_offset, out_fd, out_offset, count, &held);
+    // Interrupted before a byte was copied: the section's end ran the program's handlers. As
+    // the kernel does, the call restarts after handlers installed with SA_RESTART.
+    if (r != -EINTR || ThisThread().depth > 0 || !process::RestartsAfter(held)) return r;
+  }
 }
 
 }  // namespace scone::runtime::files
