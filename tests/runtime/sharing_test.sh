@@ -314,6 +314,46 @@ PYEOF
   [[ "$(run cat vol/dsync)" == "$MARKER durable dsync" ]] || fail "an O_DSYNC write in a shared volume was lost at SIGKILL"
   check_volume
   ;;
+frozen-change-count)
+  # The host holds still the lock file's count of journal changes (bytes 24-31 of
+  # .scone/lock) while one process creates and renames files and another stats them at once:
+  # the reader may see an older state of a file it knows, never a new file's ciphertext size as
+  # its own (the count spares only the stat of the journal; a name not found asks the journal).
+  cat > xp.py <<PYEOF
+import os
+r, w = os.pipe()
+r2, w2 = os.pipe()
+if os.fork() == 0:
+    for i in range(600):
+        with open("vol/t", "wb") as f:
+            f.write(b"$MARKER"[: i % 20 + 1])
+        os.rename("vol/t", "vol/u%d" % i)
+        os.write(w, b"%d\n" % (i % 20 + 1))
+        os.read(r2, 1)
+    os._exit(0)
+lines = os.fdopen(r)
+wrong = []
+for i in range(600):
+    size = int(lines.readline())
+    seen = os.stat("vol/u%d" % i).st_size
+    if seen != size:
+        wrong.append((i, seen, size))
+    os.write(w2, b"k")
+print("wrong sizes:", wrong[:5] if wrong else 0)
+PYEOF
+  (
+    while [[ ! -e stop ]]; do
+      printf '\x07\0\0\0\0\0\0\0' | dd of=vol/.scone/lock bs=1 seek=24 conv=notrunc status=none
+    done
+  ) &
+  holder=$!
+  out="$(timeout -s KILL 120 "$scone" run --volume "$work/vol:$work/key" -- $PY -B xp.py)" || true
+  touch stop
+  wait "$holder"
+  [[ "$out" == "wrong sizes: 0" ]] || fail "a reader saw sizes no file had: $out"
+  check_volume
+  ;;
+
 *)
   fail "unknown case $case_name"
   ;;
