@@ -147,6 +147,8 @@ postgres)
 mariadb)
   # As Debian's mariadb.service runs it: everything as user mysql.
   need mariadb-server-core mariadb-client
+  # mariadb-server's postinst makes the user; the server's core alone (what is installed) does not.
+  id mysql >/dev/null 2>&1 || useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin mysql
   give_volume_to mysql
   mkdir rundir && chown mysql: rundir  # the server's socket, pid file and log
   runmy() { runuser -u mysql -- "$scone" run --volume "$work/vol:$work/key" -- "$@"; }
