@@ -34,12 +34,6 @@ constexpr int kMaxForkStreams = 8;
 __attribute__((tls_model("initial-exec"))) thread_local ConsoleStream* fork_streams[kMaxForkStreams];
 __attribute__((tls_model("initial-exec"))) thread_local int fork_count = 0;
 
-// Waits until `fd` takes more (a non-blocking console that is full).
-void WaitWritable(int fd) {
-  struct pollfd p = {fd, POLLOUT, 0};
-  (void)RawSyscall(SYS_poll, Arg(&p), 1, -1);
-}
-
 }  // namespace
 
 // ---- ConsoleStream -------------------------------------------------------------------------
@@ -140,7 +134,7 @@ long ConsoleStream::WriteSealed(RecordType type, ByteSpan payload, bool may_refu
     } else if (r == -EAGAIN && done == 0 && may_refuse) {
       return -EAGAIN;  // nothing of it went out: its number is still free
     } else if (r == -EAGAIN) {
-      WaitWritable(own_fd_);  // a record begun is finished, or it would be cut in the middle
+      (void)WaitWritable(own_fd_);  // a record begun is finished, or it would be cut in the middle
     } else {
       if (done > 0) next_++;  // a part of it is out there: the reader will say so
       return r == 0 ? -EIO : r;

@@ -92,6 +92,10 @@ class RuntimeSection {
   RuntimeSection& operator=(const RuntimeSection&) = delete;
 };
 
+// The signals held back on this thread since its outermost section began (a mask, bit sig-1):
+// a blocking call in a section ends early when one arrived, as the kernel's call would.
+inline uint64_t HeldSignals() { return __atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE); }
+
 // Installs the entry for the whole process (SIGSYS handler, patches of the C library, Syscall
 // User Dispatch on this thread), applying `plan` (CodePatcher::Plan of the program that executed
 // this one) where it fits. Called once by the runtime's start-up, while single-threaded when

@@ -5,6 +5,10 @@
 // them). Results follow the kernel's convention: a value >= 0, or -errno. No errno is touched.
 #pragma once
 
+#include <errno.h>
+#include <poll.h>
+#include <sys/syscall.h>
+
 #include <type_traits>
 
 namespace scone::runtime {
@@ -41,6 +45,16 @@ inline long Arg(T value) {
     return reinterpret_cast<long>(value);
   } else {
     return static_cast<long>(value);
+  }
+}
+
+// Waits until `fd` takes output (a full pipe or socket): 0 or -errno. In a RuntimeSection, a
+// signal that ends the wait is held back and the wait goes on; its handler runs after the call.
+inline long WaitWritable(int fd) {
+  for (;;) {
+    struct pollfd p = {fd, POLLOUT, 0};
+    long r = RawSyscall(SYS_ppoll, Arg(&p), 1, 0, 0, 0);
+    if (r != -EINTR) return r < 0 ? r : 0;
   }
 }
 

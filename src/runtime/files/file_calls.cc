@@ -794,16 +794,6 @@ bool GiveBack(Runtime& rt, int fd, size_t count) {
   return RawSyscall(SYS_lseek, fd, back, SEEK_CUR) >= 0;
 }
 
-// Waits until `fd` takes output: 0 or -errno (a signal's EINTR waits on: its handler runs when
-// the call returns).
-long WaitWritable(int fd) {
-  for (;;) {
-    struct pollfd p = {fd, POLLOUT, 0};
-    long r = RawSyscall(SYS_ppoll, Arg(&p), 1, 0, 0, 0);
-    if (r != -EINTR) return r < 0 ? r : 0;
-  }
-}
-
 // A copy's write to the kernel's socket `fd` (the copy runs in a RuntimeSection, where a signal
 // is held back): never a blocking write, which the kernel would restart after the signal and
 // which would then wait with the signal held, past SIGTERM. The wait is a ppoll, which a signal
@@ -815,7 +805,7 @@ long WriteToSocket(int fd, const void* buf, size_t count) {
     long flags = RawSyscall(SYS_fcntl, fd, F_GETFL);
     if (flags < 0 || (flags & O_NONBLOCK)) return -EAGAIN;
     // A signal held back already (it came during the send) would not end the wait.
-    if (__atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE) != 0) return -EINTR;
+    if (HeldSignals() != 0) return -EINTR;
     struct pollfd p = {fd, POLLOUT, 0};
     if (long r = RawSyscall(SYS_ppoll, Arg(&p), 1, 0, 0, 0); r < 0) return r;
   }
@@ -852,10 +842,10 @@ long CopyOnce(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_off
         written += static_cast<size_t>(w);
         // A signal arrived (held back until the section ends): the call ends with what it
         // copied, as the kernel's does.
-        if (written == static_cast<size_t>(n) || __atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE) == 0) continue;
+        if (written == static_cast<size_t>(n) || HeldSignals() == 0) continue;
         w = -EINTR;
       }
-      if (w == -EINTR) *held = __atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE);
+      if (w == -EINTR) *held = HeldSignals();
       const bool stopped = w == -EAGAIN || w == -EINTR;
       if (stopped && !in_offset && !GiveBack(rt, in_fd, static_cast<size_t>(n) - written)) {
         // Read from a pipe or socket: those bytes cannot go back, so they go out once the
@@ -878,7 +868,7 @@ long CopyOnce(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_off
     // A short read: the end of a file, or all a pipe holds now (splice returns with it natively,
     // where another read would wait for a writer).
     if (static_cast<size_t>(n) < want) break;
-    if (__atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE) != 0) break;  // a signal: what was copied
+    if (HeldSignals() != 0) break;  // a signal: what was copied
   }
   return static_cast<long>(done);
 }

@@ -229,7 +229,7 @@ long TlsSocketFd::Run(int fd, int flags, int timeout_option, Step step) {
       // A blocking call waits for the kernel here, in the section: a signal arriving meanwhile
       // ends the wait (EINTR), and is delivered when the section ends.
       long w = Wait(fd, wait, deadline);
-      if (w == -EINTR) held = __atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE);
+      if (w == -EINTR) held = HeldSignals();
       if (w < 0 && (w != -EINTR || deadline != 0 || held == 0 || ThisThread().depth > 1)) return w;
     }
     // Interrupted: the section's end ran the program's handlers. As the kernel does, a call
