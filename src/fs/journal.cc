@@ -23,6 +23,7 @@ Bytes FrameHeader(uint32_t body_size, uint64_t seq, const uint8_t* nonce) {
 Bytes JournalRecord::EncodeHead() const {
   ByteWriter w;
   w.U8(static_cast<uint8_t>(kind) | (lazy ? kLazyBit : 0));
+  if (kind == Kind::kSyncApplied) w.U64(upto);
   w.Str(path);
   w.Str(to);
   entry.Encode(w);
@@ -46,8 +47,9 @@ bool JournalRecord::Decode(ByteSpan body, JournalRecord* out) {
   if (!r.U8(&kind)) return false;
   out->lazy = (kind & kLazyBit) != 0;
   kind &= ~kLazyBit;
-  if (kind < 1 || kind > static_cast<uint8_t>(Kind::kSync)) return false;
+  if (kind < 1 || kind > static_cast<uint8_t>(Kind::kSyncApplied)) return false;
   out->kind = static_cast<Kind>(kind);
+  if (out->kind == Kind::kSyncApplied && (!r.U64(&out->upto) || !out->lazy)) return false;
   if (!r.Str(&out->path, kMaxPathSize) || !r.Str(&out->to, kMaxPathSize) ||
       !FileEntry::Decode(r, &out->entry) || !r.U64(&count) || count > r.remaining() / 8) {
     return false;

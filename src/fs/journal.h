@@ -26,8 +26,15 @@ namespace scone::fs {
 
 struct JournalRecord {
   // kLink gives the file at `path` a second name `to` (a hard link; both name one file id).
-  // kSync: no change; appended durably, it makes every record before it durable.
-  enum class Kind : uint8_t { kCommit = 1, kCreate = 2, kRename = 3, kUnlink = 4, kLink = 5, kSync = 6 };
+  // kSync: no change; appended durably, it makes every record before it durable, and its
+  // writer put the window (the lazy records before it) in place before other processes see it.
+  // kSyncPending: durable like kSync once on disk, but synced after its writer let go of the
+  // writer lock (so that other processes write meanwhile); its writer then puts the window up
+  // to it in place and appends a lazy kSyncApplied naming it (`upto`). Until then, the others
+  // keep those records in their window.
+  enum class Kind : uint8_t {
+    kCommit = 1, kCreate = 2, kRename = 3, kUnlink = 4, kLink = 5, kSync = 6, kSyncPending = 7, kSyncApplied = 8
+  };
   Kind kind = Kind::kCommit;
   // Published but not yet durable: other processes apply it at once, recovery only if a durable
   // record follows it (its in-place data was not synced before it was appended). Encoded as
@@ -36,6 +43,7 @@ struct JournalRecord {
   uint64_t seq = 0;  // not encoded (the frame holds it): set when appended or read
   std::string path;  // rename, link: the source
   std::string to;    // rename, link: the destination
+  uint64_t upto = 0; // kSyncApplied: the sequence number of the kSyncPending record it completes
   FileEntry entry;   // commit, create: the file's new entry; link: the file's (its id)
   // commit: chunks written in place before the record (their slots must not be overwritten by
   // older images from earlier records on replay).
@@ -73,6 +81,9 @@ class Journal {
   // Appends a record with sequence number `seq`; with `durable`, makes it (and every record
   // before it) durable before returning.
   Status Append(uint64_t seq, const JournalRecord& record, bool durable = true);
+  // Makes every record appended so far durable (fdatasync; needs no lock: appends by others
+  // meanwhile may become durable too, which is harmless).
+  Status Sync() { return file_.DataSync(); }
   // Drops every record (after a checkpoint made them redundant) and makes that durable.
   Status Reset();
   // Cuts a torn tail left by a process that died in the middle of an append.

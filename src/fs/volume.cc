@@ -271,7 +271,10 @@ Status Volume::TrimJournalLocked() {
 void Volume::ApplyOthersRecord(JournalRecord record) {
   auto shared = std::make_shared<const JournalRecord>(std::move(record));
   const JournalRecord& r = *shared;
-  if (!r.lazy) WindowDurableLocked(r.seq);  // its writer applied the window in place first
+  // Its writer applied the window in place first (a kSyncPending's writer does so after its
+  // sync, and says so with a kSyncApplied).
+  if (!r.lazy && r.kind != JournalRecord::Kind::kSyncPending) WindowDurableLocked(r.seq);
+  if (r.kind == JournalRecord::Kind::kSyncApplied) WindowDurableUpToLocked(r.upto);
   if (r.kind == JournalRecord::Kind::kCommit) {
     if (r.lazy) AddToWindowLocked(shared);
     auto open = open_files_.find(r.entry.file_id);
@@ -424,7 +427,37 @@ Status Volume::MakeDurable() {
   if (closed_) return Status::Ok();
   WriterSection writer(*this, &keep);
   SCONE_RETURN_IF_ERROR(writer.Begin());
-  return MakeWindowDurableLocked();
+  if (!shared_.load(std::memory_order_relaxed)) return MakeWindowDurableLocked();
+  return MakeWindowDurableSharedLocked(writer);
+}
+
+Status Volume::MakeWindowDurableSharedLocked(WriterSection& writer) {
+  if (next_seq_ - 1 <= durable_seq_.load(std::memory_order_relaxed)) return Status::Ok();
+  // What the window wrote in place must be on disk before the record that makes it durable.
+  SCONE_RETURN_IF_ERROR(SyncWindowDataLocked());
+  JournalRecord pending;
+  pending.kind = JournalRecord::Kind::kSyncPending;
+  SCONE_RETURN_IF_ERROR(WriteRecordLocked(pending));
+  // The sync is the slow part (a device flush): the others publish and catch up meanwhile,
+  // where they used to wait for it. Records they append now may become durable with ours;
+  // nobody counts on that before a durable record of their own.
+  writer.End();
+  SCONE_RETURN_IF_ERROR(journal_->Sync());
+  SCONE_RETURN_IF_ERROR(writer.Begin());
+  // Another process's sync, or a checkpoint, may have put the window in place meanwhile.
+  if (durable_seq_.load(std::memory_order_relaxed) >= pending.seq) return Status::Ok();
+  Status applied = ApplyWindowLocked(pending.seq);
+  if (applied.ok()) {
+    // Not on failure: the others then keep those records in their window (a failed apply is
+    // repaired from the journal at the next open).
+    JournalRecord done;
+    done.kind = JournalRecord::Kind::kSyncApplied;
+    done.upto = pending.seq;
+    applied = AppendLocked(done, /*durable=*/false);
+  }
+  WindowDurableUpToLocked(pending.seq);
+  EmptyTrashLocked();
+  return applied;
 }
 
 Status Volume::MakeDurableAndTag(VolumeTag* tag, uint64_t* generation) {
@@ -588,12 +621,8 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
   record.lazy = !durable;
   // What the window wrote in place must be on disk before a record that makes it durable.
   if (durable) SCONE_RETURN_IF_ERROR(SyncWindowDataLocked());
-  const bool caught_up = journal_->size() == journal_seen_;
-  SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, durable));
-  SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
-  record.seq = next_seq_++;
-  // Our own record is in state_ already: catching up later need not read it back.
-  if (caught_up) journal_seen_ = journal_->size();
+  SCONE_RETURN_IF_ERROR(WriteRecordLocked(record));
+  if (durable) SCONE_RETURN_IF_ERROR(journal_->Sync());
   if (durable) {
     Status applied = ApplyWindowLocked();
     WindowDurableLocked(record.seq);
@@ -601,6 +630,16 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
     // A failed apply is repaired from the journal at the next open; report it all the same.
     SCONE_RETURN_IF_ERROR(applied);
   }
+  return Status::Ok();
+}
+
+Status Volume::WriteRecordLocked(JournalRecord& record) {
+  const bool caught_up = journal_->size() == journal_seen_;
+  SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, /*durable=*/false));
+  SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
+  record.seq = next_seq_++;
+  // Our own record is in state_ already: catching up later need not read it back.
+  if (caught_up) journal_seen_ = journal_->size();
   return Status::Ok();
 }
 
@@ -720,6 +759,8 @@ void Volume::ApplyToState(const JournalRecord& record) {
       break;
     }
     case Kind::kSync:
+    case Kind::kSyncPending:
+    case Kind::kSyncApplied:
       break;
     case Kind::kRename: {
       std::vector<std::pair<std::string, FileEntry>> moved;

@@ -208,6 +208,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Appends a record. A lazy one becomes durable with the next durable one (the journal is
   // appended in order); after a durable one, files unlinked lazily are deleted for good.
   Status AppendLocked(JournalRecord& record, bool durable = true);
+  // Writes a record at the journal's end and numbers it, without a sync (AppendLocked's first
+  // half). REQUIRES: mu_, writer lock.
+  Status WriteRecordLocked(JournalRecord& record);
   // Where a lazily unlinked file waits until its unlink record is durable.
   std::string TrashPath(const FileId& id) const;
   void EmptyTrashLocked();
@@ -256,6 +259,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   void AddToWindowLocked(const std::shared_ptr<const JournalRecord>& record);
   // A durable record was appended (by us or another process): the window is on disk now.
   void WindowDurableLocked(uint64_t seq);
+  // The window's records up to `seq` are durable and in place (a kSyncApplied); later ones
+  // stay, on the entries those left as their base.
+  void WindowDurableUpToLocked(uint64_t seq);
   // A process alone reads the lock file's count of joiners: changed, it shares from now on.
   void NoticeJoiners();
   // A resting process takes the volume again. REQUIRES: mu_, not the writer lock.
@@ -269,10 +275,15 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status SyncFilesLocked(const std::set<FileId>& ids);
   // Syncs the data files the window's records wrote in place. REQUIRES: mu_, writer lock.
   Status SyncWindowDataLocked();
-  // Writes the window's images and chunk table entries in place. REQUIRES: mu_, writer lock.
-  Status ApplyWindowLocked();
+  // Writes the images and chunk table entries of the window's records up to `upto` in place.
+  // REQUIRES: mu_, writer lock.
+  Status ApplyWindowLocked(uint64_t upto = UINT64_MAX);
   // Appends a durable kSync record if the window holds anything. REQUIRES: mu_, writer lock.
   Status MakeWindowDurableLocked();
+  // The same for a volume shared with other processes, without holding the writer lock during
+  // the journal's sync (a kSyncPending, then a kSyncApplied): the others append meanwhile.
+  // REQUIRES: mu_, `writer` begun; ends with it begun again.
+  Status MakeWindowDurableSharedLocked(WriterSection& writer);
   // Others' commit records of files this process has open, for their next catch-up.
   std::vector<std::shared_ptr<const JournalRecord>> TakePublishedLocked(const FileId& id);
   std::vector<std::shared_ptr<const JournalRecord>> TakePublished(const FileId& id);

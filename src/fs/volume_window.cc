@@ -74,6 +74,34 @@ void Volume::WindowDurableLocked(uint64_t seq) {
   durable_seq_.store(seq, std::memory_order_release);
 }
 
+void Volume::WindowDurableUpToLocked(uint64_t seq) {
+  if (seq <= durable_seq_.load(std::memory_order_relaxed)) return;
+  std::vector<std::shared_ptr<const JournalRecord>> later;
+  for (auto& r : window_) {
+    if (r->seq > seq) {
+      later.push_back(std::move(r));
+    } else {
+      window_base_[r->entry.file_id] = r->entry;  // in place now: the base of its later records
+    }
+  }
+  window_.clear();
+  window_bytes_ = 0;
+  window_data_.clear();
+  std::map<FileId, FileEntry> bases;
+  for (auto& r : later) {
+    const FileId& id = r->entry.file_id;
+    if (bases.count(id) == 0) {
+      auto base = window_base_.find(id);
+      if (base != window_base_.end()) bases[id] = base->second;
+    }
+    if (!r->inplace_chunks.empty()) window_data_.insert(id);
+    window_bytes_ += RecordBytes(*r);
+    window_.push_back(std::move(r));
+  }
+  window_base_ = std::move(bases);
+  durable_seq_.store(seq, std::memory_order_release);
+}
+
 Status Volume::SyncFilesLocked(const std::set<FileId>& ids) {
   if (ids.size() > kSyncEachFileLimit) {
     auto dir = os::File::Open(dir_, O_RDONLY | O_DIRECTORY);
@@ -105,10 +133,12 @@ Status Volume::SyncFilesLocked(const std::set<FileId>& ids) {
 
 Status Volume::SyncWindowDataLocked() { return SyncFilesLocked(window_data_); }
 
-Status Volume::ApplyWindowLocked() {
+Status Volume::ApplyWindowLocked(uint64_t upto) {
   if (window_.empty()) return Status::Ok();
   std::map<FileId, std::vector<const JournalRecord*>> by_file;
-  for (const auto& r : window_) by_file[r->entry.file_id].push_back(r.get());
+  for (const auto& r : window_) {
+    if (r->seq <= upto) by_file[r->entry.file_id].push_back(r.get());
+  }
   for (const auto& [id, records] : by_file) {
     auto it = path_by_id_.find(id);
     if (it == path_by_id_.end()) continue;  // unlinked since
