@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
+
 namespace scone::fs {
 namespace {
 
@@ -9,6 +11,8 @@ constexpr size_t kFrameHeaderSize = 4 + 8 + crypto::kNonceSize;
 constexpr size_t kMaxBodySize = 1u << 30;
 constexpr size_t kMaxPathSize = 4096;
 constexpr uint8_t kLazyBit = 0x80;
+// How far ahead of the records the file is written with zeros (see journal.h).
+constexpr uint64_t kZeroAhead = 1u << 20;
 
 Bytes FrameHeader(uint32_t body_size, uint64_t seq, const uint8_t* nonce) {
   ByteWriter w;
@@ -79,6 +83,7 @@ Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, SecretBy
   SCONE_ASSIGN_OR_RETURN(uint64_t size, file.Size());
   std::unique_ptr<Journal> journal(new Journal(std::move(file), std::move(key), volume_id));
   journal->size_ = size;
+  journal->end_ = size;  // until ReadFrom finds the last record
   return journal;
 }
 
@@ -135,8 +140,19 @@ Status Journal::Refresh() {
   return Status::Ok();
 }
 
+Result<bool> Journal::HasDataAt(uint64_t offset) const {
+  uint8_t header[kFrameHeaderSize];
+  SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset, MutableByteSpan(header, sizeof(header))));
+  for (size_t i = 0; i < n; ++i) {
+    if (header[i] != 0) return true;
+  }
+  return false;
+}
+
 // The bytes of the journal from some offset on, read ahead in blocks: catching up with a few
-// small records (another process's appends) costs one pread, not three per record.
+// small records (another process's appends) costs one pread, not three per record. The
+// read-ahead starts small and doubles with each refill: past the records lie the zeros written
+// ahead, which a catch-up should not read by the quarter MiB.
 class Journal::Reader {
  public:
   Reader(const os::File& file, uint64_t size) : file_(file), size_(size) {}
@@ -144,7 +160,8 @@ class Journal::Reader {
   Result<const uint8_t*> Get(uint64_t at, size_t len) {
     if (at < start_ || at + len > start_ + buffer_.size()) {
       if (at + len > size_) return nullptr;
-      buffer_.resize(std::max<uint64_t>(len, std::min<uint64_t>(kReadAhead, size_ - at)));
+      buffer_.resize(std::max<uint64_t>(len, std::min<uint64_t>(read_ahead_, size_ - at)));
+      read_ahead_ = std::min(read_ahead_ * 2, kMaxReadAhead);
       SCONE_ASSIGN_OR_RETURN(size_t got, file_.ReadAt(at, buffer_));
       buffer_.resize(got);
       start_ = at;
@@ -154,9 +171,10 @@ class Journal::Reader {
   }
 
  private:
-  static constexpr uint64_t kReadAhead = 256u << 10;
+  static constexpr uint64_t kMaxReadAhead = 256u << 10;
   const os::File& file_;
   const uint64_t size_;
+  uint64_t read_ahead_ = 32u << 10;
   Bytes buffer_;
   uint64_t start_ = 0;
 };
@@ -174,6 +192,7 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     uint64_t record_seq;
     r.U32(&body_size);
     r.U64(&record_seq);
+    if (body_size == 0) break;  // the zeros written ahead: the end (or a torn append's)
     if (body_size > kMaxBodySize || offset + kFrameHeaderSize + body_size + crypto::kTagSize > size_) {
       break;  // torn (or damaged) tail; a damaged length cannot pass authentication either
     }
@@ -214,6 +233,7 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     ++seq;
     offset = next;
   }
+  end_ = offset;
   return records;
 }
 
@@ -228,10 +248,30 @@ Status Journal::Append(uint64_t seq, const JournalRecord& record, bool durable) 
   SCONE_RETURN_IF_ERROR(mac_.Seal(ByteSpan(nonce, sizeof(nonce)),
                                   {volume_id_, ByteSpan(frame.data(), 12), head, record.slot_data},
                                   {}, nullptr, tag));
+  const uint64_t record_end = end_ + frame.size() + body_size + sizeof(tag);
+  // Room for the record and a zero header after it; the zeros reach the disk with the
+  // record's sync (or the next one).
+  if (record_end + kFrameHeaderSize > size_) {
+    SCONE_ASSIGN_OR_RETURN(size_, file_.Size());  // never write zeros over what is there
+    SCONE_RETURN_IF_ERROR(WriteZerosAhead(record_end + kFrameHeaderSize));
+  }
   SCONE_RETURN_IF_ERROR(file_.WriteVectorAt(
-      size_, {frame, head, record.slot_data, ByteSpan(tag, sizeof(tag))}));
+      end_, {frame, head, record.slot_data, ByteSpan(tag, sizeof(tag))}));
   if (durable) SCONE_RETURN_IF_ERROR(file_.DataSync());
-  size_ += frame.size() + body_size + sizeof(tag);
+  end_ = record_end;
+  return Status::Ok();
+}
+
+Status Journal::WriteZerosAhead(uint64_t needed) {
+  if (needed <= size_) return Status::Ok();
+  static const uint8_t kZeros[64u << 10] = {};
+  const uint64_t target = (needed + kZeroAhead - 1) / kZeroAhead * kZeroAhead;
+  for (uint64_t at = size_; at < target;) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof(kZeros), target - at));
+    SCONE_RETURN_IF_ERROR(file_.WriteAt(at, ByteSpan(kZeros, n)));
+    at += n;
+  }
+  size_ = target;
   return Status::Ok();
 }
 
@@ -239,14 +279,14 @@ Status Journal::TruncateTo(uint64_t offset) {
   if (offset >= size_) return Status::Ok();
   SCONE_RETURN_IF_ERROR(file_.Truncate(offset));
   SCONE_RETURN_IF_ERROR(file_.DataSync());
-  size_ = offset;
+  size_ = end_ = offset;
   return Status::Ok();
 }
 
 Status Journal::Reset() {
   SCONE_RETURN_IF_ERROR(file_.Truncate(0));
   SCONE_RETURN_IF_ERROR(file_.DataSync());
-  size_ = 0;
+  size_ = end_ = 0;
   return Status::Ok();
 }
 

@@ -6,6 +6,11 @@
 // crash in the middle of its append) fails authentication and ends the replay: it was never
 // committed.
 //
+// The file is written ahead with zeros (kZeroAhead at a time): an append is then an overwrite
+// within the file, whose fdatasync flushes the data alone (no change of the file's length for
+// the file system to journal: 0.17 ms against 0.4-0.55 ms per 8 KiB record and sync here).
+// A zero frame header is the end of the records.
+//
 // Record framing: u32 body size | u64 sequence | nonce | body | GMAC tag. The tag (AES-GCM with
 // the body as AAD) binds the volume id, the sequence number and the body, so records cannot be
 // reordered, moved between volumes or altered. Bodies are not encrypted: they hold ciphertext
@@ -75,11 +80,14 @@ class Journal {
     uint64_t offset = 0;
     return ReadFrom(first_seq, &offset);
   }
-  // Re-reads the journal's length (other processes append to it).
+  // Re-reads the file's length (other processes append to it, and write zeros ahead).
   Status Refresh();
+  // Whether anything but zeros (a record, or a torn append) starts at `offset`: one pread.
+  Result<bool> HasDataAt(uint64_t offset) const;
 
-  // Appends a record with sequence number `seq`; with `durable`, makes it (and every record
-  // before it) durable before returning.
+  // Appends a record with sequence number `seq` after the last record this object read (the
+  // end ReadFrom left) or wrote; with `durable`, makes it (and every record before it)
+  // durable before returning. REQUIRES: no other writer (the volume's writer lock).
   Status Append(uint64_t seq, const JournalRecord& record, bool durable = true);
   // Makes every record appended so far durable (fdatasync; needs no lock: appends by others
   // meanwhile may become durable too, which is harmless).
@@ -89,13 +97,18 @@ class Journal {
   // Cuts a torn tail left by a process that died in the middle of an append.
   // REQUIRES: the writer lock; `offset` is the end of the last good record.
   Status TruncateTo(uint64_t offset);
+  // The file's length (records, then zeros written ahead), as last read or written.
   uint64_t size() const { return size_; }
+  // The end of the last record this object read or wrote.
+  uint64_t end() const { return end_; }
 
  private:
   Journal(os::File file, SecretBytes key, const std::array<uint8_t, 16>& volume_id)
       : file_(std::move(file)), mac_(std::move(key)), volume_id_(volume_id) {}
 
   class Reader;
+  // Extends the file with zeros to a multiple of kZeroAhead at or past `needed`.
+  Status WriteZerosAhead(uint64_t needed);
   Result<bool> IsZeroFrom(uint64_t offset) const;
   Result<bool> DurableRecordAfter(uint64_t from, uint64_t seq) const;
   bool Authentic(const uint8_t* header, ByteSpan body, const uint8_t* tag) const;
@@ -104,6 +117,7 @@ class Journal {
   crypto::Aes256Gcm mac_;
   std::array<uint8_t, 16> volume_id_;
   uint64_t size_ = 0;
+  uint64_t end_ = 0;
 };
 
 }  // namespace scone::fs

@@ -249,13 +249,15 @@ Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
   SCONE_RETURN_IF_ERROR(WakeLocked());
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
   // Every lookup asks: a server opening a file per request would pay a stat of the journal
-  // each time. The count of its changes, read before the size, spares that while it stands.
+  // each time. The count of its changes, read before the journal, spares that while it stands.
   const std::optional<uint64_t> changes = lock_->JournalChanges();
+  bool appended = false;
   if (!changes || *changes != journal_changes_seen_) {
-    SCONE_RETURN_IF_ERROR(journal_->Refresh());
+    // A record after the last one read (the journal's tail is zeros written ahead).
+    SCONE_ASSIGN_OR_RETURN(appended, journal_->HasDataAt(journal_seen_));
     if (changes) journal_changes_seen_ = *changes;
   }
-  if (hint == applied_seq_ && journal_->size() == journal_seen_) return Status::Ok();
+  if (hint == applied_seq_ && !appended) return Status::Ok();
   SCONE_RETURN_IF_ERROR(lock_->LockWriter());
   Status s = CatchUpLocked(keep);
   lock_->UnlockWriter();
@@ -263,7 +265,8 @@ Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
 }
 
 Status Volume::TrimJournalLocked() {
-  if (journal_->size() <= journal_seen_) return Status::Ok();
+  SCONE_ASSIGN_OR_RETURN(bool torn, journal_->HasDataAt(journal_seen_));
+  if (!torn) return Status::Ok();
   SCONE_RETURN_IF_ERROR(journal_->TruncateTo(journal_seen_));
   return lock_->NoteJournalChanged();
 }
@@ -634,12 +637,17 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
 }
 
 Status Volume::WriteRecordLocked(JournalRecord& record) {
-  const bool caught_up = journal_->size() == journal_seen_;
+  // The journal appends after the last record it read or wrote, which must be where this
+  // process caught up to (under the writer lock it always is): never over another's record.
+  if (journal_->end() != journal_seen_) {
+    return Internal(MetaPath("journal") + ": appending at " + std::to_string(journal_->end()) +
+                    ", but this process read up to " + std::to_string(journal_seen_));
+  }
   SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, /*durable=*/false));
   SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
   record.seq = next_seq_++;
   // Our own record is in state_ already: catching up later need not read it back.
-  if (caught_up) journal_seen_ = journal_->size();
+  journal_seen_ = journal_->end();
   return Status::Ok();
 }
 
@@ -801,7 +809,7 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record,
   ApplyToState(record);
   // A failed in-place apply is repaired by the journal at the next open; report it all the same.
   SCONE_RETURN_IF_ERROR(applied);
-  if (journal_->size() > kCheckpointJournalSize) return Checkpoint(/*clean=*/false);
+  if (journal_seen_ > kCheckpointJournalSize) return Checkpoint(/*clean=*/false);
   if (window_bytes_ > kMaxWindowBytes) return MakeWindowDurableLocked();
   return Status::Ok();
 }
@@ -815,9 +823,12 @@ Status Volume::Checkpoint(bool clean) {
   SCONE_RETURN_IF_ERROR(SyncFilesLocked(touched_));
   applied_seq_ = next_seq_ - 1;
   SCONE_RETURN_IF_ERROR(WriteBase(clean));
+  // The hint first: a checkpointer that dies before the reset leaves records the others skip
+  // (their sequence numbers are in the base); one that reset first would leave them reading
+  // and appending past the end of an emptied journal that the zeros ahead make long again.
+  SCONE_RETURN_IF_ERROR(lock_->WriteCheckpointHint(applied_seq_));
   SCONE_RETURN_IF_ERROR(journal_->Reset());
   SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
-  SCONE_RETURN_IF_ERROR(lock_->WriteCheckpointHint(applied_seq_));
   journal_seen_ = 0;
   touched_.clear();
   WindowDurableLocked(applied_seq_);

@@ -301,8 +301,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;
   uint64_t journal_seen_ = 0;  // end of the last record folded into state_
-  // The lock file's count of journal changes when this process last read the journal's size
-  // (VolumeLock::JournalChanges): while it stands, the size is still the one read.
+  // The lock file's count of journal changes when this process last looked past its last record
+  // (VolumeLock::JournalChanges): while it stands, nothing was appended since.
   uint64_t journal_changes_seen_ = UINT64_MAX;
   bool trash_ready_ = false;   // .scone/trash exists
   uint64_t next_seq_ = 1;

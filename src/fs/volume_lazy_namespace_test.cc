@@ -17,10 +17,7 @@ namespace {
 class LazyNamespaceTest : public testing::VolumeTest {
  protected:
   std::string Journal() const { return dir_ + "/.scone/journal"; }
-  uint64_t JournalSize() const {
-    struct stat st;
-    return stat(Journal().c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-  }
+  uint64_t JournalSize() const { return testing::JournalEnd(Journal()); }
   size_t TrashEntries() const {
     std::error_code ec;
     size_t n = 0;

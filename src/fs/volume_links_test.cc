@@ -35,10 +35,7 @@ class VolumeLinksTest : public testing::VolumeTest {
     return version;
   }
   std::string Journal() const { return dir_ + "/.scone/journal"; }
-  uint64_t JournalSize() const {
-    struct stat st;
-    return stat(Journal().c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
-  }
+  uint64_t JournalSize() const { return testing::JournalEnd(Journal()); }
   void ExpectClean(Volume& v) {
     for (const auto& p : v.Verify()) ADD_FAILURE() << p.path << ": " << p.what;
   }

@@ -61,7 +61,7 @@ class VolumeLock {
   Status BumpUsersHint() const;
   // A count of the journal's changes (appends, resets, trims of a torn append), so that a
   // process can tell without a system call that the journal is as it last saw it. Read only
-  // where the hints are mapped (nullopt elsewhere: ask the journal's size). Bumped under the
+  // where the hints are mapped (nullopt elsewhere: look past the last record read). Bumped under the
   // writer lock, after the change.
   std::optional<uint64_t> JournalChanges() const;
   Status NoteJournalChanged() const;

@@ -272,7 +272,7 @@ TEST_F(TamperTest, JournalTamperingIsDetectedWithTheTrustedTag) {
 
   std::filesystem::copy(dir_, tmp_ / "pristine", std::filesystem::copy_options::recursive);
   std::string journal = dir_ + "/.scone/journal";
-  uint64_t size = FileSize(journal);
+  uint64_t size = testing::JournalEnd(journal);  // the records; the zeros ahead hold none
   ASSERT_GT(size, 2 * kChunkSize);
   Volume::OpenOptions options;
   options.expected_tag = tag;

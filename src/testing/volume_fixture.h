@@ -23,6 +23,22 @@ inline void WriteRaw(const std::string& path, const std::string& data) {
   out << data;
 }
 
+// Where a volume journal's records end, as the host sees the file: its frames
+// (u32 body size | u64 sequence | 12-byte nonce | body | 16-byte tag) up to the first zero
+// header (the zeros written ahead) or the file's end.
+inline uint64_t JournalEnd(const std::string& path) {
+  const std::string raw = RawFile(path);
+  constexpr uint64_t kHeader = 4 + 8 + 12, kTag = 16;
+  uint64_t at = 0;
+  while (at + kHeader <= raw.size()) {
+    uint32_t body = 0;
+    for (int i = 0; i < 4; ++i) body |= uint32_t{static_cast<uint8_t>(raw[at + i])} << (8 * i);
+    if (body == 0 || at + kHeader + body + kTag > raw.size()) break;
+    at += kHeader + body + kTag;
+  }
+  return at;
+}
+
 // Deterministic test content: every byte depends on its position and the seed.
 inline std::string TestPattern(size_t size, uint32_t seed) {
   std::string s(size, '\0');
