@@ -3,6 +3,7 @@
 #include <fcntl.h>
 
 #include <algorithm>
+#include <cstring>
 
 namespace scone::fs {
 namespace {
@@ -90,13 +91,12 @@ Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, SecretBy
 // A tail of zeros is what a file system may leave of an append cut short (size updated, data
 // not): torn, not damaged.
 Result<bool> Journal::IsZeroFrom(uint64_t offset) const {
-  uint8_t buffer[4096];
+  static const uint8_t kZeros[64u << 10] = {};
+  Bytes buffer(sizeof(kZeros));
   while (offset < size_) {
     SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset, buffer));
     if (n == 0) break;
-    for (size_t i = 0; i < n; ++i) {
-      if (buffer[i] != 0) return false;
-    }
+    if (std::memcmp(buffer.data(), kZeros, n) != 0) return false;
     offset += n;
   }
   return true;
@@ -179,7 +179,7 @@ class Journal::Reader {
   uint64_t start_ = 0;
 };
 
-Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_t* start) {
+Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_t* start, bool whole) {
   std::vector<JournalRecord> records;
   uint64_t& offset = *start;
   uint64_t seq = first_seq;
@@ -192,9 +192,21 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     uint64_t record_seq;
     r.U32(&body_size);
     r.U64(&record_seq);
-    if (body_size == 0) break;  // the zeros written ahead: the end (or a torn append's)
-    if (body_size > kMaxBodySize || offset + kFrameHeaderSize + body_size + crypto::kTagSize > size_) {
-      break;  // torn (or damaged) tail; a damaged length cannot pass authentication either
+    // The zeros written ahead (or a torn append's), or a length past the file: the end,
+    // unless a durable record follows (zeroed or damaged, not torn).
+    if (body_size == 0 || body_size > kMaxBodySize ||
+        offset + kFrameHeaderSize + body_size + crypto::kTagSize > size_) {
+      if (whole) {
+        SCONE_ASSIGN_OR_RETURN(bool zero_tail, IsZeroFrom(offset));  // the common case, cheaply
+        SCONE_ASSIGN_OR_RETURN(bool durable_after,
+                               zero_tail ? Result<bool>(false) : DurableRecordAfter(offset + 1, seq));
+        if (durable_after) {
+          return DataCorrupted(file_.path() + ": record " + std::to_string(seq) + " at offset " +
+                               std::to_string(offset) + (body_size == 0 ? " is zeros" : " has a bad length") +
+                               " and is not the last one (journal damaged)");
+        }
+      }
+      break;
     }
     SCONE_ASSIGN_OR_RETURN(const uint8_t* frame,
                            reader.Get(offset, kFrameHeaderSize + body_size + crypto::kTagSize));

@@ -74,11 +74,14 @@ class Journal {
 
   // Reads records with sequence numbers first_seq, first_seq+1, ... from byte `*offset` until
   // the end or the first record that is torn, and leaves `*offset` after the last good one. A
-  // bad record followed by valid data is reported as damage, not treated as a torn tail.
-  Result<std::vector<JournalRecord>> ReadFrom(uint64_t first_seq, uint64_t* offset);
+  // bad record followed by valid data is reported as damage, not treated as a torn tail. With
+  // `whole`, so is an end (a zero header, a length past the file's end) that a durable record
+  // follows: a reader of the whole journal (at open) pays for that look past the end, a
+  // catch-up with another process's appends does not.
+  Result<std::vector<JournalRecord>> ReadFrom(uint64_t first_seq, uint64_t* offset, bool whole = false);
   Result<std::vector<JournalRecord>> ReadFrom(uint64_t first_seq) {
     uint64_t offset = 0;
-    return ReadFrom(first_seq, &offset);
+    return ReadFrom(first_seq, &offset, /*whole=*/true);
   }
   // Re-reads the file's length (other processes append to it, and write zeros ahead).
   Status Refresh();

@@ -359,7 +359,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
                                                     v->DeriveKey("scone fs v1 journal"),
                                                     v->state_.volume_id));
   SCONE_ASSIGN_OR_RETURN(std::vector<JournalRecord> records,
-                         v->journal_->ReadFrom(v->applied_seq_ + 1, &v->journal_seen_));
+                         v->journal_->ReadFrom(v->applied_seq_ + 1, &v->journal_seen_, /*whole=*/true));
   v->next_seq_ = v->applied_seq_ + 1;
   v->durable_seq_ = v->applied_seq_;
   if (!alone) {

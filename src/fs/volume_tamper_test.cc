@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 
 #include "fs/protected_file.h"
@@ -243,6 +244,47 @@ TEST_F(TamperTest, FilesAddedOrRemovedBehindTheVolumesBackAreReported) {
   // A program cannot adopt the planted file as its own either.
   auto planted = v->OpenFile("planted", {.create = true});
   EXPECT_EQ(planted.status().code(), Code::kDataCorrupted);
+}
+
+// A middle record whose header reads back as zeros (a block lost on the disk) or whose length
+// is out of range: the records after it were durable, so the journal is damaged, not torn at
+// that point (the zeros written ahead must not pass for its end).
+TEST_F(TamperTest, AMiddleRecordZeroedOrWithABadLengthIsDamage) {
+  pid_t pid = fork();
+  if (pid == 0) {  // fsyncs six files and dies without closing: the records stay in the journal
+    auto v = CreateVolume();
+    for (char c = 'a'; c < 'g'; ++c) WriteFile(*v, std::string(1, c), Data(kChunkSize, c));
+    _exit(::testing::Test::HasFailure() ? 1 : 0);
+  }
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  const std::string journal = dir_ + "/.scone/journal";
+  const uint64_t end = testing::JournalEnd(journal);
+  std::string raw = RawFile(journal);
+  ASSERT_GT(raw.size(), end);  // the zeros written ahead
+  // The frames (u32 body size | u64 sequence | nonce | body | tag): the third one's offset.
+  auto body_size = [&](uint64_t at) { uint32_t n; std::memcpy(&n, raw.data() + at, 4); return n; };
+  uint64_t third = 0;
+  for (int i = 0; i < 2; ++i) third += 24 + body_size(third) + 16;
+  ASSERT_LT(third, end);
+  std::filesystem::copy(dir_, tmp_ / "pristine", std::filesystem::copy_options::recursive);
+  for (const std::string& header : {std::string(24, '\0'), std::string("\xff\xff\xff\x7f", 4)}) {
+    std::filesystem::remove_all(dir_);
+    std::filesystem::copy(tmp_ / "pristine", dir_, std::filesystem::copy_options::recursive);
+    std::string edited = raw;
+    edited.replace(third, header.size(), header);
+    WriteRaw(journal, edited);
+    auto opened = OpenVolume();
+    ASSERT_FALSE(opened.ok()) << "a header of " << header.size() << " bytes went unnoticed";
+    EXPECT_NE(opened.status().message().find("journal damaged"), std::string::npos) << opened.status().message();
+  }
+  // Untouched, every file is there.
+  std::filesystem::remove_all(dir_);
+  std::filesystem::copy(tmp_ / "pristine", dir_, std::filesystem::copy_options::recursive);
+  auto v = OpenVolume();
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  for (char c = 'a'; c < 'g'; ++c) EXPECT_EQ(*ReadFile(**v, std::string(1, c)), Data(kChunkSize, c));
 }
 
 TEST_F(TamperTest, JournalTamperingIsDetectedWithTheTrustedTag) {
