@@ -458,8 +458,19 @@ Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
   // Shared: what other processes wrote is visible at once (POSIX), not only after an open.
   if (volume_->Shared()) SCONE_RETURN_IF_ERROR(Refresh());
   auto result = ReadOnce(offset, out);
-  if (result.ok() || result.status().code() != Code::kDataCorrupted) return result;
-  return RefreshIfChangedByOthers() ? ReadOnce(offset, out) : result;
+  if (result.ok() || result.status().code() != Code::kDataCorrupted || unlinked_) return result;
+  // Another process may have overwritten a chunk in place (one that only lazy records put
+  // there) between our catch-up and our read: catch up and read again under the volume's
+  // writer lock, which every such overwrite holds. A retry without it raced the next append
+  // (a reader of a log being appended to got EIO).
+  std::unique_lock lock(mu_);
+  Result<size_t> again = result;
+  Status caught_up = volume_->WithLatestEntry(id_, [&](const FileEntry* current) -> Status {
+    if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
+    again = ReadLocked(offset, out);
+    return Status::Ok();
+  });
+  return caught_up.ok() ? again : result;
 }
 
 Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
@@ -528,6 +539,10 @@ Status ProtectedFile::CatchUpUnderVolumeLocks() {
 
 Result<size_t> ProtectedFile::ReadOnce(uint64_t offset, MutableByteSpan out) {
   std::shared_lock lock(mu_);
+  return ReadLocked(offset, out);
+}
+
+Result<size_t> ProtectedFile::ReadLocked(uint64_t offset, MutableByteSpan out) {
   if (offset >= size_ || out.empty()) return size_t{0};
   size_t total = static_cast<size_t>(std::min<uint64_t>(out.size(), size_ - offset));
   uint64_t end = offset + total;

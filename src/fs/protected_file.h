@@ -219,6 +219,7 @@ class ProtectedFile {
   // it, reload (exclusive lock) and return true so the caller retries once.
   bool RefreshIfChangedByOthers();
   Result<size_t> ReadOnce(uint64_t offset, MutableByteSpan out);
+  Result<size_t> ReadLocked(uint64_t offset, MutableByteSpan out);  // REQUIRES: mu_ (either way)
   Result<size_t> WriteOnce(uint64_t offset, ByteSpan data, uint64_t* appended_at);
   Status ApplyInPlace(const JournalRecord& record);
   // Writes slot images, coalescing adjacent slots into one system call.
