@@ -14,6 +14,8 @@ constexpr size_t kMaxPathSize = 4096;
 constexpr uint8_t kLazyBit = 0x80;
 // How far ahead of the records the file is written with zeros (see journal.h).
 constexpr uint64_t kZeroAhead = 1u << 20;
+// Zeros to write ahead with, and to compare a tail against.
+const uint8_t kZeroBlock[64u << 10] = {};
 
 Bytes FrameHeader(uint32_t body_size, uint64_t seq, const uint8_t* nonce) {
   ByteWriter w;
@@ -91,12 +93,11 @@ Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, SecretBy
 // A tail of zeros is what a file system may leave of an append cut short (size updated, data
 // not): torn, not damaged.
 Result<bool> Journal::IsZeroFrom(uint64_t offset) const {
-  static const uint8_t kZeros[64u << 10] = {};
-  Bytes buffer(sizeof(kZeros));
+  Bytes buffer(sizeof(kZeroBlock));
   while (offset < size_) {
     SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset, buffer));
     if (n == 0) break;
-    if (std::memcmp(buffer.data(), kZeros, n) != 0) return false;
+    if (std::memcmp(buffer.data(), kZeroBlock, n) != 0) return false;
     offset += n;
   }
   return true;
@@ -143,10 +144,7 @@ Status Journal::Refresh() {
 Result<bool> Journal::HasDataAt(uint64_t offset) const {
   uint8_t header[kFrameHeaderSize];
   SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset, MutableByteSpan(header, sizeof(header))));
-  for (size_t i = 0; i < n; ++i) {
-    if (header[i] != 0) return true;
-  }
-  return false;
+  return std::memcmp(header, kZeroBlock, n) != 0;
 }
 
 // The bytes of the journal from some offset on, read ahead in blocks: catching up with a few
@@ -276,11 +274,10 @@ Status Journal::Append(uint64_t seq, const JournalRecord& record, bool durable) 
 
 Status Journal::WriteZerosAhead(uint64_t needed) {
   if (needed <= size_) return Status::Ok();
-  static const uint8_t kZeros[64u << 10] = {};
   const uint64_t target = (needed + kZeroAhead - 1) / kZeroAhead * kZeroAhead;
   for (uint64_t at = size_; at < target;) {
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof(kZeros), target - at));
-    SCONE_RETURN_IF_ERROR(file_.WriteAt(at, ByteSpan(kZeros, n)));
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof(kZeroBlock), target - at));
+    SCONE_RETURN_IF_ERROR(file_.WriteAt(at, ByteSpan(kZeroBlock, n)));
     at += n;
   }
   size_ = target;

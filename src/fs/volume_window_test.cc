@@ -14,6 +14,21 @@ namespace scone::fs {
 namespace {
 class VolumeWindowTest : public testing::VolumeTest {
  protected:
+  // Opens the volume as a second process would while `open` has it; `open` hands over (the
+  // runtime's watcher does so in a program).
+  Result<std::shared_ptr<Volume>> JoinWhileOpen(Volume& open) {
+    std::atomic<bool> joined{false};
+    std::thread watcher([&] {
+      while (!joined.load()) {
+        EXPECT_TRUE(open.HandOverIfJoined().ok());
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    });
+    auto joiner = OpenVolume();
+    joined = true;
+    watcher.join();
+    return joiner;
+  }
   // Runs `change` on the volume in a child that dies without closing it (a killed process).
   void CrashAfter(const std::function<void(Volume&)>& change) {
     pid_t pid = fork();
@@ -85,16 +100,7 @@ TEST_F(VolumeWindowTest, AChunkOverwrittenInPlaceAfterAJournaledImageReadsItsNew
   ASSERT_TRUE(f->Write(33, AsBytes(y)).ok());
   ASSERT_TRUE(f->Close().ok());  // lazy: chunk 0 is published, its image waits in the journal
   // Another process joins; this one hands over (the runtime's watcher does so in a program).
-  std::atomic<bool> joined{false};
-  std::thread watcher([&] {
-    while (!joined.load()) {
-      ASSERT_TRUE(a->HandOverIfJoined().ok());
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  });
-  auto b = OpenVolume();
-  joined = true;
-  watcher.join();
+  auto b = JoinWhileOpen(*a);
   ASSERT_TRUE(b.ok()) << b.status().message();
   ASSERT_TRUE(a->Shared());
   // A transaction: chunk 0, put in place by a lazy record since the last durable one, is
@@ -153,16 +159,7 @@ TEST_F(VolumeWindowTest, ShrinkThenGrowFarAcrossCheckpoints) {
 TEST_F(VolumeWindowTest, SharersSyncingAtOnceKeepEveryWrite) {
   auto a = CreateVolume();
   WriteFile(*a, "log", std::string(2 * kChunkSize, '.'));  // durable: overwritten through images
-  std::atomic<bool> joined{false};
-  std::thread watcher([&] {
-    while (!joined.load()) {
-      EXPECT_TRUE(a->HandOverIfJoined().ok());
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  });
-  auto b = OpenVolume();
-  joined = true;
-  watcher.join();
+  auto b = JoinWhileOpen(*a);
   ASSERT_TRUE(b.ok()) << b.status().message();
   constexpr int kRounds = 120;
   auto entry = [](int side, int i) {
@@ -225,16 +222,7 @@ TEST_F(VolumeWindowTest, SharersSyncingAtOnceKeepEveryWrite) {
 TEST_F(VolumeWindowTest, AReaderOfALogBeingAppendedToNeverFails) {
   auto a = CreateVolume();
   WriteFile(*a, "log", "");
-  std::atomic<bool> joined{false};
-  std::thread watcher([&] {
-    while (!joined.load()) {
-      EXPECT_TRUE(a->HandOverIfJoined().ok());
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-  });
-  auto b = OpenVolume();
-  joined = true;
-  watcher.join();
+  auto b = JoinWhileOpen(*a);
   ASSERT_TRUE(b.ok()) << b.status().message();
   constexpr int kLines = 3000;
   auto line = [](int i) {
