@@ -4,10 +4,10 @@
 fail() { echo "FAIL${case_name:+ ($case_name)}: $*" >&2; exit 1; }
 
 # wait_for_line FILE PATTERN PID: until FILE has a line matching PATTERN, while PID lives
-# (bounded: 10 s). Servers print such a line once they listen.
+# (bounded: 30 s, for a loaded machine). Servers print such a line once they listen.
 wait_for_line() {
   local file="$1" pattern="$2" pid="$3"
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 600); do
     grep -q -- "$pattern" "$file" 2>/dev/null && return 0
     kill -0 "$pid" 2>/dev/null || fail "process $pid exited before printing '$pattern'"
     sleep 0.05
@@ -72,12 +72,26 @@ http {
 NGINXEOF
 }
 
-# free_port: a TCP port nothing listens on now, on 127.0.0.1.
-free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-# port_listening PORT PID: status 0 once something listens on 127.0.0.1:PORT (bounded: 10 s),
+# free_port: a port free now, below the kernel's ephemeral range (32768 and up), so that the
+# outgoing connections of tests running alongside do not take it before its server binds it.
+free_port() {
+  python3 -c '
+import random, socket
+for _ in range(1000):
+    port = random.randint(20000, 32767)
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        print(port)
+        break
+'
+}
+# port_listening PORT PID: status 0 once something listens on 127.0.0.1:PORT (bounded: 30 s),
 # 1 if PID exits first or time runs out.
 port_listening() {
-  for _ in $(seq 1 200); do
+  for _ in $(seq 1 600); do
     python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), timeout=1).close()" 2>/dev/null && return 0
     kill -0 "$2" 2>/dev/null || return 1
     sleep 0.05

@@ -631,17 +631,20 @@ slow-connections)
   rest_port=$(sed 's/.*://' "$cas_dir/address")
   attestation_port=$(sed 's/.*://' "$cas_dir/attestation")
   for round in 1 2 3; do
-    python3 "$(dirname "$0")/hostile_client.py" slow 127.0.0.1 "$rest_port" "$attestation_port" 80 > slow.txt 2>&1 &
+    # A file per round: the last round's "ready" must not pass for this one's (its signal
+    # would then come before the handler and end the client without a report).
+    slow=slow.$round.txt
+    python3 "$(dirname "$0")/hostile_client.py" slow 127.0.0.1 "$rest_port" "$attestation_port" 80 > "$slow" 2>&1 &
     svc_pid=$!
-    wait_for_line slow.txt "^ready" "$svc_pid"
+    wait_for_line "$slow" "^ready" "$svc_pid"
     run_app > out.txt 2> err.txt || { cat err.txt; fail "the service did not run during the slow connections"; }
     "$scone" session list | grep -q "^svc$" || fail "the API call failed during the slow connections"
     kill -USR1 "$svc_pid"
     wait "$svc_pid" 2>/dev/null || true; svc_pid=""
-    grep -q "^open 160$" slow.txt && break
-    age=$(sed -n 's/^age //p' slow.txt)
-    ((age >= 10)) || { cat slow.txt; fail "CAS ended slow connections before their deadline"; }
-    ((round < 3)) || { cat slow.txt; fail "honest requests waited for slow connections to end (in three rounds)"; }
+    grep -q "^open 160$" "$slow" && break
+    age=$(sed -n 's/^age //p' "$slow")
+    ((age >= 10)) || { cat "$slow"; fail "CAS ended slow connections before their deadline"; }
+    ((round < 3)) || { cat "$slow"; fail "honest requests waited for slow connections to end (in three rounds)"; }
     echo "round $round: the deadline passed before the honest requests were done; again"
   done
   echo "attestation and API call done with 160 slow connections open throughout (round $round)"
