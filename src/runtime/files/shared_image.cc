@@ -80,24 +80,17 @@ Result<std::shared_ptr<SharedImage>> SharedImage::Create(fs::Volume* volume, std
 
 Result<std::shared_ptr<SharedImage>> SharedImage::Adopt(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
                                                         int memfd, int holder_base) {
-  const os::File theirs(holder_base, "the base of a handed-over image");  // closed on return
-  SCONE_ASSIGN_OR_RETURN(std::shared_ptr<SharedImage> image, WithBase(volume, std::move(file), memfd));
-  if (!theirs.valid()) {
+  if (holder_base < 0) {
     // A holder without a base: what the image holds beyond the file counts as stores.
+    SCONE_ASSIGN_OR_RETURN(std::shared_ptr<SharedImage> image, WithBase(volume, std::move(file), memfd));
     SCONE_RETURN_IF_ERROR(image->Fill({&image->base_}));
     return image;
   }
-  SCONE_RETURN_IF_ERROR(CopyMemoryFile(theirs, image->base_));
+  // The holders' base itself, not a copy: a copy falls behind at the next seal of another holder.
+  std::shared_ptr<SharedImage> image(new SharedImage(volume, std::move(file), memfd, holder_base));
   std::lock_guard lock(image->mu_);
   SCONE_RETURN_IF_ERROR(image->SealLocked(/*durable=*/false, /*whole=*/true));
   return image;
-}
-
-Status SharedImage::CopyMemoryFile(const os::File& from, const os::File& to) {
-  SCONE_ASSIGN_OR_RETURN(uint64_t size, from.Size());
-  SCONE_RETURN_IF_ERROR(to.Truncate(size));
-  MemoryReader source{from, size};
-  return CopyDataRuns(source, size, {&to});
 }
 
 Status SharedImage::Fill(std::initializer_list<const os::File*> into) {

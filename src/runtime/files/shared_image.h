@@ -11,13 +11,16 @@
 // wrote, or every chunk where one of its mappings is writable.
 //
 // A process that writes the file without mapping it writes the protected file, not the image.
-// So a seal merges three ways, byte by byte, against the base (the file's content when this
-// process last agreed with it: at making or adopting the image, and after each seal): a byte the
-// image changed since the base goes into the file; a byte only the file changed goes into the
-// image (the mappings see it from then on); where both changed, the image's stays (a store
-// through a mapping and a write to the same byte raced). Without the base, a seal wrote the
-// image's stale bytes over the other process's write. Seals of one volume's images run one at a
-// time across processes (the volume's images lock), so that each merges against a settled file.
+// So a seal merges three ways, byte by byte, against the base (the file's content when the
+// image last agreed with it: at making the image, and after each seal): a byte the image changed
+// since the base goes into the file; a byte only the file changed goes into the image (the
+// mappings see it from then on); where both changed, the image's stays (a store through a
+// mapping and a write to the same byte raced). Without the base, a seal wrote the image's stale
+// bytes over the other process's write. The base is a memory file too, and every holder of the
+// image shares it, as they share the image: a base of its own per process fell behind at another
+// holder's seal, and a store undone since then looked like another process's write and was put
+// back. Seals of one volume's images run one at a time across processes (the volume's images
+// lock), so that each merges against a settled file and base.
 //
 // The memory file lives in RAM only (never on disk, in no file system namespace); under the
 // `sim` backend process memory is as exposed to root as it always is.
@@ -46,12 +49,11 @@ class SharedImage {
   // file's; it outlives the image).
   static Result<std::shared_ptr<SharedImage>> Create(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file);
   // The image another process handed over (its memory file, now this process's `memfd`), with
-  // that holder's base (`holder_base`, closed here; -1: none). The holder's base tells its
-  // mappers' stores from writes other processes made to the file without mapping it since
-  // (a base read from the file would take the image's stale bytes for stores, and the next seal
-  // would write them over those writes): this process's base starts as a copy of it, and the
-  // image is brought up to date with the file at once (a whole seal). REQUIRES: the volume's
-  // images lock.
+  // the holders' base (`holder_base`, now this process's too; -1: none, and one is made from the
+  // file). The base tells the mappers' stores from writes other processes made to the file
+  // without mapping it since (a base read from the file would take the image's stale bytes for
+  // stores, and the next seal would write them over those writes); the image is brought up to
+  // date with the file at once (a whole seal). REQUIRES: the volume's images lock.
   static Result<std::shared_ptr<SharedImage>> Adopt(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
                                                     int memfd, int holder_base);
   SharedImage(const SharedImage&) = delete;
@@ -84,8 +86,6 @@ class SharedImage {
   // The image of `memfd` with a new, empty base (`memfd` is closed if that fails).
   static Result<std::shared_ptr<SharedImage>> WithBase(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
                                                        int memfd);
-  // `to` becomes a copy of the memory file `from` (its holes stay holes).
-  static Status CopyMemoryFile(const os::File& from, const os::File& to);
   // Copies the sealed file's content into each of `into` (sized to it).
   Status Fill(std::initializer_list<const os::File*> into);
   Result<const os::File*> Appending();
@@ -100,7 +100,7 @@ class SharedImage {
   fs::Volume* const volume_;
   const std::shared_ptr<fs::ProtectedFile> file_;
   const os::File memory_;  // the memory file (through the shield's own system calls)
-  const os::File base_;    // this process's base: a private memory file
+  const os::File base_;    // the base: a memory file every holder of the image shares
   os::File appending_;  // an O_APPEND open of the memory file, made on the first append
   std::atomic<bool> writable_mapping_{false};
   std::mutex mu_;  // dirty_, appending_, and one seal at a time
