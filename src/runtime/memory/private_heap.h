@@ -7,9 +7,9 @@
 // the runtime allocated from the same allocator there, the thread would wait for the lock it
 // holds itself, and every other thread for the runtime's locks that thread held.
 //
-// A pool (the standard library's) over memory mapped from the kernel, behind a lock of its own
-// that waits with raw futex calls: nothing here calls into the C library or back into the
-// runtime's entry. Thread-safety: all functions may be called concurrently.
+// Free lists by size class over memory mapped from the kernel, behind a lock of its own that
+// waits with raw futex calls: nothing here calls into the C library or back into the runtime's
+// entry. Thread-safety: all functions may be called concurrently.
 #pragma once
 
 #include <cstddef>
