@@ -2,6 +2,7 @@
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/kdf.h>
@@ -75,7 +76,9 @@ void BumpForkGeneration() { fork_generation.fetch_add(1, std::memory_order_relax
 
 void CryptoFatal(const char* what) {
   // A failing primitive (not a failing verification) means OpenSSL itself is broken.
-  fprintf(stderr, "scone: fatal: OpenSSL %s failed\n", what);
+  char reason[256] = "no reason given";
+  if (unsigned long e = ERR_peek_last_error(); e != 0) ERR_error_string_n(e, reason, sizeof(reason));
+  fprintf(stderr, "scone: fatal: OpenSSL %s failed (%s)\n", what, reason);
   abort();
 }
 

@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -108,10 +109,17 @@ class Pools {
           slab_next_ += ClassSize(c);
         }
       }
-      void* slab = Map(kSlab);
+      // Near the end of the address space the program may have (ulimit -v), a smaller slab:
+      // a block of a class nothing freed yet must not fail while pages are left.
+      size_t slab_size = kSlab;
+      void* slab = Map(slab_size);
+      if (slab == nullptr) {
+        slab_size = std::max<size_t>(size_t{64} << 10, bytes + 4095) & ~size_t{4095};
+        slab = Map(slab_size);
+      }
       if (slab == nullptr) return nullptr;
       slab_next_ = reinterpret_cast<uintptr_t>(slab);
-      slab_end_ = slab_next_ + kSlab;
+      slab_end_ = slab_next_ + slab_size;
     }
     void* block = reinterpret_cast<void*>(slab_next_);
     slab_next_ += bytes;
