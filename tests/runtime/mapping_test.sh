@@ -389,6 +389,70 @@ signal('done')
     fail "the undone store came back into the file"
   check_volume
   ;;
+locks-order-mappers)
+  # A process that maps the file and one that does not, taking turns under a record lock, as
+  # databases do: after the lock, the mapper sees what the other wrote and synced; what the
+  # mapper wrote with pwrite (into its image) the other reads after the mapper's unlock. Before,
+  # each saw the other's bytes only at the mapper's next seal (hostile finding: SQLite with
+  # mmap_size lost committed rows so; case sqlite-mmap-reader).
+  cat > mapper.py <<PYEOF
+exec(open("prelude.py").read())
+import fcntl
+signal("ready")
+wait("done")  # the other wrote and synced
+fcntl.lockf(fd, fcntl.LOCK_SH)
+print(m[100:100 + len(b"$MARKER B")] == b"$MARKER B", os.pread(fd, len(b"$MARKER B"), 100) == b"$MARKER B")
+fcntl.lockf(fd, fcntl.LOCK_UN)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+os.pwrite(fd, b"$MARKER M", 5000)
+fcntl.lockf(fd, fcntl.LOCK_UN)
+signal("ready")
+wait("done")  # the other read
+PYEOF
+  run "$PY" mapper.py > mapper.out 2>&1 &
+  pids+=($!)
+  cat ready > /dev/null
+  run_for 60 "$PY" -c "
+import fcntl, os
+fd = os.open('vol/m.dat', os.O_RDWR)
+fcntl.lockf(fd, fcntl.LOCK_EX)
+os.pwrite(fd, b'$MARKER B', 100)
+os.fsync(fd)
+fcntl.lockf(fd, fcntl.LOCK_UN)
+open('done', 'w').write('x')
+open('ready').read()
+fcntl.lockf(fd, fcntl.LOCK_SH)
+print(os.pread(fd, len(b'$MARKER M'), 5000) == b'$MARKER M')
+fcntl.lockf(fd, fcntl.LOCK_UN)
+open('done', 'w').write('x')
+" > other.out 2>&1 || { cat other.out; fail "the program without a mapping failed"; }
+  wait "${pids[-1]}" || { cat mapper.out; fail "the mapping program failed"; }
+  [[ "$(cat mapper.out)" == "True True" ]] || fail "after its lock the mapper does not see the other's synced write (mapping, read): $(cat mapper.out)"
+  [[ "$(cat other.out)" == "True" ]] || fail "after the mapper's unlock the other does not read its write: $(cat other.out)"
+  check_volume
+  ;;
+sqlite-mmap-reader)
+  # The hostile tester's case: a sqlite3 reader with PRAGMA mmap_size (it maps the database)
+  # stays open while another sqlite3 (without) inserts 1000 rows; the reader must count them,
+  # and its own insert must keep them (it lost them and corrupted the database).
+  ins="WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<1000) INSERT INTO t SELECT '$MARKER' || i FROM c;"
+  run sqlite3 vol/db "CREATE TABLE t(x); $ins"
+  mkfifo cmds
+  run sqlite3 vol/db < cmds > reader.out 2>&1 &
+  pids+=($!)
+  exec 3> cmds
+  echo "PRAGMA mmap_size=268435456; SELECT 'r1', count(*) FROM t;" >&3
+  echo ".shell echo x > ready" >&3
+  cat ready > /dev/null  # the reader has read (and mapped) the database
+  [[ "$(run sqlite3 vol/db "$ins SELECT count(*) FROM t;")" == 2000 ]] || fail "the writer's insert"
+  echo "SELECT 'r2', count(*) FROM t; INSERT INTO t SELECT x FROM t LIMIT 10; SELECT 'r3', count(*) FROM t; PRAGMA integrity_check;" >&3
+  exec 3>&-
+  wait "${pids[-1]}" || { cat reader.out; fail "the reader failed"; }
+  [[ "$(tr '\n' ' ' < reader.out)" == "268435456 r1|1000 r2|2000 r3|2010 ok " ]] || fail "the mapping reader: $(cat reader.out)"
+  [[ "$(run sqlite3 vol/db "SELECT count(*) FROM t; PRAGMA integrity_check;" | tr '\n' ' ')" == "2010 ok " ]] ||
+    fail "the database after the reader's insert: $(run sqlite3 vol/db 'SELECT count(*) FROM t; PRAGMA integrity_check;' 2>&1)"
+  check_volume
+  ;;
 writer-without-mapping)
   # A program that writes the file without mapping it (pwrite into another chunk and into other
   # bytes of the chunk the mapping stores to, an append) while another maps it writable: the
