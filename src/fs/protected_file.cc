@@ -139,11 +139,6 @@ uint64_t ProtectedFile::size() const {
   return size_;
 }
 
-Root ProtectedFile::CommittedRoot() const {
-  std::shared_lock lock(mu_);
-  return committed_root_;
-}
-
 std::string ProtectedFile::SideFilePath(const std::string& dir, const FileId& id) {
   return dir + "/" + kMetaDirName + "/meta/" + ToHex(id);
 }

@@ -90,9 +90,6 @@ class ProtectedFile {
   Status Close();
 
   uint64_t size() const;
-  // The root of the content this process's table reflects: it changes with every commit, by
-  // this process or (once caught up with) another.
-  Root CommittedRoot() const;
   // Unlinked, by this process or another (its data file has no name left).
   bool Gone() const;
   // Unlinked while open (by this process or, as it learned, another): its data goes with it.

@@ -63,9 +63,6 @@ class ShieldedFd {
   virtual int StatusFlags(int kernel_flags) = 0;
   // F_SETFL: returns the flags to hand to the kernel.
   virtual int SetStatusFlags(int flags) = 0;
-  // A record lock (fcntl) on the file: `taken` after the kernel granted one, else before an
-  // unlock goes to the kernel. Programs order their reads and writes by these locks.
-  virtual void RecordLockChanging(bool /*taken*/) {}
   // The last descriptor referring to it is being closed: commit (an error is the close's).
   virtual long LastClose() = 0;
   // In a child forked from a process with several threads: what the parent wrote is the

@@ -770,11 +770,8 @@ long Fcntl(Runtime& rt, int fd, int cmd, long arg) {
       if (__builtin_add_overflow(static_cast<int64_t>(lock.l_start), from, &lock.l_start)) return -EOVERFLOW;
       lock.l_whence = SEEK_SET;
     }
-    const bool setting = cmd != F_GETLK && cmd != F_OFD_GETLK;
-    if (setting && lock.l_type == F_UNLCK) d->RecordLockChanging(/*taken=*/false);
     long r = RawSyscall(SYS_fcntl, fd, cmd, Arg(&lock));
-    if (r == 0 && !setting) *program = lock;
-    if (r == 0 && setting && lock.l_type != F_UNLCK) d->RecordLockChanging(/*taken=*/true);
+    if (r == 0 && (cmd == F_GETLK || cmd == F_OFD_GETLK)) *program = lock;
     return r;
   }
   long r = RawSyscall(SYS_fcntl, fd, cmd, arg);

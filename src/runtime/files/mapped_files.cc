@@ -42,14 +42,6 @@ std::shared_ptr<SharedImage> MappedFiles::FindImage(const fs::ProtectedFile* fil
   return nullptr;
 }
 
-std::vector<std::shared_ptr<SharedImage>> MappedFiles::HeldImages() {
-  std::vector<std::shared_ptr<SharedImage>> images;
-  if (!Tracks()) return images;
-  std::lock_guard lock(mu_);
-  for (const Held& h : held_) images.push_back(h.image);
-  return images;
-}
-
 Result<std::shared_ptr<SharedImage>> MappedFiles::Bind(fs::Volume& volume,
                                                        const std::shared_ptr<fs::ProtectedFile>& file) {
   // REQUIRES: mu_ (one thread binds at a time; another process is kept out by the volume's

@@ -48,8 +48,6 @@ class MappedFiles {
 
   // Exit, exec: every image sealed (published to the other processes).
   void SealAll();
-  // The images this process holds (none: one atomic load).
-  std::vector<std::shared_ptr<SharedImage>> HeldImages();
 
  private:
   struct Held {

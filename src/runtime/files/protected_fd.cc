@@ -41,18 +41,6 @@ ProtectedFd::ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume*
 
 std::shared_ptr<SharedImage> ProtectedFd::Image() const { return MappedFiles::Get().ImageOf(file_.get()); }
 
-void ProtectedFd::RecordLockChanging(bool taken) {
-  // Every image this process holds, not only this file's: a lock on one file may order another
-  // (SQLite's WAL locks its -shm file, and reads the database's pages through its mapping).
-  for (const auto& image : MappedFiles::Get().HeldImages()) {
-    Status s = taken ? image->AfterRecordLock() : image->BeforeRecordUnlock();
-    if (!s.ok()) {
-      Log(image->file()->path() + ": the shared mapping is not brought up to date at a record lock: " +
-          s.message());
-    }
-  }
-}
-
 long ProtectedFd::CatchUpAlways() {
   if (Image()) return 0;  // the image is what every process that maps the file sees
   Status s = file_->Refresh();

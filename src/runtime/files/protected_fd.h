@@ -45,8 +45,6 @@ class ProtectedFd final : public ShieldedFd {
   long Map(void* addr, size_t length, int prot, int flags, int64_t offset) override;
   int StatusFlags(int kernel_flags) override;
   int SetStatusFlags(int flags) override;
-  // With an image of the file in this process (see SharedImage::AfterRecordLock).
-  void RecordLockChanging(bool taken) override;
   long LastClose() override;
   void ForgetParentWrites() override { written_ = false; }
   bool Describe(int fd, InheritedFd* out) override;

@@ -74,7 +74,6 @@ Result<std::shared_ptr<SharedImage>> SharedImage::WithBase(fs::Volume* volume, s
 Result<std::shared_ptr<SharedImage>> SharedImage::Create(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file) {
   SCONE_ASSIGN_OR_RETURN(int memfd, MemoryFile(file->path()));
   SCONE_ASSIGN_OR_RETURN(std::shared_ptr<SharedImage> image, WithBase(volume, std::move(file), memfd));
-  image->agreed_root_ = image->file_->CommittedRoot();  // a commit during the fill: merged at the next lock
   SCONE_RETURN_IF_ERROR(image->Fill({&image->memory_, &image->base_}));  // one decryption for both
   return image;
 }
@@ -84,7 +83,6 @@ Result<std::shared_ptr<SharedImage>> SharedImage::Adopt(fs::Volume* volume, std:
   if (holder_base < 0) {
     // A holder without a base: what the image holds beyond the file counts as stores.
     SCONE_ASSIGN_OR_RETURN(std::shared_ptr<SharedImage> image, WithBase(volume, std::move(file), memfd));
-    image->agreed_root_ = image->file_->CommittedRoot();
     SCONE_RETURN_IF_ERROR(image->Fill({&image->base_}));
     return image;
   }
@@ -221,7 +219,6 @@ Status SharedImage::Seal(bool durable) {
 
 Status SharedImage::SealLocked(bool durable, bool whole) {
   SCONE_RETURN_IF_ERROR(file_->Refresh());  // what other processes published: its size too
-  const bool others_committed = file_->CommittedRoot() != agreed_root_;
   SCONE_ASSIGN_OR_RETURN(uint64_t size, Size());
   SCONE_ASSIGN_OR_RETURN(uint64_t base_size, base_.Size());
   if (!whole && dirty_.empty() && !resized_ && file_->size() == size) {
@@ -251,30 +248,7 @@ Status SharedImage::SealLocked(bool durable, bool whole) {
   }
   dirty_.clear();
   resized_ = false;
-  Status published = durable ? file_->Sync() : file_->Close();
-  // Agreed with the file only where every chunk was merged, or nobody else had committed.
-  if (published.ok() && (whole || !others_committed)) agreed_root_ = file_->CommittedRoot();
-  return published;
-}
-
-Status SharedImage::AfterRecordLock() {
-  std::lock_guard lock(mu_);
-  if (file_->Gone()) return Status::Ok();
-  SCONE_RETURN_IF_ERROR(file_->Refresh());
-  if (file_->CommittedRoot() == agreed_root_) return Status::Ok();  // nobody committed since
-  SCONE_RETURN_IF_ERROR(volume_->LockImages());
-  Status s = SealLocked(/*durable=*/false, /*whole=*/true);
-  volume_->UnlockImages();
-  return s;
-}
-
-Status SharedImage::BeforeRecordUnlock() {
-  std::lock_guard lock(mu_);
-  if ((dirty_.empty() && !resized_) || file_->Gone()) return Status::Ok();
-  SCONE_RETURN_IF_ERROR(volume_->LockImages());
-  Status s = SealLocked(/*durable=*/false, writable_mapping_.load(std::memory_order_relaxed));
-  volume_->UnlockImages();
-  return s;
+  return durable ? file_->Sync() : file_->Close();
 }
 
 }  // namespace scone::runtime

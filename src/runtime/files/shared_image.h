@@ -74,15 +74,6 @@ class SharedImage {
   // Seals into the protected file what changed: `durable` commits (fsync, msync), else
   // publishes to the other processes (munmap, close, exit).
   Status Seal(bool durable);
-  // Record locks order the reads and writes of processes that do not map the file with this
-  // process's (a database's reader that maps it, a writer that does not): after a lock is
-  // taken, what others committed to the file since the image last agreed with it comes into
-  // the image (a whole seal, only when the file changed); before an unlock, what this process
-  // wrote through descriptors into the image is published. Stores through a writable mapping
-  // are not published here: programs that store through mappings (SQLite's WAL index, LMDB)
-  // have every process map the file.
-  Status AfterRecordLock();
-  Status BeforeRecordUnlock();
 
  private:
   // `memfd`, `basefd`: the runtime's own descriptors (files::KeepOwn), closed with the image.
@@ -115,7 +106,6 @@ class SharedImage {
   std::mutex mu_;  // dirty_, appending_, and one seal at a time
   std::set<uint64_t> dirty_;  // chunks this process wrote through the image
   bool resized_ = false;
-  fs::Root agreed_root_{};  // the file's root when this process's image last agreed with it
 };
 
 }  // namespace scone::runtime
