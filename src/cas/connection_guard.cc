@@ -88,59 +88,64 @@ void ConnectionGuard::Watch() {
   }
 }
 
-ElasticPool::ElasticPool(size_t keep_threads, size_t max_threads) : keep_(keep_threads), max_(max_threads) {}
+ElasticPool::ElasticPool(size_t keep_threads, size_t max_threads)
+    : state_(std::make_shared<State>(keep_threads, max_threads)) {}
 
 ElasticPool::~ElasticPool() {
-  std::unique_lock lock(mu_);
-  stop_ = true;
-  ready_.notify_all();
-  idle_changed_.wait(lock, [&] { return threads_ == 0; });
+  State& s = *state_;
+  std::unique_lock lock(s.mu);
+  s.stop = true;
+  s.ready.notify_all();
+  s.idle_changed.wait(lock, [&] { return s.threads == 0; });
 }
 
 void ElasticPool::Run(std::function<void()> job) {
-  std::lock_guard lock(mu_);
-  jobs_.push_back(std::move(job));
-  ++running_;
-  if (jobs_.size() > idle_ && threads_ < max_) {
-    ++threads_;
-    std::thread([this] { Work(); }).detach();
+  State& s = *state_;
+  std::lock_guard lock(s.mu);
+  s.jobs.push_back(std::move(job));
+  ++s.running;
+  if (s.jobs.size() > s.idle && s.threads < s.max) {
+    ++s.threads;
+    std::thread([state = state_] { Work(state); }).detach();
   } else {
-    ready_.notify_one();
+    s.ready.notify_one();
   }
 }
 
 void ElasticPool::Drain() {
-  std::unique_lock lock(mu_);
-  idle_changed_.wait(lock, [&] { return running_ == 0; });
+  State& s = *state_;
+  std::unique_lock lock(s.mu);
+  s.idle_changed.wait(lock, [&] { return s.running == 0; });
 }
 
-void ElasticPool::Work() {
+void ElasticPool::Work(const std::shared_ptr<State>& state) {
   // A peer that went away must make a write fail (EPIPE), not kill the process: SIGPIPE is
   // blocked on these threads (a thread-directed signal then stays pending, harmlessly).
   sigset_t pipe;
   sigemptyset(&pipe);
   sigaddset(&pipe, SIGPIPE);
   pthread_sigmask(SIG_BLOCK, &pipe, nullptr);
-  std::unique_lock lock(mu_);
+  State& s = *state;
+  std::unique_lock lock(s.mu);
   while (true) {
-    if (jobs_.empty()) {
-      ++idle_;
-      bool woken = ready_.wait_for(lock, std::chrono::seconds(30), [&] { return stop_ || !jobs_.empty(); });
-      --idle_;
-      if (jobs_.empty() && (stop_ || (!woken && threads_ > keep_))) break;
-      if (jobs_.empty()) continue;
+    if (s.jobs.empty()) {
+      ++s.idle;
+      bool woken = s.ready.wait_for(lock, std::chrono::seconds(30), [&] { return s.stop || !s.jobs.empty(); });
+      --s.idle;
+      if (s.jobs.empty() && (s.stop || (!woken && s.threads > s.keep))) break;
+      if (s.jobs.empty()) continue;
     }
-    std::function<void()> job = std::move(jobs_.front());
-    jobs_.pop_front();
+    std::function<void()> job = std::move(s.jobs.front());
+    s.jobs.pop_front();
     lock.unlock();
     job();
     job = nullptr;
     lock.lock();
-    if (--running_ == 0) idle_changed_.notify_all();
+    if (--s.running == 0) s.idle_changed.notify_all();
   }
-  --threads_;
-  // Notifies after this thread is done with the pool, so the destructor may then free it.
-  std::notify_all_at_thread_exit(idle_changed_, std::move(lock));
+  --s.threads;
+  lock.unlock();
+  s.idle_changed.notify_all();  // `state` keeps the condition variable alive, whatever the pool's fate
 }
 
 }  // namespace scone::cas

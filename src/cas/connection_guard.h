@@ -18,6 +18,7 @@
 #include <deque>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -73,14 +74,21 @@ class ElasticPool {
   void Drain();
 
  private:
-  void Work();
+  // Shared with the threads: the last one out may still notify after the destructor returned
+  // (a condition variable inside the pool was then notified after it was freed, corrupting the
+  // memory that took its place).
+  struct State {
+    State(size_t keep_threads, size_t max_threads) : keep(keep_threads), max(max_threads) {}
+    const size_t keep, max;
+    std::mutex mu;
+    std::condition_variable ready, idle_changed;
+    std::deque<std::function<void()>> jobs;
+    size_t threads = 0, idle = 0, running = 0;
+    bool stop = false;
+  };
+  static void Work(const std::shared_ptr<State>& state);
 
-  size_t keep_, max_;
-  std::mutex mu_;
-  std::condition_variable ready_, idle_changed_;
-  std::deque<std::function<void()>> jobs_;
-  size_t threads_ = 0, idle_ = 0, running_ = 0;
-  bool stop_ = false;
+  const std::shared_ptr<State> state_;
 };
 
 }  // namespace scone::cas
