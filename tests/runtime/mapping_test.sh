@@ -389,6 +389,32 @@ signal('done')
     fail "the undone store came back into the file"
   check_volume
   ;;
+map-again)
+  # A program maps the file, unmaps it (its image goes) and maps it again: its new image's
+  # listener often got the descriptor number of the old one, which its runtime thread took for
+  # the one it watched already, so it never answered; another program mapping the file then
+  # waited 10 s and was refused (hostile finding with four SQLite writers, which remap as the
+  # database grows).
+  cat > a.py <<PYEOF
+exec(open("prelude.py").read())
+m.close()
+m = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[0:len(b"$MARKER again")] = b"$MARKER again"
+signal("ready")
+wait("done")
+PYEOF
+  run "$PY" a.py > a.out 2>&1 &
+  pids+=($!)
+  cat ready > /dev/null
+  run_for 60 "$PY" -c "
+exec(open('prelude.py').read())
+print(m[0:len(b'$MARKER again')] == b'$MARKER again')
+" > b.out 2>&1 || true
+  echo x > done
+  wait "${pids[-1]}" || { cat a.out; fail "the first program failed"; }
+  [[ "$(cat b.out)" == True ]] || fail "the second program did not get the remapped image: $(cat b.out)"
+  check_volume
+  ;;
 writer-without-mapping)
   # A program that writes the file without mapping it (pwrite into another chunk and into other
   # bytes of the chunk the mapping stores to, an append) while another maps it writable: the

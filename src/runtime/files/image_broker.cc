@@ -299,7 +299,10 @@ void ImageBroker::Run() {
   long made = RawSyscall(SYS_epoll_create1, EPOLL_CLOEXEC);
   if (made < 0) return;
   const int epoll = files::KeepOwn(static_cast<int>(made));  // out of the program's reach
-  std::set<int> watched;
+  // Listening descriptor -> the served image's handle (0: the wake-up). By handle, not by number
+  // alone: a listener closed (its image withdrawn) leaves epoll, and the next image's listener
+  // often gets the same number; watched by number, it was never added, and askers waited 10 s.
+  std::map<int, uint64_t> watched;
   std::map<int, Handshake> handshakes;  // by connection
   auto drop = [&](int fd) {
     handshakes.erase(fd);
@@ -309,14 +312,16 @@ void ImageBroker::Run() {
     {
       // Every listener served now (a closed one left epoll with its last descriptor).
       std::lock_guard lock(mu_);
-      std::set<int> now = {wake_fd_};
-      for (const Served& s : served_) now.insert(s.listener);
-      for (int fd : now) {
-        if (watched.count(fd) != 0) continue;
+      std::map<int, uint64_t> now = {{wake_fd_, 0}};
+      for (const Served& s : served_) now[s.listener] = s.handle;
+      for (const auto& [fd, handle] : now) {
+        if (auto it = watched.find(fd); it != watched.end() && it->second == handle) continue;
         epoll_event ev = {};
         ev.events = EPOLLIN;
         ev.data.fd = fd;
-        RawSyscall(SYS_epoll_ctl, epoll, EPOLL_CTL_ADD, fd, Arg(&ev));
+        if (RawSyscall(SYS_epoll_ctl, epoll, EPOLL_CTL_ADD, fd, Arg(&ev)) == -EEXIST) {
+          RawSyscall(SYS_epoll_ctl, epoll, EPOLL_CTL_MOD, fd, Arg(&ev));
+        }
       }
       watched = std::move(now);
     }
