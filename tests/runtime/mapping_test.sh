@@ -35,6 +35,13 @@ m = mmap.mmap(fd, 12288, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
 def signal(name): open(name, "w").write("x")
 def wait(name): open(name).read()
 PYEOF
+# start_a: a.py (a program that maps the file) in the background, output in a.out; returns
+# once it signalled "ready".
+start_a() {
+  run "$PY" a.py > a.out 2>&1 &
+  pids+=($!)
+  cat ready > /dev/null
+}
 
 case "$case_name" in
 coherence)
@@ -373,9 +380,7 @@ signal("ready")
 wait("done")  # the second program synced
 print(m[0:len(b"$MARKER")] == b"a" * len(b"$MARKER"), os.pread(fd, len(b"$MARKER"), 0) == b"a" * len(b"$MARKER"))
 PYEOF
-  run "$PY" a.py > a.out 2>&1 &
-  pids+=($!)
-  cat ready > /dev/null
+  start_a
   run_for 60 "$PY" -c "
 exec(open('prelude.py').read())
 signal('done')
@@ -403,9 +408,7 @@ m[0:len(b"$MARKER again")] = b"$MARKER again"
 signal("ready")
 wait("done")
 PYEOF
-  run "$PY" a.py > a.out 2>&1 &
-  pids+=($!)
-  cat ready > /dev/null
+  start_a
   run_for 60 "$PY" -c "
 exec(open('prelude.py').read())
 print(m[0:len(b'$MARKER again')] == b'$MARKER again')
@@ -428,9 +431,7 @@ wait("done")
 m.flush()
 print(os.fstat(fd).st_size, m[9000:9000 + len(b"$MARKER B")] == b"$MARKER B", m[200:210] == b"by-writer!", os.pread(fd, 10, 12288) == b"appended-1")
 PYEOF
-  run "$PY" a.py > a.out 2>&1 &
-  pids+=($!)
-  cat ready > /dev/null
+  start_a
   run_for 60 "$PY" -c "
 import os
 fd = os.open('vol/m.dat', os.O_RDWR)
