@@ -142,6 +142,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   SecretBytes SharingKey(const FileId& id) const;
   Status LockImages();
   void UnlockImages();
+  // A count of the images made of the volume's files by any process (VolumeLock::ImagesMade),
+  // and its bump by a maker (under the images lock, once its image is served).
+  uint64_t ImagesMade() const { return lock_ ? lock_->ImagesMade() : 0; }
+  Status NoteImageMade() { return lock_ ? lock_->NoteImageMade() : Status::Ok(); }
 
   // The hand-over (fs/volume_lock.h, byte 3): a process that has the volume alone buffers
   // writes; one that joins waits until it has published them. A watcher of the lock file (the

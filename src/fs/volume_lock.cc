@@ -70,11 +70,12 @@ bool VolumeLock::TryAlone() { return Set(F_WRLCK, 1, /*wait=*/false).ok(); }
 Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
 // The lock file's hints, little-endian: bytes 8-15 the checkpoint sequence, 16-23 the users
-// count, 24-31 the journal's changes.
+// count, 24-31 the journal's changes, 32-39 the images made.
 constexpr off_t kCheckpointHintAt = 8;
 constexpr off_t kUsersHintAt = 16;
 constexpr off_t kJournalChangesAt = 24;
-constexpr off_t kHintsSize = 32;
+constexpr off_t kImagesMadeAt = 32;
+constexpr off_t kHintsSize = 40;
 constexpr size_t kMappedSize = 4096;
 static_assert(std::endian::native == std::endian::little, "the hints are little-endian");
 
@@ -140,6 +141,22 @@ Status VolumeLock::NoteJournalChanged() const {
   }
   SCONE_ASSIGN_OR_RETURN(uint64_t changes, ReadHint(kJournalChangesAt));
   return WriteHint(kJournalChangesAt, changes + 1);
+}
+
+uint64_t VolumeLock::ImagesMade() const {
+  if (hints_) return std::atomic_ref<uint64_t>(hints_.get()[kImagesMadeAt / 8]).load(std::memory_order_acquire);
+  auto made = ReadHint(kImagesMadeAt);
+  // Unreadable: a count no descriptor has seen, so that each looks for holders again.
+  return made.ok() ? *made : ~uint64_t{0};
+}
+
+Status VolumeLock::NoteImageMade() const {
+  if (hints_) {
+    std::atomic_ref<uint64_t>(hints_.get()[kImagesMadeAt / 8]).fetch_add(1, std::memory_order_acq_rel);
+    return Status::Ok();
+  }
+  SCONE_ASSIGN_OR_RETURN(uint64_t made, ReadHint(kImagesMadeAt));
+  return WriteHint(kImagesMadeAt, made + 1);
 }
 
 Status VolumeLock::ReopenInChild(bool take_use) {

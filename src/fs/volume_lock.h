@@ -65,6 +65,12 @@ class VolumeLock {
   // writer lock, after the change.
   std::optional<uint64_t> JournalChanges() const;
   Status NoteJournalChanged() const;
+  // A count of the shared images ever made of the volume's files (runtime/files/shared_image.h),
+  // bumped by the maker under the images lock once its image is served: a process whose
+  // descriptors use a file without mapping it looks for a holder of the file's image only when
+  // the count moved (one load where the hints are mapped).
+  uint64_t ImagesMade() const;
+  Status NoteImageMade() const;
 
  private:
   struct Unmap {

@@ -418,6 +418,58 @@ print(m[0:len(b'$MARKER again')] == b'$MARKER again')
   [[ "$(cat b.out)" == True ]] || fail "the second program did not get the remapped image: $(cat b.out)"
   check_volume
   ;;
+descriptors-without-mapping)
+  # While one program maps the file, another that only reads and writes it (no mapping, no lock,
+  # no sync) sees the first one's stores at once, and the first sees its writes, an append and
+  # the new size at once, as both would through the kernel's page cache. Before, the second
+  # read and wrote the protected file: each saw the other only at the mapper's next seal.
+  cat > a.py <<PYEOF
+exec(open("prelude.py").read())
+m[5000:5000 + len(b"$MARKER A")] = b"$MARKER A"
+signal("ready")
+wait("done")
+print(m[9000:9000 + len(b"$MARKER B")] == b"$MARKER B", os.pread(fd, 10, 12288) == b"appended-1", os.fstat(fd).st_size)
+PYEOF
+  start_a
+  run_for 60 "$PY" -c "
+import os
+fd = os.open('vol/m.dat', os.O_RDWR)
+print(os.pread(fd, len(b'$MARKER A'), 5000) == b'$MARKER A')
+os.pwrite(fd, b'$MARKER B', 9000)
+ap = os.open('vol/m.dat', os.O_WRONLY | os.O_APPEND)
+os.write(ap, b'appended-1')
+open('done', 'w').write('x')
+" > b.out 2>&1 || { cat b.out; fail "the program without a mapping failed"; }
+  wait "${pids[-1]}" || { cat a.out; fail "the mapping program failed"; }
+  [[ "$(cat b.out)" == True ]] || fail "a read does not see the mapping's store at once: $(cat b.out)"
+  [[ "$(cat a.out)" == "True True 12298" ]] || fail "the mapping does not see the other's writes at once (mapping, append, size): $(cat a.out)"
+  [[ "$(run "$PY" -c "d = open('vol/m.dat', 'rb').read(); print(len(d), d[5000:5000 + len(b'$MARKER A')] == b'$MARKER A', d[9000:9000 + len(b'$MARKER B')] == b'$MARKER B')")" == "12298 True True" ]] ||
+    fail "the file after both programs"
+  check_volume
+  ;;
+sqlite-mmap-reader)
+  # A sqlite3 reader with PRAGMA mmap_size (it maps the database) stays open while another
+  # sqlite3 (without) inserts 1000 rows; the reader must count them, and its own insert must
+  # keep them (hostile finding: it missed them, and its insert lost them and corrupted the
+  # database).
+  ins="WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM c WHERE i<1000) INSERT INTO t SELECT '$MARKER' || i FROM c;"
+  run sqlite3 vol/db "CREATE TABLE t(x); $ins"
+  mkfifo cmds
+  run sqlite3 vol/db < cmds > reader.out 2>&1 &
+  pids+=($!)
+  exec 3> cmds
+  echo "PRAGMA mmap_size=268435456; SELECT 'r1', count(*) FROM t;" >&3
+  echo ".shell echo x > ready" >&3
+  cat ready > /dev/null  # the reader has read (and mapped) the database
+  [[ "$(run sqlite3 vol/db "$ins SELECT count(*) FROM t;")" == 2000 ]] || fail "the writer's insert"
+  echo "SELECT 'r2', count(*) FROM t; INSERT INTO t SELECT x FROM t LIMIT 10; SELECT 'r3', count(*) FROM t; PRAGMA integrity_check;" >&3
+  exec 3>&-
+  wait "${pids[-1]}" || { cat reader.out; fail "the reader failed"; }
+  [[ "$(tr '\n' ' ' < reader.out)" == "268435456 r1|1000 r2|2000 r3|2010 ok " ]] || fail "the mapping reader: $(cat reader.out)"
+  [[ "$(run sqlite3 vol/db "SELECT count(*) FROM t; PRAGMA integrity_check;" | tr '\n' ' ')" == "2010 ok " ]] ||
+    fail "the database after the reader's insert: $(run sqlite3 vol/db 'SELECT count(*) FROM t; PRAGMA integrity_check;' 2>&1)"
+  check_volume
+  ;;
 writer-without-mapping)
   # A program that writes the file without mapping it (pwrite into another chunk and into other
   # bytes of the chunk the mapping stores to, an append) while another maps it writable: the

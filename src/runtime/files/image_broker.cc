@@ -222,9 +222,21 @@ ImageBroker& ImageBroker::Get() {
   return *broker;
 }
 
+constexpr char kNamesStart[] = "scone-image-";
+constexpr size_t kTagHex = 24;
+
 std::string ImageBroker::NamePrefix(const SecretBytes& key) {
   crypto::Hash tag = crypto::HmacSha256(key, {Text("name")});
-  return "scone-image-" + ToHex(ByteSpan(tag.data(), 12)) + "-";
+  return kNamesStart + ToHex(ByteSpan(tag.data(), kTagHex / 2)) + "-";
+}
+
+std::set<std::string> ImageBroker::ServedPrefixes() {
+  constexpr size_t kPrefix = sizeof(kNamesStart) - 1 + kTagHex + 1;
+  std::set<std::string> prefixes;
+  for (const std::string& name : ListenersNamed(kNamesStart)) {
+    if (name.size() > kPrefix) prefixes.insert(name.substr(0, kPrefix));
+  }
+  return prefixes;
 }
 
 Result<int> ImageBroker::Listen(const std::string& prefix, const SecretBytes& key, bool now) {

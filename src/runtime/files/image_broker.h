@@ -22,6 +22,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -48,6 +49,11 @@ class ImageBroker {
   Result<uint64_t> Serve(const SecretBytes& key, int memfd, int basefd);
   void Withdraw(uint64_t handle);
 
+  // Which files' images some process serves now, as their listeners' name prefixes (one scan of
+  // /proc/net/unix); NamePrefix(key) is a file's.
+  static std::set<std::string> ServedPrefixes();
+  static std::string NamePrefix(const SecretBytes& key);
+
   // Fork (runtime/process/fork.cc): a listener for the child per image, made before; the parent
   // closes its copies, the child takes them and closes the parent's (no allocation), and starts
   // its own thread when it completes its fork.
@@ -73,7 +79,6 @@ class ImageBroker {
   void Run();
   // One step of a holder's handshake on connection `s`; false once it is over.
   bool Step(int s, Handshake& h);
-  static std::string NamePrefix(const SecretBytes& key);
   // `now`: listen at once (else the caller listens later, in the process that will answer).
   static Result<int> Listen(const std::string& prefix, const SecretBytes& key, bool now);
 

@@ -43,26 +43,107 @@ std::shared_ptr<SharedImage> MappedFiles::FindImage(const fs::ProtectedFile* fil
 }
 
 Result<std::shared_ptr<SharedImage>> MappedFiles::Bind(fs::Volume& volume,
-                                                       const std::shared_ptr<fs::ProtectedFile>& file) {
-  // REQUIRES: mu_ (one thread binds at a time; another process is kept out by the volume's
-  // images lock, so that two processes never make two images of one file).
+                                                       const std::shared_ptr<fs::ProtectedFile>& file, bool make) {
+  // One thread binds at a time (mu_); another process is kept out by the volume's images lock,
+  // so that two processes never make two images of one file.
   for (const Held& h : held_) {
     if (h.file == file.get()) return h.image;
   }
   SecretBytes key = volume.SharingKey(file->id());
   SCONE_RETURN_IF_ERROR(volume.LockImages());
+  bool made = false;
   Result<std::shared_ptr<SharedImage>> image = [&]() -> Result<std::shared_ptr<SharedImage>> {
     SCONE_ASSIGN_OR_RETURN(ImageBroker::Fetched held, ImageBroker::Get().Fetch(key));
     if (held.memfd >= 0) return SharedImage::Adopt(&volume, file, held.memfd, held.basefd);
+    if (!make) return std::shared_ptr<SharedImage>();
+    made = true;
     return SharedImage::Create(&volume, file);
   }();
-  Result<uint64_t> served =
-      image.ok() ? ImageBroker::Get().Serve(key, (*image)->fd(), (*image)->base_fd()) : image.status();
+  Result<uint64_t> served = uint64_t{0};
+  if (image.ok() && *image != nullptr) {
+    served = ImageBroker::Get().Serve(key, (*image)->fd(), (*image)->base_fd());
+    if (served.ok() && made) {
+      // Served and counted before it is filled: a process whose descriptors write the file
+      // meanwhile finds it once its write is done (it looks when the count moved) and waits for
+      // this lock; a write done before the count moved is in the file that Load reads.
+      Status loaded = volume.NoteImageMade();
+      if (loaded.ok()) loaded = (*image)->Load();
+      if (!loaded.ok()) {
+        ImageBroker::Get().Withdraw(*served);
+        served = loaded;
+      }
+    }
+  }
   volume.UnlockImages();
+  if (!image.ok()) return image.status();
   if (!served.ok()) return served.status();
+  if (*image == nullptr) return image;
   held_.push_back(Held{file.get(), *image, *served});
   images_held_.fetch_add(1, std::memory_order_release);
   return image;
+}
+
+bool MappedFiles::MayBeServedLocked(const fs::Volume& volume, const fs::ProtectedFile& file, uint64_t made) {
+  auto scan = std::find_if(scans_.begin(), scans_.end(), [&](const ServedScan& s) { return s.volume == &volume; });
+  if (scan == scans_.end()) scan = scans_.insert(scans_.end(), ServedScan{&volume, made - 1, {}});
+  if (scan->made != made) {
+    // `made` was read before this scan: an image counted by then has its listener already.
+    scan->prefixes = ImageBroker::ServedPrefixes();
+    scan->made = made;
+  }
+  if (scan->prefixes.empty()) return false;
+  return scan->prefixes.count(ImageBroker::NamePrefix(volume.SharingKey(file.id()))) != 0;
+}
+
+void MappedFiles::NotServedLocked(const fs::Volume& volume, const fs::ProtectedFile& file) {
+  for (ServedScan& scan : scans_) {
+    if (scan.volume == &volume) scan.prefixes.erase(ImageBroker::NamePrefix(volume.SharingKey(file.id())));
+  }
+}
+
+Result<std::shared_ptr<SharedImage>> MappedFiles::ImageForDescriptor(fs::Volume& volume,
+                                                                     const std::shared_ptr<fs::ProtectedFile>& file,
+                                                                     DescriptorUse& use) {
+  if (use.holds.load(std::memory_order_acquire)) {
+    if (auto image = ImageOf(file.get())) return image;
+  }
+  const uint64_t made = volume.ImagesMade();
+  if (images_held_.load(std::memory_order_acquire) == 0 && made == use.checked.load(std::memory_order_relaxed)) {
+    return std::shared_ptr<SharedImage>();
+  }
+  std::lock_guard lock(mu_);
+  for (Held& h : held_) {
+    if (h.file != file.get()) continue;
+    if (!use.holds.exchange(true)) ++h.descriptors;
+    return h.image;
+  }
+  if (made == use.checked.load(std::memory_order_relaxed)) return std::shared_ptr<SharedImage>();
+  if (!MayBeServedLocked(volume, *file, made)) {
+    use.checked.store(made, std::memory_order_relaxed);
+    return std::shared_ptr<SharedImage>();
+  }
+  SCONE_ASSIGN_OR_RETURN(std::shared_ptr<SharedImage> image, Bind(volume, file, /*make=*/false));
+  if (image == nullptr) {
+    NotServedLocked(volume, *file);  // its holders let go since
+    use.checked.store(made, std::memory_order_relaxed);
+    return image;
+  }
+  held_.back().descriptors = 1;
+  use.holds.store(true, std::memory_order_release);
+  return image;
+}
+
+void MappedFiles::Unuse(const fs::ProtectedFile* file, DescriptorUse& use) {
+  if (!use.holds.exchange(false)) return;
+  std::vector<Held> released;
+  {
+    std::lock_guard lock(mu_);
+    for (Held& h : held_) {
+      if (h.file == file && h.descriptors > 0) --h.descriptors;
+    }
+    released = TakeUnusedLocked();
+  }
+  Release(std::move(released));
 }
 
 long MappedFiles::MapShared(fs::Volume& volume, const std::shared_ptr<fs::ProtectedFile>& file, void* addr,
@@ -72,7 +153,7 @@ long MappedFiles::MapShared(fs::Volume& volume, const std::shared_ptr<fs::Protec
   long p;
   {
     std::lock_guard lock(mu_);
-    auto image = Bind(volume, file);
+    auto image = Bind(volume, file, /*make=*/true);
     if (!image.ok()) {
       Log("shared mapping of " + file->path() + " refused: " + image.status().message());
       return -image.status().ToErrno();
@@ -86,18 +167,19 @@ long MappedFiles::MapShared(fs::Volume& volume, const std::shared_ptr<fs::Protec
       mappings_.push_back(Mapping{start, end, *image, (prot & PROT_WRITE) != 0});
       if (prot & PROT_WRITE) (*image)->NoteWritableMapping();
     }
-    released = TakeUnmappedLocked();
+    released = TakeUnusedLocked();
   }
   Release(std::move(released));
   return p;
 }
 
-std::vector<MappedFiles::Held> MappedFiles::TakeUnmappedLocked() {
+std::vector<MappedFiles::Held> MappedFiles::TakeUnusedLocked() {
   std::vector<Held> released;
   std::erase_if(held_, [&](const Held& h) {
-    bool mapped = std::any_of(mappings_.begin(), mappings_.end(), [&](const Mapping& m) { return m.image == h.image; });
-    if (!mapped) released.push_back(h);
-    return !mapped;
+    bool used = h.descriptors > 0 ||
+                std::any_of(mappings_.begin(), mappings_.end(), [&](const Mapping& m) { return m.image == h.image; });
+    if (!used) released.push_back(h);
+    return !used;
   });
   return released;
 }
@@ -135,7 +217,7 @@ long MappedFiles::Unmap(long addr, long length) {
   {
     std::lock_guard lock(mu_);
     CutLocked(start, end);
-    released = TakeUnmappedLocked();
+    released = TakeUnusedLocked();
   }
   Release(std::move(released));
   return 0;
@@ -179,7 +261,7 @@ void MappedFiles::Replaced(long addr, long length) {
   {
     std::lock_guard lock(mu_);
     CutLocked(static_cast<uintptr_t>(addr), PageEnd(static_cast<uintptr_t>(addr), static_cast<uintptr_t>(length)));
-    released = TakeUnmappedLocked();
+    released = TakeUnusedLocked();
   }
   Release(std::move(released));
 }

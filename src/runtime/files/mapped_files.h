@@ -3,12 +3,17 @@
 // another process that maps the file (image_broker.h) or makes; munmap, msync, mremap and
 // mprotect of those ranges keep track, and seal the image where the kernel would write back.
 //
-// While the process maps a file, every descriptor of it in the process reads and writes the
-// image (so read and write stay coherent with the mappings); when its last mapping goes, the
-// image is sealed and the descriptors go back to the protected file.
+// While any process maps a file, every descriptor of it, in every process of the volume, reads
+// and writes the image (ImageForDescriptor), as every process reads and writes the kernel's one
+// page cache: a process that does not map the file adopts the image from a holder at its
+// descriptor's next call, and holds (and serves) it until that descriptor's last close. A process
+// lets go of an image (sealed, withdrawn) once no mapping and no descriptor of its uses it.
 //
 // Cost: a process that maps no protected file shared pays one atomic load per read, write,
-// munmap, msync, mremap and mprotect. Thread-safety: all methods may be called concurrently.
+// munmap, msync, mremap and mprotect, and two more per read and write of a volume where images
+// were ever made; it looks for holders of a file's image (one scan of /proc/net/unix per process
+// for all its files) only when another process made an image since it last looked.
+// Thread-safety: all methods may be called concurrently.
 #pragma once
 
 #include <sys/types.h>
@@ -17,6 +22,8 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "fs/protected_file.h"
@@ -33,6 +40,21 @@ class MappedFiles {
   std::shared_ptr<SharedImage> ImageOf(const fs::ProtectedFile* file) {
     return images_held_.load(std::memory_order_acquire) == 0 ? nullptr : FindImage(file);
   }
+  // What a descriptor of a protected file keeps about the image it reads and writes through
+  // (runtime/files/protected_fd.h).
+  struct DescriptorUse {
+    std::atomic<bool> holds{false};    // it keeps this process's image of the file held
+    std::atomic<uint64_t> checked{0};  // fs::Volume::ImagesMade when it last found no holder
+  };
+  // The image a descriptor of `file` reads and writes through: this process's, or the one another
+  // process holds (adopted, and served from then on); nullptr when no process holds one. Once it
+  // returned an image, the descriptor keeps it held until Unuse.
+  Result<std::shared_ptr<SharedImage>> ImageForDescriptor(fs::Volume& volume,
+                                                          const std::shared_ptr<fs::ProtectedFile>& file,
+                                                          DescriptorUse& use);
+  // The descriptor's last close: the image goes once no mapping and no descriptor uses it.
+  void Unuse(const fs::ProtectedFile* file, DescriptorUse& use);
+
   // mmap(MAP_SHARED) of a protected file: the kernel's convention (an address or -errno).
   long MapShared(fs::Volume& volume, const std::shared_ptr<fs::ProtectedFile>& file, void* addr, size_t length,
                  int prot, int flags, int64_t offset);
@@ -54,6 +76,14 @@ class MappedFiles {
     const fs::ProtectedFile* file;
     std::shared_ptr<SharedImage> image;
     uint64_t served;  // the broker's handle
+    int descriptors = 0;  // descriptors that read and write through the image (DescriptorUse)
+  };
+  // Which files' images other processes served when this one last looked, per volume: looked
+  // again once the volume's count of images made moved.
+  struct ServedScan {
+    const fs::Volume* volume;
+    uint64_t made;
+    std::set<std::string> prefixes;  // ImageBroker::ServedPrefixes
   };
   struct Mapping {
     uintptr_t start, end;
@@ -62,10 +92,18 @@ class MappedFiles {
   };
   MappedFiles() = default;
   std::shared_ptr<SharedImage> FindImage(const fs::ProtectedFile* file);
-  // This process's image of `file`: held already, fetched from another process, or made.
-  Result<std::shared_ptr<SharedImage>> Bind(fs::Volume& volume, const std::shared_ptr<fs::ProtectedFile>& file);
-  // Images with no mapping left: taken out (sealed and withdrawn by the caller, unlocked).
-  std::vector<Held> TakeUnmappedLocked();
+  // This process's image of `file`: held already, fetched from another process, or (`make`)
+  // made; nullptr if no process holds one and not `make`. REQUIRES: mu_.
+  Result<std::shared_ptr<SharedImage>> Bind(fs::Volume& volume, const std::shared_ptr<fs::ProtectedFile>& file,
+                                            bool make);
+  // Whether another process may serve an image of `file`: its listener was there when this
+  // process last looked, at `made` images made or later. REQUIRES: mu_.
+  bool MayBeServedLocked(const fs::Volume& volume, const fs::ProtectedFile& file, uint64_t made);
+  // A holder was looked for and none answered. REQUIRES: mu_.
+  void NotServedLocked(const fs::Volume& volume, const fs::ProtectedFile& file);
+  // Images no mapping and no descriptor uses: taken out (sealed and withdrawn by the caller,
+  // unlocked).
+  std::vector<Held> TakeUnusedLocked();
   void Release(std::vector<Held> released);
   std::vector<std::shared_ptr<SharedImage>> WritableImagesIn(uintptr_t start, uintptr_t end);
   // Forgets [start, end) of every mapping. REQUIRES: mu_.
@@ -75,6 +113,7 @@ class MappedFiles {
   std::mutex mu_;
   std::vector<Held> held_;
   std::vector<Mapping> mappings_;
+  std::vector<ServedScan> scans_;
 };
 
 }  // namespace scone::runtime

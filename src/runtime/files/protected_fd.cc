@@ -39,10 +39,26 @@ ProtectedFd::ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume*
                          int flags, bool shared)
     : file_(std::move(file)), volume_(volume), path_(std::move(path)), flags_(flags), shared_(shared) {}
 
-std::shared_ptr<SharedImage> ProtectedFd::Image() const { return MappedFiles::Get().ImageOf(file_.get()); }
+long ProtectedFd::GetImage(std::shared_ptr<SharedImage>* image) {
+  fs::Volume* volume = volume_->IfOpen();  // open: the file is
+  if (volume == nullptr) {
+    image->reset();
+    return 0;
+  }
+  auto got = MappedFiles::Get().ImageForDescriptor(*volume, file_, image_use_);
+  if (!got.ok()) return FailWith(got.status());
+  *image = std::move(*got);
+  return 0;
+}
+
+std::shared_ptr<SharedImage> ProtectedFd::ImageOrNone() {
+  std::shared_ptr<SharedImage> image;
+  return GetImage(&image) < 0 ? nullptr : image;
+}
 
 long ProtectedFd::CatchUpAlways() {
-  if (Image()) return 0;  // the image is what every process that maps the file sees
+  std::shared_ptr<SharedImage> image;
+  if (long r = GetImage(&image); r < 0 || image) return r;  // the image is what every process sees
   Status s = file_->Refresh();
   return s.ok() ? 0 : FailWith(s);
 }
@@ -72,7 +88,8 @@ void ProtectedFd::ShareWithOtherProcesses(int fd) {
 long ProtectedFd::ReadLocked(void* buf, size_t count, uint64_t offset) {
   if (!Readable(flags_.load(std::memory_order_relaxed))) return -EBADF;
   MutableByteSpan out(static_cast<uint8_t*>(buf), count);
-  auto image = Image();
+  std::shared_ptr<SharedImage> image;
+  if (long r = GetImage(&image); r < 0) return r;
   auto n = image ? image->Read(offset, out) : file_->Read(offset, out);
   if (!n.ok()) return FailWith(n.status());
   return static_cast<long>(*n);
@@ -83,16 +100,27 @@ long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset, ui
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
   ByteSpan data(static_cast<const uint8_t*>(buf), count);
   Result<size_t> n = size_t{0};
-  if (auto image = Image()) {
-    // While this process maps the file, its writes go to the image the mappings show.
+  std::shared_ptr<SharedImage> image;
+  if (long r = GetImage(&image); r < 0) return r;
+  if (image) {
+    // While a process maps the file, writes go to the image the mappings show, and are
+    // published at once (in the protected file when the write returns, as without an image).
     Result<uint64_t> at = position != nullptr ? position->get() : Result<uint64_t>(offset);
     if (!at.ok()) return FailWith(at.status());
     n = image->Write(*at, data, appended_at);
     if (n.ok() && position != nullptr) {
       if (Status moved = position->set(*at + *n); !moved.ok()) return FailWith(moved);
     }
+    if (n.ok()) {
+      if (Status published = image->PublishWrites(); !published.ok()) return FailWith(published);
+    }
   } else {
     n = position != nullptr ? file_->WriteAtSharedPosition(data, *position) : file_->Write(offset, data, appended_at);
+    // A process that made an image meanwhile may have loaded the file before this write: the
+    // image is adopted now, which brings the write into it before the write returns.
+    if (n.ok()) {
+      if (long r = GetImage(&image); r < 0) return r;
+    }
   }
   if (!n.ok()) return FailWith(n.status());
   written_ = true;
@@ -156,7 +184,9 @@ long ProtectedFd::WriteAt(const void* buf, size_t count, uint64_t offset) {
 long ProtectedFd::CatchUpAtEnd(uint64_t offset, size_t count) {
   // A description shared with another process means a shared volume, where every read of the
   // file catches up first.
-  if (shared_.load(std::memory_order_relaxed) || Image()) return 0;
+  if (shared_.load(std::memory_order_relaxed)) return 0;
+  std::shared_ptr<SharedImage> image;
+  if (long r = GetImage(&image); r < 0 || image) return r;
   uint64_t end;
   if (__builtin_add_overflow(offset, count, &end) || end >= file_->size()) return CatchUpAlways();
   return 0;
@@ -167,7 +197,8 @@ long ProtectedFd::Seek(int fd, int64_t offset, int whence) {
     if (long r = CatchUpAlways(); r < 0) return r;
   }
   std::lock_guard lock(offset_mu_);
-  auto image = Image();
+  std::shared_ptr<SharedImage> image;
+  if (long r = GetImage(&image); r < 0) return r;
   auto size = static_cast<int64_t>(PlaintextSizeNow(image.get()));
   int64_t base;
   switch (whence) {
@@ -211,7 +242,7 @@ void ProtectedFd::PatchStat(struct stat* st) {
 }
 
 uint64_t ProtectedFd::PlaintextSize() {
-  if (auto image = Image()) return PlaintextSizeNow(image.get());
+  if (auto image = ImageOrNone()) return PlaintextSizeNow(image.get());
   (void)CatchUpAlways();
   return file_->size();
 }
@@ -225,8 +256,10 @@ uint64_t ProtectedFd::PlaintextSizeNow(SharedImage* image) {
 long ProtectedFd::Truncate(int64_t length) {
   if (length < 0) return -EINVAL;
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EINVAL;
-  auto image = Image();
+  std::shared_ptr<SharedImage> image;
+  if (long r = GetImage(&image); r < 0) return r;
   Status s = image ? image->Truncate(static_cast<uint64_t>(length)) : file_->Truncate(static_cast<uint64_t>(length));
+  if (s.ok() && image) s = image->PublishWrites();
   if (!s.ok()) return FailWith(s);
   written_ = true;
   return 0;
@@ -242,12 +275,13 @@ long ProtectedFd::Allocate(int mode, int64_t offset, int64_t length) {
   // later writes do not fail for lack of space (and do not pay for allocation as they go).
   Status reserved = file_->Reserve(static_cast<uint64_t>(end));
   if (!reserved.ok()) return FailWith(reserved);
-  if ((mode & FALLOC_FL_KEEP_SIZE) || static_cast<uint64_t>(end) <= PlaintextSizeNow(Image().get())) return 0;
+  if ((mode & FALLOC_FL_KEEP_SIZE) || static_cast<uint64_t>(end) <= PlaintextSizeNow(ImageOrNone().get())) return 0;
   return Truncate(end);
 }
 
 long ProtectedFd::Sync() {
-  auto image = Image();
+  std::shared_ptr<SharedImage> image;
+  if (long r = GetImage(&image); r < 0) return r;
   Status s = image ? image->Seal(/*durable=*/true) : file_->Sync();
   if (!s.ok()) return FailWith(s);
   if (Runtime* rt = ShieldIfReady()) rt->Synced();
@@ -270,7 +304,9 @@ long ProtectedFd::Map(void* addr, size_t length, int prot, int flags, int64_t of
   }
   // A private mapping: a copy on write of the image where this process maps the file shared,
   // else anonymous memory holding the plaintext (the page cache holds ciphertext).
-  if (auto image = Image()) return RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), prot, flags, image->fd(), offset);
+  std::shared_ptr<SharedImage> image;
+  if (long r = GetImage(&image); r < 0) return r;
+  if (image) return RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), prot, flags, image->fd(), offset);
   if (offset < 0 || length == 0 || (offset & 4095) != 0) return -EINVAL;
   int anon_flags = MAP_PRIVATE | MAP_ANONYMOUS | (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE));
   long p = RawSyscall6(SYS_mmap, Arg(addr), static_cast<long>(length), PROT_READ | PROT_WRITE, anon_flags, -1, 0);
@@ -305,10 +341,15 @@ int ProtectedFd::SetStatusFlags(int flags) {
 }
 
 long ProtectedFd::LastClose() {
+  // The image goes with the last descriptor and mapping that use it (sealed then).
+  struct Unuse {
+    ProtectedFd* fd;
+    ~Unuse() { MappedFiles::Get().Unuse(fd->file_.get(), fd->image_use_); }
+  } unuse{this};
   if (!written_) return 0;
   // Published, not synced: close(2) promises no durability (fsync does), and a sync per
   // closed file made `tar -x` pay one fdatasync per file, which a file system does not.
-  auto image = Image();
+  auto image = image_use_.holds.load() ? MappedFiles::Get().ImageOf(file_.get()) : nullptr;
   Status s = image ? image->Seal(/*durable=*/false) : file_->Close();
   return s.ok() ? 0 : FailWith(s);
 }

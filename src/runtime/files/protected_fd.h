@@ -17,6 +17,7 @@
 
 #include "fs/protected_file.h"
 #include "runtime/fd_table.h"
+#include "runtime/files/mapped_files.h"
 #include "runtime/files/shared_image.h"
 
 namespace scone::runtime {
@@ -58,8 +59,11 @@ class ProtectedFd final : public ShieldedFd {
   // With `position`: at a position other processes share (offset ignored).
   long WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at = nullptr,
                    const fs::SharedPosition* position = nullptr);
-  // The image the process's mappings of the file show, while it maps the file shared.
-  std::shared_ptr<SharedImage> Image() const;
+  // The image this descriptor reads and writes through while any process maps the file shared
+  // (mapped_files.h), else nullptr: in `*image`, or -errno (no holder answered, damage).
+  long GetImage(std::shared_ptr<SharedImage>* image);
+  // Where the answer cannot fail (fstat's size): nullptr on failure, the protected file's.
+  std::shared_ptr<SharedImage> ImageOrNone();
   uint64_t PlaintextSizeNow(SharedImage* image);
   // The offset: private until the description is shared, then the kernel's descriptor's.
   // REQUIRES: offset_mu_.
@@ -80,6 +84,7 @@ class ProtectedFd final : public ShieldedFd {
   uint64_t offset_ = 0;
   std::atomic<bool> shared_;  // the offset lives in the kernel (set under offset_mu_)
   std::atomic<bool> written_{false};
+  MappedFiles::DescriptorUse image_use_;
 };
 
 // A protected file opened with O_PATH: no data access (as the kernel's O_PATH descriptors),

@@ -73,9 +73,13 @@ Result<std::shared_ptr<SharedImage>> SharedImage::WithBase(fs::Volume* volume, s
 
 Result<std::shared_ptr<SharedImage>> SharedImage::Create(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file) {
   SCONE_ASSIGN_OR_RETURN(int memfd, MemoryFile(file->path()));
-  SCONE_ASSIGN_OR_RETURN(std::shared_ptr<SharedImage> image, WithBase(volume, std::move(file), memfd));
-  SCONE_RETURN_IF_ERROR(image->Fill({&image->memory_, &image->base_}));  // one decryption for both
-  return image;
+  return WithBase(volume, std::move(file), memfd);
+}
+
+Status SharedImage::Load() {
+  std::lock_guard lock(mu_);
+  SCONE_RETURN_IF_ERROR(file_->Refresh());
+  return Fill({&memory_, &base_});  // one decryption for both
 }
 
 Result<std::shared_ptr<SharedImage>> SharedImage::Adopt(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file,
@@ -213,6 +217,16 @@ Status SharedImage::Seal(bool durable) {
   }
   SCONE_RETURN_IF_ERROR(volume_->LockImages());
   Status s = SealLocked(durable, writable_mapping_.load(std::memory_order_relaxed));
+  volume_->UnlockImages();
+  return s;
+}
+
+Status SharedImage::PublishWrites() {
+  std::lock_guard lock(mu_);
+  if (dirty_.empty() && !resized_) return Status::Ok();
+  if (file_->Gone()) return Status::Ok();
+  SCONE_RETURN_IF_ERROR(volume_->LockImages());
+  Status s = SealLocked(/*durable=*/false, /*whole=*/false);
   volume_->UnlockImages();
   return s;
 }

@@ -45,9 +45,13 @@ namespace scone::runtime {
 
 class SharedImage {
  public:
-  // A new image, filled from the sealed file. REQUIRES: the volume's images lock (`volume` is the
-  // file's; it outlives the image).
+  // A new image, empty until Load (its maker serves it first, so that a process whose
+  // descriptors write the file meanwhile finds it). REQUIRES: the volume's images lock (`volume`
+  // is the file's; it outlives the image).
   static Result<std::shared_ptr<SharedImage>> Create(fs::Volume* volume, std::shared_ptr<fs::ProtectedFile> file);
+  // Fills a new image (and its base) from the file as other processes published it.
+  // REQUIRES: the volume's images lock.
+  Status Load();
   // The image another process handed over (its memory file, now this process's `memfd`), with
   // the holders' base (`holder_base`, now this process's too; -1: none, and one is made from the
   // file). The base tells the mappers' stores from writes other processes made to the file
@@ -74,6 +78,10 @@ class SharedImage {
   // Seals into the protected file what changed: `durable` commits (fsync, msync), else
   // publishes to the other processes (munmap, close, exit).
   Status Seal(bool durable);
+  // Publishes what this process wrote through descriptors (not what it stored through
+  // mappings): a write is in the protected file when it returns, as without an image, so that it
+  // outlives this process whoever holds the image after it.
+  Status PublishWrites();
 
  private:
   // `memfd`, `basefd`: the runtime's own descriptors (files::KeepOwn), closed with the image.
