@@ -122,6 +122,11 @@ Status ProtectedFile::Close() {
   return CommitLocked(/*durable=*/false);
 }
 
+FileEntry ProtectedFile::CommittedEntry() const {
+  std::shared_lock lock(mu_);
+  return FileEntry{id_, region_, committed_size_, committed_root_};
+}
+
 std::string ProtectedFile::path() const {
   std::lock_guard lock(path_mu_);
   return path_;
@@ -133,6 +138,22 @@ void ProtectedFile::SetPath(std::string path) {
 }
 
 void ProtectedFile::MarkUnlinked() { unlinked_ = true; }
+
+Status ProtectedFile::PutStateInPlace() {
+  if (!unlinked_) return Internal(path() + ": put in place while it has a name");
+  SCONE_RETURN_IF_ERROR(volume_->MakeDurable());
+  std::unique_lock lock(mu_);
+  SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/true));  // unlinked: in place
+  std::vector<std::pair<uint64_t, const uint8_t*>> slots;
+  for (const auto& [chunk, image] : pending_) slots.emplace_back(chunk, image.data());
+  SCONE_RETURN_IF_ERROR(WriteSlots(slots));
+  const os::File& page_file = layout_.interleaved() ? data_ : side_;
+  const uint64_t pages = PageCount(ChunkCount(size_));
+  for (auto page = table_.begin(); page != table_.end(); ++page) {
+    if (page->first < pages) SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout_.PageOffset(page->first), PageImage(page->first)));
+  }
+  return Status::Ok();
+}
 
 uint64_t ProtectedFile::size() const {
   std::shared_lock lock(mu_);
@@ -211,14 +232,14 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
                                                            const std::string& dir,
                                                            const std::string& path,
                                                            const FileEntry& latest, FileKeys keys,
-                                                           const FileWindow& window) {
+                                                           const FileWindow& window, os::File* opened) {
   // The disk holds the file as of its window's base; the window's records go on top.
   const FileEntry& entry = window.base;
   std::shared_ptr<ProtectedFile> file(
       new ProtectedFile(std::move(volume), path, entry, std::move(keys)));
   std::string full = dir + "/" + path;
   // O_NOFOLLOW: a protected file replaced by a symbolic link is damage, not a redirection.
-  auto data = os::File::Open(full, O_RDWR | O_NOFOLLOW);
+  auto data = opened != nullptr ? Result<os::File>(std::move(*opened)) : os::File::Open(full, O_RDWR | O_NOFOLLOW);
   if (!data.ok()) {
     if (data.status().code() == Code::kNotFound) {
       return DataCorrupted(full + ": missing (the volume's metadata lists it)");

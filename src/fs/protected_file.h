@@ -90,6 +90,14 @@ class ProtectedFile {
   Status Close();
 
   uint64_t size() const;
+  // The entry of the state this object last committed or caught up with.
+  FileEntry CommittedEntry() const;
+  // An unlinked file handed to another program (a descriptor inherited across exec): its
+  // committed state is written whole onto the orphaned inode (overwrites that waited in the
+  // journal, every page of its chunk table), so that the program loads it from there and checks
+  // it against CommittedEntry. The unlink is made durable first: recovery then no longer brings
+  // the file back from the trash in its older state, which the pages would no longer match.
+  Status PutStateInPlace();
   // Unlinked, by this process or another (its data file has no name left).
   bool Gone() const;
   // Unlinked while open (by this process or, as it learned, another): its data goes with it.
@@ -124,11 +132,13 @@ class ProtectedFile {
 
   // Opens an existing file and checks it against `entry` (identity, size, root).
   // `window`: the records published but not yet in place (`window.base` is what the disk holds).
+  // `opened`: its data file, open already (the inode of an inherited descriptor), else opened
+  // at `dir`/`path`.
   static Result<std::shared_ptr<ProtectedFile>> Open(std::shared_ptr<Volume> volume,
                                                      const std::string& dir,
                                                      const std::string& path,
                                                      const FileEntry& latest, FileKeys keys,
-                                                     const FileWindow& window);
+                                                     const FileWindow& window, os::File* opened = nullptr);
   // Writes the on-disk form of a new empty file (with `mode`, which the umask restricts);
   // returns its entry.
   static Result<FileEntry> CreateOnDisk(const std::string& dir, const std::string& path,

@@ -208,6 +208,7 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
   SCONE_RETURN_IF_ERROR(journal_->Refresh());
   bool reset = journal_->size() < journal_seen_;
+  const uint64_t before = applied_seq_;
   uint64_t base_seq = applied_seq_;
   if (hint != applied_seq_ || reset) {
     SCONE_ASSIGN_OR_RETURN(base_seq, PeekBaseSeq());
@@ -229,7 +230,9 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   // Bytes past the last good record are a torn append of a process that died: nobody else
   // is appending now (we hold the writer lock).
   SCONE_RETURN_IF_ERROR(TrimJournalLocked());
-  if (!records.empty()) {
+  // Names moved (records applied, or a checkpoint's state loaded): open files follow theirs, and
+  // one with no name left was unlinked by another process.
+  if (!records.empty() || base_seq != before) {
     for (auto& [id, weak] : open_files_) {
       auto f = weak.lock();
       if (!f) continue;
@@ -1058,6 +1061,32 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
 }
 
 // ---- namespace operations ---------------------------------------------------------------
+
+Result<std::shared_ptr<ProtectedFile>> Volume::OpenInherited(const FileEntry& entry, const std::string& inode,
+                                                             const std::string& path) {
+  std::string named;
+  FileWindow window;
+  {
+    KeepAlive keep;
+    std::lock_guard lock(mu_);
+    if (closed_) return Internal("volume " + dir_ + " is closed");
+    SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
+    if (auto p = path_by_id_.find(entry.file_id); p != path_by_id_.end()) named = p->second;
+    // Unlinked: what the disk holds is the state before the records still in the window.
+    window = WindowOfLocked(entry.file_id, entry);
+  }
+  if (!named.empty()) return OpenFile(named, {});
+  if (entry.region != Region::kEncrypted) {
+    return NotFound(dir_ + "/" + path + ": unlinked, and an authenticated file's chunk table went with its name");
+  }
+  // Through the descriptor's own inode (the data file has no name left, or only the trash's).
+  SCONE_ASSIGN_OR_RETURN(os::File data, os::File::Open(inode, O_RDWR));
+  SCONE_ASSIGN_OR_RETURN(std::shared_ptr<ProtectedFile> file,
+                         ProtectedFile::Open(shared_from_this(), dir_, path, entry, DeriveFileKeys(entry.file_id),
+                                             window, &data));
+  file->MarkUnlinked();
+  return file;
+}
 
 Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_path,
                                                         const OpenFileOptions& options,

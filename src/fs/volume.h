@@ -82,6 +82,14 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Result<std::shared_ptr<ProtectedFile>> OpenFile(std::string_view path,
                                                   const OpenFileOptions& options,
                                                   bool* created = nullptr);
+  // The protected file a descriptor inherited across exec refers to, `entry` as the parent's
+  // last commit left it: found by its identity wherever it is named now (another process may
+  // have renamed it, or given its old name to a new file), or, unlinked (no name left while the
+  // parent had it open), opened from `inode` (the inherited descriptor's /proc/self/fd path) and
+  // checked against `entry`. An unlinked file is then this process's alone, as it is the
+  // parent's. `path`: the name it had, for messages.
+  Result<std::shared_ptr<ProtectedFile>> OpenInherited(const FileEntry& entry, const std::string& inode,
+                                                       const std::string& path);
   // Renames a file or a directory (and every file under it) inside the volume.
   Status Rename(std::string_view from, std::string_view to);
   // Removes one name of a file; its data goes with its last name.

@@ -49,6 +49,8 @@ SecretBytes RuntimeConfig::Encode() const {
     w.Str(f.path);
     w.U32(static_cast<uint32_t>(f.flags));
     w.U64(f.offset);
+    w.U8(f.entry ? 1 : 0);
+    if (f.entry) f.entry->Encode(w);
   }
   w.U32(static_cast<uint32_t>(injected_files.size()));
   for (const InjectedFileConfig& f : injected_files) {
@@ -157,10 +159,13 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
   for (uint32_t i = 0; i < count; ++i) {
     InheritedFd f;
     uint32_t fd, flags;
+    uint8_t has_entry = 0;
+    fs::FileEntry entry;
     if (!r.U32(&fd) || !r.Str(&f.volume_dir, 4096) || !r.Str(&f.path, 4096) || !r.U32(&flags) ||
-        !r.U64(&f.offset)) {
+        !r.U64(&f.offset) || !r.U8(&has_entry) || has_entry > 1 || (has_entry && !fs::FileEntry::Decode(r, &entry))) {
       return InvalidArgument("runtime configuration is malformed (descriptor " + std::to_string(i) + ")");
     }
+    if (has_entry) f.entry = entry;
     f.fd = static_cast<int>(fd);
     f.flags = static_cast<int>(flags);
     config.fds.push_back(std::move(f));

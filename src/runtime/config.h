@@ -58,6 +58,9 @@ struct InheritedFd {
   std::string path;  // inside the volume
   int flags = 0;
   uint64_t offset = 0;
+  // The file as the parent last committed it: the child finds it by its identity, not by a
+  // name another process may have moved or given to another file since.
+  std::optional<fs::FileEntry> entry;
 };
 
 // The console shield (docs/console-shield.md): a stream of records on one description of the

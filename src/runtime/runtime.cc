@@ -307,8 +307,9 @@ Status Runtime::InitFromConfigFd(int config_fd) {
       continue;
     }
     fs::Volume* volume = mv->Get();
-    auto file = volume != nullptr ? volume->OpenFile(f.path, {})
-                                  : Result<std::shared_ptr<fs::ProtectedFile>>(Internal("volume unavailable"));
+    auto file = volume == nullptr ? Result<std::shared_ptr<fs::ProtectedFile>>(Internal("volume unavailable"))
+                : f.entry   ? volume->OpenInherited(*f.entry, "/proc/self/fd/" + std::to_string(f.fd), f.path)
+                            : volume->OpenFile(f.path, {});
     if (!file.ok() && file.status().code() == Code::kNotFound && AdoptableNewFile(f)) {
       // `scone run PROGRAM > vol/new`: the caller's shell made an empty plain file; it becomes
       // a protected one (the program's descriptor keeps the empty inode for its numbering).
@@ -320,7 +321,20 @@ Status Runtime::InitFromConfigFd(int config_fd) {
       RawSyscall(SYS_close, f.fd);  // never left to the program as ciphertext
       continue;
     }
-    fds_.Set(f.fd, std::make_shared<ProtectedFd>(std::move(file).value(), mv, f.path, f.flags, /*shared=*/true));
+    int flags = f.flags;
+    if ((*file)->unlinked() && (flags & O_ACCMODE) != O_RDONLY) {
+      // Unlinked (a here-document's file, a TemporaryFile): loaded from its inode, this process's
+      // alone; what it wrote would never reach the parent, which reads its own copy. Refused
+      // loudly rather than lost silently.
+      Log("inherited descriptor " + std::to_string(f.fd) + " (" + f.path +
+          "): the file was unlinked; writing it from another program is not supported (read-only here)");
+      if ((flags & O_ACCMODE) == O_WRONLY) {
+        RawSyscall(SYS_close, f.fd);
+        continue;
+      }
+      flags = (flags & ~O_ACCMODE) | O_RDONLY;
+    }
+    fds_.Set(f.fd, std::make_shared<ProtectedFd>(std::move(file).value(), mv, f.path, flags, /*shared=*/true));
   }
   return Status::Ok();
 }

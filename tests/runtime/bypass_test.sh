@@ -62,6 +62,38 @@ inherited-stdio)
   check_volume
   ;;
 
+moved-inherited)
+  # A descriptor a program hands to the programs it executes names its file, not a path: another
+  # process may have renamed the file, unlinked it, or given its name to a new file meanwhile.
+  # The child found the file by the old path: a renamed file was "no such protected file", and a
+  # write went into the new file that took the name (hostile finding). Bash's here-documents are
+  # such files (written to $TMPDIR, unlinked, handed to the command as its stdin).
+  run bash -c "cd vol; echo '$MARKER moved' > a; exec 3<a; mv a a2; cat <&3" > moved.out 2>&1 || true
+  [[ "$(cat moved.out)" == "$MARKER moved" ]] || fail "a renamed file through an inherited descriptor: $(cat moved.out)"
+  run bash -c "cd vol; echo '$MARKER gone' > b; exec 3<b; rm b; cat <&3" > gone.out 2>&1 || true
+  [[ "$(cat gone.out)" == "$MARKER gone" ]] || fail "an unlinked file through an inherited descriptor: $(cat gone.out)"
+  run bash -c "cd vol; echo '$MARKER old' > c; exec 3<c; echo '$MARKER new' > c.n; mv c.n c; cat <&3; cat c" > replaced.out 2>&1 || true
+  [[ "$(cat replaced.out)" == "$MARKER old"$'\n'"$MARKER new" ]] ||
+    fail "a file replaced by rename: the old descriptor must keep the old file: $(cat replaced.out)"
+  # Writing an unlinked file from another program is not supported (each would hold its own
+  # copy): refused with a scone: line, never written into the file that took the name.
+  run bash -c "cd vol; echo '$MARKER old' > d; exec 4>>d; echo '$MARKER new' > d.n; mv d.n d; /bin/echo '$MARKER late' >&4; cat d" > late.out 2>&1 || true
+  grep -q "^scone: inherited descriptor 4 (d): the file was unlinked" late.out || fail "a write to an unlinked file from another program was not refused: $(cat late.out)"
+  [[ "$(grep -v '^scone:\|echo:' late.out)" == "$MARKER new" ]] || fail "the file that took the name: $(cat late.out)"
+  mkdir -p vol/tmp
+  run bash -c "export TMPDIR='$work/vol/tmp'; x=\$(seq 20000 | sed 's/^/$MARKER /'); cat <<< \"\$x\" | wc -l; wc -l <<EOF
+\$x
+EOF" > heredoc.out 2>&1 || true
+  [[ "$(cat heredoc.out)" == $'20000\n20000' ]] || fail "here-strings and here-documents in a volume's TMPDIR: $(cat heredoc.out)"
+  run "$PY" -c "
+import subprocess, tempfile
+f = tempfile.TemporaryFile(dir='vol')
+f.write(b'$MARKER tmp\n' * 3); f.flush(); f.seek(0)
+print(subprocess.run(['wc', '-l'], stdin=f, capture_output=True).stdout.decode().strip())" > tmpfile.out 2>&1 || true
+  [[ "$(cat tmpfile.out)" == 3 ]] || fail "a TemporaryFile as a child's stdin: $(cat tmpfile.out)"
+  check_volume
+  ;;
+
 glibc-files)
   # Files glibc creates for the program: mkstemp (sed -i, perl -i, mktemp, tempfile), then
   # renamed over the protected file.

@@ -356,11 +356,18 @@ long ProtectedFd::LastClose() {
 
 bool ProtectedFd::Describe(int fd, InheritedFd* out) {
   ShareWithOtherProcesses(fd);
+  (void)file_->Refresh();  // learns of an unlink by another process
+  if (file_->unlinked()) {
+    // The program gets it through its inode (a here-document's temporary file, a
+    // TemporaryFile as a child's stdin): it loads the state found there.
+    if (Status s = file_->PutStateInPlace(); !s.ok()) Log("handing over the unlinked " + path_ + ": " + s.message());
+  }
   out->fd = fd;
   out->volume_dir = volume_->root;
-  out->path = path_;
+  out->path = file_->path();  // where it is now, for messages
   out->flags = flags_.load();
   out->offset = 0;  // the kernel's: shared
+  out->entry = file_->CommittedEntry();  // committed by ShareWithOtherProcesses
   return true;
 }
 
