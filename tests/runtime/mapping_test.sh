@@ -447,6 +447,36 @@ open('done', 'w').write('x')
     fail "the file after both programs"
   check_volume
   ;;
+store-of-a-killed-mapper)
+  # A program maps the file and stores, then dies (SIGKILL) without msync; another program that
+  # reads the file through a descriptor (and so holds the image too) saw the store, syncs and
+  # closes. Natively the store survives in the page cache. The survivor's seal compared only
+  # what it had written itself: the store it had read, and synced, was gone from the file
+  # (hostile finding). A seal now takes every chunk that differs from the base, whoever stored.
+  cat > a.py <<PYEOF
+exec(open("prelude.py").read())
+signal("ready")
+wait("done")
+m[20:20 + len(b"$MARKER K")] = b"$MARKER K"
+os.kill(os.getpid(), 9)
+PYEOF
+  run "$PY" a.py > a.out 2>&1 &
+  pids+=($!)
+  cat ready > /dev/null
+  run_for 60 "$PY" -c "
+import os
+fd = os.open('vol/m.dat', os.O_RDWR)
+os.pread(fd, 1, 0)
+open('done', 'w').write('x')
+while os.pread(fd, len(b'$MARKER K'), 20) != b'$MARKER K': os.sched_yield()
+os.fsync(fd)
+os.close(fd)
+" > b.out 2>&1 || { cat b.out; fail "the survivor failed"; }
+  wait "${pids[-1]}" || true
+  [[ "$(run "$PY" -c "print(open('vol/m.dat', 'rb').read()[20:20 + len(b'$MARKER K')] == b'$MARKER K')")" == True ]] ||
+    fail "the killed mapper's store, read and synced by the survivor, is not in the file"
+  check_volume
+  ;;
 sqlite-mmap-reader)
   # A sqlite3 reader with PRAGMA mmap_size (it maps the database) stays open while another
   # sqlite3 (without) inserts 1000 rows; the reader must count them, and its own insert must

@@ -165,7 +165,6 @@ long MappedFiles::MapShared(fs::Volume& volume, const std::shared_ptr<fs::Protec
       // MAP_FIXED over a mapping of ours replaced it (its stores are in its image already).
       CutLocked(start, end);
       mappings_.push_back(Mapping{start, end, *image, (prot & PROT_WRITE) != 0});
-      if (prot & PROT_WRITE) (*image)->NoteWritableMapping();
     }
     released = TakeUnusedLocked();
   }
@@ -288,7 +287,6 @@ long MappedFiles::Protect(long addr, long length, int prot) {
   for (Mapping& m : mappings_) {
     if (Overlaps(m.start, m.end, start, end)) {
       m.writable = true;
-      m.image->NoteWritableMapping();
     }
   }
   return r;

@@ -93,7 +93,7 @@ Result<std::shared_ptr<SharedImage>> SharedImage::Adopt(fs::Volume* volume, std:
   // The holders' base itself, not a copy: a copy falls behind at the next seal of another holder.
   std::shared_ptr<SharedImage> image(new SharedImage(volume, std::move(file), memfd, holder_base));
   std::lock_guard lock(image->mu_);
-  SCONE_RETURN_IF_ERROR(image->SealLocked(/*durable=*/false, /*whole=*/true));
+  SCONE_RETURN_IF_ERROR(image->SealLocked(/*durable=*/false, Scope::kAll));
   return image;
 }
 
@@ -178,30 +178,38 @@ Status WriteDifferences(const uint8_t* from, const uint8_t* to, size_t length, u
 
 }  // namespace
 
-Status SharedImage::SealChunks(uint64_t first, uint64_t last, uint64_t size) {
-  const size_t batch_bytes = kSealBatch * kChunk;
-  std::vector<uint8_t> image(batch_bytes), base(batch_bytes), sealed(batch_bytes), merged(batch_bytes);
+Status SharedImage::SealChunks(uint64_t first, uint64_t last, uint64_t size, bool stored_only) {
+  if (first >= last) return Status::Ok();
+  // As large as the batch needs, not zeroed: a seal of the chunk one write changed (every write
+  // through an image seals) paid for a MiB of fresh, zeroed buffers.
+  const size_t batch_bytes = static_cast<size_t>(std::min(last - first, kSealBatch) * kChunk);
+  std::unique_ptr<uint8_t[]> buffers(new uint8_t[4 * batch_bytes]);
+  uint8_t* const image = buffers.get();
+  uint8_t* const base = image + batch_bytes;
+  uint8_t* const sealed = base + batch_bytes;
+  uint8_t* const merged = sealed + batch_bytes;
   MemoryReader image_reader{memory_}, base_reader{base_};
   for (uint64_t batch = first; batch < last; batch += kSealBatch) {
     const uint64_t end_chunk = std::min(last, batch + kSealBatch);
     const uint64_t begin = batch * kChunk;
     const size_t length = static_cast<size_t>(std::min(end_chunk * kChunk, size) - begin);
-    SCONE_RETURN_IF_ERROR(ReadPadded(image_reader, begin, image.data(), length));  // shrunk meanwhile: zeros
-    SCONE_RETURN_IF_ERROR(ReadPadded(base_reader, begin, base.data(), length));
-    SCONE_RETURN_IF_ERROR(ReadPadded(*file_, begin, sealed.data(), length));
-    if (std::memcmp(image.data(), sealed.data(), length) == 0) {
-      if (std::memcmp(base.data(), image.data(), length) != 0) {
-        SCONE_RETURN_IF_ERROR(base_.WriteAt(begin, ByteSpan(image.data(), length)));
+    SCONE_RETURN_IF_ERROR(ReadPadded(image_reader, begin, image, length));  // shrunk meanwhile: zeros
+    SCONE_RETURN_IF_ERROR(ReadPadded(base_reader, begin, base, length));
+    if (stored_only && std::memcmp(image, base, length) == 0) continue;
+    SCONE_RETURN_IF_ERROR(ReadPadded(*file_, begin, sealed, length));
+    if (std::memcmp(image, sealed, length) == 0) {
+      if (std::memcmp(base, image, length) != 0) {
+        SCONE_RETURN_IF_ERROR(base_.WriteAt(begin, ByteSpan(image, length)));
       }
       continue;
     }
     for (size_t i = 0; i < length; ++i) merged[i] = image[i] == base[i] ? sealed[i] : image[i];
-    SCONE_RETURN_IF_ERROR(WriteDifferences(sealed.data(), merged.data(), length, begin,
+    SCONE_RETURN_IF_ERROR(WriteDifferences(sealed, merged, length, begin,
                                            [&](uint64_t at, ByteSpan data) { return file_->Write(at, data).status(); }));
     // Only the bytes another process wrote: a store through a mapping meanwhile stays.
-    SCONE_RETURN_IF_ERROR(WriteDifferences(image.data(), merged.data(), length, begin,
+    SCONE_RETURN_IF_ERROR(WriteDifferences(image, merged, length, begin,
                                            [&](uint64_t at, ByteSpan data) { return memory_.WriteAt(at, data); }));
-    SCONE_RETURN_IF_ERROR(base_.WriteAt(begin, ByteSpan(merged.data(), length)));
+    SCONE_RETURN_IF_ERROR(base_.WriteAt(begin, ByteSpan(merged, length)));
   }
   return Status::Ok();
 }
@@ -216,7 +224,7 @@ Status SharedImage::Seal(bool durable) {
     return Status::Ok();
   }
   SCONE_RETURN_IF_ERROR(volume_->LockImages());
-  Status s = SealLocked(durable, writable_mapping_.load(std::memory_order_relaxed));
+  Status s = SealLocked(durable, Scope::kStored);
   volume_->UnlockImages();
   return s;
 }
@@ -226,16 +234,16 @@ Status SharedImage::PublishWrites() {
   if (dirty_.empty() && !resized_) return Status::Ok();
   if (file_->Gone()) return Status::Ok();
   SCONE_RETURN_IF_ERROR(volume_->LockImages());
-  Status s = SealLocked(/*durable=*/false, /*whole=*/false);
+  Status s = SealLocked(/*durable=*/false, Scope::kWritten);
   volume_->UnlockImages();
   return s;
 }
 
-Status SharedImage::SealLocked(bool durable, bool whole) {
+Status SharedImage::SealLocked(bool durable, Scope scope) {
   SCONE_RETURN_IF_ERROR(file_->Refresh());  // what other processes published: its size too
   SCONE_ASSIGN_OR_RETURN(uint64_t size, Size());
   SCONE_ASSIGN_OR_RETURN(uint64_t base_size, base_.Size());
-  if (!whole && dirty_.empty() && !resized_ && file_->size() == size) {
+  if (scope == Scope::kWritten && dirty_.empty() && !resized_ && file_->size() == size) {
     return durable ? file_->Sync() : Status::Ok();
   }
   if (file_->size() != size) {
@@ -249,14 +257,14 @@ Status SharedImage::SealLocked(bool durable, bool whole) {
   }
   if (base_size != size) SCONE_RETURN_IF_ERROR(base_.Truncate(size));
   const uint64_t chunks = fs::ChunkCount(size);
-  if (whole) {
-    SCONE_RETURN_IF_ERROR(SealChunks(0, chunks, size));
+  if (scope != Scope::kWritten) {
+    SCONE_RETURN_IF_ERROR(SealChunks(0, chunks, size, /*stored_only=*/scope == Scope::kStored));
   } else {
     for (auto it = dirty_.begin(); it != dirty_.end() && *it < chunks;) {
       uint64_t run_end = *it + 1;  // consecutive dirty chunks, compared in one go
       auto next = std::next(it);
       while (next != dirty_.end() && *next == run_end && run_end < chunks) ++run_end, ++next;
-      SCONE_RETURN_IF_ERROR(SealChunks(*it, run_end, size));
+      SCONE_RETURN_IF_ERROR(SealChunks(*it, run_end, size, /*stored_only=*/false));
       it = next;
     }
   }

@@ -7,8 +7,8 @@
 // (image_broker.h), so a store by one is seen by the others at once, as through the page cache.
 // While a process holds an image, its reads and writes of the file go through it too (coherent
 // with the mappings, as the kernel's unified page cache is), and the image is sealed back into
-// the protected file at msync, fsync, munmap, the last close and exit: the chunks this process
-// wrote, or every chunk where one of its mappings is writable.
+// the protected file at msync, fsync, munmap, the last close and exit: every chunk that differs
+// from the base (a store by any holder) or that this process wrote through a descriptor.
 //
 // A process that writes the file without mapping it writes the protected file, not the image.
 // So a seal merges three ways, byte by byte, against the base (the file's content when the
@@ -73,10 +73,11 @@ class SharedImage {
   Result<size_t> Write(uint64_t offset, ByteSpan data, uint64_t* appended_at);
   Status Truncate(uint64_t size);
 
-  // A writable shared mapping of this image exists in this process: seals compare every chunk.
-  void NoteWritableMapping() { writable_mapping_.store(true, std::memory_order_relaxed); }
-  // Seals into the protected file what changed: `durable` commits (fsync, msync), else
-  // publishes to the other processes (munmap, close, exit).
+  // Seals into the protected file what changed, whoever changed it (a store by any holder, as
+  // fsync writes back every dirty page of the file): `durable` commits (fsync, msync), else
+  // publishes to the other processes (munmap, close, exit). A store by a holder that died since
+  // is sealed so too. Finding stores costs a comparison of the image with the base in memory;
+  // only chunks that differ are decrypted and compared with the file.
   Status Seal(bool durable);
   // Publishes what this process wrote through descriptors (not what it stored through
   // mappings): a write is in the protected file when it returns, as without an image, so that it
@@ -98,19 +99,22 @@ class SharedImage {
   Status Fill(std::initializer_list<const os::File*> into);
   Result<const os::File*> Appending();
   void NoteWritten(uint64_t offset, size_t count);
+  // What a seal compares with the file: the chunks this process wrote through descriptors;
+  // those and every chunk whose image differs from the base (stores); every chunk (an image
+  // just adopted, which processes may have written around before it was found).
+  enum class Scope { kWritten, kStored, kAll };
   // Merges [first, last) chunks of the image, the base and the file (see above), writing what
-  // changed into the file and the image; the base becomes the result.
-  Status SealChunks(uint64_t first, uint64_t last, uint64_t size);
-  // REQUIRES: mu_ and the volume's images lock. `whole`: every chunk compared (a writable
-  // mapping, or an image just adopted).
-  Status SealLocked(bool durable, bool whole);
+  // changed into the file and the image; the base becomes the result. `stored_only`: batches
+  // whose image equals the base are skipped without reading the file.
+  Status SealChunks(uint64_t first, uint64_t last, uint64_t size, bool stored_only);
+  // REQUIRES: mu_ and the volume's images lock.
+  Status SealLocked(bool durable, Scope scope);
 
   fs::Volume* const volume_;
   const std::shared_ptr<fs::ProtectedFile> file_;
   const os::File memory_;  // the memory file (through the shield's own system calls)
   const os::File base_;    // the base: a memory file every holder of the image shares
   os::File appending_;  // an O_APPEND open of the memory file, made on the first append
-  std::atomic<bool> writable_mapping_{false};
   std::mutex mu_;  // dirty_, appending_, and one seal at a time
   std::set<uint64_t> dirty_;  // chunks this process wrote through the image
   bool resized_ = false;
