@@ -137,13 +137,27 @@ void ProtectedFile::SetPath(std::string path) {
   path_ = std::move(path);
 }
 
-void ProtectedFile::MarkUnlinked() { unlinked_ = true; }
+void ProtectedFile::MarkUnlinked(bool by_this_process) {
+  if (unlinked_.exchange(true)) return;
+  // No record names an unlinked file: each process keeps its own state of it. The process that
+  // unlinked it goes on writing the orphaned inode in place (a tmpfile: created, unlinked, then
+  // written at length); one that learned of it from another's record keeps its changes in
+  // memory, since the unlinker may still use the inode (its chunk tags would no longer match
+  // what it reads there). Which other processes still have a file open is not known: a lock
+  // that marked opens conflicted with programs' whole-file locks (MariaDB's).
+  in_memory_only_ = !by_this_process;
+}
 
 Status ProtectedFile::PutStateInPlace() {
   if (!unlinked_) return Internal(path() + ": put in place while it has a name");
   SCONE_RETURN_IF_ERROR(volume_->MakeDurable());
   std::unique_lock lock(mu_);
-  SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/true));  // unlinked: in place
+  // In place even where another process has it open: the program it is handed to reads it
+  // from there (the other, which keeps its own state, may then find its chunks changed: EIO).
+  force_in_place_ = true;
+  Status committed = CommitLocked(/*durable=*/true);
+  force_in_place_ = false;
+  SCONE_RETURN_IF_ERROR(committed);
   std::vector<std::pair<uint64_t, const uint8_t*>> slots;
   for (const auto& [chunk, image] : pending_) slots.emplace_back(chunk, image.data());
   SCONE_RETURN_IF_ERROR(WriteSlots(slots));
@@ -479,7 +493,7 @@ Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
   // Shared: what other processes wrote is visible at once (POSIX), not only after an open.
   if (volume_->Shared()) SCONE_RETURN_IF_ERROR(Refresh());
   auto result = ReadOnce(offset, out);
-  if (result.ok() || result.status().code() != Code::kDataCorrupted || unlinked_) return result;
+  if (result.ok() || result.status().code() != Code::kDataCorrupted) return result;
   // Another process may have overwritten a chunk in place (one that only lazy records put
   // there) between our catch-up and our read: catch up and read again under the volume's
   // writer lock, which every such overwrite holds. A retry without it raced the next append
@@ -532,9 +546,15 @@ Result<size_t> ProtectedFile::WritePublished(uint64_t offset, ByteSpan data, uin
 }
 
 Status ProtectedFile::Refresh() {
-  if (unlinked_) return Status::Ok();
-  auto current = volume_->LatestEntry(id_);
-  if (!current.ok()) return current.status().code() == Code::kNotFound ? Status::Ok() : current.status();
+  auto current = unlinked_ ? Result<FileEntry>(NotFound("unlinked")) : volume_->LatestEntry(id_);
+  if (!current.ok()) {
+    if (current.status().code() != Code::kNotFound) return current.status();
+    // Unlinked by another process: caught up once more, to its last entry (the volume keeps it
+    // until then); from there on this process's state of the file is its own.
+    if (!volume_->HasLastEntry(id_)) return Status::Ok();
+    std::unique_lock lock(mu_);
+    return CatchUpUnderVolumeLocks();
+  }
   {
     std::shared_lock lock(mu_);
     if (current->root == committed_root_) return Status::Ok();
@@ -544,7 +564,6 @@ Status ProtectedFile::Refresh() {
 }
 
 bool ProtectedFile::RefreshIfChangedByOthers() {
-  if (unlinked_) return false;
   std::unique_lock lock(mu_);
   const Root before = committed_root_;
   return CatchUpUnderVolumeLocks().ok() && committed_root_ != before;
@@ -937,12 +956,24 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
   JournalRecord record;
   record.kind = JournalRecord::Kind::kCommit;
   if (unlinked_) {
+    const bool in_memory = in_memory_only_ && !force_in_place_;
+    if (in_memory && !stage) return Status::Ok();  // a close, an fsync: nothing goes to disk
+    // What others committed before the unlink first (they may have written chunks in place).
+    if (volume_->HasLastEntry(id_)) {
+      SCONE_RETURN_IF_ERROR(volume_->WithLatestEntry(id_, [&](const FileEntry* last) -> Status {
+        return last == nullptr ? Status::Ok() : CatchUpLocked(*last);
+      }));
+    }
     if (stage) SCONE_RETURN_IF_ERROR(stage());
+    if (in_memory) return Status::Ok();  // the changes stay in cache_
     SCONE_RETURN_IF_ERROR(BuildRecord(&record, /*durable=*/true));
     SCONE_RETURN_IF_ERROR(ApplyInPlace(record));  // the orphaned inode only; nothing to commit
   } else {
     // Built under the volume's locks: another process may have published this file since we
     // loaded it, and then we catch up first.
+    // Unlinked meanwhile (learned in this transaction) while another process still has it
+    // open: the changes stay in memory (see MarkUnlinked).
+    bool kept_in_memory = false;
     SCONE_RETURN_IF_ERROR(volume_->CommitFile(
         id_, record,
         [&](const FileEntry* current) -> Status {
@@ -950,11 +981,13 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
           ForgetDurableLazyChunks();
           in_transaction_ = stage != nullptr;
           Status built = stage ? stage() : Status::Ok();
-          if (built.ok()) built = BuildRecord(&record, durable);
+          kept_in_memory = unlinked_ && in_memory_only_;
+          if (built.ok() && !kept_in_memory) built = BuildRecord(&record, durable);
           in_transaction_ = false;
           return built;
         },
-        [&] { return ApplyInPlace(record); }));
+        [&] { return kept_in_memory ? Status::Ok() : ApplyInPlace(record); }));
+    if (kept_in_memory) return Status::Ok();
   }
   if (record.lazy) {
     NoteLazyInPlace(record);

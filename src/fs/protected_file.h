@@ -92,6 +92,9 @@ class ProtectedFile {
   uint64_t size() const;
   // The entry of the state this object last committed or caught up with.
   FileEntry CommittedEntry() const;
+  // The runtime's descriptor of the data file (the program's descriptors are new opens of its
+  // inode through /proc/self/fd).
+  int data_fd() const { return data_.fd(); }
   // An unlinked file handed to another program (a descriptor inherited across exec): its
   // committed state is written whole onto the orphaned inode (overwrites that waited in the
   // journal, every page of its chunk table), so that the program loads it from there and checks
@@ -163,8 +166,9 @@ class ProtectedFile {
                             const ChunkEntry& entry, const uint8_t* image);
 
   void SetPath(std::string path);
-  // Unlinked while open: keeps working in memory and on the orphaned inode, commits nothing.
-  void MarkUnlinked();
+  // Unlinked while open: keeps working in memory and on the orphaned inode (only in memory
+  // where another process unlinked it), commits nothing. REQUIRES: the volume's lock.
+  void MarkUnlinked(bool by_this_process);
 
   class TableCursor;
 
@@ -272,6 +276,8 @@ class ProtectedFile {
   std::array<struct timespec, 2> kept_times_{{{0, UTIME_OMIT}, {0, UTIME_OMIT}}};
   bool times_kept_ = false;
   std::atomic<bool> unlinked_{false};
+  std::atomic<bool> in_memory_only_{false};  // unlinked by another process: never written in place
+  bool force_in_place_ = false;               // PutStateInPlace
   // Sealed images of chunks whose newest version waits in the journal (a lazy record's
   // overwrite), until the record is durable and applied in place.
   std::map<uint64_t, Bytes> pending_;

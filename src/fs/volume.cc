@@ -238,7 +238,7 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
       if (!f) continue;
       auto p = path_by_id_.find(id);
       if (p == path_by_id_.end()) {
-        f->MarkUnlinked();
+        f->MarkUnlinked(/*by_this_process=*/false);
       } else {
         f->SetPath(p->second);
       }
@@ -741,7 +741,11 @@ void Volume::ApplyToState(const JournalRecord& record) {
   auto drop = [&](const std::string& path) {
     auto it = state_.files.find(path);
     if (it == state_.files.end()) return;
-    NameRemoved(it->second.file_id, path);
+    const FileId id = it->second.file_id;
+    NameRemoved(id, path);
+    // Its last name, while this process has it open: its last entry is kept, so that the open
+    // file catches up with what others committed before the unlink (chunks they wrote in place).
+    if (names_.CountOf(id) == 0 && open_files_.count(id) != 0) last_entries_[id] = it->second;
     state_.files.erase(it);
   };
   auto add = [&](const std::string& path, const FileEntry& entry) {
@@ -800,7 +804,8 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record,
   SCONE_RETURN_IF_ERROR(writer.Begin());
   auto it = path_by_id_.find(id);
   if (it == path_by_id_.end()) {  // unlinked meanwhile: nothing to commit
-    SCONE_RETURN_IF_ERROR(build(nullptr));
+    std::optional<FileEntry> last = TakeLastEntryLocked(id);
+    SCONE_RETURN_IF_ERROR(build(last ? &*last : nullptr));
     return apply();
   }
   SCONE_RETURN_IF_ERROR(build(&state_.files.at(it->second)));
@@ -1084,7 +1089,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenInherited(const FileEntry& en
   SCONE_ASSIGN_OR_RETURN(std::shared_ptr<ProtectedFile> file,
                          ProtectedFile::Open(shared_from_this(), dir_, path, entry, DeriveFileKeys(entry.file_id),
                                              window, &data));
-  file->MarkUnlinked();
+  file->MarkUnlinked(/*by_this_process=*/false);  // the parent's, which may still use it
   return file;
 }
 
@@ -1167,6 +1172,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       if (created != nullptr) *created = true;
     }
     std::erase_if(open_files_, [](const auto& kv) { return kv.second.expired(); });
+    std::erase_if(last_entries_, [&](const auto& kv) { return open_files_.count(kv.first) == 0; });
   }
   // Close-to-open: an open sees what other processes committed while this process held the
   // file open elsewhere (its descriptors may not have been used since).
@@ -1232,7 +1238,7 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
   if (replaced && names_.CountOf(replaced->file_id) == 0) {
     if (auto open = open_files_.find(replaced->file_id); open != open_files_.end()) {
       if (auto f = open->second.lock()) {
-        f->MarkUnlinked();
+        f->MarkUnlinked(/*by_this_process=*/true);
         keep.push_back(std::move(f));
       }
     }
@@ -1301,7 +1307,7 @@ Status Volume::Unlink(std::string_view raw_path) {
   if (auto open = open_files_.find(entry.file_id); open != open_files_.end()) {
     if (auto f = open->second.lock()) {
       if (last_name) {
-        f->MarkUnlinked();
+        f->MarkUnlinked(/*by_this_process=*/true);
       } else {
         f->SetPath(path_by_id_.at(entry.file_id));
       }
@@ -1391,7 +1397,23 @@ Status Volume::WithLatestEntry(const FileId& id, const std::function<Status(cons
   WriterSection writer(*this, &keep);
   SCONE_RETURN_IF_ERROR(writer.Begin());
   auto it = path_by_id_.find(id);
-  return fn(it == path_by_id_.end() ? nullptr : &state_.files.at(it->second));
+  if (it != path_by_id_.end()) return fn(&state_.files.at(it->second));
+  std::optional<FileEntry> last = TakeLastEntryLocked(id);
+  return fn(last ? &*last : nullptr);
+}
+
+bool Volume::HasLastEntry(const FileId& id) {
+  std::lock_guard lock(mu_);
+  return last_entries_.count(id) != 0;
+}
+
+std::optional<FileEntry> Volume::TakeLastEntryLocked(const FileId& id) {
+  // Once: the open file catches up to it, and then goes on alone (its own commits are newer).
+  auto last = last_entries_.find(id);
+  if (last == last_entries_.end()) return std::nullopt;
+  FileEntry entry = last->second;
+  last_entries_.erase(last);
+  return entry;
 }
 
 Result<uint64_t> Volume::FileSize(std::string_view raw_path) {

@@ -246,6 +246,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // The same, without the writer lock when nothing changed since this process last looked (two
   // reads of the metadata): for a file open in several processes, before each use.
   Result<FileEntry> LatestEntry(const FileId& id);
+  // Whether an open file that another process unlinked has yet to catch up to its last entry
+  // (WithLatestEntry hands it over, once).
+  bool HasLastEntry(const FileId& id);
   // Runs `fn` with the file's current entry (nullptr if it was unlinked) under the volume's
   // locks, after catching up with other processes. Called with the file's lock held.
   Status WithLatestEntry(const FileId& id, const std::function<Status(const FileEntry*)>& fn);
@@ -310,6 +313,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   std::mutex images_mu_;  // LockImages within the process; taken before mu_
   VolumeState state_;
   std::map<FileId, std::string> path_by_id_;  // a file's first name (see names_)
+  // Files this process has open whose last name another process removed: their entry then,
+  // until the open file takes it (TakeLastEntryLocked) to catch up once.
+  std::map<FileId, FileEntry> last_entries_;
+  std::optional<FileEntry> TakeLastEntryLocked(const FileId& id);
   FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;
   uint64_t journal_seen_ = 0;  // end of the last record folded into state_
