@@ -137,6 +137,18 @@ void ProtectedFile::SetPath(std::string path) {
   path_ = std::move(path);
 }
 
+void ProtectedFile::NoteDataInode() {
+  struct stat st;
+  if (os::Sys().fstat(data_.fd(), &st) != 0) return;
+  data_device_ = st.st_dev;
+  data_inode_ = st.st_ino;
+}
+
+bool ProtectedFile::IsDataFile(int fd) const {
+  struct stat st;
+  return data_inode_ != 0 && os::Sys().fstat(fd, &st) == 0 && st.st_dev == data_device_ && st.st_ino == data_inode_;
+}
+
 void ProtectedFile::MarkUnlinked(bool by_this_process) {
   if (unlinked_.exchange(true)) return;
   // No record names an unlinked file: each process keeps its own state of it. The process that
@@ -235,6 +247,7 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Create(std::shared_ptr<Vol
   std::shared_ptr<ProtectedFile> file(new ProtectedFile(std::move(volume), path, entry, std::move(keys)));
   // As Open would find it, without reading back what was just written: an empty file.
   file->data_ = std::move(data);
+  file->NoteDataInode();
   file->side_ = std::move(side);
   file->physical_size_ = file->room_ = file->layout_.DataFileSize(0);
   file->tree_.Resize(0);
@@ -264,6 +277,7 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
     return data.status();
   }
   file->data_ = std::move(data).value();
+  file->NoteDataInode();
   SCONE_ASSIGN_OR_RETURN(file->physical_size_, file->data_.Size());
   file->room_ = file->physical_size_;
 

@@ -92,9 +92,9 @@ class ProtectedFile {
   uint64_t size() const;
   // The entry of the state this object last committed or caught up with.
   FileEntry CommittedEntry() const;
-  // The runtime's descriptor of the data file (the program's descriptors are new opens of its
-  // inode through /proc/self/fd).
+  // The runtime's descriptor of the data file, and whether `fd` is open on the same inode.
   int data_fd() const { return data_.fd(); }
+  bool IsDataFile(int fd) const;
   // An unlinked file handed to another program (a descriptor inherited across exec): its
   // committed state is written whole onto the orphaned inode (overwrites that waited in the
   // journal, every page of its chunk table), so that the program loads it from there and checks
@@ -169,6 +169,7 @@ class ProtectedFile {
   // Unlinked while open: keeps working in memory and on the orphaned inode (only in memory
   // where another process unlinked it), commits nothing. REQUIRES: the volume's lock.
   void MarkUnlinked(bool by_this_process);
+  void NoteDataInode();
 
   class TableCursor;
 
@@ -250,6 +251,8 @@ class ProtectedFile {
   FileKeys keys_;
   const Bytes header_;  // encrypted files: the header, which page 0's image starts with
   os::File data_;
+  dev_t data_device_ = 0;  // data_'s inode (IsDataFile), taken when it is opened
+  ino_t data_inode_ = 0;
   os::File side_;  // authenticated files only
 
   mutable std::mutex path_mu_;

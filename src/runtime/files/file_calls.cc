@@ -157,15 +157,22 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
     }
     return FailWith(file.status());
   }
-  // The program's descriptor is a new open of the very inode the volume's file reads (through
-  // its descriptor in /proc), never of the name again: another process may have unlinked the
-  // file or put a new one in its place meanwhile (an open by name then failed with ENOENT, or
-  // gave a descriptor of the new file: hostile finding). Its access mode mirrors the program's,
-  // so that advisory locks (a write lock needs a writable descriptor) behave as without the
-  // shield; data never goes through it.
-  const std::string inode = "/proc/self/fd/" + std::to_string((*file)->data_fd());
-  long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(inode.c_str()),
-                       (for_runtime ? O_PATH : flags & O_ACCMODE) | (flags & O_CLOEXEC), 0);
+  // The program's descriptor is an open of the very inode the volume's file reads. Another
+  // process may have unlinked the file or put a new one in its place since the lookup (an open
+  // by name then failed with ENOENT, or gave a descriptor of the new file: hostile finding):
+  // then the inode is opened through the runtime's descriptor in /proc (2 us more than by name,
+  // so only then). Its access mode mirrors the program's, so that advisory locks (a write lock
+  // needs a writable descriptor) behave as without the shield; data never goes through it.
+  const int open_flags = (for_runtime ? O_PATH : flags & O_ACCMODE) | (flags & O_CLOEXEC);
+  long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(t.absolute.c_str()), open_flags | O_NOFOLLOW, 0);
+  if (fd >= 0 && !(*file)->IsDataFile(static_cast<int>(fd))) {
+    RawSyscall(SYS_close, fd);
+    fd = -ENOENT;
+  }
+  if (fd == -ENOENT) {
+    const std::string inode = "/proc/self/fd/" + std::to_string((*file)->data_fd());
+    fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(inode.c_str()), open_flags, 0);
+  }
   if (fd < 0) return fd;
   if (fd >= FdTable::kMaxFds) {
     RawSyscall(SYS_close, fd);
