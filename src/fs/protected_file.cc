@@ -137,6 +137,14 @@ void ProtectedFile::SetPath(std::string path) {
   path_ = std::move(path);
 }
 
+Status ProtectedFile::PutPendingInPlaceLocked() {
+  std::vector<std::pair<uint64_t, const uint8_t*>> slots;
+  for (const auto& [chunk, image] : pending_) slots.emplace_back(chunk, image.data());
+  SCONE_RETURN_IF_ERROR(WriteSlots(slots));
+  pending_.clear();
+  return Status::Ok();
+}
+
 void ProtectedFile::NoteDataInode() {
   struct stat st;
   if (os::Sys().fstat(data_.fd(), &st) != 0) return;
@@ -170,9 +178,7 @@ Status ProtectedFile::PutStateInPlace() {
   Status committed = CommitLocked(/*durable=*/true);
   force_in_place_ = false;
   SCONE_RETURN_IF_ERROR(committed);
-  std::vector<std::pair<uint64_t, const uint8_t*>> slots;
-  for (const auto& [chunk, image] : pending_) slots.emplace_back(chunk, image.data());
-  SCONE_RETURN_IF_ERROR(WriteSlots(slots));
+  SCONE_RETURN_IF_ERROR(PutPendingInPlaceLocked());
   const os::File& page_file = layout_.interleaved() ? data_ : side_;
   const uint64_t pages = PageCount(ChunkCount(size_));
   for (auto page = table_.begin(); page != table_.end(); ++page) {
@@ -980,6 +986,9 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     }
     if (stage) SCONE_RETURN_IF_ERROR(stage());
     if (in_memory) return Status::Ok();  // the changes stay in cache_
+    // Overwrites that waited in the journal go in place first: no record will bring them (the
+    // journal no longer names the file), and the in-place commit below forgets them.
+    SCONE_RETURN_IF_ERROR(PutPendingInPlaceLocked());
     SCONE_RETURN_IF_ERROR(BuildRecord(&record, /*durable=*/true));
     SCONE_RETURN_IF_ERROR(ApplyInPlace(record));  // the orphaned inode only; nothing to commit
   } else {

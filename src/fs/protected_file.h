@@ -170,6 +170,9 @@ class ProtectedFile {
   // where another process unlinked it), commits nothing. REQUIRES: the volume's lock.
   void MarkUnlinked(bool by_this_process);
   void NoteDataInode();
+  // An unlinked file: the newest images of chunks that waited in the journal, written in place
+  // (nothing else will put them there). REQUIRES: mu_ held exclusively.
+  Status PutPendingInPlaceLocked();
 
   class TableCursor;
 

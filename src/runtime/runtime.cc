@@ -321,20 +321,13 @@ Status Runtime::InitFromConfigFd(int config_fd) {
       RawSyscall(SYS_close, f.fd);  // never left to the program as ciphertext
       continue;
     }
-    int flags = f.flags;
-    if ((*file)->unlinked() && (flags & O_ACCMODE) != O_RDONLY) {
-      // Unlinked (a here-document's file, a TemporaryFile): loaded from its inode, this process's
-      // alone; what it wrote would never reach the parent, which reads its own copy. Refused
-      // loudly rather than lost silently.
-      Log("inherited descriptor " + std::to_string(f.fd) + " (" + f.path +
-          "): the file was unlinked; writing it from another program is not supported (read-only here)");
-      if ((flags & O_ACCMODE) == O_WRONLY) {
-        RawSyscall(SYS_close, f.fd);
-        continue;
-      }
-      flags = (flags & ~O_ACCMODE) | O_RDONLY;
-    }
-    fds_.Set(f.fd, std::make_shared<ProtectedFd>(std::move(file).value(), mv, f.path, flags, /*shared=*/true));
+    const bool unlinked = (*file)->unlinked();
+    auto d = std::make_shared<ProtectedFd>(std::move(file).value(), mv, f.path, f.flags, /*shared=*/true);
+    // Unlinked (a here-document's file, a TemporaryFile): loaded from its inode, this process's
+    // alone; what it wrote would never reach the parent, which reads its own copy. A write is
+    // refused loudly rather than lost silently (reads work).
+    if (unlinked) d->RefuseWrites("inherited descriptor " + std::to_string(f.fd) + " (" + f.path + ")");
+    fds_.Set(f.fd, std::move(d));
   }
   return Status::Ok();
 }

@@ -301,6 +301,8 @@ wal-writers-mapping)
   check_volume
   ;;
 unlink-churn)
+  # A stress case, run by hand (not in ctest: under a loaded machine it still fails now and
+  # then, see docs/file-system-shield.md "Unlinked while open elsewhere").
   # Two programs open one path with O_CREAT, write, read, and unlink it now and then while the
   # other still has it open, as SQLite does with its -shm file when its last connection closes.
   # A process that learned of another's unlink went on with its table of before (it never caught
@@ -337,7 +339,70 @@ PYEOF
   [[ "$(tail -n1 c1.out) $(tail -n1 c2.out)" == "{} {}" ]] || fail "open, write, unlink churn: $(cat c1.out c2.out | sort | uniq -c)"
   check_volume
   ;;
+learner-after-unlink)
+  # Run by hand (not in ctest: B still reads A's write stale in about one run of three, when A's
+  # checkpoint at exit comes before B catches up; see docs/file-system-shield.md).
+  # Two programs have a file open; A writes chunk 0 and unlinks the file; B, which learns of the
+  # unlink from A's record, then reads chunk 0 and writes and reads chunk 1. Natively B sees A's
+  # bytes and its own. B went on with its table of before A's write (the volume no longer named
+  # the file, so B never caught up) and failed to authenticate chunk 0: EIO (hostile finding).
+  run "$PY" -c "open('vol/l', 'wb').write(b'x' * 12288)"
+  mkfifo opened unlinked
+  run "$PY" -c "
+import os
+fd = os.open('vol/l', os.O_RDWR)
+open('opened').read()
+os.pwrite(fd, b'$MARKER A', 0)
+os.unlink('vol/l')
+open('unlinked', 'w').write('x')
+" > a.out 2>&1 &
+  pids+=($!)
+  run "$PY" -c "
+import os
+fd = os.open('vol/l', os.O_RDWR)
+open('opened', 'w').write('x')
+open('unlinked').read()
+first = os.pread(fd, len(b'$MARKER A'), 0)
+os.pwrite(fd, b'$MARKER B', 4096)
+print(first == b'$MARKER A', os.pread(fd, len(b'$MARKER B'), 4096) == b'$MARKER B')
+" > b.out 2>&1 || true
+  wait "${pids[-1]}" || { cat a.out; fail "the unlinker failed"; }
+  pids=()
+  [[ "$(cat b.out)" == "True True" ]] || fail "after another's unlink (its write, our own): $(cat b.out)"
+  check_volume
+  ;;
+unlinker-reads-others-write)
+  # Two programs have a file open; B writes chunk 0, then A unlinks the file and writes chunk 1,
+  # then reads both. Natively A reads B's bytes and its own. A, as the unlinker, commits in
+  # place from then on; its commit forgot B's overwrite, which had waited in the journal and
+  # was never put in place: A's read failed with EIO (hostile finding).
+  run "$PY" -c "open('vol/u', 'wb').write(b'x' * 12288)"
+  mkfifo opened written
+  run "$PY" -c "
+import os
+fd = os.open('vol/u', os.O_RDWR)
+open('opened', 'w').write('x')
+open('written').read()
+os.unlink('vol/u')
+os.pwrite(fd, b'$MARKER A', 4096)
+print(os.pread(fd, len(b'$MARKER B'), 0) == b'$MARKER B', os.pread(fd, len(b'$MARKER A'), 4096) == b'$MARKER A')
+" > a.out 2>&1 &
+  pids+=($!)
+  run "$PY" -c "
+import os
+fd = os.open('vol/u', os.O_RDWR)
+open('opened').read()
+os.pwrite(fd, b'$MARKER B', 0)
+open('written', 'w').write('x')
+" || fail "the writer failed"
+  wait "${pids[-1]}" || true
+  pids=()
+  [[ "$(cat a.out)" == "True True" ]] || fail "the unlinker's reads (the other's write, its own): $(cat a.out)"
+  check_volume
+  ;;
 wal-short-connections)
+  # A stress case, run by hand (not in ctest: it still fails in about 2 runs of 9, see
+  # docs/file-system-shield.md "Unlinked while open elsewhere").
   # SQLite in WAL mode with its defaults and short-lived connections (a sqlite3 per transaction,
   # four writers): the last connection to close deletes the -shm file while another process
   # opens it. Transactions failed with "unable to open database file" after a scone: line that

@@ -486,7 +486,13 @@ long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags) {
   if (t.metadata) return -ENOENT;
   if (t.unavailable) return -EIO;
   if (t.region == fs::Region::kNotProtected) return kNotMine;
-  Status s = t.volume->Get()->Unlink(t.path);
+  fs::Volume* volume = t.volume->Get();
+  if (volume == nullptr) return -EIO;
+  // What this process wrote to the file and still buffers is published first: another process
+  // that has it open reads it after the unlink (natively, from the page cache); once no name is
+  // left, nothing carries it to them.
+  if (auto open = volume->OpenedFile(t.path)) (void)open->Close();
+  Status s = volume->Unlink(t.path);
   if (s.code() == Code::kNotFound) return kNotMine;  // a link or a file the volume does not know
   if (s.ok()) t.volume->recent.ForgetUnlinked();
   return s.ok() ? 0 : FailWith(s);

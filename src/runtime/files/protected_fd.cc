@@ -95,9 +95,16 @@ long ProtectedFd::ReadLocked(void* buf, size_t count, uint64_t offset) {
   return static_cast<long>(*n);
 }
 
+long ProtectedFd::RefusedWrite() {
+  Log(refused_writes_ + ": the file was unlinked in the program that passed it on; writing it here is not "
+      "supported (each program holds its own copy: the write would never reach the other)");
+  return -EIO;
+}
+
 long ProtectedFd::WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at,
                               const fs::SharedPosition* position) {
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
+  if (!refused_writes_.empty()) return RefusedWrite();
   ByteSpan data(static_cast<const uint8_t*>(buf), count);
   Result<size_t> n = size_t{0};
   std::shared_ptr<SharedImage> image;
@@ -256,6 +263,7 @@ uint64_t ProtectedFd::PlaintextSizeNow(SharedImage* image) {
 long ProtectedFd::Truncate(int64_t length) {
   if (length < 0) return -EINVAL;
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EINVAL;
+  if (!refused_writes_.empty()) return RefusedWrite();
   std::shared_ptr<SharedImage> image;
   if (long r = GetImage(&image); r < 0) return r;
   Status s = image ? image->Truncate(static_cast<uint64_t>(length)) : file_->Truncate(static_cast<uint64_t>(length));

@@ -52,6 +52,9 @@ class ProtectedFd final : public ShieldedFd {
 
   // The file was truncated by the open itself (O_TRUNC): it has changes to commit.
   void MarkWritten() { written_ = true; }
+  // Writes through this descriptor fail with EIO and a scone: line naming `what` (an unlinked
+  // file inherited across exec, of which this process holds its own copy).
+  void RefuseWrites(std::string what) { refused_writes_ = std::move(what); }
 
  private:
   long ReadLocked(void* buf, size_t count, uint64_t offset);
@@ -85,6 +88,9 @@ class ProtectedFd final : public ShieldedFd {
   std::atomic<bool> shared_;  // the offset lives in the kernel (set under offset_mu_)
   std::atomic<bool> written_{false};
   MappedFiles::DescriptorUse image_use_;
+  std::string refused_writes_;  // set once, before the descriptor is in the table
+  // The refusal's scone: line: -EIO.
+  long RefusedWrite();
 };
 
 // A protected file opened with O_PATH: no data access (as the kernel's O_PATH descriptors),
