@@ -156,6 +156,9 @@ refused("O_TMPFILE in the volume", lambda: os.open("vol", os.O_TMPFILE | os.O_WR
 refused("link out of the volume", lambda: os.link("vol/in.txt", "out-link.txt"), errno.EXDEV)
 refused("link into the volume", lambda: os.link("outside.txt", "vol/in-link.txt"), errno.EXDEV)
 os.link("vol/in.txt", "vol/twice.txt")  # a second name inside the volume: a hard link
+os.symlink("in.txt", "vol/sym.txt")
+for mode in (os.O_RDONLY, os.O_WRONLY, os.O_RDWR | os.O_CREAT):  # as natively (EIO "unknown file" before)
+    refused("O_NOFOLLOW on a symbolic link in the volume", lambda: os.open("vol/sym.txt", mode | os.O_NOFOLLOW), errno.ELOOP)
 refused("a second name linked out of the volume", lambda: os.link("vol/twice.txt", "out-link.txt"), errno.EXDEV)
 fd = os.open(".", os.O_TMPFILE | os.O_WRONLY)
 os.write(fd, b"nameless")

@@ -133,6 +133,8 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
     rt.fds().Set(static_cast<int>(fd), std::make_shared<PathOnlyFd>(t.volume, t.path));
     return fd;
   }
+  // O_NOFOLLOW on a symbolic link: as the kernel answers (the volume knows no file by that name).
+  if (exists && S_ISLNK(st.st_mode) && (flags & O_NOFOLLOW)) return -ELOOP;
   // Directories, FIFOs, sockets and devices are the kernel's business, as are O_DIRECTORY opens.
   if ((exists && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) || (flags & O_DIRECTORY)) return kNotMine;
   fs::OpenFileOptions options;
