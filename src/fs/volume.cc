@@ -1164,8 +1164,18 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       // Encrypted files are created lazily durable (see UndoLostNamespaceChanges); an
       // authenticated one has no header that would let recovery recognize it.
       SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/region != Region::kEncrypted));
-      SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Create(shared_from_this(), dir_, path, region, id,
-                                                         std::move(keys), options.mode));
+      auto made = ProtectedFile::Create(shared_from_this(), dir_, path, region, id, std::move(keys), options.mode);
+      if (!made.ok()) {
+        // Not on disk (EACCES for a process that changed its user, ENOSPC): the record is taken
+        // back, or every process would list a file that is missing (hostile finding).
+        ApplyToState(record);
+        JournalRecord undo;
+        undo.kind = JournalRecord::Kind::kUnlink;
+        undo.path = path;
+        if (AppendLocked(undo, /*durable=*/region != Region::kEncrypted).ok()) ApplyToState(undo);
+        return made.status();
+      }
+      file = std::move(made).value();
       ApplyToState(record);
       touched_.insert(id);
       open_files_[id] = file;

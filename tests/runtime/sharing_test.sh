@@ -160,6 +160,31 @@ PYEOF
   done
   check_volume
   ;;
+create-refused)
+  # A process that changed its user creates a file in a directory it may not write: EACCES, as
+  # natively, and no file. The volume had recorded the create before the file failed to appear
+  # on disk: every process then listed a file that was missing, and verify failed (hostile
+  # finding).
+  chmod 711 "$work"
+  mkdir vol/d
+  chmod 777 vol
+  run "$PY" -c "
+import os
+pid = os.fork()
+if pid == 0:
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    try:
+        open('vol/d/f', 'w').write('$MARKER')
+        os._exit(1)
+    except PermissionError:
+        os._exit(0)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status), os.path.exists('vol/d/f'))
+" > refused.out 2>&1
+  [[ "$(grep -v '^scone: open .*volume.tmp' refused.out)" == "0 False" ]] || fail "a create refused with EACCES: $(cat refused.out)"
+  [[ "$(run "$PY" -c "import os; print(os.path.exists('vol/d/f'))")" == False ]] || fail "a later program sees the refused file"
+  check_volume
+  ;;
 workers-of-another-user)
   # A server's way: the master (root) opens its log, forks workers that change to another
   # user, and they all append through the inherited descriptor. The workers can no longer open
