@@ -495,15 +495,18 @@ void Volume::AfterForkInParent() {
   images_mu_.unlock();
 }
 
-// A forked child (a server's worker, a database backend) shares the volume at once, whether or
-// not its parent rests: its siblings use the volume as it does. A program it executes opens
-// the volume anew, and has it alone if nobody else uses it.
+// A forked child (a server's worker, a database backend) of a parent that uses the volume
+// shares it at once. The child of a resting parent (no file of the volume open) rests too: its
+// first use takes the use lock as any process that opens the volume does, joining (counted, and
+// waiting for the hand-over) where another process has it. Shared at once without being
+// counted, it was never noticed by its parent waking alone afterwards, which buffered and read
+// without catching up: the child's writes were lost (hostile finding). A program it executes
+// opens the volume anew, and has it alone if nobody else uses it.
 void Volume::AfterForkInChild() {
   holds_alone_ = false;  // the parent's lock (on the descriptor they share until the child reopens)
   buffering_ = false;
   watched_ = false;  // the parent's watcher
-  shared_ = true;
-  resting_ = false;
+  if (!resting_) shared_ = true;
   mu_.unlock();
   images_mu_.unlock();
 }
@@ -511,7 +514,7 @@ void Volume::AfterForkInChild() {
 Status Volume::RejoinAfterFork() {
   std::lock_guard lock(mu_);
   if (closed_) return Status::Ok();
-  return lock_->ReopenInChild().Annotate("volume " + dir_ + " in a forked process");
+  return lock_->ReopenInChild(/*take_use=*/!resting_).Annotate("volume " + dir_ + " in a forked process");
 }
 
 Status Volume::RestIfUnused() {

@@ -160,6 +160,38 @@ PYEOF
   done
   check_volume
   ;;
+fork-of-a-resting-parent)
+  # A program with no file of the volume open forks; the child writes and appends to files the
+  # parent opens after the fork. Natively each sees the other's writes and no line is lost. The
+  # child shared the volume at once without being counted; the parent, waking alone, never
+  # learned of it: it read stale bytes and its appends wrote over the child's (hostile finding).
+  cat > fork.py <<PYEOF
+import os
+open("vol/f", "wb").write(b"x" * 1200)
+open("vol/log", "wb").close()
+go, done = os.pipe(), os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.read(go[0], 1)
+    fd = os.open("vol/f", os.O_RDWR)
+    os.pwrite(fd, b"$MARKER child", 0)
+    log = os.open("vol/log", os.O_WRONLY | os.O_APPEND)
+    for i in range(5): os.write(log, b"$MARKER child %d\n" % i)
+    os.write(done[1], b"x")
+    os._exit(0)
+fd = os.open("vol/f", os.O_RDWR)
+log = os.open("vol/log", os.O_WRONLY | os.O_APPEND)
+os.write(go[1], b"x")
+os.read(done[0], 1)
+os.waitpid(pid, 0)
+seen = os.pread(fd, len(b"$MARKER child"), 0) == b"$MARKER child"
+for i in range(5): os.write(log, b"$MARKER parent %d\n" % i)
+os.close(log)
+print(seen, len(open("vol/log", "rb").read().splitlines()))
+PYEOF
+  [[ "$(run "$PY" fork.py)" == "True 10" ]] || fail "the child of a resting parent (child's write seen, log lines): $(run "$PY" fork.py 2>&1)"
+  check_volume
+  ;;
 create-refused)
   # A process that changed its user creates a file in a directory it may not write: EACCES, as
   # natively, and no file. The volume had recorded the create before the file failed to appear
