@@ -979,11 +979,7 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     const bool in_memory = in_memory_only_ && !force_in_place_;
     if (in_memory && !stage) return Status::Ok();  // a close, an fsync: nothing goes to disk
     // What others committed before the unlink first (they may have written chunks in place).
-    if (volume_->HasLastEntry(id_)) {
-      SCONE_RETURN_IF_ERROR(volume_->WithLatestEntry(id_, [&](const FileEntry* last) -> Status {
-        return last == nullptr ? Status::Ok() : CatchUpLocked(*last);
-      }));
-    }
+    if (volume_->HasLastEntry(id_)) SCONE_RETURN_IF_ERROR(CatchUpUnderVolumeLocks());
     if (stage) SCONE_RETURN_IF_ERROR(stage());
     if (in_memory) return Status::Ok();  // the changes stay in cache_
     // Overwrites that waited in the journal go in place first: no record will bring them (the

@@ -132,31 +132,25 @@ std::optional<uint64_t> VolumeLock::JournalChanges() const {
   return std::atomic_ref<uint64_t>(hints_.get()[kJournalChangesAt / 8]).load(std::memory_order_acquire);
 }
 
-Status VolumeLock::NoteJournalChanged() const {
-  // Through the mapping where there is one: no inotify event for the processes alone to wake
-  // up to. A process without one writes the file, which the others' mappings see.
-  if (hints_) {
-    std::atomic_ref<uint64_t>(hints_.get()[kJournalChangesAt / 8]).fetch_add(1, std::memory_order_release);
-    return Status::Ok();
-  }
-  SCONE_ASSIGN_OR_RETURN(uint64_t changes, ReadHint(kJournalChangesAt));
-  return WriteHint(kJournalChangesAt, changes + 1);
-}
+Status VolumeLock::NoteJournalChanged() const { return CountInHint(kJournalChangesAt); }
 
 uint64_t VolumeLock::ImagesMade() const {
-  if (hints_) return std::atomic_ref<uint64_t>(hints_.get()[kImagesMadeAt / 8]).load(std::memory_order_acquire);
   auto made = ReadHint(kImagesMadeAt);
-  // Unreadable: a count no descriptor has seen, so that each looks for holders again.
+  // Unreadable: a count no descriptor has seen yet, so that each looks for holders (once).
   return made.ok() ? *made : ~uint64_t{0};
 }
 
-Status VolumeLock::NoteImageMade() const {
+Status VolumeLock::NoteImageMade() const { return CountInHint(kImagesMadeAt); }
+
+Status VolumeLock::CountInHint(off_t at) const {
+  // Through the mapping where there is one: no inotify event for the processes alone to wake
+  // up to. A process without one writes the file, which the others' mappings see.
   if (hints_) {
-    std::atomic_ref<uint64_t>(hints_.get()[kImagesMadeAt / 8]).fetch_add(1, std::memory_order_acq_rel);
+    std::atomic_ref<uint64_t>(hints_.get()[at / 8]).fetch_add(1, std::memory_order_acq_rel);
     return Status::Ok();
   }
-  SCONE_ASSIGN_OR_RETURN(uint64_t made, ReadHint(kImagesMadeAt));
-  return WriteHint(kImagesMadeAt, made + 1);
+  SCONE_ASSIGN_OR_RETURN(uint64_t count, ReadHint(at));
+  return WriteHint(at, count + 1);
 }
 
 Status VolumeLock::ReopenInChild(bool take_use) {

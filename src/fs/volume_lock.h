@@ -85,6 +85,9 @@ class VolumeLock {
   void MapHints();
   Result<uint64_t> ReadHint(off_t at) const;
   Status WriteHint(off_t at, uint64_t value) const;
+  // Adds one to a count others read without a system call (the journal's changes, the images
+  // made): through the mapping, atomically, where there is one.
+  Status CountInHint(off_t at) const;
 
   os::File file_;
   std::unique_ptr<uint64_t, Unmap> hints_;  // the lock file's first page; survives ReopenInChild

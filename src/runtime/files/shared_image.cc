@@ -216,6 +216,16 @@ Status SharedImage::SealChunks(uint64_t first, uint64_t last, uint64_t size, boo
 
 Status SharedImage::Seal(bool durable) {
   std::lock_guard lock(mu_);
+  return SealUnderImagesLock(durable, Scope::kStored);
+}
+
+Status SharedImage::PublishWrites() {
+  std::lock_guard lock(mu_);
+  if (dirty_.empty() && !resized_) return Status::Ok();
+  return SealUnderImagesLock(/*durable=*/false, Scope::kWritten);
+}
+
+Status SharedImage::SealUnderImagesLock(bool durable, Scope scope) {
   if (file_->Gone()) {
     // Unlinked (SQLite's last connection removes the -shm file another process still maps):
     // as the kernel drops an unlinked file's pages, there is nothing left to write back.
@@ -224,17 +234,7 @@ Status SharedImage::Seal(bool durable) {
     return Status::Ok();
   }
   SCONE_RETURN_IF_ERROR(volume_->LockImages());
-  Status s = SealLocked(durable, Scope::kStored);
-  volume_->UnlockImages();
-  return s;
-}
-
-Status SharedImage::PublishWrites() {
-  std::lock_guard lock(mu_);
-  if (dirty_.empty() && !resized_) return Status::Ok();
-  if (file_->Gone()) return Status::Ok();
-  SCONE_RETURN_IF_ERROR(volume_->LockImages());
-  Status s = SealLocked(/*durable=*/false, Scope::kWritten);
+  Status s = SealLocked(durable, scope);
   volume_->UnlockImages();
   return s;
 }

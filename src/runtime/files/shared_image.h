@@ -109,6 +109,8 @@ class SharedImage {
   Status SealChunks(uint64_t first, uint64_t last, uint64_t size, bool stored_only);
   // REQUIRES: mu_ and the volume's images lock.
   Status SealLocked(bool durable, Scope scope);
+  // SealLocked under the volume's images lock; nothing for an unlinked file. REQUIRES: mu_.
+  Status SealUnderImagesLock(bool durable, Scope scope);
 
   fs::Volume* const volume_;
   const std::shared_ptr<fs::ProtectedFile> file_;
