@@ -164,6 +164,7 @@ Status Volume::LoadBase(bool* was_clean) {
   }
   state_key_ = DeriveKey("scone fs v1 state");
   tag_key_ = DeriveKey("scone fs v1 tag");
+  unlinked_key_ = DeriveKey("scone fs v1 unlinked");
   size_t aad_size = data->size() - size - crypto::kTagSize;
   Bytes body(size);
   crypto::Aes256Gcm aead(state_key_.Clone());
@@ -182,6 +183,7 @@ Status Volume::LoadBase(bool* was_clean) {
     return DataCorrupted(path + ": volume metadata is malformed");
   }
   applied_seq_ = applied_seq;
+  recently_unlinked_.Load(MetaPath("unlinked"), unlinked_key_, state_.volume_id, applied_seq_);
   path_by_id_.clear();
   names_.Clear();
   for (const auto& [p, entry] : state_.files) NameAdded(entry.file_id, p);
@@ -223,6 +225,12 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
     // Its checkpoint applied every record in place: open files reload from disk.
     WindowDurableLocked(applied_seq_);
     published_.clear();
+    // Files this process has open whose last name went before that checkpoint: no record tells
+    // of it any more, the list beside the base state does.
+    for (const auto& [id, weak] : open_files_) {
+      if (weak.expired() || path_by_id_.count(id) != 0 || last_entries_.count(id) != 0) continue;
+      if (auto last = recently_unlinked_.Find(id)) last_entries_[id] = *last;
+    }
   }
   SCONE_ASSIGN_OR_RETURN(std::vector<JournalRecord> records,
                          journal_->ReadFrom(next_seq_, &journal_seen_));
@@ -335,6 +343,7 @@ Result<std::shared_ptr<Volume>> Volume::Create(const std::string& dir, const Sec
   crypto::RandomBytes(v->state_.volume_id);
   v->state_.rules = std::move(rules);
   v->state_key_ = v->DeriveKey("scone fs v1 state");
+  v->unlinked_key_ = v->DeriveKey("scone fs v1 unlinked");
   v->tag_key_ = v->DeriveKey("scone fs v1 tag");
   SCONE_ASSIGN_OR_RETURN(v->journal_, Journal::Open(v->MetaPath("journal"),
                                                     v->DeriveKey("scone fs v1 journal"),
@@ -748,7 +757,10 @@ void Volume::ApplyToState(const JournalRecord& record) {
     NameRemoved(id, path);
     // Its last name, while this process has it open: its last entry is kept, so that the open
     // file catches up with what others committed before the unlink (chunks they wrote in place).
-    if (names_.CountOf(id) == 0 && open_files_.count(id) != 0) last_entries_[id] = it->second;
+    if (names_.CountOf(id) == 0) {
+      recently_unlinked_.Note(it->second);
+      if (open_files_.count(id) != 0) last_entries_[id] = it->second;
+    }
     state_.files.erase(it);
   };
   auto add = [&](const std::string& path, const FileEntry& entry) {
@@ -833,6 +845,11 @@ Status Volume::Checkpoint(bool clean) {
   // that could redo it is dropped.
   SCONE_RETURN_IF_ERROR(SyncFilesLocked(touched_));
   applied_seq_ = next_seq_ - 1;
+  // Before the base: whoever loads this base finds the list of its sequence. Not durable, and
+  // best effort: a list of another sequence reads as empty (see recently_unlinked.h).
+  if (!recently_unlinked_.empty()) {
+    (void)recently_unlinked_.Write(MetaPath("unlinked"), unlinked_key_, state_.volume_id, applied_seq_);
+  }
   SCONE_RETURN_IF_ERROR(WriteBase(clean));
   // The hint first: a checkpointer that dies before the reset leaves records the others skip
   // (their sequence numbers are in the base); one that reset first would leave them reading
@@ -1226,6 +1243,15 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
     if (state_.rules.RegionOf(from) != state_.rules.RegionOf(to)) {
       return Status(Code::kUnsupported, "rename " + from + " crosses region boundaries", EXDEV);
     }
+    // Not a protected file (a symbolic link, a FIFO): the kernel's rename. One that replaces a
+    // protected file unlinks it first, as the volume's change, or the volume would list a file
+    // the disk no longer holds.
+    struct stat st;
+    if (os::Sys().lstat(full_from.c_str(), &st) != 0) return IoError("rename " + full_from, errno);
+    if (auto replaced = state_.files.find(to); replaced != state_.files.end()) {
+      if (S_ISDIR(st.st_mode)) return Status(Code::kIoError, "rename " + full_from + ": over a file", ENOTDIR);
+      SCONE_RETURN_IF_ERROR(UnlinkLocked(to, replaced->second, keep));
+    }
     if (os::Sys().rename(full_from.c_str(), full_to.c_str()) != 0) {
       return IoError("rename " + full_from, errno);
     }
@@ -1233,6 +1259,10 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
   }
   std::optional<FileEntry> replaced;
   if (auto it = state_.files.find(to); it != state_.files.end()) replaced = it->second;
+  // As for an unlink (see UnlinkLocked): the replaced file's waiting commits go in place first.
+  if (replaced && names_.CountOf(replaced->file_id) == 1 && window_base_.count(replaced->file_id) != 0) {
+    SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
+  }
   JournalRecord record;
   record.kind = JournalRecord::Kind::kRename;
   record.path = from;
@@ -1275,8 +1305,21 @@ Status Volume::Unlink(std::string_view raw_path) {
   WriterSection writer(*this, &keep);
   SCONE_RETURN_IF_ERROR(writer.Begin());
   auto it = state_.files.find(path);
-  if (it == state_.files.end()) return NotFound(dir_ + "/" + path + ": no such protected file");
-  FileEntry entry = it->second;
+  if (it == state_.files.end()) {
+    // Not a protected file (a symbolic link, a FIFO, a socket) or no file: the kernel's unlink,
+    // under the writer lock. Made after it, it removed the data file of a file that another
+    // process created at the name meanwhile, leaving the volume listing a missing file
+    // (hostile finding: open, create, unlink churn of four processes).
+    std::string full = dir_ + "/" + path;
+    if (os::Sys().unlink(full.c_str()) == 0) return Status::Ok();
+    if (errno == ENOENT) return NotFound(full + ": no such file");
+    return IoError("unlink " + full, errno);
+  }
+  return UnlinkLocked(path, it->second, keep);
+}
+
+// REQUIRES: mu_, the writer lock, `path` names `entry` in the state.
+Status Volume::UnlinkLocked(const std::string& path, FileEntry entry, KeepAlive& keep) {
   JournalRecord record;
   record.kind = JournalRecord::Kind::kUnlink;
   record.path = path;
@@ -1290,6 +1333,10 @@ Status Volume::Unlink(std::string_view raw_path) {
     SCONE_RETURN_IF_ERROR(os::MakeDirectories(MetaPath("trash")));
     trash_ready_ = true;
   }
+  // Its commits that wait in the window go in place first: none will once it has no name, and a
+  // process that learns of the unlink from a checkpoint's base state catches up from the disk
+  // to the file's last entry (see recently_unlinked.h).
+  if (last_name && window_base_.count(entry.file_id) != 0) SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
   SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/!lazy));
   std::string full = dir_ + "/" + path;
   auto remove = [&] {

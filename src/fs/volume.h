@@ -35,6 +35,7 @@
 #include "fs/file_names.h"
 #include "fs/journal.h"
 #include "fs/protected_file.h"
+#include "fs/recently_unlinked.h"
 #include "fs/region_rules.h"
 #include "fs/volume_lock.h"
 #include "fs/volume_state.h"
@@ -93,6 +94,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Renames a file or a directory (and every file under it) inside the volume.
   Status Rename(std::string_view from, std::string_view to);
   // Removes one name of a file; its data goes with its last name.
+  // A protected file's name goes with a journal record; any other name (a symbolic link, a
+  // FIFO) by the kernel's unlink, under the writer lock.
   Status Unlink(std::string_view path);
   // Gives the protected file at `from` a second name `to` (a hard link, made natively: both names
   // are one data file, one file id, one entry). Fails with kAlreadyExists if `to` exists, with
@@ -195,6 +198,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Applies what other processes appended to the journal (or a checkpoint they made) to the
   // in-memory state. REQUIRES: mu_ and the writer lock.
   Status CatchUpLocked(KeepAlive* keep);
+  Status UnlinkLocked(const std::string& path, FileEntry entry, KeepAlive& keep);
   void ApplyOthersRecord(JournalRecord record);
   // For lookups: catches up only if the journal or the checkpoint hint moved since we last
   // looked (an fstat and a load from the lock file's mapping, no lock, in the common case).
@@ -308,6 +312,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   const SecretBytes key_;
   SecretBytes state_key_;
   SecretBytes tag_key_;
+  SecretBytes unlinked_key_;
 
   mutable std::mutex mu_;
   std::mutex images_mu_;  // LockImages within the process; taken before mu_
@@ -317,6 +322,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // until the open file takes it (TakeLastEntryLocked) to catch up once.
   std::map<FileId, FileEntry> last_entries_;
   std::optional<FileEntry> TakeLastEntryLocked(const FileId& id);
+  // Every file's last entry when its last name went, the newest kept; beside the base state
+  // for processes that catch up by loading it (see recently_unlinked.h).
+  RecentlyUnlinked recently_unlinked_;
   FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;
   uint64_t journal_seen_ = 0;  // end of the last record folded into state_

@@ -177,6 +177,11 @@ PYEOF
   [[ "$(run "$PY" -B links.py)" == "$MARKER inside" ]] || fail "links"
   [[ ! -e out-link.txt && ! -e vol/in-link.txt && ! -e vol/materialized.txt ]] || fail "a link was made"
   [[ "$(stat -c %i vol/in.txt)" == "$(stat -c %i vol/twice.txt)" ]] || fail "the second name is not a link"
+  # A symbolic link (or FIFO) renamed over a protected file replaces it, as natively; the
+  # volume no longer lists a file the disk lost (verify failed: "replaced by a symbolic link").
+  run /bin/sh -c "echo '$MARKER over' > vol/over.txt && ln -s in.txt vol/sym && mv vol/sym vol/over.txt && cat vol/over.txt" \
+    > over.out || fail "a symbolic link renamed over a protected file: $(cat over.out)"
+  [[ "$(cat over.out)" == "$MARKER inside" && -L vol/over.txt ]] || fail "a symbolic link renamed over a protected file: $(cat over.out)"
   check_volume
   ;;
 

@@ -494,8 +494,7 @@ long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags) {
   // that has it open reads it after the unlink (natively, from the page cache); once no name is
   // left, nothing carries it to them.
   if (auto open = volume->OpenedFile(t.path)) (void)open->Close();
-  Status s = volume->Unlink(t.path);
-  if (s.code() == Code::kNotFound) return kNotMine;  // a link or a file the volume does not know
+  Status s = volume->Unlink(t.path);  // a link or a file the volume does not know as well
   if (s.ok()) t.volume->recent.ForgetUnlinked();
   return s.ok() ? 0 : FailWith(s);
 }
