@@ -166,6 +166,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status HandOverIfJoined();
   std::string LockPath() const { return MetaPath("lock"); }
   static void SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume));
+  // Tests: called while a sync of the window runs without the writer lock (others publish).
+  static void SetSyncGapHookForTesting(std::function<void()> hook);
 
   // Fork support, for the runtime (runtime/process/fork.h): BeforeFork holds the volume's lock
   // across fork; the parent releases it; the child releases it right after the fork (without

@@ -259,5 +259,39 @@ TEST_F(VolumeWindowTest, AReaderOfALogBeingAppendedToNeverFails) {
   writer.join();
 }
 
+// A process syncs the window without the writer lock (kSyncPending, the sync, then the window
+// up to that record in place); another cuts a file short meanwhile, as SQLite cuts its -shm
+// file to 3 bytes. The sync put the earlier commit in place with the later size: the table on
+// disk matched neither, and every process that opened the file afterwards failed ("chunk table
+// does not match") until the next sync (hostile finding).
+TEST_F(VolumeWindowTest, ASyncPutsTheWindowInPlaceAsOfItsRecordNotOfLaterCommits) {
+  auto a = CreateVolume();
+  WriteFile(*a, "shm", std::string(8 * kChunkSize, 'x'));  // durable, in place
+  auto b = JoinWhileOpen(*a);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  auto shm = a->OpenFile("shm", {});
+  ASSERT_TRUE(shm.ok());
+  ASSERT_TRUE((*shm)->Write(0, AsBytes("y")).ok());  // a lazy commit of chunk 0, in the window
+  bool cut = false;
+  Volume::SetSyncGapHookForTesting([&] { cut = (*shm)->Truncate(3).ok(); });
+  Status synced = (*b)->MakeDurable();
+  Volume::SetSyncGapHookForTesting(nullptr);
+  ASSERT_TRUE(synced.ok()) << synced.message();
+  ASSERT_TRUE(cut);
+  auto c = JoinWhileOpen(*a);  // opens the file from the disk
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  auto back = ReadFile(**c, "shm");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, "yxx");
+  shm->reset();
+  ASSERT_TRUE(a->Close().ok());
+  ASSERT_TRUE((*b)->Close().ok());
+  ASSERT_TRUE((*c)->Close().ok());
+  auto again = OpenVolume();
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(*ReadFile(**again, "shm"), "yxx");
+  EXPECT_TRUE((*again)->Verify().empty());
+}
+
 }  // namespace
 }  // namespace scone::fs
