@@ -26,6 +26,7 @@
 namespace scone::runtime {
 
 struct InheritedFd;
+class ProtectedFd;
 namespace sockets {
 class TlsSocketFd;
 }
@@ -72,6 +73,8 @@ class ShieldedFd {
   virtual bool Describe(int fd, InheritedFd* out) = 0;
   // The network shield's connection, or nullptr for a file.
   virtual sockets::TlsSocketFd* AsTlsSocket() { return nullptr; }
+  // The file system shield's protected file descriptor, or nullptr.
+  virtual ProtectedFd* AsProtectedFile() { return nullptr; }
   // A descriptor of the console (runtime/console/console_shield.h), which follows exec its own way.
   virtual bool IsConsole() const { return false; }
   // Sealed stdin (runtime/console/console_input.h), which follows exec with the console.

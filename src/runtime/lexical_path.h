@@ -14,4 +14,17 @@ namespace scone::runtime {
 // with its terminating NUL (callers then take the long way). No allocation, no system call.
 size_t LexicalAbsolute(std::string_view base, std::string_view path, char* out, size_t out_size);
 
+// A descriptor's link in /proc, by name: opening it reopens the file the descriptor has open.
+struct DescriptorLink {
+  int fd = -1;  // -1: not such a link
+  // The process whose descriptor it names; 0: the caller's (self, thread-self, /dev/fd).
+  long pid = 0;
+};
+
+// Which descriptor `absolute` (a LexicalAbsolute form) names: /proc/self/fd/N,
+// /proc/thread-self/fd/N, /proc/PID/fd/N, /proc/PID/task/TID/fd/N (self/task/TID too), /dev/fd/N,
+// /dev/stdin, /dev/stdout, /dev/stderr. By name only: the caller checks where the kernel's open
+// of the path lands. No allocation, no system call.
+DescriptorLink ParseDescriptorLink(std::string_view absolute);
+
 }  // namespace scone::runtime

@@ -34,6 +34,29 @@ TEST(LexicalPathTest, RefusesWhatDoesNotFit) {
   EXPECT_EQ(Lex("/", "/a", 1), "<too long>");
 }
 
+TEST(LexicalPathTest, NamesDescriptorLinks) {
+  auto fd = [](std::string_view p) { return ParseDescriptorLink(p).fd; };
+  EXPECT_EQ(fd("/proc/self/fd/3"), 3);
+  EXPECT_EQ(fd("/proc/thread-self/fd/12"), 12);
+  EXPECT_EQ(fd("/dev/fd/0"), 0);
+  EXPECT_EQ(fd("/dev/stdin"), 0);
+  EXPECT_EQ(fd("/dev/stdout"), 1);
+  EXPECT_EQ(fd("/dev/stderr"), 2);
+  EXPECT_EQ(fd("/proc/self/task/77/fd/5"), 5);
+  DescriptorLink other = ParseDescriptorLink("/proc/4242/task/4243/fd/9");
+  EXPECT_EQ(other.fd, 9);
+  EXPECT_EQ(other.pid, 4242);
+  EXPECT_EQ(ParseDescriptorLink("/proc/4242/fd/9").pid, 4242);
+  EXPECT_EQ(ParseDescriptorLink("/proc/self/fd/9").pid, 0);
+  // Not a descriptor's link: the directory, its entries' entries, other numbers, other files.
+  for (std::string_view p : {"/proc/self/fd", "/proc/self/fd/", "/proc/self/fd/3/x", "/proc/self/fd/03",
+                             "/proc/self/fd/-1", "/proc/self/fd/99999999999", "/proc/self/fdinfo/3",
+                             "/proc/0/fd/3", "/proc/x/fd/3", "/proc/thread-self/task/1/fd/3", "/dev/fd",
+                             "/dev/fd/x", "/dev/stdinx", "/devx/fd/3", "/tmp/proc/self/fd/3", "/proc/self/task/fd/3"}) {
+    EXPECT_EQ(fd(p), -1) << p;
+  }
+}
+
 // The same rules, written the obvious way (components in a vector), as the reference.
 std::string Reference(const std::string& base, const std::string& path) {
   std::vector<std::string> parts;

@@ -1394,6 +1394,88 @@ PYEOF
   check_volume
   ;;
 
+descriptor-links)
+  # An open of a descriptor's link (/proc/self/fd/N, /dev/fd/N, /dev/stdin) reopens the file the
+  # descriptor has open: its own flags, its offset at 0, even once the file has no name. Bash
+  # hands a here-string to `cat /dev/stdin` as an unlinked file in $TMPDIR: with $TMPDIR in the
+  # volume, cat failed with ENOENT (the link's text, "... (deleted)", named no file; hostile
+  # finding). A reopen reads plaintext and writes through the shield.
+  # (200 kB: more than a pipe holds, so bash makes it a file.)
+  here_string='big="'"$MARKER"'$(head -c 200000 /dev/zero | tr "\0" x)"; export TMPDIR=$PWD/vol'
+  [[ "$(run bash -c "$here_string; cat /dev/stdin <<< \"\$big\" | wc -c")" == "$(( ${#MARKER} + 200001 ))" ]] ||
+    fail "a here-string in the volume through /dev/stdin"
+  [[ "$(run bash -c "$here_string; cat /proc/self/fd/0 <<< \"\$big\" | head -c ${#MARKER}")" == "$MARKER" ]] ||
+    fail "a here-string in the volume through /proc/self/fd/0"
+  # Inherited across exec: named, then unlinked (cat reopens the shell's descriptor 3).
+  run bash -c "cd vol; echo '$MARKER named' > h; exec 3<h; cat /dev/fd/3; rm h; cat /proc/self/fd/3 /dev/fd/3; stat -L -c %s /dev/fd/3" > inherited.out 2>&1 || true
+  [[ "$(cat inherited.out)" == "$MARKER named"$'\n'"$MARKER named"$'\n'"$MARKER named"$'\n'"$(( ${#MARKER} + 7 ))" ]] ||
+    fail "reopening an inherited descriptor: $(cat inherited.out)"
+  cat > reopen.py <<PYEOF
+import errno, os, threading
+def links(fd):
+    return ["/proc/self/fd/%d" % fd, "/dev/fd/%d" % fd, "/proc/%d/fd/%d" % (os.getpid(), fd),
+            "/proc/thread-self/fd/%d" % fd, "/proc/self/task/%d/fd/%d" % (threading.get_native_id(), fd)]
+def read_all(path, flags=os.O_RDONLY):
+    fd = os.open(path, flags)
+    try:
+        return os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+for unlinked in (False, True):
+    name = "vol/reopen-%d.txt" % unlinked
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, b"$MARKER one\n")
+    if unlinked:
+        os.unlink(name)
+    for link in links(fd):  # a fresh description: offset 0, plaintext; stat: the plaintext's size
+        assert read_all(link) == b"$MARKER one\n", (unlinked, link)
+        st = os.stat(link)
+        assert (st.st_size, st.st_nlink) == (len(b"$MARKER one\n"), 0 if unlinked else 1), (unlinked, link, st)
+    w = os.open("/proc/self/fd/%d" % fd, os.O_WRONLY | os.O_APPEND)
+    os.write(w, b"$MARKER two\n")
+    assert os.pread(fd, 100, 0) == b"$MARKER one\n$MARKER two\n", unlinked
+    assert os.lseek(w, 0, os.SEEK_CUR) == len(b"$MARKER one\n$MARKER two\n")
+    try:
+        os.read(w, 1)
+        raise AssertionError("a write-only reopen read")
+    except OSError as e:
+        assert e.errno == errno.EBADF, e
+    assert os.fstat(w).st_size == len(b"$MARKER one\n$MARKER two\n"), "fstat of a reopened descriptor"
+    os.close(w)
+    rw = os.open("/dev/fd/%d" % fd, os.O_RDWR)
+    os.write(rw, b"ONE")
+    assert os.pread(fd, 100, 0) == b"ONE" + b"$MARKER one\n$MARKER two\n"[3:], unlinked
+    os.close(rw)
+    try:
+        os.open("/proc/self/fd/%d" % fd, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+        raise AssertionError("O_EXCL on a descriptor's link")
+    except OSError as e:
+        assert e.errno == errno.EEXIST, e
+    t = os.open("/proc/self/fd/%d" % fd, os.O_WRONLY | os.O_TRUNC)
+    assert os.fstat(fd).st_size == 0, "O_TRUNC through a descriptor's link"
+    os.write(t, b"$MARKER three\n")
+    os.close(t)
+    os.truncate("/proc/self/fd/%d" % fd, len(b"$MARKER three"))
+    assert os.pread(fd, 100, 0) == b"$MARKER three", unlinked
+    if not unlinked:
+        os.fsync(fd)
+    os.close(fd)
+# Descriptors outside the volume: the kernel's, as ever.
+r, w = os.pipe()
+os.write(w, b"piped")
+os.close(w)
+assert read_all("/proc/self/fd/%d" % r) == b"piped"
+plain = os.open("outside.txt", os.O_RDWR | os.O_CREAT, 0o600)
+os.write(plain, b"plain")
+assert read_all("/dev/fd/%d" % plain) == b"plain"
+print("ok")
+PYEOF
+  [[ "$(run "$PY" -B reopen.py 2>&1)" == "ok" ]] || fail "reopening through descriptor links: $(run "$PY" -B reopen.py 2>&1)"
+  [[ "$(run cat vol/reopen-0.txt)" == "$MARKER three" ]] || fail "what the reopened descriptors wrote"
+  [[ "$(cat outside.txt)" == "plain" ]] || fail "a file outside the volume"
+  check_volume
+  ;;
+
 *)
   fail "unknown case $case_name"
   ;;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
 
 #include "fs/volume_path.h"
@@ -17,6 +18,7 @@
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/files/protected_fd.h"
+#include "runtime/lexical_path.h"
 #include "runtime/process/signal_calls.h"
 #include "runtime/runtime.h"
 
@@ -194,6 +196,54 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
   return fd;
 }
 
+// An open of a descriptor's link (/proc/self/fd/N, /dev/fd/N, /dev/stdin...) reopens the file the
+// descriptor has open, even where no name leads to it any more: bash writes a here-document to a
+// temporary file, opens it, unlinks it, and `cat /dev/stdin` reopens it. Where N is a protected
+// descriptor, the new one shares its protected file, with its own flags and offset (resolving
+// the link's text found a "(deleted)" name: ENOENT). The kernel opens the path itself, so that
+// its answer (permissions, a link that is no link here) is the native one; the result is the
+// shield's only where that lands on the file's data file.
+// `absolute`: the path's lexical form. nullopt: not such an open, the caller goes on; kNotMine:
+// the kernel's (a descriptor on no volume's file system, without the long way).
+std::optional<long> OpenDescriptorLink(Runtime& rt, int dirfd, const char* path, const char* absolute, int flags,
+                                       bool for_runtime) {
+  // O_PATH, O_DIRECTORY and O_TMPFILE opens, and O_NOFOLLOW (ELOOP on the link): as before.
+  if (flags & (O_PATH | O_DIRECTORY | O_NOFOLLOW)) return std::nullopt;
+  const DescriptorLink link = ParseDescriptorLink(absolute);
+  if (link.fd < 0 || rt.fds().IsOwn(link.fd)) return std::nullopt;
+  if (link.pid != 0 && link.pid != RawSyscall(SYS_getpid)) return std::nullopt;
+  if (!rt.fds().Has(link.fd)) {
+    struct stat st;
+    const bool elsewhere = RawSyscall(SYS_fstat, link.fd, Arg(&st)) != 0 || !rt.OnVolumeDevice(st.st_dev);
+    return elsewhere ? std::optional<long>(kNotMine) : std::nullopt;
+  }
+  RuntimeSection section;
+  std::shared_ptr<ShieldedFd> shielded = rt.fds().Get(link.fd);
+  ProtectedFd* original = shielded != nullptr ? shielded->AsProtectedFile() : nullptr;
+  if (original == nullptr) return std::nullopt;  // the console's, a connection: their own ways
+  if ((flags & O_CREAT) && (flags & O_EXCL)) return -EEXIST;
+  const int open_flags = (for_runtime ? O_PATH : flags & O_ACCMODE) | (flags & O_CLOEXEC);
+  long fd = RawSyscall(SYS_openat, dirfd, Arg(path), open_flags, 0);
+  if (fd < 0) return fd;
+  if (!original->IsDataFile(static_cast<int>(fd))) {
+    RawSyscall(SYS_close, fd);
+    return std::nullopt;
+  }
+  if (fd >= FdTable::kMaxFds) {
+    RawSyscall(SYS_close, fd);
+    return -EMFILE;
+  }
+  std::shared_ptr<ProtectedFd> reopened;
+  const bool truncate = (flags & O_TRUNC) && Writable(flags);
+  if (long r = original->Reopen(flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC), truncate, &reopened);
+      r < 0) {
+    RawSyscall(SYS_close, fd);
+    return r;
+  }
+  rt.fds().Set(static_cast<int>(fd), std::move(reopened));
+  return fd;
+}
+
 // Whether a path the kernel found on `st`'s device, lexically outside every volume, is outside
 // them for certain: on a file system no volume is on, or reached without a symbolic link.
 bool CertainlyOutside(const Runtime& rt, int dirfd, const char* path, int at_flags, const struct stat& st) {
@@ -221,12 +271,36 @@ bool NameCertainlyOutside(Runtime& rt, int dirfd, const char* path) {
   return true;
 }
 
+// The protected descriptor whose link (/proc/self/fd/N, /dev/stdin...) `link` is, if the
+// kernel's stat `st` of the path found its file; else nullptr. REQUIRES: a RuntimeSection.
+std::shared_ptr<ShieldedFd> LinkedProtectedFd(Runtime& rt, const DescriptorLink& link, const struct stat& st) {
+  if (link.pid != 0 && link.pid != RawSyscall(SYS_getpid)) return nullptr;
+  struct stat own;
+  if (RawSyscall(SYS_fstat, link.fd, Arg(&own)) != 0 || own.st_dev != st.st_dev || own.st_ino != st.st_ino) {
+    return nullptr;
+  }
+  std::shared_ptr<ShieldedFd> d = rt.fds().Get(link.fd);
+  return d != nullptr && d->AsProtectedFile() != nullptr ? d : nullptr;
+}
+
 // stat of a path the kernel answered: the plaintext size of protected files.
 long PatchPathStat(Runtime& rt, int dirfd, const char* path, int at_flags, struct stat* st) {
   // Not on a file system any volume lies on: not a protected file, whatever the path.
   if (!rt.OnVolumeDevice(st->st_dev)) return 0;
   LexicalPath lexical;
   const bool judged = rt.LexicalLookup(dirfd, path, &lexical);
+  if (judged && lexical.volume == nullptr && !(at_flags & AT_SYMLINK_NOFOLLOW)) {
+    // A descriptor's link: the descriptor's file, which may have no name left (its link's text
+    // then names the volume's trash, which the program does not see: ENOENT before).
+    const DescriptorLink link = ParseDescriptorLink(lexical.absolute);
+    if (link.fd >= 0 && rt.fds().Has(link.fd)) {
+      RuntimeSection section;
+      if (auto d = LinkedProtectedFd(rt, link, *st)) {
+        d->PatchStat(st);
+        return 0;
+      }
+    }
+  }
   if (judged && lexical.volume == nullptr &&
       ((lexical.one_name && (at_flags & AT_SYMLINK_NOFOLLOW)) || CertainlyOutside(rt, dirfd, path, at_flags, *st))) {
     return 0;
@@ -302,6 +376,7 @@ long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode, bo
       long fd = OpenWithoutLinks(dirfd, path, flags, mode);
       if (fd >= 0 && (flags & O_DIRECTORY)) rt.dirs().Set(static_cast<int>(fd), lexical.absolute, std::strlen(lexical.absolute));
       if (!LinkOnTheWay(fd)) return fd;
+      if (auto reopened = OpenDescriptorLink(rt, dirfd, path, lexical.absolute, flags, for_runtime)) return *reopened;
     }
   }
   RuntimeSection section;
@@ -400,10 +475,13 @@ long Statx(Runtime& rt, int dirfd, const char* path, int at_flags, unsigned mask
     struct stat st = {};
     st.st_mode = S_IFREG;
     st.st_dev = makedev(stx->stx_dev_major, stx->stx_dev_minor);
+    st.st_ino = static_cast<ino_t>(stx->stx_ino);
+    st.st_nlink = stx->stx_nlink;
     st.st_size = static_cast<off_t>(stx->stx_size);
     long p = PatchPathStat(rt, dirfd, path, at_flags, &st);
     if (p != 0) return p;
     size = static_cast<uint64_t>(st.st_size);
+    stx->stx_nlink = static_cast<uint32_t>(st.st_nlink);
   }
   stx->stx_size = size;
   return 0;

@@ -379,6 +379,19 @@ bool ProtectedFd::Describe(int fd, InheritedFd* out) {
   return true;
 }
 
+long ProtectedFd::Reopen(int flags, bool truncate, std::shared_ptr<ProtectedFd>* out) {
+  auto d = std::make_shared<ProtectedFd>(file_, volume_, path_, flags);
+  d->refused_writes_ = refused_writes_;
+  if (truncate) {
+    if (long r = d->Truncate(0); r < 0) {
+      (void)d->LastClose();  // lets go of the image the truncation may have taken up
+      return r;
+    }
+  }
+  *out = std::move(d);
+  return 0;
+}
+
 void PathOnlyFd::PatchStat(struct stat* st) {
   if (S_ISREG(st->st_mode)) st->st_size = static_cast<off_t>(PlaintextSize());
 }

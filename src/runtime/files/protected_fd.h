@@ -49,6 +49,16 @@ class ProtectedFd final : public ShieldedFd {
   long LastClose() override;
   void ForgetParentWrites() override { written_ = false; }
   bool Describe(int fd, InheritedFd* out) override;
+  ProtectedFd* AsProtectedFile() override { return this; }
+
+  // Whether the kernel's descriptor `fd` is open on this file's data file (an open of a link to
+  // this descriptor, /proc/self/fd/N, landed there).
+  bool IsDataFile(int fd) const { return file_->IsDataFile(fd); }
+  // A new open file description of the same protected file, as the kernel makes for an open of
+  // /proc/self/fd/N: `flags` its own, its offset at 0; `truncate` empties the file through the
+  // shield. A refusal of writes (an unlinked file inherited across exec) holds for it too.
+  // 0 and `*out`, or -errno.
+  long Reopen(int flags, bool truncate, std::shared_ptr<ProtectedFd>* out);
 
   // The file was truncated by the open itself (O_TRUNC): it has changes to commit.
   void MarkWritten() { written_ = true; }
