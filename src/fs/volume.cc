@@ -352,8 +352,34 @@ Result<std::shared_ptr<Volume>> Volume::Create(const std::string& dir, const Sec
                                                     v->state_.volume_id));
   SCONE_RETURN_IF_ERROR(v->WriteBase(/*clean=*/false));
   if (alone) SCONE_RETURN_IF_ERROR(v->lock_->Share());
+  // Made by root in a directory another user owns (`chown postgres /data`, then the volume):
+  // that user's programs open it.
+  struct stat root;
+  if (geteuid() == 0 && stat(dir.c_str(), &root) == 0 && (root.st_uid != 0 || root.st_gid != 0)) {
+    SCONE_RETURN_IF_ERROR(ChownMetadata(dir, root.st_uid, root.st_gid));
+  }
   v->closed_ = false;
   return v;
+}
+
+void Volume::GiveToMetadataOwner(const std::string& path) const {
+  if (geteuid() != 0) return;  // made by its owner, or by a user that can access it
+  struct stat meta;
+  if (stat(MetaPath("").c_str(), &meta) == 0 && (meta.st_uid != 0 || meta.st_gid != 0)) {
+    (void)lchown(path.c_str(), meta.st_uid, meta.st_gid);
+  }
+}
+
+Status Volume::ChownMetadata(const std::string& dir, uid_t uid, gid_t gid) {
+  const std::string meta = WithoutTrailingSlashes(dir) + "/" + kMetaDirName;
+  if (lchown(meta.c_str(), uid, gid) != 0) return IoError("chown " + meta, errno);
+  std::error_code ec;
+  for (std::filesystem::recursive_directory_iterator it(meta, ec), end; !ec && it != end; it.increment(ec)) {
+    // Files that go meanwhile (a trash entry, a state file replaced) are no longer to change.
+    if (lchown(it->path().c_str(), uid, gid) != 0 && errno != ENOENT) return IoError("chown " + it->path().string(), errno);
+  }
+  if (ec) return IoError("list " + meta, ec.value());
+  return Status::Ok();
 }
 
 Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const SecretBytes& key,
@@ -853,7 +879,9 @@ Status Volume::Checkpoint(bool clean) {
   // Before the base: whoever loads this base finds the list of its sequence. Not durable, and
   // best effort: a list of another sequence reads as empty (see recently_unlinked.h).
   if (!recently_unlinked_.empty()) {
-    (void)recently_unlinked_.Write(MetaPath("unlinked"), unlinked_key_, state_.volume_id, applied_seq_);
+    if (recently_unlinked_.Write(MetaPath("unlinked"), unlinked_key_, state_.volume_id, applied_seq_).ok()) {
+      GiveToMetadataOwner(MetaPath("unlinked"));
+    }
   }
   SCONE_RETURN_IF_ERROR(WriteBase(clean));
   // The hint first: a checkpointer that dies before the reset leaves records the others skip
@@ -1206,6 +1234,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
         return made.status();
       }
       file = std::move(made).value();
+      if (region == Region::kAuthenticated) GiveToMetadataOwner(ProtectedFile::SideFilePath(dir_, id));
       ApplyToState(record);
       touched_.insert(id);
       open_files_[id] = file;
@@ -1341,6 +1370,7 @@ Status Volume::UnlinkLocked(const std::string& path, FileEntry entry, KeepAlive&
   const bool to_trash = lazy && last_name;
   if (to_trash && !trash_ready_) {
     SCONE_RETURN_IF_ERROR(os::MakeDirectories(MetaPath("trash")));
+    GiveToMetadataOwner(MetaPath("trash"));
     trash_ready_ = true;
   }
   // Its commits that wait in the window go in place first: none will once it has no name, and a

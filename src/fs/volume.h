@@ -165,6 +165,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // a process takes the volume alone (at open, and waking from rest).
   Status HandOverIfJoined();
   std::string LockPath() const { return MetaPath("lock"); }
+  // The owner of a volume's directory owns its metadata: a program that gives the volume's root
+  // to another user (`chown -R postgres /data`) gives the metadata too, so that the program it
+  // then runs as that user (`setpriv`, `su`, `runuser`) opens the volume. -1: unchanged.
+  static Status ChownMetadata(const std::string& dir, uid_t uid, gid_t gid);
   static void SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume));
   // Tests: called while a sync of the window runs without the writer lock (others publish).
   static void SetSyncGapHookForTesting(std::function<void()> hook);
@@ -201,6 +205,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // in-memory state. REQUIRES: mu_ and the writer lock.
   Status CatchUpLocked(KeepAlive* keep);
   Status UnlinkLocked(const std::string& path, FileEntry entry, KeepAlive& keep);
+  // A metadata file root made gets the owner of the metadata (see ChownMetadata).
+  void GiveToMetadataOwner(const std::string& path) const;
   void ApplyOthersRecord(JournalRecord record);
   // For lookups: catches up only if the journal or the checkpoint hint moved since we last
   // looked (an fstat and a load from the lock file's mapping, no lock, in the common case).

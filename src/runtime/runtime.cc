@@ -383,7 +383,18 @@ fs::Volume* MountedVolume::Get() {
     auto opened = fs::Volume::Open(root, key);
     if (!opened.ok()) {
       failed_ = true;
-      Log(opened.status().message());
+      const int err = opened.status().sys_errno();
+      if (err == EACCES || err == EPERM) {
+        unavailable_errno_ = EACCES;
+        struct stat meta;
+        const std::string dir = root + "/" + fs::kMetaDirName;
+        Log("volume " + root + ": this process (user " + std::to_string(geteuid()) + ") may not open its metadata " +
+            dir + (stat(root.c_str(), &meta) == 0 ? " (the volume's directory belongs to user " + std::to_string(meta.st_uid) + ")" : "") +
+            ": its files are refused with EACCES. The owner of the volume's directory owns it: give the directory to the "
+            "user the program runs as (chown, under the runtime or `scone volume create` in a directory that user owns)");
+      } else {
+        Log(opened.status().message());
+      }
       return nullptr;
     }
     volume_ = std::move(opened).value();
@@ -752,6 +763,13 @@ bool Runtime::IsVolumeRootDirectory(dev_t dev, ino_t ino) const {
     if (v->device == dev && v->inode == ino) return true;
   }
   return false;
+}
+
+MountedVolume* Runtime::VolumeWithRoot(dev_t device, ino_t inode) {
+  for (const auto& v : volumes_) {
+    if (v->device == device && v->inode == inode) return v.get();
+  }
+  return nullptr;
 }
 
 bool Runtime::HoldsVolume(dev_t dev, ino_t ino) const {

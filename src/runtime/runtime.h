@@ -39,8 +39,11 @@ struct MountedVolume {
   std::string cas_name;  // the session's name for it, when CAS granted it
 
   // The volume, opened on first use; nullptr (logged once) if it cannot be opened, then every
-  // call that touches it fails with EIO. REQUIRES: a RuntimeSection.
+  // call that touches it fails with UnavailableErrno(). REQUIRES: a RuntimeSection.
   fs::Volume* Get();
+  // EACCES where this process may not open the volume's metadata (it runs as a user that does
+  // not own the volume's directory, as natively it could not open its files), else EIO.
+  int UnavailableErrno() const { return unavailable_errno_; }
   // The volume if this process has opened it, else nullptr; never opens it.
   fs::Volume* IfOpen() const { return opened_.load(std::memory_order_acquire); }
   // Opened by the caller (at start-up, to check its state before the program runs).
@@ -60,6 +63,7 @@ struct MountedVolume {
   std::shared_ptr<fs::Volume> volume_;
   std::atomic<fs::Volume*> opened_{nullptr};
   bool failed_ = false;
+  int unavailable_errno_ = EIO;
 };
 
 // Where a program's path lands.
@@ -70,9 +74,11 @@ struct Target {
   bool metadata = false;            // inside the volume's own .scone directory
   fs::Region region = fs::Region::kNotProtected;
   bool known_file = false;          // a protected file the volume holds
-  bool unavailable = false;         // in a volume that cannot be opened: calls fail with EIO
+  bool unavailable = false;         // in a volume that cannot be opened: calls fail (Errno)
 
   bool Protected() const { return volume != nullptr && (unavailable || region != fs::Region::kNotProtected); }
+  // What a call fails with where the volume is unavailable.
+  int UnavailableErrno() const { return volume != nullptr ? volume->UnavailableErrno() : EIO; }
 };
 
 // A path as the program wrote it, made absolute and normal without the kernel, and the volume
@@ -135,6 +141,7 @@ class Runtime {
   }
   VolumeReporter* reporter() { return reporter_.get(); }
   MountedVolume* VolumeByRoot(const std::string& root);
+  MountedVolume* VolumeWithRoot(dev_t device, ino_t inode);
 
   // The network shield, or nullptr when no variable turned it on.
   sockets::NetworkShield* network() { return network_.get(); }

@@ -239,6 +239,35 @@ PYEOF
   [[ "$(run "$PY" workers.py 2>/dev/null)" == "0 600" ]] || fail "workers of another user: $(run "$PY" workers.py 2>&1 | tail -3)"
   check_volume
   ;;
+program-of-another-user)
+  # A container's entrypoint runs as root, gives the data directory to the service's user and
+  # runs the service as that user (`chown -R postgres "$PGDATA"; exec setpriv ... postgres`).
+  # Under the runtime the service, started as that user, could not open the volume's metadata
+  # (root's, mode 0700): EIO on every file and a line about a stat of .scone/volume (hostile
+  # finding). Now: as natively, EACCES while the volume's directory is root's, with a scone:
+  # line saying who owns it; after the chown under the runtime, the metadata follows and the
+  # service reads, writes, renames and unlinks; and a volume created in a directory that user
+  # owns is that user's from the start.
+  chmod 755 "$work"
+  as_nobody() { run setpriv --reuid=65534 --regid=65534 --clear-groups "$@"; }
+  run /bin/sh -c "echo '$MARKER root' > vol/f"
+  as_nobody /bin/cat vol/f > before.out 2> before.err && fail "read as another user before the chown: $(cat before.out)"
+  grep -q "Permission denied" before.err || fail "not EACCES before the chown: $(cat before.err)"
+  grep -q "scone: volume .*user 65534.*belongs to user 0" before.err || fail "no scone: line naming the owner: $(cat before.err)"
+  run chown -R 65534:65534 vol
+  [[ "$(stat -c %u "vol/.scone" "vol/.scone/journal" "vol/.scone/volume" | sort -u)" == "65534" ]] || fail "the metadata kept its owner"
+  as_nobody /bin/sh -c "cat vol/f && echo '$MARKER nobody' > vol/g && mv vol/g vol/h && rm vol/f && cat vol/h" > after.out 2>&1 \
+    || fail "as the owner after the chown: $(cat after.out)"
+  [[ "$(cat after.out)" == "$MARKER root"$'\n'"$MARKER nobody" ]] || fail "as the owner after the chown: $(cat after.out)"
+  [[ "$(run /bin/cat vol/h)" == "$MARKER nobody" ]] || fail "root reads what the owner wrote"
+  check_volume
+  mkdir -p mine/vol && chown 65534:65534 mine/vol
+  "$scone" volume create mine/vol --key-file mine.key > /dev/null 2>&1 || fail "volume create in a directory another user owns"
+  "$scone" run --volume "$work/mine/vol:$work/mine.key" -- setpriv --reuid=65534 --regid=65534 --clear-groups \
+    /bin/sh -c "echo '$MARKER mine' > mine/vol/x && cat mine/vol/x" > mine.out 2>&1 || fail "a volume made in the user's directory: $(cat mine.out)"
+  [[ "$(cat mine.out)" == "$MARKER mine" ]] || fail "a volume made in the user's directory: $(cat mine.out)"
+  ! grep -rq "$MARKER" mine/vol || fail "plaintext marker on disk in the user's volume"
+  ;;
 syncs-while-shared)
   # Two programs started apart take turns under a lock: each overwrites a counter and appends a
   # record to a log, and every third turn one of them fsyncs the log (which makes every record

@@ -534,6 +534,22 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       return Served(f, files::LinkAt(rt, AT_FDCWD, Str(a[0]), AT_FDCWD, Str(a[1]), 0));
     case SYS_linkat:
       return Served(f, files::LinkAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]), Str(a[3]), Fd(a[4])));
+    case SYS_chown:
+    case SYS_lchown:
+    case SYS_fchown:
+    case SYS_fchownat: {
+      const long r = Raw(f);
+      if (r != 0) return Done(r);
+      if (f.nr == SYS_fchown) {
+        files::AfterChown(rt, Fd(a[0]), nullptr, static_cast<uid_t>(a[1]), static_cast<gid_t>(a[2]), 0);
+      } else if (f.nr == SYS_fchownat) {
+        files::AfterChown(rt, Fd(a[0]), Str(a[1]), static_cast<uid_t>(a[2]), static_cast<gid_t>(a[3]), Fd(a[4]));
+      } else {
+        files::AfterChown(rt, AT_FDCWD, Str(a[0]), static_cast<uid_t>(a[1]), static_cast<gid_t>(a[2]),
+                          f.nr == SYS_lchown ? AT_SYMLINK_NOFOLLOW : 0);
+      }
+      return Done(0);
+    }
     case SYS_utimensat:
       return Done(files::SetTimes(rt, Fd(a[0]), Str(a[1]), Ptr<const struct timespec>(a[2]), Fd(a[3])));
     case SYS_execve:

@@ -309,7 +309,7 @@ long PatchPathStat(Runtime& rt, int dirfd, const char* path, int at_flags, struc
   Target t = rt.Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW), judged ? &lexical : nullptr);
   if (t.volume == nullptr) return 0;
   if (t.metadata) return -ENOENT;
-  if (t.unavailable) return -EIO;
+  if (t.unavailable) return -t.UnavailableErrno();
   if (t.region == fs::Region::kNotProtected || !S_ISREG(st->st_mode)) return 0;
   auto size = t.volume->Get()->FileSize(t.path);
   if (!size.ok()) return 0;  // not a protected file the volume knows: reported when opened
@@ -393,7 +393,7 @@ long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode, bo
     if (volume == nullptr) return -EIO;
     return volume->RegionOf(inside) == fs::Region::kNotProtected ? kNotMine : -EOPNOTSUPP;
   }
-  if (t.unavailable) return -EIO;
+  if (t.unavailable) return -t.UnavailableErrno();
   if (t.volume == nullptr || t.region == fs::Region::kNotProtected || t.path.empty()) {
     return (flags & O_DIRECTORY) && !t.absolute.empty() ? OpenDirectory(rt, dirfd, path, flags, mode, t.absolute)
                                                         : kNotMine;
@@ -534,7 +534,7 @@ long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, cons
   Target to = rt.Locate(newdirfd, newpath, false);
   if (from.volume == nullptr && to.volume == nullptr) return kNotMine;
   if (from.metadata || to.metadata) return -EACCES;
-  if (from.unavailable || to.unavailable) return -EIO;
+  if (from.unavailable || to.unavailable) return -(from.unavailable ? from : to).UnavailableErrno();
   if (from.volume != to.volume) {
     // As between file systems: programs copy instead.
     return from.Protected() || to.Protected() ? -EXDEV : kNotMine;
@@ -558,13 +558,27 @@ void AfterRename(Runtime& rt, int newdirfd, const char* newpath) {
   rt.WorkingDirectoryChanged();
 }
 
+void AfterChown(Runtime& rt, int dirfd, const char* path, uid_t uid, gid_t gid, int at_flags) {
+  if (!rt.HasVolumes()) return;
+  struct stat st;
+  const long r = path == nullptr || (path[0] == '\0' && (at_flags & AT_EMPTY_PATH))
+                     ? RawSyscall(SYS_fstat, dirfd, Arg(&st))
+                     : RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(&st), at_flags & AT_SYMLINK_NOFOLLOW);
+  if (r != 0 || !S_ISDIR(st.st_mode)) return;
+  RuntimeSection section;
+  MountedVolume* mounted = rt.VolumeWithRoot(st.st_dev, st.st_ino);
+  if (mounted == nullptr) return;
+  Status s = fs::Volume::ChownMetadata(mounted->root, uid, gid);
+  if (!s.ok()) Log("volume " + mounted->root + ": its metadata keeps its owner: " + s.message());
+}
+
 long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags) {
   if (path == nullptr || (flags & AT_REMOVEDIR) || NameCertainlyOutside(rt, dirfd, path)) return kNotMine;
   RuntimeSection section;
   Target t = rt.Locate(dirfd, path, false);
   if (t.volume == nullptr) return kNotMine;
   if (t.metadata) return -ENOENT;
-  if (t.unavailable) return -EIO;
+  if (t.unavailable) return -t.UnavailableErrno();
   if (t.region == fs::Region::kNotProtected) return kNotMine;
   fs::Volume* volume = t.volume->Get();
   if (volume == nullptr) return -EIO;
@@ -593,7 +607,7 @@ long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const 
   // Into or out of a volume, or between its regions, the name would serve the file in another
   // format (ciphertext as plaintext, or unprotected): as between file systems, programs copy.
   if (from.volume != to.volume || from.region != to.region) return -EXDEV;
-  if (from.unavailable || to.unavailable) return -EIO;
+  if (from.unavailable || to.unavailable) return -(from.unavailable ? from : to).UnavailableErrno();
   if (from.path.empty()) return -EPERM;  // the volume's root: a directory
   if (to.path.empty()) return -EEXIST;
   Status s = from.volume->Get()->Link(from.path, to.path);
