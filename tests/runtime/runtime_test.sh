@@ -153,6 +153,22 @@ os.close(out)
 os.dup2(fd, 50)
 assert os.pread(50, 4, 0) == b"xxxx"
 os.close(50)
+# Punched and zeroed ranges read as zeros, as natively (they were EOPNOTSUPP); collapse and
+# insert stay unsupported, as on file systems without them.
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
+os.pwrite(fd, b"$MARKER" + b"y" * 6000, 0)
+assert libc.fallocate(fd, 0x02 | 0x01, 10, 20) == 0, ctypes.get_errno()       # punch, keep size
+assert libc.fallocate(fd, 0x10 | 0x01, 5990, 100) == 0, ctypes.get_errno()    # zero, keep size
+assert os.fstat(fd).st_size == len(b"$MARKER") + 6000
+assert libc.fallocate(fd, 0x10, 8000, 4) == 0, ctypes.get_errno()             # zero, grows
+assert os.fstat(fd).st_size == 8004
+data = os.pread(fd, 8004, 0)
+assert data[:10] == b"$MARKER"[:10] and data[10:30] == b"\0" * 20 and data[30:40] != b"\0" * 10, data[:40]
+assert data[5990:6090] == b"\0" * 100 and data[8000:] == b"\0" * 4
+assert libc.fallocate(fd, 0x02, 0, 10) == -1 and ctypes.get_errno() == errno.EINVAL   # punch without keep size
+assert libc.fallocate(fd, 0x08, 0, 4096) == -1 and ctypes.get_errno() == errno.EOPNOTSUPP  # collapse
 os.close(fd)
 assert open("vol/sent.bin", "rb").read() == b"x" * 100 + b"\0" * 4900
 for name in ("t.bin", "sent.bin"):

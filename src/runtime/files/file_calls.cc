@@ -542,7 +542,12 @@ long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, cons
   if (flags & RENAME_EXCHANGE) return -EINVAL;
   struct stat st;
   if ((flags & RENAME_NOREPLACE) && RawLstat(to.absolute.c_str(), &st) == 0) return -EEXIST;
-  Status s = from.volume->Get()->Rename(from.path, to.path);
+  fs::Volume* volume = from.volume->Get();
+  if (volume == nullptr) return -from.UnavailableErrno();
+  // A file the rename replaces loses its last name: what this process still buffers of it is
+  // published first, as before an unlink (see UnlinkAt).
+  if (auto replaced = volume->OpenedFile(to.path)) (void)replaced->Close();
+  Status s = volume->Rename(from.path, to.path);
   if (s.ok()) from.volume->recent.ForgetUnlinked();  // a file it replaced
   return s.ok() ? 0 : FailWith(s);
 }

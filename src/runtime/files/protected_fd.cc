@@ -274,17 +274,40 @@ long ProtectedFd::Truncate(int64_t length) {
 }
 
 long ProtectedFd::Allocate(int mode, int64_t offset, int64_t length) {
-  if ((mode & ~FALLOC_FL_KEEP_SIZE) != 0) return -EOPNOTSUPP;
+  constexpr int kZeroing = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
+  // Collapse, insert, unshare: as on file systems without them.
+  if ((mode & ~(FALLOC_FL_KEEP_SIZE | kZeroing)) != 0) return -EOPNOTSUPP;
+  // As the kernel: a hole is punched within the size, and a range is punched or zeroed.
+  if ((mode & FALLOC_FL_PUNCH_HOLE) && (!(mode & FALLOC_FL_KEEP_SIZE) || (mode & FALLOC_FL_ZERO_RANGE))) {
+    return -EINVAL;
+  }
   if (offset < 0 || length <= 0) return -EINVAL;
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
   int64_t end;
   if (__builtin_add_overflow(offset, length, &end)) return -EFBIG;
+  if (mode & kZeroing) {
+    return WriteZeros(static_cast<uint64_t>(offset), static_cast<uint64_t>(end), mode & FALLOC_FL_KEEP_SIZE);
+  }
   // Space for the ciphertext is reserved as the program asked for the plaintext, so that its
   // later writes do not fail for lack of space (and do not pay for allocation as they go).
   Status reserved = file_->Reserve(static_cast<uint64_t>(end));
   if (!reserved.ok()) return FailWith(reserved);
   if ((mode & FALLOC_FL_KEEP_SIZE) || static_cast<uint64_t>(end) <= PlaintextSizeNow(ImageOrNone().get())) return 0;
   return Truncate(end);
+}
+
+// A punched or zeroed range reads as zeros, as the kernel's: written as zeros through the
+// shield, so its chunks are sealed anew (the ciphertext keeps its space: no chunk of the table
+// becomes a hole). It was EOPNOTSUPP (`fallocate --punch-hole`, `--zero-range`).
+long ProtectedFd::WriteZeros(uint64_t offset, uint64_t end, bool keep_size) {
+  static const uint8_t kZeros[64 << 10] = {};
+  const uint64_t stop = keep_size ? std::min<uint64_t>(end, PlaintextSizeNow(ImageOrNone().get())) : end;
+  for (uint64_t at = offset; at < stop;) {
+    const long n = WriteLocked(kZeros, static_cast<size_t>(std::min<uint64_t>(sizeof(kZeros), stop - at)), at);
+    if (n <= 0) return n < 0 ? n : -EIO;
+    at += static_cast<uint64_t>(n);
+  }
+  return 0;
 }
 
 long ProtectedFd::Sync() {

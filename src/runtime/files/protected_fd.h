@@ -70,6 +70,7 @@ class ProtectedFd final : public ShieldedFd {
   long ReadLocked(void* buf, size_t count, uint64_t offset);
   // With `appended_at`: an O_APPEND write (offset ignored); says where it landed.
   // With `position`: at a position other processes share (offset ignored).
+  long WriteZeros(uint64_t offset, uint64_t end, bool keep_size);
   long WriteLocked(const void* buf, size_t count, uint64_t offset, uint64_t* appended_at = nullptr,
                    const fs::SharedPosition* position = nullptr);
   // The image this descriptor reads and writes through while any process maps the file shared
