@@ -820,6 +820,7 @@ Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {
   }
   changed_ = true;
   times_kept_ = false;  // a write moves the mtime
+  clock_gettime(CLOCK_REALTIME_COARSE, &changed_at_);  // the kernel's clock for file times
   uint64_t chunk = offset / kChunkSize;
   while (chunk * kChunkSize < end) {
     uint64_t chunk_start = chunk * kChunkSize;
@@ -902,6 +903,7 @@ Status ProtectedFile::TruncateLocked(uint64_t new_size) {
   if (new_size > size_) SCONE_RETURN_IF_ERROR(EnsureRoomFor(new_size));
   changed_ = true;
   times_kept_ = false;
+  clock_gettime(CLOCK_REALTIME_COARSE, &changed_at_);
   uint64_t chunks = ChunkCount(new_size);
   if (new_size < size_) {
     DropCached(cache_.lower_bound(chunks), cache_.end());
@@ -1046,6 +1048,7 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
   committed_root_ = record.entry.root;
   committed_size_ = record.entry.size;
   changed_ = false;
+  changed_at_ = {};  // the commit wrote the data file: its times say it
   if (times_kept_) {
     // The commit wrote the data file: the times the program set since its last write go back.
     times_kept_ = false;
@@ -1063,7 +1066,14 @@ Status ProtectedFile::KeepTimes(bool atime, bool mtime) {
   if (atime) kept_times_[0] = times[0];
   if (mtime) kept_times_[1] = times[1];
   times_kept_ = atime || mtime || times_kept_;
+  if (mtime) changed_at_ = {};  // set after the writes: the data file shows it
   return Status::Ok();
+}
+
+std::optional<struct timespec> ProtectedFile::UnwrittenChangeTime() const {
+  std::shared_lock lock(mu_);
+  if (changed_at_.tv_sec == 0) return std::nullopt;
+  return changed_at_;
 }
 
 Status ProtectedFile::CatchUpLocked(const FileEntry& current) {

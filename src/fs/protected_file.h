@@ -25,6 +25,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <span>
@@ -122,6 +123,9 @@ class ProtectedFile {
   // over the next commit, which writes the data file (and so would move its mtime back to now),
   // unless a write or a truncation comes first and moves the mtime, as on any file.
   Status KeepTimes(bool atime, bool mtime);
+  // When this process last changed the file where the data file does not show it yet (writes
+  // it buffers: the kernel moves the mtime only when they reach the disk); nullopt otherwise.
+  std::optional<struct timespec> UnwrittenChangeTime() const;
   // Catches up with what another process committed to this file since this object last loaded
   // or committed it (a shell and the programs it starts write one file in turn), keeping this
   // object's own uncommitted changes on top. Costs two reads of the volume's metadata when
@@ -281,6 +285,7 @@ class ProtectedFile {
   // Times the program set while changes were pending; UTIME_OMIT where it set none.
   std::array<struct timespec, 2> kept_times_{{{0, UTIME_OMIT}, {0, UTIME_OMIT}}};
   bool times_kept_ = false;
+  struct timespec changed_at_ {};  // see UnwrittenChangeTime; tv_sec 0: none
   std::atomic<bool> unlinked_{false};
   std::atomic<bool> in_memory_only_{false};  // unlinked by another process: never written in place
   bool force_in_place_ = false;               // PutStateInPlace

@@ -171,6 +171,17 @@ assert libc.fallocate(fd, 0x02, 0, 10) == -1 and ctypes.get_errno() == errno.EIN
 assert libc.fallocate(fd, 0x08, 0, 4096) == -1 and ctypes.get_errno() == errno.EOPNOTSUPP  # collapse
 os.close(fd)
 assert open("vol/sent.bin", "rb").read() == b"x" * 100 + b"\0" * 4900
+# A write moves the file's mtime at once, also where the shield buffers it (the writer's fstat
+# and stat showed the time of before until its close).
+fd = os.open("vol/times.txt", os.O_WRONLY | os.O_CREAT, 0o644)
+os.write(fd, b"$MARKER a")
+os.utime(fd, (1000000000, 1000000000))
+assert os.fstat(fd).st_mtime == 1000000000
+os.write(fd, b"b")
+assert os.fstat(fd).st_mtime > 1500000000 and os.stat("vol/times.txt").st_mtime > 1500000000, os.fstat(fd)
+os.close(fd)
+assert os.stat("vol/times.txt").st_mtime > 1500000000
+os.unlink("vol/times.txt")
 for name in ("t.bin", "sent.bin"):
     os.unlink("vol/" + name)
 assert os.path.getsize("vol/log.txt") == len("first $MARKER\n") + len("second\n")

@@ -311,9 +311,11 @@ long PatchPathStat(Runtime& rt, int dirfd, const char* path, int at_flags, struc
   if (t.metadata) return -ENOENT;
   if (t.unavailable) return -t.UnavailableErrno();
   if (t.region == fs::Region::kNotProtected || !S_ISREG(st->st_mode)) return 0;
-  auto size = t.volume->Get()->FileSize(t.path);
+  fs::Volume* volume = t.volume->Get();
+  auto size = volume->FileSize(t.path);
   if (!size.ok()) return 0;  // not a protected file the volume knows: reported when opened
   st->st_size = static_cast<off_t>(*size);  // st_blocks: the ciphertext's, what the disk holds
+  if (auto open = volume->OpenedFile(t.path)) ShowUnwrittenChange(*open, st);
   return 0;
 }
 

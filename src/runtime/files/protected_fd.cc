@@ -246,6 +246,19 @@ void ProtectedFd::PatchStat(struct stat* st) {
   // Unlinked while open, the data waits in the volume's trash under a name of the runtime's:
   // the program sees no name left, as the kernel reports it (SQLite and log tailers check).
   if (file_->unlinked()) st->st_nlink = 0;
+  ShowUnwrittenChange(*file_, st);
+}
+
+void ShowUnwrittenChange(const fs::ProtectedFile& file, struct stat* st) {
+  // Writes this process still buffers moved the file's times, as the kernel would have at each
+  // write (a writer's own fstat or stat showed the time of before until its close).
+  auto changed = file.UnwrittenChangeTime();
+  if (!changed) return;
+  auto later = [](const struct timespec& a, const struct timespec& b) {
+    return a.tv_sec != b.tv_sec ? a.tv_sec > b.tv_sec : a.tv_nsec > b.tv_nsec;
+  };
+  if (later(*changed, st->st_mtim)) st->st_mtim = *changed;
+  if (later(*changed, st->st_ctim)) st->st_ctim = *changed;
 }
 
 uint64_t ProtectedFd::PlaintextSize() {

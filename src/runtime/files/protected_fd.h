@@ -136,6 +136,8 @@ class PathOnlyFd final : public ShieldedFd {
 
 // The kernel's convention for a shield's failure: -errno, and a `scone:` line on stderr for
 // integrity failures (tampering, rollback) and broken invariants.
+// The times a stat reports for a protected file this process changed and still buffers.
+void ShowUnwrittenChange(const fs::ProtectedFile& file, struct stat* st);
 long FailWith(const Status& status);
 
 }  // namespace scone::runtime
