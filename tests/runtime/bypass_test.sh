@@ -1427,6 +1427,10 @@ for unlinked in (False, True):
     os.write(fd, b"$MARKER one\n")
     if unlinked:
         os.unlink(name)
+    # The link's text: the file's path, with " (deleted)" once unlinked (it named the volume's
+    # trash, which programs do not see).
+    expected = os.path.abspath(name) + (" (deleted)" if unlinked else "")
+    assert os.readlink("/proc/self/fd/%d" % fd) == expected, (unlinked, os.readlink("/proc/self/fd/%d" % fd))
     for link in links(fd):  # a fresh description: offset 0, plaintext; stat: the plaintext's size
         assert read_all(link) == b"$MARKER one\n", (unlinked, link)
         st = os.stat(link)

@@ -550,6 +550,10 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       }
       return Done(0);
     }
+    case SYS_readlink:
+      return Done(files::AfterReadlink(rt, AT_FDCWD, Str(a[0]), Ptr<char>(a[1]), static_cast<size_t>(a[2]), Raw(f)));
+    case SYS_readlinkat:
+      return Done(files::AfterReadlink(rt, Fd(a[0]), Str(a[1]), Ptr<char>(a[2]), static_cast<size_t>(a[3]), Raw(f)));
     case SYS_utimensat:
       return Done(files::SetTimes(rt, Fd(a[0]), Str(a[1]), Ptr<const struct timespec>(a[2]), Fd(a[3])));
     case SYS_execve:

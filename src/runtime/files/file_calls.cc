@@ -579,6 +579,25 @@ void AfterChown(Runtime& rt, int dirfd, const char* path, uid_t uid, gid_t gid, 
   if (!s.ok()) Log("volume " + mounted->root + ": its metadata keeps its owner: " + s.message());
 }
 
+long AfterReadlink(Runtime& rt, int dirfd, const char* path, char* buf, size_t size, long n) {
+  static constexpr char kTrash[] = "/.scone/trash/";
+  if (n <= 0 || !rt.HasVolumes() || memmem(buf, static_cast<size_t>(n), kTrash, sizeof(kTrash) - 1) == nullptr) {
+    return n;
+  }
+  LexicalPath lexical;
+  if (!rt.LexicalLookup(dirfd, path, &lexical)) return n;
+  const DescriptorLink link = ParseDescriptorLink(lexical.absolute);
+  if (link.fd < 0 || (link.pid != 0 && link.pid != RawSyscall(SYS_getpid))) return n;
+  RuntimeSection section;
+  std::shared_ptr<ShieldedFd> d = rt.fds().Get(link.fd);
+  ProtectedFd* p = d != nullptr ? d->AsProtectedFile() : nullptr;
+  const std::string text = p != nullptr ? p->DeletedLinkText() : "";
+  if (text.empty()) return n;
+  const size_t copied = std::min(size, text.size());  // cut short as the kernel does, no NUL
+  std::memcpy(buf, text.data(), copied);
+  return static_cast<long>(copied);
+}
+
 long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags) {
   if (path == nullptr || (flags & AT_REMOVEDIR) || NameCertainlyOutside(rt, dirfd, path)) return kNotMine;
   RuntimeSection section;

@@ -38,6 +38,9 @@ long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, cons
 // After a successful rename: a directory moved, so recorded directory paths may be stale.
 void AfterRename(Runtime& rt, int newdirfd, const char* newpath);
 long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags);
+// After the kernel's readlink(at) wrote `n` bytes of `buf`: a descriptor's link whose protected
+// file has no name left says "<path> (deleted)", as natively, not the volume's trash.
+long AfterReadlink(Runtime& rt, int dirfd, const char* path, char* buf, size_t size, long n);
 // After a successful chown (fchown: a null path): where it was a volume's root directory, the
 // volume's metadata follows its new owner (fs::Volume::ChownMetadata).
 void AfterChown(Runtime& rt, int dirfd, const char* path, uid_t uid, gid_t gid, int at_flags);

@@ -249,6 +249,11 @@ void ProtectedFd::PatchStat(struct stat* st) {
   ShowUnwrittenChange(*file_, st);
 }
 
+std::string ProtectedFd::DeletedLinkText() const {
+  if (!file_->unlinked()) return "";
+  return volume_->root + "/" + file_->path() + " (deleted)";
+}
+
 void ShowUnwrittenChange(const fs::ProtectedFile& file, struct stat* st) {
   // Writes this process still buffers moved the file's times, as the kernel would have at each
   // write (a writer's own fstat or stat showed the time of before until its close).

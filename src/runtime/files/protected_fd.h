@@ -50,6 +50,9 @@ class ProtectedFd final : public ShieldedFd {
   void ForgetParentWrites() override { written_ = false; }
   bool Describe(int fd, InheritedFd* out) override;
   ProtectedFd* AsProtectedFile() override { return this; }
+  // The text of the descriptor's link as the kernel writes it for a file with no name left:
+  // "<its last path> (deleted)"; "" while it has a name.
+  std::string DeletedLinkText() const;
 
   // Whether the kernel's descriptor `fd` is open on this file's data file (an open of a link to
   // this descriptor, /proc/self/fd/N, landed there).
