@@ -179,12 +179,9 @@ Status ProtectedFile::PutStateInPlace() {
   force_in_place_ = false;
   SCONE_RETURN_IF_ERROR(committed);
   SCONE_RETURN_IF_ERROR(PutPendingInPlaceLocked());
-  const os::File& page_file = layout_.interleaved() ? data_ : side_;
-  const uint64_t pages = PageCount(ChunkCount(size_));
-  for (auto page = table_.begin(); page != table_.end(); ++page) {
-    if (page->first < pages) SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout_.PageOffset(page->first), PageImage(page->first)));
-  }
-  return Status::Ok();
+  std::vector<uint64_t> held;
+  for (auto page = table_.begin(); page != table_.end(); ++page) held.push_back(page->first);
+  return WriteTablePages(held);
 }
 
 uint64_t ProtectedFile::size() const {
@@ -1354,6 +1351,17 @@ Status ProtectedFile::WriteSlots(std::span<const std::pair<uint64_t, const uint8
   return Status::Ok();
 }
 
+// The chunk table's pages as this process holds them, in place; those past the end go.
+template <typename Pages>
+Status ProtectedFile::WriteTablePages(const Pages& pages) {
+  const os::File& page_file = layout_.interleaved() ? data_ : side_;
+  const uint64_t end = PageCount(ChunkCount(size_));
+  for (uint64_t page : pages) {
+    if (page < end) SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout_.PageOffset(page), PageImage(page)));
+  }
+  return Status::Ok();
+}
+
 Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {
   std::vector<std::pair<uint64_t, const uint8_t*>> slots;
   for (size_t i = 0; i < record.slot_chunks.size(); ++i) {
@@ -1361,12 +1369,7 @@ Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {
   }
   SCONE_RETURN_IF_ERROR(WriteSlots(slots));
   // Chunk table pages come from memory, which holds exactly the committed entries.
-  const os::File& page_file = layout_.interleaved() ? data_ : side_;
-  uint64_t pages = PageCount(ChunkCount(size_));
-  for (uint64_t page : dirty_pages_) {
-    if (page >= pages) continue;
-    SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout_.PageOffset(page), PageImage(page)));
-  }
+  SCONE_RETURN_IF_ERROR(WriteTablePages(dirty_pages_));
   uint64_t data_size = layout_.DataFileSize(record.entry.size);
   if (physical_size_ != data_size) {
     SCONE_RETURN_IF_ERROR(data_.Truncate(data_size));

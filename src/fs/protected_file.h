@@ -243,6 +243,8 @@ class ProtectedFile {
   Result<size_t> ReadOnce(uint64_t offset, MutableByteSpan out);
   Result<size_t> ReadLocked(uint64_t offset, MutableByteSpan out);  // REQUIRES: mu_ (either way)
   Result<size_t> WriteOnce(uint64_t offset, ByteSpan data, uint64_t* appended_at);
+  template <typename Pages>
+  Status WriteTablePages(const Pages& pages);
   Status ApplyInPlace(const JournalRecord& record);
   // Writes slot images, coalescing adjacent slots into one system call.
   Status WriteSlots(std::span<const std::pair<uint64_t, const uint8_t*>> slots);
