@@ -82,7 +82,12 @@ bool JournalRecord::Decode(ByteSpan body, JournalRecord* out) {
 
 Result<std::unique_ptr<Journal>> Journal::Open(const std::string& path, SecretBytes key,
                                                const std::array<uint8_t, 16>& volume_id) {
-  SCONE_ASSIGN_OR_RETURN(os::File file, os::File::Open(path, O_RDWR | O_CREAT, 0600));
+  // O_NOATIME: every process reads the journal at each catch-up, and each read after an append
+  // moved its atime (relatime), a metadata write of the file system's own journal per catch-up.
+  // Only the owner may ask for it (EPERM for another user, which then goes without).
+  auto opened = os::File::Open(path, O_RDWR | O_CREAT | O_NOATIME, 0600);
+  if (!opened.ok() && opened.status().sys_errno() == EPERM) opened = os::File::Open(path, O_RDWR | O_CREAT, 0600);
+  SCONE_ASSIGN_OR_RETURN(os::File file, std::move(opened));
   SCONE_ASSIGN_OR_RETURN(uint64_t size, file.Size());
   std::unique_ptr<Journal> journal(new Journal(std::move(file), std::move(key), volume_id));
   journal->size_ = size;
@@ -182,6 +187,7 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
   uint64_t& offset = *start;
   uint64_t seq = first_seq;
   Reader reader(file_, size_);
+  read_ended_clean_ = offset >= size_;
   while (offset < size_) {
     SCONE_ASSIGN_OR_RETURN(const uint8_t* header, reader.Get(offset, kFrameHeaderSize));
     if (header == nullptr) break;  // torn header: the append never completed
@@ -194,6 +200,7 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     // unless a durable record follows (zeroed or damaged, not torn).
     if (body_size == 0 || body_size > kMaxBodySize ||
         offset + kFrameHeaderSize + body_size + crypto::kTagSize > size_) {
+      read_ended_clean_ = std::memcmp(header, kZeroBlock, kFrameHeaderSize) == 0;
       if (whole) {
         SCONE_ASSIGN_OR_RETURN(bool zero_tail, IsZeroFrom(offset));  // the common case, cheaply
         SCONE_ASSIGN_OR_RETURN(bool durable_after,
@@ -243,6 +250,7 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     ++seq;
     offset = next;
   }
+  if (offset >= size_) read_ended_clean_ = true;
   end_ = offset;
   return records;
 }

@@ -87,6 +87,9 @@ class Journal {
   Status Refresh();
   // Whether anything but zeros (a record, or a torn append) starts at `offset`: one pread.
   Result<bool> HasDataAt(uint64_t offset) const;
+  // Whether the last ReadFrom ended where the zeros written ahead begin (or at the file's end):
+  // no torn record follows the ones it read, without reading that header again.
+  bool ReadEndedClean() const { return read_ended_clean_; }
 
   // Appends a record with sequence number `seq` after the last record this object read (the
   // end ReadFrom left) or wrote; with `durable`, makes it (and every record before it)
@@ -121,6 +124,7 @@ class Journal {
   std::array<uint8_t, 16> volume_id_;
   uint64_t size_ = 0;
   uint64_t end_ = 0;
+  bool read_ended_clean_ = false;
 };
 
 }  // namespace scone::fs

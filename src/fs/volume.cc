@@ -278,6 +278,7 @@ Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
 }
 
 Status Volume::TrimJournalLocked() {
+  if (journal_->ReadEndedClean() && journal_->end() == journal_seen_) return Status::Ok();
   SCONE_ASSIGN_OR_RETURN(bool torn, journal_->HasDataAt(journal_seen_));
   if (!torn) return Status::Ok();
   SCONE_RETURN_IF_ERROR(journal_->TruncateTo(journal_seen_));
