@@ -1431,6 +1431,12 @@ for unlinked in (False, True):
     # trash, which programs do not see).
     expected = os.path.abspath(name) + (" (deleted)" if unlinked else "")
     assert os.readlink("/proc/self/fd/%d" % fd) == expected, (unlinked, os.readlink("/proc/self/fd/%d" % fd))
+    # statx on the descriptor (coreutils' stat): as fstat, the plaintext size and no link left.
+    import ctypes, struct
+    buf = ctypes.create_string_buffer(256)
+    assert ctypes.CDLL(None).statx(fd, b"", 0x1000, 0xfff, buf) == 0  # AT_EMPTY_PATH, STATX_ALL
+    nlink, size = struct.unpack_from("<I", buf.raw, 16)[0], struct.unpack_from("<Q", buf.raw, 40)[0]
+    assert (nlink, size) == (0 if unlinked else 1, len(b"$MARKER one\n")), (unlinked, nlink, size)
     for link in links(fd):  # a fresh description: offset 0, plaintext; stat: the plaintext's size
         assert read_all(link) == b"$MARKER one\n", (unlinked, link)
         st = os.stat(link)

@@ -466,26 +466,30 @@ long Statx(Runtime& rt, int dirfd, const char* path, int at_flags, unsigned mask
   }
   long r = RawSyscall(SYS_statx, dirfd, Arg(path), at_flags, mask, Arg(stx));
   if (r != 0 || path == nullptr || !S_ISREG(stx->stx_mode)) return r;
-  uint64_t size;
+  // What fstat and stat report, patched the same way: the plaintext size, no link left once
+  // unlinked, the times of writes this process still buffers (statx on a descriptor reported
+  // the ciphertext's link count and times before).
+  struct stat st = {};
+  st.st_mode = S_IFREG;
+  st.st_dev = makedev(stx->stx_dev_major, stx->stx_dev_minor);
+  st.st_ino = static_cast<ino_t>(stx->stx_ino);
+  st.st_nlink = stx->stx_nlink;
+  st.st_size = static_cast<off_t>(stx->stx_size);
+  st.st_mtim = {stx->stx_mtime.tv_sec, stx->stx_mtime.tv_nsec};
+  st.st_ctim = {stx->stx_ctime.tv_sec, stx->stx_ctime.tv_nsec};
   if (on_fd) {
     if (!rt.fds().Has(dirfd)) return 0;
     RuntimeSection section;
     auto d = Shielded(rt, dirfd);
     if (d == nullptr) return 0;
-    size = d->PlaintextSize();
-  } else {
-    struct stat st = {};
-    st.st_mode = S_IFREG;
-    st.st_dev = makedev(stx->stx_dev_major, stx->stx_dev_minor);
-    st.st_ino = static_cast<ino_t>(stx->stx_ino);
-    st.st_nlink = stx->stx_nlink;
-    st.st_size = static_cast<off_t>(stx->stx_size);
-    long p = PatchPathStat(rt, dirfd, path, at_flags, &st);
-    if (p != 0) return p;
-    size = static_cast<uint64_t>(st.st_size);
-    stx->stx_nlink = static_cast<uint32_t>(st.st_nlink);
+    d->PatchStat(&st);
+  } else if (long p = PatchPathStat(rt, dirfd, path, at_flags, &st); p != 0) {
+    return p;
   }
-  stx->stx_size = size;
+  stx->stx_size = static_cast<uint64_t>(st.st_size);
+  stx->stx_nlink = static_cast<uint32_t>(st.st_nlink);
+  stx->stx_mtime = {st.st_mtim.tv_sec, static_cast<uint32_t>(st.st_mtim.tv_nsec), 0};
+  stx->stx_ctime = {st.st_ctim.tv_sec, static_cast<uint32_t>(st.st_ctim.tv_nsec), 0};
   return 0;
 }
 
