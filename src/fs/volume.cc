@@ -20,6 +20,7 @@ namespace scone::fs {
 namespace {
 // Tests only (SetSyncGapHookForTesting).
 std::function<void()> sync_gap_hook;
+std::function<void()> before_apply_hook;
 
 constexpr char kVolumeMagic[8] = {'S', 'C', 'O', 'N', 'E', 'V', 'O', 'L'};
 constexpr size_t kMaxBaseSize = 256u << 20;
@@ -226,6 +227,7 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
     touched_.clear();
     // Its checkpoint applied every record in place: open files reload from disk.
     WindowDurableLocked(applied_seq_);
+    apply_unconfirmed_ = 0;
     published_.clear();
     // Files this process has open whose last name went before that checkpoint: no record tells
     // of it any more, the list beside the base state does.
@@ -240,6 +242,7 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   // Bytes past the last good record are a torn append of a process that died: nobody else
   // is appending now (we hold the writer lock).
   SCONE_RETURN_IF_ERROR(TrimJournalLocked());
+  SCONE_RETURN_IF_ERROR(RedoUnconfirmedApplyLocked());
   // Names moved (records applied, or a checkpoint's state loaded): open files follow theirs, and
   // one with no name left was unlinked by another process.
   if (!records.empty() || base_seq != before) {
@@ -290,8 +293,19 @@ void Volume::ApplyOthersRecord(JournalRecord record) {
   const JournalRecord& r = *shared;
   // Its writer applied the window in place first (a kSyncPending's writer does so after its
   // sync, and says so with a kSyncApplied).
-  if (!r.lazy && r.kind != JournalRecord::Kind::kSyncPending) WindowDurableLocked(r.seq);
-  if (r.kind == JournalRecord::Kind::kSyncApplied) WindowDurableUpToLocked(r.upto);
+  if (!r.lazy && r.kind != JournalRecord::Kind::kSyncPending) {
+    // Its writer applies the window in place after the record, and confirms it with a
+    // kSyncApplied before it lets go of the writer lock (nothing to confirm with no window).
+    if (window_.empty()) {
+      WindowDurableLocked(r.seq);
+    } else {
+      apply_unconfirmed_ = r.seq;
+    }
+  }
+  if (r.kind == JournalRecord::Kind::kSyncApplied) {
+    WindowDurableUpToLocked(r.upto);
+    if (r.upto >= apply_unconfirmed_) apply_unconfirmed_ = 0;
+  }
   if (r.kind == JournalRecord::Kind::kCommit) {
     if (r.lazy) AddToWindowLocked(shared);
     auto open = open_files_.find(r.entry.file_id);
@@ -408,6 +422,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
     // that they are no longer alone.
     for (JournalRecord& r : records) v->ApplyOthersRecord(std::move(r));
     SCONE_RETURN_IF_ERROR(v->TrimJournalLocked());
+    SCONE_RETURN_IF_ERROR(v->RedoUnconfirmedApplyLocked());
     SCONE_RETURN_IF_ERROR(v->lock_->BumpUsersHint());
     v->shared_ = true;
   } else if (!was_clean || !records.empty()) {
@@ -607,6 +622,7 @@ constexpr int kHandOverLimitMs = 10'000;
 }  // namespace
 
 void Volume::SetSyncGapHookForTesting(std::function<void()> hook) { sync_gap_hook = std::move(hook); }
+void Volume::SetBeforeApplyHookForTesting(std::function<void()> hook) { before_apply_hook = std::move(hook); }
 
 void Volume::SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume)) { alone_hook = hook; }
 
@@ -678,13 +694,33 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
   SCONE_RETURN_IF_ERROR(WriteRecordLocked(record));
   if (durable) SCONE_RETURN_IF_ERROR(journal_->Sync());
   if (durable) {
+    const bool had_window = !window_.empty();
+    if (before_apply_hook) before_apply_hook();
     Status applied = ApplyWindowLocked();
     WindowDurableLocked(record.seq);
     EmptyTrashLocked();
     // A failed apply is repaired from the journal at the next open; report it all the same.
     SCONE_RETURN_IF_ERROR(applied);
+    // The others keep the window until this says it is in place (see apply_unconfirmed_).
+    if (had_window) SCONE_RETURN_IF_ERROR(ConfirmAppliedLocked(record.seq));
   }
   return Status::Ok();
+}
+
+Status Volume::ConfirmAppliedLocked(uint64_t upto) {
+  JournalRecord done;
+  done.kind = JournalRecord::Kind::kSyncApplied;
+  done.upto = upto;
+  return AppendLocked(done, /*durable=*/false);
+}
+
+Status Volume::RedoUnconfirmedApplyLocked() {
+  const uint64_t upto = apply_unconfirmed_;
+  if (upto == 0) return Status::Ok();
+  SCONE_RETURN_IF_ERROR(ApplyWindowLocked(upto));
+  WindowDurableUpToLocked(upto);
+  apply_unconfirmed_ = 0;
+  return ConfirmAppliedLocked(upto);
 }
 
 Status Volume::WriteRecordLocked(JournalRecord& record) {

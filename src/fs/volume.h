@@ -172,6 +172,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   static void SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume));
   // Tests: called while a sync of the window runs without the writer lock (others publish).
   static void SetSyncGapHookForTesting(std::function<void()> hook);
+  // Tests: called after a durable record is written and synced, before the window goes in place.
+  static void SetBeforeApplyHookForTesting(std::function<void()> hook);
 
   // Fork support, for the runtime (runtime/process/fork.h): BeforeFork holds the volume's lock
   // across fork; the parent releases it; the child releases it right after the fork (without
@@ -289,6 +291,16 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // The window's records up to `seq` are durable and in place (a kSyncApplied); later ones
   // stay, on the entries those left as their base.
   void WindowDurableUpToLocked(uint64_t seq);
+  // Another process's durable record said the window up to it goes in place, and no kSyncApplied
+  // confirmed it yet (its writer confirms before it lets go of the writer lock); 0: none.
+  uint64_t apply_unconfirmed_ = 0;
+  // A writer killed between its durable record and the end of its apply (SIGKILL) left the
+  // window half in place, and every process read the half-written tables as damage, for good
+  // after the next checkpoint dropped the records (hostile finding). Found under the writer
+  // lock, the apply is made again (the records are durable; it is idempotent) and confirmed.
+  // REQUIRES: mu_, the writer lock.
+  Status RedoUnconfirmedApplyLocked();
+  Status ConfirmAppliedLocked(uint64_t upto);
   // A process alone reads the lock file's count of joiners: changed, it shares from now on.
   void NoticeJoiners();
   // A resting process takes the volume again. REQUIRES: mu_, not the writer lock.

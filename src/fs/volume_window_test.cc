@@ -293,5 +293,56 @@ TEST_F(VolumeWindowTest, ASyncPutsTheWindowInPlaceAsOfItsRecordNotOfLaterCommits
   EXPECT_TRUE((*again)->Verify().empty());
 }
 
+// A process makes the window durable (its close checkpoints: a durable record, then the window
+// in place) and is killed between the two. The others took the durable record for the window in
+// place: a process that opened the file then found the table on disk older than the volume's
+// metadata ("chunk table does not match"), and the next checkpoint made it permanent (hostile
+// finding: shells killed with SIGKILL beside a writer appending to a log). Now they keep the
+// window until the writer confirms the apply, and one that finds it unconfirmed under the writer
+// lock applies it again.
+TEST_F(VolumeWindowTest, AWriterKilledBeforeItsApplyLeavesNoDamage) {
+  auto a = CreateVolume();
+  WriteFile(*a, "log", std::string(8 * kChunkSize, 'x'));  // durable, in place
+  std::atomic<bool> done{false};
+  std::thread watcher([&] {
+    while (!done.load()) {
+      EXPECT_TRUE(a->HandOverIfJoined().ok());
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  pid_t pid = fork();
+  if (pid == 0) {
+    auto v = OpenVolume();
+    if (!v.ok()) _exit(3);
+    {
+      auto log = (*v)->OpenFile("log", {});
+      if (!log.ok() || !(*log)->Write(0, AsBytes("y")).ok() || !(*log)->Write(5 * kChunkSize, AsBytes("z")).ok()) _exit(4);
+    }
+    Volume::SetBeforeApplyHookForTesting([] { _exit(0); });
+    (void)(*v)->Close();  // its checkpoint: the durable record, then the kill
+    _exit(5);
+  }
+  int status;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  done = true;
+  watcher.join();
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  std::string expected(8 * kChunkSize, 'x');
+  expected[0] = 'y';
+  expected[5 * kChunkSize] = 'z';
+  auto c = JoinWhileOpen(*a);  // opens the file from the disk
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  auto back = ReadFile(**c, "log");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, expected);
+  EXPECT_EQ(*ReadFile(*a, "log"), expected);
+  ASSERT_TRUE((*c)->Close().ok());
+  ASSERT_TRUE(a->Close().ok());
+  auto again = OpenVolume();
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  EXPECT_EQ(*ReadFile(**again, "log"), expected);
+  EXPECT_TRUE((*again)->Verify().empty());
+}
+
 }  // namespace
 }  // namespace scone::fs
