@@ -270,6 +270,13 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
   std::string full = dir + "/" + path;
   // O_NOFOLLOW: a protected file replaced by a symbolic link is damage, not a redirection.
   auto data = opened != nullptr ? Result<os::File>(std::move(*opened)) : os::File::Open(full, O_RDWR | O_NOFOLLOW);
+  if (!data.ok() && opened == nullptr && data.status().sys_errno() == EACCES) {
+    // A file this user may only read (its mode): the shield reads it too (it opened every data
+    // file for writing, and a program of a user that is not root could not read its own files
+    // of mode 0444: git's objects, `sqlite3 -readonly`; hostile finding).
+    data = os::File::Open(full, O_RDONLY | O_NOFOLLOW);
+    if (data.ok()) file->read_only_ = true;
+  }
   if (!data.ok()) {
     if (data.status().code() == Code::kNotFound) {
       return DataCorrupted(full + ": missing (the volume's metadata lists it)");
@@ -1064,6 +1071,21 @@ Status ProtectedFile::KeepTimes(bool atime, bool mtime) {
   if (mtime) kept_times_[1] = times[1];
   times_kept_ = atime || mtime || times_kept_;
   if (mtime) changed_at_ = {};  // set after the writes: the data file shows it
+  return Status::Ok();
+}
+
+Status ProtectedFile::MakeWritable() {
+  if (!read_only()) return Status::Ok();
+  std::unique_lock lock(mu_);
+  if (!read_only()) return Status::Ok();
+  // The same inode, whatever its name is now; the kernel checks this process's permission.
+  const std::string inode = "/proc/self/fd/" + std::to_string(data_.fd());
+  SCONE_ASSIGN_OR_RETURN(os::File writable, os::File::Open(inode, O_RDWR));
+  // The read-only descriptor stays open with the file: closing a descriptor of the data file
+  // drops every POSIX lock the program holds on it.
+  read_only_data_ = std::move(data_);
+  data_ = std::move(writable);
+  read_only_ = false;
   return Status::Ok();
 }
 

@@ -106,6 +106,11 @@ class ProtectedFile {
   bool Gone() const;
   // Unlinked while open (by this process or, as it learned, another): its data goes with it.
   bool unlinked() const { return unlinked_.load(std::memory_order_relaxed); }
+  // Opened where this process may only read the data file (a file of mode 0444 or 0400 of a
+  // user that is not root: git's objects): it reads; MakeWritable reopens it for writing where
+  // the program opens it for writing (after a chmod, say), else its writes fail.
+  bool read_only() const { return read_only_.load(std::memory_order_relaxed); }
+  Status MakeWritable();
   Region region() const { return region_; }
   const FileId& id() const { return id_; }
   std::string path() const;
@@ -289,6 +294,8 @@ class ProtectedFile {
   bool times_kept_ = false;
   struct timespec changed_at_ {};  // see UnwrittenChangeTime; tv_sec 0: none
   std::atomic<bool> unlinked_{false};
+  std::atomic<bool> read_only_{false};
+  os::File read_only_data_;  // the descriptor MakeWritable replaced
   std::atomic<bool> in_memory_only_{false};  // unlinked by another process: never written in place
   bool force_in_place_ = false;               // PutStateInPlace
   // Sealed images of chunks whose newest version waits in the journal (a lazy record's

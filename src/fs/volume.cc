@@ -952,7 +952,7 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
   std::shared_ptr<ProtectedFile> open;
   if (auto it = open_files_.find(id); it != open_files_.end()) open = it->second.lock();
   os::File opened;
-  const os::File* data = open != nullptr && open->data_.valid() ? &open->data_ : nullptr;
+  const os::File* data = open != nullptr && open->data_.valid() && !open->read_only() ? &open->data_ : nullptr;
   if (data == nullptr) {
     auto by_name = os::File::Open(dir_ + "/" + path, O_RDWR | O_NOFOLLOW);
     if (!by_name.ok()) {

@@ -263,6 +263,15 @@ program-of-another-user)
     || fail "as the owner after the chown: $(cat after.out)"
   [[ "$(cat after.out)" == "$MARKER root"$'\n'"$MARKER nobody" ]] || fail "as the owner after the chown: $(cat after.out)"
   [[ "$(run /bin/cat vol/h)" == "$MARKER nobody" ]] || fail "root reads what the owner wrote"
+  # Files of mode 0400/0444 (git's objects): the owner reads them, and writes once it made them
+  # writable again; the shield opened every data file for writing (EACCES on reads).
+  as_nobody /bin/sh -c "echo '$MARKER ro' > vol/ro && chmod 400 vol/ro && cat vol/ro && ! echo x 2>/dev/null >> vol/ro &&
+    chmod 600 vol/ro && echo '$MARKER rw' >> vol/ro && cat vol/ro" > ro.out 2>&1 || fail "a read-only file of the owner: $(cat ro.out)"
+  [[ "$(cat ro.out)" == "$MARKER ro"$'\n'"$MARKER ro"$'\n'"$MARKER rw" ]] || fail "a read-only file of the owner: $(cat ro.out)"
+  as_nobody env HOME="$work/vol" /bin/sh -c "cd vol && git init -q repo && cd repo && git config user.email u@example.org &&
+    git config user.name u && echo '$MARKER one' > f && git add f && git commit -qm one && echo two >> f &&
+    git commit -qam two && git fsck --strict && git log --oneline | wc -l" > git.out 2>&1 || fail "git as the owner: $(cat git.out)"
+  [[ "$(tail -n1 git.out)" == "2" ]] || fail "git as the owner: $(cat git.out)"
   check_volume
   mkdir -p mine/vol && chown 65534:65534 mine/vol
   "$scone" volume create mine/vol --key-file mine.key > /dev/null 2>&1 || fail "volume create in a directory another user owns"

@@ -182,6 +182,13 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
     RawSyscall(SYS_close, fd);
     return -EMFILE;
   }
+  // The kernel let the program open it for writing (a chmod since the file was loaded read-only).
+  if (!for_runtime && Writable(flags)) {
+    if (Status s = (*file)->MakeWritable(); !s.ok()) {
+      RawSyscall(SYS_close, fd);
+      return FailWith(s);
+    }
+  }
   if (created) {
     if (long r = FinishCreatedMode(static_cast<int>(fd), mode); r != 0) {
       RawSyscall(SYS_close, fd);
