@@ -425,6 +425,12 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
     SCONE_RETURN_IF_ERROR(v->RedoUnconfirmedApplyLocked());
     SCONE_RETURN_IF_ERROR(v->lock_->BumpUsersHint());
     v->shared_ = true;
+  } else if ((!was_clean || !records.empty()) && !v->MayWriteFilesOf(records)) {
+    // Records of files this process may not write (another user's, or made read-only): it may
+    // not put them in place, and a recovery that skipped them would checkpoint them away. It
+    // goes on from them as a process that joins would, and leaves them to one that may.
+    for (JournalRecord& r : records) v->ApplyOthersRecord(std::move(r));
+    SCONE_RETURN_IF_ERROR(v->TrimJournalLocked());
   } else if (!was_clean || !records.empty()) {
     SCONE_RETURN_IF_ERROR(v->Recover(std::move(records)).Annotate("recovering volume " + dir));
   } else {
@@ -510,6 +516,12 @@ Status Volume::MakeWindowDurableSharedLocked(WriterSection& writer) {
   SCONE_RETURN_IF_ERROR(writer.Begin());
   // Another process's sync, or a checkpoint, may have put the window in place meanwhile.
   if (durable_seq_.load(std::memory_order_relaxed) >= pending.seq) return Status::Ok();
+  if (!MayApplyWindowLocked(pending.seq)) {
+    // Durable, not in place: the others keep the window (no kSyncApplied) for a process that may.
+    durable_seq_.store(pending.seq, std::memory_order_release);
+    apply_unconfirmed_ = pending.seq;
+    return Status::Ok();
+  }
   Status applied = ApplyWindowLocked(pending.seq);
   if (applied.ok()) {
     // Not on failure: the others then keep those records in their window (a failed apply is
@@ -696,6 +708,13 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
   if (durable) {
     const bool had_window = !window_.empty();
     if (before_apply_hook) before_apply_hook();
+    if (had_window && !MayApplyWindowLocked(UINT64_MAX)) {
+      // Durable, not in place: the window stays, unconfirmed, for a process that may write it.
+      if (record.seq > durable_seq_.load(std::memory_order_relaxed)) durable_seq_.store(record.seq, std::memory_order_release);
+      apply_unconfirmed_ = record.seq;
+      EmptyTrashLocked();
+      return Status::Ok();
+    }
     Status applied = ApplyWindowLocked();
     WindowDurableLocked(record.seq);
     EmptyTrashLocked();
@@ -707,6 +726,19 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
   return Status::Ok();
 }
 
+bool Volume::MayWriteFilesOf(const std::vector<JournalRecord>& records) const {
+  std::set<std::string> checked;
+  for (const JournalRecord& r : records) {
+    if (r.kind != JournalRecord::Kind::kCommit || !checked.insert(r.path).second) continue;
+    const std::string full = dir_ + "/" + r.path;
+    if (faccessat(AT_FDCWD, full.c_str(), R_OK | W_OK, AT_EACCESS | AT_SYMLINK_NOFOLLOW) != 0 &&
+        (errno == EACCES || errno == EPERM || errno == EROFS)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 Status Volume::ConfirmAppliedLocked(uint64_t upto) {
   JournalRecord done;
   done.kind = JournalRecord::Kind::kSyncApplied;
@@ -716,7 +748,7 @@ Status Volume::ConfirmAppliedLocked(uint64_t upto) {
 
 Status Volume::RedoUnconfirmedApplyLocked() {
   const uint64_t upto = apply_unconfirmed_;
-  if (upto == 0) return Status::Ok();
+  if (upto == 0 || !MayApplyWindowLocked(upto)) return Status::Ok();  // left to a process that may
   SCONE_RETURN_IF_ERROR(ApplyWindowLocked(upto));
   WindowDurableUpToLocked(upto);
   apply_unconfirmed_ = 0;
@@ -904,6 +936,8 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record,
   ApplyToState(record);
   // A failed in-place apply is repaired by the journal at the next open; report it all the same.
   SCONE_RETURN_IF_ERROR(applied);
+  // (Not while a window waits for a process that may put it in place: each try would sync.)
+  if (apply_unconfirmed_ != 0) return Status::Ok();
   if (journal_seen_ > kCheckpointJournalSize) return Checkpoint(/*clean=*/false);
   if (window_bytes_ > kMaxWindowBytes) return MakeWindowDurableLocked();
   return Status::Ok();
@@ -913,6 +947,10 @@ Status Volume::Checkpoint(bool clean) {
   // The base state holds the window's changes: they become durable and go in place first (in
   // place before a durable record, a crash would leave pages no surviving record explains).
   SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
+  SCONE_RETURN_IF_ERROR(RedoUnconfirmedApplyLocked());
+  // A window this process may not put in place (see MayApplyWindowLocked) keeps the journal
+  // that holds it, for a process that may.
+  if (!window_.empty()) return Status::Ok();
   // Everything applied in place since the last checkpoint must be durable before the journal
   // that could redo it is dropped.
   SCONE_RETURN_IF_ERROR(SyncFilesLocked(touched_));
@@ -956,7 +994,11 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
   if (data == nullptr) {
     auto by_name = os::File::Open(dir_ + "/" + path, O_RDWR | O_NOFOLLOW);
     if (!by_name.ok()) {
-      if (trim) return Status::Ok();  // reported when the file is opened or verified
+      // Missing: reported when the file is opened or verified. One this process may not write
+      // (its mode, another user's) is not skipped: the checkpoint after the recovery would
+      // drop the records it needs (hostile finding: a file made 0444 while still being written).
+      const int e = by_name.status().sys_errno();
+      if (trim && e != EACCES && e != EPERM) return Status::Ok();
       return by_name.status().Annotate("writing what other processes published in place");
     }
     opened = std::move(by_name).value();

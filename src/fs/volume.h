@@ -300,6 +300,12 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // lock, the apply is made again (the records are durable; it is idempotent) and confirmed.
   // REQUIRES: mu_, the writer lock.
   Status RedoUnconfirmedApplyLocked();
+  // Whether this process may write every file the window's records up to `upto` change (the
+  // apply is all or nothing: half of it would leave the others reading tables newer than their
+  // window's base). A file of mode 0444, or another user's, waits for a process that may.
+  bool MayApplyWindowLocked(uint64_t upto) const;
+  // The same for the commit records a process that opens the volume alone finds to recover.
+  bool MayWriteFilesOf(const std::vector<JournalRecord>& records) const;
   Status ConfirmAppliedLocked(uint64_t upto);
   // A process alone reads the lock file's count of joiners: changed, it shares from now on.
   void NoticeJoiners();

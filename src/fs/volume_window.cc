@@ -75,7 +75,11 @@ void Volume::WindowDurableLocked(uint64_t seq) {
 }
 
 void Volume::WindowDurableUpToLocked(uint64_t seq) {
-  if (seq <= durable_seq_.load(std::memory_order_relaxed)) return;
+  // (Records up to a durable point may wait in the window, not in place: see apply_unconfirmed_.)
+  if (window_.empty() || window_.front()->seq > seq) {
+    if (seq > durable_seq_.load(std::memory_order_relaxed)) durable_seq_.store(seq, std::memory_order_release);
+    return;
+  }
   std::vector<std::shared_ptr<const JournalRecord>> later;
   for (auto& r : window_) {
     if (r->seq > seq) {
@@ -99,7 +103,7 @@ void Volume::WindowDurableUpToLocked(uint64_t seq) {
     window_.push_back(std::move(r));
   }
   window_base_ = std::move(bases);
-  durable_seq_.store(seq, std::memory_order_release);
+  if (seq > durable_seq_.load(std::memory_order_relaxed)) durable_seq_.store(seq, std::memory_order_release);
 }
 
 Status Volume::SyncFilesLocked(const std::set<FileId>& ids) {
@@ -132,6 +136,28 @@ Status Volume::SyncFilesLocked(const std::set<FileId>& ids) {
 }
 
 Status Volume::SyncWindowDataLocked() { return SyncFilesLocked(window_data_); }
+
+bool Volume::MayApplyWindowLocked(uint64_t upto) const {
+  std::set<FileId> checked;
+  for (const auto& r : window_) {
+    if (r->seq > upto) break;  // in sequence order
+    const FileId& id = r->entry.file_id;
+    if (!checked.insert(id).second) continue;
+    auto it = path_by_id_.find(id);
+    if (it == path_by_id_.end()) continue;  // unlinked since: not applied
+    // Its own writable descriptor where it has the file open (a worker that changed its user
+    // writes through what it inherited); else the file by name, as the apply would open it.
+    if (auto open = open_files_.find(id); open != open_files_.end()) {
+      if (auto f = open->second.lock(); f != nullptr && f->data_.valid() && !f->read_only()) continue;
+    }
+    const std::string full = dir_ + "/" + it->second;
+    if (faccessat(AT_FDCWD, full.c_str(), R_OK | W_OK, AT_EACCESS | AT_SYMLINK_NOFOLLOW) != 0 &&
+        (errno == EACCES || errno == EPERM || errno == EROFS)) {
+      return false;
+    }
+  }
+  return true;
+}
 
 Status Volume::ApplyWindowLocked(uint64_t upto) {
   if (window_.empty()) return Status::Ok();

@@ -384,7 +384,12 @@ fs::Volume* MountedVolume::Get() {
     if (!opened.ok()) {
       failed_ = true;
       const int err = opened.status().sys_errno();
-      if (err == EACCES || err == EPERM) {
+      const std::string meta_dir = root + "/" + fs::kMetaDirName;
+      if ((err == EACCES || err == EPERM) && access(meta_dir.c_str(), R_OK | W_OK | X_OK) == 0) {
+        // Its metadata is this user's, a file it must recover is not: left to a user that may.
+        unavailable_errno_ = EACCES;
+        Log(opened.status().message());
+      } else if (err == EACCES || err == EPERM) {
         unavailable_errno_ = EACCES;
         struct stat meta;
         const std::string dir = root + "/" + fs::kMetaDirName;
