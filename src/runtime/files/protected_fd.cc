@@ -295,9 +295,10 @@ long ProtectedFd::Allocate(int mode, int64_t offset, int64_t length) {
   constexpr int kZeroing = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE;
   // Collapse, insert, unshare: as on file systems without them.
   if ((mode & ~(FALLOC_FL_KEEP_SIZE | kZeroing)) != 0) return -EOPNOTSUPP;
-  // As the kernel: a hole is punched within the size, and a range is punched or zeroed.
+  // As the kernel (vfs_fallocate): a hole is punched within the size, and a range is punched
+  // or zeroed, not both.
   if ((mode & FALLOC_FL_PUNCH_HOLE) && (!(mode & FALLOC_FL_KEEP_SIZE) || (mode & FALLOC_FL_ZERO_RANGE))) {
-    return -EINVAL;
+    return -EOPNOTSUPP;
   }
   if (offset < 0 || length <= 0) return -EINVAL;
   if (!Writable(flags_.load(std::memory_order_relaxed))) return -EBADF;
