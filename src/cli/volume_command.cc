@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <map>
 
 #include "cli/command.h"
@@ -59,7 +60,20 @@ void PrintCopyStats(const char* verb, const fs::CopyStats& stats, const char* pr
               static_cast<unsigned long long>(stats.bytes), preposition, where.c_str());
 }
 
+// Files already in the directory would be unknown to the volume: every open of them fails
+// ("unknown file"), and verify reports them (hostile finding: it succeeded silently).
+Status RefuseNonEmpty(const std::string& dir) {
+  std::error_code ec;
+  std::filesystem::directory_iterator it(dir, ec);
+  if (ec || it == std::filesystem::directory_iterator()) return Status::Ok();  // absent or empty
+  if (it->path().filename() == fs::kMetaDirName) return Status::Ok();  // a volume: Create says so
+  return InvalidArgument(dir + " is not empty (" + it->path().filename().string() +
+                         "...): a volume starts empty, and files already there would read as unknown files. "
+                         "To protect them: scone volume import " + dir + " NEW_DIR --key-file KEY");
+}
+
 Status Create(const VolumeArgs& a) {
+  SCONE_RETURN_IF_ERROR(RefuseNonEmpty(a.dir));
   SCONE_ASSIGN_OR_RETURN(fs::RegionRules rules, ParseRegions(a.regions));
   SCONE_ASSIGN_OR_RETURN(SecretBytes key, LoadKey(a.key_file, true));
   SCONE_ASSIGN_OR_RETURN(auto volume, fs::Volume::Create(a.dir, key, std::move(rules)));

@@ -162,6 +162,11 @@ bad-input)
   contains err "unknown region kind 'secret'"
   expect_exit 1 "$scone" volume create vol --key-file k
   contains err "already a SCONE volume"
+  # Files already in the directory would read as unknown files: refused, pointing to import.
+  expect_exit 1 "$scone" volume create plain --key-file k
+  contains err "plain is not empty"
+  contains err "scone volume import plain"
+  [[ ! -e plain/.scone ]] || fail "a volume was made in a directory with files"
   expect_exit 1 "$scone" volume import plain vol --key-file k
   contains err "exists"
   head -c 100 /dev/urandom > vol/.scone/volume
