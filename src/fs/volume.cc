@@ -720,6 +720,7 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
     EmptyTrashLocked();
     // A failed apply is repaired from the journal at the next open; report it all the same.
     SCONE_RETURN_IF_ERROR(applied);
+    apply_unconfirmed_ = 0;  // another's durable record before this one: in place too now
     // The others keep the window until this says it is in place (see apply_unconfirmed_).
     if (had_window) SCONE_RETURN_IF_ERROR(ConfirmAppliedLocked(record.seq));
   }
