@@ -517,9 +517,7 @@ Status Volume::MakeWindowDurableSharedLocked(WriterSection& writer) {
   // Another process's sync, or a checkpoint, may have put the window in place meanwhile.
   if (durable_seq_.load(std::memory_order_relaxed) >= pending.seq) return Status::Ok();
   if (!MayApplyWindowLocked(pending.seq)) {
-    // Durable, not in place: the others keep the window (no kSyncApplied) for a process that may.
-    durable_seq_.store(pending.seq, std::memory_order_release);
-    apply_unconfirmed_ = pending.seq;
+    LeaveUnappliedLocked(pending.seq);  // the others keep the window: no kSyncApplied
     return Status::Ok();
   }
   Status applied = ApplyWindowLocked(pending.seq);
@@ -709,9 +707,7 @@ Status Volume::AppendLocked(JournalRecord& record, bool durable) {
     const bool had_window = !window_.empty();
     if (before_apply_hook) before_apply_hook();
     if (had_window && !MayApplyWindowLocked(UINT64_MAX)) {
-      // Durable, not in place: the window stays, unconfirmed, for a process that may write it.
-      if (record.seq > durable_seq_.load(std::memory_order_relaxed)) durable_seq_.store(record.seq, std::memory_order_release);
-      apply_unconfirmed_ = record.seq;
+      LeaveUnappliedLocked(record.seq);
       EmptyTrashLocked();
       return Status::Ok();
     }
@@ -731,13 +727,21 @@ bool Volume::MayWriteFilesOf(const std::vector<JournalRecord>& records) const {
   std::set<std::string> checked;
   for (const JournalRecord& r : records) {
     if (r.kind != JournalRecord::Kind::kCommit || !checked.insert(r.path).second) continue;
-    const std::string full = dir_ + "/" + r.path;
-    if (faccessat(AT_FDCWD, full.c_str(), R_OK | W_OK, AT_EACCESS | AT_SYMLINK_NOFOLLOW) != 0 &&
-        (errno == EACCES || errno == EPERM || errno == EROFS)) {
-      return false;
-    }
+    if (!MayWriteByName(r.path)) return false;
   }
   return true;
+}
+
+bool Volume::MayWriteByName(const std::string& path) const {
+  const std::string full = dir_ + "/" + path;
+  // Only a refusal counts: a missing file is reported where the apply opens it.
+  return faccessat(AT_FDCWD, full.c_str(), R_OK | W_OK, AT_EACCESS | AT_SYMLINK_NOFOLLOW) == 0 ||
+         (errno != EACCES && errno != EPERM && errno != EROFS);
+}
+
+void Volume::LeaveUnappliedLocked(uint64_t seq) {
+  if (seq > durable_seq_.load(std::memory_order_relaxed)) durable_seq_.store(seq, std::memory_order_release);
+  apply_unconfirmed_ = seq;
 }
 
 Status Volume::ConfirmAppliedLocked(uint64_t upto) {

@@ -306,6 +306,11 @@ class Volume : public std::enable_shared_from_this<Volume> {
   bool MayApplyWindowLocked(uint64_t upto) const;
   // The same for the commit records a process that opens the volume alone finds to recover.
   bool MayWriteFilesOf(const std::vector<JournalRecord>& records) const;
+  // Whether this process may read and write the volume's file at `path` (the kernel's refusal).
+  bool MayWriteByName(const std::string& path) const;
+  // A durable point (`seq`) whose window this process may not put in place: durable, the window
+  // kept whole and unconfirmed, for a process that may.
+  void LeaveUnappliedLocked(uint64_t seq);
   Status ConfirmAppliedLocked(uint64_t upto);
   // A process alone reads the lock file's count of joiners: changed, it shares from now on.
   void NoticeJoiners();

@@ -150,11 +150,7 @@ bool Volume::MayApplyWindowLocked(uint64_t upto) const {
     if (auto open = open_files_.find(id); open != open_files_.end()) {
       if (auto f = open->second.lock(); f != nullptr && f->data_.valid() && !f->read_only()) continue;
     }
-    const std::string full = dir_ + "/" + it->second;
-    if (faccessat(AT_FDCWD, full.c_str(), R_OK | W_OK, AT_EACCESS | AT_SYMLINK_NOFOLLOW) != 0 &&
-        (errno == EACCES || errno == EPERM || errno == EROFS)) {
-      return false;
-    }
+    if (!MayWriteByName(it->second)) return false;
   }
   return true;
 }
