@@ -57,6 +57,7 @@ struct ChunkEntry {
   std::array<uint8_t, crypto::kNonceSize> nonce{};
   std::array<uint8_t, crypto::kTagSize> tag{};
   bool IsHole() const;
+  bool operator==(const ChunkEntry&) const = default;
 };
 
 // Where chunk `chunk`'s entry lies in its page.

@@ -119,7 +119,67 @@ ProtectedFile::~ProtectedFile() {
 
 Status ProtectedFile::Close() {
   std::unique_lock lock(mu_);
+  if (spent_) return Status::Ok();
   return CommitLocked(/*durable=*/false);
+}
+
+Result<bool> ProtectedFile::BuildRepair(const FileWindow& window, JournalRecord* out) {
+  std::unique_lock lock(mu_);
+  spent_ = true;
+  if (region_ != Region::kEncrypted) return false;  // only encrypted files commit lazily
+  // Each chunk's versions in the window, oldest first (a cut below a chunk ends its older ones).
+  struct Version {
+    ChunkEntry entry;
+    const uint8_t* image;  // nullptr: written in place
+  };
+  std::map<uint64_t, std::vector<Version>> versions;
+  for (const auto& r : window.records) {
+    const uint64_t end = ChunkCount(r->entry.size);
+    versions.erase(versions.lower_bound(end), versions.end());
+    std::map<uint64_t, const uint8_t*> images;
+    for (size_t i = 0; i < r->slot_chunks.size(); ++i) images[r->slot_chunks[i]] = r->SlotImage(i).data();
+    const std::set<uint64_t> in_place(r->inplace_chunks.begin(), r->inplace_chunks.end());
+    for (const auto& [chunk, e] : r->entries) {
+      auto image = images.find(chunk);
+      if (chunk >= end || e.IsHole() || (image == images.end() && in_place.count(chunk) == 0)) continue;
+      versions[chunk].push_back({e, image == images.end() ? nullptr : image->second});
+    }
+  }
+  const uint64_t chunks = ChunkCount(size_);
+  uint8_t disk[kChunkSize];
+  uint8_t plain[kChunkSize];
+  for (const auto& [chunk, list] : versions) {
+    if (chunk >= chunks) break;
+    const ChunkEntry current = table_.Entry(chunk);
+    // Only a version written in place can be missing.
+    if (current.IsHole() || list.back().image != nullptr) continue;
+    auto n = data_.ReadAt(layout_.SlotOffset(chunk), MutableByteSpan(disk, kChunkSize));
+    const bool read = n.ok() && *n == kChunkSize;
+    if (read && OpenChunk(chunk, current, disk, kChunkSize, plain).ok()) continue;
+    bool found = false;
+    for (auto v = std::next(list.rbegin()); v != list.rend() && !found; ++v) {
+      const uint8_t* image = v->image != nullptr ? v->image : read ? disk : nullptr;
+      found = image != nullptr && OpenChunk(chunk, v->entry, image, kChunkSize, plain).ok();
+    }
+    if (!found) {
+      if (chunk + 1 != chunks) {
+        return ChunkError(chunk, "was being written by a process that died, and no earlier version of it is at hand");
+      }
+      SCONE_RETURN_IF_ERROR(TruncateLocked(chunk * kChunkSize));
+      break;
+    }
+    // Sealed anew by the commit below: into the journal, as the chunk is referenced.
+    Bytes buffer = TakeBuffer();
+    std::memcpy(buffer.data(), plain, kChunkSize);
+    if (auto cached = cache_.find(chunk); cached != cache_.end()) DropCached(cached, std::next(cached));
+    cache_.emplace(chunk, std::move(buffer));
+    changed_ = true;
+  }
+  if (!changed_) return false;
+  out->kind = JournalRecord::Kind::kCommit;
+  SCONE_RETURN_IF_ERROR(BuildRecord(out, /*durable=*/false));
+  if (!out->inplace_chunks.empty()) return Internal(path() + ": a repair would write in place");
+  return true;
 }
 
 FileEntry ProtectedFile::CommittedEntry() const {
@@ -1046,6 +1106,12 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     if (referenced || !record.lazy) table_.SetDurable(c, referenced);
   }
   if (!record.lazy) table_.ClearDurableFrom(chunks);
+  // A lazy commit's last chunk, partial, is the one the next append rewrites: through the
+  // journal, not in place, so that a crash before the next record finds the version this one
+  // names (else recovery cuts the chunk off, in the middle of a line: `yes > log` killed). A
+  // process sharing the volume still rewrites it in place inside its transaction (IsDurable);
+  // after its crash the next writer repairs (Volume::RepairAfterDeadWriterLocked).
+  if (record.lazy && size_ % kChunkSize != 0 && !table_.Entry(chunks - 1).IsHole()) table_.SetDurable(chunks - 1, true);
   dirty_pages_.clear();
   changed_entries_.clear();
   min_chunks_since_commit_ = chunks;

@@ -89,6 +89,13 @@ class ProtectedFile {
   // file, as close(2) promises no durability); called by the destructor when the last
   // reference goes (errors there can only be logged, so callers that care close explicitly).
   Status Close();
+  // The repair after a process died inside a commit (Volume::RepairAfterDeadWriterLocked), on
+  // an object of its own opened as of the file's window: each chunk whose newest version the
+  // window put in place but the disk no longer holds goes back to the newest version still at
+  // hand (an image the window holds, or what the disk holds), or, the file's last chunk, is cut
+  // off. Builds the commit that says so into `out` (false: nothing is missing), writing nothing
+  // in place. The object is spent after it: its close commits nothing.
+  Result<bool> BuildRepair(const FileWindow& window, JournalRecord* out);
 
   uint64_t size() const;
   // The entry of the state this object last committed or caught up with.
@@ -306,6 +313,7 @@ class ProtectedFile {
   // Chunks lazy records put in place since the durable record `lazy_in_place_since_`.
   std::set<uint64_t> lazy_in_place_;
   uint64_t lazy_in_place_since_ = 0;
+  bool spent_ = false;  // BuildRepair's object: never commits
   bool in_transaction_ = false;  // CommitLocked with a stage, under the volume's locks
 
 };

@@ -21,6 +21,7 @@ namespace {
 // Tests only (SetSyncGapHookForTesting).
 std::function<void()> sync_gap_hook;
 std::function<void()> before_apply_hook;
+std::function<void()> before_record_hook;
 
 constexpr char kVolumeMagic[8] = {'S', 'C', 'O', 'N', 'E', 'V', 'O', 'L'};
 constexpr size_t kMaxBaseSize = 256u << 20;
@@ -243,6 +244,7 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   // is appending now (we hold the writer lock).
   SCONE_RETURN_IF_ERROR(TrimJournalLocked());
   SCONE_RETURN_IF_ERROR(RedoUnconfirmedApplyLocked());
+  SCONE_RETURN_IF_ERROR(RepairAfterDeadWriterLocked());
   // Names moved (records applied, or a checkpoint's state loaded): open files follow theirs, and
   // one with no name left was unlinked by another process.
   if (!records.empty() || base_seq != before) {
@@ -634,6 +636,8 @@ constexpr int kHandOverLimitMs = 10'000;
 void Volume::SetSyncGapHookForTesting(std::function<void()> hook) { sync_gap_hook = std::move(hook); }
 void Volume::SetBeforeApplyHookForTesting(std::function<void()> hook) { before_apply_hook = std::move(hook); }
 
+void Volume::SetBeforeRecordHookForTesting(std::function<void()> hook) { before_record_hook = std::move(hook); }
+
 void Volume::SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume)) { alone_hook = hook; }
 
 bool Volume::MayBuffer() {
@@ -932,9 +936,15 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record,
     SCONE_RETURN_IF_ERROR(build(last ? &*last : nullptr));
     return apply();
   }
+  // Until its record is appended, a crash leaves chunks written in place that no record names:
+  // the next holder of the writer lock learns of it (RepairAfterDeadWriterLocked). A failed
+  // build or append leaves the mark too, for this process's next commit.
+  lock_->MarkInFlight({.seq = next_seq_, .file = id});
   SCONE_RETURN_IF_ERROR(build(&state_.files.at(it->second)));
   record.path = it->second;
+  if (before_record_hook) before_record_hook();
   SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/!record.lazy));
+  lock_->ClearInFlight();
   touched_.insert(id);
   Status applied = record.lazy ? Status::Ok() : apply();
   if (record.lazy) AddToWindowLocked(std::make_shared<const JournalRecord>(record));
@@ -1119,29 +1129,44 @@ Status Volume::DropPagesPastTheEnd(const Layout& layout, const os::File& data, c
 
 Status Volume::Recover(std::vector<JournalRecord> records) {
   using Kind = JournalRecord::Kind;
-  // Lazy commits no durable record follows may lack the in-place data they refer to (it was
-  // not synced before them: a power loss): then they never happened. After a process crash
-  // (SIGKILL, a fault) the data is in the page cache, and they stand, as a file system keeps
-  // what a killed process wrote: per file, all of them or none (LazyCommitsNotOnDisk).
-  // Lazy creates and unlinks stay (they refer to no data; a lost one is undone below).
+  // Lazy commits no durable record follows may lack the in-place data they refer to: not
+  // synced before them (a power loss), or written by a process killed before its record (the
+  // page cache holds what it wrote, newer than any record names). Per file, chunks not on disk
+  // go back to a version at hand (RepairsForRecovery), or, where that cannot be judged, the
+  // longest prefix of its commits whose data is on disk stands (LazyCommitsNotOnDisk): as a
+  // file system keeps what a killed process wrote. Lazy creates and unlinks stay (they refer to
+  // no data; a lost one is undone below).
   size_t durable_end = records.size();
   while (durable_end > 0 && records[durable_end - 1].lazy) --durable_end;
-  const std::set<FileId> lost = LazyCommitsNotOnDisk(records, durable_end);
-  const bool tail_dropped = !lost.empty();
-  records.erase(std::remove_if(records.begin() + static_cast<ptrdiff_t>(durable_end), records.end(),
-                               [&](const JournalRecord& r) {
-                                 return r.kind == Kind::kCommit && lost.count(r.entry.file_id) != 0;
-                               }),
-                records.end());
+  std::map<FileId, LazyFile> lazy_files = LazyFilesOf(records, durable_end);
+  std::map<FileId, std::optional<JournalRecord>> repairs = RepairsForRecovery(records, lazy_files);
+  for (const auto& [id, repair] : repairs) lazy_files.erase(id);
+  const std::set<size_t> dropped = LazyCommitsNotOnDisk(records, lazy_files);
+  // Then records.back() below is not the journal's last record.
+  const bool last_dropped = !records.empty() && dropped.count(records.size() - 1) != 0;
+  if (!dropped.empty()) {
+    std::vector<JournalRecord> kept;
+    kept.reserve(records.size() - dropped.size());
+    for (size_t i = 0; i < records.size(); ++i) {
+      if (dropped.count(i) == 0) kept.push_back(std::move(records[i]));
+    }
+    records = std::move(kept);
+  }
   std::map<FileId, std::vector<const JournalRecord*>> commits;
   for (const JournalRecord& r : records) {
     ApplyToState(r);
     if (r.kind == Kind::kCommit) commits[r.entry.file_id].push_back(&r);
     ++next_seq_;
   }
+  for (const auto& [id, repair] : repairs) {
+    if (!repair) continue;
+    ApplyToState(*repair);
+    commits[id].push_back(&*repair);
+    ++next_seq_;
+  }
   // Namespace changes are carried out right after their record, before the next one is
   // written: only the last record can be missing on disk (none, if records followed it).
-  if (!records.empty() && !tail_dropped) {
+  if (!records.empty() && !last_dropped) {
     const JournalRecord& last = records.back();
     std::string from = dir_ + "/" + last.path;
     SCONE_ASSIGN_OR_RETURN(bool from_exists, os::Exists(from));

@@ -174,6 +174,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   static void SetSyncGapHookForTesting(std::function<void()> hook);
   // Tests: called after a durable record is written and synced, before the window goes in place.
   static void SetBeforeApplyHookForTesting(std::function<void()> hook);
+  // Tests: called in a commit between writing in place and appending its record.
+  static void SetBeforeRecordHookForTesting(std::function<void()> hook);
 
   // Fork support, for the runtime (runtime/process/fork.h): BeforeFork holds the volume's lock
   // across fork; the parent releases it; the child releases it right after the fork (without
@@ -223,9 +225,33 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status DropPagesPastTheEnd(const Layout& layout, const os::File& data, const os::File& side,
                              uint64_t size);
   Status Recover(std::vector<JournalRecord> records);
-  // Recovery: the files some chunk of which, as the lazy commits from `first` on put it in
-  // place, is not on disk (it fails authentication). REQUIRES: alone with the volume.
-  std::set<FileId> LazyCommitsNotOnDisk(const std::vector<JournalRecord>& records, size_t first) const;
+  // Recovery: the files with lazy commits from `first` on, where each one's data file is once
+  // every record is carried out, and the indices of its commits.
+  struct LazyFile {
+    std::string path;
+    bool unlinked = false;  // since its last commit: in the trash if that was its last name
+    Region region = Region::kEncrypted;
+    std::vector<size_t> commits;
+  };
+  std::map<FileId, LazyFile> LazyFilesOf(const std::vector<JournalRecord>& records, size_t first) const;
+  std::string DataPathOf(const FileId& id, const LazyFile& file) const;
+  // Recovery: per file, a commit that repairs what a killed writer left (nullopt: nothing to
+  // repair); files it cannot judge are not listed. REQUIRES: alone with the volume.
+  std::map<FileId, std::optional<JournalRecord>> RepairsForRecovery(const std::vector<JournalRecord>& records,
+                                                                    const std::map<FileId, LazyFile>& files);
+  // Recovery, for the files not repaired: the indices of the lazy commits to drop, per file
+  // those after the longest prefix whose chunks are on disk.
+  std::set<size_t> LazyCommitsNotOnDisk(const std::vector<JournalRecord>& records,
+                                        const std::map<FileId, LazyFile>& files) const;
+  // How many of a file's lazy `commits` (in order) form that prefix.
+  size_t CommitsOnDisk(const FileId& id, const std::string& data_path,
+                       const std::vector<const JournalRecord*>& commits) const;
+  // A process that died inside a commit (the writer lock's last holder, see
+  // VolumeLock::InFlight) may have overwritten in place a chunk that only lazy records put
+  // there, with no record naming the new version: this publishes a commit that takes each such
+  // chunk back to a version at hand (ProtectedFile::BuildRepair). REQUIRES: mu_ and the writer
+  // lock, caught up.
+  Status RepairAfterDeadWriterLocked();
   // Writes the newest images and chunk table entries of `commits` (a file's records in order)
   // in place; with `trim`, cuts the data file to the state's length (recovery).
   Status ReplayDataForFile(const FileId& id, const std::string& path,

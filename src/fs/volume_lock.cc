@@ -7,6 +7,7 @@
 #include <atomic>
 #include <bit>
 #include <cerrno>
+#include <cstring>
 
 #include "os/syscalls.h"
 
@@ -70,12 +71,14 @@ bool VolumeLock::TryAlone() { return Set(F_WRLCK, 1, /*wait=*/false).ok(); }
 Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
 // The lock file's hints, little-endian: bytes 8-15 the checkpoint sequence, 16-23 the users
-// count, 24-31 the journal's changes, 32-39 the images made.
+// count, 24-31 the journal's changes, 32-39 the images made, 40-63 the commit in flight (its
+// sequence number, then its file).
 constexpr off_t kCheckpointHintAt = 8;
 constexpr off_t kUsersHintAt = 16;
 constexpr off_t kJournalChangesAt = 24;
 constexpr off_t kImagesMadeAt = 32;
-constexpr off_t kHintsSize = 40;
+constexpr off_t kInFlightAt = 40;
+constexpr off_t kHintsSize = 64;
 constexpr size_t kMappedSize = 4096;
 static_assert(std::endian::native == std::endian::little, "the hints are little-endian");
 
@@ -141,6 +144,32 @@ uint64_t VolumeLock::ImagesMade() const {
 }
 
 Status VolumeLock::NoteImageMade() const { return CountInHint(kImagesMadeAt); }
+
+void VolumeLock::MarkInFlight(const InFlight& commit) const {
+  if (!hints_) return;
+  uint64_t* words = hints_.get() + kInFlightAt / 8;
+  uint64_t file[2];
+  std::memcpy(file, commit.file.data(), sizeof(file));
+  std::atomic_ref<uint64_t>(words[1]).store(file[0], std::memory_order_relaxed);
+  std::atomic_ref<uint64_t>(words[2]).store(file[1], std::memory_order_relaxed);
+  std::atomic_ref<uint64_t>(words[0]).store(commit.seq, std::memory_order_release);
+}
+
+void VolumeLock::ClearInFlight() const {
+  if (hints_) std::atomic_ref<uint64_t>(hints_.get()[kInFlightAt / 8]).store(0, std::memory_order_release);
+}
+
+std::optional<VolumeLock::InFlight> VolumeLock::TakeInFlight() const {
+  if (!hints_) return std::nullopt;
+  uint64_t* words = hints_.get() + kInFlightAt / 8;
+  InFlight commit;
+  commit.seq = std::atomic_ref<uint64_t>(words[0]).exchange(0, std::memory_order_acquire);
+  if (commit.seq == 0) return std::nullopt;
+  const uint64_t file[2] = {std::atomic_ref<uint64_t>(words[1]).load(std::memory_order_relaxed),
+                            std::atomic_ref<uint64_t>(words[2]).load(std::memory_order_relaxed)};
+  std::memcpy(commit.file.data(), file, sizeof(file));
+  return commit;
+}
 
 Status VolumeLock::CountInHint(off_t at) const {
   // Through the mapping where there is one: no inotify event for the processes alone to wake

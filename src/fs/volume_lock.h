@@ -11,6 +11,7 @@
 //           process alone does once it has published what it buffered (the hand-over).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -71,6 +72,18 @@ class VolumeLock {
   // the count moved (one load where the hints are mapped).
   uint64_t ImagesMade() const;
   Status NoteImageMade() const;
+  // The commit in flight: the sequence number its record will get and its file, set by a
+  // writer before it writes chunks in place and cleared once the record is appended, both under
+  // the writer lock. Set when the writer lock is taken: its holder died inside a commit. A hint
+  // only (the host can write it): what it leads to is checked against the journal and the disk.
+  // Only where the hints are mapped (stores, no system call).
+  struct InFlight {
+    uint64_t seq = 0;
+    std::array<uint8_t, 16> file{};
+  };
+  void MarkInFlight(const InFlight& commit) const;
+  void ClearInFlight() const;
+  std::optional<InFlight> TakeInFlight() const;
 
  private:
   struct Unmap {

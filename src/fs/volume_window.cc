@@ -177,60 +177,173 @@ Status Volume::MakeWindowDurableLocked() {
   return AppendLocked(sync, /*durable=*/true);
 }
 
-// All or none per file: a prefix would need each chunk checked against the version of that
-// prefix, which a later write may have overwritten in place (a transaction of a process that
-// shares the volume overwrites what only lazy records put in place, and it may die midway).
-// Only encrypted files publish lazily.
-std::set<FileId> Volume::LazyCommitsNotOnDisk(const std::vector<JournalRecord>& records, size_t first) const {
+std::map<FileId, Volume::LazyFile> Volume::LazyFilesOf(const std::vector<JournalRecord>& records,
+                                                      size_t first) const {
+  std::map<FileId, LazyFile> files;
+  for (size_t i = first; i < records.size(); ++i) {
+    const JournalRecord& r = records[i];
+    for (auto& [id, f] : files) {
+      if (r.kind == JournalRecord::Kind::kUnlink && f.path == r.path) f.unlinked = true;
+      if (r.kind != JournalRecord::Kind::kRename) continue;
+      if (f.path == r.to) {
+        f.unlinked = true;  // renamed over
+      } else if (f.path == r.path) {
+        f.path = r.to;
+      } else if (f.path.starts_with(r.path + "/")) {
+        f.path = r.to + f.path.substr(r.path.size());
+      }
+    }
+    if (r.kind != JournalRecord::Kind::kCommit) continue;
+    LazyFile& f = files[r.entry.file_id];
+    f.path = r.path;
+    f.region = r.entry.region;
+    f.unlinked = false;
+    f.commits.push_back(i);
+  }
+  return files;
+}
+
+std::string Volume::DataPathOf(const FileId& id, const LazyFile& file) const {
+  return file.unlinked ? TrashPath(id) : dir_ + "/" + file.path;
+}
+
+// Per file, the longest run of its lazy commits whose chunks are all on disk as the last of
+// them says: the fallback where RepairsForRecovery cannot repair a file. A prefix is judged on
+// its own, not as a run of good prefixes: a later commit may put in place again a chunk that an
+// earlier one left torn. Chunks the records carry as images, holes, and chunks past a prefix's
+// end need nothing on disk. Only encrypted files publish lazily.
+std::set<size_t> Volume::LazyCommitsNotOnDisk(const std::vector<JournalRecord>& records,
+                                              const std::map<FileId, LazyFile>& files) const {
+  std::set<size_t> dropped;
+  for (const auto& [id, f] : files) {
+    std::vector<const JournalRecord*> commits;
+    for (size_t i : f.commits) commits.push_back(&records[i]);
+    const size_t kept = f.region != Region::kEncrypted ? 0 : CommitsOnDisk(id, DataPathOf(id, f), commits);
+    dropped.insert(f.commits.begin() + static_cast<ptrdiff_t>(kept), f.commits.end());
+  }
+  return dropped;
+}
+
+// A process killed between writing a chunk in place and appending the record that names it
+// leaves that chunk newer than every record. Each such chunk goes back to a version at hand, or
+// the file's last chunk is cut off (ProtectedFile::BuildRepair): a log appended to loses at most
+// its tail chunk's appends (hostile finding: all of a file's lazy commits went, thousands of
+// appends other processes had read). The file is opened as of its last durable commit, which
+// the disk holds in place, with its lazy commits as its window; where that fails, not listed.
+std::map<FileId, std::optional<JournalRecord>> Volume::RepairsForRecovery(
+    const std::vector<JournalRecord>& records, const std::map<FileId, LazyFile>& files) {
+  std::map<FileId, std::optional<JournalRecord>> repairs;
+  for (const auto& [id, f] : files) {
+    if (f.region != Region::kEncrypted) continue;
+    FileWindow window;
+    bool found = false;
+    for (size_t i = f.commits.front(); i-- > 0 && !found;) {
+      const JournalRecord& r = records[i];
+      const bool names = r.kind == JournalRecord::Kind::kCommit || r.kind == JournalRecord::Kind::kCreate;
+      if (names && r.entry.file_id == id) window.base = r.entry, found = true;
+    }
+    if (!found) {
+      auto base = path_by_id_.find(id);
+      if (base == path_by_id_.end()) continue;
+      window.base = state_.files.at(base->second);
+    }
+    for (size_t i : f.commits) window.records.push_back(std::make_shared<const JournalRecord>(records[i]));
+    auto data = os::File::Open(DataPathOf(id, f), O_RDWR | O_NOFOLLOW);
+    if (!data.ok()) continue;
+    auto file = ProtectedFile::Open(shared_from_this(), dir_, f.path, window.records.back()->entry,
+                                    DeriveFileKeys(id), window, &*data);
+    if (!file.ok()) continue;
+    JournalRecord repair;
+    auto built = (*file)->BuildRepair(window, &repair);
+    if (!built.ok()) continue;
+    if (*built) {
+      repair.path = f.path;
+      repair.lazy = true;
+      std::fprintf(stderr, "scone: %s: the last writes before a crash did not all reach it; those chunks went "
+                   "back to their last version at hand%s\n", DataPathOf(id, f).c_str(),
+                   repair.entry.size < window.records.back()->entry.size ? ", the last one cut off" : "");
+    }
+    repairs[id] = *built ? std::optional<JournalRecord>(std::move(repair)) : std::nullopt;
+  }
+  return repairs;
+}
+
+size_t Volume::CommitsOnDisk(const FileId& id, const std::string& data_path,
+                             const std::vector<const JournalRecord*>& commits) const {
+  auto data = os::File::Open(data_path, O_RDONLY | O_NOFOLLOW);
+  if (!data.ok()) return 0;
+  const FileKeys keys = DeriveFileKeys(id);
+  const Layout layout(Region::kEncrypted);
+  uint8_t image[kChunkSize];
+  auto on_disk = [&](uint64_t chunk, const ChunkEntry& entry) {
+    auto n = data->ReadAt(layout.SlotOffset(chunk), MutableByteSpan(image, kChunkSize));
+    return n.ok() && *n == kChunkSize && ProtectedFile::SlotAuthentic(keys, id, chunk, entry, image);
+  };
   struct Newest {
     ChunkEntry entry;
     bool in_place = false;
   };
-  struct File {
-    std::string path;
-    Region region = Region::kEncrypted;
-    std::map<uint64_t, Newest> chunks;
-    bool unlinked = false;  // since its last commit: in the trash if that was its last name
-  };
-  std::map<FileId, File> files;
-  for (size_t i = first; i < records.size(); ++i) {
-    const JournalRecord& r = records[i];
-    if (r.kind == JournalRecord::Kind::kUnlink) {
-      for (auto& [id, f] : files) f.unlinked = f.unlinked || f.path == r.path;
-    }
-    if (r.kind != JournalRecord::Kind::kCommit) continue;
-    File& f = files[r.entry.file_id];
-    f.path = r.path;
-    f.region = r.entry.region;
-    f.unlinked = false;
+  std::map<uint64_t, Newest> newest;
+  std::set<uint64_t> torn;  // below the end: newest entry in place, but not what the disk holds
+  size_t kept = 0;
+  for (size_t k = 0; k < commits.size(); ++k) {
+    const JournalRecord& r = *commits[k];
     const uint64_t end = ChunkCount(r.entry.size);
-    f.chunks.erase(f.chunks.lower_bound(end), f.chunks.end());
+    newest.erase(newest.lower_bound(end), newest.end());
+    torn.erase(torn.lower_bound(end), torn.end());
     const std::set<uint64_t> in_place(r.inplace_chunks.begin(), r.inplace_chunks.end());
+    const std::set<uint64_t> imaged(r.slot_chunks.begin(), r.slot_chunks.end());
     for (const auto& [chunk, entry] : r.entries) {
-      if (chunk < end) f.chunks[chunk] = {entry, in_place.count(chunk) != 0};
-    }
-  }
-  std::set<FileId> lost;
-  uint8_t image[kChunkSize];
-  for (const auto& [id, f] : files) {
-    auto on_disk = [&]() -> bool {
-      if (f.region != Region::kEncrypted) return false;
-      auto data = os::File::Open(f.unlinked ? TrashPath(id) : dir_ + "/" + f.path, O_RDONLY | O_NOFOLLOW);
-      if (!data.ok()) return false;
-      const FileKeys keys = DeriveFileKeys(id);
-      const Layout layout(f.region);
-      for (const auto& [chunk, newest] : f.chunks) {
-        if (!newest.in_place || newest.entry.IsHole()) continue;
-        auto n = data->ReadAt(layout.SlotOffset(chunk), MutableByteSpan(image, kChunkSize));
-        if (!n.ok() || *n != kChunkSize || !ProtectedFile::SlotAuthentic(keys, id, chunk, newest.entry, image)) {
-          return false;
-        }
+      if (chunk >= end) continue;
+      Newest& n = newest[chunk];
+      // An entry listed again unchanged (a commit after a truncation) keeps where it came from.
+      n.in_place = in_place.count(chunk) != 0 || (imaged.count(chunk) == 0 && n.in_place && n.entry == entry);
+      n.entry = entry;
+      if (n.in_place && !entry.IsHole() && !on_disk(chunk, entry)) {
+        torn.insert(chunk);
+      } else {
+        torn.erase(chunk);
       }
-      return true;
-    };
-    if (!on_disk()) lost.insert(id);
+    }
+    if (torn.empty()) kept = k + 1;
   }
-  return lost;
+  return kept;
+}
+
+Status Volume::RepairAfterDeadWriterLocked() {
+  const std::optional<VolumeLock::InFlight> in_flight = lock_->TakeInFlight();
+  // Its record was appended (it died after): nothing is missing.
+  if (!in_flight || in_flight->seq != next_seq_) return Status::Ok();
+  const FileId& id = in_flight->file;
+  auto path = path_by_id_.find(id);
+  if (path == path_by_id_.end()) return Status::Ok();
+  // Only chunks that lazy records of the window put in place are overwritten in place.
+  const FileEntry& latest = state_.files.at(path->second);
+  const FileWindow window = WindowOfLocked(id, latest);
+  if (window.records.empty()) return Status::Ok();
+  const std::string full = dir_ + "/" + path->second;
+  JournalRecord repair;
+  auto file = ProtectedFile::Open(shared_from_this(), dir_, path->second, latest, DeriveFileKeys(id), window, nullptr);
+  Result<bool> built = file.ok() ? (*file)->BuildRepair(window, &repair) : Result<bool>(file.status());
+  if (!built.ok()) {
+    // Reported again where the file is read.
+    std::fprintf(stderr, "scone: %s: a process died while writing it; not repaired: %s\n", full.c_str(),
+                 built.status().message().c_str());
+    return Status::Ok();
+  }
+  if (!*built) return Status::Ok();
+  repair.path = path->second;
+  SCONE_RETURN_IF_ERROR(AppendLocked(repair, /*durable=*/false));
+  std::fprintf(stderr, "scone: %s: a process died while writing it; the chunks it was writing went back to "
+               "their last version at hand%s\n", full.c_str(), repair.entry.size < latest.size ? ", the last one cut off" : "");
+  // Published as another process's record is: the open file catches up to it.
+  auto shared = std::make_shared<const JournalRecord>(std::move(repair));
+  AddToWindowLocked(shared);
+  auto open = open_files_.find(id);
+  if (open != open_files_.end() && !open->second.expired()) published_[id].push_back(shared);
+  touched_.insert(id);
+  ApplyToState(*shared);
+  return Status::Ok();
 }
 
 std::vector<std::shared_ptr<const JournalRecord>> Volume::TakePublishedLocked(const FileId& id) {
