@@ -123,7 +123,7 @@ Status ProtectedFile::Close() {
   return CommitLocked(/*durable=*/false);
 }
 
-Result<bool> ProtectedFile::BuildRepair(const FileWindow& window, JournalRecord* out) {
+Result<bool> ProtectedFile::BuildRepair(const FileWindow& window, bool undo_last, JournalRecord* out) {
   std::unique_lock lock(mu_);
   spent_ = true;
   if (region_ != Region::kEncrypted) return false;  // only encrypted files commit lazily
@@ -145,6 +145,15 @@ Result<bool> ProtectedFile::BuildRepair(const FileWindow& window, JournalRecord*
       versions[chunk].push_back({e, image == images.end() ? nullptr : image->second});
     }
   }
+  // The size before the dead writer's record, and the chunks that record put in place.
+  uint64_t size_before = size_;
+  std::set<uint64_t> last_in_place;
+  if (undo_last && !window.records.empty()) {
+    const JournalRecord& last = *window.records.back();
+    size_before = window.records.size() > 1 ? window.records[window.records.size() - 2]->entry.size : window.base.size;
+    last_in_place.insert(last.inplace_chunks.begin(), last.inplace_chunks.end());
+  }
+  bool undo_size = false;
   const uint64_t chunks = ChunkCount(size_);
   uint8_t disk[kChunkSize];
   uint8_t plain[kChunkSize];
@@ -156,6 +165,9 @@ Result<bool> ProtectedFile::BuildRepair(const FileWindow& window, JournalRecord*
     auto n = data_.ReadAt(layout_.SlotOffset(chunk), MutableByteSpan(disk, kChunkSize));
     const bool read = n.ok() && *n == kChunkSize;
     if (read && OpenChunk(chunk, current, disk, kChunkSize, plain).ok()) continue;
+    undo_size = undo_size || last_in_place.count(chunk) != 0;
+    // Past the size to go back to: nothing to keep.
+    if (last_in_place.count(chunk) != 0 && size_before < size_ && chunk >= ChunkCount(size_before)) continue;
     bool found = false;
     for (auto v = std::next(list.rbegin()); v != list.rend() && !found; ++v) {
       const uint8_t* image = v->image != nullptr ? v->image : read ? disk : nullptr;
@@ -175,6 +187,8 @@ Result<bool> ProtectedFile::BuildRepair(const FileWindow& window, JournalRecord*
     cache_.emplace(chunk, std::move(buffer));
     changed_ = true;
   }
+  // Bytes past the restored end read as zeros (TruncateLocked seals the tail chunk anew).
+  if (undo_size && size_before < size_) SCONE_RETURN_IF_ERROR(TruncateLocked(size_before));
   if (!changed_) return false;
   out->kind = JournalRecord::Kind::kCommit;
   SCONE_RETURN_IF_ERROR(BuildRecord(out, /*durable=*/false));
@@ -1067,11 +1081,17 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
           in_transaction_ = stage != nullptr;
           Status built = stage ? stage() : Status::Ok();
           kept_in_memory = unlinked_ && in_memory_only_;
-          if (built.ok() && !kept_in_memory) built = BuildRecord(&record, durable);
+          if (built.ok() && !kept_in_memory) built = BuildRecord(&record, durable, /*defer_in_place=*/true);
           in_transaction_ = false;
           return built;
         },
-        [&] { return kept_in_memory ? Status::Ok() : ApplyInPlace(record); }));
+        [&]() -> Status {
+          // After the record: a lazy one's new chunks, a durable one's images and pages (an
+          // orphaned inode's, with no record, both).
+          SCONE_RETURN_IF_ERROR(WriteDeferredInPlace());
+          if (kept_in_memory || (record.lazy && record.seq != 0)) return Status::Ok();
+          return ApplyInPlace(record);
+        }));
     if (kept_in_memory) return Status::Ok();
   }
   if (record.lazy) {
@@ -1300,7 +1320,7 @@ Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current, const File
   return Status::Ok();
 }
 
-Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable) {
+Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable, bool defer_in_place) {
   JournalRecord& record = *out;
   // An authenticated file's data file is its plaintext, exactly as long as the file: only an
   // in-place apply keeps it so, and that waits for a durable record.
@@ -1347,8 +1367,16 @@ Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable) {
   SCONE_RETURN_IF_ERROR(SealMany(sealed, plains, images));
   DropCached(cache_.begin(), cache_.end());
   if (!inplace_now.empty()) {
-    SCONE_RETURN_IF_ERROR(WriteSlots(inplace_now));
     data_unsynced_ = true;
+    if (defer_in_place && record.lazy) {
+      // Written after the record (WriteDeferredInPlace): a crash between leaves on disk the
+      // versions earlier records name, which a repair goes back to (a chunk written first and
+      // then not recorded is lost).
+      deferred_images_ = std::move(inplace_images);
+      deferred_slots_ = std::move(inplace_now);
+    } else {
+      SCONE_RETURN_IF_ERROR(WriteSlots(inplace_now));
+    }
   }
   // 2. Changed chunk table entries: sealed chunks, and committed entries at or past the point
   //    truncation cut (cleared, or sealed anew): with a file that shrank and grew again, their
@@ -1403,6 +1431,14 @@ Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable) {
     data_unsynced_ = false;
   }
   return Status::Ok();
+}
+
+Status ProtectedFile::WriteDeferredInPlace() {
+  if (deferred_slots_.empty()) return Status::Ok();
+  Status written = WriteSlots(deferred_slots_);
+  deferred_slots_.clear();
+  deferred_images_.clear();
+  return written;
 }
 
 Status ProtectedFile::WriteSlots(std::span<const std::pair<uint64_t, const uint8_t*>> slots) {

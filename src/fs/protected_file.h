@@ -91,11 +91,13 @@ class ProtectedFile {
   Status Close();
   // The repair after a process died inside a commit (Volume::RepairAfterDeadWriterLocked), on
   // an object of its own opened as of the file's window: each chunk whose newest version the
-  // window put in place but the disk no longer holds goes back to the newest version still at
+  // window put in place but the disk does not hold goes back to the newest version still at
   // hand (an image the window holds, or what the disk holds), or, the file's last chunk, is cut
-  // off. Builds the commit that says so into `out` (false: nothing is missing), writing nothing
-  // in place. The object is spent after it: its close commits nothing.
-  Result<bool> BuildRepair(const FileWindow& window, JournalRecord* out);
+  // off. `undo_last`: the window's last record is the dead writer's, and where one of its
+  // chunks is missing the file also gets back the size before it (a killed append is undone
+  // whole). Builds the commit that says so into `out` (false: nothing is missing), writing
+  // nothing in place. The object is spent after it: its close commits nothing.
+  Result<bool> BuildRepair(const FileWindow& window, bool undo_last, JournalRecord* out);
 
   uint64_t size() const;
   // The entry of the state this object last committed or caught up with.
@@ -247,7 +249,10 @@ class ProtectedFile {
   Status CatchUpUnderVolumeLocks();
   Status ApplyPublished(const JournalRecord& record);
   // Seals what is buffered and fills the commit record. REQUIRES: mu_ held exclusively.
-  Status BuildRecord(JournalRecord* record, bool durable);
+  // With `defer_in_place`, a lazy record's chunks that go in place wait for
+  // WriteDeferredInPlace, which the commit calls once the record is appended.
+  Status BuildRecord(JournalRecord* record, bool durable, bool defer_in_place = false);
+  Status WriteDeferredInPlace();
   Status ReloadChangedByOthers(const FileEntry& current, const FileWindow& window);
   // After an authentication failure: if another process committed this file since we loaded
   // it, reload (exclusive lock) and return true so the caller retries once.
@@ -313,6 +318,8 @@ class ProtectedFile {
   // Chunks lazy records put in place since the durable record `lazy_in_place_since_`.
   std::set<uint64_t> lazy_in_place_;
   uint64_t lazy_in_place_since_ = 0;
+  Bytes deferred_images_;  // BuildRecord's in-place images waiting for their record
+  std::vector<std::pair<uint64_t, const uint8_t*>> deferred_slots_;
   bool spent_ = false;  // BuildRepair's object: never commits
   bool in_transaction_ = false;  // CommitLocked with a stage, under the volume's locks
 

@@ -22,6 +22,7 @@ namespace {
 std::function<void()> sync_gap_hook;
 std::function<void()> before_apply_hook;
 std::function<void()> before_record_hook;
+std::function<void()> after_record_hook;
 
 constexpr char kVolumeMagic[8] = {'S', 'C', 'O', 'N', 'E', 'V', 'O', 'L'};
 constexpr size_t kMaxBaseSize = 256u << 20;
@@ -638,6 +639,8 @@ void Volume::SetBeforeApplyHookForTesting(std::function<void()> hook) { before_a
 
 void Volume::SetBeforeRecordHookForTesting(std::function<void()> hook) { before_record_hook = std::move(hook); }
 
+void Volume::SetAfterRecordHookForTesting(std::function<void()> hook) { after_record_hook = std::move(hook); }
+
 void Volume::SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume)) { alone_hook = hook; }
 
 bool Volume::MayBuffer() {
@@ -944,12 +947,15 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record,
   record.path = it->second;
   if (before_record_hook) before_record_hook();
   SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/!record.lazy));
-  lock_->ClearInFlight();
   touched_.insert(id);
-  Status applied = record.lazy ? Status::Ok() : apply();
+  if (after_record_hook) after_record_hook();
+  // A lazy record's new chunks go in place after it; a durable one's window and images too.
+  Status applied = apply();
+  if (applied.ok()) lock_->ClearInFlight();
   if (record.lazy) AddToWindowLocked(std::make_shared<const JournalRecord>(record));
   ApplyToState(record);
-  // A failed in-place apply is repaired by the journal at the next open; report it all the same.
+  // A failed in-place apply is repaired by the journal at the next open (a lazy record's, by
+  // the next holder of the writer lock); report it all the same.
   SCONE_RETURN_IF_ERROR(applied);
   // (Not while a window waits for a process that may put it in place: each try would sync.)
   if (apply_unconfirmed_ != 0) return Status::Ok();

@@ -174,8 +174,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   static void SetSyncGapHookForTesting(std::function<void()> hook);
   // Tests: called after a durable record is written and synced, before the window goes in place.
   static void SetBeforeApplyHookForTesting(std::function<void()> hook);
-  // Tests: called in a commit between writing in place and appending its record.
+  // Tests: called in a commit before its record is appended, and after (before what goes in
+  // place after the record).
   static void SetBeforeRecordHookForTesting(std::function<void()> hook);
+  static void SetAfterRecordHookForTesting(std::function<void()> hook);
 
   // Fork support, for the runtime (runtime/process/fork.h): BeforeFork holds the volume's lock
   // across fork; the parent releases it; the child releases it right after the fork (without

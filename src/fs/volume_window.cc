@@ -233,6 +233,8 @@ std::set<size_t> Volume::LazyCommitsNotOnDisk(const std::vector<JournalRecord>& 
 std::map<FileId, std::optional<JournalRecord>> Volume::RepairsForRecovery(
     const std::vector<JournalRecord>& records, const std::map<FileId, LazyFile>& files) {
   std::map<FileId, std::optional<JournalRecord>> repairs;
+  // The commit a process killed inside it left (it knows no power loss).
+  const std::optional<VolumeLock::InFlight> in_flight = lock_->TakeInFlight();
   for (const auto& [id, f] : files) {
     if (f.region != Region::kEncrypted) continue;
     FileWindow window;
@@ -254,7 +256,8 @@ std::map<FileId, std::optional<JournalRecord>> Volume::RepairsForRecovery(
                                     DeriveFileKeys(id), window, &*data);
     if (!file.ok()) continue;
     JournalRecord repair;
-    auto built = (*file)->BuildRepair(window, &repair);
+    const bool undo_last = in_flight && in_flight->file == id && window.records.back()->seq == in_flight->seq;
+    auto built = (*file)->BuildRepair(window, undo_last, &repair);
     if (!built.ok()) continue;
     if (*built) {
       repair.path = f.path;
@@ -312,8 +315,10 @@ size_t Volume::CommitsOnDisk(const FileId& id, const std::string& data_path,
 
 Status Volume::RepairAfterDeadWriterLocked() {
   const std::optional<VolumeLock::InFlight> in_flight = lock_->TakeInFlight();
-  // Its record was appended (it died after): nothing is missing.
-  if (!in_flight || in_flight->seq != next_seq_) return Status::Ok();
+  // It died before its record (chunks it wrote in place first, a large write's, may be newer
+  // than any record) or after it (the chunks that go in place after the record may be missing).
+  // Any other number is not the last holder's.
+  if (!in_flight || (in_flight->seq != next_seq_ && in_flight->seq + 1 != next_seq_)) return Status::Ok();
   const FileId& id = in_flight->file;
   auto path = path_by_id_.find(id);
   if (path == path_by_id_.end()) return Status::Ok();
@@ -323,8 +328,13 @@ Status Volume::RepairAfterDeadWriterLocked() {
   if (window.records.empty()) return Status::Ok();
   const std::string full = dir_ + "/" + path->second;
   JournalRecord repair;
-  auto file = ProtectedFile::Open(shared_from_this(), dir_, path->second, latest, DeriveFileKeys(id), window, nullptr);
-  Result<bool> built = file.ok() ? (*file)->BuildRepair(window, &repair) : Result<bool>(file.status());
+  const bool appended = window.records.back()->seq == in_flight->seq;
+  // Also while this volume is destroyed (its close catches up, then checkpoints: the repair
+  // cannot wait): the file object, which lives only here, holds it without owning it.
+  std::shared_ptr<Volume> self = weak_from_this().lock();
+  if (self == nullptr) self = std::shared_ptr<Volume>(this, [](Volume*) {});
+  auto file = ProtectedFile::Open(self, dir_, path->second, latest, DeriveFileKeys(id), window, nullptr);
+  Result<bool> built = file.ok() ? (*file)->BuildRepair(window, appended, &repair) : Result<bool>(file.status());
   if (!built.ok()) {
     // Reported again where the file is read.
     std::fprintf(stderr, "scone: %s: a process died while writing it; not repaired: %s\n", full.c_str(),
@@ -334,8 +344,7 @@ Status Volume::RepairAfterDeadWriterLocked() {
   if (!*built) return Status::Ok();
   repair.path = path->second;
   SCONE_RETURN_IF_ERROR(AppendLocked(repair, /*durable=*/false));
-  std::fprintf(stderr, "scone: %s: a process died while writing it; the chunks it was writing went back to "
-               "their last version at hand%s\n", full.c_str(), repair.entry.size < latest.size ? ", the last one cut off" : "");
+  std::fprintf(stderr, "scone: %s: a process died while writing it; its unfinished write is undone\n", full.c_str());
   // Published as another process's record is: the open file catches up to it.
   auto shared = std::make_shared<const JournalRecord>(std::move(repair));
   AddToWindowLocked(shared);
