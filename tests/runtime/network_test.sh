@@ -920,6 +920,22 @@ while True:
         assert e.poll()
         c.setblocking(True)
         ack()
+    elif scenario == "nonblocking-corked":  # EAGAIN and EPOLLOUT while corked: all of it, in order
+        cork(c, 1)
+        c.setblocking(False)
+        e = select.epoll()
+        e.register(c.fileno(), select.EPOLLOUT)
+        data, sent = bytes(i % 251 for i in range(2000000)), 0
+        while sent < len(data):
+            try:
+                sent += c.send(data[sent:sent + 10000])
+            except BlockingIOError:
+                e.poll()
+        cork(c, 0)  # what the kernel does not take now leaves at the next call or wait
+        e.modify(c.fileno(), select.EPOLLIN)
+        e.poll()
+        c.setblocking(True)
+        ack()
     elif scenario == "exit-corked":  # corked, the process exits without closing
         cork(c, 1)
         c.sendall(header + body)
@@ -950,6 +966,10 @@ PYEOF
   records shutdown-corked 1157 1157
   records wait-corked 1157 1157
   records epoll-corked 1157 1157
+  got=$(timeout -s KILL 60 "$PY" "$here/tools/tls_records.py" "$port" ca.crt "$MARKER" line nonblocking-corked 2000000 2>&1) ||
+    { cat server.log; fail "nonblocking-corked: client failed: $got"; }
+  "$PY" -c "import sys; sys.stdout.buffer.write(bytes(i % 251 for i in range(2000000)))" | cmp -s - records.out ||
+    fail "nonblocking-corked: the data arrived wrong"
   records exit-corked 1157 1157
   stop_capture wire.pcap
   check_capture wire.pcap "$MARKER"
