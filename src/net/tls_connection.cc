@@ -8,10 +8,15 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
+
 #include "net/ciphertext_sink.h"
 
 namespace scone::net {
 namespace {
+
+// The held-back plaintext buffer a connection keeps between records (a small response's).
+constexpr size_t kKeptHeldCapacity = 4096;
 
 std::string OpenSslReason() {
   unsigned long e = ERR_peek_last_error();
@@ -270,17 +275,61 @@ bool TlsConnection::Readable() {
   return Fail(0, "read") != kWantInput;  // the end of the stream, or a failure: a read returns at once
 }
 
-long TlsConnection::Write(const void* buf, size_t size) {
+long TlsConnection::Seal(const uint8_t* data, size_t size) {
+  size_t done = 0;
+  while (done < size) {  // the sink takes everything: partial writes end at a record boundary
+    size_t n = 0;
+    if (SSL_write_ex(ssl_, data + done, size - done, &n) != 1) {
+      long f = Fail(0, "write");
+      return f < 0 ? f : kFailed;
+    }
+    done += n;
+  }
+  return static_cast<long>(size);
+}
+
+long TlsConnection::Write(const void* buf, size_t size, bool more) {
   if (failed_) return kFailed;
   if (size == 0) return 0;
-  size_t done = 0;
-  int r = SSL_write_ex(ssl_, buf, size, &done);
-  if (r == 1) return static_cast<long>(done);
-  return Fail(0, "write");
+  if (!HandshakeDone()) {
+    // Nothing is held back before the handshake's end: OpenSSL drives it and says what it needs.
+    size_t done = 0;
+    if (SSL_write_ex(ssl_, buf, size, &done) == 1) return static_cast<long>(done);
+    return Fail(0, "write");
+  }
+  const auto* in = static_cast<const uint8_t*>(buf);
+  size_t left = size;
+  if (!held_.empty()) {
+    // The held plaintext leads the next record: filled up to a whole record from `buf`.
+    const size_t part = std::min(left, kMaxRecordPlaintext - held_.size());
+    held_.insert(held_.end(), in, in + part);
+    in += part;
+    left -= part;
+    if (more && held_.size() < kMaxRecordPlaintext) return static_cast<long>(size);
+    if (long r = Push(); r < 0) return r;
+  }
+  // With `more`, whole records leave now and the tail is held (copied once, at most a record).
+  const size_t tail = more ? left % kMaxRecordPlaintext : 0;
+  if (left > tail) {
+    if (long r = Seal(in, left - tail); r < 0) return r;
+  }
+  held_.insert(held_.end(), in + (left - tail), in + left);
+  return static_cast<long>(size);
+}
+
+long TlsConnection::Push() {
+  if (held_.empty()) return 0;
+  if (failed_) return kFailed;
+  long r = Seal(held_.data(), held_.size());
+  held_.clear();
+  // A connection that corks each response keeps a small buffer; a burst's record-sized one goes.
+  if (held_.capacity() > kKeptHeldCapacity) std::vector<uint8_t>().swap(held_);
+  return r < 0 ? r : 0;
 }
 
 void TlsConnection::Shutdown() {
   if (shutdown_sent_ || failed_ || !HandshakeDone()) return;
+  (void)Push();  // what the program wrote goes before the end it marks
   shutdown_sent_ = true;
   (void)SSL_shutdown(ssl_);
   ERR_clear_error();

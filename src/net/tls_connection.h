@@ -90,8 +90,19 @@ class TlsConnection {
   // 1 while Readable with data; records behind it are not counted).
   size_t ReadableBytes();
   // Encrypts `size` bytes (all of them, > 0), or kWantInput (handshake not done), or kFailed.
-  long Write(const void* buf, size_t size);
-  // Queues close_notify (once).
+  // With `more` (the program corked the socket, or passed MSG_MORE), what does not fill a whole
+  // record is held back, counted as written, so that the next writes join it in one record: full
+  // records are sealed, the rest (less than kMaxRecordPlaintext) waits for a write without
+  // `more`, for Push, or for Shutdown. Without `more`, what was held and `buf` are sealed
+  // together, the held plaintext leading the first record.
+  long Write(const void* buf, size_t size, bool more = false);
+  // Seals the plaintext held back by writes with `more` as one record: 0, or kFailed.
+  long Push();
+  // Plaintext held back (at most kMaxRecordPlaintext - 1 bytes between calls).
+  size_t HeldPlaintext() const { return held_.size(); }
+  // The most plaintext one TLS record carries (RFC 8446 5.1).
+  static constexpr size_t kMaxRecordPlaintext = 16384;
+  // Seals what is held back (Push), then queues close_notify (once).
   void Shutdown();
   // Whether the peer sent nothing at all before its end of stream (a port probe, a health check).
   bool PeerSentNothing() const { return received_ == 0 && end_of_stream_; }
@@ -107,6 +118,8 @@ class TlsConnection {
   TlsConnection(std::shared_ptr<TlsContext> context, SSL* ssl) : context_(std::move(context)), ssl_(ssl) {}
   // Classifies a failed SSL call.
   long Fail(int ret, const char* during);
+  // Encrypts all of `size` bytes (whole records, the last one short): size, or kFailed.
+  long Seal(const uint8_t* data, size_t size);
 
   std::shared_ptr<TlsContext> context_;
   SSL* ssl_;
@@ -114,6 +127,8 @@ class TlsConnection {
   // What OpenSSL wrote and the caller has not taken (the write BIO is a sink into it:
   // net/ciphertext_sink.h).
   std::vector<uint8_t> ciphertext_;
+  // Plaintext held back by writes with `more`, to be sealed as one record with what follows.
+  std::vector<uint8_t> held_;
   bool peer_closed_ = false;
   bool end_of_stream_ = false;
   uint64_t received_ = 0;

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <vector>
 
 #include "net/test_certificates.h"
 
@@ -105,6 +107,100 @@ TEST_F(TlsConnectionTest, BufferedPlaintextCountsAsReadable) {
   size_t total = 100;
   while (p.client->Readable()) total += static_cast<size_t>(p.client->Read(buf, sizeof(buf)));
   EXPECT_EQ(total, 1000u);
+}
+
+// The lengths of the TLS records in `wire` (whole records only).
+std::vector<size_t> RecordLengths(const std::vector<uint8_t>& wire) {
+  std::vector<size_t> lengths;
+  for (size_t at = 0; at + 5 <= wire.size();) {
+    const size_t length = size_t{wire[at + 3]} << 8 | wire[at + 4];
+    lengths.push_back(length);
+    at += 5 + length;
+  }
+  return lengths;
+}
+
+// A TLS 1.3 record's length for `plaintext` bytes: its content type and AES-GCM's tag added.
+constexpr size_t SealedLength(size_t plaintext) { return plaintext + 1 + 16; }
+
+// All the plaintext `to` can read now.
+std::string ReadAll(TlsConnection& to) {
+  std::string out;
+  char buf[4096];
+  for (long n; (n = to.Read(buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+TEST_F(TlsConnectionTest, WritesWithMoreLeaveAsOneRecordAtPush) {
+  Pair p = Connect(Server(*ca_, false), Client(false));
+  scone::testing::PumpTls(*p.client, *p.server);
+  ASSERT_TRUE(p.server->HandshakeDone());
+  const std::string header = "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", body(1000, 'b');
+  EXPECT_EQ(p.server->Write(header.data(), header.size(), /*more=*/true), static_cast<long>(header.size()));
+  EXPECT_EQ(p.server->Write(body.data(), body.size(), /*more=*/true), 1000);
+  EXPECT_EQ(p.server->PendingCiphertext(), 0u);  // held back, counted as written
+  EXPECT_EQ(p.server->HeldPlaintext(), header.size() + body.size());
+  EXPECT_EQ(p.server->Push(), 0);
+  EXPECT_EQ(p.server->HeldPlaintext(), 0u);
+  std::vector<uint8_t> wire;
+  p.server->TakeCiphertext(&wire);
+  EXPECT_EQ(RecordLengths(wire), std::vector<size_t>{SealedLength(header.size() + body.size())});
+  p.client->PutCiphertext(wire.data(), wire.size());
+  EXPECT_EQ(ReadAll(*p.client), header + body);
+}
+
+TEST_F(TlsConnectionTest, AWriteWithoutMoreSealsTheHeldPlaintextWithIt) {
+  Pair p = Connect(Server(*ca_, false), Client(false));
+  scone::testing::PumpTls(*p.client, *p.server);
+  ASSERT_EQ(p.client->Write("head|", 5, /*more=*/true), 5);
+  ASSERT_EQ(p.client->Write("body", 4), 4);
+  EXPECT_EQ(p.client->HeldPlaintext(), 0u);
+  std::vector<uint8_t> wire;
+  p.client->TakeCiphertext(&wire);
+  EXPECT_EQ(RecordLengths(wire), std::vector<size_t>{SealedLength(9)});
+  p.server->PutCiphertext(wire.data(), wire.size());
+  EXPECT_EQ(ReadAll(*p.server), "head|body");
+}
+
+TEST_F(TlsConnectionTest, HeldPlaintextIsAtMostOneRecord) {
+  Pair p = Connect(Server(*ca_, false), Client(false));
+  scone::testing::PumpTls(*p.client, *p.server);
+  std::string sent;
+  for (int i = 0; i < 40; ++i) {
+    std::string piece(1000, static_cast<char>('a' + i % 26));
+    ASSERT_EQ(p.server->Write(piece.data(), piece.size(), /*more=*/true), 1000);
+    sent += piece;
+    EXPECT_LT(p.server->HeldPlaintext(), TlsConnection::kMaxRecordPlaintext);
+  }
+  const size_t full = SealedLength(TlsConnection::kMaxRecordPlaintext);
+  std::vector<uint8_t> wire;
+  p.server->TakeCiphertext(&wire);
+  EXPECT_EQ(RecordLengths(wire), (std::vector<size_t>{full, full}));  // sealed as they filled
+  // One large write with more: whole records leave, the tail waits.
+  std::string large(3 * TlsConnection::kMaxRecordPlaintext + 10, 'L');
+  ASSERT_EQ(p.server->Write(large.data(), large.size(), /*more=*/true), static_cast<long>(large.size()));
+  sent += large;
+  EXPECT_EQ(p.server->HeldPlaintext(), 40000 - 2 * TlsConnection::kMaxRecordPlaintext + 10);
+  ASSERT_EQ(p.server->Push(), 0);
+  p.server->TakeCiphertext(&wire);  // appended to the two records before
+  EXPECT_EQ(RecordLengths(wire), (std::vector<size_t>{full, full, full, full, full, SealedLength(40000 - 2 * 16384 + 10)}));
+  p.client->PutCiphertext(wire.data(), wire.size());
+  EXPECT_EQ(ReadAll(*p.client), sent);
+}
+
+TEST_F(TlsConnectionTest, ShutdownSealsTheHeldPlaintextBeforeCloseNotify) {
+  Pair p = Connect(Server(*ca_, false), Client(false));
+  scone::testing::PumpTls(*p.client, *p.server);
+  ASSERT_EQ(p.server->Write("last words", 10, /*more=*/true), 10);
+  p.server->Shutdown();
+  std::vector<uint8_t> wire;
+  p.server->TakeCiphertext(&wire);
+  EXPECT_EQ(RecordLengths(wire), (std::vector<size_t>{SealedLength(10), SealedLength(2)}));  // data, then the alert
+  p.client->PutCiphertext(wire.data(), wire.size());
+  char buf[32];
+  EXPECT_EQ(p.client->Read(buf, sizeof(buf)), 10);
+  EXPECT_EQ(std::string(buf, 10), "last words");
+  EXPECT_EQ(p.client->Read(buf, sizeof(buf)), TlsConnection::kClosed);
 }
 
 TEST_F(TlsConnectionTest, CloseNotifyIsEndOfStream) {

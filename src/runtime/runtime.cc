@@ -27,6 +27,7 @@
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/alone_watcher.h"
 #include "runtime/net/passed_descriptors.h"
+#include "runtime/net/socket_calls.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/files/shield_syscalls.h"
 #include "runtime/files/protected_fd.h"
@@ -131,7 +132,10 @@ void CloseVolumesAtExit() {
   // Commit what open descriptors wrote, then close the volumes (checkpoint, clean mark). The
   // descriptors stay shielded: whatever a thread still does with them fails from now on.
   MappedFiles::Get().SealAll();  // what the program stored into shared mappings
-  for (auto& [fd, d] : the_runtime->fds().All()) (void)d->LastClose();
+  for (auto& [fd, d] : the_runtime->fds().All()) {
+    sockets::SendHeld(*d, fd);  // the kernel sends a corked socket's queue at exit
+    (void)d->LastClose();
+  }
   the_runtime->CloseVolumes();
   if (process::ChildOfThreads()) return;  // the parent closes them
   if (auto* r = the_runtime->reporter()) r->Stop();  // the last report is the one below
@@ -589,6 +593,7 @@ RuntimeConfig Runtime::ConfigForExec() {
   if (console_.Active()) config.console = console_.ForExec(fds_);
   for (auto& [fd, d] : fds_.All()) {
     if (d->IsConsole()) continue;
+    sockets::SendHeld(*d, fd);  // a TLS connection does not follow exec (TlsSocketFd::Describe)
     long fd_flags = RawSyscall(SYS_fcntl, fd, F_GETFD);
     if (fd_flags < 0) continue;
     if (fd_flags & FD_CLOEXEC) {

@@ -846,6 +846,154 @@ PYEOF
     cmp -s - views.txt || { cat views.txt views.err; fail "TCP_NODELAY not lent for the handshake alone, or the program's own setting not kept"; }
   ;;
 
+cork)
+  # TCP_CORK and MSG_MORE: what a corked socket (or a send with MSG_MORE) is given leaves as ONE
+  # TLS record (natively: one segment), not a record per write; nginx with `tcp_nopush on` corks
+  # a response's headers and its sendfile. A client outside the shield feeds the records to
+  # OpenSSL one at a time and prints each record's plaintext size (tools/tls_records.py). The
+  # shielded server is python3 with a scenario per connection; tcpdump sees no marker.
+  port=$(free_port)
+  server_env WEB "$port" disabled > rules.env
+  head -c 1000 /dev/zero | tr '\0' 'b' > body.bin
+  printf '%s' "$MARKER" | dd of=body.bin conv=notrunc status=none
+  cat > cork_server.py <<'PYEOF'
+import os, select, socket, sys
+port, marker = int(sys.argv[1]), sys.argv[2].encode()
+CORK, NODELAY = socket.TCP_CORK, socket.TCP_NODELAY
+header = (marker + b" header ").ljust(157, b"h")  # 157 + 1000 bytes: a record of 1157
+body = open("body.bin", "rb").read()
+srv = socket.socket()
+srv.bind(("127.0.0.1", port))
+srv.listen()
+def cork(c, on):
+    c.setsockopt(socket.IPPROTO_TCP, CORK, on)
+    assert c.getsockopt(socket.IPPROTO_TCP, CORK) == on  # the program's own setting
+while True:
+    c, _ = srv.accept()
+    f = c.makefile("rb")
+    scenario = f.readline().strip().decode()
+    ack = f.readline
+    if scenario == "cork-sendfile":  # headers, then the file with sendfile, then uncork
+        cork(c, 1)
+        c.sendall(header)
+        with open("body.bin", "rb") as b:
+            assert os.sendfile(c.fileno(), b.fileno(), 0, len(body)) == len(body)
+        cork(c, 0)
+        ack()
+    elif scenario == "msg-more":  # send with MSG_MORE, then sendmsg without
+        assert c.send(header, socket.MSG_MORE) == len(header)
+        assert c.sendmsg([body[:500], body[500:]]) == len(body)
+        ack()
+    elif scenario == "large":  # 40 writes of 1000 bytes corked: full records as they fill
+        cork(c, 1)
+        for i in range(40):
+            c.sendall(bytes([65 + i % 26]) * 1000)
+        cork(c, 0)
+        ack()
+    elif scenario == "nodelay":  # TCP_NODELAY pushes what is corked (tcp(7))
+        cork(c, 1)
+        c.sendall(header)
+        c.setsockopt(socket.IPPROTO_TCP, NODELAY, 1)
+        c.sendall(body)
+        cork(c, 0)
+        ack()
+    elif scenario == "close-corked":  # never uncorked: close sends it
+        cork(c, 1)
+        c.sendall(header)
+        c.sendall(body)
+    elif scenario == "shutdown-corked":
+        cork(c, 1)
+        c.sendall(header + body)
+        c.shutdown(socket.SHUT_WR)
+        ack()
+    elif scenario == "wait-corked":  # corked, waits for the answer: sealed at the read's wait
+        cork(c, 1)
+        c.sendall(header)
+        c.sendall(body)
+        ack()
+    elif scenario == "epoll-corked":  # corked, waits in epoll: sealed at the wait
+        cork(c, 1)
+        c.sendall(header + body)
+        c.setblocking(False)
+        e = select.epoll()
+        e.register(c.fileno(), select.EPOLLIN)
+        assert e.poll()
+        c.setblocking(True)
+        ack()
+    elif scenario == "nonblocking-corked":  # EAGAIN and EPOLLOUT while corked: all of it, in order
+        cork(c, 1)
+        c.setblocking(False)
+        e = select.epoll()
+        e.register(c.fileno(), select.EPOLLOUT)
+        data, sent = bytes(i % 251 for i in range(2000000)), 0
+        while sent < len(data):
+            try:
+                sent += c.send(data[sent:sent + 10000])
+            except BlockingIOError:
+                e.poll()
+        cork(c, 0)  # what the kernel does not take now leaves at the next call or wait
+        e.modify(c.fileno(), select.EPOLLIN)
+        e.poll()
+        c.setblocking(True)
+        ack()
+    elif scenario == "exit-corked":  # corked, the process exits without closing
+        cork(c, 1)
+        c.sendall(header + body)
+        os._exit(0)
+    f.close()
+    c.close()
+PYEOF
+  env_from rules.env "$scone" run -- "$PY" cork_server.py "$port" "$MARKER" > server.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  start_capture wire.pcap "$port"
+  # records SCENARIO SIZE EXPECTED: the records that carried the data, and the data itself.
+  records() {
+    local got
+    got=$(timeout -s KILL 30 "$PY" "$here/tools/tls_records.py" "$port" ca.crt "$MARKER" line "$1" "$2" 2>&1) ||
+      { cat server.log; fail "$1: client failed: $got"; }
+    [[ "$got" == "$3" ]] || { cat server.log; fail "$1: records of $got bytes, expected $3"; }
+    [[ "$(head -c "$2" records.out | wc -c)" == "$2" ]] || fail "$1: not all data arrived"
+  }
+  { "$PY" -c "import sys; sys.stdout.buffer.write((sys.argv[1].encode() + b' header ').ljust(157, b'h'))" "$MARKER"
+    cat body.bin; } > expected.bin
+  records cork-sendfile 1157 1157
+  cmp -s records.out expected.bin || fail "cork-sendfile: wrong data"
+  records msg-more 1157 1157
+  records large 40000 "16384 16384 7232"
+  records nodelay 1157 "157 1000"
+  records close-corked 1157 1157
+  records shutdown-corked 1157 1157
+  records wait-corked 1157 1157
+  records epoll-corked 1157 1157
+  got=$(timeout -s KILL 60 "$PY" "$here/tools/tls_records.py" "$port" ca.crt "$MARKER" line nonblocking-corked 2000000 2>&1) ||
+    { cat server.log; fail "nonblocking-corked: client failed: $got"; }
+  "$PY" -c "import sys; sys.stdout.buffer.write(bytes(i % 251 for i in range(2000000)))" | cmp -s - records.out ||
+    fail "nonblocking-corked: the data arrived wrong"
+  records exit-corked 1157 1157
+  stop_capture wire.pcap
+  check_capture wire.pcap "$MARKER"
+  # nginx with Debian's `tcp_nopush on`: each response (headers, then a 1 KiB file by sendfile)
+  # is one record, on a keep-alive connection's first request and its later ones.
+  nginx_port=$(free_port)
+  mkdir -p tmp www
+  { echo "$MARKER"; head -c 2000 /dev/zero | tr '\0' 'x'; } | head -c 1024 > www/1k.bin
+  chmod -R a+rX "$work" && chown www-data: tmp
+  nginx_config "$work" "user www-data;" off "127.0.0.1:$nginx_port" "$work/www" | sed 's/sendfile on;/sendfile on; tcp_nopush on;/' > nginx.conf
+  server_env WEB "$nginx_port" disabled > nginx.env
+  env_from nginx.env "$scone" run -- nginx -p "$work/tmp/" -e "$work/tmp/error.log" -c "$work/nginx.conf" > nginx.out 2>&1 &
+  pids+=($!)
+  wait_for_port "$nginx_port" "${pids[-1]}"
+  got=$(timeout -s KILL 30 "$PY" "$here/tools/tls_records.py" "$nginx_port" ca.crt "$MARKER" http /1k.bin 3 2>&1) ||
+    { cat tmp/error.log; fail "nginx: client failed: $got"; }
+  [[ "$(wc -l <<<"$got")" == 3 && "$(tr -d '\n0-9' <<<"$got")" == "" ]] ||
+    { cat tmp/error.log; fail "nginx with tcp_nopush: a response in several records: $got"; }
+  grep -c "$MARKER" records.out | grep -qx 3 || fail "nginx: the file did not arrive three times"
+  master=$(cat tmp/nginx.pid)
+  pids+=($(pgrep -P "$master"))
+  kill -QUIT "$master"
+  ;;
+
 redis)
   # redis-server (epoll), unmodified and without TLS in its configuration, behind a server rule:
   # redis-cli --tls and redis-benchmark --tls (50 connections at once) through the relay;

@@ -87,7 +87,9 @@ long CloseRange(Runtime& rt, const SyscallFrame& f) {
     for (unsigned fd = first; fd <= last && fd < DirectoryTable::kMaxFds; ++fd) rt.dirs().Forget(static_cast<int>(fd));
     std::vector<int> shielded;
     for (auto& [fd, d] : rt.fds().All()) {
-      if (static_cast<unsigned>(fd) >= first && static_cast<unsigned>(fd) <= last) shielded.push_back(fd);
+      if (static_cast<unsigned>(fd) < first || static_cast<unsigned>(fd) > last) continue;
+      sockets::SendHeld(*d, fd);  // a TLS connection ends here without close_notify, its data sent
+      shielded.push_back(fd);
     }
     // Closed once the list's references are gone, so that the last close commits, in the runtime.
     for (int fd : shielded) (void)files::Close(rt, fd);

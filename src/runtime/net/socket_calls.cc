@@ -287,10 +287,17 @@ long Shutdown(Runtime& rt, int fd, int how) {
 }
 
 long SocketOption(Runtime& rt, long nr, int fd, int level, int name, void* value, socklen_t size_or_none, socklen_t* size) {
-  auto d = level == IPPROTO_TCP && name == TCP_NODELAY ? Tls(rt, fd) : nullptr;
+  // TCP_CORK's getsockopt is the kernel's: its cork is the program's.
+  const bool cork = name == TCP_CORK && nr == SYS_setsockopt;
+  auto d = level == IPPROTO_TCP && (name == TCP_NODELAY || cork) ? Tls(rt, fd) : nullptr;
   if (d == nullptr) return kNotMine;
+  if (cork) return d->AsTlsSocket()->SetCork(fd, value, size_or_none);
   return nr == SYS_setsockopt ? d->AsTlsSocket()->SetNoDelay(fd, value, size_or_none)
                               : d->AsTlsSocket()->GetNoDelay(fd, value, size);
+}
+
+void SendHeld(ShieldedFd& d, int fd) {
+  if (TlsSocketFd* s = d.AsTlsSocket()) s->SendHeld(fd);
 }
 
 long ReadableBytes(Runtime& rt, int fd, int* count) {

@@ -19,6 +19,7 @@
 namespace scone::runtime {
 
 class Runtime;
+class ShieldedFd;
 
 namespace sockets {
 
@@ -35,8 +36,12 @@ long ReceiveMessage(Runtime& rt, int fd, struct msghdr* msg, int flags);
 long SendMessage(Runtime& rt, int fd, const struct msghdr* msg, int flags);
 long Shutdown(Runtime& rt, int fd, int how);
 // setsockopt and getsockopt of TCP_NODELAY on a TLS connection (tls_socket.h: the shield lends
-// it during the handshake); kNotMine for every other option and descriptor.
+// it during the handshake), and setsockopt of TCP_CORK (the shield holds plaintext back while
+// corked); kNotMine for every other option and descriptor.
 long SocketOption(Runtime& rt, long nr, int fd, int level, int name, void* value, socklen_t size_or_none, socklen_t* size);
+// The program leaves descriptor `fd` without closing it (exit, exec, close_range): a TLS
+// connection sends the plaintext it held back under TCP_CORK or MSG_MORE, without waiting.
+void SendHeld(ShieldedFd& d, int fd);
 // ioctl(FIONREAD) on a shielded descriptor: a TLS connection's plaintext, else the kernel's answer.
 long ReadableBytes(Runtime& rt, int fd, int* count);
 

@@ -182,7 +182,7 @@ long TlsSocketFd::Fill(int fd) {
   return n;
 }
 
-long TlsSocketFd::Flush(int fd, bool nosignal) {
+long TlsSocketFd::Flush(int fd, bool nosignal, bool more) {
   {
     std::lock_guard s(ssl_mu_);
     connection_->TakeCiphertext(&pending_);
@@ -190,7 +190,7 @@ long TlsSocketFd::Flush(int fd, bool nosignal) {
   long r = 0;
   while (pending_sent_ < pending_.size()) {
     r = RawSyscall6(SYS_sendto, fd, Arg(pending_.data() + pending_sent_), static_cast<long>(pending_.size() - pending_sent_),
-                    MSG_DONTWAIT | (nosignal ? MSG_NOSIGNAL : 0), 0, 0);
+                    MSG_DONTWAIT | (nosignal ? MSG_NOSIGNAL : 0) | (more ? MSG_MORE : 0), 0, 0);
     if (r < 0) break;
     pending_sent_ += static_cast<size_t>(r);
   }
@@ -294,6 +294,12 @@ long TlsSocketFd::ReceiveStep(int fd, void* buf, size_t count, bool peek, short*
     long got = Fill(fd);
     if (got >= 0) continue;
     if (got != -EAGAIN) return got;
+    if (plaintext_held_.load(std::memory_order_acquire)) {
+      // The program waits for its peer, which cannot answer what it was not sent.
+      std::lock_guard w(wr_mu_);
+      f = PushHeld(fd);
+      if (f < 0 && f != -EAGAIN) return f;
+    }
     *wait = static_cast<short>(POLLIN | (f == -EAGAIN ? POLLOUT : 0));
     return kAgain;
   }
@@ -354,12 +360,15 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
   }
   const auto* in = static_cast<const uint8_t*>(buf);
   const bool nosignal = flags & MSG_NOSIGNAL;
+  // Decided under wr_mu_: an uncork on another thread pushes what a write saw corked.
+  auto more = [&] { return (flags & MSG_MORE) || corked_.load(std::memory_order_acquire); };
   size_t done = 0;
   while (done < count || count == 0) {
     long r = Run(fd, flags, SO_SNDTIMEO, [&](short* wait) -> long {
       std::lock_guard w(wr_mu_);
       if (!Owned()) return -EIO;
-      long f = Flush(fd, nosignal);  // what a non-blocking write left goes first
+      const bool hold = more();
+      long f = Flush(fd, nosignal, hold);  // what a non-blocking write left goes first
       if (f == -EAGAIN) {
         *wait = POLLOUT;
         return kAgain;
@@ -367,15 +376,20 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
       if (f < 0) return f;
       if (count == 0) return 0;
       long n;
+      bool sealed;
       {
         std::lock_guard s(ssl_mu_);
-        n = connection_->Write(in + done, std::min(count - done, kWriteSize));
+        n = connection_->Write(in + done, std::min(count - done, kWriteSize), hold);
+        sealed = connection_->PendingCiphertext() > 0;
+        plaintext_held_.store(connection_->HeldPlaintext() > 0, std::memory_order_release);
       }
       if (n == net::TlsConnection::kFailed) return Failed();
       if (n < 0) return -EIO;  // the handshake is done: a write never waits for input
-      f = Flush(fd, nosignal);
+      f = Flush(fd, nosignal, hold);
       if (f < 0 && f != -EAGAIN) return f;
-      if (f == 0) ReturnNoDelay(fd);  // the first data left with the handshake's flight unacknowledged
+      // The first data left with the handshake's flight unacknowledged (data held back, or
+      // held by the kernel's cork, has not left).
+      if (f == 0 && sealed && !hold) ReturnNoDelay(fd);
       return n;  // what the kernel did not take yet goes at the next call (or poll)
     });
     if (r < 0) return done > 0 ? static_cast<long>(done) : r;
@@ -389,7 +403,7 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
     long r = Run(fd, flags, SO_SNDTIMEO, [&](short* wait) -> long {
       std::lock_guard w(wr_mu_);
       if (!Owned()) return -EIO;
-      long f = Flush(fd, nosignal);
+      long f = Flush(fd, nosignal, more());
       if (f == -EAGAIN) {
         *wait = POLLOUT;
         return kAgain;
@@ -401,16 +415,75 @@ long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
   return static_cast<long>(done);
 }
 
+long TlsSocketFd::PushHeld(int fd) {
+  long r;
+  {
+    std::lock_guard s(ssl_mu_);
+    r = connection_->Push();
+    plaintext_held_.store(false, std::memory_order_release);
+  }
+  if (r == net::TlsConnection::kFailed) return Failed();
+  return Flush(fd);
+}
+
+void TlsSocketFd::Push(int fd) {
+  if (!plaintext_held_.load(std::memory_order_acquire)) return;
+  long r = Run(fd, 0, SO_SNDTIMEO, [&](short* wait) -> long {
+    std::lock_guard w(wr_mu_);
+    if (!Owned()) return -EIO;
+    long f = PushHeld(fd);
+    if (f == -EAGAIN) {
+      *wait = POLLOUT;
+      return kAgain;
+    }
+    return f;
+  });
+  // As a write's: the record left (the kernel's cork is off), so Nagle is the program's again.
+  // A failure is the next call's to report, as natively (the bytes were accepted).
+  if (r == 0) ReturnNoDelay(fd);
+}
+
+long TlsSocketFd::SetCork(int fd, const void* value, socklen_t size) {
+  // The kernel checks the value (its size, its address) and applies it: its cork is the
+  // program's, and its getsockopt answers for the shield.
+  long r = RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_CORK, Arg(value), size);
+  if (r != 0) return r;
+  const bool on = *static_cast<const int*>(value) != 0;  // the kernel read an int there
+  corked_.store(on, std::memory_order_release);
+  if (!on) Push(fd);
+  return 0;
+}
+
+bool TlsSocketFd::OwnedWithoutClaim() const {
+  if (foreign_.load(std::memory_order_acquire)) return false;
+  return owner_.load(std::memory_order_acquire) == nullptr || Owner() == static_cast<int32_t>(RawSyscall(SYS_getpid));
+}
+
+void TlsSocketFd::SendHeld(int fd) {
+  if (!plaintext_held_.load(std::memory_order_acquire) || !OwnedWithoutClaim()) return;
+  RuntimeSection section;
+  std::unique_lock w(wr_mu_, std::try_to_lock);  // a writer at work: it sends what it holds
+  if (w.owns_lock()) (void)PushHeld(fd);
+}
+
 long TlsSocketFd::Shutdown(int fd, int how) {
   if (how == SHUT_WR || how == SHUT_RDWR) {
-    RuntimeSection section;
-    std::lock_guard w(wr_mu_);
-    if (!Owned()) return -EIO;  // the owner's peer must not see an end it did not make
-    {
-      std::lock_guard s(ssl_mu_);
-      connection_->Shutdown();
-    }
-    (void)Flush(fd);
+    // Plaintext held back is data the program wrote (natively in the kernel's queue, sent
+    // before the FIN): a blocking socket waits until the kernel holds its record.
+    const bool held = plaintext_held_.load(std::memory_order_acquire);
+    long r = Run(fd, 0, SO_SNDTIMEO, [&](short* wait) -> long {
+      std::lock_guard w(wr_mu_);
+      if (!Owned()) return -EIO;  // the owner's peer must not see an end it did not make
+      {
+        std::lock_guard s(ssl_mu_);
+        connection_->Shutdown();  // seals what is held back, then close_notify
+        plaintext_held_.store(false, std::memory_order_release);
+      }
+      if (Flush(fd) != -EAGAIN || !held) return 0;
+      *wait = POLLOUT;
+      return kAgain;
+    });
+    if (r == -EIO) return r;
   }
   return RawSyscall(SYS_shutdown, fd, how);
 }
@@ -463,17 +536,23 @@ void TlsSocketFd::ReturnNoDelaySlow(int fd) {
 }
 
 long TlsSocketFd::SetNoDelay(int fd, const void* value, socklen_t size) {
-  std::lock_guard lock(nodelay_mu_);
-  // The kernel checks the value (its size, its address) and applies it.
-  long r = RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(value), size);
-  if (r != 0 || !nodelay_lent_.load(std::memory_order_acquire)) return r;
-  if (KernelNoDelay(fd) == 0) {
-    // The program asked for Nagle, the setting it had: lent on until its first data, as before.
-    (void)SetKernelNoDelay(fd, 1);
-  } else {
-    nodelay_lent_.store(false, std::memory_order_release);  // its own TCP_NODELAY from now on
+  {
+    std::lock_guard lock(nodelay_mu_);
+    // The kernel checks the value (its size, its address) and applies it.
+    long r = RawSyscall(SYS_setsockopt, fd, IPPROTO_TCP, TCP_NODELAY, Arg(value), size);
+    if (r != 0) return r;
+    if (nodelay_lent_.load(std::memory_order_acquire)) {
+      if (KernelNoDelay(fd) == 0) {
+        // The program asked for Nagle, the setting it had: lent on until its first data, as before.
+        (void)SetKernelNoDelay(fd, 1);
+      } else {
+        nodelay_lent_.store(false, std::memory_order_release);  // its own TCP_NODELAY from now on
+      }
+    }
   }
-  return r;
+  // Setting TCP_NODELAY pushes what a cork holds (tcp(7)): so does the shield with its own.
+  if (*static_cast<const int*>(value) != 0) Push(fd);  // the kernel read an int there
+  return 0;
 }
 
 long TlsSocketFd::GetNoDelay(int fd, void* value, socklen_t* size) {
@@ -488,7 +567,8 @@ long TlsSocketFd::GetNoDelay(int fd, void* value, socklen_t* size) {
 void TlsSocketFd::FlushWithoutWaiting(int fd) {
   RuntimeSection section;
   std::unique_lock w(wr_mu_, std::try_to_lock);
-  if (w.owns_lock() && Owned()) (void)Flush(fd);
+  if (!w.owns_lock() || !Owned()) return;
+  (void)(plaintext_held_.load(std::memory_order_acquire) ? PushHeld(fd) : Flush(fd));
 }
 
 void TlsSocketFd::AdvanceHandshake(int fd) {
@@ -503,16 +583,14 @@ void TlsSocketFd::AdvanceHandshake(int fd) {
 void TlsSocketFd::Closing(int fd) {
   // A connection shared by fork ends with close_notify only from its owner: another process
   // may still use it, and one that does not own it must not touch its TLS state.
-  if (owner_.load(std::memory_order_acquire) != nullptr &&
-      (foreign_.load() || Owner() != static_cast<int32_t>(RawSyscall(SYS_getpid)))) {
-    return;
-  }
+  if (owner_.load(std::memory_order_acquire) != nullptr && !OwnedWithoutClaim()) return;
   RuntimeSection section;
   std::unique_lock w(wr_mu_, std::try_to_lock);  // a writer at work: the peer sees the end of stream
   if (!w.owns_lock()) return;
   {
     std::lock_guard s(ssl_mu_);
-    connection_->Shutdown();
+    connection_->Shutdown();  // what the program held back (TCP_CORK, MSG_MORE) first
+    plaintext_held_.store(false, std::memory_order_release);
   }
   (void)Flush(fd);  // without waiting: a peer that does not read gets no close_notify
 }

@@ -33,7 +33,8 @@ class TlsSocketFd final : public ShieldedFd {
 
   // recv/read: MSG_DONTWAIT and MSG_PEEK honoured, MSG_WAITALL fills the buffer.
   long Receive(int fd, void* buf, size_t count, int flags);
-  // send/write: MSG_DONTWAIT and MSG_NOSIGNAL honoured. A blocking socket takes everything.
+  // send/write: MSG_DONTWAIT, MSG_NOSIGNAL and MSG_MORE honoured. A blocking socket takes
+  // everything.
   long Send(int fd, const void* buf, size_t count, int flags);
   // ioctl(FIONREAD): the plaintext a read returns now (the kernel's count is ciphertext): what
   // the kernel holds is taken in first, without waiting. At least 1 when a read would return
@@ -50,8 +51,27 @@ class TlsSocketFd final : public ShieldedFd {
   // still to send asks for POLLOUT).
   short ShieldEvents(short wanted);
   short KernelEvents(short wanted);
-  // Sends ciphertext left over by a non-blocking write, without waiting.
+  // A readiness call on the connection: the plaintext held back (TCP_CORK, MSG_MORE) is sealed
+  // (the program waits, maybe for an answer to it), and ciphertext left over by a non-blocking
+  // write is sent, without waiting.
   void FlushWithoutWaiting(int fd);
+
+  // TCP_CORK and MSG_MORE: natively the bytes a corked socket (or a send with MSG_MORE) is
+  // given sit in the kernel's queue until they fill a segment; here they would each be a TLS
+  // record. So while the program corks, or passes MSG_MORE, its plaintext is held back in the
+  // connection (net::TlsConnection::Write with `more`: at most a record, counted as written) and
+  // sealed as one record when the program uncorks, writes without MSG_MORE, sets TCP_NODELAY
+  // (which pushes corked data, tcp(7)), shuts the socket down or closes it, leaves it (exit,
+  // exec), or waits for its peer (a read that finds nothing, a readiness call on the
+  // connection): the record then reaches the kernel, whose own cork (the program's setting,
+  // passed through; getsockopt reads it unchanged) holds it as it would the program's bytes.
+  // An uncork on a blocking socket returns once the kernel holds the record (as a blocking
+  // write does), at most SO_SNDTIMEO; setsockopt's result is the kernel's.
+  long SetCork(int fd, const void* value, socklen_t size);
+  // The program leaves the connection without closing it (exit, exec, close_range): what it
+  // held back is sealed and sent without waiting, if this process owns the connection (one
+  // that has not used it since a fork leaves it alone).
+  void SendHeld(int fd);
 
   // Nagle and the handshake: natively a client's first write leaves at once (nothing of the
   // connection is in flight yet); here the handshake's last flight is, and a small first write
@@ -69,7 +89,7 @@ class TlsSocketFd final : public ShieldedFd {
   // and no decrypted data or received record may be waiting (one atomic load each).
   bool Quiet() const {
     return HandshakeDone() && !Broken() && !output_waiting_.load(std::memory_order_acquire) &&
-           !maybe_readable_.load(std::memory_order_acquire);
+           !maybe_readable_.load(std::memory_order_acquire) && !plaintext_held_.load(std::memory_order_acquire);
   }
   // The connection failed (said once in a `scone:` line).
   bool Broken() const { return failure_logged_.load(std::memory_order_acquire); }
@@ -123,8 +143,17 @@ class TlsSocketFd final : public ShieldedFd {
   // -EAGAIN. REQUIRES: rd_mu_.
   long Fill(int fd);
   // Moves the connection's output to pending_ and sends what the kernel takes without waiting:
-  // 0 when all is sent, -EAGAIN, or -errno. REQUIRES: wr_mu_.
-  long Flush(int fd, bool nosignal = true);
+  // 0 when all is sent, -EAGAIN, or -errno. `more`: the program said more follows (MSG_MORE,
+  // TCP_CORK), which the kernel is told too. REQUIRES: wr_mu_.
+  long Flush(int fd, bool nosignal = true, bool more = false);
+  // Seals the plaintext held back as one record, then Flush. REQUIRES: wr_mu_, Owned().
+  long PushHeld(int fd);
+  // The program pushed what it held back (uncork, TCP_NODELAY): PushHeld, waiting on a blocking
+  // socket until the kernel holds it.
+  void Push(int fd);
+  // Whether this process owns the connection, without claiming it (close, exit: a process that
+  // did not use the connection since a fork must not take it from the one that does).
+  bool OwnedWithoutClaim() const;
   // Whether the program asked for non-blocking behaviour (MSG_DONTWAIT or O_NONBLOCK).
   static bool NonBlocking(int fd, int flags);
   // When a blocking call on `fd` gives up: now plus the socket's `option` (SO_RCVTIMEO,
@@ -176,6 +205,8 @@ class TlsSocketFd final : public ShieldedFd {
   std::atomic<int> calls_in_flight_{0};  // this process's threads inside Run (blocking calls)
   std::atomic<bool> released_{false};  // let go of the slot: the connection is no longer usable here
   std::atomic<bool> output_waiting_{false};  // pending_ is not empty
+  std::atomic<bool> corked_{false};          // the program's TCP_CORK
+  std::atomic<bool> plaintext_held_{false};  // the connection holds plaintext back (written under ssl_mu_)
   std::atomic<bool> nodelay_lent_{false};    // TCP_NODELAY set by the shield (LendNoDelay)
   std::mutex nodelay_mu_;                    // the program's setsockopt against ReturnNoDelay
   // Set when records arrived or a read returned data (more may be buffered); cleared by a
