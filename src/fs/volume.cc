@@ -309,14 +309,17 @@ void Volume::ApplyOthersRecord(JournalRecord record) {
     WindowDurableUpToLocked(r.upto);
     if (r.upto >= apply_unconfirmed_) apply_unconfirmed_ = 0;
   }
-  if (r.kind == JournalRecord::Kind::kCommit) {
-    if (r.lazy) AddToWindowLocked(shared);
-    auto open = open_files_.find(r.entry.file_id);
-    if (open != open_files_.end() && !open->second.expired()) published_[r.entry.file_id].push_back(shared);
-    touched_.insert(r.entry.file_id);
-  }
+  if (r.kind == JournalRecord::Kind::kCommit) PublishCommitLocked(shared);
   ApplyToState(r);
   ++next_seq_;
+}
+
+void Volume::PublishCommitLocked(const std::shared_ptr<const JournalRecord>& commit) {
+  const FileId& id = commit->entry.file_id;
+  if (commit->lazy) AddToWindowLocked(commit);
+  auto open = open_files_.find(id);
+  if (open != open_files_.end() && !open->second.expired()) published_[id].push_back(commit);
+  touched_.insert(id);
 }
 
 // Holds the cross-process writer lock for a scope, after catching up. REQUIRES: mu_.

@@ -214,6 +214,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // A metadata file root made gets the owner of the metadata (see ChownMetadata).
   void GiveToMetadataOwner(const std::string& path) const;
   void ApplyOthersRecord(JournalRecord record);
+  // A commit record read or appended: into the window if lazy, to the file if this process has
+  // it open (it catches up to it), and touched. REQUIRES: mu_.
+  void PublishCommitLocked(const std::shared_ptr<const JournalRecord>& commit);
   // For lookups: catches up only if the journal or the checkpoint hint moved since we last
   // looked (an fstat and a load from the lock file's mapping, no lock, in the common case).
   // REQUIRES: mu_.

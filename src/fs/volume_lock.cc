@@ -162,8 +162,11 @@ void VolumeLock::ClearInFlight() const {
 std::optional<VolumeLock::InFlight> VolumeLock::TakeInFlight() const {
   if (!hints_) return std::nullopt;
   uint64_t* words = hints_.get() + kInFlightAt / 8;
+  // Read first: every catch-up asks, and a store would dirty the shared page each time.
+  std::atomic_ref<uint64_t> seq(words[0]);
+  if (seq.load(std::memory_order_acquire) == 0) return std::nullopt;
   InFlight commit;
-  commit.seq = std::atomic_ref<uint64_t>(words[0]).exchange(0, std::memory_order_acquire);
+  commit.seq = seq.exchange(0, std::memory_order_acquire);
   if (commit.seq == 0) return std::nullopt;
   const uint64_t file[2] = {std::atomic_ref<uint64_t>(words[1]).load(std::memory_order_relaxed),
                             std::atomic_ref<uint64_t>(words[2]).load(std::memory_order_relaxed)};

@@ -347,10 +347,7 @@ Status Volume::RepairAfterDeadWriterLocked() {
   std::fprintf(stderr, "scone: %s: a process died while writing it; its unfinished write is undone\n", full.c_str());
   // Published as another process's record is: the open file catches up to it.
   auto shared = std::make_shared<const JournalRecord>(std::move(repair));
-  AddToWindowLocked(shared);
-  auto open = open_files_.find(id);
-  if (open != open_files_.end() && !open->second.expired()) published_[id].push_back(shared);
-  touched_.insert(id);
+  PublishCommitLocked(shared);
   ApplyToState(*shared);
   return Status::Ok();
 }

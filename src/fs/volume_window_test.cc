@@ -43,6 +43,34 @@ class VolumeWindowTest : public testing::VolumeTest {
     ASSERT_EQ(waitpid(pid, &status, 0), pid);
     ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   }
+  // In a child that opens the volume (shared with this process's): appends `line` to "log"
+  // `lines` times, then 4000 bytes, and dies inside that last commit, before or after its
+  // record is appended.
+  void AppendInAChildKilledInItsCommit(int lines, const std::string& line, bool after_record) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      auto v = OpenVolume();
+      if (!v.ok()) _exit(3);
+      auto f = (*v)->OpenFile("log", {});
+      if (!f.ok()) _exit(4);
+      for (int i = 0; i < lines; ++i) {
+        uint64_t at = 0;
+        if (!(*f)->Write(0, AsBytes(line), &at).ok()) _exit(5);
+      }
+      auto die = [] { _exit(0); };
+      if (after_record) {
+        Volume::SetAfterRecordHookForTesting(die);
+      } else {
+        Volume::SetBeforeRecordHookForTesting(die);
+      }
+      uint64_t at = 0;
+      (void)(*f)->Write(0, AsBytes(std::string(4000, 'k')), &at);  // the tail chunk, and a new one
+      _exit(6);
+    }
+    int status;
+    ASSERT_EQ(waitpid(pid, &status, 0), pid);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  }
 };
 
 // What a killed process published lazily (close(2) without fsync) is in the page cache, as a
@@ -430,25 +458,7 @@ TEST_P(KilledWriterTest, ItsUnfinishedWriteIsUndoneForTheOthers) {
     expected += line;
   }
   ASSERT_GT(expected.size(), kChunkSize);
-  pid_t pid = fork();
-  if (pid == 0) {
-    auto v = OpenVolume();
-    if (!v.ok()) _exit(3);
-    auto f = (*v)->OpenFile("log", {});
-    if (!f.ok()) _exit(4);
-    auto die = [] { _exit(0); };
-    if (after_record) {
-      Volume::SetAfterRecordHookForTesting(die);
-    } else {
-      Volume::SetBeforeRecordHookForTesting(die);
-    }
-    uint64_t at = 0;
-    (void)(*f)->Write(0, AsBytes(std::string(4000, 'k')), &at);  // the tail chunk, and a new one
-    _exit(5);
-  }
-  int status;
-  ASSERT_EQ(waitpid(pid, &status, 0), pid);
-  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  AppendInAChildKilledInItsCommit(0, line, after_record);
   auto back = ReadFile(**b, "log");
   ASSERT_TRUE(back.ok()) << back.status().message();
   EXPECT_EQ(back->size(), expected.size());
@@ -480,24 +490,7 @@ TEST_F(VolumeWindowTest, AWriteKilledAfterItsRecordIsUndoneByRecovery) {
   CrashAfter([&](Volume& a) {
     auto b = JoinWhileOpen(a);  // shared: appends are transactions
     ASSERT_TRUE(b.ok()) << b.status().message();
-    pid_t pid = fork();
-    if (pid == 0) {
-      auto v = OpenVolume();
-      if (!v.ok()) _exit(3);
-      auto f = (*v)->OpenFile("log", {});
-      if (!f.ok()) _exit(4);
-      for (int i = 0; i < 50; ++i) {
-        uint64_t at = 0;
-        if (!(*f)->Write(0, AsBytes(line), &at).ok()) _exit(5);
-      }
-      Volume::SetAfterRecordHookForTesting([] { _exit(0); });
-      uint64_t at = 0;
-      (void)(*f)->Write(0, AsBytes(std::string(4000, 'k')), &at);
-      _exit(6);
-    }
-    int status;
-    ASSERT_EQ(waitpid(pid, &status, 0), pid);
-    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    AppendInAChildKilledInItsCommit(50, line, /*after_record=*/true);
   });
   std::string expected = durable;
   for (int i = 0; i < 50; ++i) expected += line;
