@@ -608,6 +608,7 @@ Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
 
 Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
   if (!volume_->MayBuffer()) return WritePublished(offset, data, appended_at);
+  SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order (fs/buffered_files.h)
   auto result = WriteOnce(offset, data, appended_at);
   if (result.ok() || result.status().code() != Code::kDataCorrupted) return result;
   return RefreshIfChangedByOthers() ? WriteOnce(offset, data, appended_at) : result;
@@ -620,6 +621,7 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
     SCONE_RETURN_IF_ERROR(StageWrite(offset, data));
     return position.set(offset + data.size());
   };
+  if (volume_->MayBuffer()) SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));
   std::unique_lock lock(mu_);
   if (!volume_->MayBuffer()) {
     SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, write_at_position));
@@ -883,6 +885,7 @@ Status ProtectedFile::AfterWriteAlone() {
   if (!inplace_.empty() || changed_entries_.size() >= kMaxChangedEntries) {
     return CommitLocked(/*durable=*/false);
   }
+  if (changed_ || !cache_.empty()) volume_->NoteBuffered(id_);
   return Status::Ok();
 }
 
@@ -968,11 +971,14 @@ Status ProtectedFile::Reserve(uint64_t size) {
 
 Status ProtectedFile::Truncate(uint64_t new_size) {
   if (new_size > kMaxFileSize) return TooBig("a size of " + std::to_string(new_size) + " bytes");
+  if (volume_->MayBuffer()) SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));
   std::unique_lock lock(mu_);
   if (!volume_->MayBuffer()) {
     return CommitLocked(/*durable=*/false, [&] { return TruncateLocked(new_size); });
   }
-  return TruncateLocked(new_size);
+  SCONE_RETURN_IF_ERROR(TruncateLocked(new_size));
+  if (changed_) volume_->NoteBuffered(id_);
+  return Status::Ok();
 }
 
 Status ProtectedFile::TruncateLocked(uint64_t new_size) {
@@ -1041,6 +1047,8 @@ Status ProtectedFile::EnsureRoomFor(uint64_t size) {
 }
 
 Status ProtectedFile::Sync() {
+  // What the program wrote to other files before comes first (fs/buffered_files.h).
+  SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));
   std::unique_lock lock(mu_);
   return CommitLocked(/*durable=*/true);
 }

@@ -476,6 +476,7 @@ Status Volume::Close() {
     Status s = f->Sync();
     if (first.ok() && !s.ok()) first = s;
   }
+  (void)buffered_.Take(nullptr);  // all committed
   KeepAlive keep;
   std::lock_guard lock(mu_);
   {
@@ -558,6 +559,7 @@ Status Volume::MakeDurableAndTag(VolumeTag* tag, uint64_t* generation) {
 void Volume::BeforeFork() {
   images_mu_.lock();
   mu_.lock();
+  buffered_.BeforeFork();
 }
 
 void Volume::AfterForkInParent() {
@@ -565,6 +567,7 @@ void Volume::AfterForkInParent() {
   if (holds_alone_) lock_->LetGoAlone();  // what it buffered was published before the fork
   holds_alone_ = false;
   buffering_ = false;
+  buffered_.AfterForkInParent();
   mu_.unlock();
   images_mu_.unlock();
 }
@@ -581,6 +584,7 @@ void Volume::AfterForkInChild() {
   buffering_ = false;
   watched_ = false;  // the parent's watcher
   if (!resting_) shared_ = true;
+  buffered_.AfterForkInChild();
   mu_.unlock();
   images_mu_.unlock();
 }
@@ -632,6 +636,7 @@ Status Volume::WakeLocked() {
 
 namespace {
 void (*alone_hook)(const std::shared_ptr<Volume>&) = nullptr;
+void (*buffered_hook)() = nullptr;
 // How long a process that joins waits for the one alone to hand over (then it goes on, saying
 // so: that process is stopped, or a tool without the runtime's watcher).
 constexpr int kHandOverLimitMs = 10'000;
@@ -645,6 +650,33 @@ void Volume::SetBeforeRecordHookForTesting(std::function<void()> hook) { before_
 void Volume::SetAfterRecordHookForTesting(std::function<void()> hook) { after_record_hook = std::move(hook); }
 
 void Volume::SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume)) { alone_hook = hook; }
+
+void Volume::SetBufferedHook(void (*hook)()) { buffered_hook = hook; }
+
+void Volume::NoteBuffered(const FileId& id) {
+  if (buffered_.Note(id) && buffered_hook != nullptr) buffered_hook();
+}
+
+Status Volume::PublishBuffered(const ProtectedFile* except) {
+  if (!buffered_.AnyBut(except != nullptr ? &except->id() : nullptr)) return Status::Ok();
+  std::vector<FileId> ids = buffered_.Take(except != nullptr ? &except->id() : nullptr);
+  std::vector<std::shared_ptr<ProtectedFile>> files;
+  {
+    std::lock_guard lock(mu_);
+    for (const FileId& id : ids) {
+      if (auto it = open_files_.find(id); it != open_files_.end()) {
+        if (auto f = it->second.lock()) files.push_back(std::move(f));
+      }
+    }
+  }
+  // A file closed meanwhile published as it closed.
+  Status first;
+  for (auto& f : files) {
+    Status s = f->Close();
+    if (first.ok() && !s.ok()) first = s;
+  }
+  return first;
+}
 
 bool Volume::MayBuffer() {
   if (buffering_.load(std::memory_order_acquire)) return !Shared();  // the watcher, or the poll, may end it
@@ -692,6 +724,7 @@ Status Volume::HandOverIfJoined() {
     shared_ = true;
     files = OpenFilesLocked();
   }
+  (void)buffered_.Take(nullptr);  // every open file is published below
   // Published as the process's own calls would publish them, now that it shares.
   Status first;
   for (auto& f : files) {
@@ -1277,6 +1310,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
                                                         const OpenFileOptions& options,
                                                         bool* created) {
   if (created != nullptr) *created = false;
+  if (options.create || options.truncate) SCONE_RETURN_IF_ERROR(PublishBuffered());  // program order
   SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
   Region region = state_.rules.RegionOf(path);
   if (region == Region::kNotProtected) {
@@ -1373,6 +1407,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
 }
 
 Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
+  SCONE_RETURN_IF_ERROR(PublishBuffered());  // what the program wrote before comes first
   SCONE_ASSIGN_OR_RETURN(std::string from, NormalizeVolumePath(raw_from));
   SCONE_ASSIGN_OR_RETURN(std::string to, NormalizeVolumePath(raw_to));
   // Files referenced here must not be destroyed (and commit) while the volume's lock is held.
@@ -1460,6 +1495,7 @@ Status Volume::Rename(std::string_view raw_from, std::string_view raw_to) {
 }
 
 Status Volume::Unlink(std::string_view raw_path) {
+  SCONE_RETURN_IF_ERROR(PublishBuffered());  // what the program wrote before comes first
   SCONE_ASSIGN_OR_RETURN(std::string path, NormalizeVolumePath(raw_path));
   KeepAlive keep;
   std::lock_guard lock(mu_);
@@ -1540,6 +1576,7 @@ Status Volume::UnlinkLocked(const std::string& path, FileEntry entry, KeepAlive&
 }
 
 Status Volume::Link(std::string_view raw_from, std::string_view raw_to) {
+  SCONE_RETURN_IF_ERROR(PublishBuffered());  // what the program wrote before comes first
   SCONE_ASSIGN_OR_RETURN(std::string from, NormalizeVolumePath(raw_from));
   SCONE_ASSIGN_OR_RETURN(std::string to, NormalizeVolumePath(raw_to));
   KeepAlive keep;

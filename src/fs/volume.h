@@ -32,6 +32,7 @@
 
 #include "common/status.h"
 #include "crypto/secret.h"
+#include "fs/buffered_files.h"
 #include "fs/file_names.h"
 #include "fs/journal.h"
 #include "fs/protected_file.h"
@@ -137,6 +138,15 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // from now on, so that a process that joins waits for the hand-over). One atomic load once
   // it holds it. REQUIRES: no lock of the volume's (a file's own may be held).
   bool MayBuffer();
+  // Publishes the writes this process buffered (fs/buffered_files.h) to every file but
+  // `except`, in the order it wrote them: before anything that follows them in the program's
+  // order leaves the process. REQUIRES: no lock of the volume's or of a file's.
+  Status PublishBuffered(const ProtectedFile* except = nullptr);
+  // Whether any volume of the process holds writes PublishBuffered would publish.
+  static bool AnyBuffered() { return BufferedFiles::AnyInProcess(); }
+  // Called when a volume starts to hold such writes (none did since its last publish): the
+  // runtime's watcher publishes them within a bounded delay (runtime/alone_watcher.h).
+  static void SetBufferedHook(void (*hook)());
   // Records up to this sequence number are durable (journal synced) and applied in place.
   uint64_t DurableSeq() const { return durable_seq_.load(std::memory_order_acquire); }
   // Makes every record published so far durable (fsync of a file whose changes are all
@@ -214,6 +224,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // A metadata file root made gets the owner of the metadata (see ChownMetadata).
   void GiveToMetadataOwner(const std::string& path) const;
   void ApplyOthersRecord(JournalRecord record);
+  // A file now holds buffered writes (under its lock: buffered_ is a leaf).
+  void NoteBuffered(const FileId& id);
   // A commit record read or appended: into the window if lazy, to the file if this process has
   // it open (it catches up to it), and touched. REQUIRES: mu_.
   void PublishCommitLocked(const std::shared_ptr<const JournalRecord>& commit);
@@ -412,6 +424,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   bool resting_ = false;  // no use lock held (RestIfUnused); WakeLocked takes it again
   bool holds_alone_ = false;  // the alone lock (under mu_)
   std::atomic<bool> buffering_{false};  // holds_alone_ and not shared: MayBuffer's fast path
+  BufferedFiles buffered_;  // files with writes not published yet (a process alone)
   bool watched_ = false;  // the alone hook ran
   std::atomic<int64_t> next_share_poll_{0};
   uint64_t users_seen_ = 0;  // the lock file's count of processes that joined, when last read

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/alone_watcher.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/file_calls.h"
 #include "runtime/files/mapped_files.h"
@@ -247,6 +248,60 @@ DispatchResult DispatchAfterClose(Runtime& rt, const SyscallFrame& f) {
   return Done(rt.fds().Has(fd) ? -EIO : Raw(f));
 }
 
+// A call by which something the program did leaves it (bytes to a pipe, a socket, the console,
+// a file that is not protected; a signal; a change to a directory), as opposed to a write to
+// a protected file, which keeps program order itself (fs/buffered_files.h).
+bool SendsOut(Runtime& rt, const SyscallFrame& f) {
+  int fd;
+  switch (f.nr) {
+    case SYS_write:
+    case SYS_pwrite64:
+    case SYS_writev:
+    case SYS_pwritev:
+    case SYS_pwritev2:
+    case SYS_sendto:
+    case SYS_sendmsg:
+    case SYS_sendmmsg:
+    case SYS_vmsplice:
+    case SYS_sendfile:
+      fd = Fd(f.args[0]);
+      break;
+    case SYS_tee:
+      fd = Fd(f.args[1]);
+      break;
+    case SYS_splice:
+    case SYS_copy_file_range:
+      fd = Fd(f.args[2]);
+      break;
+    case SYS_kill:
+    case SYS_tkill:
+    case SYS_tgkill:
+    case SYS_rt_sigqueueinfo:
+    case SYS_rt_tgsigqueueinfo:
+    case SYS_pidfd_send_signal:
+    case SYS_mkdir:
+    case SYS_mkdirat:
+    case SYS_rmdir:
+    case SYS_symlink:
+    case SYS_symlinkat:
+    case SYS_mknod:
+    case SYS_mknodat:
+    case SYS_rename:
+    case SYS_renameat:
+    case SYS_renameat2:
+    case SYS_link:
+    case SYS_linkat:
+    case SYS_unlink:
+    case SYS_unlinkat:
+      return true;
+    default:
+      return false;
+  }
+  if (!rt.fds().Has(fd)) return true;
+  auto d = rt.fds().Get(fd);
+  return d == nullptr || d->AsProtectedFile() == nullptr;
+}
+
 bool IsTlsSocket(Runtime& rt, int fd) {
   if (!rt.fds().Has(fd)) return false;
   auto d = rt.fds().Get(fd);
@@ -403,6 +458,8 @@ long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
 DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
   if (process::ForkChildPending() && !process::BeforeChildReset(f.nr, f.args[3])) process::CompleteForkInChild();
   if (rt.closed()) return DispatchAfterClose(rt, f);
+  // What the program buffered in a volume it has alone goes first (fs/buffered_files.h).
+  if (fs::Volume::AnyBuffered() && SendsOut(rt, f)) AloneWatcher::Get().PublishBuffered();
   const long* a = f.args;
   FdTable& fds = rt.fds();
   switch (f.nr) {

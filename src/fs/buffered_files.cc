@@ -1,0 +1,55 @@
+#include "fs/buffered_files.h"
+
+#include <algorithm>
+
+namespace scone::fs {
+
+std::atomic<int> BufferedFiles::noted_sets_{0};
+
+bool BufferedFiles::Note(const FileId& id) {
+  std::lock_guard lock(mu_);
+  if (std::find(files_.begin(), files_.end(), id) != files_.end()) return false;
+  files_.push_back(id);
+  if (files_.size() > 1) return false;
+  noted_sets_.fetch_add(1, std::memory_order_acq_rel);
+  return true;
+}
+
+bool BufferedFiles::AnyBut(const FileId* id) {
+  std::lock_guard lock(mu_);
+  if (id == nullptr) return !files_.empty();
+  return std::any_of(files_.begin(), files_.end(), [&](const FileId& f) { return f != *id; });
+}
+
+std::vector<FileId> BufferedFiles::Take(const FileId* except) {
+  std::lock_guard lock(mu_);
+  std::vector<FileId> taken;
+  if (files_.empty()) return taken;
+  bool kept = false;
+  for (const FileId& f : files_) {
+    if (except != nullptr && f == *except) {
+      kept = true;
+    } else {
+      taken.push_back(f);
+    }
+  }
+  if (kept) {
+    files_.assign(1, *except);
+  } else {
+    ForgetLocked();
+  }
+  return taken;
+}
+
+void BufferedFiles::ForgetLocked() {
+  if (files_.empty()) return;
+  files_.clear();  // keeps its capacity: no allocation (the fork child's case)
+  noted_sets_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void BufferedFiles::AfterForkInChild() {
+  ForgetLocked();
+  mu_.unlock();
+}
+
+}  // namespace scone::fs
