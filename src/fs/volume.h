@@ -188,6 +188,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // place after the record).
   static void SetBeforeRecordHookForTesting(std::function<void()> hook);
   static void SetAfterRecordHookForTesting(std::function<void()> hook);
+  // Tests: called when a resting process takes the use lock again, before it reads the count of
+  // joiners.
+  static void SetWakeHookForTesting(std::function<void()> hook);
 
   // Fork support, for the runtime (runtime/process/fork.h): BeforeFork holds the volume's lock
   // across fork; the parent releases it; the child releases it right after the fork (without
@@ -270,9 +273,11 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // lock, caught up.
   Status RepairAfterDeadWriterLocked();
   // Writes the newest images and chunk table entries of `commits` (a file's records in order)
-  // in place; with `trim`, cuts the data file to the state's length (recovery).
+  // in place; with `trim`, cuts the data file to the state's length (recovery). `newer_on_disk`:
+  // chunks later records (not applied now) put in place, which no image of `commits` may cover.
   Status ReplayDataForFile(const FileId& id, const std::string& path,
-                           const std::vector<const JournalRecord*>& commits, bool trim);
+                           const std::vector<const JournalRecord*>& commits, bool trim,
+                           const std::set<uint64_t>* newer_on_disk = nullptr);
   Status Checkpoint(bool clean);
   // Appends a record. A lazy one becomes durable with the next durable one (the journal is
   // appended in order); after a durable one, files unlinked lazily are deleted for good.

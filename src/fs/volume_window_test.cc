@@ -503,5 +503,105 @@ TEST_F(VolumeWindowTest, AWriteKilledAfterItsRecordIsUndoneByRecovery) {
   EXPECT_TRUE((*again)->Verify().empty());
 }
 
+// A sync applies the window up to its own record, after a gap without the writer lock in which
+// another process appended in place to a chunk that an earlier record holds as an image (the
+// process that had the volume alone rewrote its log's last chunk through the journal). The
+// older image must not go over the newer chunk. Before, it did: the log failed authentication
+// for every process (five shell subshells appending, each syncing as it exited).
+TEST_F(VolumeWindowTest, ASyncDoesNotPutAnOlderImageOverANewerChunk) {
+  { ASSERT_TRUE(CreateVolume()->Close().ok()); }
+  auto a = OpenVolume();
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  auto fa = (*a)->OpenFile("log", {.create = true});
+  ASSERT_TRUE(fa.ok()) << fa.status().message();
+  uint64_t at = 0;
+  ASSERT_TRUE((*fa)->Write(0, AsBytes(std::string("a\n")), &at).ok());
+  ASSERT_TRUE((*fa)->Close().ok());  // the chunk in place
+  ASSERT_TRUE((*fa)->Write(0, AsBytes(std::string("b\n")), &at).ok());
+  ASSERT_TRUE((*fa)->Close().ok());  // the chunk through the journal: an image
+  auto b = JoinWhileOpen(**a);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  auto fb = (*b)->OpenFile("log", {});
+  ASSERT_TRUE(fb.ok()) << fb.status().message();
+  bool appended = false;
+  Volume::SetSyncGapHookForTesting([&] {
+    if (appended) return;
+    appended = true;
+    uint64_t where = 0;
+    EXPECT_TRUE((*fb)->Write(0, AsBytes(std::string("c\n")), &where).ok());  // in place
+  });
+  Status synced = (*a)->MakeDurable();
+  Volume::SetSyncGapHookForTesting(nullptr);
+  ASSERT_TRUE(synced.ok()) << synced.message();
+  fa->reset();
+  fb->reset();
+  auto back = ReadFile(**b, "log");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, "a\nb\nc\n");
+  EXPECT_TRUE((*b)->Verify().empty());
+}
+
+// A process that rests (no file open, before a fork) takes the use lock again alone while
+// another joins: the joiner's bump of the count came after the use lock, so the process alone
+// must not take it for its own baseline. Before, it did: it buffered its appends, the joiner
+// did not see them, and both wrote at one offset (forked shell workers losing their first lines).
+TEST_F(VolumeWindowTest, AJoinerWhileARestingProcessWakesIsSeen) {
+  { ASSERT_TRUE(CreateVolume()->Close().ok()); }
+  auto a = OpenVolume();
+  ASSERT_TRUE(a.ok()) << a.status().message();
+  ASSERT_TRUE((*a)->RestIfUnused().ok());
+  Result<std::shared_ptr<Volume>> b = Internal("not joined");
+  bool joined = false;
+  Volume::SetWakeHookForTesting([&] {
+    if (joined) return;
+    joined = true;
+    b = OpenVolume();
+  });
+  auto fa = (*a)->OpenFile("log", {.create = true});
+  Volume::SetWakeHookForTesting(nullptr);
+  ASSERT_TRUE(fa.ok()) << fa.status().message();
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  uint64_t at = 0;
+  ASSERT_TRUE((*fa)->Write(0, AsBytes(std::string("one\n")), &at).ok());
+  auto fb = (*b)->OpenFile("log", {});
+  ASSERT_TRUE(fb.ok()) << fb.status().message();
+  ASSERT_TRUE((*fb)->Write(0, AsBytes(std::string("two\n")), &at).ok());
+  EXPECT_EQ(at, 4u);
+  ASSERT_TRUE((*fa)->Write(0, AsBytes(std::string("three\n")), &at).ok());
+  EXPECT_EQ(at, 8u);
+  fa->reset();
+  fb->reset();
+  auto back = ReadFile(**b, "log");
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(*back, "one\ntwo\nthree\n");
+}
+
+// A process alone writes one file, then another, and is killed: what it wrote to the first is
+// there (published before the second's write), as natively. Before, both stayed in its memory
+// until close: a killed process left neither, or (after a full buffer) the later without the
+// earlier (fs/buffered_files.h).
+TEST_F(VolumeWindowTest, AWriteToAnotherFilePublishesTheFirstBeforeIt) {
+  { ASSERT_TRUE(CreateVolume()->Close().ok()); }
+  CrashAfter([&](Volume& v) {
+    auto a = v.OpenFile("a", {.create = true});
+    auto b = v.OpenFile("b", {.create = true});
+    ASSERT_TRUE(a.ok() && b.ok());
+    ASSERT_TRUE((*a)->Write(0, AsBytes(std::string("first\n"))).ok());
+    ASSERT_TRUE((*b)->Write(0, AsBytes(std::string("second\n"))).ok());  // a goes first
+    ASSERT_TRUE((*a)->Write(6, AsBytes(std::string("third\n"))).ok());   // then b
+    // Killed with both open: their destructors would publish.
+    new std::shared_ptr<ProtectedFile>(*a);
+    new std::shared_ptr<ProtectedFile>(*b);
+  });
+  auto again = OpenVolume();
+  ASSERT_TRUE(again.ok()) << again.status().message();
+  auto a = ReadFile(**again, "a");
+  auto b = ReadFile(**again, "b");
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, "first\n");  // the third line, followed by nothing, went with the process
+  EXPECT_EQ(*b, "second\n");
+  EXPECT_TRUE((*again)->Verify().empty());
+}
+
 }  // namespace
 }  // namespace scone::fs

@@ -95,6 +95,46 @@ PYEOF
   done
   check_volume
   ;;
+outside-changes)
+  # A program writes line i to a file of the volume, then changes something outside it: a
+  # file's size, its times, a new file. Killed at a random point, the volume holds every line
+  # before each change the outside shows, as natively (helper's finding: ftruncate, utime and
+  # open(O_CREAT) went out before the line they followed).
+  mkdir out
+  cat > outside.py <<PYEOF
+import os
+a = os.open("vol/a", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+size = os.open("out/size", os.O_RDWR | os.O_CREAT, 0o644)
+os.close(os.open("out/times", os.O_WRONLY | os.O_CREAT, 0o644))
+i = 0
+while True:
+    i += 1
+    os.write(a, b"$MARKER %07d\n" % i)
+    if i % 3 == 0:
+        os.ftruncate(size, i)
+    elif i % 3 == 1:
+        os.utime("out/times", (i, i))
+    else:
+        os.close(os.open("out/c%d" % i, os.O_WRONLY | os.O_CREAT, 0o644))
+PYEOF
+  start "$PY" outside.py
+  for _ in $(seq 1 1200); do
+    [[ -e out/size ]] && (( $(stat -c %s out/size) >= 6000 )) && break
+    kill -0 "$victim" 2>/dev/null || fail "the program ended"
+    sleep 0.05
+  done
+  kill_victim
+  lines="$(run wc -l < vol/a)"
+  size="$(stat -c %s out/size)"
+  mtime="$(stat -c %Y out/times)"
+  created="$(ls out | sed -n 's/^c//p' | sort -n | tail -n 1)"
+  (( size >= 6000 )) || fail "the program did not get far: $size"
+  echo "lines $lines size $size mtime $mtime created $created"
+  for shown in "$size" "$mtime" "$created"; do
+    (( lines >= shown )) || fail "the outside shows step $shown, the volume holds $lines lines (size $size, times $mtime, created $created)"
+  done
+  check_volume
+  ;;
 sqlite-acknowledged)
   # SQLite with synchronous=OFF, which SQLite documents as safe against an application crash
   # (not a power loss), in DELETE and WAL mode: each transaction inserts a batch of rows and

@@ -249,11 +249,30 @@ DispatchResult DispatchAfterClose(Runtime& rt, const SyscallFrame& f) {
 }
 
 // A call by which something the program did leaves it (bytes to a pipe, a socket, the console,
-// a file that is not protected; a signal; a change to a directory), as opposed to a write to
-// a protected file, which keeps program order itself (fs/buffered_files.h).
+// a file that is not protected; a signal; a file created, truncated, renamed or given times,
+// modes, owners or attributes; a socket bound or connected), as opposed to a write to a
+// protected file, which keeps program order itself (fs/buffered_files.h).
 bool SendsOut(Runtime& rt, const SyscallFrame& f) {
   int fd;
   switch (f.nr) {
+    case SYS_open:
+      return (f.args[1] & O_CREAT) != 0;
+    case SYS_openat:
+      return (f.args[2] & O_CREAT) != 0;
+    case SYS_openat2:  // rare: its flags are not read from the program's memory here
+      return true;
+    case SYS_ftruncate:
+    case SYS_fallocate:
+    case SYS_fchown:
+    case SYS_fchmod:
+    case SYS_fsetxattr:
+    case SYS_fremovexattr:
+      fd = Fd(f.args[0]);
+      break;
+    case SYS_utimensat:  // (dirfd, path or NULL for dirfd itself, times, flags)
+      if (f.args[1] != 0) return true;
+      fd = Fd(f.args[0]);
+      break;
     case SYS_write:
     case SYS_pwrite64:
     case SYS_writev:
@@ -293,6 +312,22 @@ bool SendsOut(Runtime& rt, const SyscallFrame& f) {
     case SYS_linkat:
     case SYS_unlink:
     case SYS_unlinkat:
+    case SYS_creat:
+    case SYS_truncate:
+    case SYS_utime:
+    case SYS_utimes:
+    case SYS_futimesat:
+    case SYS_chmod:
+    case SYS_fchmodat:
+    case SYS_chown:
+    case SYS_lchown:
+    case SYS_fchownat:
+    case SYS_setxattr:
+    case SYS_lsetxattr:
+    case SYS_removexattr:
+    case SYS_lremovexattr:
+    case SYS_bind:
+    case SYS_connect:
       return true;
     default:
       return false;
