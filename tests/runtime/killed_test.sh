@@ -233,8 +233,9 @@ PYEOF
   ;;
 slow-logger)
   # A program logs a line now and then, makes no other call, and is killed long after its last
-  # line (0.5 s, 25 times the runtime's bound): every line is there. Before: none (a process
-  # alone published at close, sync or a full buffer only).
+  # line (2 s, 100 times the runtime's bound: a loaded machine may delay the watcher thread):
+  # every line is there. Before: none (a process alone published at close, sync or a full
+  # buffer only).
   cat > logger.py <<PYEOF
 import os, sys, time
 sys.path.insert(0, "$work")
@@ -244,7 +245,7 @@ log = os.open("vol/log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 for i in range(30):
     os.write(log, b"$MARKER %03d\n" % i)
     time.sleep(0.03)
-time.sleep(0.5)
+time.sleep(2)
 p.set(1)
 time.sleep(3600)
 PYEOF
