@@ -76,11 +76,11 @@ while True:
     p.set(i)
 PYEOF
     start "$PY" order.py
-    wait_for_count $((20000 * round))
+    wait_for_count $((5000 * round))
     kill_victim
     run cat vol/a > a.txt || fail "a cannot be read after the kill"
     run cat vol/b > b.txt || fail "b cannot be read after the kill"
-    "$PY" - "$MARKER" <<'PYEOF' || fail "round $round: the files are not a prefix of what was written, in order"
+    "$PY" - "$MARKER" $((5000 * round)) <<'PYEOF' || fail "round $round: the files are not a prefix of what was written, in order"
 import sys
 m = sys.argv[1].encode()
 a = open("a.txt", "rb").read().split(b"\n")
@@ -90,7 +90,7 @@ a, b = [l for l in a[:-1]], [l for l in b[:-1]]
 assert all(l == m + b" a %07d" % i for i, l in enumerate(a)), "a is not its lines in order"
 assert all(l == m + b" b %07d" % i for i, l in enumerate(b)), "b is not its lines in order"
 assert len(b) <= len(a) <= len(b) + 1, "a has %d lines, b %d" % (len(a), len(b))
-assert len(a) >= 20000, "only %d lines of a" % len(a)
+assert len(a) >= int(sys.argv[2]), "only %d lines of a" % len(a)
 PYEOF
   done
   check_volume
