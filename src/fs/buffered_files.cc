@@ -15,12 +15,6 @@ bool BufferedFiles::Note(const FileId& id) {
   return true;
 }
 
-bool BufferedFiles::AnyBut(const FileId* id) {
-  std::lock_guard lock(mu_);
-  if (id == nullptr) return !files_.empty();
-  return std::any_of(files_.begin(), files_.end(), [&](const FileId& f) { return f != *id; });
-}
-
 std::vector<FileId> BufferedFiles::Take(const FileId* except) {
   std::lock_guard lock(mu_);
   std::vector<FileId> taken;

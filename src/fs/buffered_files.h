@@ -27,8 +27,6 @@ class BufferedFiles {
   // Notes that `id` has unpublished writes. True when it is the first since the last Take
   // (nothing of this volume was buffered until now).
   bool Note(const FileId& id);
-  // Whether a file other than `id` (any file, with nullptr) is noted.
-  bool AnyBut(const FileId* id);
   // Takes every noted file but `except` (nullptr: every one), in the order they were noted.
   std::vector<FileId> Take(const FileId* except);
 

@@ -621,7 +621,7 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
     SCONE_RETURN_IF_ERROR(StageWrite(offset, data));
     return position.set(offset + data.size());
   };
-  if (volume_->MayBuffer()) SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));
+  SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order (fs/buffered_files.h)
   std::unique_lock lock(mu_);
   if (!volume_->MayBuffer()) {
     SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, write_at_position));
@@ -980,7 +980,7 @@ Status ProtectedFile::Reserve(uint64_t size) {
 
 Status ProtectedFile::Truncate(uint64_t new_size) {
   if (new_size > kMaxFileSize) return TooBig("a size of " + std::to_string(new_size) + " bytes");
-  if (volume_->MayBuffer()) SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));
+  SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order
   std::unique_lock lock(mu_);
   if (!volume_->MayBuffer()) {
     return CommitLocked(/*durable=*/false, [&] { return TruncateLocked(new_size); });

@@ -241,7 +241,8 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   }
   // Nothing past the last record read (its tail is zeros written ahead, and nobody appends
   // while we hold the writer lock): a look at one frame header instead of a read of the tail,
-  // in every commit of a process that has the volume alone.
+  // in every commit of a process that has the volume alone. After another's checkpoint
+  // (journal_seen_ 0) the read also moves the journal's own end back to the start.
   std::vector<JournalRecord> records;
   SCONE_ASSIGN_OR_RETURN(const bool appended, journal_->HasDataAt(journal_seen_));
   if (appended || journal_seen_ == 0) {
@@ -676,8 +677,8 @@ void Volume::NoteBuffered(const FileId& id) {
 }
 
 Status Volume::PublishBuffered(const ProtectedFile* except) {
-  if (!buffered_.AnyBut(except != nullptr ? &except->id() : nullptr)) return Status::Ok();
   std::vector<FileId> ids = buffered_.Take(except != nullptr ? &except->id() : nullptr);
+  if (ids.empty()) return Status::Ok();
   std::vector<std::shared_ptr<ProtectedFile>> files;
   {
     std::lock_guard lock(mu_);
@@ -687,9 +688,12 @@ Status Volume::PublishBuffered(const ProtectedFile* except) {
       }
     }
   }
-  // A file closed meanwhile published as it closed.
+  return PublishFiles(files);  // a file closed meanwhile published as it closed
+}
+
+Status Volume::PublishFiles(const std::vector<std::shared_ptr<ProtectedFile>>& files) {
   Status first;
-  for (auto& f : files) {
+  for (const auto& f : files) {
     Status s = f->Close();
     if (first.ok() && !s.ok()) first = s;
   }
@@ -744,11 +748,7 @@ Status Volume::HandOverIfJoined() {
   }
   (void)buffered_.Take(nullptr);  // every open file is published below
   // Published as the process's own calls would publish them, now that it shares.
-  Status first;
-  for (auto& f : files) {
-    Status s = f->Close();
-    if (first.ok() && !s.ok()) first = s;
-  }
+  Status first = PublishFiles(files);
   std::lock_guard lock(mu_);
   if (holds_alone_) lock_->LetGoAlone();
   holds_alone_ = false;

@@ -229,6 +229,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   void ApplyOthersRecord(JournalRecord record);
   // A file now holds buffered writes (under its lock: buffered_ is a leaf).
   void NoteBuffered(const FileId& id);
+  // Publishes each file's writes (ProtectedFile::Close); the first error. REQUIRES: no lock.
+  static Status PublishFiles(const std::vector<std::shared_ptr<ProtectedFile>>& files);
   // A commit record read or appended: into the window if lazy, to the file if this process has
   // it open (it catches up to it), and touched. REQUIRES: mu_.
   void PublishCommitLocked(const std::shared_ptr<const JournalRecord>& commit);

@@ -261,18 +261,16 @@ bool SendsOut(Runtime& rt, const SyscallFrame& f) {
       return (f.args[2] & O_CREAT) != 0;
     case SYS_openat2:  // rare: its flags are not read from the program's memory here
       return true;
+    case SYS_utimensat:  // (dirfd, path or NULL for dirfd itself, times, flags)
+      if (f.args[1] != 0) return true;
+      fd = Fd(f.args[0]);
+      break;
     case SYS_ftruncate:
     case SYS_fallocate:
     case SYS_fchown:
     case SYS_fchmod:
     case SYS_fsetxattr:
     case SYS_fremovexattr:
-      fd = Fd(f.args[0]);
-      break;
-    case SYS_utimensat:  // (dirfd, path or NULL for dirfd itself, times, flags)
-      if (f.args[1] != 0) return true;
-      fd = Fd(f.args[0]);
-      break;
     case SYS_write:
     case SYS_pwrite64:
     case SYS_writev:
