@@ -688,7 +688,12 @@ Status Volume::PublishBuffered(const ProtectedFile* except) {
       }
     }
   }
-  return PublishFiles(files);  // a file closed meanwhile published as it closed
+  // A file closed meanwhile published as it closed.
+  Status published = PublishFiles(files);
+  // The volume closed meanwhile (the process exits, the watcher publishing beside it): its close
+  // committed what it could, and refuses what comes after with EIO to the program itself.
+  std::lock_guard lock(mu_);
+  return closed_ ? Status::Ok() : published;
 }
 
 Status Volume::PublishFiles(const std::vector<std::shared_ptr<ProtectedFile>>& files) {
