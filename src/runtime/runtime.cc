@@ -108,6 +108,10 @@ Status CheckVolumeStillThere(const std::string& root, uint64_t device, uint64_t 
                        "refusing to run (what the program wrote under the new name would bypass the shield)");
 }
 
+void PublishBufferedWrites() {
+  if (fs::Volume::AnyBuffered()) AloneWatcher::Get().PublishBuffered();
+}
+
 void CloseVolumesAtExit() {
   if (the_runtime == nullptr) return;
   RuntimeSection section;

@@ -215,5 +215,8 @@ Status CheckVolumeStillThere(const std::string& root, uint64_t device, uint64_t 
 // Commits open descriptors and closes the volumes (checkpoint, clean mark): after the exit
 // handlers, or at exit_group when the program skipped them (_exit).
 void CloseVolumesAtExit();
+// Publishes what the process buffered for its volumes (fs::Volume::PublishBuffered), without a
+// sync: before something leaves the process, and before a fault ends it (process/termination.h).
+void PublishBufferedWrites();
 
 }  // namespace scone::runtime

@@ -492,7 +492,7 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
   if (process::ForkChildPending() && !process::BeforeChildReset(f.nr, f.args[3])) process::CompleteForkInChild();
   if (rt.closed()) return DispatchAfterClose(rt, f);
   // What the program buffered in a volume it has alone goes first (fs/buffered_files.h).
-  if (fs::Volume::AnyBuffered() && SendsOut(rt, f)) AloneWatcher::Get().PublishBuffered();
+  if (fs::Volume::AnyBuffered() && SendsOut(rt, f)) PublishBufferedWrites();
   const long* a = f.args;
   FdTable& fds = rt.fds();
   switch (f.nr) {

@@ -50,11 +50,17 @@ constexpr int kLibcSetXid = 33;
 
 // Whether the kernel's handler is one the runtime put in the program's place.
 bool IsSubstitute(const void* handler) {
-  return handler == reinterpret_cast<void*>(&WrappedHandler) || IsTerminationHandler(handler);
+  return handler == reinterpret_cast<void*>(&WrappedHandler) || IsTerminationHandler(handler) ||
+         IsFaultHandler(handler);
 }
 
+// Whether the runtime's action stands for the program's SIG_DFL of `sig` (from the first volume
+// on): a termination that commits first, or a fault that publishes first (termination.h).
+bool Substitutes(int sig) { return CommitsBeforeEnding(sig) || PublishesBeforeFault(sig); }
+KernelSigaction SubstituteFor(int sig) { return PublishesBeforeFault(sig) ? FaultAction() : TerminationAction(); }
+
 bool CommitsFirst(int sig, const KernelSigaction& program) {
-  return program.handler == SIG_DFL && committing.load(std::memory_order_acquire) && CommitsBeforeEnding(sig);
+  return program.handler == SIG_DFL && committing.load(std::memory_order_acquire) && Substitutes(sig);
 }
 
 // A consistent copy of the program's action (signal handlers read it: no lock).
@@ -95,7 +101,7 @@ void ResetAsDelivered(int sig) {
     WriteAction(sig, false, dfl);
     return;
   }
-  const KernelSigaction k = TerminationAction();
+  const KernelSigaction k = SubstituteFor(sig);
   WriteAction(sig, RawSyscall(SYS_rt_sigaction, sig, Arg(&k), 0, sizeof(uint64_t)) == 0, dfl);
 }
 
@@ -142,7 +148,7 @@ void WrappedHandler(int sig, siginfo_t* si, void* context) {
 // The kernel's action for the program's: the wrapper in place of a handler, the runtime's
 // handler in place of a SIG_DFL that commits first, never a mask with SIGSYS.
 KernelSigaction KernelActionFor(int sig, const KernelSigaction& program) {
-  if (CommitsFirst(sig, program)) return TerminationAction();
+  if (CommitsFirst(sig, program)) return SubstituteFor(sig);
   KernelSigaction k = program;
   k.mask &= ~kSigsysBit;
   if (IsHandler(program.handler)) {
@@ -214,9 +220,9 @@ void CommitBeforeEndingBySignals() {
   std::lock_guard lock(actions_mu);
   if (committing.load(std::memory_order_relaxed)) return;
   committing.store(true, std::memory_order_release);
-  const KernelSigaction ours = TerminationAction();
   for (int sig = 1; sig <= kMaxSignal; ++sig) {
-    if (!CommitsBeforeEnding(sig)) continue;
+    if (!Substitutes(sig)) continue;
+    const KernelSigaction ours = SubstituteFor(sig);
     // Only where the kernel has SIG_DFL: what the program set, inherited or wrapped stays.
     KernelSigaction current;
     if (RawSyscall(SYS_rt_sigaction, sig, 0, Arg(&current), sizeof(uint64_t)) != 0 || current.handler != SIG_DFL) {

@@ -53,8 +53,8 @@ void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context);
 // every one of them has a handler with SA_RESTART. False for an empty mask.
 bool RestartsAfter(uint64_t held);
 
-// From now on, SIG_DFL of a signal that ends the process commits first (termination.h): the
-// process has a volume open. Idempotent; the first call costs two rt_sigaction per signal.
+// From now on, SIG_DFL of a signal that ends the process commits first, and that of a fault
+// publishes buffered writes first (termination.h): the process has a volume open. Idempotent; the first call costs two rt_sigaction per signal.
 void CommitBeforeEndingBySignals();
 
 // Wraps the handlers installed before the entry was (by libraries' constructors).

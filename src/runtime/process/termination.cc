@@ -202,7 +202,42 @@ void TerminationHandler(int sig, siginfo_t* si, void* context) {
   StartTicks();
 }
 
+// A fault's instruction, at a point where the runtime holds none of its locks: publishes what the
+// process buffered, then lets the fault end the process (termination.h).
+void FaultHandler(int sig, siginfo_t* si, void* context) {
+  if (si->si_code <= 0) {  // sent (kill -SEGV): it ends the process as any other signal does
+    TerminationHandler(sig, si, context);
+    return;
+  }
+  const EntryThread& t = ThisThread();
+  const auto ip = static_cast<uintptr_t>(static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RIP]);
+  const CodeRange own = RuntimeCodeRange();
+  const bool in_runtime = t.depth > 0 || t.forking || memory::InsideHeap() || (ip >= own.begin && ip < own.end);
+  if (!in_runtime) {
+    RuntimeSection section;
+    PublishBufferedWrites();
+  }
+  KernelSigaction dfl = {};
+  RawSyscall(SYS_rt_sigaction, sig, Arg(&dfl), 0, sizeof(uint64_t));
+  // A trap's instruction is behind it: it does not run again, so the signal is raised again.
+  if (sig == SIGTRAP) {
+    const uint64_t bit = Bit(sig);
+    RawSyscall(SYS_rt_tgsigqueueinfo, RawSyscall(SYS_getpid), RawSyscall(SYS_gettid), sig, Arg(si));
+    RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&bit), 0, sizeof(uint64_t));
+  }
+}
+
 }  // namespace
+
+bool PublishesBeforeFault(int sig) { return sig >= 1 && sig <= kMaxSignal && (Bit(sig) & kFaults) != 0; }
+
+KernelSigaction FaultAction() {
+  KernelSigaction k = TerminationAction();
+  k.handler = reinterpret_cast<void*>(&FaultHandler);
+  return k;
+}
+
+bool IsFaultHandler(const void* handler) { return handler == reinterpret_cast<void*>(&FaultHandler); }
 
 bool CommitsBeforeEnding(int sig) {
   return sig >= 1 && sig <= kMaxSignal && !(Bit(sig) & (kNotEnding | kLeftAlone));

@@ -18,9 +18,19 @@
 // a timer (SIGSYS every 10 ms) that finds a thread at one. A process that reaches none within
 // two seconds ends by the signal without committing (what a crash leaves: the last commit).
 //
-// Not caught: SIGKILL and SIGSTOP (impossible), SIGSYS (the entry's), the faults (SIGSEGV,
-// SIGBUS, SIGILL, SIGFPE, SIGTRAP: the program's state may be broken) and SIGABRT (abort():
-// the allocator may be what aborted, holding its locks).
+// Faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP raised by an instruction) cannot wait for a
+// safe point, and the program's state may be broken: the runtime's fault handler only publishes
+// what the process buffered (Volume::PublishBuffered: writes that returned stay, as the kernel's
+// page cache keeps them when a program crashes natively), unless the fault is inside the
+// runtime (its locks may be held). Publishing needs no lock of the C library's (the runtime
+// allocates from its own heap), so a fault inside the C library (strlen of a bad pointer, the
+// commonest crash) publishes too. Then SIG_DFL again, and the instruction faults again: the
+// process ends as the kernel ends it, with its core showing the fault. Mappings (shared images)
+// are not sealed there: only writes.
+//
+// Not caught: SIGKILL and SIGSTOP (impossible), SIGSYS (the entry's), and SIGABRT (abort(): the
+// allocator may be what aborted, holding its locks; abort()'s own kill publishes first, as every
+// call by which something leaves the process does).
 #pragma once
 
 #include <signal.h>
@@ -38,6 +48,11 @@ bool CommitsBeforeEnding(int sig);
 // The kernel's action standing for the program's SIG_DFL of such a signal.
 KernelSigaction TerminationAction();
 bool IsTerminationHandler(const void* handler);
+// Whether the runtime publishes buffered writes before the fault `sig` ends the process.
+bool PublishesBeforeFault(int sig);
+// The kernel's action standing for the program's SIG_DFL of such a fault.
+KernelSigaction FaultAction();
+bool IsFaultHandler(const void* handler);
 // Learns where a thread may hold the C library's locks (see above), once; before the first
 // TerminationAction is installed. Takes the dynamic loader's lock.
 void LearnUnsafeCode();
