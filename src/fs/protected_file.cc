@@ -20,6 +20,7 @@ constexpr char kRootLabel[] = "scone-file-root-v1";
 constexpr uint8_t kLeafPrefix = 0x00;
 // Dirty chunks kept in memory before sealing is forced: 4 MiB per file.
 constexpr size_t kMaxCachedChunks = 1024;
+constexpr size_t kRecentChunks = 4;  // see recent_
 // Chunks read or written with one system call for large requests.
 constexpr size_t kReadBatchChunks = 256;
 // Commits of at most this many buffered chunks journal them all (see BuildRecord).
@@ -788,6 +789,13 @@ Status ProtectedFile::WriteSlot(uint64_t chunk, const uint8_t* image) {
 Status ProtectedFile::CachedChunkForUpdate(uint64_t chunk, uint8_t** plain) {
   auto it = cache_.find(chunk);
   if (it == cache_.end()) {
+    for (auto r = recent_.begin(); r != recent_.end(); ++r) {
+      if (r->first != chunk) continue;
+      it = cache_.emplace(chunk, std::move(r->second)).first;
+      recent_.erase(r);
+      *plain = it->second.data();
+      return Status::Ok();
+    }
     Bytes buffer = TakeBuffer();
     Status loaded = ChunkFromDisk(chunk, buffer.data()).status();
     if (!loaded.ok()) {
@@ -798,6 +806,18 @@ Status ProtectedFile::CachedChunkForUpdate(uint64_t chunk, uint8_t** plain) {
   }
   *plain = it->second.data();
   return Status::Ok();
+}
+
+void ProtectedFile::ForgetRecentIfChanged() {
+  if (recent_.empty()) return;
+  const bool unchanged = !changed_ && cache_.empty() && changed_entries_.empty();
+  if (!(recent_valid_ && unchanged && committed_root_ == recent_root_)) DropRecent();
+}
+
+void ProtectedFile::DropRecent() {
+  for (auto& [chunk, buffer] : recent_) RecycleBuffer(std::move(buffer));
+  recent_.clear();
+  recent_valid_ = false;
 }
 
 Bytes ProtectedFile::TakeBuffer() {
@@ -904,6 +924,7 @@ Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {
     return TooBig("a write of " + std::to_string(data.size()) + " bytes at offset " +
                   std::to_string(offset));
   }
+  ForgetRecentIfChanged();
   if (end > size_) {
     SCONE_RETURN_IF_ERROR(EnsureRoomFor(end));
     size_ = end;
@@ -992,6 +1013,7 @@ Status ProtectedFile::Truncate(uint64_t new_size) {
 
 Status ProtectedFile::TruncateLocked(uint64_t new_size) {
   if (new_size == size_) return Status::Ok();
+  ForgetRecentIfChanged();
   // Growing costs nothing but the size: the new chunks are holes, their pages hole pages.
   if (new_size > size_) SCONE_RETURN_IF_ERROR(EnsureRoomFor(new_size));
   changed_ = true;
@@ -1154,6 +1176,8 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
   min_chunks_since_commit_ = chunks;
   committed_root_ = record.entry.root;
   committed_size_ = record.entry.size;
+  recent_root_ = committed_root_;
+  recent_valid_ = !recent_.empty();
   changed_ = false;
   changed_at_ = {};  // the commit wrote the data file: its times say it
   if (times_kept_) {
@@ -1382,7 +1406,15 @@ Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable, bool defer_i
     images.push_back(image);
   }
   SCONE_RETURN_IF_ERROR(SealMany(sealed, plains, images));
-  DropCached(cache_.begin(), cache_.end());
+  // A small commit's plaintext stays for the next write into its chunks (recent_), valid once
+  // the commit is (CommitLocked).
+  DropRecent();
+  if (cache_.size() <= kRecentChunks) {
+    for (auto& [chunk, plain] : cache_) recent_.emplace_back(chunk, std::move(plain));
+    cache_.clear();
+  } else {
+    DropCached(cache_.begin(), cache_.end());
+  }
   if (!inplace_now.empty()) {
     data_unsynced_ = true;
     if (defer_in_place && record.lazy) {

@@ -228,6 +228,10 @@ class ProtectedFile {
   // kTooLarge naming the file and `what` went past kMaxFileSize.
   Status TooBig(const std::string& what) const;
   Status CachedChunkForUpdate(uint64_t chunk, uint8_t** plain);
+  // recent_: dropped (buffers recycled) unless it still stands for the file. Called before a
+  // change is staged. REQUIRES: mu_ held exclusively.
+  void ForgetRecentIfChanged();
+  void DropRecent();
   // Chunk buffers for cache_ come from and go back to a free list (no allocation per write).
   Bytes TakeBuffer();
   void RecycleBuffer(Bytes buffer);
@@ -296,6 +300,12 @@ class ProtectedFile {
   uint64_t min_chunks_since_commit_ = 0;   // entries at or past this were cleared by truncation
   std::map<uint64_t, Bytes> cache_;    // chunk -> plaintext not yet sealed
   std::vector<Bytes> spare_buffers_;   // kChunkSize buffers for cache_
+  // The plaintext of the few chunks the last commit sealed, while nothing changed since (no
+  // local change, the committed state still that commit's: recent_root_): the next write into
+  // one of them (the next append to a log's last chunk) reads and decrypts nothing.
+  std::vector<std::pair<uint64_t, Bytes>> recent_;
+  Root recent_root_{};
+  bool recent_valid_ = false;
   std::vector<uint64_t> inplace_;      // chunks written in place since the last commit
   Root committed_root_{};              // the root our table reflects
   uint64_t committed_size_ = 0;        // the size that root covers: size_ differs after a local resize

@@ -211,9 +211,18 @@ Result<uint64_t> Volume::PeekBaseSeq() const {
 // ---- keeping up with other processes ----------------------------------------------------
 
 Status Volume::CatchUpLocked(KeepAlive* keep) {
+  SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
+  // Nobody began to change the journal since this process last read or changed it (every
+  // change bumps the count first, under the writer lock we hold): nothing to read. A process
+  // that shares the volume and writes while the others wait saves the journal's fstat and a
+  // read per commit.
+  const std::optional<uint64_t> changes = lock_->JournalChanges();
+  if (changes && *changes == journal_changes_seen_ && hint == applied_seq_ && journal_seen_ != 0) {
+    SCONE_RETURN_IF_ERROR(RedoUnconfirmedApplyLocked());
+    return RepairAfterDeadWriterLocked();
+  }
   // Another process checkpointed if the hint moved, or if the journal shrank under us (a
   // checkpointer that died before writing the hint).
-  SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
   SCONE_RETURN_IF_ERROR(journal_->Refresh());
   bool reset = journal_->size() < journal_seen_;
   const uint64_t before = applied_seq_;
@@ -244,11 +253,16 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   // in every commit of a process that has the volume alone. After another's checkpoint
   // (journal_seen_ 0) the read also moves the journal's own end back to the start.
   std::vector<JournalRecord> records;
-  SCONE_ASSIGN_OR_RETURN(const bool appended, journal_->HasDataAt(journal_seen_));
+  // The count moved: something was appended (or cut), read at once.
+  bool appended = changes.has_value();
+  if (!appended) {
+    SCONE_ASSIGN_OR_RETURN(appended, journal_->HasDataAt(journal_seen_));
+  }
   if (appended || journal_seen_ == 0) {
     SCONE_ASSIGN_OR_RETURN(records, journal_->ReadFrom(next_seq_, &journal_seen_));
   }
   for (JournalRecord& r : records) ApplyOthersRecord(std::move(r));
+  if (changes) journal_changes_seen_ = *changes;  // read before the journal, under the writer lock
   // Bytes past the last good record are a torn append of a process that died: nobody else
   // is appending now (we hold the writer lock).
   SCONE_RETURN_IF_ERROR(TrimJournalLocked());
@@ -280,9 +294,10 @@ Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
   const std::optional<uint64_t> changes = lock_->JournalChanges();
   bool appended = false;
   if (!changes || *changes != journal_changes_seen_) {
-    // A record after the last one read (the journal's tail is zeros written ahead).
+    // A record after the last one read (the journal's tail is zeros written ahead). The count
+    // is taken as seen only when there is none: else the catch-up below reads first.
     SCONE_ASSIGN_OR_RETURN(appended, journal_->HasDataAt(journal_seen_));
-    if (changes) journal_changes_seen_ = *changes;
+    if (changes && !appended) journal_changes_seen_ = *changes;
   }
   if (hint == applied_seq_ && !appended) return Status::Ok();
   SCONE_RETURN_IF_ERROR(lock_->LockWriter());
@@ -296,7 +311,14 @@ Status Volume::TrimJournalLocked() {
   SCONE_ASSIGN_OR_RETURN(bool torn, journal_->HasDataAt(journal_seen_));
   if (!torn) return Status::Ok();
   SCONE_RETURN_IF_ERROR(journal_->TruncateTo(journal_seen_));
-  return lock_->NoteJournalChanged();
+  return NoteJournalChangedLocked();
+}
+
+Status Volume::NoteJournalChangedLocked() {
+  const std::optional<uint64_t> before = lock_->JournalChanges();
+  SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
+  if (before && *before == journal_changes_seen_) journal_changes_seen_ = *before + 1;
+  return Status::Ok();
 }
 
 void Volume::ApplyOthersRecord(JournalRecord record) {
@@ -833,8 +855,9 @@ Status Volume::WriteRecordLocked(JournalRecord& record) {
     return Internal(MetaPath("journal") + ": appending at " + std::to_string(journal_->end()) +
                     ", but this process read up to " + std::to_string(journal_seen_));
   }
+  SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked());  // before, too: see VolumeLock::JournalChanges
   SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, /*durable=*/false));
-  SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
+  SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked());
   record.seq = next_seq_++;
   // Our own record is in state_ already: catching up later need not read it back.
   journal_seen_ = journal_->end();
@@ -1048,7 +1071,7 @@ Status Volume::Checkpoint(bool clean) {
   // and appending past the end of an emptied journal that the zeros ahead make long again.
   SCONE_RETURN_IF_ERROR(lock_->WriteCheckpointHint(applied_seq_));
   SCONE_RETURN_IF_ERROR(journal_->Reset());
-  SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
+  SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked());
   journal_seen_ = 0;
   touched_.clear();
   WindowDurableLocked(applied_seq_);

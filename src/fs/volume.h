@@ -223,6 +223,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Applies what other processes appended to the journal (or a checkpoint they made) to the
   // in-memory state. REQUIRES: mu_ and the writer lock.
   Status CatchUpLocked(KeepAlive* keep);
+  // Bumps the count of journal changes (VolumeLock::JournalChanges), and what this process saw
+  // of it if it was current. REQUIRES: mu_ and the writer lock.
+  Status NoteJournalChangedLocked();
   Status UnlinkLocked(const std::string& path, FileEntry entry, KeepAlive& keep);
   // A metadata file root made gets the owner of the metadata (see ChownMetadata).
   void GiveToMetadataOwner(const std::string& path) const;
@@ -410,7 +413,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   std::unique_ptr<Journal> journal_;
   uint64_t journal_seen_ = 0;  // end of the last record folded into state_
   // The lock file's count of journal changes when this process last looked past its last record
-  // (VolumeLock::JournalChanges): while it stands, nothing was appended since.
+  // or changed the journal itself (VolumeLock::JournalChanges): while it stands, nothing was
+  // appended since.
   uint64_t journal_changes_seen_ = UINT64_MAX;
   bool trash_ready_ = false;   // .scone/trash exists
   uint64_t next_seq_ = 1;
