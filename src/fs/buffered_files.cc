@@ -5,6 +5,7 @@
 namespace scone::fs {
 
 std::atomic<int> BufferedFiles::noted_sets_{0};
+std::atomic<int> BufferedFiles::being_published_{0};
 
 bool BufferedFiles::Note(const FileId& id) {
   std::lock_guard lock(mu_);
@@ -19,6 +20,8 @@ std::vector<FileId> BufferedFiles::Take(const FileId* except) {
   std::lock_guard lock(mu_);
   std::vector<FileId> taken;
   if (files_.empty()) return taken;
+  if (files_.size() == 1 && except != nullptr && files_[0] == *except) return taken;
+  being_published_.fetch_add(1, std::memory_order_seq_cst);
   bool kept = false;
   for (const FileId& f : files_) {
     if (except != nullptr && f == *except) {
@@ -43,6 +46,7 @@ void BufferedFiles::ForgetLocked() {
 
 void BufferedFiles::AfterForkInChild() {
   ForgetLocked();
+  being_published_.store(0, std::memory_order_relaxed);  // by threads the child does not have
   mu_.unlock();
 }
 

@@ -28,11 +28,18 @@ class BufferedFiles {
   // (nothing of this volume was buffered until now).
   bool Note(const FileId& id);
   // Takes every noted file but `except` (nullptr: every one), in the order they were noted.
+  // A non-empty take counts as being published until Published() is called for it.
   std::vector<FileId> Take(const FileId* except);
+  static void Published() { being_published_.fetch_sub(1, std::memory_order_acq_rel); }
 
   // Whether any volume of the process has a file noted: one load, for the runtime's calls that
   // send something out of the process.
   static bool AnyInProcess() { return noted_sets_.load(std::memory_order_acquire) > 0; }
+  // Whether any file of the process is noted or being published by some thread (a fault ends
+  // the process only once nothing is: runtime/process/termination.h).
+  static bool AnyUnpublishedInProcess() {
+    return noted_sets_.load(std::memory_order_seq_cst) > 0 || being_published_.load(std::memory_order_seq_cst) > 0;
+  }
 
   // Fork: held across it, and the child forgets what is noted (its parent publishes its writes).
   void BeforeFork() { mu_.lock(); }
@@ -45,6 +52,7 @@ class BufferedFiles {
   std::mutex mu_;
   std::vector<FileId> files_;  // a handful at most: one, for a single-threaded program
   static std::atomic<int> noted_sets_;  // volumes of the process with a file noted
+  static std::atomic<int> being_published_;  // takes not yet published (counted before noted_sets_ drops)
 };
 
 }  // namespace scone::fs

@@ -701,6 +701,9 @@ void Volume::NoteBuffered(const FileId& id) {
 Status Volume::PublishBuffered(const ProtectedFile* except) {
   std::vector<FileId> ids = buffered_.Take(except != nullptr ? &except->id() : nullptr);
   if (ids.empty()) return Status::Ok();
+  struct Done {
+    ~Done() { BufferedFiles::Published(); }
+  } done;
   std::vector<std::shared_ptr<ProtectedFile>> files;
   {
     std::lock_guard lock(mu_);

@@ -144,6 +144,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status PublishBuffered(const ProtectedFile* except = nullptr);
   // Whether any volume of the process holds writes PublishBuffered would publish.
   static bool AnyBuffered() { return BufferedFiles::AnyInProcess(); }
+  // Whether any volume of the process holds such writes or is publishing them on some thread.
+  static bool AnyUnpublished() { return BufferedFiles::AnyUnpublishedInProcess(); }
   // Called when a volume starts to hold such writes (none did since its last publish): the
   // runtime's watcher publishes them within a bounded delay (runtime/alone_watcher.h).
   static void SetBufferedHook(void (*hook)());

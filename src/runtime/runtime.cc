@@ -112,6 +112,17 @@ void PublishBufferedWrites() {
   if (fs::Volume::AnyBuffered()) AloneWatcher::Get().PublishBuffered();
 }
 
+bool PublishAllBufferedWrites(int ms) {
+  for (int waited = 0;; ++waited) {
+    PublishBufferedWrites();
+    if (!fs::Volume::AnyUnpublished()) return true;
+    if (waited >= ms) return false;
+    // Another thread publishes what it took (or writes more): a millisecond for it.
+    struct timespec pause = {0, 1'000'000};
+    (void)RawSyscall(SYS_nanosleep, Arg(&pause), 0);
+  }
+}
+
 void CloseVolumesAtExit() {
   if (the_runtime == nullptr) return;
   RuntimeSection section;

@@ -218,5 +218,8 @@ void CloseVolumesAtExit();
 // Publishes what the process buffered for its volumes (fs::Volume::PublishBuffered), without a
 // sync: before something leaves the process, and before a fault ends it (process/termination.h).
 void PublishBufferedWrites();
+// The same, until no thread of the process holds or publishes such writes, or `ms` passed:
+// before a fault ends the process. False if it gave up.
+bool PublishAllBufferedWrites(int ms);
 
 }  // namespace scone::runtime

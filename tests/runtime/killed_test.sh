@@ -274,21 +274,39 @@ PYEOF
   run "$PY" crash.py 2> err.txt || status=$?
   [[ "$status" == $((128 + 11)) ]] || fail "python3 ended with $status, not by SIGSEGV: $(cat err.txt)"
   [[ "$(run wc -l < vol/py)" == 200 ]] || fail "$(run wc -l < vol/py) of 200 lines kept after a SIGSEGV"
-  # Each fault the kernel raises for an instruction, in a C program.
+  # Each fault the kernel raises for an instruction, in a C program; then faults of programs
+  # with threads, and of crash handlers. Each program writes 200 lines first.
   cat > fault.c <<'CEOF'
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
-int main(int argc, char** argv) {
-  int fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  for (int i = 0; i < 200; ++i) {
-    char line[80];
-    write(fd, line, (size_t)snprintf(line, sizeof line, "%s %03d\n", argv[3], i));
+static int fd;
+static const char* marker;
+static volatile long* written;  /* writes that returned, counted in a mapping outside the volume */
+static void crash(void) { *(volatile int*)16 = 1; }
+static void* crash_soon(void* arg) { usleep(1000); crash(); return arg; }
+static void* write_on(void* arg) {
+  for (long i = 0;; ++i) {
+    dprintf(fd, "%s more %ld\n", marker, i);
+    written[0] = i + 1;
   }
+  return arg;
+}
+static void report_and_crash_again(int sig) {  /* a crash reporter */
+  dprintf(fd, "%s crash report for signal %d\n", marker, sig);
+  signal(sig, SIG_DFL);
+  crash();
+}
+int main(int argc, char** argv) {
+  fd = open(argv[1], O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  marker = argv[3];
+  for (int i = 0; i < 200; ++i) dprintf(fd, "%s %03d\n", marker, i);
   const char* how = argv[2];
-  if (!strcmp(how, "segv")) *(volatile int*)16 = 1;
+  if (!strcmp(how, "segv")) crash();
   if (!strcmp(how, "ill")) __builtin_trap();
   if (!strcmp(how, "trap")) __asm__ volatile("int3");
   if (!strcmp(how, "fpe")) { volatile int zero = 0; printf("%d\n", 100 / zero); }
@@ -297,15 +315,59 @@ int main(int argc, char** argv) {
     volatile char* p = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
     p[0] = 1;
   }
+  if (!strcmp(how, "threads")) {  /* four threads fault at once */
+    pthread_t t[4];
+    for (int i = 0; i < 4; ++i) pthread_create(&t[i], NULL, crash_soon, NULL);
+    pause();
+  }
+  if (!strcmp(how, "beside-a-writer")) {  /* another thread writes on */
+    int m = open("written", O_RDWR | O_CREAT | O_TRUNC, 0644);
+    ftruncate(m, 4096);
+    written = mmap(0, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, m, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, write_on, NULL);
+    usleep(10000);
+    crash();
+  }
+  if (!strcmp(how, "blocked")) {  /* a worker that blocks every signal */
+    sigset_t all, now;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
+    pthread_sigmask(SIG_BLOCK, NULL, &now);
+    if (!sigismember(&now, SIGSEGV)) return 3;  /* the program sees what it asked for */
+    crash();
+  }
+  if (!strcmp(how, "reporter")) {
+    signal(SIGSEGV, report_and_crash_again);
+    crash();
+  }
   return 0;
 }
 CEOF
-  gcc -O1 -o fault fault.c
-  for how in segv:11 ill:4 trap:5 fpe:8 bus:7; do
-    status=0
-    run ./fault "vol/$how" "${how%%:*}" "$MARKER" 2> err.txt || status=$?
-    [[ "$status" == $((128 + ${how##*:})) ]] || fail "${how%%:*}: ended with $status: $(cat err.txt)"
-    [[ "$(run wc -l < "vol/$how")" == 200 ]] || fail "${how%%:*}: $(run wc -l < "vol/$how") of 200 lines kept"
+  gcc -O1 -o fault fault.c -lpthread
+  for how in segv:11 ill:4 trap:5 fpe:8 bus:7 threads:11 beside-a-writer:11 blocked:11 reporter:11; do
+    name="${how%%:*}"
+    rounds=3
+    [[ "$name" == beside-a-writer ]] && rounds=8  # a race: it lost writes about 1 run in 4
+    for round in $(seq 1 "$rounds"); do
+      status=0
+      rm -f written
+      run ./fault "vol/$name" "$name" "$MARKER" 2> err.txt || status=$?
+      [[ "$status" == $((128 + ${how##*:})) ]] || fail "$name: ended with $status: $(cat err.txt)"
+      lines="$(run wc -l < "vol/$name")"
+      case "$name" in
+      beside-a-writer)
+        returned=$("$PY" -c 'import struct; print(struct.unpack("<q", open("written", "rb").read(8))[0])')
+        (( lines >= 200 + returned )) || fail "$name: $lines lines kept, $((200 + returned)) writes had returned"
+        ;;
+      reporter)
+        [[ "$lines" == 201 ]] || fail "$name: $lines of 201 lines kept (the crash report last)"
+        ;;
+      *)
+        [[ "$lines" == 200 ]] || fail "$name: $lines of 200 lines kept"
+        ;;
+      esac
+    done
   done
   check_volume
   ;;

@@ -68,6 +68,9 @@ struct EntryThread {
   // From the runtime's preparation of a fork to the kernel's call: the thread holds the runtime's
   // locks (process/fork.h), not a safe point either.
   bool forking;
+  // The faults the program asked to block on this thread, which the kernel's mask may not hold
+  // (process/signal_calls.h: a blocked fault would bypass the runtime's fault handler).
+  uint64_t blocked_faults;
 };
 EntryThread& ThisThread();
 

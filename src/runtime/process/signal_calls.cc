@@ -8,9 +8,11 @@
 #include <atomic>
 #include <mutex>
 
+#include "fs/volume.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/termination.h"
+#include "runtime/runtime.h"
 
 namespace scone::runtime::process {
 namespace {
@@ -36,6 +38,26 @@ struct ProgramAction {
 // Constant-initialized: the runtime may start before this library's dynamic initializers run.
 constinit ProgramAction program_actions[kMaxSignal + 1] = {};
 std::atomic<bool> faulted_in_runtime{false};
+
+// The faults whose SIG_DFL the runtime's fault handler stands for (termination.h). The kernel
+// delivers a fault the thread blocks with SIG_DFL, bypassing every handler (a worker thread that
+// blocks all signals and crashes lost what the process buffered): they are never blocked in the
+// kernel, and the program's view of its mask keeps them (EntryThread::blocked_faults). A fault
+// another process sends (kill -SEGV) to a thread that "blocks" it is delivered, not kept pending.
+std::atomic<uint64_t> unblocked_faults{0};
+constexpr uint64_t kFaultBits = (uint64_t{1} << (SIGSEGV - 1)) | (uint64_t{1} << (SIGBUS - 1)) |
+                                (uint64_t{1} << (SIGILL - 1)) | (uint64_t{1} << (SIGFPE - 1)) |
+                                (uint64_t{1} << (SIGTRAP - 1));
+
+// What no mask of the program's blocks in the kernel.
+uint64_t NeverBlocked() { return kSigsysBit | unblocked_faults.load(std::memory_order_acquire); }
+
+void TrackBlockedFaults(EntryThread& t, int how, uint64_t set) {
+  const uint64_t faults = set & kFaultBits;
+  if (how == SIG_BLOCK) t.blocked_faults |= faults;
+  if (how == SIG_UNBLOCK) t.blocked_faults &= ~faults;
+  if (how == SIG_SETMASK) t.blocked_faults = faults;
+}
 
 bool IsHandler(const void* handler) {
   auto h = reinterpret_cast<uintptr_t>(handler);
@@ -78,6 +100,14 @@ bool ReadAction(int sig, KernelSigaction* out) {
 
 // REQUIRES: actions_mu.
 void WriteAction(int sig, bool substituted, const KernelSigaction& action) {
+  if (PublishesBeforeFault(sig)) {
+    const uint64_t bit = uint64_t{1} << (sig - 1);
+    if (substituted && action.handler == SIG_DFL) {
+      unblocked_faults.fetch_or(bit, std::memory_order_acq_rel);
+    } else {
+      unblocked_faults.fetch_and(~bit, std::memory_order_acq_rel);
+    }
+  }
   ProgramAction& a = program_actions[sig];
   a.seq.fetch_add(1, std::memory_order_acq_rel);
   std::atomic_thread_fence(std::memory_order_release);
@@ -126,6 +156,13 @@ void WrappedHandler(int sig, siginfo_t* si, void* context) {
   ReadAction(sig, &action);
   if (action.flags & SA_RESETHAND) ResetAsDelivered(sig);
   if (!IsHandler(action.handler)) return;  // changed meanwhile
+  // A fault in the program's code: its handler may end the process (a crash reporter faults
+  // again, or re-raises), and a fault while the signal is blocked ends it without any handler.
+  // What the process buffered is published first (termination.h); nothing when nothing is.
+  if (t.depth == 0 && IsFault(sig, si) && fs::Volume::AnyBuffered()) {
+    RuntimeSection section;
+    PublishBufferedWrites();
+  }
   // Whether a signal that ends the process may commit while this handler runs.
   ProgramHandlerScope scope(context);
   // A fault inside the runtime: the program's handler runs as the program's code, shielded.
@@ -150,7 +187,7 @@ void WrappedHandler(int sig, siginfo_t* si, void* context) {
 KernelSigaction KernelActionFor(int sig, const KernelSigaction& program) {
   if (CommitsFirst(sig, program)) return SubstituteFor(sig);
   KernelSigaction k = program;
-  k.mask &= ~kSigsysBit;
+  k.mask &= ~NeverBlocked();
   if (IsHandler(program.handler)) {
     k.handler = reinterpret_cast<void*>(&WrappedHandler);
     k.flags |= SA_SIGINFO;
@@ -194,6 +231,9 @@ long SigAction(int sig, const KernelSigaction* act, KernelSigaction* old, unsign
   if (sig < 1 || sig > kMaxSignal || sig == SIGKILL || sig == SIGSTOP) {
     return RawSyscall(SYS_rt_sigaction, sig, Arg(act), Arg(old), static_cast<long>(size));
   }
+  // A fault's SIG_DFL set again: the program is about to end by it (a crash handler resets it
+  // and faults again while the signal is blocked, which no handler sees): its writes first.
+  if (act != nullptr && act->handler == SIG_DFL && PublishesBeforeFault(sig)) PublishBufferedWrites();
   std::lock_guard lock(actions_mu);
   KernelSigaction previous_program;
   const bool was_substituted = ReadAction(sig, &previous_program);
@@ -253,7 +293,7 @@ namespace {
 // pthread_create): the kernel's mask is the handler's, all blocked, and its return restores the
 // mask of the handler's frame. That one is the program's: the call reads and changes it there.
 long SigProcMaskInHandler(uint64_t* program_mask, int how, const uint64_t* set, uint64_t* old) {
-  constexpr uint64_t kUnblockable = (uint64_t{1} << (SIGKILL - 1)) | (uint64_t{1} << (SIGSTOP - 1)) | kSigsysBit;
+  const uint64_t kUnblockable = (uint64_t{1} << (SIGKILL - 1)) | (uint64_t{1} << (SIGSTOP - 1)) | NeverBlocked();
   const uint64_t before = *program_mask;
   if (set != nullptr) {
     uint64_t after;
@@ -284,19 +324,31 @@ void AfterFork() { actions_mu.unlock(); }
 
 long SigProcMask(int how, const uint64_t* set, uint64_t* old, unsigned long size) {
   if (size != sizeof(uint64_t)) return -EINVAL;
-  if (sigset_t* in_handler = ThisThread().handler_mask) {
-    return SigProcMaskInHandler(reinterpret_cast<uint64_t*>(in_handler), how, set, old);
+  EntryThread& t = ThisThread();
+  const uint64_t faults_before = t.blocked_faults;
+  const uint64_t asked = set != nullptr ? *set : 0;  // `old` may be `set`
+  long r;
+  if (sigset_t* in_handler = t.handler_mask) {
+    r = SigProcMaskInHandler(reinterpret_cast<uint64_t*>(in_handler), how, set, old);
+  } else {
+    const uint64_t never = NeverBlocked();
+    if (set == nullptr || how == SIG_UNBLOCK || !(asked & never)) {
+      r = RawSyscall(SYS_rt_sigprocmask, how, Arg(set), Arg(old), static_cast<long>(size));
+    } else {
+      uint64_t copy = asked & ~never;
+      r = RawSyscall(SYS_rt_sigprocmask, how, Arg(&copy), Arg(old), static_cast<long>(size));
+    }
   }
-  if (set == nullptr || how == SIG_UNBLOCK || !(*set & kSigsysBit)) {
-    return RawSyscall(SYS_rt_sigprocmask, how, Arg(set), Arg(old), static_cast<long>(size));
-  }
-  uint64_t copy = *set & ~kSigsysBit;
-  return RawSyscall(SYS_rt_sigprocmask, how, Arg(&copy), Arg(old), static_cast<long>(size));
+  if (r != 0) return r;
+  if (set != nullptr) TrackBlockedFaults(t, how, asked);
+  if (old != nullptr) *old |= faults_before;
+  return 0;
 }
 
 long WithMask(long nr, const long args[6]) {
   long a[6] = {args[0], args[1], args[2], args[3], args[4], args[5]};
   uint64_t copy;
+  const uint64_t never = NeverBlocked();
   // pselect6's sixth argument points to {const sigset_t* mask; size_t size}.
   struct MaskArg {
     const uint64_t* mask;
@@ -306,27 +358,27 @@ long WithMask(long nr, const long args[6]) {
   switch (nr) {
     case SYS_rt_sigsuspend:
       if (a[0] != 0 && a[1] == sizeof(uint64_t)) {
-        copy = *reinterpret_cast<const uint64_t*>(a[0]) & ~kSigsysBit;
+        copy = *reinterpret_cast<const uint64_t*>(a[0]) & ~never;
         a[0] = Arg(&copy);
       }
       break;
     case SYS_ppoll:
       if (a[3] != 0 && a[4] == sizeof(uint64_t)) {
-        copy = *reinterpret_cast<const uint64_t*>(a[3]) & ~kSigsysBit;
+        copy = *reinterpret_cast<const uint64_t*>(a[3]) & ~never;
         a[3] = Arg(&copy);
       }
       break;
     case SYS_epoll_pwait:
     case SYS_epoll_pwait2:
       if (a[4] != 0 && a[5] == sizeof(uint64_t)) {
-        copy = *reinterpret_cast<const uint64_t*>(a[4]) & ~kSigsysBit;
+        copy = *reinterpret_cast<const uint64_t*>(a[4]) & ~never;
         a[4] = Arg(&copy);
       }
       break;
     case SYS_pselect6: {
       const auto* given = reinterpret_cast<const MaskArg*>(a[5]);
       if (given != nullptr && given->mask != nullptr && given->size == sizeof(uint64_t)) {
-        copy = *given->mask & ~kSigsysBit;
+        copy = *given->mask & ~never;
         mask_arg = {&copy, sizeof(uint64_t)};
         a[5] = Arg(&mask_arg);
       }

@@ -214,8 +214,26 @@ void FaultHandler(int sig, siginfo_t* si, void* context) {
   const CodeRange own = RuntimeCodeRange();
   const bool in_runtime = t.depth > 0 || t.forking || memory::InsideHeap() || (ip >= own.begin && ip < own.end);
   if (!in_runtime) {
+    // Another thread ends the process already (a fault, or a signal committing): it ends it.
+    int state = held_state.load(std::memory_order_acquire);
+    for (;;) {
+      if (state == kEnding) Park();
+      if (state == kPublishing) {  // another thread writes down a signal: a few stores
+        state = held_state.load(std::memory_order_acquire);
+        continue;
+      }
+      if (held_state.compare_exchange_weak(state, kEnding, std::memory_order_acq_rel)) break;
+    }
+    // The other threads stop at their next system call, as the fault would stop them natively;
+    // what any of them buffered, or took to publish and is still publishing, is published
+    // before the process ends (a thread that returned early because another had taken the
+    // files lost them all when two threads faulted at once).
     RuntimeSection section;
-    PublishBufferedWrites();
+    if (!PublishAllBufferedWrites(kMaxTicks * kTickNanoseconds / 1'000'000)) {
+      static constexpr char kLine[] =
+          "scone: a fault ended the process before its last writes could be published: they are lost, as in a crash\n";
+      RawSyscall(SYS_write, 2, Arg(kLine), sizeof(kLine) - 1);
+    }
   }
   KernelSigaction dfl = {};
   RawSyscall(SYS_rt_sigaction, sig, Arg(&dfl), 0, sizeof(uint64_t));

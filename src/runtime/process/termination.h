@@ -24,9 +24,11 @@
 // page cache keeps them when a program crashes natively), unless the fault is inside the
 // runtime (its locks may be held). Publishing needs no lock of the C library's (the runtime
 // allocates from its own heap), so a fault inside the C library (strlen of a bad pointer, the
-// commonest crash) publishes too. Then SIG_DFL again, and the instruction faults again: the
-// process ends as the kernel ends it, with its core showing the fault. Mappings (shared images)
-// are not sealed there: only writes.
+// commonest crash) publishes too. The other threads stop at their next system call, and the
+// handler waits until none still publishes files it took (bounded). Then SIG_DFL again, and the
+// instruction faults again: the process ends as the kernel ends it. Mappings (shared images)
+// are not sealed there: only writes. Faults with SIG_DFL are never blocked in the kernel
+// (signal_calls.h): a blocked one would be delivered with SIG_DFL, past this handler.
 //
 // Not caught: SIGKILL and SIGSTOP (impossible), SIGSYS (the entry's), and SIGABRT (abort(): the
 // allocator may be what aborted, holding its locks; abort()'s own kill publishes first, as every
