@@ -188,6 +188,23 @@ Result<bool> ProtectedFile::BuildRepair(const FileWindow& window, bool undo_last
     cache_.emplace(chunk, std::move(buffer));
     changed_ = true;
   }
+  // Undoing the dead writer's last record undoes all of it: a chunk it put in place that was a
+  // hole before (no earlier version in the window, and in-place chunks are never the durable
+  // state's) is a hole again, though its new version reached the disk. Kept, the file mixed the
+  // undone record with the state before it, a state that never was (a 28-byte write into a
+  // hole stayed while the growth before it in the same record went: VolumeCrashTest).
+  if (undo_size) {
+    const uint64_t kept_chunks = ChunkCount(size_before);
+    for (uint64_t chunk : last_in_place) {
+      if (chunk >= kept_chunks || cache_.count(chunk) != 0) continue;
+      auto v = versions.find(chunk);
+      if (v == versions.end() || v->second.size() != 1) continue;  // an earlier version: written over
+      Bytes buffer = TakeBuffer();
+      std::memset(buffer.data(), 0, kChunkSize);
+      cache_.emplace(chunk, std::move(buffer));
+      changed_ = true;
+    }
+  }
   // Bytes past the restored end read as zeros (TruncateLocked seals the tail chunk anew).
   if (undo_size && size_before < size_) SCONE_RETURN_IF_ERROR(TruncateLocked(size_before));
   if (!changed_) return false;

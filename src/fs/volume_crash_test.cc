@@ -223,6 +223,8 @@ class VolumeCrashTest : public testing::VolumeTest, public ::testing::WithParamI
   // Round `round` (its kind of crash is round % 4): the writer of `ops` is killed after a random
   // number of ops, or by injection at a random one of its first `calls` mutating calls; then
   // the volume is opened again (nullptr and a failure if it does not open).
+  static void ExpectStatesSinceLastSync(Volume& v, const std::vector<Op>& ops, const CrashOutcome& outcome);
+
   std::shared_ptr<Volume> CrashAndReopen(int round, uint64_t seed, const std::vector<Op>& ops,
                                          long calls, CrashOutcome* out) {
     std::mt19937_64 rng(seed * 7919);
@@ -236,12 +238,9 @@ class VolumeCrashTest : public testing::VolumeTest, public ::testing::WithParamI
   }
 };
 
-TEST_P(VolumeCrashTest, EveryFsyncedByteSurvivesSigkill) {
-  const uint64_t seed = 1000 + GetParam();
-  std::vector<Op> ops = MakeOps(seed);
-  CrashOutcome outcome;
-  auto v = CrashAndReopen(GetParam(), seed, ops, 1500, &outcome);
-  ASSERT_TRUE(v);
+// Every file holds the state after some op from its last completed fsync to the op the writer
+// was in when it died, and the volume verifies.
+void VolumeCrashTest::ExpectStatesSinceLastSync(Volume& v, const std::vector<Op>& ops, const CrashOutcome& outcome) {
   const int last_done = outcome.last_done;
   const std::vector<int>& last_sync = outcome.last_sync;
   // Model states after each op, starting from empty files.
@@ -252,7 +251,7 @@ TEST_P(VolumeCrashTest, EveryFsyncedByteSurvivesSigkill) {
     ApplyToModel(ops[j], states.back());
   }
   for (int f = 0; f < kFiles; ++f) {
-    auto content = ReadFile(*v, Name(f));
+    auto content = ReadFile(v, Name(f));
     ASSERT_TRUE(content.ok()) << content.status().message();
     bool matched = false;
     for (int j = last_sync[f]; j <= last_done + 1 && j < kOps && !matched; ++j) {
@@ -262,8 +261,34 @@ TEST_P(VolumeCrashTest, EveryFsyncedByteSurvivesSigkill) {
                          << "its last fsync (op " << last_sync[f] << ") to op " << last_done + 1
                          << "; killed after op " << last_done;
   }
-  auto problems = v->Verify();
+  auto problems = v.Verify();
   for (const auto& p : problems) ADD_FAILURE() << p.path << ": " << p.what;
+}
+
+TEST_P(VolumeCrashTest, EveryFsyncedByteSurvivesSigkill) {
+  const uint64_t seed = 1000 + GetParam();
+  std::vector<Op> ops = MakeOps(seed);
+  CrashOutcome outcome;
+  auto v = CrashAndReopen(GetParam(), seed, ops, 1500, &outcome);
+  ASSERT_TRUE(v);
+  ExpectStatesSinceLastSync(*v, ops, outcome);
+}
+
+// Found by a search of every crash point of round 16's ops (it failed 1 run in a few hundred
+// with an asynchronous kill): the writer dies after its lazy record and the first of the chunks
+// it writes in place after it. The record grew the file with new chunks (which did not reach
+// the disk) and wrote 28 bytes into a hole chunk inside it (which did): the repair undid the
+// growth but kept the 28 bytes, a state that never was. A hole the undone record wrote is a
+// hole again. (The crash point is a count of system calls: a change in how many a write makes
+// moves it, and this case then checks another point.)
+TEST_F(VolumeCrashTest, AnUndoneRecordTakesItsWriteIntoAHoleWithIt) {
+  std::vector<Op> ops = MakeOps(1016);
+  CrashOutcome outcome;
+  std::mt19937_64 rng(1);
+  RunAndKill(ops, CrashMode::kAfterCall, 609, rng, &outcome);
+  auto v = OpenVolume();
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  ExpectStatesSinceLastSync(**v, ops, outcome);
 }
 
 // Rounds cycle through: asynchronous SIGKILL, crash before / after a mutating call, torn write.
@@ -395,3 +420,4 @@ INSTANTIATE_TEST_SUITE_P(Rounds, SparseVolumeCrashTest, ::testing::Range(0, 24))
 
 }  // namespace
 }  // namespace scone::fs
+
