@@ -235,14 +235,16 @@ void FaultHandler(int sig, siginfo_t* si, void* context) {
       RawSyscall(SYS_write, 2, Arg(kLine), sizeof(kLine) - 1);
     }
   }
+  // Raised again with SIG_DFL rather than left to the instruction: a trap's is behind it, and
+  // one that would not fault again (another thread mapped the page meanwhile) would leave the
+  // parked threads parked for good. (No core is lost: the runtime's processes are not dumpable.)
   KernelSigaction dfl = {};
   RawSyscall(SYS_rt_sigaction, sig, Arg(&dfl), 0, sizeof(uint64_t));
-  // A trap's instruction is behind it: it does not run again, so the signal is raised again.
-  if (sig == SIGTRAP) {
-    const uint64_t bit = Bit(sig);
-    RawSyscall(SYS_rt_tgsigqueueinfo, RawSyscall(SYS_getpid), RawSyscall(SYS_gettid), sig, Arg(si));
-    RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&bit), 0, sizeof(uint64_t));
-  }
+  const long pid = RawSyscall(SYS_getpid);
+  const long tid = RawSyscall(SYS_gettid);
+  if (RawSyscall(SYS_rt_tgsigqueueinfo, pid, tid, sig, Arg(si)) != 0) RawSyscall(SYS_tgkill, pid, tid, sig);
+  const uint64_t bit = Bit(sig);
+  RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&bit), 0, sizeof(uint64_t));
 }
 
 }  // namespace

@@ -26,7 +26,7 @@
 // allocates from its own heap), so a fault inside the C library (strlen of a bad pointer, the
 // commonest crash) publishes too. The other threads stop at their next system call, and the
 // handler waits until none still publishes files it took (bounded). Then SIG_DFL again, and the
-// instruction faults again: the process ends as the kernel ends it. Mappings (shared images)
+// signal raised again with its siginfo: the process ends as the kernel would have ended it. Mappings (shared images)
 // are not sealed there: only writes. Faults with SIG_DFL are never blocked in the kernel
 // (signal_calls.h): a blocked one would be delivered with SIG_DFL, past this handler.
 //
