@@ -212,15 +212,11 @@ Result<uint64_t> Volume::PeekBaseSeq() const {
 
 Status Volume::CatchUpLocked(KeepAlive* keep) {
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
-  // Nobody began to change the journal since this process last read or changed it (every
-  // change bumps the count first, under the writer lock we hold): nothing to read. A process
-  // that shares the volume and writes while the others wait saves the journal's fstat and a
-  // read per commit.
+  // The count of journal changes is a hint the host can write (the lock file is not
+  // authenticated): it may make this process read sooner, never skip the journal itself. A
+  // writer that trusted an unchanged count skipped another's record, and its commit undid an
+  // acknowledged write that `verify` then accepted (hostile finding on 0e13636).
   const std::optional<uint64_t> changes = lock_->JournalChanges();
-  if (changes && *changes == journal_changes_seen_ && hint == applied_seq_ && journal_seen_ != 0) {
-    SCONE_RETURN_IF_ERROR(RedoUnconfirmedApplyLocked());
-    return RepairAfterDeadWriterLocked();
-  }
   // Another process checkpointed if the hint moved, or if the journal shrank under us (a
   // checkpointer that died before writing the hint).
   SCONE_RETURN_IF_ERROR(journal_->Refresh());
@@ -253,8 +249,8 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   // in every commit of a process that has the volume alone. After another's checkpoint
   // (journal_seen_ 0) the read also moves the journal's own end back to the start.
   std::vector<JournalRecord> records;
-  // The count moved: something was appended (or cut), read at once.
-  bool appended = changes.has_value();
+  // The count moved: something was appended (or cut), read at once; else look.
+  bool appended = changes.has_value() && *changes != journal_changes_seen_;
   if (!appended) {
     SCONE_ASSIGN_OR_RETURN(appended, journal_->HasDataAt(journal_seen_));
   }
@@ -858,7 +854,6 @@ Status Volume::WriteRecordLocked(JournalRecord& record) {
     return Internal(MetaPath("journal") + ": appending at " + std::to_string(journal_->end()) +
                     ", but this process read up to " + std::to_string(journal_seen_));
   }
-  SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked());  // before, too: see VolumeLock::JournalChanges
   SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, /*durable=*/false));
   SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked());
   record.seq = next_seq_++;

@@ -63,9 +63,8 @@ class VolumeLock {
   // A count of the journal's changes (appends, resets, trims of a torn append), so that a
   // process can tell without a system call that the journal is as it last saw it. Read only
   // where the hints are mapped (nullopt elsewhere: look past the last record read). Bumped under
-  // the writer lock, after the change, and before an append too: a holder of the writer lock
-  // that finds the count as it left it knows that nobody began to change the journal since,
-  // not even a writer that died in the middle of its append.
+  // the writer lock, after the change. A hint the host can write: it may make a process read
+  // the journal sooner, never skip reading it under the writer lock (Volume::CatchUpLocked).
   std::optional<uint64_t> JournalChanges() const;
   Status NoteJournalChanged() const;
   // A count of the shared images ever made of the volume's files (runtime/files/shared_image.h),
