@@ -334,5 +334,37 @@ TEST_F(TamperTest, JournalTamperingIsDetectedWithTheTrustedTag) {
   EXPECT_EQ(*ReadFile(**recovered, "f"), expected);
 }
 
+// The lock file's count of journal changes is a hint the host can write. A writer that took it
+// unchanged as proof that nobody appended skipped the other's record: its next commit went over
+// it, undoing a write the other had been told was done, and verify accepted the volume.
+TEST_F(TamperTest, AJournalChangeCountWoundBackHidesNoRecordFromAWriter) {
+  auto a = CreateVolume();
+  auto b = *OpenVolume();  // two opens: two processes sharing the volume
+  auto fa = *a->OpenFile("f", {.create = true});
+  ASSERT_TRUE(fa->Write(0, AsBytes("a1")).ok());
+  auto fb = *b->OpenFile("f", {});
+  const std::string lock = dir_ + "/.scone/lock";
+  constexpr off_t kJournalChangesAt = 24;
+  uint8_t count[8];
+  const int fd = open(lock.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pread(fd, count, sizeof(count), kJournalChangesAt), 8);
+  ASSERT_TRUE(fb->Write(4096, AsBytes("b1")).ok());
+  ASSERT_EQ(pwrite(fd, count, sizeof(count), kJournalChangesAt), 8);  // the host winds it back
+  close(fd);
+  ASSERT_TRUE(fa->Write(0, AsBytes("a2")).ok());
+  fa.reset();
+  fb.reset();
+  ASSERT_TRUE(a->Close().ok());
+  ASSERT_TRUE(b->Close().ok());
+  auto again = *OpenVolume();
+  auto content = ReadFile(*again, "f");
+  ASSERT_TRUE(content.ok()) << content.status().message();
+  ASSERT_EQ(content->size(), 4098u);
+  EXPECT_EQ(content->substr(0, 2), "a2");
+  EXPECT_EQ(content->substr(4096, 2), "b1");
+  EXPECT_TRUE(again->Verify().empty());
+}
+
 }  // namespace
 }  // namespace scone::fs
