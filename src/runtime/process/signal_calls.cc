@@ -45,15 +45,12 @@ std::atomic<bool> faulted_in_runtime{false};
 // kernel, and the program's view of its mask keeps them (EntryThread::blocked_faults). A fault
 // another process sends (kill -SEGV) to a thread that "blocks" it is delivered, not kept pending.
 std::atomic<uint64_t> unblocked_faults{0};
-constexpr uint64_t kFaultBits = (uint64_t{1} << (SIGSEGV - 1)) | (uint64_t{1} << (SIGBUS - 1)) |
-                                (uint64_t{1} << (SIGILL - 1)) | (uint64_t{1} << (SIGFPE - 1)) |
-                                (uint64_t{1} << (SIGTRAP - 1));
 
 // What no mask of the program's blocks in the kernel.
 uint64_t NeverBlocked() { return kSigsysBit | unblocked_faults.load(std::memory_order_acquire); }
 
 void TrackBlockedFaults(EntryThread& t, int how, uint64_t set) {
-  const uint64_t faults = set & kFaultBits;
+  const uint64_t faults = set & kFaultSignals;
   if (how == SIG_BLOCK) t.blocked_faults |= faults;
   if (how == SIG_UNBLOCK) t.blocked_faults &= ~faults;
   if (how == SIG_SETMASK) t.blocked_faults = faults;
@@ -118,7 +115,7 @@ void WriteAction(int sig, bool substituted, const KernelSigaction& action) {
 
 // Faults the kernel raises for the instruction that caused them: they cannot wait.
 bool IsFault(int sig, const siginfo_t* si) {
-  return (sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL || sig == SIGTRAP) && si->si_code > 0;
+  return PublishesBeforeFault(sig) && si->si_code > 0;
 }
 
 // The kernel reset the disposition to SIG_DFL as it delivered (SA_RESETHAND): so does the

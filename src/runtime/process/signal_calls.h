@@ -54,7 +54,8 @@ void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context);
 bool RestartsAfter(uint64_t held);
 
 // From now on, SIG_DFL of a signal that ends the process commits first, and that of a fault
-// publishes buffered writes first (termination.h): the process has a volume open. Idempotent; the first call costs two rt_sigaction per signal.
+// publishes buffered writes first (termination.h): the process has a volume open. Idempotent;
+// the first call costs two rt_sigaction per signal.
 void CommitBeforeEndingBySignals();
 
 // Wraps the handlers installed before the entry was (by libraries' constructors).

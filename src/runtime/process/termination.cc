@@ -39,7 +39,7 @@ constexpr long kTickNanoseconds = 10'000'000;
 constexpr int kMaxTicks = 200;  // two seconds without a safe point: end without committing
 
 constexpr uint64_t Bit(int sig) { return uint64_t{1} << (sig - 1); }
-constexpr uint64_t kFaults = Bit(SIGSEGV) | Bit(SIGBUS) | Bit(SIGILL) | Bit(SIGFPE) | Bit(SIGTRAP);
+constexpr uint64_t kFaults = kFaultSignals;
 // Default actions other than ending the process: ignoring, stopping.
 constexpr uint64_t kNotEnding = Bit(SIGCHLD) | Bit(SIGCONT) | Bit(SIGURG) | Bit(SIGWINCH) | Bit(SIGSTOP) |
                                 Bit(SIGTSTP) | Bit(SIGTTIN) | Bit(SIGTTOU);
@@ -114,17 +114,20 @@ bool Hold(int sig, const siginfo_t& info) {
   return true;
 }
 
-// The held signal, with SIG_DFL, again: the process ends as the kernel ends it.
-[[noreturn]] void EndBySignal() {
+// `sig` again with SIG_DFL and `info`, unblocked: the process ends by it as the kernel ends it.
+void RaiseWithDefault(int sig, const siginfo_t& info) {
   KernelSigaction dfl = {};
-  RawSyscall(SYS_rt_sigaction, held_sig, Arg(&dfl), 0, sizeof(uint64_t));
+  RawSyscall(SYS_rt_sigaction, sig, Arg(&dfl), 0, sizeof(uint64_t));
   const long pid = RawSyscall(SYS_getpid);
   const long tid = RawSyscall(SYS_gettid);
-  if (RawSyscall(SYS_rt_tgsigqueueinfo, pid, tid, held_sig, Arg(&held_info)) != 0) {
-    RawSyscall(SYS_tgkill, pid, tid, held_sig);
-  }
-  const uint64_t bit = Bit(held_sig);
+  if (RawSyscall(SYS_rt_tgsigqueueinfo, pid, tid, sig, Arg(&info)) != 0) RawSyscall(SYS_tgkill, pid, tid, sig);
+  const uint64_t bit = Bit(sig);
   RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&bit), 0, sizeof(uint64_t));
+}
+
+// The held signal, with SIG_DFL, again: the process ends as the kernel ends it.
+[[noreturn]] void EndBySignal() {
+  RaiseWithDefault(held_sig, held_info);
   for (;;) RawSyscall(SYS_exit_group, 128 + held_sig);  // not reached: the signal ended it
 }
 
@@ -203,7 +206,7 @@ void TerminationHandler(int sig, siginfo_t* si, void* context) {
 }
 
 // A fault's instruction, at a point where the runtime holds none of its locks: publishes what the
-// process buffered, then lets the fault end the process (termination.h).
+// process buffered, then ends the process by the fault (termination.h).
 void FaultHandler(int sig, siginfo_t* si, void* context) {
   if (si->si_code <= 0) {  // sent (kill -SEGV): it ends the process as any other signal does
     TerminationHandler(sig, si, context);
@@ -238,13 +241,7 @@ void FaultHandler(int sig, siginfo_t* si, void* context) {
   // Raised again with SIG_DFL rather than left to the instruction: a trap's is behind it, and
   // one that would not fault again (another thread mapped the page meanwhile) would leave the
   // parked threads parked for good. (No core is lost: the runtime's processes are not dumpable.)
-  KernelSigaction dfl = {};
-  RawSyscall(SYS_rt_sigaction, sig, Arg(&dfl), 0, sizeof(uint64_t));
-  const long pid = RawSyscall(SYS_getpid);
-  const long tid = RawSyscall(SYS_gettid);
-  if (RawSyscall(SYS_rt_tgsigqueueinfo, pid, tid, sig, Arg(si)) != 0) RawSyscall(SYS_tgkill, pid, tid, sig);
-  const uint64_t bit = Bit(sig);
-  RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&bit), 0, sizeof(uint64_t));
+  RaiseWithDefault(sig, *si);
 }
 
 }  // namespace

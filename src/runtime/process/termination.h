@@ -26,9 +26,10 @@
 // allocates from its own heap), so a fault inside the C library (strlen of a bad pointer, the
 // commonest crash) publishes too. The other threads stop at their next system call, and the
 // handler waits until none still publishes files it took (bounded). Then SIG_DFL again, and the
-// signal raised again with its siginfo: the process ends as the kernel would have ended it. Mappings (shared images)
-// are not sealed there: only writes. Faults with SIG_DFL are never blocked in the kernel
-// (signal_calls.h): a blocked one would be delivered with SIG_DFL, past this handler.
+// signal raised again with its siginfo: the process ends as the kernel would have ended it.
+// Mappings (shared images) are not sealed there: only writes. Faults with SIG_DFL are never
+// blocked in the kernel (signal_calls.h): a blocked one would be delivered with SIG_DFL, past
+// this handler.
 //
 // Not caught: SIGKILL and SIGSTOP (impossible), SIGSYS (the entry's), and SIGABRT (abort(): the
 // allocator may be what aborted, holding its locks; abort()'s own kill publishes first, as every
@@ -50,6 +51,10 @@ bool CommitsBeforeEnding(int sig);
 // The kernel's action standing for the program's SIG_DFL of such a signal.
 KernelSigaction TerminationAction();
 bool IsTerminationHandler(const void* handler);
+// The faults (a mask, bit sig-1): signals the kernel raises for an instruction.
+inline constexpr uint64_t kFaultSignals = (uint64_t{1} << (SIGSEGV - 1)) | (uint64_t{1} << (SIGBUS - 1)) |
+                                          (uint64_t{1} << (SIGILL - 1)) | (uint64_t{1} << (SIGFPE - 1)) |
+                                          (uint64_t{1} << (SIGTRAP - 1));
 // Whether the runtime publishes buffered writes before the fault `sig` ends the process.
 bool PublishesBeforeFault(int sig);
 // The kernel's action standing for the program's SIG_DFL of such a fault.
