@@ -1,14 +1,18 @@
 #include "crypto/primitives.h"
 
+#include "crypto/fork_gate.h"
+
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/kdf.h>
-#include <openssl/rand.h>
 
 #include <pthread.h>
+#include <sys/random.h>
+
+#include <cerrno>
 
 #include <atomic>
 #include <cstdlib>
@@ -25,6 +29,18 @@ const EVP_CIPHER* AesGcmCipher() {
 const EVP_MD* Sha256Md() {
   static const EVP_MD* md = EVP_MD_fetch(nullptr, "SHA256", nullptr);
   return md;
+}
+
+// Fetched once, as the cipher: a fetch takes the method store's lock (a write lock when it
+// caches), which a fork can leave held in a child, and costs microseconds per call.
+EVP_MAC* HmacMac() {
+  static EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  return mac;
+}
+
+EVP_KDF* HkdfKdf() {
+  static EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
+  return kdf;
 }
 
 [[noreturn]] void CryptoFatal(const char* what);
@@ -84,9 +100,18 @@ void CryptoFatal(const char* what) {
 
 }  // namespace
 
+// The kernel's generator, which seeds OpenSSL's DRBG: the DRBG's locks (its primary, which a
+// thread's reseed takes) may be held by another thread when the process forks, and a forked
+// child drawing from it then waited for good (a server's child writing its first file). The
+// kernel's call takes no lock of this process.
 void RandomBytes(MutableByteSpan out) {
-  if (out.empty()) return;
-  if (RAND_bytes(out.data(), static_cast<int>(out.size())) != 1) CryptoFatal("RAND_bytes");
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = getrandom(out.data() + done, out.size() - done, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) CryptoFatal("getrandom");
+    done += static_cast<size_t>(n);
+  }
 }
 
 void RegisterNonceForkHandler() {
@@ -121,6 +146,7 @@ bool ConstantTimeEquals(ByteSpan a, ByteSpan b) {
 }
 
 Hash Sha256(std::initializer_list<ByteSpan> parts) {
+  InsideOpenSsl inside;
   Hash out;
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   if (ctx == nullptr || EVP_DigestInit_ex2(ctx, Sha256Md(), nullptr) != 1) CryptoFatal("SHA-256");
@@ -132,9 +158,9 @@ Hash Sha256(std::initializer_list<ByteSpan> parts) {
 }
 
 Hash HmacSha256(const SecretBytes& key, std::initializer_list<ByteSpan> parts) {
+  InsideOpenSsl inside;
   Hash out;
-  EVP_MAC* mac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
-  EVP_MAC_CTX* ctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
+  EVP_MAC_CTX* ctx = HmacMac() ? EVP_MAC_CTX_new(HmacMac()) : nullptr;
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
       OSSL_PARAM_construct_end()};
@@ -143,15 +169,14 @@ Hash HmacSha256(const SecretBytes& key, std::initializer_list<ByteSpan> parts) {
   size_t n = 0;
   if (EVP_MAC_final(ctx, out.data(), &n, out.size()) != 1) CryptoFatal("HMAC");
   EVP_MAC_CTX_free(ctx);
-  EVP_MAC_free(mac);
   return out;
 }
 
 SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view info,
                  size_t out_size) {
+  InsideOpenSsl inside;
   SecretBytes out(out_size);
-  EVP_KDF* kdf = EVP_KDF_fetch(nullptr, "HKDF", nullptr);
-  EVP_KDF_CTX* ctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
+  EVP_KDF_CTX* ctx = HkdfKdf() ? EVP_KDF_CTX_new(HkdfKdf()) : nullptr;
   uint8_t empty_salt = 0;
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
@@ -167,7 +192,6 @@ SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view i
     CryptoFatal("HKDF");
   }
   EVP_KDF_CTX_free(ctx);
-  EVP_KDF_free(kdf);
   return out;
 }
 
@@ -215,6 +239,7 @@ static EVP_CIPHER_CTX* BeginMessage(bool encrypt, uint64_t key_id, const SecretB
 Status Aes256Gcm::Seal(ByteSpan nonce, std::initializer_list<ByteSpan> aad, ByteSpan plaintext,
                        uint8_t* out, uint8_t* tag) const {
   if (nonce.size() != kNonceSize) return InvalidArgument("AES-GCM nonce must be 12 bytes");
+  InsideOpenSsl inside;
   EVP_CIPHER_CTX* ctx = BeginMessage(true, id_, key_, nonce, aad);
   int n = 0;
   if (!plaintext.empty() &&
@@ -231,6 +256,7 @@ Status Aes256Gcm::Seal(ByteSpan nonce, std::initializer_list<ByteSpan> aad, Byte
 Status Aes256Gcm::Open(ByteSpan nonce, std::initializer_list<ByteSpan> aad, ByteSpan ciphertext,
                        uint8_t* out, const uint8_t* tag) const {
   if (nonce.size() != kNonceSize) return InvalidArgument("AES-GCM nonce must be 12 bytes");
+  InsideOpenSsl inside;
   EVP_CIPHER_CTX* ctx = BeginMessage(false, id_, key_, nonce, aad);
   int n = 0;
   if (!ciphertext.empty() &&

@@ -21,10 +21,12 @@ inline constexpr size_t kHashSize = 32;
 
 using Hash = std::array<uint8_t, kHashSize>;
 
-// Fills out with bytes from OpenSSL's DRBG. Fails closed: a broken RNG is fatal.
+// Fills out with bytes from the kernel's generator (getrandom, which never blocks once it was
+// seeded at boot; no lock of the process, so a forked child draws even where another thread
+// of its parent was drawing). Fails closed: a broken generator is fatal.
 void RandomBytes(MutableByteSpan out);
-// A fresh random 96-bit AES-GCM nonce. Drawn from a per-thread batch of DRBG output (one
-// RAND_bytes call per few hundred nonces); the batch is discarded in a forked child, so parent
+// A fresh random 96-bit AES-GCM nonce. Drawn from a per-thread batch of RandomBytes (one
+// call per few hundred nonces); the batch is discarded in a forked child, so parent
 // and child never hand out the same nonce.
 void FreshNonce(uint8_t* out);
 // Fork: the batch is discarded in a child through a pthread_atfork handler, registered at the

@@ -1,5 +1,7 @@
 #include "crypto/secret.h"
 
+#include "crypto/fork_gate.h"
+
 #include <openssl/crypto.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -41,6 +43,7 @@ void ReserveSecureHeapWithinLimit(size_t size) {
 
 SecretBytes::SecretBytes(size_t size) {
   if (size == 0) return;
+  crypto::InsideOpenSsl inside;  // the secure heap's lock
   InitSecureHeapOnce();
   data_ = static_cast<uint8_t*>(OPENSSL_secure_zalloc(size));
   if (data_ == nullptr) {
@@ -77,9 +80,11 @@ SecretBytes& SecretBytes::operator=(SecretBytes&& other) noexcept {
 }
 
 void SecretBytes::Release() {
-  if (data_ != nullptr && CRYPTO_secure_allocated(data_)) {
+  if (data_ == nullptr) return;
+  crypto::InsideOpenSsl inside;  // the secure heap's lock
+  if (CRYPTO_secure_allocated(data_)) {
     OPENSSL_secure_clear_free(data_, size_);
-  } else if (data_ != nullptr) {
+  } else {
     OPENSSL_cleanse(data_, size_);
     (void)munlock(data_, size_);
     OPENSSL_free(data_);

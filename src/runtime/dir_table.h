@@ -43,6 +43,9 @@ class DirectoryTable {
   void Copy(int from, int to);
   // This process renamed a directory: every recorded path may be stale.
   void ForgetAll() { generation_.fetch_add(1, std::memory_order_acq_rel); }
+  // Fork: a slot another thread was writing would stay odd (its readers spinning) in the child.
+  void BeforeFork() { write_mu_.lock(); }
+  void AfterFork() { write_mu_.unlock(); }
 
  private:
   struct Slot {

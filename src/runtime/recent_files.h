@@ -30,6 +30,10 @@ class RecentFiles {
   void ForgetUnlinked() { Note(nullptr); }
   // Lets go of every file (before a fork: a process with no file open rests; at exit).
   void Clear();
+  // Fork: a thread of the parent noting a file as it forks would leave the lock held, and the
+  // list half-changed, in the child, whose every open of the volume then waits for good.
+  void BeforeFork() { mu_.lock(); }
+  void AfterFork() { mu_.unlock(); }
 
  private:
   std::mutex mu_;

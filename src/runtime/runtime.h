@@ -117,6 +117,16 @@ class Runtime {
   void WorkingDirectoryChanged();
   // The same, when the runtime knows the new one's absolute path.
   void WorkingDirectoryIs(const char* absolute);
+  // Fork: the working directory's and the directory table's writers are done (a sequence
+  // another thread left odd would keep the child's path calls spinning).
+  void BeforeFork() {
+    cwd_write_mu_.lock();
+    dirs_.BeforeFork();
+  }
+  void AfterFork() {
+    dirs_.AfterFork();
+    cwd_write_mu_.unlock();
+  }
   // Something to shield: volumes, injected files, or an attested identity.
   bool Active() const {
     return !volumes_.empty() || !injected_.empty() || cas_ != nullptr || network_ != nullptr || console_.Active();

@@ -292,6 +292,16 @@ long MappedFiles::Protect(long addr, long length, int prot) {
   return r;
 }
 
+void MappedFiles::BeforeFork() {
+  mu_.lock();
+  for (Held& h : held_) h.image->BeforeFork();
+}
+
+void MappedFiles::AfterFork() {
+  for (Held& h : held_) h.image->AfterFork();
+  mu_.unlock();
+}
+
 void MappedFiles::SealAll() {
   if (!Tracks()) return;
   std::vector<std::shared_ptr<SharedImage>> images;

@@ -70,6 +70,11 @@ class MappedFiles {
 
   // Exit, exec: every image sealed (published to the other processes).
   void SealAll();
+  // Fork: no other thread binds, maps or seals across it (an image another thread was sealing
+  // stayed locked in the child, whose exit then waited for good). Taken before the image
+  // broker's lock and the volumes' (which a thread holding these takes).
+  void BeforeFork();
+  void AfterFork();
 
  private:
   struct Held {

@@ -83,6 +83,9 @@ class SharedImage {
   // mappings): a write is in the protected file when it returns, as without an image, so that it
   // outlives this process whoever holds the image after it.
   Status PublishWrites();
+  // Fork (MappedFiles): no seal or write of this process's is half done across it.
+  void BeforeFork() { mu_.lock(); }
+  void AfterFork() { mu_.unlock(); }
 
  private:
   // `memfd`, `basefd`: the runtime's own descriptors (files::KeepOwn), closed with the image.

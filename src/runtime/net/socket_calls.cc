@@ -490,6 +490,9 @@ void EpollCreated(int epfd) {
   if (t.by_epfd.erase(epfd) > 0) t.count.fetch_sub(1);
 }
 
+void EpollBeforeFork() { Epolls().mu.lock(); }
+void EpollAfterFork() { Epolls().mu.unlock(); }
+
 bool EpollHoldsTls(int epfd) {
   EpollTable& t = Epolls();
   if (t.count.load(std::memory_order_acquire) == 0) return false;

@@ -64,6 +64,10 @@ long EpollCtl(Runtime& rt, int epfd, int op, int fd, struct epoll_event* event);
 bool EpollHoldsTls(int epfd);
 // A new epoll instance got this number: what a closed one there held is forgotten.
 void EpollCreated(int epfd);
+// Fork: no other thread changes the table across it (taken before the TLS connections' locks,
+// which a thread holding it takes).
+void EpollBeforeFork();
+void EpollAfterFork();
 // epoll_wait, epoll_pwait, epoll_pwait2 (`timeout`: nullptr waits without end).
 long EpollWait(Runtime& rt, int epfd, struct epoll_event* events, int max, const struct timespec* timeout,
                const void* mask, size_t mask_size);

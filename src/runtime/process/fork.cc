@@ -13,12 +13,15 @@
 #include <vector>
 
 #include "common/parallel.h"
+#include "crypto/fork_gate.h"
 #include "crypto/primitives.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/signal_calls.h"
 #include "runtime/alone_watcher.h"
 #include "runtime/files/image_broker.h"
+#include "runtime/files/mapped_files.h"
+#include "runtime/net/socket_calls.h"
 #include "runtime/net/tls_socket.h"
 #include "runtime/runtime.h"
 
@@ -84,6 +87,13 @@ void DropHeldConnections() {
   if (held_connections != nullptr) held_connections->clear();
 }
 
+// The locks PrepareFork took last, let go of first (in both processes).
+void LetGoOfLocks(Runtime& rt) {
+  rt.AfterFork();
+  for (auto& v : rt.volumes()) v->recent.AfterFork();
+  rt.fds().AfterFork();
+}
+
 constexpr uint64_t Bit(int sig) { return uint64_t{1} << (sig - 1); }
 
 // Every signal but SIGSYS (the entry's) and the faults (which cannot wait).
@@ -132,6 +142,7 @@ void PrepareFork() {
   // What this process wrote is committed first: the child starts from it (before any lock is
   // held: a commit takes the file's and the volume's).
   for (auto& [fd, d] : rt->fds().All()) d->ShareWithOtherProcesses(fd);
+  sockets::EpollBeforeFork();
   HoldConnections(*rt);
   for (auto& v : rt->volumes()) {
     // Files kept only because they were opened last do not keep the volume from resting.
@@ -141,6 +152,7 @@ void PrepareFork() {
     }
   }
   if (auto* r = rt->reporter()) r->BeforeFork();
+  MappedFiles::Get().BeforeFork();
   ImageBroker::Get().BeforeFork();
   AloneWatcher::Get().BeforeFork();
   for (auto& v : rt->volumes()) {
@@ -149,6 +161,10 @@ void PrepareFork() {
   }
   rt->console().BeforeFork();
   rt->fds().BeforeFork();
+  // Locks whose holders wait for nothing else: last.
+  for (auto& v : rt->volumes()) v->recent.BeforeFork();
+  rt->BeforeFork();
+  crypto::CloseGateForFork();  // no thread inside OpenSSL (fork_gate.h)
 }
 
 bool ForkPrepared() { return prepared != kNotPrepared; }
@@ -158,7 +174,8 @@ uint64_t ForkGeneration() { return fork_generation.load(std::memory_order_acquir
 void AfterForkInParent(bool forked) {
   if (prepared == kHolding) {
     if (Runtime* rt = ShieldIfReady()) {
-      rt->fds().AfterFork();
+      crypto::OpenGateAfterFork();
+      LetGoOfLocks(*rt);
       rt->console().AfterForkInParent(forked);
       for (auto& v : rt->volumes()) {
         if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInParent();
@@ -166,8 +183,10 @@ void AfterForkInParent(bool forked) {
       }
       if (auto* r = rt->reporter()) r->AfterForkInParent();
       ImageBroker::Get().AfterForkInParent();
+      MappedFiles::Get().AfterFork();
       AloneWatcher::Get().AfterForkInParent();
       LetGoOfConnections(false);  // kept in the list: dropping a reference may free memory
+      sockets::EpollAfterFork();
       parent_pending = true;
     }
   }
@@ -184,12 +203,15 @@ void AfterForkInChild() {
   ResetParallelHelperInChild();
   Runtime* rt = ShieldIfReady();
   if (prepared == kHolding && rt != nullptr) {
-    rt->fds().AfterFork();
+    crypto::OpenGateAfterFork();
+    LetGoOfLocks(*rt);
     rt->console().AfterForkInChild();
     if (auto* r = rt->reporter()) r->AfterForkInChild();
     ImageBroker::Get().AfterForkInChild();
+    MappedFiles::Get().AfterFork();
     AloneWatcher::Get().AfterForkInChild();
     LetGoOfConnections(true);  // kept in the list: dropping a reference may free memory
+    sockets::EpollAfterFork();
     for (auto& v : rt->volumes()) {
       if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInChild();
       v->AfterFork();

@@ -17,6 +17,9 @@
 // blocked (no program handler runs while the runtime holds its locks) and a signal that ends the
 // process waits (process/termination.h).
 //
+// Every lock another thread may hold counts, OpenSSL's too: its uses pass a gate the fork closes
+// (crypto/fork_gate.h).
+//
 // A fork after a fault inside the runtime (a crash handler's: the faulting thread may hold any of
 // the runtime's locks) takes none of them and never waits: the child cannot use the volumes
 // (EIO), as the process itself commits nothing more (FaultedInRuntime).

@@ -1,0 +1,57 @@
+#include "crypto/fork_gate.h"
+
+#include <openssl/crypto.h>
+#include <sched.h>
+
+#include <atomic>
+
+namespace scone::crypto {
+namespace {
+
+std::atomic<int> threads_inside{0};
+std::atomic<bool> closed{false};
+// Initial-exec: no loader call (the runtime is preloaded, its TLS static).
+__attribute__((tls_model("initial-exec"))) thread_local int depth = 0;
+
+// OpenSSL ends a thread's use of it in a destructor of its own, which takes its global lock: done
+// first, inside the gate (C++ thread-local destructors run before the C library's key ones).
+void Enter() {
+  if (depth++ > 0) return;
+  for (;;) {
+    threads_inside.fetch_add(1, std::memory_order_seq_cst);
+    if (!closed.load(std::memory_order_seq_cst)) return;
+    threads_inside.fetch_sub(1, std::memory_order_seq_cst);
+    while (closed.load(std::memory_order_acquire)) sched_yield();  // a fork's window: short
+  }
+}
+
+void Leave() {
+  if (--depth == 0) threads_inside.fetch_sub(1, std::memory_order_release);
+}
+
+struct StopAtThreadExit {
+  ~StopAtThreadExit() {
+    Enter();
+    OPENSSL_thread_stop();
+    Leave();
+  }
+};
+
+}  // namespace
+
+InsideOpenSsl::InsideOpenSsl() {
+  Enter();
+  thread_local StopAtThreadExit stop;
+  (void)stop;
+}
+
+InsideOpenSsl::~InsideOpenSsl() { Leave(); }
+
+void CloseGateForFork() {
+  closed.store(true, std::memory_order_seq_cst);
+  while (threads_inside.load(std::memory_order_seq_cst) != 0) sched_yield();
+}
+
+void OpenGateAfterFork() { closed.store(false, std::memory_order_release); }
+
+}  // namespace scone::crypto

@@ -1,0 +1,31 @@
+// OpenSSL's own locks (its random generator's, its algorithm store's, its list of the threads
+// that used it) are nobody's to hold across a fork: a thread inside OpenSSL while another
+// thread forks could leave one of them locked in the child, whose first use of it then waited
+// for good (a threaded Python's forked child writing its first protected file: CI hang). So
+// every primitive of this module runs inside a gate (InsideOpenSsl), and the runtime's fork
+// closes the gate: it waits until no thread is inside, and holds threads that come meanwhile at
+// the door until the fork is done. A thread's last call into OpenSSL, at its exit, goes through
+// the gate too.
+//
+// Cost: one atomic add and one load per primitive. TLS connections (net/) do not pass through
+// the gate; the runtime holds the locks of the connections it shields across a fork instead.
+#pragma once
+
+namespace scone::crypto {
+
+// For the lifetime of the object this thread is inside OpenSSL (nesting passes).
+class InsideOpenSsl {
+ public:
+  InsideOpenSsl();
+  ~InsideOpenSsl();
+  InsideOpenSsl(const InsideOpenSsl&) = delete;
+  InsideOpenSsl& operator=(const InsideOpenSsl&) = delete;
+};
+
+// Before the kernel's fork call: waits until no other thread is inside. REQUIRES: this thread is
+// not inside, and calls no primitive until OpenGateAfterFork.
+void CloseGateForFork();
+// In both processes, once the fork is done.
+void OpenGateAfterFork();
+
+}  // namespace scone::crypto
