@@ -41,7 +41,7 @@ struct StopAtThreadExit {
 
 InsideOpenSsl::InsideOpenSsl() {
   Enter();
-  thread_local StopAtThreadExit stop;
+  __attribute__((tls_model("initial-exec"))) thread_local StopAtThreadExit stop;
   (void)stop;
 }
 
@@ -53,5 +53,7 @@ void CloseGateForFork() {
 }
 
 void OpenGateAfterFork() { closed.store(false, std::memory_order_release); }
+
+bool GateClosedForFork() { return closed.load(std::memory_order_acquire); }
 
 }  // namespace scone::crypto

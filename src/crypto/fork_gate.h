@@ -27,5 +27,7 @@ class InsideOpenSsl {
 void CloseGateForFork();
 // In both processes, once the fork is done.
 void OpenGateAfterFork();
+// Whether a fork closed the gate (it may still wait for threads inside).
+bool GateClosedForFork();
 
 }  // namespace scone::crypto
