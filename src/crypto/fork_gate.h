@@ -7,8 +7,8 @@
 // the door until the fork is done. A thread's last call into OpenSSL, at its exit, goes through
 // the gate too.
 //
-// Cost: one atomic add and one load per primitive. TLS connections (net/) do not pass through
-// the gate; the runtime holds the locks of the connections it shields across a fork instead.
+// TLS connections (net/tls_connection.cc) pass it too: they work on memory buffers, so nothing
+// inside ever waits for the kernel. Cost: one atomic add and one load per call.
 #pragma once
 
 namespace scone::crypto {

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 
+#include "crypto/fork_gate.h"
 #include "net/ciphertext_sink.h"
 
 namespace scone::net {
@@ -105,6 +106,7 @@ SSL_CTX* NewContext(bool server) {
 }  // namespace
 
 Result<std::shared_ptr<TlsContext>> TlsContext::ForServer(const ServerRule& rule) {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   const std::string what = "server rule " + rule.name;
   if (!rule.identity) return InvalidArgument(what + ": no identity");
   SSL_CTX* ctx = NewContext(/*server=*/true);
@@ -121,6 +123,7 @@ Result<std::shared_ptr<TlsContext>> TlsContext::ForServer(const ServerRule& rule
 }
 
 Result<std::shared_ptr<TlsContext>> TlsContext::ForClient(const ClientRule& rule) {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   const std::string what = "client rule " + rule.name;
   SSL_CTX* ctx = NewContext(/*server=*/false);
   if (ctx == nullptr) return Internal(what + ": SSL_CTX_new failed: " + OpenSslReason());
@@ -135,10 +138,14 @@ Result<std::shared_ptr<TlsContext>> TlsContext::ForClient(const ClientRule& rule
   return out;
 }
 
-TlsContext::~TlsContext() { SSL_CTX_free(ctx_); }
+TlsContext::~TlsContext() {
+  crypto::InsideOpenSsl inside;
+  SSL_CTX_free(ctx_);
+}
 
 Result<std::unique_ptr<TlsConnection>> TlsConnection::Create(std::shared_ptr<TlsContext> context,
                                                              const std::string& server_name) {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   SSL* ssl = SSL_new(context->ctx_);
   if (ssl == nullptr) return Internal(context->description() + ": SSL_new failed: " + OpenSslReason());
   std::unique_ptr<TlsConnection> connection(new TlsConnection(context, ssl));  // frees ssl
@@ -175,9 +182,13 @@ Result<std::unique_ptr<TlsConnection>> TlsConnection::Create(std::shared_ptr<Tls
   return connection;
 }
 
-TlsConnection::~TlsConnection() { SSL_free(ssl_); }
+TlsConnection::~TlsConnection() {
+  crypto::InsideOpenSsl inside;
+  SSL_free(ssl_);
+}
 
 void TlsConnection::PutCiphertext(const uint8_t* data, size_t size) {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   if (size == 0) return;
   received_ += size;
   BIO_write(in_, data, static_cast<int>(size));
@@ -225,6 +236,7 @@ long TlsConnection::Fail(int ret, const char* during) {
 }
 
 long TlsConnection::Handshake() {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   if (failed_) return kFailed;
   if (SSL_is_init_finished(ssl_)) return 1;
   int r = SSL_do_handshake(ssl_);
@@ -241,6 +253,7 @@ long TlsConnection::Handshake() {
 bool TlsConnection::HandshakeDone() const { return SSL_is_init_finished(ssl_) == 1; }
 
 long TlsConnection::Read(void* buf, size_t size) {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   if (failed_) return kFailed;
   if (size == 0) return HandshakeDone() ? 0 : Handshake() == 1 ? 0 : kWantInput;
   if (peer_closed_ && SSL_pending(ssl_) == 0 && BIO_ctrl_pending(in_) == 0) return kClosed;
@@ -251,6 +264,7 @@ long TlsConnection::Read(void* buf, size_t size) {
 }
 
 long TlsConnection::Peek(void* buf, size_t size) {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   if (failed_) return kFailed;
   if (size == 0) return 0;
   if (peer_closed_ && SSL_pending(ssl_) == 0 && BIO_ctrl_pending(in_) == 0) return kClosed;
@@ -260,11 +274,13 @@ long TlsConnection::Peek(void* buf, size_t size) {
 }
 
 size_t TlsConnection::ReadableBytes() {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   if (!Readable() || failed_) return 0;
   return static_cast<size_t>(SSL_pending(ssl_));
 }
 
 bool TlsConnection::Readable() {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   if (failed_ || peer_closed_) return true;
   if (SSL_pending(ssl_) > 0) return true;
   if (BIO_ctrl_pending(in_) == 0 && !end_of_stream_) return false;
@@ -289,6 +305,7 @@ long TlsConnection::Seal(const uint8_t* data, size_t size) {
 }
 
 long TlsConnection::Write(const void* buf, size_t size, bool more) {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   if (failed_) return kFailed;
   if (size == 0) return 0;
   if (!HandshakeDone()) {
@@ -318,6 +335,7 @@ long TlsConnection::Write(const void* buf, size_t size, bool more) {
 }
 
 long TlsConnection::Push() {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   if (held_.empty()) return 0;
   if (failed_) return kFailed;
   long r = Seal(held_.data(), held_.size());
@@ -328,6 +346,7 @@ long TlsConnection::Push() {
 }
 
 void TlsConnection::Shutdown() {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   if (shutdown_sent_ || failed_ || !HandshakeDone()) return;
   (void)Push();  // what the program wrote goes before the end it marks
   shutdown_sent_ = true;
@@ -336,6 +355,7 @@ void TlsConnection::Shutdown() {
 }
 
 std::string TlsConnection::PeerSubject() const {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
   X509* peer = SSL_get0_peer_certificate(ssl_);
   if (peer == nullptr) return "";
   char buf[256];

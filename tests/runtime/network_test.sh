@@ -1150,6 +1150,41 @@ many-connections)
   ! grep -q "scone:" redis.log || { grep -m 5 "scone:" redis.log; fail "connections failed"; }
   ;;
 
+threads-fork)
+  # A threaded server whose handlers fork (subprocess) while other threads handshake, read and
+  # write TLS: OpenSSL's locks another thread held at a fork stayed held in the child, which
+  # waited for good where it used OpenSSL (fork_gate.h). 200 requests, 8 at a time; a hang
+  # fails (timeouts), never blocks the suite.
+  port=$(free_port)
+  server_env WEB "$port" disabled > rules.env
+  mkdir -p www && echo "$MARKER file content" > www/index.html
+  cat > forking_server.py <<'PYEOF'
+import http.server, subprocess, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def do_GET(self):
+        out = subprocess.run(["/bin/echo", "child"], capture_output=True, check=True, timeout=60).stdout
+        body = open("www/index.html", "rb").read() + out
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+PYEOF
+  env_from rules.env "$scone" run -- "$PY" forking_server.py "$port" > server.log 2>&1 &
+  pids+=($!)
+  wait_for_port "$port" "${pids[-1]}"
+  start_capture wire.pcap "$port"
+  seq 200 | timeout -s KILL 300 xargs -P 8 -I{} curl -sS -m 60 --cacert ca.crt -o "body.{}" \
+    "https://localhost:$port/index.html" 2> curl.log || { tail curl.log server.log; fail "requests to a forking threaded server"; }
+  for i in $(seq 200); do
+    [[ "$(cat "body.$i")" == "$MARKER file content"$'\n'"child" ]] || fail "body $i: $(head -c 200 "body.$i")"
+  done
+  stop_capture wire.pcap
+  check_capture wire.pcap "$MARKER"
+  ;;
+
 failure-lines)
   # A flood of bad clients (plaintext on a protected port, as a scanner or a misconfigured client
   # sends): the server's `scone:` lines are rate-limited per rule, the rest counted and said with
