@@ -1151,19 +1151,28 @@ many-connections)
   ;;
 
 threads-fork)
-  # A threaded server whose handlers fork (subprocess) while other threads handshake, read and
-  # write TLS: OpenSSL's locks another thread held at a fork stayed held in the child, which
-  # waited for good where it used OpenSSL (fork_gate.h). 200 requests, 8 at a time; a hang
-  # fails (timeouts), never blocks the suite.
+  # A threaded HTTPS server whose handlers fork a child that writes a protected file, and run a
+  # program (subprocess), while other threads handshake, read and write TLS: a lock of OpenSSL's
+  # (its secure heap's, its DRBG's: every handshake takes them) that another thread held at a
+  # fork stayed held in the child, which waited for good at its first key (fork_gate.h). 200
+  # requests, 8 at a time; a hang fails (timeouts), never blocks the suite.
   port=$(free_port)
   server_env WEB "$port" disabled > rules.env
+  "$scone" volume create vol --key-file key > /dev/null 2>&1
   mkdir -p www && echo "$MARKER file content" > www/index.html
   cat > forking_server.py <<'PYEOF'
-import http.server, subprocess, sys
+import http.server, os, subprocess, sys
 class Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
+        n = self.path.rsplit("=", 1)[-1]
+        pid = os.fork()
+        if pid == 0:
+            with open("vol/request-%s.txt" % n, "w") as f:
+                f.write("request %s\n" % n)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
         out = subprocess.run(["/bin/echo", "child"], capture_output=True, check=True, timeout=60).stdout
-        body = open("www/index.html", "rb").read() + out
+        body = open("www/index.html", "rb").read() + out + (b"wrote\n" if status == 0 else b"failed\n")
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -1172,17 +1181,22 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         pass
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 PYEOF
-  env_from rules.env "$scone" run -- "$PY" forking_server.py "$port" > server.log 2>&1 &
+  env_from rules.env "$scone" run --volume "$work/vol:$work/key" -- "$PY" forking_server.py "$port" > server.log 2>&1 &
   pids+=($!)
   wait_for_port "$port" "${pids[-1]}"
   start_capture wire.pcap "$port"
   seq 200 | timeout -s KILL 300 xargs -P 8 -I{} curl -sS -m 60 --cacert ca.crt -o "body.{}" \
-    "https://localhost:$port/index.html" 2> curl.log || { tail curl.log server.log; fail "requests to a forking threaded server"; }
+    "https://localhost:$port/index.html?n={}" 2> curl.log || { tail curl.log server.log; fail "requests to a forking threaded server"; }
   for i in $(seq 200); do
-    [[ "$(cat "body.$i")" == "$MARKER file content"$'\n'"child" ]] || fail "body $i: $(head -c 200 "body.$i")"
+    [[ "$(cat "body.$i")" == "$MARKER file content"$'\n'"child"$'\n'"wrote" ]] || fail "body $i: $(head -c 200 "body.$i")"
   done
+  "$scone" run --volume "$work/vol:$work/key" -- "$PY" -c "
+for i in range(1, 201):
+    assert open('vol/request-%d.txt' % i).read() == 'request %d\\n' % i, i" || fail "the children's files"
   stop_capture wire.pcap
   check_capture wire.pcap "$MARKER"
+  ! grep -rq "request 1" vol || fail "plaintext in the volume"
+  "$scone" volume verify vol --key-file key > /dev/null || fail "verify"
   ;;
 
 failure-lines)
