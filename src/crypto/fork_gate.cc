@@ -13,8 +13,6 @@ std::atomic<bool> closed{false};
 // Initial-exec: no loader call (the runtime is preloaded, its TLS static).
 __attribute__((tls_model("initial-exec"))) thread_local int depth = 0;
 
-// OpenSSL ends a thread's use of it in a destructor of its own, which takes its global lock: done
-// first, inside the gate (C++ thread-local destructors run before the C library's key ones).
 void Enter() {
   if (depth++ > 0) return;
   for (;;) {
@@ -29,6 +27,8 @@ void Leave() {
   if (--depth == 0) threads_inside.fetch_sub(1, std::memory_order_release);
 }
 
+// OpenSSL ends a thread's use of it in a destructor of its own, which takes its global lock: done
+// first, inside the gate (C++ thread-local destructors run before the C library's key ones).
 struct StopAtThreadExit {
   ~StopAtThreadExit() {
     Enter();

@@ -1,7 +1,5 @@
 #include "crypto/primitives.h"
 
-#include "crypto/fork_gate.h"
-
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -12,11 +10,12 @@
 #include <pthread.h>
 #include <sys/random.h>
 
-#include <cerrno>
-
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
+
+#include "crypto/fork_gate.h"
 
 namespace scone::crypto {
 namespace {
@@ -160,7 +159,8 @@ Hash Sha256(std::initializer_list<ByteSpan> parts) {
 Hash HmacSha256(const SecretBytes& key, std::initializer_list<ByteSpan> parts) {
   InsideOpenSsl inside;
   Hash out;
-  EVP_MAC_CTX* ctx = HmacMac() ? EVP_MAC_CTX_new(HmacMac()) : nullptr;
+  EVP_MAC* mac = HmacMac();
+  EVP_MAC_CTX* ctx = mac ? EVP_MAC_CTX_new(mac) : nullptr;
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
       OSSL_PARAM_construct_end()};
@@ -176,7 +176,8 @@ SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view i
                  size_t out_size) {
   InsideOpenSsl inside;
   SecretBytes out(out_size);
-  EVP_KDF_CTX* ctx = HkdfKdf() ? EVP_KDF_CTX_new(HkdfKdf()) : nullptr;
+  EVP_KDF* kdf = HkdfKdf();
+  EVP_KDF_CTX* ctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
   uint8_t empty_salt = 0;
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),

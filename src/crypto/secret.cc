@@ -1,7 +1,5 @@
 #include "crypto/secret.h"
 
-#include "crypto/fork_gate.h"
-
 #include <openssl/crypto.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -9,6 +7,8 @@
 #include <algorithm>
 #include <cstring>
 #include <mutex>
+
+#include "crypto/fork_gate.h"
 
 namespace scone {
 namespace {

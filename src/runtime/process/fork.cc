@@ -18,6 +18,7 @@
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/process/signal_calls.h"
+#include "runtime/process/termination.h"
 #include "runtime/alone_watcher.h"
 #include "runtime/files/image_broker.h"
 #include "runtime/files/mapped_files.h"
@@ -98,7 +99,7 @@ constexpr uint64_t Bit(int sig) { return uint64_t{1} << (sig - 1); }
 
 // Every signal but SIGSYS (the entry's) and the faults (which cannot wait).
 void BlockSignals() {
-  const uint64_t block = ~(Bit(SIGSYS) | Bit(SIGSEGV) | Bit(SIGBUS) | Bit(SIGILL) | Bit(SIGFPE) | Bit(SIGTRAP));
+  const uint64_t block = ~(Bit(SIGSYS) | kFaultSignals);
   RawSyscall(SYS_rt_sigprocmask, SIG_BLOCK, Arg(&block), Arg(&mask_before), sizeof(uint64_t));
 }
 
