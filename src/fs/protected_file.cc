@@ -229,6 +229,20 @@ void ProtectedFile::SetPath(std::string path) {
   path_ = std::move(path);
 }
 
+void ProtectedFile::LetGoAfterFork(bool in_child) {
+  path_mu_.unlock();
+  if (in_child) {
+    std::construct_at(&mu_);
+  } else {
+    mu_.unlock();
+  }
+}
+
+void ProtectedFile::LeaveToParent() {
+  std::unique_lock lock(mu_);
+  spent_ = true;
+}
+
 Status ProtectedFile::PutPendingInPlaceLocked() {
   std::vector<std::pair<uint64_t, const uint8_t*>> slots;
   for (const auto& [chunk, image] : pending_) slots.emplace_back(chunk, image.data());

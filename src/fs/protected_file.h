@@ -187,6 +187,19 @@ class ProtectedFile {
   // Unlinked while open: keeps working in memory and on the orphaned inode (only in memory
   // where another process unlinked it), commits nothing. REQUIRES: the volume's lock.
   void MarkUnlinked(bool by_this_process);
+  // Fork (Volume::BeforeFork): the file's locks are held across it, so that no thread of the
+  // parent is inside the file when the child is made. HoldForFork waits for the lock, which
+  // every thread takes before the volume's (take it first); TryHoldForFork does not wait (the
+  // volume's lock held). HoldPathForFork, the leaf lock, comes once the volume's is held.
+  void HoldForFork() { mu_.lock(); }
+  bool TryHoldForFork() { return mu_.try_lock(); }
+  void HoldPathForFork() { path_mu_.lock(); }
+  // Lets go of both in the parent, or in the child (a new thread id there: glibc's rwlock would
+  // take the writer's unlock for a reader's, so the lock is made anew).
+  void LetGoAfterFork(bool in_child);
+  // A child's copy of a file only its parent still uses: what it holds uncommitted is the
+  // parent's to commit (as a close there does); its last reference here commits nothing.
+  void LeaveToParent();
   void NoteDataInode();
   // An unlinked file: the newest images of chunks that waited in the journal, written in place
   // (nothing else will put them there). REQUIRES: mu_ held exclusively.

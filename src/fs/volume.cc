@@ -583,8 +583,49 @@ Status Volume::MakeDurableAndTag(VolumeTag* tag, uint64_t* generation) {
 }
 
 void Volume::BeforeFork() {
-  images_mu_.lock();
-  mu_.lock();
+  for (;;) {
+    // The order every thread takes them in: the images lock (a mapping's image loads and seals
+    // its file under it), each file's lock, the volume's.
+    images_mu_.lock();
+    if (!held_for_fork_.empty()) {
+      // Another thread's fork, whose references its thread has not dropped yet: dropped here,
+      // outside every lock (a last one commits).
+      std::vector<std::shared_ptr<ProtectedFile>> left = std::move(held_for_fork_);
+      held_for_fork_.clear();
+      images_mu_.unlock();
+      continue;
+    }
+    {
+      std::lock_guard lock(mu_);
+      held_for_fork_ = OpenFilesLocked();
+    }
+    for (auto& f : held_for_fork_) f->HoldForFork();
+    mu_.lock();
+    // A file another thread opened meanwhile: held if no thread is inside it yet.
+    std::set<const ProtectedFile*> held;
+    for (const auto& f : held_for_fork_) held.insert(f.get());
+    std::shared_ptr<ProtectedFile> busy;
+    for (const auto& [id, weak] : open_files_) {
+      auto f = weak.lock();
+      if (f == nullptr || held.count(f.get()) != 0) continue;
+      if (!f->TryHoldForFork()) {
+        busy = std::move(f);
+        break;
+      }
+      held_for_fork_.push_back(std::move(f));
+    }
+    if (busy == nullptr) break;
+    // Everything let go of while that thread finishes, then taken again. The references go
+    // outside the volume's lock: a last one commits.
+    for (auto& f : held_for_fork_) f->mu_.unlock();
+    std::vector<std::shared_ptr<ProtectedFile>> left = std::move(held_for_fork_);
+    held_for_fork_.clear();
+    mu_.unlock();
+    images_mu_.unlock();
+    busy->HoldForFork();
+    busy->mu_.unlock();
+  }
+  for (auto& f : held_for_fork_) f->HoldPathForFork();
   buffered_.BeforeFork();
 }
 
@@ -594,6 +635,7 @@ void Volume::AfterForkInParent() {
   holds_alone_ = false;
   buffering_ = false;
   buffered_.AfterForkInParent();
+  for (auto& f : held_for_fork_) f->LetGoAfterFork(/*in_child=*/false);
   mu_.unlock();
   images_mu_.unlock();
 }
@@ -611,8 +653,22 @@ void Volume::AfterForkInChild() {
   watched_ = false;  // the parent's watcher
   if (!resting_) shared_ = true;
   buffered_.AfterForkInChild();
+  for (auto& f : held_for_fork_) f->LetGoAfterFork(/*in_child=*/true);
   mu_.unlock();
   images_mu_.unlock();
+}
+
+void Volume::DropFilesHeldForFork(bool in_child) {
+  std::vector<std::shared_ptr<ProtectedFile>> held;
+  {
+    std::lock_guard lock(images_mu_);  // which every fork holds from BeforeFork to AfterFork
+    held.swap(held_for_fork_);
+  }
+  if (in_child) {
+    for (auto& f : held) {
+      if (f.use_count() == 1) f->LeaveToParent();
+    }
+  }
 }
 
 Status Volume::RejoinAfterFork() {

@@ -203,9 +203,17 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // and lets go of the volume until it uses it again, so that a program its child executes (a
   // shell's command) can have the volume alone, with buffered writes, while the parent waits.
   Status RestIfUnused();
+  // BeforeFork also holds every file of the volume this process has open (ProtectedFile::
+  // HoldForFork): a thread inside a file's write when the child was made left the file locked
+  // there, and the child hung at its first use of an inherited descriptor, or at exec (hostile
+  // finding). It waits for every thread inside a file to leave it: call it with none of the
+  // runtime's locks a thread inside a file may wait for.
   void BeforeFork();
   void AfterForkInParent();
   void AfterForkInChild();
+  // Once the fork is complete and memory may be freed: the references BeforeFork took go (a
+  // last one commits, in the parent; in the child, what only the parent uses is left to it).
+  void DropFilesHeldForFork(bool in_child);
   Status RejoinAfterFork();
 
  private:
@@ -424,6 +432,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   std::set<FileId> touched_;  // files with in-place writes not yet fsync'ed by a checkpoint
   std::vector<FileId> trash_;  // unlinked lazily: deleted once their record is durable
   std::map<FileId, std::weak_ptr<ProtectedFile>> open_files_;
+  std::vector<std::shared_ptr<ProtectedFile>> held_for_fork_;  // BeforeFork to DropFilesHeldForFork
   std::optional<VolumeLock> lock_;
   bool closed_ = true;  // until Create or Open succeeds; then until Close
 

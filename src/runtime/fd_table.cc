@@ -53,12 +53,20 @@ std::shared_ptr<ShieldedFd> FdTable::Get(int fd) const {
 
 void FdTable::Set(int fd, std::shared_ptr<ShieldedFd> d) {
   if (fd < 0 || fd >= kMaxFds) return;
+  RuntimeSection section;                 // around the release below too
+  std::shared_ptr<ShieldedFd> replaced;  // dropped after the lock: a last reference commits
   Locked lock(mu_);
   slots_[fd].store(d.get(), std::memory_order_release);
-  if (d) {
-    owners_[fd] = std::move(d);
-  } else {
-    owners_.erase(fd);
+  auto it = owners_.find(fd);
+  if (it != owners_.end()) {
+    replaced = std::move(it->second);
+    if (d) {
+      it->second = std::move(d);
+    } else {
+      owners_.erase(it);
+    }
+  } else if (d) {
+    owners_.emplace(fd, std::move(d));
   }
 }
 

@@ -484,6 +484,51 @@ PYEOF
   check_volume
   ;;
 
+threads-fork-shared-file)
+  # Threads write and read one descriptor while the main thread forks children that use it too,
+  # and runs programs that inherit it (fork and exec, posix_spawn). A thread inside the file's
+  # write when a child was made left the file's lock held there: the child waited for good at
+  # its first use of the descriptor, or at exec (hostile finding, every run).
+  cat > tfd.py <<PYEOF
+import os, sys, threading, subprocess
+fd = os.open("vol/shared.bin", os.O_RDWR | os.O_CREAT, 0o644)
+os.set_inheritable(fd, True)
+stop = threading.Event()
+def block(what):
+    return ("$MARKER %s " % what).encode().ljust(4096, b".")
+def writer(k):
+    n = 0
+    while not stop.is_set() or n < 50:
+        os.pwrite(fd, block("thread %d %d" % (k, n)), k * 4096)
+        assert os.pread(fd, 4096, k * 4096) == block("thread %d %d" % (k, n)), k
+        n += 1
+threads = [threading.Thread(target=writer, args=(k,)) for k in range(3)]
+for t in threads: t.start()
+for c in range(60):
+    if c % 3 == 0:
+        pid = os.fork()
+        if pid == 0:
+            os.pwrite(fd, block("child %d" % c), (4 + c) * 4096)
+            os._exit(0 if os.pread(fd, 4096, (4 + c) * 4096) == block("child %d" % c) else 1)
+    elif c % 3 == 1:
+        pid = os.posix_spawn("/bin/true", ["true"], os.environ)
+    else:
+        subprocess.run(["/bin/true"], check=True, close_fds=False)
+        continue
+    assert os.waitpid(pid, 0)[1] == 0, c
+stop.set()
+for t in threads: t.join()
+for c in range(0, 60, 3):
+    assert os.pread(fd, 4096, (4 + c) * 4096) == block("child %d" % c), c
+print("ok")
+PYEOF
+  # A hang is killed after 120 s (and its children with it), and fails.
+  run_for 120 "$PY" -B "$work/tfd.py" > out.txt 2>&1 || true
+  pkill -KILL -f "$work/tfd.py" || true
+  [[ "$(cat out.txt)" == "ok" ]] || { cat out.txt; fail "threads using a descriptor its children inherit (a hang is killed after 120 s)"; }
+  check_volume
+  ;;
+
 keys-in-children)
   # The configuration descriptor (volume keys) is closed once read: no program, shielded or
   # not, holds it; no key in any environment.

@@ -48,6 +48,10 @@ class ProtectedFd final : public ShieldedFd {
   int SetStatusFlags(int flags) override;
   long LastClose() override;
   void ForgetParentWrites() override { written_ = false; }
+  // Fork (process/fork.cc): the offset's lock is held across it, so that no thread is inside a
+  // read or write of the descriptor when the child is made (the child would wait for good).
+  void BeforeFork() { offset_mu_.lock(); }
+  void AfterFork() { offset_mu_.unlock(); }
   bool Describe(int fd, InheritedFd* out) override;
   ProtectedFd* AsProtectedFile() override { return this; }
   // The text of the descriptor's link as the kernel writes it for a file with no name left:

@@ -7,6 +7,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -21,6 +22,7 @@
 #include "runtime/process/termination.h"
 #include "runtime/alone_watcher.h"
 #include "runtime/files/image_broker.h"
+#include "runtime/files/protected_fd.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/net/socket_calls.h"
 #include "runtime/net/tls_socket.h"
@@ -54,38 +56,56 @@ bool child_without_volumes = false;
 
 std::atomic<uint64_t> fork_generation{0};
 
-// The TLS connections whose locks the forking thread holds across the kernel's call: per thread
-// (two threads may fork one after the other, the second preparing while the first lets go). Made
-// at the thread's first fork (PrepareFork may allocate) and kept (trivially destructible TLS: a
-// thread's destructors may run before a fork in an exit handler). Emptied only where dropping a
-// reference may free memory: in the parent once the fork is complete (CompleteForkInParent), in a
-// child once its allocator is usable (CompleteForkInChild).
-__attribute__((tls_model("initial-exec"))) thread_local std::vector<std::shared_ptr<ShieldedFd>>* held_connections =
-    nullptr;
+// The descriptors whose locks the forking thread holds across the kernel's call: TLS
+// connections, and protected files' offsets. Per thread (two threads may fork one after the
+// other, the second preparing while the first lets go). Made at the thread's first fork
+// (PrepareFork may allocate) and kept (trivially destructible TLS: a thread's destructors may run
+// before a fork in an exit handler). Emptied only where dropping a reference may free memory: in
+// the parent once the fork is complete (CompleteForkInParent), in a child once its allocator is
+// usable (CompleteForkInChild).
+struct HeldDescriptors {
+  std::vector<std::shared_ptr<ShieldedFd>> connections;
+  std::vector<std::shared_ptr<ShieldedFd>> files;
+};
+__attribute__((tls_model("initial-exec"))) thread_local HeldDescriptors* held_descriptors = nullptr;
 // Set in the parent by AfterForkInParent: CompleteForkInParent has work.
 __attribute__((tls_model("initial-exec"))) thread_local bool parent_pending = false;
 
-std::vector<std::shared_ptr<ShieldedFd>>& HeldConnections() {
-  if (held_connections == nullptr) held_connections = new std::vector<std::shared_ptr<ShieldedFd>>();
-  return *held_connections;
+HeldDescriptors& Held() {
+  if (held_descriptors == nullptr) held_descriptors = new HeldDescriptors();
+  return *held_descriptors;
 }
 
 void HoldConnections(Runtime& rt) {
   const uint64_t generation = fork_generation.fetch_add(1, std::memory_order_acq_rel) + 1;
-  auto& held = HeldConnections();
+  auto& held = Held().connections;
   held.clear();
   for (auto& [fd, d] : rt.fds().All()) {
     if (auto* s = d->AsTlsSocket(); s != nullptr && s->BeforeFork(generation)) held.push_back(d);
   }
 }
 
-// Neither allocates (in a child the allocator may not be usable yet).
-void LetGoOfConnections(bool in_child) {
-  if (held_connections == nullptr) return;
-  for (auto& d : *held_connections) d->AsTlsSocket()->AfterFork(in_child);
+// Each protected file description once (dup'ed descriptors share one). No thread holds two
+// offsets at a time (a copy reads, then writes): any order will do.
+void HoldFileOffsets(Runtime& rt) {
+  auto& held = Held().files;
+  held.clear();
+  for (auto& [fd, d] : rt.fds().All()) {
+    if (d->AsProtectedFile() != nullptr && std::find(held.begin(), held.end(), d) == held.end()) held.push_back(d);
+  }
+  for (auto& d : held) d->AsProtectedFile()->BeforeFork();
 }
-void DropHeldConnections() {
-  if (held_connections != nullptr) held_connections->clear();
+
+// Neither allocates (in a child the allocator may not be usable yet).
+void LetGoOfDescriptors(bool in_child) {
+  if (held_descriptors == nullptr) return;
+  for (auto& d : held_descriptors->files) d->AsProtectedFile()->AfterFork();
+  for (auto& d : held_descriptors->connections) d->AsTlsSocket()->AfterFork(in_child);
+}
+void DropHeldDescriptors() {
+  if (held_descriptors == nullptr) return;
+  held_descriptors->connections.clear();
+  held_descriptors->files.clear();
 }
 
 // The locks PrepareFork took last, let go of first (in both processes).
@@ -152,14 +172,18 @@ void PrepareFork() {
       if (Status s = volume->RestIfUnused(); !s.ok()) Log(s.message());
     }
   }
-  if (auto* r = rt->reporter()) r->BeforeFork();
+  // In the order a thread inside a file's call takes them: its offset, the mappings and their
+  // images, the files (Volume::BeforeFork: the images lock, each file, the volume), then what the
+  // volume calls while it is locked (the watcher, the reporter).
+  HoldFileOffsets(*rt);
   MappedFiles::Get().BeforeFork();
   ImageBroker::Get().BeforeFork();
-  AloneWatcher::Get().BeforeFork();
   for (auto& v : rt->volumes()) {
     v->BeforeFork();
     if (fs::Volume* volume = v->IfOpen()) volume->BeforeFork();
   }
+  AloneWatcher::Get().BeforeFork();
+  if (auto* r = rt->reporter()) r->BeforeFork();
   rt->console().BeforeFork();
   rt->fds().BeforeFork();
   // Locks whose holders wait for nothing else: last.
@@ -186,7 +210,7 @@ void AfterForkInParent(bool forked) {
       ImageBroker::Get().AfterForkInParent();
       MappedFiles::Get().AfterFork();
       AloneWatcher::Get().AfterForkInParent();
-      LetGoOfConnections(false);  // kept in the list: dropping a reference may free memory
+      LetGoOfDescriptors(false);  // kept in the lists: dropping a reference may free memory
       sockets::EpollAfterFork();
       parent_pending = true;
     }
@@ -211,7 +235,7 @@ void AfterForkInChild() {
     ImageBroker::Get().AfterForkInChild();
     MappedFiles::Get().AfterFork();
     AloneWatcher::Get().AfterForkInChild();
-    LetGoOfConnections(true);  // kept in the list: dropping a reference may free memory
+    LetGoOfDescriptors(true);  // kept in the lists: dropping a reference may free memory
     sockets::EpollAfterFork();
     for (auto& v : rt->volumes()) {
       if (fs::Volume* volume = v->IfOpen()) volume->AfterForkInChild();
@@ -230,8 +254,13 @@ void CompleteForkInParent() {
   if (!parent_pending) return;
   RuntimeSection section;
   parent_pending = false;
-  DropHeldConnections();
-  if (Runtime* rt = ShieldIfReady()) rt->console().AnnounceChildren();
+  DropHeldDescriptors();
+  if (Runtime* rt = ShieldIfReady()) {
+    for (auto& v : rt->volumes()) {
+      if (fs::Volume* volume = v->IfOpen()) volume->DropFilesHeldForFork(/*in_child=*/false);
+    }
+    rt->console().AnnounceChildren();
+  }
 }
 
 void CompleteForkInChild() {
@@ -244,7 +273,7 @@ void CompleteForkInChild() {
     Log("this process was forked after a fault inside the runtime: its volumes are unavailable");
     return;
   }
-  DropHeldConnections();
+  DropHeldDescriptors();
   ImageBroker::Get().CompleteForkInChild();  // serves the images its mappings show
   if (forking_with_threads) {
     child_of_threads = true;
@@ -256,6 +285,7 @@ void CompleteForkInChild() {
       _exit(126);  // the parent, which still judges paths by the old name, carries on
     }
     if (fs::Volume* volume = v->IfOpen()) {
+      volume->DropFilesHeldForFork(/*in_child=*/true);
       Status s = volume->RejoinAfterFork();
       if (!s.ok()) Log(s.message());
     }
