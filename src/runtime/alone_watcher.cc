@@ -61,7 +61,7 @@ void AloneWatcher::Watch(const std::shared_ptr<fs::Volume>& volume) {
   long wd = RawSyscall(SYS_inotify_add_watch, inotify_, Arg(path.c_str()), IN_MODIFY);
   if (wd < 0) return;
   watched_[static_cast<int>(wd)] = volume;
-  if (!thread_) thread_ = std::make_unique<std::thread>([this, fd = inotify_, wake = wake_.load()] { Run(fd, wake); });
+  if (!thread_) thread_ = StartRuntimeThread([this, fd = inotify_, wake = wake_.load()] { Run(fd, wake); });
 }
 
 void AloneWatcher::Wake() {
@@ -91,7 +91,6 @@ void AloneWatcher::PublishBuffered() {
 }
 
 void AloneWatcher::Run(int inotify, int wake) {
-  BecomeRuntimeThread();
   int64_t deadline = -1;  // when what is buffered now is published; -1: nothing is
   for (;;) {
     if (deadline < 0) {

@@ -8,7 +8,7 @@ void VolumeReporter::Synced() {
   std::lock_guard lock(mu_);
   if (stopping_) return;
   pending_ = true;
-  if (!thread_) thread_ = std::make_unique<std::thread>([this] { Run(); });
+  if (!thread_) thread_ = StartRuntimeThread([this] { Run(); });
   wake_.notify_one();
 }
 
@@ -30,7 +30,6 @@ void VolumeReporter::AfterForkInChild() {
 }
 
 void VolumeReporter::Run() {
-  BecomeRuntimeThread();
   std::unique_lock lock(mu_);
   while (true) {
     wake_.wait(lock, [&] { return pending_ || stopping_; });

@@ -5,6 +5,9 @@
 #include <sys/syscall.h>
 
 #include <atomic>
+#include <functional>
+#include <memory>
+#include <thread>
 
 #include "runtime/entry/code_patcher.h"
 #include "runtime/entry/dispatch.h"
@@ -60,19 +63,30 @@ void PrepareRuntimeClone(const SyscallFrame& f) {
   child->selector = kSelectorAllow;
 }
 
+// The order of the depth and the selector matters to a signal arriving in between: at depth 0
+// its handler runs as the program's code at once (process/signal_calls.cc), and with the selector
+// still letting calls through, the handler's calls (a fork, and the child's writes) would reach
+// the kernel unshielded. So the depth is above 0 whenever the selector lets calls through.
 void EnterRuntimeSection() {
   EntryThread& t = this_thread;
-  if (t.depth++ == 0 && !t.runtime_thread) t.selector = kSelectorAllow;
+  if (t.depth++ == 0 && !t.runtime_thread) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+    t.selector = kSelectorAllow;
+  }
 }
 
 void LeaveRuntimeSection() {
   EntryThread& t = this_thread;
-  if (--t.depth == 0 && !t.runtime_thread) {
-    if (installed.load(std::memory_order_relaxed)) t.selector = kSelectorBlock;
-    // Signals held back meanwhile are pending and blocked: unblocking them delivers them now.
-    uint64_t deferred = __atomic_exchange_n(&t.deferred, 0, __ATOMIC_ACQ_REL);
-    if (deferred != 0) RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&deferred), 0, sizeof(uint64_t));
+  if (t.depth != 1 || t.runtime_thread) {
+    --t.depth;
+    return;
   }
+  if (installed.load(std::memory_order_relaxed)) t.selector = kSelectorBlock;
+  std::atomic_signal_fence(std::memory_order_seq_cst);
+  t.depth = 0;
+  // Signals held back meanwhile are pending and blocked: unblocking them delivers them now.
+  uint64_t deferred = __atomic_exchange_n(&t.deferred, 0, __ATOMIC_ACQ_REL);
+  if (deferred != 0) RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&deferred), 0, sizeof(uint64_t));
 }
 
 bool InstallEntry(ByteSpan plan) {
@@ -101,6 +115,25 @@ void EnterNewThread() {
   // not its pending signals: what the parent held back is the parent's).
   if (!t.runtime_thread) t.handler_mask = nullptr;
   EnableDispatchForThisThread();
+}
+
+std::unique_ptr<std::thread> StartRuntimeThread(std::function<void()> body) {
+  // The new thread starts with the creator's mask (glibc restores it in the thread): all blocked.
+  const uint64_t all = ~uint64_t{0};
+  uint64_t before = 0;
+  RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&all), Arg(&before), sizeof(uint64_t));
+  std::unique_ptr<std::thread> thread;
+  try {
+    thread = std::make_unique<std::thread>([body = std::move(body)] {
+      BecomeRuntimeThread();
+      body();
+    });
+  } catch (...) {
+    RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&before), 0, sizeof(uint64_t));
+    throw;
+  }
+  RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&before), 0, sizeof(uint64_t));
+  return thread;
 }
 
 void BecomeRuntimeThread() {

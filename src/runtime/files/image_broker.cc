@@ -303,11 +303,10 @@ void ImageBroker::Withdraw(uint64_t handle) {
 void ImageBroker::EnsureThread() {
   if (thread_) return;
   if (wake_fd_ < 0) wake_fd_ = files::KeepOwn(static_cast<int>(RawSyscall(SYS_eventfd2, 0, EFD_CLOEXEC)));
-  thread_ = std::make_unique<std::thread>([this] { Run(); });
+  thread_ = StartRuntimeThread([this] { Run(); });
 }
 
 void ImageBroker::Run() {
-  BecomeRuntimeThread();
   long made = RawSyscall(SYS_epoll_create1, EPOLL_CLOEXEC);
   if (made < 0) return;
   const int epoll = files::KeepOwn(static_cast<int>(made));  // out of the program's reach

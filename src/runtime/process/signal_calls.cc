@@ -163,13 +163,14 @@ void WrappedHandler(int sig, siginfo_t* si, void* context) {
   // Whether a signal that ends the process may commit while this handler runs.
   ProgramHandlerScope scope(context);
   // A fault inside the runtime: the program's handler runs as the program's code, shielded.
+  // Either way the handler's calls are the program's: through the shield (entry.cc).
   const int depth = t.depth;
   const char selector = t.selector;
   if (depth > 0) {
     faulted_in_runtime.store(true, std::memory_order_release);
     t.depth = 0;
-    t.selector = kSelectorBlock;
   }
+  t.selector = kSelectorBlock;
   if (action.flags & SA_SIGINFO) {
     reinterpret_cast<void (*)(int, siginfo_t*, void*)>(action.handler)(sig, si, context);
   } else {
