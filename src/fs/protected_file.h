@@ -193,6 +193,9 @@ class ProtectedFile {
   // volume's lock held). HoldPathForFork, the leaf lock, comes once the volume's is held.
   void HoldForFork() { mu_.lock(); }
   bool TryHoldForFork() { return mu_.try_lock(); }
+  // Whether it holds writes it has not published (a write made alone, buffered). REQUIRES: the
+  // lock held (HoldForFork).
+  bool UnpublishedWhileHeld() const { return changed_ || !cache_.empty(); }
   void HoldPathForFork() { path_mu_.lock(); }
   // Lets go of both in the parent, or in the child (a new thread id there: glibc's rwlock would
   // take the writer's unlock for a reader's, so the lock is made anew).

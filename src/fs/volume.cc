@@ -614,19 +614,39 @@ void Volume::BeforeFork() {
       }
       held_for_fork_.push_back(std::move(f));
     }
-    if (busy == nullptr) break;
-    // Everything let go of while that thread finishes, then taken again. The references go
-    // outside the volume's lock: a last one commits.
+    // A write buffered after ShareBeforeFork's publish: the child must not start from it.
+    std::shared_ptr<ProtectedFile> unpublished;
+    if (busy == nullptr) {
+      for (const auto& f : held_for_fork_) {
+        if (f->UnpublishedWhileHeld()) {
+          unpublished = f;
+          break;
+        }
+      }
+      if (unpublished == nullptr) break;
+    }
+    // Everything let go of while that thread finishes, or the write is published, then taken
+    // again. The references go outside the volume's lock: a last one commits.
     for (auto& f : held_for_fork_) f->mu_.unlock();
     std::vector<std::shared_ptr<ProtectedFile>> left = std::move(held_for_fork_);
     held_for_fork_.clear();
     mu_.unlock();
     images_mu_.unlock();
-    busy->HoldForFork();
-    busy->mu_.unlock();
+    if (busy != nullptr) {
+      busy->HoldForFork();
+      busy->mu_.unlock();
+    } else if (Status s = unpublished->Close(); !s.ok()) {
+      std::fprintf(stderr, "scone: before a fork: %s\n", s.message().c_str());
+    }
   }
   for (auto& f : held_for_fork_) f->HoldPathForFork();
   buffered_.BeforeFork();
+}
+
+void Volume::ShareBeforeFork() {
+  std::lock_guard lock(mu_);
+  if (closed_ || resting_) return;
+  shared_ = true;
 }
 
 void Volume::AfterForkInParent() {

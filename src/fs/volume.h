@@ -209,6 +209,12 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // finding). It waits for every thread inside a file to leave it: call it with none of the
   // runtime's locks a thread inside a file may wait for.
   void BeforeFork();
+  // Before a fork, ahead of publishing what the process wrote: from now on every write is
+  // published as it is made (as after the fork). A write another thread buffered after the
+  // publish stayed in the file's memory in the child, which laid it, stale, over what the parent
+  // wrote after the fork: a run of the parent's appends lost (hostile finding). BeforeFork
+  // publishes any that still slipped in before it holds the files.
+  void ShareBeforeFork();
   void AfterForkInParent();
   void AfterForkInChild();
   // Once the fork is complete and memory may be freed: the references BeforeFork took go (a

@@ -161,7 +161,11 @@ void PrepareFork() {
   CompleteForkInChild();  // a child forking before it used its volumes: its own locks first
   forking_with_threads = SeveralThreads();
   // What this process wrote is committed first: the child starts from it (before any lock is
-  // held: a commit takes the file's and the volume's).
+  // held: a commit takes the file's and the volume's). Other threads' writes are published from
+  // here on, as after the fork.
+  for (auto& v : rt->volumes()) {
+    if (fs::Volume* volume = v->IfOpen()) volume->ShareBeforeFork();
+  }
   for (auto& [fd, d] : rt->fds().All()) d->ShareWithOtherProcesses(fd);
   sockets::EpollBeforeFork();
   HoldConnections(*rt);
