@@ -583,6 +583,9 @@ Status Volume::MakeDurableAndTag(VolumeTag* tag, uint64_t* generation) {
 }
 
 void Volume::BeforeFork() {
+  // Published once each: a file that cannot publish what it holds (unlinked by another process,
+  // which keeps its changes in memory; a failed commit) goes to the child as it is.
+  std::set<const ProtectedFile*> published;
   for (;;) {
     // The order every thread takes them in: the images lock (a mapping's image loads and seals
     // its file under it), each file's lock, the volume's.
@@ -618,7 +621,7 @@ void Volume::BeforeFork() {
     std::shared_ptr<ProtectedFile> unpublished;
     if (busy == nullptr) {
       for (const auto& f : held_for_fork_) {
-        if (f->UnpublishedWhileHeld()) {
+        if (published.count(f.get()) == 0 && f->UnpublishedWhileHeld()) {
           unpublished = f;
           break;
         }
@@ -635,8 +638,9 @@ void Volume::BeforeFork() {
     if (busy != nullptr) {
       busy->HoldForFork();
       busy->mu_.unlock();
-    } else if (Status s = unpublished->Close(); !s.ok()) {
-      std::fprintf(stderr, "scone: before a fork: %s\n", s.message().c_str());
+    } else {
+      published.insert(unpublished.get());
+      if (Status s = unpublished->Close(); !s.ok()) std::fprintf(stderr, "scone: before a fork: %s\n", s.message().c_str());
     }
   }
   for (auto& f : held_for_fork_) f->HoldPathForFork();
