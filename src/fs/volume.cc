@@ -1412,24 +1412,38 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenInherited(const FileEntry& en
                                                              const std::string& path) {
   std::string named;
   FileWindow window;
-  {
-    KeepAlive keep;
-    std::lock_guard lock(mu_);
-    if (closed_) return Internal("volume " + dir_ + " is closed");
-    SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
-    if (auto p = path_by_id_.find(entry.file_id); p != path_by_id_.end()) named = p->second;
-    // Unlinked: what the disk holds is the state before the records still in the window.
-    window = WindowOfLocked(entry.file_id, entry);
+  // Another process (the parent's other threads) may rename the file between the lookup and the
+  // open: looked up again, a few times (a name that keeps moving is not chased for good).
+  for (int attempt = 0;; ++attempt) {
+    {
+      KeepAlive keep;
+      std::lock_guard lock(mu_);
+      if (closed_) return Internal("volume " + dir_ + " is closed");
+      SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
+      named.clear();
+      if (auto p = path_by_id_.find(entry.file_id); p != path_by_id_.end()) named = p->second;
+      // Unlinked: what the disk holds is the state before the records still in the window.
+      window = WindowOfLocked(entry.file_id, entry);
+    }
+    if (named.empty()) break;
+    auto file = OpenFile(named, {});
+    if (file.ok() && (*file)->id() == entry.file_id) return file;
+    if (!file.ok() && file.status().code() != Code::kNotFound) return file;
+    if (attempt == 3) return NotFound(dir_ + "/" + path + ": renamed again and again while it was opened");
   }
-  if (!named.empty()) return OpenFile(named, {});
   if (entry.region != Region::kEncrypted) {
     return NotFound(dir_ + "/" + path + ": unlinked, and an authenticated file's chunk table went with its name");
   }
   // Through the descriptor's own inode (the data file has no name left, or only the trash's).
   SCONE_ASSIGN_OR_RETURN(os::File data, os::File::Open(inode, O_RDWR));
-  SCONE_ASSIGN_OR_RETURN(std::shared_ptr<ProtectedFile> file,
-                         ProtectedFile::Open(shared_from_this(), dir_, path, entry, DeriveFileKeys(entry.file_id),
-                                             window, &data));
+  auto opened = ProtectedFile::Open(shared_from_this(), dir_, path, entry, DeriveFileKeys(entry.file_id), window, &data);
+  if (!opened.ok() && opened.status().code() == Code::kDataCorrupted) {
+    // Most likely the program that passed it on wrote its own copy since (each process keeps
+    // its own state of an unlinked file): not an alarm of tampering, which it may also be.
+    return DataCorrupted(dir_ + "/" + path + ": unlinked, and changed since it was passed on (by the program that " +
+                         "passed it on, which goes on writing its own copy, or behind the volume's back): not opened");
+  }
+  SCONE_ASSIGN_OR_RETURN(std::shared_ptr<ProtectedFile> file, std::move(opened));
   file->MarkUnlinked(/*by_this_process=*/false);  // the parent's, which may still use it
   return file;
 }
