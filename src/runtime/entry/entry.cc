@@ -118,22 +118,20 @@ void EnterNewThread() {
 }
 
 std::unique_ptr<std::thread> StartRuntimeThread(std::function<void()> body) {
-  // The new thread starts with the creator's mask (glibc restores it in the thread): all blocked.
-  const uint64_t all = ~uint64_t{0};
-  uint64_t before = 0;
-  RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&all), Arg(&before), sizeof(uint64_t));
-  std::unique_ptr<std::thread> thread;
-  try {
-    thread = std::make_unique<std::thread>([body = std::move(body)] {
-      BecomeRuntimeThread();
-      body();
-    });
-  } catch (...) {
-    RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&before), 0, sizeof(uint64_t));
-    throw;
-  }
-  RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&before), 0, sizeof(uint64_t));
-  return thread;
+  // The new thread starts with the creator's mask (glibc restores it in the thread): all blocked
+  // while it is made, the creator's own mask back afterwards (also when making it throws).
+  struct AllBlocked {
+    uint64_t before = 0;
+    AllBlocked() {
+      const uint64_t all = ~uint64_t{0};
+      RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&all), Arg(&before), sizeof(uint64_t));
+    }
+    ~AllBlocked() { RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&before), 0, sizeof(uint64_t)); }
+  } blocked;
+  return std::make_unique<std::thread>([body = std::move(body)] {
+    BecomeRuntimeThread();
+    body();
+  });
 }
 
 void BecomeRuntimeThread() {
