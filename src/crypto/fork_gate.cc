@@ -5,6 +5,8 @@
 
 #include <atomic>
 
+#include "common/thread_exit_hook.h"
+
 namespace scone::crypto {
 namespace {
 
@@ -27,22 +29,22 @@ void Leave() {
   if (--depth == 0) threads_inside.fetch_sub(1, std::memory_order_release);
 }
 
-// OpenSSL ends a thread's use of it in a destructor of its own, which takes its global lock: done
-// first, inside the gate (C++ thread-local destructors run before the C library's key ones).
-struct StopAtThreadExit {
-  ~StopAtThreadExit() {
-    Enter();
-    OPENSSL_thread_stop();
-    Leave();
-  }
-};
+// A thread's end with OpenSSL: its cipher contexts (key schedules cleansed), then OpenSSL's own
+// per-thread state, whose release takes OpenSSL's global lock: inside the gate, and before
+// OpenSSL's own key destructor (this key is made first, at the process's first use).
+void EndThreadUse() {
+  ReleaseThreadCipherContexts();
+  Enter();
+  OPENSSL_thread_stop();
+  Leave();
+}
 
 }  // namespace
 
 InsideOpenSsl::InsideOpenSsl() {
   Enter();
-  __attribute__((tls_model("initial-exec"))) thread_local StopAtThreadExit stop;
-  (void)stop;
+  static ThreadExitHook end_thread_use(EndThreadUse);
+  end_thread_use.Arm();
 }
 
 InsideOpenSsl::~InsideOpenSsl() { Leave(); }

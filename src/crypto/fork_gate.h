@@ -30,4 +30,7 @@ void OpenGateAfterFork();
 // Whether a fork closed the gate (it may still wait for threads inside).
 bool GateClosedForFork();
 
+// Frees the calling thread's cipher contexts (primitives.cc); run at the thread's exit.
+void ReleaseThreadCipherContexts();
+
 }  // namespace scone::crypto

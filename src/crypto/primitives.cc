@@ -50,33 +50,23 @@ std::atomic<uint64_t> fork_generation{0};
 // Per-thread cipher contexts holding the key schedule of the key used last. A context is never
 // shared between threads; the cache entry is keyed by the Aes256Gcm's unique id, never reused.
 // Trivially destructible, so it stays usable after the thread's destructors ran (exit() runs
-// them before its own handlers); a separate guard frees the contexts and they are made again
-// if used after that.
+// them before its own handlers); the thread's exit hook (fork_gate.cc) frees the contexts, and
+// they are made again if used after that. Null when memory ran out: the call fails with ENOMEM.
 struct ThreadContexts {
   EVP_CIPHER_CTX* enc;
   EVP_CIPHER_CTX* dec;
   uint64_t enc_key_id;
   uint64_t dec_key_id;
 };
-thread_local ThreadContexts thread_contexts = {};
+__attribute__((tls_model("initial-exec"))) thread_local ThreadContexts thread_contexts = {};
 
-struct ThreadContextsGuard {
-  ~ThreadContextsGuard() {
-    EVP_CIPHER_CTX_free(thread_contexts.enc);  // frees (and cleanses) the key schedules
-    EVP_CIPHER_CTX_free(thread_contexts.dec);
-    thread_contexts = {};
+EVP_CIPHER_CTX* Context(bool encrypt) {
+  EVP_CIPHER_CTX*& ctx = encrypt ? thread_contexts.enc : thread_contexts.dec;
+  if (ctx == nullptr) {
+    ctx = EVP_CIPHER_CTX_new();
+    (encrypt ? thread_contexts.enc_key_id : thread_contexts.dec_key_id) = 0;
   }
-};
-
-ThreadContexts& Contexts() {
-  if (thread_contexts.enc == nullptr) {
-    thread_local ThreadContextsGuard guard;
-    (void)guard;
-    thread_contexts.enc = EVP_CIPHER_CTX_new();
-    thread_contexts.dec = EVP_CIPHER_CTX_new();
-    thread_contexts.enc_key_id = thread_contexts.dec_key_id = 0;
-  }
-  return thread_contexts;
+  return ctx;
 }
 
 // Per-thread batch of random bytes for nonces; invalidated in forked children.
@@ -98,6 +88,12 @@ void CryptoFatal(const char* what) {
 }
 
 }  // namespace
+
+void ReleaseThreadCipherContexts() {
+  EVP_CIPHER_CTX_free(thread_contexts.enc);  // frees (and cleanses) the key schedules
+  EVP_CIPHER_CTX_free(thread_contexts.dec);
+  thread_contexts = {};
+}
 
 // The kernel's generator, which seeds OpenSSL's DRBG: the DRBG's locks (its primary, which a
 // thread's reseed takes) may be held by another thread when the process forks, and a forked
@@ -204,7 +200,7 @@ Aes256Gcm::Aes256Gcm(SecretBytes key)
 // Wipes this thread's key schedule of the key. Other threads' contexts keep theirs until they
 // next use another key or exit; they never hand it out, since ids are never reused.
 Aes256Gcm::~Aes256Gcm() {
-  // No Contexts() here: that would make contexts again after the thread's were freed.
+  // Not Context(): that would make contexts again after the thread's were freed.
   ThreadContexts& contexts = thread_contexts;
   if (contexts.enc != nullptr && contexts.enc_key_id == id_) {
     EVP_CIPHER_CTX_reset(contexts.enc);
@@ -216,22 +212,32 @@ Aes256Gcm::~Aes256Gcm() {
   }
 }
 
-// Sets up this thread's context for one message under this key: nonce, then AAD.
+// What a primitive that cannot get memory fails with. With valid arguments (checked before),
+// OpenSSL's AES-GCM calls fail only when an allocation fails (a new key makes a new provider
+// context): the runtime serves the program's call with ENOMEM, and never takes it for damage.
+static Status NoMemory(const char* what) {
+  ERR_clear_error();
+  return IoError(std::string("AES-GCM ") + what + ": no memory for a cipher context", ENOMEM);
+}
+
+// Sets up this thread's context for one message under this key: nonce, then AAD. Null when
+// memory ran out.
 static EVP_CIPHER_CTX* BeginMessage(bool encrypt, uint64_t key_id, const SecretBytes& key,
                                     ByteSpan nonce, std::initializer_list<ByteSpan> aad) {
-  ThreadContexts& contexts = Contexts();
-  EVP_CIPHER_CTX* ctx = encrypt ? contexts.enc : contexts.dec;
-  uint64_t& current = encrypt ? contexts.enc_key_id : contexts.dec_key_id;
+  EVP_CIPHER_CTX* ctx = Context(encrypt);
+  if (ctx == nullptr) return nullptr;
+  uint64_t& current = encrypt ? thread_contexts.enc_key_id : thread_contexts.dec_key_id;
   bool same_key = current == key_id;  // keep the key schedule: set only the nonce
+  current = 0;  // until the key is in place
   if (EVP_CipherInit_ex2(ctx, same_key ? nullptr : AesGcmCipher(), same_key ? nullptr : key.data(),
                          nonce.data(), encrypt ? 1 : 0, nullptr) != 1) {
-    CryptoFatal("AES-GCM init");
+    return nullptr;
   }
   current = key_id;
   int n = 0;
   for (ByteSpan a : aad) {
     if (!a.empty() && EVP_CipherUpdate(ctx, nullptr, &n, a.data(), static_cast<int>(a.size())) != 1) {
-      CryptoFatal("AES-GCM aad");
+      return nullptr;
     }
   }
   return ctx;
@@ -242,14 +248,15 @@ Status Aes256Gcm::Seal(ByteSpan nonce, std::initializer_list<ByteSpan> aad, Byte
   if (nonce.size() != kNonceSize) return InvalidArgument("AES-GCM nonce must be 12 bytes");
   InsideOpenSsl inside;
   EVP_CIPHER_CTX* ctx = BeginMessage(true, id_, key_, nonce, aad);
+  if (ctx == nullptr) return NoMemory("seal");
   int n = 0;
   if (!plaintext.empty() &&
       EVP_CipherUpdate(ctx, out, &n, plaintext.data(), static_cast<int>(plaintext.size())) != 1) {
-    CryptoFatal("AES-GCM encrypt");
+    return NoMemory("seal");
   }
   if (EVP_CipherFinal_ex(ctx, out + plaintext.size(), &n) != 1 ||
       EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagSize, tag) != 1) {
-    CryptoFatal("AES-GCM final");
+    return NoMemory("seal");
   }
   return Status::Ok();
 }
@@ -259,10 +266,12 @@ Status Aes256Gcm::Open(ByteSpan nonce, std::initializer_list<ByteSpan> aad, Byte
   if (nonce.size() != kNonceSize) return InvalidArgument("AES-GCM nonce must be 12 bytes");
   InsideOpenSsl inside;
   EVP_CIPHER_CTX* ctx = BeginMessage(false, id_, key_, nonce, aad);
+  if (ctx == nullptr) return NoMemory("open");
   int n = 0;
   if (!ciphertext.empty() &&
       EVP_CipherUpdate(ctx, out, &n, ciphertext.data(), static_cast<int>(ciphertext.size())) != 1) {
-    CryptoFatal("AES-GCM decrypt");
+    OPENSSL_cleanse(out, ciphertext.size());
+    return NoMemory("open");
   }
   EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagSize, const_cast<uint8_t*>(tag));
   if (EVP_CipherFinal_ex(ctx, out + ciphertext.size(), &n) != 1) {
@@ -270,6 +279,12 @@ Status Aes256Gcm::Open(ByteSpan nonce, std::initializer_list<ByteSpan> aad, Byte
     return DataCorrupted("decryption failed");
   }
   return Status::Ok();
+}
+
+Result<bool> Authentic(const Status& opened) {
+  if (opened.ok()) return true;
+  if (opened.code() == Code::kDataCorrupted) return false;
+  return opened;
 }
 
 size_t Base64Encode(ByteSpan bytes, char* out) {

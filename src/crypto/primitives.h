@@ -68,11 +68,13 @@ class Aes256Gcm {
   Aes256Gcm& operator=(const Aes256Gcm&) = delete;
 
   // Encrypts `plaintext` into `out` (same size; may alias) and writes the 16-byte tag.
-  // `aad` parts are authenticated, not encrypted.
+  // `aad` parts are authenticated, not encrypted. Fails only with ENOMEM (kIoError) when this
+  // thread cannot get memory for its cipher context.
   Status Seal(ByteSpan nonce, std::initializer_list<ByteSpan> aad, ByteSpan plaintext,
               uint8_t* out, uint8_t* tag) const;
   // Decrypts and verifies; on failure `out` is wiped and the status says only
-  // "decryption failed" (kDataCorrupted), never why.
+  // "decryption failed" (kDataCorrupted), never why. ENOMEM (kIoError) as for Seal: that is no
+  // verdict on the data, see Authentic.
   Status Open(ByteSpan nonce, std::initializer_list<ByteSpan> aad, ByteSpan ciphertext,
               uint8_t* out, const uint8_t* tag) const;
 
@@ -80,5 +82,9 @@ class Aes256Gcm {
   SecretBytes key_;
   uint64_t id_;  // unique per object: names the key in the per-thread context cache
 };
+
+// An Open's outcome as a verdict: true for authentic, false for not (kDataCorrupted), or the
+// error that kept it from deciding, which a caller must not take for damage.
+Result<bool> Authentic(const Status& opened);
 
 }  // namespace scone::crypto

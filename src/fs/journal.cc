@@ -109,10 +109,9 @@ Result<bool> Journal::IsZeroFrom(uint64_t offset) const {
 }
 
 // A frame's tag binds the volume, the size and sequence (the header's first 12 bytes) and the body.
-bool Journal::Authentic(const uint8_t* header, ByteSpan body, const uint8_t* tag) const {
-  return mac_.Open(ByteSpan(header + 12, crypto::kNonceSize), {volume_id_, ByteSpan(header, 12), body}, {},
-                   nullptr, tag)
-      .ok();
+Result<bool> Journal::Authentic(const uint8_t* header, ByteSpan body, const uint8_t* tag) const {
+  return crypto::Authentic(
+      mac_.Open(ByteSpan(header + 12, crypto::kNonceSize), {volume_id_, ByteSpan(header, 12), body}, {}, nullptr, tag));
 }
 
 // Looks for an authentic durable record with a sequence number after `seq` at any offset from
@@ -134,7 +133,8 @@ Result<bool> Journal::DurableRecordAfter(uint64_t from, uint64_t seq) const {
     if (at + kFrameHeaderSize + uint64_t{body_size} + crypto::kTagSize > tail.size()) continue;
     const uint8_t* header = tail.data() + at;
     ByteSpan body(header + kFrameHeaderSize, body_size);
-    if (!Authentic(header, body, header + kFrameHeaderSize + body_size)) continue;
+    SCONE_ASSIGN_OR_RETURN(bool authentic, Authentic(header, body, header + kFrameHeaderSize + body_size));
+    if (!authentic) continue;
     JournalRecord record;
     if (JournalRecord::Decode(body, &record) && !record.lazy) return true;
   }
@@ -220,7 +220,8 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     ByteSpan body(frame + kFrameHeaderSize, body_size);
     const uint8_t* tag = frame + kFrameHeaderSize + body_size;
     uint64_t next = offset + kFrameHeaderSize + body_size + crypto::kTagSize;
-    if (!Authentic(header, body, tag)) {
+    SCONE_ASSIGN_OR_RETURN(bool authentic, Authentic(header, body, tag));
+    if (!authentic) {
       SCONE_ASSIGN_OR_RETURN(bool zero_tail, IsZeroFrom(offset));
       // Lazy records are appended without a sync, so a crash may keep a later one and lose
       // an earlier one: only a durable record after the bad one proves damage.

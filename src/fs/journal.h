@@ -117,7 +117,7 @@ class Journal {
   Status WriteZerosAhead(uint64_t needed);
   Result<bool> IsZeroFrom(uint64_t offset) const;
   Result<bool> DurableRecordAfter(uint64_t from, uint64_t seq) const;
-  bool Authentic(const uint8_t* header, ByteSpan body, const uint8_t* tag) const;
+  Result<bool> Authentic(const uint8_t* header, ByteSpan body, const uint8_t* tag) const;
 
   os::File file_;
   crypto::Aes256Gcm mac_;

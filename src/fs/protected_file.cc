@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "common/parallel.h"
+#include "common/thread_exit_hook.h"
 #include "fs/data_ranges.h"
 #include "fs/volume.h"
 #include "os/syscalls.h"
@@ -62,19 +63,17 @@ bool IsAllZero(ByteSpan bytes) {
 // Per-thread buffer for batched reads and writes, reached through a trivially destructible
 // pointer: exit() destroys thread-local objects before the code that closes volumes runs, and
 // a buffer made again after that is simply freed with the process.
-thread_local Bytes* thread_scratch = nullptr;
+__attribute__((tls_model("initial-exec"))) thread_local Bytes* thread_scratch = nullptr;
 
-struct ThreadScratchOwner {
-  ~ThreadScratchOwner() {
-    delete thread_scratch;
-    thread_scratch = nullptr;
-  }
-};
+void FreeThreadScratch() {
+  delete thread_scratch;
+  thread_scratch = nullptr;
+}
 
 Bytes& ThreadScratch(size_t size) {
   if (thread_scratch == nullptr) {
-    thread_local ThreadScratchOwner owner;
-    (void)owner;
+    static ThreadExitHook free_at_exit(FreeThreadScratch);
+    free_at_exit.Arm();
     thread_scratch = new Bytes();
   }
   if (thread_scratch->size() < size) thread_scratch->resize(size);
@@ -565,23 +564,18 @@ bool ProtectedFile::SlotAuthentic(const FileKeys& keys, const FileId& id, uint64
 Status ProtectedFile::OpenChunk(uint64_t chunk, const ChunkEntry& entry, const uint8_t* slot_image,
                                 size_t image_size, uint8_t* plain) {
   ChunkAad aad(id_, chunk);
+  Status opened;
   if (region_ == Region::kEncrypted) {
     if (image_size != kChunkSize) return ChunkError(chunk, "is truncated on disk");
-    if (!keys_.chunk->Open(entry.nonce, {aad.span()}, ByteSpan(slot_image, kChunkSize), plain,
-                           entry.tag.data())
-             .ok()) {
-      return ChunkError(chunk, "fails authentication (modified, swapped or damaged)");
-    }
-    return Status::Ok();
+    opened = keys_.chunk->Open(entry.nonce, {aad.span()}, ByteSpan(slot_image, kChunkSize), plain, entry.tag.data());
+  } else {
+    if (plain != slot_image) std::memcpy(plain, slot_image, image_size);
+    std::memset(plain + image_size, 0, kChunkSize - image_size);
+    opened = keys_.chunk->Open(entry.nonce, {aad.span(), ByteSpan(plain, kChunkSize)}, {}, nullptr, entry.tag.data());
+    if (!opened.ok()) std::memset(plain, 0, kChunkSize);
   }
-  if (plain != slot_image) std::memcpy(plain, slot_image, image_size);
-  std::memset(plain + image_size, 0, kChunkSize - image_size);
-  if (!keys_.chunk->Open(entry.nonce, {aad.span(), ByteSpan(plain, kChunkSize)}, {}, nullptr,
-                         entry.tag.data())
-           .ok()) {
-    std::memset(plain, 0, kChunkSize);
-    return ChunkError(chunk, "fails authentication (modified, swapped or damaged)");
-  }
+  SCONE_ASSIGN_OR_RETURN(bool authentic, crypto::Authentic(opened));
+  if (!authentic) return ChunkError(chunk, "fails authentication (modified, swapped or damaged)");
   return Status::Ok();
 }
 
