@@ -69,11 +69,11 @@ EVP_CIPHER_CTX* Context(bool encrypt) {
   return ctx;
 }
 
-// Per-thread batch of random bytes for nonces; invalidated in forked children.
-struct NoncePool {
-  static constexpr size_t kNonces = 256;
-  uint8_t bytes[kNonces * kNonceSize];
-  size_t next = kNonces;
+// Per-thread batch of random bytes for nonces and ids; invalidated in forked children.
+struct RandomPool {
+  static constexpr size_t kSize = 4096;
+  uint8_t bytes[kSize];
+  size_t next = kSize;
   uint64_t generation = UINT64_MAX;
 };
 
@@ -116,19 +116,22 @@ void RegisterNonceForkHandler() {
 
 void NoteForkInChild() { BumpForkGeneration(); }
 
-void FreshNonce(uint8_t* out) {
+void FreshRandom(MutableByteSpan out) {
+  if (out.size() > 64) return RandomBytes(out);
   RegisterNonceForkHandler();
-  thread_local NoncePool pool;
+  thread_local RandomPool pool;
   uint64_t generation = fork_generation.load(std::memory_order_relaxed);
-  if (pool.next == NoncePool::kNonces || pool.generation != generation) {
+  if (pool.next + out.size() > RandomPool::kSize || pool.generation != generation) {
     RandomBytes(pool.bytes);
     pool.next = 0;
     pool.generation = generation;
   }
-  std::memcpy(out, pool.bytes + pool.next * kNonceSize, kNonceSize);
-  OPENSSL_cleanse(pool.bytes + pool.next * kNonceSize, kNonceSize);
-  ++pool.next;
+  std::memcpy(out.data(), pool.bytes + pool.next, out.size());
+  OPENSSL_cleanse(pool.bytes + pool.next, out.size());
+  pool.next += out.size();
 }
+
+void FreshNonce(uint8_t* out) { FreshRandom(MutableByteSpan(out, kNonceSize)); }
 
 SecretBytes RandomKey() {
   SecretBytes key(kKeySize);

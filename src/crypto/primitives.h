@@ -29,6 +29,8 @@ void RandomBytes(MutableByteSpan out);
 // call per few hundred nonces); the batch is discarded in a forked child, so parent
 // and child never hand out the same nonce.
 void FreshNonce(uint8_t* out);
+// Up to 64 fresh random bytes from the same batch (a new file's id: no system call per file).
+void FreshRandom(MutableByteSpan out);
 // Fork: the batch is discarded in a child through a pthread_atfork handler, registered at the
 // first FreshNonce. A program that forks while it may hand out its first nonce (the runtime:
 // its console shield seals a record in its pthread_atfork parent handler, while glibc holds the

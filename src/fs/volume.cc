@@ -1509,7 +1509,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       SCONE_ASSIGN_OR_RETURN(bool parent_exists, os::Exists(parent));
       if (!parent_exists) return NotFound(parent + ": no such directory");
       FileId id;
-      crypto::RandomBytes(id);
+      crypto::FreshRandom(id);
       FileKeys keys = DeriveFileKeys(id);
       JournalRecord record;
       record.kind = JournalRecord::Kind::kCreate;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "runtime/files/shield_syscalls.h"
+
 namespace scone::runtime {
 
 void RecentFiles::Note(std::shared_ptr<fs::ProtectedFile> file) {
@@ -16,7 +18,10 @@ void RecentFiles::Note(std::shared_ptr<fs::ProtectedFile> file) {
       ++it;
     }
   }
-  if (file == nullptr) return;
+  // Kept, a file whose descriptor could not go above the program's limit (soft and hard limit
+  // alike and small: `ulimit -n 32`) would hold one of the program's own: it ran out after 23
+  // files where it natively never does (hostile finding).
+  if (file == nullptr || files::InProgramsReach(file->data_fd())) return;
   files_.push_front(std::move(file));
   while (files_.size() > kMaxFiles) {
     gone.push_back(std::move(files_.back()));

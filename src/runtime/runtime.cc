@@ -401,8 +401,13 @@ fs::Volume* MountedVolume::Get() {
     if (failed_) return nullptr;
     auto opened = fs::Volume::Open(root, key);
     if (!opened.ok()) {
-      failed_ = true;
       const int err = opened.status().sys_errno();
+      if (err == EMFILE || err == ENFILE || err == ENOMEM) {
+        unavailable_errno_ = err;
+        return nullptr;
+      }
+      failed_ = true;
+      unavailable_errno_ = EIO;
       const std::string meta_dir = root + "/" + fs::kMetaDirName;
       if ((err == EACCES || err == EPERM) && access(meta_dir.c_str(), R_OK | W_OK | X_OK) == 0) {
         // Its metadata is this user's, a file it must recover is not: left to a user that may.

@@ -39,11 +39,13 @@ struct MountedVolume {
   std::string cas_name;  // the session's name for it, when CAS granted it
 
   // The volume, opened on first use; nullptr (logged once) if it cannot be opened, then every
-  // call that touches it fails with UnavailableErrno(). REQUIRES: a RuntimeSection.
+  // call that touches it fails with UnavailableErrno(). Out of descriptors or memory at that
+  // moment, the call fails with EMFILE, ENFILE or ENOMEM and the next one tries again (every
+  // call of the process failed with EIO for good: hostile finding). REQUIRES: a RuntimeSection.
   fs::Volume* Get();
   // EACCES where this process may not open the volume's metadata (it runs as a user that does
   // not own the volume's directory, as natively it could not open its files), else EIO.
-  int UnavailableErrno() const { return unavailable_errno_; }
+  int UnavailableErrno() const { return unavailable_errno_.load(std::memory_order_relaxed); }
   // The volume if this process has opened it, else nullptr; never opens it.
   fs::Volume* IfOpen() const { return opened_.load(std::memory_order_acquire); }
   // Opened by the caller (at start-up, to check its state before the program runs).
@@ -63,7 +65,7 @@ struct MountedVolume {
   std::shared_ptr<fs::Volume> volume_;
   std::atomic<fs::Volume*> opened_{nullptr};
   bool failed_ = false;
-  int unavailable_errno_ = EIO;
+  std::atomic<int> unavailable_errno_{EIO};
 };
 
 // Where a program's path lands.

@@ -496,6 +496,66 @@ PYEOF
   ! grep -q "terminate called\|bad_alloc" hog.err || { cat hog.err; fail "the runtime threw out of a call"; }
   ;;
 
+descriptor-limits)
+  # A small descriptor limit, soft and hard alike (ulimit -n): the runtime keeps no file loaded
+  # on one of the program's own numbers (a program making files one after the other ran out at
+  # the 23rd of 60); an O_CREAT|O_EXCL open that fails with EMFILE creates nothing (a lock-file
+  # protocol's retry found the file); and a first use of the volume with every descriptor taken
+  # fails with EMFILE, not with EIO for the rest of the process.
+  cat > limits.py <<PYEOF
+import errno, os
+for i in range(60):
+    with open("vol/f%d" % i, "w") as f:
+        f.write("$MARKER %d" % i)
+held = []
+def exhaust():
+    try:
+        while True:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError as e:
+        assert e.errno == errno.EMFILE, e
+def release():
+    while held:
+        os.close(held.pop())
+exhaust()
+try:
+    os.open("vol/lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    raise SystemExit("an open with no descriptor left succeeded")
+except OSError as e:
+    assert e.errno == errno.EMFILE, e
+assert not os.path.exists("vol/lock"), "the failed open created the file"
+release()
+fd = os.open("vol/lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+os.write(fd, b"$MARKER lock")
+os.close(fd)
+print("files", sum(open("vol/f%d" % i).read() == "$MARKER %d" % i for i in range(60)))
+PYEOF
+  run sh -c "ulimit -n 32 && exec $PY limits.py" > limits.out 2>&1 || { cat limits.out; fail "the program failed under ulimit -n 32"; }
+  grep -q "^files 60$" limits.out || { cat limits.out; fail "files read back"; }
+  [[ "$(run cat vol/lock)" == "$MARKER lock" ]] || fail "the lock file"
+  cat > first-use.py <<PYEOF
+import errno, os
+held = []
+try:
+    while True:
+        held.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+os.close(held.pop())
+try:
+    open("vol/late", "w").write("x")
+    raise SystemExit("an open with no descriptor left succeeded")
+except OSError as e:
+    assert e.errno in (errno.EMFILE, errno.ENFILE), e
+for h in held:
+    os.close(h)
+open("vol/late", "w").write("$MARKER late")
+print(open("vol/late").read())
+PYEOF
+  run sh -c "ulimit -n 64 && exec $PY first-use.py" > first.out 2>&1 || { cat first.out; fail "the first use of the volume at the descriptor limit"; }
+  grep -q "^$MARKER late$" first.out || { cat first.out; fail "the volume after a first use at the limit"; }
+  ;;
+
 shared-appends)
   # One process writes a file, then another: through a descriptor a shell shares with the
   # programs it starts (which commit before and after exec) and through fresh opens of the same

@@ -128,10 +128,14 @@ std::unique_ptr<std::thread> StartRuntimeThread(std::function<void()> body) {
     }
     ~AllBlocked() { RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&before), 0, sizeof(uint64_t)); }
   } blocked;
-  return std::make_unique<std::thread>([body = std::move(body)] {
-    BecomeRuntimeThread();
-    body();
-  });
+  try {
+    return std::make_unique<std::thread>([body = std::move(body)] {
+      BecomeRuntimeThread();
+      body();
+    });
+  } catch (const std::exception&) {  // std::system_error (EAGAIN) or std::bad_alloc
+    return nullptr;
+  }
 }
 
 void BecomeRuntimeThread() {

@@ -120,6 +120,9 @@ void BecomeRuntimeThread();
 // process) delivered to it before it became the runtime's ran the program's handler there,
 // unshielded, and a fork in that handler made a child whose every call reached the kernel
 // unshielded: plaintext in the volume (hostile finding, 2 runs in 30).
+// Null when the thread cannot be made (no memory for its stack, the process's thread limit):
+// the caller goes on without it and may try again later; the runtime never aborts the program
+// for it (it did: an uncaught std::system_error under `ulimit -v`).
 std::unique_ptr<std::thread> StartRuntimeThread(std::function<void()> body);
 // Before the kernel's call of a clone the runtime makes for itself (one made while it works on
 // the calling thread, depth > 0: pthread_create for the crypto helper or the CAS reporter): a

@@ -117,7 +117,7 @@ long FinishCreatedMode(int fd, mode_t mode) {
 // open of a path inside a protected region. REQUIRES: a RuntimeSection.
 long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool for_runtime) {
   fs::Volume* volume = t.volume->Get();
-  if (volume == nullptr) return -EIO;
+  if (volume == nullptr) return -t.volume->UnavailableErrno();
   struct stat st;
   bool exists = RawLstat(t.absolute.c_str(), &st) == 0;
   bool known = t.known_file || volume->Knows(t.path);
@@ -177,10 +177,16 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
     const std::string inode = "/proc/self/fd/" + std::to_string((*file)->data_fd());
     fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(inode.c_str()), open_flags, 0);
   }
-  if (fd < 0) return fd;
-  if (fd >= FdTable::kMaxFds) {
-    RawSyscall(SYS_close, fd);
-    return -EMFILE;
+  if (fd < 0 || fd >= FdTable::kMaxFds) {
+    if (fd >= 0) RawSyscall(SYS_close, fd);
+    // No descriptor for the program (EMFILE): a file this open created goes again, as the
+    // kernel creates nothing then (it stayed: a retry of O_EXCL found it, hostile finding).
+    if (created) {
+      std::shared_ptr<fs::ProtectedFile> made = std::move(file).value();
+      made.reset();
+      (void)volume->Unlink(t.path);
+    }
+    return fd < 0 ? fd : -EMFILE;
   }
   // The kernel let the program open it for writing (a chmod since the file was loaded read-only).
   if (!for_runtime && Writable(flags)) {
@@ -399,7 +405,7 @@ long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode, bo
     // programs fall back to a named temporary file.
     std::string inside = t.path.empty() ? std::string("tmpfile") : t.path + "/tmpfile";
     fs::Volume* volume = t.volume->Get();
-    if (volume == nullptr) return -EIO;
+    if (volume == nullptr) return -t.volume->UnavailableErrno();
     return volume->RegionOf(inside) == fs::Region::kNotProtected ? kNotMine : -EOPNOTSUPP;
   }
   if (t.unavailable) return -t.UnavailableErrno();
@@ -618,7 +624,7 @@ long UnlinkAt(Runtime& rt, int dirfd, const char* path, int flags) {
   if (t.unavailable) return -t.UnavailableErrno();
   if (t.region == fs::Region::kNotProtected) return kNotMine;
   fs::Volume* volume = t.volume->Get();
-  if (volume == nullptr) return -EIO;
+  if (volume == nullptr) return -t.volume->UnavailableErrno();
   // What this process wrote to the file and still buffers is published first: another process
   // that has it open reads it after the unlink (natively, from the page cache); once no name is
   // left, nothing carries it to them.

@@ -349,7 +349,7 @@ long ProtectedFd::Map(void* addr, size_t length, int prot, int flags, int64_t of
   if ((flags & MAP_TYPE) != MAP_PRIVATE) {
     if ((prot & PROT_WRITE) && (!Writable(access) || (access & O_APPEND))) return -EACCES;
     fs::Volume* volume = volume_->Get();
-    if (volume == nullptr) return -EIO;
+    if (volume == nullptr) return -volume_->UnavailableErrno();
     return MappedFiles::Get().MapShared(*volume, file_, addr, length, prot, flags, offset);
   }
   // A private mapping: a copy on write of the image where this process maps the file shared,

@@ -9,6 +9,8 @@
 #include <sys/uio.h>
 
 #include <algorithm>
+#include <atomic>
+#include <climits>
 
 #include "os/syscalls.h"
 #include "runtime/entry/raw_syscall.h"
@@ -20,6 +22,8 @@ namespace {
 constexpr rlim_t kRoom = 1 << 16;  // how far above the limit the runtime's descriptors may go
 
 FdTable* own_table = nullptr;
+// The lowest number the runtime's descriptors were last placed at: below it, the program's.
+std::atomic<long> reach_floor{LONG_MAX};
 
 // Moves `fd` out of the program's reach; returns its new number (or `fd` if it cannot move).
 long PlaceOutOfReach(long fd) {
@@ -34,6 +38,7 @@ long PlaceOutOfReach(long fd) {
   // Not widened (the hard limit is reached, as in containers that set both to 2^20): the top
   // quarter of the first thousand; higher would make the kernel's table for the process large.
   if (!widened) target = std::min<rlim_t>(limit.rlim_cur, 1024) * 3 / 4;
+  reach_floor.store(static_cast<long>(target), std::memory_order_relaxed);
   long moved = fd >= static_cast<long>(target) ? -1 : RawSyscall(SYS_fcntl, fd, F_DUPFD_CLOEXEC, static_cast<long>(target));
   if (widened) RawSyscall(SYS_prlimit64, 0, RLIMIT_NOFILE, Arg(&limit), 0);
   if (moved < 0) return fd;
@@ -105,6 +110,8 @@ int Fcntl(int fd, int cmd, ...) {
 }
 
 }  // namespace
+
+bool InProgramsReach(int fd) { return fd < reach_floor.load(std::memory_order_relaxed); }
 
 int KeepOwn(int fd) {
   fd = static_cast<int>(PlaceOutOfReach(fd));

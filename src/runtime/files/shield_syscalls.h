@@ -29,6 +29,9 @@ void InstallShieldSyscalls(FdTable& table);
 int KeepOwn(int fd);
 // Closes a descriptor KeepOwn kept.
 void CloseOwn(int fd);
+// Whether a descriptor of the runtime's sits among the program's numbers (no room above its
+// descriptor limit when it was opened): it then costs the program one of its own.
+bool InProgramsReach(int fd);
 
 }  // namespace files
 }  // namespace scone::runtime
