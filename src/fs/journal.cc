@@ -281,6 +281,13 @@ Status Journal::Append(uint64_t seq, const JournalRecord& record, bool durable) 
   return Status::Ok();
 }
 
+Status Journal::Reserve(uint64_t bytes) {
+  const uint64_t needed = end_ + bytes + kFrameHeaderSize;
+  if (needed <= size_) return Status::Ok();
+  SCONE_ASSIGN_OR_RETURN(size_, file_.Size());  // never write zeros over what is there
+  return WriteZerosAhead(needed);
+}
+
 Status Journal::WriteZerosAhead(uint64_t needed) {
   if (needed <= size_) return Status::Ok();
   const uint64_t target = (needed + kZeroAhead - 1) / kZeroAhead * kZeroAhead;

@@ -95,6 +95,11 @@ class Journal {
   // end ReadFrom left) or wrote; with `durable`, makes it (and every record before it)
   // durable before returning. REQUIRES: no other writer (the volume's writer lock).
   Status Append(uint64_t seq, const JournalRecord& record, bool durable = true);
+  // Makes sure the next `bytes` of records fit in what the journal holds already (zeros written
+  // ahead), so that a commit that cannot get the disk space fails before it changes anything:
+  // a full disk failed the append after the file had sealed its chunks into the record, and the
+  // retry committed their entries without their images (the file damaged: hostile finding).
+  Status Reserve(uint64_t bytes);
   // Makes every record appended so far durable (fdatasync; needs no lock: appends by others
   // meanwhile may become durable too, which is harmless).
   Status Sync() { return file_.DataSync(); }

@@ -650,7 +650,7 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
   SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order (fs/buffered_files.h)
   std::unique_lock lock(mu_);
   if (!volume_->MayBuffer()) {
-    SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, write_at_position));
+    SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, write_at_position, data.size()));
   } else {
     SCONE_RETURN_IF_ERROR(write_at_position());
     SCONE_RETURN_IF_ERROR(AfterWriteAlone());
@@ -664,10 +664,13 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
 Result<size_t> ProtectedFile::WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
   if (data.empty()) return size_t{0};
   std::unique_lock lock(mu_);
-  SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, [&]() -> Status {
-    if (appended_at != nullptr) offset = *appended_at = size_;
-    return StageWrite(offset, data);
-  }));
+  SCONE_RETURN_IF_ERROR(CommitLocked(
+      /*durable=*/false,
+      [&]() -> Status {
+        if (appended_at != nullptr) offset = *appended_at = size_;
+        return StageWrite(offset, data);
+      },
+      data.size()));
   return data.size();
 }
 
@@ -1029,7 +1032,7 @@ Status ProtectedFile::Truncate(uint64_t new_size) {
   SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order
   std::unique_lock lock(mu_);
   if (!volume_->MayBuffer()) {
-    return CommitLocked(/*durable=*/false, [&] { return TruncateLocked(new_size); });
+    return CommitLocked(/*durable=*/false, [&] { return TruncateLocked(new_size); }, kChunkSize);
   }
   SCONE_RETURN_IF_ERROR(TruncateLocked(new_size));
   if (changed_) volume_->NoteBuffered(id_);
@@ -1109,7 +1112,35 @@ Status ProtectedFile::Sync() {
   return CommitLocked(/*durable=*/true);
 }
 
-Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& stage) {
+uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes) const {
+  // Images of the chunks that go to the journal (a small durable commit's, or overwrites of
+  // durable chunks), an entry for every chunk, the pages' and the header's bytes.
+  const bool journal_all = cache_.size() <= kSmallCommitChunks;
+  uint64_t images = 0;
+  for (const auto& [chunk, plain] : cache_) images += journal_all || IsDurable(chunk) ? 1 : 0;
+  const uint64_t staged = stage_bytes == 0 ? 0 : stage_bytes / kChunkSize + 2;
+  const uint64_t entries = cache_.size() + changed_entries_.size() + staged;
+  return (images + staged) * kChunkSize + entries * (kEntrySize + 8) + 4096;
+}
+
+Status ProtectedFile::AllocateInPlaceLocked(bool durable) {
+  // As BuildRecord picks them: chunks that go to the journal need no slot yet.
+  const bool journal_all = durable && !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
+  uint64_t begin = 0, end = 0;
+  for (const auto& [chunk, plain] : cache_) {
+    if (journal_all || IsDurable(chunk)) continue;
+    const uint64_t at = layout_.SlotOffset(chunk);
+    if (at != end) {
+      if (end > begin) SCONE_RETURN_IF_ERROR(data_.Allocate(begin, end - begin));
+      begin = at;
+    }
+    end = at + kChunkSize;
+  }
+  if (end > begin) SCONE_RETURN_IF_ERROR(data_.Allocate(begin, end - begin));
+  return Status::Ok();
+}
+
+Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& stage, uint64_t stage_bytes) {
   if (!stage && !changed_ && cache_.empty()) {
     if (!durable || unlinked_) return Status::Ok();
     // fsync with every change published already: what this process or another published
@@ -1138,13 +1169,14 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     // open: the changes stay in memory (see MarkUnlinked).
     bool kept_in_memory = false;
     SCONE_RETURN_IF_ERROR(volume_->CommitFile(
-        id_, record,
+        id_, record, RecordBoundLocked(stage_bytes),
         [&](const FileEntry* current) -> Status {
           if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
           ForgetDurableLazyChunks();
           in_transaction_ = stage != nullptr;
           Status built = stage ? stage() : Status::Ok();
           kept_in_memory = unlinked_ && in_memory_only_;
+          if (built.ok() && !kept_in_memory) built = AllocateInPlaceLocked(durable);
           if (built.ok() && !kept_in_memory) built = BuildRecord(&record, durable, /*defer_in_place=*/true);
           in_transaction_ = false;
           return built;

@@ -258,7 +258,13 @@ class ProtectedFile {
   // Commits (durable) or publishes (lazy) what this object changed; `stage`, if given, makes a
   // change first, under the volume's locks after catching up (a write by a process that
   // shares the volume). REQUIRES: mu_ held exclusively.
-  Status CommitLocked(bool durable, const std::function<Status()>& stage = nullptr);
+  Status CommitLocked(bool durable, const std::function<Status()>& stage = nullptr, uint64_t stage_bytes = 0);
+  // At most how large the record of a commit gets, `stage_bytes` staged in it (a bound for the
+  // journal's room, not the size).
+  uint64_t RecordBoundLocked(uint64_t stage_bytes) const;
+  // Allocates the slots the commit's new chunks go to in place, before its record names them:
+  // a full disk failed those writes after the record, and the file was damaged for good.
+  Status AllocateInPlaceLocked(bool durable);
   Status TruncateLocked(uint64_t new_size);
   Status StageWrite(uint64_t offset, ByteSpan data);
   Status AfterWriteAlone();

@@ -1085,7 +1085,7 @@ void Volume::ApplyToState(const JournalRecord& record) {
   }
 }
 
-Status Volume::CommitFile(const FileId& id, JournalRecord& record,
+Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound,
                           const std::function<Status(const FileEntry* current)>& build,
                           const std::function<Status()>& apply) {
   KeepAlive keep;
@@ -1099,6 +1099,7 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record,
     SCONE_RETURN_IF_ERROR(build(last ? &*last : nullptr));
     return apply();
   }
+  SCONE_RETURN_IF_ERROR(journal_->Reserve(record_bound + it->second.size()));
   // Until its record is appended, a crash leaves chunks written in place that no record names:
   // the next holder of the writer lock learns of it (RepairAfterDeadWriterLocked). A failed
   // build or append leaves the mark too, for this process's next commit.

@@ -338,8 +338,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Called by ProtectedFile with the file's lock held. Under the volume's locks, after catching
   // up with other processes: `build` fills the record, given the file's current entry (nullptr
   // if it was unlinked: then nothing is journaled); the record is appended, applied with
-  // `apply`, and folded into the state.
-  Status CommitFile(const FileId& id, JournalRecord& record,
+  // `apply`, and folded into the state. `record_bound`: at most how large the record gets; the
+  // journal has room for it before `build` runs (ENOSPC then, with nothing changed).
+  Status CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound,
                     const std::function<Status(const FileEntry* current)>& build,
                     const std::function<Status()>& apply);
 

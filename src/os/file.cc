@@ -120,6 +120,15 @@ Status File::Truncate(uint64_t size) const {
   return r == 0 ? Status::Ok() : IoError("truncate " + path_, errno);
 }
 
+Status File::Allocate(uint64_t offset, uint64_t length) const {
+  int r;
+  do {
+    r = Sys().fallocate(fd_, FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset), static_cast<off_t>(length));
+  } while (r < 0 && errno == EINTR);
+  if (r == 0 || errno == EOPNOTSUPP || errno == ENOSYS) return Status::Ok();
+  return IoError("allocate " + path_, errno);
+}
+
 Status File::Sync() const {
   return Sys().fsync(fd_) == 0 ? Status::Ok() : IoError("fsync " + path_, errno);
 }

@@ -41,6 +41,10 @@ class File {
     return WriteVectorAt(offset, std::span<const ByteSpan>(pieces.begin(), pieces.size()));
   }
   Status Truncate(uint64_t size) const;
+  // Allocates the disk space of [offset, offset + length) without changing the size, so that
+  // writes there cannot fail for want of space (ENOSPC now instead). A file system without
+  // fallocate passes.
+  Status Allocate(uint64_t offset, uint64_t length) const;
   Status Sync() const;      // fsync
   Status DataSync() const;  // fdatasync
   Result<uint64_t> Size() const;

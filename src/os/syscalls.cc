@@ -34,6 +34,7 @@ Syscalls LibcSyscalls() {
   s.mkdir = ::mkdir;
   s.flock = ::flock;
   s.fcntl = ::fcntl;
+  s.fallocate = ::fallocate;
   return s;
 }
 

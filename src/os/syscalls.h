@@ -30,6 +30,7 @@ struct Syscalls {
   int (*mkdir)(const char* path, mode_t mode);
   int (*flock)(int fd, int operation);
   int (*fcntl)(int fd, int cmd, ...);
+  int (*fallocate)(int fd, int mode, off_t offset, off_t length);
 };
 
 // The table in use. Thread-safety: read freely; replace only while no other thread uses libscone

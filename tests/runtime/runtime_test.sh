@@ -556,6 +556,53 @@ PYEOF
   grep -q "^$MARKER late$" first.out || { cat first.out; fail "the volume after a first use at the limit"; }
   ;;
 
+disk-full)
+  # A volume on a small file system that fills up. A commit that cannot get its space fails
+  # before it changes anything: the program sees ENOSPC, files committed before stay readable,
+  # and the volume verifies. Before, a full disk failed the journal's append or the in-place
+  # writes after a commit had named the new chunks: the file was damaged for good, and a
+  # write past the disk's size was reported done.
+  mkdir small
+  if ! mount -t tmpfs -o size=8m tmpfs small 2>/dev/null; then echo "skipped: cannot mount a tmpfs (needs root)"; exit 0; fi
+  trap 'umount -l "$work/small" 2>/dev/null || true; rm -rf "$work"' EXIT
+  "$scone" volume create small/v --key-file skey >/dev/null 2>&1
+  srun() { "$scone" run --volume "$work/small/v:$work/skey" -- "$@"; }
+  $PY -c "import sys; sys.stdout.write(('$MARKER keep\\n' * 40000)[:1048576])" > keep.plain
+  srun cp keep.plain small/v/keep
+  rc=0
+  srun dd if=/dev/zero of=small/v/fill bs=64k count=200 2> dd.err || rc=$?
+  [[ $rc -ne 0 ]] && grep -q "No space left on device" dd.err || { cat dd.err; fail "dd past the disk's size did not fail with ENOSPC"; }
+  mount -o remount,size=64m small
+  "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify after the disk filled up"
+  srun cmp keep.plain small/v/keep || fail "a file committed before the disk filled up"
+  filled=$(srun wc -c < small/v/fill) || fail "the file that filled the disk is unreadable"
+  (( filled > 0 && filled <= 200 * 65536 )) || fail "the file that filled the disk has $filled bytes"
+  srun rm small/v/fill
+  # An overwrite and fsync with little room left: it either commits or fails with ENOSPC; the file
+  # holds the old content or the new one, whole.
+  for room in 64 256 900; do
+    srun dd if=/dev/urandom of=small/v/pad bs=64k count=16 2>/dev/null
+    used=$(df -k small | awk 'NR==2 {print $3}')
+    mount -o remount,size=$((used + room))k small
+    srun $PY -c "
+import os
+fd = os.open('small/v/keep', os.O_RDWR)
+os.pwrite(fd, b'$MARKER new ' * 300, 0)
+try:
+    os.fsync(fd)
+    os.close(fd)
+except OSError as e:
+    assert e.errno == 28, e
+" > py.out 2>&1 || true
+    mount -o remount,size=64m small
+    "$scone" volume verify small/v --key-file skey >/dev/null || { cat py.out; fail "the volume does not verify after an overwrite at $room KiB free"; }
+    head=$(srun head -c 40 small/v/keep) || fail "the overwritten file is unreadable ($room KiB free)"
+    [[ "$head" == "$(head -c 40 keep.plain)" || "$head" == "$(printf '%s' "$MARKER new $MARKER new $MARKER new" | head -c 40)" ]] \
+      || fail "the overwritten file holds neither its old nor its new content ($room KiB free): $head"
+    srun rm small/v/pad
+  done
+  ;;
+
 shared-appends)
   # One process writes a file, then another: through a descriptor a shell shares with the
   # programs it starts (which commit before and after exec) and through fresh opens of the same

@@ -109,6 +109,10 @@ int Fcntl(int fd, int cmd, ...) {
   return static_cast<int>(Result(RawSyscall(SYS_fcntl, fd, cmd, arg)));
 }
 
+int Fallocate(int fd, int mode, off_t offset, off_t length) {
+  return static_cast<int>(Result(RawSyscall(SYS_fallocate, fd, mode, offset, length)));
+}
+
 }  // namespace
 
 bool InProgramsReach(int fd) { return fd < reach_floor.load(std::memory_order_relaxed); }
@@ -145,6 +149,7 @@ void InstallShieldSyscalls(FdTable& table) {
   calls.mkdir = Mkdir;
   calls.flock = Flock;
   calls.fcntl = Fcntl;
+  calls.fallocate = Fallocate;
   os::InstallSyscalls(calls);
 }
 
