@@ -332,10 +332,21 @@ Result<FileEntry> ProtectedFile::CreateOnDisk(const std::string& dir, const std:
   std::string full = dir + "/" + path;
   // O_NOFOLLOW: a link planted at the name must not lead the new file elsewhere.
   SCONE_ASSIGN_OR_RETURN(*data, os::File::Open(full, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW, mode & 07777));
+  Status made;
   if (region == Region::kEncrypted) {
-    SCONE_RETURN_IF_ERROR(data->WriteAt(0, EncodeHeader(id, region, keys.root)));
+    made = data->WriteAt(0, EncodeHeader(id, region, keys.root));
+  } else if (auto opened = os::File::Open(SideFilePath(dir, id), O_RDWR | O_CREAT | O_TRUNC, 0600); opened.ok()) {
+    *side = std::move(opened).value();
   } else {
-    SCONE_ASSIGN_OR_RETURN(*side, os::File::Open(SideFilePath(dir, id), O_RDWR | O_CREAT | O_TRUNC, 0600));
+    made = opened.status();
+  }
+  if (!made.ok()) {
+    // The name goes again (the volume takes its record back): left, an empty file no metadata
+    // lists made the name unusable, and a full disk left SQLite's -journal there, the database
+    // unwritable for good (hostile finding).
+    *data = os::File();
+    os::Sys().unlink(full.c_str());
+    return made;
   }
   FileEntry entry;
   entry.file_id = id;

@@ -601,6 +601,36 @@ except OSError as e:
       || fail "the overwritten file holds neither its old nor its new content ($room KiB free): $head"
     srun rm small/v/pad
   done
+  # A create that fails for want of space leaves nothing: the name stays usable (an empty data
+  # file no metadata listed was left, and SQLite's -journal then made its database unwritable).
+  cat > create.py <<PYEOF
+import os, sys, time
+fd = os.open("small/v/j", os.O_CREAT | os.O_RDWR, 0o644)
+os.write(fd, b"$MARKER" * 500)
+os.fsync(fd)
+os.close(fd)
+os.unlink("small/v/j")
+open("ready", "w").close()
+while not os.path.exists("go"):
+    time.sleep(0.02)
+for name in ("fresh", "j"):
+    try:
+        os.close(os.open("small/v/" + name, os.O_CREAT | os.O_RDWR, 0o644))
+        print(name, "created")
+    except OSError as e:
+        assert e.errno == 28, e
+        print(name, "ENOSPC")
+PYEOF
+  srun $PY create.py > create.out 2>&1 &
+  creator=$!
+  until [[ -e ready ]]; do kill -0 $creator 2>/dev/null || { cat create.out; fail "the creating program ended early"; }; sleep 0.05; done
+  dd if=/dev/zero of=small/filler bs=4k 2>/dev/null || true
+  touch go
+  wait $creator || { cat create.out; fail "the creating program failed"; }
+  rm small/filler
+  "$scone" volume verify small/v --key-file skey >/dev/null || { cat create.out; fail "the volume does not verify after creates on a full disk"; }
+  srun sh -c "echo '$MARKER again' > small/v/fresh && echo '$MARKER again' > small/v/j" || fail "the names of creates that failed for want of space"
+  [[ "$(srun cat small/v/fresh)" == "$MARKER again" ]] || fail "a name whose create failed for want of space"
   ;;
 
 shared-appends)
