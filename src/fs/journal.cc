@@ -270,10 +270,7 @@ Status Journal::Append(uint64_t seq, const JournalRecord& record, bool durable) 
   const uint64_t record_end = end_ + frame.size() + body_size + sizeof(tag);
   // Room for the record and a zero header after it; the zeros reach the disk with the
   // record's sync (or the next one).
-  if (record_end + kFrameHeaderSize > size_) {
-    SCONE_ASSIGN_OR_RETURN(size_, file_.Size());  // never write zeros over what is there
-    SCONE_RETURN_IF_ERROR(WriteZerosAhead(record_end + kFrameHeaderSize));
-  }
+  SCONE_RETURN_IF_ERROR(Reserve(record_end - end_));
   SCONE_RETURN_IF_ERROR(file_.WriteVectorAt(
       end_, {frame, head, record.slot_data, ByteSpan(tag, sizeof(tag))}));
   if (durable) SCONE_RETURN_IF_ERROR(file_.DataSync());

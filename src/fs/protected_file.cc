@@ -1123,12 +1123,19 @@ Status ProtectedFile::Sync() {
   return CommitLocked(/*durable=*/true);
 }
 
+bool ProtectedFile::JournalsAllChunks(bool durable) const {
+  // An authenticated file's commits are durable (see BuildRecord).
+  durable = durable || region_ == Region::kAuthenticated;
+  return durable && !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
+}
+
 uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes) const {
-  // Images of the chunks that go to the journal (a small durable commit's, or overwrites of
-  // durable chunks), an entry for every chunk, the pages' and the header's bytes.
-  const bool journal_all = cache_.size() <= kSmallCommitChunks;
+  // Images of the chunks that go to the journal, an entry for every chunk, the pages' and the
+  // header's bytes. Before the catch-up and the stage: counted as if any small commit went to
+  // the journal whole.
+  const bool all = cache_.size() <= kSmallCommitChunks;
   uint64_t images = 0;
-  for (const auto& [chunk, plain] : cache_) images += journal_all || IsDurable(chunk) ? 1 : 0;
+  for (const auto& [chunk, plain] : cache_) images += GoesToJournal(chunk, all) ? 1 : 0;
   const uint64_t staged = stage_bytes == 0 ? 0 : stage_bytes / kChunkSize + 2;
   const uint64_t entries = cache_.size() + changed_entries_.size() + staged;
   return (images + staged) * kChunkSize + entries * (kEntrySize + 8) + 4096;
@@ -1136,10 +1143,10 @@ uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes) const {
 
 Status ProtectedFile::AllocateInPlaceLocked(bool durable) {
   // As BuildRecord picks them: chunks that go to the journal need no slot yet.
-  const bool journal_all = durable && !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
+  const bool all = JournalsAllChunks(durable);
   uint64_t begin = 0, end = 0;
   for (const auto& [chunk, plain] : cache_) {
-    if (journal_all || IsDurable(chunk)) continue;
+    if (GoesToJournal(chunk, all)) continue;
     const uint64_t at = layout_.SlotOffset(chunk);
     if (at != end) {
       if (end > begin) SCONE_RETURN_IF_ERROR(data_.Allocate(begin, end - begin));
@@ -1445,10 +1452,8 @@ Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable, bool defer_i
   std::vector<std::pair<uint64_t, const uint8_t*>> inplace_now;
   // A small commit with no data written in place yet goes to the journal whole: one
   // fdatasync (the journal's) instead of two (data, then journal).
-  const bool journal_all = durable && !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
-  auto journaled_chunk = [&](uint64_t chunk) {
-    return journal_all || IsDurable(chunk);
-  };
+  const bool journal_all = JournalsAllChunks(durable);
+  auto journaled_chunk = [&](uint64_t chunk) { return GoesToJournal(chunk, journal_all); };
   size_t journaled = 0;
   for (const auto& [chunk, plain] : cache_) {
     if (journaled_chunk(chunk)) ++journaled;

@@ -262,6 +262,11 @@ class ProtectedFile {
   // At most how large the record of a commit gets, `stage_bytes` staged in it (a bound for the
   // journal's room, not the size).
   uint64_t RecordBoundLocked(uint64_t stage_bytes) const;
+  // Which buffered chunks a commit seals into its record (BuildRecord) rather than in place: all
+  // of them for a small durable commit with no data written in place yet (one fdatasync, the
+  // journal's, instead of two), else the overwrites of durable chunks.
+  bool JournalsAllChunks(bool durable) const;
+  bool GoesToJournal(uint64_t chunk, bool all) const { return all || IsDurable(chunk); }
   // Allocates the slots the commit's new chunks go to in place, before its record names them:
   // a full disk failed those writes after the record, and the file was damaged for good.
   Status AllocateInPlaceLocked(bool durable);

@@ -44,7 +44,8 @@ struct MountedVolume {
   // call of the process failed with EIO for good: hostile finding). REQUIRES: a RuntimeSection.
   fs::Volume* Get();
   // EACCES where this process may not open the volume's metadata (it runs as a user that does
-  // not own the volume's directory, as natively it could not open its files), else EIO.
+  // not own the volume's directory, as natively it could not open its files); EMFILE, ENFILE or
+  // ENOMEM where the last try ran out of them; else EIO.
   int UnavailableErrno() const { return unavailable_errno_.load(std::memory_order_relaxed); }
   // The volume if this process has opened it, else nullptr; never opens it.
   fs::Volume* IfOpen() const { return opened_.load(std::memory_order_acquire); }
