@@ -556,6 +556,84 @@ PYEOF
   grep -q "^$MARKER late$" first.out || { cat first.out; fail "the volume after a first use at the limit"; }
   ;;
 
+bad-pointers)
+  # Bad pointers as the kernel sees them: a call whose buffer, iovec array or path the program
+  # cannot access fails with EFAULT, a transfer stops at the first page it cannot, natively as
+  # under the runtime, whose own code reads and writes those bytes for a protected file (it
+  # faulted: the program died of SIGSEGV, or its SIGSEGV handler ran while the runtime held the
+  # file's lock and the runtime then gave up its writes). Also by a raw `syscall` (the SIGSYS
+  # entry), and with a SIGSEGV handler that must never run. The outputs must be the same.
+  cat > bad.c <<'CEOF'
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <unistd.h>
+static void on_segv(int sig) { (void)sig; static const char m[] = "SIGSEGV handler ran\n"; write(1, m, sizeof m - 1); _exit(3); }
+static long raw3(long nr, long a, long b, long c) {
+  long r;
+  __asm__ volatile("syscall" : "=a"(r) : "a"(nr), "D"(a), "S"(b), "d"(c) : "rcx", "r11", "memory");
+  return r;
+}
+#define SHOW(what, expr) do { errno = 0; long r_ = (expr); printf("%s: %ld %s\n", what, r_, r_ < 0 ? strerror(errno) : ""); } while (0)
+int main(int argc, char** argv) {
+  if (argc > 2) signal(SIGSEGV, on_segv);
+  char path[512];
+  snprintf(path, sizeof path, "%s/bad.txt", argv[1]);
+  int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+  if (fd < 0) { perror("open"); return 1; }
+  // Two pages: the first readable and writable, the second not accessible at all.
+  char* pages = mmap(NULL, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  mprotect(pages + 4096, 4096, PROT_NONE);
+  char* readonly = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  memset(pages, 'M', 4096);
+  void* null8 = (void*)8;
+  SHOW("write unmapped", write(fd, null8, 100));
+  SHOW("write straddling", write(fd, pages + 4000, 200));
+  SHOW("pwrite unmapped", pwrite(fd, null8, 10, 0));
+  struct iovec wv[3] = {{pages, 5}, {null8, 5}, {pages, 5}};
+  SHOW("writev second bad", writev(fd, wv, 3));
+  SHOW("writev bad array", writev(fd, (struct iovec*)null8, 2));
+  SHOW("raw write unmapped", raw3(SYS_write, fd, 8, 100));
+  SHOW("pread unmapped", pread(fd, null8, 10, 0));
+  SHOW("pread read-only", pread(fd, readonly, 10, 0));
+  SHOW("pread straddling", pread(fd, pages + 4090, 50, 0));
+  lseek(fd, 0, SEEK_SET);
+  SHOW("raw read unmapped", raw3(SYS_read, fd, 8, 10));
+  struct iovec rv[2] = {{pages, 3}, {readonly, 3}};
+  SHOW("readv second read-only", preadv(fd, rv, 2, 0));
+  SHOW("open unmapped path", open((char*)null8, O_RDONLY));
+  SHOW("stat unmapped path", stat((char*)null8, (struct stat*)pages));
+  SHOW("mkdir unmapped path", mkdir((char*)null8, 0755));
+  SHOW("rename to unmapped path", rename(path, (char*)null8));
+  SHOW("unlink path into no access", unlink(pages + 4096));
+  char buf[512] = {0};
+  SHOW("read back", pread(fd, buf, sizeof buf - 1, 0));
+  printf("content: %s\n", buf);
+  return 0;
+}
+CEOF
+  gcc -O1 -w -o bad bad.c
+  mkdir plain
+  ./bad plain > native.out 2>&1 || { cat native.out; fail "the program fails natively"; }
+  grep -q "write unmapped: -1 Bad address" native.out || { cat native.out; fail "the program does not behave as this test expects"; }
+  for handler in "" with-handler; do
+    run ./bad "$work/vol" $handler > shielded.out 2> shielded.err || { cat shielded.out shielded.err; fail "the program failed under the runtime ($handler)"; }
+    diff native.out shielded.out || fail "results differ from native ($handler)"
+    ! grep -q "scone:" shielded.err || { cat shielded.err; fail "the runtime reported a fault ($handler)"; }
+  done
+  sed -i "s/^/$MARKER /" plain/bad.txt  # the volume's copy must hold the same bytes
+  [[ "$(run cat vol/bad.txt | sed "s/^/$MARKER /")" == "$(cat plain/bad.txt)" ]] || fail "the protected file's content"
+  check_volume
+  ;;
+
 disk-full)
   # A volume on a small file system that fills up. A commit that cannot get its space fails
   # before it changes anything: the program sees ENOSPC, files committed before stay readable,

@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/ioctl.h>
 #include <linux/close_range.h>
 #include <sys/mman.h>
@@ -15,6 +16,7 @@
 
 #include "runtime/alone_watcher.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/entry/user_memory.h"
 #include "runtime/files/file_calls.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/net/passed_descriptors.h"
@@ -214,6 +216,49 @@ bool PathArguments(long nr, PathArgs* out) {
     default:
       return false;
   }
+}
+
+// Whether the paths a call names can be read (entry/user_memory.h): the runtime judges them
+// itself, where a bad pointer faulted; the kernel fails such a call with EFAULT.
+bool PathsReadable(long nr, const long* a) {
+  PathArgs p = {{-1, -1}, {-1, -1}};
+  if (!PathArguments(nr, &p)) {
+    switch (nr) {
+      case SYS_mkdir:
+      case SYS_rmdir:
+      case SYS_chmod:
+      case SYS_chown:
+      case SYS_lchown:
+      case SYS_readlink:
+      case SYS_mknod:
+        p.path[0] = 0;
+        break;
+      case SYS_mkdirat:
+      case SYS_fchmodat:
+      case SYS_fchownat:
+      case SYS_readlinkat:
+      case SYS_mknodat:
+        p.path[0] = 1;
+        break;
+      case SYS_utimensat:  // NULL: the descriptor itself
+        p.path[0] = a[1] != 0 ? 1 : -1;
+        break;
+      case SYS_symlink:
+        p.path[0] = 0;
+        p.path[1] = 1;
+        break;
+      case SYS_symlinkat:
+        p.path[0] = 0;
+        p.path[1] = 2;
+        break;
+      default:
+        return true;
+    }
+  }
+  for (int i : p.path) {
+    if (i >= 0 && !ReadableString(Str(a[i]), PATH_MAX)) return false;
+  }
+  return true;
 }
 
 // After the volumes closed at exit: what would have been shielded fails (EIO), never reaches the
@@ -490,6 +535,7 @@ long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
 // Calls on descriptors and paths: the file system shield's.
 DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
   if (process::ForkChildPending() && !process::BeforeChildReset(f.nr, f.args[3])) process::CompleteForkInChild();
+  if (!PathsReadable(f.nr, f.args)) return Done(-EFAULT);
   if (rt.closed()) return DispatchAfterClose(rt, f);
   // What the program buffered in a volume it has alone goes first (fs/buffered_files.h).
   if (fs::Volume::AnyBuffered() && SendsOut(rt, f)) PublishBufferedWrites();

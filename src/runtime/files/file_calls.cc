@@ -10,12 +10,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <vector>
 
 #include "fs/volume_path.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/entry/user_memory.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/files/protected_fd.h"
 #include "runtime/lexical_path.h"
@@ -354,6 +356,34 @@ size_t IovTotal(const struct iovec* iov, int count) {
   for (int i = 0; i < count; ++i) total += iov[i].iov_len;
   return total;
 }
+
+// The program's buffer, cut where the kernel's copy would stop at a fault (entry/user_memory.h):
+// false when not one of the asked bytes can be moved (EFAULT).
+bool CutToProgramMemory(const void* buf, size_t* count, bool runtime_writes) {
+  const size_t usable = runtime_writes ? WritableBytes(const_cast<void*>(buf), *count) : ReadableBytes(buf, *count);
+  if (usable == 0 && *count != 0) return false;
+  *count = usable;
+  return true;
+}
+
+// The program's iovec array, cut likewise; a few vectors stay on the stack.
+class ProgramVectors {
+ public:
+  ProgramVectors(const struct iovec* given, int count, bool runtime_writes) : count_(count) {
+    if (count_ > kInline) heap_ = std::make_unique<struct iovec[]>(static_cast<size_t>(count_));
+    error_ = UsableVectors(given, &count_, runtime_writes, data());
+  }
+  struct iovec* data() { return heap_ ? heap_.get() : inline_; }
+  int count() const { return count_; }
+  long error() const { return error_; }
+
+ private:
+  static constexpr int kInline = 8;
+  struct iovec inline_[kInline];
+  std::unique_ptr<struct iovec[]> heap_;
+  int count_;
+  long error_ = 0;
+};
 
 // Commits the description `newfd` referred to if this was its last descriptor (dup2 over it).
 void ReleaseReplaced(std::shared_ptr<ShieldedFd> replaced) {
@@ -760,38 +790,48 @@ long Close(Runtime& rt, int fd) {
 long Read(Runtime& rt, int fd, void* buf, size_t count) {
   RuntimeSection section;
   auto d = Shielded(rt, fd);
-  return d ? d->Read(fd, buf, count) : RawSyscall(SYS_read, fd, Arg(buf), static_cast<long>(count));
+  if (d == nullptr) return RawSyscall(SYS_read, fd, Arg(buf), static_cast<long>(count));
+  if (!CutToProgramMemory(buf, &count, /*runtime_writes=*/true)) return -EFAULT;
+  return d->Read(fd, buf, count);
 }
 
 long Write(Runtime& rt, int fd, const void* buf, size_t count) {
   RuntimeSection section;
   auto d = Shielded(rt, fd);
-  return d ? d->Write(fd, buf, count) : RawSyscall(SYS_write, fd, Arg(buf), static_cast<long>(count));
+  if (d == nullptr) return RawSyscall(SYS_write, fd, Arg(buf), static_cast<long>(count));
+  if (!CutToProgramMemory(buf, &count, /*runtime_writes=*/false)) return -EFAULT;
+  return d->Write(fd, buf, count);
 }
 
 long ReadAt(Runtime& rt, int fd, void* buf, size_t count, long offset) {
   if (offset < 0) return -EINVAL;
   RuntimeSection section;
   auto d = Shielded(rt, fd);
-  return d ? d->ReadAt(buf, count, static_cast<uint64_t>(offset))
-           : RawSyscall(SYS_pread64, fd, Arg(buf), static_cast<long>(count), offset);
+  if (d == nullptr) return RawSyscall(SYS_pread64, fd, Arg(buf), static_cast<long>(count), offset);
+  if (!CutToProgramMemory(buf, &count, /*runtime_writes=*/true)) return -EFAULT;
+  return d->ReadAt(buf, count, static_cast<uint64_t>(offset));
 }
 
 long WriteAt(Runtime& rt, int fd, const void* buf, size_t count, long offset) {
   if (offset < 0) return -EINVAL;
   RuntimeSection section;
   auto d = Shielded(rt, fd);
-  return d ? d->WriteAt(buf, count, static_cast<uint64_t>(offset))
-           : RawSyscall(SYS_pwrite64, fd, Arg(buf), static_cast<long>(count), offset);
+  if (d == nullptr) return RawSyscall(SYS_pwrite64, fd, Arg(buf), static_cast<long>(count), offset);
+  if (!CutToProgramMemory(buf, &count, /*runtime_writes=*/false)) return -EFAULT;
+  return d->WriteAt(buf, count, static_cast<uint64_t>(offset));
 }
 
 // Scatter/gather through one bounce buffer: one shield call per vector.
-long ReadVector(Runtime& rt, int fd, const struct iovec* iov, int count, long offset) {
+long ReadVector(Runtime& rt, int fd, const struct iovec* given, int count, long offset) {
   if (count < 0 || count > IOV_MAX) return -EINVAL;
   RuntimeSection section;
   auto d = Shielded(rt, fd);
   if (d == nullptr) return -EBADF;
   if (offset < -1) return -EINVAL;
+  ProgramVectors vectors(given, count, /*runtime_writes=*/true);
+  if (vectors.error() != 0) return vectors.error();
+  const struct iovec* iov = vectors.data();
+  count = vectors.count();
   auto read = [&](void* into, size_t size) {
     return offset == -1 ? d->Read(fd, into, size) : d->ReadAt(into, size, static_cast<uint64_t>(offset));
   };
@@ -809,11 +849,15 @@ long ReadVector(Runtime& rt, int fd, const struct iovec* iov, int count, long of
   return n;
 }
 
-long WriteVector(Runtime& rt, int fd, const struct iovec* iov, int count, long offset) {
+long WriteVector(Runtime& rt, int fd, const struct iovec* given, int count, long offset) {
   if (count < 0 || count > IOV_MAX) return -EINVAL;
   RuntimeSection section;
   auto d = Shielded(rt, fd);
   if (d == nullptr) return -EBADF;
+  ProgramVectors vectors(given, count, /*runtime_writes=*/false);
+  if (vectors.error() != 0) return vectors.error();
+  const struct iovec* iov = vectors.data();
+  count = vectors.count();
   if (count == 1) {  // no bounce needed
     if (offset == -1) return d->Write(fd, iov[0].iov_base, iov[0].iov_len);
     if (offset < 0) return -EINVAL;

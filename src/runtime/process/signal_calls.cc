@@ -11,6 +11,7 @@
 #include "fs/volume.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/entry/user_memory.h"
 #include "runtime/process/termination.h"
 #include "runtime/runtime.h"
 
@@ -27,6 +28,9 @@ std::mutex actions_mu;
 KernelSigaction program_sigsys = {};  // SIG_DFL
 // Signals whose SIG_DFL ends the process commit first (termination.h), from the first volume on.
 std::atomic<bool> committing{false};
+// The faults' SIG_DFL has the runtime's fault handler from the first probe of the program's
+// memory on (entry/user_memory.h), volume or not.
+std::atomic<bool> catching_faults{false};
 
 // The program's action for each signal whose kernel action is the runtime's: its handler
 // wrapped, or its SIG_DFL committing first.
@@ -79,7 +83,9 @@ bool Substitutes(int sig) { return CommitsBeforeEnding(sig) || PublishesBeforeFa
 KernelSigaction SubstituteFor(int sig) { return PublishesBeforeFault(sig) ? FaultAction() : TerminationAction(); }
 
 bool CommitsFirst(int sig, const KernelSigaction& program) {
-  return program.handler == SIG_DFL && committing.load(std::memory_order_acquire) && Substitutes(sig);
+  if (program.handler != SIG_DFL) return false;
+  if (committing.load(std::memory_order_acquire) && Substitutes(sig)) return true;
+  return catching_faults.load(std::memory_order_acquire) && PublishesBeforeFault(sig);
 }
 
 // A consistent copy of the program's action (signal handlers read it: no lock).
@@ -113,6 +119,21 @@ void WriteAction(int sig, bool substituted, const KernelSigaction& action) {
   a.seq.fetch_add(1, std::memory_order_release);
 }
 
+// Where the kernel has SIG_DFL for a signal that `substitutes`: the runtime's action.
+// REQUIRES: actions_mu.
+void SubstituteDefaults(bool (*substitutes)(int)) {
+  for (int sig = 1; sig <= kMaxSignal; ++sig) {
+    if (!substitutes(sig)) continue;
+    const KernelSigaction ours = SubstituteFor(sig);
+    // Only where the kernel has SIG_DFL: what the program set, inherited or wrapped stays.
+    KernelSigaction current;
+    if (RawSyscall(SYS_rt_sigaction, sig, 0, Arg(&current), sizeof(uint64_t)) != 0 || current.handler != SIG_DFL) {
+      continue;
+    }
+    if (RawSyscall(SYS_rt_sigaction, sig, Arg(&ours), 0, sizeof(uint64_t)) == 0) WriteAction(sig, true, current);
+  }
+}
+
 // Faults the kernel raises for the instruction that caused them: they cannot wait.
 bool IsFault(int sig, const siginfo_t* si) {
   return PublishesBeforeFault(sig) && si->si_code > 0;
@@ -133,6 +154,7 @@ void ResetAsDelivered(int sig) {
 }
 
 void WrappedHandler(int sig, siginfo_t* si, void* context) {
+  if (IsFault(sig, si) && RecoverProbeFault(context)) return;  // the program's call fails with EFAULT
   EntryThread& t = ThisThread();
   if (t.runtime_thread && (sig == kLibcCancel || sig == kLibcSetXid)) {
     // The C library's own signals reach every thread it made, the runtime's too: setgid() waits
@@ -258,16 +280,17 @@ void CommitBeforeEndingBySignals() {
   std::lock_guard lock(actions_mu);
   if (committing.load(std::memory_order_relaxed)) return;
   committing.store(true, std::memory_order_release);
-  for (int sig = 1; sig <= kMaxSignal; ++sig) {
-    if (!Substitutes(sig)) continue;
-    const KernelSigaction ours = SubstituteFor(sig);
-    // Only where the kernel has SIG_DFL: what the program set, inherited or wrapped stays.
-    KernelSigaction current;
-    if (RawSyscall(SYS_rt_sigaction, sig, 0, Arg(&current), sizeof(uint64_t)) != 0 || current.handler != SIG_DFL) {
-      continue;
-    }
-    if (RawSyscall(SYS_rt_sigaction, sig, Arg(&ours), 0, sizeof(uint64_t)) == 0) WriteAction(sig, true, current);
-  }
+  SubstituteDefaults(Substitutes);
+}
+
+void CatchFaults() {
+  if (catching_faults.load(std::memory_order_acquire)) return;
+  RuntimeSection section;
+  LearnUnsafeCode();  // a kill -SEGV ends the process as a termination does
+  std::lock_guard lock(actions_mu);
+  if (catching_faults.load(std::memory_order_relaxed)) return;
+  catching_faults.store(true, std::memory_order_release);
+  SubstituteDefaults(PublishesBeforeFault);
 }
 
 void WrapInstalledHandlers() {

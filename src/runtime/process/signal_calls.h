@@ -58,6 +58,11 @@ bool RestartsAfter(uint64_t held);
 // the first call costs two rt_sigaction per signal.
 void CommitBeforeEndingBySignals();
 
+// From now on, SIG_DFL of a fault has the runtime's fault handler (termination.h), which turns a
+// fault of a probe of the program's memory into a failed probe (entry/user_memory.h), and ends
+// the process for any other fault as SIG_DFL does. Idempotent; one atomic load once done.
+void CatchFaults();
+
 // Wraps the handlers installed before the entry was (by libraries' constructors).
 void WrapInstalledHandlers();
 

@@ -11,6 +11,7 @@
 #include "runtime/entry/code_patcher.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
+#include "runtime/entry/user_memory.h"
 #include "runtime/memory/private_heap.h"
 #include "runtime/runtime.h"
 
@@ -212,6 +213,7 @@ void FaultHandler(int sig, siginfo_t* si, void* context) {
     TerminationHandler(sig, si, context);
     return;
   }
+  if (RecoverProbeFault(context)) return;  // the program's call fails with EFAULT (user_memory.h)
   const EntryThread& t = ThisThread();
   const auto ip = static_cast<uintptr_t>(static_cast<ucontext_t*>(context)->uc_mcontext.gregs[REG_RIP]);
   const CodeRange own = RuntimeCodeRange();
