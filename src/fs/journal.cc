@@ -1,9 +1,14 @@
 #include "fs/journal.h"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+
+#include "os/syscalls.h"
 
 namespace scone::fs {
 namespace {
@@ -287,7 +292,19 @@ Status Journal::Reserve(uint64_t bytes) {
 
 Status Journal::WriteZerosAhead(uint64_t needed) {
   if (needed <= size_) return Status::Ok();
-  const uint64_t target = (needed + kZeroAhead - 1) / kZeroAhead * kZeroAhead;
+  uint64_t target = (needed + kZeroAhead - 1) / kZeroAhead * kZeroAhead;
+  // The program's file-size limit (ulimit -f) binds the runtime's writes too, and the kernel
+  // answers a write past it with SIGXFSZ, which ends a program that never wrote a large file:
+  // zeros ahead stop at the limit, and a record past it fails its commit with EFBIG.
+  struct rlimit limit;
+  if (os::Sys().getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    if (needed > limit.rlim_cur) {
+      return IoError(file_.path() + ": the journal would pass the file-size limit (" + std::to_string(limit.rlim_cur) +
+                         " bytes, ulimit -f)",
+                     EFBIG);
+    }
+    target = std::min<uint64_t>(target, limit.rlim_cur);
+  }
   for (uint64_t at = size_; at < target;) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof(kZeroBlock), target - at));
     SCONE_RETURN_IF_ERROR(file_.WriteAt(at, ByteSpan(kZeroBlock, n)));

@@ -1089,7 +1089,7 @@ Status ProtectedFile::EnsureRoomFor(uint64_t size) {
   // RLIMIT_FSIZE, where the kernel would signal SIGXFSZ for a size the program did not ask for.
   uint64_t probe = std::max(need, std::min(2 * room_, layout_.DataFileSize(kMaxFileSize)));
   struct rlimit limit;
-  const bool limited = getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
+  const bool limited = os::Sys().getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
   // Every file system takes a small file: only the program's own limit can refuse it (two
   // ftruncates per new file were most of what `tar -x` paid for this check).
   if (need <= kUnprobedSize && (!limited || need <= limit.rlim_cur)) {

@@ -1770,10 +1770,12 @@ Result<FileEntry> Volume::Lookup(std::string_view raw_path) {
   if (closed_) return Internal("volume " + dir_ + " is closed");
   SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
   auto it = state_.files.find(path);
-  if (it == state_.files.end()) {
-    // Not known: asked again of the journal itself, not of the count of its changes, which the
-    // host could hold still (a file another process created or renamed would then pass for an
-    // unknown one, its ciphertext's size for its own).
+  // Not known: asked again of the journal itself, not of the count of its changes, which the
+  // host could hold still (a file another process created or renamed would then pass for an
+  // unknown one, its ciphertext's size for its own). Not while this process holds the volume
+  // alone: a process that joins waits for its hand-over before it changes anything (a `tar -x`
+  // looks up every name it creates, twice).
+  if (it == state_.files.end() && !(holds_alone_ && !shared_)) {
     journal_changes_seen_ = UINT64_MAX;
     SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
     it = state_.files.find(path);

@@ -35,6 +35,7 @@ Syscalls LibcSyscalls() {
   s.flock = ::flock;
   s.fcntl = ::fcntl;
   s.fallocate = ::fallocate;
+  s.getrlimit = [](int resource, struct rlimit* limit) { return ::getrlimit(static_cast<__rlimit_resource>(resource), limit); };
   return s;
 }
 

@@ -6,6 +6,7 @@
 // install wrappers to inject faults (short reads, EINTR, ENOSPC, EIO).
 #pragma once
 
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -31,6 +32,7 @@ struct Syscalls {
   int (*flock)(int fd, int operation);
   int (*fcntl)(int fd, int cmd, ...);
   int (*fallocate)(int fd, int mode, off_t offset, off_t length);
+  int (*getrlimit)(int resource, struct rlimit* limit);
 };
 
 // The table in use. Thread-safety: read freely; replace only while no other thread uses libscone

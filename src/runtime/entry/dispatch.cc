@@ -19,6 +19,7 @@
 #include "runtime/entry/user_memory.h"
 #include "runtime/files/file_calls.h"
 #include "runtime/files/mapped_files.h"
+#include "runtime/files/shield_syscalls.h"
 #include "runtime/net/passed_descriptors.h"
 #include "runtime/net/socket_calls.h"
 #include "runtime/net/tls_socket.h"
@@ -698,6 +699,12 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       return Done(process::Exec(rt, AT_FDCWD, Str(a[0]), Ptr<char* const>(a[1]), Ptr<char* const>(a[2]), 0));
     case SYS_execveat:
       return Done(process::Exec(rt, Fd(a[0]), Str(a[1]), Ptr<char* const>(a[2]), Ptr<char* const>(a[3]), Fd(a[4])));
+    case SYS_setrlimit:
+    case SYS_prlimit64: {  // (pid, resource, new, old): a new limit for this process, maybe
+      const long r = Raw(f);
+      if (r == 0 && (f.nr == SYS_setrlimit || a[2] != 0)) files::LimitsChanged();
+      return Done(r);
+    }
     case SYS_io_setup:
     case SYS_io_uring_setup:
       // Asynchronous I/O would reach the kernel without the shields (a protected file's

@@ -74,6 +74,9 @@ struct EntryThread {
   // The faults the program asked to block on this thread, which the kernel's mask may not hold
   // (process/signal_calls.h: a blocked fault would bypass the runtime's fault handler).
   uint64_t blocked_faults;
+  // In one of the runtime's own writes (files/shield_syscalls.cc): a SIGXFSZ now is the kernel's
+  // answer to it passing the program's file-size limit, not the program's (process/signal_calls.h).
+  bool own_write;
 };
 EntryThread& ThisThread();
 

@@ -3,7 +3,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -15,6 +17,7 @@
 #include <vector>
 
 #include "fs/volume_path.h"
+#include "os/syscalls.h"
 #include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/entry/user_memory.h"
@@ -355,6 +358,19 @@ size_t IovTotal(const struct iovec* iov, int count) {
   size_t total = 0;
   for (int i = 0; i < count; ++i) total += iov[i].iov_len;
   return total;
+}
+
+// A write, truncation or allocation of a protected file that met the program's file-size limit
+// (ulimit -f; the data file meets it a little before the plaintext does): SIGXFSZ, as the kernel
+// signals it for the program's own files (the runtime's own write dropped the kernel's). Held
+// back until the call returns.
+long SignalPastLimit(long r) {
+  if (r != -EFBIG) return r;
+  struct rlimit limit;
+  if (os::Sys().getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
+    RawSyscall(SYS_tgkill, RawSyscall(SYS_getpid), RawSyscall(SYS_gettid), SIGXFSZ);
+  }
+  return r;
 }
 
 // The program's buffer, cut where the kernel's copy would stop at a fault (entry/user_memory.h):
@@ -800,7 +816,7 @@ long Write(Runtime& rt, int fd, const void* buf, size_t count) {
   auto d = Shielded(rt, fd);
   if (d == nullptr) return RawSyscall(SYS_write, fd, Arg(buf), static_cast<long>(count));
   if (!CutToProgramMemory(buf, &count, /*runtime_writes=*/false)) return -EFAULT;
-  return d->Write(fd, buf, count);
+  return SignalPastLimit(d->Write(fd, buf, count));
 }
 
 long ReadAt(Runtime& rt, int fd, void* buf, size_t count, long offset) {
@@ -818,7 +834,7 @@ long WriteAt(Runtime& rt, int fd, const void* buf, size_t count, long offset) {
   auto d = Shielded(rt, fd);
   if (d == nullptr) return RawSyscall(SYS_pwrite64, fd, Arg(buf), static_cast<long>(count), offset);
   if (!CutToProgramMemory(buf, &count, /*runtime_writes=*/false)) return -EFAULT;
-  return d->WriteAt(buf, count, static_cast<uint64_t>(offset));
+  return SignalPastLimit(d->WriteAt(buf, count, static_cast<uint64_t>(offset)));
 }
 
 // Scatter/gather through one bounce buffer: one shield call per vector.
@@ -858,20 +874,18 @@ long WriteVector(Runtime& rt, int fd, const struct iovec* given, int count, long
   if (vectors.error() != 0) return vectors.error();
   const struct iovec* iov = vectors.data();
   count = vectors.count();
-  if (count == 1) {  // no bounce needed
-    if (offset == -1) return d->Write(fd, iov[0].iov_base, iov[0].iov_len);
-    if (offset < 0) return -EINVAL;
-    return d->WriteAt(iov[0].iov_base, iov[0].iov_len, static_cast<uint64_t>(offset));
-  }
+  if (offset < -1) return -EINVAL;
+  auto write = [&](const void* from, size_t size) {
+    return SignalPastLimit(offset == -1 ? d->Write(fd, from, size) : d->WriteAt(from, size, static_cast<uint64_t>(offset)));
+  };
+  if (count == 1) return write(iov[0].iov_base, iov[0].iov_len);  // no bounce needed
   std::vector<uint8_t> buffer;
   buffer.reserve(IovTotal(iov, count));
   for (int i = 0; i < count; ++i) {
     auto* p = static_cast<const uint8_t*>(iov[i].iov_base);
     buffer.insert(buffer.end(), p, p + iov[i].iov_len);
   }
-  if (offset == -1) return d->Write(fd, buffer.data(), buffer.size());
-  if (offset < 0) return -EINVAL;
-  return d->WriteAt(buffer.data(), buffer.size(), static_cast<uint64_t>(offset));
+  return write(buffer.data(), buffer.size());
 }
 
 long Seek(Runtime& rt, int fd, long offset, int whence) {
@@ -891,13 +905,13 @@ long FileStat(Runtime& rt, int fd, struct stat* st) {
 long FileTruncate(Runtime& rt, int fd, long length) {
   RuntimeSection section;
   auto d = Shielded(rt, fd);
-  return d ? d->Truncate(length) : RawSyscall(SYS_ftruncate, fd, length);
+  return d ? SignalPastLimit(d->Truncate(length)) : RawSyscall(SYS_ftruncate, fd, length);
 }
 
 long Allocate(Runtime& rt, int fd, int mode, long offset, long length) {
   RuntimeSection section;
   auto d = Shielded(rt, fd);
-  return d ? d->Allocate(mode, offset, length) : RawSyscall(SYS_fallocate, fd, mode, offset, length);
+  return d ? SignalPastLimit(d->Allocate(mode, offset, length)) : RawSyscall(SYS_fallocate, fd, mode, offset, length);
 }
 
 long Sync(Runtime& rt, int fd) {

@@ -2,17 +2,20 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
 #include <climits>
 
 #include "os/syscalls.h"
+#include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/fd_table.h"
 
@@ -25,10 +28,36 @@ FdTable* own_table = nullptr;
 // The lowest number the runtime's descriptors were last placed at: below it, the program's.
 std::atomic<long> reach_floor{LONG_MAX};
 
+// The process's limits as last read, asked of the kernel again once the program set one
+// (LimitsChanged): every protected file the runtime opens or grows asks two of them.
+std::atomic<uint64_t> limit_changes{1};
+struct CachedLimit {
+  std::atomic<uint64_t> seen{0};  // the limit_changes it was read at
+  std::atomic<rlim_t> cur{0}, max{0};
+};
+CachedLimit cached_nofile, cached_fsize;
+
+long GetLimit(int resource, struct rlimit* out) {
+  CachedLimit* c = resource == RLIMIT_NOFILE ? &cached_nofile : resource == RLIMIT_FSIZE ? &cached_fsize : nullptr;
+  if (c == nullptr) return RawSyscall(SYS_prlimit64, 0, resource, 0, Arg(out));
+  const uint64_t changes = limit_changes.load(std::memory_order_acquire);
+  if (c->seen.load(std::memory_order_acquire) == changes) {
+    out->rlim_cur = c->cur.load(std::memory_order_relaxed);
+    out->rlim_max = c->max.load(std::memory_order_relaxed);
+    return 0;
+  }
+  long r = RawSyscall(SYS_prlimit64, 0, resource, 0, Arg(out));
+  if (r != 0) return r;
+  c->cur.store(out->rlim_cur, std::memory_order_relaxed);
+  c->max.store(out->rlim_max, std::memory_order_relaxed);
+  c->seen.store(changes, std::memory_order_release);
+  return 0;
+}
+
 // Moves `fd` out of the program's reach; returns its new number (or `fd` if it cannot move).
 long PlaceOutOfReach(long fd) {
   struct rlimit limit;
-  if (RawSyscall(SYS_prlimit64, 0, RLIMIT_NOFILE, 0, Arg(&limit)) != 0) return fd;
+  if (GetLimit(RLIMIT_NOFILE, &limit) != 0) return fd;
   rlim_t target = limit.rlim_cur;
   bool widened = false;
   if (limit.rlim_cur < limit.rlim_max && limit.rlim_cur < static_cast<rlim_t>(FdTable::kMaxFds)) {
@@ -76,15 +105,35 @@ int OwnClose(int fd) {
 }
 
 ssize_t Pread(int fd, void* buf, size_t n, off_t at) { return Result(RawSyscall(SYS_pread64, fd, Arg(buf), Arg(n), at)); }
+// A call that may lengthen one of the runtime's files. Past the program's file-size limit the
+// kernel fails it with EFBIG and signals SIGXFSZ, as for the program's own write, which would end
+// a program that wrote nothing large: the caller reports EFBIG, and the signal is dropped
+// (HoldBack) or, pending behind the SIGSYS handler's mask, taken here.
+template <typename Call>
+long OwnWrite(Call call) {
+  EntryThread& t = ThisThread();
+  t.own_write = true;
+  const long r = call();
+  t.own_write = false;
+  if (r == -EFBIG && t.handler_mask != nullptr) {
+    const uint64_t xfsz = uint64_t{1} << (SIGXFSZ - 1);
+    const struct timespec now = {0, 0};
+    RawSyscall(SYS_rt_sigtimedwait, Arg(&xfsz), 0, Arg(&now), sizeof(uint64_t));
+  }
+  return r;
+}
+
 ssize_t Pwrite(int fd, const void* buf, size_t n, off_t at) {
-  return Result(RawSyscall(SYS_pwrite64, fd, Arg(buf), Arg(n), at));
+  return Result(OwnWrite([&] { return RawSyscall(SYS_pwrite64, fd, Arg(buf), Arg(n), at); }));
 }
 ssize_t Pwritev(int fd, const struct iovec* iov, int count, off_t at) {
-  return Result(RawSyscall(SYS_pwritev, fd, Arg(iov), count, at, 0));
+  return Result(OwnWrite([&] { return RawSyscall(SYS_pwritev, fd, Arg(iov), count, at, 0); }));
 }
 int Fsync(int fd) { return static_cast<int>(Result(RawSyscall(SYS_fsync, fd))); }
 int Fdatasync(int fd) { return static_cast<int>(Result(RawSyscall(SYS_fdatasync, fd))); }
-int Ftruncate(int fd, off_t length) { return static_cast<int>(Result(RawSyscall(SYS_ftruncate, fd, length))); }
+int Ftruncate(int fd, off_t length) {
+  return static_cast<int>(Result(OwnWrite([&] { return RawSyscall(SYS_ftruncate, fd, length); })));
+}
 int Fstat(int fd, struct stat* st) { return static_cast<int>(Result(RawSyscall(SYS_fstat, fd, Arg(st)))); }
 int Futimens(int fd, const struct timespec times[2]) {
   return static_cast<int>(Result(RawSyscall(SYS_utimensat, fd, 0, Arg(times), 0)));
@@ -110,10 +159,14 @@ int Fcntl(int fd, int cmd, ...) {
 }
 
 int Fallocate(int fd, int mode, off_t offset, off_t length) {
-  return static_cast<int>(Result(RawSyscall(SYS_fallocate, fd, mode, offset, length)));
+  return static_cast<int>(Result(OwnWrite([&] { return RawSyscall(SYS_fallocate, fd, mode, offset, length); })));
 }
 
+int GetRlimit(int resource, struct rlimit* limit) { return static_cast<int>(Result(GetLimit(resource, limit))); }
+
 }  // namespace
+
+void LimitsChanged() { limit_changes.fetch_add(1, std::memory_order_acq_rel); }
 
 bool InProgramsReach(int fd) { return fd < reach_floor.load(std::memory_order_relaxed); }
 
@@ -150,6 +203,7 @@ void InstallShieldSyscalls(FdTable& table) {
   calls.flock = Flock;
   calls.fcntl = Fcntl;
   calls.fallocate = Fallocate;
+  calls.getrlimit = GetRlimit;
   os::InstallSyscalls(calls);
 }
 

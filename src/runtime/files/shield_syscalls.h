@@ -32,6 +32,11 @@ void CloseOwn(int fd);
 // Whether a descriptor of the runtime's sits among the program's numbers (no room above its
 // descriptor limit when it was opened): it then costs the program one of its own.
 bool InProgramsReach(int fd);
+// The program set a resource limit (setrlimit, prlimit64): the runtime's copies of its
+// descriptor and file-size limits are read again. Another process's prlimit on this one goes
+// unnoticed until then: a descriptor then stays among the program's numbers, or a data file
+// meets SIGXFSZ, as the program's own writes would.
+void LimitsChanged();
 
 }  // namespace files
 }  // namespace scone::runtime

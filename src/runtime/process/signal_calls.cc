@@ -222,6 +222,9 @@ const KernelSigaction& ProgramSigsys() { return program_sigsys; }
 bool FaultedInRuntime() { return faulted_in_runtime.load(std::memory_order_acquire); }
 
 void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context) {
+  // The runtime's own write passed the file-size limit: its caller fails with EFBIG; natively
+  // the program never made that write, nor met this signal.
+  if (sig == SIGXFSZ && t.own_write) return;
   auto* uc = static_cast<ucontext_t*>(context);
   sigaddset(&uc->uc_sigmask, sig);
   __atomic_fetch_or(&t.deferred, uint64_t{1} << (sig - 1), __ATOMIC_ACQ_REL);

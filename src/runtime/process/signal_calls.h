@@ -45,7 +45,8 @@ long WithMask(long nr, const long args[6]);
 const KernelSigaction& ProgramSigsys();
 
 // A signal that arrived while the runtime works on thread `t` (depth > 0): blocked in the
-// interrupted context, pending again with its siginfo, delivered when the section ends.
+// interrupted context, pending again with its siginfo, delivered when the section ends. A
+// SIGXFSZ that one of the runtime's own writes caused is dropped instead.
 void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context);
 
 // Whether a blocking call that the signals `held` (a mask of HoldBack's, delivered since)
