@@ -7,6 +7,7 @@
 #include <linux/close_range.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 #include <atomic>
@@ -562,9 +563,12 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
                                      : Raw(f));
     case SYS_pwritev:
     case SYS_pwritev2:
-      return Done(fds.Has(Fd(a[0])) ? files::WriteVector(rt, Fd(a[0]), Ptr<const iovec>(a[1]), Fd(a[2]),
-                                                          f.nr == SYS_pwritev && a[3] == -1 ? -2 : a[3])
-                                     : Raw(f));
+      if (!fds.Has(Fd(a[0]))) return Done(Raw(f));
+      if (f.nr == SYS_pwritev2 && a[5] != 0) {
+        return Done(files::WriteVectorFlags(rt, Fd(a[0]), Ptr<const iovec>(a[1]), Fd(a[2]), a[3], Fd(a[5])));
+      }
+      return Done(files::WriteVector(rt, Fd(a[0]), Ptr<const iovec>(a[1]), Fd(a[2]),
+                                     f.nr == SYS_pwritev && a[3] == -1 ? -2 : a[3]));
     case SYS_lseek:
       return Done(fds.Has(Fd(a[0])) ? files::Seek(rt, Fd(a[0]), a[1], Fd(a[2])) : Raw(f));
     case SYS_fstat:
@@ -699,6 +703,13 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       return Done(process::Exec(rt, AT_FDCWD, Str(a[0]), Ptr<char* const>(a[1]), Ptr<char* const>(a[2]), 0));
     case SYS_execveat:
       return Done(process::Exec(rt, Fd(a[0]), Str(a[1]), Ptr<char* const>(a[2]), Ptr<char* const>(a[3]), Fd(a[4])));
+    case SYS_mknod:
+    case SYS_mknodat: {  // ([dirfd,] path, mode, dev)
+      const bool at = f.nr == SYS_mknodat;
+      const auto mode = static_cast<mode_t>(a[at ? 2 : 1]);
+      if ((mode & S_IFMT) != 0 && !S_ISREG(mode)) return Done(Raw(f));  // FIFOs, sockets, devices
+      return Served(f, files::MakeRegularNode(rt, at ? Fd(a[0]) : AT_FDCWD, Str(a[at ? 1 : 0]), mode));
+    }
     case SYS_setrlimit:
     case SYS_prlimit64: {  // (pid, resource, new, old): a new limit for this process, maybe
       const long r = Raw(f);

@@ -77,6 +77,10 @@ struct EntryThread {
   // In one of the runtime's own writes (files/shield_syscalls.cc): a SIGXFSZ now is the kernel's
   // answer to it passing the program's file-size limit, not the program's (process/signal_calls.h).
   bool own_write;
+  // The faults (SIGSEGV, SIGBUS) the kernel blocks while a program handler runs on this thread
+  // (its action's mask, its own signal): a probe of the program's memory lets them through
+  // (entry/user_memory.h).
+  uint64_t handler_blocked_faults;
 };
 EntryThread& ThisThread();
 

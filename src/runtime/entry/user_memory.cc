@@ -3,9 +3,11 @@
 #include <errno.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/types.h>
 #include <ucontext.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <cstring>
 
@@ -53,22 +55,30 @@ namespace {
 constexpr uintptr_t kPage = 4096;
 constexpr uint64_t kProbeFaults = (uint64_t{1} << (SIGSEGV - 1)) | (uint64_t{1} << (SIGBUS - 1));
 
-// Inside the SIGSYS handler (sud.h) every signal is blocked, and the kernel ends a process whose
-// fault signal is blocked, handler or not: the probes let SIGSEGV and SIGBUS through meanwhile.
+// Whether the kernel may block SIGSEGV or SIGBUS on this thread now: inside the SIGSYS handler
+// (sud.h) every signal is, inside a program handler what its action blocks, and what the program
+// blocked itself (a fault whose SIG_DFL the runtime stands for is never blocked in the kernel,
+// signal_calls.h, but one with the program's handler is).
+bool MayBlockFaults(const EntryThread& t) {
+  return t.handler_mask != nullptr || ((t.blocked_faults | t.handler_blocked_faults) & kProbeFaults) != 0;
+}
+
+// The kernel ends a process whose fault signal is blocked, handler or not: the probes let
+// SIGSEGV and SIGBUS through meanwhile.
 class ProbeScope {
  public:
-  ProbeScope() : in_handler_(ThisThread().handler_mask != nullptr) {
+  ProbeScope() : unblock_(MayBlockFaults(ThisThread())) {
     process::CatchFaults();
-    if (in_handler_) RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&kProbeFaults), Arg(&before_), sizeof(uint64_t));
+    if (unblock_) RawSyscall(SYS_rt_sigprocmask, SIG_UNBLOCK, Arg(&kProbeFaults), Arg(&before_), sizeof(uint64_t));
   }
   ~ProbeScope() {
-    if (in_handler_) RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&before_), 0, sizeof(uint64_t));
+    if (unblock_) RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&before_), 0, sizeof(uint64_t));
   }
   ProbeScope(const ProbeScope&) = delete;
   ProbeScope& operator=(const ProbeScope&) = delete;
 
  private:
-  const bool in_handler_;
+  const bool unblock_;
   uint64_t before_ = 0;
 };
 
@@ -86,6 +96,12 @@ size_t UsableBytes(uintptr_t p, size_t n, Probe probe) {
 }
 
 }  // namespace
+
+bool InProgramSpace(const void* p, size_t n) {
+  constexpr uintptr_t kTaskSize = (uintptr_t{1} << 47) - kPage;  // x86-64, four-level paging
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  return n <= kTaskSize && at <= kTaskSize - n;
+}
 
 size_t ReadableBytes(const void* p, size_t n) {
   return UsableBytes(reinterpret_cast<uintptr_t>(p), n,
@@ -115,6 +131,13 @@ long UsableVectors(const struct iovec* iov, int* count, bool write, struct iovec
   const size_t array = static_cast<size_t>(*count) * sizeof(struct iovec);
   if (ReadableBytes(iov, array) != array) return -EFAULT;
   bool asked = false;
+  // As the kernel imports the array: a negative length is invalid, and each segment, cut to what
+  // one call moves at most, must lie in the program's space.
+  constexpr size_t kMaxTransfer = INT_MAX & ~(kPage - 1);
+  for (int i = 0; i < *count; ++i) {
+    if (static_cast<ssize_t>(iov[i].iov_len) < 0) return -EINVAL;
+    if (!InProgramSpace(iov[i].iov_base, std::min(iov[i].iov_len, kMaxTransfer))) return -EFAULT;
+  }
   int kept = 0;
   for (int i = 0; i < *count; ++i) {
     const size_t len = iov[i].iov_len;

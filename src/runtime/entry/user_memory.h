@@ -18,6 +18,10 @@
 
 namespace scone::runtime {
 
+// Whether [p, p + n) lies in the program's half of the address space, as the kernel's access_ok
+// asks before a transfer (a count past its end fails the call with EFAULT, whatever the pages).
+bool InProgramSpace(const void* p, size_t n);
+
 // How many bytes from `p` on the program can read (`Writable`: write) before the first page that
 // it cannot: `n` when it can all of them.
 size_t ReadableBytes(const void* p, size_t n);
@@ -29,7 +33,8 @@ bool ReadableString(const char* s, size_t max);
 // A program's iovec array, cut at the first byte its buffers do not allow (read: the runtime
 // reads them; write: it writes them): `*count` vectors, the last maybe shortened, as the kernel
 // stops a transfer at the first fault. -EFAULT when the array itself cannot be read, or no byte
-// can be moved and some was asked for; else 0. `out` holds at least `*count` entries.
+// can be moved and some was asked for, -EINVAL when a length is negative as a ssize_t (as the
+// kernel's import of an iovec array); else 0. `out` holds at least `*count` entries.
 long UsableVectors(const struct iovec* iov, int* count, bool write, struct iovec* out);
 
 // For the fault handlers: a fault at a probe's instruction resumes at the probe's failure return.

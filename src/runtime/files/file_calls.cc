@@ -376,6 +376,7 @@ long SignalPastLimit(long r) {
 // The program's buffer, cut where the kernel's copy would stop at a fault (entry/user_memory.h):
 // false when not one of the asked bytes can be moved (EFAULT).
 bool CutToProgramMemory(const void* buf, size_t* count, bool runtime_writes) {
+  if (!InProgramSpace(buf, *count)) return false;  // the kernel's access_ok, before any byte moves
   const size_t usable = runtime_writes ? WritableBytes(const_cast<void*>(buf), *count) : ReadableBytes(buf, *count);
   if (usable == 0 && *count != 0) return false;
   *count = usable;
@@ -557,6 +558,13 @@ long Access(Runtime& rt, int dirfd, const char* path, int mode, int at_flags) {
   RuntimeSection section;
   if (InjectedAt(rt, dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW)) == nullptr) return kNotMine;
   return (mode & X_OK) ? -EACCES : 0;  // injected files are readable and writable, never executable
+}
+
+long MakeRegularNode(Runtime& rt, int dirfd, const char* path, mode_t mode) {
+  long fd = OpenAt(rt, dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 07777, /*for_runtime=*/true);
+  if (fd == kNotMine || fd < 0) return fd;
+  long closed = rt.fds().Has(static_cast<int>(fd)) ? Close(rt, static_cast<int>(fd)) : RawSyscall(SYS_close, fd);
+  return closed < 0 ? closed : 0;
 }
 
 long Truncate(Runtime& rt, const char* path, long length) {
@@ -888,6 +896,22 @@ long WriteVector(Runtime& rt, int fd, const struct iovec* given, int count, long
   return write(buffer.data(), buffer.size());
 }
 
+long WriteVectorFlags(Runtime& rt, int fd, const struct iovec* iov, int count, long offset, int flags) {
+  if (flags & (RWF_APPEND | RWF_NOAPPEND)) {
+    const long status = RawSyscall(SYS_fcntl, fd, F_GETFL);
+    if (status < 0) return status;
+    const bool appends = (status & O_APPEND) != 0;
+    // Only where the flag changes nothing: an O_APPEND descriptor's RWF_APPEND, another's
+    // RWF_NOAPPEND.
+    if (((flags & RWF_APPEND) && !appends) || ((flags & RWF_NOAPPEND) && appends)) return -EOPNOTSUPP;
+  }
+  long written = WriteVector(rt, fd, iov, count, offset);
+  if (written > 0 && (flags & (RWF_DSYNC | RWF_SYNC))) {
+    if (long synced = Sync(rt, fd); synced < 0) return synced;
+  }
+  return written;
+}
+
 long Seek(Runtime& rt, int fd, long offset, int whence) {
   RuntimeSection section;
   auto d = Shielded(rt, fd);
@@ -1023,6 +1047,23 @@ long WriteToSocket(int fd, const void* buf, size_t count) {
   }
 }
 
+// A pipe or socket the runtime reads for a copy, with nothing in it: the wait is a ppoll, which a
+// signal ends (-EINTR), never a blocking read in the section, which would wait with the signal
+// held back (SIGTERM did not end a process waiting in splice). 0 once there is something to
+// read, or when the descriptor does not block (its read says EAGAIN).
+long WaitReadable(int fd) {
+  struct pollfd p = {fd, POLLIN, 0};
+  const struct timespec now = {0, 0};
+  if (RawSyscall(SYS_ppoll, Arg(&p), 1, Arg(&now), 0, 0) != 0) return 0;  // readable, or the read tells
+  long flags = RawSyscall(SYS_fcntl, fd, F_GETFL);
+  if (flags < 0 || (flags & O_NONBLOCK)) return 0;
+  for (;;) {
+    if (HeldSignals() != 0) return -EINTR;
+    long r = RawSyscall(SYS_ppoll, Arg(&p), 1, 0, 0, 0);
+    if (r != 0) return r < 0 ? r : 0;
+  }
+}
+
 // One sendfile/splice/copy_file_range, in a section: the bytes copied, or -errno; with -EINTR,
 // `*held` the signals that ended it.
 long CopyOnce(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset, size_t count, uint64_t* held) {
@@ -1040,9 +1081,16 @@ long CopyOnce(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_off
     }
     return FdWrite(rt, out_fd, from, size, at);
   };
+  const bool in_may_block = in_offset == nullptr && Shielded(rt, in_fd) == nullptr;
   size_t done = 0;
   while (done < count) {
     size_t want = std::min(buffer_size, count - done);
+    if (in_may_block) {
+      if (long w = WaitReadable(in_fd); w < 0) {
+        if (w == -EINTR) *held = HeldSignals();
+        return done > 0 ? static_cast<long>(done) : w;
+      }
+    }
     long n = FdRead(rt, in_fd, buffer.get(), want, in_offset);
     if (n < 0) return done > 0 ? static_cast<long>(done) : n;
     if (n == 0) break;
@@ -1087,6 +1135,10 @@ long CopyOnce(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_off
 }  // namespace
 
 long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset, size_t count) {
+  // The offsets are read and written back by the runtime (a bad one faulted inside it).
+  for (long* offset : {in_offset, out_offset}) {
+    if (offset != nullptr && WritableBytes(offset, sizeof(*offset)) != sizeof(*offset)) return -EFAULT;
+  }
   for (;;) {
     uint64_t held = 0;
     long r = CopyOnce(rt, in_fd, in_offset, out_fd, out_offset, count, &held);

@@ -34,6 +34,10 @@ long StatAt(Runtime& rt, int dirfd, const char* path, struct stat* st, int at_fl
 long Statx(Runtime& rt, int dirfd, const char* path, int at_flags, unsigned mask, struct statx* stx);
 long Access(Runtime& rt, int dirfd, const char* path, int mode, int at_flags);
 long Truncate(Runtime& rt, const char* path, long length);
+// mknod of a regular file (S_IFREG, or no type): in a volume an empty protected file, as
+// open(O_CREAT | O_EXCL) and close make one (the kernel's would be a plain file the volume does
+// not know: "unknown file" at every later open, and a volume that no longer verifies).
+long MakeRegularNode(Runtime& rt, int dirfd, const char* path, mode_t mode);
 long RenameAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const char* newpath, unsigned flags);
 // After a successful rename: a directory moved, so recorded directory paths may be stale.
 void AfterRename(Runtime& rt, int newdirfd, const char* newpath);
@@ -62,6 +66,10 @@ long WriteAt(Runtime& rt, int fd, const void* buf, size_t count, long offset);
 // readv, writev, preadv(2), pwritev(2); offset -1: the descriptor's own.
 long ReadVector(Runtime& rt, int fd, const struct iovec* iov, int count, long offset);
 long WriteVector(Runtime& rt, int fd, const struct iovec* iov, int count, long offset);
+// pwritev2's flags on a shielded descriptor: RWF_DSYNC and RWF_SYNC sync after the write, and an
+// RWF_APPEND or RWF_NOAPPEND that would change where the write lands fails with EOPNOTSUPP
+// rather than land elsewhere. kNotMine: the write goes on as WriteVector's.
+long WriteVectorFlags(Runtime& rt, int fd, const struct iovec* iov, int count, long offset, int flags);
 long Seek(Runtime& rt, int fd, long offset, int whence);
 long FileStat(Runtime& rt, int fd, struct stat* st);
 long FileTruncate(Runtime& rt, int fd, long length);

@@ -6,6 +6,7 @@
 #include <ucontext.h>
 
 #include <atomic>
+#include <cstring>
 #include <mutex>
 
 #include "fs/volume.h"
@@ -125,11 +126,12 @@ void SubstituteDefaults(bool (*substitutes)(int)) {
   for (int sig = 1; sig <= kMaxSignal; ++sig) {
     if (!substitutes(sig)) continue;
     const KernelSigaction ours = SubstituteFor(sig);
-    // Only where the kernel has SIG_DFL: what the program set, inherited or wrapped stays.
+    // Only where the kernel has SIG_DFL (or SIG_IGN of a fault, which a probe's fault must get
+    // past): what the program set, inherited or wrapped stays.
     KernelSigaction current;
-    if (RawSyscall(SYS_rt_sigaction, sig, 0, Arg(&current), sizeof(uint64_t)) != 0 || current.handler != SIG_DFL) {
-      continue;
-    }
+    if (RawSyscall(SYS_rt_sigaction, sig, 0, Arg(&current), sizeof(uint64_t)) != 0) continue;
+    const bool ignored_fault = current.handler == SIG_IGN && PublishesBeforeFault(sig);
+    if (current.handler != SIG_DFL && !ignored_fault) continue;
     if (RawSyscall(SYS_rt_sigaction, sig, Arg(&ours), 0, sizeof(uint64_t)) == 0) WriteAction(sig, true, current);
   }
 }
@@ -146,6 +148,8 @@ void ResetAsDelivered(int sig) {
   std::lock_guard lock(actions_mu);
   const KernelSigaction dfl = {};
   if (!CommitsFirst(sig, dfl)) {
+    // The kernel reset it itself, except a fault's (KernelActionFor).
+    if (PublishesBeforeFault(sig)) RawSyscall(SYS_rt_sigaction, sig, Arg(&dfl), 0, sizeof(uint64_t));
     WriteAction(sig, false, dfl);
     return;
   }
@@ -193,11 +197,18 @@ void WrappedHandler(int sig, siginfo_t* si, void* context) {
     t.depth = 0;
   }
   t.selector = kSelectorBlock;
+  // What the kernel blocks while the handler runs: the interrupted mask, the action's, the signal.
+  const uint64_t blocked_before = t.handler_blocked_faults;
+  uint64_t during = action.mask;
+  during |= *reinterpret_cast<const uint64_t*>(&static_cast<ucontext_t*>(context)->uc_sigmask);
+  if (!(action.flags & SA_NODEFER)) during |= uint64_t{1} << (sig - 1);
+  t.handler_blocked_faults = during & kFaultSignals;
   if (action.flags & SA_SIGINFO) {
     reinterpret_cast<void (*)(int, siginfo_t*, void*)>(action.handler)(sig, si, context);
   } else {
     reinterpret_cast<void (*)(int)>(action.handler)(sig);
   }
+  t.handler_blocked_faults = blocked_before;
   t.depth = depth;
   t.selector = selector;
 }
@@ -206,11 +217,19 @@ void WrappedHandler(int sig, siginfo_t* si, void* context) {
 // handler in place of a SIG_DFL that commits first, never a mask with SIGSYS.
 KernelSigaction KernelActionFor(int sig, const KernelSigaction& program) {
   if (CommitsFirst(sig, program)) return SubstituteFor(sig);
+  // A fault the program ignores: natively the kernel ends the process for its own fault, and a
+  // fault of the runtime's probe must reach the runtime (the kernel would force SIG_DFL).
+  if (program.handler == SIG_IGN && PublishesBeforeFault(sig) && catching_faults.load(std::memory_order_acquire)) {
+    return FaultAction();
+  }
   KernelSigaction k = program;
   k.mask &= ~NeverBlocked();
   if (IsHandler(program.handler)) {
     k.handler = reinterpret_cast<void*>(&WrappedHandler);
     k.flags |= SA_SIGINFO;
+    // A fault's SA_RESETHAND is the wrapper's (ResetAsDelivered): a probe's fault must not use
+    // up the program's handler.
+    if (PublishesBeforeFault(sig)) k.flags &= ~static_cast<unsigned long>(SA_RESETHAND);
   }
   return k;
 }
@@ -220,6 +239,12 @@ KernelSigaction KernelActionFor(int sig, const KernelSigaction& program) {
 const KernelSigaction& ProgramSigsys() { return program_sigsys; }
 
 bool FaultedInRuntime() { return faulted_in_runtime.load(std::memory_order_acquire); }
+
+bool ProgramIgnores(int sig) {
+  KernelSigaction action;
+  ReadAction(sig, &action);
+  return action.handler == SIG_IGN;
+}
 
 void HoldBack(EntryThread& t, int sig, siginfo_t* si, void* context) {
   // The runtime's own write passed the file-size limit: its caller fails with EFBIG; natively

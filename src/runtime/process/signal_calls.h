@@ -72,6 +72,10 @@ void WrapInstalledHandlers();
 // locks and left its state half-changed, so from then on nothing waits for them (fork.h, exit).
 bool FaultedInRuntime();
 
+// Whether the program's action for `sig` is SIG_IGN (the runtime's handler may stand in the
+// kernel for it: a fault's, see CatchFaults).
+bool ProgramIgnores(int sig);
+
 // Fork support: no action is half-changed, nor its lock held, in a child (which has only the
 // forking thread). AfterFork runs in both processes.
 void BeforeFork();

@@ -210,7 +210,7 @@ void TerminationHandler(int sig, siginfo_t* si, void* context) {
 // process buffered, then ends the process by the fault (termination.h).
 void FaultHandler(int sig, siginfo_t* si, void* context) {
   if (si->si_code <= 0) {  // sent (kill -SEGV): it ends the process as any other signal does
-    TerminationHandler(sig, si, context);
+    if (!ProgramIgnores(sig)) TerminationHandler(sig, si, context);
     return;
   }
   if (RecoverProbeFault(context)) return;  // the program's call fails with EFAULT (user_memory.h)
