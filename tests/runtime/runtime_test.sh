@@ -593,6 +593,14 @@ PYEOF
   size=$(tail -n1 shielded.out)
   ((size > 100000 && size <= 153600)) || fail "the large file kept $size bytes (the limit is 153600)"
   [[ "$(run sh -c "head -c $size vol/big | tr -d '\\0' | wc -c")" == 0 ]] || fail "the large file's content"
+  # A limit below the volume's state file: the volume is unavailable to that process (EIO and a
+  # scone: line), never a SIGXFSZ that kills a program which wrote nothing (it killed cat, mv and
+  # rm, and the renames were lost); a process without the limit then finds everything.
+  run sh -c 'for i in $(seq 1 300); do echo "$0 $i" > vol/many$i; done' "$MARKER"
+  run sh -c 'ulimit -f 10; cat vol/many5; echo "cat $?"; mv vol/many7 vol/moved7; echo "mv $?"' > tiny.out 2> tiny.err || true
+  grep -q "^cat [01]$" tiny.out && grep -q "^mv [01]$" tiny.out || { cat tiny.out tiny.err; fail "a program under a tiny limit was killed"; }
+  [[ "$(run cat vol/many5)" == "$MARKER 5" ]] || fail "a file after the tiny limit"
+  [[ "$(run sh -c 'cat vol/moved7 2>/dev/null || cat vol/many7')" == "$MARKER 7" ]] || fail "the renamed file"
   check_volume
   ;;
 

@@ -108,18 +108,25 @@ ssize_t Pread(int fd, void* buf, size_t n, off_t at) { return Result(RawSyscall(
 // A call that may lengthen one of the runtime's files. Past the program's file-size limit the
 // kernel fails it with EFBIG and signals SIGXFSZ, as for the program's own write, which would end
 // a program that wrote nothing large: the caller reports EFBIG, and the signal is dropped
-// (HoldBack) or, pending behind the SIGSYS handler's mask, taken here.
+// (HoldBack) or, pending behind a mask (the SIGSYS handler's, a fork's preparation), taken here.
+// With a finite limit the signal is blocked around the write: before the runtime's handlers are
+// in place (a volume recovered at start-up), the kernel's SIG_DFL would end the process at once.
 template <typename Call>
 long OwnWrite(Call call) {
+  const uint64_t xfsz = uint64_t{1} << (SIGXFSZ - 1);
+  struct rlimit limit;
+  const bool limited = GetLimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
+  uint64_t mask = 0;
+  if (limited) RawSyscall(SYS_rt_sigprocmask, SIG_BLOCK, Arg(&xfsz), Arg(&mask), sizeof(uint64_t));
   EntryThread& t = ThisThread();
   t.own_write = true;
   const long r = call();
   t.own_write = false;
-  if (r == -EFBIG && t.handler_mask != nullptr) {
-    const uint64_t xfsz = uint64_t{1} << (SIGXFSZ - 1);
+  if (r == -EFBIG) {
     const struct timespec now = {0, 0};
     RawSyscall(SYS_rt_sigtimedwait, Arg(&xfsz), 0, Arg(&now), sizeof(uint64_t));
   }
+  if (limited) RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&mask), 0, sizeof(uint64_t));
   return r;
 }
 

@@ -160,6 +160,7 @@ void ResetAsDelivered(int sig) {
 void WrappedHandler(int sig, siginfo_t* si, void* context) {
   if (IsFault(sig, si) && RecoverProbeFault(context)) return;  // the program's call fails with EFAULT
   EntryThread& t = ThisThread();
+  if (sig == SIGXFSZ && t.own_write) return;  // the runtime's own write met the limit (HoldBack)
   if (t.runtime_thread && (sig == kLibcCancel || sig == kLibcSetXid)) {
     // The C library's own signals reach every thread it made, the runtime's too: setgid() waits
     // until each thread changed its credentials in the handler. A runtime thread has no later

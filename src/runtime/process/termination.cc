@@ -197,6 +197,7 @@ int LearnObject(struct dl_phdr_info* info, size_t, void* data) {
 
 void TerminationHandler(int sig, siginfo_t* si, void* context) {
   EntryThread& t = ThisThread();
+  if (sig == SIGXFSZ && t.own_write) return;  // the runtime's own write met the limit (HoldBack)
   if (t.depth > 0) {
     HoldBack(t, sig, si, context);  // the runtime is at work: it comes again when it is done
     return;
