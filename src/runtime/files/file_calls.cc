@@ -1142,6 +1142,7 @@ long Copy(Runtime& rt, int in_fd, long* in_offset, int out_fd, long* out_offset,
   for (;;) {
     uint64_t held = 0;
     long r = CopyOnce(rt, in_fd, in_offset, out_fd, out_offset, count, &held);
+    if (r == -EFBIG && rt.fds().Has(out_fd)) return SignalPastLimit(r);  // cp's copy_file_range
     // Interrupted before a byte was copied: the section's end ran the program's handlers. As
     // the kernel does, the call restarts after handlers installed with SA_RESTART.
     if (r != -EINTR || ThisThread().depth > 0 || !process::RestartsAfter(held)) return r;
