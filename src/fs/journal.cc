@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstring>
@@ -296,14 +295,13 @@ Status Journal::WriteZerosAhead(uint64_t needed) {
   // The program's file-size limit (ulimit -f) binds the runtime's writes too, and the kernel
   // answers a write past it with SIGXFSZ, which ends a program that never wrote a large file:
   // zeros ahead stop at the limit, and a record past it fails its commit with EFBIG.
-  struct rlimit limit;
-  if (os::Sys().getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
-    if (needed > limit.rlim_cur) {
-      return IoError(file_.path() + ": the journal would pass the file-size limit (" + std::to_string(limit.rlim_cur) +
+  if (const std::optional<uint64_t> limit = os::FileSizeLimit()) {
+    if (needed > *limit) {
+      return IoError(file_.path() + ": the journal would pass the file-size limit (" + std::to_string(*limit) +
                          " bytes, ulimit -f)",
                      EFBIG);
     }
-    target = std::min<uint64_t>(target, limit.rlim_cur);
+    target = std::min(target, *limit);
   }
   for (uint64_t at = size_; at < target;) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof(kZeroBlock), target - at));

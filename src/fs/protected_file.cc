@@ -1088,15 +1088,14 @@ Status ProtectedFile::EnsureRoomFor(uint64_t size) {
   // Probe past the need, so that a file growing by appends asks once per doubling; never past
   // RLIMIT_FSIZE, where the kernel would signal SIGXFSZ for a size the program did not ask for.
   uint64_t probe = std::max(need, std::min(2 * room_, layout_.DataFileSize(kMaxFileSize)));
-  struct rlimit limit;
-  const bool limited = os::Sys().getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
+  const std::optional<uint64_t> limit = os::FileSizeLimit();
   // Every file system takes a small file: only the program's own limit can refuse it (two
   // ftruncates per new file were most of what `tar -x` paid for this check).
-  if (need <= kUnprobedSize && (!limited || need <= limit.rlim_cur)) {
+  if (need <= kUnprobedSize && (!limit || need <= *limit)) {
     room_ = need;
     return Status::Ok();
   }
-  if (limited) probe = std::max<uint64_t>(need, std::min<uint64_t>(probe, limit.rlim_cur));
+  if (limit) probe = std::max(need, std::min(probe, *limit));
   // The length to go back to is the disk's, not physical_size_: another process may have
   // committed a longer file since this object last looked, and cutting it off destroys it.
   SCONE_ASSIGN_OR_RETURN(uint64_t length, data_.Size());

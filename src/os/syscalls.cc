@@ -40,6 +40,12 @@ Syscalls LibcSyscalls() {
 }
 
 const Syscalls& Sys() { return Table(); }
+
+std::optional<uint64_t> FileSizeLimit() {
+  struct rlimit limit;
+  if (Sys().getrlimit(RLIMIT_FSIZE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return std::nullopt;
+  return limit.rlim_cur;
+}
 void InstallSyscalls(const Syscalls& table) { Table() = table; }
 
 }  // namespace scone::os

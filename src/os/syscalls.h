@@ -11,6 +11,9 @@
 #include <sys/types.h>
 #include <sys/uio.h>
 
+#include <cstdint>
+#include <optional>
+
 namespace scone::os {
 
 struct Syscalls {
@@ -34,6 +37,10 @@ struct Syscalls {
   int (*fallocate)(int fd, int mode, off_t offset, off_t length);
   int (*getrlimit)(int resource, struct rlimit* limit);
 };
+
+// The program's file-size limit (RLIMIT_FSIZE's soft value, through the table), which binds the
+// runtime's own writes too; nullopt when there is none.
+std::optional<uint64_t> FileSizeLimit();
 
 // The table in use. Thread-safety: read freely; replace only while no other thread uses libscone
 // (at start-up, or in a test's set-up).

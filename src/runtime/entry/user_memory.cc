@@ -139,16 +139,16 @@ long UsableVectors(const struct iovec* iov, int* count, bool write, struct iovec
     if (!InProgramSpace(iov[i].iov_base, std::min(iov[i].iov_len, kMaxTransfer))) return -EFAULT;
   }
   int kept = 0;
+  size_t total = 0;
   for (int i = 0; i < *count; ++i) {
     const size_t len = iov[i].iov_len;
     asked = asked || len != 0;
     const size_t usable = write ? WritableBytes(iov[i].iov_base, len) : ReadableBytes(iov[i].iov_base, len);
     if (usable != 0 || len == 0) out[kept++] = {iov[i].iov_base, usable};
+    total += usable;
     if (usable != len) break;
   }
   *count = kept;
-  size_t total = 0;
-  for (int i = 0; i < kept; ++i) total += out[i].iov_len;
   return asked && total == 0 ? -EFAULT : 0;
 }
 

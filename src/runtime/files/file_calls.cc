@@ -5,7 +5,6 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -365,11 +364,7 @@ size_t IovTotal(const struct iovec* iov, int count) {
 // signals it for the program's own files (the runtime's own write dropped the kernel's). Held
 // back until the call returns.
 long SignalPastLimit(long r) {
-  if (r != -EFBIG) return r;
-  struct rlimit limit;
-  if (os::Sys().getrlimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY) {
-    RawSyscall(SYS_tgkill, RawSyscall(SYS_getpid), RawSyscall(SYS_gettid), SIGXFSZ);
-  }
+  if (r == -EFBIG && os::FileSizeLimit()) RawSyscall(SYS_tgkill, RawSyscall(SYS_getpid), RawSyscall(SYS_gettid), SIGXFSZ);
   return r;
 }
 
@@ -560,10 +555,19 @@ long Access(Runtime& rt, int dirfd, const char* path, int mode, int at_flags) {
   return (mode & X_OK) ? -EACCES : 0;  // injected files are readable and writable, never executable
 }
 
+namespace {
+
+// Closes a descriptor OpenAt(for_runtime) gave: the shield's, or the kernel's.
+long CloseOpened(Runtime& rt, long fd) {
+  return rt.fds().Has(static_cast<int>(fd)) ? Close(rt, static_cast<int>(fd)) : RawSyscall(SYS_close, fd);
+}
+
+}  // namespace
+
 long MakeRegularNode(Runtime& rt, int dirfd, const char* path, mode_t mode) {
   long fd = OpenAt(rt, dirfd, path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode & 07777, /*for_runtime=*/true);
   if (fd == kNotMine || fd < 0) return fd;
-  long closed = rt.fds().Has(static_cast<int>(fd)) ? Close(rt, static_cast<int>(fd)) : RawSyscall(SYS_close, fd);
+  long closed = CloseOpened(rt, fd);
   return closed < 0 ? closed : 0;
 }
 
@@ -584,7 +588,7 @@ long Truncate(Runtime& rt, const char* path, long length) {
   if (fd < 0) return fd;
   long r = rt.fds().Has(static_cast<int>(fd)) ? FileTruncate(rt, static_cast<int>(fd), length)
                                                : RawSyscall(SYS_ftruncate, fd, length);
-  long closed = rt.fds().Has(static_cast<int>(fd)) ? Close(rt, static_cast<int>(fd)) : RawSyscall(SYS_close, fd);
+  long closed = CloseOpened(rt, fd);
   return r != 0 ? r : closed;
 }
 

@@ -68,7 +68,7 @@ long ReadVector(Runtime& rt, int fd, const struct iovec* iov, int count, long of
 long WriteVector(Runtime& rt, int fd, const struct iovec* iov, int count, long offset);
 // pwritev2's flags on a shielded descriptor: RWF_DSYNC and RWF_SYNC sync after the write, and an
 // RWF_APPEND or RWF_NOAPPEND that would change where the write lands fails with EOPNOTSUPP
-// rather than land elsewhere. kNotMine: the write goes on as WriteVector's.
+// rather than land elsewhere; otherwise as WriteVector.
 long WriteVectorFlags(Runtime& rt, int fd, const struct iovec* iov, int count, long offset, int flags);
 long Seek(Runtime& rt, int fd, long offset, int whence);
 long FileStat(Runtime& rt, int fd, struct stat* st);

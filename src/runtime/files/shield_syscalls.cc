@@ -114,8 +114,7 @@ ssize_t Pread(int fd, void* buf, size_t n, off_t at) { return Result(RawSyscall(
 template <typename Call>
 long OwnWrite(Call call) {
   const uint64_t xfsz = uint64_t{1} << (SIGXFSZ - 1);
-  struct rlimit limit;
-  const bool limited = GetLimit(RLIMIT_FSIZE, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY;
+  const bool limited = os::FileSizeLimit().has_value();
   uint64_t mask = 0;
   if (limited) RawSyscall(SYS_rt_sigprocmask, SIG_BLOCK, Arg(&xfsz), Arg(&mask), sizeof(uint64_t));
   EntryThread& t = ThisThread();

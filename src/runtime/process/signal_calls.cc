@@ -6,7 +6,6 @@
 #include <ucontext.h>
 
 #include <atomic>
-#include <cstring>
 #include <mutex>
 
 #include "fs/volume.h"
