@@ -21,18 +21,35 @@ std::string Trim(const std::string& s) {
   return end == std::string::npos ? "" : s.substr(0, end + 1);
 }
 
-// What of the stack is left: "2 services, 1 container", or "" when nothing.
-Result<std::string> Leftovers(const image::DockerClient& docker, const std::string& stack) {
+// What of the stack is left, by kind, as the engine lists it.
+struct Leftovers {
+  std::vector<std::string> services, containers, networks;
+
+  bool empty() const { return services.empty() && containers.empty() && networks.empty(); }
+  bool OnlyNetworks() const { return services.empty() && containers.empty() && !networks.empty(); }
+
+  // "2 services, 1 container"
+  std::string Describe() const {
+    std::string text;
+    for (const auto& [what, ids] : {std::pair{"service", &services}, std::pair{"container", &containers},
+                                    std::pair{"network", &networks}}) {
+      if (ids->empty()) continue;
+      text += (text.empty() ? "" : ", ") + std::to_string(ids->size()) + " " + what +
+              (ids->size() > 1 ? "s" : "");
+    }
+    return text;
+  }
+};
+
+Result<Leftovers> ListLeftovers(const image::DockerClient& docker, const std::string& stack) {
   const std::string filter = "label=com.docker.stack.namespace=" + stack;
-  std::string left;
-  for (const auto& [what, args] : std::vector<std::pair<std::string, std::vector<std::string>>>{
-           {"service", {"service", "ls", "-q", "--filter", filter}},
-           {"container", {"ps", "-a", "-q", "--filter", filter}},
-           {"network", {"network", "ls", "-q", "--filter", filter}}}) {
+  Leftovers left;
+  for (const auto& [ids, args] : std::vector<std::pair<std::vector<std::string>*, std::vector<std::string>>>{
+           {&left.services, {"service", "ls", "-q", "--filter", filter}},
+           {&left.containers, {"ps", "-a", "-q", "--filter", filter}},
+           {&left.networks, {"network", "ls", "-q", "--filter", filter}}}) {
     SCONE_ASSIGN_OR_RETURN(std::string out, docker.Run(args));
-    size_t n = Lines(out).size();
-    if (n > 0)
-      left += (left.empty() ? "" : ", ") + std::to_string(n) + " " + what + (n > 1 ? "s" : "");
+    *ids = Lines(out);
   }
   return left;
 }
@@ -100,18 +117,25 @@ Status DeployStack(const image::DockerClient& docker, const std::string& compose
 Status RemoveStack(const image::DockerClient& docker, const std::string& stack,
                    int timeout_seconds) {
   // Always: a stack whose deploy failed may hold only a network, which `stack ls` does not list.
-  SCONE_RETURN_IF_ERROR(docker.RunShowingProgress({"stack", "rm", stack}));
-  // The engine removes tasks and networks after `stack rm` returns: polled, bounded.
+  // `stack rm` fails when a network is still "in use by task": the engine stops a removed
+  // service's tasks after the call returns. Such a network is removed again once its tasks are
+  // gone, so only what is still left at the deadline is an error.
+  Status removal = docker.RunShowingProgress({"stack", "rm", stack});
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_seconds);
-  std::string left;
+  Leftovers left;
   while (true) {
-    SCONE_ASSIGN_OR_RETURN(left, Leftovers(docker, stack));
+    SCONE_ASSIGN_OR_RETURN(left, ListLeftovers(docker, stack));
     if (left.empty()) return Status::Ok();
     if (std::chrono::steady_clock::now() > deadline) break;
+    if (left.OnlyNetworks()) {
+      for (const std::string& id : left.networks) (void)docker.Succeeds({"network", "rm", id});
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  return Internal("stack " + stack + " still has " + left + " after " +
-                  std::to_string(timeout_seconds) + " s");
+  std::string error = "stack " + stack + " still has " + left.Describe() + " after " +
+                      std::to_string(timeout_seconds) + " s";
+  if (!removal.ok()) error += " (" + removal.message() + ")";
+  return Internal(error);
 }
 
 }  // namespace scone::stack
