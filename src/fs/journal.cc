@@ -18,6 +18,8 @@ constexpr size_t kMaxPathSize = 4096;
 constexpr uint8_t kLazyBit = 0x80;
 // How far ahead of the records the file is written with zeros (see journal.h).
 constexpr uint64_t kZeroAhead = 1u << 20;
+// What a file system allocates at a time.
+constexpr uint64_t kBlockSize = 4096;
 // Zeros to write ahead with, and to compare a tail against.
 const uint8_t kZeroBlock[64u << 10] = {};
 
@@ -305,7 +307,16 @@ Status Journal::WriteZerosAhead(uint64_t needed) {
   }
   for (uint64_t at = size_; at < target;) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof(kZeroBlock), target - at));
-    SCONE_RETURN_IF_ERROR(file_.WriteAt(at, ByteSpan(kZeroBlock, n)));
+    Status written = file_.WriteAt(at, ByteSpan(kZeroBlock, n));
+    if (!written.ok()) {
+      // Zeros past the record are a convenience: on a disk with room for the record but not
+      // for a whole step ahead, the record still goes in, and what the zeros took past it goes
+      // back to the disk (the program's next write needs it more).
+      if (at < needed) return written;
+      target = (needed + kBlockSize - 1) / kBlockSize * kBlockSize;
+      (void)file_.Truncate(target);
+      break;
+    }
     at += n;
   }
   size_ = target;

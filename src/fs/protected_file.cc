@@ -880,6 +880,9 @@ void ProtectedFile::DropCached(std::map<uint64_t, Bytes>::iterator first,
 // next is sealed. REQUIRES: mu_ held exclusively; none of the chunks is durable.
 Status ProtectedFile::SealAndWriteInPlace(const std::vector<uint64_t>& chunks,
                                           const std::vector<const uint8_t*>& plains) {
+  // Outside a commit, these chunks precede their record: the volume must not cut them off
+  // (see Volume::NoteWritingAhead). Inside one, the volume's lock is held until the record.
+  if (!in_transaction_ && inplace_.empty()) volume_->NoteWritingAhead(id_);
   Bytes& scratch = ThreadScratch(chunks.size() * kChunkSize);
   std::vector<std::pair<uint64_t, const uint8_t*>> slots(chunks.size());
   for (size_t i = 0; i < chunks.size(); ++i) slots[i] = {chunks[i], scratch.data() + i * kChunkSize};
@@ -1043,7 +1046,8 @@ Status ProtectedFile::Truncate(uint64_t new_size) {
   SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order
   std::unique_lock lock(mu_);
   if (!volume_->MayBuffer()) {
-    return CommitLocked(/*durable=*/false, [&] { return TruncateLocked(new_size); }, kChunkSize);
+    return CommitLocked(/*durable=*/false, [&] { return TruncateLocked(new_size); }, kChunkSize,
+                        /*cuts_short=*/new_size < size_);
   }
   SCONE_RETURN_IF_ERROR(TruncateLocked(new_size));
   if (changed_) volume_->NoteBuffered(id_);
@@ -1157,7 +1161,8 @@ Status ProtectedFile::AllocateInPlaceLocked(bool durable) {
   return Status::Ok();
 }
 
-Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& stage, uint64_t stage_bytes) {
+Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& stage, uint64_t stage_bytes,
+                                   bool cuts_short) {
   if (!stage && !changed_ && cache_.empty()) {
     if (!durable || unlinked_) return Status::Ok();
     // fsync with every change published already: what this process or another published
@@ -1185,8 +1190,11 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     // Unlinked meanwhile (learned in this transaction) while another process still has it
     // open: the changes stay in memory (see MarkUnlinked).
     bool kept_in_memory = false;
+    // Buffered changes that shorten the file (the program's `: > log` on a full disk), at most
+    // the new last chunk's image with them.
+    if (!stage) cuts_short = size_ < committed_size_ && cache_.size() <= 1;
     SCONE_RETURN_IF_ERROR(volume_->CommitFile(
-        id_, record, RecordBoundLocked(stage_bytes),
+        id_, record, RecordBoundLocked(stage_bytes), cuts_short,
         [&](const FileEntry* current) -> Status {
           if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
           ForgetDurableLazyChunks();

@@ -258,7 +258,9 @@ class ProtectedFile {
   // Commits (durable) or publishes (lazy) what this object changed; `stage`, if given, makes a
   // change first, under the volume's locks after catching up (a write by a process that
   // shares the volume). REQUIRES: mu_ held exclusively.
-  Status CommitLocked(bool durable, const std::function<Status()>& stage = nullptr, uint64_t stage_bytes = 0);
+  // `cuts_short`: `stage` makes the file shorter (a commit without one says so itself).
+  Status CommitLocked(bool durable, const std::function<Status()>& stage = nullptr, uint64_t stage_bytes = 0,
+                      bool cuts_short = false);
   // At most how large the record of a commit gets, `stage_bytes` staged in it (a bound for the
   // journal's room, not the size).
   uint64_t RecordBoundLocked(uint64_t stage_bytes) const;

@@ -132,7 +132,26 @@ Status Volume::WriteBase(bool clean) {
   SCONE_RETURN_IF_ERROR(aead.Seal(ByteSpan(nonce, sizeof(nonce)), {ByteSpan(out.data(), aad_size)},
                                   body.bytes(), out.data() + aad_size,
                                   out.data() + aad_size + body.bytes().size()));
-  return os::WriteFileAtomically(MetaPath("volume"), out);
+  return WithReserve("its state", [&] { return os::WriteFileAtomically(MetaPath("volume"), out); });
+}
+
+void Volume::KeepReserve() {
+  // Room for the state file written twice over (its copy, then the one it replaces), and more.
+  struct stat base;
+  const uint64_t base_size = os::Sys().lstat(MetaPath("volume").c_str(), &base) == 0 ? base.st_size : 0;
+  if (reserve_.Keep(SpaceReserve::kBaseBytes + 2 * base_size) == SpaceReserve::Kept::kAllocated) {
+    GiveToMetadataOwner(reserve_.path());
+  }
+}
+
+Status Volume::WithReserve(const char* what, const std::function<Status()>& change) {
+  Status done = change();
+  if (!OutOfSpace(done) || !reserve_.Release()) return done;
+  std::fprintf(stderr,
+               "scone: volume %s: the disk is full; the volume's reserve went to %s (free space on the "
+               "disk: the next open keeps the reserve again)\n",
+               dir_.c_str(), what);
+  return change();
 }
 
 Status Volume::LoadBase(bool* was_clean) {
@@ -470,10 +489,18 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
   } else if (!was_clean || !records.empty()) {
     SCONE_RETURN_IF_ERROR(v->Recover(std::move(records)).Annotate("recovering volume " + dir));
   } else {
-    SCONE_RETURN_IF_ERROR(v->WriteBase(/*clean=*/false));
+    Status marked = v->WriteBase(/*clean=*/false);  // in use: a crash from here on is recovered
+    if (OutOfSpace(marked)) {
+      return marked.Annotate("volume " + dir + ": the disk is full and the volume's reserve is used up " +
+                             "(free space on the disk, outside the volume)");
+    }
+    SCONE_RETURN_IF_ERROR(marked);
     SCONE_RETURN_IF_ERROR(v->SettleTrash());  // a close cut short after its checkpoint
   }
-  if (alone) SCONE_RETURN_IF_ERROR(v->lock_->Share());
+  if (alone) {
+    SCONE_RETURN_IF_ERROR(v->lock_->Share());
+    v->KeepReserve();
+  }
   SCONE_ASSIGN_OR_RETURN(v->users_seen_, v->lock_->ReadUsersHint());
   if (options.expected_tag && !crypto::ConstantTimeEquals(v->Tag(), *options.expected_tag)) {
     return RolledBack("volume " + dir +
@@ -931,6 +958,24 @@ Status Volume::RedoUnconfirmedApplyLocked() {
   return ConfirmAppliedLocked(upto);
 }
 
+namespace {
+
+bool GrowsNothing(const JournalRecord& record) {
+  using Kind = JournalRecord::Kind;
+  switch (record.kind) {
+    case Kind::kUnlink:
+    case Kind::kRename:
+    case Kind::kSync:
+    case Kind::kSyncPending:
+    case Kind::kSyncApplied:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
 Status Volume::WriteRecordLocked(JournalRecord& record) {
   // The journal appends after the last record it read or wrote, which must be where this
   // process caught up to (under the writer lock it always is): never over another's record.
@@ -938,7 +983,10 @@ Status Volume::WriteRecordLocked(JournalRecord& record) {
     return Internal(MetaPath("journal") + ": appending at " + std::to_string(journal_->end()) +
                     ", but this process read up to " + std::to_string(journal_seen_));
   }
-  SCONE_RETURN_IF_ERROR(journal_->Append(next_seq_, record, /*durable=*/false));
+  // Records that remove, rename or make durable may use the reserve: an `rm` on a full disk
+  // makes room, as natively. A commit's room was reserved before it was built (CommitFile).
+  const auto append = [&] { return journal_->Append(next_seq_, record, /*durable=*/false); };
+  SCONE_RETURN_IF_ERROR(GrowsNothing(record) ? WithReserve("a journal record", append) : append());
   SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked());
   record.seq = next_seq_++;
   // Our own record is in state_ already: catching up later need not read it back.
@@ -1089,7 +1137,12 @@ void Volume::ApplyToState(const JournalRecord& record) {
   }
 }
 
-Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound,
+void Volume::NoteWritingAhead(const FileId& id) {
+  std::lock_guard lock(mu_);
+  writing_ahead_.insert(id);
+}
+
+Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound, bool cuts_short,
                           const std::function<Status(const FileEntry* current)>& build,
                           const std::function<Status()>& apply) {
   KeepAlive keep;
@@ -1103,7 +1156,13 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t reco
     SCONE_RETURN_IF_ERROR(build(last ? &*last : nullptr));
     return apply();
   }
-  SCONE_RETURN_IF_ERROR(journal_->Reserve(record_bound + it->second.size()));
+  // A file cut short (`: > log`, `truncate -s 0`) makes room on a full disk, as natively: its
+  // commit may use the volume's reserve; one that writes data may not (space_reserve.h).
+  const auto room = [&] { return journal_->Reserve(record_bound + it->second.size()); };
+  SCONE_RETURN_IF_ERROR(cuts_short ? WithReserve("a file cut short", room) : room());
+  // The build writes chunks in place ahead of the record, and a durable record applies the
+  // window before the state holds it: nothing cuts the file back meanwhile.
+  writing_ahead_.insert(id);
   // Until its record is appended, a crash leaves chunks written in place that no record names:
   // the next holder of the writer lock learns of it (RepairAfterDeadWriterLocked). A failed
   // build or append leaves the mark too, for this process's next commit.
@@ -1113,6 +1172,7 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t reco
   if (before_record_hook) before_record_hook();
   SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/!record.lazy));
   touched_.insert(id);
+  writing_ahead_.erase(id);  // what it wrote ahead, the record names now
   if (after_record_hook) after_record_hook();
   // A lazy record's new chunks go in place after it; a durable one's window and images too.
   Status applied = apply();
@@ -1263,6 +1323,14 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout.PageOffset(page), ByteSpan(image, kPageSize)));
   }
   if (!trim) {
+    // A file cut short (`: > log`, logrotate's copytruncate) gives its room back once the apply
+    // reaches its last commit, unless a writer of this process sealed chunks past its end ahead
+    // of their record (writers of other processes seal under the writer lock, held here). It
+    // kept the data file's length until the next recovery: the disk space was never freed.
+    if (state_.files.at(path) == entry && writing_ahead_.count(id) == 0) {
+      SCONE_ASSIGN_OR_RETURN(uint64_t length, data->Size());
+      if (length > layout.DataFileSize(entry.size)) SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));
+    }
     SCONE_RETURN_IF_ERROR(DropPagesPastTheEnd(layout, *data, side, entry.size));
     // Writing the window in place is the volume's business, not a change of the program's:
     // the file keeps the times its last write or utimensat gave it. Best effort: a process

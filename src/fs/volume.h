@@ -38,6 +38,7 @@
 #include "fs/protected_file.h"
 #include "fs/recently_unlinked.h"
 #include "fs/region_rules.h"
+#include "fs/space_reserve.h"
 #include "fs/volume_lock.h"
 #include "fs/volume_state.h"
 #include "os/file.h"
@@ -263,6 +264,11 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Reads the checkpoint sequence from the state file's authenticated-later header.
   Result<uint64_t> PeekBaseSeq() const;
   Status WriteBase(bool clean);
+  // Runs a change of the volume's metadata; where the disk is full, once more after releasing
+  // the volume's reserve (see space_reserve.h), saying so in one `scone:` line.
+  Status WithReserve(const char* what, const std::function<Status()>& change);
+  // Allocates the reserve again where the disk has room (best effort; at an open).
+  void KeepReserve();
   Status DropPagesPastTheEnd(const Layout& layout, const os::File& data, const os::File& side,
                              uint64_t size);
   Status Recover(std::vector<JournalRecord> records);
@@ -340,7 +346,12 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // if it was unlinked: then nothing is journaled); the record is appended, applied with
   // `apply`, and folded into the state. `record_bound`: at most how large the record gets; the
   // journal has room for it before `build` runs (ENOSPC then, with nothing changed).
-  Status CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound,
+  // Called by ProtectedFile (its lock held, not the volume's) before it writes chunks in place
+  // ahead of the record that will name them: until that record, applying the window does not
+  // cut the data file back to the file's size (the chunks lie past it).
+  void NoteWritingAhead(const FileId& id);
+  // `cuts_short`: the commit makes the file shorter, and may take that room from the reserve.
+  Status CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound, bool cuts_short,
                     const std::function<Status(const FileEntry* current)>& build,
                     const std::function<Status()>& apply);
 
@@ -426,6 +437,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Every file's last entry when its last name went, the newest kept; beside the base state
   // for processes that catch up by loading it (see recently_unlinked.h).
   RecentlyUnlinked recently_unlinked_;
+  SpaceReserve reserve_{MetaPath("reserve")};
+  std::set<FileId> writing_ahead_;  // see NoteWritingAhead; cleared by the file's next record
   FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;
   uint64_t journal_seen_ = 0;  // end of the last record folded into state_

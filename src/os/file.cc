@@ -199,9 +199,13 @@ Status WriteFileAtomically(const std::string& path, ByteSpan data, mode_t mode) 
       if (fchown(f.fd(), old.st_uid, old.st_gid) != 0 && errno != EPERM) return IoError("chown " + tmp, errno);
       if (fchmod(f.fd(), old.st_mode & 07777) != 0) return IoError("chmod " + tmp, errno);
     }
-    SCONE_RETURN_IF_ERROR(f.WriteAt(0, data));
-    SCONE_RETURN_IF_ERROR(f.Sync());
-    SCONE_RETURN_IF_ERROR(f.Close());
+    Status written = f.WriteAt(0, data);
+    if (written.ok()) written = f.Sync();
+    if (written.ok()) written = f.Close();
+    if (!written.ok()) {
+      (void)Sys().unlink(tmp.c_str());  // a full disk keeps no half copy
+      return written;
+    }
   }
   if (Sys().rename(tmp.c_str(), path.c_str()) != 0) return IoError("rename " + tmp, errno);
   return SyncDirectory(DirName(path));
