@@ -391,5 +391,29 @@ TEST_F(VolumeTest, UnlinkedOpenFileKeepsWorkingAndCommitsNothing) {
   EXPECT_TRUE((*OpenVolume())->Files().empty());
 }
 
+// A file cut short gives its disk space back once the change is applied (before, the data file
+// kept its length until a recovery: `: > log` freed nothing); another file's data stays.
+TEST_F(VolumeTest, AFileCutShortGivesItsRoomBack) {
+  auto v = CreateVolume();
+  auto log = *v->OpenFile("log", {.create = true});
+  auto other = *v->OpenFile("other", {.create = true});
+  std::string block = Pattern(1 << 20, 7);
+  ASSERT_TRUE(log->Write(0, AsBytes(block)).ok());
+  ASSERT_TRUE(log->Sync().ok());
+  struct stat st;
+  ASSERT_EQ(stat((dir_ + "/log").c_str(), &st), 0);
+  ASSERT_GE(st.st_size, 1 << 20);
+  ASSERT_TRUE(log->Truncate(100).ok());
+  ASSERT_TRUE(other->Write(0, AsBytes(block)).ok());
+  ASSERT_TRUE(log->Sync().ok());
+  ASSERT_EQ(stat((dir_ + "/log").c_str(), &st), 0);
+  EXPECT_LE(st.st_size, 2 * kChunkSize) << "the data file kept its length";
+  ASSERT_TRUE(other->Sync().ok());
+  ASSERT_TRUE(v->Close().ok());
+  auto again = *OpenVolume();
+  EXPECT_EQ(*ReadFile(*again, "log"), block.substr(0, 100));
+  EXPECT_EQ(*ReadFile(*again, "other"), block);
+}
+
 }  // namespace
 }  // namespace scone::fs
