@@ -923,6 +923,7 @@ Status ProtectedFile::EvictCache() {
     plains.push_back(it->second.data());
   }
   if (!chunks.empty()) {
+    SCONE_RETURN_IF_ERROR(AllocateSlots(chunks));  // on a full disk: ENOSPC, nothing changed
     SCONE_RETURN_IF_ERROR(SealAndWriteInPlace(chunks, plains));
     for (auto it : evicted) DropCached(it, std::next(it));
   }
@@ -967,10 +968,15 @@ Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {
                   std::to_string(offset));
   }
   ForgetRecentIfChanged();
-  if (end > size_) {
-    SCONE_RETURN_IF_ERROR(EnsureRoomFor(end));
-    size_ = end;
+  if (end > size_) SCONE_RETURN_IF_ERROR(EnsureRoomFor(end));
+  if (data.size() > kSmallCommitChunks * kChunkSize) {
+    // Runs of it go in place before any record: their room first, while nothing has changed
+    // (a full disk failed them halfway, and the file was left short of its own table).
+    std::vector<uint64_t> chunks;
+    for (uint64_t c = offset / kChunkSize; c * kChunkSize < end; ++c) chunks.push_back(c);
+    SCONE_RETURN_IF_ERROR(AllocateSlots(chunks));
   }
+  if (end > size_) size_ = end;
   changed_ = true;
   times_kept_ = false;  // a write moves the mtime
   clock_gettime(CLOCK_REALTIME_COARSE, &changed_at_);  // the kernel's clock for file times
@@ -1147,9 +1153,16 @@ uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes) const {
 Status ProtectedFile::AllocateInPlaceLocked(bool durable) {
   // As BuildRecord picks them: chunks that go to the journal need no slot yet.
   const bool all = JournalsAllChunks(durable);
-  uint64_t begin = 0, end = 0;
+  std::vector<uint64_t> chunks;
   for (const auto& [chunk, plain] : cache_) {
-    if (GoesToJournal(chunk, all)) continue;
+    if (!GoesToJournal(chunk, all)) chunks.push_back(chunk);
+  }
+  return AllocateSlots(chunks);
+}
+
+Status ProtectedFile::AllocateSlots(const std::vector<uint64_t>& chunks) {
+  uint64_t begin = 0, end = 0;
+  for (uint64_t chunk : chunks) {
     const uint64_t at = layout_.SlotOffset(chunk);
     if (at != end) {
       if (end > begin) SCONE_RETURN_IF_ERROR(data_.Allocate(begin, end - begin));

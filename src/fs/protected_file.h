@@ -272,6 +272,10 @@ class ProtectedFile {
   // Allocates the slots the commit's new chunks go to in place, before its record names them:
   // a full disk failed those writes after the record, and the file was damaged for good.
   Status AllocateInPlaceLocked(bool durable);
+  // Allocates the data file's slots of these chunks (ascending), adjacent ones in one call:
+  // chunks sealed in place outside a commit (a large write, an eviction) must find their room
+  // before anything names them, or a full disk leaves the file short of what its table says.
+  Status AllocateSlots(const std::vector<uint64_t>& chunks);
   Status TruncateLocked(uint64_t new_size);
   Status StageWrite(uint64_t offset, ByteSpan data);
   Status AfterWriteAlone();

@@ -136,6 +136,7 @@ Status Volume::WriteBase(bool clean) {
 }
 
 void Volume::KeepReserve() {
+  if (reserve_released_) return;  // the room it gave is what this process was opened with
   // Room for the state file written twice over (its copy, then the one it replaces), and more.
   struct stat base;
   const uint64_t base_size = os::Sys().lstat(MetaPath("volume").c_str(), &base) == 0 ? base.st_size : 0;
@@ -147,6 +148,7 @@ void Volume::KeepReserve() {
 Status Volume::WithReserve(const char* what, const std::function<Status()>& change) {
   Status done = change();
   if (!OutOfSpace(done) || !reserve_.Release()) return done;
+  reserve_released_ = true;
   std::fprintf(stderr,
                "scone: volume %s: the disk is full; the volume's reserve went to %s (free space on the "
                "disk: the next open keeps the reserve again)\n",
@@ -454,6 +456,24 @@ Status Volume::ChownMetadata(const std::string& dir, uid_t uid, gid_t gid) {
 
 Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const SecretBytes& key,
                                              const OpenOptions& options) {
+  auto opened = OpenOnce(dir, key, options);
+  if (!opened.ok() && OutOfSpace(opened.status()) &&
+      SpaceReserve(WithoutTrailingSlashes(dir) + "/" + kMetaDirName + "/reserve").Release()) {
+    // A recovery that writes in place on a full disk (a process killed with writes the journal
+    // holds): as after a crash during a recovery, the next open starts it over, with the
+    // reserve's room. Before, the volume stayed shut until space was freed outside it.
+    std::fprintf(stderr, "scone: volume %s: the disk is full; the volume's reserve went to opening it (%s)\n",
+                 dir.c_str(), opened.status().message().c_str());
+    opened = OpenOnce(dir, key, options);
+    if (opened.ok()) (*opened)->reserve_released_ = true;
+  }
+  // Kept by the process that opens the volume alone, outside the volume's locks.
+  if (opened.ok() && (*opened)->opened_alone_) (*opened)->KeepReserve();
+  return opened;
+}
+
+Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const SecretBytes& key,
+                                                 const OpenOptions& options) {
   if (key.size() != crypto::kKeySize) return InvalidArgument("a volume key has 32 bytes");
   std::shared_ptr<Volume> v(new Volume(dir, key.Clone()));
   SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(v->MetaPath("volume")));
@@ -499,7 +519,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
   }
   if (alone) {
     SCONE_RETURN_IF_ERROR(v->lock_->Share());
-    v->KeepReserve();
+    v->opened_alone_ = true;
   }
   SCONE_ASSIGN_OR_RETURN(v->users_seen_, v->lock_->ReadUsersHint());
   if (options.expected_tag && !crypto::ConstantTimeEquals(v->Tag(), *options.expected_tag)) {
@@ -1197,6 +1217,9 @@ Status Volume::Checkpoint(bool clean) {
   // A window this process may not put in place (see MayApplyWindowLocked) keeps the journal
   // that holds it, for a process that may.
   if (!window_.empty()) return Status::Ok();
+  // So does one whose apply failed (a full disk): it is the next open's recovery to put it in
+  // place. A checkpoint dropped it, and the file's table no longer matched its pages on disk.
+  if (apply_failed_) return Status::Ok();
   // Everything applied in place since the last checkpoint must be durable before the journal
   // that could redo it is dropped.
   SCONE_RETURN_IF_ERROR(SyncFilesLocked(touched_));

@@ -227,6 +227,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   friend class ProtectedFile;
 
   Volume(std::string dir, SecretBytes key);
+  static Result<std::shared_ptr<Volume>> OpenOnce(const std::string& dir, const SecretBytes& key,
+                                                  const OpenOptions& options);
 
   // Derived keys, bound to the volume's identity.
   SecretBytes DeriveKey(std::string_view purpose) const;
@@ -438,6 +440,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // for processes that catch up by loading it (see recently_unlinked.h).
   RecentlyUnlinked recently_unlinked_;
   SpaceReserve reserve_{MetaPath("reserve")};
+  bool reserve_released_ = false;   // by this process: not kept again before its next open
+  bool opened_alone_ = false;
+  bool apply_failed_ = false;       // a window's apply failed: the journal must stay (Checkpoint)       // no other process had it open: this one keeps the reserve
   std::set<FileId> writing_ahead_;  // see NoteWritingAhead; cleared by the file's next record
   FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;

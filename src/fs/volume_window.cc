@@ -174,8 +174,12 @@ Status Volume::ApplyWindowLocked(uint64_t upto) {
     auto it = path_by_id_.find(id);
     if (it == path_by_id_.end()) continue;  // unlinked since
     auto newer = newer_on_disk.find(id);
-    SCONE_RETURN_IF_ERROR(ReplayDataForFile(id, it->second, records, /*trim=*/false,
-                                            newer == newer_on_disk.end() ? nullptr : &newer->second));
+    Status replayed = ReplayDataForFile(id, it->second, records, /*trim=*/false,
+                                        newer == newer_on_disk.end() ? nullptr : &newer->second);
+    if (!replayed.ok()) {
+      apply_failed_ = true;  // the journal alone holds it now: no checkpoint may drop it
+      return replayed;
+    }
     touched_.insert(id);
   }
   return Status::Ok();
