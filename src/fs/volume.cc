@@ -1197,6 +1197,7 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t reco
   // A lazy record's new chunks go in place after it; a durable one's window and images too.
   Status applied = apply();
   if (applied.ok()) lock_->ClearInFlight();
+  if (!applied.ok()) apply_failed_ = true;  // the journal holds what did not go in place
   if (record.lazy) AddToWindowLocked(std::make_shared<const JournalRecord>(record));
   ApplyToState(record);
   // A failed in-place apply is repaired by the journal at the next open (a lazy record's, by
@@ -1219,7 +1220,14 @@ Status Volume::Checkpoint(bool clean) {
   if (!window_.empty()) return Status::Ok();
   // So does one whose apply failed (a full disk): it is the next open's recovery to put it in
   // place. A checkpoint dropped it, and the file's table no longer matched its pages on disk.
-  if (apply_failed_) return Status::Ok();
+  if (apply_failed_) {
+    if (!apply_failed_reported_) {
+      std::fprintf(stderr, "scone: volume %s: changes that could not be put in place stay in its journal until it is next opened\n",
+                   dir_.c_str());
+      apply_failed_reported_ = true;
+    }
+    return Status::Ok();
+  }
   // Everything applied in place since the last checkpoint must be durable before the journal
   // that could redo it is dropped.
   SCONE_RETURN_IF_ERROR(SyncFilesLocked(touched_));

@@ -442,7 +442,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   SpaceReserve reserve_{MetaPath("reserve")};
   bool reserve_released_ = false;   // by this process: not kept again before its next open
   bool opened_alone_ = false;
-  bool apply_failed_ = false;       // a window's apply failed: the journal must stay (Checkpoint)       // no other process had it open: this one keeps the reserve
+  bool apply_failed_ = false;       // an apply in place failed: the journal must stay (Checkpoint)
+  bool apply_failed_reported_ = false;       // no other process had it open: this one keeps the reserve
   std::set<FileId> writing_ahead_;  // see NoteWritingAhead; cleared by the file's next record
   FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;
