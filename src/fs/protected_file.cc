@@ -971,10 +971,10 @@ Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {
   if (end > size_) SCONE_RETURN_IF_ERROR(EnsureRoomFor(end));
   if (data.size() > kSmallCommitChunks * kChunkSize) {
     // Runs of it go in place before any record: their room first, while nothing has changed
-    // (a full disk failed them halfway, and the file was left short of its own table).
-    std::vector<uint64_t> chunks;
-    for (uint64_t c = offset / kChunkSize; c * kChunkSize < end; ++c) chunks.push_back(c);
-    SCONE_RETURN_IF_ERROR(AllocateSlots(chunks));
+    // (a full disk failed them halfway, and the file was left short of its own table). One
+    // range, table pages between the slots included.
+    const uint64_t first = layout_.SlotOffset(offset / kChunkSize);
+    SCONE_RETURN_IF_ERROR(data_.Allocate(first, layout_.SlotOffset((end - 1) / kChunkSize) + kChunkSize - first));
   }
   if (end > size_) size_ = end;
   changed_ = true;

@@ -62,8 +62,8 @@ Volume::~Volume() {
   if (!closed_) (void)Close();
 }
 
-std::string Volume::MetaPath(std::string_view name) const {
-  return dir_ + "/" + kMetaDirName + (name.empty() ? "" : "/" + std::string(name));
+std::string Volume::MetaPathIn(const std::string& dir, std::string_view name) {
+  return WithoutTrailingSlashes(dir) + "/" + kMetaDirName + (name.empty() ? "" : "/" + std::string(name));
 }
 
 SecretBytes Volume::DeriveKey(std::string_view purpose) const {
@@ -132,15 +132,15 @@ Status Volume::WriteBase(bool clean) {
   SCONE_RETURN_IF_ERROR(aead.Seal(ByteSpan(nonce, sizeof(nonce)), {ByteSpan(out.data(), aad_size)},
                                   body.bytes(), out.data() + aad_size,
                                   out.data() + aad_size + body.bytes().size()));
-  return WithReserve("its state", [&] { return os::WriteFileAtomically(MetaPath("volume"), out); });
+  SCONE_RETURN_IF_ERROR(WithReserve("its state", [&] { return os::WriteFileAtomically(MetaPath("volume"), out); }));
+  base_size_ = out.size();
+  return Status::Ok();
 }
 
 void Volume::KeepReserve() {
   if (reserve_released_) return;  // the room it gave is what this process was opened with
   // Room for the state file written twice over (its copy, then the one it replaces), and more.
-  struct stat base;
-  const uint64_t base_size = os::Sys().lstat(MetaPath("volume").c_str(), &base) == 0 ? base.st_size : 0;
-  if (reserve_.Keep(SpaceReserve::kBaseBytes + 2 * base_size) == SpaceReserve::Kept::kAllocated) {
+  if (reserve_.Keep(SpaceReserve::kBaseBytes + 2 * base_size_) == SpaceReserve::Kept::kAllocated) {
     GiveToMetadataOwner(reserve_.path());
   }
 }
@@ -210,6 +210,7 @@ Status Volume::LoadBase(bool* was_clean) {
     return DataCorrupted(path + ": volume metadata is malformed");
   }
   applied_seq_ = applied_seq;
+  base_size_ = data->size();
   recently_unlinked_.Load(MetaPath("unlinked"), unlinked_key_, state_.volume_id, applied_seq_);
   path_by_id_.clear();
   names_.Clear();
@@ -443,7 +444,7 @@ void Volume::GiveToMetadataOwner(const std::string& path) const {
 }
 
 Status Volume::ChownMetadata(const std::string& dir, uid_t uid, gid_t gid) {
-  const std::string meta = WithoutTrailingSlashes(dir) + "/" + kMetaDirName;
+  const std::string meta = MetaPathIn(dir, "");
   if (lchown(meta.c_str(), uid, gid) != 0) return IoError("chown " + meta, errno);
   std::error_code ec;
   for (std::filesystem::recursive_directory_iterator it(meta, ec), end; !ec && it != end; it.increment(ec)) {
@@ -458,7 +459,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const std::string& dir, const Secre
                                              const OpenOptions& options) {
   auto opened = OpenOnce(dir, key, options);
   if (!opened.ok() && OutOfSpace(opened.status()) &&
-      SpaceReserve(WithoutTrailingSlashes(dir) + "/" + kMetaDirName + "/reserve").Release()) {
+      SpaceReserve(MetaPathIn(dir, "reserve")).Release()) {
     // A recovery that writes in place on a full disk (a process killed with writes the journal
     // holds): as after a crash during a recovery, the next open starts it over, with the
     // reserve's room. Before, the volume stayed shut until space was freed outside it.

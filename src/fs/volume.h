@@ -357,7 +357,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
                     const std::function<Status(const FileEntry* current)>& build,
                     const std::function<Status()>& apply);
 
-  std::string MetaPath(std::string_view name) const;
+  std::string MetaPath(std::string_view name) const { return MetaPathIn(dir_, name); }
+  // `name` in the metadata directory of the volume at `dir` ("" for the directory itself).
+  static std::string MetaPathIn(const std::string& dir, std::string_view name);
 
   // ---- the window: what was published since the last durable record (volume_window.cc) ----
   // A lazy commit is appended without a sync and is not applied in place (its new chunks are
@@ -441,9 +443,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   RecentlyUnlinked recently_unlinked_;
   SpaceReserve reserve_{MetaPath("reserve")};
   bool reserve_released_ = false;   // by this process: not kept again before its next open
-  bool opened_alone_ = false;
+  bool opened_alone_ = false;       // no other process had it open: this one keeps the reserve
+  uint64_t base_size_ = 0;          // of the state file, as last read or written
   bool apply_failed_ = false;       // an apply in place failed: the journal must stay (Checkpoint)
-  bool apply_failed_reported_ = false;       // no other process had it open: this one keeps the reserve
+  bool apply_failed_reported_ = false;
   std::set<FileId> writing_ahead_;  // see NoteWritingAhead; cleared by the file's next record
   FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;
