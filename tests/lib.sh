@@ -3,6 +3,15 @@
 # fail MESSAGE: report and stop the test.
 fail() { echo "FAIL${case_name:+ ($case_name)}: $*" >&2; exit 1; }
 
+# kill_tree PID...: SIGKILL to the processes and everything they started (a test's cleanup: a
+# forked child left behind keeps ctest's output pipe open, and ctest waits for it).
+kill_tree() {
+  local pid all=()
+  collect() { local p; all+=("$1"); for p in $(pgrep -P "$1" 2>/dev/null); do collect "$p"; done; }
+  for pid in "$@"; do collect "$pid"; done
+  ((${#all[@]} == 0)) || kill -9 "${all[@]}" 2>/dev/null || true
+}
+
 # wait_for_line FILE PATTERN PID: until FILE has a line matching PATTERN, while PID lives
 # (bounded: 30 s, for a loaded machine). Servers print such a line once they listen.
 wait_for_line() {
@@ -36,6 +45,7 @@ start_capture() {
 stop_capture() {
   kill -INT "$capture_pid"
   wait "$capture_pid" || fail "tcpdump: $(cat "$1.log" 2>/dev/null)"
+  capture_pid=""  # ended: its number may be another process's by the test's cleanup
   # A capture that lost packets proves nothing about them.
   grep -q "^0 packets dropped by kernel" "$1.log" || fail "tcpdump lost packets: $(cat "$1.log")"
 }

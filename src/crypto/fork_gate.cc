@@ -33,18 +33,22 @@ void Leave() {
 // per-thread state, whose release takes OpenSSL's global lock: inside the gate, and before
 // OpenSSL's own key destructor (this key is made first, at the process's first use).
 void EndThreadUse() {
-  ReleaseThreadCipherContexts();
   Enter();
+  ReleaseThreadCipherContexts();
   OPENSSL_thread_stop();
   Leave();
+}
+
+ThreadExitHook& EndThreadUseHook() {
+  static ThreadExitHook hook(EndThreadUse);
+  return hook;
 }
 
 }  // namespace
 
 InsideOpenSsl::InsideOpenSsl() {
   Enter();
-  static ThreadExitHook end_thread_use(EndThreadUse);
-  end_thread_use.Arm();
+  EndThreadUseHook().Arm();
 }
 
 InsideOpenSsl::~InsideOpenSsl() { Leave(); }
@@ -57,5 +61,10 @@ void CloseGateForFork() {
 void OpenGateAfterFork() { closed.store(false, std::memory_order_release); }
 
 bool GateClosedForFork() { return closed.load(std::memory_order_acquire); }
+
+void InitOpenSslWithGate(uint64_t opts) {
+  EndThreadUseHook();  // its key before OpenSSL's (fork_gate.h)
+  OPENSSL_init_crypto(opts, nullptr);
+}
 
 }  // namespace scone::crypto

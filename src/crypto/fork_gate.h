@@ -11,6 +11,8 @@
 // inside ever waits for the kernel. Cost: one atomic add and one load per call.
 #pragma once
 
+#include <cstdint>
+
 namespace scone::crypto {
 
 // For the lifetime of the object this thread is inside OpenSSL (nesting passes).
@@ -32,5 +34,13 @@ bool GateClosedForFork();
 
 // Frees the calling thread's cipher contexts (primitives.cc); run at the thread's exit.
 void ReleaseThreadCipherContexts();
+
+// OpenSSL's initialisation for a process whose threads come and go while it forks (the
+// runtime): the thread-exit hook that frees a thread's OpenSSL state inside the gate is made
+// first. glibc runs an exiting thread's key destructors in the order the keys were made, and
+// OpenSSL's own destructor (made by its initialisation) frees the same state outside the gate:
+// a server thread ending at a fork left the secure heap's or the ex_data lock held in the
+// child, which waited for good at its first key or its first close of a TLS socket.
+void InitOpenSslWithGate(uint64_t opts);
 
 }  // namespace scone::crypto

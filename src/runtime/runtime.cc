@@ -17,6 +17,7 @@
 #include "attest/las.h"
 #include "common/parallel.h"
 #include "common/setting.h"
+#include "crypto/fork_gate.h"
 #include "attest/measurement.h"
 #include "fs/volume_path.h"
 #include "os/file.h"
@@ -250,8 +251,9 @@ Runtime* ShieldIfReady() {
 Status Runtime::Init() {
   // The runtime's own OpenSSL (linked in, hidden): no configuration file (the host's could load
   // an engine into the process), and no clean-up at exit, since the volumes close after every
-  // exit handler (CloseAtExit) and need it to the end.
-  OPENSSL_init_crypto(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT, nullptr);
+  // exit handler (CloseAtExit) and need it to the end. Its per-thread state is freed inside the
+  // fork gate (fork_gate.h).
+  crypto::InitOpenSslWithGate(OPENSSL_INIT_NO_LOAD_CONFIG | OPENSSL_INIT_NO_ATEXIT);
   library_path_ = OwnLibraryPath();
   SetHelperThreadStartHook(BecomeRuntimeThread);
   if (!fds_.ok()) return Internal("cannot reserve the descriptor table");

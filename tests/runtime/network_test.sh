@@ -12,7 +12,8 @@ case_name="$2"
 work="$(mktemp -d)"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do { kill -9 "$p" && wait "$p"; } 2>/dev/null || true; done
+  ((${#pids[@]} == 0)) || { kill_tree "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true; }
+  [[ -z "${capture_pid:-}" ]] || kill_tree "$capture_pid"
   rm -rf "$work"
 }
 trap cleanup EXIT

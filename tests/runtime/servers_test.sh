@@ -18,12 +18,6 @@ PGBIN=/usr/lib/postgresql/15/bin
 
 # Every server this test started, with all its descendants, ends with the test.
 started=()
-kill_tree() {  # kill_tree PID...: SIGKILL to the processes and everything they started
-  local pid all=()
-  collect() { local p; all+=("$1"); for p in $(pgrep -P "$1" 2>/dev/null); do collect "$p"; done; }
-  for pid in "$@"; do collect "$pid"; done
-  ((${#all[@]} == 0)) || kill -9 "${all[@]}" 2>/dev/null || true
-}
 cleanup() {
   ((${#started[@]} == 0)) || { kill_tree "${started[@]}"; wait "${started[@]}" 2>/dev/null || true; }
   rm -rf "$work"
