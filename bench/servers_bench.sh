@@ -21,12 +21,6 @@ SCONE_SERVER_DEPS=1 "$here/scripts/install-deps"
 work="$(mktemp -d /var/tmp/scone-servers-bench-XXXXXX)"
 chmod 755 "$work"
 started=()
-kill_tree() {
-  local pid all=()
-  collect() { local p; all+=("$1"); for p in $(pgrep -P "$1" 2>/dev/null); do collect "$p"; done; }
-  for pid in "$@"; do collect "$pid"; done
-  ((${#all[@]} == 0)) || kill -9 "${all[@]}" 2>/dev/null || true
-}
 cleanup() {
   ((${#started[@]} == 0)) || kill_tree "${started[@]}"
   rm -rf "$work"

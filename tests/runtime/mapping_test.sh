@@ -15,8 +15,7 @@ work="$(mktemp -d)"
 pids=()
 # Background programs run under `run` (a shell function: its pid is a subshell's): their whole
 # trees go at the end.
-kill_trees() { local p; for p in "$@"; do kill_trees $(pgrep -P "$p" 2>/dev/null); kill -9 "$p" 2>/dev/null || true; done; }
-trap '((${#pids[@]} == 0)) || kill_trees "${pids[@]}"; rm -rf "$work"' EXIT
+trap '((${#pids[@]} == 0)) || kill_tree "${pids[@]}"; rm -rf "$work"' EXIT
 cd "$work"
 PY=/usr/bin/python3
 MARKER="SCONE-PLAINTEXT-MARKER-$$"
