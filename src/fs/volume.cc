@@ -239,6 +239,8 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   // writer that trusted an unchanged count skipped another's record, and its commit undid an
   // acknowledged write that `verify` then accepted (hostile finding on 0e13636).
   const std::optional<uint64_t> changes = lock_->JournalChanges();
+  VolumeLock::Changes file_changes;
+  const bool have_file_changes = lock_->ReadChanges(&file_changes);  // before the journal too
   // While this process holds the volume alone, no other appends or checkpoints (a process that
   // joins waits for its hand-over): the journal is as this process left it, and two system
   // calls per commit (a `tar -x` makes two commits per file) ask nothing.
@@ -285,6 +287,8 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   }
   for (JournalRecord& r : records) ApplyOthersRecord(std::move(r));
   if (changes) journal_changes_seen_ = *changes;  // read before the journal, under the writer lock
+  changes_seen_ = file_changes;
+  changes_seen_valid_ = have_file_changes;
   // Bytes past the last good record are a torn append of a process that died: nobody else
   // is appending now (we hold the writer lock).
   SCONE_RETURN_IF_ERROR(TrimJournalLocked());
@@ -308,20 +312,31 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   return Status::Ok();
 }
 
-Status Volume::CatchUpIfChangedLocked(KeepAlive* keep) {
+Status Volume::CatchUpIfChangedLocked(KeepAlive* keep, const ChangeInterest& interest) {
   SCONE_RETURN_IF_ERROR(WakeLocked());
   SCONE_ASSIGN_OR_RETURN(uint64_t hint, lock_->ReadCheckpointHint());
   // Every lookup asks: a server opening a file per request would pay a stat of the journal
   // each time. The count of its changes, read before the journal, spares that while it stands.
   const std::optional<uint64_t> changes = lock_->JournalChanges();
   bool appended = false;
-  if (!changes || *changes != journal_changes_seen_) {
-    // A record after the last one read (the journal's tail is zeros written ahead). The count
-    // is taken as seen only when there is none: else the catch-up below reads first.
+  if (changes) {
+    // The count moved: almost always an append (two nginx workers logging move it between any
+    // two calls of either), read at once under the writer lock rather than looked for first.
+    appended = *changes != journal_changes_seen_;
+  } else {
+    // A record after the last one read (the journal's tail is zeros written ahead).
     SCONE_ASSIGN_OR_RETURN(appended, journal_->HasDataAt(journal_seen_));
-    if (changes && !appended) journal_changes_seen_ = *changes;
   }
   if (hint == applied_seq_ && !appended) return Status::Ok();
+  if (hint == applied_seq_ && changes_seen_valid_ && (interest.path != nullptr || interest.id != nullptr)) {
+    // Appended, but perhaps only to other files: no name changed, nor the file's slot.
+    const FileId* id = interest.id;
+    if (id == nullptr) {
+      auto it = state_.files.find(*interest.path);
+      if (it != state_.files.end()) id = &it->second.file_id;  // else: still absent, if no name changed
+    }
+    if (lock_->UnchangedSince(changes_seen_, id)) return Status::Ok();
+  }
   SCONE_RETURN_IF_ERROR(lock_->LockWriter());
   Status s = CatchUpLocked(keep);
   lock_->UnlockWriter();
@@ -1009,10 +1024,34 @@ Status Volume::WriteRecordLocked(JournalRecord& record) {
   const auto append = [&] { return journal_->Append(next_seq_, record, /*durable=*/false); };
   SCONE_RETURN_IF_ERROR(GrowsNothing(record) ? WithReserve("a journal record", append) : append());
   SCONE_RETURN_IF_ERROR(NoteJournalChangedLocked());
+  NoteRecordChangesLocked(record);
   record.seq = next_seq_++;
   // Our own record is in state_ already: catching up later need not read it back.
   journal_seen_ = journal_->end();
   return Status::Ok();
+}
+
+void Volume::NoteRecordChangesLocked(const JournalRecord& record) {
+  // Our own count moves with the lock file's where nobody else's came between.
+  const auto keep_step = [](std::optional<uint64_t> before, uint64_t& seen) {
+    if (before && *before == seen) seen = *before + 1;
+  };
+  using Kind = JournalRecord::Kind;
+  switch (record.kind) {
+    case Kind::kCreate:
+    case Kind::kRename:
+    case Kind::kUnlink:
+    case Kind::kLink:
+      keep_step(lock_->NoteNamesChanged(), changes_seen_.names);
+      if (record.kind != Kind::kCreate) break;
+      [[fallthrough]];
+    case Kind::kCommit:
+      keep_step(lock_->NoteFileChanged(record.entry.file_id),
+                changes_seen_.files[VolumeLock::SlotOf(record.entry.file_id)]);
+      break;
+    default:
+      break;  // syncs change what is durable, not what a lookup sees
+  }
 }
 
 std::string Volume::TrashPath(const FileId& id) const { return MetaPath("trash/" + ToHex(id)); }
@@ -1571,7 +1610,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
     KeepAlive keep;
     std::lock_guard lock(mu_);
     if (closed_) return Internal("volume " + dir_ + " is closed");
-    SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
+    SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep, {.path = &path}));
     if (!shared_.load(std::memory_order_relaxed)) NoticeJoiners();
     if (auto it = state_.files.find(path); it != state_.files.end()) {
       if (auto open = open_files_.find(it->second.file_id); open != open_files_.end()) file = open->second.lock();
@@ -1872,7 +1911,7 @@ Result<FileEntry> Volume::Lookup(std::string_view raw_path) {
   KeepAlive keep;
   std::lock_guard lock(mu_);
   if (closed_) return Internal("volume " + dir_ + " is closed");
-  SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
+  SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep, {.path = &path}));
   auto it = state_.files.find(path);
   // Not known: asked again of the journal itself, not of the count of its changes, which the
   // host could hold still (a file another process created or renamed would then pass for an
@@ -1892,7 +1931,7 @@ Result<FileEntry> Volume::LatestEntry(const FileId& id) {
   KeepAlive keep;
   std::lock_guard lock(mu_);
   if (closed_) return Internal("volume " + dir_ + " is closed");
-  SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep));
+  SCONE_RETURN_IF_ERROR(CatchUpIfChangedLocked(&keep, {.id = &id}));
   auto it = path_by_id_.find(id);
   if (it == path_by_id_.end()) return NotFound("file was unlinked");
   return state_.files.at(it->second);

@@ -257,9 +257,16 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // it open (it catches up to it), and touched. REQUIRES: mu_.
   void PublishCommitLocked(const std::shared_ptr<const JournalRecord>& commit);
   // For lookups: catches up only if the journal or the checkpoint hint moved since we last
-  // looked (an fstat and a load from the lock file's mapping, no lock, in the common case).
+  // looked (loads from the lock file's mapping, no lock, in the common case). A lookup of one
+  // file (by name or by id) skips records that changed only other files (VolumeLock::Changes).
   // REQUIRES: mu_.
-  Status CatchUpIfChangedLocked(KeepAlive* keep);
+  struct ChangeInterest {  // members left out are null
+    const std::string* path;
+    const FileId* id;
+  };
+  Status CatchUpIfChangedLocked(KeepAlive* keep, const ChangeInterest& interest = {});
+  // Counts this process's record in the lock file's changes (names, or the file's slot).
+  void NoteRecordChangesLocked(const JournalRecord& record);
   // Cuts a torn append (bytes past the last good record) off the journal. REQUIRES: the writer
   // lock.
   Status TrimJournalLocked();
@@ -455,6 +462,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // or changed the journal itself (VolumeLock::JournalChanges): while it stands, nothing was
   // appended since.
   uint64_t journal_changes_seen_ = UINT64_MAX;
+  // The lock file's changes of names and per file slot as of journal_seen_ (VolumeLock::Changes);
+  // valid once a catch-up under the writer lock read them.
+  VolumeLock::Changes changes_seen_;
+  bool changes_seen_valid_ = false;
   bool trash_ready_ = false;   // .scone/trash exists
   uint64_t next_seq_ = 1;
   uint64_t applied_seq_ = 0;  // last record folded into the base state file

@@ -72,13 +72,15 @@ Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
 // The lock file's hints, little-endian: bytes 8-15 the checkpoint sequence, 16-23 the users
 // count, 24-31 the journal's changes, 32-39 the images made, 40-63 the commit in flight (its
-// sequence number, then its file).
+// sequence number, then its file), 64-71 the names' changes, 128-2175 the commits per file slot.
 constexpr off_t kCheckpointHintAt = 8;
 constexpr off_t kUsersHintAt = 16;
 constexpr off_t kJournalChangesAt = 24;
 constexpr off_t kImagesMadeAt = 32;
 constexpr off_t kInFlightAt = 40;
-constexpr off_t kHintsSize = 64;
+constexpr off_t kNamesChangedAt = 64;
+constexpr off_t kFileChangesAt = 128;
+constexpr off_t kHintsSize = kFileChangesAt + 256 * 8;
 constexpr size_t kMappedSize = 4096;
 static_assert(std::endian::native == std::endian::little, "the hints are little-endian");
 
@@ -172,6 +174,38 @@ std::optional<VolumeLock::InFlight> VolumeLock::TakeInFlight() const {
                             std::atomic_ref<uint64_t>(words[2]).load(std::memory_order_relaxed)};
   std::memcpy(commit.file.data(), file, sizeof(file));
   return commit;
+}
+
+bool VolumeLock::ReadChanges(Changes* out) const {
+  if (!hints_) return false;
+  out->names = std::atomic_ref<uint64_t>(hints_.get()[kNamesChangedAt / 8]).load(std::memory_order_acquire);
+  uint64_t* files = hints_.get() + kFileChangesAt / 8;
+  for (size_t i = 0; i < out->files.size(); ++i) {
+    out->files[i] = std::atomic_ref<uint64_t>(files[i]).load(std::memory_order_relaxed);
+  }
+  return true;
+}
+
+bool VolumeLock::UnchangedSince(const Changes& seen, const std::array<uint8_t, 16>* file_id) const {
+  if (!hints_) return false;
+  if (std::atomic_ref<uint64_t>(hints_.get()[kNamesChangedAt / 8]).load(std::memory_order_acquire) != seen.names) {
+    return false;
+  }
+  if (file_id == nullptr) return true;
+  const size_t slot = SlotOf(*file_id);
+  return std::atomic_ref<uint64_t>(hints_.get()[kFileChangesAt / 8 + slot]).load(std::memory_order_acquire) ==
+         seen.files[slot];
+}
+
+std::optional<uint64_t> VolumeLock::NoteNamesChanged() const {
+  if (!hints_) return std::nullopt;
+  return std::atomic_ref<uint64_t>(hints_.get()[kNamesChangedAt / 8]).fetch_add(1, std::memory_order_acq_rel);
+}
+
+std::optional<uint64_t> VolumeLock::NoteFileChanged(const std::array<uint8_t, 16>& file_id) const {
+  if (!hints_) return std::nullopt;
+  return std::atomic_ref<uint64_t>(hints_.get()[kFileChangesAt / 8 + SlotOf(file_id)])
+      .fetch_add(1, std::memory_order_acq_rel);
 }
 
 Status VolumeLock::CountInHint(off_t at) const {

@@ -73,6 +73,26 @@ class VolumeLock {
   // the count moved (one load where the hints are mapped).
   uint64_t ImagesMade() const;
   Status NoteImageMade() const;
+  // Which files changed, for lookups that need one file's news and not the whole journal's (two
+  // nginx workers: each appends to the access log between any two calls of the other, whose
+  // stat, open and read of the file it serves each caught up under the writer lock). A count of
+  // name changes (creates, renames, unlinks, links) and one of commits per slot of 256 (a file's
+  // slot: the first byte of its random id), bumped by the writer after its record, under the
+  // writer lock. Hints the host can write, as JournalChanges: they may let a lookup skip others'
+  // records (a stale view, as when the host holds the count still), never a writer (every commit
+  // catches up under the writer lock). Only where the hints are mapped.
+  struct Changes {
+    uint64_t names = 0;
+    std::array<uint64_t, 256> files{};
+  };
+  static size_t SlotOf(const std::array<uint8_t, 16>& file_id) { return file_id[0]; }
+  bool ReadChanges(Changes* out) const;
+  // Whether the names and the file's slot (if any) still stand as in `seen`.
+  bool UnchangedSince(const Changes& seen, const std::array<uint8_t, 16>* file_id) const;
+  // Bumps and returns the count before (nullopt where not mapped).
+  std::optional<uint64_t> NoteNamesChanged() const;
+  std::optional<uint64_t> NoteFileChanged(const std::array<uint8_t, 16>& file_id) const;
+
   // The commit in flight: the sequence number its record will get and its file, set by a
   // writer before it writes chunks in place and cleared once the record is appended, both under
   // the writer lock. Set when the writer lock is taken: its holder died inside a commit. A hint
