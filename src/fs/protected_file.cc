@@ -974,7 +974,7 @@ Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {
     // (a full disk failed them halfway, and the file was left short of its own table). One
     // range, table pages between the slots included.
     const uint64_t first = layout_.SlotOffset(offset / kChunkSize);
-    SCONE_RETURN_IF_ERROR(data_.Allocate(first, layout_.SlotOffset((end - 1) / kChunkSize) + kChunkSize - first));
+    SCONE_RETURN_IF_ERROR(AllocateRange(first, layout_.SlotOffset((end - 1) / kChunkSize) + kChunkSize));
   }
   if (end > size_) size_ = end;
   changed_ = true;
@@ -1070,6 +1070,7 @@ Status ProtectedFile::TruncateLocked(uint64_t new_size) {
   clock_gettime(CLOCK_REALTIME_COARSE, &changed_at_);
   uint64_t chunks = ChunkCount(new_size);
   if (new_size < size_) {
+    ForgetAllocated();  // the commit cuts the data file
     DropCached(cache_.lower_bound(chunks), cache_.end());
     uint64_t tail = new_size % kChunkSize;
     if (tail != 0 && !(table_.Entry(chunks - 1).IsHole() && cache_.count(chunks - 1) == 0)) {
@@ -1109,6 +1110,7 @@ Status ProtectedFile::EnsureRoomFor(uint64_t size) {
   // The length to go back to is the disk's, not physical_size_: another process may have
   // committed a longer file since this object last looked, and cutting it off destroys it.
   SCONE_ASSIGN_OR_RETURN(uint64_t length, data_.Size());
+  ForgetAllocated();  // cut back to `length` below
   Status grown = data_.Truncate(probe);
   if (!grown.ok() && grown.sys_errno() == EFBIG && probe > need) {
     probe = need;
@@ -1165,12 +1167,26 @@ Status ProtectedFile::AllocateSlots(const std::vector<uint64_t>& chunks) {
   for (uint64_t chunk : chunks) {
     const uint64_t at = layout_.SlotOffset(chunk);
     if (at != end) {
-      if (end > begin) SCONE_RETURN_IF_ERROR(data_.Allocate(begin, end - begin));
+      if (end > begin) SCONE_RETURN_IF_ERROR(AllocateRange(begin, end));
       begin = at;
     }
     end = at + kChunkSize;
   }
-  if (end > begin) SCONE_RETURN_IF_ERROR(data_.Allocate(begin, end - begin));
+  if (end > begin) SCONE_RETURN_IF_ERROR(AllocateRange(begin, end));
+  return Status::Ok();
+}
+
+Status ProtectedFile::AllocateRange(uint64_t begin, uint64_t end) {
+  if (begin >= allocated_from_ && end <= allocated_to_) return Status::Ok();
+  SCONE_RETURN_IF_ERROR(data_.Allocate(begin, end - begin));
+  // Kept as one range: where it touches the one known, their union.
+  if (allocated_to_ > allocated_from_ && begin <= allocated_to_ && end >= allocated_from_) {
+    allocated_from_ = std::min(allocated_from_, begin);
+    allocated_to_ = std::max(allocated_to_, end);
+  } else {
+    allocated_from_ = begin;
+    allocated_to_ = end;
+  }
   return Status::Ok();
 }
 
@@ -1321,6 +1337,7 @@ Status ProtectedFile::CatchUpLocked(const FileEntry& current) {
   auto published = volume_->TakePublishedLocked(id_);
   if (!pending_.empty() && volume_->DurableSeq() >= pending_seq_) pending_.clear();
   if (current.root == committed_root_) return Status::Ok();
+  if (current.size < committed_size_) ForgetAllocated();  // another cut it: its apply cuts the data file
   const bool local_changes = changed_ || !cache_.empty() || !changed_entries_.empty();
   if (!local_changes) {
     // The common case: apply what the others published, record by record.
@@ -1638,6 +1655,7 @@ Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {
   SCONE_RETURN_IF_ERROR(WriteTablePages(dirty_pages_));
   uint64_t data_size = layout_.DataFileSize(record.entry.size);
   if (physical_size_ != data_size) {
+    ForgetAllocated();
     SCONE_RETURN_IF_ERROR(data_.Truncate(data_size));
     physical_size_ = data_size;
   }

@@ -276,6 +276,12 @@ class ProtectedFile {
   // chunks sealed in place outside a commit (a large write, an eviction) must find their room
   // before anything names them, or a full disk leaves the file short of what its table says.
   Status AllocateSlots(const std::vector<uint64_t>& chunks);
+  // Allocates [begin, end) of the data file unless this object allocated it already and
+  // nothing cut the file since (an append to the last chunk allocated its slot each time).
+  Status AllocateRange(uint64_t begin, uint64_t end);
+  // The data file may have been cut (by this process or, seen at a catch-up, another):
+  // allocations made before no longer hold.
+  void ForgetAllocated() { allocated_from_ = allocated_to_ = 0; }
   Status TruncateLocked(uint64_t new_size);
   Status StageWrite(uint64_t offset, ByteSpan data);
   Status AfterWriteAlone();
@@ -325,6 +331,8 @@ class ProtectedFile {
   uint64_t size_ = 0;
   uint64_t physical_size_ = 0;         // current length of the data file
   uint64_t room_ = 0;                  // a data file length the host file system has taken
+  uint64_t allocated_from_ = 0;        // a range of the data file this object allocated
+  uint64_t allocated_to_ = 0;          //   (AllocateRange), empty when from == to
   ChunkTable table_;                   // entries below ChunkCount(size_); durable bits: exactly
                                        // the committed non-hole entries
   MerkleTree tree_;                    // over the committed pages

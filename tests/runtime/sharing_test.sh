@@ -721,7 +721,7 @@ if pid == 0:
     os.write(go[1], b"q")
     print("wrong:", wrong[:5] if wrong else 0, flush=True)
     os._exit(0)
-print("reader", pid, flush=True)
+print("reader", pid, "appender", os.getpid(), flush=True)
 n = 0
 while os.read(go[0], 1) == b"g":
     os.write(log, b"%-99d\n" % n)
@@ -729,16 +729,22 @@ while os.read(go[0], 1) == b"g":
     os.write(ack[1], b"k")
 os.waitpid(pid, 0)
 PYEOF
-  out="$(strace -f -ff -qq -e trace=fcntl -o tr timeout -s KILL 120 "$scone" run --volume "$work/vol:$work/key" -- $PY -B lk.py)" ||
+  out="$(strace -f -ff -qq -e trace=fcntl,fallocate -o tr timeout -s KILL 120 "$scone" run --volume "$work/vol:$work/key" -- $PY -B lk.py)" ||
     fail "lk.py: $out"
   [[ "$out" == *"wrong: 0"* ]] || fail "the reader saw: $out"
-  reader="$(sed -n 's/^reader \([0-9]*\)$/\1/p' <<<"$out")"
+  reader="$(sed -n 's/^reader \([0-9]*\) appender [0-9]*$/\1/p' <<<"$out")"
+  appender="$(sed -n 's/^reader [0-9]* appender \([0-9]*\)$/\1/p' <<<"$out")"
   [[ -s "tr.$reader" ]] || fail "no trace of the reader ($reader)"
   locks=$(grep -c F_OFD_SETLKW "tr.$reader" || true)
   echo "the reader took the writer lock $locks times in 100 rounds of 900 appends"
   # A round: the log's stat catches up (its slot moved); a served file in the log's slot, 3.
   ((locks < 500)) || fail "the reader's calls on other files caught up with the log: $locks writer locks"
   ((locks >= 100)) || fail "the reader's stat of the log did not catch up: $locks writer locks"
+  # The appender allocates each chunk's slot once (90 KB of log: 23 chunks), not at each of
+  # its 900 appends.
+  allocations=$(grep -c fallocate "tr.$appender" || true)
+  echo "the appender allocated $allocations times"
+  ((allocations < 100)) || fail "the appender allocated its slots again at every append: $allocations"
   rm -f tr.*
   check_volume
   ;;
