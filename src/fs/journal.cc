@@ -152,9 +152,10 @@ Status Journal::Refresh() {
   return Status::Ok();
 }
 
-Result<bool> Journal::HasDataAt(uint64_t offset) const {
+Result<bool> Journal::HasDataAt(uint64_t offset, bool* at_end) const {
   uint8_t header[kFrameHeaderSize];
   SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset, MutableByteSpan(header, sizeof(header))));
+  if (at_end != nullptr) *at_end = n == 0;
   return std::memcmp(header, kZeroBlock, n) != 0;
 }
 
@@ -174,10 +175,13 @@ class Journal::Reader {
       SCONE_ASSIGN_OR_RETURN(size_t got, file_.ReadAt(at, buffer_));
       buffer_.resize(got);
       start_ = at;
+      known_end_ = std::max(known_end_, at + got);
       if (got < len) return nullptr;
     }
     return buffer_.data() + (at - start_);
   }
+  // How far the file is known to reach (the end of the furthest byte read).
+  uint64_t known_end() const { return known_end_; }
 
  private:
   static constexpr uint64_t kMaxReadAhead = 256u << 10;
@@ -186,26 +190,47 @@ class Journal::Reader {
   uint64_t read_ahead_ = 32u << 10;
   Bytes buffer_;
   uint64_t start_ = 0;
+  uint64_t known_end_ = 0;
 };
 
 Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_t* start, bool whole) {
+  return ReadWithin(first_seq, start, whole, size_, nullptr);
+}
+
+Result<std::vector<JournalRecord>> Journal::ReadNew(uint64_t first_seq, uint64_t* start, bool* ended_at_start) {
+  return ReadWithin(first_seq, start, /*whole=*/false, UINT64_MAX, ended_at_start);
+}
+
+Result<std::vector<JournalRecord>> Journal::ReadWithin(uint64_t first_seq, uint64_t* start, bool whole,
+                                                       uint64_t limit, bool* ended_at_start) {
   std::vector<JournalRecord> records;
   uint64_t& offset = *start;
+  const uint64_t first_offset = offset;
   uint64_t seq = first_seq;
-  Reader reader(file_, size_);
-  read_ended_clean_ = offset >= size_;
-  while (offset < size_) {
+  Reader reader(file_, limit);
+  read_ended_clean_ = offset >= limit;
+  while (offset < limit) {
     SCONE_ASSIGN_OR_RETURN(const uint8_t* header, reader.Get(offset, kFrameHeaderSize));
-    if (header == nullptr) break;  // torn header: the append never completed
+    if (header == nullptr) {
+      // Torn header (the append never completed), or, read without the length, the file's end.
+      if (limit == UINT64_MAX) read_ended_clean_ = reader.known_end() <= offset;
+      break;
+    }
     ByteReader r(ByteSpan(header, kFrameHeaderSize));
     uint32_t body_size;
     uint64_t record_seq;
     r.U32(&body_size);
     r.U64(&record_seq);
+    // Read without the file's length (ReadNew): a frame longer than what was read asks for it
+    // first, so that a bad length is judged against the file, not read by the GiB.
+    if (limit == UINT64_MAX && offset + kFrameHeaderSize + body_size + crypto::kTagSize > reader.known_end()) {
+      SCONE_RETURN_IF_ERROR(Refresh());
+      limit = std::max(size_, reader.known_end());
+    }
     // The zeros written ahead (or a torn append's), or a length past the file: the end,
     // unless a durable record follows (zeroed or damaged, not torn).
     if (body_size == 0 || body_size > kMaxBodySize ||
-        offset + kFrameHeaderSize + body_size + crypto::kTagSize > size_) {
+        offset + kFrameHeaderSize + body_size + crypto::kTagSize > limit) {
       read_ended_clean_ = std::memcmp(header, kZeroBlock, kFrameHeaderSize) == 0;
       if (whole) {
         SCONE_ASSIGN_OR_RETURN(bool zero_tail, IsZeroFrom(offset));  // the common case, cheaply
@@ -232,7 +257,7 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
       // Lazy records are appended without a sync, so a crash may keep a later one and lose
       // an earlier one: only a durable record after the bad one proves damage.
       SCONE_ASSIGN_OR_RETURN(bool durable_after, DurableRecordAfter(offset + 1, seq));
-      if (next < size_ && !zero_tail && durable_after) {
+      if (next < limit && !zero_tail && durable_after) {
         return DataCorrupted(file_.path() + ": record " + std::to_string(seq) +
                              " at offset " + std::to_string(offset) +
                              " fails authentication and is not the last one (journal damaged)");
@@ -257,8 +282,10 @@ Result<std::vector<JournalRecord>> Journal::ReadFrom(uint64_t first_seq, uint64_
     ++seq;
     offset = next;
   }
-  if (offset >= size_) read_ended_clean_ = true;
+  if (offset >= limit) read_ended_clean_ = true;
   end_ = offset;
+  size_ = std::max(size_, reader.known_end());  // others may have lengthened it
+  if (ended_at_start != nullptr) *ended_at_start = reader.known_end() <= first_offset;
   return records;
 }
 
@@ -324,6 +351,7 @@ Status Journal::WriteZerosAhead(uint64_t needed) {
 }
 
 Status Journal::TruncateTo(uint64_t offset) {
+  if (offset >= size_) SCONE_RETURN_IF_ERROR(Refresh());  // read without its length (ReadNew)
   if (offset >= size_) return Status::Ok();
   SCONE_RETURN_IF_ERROR(file_.Truncate(offset));
   SCONE_RETURN_IF_ERROR(file_.DataSync());

@@ -83,10 +83,15 @@ class Journal {
     uint64_t offset = 0;
     return ReadFrom(first_seq, &offset, /*whole=*/true);
   }
+  // A catch-up's read of what other processes appended, from `*offset` on, as ReadFrom but
+  // without a stat of the file first: the reads end where the file does. `*ended_at_start`:
+  // the file ends at `*offset` itself or before (a checkpoint emptied the journal).
+  Result<std::vector<JournalRecord>> ReadNew(uint64_t first_seq, uint64_t* offset, bool* ended_at_start);
   // Re-reads the file's length (other processes append to it, and write zeros ahead).
   Status Refresh();
   // Whether anything but zeros (a record, or a torn append) starts at `offset`: one pread.
-  Result<bool> HasDataAt(uint64_t offset) const;
+  // `*at_end`: the file ends at `offset` or before.
+  Result<bool> HasDataAt(uint64_t offset, bool* at_end = nullptr) const;
   // Whether the last ReadFrom ended where the zeros written ahead begin (or at the file's end):
   // no torn record follows the ones it read, without reading that header again.
   bool ReadEndedClean() const { return read_ended_clean_; }
@@ -118,6 +123,9 @@ class Journal {
       : file_(std::move(file)), mac_(std::move(key)), volume_id_(volume_id) {}
 
   class Reader;
+  // ReadFrom and ReadNew: reads bounded by `limit` (the file's length, or UINT64_MAX: unknown).
+  Result<std::vector<JournalRecord>> ReadWithin(uint64_t first_seq, uint64_t* offset, bool whole, uint64_t limit,
+                                                bool* ended_at_start);
   // Extends the file with zeros to a multiple of kZeroAhead at or past `needed`.
   Status WriteZerosAhead(uint64_t needed);
   Result<bool> IsZeroFrom(uint64_t offset) const;

@@ -245,45 +245,42 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   // joins waits for its hand-over): the journal is as this process left it, and two system
   // calls per commit (a `tar -x` makes two commits per file) ask nothing.
   const bool alone = holds_alone_ && !shared_.load(std::memory_order_relaxed) && journal_seen_ != 0;
-  // Another process checkpointed if the hint moved, or if the journal shrank under us (a
-  // checkpointer that died before writing the hint).
-  if (!alone) SCONE_RETURN_IF_ERROR(journal_->Refresh());
-  bool reset = !alone && journal_->size() < journal_seen_;
   const uint64_t before = applied_seq_;
   uint64_t base_seq = applied_seq_;
-  if (hint != applied_seq_ || reset) {
+  if (hint != applied_seq_) {
     SCONE_ASSIGN_OR_RETURN(base_seq, PeekBaseSeq());
   }
-  if (base_seq != applied_seq_) {
-    // Another process checkpointed: its state file holds everything up to base_seq.
-    bool clean;
-    SCONE_RETURN_IF_ERROR(LoadBase(&clean));
-    journal_seen_ = 0;
-    next_seq_ = applied_seq_ + 1;
-    touched_.clear();
-    // Its checkpoint applied every record in place: open files reload from disk.
-    WindowDurableLocked(applied_seq_);
-    apply_unconfirmed_ = 0;
-    published_.clear();
-    // Files this process has open whose last name went before that checkpoint: no record tells
-    // of it any more, the list beside the base state does.
-    for (const auto& [id, weak] : open_files_) {
-      if (weak.expired() || path_by_id_.count(id) != 0 || last_entries_.count(id) != 0) continue;
-      if (auto last = recently_unlinked_.Find(id)) last_entries_[id] = *last;
-    }
-  }
+  if (base_seq != applied_seq_) SCONE_RETURN_IF_ERROR(TakeOthersCheckpointLocked());
   // Nothing past the last record read (its tail is zeros written ahead, and nobody appends
   // while we hold the writer lock): a look at one frame header instead of a read of the tail,
   // in every commit of a process that has the volume alone. After another's checkpoint
   // (journal_seen_ 0) the read also moves the journal's own end back to the start.
   std::vector<JournalRecord> records;
-  // The count moved: something was appended (or cut), read at once; else look.
+  // The count moved: something was appended (or cut), read at once; else look. Either read
+  // also finds whether the journal now ends at or before where this process read to.
   bool appended = changes.has_value() && *changes != journal_changes_seen_;
+  bool ended_here = false;
   if (!appended && !alone) {
-    SCONE_ASSIGN_OR_RETURN(appended, journal_->HasDataAt(journal_seen_));
+    SCONE_ASSIGN_OR_RETURN(appended, journal_->HasDataAt(journal_seen_, &ended_here));
   }
   if (appended || journal_seen_ == 0) {
-    SCONE_ASSIGN_OR_RETURN(records, journal_->ReadFrom(next_seq_, &journal_seen_));
+    if (alone) {
+      SCONE_ASSIGN_OR_RETURN(records, journal_->ReadFrom(next_seq_, &journal_seen_));
+    } else {
+      SCONE_ASSIGN_OR_RETURN(records, journal_->ReadNew(next_seq_, &journal_seen_, &ended_here));
+    }
+  }
+  // The journal ends below where this process read to: another checkpointed, and the hint did
+  // not say so (the host held it back, or the checkpointer died before writing it). The state
+  // file, which is authenticated, tells. Found by the read itself, not by a stat of the journal
+  // at every catch-up (a shared append paid one).
+  if (ended_here && !alone && journal_seen_ != 0 && base_seq == applied_seq_) {
+    SCONE_ASSIGN_OR_RETURN(base_seq, PeekBaseSeq());
+    if (base_seq != applied_seq_) {
+      SCONE_RETURN_IF_ERROR(TakeOthersCheckpointLocked());
+      SCONE_RETURN_IF_ERROR(journal_->Refresh());
+      SCONE_ASSIGN_OR_RETURN(records, journal_->ReadFrom(next_seq_, &journal_seen_));
+    }
   }
   for (JournalRecord& r : records) ApplyOthersRecord(std::move(r));
   if (changes) journal_changes_seen_ = *changes;  // read before the journal, under the writer lock
@@ -308,6 +305,26 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
       }
       keep->push_back(std::move(f));
     }
+  }
+  return Status::Ok();
+}
+
+Status Volume::TakeOthersCheckpointLocked() {
+  // Another process checkpointed: its state file holds everything up to its sequence number.
+  bool clean;
+  SCONE_RETURN_IF_ERROR(LoadBase(&clean));
+  journal_seen_ = 0;
+  next_seq_ = applied_seq_ + 1;
+  touched_.clear();
+  // Its checkpoint applied every record in place: open files reload from disk.
+  WindowDurableLocked(applied_seq_);
+  apply_unconfirmed_ = 0;
+  published_.clear();
+  // Files this process has open whose last name went before that checkpoint: no record tells
+  // of it any more, the list beside the base state does.
+  for (const auto& [id, weak] : open_files_) {
+    if (weak.expired() || path_by_id_.count(id) != 0 || last_entries_.count(id) != 0) continue;
+    if (auto last = recently_unlinked_.Find(id)) last_entries_[id] = *last;
   }
   return Status::Ok();
 }

@@ -267,6 +267,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status CatchUpIfChangedLocked(KeepAlive* keep, const ChangeInterest& interest = {});
   // Counts this process's record in the lock file's changes (names, or the file's slot).
   void NoteRecordChangesLocked(const JournalRecord& record);
+  // Loads the state file another process's checkpoint wrote, and reads the journal from its
+  // start again. REQUIRES: the writer lock.
+  Status TakeOthersCheckpointLocked();
   // Cuts a torn append (bytes past the last good record) off the journal. REQUIRES: the writer
   // lock.
   Status TrimJournalLocked();

@@ -366,5 +366,39 @@ TEST_F(TamperTest, AJournalChangeCountWoundBackHidesNoRecordFromAWriter) {
   EXPECT_TRUE(again->Verify().empty());
 }
 
+// The lock file's checkpoint hint is a hint too. A writer that trusted an unchanged one missed
+// the other's checkpoint (which emptied the journal and holds the other's last write in the
+// state file): its next commit went over that write. The journal's end below where the writer
+// read to gives the checkpoint away; the authenticated state file then says what it holds.
+TEST_F(TamperTest, ACheckpointHintWoundBackHidesNoCheckpointFromAWriter) {
+  auto a = CreateVolume();
+  auto b = *OpenVolume();  // two opens: two processes sharing the volume
+  auto fa = *a->OpenFile("f", {.create = true});
+  ASSERT_TRUE(fa->Write(0, AsBytes("a1")).ok());
+  auto fb = *b->OpenFile("f", {});
+  ASSERT_TRUE(fb->Write(4096, AsBytes("b1")).ok());  // b has read the journal up to here
+  ASSERT_TRUE(fa->Write(0, AsBytes("a2")).ok());
+  const std::string lock = dir_ + "/.scone/lock";
+  constexpr off_t kCheckpointHintAt = 8;
+  uint8_t hint[8];
+  const int fd = open(lock.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(pread(fd, hint, sizeof(hint), kCheckpointHintAt), 8);
+  fa.reset();
+  ASSERT_TRUE(a->Close().ok());  // checkpoints: a2 is in the state file, the journal emptied
+  ASSERT_EQ(pwrite(fd, hint, sizeof(hint), kCheckpointHintAt), 8);  // the host winds it back
+  close(fd);
+  ASSERT_TRUE(fb->Write(4096, AsBytes("b2")).ok());
+  fb.reset();
+  ASSERT_TRUE(b->Close().ok());
+  auto again = *OpenVolume();
+  auto content = ReadFile(*again, "f");
+  ASSERT_TRUE(content.ok()) << content.status().message();
+  ASSERT_EQ(content->size(), 4098u);
+  EXPECT_EQ(content->substr(0, 2), "a2");
+  EXPECT_EQ(content->substr(4096, 2), "b2");
+  EXPECT_TRUE(again->Verify().empty());
+}
+
 }  // namespace
 }  // namespace scone::fs
