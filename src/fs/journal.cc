@@ -159,6 +159,12 @@ Result<bool> Journal::HasDataAt(uint64_t offset, bool* at_end) const {
   return std::memcmp(header, kZeroBlock, n) != 0;
 }
 
+Result<bool> Journal::HasByteAt(uint64_t offset) const {
+  uint8_t byte;
+  SCONE_ASSIGN_OR_RETURN(size_t n, file_.ReadAt(offset, MutableByteSpan(&byte, 1)));
+  return n == 1;
+}
+
 // The bytes of the journal from some offset on, read ahead in blocks: catching up with a few
 // small records (another process's appends) costs one pread, not three per record. The
 // read-ahead starts small and doubles with each refill: past the records lie the zeros written

@@ -92,6 +92,8 @@ class Journal {
   // Whether anything but zeros (a record, or a torn append) starts at `offset`: one pread.
   // `*at_end`: the file ends at `offset` or before.
   Result<bool> HasDataAt(uint64_t offset, bool* at_end = nullptr) const;
+  // Whether the file reaches past `offset` (one pread of a byte).
+  Result<bool> HasByteAt(uint64_t offset) const;
   // Whether the last ReadFrom ended where the zeros written ahead begin (or at the file's end):
   // no torn record follows the ones it read, without reading that header again.
   bool ReadEndedClean() const { return read_ended_clean_; }

@@ -675,14 +675,34 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
 Result<size_t> ProtectedFile::WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
   if (data.empty()) return size_t{0};
   std::unique_lock lock(mu_);
-  SCONE_RETURN_IF_ERROR(CommitLocked(
+  const bool had_local_changes = changed_ || !cache_.empty() || !changed_entries_.empty();
+  Status committed = CommitLocked(
       /*durable=*/false,
       [&]() -> Status {
         if (appended_at != nullptr) offset = *appended_at = size_;
         return StageWrite(offset, data);
       },
-      data.size()));
+      data.size());
+  // A write that failed (a full disk) leaves no trace in what this process reads: its staged
+  // bytes had stayed in the cache, and the process read (and stat'ed) appends that had returned
+  // ENOSPC, while the others and the disk had not them (hostile finding). Back to what the
+  // volume holds; local changes from before (writes buffered while alone) stay.
+  if (!committed.ok() && !had_local_changes) (void)DiscardUncommittedLocked();
+  SCONE_RETURN_IF_ERROR(committed);
   return data.size();
+}
+
+Status ProtectedFile::DiscardUncommittedLocked() {
+  DropCached(cache_.begin(), cache_.end());
+  changed_entries_.clear();
+  dirty_pages_.clear();
+  changed_ = false;
+  size_ = committed_size_;
+  // The table as the volume has it (BuildRecord may have changed entries before the failure).
+  return volume_->WithLatestEntry(id_, [&](const FileEntry* current) -> Status {
+    if (current == nullptr) return Status::Ok();
+    return ReloadChangedByOthers(*current, volume_->WindowOfLocked(id_, *current));
+  });
 }
 
 Status ProtectedFile::Refresh() {

@@ -283,6 +283,9 @@ class ProtectedFile {
   // allocations made before no longer hold.
   void ForgetAllocated() { allocated_from_ = allocated_to_ = 0; }
   Status TruncateLocked(uint64_t new_size);
+  // Drops what this object changed since its last commit and reloads the file as the volume
+  // has it (a published write that failed). REQUIRES: mu_ held exclusively.
+  Status DiscardUncommittedLocked();
   Status StageWrite(uint64_t offset, ByteSpan data);
   Status AfterWriteAlone();
   Result<size_t> WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at);

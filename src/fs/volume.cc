@@ -274,13 +274,24 @@ Status Volume::CatchUpLocked(KeepAlive* keep) {
   // not say so (the host held it back, or the checkpointer died before writing it). The state
   // file, which is authenticated, tells. Found by the read itself, not by a stat of the journal
   // at every catch-up (a shared append paid one).
+  // A journal that ends exactly there (a torn tail cut off, no zeros ahead) was not cut below.
+  bool cut_below = false;
   if (ended_here && !alone && journal_seen_ != 0 && base_seq == applied_seq_) {
+    SCONE_ASSIGN_OR_RETURN(bool last_byte_there, journal_->HasByteAt(journal_seen_ - 1));
+    cut_below = !last_byte_there;
+  }
+  if (cut_below) {
     SCONE_ASSIGN_OR_RETURN(base_seq, PeekBaseSeq());
-    if (base_seq != applied_seq_) {
-      SCONE_RETURN_IF_ERROR(TakeOthersCheckpointLocked());
-      SCONE_RETURN_IF_ERROR(journal_->Refresh());
-      SCONE_ASSIGN_OR_RETURN(records, journal_->ReadFrom(next_seq_, &journal_seen_));
+    if (base_seq == applied_seq_) {
+      // No checkpoint emptied it: records this process read are gone (the host cut the file, or
+      // the disk lost them). Going on would build on a state the others no longer share and
+      // undo their writes unseen (hostile finding): every call on the volume fails instead.
+      return DataCorrupted(MetaPath("journal") + ": cut to below the records this process read (up to byte " +
+                           std::to_string(journal_seen_) + ") with no checkpoint (changed behind the volume's back)");
     }
+    SCONE_RETURN_IF_ERROR(TakeOthersCheckpointLocked());
+    SCONE_RETURN_IF_ERROR(journal_->Refresh());
+    SCONE_ASSIGN_OR_RETURN(records, journal_->ReadFrom(next_seq_, &journal_seen_));
   }
   for (JournalRecord& r : records) ApplyOthersRecord(std::move(r));
   if (changes) journal_changes_seen_ = *changes;  // read before the journal, under the writer lock

@@ -400,5 +400,23 @@ TEST_F(TamperTest, ACheckpointHintWoundBackHidesNoCheckpointFromAWriter) {
   EXPECT_TRUE(again->Verify().empty());
 }
 
+// The host cuts the journal below what a process read, with no checkpoint (the hint and the
+// state file unchanged): that process went on from its stale state, its next write undid the
+// other's acknowledged one, and verify accepted the volume. Now its calls fail.
+TEST_F(TamperTest, AJournalCutBelowWhatAProcessReadIsNotBuiltOn) {
+  auto a = CreateVolume();
+  auto b = *OpenVolume();
+  auto fa = *a->OpenFile("f", {.create = true});
+  ASSERT_TRUE(fa->Write(0, AsBytes("a1")).ok());
+  auto fb = *b->OpenFile("f", {});
+  ASSERT_TRUE(fb->Write(4096, AsBytes("b1")).ok());  // b has read the journal up to here
+  ASSERT_TRUE(fa->Write(0, AsBytes("a2")).ok());
+  ASSERT_EQ(truncate((dir_ + "/.scone/journal").c_str(), 0), 0);  // the host
+  auto written = fb->Write(4096, AsBytes("b2"));
+  ASSERT_FALSE(written.ok());
+  EXPECT_NE(written.status().message().find("cut to below the records this process read"), std::string::npos)
+      << written.status().message();
+}
+
 }  // namespace
 }  // namespace scone::fs

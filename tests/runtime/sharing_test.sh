@@ -749,6 +749,67 @@ PYEOF
   check_volume
   ;;
 
+full-disk-appends)
+  # Two processes append to one log while the disk fills: an append that fails with ENOSPC
+  # changes nothing, as natively. Before, the failing process read and stat'ed its failed
+  # appends (its staged bytes stayed cached) while the other process and the disk had not them.
+  mkdir small
+  if ! mount -t tmpfs -o size=8m tmpfs small 2>/dev/null; then echo "skipped: cannot mount a tmpfs (needs root)"; exit 0; fi
+  trap 'umount -l "$work/small" 2>/dev/null || true; rm -rf "$work"' EXIT
+  "$scone" volume create small/v --key-file skey >/dev/null 2>&1
+  cat > fd.py <<PYEOF
+import errno, os
+line = (b"$MARKER " + b"x" * 50000)[:49999] + b"\n"
+L = len(line)
+log = "small/v/log"
+fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+for _ in range(10):
+    os.write(fd, line)
+go, ack = os.pipe(), os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.read(go[0], 1)
+    done = failed = 0
+    for _ in range(40):
+        try:
+            os.write(fd, line)
+            done += 1
+        except OSError as e:
+            assert e.errno == errno.ENOSPC, e
+            failed += 1
+    size = os.stat(log).st_size
+    with open(log, "rb") as f:
+        content = f.read()
+    ok = size == len(content) == L * (10 + done) and content == line * (10 + done)
+    print("child", done, failed, size, len(content), ok, flush=True)
+    os.write(ack[1], b"%d" % size)
+    os._exit(0 if ok else 1)
+with open("small/filler", "wb") as f:  # outside the volume
+    try:
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+    except OSError as e:
+        assert e.errno == errno.ENOSPC, e
+os.write(go[1], b"g")
+child_size = int(os.read(ack[0], 32))
+_, status = os.waitpid(pid, 0)
+size = os.stat(log).st_size
+with open(log, "rb") as f:
+    content = f.read()
+print("parent", size, len(content), child_size, content == line * (size // L), flush=True)
+assert status == 0 and size == child_size == len(content) and content == line * (size // L)
+PYEOF
+  out="$(timeout -s KILL 120 "$scone" run --volume "$work/small/v:$work/skey" -- $PY -B fd.py 2>fd.err)" ||
+    { cat fd.err; fail "the processes disagree on the log after failed appends: $out"; }
+  echo "$out"
+  grep -q "^child [0-9]* [1-9][0-9]* " <<<"$out" || fail "no append failed: the disk did not fill up ($out)"
+  rm -f small/filler
+  size="$("$scone" run --volume "$work/small/v:$work/skey" -- /usr/bin/stat -c %s small/v/log)"
+  [[ "$out" == *"parent $size "* ]] || fail "the log holds $size bytes on disk, the processes saw: $out"
+  "$scone" volume verify small/v --key-file skey >/dev/null || fail "verify after the full disk"
+  ;;
+
 frozen-change-count)
   # The host holds still the lock file's count of journal changes (bytes 24-31 of
   # .scone/lock) while one process creates and renames files and another stats them at once:
