@@ -31,7 +31,7 @@ void Leave() {
 
 // A thread's end with OpenSSL: its cipher contexts (key schedules cleansed), then OpenSSL's own
 // per-thread state, whose release takes OpenSSL's global lock: inside the gate, and before
-// OpenSSL's own key destructor (this key is made first, at the process's first use).
+// OpenSSL's own key destructor (this key is made first, by InitOpenSslWithGate).
 void EndThreadUse() {
   Enter();
   ReleaseThreadCipherContexts();

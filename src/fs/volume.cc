@@ -379,10 +379,20 @@ Status Volume::TrimJournalLocked() {
   return NoteJournalChangedLocked();
 }
 
+namespace {
+
+// After this process bumped a count of the lock file (`before`: its value then, nullopt where
+// not mapped): what it had seen moves with it where nobody else's came between.
+void KeepInStep(std::optional<uint64_t> before, uint64_t& seen) {
+  if (before && *before == seen) seen = *before + 1;
+}
+
+}  // namespace
+
 Status Volume::NoteJournalChangedLocked() {
   const std::optional<uint64_t> before = lock_->JournalChanges();
   SCONE_RETURN_IF_ERROR(lock_->NoteJournalChanged());
-  if (before && *before == journal_changes_seen_) journal_changes_seen_ = *before + 1;
+  KeepInStep(before, journal_changes_seen_);
   return Status::Ok();
 }
 
@@ -1060,21 +1070,17 @@ Status Volume::WriteRecordLocked(JournalRecord& record) {
 }
 
 void Volume::NoteRecordChangesLocked(const JournalRecord& record) {
-  // Our own count moves with the lock file's where nobody else's came between.
-  const auto keep_step = [](std::optional<uint64_t> before, uint64_t& seen) {
-    if (before && *before == seen) seen = *before + 1;
-  };
   using Kind = JournalRecord::Kind;
   switch (record.kind) {
     case Kind::kCreate:
     case Kind::kRename:
     case Kind::kUnlink:
     case Kind::kLink:
-      keep_step(lock_->NoteNamesChanged(), changes_seen_.names);
+      KeepInStep(lock_->NoteNamesChanged(), changes_seen_.names);
       if (record.kind != Kind::kCreate) break;
       [[fallthrough]];
     case Kind::kCommit:
-      keep_step(lock_->NoteFileChanged(record.entry.file_id),
+      KeepInStep(lock_->NoteFileChanged(record.entry.file_id),
                 changes_seen_.files[VolumeLock::SlotOf(record.entry.file_id)]);
       break;
     default:

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstring>
 #include <filesystem>
 
@@ -38,6 +39,48 @@ class TamperTest : public VolumeTest {
   Status OpenAndReadAll(Volume& v, const std::string& path) {
     auto content = ReadFile(v, path);
     return content.status();
+  }
+
+  // Two opens of one volume (two processes sharing it), each with "f" open: a wrote "a1" at 0.
+  struct TwoWriters {
+    std::shared_ptr<Volume> a, b;
+    std::shared_ptr<ProtectedFile> fa, fb;
+  };
+  TwoWriters TwoWritersOfF() {
+    TwoWriters w;
+    w.a = CreateVolume();
+    w.b = *OpenVolume();
+    w.fa = *w.a->OpenFile("f", {.create = true});
+    EXPECT_TRUE(w.fa->Write(0, AsBytes("a1")).ok());
+    w.fb = *w.b->OpenFile("f", {});
+    return w;
+  }
+
+  // The 8 bytes at `at` of the lock file (its hints), as the host reads and writes them.
+  std::array<uint8_t, 8> ReadLockHint(off_t at) {
+    std::array<uint8_t, 8> bytes{};
+    const int fd = open((dir_ + "/.scone/lock").c_str(), O_RDONLY);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(pread(fd, bytes.data(), bytes.size(), at), 8);
+    close(fd);
+    return bytes;
+  }
+  void WriteLockHint(off_t at, const std::array<uint8_t, 8>& bytes) {
+    const int fd = open((dir_ + "/.scone/lock").c_str(), O_WRONLY);
+    EXPECT_GE(fd, 0);
+    EXPECT_EQ(pwrite(fd, bytes.data(), bytes.size(), at), 8);
+    close(fd);
+  }
+
+  // A fresh open finds "f" with `at0` at 0 and `at4096` at 4096, and the volume whole.
+  void ExpectFAfterReopen(const std::string& at0, const std::string& at4096) {
+    auto again = *OpenVolume();
+    auto content = ReadFile(*again, "f");
+    ASSERT_TRUE(content.ok()) << content.status().message();
+    ASSERT_EQ(content->size(), 4096 + at4096.size());
+    EXPECT_EQ(content->substr(0, at0.size()), at0);
+    EXPECT_EQ(content->substr(4096), at4096);
+    EXPECT_TRUE(again->Verify().empty());
   }
 };
 
@@ -338,32 +381,17 @@ TEST_F(TamperTest, JournalTamperingIsDetectedWithTheTrustedTag) {
 // unchanged as proof that nobody appended skipped the other's record: its next commit went over
 // it, undoing a write the other had been told was done, and verify accepted the volume.
 TEST_F(TamperTest, AJournalChangeCountWoundBackHidesNoRecordFromAWriter) {
-  auto a = CreateVolume();
-  auto b = *OpenVolume();  // two opens: two processes sharing the volume
-  auto fa = *a->OpenFile("f", {.create = true});
-  ASSERT_TRUE(fa->Write(0, AsBytes("a1")).ok());
-  auto fb = *b->OpenFile("f", {});
-  const std::string lock = dir_ + "/.scone/lock";
+  auto w = TwoWritersOfF();
   constexpr off_t kJournalChangesAt = 24;
-  uint8_t count[8];
-  const int fd = open(lock.c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(pread(fd, count, sizeof(count), kJournalChangesAt), 8);
-  ASSERT_TRUE(fb->Write(4096, AsBytes("b1")).ok());
-  ASSERT_EQ(pwrite(fd, count, sizeof(count), kJournalChangesAt), 8);  // the host winds it back
-  close(fd);
-  ASSERT_TRUE(fa->Write(0, AsBytes("a2")).ok());
-  fa.reset();
-  fb.reset();
-  ASSERT_TRUE(a->Close().ok());
-  ASSERT_TRUE(b->Close().ok());
-  auto again = *OpenVolume();
-  auto content = ReadFile(*again, "f");
-  ASSERT_TRUE(content.ok()) << content.status().message();
-  ASSERT_EQ(content->size(), 4098u);
-  EXPECT_EQ(content->substr(0, 2), "a2");
-  EXPECT_EQ(content->substr(4096, 2), "b1");
-  EXPECT_TRUE(again->Verify().empty());
+  const auto count = ReadLockHint(kJournalChangesAt);
+  ASSERT_TRUE(w.fb->Write(4096, AsBytes("b1")).ok());
+  WriteLockHint(kJournalChangesAt, count);  // the host winds it back
+  ASSERT_TRUE(w.fa->Write(0, AsBytes("a2")).ok());
+  w.fa.reset();
+  w.fb.reset();
+  ASSERT_TRUE(w.a->Close().ok());
+  ASSERT_TRUE(w.b->Close().ok());
+  ExpectFAfterReopen("a2", "b1");
 }
 
 // The lock file's checkpoint hint is a hint too. A writer that trusted an unchanged one missed
@@ -371,48 +399,29 @@ TEST_F(TamperTest, AJournalChangeCountWoundBackHidesNoRecordFromAWriter) {
 // state file): its next commit went over that write. The journal's end below where the writer
 // read to gives the checkpoint away; the authenticated state file then says what it holds.
 TEST_F(TamperTest, ACheckpointHintWoundBackHidesNoCheckpointFromAWriter) {
-  auto a = CreateVolume();
-  auto b = *OpenVolume();  // two opens: two processes sharing the volume
-  auto fa = *a->OpenFile("f", {.create = true});
-  ASSERT_TRUE(fa->Write(0, AsBytes("a1")).ok());
-  auto fb = *b->OpenFile("f", {});
-  ASSERT_TRUE(fb->Write(4096, AsBytes("b1")).ok());  // b has read the journal up to here
-  ASSERT_TRUE(fa->Write(0, AsBytes("a2")).ok());
-  const std::string lock = dir_ + "/.scone/lock";
+  auto w = TwoWritersOfF();
+  ASSERT_TRUE(w.fb->Write(4096, AsBytes("b1")).ok());  // b has read the journal up to here
+  ASSERT_TRUE(w.fa->Write(0, AsBytes("a2")).ok());
   constexpr off_t kCheckpointHintAt = 8;
-  uint8_t hint[8];
-  const int fd = open(lock.c_str(), O_RDWR);
-  ASSERT_GE(fd, 0);
-  ASSERT_EQ(pread(fd, hint, sizeof(hint), kCheckpointHintAt), 8);
-  fa.reset();
-  ASSERT_TRUE(a->Close().ok());  // checkpoints: a2 is in the state file, the journal emptied
-  ASSERT_EQ(pwrite(fd, hint, sizeof(hint), kCheckpointHintAt), 8);  // the host winds it back
-  close(fd);
-  ASSERT_TRUE(fb->Write(4096, AsBytes("b2")).ok());
-  fb.reset();
-  ASSERT_TRUE(b->Close().ok());
-  auto again = *OpenVolume();
-  auto content = ReadFile(*again, "f");
-  ASSERT_TRUE(content.ok()) << content.status().message();
-  ASSERT_EQ(content->size(), 4098u);
-  EXPECT_EQ(content->substr(0, 2), "a2");
-  EXPECT_EQ(content->substr(4096, 2), "b2");
-  EXPECT_TRUE(again->Verify().empty());
+  const auto hint = ReadLockHint(kCheckpointHintAt);
+  w.fa.reset();
+  ASSERT_TRUE(w.a->Close().ok());  // checkpoints: a2 is in the state file, the journal emptied
+  WriteLockHint(kCheckpointHintAt, hint);  // the host winds it back
+  ASSERT_TRUE(w.fb->Write(4096, AsBytes("b2")).ok());
+  w.fb.reset();
+  ASSERT_TRUE(w.b->Close().ok());
+  ExpectFAfterReopen("a2", "b2");
 }
 
 // The host cuts the journal below what a process read, with no checkpoint (the hint and the
 // state file unchanged): that process went on from its stale state, its next write undid the
 // other's acknowledged one, and verify accepted the volume. Now its calls fail.
 TEST_F(TamperTest, AJournalCutBelowWhatAProcessReadIsNotBuiltOn) {
-  auto a = CreateVolume();
-  auto b = *OpenVolume();
-  auto fa = *a->OpenFile("f", {.create = true});
-  ASSERT_TRUE(fa->Write(0, AsBytes("a1")).ok());
-  auto fb = *b->OpenFile("f", {});
-  ASSERT_TRUE(fb->Write(4096, AsBytes("b1")).ok());  // b has read the journal up to here
-  ASSERT_TRUE(fa->Write(0, AsBytes("a2")).ok());
+  auto w = TwoWritersOfF();
+  ASSERT_TRUE(w.fb->Write(4096, AsBytes("b1")).ok());  // b has read the journal up to here
+  ASSERT_TRUE(w.fa->Write(0, AsBytes("a2")).ok());
   ASSERT_EQ(truncate((dir_ + "/.scone/journal").c_str(), 0), 0);  // the host
-  auto written = fb->Write(4096, AsBytes("b2"));
+  auto written = w.fb->Write(4096, AsBytes("b2"));
   ASSERT_FALSE(written.ok());
   EXPECT_NE(written.status().message().find("cut to below the records this process read"), std::string::npos)
       << written.status().message();
