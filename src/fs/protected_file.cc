@@ -11,6 +11,7 @@
 #include "common/parallel.h"
 #include "common/thread_exit_hook.h"
 #include "fs/data_ranges.h"
+#include "fs/space_reserve.h"
 #include "fs/volume.h"
 #include "os/syscalls.h"
 
@@ -988,7 +989,10 @@ Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {
                   std::to_string(offset));
   }
   ForgetRecentIfChanged();
-  if (end > size_) SCONE_RETURN_IF_ERROR(EnsureRoomFor(end));
+  if (end > size_) {
+    SCONE_RETURN_IF_ERROR(EnsureRoomFor(end));
+    SCONE_RETURN_IF_ERROR(ReserveGrowth(offset, end));
+  }
   if (data.size() > kSmallCommitChunks * kChunkSize) {
     // Runs of it go in place before any record: their room first, while nothing has changed
     // (a full disk failed them halfway, and the file was left short of its own table). One
@@ -1145,6 +1149,30 @@ Status ProtectedFile::EnsureRoomFor(uint64_t size) {
   room_ = probe;
   // Back to its length: data and commits lengthen the file, and a crash leaves nothing behind.
   return data_.Truncate(length);
+}
+
+Status ProtectedFile::ReserveGrowth(uint64_t offset, uint64_t end) {
+  const uint64_t need_end = layout_.DataFileSize(end);
+  if (need_end <= kUnprobedSize) return Status::Ok();
+  // A write that continues the file allocates from the data file's end (chunks buffered since it
+  // last grew have no room yet either) and ahead; one past a hole allocates its own chunks only.
+  constexpr uint64_t kAheadMax = uint64_t{1} << 20;
+  const uint64_t from = std::max(offset, size_);
+  const uint64_t first_slot = layout_.SlotOffset(from / kChunkSize);
+  // Continues: starts at or before the end, right after data (not a hole a truncate made).
+  const bool continues = offset <= size_ && (from == 0 || cache_.count((from - 1) / kChunkSize) != 0 ||
+                                             !table_.Entry((from - 1) / kChunkSize).IsHole());
+  const uint64_t begin = continues ? std::min(first_slot, physical_size_) : first_slot;
+  if (begin >= allocated_from_ && need_end <= allocated_to_) return Status::Ok();
+  uint64_t ahead_end = need_end;
+  if (continues) {
+    ahead_end = layout_.DataFileSize(std::min(end + std::min(end / 8, kAheadMax), kMaxFileSize));
+    // Never past RLIMIT_FSIZE, as EnsureRoomFor.
+    if (const std::optional<uint64_t> limit = os::FileSizeLimit()) ahead_end = std::max(need_end, std::min(ahead_end, *limit));
+  }
+  Status reserved = AllocateRange(begin, ahead_end);
+  if (!reserved.ok() && OutOfSpace(reserved) && ahead_end > need_end) reserved = AllocateRange(begin, need_end);
+  return reserved;
 }
 
 Status ProtectedFile::Sync() {

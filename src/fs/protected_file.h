@@ -241,6 +241,13 @@ class ProtectedFile {
   // commit whose record is already in the journal. Costs a system call only when the file
   // grows past the largest size checked so far (then two: extend, and back).
   Status EnsureRoomFor(uint64_t size);
+  // Allocates the data file's room for what a write of [offset, end) adds past the file's end,
+  // before anything is staged: a write the disk cannot hold fails with ENOSPC, nothing changed,
+  // as natively. (Buffered, it was acknowledged, and lost with an ENOSPC at the commit that
+  // should have put it in place: up to a cache's worth, 4 MiB.) Allocates ahead, an eighth of the
+  // file and at most 1 MiB, so that appends ask once in a while; files below kUnprobedSize are
+  // not reserved (see EnsureRoomFor). REQUIRES: mu_ held exclusively.
+  Status ReserveGrowth(uint64_t offset, uint64_t end);
   // kTooLarge naming the file and `what` went past kMaxFileSize.
   Status TooBig(const std::string& what) const;
   Status CachedChunkForUpdate(uint64_t chunk, uint8_t** plain);
