@@ -664,7 +664,9 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
   if (!volume_->MayBuffer()) {
     SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, write_at_position, data.size()));
   } else {
-    SCONE_RETURN_IF_ERROR(write_at_position());
+    SCONE_ASSIGN_OR_RETURN(uint64_t offset, position.get());
+    SCONE_RETURN_IF_ERROR(StageWriteAlone(offset, data));
+    SCONE_RETURN_IF_ERROR(position.set(offset + data.size()));
     SCONE_RETURN_IF_ERROR(AfterWriteAlone());
   }
   return data.size();
@@ -965,7 +967,7 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data, uint64_t
     return WritePublished(offset, data, appended_at);
   }
   if (appended_at != nullptr) offset = *appended_at = size_;
-  SCONE_RETURN_IF_ERROR(StageWrite(offset, data));
+  SCONE_RETURN_IF_ERROR(StageWriteAlone(offset, data));
   SCONE_RETURN_IF_ERROR(AfterWriteAlone());
   return data.size();
 }
@@ -980,6 +982,13 @@ Status ProtectedFile::AfterWriteAlone() {
   }
   if (changed_ || !cache_.empty()) volume_->NoteBuffered(id_);
   return Status::Ok();
+}
+
+Status ProtectedFile::StageWriteAlone(uint64_t offset, ByteSpan data) {
+  Status staged = StageWrite(offset, data);
+  // Staging again is harmless: the same bytes at the same offset.
+  if (OutOfSpace(staged) && volume_->CheckpointForRoom()) staged = StageWrite(offset, data);
+  return staged;
 }
 
 Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {

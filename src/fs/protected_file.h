@@ -294,6 +294,9 @@ class ProtectedFile {
   // has it (a published write that failed). REQUIRES: mu_ held exclusively.
   Status DiscardUncommittedLocked();
   Status StageWrite(uint64_t offset, ByteSpan data);
+  // StageWrite for a process alone (no volume lock held); on a full disk, once more after a
+  // checkpoint gave back room (Volume::CheckpointForRoom).
+  Status StageWriteAlone(uint64_t offset, ByteSpan data);
   Status AfterWriteAlone();
   Result<size_t> WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at);
   // Catches up with what other processes published: record by record, or by reloading.

@@ -32,6 +32,9 @@ constexpr uint64_t kCheckpointJournalSize = 32u << 20;
 constexpr size_t kVerifyChunkProblemsPerFile = 8;
 // The window is made durable once its records hold this much (every process keeps it in memory).
 constexpr size_t kMaxWindowBytes = 16u << 20;
+// A journal at least this long gives back more room at a checkpoint than its zeros ahead take
+// (CheckpointForRoom).
+constexpr uint64_t kCheckpointForRoomJournalSize = uint64_t{2} << 20;
 
 struct BaseHeader {
   std::array<uint8_t, 16> volume_id{};
@@ -153,6 +156,13 @@ Status Volume::WithReserve(const char* what, const std::function<Status()>& chan
                "scone: volume %s: the disk is full; the volume's reserve went to %s (free space on the "
                "disk: the next open keeps the reserve again)\n",
                dir_.c_str(), what);
+  return change();
+}
+
+Status Volume::WithCheckpointIfFull(const std::function<Status()>& change) {
+  Status done = change();
+  if (!OutOfSpace(done) || (journal_seen_ == 0 && trash_.empty())) return done;
+  SCONE_RETURN_IF_ERROR(Checkpoint(/*clean=*/false));
   return change();
 }
 
@@ -452,6 +462,17 @@ class Volume::WriterSection {
   KeepAlive* keep_;
   bool locked_ = false;
 };
+
+bool Volume::CheckpointForRoom() {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (closed_) return false;
+  WriterSection writer(*this, &keep);
+  // Not for a short journal: a checkpoint also drops its zeros ahead, room that the commit of
+  // what the write stages needs next.
+  if (!writer.Begin().ok() || (trash_.empty() && journal_seen_ < kCheckpointForRoomJournalSize)) return false;
+  return Checkpoint(/*clean=*/false).ok();
+}
 
 // ---- create / open / close -------------------------------------------------------------
 
@@ -1253,7 +1274,7 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t reco
   // A file cut short (`: > log`, `truncate -s 0`) makes room on a full disk, as natively: its
   // commit may use the volume's reserve; one that writes data may not (space_reserve.h).
   const auto room = [&] { return journal_->Reserve(record_bound + it->second.size()); };
-  SCONE_RETURN_IF_ERROR(cuts_short ? WithReserve("a file cut short", room) : room());
+  SCONE_RETURN_IF_ERROR(cuts_short ? WithReserve("a file cut short", room) : WithCheckpointIfFull(room));
   // The build writes chunks in place ahead of the record, and a durable record applies the
   // window before the state holds it: nothing cuts the file back meanwhile.
   writing_ahead_.insert(id);
@@ -1626,6 +1647,38 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenInherited(const FileEntry& en
   return file;
 }
 
+Result<std::shared_ptr<ProtectedFile>> Volume::CreateFileLocked(const std::string& path, Region region, mode_t mode) {
+  FileId id;
+  crypto::FreshRandom(id);
+  FileKeys keys = DeriveFileKeys(id);
+  JournalRecord record;
+  record.kind = JournalRecord::Kind::kCreate;
+  record.path = path;
+  record.entry.file_id = id;
+  record.entry.region = region;
+  record.entry.root = ProtectedFile::ComputeRoot(keys.root, 0, crypto::Hash{});
+  // Encrypted files are created lazily durable (see UndoLostNamespaceChanges); an
+  // authenticated one has no header that would let recovery recognize it.
+  SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/region != Region::kEncrypted));
+  auto made = ProtectedFile::Create(shared_from_this(), dir_, path, region, id, std::move(keys), mode);
+  if (!made.ok()) {
+    // Not on disk (EACCES for a process that changed its user, ENOSPC): the record is taken
+    // back, or every process would list a file that is missing (hostile finding).
+    ApplyToState(record);
+    JournalRecord undo;
+    undo.kind = JournalRecord::Kind::kUnlink;
+    undo.path = path;
+    if (AppendLocked(undo, /*durable=*/region != Region::kEncrypted).ok()) ApplyToState(undo);
+    return made.status();
+  }
+  std::shared_ptr<ProtectedFile> file = std::move(made).value();
+  if (region == Region::kAuthenticated) GiveToMetadataOwner(ProtectedFile::SideFilePath(dir_, id));
+  ApplyToState(record);
+  touched_.insert(id);
+  open_files_[id] = file;
+  return file;
+}
+
 Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_path,
                                                         const OpenFileOptions& options,
                                                         bool* created) {
@@ -1686,34 +1739,13 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
       std::string parent = full.substr(0, full.rfind('/'));
       SCONE_ASSIGN_OR_RETURN(bool parent_exists, os::Exists(parent));
       if (!parent_exists) return NotFound(parent + ": no such directory");
-      FileId id;
-      crypto::FreshRandom(id);
-      FileKeys keys = DeriveFileKeys(id);
-      JournalRecord record;
-      record.kind = JournalRecord::Kind::kCreate;
-      record.path = path;
-      record.entry.file_id = id;
-      record.entry.region = region;
-      record.entry.root = ProtectedFile::ComputeRoot(keys.root, 0, crypto::Hash{});
-      // Encrypted files are created lazily durable (see UndoLostNamespaceChanges); an
-      // authenticated one has no header that would let recovery recognize it.
-      SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/region != Region::kEncrypted));
-      auto made = ProtectedFile::Create(shared_from_this(), dir_, path, region, id, std::move(keys), options.mode);
-      if (!made.ok()) {
-        // Not on disk (EACCES for a process that changed its user, ENOSPC): the record is taken
-        // back, or every process would list a file that is missing (hostile finding).
-        ApplyToState(record);
-        JournalRecord undo;
-        undo.kind = JournalRecord::Kind::kUnlink;
-        undo.path = path;
-        if (AppendLocked(undo, /*durable=*/region != Region::kEncrypted).ok()) ApplyToState(undo);
-        return made.status();
-      }
-      file = std::move(made).value();
-      if (region == Region::kAuthenticated) GiveToMetadataOwner(ProtectedFile::SideFilePath(dir_, id));
-      ApplyToState(record);
-      touched_.insert(id);
-      open_files_[id] = file;
+      // On a full disk, once more after a checkpoint has given back the room of the journal and
+      // of the trash: natively a new file takes no room, and SQLite's rollback journal, made
+      // again after the disk filled up, must open (else "unable to open database file").
+      SCONE_RETURN_IF_ERROR(WithCheckpointIfFull([&] {
+        SCONE_ASSIGN_OR_RETURN(file, CreateFileLocked(path, region, options.mode));
+        return Status::Ok();
+      }));
       if (created != nullptr) *created = true;
     }
     std::erase_if(open_files_, [](const auto& kv) { return kv.second.expired(); });

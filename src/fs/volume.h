@@ -279,6 +279,18 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Runs a change of the volume's metadata; where the disk is full, once more after releasing
   // the volume's reserve (see space_reserve.h), saying so in one `scone:` line.
   Status WithReserve(const char* what, const std::function<Status()>& change);
+  // Runs a change that stores data; where the disk is full, once more after a checkpoint, which
+  // gives back the room of the journal and of the trash (files removed since: a database's
+  // rollback journal each transaction), room that natively was free already.
+  // REQUIRES: mu_ and the writer lock, caught up.
+  Status WithCheckpointIfFull(const std::function<Status()>& change);
+  // For a file's write while alone (no volume lock held), on a full disk: a checkpoint if the
+  // trash holds files (removed since the last one) or the journal is long, whose room it gives
+  // back. Whether one ran.
+  bool CheckpointForRoom();
+  // Creates the file at `path` (on disk, and its record), or changes nothing.
+  // REQUIRES: mu_ and the writer lock, caught up.
+  Result<std::shared_ptr<ProtectedFile>> CreateFileLocked(const std::string& path, Region region, mode_t mode);
   // Allocates the reserve again where the disk has room (best effort; at an open).
   void KeepReserve();
   Status DropPagesPastTheEnd(const Layout& layout, const os::File& data, const os::File& side,
