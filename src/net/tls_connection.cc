@@ -279,6 +279,11 @@ size_t TlsConnection::ReadableBytes() {
   return static_cast<size_t>(SSL_pending(ssl_));
 }
 
+size_t TlsConnection::BufferedInput() {
+  crypto::InsideOpenSsl inside;  // fork_gate.h
+  return BIO_ctrl_pending(in_);
+}
+
 bool TlsConnection::Readable() {
   crypto::InsideOpenSsl inside;  // fork_gate.h
   if (failed_ || peer_closed_) return true;

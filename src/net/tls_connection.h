@@ -89,6 +89,8 @@ class TlsConnection {
   // Plaintext a Read would return now without more input: the decrypted record's rest (at least
   // 1 while Readable with data; records behind it are not counted).
   size_t ReadableBytes();
+  // Ciphertext from the peer not yet processed (records behind the current one).
+  size_t BufferedInput();
   // Encrypts `size` bytes (all of them, > 0), or kWantInput (handshake not done), or kFailed.
   // With `more` (the program corked the socket, or passed MSG_MORE), what does not fill a whole
   // record is held back, counted as written, so that the next writes join it in one record: full

@@ -799,6 +799,82 @@ PYEOF
   check_wire wire.log
   ;;
 
+edge-triggered-reads)
+  # A reader that takes a short read for "drained" (EPOLLET, as nginx's ngx_unix_recv): a recv
+  # returns all that has arrived, up to its count, as the kernel's does. Before, the shield
+  # returned one record (16 KiB) of what the kernel held, and such a reader waited for an edge
+  # that never came: nginx as a reverse proxy to a protected backend stopped after 48 KB.
+  port=$(free_port)
+  proxy=$(free_port)
+  mkdir -p tmp www
+  head -c 3000000 /dev/urandom > www/big.bin
+  server_env WEB "$port" disabled > rules.env
+  start_http_server "$port" rules.env
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_WEB=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_WEB_DESTINATION=TCP:127.0.0.1:$port"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_WEB_SERVER_AUTH=$(cat ca.crt)"
+  } > client.env
+  cat > et_client.py <<PYEOF
+import hashlib, select, socket
+s = socket.create_connection(("127.0.0.1", $port))
+s.sendall(b"GET /big.bin HTTP/1.0\r\n\r\n")
+s.setblocking(False)
+ep = select.epoll()
+ep.register(s.fileno(), select.EPOLLIN | select.EPOLLET)
+data = b""
+done = False
+while not done:
+    assert ep.poll(10), "no edge for 10 s after %d bytes" % len(data)
+    while True:  # until a short read, as nginx
+        try:
+            chunk = s.recv(65536)
+        except BlockingIOError:
+            break
+        if not chunk:
+            done = True
+            break
+        data += chunk
+        if len(chunk) < 65536:
+            break
+print(hashlib.sha256(data.partition(b"\r\n\r\n")[2]).hexdigest())
+PYEOF
+  got=$(env_from client.env timeout -s KILL 60 "$scone" run -- "$PY" et_client.py 2> et.err) || { cat et.err; fail "the edge-triggered reader"; }
+  [[ "$got" == "$(sha256sum < www/big.bin | cut -d' ' -f1)" ]] || fail "the edge-triggered reader got other bytes"
+  # nginx, unmodified, proxying to the protected backend through a client rule.
+  chmod -R a+rX "$work" && chown www-data: tmp
+  cat > proxy.conf <<NGINXEOF
+daemon off;
+master_process on;
+worker_processes 2;
+user www-data;
+pid $work/tmp/nginx.pid;
+error_log $work/tmp/error.log notice;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path $work/tmp/body;
+  proxy_temp_path $work/tmp/proxy;
+  fastcgi_temp_path $work/tmp/fastcgi;
+  uwsgi_temp_path $work/tmp/uwsgi;
+  scgi_temp_path $work/tmp/scgi;
+  upstream back { server 127.0.0.1:$port; }
+  server { listen 127.0.0.1:$proxy; location / { proxy_pass http://back; } }
+}
+NGINXEOF
+  env_from client.env "$scone" run -- nginx -p "$work/tmp/" -e "$work/tmp/error.log" -c "$work/proxy.conf" > nginx.out 2>&1 &
+  pids+=($!)
+  wait_for_port "$proxy" "${pids[-1]}"
+  for i in 1 2 3; do
+    curl -sSf -m 30 "http://127.0.0.1:$proxy/big.bin" -o "proxied.$i" || { cat tmp/error.log; fail "curl through the proxy ($i)"; }
+    cmp -s "proxied.$i" www/big.bin || fail "the proxy passed other bytes ($i: $(stat -c %s "proxied.$i") bytes)"
+  done
+  master=$(cat tmp/nginx.pid)
+  pids+=($(pgrep -P "$master"))
+  kill -QUIT "$master"
+  for _ in $(seq 1 200); do kill -0 "$master" 2>/dev/null || break; sleep 0.05; done
+  ;;
+
 nodelay)
   # Nagle and the handshake: a client's first small write must leave at once, as natively (it
   # would wait for the acknowledgement of the handshake's last flight: 40 ms per connection).

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -11,9 +12,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "common/clock.h"
 #include "net/log_limit.h"
@@ -169,8 +172,10 @@ void TlsSocketFd::LogFailure() {
 }
 
 long TlsSocketFd::Fill(int fd) {
+  if (deferred_fill_error_ != 0) return std::exchange(deferred_fill_error_, 0);
   uint8_t buf[kReceiveSize];
   long n = RawSyscall6(SYS_recvfrom, fd, Arg(buf), sizeof(buf), MSG_DONTWAIT, 0, 0);
+  last_fill_full_ = n == static_cast<long>(sizeof(buf));
   if (n < 0) return n;
   std::lock_guard s(ssl_mu_);
   if (n == 0) {
@@ -271,13 +276,17 @@ long TlsSocketFd::HandshakeStep(int fd, short* wait) {
 long TlsSocketFd::ReceiveStep(int fd, void* buf, size_t count, bool peek, short* wait) {
   for (;;) {
     long r;
-    bool output;
     {
       std::lock_guard s(ssl_mu_);
       r = peek ? connection_->Peek(buf, count) : connection_->Read(buf, count);
       if (connection_->HandshakeDone()) handshake_done_.store(true, std::memory_order_release);
-      output = connection_->PendingCiphertext() > 0;
       if (r > 0) maybe_readable_.store(true, std::memory_order_release);  // more may be buffered
+    }
+    if (r > 0 && !peek) r += static_cast<long>(ReadMore(fd, static_cast<uint8_t*>(buf) + r, count - static_cast<size_t>(r)));
+    bool output;
+    {
+      std::lock_guard s(ssl_mu_);
+      output = connection_->PendingCiphertext() > 0;
     }
     long f = 0;
     {
@@ -305,6 +314,27 @@ long TlsSocketFd::ReceiveStep(int fd, void* buf, size_t count, bool peek, short*
   }
 }
 
+size_t TlsSocketFd::ReadMore(int fd, uint8_t* buf, size_t count) {
+  size_t more = 0;
+  while (more < count) {
+    long r;
+    {
+      std::lock_guard s(ssl_mu_);
+      r = connection_->Read(buf + more, count - more);
+    }
+    if (r > 0) {
+      more += static_cast<size_t>(r);
+      continue;
+    }
+    // The end of the stream or a failure: the next call reports it, as the kernel's recv does.
+    if (r != net::TlsConnection::kWantInput || !last_fill_full_) break;
+    const long got = Fill(fd);
+    if (got < 0 && got != -EAGAIN) deferred_fill_error_ = got;
+    if (got <= 0) break;
+  }
+  return more;
+}
+
 long TlsSocketFd::Receive(int fd, void* buf, size_t count, int flags) {
   if (count == 0 && HandshakeDone()) return 0;
   auto* out = static_cast<uint8_t*>(buf);
@@ -328,10 +358,30 @@ long TlsSocketFd::ReadableBytes(int fd) {
   std::lock_guard rd(rd_mu_);
   if (!Owned()) return -EIO;
   if (!HandshakeDone()) return 0;
-  while (Fill(fd) > 0) {
+  // Ciphertext in until a record's data is at hand or the kernel holds no more; the rest stays
+  // in the kernel, under TCP's flow control (all of it came in before: a fast peer filled the
+  // shield's memory).
+  for (;;) {
+    {
+      std::lock_guard s(ssl_mu_);
+      if (connection_->Readable()) break;
+    }
+    if (Fill(fd) <= 0) break;
   }
-  std::lock_guard s(ssl_mu_);
-  return static_cast<long>(connection_->ReadableBytes());
+  size_t now, behind;
+  {
+    std::lock_guard s(ssl_mu_);
+    now = connection_->ReadableBytes();
+    behind = connection_->BufferedInput();
+  }
+  if (now == 0) return 0;  // no whole record yet: the rest of it is on its way, an edge to come
+  // What a read returns now, and at most what the records behind it and the kernel's queue hold
+  // (their headers and tags counted as data). An upper bound, as a program that reads until the
+  // count is used up needs: nginx took the current record's rest for all, read that, and waited
+  // for an edge that never came (the shield had the rest).
+  int queued = 0;
+  if (RawSyscall(SYS_ioctl, fd, FIONREAD, Arg(&queued)) < 0) queued = 0;
+  return static_cast<long>(std::min<size_t>(now + behind + static_cast<size_t>(queued), INT_MAX));
 }
 
 long TlsSocketFd::CompleteHandshake(int fd) {

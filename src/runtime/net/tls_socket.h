@@ -140,8 +140,15 @@ class TlsSocketFd final : public ShieldedFd {
   long ReceiveStep(int fd, void* buf, size_t count, bool peek, short* wait);
   long HandshakeStep(int fd, short* wait);
   // Ciphertext from the kernel into the connection, without waiting: > 0, 0 (end of stream),
-  // -EAGAIN. REQUIRES: rd_mu_.
+  // -EAGAIN, -errno (one deferred by ReadMore first). REQUIRES: rd_mu_.
   long Fill(int fd);
+  // After a read of `got` > 0 bytes: more plaintext into `buf`, up to `count`, from what has
+  // arrived, as the kernel's recv returns all it holds. A program that reads with EPOLLET takes
+  // a short read for "drained" (nginx does) and waited for an edge that never came: the shield
+  // had decrypted one record of what the kernel held. Asks the kernel again only if its last
+  // read filled the buffer (so more may be queued). An error is kept for the next call.
+  // REQUIRES: rd_mu_.
+  size_t ReadMore(int fd, uint8_t* buf, size_t count);
   // Moves the connection's output to pending_ and sends what the kernel takes without waiting:
   // 0 when all is sent, -EAGAIN, or -errno. `more`: the program said more follows (MSG_MORE,
   // TCP_CORK), which the kernel is told too. REQUIRES: wr_mu_.
@@ -212,6 +219,10 @@ class TlsSocketFd final : public ShieldedFd {
   // Set when records arrived or a read returned data (more may be buffered); cleared by a
   // readiness check that found nothing to read. Written under ssl_mu_.
   std::atomic<bool> maybe_readable_{false};
+  // Under rd_mu_: whether the kernel's last recv filled Fill's buffer (more may be queued), and
+  // an error a recv returned to ReadMore, for the next call.
+  bool last_fill_full_ = false;
+  long deferred_fill_error_ = 0;
 };
 
 }  // namespace scone::runtime::sockets
