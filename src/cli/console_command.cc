@@ -81,7 +81,11 @@ Status Decrypt(const ConsoleArgs& a) {
     if (f == nullptr) {
       std::string path = a.split_dir + "/" + std::to_string(stream) + "." + console::ChannelName(channel);
       f = std::fopen(path.c_str(), "wx");
-      if (f == nullptr) return IoError("create " + path, errno);
+      if (f == nullptr) {
+        const int error = errno;
+        files.erase(stream);  // nothing to close (a null FILE crashed the close below)
+        return IoError("--split: create " + path, error);
+      }
     }
     return WriteAll(plaintext, f);
   };

@@ -96,7 +96,7 @@ Status Reader::Consume(ByteSpan bytes) {
       ++records_;
       status = One(text_record_, h);
       if (!status.ok()) {
-        status = DataCorrupted(Where(offset_ + pos) + ": " + status.message());
+        if (status.code() == Code::kDataCorrupted) status = DataCorrupted(Where(offset_ + pos) + ": " + status.message());
         break;
       }
       pos += line;
@@ -112,7 +112,8 @@ Status Reader::Consume(ByteSpan bytes) {
     ++records_;
     status = One(rest.first(h.RecordSize()), h);
     if (!status.ok()) {
-      status = DataCorrupted(Where(offset_ + pos) + ": " + status.message());
+      // The sink's own failure (a --split file it cannot make) is no damage of the input.
+      if (status.code() == Code::kDataCorrupted) status = DataCorrupted(Where(offset_ + pos) + ": " + status.message());
       break;
     }
     pos += h.RecordSize();

@@ -170,6 +170,14 @@ SCRIPT
   decrypt --split split sealed.out 2>decrypt.err || { cat decrypt.err >&2; fail "decrypt failed"; }
   cat split/* | sort | cmp - expected.sorted || fail "concurrent writers: a process's output differs from what it wrote"
   [[ "$(grep -l "proc 3 line" split/* | wc -l)" -eq 1 ]] || fail "one process's lines are not in one stream"
+  # A --split whose files cannot be made (no such directory, or made already by a run before):
+  # an error naming the file, no crash (it ended in SIGSEGV, closing a file never opened).
+  for dir in no-such-dir split; do
+    rc=0
+    decrypt --split "$dir" sealed.out > /dev/null 2> split.err || rc=$?
+    (( rc != 0 && rc < 128 )) && grep -q "scone: .*--split: create $dir/" split.err ||
+      { cat split.err; fail "--split into $dir ended with $rc"; }
+  done
   shielded bash many.sh > sealed-file.out 2>/dev/null
   decrypt sealed-file.out 2>/dev/null | sort | cmp - expected.sorted || fail "concurrent writers into one file"
   # Threads of one process: their writes are records of one stream, in the order they land.

@@ -651,6 +651,29 @@ try:
 except PermissionError:
     print("udp refused")' 2>&1)
   [[ "$out" == *"udp refused"* && "$out" == *"scone: network shield: a UDP socket refused"* ]] || fail "UDP: $out"
+  # Every socket that carries data off the host unprotected (before: packet sockets and SCTP
+  # streams were allowed, and could send anything on an interface); unix and netlink stay.
+  out=$(SCONE_NETWORK_SHIELD=unprotected SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS=refuse "$scone" run -- "$PY" -c '
+import socket
+for name, args in [("packet", (socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))),
+                   ("packet-dgram", (socket.AF_PACKET, socket.SOCK_DGRAM, 0)),
+                   ("sctp", (socket.AF_INET, socket.SOCK_STREAM, 132)),
+                   ("icmp", (socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_ICMP)),
+                   ("unix", (socket.AF_UNIX, socket.SOCK_DGRAM, 0)),
+                   ("netlink", (socket.AF_NETLINK, socket.SOCK_RAW, 0)),
+                   ("tcp", (socket.AF_INET, socket.SOCK_STREAM, 0))]:
+    try:
+        socket.socket(*args).close()
+        print(name, "allowed")
+    except PermissionError:
+        print(name, "refused")
+    except OSError as e:
+        print(name, "unavailable", e.errno)' 2>&1)
+  for refused in packet packet-dgram icmp; do [[ "$out" == *"$refused refused"* ]] || fail "$refused: $out"; done
+  [[ "$out" != *"sctp allowed"* ]] || fail "sctp: $out"  # refused, or no SCTP in this kernel
+  for allowed in unix netlink tcp; do [[ "$out" == *"$allowed allowed"* ]] || fail "$allowed: $out"; done
+  [[ "$out" == *"scone: network shield: a packet socket refused"* && "$out" == *"scone: network shield: an ICMP socket refused"* ]] ||
+    fail "the refusals' lines: $out"
   # A server that another CA certified: the shielded client refuses it at connect.
   tport=$(free_port)
   server_env FAKE "$tport" disabled impostor.crt impostor.key > impostor.env
@@ -1095,6 +1118,42 @@ redis)
   grep -q "scone: network shield: server rule REDIS: connection with 127.0.0.1:[0-9]* failed: handshake" redis.log ||
     { cat redis.log; fail "no scone: line for plaintext"; }
   [[ "$(cli GET key)" == "$MARKER-value" ]] || fail "the server stopped serving"
+  # redis-cli unmodified under the shield, TLS from a client rule: hiredis connects without
+  # blocking and calls connect again once it completed (before, the shield began a second
+  # handshake down the live connection: "Connection reset by peer").
+  {
+    echo "SCONE_NETWORK_SHIELD_CLIENT_REDIS=protected"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_REDIS_DESTINATION=TCP:127.0.0.1:$port"
+    echo "SCONE_NETWORK_SHIELD_CLIENT_REDIS_SERVER_AUTH=$(cat ca.crt)"
+  } > client.env
+  [[ "$(env_from client.env timeout -s KILL 20 "$scone" run -- redis-cli -p "$port" GET key 2>&1)" == "$MARKER-value" ]] ||
+    fail "shielded redis-cli"
+  # A refused connect to a protected destination reports its error, as natively: POLLERR with
+  # ECONNREFUSED from SO_ERROR, asyncio's ConnectionRefusedError (before: POLLHUP alone and no
+  # error, the handshake had taken it; asyncio reported a lost connection, redis-cli an abort).
+  closed=$(free_port)
+  echo "SCONE_NETWORK_SHIELD_CLIENT_CLOSED=protected
+SCONE_NETWORK_SHIELD_CLIENT_CLOSED_DESTINATION=TCP:127.0.0.1:$closed
+SCONE_NETWORK_SHIELD_CLIENT_CLOSED_SERVER_AUTH=$(cat ca.crt)" > closed.env
+  cat > refused.py <<PYEOF
+import asyncio, errno, select, socket
+s = socket.socket()
+s.setblocking(False)
+assert s.connect_ex(("127.0.0.1", $closed)) == errno.EINPROGRESS
+p = select.poll()
+p.register(s, select.POLLOUT)
+events = p.poll(10000)
+assert events and events[0][1] & select.POLLERR, events
+assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+async def connect():
+    try:
+        await asyncio.open_connection("127.0.0.1", $closed)
+    except ConnectionRefusedError:
+        return "refused"
+print(asyncio.run(connect()))
+PYEOF
+  out=$(env_from closed.env timeout -s KILL 20 "$scone" run -- "$PY" refused.py 2>&1) || { echo "$out"; fail "a refused connect"; }
+  [[ "$out" == refused ]] || fail "asyncio's connect to a closed port: $out"
   ;;
 
 nginx)

@@ -95,15 +95,31 @@ size_t IovTotal(const struct iovec* iov, size_t count) {
 
 }  // namespace
 
+namespace {
+
+// What a socket the shield cannot protect is ("a UDP socket"), for its refusal; nullptr for one it protects
+// (TCP, MPTCP) or that stays on this host (unix, netlink).
+const char* Unsupported(int domain, int kind, int protocol) {
+  if (domain == AF_PACKET) return "a packet socket";  // raw frames on an interface: packet(7)
+  if (domain != AF_INET && domain != AF_INET6) return nullptr;
+  if (kind == SOCK_STREAM) {
+    return protocol == 0 || protocol == IPPROTO_TCP || protocol == IPPROTO_MPTCP ? nullptr : "an SCTP socket";
+  }
+  if (kind == SOCK_DGRAM) return protocol == IPPROTO_ICMP || protocol == IPPROTO_ICMPV6 ? "an ICMP socket" : "a UDP socket";
+  return "a raw socket";
+}
+
+}  // namespace
+
 long Socket(Runtime& rt, int domain, int type, int protocol) {
   NetworkShield* shield = rt.network();
-  int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
-  if (shield != nullptr && shield->RefusesUnsupported() && (domain == AF_INET || domain == AF_INET6) &&
-      kind != SOCK_STREAM) {
-    RuntimeSection section;
-    Log("network shield: a " + std::string(kind == SOCK_DGRAM ? "UDP" : "raw") +
-        " socket refused (SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS=refuse)");
-    return -EACCES;
+  const int kind = type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC);
+  if (shield != nullptr && shield->RefusesUnsupported()) {
+    if (const char* what = Unsupported(domain, kind, protocol)) {
+      RuntimeSection section;
+      Log("network shield: " + std::string(what) + " refused (SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS=refuse)");
+      return -EACCES;
+    }
   }
   return RawSyscall(SYS_socket, domain, type, protocol);
 }
@@ -115,6 +131,11 @@ long Connect(Runtime& rt, int fd, const struct sockaddr* addr, socklen_t size) {
       SocketType(fd) != SOCK_STREAM) {
     return RawSyscall(SYS_connect, fd, Arg(addr), size);
   }
+  // Connected or connecting already (hiredis calls connect again once a non-blocking connect
+  // completed, to learn how it went): the kernel says so (0 the first time, EALREADY, EISCONN),
+  // and the connection and its handshake go on. Protected again, it sent a second ClientHello
+  // down the live connection, which both ends then dropped.
+  if (Tls(rt, fd) != nullptr) return RawSyscall(SYS_connect, fd, Arg(addr), size);
   Decision d;
   {
     RuntimeSection section;
@@ -287,6 +308,20 @@ long Shutdown(Runtime& rt, int fd, int how) {
 }
 
 long SocketOption(Runtime& rt, long nr, int fd, int level, int name, void* value, socklen_t size_or_none, socklen_t* size) {
+  // A refused connect's error, which the handshake took from the kernel's socket: the kernel's
+  // call checks the program's pointers and sets the size, the shield's error goes in its place.
+  if (level == SOL_SOCKET && name == SO_ERROR && nr == SYS_getsockopt) {
+    auto d = Tls(rt, fd);
+    if (d == nullptr) return kNotMine;
+    long r = RawSyscall6(SYS_getsockopt, fd, SOL_SOCKET, SO_ERROR, Arg(value), Arg(size), 0);
+    if (r != 0) return r;
+    int kernel_error = 0;
+    std::memcpy(&kernel_error, value, std::min<size_t>(*size, sizeof(kernel_error)));
+    if (const int error = d->AsTlsSocket()->TakeSocketError(); error != 0 && (*size < sizeof(int) || kernel_error == 0)) {
+      std::memcpy(value, &error, std::min<size_t>(*size, sizeof(error)));
+    }
+    return 0;
+  }
   // TCP_CORK's getsockopt is the kernel's: its cork is the program's.
   const bool cork = name == TCP_CORK && nr == SYS_setsockopt;
   auto d = level == IPPROTO_TCP && (name == TCP_NODELAY || cork) ? Tls(rt, fd) : nullptr;
@@ -375,7 +410,7 @@ long Poll(Runtime& rt, struct pollfd* fds, unsigned long count, const struct tim
         const short always = static_cast<short>(POLLERR | POLLHUP | POLLNVAL);
         if (!s->HandshakeDone() && (k & (POLLIN | POLLOUT))) s->AdvanceHandshake(fds[i].fd);
         if (s->Broken()) {
-          out = static_cast<short>((wanted & (POLLIN | POLLOUT)) | POLLERR);  // the call reports the error
+          out = static_cast<short>((wanted & (POLLIN | POLLOUT)) | POLLERR | (k & POLLHUP));  // the call reports the error
         } else if (!s->HandshakeDone()) {
           out = static_cast<short>(k & always);  // in progress: neither data nor EOF yet
         } else if (s->Quiet()) {

@@ -255,7 +255,7 @@ long TlsSocketFd::HandshakeStep(int fd, short* wait) {
       std::lock_guard w(wr_mu_);
       f = Flush(fd);
     }
-    if (f < 0 && f != -EAGAIN) return f;
+    if (f < 0 && f != -EAGAIN) return NoteSocketError(f);
     if (h == net::TlsConnection::kFailed) return Failed();
     if (h == 1) {
       if (f == -EAGAIN) {  // the last flight must leave before the handshake counts as done
@@ -267,10 +267,16 @@ long TlsSocketFd::HandshakeStep(int fd, short* wait) {
     }
     long got = Fill(fd);
     if (got >= 0) continue;
-    if (got != -EAGAIN) return got;
+    if (got != -EAGAIN) return NoteSocketError(got);
     *wait = static_cast<short>(POLLIN | (f == -EAGAIN ? POLLOUT : 0));
     return kAgain;
   }
+}
+
+long TlsSocketFd::NoteSocketError(long r) {
+  int none = 0;
+  if (r < 0 && r > -4096) socket_error_.compare_exchange_strong(none, static_cast<int>(-r), std::memory_order_acq_rel);
+  return r;
 }
 
 long TlsSocketFd::ReceiveStep(int fd, void* buf, size_t count, bool peek, short* wait) {
@@ -336,6 +342,7 @@ size_t TlsSocketFd::ReadMore(int fd, uint8_t* buf, size_t count) {
 }
 
 long TlsSocketFd::Receive(int fd, void* buf, size_t count, int flags) {
+  if (int error = TakeSocketError()) return -error;
   if (count == 0 && HandshakeDone()) return 0;
   auto* out = static_cast<uint8_t*>(buf);
   size_t done = 0;
@@ -393,6 +400,7 @@ long TlsSocketFd::CompleteHandshake(int fd) {
 }
 
 long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
+  if (int error = TakeSocketError()) return -error;
   if (!HandshakeDone()) {
     // The handshake needs the peer's messages: it takes the reader's lock, which a blocked
     // reader holds until the handshake completes (it drives the handshake itself).

@@ -91,8 +91,15 @@ class TlsSocketFd final : public ShieldedFd {
     return HandshakeDone() && !Broken() && !output_waiting_.load(std::memory_order_acquire) &&
            !maybe_readable_.load(std::memory_order_acquire) && !plaintext_held_.load(std::memory_order_acquire);
   }
-  // The connection failed (said once in a `scone:` line).
-  bool Broken() const { return failure_logged_.load(std::memory_order_acquire); }
+  // The connection failed (said once in a `scone:` line), or the kernel's socket did (a refused
+  // connect, met while the handshake moved on).
+  bool Broken() const {
+    return failure_logged_.load(std::memory_order_acquire) || socket_error_.load(std::memory_order_acquire) != 0;
+  }
+  // getsockopt(SO_ERROR): the kernel's error that a handshake step took from the socket (its
+  // send or recv returned it), once, as the kernel reports it; 0 when there is none (ask the
+  // kernel).
+  int TakeSocketError() { return socket_error_.exchange(0, std::memory_order_acq_rel); }
 
   long Read(int fd, void* buf, size_t count) override { return Receive(fd, buf, count, 0); }
   long Write(int fd, const void* buf, size_t count) override { return Send(fd, buf, count, 0); }
@@ -222,6 +229,11 @@ class TlsSocketFd final : public ShieldedFd {
   // Under rd_mu_: whether the kernel's last recv filled Fill's buffer (more may be queued), and
   // an error a recv returned to ReadMore, for the next call.
   bool last_fill_full_ = false;
+  // The kernel's socket error a handshake step took (ECONNREFUSED of a non-blocking connect):
+  // what the program's getsockopt(SO_ERROR), or its next read or write, gets.
+  std::atomic<int> socket_error_{0};
+  // Keeps `r` (a -errno from the kernel's socket) for the program; returns it.
+  long NoteSocketError(long r);
   long deferred_fill_error_ = 0;
 };
 
