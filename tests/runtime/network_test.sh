@@ -1431,6 +1431,15 @@ bad-config)
   grep -q "does not resolve" out || fail "no reason for the unresolvable host"
   [[ "$(env "${unresolvable[@]}" SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION_IP=192.0.2.1 "$scone" run -- /bin/echo started 2>&1)" == started ]] ||
     fail "an unresolvable host with _DESTINATION_IP did not start"
+  # Two client rules for one destination (by address, whatever names it): before, the first by
+  # name won silently, an `unprotected` A over a `protected` B, and the connection was plaintext.
+  expect_refused SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION SCONE_NETWORK_SHIELD_CLIENT_A=unprotected \
+    SCONE_NETWORK_SHIELD_CLIENT_A_DESTINATION=TCP:127.0.0.1:18451 SCONE_NETWORK_SHIELD_CLIENT_B=protected \
+    SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:localhost:18451 "SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH=$(cat ca.crt)"
+  grep -q "is also rule A's destination (127.0.0.1)" out || { cat out; fail "no reason for the second rule"; }
+  [[ "$(env SCONE_NETWORK_SHIELD_CLIENT_A=unprotected SCONE_NETWORK_SHIELD_CLIENT_A_DESTINATION=TCP:127.0.0.1:18451 \
+        SCONE_NETWORK_SHIELD_CLIENT_B=unprotected SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:127.0.0.1:18452 \
+        "$scone" run -- /bin/echo started 2>&1)" == started ]] || fail "two rules for two ports did not start"
   ;;
 
 *)

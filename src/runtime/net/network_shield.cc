@@ -131,8 +131,41 @@ Result<std::unique_ptr<NetworkShield>> NetworkShield::Create(std::vector<Network
     }
     shield->client_addresses_.push_back(std::move(addresses));
   }
+  SCONE_RETURN_IF_ERROR(shield->CheckClientRulesApart());
   if (!shield->rules_.clients.empty()) shield->local_addresses_ = InterfaceAddresses();
   return shield;
+}
+
+Status NetworkShield::CheckClientRulesApart() const {
+  // Two rules for one destination: the first by name won, silently, whatever the second said (an
+  // `unprotected` A over a `protected` B sent plaintext). Refused at start, as two server rules
+  // for one port are.
+  const auto& clients = rules_.clients;
+  for (size_t j = 0; j < clients.size(); ++j) {
+    for (size_t i = 0; i < j; ++i) {
+      const net::ClientRule& a = clients[i];
+      const net::ClientRule& b = clients[j];
+      std::string shared;
+      if (a.destination.unix_socket || b.destination.unix_socket) {
+        if (a.destination.unix_socket && b.destination.unix_socket && a.destination.path == b.destination.path) {
+          shared = a.destination.path;
+        }
+      } else if (a.destination.port == b.destination.port) {
+        for (const std::string& address : client_addresses_[j]) {
+          if (std::find(client_addresses_[i].begin(), client_addresses_[i].end(), address) != client_addresses_[i].end()) {
+            shared = address;
+            break;
+          }
+        }
+      }
+      if (!shared.empty()) {
+        return InvalidArgument(std::string(net::kVariablePrefix) + "_CLIENT_" + b.name + "_DESTINATION: " +
+                               b.destination.ToString() + " is also rule " + a.name + "'s destination (" + shared +
+                               "): one rule per destination");
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 std::vector<NetworkVariable> NetworkShield::Variables() const {

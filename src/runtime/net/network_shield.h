@@ -64,6 +64,8 @@ class NetworkShield {
 
   // Whether `ip` is this host's: the loopback, or an interface's address at start-up.
   bool IsLocal(const std::string& ip) const;
+  // Refuses two client rules with a destination in common (an address and port, a socket path).
+  Status CheckClientRulesApart() const;
 
   net::NetworkRules rules_;
   std::vector<NetworkVariable> variables_;
