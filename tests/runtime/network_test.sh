@@ -898,6 +898,66 @@ NGINXEOF
   for _ in $(seq 1 200); do kill -0 "$master" 2>/dev/null || break; sleep 0.05; done
   ;;
 
+unix-paths)
+  # Rules for unix sockets name a socket file, however the program spells its path: relative
+  # after a chdir, with "./" or "//", through a link. Before, only the rule's exact text matched:
+  # a protected server that bound "u.sock" served plaintext, and a `refuse` client rule was passed
+  # by with "./w.sock".
+  mkdir -p sockets
+  server_env U "unix:$work/sockets/u.sock" disabled | sed 's/^SCONE_NETWORK_SHIELD_SERVER_U_PORT=TCP:/SCONE_NETWORK_SHIELD_SERVER_U_PORT=/' > unix.env
+  cat > unix_server.py <<PYEOF
+import os, socket
+os.chdir("$work/sockets")
+l = socket.socket(socket.AF_UNIX)
+l.bind("u.sock")
+os.chdir("/")  # the relative name now names another file
+l.listen()
+print("listening", flush=True)
+while True:
+    c, _ = l.accept()
+    try:
+        c.sendall(b"$MARKER secret\n")
+    except OSError:
+        pass
+    c.close()
+PYEOF
+  env_from unix.env "$scone" run -- "$PY" unix_server.py > unix_server.log 2>&1 &
+  pids+=($!)
+  for _ in $(seq 1 200); do grep -q listening unix_server.log && break; sleep 0.05; done
+  grep -q listening unix_server.log || { cat unix_server.log; fail "the unix server did not start"; }
+  got=$(timeout -s KILL 10 "$PY" -c "
+import socket
+s = socket.socket(socket.AF_UNIX)
+s.connect('$work/sockets/u.sock')
+print(s.recv(100))" 2>&1) || true
+  [[ "$got" != *"$MARKER"* ]] || fail "a plain client read the protected server's plaintext: $got"
+  # A shielded client with a rule for the same file, spelled otherwise, talks TLS to it.
+  ln -s sockets/u.sock ulink.sock
+  for spelling in "$work/sockets//./u.sock" "ulink.sock"; do
+    got=$(SCONE_NETWORK_SHIELD_CLIENT_U=protected SCONE_NETWORK_SHIELD_CLIENT_U_DESTINATION="unix:$work/sockets/u.sock" \
+          SCONE_NETWORK_SHIELD_CLIENT_U_SERVER_AUTH="$(cat ca.crt)" SCONE_NETWORK_SHIELD_CLIENT_U_SERVER_DNS_NAME=localhost \
+          timeout -s KILL 10 "$scone" run -- "$PY" -c "
+import socket
+s = socket.socket(socket.AF_UNIX)
+s.connect('$spelling')
+print(s.recv(100).decode().strip())" 2>&1) || fail "the shielded client through $spelling: $got"
+    [[ "$got" == "$MARKER secret" ]] || fail "the shielded client through $spelling read: $got"
+  done
+  # A refused destination, spelled otherwise.
+  for spelling in "./sockets/u.sock" "$work//sockets/u.sock" "ulink.sock"; do
+    got=$(SCONE_NETWORK_SHIELD_CLIENT_R=refuse SCONE_NETWORK_SHIELD_CLIENT_R_DESTINATION="unix:$work/sockets/u.sock" \
+          timeout -s KILL 10 "$scone" run -- "$PY" -c "
+import socket
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect('$spelling')
+    print('connected')
+except ConnectionRefusedError:
+    print('refused')" 2>&1)
+    [[ "$got" == *refused* && "$got" != *connected* ]] || fail "the refuse rule through $spelling: $got"
+  done
+  ;;
+
 nodelay)
   # Nagle and the handshake: a client's first small write must leave at once, as natively (it
   # would wait for the acknowledgement of the handshake's last flight: 40 ms per connection).

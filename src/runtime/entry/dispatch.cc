@@ -460,6 +460,9 @@ long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
   switch (f.nr) {
     case SYS_socket:
       return rt.network() ? sockets::Socket(rt, Fd(a[0]), Fd(a[1]), Fd(a[2])) : kNotMine;
+    case SYS_bind:
+      return rt.network() ? sockets::Bind(rt, Fd(a[0]), Ptr<const struct sockaddr>(a[1]), static_cast<socklen_t>(a[2]))
+                          : kNotMine;
     case SYS_connect:
       return rt.network() ? sockets::Connect(rt, Fd(a[0]), Ptr<const struct sockaddr>(a[1]), static_cast<socklen_t>(a[2]))
                           : kNotMine;

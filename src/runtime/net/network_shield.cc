@@ -7,6 +7,8 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 
 #include "runtime/entry/raw_syscall.h"
@@ -56,6 +58,30 @@ std::string UnixPath(const struct sockaddr* addr, socklen_t size) {
   if (n == 0 || un->sun_path[0] == '\0') return "";  // unnamed or abstract
   return std::string(un->sun_path, strnlen(un->sun_path, n));
 }
+
+}  // namespace
+
+std::string SocketFileName(const std::string& path) {
+  if (path.empty()) return path;
+  std::string full = path;
+  if (full[0] != '/') {
+    char cwd[PATH_MAX];
+    if (RawSyscall(SYS_getcwd, Arg(cwd), sizeof(cwd)) <= 0) return "";
+    full = std::string(cwd) + "/" + full;
+  }
+  char resolved[PATH_MAX];
+  if (realpath(full.c_str(), resolved) != nullptr) return resolved;  // the file, its links followed as connect does
+  // Not there (yet): its directory resolved, the name kept.
+  while (full.size() > 1 && full.back() == '/') full.pop_back();
+  const size_t slash = full.rfind('/');
+  const std::string dir = slash == 0 ? "/" : full.substr(0, slash);
+  const std::string base = full.substr(slash + 1);
+  if (realpath(dir.c_str(), resolved) == nullptr) return "";
+  const std::string parent = resolved;
+  return parent == "/" ? "/" + base : parent + "/" + base;
+}
+
+namespace {
 
 // Whether `ip` (AddressText's form) is on the loopback: 127.0.0.0/8 or ::1.
 bool Loopback(const std::string& ip) { return ip == "::1" || ip.rfind("127.", 0) == 0; }
@@ -185,7 +211,7 @@ Decision NetworkShield::ForConnect(const struct sockaddr* addr, socklen_t size) 
   std::string path = UnixPath(addr, size);
   if (!path.empty()) {
     d.endpoint = "unix:" + path;
-    if (const net::ClientRule* c = rules_.ClientForPath(path)) {
+    if (const net::ClientRule* c = ClientForPath(path)) {
       d.client = c;
       d.protection = c->protection;
     }
@@ -225,6 +251,27 @@ Decision NetworkShield::ForConnect(const struct sockaddr* addr, socklen_t size) 
   return d;
 }
 
+// By the socket file's one spelling on both sides: a rule for /run/app/s.sock matched "s.sock"
+// after a chdir, "/run//app/./s.sock" or a link to it no more, and the connection went in
+// plaintext (a `refuse` rule was passed by the same way).
+const net::ClientRule* NetworkShield::ClientForPath(const std::string& path) const {
+  const std::string name = SocketFileName(path);
+  if (name.empty()) return rules_.ClientForPath(path);
+  for (const net::ClientRule& r : rules_.clients) {
+    if (r.destination.unix_socket && SocketFileName(r.destination.path) == name) return &r;
+  }
+  return nullptr;
+}
+
+const net::ServerRule* NetworkShield::ServerForPath(const std::string& path) const {
+  const std::string name = SocketFileName(path);
+  if (name.empty()) return rules_.ServerForPath(path);
+  for (const net::ServerRule& r : rules_.servers) {
+    if (r.port.unix_socket && SocketFileName(r.port.path) == name) return &r;
+  }
+  return nullptr;
+}
+
 bool NetworkShield::IsLocal(const std::string& ip) const {
   if (Loopback(ip)) return true;
   for (const std::string& a : local_addresses_) {
@@ -242,7 +289,7 @@ Decision NetworkShield::ForAccept(int listen_fd) const {
   std::string path = UnixPath(addr, size);
   if (!path.empty()) {
     d.endpoint = "unix:" + path;
-    if (const net::ServerRule* s = rules_.ServerForPath(path)) {
+    if (const net::ServerRule* s = ServerForPath(path)) {
       d.server = s;
       d.protection = s->protection;
     }

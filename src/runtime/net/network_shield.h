@@ -34,6 +34,11 @@ struct Decision {
   std::string What() const;
 };
 
+// The socket file a unix address's path names, in one spelling: absolute (a relative path from
+// the working directory now), links followed as connect follows them, ".", ".." and "//" gone;
+// a file not there yet by its directory resolved. Empty where the directory cannot be resolved.
+std::string SocketFileName(const std::string& path);
+
 class NetworkShield {
  public:
   // From the variables `scone run` handed over (or the session's environment), and in CAS mode
@@ -51,6 +56,9 @@ class NetworkShield {
   Decision ForConnect(const struct sockaddr* addr, socklen_t size) const;
   // A connection accepted on the listening socket `listen_fd` (its local address decides).
   Decision ForAccept(int listen_fd) const;
+  // The rule for a unix socket's path, judged by the socket file it names (SocketFileName).
+  const net::ClientRule* ClientForPath(const std::string& path) const;
+  const net::ServerRule* ServerForPath(const std::string& path) const;
   // Whether UDP and raw sockets are refused.
   bool RefusesUnsupported() const { return rules_.unsupported_protocols == net::Protection::kRefuse; }
 
@@ -66,6 +74,7 @@ class NetworkShield {
   bool IsLocal(const std::string& ip) const;
   // Refuses two client rules with a destination in common (an address and port, a socket path).
   Status CheckClientRulesApart() const;
+
 
   net::NetworkRules rules_;
   std::vector<NetworkVariable> variables_;

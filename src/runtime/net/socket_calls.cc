@@ -9,9 +9,11 @@
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <map>
 #include <memory_resource>
@@ -177,6 +179,30 @@ long Connect(Runtime& rt, int fd, const struct sockaddr* addr, socklen_t size) {
     if (h < 0) return -ECONNREFUSED;
   }
   return r;
+}
+
+long Bind(Runtime& rt, int fd, const struct sockaddr* addr, socklen_t size) {
+  NetworkShield* shield = rt.network();
+  if (shield == nullptr || addr == nullptr || size <= offsetof(sockaddr_un, sun_path) || addr->sa_family != AF_UNIX ||
+      size > sizeof(sockaddr_un)) {
+    return RawSyscall(SYS_bind, fd, Arg(addr), size);
+  }
+  // A relative path that a server rule names is bound by its absolute name: the rule is judged at
+  // accept by the name the kernel gives back (getsockname), and after a chdir a relative one
+  // named another file, or none (the connections went in plaintext).
+  const auto* un = reinterpret_cast<const sockaddr_un*>(addr);
+  const std::string path(un->sun_path, strnlen(un->sun_path, size - offsetof(sockaddr_un, sun_path)));
+  if (path.empty() || path[0] == '/') return RawSyscall(SYS_bind, fd, Arg(addr), size);
+  std::string absolute;
+  {
+    RuntimeSection section;
+    if (shield->ServerForPath(path) != nullptr) absolute = SocketFileName(path);
+  }
+  struct sockaddr_un named = {};
+  if (absolute.empty() || absolute.size() >= sizeof(named.sun_path)) return RawSyscall(SYS_bind, fd, Arg(addr), size);
+  named.sun_family = AF_UNIX;
+  std::memcpy(named.sun_path, absolute.data(), absolute.size());
+  return RawSyscall(SYS_bind, fd, Arg(&named), static_cast<long>(offsetof(sockaddr_un, sun_path) + absolute.size() + 1));
 }
 
 long Accept(Runtime& rt, int fd, struct sockaddr* addr, socklen_t* size, int flags) {

@@ -25,6 +25,8 @@ namespace sockets {
 
 long Socket(Runtime& rt, int domain, int type, int protocol);
 long Connect(Runtime& rt, int fd, const struct sockaddr* addr, socklen_t size);
+// bind: a relative unix path that a server rule names is bound by its absolute name.
+long Bind(Runtime& rt, int fd, const struct sockaddr* addr, socklen_t size);
 long Accept(Runtime& rt, int fd, struct sockaddr* addr, socklen_t* size, int flags);
 // close of a TLS connection's descriptor: close_notify when it is the last one.
 long Close(Runtime& rt, int fd);
