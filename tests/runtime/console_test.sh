@@ -511,6 +511,15 @@ PYEOF
   grep -q "^got 16384 \\['a'\\]$" <(decrypt flipped-read.out 2>/dev/null) || fail "what authenticated before the damage was not read"
   "$scone" run --console-key-file key -i -- $PY reads.py < lines.sealed > whole-read.out 2>/dev/null
   [[ "$(decrypt whole-read.out 2>/dev/null)" == "EOF"$'\n'"got 32868 ['a', 'b', 'c']" ]] || fail "the whole input"
+  # Sealed input from a regular file is a stream, as from a pipe: programs that size a regular
+  # stdin or seek in it (wc -c, tail -c) read it instead (before: wc -c printed 0 and exited 0,
+  # for a damaged input too; tail -c failed to seek).
+  "$scone" run --console-key-file key -i -- wc -c < lines.sealed > wc.out 2>&1
+  [[ "$(decrypt wc.out 2>/dev/null)" == 32868 ]] || fail "wc -c of sealed stdin: $(decrypt wc.out 2>&1)"
+  "$scone" run --console-key-file key -i -- tail -c 5 < lines.sealed > tail.out 2>&1
+  [[ "$(decrypt tail.out 2>/dev/null)" == ccccc ]] || fail "tail -c of sealed stdin: $(decrypt tail.out 2>&1)"
+  rc=0; "$scone" run --console-key-file key -i -- wc -c < in-flipped > wc-damaged.out 2>&1 || rc=$?
+  (( rc != 0 )) && decrypt wc-damaged.out 2>/dev/null | grep -q "Input/output error" || fail "wc -c of damaged sealed stdin succeeded"
   # -i needs the key.
   rc=0; "$scone" run -i -- true < input.sealed 2> noconsole.err || rc=$?
   [[ $rc -ne 0 ]] && grep -q "needs the console's key" noconsole.err || fail "-i without a key was not refused"

@@ -15,6 +15,8 @@
 // Limits: poll/select/epoll see the kernel's readiness, not the plaintext buffered here.
 #pragma once
 
+#include <sys/stat.h>
+
 #include <pthread.h>
 
 #include <memory>
@@ -67,7 +69,16 @@ class ConsoleInputFd : public ShieldedFd {
   long WriteAt(const void*, size_t, uint64_t) override { return -EBADF; }
   long Seek(int, int64_t, int) override { return -ESPIPE; }
   void ShareWithOtherProcesses(int) override {}
-  void PatchStat(struct stat*) override {}
+  // A stream of records, not the file that holds them: shown as a pipe (its size is the
+  // ciphertext's, and reads are what it decrypts). `wc -c` took the size of a sealed regular
+  // file, could not seek, and printed 0; `tail -c` failed to seek.
+  void PatchStat(struct stat* st) override {
+    if (S_ISREG(st->st_mode)) {
+      st->st_mode = (st->st_mode & ~S_IFMT) | S_IFIFO;
+      st->st_size = 0;
+      st->st_blocks = 0;
+    }
+  }
   uint64_t PlaintextSize() override { return 0; }
   long Truncate(int64_t) override { return -EINVAL; }
   long Allocate(int, int64_t, int64_t) override { return -ESPIPE; }
