@@ -616,6 +616,25 @@ CEOF
   out="$(env_from client.env timeout -s KILL 10 "$scone" run -- ./calls "$port" 2>&1)" || true
   [[ "$out" == $'fionread 9 4 5\ntimeout EAGAIN\nrestart reply\nno-restart EINTR\nthen reply' ]] ||
     { cat server.log; echo "$out"; fail "blocking calls on a TLS connection: $(echo $out)"; }
+  # A write after shutdown(SHUT_WR) is the kernel's: EPIPE and SIGPIPE (unless MSG_NOSIGNAL),
+  # no failure line (before: ECONNRESET and "failed: write: protocol is shutdown").
+  cat > shut.py <<PYEOF
+import signal, socket, sys
+s = socket.create_connection(("127.0.0.1", $port))
+s.sendall(b"ping")
+assert s.recv(9) == b"pong-pong"
+s.shutdown(socket.SHUT_WR)
+try:
+    s.send(b"x", socket.MSG_NOSIGNAL)
+except BrokenPipeError:
+    print("EPIPE", flush=True)
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+s.send(b"x")
+print("no SIGPIPE")
+PYEOF
+  rc=0
+  out="$(env_from client.env timeout -s KILL 10 "$scone" run -- "$PY" shut.py 2>&1)" || rc=$?
+  [[ $rc == 141 && "$out" == EPIPE ]] || fail "a write after SHUT_WR: exit $rc, $out"
   ;;
 refusals)
   # refuse rules, a server certified by another CA, and a destination no rule names under

@@ -401,6 +401,11 @@ long TlsSocketFd::CompleteHandshake(int fd) {
 
 long TlsSocketFd::Send(int fd, const void* buf, size_t count, int flags) {
   if (int error = TakeSocketError()) return -error;
+  // After shutdown(SHUT_WR): the kernel's own answer to a send on its shut socket (EPIPE, and
+  // SIGPIPE unless MSG_NOSIGNAL), not a failed TLS write (ECONNRESET and a false scone: line).
+  if (write_shut_.load(std::memory_order_acquire)) {
+    return RawSyscall6(SYS_sendto, fd, Arg(buf), 0, flags & MSG_NOSIGNAL, 0, 0);
+  }
   if (!HandshakeDone()) {
     // The handshake needs the peer's messages: it takes the reader's lock, which a blocked
     // reader holds until the handshake completes (it drives the handshake itself).
@@ -543,7 +548,9 @@ long TlsSocketFd::Shutdown(int fd, int how) {
     });
     if (r == -EIO) return r;
   }
-  return RawSyscall(SYS_shutdown, fd, how);
+  long r = RawSyscall(SYS_shutdown, fd, how);
+  if (r == 0 && (how == SHUT_WR || how == SHUT_RDWR)) write_shut_.store(true, std::memory_order_release);
+  return r;
 }
 
 short TlsSocketFd::ShieldEvents(short wanted) {

@@ -232,6 +232,7 @@ class TlsSocketFd final : public ShieldedFd {
   // The kernel's socket error a handshake step took (ECONNREFUSED of a non-blocking connect):
   // what the program's getsockopt(SO_ERROR), or its next read or write, gets.
   std::atomic<int> socket_error_{0};
+  std::atomic<bool> write_shut_{false};  // shutdown(SHUT_WR or SHUT_RDWR) done
   // Keeps `r` (a -errno from the kernel's socket) for the program; returns it.
   long NoteSocketError(long r);
   long deferred_fill_error_ = 0;
