@@ -51,6 +51,17 @@ server_env() {
   echo "SCONE_NETWORK_SHIELD_SERVER_${name}_CLIENT_AUTH=$auth"
 }
 
+# client_env NAME DESTINATION [VAR=VALUE...]: the environment of a protected client rule whose
+# server's certificate chains to ca.crt, with more of the rule's attributes (SERVER_DNS_NAME=...).
+client_env() {
+  local name="$1" destination="$2"
+  shift 2
+  echo "SCONE_NETWORK_SHIELD_CLIENT_$name=protected"
+  echo "SCONE_NETWORK_SHIELD_CLIENT_${name}_DESTINATION=$destination"
+  echo "SCONE_NETWORK_SHIELD_CLIENT_${name}_SERVER_AUTH=$(cat ca.crt)"
+  for attribute in "$@"; do echo "SCONE_NETWORK_SHIELD_CLIENT_${name}_$attribute"; done
+}
+
 # start_http_server PORT ENV-FILE: python3's http.server over www/ under `scone run` with the
 # rules in ENV-FILE (NAME=VALUE lines, values may span lines); its log in http.log.
 start_http_server() {
@@ -153,13 +164,7 @@ mutual-tls)
   start_http_server "$port" rules.env
   start_relay "$relay" "$port" wire.log
   start_capture wire.pcap "$port" "$relay"
-  {
-    echo "SCONE_NETWORK_SHIELD_CLIENT_API=protected"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_API_DESTINATION=TCP:127.0.0.1:$relay"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_API_SERVER_DNS_NAME=localhost"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_API_IDENTITY=$(cat client.key client.crt)"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_API_SERVER_AUTH=$(cat ca.crt)"
-  } > client.env
+  client_env API "TCP:127.0.0.1:$relay" SERVER_DNS_NAME=localhost "IDENTITY=$(cat client.key client.crt)" > client.env
   cat > client.py <<PYEOF
 import urllib.request, urllib.error, sys
 body = urllib.request.urlopen("http://127.0.0.1:$relay/index.html").read()
@@ -286,13 +291,7 @@ PYEOF
   pids+=("$server_pid")
   wait_for_port "$port" "$server_pid"
   start_relay "$relay" "$port" wire.log
-  {
-    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO=protected"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_DESTINATION=TCP:127.0.0.1:$relay"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_SERVER_DNS_NAME=localhost"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_IDENTITY=$(cat client.key client.crt)"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_SERVER_AUTH=$(cat ca.crt)"
-  } > client.env
+  client_env ECHO "TCP:127.0.0.1:$relay" SERVER_DNS_NAME=localhost "IDENTITY=$(cat client.key client.crt)" > client.env
   cat > client.py <<PYEOF
 import errno, os, socket
 def connect():
@@ -829,12 +828,7 @@ PYEOF
   pids+=($!)
   wait_for_port "$port" "${pids[-1]}"
   start_relay "$relay" "$port" wire.log
-  {
-    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO=protected"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_DESTINATION=TCP:localhost:$relay"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_IDENTITY=$(cat client.key client.crt)"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_ECHO_SERVER_AUTH=$(cat ca.crt)"
-  } > client.env
+  client_env ECHO "TCP:localhost:$relay" "IDENTITY=$(cat client.key client.crt)" > client.env
   (env_from client.env timeout -s KILL 30 "$scone" run -- "$PY" nb_client.py) > client.out 2>&1 ||
     { cat client.out server.log; fail "non-blocking client"; }
   grep -q "client ok" client.out || fail "client"
@@ -852,11 +846,7 @@ edge-triggered-reads)
   head -c 3000000 /dev/urandom > www/big.bin
   server_env WEB "$port" disabled > rules.env
   start_http_server "$port" rules.env
-  {
-    echo "SCONE_NETWORK_SHIELD_CLIENT_WEB=protected"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_WEB_DESTINATION=TCP:127.0.0.1:$port"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_WEB_SERVER_AUTH=$(cat ca.crt)"
-  } > client.env
+  client_env WEB "TCP:127.0.0.1:$port" > client.env
   cat > et_client.py <<PYEOF
 import hashlib, select, socket
 s = socket.create_connection(("127.0.0.1", $port))
@@ -1200,20 +1190,14 @@ redis)
   # redis-cli unmodified under the shield, TLS from a client rule: hiredis connects without
   # blocking and calls connect again once it completed (before, the shield began a second
   # handshake down the live connection: "Connection reset by peer").
-  {
-    echo "SCONE_NETWORK_SHIELD_CLIENT_REDIS=protected"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_REDIS_DESTINATION=TCP:127.0.0.1:$port"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_REDIS_SERVER_AUTH=$(cat ca.crt)"
-  } > client.env
+  client_env REDIS "TCP:127.0.0.1:$port" > client.env
   [[ "$(env_from client.env timeout -s KILL 20 "$scone" run -- redis-cli -p "$port" GET key 2>&1)" == "$MARKER-value" ]] ||
     fail "shielded redis-cli"
   # A refused connect to a protected destination reports its error, as natively: POLLERR with
   # ECONNREFUSED from SO_ERROR, asyncio's ConnectionRefusedError (before: POLLHUP alone and no
   # error, the handshake had taken it; asyncio reported a lost connection, redis-cli an abort).
   closed=$(free_port)
-  echo "SCONE_NETWORK_SHIELD_CLIENT_CLOSED=protected
-SCONE_NETWORK_SHIELD_CLIENT_CLOSED_DESTINATION=TCP:127.0.0.1:$closed
-SCONE_NETWORK_SHIELD_CLIENT_CLOSED_SERVER_AUTH=$(cat ca.crt)" > closed.env
+  client_env CLOSED "TCP:127.0.0.1:$closed" > closed.env
   cat > refused.py <<PYEOF
 import asyncio, errno, select, socket
 s = socket.socket()
@@ -1288,13 +1272,7 @@ memcached)
   wait_for_port "$port" "${pids[-1]}"
   start_relay "$relay" "$port" wire.log
   start_capture wire.pcap "$port" "$relay"
-  {
-    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE=protected"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE_DESTINATION=TCP:127.0.0.1:$relay"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE_SERVER_DNS_NAME=localhost"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE_IDENTITY=$(cat client.key client.crt)"
-    echo "SCONE_NETWORK_SHIELD_CLIENT_CACHE_SERVER_AUTH=$(cat ca.crt)"
-  } > client.env
+  client_env CACHE "TCP:127.0.0.1:$relay" SERVER_DNS_NAME=localhost "IDENTITY=$(cat client.key client.crt)" > client.env
   cat > mc_client.py <<PYEOF
 import socket
 s = socket.create_connection(("127.0.0.1", $relay))

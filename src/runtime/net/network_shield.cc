@@ -251,25 +251,30 @@ Decision NetworkShield::ForConnect(const struct sockaddr* addr, socklen_t size) 
   return d;
 }
 
-// By the socket file's one spelling on both sides: a rule for /run/app/s.sock matched "s.sock"
-// after a chdir, "/run//app/./s.sock" or a link to it no more, and the connection went in
-// plaintext (a `refuse` rule was passed by the same way).
-const net::ClientRule* NetworkShield::ClientForPath(const std::string& path) const {
+namespace {
+
+// The first of `rules` whose unix path names the socket file `path` names: by the file's one
+// spelling on both sides (SocketFileName). A rule for /run/app/s.sock matched "s.sock" after a
+// chdir, "/run//app/./s.sock" or a link to it no more, and the connection went in plaintext (a
+// `refuse` rule was passed by the same way). By the text where the name cannot be resolved.
+template <typename Rule, typename EndpointOf>
+const Rule* RuleForSocketFile(const std::vector<Rule>& rules, const std::string& path, EndpointOf endpoint) {
   const std::string name = SocketFileName(path);
-  if (name.empty()) return rules_.ClientForPath(path);
-  for (const net::ClientRule& r : rules_.clients) {
-    if (r.destination.unix_socket && SocketFileName(r.destination.path) == name) return &r;
+  for (const Rule& r : rules) {
+    const net::Endpoint& e = endpoint(r);
+    if (e.unix_socket && (name.empty() ? e.path == path : SocketFileName(e.path) == name)) return &r;
   }
   return nullptr;
 }
 
+}  // namespace
+
+const net::ClientRule* NetworkShield::ClientForPath(const std::string& path) const {
+  return RuleForSocketFile(rules_.clients, path, [](const net::ClientRule& r) -> const net::Endpoint& { return r.destination; });
+}
+
 const net::ServerRule* NetworkShield::ServerForPath(const std::string& path) const {
-  const std::string name = SocketFileName(path);
-  if (name.empty()) return rules_.ServerForPath(path);
-  for (const net::ServerRule& r : rules_.servers) {
-    if (r.port.unix_socket && SocketFileName(r.port.path) == name) return &r;
-  }
-  return nullptr;
+  return RuleForSocketFile(rules_.servers, path, [](const net::ServerRule& r) -> const net::Endpoint& { return r.port; });
 }
 
 bool NetworkShield::IsLocal(const std::string& ip) const {
