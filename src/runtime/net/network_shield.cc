@@ -51,6 +51,8 @@ std::string Normalized(const std::string& ip) {
   return "";
 }
 
+}  // namespace
+
 std::string UnixPath(const struct sockaddr* addr, socklen_t size) {
   if (addr->sa_family != AF_UNIX || size <= offsetof(sockaddr_un, sun_path)) return "";
   const auto* un = reinterpret_cast<const sockaddr_un*>(addr);
@@ -58,8 +60,6 @@ std::string UnixPath(const struct sockaddr* addr, socklen_t size) {
   if (n == 0 || un->sun_path[0] == '\0') return "";  // unnamed or abstract
   return std::string(un->sun_path, strnlen(un->sun_path, n));
 }
-
-}  // namespace
 
 std::string SocketFileName(const std::string& path) {
   if (path.empty()) return path;

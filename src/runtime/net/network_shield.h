@@ -34,6 +34,9 @@ struct Decision {
   std::string What() const;
 };
 
+// The path of a unix address; empty for an unnamed or abstract one, or another family.
+std::string UnixPath(const struct sockaddr* addr, socklen_t size);
+
 // The socket file a unix address's path names, in one spelling: absolute (a relative path from
 // the working directory now), links followed as connect follows them, ".", ".." and "//" gone;
 // a file not there yet by its directory resolved. Empty where the directory cannot be resolved.
@@ -74,7 +77,6 @@ class NetworkShield {
   bool IsLocal(const std::string& ip) const;
   // Refuses two client rules with a destination in common (an address and port, a socket path).
   Status CheckClientRulesApart() const;
-
 
   net::NetworkRules rules_;
   std::vector<NetworkVariable> variables_;

@@ -95,10 +95,6 @@ size_t IovTotal(const struct iovec* iov, size_t count) {
   return total;
 }
 
-}  // namespace
-
-namespace {
-
 // What a socket the shield cannot protect is ("a UDP socket"), for its refusal; nullptr for one it protects
 // (TCP, MPTCP) or that stays on this host (unix, netlink).
 const char* Unsupported(int domain, int kind, int protocol) {
@@ -183,15 +179,10 @@ long Connect(Runtime& rt, int fd, const struct sockaddr* addr, socklen_t size) {
 
 long Bind(Runtime& rt, int fd, const struct sockaddr* addr, socklen_t size) {
   NetworkShield* shield = rt.network();
-  if (shield == nullptr || addr == nullptr || size <= offsetof(sockaddr_un, sun_path) || addr->sa_family != AF_UNIX ||
-      size > sizeof(sockaddr_un)) {
-    return RawSyscall(SYS_bind, fd, Arg(addr), size);
-  }
   // A relative path that a server rule names is bound by its absolute name: the rule is judged at
   // accept by the name the kernel gives back (getsockname), and after a chdir a relative one
   // named another file, or none (the connections went in plaintext).
-  const auto* un = reinterpret_cast<const sockaddr_un*>(addr);
-  const std::string path(un->sun_path, strnlen(un->sun_path, size - offsetof(sockaddr_un, sun_path)));
+  const std::string path = shield == nullptr || addr == nullptr || size > sizeof(sockaddr_un) ? "" : UnixPath(addr, size);
   if (path.empty() || path[0] == '/') return RawSyscall(SYS_bind, fd, Arg(addr), size);
   std::string absolute;
   {
