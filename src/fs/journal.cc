@@ -338,6 +338,12 @@ Status Journal::WriteZerosAhead(uint64_t needed) {
     }
     target = std::min(target, *limit);
   }
+  // Nor more than a quarter of the disk's free room: on a nearly full disk the step ahead took
+  // the room that the commit's own chunks needed next.
+  if (auto free = file_.FreeSpace(); free.ok() && target - size_ > *free / 4) {
+    target = std::max(needed, size_ + *free / 4);
+    target = (target + kBlockSize - 1) / kBlockSize * kBlockSize;
+  }
   for (uint64_t at = size_; at < target;) {
     const size_t n = static_cast<size_t>(std::min<uint64_t>(sizeof(kZeroBlock), target - at));
     Status written = file_.WriteAt(at, ByteSpan(kZeroBlock, n));

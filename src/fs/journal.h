@@ -115,6 +115,8 @@ class Journal {
   // Cuts a torn tail left by a process that died in the middle of an append.
   // REQUIRES: the writer lock; `offset` is the end of the last good record.
   Status TruncateTo(uint64_t offset);
+  // The free room of the journal's file system (os::File::FreeSpace).
+  Result<uint64_t> FreeSpace() const { return file_.FreeSpace(); }
   // The file's length (records, then zeros written ahead), as last read or written.
   uint64_t size() const { return size_; }
   // The end of the last record this object read or wrote.

@@ -116,6 +116,8 @@ ProtectedFile::ProtectedFile(std::shared_ptr<Volume> volume, std::string path,
 ProtectedFile::~ProtectedFile() {
   Status s = Close();
   if (!s.ok()) fprintf(stderr, "scone: closing %s: %s\n", path().c_str(), s.message().c_str());
+  std::unique_lock lock(mu_);
+  ReleasePromisedLocked();  // what failed to commit is lost with the object
 }
 
 Status ProtectedFile::Close() {
@@ -661,8 +663,16 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
   };
   SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order (fs/buffered_files.h)
   std::unique_lock lock(mu_);
-  if (!volume_->MayBuffer()) {
-    SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false, write_at_position, data.size()));
+  bool buffer = volume_->MayBuffer();
+  if (buffer) {
+    SCONE_ASSIGN_OR_RETURN(uint64_t offset, position.get());
+    if (!PromiseRoomLocked(offset, data.size())) {
+      SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));  // near a full disk (see WriteOnce)
+      buffer = false;
+    }
+  }
+  if (!buffer) {
+    SCONE_RETURN_IF_ERROR(CommitWriteLocked(write_at_position, data.size()));
   } else {
     SCONE_ASSIGN_OR_RETURN(uint64_t offset, position.get());
     SCONE_RETURN_IF_ERROR(StageWriteAlone(offset, data));
@@ -678,24 +688,45 @@ Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedP
 Result<size_t> ProtectedFile::WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
   if (data.empty()) return size_t{0};
   std::unique_lock lock(mu_);
-  const bool had_local_changes = changed_ || !cache_.empty() || !changed_entries_.empty();
-  Status committed = CommitLocked(
-      /*durable=*/false,
+  SCONE_RETURN_IF_ERROR(CommitWriteLocked(
       [&]() -> Status {
         if (appended_at != nullptr) offset = *appended_at = size_;
         return StageWrite(offset, data);
       },
-      data.size());
+      data.size()));
+  return data.size();
+}
+
+Status ProtectedFile::CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes) {
+  const bool had_local_changes = changed_ || !cache_.empty() || !changed_entries_.empty();
+  Status committed = CommitLocked(/*durable=*/false, stage, bytes);
   // A write that failed (a full disk) leaves no trace in what this process reads: its staged
   // bytes had stayed in the cache, and the process read (and stat'ed) appends that had returned
   // ENOSPC, while the others and the disk had not them (hostile finding). Back to what the
   // volume holds; local changes from before (writes buffered while alone) stay.
   if (!committed.ok() && !had_local_changes) (void)DiscardUncommittedLocked();
-  SCONE_RETURN_IF_ERROR(committed);
-  return data.size();
+  return committed;
+}
+
+bool ProtectedFile::PromiseRoomLocked(uint64_t offset, uint64_t size) {
+  uint64_t chunks = 0;
+  for (uint64_t chunk = offset / kChunkSize; chunk * kChunkSize < offset + size; ++chunk) {
+    chunks += cache_.count(chunk) == 0 ? 1 : 0;
+  }
+  const uint64_t bytes = chunks * 2 * kChunkSize + (promised_ == 0 ? kChunkSize : 0);
+  if (!volume_->PromiseBufferedRoom(bytes)) return false;
+  promised_ += bytes;
+  return true;
+}
+
+void ProtectedFile::ReleasePromisedLocked() {
+  if (promised_ == 0) return;
+  volume_->ReleaseBufferedRoom(promised_);
+  promised_ = 0;
 }
 
 Status ProtectedFile::DiscardUncommittedLocked() {
+  ReleasePromisedLocked();
   DropCached(cache_.begin(), cache_.end());
   changed_entries_.clear();
   dirty_pages_.clear();
@@ -967,6 +998,13 @@ Result<size_t> ProtectedFile::WriteOnce(uint64_t offset, ByteSpan data, uint64_t
     return WritePublished(offset, data, appended_at);
   }
   if (appended_at != nullptr) offset = *appended_at = size_;
+  if (!PromiseRoomLocked(offset, data.size())) {
+    // Near a full disk: what is buffered commits, then this write as a commit of its own, which
+    // meets ENOSPC itself, as natively (fs/buffered_room.h).
+    SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));
+    lock.unlock();
+    return WritePublished(offset, data, appended_at);
+  }
   SCONE_RETURN_IF_ERROR(StageWriteAlone(offset, data));
   SCONE_RETURN_IF_ERROR(AfterWriteAlone());
   return data.size();
@@ -1299,7 +1337,10 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
           if (kept_in_memory || (record.lazy && record.seq != 0)) return Status::Ok();
           return ApplyInPlace(record);
         }));
-    if (kept_in_memory) return Status::Ok();
+    if (kept_in_memory) {
+      ReleasePromisedLocked();  // it stays in memory: no disk room to keep
+      return Status::Ok();
+    }
   }
   if (record.lazy) {
     NoteLazyInPlace(record);
@@ -1341,6 +1382,7 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
   if (record.lazy && size_ % kChunkSize != 0 && !table_.Entry(chunks - 1).IsHole()) table_.SetDurable(chunks - 1, true);
   dirty_pages_.clear();
   changed_entries_.clear();
+  ReleasePromisedLocked();
   min_chunks_since_commit_ = chunks;
   committed_root_ = record.entry.root;
   committed_size_ = record.entry.size;

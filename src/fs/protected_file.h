@@ -298,7 +298,16 @@ class ProtectedFile {
   // checkpoint gave back room (Volume::CheckpointForRoom).
   Status StageWriteAlone(uint64_t offset, ByteSpan data);
   Status AfterWriteAlone();
+  // Promises the disk room a write of [offset, offset + size) buffered while alone may take at
+  // its commit (fs/buffered_room.h): a slot and a journal image per chunk it brings into the
+  // buffer, a page of record for the file's first change. False: near a full disk, the write
+  // must commit at once. REQUIRES: mu_ held exclusively.
+  bool PromiseRoomLocked(uint64_t offset, uint64_t size);
+  void ReleasePromisedLocked();
   Result<size_t> WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at);
+  // One write as a commit of its own; where it fails, nothing of it stays in what this process
+  // reads. REQUIRES: mu_ held exclusively.
+  Status CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes);
   // Catches up with what other processes published: record by record, or by reloading.
   // REQUIRES: mu_ held exclusively, the volume's locks.
   Status CatchUpLocked(const FileEntry& current);
@@ -363,6 +372,7 @@ class ProtectedFile {
   std::vector<uint64_t> inplace_;      // chunks written in place since the last commit
   Root committed_root_{};              // the root our table reflects
   uint64_t committed_size_ = 0;        // the size that root covers: size_ differs after a local resize
+  uint64_t promised_ = 0;              // disk room promised to its buffered changes (PromiseRoomLocked)
   bool data_unsynced_ = false;
   bool changed_ = false;
   // Times the program set while changes were pending; UTIME_OMIT where it set none.

@@ -27,8 +27,10 @@ std::function<void()> after_record_hook;
 
 constexpr char kVolumeMagic[8] = {'S', 'C', 'O', 'N', 'E', 'V', 'O', 'L'};
 constexpr size_t kMaxBaseSize = 256u << 20;
-// A checkpoint folds the journal into the base state once it grows past this.
+// A checkpoint folds the journal into the base state once it grows past this, or past an eighth
+// of the disk's free room, but not before the smaller size (FitCheckpointsToDisk).
 constexpr uint64_t kCheckpointJournalSize = 32u << 20;
+constexpr uint64_t kMinCheckpointJournalSize = 512u << 10;
 constexpr size_t kVerifyChunkProblemsPerFile = 8;
 // The window is made durable once its records hold this much (every process keeps it in memory).
 constexpr size_t kMaxWindowBytes = 16u << 20;
@@ -135,7 +137,10 @@ Status Volume::WriteBase(bool clean) {
   SCONE_RETURN_IF_ERROR(aead.Seal(ByteSpan(nonce, sizeof(nonce)), {ByteSpan(out.data(), aad_size)},
                                   body.bytes(), out.data() + aad_size,
                                   out.data() + aad_size + body.bytes().size()));
-  SCONE_RETURN_IF_ERROR(WithReserve("its state", [&] { return os::WriteFileAtomically(MetaPath("volume"), out); }));
+  // Over the spare (the state before last): on a full disk the state's own old blocks hold it.
+  SCONE_RETURN_IF_ERROR(WithReserve("its state", [&] {
+    return os::WriteFileAtomicallyViaSpare(MetaPath("volume"), MetaPath("volume.spare"), out);
+  }));
   base_size_ = out.size();
   return Status::Ok();
 }
@@ -157,6 +162,16 @@ Status Volume::WithReserve(const char* what, const std::function<Status()>& chan
                "disk: the next open keeps the reserve again)\n",
                dir_.c_str(), what);
   return change();
+}
+
+void Volume::FitCheckpointsToDisk() {
+  auto free = journal_->FreeSpace();
+  if (!free.ok()) return;  // as before: the fixed size
+  checkpoint_journal_size_ = std::clamp((*free + journal_seen_) / 8, kMinCheckpointJournalSize, kCheckpointJournalSize);
+}
+
+bool Volume::PromiseBufferedRoom(uint64_t bytes) {
+  return buffered_room_.Promise(bytes, [this] { return journal_->FreeSpace(); });
 }
 
 Status Volume::WithCheckpointIfFull(const std::function<Status()>& change) {
@@ -567,6 +582,7 @@ Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const S
                          v->journal_->ReadFrom(v->applied_seq_ + 1, &v->journal_seen_, /*whole=*/true));
   v->next_seq_ = v->applied_seq_ + 1;
   v->durable_seq_ = v->applied_seq_;
+  v->FitCheckpointsToDisk();
   if (!alone) {
     // Others have it open and keep it consistent: only catch up with them, and let them know
     // that they are no longer alone.
@@ -1300,7 +1316,7 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t reco
   SCONE_RETURN_IF_ERROR(applied);
   // (Not while a window waits for a process that may put it in place: each try would sync.)
   if (apply_unconfirmed_ != 0) return Status::Ok();
-  if (journal_seen_ > kCheckpointJournalSize) return Checkpoint(/*clean=*/false);
+  if (journal_seen_ > checkpoint_journal_size_) return Checkpoint(/*clean=*/false);
   if (window_bytes_ > kMaxWindowBytes) return MakeWindowDurableLocked();
   return Status::Ok();
 }
@@ -1345,6 +1361,14 @@ Status Volume::Checkpoint(bool clean) {
   touched_.clear();
   WindowDurableLocked(applied_seq_);
   EmptyTrashLocked();
+  // The journal's and the trash's room is back: the reserve a full disk took is kept again
+  // (else the next full disk found none, and the volume could no longer be opened), and the
+  // next checkpoint fits the disk as it is now.
+  if (reserve_released_) {
+    reserve_released_ = false;
+    KeepReserve();
+  }
+  FitCheckpointsToDisk();
   return Status::Ok();
 }
 

@@ -33,6 +33,7 @@
 #include "common/status.h"
 #include "crypto/secret.h"
 #include "fs/buffered_files.h"
+#include "fs/buffered_room.h"
 #include "fs/file_names.h"
 #include "fs/journal.h"
 #include "fs/protected_file.h"
@@ -139,6 +140,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // from now on, so that a process that joins waits for the hand-over). One atomic load once
   // it holds it. REQUIRES: no lock of the volume's (a file's own may be held).
   bool MayBuffer();
+  // Room on the disk for a change this process buffers (fs/buffered_room.h); false: the change
+  // must commit at once instead, to meet a full disk at its write.
+  bool PromiseBufferedRoom(uint64_t bytes);
+  void ReleaseBufferedRoom(uint64_t bytes) { buffered_room_.Release(bytes); }
   // Publishes the writes this process buffered (fs/buffered_files.h) to every file but
   // `except`, in the order it wrote them: before anything that follows them in the program's
   // order leaves the process. REQUIRES: no lock of the volume's or of a file's.
@@ -291,8 +296,12 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Creates the file at `path` (on disk, and its record), or changes nothing.
   // REQUIRES: mu_ and the writer lock, caught up.
   Result<std::shared_ptr<ProtectedFile>> CreateFileLocked(const std::string& path, Region region, mode_t mode);
-  // Allocates the reserve again where the disk has room (best effort; at an open).
+  // Allocates the reserve again where the disk has room (best effort; at an open, and after a
+  // checkpoint gave back the journal's room).
   void KeepReserve();
+  // A small or nearly full disk checkpoints sooner: a 4 MiB disk filled up with the journal of
+  // a log's appends (1,800 lines, where natively 54,000 fit).
+  void FitCheckpointsToDisk();
   Status DropPagesPastTheEnd(const Layout& layout, const os::File& data, const os::File& side,
                              uint64_t size);
   Status Recover(std::vector<JournalRecord> records);
@@ -464,7 +473,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // for processes that catch up by loading it (see recently_unlinked.h).
   RecentlyUnlinked recently_unlinked_;
   SpaceReserve reserve_{MetaPath("reserve")};
-  bool reserve_released_ = false;   // by this process: not kept again before its next open
+  bool reserve_released_ = false;   // by this process: kept again after its next checkpoint
+  uint64_t checkpoint_journal_size_ = 32u << 20;  // see FitCheckpointsToDisk
+  BufferedRoom buffered_room_;
   bool opened_alone_ = false;       // no other process had it open: this one keeps the reserve
   uint64_t base_size_ = 0;          // of the state file, as last read or written
   bool apply_failed_ = false;       // an apply in place failed: the journal must stay (Checkpoint)

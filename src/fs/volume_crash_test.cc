@@ -126,6 +126,7 @@ void InstallInjector(CrashMode mode, long target) {
   s.fdatasync = InjectCall<&os::Syscalls::fdatasync, int>;
   s.ftruncate = InjectCall<&os::Syscalls::ftruncate, int, off_t>;
   s.rename = InjectCall<&os::Syscalls::rename, const char*, const char*>;
+  s.exchange = InjectCall<&os::Syscalls::exchange, const char*, const char*>;
   s.unlink = InjectCall<&os::Syscalls::unlink, const char*>;
   s.link = InjectCall<&os::Syscalls::link, const char*, const char*>;
   os::InstallSyscalls(s);

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -143,6 +144,12 @@ Result<uint64_t> File::Size() const {
   return static_cast<uint64_t>(st.st_size);
 }
 
+Result<uint64_t> File::FreeSpace() const {
+  struct statfs st;
+  if (Sys().fstatfs(fd_, &st) != 0) return IoError("statfs " + path_, errno);
+  return static_cast<uint64_t>(st.f_bavail) * static_cast<uint64_t>(st.f_frsize != 0 ? st.f_frsize : st.f_bsize);
+}
+
 Result<std::array<struct timespec, 2>> File::Times() const {
   struct stat st;
   if (Sys().fstat(fd_, &st) != 0) return IoError("stat " + path_, errno);
@@ -188,19 +195,30 @@ Status SyncDirectory(const std::string& dir) {
   return d.Sync();
 }
 
+namespace {
+
+// Writes `data` durably into `f` from its start, cut to that length, with the owner and mode of
+// the file at `path` it is to replace: root running `scone volume verify` on a volume of the
+// postgres user must not leave it a file that user cannot read.
+Status WriteReplacement(const File& f, const std::string& path, ByteSpan data) {
+  struct stat old;
+  if (Sys().lstat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
+    if (fchown(f.fd(), old.st_uid, old.st_gid) != 0 && errno != EPERM) return IoError("chown " + f.path(), errno);
+    if (fchmod(f.fd(), old.st_mode & 07777) != 0) return IoError("chmod " + f.path(), errno);
+  }
+  SCONE_RETURN_IF_ERROR(f.WriteAt(0, data));
+  SCONE_ASSIGN_OR_RETURN(uint64_t size, f.Size());
+  if (size > data.size()) SCONE_RETURN_IF_ERROR(f.Truncate(data.size()));
+  return f.Sync();
+}
+
+}  // namespace
+
 Status WriteFileAtomically(const std::string& path, ByteSpan data, mode_t mode) {
   std::string tmp = path + ".tmp";
   {
     SCONE_ASSIGN_OR_RETURN(File f, File::Open(tmp, O_WRONLY | O_CREAT | O_TRUNC, mode));
-    // The file it replaces keeps its owner and mode: root running `scone volume verify` on a
-    // volume of the postgres user must not leave it a file that user cannot read.
-    struct stat old;
-    if (Sys().lstat(path.c_str(), &old) == 0 && S_ISREG(old.st_mode)) {
-      if (fchown(f.fd(), old.st_uid, old.st_gid) != 0 && errno != EPERM) return IoError("chown " + tmp, errno);
-      if (fchmod(f.fd(), old.st_mode & 07777) != 0) return IoError("chmod " + tmp, errno);
-    }
-    Status written = f.WriteAt(0, data);
-    if (written.ok()) written = f.Sync();
+    Status written = WriteReplacement(f, path, data);
     if (written.ok()) written = f.Close();
     if (!written.ok()) {
       (void)Sys().unlink(tmp.c_str());  // a full disk keeps no half copy
@@ -209,6 +227,26 @@ Status WriteFileAtomically(const std::string& path, ByteSpan data, mode_t mode) 
   }
   if (Sys().rename(tmp.c_str(), path.c_str()) != 0) return IoError("rename " + tmp, errno);
   return SyncDirectory(DirName(path));
+}
+
+Status WriteFileAtomicallyViaSpare(const std::string& path, const std::string& spare, ByteSpan data, mode_t mode) {
+  {
+    // A failed write leaves the spare as it is: its blocks serve the next try.
+    SCONE_ASSIGN_OR_RETURN(File f, File::Open(spare, O_WRONLY | O_CREAT | O_NOFOLLOW, mode));
+    SCONE_RETURN_IF_ERROR(WriteReplacement(f, path, data));
+    SCONE_RETURN_IF_ERROR(f.Close());
+  }
+  if (Sys().exchange(spare.c_str(), path.c_str()) != 0) {
+    // No old content to keep (the first write), or a file system without the exchange: the
+    // spare becomes the file, and the next write makes a new one.
+    if (errno != ENOENT && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) {
+      return IoError("exchange " + spare + " with " + path, errno);
+    }
+    if (Sys().rename(spare.c_str(), path.c_str()) != 0) return IoError("rename " + spare, errno);
+  }
+  SCONE_RETURN_IF_ERROR(SyncDirectory(DirName(path)));
+  if (DirName(spare) != DirName(path)) return SyncDirectory(DirName(spare));
+  return Status::Ok();
 }
 
 Result<bool> Exists(const std::string& path) {

@@ -48,6 +48,8 @@ class File {
   Status Sync() const;      // fsync
   Status DataSync() const;  // fdatasync
   Result<uint64_t> Size() const;
+  // Room on the file's file system that an unprivileged writer may still take (statfs(2)).
+  Result<uint64_t> FreeSpace() const;
   // The access and modification times, as futimens(2) takes them.
   Result<std::array<struct timespec, 2>> Times() const;
   // futimens(2): a time of UTIME_OMIT is left as it is.
@@ -63,6 +65,12 @@ class File {
 Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size);
 // Writes data to path atomically: temporary file, fsync, rename, fsync of the directory.
 Status WriteFileAtomically(const std::string& path, ByteSpan data, mode_t mode = 0600);
+// As WriteFileAtomically, but written in place over `spare` (a file on the same file system),
+// which then swaps names with `path` (renameat2 RENAME_EXCHANGE): the old content's blocks are the
+// next write's spare. So a file rewritten whole (a volume's state) needs no new room on a full
+// disk while it does not grow. Where the file system cannot swap, the spare is renamed over.
+Status WriteFileAtomicallyViaSpare(const std::string& path, const std::string& spare, ByteSpan data,
+                                   mode_t mode = 0600);
 Status SyncDirectory(const std::string& dir);
 Result<bool> Exists(const std::string& path);
 Status MakeDirectories(const std::string& path, mode_t mode = 0700);

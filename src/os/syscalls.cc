@@ -29,12 +29,14 @@ Syscalls LibcSyscalls() {
   s.futimens = ::futimens;
   s.lstat = ::lstat;
   s.rename = ::rename;
+  s.exchange = [](const char* a, const char* b) { return ::renameat2(AT_FDCWD, a, AT_FDCWD, b, RENAME_EXCHANGE); };
   s.unlink = ::unlink;
   s.link = ::link;
   s.mkdir = ::mkdir;
   s.flock = ::flock;
   s.fcntl = ::fcntl;
   s.fallocate = ::fallocate;
+  s.fstatfs = ::fstatfs;
   s.getrlimit = [](int resource, struct rlimit* limit) { return ::getrlimit(static_cast<__rlimit_resource>(resource), limit); };
   return s;
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <sys/resource.h>
+#include <sys/statfs.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -29,12 +30,15 @@ struct Syscalls {
   int (*futimens)(int fd, const struct timespec times[2]);
   int (*lstat)(const char* path, struct stat* st);
   int (*rename)(const char* from, const char* to);
+  // renameat2(RENAME_EXCHANGE): swaps two names atomically (EINVAL where the file system cannot).
+  int (*exchange)(const char* a, const char* b);
   int (*unlink)(const char* path);
   int (*link)(const char* from, const char* to);
   int (*mkdir)(const char* path, mode_t mode);
   int (*flock)(int fd, int operation);
   int (*fcntl)(int fd, int cmd, ...);
   int (*fallocate)(int fd, int mode, off_t offset, off_t length);
+  int (*fstatfs)(int fd, struct statfs* st);
   int (*getrlimit)(int resource, struct rlimit* limit);
 };
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -150,6 +151,10 @@ int Lstat(const char* path, struct stat* st) {
 int Rename(const char* from, const char* to) {
   return static_cast<int>(Result(RawSyscall(SYS_renameat, AT_FDCWD, Arg(from), AT_FDCWD, Arg(to))));
 }
+int Exchange(const char* a, const char* b) {
+  return static_cast<int>(Result(RawSyscall(SYS_renameat2, AT_FDCWD, Arg(a), AT_FDCWD, Arg(b), RENAME_EXCHANGE)));
+}
+int Fstatfs(int fd, struct statfs* st) { return static_cast<int>(Result(RawSyscall(SYS_fstatfs, fd, Arg(st)))); }
 int Unlink(const char* path) { return static_cast<int>(Result(RawSyscall(SYS_unlinkat, AT_FDCWD, Arg(path), 0))); }
 int Link(const char* from, const char* to) {
   return static_cast<int>(Result(RawSyscall(SYS_linkat, AT_FDCWD, Arg(from), AT_FDCWD, Arg(to), 0)));
@@ -203,12 +208,14 @@ void InstallShieldSyscalls(FdTable& table) {
   calls.futimens = Futimens;
   calls.lstat = Lstat;
   calls.rename = Rename;
+  calls.exchange = Exchange;
   calls.unlink = Unlink;
   calls.link = Link;
   calls.mkdir = Mkdir;
   calls.flock = Flock;
   calls.fcntl = Fcntl;
   calls.fallocate = Fallocate;
+  calls.fstatfs = Fstatfs;
   calls.getrlimit = GetRlimit;
   os::InstallSyscalls(calls);
 }
