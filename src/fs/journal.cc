@@ -351,7 +351,10 @@ Status Journal::WriteZerosAhead(uint64_t needed) {
       // Zeros past the record are a convenience: on a disk with room for the record but not
       // for a whole step ahead, the record still goes in, and what the zeros took past it goes
       // back to the disk (the program's next write needs it more).
-      if (at < needed) return written;
+      if (at < needed) {
+        (void)file_.Truncate(size_);  // and what it got goes back: the next try needs it
+        return written;
+      }
       target = (needed + kBlockSize - 1) / kBlockSize * kBlockSize;
       (void)file_.Truncate(target);
       break;
@@ -369,6 +372,15 @@ Status Journal::TruncateTo(uint64_t offset) {
   SCONE_RETURN_IF_ERROR(file_.DataSync());
   size_ = end_ = offset;
   return Status::Ok();
+}
+
+Result<bool> Journal::DropZerosAhead() {
+  SCONE_ASSIGN_OR_RETURN(size_, file_.Size());
+  const uint64_t keep = (end_ + kBlockSize - 1) / kBlockSize * kBlockSize;
+  if (size_ <= keep) return false;
+  SCONE_RETURN_IF_ERROR(file_.Truncate(keep));
+  size_ = keep;
+  return true;
 }
 
 Status Journal::Reset() {

@@ -110,6 +110,9 @@ class Journal {
   // Makes every record appended so far durable (fdatasync; needs no lock: appends by others
   // meanwhile may become durable too, which is harmless).
   Status Sync() { return file_.DataSync(); }
+  // Gives the zeros written ahead back to the disk (a write that met a full disk needs their
+  // room more); whether there were any. REQUIRES: the writer lock.
+  Result<bool> DropZerosAhead();
   // Drops every record (after a checkpoint made them redundant) and makes that durable.
   Status Reset();
   // Cuts a torn tail left by a process that died in the middle of an append.

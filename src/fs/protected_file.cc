@@ -646,7 +646,42 @@ Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
   return caught_up.ok() ? again : result;
 }
 
+namespace {
+
+// A write that met a full disk, once more with halves of it down to a chunk: the longest prefix
+// that fits is written, as natively (a 1 MiB write returned ENOSPC with room for 800 KiB of it:
+// dd and a Python flush kept nothing of what they had left).
+// First, once more after the volume gave back what room it could (Volume::CheckpointForRoom).
+Result<size_t> WriteWhatFits(ByteSpan data, const std::function<Result<size_t>(ByteSpan)>& write,
+                             const std::function<bool()>& make_room) {
+  Result<size_t> whole = write(data);
+  if (whole.ok() || !OutOfSpace(whole.status())) return whole;
+  if (make_room()) {
+    whole = write(data);
+    if (whole.ok() || !OutOfSpace(whole.status())) return whole;
+  }
+  for (size_t part = data.size() / 2; part >= kChunkSize; part /= 2) {
+    Result<size_t> written = write(data.first(part));
+    if (written.ok() || !OutOfSpace(written.status())) return written;
+  }
+  return whole;
+}
+
+}  // namespace
+
 Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
+  return WriteWhatFits(
+      data, [&](ByteSpan part) { return WriteWhole(offset, part, appended_at); },
+      [&] { return volume_->CheckpointForRoom(); });
+}
+
+Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedPosition& position) {
+  return WriteWhatFits(
+      data, [&](ByteSpan part) { return WriteWholeAtSharedPosition(part, position); },
+      [&] { return volume_->CheckpointForRoom(); });
+}
+
+Result<size_t> ProtectedFile::WriteWhole(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
   if (!volume_->MayBuffer()) return WritePublished(offset, data, appended_at);
   SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order (fs/buffered_files.h)
   auto result = WriteOnce(offset, data, appended_at);
@@ -654,7 +689,7 @@ Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data, uint64_t* ap
   return RefreshIfChangedByOthers() ? WriteOnce(offset, data, appended_at) : result;
 }
 
-Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedPosition& position) {
+Result<size_t> ProtectedFile::WriteWholeAtSharedPosition(ByteSpan data, const SharedPosition& position) {
   if (data.empty()) return size_t{0};
   auto write_at_position = [&]() -> Status {
     SCONE_ASSIGN_OR_RETURN(uint64_t offset, position.get());
@@ -693,13 +728,13 @@ Result<size_t> ProtectedFile::WritePublished(uint64_t offset, ByteSpan data, uin
         if (appended_at != nullptr) offset = *appended_at = size_;
         return StageWrite(offset, data);
       },
-      data.size()));
+      data.size(), appended_at != nullptr ? size_ : offset));
   return data.size();
 }
 
-Status ProtectedFile::CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes) {
+Status ProtectedFile::CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes, uint64_t offset) {
   const bool had_local_changes = changed_ || !cache_.empty() || !changed_entries_.empty();
-  Status committed = CommitLocked(/*durable=*/false, stage, bytes);
+  Status committed = CommitLocked(/*durable=*/false, stage, bytes, /*cuts_short=*/false, offset);
   // A write that failed (a full disk) leaves no trace in what this process reads: its staged
   // bytes had stayed in the cache, and the process read (and stat'ed) appends that had returned
   // ENOSPC, while the others and the disk had not them (hostile finding). Back to what the
@@ -1235,7 +1270,7 @@ bool ProtectedFile::JournalsAllChunks(bool durable) const {
   return durable && !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
 }
 
-uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes) const {
+uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes, uint64_t stage_offset) const {
   // Images of the chunks that go to the journal, an entry for every chunk, the pages' and the
   // header's bytes. Before the catch-up and the stage: counted as if any small commit went to
   // the journal whole.
@@ -1243,8 +1278,17 @@ uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes) const {
   uint64_t images = 0;
   for (const auto& [chunk, plain] : cache_) images += GoesToJournal(chunk, all) ? 1 : 0;
   const uint64_t staged = stage_bytes == 0 ? 0 : stage_bytes / kChunkSize + 2;
+  uint64_t staged_images = staged;
+  // A process alone knows its file: a large write's chunks past the end go in place (StageWrite),
+  // not to the journal. Counted twice, dd's last megabyte on a nearly full disk failed whole
+  // with room for most of it.
+  if (stage_offset != kUnknownOffset && stage_bytes > kSmallCommitChunks * kChunkSize &&
+      !volume_->shared_.load(std::memory_order_acquire)) {
+    const uint64_t below_end = stage_offset < size_ ? std::min(size_, stage_offset + stage_bytes) - stage_offset : 0;
+    staged_images = below_end / kChunkSize + 2;
+  }
   const uint64_t entries = cache_.size() + changed_entries_.size() + staged;
-  return (images + staged) * kChunkSize + entries * (kEntrySize + 8) + 4096;
+  return (images + staged_images) * kChunkSize + entries * (kEntrySize + 8) + 4096;
 }
 
 Status ProtectedFile::AllocateInPlaceLocked(bool durable) {
@@ -1286,7 +1330,7 @@ Status ProtectedFile::AllocateRange(uint64_t begin, uint64_t end) {
 }
 
 Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& stage, uint64_t stage_bytes,
-                                   bool cuts_short) {
+                                   bool cuts_short, uint64_t stage_offset) {
   if (!stage && !changed_ && cache_.empty()) {
     if (!durable || unlinked_) return Status::Ok();
     // fsync with every change published already: what this process or another published
@@ -1318,7 +1362,7 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     // the new last chunk's image with them.
     if (!stage) cuts_short = size_ < committed_size_ && cache_.size() <= 1;
     SCONE_RETURN_IF_ERROR(volume_->CommitFile(
-        id_, record, RecordBoundLocked(stage_bytes), cuts_short,
+        id_, record, RecordBoundLocked(stage_bytes, stage_offset), cuts_short,
         [&](const FileEntry* current) -> Status {
           if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
           ForgetDurableLazyChunks();

@@ -73,7 +73,9 @@ class ProtectedFile {
   // Reads up to out.size() bytes at offset; fewer only at end of file.
   Result<size_t> Read(uint64_t offset, MutableByteSpan out);
   // Writes all of data at offset, extending the file (gaps read as zeros). With `appended_at`,
-  // appends instead (O_APPEND: at the end every process sees, atomically) and says where.
+  // appends instead (O_APPEND: at the end every process sees, atomically) and says where. A
+  // write the disk holds only part of writes what fits and returns its count, as natively (the
+  // next one meets ENOSPC).
   Result<size_t> Write(uint64_t offset, ByteSpan data, uint64_t* appended_at = nullptr);
   // Writes at a position shared with other processes, and moves it past what was written.
   Result<size_t> WriteAtSharedPosition(ByteSpan data, const SharedPosition& position);
@@ -266,11 +268,13 @@ class ProtectedFile {
   // change first, under the volume's locks after catching up (a write by a process that
   // shares the volume). REQUIRES: mu_ held exclusively.
   // `cuts_short`: `stage` makes the file shorter (a commit without one says so itself).
+  // `stage_offset`: where the stage writes, if known before the catch-up (a bound on its record).
   Status CommitLocked(bool durable, const std::function<Status()>& stage = nullptr, uint64_t stage_bytes = 0,
-                      bool cuts_short = false);
-  // At most how large the record of a commit gets, `stage_bytes` staged in it (a bound for the
-  // journal's room, not the size).
-  uint64_t RecordBoundLocked(uint64_t stage_bytes) const;
+                      bool cuts_short = false, uint64_t stage_offset = kUnknownOffset);
+  static constexpr uint64_t kUnknownOffset = UINT64_MAX;
+  // At most how large the record of a commit gets, `stage_bytes` staged in it at `stage_offset`
+  // (a bound for the journal's room, not the size).
+  uint64_t RecordBoundLocked(uint64_t stage_bytes, uint64_t stage_offset) const;
   // Which buffered chunks a commit seals into its record (BuildRecord) rather than in place: all
   // of them for a small durable commit with no data written in place yet (one fdatasync, the
   // journal's, instead of two), else the overwrites of durable chunks.
@@ -307,7 +311,7 @@ class ProtectedFile {
   Result<size_t> WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at);
   // One write as a commit of its own; where it fails, nothing of it stays in what this process
   // reads. REQUIRES: mu_ held exclusively.
-  Status CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes);
+  Status CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes, uint64_t offset = kUnknownOffset);
   // Catches up with what other processes published: record by record, or by reloading.
   // REQUIRES: mu_ held exclusively, the volume's locks.
   Status CatchUpLocked(const FileEntry& current);
@@ -325,6 +329,8 @@ class ProtectedFile {
   Result<size_t> ReadOnce(uint64_t offset, MutableByteSpan out);
   Result<size_t> ReadLocked(uint64_t offset, MutableByteSpan out);  // REQUIRES: mu_ (either way)
   Result<size_t> WriteOnce(uint64_t offset, ByteSpan data, uint64_t* appended_at);
+  Result<size_t> WriteWhole(uint64_t offset, ByteSpan data, uint64_t* appended_at);
+  Result<size_t> WriteWholeAtSharedPosition(ByteSpan data, const SharedPosition& position);
   template <typename Pages>
   Status WriteTablePages(const Pages& pages);
   Status ApplyInPlace(const JournalRecord& record);

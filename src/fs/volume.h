@@ -291,7 +291,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status WithCheckpointIfFull(const std::function<Status()>& change);
   // For a file's write while alone (no volume lock held), on a full disk: a checkpoint if the
   // trash holds files (removed since the last one) or the journal is long, whose room it gives
-  // back. Whether one ran.
+  // back; else the journal's zeros ahead go back to the disk. Whether room came back.
   bool CheckpointForRoom();
   // Creates the file at `path` (on disk, and its record), or changes nothing.
   // REQUIRES: mu_ and the writer lock, caught up.

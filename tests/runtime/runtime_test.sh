@@ -836,6 +836,25 @@ print(n)
   [[ "$(srun wc -c < small/v/fill)" == "$(cat acked.out)" ]] || fail "the file holds $(srun wc -c < small/v/fill) bytes, its writes returned $(cat acked.out)"
   "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify after a close after ENOSPC"
   srun rm small/v/fill
+  # A write the disk holds only part of writes that part, as natively (a short count; the next
+  # write meets ENOSPC): a 16 MiB flush on the 8 MiB disk keeps what fits (before: nothing).
+  mount -o remount,size=8m small
+  srun $PY -c "
+f = open('small/v/fill', 'wb')
+try:
+    f.write(b'$MARKER' * ((16 << 20) // len(b'$MARKER')))
+    f.flush()
+except OSError as e:
+    assert e.errno == 28, e
+" 2> big.err || { cat big.err; fail "a close after a short write"; }
+  mount -o remount,size=64m small
+  kept=$(srun wc -c < small/v/fill)
+  (( kept > 4 << 20 )) || fail "a 16 MiB write on an 8 MiB disk kept $kept bytes"
+  srun $PY -c "
+import sys
+d, m = open('small/v/fill', 'rb').read(), b'$MARKER'
+sys.exit(0 if d == (m * (len(d) // len(m) + 1))[:len(d)] else 1)" || fail "the short write's file holds other bytes"
+  srun rm small/v/fill
   # An overwrite and fsync with little room left: it either commits or fails with ENOSPC; the file
   # holds the old content or the new one, whole.
   for room in 64 256 900; do
