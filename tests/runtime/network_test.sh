@@ -1494,6 +1494,12 @@ bad-config)
     SCONE_NETWORK_SHIELD_CLIENT_A_DESTINATION=TCP:127.0.0.1:18451 SCONE_NETWORK_SHIELD_CLIENT_B=protected \
     SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:localhost:18451 "SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH=$(cat ca.crt)"
   grep -q "is also rule A's destination (127.0.0.1)" out || { cat out; fail "no reason for the second rule"; }
+  # So for one socket file by two spellings (a link to its directory, "./").
+  mkdir -p sockdir && ln -sfn sockdir socklink
+  expect_refused SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION SCONE_NETWORK_SHIELD_CLIENT_A=unprotected \
+    "SCONE_NETWORK_SHIELD_CLIENT_A_DESTINATION=unix:$PWD/sockdir/db.sock" SCONE_NETWORK_SHIELD_CLIENT_B=unprotected \
+    "SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=unix:$PWD/socklink/./db.sock"
+  grep -q "is also rule A's destination ($PWD/sockdir/db.sock)" out || { cat out; fail "no reason for the second unix rule"; }
   [[ "$(env SCONE_NETWORK_SHIELD_CLIENT_A=unprotected SCONE_NETWORK_SHIELD_CLIENT_A_DESTINATION=TCP:127.0.0.1:18451 \
         SCONE_NETWORK_SHIELD_CLIENT_B=unprotected SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:127.0.0.1:18452 \
         "$scone" run -- /bin/echo started 2>&1)" == started ]] || fail "two rules for two ports did not start"

@@ -173,8 +173,13 @@ Status NetworkShield::CheckClientRulesApart() const {
       const net::ClientRule& b = clients[j];
       std::string shared;
       if (a.destination.unix_socket || b.destination.unix_socket) {
-        if (a.destination.unix_socket && b.destination.unix_socket && a.destination.path == b.destination.path) {
-          shared = a.destination.path;
+        // One socket file, however spelled (a link to it, "./", "//"), as the rules match it.
+        if (a.destination.unix_socket && b.destination.unix_socket &&
+            (a.destination.path == b.destination.path ||
+             (!SocketFileName(a.destination.path).empty() &&
+              SocketFileName(a.destination.path) == SocketFileName(b.destination.path)))) {
+          shared = SocketFileName(a.destination.path);
+          if (shared.empty()) shared = a.destination.path;
         }
       } else if (a.destination.port == b.destination.port) {
         for (const std::string& address : client_addresses_[j]) {
