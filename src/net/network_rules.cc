@@ -144,8 +144,11 @@ Result<int> CountCertificates(const std::string& variable, const void* data, siz
   if (count > 0 && e != 0 && !(ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
     return Bad(variable, "certificate " + std::to_string(count + 1) + " does not parse");
   }
-  if (count == 0) return Bad(variable, "no PEM certificate in the value");
-  SCONE_RETURN_IF_ERROR(OnlyPemBlocks(variable, std::string_view(static_cast<const char*>(data), size)));
+  const std::string_view text(static_cast<const char*>(data), size);
+  if (count == 0 && text.find("-----BEGIN ") == std::string_view::npos) return Bad(variable, "no PEM certificate in the value");
+  // Junk around a block can make it unreadable too: where it is says more than "none found".
+  SCONE_RETURN_IF_ERROR(OnlyPemBlocks(variable, text));
+  if (count == 0) return Bad(variable, "certificate 1 does not parse");
   return count;
 }
 

@@ -1479,6 +1479,7 @@ bad-config)
   # A CA followed by junk, a unix path with a newline.
   expect_refused SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH SCONE_NETWORK_SHIELD_CLIENT_B=protected \
     SCONE_NETWORK_SHIELD_CLIENT_B_DESTINATION=TCP:localhost:1 "SCONE_NETWORK_SHIELD_CLIENT_B_SERVER_AUTH=$(cat ca.crt)junk"
+  grep -q "text that is not PEM after PEM block 1" out || { cat out; fail "junk after a certificate was not named as such"; }
   expect_refused SCONE_NETWORK_SHIELD_SERVER_A_PORT SCONE_NETWORK_SHIELD_SERVER_A=unprotected \
     "SCONE_NETWORK_SHIELD_SERVER_A_PORT=unix:/tmp/a"$'\n'"b.sock"
   # A destination that does not resolve could never match: refused (by the runtime, at start-up)
