@@ -1079,7 +1079,9 @@ Status ProtectedFile::StageWrite(uint64_t offset, ByteSpan data) {
     // Runs of it go in place before any record: their room first, while nothing has changed
     // (a full disk failed them halfway, and the file was left short of its own table). One
     // range, table pages between the slots included.
-    const uint64_t first = layout_.SlotOffset(offset / kChunkSize);
+    const uint64_t first_page = offset / kChunkSize / kEntriesPerPage;
+    uint64_t first = layout_.SlotOffset(offset / kChunkSize);
+    if (layout_.interleaved() && layout_.PageOffset(first_page) >= physical_size_) first = layout_.PageOffset(first_page);
     SCONE_RETURN_IF_ERROR(AllocateRange(first, layout_.SlotOffset((end - 1) / kChunkSize) + kChunkSize));
   }
   if (end > size_) size_ = end;
@@ -1291,31 +1293,52 @@ uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes, uint64_t stage_o
   return (images + staged_images) * kChunkSize + entries * (kEntrySize + 8) + 4096;
 }
 
-Status ProtectedFile::AllocateInPlaceLocked(bool durable) {
-  // As BuildRecord picks them: chunks that go to the journal need no slot yet.
-  const bool all = JournalsAllChunks(durable);
+Status ProtectedFile::AllocateInPlaceLocked(bool /*durable*/) {
+  // Every buffered chunk's slot, those whose images go to the journal too: they go in place
+  // after it (at once for a durable record, with the window for a lazy one), and a slot a
+  // truncate freed meanwhile is new room. Else that apply met the full disk after the record,
+  // and the next open's recovery needed the room all the same (from the volume's reserve; the
+  // second time there was none, and the volume was shut: hostile finding, `dd bs=4k` twice).
   std::vector<uint64_t> chunks;
-  for (const auto& [chunk, plain] : cache_) {
-    if (!GoesToJournal(chunk, all)) chunks.push_back(chunk);
-  }
+  chunks.reserve(cache_.size());
+  for (const auto& [chunk, plain] : cache_) chunks.push_back(chunk);
   return AllocateSlots(chunks);
 }
 
+void ProtectedFile::CatchUpWithDataCutLocked() {
+  if (!data_cut_.exchange(false, std::memory_order_acq_rel)) return;
+  ForgetAllocated();
+  if (auto length = data_.Size(); length.ok()) physical_size_ = std::min(physical_size_, *length);
+}
+
 Status ProtectedFile::AllocateSlots(const std::vector<uint64_t>& chunks) {
-  uint64_t begin = 0, end = 0;
-  for (uint64_t chunk : chunks) {
-    const uint64_t at = layout_.SlotOffset(chunk);
+  CatchUpWithDataCutLocked();
+  uint64_t begin = 0, end = 0;  // the run of adjacent ranges so far, allocated with one call
+  const auto add = [&](uint64_t at, uint64_t length) -> Status {
     if (at != end) {
       if (end > begin) SCONE_RETURN_IF_ERROR(AllocateRange(begin, end));
       begin = at;
     }
-    end = at + kChunkSize;
+    end = at + length;
+    return Status::Ok();
+  };
+  uint64_t last_page = UINT64_MAX;
+  for (uint64_t chunk : chunks) {
+    // A table page past the data file's end is new too, and written in place with the slots
+    // (interleaved, it lies right before its group's first slot).
+    const uint64_t page = chunk / kEntriesPerPage;
+    if (layout_.interleaved() && page != last_page && layout_.PageOffset(page) >= physical_size_) {
+      SCONE_RETURN_IF_ERROR(add(layout_.PageOffset(page), kPageSize));
+    }
+    last_page = page;
+    SCONE_RETURN_IF_ERROR(add(layout_.SlotOffset(chunk), kChunkSize));
   }
   if (end > begin) SCONE_RETURN_IF_ERROR(AllocateRange(begin, end));
   return Status::Ok();
 }
 
 Status ProtectedFile::AllocateRange(uint64_t begin, uint64_t end) {
+  CatchUpWithDataCutLocked();
   if (begin >= allocated_from_ && end <= allocated_to_) return Status::Ok();
   SCONE_RETURN_IF_ERROR(data_.Allocate(begin, end - begin));
   // Kept as one range: where it touches the one known, their union.

@@ -77,6 +77,9 @@ class ProtectedFile {
   // write the disk holds only part of writes what fits and returns its count, as natively (the
   // next one meets ENOSPC).
   Result<size_t> Write(uint64_t offset, ByteSpan data, uint64_t* appended_at = nullptr);
+  // The volume cut this file's data file (an apply in place reached a commit that shortened
+  // it): the room this object allocated, and its length, no longer hold. Any thread.
+  void NoteDataCut() { data_cut_.store(true, std::memory_order_release); }
   // Writes at a position shared with other processes, and moves it past what was written.
   Result<size_t> WriteAtSharedPosition(ByteSpan data, const SharedPosition& position);
   Status Truncate(uint64_t size);
@@ -293,6 +296,8 @@ class ProtectedFile {
   // The data file may have been cut (by this process or, seen at a catch-up, another):
   // allocations made before no longer hold.
   void ForgetAllocated() { allocated_from_ = allocated_to_ = 0; }
+  // After NoteDataCut: forgets the allocations, and takes the data file's length from disk.
+  void CatchUpWithDataCutLocked();
   Status TruncateLocked(uint64_t new_size);
   // Drops what this object changed since its last commit and reloads the file as the volume
   // has it (a published write that failed). REQUIRES: mu_ held exclusively.
@@ -359,6 +364,7 @@ class ProtectedFile {
   uint64_t size_ = 0;
   uint64_t physical_size_ = 0;         // current length of the data file
   uint64_t room_ = 0;                  // a data file length the host file system has taken
+  std::atomic<bool> data_cut_{false};  // see NoteDataCut
   uint64_t allocated_from_ = 0;        // a range of the data file this object allocated
   uint64_t allocated_to_ = 0;          //   (AllocateRange), empty when from == to
   ChunkTable table_;                   // entries below ChunkCount(size_); durable bits: exactly

@@ -1487,6 +1487,7 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
       if (length > layout.DataFileSize(entry.size)) SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));
     }
     SCONE_RETURN_IF_ERROR(DropPagesPastTheEnd(layout, *data, side, entry.size));
+    if (open != nullptr) open->NoteDataCut();  // its allocations past the end went with them
     // Writing the window in place is the volume's business, not a change of the program's:
     // the file keeps the times its last write or utimensat gave it. Best effort: a process
     // that may write the file without owning it (a worker that changed its user) may not set
@@ -1495,6 +1496,7 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     return Status::Ok();
   }
   SCONE_RETURN_IF_ERROR(data->Truncate(layout.DataFileSize(entry.size)));
+  if (open != nullptr) open->NoteDataCut();
   if (!layout.interleaved()) SCONE_RETURN_IF_ERROR(side.Truncate(layout.SideFileSize(entry.size)));
   return Status::Ok();
 }

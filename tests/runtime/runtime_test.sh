@@ -992,6 +992,33 @@ SHEOF
   ! grep -rq "$MARKER" small/v || fail "plaintext marker on disk"
   ;;
 
+disk-full-rewrites)
+  # A file written again from its start (`dd of=small`, O_TRUNC) on a nearly full disk, three
+  # times: each stops with ENOSPC, as natively, and holds a prefix of what was written. Before
+  # (hostile finding), the chunks that the truncate's commit still referenced went through the
+  # journal, and their apply in place found no room (the slots a checkpoint had freed): the next
+  # open's recovery took the volume's reserve, the second time there was none, and every program
+  # on the volume failed to start (exit 126); a build between read "Input/output error".
+  mkdir small
+  if ! mount -t tmpfs -o size=8m tmpfs small 2>/dev/null; then echo "skipped: cannot mount a tmpfs (needs root)"; exit 0; fi
+  trap 'umount -l "$work/small" 2>/dev/null || true; rm -rf "$work"' EXIT
+  "$scone" volume create small/v --key-file skey >/dev/null 2>&1
+  srun() { "$scone" run --volume "$work/small/v:$work/skey" -- "$@"; }
+  $PY -c "import os, sys; sys.stdout.buffer.write(b'$MARKER ' * 100000 + os.urandom(1000000))" > src
+  srun dd if=/dev/urandom of=small/v/big bs=1M count=6 status=none || fail "writing 6 MiB"
+  for round in 1 2 3; do
+    rc=0; srun dd if=src of=small/v/small bs=4k 2> dd.err || rc=$?
+    [[ $rc -ne 0 ]] && grep -q "No space left on device" dd.err || { cat dd.err; fail "round $round: dd did not stop with ENOSPC"; }
+    ! grep -q "reserve went\|Input/output error" dd.err || { cat dd.err; fail "round $round: $(grep -m1 'reserve went\|Input/output' dd.err)"; }
+    size=$(srun stat -c %s small/v/small 2> open.err) || { cat open.err; fail "round $round: the volume does not open"; }
+    (( size > 0 )) || fail "round $round: the file holds nothing"
+    srun cmp -n "$size" small/v/small src || fail "round $round: the file is not a prefix of what dd wrote"
+  done
+  "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify"
+  srun rm small/v/small || fail "removing the file"
+  ! grep -rq "$MARKER" small/v || fail "plaintext marker on disk"
+  ;;
+
 disk-full-cleanup)
   # A disk filled to the last block by something outside the volume (a log that ran away, a
   # database's dedicated disk): natively its owner still reads files and removes some to make
