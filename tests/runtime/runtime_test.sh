@@ -1015,7 +1015,17 @@ disk-full-rewrites)
     srun cmp -n "$size" small/v/small src || fail "round $round: the file is not a prefix of what dd wrote"
   done
   "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify"
-  srun rm small/v/small || fail "removing the file"
+  srun rm small/v/small small/v/big || fail "removing the files"
+  # fallocate reserves the room it names: writes into the file succeed on a disk filled since,
+  # as natively (before: it allocated nothing and reported success; growing the size after the
+  # reservation had cut it off again).
+  srun fallocate -l 4M small/v/pre || fail "fallocate -l 4M"
+  (( $(du -k small/v/pre | cut -f1) >= 4096 )) || fail "fallocate allocated $(du -k small/v/pre | cut -f1) KiB of 4 MiB"
+  dd if=/dev/zero of=small/filler bs=64k 2>/dev/null || true
+  truncate -s -600k small/filler
+  srun dd if=src of=small/v/pre bs=64k count=64 conv=notrunc 2> pre.err || { cat pre.err; fail "writing into the reserved file on a full disk"; }
+  srun cmp -n "$(stat -c %s src)" small/v/pre src || fail "the reserved file does not hold what was written"
+  "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify after the reserved file's writes"
   ! grep -rq "$MARKER" small/v || fail "plaintext marker on disk"
   ;;
 

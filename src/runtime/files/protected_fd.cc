@@ -307,12 +307,22 @@ long ProtectedFd::Allocate(int mode, int64_t offset, int64_t length) {
   if (mode & kZeroing) {
     return WriteZeros(static_cast<uint64_t>(offset), static_cast<uint64_t>(end), mode & FALLOC_FL_KEEP_SIZE);
   }
+  // The size first: growing it cuts the data file back to its length after probing, which
+  // freed what a reservation had allocated past it (fallocate(1) reported success, and the
+  // writes into the file met a full disk later: hostile finding).
+  const uint64_t size = PlaintextSizeNow(ImageOrNone().get());
+  const bool grows = !(mode & FALLOC_FL_KEEP_SIZE) && static_cast<uint64_t>(end) > size;
+  if (grows) {
+    if (long r = Truncate(end); r < 0) return r;
+  }
   // Space for the ciphertext is reserved as the program asked for the plaintext, so that its
   // later writes do not fail for lack of space (and do not pay for allocation as they go).
   Status reserved = file_->Reserve(static_cast<uint64_t>(end));
-  if (!reserved.ok()) return FailWith(reserved);
-  if ((mode & FALLOC_FL_KEEP_SIZE) || static_cast<uint64_t>(end) <= PlaintextSizeNow(ImageOrNone().get())) return 0;
-  return Truncate(end);
+  if (!reserved.ok()) {
+    if (grows) (void)Truncate(static_cast<int64_t>(size));  // a failed fallocate leaves the size
+    return FailWith(reserved);
+  }
+  return 0;
 }
 
 // A punched or zeroed range reads as zeros, as the kernel's: written as zeros through the
