@@ -16,6 +16,16 @@ MARKER="SCONE-PLAINTEXT-MARKER-$$"
 
 source "$here/volume_lib.sh"
 
+# For the full-disk cases: a volume small/v (key skey) on a tmpfs of size $1, a disk that fills
+# up; srun runs a program with it. Skipped where no tmpfs can be mounted (needs root).
+small_disk_volume() {
+  mkdir small
+  if ! mount -t tmpfs -o size="$1" tmpfs small 2>/dev/null; then echo "skipped: cannot mount a tmpfs (needs root)"; exit 0; fi
+  trap 'umount -l "$work/small" 2>/dev/null || true; rm -rf "$work"' EXIT
+  "$scone" volume create small/v --key-file skey >/dev/null 2>&1
+}
+srun() { "$scone" run --volume "$work/small/v:$work/skey" -- "$@"; }
+
 case "$case_name" in
 coreutils)
   mkdir plain && for i in $(seq 1 3000); do echo "$MARKER line $i"; done > plain/data.txt
@@ -797,11 +807,7 @@ disk-full)
   # and the volume verifies. Before, a full disk failed the journal's append or the in-place
   # writes after a commit had named the new chunks: the file was damaged for good, and a
   # write past the disk's size was reported done.
-  mkdir small
-  if ! mount -t tmpfs -o size=8m tmpfs small 2>/dev/null; then echo "skipped: cannot mount a tmpfs (needs root)"; exit 0; fi
-  trap 'umount -l "$work/small" 2>/dev/null || true; rm -rf "$work"' EXIT
-  "$scone" volume create small/v --key-file skey >/dev/null 2>&1
-  srun() { "$scone" run --volume "$work/small/v:$work/skey" -- "$@"; }
+  small_disk_volume 8m
   $PY -c "import sys; sys.stdout.write(('$MARKER keep\\n' * 40000)[:1048576])" > keep.plain
   srun cp keep.plain small/v/keep
   rc=0
@@ -960,12 +966,9 @@ disk-full-appends)
   # up with journal after 1,800 lines; the checkpoint then found no room for the volume's state,
   # every later line "succeeded" and was lost, and every program after failed to start (exit
   # 126, "recovering volume: write volume.tmp: No space left on device").
-  mkdir small plain
-  if ! mount -t tmpfs -o size=4m tmpfs small 2>/dev/null; then echo "skipped: cannot mount a tmpfs (needs root)"; exit 0; fi
+  small_disk_volume 4m
+  mkdir plain && mount -t tmpfs -o size=4m tmpfs plain  # the same disk, natively
   trap 'umount -l "$work/small" 2>/dev/null; umount -l "$work/plain" 2>/dev/null; rm -rf "$work"' EXIT
-  mount -t tmpfs -o size=4m tmpfs plain
-  "$scone" volume create small/v --key-file skey >/dev/null 2>&1
-  srun() { "$scone" run --volume "$work/small/v:$work/skey" -- "$@"; }
   line=$(printf "%-90s" "$MARKER")
   # Appends until the first failure (at most a bound past what natively fits): the count of
   # lines whose echo returned, and echo's error.
@@ -999,11 +1002,7 @@ disk-full-rewrites)
   # journal, and their apply in place found no room (the slots a checkpoint had freed): the next
   # open's recovery took the volume's reserve, the second time there was none, and every program
   # on the volume failed to start (exit 126); a build between read "Input/output error".
-  mkdir small
-  if ! mount -t tmpfs -o size=8m tmpfs small 2>/dev/null; then echo "skipped: cannot mount a tmpfs (needs root)"; exit 0; fi
-  trap 'umount -l "$work/small" 2>/dev/null || true; rm -rf "$work"' EXIT
-  "$scone" volume create small/v --key-file skey >/dev/null 2>&1
-  srun() { "$scone" run --volume "$work/small/v:$work/skey" -- "$@"; }
+  small_disk_volume 8m
   $PY -c "import os, sys; sys.stdout.buffer.write(b'$MARKER ' * 100000 + os.urandom(1000000))" > src
   srun dd if=/dev/urandom of=small/v/big bs=1M count=6 status=none || fail "writing 6 MiB"
   for round in 1 2 3; do
@@ -1036,11 +1035,7 @@ disk-full-sqlite-wal)
   # the -shm mapping's sealing met the full disk after its record, and after the second fill
   # db-wal and db-shm failed authentication: the database was lost ("unable to open database
   # file"), as were the ~1,290 rows reported inserted.
-  mkdir small
-  if ! mount -t tmpfs -o size=8m tmpfs small 2>/dev/null; then echo "skipped: cannot mount a tmpfs (needs root)"; exit 0; fi
-  trap 'umount -l "$work/small" 2>/dev/null || true; rm -rf "$work"' EXIT
-  "$scone" volume create small/v --key-file skey >/dev/null 2>&1
-  srun() { "$scone" run --volume "$work/small/v:$work/skey" -- "$@"; }
+  small_disk_volume 8m
   srun dd if=/dev/urandom of=small/v/big bs=1M count=4 status=none || fail "writing 4 MiB"
   srun sqlite3 small/v/db "pragma journal_mode=wal; create table t(tag text, v blob);" > /dev/null || fail "creating the database"
   cat > inserts.sh <<'SHEOF'
@@ -1069,11 +1064,7 @@ disk-full-cleanup)
   # room. Opening a volume writes its metadata (the mark that it is in use, records of what is
   # removed): before, every program failed to start ("write .../volume.tmp: No space left on
   # device"), not to read a file, not to remove one. The volume keeps a reserve for that.
-  mkdir small
-  if ! mount -t tmpfs -o size=8m tmpfs small 2>/dev/null; then echo "skipped: cannot mount a tmpfs (needs root)"; exit 0; fi
-  trap 'umount -l "$work/small" 2>/dev/null || true; rm -rf "$work"' EXIT
-  "$scone" volume create small/v --key-file skey >/dev/null 2>&1
-  srun() { "$scone" run --volume "$work/small/v:$work/skey" -- "$@"; }
+  small_disk_volume 8m
   srun sh -c "echo '$MARKER keep' > small/v/keep; head -c 2000000 /dev/urandom > small/v/old.log
               head -c 1000000 /dev/urandom > small/v/big.log" || fail "writing before the disk filled up"
   dd if=/dev/zero of=small/filler bs=4k 2>/dev/null || true
