@@ -698,22 +698,17 @@ Result<size_t> ProtectedFile::WriteWholeAtSharedPosition(ByteSpan data, const Sh
   };
   SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order (fs/buffered_files.h)
   std::unique_lock lock(mu_);
-  bool buffer = volume_->MayBuffer();
-  if (buffer) {
+  if (volume_->MayBuffer()) {
     SCONE_ASSIGN_OR_RETURN(uint64_t offset, position.get());
-    if (!PromiseRoomLocked(offset, data.size())) {
-      SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));  // near a full disk (see WriteOnce)
-      buffer = false;
+    if (PromiseRoomLocked(offset, data.size())) {
+      SCONE_RETURN_IF_ERROR(StageWriteAlone(offset, data));
+      SCONE_RETURN_IF_ERROR(position.set(offset + data.size()));
+      SCONE_RETURN_IF_ERROR(AfterWriteAlone());
+      return data.size();
     }
+    SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));  // near a full disk (see WriteOnce)
   }
-  if (!buffer) {
-    SCONE_RETURN_IF_ERROR(CommitWriteLocked(write_at_position, data.size()));
-  } else {
-    SCONE_ASSIGN_OR_RETURN(uint64_t offset, position.get());
-    SCONE_RETURN_IF_ERROR(StageWriteAlone(offset, data));
-    SCONE_RETURN_IF_ERROR(position.set(offset + data.size()));
-    SCONE_RETURN_IF_ERROR(AfterWriteAlone());
-  }
+  SCONE_RETURN_IF_ERROR(CommitWriteLocked(write_at_position, data.size()));
   return data.size();
 }
 
@@ -1296,7 +1291,7 @@ uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes, uint64_t stage_o
   return (images + staged_images) * kChunkSize + entries * (kEntrySize + 8) + 4096;
 }
 
-Status ProtectedFile::AllocateInPlaceLocked(bool /*durable*/) {
+Status ProtectedFile::AllocateInPlaceLocked() {
   // Every buffered chunk's slot, those whose images go to the journal too: they go in place
   // after it (at once for a durable record, with the window for a lazy one), and a slot a
   // truncate freed meanwhile is new room. Else that apply met the full disk after the record,
@@ -1395,7 +1390,7 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
           in_transaction_ = stage != nullptr;
           Status built = stage ? stage() : Status::Ok();
           kept_in_memory = unlinked_ && in_memory_only_;
-          if (built.ok() && !kept_in_memory) built = AllocateInPlaceLocked(durable);
+          if (built.ok() && !kept_in_memory) built = AllocateInPlaceLocked();
           if (built.ok() && !kept_in_memory) built = BuildRecord(&record, durable, /*defer_in_place=*/true);
           in_transaction_ = false;
           return built;

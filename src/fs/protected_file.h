@@ -283,9 +283,9 @@ class ProtectedFile {
   // journal's, instead of two), else the overwrites of durable chunks.
   bool JournalsAllChunks(bool durable) const;
   bool GoesToJournal(uint64_t chunk, bool all) const { return all || IsDurable(chunk); }
-  // Allocates the slots the commit's new chunks go to in place, before its record names them:
-  // a full disk failed those writes after the record, and the file was damaged for good.
-  Status AllocateInPlaceLocked(bool durable);
+  // Allocates the slots of every buffered chunk and the new table pages, before the commit's
+  // record names them: a full disk failed those writes after the record (see the .cc).
+  Status AllocateInPlaceLocked();
   // Allocates the data file's slots of these chunks (ascending), adjacent ones in one call:
   // chunks sealed in place outside a commit (a large write, an eviction) must find their room
   // before anything names them, or a full disk leaves the file short of what its table says.
