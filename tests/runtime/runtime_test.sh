@@ -1058,6 +1058,54 @@ SHEOF
   "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify"
   ;;
 
+disk-full-mmap)
+  # Stores through a shared mapping of a file that was already whole, on a disk another program
+  # filled meanwhile. Natively they are in the page cache and stay (the blocks exist). Before
+  # (hostile finding): munmap's seal met the full disk, the image went, close returned 0 and the
+  # stores were lost, told only in a log line. Now the image stays in memory: the close of the
+  # writable descriptor reports ENOSPC, reads see the stores, and once there is room again the
+  # next close seals them.
+  small_disk_volume 8m
+  srun $PY -c "open('small/v/m', 'wb').write(bytes(range(256)) * 8192)" || fail "writing 2 MiB"
+  cat > stores.py <<PYEOF
+import mmap, os, sys
+f = open('small/v/m', 'r+b')
+m = mmap.mmap(f.fileno(), 2097152)
+fd = os.open('small/filler', os.O_CREAT | os.O_WRONLY, 0o644)
+try:
+    while True: os.write(fd, b'x' * 4096)
+except OSError: pass
+os.close(fd)
+m[:] = b'$MARKER' * (2097152 // len(b'$MARKER')) + b'.' * (2097152 % len(b'$MARKER'))
+m.close()
+try:
+    f.close()
+    print('close returned')
+except OSError as e:
+    print('close failed:', e.strerror)
+with open('small/v/m', 'rb') as g: print('while full:', g.read(len(b'$MARKER')).decode())
+if sys.argv[1] == 'free':
+    os.unlink('small/filler')
+    with open('small/v/m', 'r+b') as g: print('after room:', g.read(len(b'$MARKER')).decode())
+PYEOF
+  srun $PY stores.py free > out 2> err || { cat out err; fail "the stores' program failed"; }
+  grep -q "close failed: No space left on device" out || { cat out err; fail "the close did not report the seal's ENOSPC"; }
+  grep -q "while full: $MARKER" out || { cat out; fail "reads on the full disk did not see the stores"; }
+  grep -q "after room: $MARKER" out || { cat out; fail "reads after room was made did not see the stores"; }
+  [[ "$(srun $PY -c "print(open('small/v/m', 'rb').read().count(b'$MARKER'))")" == $((2097152 / ${#MARKER})) ]] ||
+    fail "the stores are not all in the file after room was made"
+  "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify"
+  # A process that exits before there is room loses its stores as a native process loses pages
+  # whose write-back fails, but says so, and the file keeps what it had.
+  srun $PY -c "open('small/v/m', 'wb').write(bytes(range(256)) * 8192)" || fail "rewriting 2 MiB"
+  srun $PY stores.py keep > out 2> err || { cat out err; fail "the stores' program failed (keep)"; }
+  grep -q "is lost" err || { cat err; fail "the lost stores were not told at exit"; }
+  rm small/filler
+  [[ "$(srun $PY -c "import sys; sys.stdout.write(open('small/v/m', 'rb').read(4).hex())")" == 00010203 ]] ||
+    fail "the file does not hold what it had before the lost stores"
+  "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify (keep)"
+  ;;
+
 disk-full-cleanup)
   # A disk filled to the last block by something outside the volume (a log that ran away, a
   # database's dedicated disk): natively its owner still reads files and removes some to make

@@ -21,10 +21,17 @@ bool Overlaps(uintptr_t a_start, uintptr_t a_end, uintptr_t b_start, uintptr_t b
   return a_start < b_end && b_start < a_end;
 }
 
-// Seals where nobody waits for the answer (munmap, exit): a failure can only be told.
-void SealOrLog(SharedImage& image) {
+// Seals where nobody waits for the answer (munmap, the last use of an image). A failure (a full
+// disk) leaves the stores in the image, which is kept (Release) and sealed again at the file's
+// next fsync or close in this process, at the next munmap, and at exit; told once.
+bool SealOrLog(SharedImage& image) {
+  const bool failed_before = image.SealFailed();
   Status s = image.Seal(/*durable=*/false);
-  if (!s.ok()) Log("sealing the shared mapping of " + image.file()->path() + ": " + s.message());
+  if (!s.ok() && !failed_before) {
+    Log("sealing the shared mapping of " + image.file()->path() + ": " + s.message() +
+        " (the stores stay in memory, sealed again at the file's next fsync or close, or at exit)");
+  }
+  return s.ok();
 }
 
 }  // namespace
@@ -187,7 +194,13 @@ void MappedFiles::Release(std::vector<Held> released) {
   for (Held& h : released) {
     // Sealed before the listener goes: a process that finds no holder makes its image from
     // the protected file, which then holds what this one changed.
-    SealOrLog(*h.image);
+    if (!SealOrLog(*h.image)) {
+      // The stores are only in the image: it stays held and served (other processes read them
+      // there, as from the kernel's page cache), unused until a seal succeeds.
+      std::lock_guard lock(mu_);
+      held_.push_back(std::move(h));
+      continue;
+    }
     ImageBroker::Get().Withdraw(h.served);
     images_held_.fetch_sub(1, std::memory_order_release);
   }
@@ -309,7 +322,12 @@ void MappedFiles::SealAll() {
     std::lock_guard lock(mu_);
     for (const Held& h : held_) images.push_back(h.image);
   }
-  for (auto& image : images) SealOrLog(*image);
+  for (auto& image : images) {
+    if (Status s = image->Seal(/*durable=*/false); !s.ok()) {
+      Log("sealing the shared mapping of " + image->file()->path() + " at exit or exec: " + s.message() +
+          ": what was stored through it since its last seal is lost");
+    }
+  }
 }
 
 }  // namespace scone::runtime

@@ -406,11 +406,16 @@ long ProtectedFd::LastClose() {
     ProtectedFd* fd;
     ~Unuse() { MappedFiles::Get().Unuse(fd->file_.get(), fd->image_use_); }
   } unuse{this};
-  if (!written_) return 0;
+  auto image = MappedFiles::Get().ImageOf(file_.get());
+  // Stores a seal could not take (a full disk) are tried again, and the failure told, here.
+  const bool unsealed = image != nullptr && image->SealFailed();
+  if (!written_ && !unsealed) return 0;
+  if (!image_use_.holds.load() && !unsealed) image = nullptr;
   // Published, not synced: close(2) promises no durability (fsync does), and a sync per
   // closed file made `tar -x` pay one fdatasync per file, which a file system does not.
-  auto image = image_use_.holds.load() ? MappedFiles::Get().ImageOf(file_.get()) : nullptr;
   Status s = image ? image->Seal(/*durable=*/false) : file_->Close();
+  // A read-only descriptor's close reports nothing, as natively (the failure was told at munmap).
+  if (!s.ok() && !written_ && !Writable(flags_.load())) return 0;
   return s.ok() ? 0 : FailWith(s);
 }
 

@@ -231,11 +231,13 @@ Status SharedImage::SealUnderImagesLock(bool durable, Scope scope) {
     // as the kernel drops an unlinked file's pages, there is nothing left to write back.
     dirty_.clear();
     resized_ = false;
+    seal_failed_.store(false, std::memory_order_release);
     return Status::Ok();
   }
   SCONE_RETURN_IF_ERROR(volume_->LockImages());
   Status s = SealLocked(durable, scope);
   volume_->UnlockImages();
+  seal_failed_.store(!s.ok(), std::memory_order_release);
   return s;
 }
 

@@ -79,6 +79,9 @@ class SharedImage {
   // is sealed so too. Finding stores costs a comparison of the image with the base in memory;
   // only chunks that differ are decrypted and compared with the file.
   Status Seal(bool durable);
+  // Whether the last seal failed (a full disk): the stores since the last good seal are only in
+  // memory, and MappedFiles keeps the image until a seal succeeds.
+  bool SealFailed() const { return seal_failed_.load(std::memory_order_acquire); }
   // Publishes what this process wrote through descriptors (not what it stored through
   // mappings): a write is in the protected file when it returns, as without an image, so that it
   // outlives this process whoever holds the image after it.
@@ -123,6 +126,7 @@ class SharedImage {
   std::mutex mu_;  // dirty_, appending_, and one seal at a time
   std::set<uint64_t> dirty_;  // chunks this process wrote through the image
   bool resized_ = false;
+  std::atomic<bool> seal_failed_{false};
 };
 
 }  // namespace scone::runtime
