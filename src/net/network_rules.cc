@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <initializer_list>
 #include <map>
 #include <memory>
 
@@ -200,6 +201,21 @@ void SplitRuleVariable(const std::string& rest, const std::vector<std::string>& 
   attribute->clear();
 }
 
+// TLS settings on a rule that makes no TLS (unprotected, refuse) would be ignored, and whoever
+// gave an identity or a CA may believe the traffic protected: refused, naming the first such.
+Status NoTlsSettings(const std::string& base, Protection protection,
+                     const std::map<std::string, std::string>& attributes, std::initializer_list<const char*> tls) {
+  if (protection == Protection::kProtected) return Status::Ok();
+  for (const char* attribute : tls) {
+    if (attributes.count(attribute) != 0) {
+      return Bad(base + "_" + attribute, std::string("given for a rule that is '") +
+                                             (protection == Protection::kRefuse ? "refuse" : "unprotected") +
+                                             "': TLS settings apply to protected rules only (it would be ignored)");
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 const char* ProtectionName(Protection p) {
@@ -274,6 +290,7 @@ Result<NetworkRules> NetworkRules::Parse(const std::vector<std::pair<std::string
     ServerRule rule;
     rule.name = name;
     SCONE_ASSIGN_OR_RETURN(rule.protection, ParseProtection(base, own->second));
+    SCONE_RETURN_IF_ERROR(NoTlsSettings(base, rule.protection, attributes, {"IDENTITY", "CLIENT_AUTH"}));
     auto port = attributes.find("PORT");
     if (port == attributes.end()) return Bad(base + "_PORT", "missing (the rule names no port)");
     SCONE_ASSIGN_OR_RETURN(rule.port, ParseEndpoint(base + "_PORT", port->second, /*with_host=*/false));
@@ -305,6 +322,7 @@ Result<NetworkRules> NetworkRules::Parse(const std::vector<std::pair<std::string
     ClientRule rule;
     rule.name = name;
     SCONE_ASSIGN_OR_RETURN(rule.protection, ParseProtection(base, own->second));
+    SCONE_RETURN_IF_ERROR(NoTlsSettings(base, rule.protection, attributes, {"IDENTITY", "SERVER_AUTH", "SERVER_DNS_NAME"}));
     auto destination = attributes.find("DESTINATION");
     if (destination == attributes.end()) return Bad(base + "_DESTINATION", "missing (the rule names no destination)");
     SCONE_ASSIGN_OR_RETURN(rule.destination, ParseEndpoint(base + "_DESTINATION", destination->second, /*with_host=*/true));

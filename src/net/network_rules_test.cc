@@ -177,9 +177,25 @@ TEST_F(NetworkRulesTest, BadValuesNameTheVariable) {
        "SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION_IP:", "not an IPv4 or IPv6 address"},
       {{{"SCONE_NETWORK_SHIELD_CLIENT_C", "protected"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"}},
        "SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH:", "missing"},
-      {{{"SCONE_NETWORK_SHIELD_CLIENT_C", "unprotected"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"},
-        {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_DNS_NAME", "a b"}},
+      {{{"SCONE_NETWORK_SHIELD_CLIENT_C", "protected"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"},
+        {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH", "disabled"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_DNS_NAME", "a b"}},
        "SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_DNS_NAME:", "not a DNS name"},
+      // TLS settings on a rule without TLS would be ignored: refused, not read as protection.
+      {{{"SCONE_NETWORK_SHIELD_SERVER_A", "unprotected"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "TCP:1"},
+        {"SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY", *identity_}},
+       "SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY:", "given for a rule that is 'unprotected'"},
+      {{{"SCONE_NETWORK_SHIELD_SERVER_A", "refuse"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "TCP:1"},
+        {"SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH", "disabled"}},
+       "SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH:", "given for a rule that is 'refuse'"},
+      {{{"SCONE_NETWORK_SHIELD_CLIENT_C", "unprotected"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"},
+        {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_DNS_NAME", "h"}},
+       "SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_DNS_NAME:", "TLS settings apply to protected rules only"},
+      {{{"SCONE_NETWORK_SHIELD_CLIENT_C", "refuse"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"},
+        {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH", "disabled"}},
+       "SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH:", "given for a rule that is 'refuse'"},
+      {{{"SCONE_NETWORK_SHIELD_CLIENT_C", "unprotected"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"},
+        {"SCONE_NETWORK_SHIELD_CLIENT_C_IDENTITY", *identity_}},
+       "SCONE_NETWORK_SHIELD_CLIENT_C_IDENTITY:", "given for a rule that is 'unprotected'"},
       {{{"SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS", "protected"}}, "SCONE_NETWORK_SHIELD_UNSUPPORTED_PROTOCOLS:",
        "not possible"},
       {{{"SCONE_NETWORK_SHIELD_TYPO", "x"}}, "SCONE_NETWORK_SHIELD_TYPO:", "not one of the network shield's variables"},
@@ -209,7 +225,7 @@ TEST_F(NetworkRulesTest, SwitchValuesAreLowercaseWordsMatchedExactly) {
                  {"SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH", "Disabled"}});
   EXPECT_EQ(error, "SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH: 'Disabled' is not one of disabled "
                    "(values are lowercase: 'disabled')");
-  error = Error({{"SCONE_NETWORK_SHIELD_CLIENT_C", "unprotected"},
+  error = Error({{"SCONE_NETWORK_SHIELD_CLIENT_C", "protected"},
                  {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"},
                  {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH", "DISABLED"}});
   EXPECT_EQ(error.rfind("SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH: 'DISABLED' is not one of disabled", 0), 0u) << error;

@@ -194,6 +194,25 @@ TEST(TranslateTest, SessionHoldsWhatSecureServicesAreGiven) {
   EXPECT_NE(std::find(s->tolerate.begin(), s->tolerate.end(), "sim"), s->tolerate.end());
 }
 
+// A published port whose rule the stack sets unprotected gets no TLS default: the runtime
+// refuses TLS settings on a rule without TLS.
+TEST(TranslateTest, APublishedPortTheStackLeavesUnprotectedGetsNoTlsSetting) {
+  std::string text = kStack;
+  const std::string at = "      GREETING: \"costs $$5\"\n";
+  text.replace(text.find(at), at.size(), at + "      SCONE_NETWORK_SHIELD_SERVER_PUBLISHED_8000: unprotected\n");
+  auto f = Parse(text);
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  auto t = Translate(*f, TestDeployment());
+  ASSERT_TRUE(t.ok()) << t.status().message();
+  auto s = policy::Session::Parse(t->session_yaml);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  const policy::Service* web = s->FindService("web");
+  ASSERT_NE(web, nullptr);
+  EXPECT_EQ(web->environment.at("SCONE_NETWORK_SHIELD_SERVER_PUBLISHED_8000"), "unprotected");
+  EXPECT_EQ(web->environment.at("SCONE_NETWORK_SHIELD_SERVER_PUBLISHED_8000_PORT"), "TCP:8000");
+  EXPECT_EQ(web->environment.count("SCONE_NETWORK_SHIELD_SERVER_PUBLISHED_8000_CLIENT_AUTH"), 0u);
+}
+
 TEST(TranslateTest, ComposeFileHoldsNoSecretAndNoScone) {
   auto f = Parse(kStack);
   ASSERT_TRUE(f.ok());

@@ -18,6 +18,14 @@ Status Fail(const StackFile& f, int line, const std::string& what) {
   return InvalidArgument(f.path + ":" + std::to_string(line) + ": " + what);
 }
 
+// The last value of `key` (the one that counts), or "".
+std::string ValueOf(const std::vector<std::pair<std::string, std::string>>& env, const std::string& key) {
+  for (auto it = env.rbegin(); it != env.rend(); ++it) {
+    if (it->first == key) return it->second;
+  }
+  return "";
+}
+
 bool HasKey(const std::vector<std::pair<std::string, std::string>>& env, const std::string& key) {
   for (const auto& [k, v] : env) {
     if (k == key) return true;
@@ -60,7 +68,8 @@ Result<image::ServiceTemplate> SessionService(const StackFile& f, const StackSer
       std::string rule = "SCONE_NETWORK_SHIELD_SERVER_PUBLISHED_" + std::to_string(p.target);
       set_default(rule, "protected");
       set_default(rule + "_PORT", "TCP:" + std::to_string(p.target));
-      set_default(rule + "_CLIENT_AUTH", "disabled");
+      // Only a protected rule takes TLS settings (an unprotected one given here refuses them).
+      if (ValueOf(t.environment, rule) == "protected") set_default(rule + "_CLIENT_AUTH", "disabled");
     }
   }
   if (s.console_shield) set_default("SCONE_CONSOLE_SHIELD", "protected");
