@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "attest/code_integrity.h"
 #include "attest/measurement.h"
 #include "os/file.h"
 #include "os/syscalls.h"
@@ -265,6 +266,7 @@ Result<Report> EvidenceReport(const Peer& peer, const LasRequest& request, const
                             (tracer.empty() ? "unknown" : tracer) + "): no evidence for it");
   }
   SCONE_ASSIGN_OR_RETURN(ImageDescription d, DescribeProcess(pid, runtime_library));
+  SCONE_RETURN_IF_ERROR(CheckOnlyMeasuredCodeRuns(pid));
   SCONE_RETURN_IF_ERROR(CheckStillTheSender(pid, in.fds[0]));
   Report report;
   report.measurement = d.Measurement();

@@ -8,6 +8,7 @@ source "$(cd "$(dirname "$0")/.." && pwd)/lib.sh"
 scone="$1"
 attacker="$2"
 case_name="$3"
+here="$(cd "$(dirname "$0")" && pwd)"
 work="$(mktemp -d)"
 export XDG_STATE_HOME="$work/state"
 las_pid=""
@@ -100,6 +101,24 @@ other-mount-namespace)
     fail "LAS measured its own /bin/true, not the file the process runs"
   fi
   "$scone" run --las "$las_dir/las.sock" --print-evidence -- /bin/true > /dev/null || fail "LAS refused its own namespace"
+  ;;
+hidden-preload)
+  # A preloaded library that hides: it leaves an anonymous executable page behind (where a
+  # payload thread would run) and makes its own file's code non-executable before the runtime
+  # attests, so the executable files are exactly the genuine program's (hidden_preload.c).
+  # Before (hostile finding), LAS measured only those files and CAS released the session's
+  # configuration: sleep got the token as an argument and printed it in its complaint.
+  cc -shared -fPIC -O2 -nostartfiles -fno-stack-protector -fcf-protection=none \
+    -o hidden.so "$here/hidden_preload.c" || fail "building the hidden preload"
+  rc=0
+  LD_PRELOAD="$work/hidden.so" timeout 60 "$scone" run --config-id victim/app -- /bin/sleep > out.txt 2>&1 || rc=$?
+  ! grep -q "invalid time interval" out.txt || { cat out.txt; fail "the hidden code's process received the session's configuration"; }
+  [[ $rc == 126 ]] || { cat out.txt; fail "exit $rc, not 126 (refused before main)"; }
+  grep -q "LAS refused: process [0-9]* executes memory that is no file's" out.txt || { cat out.txt; fail "no refusal naming the anonymous code"; }
+  # The same program without the preload is served.
+  rc=0
+  timeout 60 "$scone" run --config-id victim/app -- /bin/sleep > out.txt 2>&1 || rc=$?
+  grep -q "invalid time interval" out.txt || { cat out.txt; fail "the genuine program did not receive its configuration"; }
   ;;
 *) fail "unknown case $case_name" ;;
 esac

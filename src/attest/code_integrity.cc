@@ -1,0 +1,91 @@
+#include "attest/code_integrity.h"
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "os/file.h"
+
+namespace scone::attest {
+namespace {
+
+constexpr size_t kMaxProcText = 64u << 20;
+
+std::string_view NextLine(std::string_view text, size_t* pos) {
+  size_t eol = text.find('\n', *pos);
+  if (eol == std::string_view::npos) eol = text.size();
+  std::string_view line = text.substr(*pos, eol - *pos);
+  *pos = eol + 1;
+  return line;
+}
+
+// A mapping's header: "start-end perms offset dev inode [name]"; false for a field line.
+bool ParseHeader(std::string_view line, std::string* range, bool* executable, std::string* name) {
+  char r[64] = {}, perms[8] = {}, offset[32] = {}, dev[32] = {};
+  unsigned long inode = 0;
+  int consumed = 0;
+  const std::string text(line);
+  if (std::sscanf(text.c_str(), "%63s %7s %31s %31s %lu%n", r, perms, offset, dev, &inode, &consumed) != 5) return false;
+  if (std::string_view(r).find('-') == std::string_view::npos || std::string_view(perms).size() != 4) return false;
+  *range = r;
+  *executable = perms[2] == 'x';
+  std::string rest = text.substr(static_cast<size_t>(consumed));
+  rest.erase(0, rest.find_first_not_of(' '));
+  *name = rest;
+  return true;
+}
+
+}  // namespace
+
+Status CheckExecutableMemory(std::string_view smaps, pid_t pid) {
+  const std::string who = "process " + std::to_string(pid);
+  std::string range, name;
+  bool executable = false;
+  for (size_t pos = 0; pos < smaps.size();) {
+    std::string_view line = NextLine(smaps, &pos);
+    std::string r, n;
+    bool x = false;
+    if (ParseHeader(line, &r, &x, &n)) {
+      range = r, name = n, executable = x;
+      // The kernel's own code pages; anything else executable must be a file's.
+      if (executable && name != "[vdso]" && name != "[vsyscall]" && (name.empty() || name[0] != '/')) {
+        return PermissionDenied(who + " executes memory that is no file's (" + range +
+                                (name.empty() ? "" : " " + name) +
+                                "): code loaded by hand or generated before the runtime asked is not "
+                                "measured, no evidence for it");
+      }
+      continue;
+    }
+    // "Anonymous: N kB" of a file's executable mapping: its pages copied on write, changed code.
+    unsigned long kb = 0;
+    if (executable && !name.empty() && name[0] == '/' &&
+        std::sscanf(std::string(line).c_str(), "Anonymous: %lu kB", &kb) == 1 && kb != 0) {
+      return PermissionDenied(who + " executes a changed copy of " + name + " (" + std::to_string(kb) +
+                              " kB of its code at " + range +
+                              " written in memory): the measurement is of the file, no evidence for it");
+    }
+  }
+  return Status::Ok();
+}
+
+Status CheckOnlyMeasuredCodeRuns(pid_t pid) {
+  const std::string proc = "/proc/" + std::to_string(pid);
+  SCONE_ASSIGN_OR_RETURN(Bytes smaps, os::ReadWholeFile(proc + "/smaps", kMaxProcText));
+  SCONE_RETURN_IF_ERROR(
+      CheckExecutableMemory(std::string_view(reinterpret_cast<const char*>(smaps.data()), smaps.size()), pid));
+  // Counted after the memory: a thread that made its code non-executable meanwhile is still there.
+  SCONE_ASSIGN_OR_RETURN(Bytes status, os::ReadWholeFile(proc + "/status", 64 * 1024));
+  const std::string text(status.begin(), status.end());
+  const size_t at = text.find("\nThreads:");
+  long threads = at == std::string::npos ? -1 : std::strtol(text.c_str() + at + 9, nullptr, 10);
+  if (threads != 1) {
+    return PermissionDenied("process " + std::to_string(pid) + " runs " +
+                            (threads < 0 ? "an unknown number of" : std::to_string(threads)) +
+                            " threads when its runtime asks for evidence (before main, alone): another thread was "
+                            "started by code that ran first (a library's constructor), which the runtime does "
+                            "not shield, no evidence for it");
+  }
+  return Status::Ok();
+}
+
+}  // namespace scone::attest
