@@ -2,6 +2,9 @@
 
 #include <openssl/ssl.h>
 
+#include <algorithm>
+#include <cctype>
+
 namespace scone::cas {
 namespace {
 
@@ -208,6 +211,22 @@ Result<Bytes> ParseReply(ByteSpan reply) {
   if (reply.empty() || reply[0] > 1) return InvalidArgument("malformed reply from CAS");
   if (reply[0] == 0) return PermissionDenied("CAS refused: " + std::string(reply.begin() + 1, reply.end()));
   return Bytes(reply.begin() + 1, reply.end());
+}
+
+Status SplitConfigId(const std::string& id, std::string* session, std::string* service) {
+  if (id.empty()) return InvalidArgument("the config id is empty (an unset variable in a template?): give SESSION/SERVICE");
+  // White space or a control character would name another session than it shows ("s1/app ").
+  if (std::any_of(id.begin(), id.end(), [](char c) { return std::isspace(static_cast<unsigned char>(c)) || std::iscntrl(static_cast<unsigned char>(c)); })) {
+    return InvalidArgument("config id '" + id + "' holds white space or a control character");
+  }
+  size_t slash = id.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == id.size() ||
+      id.find('/', slash + 1) != std::string::npos) {
+    return InvalidArgument("config id '" + id + "' is not SESSION/SERVICE");
+  }
+  *session = id.substr(0, slash);
+  *service = id.substr(slash + 1);
+  return Status::Ok();
 }
 
 }  // namespace scone::cas

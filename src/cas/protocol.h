@@ -105,4 +105,8 @@ Bytes ErrorReply(const std::string& reason);
 // The payload of an ok reply, or the reason as a kPermissionDenied status.
 Result<Bytes> ParseReply(ByteSpan reply);
 
+// A config id (SCONE_CONFIG_ID, --config-id) "SESSION/SERVICE" -> its parts; an error names what
+// is wrong. Checked where it is given too, before any attestation.
+Status SplitConfigId(const std::string& id, std::string* session, std::string* service);
+
 }  // namespace scone::cas

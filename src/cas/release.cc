@@ -100,15 +100,4 @@ Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session
   return c;
 }
 
-Status SplitConfigId(const std::string& id, std::string* session, std::string* service) {
-  size_t slash = id.find('/');
-  if (slash == std::string::npos || slash == 0 || slash + 1 == id.size() ||
-      id.find('/', slash + 1) != std::string::npos) {
-    return InvalidArgument("config id '" + id + "' is not SESSION/SERVICE");
-  }
-  *session = id.substr(0, slash);
-  *service = id.substr(slash + 1);
-  return Status::Ok();
-}
-
 }  // namespace scone::cas

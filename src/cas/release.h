@@ -19,7 +19,4 @@ Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session
 // console key with its configuration), disabled or absent (the console is the program's).
 Result<bool> ConsoleShieldWanted(const policy::Service& service);
 
-// "session/service" -> its parts; an error names what is wrong.
-Status SplitConfigId(const std::string& id, std::string* session, std::string* service);
-
 }  // namespace scone::cas

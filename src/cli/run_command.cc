@@ -14,6 +14,7 @@
 
 extern "C" char** environ;
 
+#include "cas/protocol.h"
 #include "cli/command.h"
 #include "cli/local_cas.h"
 #include "cli/runtime_library.h"
@@ -218,7 +219,14 @@ void HandOverInheritedVolumeFds(runtime::RuntimeConfig& config) {
 Status Run(const RunArgs& given) {
   const RunArgs a = WithSconeEnvironment(given);
   if (a.command.empty()) return InvalidArgument("no program given (scone run [OPTIONS] -- PROGRAM ARGS...)");
-  if (!a.config_id.empty()) {
+  const char* from_env = getenv("SCONE_CONFIG_ID");
+  const bool config_id_given = !a.config_id.empty() || (from_env != nullptr && !a.print_measurement && !a.print_evidence);
+  if (config_id_given) {
+    // Checked before anything starts: an empty one (a template's unset variable) never runs
+    // the program without attestation, a malformed one never reaches CAS.
+    std::string session, service;
+    SCONE_RETURN_IF_ERROR(cas::SplitConfigId(a.config_id, &session, &service)
+                              .Annotate(given.config_id.empty() ? "SCONE_CONFIG_ID" : "--config-id"));
     if (!a.volumes.empty()) {
       return InvalidArgument("--volume and " + std::string(given.config_id.empty() ? "SCONE_CONFIG_ID" : "--config-id") +
                              ": with CAS, volumes come from the session");

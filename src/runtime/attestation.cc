@@ -32,8 +32,12 @@ Result<std::optional<attest::SigStruct>> LoadSigStruct(const std::string& path, 
 
 Result<std::optional<CasSettings>> CasSettingsFromEnvironment() {
   CasSettings s;
+  // Set at all means attestation: set empty (a template's unset variable) is an error, never a
+  // run without it.
+  if (getenv("SCONE_CONFIG_ID") == nullptr) return std::optional<CasSettings>();
   s.config_id = Env("SCONE_CONFIG_ID");
-  if (s.config_id.empty()) return std::optional<CasSettings>();
+  std::string session, service;
+  if (Status id = cas::SplitConfigId(s.config_id, &session, &service); !id.ok()) return id.Annotate("SCONE_CONFIG_ID");
   std::string addr = Env("SCONE_CAS_ADDR");
   if (addr.empty()) return InvalidArgument("SCONE_CONFIG_ID is set but SCONE_CAS_ADDR is not");
   size_t colon = addr.rfind(':');

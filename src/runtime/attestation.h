@@ -34,7 +34,8 @@ struct CasSettings {
   std::string sigstruct_path;
 };
 
-// The settings in this process's environment; nullopt when SCONE_CONFIG_ID is not set.
+// The settings in this process's environment; nullopt when SCONE_CONFIG_ID is not set (set
+// but empty or malformed: an error).
 Result<std::optional<CasSettings>> CasSettingsFromEnvironment();
 
 class CasConnection {

@@ -215,6 +215,23 @@ scone-environment)
   grep -q "attestation for svc/no-such-service" err.txt || { cat err.txt; fail "no reason given"; }
   [[ $rc2 == 2 || $rc2 == 1 ]] && [[ ! -s out2.txt ]] && grep -q "SCONE_CONFIG_ID" err2.txt ||
     { cat err2.txt; fail "--volume with SCONE_CONFIG_ID was not refused"; }
+  # Set but empty (a template's unset variable) or malformed: refused before anything runs,
+  # through scone run and with the runtime preloaded by hand (before: an empty one ran the
+  # program without attestation, rc 0).
+  for id in "" svc "svc/app/x" "svc/app "; do
+    for how in scone preload; do
+      rc=0
+      if [[ $how == scone ]]; then
+        SCONE_CONFIG_ID="$id" "$scone" run -- "$PY" -c 'print("RAN UNATTESTED")' > out.txt 2> err.txt || rc=$?
+      else
+        SCONE_CONFIG_ID="$id" LD_PRELOAD="$(dirname "$scone")/libscone-runtime.so" "$PY" -c 'print("RAN UNATTESTED")' \
+          > out.txt 2> err.txt || rc=$?
+      fi
+      [[ $rc != 0 && ! -s out.txt ]] || { cat out.txt; fail "SCONE_CONFIG_ID='$id' ($how) ran the program"; }
+      grep -q "SCONE_CONFIG_ID: .*\(empty\|not SESSION/SERVICE\|white space\)" err.txt ||
+        { cat err.txt; fail "SCONE_CONFIG_ID='$id' ($how): no reason naming it"; }
+    done
+  done
   ;;
 network-shield)
   # The network shield's rules from the session's environment only: the identity is a
