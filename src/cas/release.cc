@@ -19,7 +19,7 @@ Result<SecretBytes> SubstituteSecrets(Store& store, const policy::Session& sessi
   return secret;
 }
 
-// SCONE's `command` is split at white space (no shell quoting).
+// SCONE's `command` is split at white space (no shell quoting), before secrets are substituted.
 std::vector<std::string> SplitCommand(const std::string& command) {
   std::vector<std::string> out;
   size_t pos = 0;
@@ -57,10 +57,14 @@ attest::AttestationPolicy PolicyFor(const policy::Session& session, const policy
 Result<ServiceConfig> ReleaseConfig(Store& store, const policy::Session& session,
                                     const policy::Service& service) {
   ServiceConfig c;
-  SCONE_ASSIGN_OR_RETURN(SecretBytes command, SubstituteSecrets(store, session, service.command));
-  std::string command_text = Text(command);
-  c.argv = SplitCommand(command_text);
-  Wipe(command_text);
+  // Split before the secrets go in: a value is exactly one argument, whatever it holds (before,
+  // a value with spaces added arguments, and an empty one removed its own).
+  const std::vector<std::string> words = SplitCommand(service.command);
+  c.argv.reserve(words.size());  // no reallocation leaves copies of the values behind
+  for (const std::string& word : words) {
+    SCONE_ASSIGN_OR_RETURN(SecretBytes argument, SubstituteSecrets(store, session, word));
+    c.argv.emplace_back(reinterpret_cast<const char*>(argument.data()), argument.size());
+  }
   c.environment.reserve(service.environment.size());  // no reallocation leaves copies behind
   for (const auto& [name, value] : service.environment) {
     SCONE_ASSIGN_OR_RETURN(SecretBytes v, SubstituteSecrets(store, session, value));

@@ -1,5 +1,6 @@
 // Secrets CAS generates and releases: every kind, stability, certificate chains, import/export.
 #include "cas/secrets.h"
+#include "cas/release.h"
 
 #include <gtest/gtest.h>
 #include <openssl/bio.h>
@@ -210,6 +211,27 @@ TEST_F(SecretsTest, SecretsAreSealedInTheDatabase) {
     EXPECT_EQ(raw.find(key_line), std::string::npos) << file;
     EXPECT_EQ(raw.find("as-given"), std::string::npos) << file;  // given values: in the sealed session
   }
+}
+
+// A secret is exactly one argument whatever it holds: the command is split before the values go
+// in (before, an exported value with spaces added flags to the importer's command line).
+TEST_F(SecretsTest, ASecretIsOneArgumentWhateverItHolds) {
+  auto s = Session(R"(name: args
+version: "0.3"
+services:
+  - name: app
+    mrenclaves: [0000000000000000000000000000000000000000000000000000000000000001]
+    command: redis-server --requirepass $$SCONE::spaced$$ --dir /srv/safe
+secrets:
+  - name: spaced
+    kind: ascii
+    value: "tok --dir /tmp/attacker"
+)");
+  auto config = ReleaseConfig(*store_, s, s.services[0]);
+  ASSERT_TRUE(config.ok()) << config.status().message();
+  const std::vector<std::string> expected = {"redis-server", "--requirepass", "tok --dir /tmp/attacker", "--dir",
+                                             "/srv/safe"};
+  EXPECT_EQ(config->argv, expected);
 }
 
 }  // namespace

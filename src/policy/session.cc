@@ -127,6 +127,8 @@ Result<Secret> ParseSecret(const YAML::Node& n) {
   }
   if (n["size"]) {
     SCONE_ASSIGN_OR_RETURN(s.size, Number(n["size"], "size", kMaxSecretSize));
+    // An empty value removes the argument it stands for, and the next one takes its place.
+    if (*s.size == 0) return At(n["size"], "secret '" + s.name + "': size 0 (an empty secret)");
   }
   if (n["value"]) {
     SCONE_ASSIGN_OR_RETURN(s.value, String(n["value"], "value"));
@@ -290,6 +292,19 @@ Status ParseList(const YAML::Node& node, const char* what, std::vector<T>* out, 
   return Status::Ok();
 }
 
+constexpr std::string_view kReferenceOpen = "$$SCONE::";
+
+// Whether a "$$SCONE::" opens a reference no "$$" closes (Substitute leaves it as text).
+bool HasUnterminatedReference(std::string_view text) {
+  for (size_t pos = 0;;) {
+    size_t start = text.find(kReferenceOpen, pos);
+    if (start == std::string_view::npos) return false;
+    size_t end = text.find("$$", start + kReferenceOpen.size());
+    if (end == std::string_view::npos) return true;
+    pos = end + 2;
+  }
+}
+
 // Cross-references: every $$SCONE::x$$ names a secret; x509 secrets name existing keys and CAs;
 // services name existing images; images name declared volumes.
 Status CheckReferences(const Session& s) {
@@ -316,6 +331,10 @@ Status CheckReferences(const Session& s) {
     std::vector<std::string> texts = {svc.command, svc.pwd};
     for (const auto& [k, v] : svc.environment) texts.push_back(v);
     for (const std::string& t : texts) {
+      if (HasUnterminatedReference(t)) {
+        return missing(svc.line, "service '" + svc.name + "': a " + std::string(kReferenceOpen) +
+                                     " reference without its closing $$ (it would reach the program as text)");
+      }
       for (const std::string& ref : ReferencedSecrets(t)) {
         if (!s.ResolveReference(ref)) {
           return missing(svc.line, "service '" + svc.name + "' refers to unknown secret '" + ref + "'");
@@ -333,6 +352,10 @@ Status CheckReferences(const Session& s) {
       }
     }
     for (const InjectionFile& f : img.injection_files) {
+      if (HasUnterminatedReference(f.content)) {
+        return missing(img.line, "injection file " + f.path + ": a " + std::string(kReferenceOpen) +
+                                     " reference without its closing $$ (it would reach the program as text)");
+      }
       for (const std::string& ref : ReferencedSecrets(f.content)) {
         if (!s.ResolveReference(ref)) {
           return missing(img.line, "injection file " + f.path + " refers to unknown secret '" + ref + "'");

@@ -99,6 +99,11 @@ TEST(SessionTest, RejectsBadSessionsWithLineAndReason) {
       {"name: shop", "name: \"shop/../x\"", "may hold only"},
       {"        content: '{\"key\": \"$$SCONE::token$$\"}'", "        content: '$$SCONE::missing$$'", "unknown secret 'missing'"},
       {"      - path: /app/config.json", "      - path: relative.json", "absolute"},
+      // An empty generated secret would remove the argument it stands for.
+      {"    size: 32", "    size: 0", "size 0 (an empty secret)"},
+      // A reference without its closing $$ reached the program as text, silently.
+      {"--token $$SCONE::token$$", "--token $$SCONE::token", "without its closing $$"},
+      {"        content: '{\"key\": \"$$SCONE::token$$\"}'", "        content: 'k=$$SCONE::token'", "without its closing $$"},
       // An environment key with '=' would set another variable ("A=B: x" sets A to "B=x").
       {"      DB_PASSWORD: $$SCONE::db_password$$", "      PATH=/tmp/evil:x: y", "must be non-empty and hold no '='"},
       {"name: shop", "name: ..", "is not '.' or '..'"},
