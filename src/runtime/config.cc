@@ -94,6 +94,13 @@ SecretBytes RuntimeConfig::Encode() const {
   w.U8(print_evidence ? 1 : 0);
   w.Blob(entry_plan);
   w.Str(program_name);
+  w.U8(command_line ? 1 : 0);
+  if (command_line) {
+    w.U32(static_cast<uint32_t>(command_line->arguments.size()));
+    for (const std::string& a : command_line->arguments) w.Str(a);
+    w.U32(static_cast<uint32_t>(command_line->environment.size()));
+    for (const std::string& e : command_line->environment) w.Str(e);
+  }
   Bytes bytes = w.Take();
   SecretBytes out(bytes);
   Wipe(bytes);
@@ -248,9 +255,27 @@ Result<RuntimeConfig> RuntimeConfig::Decode(ByteSpan blob) {
   }
   uint8_t print = 0, evidence = 0;
   if (!r.U8(&print) || print > 1 || !r.Str(&config.las_socket, 4096) || !r.U8(&evidence) || evidence > 1 ||
-      !r.Blob(&config.entry_plan, 1 << 20) || !r.Str(&config.program_name, 4096) || !r.done()) {
+      !r.Blob(&config.entry_plan, 1 << 20) || !r.Str(&config.program_name, 4096)) {
     return InvalidArgument("runtime configuration is malformed");
   }
+  uint8_t has_command_line = 0;
+  if (!r.U8(&has_command_line) || has_command_line > 1) return InvalidArgument("runtime configuration is malformed");
+  if (has_command_line) {
+    // Bounded as the kernel bounds them (MAX_ARG_STRLEN each, ARG_MAX in all, roughly).
+    constexpr uint32_t kMaxStrings = 1u << 20;
+    constexpr size_t kMaxString = 128 * 1024;
+    RuntimeConfig::HandedCommandLine handed;
+    for (std::vector<std::string>* list : {&handed.arguments, &handed.environment}) {
+      uint32_t count = 0;
+      if (!r.U32(&count) || count > kMaxStrings || count > r.remaining() / 4) return InvalidArgument("runtime configuration is malformed (command line)");
+      list->resize(count);
+      for (std::string& item : *list) {
+        if (!r.Str(&item, kMaxString)) return InvalidArgument("runtime configuration is malformed (command line)");
+      }
+    }
+    config.command_line = std::move(handed);
+  }
+  if (!r.done()) return InvalidArgument("runtime configuration is malformed");
   config.print_measurement = print != 0;
   config.print_evidence = evidence != 0;
   return config;

@@ -136,6 +136,16 @@ struct RuntimeConfig {
   // The name the program was executed by (the path's last component): the program is executed
   // through a descriptor, so the kernel may name it otherwise in /proc/PID/comm.
   std::string program_name;
+  // What a CAS-configured program passes the program it executes, handed over here rather than
+  // through the kernel, whose copy the host reads (/proc/PID/cmdline and environ): the values
+  // CAS put secrets into were on view there in every child (hostile finding). `arguments`: the
+  // values of argv[1...] (the kernel's argv ends with as many empty strings); `environment`: the
+  // whole environment (the kernel's holds only what the loader reads, and the runtime's names).
+  struct HandedCommandLine {
+    std::vector<std::string> arguments;
+    std::vector<std::string> environment;
+  };
+  std::optional<HandedCommandLine> command_line;
 
   SecretBytes Encode() const;
   static Result<RuntimeConfig> Decode(ByteSpan blob);

@@ -282,6 +282,11 @@ Status Runtime::InitFromConfigFd(int config_fd) {
   if (!read.ok()) return read.status();
   RuntimeConfig config = std::move(read).value();
   process::NameProgram(config.program_name);
+  if (config.command_line) {
+    // From a CAS-configured parent: the command line and environment it passed, not the host's.
+    handed_args_ = std::move(config.command_line->arguments);
+    cas_env_ = std::move(config.command_line->environment);
+  }
   if (config.print_measurement) {
     SCONE_ASSIGN_OR_RETURN(attest::ImageDescription d, attest::DescribeThisProcess(library_path_));
     std::string text = d.Canonical() + ToHex(d.Measurement()) + "\n";
@@ -850,6 +855,15 @@ void ReplaceCommandLine(const scone::runtime::Runtime& rt, int* argc, char*** ar
   if (const auto* args = rt.cas_argv()) {
     *argc = static_cast<int>(args->size());
     *argv = pointers(*args);
+  } else if (const auto* handed = rt.handed_arguments(); handed != nullptr && *argc > static_cast<int>(handed->size())) {
+    // The kernel's argv ends with a placeholder for each (a script's interpreter and its path
+    // come first); those before stay.
+    const size_t kept = static_cast<size_t>(*argc) - handed->size();
+    auto* out = new char*[static_cast<size_t>(*argc) + 1];  // lives until exit
+    for (size_t i = 0; i < kept; ++i) out[i] = (*argv)[i];
+    for (size_t i = 0; i < handed->size(); ++i) out[kept + i] = const_cast<char*>((*handed)[i].c_str());
+    out[*argc] = nullptr;
+    *argv = out;
   }
   if (const auto* env = rt.cas_environment()) environ = pointers(*env);
 }

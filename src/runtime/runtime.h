@@ -144,6 +144,9 @@ class Runtime {
   // The command line and environment CAS gave, to replace the host's before main.
   const std::vector<std::string>* cas_argv() const { return cas_argv_.empty() ? nullptr : &cas_argv_; }
   const std::vector<std::string>* cas_environment() const { return cas_env_.empty() ? nullptr : &cas_env_; }
+  // argv[1...] as a CAS-configured parent passed them (RuntimeConfig::command_line): they
+  // replace the placeholders that end the kernel's argv.
+  const std::vector<std::string>* handed_arguments() const { return handed_args_.empty() ? nullptr : &handed_args_; }
   // The runtime library's own path, for programs this one executes.
   const std::string& library_path() const { return library_path_; }
   // Tells CAS the volumes' new states (at exit; after syncs through the reporter).
@@ -205,7 +208,7 @@ class Runtime {
   std::unique_ptr<CasConnection> cas_;
   std::unique_ptr<sockets::NetworkShield> network_;
   std::unique_ptr<VolumeReporter> reporter_;
-  std::vector<std::string> cas_argv_, cas_env_;
+  std::vector<std::string> cas_argv_, cas_env_, handed_args_;
   std::string library_path_;
   Bytes entry_plan_;
   // The working directory as a seqlock: chdir is rare, path calls read it without waiting.

@@ -549,6 +549,23 @@ exec-keeps-reporting)
   rm -rf data && cp -a data.old data
   PROGRAM=/bin/sh expect_refused "rolled back to an older copy"
   ;;
+children-command-line)
+  # A service's children: an entry script that runs the program as a child and then execs it
+  # with CAS's arguments ("$@" holds the token) and environment (TOKEN_CHECK holds it). Each gets
+  # them whole, and neither's /proc/PID/cmdline or environ (the host's view) holds the token.
+  # Before (hostile finding), only the first process kept them out of the host's view: every
+  # program it executed had the session's secrets in both.
+  printf '#!/bin/sh\n%s %s/app.py "$@"\nexec %s %s/app.py "$@" host-arg-of-script\n' "$PY" "$work" "$PY" "$work" > start.sh
+  session s.yml "    mrenclaves: [$(measure /bin/sh)]"
+  sed -i "s|command: python3 $work/app.py|command: /bin/sh $work/start.sh|" s.yml
+  "$scone" session create s.yml >/dev/null
+  PROGRAM=/bin/sh run_app > out.txt 2> err.txt || { cat out.txt err.txt; fail "the entry script's service failed"; }
+  [[ $(grep -c "^argv --token [A-Za-z0-9]\{24\}$" out.txt) == 1 ]] || { cat out.txt; fail "the child did not get CAS's arguments whole"; }
+  [[ $(grep -c "^argv --token [A-Za-z0-9]\{24\} host-arg-of-script$" out.txt) == 1 ]] ||
+    { cat out.txt; fail "the executed program did not get its arguments whole"; }
+  [[ $(grep -c "^env hello-[A-Za-z0-9]\{24\} host-env absent$" out.txt) == 2 ]] || { cat out.txt; fail "the environment did not reach both"; }
+  ! grep -q "LEAK" out.txt || { cat out.txt; fail "a child's /proc view holds the session's secret"; }
+  ;;
 sync-reported)
   # The state after an fsync reaches CAS while the service runs: a crash that skips the report
   # at exit does not reopen the door to a rollback.

@@ -24,9 +24,9 @@
 namespace scone::runtime::process {
 namespace {
 
-// The environment for the new program: the runtime preloaded first, the configuration
-// descriptor named, the host's own variables of those names dropped.
-std::vector<std::string> ExecEnvironment(Runtime& rt, char* const envp[], int config_fd) {
+// The environment for the new program: the runtime preloaded first, the host's own variables
+// of the runtime's names dropped (the configuration descriptor is named by the caller).
+std::vector<std::string> ExecEnvironment(Runtime& rt, char* const envp[]) {
   std::vector<std::string> env;
   bool has_preload = false;
   for (char* const* e = envp; e != nullptr && *e != nullptr; ++e) {
@@ -46,13 +46,25 @@ std::vector<std::string> ExecEnvironment(Runtime& rt, char* const envp[], int co
     env.emplace_back(entry);
   }
   if (!has_preload) env.push_back("LD_PRELOAD=" + rt.library_path());
-  env.push_back(std::string(kConfigFdEnv) + "=" + std::to_string(config_fd));
   // Paths only: the early-open shims tell other libraries' calls outside every volume apart
   // without starting the runtime before its time.
   std::string roots;
   for (const auto& v : rt.volumes()) roots += (roots.empty() ? "" : ":") + v->root;
   env.push_back(std::string(kVolumeRootsEnv) + "=" + roots);
   return env;
+}
+
+// What the kernel passes a CAS-configured program's child when the command line is handed over
+// (RuntimeConfig::command_line): what the loader reads before the runtime starts (LD_*,
+// GLIBC_TUNABLES), and the runtime's own variables; nothing the session gave.
+std::vector<std::string> LoaderEnvironment(const std::vector<std::string>& env) {
+  std::vector<std::string> out;
+  for (const std::string& e : env) {
+    if (e.rfind("LD_", 0) == 0 || e.rfind("GLIBC_TUNABLES=", 0) == 0 || e.rfind(std::string(kVolumeRootsEnv) + "=", 0) == 0) {
+      out.push_back(e);
+    }
+  }
+  return out;
 }
 
 // A program file's first bytes as the program reads them: through the shield for a protected
@@ -177,6 +189,8 @@ void NameProgram(const std::string& name) {
 long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* const envp[], int flags) {
   int config_fd;
   std::vector<std::string> env;
+  std::vector<char*> kernel_argv;  // argv as the kernel gets it: the program's, or placeholders
+  static char placeholder[] = "";
   Launch launch;
   {
     RuntimeSection section;
@@ -198,6 +212,22 @@ long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* co
       const char* slash = std::strrchr(path, '/');
       config.program_name = slash != nullptr ? slash + 1 : path;
     }
+    env = ExecEnvironment(rt, envp);
+    for (char* const* a = argv; a != nullptr && *a != nullptr; ++a) kernel_argv.push_back(*a);
+    if (config.cas) {
+      // A CAS-configured program: its children's arguments and environment may hold the
+      // session's secrets; they go in the configuration, the kernel gets argv[0] and
+      // placeholders (as many: a script's interpreter comes before them) and the loader's variables.
+      RuntimeConfig::HandedCommandLine handed;
+      for (size_t i = 1; i < kernel_argv.size(); ++i) {
+        handed.arguments.emplace_back(kernel_argv[i]);
+        kernel_argv[i] = placeholder;
+      }
+      handed.environment = std::move(env);
+      env = LoaderEnvironment(handed.environment);
+      config.command_line = std::move(handed);
+    }
+    kernel_argv.push_back(nullptr);
     auto fd = WriteConfigFd(config);
     if (!fd.ok()) {
       Log("exec of " + std::string(path) + " refused: cannot hand it the runtime's configuration: " +
@@ -205,14 +235,14 @@ long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* co
       return -EACCES;
     }
     config_fd = *fd;
-    env = ExecEnvironment(rt, envp, config_fd);
+    env.push_back(std::string(kConfigFdEnv) + "=" + std::to_string(config_fd));
   }
   // Outside the runtime's section (signals it held back have been delivered): the new program
   // starts with the program's own signal mask.
   std::vector<char*> env_pointers;
   for (std::string& s : env) env_pointers.push_back(s.data());
   env_pointers.push_back(nullptr);
-  std::vector<char*> arg_pointers = LaunchArguments(launch, argv);
+  std::vector<char*> arg_pointers = LaunchArguments(launch, kernel_argv.data());
   const sigset_t* handler_mask = ThisThread().handler_mask;  // in the SIGSYS handler: all are blocked
   sigset_t during;
   if (handler_mask != nullptr) RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(handler_mask), Arg(&during), sizeof(uint64_t));
