@@ -67,6 +67,12 @@ Result<Evidence> Evidence::Decode(ByteSpan bytes) {
 Status VerifyEvidence(const Evidence& evidence,
                       const std::vector<crypto::PublicKey>& trusted_platforms,
                       const ReportData& expected_report_data, const AttestationPolicy& policy) {
+  SCONE_RETURN_IF_ERROR(VerifyEvidenceOrigin(evidence, trusted_platforms, expected_report_data));
+  return CheckEvidencePolicy(evidence, policy);
+}
+
+Status VerifyEvidenceOrigin(const Evidence& evidence, const std::vector<crypto::PublicKey>& trusted_platforms,
+                            const ReportData& expected_report_data) {
   const Report& r = evidence.report;
   if (std::find(trusted_platforms.begin(), trusted_platforms.end(), evidence.platform) ==
       trusted_platforms.end()) {
@@ -78,6 +84,11 @@ Status VerifyEvidence(const Evidence& evidence,
   if (!crypto::ConstantTimeEquals(r.report_data, expected_report_data)) {
     return PermissionDenied("evidence is bound to another channel or nonce (replayed?)");
   }
+  return Status::Ok();
+}
+
+Status CheckEvidencePolicy(const Evidence& evidence, const AttestationPolicy& policy) {
+  const Report& r = evidence.report;
   // Only the sim backend exists; it protects no memory, so a policy must tolerate it by name.
   // Any other mode is unknown to this verifier and refused.
   if (r.mode != "sim") return PermissionDenied("evidence names an unknown platform mode '" + r.mode + "'");

@@ -52,5 +52,12 @@ struct AttestationPolicy {
 Status VerifyEvidence(const Evidence& evidence,
                       const std::vector<crypto::PublicKey>& trusted_platforms,
                       const ReportData& expected_report_data, const AttestationPolicy& policy);
+// Its two halves: where the evidence comes from (a trusted platform's signature over a report
+// bound to `expected_report_data`), and what it says against a policy (after the first). CAS
+// checks the origin before it looks anything up, so that only genuine evidence learns which
+// sessions and services exist.
+Status VerifyEvidenceOrigin(const Evidence& evidence, const std::vector<crypto::PublicKey>& trusted_platforms,
+                            const ReportData& expected_report_data);
+Status CheckEvidencePolicy(const Evidence& evidence, const AttestationPolicy& policy);
 
 }  // namespace scone::attest

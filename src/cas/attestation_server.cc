@@ -217,13 +217,16 @@ Bytes AttestationServer::Configure(X509* cert, const std::string& config_id, con
   if (!std::equal(key_hash.begin(), key_hash.end(), data.begin())) {
     return refuse(PermissionDenied("evidence is bound to another key than this connection's"));
   }
+  // Genuine evidence first: only a program a trusted platform vouched for learns which sessions
+  // and services exist (before, any TLS client with made-up evidence could probe the names).
+  auto platforms = store_->TrustedPlatforms();
+  if (!platforms.ok()) return refuse(platforms.status());
+  if (Status origin = attest::VerifyEvidenceOrigin(*evidence, *platforms, data); !origin.ok()) return refuse(origin);
   auto session = ParsedSession(session_name);
   if (!session.ok()) return refuse(session.status());
   const policy::Service* service = (*session)->FindService(service_name);
   if (service == nullptr) return refuse(NotFound("session " + session_name + " has no service " + service_name));
-  auto platforms = store_->TrustedPlatforms();
-  if (!platforms.ok()) return refuse(platforms.status());
-  Status verified = attest::VerifyEvidence(*evidence, *platforms, data, PolicyFor(**session, *service));
+  Status verified = attest::CheckEvidencePolicy(*evidence, PolicyFor(**session, *service));
   if (!verified.ok()) return refuse(verified);
   // Only evidence a trusted platform signed may use up a nonce (nonces travel in the clear).
   attest::Nonce nonce;

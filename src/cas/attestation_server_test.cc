@@ -152,6 +152,14 @@ TEST_F(AttestationServerTest, CertificateWithoutEvidenceIsRefused) {
   ExpectRefused(NewCredential(), "no attestation evidence");
 }
 
+// Names are told only to genuine evidence: made-up evidence asking for a session that does not
+// exist learns nothing about it (before: "no session nosuch", a way to probe names).
+TEST_F(AttestationServerTest, EvidenceOfAnUntrustedPlatformLearnsNoNames) {
+  attest::sim::SimPlatform rogue{crypto::SigningKey::Generate()};
+  ExpectRefused(WithEvidence(rogue), "not trusted", "nosuch/api");
+  ExpectRefused(WithEvidence(rogue), "not trusted", "shop/nosuch");
+}
+
 TEST_F(AttestationServerTest, UnknownSessionOrServiceIsRefused) {
   ExpectRefused(WithEvidence(platform_), "no session nosuch", "nosuch/api");
   ExpectRefused(WithEvidence(platform_), "has no service nosuch", "shop/nosuch");
