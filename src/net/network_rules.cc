@@ -146,7 +146,12 @@ Result<int> CountCertificates(const std::string& variable, const void* data, siz
     return Bad(variable, "certificate " + std::to_string(count + 1) + " does not parse");
   }
   const std::string_view text(static_cast<const char*>(data), size);
-  if (count == 0 && text.find("-----BEGIN ") == std::string_view::npos) return Bad(variable, "no PEM certificate in the value");
+  // No certificate block at all (a private key alone, a CSR): says so, not "does not parse".
+  if (count == 0 && text.find("-----BEGIN CERTIFICATE-----") == std::string_view::npos &&
+      text.find("-----BEGIN TRUSTED CERTIFICATE-----") == std::string_view::npos) {
+    if (text.find("-----BEGIN ") != std::string_view::npos) SCONE_RETURN_IF_ERROR(OnlyPemBlocks(variable, text));
+    return Bad(variable, "no PEM certificate in the value");
+  }
   // Junk around a block can make it unreadable too: where it is says more than "none found".
   SCONE_RETURN_IF_ERROR(OnlyPemBlocks(variable, text));
   if (count == 0) return Bad(variable, "certificate 1 does not parse");

@@ -180,6 +180,10 @@ TEST_F(NetworkRulesTest, BadValuesNameTheVariable) {
       {{{"SCONE_NETWORK_SHIELD_CLIENT_C", "protected"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_DESTINATION", "TCP:h:1"},
         {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_AUTH", "disabled"}, {"SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_DNS_NAME", "a b"}},
        "SCONE_NETWORK_SHIELD_CLIENT_C_SERVER_DNS_NAME:", "not a DNS name"},
+      // A private key alone: no certificate, said so (before: "certificate 1 does not parse").
+      {{{"SCONE_NETWORK_SHIELD_SERVER_A", "protected"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "TCP:1"},
+        {"SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY", std::string(ca_->key.span().begin(), ca_->key.span().end())}, {"SCONE_NETWORK_SHIELD_SERVER_A_CLIENT_AUTH", "disabled"}},
+       "SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY:", "no PEM certificate in the value"},
       // TLS settings on a rule without TLS would be ignored: refused, not read as protection.
       {{{"SCONE_NETWORK_SHIELD_SERVER_A", "unprotected"}, {"SCONE_NETWORK_SHIELD_SERVER_A_PORT", "TCP:1"},
         {"SCONE_NETWORK_SHIELD_SERVER_A_IDENTITY", *identity_}},
