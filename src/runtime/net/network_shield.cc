@@ -167,19 +167,22 @@ Status NetworkShield::CheckClientRulesApart() const {
   // `unprotected` A over a `protected` B sent plaintext). Refused at start, as two server rules
   // for one port are.
   const auto& clients = rules_.clients;
+  // Each unix destination's socket file, however spelled (a link to it, "./", "//"), as the
+  // rules match it: resolved once per rule.
+  std::vector<std::string> socket_files;
+  for (const net::ClientRule& c : clients) {
+    socket_files.push_back(c.destination.unix_socket ? SocketFileName(c.destination.path) : "");
+  }
   for (size_t j = 0; j < clients.size(); ++j) {
     for (size_t i = 0; i < j; ++i) {
       const net::ClientRule& a = clients[i];
       const net::ClientRule& b = clients[j];
       std::string shared;
       if (a.destination.unix_socket || b.destination.unix_socket) {
-        // One socket file, however spelled (a link to it, "./", "//"), as the rules match it.
         if (a.destination.unix_socket && b.destination.unix_socket &&
             (a.destination.path == b.destination.path ||
-             (!SocketFileName(a.destination.path).empty() &&
-              SocketFileName(a.destination.path) == SocketFileName(b.destination.path)))) {
-          shared = SocketFileName(a.destination.path);
-          if (shared.empty()) shared = a.destination.path;
+             (!socket_files[i].empty() && socket_files[i] == socket_files[j]))) {
+          shared = socket_files[i].empty() ? a.destination.path : socket_files[i];
         }
       } else if (a.destination.port == b.destination.port) {
         for (const std::string& address : client_addresses_[j]) {
