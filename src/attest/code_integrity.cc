@@ -49,10 +49,13 @@ Status CheckExecutableMemory(std::string_view smaps, pid_t pid) {
       range = r, name = n, executable = x;
       // The kernel's own code pages; anything else executable must be a file's.
       if (executable && name != "[vdso]" && name != "[vsyscall]" && (name.empty() || name[0] != '/')) {
+        // An executable stack is what a program or library linked with `-z execstack` asks for.
+        const std::string why = name == "[stack]" ? "an executable stack (a program or library linked with "
+                                                    "-z execstack) can hold code nothing measured"
+                                                  : "code loaded by hand or generated before the runtime asked is "
+                                                    "not measured";
         return PermissionDenied(who + " executes memory that is no file's (" + range +
-                                (name.empty() ? "" : " " + name) +
-                                "): code loaded by hand or generated before the runtime asked is not "
-                                "measured, no evidence for it");
+                                (name.empty() ? "" : " " + name) + "): " + why + ", no evidence for it");
       }
       continue;
     }

@@ -205,6 +205,11 @@ HashCache& Cache() {
 
 }  // namespace
 
+bool MayKeepHash(const struct stat& st, const struct timespec& now) {
+  const bool only_root_writes = st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0;
+  return only_root_writes && now.tv_sec - st.st_ctim.tv_sec > 2;
+}
+
 Result<crypto::Hash> HashFile(const std::string& path) {
   SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(path, O_RDONLY));
   struct stat st;
@@ -231,10 +236,13 @@ Result<crypto::Hash> HashFile(const std::string& path) {
   EVP_MD_CTX_free(ctx);
   // A file changed less than two seconds ago could change again within the same timestamp
   // tick (file times are coarse) and look unchanged: such a file is not cached (as git does
-  // for "racy" index entries).
+  // for "racy" index entries). Nor is one that anyone but root may write: a store through a
+  // shared writable mapping changes its bytes and none of its times (hostile finding: a program
+  // patched so after one genuine run kept the genuine measurement and got the session's
+  // secrets). Root, who alone writes the others, is outside what `sim` protects.
   struct timespec now;
   clock_gettime(CLOCK_REALTIME, &now);
-  if (now.tv_sec - st.st_ctim.tv_sec > 2) Cache().Put(version, h);
+  if (MayKeepHash(st, now)) Cache().Put(version, h);
   return h;
 }
 

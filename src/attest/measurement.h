@@ -6,7 +6,9 @@
 // program; the runtime computes it from what is mapped (dl_iterate_phdr). Both must agree.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <string>
 #include <vector>
@@ -36,6 +38,11 @@ struct ImageDescription {
 };
 
 Result<crypto::Hash> HashFile(const std::string& path);
+// Whether HashFile may keep a file's hash for its next measurement (keyed on the file's identity,
+// size and times): not for a file changed in the last two seconds (its times are coarse), nor
+// for one that anyone but root may write (a store through a shared mapping changes its bytes
+// and none of its times).
+bool MayKeepHash(const struct stat& st, const struct timespec& now);
 
 // The files the dynamic loader's trace of `program` (`ld.so --list` output) names, in its order,
 // the vDSO (no file) left out; kNotFound for a library the loader did not find ("PROGRAM:

@@ -49,6 +49,27 @@ TEST(MeasurementTest, EveryInputChangesIt) {
   EXPECT_NE(setting.Measurement(), base);
 }
 
+// A kept hash must not outlive a change: a file anyone but root may write can be changed through
+// a shared mapping without any of its times moving, so its hash is never kept.
+TEST(MeasurementTest, OnlyFilesOnlyRootWritesKeepTheirHash) {
+  struct timespec now = {1000000, 0};
+  struct stat st = {};
+  st.st_ctim.tv_sec = now.tv_sec - 60;
+  st.st_uid = 0;
+  st.st_mode = S_IFREG | 0755;
+  EXPECT_TRUE(MayKeepHash(st, now));
+  st.st_mode = S_IFREG | 0775;  // the group may write it
+  EXPECT_FALSE(MayKeepHash(st, now));
+  st.st_mode = S_IFREG | 0757;  // anyone may
+  EXPECT_FALSE(MayKeepHash(st, now));
+  st.st_mode = S_IFREG | 0755;
+  st.st_uid = 1000;  // its owner, not root
+  EXPECT_FALSE(MayKeepHash(st, now));
+  st.st_uid = 0;
+  st.st_ctim.tv_sec = now.tv_sec - 1;  // changed within the last two seconds
+  EXPECT_FALSE(MayKeepHash(st, now));
+}
+
 TEST(MeasurementTest, HashFileMatchesSha256) {
   auto h = HashFile("/proc/self/cmdline");  // small, always readable
   EXPECT_TRUE(h.ok());

@@ -286,6 +286,7 @@ Status Runtime::InitFromConfigFd(int config_fd) {
     // From a CAS-configured parent: the command line and environment it passed, not the host's.
     handed_args_ = std::move(config.command_line->arguments);
     cas_env_ = std::move(config.command_line->environment);
+    environment_handed_ = true;
   }
   if (config.print_measurement) {
     SCONE_ASSIGN_OR_RETURN(attest::ImageDescription d, attest::DescribeThisProcess(library_path_));

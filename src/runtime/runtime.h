@@ -143,7 +143,9 @@ class Runtime {
   }
   // The command line and environment CAS gave, to replace the host's before main.
   const std::vector<std::string>* cas_argv() const { return cas_argv_.empty() ? nullptr : &cas_argv_; }
-  const std::vector<std::string>* cas_environment() const { return cas_env_.empty() ? nullptr : &cas_env_; }
+  const std::vector<std::string>* cas_environment() const {
+    return cas_env_.empty() && !environment_handed_ ? nullptr : &cas_env_;
+  }
   // argv[1...] as a CAS-configured parent passed them (RuntimeConfig::command_line): they
   // replace the placeholders that end the kernel's argv.
   const std::vector<std::string>* handed_arguments() const { return handed_args_.empty() ? nullptr : &handed_args_; }
@@ -209,6 +211,7 @@ class Runtime {
   std::unique_ptr<sockets::NetworkShield> network_;
   std::unique_ptr<VolumeReporter> reporter_;
   std::vector<std::string> cas_argv_, cas_env_, handed_args_;
+  bool environment_handed_ = false;  // cas_env_ came from the parent (RuntimeConfig::command_line), maybe empty
   std::string library_path_;
   Bytes entry_plan_;
   // The working directory as a seqlock: chdir is rare, path calls read it without waiting.

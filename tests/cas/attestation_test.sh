@@ -555,7 +555,22 @@ children-command-line)
   # them whole, and neither's /proc/PID/cmdline or environ (the host's view) holds the token.
   # Before (hostile finding), only the first process kept them out of the host's view: every
   # program it executed had the session's secrets in both.
-  printf '#!/bin/sh\n%s %s/app.py "$@"\nexec %s %s/app.py "$@" host-arg-of-script\n' "$PY" "$work" "$PY" "$work" > start.sh
+  # Also, as natively: a variable of the loader's name space that the loader does not read stays
+  # out of the kernel's copy too; `env -i` gives an empty environment; an argument the kernel
+  # would refuse fails the exec with E2BIG (not the child, exit 126).
+  cat > start.sh <<SHEOF
+#!/bin/sh
+export LD_SECRET="x-\$2"
+$PY $work/app.py "\$@"
+echo "env-i [\$(env -i /usr/bin/env | tr '\\n' ' ')]"
+$PY -c '
+import os
+try:
+    os.execv("/bin/true", ["true", "a" * 200000])
+except OSError as e:
+    print("exec-error", e.errno)'
+exec $PY $work/app.py "\$@" host-arg-of-script
+SHEOF
   session s.yml "    mrenclaves: [$(measure /bin/sh)]"
   sed -i "s|command: python3 $work/app.py|command: /bin/sh $work/start.sh|" s.yml
   "$scone" session create s.yml >/dev/null
@@ -565,6 +580,8 @@ children-command-line)
     { cat out.txt; fail "the executed program did not get its arguments whole"; }
   [[ $(grep -c "^env hello-[A-Za-z0-9]\{24\} host-env absent$" out.txt) == 2 ]] || { cat out.txt; fail "the environment did not reach both"; }
   ! grep -q "LEAK" out.txt || { cat out.txt; fail "a child's /proc view holds the session's secret"; }
+  grep -q "^env-i \[\]$" out.txt || { cat out.txt; fail "env -i did not give an empty environment"; }
+  grep -q "^exec-error 7$" out.txt || { cat out.txt; fail "an argument too long for the kernel did not fail the exec with E2BIG"; }
   ;;
 sync-reported)
   # The state after an fsync reaches CAS while the service runs: a crash that skips the report

@@ -7,10 +7,13 @@
 #include <signal.h>
 #include <sys/auxv.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -24,6 +27,11 @@
 namespace scone::runtime::process {
 namespace {
 
+// The runtime's own variables, which it sets for every program it executes.
+bool IsRuntimeVariable(std::string_view entry) {
+  return entry.rfind(std::string(kConfigFdEnv) + "=", 0) == 0 || entry.rfind(std::string(kVolumeRootsEnv) + "=", 0) == 0;
+}
+
 // The environment for the new program: the runtime preloaded first, the host's own variables
 // of the runtime's names dropped (the configuration descriptor is named by the caller).
 std::vector<std::string> ExecEnvironment(Runtime& rt, char* const envp[]) {
@@ -31,10 +39,7 @@ std::vector<std::string> ExecEnvironment(Runtime& rt, char* const envp[]) {
   bool has_preload = false;
   for (char* const* e = envp; e != nullptr && *e != nullptr; ++e) {
     std::string_view entry(*e);
-    if (entry.rfind(std::string(kConfigFdEnv) + "=", 0) == 0 ||
-        entry.rfind(std::string(kVolumeRootsEnv) + "=", 0) == 0) {
-      continue;
-    }
+    if (IsRuntimeVariable(entry)) continue;
     if (entry.rfind("LD_PRELOAD=", 0) == 0) {
       has_preload = true;
       std::string value(entry.substr(11));
@@ -55,16 +60,44 @@ std::vector<std::string> ExecEnvironment(Runtime& rt, char* const envp[]) {
 }
 
 // What the kernel passes a CAS-configured program's child when the command line is handed over
-// (RuntimeConfig::command_line): what the loader reads before the runtime starts (LD_*,
-// GLIBC_TUNABLES), and the runtime's own variables; nothing the session gave.
+// (RuntimeConfig::command_line): the variables the loader reads before the runtime starts, by
+// their names (glibc's ld.so), and the runtime's own; nothing else the program passed.
 std::vector<std::string> LoaderEnvironment(const std::vector<std::string>& env) {
+  static const char* const kLoaderVariables[] = {
+      "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_BIND_NOW", "LD_BIND_NOT", "LD_DYNAMIC_WEAK", "LD_HWCAP_MASK",
+      "LD_ASSUME_KERNEL", "LD_USE_LOAD_BIAS", "LD_DEBUG", "LD_DEBUG_OUTPUT", "LD_VERBOSE", "LD_WARN",
+      "LD_PROFILE", "LD_PROFILE_OUTPUT", "LD_ORIGIN_PATH", "GLIBC_TUNABLES", kVolumeRootsEnv};
   std::vector<std::string> out;
   for (const std::string& e : env) {
-    if (e.rfind("LD_", 0) == 0 || e.rfind("GLIBC_TUNABLES=", 0) == 0 || e.rfind(std::string(kVolumeRootsEnv) + "=", 0) == 0) {
-      out.push_back(e);
+    const std::string_view name = std::string_view(e).substr(0, e.find('='));
+    for (const char* loader : kLoaderVariables) {
+      if (name == loader) {
+        out.push_back(e);
+        break;
+      }
     }
   }
   return out;
+}
+
+// Whether the kernel would refuse to execute with these arguments and environment (E2BIG): a
+// string longer than MAX_ARG_STRLEN, or all of them (with their pointers) more than a quarter of
+// the stack limit (at least 128 KiB, at most 6 MiB). Checked where the kernel no longer sees
+// them (handed over, RuntimeConfig::command_line), so that the caller still gets E2BIG.
+bool TooBigForExec(const std::vector<std::string>& arguments, const std::vector<std::string>& environment) {
+  constexpr size_t kMaxArgStrlen = 32 * 4096;
+  struct rlimit stack = {};
+  RawSyscall(SYS_getrlimit, RLIMIT_STACK, Arg(&stack));
+  const size_t limit = std::clamp<size_t>(stack.rlim_cur == RLIM_INFINITY ? SIZE_MAX : stack.rlim_cur / 4,
+                                          128 * 1024, 6 * 1024 * 1024);
+  size_t total = 0;
+  for (const auto* list : {&arguments, &environment}) {
+    for (const std::string& s : *list) {
+      if (s.size() + 1 > kMaxArgStrlen) return true;
+      total += s.size() + 1 + sizeof(char*);
+    }
+  }
+  return total > limit;
 }
 
 // A program file's first bytes as the program reads them: through the shield for a protected
@@ -218,13 +251,18 @@ long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* co
       // A CAS-configured program: its children's arguments and environment may hold the
       // session's secrets; they go in the configuration, the kernel gets argv[0] and
       // placeholders (as many: a script's interpreter comes before them) and the loader's variables.
+      // The child's environment is the one the program passed, as natively (the runtime's own
+      // variables are the kernel's only).
       RuntimeConfig::HandedCommandLine handed;
       for (size_t i = 1; i < kernel_argv.size(); ++i) {
         handed.arguments.emplace_back(kernel_argv[i]);
         kernel_argv[i] = placeholder;
       }
-      handed.environment = std::move(env);
-      env = LoaderEnvironment(handed.environment);
+      for (char* const* e = envp; e != nullptr && *e != nullptr; ++e) {
+        if (!IsRuntimeVariable(*e)) handed.environment.emplace_back(*e);
+      }
+      if (TooBigForExec(handed.arguments, handed.environment)) return -E2BIG;
+      env = LoaderEnvironment(env);
       config.command_line = std::move(handed);
     }
     kernel_argv.push_back(nullptr);
