@@ -1,5 +1,11 @@
 #include "attest/code_integrity.h"
 
+#include <dirent.h>
+#include <linux/kcmp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -71,6 +77,28 @@ Status CheckExecutableMemory(std::string_view smaps, pid_t pid) {
   return Status::Ok();
 }
 
+Status CheckNoOtherProcessSharesMemory(pid_t pid) {
+  // A process made with clone(CLONE_VM) and no CLONE_THREAD shares the address space and is no
+  // thread of it (it has a pid of its own, and may be nobody's child). kcmp tells; processes
+  // LAS may not inspect are another user's, which cannot share it.
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return IoError("/proc", errno);
+  Status found = Status::Ok();
+  while (struct dirent* e = readdir(proc)) {
+    char* end = nullptr;
+    const long other = std::strtol(e->d_name, &end, 10);
+    if (end == e->d_name || *end != '\0' || other == pid) continue;
+    if (syscall(SYS_kcmp, pid, static_cast<pid_t>(other), KCMP_VM, 0, 0) == 0) {
+      found = PermissionDenied("process " + std::to_string(other) + " shares process " + std::to_string(pid) +
+                               "'s memory (made with clone(CLONE_VM) by code that ran before the runtime asked): "
+                               "it could read what CAS releases, no evidence for it");
+      break;
+    }
+  }
+  closedir(proc);
+  return found;
+}
+
 Status CheckOnlyMeasuredCodeRuns(pid_t pid) {
   const std::string proc = "/proc/" + std::to_string(pid);
   SCONE_ASSIGN_OR_RETURN(Bytes smaps, os::ReadWholeFile(proc + "/smaps", kMaxProcText));
@@ -88,7 +116,7 @@ Status CheckOnlyMeasuredCodeRuns(pid_t pid) {
                             "started by code that ran first (a library's constructor), which the runtime does "
                             "not shield, no evidence for it");
   }
-  return Status::Ok();
+  return CheckNoOtherProcessSharesMemory(pid);
 }
 
 }  // namespace scone::attest

@@ -16,8 +16,13 @@
 
 namespace scone::attest {
 
-// kPermissionDenied naming what was found, from /proc/PID/smaps and /proc/PID/status.
+// kPermissionDenied naming what was found, from /proc/PID/smaps and /proc/PID/status, and
+// CheckNoOtherProcessSharesMemory.
 Status CheckOnlyMeasuredCodeRuns(pid_t pid);
+
+// No other process shares the address space (clone(CLONE_VM) without CLONE_THREAD: not counted
+// as a thread, and it could read the secrets once released). kcmp(KCMP_VM) with every process.
+Status CheckNoOtherProcessSharesMemory(pid_t pid);
 
 // The check of the executable memory alone, on the text of /proc/PID/smaps: every executable
 // mapping is a file's (or the kernel's vDSO) and none of its pages was written in memory.

@@ -3,7 +3,11 @@
 #include "attest/code_integrity.h"
 
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <future>
@@ -63,6 +67,23 @@ TEST(CodeIntegrityTest, ThisProcessPassesAloneAndFailsWithAnotherThreadOrAnonymo
   done.set_value();
   other.join();
   EXPECT_NE(s.message().find("runs 2 threads"), std::string::npos) << s.message();
+}
+
+// A process made with clone(CLONE_VM) shares the memory without being one of its threads.
+TEST(CodeIntegrityTest, AProcessSharingTheMemoryIsRefused) {
+  static char stack[64 * 1024];
+  // The child shares this thread's TLS too: it makes one raw call and nothing else until killed.
+  pid_t child = clone(
+      [](void*) -> int {
+        for (;;) syscall(SYS_pause);
+      },
+      stack + sizeof(stack), CLONE_VM | SIGCHLD, nullptr);
+  ASSERT_GT(child, 0);
+  Status s = CheckOnlyMeasuredCodeRuns(getpid());
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  EXPECT_NE(s.message().find("process " + std::to_string(child) + " shares process"), std::string::npos) << s.message();
+  EXPECT_TRUE(CheckNoOtherProcessSharesMemory(getpid()).ok());
 }
 
 }  // namespace
