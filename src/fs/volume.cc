@@ -611,7 +611,11 @@ Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const S
                              "(free space on the disk, outside the volume)");
     }
     SCONE_RETURN_IF_ERROR(marked);
-    SCONE_RETURN_IF_ERROR(v->SettleTrash());  // a close cut short after its checkpoint
+    // A close cut short after its checkpoint; a name left to a file in the trash goes too (the
+    // tree is walked only then).
+    std::set<std::pair<dev_t, ino_t>> durably_unlinked;
+    SCONE_RETURN_IF_ERROR(v->SettleTrash(&durably_unlinked));
+    if (!durably_unlinked.empty()) SCONE_RETURN_IF_ERROR(v->DropLostCreates(durably_unlinked));
   }
   if (alone) {
     SCONE_RETURN_IF_ERROR(v->lock_->Share());
@@ -1147,17 +1151,24 @@ void Volume::EmptyTrashLocked() {
 //   - an encrypted file the state does not list, holding no more than a header this volume's
 //     key authenticates (or a torn prefix of one): its create was lost, it goes.
 // Anything else unknown stays, and is reported as planted.
+//   - a file both at its name and in the trash (an unlink links it into the trash, then removes
+//     its name, so that a watcher sees IN_DELETE): the unlink's record decides which one goes.
 Status Volume::UndoLostNamespaceChanges() {
-  SCONE_RETURN_IF_ERROR(SettleTrash());
-  return DropLostCreates();
+  std::set<std::pair<dev_t, ino_t>> durably_unlinked;
+  SCONE_RETURN_IF_ERROR(SettleTrash(&durably_unlinked));
+  return DropLostCreates(durably_unlinked);
 }
 
-Status Volume::SettleTrash() {
+Status Volume::SettleTrash(std::set<std::pair<dev_t, ino_t>>* durably_unlinked) {
   for (const auto& [path, entry] : state_.files) {
     std::string full = dir_ + "/" + path;
     SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(full));
-    if (exists) continue;
     SCONE_ASSIGN_OR_RETURN(bool trashed, os::Exists(TrashPath(entry.file_id)));
+    if (exists) {
+      // Its unlink's record was lost after the link into the trash: the name stays.
+      if (trashed) os::Sys().unlink(TrashPath(entry.file_id).c_str());
+      continue;
+    }
     if (!trashed) continue;
     SCONE_RETURN_IF_ERROR(os::MakeDirectories(full.substr(0, full.rfind('/'))));
     if (os::Sys().rename(TrashPath(entry.file_id).c_str(), full.c_str()) != 0) {
@@ -1165,6 +1176,14 @@ Status Volume::SettleTrash() {
     }
   }
   SCONE_RETURN_IF_ERROR(RestoreLostNames());
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(MetaPath("trash"), ec)) {
+    auto id = FromHexArray<kFileIdSize>(e.path().filename().string());
+    struct stat st;
+    if (id.ok() && path_by_id_.count(*id) == 0 && os::Sys().lstat(e.path().c_str(), &st) == 0) {
+      durably_unlinked->insert({st.st_dev, st.st_ino});
+    }
+  }
   RemoveEntriesOfUnknownFiles(MetaPath("trash"));
   return Status::Ok();
 }
@@ -1179,7 +1198,7 @@ void Volume::RemoveEntriesOfUnknownFiles(const std::string& meta_dir) {
   }
 }
 
-Status Volume::DropLostCreates() {
+Status Volume::DropLostCreates(const std::set<std::pair<dev_t, ino_t>>& durably_unlinked) {
   std::error_code ec;
   std::filesystem::recursive_directory_iterator it(dir_, ec), end;
   std::vector<std::string> lost;
@@ -1191,6 +1210,13 @@ Status Volume::DropLostCreates() {
     }
     if (!it->is_regular_file(ec) || it->is_symlink(ec) || state_.files.count(rel) != 0) continue;
     if (state_.rules.RegionOf(rel) != Region::kEncrypted) continue;
+    // The name an unlink had not removed yet when the process died; its record is durable.
+    struct stat st;
+    if (!durably_unlinked.empty() && os::Sys().lstat(it->path().c_str(), &st) == 0 &&
+        durably_unlinked.count({st.st_dev, st.st_ino}) != 0) {
+      lost.push_back(it->path().string());
+      continue;
+    }
     auto head = ReadHead(it->path().string(), kHeaderSize);
     if (!head.ok()) continue;
     // A header this volume's key authenticates, for an id the state does not know: created
@@ -1756,7 +1782,8 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
         SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
                                                          it->second,
                                                          DeriveFileKeys(it->second.file_id),
-                                                         WindowOfLocked(it->second.file_id, it->second)));
+                                                         WindowOfLocked(it->second.file_id, it->second),
+                                                         nullptr, options.only_reads && !options.truncate));
         open_files_[it->second.file_id] = file;
       }
     } else {
@@ -1920,9 +1947,22 @@ Status Volume::UnlinkLocked(const std::string& path, FileEntry entry, KeepAlive&
   if (last_name && window_base_.count(entry.file_id) != 0) SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
   SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/!lazy));
   std::string full = dir_ + "/" + path;
+  // Into the trash by a link and an unlink, not a rename: a watcher of the directory sees the
+  // file deleted (IN_DELETE), as natively (a rename showed IN_MOVED_FROM only, and `inotifywait
+  // -e delete` waited for ever: hostile finding). A crash between the two is settled by recovery
+  // (SettleTrash); a file system without hard links gets the rename.
   auto remove = [&] {
-    return to_trash ? os::Sys().rename(full.c_str(), TrashPath(entry.file_id).c_str())
-                    : os::Sys().unlink(full.c_str());
+    if (!to_trash) return os::Sys().unlink(full.c_str());
+    const std::string trash = TrashPath(entry.file_id);
+    int linked = os::Sys().link(full.c_str(), trash.c_str());
+    if (linked != 0 && errno == EEXIST) {
+      os::Sys().unlink(trash.c_str());  // left by an unlink a crash interrupted
+      linked = os::Sys().link(full.c_str(), trash.c_str());
+    }
+    if (linked != 0 && (errno == EPERM || errno == EOPNOTSUPP || errno == EMLINK)) {
+      return os::Sys().rename(full.c_str(), trash.c_str());
+    }
+    return linked != 0 ? linked : os::Sys().unlink(full.c_str());
   };
   int removed = remove();
   if (removed != 0 && errno == ENOENT && to_trash && access(full.c_str(), F_OK) == 0) {

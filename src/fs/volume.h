@@ -52,6 +52,8 @@ struct OpenFileOptions {
   bool truncate = false;   // truncate to zero length
   // with create: the new file's permissions, restricted by the process's umask as open(2)'s
   mode_t mode = 0600;
+  // The opener only reads: a data file not open yet is opened read-only (ProtectedFile::Open).
+  bool only_reads = false;
 };
 
 struct VolumeProblem {
@@ -350,8 +352,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   void EmptyTrashLocked();
   // Recovery: files whose create or unlink record did not reach the disk before a crash.
   Status UndoLostNamespaceChanges();
-  Status SettleTrash();
-  Status DropLostCreates();
+  // `durably_unlinked`: the (device, inode) of trash entries whose unlink is durable; a name
+  // still left to such an inode (a crash between the trash's link and the unlink) goes too.
+  Status SettleTrash(std::set<std::pair<dev_t, ino_t>>* durably_unlinked);
+  Status DropLostCreates(const std::set<std::pair<dev_t, ino_t>>& durably_unlinked);
   // Removes the entries of `meta_dir` (named by file id) of files the state does not list.
   void RemoveEntriesOfUnknownFiles(const std::string& meta_dir);
   void ApplyToState(const JournalRecord& record);

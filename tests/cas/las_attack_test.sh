@@ -110,8 +110,13 @@ hidden-preload)
   # configuration: sleep got the token as an argument and printed it in its complaint.
   cc -shared -fPIC -O2 -nostartfiles -fno-stack-protector -fcf-protection=none \
     -o hidden.so "$here/hidden_preload.c" || fail "building the hidden preload"
+  # Started as `scone run --config-id` starts it, without scone itself (whose test build's
+  # sanitizer must come first in its own process).
+  key_hash=$(openssl x509 -in "$cas_dir/cas.crt" -noout -pubkey | openssl pkey -pubin -outform DER | sha256sum | cut -d' ' -f1)
   rc=0
-  LD_PRELOAD="$work/hidden.so" timeout 60 "$scone" run --config-id victim/app -- /bin/sleep > out.txt 2>&1 || rc=$?
+  timeout 60 env SCONE_CONFIG_ID=victim/app SCONE_CAS_ADDR="$(cat "$cas_dir/attestation")" \
+    SCONE_LAS_ADDR="$las_dir/las.sock" SCONE_CAS_KEY_HASH="$key_hash" SCONE_VOLUME_ROOTS= \
+    LD_PRELOAD="$runtime:$work/hidden.so" /bin/sleep > out.txt 2>&1 || rc=$?
   ! grep -q "invalid time interval" out.txt || { cat out.txt; fail "the hidden code's process received the session's configuration"; }
   [[ $rc == 126 ]] || { cat out.txt; fail "exit $rc, not 126 (refused before main)"; }
   grep -q "LAS refused: process [0-9]* executes memory that is no file's" out.txt || { cat out.txt; fail "no refusal naming the anonymous code"; }

@@ -1375,6 +1375,38 @@ SHEOF
   check_tamper p.txt
   ;;
 
+inotify-events)
+  # What a watcher of a volume's directory sees, as natively (hostile findings): a reader of a
+  # protected file is a reader (before, the shield opened every data file for writing, so a
+  # `cat` ended with IN_CLOSE_WRITE, and a watcher that processes each file "finished being
+  # written", inotifywait -e close_write or incron, re-triggered itself for ever); and an `rm` is
+  # a deletion (before, the data file was renamed into the trash: IN_MOVED_FROM only, and
+  # `inotifywait -e delete` waited for ever). Each phase ends with the write of a marker file.
+  # (A process's checkpoint puts earlier writes in place later, which a watcher sees as a write
+  # of that file: the unlink's process does so below.)
+  run sh -c "echo '$MARKER' > vol/f"
+  watch() {  # watch STOP: a watcher of vol until STOP is written, its events in STOP.events
+    $PY "$here/tools/inotify_watch.py" "$work/vol" "$1" > "$1.events" &
+    watcher=$!
+    wait_for_line "$1.events" ready "$watcher"
+  }
+  watch reads-done
+  run cat vol/f > /dev/null
+  run md5sum vol/f > /dev/null
+  run $PY -c "open('vol/f', 'rb').read()"
+  run sh -c "echo written > vol/reads-done"
+  wait "$watcher" || { cat reads-done.events; fail "the watcher failed"; }
+  ! grep -q "^CLOSE_WRITE f$" reads-done.events || { cat reads-done.events; fail "reading f looked like writing it (IN_CLOSE_WRITE)"; }
+  grep -q "^CLOSE_NOWRITE f$" reads-done.events || { cat reads-done.events; fail "the reads of f were not seen at all"; }
+  run sh -c "echo '$MARKER' > vol/g"
+  watch rm-done
+  run rm vol/g
+  run sh -c "echo written > vol/rm-done"
+  wait "$watcher" || { cat rm-done.events; fail "the watcher failed"; }
+  grep -q "^DELETE g$" rm-done.events || { cat rm-done.events; fail "rm of g was no IN_DELETE"; }
+  "$scone" volume verify vol --key-file key >/dev/null || fail "the volume does not verify"
+  ;;
+
 sqlite-wal)
   # WAL maps the -shm file shared and writable (runtime/files/mapped_files.h): the switch works,
   # the database opens again in WAL mode and keeps its data, with the sqlite3 CLI and Python's

@@ -66,8 +66,12 @@ long CheckPassedDescriptors(Runtime& rt, const struct msghdr* msg) {
     if (!fds.Has(fd)) return 0;
     auto d = fds.Get(fd);
     if (d == nullptr) return 0;
+    // Node's cluster module (and pm2's cluster mode) hand accepted connections to workers so by
+    // default; each worker accepting for itself works (the hint names how).
     Log("descriptor " + std::to_string(fd) + " is " + WhatShields(*d) +
-        ": its state is this process's, another process would get it unshielded; sendmsg fails with EPERM");
+        ": its state is this process's, another process would get it unshielded; sendmsg fails with EPERM "
+        "(a server whose workers get connections from a primary, as Node's cluster module does: let each "
+        "worker accept, NODE_CLUSTER_SCHED_POLICY=none)");
     return -EPERM;
   });
 }
