@@ -381,21 +381,15 @@ Result<std::shared_ptr<ProtectedFile>> ProtectedFile::Open(std::shared_ptr<Volum
                                                            const std::string& dir,
                                                            const std::string& path,
                                                            const FileEntry& latest, FileKeys keys,
-                                                           const FileWindow& window, os::File* opened,
-                                                           bool only_reads) {
+                                                           const FileWindow& window, os::File* opened) {
   // The disk holds the file as of its window's base; the window's records go on top.
   const FileEntry& entry = window.base;
   std::shared_ptr<ProtectedFile> file(
       new ProtectedFile(std::move(volume), path, entry, std::move(keys)));
   std::string full = dir + "/" + path;
   // O_NOFOLLOW: a protected file replaced by a symbolic link is damage, not a redirection.
-  // A reader's open is a read-only one: a descriptor opened for writing tells inotify the file
-  // was written when it closes (IN_CLOSE_WRITE for a `cat`: a watcher that reads what it is
-  // told was written went round for ever; hostile finding).
-  auto data = opened != nullptr ? Result<os::File>(std::move(*opened))
-                                : os::File::Open(full, (only_reads ? O_RDONLY : O_RDWR) | O_NOFOLLOW);
-  if (data.ok() && opened == nullptr && only_reads) file->read_only_ = true;
-  if (!data.ok() && opened == nullptr && !only_reads && data.status().sys_errno() == EACCES) {
+  auto data = opened != nullptr ? Result<os::File>(std::move(*opened)) : os::File::Open(full, O_RDWR | O_NOFOLLOW);
+  if (!data.ok() && opened == nullptr && data.status().sys_errno() == EACCES) {
     // A file this user may only read (its mode): the shield reads it too (it opened every data
     // file for writing, and a program of a user that is not root could not read its own files
     // of mode 0444: git's objects, `sqlite3 -readonly`; hostile finding).

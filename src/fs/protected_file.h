@@ -159,13 +159,12 @@ class ProtectedFile {
   // Opens an existing file and checks it against `entry` (identity, size, root).
   // `window`: the records published but not yet in place (`window.base` is what the disk holds).
   // `opened`: its data file, open already (the inode of an inherited descriptor), else opened
-  // at `dir`/`path`: for reading only with `only_reads` (MakeWritable when a writer comes).
+  // at `dir`/`path`.
   static Result<std::shared_ptr<ProtectedFile>> Open(std::shared_ptr<Volume> volume,
                                                      const std::string& dir,
                                                      const std::string& path,
                                                      const FileEntry& latest, FileKeys keys,
-                                                     const FileWindow& window, os::File* opened = nullptr,
-                                                     bool only_reads = false);
+                                                     const FileWindow& window, os::File* opened = nullptr);
   // Writes the on-disk form of a new empty file (with `mode`, which the umask restricts);
   // returns its entry.
   static Result<FileEntry> CreateOnDisk(const std::string& dir, const std::string& path,

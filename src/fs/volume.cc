@@ -1782,8 +1782,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
         SCONE_ASSIGN_OR_RETURN(file, ProtectedFile::Open(shared_from_this(), dir_, path,
                                                          it->second,
                                                          DeriveFileKeys(it->second.file_id),
-                                                         WindowOfLocked(it->second.file_id, it->second),
-                                                         nullptr, options.only_reads && !options.truncate));
+                                                         WindowOfLocked(it->second.file_id, it->second)));
         open_files_[it->second.file_id] = file;
       }
     } else {

@@ -52,8 +52,6 @@ struct OpenFileOptions {
   bool truncate = false;   // truncate to zero length
   // with create: the new file's permissions, restricted by the process's umask as open(2)'s
   mode_t mode = 0600;
-  // The opener only reads: a data file not open yet is opened read-only (ProtectedFile::Open).
-  bool only_reads = false;
 };
 
 struct VolumeProblem {

@@ -148,7 +148,6 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
   options.exclusive = (flags & O_CREAT) && (flags & O_EXCL);
   options.truncate = (flags & O_TRUNC) && Writable(flags);
   options.mode = (mode & 07777) | S_IRUSR | S_IWUSR;  // the kernel applies the umask
-  options.only_reads = !Writable(flags) && !options.truncate;
   bool created = false;
   auto file = volume->OpenFile(t.path, options, &created);
   // What lstat saw may be stale: another process may have unlinked the file since, or created

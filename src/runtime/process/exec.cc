@@ -116,7 +116,7 @@ long ReadHeader(Runtime& rt, int dirfd, const char* path, int at_flags, long fd,
       *shielded = true;
       fs::Volume* volume = t.unavailable ? nullptr : t.volume->Get();
       if (volume == nullptr) return -EIO;
-      auto file = volume->OpenFile(t.path, fs::OpenFileOptions{.only_reads = true});
+      auto file = volume->OpenFile(t.path, fs::OpenFileOptions{});
       if (!file.ok()) return -EIO;
       auto n = (*file)->Read(0, MutableByteSpan(reinterpret_cast<uint8_t*>(buf), size));
       return n.ok() ? static_cast<long>(*n) : -EIO;
