@@ -43,6 +43,19 @@ bool ParseHeader(std::string_view line, std::string* range, bool* executable, st
 
 }  // namespace
 
+std::string ProcessStatusField(pid_t pid, const std::string& field) {
+  auto text = os::ReadWholeFile("/proc/" + std::to_string(pid) + "/status", 64 * 1024);
+  if (!text.ok()) return "";
+  std::string s(text->begin(), text->end());
+  size_t at = s.find("\n" + field + ":");
+  if (at == std::string::npos) return "";
+  at += field.size() + 2;
+  size_t end = s.find('\n', at);
+  std::string value = s.substr(at, end == std::string::npos ? std::string::npos : end - at);
+  value.erase(0, value.find_first_not_of(" \t"));
+  return value;
+}
+
 Status CheckExecutableMemory(std::string_view smaps, pid_t pid) {
   const std::string who = "process " + std::to_string(pid);
   std::string range, name;
@@ -105,10 +118,8 @@ Status CheckOnlyMeasuredCodeRuns(pid_t pid) {
   SCONE_RETURN_IF_ERROR(
       CheckExecutableMemory(std::string_view(reinterpret_cast<const char*>(smaps.data()), smaps.size()), pid));
   // Counted after the memory: a thread that made its code non-executable meanwhile is still there.
-  SCONE_ASSIGN_OR_RETURN(Bytes status, os::ReadWholeFile(proc + "/status", 64 * 1024));
-  const std::string text(status.begin(), status.end());
-  const size_t at = text.find("\nThreads:");
-  long threads = at == std::string::npos ? -1 : std::strtol(text.c_str() + at + 9, nullptr, 10);
+  const std::string count = ProcessStatusField(pid, "Threads");
+  const long threads = count.empty() ? -1 : std::strtol(count.c_str(), nullptr, 10);
   if (threads != 1) {
     return PermissionDenied("process " + std::to_string(pid) + " runs " +
                             (threads < 0 ? "an unknown number of" : std::to_string(threads)) +

@@ -10,11 +10,15 @@
 
 #include <sys/types.h>
 
+#include <string>
 #include <string_view>
 
 #include "common/status.h"
 
 namespace scone::attest {
+
+// The value of "Field:" in /proc/PID/status, or "" if absent (or unreadable).
+std::string ProcessStatusField(pid_t pid, const std::string& field);
 
 // kPermissionDenied naming what was found, from /proc/PID/smaps and /proc/PID/status, and
 // CheckNoOtherProcessSharesMemory.

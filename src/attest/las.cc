@@ -182,19 +182,6 @@ Result<Bytes> ReadAll(int fd, size_t max_size) {
   return out;
 }
 
-// The value of "Field:" in /proc/PID/status, or "" if absent.
-std::string StatusField(pid_t pid, const std::string& field) {
-  auto text = os::ReadWholeFile("/proc/" + std::to_string(pid) + "/status", 64 * 1024);
-  if (!text.ok()) return "";
-  std::string s(text->begin(), text->end());
-  size_t at = s.find("\n" + field + ":");
-  if (at == std::string::npos) return "";
-  at += field.size() + 2;
-  size_t end = s.find('\n', at);
-  std::string value = s.substr(at, end == std::string::npos ? std::string::npos : end - at);
-  value.erase(0, value.find_first_not_of(" \t"));
-  return value;
-}
 
 // Checks that `environ_fd` is the sender's /proc/self/environ, opened by it before it sent the
 // request, and that the address space it was opened on still exists: the process has neither
@@ -260,7 +247,7 @@ Result<Report> EvidenceReport(const Peer& peer, const LasRequest& request, const
   if (in.fds.size() != 1) return PermissionDenied("an evidence request carries exactly one descriptor");
   pid_t pid = peer.connected.pid;
   // A tracer can change the process's memory after LAS measured its files.
-  std::string tracer = StatusField(pid, "TracerPid");
+  std::string tracer = ProcessStatusField(pid, "TracerPid");
   if (tracer != "0") {
     return PermissionDenied("process " + std::to_string(pid) + " is being traced (TracerPid " +
                             (tracer.empty() ? "unknown" : tracer) + "): no evidence for it");

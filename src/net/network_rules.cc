@@ -213,8 +213,7 @@ Status NoTlsSettings(const std::string& base, Protection protection,
   if (protection == Protection::kProtected) return Status::Ok();
   for (const char* attribute : tls) {
     if (attributes.count(attribute) != 0) {
-      return Bad(base + "_" + attribute, std::string("given for a rule that is '") +
-                                             (protection == Protection::kRefuse ? "refuse" : "unprotected") +
+      return Bad(base + "_" + attribute, std::string("given for a rule that is '") + ProtectionName(protection) +
                                              "': TLS settings apply to protected rules only (it would be ignored)");
     }
   }
