@@ -142,7 +142,32 @@ Status Volume::WriteBase(bool clean) {
     return os::WriteFileAtomicallyViaSpare(MetaPath("volume"), MetaPath("volume.spare"), out);
   }));
   base_size_ = out.size();
+  if (!clean) NoteMarkedInUseLocked();
   return Status::Ok();
+}
+
+Status Volume::MarkInUseLocked() {
+  // (Catching up may have found others' records or checkpoint: marked then.)
+  if (in_use_marked_) return Status::Ok();
+  // Records past the state file (this process's before it rested): their writer marked it, and
+  // state_ holds them, which the state file must not.
+  if (next_seq_ - 1 > applied_seq_) {
+    NoteMarkedInUseLocked();
+    return Status::Ok();
+  }
+  // None: state_ is the file's state.
+  Status marked = WriteBase(/*clean=*/false);
+  if (OutOfSpace(marked)) {
+    return marked.Annotate("volume " + dir_ + ": the disk is full and the volume's reserve is used up " +
+                           "(free space on the disk, outside the volume)");
+  }
+  return marked;
+}
+
+bool Volume::TrashHoldsFiles() const {
+  std::error_code ec;
+  std::filesystem::directory_iterator it(MetaPath("trash"), ec);
+  return !ec && it != std::filesystem::directory_iterator();
 }
 
 void Volume::KeepReserve() {
@@ -349,6 +374,8 @@ Status Volume::TakeOthersCheckpointLocked() {
   // Another process checkpointed: its state file holds everything up to its sequence number.
   bool clean;
   SCONE_RETURN_IF_ERROR(LoadBase(&clean));
+  // Marked by a process that changed the volume; none can mark it clean while this one uses it.
+  if (!clean) NoteMarkedInUseLocked();
   journal_seen_ = 0;
   next_seq_ = applied_seq_ + 1;
   touched_.clear();
@@ -442,6 +469,8 @@ void Volume::ApplyOthersRecord(JournalRecord record) {
   if (r.kind == JournalRecord::Kind::kCommit) PublishCommitLocked(shared);
   ApplyToState(r);
   ++next_seq_;
+  // Its writer marked the volume in use before it (or the next open recovers the record).
+  NoteMarkedInUseLocked();
 }
 
 void Volume::PublishCommitLocked(const std::shared_ptr<const JournalRecord>& commit) {
@@ -571,6 +600,7 @@ Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const S
                                                  const OpenOptions& options) {
   if (key.size() != crypto::kKeySize) return InvalidArgument("a volume key has 32 bytes");
   std::shared_ptr<Volume> v(new Volume(dir, key.Clone()));
+  v->in_use_marked_ = false;  // until the state file or the journal says so (below)
   SCONE_ASSIGN_OR_RETURN(bool exists, os::Exists(v->MetaPath("volume")));
   if (!exists) return NotFound(dir + " is not a SCONE volume (no " + v->MetaPath("volume") + ")");
   bool alone;
@@ -603,25 +633,26 @@ Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const S
     for (JournalRecord& r : records) v->ApplyOthersRecord(std::move(r));
     SCONE_RETURN_IF_ERROR(v->TrimJournalLocked());
   } else if (!was_clean || !records.empty()) {
+    v->NoteMarkedInUseLocked();  // a crash during the recovery is recovered again
     SCONE_RETURN_IF_ERROR(v->Recover(std::move(records)).Annotate("recovering volume " + dir));
-  } else {
-    Status marked = v->WriteBase(/*clean=*/false);  // in use: a crash from here on is recovered
-    if (OutOfSpace(marked)) {
-      return marked.Annotate("volume " + dir + ": the disk is full and the volume's reserve is used up " +
-                             "(free space on the disk, outside the volume)");
-    }
-    SCONE_RETURN_IF_ERROR(marked);
+  } else if (v->TrashHoldsFiles()) {
     // A close cut short after its checkpoint; a name left to a file in the trash goes too (the
     // tree is walked only then).
+    SCONE_RETURN_IF_ERROR(v->MarkInUseLocked());
     std::set<std::pair<dev_t, ino_t>> durably_unlinked;
     SCONE_RETURN_IF_ERROR(v->SettleTrash(&durably_unlinked));
     if (!durably_unlinked.empty()) SCONE_RETURN_IF_ERROR(v->DropLostCreates(durably_unlinked));
+  } else {
+    // Clean, and nothing to settle: the state file is marked in use before this process's
+    // first record (MarkInUseLocked), and left as it is by a process that only reads.
+    v->found_clean_alone_ = true;
   }
   if (alone) {
     SCONE_RETURN_IF_ERROR(v->lock_->Share());
     v->opened_alone_ = true;
   }
   SCONE_ASSIGN_OR_RETURN(v->users_seen_, v->lock_->ReadUsersHint());
+  v->users_when_found_clean_ = v->users_seen_;
   if (options.expected_tag && !crypto::ConstantTimeEquals(v->Tag(), *options.expected_tag)) {
     return RolledBack("volume " + dir +
                       ": its state does not match the trusted tag (rolled back to an older copy, "
@@ -659,8 +690,15 @@ Status Volume::Close() {
   {
     WriterSection writer(*this, &keep);
     Status s = writer.Begin();
-    // The last process to close marks the volume clean.
-    if (s.ok()) s = Checkpoint(/*clean=*/lock_->TryAlone());
+    // The last process to close marks the volume clean; one that changed nothing, and found no
+    // change by others (none marked it in use since), leaves the state file as it found it: a
+    // process that only read writes nothing (others still open close it; the last is alone
+    // and found it clean, or another's mark is there for it to clear).
+    const bool alone = s.ok() && lock_->TryAlone();
+    auto users = alone ? lock_->ReadUsersHint() : Result<uint64_t>(uint64_t{0});
+    const bool untouched = !in_use_marked_ &&
+                           (!alone || (found_clean_alone_ && users.ok() && *users == users_when_found_clean_));
+    if (s.ok() && !untouched) s = Checkpoint(/*clean=*/alone);
     // A process that changed its user (a server's worker) may not replace the state file: what
     // it changed is durable in the journal by then (the checkpoint's first step), for another
     // process's checkpoint or recovery. It used to say so at every exit.
@@ -885,6 +923,9 @@ Status Volume::WakeLocked() {
   bool alone = false;
   SCONE_RETURN_IF_ERROR(lock_->TakeUse(&alone));
   resting_ = false;
+  // Others may have used it meanwhile, the last of them closing it clean: marked again before
+  // this process's next change.
+  in_use_marked_ = false;
   if (wake_hook) wake_hook();
   if (alone) {
     users_seen_ = users_before;
@@ -1103,6 +1144,9 @@ Status Volume::WriteRecordLocked(JournalRecord& record) {
     return Internal(MetaPath("journal") + ": appending at " + std::to_string(journal_->end()) +
                     ", but this process read up to " + std::to_string(journal_seen_));
   }
+  // In use before the first record: a lazy record lost in a power cut, whose change reached the
+  // disk (a create, an unlink), is undone only by a recovery.
+  SCONE_RETURN_IF_ERROR(MarkInUseLocked());
   // Records that remove, rename or make durable may use the reserve: an `rm` on a full disk
   // makes room, as natively. A commit's room was reserved before it was built (CommitFile).
   const auto append = [&] { return journal_->Append(next_seq_, record, /*durable=*/false); };

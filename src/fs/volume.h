@@ -347,6 +347,22 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status WriteRecordLocked(JournalRecord& record);
   // Where a lazily unlinked file waits until its unlink record is durable.
   std::string TrashPath(const FileId& id) const;
+  // Whether .scone/trash holds anything (a close cut short after its checkpoint): then an open
+  // that finds the volume clean still settles it. One directory read.
+  bool TrashHoldsFiles() const;
+  // The state file says "in use" (a crash from then on is recovered at the next open) before
+  // this process's first journal record, not at open: a process that only reads (a shell's
+  // `cat`, `grep`) writes nothing at open or close. Records are what recovery needs the mark
+  // for: a lazy one lost in a power cut, whose change reached the disk (a create, an unlink),
+  // is undone only by a recovery. Changes in place before a record need none: chunks no
+  // record references are ignored, and cut off by the file's next commit. REQUIRES: mu_,
+  // writer lock.
+  Status MarkInUseLocked();
+  // The disk now says in use (this process marked it, or found another's mark or records).
+  void NoteMarkedInUseLocked() {
+    in_use_marked_ = true;
+    found_clean_alone_ = false;
+  }
   void EmptyTrashLocked();
   // Recovery: files whose create or unlink record did not reach the disk before a crash.
   Status UndoLostNamespaceChanges();
@@ -518,6 +534,17 @@ class Volume : public std::enable_shared_from_this<Volume> {
   bool watched_ = false;  // the alone hook ran
   std::atomic<int64_t> next_share_poll_{0};
   uint64_t users_seen_ = 0;  // the lock file's count of processes that joined, when last read
+  // The disk says this process's records would be recovered after a crash: the state file is
+  // marked in use (by this process, or by another that cannot mark it clean while this one has
+  // the volume open), or the journal holds records past it. False after an open or a wake
+  // that found the volume clean, until MarkInUseLocked. (Under mu_.)
+  bool in_use_marked_ = true;
+  // Opened alone and clean, and not marked in use since (by this process or, as far as it saw,
+  // another): with no joiner since (the count then), a close that changed nothing leaves the
+  // state file as it is. Processes that used the volume while this one rested (a shell's
+  // commands) left it clean: the last of them to close was alone.
+  bool found_clean_alone_ = false;
+  uint64_t users_when_found_clean_ = 0;
 };
 
 // Volume key files: 64 hex digits and a newline, mode 0600.

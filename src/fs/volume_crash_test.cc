@@ -8,6 +8,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -294,6 +296,89 @@ TEST_F(VolumeCrashTest, AnUndoneRecordTakesItsWriteIntoAHoleWithIt) {
 
 // Rounds cycle through: asynchronous SIGKILL, crash before / after a mutating call, torn write.
 INSTANTIATE_TEST_SUITE_P(Rounds, VolumeCrashTest, ::testing::Range(0, 40));
+
+// A process that opens a volume it finds clean marks it in use only before its first change
+// (Volume::MarkInUse). Here that change is in place, with no record before it, and the process
+// dies at each of its first mutating calls in turn: new chunks in a hole of a file made earlier
+// and past its end; a truncation that cuts the file; one that grows it, then a write past the
+// old end. The next open finds a volume that verifies, and the file holds its old contents or
+// its new ones.
+TEST_F(VolumeCrashTest, AFirstChangeInPlaceSurvivesWhereverTheProcessDies) {
+  constexpr uint64_t kSize = 200 * 1024;
+  const std::string before(kSize, 'a');
+  std::string old_contents = before;
+  std::fill(old_contents.begin() + 64 * 1024, old_contents.begin() + 128 * 1024, '\0');
+  struct Change {
+    const char* name;
+    std::function<Status(ProtectedFile&)> apply;
+    std::string result;
+  };
+  std::string in_hole = old_contents;
+  in_hole.replace(64 * 1024, 3000, std::string(3000, 'b'));
+  in_hole.resize(kSize + 70000, 'c');
+  std::string grown = old_contents;
+  grown.resize(kSize + 300000, '\0');
+  grown.replace(kSize + 100000, 5000, std::string(5000, 'd'));
+  const std::vector<Change> changes = {
+      {"writes in a hole and past the end",
+       [](ProtectedFile& f) {
+         SCONE_RETURN_IF_ERROR(f.Write(64 * 1024, AsBytes(std::string(3000, 'b'))).status());
+         return f.Write(kSize, AsBytes(std::string(70000, 'c'))).status();
+       },
+       in_hole},
+      {"a truncation that cuts", [](ProtectedFile& f) { return f.Truncate(10000); }, old_contents.substr(0, 10000)},
+      {"a truncation that grows, and a write past the old end",
+       [](ProtectedFile& f) {
+         SCONE_RETURN_IF_ERROR(f.Truncate(kSize + 300000));
+         return f.Write(kSize + 100000, AsBytes(std::string(5000, 'd'))).status();
+       },
+       grown},
+  };
+  for (const Change& change : changes) {
+    for (CrashMode mode : {CrashMode::kAfterCall, CrashMode::kTornWrite, CrashMode::kBeforeCall}) {
+      for (long crash_at = 1; crash_at <= 10; ++crash_at) {
+        SCOPED_TRACE(std::string(change.name) + ", crash mode " + std::to_string(static_cast<int>(mode)) +
+                     " at mutating call " + std::to_string(crash_at));
+        std::filesystem::remove_all(dir_);
+        {
+          // The file, with a hole, closed cleanly.
+          auto v = CreateVolume();
+          WriteFile(*v, "f", "");
+          auto f = v->OpenFile("f", {});
+          ASSERT_TRUE(f.ok());
+          ASSERT_TRUE((*f)->Write(0, AsBytes(before.substr(0, 64 * 1024))).ok());
+          ASSERT_TRUE((*f)->Write(128 * 1024, AsBytes(before.substr(128 * 1024))).ok());
+          ASSERT_TRUE((*f)->Close().ok());
+          f = Internal("closed");
+          ASSERT_TRUE(v->Close().ok());
+        }
+        pid_t pid = fork();
+        ASSERT_GE(pid, 0);
+        if (pid == 0) {
+          InstallInjector(mode, crash_at);
+          auto v = Volume::Open(dir_, key_);
+          if (!v.ok()) _exit(3);
+          auto f = (*v)->OpenFile("f", {});
+          if (!f.ok()) _exit(4);
+          if (!change.apply(**f).ok()) _exit(5);
+          if (!(*f)->Sync().ok()) _exit(6);
+          _exit(0);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        ASSERT_TRUE(WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) == 0))
+            << "writer failed with exit " << WEXITSTATUS(status);
+        auto v = OpenVolume();
+        ASSERT_TRUE(v.ok()) << "volume does not open after the crash: " << v.status().message();
+        for (const auto& p : (*v)->Verify()) ADD_FAILURE() << p.path << ": " << p.what;
+        auto content = ReadFile(**v, "f");
+        ASSERT_TRUE(content.ok()) << content.status().message();
+        EXPECT_TRUE(*content == old_contents || *content == change.result)
+            << "f holds " << content->size() << " bytes, neither its old contents nor its new ones";
+      }
+    }
+  }
+}
 
 // ---- sparse files ---------------------------------------------------------------------------
 

@@ -258,6 +258,59 @@ PYEOF
   [[ "$(wc -l < log.txt)" == 30 ]] || fail "$(wc -l < log.txt) of 30 lines kept"
   check_volume
   ;;
+first-change-in-place)
+  # A process that only reads writes nothing to the volume's metadata: it marks the volume in
+  # use before its first journal record (docs/file-system-shield.md, "In use, or clean"). Here
+  # the first change of each process is in place (an append to a file made earlier, a
+  # truncation that grows one and writes past its old end, a rewrite of its middle), and the
+  # process is killed while it writes: the volume verifies and the file keeps what it held.
+  head -c 300000 /dev/urandom | base64 -w 99 | sed "s/^/$MARKER /" > seed.txt
+  run cp seed.txt vol/log
+  run cp seed.txt vol/grow
+  run cp seed.txt vol/middle
+  for round in 1 2 3; do
+    cat > first.py <<PYEOF
+import os, sys
+sys.path.insert(0, "$work")
+from progress import Progress
+p = Progress("$work/progress")
+how = sys.argv[1]
+if how == "append":
+    fd = os.open("vol/log", os.O_WRONLY | os.O_APPEND)
+elif how == "grow":
+    fd = os.open("vol/grow", os.O_RDWR)
+    end = os.fstat(fd).st_size
+    os.ftruncate(fd, end + 5000000)
+else:
+    fd = os.open("vol/middle", os.O_RDWR)
+i = 0
+while True:
+    line = b"$MARKER $round %07d\n" % i
+    if how == "middle":
+        os.pwrite(fd, line, (i * 4099) % 200000)
+    elif how == "grow":
+        os.pwrite(fd, line, end + 1000 + (i * 4099) % 4000000)
+    else:
+        os.write(fd, line)
+    i += 1
+    p.set(i)
+PYEOF
+    for how in append grow middle; do
+      rm -f progress
+      start "$PY" first.py "$how"
+      wait_for_count $((3000 * round))
+      kill_victim
+      "$scone" volume verify vol --key-file key > verify.txt 2>&1 ||
+        fail "round $round, $how: the volume does not verify after the kill: $(cat verify.txt)"
+    done
+    run cat vol/log > log.txt || fail "round $round: the log cannot be read after the kill"
+    head -c "$(stat -c %s seed.txt)" log.txt | cmp -s - seed.txt || fail "round $round: the log lost what it held before"
+    run cat vol/grow > grow.txt || fail "round $round: the grown file cannot be read after the kill"
+    head -c "$(stat -c %s seed.txt)" grow.txt | cmp -s - seed.txt || fail "round $round: the grown file lost what it held before"
+    run cat vol/middle > /dev/null || fail "round $round: the rewritten file cannot be read after the kill"
+  done
+  check_volume
+  ;;
 faults)
   # A program writes lines, then crashes: natively every line that write() returned is in the
   # page cache and stays. A process alone buffers its writes; before, a fault (which the runtime
