@@ -100,6 +100,28 @@ bool TooBigForExec(const std::vector<std::string>& arguments, const std::vector<
   return total > limit;
 }
 
+// A CAS-configured program: its children's arguments and environment may hold the session's
+// secrets; they go in the configuration, the kernel gets argv[0] and placeholders (as many: a
+// script's interpreter comes before them) and the loader's variables (`env` becomes those). The
+// child's environment is the one the program passed, as natively (the runtime's own variables
+// are the kernel's only). 0, or -E2BIG where the kernel would have refused them.
+long HandOverCommandLine(std::vector<char*>& kernel_argv, char* const* envp, std::vector<std::string>& env,
+                         RuntimeConfig& config) {
+  static char placeholder[] = "";
+  RuntimeConfig::HandedCommandLine handed;
+  for (size_t i = 1; i < kernel_argv.size(); ++i) {
+    handed.arguments.emplace_back(kernel_argv[i]);
+    kernel_argv[i] = placeholder;
+  }
+  for (char* const* e = envp; e != nullptr && *e != nullptr; ++e) {
+    if (!IsRuntimeVariable(*e)) handed.environment.emplace_back(*e);
+  }
+  if (TooBigForExec(handed.arguments, handed.environment)) return -E2BIG;
+  env = LoaderEnvironment(env);
+  config.command_line = std::move(handed);
+  return 0;
+}
+
 // A program file's first bytes as the program reads them: through the shield for a protected
 // file (a script in a volume is run by its interpreter, which reads it through the shield).
 // REQUIRES: a RuntimeSection.
@@ -223,7 +245,6 @@ long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* co
   int config_fd;
   std::vector<std::string> env;
   std::vector<char*> kernel_argv;  // argv as the kernel gets it: the program's, or placeholders
-  static char placeholder[] = "";
   Launch launch;
   {
     RuntimeSection section;
@@ -248,22 +269,7 @@ long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* co
     env = ExecEnvironment(rt, envp);
     for (char* const* a = argv; a != nullptr && *a != nullptr; ++a) kernel_argv.push_back(*a);
     if (config.cas) {
-      // A CAS-configured program: its children's arguments and environment may hold the
-      // session's secrets; they go in the configuration, the kernel gets argv[0] and
-      // placeholders (as many: a script's interpreter comes before them) and the loader's variables.
-      // The child's environment is the one the program passed, as natively (the runtime's own
-      // variables are the kernel's only).
-      RuntimeConfig::HandedCommandLine handed;
-      for (size_t i = 1; i < kernel_argv.size(); ++i) {
-        handed.arguments.emplace_back(kernel_argv[i]);
-        kernel_argv[i] = placeholder;
-      }
-      for (char* const* e = envp; e != nullptr && *e != nullptr; ++e) {
-        if (!IsRuntimeVariable(*e)) handed.environment.emplace_back(*e);
-      }
-      if (TooBigForExec(handed.arguments, handed.environment)) return -E2BIG;
-      env = LoaderEnvironment(env);
-      config.command_line = std::move(handed);
+      if (long r = HandOverCommandLine(kernel_argv, envp, env, config); r != 0) return r;
     }
     kernel_argv.push_back(nullptr);
     auto fd = WriteConfigFd(config);
