@@ -1126,6 +1126,7 @@ bool GrowsNothing(const JournalRecord& record) {
   switch (record.kind) {
     case Kind::kUnlink:
     case Kind::kRename:
+    case Kind::kLink:  // a name, which natively takes no room either (git's link, then unlink)
     case Kind::kSync:
     case Kind::kSyncPending:
     case Kind::kSyncApplied:

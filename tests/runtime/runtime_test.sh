@@ -1137,16 +1137,17 @@ readers-leave-metadata)
 disk-full-cleanup)
   # A disk filled to the last block by something outside the volume (a log that ran away, a
   # database's dedicated disk): natively its owner still reads files and removes some to make
-  # room. Opening a volume writes its metadata (the mark that it is in use, records of what is
-  # removed): before, every program failed to start ("write .../volume.tmp: No space left on
-  # device"), not to read a file, not to remove one. The volume keeps a reserve for that.
+  # room. Changing a volume writes its metadata (the mark that it is in use, records of what is
+  # removed; before session 39 also opening it): before, every program failed to start ("write
+  # .../volume.tmp: No space left on device"), not to read a file, not to remove one. The volume
+  # keeps a reserve for that.
   small_disk_volume 8m
   srun sh -c "echo '$MARKER keep' > small/v/keep; head -c 2000000 /dev/urandom > small/v/old.log
               head -c 1000000 /dev/urandom > small/v/big.log" || fail "writing before the disk filled up"
   dd if=/dev/zero of=small/filler bs=4k 2>/dev/null || true
   free=$(df -k small | awk 'NR==2 {print $4}')
   [[ $free -eq 0 ]] || fail "the disk is not full ($free KiB free)"
-  # The open's state write goes over the spare state file's blocks (the state before last).
+  # A reader writes no metadata.
   [[ "$(srun cat small/v/keep 2> cat.err)" == "$MARKER keep" ]] || { cat cat.err; fail "reading a file on a full disk"; }
   # Writing fails as natively (ENOSPC), and leaves the volume whole.
   rc=0; srun sh -c "head -c 100000 /dev/urandom > small/v/new" 2> new.err || rc=$?
@@ -1157,6 +1158,11 @@ disk-full-cleanup)
   (( free > 900 )) || fail "cutting a 1 MB file short gave back $free KiB"
   [[ "$(srun wc -c < small/v/big.log)" == 0 ]] || fail "the file cut short holds $(srun wc -c < small/v/big.log) bytes"
   dd if=/dev/zero of=small/filler2 bs=4k 2>/dev/null || true
+  # A hard link is a name, which natively takes no room (helper's finding: ENOSPC): its record
+  # may use the reserve, as a rename's and an unlink's do.
+  srun ln small/v/keep small/v/keep.link 2> ln.err || { cat ln.err; fail "a hard link on a full disk"; }
+  [[ "$(srun cat small/v/keep.link)" == "$MARKER keep" ]] || fail "the link made on a full disk reads $(srun cat small/v/keep.link 2>&1)"
+  srun rm small/v/keep.link || fail "removing a link on a full disk"
   srun rm small/v/old.log || fail "removing a file on a full disk"
   free=$(df -k small | awk 'NR==2 {print $4}')
   (( free > 1500 )) || fail "removing a 2 MB file gave back $free KiB"
