@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -30,6 +31,11 @@ bool ParseHeader(std::string_view line, std::string* range, bool* executable, st
   char r[64] = {}, perms[8] = {}, offset[32] = {}, dev[32] = {};
   unsigned long inode = 0;
   int consumed = 0;
+  // Field lines ("Rss:", "VmFlags:") start with a capital, headers with a lower-case hex digit:
+  // most lines go without a copy or a scan.
+  if (line.empty() || !(std::isdigit(static_cast<unsigned char>(line[0])) || (line[0] >= 'a' && line[0] <= 'f'))) {
+    return false;
+  }
   const std::string text(line);
   if (std::sscanf(text.c_str(), "%63s %7s %31s %31s %lu%n", r, perms, offset, dev, &inode, &consumed) != 5) return false;
   if (std::string_view(r).find('-') == std::string_view::npos || std::string_view(perms).size() != 4) return false;
@@ -80,7 +86,7 @@ Status CheckExecutableMemory(std::string_view smaps, pid_t pid) {
     }
     // "Anonymous: N kB" of a file's executable mapping: its pages copied on write, changed code.
     unsigned long kb = 0;
-    if (executable && !name.empty() && name[0] == '/' &&
+    if (executable && !name.empty() && name[0] == '/' && line.starts_with("Anonymous:") &&
         std::sscanf(std::string(line).c_str(), "Anonymous: %lu kB", &kb) == 1 && kb != 0) {
       return PermissionDenied(who + " executes a changed copy of " + name + " (" + std::to_string(kb) +
                               " kB of its code at " + range +

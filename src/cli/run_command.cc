@@ -36,6 +36,9 @@ struct RunArgs {
   std::string las_socket;
   bool print_evidence = false;
   std::string config_id;
+  // --config-id, or SCONE_CONFIG_ID in the environment even if empty (WithSconeEnvironment):
+  // attestation is asked for, and an empty or malformed id is an error, never a run without it.
+  bool config_id_given = false;
   std::string cas_addr;
   std::string cas_cert;
   std::string sigstruct;
@@ -171,9 +174,11 @@ RunArgs WithSconeEnvironment(RunArgs a) {
     const char* v = getenv(name);
     if (option->empty() && v != nullptr) *option = v;
   };
+  a.config_id_given = !a.config_id.empty();
   if (a.print_measurement || a.print_evidence) return a;  // the program does not run
+  a.config_id_given = a.config_id_given || getenv("SCONE_CONFIG_ID") != nullptr;
   from_env(&a.config_id, "SCONE_CONFIG_ID");
-  if (a.config_id.empty()) return a;
+  if (!a.config_id_given) return a;
   from_env(&a.cas_addr, "SCONE_CAS_ADDR");
   from_env(&a.las_socket, "SCONE_LAS_ADDR");
   if (a.las_socket.rfind("unix:", 0) == 0) a.las_socket = a.las_socket.substr(5);
@@ -219,9 +224,7 @@ void HandOverInheritedVolumeFds(runtime::RuntimeConfig& config) {
 Status Run(const RunArgs& given) {
   const RunArgs a = WithSconeEnvironment(given);
   if (a.command.empty()) return InvalidArgument("no program given (scone run [OPTIONS] -- PROGRAM ARGS...)");
-  const char* from_env = getenv("SCONE_CONFIG_ID");
-  const bool config_id_given = !a.config_id.empty() || (from_env != nullptr && !a.print_measurement && !a.print_evidence);
-  if (config_id_given) {
+  if (a.config_id_given) {
     // Checked before anything starts: an empty one (a template's unset variable) never runs
     // the program without attestation, a malformed one never reaches CAS.
     std::string session, service;

@@ -642,8 +642,12 @@ void AfterRename(Runtime& rt, int newdirfd, const char* newpath) {
 
 void AfterChown(Runtime& rt, int dirfd, const char* path, uid_t uid, gid_t gid, int at_flags) {
   if (!rt.HasVolumes()) return;
+  const bool by_descriptor = path == nullptr || (path[0] == '\0' && (at_flags & AT_EMPTY_PATH));
+  // A shielded descriptor (a protected file, a console, a socket) is no directory: no fstat
+  // (tar -x chowns every file it makes).
+  if (by_descriptor && rt.fds().Has(dirfd)) return;
   struct stat st;
-  const long r = path == nullptr || (path[0] == '\0' && (at_flags & AT_EMPTY_PATH))
+  const long r = by_descriptor
                      ? RawSyscall(SYS_fstat, dirfd, Arg(&st))
                      : RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(&st), at_flags & AT_SYMLINK_NOFOLLOW);
   if (r != 0 || !S_ISDIR(st.st_mode)) return;
