@@ -109,6 +109,36 @@ TEST_F(LazyNamespaceTest, AnUnlinkCutShortBetweenLinkAndUnlinkKeepsWhatTheRecord
   }
 }
 
+// A close cut short after its checkpoint (the state says clean, the unlink is in it) but before
+// the trash was emptied, and before the name went: the next open, which finds the volume clean,
+// still settles the trash (it looks only when .scone/trash holds something).
+TEST_F(LazyNamespaceTest, ACloseCutShortAfterItsCheckpointIsSettledAtTheNextOpen) {
+  const std::string held = dir_ + ".held";  // beside the volume: the data file's inode kept
+  std::string trash;
+  {
+    auto v = CreateVolume();
+    WriteFile(*v, "keep.txt", "stays");
+    WriteFile(*v, "gone.txt", "removed for good");
+    ASSERT_TRUE(v->Unlink("gone.txt").ok());
+    trash = OnlyTrashEntry(dir_);
+    ASSERT_FALSE(trash.empty());
+    ASSERT_EQ(link(trash.c_str(), held.c_str()), 0);
+    ASSERT_TRUE(v->Close().ok());  // clean, its trash emptied
+  }
+  ASSERT_EQ(TrashEntries(), 0u);
+  // As if the process died after the checkpoint, with the trash and the name still there.
+  ASSERT_EQ(link(held.c_str(), trash.c_str()), 0);
+  ASSERT_EQ(link(held.c_str(), (dir_ + "/gone.txt").c_str()), 0);
+  ASSERT_EQ(unlink(held.c_str()), 0);
+  auto v = OpenVolume();
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ(TrashEntries(), 0u);
+  EXPECT_FALSE(std::filesystem::exists(dir_ + "/gone.txt"));
+  EXPECT_EQ((*v)->Lookup("gone.txt").status().code(), Code::kNotFound);
+  EXPECT_EQ(*ReadFile(**v, "keep.txt"), "stays");
+  ExpectClean(**v);
+}
+
 TEST_F(LazyNamespaceTest, LostUnlinkBringsTheFileBack) {
   {
     auto v = CreateVolume();
