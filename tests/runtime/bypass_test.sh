@@ -629,6 +629,38 @@ PYEOF
   set -e
   [[ $rc != 0 ]] && grep -q "replaced by a directory" err || { cat err; fail "a protected file replaced by a directory"; }
   rmdir vol/victim.txt
+  # The same for a file the program holds open while it is replaced (its opens skip the lstat:
+  # nginx reopens the file it serves for every request), by a directory and by a symbolic link.
+  cat > held.py <<'PYEOF'
+import os, sys
+name = sys.argv[1]
+fd = os.open(name, os.O_RDONLY)
+os.close(os.open(name, os.O_RDONLY))
+open("ready", "w").close()
+sys.stdin.readline()
+try:
+    open(name).read()
+    print("read")
+except OSError as e:
+    print(os.strerror(e.errno))
+PYEOF
+  for replacement in directory "symbolic link"; do
+    held="vol/held-${replacement// /-}"  # (the volume still lists the name replaced behind its back)
+    run cp vol/sized.txt "$held"
+    rm -f ready ctl && mkfifo ctl
+    run "$PY" held.py "$held" < ctl > held.out 2> held.err &
+    holder=$!
+    exec 7> ctl
+    until [[ -e ready ]]; do kill -0 $holder 2>/dev/null || { cat held.err; fail "the holder ended early"; }; sleep 0.05; done
+    rm "$held"
+    if [[ "$replacement" == directory ]]; then mkdir "$held"; else ln -s sized.txt "$held"; fi
+    echo go >&7
+    exec 7>&-
+    wait $holder || true
+    [[ "$(cat held.out)" == "Input/output error" ]] && grep -q "^scone: .*$held: .*replaced by a $replacement" held.err ||
+      { cat held.out held.err; fail "a protected file held open and replaced by a $replacement"; }
+    rm -rf "$held"
+  done
   ;;
 
 async-io)
