@@ -35,7 +35,9 @@ Status Report(const image::SconifyResult& r, const std::string& session_out, boo
   } else if (stat(session_out.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
     return InvalidArgument("--session-out " + session_out + " is not a regular file (give - for stdout)");
   } else {
-    SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(session_out, AsBytes(r.session_yaml), 0644));
+    // Its owner's alone: it holds the values --env gave (helper's finding: world-readable), as
+    // `scone cas split` keeps its session file.
+    SCONE_RETURN_IF_ERROR(os::WriteFileAtomically(session_out, AsBytes(r.session_yaml), 0600));
   }
   if (!quiet) {
     std::fprintf(stderr, "scone: SCONE_CONFIG_ID=%s, measurement %s%s%s\n", r.config_id.c_str(),

@@ -135,8 +135,11 @@ Result<std::map<std::string, stack::ServiceImage>> SecureImages(const StackArgs&
     if (!s.secure) continue;
     progress.Step("sconifying " + s.image + " for service " + s.name);
     auto image = stack::ImageForService(docker, a.name, s, runtime, runtime_hash, a.quiet);
-    if (!image.ok())
-      return image.status().Annotate(a.file + ":" + std::to_string(s.line) + ": service " + s.name);
+    if (!image.ok()) {
+      // At the service's image: line, where the image is named.
+      const int line = s.node["image"] ? s.node["image"].Mark().line + 1 : s.line;
+      return image.status().Annotate(a.file + ":" + std::to_string(line) + ": service " + s.name);
+    }
     if (image->built) built->push_back(image->facts.image);
     images[s.name] = image->facts;
   }
@@ -281,11 +284,13 @@ Status Deploy(const StackArgs& a) {
 }
 
 // Removes every image (or volume) `kind` lists under `filter`; names the first that stays.
+// Removes what `docker KIND ls --filter FILTER` lists; `*found` becomes true if it listed any.
 Status RemoveListed(const image::DockerClient& docker, const std::string& kind, const std::string& filter,
-                    const std::string& stack) {
+                    const std::string& stack, bool* found) {
   SCONE_ASSIGN_OR_RETURN(std::string ids, docker.Run({kind, "ls", "-q", "--filter", filter}));
   std::istringstream in(ids);
   for (std::string id; in >> id;) {
+    *found = true;
     if (!docker.Succeeds({kind, "rm", "-f", id})) {
       return Internal("stack " + stack + ": " + kind + " " + id + " could not be removed");
     }
@@ -302,20 +307,27 @@ Status Remove(const StackArgs& a) {
   image::Progress progress(a.quiet, a.keep_data ? 2 : 3);
   progress.Step("removing stack " + a.name +
                 " and waiting until its services and networks are gone");
-  SCONE_RETURN_IF_ERROR(stack::RemoveStack(docker, a.name, kRemoveTimeoutSeconds));
+  bool found = false;
+  SCONE_RETURN_IF_ERROR(stack::RemoveStack(docker, a.name, kRemoveTimeoutSeconds, &found));
   progress.Step("removing the images made for it");
   SCONE_RETURN_IF_ERROR(
-      RemoveListed(docker, "image", std::string("label=") + stack::kStackLabel + "=" + a.name, a.name));
+      RemoveListed(docker, "image", std::string("label=") + stack::kStackLabel + "=" + a.name, a.name, &found));
   if (!a.keep_data) {
     progress.Step("removing its volumes and its session on CAS (with the volumes' keys)");
     SCONE_RETURN_IF_ERROR(
-        RemoveListed(docker, "volume", "label=com.docker.stack.namespace=" + a.name, a.name));
+        RemoveListed(docker, "volume", "label=com.docker.stack.namespace=" + a.name, a.name, &found));
     SCONE_ASSIGN_OR_RETURN(cas::CasEndpoint endpoint, ResolveCas(a.cas, a.cas_cert));
     cas::Client client(endpoint);
     SCONE_ASSIGN_OR_RETURN(cas::CasReply r, client.Delete("/session/" + a.name));
     if (r.status != 200 && r.status != 404) {
       return cas::ErrorFromReply(r).Annotate("stack " + a.name + " removed from Docker, but its session");
     }
+    found = found || r.status == 200;
+  }
+  if (!found) {
+    // As docker stack rm says it (exit 0): a typo in the name is seen, not reported as done.
+    std::printf("nothing found in stack %s\n", a.name.c_str());
+    return Status::Ok();
   }
   std::printf("removed stack %s%s\n", a.name.c_str(),
               a.keep_data ? " (its volumes and session kept)" : ", its volumes and its session");

@@ -87,6 +87,26 @@ Status At(const YAML::Node& node, const std::string& what) {
   return InvalidArgument("line " + std::to_string(node.Mark().line + 1) + ": " + what);
 }
 
+Status CheckNoDuplicateKeys(const YAML::Node& node) {
+  if (node.IsSequence()) {
+    for (const auto& item : node) SCONE_RETURN_IF_ERROR(CheckNoDuplicateKeys(item));
+  } else if (node.IsMap()) {
+    std::map<std::string, int> lines;
+    for (const auto& kv : node) {
+      const int line = kv.first.Mark().line + 1;
+      if (kv.first.IsScalar()) {
+        auto [at, fresh] = lines.emplace(kv.first.Scalar(), line);
+        if (!fresh) {
+          return At(kv.first, "mapping key '" + kv.first.Scalar() + "' already defined at line " +
+                                  std::to_string(at->second));
+        }
+      }
+      SCONE_RETURN_IF_ERROR(CheckNoDuplicateKeys(kv.second));
+    }
+  }
+  return Status::Ok();
+}
+
 Status CheckComposeKeys(const YAML::Node& map, const std::string& where, const std::string& what) {
   if (!map.IsMap()) return At(map, what + " must be a mapping");
   const std::set<std::string>& allowed = Tables().at(where);

@@ -20,6 +20,11 @@ inline constexpr const char* kSconeServiceKeys[] = {"not_scone", "file_shield", 
 // "line N: unknown key 'K' in WHERE" (the caller adds the file).
 Status CheckComposeKeys(const YAML::Node& map, const std::string& where, const std::string& what);
 
+// A key given twice in any mapping of the file (as Docker refuses it: the YAML library keeps the
+// last, so a secret's reference or a shield setting could be overridden unnoticed): "line N:
+// mapping key 'K' already defined at line M".
+Status CheckNoDuplicateKeys(const YAML::Node& node);
+
 // "line N: WHAT" for a node: every stack file error names its line.
 Status At(const YAML::Node& node, const std::string& what);
 

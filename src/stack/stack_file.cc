@@ -390,6 +390,7 @@ Result<StackFile> Parse(std::string_view text) {
   }
   const YAML::Node& root = f.root;
   if (!root.IsMap()) return InvalidArgument("line 1: a stack file is a mapping with services:");
+  SCONE_RETURN_IF_ERROR(CheckNoDuplicateKeys(root));
   SCONE_RETURN_IF_ERROR(CheckComposeKeys(root, "top", "the stack file"));
   if (root["version"]) {
     std::string v = root["version"].Scalar();

@@ -59,7 +59,7 @@ Result<StackImage> ImageForService(const image::DockerClient& docker, const std:
   const std::string target = StackImageName(stack, service.name);
   const std::string source_id = docker.ImageId(service.image);
   if (source_id.empty())
-    return NotFound("service " + service.name + ": image " + service.image + " does not exist");
+    return NotFound("image " + service.image + " does not exist");  // (the caller names the service)
   if (docker.ImageExists(target)) {
     SCONE_ASSIGN_OR_RETURN(image::ImageConfig config, docker.Inspect(target));
     auto label = [&](const char* key) {

@@ -144,6 +144,15 @@ TEST(StackFileTest, BadInputNamesFileAndLine) {
           .find("stack.yml:5: file_shield is for secure services"),
       std::string::npos);
   EXPECT_NE(ErrorOf("services: [\n").find("stack.yml:"), std::string::npos);
+  // A key given twice (Docker refuses it; the YAML library kept the last, so a plaintext value
+  // could override a secret's reference unnoticed: helper's finding).
+  EXPECT_EQ(ErrorOf("services:\n  a:\n    image: x\n    environment:\n      PW: $s\n      PW: plain\n"
+                    "secrets: {s: {kind: ascii, length: 4}}\n"),
+            "stack.yml:6: mapping key 'PW' already defined at line 5");
+  EXPECT_EQ(ErrorOf("services:\n  a:\n    image: x\n    image: y\n"),
+            "stack.yml:4: mapping key 'image' already defined at line 3");
+  EXPECT_EQ(ErrorOf("services:\n  a:\n    image: x\n  a:\n    image: y\n"),
+            "stack.yml:4: mapping key 'a' already defined at line 2");
 }
 
 Deployment TestDeployment() {
@@ -236,6 +245,10 @@ TEST(TranslateTest, ComposeFileHoldsNoSecretAndNoScone) {
   EXPECT_EQ(web["ports"][0]["mode"].as<std::string>(), "host");
   EXPECT_EQ(web["ports"][0]["published"].as<int>(), 18000);
   EXPECT_EQ(web["volumes"][0]["target"].as<std::string>(), kServiceLasPath);
+  // The console shield's records reach `docker service logs` as text lines (a terminal's).
+  EXPECT_TRUE(web["tty"].as<bool>());
+  EXPECT_FALSE(n["services"]["redis"]["tty"]);  // console_shield: disabled
+  EXPECT_FALSE(n["services"]["helper"]["tty"]);  // not_scone
   EXPECT_EQ(n["services"]["redis"]["volumes"].size(), 2u);
   YAML::Node helper = n["services"]["helper"];
   EXPECT_EQ(helper["image"].as<std::string>(), "scone-native/redis");

@@ -115,7 +115,11 @@ Status DeployStack(const image::DockerClient& docker, const std::string& compose
 }
 
 Status RemoveStack(const image::DockerClient& docker, const std::string& stack,
-                   int timeout_seconds) {
+                   int timeout_seconds, bool* found) {
+  if (found != nullptr) {
+    SCONE_ASSIGN_OR_RETURN(Leftovers before, ListLeftovers(docker, stack));
+    *found = !before.empty();
+  }
   // Always: a stack whose deploy failed may hold only a network, which `stack ls` does not list.
   // `stack rm` fails when a network is still "in use by task": the engine stops a removed
   // service's tasks after the call returns. Such a network is removed again once its tasks are

@@ -28,7 +28,8 @@ Status DeployStack(const image::DockerClient& docker, const std::string& compose
                    const std::string& stack);
 
 // docker stack rm, then waits until no service, container or network of the stack is left.
+// `found` (if given): whether any was there before.
 Status RemoveStack(const image::DockerClient& docker, const std::string& stack,
-                   int timeout_seconds);
+                   int timeout_seconds, bool* found = nullptr);
 
 }  // namespace scone::stack

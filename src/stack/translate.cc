@@ -160,6 +160,10 @@ YAML::Node ComposeService(const StackService& s, const Deployment& d) {
     YAML::Node volumes = out["volumes"] ? out["volumes"] : YAML::Node(YAML::NodeType::Sequence);
     volumes.push_back(las);
     out["volumes"] = volumes;
+    // Sealed records on a pipe are binary; Docker's log drivers store lines as UTF-8 text and
+    // replace what is not (helper's finding: `docker service logs` could not be decrypted). On a
+    // terminal the records are base64 lines, which arrive intact.
+    if (s.console_shield && !out["tty"]) out["tty"] = true;
   }
   if (d.no_ipvs) {
     if (!out["deploy"]) out["deploy"] = YAML::Node(YAML::NodeType::Map);

@@ -252,6 +252,7 @@ EOF
   build_image "$tag-native" $'FROM scone-native/python\nCOPY entry.sh /entry.sh\nENTRYPOINT ["/entry.sh"]\nCMD ["first"]' entry.sh
   "$scone" image sconify --from "$tag-native" --to "$tag-secure" --fs-dir /data --service-name app --name entry \
     --env 'GREETING=hello-$$SCONE::greeting$$' --session-out s.yml --quiet
+  [[ "$(stat -c %a s.yml)" == 600 ]] || fail "the session file is mode $(stat -c %a s.yml): it holds what --env gave"
   grep -q "path: /entry.sh" s.yml || { cat s.yml; fail "the entry script is not an injected file of the session"; }
   grep -q "command: /bin/sh /entry.sh first" s.yml || { cat s.yml; fail "the session's command is not the image's"; }
   grep -q "name: greeting" s.yml || { cat s.yml; fail "no placeholder for the referenced secret"; }

@@ -128,7 +128,10 @@ stack)
   tar -C static -c . | docker import --change 'CMD ["/busybox", "sleep", "1000"]' - "$stack-static" > /dev/null
   sed "s|^    image: scone-native/python|    image: $stack-static|; s|^    command: python3 /app/app.py|    command: /busybox sleep 1000|" \
     stack.yml > static.yml
-  bad static "static.yml:3: service web: .*statically linked"
+  bad static "static.yml:4: service web: .*statically linked"
+  # An image that does not exist: named once, at its line (it said "service web: service web").
+  sed "s|^    image: scone-native/python|    image: $stack-nope|" stack.yml > missing-image.yml
+  bad missing-image "missing-image.yml:4: service web: image $stack-nope does not exist"
 
   # A deploy that fails halfway (Docker refuses the helper's spec after the images were made):
   # rolled back, nothing left on Docker's side and no session on CAS.
@@ -148,7 +151,7 @@ stack)
   get() { curl -sS --max-time 10 --cacert ca.pem "https://127.0.0.1:$port/" > "$1" 2> curl_err.txt; }
   if ! poll 240 get first.txt; then
     docker service ps --no-trunc "${stack}_web" "${stack}_redis" >&2 || true
-    docker service logs "${stack}_web" 2>&1 | tail -20 >&2 || true
+    docker service logs --raw "${stack}_web" 2>&1 | tail -20 >&2 || true
     cat curl_err.txt >&2
     fail "the web service does not serve HTTPS verified with the session CA"
   fi
@@ -157,6 +160,18 @@ stack)
   get second.txt || fail "second request failed"
   n1=$(awk '{print $2}' first.txt); n2=$(awk '{print $2}' second.txt)
   [[ "$n2" == $((n1 + 1)) ]] || fail "visits did not increment through redis ($n1 then $n2)"
+  # What web printed (its request log, on stderr) reaches `docker service logs` as the console
+  # shield's records, which the session's owner decrypts (binary records on a pipe did not survive
+  # Docker's log driver, which stores lines as UTF-8: helper's finding). The service still runs:
+  # its streams have no final record yet, which decrypt reports; nothing may fail authentication.
+  web_log() {
+    docker service logs --raw "${stack}_web" > web-logs.txt 2>&1
+    "$scone" console decrypt --session "$stack" --service web web-logs.txt > web-plain.txt 2> decrypt_err.txt || true
+    grep -a -q '"GET / HTTP/1.1" 200' web-plain.txt
+  }
+  poll 60 web_log || { head -c 600 web-logs.txt; cat decrypt_err.txt; fail "web's log from docker service logs does not decrypt"; }
+  ! grep -q "authentication failed" decrypt_err.txt || { cat decrypt_err.txt; fail "web's log from docker service logs is damaged"; }
+  ! grep -a -q '"GET / HTTP/1.1"' web-logs.txt || fail "web's request log is plaintext in docker service logs"
   # Deployed again: the images are reused (same ids), the session updated in place.
   ids() { docker image ls -q --no-trunc --filter "label=scone.stack=$stack" | sort; }
   ids > ids-before.txt
@@ -187,7 +202,7 @@ stack)
   docker service inspect $services > inspect-services.json
   # shellcheck disable=SC2086
   docker inspect $containers > inspect-containers.json
-  for s in web redis helper; do docker service logs "${stack}_$s" >> logs.txt 2>&1; done
+  for s in web redis helper; do docker service logs --raw "${stack}_$s" >> logs.txt 2>&1; done
   docker save "scone-stack/$stack-web" "scone-stack/$stack-redis" -o images.tar
   for f in inspect-services.json inspect-containers.json logs.txt "split/$stack-stack.yml" images.tar; do
     if grep -a -q -- "$secret" "$f"; then fail "the secret is in $f"; fi
@@ -207,8 +222,8 @@ stack)
   docker service update --detach --no-resolve-image --image "scone-stack/$stack-modified" "${stack}_web" > /dev/null
   refused() { docker service ps --no-trunc --format '{{.Image}} {{.Error}}' "${stack}_web" | grep -q "modified.*exit (126)"; }
   poll 120 refused || { docker service ps --no-trunc "${stack}_web" >&2; fail "the modified image did not exit 126"; }
-  docker service logs "${stack}_web" 2>&1 | grep -a "scone:" | grep -a -q "is not one the policy names" \
-    || { docker service logs "${stack}_web" 2>&1 | tail >&2; fail "its log does not say why"; }
+  docker service logs --raw "${stack}_web" 2>&1 | grep -a "scone:" | grep -a -q "is not one the policy names" \
+    || { docker service logs --raw "${stack}_web" 2>&1 | tail >&2; fail "its log does not say why"; }
   if get modified.txt; then fail "the modified image served"; fi
 
   # scone stack rm --keep-data: services and images go; the volume and the session (the
@@ -224,6 +239,9 @@ stack)
   [[ -z "$(docker volume ls -q --filter "label=com.docker.stack.namespace=$stack")" ]] || fail "a volume of the stack is left"
   if "$scone" session show "$stack" > /dev/null 2> show_err.txt; then fail "the stack's session is left on CAS"; fi
   grep -q "HTTP 404" show_err.txt || { cat show_err.txt; fail "unexpected error for the removed session"; }
+  # Once more (or a typo in the name): nothing there, said so, as docker stack rm does.
+  "$scone" stack rm "$stack" --quiet > rm.txt || fail "scone stack rm of a removed stack failed"
+  grep -q "^nothing found in stack $stack$" rm.txt || { cat rm.txt; fail "scone stack rm of a removed stack said it removed it"; }
   ;;
 *) fail "unknown case $case_name" ;;
 esac
