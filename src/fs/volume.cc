@@ -157,6 +157,13 @@ Status Volume::MarkInUseLocked() {
   }
   // None: state_ is the file's state.
   Status marked = WriteBase(/*clean=*/false);
+  if (marked.sys_errno() == EACCES || marked.sys_errno() == EPERM) {
+    // A process that changed its user (a server's worker) may not replace the state file; it
+    // goes on as a process that joined did before marks were lazy (its parent marks before
+    // the fork, RestIfUnused). Not tried again at each record.
+    in_use_marked_ = true;
+    return Status::Ok();
+  }
   if (OutOfSpace(marked)) {
     return marked.Annotate("volume " + dir_ + ": the disk is full and the volume's reserve is used up " +
                            "(free space on the disk, outside the volume)");
@@ -895,7 +902,13 @@ Status Volume::RestIfUnused() {
   std::lock_guard lock(mu_);
   if (closed_ || resting_) return Status::Ok();
   for (const auto& [id, weak] : open_files_) {
-    if (!weak.expired()) return Status::Ok();
+    if (weak.expired()) continue;
+    // In use across the fork: marked now, while this process may still write the state file
+    // (a server's workers change their user after the fork, then append to a log it opened).
+    if (in_use_marked_) return Status::Ok();
+    WriterSection writer(*this, &keep);
+    SCONE_RETURN_IF_ERROR(writer.Begin());
+    return MarkInUseLocked();
   }
   {
     WriterSection writer(*this, &keep);

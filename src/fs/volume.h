@@ -208,6 +208,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Before a fork: a process with no file of the volume open makes what it published durable
   // and lets go of the volume until it uses it again, so that a program its child executes (a
   // shell's command) can have the volume alone, with buffered writes, while the parent waits.
+  // One with files open marks the volume in use (MarkInUseLocked) if it has not yet: its child
+  // may change its user and no longer be allowed to.
   Status RestIfUnused();
   // BeforeFork also holds every file of the volume this process has open (ProtectedFile::
   // HoldForFork): a thread inside a file's write when the child was made left the file locked

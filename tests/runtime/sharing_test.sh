@@ -281,6 +281,11 @@ PYEOF
   # Each worker's exit used to say "open .../.scone/volume.tmp: Permission denied" (it may not
   # replace the state file; the journal has what it wrote).
   ! grep -q "scone:" workers.err || fail "workers of another user: $(cat workers.err)"
+  # Again, with the log there already: the master writes nothing before the fork, and the
+  # workers' first append is the first record (with the in-use mark written at the first
+  # record, the workers could not write it: EACCES on every append; the master marks at fork).
+  [[ "$(run "$PY" workers.py 2>workers.err)" == "0 1200" ]] || fail "workers of another user, existing log: $(cat workers.err | tail -3)"
+  ! grep -q "scone:" workers.err || fail "workers of another user, existing log: $(cat workers.err)"
   check_volume
   ;;
 program-of-another-user)
