@@ -182,7 +182,6 @@ Result<Bytes> ReadAll(int fd, size_t max_size) {
   return out;
 }
 
-
 // Checks that `environ_fd` is the sender's /proc/self/environ, opened by it before it sent the
 // request, and that the address space it was opened on still exists: the process has neither
 // executed another program nor exited since. Called after measuring, so the measurement is of

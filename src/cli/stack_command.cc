@@ -284,7 +284,7 @@ Status Deploy(const StackArgs& a) {
 }
 
 // Removes every image (or volume) `kind` lists under `filter`; names the first that stays.
-// Removes what `docker KIND ls --filter FILTER` lists; `*found` becomes true if it listed any.
+// `*found` becomes true if it listed any.
 Status RemoveListed(const image::DockerClient& docker, const std::string& kind, const std::string& filter,
                     const std::string& stack, bool* found) {
   SCONE_ASSIGN_OR_RETURN(std::string ids, docker.Run({kind, "ls", "-q", "--filter", filter}));

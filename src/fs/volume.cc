@@ -901,8 +901,9 @@ Status Volume::RestIfUnused() {
   KeepAlive keep;
   std::lock_guard lock(mu_);
   if (closed_ || resting_) return Status::Ok();
-  for (const auto& [id, weak] : open_files_) {
-    if (weak.expired()) continue;
+  const bool files_open =
+      std::any_of(open_files_.begin(), open_files_.end(), [](const auto& kv) { return !kv.second.expired(); });
+  if (files_open) {
     // In use across the fork: marked now, while this process may still write the state file
     // (a server's workers change their user after the fork, then append to a log it opened).
     if (in_use_marked_) return Status::Ok();
