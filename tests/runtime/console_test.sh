@@ -225,6 +225,49 @@ PYEOF
   decrypt sealed.out 2>/dev/null > decrypted.out || fail "decrypt failed"
   $PY -c 'import sys; sys.stdout.buffer.write(b"".join(b"%s line %06d\n" % (sys.argv[1].encode(), i) for i in range(40000)))' "$MARKER" > expected.out
   cmp expected.out decrypted.out || fail "non-blocking writes: decrypted output differs from what the program wrote"
+  # O_NONBLOCK set by another process on the shared description, after this one's stream had
+  # written (the shield keeps what it learnt, and learns the change at the first EAGAIN): the
+  # child gets EAGAIN as natively, and what it was told was written is what decrypt gives back.
+  rm -f go refusals
+  mkfifo go
+  cat > nb_other.py <<'PYEOF'
+import fcntl, os, select, sys
+os.write(1, b"before the fork\n")
+r, w = os.pipe()
+child = os.fork()
+if child:
+    fcntl.fcntl(1, fcntl.F_SETFL, fcntl.fcntl(1, fcntl.F_GETFL) | os.O_NONBLOCK)
+    os.write(w, b"x")
+    os._exit(0 if os.waitpid(child, 0)[1] == 0 else 1)
+os.read(r, 1)
+line = b"%s small %06d\n" % (sys.argv[1].encode(), 0)
+sent, refused = [], 0
+while not refused:  # small writes until the full pipe refuses one
+    try:
+        os.write(1, line)
+        sent.append(line)
+    except BlockingIOError:
+        refused = 1
+with open("go", "w") as g:
+    g.write("go\n")
+data = b"".join(b"%s large %06d\n" % (sys.argv[1].encode(), i) for i in range(20000))
+done = 0
+while done < len(data):
+    try:
+        done += os.write(1, data[done:done + 100000])
+    except BlockingIOError:
+        refused += 1
+        select.select([], [1], [])
+with open("refusals", "w") as f:
+    f.write(str(refused))
+with open("expected.out", "wb") as f:
+    f.write(b"before the fork\n" + b"".join(sent) + data)
+PYEOF
+  shielded $PY nb_other.py "$MARKER" 2>/dev/null | { read -r _ < go; cat > sealed2.out; }
+  [[ "$(cat refusals)" -gt 0 ]] || fail "the child never saw EAGAIN on the description its parent made non-blocking"
+  no_marker sealed2.out
+  decrypt sealed2.out 2>/dev/null > decrypted2.out || fail "decrypt failed (O_NONBLOCK set by another process)"
+  cmp expected.out decrypted2.out || fail "O_NONBLOCK set by another process: decrypted output differs from what the program wrote"
   ;;
 
 tamper)

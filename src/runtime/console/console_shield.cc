@@ -94,6 +94,7 @@ long ConsoleStream::LockPipe(bool may_refuse) {
   // Another writer is inside a record (perhaps waiting for a full pipe): a non-blocking console
   // says EAGAIN, as the full pipe would; a blocking one waits its turn.
   long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
+  if (flags >= 0) nonblocking_ = (flags & O_NONBLOCK) ? 1 : 0;
   if (may_refuse && flags >= 0 && (flags & O_NONBLOCK)) return -EAGAIN;
   do {
     r = RawSyscall(SYS_flock, lock_fd_, LOCK_EX);
@@ -102,6 +103,16 @@ long ConsoleStream::LockPipe(bool may_refuse) {
 }
 
 void ConsoleStream::UnlockPipe() { (void)RawSyscall(SYS_flock, lock_fd_, LOCK_UN); }
+
+bool ConsoleStream::NonBlocking() {
+  if (nonblocking_ < 0) {
+    long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
+    nonblocking_ = flags >= 0 && (flags & O_NONBLOCK) ? 1 : 0;
+  }
+  return nonblocking_ == 1;
+}
+
+void ConsoleStream::NoteStatusFlags(int flags) { nonblocking_ = (flags & O_NONBLOCK) ? 1 : 0; }
 
 long ConsoleStream::WriteRecord(RecordType type, ByteSpan payload, bool may_refuse) {
   if (rekey_) {
@@ -132,8 +143,10 @@ long ConsoleStream::WriteSealed(RecordType type, ByteSpan payload, bool may_refu
       done += static_cast<size_t>(r);
     } else if (r == -EINTR) {
     } else if (r == -EAGAIN && done == 0 && may_refuse) {
+      nonblocking_ = 1;
       return -EAGAIN;  // nothing of it went out: its number is still free
     } else if (r == -EAGAIN) {
+      nonblocking_ = 1;  // (set by another process, or by ioctl): the next records are small
       (void)WaitWritable(own_fd_);  // a record begun is finished, or it would be cut in the middle
     } else {
       if (done > 0) next_++;  // a part of it is out there: the reader will say so
@@ -171,8 +184,7 @@ long ConsoleStream::Write(const void* buf, size_t count) {
     OpenPipeLock();  // (may find no lock: records then stay at most PIPE_BUF)
     // A non-blocking pipe: records the kernel takes whole or refuses (EAGAIN), so that the
     // program sees a full pipe as natively, never a record that waits half-written.
-    long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
-    if (flags >= 0 && (flags & O_NONBLOCK)) limit = std::min(limit, PIPE_BUF - console::kOverhead);
+    if (NonBlocking()) limit = std::min(limit, PIPE_BUF - console::kOverhead);
   }
   if (long r = StartIfNeeded(true); r < 0) return r;
   const auto* p = static_cast<const uint8_t*>(buf);

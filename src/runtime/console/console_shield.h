@@ -20,6 +20,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -49,6 +50,8 @@ class ConsoleStream {
   // Whether the kernel's object (dev, ino) is this stream's console.
   bool Is(dev_t dev, ino_t ino) const { return dev == dev_ && ino == ino_; }
   int own_fd() const { return own_fd_; }
+  // The program sets the description's status flags (F_SETFL through this process's runtime).
+  void NoteStatusFlags(int flags);
   // For a program this process executes. `fds`: the program's descriptors that keep the stream.
   ConsoleStreamConfig Describe(std::vector<int> fds);
 
@@ -72,6 +75,12 @@ class ConsoleStream {
   long LockPipe(bool may_refuse);
   void OpenPipeLock();
   void UnlockPipe();
+  // Whether the description is non-blocking, as last learnt (REQUIRES: mu_): asked of the kernel
+  // once, then kept from this process's F_SETFL and from an EAGAIN. A change the stream does not
+  // see (another process's F_SETFL, ioctl FIONBIO) is learnt at the first EAGAIN; until then the
+  // records are larger than on a non-blocking pipe, and one the full pipe cuts is finished
+  // waiting, as every record once begun.
+  bool NonBlocking();
   // REQUIRES: mu_.
   long StartIfNeeded(bool may_refuse);
   // The kFork records of children forked since the last. REQUIRES: mu_.
@@ -97,6 +106,7 @@ class ConsoleStream {
   // A terminal: records as base64 lines (its line discipline would rewrite a binary record).
   bool text_ = false;
   bool pipe_ = false;  // a pipe or FIFO: records up to 64 KiB, under the pipe's lock
+  std::atomic<int> nonblocking_{-1};  // -1: not asked yet (NonBlocking); set without mu_ by F_SETFL
   static constexpr int kLockUnavailable = -2;
   int lock_fd_ = -1;   // -1: not opened yet in this process
   size_t max_payload_;
@@ -128,7 +138,10 @@ class ConsoleFd : public ShieldedFd {
   // A mapping would reach the console without records.
   long Map(void*, size_t, int, int, int64_t) override { return -EACCES; }
   int StatusFlags(int kernel_flags) override { return kernel_flags; }
-  int SetStatusFlags(int flags) override { return flags; }
+  int SetStatusFlags(int flags) override {
+    stream_->NoteStatusFlags(flags);
+    return flags;
+  }
   long LastClose() override;
   void ForgetParentWrites() override {}
   bool Describe(int, InheritedFd*) override { return false; }  // ConsoleShield::ForExec
