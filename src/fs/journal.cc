@@ -168,17 +168,18 @@ Result<bool> Journal::HasByteAt(uint64_t offset) const {
 // The bytes of the journal from some offset on, read ahead in blocks: catching up with a few
 // small records (another process's appends) costs one pread, not three per record. The
 // read-ahead starts small and doubles with each refill: past the records lie the zeros written
-// ahead, which a catch-up should not read by the quarter MiB.
+// ahead, which a catch-up should not read by the quarter MiB (nor by 32 KiB: one nginx worker
+// catches up with the other's record of a log line, 200 bytes, before each of its own).
 class Journal::Reader {
  public:
-  Reader(const os::File& file, uint64_t size) : file_(file), size_(size) {}
+  Reader(const os::File& file, uint64_t size, uint64_t read_ahead) : file_(file), size_(size), read_ahead_(read_ahead) {}
   // [at, at + len) of the journal, or nullptr where the file ends first (a torn append).
   Result<const uint8_t*> Get(uint64_t at, size_t len) {
     if (at < start_ || at + len > start_ + buffer_.size()) {
       if (at + len > size_) return nullptr;
       buffer_.resize(std::max<uint64_t>(len, std::min<uint64_t>(read_ahead_, size_ - at)));
       read_ahead_ = std::min(read_ahead_ * 2, kMaxReadAhead);
-      SCONE_ASSIGN_OR_RETURN(size_t got, file_.ReadAt(at, buffer_));
+      SCONE_ASSIGN_OR_RETURN(size_t got, file_.ReadAtLeast(at, buffer_, len));
       buffer_.resize(got);
       start_ = at;
       known_end_ = std::max(known_end_, at + got);
@@ -193,7 +194,7 @@ class Journal::Reader {
   static constexpr uint64_t kMaxReadAhead = 256u << 10;
   const os::File& file_;
   const uint64_t size_;
-  uint64_t read_ahead_ = 32u << 10;
+  uint64_t read_ahead_;
   Bytes buffer_;
   uint64_t start_ = 0;
   uint64_t known_end_ = 0;
@@ -213,7 +214,8 @@ Result<std::vector<JournalRecord>> Journal::ReadWithin(uint64_t first_seq, uint6
   uint64_t& offset = *start;
   const uint64_t first_offset = offset;
   uint64_t seq = first_seq;
-  Reader reader(file_, limit);
+  // A catch-up (ReadNew) expects a few records; a whole read at open, the journal's window.
+  Reader reader(file_, limit, limit == UINT64_MAX ? (4u << 10) : (32u << 10));
   read_ended_clean_ = offset >= limit;
   while (offset < limit) {
     SCONE_ASSIGN_OR_RETURN(const uint8_t* header, reader.Get(offset, kFrameHeaderSize));

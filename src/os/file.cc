@@ -46,9 +46,9 @@ Result<File> File::Open(const std::string& path, int flags, mode_t mode) {
   return File(fd, path);
 }
 
-Result<size_t> File::ReadAt(uint64_t offset, MutableByteSpan out) const {
+Result<size_t> File::ReadAtLeast(uint64_t offset, MutableByteSpan out, size_t least) const {
   size_t done = 0;
-  while (done < out.size()) {
+  while (done < least && done < out.size()) {
     ssize_t n = Sys().pread(fd_, out.data() + done, out.size() - done,
                             static_cast<off_t>(offset + done));
     if (n < 0) {

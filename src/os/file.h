@@ -32,7 +32,11 @@ class File {
   const std::string& path() const { return path_; }
 
   // Reads up to out.size() bytes at offset; fewer only at end of file. Returns the count.
-  Result<size_t> ReadAt(uint64_t offset, MutableByteSpan out) const;
+  Result<size_t> ReadAt(uint64_t offset, MutableByteSpan out) const { return ReadAtLeast(offset, out, out.size()); }
+  // Reads at least `least` bytes of out.size() at offset (fewer only at end of file), in as few
+  // system calls: a read that filled `least` asks no more, as one that met the end may not
+  // have known it (a read ahead of what must be had: one pread, not one more to find the end).
+  Result<size_t> ReadAtLeast(uint64_t offset, MutableByteSpan out, size_t least) const;
   // Writes all of data at offset.
   Status WriteAt(uint64_t offset, ByteSpan data) const;
   // Writes the pieces back to back starting at offset, with as few system calls as possible.

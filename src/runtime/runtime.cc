@@ -700,16 +700,43 @@ Target Runtime::Resolve(int dirfd, const char* path, bool follow_last) const {
 
 namespace {
 
+// The directories (below a volume's root) of the last path this thread found free of symbolic
+// links, each one asked and found a directory or other file, not a link (Runtime::Locate).
+struct LinkFreeDirectories {
+  const void* volume = nullptr;
+  uint64_t changes = 0;  // Runtime::directories_changed_ when they were asked
+  size_t length = 0;     // 0: none known
+  char path[256];        // relative to the volume's root; longer ones are not kept
+};
+__attribute__((tls_model("initial-exec"))) thread_local LinkFreeDirectories link_free;
+
 // Whether the part of `lexical` below a volume's root (`inside` points into it) involves no
 // symbolic link: each directory below the root is asked, and the last component when the
-// call follows it (one readlink each; the root itself was resolved when it was mounted).
-bool NoLinkBelowRoot(char* lexical, char* inside, bool follow_last) {
+// call follows it (one readlink each; the root itself was resolved when it was mounted), except
+// directories `link_free` holds for the same volume and count of changes.
+bool NoLinkBelowRoot(char* lexical, char* inside, bool follow_last, const void* volume, uint64_t changes) {
   char target[1];
-  for (char* slash = strchr(inside, '/'); slash != nullptr; slash = strchr(slash + 1, '/')) {
-    *slash = '\0';
-    bool link = readlink(lexical, target, sizeof(target)) >= 0;
-    *slash = '/';
-    if (link) return false;
+  const char* last_slash = strrchr(inside, '/');
+  const size_t dirs = last_slash == nullptr ? 0 : static_cast<size_t>(last_slash - inside);
+  const LinkFreeDirectories& known = link_free;
+  const bool dirs_known = dirs == 0 || (known.volume == volume && known.changes == changes && known.length >= dirs &&
+                                        std::memcmp(known.path, inside, dirs) == 0 &&
+                                        (known.length == dirs || known.path[dirs] == '/'));
+  if (!dirs_known) {
+    bool all_there = true;  // every directory exists (EINVAL: no link): worth keeping
+    for (char* slash = strchr(inside, '/'); slash != nullptr; slash = strchr(slash + 1, '/')) {
+      *slash = '\0';
+      bool link = readlink(lexical, target, sizeof(target)) >= 0;
+      all_there = all_there && !link && errno == EINVAL;
+      *slash = '/';
+      if (link) return false;
+    }
+    if (all_there && dirs < sizeof(link_free.path)) {
+      link_free.volume = volume;
+      link_free.changes = changes;
+      std::memcpy(link_free.path, inside, dirs);
+      link_free.length = dirs;
+    }
   }
   return !(follow_last && *inside != '\0' && readlink(lexical, target, sizeof(target)) >= 0);
 }
@@ -728,7 +755,10 @@ Target Runtime::Locate(int dirfd, const char* path, bool follow_last, LexicalPat
     fs::Volume* volume = *inside != '\0' ? mounted->Get() : nullptr;
     // A file the volume holds is reached without links (the volume's table has none).
     bool known = volume != nullptr && volume->Knows(inside);
-    if (known || NoLinkBelowRoot(lexical->absolute, const_cast<char*>(inside), follow_last)) {
+    // The count is read before the directories are asked: a change meanwhile makes what they
+    // answer stale at once.
+    const uint64_t changes = directories_changed_.load(std::memory_order_acquire);
+    if (known || NoLinkBelowRoot(lexical->absolute, const_cast<char*>(inside), follow_last, mounted, changes)) {
       Target t;
       t.volume = mounted;
       t.path = inside;

@@ -307,6 +307,40 @@ print('refused')" | grep -qx refused || fail "a volume's directory was moved"
   check_volume
   ;;
 
+directory-becomes-link)
+  # The runtime keeps (per thread) which directories of the last path it looked up hold no
+  # symbolic link, and forgets it when the process renames or removes a directory: a directory's
+  # name that becomes a link to a directory outside the volume leads there again, as natively
+  # (the program's file lands outside, in plaintext, as it asked), and the volume never names a
+  # file it does not hold. One thread: it learns `d` and `e`, then moves or removes them.
+  mkdir outside1 outside2 outside3
+  run "$PY" -c "
+import os
+vol, work = '$work/vol', '$work'
+def write(path, text):
+    with open(path, 'w') as f:
+        f.write(text)
+os.mkdir(vol + '/d'); write(vol + '/d/f1', 'in d')
+os.rename(vol + '/d', vol + '/d-old'); os.symlink(work + '/outside1', vol + '/d')
+write(vol + '/d/f2', '$MARKER renamed')
+os.mkdir(vol + '/e'); write(vol + '/e/g1', 'in e'); os.unlink(vol + '/e/g1')
+os.rmdir(vol + '/e'); os.symlink(work + '/outside2', vol + '/e')
+write(vol + '/e/g2', '$MARKER removed')
+os.makedirs(vol + '/a/b'); write(vol + '/a/b/h1', 'in a/b')
+os.rename(vol + '/a/b', vol + '/a/b-old'); os.symlink(work + '/outside3', vol + '/a/b')
+write(vol + '/a/b/h2', '$MARKER deeper')
+print(open(vol + '/d/f2').read(), open(vol + '/e/g2').read(), open(vol + '/a/b/h2').read(), sep='|')
+" > out
+  [[ "$(cat out)" == "$MARKER renamed|$MARKER removed|$MARKER deeper" ]] || { cat out; fail "what the program read back"; }
+  # Where the links lead, as natively: the program's plaintext (no ciphertext of the volume's).
+  grep -qx "$MARKER renamed" outside1/f2 || fail "d/f2 did not land where the link leads, as written"
+  grep -qx "$MARKER removed" outside2/g2 || fail "e/g2 did not land where the link leads, as written"
+  grep -qx "$MARKER deeper" outside3/h2 || fail "a/b/h2 did not land where the link leads, as written"
+  [[ "$(run cat vol/d-old/f1)" == "in d" ]] || fail "the renamed directory's file"
+  rm vol/d vol/e vol/a/b
+  check_volume
+  ;;
+
 descriptor-numbers)
   # The runtime's own descriptors (a volume's lock and journal, the ciphertext behind protected
   # descriptors) are out of the program's way: numbers as natively, and closing or replacing
