@@ -72,13 +72,15 @@ Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
 // The lock file's hints, little-endian: bytes 8-15 the checkpoint sequence, 16-23 the users
 // count, 24-31 the journal's changes, 32-39 the images made, 40-63 the commit in flight (its
-// sequence number, then its file), 64-71 the names' changes, 128-2175 the commits per file slot.
+// sequence number, then its file), 64-71 the names' changes, 72-79 the directories' changes,
+// 128-2175 the commits per file slot.
 constexpr off_t kCheckpointHintAt = 8;
 constexpr off_t kUsersHintAt = 16;
 constexpr off_t kJournalChangesAt = 24;
 constexpr off_t kImagesMadeAt = 32;
 constexpr off_t kInFlightAt = 40;
 constexpr off_t kNamesChangedAt = 64;
+constexpr off_t kDirectoriesChangedAt = 72;
 constexpr off_t kFileChangesAt = 128;
 constexpr off_t kHintsSize = kFileChangesAt + 256 * 8;
 constexpr size_t kMappedSize = 4096;
@@ -146,6 +148,13 @@ uint64_t VolumeLock::ImagesMade() const {
 }
 
 Status VolumeLock::NoteImageMade() const { return CountInHint(kImagesMadeAt); }
+
+std::optional<uint64_t> VolumeLock::DirectoriesChanged() const {
+  if (!hints_) return std::nullopt;
+  return std::atomic_ref<uint64_t>(hints_.get()[kDirectoriesChangedAt / 8]).load(std::memory_order_acquire);
+}
+
+Status VolumeLock::NoteDirectoriesChanged() const { return CountInHint(kDirectoriesChangedAt); }
 
 void VolumeLock::MarkInFlight(const InFlight& commit) const {
   if (!hints_) return;

@@ -73,6 +73,14 @@ class VolumeLock {
   // the count moved (one load where the hints are mapped).
   uint64_t ImagesMade() const;
   Status NoteImageMade() const;
+  // A count of renames and removals of directories in the volume by any of its processes
+  // (runtime/runtime.h Locate: what a process learnt of directories free of symbolic links
+  // holds while it stands). Bumped after the kernel's call, without the writer lock. Read only
+  // where the hints are mapped (nullopt elsewhere: nothing is learnt then). A hint the host can
+  // write: held still, a process may take a path through a link the host made by its name
+  // (its ciphertext lands where the link leads), as when the host swaps a directory meanwhile.
+  std::optional<uint64_t> DirectoriesChanged() const;
+  Status NoteDirectoriesChanged() const;
   // Which files changed, for lookups that need one file's news and not the whole journal's (two
   // nginx workers: each appends to the access log between any two calls of the other, whose
   // stat, open and read of the file it serves each caught up under the writer lock). A count of

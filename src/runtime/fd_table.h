@@ -55,6 +55,10 @@ class ShieldedFd {
   virtual long Truncate(int64_t length) = 0;
   virtual long Allocate(int mode, int64_t offset, int64_t length) = 0;
   virtual long Sync() = 0;
+  // The program is about to set the file's times through its descriptor (futimens): what the
+  // shield still has to write goes first, so that the times set are the file's last, as
+  // natively (the program's writes came before). Nothing to do by default.
+  virtual long CommitBeforeTimes() { return 0; }
   // The program set the file's times through the kernel (utimensat): they must outlast what
   // the shield still writes to the file.
   virtual long KeepTimes(bool atime, bool mtime) = 0;

@@ -704,7 +704,7 @@ namespace {
 // links, each one asked and found a directory or other file, not a link (Runtime::Locate).
 struct LinkFreeDirectories {
   const void* volume = nullptr;
-  uint64_t changes = 0;  // Runtime::directories_changed_ when they were asked
+  uint64_t changes = 0;  // the volume's count of directory changes when they were asked
   size_t length = 0;     // 0: none known
   char path[256];        // relative to the volume's root; longer ones are not kept
 };
@@ -719,7 +719,7 @@ bool NoLinkBelowRoot(char* lexical, char* inside, bool follow_last, const void* 
   const char* last_slash = strrchr(inside, '/');
   const size_t dirs = last_slash == nullptr ? 0 : static_cast<size_t>(last_slash - inside);
   const LinkFreeDirectories& known = link_free;
-  const bool dirs_known = dirs == 0 || (known.volume == volume && known.changes == changes && known.length >= dirs &&
+  const bool dirs_known = dirs == 0 || (volume != nullptr && known.volume == volume && known.changes == changes && known.length >= dirs &&
                                         std::memcmp(known.path, inside, dirs) == 0 &&
                                         (known.length == dirs || known.path[dirs] == '/'));
   if (!dirs_known) {
@@ -731,7 +731,7 @@ bool NoLinkBelowRoot(char* lexical, char* inside, bool follow_last, const void* 
       *slash = '/';
       if (link) return false;
     }
-    if (all_there && dirs < sizeof(link_free.path)) {
+    if (all_there && volume != nullptr && dirs < sizeof(link_free.path)) {
       link_free.volume = volume;
       link_free.changes = changes;
       std::memcpy(link_free.path, inside, dirs);
@@ -756,9 +756,10 @@ Target Runtime::Locate(int dirfd, const char* path, bool follow_last, LexicalPat
     // A file the volume holds is reached without links (the volume's table has none).
     bool known = volume != nullptr && volume->Knows(inside);
     // The count is read before the directories are asked: a change meanwhile makes what they
-    // answer stale at once.
-    const uint64_t changes = directories_changed_.load(std::memory_order_acquire);
-    if (known || NoLinkBelowRoot(lexical->absolute, const_cast<char*>(inside), follow_last, mounted, changes)) {
+    // answer stale at once. Without the volume's shared count, nothing is kept.
+    const std::optional<uint64_t> changes = volume != nullptr ? volume->DirectoriesChanged() : std::nullopt;
+    if (known || NoLinkBelowRoot(lexical->absolute, const_cast<char*>(inside), follow_last,
+                                 changes ? mounted : nullptr, changes.value_or(0))) {
       Target t;
       t.volume = mounted;
       t.path = inside;
@@ -771,6 +772,19 @@ Target Runtime::Locate(int dirfd, const char* path, bool follow_last, LexicalPat
     }
   }
   return Resolve(dirfd, path, follow_last);
+}
+
+void Runtime::DirectoriesChanged(int dirfd, const char* path) {
+  // The volume the path names is opened for it if need be (a process whose one call is rmdir);
+  // every other volume this process has open is told too (a path not judged lexically).
+  LexicalPath lexical;
+  if (LexicalLookup(dirfd, path, &lexical) && lexical.volume != nullptr) {
+    if (fs::Volume* volume = lexical.volume->Get()) volume->NoteDirectoriesChanged();
+  }
+  for (const auto& v : volumes_) {
+    if (v.get() == lexical.volume) continue;
+    if (fs::Volume* volume = v->IfOpen()) volume->NoteDirectoriesChanged();
+  }
 }
 
 bool Runtime::LexicalLookup(int dirfd, const char* path, LexicalPath* out) const {

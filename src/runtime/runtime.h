@@ -102,12 +102,12 @@ class Runtime {
   Target Resolve(int dirfd, const char* path, bool follow_last) const;
   // Resolve, the short way for a path lexically inside a volume: none for a file the volume
   // holds (its table has no symbolic links), else one readlink per component below the root,
-  // but none for the directories of the last path found free of links (per thread), while this
-  // process has renamed or removed no directory since (DirectoriesChanged): `tar -x` names
-  // thousands of files in one directory. Another process that makes a directory's name a
-  // link's is not seen: a path through that link is taken by its name, as a protected file of
-  // the volume (only its ciphertext lands where the link leads; never the reverse).
-  // REQUIRES (for the knowledge kept): a RuntimeSection.
+  // but none for the directories of the last path found free of links (per thread), while no
+  // process of the volume has renamed or removed a directory since (DirectoriesChanged, counted
+  // in the volume's shared hints): `tar -x` names thousands of files in one directory. A
+  // process outside the shield (the host) that makes a directory's name a link's is not seen:
+  // a path through that link is taken by its name, as a protected file of the volume (only its
+  // ciphertext lands where the link leads; never the reverse).
   Target Locate(int dirfd, const char* path, bool follow_last) const;
   // The same for a path the caller has judged already (nullptr: it could not be judged).
   Target Locate(int dirfd, const char* path, bool follow_last, LexicalPath* lexical) const;
@@ -124,10 +124,10 @@ class Runtime {
   bool HoldsVolume(dev_t dev, ino_t ino) const;
   // The working directory changed (chdir, fchdir): relative paths are judged against the new one.
   void WorkingDirectoryChanged();
-  // This process renamed or removed a directory (rename, rmdir): what Locate learnt of
-  // directories free of symbolic links may no longer hold (a directory's name may now be a
-  // link's). Called after the kernel's call.
-  void DirectoriesChanged() { directories_changed_.fetch_add(1, std::memory_order_release); }
+  // This process renamed or removed a directory (rename, rmdir) at `path`: what Locate learnt,
+  // in any process of the volume, of directories free of symbolic links may no longer hold (a
+  // directory's name may now be a link's). Called after the kernel's call.
+  void DirectoriesChanged(int dirfd, const char* path);
   // The same, when the runtime knows the new one's absolute path.
   void WorkingDirectoryIs(const char* absolute);
   // Fork: the working directory's and the directory table's writers are done (a sequence
@@ -224,8 +224,6 @@ class Runtime {
   bool environment_handed_ = false;  // cas_env_ came from the parent (RuntimeConfig::command_line), maybe empty
   std::string library_path_;
   Bytes entry_plan_;
-  // Bumped by DirectoriesChanged: Locate's knowledge of link-free directories is of one count.
-  std::atomic<uint64_t> directories_changed_{0};
   // The working directory as a seqlock: chdir is rare, path calls read it without waiting.
   mutable std::atomic<uint32_t> cwd_seq_{0};
   std::mutex cwd_write_mu_;

@@ -338,6 +338,47 @@ print(open(vol + '/d/f2').read(), open(vol + '/e/g2').read(), open(vol + '/a/b/h
   grep -qx "$MARKER deeper" outside3/h2 || fail "a/b/h2 did not land where the link leads, as written"
   [[ "$(run cat vol/d-old/f1)" == "in d" ]] || fail "the renamed directory's file"
   rm vol/d vol/e vol/a/b
+  # What one process learnt, another's rename or removal undoes (the count is the volume's): a
+  # shell whose child moves a directory and links its name elsewhere in the volume (hostile
+  # finding: the shell's next write went through the link under the old name, and the volume
+  # was damaged), a replace through the link, and a child forked before its parent's swap.
+  cat > swap.sh <<SHEOF
+mkdir -p vol/app/data vol/other
+echo one > vol/app/data/f
+mv vol/app/data vol/app/data-old
+ln -s ../other vol/app/data
+echo '$MARKER shell' > vol/app/data/g
+cat vol/other/g
+rm -r vol/app/data-old
+echo two > vol/app/d2-file; mkdir vol/app/d2; echo in > vol/app/d2/f; rm -r vol/app/d2; ln -s ../other vol/app/d2
+echo '$MARKER removed' > vol/app/d2/h
+cat vol/other/h
+SHEOF
+  [[ "$(run bash swap.sh)" == "$MARKER shell"$'\n'"$MARKER removed" ]] || fail "a child's rename or removal of a directory"
+  run "$PY" -c "
+import os, subprocess
+vol = '$work/vol'
+os.makedirs(vol + '/s/d'); os.makedirs(vol + '/keep')
+open(vol + '/keep/cfg', 'w').write('old cfg')
+open(vol + '/s/d/cfg', 'w').write('in s/d')
+subprocess.run(['mv', vol + '/s/d', vol + '/s/d.bak'], check=True)
+subprocess.run(['ln', '-s', '../keep', vol + '/s/d'], check=True)
+open(vol + '/s/d/cfg.tmp', 'w').write('$MARKER new cfg')
+os.replace(vol + '/s/d/cfg.tmp', vol + '/s/d/cfg')
+print(open(vol + '/keep/cfg').read())
+os.makedirs(vol + '/f/d'); os.makedirs(vol + '/keep2')
+open(vol + '/f/d/x', 'w').write('x')
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.read(r, 1)
+    open(vol + '/f/d/y', 'w').write('$MARKER forked')
+    os._exit(0)
+os.rename(vol + '/f/d', vol + '/f/d.old'); os.symlink('../keep2', vol + '/f/d')
+os.write(w, b'x'); os.waitpid(child, 0)
+print(open(vol + '/keep2/y').read())
+" > out2
+  [[ "$(cat out2)" == "$MARKER new cfg"$'\n'"$MARKER forked" ]] || { cat out2; fail "a child's move, or a parent's swap after fork"; }
   check_volume
   ;;
 

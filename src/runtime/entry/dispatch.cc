@@ -669,7 +669,10 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       const char* newpath = Str(at ? a[3] : a[1]);
       DispatchResult r = Served(f, files::RenameAt(rt, at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]), newdirfd, newpath,
                                                    f.nr == SYS_renameat2 ? static_cast<unsigned>(a[4]) : 0));
-      rt.DirectoriesChanged();  // (failed or not: a partial effect is the kernel's to decide)
+      if (r.value == 0) {
+        RuntimeSection section;
+        rt.DirectoriesChanged(at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]));
+      }
       if (r.value == 0) files::AfterRename(rt, newdirfd, newpath);
       return r;
     }
@@ -677,12 +680,18 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       return Served(f, files::UnlinkAt(rt, AT_FDCWD, Str(a[0]), 0));
     case SYS_unlinkat: {
       DispatchResult r = Served(f, files::UnlinkAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2])));
-      if (Fd(a[2]) & AT_REMOVEDIR) rt.DirectoriesChanged();
+      if (r.value == 0 && (Fd(a[2]) & AT_REMOVEDIR)) {
+        RuntimeSection section;
+        rt.DirectoriesChanged(Fd(a[0]), Str(a[1]));
+      }
       return r;
     }
     case SYS_rmdir: {
       DispatchResult r = Done(Raw(f));
-      rt.DirectoriesChanged();
+      if (r.value == 0) {
+        RuntimeSection section;
+        rt.DirectoriesChanged(AT_FDCWD, Str(a[0]));
+      }
       return r;
     }
     case SYS_link:

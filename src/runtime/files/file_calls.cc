@@ -736,11 +736,18 @@ long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const 
 }
 
 long SetTimes(Runtime& rt, int dirfd, const char* path, const struct timespec* times, int at_flags) {
+  const bool by_descriptor = path == nullptr || (path[0] == '\0' && (at_flags & AT_EMPTY_PATH));
+  if (by_descriptor && rt.fds().Has(dirfd)) {
+    RuntimeSection section;
+    if (auto d = Shielded(rt, dirfd); d != nullptr) {
+      if (long c = d->CommitBeforeTimes(); c < 0) return c;
+    }
+  }
   long r = RawSyscall(SYS_utimensat, dirfd, Arg(path), Arg(times), at_flags);
   if (r != 0 || !rt.HasVolumes()) return r;
   const bool atime = times == nullptr || times[0].tv_nsec != UTIME_OMIT;
   const bool mtime = times == nullptr || times[1].tv_nsec != UTIME_OMIT;
-  if (path == nullptr || (path[0] == '\0' && (at_flags & AT_EMPTY_PATH))) {
+  if (by_descriptor) {
     if (!rt.fds().Has(dirfd)) return 0;
     RuntimeSection section;
     auto d = Shielded(rt, dirfd);

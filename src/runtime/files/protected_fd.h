@@ -42,6 +42,7 @@ class ProtectedFd final : public ShieldedFd {
   long Truncate(int64_t length) override;
   long Allocate(int mode, int64_t offset, int64_t length) override;
   long Sync() override;
+  long CommitBeforeTimes() override;
   long KeepTimes(bool atime, bool mtime) override;
   long Map(void* addr, size_t length, int prot, int flags, int64_t offset) override;
   int StatusFlags(int kernel_flags) override;
