@@ -1847,14 +1847,15 @@ Result<std::shared_ptr<ProtectedFile>> Volume::OpenFile(std::string_view raw_pat
     } else {
       if (!options.create) return NotFound(dir_ + "/" + path + ": no such protected file");
       std::string full = dir_ + "/" + path;
-      SCONE_ASSIGN_OR_RETURN(bool on_disk, os::Exists(full));
-      if (on_disk) {
-        return DataCorrupted(full + ": exists on disk but not in the volume's metadata (added "
-                             "behind the volume's back)");
+      if (!options.absent) {
+        SCONE_ASSIGN_OR_RETURN(bool on_disk, os::Exists(full));
+        if (on_disk) {
+          return DataCorrupted(full + ": exists on disk but not in the volume's metadata (added "
+                               "behind the volume's back)");
+        }
       }
-      std::string parent = full.substr(0, full.rfind('/'));
-      SCONE_ASSIGN_OR_RETURN(bool parent_exists, os::Exists(parent));
-      if (!parent_exists) return NotFound(parent + ": no such directory");
+      // A missing directory fails the create on disk, whose record is then taken back
+      // (CreateFileLocked): not asked first, as that costs every create a stat.
       // On a full disk, once more after a checkpoint has given back the room of the journal and
       // of the trash: natively a new file takes no room, and SQLite's rollback journal, made
       // again after the disk filled up, must open (else "unable to open database file").

@@ -52,6 +52,9 @@ struct OpenFileOptions {
   bool truncate = false;   // truncate to zero length
   // with create: the new file's permissions, restricted by the process's umask as open(2)'s
   mode_t mode = 0600;
+  // with create: the caller found nothing by the name a moment ago (the volume does not ask
+  // again; a file planted since is truncated and taken as the new one, its content gone).
+  bool absent = false;
 };
 
 struct VolumeProblem {

@@ -12,7 +12,9 @@
 #include <dlfcn.h>
 #include <openssl/crypto.h>
 
+#include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "attest/las.h"
 #include "common/parallel.h"
@@ -714,7 +716,8 @@ __attribute__((tls_model("initial-exec"))) thread_local LinkFreeDirectories link
 // symbolic link: each directory below the root is asked, and the last component when the
 // call follows it (one readlink each; the root itself was resolved when it was mounted), except
 // directories `link_free` holds for the same volume and count of changes.
-bool NoLinkBelowRoot(char* lexical, char* inside, bool follow_last, const void* volume, uint64_t changes) {
+bool NoLinkBelowRoot(char* lexical, char* inside, bool follow_last, const void* volume, uint64_t changes,
+                     bool* last_absent) {
   char target[1];
   const char* last_slash = strrchr(inside, '/');
   const size_t dirs = last_slash == nullptr ? 0 : static_cast<size_t>(last_slash - inside);
@@ -738,7 +741,10 @@ bool NoLinkBelowRoot(char* lexical, char* inside, bool follow_last, const void* 
       link_free.length = dirs;
     }
   }
-  return !(follow_last && *inside != '\0' && readlink(lexical, target, sizeof(target)) >= 0);
+  if (!follow_last || *inside == '\0') return true;
+  if (readlink(lexical, target, sizeof(target)) >= 0) return false;
+  *last_absent = errno == ENOENT;  // as an lstat would have said: the caller asks no more
+  return true;
 }
 
 }  // namespace
@@ -758,8 +764,9 @@ Target Runtime::Locate(int dirfd, const char* path, bool follow_last, LexicalPat
     // The count is read before the directories are asked: a change meanwhile makes what they
     // answer stale at once. Without the volume's shared count, nothing is kept.
     const std::optional<uint64_t> changes = volume != nullptr ? volume->DirectoriesChanged() : std::nullopt;
+    bool absent = false;
     if (known || NoLinkBelowRoot(lexical->absolute, const_cast<char*>(inside), follow_last,
-                                 changes ? mounted : nullptr, changes.value_or(0))) {
+                                 changes ? mounted : nullptr, changes.value_or(0), &absent)) {
       Target t;
       t.volume = mounted;
       t.path = inside;
@@ -768,22 +775,39 @@ Target Runtime::Locate(int dirfd, const char* path, bool follow_last, LexicalPat
       t.unavailable = *inside != '\0' && volume == nullptr;
       if (volume != nullptr && !t.metadata) t.region = volume->RegionOf(t.path);
       t.known_file = known;
+      t.absent = absent;
       return t;
     }
   }
   return Resolve(dirfd, path, follow_last);
 }
 
-void Runtime::DirectoriesChanged(int dirfd, const char* path) {
-  // The volume the path names is opened for it if need be (a process whose one call is rmdir);
-  // every other volume this process has open is told too (a path not judged lexically).
+void Runtime::ForgetLinkFreeDirectories(int dirfd, const char* path) {
+  // The volume the path names is opened for it if need be (a process whose one call is rmdir).
   LexicalPath lexical;
-  if (LexicalLookup(dirfd, path, &lexical) && lexical.volume != nullptr) {
+  const bool judged = path != nullptr && LexicalLookup(dirfd, path, &lexical);
+  if (judged && lexical.volume != nullptr) {
     if (fs::Volume* volume = lexical.volume->Get()) volume->NoteDirectoriesChanged();
+    return;
+  }
+  // Outside every volume by name, a link on the way may still lead into one (`rmdir
+  // /link-to-volume/d`), and a path not judged may lie anywhere: every volume this process has
+  // open is told, and one it has not opened is opened where the path's directory lies on the
+  // volume's file system (one stat, only while a volume is not open).
+  const bool all_open = std::all_of(volumes_.begin(), volumes_.end(), [](const auto& v) { return v->IfOpen() != nullptr; });
+  std::optional<dev_t> device;
+  if (!all_open && judged) {
+    char* slash = std::strrchr(lexical.absolute, '/');
+    const char kept = slash[1];
+    slash[slash == lexical.absolute ? 1 : 0] = '\0';
+    struct stat st;
+    if (stat(lexical.absolute, &st) == 0) device = st.st_dev;
+    if (slash == lexical.absolute) slash[1] = kept; else *slash = '/';
   }
   for (const auto& v : volumes_) {
-    if (v.get() == lexical.volume) continue;
-    if (fs::Volume* volume = v->IfOpen()) volume->NoteDirectoriesChanged();
+    fs::Volume* volume = v->IfOpen();
+    if (volume == nullptr && (!device || *device == v->device)) volume = v->Get();
+    if (volume != nullptr) volume->NoteDirectoriesChanged();
   }
 }
 

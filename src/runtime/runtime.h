@@ -77,6 +77,7 @@ struct Target {
   bool metadata = false;            // inside the volume's own .scone directory
   fs::Region region = fs::Region::kNotProtected;
   bool known_file = false;          // a protected file the volume holds
+  bool absent = false;              // Locate asked for the last name and nothing had it (ENOENT)
   bool unavailable = false;         // in a volume that cannot be opened: calls fail (Errno)
 
   bool Protected() const { return volume != nullptr && (unavailable || region != fs::Region::kNotProtected); }
@@ -103,11 +104,12 @@ class Runtime {
   // Resolve, the short way for a path lexically inside a volume: none for a file the volume
   // holds (its table has no symbolic links), else one readlink per component below the root,
   // but none for the directories of the last path found free of links (per thread), while no
-  // process of the volume has renamed or removed a directory since (DirectoriesChanged, counted
-  // in the volume's shared hints): `tar -x` names thousands of files in one directory. A
-  // process outside the shield (the host) that makes a directory's name a link's is not seen:
-  // a path through that link is taken by its name, as a protected file of the volume (only its
-  // ciphertext lands where the link leads; never the reverse).
+  // process of the volume has removed a name or made a link since (ForgetLinkFreeDirectories,
+  // counted in the volume's shared hints): `tar -x` names thousands of files in one directory.
+  // A process that cannot tell the volume (the host, a user who may not open its metadata) and
+  // makes a directory's name a link's is not seen: a path through that link is taken by its
+  // name, as a protected file of the volume (its ciphertext lands where the link leads, and
+  // the volume reports the file damaged; never plaintext).
   Target Locate(int dirfd, const char* path, bool follow_last) const;
   // The same for a path the caller has judged already (nullptr: it could not be judged).
   Target Locate(int dirfd, const char* path, bool follow_last, LexicalPath* lexical) const;
@@ -124,10 +126,11 @@ class Runtime {
   bool HoldsVolume(dev_t dev, ino_t ino) const;
   // The working directory changed (chdir, fchdir): relative paths are judged against the new one.
   void WorkingDirectoryChanged();
-  // This process renamed or removed a directory (rename, rmdir) at `path`: what Locate learnt,
-  // in any process of the volume, of directories free of symbolic links may no longer hold (a
-  // directory's name may now be a link's). Called after the kernel's call.
-  void DirectoriesChanged(int dirfd, const char* path);
+  // This process removed a name (rename, unlink, rmdir) or made a symbolic link at `path`: what
+  // Locate learnt, in any process of the volume, of directories free of symbolic links may no
+  // longer hold (a name that was a directory's, or a file's that a lookup passed through, may
+  // now be a link's). Called after the kernel's call succeeded.
+  void ForgetLinkFreeDirectories(int dirfd, const char* path);
   // The same, when the runtime knows the new one's absolute path.
   void WorkingDirectoryIs(const char* absolute);
   // Fork: the working directory's and the directory table's writers are done (a sequence

@@ -379,6 +379,25 @@ os.write(w, b'x'); os.waitpid(child, 0)
 print(open(vol + '/keep2/y').read())
 " > out2
   [[ "$(cat out2)" == "$MARKER new cfg"$'\n'"$MARKER forked" ]] || { cat out2; fail "a child's move, or a parent's swap after fork"; }
+  # A file a lookup passed through (ENOTDIR) removed and made a link (hostile finding: the unlink
+  # did not count); a directory removed by a name not lexically in the volume, by a process
+  # that had not opened it (`..`, a link to the volume, a directory descriptor of its root).
+  ln -s "$work/vol" "$work/link-to-vol"
+  cat > probe.sh <<SHEOF
+cd vol; mkdir p-target
+echo plain > p; { echo no > p/x; } 2>/dev/null; rm p; ln -s p-target p
+echo '$MARKER probe' > p/x; cat p-target/x
+for removal in 'rmdir q-target/../q' 'rmdir $work/link-to-vol/q' \
+    '$PY -c "import os; fd = os.open(\".\", os.O_PATH); os.rmdir(\"q\", dir_fd=fd)"'; do
+  mkdir q q-target; echo one > q/f; rm q/f
+  eval "\$removal"
+  ln -s q-target q
+  echo "$MARKER \$removal" > q/x; cat q-target/x
+  rm q q-target/x; rmdir q-target
+done
+SHEOF
+  run bash probe.sh > out3 2>&1
+  [[ "$(wc -l < out3)" == 4 && "$(grep -c "^$MARKER" out3)" == 4 ]] || { cat out3; fail "a file's name or a directory removed elsewhere, then a link"; }
   check_volume
   ;;
 

@@ -671,26 +671,29 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
                                                    f.nr == SYS_renameat2 ? static_cast<unsigned>(a[4]) : 0));
       if (r.value == 0) {
         RuntimeSection section;
-        rt.DirectoriesChanged(at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]));
+        rt.ForgetLinkFreeDirectories(at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]));
       }
       if (r.value == 0) files::AfterRename(rt, newdirfd, newpath);
       return r;
     }
+    // A name removed or a link made: Locate's knowledge of link-free directories goes
+    // (runtime.h); the kernel's answer is the call's.
     case SYS_unlink:
-      return Served(f, files::UnlinkAt(rt, AT_FDCWD, Str(a[0]), 0));
-    case SYS_unlinkat: {
-      DispatchResult r = Served(f, files::UnlinkAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2])));
-      if (r.value == 0 && (Fd(a[2]) & AT_REMOVEDIR)) {
+    case SYS_unlinkat:
+    case SYS_rmdir:
+    case SYS_symlink:
+    case SYS_symlinkat: {
+      const bool at = f.nr == SYS_unlinkat || f.nr == SYS_symlinkat;
+      const int dirfd = f.nr == SYS_unlinkat ? Fd(a[0]) : f.nr == SYS_symlinkat ? Fd(a[1]) : AT_FDCWD;
+      const char* name = f.nr == SYS_unlinkat ? Str(a[1]) : f.nr == SYS_symlinkat ? Str(a[2])
+                         : f.nr == SYS_symlink ? Str(a[1]) : Str(a[0]);
+      DispatchResult r = f.nr == SYS_unlink || f.nr == SYS_unlinkat
+                             ? Served(f, files::UnlinkAt(rt, at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]),
+                                                         at ? Fd(a[2]) : 0))
+                             : Done(Raw(f));
+      if (r.value == 0 && rt.HasVolumes()) {
         RuntimeSection section;
-        rt.DirectoriesChanged(Fd(a[0]), Str(a[1]));
-      }
-      return r;
-    }
-    case SYS_rmdir: {
-      DispatchResult r = Done(Raw(f));
-      if (r.value == 0) {
-        RuntimeSection section;
-        rt.DirectoriesChanged(AT_FDCWD, Str(a[0]));
+        rt.ForgetLinkFreeDirectories(dirfd, name);
       }
       return r;
     }

@@ -131,7 +131,7 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
   const bool held = !(flags & (O_PATH | O_DIRECTORY | O_CREAT | O_TRUNC)) && volume->OpenedFile(t.path) != nullptr;
   struct stat st = {};
   st.st_mode = S_IFREG;
-  bool exists = held || RawLstat(t.absolute.c_str(), &st) == 0;
+  bool exists = held || (!t.absent && RawLstat(t.absolute.c_str(), &st) == 0);
   bool known = held || t.known_file || volume->Knows(t.path);
   if (exists && known && !S_ISREG(st.st_mode)) return replaced(st);
   if (flags & O_PATH) {
@@ -153,6 +153,7 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
   options.exclusive = (flags & O_CREAT) && (flags & O_EXCL);
   options.truncate = (flags & O_TRUNC) && Writable(flags);
   options.mode = (mode & 07777) | S_IRUSR | S_IWUSR;  // the kernel applies the umask
+  options.absent = !exists;
   bool created = false;
   auto file = volume->OpenFile(t.path, options, &created);
   // What lstat saw may be stale: another process may have unlinked the file since, or created
