@@ -401,6 +401,57 @@ SHEOF
   check_volume
   ;;
 
+flickering-names)
+  # The host makes a FIFO, a link (out of the volume) or a directory appear and vanish at each
+  # name a shielded program is about to create (hostile finding: the shield judged the name the
+  # kernel's, the kernel's O_CREAT then made a plaintext file inside the volume in some of 300
+  # creates of each kind). No plaintext may reach the volume's disk, whatever the timing.
+  mkdir out && echo target > out/t
+  cat > planter.py <<PYEOF
+import os, sys
+kind, d = sys.argv[1], sys.argv[2]
+while not os.path.exists("$work/stop"):
+    try:
+        p = d + "/f" + open("$work/idx").read().strip()
+        if kind == "fifo": os.mkfifo(p); os.unlink(p)
+        elif kind == "link": os.symlink("$work/out/t", p); os.unlink(p)
+        else: os.mkdir(p); os.rmdir(p)
+    except OSError:
+        pass
+PYEOF
+  cat > victim.py <<PYEOF
+import os, sys, time
+d = sys.argv[1]
+modes = [os.O_RDWR | os.O_CREAT | os.O_TRUNC, os.O_RDWR | os.O_CREAT, os.O_RDWR | os.O_CREAT | os.O_EXCL]
+for i in range(300):
+    with open("$work/idx.tmp", "w") as f:
+        f.write(str(i))
+    os.rename("$work/idx.tmp", "$work/idx")
+    time.sleep(0.0003)  # the planter's turn (not synchronisation: any timing must be safe)
+    try:
+        fd = os.open(d + "/f%d" % i, modes[i % 3] | os.O_NONBLOCK, 0o644)
+        try:
+            os.write(fd, b"$MARKER %d\n" % i)
+        except OSError:
+            pass
+        os.close(fd)
+    except OSError:
+        pass
+PYEOF
+  for kind in fifo link dir; do
+    rm -f stop
+    mkdir "vol/$kind"
+    "$PY" planter.py "$kind" "$work/vol/$kind" &
+    planter=$!
+    run "$PY" victim.py "$work/vol/$kind" 2>/dev/null || true
+    touch stop
+    wait "$planter"
+    if grep -rl "$MARKER" vol > leaked; then cat leaked; fail "plaintext inside the volume with a flickering $kind"; fi
+  done
+  [[ "$(run sh -c "cat vol/fifo/f1 vol/link/f1 vol/dir/f1" 2>/dev/null | grep -c "^$MARKER 1$")" -ge 1 ]] ||
+    fail "no create of the victim's landed (the test did not test)"
+  ;;
+
 descriptor-numbers)
   # The runtime's own descriptors (a volume's lock and journal, the ciphertext behind protected
   # descriptors) are out of the program's way: numbers as natively, and closing or replacing

@@ -134,6 +134,7 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
   bool exists = held || (!t.absent && RawLstat(t.absolute.c_str(), &st) == 0);
   bool known = held || t.known_file || volume->Knows(t.path);
   if (exists && known && !S_ISREG(st.st_mode)) return replaced(st);
+  if (exists && (flags & O_CREAT) && (flags & O_EXCL)) return -EEXIST;  // whatever has the name
   if (flags & O_PATH) {
     if (!known) return kNotMine;
     long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(t.absolute.c_str()), flags | O_NOFOLLOW, 0);
@@ -146,8 +147,21 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
   }
   // O_NOFOLLOW on a symbolic link: as the kernel answers (the volume knows no file by that name).
   if (exists && S_ISLNK(st.st_mode) && (flags & O_NOFOLLOW)) return -ELOOP;
-  // Directories, FIFOs, sockets and devices are the kernel's business, as are O_DIRECTORY opens.
-  if ((exists && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) || (flags & O_DIRECTORY)) return kNotMine;
+  // Directories, FIFOs, sockets and devices are the kernel's business, as are O_DIRECTORY opens:
+  // opened by the kernel, but never made by it. Without O_CREAT, so that a name that lost its
+  // FIFO meanwhile does not become a plaintext file inside the volume (hostile finding: the
+  // host flickering a FIFO at a name being created); gone, the name is created the shield's
+  // way; a regular file there now takes the shield's way too (known, or planted: EIO).
+  if ((exists && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode)) || (flags & O_DIRECTORY)) {
+    if (!(flags & O_CREAT)) return kNotMine;
+    long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(t.absolute.c_str()), (flags & ~O_CREAT) | O_NOFOLLOW, mode);
+    struct stat opened;
+    if (fd >= 0 && (RawSyscall(SYS_fstat, fd, Arg(&opened)) != 0 || !S_ISREG(opened.st_mode))) return fd;
+    if (fd >= 0) RawSyscall(SYS_close, fd);
+    if (fd < 0 && fd != -ENOENT) return fd;
+    exists = fd >= 0;  // (flags has no O_DIRECTORY here: with O_CREAT, the kernel said EINVAL)
+    st.st_mode = S_IFREG;
+  }
   fs::OpenFileOptions options;
   options.create = flags & O_CREAT;
   options.exclusive = (flags & O_CREAT) && (flags & O_EXCL);
@@ -447,7 +461,10 @@ long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode, bo
   if (const SecretBytes* content = InjectedAt(rt, dirfd, path, !(flags & O_NOFOLLOW))) {
     return OpenInjected(*content, flags);
   }
-  Target t = rt.Locate(dirfd, path, !(flags & O_NOFOLLOW), judged ? &lexical : nullptr);
+  // O_CREAT|O_EXCL never follows the last name: whatever has it (a link, even dangling) fails
+  // the open, as the kernel's (hostile finding: it created the link's target as a protected file).
+  const bool exclusive = (flags & O_CREAT) && (flags & O_EXCL);
+  Target t = rt.Locate(dirfd, path, !(flags & O_NOFOLLOW) && !exclusive, judged ? &lexical : nullptr);
   if (t.metadata) return -ENOENT;  // the volume's own metadata is not part of the program's tree
   if (t.volume != nullptr && (flags & O_TMPFILE) == O_TMPFILE) {
     // A nameless file in a protected directory cannot be protected (the volume names its files):
@@ -458,6 +475,13 @@ long OpenAt(Runtime& rt, int dirfd, const char* path, int flags, mode_t mode, bo
     return volume->RegionOf(inside) == fs::Region::kNotProtected ? kNotMine : -EOPNOTSUPP;
   }
   if (t.unavailable) return -t.UnavailableErrno();
+  if (t.volume == nullptr && (flags & O_CREAT) && !t.absolute.empty() &&
+      (judged ? lexical.volume != nullptr : rt.Locate(dirfd, path, /*follow_last=*/false).volume != nullptr)) {
+    // A name in a volume whose link leads out of it: opened where the link led, not by the
+    // name, which the host may turn into nothing meanwhile (O_CREAT would then make a plaintext
+    // file inside the volume: hostile finding).
+    return RawSyscall(SYS_openat, AT_FDCWD, Arg(t.absolute.c_str()), flags, mode);
+  }
   if (t.volume == nullptr || t.region == fs::Region::kNotProtected || t.path.empty()) {
     return (flags & O_DIRECTORY) && !t.absolute.empty() ? OpenDirectory(rt, dirfd, path, flags, mode, t.absolute)
                                                         : kNotMine;
