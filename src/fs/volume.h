@@ -178,7 +178,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // and its bump by a maker (under the images lock, once its image is served).
   uint64_t ImagesMade() const { return lock_ ? lock_->ImagesMade() : 0; }
   Status NoteImageMade() { return lock_ ? lock_->NoteImageMade() : Status::Ok(); }
-  // Renames and removals of the volume's directories by any process (VolumeLock::DirectoriesChanged).
+  // Names removed and links made in the volume by any process (VolumeLock::DirectoriesChanged).
   std::optional<uint64_t> DirectoriesChanged() const { return lock_ ? lock_->DirectoriesChanged() : std::nullopt; }
   void NoteDirectoriesChanged() const {
     if (lock_) (void)lock_->NoteDirectoriesChanged();

@@ -72,7 +72,7 @@ Status VolumeLock::Share() { return Set(F_RDLCK, 1, /*wait=*/true); }
 
 // The lock file's hints, little-endian: bytes 8-15 the checkpoint sequence, 16-23 the users
 // count, 24-31 the journal's changes, 32-39 the images made, 40-63 the commit in flight (its
-// sequence number, then its file), 64-71 the names' changes, 72-79 the directories' changes,
+// sequence number, then its file), 64-71 the names' changes, 72-79 the removals and links (DirectoriesChanged),
 // 128-2175 the commits per file slot.
 constexpr off_t kCheckpointHintAt = 8;
 constexpr off_t kUsersHintAt = 16;

@@ -73,9 +73,9 @@ class VolumeLock {
   // the count moved (one load where the hints are mapped).
   uint64_t ImagesMade() const;
   Status NoteImageMade() const;
-  // A count of renames and removals of directories in the volume by any of its processes
-  // (runtime/runtime.h Locate: what a process learnt of directories free of symbolic links
-  // holds while it stands). Bumped after the kernel's call, without the writer lock. Read only
+  // A count of names removed (rename, unlink, rmdir) and links made in the volume by any of its
+  // processes (runtime/runtime.h Locate: what a process learnt of directories free of symbolic
+  // links holds while it stands). Bumped after the kernel's call, without the writer lock. Read only
   // where the hints are mapped (nullopt elsewhere: nothing is learnt then). A hint the host can
   // write: held still, a process may take a path through a link the host made by its name
   // (its ciphertext lands where the link leads), as when the host swaps a directory meanwhile.

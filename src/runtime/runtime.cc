@@ -783,6 +783,7 @@ Target Runtime::Locate(int dirfd, const char* path, bool follow_last, LexicalPat
 }
 
 void Runtime::ForgetLinkFreeDirectories(int dirfd, const char* path) {
+  if (volumes_.empty()) return;
   // The volume the path names is opened for it if need be (a process whose one call is rmdir).
   LexicalPath lexical;
   const bool judged = path != nullptr && LexicalLookup(dirfd, path, &lexical);

@@ -94,7 +94,7 @@ long ConsoleStream::LockPipe(bool may_refuse) {
   // Another writer is inside a record (perhaps waiting for a full pipe): a non-blocking console
   // says EAGAIN, as the full pipe would; a blocking one waits its turn.
   long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
-  if (flags >= 0) nonblocking_ = (flags & O_NONBLOCK) ? 1 : 0;
+  if (flags >= 0) NoteStatusFlags(static_cast<int>(flags));
   if (may_refuse && flags >= 0 && (flags & O_NONBLOCK)) return -EAGAIN;
   do {
     r = RawSyscall(SYS_flock, lock_fd_, LOCK_EX);
@@ -107,7 +107,7 @@ void ConsoleStream::UnlockPipe() { (void)RawSyscall(SYS_flock, lock_fd_, LOCK_UN
 bool ConsoleStream::NonBlocking() {
   if (nonblocking_ < 0) {
     long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
-    nonblocking_ = flags >= 0 && (flags & O_NONBLOCK) ? 1 : 0;
+    NoteStatusFlags(flags >= 0 ? static_cast<int>(flags) : 0);
   }
   return nonblocking_ == 1;
 }

@@ -538,6 +538,17 @@ long DispatchSockets(Runtime& rt, const SyscallFrame& f) {
 }
 
 // Calls on descriptors and paths: the file system shield's.
+void ForgetLinkFreeDirectories(Runtime& rt, int dirfd, const char* path) {
+  RuntimeSection section;
+  rt.ForgetLinkFreeDirectories(dirfd, path);
+}
+
+// A call that removed a name or made a link (`r`), then the forgetting where it succeeded.
+DispatchResult ForgetAfter(Runtime& rt, DispatchResult r, int dirfd, const char* path) {
+  if (r.value == 0) ForgetLinkFreeDirectories(rt, dirfd, path);
+  return r;
+}
+
 DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
   if (process::ForkChildPending() && !process::BeforeChildReset(f.nr, f.args[3])) process::CompleteForkInChild();
   if (!PathsReadable(f.nr, f.args)) return Done(-EFAULT);
@@ -670,33 +681,23 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       DispatchResult r = Served(f, files::RenameAt(rt, at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]), newdirfd, newpath,
                                                    f.nr == SYS_renameat2 ? static_cast<unsigned>(a[4]) : 0));
       if (r.value == 0) {
-        RuntimeSection section;
-        rt.ForgetLinkFreeDirectories(at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]));
+        ForgetLinkFreeDirectories(rt, at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]));
+        files::AfterRename(rt, newdirfd, newpath);
       }
-      if (r.value == 0) files::AfterRename(rt, newdirfd, newpath);
       return r;
     }
     // A name removed or a link made: Locate's knowledge of link-free directories goes
     // (runtime.h); the kernel's answer is the call's.
     case SYS_unlink:
+      return ForgetAfter(rt, Served(f, files::UnlinkAt(rt, AT_FDCWD, Str(a[0]), 0)), AT_FDCWD, Str(a[0]));
     case SYS_unlinkat:
+      return ForgetAfter(rt, Served(f, files::UnlinkAt(rt, Fd(a[0]), Str(a[1]), Fd(a[2]))), Fd(a[0]), Str(a[1]));
     case SYS_rmdir:
+      return ForgetAfter(rt, Done(Raw(f)), AT_FDCWD, Str(a[0]));
     case SYS_symlink:
-    case SYS_symlinkat: {
-      const bool at = f.nr == SYS_unlinkat || f.nr == SYS_symlinkat;
-      const int dirfd = f.nr == SYS_unlinkat ? Fd(a[0]) : f.nr == SYS_symlinkat ? Fd(a[1]) : AT_FDCWD;
-      const char* name = f.nr == SYS_unlinkat ? Str(a[1]) : f.nr == SYS_symlinkat ? Str(a[2])
-                         : f.nr == SYS_symlink ? Str(a[1]) : Str(a[0]);
-      DispatchResult r = f.nr == SYS_unlink || f.nr == SYS_unlinkat
-                             ? Served(f, files::UnlinkAt(rt, at ? Fd(a[0]) : AT_FDCWD, Str(at ? a[1] : a[0]),
-                                                         at ? Fd(a[2]) : 0))
-                             : Done(Raw(f));
-      if (r.value == 0 && rt.HasVolumes()) {
-        RuntimeSection section;
-        rt.ForgetLinkFreeDirectories(dirfd, name);
-      }
-      return r;
-    }
+      return ForgetAfter(rt, Done(Raw(f)), AT_FDCWD, Str(a[1]));
+    case SYS_symlinkat:
+      return ForgetAfter(rt, Done(Raw(f)), Fd(a[1]), Str(a[2]));
     case SYS_link:
       return Served(f, files::LinkAt(rt, AT_FDCWD, Str(a[0]), AT_FDCWD, Str(a[1]), 0));
     case SYS_linkat:
