@@ -651,15 +651,16 @@ namespace {
 // A write that met a full disk, once more with halves of it down to a chunk: the longest prefix
 // that fits is written, as natively (a 1 MiB write returned ENOSPC with room for 800 KiB of it:
 // dd and a Python flush kept nothing of what they had left).
-// First, once more after the volume gave back what room it could (Volume::CheckpointForRoom).
+// First, once more after each way the volume gives back room of its own (its journal's zeros
+// ahead, then its records' room: Volume::CheckpointForRoom).
 Result<size_t> WriteWhatFits(ByteSpan data, const std::function<Result<size_t>(ByteSpan)>& write,
-                             const std::function<bool()>& make_room) {
+                             const std::function<bool(bool records)>& make_room) {
   Result<size_t> whole = write(data);
-  if (whole.ok() || !OutOfSpace(whole.status())) return whole;
-  if (make_room()) {
-    whole = write(data);
+  for (bool records : {false, true}) {
     if (whole.ok() || !OutOfSpace(whole.status())) return whole;
+    if (make_room(records)) whole = write(data);
   }
+  if (whole.ok() || !OutOfSpace(whole.status())) return whole;
   for (size_t part = data.size() / 2; part >= kChunkSize; part /= 2) {
     Result<size_t> written = write(data.first(part));
     if (written.ok() || !OutOfSpace(written.status())) return written;
@@ -669,16 +670,20 @@ Result<size_t> WriteWhatFits(ByteSpan data, const std::function<Result<size_t>(B
 
 }  // namespace
 
+bool ProtectedFile::MakeRoom(bool records) {
+  return volume_->CheckpointForRoom(records ? Volume::RoomFrom::kRecords : Volume::RoomFrom::kZerosAhead);
+}
+
 Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data, uint64_t* appended_at) {
   return WriteWhatFits(
       data, [&](ByteSpan part) { return WriteWhole(offset, part, appended_at); },
-      [&] { return volume_->CheckpointForRoom(); });
+      [&](bool records) { return MakeRoom(records); });
 }
 
 Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedPosition& position) {
   return WriteWhatFits(
       data, [&](ByteSpan part) { return WriteWholeAtSharedPosition(part, position); },
-      [&] { return volume_->CheckpointForRoom(); });
+      [&](bool records) { return MakeRoom(records); });
 }
 
 Result<size_t> ProtectedFile::WriteWhole(uint64_t offset, ByteSpan data, uint64_t* appended_at) {

@@ -306,6 +306,9 @@ class ProtectedFile {
   // StageWrite for a process alone (no volume lock held); on a full disk, once more after a
   // checkpoint gave back room (Volume::CheckpointForRoom).
   Status StageWriteAlone(uint64_t offset, ByteSpan data);
+  // A write met a full disk: the volume gives back its journal's zeros ahead, or (`records`)
+  // its records' room. Whether room may have come back.
+  bool MakeRoom(bool records);
   Status AfterWriteAlone();
   // Promises the disk room a write of [offset, offset + size) buffered while alone may take at
   // its commit (fs/buffered_room.h): a slot and a journal image per chunk it brings into the

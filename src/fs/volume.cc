@@ -514,19 +514,24 @@ class Volume::WriterSection {
   bool locked_ = false;
 };
 
-bool Volume::CheckpointForRoom() {
+bool Volume::CheckpointForRoom(RoomFrom from) {
   KeepAlive keep;
   std::lock_guard lock(mu_);
   if (closed_) return false;
   WriterSection writer(*this, &keep);
   if (!writer.Begin().ok()) return false;
-  // A short journal gives back only its zeros ahead (a megabyte a dd of 1 MiB blocks could not
+  // A short journal gives back its zeros ahead first (a megabyte a dd of 1 MiB blocks could not
   // use at the end); a checkpoint would also drop the records' room, which the commit of what
   // the write stages needs next.
-  if (trash_.empty() && journal_seen_ < kCheckpointForRoomJournalSize) {
+  if (from == RoomFrom::kZerosAhead && trash_.empty() && journal_seen_ < kCheckpointForRoomJournalSize) {
     Result<bool> dropped = journal_->DropZerosAhead();
     return dropped.ok() && *dropped;
   }
+  // The records' room: SQLite reopening a WAL database on a nearly full disk cuts its -shm to
+  // nothing and grows it again a page at a write, room natively just freed; here each page's
+  // record stayed in the journal beside it, and the fourth write failed ("disk I/O error" for a
+  // mere reader).
+  if (trash_.empty() && journal_seen_ == 0) return false;
   return Checkpoint(/*clean=*/false).ok();
 }
 

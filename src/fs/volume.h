@@ -301,8 +301,11 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status WithCheckpointIfFull(const std::function<Status()>& change);
   // For a file's write while alone (no volume lock held), on a full disk: a checkpoint if the
   // trash holds files (removed since the last one) or the journal is long, whose room it gives
-  // back; else the journal's zeros ahead go back to the disk. Whether room came back.
-  bool CheckpointForRoom();
+  // back; else the journal's zeros ahead go back to the disk (kZerosAhead, a write's first
+  // retry), or its records' room with a checkpoint (kRecords, once the zeros were not enough).
+  // Whether room may have come back.
+  enum class RoomFrom { kZerosAhead, kRecords };
+  bool CheckpointForRoom(RoomFrom from = RoomFrom::kZerosAhead);
   // Creates the file at `path` (on disk, and its record), or changes nothing.
   // REQUIRES: mu_ and the writer lock, caught up.
   Result<std::shared_ptr<ProtectedFile>> CreateFileLocked(const std::string& path, Region region, mode_t mode);

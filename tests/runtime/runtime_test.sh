@@ -1058,6 +1058,49 @@ SHEOF
   "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify"
   ;;
 
+disk-full-wal-reader)
+  # A WAL database its writer left on a disk that filled up (the last checkpoint found no room:
+  # db-wal stays), opened by a new process with little room left. Natively that works: SQLite
+  # cuts -shm to nothing and grows it again a page at a write, into the room it just freed.
+  # Before: each page's write left its record in the volume's journal beside the page, and with
+  # 12 to 28 KiB free the reader failed ("disk I/O error", the flaky step of disk-full-cleanup).
+  # Now a write that finds no room once the journal's zeros ahead went back checkpoints to get
+  # its records' room back.
+  small_disk_volume 8m
+  cat > writer.py <<PYEOF
+import sqlite3
+c = sqlite3.connect("small/v/db")
+c.execute("pragma journal_mode=wal")
+c.execute("pragma wal_autocheckpoint=0")
+c.execute("create table t(a, b)")
+done = 0
+try:
+    while True:
+        with c:
+            c.executemany("insert into t values (?, ?)", [(done, "$MARKER" * 10)] * 20)
+        done += 1
+except sqlite3.OperationalError as e:
+    assert "full" in str(e), e
+c.close()
+print(done * 20)
+PYEOF
+  head -c 128k /dev/zero > small/spare  # given back after the writer: the filler below can leave room
+  acknowledged=$(srun $PY writer.py) || fail "the writer"
+  [[ -s small/v/db-wal ]] || fail "the writer left no WAL (the premise: its last checkpoint met the full disk)"
+  rm small/spare
+  reader="import sqlite3; c = sqlite3.connect('small/v/db'); print(c.execute('select count(*) from t').fetchone()[0], c.execute('pragma integrity_check').fetchone()[0])"
+  for room in 24 0; do
+    dd if=/dev/zero of=small/filler bs=4k 2>/dev/null || true
+    truncate -s "-${room}K" small/filler
+    free=$(df -k small | awk 'NR==2 {print $4}')
+    [[ $free -eq $room ]] || fail "the disk has $free KiB free, not $room"
+    counted=$(srun $PY -c "$reader" 2> reader.err) || { cat reader.err; fail "a reader with $room KiB free"; }
+    [[ "$counted" == "$acknowledged ok" ]] || fail "a reader with $room KiB free counts $counted, the writer acknowledged $acknowledged"
+    rm small/filler
+  done
+  "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify after the readers"
+  ;;
+
 disk-full-mmap)
   # Stores through a shared mapping of a file that was already whole, on a disk another program
   # filled meanwhile. Natively they are in the page cache and stay (the blocks exist). Before
