@@ -1272,6 +1272,24 @@ bool ProtectedFile::JournalsAllChunks(bool durable) const {
   return durable && !data_unsynced_ && cache_.size() <= kSmallCommitChunks;
 }
 
+bool ProtectedFile::OnlyOverwritesLocked(uint64_t stage_bytes, uint64_t stage_offset) const {
+  // Natively an overwrite of allocated bytes takes no new room (PostgreSQL rewriting pages of
+  // its WAL segments and tables on a full disk keeps running; here its WAL write met ENOSPC and
+  // the server panicked: hostile finding). Holes and bytes past the end are new room.
+  if (size_ > committed_size_ || (cache_.empty() && stage_bytes == 0)) return false;
+  const uint64_t chunks = ChunkCount(committed_size_);
+  const auto allocated = [&](uint64_t chunk) { return chunk < chunks && !table_.Entry(chunk).IsHole(); };
+  for (const auto& [chunk, plain] : cache_) {
+    if (!allocated(chunk)) return false;
+  }
+  if (stage_bytes == 0) return true;
+  if (stage_offset == kUnknownOffset || stage_offset + stage_bytes > committed_size_) return false;
+  for (uint64_t chunk = stage_offset / kChunkSize; chunk * kChunkSize < stage_offset + stage_bytes; ++chunk) {
+    if (!allocated(chunk)) return false;
+  }
+  return true;
+}
+
 uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes, uint64_t stage_offset) const {
   // Images of the chunks that go to the journal, an entry for every chunk, the pages' and the
   // header's bytes. Before the catch-up and the stage: counted as if any small commit went to
@@ -1387,8 +1405,13 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     // Buffered changes that shorten the file (the program's `: > log` on a full disk), at most
     // the new last chunk's image with them.
     if (!stage) cuts_short = size_ < committed_size_ && cache_.size() <= 1;
+    // Either, or one that only overwrites what the file holds, takes no room natively: it may
+    // take the journal's room from the volume's reserve on a full disk.
+    const char* reserve_for = cuts_short                                           ? "a file cut short"
+                              : OnlyOverwritesLocked(stage ? stage_bytes : 0, stage_offset) ? "an overwrite"
+                                                                                            : nullptr;
     SCONE_RETURN_IF_ERROR(volume_->CommitFile(
-        id_, record, RecordBoundLocked(stage_bytes, stage_offset), cuts_short,
+        id_, record, RecordBoundLocked(stage_bytes, stage_offset), reserve_for,
         [&](const FileEntry* current) -> Status {
           if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
           ForgetDurableLazyChunks();

@@ -275,6 +275,9 @@ class ProtectedFile {
   Status CommitLocked(bool durable, const std::function<Status()>& stage = nullptr, uint64_t stage_bytes = 0,
                       bool cuts_short = false, uint64_t stage_offset = kUnknownOffset);
   static constexpr uint64_t kUnknownOffset = UINT64_MAX;
+  // Whether the commit only rewrites chunks the file holds (`stage_bytes` at `stage_offset`
+  // with its cached ones): no hole filled, nothing past the committed end.
+  bool OnlyOverwritesLocked(uint64_t stage_bytes, uint64_t stage_offset) const;
   // At most how large the record of a commit gets, `stage_bytes` staged in it at `stage_offset`
   // (a bound for the journal's room, not the size).
   uint64_t RecordBoundLocked(uint64_t stage_bytes, uint64_t stage_offset) const;

@@ -189,10 +189,15 @@ Status Volume::WithReserve(const char* what, const std::function<Status()>& chan
   Status done = change();
   if (!OutOfSpace(done) || !reserve_.Release()) return done;
   reserve_released_ = true;
-  std::fprintf(stderr,
-               "scone: volume %s: the disk is full; the volume's reserve went to %s (free space on the "
-               "disk: the next open keeps the reserve again)\n",
-               dir_.c_str(), what);
+  // Once per process: on a disk that stays full, each checkpoint keeps the reserve again and
+  // the next change takes it (a mapping sealed a chunk at a time said so 16 times).
+  if (!reserve_reported_) {
+    std::fprintf(stderr,
+                 "scone: volume %s: the disk is full; the volume's reserve went to %s (free space on the "
+                 "disk: the next open keeps the reserve again)\n",
+                 dir_.c_str(), what);
+    reserve_reported_ = true;
+  }
   return change();
 }
 
@@ -1368,7 +1373,7 @@ void Volume::NoteWritingAhead(const FileId& id) {
   writing_ahead_.insert(id);
 }
 
-Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound, bool cuts_short,
+Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound, const char* reserve_for,
                           const std::function<Status(const FileEntry* current)>& build,
                           const std::function<Status()>& apply) {
   KeepAlive keep;
@@ -1382,10 +1387,15 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t reco
     SCONE_RETURN_IF_ERROR(build(last ? &*last : nullptr));
     return apply();
   }
-  // A file cut short (`: > log`, `truncate -s 0`) makes room on a full disk, as natively: its
-  // commit may use the volume's reserve; one that writes data may not (space_reserve.h).
+  // A file cut short (`: > log`, `truncate -s 0`) makes room on a full disk, as natively, and
+  // an overwrite takes none: their commits may use the volume's reserve once a checkpoint gave
+  // back nothing; one that writes new data may not (space_reserve.h).
   const auto room = [&] { return journal_->Reserve(record_bound + it->second.size()); };
-  SCONE_RETURN_IF_ERROR(cuts_short ? WithReserve("a file cut short", room) : WithCheckpointIfFull(room));
+  if (reserve_for != nullptr) {
+    SCONE_RETURN_IF_ERROR(WithReserve(reserve_for, [&] { return WithCheckpointIfFull(room); }));
+  } else {
+    SCONE_RETURN_IF_ERROR(WithCheckpointIfFull(room));
+  }
   // The build writes chunks in place ahead of the record, and a durable record applies the
   // window before the state holds it: nothing cuts the file back meanwhile.
   writing_ahead_.insert(id);

@@ -414,8 +414,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // ahead of the record that will name them: until that record, applying the window does not
   // cut the data file back to the file's size (the chunks lie past it).
   void NoteWritingAhead(const FileId& id);
-  // `cuts_short`: the commit makes the file shorter, and may take that room from the reserve.
-  Status CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound, bool cuts_short,
+  // `reserve_for`: what the commit does that takes no room natively (a file cut short, an
+  // overwrite), for which it may take the journal's room from the reserve; nullptr: it may not.
+  Status CommitFile(const FileId& id, JournalRecord& record, uint64_t record_bound, const char* reserve_for,
                     const std::function<Status(const FileEntry* current)>& build,
                     const std::function<Status()>& apply);
 
@@ -505,6 +506,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   RecentlyUnlinked recently_unlinked_;
   SpaceReserve reserve_{MetaPath("reserve")};
   bool reserve_released_ = false;   // by this process: kept again after its next checkpoint
+  bool reserve_reported_ = false;   // its release was told (once per process)
   uint64_t checkpoint_journal_size_ = 32u << 20;  // see FitCheckpointsToDisk
   BufferedRoom buffered_room_;
   bool opened_alone_ = false;       // no other process had it open: this one keeps the reserve
