@@ -7,8 +7,9 @@
 // it and tries once more, and the next open keeps it again once the disk has room.
 //
 // Only changes that do not grow what the programs store may use it (the state file, records
-// that remove, rename or sync): a write of data that finds the disk full fails with ENOSPC as
-// natively, and cannot eat the room its owner needs to clean up.
+// that remove, rename or sync, commits that cut a file short or only overwrite what it holds):
+// a write of new data that finds the disk full fails with ENOSPC as natively, and cannot eat
+// the room its owner needs to clean up.
 //
 // Thread-safety: none; the volume guards it with its lock.
 #pragma once
