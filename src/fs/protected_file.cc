@@ -680,6 +680,16 @@ Result<size_t> ProtectedFile::Write(uint64_t offset, ByteSpan data, uint64_t* ap
       [&](bool records) { return MakeRoom(records); });
 }
 
+Status ProtectedFile::WriteAll(uint64_t offset, ByteSpan data) {
+  while (!data.empty()) {
+    SCONE_ASSIGN_OR_RETURN(size_t n, Write(offset, data));
+    if (n == 0) return IoError(path() + ": a write stored nothing", EIO);
+    offset += n;
+    data = data.subspan(n);
+  }
+  return Status::Ok();
+}
+
 Result<size_t> ProtectedFile::WriteAtSharedPosition(ByteSpan data, const SharedPosition& position) {
   return WriteWhatFits(
       data, [&](ByteSpan part) { return WriteWholeAtSharedPosition(part, position); },

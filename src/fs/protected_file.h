@@ -77,6 +77,9 @@ class ProtectedFile {
   // write the disk holds only part of writes what fits and returns its count, as natively (the
   // next one meets ENOSPC).
   Result<size_t> Write(uint64_t offset, ByteSpan data, uint64_t* appended_at = nullptr);
+  // Write until all of data is written, or the error (ENOSPC) that stopped it: for callers
+  // that are no program (which would see the short count and write the rest itself).
+  Status WriteAll(uint64_t offset, ByteSpan data);
   // The volume cut this file's data file (an apply in place reached a commit that shortened
   // it): the room this object allocated, and its length, no longer hold. Any thread.
   void NoteDataCut() { data_cut_.store(true, std::memory_order_release); }

@@ -59,7 +59,7 @@ Status ImportFile(const std::string& from, const std::string& rel, mode_t mode, 
   Bytes buffer(kCopyBlock);
   Status copied = ForEachDataRange(in, size, [&](uint64_t begin, uint64_t end) {
     return CopyRange(in, begin, end, buffer, [&](uint64_t offset, ByteSpan data) {
-      return file->Write(offset, data).status();
+      return file->WriteAll(offset, data);
     });
   });
   Wipe(buffer);

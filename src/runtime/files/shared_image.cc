@@ -206,15 +206,8 @@ Status SharedImage::SealChunks(uint64_t first, uint64_t last, uint64_t size, boo
     for (size_t i = 0; i < length; ++i) merged[i] = image[i] == base[i] ? sealed[i] : image[i];
     // Whole: a write on a nearly full disk keeps the prefix that fits and says how much (a
     // short count taken for the whole lost the rest of the stores, close returning 0).
-    SCONE_RETURN_IF_ERROR(WriteDifferences(sealed, merged, length, begin, [&](uint64_t at, ByteSpan data) -> Status {
-      while (!data.empty()) {
-        SCONE_ASSIGN_OR_RETURN(size_t n, file_->Write(at, data));
-        if (n == 0) return IoError(file_->path() + ": a write stored nothing", EIO);
-        at += n;
-        data = data.subspan(n);
-      }
-      return Status::Ok();
-    }));
+    SCONE_RETURN_IF_ERROR(WriteDifferences(sealed, merged, length, begin,
+                                           [&](uint64_t at, ByteSpan data) { return file_->WriteAll(at, data); }));
     // Only the bytes another process wrote: a store through a mapping meanwhile stays.
     SCONE_RETURN_IF_ERROR(WriteDifferences(image, merged, length, begin,
                                            [&](uint64_t at, ByteSpan data) { return memory_.WriteAt(at, data); }));
