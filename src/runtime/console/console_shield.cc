@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "runtime/console/kept_locks.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/shield_syscalls.h"
 
@@ -91,6 +92,12 @@ long ConsoleStream::LockPipe(bool may_refuse) {
   if (lock_fd_ < 0) return 1;
   long r = RawSyscall(SYS_flock, lock_fd_, LOCK_EX | LOCK_NB);
   if (r == 0) return 0;
+  // Perhaps another stream of this process keeps it, and another thread is inside its record:
+  // told that this one waits, that thread lets go at the record's end.
+  KeptConsoleLocks::Waiting waiting;
+  KeptConsoleLocks::LetGoAll(this);
+  r = RawSyscall(SYS_flock, lock_fd_, LOCK_EX | LOCK_NB);
+  if (r == 0) return 0;
   // Another writer is inside a record (perhaps waiting for a full pipe): a non-blocking console
   // says EAGAIN, as the full pipe would; a blocking one waits its turn.
   long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
@@ -114,18 +121,58 @@ bool ConsoleStream::NonBlocking() {
 
 void ConsoleStream::NoteStatusFlags(int flags) { nonblocking_ = (flags & O_NONBLOCK) ? 1 : 0; }
 
-long ConsoleStream::WriteRecord(RecordType type, ByteSpan payload, bool may_refuse) {
+long ConsoleStream::WriteRecord(RecordType type, ByteSpan payload, bool may_refuse, bool keep_lock) {
   if (rekey_) {
     cipher_ = console::StreamCipher(key_, id_);
     rekey_ = false;
   }
   // On a pipe, records up to 64 KiB: larger than PIPE_BUF, the kernel may interleave another
-  // writer's bytes when the pipe fills, so every record goes out under the pipe's lock.
-  const long lock = pipe_ ? LockPipe(may_refuse) : 1;
-  if (lock < 0) return lock;
+  // writer's bytes when the pipe fills, so every record goes out under the pipe's lock. Before
+  // taking it, this process lets go of every other lock it keeps: the writer holding this one
+  // may be waiting for one of those.
+  long lock = 1;
+  if (kept_) {
+    lock = 0;
+  } else if (pipe_) {
+    KeptConsoleLocks::LetGoAll(this);
+    lock = LockPipe(may_refuse);
+    if (lock < 0) return lock;
+  }
   long r = WriteSealed(type, payload, may_refuse);
-  if (lock == 0) UnlockPipe();
+  if (lock == 0) KeepOrUnlock(keep_lock && r == 0);
   return r;
+}
+
+void ConsoleStream::KeepOrUnlock(bool keep) {
+  // A program writing record after record on a blocking pipe keeps the lock; its first records
+  // (a short program's only ones) let go at once, so that it needs no runtime thread.
+  constexpr uint64_t kKeepFrom = 16;
+  keep = keep && next_ >= kKeepFrom && kept_records_ < KeptConsoleLocks::kMaxRecords && !NonBlocking() &&
+         !KeptConsoleLocks::AnyWaiting();
+  if (keep && (kept_ || KeptConsoleLocks::Add(this))) {
+    kept_ = true;
+    ++kept_records_;
+    return;
+  }
+  Unkeep();
+  UnlockPipe();
+}
+
+void ConsoleStream::Unkeep() {
+  if (kept_) KeptConsoleLocks::Remove(this);
+  kept_ = false;
+  kept_records_ = 0;
+}
+
+void ConsoleStream::LetGoOfKeptLock(bool if_idle) {
+  std::unique_lock lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock() || !kept_) return;
+  if (if_idle && seen_ != next_) {
+    seen_ = next_;
+    return;
+  }
+  Unkeep();
+  UnlockPipe();
 }
 
 long ConsoleStream::WriteSealed(RecordType type, ByteSpan payload, bool may_refuse) {
@@ -174,7 +221,7 @@ void ConsoleStream::WriteAnnouncements() {
   unannounced_.clear();  // keeps its capacity: no memory is freed
 }
 
-long ConsoleStream::Write(const void* buf, size_t count) {
+long ConsoleStream::Write(const void* buf, size_t count, bool may_keep_lock) {
   std::lock_guard lock(mu_);
   if (ended_) return -EIO;  // never plaintext: the stream is over
   WriteAnnouncements();
@@ -191,7 +238,7 @@ long ConsoleStream::Write(const void* buf, size_t count) {
   size_t done = 0;
   while (done < count) {
     size_t n = std::min(count - done, limit);
-    long r = WriteRecord(RecordType::kData, ByteSpan(p + done, n), true);
+    long r = WriteRecord(RecordType::kData, ByteSpan(p + done, n), true, may_keep_lock);
     if (r < 0) return done > 0 ? static_cast<long>(done) : r;
     done += n;
   }
@@ -204,6 +251,10 @@ void ConsoleStream::End() {
   ended_ = true;
   WriteAnnouncements();
   if (StartIfNeeded(false) == 0) (void)WriteRecord(RecordType::kEnd, {}, false);
+  if (kept_) {  // (the final record let go of it, unless it could not be written)
+    Unkeep();
+    UnlockPipe();
+  }
   files::CloseOwn(own_fd_);
   own_fd_ = -1;
   if (lock_fd_ >= 0) files::CloseOwn(lock_fd_);
@@ -246,6 +297,8 @@ void ConsoleStream::UnlockInParent(bool forked) {
 // cipher is made at its first record: the child's allocator may not be usable yet).
 void ConsoleStream::BecomeChild() {
   siblings_.clear();  // a child's stream is announced by its parent
+  kept_ = false;  // the parent's to let go of (KeptConsoleLocks::AfterForkInChild)
+  kept_records_ = 0;
   unannounced_.clear();  // the parent's children, the parent's to announce
   if (lock_fd_ >= 0) {
     files::CloseOwn(lock_fd_);  // the parent's description: the child locks one of its own
@@ -451,7 +504,7 @@ bool ConsoleShield::Log(const std::string& line, FdTable& fds) {
   auto d = fds.Get(2);
   if (d == nullptr || !d->IsConsole()) return false;
   // Written, or lost with the stream (after its final record): never plaintext on the console.
-  (void)static_cast<ConsoleFd*>(d.get())->stream()->Write(line.data(), line.size());
+  (void)static_cast<ConsoleFd*>(d.get())->stream()->Write(line.data(), line.size(), false);
   return true;
 }
 
@@ -471,6 +524,7 @@ void ConsoleShield::AfterForkInParent(bool forked) {
 }
 
 void ConsoleShield::AfterForkInChild() {
+  KeptConsoleLocks::AfterForkInChild();
   for (int i = 0; i < fork_count; ++i) fork_streams[i]->BecomeChild();
   fork_count = 0;
 }

@@ -10,8 +10,10 @@
 // streams on (the configuration hands the id and the next number over).
 //
 // Each record is one write(2) of its own descriptor (a dup of the console description, kept out
-// of the program's reach), at most PIPE_BUF bytes unless the console is a regular file: records
-// of processes writing into one pipe or file side by side never interleave inside a record.
+// of the program's reach): up to 64 KiB on a regular file (one write(2) to a file is atomic
+// against its description's other writers) and on a pipe under the pipe's flock (kept across
+// records while the program streams: kept_locks.h), else at most PIPE_BUF bytes. Records of
+// processes writing into one pipe or file side by side never interleave inside a record.
 //
 // Cost: one AES-GCM pass and one write(2) per record (a program's write larger than a record
 // makes several). Thread-safety: a stream's writes are serialized by its lock, held across the
@@ -42,7 +44,9 @@ class ConsoleStream {
   // The program's write: its bytes as kData records. Returns `count` as the program would see
   // it natively, or how many bytes went out before the description would block (non-blocking
   // console), or -errno when none did. A record once begun is always written whole.
-  long Write(const void* buf, size_t count);
+  // `may_keep_lock`: a pipe's lock may stay held after the last record (kept_locks.h); the
+  // runtime's own lines, written where it may hold other locks, let go at once.
+  long Write(const void* buf, size_t count, bool may_keep_lock = true);
   // The final record (a start record first if the stream wrote none); then its descriptor
   // closes. Idempotent.
   void End();
@@ -63,11 +67,20 @@ class ConsoleStream {
   void UnlockInParent(bool forked);
   void BecomeChild();
   void AnnounceChildren();
+  // Lets go of the pipe's lock kept after the last record (kept_locks.h), unless another thread
+  // is inside a record of the stream. `if_idle`: only if no record went out since the last such
+  // look (the runtime's thread).
+  void LetGoOfKeptLock(bool if_idle);
 
  private:
   // Seals and writes one record. -EAGAIN (nothing written) only when `may_refuse`; else waits
   // until the description takes it. REQUIRES: mu_.
-  long WriteRecord(console::RecordType type, ByteSpan payload, bool may_refuse);
+  // `keep_lock`: a data record of the program's, after which a pipe's lock may stay held.
+  long WriteRecord(console::RecordType type, ByteSpan payload, bool may_refuse, bool keep_lock = false);
+  // After a record written under the pipe's lock: keeps it (a stream writing record after
+  // record, on a blocking pipe) or lets go. REQUIRES: mu_.
+  void KeepOrUnlock(bool keep);
+  void Unkeep();
   long WriteSealed(console::RecordType type, ByteSpan payload, bool may_refuse);
   // A pipe's lock (flock on a description of this process's own), held across a record's write.
   // 0: locked; 1: no lock to be had (records then stay at most PIPE_BUF); -EAGAIN: another
@@ -109,6 +122,9 @@ class ConsoleStream {
   std::atomic<int> nonblocking_{-1};  // -1: not asked yet (NonBlocking); set without mu_ by F_SETFL
   static constexpr int kLockUnavailable = -2;
   int lock_fd_ = -1;   // -1: not opened yet in this process
+  bool kept_ = false;  // the pipe's lock stays held after the last record (kept_locks.h)
+  int kept_records_ = 0;  // records written since it was taken
+  uint64_t seen_ = 0;  // next_ at the runtime thread's last look
   size_t max_payload_;
   std::unique_ptr<crypto::Aes256Gcm> cipher_;
   std::vector<uint8_t> record_;  // one record's room

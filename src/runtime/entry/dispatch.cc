@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 
 #include <atomic>
 #include <new>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "runtime/alone_watcher.h"
+#include "runtime/console/kept_locks.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/entry/user_memory.h"
 #include "runtime/files/file_calls.h"
@@ -176,6 +178,69 @@ bool IsConsole(Runtime& rt, int fd) {
   if (!rt.console().Active() || !rt.fds().Has(fd)) return false;
   auto d = rt.fds().Get(fd);
   return d != nullptr && d->IsConsole();
+}
+
+// A console pipe's lock this process keeps between records (console/kept_locks.h) is let go
+// before a call that could wait for another process, which may be waiting for the lock. Kept
+// across: writes to the console, reads of the program's own descriptors (tried without waiting
+// first: ReadKeepingConsoleLocks), and calls on memory, time and ids.
+void KeepOrLetGoConsoleLocks(const SyscallFrame& f) {
+  const int fd = Fd(f.args[0]);
+  Runtime* rt = ShieldIfReady();
+  switch (f.nr) {
+    case SYS_brk:
+    case SYS_munmap:
+    case SYS_mprotect:
+    case SYS_madvise:
+    case SYS_mremap:
+    case SYS_getpid:
+    case SYS_gettid:
+    case SYS_getppid:
+    case SYS_clock_gettime:
+    case SYS_gettimeofday:
+    case SYS_getrusage:
+      return;
+    case SYS_mmap:
+      if (f.args[3] & MAP_ANONYMOUS) return;
+      break;
+    case SYS_read:
+    case SYS_pread64:
+    case SYS_lseek:
+    case SYS_fstat:
+      if (rt != nullptr && !rt->closed() && !rt->fds().Has(fd)) return;
+      break;
+    case SYS_write:
+    case SYS_writev:
+    case SYS_pwrite64:
+    case SYS_pwritev:
+    case SYS_pwritev2:
+      if (rt != nullptr && !rt->closed() && IsConsole(*rt, fd)) return;
+      break;
+    default:
+      break;
+  }
+  KeptConsoleLocks::LetGoAll();
+}
+
+// read(2) of a descriptor no shield serves while a console lock is kept: tried without waiting
+// (RWF_NOWAIT); a read that would wait lets go of the lock first. A short count from a regular
+// file (its cache held only a part) is completed as the kernel's read would have.
+long ReadKeepingConsoleLocks(const SyscallFrame& f) {
+  auto* buf = Ptr<char>(f.args[1]);
+  const auto count = static_cast<size_t>(f.args[2]);
+  iovec v{buf, count};
+  long r = RawSyscall6(SYS_preadv2, f.args[0], Arg(&v), 1, -1, -1, RWF_NOWAIT);
+  if (r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL) {
+    KeptConsoleLocks::LetGoAll();
+    return Raw(f);
+  }
+  struct stat st;
+  if (r > 0 && static_cast<size_t>(r) < count && RawSyscall(SYS_fstat, f.args[0], Arg(&st)) == 0 &&
+      (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
+    long more = RawSyscall(SYS_read, f.args[0], Arg(buf + r), static_cast<long>(count - static_cast<size_t>(r)));
+    if (more > 0) r += more;
+  }
+  return r;
 }
 
 // Where a path call keeps its paths: {path argument, its directory argument or -1}.
@@ -559,7 +624,8 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
   FdTable& fds = rt.fds();
   switch (f.nr) {
     case SYS_read:
-      return Done(fds.Has(Fd(a[0])) ? files::Read(rt, Fd(a[0]), Ptr<void>(a[1]), a[2]) : Raw(f));
+      if (fds.Has(Fd(a[0]))) return Done(files::Read(rt, Fd(a[0]), Ptr<void>(a[1]), a[2]));
+      return Done(KeptConsoleLocks::Any() ? ReadKeepingConsoleLocks(f) : Raw(f));
     case SYS_write:
       return Done(fds.Has(Fd(a[0])) ? files::Write(rt, Fd(a[0]), Ptr<const void>(a[1]), a[2]) : Raw(f));
     case SYS_pread64:
@@ -793,6 +859,7 @@ DispatchResult DispatchCall(SyscallFrame& f) {
     return Native();
   }
   CallInProgress in_call(t, f.nr);
+  if (KeptConsoleLocks::Any()) KeepOrLetGoConsoleLocks(f);
   const long* a = f.args;
   DispatchResult r;
   switch (f.nr) {
