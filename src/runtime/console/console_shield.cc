@@ -17,8 +17,10 @@
 #include <cstring>
 
 #include "runtime/console/kept_locks.h"
+#include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/shield_syscalls.h"
+#include "runtime/process/signal_calls.h"
 
 namespace scone::runtime {
 namespace {
@@ -103,10 +105,16 @@ long ConsoleStream::LockPipe(bool may_refuse) {
   long flags = RawSyscall(SYS_fcntl, own_fd_, F_GETFL);
   if (flags >= 0) NoteStatusFlags(static_cast<int>(flags));
   if (may_refuse && flags >= 0 && (flags & O_NONBLOCK)) return -EAGAIN;
-  do {
+  for (;;) {
     r = RawSyscall(SYS_flock, lock_fd_, LOCK_EX);
-  } while (r == -EINTR);
-  return r == 0 ? 0 : 1;
+    if (r != -EINTR) return r == 0 ? 0 : 1;
+    // A signal for the program while it waits (for another writer's record, or a writer stopped
+    // while it keeps the lock): the program's write ends with EINTR, none of it written, as a
+    // write waiting for a full pipe natively (unless the handlers restart it); SIGTERM ends the
+    // process. The runtime's own records (a start, an end) wait on.
+    const uint64_t held = HeldSignals();
+    if (may_refuse && held != 0 && !process::RestartsAfter(held)) return -EINTR;
+  }
 }
 
 void ConsoleStream::UnlockPipe() { (void)RawSyscall(SYS_flock, lock_fd_, LOCK_UN); }

@@ -68,13 +68,20 @@ void KeptConsoleLocks::LetGoAll(const ConsoleStream* except) {
 
 void KeptConsoleLocks::Run() {
   static_assert(sizeof(std::atomic<int>) == sizeof(int));
+  // A stream lets go every kMaxRecords records and keeps again at its next: the thread goes on
+  // ticking through such gaps (waking it each time would cost a futex call and a switch), and
+  // waits without a deadline once no lock was kept for kLingerTicks.
+  constexpr int kLingerTicks = 50;
+  int idle_ticks = 0;
   for (;;) {
-    if (count_.load() == 0) {
+    if (count_.load() == 0 && ++idle_ticks > kLingerTicks) {
       thread_waits.store(true);
       if (count_.load() == 0) (void)RawSyscall(SYS_futex, Arg(&count_), FUTEX_WAIT_PRIVATE, 0, 0);
       thread_waits.store(false);
+      idle_ticks = 0;
       continue;
     }
+    if (count_.load() != 0) idle_ticks = 0;
     struct timespec idle = {0, kIdleMs * 1'000'000L};
     (void)RawSyscall(SYS_nanosleep, Arg(&idle), 0);
     RuntimeSection section;

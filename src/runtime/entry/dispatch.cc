@@ -83,6 +83,18 @@ void UnblockSigsysInFrame(long stack_pointer) {
   *mask &= ~(uint64_t{1} << (SIGSYS - 1));
 }
 
+// What a program's descriptor is, as far as a read while a console lock is kept needs to know
+// (ReadKeepingConsoleLocks): learnt by one fstat at the first such read, forgotten when the
+// number is closed or replaced (close, close_range, dup2, dup3: every way a number changes its
+// file passes the dispatcher).
+enum class ReadKind : uint8_t { kUnknown, kFile, kPipe, kOther };
+constexpr int kMaxReadKinds = 1 << 16;
+std::atomic<ReadKind> read_kinds[kMaxReadKinds];
+
+void ForgetReadKind(int fd) {
+  if (fd >= 0 && fd < kMaxReadKinds) read_kinds[fd].store(ReadKind::kUnknown, std::memory_order_relaxed);
+}
+
 // close_range: the shielded descriptors in the range commit and leave the table first.
 // The runtime's own descriptors in the range stay open: the kernel's call is made on the gaps
 // between them.
@@ -92,6 +104,7 @@ long CloseRange(Runtime& rt, const SyscallFrame& f) {
   if (first > last) return -EINVAL;
   if (!(f.args[2] & CLOSE_RANGE_CLOEXEC)) {
     for (unsigned fd = first; fd <= last && fd < DirectoryTable::kMaxFds; ++fd) rt.dirs().Forget(static_cast<int>(fd));
+    for (unsigned fd = first; fd <= last && fd < kMaxReadKinds; ++fd) ForgetReadKind(static_cast<int>(fd));
     std::vector<int> shielded;
     for (auto& [fd, d] : rt.fds().All()) {
       if (static_cast<unsigned>(fd) < first || static_cast<unsigned>(fd) > last) continue;
@@ -222,25 +235,38 @@ void KeepOrLetGoConsoleLocks(const SyscallFrame& f) {
   KeptConsoleLocks::LetGoAll();
 }
 
-// read(2) of a descriptor no shield serves while a console lock is kept: tried without waiting
-// (RWF_NOWAIT); a read that would wait lets go of the lock first. A short count from a regular
-// file (its cache held only a part) is completed as the kernel's read would have.
-long ReadKeepingConsoleLocks(const SyscallFrame& f) {
-  auto* buf = Ptr<char>(f.args[1]);
-  const auto count = static_cast<size_t>(f.args[2]);
-  iovec v{buf, count};
-  long r = RawSyscall6(SYS_preadv2, f.args[0], Arg(&v), 1, -1, -1, RWF_NOWAIT);
-  if (r == -EAGAIN || r == -EOPNOTSUPP || r == -EINVAL) {
-    KeptConsoleLocks::LetGoAll();
-    return Raw(f);
-  }
+ReadKind ReadKindOf(int fd) {
+  ReadKind kind = fd >= 0 && fd < kMaxReadKinds ? read_kinds[fd].load(std::memory_order_relaxed) : ReadKind::kUnknown;
+  if (kind != ReadKind::kUnknown) return kind;
   struct stat st;
-  if (r > 0 && static_cast<size_t>(r) < count && RawSyscall(SYS_fstat, f.args[0], Arg(&st)) == 0 &&
-      (S_ISREG(st.st_mode) || S_ISBLK(st.st_mode))) {
-    long more = RawSyscall(SYS_read, f.args[0], Arg(buf + r), static_cast<long>(count - static_cast<size_t>(r)));
-    if (more > 0) r += more;
+  if (RawSyscall(SYS_fstat, fd, Arg(&st)) != 0) return ReadKind::kOther;
+  kind = S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) ? ReadKind::kFile
+         : S_ISFIFO(st.st_mode)                      ? ReadKind::kPipe
+                                                     : ReadKind::kOther;
+  if (fd < kMaxReadKinds) read_kinds[fd].store(kind, std::memory_order_relaxed);
+  return kind;
+}
+
+// read(2) of a descriptor no shield serves while a console lock is kept. A regular file's read
+// waits for no other process: made as it is. A pipe's is tried without waiting (RWF_NOWAIT, the
+// same result where bytes are there) and lets go of the lock first where it would wait. Any
+// other (a socket, whose SO_RCVLOWAT a read without waiting would not honour; a terminal; an
+// eventfd) lets go first.
+long ReadKeepingConsoleLocks(const SyscallFrame& f) {
+  switch (ReadKindOf(Fd(f.args[0]))) {
+    case ReadKind::kFile:
+      return Raw(f);
+    case ReadKind::kPipe: {
+      iovec v{Ptr<void>(f.args[1]), static_cast<size_t>(f.args[2])};
+      long r = RawSyscall6(SYS_preadv2, f.args[0], Arg(&v), 1, -1, -1, RWF_NOWAIT);
+      if (r != -EAGAIN && r != -EOPNOTSUPP && r != -EINVAL) return r;
+      break;
+    }
+    default:
+      break;
   }
-  return r;
+  KeptConsoleLocks::LetGoAll();
+  return Raw(f);
 }
 
 // Where a path call keeps its paths: {path argument, its directory argument or -1}.
@@ -664,6 +690,7 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_close:
       if (fds.IsOwn(Fd(a[0]))) return Done(-EBADF);  // not the program's
       rt.dirs().Forget(Fd(a[0]));
+      ForgetReadKind(Fd(a[0]));
       if (!fds.Has(Fd(a[0]))) return Done(Raw(f));
       return Done(IsTlsSocket(rt, Fd(a[0])) ? sockets::Close(rt, Fd(a[0])) : files::Close(rt, Fd(a[0])));
     case SYS_close_range:
@@ -672,6 +699,7 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_dup2:
     case SYS_dup3:
       if (fds.IsOwn(Fd(a[0])) || (f.nr != SYS_dup && fds.IsOwn(Fd(a[1])))) return Done(-EBADF);
+      if (f.nr != SYS_dup) ForgetReadKind(Fd(a[1]));
       return Done(files::Dup(rt, f.nr, Fd(a[0]), Fd(a[1]), Fd(a[2])));
     case SYS_fcntl:
       if (fds.IsOwn(Fd(a[0]))) return Done(-EBADF);
