@@ -425,7 +425,7 @@ kept-lock)
   # program computes without a system call after its lines (the runtime's thread lets go), and
   # the program's reads meanwhile give what they give natively.
   cat > keeper.py <<'PYEOF'
-import mmap, os, sys, time
+import mmap, os, socket, sys, threading, time
 marker = sys.argv[1].encode()
 log = os.open("keeper.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 flags = mmap.mmap(-1, 4096)  # shared with the child: waiting on it makes no system call
@@ -461,14 +461,24 @@ os.write(log, b"file read: %d of %d, %s\n" % (len(got), len(data), b"same" if go
 r, w = os.pipe()
 os.write(w, b"12345")
 os.write(log, b"pipe read: %s\n" % os.read(r, 100))
+# A socket's low-water mark: natively the read waits for 10 bytes (a read tried without waiting
+# first gave the 5 there).
+a, b = socket.socketpair()
+a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 10)
+b.send(b"12345")
+threading.Timer(0.2, lambda: b.send(b"67890")).start()
+for i in range(20):
+    os.write(1, b"%s before the socket %d\n" % (marker, i))
+os.write(log, b"socket read: %s\n" % os.read(a.fileno(), 100))
 PYEOF
   expected="$( { for i in $(seq 0 99); do echo "$MARKER line $i"; done; echo "$MARKER from the sibling"
-                 for i in $(seq 0 19); do echo "$MARKER again $i"; done; } | sort)"
+                 for i in $(seq 0 19); do echo "$MARKER again $i"; echo "$MARKER before the socket $i"; done; } | sort)"
   shielded $PY keeper.py "$MARKER" 2>/dev/null | cat > keeper.out
   cat keeper.log
   grep -q "^sibling: through" keeper.log || fail "a sibling's write waited behind a lock the computing program kept"
   grep -q "^file read: 8000000 of 8000000, same" keeper.log || fail "a read of a regular file while the lock was kept"
   grep -q "^pipe read: 12345$" keeper.log || fail "a read of a pipe while the lock was kept"
+  grep -q "^socket read: 1234567890$" keeper.log || fail "a read of a socket (SO_RCVLOWAT) while the lock was kept"
   no_marker keeper.out
   [[ "$(decrypt keeper.out 2>/dev/null | sort)" == "$expected" ]] || fail "the console's records"
   ;;
