@@ -84,9 +84,34 @@ NGINXEOF
 
 # free_port: a port free now, below the kernel's ephemeral range (32768 and up), so that the
 # outgoing connections of tests running alongside do not take it before its server binds it.
+# Each port is handed out once while the test that took it runs (a reservation directory named
+# by the port, holding the test's pid): two calls of one test (a server's port and its relay's)
+# or of two tests running side by side never get the same port before either binds it.
 free_port() {
   python3 -c '
-import random, socket
+import os, random, socket, sys
+owner = sys.argv[1]
+reservations = "/tmp/scone-test-ports"
+os.makedirs(reservations, exist_ok=True)
+def reserve(port):
+    path = os.path.join(reservations, str(port))
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        try:
+            holder = int(open(os.path.join(path, "pid")).read())
+        except (OSError, ValueError):
+            return False  # being reserved right now
+        try:
+            os.kill(holder, 0)
+            return False  # its test still runs
+        except ProcessLookupError:
+            pass  # a test that ended: the port is free to hand out again
+        except OSError:
+            return False
+    with open(os.path.join(path, "pid"), "w") as f:
+        f.write(owner)
+    return True
 for _ in range(1000):
     port = random.randint(20000, 32767)
     with socket.socket() as s:
@@ -94,9 +119,10 @@ for _ in range(1000):
             s.bind(("127.0.0.1", port))
         except OSError:
             continue
+    if reserve(port):
         print(port)
         break
-'
+' "$$"
 }
 # port_listening PORT PID: status 0 once something listens on 127.0.0.1:PORT (bounded: 30 s),
 # 1 if PID exits first or time runs out.
