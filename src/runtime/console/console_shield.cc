@@ -162,14 +162,14 @@ void ConsoleStream::KeepOrUnlock(bool keep) {
     ++kept_records_;
     return;
   }
-  Unkeep();
-  UnlockPipe();
+  LetGoOfLock();
 }
 
-void ConsoleStream::Unkeep() {
+void ConsoleStream::LetGoOfLock() {
   if (kept_) KeptConsoleLocks::Remove(this);
   kept_ = false;
   kept_records_ = 0;
+  UnlockPipe();
 }
 
 void ConsoleStream::LetGoOfKeptLock(bool if_idle) {
@@ -179,8 +179,7 @@ void ConsoleStream::LetGoOfKeptLock(bool if_idle) {
     seen_ = next_;
     return;
   }
-  Unkeep();
-  UnlockPipe();
+  LetGoOfLock();
 }
 
 long ConsoleStream::WriteSealed(RecordType type, ByteSpan payload, bool may_refuse) {
@@ -258,11 +257,8 @@ void ConsoleStream::End() {
   if (ended_) return;
   ended_ = true;
   WriteAnnouncements();
+  // (Each record written here lets go of a kept lock: none stays kept past them.)
   if (StartIfNeeded(false) == 0) (void)WriteRecord(RecordType::kEnd, {}, false);
-  if (kept_) {  // (the final record let go of it, unless it could not be written)
-    Unkeep();
-    UnlockPipe();
-  }
   files::CloseOwn(own_fd_);
   own_fd_ = -1;
   if (lock_fd_ >= 0) files::CloseOwn(lock_fd_);

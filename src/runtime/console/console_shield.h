@@ -80,7 +80,8 @@ class ConsoleStream {
   // After a record written under the pipe's lock: keeps it (a stream writing record after
   // record, on a blocking pipe) or lets go. REQUIRES: mu_.
   void KeepOrUnlock(bool keep);
-  void Unkeep();
+  // Unlocks the pipe, and the stream keeps its lock no longer. REQUIRES: mu_.
+  void LetGoOfLock();
   long WriteSealed(console::RecordType type, ByteSpan payload, bool may_refuse);
   // A pipe's lock (flock on a description of this process's own), held across a record's write.
   // 0: locked; 1: no lock to be had (records then stay at most PIPE_BUF); -EAGAIN: another

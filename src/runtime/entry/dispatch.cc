@@ -88,11 +88,18 @@ void UnblockSigsysInFrame(long stack_pointer) {
 // number is closed or replaced (close, close_range, dup2, dup3: every way a number changes its
 // file passes the dispatcher).
 enum class ReadKind : uint8_t { kUnknown, kFile, kPipe, kOther };
-constexpr int kMaxReadKinds = 1 << 16;
+constexpr int kMaxReadKinds = DirectoryTable::kMaxFds;
 std::atomic<ReadKind> read_kinds[kMaxReadKinds];
 
 void ForgetReadKind(int fd) {
   if (fd >= 0 && fd < kMaxReadKinds) read_kinds[fd].store(ReadKind::kUnknown, std::memory_order_relaxed);
+}
+
+// A descriptor number closed: what the dispatcher learnt of its file (a directory's path, a
+// read's kind) goes with it.
+void ForgetDescriptor(Runtime& rt, int fd) {
+  rt.dirs().Forget(fd);
+  ForgetReadKind(fd);
 }
 
 // close_range: the shielded descriptors in the range commit and leave the table first.
@@ -103,8 +110,7 @@ long CloseRange(Runtime& rt, const SyscallFrame& f) {
   auto last = static_cast<unsigned>(f.args[1]);
   if (first > last) return -EINVAL;
   if (!(f.args[2] & CLOSE_RANGE_CLOEXEC)) {
-    for (unsigned fd = first; fd <= last && fd < DirectoryTable::kMaxFds; ++fd) rt.dirs().Forget(static_cast<int>(fd));
-    for (unsigned fd = first; fd <= last && fd < kMaxReadKinds; ++fd) ForgetReadKind(static_cast<int>(fd));
+    for (unsigned fd = first; fd <= last && fd < DirectoryTable::kMaxFds; ++fd) ForgetDescriptor(rt, static_cast<int>(fd));
     std::vector<int> shielded;
     for (auto& [fd, d] : rt.fds().All()) {
       if (static_cast<unsigned>(fd) < first || static_cast<unsigned>(fd) > last) continue;
@@ -689,8 +695,7 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       return Done(fds.Has(Fd(a[0])) ? files::Sync(rt, Fd(a[0])) : Raw(f));
     case SYS_close:
       if (fds.IsOwn(Fd(a[0]))) return Done(-EBADF);  // not the program's
-      rt.dirs().Forget(Fd(a[0]));
-      ForgetReadKind(Fd(a[0]));
+      ForgetDescriptor(rt, Fd(a[0]));
       if (!fds.Has(Fd(a[0]))) return Done(Raw(f));
       return Done(IsTlsSocket(rt, Fd(a[0])) ? sockets::Close(rt, Fd(a[0])) : files::Close(rt, Fd(a[0])));
     case SYS_close_range:
