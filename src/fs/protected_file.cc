@@ -260,9 +260,8 @@ void ProtectedFile::NoteDataInode() {
   data_inode_ = st.st_ino;
 }
 
-bool ProtectedFile::IsDataFile(int fd) const {
-  struct stat st;
-  return data_inode_ != 0 && os::Sys().fstat(fd, &st) == 0 && st.st_dev == data_device_ && st.st_ino == data_inode_;
+bool ProtectedFile::IsDataFile(int fd, struct stat* st) const {
+  return data_inode_ != 0 && os::Sys().fstat(fd, st) == 0 && st->st_dev == data_device_ && st->st_ino == data_inode_;
 }
 
 void ProtectedFile::MarkUnlinked(bool by_this_process) {
@@ -828,6 +827,7 @@ Result<size_t> ProtectedFile::ReadLocked(uint64_t offset, MutableByteSpan out) {
   uint64_t chunk = offset / kChunkSize;
   uint8_t bounce[kChunkSize];
   TableCursor entry(table_);
+  const bool keeps_clean = CleanChunks::Keeps(size_);
   while (chunk * kChunkSize < end) {
     uint64_t chunk_start = chunk * kChunkSize;
     uint64_t from = std::max(offset, chunk_start);
@@ -838,6 +838,10 @@ Result<size_t> ProtectedFile::ReadLocked(uint64_t offset, MutableByteSpan out) {
         (!pending_.empty() && pending_.count(chunk) != 0)) {
       SCONE_RETURN_IF_ERROR(ReadChunkPlain(chunk, bounce));
       std::memcpy(dest, bounce + (from - chunk_start), to - from);
+      ++chunk;
+      continue;
+    }
+    if (keeps_clean && clean_.CopyOut(chunk, entry(chunk), from - chunk_start, to - from, dest)) {
       ++chunk;
       continue;
     }
@@ -879,11 +883,12 @@ Result<size_t> ProtectedFile::ReadLocked(uint64_t offset, MutableByteSpan out) {
         uint64_t c_from = std::max(offset, c_start);
         uint64_t c_to = std::min(end, c_start + kChunkSize);
         uint8_t* c_dest = out.data() + (c_from - offset);
-        bool whole = c_from == c_start && c_to == c_start + kChunkSize;
+        const bool whole = c_from == c_start && c_to == c_start + kChunkSize;
         const uint8_t* image = images + (layout_.SlotOffset(c) - base);
-        SCONE_RETURN_IF_ERROR(
-            OpenChunk(c, slot_entry(c), image, image_sizes[i], whole ? c_dest : part));
-        if (!whole) std::memcpy(c_dest, part + (c_from - c_start), c_to - c_from);
+        uint8_t* plain = whole && !keeps_clean ? c_dest : part;
+        SCONE_RETURN_IF_ERROR(OpenChunk(c, slot_entry(c), image, image_sizes[i], plain));
+        if (keeps_clean) clean_.Keep(c, slot_entry(c), plain);
+        if (plain == part) std::memcpy(c_dest, part + (c_from - c_start), c_to - c_from);
       }
       return Status::Ok();
     };

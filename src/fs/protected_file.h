@@ -35,6 +35,7 @@
 #include "common/bytes.h"
 #include "crypto/primitives.h"
 #include "fs/chunk_table.h"
+#include "fs/clean_chunks.h"
 #include "fs/format.h"
 #include "fs/journal.h"
 #include "fs/merkle_tree.h"
@@ -112,7 +113,12 @@ class ProtectedFile {
   FileEntry CommittedEntry() const;
   // The runtime's descriptor of the data file, and whether `fd` is open on the same inode.
   int data_fd() const { return data_.fd(); }
-  bool IsDataFile(int fd) const;
+  bool IsDataFile(int fd) const {
+    struct stat st;
+    return IsDataFile(fd, &st);
+  }
+  // The same, keeping the kernel's stat of `fd` in `st`.
+  bool IsDataFile(int fd, struct stat* st) const;
   // An unlinked file handed to another program (a descriptor inherited across exec): its
   // committed state is written whole onto the orphaned inode (overwrites that waited in the
   // journal, every page of its chunk table), so that the program loads it from there and checks
@@ -390,6 +396,8 @@ class ProtectedFile {
   std::vector<std::pair<uint64_t, Bytes>> recent_;
   Root recent_root_{};
   bool recent_valid_ = false;
+  // A small file's chunks as last read from disk (clean_chunks.h).
+  CleanChunks clean_;
   std::vector<uint64_t> inplace_;      // chunks written in place since the last commit
   Root committed_root_{};              // the root our table reflects
   uint64_t committed_size_ = 0;        // the size that root covers: size_ differs after a local resize

@@ -755,6 +755,120 @@ PYEOF
   check_volume
   ;;
 
+served-file-rewritten)
+  # A server's process opens, fstats, reads and closes the same small files request after
+  # request (nginx): it keeps their plaintext under their chunks' entries. Every change another
+  # process makes (an overwrite in place, synced or not, a truncation and a longer write, one
+  # chunk of three, a write not yet closed) is what the next request reads, and a file's mode
+  # changed between an open and its fstat is what that fstat reports. The files are made by an
+  # earlier process and the writer has them open before the first request, as a server's
+  # processes share a volume from the start.
+  cat > make.py <<PYEOF
+import os
+m = b"$MARKER"
+os.makedirs("vol/www", exist_ok=True)
+for name, data in (("small", m + b"A" * 1000), ("three", m + b"B" * (3 * 4096 - len(m)))):
+    with open("vol/www/" + name, "wb") as f:
+        f.write(data)
+PYEOF
+  cat > serve.py <<PYEOF
+import os
+m = b"$MARKER"
+small, three = "vol/www/small", "vol/www/three"
+def serve(path):
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    size = os.fstat(fd).st_size
+    data = os.pread(fd, size + 100, 0)
+    os.close(fd)
+    return data, size
+go, ack = os.pipe(), os.pipe()
+def change(path, offset, data, sync):
+    fd = os.open(path, os.O_RDWR)
+    os.pwrite(fd, data, offset)
+    if sync:
+        os.fsync(fd)
+    os.close(fd)
+def writer():
+    held = (os.open(small, os.O_RDONLY), os.open(three, os.O_RDONLY))
+    os.write(ack[1], b"x")
+    os.read(go[0], 1)
+    change(small, len(m), b"C" * 1000, True)        # in place, the same size, synced
+    os.write(ack[1], b"x")
+    os.read(go[0], 1)
+    change(small, len(m), b"c" * 1000, False)       # the same, not synced
+    os.write(ack[1], b"x")
+    os.read(go[0], 1)
+    fd = os.open(small, os.O_WRONLY | os.O_TRUNC)   # truncated, then longer
+    os.write(fd, m + b"D" * 3000)
+    os.fsync(fd)
+    os.close(fd)
+    os.write(ack[1], b"x")
+    os.read(go[0], 1)
+    change(three, 2 * 4096 + 50, b"E" * 100, True)  # one chunk of three
+    os.write(ack[1], b"x")
+    os.read(go[0], 1)
+    fd = os.open(small, os.O_RDWR)
+    os.pwrite(fd, b"F" * 10, len(m))                # written, not closed
+    os.write(ack[1], b"x")
+    os.read(go[0], 1)
+pid = os.fork()
+if pid == 0:
+    os.close(go[1])
+    os.close(ack[0])
+    try:
+        writer()
+    except BaseException as e:
+        print("writer:", repr(e), flush=True)
+        os._exit(2)
+    os._exit(0)
+os.close(go[0])
+os.close(ack[1])
+if os.read(ack[0], 1) != b"x":
+    print("the writer ended early")
+    os._exit(1)
+def step(expect_small, expect_three, what):
+    for _ in range(3):  # the first read fills what is kept, the next ones use it
+        data, size = serve(small)
+        if (data, size) != (expect_small, len(expect_small)):
+            print("small after", what, size, data[len(m):len(m) + 20])
+            os._exit(1)
+        data, size = serve(three)
+        if (data, size) != (expect_three, len(expect_three)):
+            at = next(i for i in range(min(len(data), len(expect_three))) if data[i] != expect_three[i])
+            print("three after", what, size, "differs at", at)
+            os._exit(1)
+    os.write(go[1], b"x")
+    if os.read(ack[0], 1) != b"x":
+        print("the writer ended after", what)
+        os._exit(1)
+three_now = m + b"B" * (3 * 4096 - len(m))
+step(m + b"A" * 1000, three_now, "nothing")
+step(m + b"C" * 1000, three_now, "a synced overwrite in place")
+step(m + b"c" * 1000, three_now, "an overwrite in place")
+step(m + b"D" * 3000, three_now, "a truncation and a longer write")
+three_now = three_now[:2 * 4096 + 50] + b"E" * 100 + three_now[2 * 4096 + 150:]
+step(m + b"D" * 3000, three_now, "a write to one chunk of three")
+data, size = serve(small)
+ok = data == m + b"F" * 10 + b"D" * 2990
+os.write(go[1], b"x")
+os.waitpid(pid, 0)
+if not ok:
+    print("small after a write not yet closed", data[len(m):len(m) + 20])
+    os._exit(1)
+# The mode changed by another call between an open and its fstat.
+fd = os.open(small, os.O_RDONLY)
+os.chmod(small, 0o600)
+mode = os.fstat(fd).st_mode & 0o777
+os.close(fd)
+fd = os.open(small, os.O_RDONLY)
+again = os.fstat(fd).st_mode & 0o777
+print("served", oct(mode), oct(again))
+PYEOF
+  run "$PY" make.py
+  out="$(run "$PY" serve.py)" || fail "a served file's read missed another process's change: $out"
+  [[ "$out" == "served 0o600 0o600" ]] || fail "fstat after an open and a chmod: $out (expected 0o600 twice)"
+  check_volume
+  ;;
 full-disk-appends)
   # Two processes append to one log while the disk fills: an append that fails with ENOSPC
   # changes nothing, as natively. Before, the failing process read and stat'ed its failed

@@ -73,6 +73,8 @@ class CallInProgress {
   const long outer_;
 };
 
+std::atomic<uint64_t> g_program_calls{0};
+
 bool CloneFamily(long nr) { return nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork; }
 
 // rt_sigreturn restores the signal mask from the frame at the stack pointer: never one that
@@ -869,6 +871,8 @@ DispatchResult DispatchCall(SyscallFrame& f);
 
 }  // namespace
 
+uint64_t ProgramCallsBegun() { return g_program_calls.load(std::memory_order_relaxed); }
+
 DispatchResult Dispatch(SyscallFrame& f) {
   try {
     return DispatchCall(f);
@@ -891,6 +895,7 @@ DispatchResult DispatchCall(SyscallFrame& f) {
     PrepareRuntimeClone(f);  // a thread the runtime starts for itself is its own from the start
     return Native();
   }
+  g_program_calls.fetch_add(1, std::memory_order_relaxed);
   CallInProgress in_call(t, f.nr);
   if (KeptConsoleLocks::Any()) KeepOrLetGoConsoleLocks(f);
   const long* a = f.args;

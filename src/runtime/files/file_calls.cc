@@ -193,12 +193,15 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
   // needs a writable descriptor) behave as without the shield; data never goes through it.
   const int open_flags = (for_runtime ? O_PATH : flags & O_ACCMODE) | (flags & O_CLOEXEC);
   long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(t.absolute.c_str()), open_flags | O_NOFOLLOW, 0);
-  if (fd >= 0 && !(*file)->IsDataFile(static_cast<int>(fd))) {
+  struct stat opened = {};
+  bool stat_of_open = fd >= 0;
+  if (fd >= 0 && !(*file)->IsDataFile(static_cast<int>(fd), &opened)) {
     RawSyscall(SYS_close, fd);
     fd = -ENOENT;
   }
   if (held && fd < 0 && RawLstat(t.absolute.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) return replaced(st);
   if (fd == -ENOENT) {
+    stat_of_open = false;
     const std::string inode = "/proc/self/fd/" + std::to_string((*file)->data_fd());
     fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(inode.c_str()), open_flags, 0);
   }
@@ -230,6 +233,8 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
   auto d = std::make_shared<ProtectedFd>(std::move(file).value(), t.volume, t.path,
                                          flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC));
   if (options.truncate) d->MarkWritten();
+  // Not where the shield changed the inode since (its mode, a truncation's times).
+  if (stat_of_open && !created && !options.truncate) d->KeepStatOfOpen(opened, ProgramCallsBegun());
   rt.fds().Set(static_cast<int>(fd), std::move(d));
   return fd;
 }
@@ -423,6 +428,21 @@ void ReleaseReplaced(std::shared_ptr<ShieldedFd> replaced) {
   if (replaced != nullptr && replaced.use_count() == 1) (void)replaced->LastClose();
 }
 
+// fstat of a descriptor: `kernel_stat` (the kernel's answer, into st), patched where the
+// descriptor is shielded; a protected file's open may have the answer already.
+template <typename KernelStat>
+long StatOfDescriptor(Runtime& rt, int fd, struct stat* st, const KernelStat& kernel_stat) {
+  if (!rt.fds().Has(fd)) return kernel_stat();
+  RuntimeSection section;
+  auto d = Shielded(rt, fd);
+  ProtectedFd* protected_fd = d != nullptr ? d->AsProtectedFile() : nullptr;
+  if (protected_fd == nullptr || !protected_fd->StatOfOpen(ProgramCallsBegun(), st)) {
+    if (long r = kernel_stat(); r != 0) return r;
+  }
+  if (d != nullptr) d->PatchStat(st);
+  return 0;
+}
+
 }  // namespace
 
 // ---- paths ------------------------------------------------------------------------------
@@ -504,12 +524,7 @@ long OpenAt2(Runtime& rt, int dirfd, const char* path, const struct open_how* ho
 
 long StatAt(Runtime& rt, int dirfd, const char* path, struct stat* st, int at_flags) {
   if ((at_flags & AT_EMPTY_PATH) && path != nullptr && path[0] == '\0') {
-    long r = RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(st), at_flags);
-    if (r == 0 && rt.fds().Has(dirfd)) {
-      RuntimeSection section;
-      if (auto d = Shielded(rt, dirfd)) d->PatchStat(st);
-    }
-    return r;
+    return StatOfDescriptor(rt, dirfd, st, [&] { return RawSyscall(SYS_newfstatat, dirfd, Arg(path), Arg(st), at_flags); });
   }
   if (rt.HasInjectedFiles() && path != nullptr) {
     // Injected files shadow the disk: found by name first, by where links lead if the disk
@@ -965,11 +980,7 @@ long Seek(Runtime& rt, int fd, long offset, int whence) {
 }
 
 long FileStat(Runtime& rt, int fd, struct stat* st) {
-  long r = RawSyscall(SYS_fstat, fd, Arg(st));
-  if (r != 0) return r;
-  RuntimeSection section;
-  if (auto d = Shielded(rt, fd)) d->PatchStat(st);
-  return 0;
+  return StatOfDescriptor(rt, fd, st, [&] { return RawSyscall(SYS_fstat, fd, Arg(st)); });
 }
 
 long FileTruncate(Runtime& rt, int fd, long length) {
