@@ -419,6 +419,20 @@ sibling-streams)
   decrypt apart.err > /dev/null 2>&1 || fail "stderr alone does not decrypt"
   ;;
 
+exec-after-many-lines)
+  # A short program a chatty shell executes late writes its one line and lets go of the pipe's
+  # lock at once, as the shell's first lines did: the threshold for keeping the lock counts the
+  # records of this process image, not the stream's numbering that exec carries on. Kept, its
+  # lock needed the runtime's thread (a second task in /proc/self/task).
+  shielded /bin/bash -c 'for i in $(seq 40); do echo "$0 line $i"; done; exec '"$PY"' -c "
+import os, sys
+sys.stdout.write(sys.argv[1] + \" from the executed program\n\")
+sys.stdout.flush()
+open(\"tasks\", \"w\").write(str(len(os.listdir(\"/proc/self/task\"))))" "$0"' "$MARKER" 2>/dev/null | cat > exec.out
+  [[ "$(cat tasks)" == 1 ]] || fail "the executed program runs $(cat tasks) tasks after its one line (expected 1: no runtime thread)"
+  no_marker exec.out
+  [[ "$(decrypt exec.out 2>/dev/null | tail -n 1)" == "$MARKER from the executed program" ]] || fail "the console's records"
+  ;;
 kept-lock)
   # A program writing record after record into a pipe keeps the pipe's lock between its records
   # (runtime/console/kept_locks.h). Another writer of the pipe still gets through while the

@@ -153,9 +153,12 @@ long ConsoleStream::WriteRecord(RecordType type, ByteSpan payload, bool may_refu
 
 void ConsoleStream::KeepOrUnlock(bool keep) {
   // A program writing record after record on a blocking pipe keeps the lock; its first records
-  // (a short program's only ones) let go at once, so that it needs no runtime thread.
+  // (a short program's only ones) let go at once, so that it needs no runtime thread. Counted
+  // in this process image: the stream's numbering goes on across exec, and a short program a
+  // chatty shell executes late started the thread at its first record.
   constexpr uint64_t kKeepFrom = 16;
-  keep = keep && next_ >= kKeepFrom && kept_records_ < KeptConsoleLocks::kMaxRecords && !NonBlocking() &&
+  ++records_here_;
+  keep = keep && records_here_ >= kKeepFrom && kept_records_ < KeptConsoleLocks::kMaxRecords && !NonBlocking() &&
          !KeptConsoleLocks::AnyWaiting();
   if (keep && (kept_ || KeptConsoleLocks::Add(this))) {
     kept_ = true;
@@ -303,6 +306,7 @@ void ConsoleStream::BecomeChild() {
   siblings_.clear();  // a child's stream is announced by its parent
   kept_ = false;  // the parent's to let go of (KeptConsoleLocks::AfterForkInChild)
   kept_records_ = 0;
+  records_here_ = 0;
   unannounced_.clear();  // the parent's children, the parent's to announce
   if (lock_fd_ >= 0) {
     files::CloseOwn(lock_fd_);  // the parent's description: the child locks one of its own

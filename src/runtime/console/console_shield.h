@@ -125,6 +125,7 @@ class ConsoleStream {
   int lock_fd_ = -1;   // -1: not opened yet in this process
   bool kept_ = false;  // the pipe's lock stays held after the last record (kept_locks.h)
   int kept_records_ = 0;  // records written since it was taken
+  uint64_t records_here_ = 0;  // records written under the pipe's lock by this process image
   uint64_t seen_ = 0;  // next_ at the runtime thread's last look
   size_t max_payload_;
   std::unique_ptr<crypto::Aes256Gcm> cipher_;
