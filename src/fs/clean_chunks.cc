@@ -7,28 +7,28 @@
 namespace scone::fs {
 
 CleanChunks::~CleanChunks() {
-  if (slots_ != nullptr) Wipe(slots_->data(), sizeof(*slots_));
+  for (auto& slot : slots_) {
+    if (slot != nullptr) Wipe(slot->plain.data(), slot->plain.size());
+  }
 }
 
 bool CleanChunks::CopyOut(uint64_t chunk, const ChunkEntry& entry, size_t from, size_t length,
                           uint8_t* out) const {
   if (chunk >= kMaxChunks || from + length > kChunkSize) return false;
   std::lock_guard lock(mu_);
-  if (slots_ == nullptr) return false;
-  const Slot& slot = (*slots_)[chunk];
-  if (!slot.used || !(slot.entry == entry)) return false;
-  std::memcpy(out, slot.plain.data() + from, length);
+  const Slot* slot = slots_[chunk].get();
+  if (slot == nullptr || !(slot->entry == entry)) return false;
+  std::memcpy(out, slot->plain.data() + from, length);
   return true;
 }
 
 void CleanChunks::Keep(uint64_t chunk, const ChunkEntry& entry, const uint8_t* plain) {
   if (chunk >= kMaxChunks || entry.IsHole()) return;
   std::lock_guard lock(mu_);
-  if (slots_ == nullptr) slots_ = std::make_unique<std::array<Slot, kMaxChunks>>();
-  Slot& slot = (*slots_)[chunk];
-  slot.entry = entry;
-  std::memcpy(slot.plain.data(), plain, kChunkSize);
-  slot.used = true;
+  std::unique_ptr<Slot>& slot = slots_[chunk];
+  if (slot == nullptr) slot = std::make_unique<Slot>();
+  slot->entry = entry;
+  std::memcpy(slot->plain.data(), plain, kChunkSize);
 }
 
 }  // namespace scone::fs

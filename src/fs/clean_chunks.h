@@ -14,8 +14,8 @@
 //
 // Only files of at most kMaxChunks chunks are kept (each a fixed slot, no eviction): that is
 // where serving is dominated by the per-request read, and larger files are read in runs that a
-// copy would only slow down. Memory: kMaxChunks * 4 KiB for each such file the process holds,
-// taken at its first read; the plaintext is wiped when let go of.
+// copy would only slow down. Memory: 4 KiB for each chunk the process read of such a file it
+// holds (open, or kept by runtime/recent_files.h); the plaintext is wiped when let go of.
 //
 // Thread-safety: all methods may be called concurrently (readers hold their file's lock shared).
 #pragma once
@@ -48,12 +48,11 @@ class CleanChunks {
 
  private:
   struct Slot {
-    bool used = false;
     ChunkEntry entry;
     std::array<uint8_t, kChunkSize> plain;
   };
   mutable std::mutex mu_;
-  std::unique_ptr<std::array<Slot, kMaxChunks>> slots_;
+  std::array<std::unique_ptr<Slot>, kMaxChunks> slots_;  // taken at a chunk's first read
 };
 
 }  // namespace scone::fs
