@@ -4,15 +4,12 @@
 
 #include <vector>
 
+#include "testing/chunk_entries.h"
+
 namespace scone::fs {
 namespace {
 
-ChunkEntry Sealed(uint8_t b) {
-  ChunkEntry e;
-  e.nonce.fill(b);
-  e.tag.fill(b);
-  return e;
-}
+using testing::SealedEntry;
 
 std::vector<uint64_t> StoredPages(const ChunkTable& t) {
   std::vector<uint64_t> pages;
@@ -25,8 +22,8 @@ TEST(ChunkTableTest, HolesCostNothingAndPagesComeInOrder) {
   const uint64_t far = uint64_t{1} << 31;  // a chunk at 8 TiB
   EXPECT_TRUE(t.Entry(far).IsHole());
   EXPECT_FALSE(t.IsDurable(far));
-  t.MutableEntry(far) = Sealed(1);
-  t.MutableEntry(5) = Sealed(2);
+  t.MutableEntry(far) = SealedEntry(1);
+  t.MutableEntry(5) = SealedEntry(2);
   EXPECT_EQ(StoredPages(t), (std::vector<uint64_t>{0, far / kEntriesPerPage}));
   EXPECT_FALSE(t.Entry(far).IsHole());
   EXPECT_TRUE(t.Entry(far + 1).IsHole());
@@ -36,10 +33,10 @@ TEST(ChunkTableTest, HolesCostNothingAndPagesComeInOrder) {
 TEST(ChunkTableTest, TruncationKeepsDurableBitsUntilTheyAreCleared) {
   ChunkTable t;
   for (uint64_t c : {3, 200, 400}) {
-    t.MutableEntry(c) = Sealed(static_cast<uint8_t>(c));
+    t.MutableEntry(c) = SealedEntry(static_cast<uint8_t>(c));
     t.SetDurable(c, true);
   }
-  t.MutableEntry(150) = Sealed(9);  // sealed since the commit: not durable
+  t.MutableEntry(150) = SealedEntry(9);  // sealed since the commit: not durable
   t.ClearEntriesFrom(150);
   EXPECT_TRUE(t.Entry(150).IsHole());
   EXPECT_TRUE(t.Entry(400).IsHole());
