@@ -178,6 +178,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // and its bump by a maker (under the images lock, once its image is served).
   uint64_t ImagesMade() const { return lock_ ? lock_->ImagesMade() : 0; }
   Status NoteImageMade() { return lock_ ? lock_->NoteImageMade() : Status::Ok(); }
+  // The journal's changes by any process, this one's publishes included
+  // (VolumeLock::JournalChanges): a load from the lock file's mapping, nullopt where unmapped.
+  std::optional<uint64_t> JournalChanges() const { return lock_ ? lock_->JournalChanges() : std::nullopt; }
   // Names removed and links made in the volume by any process (VolumeLock::DirectoriesChanged).
   std::optional<uint64_t> DirectoriesChanged() const { return lock_ ? lock_->DirectoriesChanged() : std::nullopt; }
   void NoteDirectoriesChanged() const {

@@ -192,9 +192,10 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
   // so only then). Its access mode mirrors the program's, so that advisory locks (a write lock
   // needs a writable descriptor) behave as without the shield; data never goes through it.
   const int open_flags = (for_runtime ? O_PATH : flags & O_ACCMODE) | (flags & O_CLOEXEC);
+  const std::optional<uint64_t> journal_changes = volume->JournalChanges();  // before the stat
   long fd = RawSyscall(SYS_openat, AT_FDCWD, Arg(t.absolute.c_str()), open_flags | O_NOFOLLOW, 0);
   struct stat opened = {};
-  bool stat_of_open = fd >= 0;
+  bool stat_of_open = fd >= 0 && journal_changes.has_value();
   if (fd >= 0 && !(*file)->IsDataFile(static_cast<int>(fd), &opened)) {
     RawSyscall(SYS_close, fd);
     fd = -ENOENT;
@@ -234,7 +235,7 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
                                          flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC));
   if (options.truncate) d->MarkWritten();
   // Not where the shield changed the inode since (its mode, a truncation's times).
-  if (stat_of_open && !created && !options.truncate) d->KeepStatOfOpen(opened, ProgramCallsBegun());
+  if (stat_of_open && !created && !options.truncate) d->KeepStatOfOpen(opened, ProgramCallsBegun(), *journal_changes);
   rt.fds().Set(static_cast<int>(fd), std::move(d));
   return fd;
 }
