@@ -25,6 +25,20 @@ TEST(Sha256Test, MatchesKnownDigest) {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST(HmacSha256Test, MatchesKnownMacsWithKeysInterleavedOnOneThread) {
+  // RFC 4231, test case 1 and 2; and the MAC of nothing under an empty key.
+  SecretBytes key1(Bytes(20, 0x0b));
+  SecretBytes key2(AsBytes("Jefe"));
+  const std::string mac1 = "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7";
+  const std::string mac2 = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+  for (int round = 0; round < 3; ++round) {  // the thread's context, given each key in turn
+    EXPECT_EQ(ToHex(HmacSha256(key1, {AsBytes("Hi "), AsBytes("There")})), mac1);
+    EXPECT_EQ(ToHex(HmacSha256(key2, {AsBytes("what do ya want for nothing?")})), mac2);
+    EXPECT_EQ(ToHex(HmacSha256(SecretBytes(), {})),
+              "b613679a0814d9ec772f95d778c35fc5ff1697c493715653c6c712144292c5ad");
+  }
+}
+
 TEST(AesGcmTest, SealOpenAndTamper) {
   Aes256Gcm aead(RandomKey());
   uint8_t nonce[kNonceSize];
