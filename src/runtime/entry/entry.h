@@ -105,8 +105,6 @@ class RuntimeSection {
   RuntimeSection& operator=(const RuntimeSection&) = delete;
 };
 
-// The signals held back on this thread since its outermost section began (a mask, bit sig-1):
-// a blocking call in a section ends early when one arrived, as the kernel's call would.
 // How many of the program's system calls the dispatcher has begun to serve in this process, on
 // all its threads (not the runtime's own calls). A number noted during one call is one less
 // than this exactly while the call after it, of any thread, is being served: nothing the program
@@ -114,6 +112,8 @@ class RuntimeSection {
 // fstat right after it).
 uint64_t ProgramCallsBegun();
 
+// The signals held back on this thread since its outermost section began (a mask, bit sig-1):
+// a blocking call in a section ends early when one arrived, as the kernel's call would.
 inline uint64_t HeldSignals() { return __atomic_load_n(&ThisThread().deferred, __ATOMIC_ACQUIRE); }
 
 // Installs the entry for the whole process (SIGSYS handler, patches of the C library, Syscall
