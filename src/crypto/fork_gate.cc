@@ -34,7 +34,7 @@ void Leave() {
 // OpenSSL's own key destructor (this key is made first, by InitOpenSslWithGate).
 void EndThreadUse() {
   Enter();
-  ReleaseThreadCipherContexts();
+  ReleaseThreadCryptoContexts();
   OPENSSL_thread_stop();
   Leave();
 }

@@ -32,8 +32,8 @@ void OpenGateAfterFork();
 // Whether a fork closed the gate (it may still wait for threads inside).
 bool GateClosedForFork();
 
-// Frees the calling thread's cipher contexts (primitives.cc); run at the thread's exit.
-void ReleaseThreadCipherContexts();
+// Frees the calling thread's cipher, digest and MAC contexts (primitives.cc); run at the thread's exit.
+void ReleaseThreadCryptoContexts();
 
 // OpenSSL's initialisation for a process whose threads come and go while it forks (the
 // runtime): the thread-exit hook that frees a thread's OpenSSL state inside the gate is made

@@ -94,7 +94,7 @@ void CryptoFatal(const char* what) {
 
 }  // namespace
 
-void ReleaseThreadCipherContexts() {
+void ReleaseThreadCryptoContexts() {
   EVP_CIPHER_CTX_free(thread_contexts.enc);  // frees (and cleanses) the key schedules
   EVP_CIPHER_CTX_free(thread_contexts.dec);
   EVP_MD_CTX_free(thread_contexts.sha256);

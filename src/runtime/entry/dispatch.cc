@@ -73,7 +73,9 @@ class CallInProgress {
   const long outer_;
 };
 
-std::atomic<uint64_t> g_program_calls{0};
+// The ticket offered to the program's next call (entry.h), 0 when none is; and the last one made.
+std::atomic<uint64_t> g_offered_ticket{0};
+std::atomic<uint64_t> g_last_ticket{0};
 
 bool CloneFamily(long nr) { return nr == SYS_clone || nr == SYS_clone3 || nr == SYS_fork || nr == SYS_vfork; }
 
@@ -871,7 +873,11 @@ DispatchResult DispatchCall(SyscallFrame& f);
 
 }  // namespace
 
-uint64_t ProgramCallsBegun() { return g_program_calls.load(std::memory_order_relaxed); }
+uint64_t OfferTicketToNextCall() {
+  const uint64_t ticket = g_last_ticket.fetch_add(1, std::memory_order_relaxed) + 1;
+  g_offered_ticket.store(ticket, std::memory_order_seq_cst);  // seen by every call begun after
+  return ticket;
+}
 
 DispatchResult Dispatch(SyscallFrame& f) {
   try {
@@ -895,7 +901,7 @@ DispatchResult DispatchCall(SyscallFrame& f) {
     PrepareRuntimeClone(f);  // a thread the runtime starts for itself is its own from the start
     return Native();
   }
-  g_program_calls.fetch_add(1, std::memory_order_relaxed);
+  t.ticket = g_offered_ticket.load(std::memory_order_relaxed) == 0 ? 0 : g_offered_ticket.exchange(0, std::memory_order_acq_rel);
   CallInProgress in_call(t, f.nr);
   if (KeptConsoleLocks::Any()) KeepOrLetGoConsoleLocks(f);
   const long* a = f.args;

@@ -19,7 +19,7 @@
 namespace scone::runtime {
 namespace {
 
-__attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, 0, nullptr, -1, 0, false, 0};
+__attribute__((tls_model("initial-exec"))) thread_local EntryThread this_thread = {kSelectorAllow, 0, false, 0, nullptr, -1, 0, false, 0, false, 0, 0};
 std::atomic<bool> installed{false};
 
 // The thread pointer of the thread a clone makes, when it makes one with a TLS block of its own

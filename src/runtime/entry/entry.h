@@ -81,6 +81,8 @@ struct EntryThread {
   // (its action's mask, its own signal): a probe of the program's memory lets them through
   // (entry/user_memory.h).
   uint64_t handler_blocked_faults;
+  // The ticket this thread's program call claimed as it began (OfferTicketToNextCall), or 0.
+  uint64_t ticket;
 };
 EntryThread& ThisThread();
 
@@ -105,12 +107,14 @@ class RuntimeSection {
   RuntimeSection& operator=(const RuntimeSection&) = delete;
 };
 
-// How many of the program's system calls the dispatcher has begun to serve in this process, on
-// all its threads (not the runtime's own calls). A number noted during one call is one less
-// than this exactly while the call after it, of any thread, is being served: nothing the program
-// asked of the kernel can have come in between (files/file_calls.cc: an open's stat answers the
-// fstat right after it).
-uint64_t ProgramCallsBegun();
+// Something a call found out for the program's very next call, of whichever thread (files/
+// file_calls.cc: an open's stat answers the fstat right after it). The call offers a ticket; the
+// next program call to begin claims it, whichever thread makes it, so that nothing the program
+// asked of the kernel can have come in between while TicketOfThisCall() is that ticket. A call
+// pays one load of a flag that only such offers write (it was a write per call, and the cache
+// line's trip between cores per call in threaded programs).
+uint64_t OfferTicketToNextCall();
+inline uint64_t TicketOfThisCall() { return ThisThread().ticket; }
 
 // The signals held back on this thread since its outermost section began (a mask, bit sig-1):
 // a blocking call in a section ends early when one arrived, as the kernel's call would.

@@ -235,7 +235,7 @@ long OpenProtected(Runtime& rt, const Target& t, int flags, mode_t mode, bool fo
                                          flags & ~(O_CREAT | O_EXCL | O_TRUNC | O_NOCTTY | O_CLOEXEC));
   if (options.truncate) d->MarkWritten();
   // Not where the shield changed the inode since (its mode, a truncation's times).
-  if (stat_of_open && !created && !options.truncate) d->KeepStatOfOpen(opened, ProgramCallsBegun(), *journal_changes);
+  if (stat_of_open && !created && !options.truncate) d->KeepStatOfOpen(opened, *journal_changes);
   rt.fds().Set(static_cast<int>(fd), std::move(d));
   return fd;
 }
@@ -437,7 +437,7 @@ long StatOfDescriptor(Runtime& rt, int fd, struct stat* st, const KernelStat& ke
   RuntimeSection section;
   auto d = Shielded(rt, fd);
   ProtectedFd* protected_fd = d != nullptr ? d->AsProtectedFile() : nullptr;
-  if (protected_fd == nullptr || !protected_fd->StatOfOpen(ProgramCallsBegun(), st)) {
+  if (protected_fd == nullptr || !protected_fd->StatOfOpen(st)) {
     if (long r = kernel_stat(); r != 0) return r;
   }
   if (d != nullptr) d->PatchStat(st);

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "runtime/config.h"
+#include "runtime/entry/entry.h"
 #include "runtime/entry/raw_syscall.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/runtime.h"
@@ -39,16 +40,16 @@ ProtectedFd::ProtectedFd(std::shared_ptr<fs::ProtectedFile> file, MountedVolume*
                          int flags, bool shared)
     : file_(std::move(file)), volume_(volume), path_(std::move(path)), flags_(flags), shared_(shared) {}
 
-void ProtectedFd::KeepStatOfOpen(const struct stat& st, uint64_t call, uint64_t journal_changes) {
+void ProtectedFd::KeepStatOfOpen(const struct stat& st, uint64_t journal_changes) {
   stat_of_open_ = st;
   stat_of_open_changes_ = journal_changes;
-  stat_of_open_call_.store(call, std::memory_order_relaxed);
+  stat_of_open_ticket_.store(OfferTicketToNextCall(), std::memory_order_relaxed);
 }
 
-bool ProtectedFd::StatOfOpen(uint64_t call, struct stat* st) {
-  uint64_t kept = stat_of_open_call_.load(std::memory_order_relaxed);
-  if (kept == 0 || !stat_of_open_call_.compare_exchange_strong(kept, 0)) return false;
-  if (kept + 1 != call) return false;
+bool ProtectedFd::StatOfOpen(struct stat* st) {
+  uint64_t kept = stat_of_open_ticket_.load(std::memory_order_relaxed);
+  if (kept == 0 || !stat_of_open_ticket_.compare_exchange_strong(kept, 0)) return false;
+  if (kept != TicketOfThisCall()) return false;
   fs::Volume* volume = volume_->IfOpen();
   const std::optional<uint64_t> changes = volume != nullptr ? volume->JournalChanges() : std::nullopt;
   if (!changes || *changes != stat_of_open_changes_) return false;

@@ -63,14 +63,14 @@ class ProtectedFd final : public ShieldedFd {
   // this descriptor, /proc/self/fd/N, landed there).
   bool IsDataFile(int fd) const { return file_->IsDataFile(fd); }
   // The kernel's stat of the program's descriptor, taken by the open that made it (to check
-  // that it landed on the data file) during the program's call number `call`
-  // (ProgramCallsBegun), the volume's journal at `journal_changes` before it. It answers the
-  // program's fstat if that is the process's very next call (nginx, cat, cp and python open,
-  // then fstat) and the journal is unchanged: no call of the program's, and no commit or
-  // publish of any process (this one's runtime threads publish too), came in between. Once at
-  // most; false otherwise (ask the kernel).
-  void KeepStatOfOpen(const struct stat& st, uint64_t call, uint64_t journal_changes);
-  bool StatOfOpen(uint64_t call, struct stat* st);
+  // that it landed on the data file), the volume's journal at `journal_changes` before it. It
+  // answers the program's fstat if that is the process's very next call (nginx, cat, cp and
+  // python open, then fstat: the call holds the ticket the open offered, entry.h) and the
+  // journal is unchanged: no call of the program's, and no commit or publish of any process
+  // (this one's runtime threads publish too), came in between. Once at most; false otherwise
+  // (ask the kernel).
+  void KeepStatOfOpen(const struct stat& st, uint64_t journal_changes);
+  bool StatOfOpen(struct stat* st);
   // A new open file description of the same protected file, as the kernel makes for an open of
   // /proc/self/fd/N: `flags` its own, its offset at 0; `truncate` empties the file through the
   // shield. A refusal of writes (an unlinked file inherited across exec) holds for it too.
@@ -119,7 +119,7 @@ class ProtectedFd final : public ShieldedFd {
   std::string refused_writes_;  // set once, before the descriptor is in the table
   struct stat stat_of_open_ = {};  // set once, before the descriptor is in the table
   uint64_t stat_of_open_changes_ = 0;  //   with the journal's changes before it
-  std::atomic<uint64_t> stat_of_open_call_{0};  // its call; 0: none (any more)
+  std::atomic<uint64_t> stat_of_open_ticket_{0};  // its ticket; 0: none (any more)
   // The refusal's scone: line: -EIO.
   long RefusedWrite();
 };
