@@ -246,7 +246,10 @@ static EVP_CIPHER_CTX* BeginMessage(bool encrypt, uint64_t key_id, const SecretB
   uint64_t& current = encrypt ? thread_contexts.enc_key_id : thread_contexts.dec_key_id;
   bool same_key = current == key_id;  // keep the key schedule: set only the nonce
   current = 0;  // until the key is in place
-  if (EVP_CipherInit_ex2(ctx, same_key ? nullptr : AesGcmCipher(), same_key ? nullptr : key.data(),
+  // A context that holds AES-256-GCM already is given only the new key: naming the cipher again
+  // makes OpenSSL free its provider context and allocate a new one (a file's first seal or open).
+  const EVP_CIPHER* cipher = EVP_CIPHER_CTX_get0_cipher(ctx) != nullptr ? nullptr : AesGcmCipher();
+  if (EVP_CipherInit_ex2(ctx, same_key ? nullptr : cipher, same_key ? nullptr : key.data(),
                          nonce.data(), encrypt ? 1 : 0, nullptr) != 1) {
     return nullptr;
   }
