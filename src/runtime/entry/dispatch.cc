@@ -23,6 +23,7 @@
 #include "runtime/files/file_calls.h"
 #include "runtime/files/mapped_files.h"
 #include "runtime/files/shield_syscalls.h"
+#include "runtime/files/xattr_calls.h"
 #include "runtime/net/passed_descriptors.h"
 #include "runtime/net/socket_calls.h"
 #include "runtime/net/tls_socket.h"
@@ -844,6 +845,23 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       if (r == 0 && (f.nr == SYS_setrlimit || a[2] != 0)) files::LimitsChanged();
       return Done(r);
     }
+    case SYS_setxattr:
+    case SYS_lsetxattr:
+    case SYS_fsetxattr:
+    case SYS_getxattr:
+    case SYS_lgetxattr:
+    case SYS_fgetxattr:
+    case SYS_listxattr:
+    case SYS_llistxattr:
+    case SYS_flistxattr:
+    case SYS_removexattr:
+    case SYS_lremovexattr:
+    case SYS_fremovexattr:
+    case 463:  // setxattrat, getxattrat, listxattrat, removexattrat (Linux 6.13)
+    case 464:
+    case 465:
+    case 466:
+      return Served(f, files::XattrCall(rt, f.nr, a));
     case SYS_io_setup:
     case SYS_io_uring_setup:
       // Asynchronous I/O would reach the kernel without the shields (a protected file's
