@@ -341,7 +341,14 @@ class ProtectedFile {
   // With `defer_in_place`, a lazy record's chunks that go in place wait for
   // WriteDeferredInPlace, which the commit calls once the record is appended.
   Status BuildRecord(JournalRecord* record, bool durable, bool defer_in_place = false);
-  Status WriteDeferredInPlace();
+  // After the record: the chunks BuildRecord deferred; after a lazy one (`lazy_record`) of a
+  // file whose pages go in place (PagesGoInPlace), its changed table pages with them, and the
+  // volume learns that applying the window has nothing to write for the file
+  // (Volume::NotePagesInPlaceLocked).
+  Status WriteDeferredInPlace(const JournalRecord* lazy_record = nullptr);
+  // Whether a file this process created since the volume's last durable record still puts its
+  // table pages in place with each lazy commit (pages_in_place_; false from then on if not).
+  bool PagesGoInPlace(const JournalRecord& record);
   Status ReloadChangedByOthers(const FileEntry& current, const FileWindow& window);
   // After an authentication failure: if another process committed this file since we loaded
   // it, reload (exclusive lock) and return true so the caller retries once.
@@ -355,7 +362,9 @@ class ProtectedFile {
   Status WriteTablePages(const Pages& pages);
   Status ApplyInPlace(const JournalRecord& record);
   // Writes slot images, coalescing adjacent slots into one system call.
-  Status WriteSlots(std::span<const std::pair<uint64_t, const uint8_t*>> slots);
+  // `pages`: chunk table pages (index, image) written with them.
+  Status WriteSlots(std::span<const std::pair<uint64_t, const uint8_t*>> slots,
+                    std::span<const std::pair<uint64_t, const uint8_t*>> pages = {});
   Bytes PageImage(uint64_t page) const;
   // The Merkle leaf of a page image: the hole leaf for an all-zero image (a hole page).
   static crypto::Hash PageLeaf(uint64_t page, ByteSpan image);
@@ -423,6 +432,10 @@ class ProtectedFile {
   uint64_t lazy_in_place_since_ = 0;
   Bytes deferred_images_;  // BuildRecord's in-place images waiting for their record
   std::vector<std::pair<uint64_t, const uint8_t*>> deferred_slots_;
+  // The lazy create record of a file this process made (Volume::CreateFileLocked), 0 for others;
+  // and whether every commit since put the file's table pages in place (PagesGoInPlace).
+  uint64_t created_seq_ = 0;
+  bool pages_in_place_ = true;
   bool spent_ = false;  // BuildRepair's object: never commits
   bool in_transaction_ = false;  // CommitLocked with a stage, under the volume's locks
 

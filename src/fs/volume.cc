@@ -1479,7 +1479,7 @@ Status Volume::Checkpoint(bool clean) {
 
 Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
                                  const std::vector<const JournalRecord*>& commits, bool trim,
-                                 const std::set<uint64_t>* newer_on_disk) {
+                                 const std::set<uint64_t>* newer_on_disk, bool from_empty) {
   // The disk gets the file as of the last record applied, which a partial apply of the window
   // (up to a sync's record) may leave behind the state: cut to the state's size, the table
   // matched neither, and every process failed to open the file until the next apply
@@ -1487,6 +1487,7 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
   // connection while another's sync applied the commit before).
   const FileEntry entry = commits.empty() ? state_.files.at(path) : commits.back()->entry;
   Layout layout(entry.region);
+  pages_in_place_.erase(id);  // its pages go as of these records now
   // Through this process's own descriptor where it has the file open: a process that changed
   // its user since may no longer open the file by name.
   std::shared_ptr<ProtectedFile> open;
@@ -1570,7 +1571,7 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
       if (it != entries.end()) {
         std::memcpy(slot, it->second.nonce.data(), crypto::kNonceSize);
         std::memcpy(slot + crypto::kNonceSize, it->second.tag.data(), crypto::kTagSize);
-      } else if (c >= chunks || c >= cut) {
+      } else if (c >= chunks || c >= cut || from_empty) {
         std::memset(slot, 0, kEntrySize);
       }
     }
@@ -1653,6 +1654,14 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
     records = std::move(kept);
   }
   std::map<FileId, std::vector<const JournalRecord*>> commits;
+  // Files the checkpoint's state holds empty or not at all: every entry they have, the records
+  // name (their pages on disk may be ahead of the records that stand: see ReplayDataForFile).
+  std::set<FileId> from_empty, seen;
+  for (const JournalRecord& r : records) {
+    if (r.kind != Kind::kCommit || !seen.insert(r.entry.file_id).second) continue;
+    auto known = path_by_id_.find(r.entry.file_id);
+    if (known == path_by_id_.end() || state_.files.at(known->second).size == 0) from_empty.insert(r.entry.file_id);
+  }
   for (const JournalRecord& r : records) {
     ApplyToState(r);
     if (r.kind == Kind::kCommit) commits[r.entry.file_id].push_back(&r);
@@ -1696,7 +1705,7 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
   for (const auto& [id, list] : commits) {
     auto it = path_by_id_.find(id);
     if (it == path_by_id_.end()) continue;
-    SCONE_RETURN_IF_ERROR(ReplayDataForFile(id, it->second, list, /*trim=*/true));
+    SCONE_RETURN_IF_ERROR(ReplayDataForFile(id, it->second, list, /*trim=*/true, nullptr, from_empty.count(id) != 0));
     touched_.insert(id);
   }
   // Files created just before the crash, and bytes appended in place after the last commit.
@@ -1792,6 +1801,7 @@ Result<std::shared_ptr<ProtectedFile>> Volume::CreateFileLocked(const std::strin
   // authenticated one has no header that would let recovery recognize it.
   SCONE_RETURN_IF_ERROR(AppendLocked(record, /*durable=*/region != Region::kEncrypted));
   auto made = ProtectedFile::Create(shared_from_this(), dir_, path, region, id, std::move(keys), mode);
+  if (made.ok() && record.lazy) (*made)->created_seq_ = record.seq;
   if (!made.ok()) {
     // Not on disk (EACCES for a process that changed its user, ENOSPC): the record is taken
     // back, or every process would list a file that is missing (hostile finding).

@@ -351,9 +351,12 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Writes the newest images and chunk table entries of `commits` (a file's records in order)
   // in place; with `trim`, cuts the data file to the state's length (recovery). `newer_on_disk`:
   // chunks later records (not applied now) put in place, which no image of `commits` may cover.
+  // `from_empty`: the file was empty (or not there) before `commits`, so every entry it holds is
+  // one they name, whatever its pages on disk say (a process that created it may have put them
+  // in place with later records: ProtectedFile::PagesGoInPlace).
   Status ReplayDataForFile(const FileId& id, const std::string& path,
                            const std::vector<const JournalRecord*>& commits, bool trim,
-                           const std::set<uint64_t>* newer_on_disk = nullptr);
+                           const std::set<uint64_t>* newer_on_disk = nullptr, bool from_empty = false);
   Status Checkpoint(bool clean);
   // Appends a record. A lazy one becomes durable with the next durable one (the journal is
   // appended in order); after a durable one, files unlinked lazily are deleted for good.
@@ -437,6 +440,12 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // A lazy commit record (ours or another's) joins the window. REQUIRES: mu_, before the record
   // is folded into state_.
   void AddToWindowLocked(const std::shared_ptr<const JournalRecord>& record);
+  // The file put its table pages and chunks in place with its record `seq` itself
+  // (ProtectedFile::PagesGoInPlace): an apply of the window that ends with that record
+  // has nothing to write for it. REQUIRES: mu_.
+  void NotePagesInPlaceLocked(const FileId& id, uint64_t seq) { pages_in_place_[id] = seq; }
+  // The files of the window up to `upto` that are so in place. REQUIRES: mu_.
+  std::set<FileId> InPlaceAlreadyLocked(uint64_t upto) const;
   // A durable record was appended (by us or another process): the window is on disk now.
   void WindowDurableLocked(uint64_t seq);
   // The window's records up to `seq` are durable and in place (a kSyncApplied); later ones
@@ -542,6 +551,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   size_t window_bytes_ = 0;
   std::map<FileId, FileEntry> window_base_;
   std::set<FileId> window_data_;  // files with in-place data of window records, not synced yet
+  std::map<FileId, uint64_t> pages_in_place_;  // see NotePagesInPlaceLocked
   std::map<FileId, std::vector<std::shared_ptr<const JournalRecord>>> published_;
   std::atomic<uint64_t> durable_seq_{0};
   std::atomic<bool> shared_{false};

@@ -71,6 +71,7 @@ void Volume::WindowDurableLocked(uint64_t seq) {
   window_bytes_ = 0;
   window_base_.clear();
   window_data_.clear();
+  pages_in_place_.clear();
   durable_seq_.store(seq, std::memory_order_release);
 }
 
@@ -91,6 +92,7 @@ void Volume::WindowDurableUpToLocked(uint64_t seq) {
   window_.clear();
   window_bytes_ = 0;
   window_data_.clear();
+  std::erase_if(pages_in_place_, [seq](const auto& mark) { return mark.second <= seq; });
   std::map<FileId, FileEntry> bases;
   for (auto& r : later) {
     const FileId& id = r->entry.file_id;
@@ -137,8 +139,25 @@ Status Volume::SyncFilesLocked(const std::set<FileId>& ids) {
 
 Status Volume::SyncWindowDataLocked() { return SyncFilesLocked(window_data_); }
 
+std::set<FileId> Volume::InPlaceAlreadyLocked(uint64_t upto) const {
+  std::set<FileId> in_place;
+  if (pages_in_place_.empty()) return in_place;
+  std::map<FileId, uint64_t> last;  // each file's last record up to `upto`
+  std::set<FileId> with_images;
+  for (const auto& r : window_) {
+    if (r->seq > upto) break;  // in sequence order
+    last[r->entry.file_id] = r->seq;
+    if (!r->slot_chunks.empty()) with_images.insert(r->entry.file_id);
+  }
+  for (const auto& [id, seq] : last) {
+    auto mark = pages_in_place_.find(id);
+    if (mark != pages_in_place_.end() && mark->second == seq && with_images.count(id) == 0) in_place.insert(id);
+  }
+  return in_place;
+}
+
 bool Volume::MayApplyWindowLocked(uint64_t upto) const {
-  std::set<FileId> checked;
+  std::set<FileId> checked = InPlaceAlreadyLocked(upto);  // nothing to write for those
   for (const auto& r : window_) {
     if (r->seq > upto) break;  // in sequence order
     const FileId& id = r->entry.file_id;
@@ -170,12 +189,19 @@ Status Volume::ApplyWindowLocked(uint64_t upto) {
       newer_on_disk[r->entry.file_id].insert(r->inplace_chunks.begin(), r->inplace_chunks.end());
     }
   }
+  const std::set<FileId> in_place = InPlaceAlreadyLocked(upto);
   for (const auto& [id, records] : by_file) {
     auto it = path_by_id_.find(id);
     if (it == path_by_id_.end()) continue;  // unlinked since
+    if (in_place.count(id) != 0) {
+      touched_.insert(id);  // synced before a checkpoint drops the journal, as what is applied
+      continue;
+    }
     auto newer = newer_on_disk.find(id);
+    auto base = window_base_.find(id);
+    const bool from_empty = base != window_base_.end() && base->second.size == 0;
     Status replayed = ReplayDataForFile(id, it->second, records, /*trim=*/false,
-                                        newer == newer_on_disk.end() ? nullptr : &newer->second);
+                                        newer == newer_on_disk.end() ? nullptr : &newer->second, from_empty);
     if (!replayed.ok()) {
       apply_failed_ = true;  // the journal alone holds it now: no checkpoint may drop it
       return replayed;
