@@ -445,7 +445,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // has nothing to write for it. REQUIRES: mu_.
   void NotePagesInPlaceLocked(const FileId& id, uint64_t seq) { pages_in_place_[id] = seq; }
   // The files of the window up to `upto` that are so in place. REQUIRES: mu_.
-  std::set<FileId> InPlaceAlreadyLocked(uint64_t upto) const;
+  FileIdSet InPlaceAlreadyLocked(uint64_t upto) const;
   // A durable record was appended (by us or another process): the window is on disk now.
   void WindowDurableLocked(uint64_t seq);
   // The window's records up to `seq` are durable and in place (a kSyncApplied); later ones
@@ -482,7 +482,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // A joiner, out of the writer lock: waits for the process alone to hand over.
   void WaitForHandOver();
   // fsyncs the data (and side) files of `ids`; many at once with one syncfs.
-  Status SyncFilesLocked(const std::set<FileId>& ids);
+  Status SyncFilesLocked(const FileIdSet& ids);
   // Syncs the data files the window's records wrote in place. REQUIRES: mu_, writer lock.
   Status SyncWindowDataLocked();
   // Writes the images and chunk table entries of the window's records up to `upto` in place.
@@ -508,10 +508,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   mutable std::mutex mu_;
   std::mutex images_mu_;  // LockImages within the process; taken before mu_
   VolumeState state_;
-  std::map<FileId, std::string> path_by_id_;  // a file's first name (see names_)
+  FileIdMap<std::string> path_by_id_;  // a file's first name (see names_)
   // Files this process has open whose last name another process removed: their entry then,
   // until the open file takes it (TakeLastEntryLocked) to catch up once.
-  std::map<FileId, FileEntry> last_entries_;
+  FileIdMap<FileEntry> last_entries_;
   std::optional<FileEntry> TakeLastEntryLocked(const FileId& id);
   // Every file's last entry when its last name went, the newest kept; beside the base state
   // for processes that catch up by loading it (see recently_unlinked.h).
@@ -525,7 +525,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   uint64_t base_size_ = 0;          // of the state file, as last read or written
   bool apply_failed_ = false;       // an apply in place failed: the journal must stay (Checkpoint)
   bool apply_failed_reported_ = false;
-  std::set<FileId> writing_ahead_;  // see NoteWritingAhead; cleared by the file's next record
+  FileIdSet writing_ahead_;  // see NoteWritingAhead; cleared by the file's next record
   FileNames names_;                           // every name of every file
   std::unique_ptr<Journal> journal_;
   uint64_t journal_seen_ = 0;  // end of the last record folded into state_
@@ -540,19 +540,19 @@ class Volume : public std::enable_shared_from_this<Volume> {
   bool trash_ready_ = false;   // .scone/trash exists
   uint64_t next_seq_ = 1;
   uint64_t applied_seq_ = 0;  // last record folded into the base state file
-  std::set<FileId> touched_;  // files with in-place writes not yet fsync'ed by a checkpoint
+  FileIdSet touched_;  // files with in-place writes not yet fsync'ed by a checkpoint
   std::vector<FileId> trash_;  // unlinked lazily: deleted once their record is durable
-  std::map<FileId, std::weak_ptr<ProtectedFile>> open_files_;
+  FileIdMap<std::weak_ptr<ProtectedFile>> open_files_;
   std::vector<std::shared_ptr<ProtectedFile>> held_for_fork_;  // BeforeFork to DropFilesHeldForFork
   std::optional<VolumeLock> lock_;
   bool closed_ = true;  // until Create or Open succeeds; then until Close
 
   std::vector<std::shared_ptr<const JournalRecord>> window_;
   size_t window_bytes_ = 0;
-  std::map<FileId, FileEntry> window_base_;
-  std::set<FileId> window_data_;  // files with in-place data of window records, not synced yet
-  std::map<FileId, uint64_t> pages_in_place_;  // see NotePagesInPlaceLocked
-  std::map<FileId, std::vector<std::shared_ptr<const JournalRecord>>> published_;
+  FileIdMap<FileEntry> window_base_;
+  FileIdSet window_data_;  // files with in-place data of window records, not synced yet
+  FileIdMap<uint64_t> pages_in_place_;  // see NotePagesInPlaceLocked
+  FileIdMap<std::vector<std::shared_ptr<const JournalRecord>>> published_;
   std::atomic<uint64_t> durable_seq_{0};
   std::atomic<bool> shared_{false};
   bool resting_ = false;  // no use lock held (RestIfUnused); WakeLocked takes it again

@@ -93,7 +93,7 @@ void Volume::WindowDurableUpToLocked(uint64_t seq) {
   window_bytes_ = 0;
   window_data_.clear();
   std::erase_if(pages_in_place_, [seq](const auto& mark) { return mark.second <= seq; });
-  std::map<FileId, FileEntry> bases;
+  FileIdMap<FileEntry> bases;
   for (auto& r : later) {
     const FileId& id = r->entry.file_id;
     if (bases.count(id) == 0) {
@@ -108,7 +108,7 @@ void Volume::WindowDurableUpToLocked(uint64_t seq) {
   if (seq > durable_seq_.load(std::memory_order_relaxed)) durable_seq_.store(seq, std::memory_order_release);
 }
 
-Status Volume::SyncFilesLocked(const std::set<FileId>& ids) {
+Status Volume::SyncFilesLocked(const FileIdSet& ids) {
   if (ids.size() > kSyncEachFileLimit) {
     auto dir = os::File::Open(dir_, O_RDONLY | O_DIRECTORY);
     if (!dir.ok()) return dir.status();
@@ -139,11 +139,11 @@ Status Volume::SyncFilesLocked(const std::set<FileId>& ids) {
 
 Status Volume::SyncWindowDataLocked() { return SyncFilesLocked(window_data_); }
 
-std::set<FileId> Volume::InPlaceAlreadyLocked(uint64_t upto) const {
-  std::set<FileId> in_place;
+FileIdSet Volume::InPlaceAlreadyLocked(uint64_t upto) const {
+  FileIdSet in_place;
   if (pages_in_place_.empty()) return in_place;
-  std::map<FileId, uint64_t> last;  // each file's last record up to `upto`
-  std::set<FileId> with_images;
+  FileIdMap<uint64_t> last;  // each file's last record up to `upto`
+  FileIdSet with_images;
   for (const auto& r : window_) {
     if (r->seq > upto) break;  // in sequence order
     last[r->entry.file_id] = r->seq;
@@ -157,7 +157,7 @@ std::set<FileId> Volume::InPlaceAlreadyLocked(uint64_t upto) const {
 }
 
 bool Volume::MayApplyWindowLocked(uint64_t upto) const {
-  std::set<FileId> checked = InPlaceAlreadyLocked(upto);  // nothing to write for those
+  FileIdSet checked = InPlaceAlreadyLocked(upto);  // nothing to write for those
   for (const auto& r : window_) {
     if (r->seq > upto) break;  // in sequence order
     const FileId& id = r->entry.file_id;
@@ -189,7 +189,7 @@ Status Volume::ApplyWindowLocked(uint64_t upto) {
       newer_on_disk[r->entry.file_id].insert(r->inplace_chunks.begin(), r->inplace_chunks.end());
     }
   }
-  const std::set<FileId> in_place = InPlaceAlreadyLocked(upto);
+  const FileIdSet in_place = InPlaceAlreadyLocked(upto);
   for (const auto& [id, records] : by_file) {
     auto it = path_by_id_.find(id);
     if (it == path_by_id_.end()) continue;  // unlinked since
