@@ -843,6 +843,8 @@ os.close(fd)
 dfd = os.open("vol/d", os.O_RDONLY | os.O_DIRECTORY)
 refused(os.setxattr, dfd, "user.note", m)
 os.close(dfd)
+for root in ("vol", "vol/", "vol/d/..", "$work/vol"):  # the volume's own directory too
+    refused(os.setxattr, root, "user.note", m)
 refused(os.getxattr, "vol/planted", "user.planted")
 refused(os.removexattr, "vol/planted", "user.planted")
 assert [n for n in os.listxattr("vol/planted") if n.startswith(("user.", "trusted."))] == [], os.listxattr("vol/planted")
@@ -862,12 +864,17 @@ PYEOF
   tar --xattrs -C plain -cf x.tar src
   run tar --xattrs -C vol -xf "$work/x.tar" 2>/dev/null || true
   [[ "$(run cat vol/src)" == data ]] || fail "tar --xattrs lost the data"
+  # An archive of a directory whose "." has one, extracted at the volume's top.
+  mkdir withdot && echo data > withdot/inner
+  "$PY" -c "import os; os.setxattr('withdot', 'user.dot', b'$MARKER dot')"
+  tar --xattrs --xattrs-include='*' -C withdot -cf dot.tar .
+  run tar --xattrs --xattrs-include='*' -C vol -xf "$work/dot.tar" 2>/dev/null || true
+  [[ "$(run cat vol/inner)" == data ]] || fail "tar --xattrs at the volume's top lost the data"
   "$PY" - "$MARKER" <<'PYEOF' || fail "an extended attribute of the program's on disk"
 import os, sys
 marker = sys.argv[1].encode()
 for root, dirs, files in os.walk("vol"):
-    for name in dirs + files:
-        path = os.path.join(root, name)
+    for path in [os.path.join(root, name) for name in dirs + files] + ([root] if root == "vol" else []):
         for attr in os.listxattr(path, follow_symlinks=False):
             if attr.startswith(("user.", "trusted.")) and attr != "user.planted":
                 sys.exit("%s: %s" % (path, attr))

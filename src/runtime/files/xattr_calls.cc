@@ -30,10 +30,15 @@ constexpr long kRemoveXattrAt = 466;
 // URL there, query and signature included) and trusted.
 bool ProgramData(std::string_view name) { return name.starts_with("user.") || name.starts_with("trusted."); }
 
+// What lies in a protected region of a volume, and the volume's own directory (its region
+// may be any: a hostile pass found its attributes on disk, `tar --xattrs -C V` restoring the
+// archive's "." onto it).
+bool InProtectedPlace(const Target& t) { return t.volume != nullptr && !t.metadata && (t.path.empty() || t.Protected()); }
+
 bool ProtectedPath(Runtime& rt, int dirfd, const char* path, bool follow) {
   if (!ReadableString(path, PATH_MAX)) return false;  // the kernel's EFAULT
   RuntimeSection section;
-  return rt.Locate(dirfd, path, follow).Protected();
+  return InProtectedPlace(rt.Locate(dirfd, path, follow));
 }
 
 bool ProtectedDescriptor(Runtime& rt, int fd) {
@@ -50,7 +55,7 @@ bool ProtectedDescriptor(Runtime& rt, int fd) {
   if (n <= 0 || link[0] != '/') return false;
   link[n] = '\0';
   RuntimeSection section;
-  return rt.Locate(AT_FDCWD, link, /*follow_last=*/false).Protected();
+  return InProtectedPlace(rt.Locate(AT_FDCWD, link, /*follow_last=*/false));
 }
 
 // A list of names (NUL-terminated, one after the other) without the program-data ones; the
