@@ -1845,6 +1845,8 @@ Status ProtectedFile::WriteDeferredInPlace(const JournalRecord* lazy_record) {
 Status ProtectedFile::WriteSlots(std::span<const std::pair<uint64_t, const uint8_t*>> slots,
                                  std::span<const std::pair<uint64_t, const uint8_t*>> pages) {
   if (region_ == Region::kAuthenticated) {
+    // Its pages live in the side file (WriteTablePages); none may be dropped here unwritten.
+    if (!pages.empty()) return Internal(path() + ": table pages given with an authenticated file's slots");
     for (const auto& [chunk, image] : slots) SCONE_RETURN_IF_ERROR(WriteSlot(chunk, image));
     return Status::Ok();
   }

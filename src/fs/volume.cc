@@ -1656,7 +1656,7 @@ Status Volume::Recover(std::vector<JournalRecord> records) {
   std::map<FileId, std::vector<const JournalRecord*>> commits;
   // Files the checkpoint's state holds empty or not at all: every entry they have, the records
   // name (their pages on disk may be ahead of the records that stand: see ReplayDataForFile).
-  std::set<FileId> from_empty, seen;
+  FileIdSet from_empty, seen;
   for (const JournalRecord& r : records) {
     if (r.kind != Kind::kCommit || !seen.insert(r.entry.file_id).second) continue;
     auto known = path_by_id_.find(r.entry.file_id);

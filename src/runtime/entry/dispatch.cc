@@ -857,10 +857,10 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
     case SYS_removexattr:
     case SYS_lremovexattr:
     case SYS_fremovexattr:
-    case 463:  // setxattrat, getxattrat, listxattrat, removexattrat (Linux 6.13)
-    case 464:
-    case 465:
-    case 466:
+    case files::kSetXattrAt:
+    case files::kGetXattrAt:
+    case files::kListXattrAt:
+    case files::kRemoveXattrAt:
       return Served(f, files::XattrCall(rt, f.nr, a));
     case SYS_io_setup:
     case SYS_io_uring_setup:

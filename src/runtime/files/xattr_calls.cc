@@ -19,13 +19,6 @@
 namespace scone::runtime::files {
 namespace {
 
-// The calls that name their target by a descriptor, by a path without following its last
-// link, and by a directory and a path (Linux 6.13's *xattrat, which glibc does not call yet).
-constexpr long kSetXattrAt = 463;
-constexpr long kGetXattrAt = 464;
-constexpr long kListXattrAt = 465;
-constexpr long kRemoveXattrAt = 466;
-
 // The namespaces whose values are the program's data: user. (curl --xattr keeps a download's
 // URL there, query and signature included) and trusted.
 bool ProgramData(std::string_view name) { return name.starts_with("user.") || name.starts_with("trusted."); }

@@ -14,6 +14,13 @@
 
 namespace scone::runtime::files {
 
+// Linux 6.13's calls by a directory and a path, which glibc does not call yet (its headers here
+// do not name them).
+inline constexpr long kSetXattrAt = 463;
+inline constexpr long kGetXattrAt = 464;
+inline constexpr long kListXattrAt = 465;
+inline constexpr long kRemoveXattrAt = 466;
+
 // setxattr, getxattr, listxattr, removexattr in all their forms (path, l-, f-, *at): the
 // result for a target in a protected region of a volume, kNotMine for the rest.
 long XattrCall(Runtime& rt, long nr, const long* a);
