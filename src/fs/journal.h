@@ -46,6 +46,9 @@ struct JournalRecord {
   // the high bit of the kind.
   bool lazy = false;
   uint64_t seq = 0;  // not encoded (the frame holds it): set when appended or read
+  // Not encoded: when this process appended it (CLOCK_MONOTONIC ns), 0 for one read from the
+  // journal. See Volume::ReplayDataForFile (the file's times).
+  int64_t appended_here_ns = 0;
   std::string path;  // rename, link: the source
   std::string to;    // rename, link: the destination
   uint64_t upto = 0; // kSyncApplied: the sequence number of the kSyncPending record it completes

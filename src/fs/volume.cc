@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <set>
 
+#include "common/clock.h"
 #include "fs/data_ranges.h"
 #include "fs/volume_path.h"
 #include "os/syscalls.h"
@@ -1414,7 +1415,11 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t reco
   Status applied = apply();
   if (applied.ok()) lock_->ClearInFlight();
   if (!applied.ok()) apply_failed_ = true;  // the journal holds what did not go in place
-  if (record.lazy) AddToWindowLocked(std::make_shared<const JournalRecord>(record));
+  if (record.lazy) {
+    auto published = std::make_shared<JournalRecord>(record);
+    published->appended_here_ns = MonotonicNs(CLOCK_MONOTONIC);
+    AddToWindowLocked(std::move(published));
+  }
   ApplyToState(record);
   // A failed in-place apply is repaired by the journal at the next open (a lazy record's, by
   // the next holder of the writer lock); report it all the same.
@@ -1477,6 +1482,23 @@ Status Volume::Checkpoint(bool clean) {
   return Status::Ok();
 }
 
+namespace {
+
+// Within a few clock ticks: how late an apply of this process's own records may say when the
+// data changed (see ReplayDataForFile).
+constexpr int64_t kFreshRecordNs = 20'000'000;
+
+bool FreshOwnRecords(const std::vector<const JournalRecord*>& commits) {
+  if (commits.empty()) return false;
+  const int64_t now = MonotonicNs(CLOCK_MONOTONIC);
+  for (const JournalRecord* r : commits) {
+    if (r->appended_here_ns == 0 || now - r->appended_here_ns > kFreshRecordNs) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
                                  const std::vector<const JournalRecord*>& commits, bool trim,
                                  const std::set<uint64_t>* newer_on_disk, bool from_empty) {
@@ -1507,7 +1529,17 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     opened = std::move(by_name).value();
     data = &opened;
   }
-  const auto times = data->Times();
+  // Writing the window in place is the volume's business, not a change of the program's: the
+  // file keeps the times its last write or utimensat gave it (put back below). Not for records
+  // this process appended a moment ago (a database's commit, synced and put in place at once):
+  // the apply's write then says when the data changed as well as theirs did, and reading the
+  // times made the kernel give the file a fine-grained mtime at the apply's write, which moves
+  // the clock that every file's next change reads (Linux 6.13's multigrain timestamps): the
+  // journal's inode then changed between any two of its syncs, and each sync wrote it (ext4
+  // without a journal), a second disk write per commit.
+  const bool fresh_own = FreshOwnRecords(commits) && times_set_.count(id) == 0;
+  times_set_.erase(id);
+  const auto times = fresh_own ? Result<std::array<struct timespec, 2>>(Internal("not read")) : data->Times();
   os::File side;
   if (!layout.interleaved()) {
     auto s = os::File::Open(ProtectedFile::SideFilePath(dir_, id), O_RDWR | O_CREAT, 0600);
@@ -1589,10 +1621,9 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     }
     SCONE_RETURN_IF_ERROR(DropPagesPastTheEnd(layout, *data, side, entry.size));
     if (open != nullptr) open->NoteDataCut();  // its allocations past the end went with them
-    // Writing the window in place is the volume's business, not a change of the program's:
-    // the file keeps the times its last write or utimensat gave it. Best effort: a process
-    // that may write the file without owning it (a worker that changed its user) may not set
-    // them, and the file's mtime then says when its data was put in place.
+    // The times put back (see above). Best effort: a process that may write the file without
+    // owning it (a worker that changed its user) may not set them, and the file's mtime then
+    // says when its data was put in place.
     if (times.ok()) (void)data->SetTimes(*times);
     return Status::Ok();
   }
@@ -2205,6 +2236,19 @@ std::shared_ptr<ProtectedFile> Volume::OpenedFile(std::string_view raw_path) {
   if (entry == state_.files.end()) return nullptr;
   auto open = open_files_.find(entry->second.file_id);
   return open != open_files_.end() ? open->second.lock() : nullptr;
+}
+
+void Volume::NoteTimesSet(const FileId& id) {
+  std::lock_guard lock(mu_);
+  times_set_.insert(id);
+}
+
+void Volume::NoteTimesSet(std::string_view raw_path) {
+  auto path = NormalizeVolumePath(raw_path);
+  if (!path.ok()) return;
+  std::lock_guard lock(mu_);
+  auto entry = state_.files.find(*path);
+  if (entry != state_.files.end()) times_set_.insert(entry->second.file_id);
 }
 
 std::vector<std::pair<std::string, FileEntry>> Volume::Files() {

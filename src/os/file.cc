@@ -130,6 +130,11 @@ Status File::Allocate(uint64_t offset, uint64_t length) const {
   return IoError("allocate " + path_, errno);
 }
 
+bool File::HasNoHoleIn(uint64_t offset, uint64_t end) const {
+  const off_t hole = ::lseek(fd_, static_cast<off_t>(offset), SEEK_HOLE);
+  return hole >= 0 && static_cast<uint64_t>(hole) >= end;
+}
+
 Status File::Sync() const {
   return Sys().fsync(fd_) == 0 ? Status::Ok() : IoError("fsync " + path_, errno);
 }
@@ -139,9 +144,9 @@ Status File::DataSync() const {
 }
 
 Result<uint64_t> File::Size() const {
-  struct stat st;
-  if (Sys().fstat(fd_, &st) != 0) return IoError("stat " + path_, errno);
-  return static_cast<uint64_t>(st.st_size);
+  struct statx st;
+  if (Sys().statx(fd_, "", AT_EMPTY_PATH, STATX_SIZE, &st) != 0) return IoError("stat " + path_, errno);
+  return static_cast<uint64_t>(st.stx_size);
 }
 
 Result<uint64_t> File::FreeSpace() const {

@@ -49,8 +49,18 @@ class File {
   // writes there cannot fail for want of space (ENOSPC now instead). A file system without
   // fallocate passes.
   Status Allocate(uint64_t offset, uint64_t length) const;
+  // Whether [offset, end) lies below the file's end with no hole in it (lseek's SEEK_HOLE), so
+  // that overwriting it takes no new room. Moves the descriptor's file offset (callers use
+  // pread/pwrite). False where the file system cannot tell.
+  bool HasNoHoleIn(uint64_t offset, uint64_t end) const;
   Status Sync() const;      // fsync
   Status DataSync() const;  // fdatasync
+  // The length, asked for alone (statx with STATX_SIZE). An fstat reads the file's times too,
+  // and on Linux 6.13 and later (multigrain timestamps) a file whose times were read takes a
+  // fine-grained mtime at its next write, which moves the clock every file's next change sees:
+  // writes then changed their inodes at every call instead of once per tick, and ext4 without
+  // a journal wrote an inode table block at each fdatasync (twice the writes per commit for
+  // pgbench in a volume).
   Result<uint64_t> Size() const;
   // Room on the file's file system that an unprivileged writer may still take (statfs(2)).
   Result<uint64_t> FreeSpace() const;

@@ -26,6 +26,7 @@ Syscalls LibcSyscalls() {
   s.fdatasync = ::fdatasync;
   s.ftruncate = ::ftruncate;
   s.fstat = ::fstat;
+  s.statx = ::statx;
   s.futimens = ::futimens;
   s.lstat = ::lstat;
   s.rename = ::rename;

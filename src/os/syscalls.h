@@ -27,6 +27,8 @@ struct Syscalls {
   int (*fdatasync)(int fd);
   int (*ftruncate)(int fd, off_t length);
   int (*fstat)(int fd, struct stat* st);
+  // statx(2): asks for `mask` alone (see File::Size for why that matters).
+  int (*statx)(int dirfd, const char* path, int flags, unsigned int mask, struct statx* out);
   int (*futimens)(int fd, const struct timespec times[2]);
   int (*lstat)(const char* path, struct stat* st);
   int (*rename)(const char* from, const char* to);

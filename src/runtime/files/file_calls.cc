@@ -808,7 +808,9 @@ long SetTimes(Runtime& rt, int dirfd, const char* path, const struct timespec* t
   Target t = rt.Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW), judged ? &lexical : nullptr);
   if (!t.Protected() || t.unavailable) return 0;
   fs::Volume* volume = t.volume->IfOpen();
-  auto file = volume != nullptr ? volume->OpenedFile(t.path) : nullptr;
+  if (volume == nullptr) return 0;
+  volume->NoteTimesSet(t.path);  // a closed file's records may wait for their apply too
+  auto file = volume->OpenedFile(t.path);
   if (file == nullptr) return 0;
   Status s = file->KeepTimes(atime, mtime);
   return s.ok() ? 0 : FailWith(s);

@@ -142,6 +142,9 @@ int Ftruncate(int fd, off_t length) {
   return static_cast<int>(Result(OwnWrite([&] { return RawSyscall(SYS_ftruncate, fd, length); })));
 }
 int Fstat(int fd, struct stat* st) { return static_cast<int>(Result(RawSyscall(SYS_fstat, fd, Arg(st)))); }
+int Statx(int dirfd, const char* path, int flags, unsigned int mask, struct statx* out) {
+  return static_cast<int>(Result(RawSyscall(SYS_statx, dirfd, Arg(path), flags, mask, Arg(out))));
+}
 int Futimens(int fd, const struct timespec times[2]) {
   return static_cast<int>(Result(RawSyscall(SYS_utimensat, fd, 0, Arg(times), 0)));
 }
@@ -205,6 +208,7 @@ void InstallShieldSyscalls(FdTable& table) {
   calls.fdatasync = Fdatasync;
   calls.ftruncate = Ftruncate;
   calls.fstat = Fstat;
+  calls.statx = Statx;
   calls.futimens = Futimens;
   calls.lstat = Lstat;
   calls.rename = Rename;
