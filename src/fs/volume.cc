@@ -1643,6 +1643,9 @@ Status Volume::DropPagesPastTheEnd(const Layout& layout, const os::File& data, c
   SCONE_ASSIGN_OR_RETURN(uint64_t data_size, data.Size());
   if (data_size < layout.DataFileSize(size)) return data.Truncate(layout.DataFileSize(size));
   const uint64_t pages = PageCount(ChunkCount(size));
+  // A data file that ends before the first page past the end has none (the common case: a
+  // file rewritten in place, a log that only grew): no need to look for its data ranges.
+  if (data_size <= layout.PageOffset(pages)) return Status::Ok();
   std::vector<uint64_t> stale;
   SCONE_RETURN_IF_ERROR(ForEachDataRange(data, data_size, [&](uint64_t begin, uint64_t end) {
     for (uint64_t p = std::max(pages, layout.PageAtOrAfter(begin)); layout.PageOffset(p) < end; ++p) {
