@@ -18,6 +18,8 @@ constexpr size_t kMaxPathSize = 4096;
 constexpr uint8_t kLazyBit = 0x80;
 // How far ahead of the records the file is written with zeros (see journal.h).
 constexpr uint64_t kZeroAhead = 1u << 20;
+// A frame body up to this long is read without asking for the file's length first (ReadNew).
+constexpr uint32_t kReadWithoutLength = 64u << 10;
 // What a file system allocates at a time.
 constexpr uint64_t kBlockSize = 4096;
 // Zeros to write ahead with, and to compare a tail against.
@@ -177,7 +179,10 @@ class Journal::Reader {
   Result<const uint8_t*> Get(uint64_t at, size_t len) {
     if (at < start_ || at + len > start_ + buffer_.size()) {
       if (at + len > size_) return nullptr;
-      buffer_.resize(std::max<uint64_t>(len, std::min<uint64_t>(read_ahead_, size_ - at)));
+      // A frame longer than the read ahead comes with the read ahead after it: the header of the
+      // next one (or the zeros that end the journal) in the same call.
+      const uint64_t want = len > read_ahead_ ? len + read_ahead_ : read_ahead_;
+      buffer_.resize(std::max<uint64_t>(len, std::min<uint64_t>(want, size_ - at)));
       read_ahead_ = std::min(read_ahead_ * 2, kMaxReadAhead);
       SCONE_ASSIGN_OR_RETURN(size_t got, file_.ReadAtLeast(at, buffer_, len));
       buffer_.resize(got);
@@ -229,9 +234,12 @@ Result<std::vector<JournalRecord>> Journal::ReadWithin(uint64_t first_seq, uint6
     uint64_t record_seq;
     r.U32(&body_size);
     r.U64(&record_seq);
-    // Read without the file's length (ReadNew): a frame longer than what was read asks for it
-    // first, so that a bad length is judged against the file, not read by the GiB.
-    if (limit == UINT64_MAX && offset + kFrameHeaderSize + body_size + crypto::kTagSize > reader.known_end()) {
+    // Read without the file's length (ReadNew): a frame much longer than what was read asks for
+    // it first, so that a bad length is judged against the file, not read by the GiB. A frame of
+    // a few chunks (a database's page write) is read at once: where the file ends first, the
+    // read says so (a torn append).
+    if (limit == UINT64_MAX && body_size > kReadWithoutLength &&
+        offset + kFrameHeaderSize + body_size + crypto::kTagSize > reader.known_end()) {
       SCONE_RETURN_IF_ERROR(Refresh());
       limit = std::max(size_, reader.known_end());
     }

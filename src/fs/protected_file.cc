@@ -1513,7 +1513,6 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
 }
 
 Status ProtectedFile::KeepTimes(bool atime, bool mtime) {
-  volume_->NoteTimesSet(id_);
   std::unique_lock lock(mu_);
   if (!changed_ && cache_.empty()) return Status::Ok();  // no commit pending: they stay as set
   // As the kernel set them (UTIME_NOW resolved), on top of times kept earlier.

@@ -1417,7 +1417,11 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t reco
   if (!applied.ok()) apply_failed_ = true;  // the journal holds what did not go in place
   if (record.lazy) {
     auto published = std::make_shared<JournalRecord>(record);
-    published->appended_here_ns = MonotonicNs(CLOCK_MONOTONIC);
+    if (const std::optional<uint64_t> times_set = lock_->TimesSet()) {
+      published->appended_here_ns = MonotonicNs(CLOCK_MONOTONIC);
+      published->appended_by = getpid();
+      published->times_set_then = *times_set;
+    }
     AddToWindowLocked(std::move(published));
   }
   ApplyToState(record);
@@ -1484,15 +1488,22 @@ Status Volume::Checkpoint(bool clean) {
 
 namespace {
 
-// Within a few clock ticks: how late an apply of this process's own records may say when the
-// data changed (see ReplayDataForFile).
-constexpr int64_t kFreshRecordNs = 20'000'000;
+// About a clock tick of the kernel's (whose coarse timestamps are as late): how late an apply
+// of this process's own records may say when the data changed (see ReplayDataForFile).
+constexpr int64_t kFreshRecordNs = 5'000'000;
 
-bool FreshOwnRecords(const std::vector<const JournalRecord*>& commits) {
-  if (commits.empty()) return false;
+// Whether every record was appended by this process (not a parent before a fork) within
+// kFreshRecordNs, with no program of the volume setting a file's times since (`times_set`: the
+// volume's count now).
+bool FreshOwnRecords(const std::vector<const JournalRecord*>& commits, std::optional<uint64_t> times_set) {
+  if (commits.empty() || !times_set) return false;
   const int64_t now = MonotonicNs(CLOCK_MONOTONIC);
+  const pid_t self = getpid();
   for (const JournalRecord* r : commits) {
-    if (r->appended_here_ns == 0 || now - r->appended_here_ns > kFreshRecordNs) return false;
+    if (r->appended_here_ns == 0 || r->appended_by != self || r->times_set_then != *times_set ||
+        now - r->appended_here_ns > kFreshRecordNs) {
+      return false;
+    }
   }
   return true;
 }
@@ -1537,8 +1548,7 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
   // the clock that every file's next change reads (Linux 6.13's multigrain timestamps): the
   // journal's inode then changed between any two of its syncs, and each sync wrote it (ext4
   // without a journal), a second disk write per commit.
-  const bool fresh_own = FreshOwnRecords(commits) && times_set_.count(id) == 0;
-  times_set_.erase(id);
+  const bool fresh_own = FreshOwnRecords(commits, lock_->TimesSet());
   const auto times = fresh_own ? Result<std::array<struct timespec, 2>>(Internal("not read")) : data->Times();
   os::File side;
   if (!layout.interleaved()) {
@@ -2241,17 +2251,8 @@ std::shared_ptr<ProtectedFile> Volume::OpenedFile(std::string_view raw_path) {
   return open != open_files_.end() ? open->second.lock() : nullptr;
 }
 
-void Volume::NoteTimesSet(const FileId& id) {
-  std::lock_guard lock(mu_);
-  times_set_.insert(id);
-}
-
-void Volume::NoteTimesSet(std::string_view raw_path) {
-  auto path = NormalizeVolumePath(raw_path);
-  if (!path.ok()) return;
-  std::lock_guard lock(mu_);
-  auto entry = state_.files.find(*path);
-  if (entry != state_.files.end()) times_set_.insert(entry->second.file_id);
+void Volume::NoteTimesSet() const {
+  if (lock_) lock_->NoteTimesSet();
 }
 
 std::vector<std::pair<std::string, FileEntry>> Volume::Files() {

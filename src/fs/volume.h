@@ -115,10 +115,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Result<uint64_t> FileSize(std::string_view path);
   // The protected file at `path` if this process has it open, else nullptr.
   std::shared_ptr<ProtectedFile> OpenedFile(std::string_view path);
-  // The program set the times of the file (utimensat): the next apply of its records in place
-  // puts them back (see ReplayDataForFile). By id, or by the name it has in the volume.
-  void NoteTimesSet(const FileId& id);
-  void NoteTimesSet(std::string_view path);
+  // The program is about to set the times of a file (utimensat), maybe one of this volume's:
+  // an apply of records appended before puts the file's times back (see ReplayDataForFile).
+  // Lock-free (a count in the lock file's mapping, shared by the volume's processes).
+  void NoteTimesSet() const;
   // Protected files in path order.
   std::vector<std::pair<std::string, FileEntry>> Files();
   const RegionRules& rules() const { return state_.rules; }
@@ -545,7 +545,6 @@ class Volume : public std::enable_shared_from_this<Volume> {
   uint64_t next_seq_ = 1;
   uint64_t applied_seq_ = 0;  // last record folded into the base state file
   FileIdSet touched_;  // files with in-place writes not yet fsync'ed by a checkpoint
-  FileIdSet times_set_;  // see NoteTimesSet; cleared by the file's next apply
   std::vector<FileId> trash_;  // unlinked lazily: deleted once their record is durable
   FileIdMap<std::weak_ptr<ProtectedFile>> open_files_;
   std::vector<std::shared_ptr<ProtectedFile>> held_for_fork_;  // BeforeFork to DropFilesHeldForFork

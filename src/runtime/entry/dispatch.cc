@@ -828,6 +828,12 @@ DispatchResult DispatchFiles(Runtime& rt, SyscallFrame& f) {
       return Done(files::AfterReadlink(rt, Fd(a[0]), Str(a[1]), Ptr<char>(a[2]), static_cast<size_t>(a[3]), Raw(f)));
     case SYS_utimensat:
       return Done(files::SetTimes(rt, Fd(a[0]), Str(a[1]), Ptr<const struct timespec>(a[2]), Fd(a[3])));
+    case SYS_utime:
+      return Done(files::SetTimesOldStyle(rt, AT_FDCWD, Str(a[0]), Ptr<const void>(a[1]), /*whole_seconds=*/true));
+    case SYS_utimes:
+      return Done(files::SetTimesOldStyle(rt, AT_FDCWD, Str(a[0]), Ptr<const void>(a[1]), /*whole_seconds=*/false));
+    case SYS_futimesat:
+      return Done(files::SetTimesOldStyle(rt, Fd(a[0]), Str(a[1]), Ptr<const void>(a[2]), /*whole_seconds=*/false));
     case SYS_execve:
       return Done(process::Exec(rt, AT_FDCWD, Str(a[0]), Ptr<char* const>(a[1]), Ptr<char* const>(a[2]), 0));
     case SYS_execveat:

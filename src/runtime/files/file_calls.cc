@@ -7,7 +7,9 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/time.h>
 #include <unistd.h>
+#include <utime.h>
 
 #include <algorithm>
 #include <cstring>
@@ -784,6 +786,11 @@ long SetTimes(Runtime& rt, int dirfd, const char* path, const struct timespec* t
       if (long c = d->CommitBeforeTimes(); c < 0) return c;
     }
   }
+  // Told before the call: an apply that does not see the count move may leave the file's times
+  // as its write made them, and the times set here then come after it.
+  for (auto& mounted : rt.volumes()) {
+    if (const fs::Volume* v = mounted->IfOpen()) v->NoteTimesSet();
+  }
   long r = RawSyscall(SYS_utimensat, dirfd, Arg(path), Arg(times), at_flags);
   if (r != 0 || !rt.HasVolumes()) return r;
   const bool atime = times == nullptr || times[0].tv_nsec != UTIME_OMIT;
@@ -808,12 +815,31 @@ long SetTimes(Runtime& rt, int dirfd, const char* path, const struct timespec* t
   Target t = rt.Locate(dirfd, path, !(at_flags & AT_SYMLINK_NOFOLLOW), judged ? &lexical : nullptr);
   if (!t.Protected() || t.unavailable) return 0;
   fs::Volume* volume = t.volume->IfOpen();
-  if (volume == nullptr) return 0;
-  volume->NoteTimesSet(t.path);  // a closed file's records may wait for their apply too
-  auto file = volume->OpenedFile(t.path);
+  auto file = volume != nullptr ? volume->OpenedFile(t.path) : nullptr;
   if (file == nullptr) return 0;
   Status s = file->KeepTimes(atime, mtime);
   return s.ok() ? 0 : FailWith(s);
+}
+
+long SetTimesOldStyle(Runtime& rt, int dirfd, const char* path, const void* given, bool whole_seconds) {
+  if (given == nullptr) return SetTimes(rt, dirfd, path, nullptr, 0);
+  struct timespec times[2];
+  if (whole_seconds) {
+    struct utimbuf b;
+    if (ReadableBytes(given, sizeof(b)) != sizeof(b)) return -EFAULT;
+    std::memcpy(&b, given, sizeof(b));
+    times[0] = {b.actime, 0};
+    times[1] = {b.modtime, 0};
+  } else {
+    struct timeval tv[2];
+    if (ReadableBytes(given, sizeof(tv)) != sizeof(tv)) return -EFAULT;
+    std::memcpy(tv, given, sizeof(tv));
+    for (int i = 0; i < 2; ++i) {
+      if (tv[i].tv_usec < 0 || tv[i].tv_usec >= 1'000'000) return -EINVAL;  // as the kernel's utimes
+      times[i] = {tv[i].tv_sec, tv[i].tv_usec * 1000};
+    }
+  }
+  return SetTimes(rt, dirfd, path, times, 0);
 }
 
 long ChangeDirectory(Runtime& rt, long nr, long arg) {

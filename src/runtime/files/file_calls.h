@@ -52,6 +52,10 @@ long LinkAt(Runtime& rt, int olddirfd, const char* oldpath, int newdirfd, const 
 // utimensat (futimens: a null path): the kernel's call, then a protected file with writes still
 // to commit keeps the times.
 long SetTimes(Runtime& rt, int dirfd, const char* path, const struct timespec* times, int at_flags);
+// utime (`given`: a struct utimbuf, `whole_seconds`), utimes and futimesat (two struct timevals),
+// as the utimensat they stand for: glibc's wrappers of them make that call already, and a
+// program's own system call gets the same handling (times kept across a commit).
+long SetTimesOldStyle(Runtime& rt, int dirfd, const char* path, const void* given, bool whole_seconds);
 // chdir and fchdir: the call, then the runtime's copy of the working directory.
 long ChangeDirectory(Runtime& rt, long nr, long arg);
 // getdents64: a volume's root lists no `.scone`.
