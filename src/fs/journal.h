@@ -17,8 +17,6 @@
 // chunks, page tags and paths, all of which are on disk in the clear anyway.
 #pragma once
 
-#include <sys/types.h>
-
 #include <memory>
 #include <string>
 #include <utility>
@@ -48,12 +46,6 @@ struct JournalRecord {
   // the high bit of the kind.
   bool lazy = false;
   uint64_t seq = 0;  // not encoded (the frame holds it): set when appended or read
-  // Not encoded, for Volume::ReplayDataForFile (the file's times): when and by which process it
-  // was appended here (CLOCK_MONOTONIC ns; 0 for one read from the journal), and the volume's
-  // count of times set then (VolumeLock::TimesSet).
-  int64_t appended_here_ns = 0;
-  pid_t appended_by = 0;
-  uint64_t times_set_then = 0;
   std::string path;  // rename, link: the source
   std::string to;    // rename, link: the destination
   uint64_t upto = 0; // kSyncApplied: the sequence number of the kSyncPending record it completes

@@ -12,7 +12,6 @@
 #include <filesystem>
 #include <set>
 
-#include "common/clock.h"
 #include "fs/data_ranges.h"
 #include "fs/volume_path.h"
 #include "os/syscalls.h"
@@ -1415,15 +1414,7 @@ Status Volume::CommitFile(const FileId& id, JournalRecord& record, uint64_t reco
   Status applied = apply();
   if (applied.ok()) lock_->ClearInFlight();
   if (!applied.ok()) apply_failed_ = true;  // the journal holds what did not go in place
-  if (record.lazy) {
-    auto published = std::make_shared<JournalRecord>(record);
-    if (const std::optional<uint64_t> times_set = lock_->TimesSet()) {
-      published->appended_here_ns = MonotonicNs(CLOCK_MONOTONIC);
-      published->appended_by = getpid();
-      published->times_set_then = *times_set;
-    }
-    AddToWindowLocked(std::move(published));
-  }
+  if (record.lazy) AddToWindowLocked(std::make_shared<const JournalRecord>(record));
   ApplyToState(record);
   // A failed in-place apply is repaired by the journal at the next open (a lazy record's, by
   // the next holder of the writer lock); report it all the same.
@@ -1486,30 +1477,6 @@ Status Volume::Checkpoint(bool clean) {
   return Status::Ok();
 }
 
-namespace {
-
-// About a clock tick of the kernel's (whose coarse timestamps are as late): how late an apply
-// of this process's own records may say when the data changed (see ReplayDataForFile).
-constexpr int64_t kFreshRecordNs = 5'000'000;
-
-// Whether every record was appended by this process (not a parent before a fork) within
-// kFreshRecordNs, with no program of the volume setting a file's times since (`times_set`: the
-// volume's count now).
-bool FreshOwnRecords(const std::vector<const JournalRecord*>& commits, std::optional<uint64_t> times_set) {
-  if (commits.empty() || !times_set) return false;
-  const int64_t now = MonotonicNs(CLOCK_MONOTONIC);
-  const pid_t self = getpid();
-  for (const JournalRecord* r : commits) {
-    if (r->appended_here_ns == 0 || r->appended_by != self || r->times_set_then != *times_set ||
-        now - r->appended_here_ns > kFreshRecordNs) {
-      return false;
-    }
-  }
-  return true;
-}
-
-}  // namespace
-
 Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
                                  const std::vector<const JournalRecord*>& commits, bool trim,
                                  const std::set<uint64_t>* newer_on_disk, bool from_empty) {
@@ -1540,16 +1507,7 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     opened = std::move(by_name).value();
     data = &opened;
   }
-  // Writing the window in place is the volume's business, not a change of the program's: the
-  // file keeps the times its last write or utimensat gave it (put back below). Not for records
-  // this process appended a moment ago (a database's commit, synced and put in place at once):
-  // the apply's write then says when the data changed as well as theirs did, and reading the
-  // times made the kernel give the file a fine-grained mtime at the apply's write, which moves
-  // the clock that every file's next change reads (Linux 6.13's multigrain timestamps): the
-  // journal's inode then changed between any two of its syncs, and each sync wrote it (ext4
-  // without a journal), a second disk write per commit.
-  const bool fresh_own = FreshOwnRecords(commits, lock_->TimesSet());
-  const auto times = fresh_own ? Result<std::array<struct timespec, 2>>(Internal("not read")) : data->Times();
+  const auto times = data->Times();
   os::File side;
   if (!layout.interleaved()) {
     auto s = os::File::Open(ProtectedFile::SideFilePath(dir_, id), O_RDWR | O_CREAT, 0600);
@@ -1631,9 +1589,10 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
     }
     SCONE_RETURN_IF_ERROR(DropPagesPastTheEnd(layout, *data, side, entry.size));
     if (open != nullptr) open->NoteDataCut();  // its allocations past the end went with them
-    // The times put back (see above). Best effort: a process that may write the file without
-    // owning it (a worker that changed its user) may not set them, and the file's mtime then
-    // says when its data was put in place.
+    // Writing the window in place is the volume's business, not a change of the program's:
+    // the file keeps the times its last write or utimensat gave it. Best effort: a process
+    // that may write the file without owning it (a worker that changed its user) may not set
+    // them, and the file's mtime then says when its data was put in place.
     if (times.ok()) (void)data->SetTimes(*times);
     return Status::Ok();
   }
@@ -2249,10 +2208,6 @@ std::shared_ptr<ProtectedFile> Volume::OpenedFile(std::string_view raw_path) {
   if (entry == state_.files.end()) return nullptr;
   auto open = open_files_.find(entry->second.file_id);
   return open != open_files_.end() ? open->second.lock() : nullptr;
-}
-
-void Volume::NoteTimesSet() const {
-  if (lock_) lock_->NoteTimesSet();
 }
 
 std::vector<std::pair<std::string, FileEntry>> Volume::Files() {

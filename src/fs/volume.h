@@ -115,10 +115,6 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Result<uint64_t> FileSize(std::string_view path);
   // The protected file at `path` if this process has it open, else nullptr.
   std::shared_ptr<ProtectedFile> OpenedFile(std::string_view path);
-  // The program is about to set the times of a file (utimensat), maybe one of this volume's:
-  // an apply of records appended before puts the file's times back (see ReplayDataForFile).
-  // Lock-free (a count in the lock file's mapping, shared by the volume's processes).
-  void NoteTimesSet() const;
   // Protected files in path order.
   std::vector<std::pair<std::string, FileEntry>> Files();
   const RegionRules& rules() const { return state_.rules; }

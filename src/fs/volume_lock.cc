@@ -81,7 +81,6 @@ constexpr off_t kImagesMadeAt = 32;
 constexpr off_t kInFlightAt = 40;
 constexpr off_t kNamesChangedAt = 64;
 constexpr off_t kDirectoriesChangedAt = 72;
-constexpr off_t kTimesSetAt = 80;
 constexpr off_t kFileChangesAt = 128;
 constexpr off_t kHintsSize = kFileChangesAt + 256 * 8;
 constexpr size_t kMappedSize = 4096;
@@ -156,15 +155,6 @@ std::optional<uint64_t> VolumeLock::DirectoriesChanged() const {
 }
 
 Status VolumeLock::NoteDirectoriesChanged() const { return CountInHint(kDirectoriesChangedAt); }
-
-std::optional<uint64_t> VolumeLock::TimesSet() const {
-  if (!hints_) return std::nullopt;
-  return std::atomic_ref<uint64_t>(hints_.get()[kTimesSetAt / 8]).load(std::memory_order_acquire);
-}
-
-void VolumeLock::NoteTimesSet() const {
-  if (hints_) std::atomic_ref<uint64_t>(hints_.get()[kTimesSetAt / 8]).fetch_add(1, std::memory_order_acq_rel);
-}
 
 void VolumeLock::MarkInFlight(const InFlight& commit) const {
   if (!hints_) return;

@@ -81,12 +81,6 @@ class VolumeLock {
   // (its ciphertext lands where the link leads), as when the host swaps a directory meanwhile.
   std::optional<uint64_t> DirectoriesChanged() const;
   Status NoteDirectoriesChanged() const;
-  // A count of the times programs set on the volume's files (utimensat and its older forms), by
-  // any of its processes, bumped before the kernel's call (fs/volume.h, FreshOwnRecords). Only
-  // where the hints are mapped (nullopt elsewhere). A hint the host can write: held still, an
-  // apply may move a file's mtime to its own time (the host sets times at will anyway).
-  std::optional<uint64_t> TimesSet() const;
-  void NoteTimesSet() const;
   // Which files changed, for lookups that need one file's news and not the whole journal's (two
   // nginx workers: each appends to the access log between any two calls of the other, whose
   // stat, open and read of the file it serves each caught up under the writer lock). A count of

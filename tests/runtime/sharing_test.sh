@@ -1014,12 +1014,12 @@ PYEOF
 
 times-kept-when-applied-at-once)
   # Times a program sets survive the apply of records in place that comes at once (a sync right
-  # after, with another process sharing the volume), where the apply of a process's own fresh
-  # records does not read the file's times: set through a descriptor before close, by name
-  # after close, after an overwrite of published chunks, by another process, by the parent of
-  # the process that syncs (a fork), with the old utime system call; a write alone moves the
-  # mtime to about the time of the write (hostile findings on the first version: the other
-  # process's, the parent's and the old call's times were lost).
+  # after, with another process sharing the volume): set through a descriptor before close, by
+  # name after close, after an overwrite of published chunks, by another process, by the parent
+  # of the process that syncs (a fork), with the old utime system call; a write alone moves the
+  # mtime to about the time of the write (hostile findings on a version whose apply skipped the
+  # times of a process's own fresh records: the other process's, the parent's and the old
+  # call's times were lost).
   cat > times.py <<PYEOF
 import ctypes, os, sys, time
 then = 1577934245  # 2020-01-02 03:04:05 UTC

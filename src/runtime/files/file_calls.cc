@@ -786,11 +786,6 @@ long SetTimes(Runtime& rt, int dirfd, const char* path, const struct timespec* t
       if (long c = d->CommitBeforeTimes(); c < 0) return c;
     }
   }
-  // Told before the call: an apply that does not see the count move may leave the file's times
-  // as its write made them, and the times set here then come after it.
-  for (auto& mounted : rt.volumes()) {
-    if (const fs::Volume* v = mounted->IfOpen()) v->NoteTimesSet();
-  }
   long r = RawSyscall(SYS_utimensat, dirfd, Arg(path), Arg(times), at_flags);
   if (r != 0 || !rt.HasVolumes()) return r;
   const bool atime = times == nullptr || times[0].tv_nsec != UTIME_OMIT;
