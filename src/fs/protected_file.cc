@@ -1427,8 +1427,11 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     if (!stage) cuts_short = size_ < committed_size_ && cache_.size() <= 1;
     // Either, or one that only overwrites what the file holds, takes no room natively: it may
     // take the journal's room from the volume's reserve on a full disk.
+    // So does a file grown by ftruncate alone (buffered; its apply writes no block for the holes).
+    const bool grown_only = !stage && cache_.empty() && size_ > committed_size_;
     const char* reserve_for = cuts_short                                           ? "a file cut short"
                               : OnlyOverwritesLocked(stage ? stage_bytes : 0, stage_offset) ? "an overwrite"
+                              : grown_only                                                  ? "a file grown"
                                                                                             : nullptr;
     SCONE_RETURN_IF_ERROR(volume_->CommitFile(
         id_, record, RecordBoundLocked(stage_bytes, stage_offset), reserve_for,

@@ -34,6 +34,9 @@ constexpr uint64_t kMinCheckpointJournalSize = 512u << 10;
 constexpr size_t kVerifyChunkProblemsPerFile = 8;
 // The window is made durable once its records hold this much (every process keeps it in memory).
 constexpr size_t kMaxWindowBytes = 16u << 20;
+// A sync of a shared volume's window leaves it out of place below Volume::kApplyWindowBytes
+// (see MakeWindowDurableSharedLocked); tests set 0: every sync applies.
+size_t apply_window_bytes = Volume::kApplyWindowBytes;
 // A journal at least this long gives back more room at a checkpoint than its zeros ahead take
 // (CheckpointForRoom).
 constexpr uint64_t kCheckpointForRoomJournalSize = uint64_t{2} << 20;
@@ -740,7 +743,7 @@ Status Volume::MakeDurable() {
 }
 
 Status Volume::MakeWindowDurableSharedLocked(WriterSection& writer) {
-  if (next_seq_ - 1 <= durable_seq_.load(std::memory_order_relaxed)) return Status::Ok();
+  if (next_seq_ - 1 <= std::max(durable_seq_.load(std::memory_order_relaxed), synced_seq_)) return Status::Ok();
   // What the window wrote in place must be on disk before the record that makes it durable.
   SCONE_RETURN_IF_ERROR(SyncWindowDataLocked());
   JournalRecord pending;
@@ -752,6 +755,17 @@ Status Volume::MakeWindowDurableSharedLocked(WriterSection& writer) {
   writer.End();
   if (sync_gap_hook) sync_gap_hook();
   SCONE_RETURN_IF_ERROR(journal_->Sync());
+  if (window_bytes_ < apply_window_bytes && apply_unconfirmed_ == 0) {
+    // Durable now; in place later. A database's log page is rewritten at every commit: each
+    // apply wrote it in place again, read and put back its times, and the next sync of the
+    // journal wrote an inode block for them. The window goes in place once it holds more (or
+    // at a checkpoint, another's sync, this process's close); until then every process reads
+    // it from memory, as between any kSyncPending and its kSyncApplied.
+    synced_seq_ = pending.seq;
+    window_data_.clear();  // synced before the record (an fsync of a clean file still flushes)
+    EmptyTrashLocked();    // their unlinks are durable
+    return Status::Ok();
+  }
   SCONE_RETURN_IF_ERROR(writer.Begin());
   // Another process's sync, or a checkpoint, may have put the window in place meanwhile.
   if (durable_seq_.load(std::memory_order_relaxed) >= pending.seq) return Status::Ok();
@@ -981,6 +995,7 @@ void Volume::SetBeforeRecordHookForTesting(std::function<void()> hook) { before_
 void Volume::SetWakeHookForTesting(std::function<void()> hook) { wake_hook = std::move(hook); }
 
 void Volume::SetAfterRecordHookForTesting(std::function<void()> hook) { after_record_hook = std::move(hook); }
+void Volume::SetApplyWindowBytesForTesting(size_t bytes) { apply_window_bytes = bytes; }
 
 void Volume::SetAloneHook(void (*hook)(const std::shared_ptr<Volume>& volume)) { alone_hook = hook; }
 
@@ -1560,7 +1575,9 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
   }
   for (uint64_t page : patched) {
     uint8_t image[kPageSize] = {};
-    SCONE_RETURN_IF_ERROR(page_file.ReadAt(layout.PageOffset(page), image).status());
+    SCONE_ASSIGN_OR_RETURN(size_t on_disk, page_file.ReadAt(layout.PageOffset(page), image));
+    uint8_t before[kPageSize];
+    std::memcpy(before, image, kPageSize);
     // The reserved bytes stay as on disk in page 0 of an encrypted file (its header, checked
     // when the file is opened) and are zeros in every other page.
     if (page != 0 || !layout.interleaved()) std::memset(image, 0, kPageReserved);
@@ -1576,6 +1593,16 @@ Status Volume::ReplayDataForFile(const FileId& id, const std::string& path,
       }
     }
     static_assert(kPageReserved + kEntriesPerPage * kEntrySize == kPageSize);
+    // A page the disk holds as it is now stays untouched (a log's last page, when no record
+    // changed its size). A page of zeros past the data file's end (the last page of a file grown
+    // by ftruncate) is a hole: the file grows over it, as natively, without a block (writing its
+    // zeros failed an fsync on a full disk with ENOSPC). Nobody else writes the data file now: the
+    // writer lock, and mu_ for this process's writers.
+    if (on_disk == kPageSize && std::memcmp(before, image, kPageSize) == 0) continue;
+    if (on_disk < kPageSize && std::all_of(image, image + kPageSize, [](uint8_t b) { return b == 0; })) {
+      SCONE_RETURN_IF_ERROR(page_file.Truncate(layout.PageOffset(page) + kPageSize));
+      continue;
+    }
     SCONE_RETURN_IF_ERROR(page_file.WriteAt(layout.PageOffset(page), ByteSpan(image, kPageSize)));
   }
   if (!trim) {

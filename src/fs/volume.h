@@ -207,6 +207,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // place after the record).
   static void SetBeforeRecordHookForTesting(std::function<void()> hook);
   static void SetAfterRecordHookForTesting(std::function<void()> hook);
+  // Tests: a shared volume's sync leaves its window out of place while it holds fewer bytes
+  // (0: every sync puts it in place).
+  static void SetApplyWindowBytesForTesting(size_t bytes);
+  static constexpr size_t kApplyWindowBytes = 2u << 20;
   // Tests: called when a resting process takes the use lock again, before it reads the count of
   // joiners.
   static void SetWakeHookForTesting(std::function<void()> hook);
@@ -554,6 +558,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   FileIdMap<uint64_t> pages_in_place_;  // see NotePagesInPlaceLocked
   FileIdMap<std::vector<std::shared_ptr<const JournalRecord>>> published_;
   std::atomic<uint64_t> durable_seq_{0};
+  // This process's last kSyncPending whose window it left out of place (durable_seq_ moves at
+  // the apply): an fsync with nothing newer needs no sync. REQUIRES: mu_.
+  uint64_t synced_seq_ = 0;
   std::atomic<bool> shared_{false};
   bool resting_ = false;  // no use lock held (RestIfUnused); WakeLocked takes it again
   bool holds_alone_ = false;  // the alone lock (under mu_)

@@ -962,6 +962,36 @@ PYEOF
   [[ "$(srun cat small/v/fresh)" == "$MARKER again" ]] || fail "a name whose create failed for want of space"
   ;;
 
+disk-full-grow)
+  # A file grown by ftruncate on a full disk, as natively: the growth takes no room, its fsync
+  # and close succeed, and it keeps its size and bytes. Before, the fsync failed with ENOSPC
+  # (the apply wrote the zeros of the grown file's last chunk table page) and the growth stayed
+  # in the journal until the next open.
+  small_disk_volume 8m
+  srun $PY -c "
+import os
+fd = os.open('small/v/grown', os.O_CREAT | os.O_WRONLY, 0o644)
+os.write(fd, b'$MARKER' * 200)
+os.close(fd)
+"
+  dd if=/dev/zero of=small/filler bs=4k 2>/dev/null || true
+  srun $PY -c "
+import os
+fd = os.open('small/v/grown', os.O_WRONLY)
+for size in (1 << 20, 1 << 30, 100 << 30):
+    os.ftruncate(fd, size)
+os.fsync(fd)
+os.close(fd)
+" > grow.out 2>&1 || { cat grow.out; fail "growing a file by ftruncate on a full disk failed"; }
+  srun $PY -c "
+import os, sys
+fd = os.open('small/v/grown', os.O_RDONLY)
+m = b'$MARKER'
+sys.exit(0 if os.fstat(fd).st_size == 100 << 30 and os.pread(fd, len(m) * 200, 0) == m * 200
+         and os.pread(fd, 4096, (100 << 30) - 4096) == bytes(4096) else 1)" || fail "the file grown on a full disk"
+  "$scone" volume verify small/v --key-file skey >/dev/null || fail "the volume does not verify after a file grew on a full disk"
+  ;;
+
 disk-full-sqlite)
   # SQLite in its default (rollback journal) mode fills a small disk, a transaction each row: it
   # stops with "database or disk is full" as natively, the database intact, and goes on after.

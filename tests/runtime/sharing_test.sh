@@ -1012,6 +1012,72 @@ PYEOF
   check_volume
   ;;
 
+synced-overwrites-kept)
+  # A database's log: one process overwrites the same chunks again and again and fsyncs each
+  # write, while another shares the volume and reads them. A sync makes the window durable and
+  # leaves it out of place until it grows (docs/file-system-shield.md). The writer reads its own
+  # writes back, the other process reads each synced write through the descriptor it held and
+  # through a fresh open, a process started meanwhile reads them all; after both are killed
+  # (SIGKILL), recovery keeps every synced write and the volume verifies.
+  cat > wal.py <<PYEOF
+import os, signal, struct, subprocess, sys
+slot, slots, writes = 100, 160, 700  # 16000 bytes: four chunks, each overwritten ~17 times
+def entry(i):
+    return (b"$MARKER %05d " % i).ljust(slot, b"~")
+fd = os.open("vol/wal", os.O_RDWR | os.O_CREAT, 0o644)
+os.write(fd, b"." * (slot * slots))
+os.fsync(fd)
+go, ack = os.pipe(), os.pipe()
+pid = os.fork()
+if pid == 0:
+    held = os.open("vol/wal", os.O_RDONLY)
+    while True:
+        i = struct.unpack("<i", os.read(go[0], 4))[0]
+        at = (i % slots) * slot
+        fresh = os.open("vol/wal", os.O_RDONLY)
+        ok = os.pread(held, slot, at) == entry(i) and os.pread(fresh, slot, at) == entry(i)
+        os.close(fresh)
+        os.write(ack[1], b"y" if ok else b"n")
+def check_all(upto, read):  # the newest write of every slot, up to write number upto
+    for i in range(max(0, upto - slots + 1), upto + 1):
+        if read((i % slots) * slot) != entry(i):
+            return i
+    return -1
+for i in range(writes):
+    os.pwrite(fd, entry(i), (i % slots) * slot)
+    os.fsync(fd)
+    if os.pread(fd, slot, (i % slots) * slot) != entry(i):
+        print("writer reads back wrong at", i); sys.exit(1)
+    os.write(go[1], struct.pack("<i", i))
+    if os.read(ack[0], 1) != b"y":
+        print("the other process reads wrong at", i); sys.exit(1)
+    if i in (250, 600):
+        code = "import os,sys; fd = os.open('vol/wal', os.O_RDONLY); sys.exit(0 if os.pread(fd, %d, %d) == %r else 1)" % (
+            slot, (i % slots) * slot, entry(i))
+        if subprocess.run([sys.executable, "-c", code]).returncode != 0:
+            print("a process started later reads wrong at", i); sys.exit(1)
+bad = check_all(writes - 1, lambda at: os.pread(fd, slot, at))
+if bad >= 0:
+    print("writer reads wrong at the end:", bad); sys.exit(1)
+print("ok", flush=True)
+os.kill(pid, signal.SIGKILL)
+os.kill(os.getpid(), signal.SIGKILL)
+PYEOF
+  out="$(run_for 300 "$PY" wal.py 2>&1 || true)"
+  [[ "$out" == ok* ]] || fail "synced overwrites read wrong while shared: $out"
+  cat > after.py <<PYEOF
+import os
+slot, slots, writes = 100, 160, 700
+fd = os.open("vol/wal", os.O_RDONLY)
+for i in range(writes - slots, writes):
+    if os.pread(fd, slot, (i % slots) * slot) != (b"$MARKER %05d " % i).ljust(slot, b"~"):
+        print("lost", i); break
+else:
+    print("kept")
+PYEOF
+  [[ "$(run "$PY" after.py)" == kept ]] || fail "a synced overwrite is lost after both were killed: $(run "$PY" after.py)"
+  check_volume
+  ;;
 times-kept-when-applied-at-once)
   # Times a program sets survive the apply of records in place that comes at once (a sync right
   # after, with another process sharing the volume): set through a descriptor before close, by
