@@ -1569,13 +1569,14 @@ Status ProtectedFile::CatchUpLocked(const FileEntry& current) {
 }
 
 void ProtectedFile::ForgetDurableLazyChunks() {
-  if (!lazy_in_place_.empty() && volume_->DurableSeq() != lazy_in_place_since_) lazy_in_place_.clear();
+  if (!lazy_in_place_.empty() && volume_->LastSyncSeq() != lazy_in_place_since_) lazy_in_place_.clear();
 }
 
 void ProtectedFile::NoteLazyInPlace(const JournalRecord& record) {
   ForgetDurableLazyChunks();
-  if (record.inplace_chunks.empty()) return;
-  if (lazy_in_place_.empty()) lazy_in_place_since_ = volume_->DurableSeq();
+  // (A record a sync followed may be durable: see Volume::LastSyncSeq.)
+  if (record.inplace_chunks.empty() || record.seq <= volume_->LastSyncSeq()) return;
+  if (lazy_in_place_.empty()) lazy_in_place_since_ = volume_->LastSyncSeq();
   lazy_in_place_.insert(record.inplace_chunks.begin(), record.inplace_chunks.end());
 }
 

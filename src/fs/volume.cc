@@ -477,6 +477,7 @@ void Volume::ApplyOthersRecord(JournalRecord record) {
       apply_unconfirmed_ = r.seq;
     }
   }
+  if (r.kind == JournalRecord::Kind::kSyncPending) sync_seen_.store(r.seq, std::memory_order_release);
   if (r.kind == JournalRecord::Kind::kSyncApplied) {
     WindowDurableUpToLocked(r.upto);
     if (r.upto >= apply_unconfirmed_) apply_unconfirmed_ = 0;
@@ -749,6 +750,7 @@ Status Volume::MakeWindowDurableSharedLocked(WriterSection& writer) {
   JournalRecord pending;
   pending.kind = JournalRecord::Kind::kSyncPending;
   SCONE_RETURN_IF_ERROR(WriteRecordLocked(pending));
+  sync_seen_.store(pending.seq, std::memory_order_release);
   // The sync is the slow part (a device flush): the others publish and catch up meanwhile,
   // where they used to wait for it. Records they append now may become durable with ours;
   // nobody counts on that before a durable record of their own.

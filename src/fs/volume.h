@@ -18,6 +18,7 @@
 // Thread-safety: all methods may be called concurrently.
 #pragma once
 
+#include <algorithm>
 #include <sys/types.h>
 
 #include <atomic>
@@ -160,6 +161,13 @@ class Volume : public std::enable_shared_from_this<Volume> {
   static void SetBufferedHook(void (*hook)());
   // Records up to this sequence number are durable (journal synced) and applied in place.
   uint64_t DurableSeq() const { return durable_seq_.load(std::memory_order_acquire); }
+  // The last sync record this process appended or read (a kSyncPending may still be syncing,
+  // or its window wait out of place): records up to it may be durable, so no chunk they wrote
+  // in place is overwritten in place again (ProtectedFile::lazy_in_place_). Else a power loss
+  // after the fsync returned could leave a chunk its durable record names rewritten.
+  uint64_t LastSyncSeq() const {
+    return std::max(durable_seq_.load(std::memory_order_acquire), sync_seen_.load(std::memory_order_acquire));
+  }
   // Makes every record published so far durable (fsync of a file whose changes are all
   // published already).
   Status MakeDurable();
@@ -561,6 +569,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // This process's last kSyncPending whose window it left out of place (durable_seq_ moves at
   // the apply): an fsync with nothing newer needs no sync. REQUIRES: mu_.
   uint64_t synced_seq_ = 0;
+  std::atomic<uint64_t> sync_seen_{0};  // see LastSyncSeq
   std::atomic<bool> shared_{false};
   bool resting_ = false;  // no use lock held (RestIfUnused); WakeLocked takes it again
   bool holds_alone_ = false;  // the alone lock (under mu_)

@@ -254,6 +254,41 @@ TEST_F(VolumeWindowTest, AChunkOverwrittenInPlaceAfterAJournaledImageReadsItsNew
   EXPECT_TRUE(again->Verify().empty());
 }
 
+// A chunk a lazy commit put in place is rewritten in place inside a transaction only until a
+// sync follows it: the sync's record makes it durable (a kSyncPending, whose window may stay out
+// of place), so a power loss after the fsync returned must still find it on disk. Rewritten in
+// place, the durable record named bytes no longer there. Neither the process that synced nor
+// another that read its kSyncPending rewrites it in place; the overwrites wait in the journal.
+TEST_F(VolumeWindowTest, AChunkASyncMadeDurableIsNotRewrittenInPlace) {
+  auto a = CreateVolume();
+  auto b = JoinWhileOpen(*a);
+  ASSERT_TRUE(b.ok()) << b.status().message();
+  auto f = *a->OpenFile("log", {.create = true});
+  const std::string x(100, 'x'), y(100, 'y'), z(100, 'z'), w(100, 'w');
+  ASSERT_TRUE(f->Write(0, AsBytes(x)).ok());  // a new chunk, in place with a lazy record
+  const std::string slot_path = dir_ + "/log";
+  const uint64_t slot = Layout(Region::kEncrypted).SlotOffset(0);
+  auto slot_bytes = [&] { return testing::RawFile(slot_path).substr(slot, kChunkSize); };
+  ASSERT_TRUE(f->Write(100, AsBytes(y)).ok());  // no sync since: rewritten in place
+  const std::string before_sync = slot_bytes();
+  ASSERT_TRUE(f->Sync().ok());
+  ASSERT_EQ(slot_bytes(), before_sync);
+  ASSERT_TRUE(f->Write(200, AsBytes(z)).ok());
+  EXPECT_EQ(slot_bytes(), before_sync) << "the synced chunk was rewritten in place by the process that synced";
+  auto g = *(*b)->OpenFile("log", {});
+  ASSERT_TRUE(g->Write(300, AsBytes(w)).ok());
+  EXPECT_EQ(slot_bytes(), before_sync) << "the synced chunk was rewritten in place by another process";
+  EXPECT_EQ(*ReadFile(*a, "log"), x + y + z + w);
+  EXPECT_EQ(*ReadFile(**b, "log"), x + y + z + w);
+  f.reset();
+  g.reset();
+  ASSERT_TRUE(a->Close().ok());
+  ASSERT_TRUE((*b)->Close().ok());
+  auto again = *OpenVolume();
+  EXPECT_EQ(*ReadFile(*again, "log"), x + y + z + w);
+  EXPECT_TRUE(again->Verify().empty());
+}
+
 // A shrink applied from the window leaves the data file's length (and so stale chunk table
 // pages past the end); a later write far past them must not find those pages again.
 TEST_F(VolumeWindowTest, ShrinkThenGrowFarAcrossCheckpoints) {
