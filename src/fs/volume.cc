@@ -771,20 +771,24 @@ Status Volume::MakeWindowDurableSharedLocked(WriterSection& writer) {
   SCONE_RETURN_IF_ERROR(writer.Begin());
   // Another process's sync, or a checkpoint, may have put the window in place meanwhile.
   if (durable_seq_.load(std::memory_order_relaxed) >= pending.seq) return Status::Ok();
-  if (!MayApplyWindowLocked(pending.seq)) {
-    LeaveUnappliedLocked(pending.seq);  // the others keep the window: no kSyncApplied
+  return ApplySyncedWindowLocked(pending.seq);
+}
+
+Status Volume::ApplySyncedWindowLocked(uint64_t upto) {
+  if (!MayApplyWindowLocked(upto)) {
+    LeaveUnappliedLocked(upto);  // the others keep the window: no kSyncApplied
     return Status::Ok();
   }
-  Status applied = ApplyWindowLocked(pending.seq);
+  Status applied = ApplyWindowLocked(upto);
   if (applied.ok()) {
     // Not on failure: the others then keep those records in their window (a failed apply is
     // repaired from the journal at the next open).
     JournalRecord done;
     done.kind = JournalRecord::Kind::kSyncApplied;
-    done.upto = pending.seq;
+    done.upto = upto;
     applied = AppendLocked(done, /*durable=*/false);
   }
-  WindowDurableUpToLocked(pending.seq);
+  WindowDurableUpToLocked(upto);
   EmptyTrashLocked();
   return applied;
 }

@@ -506,6 +506,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // the journal's sync (a kSyncPending, then a kSyncApplied): the others append meanwhile.
   // REQUIRES: mu_, `writer` begun; ends with it begun again.
   Status MakeWindowDurableSharedLocked(WriterSection& writer);
+  // After a sync up to `upto`: the window up to it in place and a kSyncApplied naming it (or,
+  // where this process may not write its files, left to one that may). REQUIRES: mu_, writer lock.
+  Status ApplySyncedWindowLocked(uint64_t upto);
   // Others' commit records of files this process has open, for their next catch-up.
   std::vector<std::shared_ptr<const JournalRecord>> TakePublishedLocked(const FileId& id);
   std::vector<std::shared_ptr<const JournalRecord>> TakePublished(const FileId& id);

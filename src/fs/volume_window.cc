@@ -213,6 +213,9 @@ Status Volume::ApplyWindowLocked(uint64_t upto) {
 
 Status Volume::MakeWindowDurableLocked() {
   if (next_seq_ - 1 <= durable_seq_.load(std::memory_order_relaxed)) return Status::Ok();
+  // Synced already, the window left out of place (MakeWindowDurableSharedLocked): it goes in
+  // place without a second sync (a checkpoint, the close).
+  if (next_seq_ - 1 <= synced_seq_ && apply_unconfirmed_ == 0) return ApplySyncedWindowLocked(synced_seq_);
   JournalRecord sync;
   sync.kind = JournalRecord::Kind::kSync;
   return AppendLocked(sync, /*durable=*/true);
