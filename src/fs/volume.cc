@@ -780,14 +780,9 @@ Status Volume::ApplySyncedWindowLocked(uint64_t upto) {
     return Status::Ok();
   }
   Status applied = ApplyWindowLocked(upto);
-  if (applied.ok()) {
-    // Not on failure: the others then keep those records in their window (a failed apply is
-    // repaired from the journal at the next open).
-    JournalRecord done;
-    done.kind = JournalRecord::Kind::kSyncApplied;
-    done.upto = upto;
-    applied = AppendLocked(done, /*durable=*/false);
-  }
+  // Not on failure: the others then keep those records in their window (a failed apply is
+  // repaired from the journal at the next open).
+  if (applied.ok()) applied = ConfirmAppliedLocked(upto);
   WindowDurableUpToLocked(upto);
   EmptyTrashLocked();
   return applied;

@@ -504,7 +504,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   Status MakeWindowDurableLocked();
   // The same for a volume shared with other processes, without holding the writer lock during
   // the journal's sync (a kSyncPending, then a kSyncApplied): the others append meanwhile.
-  // REQUIRES: mu_, `writer` begun; ends with it begun again.
+  // While the window holds less than kApplyWindowBytes it stays out of place after the sync.
+  // REQUIRES: mu_, `writer` begun; ends with it begun again, or ended where the window stays.
   Status MakeWindowDurableSharedLocked(WriterSection& writer);
   // After a sync up to `upto`: the window up to it in place and a kSyncApplied naming it (or,
   // where this process may not write its files, left to one that may). REQUIRES: mu_, writer lock.
