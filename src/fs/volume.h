@@ -126,7 +126,8 @@ class Volume : public std::enable_shared_from_this<Volume> {
   uint64_t Generation();
 
   // Checks every protected file (header, size, chunk table, every chunk) and looks for files
-  // the volume does not know or misses. Returns one problem per damaged file.
+  // the volume does not know or misses. Returns one problem per damaged file. Other processes
+  // may go on using the volume meanwhile: what they change is no damage.
   std::vector<VolumeProblem> Verify();
 
   // Commits every open file, checkpoints the journal and, if no other process has the volume
@@ -272,6 +273,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Applies what other processes appended to the journal (or a checkpoint they made) to the
   // in-memory state. REQUIRES: mu_ and the writer lock.
   Status CatchUpLocked(KeepAlive* keep);
+  // Whether `path` names a protected file once every process's records are read, under the
+  // writer lock, which a create, rename or unlink in progress holds (Verify).
+  bool KnownAfterCatchUp(const std::string& path);
   // Bumps the count of journal changes (VolumeLock::JournalChanges), and what this process saw
   // of it if it was current. REQUIRES: mu_ and the writer lock.
   Status NoteJournalChangedLocked();
