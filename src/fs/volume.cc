@@ -642,6 +642,7 @@ Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const S
   if (!alone) {
     // Others have it open and keep it consistent: only catch up with them, and let them know
     // that they are no longer alone.
+    if (was_clean && records.empty()) v->found_clean_stamp_ = v->StampOfStateFile();
     for (JournalRecord& r : records) v->ApplyOthersRecord(std::move(r));
     SCONE_RETURN_IF_ERROR(v->TrimJournalLocked());
     SCONE_RETURN_IF_ERROR(v->RedoUnconfirmedApplyLocked());
@@ -667,6 +668,7 @@ Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const S
     // Clean, and nothing to settle: the state file is marked in use before this process's
     // first record (MarkInUseLocked), and left as it is by a process that only reads.
     v->found_clean_alone_ = true;
+    v->found_clean_stamp_ = v->StampOfStateFile();
   }
   if (alone) {
     SCONE_RETURN_IF_ERROR(v->lock_->Share());
@@ -717,8 +719,11 @@ Status Volume::Close() {
     // and found it clean, or another's mark is there for it to clear).
     const bool alone = s.ok() && lock_->TryAlone();
     auto users = alone ? lock_->ReadUsersHint() : Result<uint64_t>(uint64_t{0});
+    const bool state_file_as_found = found_clean_stamp_ && next_seq_ - 1 == applied_seq_ &&
+                                     StampOfStateFile() == found_clean_stamp_;
     const bool untouched = !in_use_marked_ &&
-                           (!alone || (found_clean_alone_ && users.ok() && *users == users_when_found_clean_));
+                           (!alone || state_file_as_found ||
+                            (found_clean_alone_ && users.ok() && *users == users_when_found_clean_));
     if (s.ok() && !untouched) s = Checkpoint(/*clean=*/alone);
     // A process that changed its user (a server's worker) may not replace the state file: what
     // it changed is durable in the journal by then (the checkpoint's first step), for another
@@ -964,7 +969,7 @@ Status Volume::WakeLocked() {
   resting_ = false;
   // Others may have used it meanwhile, the last of them closing it clean: marked again before
   // this process's next change.
-  in_use_marked_ = false;
+  in_use_marked_ = false;  // (found_clean_stamp_ stays: the close compares the file with it)
   if (wake_hook) wake_hook();
   if (alone) {
     users_seen_ = users_before;
@@ -2257,6 +2262,12 @@ uint64_t Volume::Generation() {
   std::lock_guard lock(mu_);
   if (!closed_) (void)CatchUpIfChangedLocked(&keep);
   return next_seq_ - 1;
+}
+
+std::optional<Volume::StateFileStamp> Volume::StampOfStateFile() const {
+  struct stat st;
+  if (os::Sys().lstat(MetaPath("volume").c_str(), &st) != 0) return std::nullopt;
+  return StateFileStamp{st.st_dev, st.st_ino, st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec, st.st_size};
 }
 
 bool Volume::KnownAfterCatchUp(const std::string& path) {

@@ -397,6 +397,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   void NoteMarkedInUseLocked() {
     in_use_marked_ = true;
     found_clean_alone_ = false;
+    found_clean_stamp_.reset();
   }
   void EmptyTrashLocked();
   // Recovery: files whose create or unlink record did not reach the disk before a crash.
@@ -597,6 +598,21 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // commands) left it clean: the last of them to close was alone.
   bool found_clean_alone_ = false;
   uint64_t users_when_found_clean_ = 0;
+  // Opened (alone or beside others) while the state file was clean with no record past it:
+  // that file then (a hint: the host can only make a close write the clean mark anyway, or skip
+  // it and leave the next open a recovery). Closing last, a process that changed nothing
+  // leaves the state file as it is if it is still that file and no record followed, whoever
+  // joined meanwhile: before, of two readers that overlapped (`find vol | xargs cat`, python
+  // and a child it started), the one that closed last rewrote and synced it.
+  struct StateFileStamp {
+    dev_t dev = 0;
+    ino_t ino = 0;
+    int64_t mtime_ns = 0;
+    off_t size = 0;
+    bool operator==(const StateFileStamp&) const = default;
+  };
+  std::optional<StateFileStamp> StampOfStateFile() const;
+  std::optional<StateFileStamp> found_clean_stamp_;
 };
 
 // Volume key files: 64 hex digits and a newline, mode 0600.

@@ -1279,6 +1279,20 @@ readers-leave-metadata)
     fail "python3 could not read the volume"
   run sh -c 'ls -lR vol > /dev/null && stat vol/a.txt > /dev/null && du -s vol > /dev/null && find vol -type f | xargs cat > /dev/null' ||
     fail "the shell's readers failed"
+  # Two readers that overlap, the one that joined closing last (`find vol | xargs cat` when
+  # find ends first): it rewrote and synced the state file (1 run in 15 of this test under load).
+  cat > overlap.py <<'PYEOF'
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-c", "import sys; open('vol/a.txt').read(); print('opened', flush=True); sys.stdin.read(1)"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+assert child.stdout.readline().strip() == b"opened"
+first = open("vol/a.txt").read()
+child.stdin.write(b"g")
+child.stdin.flush()
+assert child.wait() == 0
+print("ok" if open("vol/a.txt").read() == first else "read differs")
+PYEOF
+  [[ "$(run "$PY" overlap.py)" == ok ]] || fail "two overlapping readers failed"
   after="$(state)"
   [[ "$after" == "$before" ]] || fail "readers changed the volume's metadata: '$before' became '$after'"
   # What the check sees: a writer changes it (marked in use, then clean at its close).
