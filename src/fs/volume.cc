@@ -2285,9 +2285,19 @@ std::vector<VolumeProblem> Volume::Verify() {
   std::vector<VolumeProblem> problems;
   for (const auto& [path, entry] : Files()) {
     auto file = OpenFile(path, {});
-    // Unlinked or renamed by another process since the list was read (hostile finding: a
-    // service making and removing files beside `volume verify` had it report them missing).
-    if (!file.ok() && file.status().code() == Code::kNotFound && !KnownAfterCatchUp(path)) continue;
+    // Unlinked, renamed or made anew by another process since the list was read (hostile
+    // findings: a service making and removing files beside `volume verify` had it report them
+    // missing, and a name removed and made again between the open and the look). A name gone
+    // is no damage; one that stands is opened again, a few times.
+    bool gone = false;
+    for (int tries = 0; !file.ok() && file.status().code() == Code::kNotFound && tries < 3; ++tries) {
+      if (!KnownAfterCatchUp(path)) {
+        gone = true;
+        break;
+      }
+      file = OpenFile(path, {});
+    }
+    if (gone) continue;
     if (!file.ok()) {
       std::string message = file.status().message();
       std::string prefix = dir_ + "/" + path + ": ";
