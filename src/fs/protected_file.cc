@@ -637,11 +637,7 @@ Result<size_t> ProtectedFile::Read(uint64_t offset, MutableByteSpan out) {
   // (a reader of a log being appended to got EIO).
   std::unique_lock lock(mu_);
   Result<size_t> again = result;
-  Status caught_up = volume_->WithLatestEntry(id_, [&](const FileEntry* current) -> Status {
-    if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
-    again = ReadLocked(offset, out);
-    return Status::Ok();
-  });
+  Status caught_up = CatchUpUnderVolumeLocks([&] { again = ReadLocked(offset, out); });
   return caught_up.ok() ? again : result;
 }
 
@@ -809,9 +805,11 @@ bool ProtectedFile::RefreshIfChangedByOthers() {
 
 // Asked under the volume's locks: a commit of another thread of this process may have come in
 // since the caller looked, and the disk must not change while a reload reads it.
-Status ProtectedFile::CatchUpUnderVolumeLocks() {
+Status ProtectedFile::CatchUpUnderVolumeLocks(const std::function<void()>& then) {
   return volume_->WithLatestEntry(id_, [&](const FileEntry* current) -> Status {
-    return current == nullptr ? Status::Ok() : CatchUpLocked(*current);
+    if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
+    if (then) then();
+    return Status::Ok();
   });
 }
 
@@ -1923,27 +1921,19 @@ Status ProtectedFile::ApplyInPlace(const JournalRecord& record) {
 }
 
 std::vector<std::string> ProtectedFile::VerifyAllChunks(size_t limit) {
-  // The chunks that hold data and fail to open from disk, with what failed.
-  auto failing = [this](const std::vector<uint64_t>* only, size_t most) {
-    std::vector<std::pair<uint64_t, Status>> failed;
-    uint8_t plain[kChunkSize];
-    auto check = [&](uint64_t chunk) {
-      if (chunk >= ChunkCount(size_) || table_.Entry(chunk).IsHole() || cache_.count(chunk) != 0) return;
-      if (auto opened = ChunkFromDisk(chunk, plain); !opened.ok()) failed.emplace_back(chunk, opened.status());
-    };
-    if (only != nullptr) {
-      for (uint64_t chunk : *only) check(chunk);
-      return failed;
-    }
-    for (auto page = table_.begin(); page != table_.end() && failed.size() < most; ++page) {
-      for (size_t i = 0; i < kEntriesPerPage && failed.size() < most; ++i) check(page->first * kEntriesPerPage + i);
-    }
-    return failed;
+  using Failures = std::vector<std::pair<uint64_t, Status>>;
+  uint8_t plain[kChunkSize];
+  // Opens `chunk` from disk if it holds data; a failure goes to `into`. REQUIRES: mu_.
+  auto check = [&](uint64_t chunk, Failures& into) {
+    if (chunk >= ChunkCount(size_) || table_.Entry(chunk).IsHole() || cache_.count(chunk) != 0) return;
+    if (auto opened = ChunkFromDisk(chunk, plain); !opened.ok()) into.emplace_back(chunk, opened.status());
   };
-  std::vector<std::pair<uint64_t, Status>> failed;
+  Failures failed;
   {
     std::shared_lock lock(mu_);
-    failed = failing(nullptr, limit);
+    for (auto page = table_.begin(); page != table_.end() && failed.size() < limit; ++page) {
+      for (size_t i = 0; i < kEntriesPerPage && failed.size() < limit; ++i) check(page->first * kEntriesPerPage + i, failed);
+    }
   }
   if (!failed.empty()) {
     // Another process sharing the volume may have rewritten a chunk in place since this one
@@ -1951,16 +1941,9 @@ std::vector<std::string> ProtectedFile::VerifyAllChunks(size_t limit) {
     // the failing chunks are opened again after catching up, under the volume's writer lock,
     // which every such rewrite holds. Before, `volume verify` beside a service writing its log
     // reported the log's last chunk damaged, 9 runs in 10 (hostile finding).
-    std::vector<uint64_t> chunks;
-    for (const auto& [chunk, status] : failed) chunks.push_back(chunk);
+    Failures again;
     std::unique_lock lock(mu_);
-    std::vector<std::pair<uint64_t, Status>> again;
-    Status caught_up = volume_->WithLatestEntry(id_, [&](const FileEntry* current) -> Status {
-      if (current != nullptr) SCONE_RETURN_IF_ERROR(CatchUpLocked(*current));
-      again = failing(&chunks, chunks.size());
-      return Status::Ok();
-    });
-    if (caught_up.ok()) failed = std::move(again);
+    if (CatchUpUnderVolumeLocks([&] { for (const auto& f : failed) check(f.first, again); }).ok()) failed = std::move(again);
   }
   std::vector<std::string> problems;
   for (const auto& [chunk, status] : failed) {

@@ -335,7 +335,10 @@ class ProtectedFile {
   // Catches up with what other processes published: record by record, or by reloading.
   // REQUIRES: mu_ held exclusively, the volume's locks.
   Status CatchUpLocked(const FileEntry& current);
-  Status CatchUpUnderVolumeLocks();
+  // CatchUpLocked under the volume's locks, then `then` (if any) before they are let go: what
+  // it reads of the disk no other process changes meanwhile (a chunk rewritten in place by an
+  // appender's commit). REQUIRES: mu_ held exclusively.
+  Status CatchUpUnderVolumeLocks(const std::function<void()>& then = {});
   Status ApplyPublished(const JournalRecord& record);
   // Seals what is buffered and fills the commit record. REQUIRES: mu_ held exclusively.
   // With `defer_in_place`, a lazy record's chunks that go in place wait for

@@ -719,7 +719,7 @@ Status Volume::Close() {
     // and found it clean, or another's mark is there for it to clear).
     const bool alone = s.ok() && lock_->TryAlone();
     auto users = alone ? lock_->ReadUsersHint() : Result<uint64_t>(uint64_t{0});
-    const bool state_file_as_found = found_clean_stamp_ && next_seq_ - 1 == applied_seq_ &&
+    const bool state_file_as_found = alone && found_clean_stamp_ && next_seq_ - 1 == applied_seq_ &&
                                      StampOfStateFile() == found_clean_stamp_;
     const bool untouched = !in_use_marked_ &&
                            (!alone || state_file_as_found ||
