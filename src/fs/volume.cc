@@ -639,10 +639,15 @@ Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const S
   v->next_seq_ = v->applied_seq_ + 1;
   v->durable_seq_ = v->applied_seq_;
   v->FitCheckpointsToDisk();
+  // Taken (removed) by every open alone, before anything changes: see fs/close_mark.h.
+  const std::optional<CloseMark> mark =
+      alone ? TakeCloseMark(v->MetaPath(kCloseMarkName), v->CloseMarkKey()) : std::nullopt;
   if (!alone) {
     // Others have it open and keep it consistent: only catch up with them, and let them know
     // that they are no longer alone.
     if (was_clean && records.empty()) v->found_clean_stamp_ = v->StampOfStateFile();
+    // Marked by another (a close that kept the journal leaves it so, fs/close_mark.h).
+    if (!was_clean) v->NoteMarkedInUseLocked();
     for (JournalRecord& r : records) v->ApplyOthersRecord(std::move(r));
     SCONE_RETURN_IF_ERROR(v->TrimJournalLocked());
     SCONE_RETURN_IF_ERROR(v->RedoUnconfirmedApplyLocked());
@@ -654,6 +659,16 @@ Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const S
     // goes on from them as a process that joins would, and leaves them to one that may.
     for (JournalRecord& r : records) v->ApplyOthersRecord(std::move(r));
     SCONE_RETURN_IF_ERROR(v->TrimJournalLocked());
+  } else if ((!was_clean || !records.empty()) && v->ClosedInThisBoot(mark, records)) {
+    // Closed in this boot by a process that kept its journal: the data files are as the records
+    // say, in the page cache; caught up with as a process that joins does, no recovery.
+    v->NoteMarkedInUseLocked();
+    for (JournalRecord& r : records) v->ApplyOthersRecord(std::move(r));
+    SCONE_RETURN_IF_ERROR(v->TrimJournalLocked());
+    SCONE_RETURN_IF_ERROR(v->RedoUnconfirmedApplyLocked());
+    // A process that joined the one that left the mark, and died inside a commit.
+    SCONE_RETURN_IF_ERROR(v->RepairAfterDeadWriterLocked());
+    v->AdoptTrashLocked();
   } else if (!was_clean || !records.empty()) {
     v->NoteMarkedInUseLocked();  // a crash during the recovery is recovered again
     SCONE_RETURN_IF_ERROR(v->Recover(std::move(records)).Annotate("recovering volume " + dir));
@@ -695,7 +710,78 @@ std::vector<std::shared_ptr<ProtectedFile>> Volume::OpenFilesLocked() const {
   return files;
 }
 
-Status Volume::Close() {
+bool Volume::ClosedInThisBoot(const std::optional<CloseMark>& mark, const std::vector<JournalRecord>& records) const {
+  if (!mark || mark->volume_id != state_.volume_id || mark->applied_seq != applied_seq_) return false;
+  const uint64_t last = records.empty() ? applied_seq_ : records.back().seq;
+  if (mark->last_seq != last || mark->journal_end != journal_seen_) return false;
+  const std::optional<BootId> boot = CurrentBootId();
+  return boot && *boot == mark->boot;
+}
+
+void Volume::AdoptTrashLocked() {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(MetaPath("trash"), ec)) {
+    auto id = FromHexArray<kFileIdSize>(e.path().filename().string());
+    if (id.ok() && path_by_id_.count(*id) == 0) trash_.push_back(*id);
+  }
+}
+
+bool Volume::MayKeepJournalLocked(bool alone) const {
+  // A failed apply is the next open's recovery to redo; a full disk wants the journal's room
+  // back; a long journal is checkpointed as a commit would.
+  if (apply_failed_ || reserve_released_ || journal_seen_ > checkpoint_journal_size_) return false;
+  // The last process: the disk must say in use (the mark is trusted only then).
+  return !alone || in_use_marked_;
+}
+
+Status Volume::GiveBackTrashLocked() {
+  if (trash_.empty()) return Status::Ok();
+  SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
+  EmptyTrashLocked();
+  return Status::Ok();
+}
+
+Status Volume::WriteCloseMarkLocked() {
+  const std::optional<BootId> boot = CurrentBootId();
+  if (!boot) return Unsupported("no boot id");
+  CloseMark mark{state_.volume_id, applied_seq_, next_seq_ - 1, journal_seen_, *boot};
+  const std::string path = MetaPath(kCloseMarkName);
+  SCONE_RETURN_IF_ERROR(WriteCloseMark(path, CloseMarkKey(), mark));
+  GiveToMetadataOwner(path);
+  return Status::Ok();
+}
+
+Status Volume::CloseKeepingJournalLocked(bool alone) {
+  SCONE_RETURN_IF_ERROR(GiveBackTrashLocked());
+  if (!alone) return Status::Ok();  // the others have its records, and the last one closes
+  if (WriteCloseMarkLocked().ok()) return Status::Ok();
+  return Checkpoint(/*clean=*/true);
+}
+
+Status Volume::LeaveForExec() {
+  KeepAlive keep;
+  std::lock_guard lock(mu_);
+  if (closed_ || resting_) return Status::Ok();
+  WriterSection writer(*this, &keep);
+  SCONE_RETURN_IF_ERROR(writer.Begin());
+  if (!lock_->TryAlone()) return Status::Ok();  // the others keep it
+  Status s = Status::Ok();
+  if (in_use_marked_ && MayKeepJournalLocked(/*alone=*/true)) {
+    s = GiveBackTrashLocked();
+    if (s.ok()) s = WriteCloseMarkLocked();
+    left_for_exec_ = s.ok();
+  }
+  Status shared = lock_->Share();  // the exec may fail
+  return s.ok() ? shared : s;
+}
+
+void Volume::AfterFailedExec() {
+  std::lock_guard lock(mu_);
+  if (left_for_exec_) os::Sys().unlink(MetaPath(kCloseMarkName).c_str());
+  left_for_exec_ = false;
+}
+
+Status Volume::Close(CloseMode mode) {
   std::vector<std::shared_ptr<ProtectedFile>> files;
   {
     std::lock_guard lock(mu_);
@@ -704,7 +790,8 @@ Status Volume::Close() {
   }
   Status first;
   for (auto& f : files) {
-    Status s = f->Sync();
+    // (Files the runtime keeps after their last descriptor went, to open them again at once.)
+    Status s = mode == CloseMode::kKeepJournal ? f->Close() : f->Sync();
     if (first.ok() && !s.ok()) first = s;
   }
   (void)buffered_.Take(nullptr);  // all committed
@@ -724,7 +811,10 @@ Status Volume::Close() {
     const bool untouched = !in_use_marked_ &&
                            (!alone || state_file_as_found ||
                             (found_clean_alone_ && users.ok() && *users == users_when_found_clean_));
-    if (s.ok() && !untouched) s = Checkpoint(/*clean=*/alone);
+    if (s.ok() && !untouched) {
+      s = mode == CloseMode::kKeepJournal && MayKeepJournalLocked(alone) ? CloseKeepingJournalLocked(alone)
+                                                                         : Checkpoint(/*clean=*/alone);
+    }
     // A process that changed its user (a server's worker) may not replace the state file: what
     // it changed is durable in the journal by then (the checkpoint's first step), for another
     // process's checkpoint or recovery. It used to say so at every exit.
@@ -944,12 +1034,17 @@ Status Volume::RestIfUnused() {
   {
     WriterSection writer(*this, &keep);
     SCONE_RETURN_IF_ERROR(writer.Begin());
-    // Another process that takes the volume alone may recover it: nothing may be lazy.
-    SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
+    // Another process that takes the volume alone (a shell's command) catches up with the
+    // journal as this process leaves it, by the mark a close leaves (fs/close_mark.h), if this
+    // one has it alone and marked in use. Else it may recover it: then nothing may be lazy.
+    const bool marked = lock_->TryAlone() && MayKeepJournalLocked(/*alone=*/true) && GiveBackTrashLocked().ok() &&
+                        WriteCloseMarkLocked().ok();
+    if (!marked) SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
   }
   if (holds_alone_) lock_->LetGoAlone();
   holds_alone_ = false;
   buffering_ = false;
+  rested_on_ = in_use_marked_ ? StampOfStateFile() : std::nullopt;
   lock_->ReleaseUse();
   resting_ = true;
   shared_ = false;
@@ -968,10 +1063,16 @@ Status Volume::WakeLocked() {
   SCONE_RETURN_IF_ERROR(lock_->TakeUse(&alone));
   resting_ = false;
   // Others may have used it meanwhile, the last of them closing it clean: marked again before
-  // this process's next change.
-  in_use_marked_ = false;  // (found_clean_stamp_ stays: the close compares the file with it)
+  // this process's next change, unless the state file is still the one it rested on (the last
+  // of them kept the journal, fs/close_mark.h).
+  in_use_marked_ = in_use_marked_ && rested_on_ && StampOfStateFile() == rested_on_;
+  // (found_clean_stamp_ stays: the close compares the file with it)
   if (wake_hook) wake_hook();
   if (alone) {
+    // A close in this boot that kept its journal since (a shell's command): caught up with
+    // below, as any change of others; its mark goes before this process changes anything
+    // (fs/close_mark.h). It was written where the disk said in use, as it still does.
+    if (TakeCloseMark(MetaPath(kCloseMarkName), CloseMarkKey())) NoteMarkedInUseLocked();
     users_seen_ = users_before;
     return Status::Ok();
   }

@@ -35,6 +35,7 @@
 #include "crypto/secret.h"
 #include "fs/buffered_files.h"
 #include "fs/buffered_room.h"
+#include "fs/close_mark.h"
 #include "fs/file_names.h"
 #include "fs/journal.h"
 #include "fs/protected_file.h"
@@ -130,9 +131,20 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // may go on using the volume meanwhile: what they change is no damage.
   std::vector<VolumeProblem> Verify();
 
-  // Commits every open file, checkpoints the journal and, if no other process has the volume
-  // open, marks it closed cleanly.
-  Status Close();
+  // Commits every open file. kCheckpoint: checkpoints the journal (everything synced) and, if
+  // no other process has the volume open, marks it closed cleanly. kKeepJournal (a program's
+  // exit, fs/close_mark.h): nothing is synced, as a native close syncs nothing; the last process
+  // leaves the journal and a mark naming this boot, so that the next open in this boot catches up
+  // with the journal instead of recovering. Durability comes at fsync, as natively.
+  enum class CloseMode { kCheckpoint, kKeepJournal };
+  Status Close(CloseMode mode = CloseMode::kCheckpoint);
+
+  // Before the process executes another program, which the exec gives a fresh start (this
+  // process's memory, and the volume's state in it, go): where it has the volume alone and
+  // marked in use, it leaves the mark a close leaves (fs/close_mark.h), so that the program
+  // opens the volume without a recovery. AfterFailedExec takes it back.
+  Status LeaveForExec();
+  void AfterFailedExec();
 
   // Whether other processes may use the volume now: then every write is published to them at
   // once (a short transaction under the volume's writer lock) and every read first catches up
@@ -266,6 +278,25 @@ class Volume : public std::enable_shared_from_this<Volume> {
   FileKeys DeriveFileKeys(const FileId& id) const;
 
   Status LoadBase(bool* was_clean);
+  // ---- closes that keep the journal (fs/close_mark.h) ----
+  SecretBytes CloseMarkKey() const { return DeriveKey("scone fs v1 close mark"); }
+  // Whether `mark` (taken at an open alone) says the journal as read (`records`, up to
+  // journal_seen_) is the one a close in this boot left.
+  bool ClosedInThisBoot(const std::optional<CloseMark>& mark, const std::vector<JournalRecord>& records) const;
+  // Files the trash holds for unlinks of records caught up with at such an open: they go when
+  // those records are durable, as they would have in the process that closed.
+  void AdoptTrashLocked();
+  // Whether this close may leave the journal as it is. REQUIRES: mu_, the writer lock.
+  bool MayKeepJournalLocked(bool alone) const;
+  // Files this process removed go from the trash at once, as natively their room comes back
+  // at the unlink: their records made durable first (a sync, only where a file was removed).
+  Status GiveBackTrashLocked();
+  // Writes the mark for the journal as this process read it. REQUIRES: mu_, the writer lock,
+  // and no other process using the volume (VolumeLock::TryAlone).
+  Status WriteCloseMarkLocked();
+  // The last process writes the mark (a checkpoint where it cannot); one that leaves others
+  // behind has nothing to do. REQUIRES: mu_, the writer lock.
+  Status CloseKeepingJournalLocked(bool alone);
   // Files touched under mu_ are kept alive here, in a vector declared before the lock, so that
   // the last reference (whose release commits the file) never goes while mu_ is held.
   using KeepAlive = std::vector<std::shared_ptr<ProtectedFile>>;
@@ -567,6 +598,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   std::vector<std::shared_ptr<ProtectedFile>> held_for_fork_;  // BeforeFork to DropFilesHeldForFork
   std::optional<VolumeLock> lock_;
   bool closed_ = true;  // until Create or Open succeeds; then until Close
+  bool left_for_exec_ = false;  // LeaveForExec wrote the mark
 
   std::vector<std::shared_ptr<const JournalRecord>> window_;
   size_t window_bytes_ = 0;
@@ -613,6 +645,9 @@ class Volume : public std::enable_shared_from_this<Volume> {
   };
   std::optional<StateFileStamp> StampOfStateFile() const;
   std::optional<StateFileStamp> found_clean_stamp_;
+  // The state file, marked in use, as a process left it when it rested (RestIfUnused): found
+  // so when it wakes, it is still marked (the others kept the journal at their close).
+  std::optional<StateFileStamp> rested_on_;
 };
 
 // Volume key files: 64 hex digits and a newline, mode 0600.

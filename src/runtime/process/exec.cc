@@ -280,6 +280,10 @@ long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* co
     }
     config_fd = *fd;
     env.push_back(std::string(kConfigFdEnv) + "=" + std::to_string(config_fd));
+    // The program opens the volumes afresh: without a recovery where this process had one alone.
+    for (auto& v : rt.volumes()) {
+      if (fs::Volume* volume = v->IfOpen()) (void)volume->LeaveForExec();
+    }
   }
   // Outside the runtime's section (signals it held back have been delivered): the new program
   // starts with the program's own signal mask.
@@ -293,6 +297,10 @@ long Exec(Runtime& rt, int dirfd, const char* path, char* const argv[], char* co
   long r = RawSyscall(SYS_execveat, launch.fd, Arg(""), Arg(arg_pointers.data()), Arg(env_pointers.data()), AT_EMPTY_PATH);
   if (handler_mask != nullptr) RawSyscall(SYS_rt_sigprocmask, SIG_SETMASK, Arg(&during), 0, sizeof(uint64_t));
   RawSyscall(SYS_close, config_fd);
+  RuntimeSection section;
+  for (auto& v : rt.volumes()) {
+    if (fs::Volume* volume = v->IfOpen()) volume->AfterFailedExec();
+  }
   return r;
 }
 
