@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Multi-process servers and many small files under the runtime, measured in one run: `tar -x`
-# of /usr/include, pgbench (scale 5, 4 clients) against PostgreSQL, wrk against nginx (two
-# workers, a 1 KiB file, with an access log beside it and without), and two SQLite writers on
-# one WAL database (shared mappings), each natively and under `scone run` on an encrypted
-# volume, on disk.
+# of /usr/include, a shell's loop of 200 `cp`s (a process each), pgbench (scale 5, 4 clients)
+# against PostgreSQL, wrk against nginx (two workers, a 1 KiB file, with an access log beside it
+# and without), and two SQLite writers on one WAL database (shared mappings), each natively and
+# under `scone run` on an encrypted volume, on disk.
 # Rounds alternate native and shielded; the median round of each side is compared. Prints
 # throughput ratios (shielded/native: 1.00 is native speed); never passes or fails on a time.
 # A side that fails prints its first error lines and "n/a".
@@ -73,6 +73,27 @@ done
 rm -rf plain[0-9]* tarvol[0-9]*
 result[tar/native]=$($PY -c "print('%.0f' % ($files / $(median "${t_native[@]}")))")
 [[ ${#t_scone[@]} == 0 ]] || result[tar/scone]=$($PY -c "print('%.0f' % ($files / $(median "${t_scone[@]}")))")
+
+# --- a shell script's commands: 200 `cp`s of a small file, each a process of its own that opens
+# the volume, writes and exits (what a program's start, open and exit cost) ---
+commands=200
+echo "$(date) one line of a small file" > small.txt
+t_native=() t_scone=()
+for r in $(seq 1 "$rounds"); do
+  mkdir "cpplain$r"
+  new_volume "cpvol$r" root
+  sync
+  t_native+=("$(seconds_of bash -c "for i in \$(seq $commands); do cp small.txt cpplain$r/f\$i; done")")
+  sync
+  if t="$(seconds_of "$scone" run --volume "$work/cpvol$r:$work/cpvol$r.key" -- bash -c "for i in \$(seq $commands); do cp small.txt cpvol$r/f\$i; done")"; then
+    t_scone+=("$t")
+  else
+    error[cp]="$("$scone" run --volume "$work/cpvol$r:$work/cpvol$r.key" -- cp small.txt "cpvol$r/x" 2>&1 | head -n 3)"
+  fi
+done
+rm -rf cpplain[0-9]* cpvol[0-9]*
+result[cp/native]=$($PY -c "print('%.0f' % ($commands / $(median "${t_native[@]}")))")
+[[ ${#t_scone[@]} == 0 ]] || result[cp/scone]=$($PY -c "print('%.0f' % ($commands / $(median "${t_scone[@]}")))")
 
 # --- pgbench, scale 5, 4 clients, $secs s per run, default settings (fsync on) ---
 pg_start() {  # pg_start NAME [RUNNER...]: a server on $work/NAME/pgdata, socket in $work/NAME.run
@@ -206,6 +227,7 @@ row() {  # row LABEL KEY UNIT
   [[ -z "${error[$2]:-}" ]] || echo "  $2 failed: ${error[$2]}" | head -n 4
 }
 row "tar -x /usr/include ($files files)" tar files/s
+row "a shell's $commands cp of a small file" cp cmds/s
 row "pgbench -s 5 -c 4 -j 2 (TPC-B-like)" pgbench tps
 row "nginx 2 workers, wrk -c 16, 1 KiB file" nginx-on req/s
 row "  the same, access log off" nginx-off req/s
