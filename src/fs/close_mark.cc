@@ -52,7 +52,7 @@ Status WriteCloseMark(const std::string& path, const SecretBytes& key, const Clo
   return f.WriteAt(0, out);
 }
 
-std::optional<CloseMark> TakeCloseMark(const std::string& path, const SecretBytes& key) {
+std::optional<CloseMark> TakeCloseMark(const std::string& path, const std::function<SecretBytes()>& key) {
   auto data = os::ReadWholeFile(path, kMarkSize + 1);
   if (!data.ok() && data.status().code() == Code::kNotFound) return std::nullopt;
   // (A process that may not remove it, another user's, cannot mark the volume in use either:
@@ -66,7 +66,7 @@ std::optional<CloseMark> TakeCloseMark(const std::string& path, const SecretByte
       !r.U64(&mark.last_seq) || !r.U64(&mark.journal_end) || !r.Raw(mark.boot)) {
     return std::nullopt;
   }
-  const crypto::Hash mac = crypto::HmacSha256(key, {ByteSpan(data->data(), kBodySize)});
+  const crypto::Hash mac = crypto::HmacSha256(key(), {ByteSpan(data->data(), kBodySize)});
   if (!crypto::ConstantTimeEquals(mac, ByteSpan(data->data() + kBodySize, crypto::kHashSize))) return std::nullopt;
   return mark;
 }

@@ -14,6 +14,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -46,6 +47,7 @@ Status WriteCloseMark(const std::string& path, const SecretBytes& key, const Clo
 // Reads the mark at `path` and removes it, so that no later open trusts it once this process
 // may change the volume. nullopt: none, or one that fails authentication, or one that could
 // not be removed (then it must not be trusted either: another open would trust it again).
-std::optional<CloseMark> TakeCloseMark(const std::string& path, const SecretBytes& key);
+// `key` is asked for only where there is a mark.
+std::optional<CloseMark> TakeCloseMark(const std::string& path, const std::function<SecretBytes()>& key);
 
 }  // namespace scone::fs

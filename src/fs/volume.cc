@@ -639,9 +639,10 @@ Result<std::shared_ptr<Volume>> Volume::OpenOnce(const std::string& dir, const S
   v->next_seq_ = v->applied_seq_ + 1;
   v->durable_seq_ = v->applied_seq_;
   v->FitCheckpointsToDisk();
-  // Taken (removed) by every open alone, before anything changes: see fs/close_mark.h.
-  const std::optional<CloseMark> mark =
-      alone ? TakeCloseMark(v->MetaPath(kCloseMarkName), v->CloseMarkKey()) : std::nullopt;
+  // Taken (removed) by every open before anything changes, fs/close_mark.h (one that joins
+  // others finds one only where the process that left it still has the volume open: a program
+  // whose exec is under way, Volume::LeaveForExec).
+  const std::optional<CloseMark> mark = TakeCloseMark(v->MetaPath(kCloseMarkName), [&] { return v->CloseMarkKey(); });
   if (!alone) {
     // Others have it open and keep it consistent: only catch up with them, and let them know
     // that they are no longer alone.
@@ -1065,16 +1066,14 @@ Status Volume::WakeLocked() {
   SCONE_RETURN_IF_ERROR(lock_->TakeUse(&alone));
   resting_ = false;
   // Others may have used it meanwhile, the last of them closing it clean: marked again before
-  // this process's next change, unless the state file is still the one it rested on (the last
-  // of them kept the journal, fs/close_mark.h).
+  // this process's next change, unless the state file is still the one it rested on or the last
+  // of them kept the journal (its mark, taken here before this process changes anything,
+  // fs/close_mark.h, was written where the disk said in use, as it still does).
   in_use_marked_ = in_use_marked_ && rested_on_ && StampOfStateFile() == rested_on_;
+  if (TakeCloseMark(MetaPath(kCloseMarkName), [this] { return CloseMarkKey(); })) NoteMarkedInUseLocked();
   // (found_clean_stamp_ stays: the close compares the file with it)
   if (wake_hook) wake_hook();
   if (alone) {
-    // A close in this boot that kept its journal since (a shell's command): caught up with
-    // below, as any change of others; its mark goes before this process changes anything
-    // (fs/close_mark.h). It was written where the disk said in use, as it still does.
-    if (TakeCloseMark(MetaPath(kCloseMarkName), CloseMarkKey())) NoteMarkedInUseLocked();
     users_seen_ = users_before;
     return Status::Ok();
   }
