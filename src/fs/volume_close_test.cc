@@ -188,6 +188,23 @@ TEST_F(VolumeCloseTest, ATornOrForgedMarkIsNoMark) {
   ExpectRecovered();
 }
 
+TEST_F(VolumeCloseTest, ALinkPlantedAsTheMarkIsNoMarkAndNoWayOut) {
+  WriteAndCloseKeepingJournal();
+  const std::string outside = tmp_ / "outside";
+  WriteRaw(outside, "not the volume's");
+  std::filesystem::remove(Meta(kCloseMarkName));
+  std::filesystem::create_symlink(outside, Meta(kCloseMarkName));
+  ExpectRecovered();
+  {
+    auto v = OpenVolume();
+    ASSERT_TRUE(v.ok());
+    WriteFile(**v, "later", "later", /*sync=*/false);
+    std::filesystem::create_symlink(outside, Meta(kCloseMarkName));  // again, under the close
+    ASSERT_TRUE((*v)->Close(Volume::CloseMode::kKeepJournal).ok());
+  }
+  EXPECT_EQ(RawFile(outside), "not the volume's");
+}
+
 TEST_F(VolumeCloseTest, AMarkTheJournalMovedPastIsNoMark) {
   WriteAndCloseKeepingJournal();
   const std::string old_mark = RawFile(Meta(kCloseMarkName));
