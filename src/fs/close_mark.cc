@@ -54,7 +54,7 @@ Status WriteCloseMark(const std::string& path, const SecretBytes& key, const Clo
 }
 
 std::optional<CloseMark> TakeCloseMark(const std::string& path, const std::function<SecretBytes()>& key) {
-  auto data = os::ReadWholeFile(path, kMarkSize + 1);
+  auto data = os::ReadWholeRegularFile(path, kMarkSize + 1);
   if (!data.ok() && data.status().code() == Code::kNotFound) return std::nullopt;
   // (A process that may not remove it, another user's, cannot mark the volume in use either:
   // it joins a process that may.)

@@ -701,11 +701,17 @@ Result<size_t> ProtectedFile::WriteWhole(uint64_t offset, ByteSpan data, uint64_
 
 Result<size_t> ProtectedFile::WriteWholeAtSharedPosition(ByteSpan data, const SharedPosition& position) {
   if (data.empty()) return size_t{0};
+  // The position moves once the write's record is built: a write that meets a full disk (its
+  // room reserved with the record) leaves it where it was, and its retry after room was made
+  // writes there (hostile finding: the retry wrote past a hole as long as the write, a file
+  // whose descriptor a shell had passed on got a run of zeros and every byte after it moved,
+  // and the write reported success).
+  uint64_t staged_at = 0;
   auto write_at_position = [&]() -> Status {
-    SCONE_ASSIGN_OR_RETURN(uint64_t offset, position.get());
-    SCONE_RETURN_IF_ERROR(StageWrite(offset, data));
-    return position.set(offset + data.size());
+    SCONE_ASSIGN_OR_RETURN(staged_at, position.get());
+    return StageWrite(staged_at, data);
   };
+  auto move_position = [&]() -> Status { return position.set(staged_at + data.size()); };
   SCONE_RETURN_IF_ERROR(volume_->PublishBuffered(this));  // program order (fs/buffered_files.h)
   std::unique_lock lock(mu_);
   if (volume_->MayBuffer()) {
@@ -718,7 +724,7 @@ Result<size_t> ProtectedFile::WriteWholeAtSharedPosition(ByteSpan data, const Sh
     }
     SCONE_RETURN_IF_ERROR(CommitLocked(/*durable=*/false));  // near a full disk (see WriteOnce)
   }
-  SCONE_RETURN_IF_ERROR(CommitWriteLocked(write_at_position, data.size()));
+  SCONE_RETURN_IF_ERROR(CommitWriteLocked(write_at_position, data.size(), kUnknownOffset, move_position));
   return data.size();
 }
 
@@ -737,9 +743,10 @@ Result<size_t> ProtectedFile::WritePublished(uint64_t offset, ByteSpan data, uin
   return data.size();
 }
 
-Status ProtectedFile::CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes, uint64_t offset) {
+Status ProtectedFile::CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes, uint64_t offset,
+                                        const std::function<Status()>& staged) {
   const bool had_local_changes = changed_ || !cache_.empty() || !changed_entries_.empty();
-  Status committed = CommitLocked(/*durable=*/false, stage, bytes, /*cuts_short=*/false, offset);
+  Status committed = CommitLocked(/*durable=*/false, stage, bytes, /*cuts_short=*/false, offset, staged);
   // A write that failed (a full disk) leaves no trace in what this process reads: its staged
   // bytes had stayed in the cache, and the process read (and stat'ed) appends that had returned
   // ENOSPC, while the others and the disk had not them (hostile finding). Back to what the
@@ -1392,7 +1399,7 @@ Status ProtectedFile::AllocateRange(uint64_t begin, uint64_t end) {
 }
 
 Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& stage, uint64_t stage_bytes,
-                                   bool cuts_short, uint64_t stage_offset) {
+                                   bool cuts_short, uint64_t stage_offset, const std::function<Status()>& staged) {
   if (!stage && !changed_ && cache_.empty()) {
     if (!durable || unlinked_) return Status::Ok();
     // fsync with every change published already: what this process or another published
@@ -1408,6 +1415,7 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
     // What others committed before the unlink first (they may have written chunks in place).
     if (volume_->HasLastEntry(id_)) SCONE_RETURN_IF_ERROR(CatchUpUnderVolumeLocks());
     if (stage) SCONE_RETURN_IF_ERROR(stage());
+    if (staged) SCONE_RETURN_IF_ERROR(staged());
     if (in_memory) return Status::Ok();  // the changes stay in cache_
     // Overwrites that waited in the journal go in place first: no record will bring them (the
     // journal no longer names the file), and the in-place commit below forgets them.
@@ -1441,6 +1449,7 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
           kept_in_memory = unlinked_ && in_memory_only_;
           if (built.ok() && !kept_in_memory) built = AllocateInPlaceLocked();
           if (built.ok() && !kept_in_memory) built = BuildRecord(&record, durable, /*defer_in_place=*/true);
+          if (built.ok() && staged) built = staged();
           in_transaction_ = false;
           return built;
         },

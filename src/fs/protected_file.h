@@ -281,8 +281,12 @@ class ProtectedFile {
   // shares the volume). REQUIRES: mu_ held exclusively.
   // `cuts_short`: `stage` makes the file shorter (a commit without one says so itself).
   // `stage_offset`: where the stage writes, if known before the catch-up (a bound on its record).
+  // `staged`, if given, runs under the same locks once the stage's record is built (what may
+  // fail for want of room has passed): a shared descriptor's position moves there, so that a
+  // write that fails leaves it where it was.
   Status CommitLocked(bool durable, const std::function<Status()>& stage = nullptr, uint64_t stage_bytes = 0,
-                      bool cuts_short = false, uint64_t stage_offset = kUnknownOffset);
+                      bool cuts_short = false, uint64_t stage_offset = kUnknownOffset,
+                      const std::function<Status()>& staged = nullptr);
   static constexpr uint64_t kUnknownOffset = UINT64_MAX;
   // Whether the commit only rewrites chunks the file holds (`stage_bytes` at `stage_offset`
   // with its cached ones): no hole filled, nothing past the committed end.
@@ -331,7 +335,8 @@ class ProtectedFile {
   Result<size_t> WritePublished(uint64_t offset, ByteSpan data, uint64_t* appended_at);
   // One write as a commit of its own; where it fails, nothing of it stays in what this process
   // reads. REQUIRES: mu_ held exclusively.
-  Status CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes, uint64_t offset = kUnknownOffset);
+  Status CommitWriteLocked(const std::function<Status()>& stage, uint64_t bytes, uint64_t offset = kUnknownOffset,
+                           const std::function<Status()>& staged = nullptr);
   // Catches up with what other processes published: record by record, or by reloading.
   // REQUIRES: mu_ held exclusively, the volume's locks.
   Status CatchUpLocked(const FileEntry& current);

@@ -49,7 +49,7 @@ Status RecentlyUnlinked::Write(const std::string& path, const SecretBytes& key, 
 
 void RecentlyUnlinked::Load(const std::string& path, const SecretBytes& key, ByteSpan volume_id, uint64_t seq) {
   entries_.clear();
-  auto data = os::ReadWholeFile(path, kMaxListSize);
+  auto data = os::ReadWholeRegularFile(path, kMaxListSize);
   if (!data.ok() || data->size() < kHeadSize + crypto::kTagSize) return;
   ByteReader head(*data);
   uint64_t written_seq;

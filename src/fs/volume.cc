@@ -223,7 +223,7 @@ Status Volume::WithCheckpointIfFull(const std::function<Status()>& change) {
 
 Status Volume::LoadBase(bool* was_clean) {
   std::string path = MetaPath("volume");
-  auto data = os::ReadWholeFile(path, kMaxBaseSize);
+  auto data = os::ReadWholeRegularFile(path, kMaxBaseSize);
   if (!data.ok()) {
     if (data.status().code() == Code::kNotFound) {
       return NotFound(dir_ + " is not a SCONE volume (" + path + " is missing)");
@@ -285,7 +285,7 @@ Status Volume::LoadBase(bool* was_clean) {
 }
 
 Result<uint64_t> Volume::PeekBaseSeq() const {
-  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(MetaPath("volume"), O_RDONLY));
+  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(MetaPath("volume"), O_RDONLY | O_NONBLOCK));  // (a FIFO: no wait)
   uint8_t head[8 + 4 + 16 + 32 + 8];
   SCONE_ASSIGN_OR_RETURN(size_t n, f.ReadAt(0, head));
   if (n != sizeof(head)) return DataCorrupted(MetaPath("volume") + ": truncated");

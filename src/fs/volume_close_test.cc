@@ -3,6 +3,7 @@
 // after a reboot, or with a mark that is torn, forged or names a journal that moved on since,
 // the open recovers, and nothing written is lost either way.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdarg>
@@ -203,6 +204,13 @@ TEST_F(VolumeCloseTest, ALinkPlantedAsTheMarkIsNoMarkAndNoWayOut) {
     ASSERT_TRUE((*v)->Close(Volume::CloseMode::kKeepJournal).ok());
   }
   EXPECT_EQ(RawFile(outside), "not the volume's");
+}
+
+TEST_F(VolumeCloseTest, AFifoPlantedAsTheMarkIsNoMarkAndNoWait) {
+  WriteAndCloseKeepingJournal();
+  std::filesystem::remove(Meta(kCloseMarkName));
+  ASSERT_EQ(mkfifo(Meta(kCloseMarkName).c_str(), 0600), 0);
+  ExpectRecovered();  // (before: the open waited forever for a writer of the FIFO)
 }
 
 TEST_F(VolumeCloseTest, AMarkTheJournalMovedPastIsNoMark) {

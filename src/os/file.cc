@@ -172,9 +172,9 @@ Status File::Close() {
   return r == 0 ? Status::Ok() : IoError("close " + path_, errno);
 }
 
-Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size) {
-  SCONE_ASSIGN_OR_RETURN(File f, File::Open(path, O_RDONLY));
-  // Read to the end rather than trusting the size: /proc files report 0.
+namespace {
+// Read to the end rather than trusting the size: /proc files report 0.
+Result<Bytes> ReadAll(const File& f, const std::string& path, size_t max_size) {
   Bytes data;
   uint8_t buffer[16384];
   for (;;) {
@@ -186,6 +186,21 @@ Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size) {
     data.insert(data.end(), buffer, buffer + n);
   }
   return data;
+}
+}  // namespace
+
+Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size) {
+  SCONE_ASSIGN_OR_RETURN(File f, File::Open(path, O_RDONLY));
+  return ReadAll(f, path, max_size);
+}
+
+Result<Bytes> ReadWholeRegularFile(const std::string& path, size_t max_size) {
+  // Not blocked by a FIFO put in its place (the open would wait for a writer forever).
+  SCONE_ASSIGN_OR_RETURN(File f, File::Open(path, O_RDONLY | O_NONBLOCK));
+  struct stat st;
+  if (Sys().fstat(f.fd(), &st) != 0) return IoError("stat " + path, errno);
+  if (!S_ISREG(st.st_mode)) return Status(Code::kDataCorrupted, path + ": not a regular file", EINVAL);
+  return ReadAll(f, path, max_size);
 }
 
 static std::string DirName(const std::string& path) {

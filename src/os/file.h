@@ -77,6 +77,9 @@ class File {
 
 // Whole-file helpers for small metadata files.
 Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size);
+// The same for a file that must be a regular one (a volume's metadata, which the host may
+// replace with a FIFO or a device): anything else is refused without waiting on it.
+Result<Bytes> ReadWholeRegularFile(const std::string& path, size_t max_size);
 // Writes data to path atomically: temporary file, fsync, rename, fsync of the directory.
 Status WriteFileAtomically(const std::string& path, ByteSpan data, mode_t mode = 0600);
 // As WriteFileAtomically, but written in place over `spare` (a file on the same file system),

@@ -1334,6 +1334,29 @@ PYEOF
   [[ "$(run tail -n 1 vol/a.txt)" == "$MARKER more" ]] || fail "the appended line is not there"
   check_volume
   ;;
+disk-full-passed-on)
+  # A write through a descriptor another process passed on (a shell's `> file`: the position
+  # lives in the kernel's description, which both share) meets a full disk: it fails with ENOSPC
+  # and the file holds a prefix of what was written, or it fits. Before (hostile finding), the
+  # position had moved before the write's room was reserved, the retry after room was made wrote
+  # past a hole as long as the write: a run of zeros, every byte after it moved, the write
+  # reported success and the volume verified.
+  small_disk_volume 8m
+  seq 7 400000 > all7 && head -c 1000000 all7 > plain7
+  for i in 1 2 3 4 5 6; do
+    srun sh -c "seq $i 400000 | head -c 1000000 > small/v/f$i" 2> /dev/null || true
+  done
+  rc=0; srun sh -c "head -c 1000000 < plain7 > small/v/f7" 2> f7.err || rc=$?
+  size=$(srun stat -c %s small/v/f7) || fail "f7 cannot be stat'ed"
+  if (( rc == 0 )); then
+    srun cmp -s small/v/f7 plain7 || fail "the write reported success, the file differs ($size bytes)"
+  else
+    grep -q "No space left on device" f7.err || { cat f7.err; fail "the write failed, not with ENOSPC"; }
+    (( size <= 1000000 )) || fail "f7 holds $size bytes, more than was written"
+    srun cmp -s -n "$size" small/v/f7 plain7 || fail "f7 is not a prefix of what was written"
+  fi
+  "$scone" volume verify small/v --key-file skey > /dev/null || fail "the volume does not verify"
+  ;;
 disk-full-cleanup)
   # A disk filled to the last block by something outside the volume (a log that ran away, a
   # database's dedicated disk): natively its owner still reads files and removes some to make
