@@ -1,11 +1,13 @@
 #include "fs/recently_unlinked.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 
 #include "crypto/primitives.h"
 #include "os/file.h"
+#include "os/syscalls.h"
 
 namespace scone::fs {
 namespace {
@@ -42,7 +44,12 @@ Status RecentlyUnlinked::Write(const std::string& path, const SecretBytes& key, 
   SCONE_RETURN_IF_ERROR(crypto::Aes256Gcm(key.Clone()).Seal(
       ByteSpan(nonce, sizeof(nonce)), {volume_id, ByteSpan(out.data(), 12)}, body.bytes(), out.data() + kHeadSize,
       out.data() + kHeadSize + body.bytes().size()));
-  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(path, O_WRONLY | O_CREAT, 0600));
+  // Not through a link put in its place (a program running as root overwrote the link's target),
+  // and not into a FIFO (the open waited for a reader forever: hostile findings).
+  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0600));
+  struct stat st;
+  if (os::Sys().fstat(f.fd(), &st) != 0) return IoError("stat " + path, errno);
+  if (!S_ISREG(st.st_mode)) return Status(Code::kDataCorrupted, path + ": not a regular file", EINVAL);
   SCONE_RETURN_IF_ERROR(f.WriteAt(0, out));
   return f.Truncate(out.size());
 }

@@ -3,6 +3,10 @@
 #include "fs/recently_unlinked.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
 
 #include "crypto/primitives.h"
 #include "os/file.h"
@@ -78,6 +82,23 @@ TEST_F(RecentlyUnlinkedTest, IsEmptyWhenItCannotBeTrusted) {
   }
   read.Load(dir_ / "missing", key_, volume_id_, 42);
   EXPECT_TRUE(read.empty());
+}
+
+TEST_F(RecentlyUnlinkedTest, IsWrittenNeitherThroughALinkNorIntoAFifo) {
+  RecentlyUnlinked list;
+  list.Note(EntryOf(1, 10));
+  const std::string victim = dir_ / "victim";
+  std::ofstream(victim) << "not the volume's";
+  std::filesystem::create_symlink(victim, path_);
+  EXPECT_FALSE(list.Write(path_, key_, volume_id_, 5).ok());
+  std::ifstream in(victim);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), {}), "not the volume's");
+  std::filesystem::remove(path_);
+  ASSERT_EQ(mkfifo(path_.c_str(), 0600), 0);
+  EXPECT_FALSE(list.Write(path_, key_, volume_id_, 5).ok());  // (before: waited for a reader)
+  RecentlyUnlinked loaded;
+  loaded.Load(path_, key_, volume_id_, 5);  // nor waits for a writer
+  EXPECT_TRUE(loaded.empty());
 }
 
 }  // namespace
