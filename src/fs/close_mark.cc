@@ -49,7 +49,7 @@ Status WriteCloseMark(const std::string& path, const SecretBytes& key, const Clo
   const crypto::Hash mac = crypto::HmacSha256(key, {out});
   out.insert(out.end(), mac.begin(), mac.end());
   // (Not through a link planted there: a program running as root would truncate its target.)
-  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
+  SCONE_ASSIGN_OR_RETURN(os::File f, os::OpenRegularFile(path, O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW));
   return f.WriteAt(0, out);
 }
 

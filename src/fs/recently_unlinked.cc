@@ -1,13 +1,11 @@
 #include "fs/recently_unlinked.h"
 
 #include <fcntl.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 
 #include "crypto/primitives.h"
 #include "os/file.h"
-#include "os/syscalls.h"
 
 namespace scone::fs {
 namespace {
@@ -46,10 +44,7 @@ Status RecentlyUnlinked::Write(const std::string& path, const SecretBytes& key, 
       out.data() + kHeadSize + body.bytes().size()));
   // Not through a link put in its place (a program running as root overwrote the link's target),
   // and not into a FIFO (the open waited for a reader forever: hostile findings).
-  SCONE_ASSIGN_OR_RETURN(os::File f, os::File::Open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_NONBLOCK, 0600));
-  struct stat st;
-  if (os::Sys().fstat(f.fd(), &st) != 0) return IoError("stat " + path, errno);
-  if (!S_ISREG(st.st_mode)) return Status(Code::kDataCorrupted, path + ": not a regular file", EINVAL);
+  SCONE_ASSIGN_OR_RETURN(os::File f, os::OpenRegularFile(path, O_WRONLY | O_CREAT | O_NOFOLLOW));
   SCONE_RETURN_IF_ERROR(f.WriteAt(0, out));
   return f.Truncate(out.size());
 }

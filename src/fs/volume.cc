@@ -761,21 +761,19 @@ Status Volume::CloseKeepingJournalLocked(bool alone) {
   return Checkpoint(/*clean=*/true);
 }
 
+bool Volume::MarkIfAloneLocked() {
+  return lock_->TryAlone() && MayKeepJournalLocked(/*alone=*/true) && GiveBackTrashLocked().ok() &&
+         WriteCloseMarkLocked().ok();
+}
+
 Status Volume::LeaveForExec() {
   KeepAlive keep;
   std::lock_guard lock(mu_);
   if (closed_ || resting_) return Status::Ok();
   WriterSection writer(*this, &keep);
   SCONE_RETURN_IF_ERROR(writer.Begin());
-  if (!lock_->TryAlone()) return Status::Ok();  // the others keep it
-  Status s = Status::Ok();
-  if (in_use_marked_ && MayKeepJournalLocked(/*alone=*/true)) {
-    s = GiveBackTrashLocked();
-    if (s.ok()) s = WriteCloseMarkLocked();
-    left_for_exec_ = s.ok();
-  }
-  Status shared = lock_->Share();  // the exec may fail
-  return s.ok() ? shared : s;
+  left_for_exec_ = MarkIfAloneLocked();
+  return lock_->Share();  // the exec may fail (and a TryAlone that succeeded held the use lock alone)
 }
 
 void Volume::AfterFailedExec() {
@@ -1040,9 +1038,7 @@ Status Volume::RestIfUnused() {
     // Another process that takes the volume alone (a shell's command) catches up with the
     // journal as this process leaves it, by the mark a close leaves (fs/close_mark.h), if this
     // one has it alone and marked in use. Else it may recover it: then nothing may be lazy.
-    const bool marked = lock_->TryAlone() && MayKeepJournalLocked(/*alone=*/true) && GiveBackTrashLocked().ok() &&
-                        WriteCloseMarkLocked().ok();
-    if (!marked) SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
+    if (!MarkIfAloneLocked()) SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
   }
   if (holds_alone_) lock_->LetGoAlone();
   holds_alone_ = false;

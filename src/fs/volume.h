@@ -294,6 +294,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Writes the mark for the journal as this process read it. REQUIRES: mu_, the writer lock,
   // and no other process using the volume (VolumeLock::TryAlone).
   Status WriteCloseMarkLocked();
+  // Where no other process uses the volume (VolumeLock::TryAlone, which holds the use lock alone
+  // from then on) and it may keep its journal: the trash given back and the mark written.
+  // Whether it was. REQUIRES: mu_, the writer lock.
+  bool MarkIfAloneLocked();
   // The last process writes the mark (a checkpoint where it cannot); one that leaves others
   // behind has nothing to do. REQUIRES: mu_, the writer lock.
   Status CloseKeepingJournalLocked(bool alone);

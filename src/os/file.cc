@@ -194,12 +194,17 @@ Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size) {
   return ReadAll(f, path, max_size);
 }
 
-Result<Bytes> ReadWholeRegularFile(const std::string& path, size_t max_size) {
-  // Not blocked by a FIFO put in its place (the open would wait for a writer forever).
-  SCONE_ASSIGN_OR_RETURN(File f, File::Open(path, O_RDONLY | O_NONBLOCK));
+Result<File> OpenRegularFile(const std::string& path, int flags, mode_t mode) {
+  // Not blocked by a FIFO put in its place (the open would wait for a writer or reader forever).
+  SCONE_ASSIGN_OR_RETURN(File f, File::Open(path, flags | O_NONBLOCK, mode));
   struct stat st;
   if (Sys().fstat(f.fd(), &st) != 0) return IoError("stat " + path, errno);
   if (!S_ISREG(st.st_mode)) return Status(Code::kDataCorrupted, path + ": not a regular file", EINVAL);
+  return f;
+}
+
+Result<Bytes> ReadWholeRegularFile(const std::string& path, size_t max_size) {
+  SCONE_ASSIGN_OR_RETURN(File f, OpenRegularFile(path, O_RDONLY));
   return ReadAll(f, path, max_size);
 }
 

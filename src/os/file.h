@@ -75,10 +75,13 @@ class File {
   std::string path_;
 };
 
+// open(2) of a file that must be a regular one (a volume's metadata, which the host may replace
+// with a FIFO or a device): anything else is refused without waiting on it.
+Result<File> OpenRegularFile(const std::string& path, int flags, mode_t mode = 0600);
+
 // Whole-file helpers for small metadata files.
 Result<Bytes> ReadWholeFile(const std::string& path, size_t max_size);
-// The same for a file that must be a regular one (a volume's metadata, which the host may
-// replace with a FIFO or a device): anything else is refused without waiting on it.
+// The same through OpenRegularFile.
 Result<Bytes> ReadWholeRegularFile(const std::string& path, size_t max_size);
 // Writes data to path atomically: temporary file, fsync, rename, fsync of the directory.
 Status WriteFileAtomically(const std::string& path, ByteSpan data, mode_t mode = 0600);
