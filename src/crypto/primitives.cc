@@ -62,6 +62,7 @@ struct ThreadContexts {
   uint64_t dec_key_id;
   EVP_MD_CTX* sha256;
   EVP_MAC_CTX* hmac;  // its digest set to SHA-256 once
+  EVP_KDF_CTX* hkdf;  // its digest set to SHA-256 once
 };
 __attribute__((tls_model("initial-exec"))) thread_local ThreadContexts thread_contexts = {};
 
@@ -99,6 +100,7 @@ void ReleaseThreadCryptoContexts() {
   EVP_CIPHER_CTX_free(thread_contexts.dec);
   EVP_MD_CTX_free(thread_contexts.sha256);
   EVP_MAC_CTX_free(thread_contexts.hmac);  // cleanses the last key's pads
+  EVP_KDF_CTX_free(thread_contexts.hkdf);  // cleanses the last key
   thread_contexts = {};
 }
 
@@ -189,11 +191,8 @@ SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view i
                  size_t out_size) {
   InsideOpenSsl inside;
   SecretBytes out(out_size);
-  EVP_KDF* kdf = HkdfKdf();
-  EVP_KDF_CTX* ctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
   uint8_t empty_salt = 0;
   OSSL_PARAM params[] = {
-      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(input_key.data()),
                                         input_key.size()),
       OSSL_PARAM_construct_octet_string(
@@ -201,11 +200,27 @@ SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view i
           salt.size()),
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO, const_cast<char*>(info.data()),
                                         info.size()),
+      OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
       OSSL_PARAM_construct_end()};
-  if (ctx == nullptr || EVP_KDF_derive(ctx, out.data(), out.size(), params) != 1) {
-    CryptoFatal("HKDF");
+  // This thread's context, its digest set once: a new one per call fetched SHA-256 by name (the
+  // method store's lock), a third of a file's create in `tar -x`. Given the key, the salt and
+  // the info anew each time; an empty salt, which OpenSSL 3.0 takes as "the last one again",
+  // gets a context of its own.
+  if (salt.empty()) {
+    EVP_KDF* kdf = HkdfKdf();
+    EVP_KDF_CTX* ctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
+    if (ctx == nullptr || EVP_KDF_derive(ctx, out.data(), out.size(), params) != 1) CryptoFatal("HKDF");
+    EVP_KDF_CTX_free(ctx);
+    return out;
   }
-  EVP_KDF_CTX_free(ctx);
+  EVP_KDF_CTX*& ctx = thread_contexts.hkdf;
+  if (ctx == nullptr) {
+    EVP_KDF* kdf = HkdfKdf();
+    ctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
+    if (ctx == nullptr || EVP_KDF_CTX_set_params(ctx, &params[3]) != 1) CryptoFatal("HKDF");
+  }
+  params[3] = OSSL_PARAM_construct_end();  // the digest stays
+  if (EVP_KDF_derive(ctx, out.data(), out.size(), params) != 1) CryptoFatal("HKDF");
   return out;
 }
 

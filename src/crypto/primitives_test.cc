@@ -8,19 +8,27 @@
 namespace scone::crypto {
 namespace {
 
-// RFC 5869 test cases 1 and 3 (no salt, no info), in turn: nothing of one call stays for the
-// next (OpenSSL 3.0's HKDF context keeps a salt it is not given anew, and a reused one crashed
-// on an empty salt, so each call has a context of its own).
+// RFC 5869 test cases 1, 2 and 3 (no salt, no info), in turn: nothing of one call stays for
+// the next (a thread keeps one context, given key, salt and info anew; OpenSSL 3.0's HKDF
+// context keeps a salt it is not given anew, and a reused one crashed on an empty salt, so an
+// empty salt has a context of its own).
 TEST(HkdfTest, MatchesRfc5869) {
   Bytes ikm(22, 0x0b);
   Bytes salt = *FromHex("000102030405060708090a0b0c");
   Bytes info = *FromHex("f0f1f2f3f4f5f6f7f8f9");
   SecretBytes key(ikm);
+  Bytes long_ikm, long_salt, long_info;
+  for (int i = 0x00; i < 0x50; ++i) long_ikm.push_back(static_cast<uint8_t>(i));
+  for (int i = 0x60; i < 0xb0; ++i) long_salt.push_back(static_cast<uint8_t>(i));
+  for (int i = 0xb0; i < 0x100; ++i) long_info.push_back(static_cast<uint8_t>(i));
+  SecretBytes long_key(long_ikm);
+  auto text = [](const Bytes& b) { return std::string_view(reinterpret_cast<const char*>(b.data()), b.size()); };
   for (int round = 0; round < 3; ++round) {
-    SecretBytes okm =
-        Hkdf(key, salt, std::string_view(reinterpret_cast<char*>(info.data()), info.size()), 42);
-    EXPECT_EQ(ToHex(okm.span()),
+    EXPECT_EQ(ToHex(Hkdf(key, salt, text(info), 42).span()),
               "3cb25f25faacd57a90434f64d0362f2a2d2d0a90cf1a5a4c5db02d56ecc4c5bf34007208d5b887185865");
+    EXPECT_EQ(ToHex(Hkdf(long_key, long_salt, text(long_info), 82).span()),
+              "b11e398dc80327a1c8e7f78c596a49344f012eda2d4efad8a050cc4c19afa97c59045a99cac7827271cb41c6"
+              "5e590e09da3275600c2f09b8367793a9aca3db71cc30c58179ec3e87c14c01d5c1f3434f1d87");
     EXPECT_EQ(ToHex(Hkdf(key, {}, "", 42).span()),
               "8da4e775a563c18f715f802a063c5a31b8a11f5c5ee1879ec3454e5f3c738d2d9d201395faa4b61a96c8");
   }

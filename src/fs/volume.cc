@@ -26,6 +26,11 @@ std::function<void()> wake_hook;
 std::function<void()> after_record_hook;
 
 constexpr char kVolumeMagic[8] = {'S', 'C', 'O', 'N', 'E', 'V', 'O', 'L'};
+
+// From this much room in the trash on, or with less room than this left on the file system, a
+// close gives it back at once (GiveBackLargeTrashLocked).
+constexpr uint64_t kTrashGivenBackAtClose = uint64_t{1} << 20;
+constexpr uint64_t kLittleRoomLeft = uint64_t{64} << 20;
 constexpr size_t kMaxBaseSize = 256u << 20;
 // A checkpoint folds the journal into the base state once it grows past this, or past an eighth
 // of the disk's free room, but not before the smaller size (FitCheckpointsToDisk).
@@ -725,7 +730,11 @@ void Volume::AdoptTrashLocked() {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(MetaPath("trash"), ec)) {
     auto id = FromHexArray<kFileIdSize>(e.path().filename().string());
-    if (id.ok() && path_by_id_.count(*id) == 0) trash_.push_back(*id);
+    if (!id.ok() || path_by_id_.count(*id) != 0) continue;
+    trash_.push_back(*id);
+    std::error_code size_ec;
+    const uintmax_t size = e.file_size(size_ec);
+    trash_bytes_ += size_ec ? 0 : size;
   }
 }
 
@@ -744,6 +753,16 @@ Status Volume::GiveBackTrashLocked() {
   return Status::Ok();
 }
 
+Status Volume::GiveBackLargeTrashLocked() {
+  if (trash_.empty()) return Status::Ok();
+  if (trash_bytes_ < kTrashGivenBackAtClose) {
+    // On a disk that is nearly full every block counts (the next write would fail natively).
+    const Result<uint64_t> free = journal_->FreeSpace();
+    if (free.ok() && *free >= kLittleRoomLeft) return Status::Ok();
+  }
+  return GiveBackTrashLocked();
+}
+
 Status Volume::WriteCloseMarkLocked() {
   const std::optional<BootId> boot = CurrentBootId();
   if (!boot) return Unsupported("no boot id");
@@ -755,14 +774,14 @@ Status Volume::WriteCloseMarkLocked() {
 }
 
 Status Volume::CloseKeepingJournalLocked(bool alone) {
-  SCONE_RETURN_IF_ERROR(GiveBackTrashLocked());
+  SCONE_RETURN_IF_ERROR(GiveBackLargeTrashLocked());
   if (!alone) return Status::Ok();  // the others have its records, and the last one closes
   if (WriteCloseMarkLocked().ok()) return Status::Ok();
   return Checkpoint(/*clean=*/true);
 }
 
 bool Volume::MarkIfAloneLocked() {
-  return lock_->TryAlone() && MayKeepJournalLocked(/*alone=*/true) && GiveBackTrashLocked().ok() &&
+  return lock_->TryAlone() && MayKeepJournalLocked(/*alone=*/true) && GiveBackLargeTrashLocked().ok() &&
          WriteCloseMarkLocked().ok();
 }
 
@@ -1327,6 +1346,7 @@ std::string Volume::TrashPath(const FileId& id) const { return MetaPath("trash/"
 void Volume::EmptyTrashLocked() {
   for (const FileId& id : trash_) os::Sys().unlink(TrashPath(id).c_str());
   trash_.clear();
+  trash_bytes_ = 0;
 }
 
 // Creates and unlinks of encrypted files are journaled lazily (durable with the next commit, as
@@ -2182,13 +2202,19 @@ Status Volume::UnlinkLocked(const std::string& path, FileEntry entry, KeepAlive&
     }
     return linked != 0 ? linked : os::Sys().unlink(full.c_str());
   };
+  // What it holds on disk, written in place and not committed too (a write that met a full disk).
+  struct stat st {};
+  const uint64_t room = to_trash && os::Sys().lstat(full.c_str(), &st) == 0 ? uint64_t(st.st_blocks) * 512 : 0;
   int removed = remove();
   if (removed != 0 && errno == ENOENT && to_trash && access(full.c_str(), F_OK) == 0) {
     // The trash directory itself went missing behind our back: make it again.
     SCONE_RETURN_IF_ERROR(os::MakeDirectories(MetaPath("trash")));
     removed = remove();
   }
-  if (removed == 0 && to_trash) trash_.push_back(entry.file_id);
+  if (removed == 0 && to_trash) {
+    trash_.push_back(entry.file_id);
+    trash_bytes_ += room;
+  }
   if (removed != 0 && errno != ENOENT) {
     // Leave state and disk consistent: the file stays, its entry is restored.
     Status failed = IoError("unlink " + full, errno);

@@ -291,6 +291,10 @@ class Volume : public std::enable_shared_from_this<Volume> {
   // Files this process removed go from the trash at once, as natively their room comes back
   // at the unlink: their records made durable first (a sync, only where a file was removed).
   Status GiveBackTrashLocked();
+  // The same where the trash holds room a user would miss: a megabyte, or any room on a disk
+  // that is nearly full; a few small files wait for the next durable point. `tar -x` removes the placeholders of its links, and
+  // its exit synced every file it wrote for them (0.58 s of 2.7 for /usr/include).
+  Status GiveBackLargeTrashLocked();
   // Writes the mark for the journal as this process read it. REQUIRES: mu_, the writer lock,
   // and no other process using the volume (VolumeLock::TryAlone).
   Status WriteCloseMarkLocked();
@@ -598,6 +602,7 @@ class Volume : public std::enable_shared_from_this<Volume> {
   uint64_t applied_seq_ = 0;  // last record folded into the base state file
   FileIdSet touched_;  // files with in-place writes not yet fsync'ed by a checkpoint
   std::vector<FileId> trash_;  // unlinked lazily: deleted once their record is durable
+  uint64_t trash_bytes_ = 0;   // the room trash_ holds
   FileIdMap<std::weak_ptr<ProtectedFile>> open_files_;
   std::vector<std::shared_ptr<ProtectedFile>> held_for_fork_;  // BeforeFork to DropFilesHeldForFork
   std::optional<VolumeLock> lock_;

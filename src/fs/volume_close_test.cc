@@ -78,14 +78,19 @@ class VolumeCloseTest : public testing::VolumeTest {
     for (const auto& p : v.Verify()) ADD_FAILURE() << p.path << ": " << p.what;
   }
 
+  // Who removes the file "gone": an earlier process (made durable), or the one that closes,
+  // with a file large enough that its room comes back at the close or a small one.
+  enum class Removed { kBefore, kNowLarge, kNowSmall };
+
   // A volume with a synced file, a file written lazily, one overwritten lazily and one
-  // unlinked, closed as a program's exit closes it: with nothing synced, except where a file was
-  // removed (`remove_now`: its room comes back at once, as natively).
-  void WriteAndCloseKeepingJournal(bool remove_now = false) {
+  // unlinked, closed as a program's exit closes it: with nothing synced, except where the
+  // process removed a large file (its room comes back at once, as natively).
+  void WriteAndCloseKeepingJournal(Removed removed = Removed::kBefore) {
+    const bool remove_now = removed != Removed::kBefore;
     auto v = CreateVolume();
     ASSERT_TRUE(v);
     WriteFile(*v, "synced", "durable");
-    WriteFile(*v, "gone", "to be unlinked");
+    WriteFile(*v, "gone", removed == Removed::kNowLarge ? std::string(2 << 20, 'g') : "to be unlinked");
     WriteFile(*v, "over", std::string(20000, 'o'));
     WriteFile(*v, "lazy", std::string(10000, 'l'), /*sync=*/false);
     {
@@ -103,8 +108,12 @@ class VolumeCloseTest : public testing::VolumeTest {
     EXPECT_EQ(TrashFiles(), remove_now ? 1u : 0u);
     Seam::syncs = 0;
     ASSERT_TRUE(v->Close(Volume::CloseMode::kKeepJournal).ok());
-    if (!remove_now) EXPECT_EQ(Seam::syncs, 0) << "the close synced";
-    EXPECT_EQ(TrashFiles(), 0u) << "a removed file's room comes back at the close";
+    if (removed != Removed::kNowLarge) EXPECT_EQ(Seam::syncs, 0) << "the close synced";
+    if (removed == Removed::kNowSmall) {
+      EXPECT_EQ(TrashFiles(), 1u) << "a small removed file waits for the next durable point";
+    } else {
+      EXPECT_EQ(TrashFiles(), 0u) << "a removed file's room comes back at the close";
+    }
     EXPECT_TRUE(HasMark());
     EXPECT_GT(JournalEnd(), 0u);
   }
@@ -150,12 +159,28 @@ TEST_F(VolumeCloseTest, AnOpenInTheSameBootCatchesUpWithTheJournal) {
 }
 
 TEST_F(VolumeCloseTest, ARemovedFilesRoomComesBackAtTheClose) {
-  WriteAndCloseKeepingJournal(/*remove_now=*/true);
+  WriteAndCloseKeepingJournal(Removed::kNowLarge);
   Seam::syncs = 0;
   auto v = OpenVolume();
   ASSERT_TRUE(v.ok()) << v.status().message();
   EXPECT_EQ(Seam::syncs, 0) << "the open recovered";
   ExpectContents(**v);
+}
+
+// A few small files removed (`tar -x` removes the placeholders of its links) are not worth a
+// sync of everything the process wrote: they wait in the trash, and the next process that makes
+// the volume durable removes them.
+TEST_F(VolumeCloseTest, ASmallRemovedFileWaitsForTheNextDurablePoint) {
+  WriteAndCloseKeepingJournal(Removed::kNowSmall);
+  Seam::syncs = 0;
+  auto v = OpenVolume();
+  ASSERT_TRUE(v.ok()) << v.status().message();
+  EXPECT_EQ(Seam::syncs, 0) << "the open recovered";
+  EXPECT_EQ(TrashFiles(), 1u) << "the open removed a file whose unlink is not durable";
+  ExpectContents(**v);
+  ASSERT_TRUE((*v)->MakeDurable().ok());
+  EXPECT_EQ(TrashFiles(), 0u) << "the trash stays after the unlink became durable";
+  ASSERT_TRUE((*v)->Close().ok());
 }
 
 TEST_F(VolumeCloseTest, ClosesKeepingTheJournalInARowLoseNothing) {
