@@ -1335,16 +1335,32 @@ uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes, uint64_t stage_o
   return (images + staged_images) * kChunkSize + entries * (kEntrySize + 8) + 4096;
 }
 
-Status ProtectedFile::AllocateInPlaceLocked() {
+Status ProtectedFile::AllocateInPlaceLocked(bool durable) {
   // Every buffered chunk's slot, those whose images go to the journal too: they go in place
   // after it (at once for a durable record, with the window for a lazy one), and a slot a
   // truncate freed meanwhile is new room. Else that apply met the full disk after the record,
   // and the next open's recovery needed the room all the same (from the volume's reserve; the
   // second time there was none, and the volume was shut: hostile finding, `dd bs=4k` twice).
+  //
+  // A lazy commit's new chunks past the data file's end are the exception: no record names a
+  // version in their slots, so BuildRecord writes them before the record, where a full disk fails
+  // the commit with nothing recorded. No fallocate for them: one per file was a tenth of the time
+  // of a `tar -x` into a volume. The length on disk too: another process may have committed a
+  // longer file since this object last looked.
+  CatchUpWithDataCutLocked();
+  write_before_record_from_ = UINT64_MAX;
+  const bool lazy = !durable && region_ != Region::kAuthenticated;
+  if (lazy) {
+    if (Result<uint64_t> length = data_.Size(); length.ok()) write_before_record_from_ = std::max(*length, physical_size_);
+  }
   std::vector<uint64_t> chunks;
   chunks.reserve(cache_.size());
   for (const auto& [chunk, plain] : cache_) chunks.push_back(chunk);
   return AllocateSlots(chunks);
+}
+
+bool ProtectedFile::WrittenBeforeRecord(uint64_t chunk) const {
+  return !IsDurable(chunk) && layout_.SlotOffset(chunk) >= write_before_record_from_;
 }
 
 void ProtectedFile::CatchUpWithDataCutLocked() {
@@ -1373,6 +1389,7 @@ Status ProtectedFile::AllocateSlots(const std::vector<uint64_t>& chunks) {
       SCONE_RETURN_IF_ERROR(add(layout_.PageOffset(page), kPageSize));
     }
     last_page = page;
+    if (WrittenBeforeRecord(chunk)) continue;  // its page is allocated all the same
     SCONE_RETURN_IF_ERROR(add(layout_.SlotOffset(chunk), kChunkSize));
   }
   if (end > begin) SCONE_RETURN_IF_ERROR(AllocateRange(begin, end));
@@ -1447,7 +1464,7 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
           in_transaction_ = stage != nullptr;
           Status built = stage ? stage() : Status::Ok();
           kept_in_memory = unlinked_ && in_memory_only_;
-          if (built.ok() && !kept_in_memory) built = AllocateInPlaceLocked();
+          if (built.ok() && !kept_in_memory) built = AllocateInPlaceLocked(durable);
           if (built.ok() && !kept_in_memory) built = BuildRecord(&record, durable, /*defer_in_place=*/true);
           if (built.ok() && staged) built = staged();
           in_transaction_ = false;
@@ -1722,6 +1739,7 @@ Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable, bool defer_i
   record.slot_data.resize(journaled * kChunkSize);
   Bytes inplace_images(kChunkSize * (cache_.size() - journaled));
   size_t next_inplace = 0;
+  const size_t inplace_before = inplace_.size();
   std::vector<uint64_t> sealed;
   std::vector<const uint8_t*> plains;
   std::vector<uint8_t*> images;
@@ -1740,6 +1758,22 @@ Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable, bool defer_i
     images.push_back(image);
   }
   SCONE_RETURN_IF_ERROR(SealMany(sealed, plains, images));
+  if (defer_in_place && record.lazy) {
+    // New chunks past the data file's end hold no version a record names: in place now, in
+    // the room AllocateInPlaceLocked did not reserve, while the plaintext is still buffered. A
+    // full disk fails the commit here, and the next one seals them again.
+    std::vector<std::pair<uint64_t, const uint8_t*>> before_record;
+    std::erase_if(inplace_now, [&](const std::pair<uint64_t, const uint8_t*>& slot) {
+      if (!WrittenBeforeRecord(slot.first)) return false;
+      before_record.push_back(slot);
+      return true;
+    });
+    write_before_record_from_ = UINT64_MAX;
+    if (Status written = WriteSlots(before_record); !written.ok()) {
+      inplace_.resize(inplace_before);
+      return written;
+    }
+  }
   // A small commit's plaintext stays for the next write into its chunks (recent_), valid once
   // the commit is (CommitLocked).
   DropRecent();
@@ -1754,7 +1788,7 @@ Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable, bool defer_i
     if (defer_in_place && record.lazy) {
       // Written after the record (WriteDeferredInPlace): a crash between leaves on disk the
       // versions earlier records name, which a repair goes back to (a chunk written first and
-      // then not recorded is lost).
+      // then not recorded is lost). Those past the data file's end went in place above.
       deferred_images_ = std::move(inplace_images);
       deferred_slots_ = std::move(inplace_now);
     } else {

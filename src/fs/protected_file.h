@@ -301,7 +301,10 @@ class ProtectedFile {
   bool GoesToJournal(uint64_t chunk, bool all) const { return all || IsDurable(chunk); }
   // Allocates the slots of every buffered chunk and the new table pages, before the commit's
   // record names them: a full disk failed those writes after the record (see the .cc).
-  Status AllocateInPlaceLocked();
+  // A lazy commit's new chunks whose slots lie past the data file's end take no fallocate:
+  // BuildRecord writes them before the record (write_before_record_from_).
+  Status AllocateInPlaceLocked(bool durable);
+  bool WrittenBeforeRecord(uint64_t chunk) const;
   // Allocates the data file's slots of these chunks (ascending), adjacent ones in one call:
   // chunks sealed in place outside a commit (a large write, an eviction) must find their room
   // before anything names them, or a full disk leaves the file short of what its table says.
@@ -440,6 +443,10 @@ class ProtectedFile {
   uint64_t lazy_in_place_since_ = 0;
   Bytes deferred_images_;  // BuildRecord's in-place images waiting for their record
   std::vector<std::pair<uint64_t, const uint8_t*>> deferred_slots_;
+  // In a lazy commit, from AllocateInPlaceLocked to BuildRecord: the data file's length, on disk
+  // and as this object wrote it, before the commit. Slots at or past it hold no version a record
+  // names, so a new chunk's goes in place before the record (UINT64_MAX: none).
+  uint64_t write_before_record_from_ = UINT64_MAX;
   // The lazy create record of a file this process made (Volume::CreateFileLocked), 0 for others;
   // and whether every commit since put the file's table pages in place (PagesGoInPlace).
   uint64_t created_seq_ = 0;
