@@ -23,6 +23,7 @@ chmod 755 "$work"
 started=()
 cleanup() {
   ((${#started[@]} == 0)) || kill_tree "${started[@]}"
+  umount "$work/tarfs" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -56,21 +57,36 @@ t_native=() t_scone=()
 # without a journal (this machine's root), ext4 passes over inodes freed in the last minutes when
 # it allocates new ones (recently_deleted), so a tree removed just before a run made that run
 # scan the inode tables (up to 6x slower, native and shielded alike, depending on what lay where).
-# A `sync` before each run: the shielded run's close syncs the file system (syncfs), which wrote
-# back the native run's 130 MB too, charging it to the runtime.
+# Where it can (root, loop devices), each round has a fresh ext4 of its own (an image file on
+# the same disk, mounted at tarfs): what both sides then pay is their own work, not what the
+# file systems's earlier tenants left (inodes freed by the test suite or an earlier bench).
+# A `sync` before each run: a shielded run's close may sync the file system (syncfs), which
+# would write back the native run's 130 MB too, charging it to the runtime.
+tar_fs=""
+tarfs_round() {  # a fresh ext4 at $work/tarfs for round $1, or nothing (the work dir is used)
+  umount "$work/tarfs" 2>/dev/null || true
+  rm -f "$work/tarfs.img"
+  mkdir -p "$work/tarfs"
+  truncate -s 4G "$work/tarfs.img" && mkfs.ext4 -q "$work/tarfs.img" 2>/dev/null &&
+    mount -o loop "$work/tarfs.img" "$work/tarfs" 2>/dev/null && tar_fs="a fresh ext4 per round" ||
+    { tar_fs="the work directory"; return 0; }
+}
 for r in $(seq 1 "$rounds"); do
-  mkdir "plain$r"
-  new_volume "tarvol$r" root
+  tarfs_round "$r"
+  mkdir "tarfs/plain$r"
+  new_volume "tarfs/tarvol$r" root
   sync
-  t_native+=("$(seconds_of tar -C "plain$r" -xf include.tar)")
+  t_native+=("$(seconds_of tar -C "tarfs/plain$r" -xf include.tar)")
   sync
-  if t="$(seconds_of "$scone" run --volume "$work/tarvol$r:$work/tarvol$r.key" -- tar -C "$work/tarvol$r" -xf include.tar)"; then
+  vol="$work/tarfs/tarvol$r:$work/tarfs/tarvol$r.key"
+  if t="$(seconds_of "$scone" run --volume "$vol" -- tar -C "$work/tarfs/tarvol$r" -xf include.tar)"; then
     t_scone+=("$t")
   else
-    error[tar]="$("$scone" run --volume "$work/tarvol$r:$work/tarvol$r.key" -- tar -C "$work/tarvol$r" -xf include.tar 2>&1 | head -n 3)"
+    error[tar]="$("$scone" run --volume "$vol" -- tar -C "$work/tarfs/tarvol$r" -xf include.tar 2>&1 | head -n 3)"
   fi
 done
-rm -rf plain[0-9]* tarvol[0-9]*
+umount "$work/tarfs" 2>/dev/null || true
+rm -rf tarfs tarfs.img
 result[tar/native]=$($PY -c "print('%.0f' % ($files / $(median "${t_native[@]}")))")
 [[ ${#t_scone[@]} == 0 ]] || result[tar/scone]=$($PY -c "print('%.0f' % ($files / $(median "${t_scone[@]}")))")
 
@@ -219,7 +235,7 @@ rm -rf walp walv walv.key
 result[sqlite-wal/native]=$($PY -c "print('%.0f' % (2 * $wal_txns / $(median "${t_native[@]}")))")
 [[ ${#t_scone[@]} == 0 ]] || result[sqlite-wal/scone]=$($PY -c "print('%.0f' % (2 * $wal_txns / $(median "${t_scone[@]}")))")
 
-echo "scone servers benchmark (disk: $work; median of $rounds alternating rounds; pgbench and wrk ${secs} s each)"
+echo "scone servers benchmark (disk: $work; median of $rounds alternating rounds; pgbench and wrk ${secs} s each; tar on $tar_fs)"
 printf "%-44s %14s %14s %16s\n" workload native shielded shielded/native
 row() {  # row LABEL KEY UNIT
   local n="${result[$2/native]:-}" s="${result[$2/scone]:-}"
