@@ -192,6 +192,7 @@ SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view i
   InsideOpenSsl inside;
   SecretBytes out(out_size);
   uint8_t empty_salt = 0;
+  constexpr size_t kDigest = 3;  // the digest, then the end
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_KEY, const_cast<uint8_t*>(input_key.data()),
                                         input_key.size()),
@@ -203,9 +204,9 @@ SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view i
       OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, const_cast<char*>("SHA256"), 0),
       OSSL_PARAM_construct_end()};
   // This thread's context, its digest set once: a new one per call fetched SHA-256 by name (the
-  // method store's lock), a third of a file's create in `tar -x`. Given the key, the salt and
-  // the info anew each time; an empty salt, which OpenSSL 3.0 takes as "the last one again",
-  // gets a context of its own.
+  // method store's lock). Given the key, the salt and the info anew each time; an empty salt,
+  // which OpenSSL 3.0 takes as "the last one again", gets a context of its own. (OpenSSL 3.0's
+  // extract still fetches HMAC and SHA-256 by name, EVP_Q_mac: HKDF stays 5 % of a `tar -x`.)
   if (salt.empty()) {
     EVP_KDF* kdf = HkdfKdf();
     EVP_KDF_CTX* ctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
@@ -217,9 +218,9 @@ SecretBytes Hkdf(const SecretBytes& input_key, ByteSpan salt, std::string_view i
   if (ctx == nullptr) {
     EVP_KDF* kdf = HkdfKdf();
     ctx = kdf ? EVP_KDF_CTX_new(kdf) : nullptr;
-    if (ctx == nullptr || EVP_KDF_CTX_set_params(ctx, &params[3]) != 1) CryptoFatal("HKDF");
+    if (ctx == nullptr || EVP_KDF_CTX_set_params(ctx, &params[kDigest]) != 1) CryptoFatal("HKDF");
   }
-  params[3] = OSSL_PARAM_construct_end();  // the digest stays
+  params[kDigest] = OSSL_PARAM_construct_end();  // the digest stays
   if (EVP_KDF_derive(ctx, out.data(), out.size(), params) != 1) CryptoFatal("HKDF");
   return out;
 }

@@ -1335,32 +1335,32 @@ uint64_t ProtectedFile::RecordBoundLocked(uint64_t stage_bytes, uint64_t stage_o
   return (images + staged_images) * kChunkSize + entries * (kEntrySize + 8) + 4096;
 }
 
-Status ProtectedFile::AllocateInPlaceLocked(bool durable) {
+Status ProtectedFile::AllocateInPlaceLocked(uint64_t new_room_from) {
   // Every buffered chunk's slot, those whose images go to the journal too: they go in place
   // after it (at once for a durable record, with the window for a lazy one), and a slot a
   // truncate freed meanwhile is new room. Else that apply met the full disk after the record,
   // and the next open's recovery needed the room all the same (from the volume's reserve; the
   // second time there was none, and the volume was shut: hostile finding, `dd bs=4k` twice).
   //
-  // A lazy commit's new chunks past the data file's end are the exception: no record names a
-  // version in their slots, so BuildRecord writes them before the record, where a full disk fails
-  // the commit with nothing recorded. No fallocate for them: one per file was a tenth of the time
-  // of a `tar -x` into a volume. The length on disk too: another process may have committed a
-  // longer file since this object last looked.
-  CatchUpWithDataCutLocked();
-  write_before_record_from_ = UINT64_MAX;
-  const bool lazy = !durable && region_ != Region::kAuthenticated;
-  if (lazy) {
-    if (Result<uint64_t> length = data_.Size(); length.ok()) write_before_record_from_ = std::max(*length, physical_size_);
-  }
+  // A lazy commit's new chunks past the data file's end are the exception (NewRoomFromLocked):
+  // BuildRecord writes them before the record, where a full disk fails the commit with nothing
+  // recorded. No fallocate for them: one per file was a tenth of the time of a `tar -x` into a
+  // volume.
   std::vector<uint64_t> chunks;
   chunks.reserve(cache_.size());
   for (const auto& [chunk, plain] : cache_) chunks.push_back(chunk);
-  return AllocateSlots(chunks);
+  return AllocateSlots(chunks, new_room_from);
 }
 
-bool ProtectedFile::WrittenBeforeRecord(uint64_t chunk) const {
-  return !IsDurable(chunk) && layout_.SlotOffset(chunk) >= write_before_record_from_;
+uint64_t ProtectedFile::NewRoomFromLocked(bool durable) {
+  if (durable || region_ == Region::kAuthenticated) return kNoNewRoom;
+  CatchUpWithDataCutLocked();
+  const Result<uint64_t> length = data_.Size();
+  return length.ok() ? std::max(*length, physical_size_) : kNoNewRoom;
+}
+
+bool ProtectedFile::WrittenBeforeRecord(uint64_t chunk, uint64_t new_room_from) const {
+  return !IsDurable(chunk) && layout_.SlotOffset(chunk) >= new_room_from;
 }
 
 void ProtectedFile::CatchUpWithDataCutLocked() {
@@ -1369,7 +1369,7 @@ void ProtectedFile::CatchUpWithDataCutLocked() {
   if (auto length = data_.Size(); length.ok()) physical_size_ = std::min(physical_size_, *length);
 }
 
-Status ProtectedFile::AllocateSlots(const std::vector<uint64_t>& chunks) {
+Status ProtectedFile::AllocateSlots(const std::vector<uint64_t>& chunks, uint64_t new_room_from) {
   CatchUpWithDataCutLocked();
   uint64_t begin = 0, end = 0;  // the run of adjacent ranges so far, allocated with one call
   const auto add = [&](uint64_t at, uint64_t length) -> Status {
@@ -1389,7 +1389,7 @@ Status ProtectedFile::AllocateSlots(const std::vector<uint64_t>& chunks) {
       SCONE_RETURN_IF_ERROR(add(layout_.PageOffset(page), kPageSize));
     }
     last_page = page;
-    if (WrittenBeforeRecord(chunk)) continue;  // its page is allocated all the same
+    if (WrittenBeforeRecord(chunk, new_room_from)) continue;  // its page is allocated all the same
     SCONE_RETURN_IF_ERROR(add(layout_.SlotOffset(chunk), kChunkSize));
   }
   if (end > begin) SCONE_RETURN_IF_ERROR(AllocateRange(begin, end));
@@ -1464,8 +1464,11 @@ Status ProtectedFile::CommitLocked(bool durable, const std::function<Status()>& 
           in_transaction_ = stage != nullptr;
           Status built = stage ? stage() : Status::Ok();
           kept_in_memory = unlinked_ && in_memory_only_;
-          if (built.ok() && !kept_in_memory) built = AllocateInPlaceLocked(durable);
-          if (built.ok() && !kept_in_memory) built = BuildRecord(&record, durable, /*defer_in_place=*/true);
+          if (built.ok() && !kept_in_memory) {
+            const uint64_t new_room_from = NewRoomFromLocked(durable);
+            built = AllocateInPlaceLocked(new_room_from);
+            if (built.ok()) built = BuildRecord(&record, durable, /*defer_in_place=*/true, new_room_from);
+          }
           if (built.ok() && staged) built = staged();
           in_transaction_ = false;
           return built;
@@ -1714,7 +1717,7 @@ Status ProtectedFile::ReloadChangedByOthers(const FileEntry& current, const File
   return Status::Ok();
 }
 
-Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable, bool defer_in_place) {
+Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable, bool defer_in_place, uint64_t new_room_from) {
   JournalRecord& record = *out;
   // An authenticated file's data file is its plaintext, exactly as long as the file: only an
   // in-place apply keeps it so, and that waits for a durable record.
@@ -1764,11 +1767,10 @@ Status ProtectedFile::BuildRecord(JournalRecord* out, bool durable, bool defer_i
     // full disk fails the commit here, and the next one seals them again.
     std::vector<std::pair<uint64_t, const uint8_t*>> before_record;
     std::erase_if(inplace_now, [&](const std::pair<uint64_t, const uint8_t*>& slot) {
-      if (!WrittenBeforeRecord(slot.first)) return false;
+      if (!WrittenBeforeRecord(slot.first, new_room_from)) return false;
       before_record.push_back(slot);
       return true;
     });
-    write_before_record_from_ = UINT64_MAX;
     if (Status written = WriteSlots(before_record); !written.ok()) {
       inplace_.resize(inplace_before);
       return written;

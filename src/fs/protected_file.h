@@ -301,14 +301,21 @@ class ProtectedFile {
   bool GoesToJournal(uint64_t chunk, bool all) const { return all || IsDurable(chunk); }
   // Allocates the slots of every buffered chunk and the new table pages, before the commit's
   // record names them: a full disk failed those writes after the record (see the .cc).
-  // A lazy commit's new chunks whose slots lie past the data file's end take no fallocate:
-  // BuildRecord writes them before the record (write_before_record_from_).
-  Status AllocateInPlaceLocked(bool durable);
-  bool WrittenBeforeRecord(uint64_t chunk) const;
+  // A lazy commit's new chunks whose slots lie at or past `new_room_from` take no fallocate:
+  // BuildRecord writes them before the record.
+  Status AllocateInPlaceLocked(uint64_t new_room_from);
+  // Where a lazy commit's new chunks may go in place before its record: at or past the data
+  // file's length, on disk and as this object wrote it (another process may have committed a
+  // longer file since this object last looked), where no slot holds a version a record names.
+  // kNoNewRoom for a durable commit.
+  uint64_t NewRoomFromLocked(bool durable);
+  static constexpr uint64_t kNoNewRoom = UINT64_MAX;
+  bool WrittenBeforeRecord(uint64_t chunk, uint64_t new_room_from) const;
   // Allocates the data file's slots of these chunks (ascending), adjacent ones in one call:
   // chunks sealed in place outside a commit (a large write, an eviction) must find their room
   // before anything names them, or a full disk leaves the file short of what its table says.
-  Status AllocateSlots(const std::vector<uint64_t>& chunks);
+  // Slots of chunks written before the record (WrittenBeforeRecord) are left out, their pages not.
+  Status AllocateSlots(const std::vector<uint64_t>& chunks, uint64_t new_room_from = kNoNewRoom);
   // Allocates [begin, end) of the data file unless this object allocated it already and
   // nothing cut the file since (an append to the last chunk allocated its slot each time).
   Status AllocateRange(uint64_t begin, uint64_t end);
@@ -351,7 +358,8 @@ class ProtectedFile {
   // Seals what is buffered and fills the commit record. REQUIRES: mu_ held exclusively.
   // With `defer_in_place`, a lazy record's chunks that go in place wait for
   // WriteDeferredInPlace, which the commit calls once the record is appended.
-  Status BuildRecord(JournalRecord* record, bool durable, bool defer_in_place = false);
+  Status BuildRecord(JournalRecord* record, bool durable, bool defer_in_place = false,
+                     uint64_t new_room_from = kNoNewRoom);
   // After the record: the chunks BuildRecord deferred; after a lazy one (`lazy_record`) of a
   // file whose pages go in place (PagesGoInPlace), its changed table pages with them, and the
   // volume learns that applying the window has nothing to write for the file
@@ -443,10 +451,6 @@ class ProtectedFile {
   uint64_t lazy_in_place_since_ = 0;
   Bytes deferred_images_;  // BuildRecord's in-place images waiting for their record
   std::vector<std::pair<uint64_t, const uint8_t*>> deferred_slots_;
-  // In a lazy commit, from AllocateInPlaceLocked to BuildRecord: the data file's length, on disk
-  // and as this object wrote it, before the commit. Slots at or past it hold no version a record
-  // names, so a new chunk's goes in place before the record (UINT64_MAX: none).
-  uint64_t write_before_record_from_ = UINT64_MAX;
   // The lazy create record of a file this process made (Volume::CreateFileLocked), 0 for others;
   // and whether every commit since put the file's table pages in place (PagesGoInPlace).
   uint64_t created_seq_ = 0;

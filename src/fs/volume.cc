@@ -28,9 +28,16 @@ std::function<void()> after_record_hook;
 constexpr char kVolumeMagic[8] = {'S', 'C', 'O', 'N', 'E', 'V', 'O', 'L'};
 
 // From this much room in the trash on, or with less room than this left on the file system, a
-// close gives it back at once (GiveBackLargeTrashLocked).
+// close gives it back at once (GiveBackTrashLocked).
 constexpr uint64_t kTrashGivenBackAtClose = uint64_t{1} << 20;
 constexpr uint64_t kLittleRoomLeft = uint64_t{64} << 20;
+
+// The room a (data) file takes on disk: what it holds written in place and not committed too (a
+// write that met a full disk). 0 if it cannot be stat'ed.
+uint64_t RoomOnDisk(const std::string& path) {
+  struct stat st {};
+  return os::Sys().lstat(path.c_str(), &st) == 0 ? uint64_t(st.st_blocks) * 512 : 0;
+}
 constexpr size_t kMaxBaseSize = 256u << 20;
 // A checkpoint folds the journal into the base state once it grows past this, or past an eighth
 // of the disk's free room, but not before the smaller size (FitCheckpointsToDisk).
@@ -732,9 +739,7 @@ void Volume::AdoptTrashLocked() {
     auto id = FromHexArray<kFileIdSize>(e.path().filename().string());
     if (!id.ok() || path_by_id_.count(*id) != 0) continue;
     trash_.push_back(*id);
-    std::error_code size_ec;
-    const uintmax_t size = e.file_size(size_ec);
-    trash_bytes_ += size_ec ? 0 : size;
+    trash_bytes_ += RoomOnDisk(e.path().string());
   }
 }
 
@@ -748,19 +753,14 @@ bool Volume::MayKeepJournalLocked(bool alone) const {
 
 Status Volume::GiveBackTrashLocked() {
   if (trash_.empty()) return Status::Ok();
-  SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
-  EmptyTrashLocked();
-  return Status::Ok();
-}
-
-Status Volume::GiveBackLargeTrashLocked() {
-  if (trash_.empty()) return Status::Ok();
   if (trash_bytes_ < kTrashGivenBackAtClose) {
     // On a disk that is nearly full every block counts (the next write would fail natively).
     const Result<uint64_t> free = journal_->FreeSpace();
     if (free.ok() && *free >= kLittleRoomLeft) return Status::Ok();
   }
-  return GiveBackTrashLocked();
+  SCONE_RETURN_IF_ERROR(MakeWindowDurableLocked());
+  EmptyTrashLocked();
+  return Status::Ok();
 }
 
 Status Volume::WriteCloseMarkLocked() {
@@ -774,14 +774,14 @@ Status Volume::WriteCloseMarkLocked() {
 }
 
 Status Volume::CloseKeepingJournalLocked(bool alone) {
-  SCONE_RETURN_IF_ERROR(GiveBackLargeTrashLocked());
+  SCONE_RETURN_IF_ERROR(GiveBackTrashLocked());
   if (!alone) return Status::Ok();  // the others have its records, and the last one closes
   if (WriteCloseMarkLocked().ok()) return Status::Ok();
   return Checkpoint(/*clean=*/true);
 }
 
 bool Volume::MarkIfAloneLocked() {
-  return lock_->TryAlone() && MayKeepJournalLocked(/*alone=*/true) && GiveBackLargeTrashLocked().ok() &&
+  return lock_->TryAlone() && MayKeepJournalLocked(/*alone=*/true) && GiveBackTrashLocked().ok() &&
          WriteCloseMarkLocked().ok();
 }
 
@@ -2202,9 +2202,7 @@ Status Volume::UnlinkLocked(const std::string& path, FileEntry entry, KeepAlive&
     }
     return linked != 0 ? linked : os::Sys().unlink(full.c_str());
   };
-  // What it holds on disk, written in place and not committed too (a write that met a full disk).
-  struct stat st {};
-  const uint64_t room = to_trash && os::Sys().lstat(full.c_str(), &st) == 0 ? uint64_t(st.st_blocks) * 512 : 0;
+  const uint64_t room = to_trash ? RoomOnDisk(full) : 0;
   int removed = remove();
   if (removed != 0 && errno == ENOENT && to_trash && access(full.c_str(), F_OK) == 0) {
     // The trash directory itself went missing behind our back: make it again.
